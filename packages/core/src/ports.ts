@@ -1,0 +1,17 @@
+/** Time, injected so that logic never calls Date.now() itself and tests can control it. */
+export interface Clock {
+  /** The current time in milliseconds since the Unix epoch. */
+  now(): number;
+}
+
+/** Produces unique ids for new resources. */
+export interface IdGenerator {
+  /** A new random UUID. */
+  newId(): string;
+}
+
+/** The wall clock. */
+export const systemClock: Clock = { now: () => Date.now() };
+
+/** Random v4 UUIDs from the platform's CSPRNG. */
+export const randomIds: IdGenerator = { newId: () => globalThis.crypto.randomUUID() };

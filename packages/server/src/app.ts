@@ -1,0 +1,114 @@
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { ConnectError, Code } from "@connectrpc/connect";
+import { randomIds, systemClock, type Clock, type IdGenerator, type Store } from "@quantix/core";
+import type { ControlPlaneConfig } from "./config.js";
+import { VmReconciler } from "./controllers/vm-reconciler.js";
+import { NodeMonitor } from "./controllers/node-monitor.js";
+import { demoNodes, demoVms } from "./demo/demo-data.js";
+import { SimulatedNodes } from "./demo/simulated-nodes.js";
+import { createFallback } from "./health.js";
+import { NodeDrivers } from "./hypervisor/node-drivers.js";
+import { listenDual, type DualListener } from "./listener.js";
+import { createJsonLogger, type Logger } from "./log.js";
+import { PENDING_SERVICES, SERVED_FILES } from "./rpc/catalog.js";
+import { observeAndMapErrors } from "./rpc/interceptors.js";
+import { registerNodeService } from "./rpc/node-routes.js";
+import { registerReflection } from "./rpc/reflection.js";
+import { registerUnimplemented } from "./rpc/unimplemented-routes.js";
+import { registerVmService } from "./rpc/vm-routes.js";
+import { NodeService } from "./services/node-service.js";
+import { VmPowerService } from "./services/vm-power.js";
+import { VmService } from "./services/vm-service.js";
+import { MemoryStore } from "./store/memory-store.js";
+
+/** A running control plane. */
+export interface ControlPlane {
+  readonly port: number;
+  /** Base URL, e.g. http://127.0.0.1:8080. */
+  readonly url: string;
+  readonly store: Store;
+  readonly reconciler: VmReconciler;
+  readonly simulated: SimulatedNodes;
+  /** Graceful shutdown: streams end cleanly, in-flight calls finish, then connections close. */
+  close(): Promise<void>;
+}
+
+/** Optional replacements for the composition root's defaults (tests). */
+export interface ControlPlaneDeps {
+  readonly clock?: Clock;
+  readonly ids?: IdGenerator;
+  readonly log?: Logger;
+  readonly store?: Store;
+}
+
+/** The composition root of the control plane: picks implementations and wires them. */
+export async function startControlPlane(config: ControlPlaneConfig, deps: ControlPlaneDeps = {}): Promise<ControlPlane> {
+  const clock = deps.clock ?? systemClock;
+  const ids = deps.ids ?? randomIds;
+  const log = deps.log ?? createJsonLogger(config.logLevel);
+  const store = deps.store ?? new MemoryStore();
+  const startedAt = clock.now();
+
+  if (config.demo && (await store.vms.list({ order: { field: "name", desc: false }, limit: 0 })).totalCount === 0 && (await store.nodes.list({ order: { field: "hostname", desc: false }, limit: 0 })).totalCount === 0) {
+    for (const n of demoNodes(startedAt)) await store.nodes.create(n);
+    for (const vm of demoVms(startedAt)) await store.vms.create(vm);
+    log.log("info", "seeded demo data", { nodes: 3, vms: 4 });
+  }
+
+  const drivers = new NodeDrivers();
+  const nodeService = new NodeService({ store, clock, ids });
+  const vmService = new VmService({ store, clock, ids });
+  const reconciler = new VmReconciler({ store, drivers, clock, log });
+  const power = new VmPowerService(store, reconciler);
+  const simulated = new SimulatedNodes({ store, drivers, nodes: nodeService, clock, log, timing: { bootMs: config.simBootMs, shutdownMs: Math.round(config.simBootMs * 0.7), suspendMs: Math.round(config.simBootMs * 0.7) } });
+  const monitor = new NodeMonitor({ store, clock, log });
+  await simulated.start();
+  await reconciler.start();
+  monitor.start();
+
+  const shutdown = new AbortController();
+  const handler = connectNodeAdapter({
+    routes: (router) => {
+      registerVmService(router, vmService, power, config.defaultDeadlineMs);
+      registerNodeService(router, nodeService);
+      for (const p of PENDING_SERVICES) registerUnimplemented(router, p.service, p.arrivesWith);
+      registerReflection(router, SERVED_FILES);
+    },
+    interceptors: [observeAndMapErrors(log)],
+    readMaxBytes: config.maxRequestBytes,
+    writeMaxBytes: config.maxResponseBytes,
+    jsonOptions: { ignoreUnknownFields: false },
+    shutdownSignal: shutdown.signal,
+    fallback: createFallback(store, startedAt, () => clock.now()),
+  });
+  let listener: DualListener;
+  try {
+    listener = await listenDual(config.host, config.port, handler, { maxConcurrentStreams: config.maxConcurrentStreams, maxHeaderBytes: 64 * 1024 });
+  } catch (err) {
+    await reconciler.stop();
+    await simulated.stop();
+    monitor.stop();
+    throw err;
+  }
+  const host = listener.address.includes(":") ? `[${listener.address}]` : listener.address;
+  log.log("info", "control plane listening", { url: `http://${host}:${listener.port}`, protocols: ["connect", "grpc", "grpc-web"], http: ["1.1", "h2c"], store: config.store });
+  let closing: Promise<void> | undefined;
+  return {
+    port: listener.port,
+    url: `http://${host}:${listener.port}`,
+    store,
+    reconciler,
+    simulated,
+    close() {
+      closing ??= (async () => {
+        shutdown.abort(new ConnectError("the server is shutting down", Code.Unavailable));
+        await listener.close(config.shutdownGraceMs);
+        monitor.stop();
+        await simulated.stop();
+        await reconciler.stop();
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}

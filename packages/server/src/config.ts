@@ -1,0 +1,90 @@
+import { QuantixError } from "@quantix/core";
+
+/** The control plane's settings, read from the environment and validated at start. */
+export interface ControlPlaneConfig {
+  /** Host to listen on (QUANTIX_ADDR's host part). */
+  readonly host: string;
+  /** Port to listen on; 0 picks a free one (tests). */
+  readonly port: number;
+  /** "memory" for now; durable stores arrive with the store issue. */
+  readonly store: "memory";
+  /** Seed the seeds' demo data into an empty store (QUANTIX_DEMO, default 1). */
+  readonly demo: boolean;
+  readonly logLevel: "debug" | "info" | "warn" | "error" | "silent";
+  /** How long power actions wait for the node when the client set no deadline. */
+  readonly defaultDeadlineMs: number;
+  /** Largest request message accepted, in bytes. */
+  readonly maxRequestBytes: number;
+  /** Largest response message sent, in bytes. */
+  readonly maxResponseBytes: number;
+  /** Concurrent HTTP/2 streams per connection. */
+  readonly maxConcurrentStreams: number;
+  /** How long graceful shutdown waits for in-flight calls. */
+  readonly shutdownGraceMs: number;
+  /** Timing of the simulated hypervisor's boot, in ms. */
+  readonly simBootMs: number;
+}
+
+const DEFAULTS: ControlPlaneConfig = {
+  host: "127.0.0.1",
+  port: 8080,
+  store: "memory",
+  demo: true,
+  logLevel: "info",
+  defaultDeadlineMs: 30_000,
+  maxRequestBytes: 4 * 1024 * 1024,
+  maxResponseBytes: 64 * 1024 * 1024,
+  maxConcurrentStreams: 10_000,
+  shutdownGraceMs: 10_000,
+  simBootMs: 300,
+};
+
+/** Reads and validates the configuration; throws with every problem named. */
+export function loadConfig(env: Record<string, string | undefined>, overrides: Partial<ControlPlaneConfig> = {}): ControlPlaneConfig {
+  const problems: string[] = [];
+  const int = (name: string, min: number, max: number, fallback: number): number => {
+    const raw = env[name];
+    if (raw === undefined || raw === "") return fallback;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      problems.push(`${name}=${JSON.stringify(raw)} must be an integer between ${min} and ${max}`);
+      return fallback;
+    }
+    return n;
+  };
+  let host = DEFAULTS.host;
+  let port = DEFAULTS.port;
+  const addr = env["QUANTIX_ADDR"];
+  if (addr) {
+    const m = /^(\[[0-9a-fA-F:]+\]|[a-zA-Z0-9.-]*):(\d{1,5})$/.exec(addr);
+    if (!m || Number(m[2]) > 65535) problems.push(`QUANTIX_ADDR=${JSON.stringify(addr)} must be host:port, e.g. 127.0.0.1:8080 or [::1]:8080`);
+    else {
+      host = m[1]!.replace(/^\[|\]$/g, "") || "0.0.0.0";
+      port = Number(m[2]);
+    }
+  }
+  const store = env["QUANTIX_STORE"] ?? "memory";
+  if (store !== "memory") {
+    problems.push(`QUANTIX_STORE=${JSON.stringify(store)} is not available in this build: only "memory" is (the embedded and PostgreSQL stores arrive with the durable store issue)`);
+  }
+  const demo = env["QUANTIX_DEMO"] ?? "1";
+  if (!["0", "1", "true", "false"].includes(demo)) problems.push(`QUANTIX_DEMO=${JSON.stringify(demo)} must be 0 or 1`);
+  const level = env["QUANTIX_LOG_LEVEL"] ?? DEFAULTS.logLevel;
+  if (!["debug", "info", "warn", "error", "silent"].includes(level)) problems.push(`QUANTIX_LOG_LEVEL=${JSON.stringify(level)} must be debug, info, warn, error or silent`);
+  const cfg: ControlPlaneConfig = {
+    host,
+    port,
+    store: "memory",
+    demo: demo === "1" || demo === "true",
+    logLevel: level as ControlPlaneConfig["logLevel"],
+    defaultDeadlineMs: int("QUANTIX_DEFAULT_DEADLINE_MS", 1, 3_600_000, DEFAULTS.defaultDeadlineMs),
+    maxRequestBytes: int("QUANTIX_MAX_REQUEST_BYTES", 1024, 256 * 1024 * 1024, DEFAULTS.maxRequestBytes),
+    maxResponseBytes: int("QUANTIX_MAX_RESPONSE_BYTES", 1024, 1024 * 1024 * 1024, DEFAULTS.maxResponseBytes),
+    maxConcurrentStreams: int("QUANTIX_MAX_CONCURRENT_STREAMS", 1, 100_000, DEFAULTS.maxConcurrentStreams),
+    shutdownGraceMs: int("QUANTIX_SHUTDOWN_GRACE_MS", 0, 600_000, DEFAULTS.shutdownGraceMs),
+    simBootMs: int("QUANTIX_SIM_BOOT_MS", 0, 600_000, DEFAULTS.simBootMs),
+    ...overrides,
+  };
+  if (problems.length > 0) throw new QuantixError("invalid_argument", `invalid configuration:\n  ${problems.join("\n  ")}`);
+  return cfg;
+}

@@ -1,0 +1,294 @@
+import { clone, create, equals } from "@bufbuild/protobuf";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import { ResourcesSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { PowerState, VmStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { demandOf, placeVm, QuantixError, type Clock, type HypervisorPort, type ShutdownOptions, type Store, type VmObservation } from "@quantix/core";
+import type { NodeDrivers } from "../hypervisor/node-drivers.js";
+import type { Logger } from "../log.js";
+import { setCondition, removeCondition } from "./conditions.js";
+import { desiredOf, stateOf } from "./vm-status.js";
+import { WorkQueue } from "./work-queue.js";
+
+/** Dependencies of the VM reconciler. */
+export interface VmReconcilerDeps {
+  readonly store: Store;
+  readonly drivers: NodeDrivers;
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** Every VM is reconciled at least this often, as a safety net. */
+  readonly resyncMs?: number;
+}
+
+/**
+ * Level-based reconciler (STYLE rule 1): `reconcile(id)` reads the VM and what its node's
+ * hypervisor observes, takes one idempotent step towards the desired power state, and
+ * writes the status rebuilt from the observation. Store changes, hypervisor events and a
+ * periodic resync only enqueue ids.
+ */
+export class VmReconciler {
+  private readonly queue: WorkQueue;
+  private readonly abort = new AbortController();
+  private readonly stopHints = new Map<string, ShutdownOptions>();
+  /** Where deleted VMs last ran, so their processes can be removed. */
+  private readonly tombstones = new Map<string, string>();
+  private resync: NodeJS.Timeout | undefined;
+  private unsubscribe: (() => void) | undefined;
+
+  constructor(private readonly deps: VmReconcilerDeps) {
+    this.queue = new WorkQueue(
+      (key) => (key.startsWith("node:") ? this.refreshNode(key.slice(5)) : this.reconcile(key.slice(3))),
+      (key, err) => deps.log.log("warn", "reconcile failed; will retry at resync", { key, error: String(err) }),
+    );
+  }
+
+  /** Starts watching the store and the hypervisors. */
+  async start(): Promise<void> {
+    const from = await this.deps.store.revision();
+    this.unsubscribe = this.deps.drivers.onChange((_node, vmId) => this.enqueue(vmId));
+    void this.watchLoop(from);
+    await this.resyncAll();
+    this.resync = setInterval(() => void this.resyncAll(), this.deps.resyncMs ?? 30_000);
+    this.resync.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort();
+    clearInterval(this.resync);
+    this.unsubscribe?.();
+    await this.queue.close();
+  }
+
+  enqueue(vmId: string): void {
+    this.queue.add(`vm:${vmId}`);
+  }
+
+  /** Resolves when no work is pending (tests). */
+  idle(): Promise<void> {
+    return this.queue.idle();
+  }
+
+  /** Remembers how the next shutdown of a VM should be done (StopVM's force and timeout). */
+  hintStop(vmId: string, options: ShutdownOptions): void {
+    this.stopHints.set(vmId, options);
+  }
+
+  /** Reboots a VM on its node now. The caller has checked the state table. */
+  async reboot(vm: VirtualMachine, force: boolean): Promise<void> {
+    const driver = this.driverFor(vm);
+    this.requireCapability(driver, "reboot", vm.id);
+    await driver.rebootVM(vm.id, force);
+  }
+
+  private driverFor(vm: VirtualMachine): HypervisorPort {
+    const nodeId = vm.status?.nodeId ?? "";
+    const driver = nodeId ? this.deps.drivers.get(nodeId) : undefined;
+    if (!driver) throw new QuantixError("unavailable", `VM '${vm.id}' has no reachable node${nodeId ? ` (node '${nodeId}' is not connected)` : ""}; retry when its node is READY`);
+    return driver;
+  }
+
+  private requireCapability(driver: HypervisorPort, cap: "reboot" | "pause" | "suspend", vmId: string): void {
+    if (!driver.capabilities.has(cap)) {
+      throw new QuantixError("failed_precondition", `VM '${vmId}' runs on a ${driver.kind} hypervisor, which lacks the '${cap}' capability`);
+    }
+  }
+
+  private async watchLoop(from: bigint): Promise<void> {
+    let rev = from;
+    while (!this.abort.signal.aborted) {
+      try {
+        for await (const ev of this.deps.store.vms.watch(rev, this.abort.signal)) {
+          rev = ev.revision;
+          if (ev.type === "SYNCED") continue;
+          const nodeId = ev.object.status?.nodeId ?? "";
+          if (ev.type === "DELETED" && nodeId) this.tombstones.set(ev.object.id, nodeId);
+          this.enqueue(ev.object.id);
+          if (nodeId) this.queue.add(`node:${nodeId}`);
+        }
+      } catch (err) {
+        if (this.abort.signal.aborted) return;
+        this.deps.log.log("warn", "VM watch interrupted; resyncing", { error: String(err) });
+        rev = await this.deps.store.revision();
+        await this.resyncAll();
+      }
+    }
+  }
+
+  private async resyncAll(): Promise<void> {
+    let after: { key: string | number; id: string } | undefined;
+    for (;;) {
+      const page = await this.deps.store.vms.list({ order: { field: "name", desc: false }, after, limit: 1000 });
+      page.items.forEach((vm) => this.enqueue(vm.id));
+      const last = page.items[page.items.length - 1];
+      if (!page.hasMore || !last) break;
+      after = { key: last.name, id: last.id };
+    }
+    for (const [nodeId, driver] of this.deps.drivers.entries()) {
+      for (const obs of await driver.list()) this.enqueue(obs.vmId);
+      this.queue.add(`node:${nodeId}`);
+    }
+  }
+
+  /** One level-based pass for one VM. */
+  private async reconcile(vmId: string): Promise<void> {
+    const vm = await this.deps.store.vms.get(vmId);
+    if (!vm) return this.removeDeleted(vmId);
+    const desired = desiredOf(vm);
+    const nodeId = vm.status?.nodeId ?? "";
+    if (!nodeId) return this.reconcileUnplaced(vm, desired);
+    const driver = this.deps.drivers.get(nodeId);
+    if (!driver) {
+      return this.writeStatus(vm, (s) => {
+        s.state = State.UNKNOWN;
+        s.errorMessage = `node '${nodeId}' is not connected; the VM's state cannot be observed`;
+      });
+    }
+    let obs = await driver.observe(vm.id);
+    const stepped = await this.step(vm, desired, driver, obs);
+    if (stepped) obs = await driver.observe(vm.id);
+    await this.writeObserved(vm, desired, driver, obs);
+  }
+
+  /** Takes at most one idempotent step towards the desired state; returns whether it acted. */
+  private async step(vm: VirtualMachine, desired: PowerState, d: HypervisorPort, obs: VmObservation): Promise<boolean> {
+    const p = obs.power;
+    switch (desired) {
+      case PowerState.RUNNING:
+        if (p === "absent") { await d.createVM(vm.id, vm.spec!); await d.bootVM(vm.id); return true; }
+        if (p === "created" || p === "shutdown" || p === "suspended") { await d.bootVM(vm.id); return true; }
+        if (p === "paused") { await d.resumeVM(vm.id); return true; }
+        if (p === "crashed" && vm.generation > crashedAt(vm)) { await d.bootVM(vm.id); return true; }
+        return false;
+      case PowerState.PAUSED:
+        if (p === "running") { await d.pauseVM(vm.id); return true; }
+        return false;
+      case PowerState.SUSPENDED:
+        if (p === "running" || p === "paused") { await d.suspendVM(vm.id); return true; }
+        return false;
+      case PowerState.STOPPED:
+      case PowerState.UNSPECIFIED:
+        if (p === "running" || p === "paused" || p === "starting" || p === "crashed" || p === "suspended" || (p === "stopping" && this.stopHints.get(vm.id)?.force)) {
+          const hint = this.stopHints.get(vm.id) ?? { force: false, timeoutSec: 60 };
+          this.stopHints.delete(vm.id);
+          await d.shutdownVM(vm.id, hint);
+          return true;
+        }
+        return false;
+      default:
+        return false;
+    }
+  }
+
+  private async reconcileUnplaced(vm: VirtualMachine, desired: PowerState): Promise<void> {
+    if (desired === PowerState.STOPPED) {
+      return this.writeStatus(vm, (s) => {
+        s.state = State.STOPPED;
+        s.conditions = removeCondition(s.conditions, "Scheduled");
+      });
+    }
+    const nodes = (await this.deps.store.nodes.list({ order: { field: "hostname", desc: false }, limit: 10_000 })).items;
+    const placement = placeVm(vm.spec, nodes, (id) => this.deps.drivers.has(id));
+    const now = this.deps.clock.now();
+    await this.writeStatus(vm, (s) => {
+      if (placement.ok) {
+        s.nodeId = placement.nodeId;
+        s.state = State.PROVISIONING;
+        s.conditions = setCondition(s.conditions, { type: "Scheduled", status: true, reason: "Placed", message: `placed on node '${placement.nodeId}'`, generation: vm.generation }, now);
+      } else {
+        s.state = State.PENDING;
+        s.conditions = setCondition(s.conditions, { type: "Scheduled", status: false, reason: placement.reason, message: placement.message, generation: vm.generation }, now);
+      }
+    });
+    if (placement.ok) this.queue.add(`node:${placement.nodeId}`);
+  }
+
+  private async writeObserved(vm: VirtualMachine, desired: PowerState, driver: HypervisorPort, obs: VmObservation): Promise<void> {
+    const now = this.deps.clock.now();
+    await this.writeStatus(vm, (s) => {
+      s.state = stateOf(obs.power, desired);
+      s.hypervisor = driver.kind;
+      s.errorMessage = obs.power === "crashed" ? `the hypervisor process ended unexpectedly${obs.error ? `: ${obs.error}` : ""}; StartVM restarts it` : "";
+      if (obs.power === "crashed") {
+        if (!s.conditions.some((c) => c.type === "Crashed")) {
+          s.conditions = setCondition(s.conditions, { type: "Crashed", status: true, reason: "ProcessExited", message: s.errorMessage, generation: vm.generation }, now);
+        }
+      } else if (obs.power === "running") {
+        s.conditions = removeCondition(s.conditions, "Crashed");
+      }
+      if (obs.startedAt !== undefined) s.startedAt = timestampFromMs(obs.startedAt);
+      else delete s.startedAt;
+      s.observedGeneration = vm.generation;
+    });
+  }
+
+  private async writeStatus(vm: VirtualMachine, edit: (s: VmStatus) => void): Promise<void> {
+    const now = this.deps.clock.now();
+    await this.deps.store.vms.update(vm.id, (cur) => {
+      const before = cur.status ?? create(VmStatusSchema);
+      const next = clone(VmStatusSchema, before);
+      edit(next);
+      if (equals(VmStatusSchema, before, next)) return undefined;
+      cur.status = next;
+      cur.updatedAt = timestampFromMs(now);
+      return cur;
+    });
+  }
+
+  private async removeDeleted(vmId: string): Promise<void> {
+    const nodeId = this.tombstones.get(vmId);
+    if (!nodeId) return;
+    const driver = this.deps.drivers.get(nodeId);
+    if (driver) {
+      const obs = await driver.observe(vmId);
+      if (obs.power !== "absent" && obs.power !== "shutdown" && obs.power !== "created") {
+        await driver.shutdownVM(vmId, { force: true, timeoutSec: 0 });
+      }
+      await driver.deleteVM(vmId);
+    }
+    this.tombstones.delete(vmId);
+    this.queue.add(`node:${nodeId}`);
+  }
+
+  /** Recomputes what the VMs placed on a node ask for. */
+  private async refreshNode(nodeId: string): Promise<void> {
+    const node = await this.deps.store.nodes.get(nodeId);
+    if (!node) return;
+    const vmIds: string[] = [];
+    let cpu = 0;
+    let mem = 0;
+    let after: { key: string | number; id: string } | undefined;
+    for (;;) {
+      const page = await this.deps.store.vms.list({ nodeId, order: { field: "name", desc: false }, after, limit: 1000 });
+      for (const vm of page.items) {
+        const d = demandOf(vm.spec);
+        vmIds.push(vm.id);
+        cpu += d.vcpus;
+        mem += d.memoryMib;
+      }
+      const last = page.items[page.items.length - 1];
+      if (!page.hasMore || !last) break;
+      after = { key: last.name, id: last.id };
+    }
+    vmIds.sort();
+    const allocated = create(ResourcesSchema, { cpuCores: cpu, memoryMib: BigInt(mem) });
+    const now = this.deps.clock.now();
+    await this.deps.store.nodes.update(nodeId, (cur) => {
+      if (!cur.status) return undefined;
+      const same = cur.status.allocated && equals(ResourcesSchema, cur.status.allocated, allocated) && cur.status.vmIds.join() === vmIds.join();
+      if (same) return undefined;
+      cur.status.allocated = allocated;
+      cur.status.vmIds = vmIds;
+      cur.updatedAt = timestampFromMs(now);
+      return cur;
+    });
+  }
+}
+
+/** The generation at which the VM was last seen crashed (StartVM bumps past it). */
+function crashedAt(vm: VirtualMachine): bigint {
+  return vm.status?.conditions.find((c) => c.type === "Crashed")?.observedGeneration ?? 0n;
+}
+
+/** Milliseconds of a VM's started_at, or undefined. */
+export function startedAtMs(vm: VirtualMachine): number | undefined {
+  return vm.status?.startedAt ? timestampMs(vm.status.startedAt) : undefined;
+}

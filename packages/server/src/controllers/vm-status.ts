@@ -1,0 +1,36 @@
+import { PowerState, VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import type { ObservedPower } from "@quantix/core";
+
+/** The power state a VM's spec asks for (unset means stopped). */
+export function desiredOf(vm: VirtualMachine): PowerState {
+  const d = vm.spec?.desiredPowerState ?? PowerState.UNSPECIFIED;
+  return d === PowerState.UNSPECIFIED ? PowerState.STOPPED : d;
+}
+
+/** The API state for what the hypervisor observes, given what is desired. */
+export function stateOf(power: ObservedPower, desired: PowerState): State {
+  switch (power) {
+    case "absent":
+      return desired === PowerState.STOPPED ? State.STOPPED : State.PROVISIONING;
+    case "created":
+    case "shutdown":
+      return desired === PowerState.STOPPED ? State.STOPPED : desired === PowerState.RUNNING ? State.STARTING : State.STOPPED;
+    case "starting":
+      return State.STARTING;
+    case "running":
+      return desired === PowerState.STOPPED || desired === PowerState.SUSPENDED ? State.STOPPING : State.RUNNING;
+    case "paused":
+      return State.PAUSED;
+    case "stopping":
+    case "suspending":
+      return State.STOPPING;
+    case "suspended":
+      return State.SUSPENDED;
+    case "crashed":
+      return State.CRASHED;
+    default: {
+      const never: never = power;
+      throw new Error(`unknown power ${String(never)}`);
+    }
+  }
+}

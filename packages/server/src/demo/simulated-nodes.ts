@@ -1,0 +1,64 @@
+import { create } from "@bufbuild/protobuf";
+import { NodeUsageSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { UpdateHeartbeatRequestSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
+import { PowerState } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import type { Clock, Store } from "@quantix/core";
+import type { NodeDrivers } from "../hypervisor/node-drivers.js";
+import { SimulatedHypervisor, type SimulatedTiming } from "../hypervisor/simulated-hypervisor.js";
+import type { Logger } from "../log.js";
+import { HEARTBEAT_INTERVAL_SEC, type NodeService } from "../services/node-service.js";
+
+/**
+ * Runs an in-process simulated hypervisor, and its heartbeats, for every node whose
+ * status says `hypervisor: simulated` (the demo nodes). VMs that the store records as
+ * running on such a node are adopted as running, as a real agent adopts live guests.
+ */
+export class SimulatedNodes {
+  private readonly hypervisors = new Map<string, SimulatedHypervisor>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly deps: { store: Store; drivers: NodeDrivers; nodes: NodeService; clock: Clock; log: Logger; timing?: SimulatedTiming }) {}
+
+  async start(): Promise<void> {
+    const nodes = await this.deps.store.nodes.list({ order: { field: "hostname", desc: false }, limit: 10_000 });
+    for (const node of nodes.items) {
+      if (node.status?.hypervisor?.type !== "simulated") continue;
+      const hv = new SimulatedHypervisor(this.deps.clock, this.deps.timing);
+      const vms = await this.deps.store.vms.list({ nodeId: node.id, order: { field: "name", desc: false }, limit: 100_000 });
+      for (const vm of vms.items) {
+        if (vm.spec && vm.spec.desiredPowerState === PowerState.RUNNING && vm.status?.startedAt) {
+          hv.adoptRunning(vm.id, vm.spec, Number(vm.status.startedAt.seconds) * 1000);
+        }
+      }
+      this.hypervisors.set(node.id, hv);
+      this.deps.drivers.attach(node.id, hv);
+    }
+    await this.beat();
+    this.timer = setInterval(() => void this.beat(), HEARTBEAT_INTERVAL_SEC * 1000);
+    this.timer.unref();
+    if (this.hypervisors.size > 0) this.deps.log.log("info", "simulated hypervisors running", { nodes: this.hypervisors.size });
+  }
+
+  /** The simulated hypervisor of a node (tests use it to inject crashes). */
+  hypervisor(nodeId: string): SimulatedHypervisor | undefined {
+    return this.hypervisors.get(nodeId);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    for (const [id, hv] of this.hypervisors) {
+      hv.close();
+      this.deps.drivers.detach(id);
+    }
+  }
+
+  private async beat(): Promise<void> {
+    for (const id of this.hypervisors.keys()) {
+      try {
+        await this.deps.nodes.heartbeat(create(UpdateHeartbeatRequestSchema, { id, usage: create(NodeUsageSchema, {}) }));
+      } catch (err) {
+        this.deps.log.log("warn", "simulated heartbeat failed", { node_id: id, error: String(err) });
+      }
+    }
+  }
+}

@@ -1,0 +1,33 @@
+import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
+import type { Store } from "@quantix/core";
+
+/** The version reported by /_/health. */
+export const VERSION = "0.1.0";
+
+type Fallback = NonNullable<ConnectNodeAdapterOptions["fallback"]>;
+type Req = Parameters<Fallback>[0];
+type Res = Parameters<Fallback>[1];
+
+/**
+ * Serves `GET /_/health` (status, version, uptime, store health) and answers every other
+ * non-RPC path with a JSON 404 that says where the API lives.
+ */
+export function createFallback(store: Store, startedAtMs: number, now: () => number) {
+  return (req: Req, res: Res): void => {
+    const url = (req.url ?? "/").split("?")[0];
+    if (url === "/_/health" && (req.method === "GET" || req.method === "HEAD")) {
+      void store.health().then(
+        (s) => send(res, s.ok ? 200 : 503, { status: s.ok ? "ok" : "degraded", version: VERSION, uptime_seconds: Math.floor((now() - startedAtMs) / 1000), store: s }),
+        (err: unknown) => send(res, 503, { status: "degraded", version: VERSION, uptime_seconds: Math.floor((now() - startedAtMs) / 1000), store: { ok: false, detail: String(err) } }),
+      );
+      return;
+    }
+    send(res, 404, { error: "not_found", message: `no route for ${req.method} ${url}; RPCs are POST /<package>.<Service>/<Method>, e.g. POST /Quantixkvm.compute.v1.VMService/ListVMs` });
+  };
+}
+
+function send(res: Res, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  (res as { writeHead(s: number, h: Record<string, string | number>): unknown }).writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}

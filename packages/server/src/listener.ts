@@ -1,0 +1,81 @@
+import * as http from "node:http";
+import * as http2 from "node:http2";
+import * as net from "node:net";
+
+/** Limits of the listener. */
+export interface ListenerLimits {
+  /** Concurrent HTTP/2 streams per connection (watch fan-out lives here). */
+  readonly maxConcurrentStreams: number;
+  /** Largest request header block, in bytes. */
+  readonly maxHeaderBytes: number;
+}
+
+type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
+
+/** A listening port that serves HTTP/1.1 and cleartext HTTP/2 (prior knowledge) at once. */
+export interface DualListener {
+  readonly port: number;
+  readonly address: string;
+  /** Stops accepting, lets in-flight requests finish, then closes every connection. */
+  close(graceMs: number): Promise<void>;
+}
+
+const PREFACE = Buffer.from("PRI * HTTP/2.0");
+
+/**
+ * Listens on one TCP port and routes each connection by its first bytes: the HTTP/2
+ * client preface goes to an h2c server, anything else to an HTTP/1.1 server. Node's
+ * http2 module only offers HTTP/1.1 fallback over TLS (ALPN), hence the sniffing.
+ */
+export async function listenDual(host: string, port: number, handler: Handler, limits: ListenerLimits): Promise<DualListener> {
+  const h1 = http.createServer({ maxHeaderSize: limits.maxHeaderBytes }, handler);
+  h1.keepAliveTimeout = 65_000;
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: limits.maxConcurrentStreams }, maxSessionMemory: 64, maxHeaderListPairs: 256 }, handler);
+  const sessions = new Set<http2.Http2Session>();
+  h2.on("session", (s) => {
+    sessions.add(s);
+    s.on("close", () => sessions.delete(s));
+    s.on("error", () => s.destroy());
+  });
+  const sockets = new Set<net.Socket>();
+  const tcp = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => socket.destroy());
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const n = Math.min(head.length, PREFACE.length);
+      const isH2 = head.subarray(0, n).equals(PREFACE.subarray(0, n));
+      if (isH2 && head.length < PREFACE.length) return;
+      socket.off("data", onData);
+      socket.pause();
+      socket.unshift(head);
+      (isH2 ? h2 : h1).emit("connection", socket);
+      process.nextTick(() => socket.resume());
+    };
+    socket.on("data", onData);
+  });
+  tcp.maxConnections = 10_000;
+  await new Promise<void>((resolve, reject) => {
+    tcp.once("error", reject);
+    tcp.listen(port, host, () => resolve());
+  });
+  const addr = tcp.address() as net.AddressInfo;
+  return {
+    port: addr.port,
+    address: addr.address,
+    async close(graceMs) {
+      const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
+      for (const s of sessions) s.close();
+      h1.closeIdleConnections();
+      const deadline = Date.now() + graceMs;
+      while (sockets.size > 0 && Date.now() < deadline) {
+        h1.closeIdleConnections();
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      for (const s of sockets) s.destroy();
+      await closed;
+    },
+  };
+}

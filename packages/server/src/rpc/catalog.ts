@@ -1,0 +1,49 @@
+import type { DescFile, DescService } from "@bufbuild/protobuf";
+import { file_Quantixkvm_compute_v1_node_service } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
+import { file_Quantixkvm_compute_v1_vm_service } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+import { file_Quantixkvm_network_v1_floating_ip_service, FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
+import { file_Quantixkvm_network_v1_load_balancer_service, LoadBalancerService } from "@quantix/api/gen/Quantixkvm/network/v1/load_balancer_service_pb.js";
+import { file_Quantixkvm_network_v1_port_service, PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
+import { file_Quantixkvm_network_v1_security_group_service, SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
+import { file_Quantixkvm_network_v1_virtual_network_service, VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
+import { file_Quantixkvm_network_v1_vpn_service_manager, VpnServiceManager } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_manager_pb.js";
+import { file_Quantixkvm_storage_v1_image_service, ImageService } from "@quantix/api/gen/Quantixkvm/storage/v1/image_service_pb.js";
+import { file_Quantixkvm_storage_v1_snapshot_service, SnapshotService } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_service_pb.js";
+import { file_Quantixkvm_storage_v1_storage_pool_service, StoragePoolService } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
+import { file_Quantixkvm_storage_v1_volume_service, VolumeService } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
+import { file_virtualdom_v1_gateway, MemoryGateway } from "@quantix/api/gen/virtualdom/v1/gateway_pb.js";
+import { file_vmm_v1_vm, VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+
+/** Services of the API contract that later issues implement, with what brings each. */
+export const PENDING_SERVICES: readonly { service: DescService; arrivesWith: string }[] = [
+  { service: StoragePoolService, arrivesWith: "the storage issue (qemu-img backed pools and volumes)" },
+  { service: VolumeService, arrivesWith: "the storage issue (qemu-img backed pools and volumes)" },
+  { service: SnapshotService, arrivesWith: "the storage issue (qemu-img backed pools and volumes)" },
+  { service: ImageService, arrivesWith: "the storage issue (image import)" },
+  { service: VirtualNetworkService, arrivesWith: "the networking issue (bridges, VXLAN, nftables)" },
+  { service: PortService, arrivesWith: "the networking issue (bridges, VXLAN, nftables)" },
+  { service: SecurityGroupService, arrivesWith: "the networking issue (nftables security groups)" },
+  { service: FloatingIpService, arrivesWith: "the networking issue (NAT maps)" },
+  { service: LoadBalancerService, arrivesWith: "the networking issue (nftables load balancing)" },
+  { service: VpnServiceManager, arrivesWith: "the networking issue (WireGuard and IPsec in userspace)" },
+  { service: VmService, arrivesWith: "the host agent issue; vmm.v1.VmService is served by each host's agent" },
+  { service: MemoryGateway, arrivesWith: "the MemoryGateway issue (versioned BSON documents)" },
+];
+
+/** Every file of the contract whose services this server answers, for reflection. */
+export const SERVED_FILES: readonly DescFile[] = [
+  file_Quantixkvm_compute_v1_vm_service,
+  file_Quantixkvm_compute_v1_node_service,
+  file_Quantixkvm_storage_v1_storage_pool_service,
+  file_Quantixkvm_storage_v1_volume_service,
+  file_Quantixkvm_storage_v1_snapshot_service,
+  file_Quantixkvm_storage_v1_image_service,
+  file_Quantixkvm_network_v1_virtual_network_service,
+  file_Quantixkvm_network_v1_port_service,
+  file_Quantixkvm_network_v1_security_group_service,
+  file_Quantixkvm_network_v1_floating_ip_service,
+  file_Quantixkvm_network_v1_load_balancer_service,
+  file_Quantixkvm_network_v1_vpn_service_manager,
+  file_vmm_v1_vm,
+  file_virtualdom_v1_gateway,
+];

@@ -1,0 +1,62 @@
+import { Code, type Interceptor } from "@connectrpc/connect";
+import type { Logger } from "../log.js";
+import { toConnectError } from "./errors.js";
+
+const ID_FIELDS = ["id", "vmId", "nodeId", "name", "projectId", "hostname"] as const;
+
+/** The resource ids a request names, for the log line. */
+function idsOf(message: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!message || typeof message !== "object") return out;
+  for (const f of ID_FIELDS) {
+    const v = (message as Record<string, unknown>)[f];
+    if (typeof v === "string" && v !== "") out[f] = v.slice(0, 256);
+  }
+  return out;
+}
+
+/**
+ * Maps every error to the API's error vocabulary and writes one structured log line per
+ * RPC (procedure, protocol, code, duration, resource ids), for unary calls and streams.
+ */
+export function observeAndMapErrors(log: Logger, now: () => number = () => performance.now()): Interceptor {
+  return (next) => async (req) => {
+    const start = now();
+    const procedure = `${req.service.typeName}/${req.method.name}`;
+    const ids = req.stream ? {} : idsOf(req.message);
+    const done = (code: Code | 0, cause?: unknown, messages?: number) => {
+      const fields: Record<string, unknown> = { procedure, code: code === 0 ? "ok" : Code[code], duration_ms: Math.round((now() - start) * 100) / 100, ...ids };
+      if (messages !== undefined) fields["messages"] = messages;
+      if (cause !== undefined && code === Code.Internal) fields["error"] = cause instanceof Error ? cause.stack : String(cause);
+      log.log(code === Code.Internal || code === Code.Unknown ? "error" : "info", "rpc", fields);
+    };
+    let res;
+    try {
+      res = await next(req);
+    } catch (err) {
+      const ce = toConnectError(err);
+      done(ce.code, ce.cause ?? err);
+      throw ce;
+    }
+    if (!res.stream) {
+      done(0);
+      return res;
+    }
+    const source = res.message;
+    async function* wrapped() {
+      let n = 0;
+      try {
+        for await (const m of source) {
+          n++;
+          yield m;
+        }
+        done(0, undefined, n);
+      } catch (err) {
+        const ce = toConnectError(err);
+        done(ce.code, ce.cause ?? err, n);
+        throw ce;
+      }
+    }
+    return { ...res, message: wrapped() };
+  };
+}

@@ -1,0 +1,30 @@
+import type { ConnectRouter } from "@connectrpc/connect";
+import { create } from "@bufbuild/protobuf";
+import { EmptySchema } from "@bufbuild/protobuf/wkt";
+import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
+import type { NodeService as Nodes } from "../services/node-service.js";
+import { unimplemented } from "./errors.js";
+
+/** Serves Quantixkvm.compute.v1.NodeService. */
+export function registerNodeService(router: ConnectRouter, nodes: Nodes): void {
+  router.service(NodeService, {
+    registerNode: (req) => nodes.register(req),
+    getNode: (req) => nodes.get(req.id),
+    listNodes: (req) => nodes.list(req),
+    updateNode: (req) => nodes.update(req),
+    decommissionNode: async (req) => {
+      await nodes.decommission(req);
+      return create(EmptySchema);
+    },
+    enableNode: (req) => nodes.setSchedulable(req.id, true),
+    disableNode: (req) => nodes.setSchedulable(req.id, false),
+    updateHeartbeat: (req) => nodes.heartbeat(req),
+    watchNodes: (req, ctx) => nodes.watch(req, ctx.signal),
+    drainNode: () => {
+      throw unimplemented("DrainNode", "the scheduler and live migration issue");
+    },
+    getNodeMetrics: () => {
+      throw unimplemented("GetNodeMetrics", "the node metrics work of the scheduler issue");
+    },
+  });
+}

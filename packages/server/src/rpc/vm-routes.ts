@@ -1,0 +1,43 @@
+import type { ConnectRouter } from "@connectrpc/connect";
+import { create } from "@bufbuild/protobuf";
+import { EmptySchema } from "@bufbuild/protobuf/wkt";
+import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+import type { VmPowerService } from "../services/vm-power.js";
+import type { VmService } from "../services/vm-service.js";
+import { budgetOf } from "./budget.js";
+import { unimplemented } from "./errors.js";
+
+/** Serves Quantixkvm.compute.v1.VMService. */
+export function registerVmService(router: ConnectRouter, vms: VmService, power: VmPowerService, defaultDeadlineMs: number): void {
+  router.service(VMService, {
+    createVM: (req) => vms.create(req),
+    getVM: (req) => vms.get(req.id),
+    listVMs: (req) => vms.list(req),
+    updateVM: (req) => vms.update(req),
+    deleteVM: async (req) => {
+      await vms.delete(req);
+      return create(EmptySchema);
+    },
+    startVM: (req, ctx) => power.act("start", req.id, budgetOf(ctx, defaultDeadlineMs)),
+    stopVM: (req, ctx) =>
+      power.act("stop", req.id, budgetOf(ctx, defaultDeadlineMs), { force: req.force, timeoutSec: req.timeoutSec > 0 ? Math.min(req.timeoutSec, 3600) : 60 }),
+    rebootVM: (req, ctx) => power.reboot(req.id, req.force, budgetOf(ctx, defaultDeadlineMs)),
+    pauseVM: (req, ctx) => power.act("pause", req.id, budgetOf(ctx, defaultDeadlineMs)),
+    resumeVM: (req, ctx) => power.act("resume", req.id, budgetOf(ctx, defaultDeadlineMs)),
+    suspendVM: (req, ctx) => power.act("suspend", req.id, budgetOf(ctx, defaultDeadlineMs)),
+    watchVM: (req, ctx) => vms.watchVm(req, ctx.signal),
+    watchVMs: (req, ctx) => vms.watchVms(req, ctx.signal),
+    migrateVM: () => {
+      throw unimplemented("MigrateVM", "the scheduler and live migration issue");
+    },
+    getConsoleOutput: () => {
+      throw unimplemented("GetConsoleOutput", "the host agent issue (real QEMU guests)");
+    },
+    async *streamConsole() {
+      throw unimplemented("StreamConsole", "the host agent issue (real QEMU guests)");
+    },
+    async *streamMetrics() {
+      throw unimplemented("StreamMetrics", "the node metrics work of the scheduler issue");
+    },
+  });
+}

@@ -1,0 +1,246 @@
+import { clone, create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
+import {
+  HypervisorInfoSchema,
+  NodeSchema,
+  NodeSpecSchema,
+  NodeStatusSchema,
+  NodeStatus_Phase as Phase,
+  NodeStatus_PhaseSchema,
+  ResourcesSchema,
+  type Node,
+  type NodeSpec,
+} from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import {
+  ListNodesResponseSchema,
+  NodeUpdateSchema,
+  UpdateHeartbeatResponseSchema,
+  UpdateNodeRequestSchema,
+  type DecommissionNodeRequest,
+  type ListNodesRequest,
+  type ListNodesResponse,
+  type NodeUpdate,
+  type RegisterNodeRequest,
+  type UpdateHeartbeatRequest,
+  type UpdateHeartbeatResponse,
+  type UpdateNodeRequest,
+  type WatchNodesRequest,
+} from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
+import {
+  applyUpdateMask,
+  encodePageToken,
+  nodeSortKey,
+  parsePageRequest,
+  QuantixError,
+  throwIfViolations,
+  validateLabels,
+  validateNodeSettings,
+  validateRegisterNode,
+  Violations,
+  type Clock,
+  type IdGenerator,
+  type Store,
+} from "@quantix/core";
+import { nodeMatches } from "../store/memory-store.js";
+import { setCondition } from "../controllers/conditions.js";
+import { fingerprintOf, requireId } from "./vm-service.js";
+import { filterEvent } from "./watch-filter.js";
+
+/** How often agents heartbeat, and when a silent node is declared OFFLINE. */
+export const HEARTBEAT_INTERVAL_SEC = 10;
+
+const EVENT = { ADDED: EventType.ADDED, MODIFIED: EventType.MODIFIED, DELETED: EventType.DELETED, SYNCED: EventType.SYNCED } as const;
+const USER_SPEC_PATHS = ["spec.taints", "spec.overcommit", "spec.reserved", "spec.schedulable"];
+
+/** Node registration, reads, operator settings, heartbeats and watch: the use cases behind NodeService. */
+export class NodeService {
+  constructor(private readonly deps: { store: Store; clock: Clock; ids: IdGenerator }) {}
+
+  /** Registers a host, or refreshes its hardware when the hostname is already registered. */
+  async register(req: RegisterNodeRequest): Promise<Node> {
+    throwIfViolations(validateRegisterNode(req));
+    const now = timestampFromMs(this.deps.clock.now());
+    const hardware = (spec: NodeSpec) => {
+      spec.cpu = req.cpuInfo;
+      spec.memory = req.memoryInfo;
+      spec.storage = req.storageDevices;
+      spec.network = req.networkDevices;
+      spec.agentEndpoint = req.agentEndpoint;
+    };
+    const existing = (await this.deps.store.nodes.list({ hostname: req.hostname, order: { field: "hostname", desc: false }, limit: 1 })).items[0];
+    if (existing) {
+      return this.deps.store.nodes.update(existing.id, (cur) => {
+        cur.managementIp = req.managementIp;
+        cur.labels = { ...cur.labels, ...req.labels };
+        hardware(cur.spec!);
+        const status = cur.status ?? create(NodeStatusSchema);
+        if (req.hypervisor) status.hypervisor = clone(HypervisorInfoSchema, req.hypervisor);
+        status.agentVersion = req.agentVersion;
+        cur.status = withCapacity(status, cur.spec!);
+        cur.updatedAt = now;
+        return cur;
+      });
+    }
+    const spec = create(NodeSpecSchema, { schedulable: true });
+    hardware(spec);
+    const status = create(NodeStatusSchema, {
+      phase: Phase.PENDING,
+      agentVersion: req.agentVersion,
+      ...(req.hypervisor ? { hypervisor: req.hypervisor } : {}),
+      allocated: create(ResourcesSchema),
+    });
+    const node = create(NodeSchema, {
+      id: this.deps.ids.newId(),
+      hostname: req.hostname,
+      managementIp: req.managementIp,
+      labels: req.labels,
+      spec,
+      status: withCapacity(status, spec),
+      createdAt: now,
+      updatedAt: now,
+    });
+    return this.deps.store.nodes.create(node);
+  }
+
+  async get(id: string): Promise<Node> {
+    requireId("id", id);
+    const node = await this.deps.store.nodes.get(id);
+    if (!node) throw new QuantixError("not_found", `node '${id}' not found`);
+    return node;
+  }
+
+  async list(req: ListNodesRequest): Promise<ListNodesResponse> {
+    const v = new Violations();
+    req.phases.forEach((p, i) => v.enumValue(`phases[${i}]`, p, NodeStatus_PhaseSchema.values.map((x) => x.number)));
+    throwIfViolations(v.list);
+    const filter = { labels: req.labels, phases: [...req.phases].sort(), schedulableOnly: req.schedulableOnly };
+    const fp = fingerprintOf(filter);
+    const page = parsePageRequest(req, ["hostname", "created_at"] as const, fp);
+    const result = await this.deps.store.nodes.list({ ...filter, order: page.order, after: page.after, limit: page.size });
+    const last = result.items[result.items.length - 1];
+    return create(ListNodesResponseSchema, {
+      nodes: result.items,
+      totalCount: result.totalCount,
+      nextPageToken: result.hasMore && last ? encodePageToken(page.order, fp, { key: nodeSortKey(last, page.order.field), id: last.id }) : "",
+      resourceVersion: result.revision,
+    });
+  }
+
+  /** Changes labels and the operator's settings; hardware fields belong to the agent. */
+  async update(req: UpdateNodeRequest): Promise<Node> {
+    requireId("id", req.id);
+    const now = timestampFromMs(this.deps.clock.now());
+    return this.deps.store.nodes.update(
+      req.id,
+      (cur) => {
+        const draft = create(UpdateNodeRequestSchema, { spec: cur.spec, labels: cur.labels });
+        const paths = req.updateMask?.paths ?? [];
+        if (paths.length > 0) {
+          throwIfViolations(applyUpdateMask(UpdateNodeRequestSchema, draft, req, paths, (p) => p === "labels" || USER_SPEC_PATHS.some((u) => p === u || p.startsWith(`${u}.`))));
+        } else {
+          if (Object.keys(req.labels).length > 0) draft.labels = { ...req.labels };
+          if (req.spec) {
+            draft.spec!.taints = req.spec.taints;
+            if (req.spec.overcommit) draft.spec!.overcommit = req.spec.overcommit;
+            if (req.spec.reserved) draft.spec!.reserved = req.spec.reserved;
+          }
+        }
+        const v = new Violations();
+        validateLabels(v, "labels", draft.labels);
+        v.list.push(...validateNodeSettings(draft.spec!));
+        throwIfViolations(v.list);
+        cur.labels = draft.labels;
+        cur.spec = draft.spec;
+        cur.status = withCapacity(cur.status ?? create(NodeStatusSchema), cur.spec!);
+        cur.updatedAt = now;
+        return cur;
+      },
+      { expectedVersion: req.resourceVersion },
+    );
+  }
+
+  async setSchedulable(id: string, schedulable: boolean): Promise<Node> {
+    requireId("id", id);
+    const now = timestampFromMs(this.deps.clock.now());
+    return this.deps.store.nodes.update(id, (cur) => {
+      if (cur.spec!.schedulable === schedulable) return undefined;
+      cur.spec!.schedulable = schedulable;
+      cur.updatedAt = now;
+      return cur;
+    });
+  }
+
+  /** Removes a node; refused while VMs are placed on it unless forced (they become pending). */
+  async decommission(req: DecommissionNodeRequest): Promise<void> {
+    requireId("id", req.id);
+    const placed = await this.deps.store.vms.list({ nodeId: req.id, order: { field: "name", desc: false }, limit: 10_000 });
+    const node = await this.get(req.id);
+    if (placed.totalCount > 0 && !req.force) {
+      const names = placed.items.slice(0, 5).map((vm) => vm.name).join(", ");
+      throw new QuantixError("failed_precondition", `node '${node.hostname}' still has ${placed.totalCount} VM(s) (${names}${placed.totalCount > 5 ? ", ..." : ""}); drain it first or set force`);
+    }
+    await this.deps.store.nodes.delete(req.id);
+    const now = timestampFromMs(this.deps.clock.now());
+    for (const vm of placed.items) {
+      await this.deps.store.vms.update(vm.id, (cur) => {
+        if (cur.status?.nodeId !== req.id) return undefined;
+        cur.status.nodeId = "";
+        cur.status.conditions = setCondition(cur.status.conditions, { type: "Scheduled", status: false, reason: "NodeDecommissioned", message: `node '${node.hostname}' was decommissioned`, generation: cur.generation }, this.deps.clock.now());
+        cur.updatedAt = now;
+        return cur;
+      });
+    }
+  }
+
+  /** Records a heartbeat: the node is READY unless an operator has put it elsewhere. */
+  async heartbeat(req: UpdateHeartbeatRequest): Promise<UpdateHeartbeatResponse> {
+    requireId("id", req.id);
+    const nowMs = this.deps.clock.now();
+    const node = await this.deps.store.nodes.update(req.id, (cur) => {
+      const s = cur.status ?? create(NodeStatusSchema);
+      s.lastHeartbeat = timestampFromMs(nowMs);
+      if (req.usage) s.usage = req.usage;
+      for (const c of req.conditions) s.conditions = setCondition(s.conditions, { type: c.type, status: c.status === 1, reason: c.reason, message: c.message, generation: 0n }, nowMs);
+      const notReady = s.conditions.some((c) => c.type === "Ready" && c.status === 2);
+      if (s.phase !== Phase.MAINTENANCE && s.phase !== Phase.DRAINING) s.phase = notReady ? Phase.NOT_READY : Phase.READY;
+      s.conditions = setCondition(s.conditions, { type: "Heartbeat", status: true, reason: "AgentReporting", message: "the agent is reporting", generation: 0n }, nowMs);
+      cur.status = s;
+      cur.updatedAt = timestampFromMs(nowMs);
+      return cur;
+    });
+    return create(UpdateHeartbeatResponseSchema, { phase: node.status?.phase ?? Phase.UNKNOWN, heartbeatIntervalSec: HEARTBEAT_INTERVAL_SEC });
+  }
+
+  async *watch(req: WatchNodesRequest, signal: AbortSignal): AsyncGenerator<NodeUpdate> {
+    const matches = (n: Node) => nodeMatches(n, { labels: req.labels, order: { field: "hostname", desc: false }, limit: 0 });
+    let from = req.resourceVersion;
+    if (from === 0n) {
+      const snap = await this.deps.store.nodes.list({ labels: req.labels, order: { field: "hostname", desc: false }, limit: Number.MAX_SAFE_INTEGER });
+      for (const node of snap.items) yield create(NodeUpdateSchema, { type: EventType.ADDED, node, resourceVersion: node.resourceVersion });
+      from = snap.revision;
+    }
+    for await (const ev of this.deps.store.nodes.watch(from, signal)) {
+      const f = filterEvent(ev, matches);
+      if (f) yield create(NodeUpdateSchema, { type: EVENT[f.type], ...(f.object ? { node: f.object } : {}), resourceVersion: f.revision });
+    }
+  }
+}
+
+/** Capacity from the reported hardware; allocatable = capacity × overcommit − reserved. */
+export function withCapacity(status: Node["status"] & object, spec: NodeSpec): typeof status {
+  const cpus = spec.cpu?.logicalCpus ?? 0;
+  const mem = Number(spec.memory?.totalMib ?? 0n);
+  const storage = spec.storage.reduce((sum, d) => sum + d.sizeGib, 0n);
+  const cpuRatio = spec.overcommit?.cpuRatio || 1;
+  const memRatio = spec.overcommit?.memoryRatio || 1;
+  const reservedCpu = spec.reserved?.cpuCores ?? 0;
+  const reservedMem = Number(spec.reserved?.memoryMib ?? 0n);
+  status.capacity = create(ResourcesSchema, { cpuCores: cpus, memoryMib: BigInt(mem), storageGib: storage });
+  status.allocatable = create(ResourcesSchema, {
+    cpuCores: Math.max(0, Math.floor(cpus * cpuRatio) - reservedCpu),
+    memoryMib: BigInt(Math.max(0, Math.floor(mem * memRatio) - reservedMem)),
+    storageGib: storage,
+  });
+  return status;
+}

@@ -1,0 +1,253 @@
+import { createHash } from "node:crypto";
+import { clone, create, equals } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import {
+  ListVMsResponseSchema,
+  UpdateVMRequestSchema,
+  VmUpdateSchema,
+  type CreateVMRequest,
+  type DeleteVMRequest,
+  type ListVMsRequest,
+  type ListVMsResponse,
+  type UpdateVMRequest,
+  type VmUpdate,
+  type WatchVMRequest,
+  type WatchVMsRequest,
+} from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
+import {
+  PowerState,
+  VirtualMachineSchema,
+  VmSpecSchema,
+  VmStatusSchema,
+  VmStatus_State as State,
+  VmStatus_StateSchema,
+  type VirtualMachine,
+} from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import {
+  applyUpdateMask,
+  checkPowerAction,
+  DEFAULT_PROJECT_ID,
+  encodePageToken,
+  invalidArgument,
+  notFound,
+  parsePageRequest,
+  QuantixError,
+  throwIfViolations,
+  validateCreateVm,
+  validateLabels,
+  validateVmSpec,
+  vmSortKey,
+  Violations,
+  type Clock,
+  type IdGenerator,
+  type Store,
+  type VmQuery,
+} from "@quantix/core";
+import { vmMatches } from "../store/memory-store.js";
+import { filterEvent } from "./watch-filter.js";
+
+/** Dependencies of the VM service. */
+export interface VmServiceDeps {
+  readonly store: Store;
+  readonly clock: Clock;
+  readonly ids: IdGenerator;
+}
+
+const EVENT: Record<"ADDED" | "MODIFIED" | "DELETED" | "SYNCED", EventType> = {
+  ADDED: EventType.ADDED,
+  MODIFIED: EventType.MODIFIED,
+  DELETED: EventType.DELETED,
+  SYNCED: EventType.SYNCED,
+};
+
+/** VM create, read, list, update, delete and watch: the use cases behind VMService. */
+export class VmService {
+  constructor(private readonly deps: VmServiceDeps) {}
+
+  async create(req: CreateVMRequest): Promise<VirtualMachine> {
+    throwIfViolations(validateCreateVm(req));
+    if (req.nodeId !== "" && !(await this.deps.store.nodes.get(req.nodeId))) throw notFound("node", req.nodeId);
+    const now = timestampFromMs(this.deps.clock.now());
+    const spec = clone(VmSpecSchema, req.spec!);
+    if (req.startOnCreate) spec.desiredPowerState = PowerState.RUNNING;
+    if (spec.desiredPowerState === PowerState.UNSPECIFIED) spec.desiredPowerState = PowerState.STOPPED;
+    if (spec.desiredPowerState !== PowerState.RUNNING && spec.desiredPowerState !== PowerState.STOPPED) {
+      throw invalidArgument([{ field: "spec.desired_power_state", reason: "INVALID_ENUM", description: "a new VM may only be RUNNING or STOPPED" }]);
+    }
+    for (const nic of spec.nics) if (nic.macAddress === "") nic.macAddress = this.newMac();
+    const running = spec.desiredPowerState === PowerState.RUNNING;
+    const vm = create(VirtualMachineSchema, {
+      id: this.deps.ids.newId(),
+      name: req.name,
+      projectId: req.projectId || DEFAULT_PROJECT_ID,
+      labels: req.labels,
+      description: req.description,
+      spec,
+      status: create(VmStatusSchema, {
+        state: req.nodeId ? (running ? State.PROVISIONING : State.STOPPED) : running ? State.PENDING : State.STOPPED,
+        nodeId: req.nodeId,
+      }),
+      createdAt: now,
+      updatedAt: now,
+      generation: 1n,
+    });
+    return this.deps.store.vms.create(vm);
+  }
+
+  async get(id: string): Promise<VirtualMachine> {
+    requireId("id", id);
+    const vm = await this.deps.store.vms.get(id);
+    if (!vm) throw notFound("VM", id);
+    return vm;
+  }
+
+  async list(req: ListVMsRequest): Promise<ListVMsResponse> {
+    const v = new Violations();
+    req.states.forEach((s, i) => v.enumValue(`states[${i}]`, s, VmStatus_StateSchema.values.map((x) => x.number)));
+    throwIfViolations(v.list);
+    const filter = { projectId: req.projectId, labels: req.labels, states: [...req.states].sort(), nodeId: req.nodeId };
+    const fingerprint = fingerprintOf(filter);
+    const page = parsePageRequest(req, ["name", "created_at"] as const, fingerprint);
+    const q: VmQuery = { ...filter, order: page.order, after: page.after, limit: page.size };
+    const result = await this.deps.store.vms.list(q);
+    const last = result.items[result.items.length - 1];
+    return create(ListVMsResponseSchema, {
+      vms: result.items,
+      totalCount: result.totalCount,
+      nextPageToken: result.hasMore && last ? encodePageToken(page.order, fingerprint, { key: vmSortKey(last, page.order.field), id: last.id }) : "",
+      resourceVersion: result.revision,
+    });
+  }
+
+  async update(req: UpdateVMRequest): Promise<VirtualMachine> {
+    requireId("id", req.id);
+    const now = timestampFromMs(this.deps.clock.now());
+    return this.deps.store.vms.update(
+      req.id,
+      (cur) => {
+        const draft = create(UpdateVMRequestSchema, { spec: cur.spec, labels: cur.labels, description: cur.description });
+        const paths = req.updateMask?.paths ?? [];
+        if (paths.length > 0) {
+          throwIfViolations(applyUpdateMask(UpdateVMRequestSchema, draft, req, paths, (p) => isWritableVmPath(p)));
+        } else {
+          if (req.spec) draft.spec = clone(VmSpecSchema, req.spec);
+          if (Object.keys(req.labels).length > 0) draft.labels = { ...req.labels };
+          if (req.description !== "") draft.description = req.description;
+        }
+        const spec = draft.spec ?? create(VmSpecSchema);
+        spec.desiredPowerState = cur.spec?.desiredPowerState ?? PowerState.STOPPED;
+        for (const nic of spec.nics) if (nic.macAddress === "") nic.macAddress = this.newMac();
+        const v = new Violations();
+        v.list.push(...validateVmSpec(spec));
+        if (draft.description.length > 1024) v.add("description", "INVALID_LENGTH", "must be at most 1024 characters long");
+        validateLabels(v, "labels", draft.labels);
+        throwIfViolations(v.list);
+        checkHotChange(cur, spec);
+        const specChanged = !sameSpec(cur.spec, spec);
+        const changed = specChanged || cur.description !== draft.description || JSON.stringify(sorted(cur.labels)) !== JSON.stringify(sorted(draft.labels));
+        if (!changed) return undefined;
+        cur.spec = spec;
+        cur.labels = draft.labels;
+        cur.description = draft.description;
+        if (specChanged) cur.generation += 1n;
+        cur.updatedAt = now;
+        return cur;
+      },
+      { expectedVersion: req.resourceVersion },
+    );
+  }
+
+  async delete(req: DeleteVMRequest): Promise<void> {
+    requireId("id", req.id);
+    await this.deps.store.vms.delete(req.id, (cur) => {
+      checkPowerAction("delete", cur.status?.state ?? State.UNKNOWN, cur.id, req.force);
+    });
+  }
+
+  /** One VM's current state (unless resuming), then every change until it is deleted. */
+  async *watchVm(req: WatchVMRequest, signal: AbortSignal): AsyncGenerator<VmUpdate> {
+    requireId("vm_id", req.vmId);
+    let from = req.resourceVersion;
+    if (from === 0n) {
+      const vm = await this.get(req.vmId);
+      from = vm.resourceVersion;
+      yield create(VmUpdateSchema, { type: EventType.ADDED, vm, resourceVersion: vm.resourceVersion });
+    }
+    for await (const ev of this.deps.store.vms.watch(from, signal)) {
+      const f = filterEvent(ev, (vm) => vm.id === req.vmId);
+      if (!f) continue;
+      yield toUpdate(f);
+      if (f.type === "DELETED") return;
+    }
+  }
+
+  /** The matching VMs (or the changes after resource_version), then every change. */
+  async *watchVms(req: WatchVMsRequest, signal: AbortSignal): AsyncGenerator<VmUpdate> {
+    const v = new Violations();
+    if (req.projectId !== "") v.pattern("project_id", req.projectId, /^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$/, "must be a project id");
+    throwIfViolations(v.list);
+    const q = { projectId: req.projectId, labels: req.labels, nodeId: req.nodeId };
+    const matches = (vm: VirtualMachine) => vmMatches(vm, { ...q, order: { field: "name", desc: false }, limit: 0 });
+    let from = req.resourceVersion;
+    if (from === 0n) {
+      const snapshot = await this.deps.store.vms.list({ ...q, order: { field: "name", desc: false }, limit: Number.MAX_SAFE_INTEGER });
+      for (const vm of snapshot.items) yield create(VmUpdateSchema, { type: EventType.ADDED, vm, resourceVersion: vm.resourceVersion });
+      from = snapshot.revision;
+    }
+    for await (const ev of this.deps.store.vms.watch(from, signal)) {
+      const f = filterEvent(ev, matches);
+      if (f) yield toUpdate(f);
+    }
+  }
+
+  private newMac(): string {
+    const hex = this.deps.ids.newId().replace(/-/g, "");
+    return `52:54:00:${hex.slice(0, 2)}:${hex.slice(2, 4)}:${hex.slice(4, 6)}`;
+  }
+}
+
+function toUpdate(f: { type: "ADDED" | "MODIFIED" | "DELETED" | "SYNCED"; object: VirtualMachine | undefined; revision: bigint }): VmUpdate {
+  return create(VmUpdateSchema, { type: EVENT[f.type], ...(f.object ? { vm: f.object } : {}), resourceVersion: f.revision });
+}
+
+/** Paths UpdateVM may write. Power state has its own RPCs and their state table. */
+function isWritableVmPath(path: string): boolean {
+  if (path === "spec.desired_power_state") return false;
+  return path === "labels" || path === "description" || path === "spec" || path.startsWith("spec.");
+}
+
+function checkHotChange(cur: VirtualMachine, spec: VirtualMachine["spec"]): void {
+  const state = cur.status?.state ?? State.UNKNOWN;
+  const cold = state === State.STOPPED || state === State.PENDING || state === State.CRASHED || state === State.ERROR;
+  if (cold) return;
+  const changed: string[] = [];
+  if (!sameJson(cur.spec?.cpu, spec?.cpu)) changed.push("spec.cpu");
+  if (!sameJson(cur.spec?.memory, spec?.memory)) changed.push("spec.memory");
+  if (changed.length > 0) {
+    throw new QuantixError("failed_precondition", `cannot change ${changed.join(" and ")} of VM '${cur.id}' while it is ${State[state]}: CPU and memory hotplug is not supported yet; stop the VM first`);
+  }
+}
+
+function sameSpec(a: VirtualMachine["spec"], b: VirtualMachine["spec"]): boolean {
+  return equals(VmSpecSchema, a ?? create(VmSpecSchema), b ?? create(VmSpecSchema));
+}
+
+function sameJson(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a ?? null, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v)) === JSON.stringify(b ?? null, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v));
+}
+
+function sorted(o: Record<string, string>): [string, string][] {
+  return Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** A short hash of a filter, binding page tokens to the query that issued them. */
+export function fingerprintOf(filter: object): string {
+  const canonical = JSON.stringify(filter, (_k, v: unknown) => (v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort()) : v));
+  return createHash("sha256").update(canonical).digest("base64url").slice(0, 22);
+}
+
+/** INVALID_ARGUMENT when a required id is empty. */
+export function requireId(field: string, id: string): void {
+  if (id === "") throw invalidArgument([{ field, reason: "REQUIRED", description: "is required" }]);
+}
