@@ -75,7 +75,8 @@ function decodeToken(v: Violations, token: string, order: string, fingerprint: s
     v.add("page_token", "INVALID_FORMAT", "is not a token returned by this API; start again with an empty page_token");
     return undefined;
   }
-  const b = body as { v?: unknown; o?: unknown; f?: unknown; k?: unknown; i?: unknown };
+  // JSON.parse("null") succeeds: reading fields of null must not become an internal error.
+  const b = (typeof body === "object" && body !== null ? body : {}) as { v?: unknown; o?: unknown; f?: unknown; k?: unknown; i?: unknown };
   if (b.v !== 1 || typeof b.i !== "string" || (typeof b.k !== "string" && typeof b.k !== "number")) {
     v.add("page_token", "INVALID_FORMAT", "is not a token returned by this API; start again with an empty page_token");
     return undefined;

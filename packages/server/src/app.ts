@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { ConnectError, Code } from "@connectrpc/connect";
 import { randomIds, systemClock, type Clock, type IdGenerator, type Store } from "@quantix/core";
@@ -67,6 +68,9 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   monitor.start();
 
   const shutdown = new AbortController();
+  // Every in-flight RPC (each open watch too) links its context to this signal until it ends:
+  // without this, more than 10 at once print a spurious MaxListenersExceededWarning.
+  setMaxListeners(0, shutdown.signal);
   const handler = connectNodeAdapter({
     routes: (router) => {
       registerVmService(router, vmService, power, config.defaultDeadlineMs);

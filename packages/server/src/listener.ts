@@ -30,6 +30,9 @@ const PREFACE = Buffer.from("PRI * HTTP/2.0");
 export async function listenDual(host: string, port: number, handler: Handler, limits: ListenerLimits): Promise<DualListener> {
   const h1 = http.createServer({ maxHeaderSize: limits.maxHeaderBytes }, handler);
   h1.keepAliveTimeout = 65_000;
+  // h1 never listens itself (connections are handed to it), so start its connection
+  // tracking by hand: it drives closeIdleConnections() and the headers/request timeouts.
+  h1.emit("listening");
   const h2 = http2.createServer({ settings: { maxConcurrentStreams: limits.maxConcurrentStreams }, maxSessionMemory: 64, maxHeaderListPairs: 256 }, handler);
   const sessions = new Set<http2.Http2Session>();
   h2.on("session", (s) => {
@@ -75,6 +78,7 @@ export async function listenDual(host: string, port: number, handler: Handler, l
         await new Promise((r) => setTimeout(r, 20));
       }
       for (const s of sockets) s.destroy();
+      h1.close(() => undefined);
       await closed;
     },
   };

@@ -156,7 +156,8 @@ export class VmReconciler {
         if (p === "absent") { await d.createVM(vm.id, vm.spec!); await d.bootVM(vm.id); return true; }
         if (p === "created" || p === "shutdown" || p === "suspended") { await d.bootVM(vm.id); return true; }
         if (p === "paused") { await d.resumeVM(vm.id); return true; }
-        if (p === "crashed" && vm.generation > crashedAt(vm)) { await d.bootVM(vm.id); return true; }
+        // A crash is final until StartVM asks again (a newer generation than the crash's).
+        if (p === "crashed" && vm.generation > (crashedAt(vm) ?? vm.generation)) { await d.bootVM(vm.id); return true; }
         return false;
       case PowerState.PAUSED:
         if (p === "running") { await d.pauseVM(vm.id); return true; }
@@ -182,7 +183,8 @@ export class VmReconciler {
     if (desired === PowerState.STOPPED) {
       return this.writeStatus(vm, (s) => {
         s.state = State.STOPPED;
-        s.conditions = removeCondition(s.conditions, "Scheduled");
+        // A stopped VM needs no placement; keep only the reason it lost its node, if any.
+        if (s.conditions.find((c) => c.type === "Scheduled")?.reason !== "NodeDecommissioned") s.conditions = removeCondition(s.conditions, "Scheduled");
       });
     }
     const nodes = (await this.deps.store.nodes.list({ order: { field: "hostname", desc: false }, limit: 10_000 })).items;
@@ -283,9 +285,9 @@ export class VmReconciler {
   }
 }
 
-/** The generation at which the VM was last seen crashed (StartVM bumps past it). */
-function crashedAt(vm: VirtualMachine): bigint {
-  return vm.status?.conditions.find((c) => c.type === "Crashed")?.observedGeneration ?? 0n;
+/** The generation at which the VM was seen crashed (StartVM bumps past it); undefined before it is recorded. */
+function crashedAt(vm: VirtualMachine): bigint | undefined {
+  return vm.status?.conditions.find((c) => c.type === "Crashed")?.observedGeneration;
 }
 
 /** Milliseconds of a VM's started_at, or undefined. */

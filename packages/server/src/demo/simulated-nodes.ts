@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { NodeUsageSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { UpdateHeartbeatRequestSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { PowerState } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import type { Clock, Store } from "@quantix/core";
+import { QuantixError, type Clock, type Store } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import { SimulatedHypervisor, type SimulatedTiming } from "../hypervisor/simulated-hypervisor.js";
 import type { Logger } from "../log.js";
@@ -57,6 +57,13 @@ export class SimulatedNodes {
       try {
         await this.deps.nodes.heartbeat(create(UpdateHeartbeatRequestSchema, { id, usage: create(NodeUsageSchema, {}) }));
       } catch (err) {
+        if (err instanceof QuantixError && err.code === "not_found") {
+          // The node was decommissioned: its simulated host goes away with it.
+          this.hypervisors.get(id)?.close();
+          this.hypervisors.delete(id);
+          this.deps.drivers.detach(id);
+          continue;
+        }
         this.deps.log.log("warn", "simulated heartbeat failed", { node_id: id, error: String(err) });
       }
     }

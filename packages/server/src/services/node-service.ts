@@ -134,7 +134,7 @@ export class NodeService {
     return this.deps.store.nodes.update(
       req.id,
       (cur) => {
-        const draft = create(UpdateNodeRequestSchema, { spec: cur.spec, labels: cur.labels });
+        const draft = create(UpdateNodeRequestSchema, { spec: clone(NodeSpecSchema, cur.spec ?? create(NodeSpecSchema)), labels: { ...cur.labels } });
         const paths = req.updateMask?.paths ?? [];
         if (paths.length > 0) {
           throwIfViolations(applyUpdateMask(UpdateNodeRequestSchema, draft, req, paths, (p) => p === "labels" || USER_SPEC_PATHS.some((u) => p === u || p.startsWith(`${u}.`))));

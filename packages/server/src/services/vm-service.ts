@@ -126,7 +126,8 @@ export class VmService {
     return this.deps.store.vms.update(
       req.id,
       (cur) => {
-        const draft = create(UpdateVMRequestSchema, { spec: cur.spec, labels: cur.labels, description: cur.description });
+        // A copy: the mask is applied to the draft, then compared with the current VM.
+        const draft = create(UpdateVMRequestSchema, { spec: clone(VmSpecSchema, cur.spec ?? create(VmSpecSchema)), labels: { ...cur.labels }, description: cur.description });
         const paths = req.updateMask?.paths ?? [];
         if (paths.length > 0) {
           throwIfViolations(applyUpdateMask(UpdateVMRequestSchema, draft, req, paths, (p) => isWritableVmPath(p)));

@@ -98,8 +98,13 @@ export class MemoryCollection<S extends DescMessage, Q> implements Repository<Me
     return this.copy(last);
   }
 
-  watch(fromRevision: bigint, signal: AbortSignal): AsyncIterable<WatchEvent<MessageShape<S>>> {
-    return this.hub.watch(fromRevision, signal);
+  async *watch(fromRevision: bigint, signal: AbortSignal): AsyncIterable<WatchEvent<MessageShape<S>>> {
+    // The hub shares one (shallowly frozen) stored object among all watchers: copy it, so
+    // that a watcher mutating what it received changes neither the store nor other watchers.
+    for await (const e of this.hub.watch(fromRevision, signal)) {
+      if (e.type === "SYNCED") yield e;
+      else yield { type: e.type, object: this.copy(e.object), previous: e.previous && this.copy(e.previous), revision: e.revision };
+    }
   }
 
   private commit(obj: MessageShape<S>): MessageShape<S> {

@@ -1,0 +1,42 @@
+import type { Client, Transport } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
+import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+import type { Store } from "@quantix/core";
+import { startControlPlane, type ControlPlane } from "@quantix/server/app.js";
+import { loadConfig, type ControlPlaneConfig } from "@quantix/server/config.js";
+import { silentLogger } from "@quantix/server/log.js";
+
+/** A control plane on a free loopback port with fast simulated hypervisors. */
+export interface TestServer {
+  readonly cp: ControlPlane;
+  readonly url: string;
+  readonly vms: Client<typeof VMService>;
+  readonly nodes: Client<typeof NodeService>;
+  close(): Promise<void>;
+}
+
+/** Starts a real control plane on 127.0.0.1:0 with the demo data unless told otherwise. */
+export async function startTestServer(overrides: Partial<ControlPlaneConfig> = {}, store?: Store): Promise<TestServer> {
+  const config = loadConfig({}, { host: "127.0.0.1", port: 0, logLevel: "silent", simBootMs: 40, defaultDeadlineMs: 5000, shutdownGraceMs: 2000, ...overrides });
+  const cp = await startControlPlane(config, { log: silentLogger, ...(store ? { store } : {}) });
+  const transport = createConnectTransport({ baseUrl: cp.url, httpVersion: "1.1" });
+  return {
+    cp,
+    url: cp.url,
+    vms: createClient(VMService, transport),
+    nodes: createClient(NodeService, transport),
+    close: () => cp.close(),
+  };
+}
+
+/** Transports for every protocol the server speaks, against one base URL. */
+export function transports(url: string): Record<string, Transport> {
+  return {
+    "connect-json-h1": createConnectTransport({ baseUrl: url, httpVersion: "1.1" }),
+    "connect-binary-h2": createConnectTransport({ baseUrl: url, httpVersion: "2", useBinaryFormat: true }),
+    "grpc-h2": createGrpcTransport({ baseUrl: url }),
+    "grpc-web-h1": createGrpcWebTransport({ baseUrl: url, httpVersion: "1.1" }),
+  };
+}
