@@ -29,9 +29,7 @@ import {
 } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import {
   applyUpdateMask,
-  encodePageToken,
   nodeSortKey,
-  parsePageRequest,
   QuantixError,
   throwIfViolations,
   validateLabels,
@@ -44,8 +42,9 @@ import {
 } from "@quantix/core";
 import { nodeMatches } from "../store/memory-store.js";
 import { setCondition } from "../controllers/conditions.js";
-import { fingerprintOf, requireId } from "./vm-service.js";
-import { filterEvent } from "./watch-filter.js";
+import { listPage } from "./paging.js";
+import { requireId } from "./vm-service.js";
+import { watchFiltered } from "./watch-filter.js";
 
 /** How often agents heartbeat, and when a silent node is declared OFFLINE. */
 export const HEARTBEAT_INTERVAL_SEC = 10;
@@ -115,16 +114,8 @@ export class NodeService {
     req.phases.forEach((p, i) => v.enumValue(`phases[${i}]`, p, NodeStatus_PhaseSchema.values.map((x) => x.number)));
     throwIfViolations(v.list);
     const filter = { labels: req.labels, phases: [...req.phases].sort(), schedulableOnly: req.schedulableOnly };
-    const fp = fingerprintOf(filter);
-    const page = parsePageRequest(req, ["hostname", "created_at"] as const, fp);
-    const result = await this.deps.store.nodes.list({ ...filter, order: page.order, after: page.after, limit: page.size });
-    const last = result.items[result.items.length - 1];
-    return create(ListNodesResponseSchema, {
-      nodes: result.items,
-      totalCount: result.totalCount,
-      nextPageToken: result.hasMore && last ? encodePageToken(page.order, fp, { key: nodeSortKey(last, page.order.field), id: last.id }) : "",
-      resourceVersion: result.revision,
-    });
+    const page = await listPage(req, filter, ["hostname", "created_at"] as const, nodeSortKey, (order, after, limit) => this.deps.store.nodes.list({ ...filter, order, after, limit }));
+    return create(ListNodesResponseSchema, { nodes: page.items, totalCount: page.totalCount, nextPageToken: page.nextPageToken, resourceVersion: page.resourceVersion });
   }
 
   /** Changes labels and the operator's settings; hardware fields belong to the agent. */
@@ -213,16 +204,10 @@ export class NodeService {
   }
 
   async *watch(req: WatchNodesRequest, signal: AbortSignal): AsyncGenerator<NodeUpdate> {
-    const matches = (n: Node) => nodeMatches(n, { labels: req.labels, order: { field: "hostname", desc: false }, limit: 0 });
-    let from = req.resourceVersion;
-    if (from === 0n) {
-      const snap = await this.deps.store.nodes.list({ labels: req.labels, order: { field: "hostname", desc: false }, limit: Number.MAX_SAFE_INTEGER });
-      for (const node of snap.items) yield create(NodeUpdateSchema, { type: EventType.ADDED, node, resourceVersion: node.resourceVersion });
-      from = snap.revision;
-    }
-    for await (const ev of this.deps.store.nodes.watch(from, signal)) {
-      const f = filterEvent(ev, matches);
-      if (f) yield create(NodeUpdateSchema, { type: EVENT[f.type], ...(f.object ? { node: f.object } : {}), resourceVersion: f.revision });
+    const q = { labels: req.labels, order: { field: "hostname", desc: false } } as const;
+    const snapshot = () => this.deps.store.nodes.list({ ...q, limit: Number.MAX_SAFE_INTEGER });
+    for await (const f of watchFiltered(this.deps.store.nodes, req.resourceVersion, snapshot, (n) => nodeMatches(n, { ...q, limit: 0 }), signal)) {
+      yield create(NodeUpdateSchema, { type: EVENT[f.type], ...(f.object ? { node: f.object } : {}), resourceVersion: f.revision });
     }
   }
 }

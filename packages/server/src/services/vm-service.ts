@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { clone, create, equals } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
@@ -28,10 +27,8 @@ import {
   applyUpdateMask,
   checkPowerAction,
   DEFAULT_PROJECT_ID,
-  encodePageToken,
   invalidArgument,
   notFound,
-  parsePageRequest,
   QuantixError,
   throwIfViolations,
   validateCreateVm,
@@ -42,10 +39,10 @@ import {
   type Clock,
   type IdGenerator,
   type Store,
-  type VmQuery,
 } from "@quantix/core";
 import { vmMatches } from "../store/memory-store.js";
-import { filterEvent } from "./watch-filter.js";
+import { listPage } from "./paging.js";
+import { filterEvent, watchFiltered } from "./watch-filter.js";
 
 /** Dependencies of the VM service. */
 export interface VmServiceDeps {
@@ -107,17 +104,8 @@ export class VmService {
     req.states.forEach((s, i) => v.enumValue(`states[${i}]`, s, VmStatus_StateSchema.values.map((x) => x.number)));
     throwIfViolations(v.list);
     const filter = { projectId: req.projectId, labels: req.labels, states: [...req.states].sort(), nodeId: req.nodeId };
-    const fingerprint = fingerprintOf(filter);
-    const page = parsePageRequest(req, ["name", "created_at"] as const, fingerprint);
-    const q: VmQuery = { ...filter, order: page.order, after: page.after, limit: page.size };
-    const result = await this.deps.store.vms.list(q);
-    const last = result.items[result.items.length - 1];
-    return create(ListVMsResponseSchema, {
-      vms: result.items,
-      totalCount: result.totalCount,
-      nextPageToken: result.hasMore && last ? encodePageToken(page.order, fingerprint, { key: vmSortKey(last, page.order.field), id: last.id }) : "",
-      resourceVersion: result.revision,
-    });
+    const page = await listPage(req, filter, ["name", "created_at"] as const, vmSortKey, (order, after, limit) => this.deps.store.vms.list({ ...filter, order, after, limit }));
+    return create(ListVMsResponseSchema, { vms: page.items, totalCount: page.totalCount, nextPageToken: page.nextPageToken, resourceVersion: page.resourceVersion });
   }
 
   async update(req: UpdateVMRequest): Promise<VirtualMachine> {
@@ -188,17 +176,10 @@ export class VmService {
     const v = new Violations();
     if (req.projectId !== "") v.pattern("project_id", req.projectId, /^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$/, "must be a project id");
     throwIfViolations(v.list);
-    const q = { projectId: req.projectId, labels: req.labels, nodeId: req.nodeId };
-    const matches = (vm: VirtualMachine) => vmMatches(vm, { ...q, order: { field: "name", desc: false }, limit: 0 });
-    let from = req.resourceVersion;
-    if (from === 0n) {
-      const snapshot = await this.deps.store.vms.list({ ...q, order: { field: "name", desc: false }, limit: Number.MAX_SAFE_INTEGER });
-      for (const vm of snapshot.items) yield create(VmUpdateSchema, { type: EventType.ADDED, vm, resourceVersion: vm.resourceVersion });
-      from = snapshot.revision;
-    }
-    for await (const ev of this.deps.store.vms.watch(from, signal)) {
-      const f = filterEvent(ev, matches);
-      if (f) yield toUpdate(f);
+    const q = { projectId: req.projectId, labels: req.labels, nodeId: req.nodeId, order: { field: "name", desc: false } } as const;
+    const snapshot = () => this.deps.store.vms.list({ ...q, limit: Number.MAX_SAFE_INTEGER });
+    for await (const f of watchFiltered(this.deps.store.vms, req.resourceVersion, snapshot, (vm) => vmMatches(vm, { ...q, limit: 0 }), signal)) {
+      yield toUpdate(f);
     }
   }
 
@@ -240,12 +221,6 @@ function sameJson(a: unknown, b: unknown): boolean {
 
 function sorted(o: Record<string, string>): [string, string][] {
   return Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-}
-
-/** A short hash of a filter, binding page tokens to the query that issued them. */
-export function fingerprintOf(filter: object): string {
-  const canonical = JSON.stringify(filter, (_k, v: unknown) => (v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort()) : v));
-  return createHash("sha256").update(canonical).digest("base64url").slice(0, 22);
 }
 
 /** INVALID_ARGUMENT when a required id is empty. */

@@ -1,4 +1,4 @@
-import type { WatchEvent } from "@quantix/core";
+import type { ListPage, Repository, WatchEvent } from "@quantix/core";
 
 /** A change as a filtered watcher sees it. */
 export interface FilteredEvent<T> {
@@ -22,4 +22,28 @@ export function filterEvent<T>(ev: WatchEvent<T>, matches: (o: T) => boolean): F
     return undefined;
   }
   return now ? { type: ev.type, object: ev.object, revision: ev.revision } : undefined;
+}
+
+/**
+ * The shared shape of every Watch RPC: with no resource version, an ADDED event for each
+ * object of a snapshot and then the changes after the snapshot's revision; with one,
+ * exactly the changes after it. Changes pass through `matches` (see filterEvent).
+ */
+export async function* watchFiltered<T extends { resourceVersion: bigint }>(
+  repo: Repository<T, unknown>,
+  fromRevision: bigint,
+  snapshot: () => Promise<ListPage<T>>,
+  matches: (o: T) => boolean,
+  signal: AbortSignal,
+): AsyncGenerator<FilteredEvent<T>> {
+  let from = fromRevision;
+  if (from === 0n) {
+    const snap = await snapshot();
+    for (const o of snap.items) yield { type: "ADDED", object: o, revision: o.resourceVersion };
+    from = snap.revision;
+  }
+  for await (const ev of repo.watch(from, signal)) {
+    const f = filterEvent(ev, matches);
+    if (f) yield f;
+  }
 }

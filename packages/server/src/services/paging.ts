@@ -1,0 +1,39 @@
+import { encodePageToken, parsePageRequest, type Cursor, type ListPage, type Order } from "@quantix/core";
+import { createHash } from "node:crypto";
+
+/** A page of a List RPC, ready for its response message. */
+export interface PageResult<T> {
+  readonly items: T[];
+  readonly totalCount: number;
+  readonly nextPageToken: string;
+  readonly resourceVersion: bigint;
+}
+
+/**
+ * Serves one page of a List RPC: validates page_size, order_by and page_token against
+ * the filter, reads the store once, and issues the token for the next page.
+ */
+export async function listPage<T extends { id: string }, F extends string>(
+  req: { pageSize: number; pageToken: string; orderBy: string },
+  filter: object,
+  fields: readonly F[],
+  sortKey: (item: T, field: F) => string | number,
+  read: (order: Order<F>, after: Cursor | undefined, limit: number) => Promise<ListPage<T>>,
+): Promise<PageResult<T>> {
+  const fp = fingerprintOf(filter);
+  const page = parsePageRequest(req, fields, fp);
+  const result = await read(page.order, page.after, page.size);
+  const last = result.items[result.items.length - 1];
+  return {
+    items: result.items,
+    totalCount: result.totalCount,
+    nextPageToken: result.hasMore && last ? encodePageToken(page.order, fp, { key: sortKey(last, page.order.field), id: last.id }) : "",
+    resourceVersion: result.revision,
+  };
+}
+
+/** A short hash of a filter, binding page tokens to the query that issued them. */
+export function fingerprintOf(filter: object): string {
+  const canonical = JSON.stringify(filter, (_k, v: unknown) => (v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort()) : v));
+  return createHash("sha256").update(canonical).digest("base64url").slice(0, 22);
+}
