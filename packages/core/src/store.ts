@@ -48,6 +48,10 @@ export interface WriteOptions {
  * A collection of one kind of object, keyed by id, with a uniqueness key, revisions and
  * watch. Implementations: memory (tests, laptops), and the durable stores. Every
  * implementation passes store.contract.ts.
+ *
+ * Objects a repository returns (and yields from watch) are read-only snapshots: an
+ * implementation may hand out deeply frozen objects shared between readers (the memory
+ * store does), so callers clone before changing one. Input objects are copied.
  */
 export interface Repository<T, Q> {
   /** Stores a new object; sets its resource_version. ALREADY_EXISTS when the unique key is taken. */

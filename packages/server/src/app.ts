@@ -13,10 +13,14 @@ import { listenDual, type DualListener } from "./listener.js";
 import { createJsonLogger, type Logger } from "./log.js";
 import { PENDING_SERVICES, SERVED_FILES } from "./rpc/catalog.js";
 import { observeAndMapErrors } from "./rpc/interceptors.js";
-import { registerNodeService } from "./rpc/node-routes.js";
+import { GrpcFastPath } from "./rpc/grpc-fast-path.js";
+import { nodeServiceImpl } from "./rpc/node-routes.js";
 import { registerReflection } from "./rpc/reflection.js";
-import { registerUnimplemented } from "./rpc/unimplemented-routes.js";
-import { registerVmService } from "./rpc/vm-routes.js";
+import { registerRoutes, route, type Route } from "./rpc/routes.js";
+import { unimplementedImpl } from "./rpc/unimplemented-routes.js";
+import { vmServiceImpl } from "./rpc/vm-routes.js";
+import { NodeService as NodeServiceDesc } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
+import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { NodeService } from "./services/node-service.js";
 import { VmPowerService } from "./services/vm-power.js";
 import { VmService } from "./services/vm-service.js";
@@ -71,11 +75,14 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   // Every in-flight RPC (each open watch too) links its context to this signal until it ends:
   // without this, more than 10 at once print a spurious MaxListenersExceededWarning.
   setMaxListeners(0, shutdown.signal);
+  const routes: Route[] = [
+    route(VMService, vmServiceImpl(vmService, power, config.defaultDeadlineMs)),
+    route(NodeServiceDesc, nodeServiceImpl(nodeService)),
+    ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
+  ];
   const handler = connectNodeAdapter({
     routes: (router) => {
-      registerVmService(router, vmService, power, config.defaultDeadlineMs);
-      registerNodeService(router, nodeService);
-      for (const p of PENDING_SERVICES) registerUnimplemented(router, p.service, p.arrivesWith);
+      registerRoutes(router, routes);
       registerReflection(router, SERVED_FILES);
     },
     interceptors: [observeAndMapErrors(log)],
@@ -87,7 +94,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   });
   let listener: DualListener;
   try {
-    listener = await listenDual(config.host, config.port, handler, { maxConcurrentStreams: config.maxConcurrentStreams, maxHeaderBytes: 64 * 1024 });
+    const fast = new GrpcFastPath(routes, { readMaxBytes: config.maxRequestBytes, writeMaxBytes: config.maxResponseBytes, shutdownSignal: shutdown.signal, log });
+    listener = await listenDual(config.host, config.port, handler, { maxConcurrentStreams: config.maxConcurrentStreams, maxHeaderBytes: 64 * 1024 }, (stream, headers) => fast.handle(stream, headers));
   } catch (err) {
     await reconciler.stop();
     await simulated.stop();

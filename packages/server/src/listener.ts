@@ -12,6 +12,9 @@ export interface ListenerLimits {
 
 type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
 
+/** Takes an HTTP/2 stream before the request/response layer; returns whether it did. */
+export type StreamHook = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean;
+
 /** A listening port that serves HTTP/1.1 and cleartext HTTP/2 (prior knowledge) at once. */
 export interface DualListener {
   readonly port: number;
@@ -27,13 +30,22 @@ const PREFACE = Buffer.from("PRI * HTTP/2.0");
  * client preface goes to an h2c server, anything else to an HTTP/1.1 server. Node's
  * http2 module only offers HTTP/1.1 fallback over TLS (ALPN), hence the sniffing.
  */
-export async function listenDual(host: string, port: number, handler: Handler, limits: ListenerLimits): Promise<DualListener> {
+export async function listenDual(host: string, port: number, handler: Handler, limits: ListenerLimits, hook?: StreamHook): Promise<DualListener> {
   const h1 = http.createServer({ maxHeaderSize: limits.maxHeaderBytes }, handler);
   h1.keepAliveTimeout = 65_000;
   // h1 never listens itself (connections are handed to it), so start its connection
   // tracking by hand: it drives closeIdleConnections() and the headers/request timeouts.
   h1.emit("listening");
-  const h2 = http2.createServer({ settings: { maxConcurrentStreams: limits.maxConcurrentStreams }, maxSessionMemory: 64, maxHeaderListPairs: 256 }, handler);
+  // No 'request' listener: streams the hook does not take get the compatibility
+  // request/response pair here, as http2's own compat layer would build it.
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: limits.maxConcurrentStreams }, maxSessionMemory: 64, maxHeaderListPairs: 256 });
+  h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
+    if (hook?.(stream, headers)) return;
+    const req = new http2.Http2ServerRequest(stream, headers, {} as never, rawHeaders);
+    const res = new http2.Http2ServerResponse(stream);
+    if (headers.expect === "100-continue") res.writeContinue();
+    handler(req, res);
+  });
   const sessions = new Set<http2.Http2Session>();
   h2.on("session", (s) => {
     sessions.add(s);
@@ -41,7 +53,7 @@ export async function listenDual(host: string, port: number, handler: Handler, l
     s.on("error", () => s.destroy());
   });
   const sockets = new Set<net.Socket>();
-  const tcp = net.createServer((socket) => {
+  const tcp = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
     socket.on("error", () => socket.destroy());

@@ -8,15 +8,33 @@ export interface Logger {
 
 const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
-/** Writes JSON lines at or above `level` to `write` (stdout by default). */
-export function createJsonLogger(level: LogLevel | "silent" = "info", write: (line: string) => void = (l) => process.stdout.write(l)): Logger {
+/**
+ * Writes JSON lines at or above `level` to `write` (stdout by default). Lines logged in
+ * one turn of the event loop go out in one write: stdout is synchronous for files and
+ * pipes on Linux, and a syscall per RPC would cost more than the RPC.
+ */
+export function createJsonLogger(level: LogLevel | "silent" = "info", write: (text: string) => void = stdoutWrite): Logger {
   const min = level === "silent" ? Infinity : ORDER[level];
+  let pending: string[] = [];
+  const flush = () => {
+    if (pending.length === 0) return;
+    const text = pending.join("");
+    pending = [];
+    write(text);
+  };
+  process.once("exit", flush);
   return {
     log(lvl, msg, fields) {
       if (ORDER[lvl] < min) return;
-      write(`${JSON.stringify({ time: new Date().toISOString(), level: lvl, msg, ...fields }, bigintReplacer)}\n`);
+      if (pending.length === 0) setImmediate(flush);
+      pending.push(`${JSON.stringify({ time: new Date().toISOString(), level: lvl, msg, ...fields }, bigintReplacer)}\n`);
+      if (pending.length >= 1024) flush();
     },
   };
+}
+
+function stdoutWrite(text: string): void {
+  process.stdout.write(text);
 }
 
 function bigintReplacer(_key: string, value: unknown): unknown {

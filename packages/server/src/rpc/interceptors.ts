@@ -5,7 +5,7 @@ import { toConnectError } from "./errors.js";
 const ID_FIELDS = ["id", "vmId", "nodeId", "name", "projectId", "hostname"] as const;
 
 /** The resource ids a request names, for the log line. */
-function idsOf(message: unknown): Record<string, string> {
+export function idsOf(message: unknown): Record<string, string> {
   const out: Record<string, string> = {};
   if (!message || typeof message !== "object") return out;
   for (const f of ID_FIELDS) {
@@ -24,12 +24,7 @@ export function observeAndMapErrors(log: Logger, now: () => number = () => perfo
     const start = now();
     const procedure = `${req.service.typeName}/${req.method.name}`;
     const ids = req.stream ? {} : idsOf(req.message);
-    const done = (code: Code | 0, cause?: unknown, messages?: number) => {
-      const fields: Record<string, unknown> = { procedure, code: code === 0 ? "ok" : Code[code], duration_ms: Math.round((now() - start) * 100) / 100, ...ids };
-      if (messages !== undefined) fields["messages"] = messages;
-      if (cause !== undefined && code === Code.Internal) fields["error"] = cause instanceof Error ? cause.stack : String(cause);
-      log.log(code === Code.Internal || code === Code.Unknown ? "error" : "info", "rpc", fields);
-    };
+    const done = (code: Code | 0, cause?: unknown, messages?: number) => logRpc(log, procedure, code, now() - start, ids, messages, cause);
     let res;
     try {
       res = await next(req);
@@ -59,4 +54,12 @@ export function observeAndMapErrors(log: Logger, now: () => number = () => perfo
     }
     return { ...res, message: wrapped() };
   };
+}
+
+/** Writes the one log line of an RPC; INTERNAL and UNKNOWN errors carry their cause for the log only. */
+export function logRpc(log: Logger, procedure: string, code: Code | 0, durationMs: number, ids: Record<string, string>, messages?: number, cause?: unknown): void {
+  const fields: Record<string, unknown> = { procedure, code: code === 0 ? "ok" : Code[code], duration_ms: Math.round(durationMs * 100) / 100, ...ids };
+  if (messages !== undefined) fields["messages"] = messages;
+  if (cause !== undefined && (code === Code.Internal || code === Code.Unknown)) fields["error"] = cause instanceof Error ? cause.stack : String(cause);
+  log.log(code === Code.Internal || code === Code.Unknown ? "error" : "info", "rpc", fields);
 }

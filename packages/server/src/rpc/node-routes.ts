@@ -1,13 +1,13 @@
-import type { ConnectRouter } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { EmptySchema } from "@bufbuild/protobuf/wkt";
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import type { NodeService as Nodes } from "../services/node-service.js";
 import { unimplemented } from "./errors.js";
 
-/** Serves Quantixkvm.compute.v1.NodeService. */
-export function registerNodeService(router: ConnectRouter, nodes: Nodes): void {
-  router.service(NodeService, {
+/** The implementation of Quantixkvm.compute.v1.NodeService, for every protocol. */
+export function nodeServiceImpl(nodes: Nodes): ServiceImpl<typeof NodeService> {
+  return {
     registerNode: (req) => nodes.register(req),
     getNode: (req) => nodes.get(req.id),
     listNodes: (req) => nodes.list(req),
@@ -26,5 +26,5 @@ export function registerNodeService(router: ConnectRouter, nodes: Nodes): void {
     getNodeMetrics: () => {
       throw unimplemented("GetNodeMetrics", "the node metrics work of the scheduler issue");
     },
-  });
+  };
 }

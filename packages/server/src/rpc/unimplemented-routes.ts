@@ -1,12 +1,12 @@
-import type { ConnectRouter } from "@connectrpc/connect";
 import type { DescService } from "@bufbuild/protobuf";
 import { unimplemented } from "./errors.js";
+import type { Route } from "./routes.js";
 
 /**
  * Serves every method of a service that no issue has built yet with UNIMPLEMENTED and a
  * message saying what brings it, never invented data.
  */
-export function registerUnimplemented(router: ConnectRouter, service: DescService, arrivesWith: string): void {
+export function unimplementedImpl(service: DescService, arrivesWith: string): Route["impl"] {
   const impl: Record<string, unknown> = {};
   for (const m of service.methods) {
     const err = () => unimplemented(`${service.typeName}/${m.name}`, arrivesWith);
@@ -25,5 +25,5 @@ export function registerUnimplemented(router: ConnectRouter, service: DescServic
         break;
     }
   }
-  router.service(service, impl as never);
+  return impl as Route["impl"];
 }

@@ -1,4 +1,4 @@
-import type { ConnectRouter } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { EmptySchema } from "@bufbuild/protobuf/wkt";
 import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
@@ -7,9 +7,9 @@ import type { VmService } from "../services/vm-service.js";
 import { budgetOf } from "./budget.js";
 import { unimplemented } from "./errors.js";
 
-/** Serves Quantixkvm.compute.v1.VMService. */
-export function registerVmService(router: ConnectRouter, vms: VmService, power: VmPowerService, defaultDeadlineMs: number): void {
-  router.service(VMService, {
+/** The implementation of Quantixkvm.compute.v1.VMService, for every protocol. */
+export function vmServiceImpl(vms: VmService, power: VmPowerService, defaultDeadlineMs: number): ServiceImpl<typeof VMService> {
+  return {
     createVM: (req) => vms.create(req),
     getVM: (req) => vms.get(req.id),
     listVMs: (req) => vms.list(req),
@@ -39,5 +39,5 @@ export function registerVmService(router: ConnectRouter, vms: VmService, power: 
     async *streamMetrics() {
       throw unimplemented("StreamMetrics", "the node metrics work of the scheduler issue");
     },
-  });
+  };
 }

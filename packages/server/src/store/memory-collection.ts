@@ -24,8 +24,10 @@ export interface RevisionCounter {
 type Versioned = { resourceVersion: bigint };
 
 /**
- * A collection held in memory. Objects are copied on the way in and out so that no
- * caller can change stored state behind the store's back.
+ * A collection held in memory. Objects are copied on the way in and deeply frozen, and
+ * the frozen objects are what readers and watchers get: no caller can change stored
+ * state behind the store's back, and a read costs no copy (the same object can then be
+ * serialized once for every watcher; see rpc/encode-cache.ts).
  */
 export class MemoryCollection<S extends DescMessage, Q> implements Repository<MessageShape<S>, Q> {
   private readonly byId = new Map<string, MessageShape<S>>();
@@ -49,12 +51,11 @@ export class MemoryCollection<S extends DescMessage, Q> implements Repository<Me
     this.byId.set(id, stored);
     this.byKey.set(key, id);
     this.hub.publish({ type: "ADDED", object: stored, revision: this.counter.value });
-    return this.copy(stored);
+    return stored;
   }
 
   async get(id: string): Promise<MessageShape<S> | undefined> {
-    const o = this.byId.get(id);
-    return o ? this.copy(o) : undefined;
+    return this.byId.get(id);
   }
 
   async list(q: Q): Promise<ListPage<MessageShape<S>>> {
@@ -64,7 +65,7 @@ export class MemoryCollection<S extends DescMessage, Q> implements Repository<Me
     const dir = order.desc ? -1 : 1;
     matching.sort((a, b) => dir * compareCursor(pos(a), pos(b)));
     const start = after ? matching.filter((o) => dir * compareCursor(pos(o), after) > 0) : matching;
-    const items = start.slice(0, limit).map((o) => this.copy(o));
+    const items = start.slice(0, limit);
     return { items, totalCount: matching.length, revision: this.counter.value, hasMore: start.length > limit };
   }
 
@@ -72,7 +73,7 @@ export class MemoryCollection<S extends DescMessage, Q> implements Repository<Me
     const current = this.mustGet(id);
     this.checkVersion(id, current, options);
     const next = mutate(this.copy(current));
-    if (next === undefined) return this.copy(current);
+    if (next === undefined) return current;
     if (this.spec.id(next) !== id) throw new QuantixError("internal", `${this.spec.kind} update changed the id`);
     const oldKey = this.spec.uniqueKey(current);
     const newKey = this.spec.uniqueKey(next);
@@ -82,7 +83,7 @@ export class MemoryCollection<S extends DescMessage, Q> implements Repository<Me
     this.byKey.delete(oldKey);
     this.byKey.set(newKey, id);
     this.hub.publish({ type: "MODIFIED", object: stored, previous: current, revision: this.counter.value });
-    return this.copy(stored);
+    return stored;
   }
 
   async delete(id: string, check?: (current: MessageShape<S>) => void, options?: WriteOptions): Promise<MessageShape<S>> {
@@ -94,24 +95,20 @@ export class MemoryCollection<S extends DescMessage, Q> implements Repository<Me
     this.counter.value += 1n;
     const last = this.copy(current);
     (last as unknown as Versioned).resourceVersion = this.counter.value;
-    this.hub.publish({ type: "DELETED", object: Object.freeze(last) as MessageShape<S>, revision: this.counter.value });
-    return this.copy(last);
+    const frozen = deepFreeze(last);
+    this.hub.publish({ type: "DELETED", object: frozen, revision: this.counter.value });
+    return frozen;
   }
 
-  async *watch(fromRevision: bigint, signal: AbortSignal): AsyncIterable<WatchEvent<MessageShape<S>>> {
-    // The hub shares one (shallowly frozen) stored object among all watchers: copy it, so
-    // that a watcher mutating what it received changes neither the store nor other watchers.
-    for await (const e of this.hub.watch(fromRevision, signal)) {
-      if (e.type === "SYNCED") yield e;
-      else yield { type: e.type, object: this.copy(e.object), previous: e.previous && this.copy(e.previous), revision: e.revision };
-    }
+  watch(fromRevision: bigint, signal: AbortSignal): AsyncIterable<WatchEvent<MessageShape<S>>> {
+    return this.hub.watch(fromRevision, signal);
   }
 
   private commit(obj: MessageShape<S>): MessageShape<S> {
     this.counter.value += 1n;
     const stored = this.copy(obj);
     (stored as unknown as Versioned).resourceVersion = this.counter.value;
-    return Object.freeze(stored) as MessageShape<S>;
+    return deepFreeze(stored);
   }
 
   private mustGet(id: string): MessageShape<S> {
@@ -131,4 +128,11 @@ export class MemoryCollection<S extends DescMessage, Q> implements Repository<Me
   private copy(o: MessageShape<S>): MessageShape<S> {
     return clone(this.spec.schema, o);
   }
+}
+
+/** Freezes an object graph (typed arrays cannot be frozen and are left as they are). */
+export function deepFreeze<T>(o: T): T {
+  if (o === null || typeof o !== "object" || Object.isFrozen(o) || ArrayBuffer.isView(o)) return o;
+  for (const v of Object.values(o)) deepFreeze(v);
+  return Object.freeze(o);
 }

@@ -1,0 +1,204 @@
+import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import { fromBinary, type DescMessage } from "@bufbuild/protobuf";
+import { Code, ConnectError, createServiceImplSpec, type MethodImplSpec } from "@connectrpc/connect";
+import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import type { Logger } from "../log.js";
+import { encodeMessage } from "./encode-cache.js";
+import { toConnectError } from "./errors.js";
+import { FastContext } from "./fast-context.js";
+import { idsOf, logRpc } from "./interceptors.js";
+import type { Route } from "./routes.js";
+
+/** Limits of the fast path; the same as the Connect router's. */
+export interface FastPathOptions {
+  readonly readMaxBytes: number;
+  readonly writeMaxBytes: number;
+  readonly shutdownSignal: AbortSignal;
+  readonly log: Logger;
+}
+
+type Served = Extract<MethodImplSpec, { kind: "unary" } | { kind: "server_streaming" }>;
+interface Entry {
+  readonly spec: Served;
+  readonly service: Route["service"];
+  readonly procedure: string;
+}
+
+const GRPC_CONTENT_TYPE = /^application\/grpc(\+proto)?$/;
+const RESPONSE_HEADERS = { ":status": "200", "content-type": "application/grpc+proto", "grpc-accept-encoding": "identity" };
+
+/**
+ * Serves unary and server-streaming gRPC calls straight from HTTP/2 streams: the same
+ * service implementations, error mapping and log lines as the Connect router, without
+ * its per-call machinery (docs/adr/0003-grpc-fast-path.md). Everything else (Connect,
+ * gRPC-Web, bidi and client streams, compressed messages, unknown paths) goes to the
+ * Connect router.
+ */
+export class GrpcFastPath {
+  private readonly methods = new Map<string, Entry>();
+
+  constructor(routes: readonly Route[], private readonly opts: FastPathOptions) {
+    for (const r of routes) {
+      const spec = createServiceImplSpec(r.service, r.impl);
+      for (const m of Object.values(spec.methods)) {
+        if (m.kind !== "unary" && m.kind !== "server_streaming") continue;
+        const procedure = `${r.service.typeName}/${m.method.name}`;
+        this.methods.set(`/${procedure}`, { spec: m, service: r.service, procedure });
+      }
+    }
+  }
+
+  /** Handles the stream if it is a call the fast path serves; returns false otherwise. */
+  handle(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): boolean {
+    if (headers[":method"] !== "POST") return false;
+    const entry = this.methods.get(headers[":path"] ?? "");
+    if (!entry || !GRPC_CONTENT_TYPE.test(headers["content-type"] ?? "")) return false;
+    const encoding = headers["grpc-encoding"];
+    if (encoding !== undefined && encoding !== "identity") return false;
+    const rawTimeout = headers["grpc-timeout"];
+    const timeout = parseTimeout(typeof rawTimeout === "string" ? rawTimeout : null, Number.MAX_SAFE_INTEGER);
+    if (timeout.error) return false;
+    const ctx = new FastContext(entry.service, entry.spec.method, headers[":path"] ?? "", stream, headers, timeout.timeoutMs, this.opts.shutdownSignal);
+    void this.serve(stream, entry, ctx);
+    return true;
+  }
+
+  private async serve(stream: ServerHttp2Stream, entry: Entry, ctx: FastContext): Promise<void> {
+    const start = performance.now();
+    const { spec } = entry;
+    const streaming = spec.kind === "server_streaming";
+    let ids: Record<string, string> = {};
+    let messages = 0;
+    try {
+      const input = fromBinary(spec.method.input, await this.readMessage(stream));
+      ids = idsOf(input);
+      if (spec.kind === "unary") {
+        const output = await spec.impl(input as never, ctx);
+        const bytes = this.envelope(spec.method.output, output as object);
+        this.respond(stream, ctx);
+        stream.write(bytes);
+        messages = 1;
+      } else {
+        this.respond(stream, ctx);
+        messages = await this.pump(stream, spec.impl(input as never, ctx), spec.method.output);
+      }
+      this.finish(stream, ctx, undefined);
+      logRpc(this.opts.log, entry.procedure, 0, performance.now() - start, ids, streaming ? messages : undefined);
+    } catch (err) {
+      const ce = ctx.expired() ? new ConnectError("the deadline passed", Code.DeadlineExceeded) : toConnectError(err);
+      this.finish(stream, ctx, ce);
+      logRpc(this.opts.log, entry.procedure, ce.code, performance.now() - start, ids, streaming ? messages : undefined, ce.cause ?? err);
+    } finally {
+      ctx.done();
+    }
+  }
+
+  /** Reads the request body: exactly one uncompressed, length-prefixed message. */
+  private readMessage(stream: ServerHttp2Stream): Promise<Uint8Array> {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      const limit = this.opts.readMaxBytes + 5;
+      const onData = (c: Buffer) => {
+        size += c.length;
+        if (size > limit) {
+          stream.off("data", onData);
+          reject(new ConnectError(`message larger than configured max ${this.opts.readMaxBytes} bytes`, Code.ResourceExhausted));
+          return;
+        }
+        chunks.push(c);
+      };
+      stream.on("data", onData);
+      stream.once("end", () => {
+        const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+        if (body.length < 5 || body[0] !== 0) {
+          reject(new ConnectError(body.length < 5 ? "protocol error: missing request message" : "protocol error: compressed message without grpc-encoding", Code.Internal));
+          return;
+        }
+        if (body.length !== 5 + body.readUInt32BE(1)) {
+          reject(new ConnectError("protocol error: expected exactly one request message", Code.Unimplemented));
+          return;
+        }
+        resolve(body.subarray(5));
+      });
+      stream.once("error", reject);
+    });
+  }
+
+  private respond(stream: ServerHttp2Stream, ctx: FastContext): void {
+    if (stream.headersSent || stream.destroyed) return;
+    const extra = ctx.headersSet();
+    if (!extra) {
+      stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
+      return;
+    }
+    const h: Record<string, string> = { ...RESPONSE_HEADERS };
+    extra.forEach((v, k) => (h[k] = v));
+    stream.respond(h, { waitForTrailers: true });
+  }
+
+  /** Writes a stream's messages, batching those produced in one turn of the event loop into one write. */
+  private async pump(stream: ServerHttp2Stream, source: AsyncIterable<unknown>, output: DescMessage): Promise<number> {
+    let pending: Uint8Array[] = [];
+    let scheduled = false;
+    let count = 0;
+    const flush = () => {
+      scheduled = false;
+      if (pending.length === 0 || stream.destroyed) return;
+      const batch = pending.length === 1 ? pending[0]! : Buffer.concat(pending);
+      pending = [];
+      stream.write(batch);
+    };
+    for await (const msg of source) {
+      if (stream.destroyed) break;
+      pending.push(this.envelope(output, msg as object));
+      count++;
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+      if (stream.writableNeedDrain) {
+        flush();
+        await drained(stream);
+      }
+    }
+    flush();
+    return count;
+  }
+
+  private envelope(schema: DescMessage, msg: object): Uint8Array {
+    const bytes = encodeMessage(schema, msg);
+    if (bytes.length > this.opts.writeMaxBytes) throw new ConnectError(`message size ${bytes.length} is larger than configured writeMaxBytes ${this.opts.writeMaxBytes}`, Code.ResourceExhausted);
+    const out = Buffer.allocUnsafe(bytes.length + 5);
+    out[0] = 0;
+    out.writeUInt32BE(bytes.length, 1);
+    out.set(bytes, 5);
+    return out;
+  }
+
+  /** Ends the call with its status: in trailers after a response, or trailers-only before one. */
+  private finish(stream: ServerHttp2Stream, ctx: FastContext, error: ConnectError | undefined): void {
+    if (stream.destroyed || stream.closed) return;
+    const set = ctx.trailersSet();
+    const t: Record<string, string> = {};
+    setTrailerStatus(set ? new Headers(set) : new Headers(), error).forEach((v, k) => (t[k] = v));
+    if (!stream.headersSent) {
+      stream.respond({ ":status": "200", "content-type": "application/grpc+proto", ...t }, { endStream: true });
+      return;
+    }
+    stream.once("wantTrailers", () => stream.sendTrailers(t));
+    stream.end();
+  }
+}
+
+function drained(stream: ServerHttp2Stream): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off("drain", done);
+      stream.off("close", done);
+      resolve();
+    };
+    stream.on("drain", done);
+    stream.on("close", done);
+  });
+}

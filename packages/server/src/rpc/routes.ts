@@ -1,0 +1,18 @@
+import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
+import type { DescService } from "@bufbuild/protobuf";
+
+/** One service and its implementation: served by Connect's router and by the gRPC fast path alike. */
+export interface Route {
+  readonly service: DescService;
+  readonly impl: Partial<ServiceImpl<DescService>>;
+}
+
+/** Pairs a service with its implementation, keeping the implementation's type checked. */
+export function route<T extends DescService>(service: T, impl: Partial<ServiceImpl<T>>): Route {
+  return { service, impl: impl as Partial<ServiceImpl<DescService>> };
+}
+
+/** Registers every route on a Connect router. */
+export function registerRoutes(router: ConnectRouter, routes: readonly Route[]): void {
+  for (const r of routes) router.service(r.service, r.impl);
+}
