@@ -10,3 +10,4 @@ export * from "./store.js";
 export * from "./node-validation.js";
 export * from "./hypervisor.js";
 export * from "./placement.js";
+export * from "./freeze.js";

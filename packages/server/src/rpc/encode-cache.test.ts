@@ -4,7 +4,7 @@ import { create, equals, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { VirtualMachineSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { ListVMsResponseSchema, VmUpdateSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
-import { deepFreeze } from "../store/memory-collection.js";
+import { deepFreeze } from "@quantix/core";
 import { encodeMessage } from "./encode-cache.js";
 
 const vm = (name: string) =>

@@ -24,6 +24,8 @@ interface Entry {
   readonly procedure: string;
 }
 
+/** Framed bytes of frozen messages (shared watch updates), written as they are to every stream. */
+const enveloped = new WeakMap<object, Uint8Array>();
 const GRPC_CONTENT_TYPE = /^application\/grpc(\+proto)?$/;
 const RESPONSE_HEADERS = { ":status": "200", "content-type": "application/grpc+proto", "grpc-accept-encoding": "identity" };
 
@@ -167,12 +169,15 @@ export class GrpcFastPath {
   }
 
   private envelope(schema: DescMessage, msg: object): Uint8Array {
+    const cached = Object.isFrozen(msg) ? enveloped.get(msg) : undefined;
+    if (cached) return cached;
     const bytes = encodeMessage(schema, msg);
     if (bytes.length > this.opts.writeMaxBytes) throw new ConnectError(`message size ${bytes.length} is larger than configured writeMaxBytes ${this.opts.writeMaxBytes}`, Code.ResourceExhausted);
     const out = Buffer.allocUnsafe(bytes.length + 5);
     out[0] = 0;
     out.writeUInt32BE(bytes.length, 1);
     out.set(bytes, 5);
+    if (Object.isFrozen(msg)) enveloped.set(msg, out);
     return out;
   }
 

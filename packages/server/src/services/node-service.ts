@@ -44,7 +44,7 @@ import { nodeMatches } from "../store/memory-store.js";
 import { setCondition } from "../controllers/conditions.js";
 import { listPage } from "./paging.js";
 import { requireId } from "./vm-service.js";
-import { watchFiltered } from "./watch-filter.js";
+import { sharedUpdate, watchFiltered } from "./watch-filter.js";
 
 /** How often agents heartbeat, and when a silent node is declared OFFLINE. */
 export const HEARTBEAT_INTERVAL_SEC = 10;
@@ -207,7 +207,7 @@ export class NodeService {
     const q = { labels: req.labels, order: { field: "hostname", desc: false } } as const;
     const snapshot = () => this.deps.store.nodes.list({ ...q, limit: Number.MAX_SAFE_INTEGER });
     for await (const f of watchFiltered(this.deps.store.nodes, req.resourceVersion, snapshot, (n) => nodeMatches(n, { ...q, limit: 0 }), signal)) {
-      yield create(NodeUpdateSchema, { type: EVENT[f.type], ...(f.object ? { node: f.object } : {}), resourceVersion: f.revision });
+      yield sharedUpdate(f.object, f.type, f.revision, () => create(NodeUpdateSchema, { type: EVENT[f.type], ...(f.object ? { node: f.object } : {}), resourceVersion: f.revision }));
     }
   }
 }

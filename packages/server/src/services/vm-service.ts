@@ -42,7 +42,7 @@ import {
 } from "@quantix/core";
 import { vmMatches } from "../store/memory-store.js";
 import { listPage } from "./paging.js";
-import { filterEvent, watchFiltered } from "./watch-filter.js";
+import { filterEvent, sharedUpdate, watchFiltered } from "./watch-filter.js";
 
 /** Dependencies of the VM service. */
 export interface VmServiceDeps {
@@ -190,7 +190,7 @@ export class VmService {
 }
 
 function toUpdate(f: { type: "ADDED" | "MODIFIED" | "DELETED" | "SYNCED"; object: VirtualMachine | undefined; revision: bigint }): VmUpdate {
-  return create(VmUpdateSchema, { type: EVENT[f.type], ...(f.object ? { vm: f.object } : {}), resourceVersion: f.revision });
+  return sharedUpdate(f.object, f.type, f.revision, () => create(VmUpdateSchema, { type: EVENT[f.type], ...(f.object ? { vm: f.object } : {}), resourceVersion: f.revision }));
 }
 
 /** Paths UpdateVM may write. Power state has its own RPCs and their state table. */

@@ -1,4 +1,4 @@
-import type { ListPage, Repository, WatchEvent } from "@quantix/core";
+import { deepFreeze, type ListPage, type Repository, type WatchEvent } from "@quantix/core";
 
 /** A change as a filtered watcher sees it. */
 export interface FilteredEvent<T> {
@@ -46,4 +46,27 @@ export async function* watchFiltered<T extends { resourceVersion: bigint }>(
     const f = filterEvent(ev, matches);
     if (f) yield f;
   }
+}
+
+const shared = new WeakMap<object, Map<string, unknown>>();
+
+/**
+ * One frozen update message per (stored object, event type, revision), shared by every
+ * watcher that receives it: built once, and encoded once (rpc/encode-cache.ts), whether
+ * one client watches or ten thousand.
+ */
+export function sharedUpdate<U>(object: object | undefined, type: string, revision: bigint, build: () => U): U {
+  if (!object || !Object.isFrozen(object)) return build();
+  let byKey = shared.get(object);
+  if (!byKey) {
+    byKey = new Map();
+    shared.set(object, byKey);
+  }
+  const key = `${type}@${revision}`;
+  let u = byKey.get(key) as U | undefined;
+  if (u === undefined) {
+    u = deepFreeze(build());
+    byKey.set(key, u);
+  }
+  return u;
 }

@@ -1,6 +1,6 @@
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import { clone } from "@bufbuild/protobuf";
-import { compareCursor, notFound, QuantixError, type Cursor, type ListPage, type Order, type Repository, type WatchEvent, type WriteOptions } from "@quantix/core";
+import { compareCursor, deepFreeze, notFound, QuantixError, type Cursor, type ListPage, type Order, type Repository, type WatchEvent, type WriteOptions } from "@quantix/core";
 import { WatchHub, type WatchHubLimits } from "./watch-hub.js";
 
 /** How a memory collection reads its objects. */
@@ -130,9 +130,3 @@ export class MemoryCollection<S extends DescMessage, Q> implements Repository<Me
   }
 }
 
-/** Freezes an object graph (typed arrays cannot be frozen and are left as they are). */
-export function deepFreeze<T>(o: T): T {
-  if (o === null || typeof o !== "object" || Object.isFrozen(o) || ArrayBuffer.isView(o)) return o;
-  for (const v of Object.values(o)) deepFreeze(v);
-  return Object.freeze(o);
-}
