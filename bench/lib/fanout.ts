@@ -1,0 +1,155 @@
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
+import { UpdateVMRequestSchema, VmUpdateSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+import { EnvelopeReader, envelope } from "./grpc-frame.js";
+import { connect, exchange, grpcHeaders, grpcStatus } from "./h2-client.js";
+import { rssBytes } from "./proc.js";
+import { nowMs, percentile, sleep } from "./stats.js";
+
+export const WATCH_VMS = "/Quantixkvm.compute.v1.VMService/WatchVMs";
+const UPDATE_VM = "/Quantixkvm.compute.v1.VMService/UpdateVM";
+/** SYNCED carries no VM, so its payload is a few bytes; every VM-bearing update is far larger. */
+export const SMALL = 32;
+
+/** Whether an envelope payload is the SYNCED marker (decoding only small ones). */
+export const isSynced = (payload: Buffer | undefined): boolean => payload !== undefined && fromBinary(VmUpdateSchema, payload).type === EventType.SYNCED;
+
+/** What N watchers on one connection cost and how fast they hear about writes. */
+export interface FanoutResult {
+  readonly streams: number;
+  readonly synced: number;
+  readonly openMs: number;
+  /** CPU this harness spent while opening (user + system): near openMs means the client limited it. */
+  readonly clientCpuOpenMs: number;
+  readonly rssPerStreamBytes: number;
+  /** Write acknowledged (UpdateVM response on another connection) to delivery, per watcher and write. */
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly maxMs: number;
+  /** The same deliveries timed from when the UpdateVM request was sent. */
+  readonly p50FromSendMs: number;
+  readonly p99FromSendMs: number;
+  /** UpdateVM round trips (request sent to response received) while N watchers listen. */
+  readonly ackMs: readonly number[];
+  readonly samples: number;
+  /** Deliveries that never came, envelopes beyond the writes, stream errors. */
+  readonly missing: number;
+  readonly extra: number;
+  readonly errors: number;
+  /** Watcher 0 decoded every update: each answers its write, in order. */
+  readonly inOrder: boolean;
+}
+
+/**
+ * Opens `n` WatchVMs streams on ONE HTTP/2 connection, waits for every SYNCED, then makes
+ * `writes` UpdateVM calls on a second connection and times each write's acknowledgement
+ * to its arrival at every watcher. Envelopes are counted, not decoded: after SYNCED the
+ * k-th envelope answers the k-th write (watcher 0 decodes all to check that).
+ */
+export async function fanout(server: { url: string; pid: number }, n: number, vmId: string, writes = 5, budgetMs = 90_000): Promise<FanoutResult> {
+  const deadline = nowMs() + budgetMs;
+  const session = await connect(server.url, { maxSessionMemory: 1024, peerMaxConcurrentStreams: n });
+  session.setLocalWindowSize(64 * 1024 * 1024);
+  const writer = await connect(server.url);
+  const synced = new Uint8Array(n);
+  const count = new Int32Array(n);
+  const arrival = new Float64Array(n * writes).fill(NaN);
+  const delivered = new Int32Array(writes);
+  const decoded: Buffer[] = [];
+  let syncedCount = 0;
+  let openEnd = 0;
+  let extra = 0;
+  let errors = 0;
+  let done = false;
+  const body = envelope(new Uint8Array(0));
+  await sleep(200);
+  const rssBefore = rssBytes(server.pid);
+  const t0 = nowMs();
+  const cpu0 = process.cpuUsage();
+  for (let i = 0; i < n; i++) {
+    let t = 0;
+    const reader = new EnvelopeReader(
+      (_len, payload) => {
+        if (!synced[i]) {
+          if (!isSynced(payload)) return;
+          synced[i] = 1;
+          if (++syncedCount === n) openEnd = t;
+          return;
+        }
+        const k = count[i]++;
+        if (k >= writes) return void extra++;
+        arrival[i * writes + k] = t;
+        delivered[k]!++;
+        if (i === 0 && payload) decoded.push(payload);
+      },
+      (len) => (synced[i] ? i === 0 : len < SMALL),
+    );
+    const req = session.request(grpcHeaders(WATCH_VMS));
+    req.on("data", (chunk: Buffer) => {
+      t = nowMs();
+      reader.push(chunk);
+    });
+    req.on("trailers", (tr) => void (done || (errors++, process.stderr.write(`  watcher ${i} ended: grpc-status ${String(tr["grpc-status"])} ${String(tr["grpc-message"] ?? "")}\n`))));
+    req.on("error", () => void (done || errors++));
+    req.end(body);
+  }
+  const until = async (cond: () => boolean) => {
+    while (!cond() && nowMs() < deadline) await sleep(2);
+    return cond();
+  };
+  await until(() => syncedCount === n || errors > 0);
+  const openMs = syncedCount === n ? openEnd - t0 : NaN;
+  const cpu = process.cpuUsage(cpu0);
+  const clientCpuOpenMs = (cpu.user + cpu.system) / 1000;
+  await sleep(100);
+  const rssPerStreamBytes = (rssBytes(server.pid) - rssBefore) / n;
+
+  const latencies: number[] = [];
+  const fromSend: number[] = [];
+  const ackMs: number[] = [];
+  const expected: string[] = [];
+  for (let k = 0; k < writes && syncedCount === n; k++) {
+    const description = `bench fan-out ${n} write ${k + 1} at ${new Date().toISOString()}`;
+    expected.push(description);
+    const req = create(UpdateVMRequestSchema, { id: vmId, description, updateMask: { paths: ["description"] } });
+    const sent = nowMs();
+    const x = await exchange(writer, grpcHeaders(UPDATE_VM), envelope(toBinary(UpdateVMRequestSchema, req)));
+    const ack = nowMs();
+    ackMs.push(ack - sent);
+    if (grpcStatus(x) !== "0") throw new Error(`UpdateVM failed: grpc-status ${grpcStatus(x)} ${String(x.trailers["grpc-message"] ?? "")}`);
+    await until(() => delivered[k] === n);
+    for (let i = 0; i < n; i++) {
+      const a = arrival[i * writes + k]!;
+      if (Number.isNaN(a)) continue;
+      latencies.push(a - ack);
+      fromSend.push(a - sent);
+    }
+    await sleep(20);
+  }
+  await sleep(300);
+  done = true;
+  session.destroy();
+  writer.destroy();
+  const inOrder = decoded.length === expected.length && decoded.every((p, k) => {
+    const u = fromBinary(VmUpdateSchema, p);
+    return u.type === EventType.MODIFIED && u.vm?.id === vmId && u.vm.description === expected[k];
+  });
+  return {
+    streams: n,
+    synced: syncedCount,
+    openMs,
+    clientCpuOpenMs,
+    rssPerStreamBytes,
+    p50Ms: percentile(latencies, 50),
+    p99Ms: percentile(latencies, 99),
+    maxMs: percentile(latencies, 100),
+    p50FromSendMs: percentile(fromSend, 50),
+    p99FromSendMs: percentile(fromSend, 99),
+    ackMs,
+    samples: latencies.length,
+    missing: n * writes - latencies.length,
+    extra,
+    errors,
+    inOrder,
+  };
+}

@@ -1,0 +1,101 @@
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { closeSync, openSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { sleep } from "./stats.js";
+
+/** The repository root (bench/..): every process runs from here. */
+export const ROOT = new URL("../..", import.meta.url).pathname;
+/** Where run artefacts live; server logs go to LOG_DIR. */
+export const RESULTS_DIR = join(ROOT, "bench", "results");
+export const LOG_DIR = join(RESULTS_DIR, "logs");
+
+/** A child process pinned to one core whose stdout and stderr go to a log file. */
+export interface Server {
+  readonly name: string;
+  readonly pid: number;
+  readonly port: number;
+  readonly url: string;
+  readonly logFile: string;
+  stop(): Promise<void>;
+}
+
+const live = new Set<ChildProcess>();
+process.on("exit", () => {
+  for (const c of live) c.kill("SIGKILL");
+});
+
+/**
+ * Starts `node --import tsx <script>` under `taskset -c <cpu>` and waits until its log
+ * shows the port: our server's "control plane listening" line or a baseline's {"port":N}.
+ * Output goes to a file descriptor, never to a pipe that nobody drains.
+ */
+export async function startServer(name: string, script: string, args: readonly string[], env: Record<string, string>, cpu = 0): Promise<Server> {
+  const logFile = join(LOG_DIR, `${name}.log`);
+  const fd = openSync(logFile, "w");
+  const child = spawn("taskset", ["-c", String(cpu), process.execPath, "--import", "tsx", script, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", fd, fd],
+  });
+  closeSync(fd);
+  live.add(child);
+  let exited = false;
+  child.on("exit", () => {
+    exited = true;
+    live.delete(child);
+  });
+  const deadline = Date.now() + 90_000;
+  let port = 0;
+  while (port === 0) {
+    if (exited) throw new Error(`${name} exited during start; see ${logFile}`);
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`${name} did not report its port within 90 s; see ${logFile}`);
+    }
+    await sleep(50);
+    port = findPort(readFileSync(logFile, "utf8"));
+  }
+  // taskset execs node, so the child's pid is the server's own (its /proc/<pid>/status is the server's).
+  const pid = child.pid!;
+  return {
+    name,
+    pid,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    logFile,
+    async stop() {
+      if (exited) return;
+      const gone = new Promise<void>((r) => child.once("exit", () => r()));
+      child.kill("SIGTERM");
+      const t = setTimeout(() => child.kill("SIGKILL"), 5000);
+      await gone;
+      clearTimeout(t);
+    },
+  };
+}
+
+function findPort(log: string): number {
+  for (const line of log.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    try {
+      const o = JSON.parse(line) as { msg?: string; url?: string; port?: number };
+      if (typeof o.port === "number") return o.port;
+      if (o.msg === "control plane listening" && o.url) return Number(new URL(o.url).port);
+    } catch {
+      // A partly written line: read it again on the next poll.
+    }
+  }
+  return 0;
+}
+
+/** The resident set size of a process in bytes (VmRSS in /proc/<pid>/status). */
+export function rssBytes(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(m[1]) * 1024;
+}
+
+/** Whether a program is on PATH. */
+export function hasProgram(name: string): boolean {
+  return spawnSync("sh", ["-c", `command -v ${name}`], { stdio: "ignore" }).status === 0;
+}

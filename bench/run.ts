@@ -1,0 +1,142 @@
+import { spawnSync } from "node:child_process";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
+import { join } from "node:path";
+import { createInStore, createOverGrpc } from "./lib/creates.js";
+import { fanout, WATCH_VMS, type FanoutResult } from "./lib/fanout.js";
+import { grpcHeaders } from "./lib/h2-client.js";
+import { H2LOAD_INSTALL, type Saturation } from "./lib/h2load.js";
+import { hasProgram, LOG_DIR, RESULTS_DIR, startServer, type Server } from "./lib/proc.js";
+import { absolute, compare, formatTable, machine, notAvailable, num, type Row } from "./lib/report.js";
+import { streamOnce, streamRates, type StreamRate } from "./lib/stream-rate.js";
+import { captureGetVm, connectBinaryLoad, connectJsonLoad, DEMO_VM_ID, measureGrpcUnary, type GrpcUnary } from "./lib/unary.js";
+
+// `npm run bench`: every row is measured in this run, on this machine, against a baseline
+// measured in this run. Servers run on CPU 0; this harness and h2load on CPU 1.
+
+if (process.env["QUANTIX_BENCH_PINNED"] !== "1" && hasProgram("taskset")) {
+  const r = spawnSync("taskset", ["-c", "1", process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit", env: { ...process.env, QUANTIX_BENCH_PINNED: "1" } });
+  process.exit(r.status ?? 1);
+}
+if (!hasProgram("h2load") || !hasProgram("taskset")) {
+  process.stderr.write(`bench: needs h2load and taskset; install them with:\n  ${H2LOAD_INSTALL}\n  (taskset is in util-linux)\n`);
+  process.exit(1);
+}
+
+const started = Date.now();
+const progress = (msg: string) => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
+const SERVER = "packages/server/src/main.ts";
+const ours = (name: string, demo: boolean) =>
+  startServer(name, SERVER, [], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_DEMO: demo ? "1" : "0", QUANTIX_LOG_LEVEL: "info", QUANTIX_SHUTDOWN_GRACE_MS: "2000" });
+const baseline = (name: string, script: string, args: string[] = []) => startServer(name, join("bench", "servers", script), args, {});
+const rps = (r: Saturation) => r.reqPerSec;
+const failures = (r: Saturation) => (r.notOk > 0 ? ` (${r.notOk} failed)` : "");
+const reqs = (v: number) => `${num(v)} req/s`;
+const us = (v: number) => `${num(v)} µs`;
+const ms = (v: number) => `${num(v, 1)} ms`;
+
+mkdirSync(LOG_DIR, { recursive: true });
+const info = machine();
+progress(`Node ${String(info["node"])}, ${String(info["cpuModel"])}, ${String(info["cores"])} cores, load average ${(info["loadAverageAtStart"] as number[]).map((l) => l.toFixed(2)).join(" ")}, git ${JSON.stringify(info["git"])}`);
+const servers: Server[] = [];
+const up = async (p: Promise<Server>) => {
+  const s = await p;
+  servers.push(s);
+  return s;
+};
+const down = async (...list: Server[]) => {
+  await Promise.all(list.map((s) => s.stop()));
+  for (const s of list) servers.splice(servers.indexOf(s), 1);
+};
+
+const rows: Row[] = [];
+const details: Record<string, unknown> = {};
+try {
+  // Unary GetVM: our server, a bare node:http2 / node:http handler returning the same bytes, and grpc-js.
+  progress("starting our server (demo data) and capturing GetVM's bytes");
+  const main = await up(ours("quantix-unary", true));
+  const bodies = await captureGetVm(main.url, LOG_DIR);
+  progress("starting the baselines: bare node:http2, bare node:http, @grpc/grpc-js");
+  const [bareH2, bareH1, grpcJs] = await Promise.all([up(baseline("bare-h2", "bare-h2.ts", [LOG_DIR])), up(baseline("bare-h1", "bare-h1.ts", [LOG_DIR])), up(baseline("grpcjs", "grpcjs-server.ts"))]);
+  progress("GetVM over gRPC: ours, bare node:http2, grpc-js (200-call check each; h2load 3 rounds taking turns; 2,000 sequential calls each)");
+  const [o, b, g] = (await measureGrpcUnary([main.url, bareH2.url, grpcJs.url], bodies)) as [GrpcUnary, GrpcUnary, GrpcUnary];
+  progress("GetVM over Connect binary (h2c): ours, bare node:http2");
+  const [binOurs, binBare] = (await connectBinaryLoad([main.url, bareH2.url], LOG_DIR)) as [Saturation, Saturation];
+  progress("GetVM over Connect JSON (HTTP/1.1): ours, bare node:http");
+  const [jsonOurs, jsonBare] = (await connectJsonLoad([main.url, bareH1.url], LOG_DIR)) as [Saturation, Saturation];
+  await down(main, bareH1, grpcJs);
+  details["unary"] = { ours: o, bare: b, grpcJs: g };
+  details["connect"] = { binOurs, binBare, jsonOurs, jsonBare };
+  rows.push(
+    { ...compare("GetVM gRPC h2c, req/s (4 conn x 32 streams, median of 3)", rps(o.load), rps(b.load), reqs, "bare http2", { op: ">=", value: 0.5, on: "ratio" }), ours: reqs(rps(o.load)) + failures(o.load) },
+    compare("GetVM gRPC h2c, req/s vs grpc-js", rps(o.load), rps(g.load), reqs, "grpc-js"),
+    compare("GetVM gRPC p50 at concurrency 1", o.latency.p50Us, b.latency.p50Us, us, "bare http2", { op: "<=", value: 1.5, on: "ratio" }),
+    compare("GetVM gRPC p99 at concurrency 1", o.latency.p99Us, b.latency.p99Us, us, "bare http2"),
+    compare("GetVM gRPC p50 at concurrency 1, vs grpc-js", o.latency.p50Us, g.latency.p50Us, us, "grpc-js"),
+    compare("GetVM gRPC p99 at concurrency 1, vs grpc-js", o.latency.p99Us, g.latency.p99Us, us, "grpc-js"),
+    {
+      ...absolute("GetVM gRPC bad answers (200 checked + h2load)", o.bad + o.load.notOk, (v) => `${v}`, { op: "=", value: 0, on: "value" }),
+      baseline: `bare ${b.bad + b.load.notOk}, grpc-js ${g.bad + g.load.notOk}`,
+    },
+    { ...compare("GetVM Connect binary h2c, req/s", rps(binOurs), rps(binBare), reqs, "bare http2"), ours: reqs(rps(binOurs)) + failures(binOurs) },
+    { ...compare("GetVM Connect JSON HTTP/1.1, req/s (32 conn)", rps(jsonOurs), rps(jsonBare), reqs, "bare http"), ours: reqs(rps(jsonOurs)) + failures(jsonOurs) },
+  );
+
+  // CreateVM, then server streaming against the 20,000 VMs it made.
+  progress("CreateVM over gRPC: 20,000 VMs into an empty server (first 1,000 untimed), then MemoryStore in-process");
+  const empty = await up(ours("quantix-creates", false));
+  const created = await createOverGrpc(empty.url, 20_000, 1_000);
+  const stored = await createInStore(20_000, 1_000);
+  details["creates"] = { created, stored };
+  rows.push(
+    { ...compare("CreateVM gRPC, req/s (memory store, 64 in flight)", created.perSec, stored.perSec, reqs, "MemoryStore.create"), ours: reqs(created.perSec) + (created.bad ? ` (${created.bad} failed)` : "") },
+    notAvailable("CreateVM gRPC, req/s (embedded store)", "the embedded store arrives with the durable-store issue"),
+  );
+  progress("WatchVMs from resource_version 0 over gRPC against those VMs, and a bare node:http2 write loop, taking turns");
+  const first = await streamOnce(empty.url, grpcHeaders(WATCH_VMS));
+  const bareStream = { ...grpcHeaders("/bench.Bare/Stream"), "x-count": String(first.messages), "x-size": String(Math.round(first.meanPayloadBytes)) };
+  const [streamOurs, streamBare] = (await streamRates([{ url: empty.url, headers: grpcHeaders(WATCH_VMS) }, { url: bareH2.url, headers: bareStream }])) as [StreamRate, StreamRate];
+  await down(empty, bareH2);
+  details["stream"] = { ours: streamOurs, bare: streamBare };
+  rows.push(
+    compare(`WatchVMs rv 0, ${num(first.messages - 1)} VMs, msg/s to SYNCED (median of 9)`, streamOurs.messagesPerSec, streamBare.messagesPerSec, (v) => `${num(v)} msg/s`, "bare write loop", { op: ">=", value: 0.25, on: "ratio" }),
+  );
+
+  // Watch fan-out: a fresh server per size, so memory freed by one size does not flatter the next.
+  const fan: FanoutResult[] = [];
+  for (const n of [1, 1_000, 10_000]) {
+    progress(`watch fan-out: ${num(n)} WatchVMs streams on one connection, 5 writes`);
+    const s = await up(ours(`quantix-fanout-${n}`, true));
+    const r = await fanout(s, n, DEMO_VM_ID);
+    await down(s);
+    fan.push(r);
+    const bad = r.synced < n || r.missing > 0 || r.extra > 0 || r.errors > 0 || !r.inOrder;
+    const note = bad ? ` [synced ${r.synced}/${n}, missing ${r.missing}, extra ${r.extra}, errors ${r.errors}, in order ${r.inOrder}]` : "";
+    const p99Target = n === 10_000 ? ({ op: "<=", value: 100, on: "value", unit: "ms" } as const) : undefined;
+    rows.push(
+      absolute(`watch x${num(n)}: server RSS per stream`, r.rssPerStreamBytes / 1024, (v) => `${num(v, 1)} KiB`, undefined, { ...r }),
+      { ...absolute(`watch x${num(n)}: open all, to every SYNCED`, r.openMs, ms), ours: `${ms(r.openMs)} (harness CPU ${num(r.clientCpuOpenMs)} ms)${note}` },
+      absolute(`watch x${num(n)}: write ack -> delivery p50`, r.p50Ms, ms),
+      absolute(`watch x${num(n)}: write ack -> delivery p99`, r.p99Ms, ms, p99Target),
+      // The ack itself waits behind the fan-out, so also time deliveries from the write's send.
+      absolute(`watch x${num(n)}: write sent -> delivery p50`, r.p50FromSendMs, ms),
+      absolute(`watch x${num(n)}: write sent -> delivery p99`, r.p99FromSendMs, ms, p99Target),
+    );
+  }
+  details["fanout"] = fan;
+} finally {
+  await Promise.all(servers.map((s) => s.stop()));
+}
+
+const date = new Date();
+const table = formatTable(rows);
+const load = (l: number[]) => l.map((x) => x.toFixed(2)).join(" ");
+process.stdout.write(
+  `\n${table}\n\nratio = ours / baseline, both measured in this run (for latency, lower is better). ` +
+    `Servers on CPU 0, clients on CPU 1; load average ${load(info["loadAverageAtStart"] as number[])} at start, ${load(loadavg())} at end.\n`,
+);
+const file = join(RESULTS_DIR, `${date.toISOString().replace(/:/g, "-").replace(/\.\d+Z$/, "Z")}.json`);
+const result = { date: date.toISOString(), ...info, loadAverageAtEnd: loadavg(), durationSec: (Date.now() - started) / 1000, rows, details };
+writeFileSync(file, `${JSON.stringify(result, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v), 2)}\n`);
+rmSync(LOG_DIR, { recursive: true, force: true });
+progress(`done in ${((Date.now() - started) / 1000).toFixed(0)} s; wrote ${file}`);
