@@ -8,6 +8,7 @@ import { grpcHeaders } from "./lib/h2-client.js";
 import { H2LOAD_INSTALL, type Saturation } from "./lib/h2load.js";
 import { hasProgram, LOG_DIR, RESULTS_DIR, startServer, type Server } from "./lib/proc.js";
 import { absolute, compare, formatTable, machine, notAvailable, num, type Row } from "./lib/report.js";
+import { percentile } from "./lib/stats.js";
 import { streamOnce, streamRates, type StreamRate } from "./lib/stream-rate.js";
 import { captureGetVm, connectBinaryLoad, connectJsonLoad, DEMO_VM_ID, measureGrpcUnary, type GrpcUnary } from "./lib/unary.js";
 
@@ -22,6 +23,10 @@ if (!hasProgram("h2load") || !hasProgram("taskset")) {
   process.stderr.write(`bench: needs h2load and taskset; install them with:\n  ${H2LOAD_INSTALL}\n  (taskset is in util-linux)\n`);
   process.exit(1);
 }
+
+/** `npm run bench -- --only=fanout` (or unary, creates; comma-separated) runs those groups alone. */
+const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
+const want = (group: "unary" | "creates" | "fanout") => !only || only.includes(group);
 
 const started = Date.now();
 const progress = (msg: string) => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
@@ -56,15 +61,17 @@ try {
   progress("starting our server (demo data) and capturing GetVM's bytes");
   const main = await up(ours("quantix-unary", true));
   const bodies = await captureGetVm(main.url, LOG_DIR);
-  progress("starting the baselines: bare node:http2, bare node:http, @grpc/grpc-js");
-  const [bareH2, bareH1, grpcJs] = await Promise.all([up(baseline("bare-h2", "bare-h2.ts", [LOG_DIR])), up(baseline("bare-h1", "bare-h1.ts", [LOG_DIR])), up(baseline("grpcjs", "grpcjs-server.ts"))]);
+  const bareH2 = await up(baseline("bare-h2", "bare-h2.ts", [LOG_DIR]));
+  if (want("unary")) {
+  progress("starting the baselines: bare node:http1, @grpc/grpc-js");
+  const [bareH1, grpcJs] = await Promise.all([up(baseline("bare-h1", "bare-h1.ts", [LOG_DIR])), up(baseline("grpcjs", "grpcjs-server.ts"))]);
   progress("GetVM over gRPC: ours, bare node:http2, grpc-js (200-call check each; h2load 3 rounds taking turns; 2,000 sequential calls each)");
   const [o, b, g] = (await measureGrpcUnary([main.url, bareH2.url, grpcJs.url], bodies)) as [GrpcUnary, GrpcUnary, GrpcUnary];
   progress("GetVM over Connect binary (h2c): ours, bare node:http2");
   const [binOurs, binBare] = (await connectBinaryLoad([main.url, bareH2.url], LOG_DIR)) as [Saturation, Saturation];
   progress("GetVM over Connect JSON (HTTP/1.1): ours, bare node:http");
   const [jsonOurs, jsonBare] = (await connectJsonLoad([main.url, bareH1.url], LOG_DIR)) as [Saturation, Saturation];
-  await down(main, bareH1, grpcJs);
+  await down(bareH1, grpcJs);
   details["unary"] = { ours: o, bare: b, grpcJs: g };
   details["connect"] = { binOurs, binBare, jsonOurs, jsonBare };
   rows.push(
@@ -81,8 +88,11 @@ try {
     { ...compare("GetVM Connect binary h2c, req/s", rps(binOurs), rps(binBare), reqs, "bare http2"), ours: reqs(rps(binOurs)) + failures(binOurs) },
     { ...compare("GetVM Connect JSON HTTP/1.1, req/s (32 conn)", rps(jsonOurs), rps(jsonBare), reqs, "bare http"), ours: reqs(rps(jsonOurs)) + failures(jsonOurs) },
   );
+  }
+  await down(main);
 
   // CreateVM, then server streaming against the 20,000 VMs it made.
+  if (want("creates")) {
   progress("CreateVM over gRPC: 20,000 VMs into an empty server (first 1,000 untimed), then MemoryStore in-process");
   const empty = await up(ours("quantix-creates", false));
   const created = await createOverGrpc(empty.url, 20_000, 1_000);
@@ -96,31 +106,35 @@ try {
   const first = await streamOnce(empty.url, grpcHeaders(WATCH_VMS));
   const bareStream = { ...grpcHeaders("/bench.Bare/Stream"), "x-count": String(first.messages), "x-size": String(Math.round(first.meanPayloadBytes)) };
   const [streamOurs, streamBare] = (await streamRates([{ url: empty.url, headers: grpcHeaders(WATCH_VMS) }, { url: bareH2.url, headers: bareStream }])) as [StreamRate, StreamRate];
-  await down(empty, bareH2);
+  await down(empty);
   details["stream"] = { ours: streamOurs, bare: streamBare };
   rows.push(
     compare(`WatchVMs rv 0, ${num(first.messages - 1)} VMs, msg/s to SYNCED (median of 9)`, streamOurs.messagesPerSec, streamBare.messagesPerSec, (v) => `${num(v)} msg/s`, "bare write loop", { op: ">=", value: 0.25, on: "ratio" }),
   );
+  }
+  await down(bareH2);
 
   // Watch fan-out: a fresh server per size, so memory freed by one size does not flatter the next.
   const fan: FanoutResult[] = [];
-  for (const n of [1, 1_000, 10_000]) {
-    progress(`watch fan-out: ${num(n)} WatchVMs streams on one connection, 5 writes`);
+  for (const n of want("fanout") ? [1, 1_000, 10_000] : []) {
+    progress(`watch fan-out: ${num(n)} WatchVMs streams on one connection, 5 writes; then the same against a bare node:http2 fan-out`);
     const s = await up(ours(`quantix-fanout-${n}`, true));
     const r = await fanout(s, n, DEMO_VM_ID);
     await down(s);
-    fan.push(r);
+    const floorServer = await up(baseline(`bare-fanout-${n}`, "bare-fanout.ts"));
+    const f = await fanout(floorServer, n, DEMO_VM_ID);
+    await down(floorServer);
+    fan.push(r, f);
     const bad = r.synced < n || r.missing > 0 || r.extra > 0 || r.errors > 0 || !r.inOrder;
     const note = bad ? ` [synced ${r.synced}/${n}, missing ${r.missing}, extra ${r.extra}, errors ${r.errors}, in order ${r.inOrder}]` : "";
     const p99Target = n === 10_000 ? ({ op: "<=", value: 100, on: "value", unit: "ms" } as const) : undefined;
     rows.push(
       absolute(`watch x${num(n)}: server RSS per stream`, r.rssPerStreamBytes / 1024, (v) => `${num(v, 1)} KiB`, undefined, { ...r }),
-      { ...absolute(`watch x${num(n)}: open all, to every SYNCED`, r.openMs, ms), ours: `${ms(r.openMs)} (harness CPU ${num(r.clientCpuOpenMs)} ms)${note}` },
-      absolute(`watch x${num(n)}: write ack -> delivery p50`, r.p50Ms, ms),
-      absolute(`watch x${num(n)}: write ack -> delivery p99`, r.p99Ms, ms, p99Target),
-      // The ack itself waits behind the fan-out, so also time deliveries from the write's send.
-      absolute(`watch x${num(n)}: write sent -> delivery p50`, r.p50FromSendMs, ms),
-      absolute(`watch x${num(n)}: write sent -> delivery p99`, r.p99FromSendMs, ms, p99Target),
+      { ...compare(`watch x${num(n)}: open all, to every SYNCED`, r.openMs, f.openMs, ms, "bare http2"), ours: `${ms(r.openMs)}${note}` },
+      compare(`watch x${num(n)}: write ack -> delivery p50`, r.p50Ms, f.p50Ms, ms, "bare http2"),
+      compare(`watch x${num(n)}: write ack -> delivery p99`, r.p99Ms, f.p99Ms, ms, "bare http2", p99Target),
+      compare(`watch x${num(n)}: write sent -> delivery p99`, r.p99FromSendMs, f.p99FromSendMs, ms, "bare http2", p99Target),
+      compare(`watch x${num(n)}: UpdateVM round trip, median`, percentile([...r.ackMs], 50), percentile([...f.ackMs], 50), ms, "bare http2"),
     );
   }
   details["fanout"] = fan;

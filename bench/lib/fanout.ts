@@ -3,6 +3,7 @@ import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { UpdateVMRequestSchema, VmUpdateSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { EnvelopeReader, envelope } from "./grpc-frame.js";
 import { connect, exchange, grpcHeaders, grpcStatus } from "./h2-client.js";
+import { RawH2 } from "./raw-h2.js";
 import { rssBytes } from "./proc.js";
 import { nowMs, percentile, sleep } from "./stats.js";
 
@@ -48,28 +49,21 @@ export interface FanoutResult {
  */
 export async function fanout(server: { url: string; pid: number }, n: number, vmId: string, writes = 5, budgetMs = 90_000): Promise<FanoutResult> {
   const deadline = nowMs() + budgetMs;
-  const session = await connect(server.url, { maxSessionMemory: 1024, peerMaxConcurrentStreams: n });
-  session.setLocalWindowSize(64 * 1024 * 1024);
   const writer = await connect(server.url);
   const synced = new Uint8Array(n);
   const count = new Int32Array(n);
   const arrival = new Float64Array(n * writes).fill(NaN);
   const delivered = new Int32Array(writes);
   const decoded: Buffer[] = [];
+  const times = new Float64Array(n);
   let syncedCount = 0;
   let openEnd = 0;
   let extra = 0;
-  let errors = 0;
   let done = false;
-  const body = envelope(new Uint8Array(0));
-  await sleep(200);
-  const rssBefore = rssBytes(server.pid);
-  const t0 = nowMs();
-  const cpu0 = process.cpuUsage();
-  for (let i = 0; i < n; i++) {
-    let t = 0;
-    const reader = new EnvelopeReader(
+  const readers = Array.from({ length: n }, (_, i) =>
+    new EnvelopeReader(
       (_len, payload) => {
+        const t = times[i]!;
         if (!synced[i]) {
           if (!isSynced(payload)) return;
           synced[i] = 1;
@@ -83,21 +77,25 @@ export async function fanout(server: { url: string; pid: number }, n: number, vm
         if (i === 0 && payload) decoded.push(payload);
       },
       (len) => (synced[i] ? i === 0 : len < SMALL),
-    );
-    const req = session.request(grpcHeaders(WATCH_VMS));
-    req.on("data", (chunk: Buffer) => {
-      t = nowMs();
-      reader.push(chunk);
-    });
-    req.on("trailers", (tr) => void (done || (errors++, process.stderr.write(`  watcher ${i} ended: grpc-status ${String(tr["grpc-status"])} ${String(tr["grpc-message"] ?? "")}\n`))));
-    req.on("error", () => void (done || errors++));
-    req.end(body);
-  }
+    ),
+  );
+  // The watchers share one connection, read by a raw HTTP/2 client (see raw-h2.ts).
+  const session = await RawH2.connect(server.url, (i, data, t) => {
+    times[i] = t;
+    readers[i]?.push(data);
+  });
+  const u = new URL(server.url);
+  await sleep(200);
+  const rssBefore = rssBytes(server.pid);
+  const t0 = nowMs();
+  const cpu0 = process.cpuUsage();
+  session.open(n, { ":method": "POST", ":scheme": "http", ":path": WATCH_VMS, ":authority": u.host, "content-type": "application/grpc", te: "trailers" }, envelope(new Uint8Array(0)));
+  const errorsNow = () => (done ? 0 : session.errors);
   const until = async (cond: () => boolean) => {
     while (!cond() && nowMs() < deadline) await sleep(2);
     return cond();
   };
-  await until(() => syncedCount === n || errors > 0);
+  await until(() => syncedCount === n || errorsNow() > 0);
   const openMs = syncedCount === n ? openEnd - t0 : NaN;
   const cpu = process.cpuUsage(cpu0);
   const clientCpuOpenMs = (cpu.user + cpu.system) / 1000;
@@ -128,7 +126,7 @@ export async function fanout(server: { url: string; pid: number }, n: number, vm
   }
   await sleep(300);
   done = true;
-  session.destroy();
+  session.close();
   writer.destroy();
   const inOrder = decoded.length === expected.length && decoded.every((p, k) => {
     const u = fromBinary(VmUpdateSchema, p);
@@ -149,7 +147,7 @@ export async function fanout(server: { url: string; pid: number }, n: number, vm
     samples: latencies.length,
     missing: n * writes - latencies.length,
     extra,
-    errors,
+    errors: session.errors,
     inOrder,
   };
 }

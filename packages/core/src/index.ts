@@ -11,3 +11,4 @@ export * from "./node-validation.js";
 export * from "./hypervisor.js";
 export * from "./placement.js";
 export * from "./freeze.js";
+export * from "./push-iterable.js";

@@ -31,6 +31,8 @@ export class FastContext implements HandlerContext {
     private readonly headers: IncomingHttpHeaders,
     timeoutMs: number | undefined,
     private readonly shutdown: AbortSignal,
+    /** Contexts with a live signal, which the server aborts on shutdown (one listener for all). */
+    private readonly live: Set<FastContext>,
   ) {
     this.deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
   }
@@ -43,7 +45,7 @@ export class FastContext implements HandlerContext {
       if (this.stream.closed || this.stream.destroyed) abort(CLOSED);
       else this.stream.once("close", () => abort(CLOSED));
       if (this.shutdown.aborted) abort(this.shutdown.reason);
-      else this.shutdown.addEventListener("abort", () => abort(this.shutdown.reason), { once: true, signal: c.signal });
+      else this.live.add(this);
       if (this.deadline !== undefined) {
         this.timer = setTimeout(() => abort(DEADLINE), Math.max(0, this.deadline - Date.now()));
         this.timer.unref();
@@ -94,8 +96,14 @@ export class FastContext implements HandlerContext {
     return this.deadline !== undefined && Date.now() >= this.deadline;
   }
 
+  /** Aborts the signal (if anyone asked for it) with `reason`. */
+  abort(reason: unknown): void {
+    if (this.controller && !this.controller.signal.aborted) this.controller.abort(reason);
+  }
+
   /** Ends the call: timers stop and the signal (if anyone asked for it) aborts. */
   done(): void {
+    this.live.delete(this);
     clearTimeout(this.timer);
     if (this.controller && !this.controller.signal.aborted) this.controller.abort(CLOSED);
   }

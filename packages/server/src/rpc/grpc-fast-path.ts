@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { fromBinary, type DescMessage } from "@bufbuild/protobuf";
 import { Code, ConnectError, createServiceImplSpec, type MethodImplSpec } from "@connectrpc/connect";
+import { isPushIterable, type PushIterable } from "@quantix/core";
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import type { Logger } from "../log.js";
 import { encodeMessage } from "./encode-cache.js";
@@ -24,6 +25,8 @@ interface Entry {
   readonly procedure: string;
 }
 
+/** A watcher whose client lets more than this many bytes pile up is cut off (it can resume). */
+const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 /** Framed bytes of frozen messages (shared watch updates), written as they are to every stream. */
 const enveloped = new WeakMap<object, Uint8Array>();
 const GRPC_CONTENT_TYPE = /^application\/grpc(\+proto)?$/;
@@ -38,8 +41,12 @@ const RESPONSE_HEADERS = { ":status": "200", "content-type": "application/grpc+p
  */
 export class GrpcFastPath {
   private readonly methods = new Map<string, Entry>();
+  private readonly live = new Set<FastContext>();
 
   constructor(routes: readonly Route[], private readonly opts: FastPathOptions) {
+    opts.shutdownSignal.addEventListener("abort", () => {
+      for (const ctx of this.live) ctx.abort(opts.shutdownSignal.reason);
+    }, { once: true });
     for (const r of routes) {
       const spec = createServiceImplSpec(r.service, r.impl);
       for (const m of Object.values(spec.methods)) {
@@ -60,7 +67,7 @@ export class GrpcFastPath {
     const rawTimeout = headers["grpc-timeout"];
     const timeout = parseTimeout(typeof rawTimeout === "string" ? rawTimeout : null, Number.MAX_SAFE_INTEGER);
     if (timeout.error) return false;
-    const ctx = new FastContext(entry.service, entry.spec.method, headers[":path"] ?? "", stream, headers, timeout.timeoutMs, this.opts.shutdownSignal);
+    const ctx = new FastContext(entry.service, entry.spec.method, headers[":path"] ?? "", stream, headers, timeout.timeoutMs, this.opts.shutdownSignal, this.live);
     void this.serve(stream, entry, ctx);
     return true;
   }
@@ -139,8 +146,46 @@ export class GrpcFastPath {
     stream.respond(h, { waitForTrailers: true });
   }
 
-  /** Writes a stream's messages, batching those produced in one turn of the event loop into one write. */
-  private async pump(stream: ServerHttp2Stream, source: AsyncIterable<unknown>, output: DescMessage): Promise<number> {
+  /**
+   * Writes a stream's messages. A push source (a watch) writes each batch it is handed as
+   * one write, from the fan-out itself; any other source is pulled, and the messages it
+   * yields in one turn of the event loop go out as one write.
+   */
+  private pump(stream: ServerHttp2Stream, source: AsyncIterable<unknown>, output: DescMessage): Promise<number> {
+    return isPushIterable(source) ? this.piped(stream, source, output) : this.pulled(stream, source, output);
+  }
+
+  private piped(stream: ServerHttp2Stream, source: PushIterable<unknown>, output: DescMessage): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      let count = 0;
+      let settled = false;
+      const settle = (err?: unknown) => {
+        if (settled) return;
+        settled = true;
+        stop();
+        stream.off("close", onClose);
+        if (err === undefined) resolve(count);
+        else reject(err);
+      };
+      const onClose = () => settle();
+      const stop = source.pipe({
+        push: (msgs) => {
+          if (settled || stream.destroyed) return;
+          const frames = msgs.map((m) => this.envelope(output, m as object));
+          count += msgs.length;
+          stream.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
+          if (stream.writableLength > MAX_BUFFERED_BYTES) {
+            settle(new ConnectError(`the client reads too slowly: more than ${MAX_BUFFERED_BYTES} bytes are waiting; resume from the last resource_version received`, Code.ResourceExhausted));
+          }
+        },
+        fail: (err) => settle(err ?? new Error("stream failed")),
+        end: () => settle(),
+      });
+      stream.once("close", onClose);
+    });
+  }
+
+  private async pulled(stream: ServerHttp2Stream, source: AsyncIterable<unknown>, output: DescMessage): Promise<number> {
     let pending: Uint8Array[] = [];
     let scheduled = false;
     let count = 0;

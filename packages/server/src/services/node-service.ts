@@ -44,7 +44,7 @@ import { nodeMatches } from "../store/memory-store.js";
 import { setCondition } from "../controllers/conditions.js";
 import { listPage } from "./paging.js";
 import { requireId } from "./vm-service.js";
-import { sharedUpdate, watchFiltered } from "./watch-filter.js";
+import { SharedUpdates, watchFiltered } from "./watch-filter.js";
 
 /** How often agents heartbeat, and when a silent node is declared OFFLINE. */
 export const HEARTBEAT_INTERVAL_SEC = 10;
@@ -54,6 +54,8 @@ const USER_SPEC_PATHS = ["spec.taints", "spec.overcommit", "spec.reserved", "spe
 
 /** Node registration, reads, operator settings, heartbeats and watch: the use cases behind NodeService. */
 export class NodeService {
+  private readonly updates = new SharedUpdates<Node, NodeUpdate>((f) => create(NodeUpdateSchema, { type: EVENT[f.type], ...(f.object ? { node: f.object } : {}), resourceVersion: f.revision }));
+
   constructor(private readonly deps: { store: Store; clock: Clock; ids: IdGenerator }) {}
 
   /** Registers a host, or refreshes its hardware when the hostname is already registered. */
@@ -203,12 +205,12 @@ export class NodeService {
     return create(UpdateHeartbeatResponseSchema, { phase: node.status?.phase ?? Phase.UNKNOWN, heartbeatIntervalSec: HEARTBEAT_INTERVAL_SEC });
   }
 
-  async *watch(req: WatchNodesRequest, signal: AbortSignal): AsyncGenerator<NodeUpdate> {
+  watch(req: WatchNodesRequest, signal: AbortSignal): AsyncIterable<NodeUpdate> {
     const q = { labels: req.labels, order: { field: "hostname", desc: false } } as const;
     const snapshot = () => this.deps.store.nodes.list({ ...q, limit: Number.MAX_SAFE_INTEGER });
-    for await (const f of watchFiltered(this.deps.store.nodes, req.resourceVersion, snapshot, (n) => nodeMatches(n, { ...q, limit: 0 }), signal)) {
-      yield sharedUpdate(f.object, f.type, f.revision, () => create(NodeUpdateSchema, { type: EVENT[f.type], ...(f.object ? { node: f.object } : {}), resourceVersion: f.revision }));
-    }
+    const query = { ...q, limit: 0 };
+    const matches = Object.keys(req.labels).length === 0 ? () => true : (n: Node) => nodeMatches(n, query);
+    return watchFiltered(this.deps.store.nodes, req.resourceVersion, snapshot, matches, this.updates, signal);
   }
 }
 

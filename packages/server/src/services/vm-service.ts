@@ -42,7 +42,7 @@ import {
 } from "@quantix/core";
 import { vmMatches } from "../store/memory-store.js";
 import { listPage } from "./paging.js";
-import { filterEvent, sharedUpdate, watchFiltered } from "./watch-filter.js";
+import { filterEvent, SharedUpdates, watchFiltered } from "./watch-filter.js";
 
 /** Dependencies of the VM service. */
 export interface VmServiceDeps {
@@ -60,6 +60,8 @@ const EVENT: Record<"ADDED" | "MODIFIED" | "DELETED" | "SYNCED", EventType> = {
 
 /** VM create, read, list, update, delete and watch: the use cases behind VMService. */
 export class VmService {
+  private readonly updates = new SharedUpdates<VirtualMachine, VmUpdate>(toUpdate);
+
   constructor(private readonly deps: VmServiceDeps) {}
 
   async create(req: CreateVMRequest): Promise<VirtualMachine> {
@@ -172,15 +174,16 @@ export class VmService {
   }
 
   /** The matching VMs (or the changes after resource_version), then every change. */
-  async *watchVms(req: WatchVMsRequest, signal: AbortSignal): AsyncGenerator<VmUpdate> {
+  watchVms(req: WatchVMsRequest, signal: AbortSignal): AsyncIterable<VmUpdate> {
     const v = new Violations();
     if (req.projectId !== "") v.pattern("project_id", req.projectId, /^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$/, "must be a project id");
     throwIfViolations(v.list);
     const q = { projectId: req.projectId, labels: req.labels, nodeId: req.nodeId, order: { field: "name", desc: false } } as const;
     const snapshot = () => this.deps.store.vms.list({ ...q, limit: Number.MAX_SAFE_INTEGER });
-    for await (const f of watchFiltered(this.deps.store.vms, req.resourceVersion, snapshot, (vm) => vmMatches(vm, { ...q, limit: 0 }), signal)) {
-      yield toUpdate(f);
-    }
+    const query = { ...q, limit: 0 };
+    const all = !req.projectId && !req.nodeId && Object.keys(req.labels).length === 0;
+    const matches = all ? () => true : (vm: VirtualMachine) => vmMatches(vm, query);
+    return watchFiltered(this.deps.store.vms, req.resourceVersion, snapshot, matches, this.updates, signal);
   }
 
   private newMac(): string {
@@ -190,7 +193,7 @@ export class VmService {
 }
 
 function toUpdate(f: { type: "ADDED" | "MODIFIED" | "DELETED" | "SYNCED"; object: VirtualMachine | undefined; revision: bigint }): VmUpdate {
-  return sharedUpdate(f.object, f.type, f.revision, () => create(VmUpdateSchema, { type: EVENT[f.type], ...(f.object ? { vm: f.object } : {}), resourceVersion: f.revision }));
+  return create(VmUpdateSchema, { type: EVENT[f.type], ...(f.object ? { vm: f.object } : {}), resourceVersion: f.revision });
 }
 
 /** Paths UpdateVM may write. Power state has its own RPCs and their state table. */

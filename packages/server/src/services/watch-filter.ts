@@ -1,4 +1,4 @@
-import { deepFreeze, type ListPage, type Repository, type WatchEvent } from "@quantix/core";
+import { deepFreeze, isPushIterable, PushIterable, type ListPage, type PushSink, type Repository, type WatchEvent } from "@quantix/core";
 
 /** A change as a filtered watcher sees it. */
 export interface FilteredEvent<T> {
@@ -7,66 +7,123 @@ export interface FilteredEvent<T> {
   readonly revision: bigint;
 }
 
+/** The kind of change a watcher sees. */
+export type UpdateKind = FilteredEvent<unknown>["type"];
+
 /**
- * Applies a filter to a store event. An object that starts matching is ADDED, one that
- * stops matching is DELETED (so a watcher's view stays exact), others pass or drop.
+ * What a store event is for a watcher with a filter: an object that starts matching is
+ * ADDED, one that stops matching is DELETED (so the watcher's view stays exact), others
+ * pass as they are or not at all (undefined).
  */
-export function filterEvent<T>(ev: WatchEvent<T>, matches: (o: T) => boolean): FilteredEvent<T> | undefined {
-  if (ev.type === "SYNCED") return { type: "SYNCED", object: undefined, revision: ev.revision };
+export function classify<T>(ev: WatchEvent<T>, matches: (o: T) => boolean): UpdateKind | undefined {
+  if (ev.type === "SYNCED") return "SYNCED";
   const now = matches(ev.object);
   if (ev.type === "MODIFIED") {
     const before = ev.previous === undefined ? now : matches(ev.previous);
-    if (now && before) return { type: "MODIFIED", object: ev.object, revision: ev.revision };
-    if (now) return { type: "ADDED", object: ev.object, revision: ev.revision };
-    if (before) return { type: "DELETED", object: ev.object, revision: ev.revision };
-    return undefined;
+    return now ? (before ? "MODIFIED" : "ADDED") : before ? "DELETED" : undefined;
   }
-  return now ? { type: ev.type, object: ev.object, revision: ev.revision } : undefined;
+  return now ? ev.type : undefined;
+}
+
+/** Applies a filter to a store event (see classify). */
+export function filterEvent<T>(ev: WatchEvent<T>, matches: (o: T) => boolean): FilteredEvent<T> | undefined {
+  const type = classify(ev, matches);
+  if (!type) return undefined;
+  return { type, object: ev.type === "SYNCED" ? undefined : ev.object, revision: ev.revision };
+}
+
+const SLOT: Record<UpdateKind, number> = { ADDED: 0, MODIFIED: 1, DELETED: 2, SYNCED: 3 };
+
+/**
+ * The API's update messages, one per (store event, kind), frozen and shared by every
+ * watcher that receives it: built once and encoded once (rpc/encode-cache.ts), whether
+ * one client watches or ten thousand.
+ */
+export class SharedUpdates<T, U> {
+  private readonly cache = new WeakMap<object, (U | undefined)[]>();
+
+  constructor(private readonly build: (f: FilteredEvent<T>) => U) {}
+
+  /** The update for `key` (a store event, or a stored object of a snapshot) seen as `type`. */
+  of(key: object, type: UpdateKind, object: T | undefined, revision: bigint): U {
+    let slots = this.cache.get(key);
+    if (!slots) {
+      slots = [undefined, undefined, undefined, undefined];
+      this.cache.set(key, slots);
+    }
+    const i = SLOT[type];
+    return (slots[i] ??= deepFreeze(this.build({ type, object, revision })));
+  }
 }
 
 /**
  * The shared shape of every Watch RPC: with no resource version, an ADDED event for each
- * object of a snapshot and then the changes after the snapshot's revision; with one,
- * exactly the changes after it. Changes pass through `matches` (see filterEvent).
+ * object of a snapshot, SYNCED, and then the changes after the snapshot's revision; with
+ * one, exactly the changes after it, then SYNCED. Changes pass through `matches` (see
+ * filterEvent) and `map` makes the API's update message. The result can be pulled or
+ * piped (push), and ends cleanly when `signal` aborts.
  */
-export async function* watchFiltered<T extends { resourceVersion: bigint }>(
+export function watchFiltered<T extends { resourceVersion: bigint }, U>(
   repo: Repository<T, unknown>,
   fromRevision: bigint,
   snapshot: () => Promise<ListPage<T>>,
   matches: (o: T) => boolean,
+  updates: SharedUpdates<T, U>,
   signal: AbortSignal,
-): AsyncGenerator<FilteredEvent<T>> {
-  let from = fromRevision;
-  if (from === 0n) {
-    const snap = await snapshot();
-    for (const o of snap.items) yield { type: "ADDED", object: o, revision: o.resourceVersion };
-    from = snap.revision;
-  }
-  for await (const ev of repo.watch(from, signal)) {
-    const f = filterEvent(ev, matches);
-    if (f) yield f;
-  }
-}
-
-const shared = new WeakMap<object, Map<string, unknown>>();
-
-/**
- * One frozen update message per (stored object, event type, revision), shared by every
- * watcher that receives it: built once, and encoded once (rpc/encode-cache.ts), whether
- * one client watches or ten thousand.
- */
-export function sharedUpdate<U>(object: object | undefined, type: string, revision: bigint, build: () => U): U {
-  if (!object || !Object.isFrozen(object)) return build();
-  let byKey = shared.get(object);
-  if (!byKey) {
-    byKey = new Map();
-    shared.set(object, byKey);
-  }
-  const key = `${type}@${revision}`;
-  let u = byKey.get(key) as U | undefined;
-  if (u === undefined) {
-    u = deepFreeze(build());
-    byKey.set(key, u);
-  }
-  return u;
+): PushIterable<U> {
+  return new PushIterable<U>((sink) => {
+    let stopped = false;
+    let stopInner: (() => void) | undefined;
+    const stop = () => {
+      stopped = true;
+      stopInner?.();
+      signal.removeEventListener("abort", onAbort);
+    };
+    const onAbort = () => {
+      stop();
+      sink.end();
+    };
+    if (signal.aborted) {
+      sink.end();
+      return () => undefined;
+    }
+    signal.addEventListener("abort", onAbort, { once: true });
+    const inner: PushSink<WatchEvent<T>> = {
+      push: (events) => {
+        const out: U[] = [];
+        for (const ev of events) {
+          const type = classify(ev, matches);
+          if (type) out.push(updates.of(ev, type, ev.type === "SYNCED" ? undefined : ev.object, ev.revision));
+        }
+        if (out.length > 0 && !stopped) sink.push(out);
+      },
+      fail: (err) => {
+        stop();
+        sink.fail(err);
+      },
+      end: () => {
+        stop();
+        sink.end();
+      },
+    };
+    void (async () => {
+      let from = fromRevision;
+      if (from === 0n) {
+        const snap = await snapshot();
+        if (stopped) return;
+        if (snap.items.length > 0) sink.push(snap.items.map((o) => updates.of(o, "ADDED", o, o.resourceVersion)));
+        from = snap.revision;
+      }
+      const source = repo.watch(from, signal);
+      if (isPushIterable(source)) {
+        stopInner = source.pipe(inner);
+        return;
+      }
+      for await (const ev of source) {
+        if (stopped) return;
+        inner.push([ev]);
+      }
+    })().catch((err: unknown) => inner.fail(err));
+    return stop;
+  });
 }

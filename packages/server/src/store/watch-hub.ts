@@ -1,30 +1,40 @@
-import { QuantixError, type ChangeEvent, type WatchEvent } from "@quantix/core";
+import { PushIterable, QuantixError, type ChangeEvent, type PushSink, type WatchEvent } from "@quantix/core";
 
 /** Limits of watch history and of each watcher's backlog. */
 export interface WatchHubLimits {
-  /** Changes kept for resuming watchers; older ones are compacted away. */
+  /** Changes kept for resuming watchers (at least this many; older ones are compacted away). */
   readonly historySize: number;
-  /** Undelivered changes a slow watcher may accumulate before it is cut off. */
+  /** Undelivered changes a slow pulling watcher may accumulate before it is cut off. */
   readonly maxBacklog: number;
 }
 
 export const DEFAULT_WATCH_LIMITS: WatchHubLimits = { historySize: 100_000, maxBacklog: 100_000 };
 
+/** Deliveries made in one turn of the event loop, so that a large fan-out does not hold up other calls. */
+const DELIVERIES_PER_TURN = 1024;
+
 interface Subscriber<T> {
-  queue: ChangeEvent<T>[];
-  wake: (() => void) | undefined;
-  failed: QuantixError | undefined;
+  readonly sink: PushSink<WatchEvent<T>>;
+  /** The newest revision this subscriber has been given. */
+  last: bigint;
 }
 
 /**
- * The change history of one kind of object and its live watchers. Publishing and
- * subscribing happen synchronously with respect to each other, so a watcher that
- * replays history and then subscribes can neither miss nor repeat a change.
+ * The change history of one kind of object and its live watchers. A new watcher gets
+ * the history after its revision and a SYNCED marker at once, then live changes.
+ * Changes are delivered after the writing call returns, in turns of the event loop of
+ * at most DELIVERIES_PER_TURN watchers, so that neither the write's acknowledgement nor
+ * other calls wait for a fan-out to ten thousand watchers; every watcher receives the
+ * same event objects, in revision order.
  */
 export class WatchHub<T> {
-  private readonly history: ChangeEvent<T>[] = [];
+  private history: ChangeEvent<T>[] = [];
   private readonly subscribers = new Set<Subscriber<T>>();
-  /** The oldest revision a watcher may resume after. */
+  private pending: ChangeEvent<T>[] = [];
+  /** Batches being delivered, oldest first, each with the watchers it goes to and how far it got. */
+  private readonly jobs: { events: ChangeEvent<T>[]; subs: Subscriber<T>[]; next: number }[] = [];
+  private scheduled = false;
+  /** Watchers may resume after this revision or later. */
   private compactedThrough = 0n;
 
   constructor(
@@ -33,72 +43,104 @@ export class WatchHub<T> {
     private readonly limits: WatchHubLimits = DEFAULT_WATCH_LIMITS,
   ) {}
 
-  /** Records a change and hands it to every live watcher. */
+  /** Records a change; watchers receive it once the current call stack is done. */
   publish(event: ChangeEvent<T>): void {
     this.history.push(event);
-    if (this.history.length > this.limits.historySize) {
-      const dropped = this.history.splice(0, this.history.length - this.limits.historySize);
-      this.compactedThrough = dropped[dropped.length - 1]?.revision ?? this.compactedThrough;
+    // Compact in chunks, so that a full history does not cost a copy per write.
+    if (this.history.length > this.limits.historySize + Math.max(1, this.limits.historySize >> 4)) {
+      const drop = this.history.length - this.limits.historySize;
+      this.compactedThrough = this.history[drop - 1]!.revision;
+      this.history = this.history.slice(drop);
     }
-    for (const s of this.subscribers) {
-      if (s.failed) continue;
-      if (s.queue.length >= this.limits.maxBacklog) {
-        s.failed = new QuantixError("resource_exhausted", `${this.kind} watcher fell more than ${this.limits.maxBacklog} changes behind; resume from the last resource_version received`);
-      } else {
-        s.queue.push(event);
-      }
-      s.wake?.();
-    }
+    this.pending.push(event);
+    this.schedule();
   }
 
-  /** Changes after `fromRevision`, then live ones, until `signal` aborts. */
-  async *watch(fromRevision: bigint, signal: AbortSignal): AsyncGenerator<WatchEvent<T>> {
+  /**
+   * Pushes the changes after `fromRevision`, a SYNCED marker, then live changes to `sink`
+   * until the returned function is called. OUT_OF_RANGE (thrown) when the history no
+   * longer reaches back to `fromRevision`, or when it is newer than the store.
+   */
+  subscribe(fromRevision: bigint, sink: PushSink<WatchEvent<T>>): () => void {
     const current = this.currentRevision();
     if (fromRevision > current) {
-      throw new QuantixError("out_of_range", `revision ${fromRevision} is newer than the store's latest revision ${current}`);
+      throw new QuantixError("out_of_range", `${this.kind} watch: revision ${fromRevision} is newer than the store's latest revision ${current}`);
     }
     if (fromRevision < this.compactedThrough) {
-      throw new QuantixError("out_of_range", `revision ${fromRevision} has been compacted (history starts after ${this.compactedThrough}); list again and watch from the list's resource_version`);
+      throw new QuantixError("out_of_range", `${this.kind} watch: revision ${fromRevision} has been compacted (history starts after ${this.compactedThrough}); list again and watch from the list's resource_version`);
     }
-    const sub: Subscriber<T> = { queue: this.history.filter((e) => e.revision > fromRevision), wake: undefined, failed: undefined };
+    const replay: WatchEvent<T>[] = this.history.filter((e) => e.revision > fromRevision);
+    replay.push({ type: "SYNCED", revision: current });
+    // Pending changes are in the replay already: `last` keeps them from coming twice.
+    const sub: Subscriber<T> = { sink, last: current };
     this.subscribers.add(sub);
-    // Everything up to `current` is in the replayed queue: mark the end of it.
-    let synced = false;
-    const replayed = sub.queue.length;
-    const lastReplayed = sub.queue[replayed - 1]?.revision ?? 0n;
-    const onAbort = () => sub.wake?.();
-    signal.addEventListener("abort", onAbort);
-    try {
-      while (!signal.aborted) {
-        if (!synced && replayed === 0) {
-          synced = true;
-          yield { type: "SYNCED", revision: current };
-          continue;
-        }
-        if (sub.queue.length > 0) {
-          const batch = sub.queue;
-          sub.queue = [];
-          for (const e of batch) {
-            yield e;
-            if (!synced && e.revision >= lastReplayed) {
-              synced = true;
-              yield { type: "SYNCED", revision: current };
-            }
-          }
-          continue;
-        }
-        if (sub.failed) throw sub.failed;
-        await new Promise<void>((resolve) => (sub.wake = resolve));
-        sub.wake = undefined;
+    sink.push(replay);
+    return () => this.subscribers.delete(sub);
+  }
+
+  /** Changes after `fromRevision`, SYNCED, then live ones, until `signal` aborts (pull or push). */
+  watch(fromRevision: bigint, signal: AbortSignal): PushIterable<WatchEvent<T>> {
+    return new PushIterable<WatchEvent<T>>((sink) => {
+      if (signal.aborted) {
+        sink.end();
+        return () => undefined;
       }
-    } finally {
-      signal.removeEventListener("abort", onAbort);
-      this.subscribers.delete(sub);
-    }
+      let unsubscribe: () => void;
+      try {
+        unsubscribe = this.subscribe(fromRevision, sink);
+      } catch (err) {
+        sink.fail(err);
+        return () => undefined;
+      }
+      const onAbort = () => {
+        unsubscribe();
+        sink.end();
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      return () => {
+        unsubscribe();
+        signal.removeEventListener("abort", onAbort);
+      };
+    }, this.limits.maxBacklog);
   }
 
   /** The number of live watchers (for metrics and tests). */
   get watcherCount(): number {
     return this.subscribers.size;
+  }
+
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => this.deliver());
+  }
+
+  private deliver(): void {
+    this.scheduled = false;
+    if (this.pending.length > 0) {
+      this.jobs.push({ events: this.pending, subs: [...this.subscribers], next: 0 });
+      this.pending = [];
+    }
+    let budget = DELIVERIES_PER_TURN;
+    while (budget > 0 && this.jobs.length > 0) {
+      const job = this.jobs[0]!;
+      const first = job.events[0]!.revision;
+      const newest = job.events[job.events.length - 1]!.revision;
+      while (budget > 0 && job.next < job.subs.length) {
+        const sub = job.subs[job.next++]!;
+        budget--;
+        if (sub.last >= newest || !this.subscribers.has(sub)) continue;
+        const events = sub.last >= first ? job.events.filter((e) => e.revision > sub.last) : job.events;
+        sub.last = newest;
+        try {
+          sub.sink.push(events);
+        } catch (err) {
+          this.subscribers.delete(sub);
+          sub.sink.fail(err);
+        }
+      }
+      if (job.next >= job.subs.length) this.jobs.shift();
+    }
+    if (this.jobs.length > 0) this.schedule();
   }
 }
