@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { createInStore, createOverGrpc } from "./lib/creates.js";
@@ -8,7 +8,7 @@ import { grpcHeaders } from "./lib/h2-client.js";
 import { H2LOAD_INSTALL, type Saturation } from "./lib/h2load.js";
 import { hasProgram, LOG_DIR, RESULTS_DIR, startServer, type Server } from "./lib/proc.js";
 import { absolute, compare, formatTable, machine, notAvailable, num, type Row } from "./lib/report.js";
-import { percentile } from "./lib/stats.js";
+import { percentile, sleep } from "./lib/stats.js";
 import { streamOnce, streamRates, type StreamRate } from "./lib/stream-rate.js";
 import { captureGetVm, connectBinaryLoad, connectJsonLoad, DEMO_VM_ID, measureGrpcUnary, type GrpcUnary } from "./lib/unary.js";
 
@@ -22,6 +22,18 @@ if (process.env["QUANTIX_BENCH_PINNED"] !== "1" && hasProgram("taskset")) {
 if (!hasProgram("h2load") || !hasProgram("taskset")) {
   process.stderr.write(`bench: needs h2load and taskset; install them with:\n  ${H2LOAD_INSTALL}\n  (taskset is in util-linux)\n`);
   process.exit(1);
+}
+
+/** Counts the log lines of one procedure, and those whose code is not ok. */
+function countCodes(logFile: string, procedure: string): { total: number; bad: number } {
+  let total = 0;
+  let bad = 0;
+  for (const line of readFileSync(logFile, "utf8").split("\n")) {
+    if (!line.includes(`"procedure":"${procedure}"`)) continue;
+    total++;
+    if (!line.includes('"code":"ok"')) bad++;
+  }
+  return { total, bad };
 }
 
 /** `npm run bench -- --only=fanout` (or unary, creates; comma-separated) runs those groups alone. */
@@ -67,6 +79,8 @@ try {
   const [bareH1, grpcJs] = await Promise.all([up(baseline("bare-h1", "bare-h1.ts", [LOG_DIR])), up(baseline("grpcjs", "grpcjs-server.ts"))]);
   progress("GetVM over gRPC: ours, bare node:http2, grpc-js (200-call check each; h2load 3 rounds taking turns; 2,000 sequential calls each)");
   const [o, b, g] = (await measureGrpcUnary([main.url, bareH2.url, grpcJs.url], bodies)) as [GrpcUnary, GrpcUnary, GrpcUnary];
+  await sleep(200); // the server writes its log lines in batches
+  const grpcNotOk = countCodes(main.logFile, "Quantixkvm.compute.v1.VMService/GetVM");
   progress("GetVM over Connect binary (h2c): ours, bare node:http2");
   const [binOurs, binBare] = (await connectBinaryLoad([main.url, bareH2.url], LOG_DIR)) as [Saturation, Saturation];
   progress("GetVM over Connect JSON (HTTP/1.1): ours, bare node:http");
@@ -85,6 +99,8 @@ try {
       ...absolute("GetVM gRPC bad answers (200 checked + h2load)", o.bad + o.load.notOk, (v) => `${v}`, { op: "=", value: 0, on: "value" }),
       baseline: `bare ${b.bad + b.load.notOk}, grpc-js ${g.bad + g.load.notOk}`,
     },
+    // h2load checks only HTTP status; our server logs every call's gRPC code, so count those.
+    { ...absolute("GetVM gRPC calls not OK under load (server log)", grpcNotOk.bad, (v) => `${num(v)}`, { op: "=", value: 0, on: "value" }), baseline: `of ${num(grpcNotOk.total)} logged` },
     { ...compare("GetVM Connect binary h2c, req/s", rps(binOurs), rps(binBare), reqs, "bare http2"), ours: reqs(rps(binOurs)) + failures(binOurs) },
     { ...compare("GetVM Connect JSON HTTP/1.1, req/s (32 conn)", rps(jsonOurs), rps(jsonBare), reqs, "bare http"), ours: reqs(rps(jsonOurs)) + failures(jsonOurs) },
   );

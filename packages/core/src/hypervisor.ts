@@ -45,17 +45,27 @@ export interface HypervisorPort {
   readonly kind: string;
   readonly version: string;
   readonly capabilities: ReadonlySet<Capability>;
+  /** Defines a VM (its process is not started: "created"). A VM already defined is left as it is. */
   createVM(vmId: string, spec: VmSpec): Promise<void>;
+  /** Removes a VM and its process; a VM that does not exist is not an error. */
   deleteVM(vmId: string): Promise<void>;
+  /** Starts a created, shut-down, crashed or suspended VM; no-op when starting or running. FAILED_PRECONDITION otherwise. */
   bootVM(vmId: string): Promise<void>;
+  /** Asks the guest to power off (or powers off at once with force, or after the timeout); no-op when already off. */
   shutdownVM(vmId: string, options: ShutdownOptions): Promise<void>;
+  /** Pauses a running VM's vCPUs; no-op when paused. Needs the "pause" capability. */
   pauseVM(vmId: string): Promise<void>;
+  /** Resumes a paused VM; no-op when running. */
   resumeVM(vmId: string): Promise<void>;
+  /** Reboots a running VM (a hard reset with force). Needs the "reboot" capability. */
   rebootVM(vmId: string, force: boolean): Promise<void>;
+  /** Saves a running or paused VM's memory and stops its process. Needs the "suspend" capability. */
   suspendVM(vmId: string): Promise<void>;
+  /** What the hypervisor reports about a VM now ("absent" when it does not know it). */
   observe(vmId: string): Promise<VmObservation>;
   /** Every VM the hypervisor knows. */
   list(): Promise<VmObservation[]>;
+  /** Resolves when the hypervisor answers; rejects with UNAVAILABLE and the reason otherwise. */
   ping(): Promise<void>;
   /** Calls `listener` with a VM's id whenever its observed state may have changed. */
   onChange(listener: (vmId: string) => void): () => void;

@@ -83,6 +83,7 @@ export class PushIterable<T> implements AsyncIterable<T> {
       },
       return: async (): Promise<IteratorResult<T>> => {
         done = true;
+        wake?.();
         stop();
         return { value: undefined, done: true };
       },

@@ -24,6 +24,8 @@ export interface DualListener {
 }
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0");
+/** How long a new connection may stay silent before it is closed. */
+const SNIFF_TIMEOUT_MS = 10_000;
 
 /**
  * Listens on one TCP port and routes each connection by its first bytes: the HTTP/2
@@ -53,16 +55,23 @@ export async function listenDual(host: string, port: number, handler: Handler, l
     s.on("error", () => s.destroy());
   });
   const sockets = new Set<net.Socket>();
+  /** Connections whose first bytes have not arrived yet. */
+  const unsniffed = new Set<net.Socket>();
   const tcp = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
     socket.on("error", () => socket.destroy());
     let head = Buffer.alloc(0);
+    // A connection that says nothing is not kept: it would hold a slot and delay shutdown.
+    const silent = setTimeout(() => socket.destroy(), SNIFF_TIMEOUT_MS);
+    unsniffed.add(socket);
     const onData = (chunk: Buffer) => {
       head = Buffer.concat([head, chunk]);
       const n = Math.min(head.length, PREFACE.length);
       const isH2 = head.subarray(0, n).equals(PREFACE.subarray(0, n));
       if (isH2 && head.length < PREFACE.length) return;
+      clearTimeout(silent);
+      unsniffed.delete(socket);
       socket.off("data", onData);
       socket.pause();
       socket.unshift(head);
@@ -70,6 +79,10 @@ export async function listenDual(host: string, port: number, handler: Handler, l
       process.nextTick(() => socket.resume());
     };
     socket.on("data", onData);
+    socket.once("close", () => {
+      clearTimeout(silent);
+      unsniffed.delete(socket);
+    });
   });
   tcp.maxConnections = 10_000;
   await new Promise<void>((resolve, reject) => {
@@ -82,6 +95,7 @@ export async function listenDual(host: string, port: number, handler: Handler, l
     address: addr.address,
     async close(graceMs) {
       const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
+      for (const s of unsniffed) s.destroy();
       for (const s of sessions) s.close();
       h1.closeIdleConnections();
       const deadline = Date.now() + graceMs;

@@ -123,7 +123,7 @@ describe("node registration and settings", () => {
     assert.equal((await s.nodes.listNodes({})).totalCount, before);
   });
 
-  it("WatchNodes sees ADDED for an existing node, MODIFIED on a heartbeat, DELETED on decommission", async () => {
+  it("WatchNodes sees ADDED for an existing node, MODIFIED on a heartbeat, then unschedulable and DELETED on decommission", async () => {
     const label = { suite: `watch-${randomBytes(4).toString("hex")}` };
     const node = await s.nodes.registerNode(registration("kvm-watched", 4, 8192n, label));
     const ac = new AbortController();
@@ -138,10 +138,14 @@ describe("node registration and settings", () => {
       assert.equal(modified[0]!.node?.id, node.id);
       assert.equal(modified[0]!.node?.status?.phase, Phase.READY);
 
+      // Decommission first makes the node unschedulable (no placement can race it), then deletes it.
       await s.nodes.decommissionNode({ id: node.id });
-      const deleted = await collect(stream, (xs) => xs.length === 1);
-      assert.deepEqual(deleted.map((u: NodeUpdate) => [u.type, u.node?.id]), [[EventType.DELETED, node.id]]);
-      assert.ok(deleted[0]!.resourceVersion > modified[0]!.resourceVersion);
+      const gone = await collect(stream, (xs) => xs.length === 2);
+      assert.deepEqual(gone.map((u: NodeUpdate) => [u.type, u.node?.id, u.node?.spec?.schedulable]), [
+        [EventType.MODIFIED, node.id, false],
+        [EventType.DELETED, node.id, false],
+      ]);
+      assert.ok(gone[1]!.resourceVersion > modified[0]!.resourceVersion);
     } finally {
       ac.abort();
     }

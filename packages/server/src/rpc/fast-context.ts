@@ -5,6 +5,7 @@ import { Code, ConnectError, createContextValues, type ContextValues, type Handl
 // Abort reasons made once: aborting without a reason builds a DOMException (and its stack) per call.
 const CLOSED = new ConnectError("the client closed the stream", Code.Canceled);
 const DEADLINE = new ConnectError("the deadline passed", Code.DeadlineExceeded);
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * A HandlerContext for the gRPC fast path that builds its parts on first use. A unary
@@ -46,7 +47,8 @@ export class FastContext implements HandlerContext {
       else this.stream.once("close", () => abort(CLOSED));
       if (this.shutdown.aborted) abort(this.shutdown.reason);
       else this.live.add(this);
-      if (this.deadline !== undefined) {
+      // setTimeout cannot wait longer than 2^31-1 ms (~24.8 days); a longer deadline is checked by expired() only.
+      if (this.deadline !== undefined && this.deadline - Date.now() <= MAX_TIMER_MS) {
         this.timer = setTimeout(() => abort(DEADLINE), Math.max(0, this.deadline - Date.now()));
         this.timer.unref();
       }

@@ -27,6 +27,8 @@ interface Entry {
 
 /** A watcher whose client lets more than this many bytes pile up is cut off (it can resume). */
 const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
+const SLOW_CLIENT_GRACE_MS = 10_000;
+const CANCELED = new ConnectError("the client cancelled the call", Code.Canceled);
 /** Framed bytes of frozen messages (shared watch updates), written as they are to every stream. */
 const enveloped = new WeakMap<object, Uint8Array>();
 const GRPC_CONTENT_TYPE = /^application\/grpc(\+proto)?$/;
@@ -90,6 +92,7 @@ export class GrpcFastPath {
       } else {
         this.respond(stream, ctx);
         messages = await this.pump(stream, spec.impl(input as never, ctx), spec.method.output);
+        if (ctx.expired()) throw new ConnectError("the deadline passed", Code.DeadlineExceeded);
       }
       this.finish(stream, ctx, undefined);
       logRpc(this.opts.log, entry.procedure, 0, performance.now() - start, ids, streaming ? messages : undefined);
@@ -131,6 +134,7 @@ export class GrpcFastPath {
         resolve(body.subarray(5));
       });
       stream.once("error", reject);
+      stream.once("close", () => reject(CANCELED));
     });
   }
 
@@ -159,29 +163,35 @@ export class GrpcFastPath {
     return new Promise<number>((resolve, reject) => {
       let count = 0;
       let settled = false;
+      let stop: (() => void) | undefined;
+      /** Since when more than MAX_BUFFERED_BYTES have been waiting for the client, if they are. */
+      let overSince: number | undefined;
       const settle = (err?: unknown) => {
         if (settled) return;
         settled = true;
-        stop();
         stream.off("close", onClose);
         if (err === undefined) resolve(count);
         else reject(err);
+        stop?.();
       };
-      const onClose = () => settle();
-      const stop = source.pipe({
+      const onClose = () => settle(CANCELED);
+      stream.once("close", onClose);
+      stop = source.pipe({
         push: (msgs) => {
           if (settled || stream.destroyed) return;
           const frames = msgs.map((m) => this.envelope(output, m as object));
           count += msgs.length;
           stream.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
-          if (stream.writableLength > MAX_BUFFERED_BYTES) {
-            settle(new ConnectError(`the client reads too slowly: more than ${MAX_BUFFERED_BYTES} bytes are waiting; resume from the last resource_version received`, Code.ResourceExhausted));
+          // A large snapshot may take a while to drain; a client that stays behind is cut off.
+          if (stream.writableLength <= MAX_BUFFERED_BYTES) overSince = undefined;
+          else if ((overSince ??= Date.now()) + SLOW_CLIENT_GRACE_MS < Date.now()) {
+            settle(new ConnectError(`the client reads too slowly: more than ${MAX_BUFFERED_BYTES} bytes have waited for ${SLOW_CLIENT_GRACE_MS / 1000} s; resume from the last resource_version received`, Code.ResourceExhausted));
           }
         },
         fail: (err) => settle(err ?? new Error("stream failed")),
         end: () => settle(),
       });
-      stream.once("close", onClose);
+      if (settled) stop();
     });
   }
 

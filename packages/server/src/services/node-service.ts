@@ -167,15 +167,18 @@ export class NodeService {
   /** Removes a node; refused while VMs are placed on it unless forced (they become pending). */
   async decommission(req: DecommissionNodeRequest): Promise<void> {
     requireId("id", req.id);
-    const placed = await this.deps.store.vms.list({ nodeId: req.id, order: { field: "name", desc: false }, limit: 10_000 });
     const node = await this.get(req.id);
-    if (placed.totalCount > 0 && !req.force) {
-      const names = placed.items.slice(0, 5).map((vm) => vm.name).join(", ");
-      throw new QuantixError("failed_precondition", `node '${node.hostname}' still has ${placed.totalCount} VM(s) (${names}${placed.totalCount > 5 ? ", ..." : ""}); drain it first or set force`);
+    const placed = await this.placedOn(req.id);
+    if (placed.length > 0 && !req.force) {
+      const names = placed.slice(0, 5).map((vm) => vm.name).join(", ");
+      throw new QuantixError("failed_precondition", `node '${node.hostname}' still has ${placed.length} VM(s) (${names}${placed.length > 5 ? ", ..." : ""}); drain it first or set force`);
     }
+    // No new placements from here on, then the node goes, then every VM still on it
+    // (read again: one may have been placed between the first read and now) loses it.
+    await this.setSchedulable(req.id, false);
     await this.deps.store.nodes.delete(req.id);
     const now = timestampFromMs(this.deps.clock.now());
-    for (const vm of placed.items) {
+    for (const vm of await this.placedOn(req.id)) {
       await this.deps.store.vms.update(vm.id, (cur) => {
         if (cur.status?.nodeId !== req.id) return undefined;
         cur.status.nodeId = "";
@@ -183,6 +186,19 @@ export class NodeService {
         cur.updatedAt = now;
         return cur;
       });
+    }
+  }
+
+  /** Every VM placed on a node, page by page. */
+  private async placedOn(nodeId: string): Promise<{ id: string; name: string }[]> {
+    const out: { id: string; name: string }[] = [];
+    let after: { key: string | number; id: string } | undefined;
+    for (;;) {
+      const page = await this.deps.store.vms.list({ nodeId, order: { field: "name", desc: false }, after, limit: 1000 });
+      out.push(...page.items.map((vm) => ({ id: vm.id, name: vm.name })));
+      const last = page.items[page.items.length - 1];
+      if (!page.hasMore || !last) return out;
+      after = { key: last.name, id: last.id };
     }
   }
 

@@ -160,12 +160,18 @@ export class VmService {
   async *watchVm(req: WatchVMRequest, signal: AbortSignal): AsyncGenerator<VmUpdate> {
     requireId("vm_id", req.vmId);
     let from = req.resourceVersion;
+    // Changes up to the current state are in the ADDED event; skip them in the replay.
+    let seen = from;
     if (from === 0n) {
+      // The store's revision before the read: history reaches back to it even when the
+      // VM itself last changed long ago (and was compacted out of the history).
+      from = await this.deps.store.revision();
       const vm = await this.get(req.vmId);
-      from = vm.resourceVersion;
+      seen = vm.resourceVersion;
       yield create(VmUpdateSchema, { type: EventType.ADDED, vm, resourceVersion: vm.resourceVersion });
     }
     for await (const ev of this.deps.store.vms.watch(from, signal)) {
+      if (ev.type !== "SYNCED" && ev.revision <= seen) continue;
       const f = filterEvent(ev, (vm) => vm.id === req.vmId);
       if (!f) continue;
       yield toUpdate(f);

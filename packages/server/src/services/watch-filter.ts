@@ -32,6 +32,9 @@ export function filterEvent<T>(ev: WatchEvent<T>, matches: (o: T) => boolean): F
   return { type, object: ev.type === "SYNCED" ? undefined : ev.object, revision: ev.revision };
 }
 
+/** Snapshot items pushed per turn of the event loop. */
+const SNAPSHOT_SLICE = 1000;
+
 const SLOT: Record<UpdateKind, number> = { ADDED: 0, MODIFIED: 1, DELETED: 2, SYNCED: 3 };
 
 /**
@@ -110,8 +113,13 @@ export function watchFiltered<T extends { resourceVersion: bigint }, U>(
       let from = fromRevision;
       if (from === 0n) {
         const snap = await snapshot();
+        // In slices, a turn of the event loop apart, so that a large snapshot can drain
+        // to the client as it goes (a pulling consumer's backlog stays bounded).
+        for (let i = 0; i < snap.items.length && !stopped; i += SNAPSHOT_SLICE) {
+          if (i > 0) await new Promise((resolve) => setImmediate(resolve));
+          if (!stopped) sink.push(snap.items.slice(i, i + SNAPSHOT_SLICE).map((o) => updates.of(o, "ADDED", o, o.resourceVersion)));
+        }
         if (stopped) return;
-        if (snap.items.length > 0) sink.push(snap.items.map((o) => updates.of(o, "ADDED", o, o.resourceVersion)));
         from = snap.revision;
       }
       const source = repo.watch(from, signal);

@@ -145,11 +145,6 @@ function summary<T extends { id: string }>(events: readonly WatchEvent<T>[]): st
   return events.map((e) => (e.type === "SYNCED" ? `SYNCED@${e.revision}` : `${e.type}:${e.object.id}@${e.revision}`));
 }
 
-/**
- * Runs the Store contract against one implementation. `open` returns a ready store (it may
- * hold data from earlier tests); `historySize`, when given, is how many changes the store
- * keeps for resuming watchers.
- */
 /** Runs a mutation of a returned object, accepting that a read-only object refuses it. */
 function tryMutate(change: () => unknown): void {
   try {
@@ -159,6 +154,11 @@ function tryMutate(change: () => unknown): void {
   }
 }
 
+/**
+ * Runs the Store contract against one implementation. `open` returns a ready store (it may
+ * hold data from earlier tests); `historySize`, when given, is how many changes the store
+ * keeps for resuming watchers.
+ */
 export function storeContract(
   name: string,
   open: () => Promise<{ store: Store; close(): Promise<void> }>,
