@@ -36,6 +36,14 @@ describe("gRPC served straight from HTTP/2 streams", () => {
     assert.ok([State.PROVISIONING, State.STARTING].includes(res.status!.state), State[res.status!.state]);
   });
 
+  test("an oversized request is RESOURCE_EXHAUSTED, and the server keeps serving", async () => {
+    const vms = createClient(VMService, createGrpcTransport({ baseUrl: cp.url }));
+    const err = await vms.createVM({ name: "big", description: "x".repeat(5 * 1024 * 1024), spec: { cpu: { cores: 1 }, memory: { sizeMib: 512n } } }).catch((e: unknown) => ConnectError.from(e));
+    assert.ok(err instanceof ConnectError);
+    assert.equal(err.code, Code.ResourceExhausted, err.message);
+    assert.equal((await vms.getVM({ id: "11111111-1111-1111-1111-111111111111" })).name, "web-server-01");
+  });
+
   test("compressed calls go to the Connect router and work the same", async () => {
     const vms = createClient(VMService, createGrpcTransport({ baseUrl: cp.url, sendCompression: compressionGzip, compressMinBytes: 0 }));
     const vm = await vms.getVM({ id: "11111111-1111-1111-1111-111111111111" });

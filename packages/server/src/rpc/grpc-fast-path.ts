@@ -1,3 +1,4 @@
+import * as http2 from "node:http2";
 import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { fromBinary, type DescMessage } from "@bufbuild/protobuf";
 import { Code, ConnectError, createServiceImplSpec, type MethodImplSpec } from "@connectrpc/connect";
@@ -116,6 +117,8 @@ export class GrpcFastPath {
         if (size > limit) {
           stream.off("data", onData);
           reject(new ConnectError(`message larger than configured max ${this.opts.readMaxBytes} bytes`, Code.ResourceExhausted));
+          // Answer first (serve's catch), then reset the stream so the client stops sending (RFC 9113 §8.1).
+          setImmediate(() => stream.closed || stream.close(http2.constants.NGHTTP2_NO_ERROR));
           return;
         }
         chunks.push(c);
