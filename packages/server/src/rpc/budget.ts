@@ -7,6 +7,8 @@ import type { WaitBudget } from "../services/vm-power.js";
  */
 export function budgetOf(ctx: HandlerContext, defaultDeadlineMs: number): WaitBudget {
   const remaining = ctx.timeoutMs();
-  const ms = remaining === undefined ? defaultDeadlineMs : Math.min(defaultDeadlineMs, Math.max(0, remaining - Math.min(250, remaining / 10)));
+  // Leave a fifth of the client's time (at least 100 ms, at most 1 s) for the answer to travel.
+  const margin = remaining === undefined ? 0 : Math.min(1000, Math.max(100, remaining / 5));
+  const ms = remaining === undefined ? defaultDeadlineMs : Math.min(defaultDeadlineMs, Math.max(0, remaining - margin));
   return { ms, signal: ctx.signal };
 }
