@@ -59,12 +59,16 @@ export async function listenDual(host: string, port: number, handler: Handler, l
   const unsniffed = new Set<net.Socket>();
   const tcp = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-    socket.on("error", () => socket.destroy());
-    let head = Buffer.alloc(0);
+    unsniffed.add(socket);
     // A connection that says nothing is not kept: it would hold a slot and delay shutdown.
     const silent = setTimeout(() => socket.destroy(), SNIFF_TIMEOUT_MS);
-    unsniffed.add(socket);
+    socket.on("close", () => {
+      clearTimeout(silent);
+      sockets.delete(socket);
+      unsniffed.delete(socket);
+    });
+    socket.on("error", () => socket.destroy());
+    let head = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
       head = Buffer.concat([head, chunk]);
       const n = Math.min(head.length, PREFACE.length);
@@ -79,10 +83,6 @@ export async function listenDual(host: string, port: number, handler: Handler, l
       process.nextTick(() => socket.resume());
     };
     socket.on("data", onData);
-    socket.once("close", () => {
-      clearTimeout(silent);
-      unsniffed.delete(socket);
-    });
   });
   tcp.maxConnections = 10_000;
   await new Promise<void>((resolve, reject) => {

@@ -8,7 +8,7 @@ import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { NodeUpdate } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { TaintEffect, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { collect, startTestServer, until, type TestServer } from "@quantix/testing";
+import { collect, rejection, startTestServer, until, type TestServer } from "@quantix/testing";
 
 // NodeService over the wire: registration, heartbeats, operator settings, decommission
 // and the watch, each checked by reading the node back.
@@ -16,16 +16,6 @@ import { collect, startTestServer, until, type TestServer } from "@quantix/testi
 const HV1 = "00000000-0000-0000-0001-000000000001";
 const WEB = "11111111-1111-1111-1111-111111111111";
 const DEV = "33333333-3333-3333-3333-333333333333";
-
-/** The error a call rejected with, as a ConnectError. */
-async function rejection(p: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await p;
-  } catch (err) {
-    return ConnectError.from(err);
-  }
-  assert.fail("the call succeeded");
-}
 
 const violatedFields = (e: ConnectError) => e.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations.map((v) => v.field));
 

@@ -2,15 +2,12 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { startTestServer, until, type TestServer } from "@quantix/testing";
+import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
 
 const spec = (cores = 1, sizeMib = 512n) => ({ cpu: { cores }, memory: { sizeMib } });
 
 async function expectCode(p: Promise<unknown>, code: Code, includes?: string): Promise<ConnectError> {
-  const err = await p.then(
-    () => assert.fail(`expected ${Code[code]}`),
-    (e: unknown) => ConnectError.from(e),
-  );
+  const err = await rejection(p);
   assert.equal(err.code, code, err.message);
   if (includes) assert.match(err.rawMessage, new RegExp(includes));
   return err;

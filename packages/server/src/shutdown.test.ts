@@ -10,7 +10,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { VMService, VmUpdateSchema, WatchVMsRequestSchema, type VmUpdate, type WatchVMsRequest } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
-import { until } from "@quantix/testing";
+import { synced, until } from "@quantix/testing";
 
 // The real binary in a child process: signals, exit codes and configuration errors.
 
@@ -84,7 +84,6 @@ function grpcWatch(url: string) {
   return { events, ended, errors, close: () => client.close() };
 }
 
-const synced = (events: VmUpdate[]) => events.some((e) => e.type === EventType.SYNCED);
 
 function assertSnapshot(events: VmUpdate[]): void {
   const i = events.findIndex((e) => e.type === EventType.SYNCED);

@@ -4,11 +4,10 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { VMService, type VmUpdate } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
-import { collect, startTestServer, type TestServer } from "@quantix/testing";
+import { collect, startTestServer, synced, type TestServer } from "@quantix/testing";
 import { MemoryStore } from "./store/memory-store.js";
 
 const spec = { cpu: { cores: 1 }, memory: { sizeMib: 512n } };
-const synced = (items: VmUpdate[]) => items.some((u) => u.type === EventType.SYNCED);
 const brief = (u: VmUpdate) => `${EventType[u.type]} ${u.vm?.name ?? ""} ${u.resourceVersion}`;
 
 describe("WatchVMs and WatchVM", () => {

@@ -1,2 +1,3 @@
 export * from "./test-server.js";
 export * from "./until.js";
+export * from "./rpc.js";

@@ -4,6 +4,7 @@ import { ResourcesSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.
 import { PowerState, VmStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { demandOf, placeVm, QuantixError, type Clock, type HypervisorPort, type ShutdownOptions, type Store, type VmObservation } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
+import { allVms } from "../services/paging.js";
 import type { Logger } from "../log.js";
 import { setCondition, removeCondition } from "./conditions.js";
 import { desiredOf, stateOf } from "./vm-status.js";
@@ -114,14 +115,7 @@ export class VmReconciler {
   }
 
   private async resyncAll(): Promise<void> {
-    let after: { key: string | number; id: string } | undefined;
-    for (;;) {
-      const page = await this.deps.store.vms.list({ order: { field: "name", desc: false }, after, limit: 1000 });
-      page.items.forEach((vm) => this.enqueue(vm.id));
-      const last = page.items[page.items.length - 1];
-      if (!page.hasMore || !last) break;
-      after = { key: last.name, id: last.id };
-    }
+    for await (const vm of allVms(this.deps.store)) this.enqueue(vm.id);
     for (const [nodeId, driver] of this.deps.drivers.entries()) {
       for (const obs of await driver.list()) this.enqueue(obs.vmId);
       this.queue.add(`node:${nodeId}`);
@@ -257,18 +251,11 @@ export class VmReconciler {
     const vmIds: string[] = [];
     let cpu = 0;
     let mem = 0;
-    let after: { key: string | number; id: string } | undefined;
-    for (;;) {
-      const page = await this.deps.store.vms.list({ nodeId, order: { field: "name", desc: false }, after, limit: 1000 });
-      for (const vm of page.items) {
-        const d = demandOf(vm.spec);
-        vmIds.push(vm.id);
-        cpu += d.vcpus;
-        mem += d.memoryMib;
-      }
-      const last = page.items[page.items.length - 1];
-      if (!page.hasMore || !last) break;
-      after = { key: last.name, id: last.id };
+    for await (const vm of allVms(this.deps.store, { nodeId })) {
+      const d = demandOf(vm.spec);
+      vmIds.push(vm.id);
+      cpu += d.vcpus;
+      mem += d.memoryMib;
     }
     vmIds.sort();
     const allocated = create(ResourcesSchema, { cpuCores: cpu, memoryMib: BigInt(mem) });

@@ -4,15 +4,14 @@ import { after, before, describe, test } from "node:test";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
-import { VMService, type VmUpdate } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
-import { collect } from "@quantix/testing";
+import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+import { collect, synced } from "@quantix/testing";
 import { startControlPlane, type ControlPlane } from "../app.js";
 import { loadConfig } from "../config.js";
 import { silentLogger } from "../log.js";
 import { MemoryStore } from "../store/memory-store.js";
 
 const spec = { cpu: { cores: 1 }, memory: { sizeMib: 512n } };
-const synced = (items: VmUpdate[]) => items.some((u) => u.type === EventType.SYNCED);
 
 describe("watches over gRPC (the lean path)", () => {
   let cp: ControlPlane;

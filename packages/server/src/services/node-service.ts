@@ -1,6 +1,6 @@
+import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { clone, create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import {
   HypervisorInfoSchema,
   NodeSchema,
@@ -42,19 +42,18 @@ import {
 } from "@quantix/core";
 import { nodeMatches } from "../store/memory-store.js";
 import { setCondition } from "../controllers/conditions.js";
-import { listPage } from "./paging.js";
+import { allVms, listPage } from "./paging.js";
 import { requireId } from "./vm-service.js";
-import { SharedUpdates, watchFiltered } from "./watch-filter.js";
+import { EVENT_TYPE, SharedUpdates, watchFiltered } from "./watch-filter.js";
 
 /** How often agents heartbeat, and when a silent node is declared OFFLINE. */
 export const HEARTBEAT_INTERVAL_SEC = 10;
 
-const EVENT = { ADDED: EventType.ADDED, MODIFIED: EventType.MODIFIED, DELETED: EventType.DELETED, SYNCED: EventType.SYNCED } as const;
 const USER_SPEC_PATHS = ["spec.taints", "spec.overcommit", "spec.reserved", "spec.schedulable"];
 
 /** Node registration, reads, operator settings, heartbeats and watch: the use cases behind NodeService. */
 export class NodeService {
-  private readonly updates = new SharedUpdates<Node, NodeUpdate>((f) => create(NodeUpdateSchema, { type: EVENT[f.type], ...(f.object ? { node: f.object } : {}), resourceVersion: f.revision }));
+  private readonly updates = new SharedUpdates<Node, NodeUpdate>((f) => create(NodeUpdateSchema, { type: EVENT_TYPE[f.type], ...(f.object ? { node: f.object } : {}), resourceVersion: f.revision }));
 
   constructor(private readonly deps: { store: Store; clock: Clock; ids: IdGenerator }) {}
 
@@ -189,17 +188,11 @@ export class NodeService {
     }
   }
 
-  /** Every VM placed on a node, page by page. */
-  private async placedOn(nodeId: string): Promise<{ id: string; name: string }[]> {
-    const out: { id: string; name: string }[] = [];
-    let after: { key: string | number; id: string } | undefined;
-    for (;;) {
-      const page = await this.deps.store.vms.list({ nodeId, order: { field: "name", desc: false }, after, limit: 1000 });
-      out.push(...page.items.map((vm) => ({ id: vm.id, name: vm.name })));
-      const last = page.items[page.items.length - 1];
-      if (!page.hasMore || !last) return out;
-      after = { key: last.name, id: last.id };
-    }
+  /** Every VM placed on a node. */
+  private async placedOn(nodeId: string): Promise<VirtualMachine[]> {
+    const out: VirtualMachine[] = [];
+    for await (const vm of allVms(this.deps.store, { nodeId })) out.push(vm);
+    return out;
   }
 
   /** Records a heartbeat: the node is READY unless an operator has put it elsewhere. */
@@ -225,8 +218,7 @@ export class NodeService {
     const q = { labels: req.labels, order: { field: "hostname", desc: false } } as const;
     const snapshot = () => this.deps.store.nodes.list({ ...q, limit: Number.MAX_SAFE_INTEGER });
     const query = { ...q, limit: 0 };
-    const matches = Object.keys(req.labels).length === 0 ? () => true : (n: Node) => nodeMatches(n, query);
-    return watchFiltered(this.deps.store.nodes, req.resourceVersion, snapshot, matches, this.updates, signal);
+    return watchFiltered(this.deps.store.nodes, req.resourceVersion, snapshot, (n) => nodeMatches(n, query), this.updates, signal);
   }
 }
 

@@ -1,4 +1,5 @@
-import { encodePageToken, parsePageRequest, type Cursor, type ListPage, type Order } from "@quantix/core";
+import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { encodePageToken, parsePageRequest, type Cursor, type ListPage, type Order, type Store, type VmQuery } from "@quantix/core";
 import { createHash } from "node:crypto";
 
 /** A page of a List RPC, ready for its response message. */
@@ -36,4 +37,16 @@ export async function listPage<T extends { id: string }, F extends string>(
 export function fingerprintOf(filter: object): string {
   const canonical = JSON.stringify(filter, (_k, v: unknown) => (v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort()) : v));
   return createHash("sha256").update(canonical).digest("base64url").slice(0, 22);
+}
+
+/** Every VM matching a filter, read a page of 1,000 at a time in name order. */
+export async function* allVms(store: Store, filter: Pick<VmQuery, "projectId" | "labels" | "states" | "nodeId"> = {}): AsyncGenerator<VirtualMachine> {
+  let after: Cursor | undefined;
+  for (;;) {
+    const page = await store.vms.list({ ...filter, order: { field: "name", desc: false }, after, limit: 1000 });
+    yield* page.items;
+    const last = page.items[page.items.length - 1];
+    if (!page.hasMore || !last) return;
+    after = { key: last.name, id: last.id };
+  }
 }

@@ -42,7 +42,7 @@ import {
 } from "@quantix/core";
 import { vmMatches } from "../store/memory-store.js";
 import { listPage } from "./paging.js";
-import { filterEvent, SharedUpdates, watchFiltered } from "./watch-filter.js";
+import { EVENT_TYPE, filterEvent, SharedUpdates, watchFiltered } from "./watch-filter.js";
 
 /** Dependencies of the VM service. */
 export interface VmServiceDeps {
@@ -50,13 +50,6 @@ export interface VmServiceDeps {
   readonly clock: Clock;
   readonly ids: IdGenerator;
 }
-
-const EVENT: Record<"ADDED" | "MODIFIED" | "DELETED" | "SYNCED", EventType> = {
-  ADDED: EventType.ADDED,
-  MODIFIED: EventType.MODIFIED,
-  DELETED: EventType.DELETED,
-  SYNCED: EventType.SYNCED,
-};
 
 /** VM create, read, list, update, delete and watch: the use cases behind VMService. */
 export class VmService {
@@ -187,9 +180,7 @@ export class VmService {
     const q = { projectId: req.projectId, labels: req.labels, nodeId: req.nodeId, order: { field: "name", desc: false } } as const;
     const snapshot = () => this.deps.store.vms.list({ ...q, limit: Number.MAX_SAFE_INTEGER });
     const query = { ...q, limit: 0 };
-    const all = !req.projectId && !req.nodeId && Object.keys(req.labels).length === 0;
-    const matches = all ? () => true : (vm: VirtualMachine) => vmMatches(vm, query);
-    return watchFiltered(this.deps.store.vms, req.resourceVersion, snapshot, matches, this.updates, signal);
+    return watchFiltered(this.deps.store.vms, req.resourceVersion, snapshot, (vm) => vmMatches(vm, query), this.updates, signal);
   }
 
   private newMac(): string {
@@ -199,7 +190,7 @@ export class VmService {
 }
 
 function toUpdate(f: { type: "ADDED" | "MODIFIED" | "DELETED" | "SYNCED"; object: VirtualMachine | undefined; revision: bigint }): VmUpdate {
-  return create(VmUpdateSchema, { type: EVENT[f.type], ...(f.object ? { vm: f.object } : {}), resourceVersion: f.revision });
+  return create(VmUpdateSchema, { type: EVENT_TYPE[f.type], ...(f.object ? { vm: f.object } : {}), resourceVersion: f.revision });
 }
 
 /** Paths UpdateVM may write. Power state has its own RPCs and their state table. */

@@ -1,3 +1,4 @@
+import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { deepFreeze, isPushIterable, PushIterable, type ListPage, type PushSink, type Repository, type WatchEvent } from "@quantix/core";
 
 /** A change as a filtered watcher sees it. */
@@ -9,6 +10,14 @@ export interface FilteredEvent<T> {
 
 /** The kind of change a watcher sees. */
 export type UpdateKind = FilteredEvent<unknown>["type"];
+
+/** The API's event type for each kind of change. */
+export const EVENT_TYPE: Record<UpdateKind, EventType> = {
+  ADDED: EventType.ADDED,
+  MODIFIED: EventType.MODIFIED,
+  DELETED: EventType.DELETED,
+  SYNCED: EventType.SYNCED,
+};
 
 /**
  * What a store event is for a watcher with a filter: an object that starts matching is
@@ -63,7 +72,7 @@ export class SharedUpdates<T, U> {
  * The shared shape of every Watch RPC: with no resource version, an ADDED event for each
  * object of a snapshot, SYNCED, and then the changes after the snapshot's revision; with
  * one, exactly the changes after it, then SYNCED. Changes pass through `matches` (see
- * filterEvent) and `map` makes the API's update message. The result can be pulled or
+ * classify) and `updates` makes the API's update message. The result can be pulled or
  * piped (push), and ends cleanly when `signal` aborts.
  */
 export function watchFiltered<T extends { resourceVersion: bigint }, U>(
