@@ -1,0 +1,108 @@
+import type { VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+
+/**
+ * The host agent's port to one hypervisor, shaped like the seed's Backend interface
+ * (CreateVM ... Ping) plus declared capabilities, listing, events and the console.
+ *
+ * Division of work: the agent's VM manager (vm-manager.ts) owns the state rules of
+ * vmm.v1 (which call is allowed in which state, which is an idempotent no-op), validates
+ * configs, and serialises calls per VM. A backend is only the mechanism: it is called
+ * only in a state where the call is allowed, and it reports what really happened.
+ * Every backend passes backend.contract.ts.
+ */
+
+/** What a backend reports about one VM. Mirrors vmm.v1.VmState. */
+export type BackendVmState = "created" | "running" | "paused" | "shutdown" | "crashed";
+
+/**
+ * Capabilities a backend may declare (STYLE rule 4: callers branch on these, never on a
+ * backend's name). Strings, because they are reported as-is in vmm.v1 BackendInfo.
+ */
+export type BackendCapability =
+  | "pause"
+  | "reboot"
+  | "graceful-shutdown"
+  | "console"
+  | "live-migration"
+  | "cpu-hotplug"
+  | "memory-hotplug"
+  | "virtio-scsi"
+  | "nvme"
+  | "sata"
+  | "qcow2"
+  | "firmware-boot"
+  | "e1000"
+  | "rtl8139"
+  | "readopt";
+
+/** One VM as the backend sees it now. */
+export interface BackendVmInfo {
+  readonly vmId: string;
+  readonly config: VmConfig;
+  readonly state: BackendVmState;
+  /** The VMM process's pid while one runs. */
+  readonly pid?: number | undefined;
+  /** When the guest last started (ms since the epoch), while running or paused. */
+  readonly startedAtMs?: number | undefined;
+  /** Why the VM is crashed, in words (e.g. "QEMU exited with signal SIGKILL"). */
+  readonly crashReason?: string | undefined;
+  readonly metrics: {
+    readonly cpuUsagePercent: number;
+    readonly memoryUsageBytes: bigint;
+    readonly uptimeSeconds: bigint;
+  };
+}
+
+/** A change the backend observed by itself (guest powered off, process died, ...). */
+export interface BackendEvent {
+  readonly vmId: string;
+  readonly state: BackendVmState;
+  readonly reason?: string | undefined;
+}
+
+export interface ShutdownOptions {
+  /** Power off at once. */
+  readonly force: boolean;
+  /** How long to wait for the guest to power off before forcing it (graceful only). */
+  readonly timeoutSeconds: number;
+}
+
+export interface Backend {
+  /** "qemu", "cloud-hypervisor", "firecracker" or "simulated". */
+  readonly type: string;
+  readonly capabilities: ReadonlySet<BackendCapability>;
+  /** The hypervisor's version as it reports it (e.g. "QEMU emulator version 7.2.x"). */
+  version(): Promise<string>;
+  /**
+   * Re-adopts the VMs a previous agent process left (state directory, pid files,
+   * sockets) and returns their ids. Called once at start, before any other call.
+   */
+  recover(): Promise<string[]>;
+  /** Defines a VM in state "created"; its config is already validated. */
+  createVM(vmId: string, config: VmConfig): Promise<void>;
+  /** Frees the VM's process, sockets and state directory. Called in created/shutdown/crashed. */
+  deleteVM(vmId: string): Promise<void>;
+  /** Starts the VM and resolves once the guest runs. Called in created/shutdown/crashed. */
+  bootVM(vmId: string): Promise<void>;
+  /** Stops the VM (graceful, then forced after the timeout); resolves once it is off. Called in running/paused. */
+  shutdownVM(vmId: string, options: ShutdownOptions): Promise<void>;
+  /** Called in running; needs "pause". */
+  pauseVM(vmId: string): Promise<void>;
+  /** Called in paused; needs "pause". */
+  resumeVM(vmId: string): Promise<void>;
+  /** Called in running; needs "reboot" (force = hard reset). */
+  rebootVM(vmId: string, force: boolean): Promise<void>;
+  /** NOT_FOUND (QuantixError) for an unknown id. */
+  getVMInfo(vmId: string): Promise<BackendVmInfo>;
+  listVMs(): Promise<BackendVmInfo[]>;
+  /** Resolves when the hypervisor is usable; rejects with UNAVAILABLE and the reason. */
+  ping(): Promise<void>;
+  /** The last `tailBytes` bytes of console output (needs "console"); empty before first boot. */
+  consoleTail(vmId: string, tailBytes: number): Promise<Uint8Array>;
+  /** New console output as it is written, until `signal` aborts or the VM is deleted. */
+  followConsole(vmId: string, signal: AbortSignal): AsyncIterable<Uint8Array>;
+  /** Calls `listener` on every change the backend observes by itself; returns an unsubscribe. */
+  onEvent(listener: (event: BackendEvent) => void): () => void;
+  /** Releases the agent's hold (sockets, timers) and leaves running VMs running. */
+  close(): Promise<void>;
+}
