@@ -4,15 +4,15 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { EmptySchema } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_empty } from "@bufbuild/protobuf/wkt";
+import type { EmptySchema, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_empty, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file vmm/v1/vm.proto.
  */
 export const file_vmm_v1_vm: GenFile = /*@__PURE__*/
-  fileDesc("Cg92bW0vdjEvdm0ucHJvdG8SBnZtbS52MSLQAgoIVm1Db25maWcSHgoDY3B1GAEgASgLMhEudm1tLnYxLkNwdUNvbmZpZxIkCgZtZW1vcnkYAiABKAsyFC52bW0udjEuTWVtb3J5Q29uZmlnEiAKBGJvb3QYAyABKAsyEi52bW0udjEuQm9vdENvbmZpZxImCgdzdG9yYWdlGAQgAygLMhUudm1tLnYxLlN0b3JhZ2VEZXZpY2USKQoHbmV0d29yaxgFIAMoCzIYLnZtbS52MS5OZXR3b3JrSW50ZXJmYWNlEiYKB2NvbnNvbGUYBiABKAsyFS52bW0udjEuQ29uc29sZUNvbmZpZxIwCghtZXRhZGF0YRgHIAMoCzIeLnZtbS52MS5WbUNvbmZpZy5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJeCglDcHVDb25maWcSEgoKdmNwdV9jb3VudBgBIAEoBRIWCg5tYXhfdmNwdV9jb3VudBgCIAEoBRIlCgh0b3BvbG9neRgDIAEoCzITLnZtbS52MS5DcHVUb3BvbG9neSJSCgtDcHVUb3BvbG9neRIPCgdzb2NrZXRzGAEgASgFEhgKEGNvcmVzX3Blcl9zb2NrZXQYAiABKAUSGAoQdGhyZWFkc19wZXJfY29yZRgDIAEoBSJTCgxNZW1vcnlDb25maWcSEgoKc2l6ZV9ieXRlcxgBIAEoAxIXCg9ob3RwbHVnX2VuYWJsZWQYAiABKAgSFgoObWF4X3NpemVfYnl0ZXMYAyABKAMiSwoKQm9vdENvbmZpZxITCgtrZXJuZWxfcGF0aBgBIAEoCRITCgtpbml0cmRfcGF0aBgCIAEoCRITCgtrZXJuZWxfYXJncxgDIAEoCSKKAQoNU3RvcmFnZURldmljZRIKCgJpZBgBIAEoCRIMCgRwYXRoGAIgASgJEhEKCXJlYWRfb25seRgDIAEoCBIWCg5pc19yb290X2RldmljZRgEIAEoCBI0Cg5pbnRlcmZhY2VfdHlwZRgFIAEoDjIcLnZtbS52MS5TdG9yYWdlSW50ZXJmYWNlVHlwZSJ9ChBOZXR3b3JrSW50ZXJmYWNlEgoKAmlkGAEgASgJEhMKC21hY19hZGRyZXNzGAIgASgJEhIKCnRhcF9kZXZpY2UYAyABKAkSNAoOaW50ZXJmYWNlX3R5cGUYBCABKA4yHC52bW0udjEuTmV0d29ya0ludGVyZmFjZVR5cGUicgoNQ29uc29sZUNvbmZpZxIPCgdlbmFibGVkGAEgASgIEiUKBm91dHB1dBgCIAEoDjIVLnZtbS52MS5Db25zb2xlT3V0cHV0EikKDGNvbnNvbGVfdHlwZRgDIAEoDjITLnZtbS52MS5Db25zb2xlVHlwZSJCCg9DcmVhdGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSIAoGY29uZmlnGAIgASgLMhAudm1tLnYxLlZtQ29uZmlnIkEKEENyZWF0ZVZtUmVzcG9uc2USDQoFdm1faWQYASABKAkSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIvCg9EZWxldGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgiHgoNQm9vdFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJBCg5Cb290Vm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiSgoRU2h1dGRvd25WbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgSFwoPdGltZW91dF9zZWNvbmRzGAMgASgFIkUKElNodXRkb3duVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiHwoOUGF1c2VWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQgoPUGF1c2VWbVJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIgCg9SZXN1bWVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQwoQUmVzdW1lVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiLwoPUmVib290Vm1SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEg0KBWZvcmNlGAIgASgIIkMKEFJlYm9vdFZtUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIeCgVzdGF0ZRgCIAEoDjIPLnZtbS52MS5WbVN0YXRlIiEKEEdldFZtSW5mb1JlcXVlc3QSDQoFdm1faWQYASABKAkiswEKEUdldFZtSW5mb1Jlc3BvbnNlEg0KBXZtX2lkGAEgASgJEiAKBmNvbmZpZxgCIAEoCzIQLnZtbS52MS5WbUNvbmZpZxIeCgVzdGF0ZRgDIAEoDjIPLnZtbS52MS5WbVN0YXRlEiIKB21ldHJpY3MYBCABKAsyES52bW0udjEuVm1NZXRyaWNzEikKDGJhY2tlbmRfaW5mbxgFIAEoCzITLnZtbS52MS5CYWNrZW5kSW5mbyJaCglWbU1ldHJpY3MSGQoRY3B1X3VzYWdlX3BlcmNlbnQYASABKAESGgoSbWVtb3J5X3VzYWdlX2J5dGVzGAIgASgDEhYKDnVwdGltZV9zZWNvbmRzGAMgASgDIl4KC0JhY2tlbmRJbmZvEhQKDGJhY2tlbmRfdHlwZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEhQKDGNhcGFiaWxpdGllcxgDIAMoCRISCgpwcm9jZXNzX2lkGAQgASgFInAKDkxpc3RWbXNSZXF1ZXN0EiUKDHN0YXRlX2ZpbHRlchgBIAEoDjIPLnZtbS52MS5WbVN0YXRlEhEKCXBhZ2Vfc2l6ZRgKIAEoBRISCgpwYWdlX3Rva2VuGAsgASgJEhAKCG9yZGVyX2J5GAwgASgJIl8KD0xpc3RWbXNSZXNwb25zZRIeCgN2bXMYASADKAsyES52bW0udjEuVm1TdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRITCgt0b3RhbF9jb3VudBgDIAEoBSJpCglWbVN1bW1hcnkSDQoFdm1faWQYASABKAkSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZRISCgp2Y3B1X2NvdW50GAMgASgFEhkKEW1lbW9yeV9zaXplX2J5dGVzGAQgASgDIjwKF0dldENvbnNvbGVPdXRwdXRSZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEhIKCnRhaWxfYnl0ZXMYAiABKAUiSwoYR2V0Q29uc29sZU91dHB1dFJlc3BvbnNlEgwKBGRhdGEYASABKAwSEQoJdHJ1bmNhdGVkGAIgASgIEg4KBm9mZnNldBgDIAEoBCJOChRTdHJlYW1Db25zb2xlUmVxdWVzdBINCgV2bV9pZBgBIAEoCRISCgp0YWlsX2J5dGVzGAIgASgFEhMKC2Zyb21fb2Zmc2V0GAMgASgEIiwKDENvbnNvbGVDaHVuaxIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoBCrPAQoUU3RvcmFnZUludGVyZmFjZVR5cGUSJgoiU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9VTlNQRUNJRklFRBAAEiUKIVNUT1JBR0VfSU5URVJGQUNFX1RZUEVfVklSVElPX0JMSxABEiYKIlNUT1JBR0VfSU5URVJGQUNFX1RZUEVfVklSVElPX1NDU0kQAhIfChtTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX05WTUUQAxIfChtTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX1NBVEEQBCqrAQoUTmV0d29ya0ludGVyZmFjZVR5cGUSJgoiTkVUV09SS19JTlRFUkZBQ0VfVFlQRV9VTlNQRUNJRklFRBAAEiUKIU5FVFdPUktfSU5URVJGQUNFX1RZUEVfVklSVElPX05FVBABEiAKHE5FVFdPUktfSU5URVJGQUNFX1RZUEVfRTEwMDAQAhIiCh5ORVRXT1JLX0lOVEVSRkFDRV9UWVBFX1JUTDgxMzkQAypjCg1Db25zb2xlT3V0cHV0Eh4KGkNPTlNPTEVfT1VUUFVUX1VOU1BFQ0lGSUVEEAASGQoVQ09OU09MRV9PVVRQVVRfQlVGRkVSEAESFwoTQ09OU09MRV9PVVRQVVRfTlVMTBACKl0KC0NvbnNvbGVUeXBlEhwKGENPTlNPTEVfVFlQRV9VTlNQRUNJRklFRBAAEhcKE0NPTlNPTEVfVFlQRV9TRVJJQUwQARIXChNDT05TT0xFX1RZUEVfVklSVElPEAIqkQEKB1ZtU3RhdGUSGAoUVk1fU1RBVEVfVU5TUEVDSUZJRUQQABIUChBWTV9TVEFURV9DUkVBVEVEEAESFAoQVk1fU1RBVEVfUlVOTklORxACEhMKD1ZNX1NUQVRFX1BBVVNFRBADEhUKEVZNX1NUQVRFX1NIVVRET1dOEAQSFAoQVk1fU1RBVEVfQ1JBU0hFRBAFMtsFCglWbVNlcnZpY2USPQoIQ3JlYXRlVm0SFy52bW0udjEuQ3JlYXRlVm1SZXF1ZXN0Ghgudm1tLnYxLkNyZWF0ZVZtUmVzcG9uc2USOwoIRGVsZXRlVm0SFy52bW0udjEuRGVsZXRlVm1SZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5EjcKBkJvb3RWbRIVLnZtbS52MS5Cb290Vm1SZXF1ZXN0GhYudm1tLnYxLkJvb3RWbVJlc3BvbnNlEkMKClNodXRkb3duVm0SGS52bW0udjEuU2h1dGRvd25WbVJlcXVlc3QaGi52bW0udjEuU2h1dGRvd25WbVJlc3BvbnNlEjoKB1BhdXNlVm0SFi52bW0udjEuUGF1c2VWbVJlcXVlc3QaFy52bW0udjEuUGF1c2VWbVJlc3BvbnNlEj0KCFJlc3VtZVZtEhcudm1tLnYxLlJlc3VtZVZtUmVxdWVzdBoYLnZtbS52MS5SZXN1bWVWbVJlc3BvbnNlEj0KCFJlYm9vdFZtEhcudm1tLnYxLlJlYm9vdFZtUmVxdWVzdBoYLnZtbS52MS5SZWJvb3RWbVJlc3BvbnNlEkAKCUdldFZtSW5mbxIYLnZtbS52MS5HZXRWbUluZm9SZXF1ZXN0Ghkudm1tLnYxLkdldFZtSW5mb1Jlc3BvbnNlEjoKB0xpc3RWbXMSFi52bW0udjEuTGlzdFZtc1JlcXVlc3QaFy52bW0udjEuTGlzdFZtc1Jlc3BvbnNlElUKEEdldENvbnNvbGVPdXRwdXQSHy52bW0udjEuR2V0Q29uc29sZU91dHB1dFJlcXVlc3QaIC52bW0udjEuR2V0Q29uc29sZU91dHB1dFJlc3BvbnNlEkUKDVN0cmVhbUNvbnNvbGUSHC52bW0udjEuU3RyZWFtQ29uc29sZVJlcXVlc3QaFC52bW0udjEuQ29uc29sZUNodW5rMAFiBnByb3RvMw", [file_google_protobuf_empty]);
+  fileDesc("Cg92bW0vdjEvdm0ucHJvdG8SBnZtbS52MSLQAgoIVm1Db25maWcSHgoDY3B1GAEgASgLMhEudm1tLnYxLkNwdUNvbmZpZxIkCgZtZW1vcnkYAiABKAsyFC52bW0udjEuTWVtb3J5Q29uZmlnEiAKBGJvb3QYAyABKAsyEi52bW0udjEuQm9vdENvbmZpZxImCgdzdG9yYWdlGAQgAygLMhUudm1tLnYxLlN0b3JhZ2VEZXZpY2USKQoHbmV0d29yaxgFIAMoCzIYLnZtbS52MS5OZXR3b3JrSW50ZXJmYWNlEiYKB2NvbnNvbGUYBiABKAsyFS52bW0udjEuQ29uc29sZUNvbmZpZxIwCghtZXRhZGF0YRgHIAMoCzIeLnZtbS52MS5WbUNvbmZpZy5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJeCglDcHVDb25maWcSEgoKdmNwdV9jb3VudBgBIAEoBRIWCg5tYXhfdmNwdV9jb3VudBgCIAEoBRIlCgh0b3BvbG9neRgDIAEoCzITLnZtbS52MS5DcHVUb3BvbG9neSJSCgtDcHVUb3BvbG9neRIPCgdzb2NrZXRzGAEgASgFEhgKEGNvcmVzX3Blcl9zb2NrZXQYAiABKAUSGAoQdGhyZWFkc19wZXJfY29yZRgDIAEoBSJTCgxNZW1vcnlDb25maWcSEgoKc2l6ZV9ieXRlcxgBIAEoAxIXCg9ob3RwbHVnX2VuYWJsZWQYAiABKAgSFgoObWF4X3NpemVfYnl0ZXMYAyABKAMiSwoKQm9vdENvbmZpZxITCgtrZXJuZWxfcGF0aBgBIAEoCRITCgtpbml0cmRfcGF0aBgCIAEoCRITCgtrZXJuZWxfYXJncxgDIAEoCSKKAQoNU3RvcmFnZURldmljZRIKCgJpZBgBIAEoCRIMCgRwYXRoGAIgASgJEhEKCXJlYWRfb25seRgDIAEoCBIWCg5pc19yb290X2RldmljZRgEIAEoCBI0Cg5pbnRlcmZhY2VfdHlwZRgFIAEoDjIcLnZtbS52MS5TdG9yYWdlSW50ZXJmYWNlVHlwZSJ9ChBOZXR3b3JrSW50ZXJmYWNlEgoKAmlkGAEgASgJEhMKC21hY19hZGRyZXNzGAIgASgJEhIKCnRhcF9kZXZpY2UYAyABKAkSNAoOaW50ZXJmYWNlX3R5cGUYBCABKA4yHC52bW0udjEuTmV0d29ya0ludGVyZmFjZVR5cGUicgoNQ29uc29sZUNvbmZpZxIPCgdlbmFibGVkGAEgASgIEiUKBm91dHB1dBgCIAEoDjIVLnZtbS52MS5Db25zb2xlT3V0cHV0EikKDGNvbnNvbGVfdHlwZRgDIAEoDjITLnZtbS52MS5Db25zb2xlVHlwZSJCCg9DcmVhdGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSIAoGY29uZmlnGAIgASgLMhAudm1tLnYxLlZtQ29uZmlnIkEKEENyZWF0ZVZtUmVzcG9uc2USDQoFdm1faWQYASABKAkSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIvCg9EZWxldGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgiHgoNQm9vdFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJBCg5Cb290Vm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiSgoRU2h1dGRvd25WbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgSFwoPdGltZW91dF9zZWNvbmRzGAMgASgFIkUKElNodXRkb3duVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiHwoOUGF1c2VWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQgoPUGF1c2VWbVJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIgCg9SZXN1bWVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQwoQUmVzdW1lVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiLwoPUmVib290Vm1SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEg0KBWZvcmNlGAIgASgIIkMKEFJlYm9vdFZtUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIeCgVzdGF0ZRgCIAEoDjIPLnZtbS52MS5WbVN0YXRlIiEKEEdldFZtSW5mb1JlcXVlc3QSDQoFdm1faWQYASABKAkiswEKEUdldFZtSW5mb1Jlc3BvbnNlEg0KBXZtX2lkGAEgASgJEiAKBmNvbmZpZxgCIAEoCzIQLnZtbS52MS5WbUNvbmZpZxIeCgVzdGF0ZRgDIAEoDjIPLnZtbS52MS5WbVN0YXRlEiIKB21ldHJpY3MYBCABKAsyES52bW0udjEuVm1NZXRyaWNzEikKDGJhY2tlbmRfaW5mbxgFIAEoCzITLnZtbS52MS5CYWNrZW5kSW5mbyJaCglWbU1ldHJpY3MSGQoRY3B1X3VzYWdlX3BlcmNlbnQYASABKAESGgoSbWVtb3J5X3VzYWdlX2J5dGVzGAIgASgDEhYKDnVwdGltZV9zZWNvbmRzGAMgASgDIl4KC0JhY2tlbmRJbmZvEhQKDGJhY2tlbmRfdHlwZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEhQKDGNhcGFiaWxpdGllcxgDIAMoCRISCgpwcm9jZXNzX2lkGAQgASgFInAKDkxpc3RWbXNSZXF1ZXN0EiUKDHN0YXRlX2ZpbHRlchgBIAEoDjIPLnZtbS52MS5WbVN0YXRlEhEKCXBhZ2Vfc2l6ZRgKIAEoBRISCgpwYWdlX3Rva2VuGAsgASgJEhAKCG9yZGVyX2J5GAwgASgJIl8KD0xpc3RWbXNSZXNwb25zZRIeCgN2bXMYASADKAsyES52bW0udjEuVm1TdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRITCgt0b3RhbF9jb3VudBgDIAEoBSJpCglWbVN1bW1hcnkSDQoFdm1faWQYASABKAkSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZRISCgp2Y3B1X2NvdW50GAMgASgFEhkKEW1lbW9yeV9zaXplX2J5dGVzGAQgASgDIjwKF0dldENvbnNvbGVPdXRwdXRSZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEhIKCnRhaWxfYnl0ZXMYAiABKAUiSwoYR2V0Q29uc29sZU91dHB1dFJlc3BvbnNlEgwKBGRhdGEYASABKAwSEQoJdHJ1bmNhdGVkGAIgASgIEg4KBm9mZnNldBgDIAEoBCJOChRTdHJlYW1Db25zb2xlUmVxdWVzdBINCgV2bV9pZBgBIAEoCRISCgp0YWlsX2J5dGVzGAIgASgFEhMKC2Zyb21fb2Zmc2V0GAMgASgEIiwKDENvbnNvbGVDaHVuaxIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoBCIRCg9XYXRjaFZtc1JlcXVlc3QioQIKB1ZtRXZlbnQSIQoEdHlwZRgBIAEoDjITLnZtbS52MS5WbUV2ZW50VHlwZRINCgV2bV9pZBgCIAEoCRIeCgVzdGF0ZRgDIAEoDjIPLnZtbS52MS5WbVN0YXRlEg4KBnJlYXNvbhgEIAEoCRISCgpwcm9jZXNzX2lkGAUgASgFEi4KCnN0YXJ0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KCG1ldGFkYXRhGAcgAygLMh0udm1tLnYxLlZtRXZlbnQuTWV0YWRhdGFFbnRyeRIOCgZzeW5jZWQYCCABKAgaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKs8BChRTdG9yYWdlSW50ZXJmYWNlVHlwZRImCiJTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX1VOU1BFQ0lGSUVEEAASJQohU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9WSVJUSU9fQkxLEAESJgoiU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9WSVJUSU9fU0NTSRACEh8KG1NUT1JBR0VfSU5URVJGQUNFX1RZUEVfTlZNRRADEh8KG1NUT1JBR0VfSU5URVJGQUNFX1RZUEVfU0FUQRAEKqsBChROZXR3b3JrSW50ZXJmYWNlVHlwZRImCiJORVRXT1JLX0lOVEVSRkFDRV9UWVBFX1VOU1BFQ0lGSUVEEAASJQohTkVUV09SS19JTlRFUkZBQ0VfVFlQRV9WSVJUSU9fTkVUEAESIAocTkVUV09SS19JTlRFUkZBQ0VfVFlQRV9FMTAwMBACEiIKHk5FVFdPUktfSU5URVJGQUNFX1RZUEVfUlRMODEzORADKmMKDUNvbnNvbGVPdXRwdXQSHgoaQ09OU09MRV9PVVRQVVRfVU5TUEVDSUZJRUQQABIZChVDT05TT0xFX09VVFBVVF9CVUZGRVIQARIXChNDT05TT0xFX09VVFBVVF9OVUxMEAIqXQoLQ29uc29sZVR5cGUSHAoYQ09OU09MRV9UWVBFX1VOU1BFQ0lGSUVEEAASFwoTQ09OU09MRV9UWVBFX1NFUklBTBABEhcKE0NPTlNPTEVfVFlQRV9WSVJUSU8QAiqRAQoHVm1TdGF0ZRIYChRWTV9TVEFURV9VTlNQRUNJRklFRBAAEhQKEFZNX1NUQVRFX0NSRUFURUQQARIUChBWTV9TVEFURV9SVU5OSU5HEAISEwoPVk1fU1RBVEVfUEFVU0VEEAMSFQoRVk1fU1RBVEVfU0hVVERPV04QBBIUChBWTV9TVEFURV9DUkFTSEVEEAUqmAEKC1ZtRXZlbnRUeXBlEh0KGVZNX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIaChZWTV9FVkVOVF9UWVBFX0VYSVNUSU5HEAESGAoUVk1fRVZFTlRfVFlQRV9TWU5DRUQQAhIZChVWTV9FVkVOVF9UWVBFX0NIQU5HRUQQAxIZChVWTV9FVkVOVF9UWVBFX0RFTEVURUQQBDKTBgoJVm1TZXJ2aWNlEj0KCENyZWF0ZVZtEhcudm1tLnYxLkNyZWF0ZVZtUmVxdWVzdBoYLnZtbS52MS5DcmVhdGVWbVJlc3BvbnNlEjsKCERlbGV0ZVZtEhcudm1tLnYxLkRlbGV0ZVZtUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRI3CgZCb290Vm0SFS52bW0udjEuQm9vdFZtUmVxdWVzdBoWLnZtbS52MS5Cb290Vm1SZXNwb25zZRJDCgpTaHV0ZG93blZtEhkudm1tLnYxLlNodXRkb3duVm1SZXF1ZXN0Ghoudm1tLnYxLlNodXRkb3duVm1SZXNwb25zZRI6CgdQYXVzZVZtEhYudm1tLnYxLlBhdXNlVm1SZXF1ZXN0Ghcudm1tLnYxLlBhdXNlVm1SZXNwb25zZRI9CghSZXN1bWVWbRIXLnZtbS52MS5SZXN1bWVWbVJlcXVlc3QaGC52bW0udjEuUmVzdW1lVm1SZXNwb25zZRI9CghSZWJvb3RWbRIXLnZtbS52MS5SZWJvb3RWbVJlcXVlc3QaGC52bW0udjEuUmVib290Vm1SZXNwb25zZRJACglHZXRWbUluZm8SGC52bW0udjEuR2V0Vm1JbmZvUmVxdWVzdBoZLnZtbS52MS5HZXRWbUluZm9SZXNwb25zZRI6CgdMaXN0Vm1zEhYudm1tLnYxLkxpc3RWbXNSZXF1ZXN0Ghcudm1tLnYxLkxpc3RWbXNSZXNwb25zZRJVChBHZXRDb25zb2xlT3V0cHV0Eh8udm1tLnYxLkdldENvbnNvbGVPdXRwdXRSZXF1ZXN0GiAudm1tLnYxLkdldENvbnNvbGVPdXRwdXRSZXNwb25zZRJFCg1TdHJlYW1Db25zb2xlEhwudm1tLnYxLlN0cmVhbUNvbnNvbGVSZXF1ZXN0GhQudm1tLnYxLkNvbnNvbGVDaHVuazABEjYKCFdhdGNoVm1zEhcudm1tLnYxLldhdGNoVm1zUmVxdWVzdBoPLnZtbS52MS5WbUV2ZW50MAFiBnByb3RvMw", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
 
 /**
  * The hypervisor-neutral configuration of a VM. Paths are paths on the host.
@@ -1113,6 +1113,93 @@ export const ConsoleChunkSchema: GenMessage<ConsoleChunk> = /*@__PURE__*/
   messageDesc(file_vmm_v1_vm, 31);
 
 /**
+ * Request for WatchVms.
+ *
+ * @generated from message vmm.v1.WatchVmsRequest
+ */
+export type WatchVmsRequest = Message<"vmm.v1.WatchVmsRequest"> & {
+};
+
+/**
+ * Describes the message vmm.v1.WatchVmsRequest.
+ * Use `create(WatchVmsRequestSchema)` to create a new message.
+ */
+export const WatchVmsRequestSchema: GenMessage<WatchVmsRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 32);
+
+/**
+ * One VM's state, or the end of the snapshot.
+ *
+ * @generated from message vmm.v1.VmEvent
+ */
+export type VmEvent = Message<"vmm.v1.VmEvent"> & {
+  /**
+   * What the event says.
+   *
+   * @generated from field: vmm.v1.VmEventType type = 1;
+   */
+  type: VmEventType;
+
+  /**
+   * The VM's id; empty for SYNCED.
+   *
+   * @generated from field: string vm_id = 2;
+   */
+  vmId: string;
+
+  /**
+   * Output only. The VM's state now (for DELETED, the state it had).
+   *
+   * @generated from field: vmm.v1.VmState state = 3;
+   */
+  state: VmState;
+
+  /**
+   * Output only. Why the state changed, in words (e.g. "BootVm", "guest powered off",
+   * "QEMU exited with signal SIGKILL"); empty in the snapshot unless the VM crashed.
+   *
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+
+  /**
+   * Output only. The hypervisor process's id on the host; 0 when none runs.
+   *
+   * @generated from field: int32 process_id = 5;
+   */
+  processId: number;
+
+  /**
+   * Output only. When the guest last started, while RUNNING or PAUSED.
+   *
+   * @generated from field: google.protobuf.Timestamp started_at = 6;
+   */
+  startedAt?: Timestamp | undefined;
+
+  /**
+   * The VM's metadata (VmConfig.metadata), so that a watcher can match the VM to its
+   * own records without a GetVmInfo per event.
+   *
+   * @generated from field: map<string, string> metadata = 7;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * True on the SYNCED event (kept beside type for clients that only test a flag).
+   *
+   * @generated from field: bool synced = 8;
+   */
+  synced: boolean;
+};
+
+/**
+ * Describes the message vmm.v1.VmEvent.
+ * Use `create(VmEventSchema)` to create a new message.
+ */
+export const VmEventSchema: GenMessage<VmEvent> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 33);
+
+/**
  * How a disk is presented to the guest. An enum rather than a string, so that a typo
  * fails validation and every backend maps every value in an exhaustive switch.
  *
@@ -1330,6 +1417,54 @@ export const VmStateSchema: GenEnum<VmState> = /*@__PURE__*/
   enumDesc(file_vmm_v1_vm, 4);
 
 /**
+ * What a VmEvent says.
+ *
+ * @generated from enum vmm.v1.VmEventType
+ */
+export enum VmEventType {
+  /**
+   * Not set; never sent.
+   *
+   * @generated from enum value: VM_EVENT_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Part of the snapshot: the VM exists and is in this state.
+   *
+   * @generated from enum value: VM_EVENT_TYPE_EXISTING = 1;
+   */
+  EXISTING = 1,
+
+  /**
+   * The snapshot is complete; every later event is a change.
+   *
+   * @generated from enum value: VM_EVENT_TYPE_SYNCED = 2;
+   */
+  SYNCED = 2,
+
+  /**
+   * The VM was created or its state changed.
+   *
+   * @generated from enum value: VM_EVENT_TYPE_CHANGED = 3;
+   */
+  CHANGED = 3,
+
+  /**
+   * The VM was deleted.
+   *
+   * @generated from enum value: VM_EVENT_TYPE_DELETED = 4;
+   */
+  DELETED = 4,
+}
+
+/**
+ * Describes the enum vmm.v1.VmEventType.
+ */
+export const VmEventTypeSchema: GenEnum<VmEventType> = /*@__PURE__*/
+  enumDesc(file_vmm_v1_vm, 5);
+
+/**
  * The VMM API: one host's virtual machines, run by one hypervisor backend (Cloud
  * Hypervisor, Firecracker, QEMU or the simulator). The host agent serves it; the control
  * plane calls it. Calls on a VM are serialised per vm_id. Every state rule below is
@@ -1468,6 +1603,21 @@ export const VmService: GenService<{
     methodKind: "server_streaming";
     input: typeof StreamConsoleRequestSchema;
     output: typeof ConsoleChunkSchema;
+  },
+  /**
+   * Follows every VM on the host: first one EXISTING event per VM with its current state
+   * (the snapshot), then one SYNCED event, then a CHANGED or DELETED event for every
+   * change as it happens (from calls on this API and from the hypervisor itself, e.g. a
+   * guest powering off or a crash), until the client cancels. Allowed always;
+   * read-only. A client that reconnects gets a fresh snapshot, so it never needs to
+   * replay missed events.
+   *
+   * @generated from rpc vmm.v1.VmService.WatchVms
+   */
+  watchVms: {
+    methodKind: "server_streaming";
+    input: typeof WatchVmsRequestSchema;
+    output: typeof VmEventSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_vmm_v1_vm, 0);
