@@ -99,6 +99,12 @@ export interface Backend {
   ping(): Promise<void>;
   /** The last `tailBytes` bytes of console output (needs "console"); empty before first boot. */
   consoleTail(vmId: string, tailBytes: number): Promise<Uint8Array>;
+  /**
+   * Where the buffered console output lies in the VM's output since creation: `start` is
+   * the position of the oldest byte still held, `end` is just past the newest. Optional:
+   * without it the agent cannot give GetConsoleOutput's offset or serve from_offset.
+   */
+  consolePosition?(vmId: string): Promise<{ start: number; end: number }>;
   /** New console output as it is written, until `signal` aborts or the VM is deleted. */
   followConsole(vmId: string, signal: AbortSignal): AsyncIterable<Uint8Array>;
   /** Calls `listener` on every change the backend observes by itself; returns an unsubscribe. */

@@ -1,0 +1,205 @@
+import { equals } from "@bufbuild/protobuf";
+import { VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { QuantixError, randomIds, systemClock, throwIfViolations, type Clock, type IdGenerator } from "@quantix/core";
+import type { Backend, BackendEvent, BackendVmInfo, BackendVmState } from "./backend.js";
+import { consoleBuffered, requiredCapabilities, validateVmConfig, validateVmId } from "./vm-config-validation.js";
+import { pageVms, type ListPage, type ListQuery } from "./vm-list.js";
+import { decide, hint, type VmAction } from "./vm-state-table.js";
+import { VmWatchHub, type VmChange } from "./vm-watch-hub.js";
+
+/** What the manager needs. */
+export interface VmManagerDeps {
+  readonly backend: Backend;
+  readonly clock?: Clock;
+  readonly ids?: IdGenerator;
+}
+
+const ACTION_RPC: Record<VmAction, string> = { delete: "DeleteVm", boot: "BootVm", shutdown: "ShutdownVm", pause: "PauseVm", resume: "ResumeVm", reboot: "RebootVm" };
+
+/**
+ * Owns vmm.v1's rules over any Backend: validation, capabilities, the state table,
+ * per-VM serialisation, idempotent create, listing, and change events for WatchVms.
+ * The backend stays the source of truth for state: every decision reads it afresh
+ * inside the VM's queue.
+ */
+export class VmManager {
+  readonly backend: Backend;
+  private readonly clock: Clock;
+  private readonly ids: IdGenerator;
+  private readonly chains = new Map<string, Promise<unknown>>();
+  private readonly createdAt = new Map<string, number>();
+  private readonly hub = new VmWatchHub();
+  private unsubscribe: (() => void) | undefined;
+
+  constructor(deps: VmManagerDeps) {
+    this.backend = deps.backend;
+    this.clock = deps.clock ?? systemClock;
+    this.ids = deps.ids ?? randomIds;
+  }
+
+  /** Re-adopts the VMs a previous agent left and starts listening to the backend. */
+  async start(): Promise<void> {
+    for (const id of await this.backend.recover()) this.createdAt.set(id, this.clock.now());
+    this.unsubscribe = this.backend.onEvent((e) => this.onBackendEvent(e));
+  }
+
+  /** Ends every watch and stops listening; the backend is closed by its owner. */
+  close(): void {
+    this.unsubscribe?.();
+    this.hub.close();
+  }
+
+  /** CreateVm: idempotent per vm_id; an empty id gets a new UUID. */
+  async create(vmId: string, config: VmConfig | undefined): Promise<{ vmId: string; state: BackendVmState }> {
+    throwIfViolations([...(vmId === "" ? [] : validateVmId("vm_id", vmId)), ...validateVmConfig(config)]);
+    const cfg = config!;
+    const missing = requiredCapabilities(cfg).filter((n) => !(this.backend.capabilities as ReadonlySet<string>).has(n.capability));
+    if (missing.length > 0) {
+      const what = missing.map((n) => `${n.field} needs the capability "${n.capability}"`).join("; ");
+      throw new QuantixError("failed_precondition", `the ${this.backend.type} backend lacks a capability this config needs: ${what}`);
+    }
+    const id = vmId === "" ? this.ids.newId() : vmId;
+    return this.serial(id, async () => {
+      const existing = await this.find(id);
+      if (existing) {
+        if (!equals(VmConfigSchema, existing.config, cfg)) throw new QuantixError("already_exists", `VM '${id}' already exists with a different config`);
+        return { vmId: id, state: existing.state };
+      }
+      await this.backend.createVM(id, cfg);
+      this.createdAt.set(id, this.clock.now());
+      await this.publish(id, "CreateVm");
+      return { vmId: id, state: "created" as const };
+    });
+  }
+
+  /** DeleteVm; a running or paused VM needs force and is powered off first. */
+  async delete(vmId: string, force: boolean): Promise<void> {
+    await this.act(vmId, "delete", force, async (info) => {
+      if (info.state === "running" || info.state === "paused") await this.backend.shutdownVM(vmId, { force: true, timeoutSeconds: 0 });
+      await this.backend.deleteVM(vmId);
+      this.createdAt.delete(vmId);
+      this.hub.publish({ type: "deleted", vmId, state: info.state, reason: "DeleteVm", metadata: info.config.metadata });
+    });
+  }
+
+  /** BootVm. */
+  boot(vmId: string): Promise<BackendVmState> {
+    return this.act(vmId, "boot", false, () => this.backend.bootVM(vmId));
+  }
+
+  /** ShutdownVm; timeoutSeconds 0 means 60. */
+  shutdown(vmId: string, force: boolean, timeoutSeconds: number): Promise<BackendVmState> {
+    if (timeoutSeconds < 0 || timeoutSeconds > 3600) throw new QuantixError("invalid_argument", `timeout_seconds: must be between 1 and 3600 (0 means 60), got ${timeoutSeconds}`, [{ field: "timeout_seconds", reason: "OUT_OF_RANGE", description: "must be between 1 and 3600 (0 means 60)" }]);
+    if (!force) this.need("graceful-shutdown", "ShutdownVm without force");
+    return this.act(vmId, "shutdown", force, () => this.backend.shutdownVM(vmId, { force, timeoutSeconds: timeoutSeconds || 60 }));
+  }
+
+  /** PauseVm. */
+  pause(vmId: string): Promise<BackendVmState> {
+    this.need("pause", "PauseVm");
+    return this.act(vmId, "pause", false, () => this.backend.pauseVM(vmId));
+  }
+
+  /** ResumeVm. */
+  resume(vmId: string): Promise<BackendVmState> {
+    this.need("pause", "ResumeVm");
+    return this.act(vmId, "resume", false, () => this.backend.resumeVM(vmId));
+  }
+
+  /** RebootVm (force = reset). */
+  reboot(vmId: string, force: boolean): Promise<BackendVmState> {
+    this.need("reboot", "RebootVm");
+    return this.act(vmId, "reboot", force, () => this.backend.rebootVM(vmId, force));
+  }
+
+  /** GetVmInfo. */
+  async info(vmId: string): Promise<BackendVmInfo> {
+    throwIfViolations(validateVmId("vm_id", vmId));
+    return this.backend.getVMInfo(vmId);
+  }
+
+  /** ListVms. */
+  async list(q: ListQuery): Promise<ListPage> {
+    const all = await this.backend.listVMs();
+    return pageVms(all, (id) => this.createdAt.get(id) ?? 0, q);
+  }
+
+  /** Checks that the VM exists and has a buffered console; returns its info. */
+  async consoleReady(vmId: string): Promise<BackendVmInfo> {
+    this.need("console", "the console");
+    const info = await this.info(vmId);
+    if (!consoleBuffered(info.config)) throw new QuantixError("failed_precondition", `VM '${vmId}' has no buffered console: its config.console is disabled or its output is NULL`);
+    return info;
+  }
+
+  /** WatchVms: snapshot, SYNCED, then changes. */
+  watch(signal: AbortSignal): AsyncIterable<VmChange> {
+    const snapshot = async () => (await this.backend.listVMs()).sort((a, b) => (a.vmId < b.vmId ? -1 : 1)).map((vm) => change("existing", vm, vm.crashReason ?? ""));
+    return this.hub.watch(snapshot, signal);
+  }
+
+  /** Runs one state-changing call in the VM's queue, after the state table allows it. */
+  private act(vmId: string, action: VmAction, force: boolean, run: (info: BackendVmInfo) => Promise<void>): Promise<BackendVmState> {
+    throwIfViolations(validateVmId("vm_id", vmId));
+    return this.serial(vmId, async () => {
+      const info = await this.backend.getVMInfo(vmId);
+      const d = decide(action, info.state);
+      if (d === "noop") return info.state;
+      if (d === "forbidden" || (d === "force" && !force)) {
+        throw new QuantixError("failed_precondition", `${ACTION_RPC[action]} is not allowed: VM '${vmId}' is ${info.state.toUpperCase()}${hint(action, info.state)}`);
+      }
+      await run(info);
+      if (action === "delete") return info.state;
+      return (await this.publish(vmId, ACTION_RPC[action])).state;
+    });
+  }
+
+  /** Chains `fn` after every earlier call on the same VM, whatever their outcome. */
+  private serial<T>(vmId: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.chains.get(vmId) ?? Promise.resolve();
+    const run = prev.then(fn, fn);
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.chains.set(vmId, tail);
+    void tail.then(() => {
+      if (this.chains.get(vmId) === tail) this.chains.delete(vmId);
+    });
+    return run;
+  }
+
+  private need(capability: string, what: string): void {
+    if (!(this.backend.capabilities as ReadonlySet<string>).has(capability)) {
+      throw new QuantixError("failed_precondition", `${what} needs the capability "${capability}", which the ${this.backend.type} backend lacks`);
+    }
+  }
+
+  private async find(vmId: string): Promise<BackendVmInfo | undefined> {
+    try {
+      return await this.backend.getVMInfo(vmId);
+    } catch (err) {
+      if (err instanceof QuantixError && err.code === "not_found") return undefined;
+      throw err;
+    }
+  }
+
+  /** Reads the VM's state as the backend has it now and tells watchers. */
+  private async publish(vmId: string, reason: string): Promise<BackendVmInfo> {
+    const info = await this.backend.getVMInfo(vmId);
+    this.hub.publish(change("changed", info, reason));
+    return info;
+  }
+
+  private onBackendEvent(e: BackendEvent): void {
+    const reason = e.reason ?? `the hypervisor reported ${e.state}`;
+    this.backend.getVMInfo(e.vmId).then(
+      (info) => this.hub.publish(change("changed", info, reason)),
+      () => this.hub.publish({ type: "changed", vmId: e.vmId, state: e.state, reason, metadata: {} }),
+    );
+  }
+}
+
+function change(type: VmChange["type"], vm: BackendVmInfo, reason: string): VmChange {
+  return { type, vmId: vm.vmId, state: vm.state, reason, pid: vm.pid, startedAtMs: vm.startedAtMs, metadata: vm.config.metadata };
+}
