@@ -1,0 +1,34 @@
+import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
+import type { Backend } from "../backend.js";
+
+/** The agent's version, reported by /_/health and to the control plane. */
+export const AGENT_VERSION = "0.1.0";
+
+type Fallback = NonNullable<ConnectNodeAdapterOptions["fallback"]>;
+type Res = Parameters<Fallback>[1];
+
+/**
+ * Serves `GET /_/health`: 200 with the backend's type, version and ping result when
+ * the hypervisor answers, 503 with the reason when it does not. Every other non-RPC path
+ * gets a JSON 404 naming where the API lives.
+ */
+export function healthFallback(backend: Backend, backendVersion: string): Fallback {
+  return (req, res) => {
+    const url = (req.url ?? "/").split("?")[0];
+    if (url === "/_/health" && (req.method === "GET" || req.method === "HEAD")) {
+      const base = { version: AGENT_VERSION, backend: { type: backend.type, version: backendVersion, capabilities: [...backend.capabilities].sort() } };
+      backend.ping().then(
+        () => send(res, 200, { status: "ok", ...base, ping: { ok: true } }),
+        (err: unknown) => send(res, 503, { status: "degraded", ...base, ping: { ok: false, detail: err instanceof Error ? err.message : String(err) } }),
+      );
+      return;
+    }
+    send(res, 404, { error: "not_found", message: `no route for ${req.method} ${url}; RPCs are POST /vmm.v1.VmService/<Method>, health is GET /_/health` });
+  };
+}
+
+function send(res: Res, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  (res as { writeHead(s: number, h: Record<string, string | number>): unknown }).writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}

@@ -1,0 +1,65 @@
+import { create } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import {
+  BackendInfoSchema,
+  BootVmResponseSchema,
+  CreateVmResponseSchema,
+  GetVmInfoResponseSchema,
+  ListVmsResponseSchema,
+  PauseVmResponseSchema,
+  RebootVmResponseSchema,
+  ResumeVmResponseSchema,
+  ShutdownVmResponseSchema,
+  VmMetricsSchema,
+  type VmService,
+} from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import type { VmManager } from "../vm-manager.js";
+import { getConsoleOutput, streamConsole } from "./console-routes.js";
+import { fromVmState, toVmEvent, toVmState } from "./vm-convert.js";
+
+/**
+ * vmm.v1 VmService over a VmManager: conversion only, every rule lives in the manager.
+ * `backendVersion` is read once at start (asking some hypervisors costs a process).
+ */
+export function vmServiceImpl(m: VmManager, backendVersion: string): ServiceImpl<typeof VmService> {
+  const b = m.backend;
+  const ok = (state: Parameters<typeof toVmState>[0]) => ({ success: true, state: toVmState(state) });
+  return {
+    async createVm(req) {
+      const r = await m.create(req.vmId, req.config);
+      return create(CreateVmResponseSchema, { vmId: r.vmId, state: toVmState(r.state) });
+    },
+    async deleteVm(req) {
+      await m.delete(req.vmId, req.force);
+      return {};
+    },
+    bootVm: async (req) => create(BootVmResponseSchema, ok(await m.boot(req.vmId))),
+    shutdownVm: async (req) => create(ShutdownVmResponseSchema, ok(await m.shutdown(req.vmId, req.force, req.timeoutSeconds))),
+    pauseVm: async (req) => create(PauseVmResponseSchema, ok(await m.pause(req.vmId))),
+    resumeVm: async (req) => create(ResumeVmResponseSchema, ok(await m.resume(req.vmId))),
+    rebootVm: async (req) => create(RebootVmResponseSchema, ok(await m.reboot(req.vmId, req.force))),
+    async getVmInfo(req) {
+      const info = await m.info(req.vmId);
+      return create(GetVmInfoResponseSchema, {
+        vmId: info.vmId,
+        config: info.config,
+        state: toVmState(info.state),
+        metrics: create(VmMetricsSchema, { cpuUsagePercent: info.metrics.cpuUsagePercent, memoryUsageBytes: info.metrics.memoryUsageBytes, uptimeSeconds: info.metrics.uptimeSeconds }),
+        backendInfo: create(BackendInfoSchema, { backendType: b.type, version: backendVersion, capabilities: [...b.capabilities].sort(), processId: info.pid ?? 0 }),
+      });
+    },
+    async listVms(req) {
+      const page = await m.list({ state: fromVmState(req.stateFilter), pageSize: req.pageSize, pageToken: req.pageToken, orderBy: req.orderBy });
+      return create(ListVmsResponseSchema, {
+        vms: page.vms.map((vm) => ({ vmId: vm.vmId, state: toVmState(vm.state), vcpuCount: vm.config.cpu?.vcpuCount ?? 0, memorySizeBytes: vm.config.memory?.sizeBytes ?? 0n })),
+        nextPageToken: page.nextPageToken,
+        totalCount: page.totalCount,
+      });
+    },
+    getConsoleOutput: (req) => getConsoleOutput(m, req),
+    streamConsole: (req, ctx) => streamConsole(m, req, ctx),
+    async *watchVms(_req, ctx) {
+      for await (const c of m.watch(ctx.signal)) yield toVmEvent(c);
+    },
+  };
+}
