@@ -1,0 +1,77 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { create } from "@bufbuild/protobuf";
+import { QuantixError } from "@quantix/core";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { CpuConfigSchema, MemoryConfigSchema, StorageInterfaceType, VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { buildQemuArgs, qmpChardevOption, type DiskSource, type QemuLaunchSpec } from "./qemu-args.js";
+
+const MiB = 1048576n;
+
+function spec(config: MessageInitShape<typeof VmConfigSchema>, disks: DiskSource[] = [{ format: "raw", blockDevice: false }]): QemuLaunchSpec {
+  const full: VmConfig = create(VmConfigSchema, config);
+  full.cpu ??= create(CpuConfigSchema, { vcpuCount: 2 });
+  full.memory ??= create(MemoryConfigSchema, { sizeBytes: 256n * MiB });
+  return { vmId: "vm-1", config: full, kvm: false, qmpSocket: "/state/vms/vm-1/qmp.sock", consoleSocket: "/state,x/vms/vm-1/console.sock", pidFile: "/state/vms/vm-1/qemu.pid", disks };
+}
+
+/** The values following each occurrence of `flag`. */
+function values(args: string[], flag: string): string[] {
+  return args.flatMap((a, i) => (a === flag ? [args[i + 1] ?? ""] : []));
+}
+
+test("a disk path with ',' and '=' stays one JSON string value", () => {
+  const evil = "/tmp/x,readonly=on,file=/etc/passwd";
+  const args = buildQemuArgs(spec({ storage: [{ id: "root", path: evil, readOnly: false }] }));
+  const blockdevs = values(args, "-blockdev").map((v) => JSON.parse(v) as Record<string, unknown>);
+  assert.deepEqual(blockdevs[0], { driver: "file", "node-name": "disk0-file", filename: evil, "read-only": false });
+  assert.deepEqual(blockdevs[1], { driver: "raw", "node-name": "disk0", file: "disk0-file", "read-only": false });
+  // Nothing else on the command line mentions the injected option.
+  assert.equal(args.filter((a) => a.includes("/etc/passwd")).length, 1);
+});
+
+test("qcow2, read-only, block devices and NICs map to explicit drivers", () => {
+  const args = buildQemuArgs(spec({
+    storage: [{ id: "a", path: "/d/a.qcow2", readOnly: true, isRootDevice: true }, { id: "b", path: "/dev/sdz" }],
+    network: [{ id: "n", macAddress: "52:54:00:AA:bb:01", tapDevice: "qtap0" }],
+  }, [{ format: "qcow2", blockDevice: false }, { format: "raw", blockDevice: true }]));
+  const blockdevs = values(args, "-blockdev").map((v) => JSON.parse(v) as Record<string, unknown>);
+  assert.equal(blockdevs[1]?.["driver"], "qcow2");
+  assert.equal(blockdevs[1]?.["read-only"], true);
+  assert.equal(blockdevs[2]?.["driver"], "host_device");
+  const devices = values(args, "-device").map((v) => JSON.parse(v) as Record<string, unknown>);
+  assert.deepEqual(devices[0], { driver: "virtio-blk-pci", id: "disk0-dev", drive: "disk0", bootindex: 0 });
+  assert.deepEqual(devices[2], { driver: "virtio-net-pci", id: "nic0", netdev: "net0", mac: "52:54:00:aa:bb:01" });
+  assert.deepEqual(JSON.parse(values(args, "-netdev")[0] ?? ""), { type: "tap", id: "net0", ifname: "qtap0", script: "no", downscript: "no" });
+  assert.deepEqual(values(args, "-accel"), ["tcg"]);
+  assert.deepEqual(values(args, "-m"), ["256M"]);
+  assert.ok(args.includes("-S"), "starts paused");
+});
+
+test("socket paths in key=value options have their commas doubled", () => {
+  const args = buildQemuArgs(spec({}));
+  assert.ok(values(args, "-chardev").includes("socket,id=console0,path=/state,,x/vms/vm-1/console.sock,server=on,wait=off"));
+  assert.equal(qmpChardevOption("/a,b"), "socket,id=qmp0,path=/a,,b,server=on,wait=off");
+});
+
+test("relative paths, control characters and bad NICs are rejected with every violation named", () => {
+  const bad = spec({
+    boot: { kernelPath: "vmlinuz", initrdPath: "/i\nrd", kernelArgs: "console=ttyS0\u0000" },
+    storage: [{ id: "d", path: "disk.img" }],
+    network: [{ id: "n", macAddress: "nope", tapDevice: "tap with space" }],
+  });
+  assert.throws(() => buildQemuArgs(bad), (e: unknown) => {
+    assert.ok(e instanceof QuantixError);
+    assert.equal(e.code, "invalid_argument");
+    assert.deepEqual(e.violations.map((v) => v.field).sort(), [
+      "config.boot.initrd_path", "config.boot.kernel_args", "config.boot.kernel_path",
+      "config.network[0].mac_address", "config.network[0].tap_device", "config.storage[0].path",
+    ]);
+    return true;
+  });
+});
+
+test("an interface without a declared capability fails naming it", () => {
+  assert.throws(() => buildQemuArgs(spec({ storage: [{ id: "d", path: "/d", interfaceType: StorageInterfaceType.NVME }] })),
+    (e: unknown) => e instanceof QuantixError && e.code === "failed_precondition" && e.message.includes('"nvme"'));
+});

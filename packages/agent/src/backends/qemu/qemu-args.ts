@@ -1,0 +1,179 @@
+import { QuantixError, invalidArgument, type FieldViolation } from "@quantix/core";
+import {
+  ConsoleOutput,
+  ConsoleType,
+  NetworkInterfaceType,
+  StorageInterfaceType,
+  type VmConfig,
+} from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import type { DiskFormat } from "./disk-format.js";
+
+/**
+ * Builds a QEMU command line from a VmConfig. Injection-proof by construction: disks and
+ * NICs use QEMU's JSON syntax for -blockdev/-device/-netdev, so a path containing "," or
+ * "=" is a plain string value; paths that QEMU parses as key=value options (the sockets
+ * in the VM's state directory) have their commas doubled, QEMU's escape; -kernel,
+ * -initrd and -append take their value verbatim. Every host path is checked to be
+ * absolute and free of control characters first.
+ */
+
+/** How a disk of the config is opened; parallel to `config.storage`. */
+export interface DiskSource {
+  readonly format: DiskFormat;
+  /** A block device (host_device driver) rather than a regular file. */
+  readonly blockDevice: boolean;
+}
+
+/** Everything {@link buildQemuArgs} needs besides the config. */
+export interface QemuLaunchSpec {
+  readonly vmId: string;
+  readonly config: VmConfig;
+  readonly kvm: boolean;
+  readonly qmpSocket: string;
+  readonly consoleSocket: string;
+  readonly pidFile: string;
+  readonly disks: readonly DiskSource[];
+}
+
+// C0 controls, DEL and C1 controls: never valid in a host path or kernel command line.
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
+const TAP = /^[a-zA-Z0-9_.:-]{1,15}$/;
+
+/** A violation if `value` is not an absolute host path without control characters. */
+export function hostPathViolation(field: string, value: string): FieldViolation | undefined {
+  if (CONTROL.test(value)) return { field, reason: "INVALID_FORMAT", description: "must not contain newlines or other control characters" };
+  if (!value.startsWith("/")) return { field, reason: "INVALID_FORMAT", description: "must be an absolute path" };
+  if (value.length > 4096) return { field, reason: "OUT_OF_RANGE", description: "must be at most 4096 characters" };
+  return undefined;
+}
+
+/** Doubles commas: QEMU's escape inside a key=value option string. */
+export function escapeOptionValue(value: string): string {
+  return value.replaceAll(",", ",,");
+}
+
+/** The -chardev option of the QMP socket; recover() looks for it in /proc/<pid>/cmdline. */
+export function qmpChardevOption(qmpSocket: string): string {
+  return `socket,id=qmp0,path=${escapeOptionValue(qmpSocket)},server=on,wait=off`;
+}
+
+/** The full argument list (without the binary) for one VM's QEMU process. */
+export function buildQemuArgs(spec: QemuLaunchSpec): string[] {
+  const { config } = spec;
+  const violations: FieldViolation[] = [];
+  const check = (field: string, value: string): void => {
+    const v = hostPathViolation(field, value);
+    if (v) violations.push(v);
+  };
+  for (const [field, p] of [["qmp_socket", spec.qmpSocket], ["console_socket", spec.consoleSocket], ["pid_file", spec.pidFile]] as const) check(field, p);
+  const boot = config.boot;
+  if (boot?.kernelPath) check("config.boot.kernel_path", boot.kernelPath);
+  if (boot?.initrdPath) check("config.boot.initrd_path", boot.initrdPath);
+  if (boot?.kernelArgs && CONTROL.test(boot.kernelArgs)) violations.push({ field: "config.boot.kernel_args", reason: "INVALID_FORMAT", description: "must not contain newlines or other control characters" });
+  config.storage.forEach((d, i) => check(`config.storage[${i}].path`, d.path));
+  config.network.forEach((n, i) => {
+    if (!MAC.test(n.macAddress)) violations.push({ field: `config.network[${i}].mac_address`, reason: "INVALID_FORMAT", description: "must be six colon-separated hex bytes" });
+    if (!TAP.test(n.tapDevice)) violations.push({ field: `config.network[${i}].tap_device`, reason: "INVALID_FORMAT", description: "must be 1-15 characters of letters, digits, '_', '.', ':' or '-'" });
+  });
+  if (violations.length > 0) throw invalidArgument(violations);
+
+  const vcpus = config.cpu?.vcpuCount ?? 1;
+  const topo = config.cpu?.topology;
+  const smp = [`cpus=${vcpus}`, `maxcpus=${config.cpu?.maxVcpuCount || vcpus}`];
+  if (topo) smp.push(`sockets=${topo.sockets}`, `cores=${topo.coresPerSocket}`, `threads=${topo.threadsPerCore}`);
+  const memMiB = (config.memory?.sizeBytes ?? 128n * 1048576n) / 1048576n;
+
+  const args = [
+    "-name", `guest=${spec.vmId}`,
+    "-machine", "pc",
+    "-accel", spec.kvm ? "kvm" : "tcg",
+    ...(spec.kvm ? ["-cpu", "host"] : []),
+    "-smp", smp.join(","),
+    "-m", `${memMiB}M`,
+    "-nodefaults", "-no-user-config", "-display", "none",
+    // Started paused: the agent attaches QMP and the console first, then sends "cont".
+    "-S",
+    "-pidfile", spec.pidFile,
+    "-chardev", qmpChardevOption(spec.qmpSocket),
+    "-mon", "chardev=qmp0,mode=control",
+    ...consoleArgs(spec),
+  ];
+  if (boot?.kernelPath) {
+    args.push("-kernel", boot.kernelPath);
+    if (boot.initrdPath) args.push("-initrd", boot.initrdPath);
+    if (boot.kernelArgs) args.push("-append", boot.kernelArgs);
+  }
+  config.storage.forEach((disk, i) => {
+    const source = spec.disks[i];
+    if (!source) throw new QuantixError("internal", `no detected format for disk ${i}`);
+    const ro = disk.readOnly;
+    args.push("-blockdev", JSON.stringify({ driver: source.blockDevice ? "host_device" : "file", "node-name": `disk${i}-file`, filename: disk.path, "read-only": ro }));
+    args.push("-blockdev", JSON.stringify({ driver: source.format, "node-name": `disk${i}`, file: `disk${i}-file`, "read-only": ro }));
+    args.push("-device", JSON.stringify({ driver: diskDriver(disk.interfaceType, i), id: `disk${i}-dev`, drive: `disk${i}`, ...(disk.isRootDevice ? { bootindex: 0 } : {}) }));
+  });
+  config.network.forEach((nic, i) => {
+    args.push("-netdev", JSON.stringify({ type: "tap", id: `net${i}`, ifname: nic.tapDevice, script: "no", downscript: "no" }));
+    args.push("-device", JSON.stringify({ driver: nicDriver(nic.interfaceType, i), id: `nic${i}`, netdev: `net${i}`, mac: nic.macAddress.toLowerCase() }));
+  });
+  return args;
+}
+
+function consoleArgs(spec: QemuLaunchSpec): string[] {
+  const console = spec.config.console;
+  if (console && !console.enabled) return [];
+  switch (console?.consoleType ?? ConsoleType.UNSPECIFIED) {
+    case ConsoleType.UNSPECIFIED:
+    case ConsoleType.SERIAL:
+      break;
+    case ConsoleType.VIRTIO:
+      throw new QuantixError("failed_precondition", "the QEMU backend lacks the capability \"virtio-console\"");
+    default:
+      throw new QuantixError("invalid_argument", "unknown console type");
+  }
+  const output = console?.output ?? ConsoleOutput.UNSPECIFIED;
+  // Output NULL still gets a device, so the guest never blocks on a missing port.
+  const chardev = output === ConsoleOutput.NULL
+    ? "null,id=console0"
+    : `socket,id=console0,path=${escapeOptionValue(spec.consoleSocket)},server=on,wait=off`;
+  return ["-chardev", chardev, "-serial", "chardev:console0"];
+}
+
+function diskDriver(type: StorageInterfaceType, i: number): string {
+  switch (type) {
+    case StorageInterfaceType.UNSPECIFIED:
+    case StorageInterfaceType.VIRTIO_BLK:
+      return "virtio-blk-pci";
+    case StorageInterfaceType.VIRTIO_SCSI:
+      return missing("virtio-scsi", `config.storage[${i}]`);
+    case StorageInterfaceType.NVME:
+      return missing("nvme", `config.storage[${i}]`);
+    case StorageInterfaceType.SATA:
+      return missing("sata", `config.storage[${i}]`);
+    default: {
+      const never: never = type;
+      throw new QuantixError("invalid_argument", `config.storage[${i}]: unknown interface type ${String(never)}`);
+    }
+  }
+}
+
+function nicDriver(type: NetworkInterfaceType, i: number): string {
+  switch (type) {
+    case NetworkInterfaceType.UNSPECIFIED:
+    case NetworkInterfaceType.VIRTIO_NET:
+      return "virtio-net-pci";
+    case NetworkInterfaceType.E1000:
+      return missing("e1000", `config.network[${i}]`);
+    case NetworkInterfaceType.RTL8139:
+      return missing("rtl8139", `config.network[${i}]`);
+    default: {
+      const never: never = type;
+      throw new QuantixError("invalid_argument", `config.network[${i}]: unknown interface type ${String(never)}`);
+    }
+  }
+}
+
+function missing(capability: string, field: string): never {
+  throw new QuantixError("failed_precondition", `${field} needs the capability "${capability}", which the QEMU backend does not declare`);
+}
