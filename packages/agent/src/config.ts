@@ -1,0 +1,119 @@
+import { hostname } from "node:os";
+import { resolve } from "node:path";
+import { QuantixError } from "@quantix/core";
+
+/** The hypervisor backends an agent can drive. */
+export const BACKEND_TYPES = ["qemu", "cloud-hypervisor", "firecracker", "simulated"] as const;
+/** One of {@link BACKEND_TYPES}. */
+export type BackendType = (typeof BACKEND_TYPES)[number];
+
+/** The agent's validated configuration. */
+export interface AgentConfig {
+  readonly backend: BackendType;
+  readonly chEndpoint: string;
+  readonly fcEndpoint: string;
+  readonly qemuEndpoint: string;
+  readonly qemuBinary: string;
+  /** Use KVM with QEMU; these machines need false (TCG). */
+  readonly qemuKvm: boolean;
+  readonly address: string;
+  readonly port: number;
+  /** Absolute path of the agent's state directory. */
+  readonly stateDir: string;
+  /** The control plane's base URL, when the agent registers with one. */
+  readonly controlPlane: string | undefined;
+  readonly nodeName: string;
+}
+
+/** Each setting: its env var, its --flag, and its default (the seed's where it names one). */
+const SETTINGS = {
+  backend: ["VMCP_BACKEND", "--backend", "qemu"],
+  chEndpoint: ["VMCP_CH_ENDPOINT", "--ch-endpoint", "unix:///tmp/ch.sock"],
+  fcEndpoint: ["VMCP_FC_ENDPOINT", "--fc-endpoint", "unix:///tmp/firecracker.sock"],
+  qemuEndpoint: ["VMCP_QEMU_ENDPOINT", "--qemu-endpoint", "qemu:///system"],
+  qemuBinary: ["VMCP_QEMU_BINARY", "--qemu-binary", "qemu-system-x86_64"],
+  qemuKvm: ["VMCP_QEMU_KVM", "--qemu-kvm", "true"],
+  address: ["VMCP_ADDRESS", "--address", "127.0.0.1"],
+  port: ["VMCP_PORT", "--port", "9090"],
+  stateDir: ["VMCP_STATE_DIR", "--state-dir", "./.quantix-agent"],
+  controlPlane: ["QUANTIX_CONTROL_PLANE", "--control-plane", ""],
+  nodeName: ["QUANTIX_NODE_NAME", "--node-name", ""],
+} as const satisfies Record<keyof AgentConfig, readonly [string, string, string]>;
+
+type Key = keyof typeof SETTINGS;
+
+/** Usage text for --help and for errors. */
+export function usage(): string {
+  return Object.values(SETTINGS).map(([env, flag, def]) => `  ${flag.padEnd(17)} ${env.padEnd(22)} default: ${def === "" ? "(none)" : def}`).join("\n");
+}
+
+/**
+ * Reads env vars, then `--flag value` / `--flag=value` arguments (flags win), and
+ * validates everything at once: the QuantixError names every bad setting.
+ */
+export function loadAgentConfig(env: Record<string, string | undefined>, argv: readonly string[] = []): AgentConfig {
+  const problems: string[] = [];
+  const raw = new Map<Key, string>();
+  for (const [key, [name]] of Object.entries(SETTINGS) as [Key, (typeof SETTINGS)[Key]][]) {
+    const v = env[name];
+    if (v !== undefined) raw.set(key, v);
+  }
+  const byFlag = new Map(Object.entries(SETTINGS).map(([k, [, flag]]) => [flag as string, k as Key]));
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const eq = arg.indexOf("=");
+    const flag = eq > 0 ? arg.slice(0, eq) : arg;
+    const key = byFlag.get(flag);
+    if (!key) {
+      problems.push(`unknown argument '${arg}'`);
+      continue;
+    }
+    const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
+    if (value === undefined) problems.push(`${flag} needs a value`);
+    else raw.set(key, value);
+  }
+  const get = (k: Key): string => raw.get(k) ?? SETTINGS[k][2];
+  const name = (k: Key) => `${SETTINGS[k][0]} (${SETTINGS[k][1]})`;
+
+  const backend = get("backend");
+  if (!(BACKEND_TYPES as readonly string[]).includes(backend)) problems.push(`${name("backend")} is '${backend}'; it must be one of ${BACKEND_TYPES.join(", ")}`);
+  const kvm = get("qemuKvm").toLowerCase();
+  if (kvm !== "true" && kvm !== "false") problems.push(`${name("qemuKvm")} must be true or false, got '${get("qemuKvm")}'`);
+  const portText = get("port");
+  const port = Number(portText);
+  if (!/^\d+$/.test(portText) || port > 65535) problems.push(`${name("port")} must be a port number 0-65535, got '${portText}'`);
+  const address = get("address");
+  if (address === "" || /[\s/]/.test(address)) problems.push(`${name("address")} must be an IP address or host name, got '${address}'`);
+  const stateDir = get("stateDir");
+  if (stateDir === "" || /[\u0000-\u001f]/.test(stateDir)) problems.push(`${name("stateDir")} must be a directory path`);
+  const cp = get("controlPlane");
+  if (cp !== "") {
+    let ok = false;
+    try {
+      const u = new URL(cp);
+      ok = (u.protocol === "http:" || u.protocol === "https:") && u.pathname === "/" && u.search === "";
+    } catch {
+      ok = false;
+    }
+    if (!ok) problems.push(`${name("controlPlane")} must be a base URL such as http://127.0.0.1:8080, got '${cp}'`);
+  }
+  const nodeName = get("nodeName") || hostname();
+  if (!/^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,251}[a-zA-Z0-9])?$/.test(nodeName)) problems.push(`${name("nodeName")} must be a host name (letters, digits, '.', '-'), got '${nodeName}'`);
+  for (const k of ["chEndpoint", "fcEndpoint", "qemuEndpoint", "qemuBinary"] as const) {
+    if (get(k) === "" || /[\u0000-\u001f]/.test(get(k))) problems.push(`${name(k)} must not be empty or contain control characters`);
+  }
+  if (problems.length > 0) throw new QuantixError("invalid_argument", `invalid agent configuration:\n  ${problems.join("\n  ")}`);
+  return {
+    backend: backend as BackendType,
+    chEndpoint: get("chEndpoint"),
+    fcEndpoint: get("fcEndpoint"),
+    qemuEndpoint: get("qemuEndpoint"),
+    qemuBinary: get("qemuBinary"),
+    qemuKvm: kvm === "true",
+    address,
+    port,
+    stateDir: resolve(stateDir),
+    controlPlane: cp === "" ? undefined : cp.replace(/\/$/, ""),
+    nodeName,
+  };
+}

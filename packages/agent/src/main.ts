@@ -1,0 +1,65 @@
+import { mkdir } from "node:fs/promises";
+import { QuantixError } from "@quantix/core";
+import { createJsonLogger } from "@quantix/server/log.js";
+import { createBackend } from "./backend-factory.js";
+import { loadAgentConfig, usage } from "./config.js";
+import { startAgentServer } from "./rpc/agent-server.js";
+import { startControlPlaneLink } from "./sync/control-plane-link.js";
+import { VmManager } from "./vm-manager.js";
+
+/** Entry point of `npm run agent`: the host agent serving vmm.v1, linked to a control plane when configured. */
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  if (argv.includes("--help")) {
+    process.stdout.write(`quantix-agent: serves vmm.v1 for one host\n${usage()}\n`);
+    return;
+  }
+  let config;
+  try {
+    config = loadAgentConfig(process.env, argv);
+  } catch (err) {
+    process.stderr.write(`quantix-agent: ${err instanceof QuantixError ? err.message : String(err)}\n`);
+    process.exit(2);
+  }
+  const log = createJsonLogger("info");
+  let backend;
+  let manager;
+  let server;
+  try {
+    await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
+    backend = await createBackend(config);
+    await backend.ping();
+    manager = new VmManager({ backend });
+    await manager.start();
+    server = await startAgentServer(manager, { host: config.address, port: config.port, log });
+  } catch (err) {
+    await backend?.close().catch(() => undefined);
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === "EADDRINUSE" ? `${config.address}:${config.port} is in use; stop the other process or set VMCP_PORT` : err instanceof Error ? err.message : String(err);
+    process.stderr.write(`quantix-agent: cannot start the ${config.backend} backend: ${why}\n`);
+    process.exit(1);
+  }
+  log.log("info", "agent listening", { url: server.url, backend: backend.type, node: config.nodeName, state_dir: config.stateDir });
+  const link = config.controlPlane ? startControlPlaneLink({ controlPlane: config.controlPlane, agentUrl: server.url, nodeName: config.nodeName, stateDir: config.stateDir, backend, log }) : undefined;
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.log("info", "shutting down; VMs keep running", { signal });
+    void (async () => {
+      await link?.stop();
+      await server.close();
+      await backend.close();
+    })().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        process.stderr.write(`quantix-agent: shutdown failed: ${String(err)}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+void main();

@@ -1,0 +1,138 @@
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
+import type { Logger } from "@quantix/server/log.js";
+import type { Backend } from "../backend.js";
+import { AGENT_VERSION } from "../rpc/health.js";
+import { readCpuTimes, readHostFacts, readUsage, type CpuTimes } from "./host-facts.js";
+
+/** How the agent reaches its control plane. */
+export interface ControlPlaneLinkOptions {
+  /** Base URL, e.g. http://127.0.0.1:8080. */
+  readonly controlPlane: string;
+  /** The agent's own base URL, registered as the node's agent_endpoint. */
+  readonly agentUrl: string;
+  readonly nodeName: string;
+  /** The node id is kept in `<stateDir>/node-id`. */
+  readonly stateDir: string;
+  readonly backend: Backend;
+  readonly log: Logger;
+  /** First retry delay after a failure; doubles up to maxBackoffMs. */
+  readonly backoffMs?: number;
+  readonly maxBackoffMs?: number;
+  /** Tests: heartbeat this often instead of the interval the control plane names. */
+  readonly heartbeatMs?: number;
+}
+
+/** A running link. */
+export interface ControlPlaneLink {
+  /** The node id the control plane gave this host, once registered. */
+  nodeId(): string | undefined;
+  /** Stops heartbeating (the node goes OFFLINE on the control plane's own schedule). */
+  stop(): Promise<void>;
+}
+
+const ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
+
+/**
+ * Registers this host with the control plane, then heartbeats with real usage at the
+ * interval the control plane names. A NOT_FOUND heartbeat (the node was decommissioned
+ * or the control plane lost its store) registers again; an unreachable control plane is
+ * retried with exponential backoff and logged once per attempt.
+ */
+export function startControlPlaneLink(o: ControlPlaneLinkOptions): ControlPlaneLink {
+  const client = createClient(NodeService, createConnectTransport({ baseUrl: o.controlPlane, httpVersion: "1.1" }));
+  const idFile = join(o.stateDir, "node-id");
+  const stopping = new AbortController();
+  let nodeId: string | undefined;
+  let cpuBefore: CpuTimes | undefined;
+
+  const register = async (): Promise<void> => {
+    const facts = await readHostFacts(o.stateDir);
+    const node = await client.registerNode(
+      {
+        hostname: o.nodeName,
+        managementIp: facts.managementIp,
+        agentEndpoint: o.agentUrl,
+        cpuInfo: facts.cpu,
+        memoryInfo: facts.memory,
+        storageDevices: facts.storage,
+        networkDevices: facts.network,
+        hypervisor: { type: o.backend.type, version: await o.backend.version(), capabilities: [...o.backend.capabilities].sort() },
+        agentVersion: AGENT_VERSION,
+      },
+      { signal: stopping.signal },
+    );
+    if (nodeId !== undefined && nodeId !== node.id) o.log.log("warn", "the control plane gave this host a new node id", { previous: nodeId, node_id: node.id });
+    nodeId = node.id;
+    await mkdir(o.stateDir, { recursive: true });
+    await writeFile(`${idFile}.tmp`, `${node.id}\n`, { mode: 0o600 });
+    await rename(`${idFile}.tmp`, idFile);
+    o.log.log("info", "registered with the control plane", { control_plane: o.controlPlane, node_id: node.id, hostname: o.nodeName });
+  };
+
+  const heartbeat = async (): Promise<number> => {
+    const now = await readCpuTimes();
+    const usage = await readUsage(cpuBefore, now);
+    cpuBefore = now;
+    const health = await o.backend.ping().then(() => undefined, (err: unknown) => (err instanceof Error ? err.message : String(err)));
+    const res = await client.updateHeartbeat(
+      { id: nodeId!, usage, conditions: [health === undefined ? { type: "Ready", status: 1, reason: "HypervisorUp", message: `${o.backend.type} answers` } : { type: "Ready", status: 2, reason: "HypervisorDown", message: health }] },
+      { signal: stopping.signal },
+    );
+    return o.heartbeatMs ?? Math.max(1, res.heartbeatIntervalSec) * 1000;
+  };
+
+  const loop = async () => {
+    const stored = (await readFile(idFile, "utf8").catch(() => "")).trim();
+    if (ID.test(stored)) nodeId = stored;
+    let registered = false;
+    let failures = 0;
+    while (!stopping.signal.aborted) {
+      let waitMs: number;
+      try {
+        if (!registered) {
+          await register();
+          registered = true;
+        }
+        waitMs = await heartbeat();
+        if (failures > 0) o.log.log("info", "control plane reachable again", { control_plane: o.controlPlane, after_failures: failures });
+        failures = 0;
+      } catch (err) {
+        if (stopping.signal.aborted) break;
+        const ce = ConnectError.from(err);
+        if (ce.code === Code.NotFound && registered) {
+          o.log.log("warn", "the control plane does not know this node; registering again", { node_id: nodeId });
+          registered = false;
+          continue;
+        }
+        failures++;
+        waitMs = Math.min(o.maxBackoffMs ?? 30_000, (o.backoffMs ?? 500) * 2 ** Math.min(failures - 1, 16));
+        o.log.log("warn", "control plane unreachable or refusing", { control_plane: o.controlPlane, code: Code[ce.code], error: ce.rawMessage, attempt: failures, retry_in_ms: waitMs });
+      }
+      await sleep(waitMs, stopping.signal);
+    }
+  };
+  const running = loop();
+  return {
+    nodeId: () => nodeId,
+    async stop() {
+      stopping.abort();
+      await running;
+    },
+  };
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
