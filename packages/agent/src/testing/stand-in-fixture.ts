@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { VmConfigSchema } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import type { Backend } from "../backend.js";
-import type { OpenedBackend } from "../backends/backend.contract.js";
+import { backendContract, type OpenedBackend } from "../backends/backend.contract.js";
 import { isVmmFor, signalVmm } from "../backends/rest-vmm/vmm-process.js";
 import type { VmmFlavor } from "./api-spec.js";
 import { VIOLATIONS_DIR_ENV, type Violation } from "./stand-in-server.js";
@@ -86,4 +86,20 @@ function killLeftovers(stateDir: string): void {
       // No pid file: no process was left.
     }
   }
+}
+
+/**
+ * Runs the backend contract against `factory`'s backend with the stand-in VMM of `flavor`,
+ * failing each case in which the stand-in recorded a spec violation.
+ */
+export function standInContract(flavor: VmmFlavor, factory: Factory): void {
+  const violations = violationLog();
+  const open = openWithStandIn(flavor, factory);
+  let stateDir = "";
+  const track = async (): Promise<OpenedBackend> => {
+    const opened = await open();
+    stateDir = opened.stateDir;
+    return opened;
+  };
+  backendContract(flavor, track, { vmDir: (vmId) => join(stateDir, "vms", vmId), afterEach: () => violations.assertNone() });
 }

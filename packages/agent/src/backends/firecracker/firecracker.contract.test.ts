@@ -1,20 +1,6 @@
-import { join } from "node:path";
-import { backendContract } from "../backend.contract.js";
-import { openWithStandIn, violationLog } from "../../testing/stand-in-fixture.js";
+import { standInContract } from "../../testing/stand-in-fixture.js";
 import { createFirecrackerBackend } from "./firecracker-backend.js";
 
-// The real firecracker binary cannot be installed on these machines; the stand-in checks every
-// request against the vendored spec, and each case fails if it recorded a violation.
-const violations = violationLog();
-const open = openWithStandIn("firecracker", (options) => createFirecrackerBackend(options));
-let lastStateDir = "";
-
-backendContract(
-  "firecracker",
-  async () => {
-    const opened = await open();
-    lastStateDir = opened.stateDir;
-    return opened;
-  },
-  { vmDir: (vmId) => join(lastStateDir, "vms", vmId), afterEach: () => violations.assertNone() },
-);
+// The real firecracker binary cannot be installed on these machines: the contract runs against the
+// stand-in, which checks every request against the vendored spec (see testing/).
+standInContract("firecracker", (options) => createFirecrackerBackend(options));
