@@ -46,6 +46,11 @@ export class ConsoleRing {
     return Math.max(0, this.written - this.capacity);
   }
 
+  /** Where the buffered output lies: the shape of Backend.consolePosition. */
+  position(): { start: number; end: number } {
+    return { start: this.startOffset, end: this.written };
+  }
+
   /** Whether {@link close} was called: followers have ended and appends are ignored. */
   get isClosed(): boolean {
     return this.closed;

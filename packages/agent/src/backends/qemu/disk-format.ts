@@ -1,4 +1,4 @@
-import { open } from "node:fs/promises";
+import { open, stat } from "node:fs/promises";
 
 /** A disk image format QEMU is told explicitly (it is never allowed to probe). */
 export type DiskFormat = "raw" | "qcow2";
@@ -22,4 +22,10 @@ export async function detectDiskFormat(path: string): Promise<DiskFormat> {
   } finally {
     await handle.close();
   }
+}
+
+/** Format and kind of a disk path, detected before the guest first runs. */
+export async function detectDiskSource(path: string): Promise<{ format: DiskFormat; blockDevice: boolean }> {
+  const [format, info] = await Promise.all([detectDiskFormat(path), stat(path)]);
+  return { format, blockDevice: info.isBlockDevice() };
 }

@@ -1,0 +1,146 @@
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { create } from "@bufbuild/protobuf";
+import { VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { until } from "@quantix/testing";
+import { buildTestGuest, ensureDebianPackages, GUEST_TICK, type TestGuest } from "@quantix/testing/guest.js";
+import type { BackendEvent } from "../../backend.js";
+import { isAlive } from "./qemu-process.js";
+import { QemuBackend } from "./qemu-backend.js";
+
+const run = promisify(execFile);
+const BOOT_MS = 40_000;
+let guest: TestGuest;
+let stateDir: string;
+
+before(async () => {
+  await ensureDebianPackages(["qemu-system-x86", "qemu-utils", "busybox-static", "cpio", "iproute2"]);
+  guest = await buildTestGuest();
+  stateDir = await mkdtemp(path.join(os.tmpdir(), "quantix-qemu-test-"));
+});
+
+after(async () => {
+  await rm(stateDir, { recursive: true, force: true });
+});
+
+function guestConfig(extra: Partial<Pick<VmConfig, "storage" | "network">> = {}): VmConfig {
+  const config = create(VmConfigSchema, {
+    cpu: { vcpuCount: 1 },
+    memory: { sizeBytes: 192n * 1048576n },
+    boot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, kernelArgs: guest.kernelArgs },
+  });
+  return Object.assign(config, extra);
+}
+
+const text = async (b: QemuBackend, vmId: string): Promise<string> => new TextDecoder().decode(await b.consoleTail(vmId, 1 << 20));
+/** The highest counter line printed so far. */
+const lastTick = async (b: QemuBackend, vmId: string): Promise<number> => Math.max(0, ...[...(await text(b, vmId)).matchAll(new RegExp(`${GUEST_TICK} (\\d+)`, "g"))].map((m) => Number(m[1])));
+const ticksPast = (b: QemuBackend, vmId: string, n: number, what: string) => until(async () => ((await lastTick(b, vmId)) > n ? true : undefined), what, BOOT_MS, 100);
+
+test("a real guest: console, pause/resume, graceful shutdown, SIGKILL, agent restart, delete", { timeout: 180_000 }, async () => {
+  let backend = new QemuBackend({ stateDir, kvm: false });
+  const events: BackendEvent[] = [];
+  backend.onEvent((e) => events.push(e));
+  const vmId = `life-${process.pid}`;
+  try {
+    await backend.ping();
+    assert.match(await backend.version(), /^QEMU emulator version \d+\.\d+/);
+    await backend.createVM(vmId, guestConfig());
+    await backend.bootVM(vmId);
+    await until(async () => ((await text(backend, vmId)).includes(guest.marker) ? true : undefined), "the boot marker", BOOT_MS, 100);
+    await ticksPast(backend, vmId, 2, "counter lines");
+
+    await backend.pauseVM(vmId);
+    assert.equal((await backend.getVMInfo(vmId)).state, "paused");
+    const frozen = await lastTick(backend, vmId);
+    // The guest prints 5 lines a second; over 1.5 s paused it must print none.
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(await lastTick(backend, vmId), frozen, "no output while paused");
+    await backend.resumeVM(vmId);
+    await ticksPast(backend, vmId, frozen, "output after resume");
+
+    const started = Date.now();
+    await backend.shutdownVM(vmId, { force: false, timeoutSeconds: 30 });
+    assert.ok(Date.now() - started < 20_000, "the guest powered off before the timeout");
+    assert.match(await text(backend, vmId), /quantix-guest-powering-off/, "the guest itself handled the power button");
+    assert.equal((await backend.getVMInfo(vmId)).state, "shutdown");
+
+    await backend.bootVM(vmId);
+    const pid = (await backend.getVMInfo(vmId)).pid;
+    assert.ok(pid);
+    process.kill(pid, "SIGKILL");
+    const crashed = await until(() => events.find((e) => e.state === "crashed"), "a crashed event", 5000);
+    assert.match(crashed.reason ?? "", /SIGKILL/);
+    const info = await backend.getVMInfo(vmId);
+    assert.equal(info.state, "crashed");
+    assert.equal(info.pid, undefined);
+
+    await backend.bootVM(vmId);
+    const before = await backend.getVMInfo(vmId);
+    await ticksPast(backend, vmId, 0, "counter lines after the reboot");
+    await backend.close();
+    assert.ok(before.pid && (await isAlive(before.pid)), "close() leaves QEMU running");
+
+    backend = new QemuBackend({ stateDir, kvm: false });
+    assert.deepEqual(await backend.recover(), [vmId]);
+    const adopted = await backend.getVMInfo(vmId);
+    assert.equal(adopted.state, "running");
+    assert.equal(adopted.pid, before.pid);
+    await ticksPast(backend, vmId, 0, "console output after re-adoption");
+
+    await backend.shutdownVM(vmId, { force: true, timeoutSeconds: 1 });
+    await backend.deleteVM(vmId);
+    assert.equal(await isAlive(before.pid), false);
+    assert.equal(existsSync(path.join(stateDir, "vms", vmId)), false);
+    await assert.rejects(backend.getVMInfo(vmId), /not found/);
+  } finally {
+    await forceCleanup(backend, vmId);
+  }
+});
+
+test("disk paths with ',' and '=' open exactly that file, qcow2 is detected, the NIC is on its TAP", { timeout: 120_000, skip: process.getuid?.() !== 0 ? "creating a TAP device needs root" : false }, async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "quantix-qemu-disks-"));
+  const evil = path.join(dir, "x,readonly=on,file=/etc/passwd");
+  const qcow = path.join(dir, "data.qcow2");
+  const tap = `qt${process.pid % 1_000_000}`;
+  const backend = new QemuBackend({ stateDir, kvm: false });
+  const vmId = `disks-${process.pid}`;
+  try {
+    // The name's "/etc/passwd" part is a directory inside `dir`: the file is ours.
+    await mkdir(path.dirname(evil), { recursive: true });
+    await writeFile(evil, new Uint8Array(1 << 20));
+    await run("qemu-img", ["create", "-q", "-f", "qcow2", qcow, "16M"]);
+    await run("ip", ["tuntap", "add", tap, "mode", "tap"]);
+    await backend.createVM(vmId, guestConfig({
+      storage: create(VmConfigSchema, { storage: [{ id: "evil", path: evil }, { id: "data", path: qcow, readOnly: true }] }).storage,
+      network: create(VmConfigSchema, { network: [{ id: "eth0", macAddress: "52:54:00:12:34:56", tapDevice: tap }] }).network,
+    }));
+    await backend.bootVM(vmId);
+    const blocks = await backend.executeQmp<{ inserted?: { file: string; drv: string; ro: boolean } }[]>(vmId, "query-block");
+    const inserted = blocks.map((b) => b.inserted).filter((i) => i !== undefined);
+    assert.deepEqual(inserted.map((i) => [i.file, i.drv, i.ro]), [[evil, "raw", false], [qcow, "qcow2", true]]);
+    const network = await backend.executeQmp<string>(vmId, "human-monitor-command", { "command-line": "info network" });
+    assert.match(network, new RegExp(`type=tap,ifname=${tap},`));
+    assert.match(network, /macaddr=52:54:00:12:34:56/);
+    await backend.shutdownVM(vmId, { force: true, timeoutSeconds: 1 });
+    await backend.deleteVM(vmId);
+  } finally {
+    await forceCleanup(backend, vmId);
+    await run("ip", ["link", "del", tap]).catch(() => {});
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/** Kills whatever a failed test left running and forgets the VM. */
+async function forceCleanup(backend: QemuBackend, vmId: string): Promise<void> {
+  const info = await backend.getVMInfo(vmId).catch(() => undefined);
+  if (info?.pid) process.kill(info.pid, "SIGKILL");
+  await backend.close();
+  await rm(path.join(stateDir, "vms", vmId), { recursive: true, force: true });
+}

@@ -1,0 +1,311 @@
+import { execFile } from "node:child_process";
+import { access, constants } from "node:fs/promises";
+import { promisify } from "node:util";
+import { QuantixError, notFound, systemClock, type Clock } from "@quantix/core";
+import { ConsoleOutput, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import type { Backend, BackendCapability, BackendEvent, BackendVmInfo, ShutdownOptions } from "../../backend.js";
+import { ConsoleRing, DEFAULT_CONSOLE_BUFFER_BYTES } from "../../console-ring.js";
+import { detectDiskSource } from "./disk-format.js";
+import { buildQemuArgs, hostPathViolation, qmpChardevOption, type DiskSource } from "./qemu-args.js";
+import { describeExit, isQemuProcess, killHard, processUsage, readPidFile } from "./qemu-process.js";
+import { QemuRuntime, type RuntimeEnd } from "./qemu-runtime.js";
+import { clearRuntimeFiles, listVmDirs, loadRecord, removeVmDir, saveRecord, vmPaths, type VmPaths, type VmRecord } from "./qemu-vm-dir.js";
+
+/** Settings of {@link QemuBackend} (VMCP_QEMU_BINARY, VMCP_QEMU_KVM, the agent's state dir). */
+export interface QemuBackendOptions {
+  /** Absolute directory holding `vms/<vmId>/` for every VM. */
+  readonly stateDir: string;
+  /** The QEMU binary; default qemu-system-x86_64 from PATH. */
+  readonly binary?: string;
+  /** `-accel kvm` when true, `-accel tcg` otherwise. */
+  readonly kvm: boolean;
+  /** Console bytes kept per VM; default 1 MiB. */
+  readonly consoleBufferBytes?: number;
+  readonly clock?: Clock;
+}
+
+interface Entry {
+  readonly paths: VmPaths;
+  readonly record: VmRecord;
+  readonly ring: ConsoleRing;
+  runtime: QemuRuntime | undefined;
+  /** Set while shutdownVM/deleteVM stops QEMU, so its end is not a crash. */
+  stopping: boolean;
+  cpuSample: { atMs: number; cpuMs: number } | undefined;
+}
+
+const run = promisify(execFile);
+// Longest unix socket path (sun_path is 108 bytes with the terminating NUL).
+const MAX_SOCKET_PATH = 107;
+
+/**
+ * The QEMU backend: one detached QEMU process per VM (see qemu-runtime.ts), which keeps
+ * running across agent restarts and is re-adopted by recover(). Graceful reboot is a
+ * system_reset like the forced one: without a guest agent QEMU has no way to ask the
+ * guest to reboot (ACPI has a power button, not a reset button).
+ */
+export class QemuBackend implements Backend {
+  readonly type = "qemu";
+  readonly capabilities: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "reboot", "graceful-shutdown", "console", "qcow2", "readopt"]);
+  private readonly entries = new Map<string, Entry>();
+  private readonly listeners = new Set<(e: BackendEvent) => void>();
+  private readonly binary: string;
+  private readonly clock: Clock;
+  private versionText: Promise<string> | undefined;
+  private closed = false;
+
+  constructor(private readonly options: QemuBackendOptions) {
+    const bad = hostPathViolation("stateDir", options.stateDir);
+    if (bad) throw new QuantixError("invalid_argument", `QEMU backend state directory ${bad.description}`);
+    this.binary = options.binary ?? "qemu-system-x86_64";
+    this.clock = options.clock ?? systemClock;
+  }
+
+  version(): Promise<string> {
+    this.versionText ??= run(this.binary, ["--version"]).then(
+      ({ stdout }) => /QEMU emulator version [0-9][^\s(]*/.exec(stdout)?.[0] ?? stdout.split("\n")[0]?.trim() ?? "unknown",
+      (err: unknown) => {
+        this.versionText = undefined; // retry next time: it may get installed
+        throw new QuantixError("unavailable", `QEMU binary '${this.binary}' does not run (${String(err)}); install qemu-system-x86 or set VMCP_QEMU_BINARY`);
+      },
+    );
+    return this.versionText;
+  }
+
+  async ping(): Promise<void> {
+    await this.version();
+    if (this.options.kvm) {
+      await access("/dev/kvm", constants.R_OK | constants.W_OK).catch(() => {
+        throw new QuantixError("unavailable", "KVM is not usable (/dev/kvm is missing or not accessible); set VMCP_QEMU_KVM=false to use TCG");
+      });
+    }
+  }
+
+  /**
+   * Re-adopts every VM directory. A live QEMU (its pid file names a process whose command
+   * line has this VM's QMP socket) is re-attached. A dead one is reported crashed if the
+   * agent last knew it running (it ended while no agent watched), and keeps its recorded
+   * state (created/shutdown/crashed) otherwise. The console ring starts empty: output
+   * from before the restart, and while no agent was connected, is lost.
+   */
+  async recover(): Promise<string[]> {
+    const ids: string[] = [];
+    for (const vmId of await listVmDirs(this.options.stateDir)) {
+      const paths = vmPaths(this.options.stateDir, vmId);
+      const record = await loadRecord(paths);
+      if (!record) continue;
+      const entry = this.addEntry(vmId, paths, record);
+      const pid = await readPidFile(paths.pidFile);
+      if (pid && (await isQemuProcess(pid, qmpChardevOption(paths.qmpSocket)))) {
+        try {
+          entry.runtime = await QemuRuntime.adopt(pid, this.runtimeOptions(vmId, entry));
+          record.state = "running";
+        } catch (err) {
+          killHard(pid); // alive but unreachable: nothing could manage it
+          this.markEnded(entry, `QEMU could not be re-adopted: ${String(err)}`);
+        }
+      } else if (record.state === "running") {
+        this.markEnded(entry, "QEMU exited while the agent was not running");
+      }
+      await saveRecord(paths, record);
+      ids.push(vmId);
+    }
+    return ids;
+  }
+
+  async createVM(vmId: string, config: VmConfig): Promise<void> {
+    const paths = vmPaths(this.options.stateDir, vmId);
+    if (Buffer.byteLength(paths.consoleSocket) > MAX_SOCKET_PATH) throw new QuantixError("failed_precondition", `the agent's state directory is too long for unix socket paths of VM '${vmId}'`);
+    // Detect formats now, before any guest writes to the disk; a disk that does not exist
+    // yet is detected at its first boot instead.
+    const disks = await Promise.all(config.storage.map((d) => detectDiskSource(d.path).catch(() => undefined)));
+    const known = disks.every((d) => d !== undefined) ? (disks as DiskSource[]) : undefined;
+    // Builds the command line once to reject what QEMU here cannot do before anything exists.
+    buildQemuArgs({ vmId, config, kvm: this.options.kvm, ...paths, disks: known ?? config.storage.map(() => ({ format: "raw", blockDevice: false })) });
+    const record: VmRecord = { config, disks: known, state: "created", crashReason: undefined, startedAtMs: undefined };
+    await saveRecord(paths, record);
+    this.addEntry(vmId, paths, record);
+  }
+
+  async deleteVM(vmId: string): Promise<void> {
+    const entry = this.entry(vmId);
+    if (entry.runtime) await this.stop(entry, { force: true, timeoutSeconds: 0 });
+    entry.ring.close();
+    this.entries.delete(vmId);
+    await removeVmDir(entry.paths);
+  }
+
+  async bootVM(vmId: string): Promise<void> {
+    const entry = this.entry(vmId);
+    if (entry.runtime) return;
+    const { record, paths } = entry;
+    record.disks ??= await Promise.all(record.config.storage.map((d) => detectDiskSource(d.path).catch((err: unknown) => {
+      throw new QuantixError("failed_precondition", `disk '${d.id}' cannot be opened: ${String(err)}`);
+    })));
+    const args = buildQemuArgs({ vmId, config: record.config, kvm: this.options.kvm, ...paths, disks: record.disks });
+    entry.stopping = false;
+    entry.cpuSample = undefined;
+    entry.runtime = await QemuRuntime.start(this.binary, args, this.runtimeOptions(vmId, entry));
+    Object.assign(record, { state: "running", crashReason: undefined, startedAtMs: this.clock.now() });
+    await saveRecord(paths, record);
+  }
+
+  async shutdownVM(vmId: string, options: ShutdownOptions): Promise<void> {
+    await this.stop(this.entry(vmId), options);
+  }
+
+  async pauseVM(vmId: string): Promise<void> {
+    const rt = this.running(vmId);
+    await rt.qmp.execute("stop");
+    rt.paused = true;
+  }
+
+  async resumeVM(vmId: string): Promise<void> {
+    const rt = this.running(vmId);
+    await rt.qmp.execute("cont");
+    rt.paused = false;
+  }
+
+  async rebootVM(vmId: string, _force: boolean): Promise<void> {
+    await this.running(vmId).qmp.execute("system_reset");
+    const entry = this.entry(vmId);
+    entry.record.startedAtMs = this.clock.now();
+    await saveRecord(entry.paths, entry.record);
+  }
+
+  async getVMInfo(vmId: string): Promise<BackendVmInfo> {
+    return this.info(vmId, this.entry(vmId));
+  }
+
+  async listVMs(): Promise<BackendVmInfo[]> {
+    return Promise.all([...this.entries].map(([id, e]) => this.info(id, e)));
+  }
+
+  async consoleTail(vmId: string, tailBytes: number): Promise<Uint8Array> {
+    return this.entry(vmId).ring.tail(tailBytes);
+  }
+
+  async consolePosition(vmId: string): Promise<{ start: number; end: number }> {
+    return this.entry(vmId).ring.position();
+  }
+
+  followConsole(vmId: string, signal: AbortSignal): AsyncIterable<Uint8Array> {
+    return this.entry(vmId).ring.follow(signal);
+  }
+
+  /** Runs a QMP command on a running VM: for diagnostics and tests, not for the agent's logic. */
+  async executeQmp<T = unknown>(vmId: string, command: string, args?: Record<string, unknown>): Promise<T> {
+    return this.running(vmId).qmp.execute<T>(command, args);
+  }
+
+  onEvent(listener: (event: BackendEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const entry of this.entries.values()) {
+      entry.runtime?.detach();
+      entry.runtime = undefined;
+      entry.ring.close();
+    }
+    this.entries.clear();
+    this.listeners.clear();
+  }
+
+  /**
+   * Graceful: resumes a paused guest (a paused one cannot react), presses the ACPI power
+   * button every 2 s (a guest still booting misses a single press), and quits QEMU after
+   * the timeout. Forced: quits at once. SIGKILL if QEMU outlives quit by 5 s.
+   */
+  private async stop(entry: Entry, options: ShutdownOptions): Promise<void> {
+    const rt = entry.runtime;
+    if (!rt) return;
+    entry.stopping = true;
+    const endedWithin = (ms: number): Promise<boolean> => new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      void rt.ended.then(() => (clearTimeout(timer), resolve(true)));
+    });
+    if (!options.force) {
+      if (rt.paused) await rt.qmp.execute("cont").catch(() => {});
+      const deadline = this.clock.now() + options.timeoutSeconds * 1000;
+      let left: number;
+      do {
+        await rt.qmp.execute("system_powerdown").catch(() => {});
+        left = deadline - this.clock.now();
+      } while (left > 0 && !(await endedWithin(Math.min(2000, left))));
+    }
+    if (!(await endedWithin(0))) {
+      await rt.qmp.execute("quit").catch(() => {});
+      if (!(await endedWithin(5000))) killHard(rt.pid);
+    }
+    await rt.ended;
+  }
+
+  private runtimeOptions(vmId: string, entry: Entry) {
+    const console = entry.record.config.console;
+    const consoleSocket = (!console || console.enabled) && console?.output !== ConsoleOutput.NULL;
+    return { paths: entry.paths, ring: entry.ring, consoleSocket, onEnd: (end: RuntimeEnd) => this.onEnd(vmId, entry, end) };
+  }
+
+  /** QEMU ended: asked to (shutdown), the guest powered off (shutdown), or else crashed. */
+  private onEnd(vmId: string, entry: Entry, end: RuntimeEnd): void {
+    if (this.closed || this.entries.get(vmId) !== entry) return;
+    const requested = entry.stopping;
+    const reason = end.guestShutdown ? "the guest powered off" : end.exit ? `QEMU exited with ${describeExit(end.exit)}` : "QEMU exited (adopted from an earlier agent: exit status unknown)";
+    this.markEnded(entry, requested || end.guestShutdown ? undefined : reason);
+    void saveRecord(entry.paths, entry.record).catch(() => {});
+    void clearRuntimeFiles(entry.paths).catch(() => {});
+    if (requested) return;
+    const event: BackendEvent = { vmId, state: entry.record.state, reason };
+    for (const l of [...this.listeners]) l(event);
+  }
+
+  /** Records that QEMU is gone: crashed with `crashReason`, or shut down without one. */
+  private markEnded(entry: Entry, crashReason: string | undefined): void {
+    entry.runtime = undefined;
+    Object.assign(entry.record, { state: crashReason ? "crashed" : "shutdown", crashReason, startedAtMs: undefined });
+  }
+
+  private async info(vmId: string, entry: Entry): Promise<BackendVmInfo> {
+    const rt = entry.runtime;
+    const base = { vmId, config: entry.record.config, crashReason: entry.record.crashReason };
+    if (!rt) return { ...base, state: entry.record.state === "running" ? "crashed" : entry.record.state, metrics: { cpuUsagePercent: 0, memoryUsageBytes: 0n, uptimeSeconds: 0n } };
+    const now = this.clock.now();
+    const startedAtMs = entry.record.startedAtMs ?? now;
+    const usage = await processUsage(rt.pid);
+    let cpu = 0;
+    if (usage) {
+      const prev = entry.cpuSample ?? { atMs: startedAtMs, cpuMs: 0 };
+      const vcpus = Math.max(1, entry.record.config.cpu?.vcpuCount ?? 1);
+      if (now > prev.atMs) cpu = Math.min(100, Math.max(0, ((usage.cpuMs - prev.cpuMs) / (now - prev.atMs) / vcpus) * 100));
+      entry.cpuSample = { atMs: now, cpuMs: usage.cpuMs };
+    }
+    return {
+      ...base,
+      state: rt.paused ? "paused" : "running",
+      pid: rt.pid,
+      startedAtMs,
+      metrics: { cpuUsagePercent: cpu, memoryUsageBytes: usage?.rssBytes ?? 0n, uptimeSeconds: BigInt(Math.max(0, Math.floor((now - startedAtMs) / 1000))) },
+    };
+  }
+
+  private addEntry(vmId: string, paths: VmPaths, record: VmRecord): Entry {
+    const entry: Entry = { paths, record, ring: new ConsoleRing(this.options.consoleBufferBytes ?? DEFAULT_CONSOLE_BUFFER_BYTES), runtime: undefined, stopping: false, cpuSample: undefined };
+    this.entries.set(vmId, entry);
+    return entry;
+  }
+
+  private entry(vmId: string): Entry {
+    const entry = this.entries.get(vmId);
+    if (!entry) throw notFound("VM", vmId);
+    return entry;
+  }
+
+  private running(vmId: string): QemuRuntime {
+    const rt = this.entry(vmId).runtime;
+    if (!rt) throw new QuantixError("failed_precondition", `VM '${vmId}' is not running`);
+    return rt;
+  }
+}

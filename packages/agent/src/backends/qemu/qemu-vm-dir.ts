@@ -1,0 +1,98 @@
+import { fromJsonString, toJsonString } from "@bufbuild/protobuf";
+import { mkdir, readFile, readdir, rename, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { QuantixError } from "@quantix/core";
+import { VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import type { DiskSource } from "./qemu-args.js";
+
+/**
+ * One VM's state directory, `<stateDir>/vms/<vmId>/`: the QMP and console sockets, the
+ * pid file, QEMU's log, and `vm.json` (config, detected disk formats and the last
+ * state the agent knew), which lets a restarted agent re-adopt or report the VM.
+ */
+
+/** Ids become directory names, so only this strict pattern is accepted. */
+export const VM_ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
+
+/** What the agent keeps on disk about a VM. */
+export interface VmRecord {
+  readonly config: VmConfig;
+  /** Formats detected before the guest first ran; undefined until then. */
+  disks: DiskSource[] | undefined;
+  /** The last state the agent set or saw: "running" means it should be up. */
+  state: "created" | "running" | "shutdown" | "crashed";
+  crashReason: string | undefined;
+  startedAtMs: number | undefined;
+}
+
+/** The files of one VM. */
+export interface VmPaths {
+  readonly dir: string;
+  readonly qmpSocket: string;
+  readonly consoleSocket: string;
+  readonly pidFile: string;
+  readonly logFile: string;
+  readonly recordFile: string;
+}
+
+/** The paths of VM `vmId` under `stateDir`; INVALID_ARGUMENT for an id outside the pattern. */
+export function vmPaths(stateDir: string, vmId: string): VmPaths {
+  if (!VM_ID_PATTERN.test(vmId)) throw new QuantixError("invalid_argument", `invalid VM id: must match ${VM_ID_PATTERN.source}`, [{ field: "vm_id", reason: "INVALID_FORMAT", description: `must match ${VM_ID_PATTERN.source}` }]);
+  const dir = path.join(stateDir, "vms", vmId);
+  return {
+    dir,
+    qmpSocket: path.join(dir, "qmp.sock"),
+    consoleSocket: path.join(dir, "console.sock"),
+    pidFile: path.join(dir, "qemu.pid"),
+    logFile: path.join(dir, "qemu.log"),
+    recordFile: path.join(dir, "vm.json"),
+  };
+}
+
+/** Ids of every VM directory under `stateDir` whose name fits the pattern. */
+export async function listVmDirs(stateDir: string): Promise<string[]> {
+  const entries = await readdir(path.join(stateDir, "vms"), { withFileTypes: true }).catch(() => []);
+  return entries.filter((e) => e.isDirectory() && VM_ID_PATTERN.test(e.name)).map((e) => e.name).sort();
+}
+
+/** Writes the record atomically (temp file + rename), creating the directory if needed. */
+export async function saveRecord(paths: VmPaths, record: VmRecord): Promise<void> {
+  await mkdir(paths.dir, { recursive: true, mode: 0o700 });
+  const json = JSON.stringify({
+    config: JSON.parse(toJsonString(VmConfigSchema, record.config)) as unknown,
+    disks: record.disks,
+    state: record.state,
+    crashReason: record.crashReason,
+    startedAtMs: record.startedAtMs,
+  });
+  const tmp = `${paths.recordFile}.tmp`;
+  await writeFile(tmp, json, { mode: 0o600 });
+  await rename(tmp, paths.recordFile);
+}
+
+/** Reads the record; undefined when absent or unreadable (a half-created directory). */
+export async function loadRecord(paths: VmPaths): Promise<VmRecord | undefined> {
+  try {
+    const raw = JSON.parse(await readFile(paths.recordFile, "utf8")) as Record<string, unknown>;
+    const state = raw["state"];
+    return {
+      config: fromJsonString(VmConfigSchema, JSON.stringify(raw["config"] ?? {})),
+      disks: Array.isArray(raw["disks"]) ? (raw["disks"] as DiskSource[]) : undefined,
+      state: state === "running" || state === "shutdown" || state === "crashed" ? state : "created",
+      crashReason: typeof raw["crashReason"] === "string" ? raw["crashReason"] : undefined,
+      startedAtMs: typeof raw["startedAtMs"] === "number" ? raw["startedAtMs"] : undefined,
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Removes the sockets and pid file a previous QEMU left, before starting a new one. */
+export async function clearRuntimeFiles(paths: VmPaths): Promise<void> {
+  await Promise.all([paths.qmpSocket, paths.consoleSocket, paths.pidFile].map((f) => rm(f, { force: true })));
+}
+
+/** Removes the whole VM directory. */
+export async function removeVmDir(paths: VmPaths): Promise<void> {
+  await rm(paths.dir, { recursive: true, force: true });
+}
