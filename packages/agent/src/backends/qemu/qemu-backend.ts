@@ -145,7 +145,10 @@ export class QemuBackend implements Backend {
     const args = buildQemuArgs({ vmId, config: record.config, kvm: this.options.kvm, ...paths, disks: record.disks });
     entry.stopping = false;
     entry.cpuSample = undefined;
-    entry.runtime = await QemuRuntime.start(this.binary, args, this.runtimeOptions(vmId, entry));
+    entry.runtime = await QemuRuntime.start(this.binary, args, this.runtimeOptions(vmId, entry)).catch((err: unknown) => {
+      if (!this.options.kvm || !(err instanceof QuantixError)) throw err;
+      throw new QuantixError(err.code, `${err.message}; if KVM cannot run guests on this host, set VMCP_QEMU_KVM=false`);
+    });
     Object.assign(record, { state: "running", crashReason: undefined, startedAtMs: this.clock.now() });
     await saveRecord(paths, record);
   }
@@ -253,7 +256,10 @@ export class QemuBackend implements Backend {
   private onEnd(vmId: string, entry: Entry, end: RuntimeEnd): void {
     if (this.closed || this.entries.get(vmId) !== entry) return;
     const requested = entry.stopping;
-    const reason = end.guestShutdown ? "the guest powered off" : end.exit ? `QEMU exited with ${describeExit(end.exit)}` : "QEMU exited (adopted from an earlier agent: exit status unknown)";
+    let reason = end.guestShutdown ? "the guest powered off" : end.exit ? `QEMU exited with ${describeExit(end.exit)}` : "QEMU exited (adopted from an earlier agent: exit status unknown)";
+    // A KVM that cannot run this guest makes QEMU abort at the first vCPU run (seen on hosts
+    // with a paravirtualised /dev/kvm), so say what to change.
+    if (this.options.kvm && end.exit?.signal === "SIGABRT") reason += "; KVM may not be usable on this host: set VMCP_QEMU_KVM=false";
     this.markEnded(entry, requested || end.guestShutdown ? undefined : reason);
     void saveRecord(entry.paths, entry.record).catch(() => {});
     void clearRuntimeFiles(entry.paths).catch(() => {});

@@ -73,8 +73,10 @@ export class QemuRuntime {
       await runtime.attachConsole();
       await qmp.execute("cont");
     } catch (err) {
+      // QEMU dying at the first vCPU run closes QMP under "cont": its log says why.
+      const why = await Promise.race([early.then(() => undefined, (e: unknown) => e), new Promise((r) => setTimeout(r, 5000, undefined))]);
       killHard(child.pid);
-      throw err;
+      throw why ?? err;
     }
     return runtime;
   }
