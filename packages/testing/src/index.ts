@@ -1,3 +1,4 @@
 export * from "./test-server.js";
 export * from "./until.js";
 export * from "./rpc.js";
+export * from "./postgres.js";

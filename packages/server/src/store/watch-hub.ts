@@ -35,13 +35,30 @@ export class WatchHub<T> {
   private readonly jobs: { events: ChangeEvent<T>[]; subs: Subscriber<T>[]; next: number }[] = [];
   private scheduled = false;
   /** Watchers may resume after this revision or later. */
-  private compactedThrough = 0n;
+  private compactedThrough: bigint;
 
+  /**
+   * `historyStart`: the revision this hub's history begins after (a durable store's
+   * revision when it opened; older changes are read from its own history).
+   */
   constructor(
     private readonly kind: string,
     private readonly currentRevision: () => bigint,
     private readonly limits: WatchHubLimits = DEFAULT_WATCH_LIMITS,
-  ) {}
+    historyStart = 0n,
+  ) {
+    this.compactedThrough = historyStart;
+  }
+
+  /** Undelivered changes a pulling watcher may accumulate before it is cut off. */
+  get maxBacklog(): number {
+    return this.limits.maxBacklog;
+  }
+
+  /** The oldest revision a watcher may resume from with this hub alone. */
+  get oldestResumable(): bigint {
+    return this.compactedThrough;
+  }
 
   /** Records a change; watchers receive it once the current call stack is done. */
   publish(event: ChangeEvent<T>): void {

@@ -1,0 +1,141 @@
+import { QuantixError, type ChangeType } from "@quantix/core";
+import type { WatchHub } from "../watch-hub.js";
+import { big, type SqlDriver } from "./sql-driver.js";
+
+/** The channel writes notify after commit; the payload is the new revision. */
+export const CHANGES_CHANNEL = "quantix_changes";
+
+/** Rows read per query when catching up. */
+const BATCH = 1000;
+
+interface Sink {
+  readonly hub: WatchHub<unknown>;
+  readonly decode: (data: Uint8Array) => unknown;
+}
+
+/**
+ * Follows the change history table and publishes each change, in revision order, to the
+ * watch hub of its kind. Woken by LISTEN/NOTIFY (a write on any replica notifies at commit)
+ * and, as a safety net for a lost notification or LISTEN connection, by a periodic poll.
+ * Because revisions commit in order (see migrations.ts), reading `revision > last` never
+ * skips a change that commits later: no gaps, no duplicates.
+ */
+export class ChangeTailer {
+  private last: bigint;
+  private readonly sinks = new Map<string, Sink>();
+  private running: Promise<void> | undefined;
+  private again = false;
+  private timer: NodeJS.Timeout | undefined;
+  private unlisten: (() => Promise<void>) | undefined;
+  private failure: unknown;
+
+  constructor(
+    private readonly driver: SqlDriver,
+    startRevision: bigint,
+    private readonly pollMs: number,
+    private readonly onError: (err: unknown) => void,
+  ) {
+    this.last = startRevision;
+  }
+
+  /** The newest revision published to the hubs. */
+  get revision(): bigint {
+    return this.last;
+  }
+
+  register(kind: string, hub: WatchHub<unknown>, decode: (data: Uint8Array) => unknown): void {
+    this.sinks.set(kind, { hub, decode });
+  }
+
+  async start(): Promise<void> {
+    await this.relisten();
+    this.timer = setInterval(() => {
+      if (!this.unlisten) void this.relisten();
+      this.kick();
+    }, this.pollMs);
+    this.timer.unref();
+  }
+
+  /** Reads new changes now (coalesced with a read already under way). */
+  kick(): Promise<void> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      try {
+        do {
+          this.again = false;
+          while ((await this.readBatch()) === BATCH);
+        } while (this.again);
+        this.failure = undefined;
+      } catch (err) {
+        this.failure = err;
+        this.onError(err);
+      } finally {
+        this.running = undefined;
+      }
+    })();
+    return this.running;
+  }
+
+  /**
+   * Resolves once every change committed so far is published, so that a watch starting
+   * now is SYNCED at the store's latest revision (a write acknowledged by any replica
+   * before the watch began is in its replay). OUT_OF_RANGE when `from` is newer than the
+   * store.
+   */
+  async syncFrom(from: bigint): Promise<void> {
+    const { rows } = await this.driver.query<{ revision: unknown }>("SELECT revision FROM quantix_meta WHERE id = 1");
+    const latest = big(rows[0]?.revision ?? 0);
+    if (from > latest) throw new QuantixError("out_of_range", `watch: revision ${from} is newer than the store's latest revision ${latest}`);
+    for (let i = 0; i < 3 && this.last < latest; i++) await this.kick();
+    if (this.last < latest) throw new QuantixError("unavailable", `watch: could not read the change history up to revision ${latest}: ${String(this.failure ?? "unknown error")}; retry`);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.running;
+    await this.unlisten?.();
+    this.unlisten = undefined;
+  }
+
+  private async relisten(): Promise<void> {
+    try {
+      const stop = await this.driver.listen(
+        CHANGES_CHANNEL,
+        () => void this.kick(),
+        () => (this.unlisten = undefined),
+      );
+      this.unlisten = async () => {
+        this.unlisten = undefined;
+        await stop();
+      };
+      // Changes committed while not listening are read now.
+      void this.kick();
+    } catch (err) {
+      this.onError(err);
+    }
+  }
+
+  private async readBatch(): Promise<number> {
+    const { rows } = await this.driver.query<{ revision: unknown; kind: string; type: string; data: Uint8Array; previous: Uint8Array | null }>(
+      "SELECT revision, kind, type, data, previous FROM quantix_changes WHERE revision > $1 ORDER BY revision LIMIT $2",
+      [this.last, BATCH],
+    );
+    for (const row of rows) {
+      const revision = big(row.revision);
+      const sink = this.sinks.get(row.kind);
+      if (sink) {
+        sink.hub.publish({
+          type: row.type as ChangeType,
+          object: sink.decode(row.data),
+          previous: row.previous ? sink.decode(row.previous) : undefined,
+          revision,
+        });
+      }
+      this.last = revision;
+    }
+    return rows.length;
+  }
+}

@@ -1,0 +1,114 @@
+import { QuantixError } from "@quantix/core";
+import { type Queryable, type SqlDriver } from "./sql-driver.js";
+
+/**
+ * The schema, as an append-only list of migrations: never edit one that has shipped; add
+ * the next. Every store (embedded and PostgreSQL) runs the same list.
+ *
+ * Text columns that order pages use COLLATE "C" (byte order), so the database orders
+ * names exactly as page cursors compare them, whatever the server's locale.
+ */
+export const MIGRATIONS: readonly { readonly version: number; readonly name: string; readonly sql: string }[] = [
+  {
+    version: 1,
+    name: "revisions, vms, nodes and the change history",
+    sql: `
+      CREATE TABLE quantix_meta (
+        id int PRIMARY KEY CHECK (id = 1),
+        -- The latest revision. Every write increments it in its own transaction, which also
+        -- locks this row until commit: revisions commit in order, so a reader that sees
+        -- revision N sees every revision before it.
+        revision bigint NOT NULL,
+        -- Changes at or below this revision have been deleted from quantix_changes.
+        compacted_revision bigint NOT NULL,
+        demo_seeded boolean NOT NULL
+      );
+      INSERT INTO quantix_meta (id, revision, compacted_revision, demo_seeded) VALUES (1, 0, 0, false);
+
+      CREATE TABLE quantix_vms (
+        id text COLLATE "C" PRIMARY KEY,
+        project_id text COLLATE "C" NOT NULL,
+        name text COLLATE "C" NOT NULL,
+        labels jsonb NOT NULL,
+        state int NOT NULL,
+        node_id text COLLATE "C" NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_vms_project_name UNIQUE (project_id, name)
+      );
+      CREATE INDEX quantix_vms_by_name ON quantix_vms (name, id);
+      CREATE INDEX quantix_vms_by_created ON quantix_vms (created_ms, id);
+      CREATE INDEX quantix_vms_by_project_created ON quantix_vms (project_id, created_ms, id);
+      CREATE INDEX quantix_vms_by_node ON quantix_vms (node_id, name, id);
+      CREATE INDEX quantix_vms_labels ON quantix_vms USING gin (labels jsonb_path_ops);
+
+      CREATE TABLE quantix_nodes (
+        id text COLLATE "C" PRIMARY KEY,
+        hostname text COLLATE "C" NOT NULL,
+        labels jsonb NOT NULL,
+        phase int NOT NULL,
+        schedulable boolean NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_nodes_hostname UNIQUE (hostname)
+      );
+      CREATE INDEX quantix_nodes_by_created ON quantix_nodes (created_ms, id);
+      CREATE INDEX quantix_nodes_labels ON quantix_nodes USING gin (labels jsonb_path_ops);
+
+      -- One row per revision: what changed, the object after it, and (MODIFIED) before it.
+      CREATE TABLE quantix_changes (
+        revision bigint PRIMARY KEY,
+        kind text NOT NULL,
+        type text NOT NULL,
+        data bytea NOT NULL,
+        previous bytea
+      );
+    `,
+  },
+];
+
+/** The newest schema version this binary knows. */
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+
+/** The advisory lock key that serialises migrations across processes ("quantix" in ASCII). */
+const MIGRATION_LOCK = 0x7175616e746978n;
+
+/**
+ * Brings the database to SCHEMA_VERSION: each pending migration in its own transaction
+ * with its version row, under an advisory lock so that replicas starting together take
+ * turns (the second finds nothing to do). A database newer than this binary is refused
+ * before anything is written. Returns the versions applied.
+ */
+export async function migrate(driver: SqlDriver, log: (msg: string) => void): Promise<number[]> {
+  return driver.withAdvisoryLock(MIGRATION_LOCK, async (conn) => {
+    await conn.query(`CREATE TABLE IF NOT EXISTS quantix_schema_migrations (
+      version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+    const current = await schemaVersion(conn);
+    if (current > SCHEMA_VERSION) {
+      throw new QuantixError(
+        "failed_precondition",
+        `the database's schema is at version ${current}, newer than this Quantix binary understands (version ${SCHEMA_VERSION}): ` +
+          `run a Quantix release at least as new as the one that last wrote this database, or point QUANTIX_STORE / QUANTIX_DATA_DIR elsewhere. Nothing was changed.`,
+      );
+    }
+    const applied: number[] = [];
+    for (const m of MIGRATIONS) {
+      if (m.version <= current) continue;
+      log(`applying schema migration ${m.version}: ${m.name}`);
+      await driver.transaction(async (tx) => {
+        await tx.exec(m.sql);
+        await tx.query("INSERT INTO quantix_schema_migrations (version, name) VALUES ($1, $2)", [m.version, m.name]);
+      });
+      applied.push(m.version);
+    }
+    return applied;
+  });
+}
+
+/** The highest applied migration, or 0 for an empty database. */
+export async function schemaVersion(conn: Queryable): Promise<number> {
+  const { rows } = await conn.query<{ v: number | null }>("SELECT max(version) AS v FROM quantix_schema_migrations");
+  return rows[0]?.v ?? 0;
+}

@@ -1,0 +1,130 @@
+import pg from "pg";
+import { toWire, type Param, type Queryable, type Row, type SqlDriver } from "./sql-driver.js";
+
+type Conn = pg.Pool | pg.PoolClient | pg.Client;
+
+function wrap(c: Conn): Queryable {
+  return {
+    async query<R extends Row>(sql: string, params: readonly Param[] = []) {
+      const res = await c.query<R>(sql, params.map(toWire));
+      return { rows: res.rows, rowCount: res.rowCount ?? res.rows.length };
+    },
+    async exec(sql: string) {
+      await c.query(sql);
+    },
+  };
+}
+
+/** Limits of the connection pool to a PostgreSQL server. */
+export interface PgLimits {
+  /** Connections in the pool. */
+  readonly maxConnections: number;
+  /** How long to wait for a connection before failing. */
+  readonly connectTimeoutMs: number;
+  /** Longest a single statement may run. */
+  readonly statementTimeoutMs: number;
+}
+
+/**
+ * A PostgreSQL server through node-postgres: a pool for queries and transactions, and one
+ * dedicated connection for LISTEN (notifications arrive only on the connection that
+ * listens). int8 columns come back as strings and are read with big().
+ */
+export class PgDriver implements SqlDriver {
+  readonly kind = "postgres" as const;
+  private listener: pg.Client | undefined;
+  private readonly root: Queryable;
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    private readonly url: string,
+    private readonly limits: PgLimits,
+  ) {
+    this.root = wrap(pool);
+  }
+
+  /** Connects (and checks the connection with one round trip). */
+  static async open(url: string, limits: PgLimits): Promise<PgDriver> {
+    const pool = new pg.Pool({
+      connectionString: url,
+      max: limits.maxConnections,
+      connectionTimeoutMillis: limits.connectTimeoutMs,
+      statement_timeout: limits.statementTimeoutMs,
+      application_name: "quantix",
+    });
+    // An idle client that loses its server emits 'error' on the pool; the next query reconnects.
+    pool.on("error", () => undefined);
+    try {
+      await pool.query("SELECT 1");
+    } catch (err) {
+      await pool.end().catch(() => undefined);
+      throw err;
+    }
+    return new PgDriver(pool, url, limits);
+  }
+
+  query<R extends Row = Row>(sql: string, params?: readonly Param[]) {
+    return this.root.query<R>(sql, params);
+  }
+
+  exec(sql: string): Promise<void> {
+    return this.root.exec(sql);
+  }
+
+  async transaction<T>(fn: (tx: Queryable) => Promise<T>, options?: { repeatableRead?: boolean }): Promise<T> {
+    const client = await this.pool.connect();
+    try {
+      await client.query(options?.repeatableRead ? "BEGIN ISOLATION LEVEL REPEATABLE READ" : "BEGIN");
+      const result = await fn(wrap(client));
+      await client.query("COMMIT");
+      return result;
+    } catch (err) {
+      await client.query("ROLLBACK").catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  async withAdvisoryLock<T>(key: bigint, fn: (conn: Queryable) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    try {
+      await client.query("SELECT pg_advisory_lock($1)", [key.toString()]);
+      try {
+        return await fn(wrap(client));
+      } finally {
+        await client.query("SELECT pg_advisory_unlock($1)", [key.toString()]);
+      }
+    } finally {
+      client.release();
+    }
+  }
+
+  async listen(channel: string, onNotify: (payload: string) => void, onLost?: () => void): Promise<() => Promise<void>> {
+    if (!/^[a-z_][a-z0-9_]*$/.test(channel)) throw new Error(`invalid channel name ${channel}`);
+    const client = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: this.limits.connectTimeoutMs, application_name: "quantix-listen" });
+    // A lost LISTEN connection is reported, and re-established by the tailer's next poll.
+    const lost = () => {
+      if (this.listener !== client) return;
+      this.listener = undefined;
+      onLost?.();
+    };
+    client.on("error", lost);
+    client.on("end", lost);
+    await client.connect();
+    client.on("notification", (msg) => {
+      if (msg.channel === channel) onNotify(msg.payload ?? "");
+    });
+    await client.query(`LISTEN ${channel}`);
+    this.listener = client;
+    return async () => {
+      this.listener = undefined;
+      await client.end().catch(() => undefined);
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.listener?.end().catch(() => undefined);
+    await this.pool.end();
+  }
+}
