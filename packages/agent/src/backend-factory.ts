@@ -1,4 +1,4 @@
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { QuantixError } from "@quantix/core";
 import type { Backend } from "./backend.js";
 import type { AgentConfig } from "./config.js";
@@ -21,9 +21,10 @@ export async function createBackend(config: AgentConfig): Promise<Backend> {
       const { createFirecrackerBackend } = await import("./backends/firecracker/firecracker-backend.js");
       return createFirecrackerBackend({ binary: "firecracker", stateDir: join(config.stateDir, "firecracker") });
     }
-    case "qemu":
-      // TODO(qemu backend): construct it here once packages/agent/src/backends/qemu/ exports one.
-      throw new QuantixError("unimplemented", "the qemu backend is not part of this agent yet; set VMCP_BACKEND=simulated (or cloud-hypervisor, firecracker)");
+    case "qemu": {
+      const { QemuBackend } = await import("./backends/qemu/qemu-backend.js");
+      return new QemuBackend({ stateDir: join(resolve(config.stateDir), "qemu"), binary: config.qemuBinary, kvm: config.qemuKvm });
+    }
     default: {
       const never: never = config.backend;
       throw new QuantixError("invalid_argument", `unknown backend ${String(never)}`);
