@@ -60,6 +60,16 @@ export interface BackendEvent {
   readonly reason?: string | undefined;
 }
 
+/**
+ * A slice of one VM's console output and the position of its first byte in all the
+ * output since the VM was created. A reader that fell behind the backend's buffer sees
+ * the skip as an offset past the end of its previous chunk.
+ */
+export interface ConsoleChunk {
+  readonly data: Uint8Array;
+  readonly offset: number;
+}
+
 export interface ShutdownOptions {
   /** Power off at once. */
   readonly force: boolean;
@@ -105,8 +115,13 @@ export interface Backend {
    * without it the agent cannot give GetConsoleOutput's offset or serve from_offset.
    */
   consolePosition?(vmId: string): Promise<{ start: number; end: number }>;
-  /** New console output as it is written, until `signal` aborts or the VM is deleted. */
-  followConsole(vmId: string, signal: AbortSignal): AsyncIterable<Uint8Array>;
+  /**
+   * Console output from `fromOffset` (default: the end, i.e. only new output) as it is
+   * written, until `signal` aborts or the VM is deleted. Each chunk carries its offset, so
+   * output dropped because the reader fell behind the buffer shows as a jump. An offset
+   * older than the buffer starts at its oldest byte.
+   */
+  followConsole(vmId: string, signal: AbortSignal, fromOffset?: number): AsyncIterable<ConsoleChunk>;
   /** Calls `listener` on every change the backend observes by itself; returns an unsubscribe. */
   onEvent(listener: (event: BackendEvent) => void): () => void;
   /** Releases the agent's hold (sockets, timers) and leaves running VMs running. */

@@ -25,7 +25,7 @@ test("followers see new output, skip ahead when behind, and end on close", async
   const ring = new ConsoleRing(4);
   ring.append(enc("old"));
   const ac = new AbortController();
-  const it = ring.followChunks(ac.signal)[Symbol.asyncIterator]();
+  const it = ring.follow(ac.signal)[Symbol.asyncIterator]();
   const first = it.next();
   ring.append(enc("xy"));
   const chunk = (await first).value;
@@ -47,4 +47,14 @@ test("abort ends a waiting follower", async () => {
   const pending = it.next();
   ac.abort();
   assert.equal((await pending).done, true);
+});
+
+test("a follower from an old offset starts at the oldest buffered byte, and the offset says so", async () => {
+  const ring = new ConsoleRing(4);
+  ring.append(enc("abcdef"));
+  const ac = new AbortController();
+  const it = ring.follow(ac.signal, 1)[Symbol.asyncIterator]();
+  const chunk = (await it.next()).value;
+  assert.deepEqual({ data: dec(chunk.data), offset: chunk.offset }, { data: "cdef", offset: 2 });
+  ac.abort();
 });

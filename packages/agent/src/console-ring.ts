@@ -1,17 +1,13 @@
 /**
  * A bounded ring buffer of one VM's console bytes, with followers. Backend-neutral: every
- * backend appends what its console device writes, and serves consoleTail/followConsole
- * (and vmm.v1 GetConsoleOutput/StreamConsole offsets) from here.
+ * backend appends what its console device writes, and serves consoleTail, consolePosition
+ * and followConsole (and so vmm.v1 GetConsoleOutput/StreamConsole offsets) from here.
  *
  * Positions are offsets in the VM's console output since the ring was created, so a
  * reader can continue without a gap, and a jump tells it that output was dropped.
  */
 
-/** A slice of console output and the position of its first byte. */
-export interface ConsoleChunk {
-  readonly data: Uint8Array;
-  readonly offset: number;
-}
+import type { ConsoleChunk } from "./backend.js";
 
 /** The result of {@link ConsoleRing.read}: the bytes plus whether older output was dropped. */
 export interface ConsoleRead extends ConsoleChunk {
@@ -89,12 +85,12 @@ export class ConsoleRing {
   }
 
   /**
-   * New output from `fromOffset` (default: now) until `signal` aborts or the ring is
-   * closed. A follower that falls more than `capacity` behind skips to the oldest
-   * buffered byte: the chunk's offset then jumps, and nothing else is queued per
-   * follower, so a slow reader costs no memory.
+   * Output from `fromOffset` (default: now) until `signal` aborts or the ring is closed:
+   * the shape of Backend.followConsole. A follower that falls more than `capacity` behind
+   * skips to the oldest buffered byte: the chunk's offset then jumps, and nothing else is
+   * queued per follower, so a slow reader costs no memory.
    */
-  async *followChunks(signal: AbortSignal, fromOffset?: number): AsyncGenerator<ConsoleChunk> {
+  async *follow(signal: AbortSignal, fromOffset?: number): AsyncGenerator<ConsoleChunk> {
     let next = fromOffset ?? this.written;
     while (!signal.aborted) {
       if (next < this.written) {
@@ -106,11 +102,6 @@ export class ConsoleRing {
       if (this.closed) return;
       await this.waitForChange(signal);
     }
-  }
-
-  /** {@link followChunks} without offsets: the shape of Backend.followConsole. */
-  async *follow(signal: AbortSignal, fromOffset?: number): AsyncGenerator<Uint8Array> {
-    for await (const chunk of this.followChunks(signal, fromOffset)) yield chunk.data;
   }
 
   /** Ends every follower (the VM was deleted); the buffered bytes stay readable. */

@@ -161,14 +161,27 @@ export function backendContract(name: string, open: () => Promise<OpenedBackend>
     assert.equal((await o.backend.consoleTail(vmId, 4096)).length, 0, "no output before the first boot");
     const abort = new AbortController();
     const first = (async () => {
-      for await (const chunk of o.backend.followConsole(vmId, abort.signal)) if (chunk.length > 0) return chunk;
+      for await (const chunk of o.backend.followConsole(vmId, abort.signal)) if (chunk.data.length > 0) return chunk;
       return undefined;
     })();
     await o.backend.bootVM(vmId);
     await until(async () => ((await o.backend.consoleTail(vmId, 4096)).length > 0 ? true : undefined), "console output", timeoutMs);
     const chunk = await first;
     abort.abort();
-    assert.ok(chunk && chunk.length > 0, "a follower sees new output");
+    assert.ok(chunk && chunk.data.length > 0, "a follower sees new output");
+    if (o.backend.consolePosition) {
+      // The chunk's offset is a position in the same numbering as consolePosition, and a
+      // follower from offset 0 replays what is still buffered from there.
+      const pos = await o.backend.consolePosition(vmId);
+      assert.ok(chunk.offset >= pos.start - chunk.data.length && chunk.offset + chunk.data.length <= pos.end, `chunk at ${chunk.offset} outside ${pos.start}-${pos.end}`);
+      const replay = new AbortController();
+      for await (const again of o.backend.followConsole(vmId, replay.signal, 0)) {
+        assert.equal(again.offset, pos.start);
+        assert.ok(again.data.length >= pos.end - pos.start);
+        break;
+      }
+      replay.abort();
+    }
   }, needs("console"));
 
   run("close() leaves a running VM running and a new backend re-adopts it", async (o, vmId) => {

@@ -38,39 +38,29 @@ export async function getConsoleOutput(m: VmManager, req: GetConsoleOutputReques
 
 /**
  * StreamConsole: the requested buffered bytes, then new output, until the VM is deleted
- * (the backend's follow ends) or the client cancels. The follower is registered before
- * the tail is read, so no output falls between them.
+ * (the backend's follow ends) or the client cancels. One follower from one offset serves
+ * both, so nothing falls between the tail and the new output, and every chunk carries the
+ * backend's own offset: when a slow reader falls behind the buffer, the next chunk's
+ * offset jumps past the end of the previous one by exactly what was dropped.
  */
 export async function* streamConsole(m: VmManager, req: StreamConsoleRequest, ctx: HandlerContext): AsyncGenerator<ConsoleChunk> {
   checkTail(req.tailBytes, 0, "new output only");
   await m.consoleReady(req.vmId);
   const b = m.backend;
-  if (req.fromOffset > 0n && !b.consolePosition) {
-    throw new QuantixError("failed_precondition", `from_offset needs console positions, which the ${b.type} backend does not report; use tail_bytes`);
+  if (!b.consolePosition && (req.fromOffset > 0n || req.tailBytes > 0)) {
+    throw new QuantixError("failed_precondition", `from_offset and tail_bytes need console positions, which the ${b.type} backend does not report`);
   }
-  const follow = b.followConsole(req.vmId, ctx.signal)[Symbol.asyncIterator]();
-  const first = follow.next();
-  const pos = b.consolePosition ? await b.consolePosition(req.vmId) : { start: 0, end: 0 };
-  let want = req.tailBytes;
-  if (req.fromOffset > 0n) {
-    const from = Number(req.fromOffset);
-    if (from > pos.end) {
-      await follow.return?.();
-      throw new QuantixError("out_of_range", `from_offset ${from} is past the end of the console output (${pos.end})`);
+  let from: number | undefined;
+  if (b.consolePosition) {
+    const pos = await b.consolePosition(req.vmId);
+    if (req.fromOffset > 0n) {
+      if (req.fromOffset > BigInt(pos.end)) throw new QuantixError("out_of_range", `from_offset ${req.fromOffset} is past the end of the console output (${pos.end})`);
+      from = Number(req.fromOffset);
+    } else {
+      from = Math.max(pos.start, pos.end - req.tailBytes);
     }
-    want = pos.end - Math.max(from, pos.start);
   }
-  let offset = pos.end;
-  try {
-    if (want > 0) {
-      const data = await b.consoleTail(req.vmId, want);
-      if (data.length > 0) yield create(ConsoleChunkSchema, { data, offset: BigInt(pos.end - data.length) });
-    }
-    for (let next = await first; !next.done; next = await follow.next()) {
-      yield create(ConsoleChunkSchema, { data: next.value, offset: BigInt(offset) });
-      offset += next.value.length;
-    }
-  } finally {
-    await follow.return?.();
+  for await (const chunk of b.followConsole(req.vmId, ctx.signal, from)) {
+    if (chunk.data.length > 0) yield create(ConsoleChunkSchema, { data: chunk.data, offset: BigInt(chunk.offset) });
   }
 }

@@ -3,7 +3,7 @@ import { access, constants } from "node:fs/promises";
 import { promisify } from "node:util";
 import { QuantixError, notFound, systemClock, type Clock } from "@quantix/core";
 import { ConsoleOutput, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import type { Backend, BackendCapability, BackendEvent, BackendVmInfo, ShutdownOptions } from "../../backend.js";
+import type { Backend, ConsoleChunk, BackendCapability, BackendEvent, BackendVmInfo, ShutdownOptions } from "../../backend.js";
 import { ConsoleRing, DEFAULT_CONSOLE_BUFFER_BYTES } from "../../console-ring.js";
 import { detectDiskSource } from "./disk-format.js";
 import { buildQemuArgs, hostPathViolation, qmpChardevOption, type DiskSource } from "./qemu-args.js";
@@ -192,8 +192,8 @@ export class QemuBackend implements Backend {
     return this.entry(vmId).ring.position();
   }
 
-  followConsole(vmId: string, signal: AbortSignal): AsyncIterable<Uint8Array> {
-    return this.entry(vmId).ring.follow(signal);
+  followConsole(vmId: string, signal: AbortSignal, fromOffset?: number): AsyncIterable<ConsoleChunk> {
+    return this.entry(vmId).ring.follow(signal, fromOffset);
   }
 
   /** Runs a QMP command on a running VM: for diagnostics and tests, not for the agent's logic. */

@@ -3,7 +3,7 @@ import { rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import type { VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError, notFound, systemClock, type Clock } from "@quantix/core";
-import type { Backend, BackendEvent, BackendVmInfo, BackendVmState, ShutdownOptions } from "../../backend.js";
+import type { Backend, ConsoleChunk, BackendEvent, BackendVmInfo, BackendVmState, ShutdownOptions } from "../../backend.js";
 import { ConsoleRing } from "../../console-ring.js";
 import { ConsoleFileTail } from "./console-file-tail.js";
 import { UnixHttpClient } from "./unix-http-client.js";
@@ -171,8 +171,8 @@ export class RestVmmBackend implements Backend {
     return rec.ring.tail(tailBytes);
   }
 
-  followConsole(vmId: string, signal: AbortSignal): AsyncIterable<Uint8Array> {
-    return this.get(vmId).ring.follow(signal);
+  followConsole(vmId: string, signal: AbortSignal, fromOffset?: number): AsyncIterable<ConsoleChunk> {
+    return this.get(vmId).ring.follow(signal, fromOffset);
   }
 
   onEvent(listener: (event: BackendEvent) => void): () => void {

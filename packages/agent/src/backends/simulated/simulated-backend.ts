@@ -1,6 +1,6 @@
 import type { VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError, notFound, systemClock, type Clock } from "@quantix/core";
-import type { Backend, BackendCapability, BackendEvent, BackendVmInfo, BackendVmState, ShutdownOptions } from "../../backend.js";
+import type { Backend, ConsoleChunk, BackendCapability, BackendEvent, BackendVmInfo, BackendVmState, ShutdownOptions } from "../../backend.js";
 import { ConsoleRing } from "../../console-ring.js";
 
 /** Timing and clock of a simulated hypervisor. */
@@ -11,6 +11,8 @@ export interface SimulatedBackendOptions {
   readonly shutdownMs?: number;
   /** Interval of the synthetic console counter lines; 0 writes only the boot lines. */
   readonly consoleIntervalMs?: number;
+  /** Console bytes kept per VM; default 1 MiB (small values let tests overrun the buffer). */
+  readonly consoleBufferBytes?: number;
   readonly clock?: Clock;
 }
 
@@ -48,12 +50,14 @@ export class SimulatedBackend implements Backend {
   private readonly bootMs: number;
   private readonly shutdownMs: number;
   private readonly consoleIntervalMs: number;
+  private readonly consoleBufferBytes: number | undefined;
   private readonly clock: Clock;
 
   constructor(options: SimulatedBackendOptions = {}) {
     this.bootMs = options.bootMs ?? 200;
     this.shutdownMs = options.shutdownMs ?? Math.round(this.bootMs / 2);
     this.consoleIntervalMs = options.consoleIntervalMs ?? 1000;
+    this.consoleBufferBytes = options.consoleBufferBytes;
     this.clock = options.clock ?? systemClock;
   }
 
@@ -67,7 +71,7 @@ export class SimulatedBackend implements Backend {
 
   async createVM(vmId: string, config: VmConfig): Promise<void> {
     if (this.vms.has(vmId)) throw new QuantixError("already_exists", `VM '${vmId}' already exists`);
-    this.vms.set(vmId, { config, state: "created", startedAtMs: undefined, crashReason: undefined, ring: new ConsoleRing(), ticks: 0, ticker: undefined });
+    this.vms.set(vmId, { config, state: "created", startedAtMs: undefined, crashReason: undefined, ring: new ConsoleRing(this.consoleBufferBytes), ticks: 0, ticker: undefined });
   }
 
   async deleteVM(vmId: string): Promise<void> {
@@ -125,8 +129,8 @@ export class SimulatedBackend implements Backend {
     return { start: ring.startOffset, end: ring.endOffset };
   }
 
-  followConsole(vmId: string, signal: AbortSignal): AsyncIterable<Uint8Array> {
-    return this.vm(vmId).ring.follow(signal);
+  followConsole(vmId: string, signal: AbortSignal, fromOffset?: number): AsyncIterable<ConsoleChunk> {
+    return this.vm(vmId).ring.follow(signal, fromOffset);
   }
 
   onEvent(listener: (event: BackendEvent) => void): () => void {
