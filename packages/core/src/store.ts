@@ -118,6 +118,17 @@ export interface Store {
   /** The latest revision. */
   revision(): Promise<bigint>;
   health(): Promise<StoreHealth>;
+  /**
+   * Runs `seed` (the demo data) once in the life of the store: only when nothing was ever
+   * written to it, never over a user's changes, and by one replica. Resolves to whether it ran.
+   */
+  seedOnce(seed: () => Promise<void>): Promise<boolean>;
+  /**
+   * Campaigns to be the one replica that runs controllers (reconciler, node monitor):
+   * `onChange(true)` when this process leads, `onChange(false)` when it no longer does.
+   * Resolves to a function that resigns. A store no other process shares leads at once.
+   */
+  lead(onChange: (leader: boolean) => void): () => Promise<void>;
   close(): Promise<void>;
 }
 

@@ -24,7 +24,7 @@ import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.
 import { NodeService } from "./services/node-service.js";
 import { VmPowerService } from "./services/vm-power.js";
 import { VmService } from "./services/vm-service.js";
-import { MemoryStore } from "./store/memory-store.js";
+import { openStore } from "./store/open-store.js";
 
 /** A running control plane. */
 export interface ControlPlane {
@@ -51,13 +51,20 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const clock = deps.clock ?? systemClock;
   const ids = deps.ids ?? randomIds;
   const log = deps.log ?? createJsonLogger(config.logLevel);
-  const store = deps.store ?? new MemoryStore();
+  const store = deps.store ?? (await openStore(config.store, config.storeTuning, log));
   const startedAt = clock.now();
 
-  if (config.demo && (await store.vms.list({ order: { field: "name", desc: false }, limit: 0 })).totalCount === 0 && (await store.nodes.list({ order: { field: "hostname", desc: false }, limit: 0 })).totalCount === 0) {
-    for (const n of demoNodes(startedAt)) await store.nodes.create(n);
-    for (const vm of demoVms(startedAt)) await store.vms.create(vm);
-    log.log("info", "seeded demo data", { nodes: 3, vms: 4 });
+  try {
+    if (config.demo) {
+      const seeded = await store.seedOnce(async () => {
+        for (const n of demoNodes(startedAt)) await store.nodes.create(n);
+        for (const vm of demoVms(startedAt)) await store.vms.create(vm);
+      });
+      if (seeded) log.log("info", "seeded demo data into the new store", { nodes: 3, vms: 4 });
+    }
+  } catch (err) {
+    await store.close();
+    throw err;
   }
 
   const drivers = new NodeDrivers();
@@ -67,9 +74,25 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const power = new VmPowerService(store, reconciler);
   const simulated = new SimulatedNodes({ store, drivers, nodes: nodeService, clock, log, timing: { bootMs: config.simBootMs, shutdownMs: Math.round(config.simBootMs * 0.7), suspendMs: Math.round(config.simBootMs * 0.7) } });
   const monitor = new NodeMonitor({ store, clock, log });
-  await simulated.start();
-  await reconciler.start();
-  monitor.start();
+  // Controllers run on one replica at a time (the store's leader); every replica serves the API.
+  let controllers: Promise<void> | undefined;
+  const resign = store.lead((leader) => {
+    if (leader) {
+      log.log("info", "leading: running the controllers on this replica");
+      controllers = (async () => {
+        await simulated.start();
+        await reconciler.start();
+        monitor.start();
+      })();
+      return;
+    }
+    // Another replica may lead by now: carrying on would let two reconcile the same VMs.
+    log.log("error", "lost the store's leadership (its connection dropped): exiting so a supervisor restarts this replica cleanly");
+    process.exit(1);
+  });
+  // A store nobody else shares leads at once: start serving with the controllers running.
+  await new Promise((r) => setImmediate(r));
+  await controllers;
 
   const shutdown = new AbortController();
   // Every in-flight RPC (each open watch too) links its context to this signal until it ends:
@@ -97,13 +120,15 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     const fast = new GrpcFastPath(routes, { readMaxBytes: config.maxRequestBytes, writeMaxBytes: config.maxResponseBytes, shutdownSignal: shutdown.signal, log });
     listener = await listenDual(config.host, config.port, handler, { maxConcurrentStreams: config.maxConcurrentStreams, maxHeaderBytes: 64 * 1024 }, (stream, headers) => fast.handle(stream, headers));
   } catch (err) {
+    await resign();
     await reconciler.stop();
     await simulated.stop();
     monitor.stop();
+    await store.close();
     throw err;
   }
   const host = listener.address.includes(":") ? `[${listener.address}]` : listener.address;
-  log.log("info", "control plane listening", { url: `http://${host}:${listener.port}`, protocols: ["connect", "grpc", "grpc-web"], http: ["1.1", "h2c"], store: config.store });
+  log.log("info", "control plane listening", { url: `http://${host}:${listener.port}`, protocols: ["connect", "grpc", "grpc-web"], http: ["1.1", "h2c"], store: config.store.kind });
   let closing: Promise<void> | undefined;
   return {
     port: listener.port,
@@ -115,6 +140,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
       closing ??= (async () => {
         shutdown.abort(new ConnectError("the server is shutting down", Code.Unavailable));
         await listener.close(config.shutdownGraceMs);
+        await resign();
         monitor.stop();
         await simulated.stop();
         await reconciler.stop();

@@ -6,8 +6,8 @@ export interface ControlPlaneConfig {
   readonly host: string;
   /** Port to listen on; 0 picks a free one (tests). */
   readonly port: number;
-  /** "memory" for now; durable stores arrive with the store issue. */
-  readonly store: "memory";
+  /** Where state lives (QUANTIX_STORE): memory, embedded (default, under dataDir) or a PostgreSQL URL. */
+  readonly store: StoreConfig;
   /** Seed the seeds' demo data into an empty store (QUANTIX_DEMO, default 1). */
   readonly demo: boolean;
   readonly logLevel: "debug" | "info" | "warn" | "error" | "silent";
@@ -23,12 +23,28 @@ export interface ControlPlaneConfig {
   readonly shutdownGraceMs: number;
   /** Timing of the simulated hypervisor's boot, in ms. */
   readonly simBootMs: number;
+  readonly storeTuning: StoreTuning;
+}
+
+/** The store a control plane uses. */
+export type StoreConfig =
+  | { readonly kind: "memory" }
+  | { readonly kind: "embedded"; readonly dataDir: string }
+  | { readonly kind: "postgres"; readonly url: string };
+
+/** Tuning of the durable stores. */
+export interface StoreTuning {
+  /** Revisions of change history kept for resuming watchers (QUANTIX_HISTORY_REVISIONS). */
+  readonly historyRevisions: number;
+  /** Connections to PostgreSQL per replica (QUANTIX_PG_MAX_CONNECTIONS). */
+  readonly pgMaxConnections: number;
 }
 
 const DEFAULTS: ControlPlaneConfig = {
   host: "127.0.0.1",
   port: 8080,
-  store: "memory",
+  store: { kind: "embedded", dataDir: "./.quantix-data" },
+  storeTuning: { historyRevisions: 100_000, pgMaxConnections: 10 },
   demo: true,
   logLevel: "info",
   defaultDeadlineMs: 30_000,
@@ -63,10 +79,7 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
       port = Number(m[2]);
     }
   }
-  const store = env["QUANTIX_STORE"] ?? "memory";
-  if (store !== "memory") {
-    problems.push(`QUANTIX_STORE=${JSON.stringify(store)} is not available in this build: only "memory" is (the embedded and PostgreSQL stores arrive with the durable store issue)`);
-  }
+  const store = parseStore(env, problems);
   const demo = env["QUANTIX_DEMO"] ?? "1";
   if (!["0", "1", "true", "false"].includes(demo)) problems.push(`QUANTIX_DEMO=${JSON.stringify(demo)} must be 0 or 1`);
   const level = env["QUANTIX_LOG_LEVEL"] ?? DEFAULTS.logLevel;
@@ -74,7 +87,7 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
   const cfg: ControlPlaneConfig = {
     host,
     port,
-    store: "memory",
+    store,
     demo: demo === "1" || demo === "true",
     logLevel: level as ControlPlaneConfig["logLevel"],
     defaultDeadlineMs: int("QUANTIX_DEFAULT_DEADLINE_MS", 1, 3_600_000, DEFAULTS.defaultDeadlineMs),
@@ -83,8 +96,45 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
     maxConcurrentStreams: int("QUANTIX_MAX_CONCURRENT_STREAMS", 1, 100_000, DEFAULTS.maxConcurrentStreams),
     shutdownGraceMs: int("QUANTIX_SHUTDOWN_GRACE_MS", 0, 600_000, DEFAULTS.shutdownGraceMs),
     simBootMs: int("QUANTIX_SIM_BOOT_MS", 0, 600_000, DEFAULTS.simBootMs),
+    storeTuning: {
+      historyRevisions: int("QUANTIX_HISTORY_REVISIONS", 10, 100_000_000, DEFAULTS.storeTuning.historyRevisions),
+      pgMaxConnections: int("QUANTIX_PG_MAX_CONNECTIONS", 2, 1000, DEFAULTS.storeTuning.pgMaxConnections),
+    },
     ...overrides,
   };
   if (problems.length > 0) throw new QuantixError("invalid_argument", `invalid configuration:\n  ${problems.join("\n  ")}`);
   return cfg;
+}
+
+function parseStore(env: Record<string, string | undefined>, problems: string[]): StoreConfig {
+  const raw = env["QUANTIX_STORE"] || "embedded";
+  const dataDir = env["QUANTIX_DATA_DIR"] || "./.quantix-data";
+  if (raw === "memory") return { kind: "memory" };
+  if (raw === "embedded") {
+    if (/[\0\n\r]/.test(dataDir)) problems.push("QUANTIX_DATA_DIR must be a path without control characters");
+    return { kind: "embedded", dataDir };
+  }
+  if (/^postgres(ql)?:\/\//.test(raw)) {
+    try {
+      const u = new URL(raw);
+      if (!u.hostname && !u.searchParams.get("host")) throw new Error("no host");
+      return { kind: "postgres", url: raw };
+    } catch {
+      problems.push(`QUANTIX_STORE=${JSON.stringify(redactUrl(raw))} is not a valid PostgreSQL URL: use postgres://user:password@host:5432/database`);
+      return { kind: "memory" };
+    }
+  }
+  problems.push(`QUANTIX_STORE=${JSON.stringify(redactUrl(raw))} must be "embedded" (the default: a database under QUANTIX_DATA_DIR), "memory" (nothing kept), or a PostgreSQL URL (postgres://user:password@host:5432/database)`);
+  return { kind: "memory" };
+}
+
+/** A URL without its password, for messages and logs. */
+export function redactUrl(raw: string): string {
+  try {
+    const u = new URL(raw);
+    if (u.password) u.password = "***";
+    return u.toString();
+  } catch {
+    return raw.replace(/:\/\/([^:@/]*):[^@/]*@/, "://$1:***@");
+  }
 }

@@ -16,7 +16,10 @@ async function main(): Promise<void> {
     cp = await startControlPlane(config);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    const hint = e.code === "EADDRINUSE" ? `: ${config.host}:${config.port} is in use; stop the other process or set QUANTIX_ADDR=127.0.0.1:<port>` : `: ${String(err)}`;
+    const hint =
+      e.code === "EADDRINUSE"
+        ? `: ${config.host}:${config.port} is in use; stop the other process or set QUANTIX_ADDR=127.0.0.1:<port>`
+        : `: ${err instanceof QuantixError ? err.message : String(err)}`;
     process.stderr.write(`quantix: cannot start${hint}\n`);
     process.exit(1);
   }

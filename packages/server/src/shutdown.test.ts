@@ -1,8 +1,5 @@
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
-import { createInterface } from "node:readline";
 import { describe, it, type TestContext } from "node:test";
-import { fileURLToPath } from "node:url";
 
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
@@ -10,61 +7,17 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { VMService, VmUpdateSchema, WatchVMsRequestSchema, type VmUpdate, type WatchVMsRequest } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
-import { synced, until } from "@quantix/testing";
+import { spawnControlPlane, synced, until, within, type ControlPlaneProcess } from "@quantix/testing";
 
 // The real binary in a child process: signals, exit codes and configuration errors.
 
-const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const DEMO_NAMES = ["cache-server", "db-server-01", "dev-workstation", "web-server-01"];
 
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-interface Proc {
-  child: ChildProcess;
-  /** Resolves with the URL from the "control plane listening" log line. */
-  url: Promise<string>;
-  exited: Promise<Exit>;
-  stderr(): string;
-}
-
-/** Starts `node --import tsx packages/server/src/main.ts` with only the given QUANTIX_* settings. */
-function spawnServer(t: TestContext, quantixEnv: Record<string, string>): Proc {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("QUANTIX_") && k !== "NODE_TEST_CONTEXT") env[k] = v;
-  const child = spawn(process.execPath, ["--import", "tsx", "packages/server/src/main.ts"], { cwd: ROOT, env: { ...env, ...quantixEnv }, stdio: ["ignore", "pipe", "pipe"] });
-  let err = "";
-  child.stderr!.setEncoding("utf8").on("data", (d: string) => (err += d));
-  const exited = new Promise<Exit>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
-  const url = new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on("line", (line) => {
-      try {
-        const rec = JSON.parse(line) as { msg?: string; url?: string };
-        if (rec.msg === "control plane listening" && rec.url) resolve(rec.url);
-      } catch {
-        // Not a log line; only the JSON lines matter here.
-      }
-    });
-    void exited.then((e) => reject(new Error(`the server exited (${e.code ?? e.signal}) before listening: ${err}`)));
-  });
-  url.catch(() => undefined);
-  t.after(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  });
-  return { child, url, exited, stderr: () => err };
-}
-
-/** Rejects when `p` takes longer than `ms`. */
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms)));
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+/** Starts the real binary; SIGKILLed after the test if still running. */
+function spawnServer(t: TestContext, quantixEnv: Record<string, string>): ControlPlaneProcess {
+  const p = spawnControlPlane(quantixEnv);
+  t.after(() => p.kill());
+  return p;
 }
 
 /** A WatchVMs call with grpc-js, a real gRPC client. */
@@ -94,7 +47,7 @@ function assertSnapshot(events: VmUpdate[]): void {
 
 describe("the control plane process", () => {
   it("on SIGTERM ends open watches cleanly and exits 0", async (t) => {
-    const p = spawnServer(t, { QUANTIX_ADDR: "127.0.0.1:0" });
+    const p = spawnServer(t, { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "memory" });
     const url = await within(p.url, 20_000, "listening");
 
     // Connect over HTTP/2: the for-await loop must complete without throwing.
@@ -122,7 +75,7 @@ describe("the control plane process", () => {
   });
 
   it("on SIGINT exits 0", async (t) => {
-    const p = spawnServer(t, { QUANTIX_ADDR: "127.0.0.1:0" });
+    const p = spawnServer(t, { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "memory" });
     const url = await within(p.url, 20_000, "listening");
     const res = await fetch(`${url}/_/health`);
     assert.equal(res.status, 200);
@@ -140,8 +93,8 @@ describe("the control plane process", () => {
     assert.match(p.stderr(), /QUANTIX_ADDR/);
   });
 
-  it("refuses a store it does not have, naming QUANTIX_STORE", async (t) => {
-    const p = spawnServer(t, { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "postgres://x" });
+  it("refuses a store it does not know, naming QUANTIX_STORE", async (t) => {
+    const p = spawnServer(t, { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "mysql://x" });
     const exit = await within(p.exited, 20_000, "exit on an unavailable QUANTIX_STORE");
     assert.notEqual(exit.code, 0);
     assert.notEqual(exit.code, null);

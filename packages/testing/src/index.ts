@@ -2,3 +2,4 @@ export * from "./test-server.js";
 export * from "./until.js";
 export * from "./rpc.js";
 export * from "./postgres.js";
+export * from "./process.js";

@@ -14,7 +14,7 @@ describe("gRPC served straight from HTTP/2 streams", () => {
   const lines: Record<string, unknown>[] = [];
   const log: Logger = { log: (_lvl, msg, fields) => msg === "rpc" && lines.push(fields ?? {}) };
   before(async () => {
-    cp = await startControlPlane(loadConfig({}, { port: 0, logLevel: "silent", simBootMs: 1500 }), { log });
+    cp = await startControlPlane(loadConfig({}, { port: 0, store: { kind: "memory" }, logLevel: "silent", simBootMs: 1500 }), { log });
   });
   after(() => cp.close());
 

@@ -23,6 +23,7 @@ export function nodeMatches(node: Node, q: NodeQuery): boolean {
 /** A store that keeps everything in memory: for tests and for `QUANTIX_STORE=memory`. */
 export class MemoryStore implements Store {
   private readonly counter: RevisionCounter = { value: 0n };
+  private seeded = false;
   readonly vms: MemoryCollection<typeof VirtualMachineSchema, VmQuery>;
   readonly nodes: MemoryCollection<typeof NodeSchema, NodeQuery>;
 
@@ -63,6 +64,19 @@ export class MemoryStore implements Store {
 
   async health(): Promise<StoreHealth> {
     return { ok: true, kind: "memory", revision: this.counter.value.toString() };
+  }
+
+  async seedOnce(seed: () => Promise<void>): Promise<boolean> {
+    if (this.seeded || this.counter.value !== 0n) return false;
+    this.seeded = true;
+    await seed();
+    return true;
+  }
+
+  lead(onChange: (leader: boolean) => void): () => Promise<void> {
+    // Nothing else shares a memory store.
+    queueMicrotask(() => onChange(true));
+    return async () => undefined;
   }
 
   async close(): Promise<void> {}

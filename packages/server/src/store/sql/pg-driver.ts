@@ -123,6 +123,50 @@ export class PgDriver implements SqlDriver {
     };
   }
 
+  campaign(key: bigint, onChange: (held: boolean) => void): () => Promise<void> {
+    let client: pg.Client | undefined;
+    let held = false;
+    let stopped = false;
+    const drop = () => {
+      client = undefined;
+      if (held) {
+        held = false;
+        onChange(false);
+      }
+    };
+    const tick = async () => {
+      if (stopped || held) return;
+      try {
+        if (!client) {
+          const c = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: this.limits.connectTimeoutMs, application_name: "quantix-leader" });
+          c.on("error", () => (client === c ? drop() : undefined));
+          c.on("end", () => (client === c ? drop() : undefined));
+          await c.connect();
+          client = c;
+        }
+        const { rows } = await client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1) AS ok", [key.toString()]);
+        if (rows[0]?.ok && !stopped) {
+          held = true;
+          onChange(true);
+        }
+      } catch {
+        const c = client;
+        drop();
+        await c?.end().catch(() => undefined);
+      }
+    };
+    void tick();
+    const timer = setInterval(() => void tick(), 1000);
+    timer.unref();
+    return async () => {
+      stopped = true;
+      clearInterval(timer);
+      const c = client;
+      client = undefined;
+      await c?.end().catch(() => undefined);
+    };
+  }
+
   async close(): Promise<void> {
     await this.listener?.end().catch(() => undefined);
     await this.pool.end();

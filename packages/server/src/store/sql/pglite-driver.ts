@@ -56,6 +56,12 @@ export class PgliteDriver implements SqlDriver {
     return this.db.listen(channel, onNotify);
   }
 
+  campaign(_key: bigint, onChange: (held: boolean) => void): () => Promise<void> {
+    // The only process of an embedded database leads it.
+    queueMicrotask(() => onChange(true));
+    return async () => undefined;
+  }
+
   async close(): Promise<void> {
     if (!this.db.closed) await this.db.close();
   }

@@ -37,6 +37,12 @@ export interface SqlDriver extends Queryable {
    * connection drops. Resolves to an unlisten function.
    */
   listen(channel: string, onNotify: (payload: string) => void, onLost?: () => void): Promise<() => Promise<void>>;
+  /**
+   * Campaigns for a session-level advisory lock held for as long as this process lives:
+   * `onChange(true)` once it is held, `onChange(false)` if its connection is lost. Resolves
+   * to a function that gives it up.
+   */
+  campaign(key: bigint, onChange: (held: boolean) => void): () => Promise<void>;
   close(): Promise<void>;
 }
 

@@ -146,6 +146,10 @@ export class SqlStore implements Store {
     });
   }
 
+  lead(onChange: (leader: boolean) => void): () => Promise<void> {
+    return this.driver.campaign(0x7175616e7469786cn, onChange);
+  }
+
   async close(): Promise<void> {
     await this.tailer.stop();
     await this.driver.close();

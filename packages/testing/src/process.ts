@@ -1,0 +1,74 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+/** The repository's root. */
+export const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+
+/** How a child process ended. */
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** A control plane running as its own process (`packages/server/src/main.ts`). */
+export interface ControlPlaneProcess {
+  child: ChildProcess;
+  /** Resolves with the URL from the "control plane listening" log line. */
+  url: Promise<string>;
+  exited: Promise<Exit>;
+  stderr(): string;
+  /** The last part of standard output (JSON log lines). */
+  stdout(): string;
+  /** SIGKILLs the process if it still runs, and waits for it to be gone. */
+  kill(signal?: NodeJS.Signals): Promise<Exit>;
+}
+
+/**
+ * Starts the real control plane binary with only the given QUANTIX_* settings (none are
+ * inherited from the test's environment).
+ */
+export function spawnControlPlane(quantixEnv: Record<string, string>): ControlPlaneProcess {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("QUANTIX_") && k !== "NODE_TEST_CONTEXT") env[k] = v;
+  const child = spawn(process.execPath, ["--import", "tsx", "packages/server/src/main.ts"], { cwd: REPO_ROOT, env: { ...env, ...quantixEnv }, stdio: ["ignore", "pipe", "pipe"] });
+  let err = "";
+  let out = "";
+  child.stderr!.setEncoding("utf8").on("data", (d: string) => (err = (err + d).slice(-20_000)));
+  const exited = new Promise<Exit>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+  const url = new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      out = (out + line + "\n").slice(-50_000);
+      try {
+        const rec = JSON.parse(line) as { msg?: string; url?: string };
+        if (rec.msg === "control plane listening" && rec.url) resolve(rec.url);
+      } catch {
+        // Not a log line; only the JSON lines matter here.
+      }
+    });
+    void exited.then((e) => reject(new Error(`the control plane exited (${e.code ?? e.signal}) before listening: ${err}`)));
+  });
+  url.catch(() => undefined);
+  return {
+    child,
+    url,
+    exited,
+    stderr: () => err,
+    stdout: () => out,
+    async kill(signal: NodeJS.Signals = "SIGKILL") {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/** Rejects when `p` takes longer than `ms`. */
+export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms)));
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
