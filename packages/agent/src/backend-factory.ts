@@ -1,7 +1,8 @@
-import { join, resolve } from "node:path";
+import { mkdir } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
 import { QuantixError } from "@quantix/core";
 import type { Backend } from "./backend.js";
-import type { AgentConfig } from "./config.js";
+import { vmSocketPrefix, type AgentConfig } from "./config.js";
 
 /**
  * Builds the configured backend. Each real backend is imported only when chosen, so an
@@ -15,11 +16,11 @@ export async function createBackend(config: AgentConfig): Promise<Backend> {
     }
     case "cloud-hypervisor": {
       const { createCloudHypervisorBackend } = await import("./backends/cloud-hypervisor/cloud-hypervisor-backend.js");
-      return createCloudHypervisorBackend({ binary: "cloud-hypervisor", stateDir: join(config.stateDir, "cloud-hypervisor") });
+      return createCloudHypervisorBackend({ binary: config.chBinary, stateDir: join(config.stateDir, "cloud-hypervisor"), socketPrefix: await socketPrefix(config.chEndpoint) });
     }
     case "firecracker": {
       const { createFirecrackerBackend } = await import("./backends/firecracker/firecracker-backend.js");
-      return createFirecrackerBackend({ binary: "firecracker", stateDir: join(config.stateDir, "firecracker") });
+      return createFirecrackerBackend({ binary: config.fcBinary, stateDir: join(config.stateDir, "firecracker"), socketPrefix: await socketPrefix(config.fcEndpoint) });
     }
     case "qemu": {
       const { QemuBackend } = await import("./backends/qemu/qemu-backend.js");
@@ -30,4 +31,12 @@ export async function createBackend(config: AgentConfig): Promise<Backend> {
       throw new QuantixError("invalid_argument", `unknown backend ${String(never)}`);
     }
   }
+}
+
+/** The per-VM socket prefix of a validated CH/FC endpoint; creates its directory (owner only) if missing. */
+async function socketPrefix(endpoint: string): Promise<string> {
+  const prefix = vmSocketPrefix(endpoint);
+  if (prefix === undefined) throw new QuantixError("invalid_argument", `malformed VMM endpoint '${endpoint}'`);
+  await mkdir(dirname(prefix), { recursive: true, mode: 0o700 });
+  return prefix;
 }

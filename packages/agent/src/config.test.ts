@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { QuantixError } from "@quantix/core";
-import { loadAgentConfig } from "./config.js";
+import { loadAgentConfig, vmSocketPrefix } from "./config.js";
 
 test("defaults follow the seed (qemu, KVM on, 127.0.0.1:9090)", () => {
   const c = loadAgentConfig({});
@@ -31,4 +31,34 @@ test("every bad setting is named at once", () => {
   }
   assert.ok(err instanceof QuantixError);
   for (const name of ["VMCP_BACKEND", "'xen'", "VMCP_PORT", "VMCP_QEMU_KVM", "QUANTIX_CONTROL_PLANE", "QUANTIX_NODE_NAME", "--nope"]) assert.ok(err.message.includes(name), `${name} missing from: ${err.message}`);
+});
+
+test("CH/FC endpoints name where per-VM sockets go; binaries have their own settings", () => {
+  const c = loadAgentConfig({ VMCP_CH_ENDPOINT: "unix:///run/quantix/ch.sock", VMCP_FC_BINARY: "/opt/fc/firecracker" }, ["--ch-binary", "/usr/local/bin/cloud-hypervisor"]);
+  assert.equal(vmSocketPrefix(c.chEndpoint), "/run/quantix/ch");
+  assert.equal(vmSocketPrefix(c.fcEndpoint), "/tmp/firecracker");
+  assert.equal(c.chBinary, "/usr/local/bin/cloud-hypervisor");
+  assert.equal(c.fcBinary, "/opt/fc/firecracker");
+  assert.equal(loadAgentConfig({}).chBinary, "cloud-hypervisor");
+  assert.equal(loadAgentConfig({ VMCP_QEMU_ENDPOINT: "qemu:///system" }).qemuEndpoint, "qemu:///system");
+});
+
+test("a bad endpoint or binary is named with what to do", () => {
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ VMCP_CH_ENDPOINT: "http://127.0.0.1:8080" }, /VMCP_CH_ENDPOINT .*unix:\/\/<absolute path>\.sock/],
+    [{ VMCP_FC_ENDPOINT: "unix://relative.sock" }, /VMCP_FC_ENDPOINT/],
+    [{ VMCP_CH_ENDPOINT: "unix:///tmp/a,b.sock" }, /VMCP_CH_ENDPOINT/],
+    [{ VMCP_CH_ENDPOINT: `unix:///tmp/${"d".repeat(40)}/ch.sock` }, /VMCP_CH_ENDPOINT .*107-byte limit/],
+    [{ VMCP_QEMU_ENDPOINT: "qemu+ssh://host/system" }, /VMCP_QEMU_ENDPOINT .*must be qemu:\/\/\/system/],
+    [{ VMCP_QEMU_ENDPOINT: "qemu:///session" }, /VMCP_QEMU_ENDPOINT/],
+    [{ VMCP_CH_BINARY: "bin/cloud-hypervisor" }, /VMCP_CH_BINARY .*absolute path/],
+    [{ VMCP_FC_BINARY: "" }, /VMCP_FC_BINARY/],
+  ];
+  for (const [env, message] of cases) {
+    assert.throws(() => loadAgentConfig(env), (e: unknown) => e instanceof QuantixError && message.test(e.message), JSON.stringify(env));
+  }
+  // The longest socket that still fits: 107 bytes with a 63-byte VM id.
+  const fits = `unix:///${"d".repeat(107 - "/".length - "-".length - 63 - ".sock".length)}.sock`;
+  assert.doesNotThrow(() => loadAgentConfig({ VMCP_CH_ENDPOINT: fits }));
+  assert.throws(() => loadAgentConfig({ VMCP_CH_ENDPOINT: fits.replace("/d", "/dd") }), /107-byte/);
 });

@@ -10,9 +10,19 @@ export type BackendType = (typeof BACKEND_TYPES)[number];
 /** The agent's validated configuration. */
 export interface AgentConfig {
   readonly backend: BackendType;
+  /**
+   * `unix://<path>.sock`: one Cloud Hypervisor runs per VM, so this names no single
+   * socket; VM `id`'s API socket is `<path>-<id>.sock` (see {@link vmSocketPrefix}).
+   */
   readonly chEndpoint: string;
+  /** Like {@link chEndpoint}, for Firecracker. */
   readonly fcEndpoint: string;
+  /** Only `qemu:///system`: the agent runs QEMU itself (one process per VM, no libvirt). */
   readonly qemuEndpoint: string;
+  /** The `cloud-hypervisor` binary: a command name on PATH or an absolute path. */
+  readonly chBinary: string;
+  /** The `firecracker` binary: a command name on PATH or an absolute path. */
+  readonly fcBinary: string;
   readonly qemuBinary: string;
   /** Use KVM with QEMU; these machines need false (TCG). */
   readonly qemuKvm: boolean;
@@ -25,12 +35,41 @@ export interface AgentConfig {
   readonly nodeName: string;
 }
 
+/** The one QEMU endpoint the agent accepts (the seed's default): QEMU run by the agent on this host. */
+export const QEMU_ENDPOINT = "qemu:///system";
+
+/** sockaddr_un.sun_path holds 108 bytes including the terminating NUL. */
+const MAX_SOCKET_PATH = 107;
+/** The longest VM id the CH/FC backends accept (their VM_ID_PATTERN), for the socket length check. */
+const MAX_VM_ID_BYTES = 63;
+
+/**
+ * The prefix of the per-VM API sockets an endpoint names: `unix:///tmp/ch.sock` gives
+ * `/tmp/ch`, so VM `web-1` gets `/tmp/ch-web-1.sock`. Undefined for a malformed endpoint.
+ */
+export function vmSocketPrefix(endpoint: string): string | undefined {
+  // No commas: Cloud Hypervisor reads `--api-socket path=...` as comma-separated options.
+  const m = /^unix:\/\/(\/[^\u0000-\u001f,]*[^/,])\.sock$/.exec(endpoint);
+  return m?.[1];
+}
+
+/** Why a CH/FC endpoint is unusable, or undefined when it is fine. */
+function endpointProblem(endpoint: string): string | undefined {
+  const prefix = vmSocketPrefix(endpoint);
+  if (prefix === undefined) return `must be unix://<absolute path>.sock (VM sockets are <path>-<vm id>.sock), got '${endpoint}'`;
+  const longest = Buffer.byteLength(`${prefix}-${"x".repeat(MAX_VM_ID_BYTES)}.sock`);
+  if (longest > MAX_SOCKET_PATH) return `is too long: a VM's socket path would take up to ${longest} bytes, over the ${MAX_SOCKET_PATH}-byte limit of unix sockets; use a shorter directory such as /run/quantix`;
+  return undefined;
+}
+
 /** Each setting: its env var, its --flag, and its default (the seed's where it names one). */
 const SETTINGS = {
   backend: ["VMCP_BACKEND", "--backend", "qemu"],
   chEndpoint: ["VMCP_CH_ENDPOINT", "--ch-endpoint", "unix:///tmp/ch.sock"],
   fcEndpoint: ["VMCP_FC_ENDPOINT", "--fc-endpoint", "unix:///tmp/firecracker.sock"],
-  qemuEndpoint: ["VMCP_QEMU_ENDPOINT", "--qemu-endpoint", "qemu:///system"],
+  qemuEndpoint: ["VMCP_QEMU_ENDPOINT", "--qemu-endpoint", QEMU_ENDPOINT],
+  chBinary: ["VMCP_CH_BINARY", "--ch-binary", "cloud-hypervisor"],
+  fcBinary: ["VMCP_FC_BINARY", "--fc-binary", "firecracker"],
   qemuBinary: ["VMCP_QEMU_BINARY", "--qemu-binary", "qemu-system-x86_64"],
   qemuKvm: ["VMCP_QEMU_KVM", "--qemu-kvm", "true"],
   address: ["VMCP_ADDRESS", "--address", "127.0.0.1"],
@@ -99,8 +138,15 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
   }
   const nodeName = get("nodeName") || hostname();
   if (!/^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,251}[a-zA-Z0-9])?$/.test(nodeName)) problems.push(`${name("nodeName")} must be a host name (letters, digits, '.', '-'), got '${nodeName}'`);
-  for (const k of ["chEndpoint", "fcEndpoint", "qemuEndpoint", "qemuBinary"] as const) {
-    if (get(k) === "" || /[\u0000-\u001f]/.test(get(k))) problems.push(`${name(k)} must not be empty or contain control characters`);
+  for (const k of ["chEndpoint", "fcEndpoint"] as const) {
+    const why = endpointProblem(get(k));
+    if (why) problems.push(`${name(k)} ${why}`);
+  }
+  if (get("qemuEndpoint") !== QEMU_ENDPOINT) {
+    problems.push(`${name("qemuEndpoint")} must be ${QEMU_ENDPOINT} (the agent runs QEMU itself, one process per VM; libvirt and remote URIs are not supported), got '${get("qemuEndpoint")}'`);
+  }
+  for (const k of ["chBinary", "fcBinary", "qemuBinary"] as const) {
+    if (!/^([A-Za-z0-9._+-]+|\/[^\u0000-\u001f]+)$/.test(get(k))) problems.push(`${name(k)} must be a command name on PATH or an absolute path, got '${get(k)}'`);
   }
   if (problems.length > 0) throw new QuantixError("invalid_argument", `invalid agent configuration:\n  ${problems.join("\n  ")}`);
   return {
@@ -108,6 +154,8 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
     chEndpoint: get("chEndpoint"),
     fcEndpoint: get("fcEndpoint"),
     qemuEndpoint: get("qemuEndpoint"),
+    chBinary: get("chBinary"),
+    fcBinary: get("fcBinary"),
     qemuBinary: get("qemuBinary"),
     qemuKvm: kvm === "true",
     address,

@@ -1,10 +1,16 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { existsSync } from "node:fs";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { VmService, VmState } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { until } from "@quantix/testing";
+import { probeKvm } from "./backends/qemu/kvm-probe.js";
+import { standInBinary } from "./testing/stand-in-fixture.js";
 
 const MAIN = new URL("./main.ts", import.meta.url).pathname;
 
@@ -42,4 +48,53 @@ test("a bad VMCP_BACKEND exits 2 naming it", async () => {
   assert.equal(await p.exited, 2);
   assert.match(p.err(), /VMCP_BACKEND/);
   assert.match(p.err(), /vmware/);
+});
+
+test("a QEMU endpoint other than qemu:///system exits 2 naming VMCP_QEMU_ENDPOINT", async () => {
+  const p = run({ VMCP_BACKEND: "qemu", VMCP_QEMU_ENDPOINT: "qemu+ssh://host/system" });
+  assert.equal(await p.exited, 2);
+  assert.match(p.err(), /VMCP_QEMU_ENDPOINT .*qemu:\/\/\/system/);
+});
+
+test("VMCP_QEMU_KVM=true where KVM cannot run a guest: the start error says to set VMCP_QEMU_KVM=false", async () => {
+  const probe = await probeKvm("qemu-system-x86_64");
+  const stateDir = await mkdtemp(join(tmpdir(), "quantix-agent-"));
+  const p = run({ VMCP_BACKEND: "qemu", VMCP_QEMU_KVM: "true", VMCP_PORT: "0", VMCP_STATE_DIR: stateDir });
+  try {
+    if (probe.usable) {
+      // A host whose KVM works: the agent starts, with KVM, and its health is ok.
+      const url = await until(() => /"url":"(http:[^"]+)"/.exec(p.out())?.[1], "the listening line", 30_000);
+      assert.match(p.out(), /"accel":"kvm"/);
+      assert.equal((await fetch(`${url}/_/health`)).status, 200);
+    } else {
+      assert.equal(await p.exited, 1);
+      assert.match(p.err(), /KVM cannot run guests on this host .*set VMCP_QEMU_KVM=false/);
+    }
+  } finally {
+    p.child.kill("SIGKILL");
+    await rm(stateDir, { recursive: true, force: true });
+  }
+});
+
+test("VMCP_CH_BINARY and VMCP_CH_ENDPOINT: the agent runs that binary, with each VM's API socket beside the endpoint", async () => {
+  const dir = await mkdtemp("/tmp/qx-ep-");
+  const images = join(dir, "img");
+  await mkdir(images);
+  await writeFile(join(images, "vmlinux"), "not a kernel: the stand-in does not run it");
+  const p = run({ VMCP_BACKEND: "cloud-hypervisor", VMCP_CH_BINARY: standInBinary("cloud-hypervisor"), VMCP_CH_ENDPOINT: `unix://${dir}/sock/ch.sock`, VMCP_PORT: "0", VMCP_STATE_DIR: join(dir, "state") });
+  try {
+    const url = await until(() => /"url":"(http:[^"]+)"/.exec(p.out())?.[1], "the listening line", 30_000);
+    const c = createClient(VmService, createConnectTransport({ baseUrl: url, httpVersion: "1.1" }));
+    const config = { cpu: { vcpuCount: 1 }, memory: { sizeBytes: 128n * 1024n * 1024n }, boot: { kernelPath: join(images, "vmlinux") } };
+    await c.createVm({ vmId: "ep-1", config });
+    assert.equal((await c.bootVm({ vmId: "ep-1" })).state, VmState.RUNNING);
+    assert.ok(existsSync(join(dir, "sock", "ch-ep-1.sock")), "the VM's API socket is <endpoint path>-<vm id>.sock");
+    await c.deleteVm({ vmId: "ep-1", force: true });
+    assert.equal(existsSync(join(dir, "sock", "ch-ep-1.sock")), false, "DeleteVm removes the socket");
+    p.child.kill("SIGTERM");
+    assert.equal(await p.exited, 0);
+  } finally {
+    p.child.kill("SIGKILL");
+    await rm(dir, { recursive: true, force: true });
+  }
 });

@@ -2,7 +2,7 @@ import { mkdir } from "node:fs/promises";
 import { QuantixError } from "@quantix/core";
 import { createJsonLogger } from "@quantix/server/log.js";
 import { createBackend } from "./backend-factory.js";
-import { loadAgentConfig, usage } from "./config.js";
+import { loadAgentConfig, usage, type AgentConfig } from "./config.js";
 import { startAgentServer } from "./rpc/agent-server.js";
 import { startControlPlaneLink } from "./sync/control-plane-link.js";
 import { VmManager } from "./vm-manager.js";
@@ -36,10 +36,11 @@ async function main(): Promise<void> {
     await backend?.close().catch(() => undefined);
     const e = err as NodeJS.ErrnoException;
     const why = e.code === "EADDRINUSE" ? `${config.address}:${config.port} is in use; stop the other process or set VMCP_PORT` : err instanceof Error ? err.message : String(err);
-    process.stderr.write(`quantix-agent: cannot start the ${config.backend} backend: ${why}\n`);
+    process.stderr.write(`quantix-agent: cannot start the ${config.backend} backend: ${why}${/VMCP_[A-Z_]+/.test(why) ? "" : binaryHint(config)}\n`);
     process.exit(1);
   }
-  log.log("info", "agent listening", { url: server.url, backend: backend.type, node: config.nodeName, state_dir: config.stateDir });
+  const accel = config.backend === "qemu" ? { accel: config.qemuKvm ? "kvm" : "tcg" } : {};
+  log.log("info", "agent listening", { url: server.url, backend: backend.type, ...accel, node: config.nodeName, state_dir: config.stateDir });
   const link = config.controlPlane ? startControlPlaneLink({ controlPlane: config.controlPlane, agentUrl: server.url, nodeName: config.nodeName, stateDir: config.stateDir, backend, log }) : undefined;
   let stopping = false;
   const stop = (signal: string) => {
@@ -60,6 +61,12 @@ async function main(): Promise<void> {
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+}
+
+/** Which setting picks the hypervisor binary, for start errors (a missing binary is the usual cause). */
+function binaryHint(config: AgentConfig): string {
+  const setting = { qemu: ["VMCP_QEMU_BINARY", config.qemuBinary], "cloud-hypervisor": ["VMCP_CH_BINARY", config.chBinary], firecracker: ["VMCP_FC_BINARY", config.fcBinary], simulated: undefined }[config.backend];
+  return setting ? ` (binary '${setting[1]}' from ${setting[0]})` : "";
 }
 
 void main();

@@ -6,6 +6,7 @@ import { ConsoleOutput, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import type { Backend, ConsoleChunk, BackendCapability, BackendEvent, BackendVmInfo, ShutdownOptions } from "../../backend.js";
 import { ConsoleRing, DEFAULT_CONSOLE_BUFFER_BYTES } from "../../console-ring.js";
 import { detectDiskSource } from "./disk-format.js";
+import { probeKvm, type KvmProbeResult } from "./kvm-probe.js";
 import { buildQemuArgs, hostPathViolation, qmpChardevOption, type DiskSource } from "./qemu-args.js";
 import { describeExit, isQemuProcess, killHard, processUsage, readPidFile } from "./qemu-process.js";
 import { QemuRuntime, type RuntimeEnd } from "./qemu-runtime.js";
@@ -52,6 +53,7 @@ export class QemuBackend implements Backend {
   private readonly binary: string;
   private readonly clock: Clock;
   private versionText: Promise<string> | undefined;
+  private kvmProbe: Promise<KvmProbeResult> | undefined;
   private closed = false;
 
   constructor(private readonly options: QemuBackendOptions) {
@@ -72,12 +74,17 @@ export class QemuBackend implements Backend {
     return this.versionText;
   }
 
+  /** QEMU runs; with KVM, /dev/kvm is there and a test vCPU really runs under it (probed once). */
   async ping(): Promise<void> {
     await this.version();
     if (this.options.kvm) {
       await access("/dev/kvm", constants.R_OK | constants.W_OK).catch(() => {
         throw new QuantixError("unavailable", "KVM is not usable (/dev/kvm is missing or not accessible); set VMCP_QEMU_KVM=false to use TCG");
       });
+      // Whether KVM can run a vCPU does not change while the agent runs: probe once.
+      this.kvmProbe ??= probeKvm(this.binary);
+      const probe = await this.kvmProbe;
+      if (!probe.usable) throw new QuantixError("unavailable", `KVM cannot run guests on this host (${probe.reason}); set VMCP_QEMU_KVM=false to use TCG`);
     }
   }
 

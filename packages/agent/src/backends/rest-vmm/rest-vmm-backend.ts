@@ -15,8 +15,14 @@ import { adoptVmm, isAlive, isVmmFor, residentBytes, signalVmm, spawnVmm, type V
 export interface RestVmmBackendOptions {
   /** The VMM binary (absolute path, or a name found on PATH). */
   readonly binary: string;
-  /** Per-VM directories go to `<stateDir>/vms/<vmId>/` (socket, pid file, console, config). */
+  /** Per-VM directories go to `<stateDir>/vms/<vmId>/` (pid file, console, config, and the socket unless socketPrefix is set). */
   readonly stateDir: string;
+  /**
+   * When set, each VM's API socket is `<socketPrefix>-<vmId>.sock` (from VMCP_CH_ENDPOINT /
+   * VMCP_FC_ENDPOINT) rather than inside its state directory: a short socket directory
+   * keeps within the 107-byte socket path limit whatever the state directory's length.
+   */
+  readonly socketPrefix?: string;
   /** How long a VMM may take to open its API socket. Default 10 s. */
   readonly startTimeoutMs?: number;
   /** Deadline of one API call. Default 5 s. */
@@ -70,7 +76,7 @@ export class RestVmmBackend implements Backend {
   async recover(): Promise<string[]> {
     const ids = await listVmIds(this.options.stateDir);
     for (const vmId of ids) {
-      const paths = vmPaths(this.options.stateDir, vmId);
+      const paths = vmPaths(this.options.stateDir, vmId, this.options.socketPrefix);
       const rec = this.newRecord(paths, await readVmConfig(paths));
       const saved = await readRuntime(paths);
       Object.assign(rec, { state: saved.state, startedAtMs: saved.startedAtMs, crashReason: saved.crashReason });
@@ -88,7 +94,7 @@ export class RestVmmBackend implements Backend {
   }
 
   async createVM(vmId: string, config: VmConfig): Promise<void> {
-    const paths = vmPaths(this.options.stateDir, vmId);
+    const paths = vmPaths(this.options.stateDir, vmId, this.options.socketPrefix);
     this.driver.checkConfig(config);
     if (this.vms.has(vmId)) throw new QuantixError("already_exists", `VM '${vmId}' already exists`);
     await writeVmDir(paths, config);

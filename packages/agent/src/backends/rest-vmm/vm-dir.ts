@@ -32,13 +32,17 @@ export interface RuntimeRecord {
   readonly crashReason?: string | undefined;
 }
 
-/** Validates `vmId` and returns its paths; INVALID_ARGUMENT for a bad id or a too long socket path. */
-export function vmPaths(stateDir: string, vmId: string): VmPaths {
+/**
+ * Validates `vmId` and returns its paths; INVALID_ARGUMENT for a bad id or a too long
+ * socket path. The API socket is `<socketPrefix>-<vmId>.sock` when a prefix is given (the
+ * agent's VMCP_CH_ENDPOINT / VMCP_FC_ENDPOINT), else `api.sock` in the VM's directory.
+ */
+export function vmPaths(stateDir: string, vmId: string, socketPrefix?: string): VmPaths {
   if (!VM_ID_PATTERN.test(vmId)) throw new QuantixError("invalid_argument", `VM id '${vmId}' must match ${VM_ID_PATTERN.source}`);
   const dir = join(stateDir, "vms", vmId);
   const paths: VmPaths = {
     dir,
-    apiSocket: join(dir, "api.sock"),
+    apiSocket: socketPrefix === undefined ? join(dir, "api.sock") : `${socketPrefix}-${vmId}.sock`,
     pidFile: join(dir, "vmm.pid"),
     consoleFile: join(dir, "console.log"),
     vmmLog: join(dir, "vmm.log"),
@@ -90,8 +94,9 @@ export async function listVmIds(stateDir: string): Promise<string[]> {
   return ids;
 }
 
-/** Removes the VM's directory and everything in it. */
+/** Removes the VM's directory and everything in it, and its API socket if that lives elsewhere. */
 export async function removeVmDir(paths: VmPaths): Promise<void> {
+  await rm(paths.apiSocket, { force: true });
   await rm(paths.dir, { recursive: true, force: true });
 }
 
