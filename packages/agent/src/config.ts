@@ -81,9 +81,14 @@ const SETTINGS = {
 
 type Key = keyof typeof SETTINGS;
 
+/** Every setting as [env var, flag, default], for --help and the docs' configuration table. */
+export function agentSettings(): readonly (readonly [env: string, flag: string, defaultValue: string])[] {
+  return Object.values(SETTINGS);
+}
+
 /** Usage text for --help and for errors. */
 export function usage(): string {
-  return Object.values(SETTINGS).map(([env, flag, def]) => `  ${flag.padEnd(17)} ${env.padEnd(22)} default: ${def === "" ? "(none)" : def}`).join("\n");
+  return agentSettings().map(([env, flag, def]) => `  ${flag.padEnd(17)} ${env.padEnd(22)} default: ${def === "" ? "(none)" : def}`).join("\n");
 }
 
 /**
