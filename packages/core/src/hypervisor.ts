@@ -35,6 +35,21 @@ export interface ShutdownOptions {
   readonly timeoutSec: number;
 }
 
+/** Recent console output of a VM. */
+export interface ConsoleOutput {
+  readonly data: Uint8Array;
+  /** Whether older output was dropped from the node's buffer. */
+  readonly truncated: boolean;
+}
+
+/** Console access of a hypervisor that declares the "console" capability. */
+export interface HypervisorConsole {
+  /** The last `tailBytes` bytes of a VM's console output (0 means the node's default). */
+  output(vmId: string, tailBytes: number): Promise<ConsoleOutput>;
+  /** New console output as it is written, until `signal` aborts or the VM is deleted. */
+  follow(vmId: string, signal: AbortSignal): AsyncIterable<Uint8Array>;
+}
+
 /**
  * The control plane's port to one node's hypervisor, shaped like the seed's Backend
  * interface (CreateVM ... Ping) plus observation and declared capabilities. Every call
@@ -45,6 +60,8 @@ export interface HypervisorPort {
   readonly kind: string;
   readonly version: string;
   readonly capabilities: ReadonlySet<Capability>;
+  /** Console access; callers check for the "console" capability first. */
+  readonly console?: HypervisorConsole;
   /** Defines a VM (its process is not started: "created"). A VM already defined is left as it is. */
   createVM(vmId: string, spec: VmSpec): Promise<void>;
   /** Removes a VM and its process; a VM that does not exist is not an error. */

@@ -12,3 +12,4 @@ export * from "./hypervisor.js";
 export * from "./placement.js";
 export * from "./freeze.js";
 export * from "./push-iterable.js";
+export * from "./agent-vm-config.js";

@@ -268,7 +268,11 @@ export const MemoryConfigSchema: GenMessage<MemoryConfig> = /*@__PURE__*/
   messageDesc(file_Quantixkvm_compute_v1_vm, 3);
 
 /**
- * A virtual disk.
+ * A virtual disk. On nodes run by a host agent, disks need volumes from the storage
+ * service, which is not built yet: until it is, a VM with any disk (image_id, volume_id
+ * or a new blank size_gib volume) is refused by its node, and the VM shows state ERROR
+ * with a SpecAccepted=False condition saying so. Boot such VMs with
+ * boot.direct_boot and no disks.
  *
  * @generated from message Quantixkvm.compute.v1.DiskDevice
  */
@@ -338,7 +342,9 @@ export const DiskDeviceSchema: GenMessage<DiskDevice> = /*@__PURE__*/
   messageDesc(file_Quantixkvm_compute_v1_vm, 4);
 
 /**
- * A network interface.
+ * A network interface. On nodes run by a host agent, the NIC uses the tap device
+ * "qx" followed by 13 hex digits derived from the VM and NIC ids; the networking service
+ * creates it (until it exists, booting a VM with a NIC fails on the node).
  *
  * @generated from message Quantixkvm.compute.v1.NetworkInterface
  */

@@ -942,7 +942,10 @@ export const VMService: GenService<{
     output: typeof VmUpdateSchema;
   },
   /**
-   * Returns the recent serial console output of a VM. Implemented with the host agent.
+   * Returns the recent serial console output of a VM, read from its node's agent.
+   * Read-only. NOT_FOUND for an unknown VM; FAILED_PRECONDITION when the VM is not placed
+   * on a node or the node's hypervisor lacks the "console" capability; UNAVAILABLE while
+   * the node is unreachable.
    *
    * @generated from rpc Quantixkvm.compute.v1.VMService.GetConsoleOutput
    */
@@ -952,7 +955,9 @@ export const VMService: GenService<{
     output: typeof GetConsoleOutputResponseSchema;
   },
   /**
-   * Follows the serial console output of a VM. Implemented with the host agent.
+   * Follows the serial console output of a VM as it is written (new output only), from
+   * its node's agent, until the client cancels or the VM is deleted. Read-only. Errors
+   * as for GetConsoleOutput.
    *
    * @generated from rpc Quantixkvm.compute.v1.VMService.StreamConsole
    */

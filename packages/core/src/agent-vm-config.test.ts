@@ -1,0 +1,92 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { Firmware, NicModel, VmSpecSchema, type VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { ConsoleOutput, ConsoleType, NetworkInterfaceType } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { agentTapName, CONTROL_PLANE_VM_ID_KEY, toAgentVmConfig } from "./agent-vm-config.js";
+import { QuantixError } from "./errors.js";
+
+const ID = "3f1c2a9e-0d4b-4c1e-9a57-1b2c3d4e5f60";
+
+function spec(change: (s: VmSpec) => void = () => {}): VmSpec {
+  const s = create(VmSpecSchema, {
+    cpu: { cores: 2 },
+    memory: { sizeMib: 512n },
+    boot: { directBoot: { kernelPath: "/k/vmlinuz", initrdPath: "/k/initrd.gz", cmdline: "console=ttyS0 quiet" } },
+  });
+  change(s);
+  return s;
+}
+
+function rejected(s: VmSpec): QuantixError {
+  try {
+    toAgentVmConfig(ID, s);
+  } catch (err) {
+    assert.ok(err instanceof QuantixError);
+    return err;
+  }
+  assert.fail("expected the spec to be rejected");
+}
+
+describe("toAgentVmConfig", () => {
+  it("maps cpu, memory, direct boot and a buffered serial console", () => {
+    const c = toAgentVmConfig(ID, spec());
+    assert.equal(c.cpu?.vcpuCount, 2);
+    assert.equal(c.cpu?.topology, undefined);
+    assert.equal(c.memory?.sizeBytes, 512n * 1024n * 1024n);
+    assert.equal(c.memory?.hotplugEnabled, false);
+    assert.deepEqual([c.boot?.kernelPath, c.boot?.initrdPath, c.boot?.kernelArgs], ["/k/vmlinuz", "/k/initrd.gz", "console=ttyS0 quiet"]);
+    assert.deepEqual([c.console?.enabled, c.console?.output, c.console?.consoleType], [true, ConsoleOutput.BUFFER, ConsoleType.SERIAL]);
+    assert.deepEqual(c.metadata, { [CONTROL_PLANE_VM_ID_KEY]: ID });
+    assert.deepEqual(c.storage, []);
+  });
+
+  it("sends a topology only when there is one, and memory hotplug only with a larger maximum", () => {
+    const c = toAgentVmConfig(ID, spec((s) => {
+      s.cpu = { ...s.cpu!, cores: 2, sockets: 2, threadsPerCore: 2 };
+      s.memory = { ...s.memory!, maxSizeMib: 1024n };
+    }));
+    assert.equal(c.cpu?.vcpuCount, 8);
+    assert.deepEqual([c.cpu?.topology?.sockets, c.cpu?.topology?.coresPerSocket, c.cpu?.topology?.threadsPerCore], [2, 2, 2]);
+    assert.equal(c.memory?.hotplugEnabled, true);
+    assert.equal(c.memory?.maxSizeBytes, 1024n * 1024n * 1024n);
+  });
+
+  it("boots firmware when there is no direct boot", () => {
+    const c = toAgentVmConfig(ID, spec((s) => delete s.boot));
+    assert.equal(c.boot?.kernelPath, "");
+  });
+
+  it("maps NICs to derived tap names and the NIC model", () => {
+    const c = toAgentVmConfig(ID, spec((s) => {
+      s.nics = create(VmSpecSchema, {
+        nics: [
+          { id: "eth0", networkId: "n", macAddress: "52:54:00:00:00:01" },
+          { id: "eth1", networkId: "n", macAddress: "52:54:00:00:00:02", model: NicModel.E1000 },
+        ],
+      }).nics;
+    }));
+    assert.deepEqual(c.network.map((n) => [n.id, n.macAddress, n.interfaceType]), [["eth0", "52:54:00:00:00:01", NetworkInterfaceType.VIRTIO_NET], ["eth1", "52:54:00:00:00:02", NetworkInterfaceType.E1000]]);
+    for (const n of c.network) assert.match(n.tapDevice, /^qx[0-9a-f]{13}$/);
+    assert.notEqual(c.network[0]!.tapDevice, c.network[1]!.tapDevice);
+  });
+
+  it("is deterministic, so CreateVm stays idempotent", () => {
+    assert.deepEqual(toAgentVmConfig(ID, spec()), toAgentVmConfig(ID, spec()));
+    assert.equal(agentTapName(ID, "eth0"), agentTapName(ID, "eth0"));
+    assert.notEqual(agentTapName(ID, "eth0"), agentTapName("other", "eth0"));
+  });
+
+  it("rejects disks with FAILED_PRECONDITION naming the storage service", () => {
+    for (const disk of [{ id: "root", imageId: "img-1" }, { id: "data", volumeId: "vol-1" }, { id: "blank", sizeGib: 10n }]) {
+      const err = rejected(spec((s) => (s.disks = [create(VmSpecSchema, { disks: [disk] }).disks[0]!])));
+      assert.equal(err.code, "failed_precondition");
+      assert.match(err.message, new RegExp(`disk '${disk.id}'.*storage service`));
+    }
+  });
+
+  it("rejects UEFI firmware and a spec without cpu or memory", () => {
+    assert.equal(rejected(spec((s) => (s.boot!.firmware = Firmware.UEFI))).code, "failed_precondition");
+    assert.equal(rejected(spec((s) => delete s.memory)).code, "invalid_argument");
+  });
+});

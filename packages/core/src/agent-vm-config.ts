@@ -1,0 +1,85 @@
+import { create } from "@bufbuild/protobuf";
+import { Firmware, NicModel, type VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { ConsoleOutput, ConsoleType, NetworkInterfaceType, VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { QuantixError } from "./errors.js";
+
+/** The metadata key under which an agent's VM records the control plane's VM id. */
+export const CONTROL_PLANE_VM_ID_KEY = "quantix.vm-id";
+
+const MIB = 1024n * 1024n;
+
+const NIC_TYPES: Record<NicModel, NetworkInterfaceType> = {
+  [NicModel.UNSPECIFIED]: NetworkInterfaceType.VIRTIO_NET,
+  [NicModel.VIRTIO]: NetworkInterfaceType.VIRTIO_NET,
+  [NicModel.E1000]: NetworkInterfaceType.E1000,
+  [NicModel.RTL8139]: NetworkInterfaceType.RTL8139,
+};
+
+/**
+ * The vmm.v1 config a host agent runs for a compute VmSpec. Pure: the same spec always
+ * gives the same config, so CreateVm stays idempotent when the control plane sends it
+ * again (after an agent restart or a lost answer).
+ *
+ * What an agent node cannot provide yet fails with FAILED_PRECONDITION naming it:
+ * disks (every disk needs a volume, and volumes come from the storage service) and
+ * UEFI firmware (vmm.v1 has no firmware choice). The CPU model and huge pages have no
+ * vmm.v1 field and are left to the node.
+ */
+export function toAgentVmConfig(vmId: string, spec: VmSpec): VmConfig {
+  const cpu = spec.cpu;
+  const mem = spec.memory;
+  if (!cpu || !mem) throw new QuantixError("invalid_argument", `VM '${vmId}' has no cpu or memory in its spec`);
+  if (spec.disks.length > 0) {
+    const d = spec.disks[0]!;
+    const what = d.imageId !== "" ? `an image (image_id '${d.imageId}')` : d.volumeId !== "" ? `a volume (volume_id '${d.volumeId}')` : `a new ${d.sizeGib} GiB volume`;
+    throw new QuantixError(
+      "failed_precondition",
+      `disk '${d.id}' needs ${what}, but agent nodes get volumes from the storage service, which arrives with the storage issue; boot with spec.boot.direct_boot and no disks until then`,
+    );
+  }
+  if (spec.boot?.firmware === Firmware.UEFI) {
+    throw new QuantixError("failed_precondition", "spec.boot.firmware UEFI is not available on agent nodes yet (they boot BIOS or a direct kernel)");
+  }
+  const sockets = Math.max(1, cpu.sockets);
+  const threads = Math.max(1, cpu.threadsPerCore);
+  const vcpus = cpu.cores * sockets * threads;
+  const direct = spec.boot?.directBoot;
+  return create(VmConfigSchema, {
+    cpu: {
+      vcpuCount: vcpus,
+      // A plain count needs no topology; only a real one is sent, so that backends
+      // without topology support still take the simple case.
+      ...(sockets > 1 || threads > 1 ? { topology: { sockets, coresPerSocket: cpu.cores, threadsPerCore: threads } } : {}),
+    },
+    memory: {
+      sizeBytes: BigInt.asIntN(64, mem.sizeMib * MIB),
+      ...(mem.maxSizeMib > mem.sizeMib ? { hotplugEnabled: true, maxSizeBytes: BigInt.asIntN(64, mem.maxSizeMib * MIB) } : {}),
+    },
+    boot: direct ? { kernelPath: direct.kernelPath, initrdPath: direct.initrdPath, kernelArgs: direct.cmdline } : {},
+    network: spec.nics.map((n) => ({ id: n.id, macAddress: n.macAddress, tapDevice: agentTapName(vmId, n.id), interfaceType: NIC_TYPES[n.model] ?? NetworkInterfaceType.VIRTIO_NET })),
+    console: { enabled: true, output: ConsoleOutput.BUFFER, consoleType: ConsoleType.SERIAL },
+    metadata: { [CONTROL_PLANE_VM_ID_KEY]: vmId },
+  });
+}
+
+/**
+ * The tap device name a VM's NIC uses on an agent node: "qx" and 13 hex digits of a
+ * hash of the VM and NIC ids (15 characters, the Linux limit). Derived, never taken
+ * from user input, so it is always a safe interface name; the networking service
+ * creates the device under this name.
+ */
+export function agentTapName(vmId: string, nicId: string): string {
+  // Two FNV-1a 32-bit hashes with different seeds give 64 bits; 52 are used.
+  const a = fnv1a(`${vmId}/${nicId}`, 0x811c9dc5);
+  const b = fnv1a(`${nicId}/${vmId}`, 0x01000193);
+  return `qx${(a.toString(16).padStart(8, "0") + b.toString(16).padStart(8, "0")).slice(0, 13)}`;
+}
+
+function fnv1a(text: string, seed: number): number {
+  let h = seed >>> 0;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h >>> 0;
+}
