@@ -2,7 +2,7 @@ import { clone, create, equals } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { ResourcesSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { PowerState, VmStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { demandOf, placeVm, QuantixError, type Clock, type HypervisorPort, type ShutdownOptions, type Store, type VmObservation } from "@quantix/core";
+import { demandOf, placeVm, QuantixError, type Clock, type HypervisorConsole, type HypervisorPort, type ShutdownOptions, type Store, type VmObservation } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import { allVms } from "../services/paging.js";
 import type { Logger } from "../log.js";
@@ -63,6 +63,11 @@ export class VmReconciler {
     this.queue.add(`vm:${vmId}`);
   }
 
+  /** The node hypervisors this reconciler drives; agents are attached to them (see attachAgentNodes). */
+  get drivers(): NodeDrivers {
+    return this.deps.drivers;
+  }
+
   /** Resolves when no work is pending (tests). */
   idle(): Promise<void> {
     return this.queue.idle();
@@ -78,6 +83,20 @@ export class VmReconciler {
     const driver = this.driverFor(vm);
     this.requireCapability(driver, "reboot", vm.id);
     await driver.rebootVM(vm.id, force);
+  }
+
+  /**
+   * The console of a VM's node. FAILED_PRECONDITION when the VM is not placed or its
+   * node's hypervisor lacks the "console" capability; UNAVAILABLE when the node is not
+   * connected.
+   */
+  consoleOf(vm: VirtualMachine): HypervisorConsole {
+    if (!vm.status?.nodeId) throw new QuantixError("failed_precondition", `VM '${vm.id}' is not placed on a node, so it has no console yet; start it first`);
+    const driver = this.driverFor(vm);
+    if (!driver.capabilities.has("console") || !driver.console) {
+      throw new QuantixError("failed_precondition", `VM '${vm.id}' runs on a ${driver.kind} hypervisor, which lacks the 'console' capability`);
+    }
+    return driver.console;
   }
 
   private driverFor(vm: VirtualMachine): HypervisorPort {
@@ -136,9 +155,16 @@ export class VmReconciler {
         s.errorMessage = `node '${nodeId}' is not connected; the VM's state cannot be observed`;
       });
     }
-    let obs = await driver.observe(vm.id);
-    const stepped = await this.step(vm, desired, driver, obs);
-    if (stepped) obs = await driver.observe(vm.id);
+    let obs: VmObservation;
+    try {
+      obs = await driver.observe(vm.id);
+      const stepped = await this.step(vm, desired, driver, obs);
+      if (stepped) obs = await driver.observe(vm.id);
+    } catch (err) {
+      if (err instanceof QuantixError && err.code === "unavailable") return this.writeUnreachable(vm, err.message);
+      if (err instanceof SpecRejected) return this.writeRejected(vm, err.message);
+      throw err;
+    }
     await this.writeObserved(vm, desired, driver, obs);
   }
 
@@ -147,7 +173,7 @@ export class VmReconciler {
     const p = obs.power;
     switch (desired) {
       case PowerState.RUNNING:
-        if (p === "absent") { await d.createVM(vm.id, vm.spec!); await d.bootVM(vm.id); return true; }
+        if (p === "absent") { await define(d, vm); await d.bootVM(vm.id); return true; }
         if (p === "created" || p === "shutdown" || p === "suspended") { await d.bootVM(vm.id); return true; }
         if (p === "paused") { await d.resumeVM(vm.id); return true; }
         // A crash is final until StartVM asks again (a newer generation than the crash's).
@@ -210,8 +236,30 @@ export class VmReconciler {
       } else if (obs.power === "running") {
         s.conditions = removeCondition(s.conditions, "Crashed");
       }
+      s.conditions = removeCondition(removeCondition(s.conditions, "NodeReachable"), "SpecAccepted");
       if (obs.startedAt !== undefined) s.startedAt = timestampFromMs(obs.startedAt);
       else delete s.startedAt;
+      s.observedGeneration = vm.generation;
+    });
+  }
+
+  /** The node cannot be asked: the status says so instead of repeating the last state seen. */
+  private async writeUnreachable(vm: VirtualMachine, why: string): Promise<void> {
+    const now = this.deps.clock.now();
+    await this.writeStatus(vm, (s) => {
+      s.state = State.UNKNOWN;
+      s.errorMessage = `${why}; the VM's state cannot be observed until the node is back`;
+      s.conditions = setCondition(s.conditions, { type: "NodeReachable", status: false, reason: "NodeUnreachable", message: s.errorMessage, generation: vm.generation }, now);
+    });
+  }
+
+  /** The node's hypervisor refused the VM's spec: ERROR until the spec changes. */
+  private async writeRejected(vm: VirtualMachine, why: string): Promise<void> {
+    const now = this.deps.clock.now();
+    await this.writeStatus(vm, (s) => {
+      s.state = State.ERROR;
+      s.errorMessage = why;
+      s.conditions = setCondition(s.conditions, { type: "SpecAccepted", status: false, reason: "HypervisorRejected", message: why, generation: vm.generation }, now);
       s.observedGeneration = vm.generation;
     });
   }
@@ -269,6 +317,21 @@ export class VmReconciler {
       cur.updatedAt = timestampFromMs(now);
       return cur;
     });
+  }
+}
+
+/** A node's hypervisor refused to define a VM: retrying the same spec cannot help. */
+class SpecRejected extends Error {}
+
+/** Defines a VM on its node, telling a refused spec apart from a passing failure. */
+async function define(d: HypervisorPort, vm: VirtualMachine): Promise<void> {
+  try {
+    await d.createVM(vm.id, vm.spec!);
+  } catch (err) {
+    if (err instanceof QuantixError && (err.code === "failed_precondition" || err.code === "invalid_argument" || err.code === "already_exists")) {
+      throw new SpecRejected(`node refused the VM: ${err.message}`, { cause: err });
+    }
+    throw err;
   }
 }
 

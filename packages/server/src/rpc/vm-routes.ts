@@ -6,6 +6,7 @@ import type { VmPowerService } from "../services/vm-power.js";
 import type { VmService } from "../services/vm-service.js";
 import { budgetOf } from "./budget.js";
 import { unimplemented } from "./errors.js";
+import { getConsoleOutput, streamConsole } from "./vm-console-routes.js";
 
 /** The implementation of Quantixkvm.compute.v1.VMService, for every protocol. */
 export function vmServiceImpl(vms: VmService, power: VmPowerService, defaultDeadlineMs: number): ServiceImpl<typeof VMService> {
@@ -30,12 +31,8 @@ export function vmServiceImpl(vms: VmService, power: VmPowerService, defaultDead
     migrateVM: () => {
       throw unimplemented("MigrateVM", "the scheduler and live migration issue");
     },
-    getConsoleOutput: () => {
-      throw unimplemented("GetConsoleOutput", "the host agent issue (real QEMU guests)");
-    },
-    async *streamConsole() {
-      throw unimplemented("StreamConsole", "the host agent issue (real QEMU guests)");
-    },
+    getConsoleOutput: (req) => getConsoleOutput(power, req),
+    streamConsole: (req, ctx) => streamConsole(power, req, ctx.signal),
     async *streamMetrics() {
       throw unimplemented("StreamMetrics", "the node metrics work of the scheduler issue");
     },

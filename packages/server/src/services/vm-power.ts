@@ -1,13 +1,14 @@
 import { VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { checkPowerAction, notFound, desiredPowerStateOf, targetStateOf, type PowerAction, type ShutdownOptions, type Store } from "@quantix/core";
+import { checkPowerAction, notFound, desiredPowerStateOf, targetStateOf, type HypervisorConsole, type PowerAction, type ShutdownOptions, type Store } from "@quantix/core";
 import { requireId } from "./vm-service.js";
 import { waitFor } from "./wait.js";
 
-/** What the power service needs from the reconciler. */
+/** What the power service needs from the reconciler, which knows each VM's node. */
 export interface PowerDriver {
   enqueue(vmId: string): void;
   hintStop(vmId: string, options: ShutdownOptions): void;
   reboot(vm: VirtualMachine, force: boolean): Promise<void>;
+  consoleOf(vm: VirtualMachine): HypervisorConsole;
 }
 
 /** How long a power action may wait, from the request's deadline and the server's limit. */
@@ -48,6 +49,18 @@ export class VmPowerService {
     const settled = (x: VirtualMachine) => x.status?.state === target || (x.generation === x.status?.observedGeneration && FAILED.includes(x.status.state));
     if (vm.status?.state === target) return vm;
     return waitFor(this.store.vms, "VM", id, settled, budget.ms, budget.signal);
+  }
+
+  /**
+   * The console of a VM's node: NOT_FOUND for an unknown VM, FAILED_PRECONDITION when it
+   * has no node or the node's hypervisor lacks "console". Here beside reboot because
+   * both go straight to the VM's node rather than through the desired state.
+   */
+  async console(id: string): Promise<{ vm: VirtualMachine; console: HypervisorConsole }> {
+    requireId("vm_id", id);
+    const vm = await this.store.vms.get(id);
+    if (!vm) throw notFound("VM", id);
+    return { vm, console: this.driver.consoleOf(vm) };
   }
 
   async reboot(id: string, force: boolean, budget: WaitBudget): Promise<VirtualMachine> {

@@ -1,0 +1,238 @@
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import type { VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { VmService, VmState } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { QuantixError, toAgentVmConfig, type Capability, type HypervisorConsole, type HypervisorPort, type ObservedPower, type ShutdownOptions, type VmObservation } from "@quantix/core";
+import type { Logger } from "../log.js";
+import { fromAgentError } from "./agent-errors.js";
+import { AgentWatch, type AgentVmEntry } from "./agent-watch.js";
+
+/** Where a node's agent is and what the node registered. */
+export interface AgentHypervisorOptions {
+  /** The node's agent_endpoint, e.g. http://10.0.0.5:9090. */
+  readonly endpoint: string;
+  /** The node's hostname, for messages. */
+  readonly node: string;
+  readonly kind: string;
+  readonly version: string;
+  /** The capabilities the agent registered; refreshed from /_/health on every reconnect. */
+  readonly capabilities: readonly string[];
+  readonly log: Logger;
+  /** Called each time the watch is (re)synced, e.g. to look again at the VMs the store places here. */
+  readonly onSynced?: () => void;
+}
+
+const POWER: Record<VmState, ObservedPower> = {
+  [VmState.UNSPECIFIED]: "absent",
+  [VmState.CREATED]: "created",
+  [VmState.RUNNING]: "running",
+  [VmState.PAUSED]: "paused",
+  [VmState.SHUTDOWN]: "shutdown",
+  [VmState.CRASHED]: "crashed",
+};
+
+/** The vmm.v1 capabilities that have a control-plane meaning, by their control-plane name. */
+const KNOWN: readonly Capability[] = ["pause", "reboot", "live-migration", "console"];
+
+/**
+ * A node's hypervisor reached through its host agent's vmm.v1 VmService (gRPC over h2c).
+ * The VM id on the agent is the control plane's VM id, so a repeated CreateVm after a
+ * reconnect finds the VM instead of duplicating it. WatchVms feeds a cache that tells
+ * the reconciler about changes at once (guest power-off, QEMU killed) and carries the
+ * crash reason and start time; observe() asks GetVmInfo, the agent's source of truth.
+ */
+export class AgentHypervisor implements HypervisorPort {
+  readonly kind: string;
+  readonly version: string;
+  /** The agent_endpoint this hypervisor talks to. */
+  readonly endpoint: string;
+  readonly capabilities = new Set<Capability>();
+  readonly console: HypervisorConsole;
+  private readonly client: Client<typeof VmService>;
+  private readonly sessions: Http2SessionManager;
+  private readonly watch: AgentWatch;
+  private readonly listeners = new Set<(vmId: string) => void>();
+  private readonly stopping = new Set<string>();
+  /** Why the node is not usable (heartbeats stopped, watch broken), or undefined when it is. */
+  private readonly down: { node?: string; watch?: string } = { watch: "its agent is not connected yet" };
+
+  constructor(private readonly o: AgentHypervisorOptions) {
+    this.kind = o.kind;
+    this.version = o.version;
+    this.endpoint = o.endpoint;
+    this.setCapabilities(o.capabilities);
+    // Pings find a half-open connection (a host that vanished) within seconds.
+    this.sessions = new Http2SessionManager(o.endpoint, { pingIntervalMs: 5000, pingTimeoutMs: 3000, idleConnectionTimeoutMs: 60_000 });
+    this.client = createClient(VmService, createGrpcTransport({ baseUrl: o.endpoint, sessionManager: this.sessions }));
+    this.watch = new AgentWatch(this.client, { changed: (id) => this.emit(id), connection: (up, reason) => this.onConnection(up, reason) }, o.log);
+    this.console = {
+      output: async (vmId, tailBytes) => {
+        const r = await this.call(() => this.client.getConsoleOutput({ vmId, tailBytes }));
+        return { data: r.data, truncated: r.truncated };
+      },
+      follow: (vmId, signal) => this.followConsole(vmId, signal),
+    };
+  }
+
+  /** Starts following the agent's VMs. */
+  start(): void {
+    this.watch.start();
+  }
+
+  /** Stops the watch and closes the connection; the agent's VMs keep running. */
+  async close(): Promise<void> {
+    await this.watch.stop();
+    this.sessions.abort();
+  }
+
+  /** Marks the node unusable (heartbeats stopped) or usable again, from its phase. */
+  setNodeDown(reason: string | undefined): void {
+    if (reason === this.down.node) return;
+    if (reason === undefined) delete this.down.node;
+    else this.down.node = reason;
+    for (const id of this.watch.vms.keys()) this.emit(id);
+  }
+
+  /** Tells listeners a VM may have changed (the caller knows of VMs the agent may have lost). */
+  touch(vmId: string): void {
+    this.emit(vmId);
+  }
+
+  async createVM(vmId: string, spec: VmSpec): Promise<void> {
+    const config = toAgentVmConfig(vmId, spec);
+    await this.call(() => this.client.createVm({ vmId, config }));
+  }
+
+  async deleteVM(vmId: string): Promise<void> {
+    await this.call(() => this.client.deleteVm({ vmId, force: true })).catch((err: unknown) => {
+      if (!(err instanceof QuantixError && err.code === "not_found")) throw err;
+    });
+  }
+
+  async bootVM(vmId: string): Promise<void> {
+    await this.call(() => this.client.bootVm({ vmId }));
+  }
+
+  /**
+   * ShutdownVm returns only once the guest is off, which may take the whole timeout; the
+   * call runs in the background so that the reconciler shows STOPPING meanwhile, and the
+   * watch reports the end. One shutdown per VM is in flight at a time.
+   */
+  async shutdownVM(vmId: string, options: ShutdownOptions): Promise<void> {
+    this.ready();
+    if (this.stopping.has(vmId) && !options.force) return;
+    this.stopping.add(vmId);
+    this.emit(vmId);
+    const done = this.call(() => this.client.shutdownVm({ vmId, force: options.force, timeoutSeconds: options.force ? 0 : Math.min(3600, options.timeoutSec) }));
+    done.then(
+      () => undefined,
+      (err: unknown) => this.o.log.log("warn", "agent shutdown failed", { node: this.o.node, vm_id: vmId, error: String(err) }),
+    ).finally(() => {
+      this.stopping.delete(vmId);
+      this.emit(vmId);
+    });
+    if (options.force) await done;
+  }
+
+  async pauseVM(vmId: string): Promise<void> {
+    await this.call(() => this.client.pauseVm({ vmId }));
+  }
+
+  async resumeVM(vmId: string): Promise<void> {
+    await this.call(() => this.client.resumeVm({ vmId }));
+  }
+
+  async rebootVM(vmId: string, force: boolean): Promise<void> {
+    await this.call(() => this.client.rebootVm({ vmId, force }));
+  }
+
+  async suspendVM(vmId: string): Promise<void> {
+    throw new QuantixError("failed_precondition", `VM '${vmId}' runs on node '${this.o.node}', whose ${this.kind} hypervisor lacks the 'suspend' capability`);
+  }
+
+  async observe(vmId: string): Promise<VmObservation> {
+    let state: VmState;
+    try {
+      state = (await this.call(() => this.client.getVmInfo({ vmId }))).state;
+    } catch (err) {
+      if (err instanceof QuantixError && err.code === "not_found") return { vmId, power: "absent" };
+      throw err;
+    }
+    return this.observation(vmId, state, this.watch.vms.get(vmId));
+  }
+
+  /** The VMs of the last snapshot and events; never fails, so a resync survives an unreachable node. */
+  async list(): Promise<VmObservation[]> {
+    return [...this.watch.vms].map(([id, e]) => this.observation(id, e.state, e));
+  }
+
+  async ping(): Promise<void> {
+    const res = await fetch(`${this.o.endpoint}/_/health`, { signal: AbortSignal.timeout(3000) }).catch((err: unknown) => {
+      throw new QuantixError("unavailable", `the agent of node '${this.o.node}' is unreachable: ${err instanceof Error ? err.message : String(err)}`);
+    });
+    const body = (await res.json().catch(() => ({}))) as { backend?: { capabilities?: string[] }; ping?: { detail?: string } };
+    if (body.backend?.capabilities) this.setCapabilities(body.backend.capabilities);
+    if (!res.ok) throw new QuantixError("unavailable", `the hypervisor of node '${this.o.node}' does not answer: ${body.ping?.detail ?? `HTTP ${res.status}`}`);
+  }
+
+  onChange(listener: (vmId: string) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private observation(vmId: string, state: VmState, e: AgentVmEntry | undefined): VmObservation {
+    let power = POWER[state] ?? "absent";
+    if (this.stopping.has(vmId) && (power === "running" || power === "paused")) power = "stopping";
+    const same = e?.state === state;
+    return {
+      vmId,
+      power,
+      ...(same && e.startedAtMs !== undefined && (power === "running" || power === "paused" || power === "stopping") ? { startedAt: e.startedAtMs } : {}),
+      ...(power === "crashed" ? { error: same && e.reason ? e.reason : "the agent reports it crashed" } : {}),
+    };
+  }
+
+  private async *followConsole(vmId: string, signal: AbortSignal): AsyncIterable<Uint8Array> {
+    this.ready();
+    try {
+      for await (const chunk of this.client.streamConsole({ vmId }, { signal })) yield chunk.data;
+    } catch (err) {
+      if (signal.aborted) return;
+      throw fromAgentError(err, this.o.node);
+    }
+  }
+
+  /** One agent call, refused while the node is down, with the agent's error code kept. */
+  private async call<T>(fn: () => Promise<T>): Promise<T> {
+    this.ready();
+    try {
+      return await fn();
+    } catch (err) {
+      throw fromAgentError(err, this.o.node);
+    }
+  }
+
+  private ready(): void {
+    const why = this.down.node ?? this.down.watch;
+    if (why !== undefined) throw new QuantixError("unavailable", `node '${this.o.node}' is unreachable: ${why}`);
+  }
+
+  private onConnection(up: boolean, reason: string): void {
+    if (up) {
+      delete this.down.watch;
+      void this.ping().catch(() => undefined);
+      this.o.onSynced?.();
+    } else {
+      this.down.watch = `its agent's watch stream broke (${reason})`;
+    }
+  }
+
+  private setCapabilities(names: readonly string[]): void {
+    this.capabilities.clear();
+    for (const c of KNOWN) if (names.includes(c)) this.capabilities.add(c);
+  }
+
+  private emit(vmId: string): void {
+    for (const l of this.listeners) l(vmId);
+  }
+}

@@ -1,0 +1,150 @@
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { Code } from "@connectrpc/connect";
+import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { SimulatedBackend } from "@quantix/agent/backends/simulated/simulated-backend.js";
+import { startAgentServer, type AgentServer } from "@quantix/agent/rpc/agent-server.js";
+import { startControlPlaneLink, type ControlPlaneLink } from "@quantix/agent/sync/control-plane-link.js";
+import { VmManager } from "@quantix/agent/vm-manager.js";
+import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
+import { NodeMonitor } from "../controllers/node-monitor.js";
+import { silentLogger } from "../log.js";
+import { attachAgentNodes, type AgentNodes } from "./agent-nodes.js";
+
+/** An in-process agent over the simulated backend, linked to the control plane like a real one. */
+class TestAgent {
+  server!: AgentServer;
+  link!: ControlPlaneLink;
+  manager!: VmManager;
+  constructor(
+    readonly backend: SimulatedBackend,
+    readonly stateDir: string,
+    readonly name: string,
+  ) {}
+
+  async start(cpUrl: string, port = 0): Promise<void> {
+    this.manager = new VmManager({ backend: this.backend });
+    await this.manager.start();
+    this.server = await startAgentServer(this.manager, { host: "127.0.0.1", port, log: silentLogger, graceMs: 100 });
+    this.link = startControlPlaneLink({ controlPlane: cpUrl, agentUrl: this.server.url, nodeName: this.name, stateDir: this.stateDir, backend: this.backend, log: silentLogger, heartbeatMs: 200 });
+  }
+
+  /** What a dead agent looks like from outside: no answers, no heartbeats (its VMs live on). */
+  async kill(): Promise<void> {
+    await this.link.stop();
+    await this.server.close();
+  }
+}
+
+let s: TestServer;
+let agents: AgentNodes;
+let agent: TestAgent;
+let dir: string;
+
+before(async () => {
+  s = await startTestServer({ demo: false });
+  agents = attachAgentNodes({ store: s.cp.store, drivers: s.cp.reconciler.drivers, log: silentLogger });
+  dir = await mkdtemp(join(tmpdir(), "quantix-agent-nodes-"));
+  agent = new TestAgent(new SimulatedBackend({ bootMs: 20, consoleIntervalMs: 20 }), dir, `sim-agent-${process.pid}`);
+  await agent.start(s.url);
+});
+
+after(async () => {
+  await agent.kill().catch(() => undefined);
+  await agents.stop();
+  await s.close();
+  await agent.backend.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: "/boot/vmlinuz", cmdline: "console=ttyS0" } } };
+const getVm = (id: string) => s.vms.getVM({ id });
+const vmIn = (id: string, ok: (vm: VirtualMachine) => boolean, what: string) => until(async () => ((vm) => (ok(vm) ? vm : undefined))(await getVm(id)), what, 10_000);
+
+async function readyNode(): Promise<string> {
+  return until(async () => {
+    const list = await s.nodes.listNodes({});
+    const node = list.nodes.find((n) => n.hostname === agent.name);
+    return node?.status?.phase === Phase.READY && agents.get(node.id) ? node.id : undefined;
+  }, "the agent's node READY and attached");
+}
+
+test("the compute API drives an agent's VM: create, start, console, stop", async () => {
+  const nodeId = await readyNode();
+  const vm = await s.vms.createVM({ name: "agent-vm-1", spec, nodeId });
+  const started = await s.vms.startVM({ id: vm.id });
+  assert.equal(started.status?.state, State.RUNNING);
+  assert.equal(started.status?.hypervisor, "simulated");
+  assert.equal((await agent.manager.info(vm.id)).state, "running");
+  assert.equal((await agent.manager.info(vm.id)).config.metadata["quantix.vm-id"], vm.id);
+
+  const out = await until(async () => {
+    const o = await s.vms.getConsoleOutput({ vmId: vm.id });
+    return new TextDecoder().decode(o.data).includes("booted") ? o : undefined;
+  }, "console output through the control plane");
+  assert.match(new TextDecoder().decode(out.data), /simulated console/);
+  assert.equal((await rejection(s.vms.getConsoleOutput({ vmId: "00000000-0000-0000-0000-00000000dead" }))).code, Code.NotFound);
+
+  const stopped = await s.vms.stopVM({ id: vm.id, force: true });
+  assert.equal(stopped.status?.state, State.STOPPED);
+  assert.equal((await agent.manager.info(vm.id)).state, "shutdown");
+
+  // A crash seen by the agent reaches the VM's status with its reason.
+  await s.vms.startVM({ id: vm.id });
+  agent.backend.simulateCrash(vm.id, "simulated fault for the test");
+  const crashed = await vmIn(vm.id, (x) => x.status?.state === State.CRASHED, "CRASHED");
+  assert.match(crashed.status?.errorMessage ?? "", /simulated fault for the test/);
+  await s.vms.stopVM({ id: vm.id, force: true });
+  await s.vms.deleteVM({ id: vm.id });
+  await until(() => agent.manager.info(vm.id).then(() => undefined, () => true), "the agent's VM deleted");
+});
+
+test("a VM with a disk is refused with the reason in its status", async () => {
+  const nodeId = await readyNode();
+  const vm = await s.vms.createVM({ name: "agent-vm-disk", spec: { ...spec, disks: [{ id: "root", sizeGib: 1n }] }, nodeId });
+  const res = await s.vms.startVM({ id: vm.id });
+  assert.equal(res.status?.state, State.ERROR);
+  assert.match(res.status?.errorMessage ?? "", /storage service/);
+  assert.equal(res.status?.conditions.find((c) => c.type === "SpecAccepted")?.reason, "HypervisorRejected");
+  await s.vms.deleteVM({ id: vm.id, force: true });
+});
+
+test("a lost agent makes its VMs unreachable; when it is back their status is rebuilt", async () => {
+  const nodeId = await readyNode();
+  const vm = await s.vms.createVM({ name: "agent-vm-2", spec, nodeId, startOnCreate: true });
+  await vmIn(vm.id, (x) => x.status?.state === State.RUNNING, "RUNNING");
+  const port = agent.server.port;
+  await agent.kill();
+
+  const lost = await vmIn(vm.id, (x) => x.status?.state === State.UNKNOWN, "UNKNOWN after the agent died");
+  assert.equal(lost.status?.conditions.find((c) => c.type === "NodeReachable")?.reason, "NodeUnreachable");
+  assert.match(lost.status?.errorMessage ?? "", /unreachable/);
+
+  // The real monitor, with its clock past the heartbeat limit, declares the node lost.
+  await new NodeMonitor({ store: s.cp.store, clock: { now: () => Date.now() + 120_000 }, log: silentLogger }).check();
+  assert.equal((await s.nodes.getNode({ id: nodeId })).status?.phase, Phase.OFFLINE);
+  const offline = await vmIn(vm.id, (x) => /OFFLINE/.test(x.status?.errorMessage ?? ""), "the VM's status naming the OFFLINE node");
+  assert.equal(offline.status?.state, State.UNKNOWN);
+
+  await agent.start(s.url, port);
+  const back = await vmIn(vm.id, (x) => x.status?.state === State.RUNNING, "RUNNING again once the agent is back");
+  assert.equal(back.status?.conditions.some((c) => c.type === "NodeReachable"), false);
+  assert.equal(back.status?.errorMessage, "");
+  await s.vms.deleteVM({ id: vm.id, force: true });
+});
+
+test("a VM on a simulated demo node has no console: FAILED_PRECONDITION naming the capability", async () => {
+  const demo = await startTestServer();
+  try {
+    const placed = await until(async () => (await demo.vms.listVMs({})).vms.find((v) => v.status?.nodeId), "a placed demo VM");
+    const err = await rejection(demo.vms.getConsoleOutput({ vmId: placed.id }));
+    assert.equal(err.code, Code.FailedPrecondition);
+    assert.match(err.message, /'console' capability/);
+  } finally {
+    await demo.close();
+  }
+});

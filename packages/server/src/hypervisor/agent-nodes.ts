@@ -1,0 +1,117 @@
+import { NodeStatus_Phase as Phase, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import type { Store } from "@quantix/core";
+import type { Logger } from "../log.js";
+import { allVms } from "../services/paging.js";
+import { AgentHypervisor } from "./agent-hypervisor.js";
+import type { NodeDrivers } from "./node-drivers.js";
+
+/** What {@link attachAgentNodes} needs from the composition root. */
+export interface AgentNodesDeps {
+  readonly store: Store;
+  readonly drivers: NodeDrivers;
+  readonly log: Logger;
+}
+
+/** A running attachment; stop() detaches every agent and closes its connection. */
+export interface AgentNodes {
+  /** The agent hypervisor attached for a node, if any (tests). */
+  get(nodeId: string): AgentHypervisor | undefined;
+  stop(): Promise<void>;
+}
+
+/**
+ * Keeps `drivers` in step with the store's nodes: every node with an agent_endpoint
+ * (and no in-process driver) gets an {@link AgentHypervisor}, re-made when the
+ * endpoint changes and removed when the node is decommissioned. A node whose heartbeats
+ * stopped (OFFLINE) or whose hypervisor is down (NOT_READY) is marked down, so its VMs'
+ * status says the node is unreachable instead of the last state seen.
+ */
+export function attachAgentNodes(deps: AgentNodesDeps): AgentNodes {
+  const agents = new Map<string, AgentHypervisor>();
+  const abort = new AbortController();
+
+  const detach = async (nodeId: string): Promise<void> => {
+    const hv = agents.get(nodeId);
+    if (!hv) return;
+    agents.delete(nodeId);
+    deps.drivers.detach(nodeId);
+    await hv.close();
+    deps.log.log("info", "agent detached", { node_id: nodeId });
+  };
+
+  const sync = async (node: Node, deleted: boolean): Promise<void> => {
+    const endpoint = node.spec?.agentEndpoint ?? "";
+    const type = node.status?.hypervisor?.type ?? "";
+    if (deleted || endpoint === "") return detach(node.id);
+    let hv = agents.get(node.id);
+    // A node another driver serves (the demo's in-process simulated hypervisors) is left to it.
+    if (!hv && deps.drivers.has(node.id)) return;
+    if (hv && hv.endpoint !== endpoint) {
+      await detach(node.id);
+      hv = undefined;
+    }
+    if (!hv) {
+      const created = new AgentHypervisor({
+        endpoint,
+        node: node.hostname,
+        kind: type || "unknown",
+        version: node.status?.hypervisor?.version ?? "",
+        capabilities: node.status?.hypervisor?.capabilities ?? [],
+        log: deps.log,
+        // The agent may have lost VMs the store places on it (a wiped host): look at those too.
+        onSynced: () => void touchPlaced(node.id, created).catch((err: unknown) => deps.log.log("warn", "listing a node's VMs failed", { node_id: node.id, error: String(err) })),
+      });
+      hv = created;
+      agents.set(node.id, hv);
+      deps.drivers.attach(node.id, hv);
+      hv.start();
+      deps.log.log("info", "agent attached", { node_id: node.id, hostname: node.hostname, endpoint });
+    }
+    hv.setNodeDown(downReason(node));
+  };
+
+  const touchPlaced = async (nodeId: string, hv: AgentHypervisor): Promise<void> => {
+    for await (const vm of allVms(deps.store, { nodeId })) hv.touch(vm.id);
+  };
+
+  const loop = async (): Promise<void> => {
+    while (!abort.signal.aborted) {
+      try {
+        const page = await deps.store.nodes.list({ order: { field: "hostname", desc: false }, limit: 100_000 });
+        const seen = new Set(page.items.map((n) => n.id));
+        for (const id of [...agents.keys()]) if (!seen.has(id)) await detach(id);
+        for (const n of page.items) await sync(n, false);
+        for await (const ev of deps.store.nodes.watch(page.revision, abort.signal)) {
+          if (ev.type !== "SYNCED") await sync(ev.object, ev.type === "DELETED");
+        }
+      } catch (err) {
+        if (abort.signal.aborted) return;
+        deps.log.log("warn", "node watch for agents interrupted; listing again", { error: String(err) });
+      }
+    }
+  };
+  const running = loop();
+
+  return {
+    get: (nodeId) => agents.get(nodeId),
+    async stop() {
+      abort.abort();
+      await running;
+      for (const id of [...agents.keys()]) await detach(id);
+    },
+  };
+}
+
+/** Why a node cannot be trusted to run its VMs now, from its phase; undefined when it can. */
+export function downReason(node: Node): string | undefined {
+  const s = node.status;
+  const said = (type: string) => s?.conditions.find((c) => c.type === type)?.message;
+  switch (s?.phase ?? Phase.UNKNOWN) {
+    case Phase.OFFLINE:
+      return `its heartbeats stopped (node OFFLINE${said("Heartbeat") ? `: ${said("Heartbeat")}` : ""})`;
+    case Phase.NOT_READY:
+      return `its hypervisor is not ready (node NOT_READY${said("Ready") ? `: ${said("Ready")}` : ""})`;
+    default:
+      return undefined;
+  }
+}
