@@ -1,0 +1,159 @@
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import { after, before, test } from "node:test";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { buildTestGuest, GUEST_TICK, type TestGuest } from "@quantix/testing/guest.js";
+import { startTestServer, until, type TestServer } from "@quantix/testing";
+import { attachAgentNodes, type AgentNodes } from "../hypervisor/agent-nodes.js";
+import { silentLogger } from "../log.js";
+
+/*
+ * End to end through the compute API: a control plane, a real agent process with the
+ * QEMU backend (TCG), and the busybox test guest. One VM goes through boot, console,
+ * pause and resume, a killed QEMU, a killed agent (the guest survives and is adopted)
+ * and a stop that ends QEMU.
+ */
+
+const REPO = fileURLToPath(new URL("../../../../", import.meta.url));
+const decode = (chunks: Uint8Array[]) => new TextDecoder().decode(Buffer.concat(chunks));
+
+let s: TestServer;
+let agents: AgentNodes;
+let guest: TestGuest;
+let stateDir: string;
+let port: number;
+let agent: ChildProcess | undefined;
+let agentLog = "";
+const seenPids = new Set<number>();
+const nodeName = `e2e-${process.pid}`;
+
+async function freePort(): Promise<number> {
+  const srv = createServer().listen(0, "127.0.0.1");
+  await once(srv, "listening");
+  const p = (srv.address() as { port: number }).port;
+  srv.close();
+  await once(srv, "close");
+  return p;
+}
+
+/** Starts the agent binary as an operator would (npm run agent), with TCG and our state dir. */
+async function startAgent(): Promise<Client<typeof VmService>> {
+  const env: NodeJS.ProcessEnv = { ...process.env, VMCP_BACKEND: "qemu", VMCP_QEMU_KVM: "false", VMCP_PORT: String(port), VMCP_ADDRESS: "127.0.0.1", VMCP_STATE_DIR: stateDir, QUANTIX_CONTROL_PLANE: s.url, QUANTIX_NODE_NAME: nodeName };
+  delete env["NODE_TEST_CONTEXT"];
+  const child = spawn(process.execPath, ["--import", "tsx", "packages/agent/src/main.ts"], { cwd: REPO, env, stdio: ["ignore", "pipe", "pipe"] });
+  child.stdout!.setEncoding("utf8").on("data", (d: string) => (agentLog = (agentLog + d).slice(-20_000)));
+  child.stderr!.setEncoding("utf8").on("data", (d: string) => (agentLog = (agentLog + d).slice(-20_000)));
+  agent = child;
+  const client = createClient(VmService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` }));
+  await until(() => client.listVms({}).then(() => true), `the agent answering on port ${port}; its log: ${agentLog}`, 20_000, 100);
+  return client;
+}
+
+async function killAgent(signal: NodeJS.Signals): Promise<void> {
+  const child = agent;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, "exit");
+  child.kill(signal);
+  await exited;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+before(async () => {
+  guest = await buildTestGuest();
+  s = await startTestServer({ demo: false, defaultDeadlineMs: 30_000 });
+  agents = attachAgentNodes({ store: s.cp.store, drivers: s.cp.reconciler.drivers, log: silentLogger });
+  stateDir = await mkdtemp(join(tmpdir(), "quantix-e2e-agent-"));
+  port = await freePort();
+});
+
+after(async () => {
+  await killAgent("SIGTERM");
+  for (const pid of seenPids) if (alive(pid)) process.kill(pid, "SIGKILL");
+  await agents?.stop();
+  await s?.close();
+  if (stateDir) await rm(stateDir, { recursive: true, force: true });
+});
+
+test("a real guest through the compute API: boot, console, pause, crash, agent restart, stop", { timeout: 180_000 }, async () => {
+  let vmm = await startAgent();
+  const nodeId = await until(async () => {
+    const n = (await s.nodes.listNodes({})).nodes.find((x) => x.hostname === nodeName);
+    return n?.status?.phase === Phase.READY && agents.get(n.id) ? n.id : undefined;
+  }, "the agent's node READY and attached", 20_000);
+  const vmIn = (id: string, ok: (vm: VirtualMachine) => boolean, what: string, ms = 30_000) =>
+    until(async () => ((vm) => (ok(vm) ? vm : undefined))(await s.vms.getVM({ id })), what, ms, 100);
+  const pidOf = async (id: string) => (await vmm.getVmInfo({ vmId: id })).backendInfo?.processId ?? 0;
+
+  const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, cmdline: guest.kernelArgs } } };
+  const vm = await s.vms.createVM({ name: "real-guest", spec, nodeId });
+  const running = await s.vms.startVM({ id: vm.id });
+  assert.equal(running.status?.state, State.RUNNING);
+  assert.equal(running.status?.hypervisor, "qemu");
+  const pid1 = await pidOf(vm.id);
+  assert.ok(pid1 > 0 && alive(pid1), "a QEMU process runs");
+  seenPids.add(pid1);
+
+  // The guest's marker, read back through the control plane.
+  await until(async () => (decode([(await s.vms.getConsoleOutput({ vmId: vm.id })).data]).includes(guest.marker) ? true : undefined), "the guest's marker in GetConsoleOutput", 60_000, 250);
+
+  // StreamConsole follows new output; pausing stops it and resuming restarts it.
+  const ac = new AbortController();
+  const chunks: Uint8Array[] = [];
+  const reading = (async () => {
+    for await (const c of s.vms.streamConsole({ vmId: vm.id }, { signal: ac.signal })) chunks.push(c.data);
+  })().catch(() => undefined);
+  await until(() => (decode(chunks).includes(GUEST_TICK) ? true : undefined), "new ticks on StreamConsole");
+  assert.equal((await s.vms.pauseVM({ id: vm.id })).status?.state, State.PAUSED);
+  await delay(300); // output already on its way when the vCPUs stopped
+  const pausedAt = Buffer.concat(chunks).length;
+  // Absence can only be shown over a window: the guest ticks five times a second.
+  await delay(1500);
+  assert.equal(Buffer.concat(chunks).length, pausedAt, "no console output while paused");
+  assert.equal((await s.vms.resumeVM({ id: vm.id })).status?.state, State.RUNNING);
+  await until(() => (Buffer.concat(chunks).length > pausedAt && decode(chunks).slice(-200).includes(GUEST_TICK) ? true : undefined), "ticks again after resume");
+  ac.abort();
+  await reading;
+
+  // A killed QEMU is CRASHED with the reason, within seconds; StartVM boots it again.
+  process.kill(pid1, "SIGKILL");
+  const crashed = await vmIn(vm.id, (x) => x.status?.state === State.CRASHED, "CRASHED after kill -9", 10_000);
+  assert.match(crashed.status?.errorMessage ?? "", /SIGKILL|signal/);
+  assert.equal((await s.vms.startVM({ id: vm.id })).status?.state, State.RUNNING);
+  const pid2 = await pidOf(vm.id);
+  assert.ok(pid2 > 0 && pid2 !== pid1 && alive(pid2));
+  seenPids.add(pid2);
+
+  // A SIGKILLed agent leaves the guest running; the next agent adopts the same QEMU.
+  await killAgent("SIGKILL");
+  assert.ok(alive(pid2), "QEMU outlives its agent");
+  vmm = await startAgent();
+  assert.equal(await pidOf(vm.id), pid2, "the restarted agent adopted the running QEMU");
+  const adopted = await vmIn(vm.id, (x) => x.status?.state === State.RUNNING && !x.status.conditions.some((c) => c.type === "NodeReachable"), "RUNNING through the new agent");
+  assert.equal(adopted.status?.errorMessage, "");
+
+  // A graceful stop powers the guest off and the QEMU process ends.
+  await s.vms.stopVM({ id: vm.id, timeoutSec: 30 });
+  await vmIn(vm.id, (x) => x.status?.state === State.STOPPED, "STOPPED", 40_000);
+  await until(() => (alive(pid2) ? undefined : true), "the QEMU process gone");
+  await s.vms.deleteVM({ id: vm.id });
+  await until(() => vmm.getVmInfo({ vmId: vm.id }).then(() => undefined, () => true), "the VM gone from the agent");
+});
