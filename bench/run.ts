@@ -7,6 +7,7 @@ import { fanout, WATCH_VMS, type FanoutResult } from "./lib/fanout.js";
 import { grpcHeaders } from "./lib/h2-client.js";
 import { H2LOAD_INSTALL, type Saturation } from "./lib/h2load.js";
 import { hasProgram, LOG_DIR, RESULTS_DIR, startServer, type Server } from "./lib/proc.js";
+import { agentBoot } from "./lib/agent-boot.js";
 import { absolute, compare, formatTable, machine, notAvailable, num, type Row } from "./lib/report.js";
 import { percentile, sleep } from "./lib/stats.js";
 import { streamOnce, streamRates, type StreamRate } from "./lib/stream-rate.js";
@@ -19,7 +20,12 @@ if (process.env["QUANTIX_BENCH_PINNED"] !== "1" && hasProgram("taskset")) {
   const r = spawnSync("taskset", ["-c", "1", process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit", env: { ...process.env, QUANTIX_BENCH_PINNED: "1" } });
   process.exit(r.status ?? 1);
 }
-if (!hasProgram("h2load") || !hasProgram("taskset")) {
+/** `npm run bench -- --only=fanout` (or unary, creates, agent; comma-separated) runs those groups alone. */
+const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
+const want = (group: "unary" | "creates" | "fanout" | "agent") => !only || only.includes(group);
+const httpGroups = want("unary") || want("creates") || want("fanout");
+
+if (!hasProgram("taskset") || (httpGroups && !hasProgram("h2load"))) {
   process.stderr.write(`bench: needs h2load and taskset; install them with:\n  ${H2LOAD_INSTALL}\n  (taskset is in util-linux)\n`);
   process.exit(1);
 }
@@ -36,15 +42,12 @@ function countCodes(logFile: string, procedure: string): { total: number; bad: n
   return { total, bad };
 }
 
-/** `npm run bench -- --only=fanout` (or unary, creates; comma-separated) runs those groups alone. */
-const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
-const want = (group: "unary" | "creates" | "fanout") => !only || only.includes(group);
 
 const started = Date.now();
 const progress = (msg: string) => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
 const SERVER = "packages/server/src/main.ts";
 const ours = (name: string, demo: boolean) =>
-  startServer(name, SERVER, [], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_DEMO: demo ? "1" : "0", QUANTIX_LOG_LEVEL: "info", QUANTIX_SHUTDOWN_GRACE_MS: "2000" });
+  startServer(name, SERVER, [], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "memory", QUANTIX_DEMO: demo ? "1" : "0", QUANTIX_LOG_LEVEL: "info", QUANTIX_SHUTDOWN_GRACE_MS: "2000" });
 const baseline = (name: string, script: string, args: string[] = []) => startServer(name, join("bench", "servers", script), args, {});
 const rps = (r: Saturation) => r.reqPerSec;
 const failures = (r: Saturation) => (r.notOk > 0 ? ` (${r.notOk} failed)` : "");
@@ -70,6 +73,7 @@ const rows: Row[] = [];
 const details: Record<string, unknown> = {};
 try {
   // Unary GetVM: our server, a bare node:http2 / node:http handler returning the same bytes, and grpc-js.
+  if (httpGroups) {
   progress("starting our server (demo data) and capturing GetVM's bytes");
   const main = await up(ours("quantix-unary", true));
   const bodies = await captureGetVm(main.url, LOG_DIR);
@@ -154,6 +158,18 @@ try {
     );
   }
   details["fanout"] = fan;
+  }
+
+  // Agent: BootVm through the host agent's vmm.v1 API against QEMU started and cont-ed directly.
+  if (want("agent")) {
+    progress("agent: BootVm via a real agent (QEMU, TCG, the test guest) vs the same QEMU command line started and cont-ed by the bench, 15 runs each in turns");
+    const r = await agentBoot(15, progress);
+    details["agentBoot"] = r;
+    rows.push(
+      compare(`BootVm via the agent until QEMU runs, median of ${r.runs}`, r.agent.medianMs, r.direct.medianMs, ms, "QEMU + QMP cont"),
+      notAvailable("StartVM via the control plane until QEMU runs", "the control plane does not drive agents yet (agent-hypervisor.ts is not wired into main.ts)"),
+    );
+  }
 } finally {
   await Promise.all(servers.map((s) => s.stop()));
 }

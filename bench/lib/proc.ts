@@ -26,7 +26,8 @@ process.on("exit", () => {
 
 /**
  * Starts `node --import tsx <script>` under `taskset -c <cpu>` and waits until its log
- * shows the port: our server's "control plane listening" line or a baseline's {"port":N}.
+ * shows the port: our server's "control plane listening" (or the agent's "agent listening")
+ * line, or a baseline's {"port":N}.
  * Output goes to a file descriptor, never to a pipe that nobody drains.
  */
 export async function startServer(name: string, script: string, args: readonly string[], env: Record<string, string>, cpu = 0): Promise<Server> {
@@ -80,7 +81,7 @@ function findPort(log: string): number {
     try {
       const o = JSON.parse(line) as { msg?: string; url?: string; port?: number };
       if (typeof o.port === "number") return o.port;
-      if (o.msg === "control plane listening" && o.url) return Number(new URL(o.url).port);
+      if ((o.msg === "control plane listening" || o.msg === "agent listening") && o.url) return Number(new URL(o.url).port);
     } catch {
       // A partly written line: read it again on the next poll.
     }
