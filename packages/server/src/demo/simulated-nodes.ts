@@ -22,7 +22,8 @@ export class SimulatedNodes {
   async start(): Promise<void> {
     const nodes = await this.deps.store.nodes.list({ order: { field: "hostname", desc: false }, limit: 10_000 });
     for (const node of nodes.items) {
-      if (node.status?.hypervisor?.type !== "simulated") continue;
+      // A node with an agent_endpoint is a real agent (perhaps over its simulated backend): attachAgentNodes drives it.
+      if (node.status?.hypervisor?.type !== "simulated" || node.spec?.agentEndpoint) continue;
       const hv = new SimulatedHypervisor(this.deps.clock, this.deps.timing);
       const vms = await this.deps.store.vms.list({ nodeId: node.id, order: { field: "name", desc: false }, limit: 100_000 });
       for (const vm of vms.items) {
