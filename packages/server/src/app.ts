@@ -8,6 +8,7 @@ import { NodeMonitor } from "./controllers/node-monitor.js";
 import { demoNodes, demoVms } from "./demo/demo-data.js";
 import { SimulatedNodes } from "./demo/simulated-nodes.js";
 import { createFallback } from "./health.js";
+import { attachAgentNodes, type AgentNodes } from "./hypervisor/agent-nodes.js";
 import { NodeDrivers } from "./hypervisor/node-drivers.js";
 import { listenDual, type DualListener } from "./listener.js";
 import { createJsonLogger, type Logger } from "./log.js";
@@ -34,6 +35,8 @@ export interface ControlPlane {
   readonly store: Store;
   readonly reconciler: VmReconciler;
   readonly simulated: SimulatedNodes;
+  /** The agent nodes this replica drives (undefined until it leads). */
+  readonly agents: AgentNodes | undefined;
   /** Graceful shutdown: streams end cleanly, in-flight calls finish, then connections close. */
   close(): Promise<void>;
 }
@@ -76,11 +79,14 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const monitor = new NodeMonitor({ store, clock, log });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   let controllers: Promise<void> | undefined;
+  let agents: AgentNodes | undefined;
   const resign = store.lead((leader) => {
     if (leader) {
       log.log("info", "leading: running the controllers on this replica");
       controllers = (async () => {
         await simulated.start();
+        // After the demo nodes' drivers exist: agent nodes are the ones with an agent_endpoint.
+        agents = attachAgentNodes({ store, drivers, log });
         await reconciler.start();
         monitor.start();
       })();
@@ -121,6 +127,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     listener = await listenDual(config.host, config.port, handler, { maxConcurrentStreams: config.maxConcurrentStreams, maxHeaderBytes: 64 * 1024 }, (stream, headers) => fast.handle(stream, headers));
   } catch (err) {
     await resign();
+    await agents?.stop();
     await reconciler.stop();
     await simulated.stop();
     monitor.stop();
@@ -136,12 +143,16 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     store,
     reconciler,
     simulated,
+    get agents() {
+      return agents;
+    },
     close() {
       closing ??= (async () => {
         shutdown.abort(new ConnectError("the server is shutting down", Code.Unavailable));
         await listener.close(config.shutdownGraceMs);
         await resign();
         monitor.stop();
+        await agents?.stop();
         await simulated.stop();
         await reconciler.stop();
         await store.close();

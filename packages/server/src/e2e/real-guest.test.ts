@@ -15,8 +15,7 @@ import { VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Q
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { buildTestGuest, GUEST_TICK, type TestGuest } from "@quantix/testing/guest.js";
 import { startTestServer, until, type TestServer } from "@quantix/testing";
-import { attachAgentNodes, type AgentNodes } from "../hypervisor/agent-nodes.js";
-import { silentLogger } from "../log.js";
+import type { AgentNodes } from "../hypervisor/agent-nodes.js";
 
 /*
  * End to end through the compute API: a control plane, a real agent process with the
@@ -80,7 +79,8 @@ function alive(pid: number): boolean {
 before(async () => {
   guest = await buildTestGuest();
   s = await startTestServer({ demo: false, defaultDeadlineMs: 30_000 });
-  agents = attachAgentNodes({ store: s.cp.store, drivers: s.cp.reconciler.drivers, log: silentLogger });
+  // The composition root attaches agent nodes (app.ts); the tests look them up there.
+  agents = s.cp.agents!;
   stateDir = await mkdtemp(join(tmpdir(), "quantix-e2e-agent-"));
   port = await freePort();
 });
@@ -88,7 +88,6 @@ before(async () => {
 after(async () => {
   await killAgent("SIGTERM");
   for (const pid of seenPids) if (alive(pid)) process.kill(pid, "SIGKILL");
-  await agents?.stop();
   await s?.close();
   if (stateDir) await rm(stateDir, { recursive: true, force: true });
 });

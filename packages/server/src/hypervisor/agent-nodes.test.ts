@@ -13,7 +13,7 @@ import { VmManager } from "@quantix/agent/vm-manager.js";
 import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
 import { NodeMonitor } from "../controllers/node-monitor.js";
 import { silentLogger } from "../log.js";
-import { attachAgentNodes, type AgentNodes } from "./agent-nodes.js";
+import type { AgentNodes } from "./agent-nodes.js";
 
 /** An in-process agent over the simulated backend, linked to the control plane like a real one. */
 class TestAgent {
@@ -47,7 +47,8 @@ let dir: string;
 
 before(async () => {
   s = await startTestServer({ demo: false });
-  agents = attachAgentNodes({ store: s.cp.store, drivers: s.cp.reconciler.drivers, log: silentLogger });
+  // The composition root attaches agent nodes (app.ts); the tests look them up there.
+  agents = s.cp.agents!;
   dir = await mkdtemp(join(tmpdir(), "quantix-agent-nodes-"));
   agent = new TestAgent(new SimulatedBackend({ bootMs: 20, consoleIntervalMs: 20 }), dir, `sim-agent-${process.pid}`);
   await agent.start(s.url);
@@ -55,7 +56,6 @@ before(async () => {
 
 after(async () => {
   await agent.kill().catch(() => undefined);
-  await agents.stop();
   await s.close();
   await agent.backend.close();
   await rm(dir, { recursive: true, force: true });

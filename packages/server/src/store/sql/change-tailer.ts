@@ -10,7 +10,8 @@ const BATCH = 1000;
 
 interface Sink {
   readonly hub: WatchHub<unknown>;
-  readonly decode: (data: Uint8Array) => unknown;
+  /** Decodes stored bytes into the object at `version`. */
+  readonly decode: (data: Uint8Array, version: bigint) => unknown;
 }
 
 /**
@@ -43,7 +44,7 @@ export class ChangeTailer {
     return this.last;
   }
 
-  register(kind: string, hub: WatchHub<unknown>, decode: (data: Uint8Array) => unknown): void {
+  register(kind: string, hub: WatchHub<unknown>, decode: (data: Uint8Array, version: bigint) => unknown): void {
     this.sinks.set(kind, { hub, decode });
   }
 
@@ -119,8 +120,8 @@ export class ChangeTailer {
   }
 
   private async readBatch(): Promise<number> {
-    const { rows } = await this.driver.query<{ revision: unknown; kind: string; type: string; data: Uint8Array; previous: Uint8Array | null }>(
-      "SELECT revision, kind, type, data, previous FROM quantix_changes WHERE revision > $1 ORDER BY revision LIMIT $2",
+    const { rows } = await this.driver.query<{ revision: unknown; kind: string; type: string; data: Uint8Array; previous: Uint8Array | null; previous_version: unknown }>(
+      "SELECT revision, kind, type, data, previous, previous_version FROM quantix_changes WHERE revision > $1 ORDER BY revision LIMIT $2",
       [this.last, BATCH],
     );
     for (const row of rows) {
@@ -129,8 +130,8 @@ export class ChangeTailer {
       if (sink) {
         sink.hub.publish({
           type: row.type as ChangeType,
-          object: sink.decode(row.data),
-          previous: row.previous ? sink.decode(row.previous) : undefined,
+          object: sink.decode(row.data, revision),
+          previous: row.previous ? sink.decode(row.previous, big(row.previous_version)) : undefined,
           revision,
         });
       }

@@ -57,13 +57,15 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
       CREATE INDEX quantix_nodes_by_created ON quantix_nodes (created_ms, id);
       CREATE INDEX quantix_nodes_labels ON quantix_nodes USING gin (labels jsonb_path_ops);
 
-      -- One row per revision: what changed, the object after it, and (MODIFIED) before it.
+      -- One row per revision: what changed, the object after it (at this revision), and for
+      -- MODIFIED the object before it (at previous_version).
       CREATE TABLE quantix_changes (
         revision bigint PRIMARY KEY,
         kind text NOT NULL,
         type text NOT NULL,
         data bytea NOT NULL,
-        previous bytea
+        previous bytea,
+        previous_version bigint
       );
     `,
   },

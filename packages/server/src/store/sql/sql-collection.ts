@@ -4,7 +4,7 @@ import { WatchHub, type WatchHubLimits } from "../watch-hub.js";
 import type { ChangeTailer } from "./change-tailer.js";
 import { CHANGES_CHANNEL } from "./change-tailer.js";
 import type { Compactor } from "./compactor.js";
-import { big, type Param, type Queryable, type SqlDriver } from "./sql-driver.js";
+import { big, type Param, type SqlDriver } from "./sql-driver.js";
 
 /** How a kind of object maps to its table. Column names here are constants, never input. */
 export interface TableSpec<S extends DescMessage, Q> {
@@ -48,25 +48,30 @@ export class SqlCollection<S extends DescMessage, Q> implements Repository<Messa
     limits: WatchHubLimits,
   ) {
     this.hub = new WatchHub(spec.kind, () => tailer.revision, limits, tailer.revision);
-    tailer.register(spec.kind, this.hub as WatchHub<unknown>, (data) => this.decode(data));
+    tailer.register(spec.kind, this.hub as WatchHub<unknown>, (data, version) => this.decode(data, version));
   }
 
   async create(obj: MessageShape<S>): Promise<MessageShape<S>> {
-    const stored = await this.write(async (tx, revision) => {
-      const next = this.withVersion(obj, revision);
-      const cols = { id: this.spec.id(obj), ...this.spec.columns(next), resource_version: revision, data: toBinary(this.spec.schema, next) };
-      const names = Object.keys(cols);
-      await tx.query(`INSERT INTO ${this.spec.table} (${names.join(", ")}) VALUES (${names.map((_, i) => `$${i + 1}`).join(", ")})`, Object.values(cols));
-      await this.record(tx, revision, "ADDED", cols.data, null);
-      return next;
-    }, obj);
-    // A create matches no row only by failing, so there is always a result.
-    return stored!;
+    const data = this.encode(obj);
+    const cols = { id: this.spec.id(obj), ...this.spec.columns(obj) };
+    const names = Object.keys(cols);
+    const params: Param[] = [...Object.values(cols), data];
+    const revision = await this.write(
+      `row AS (INSERT INTO ${this.spec.table} (${names.join(", ")}, resource_version, data)
+         SELECT ${names.map((_, i) => `$${i + 1}`).join(", ")}, rev.revision, $${names.length + 1} FROM rev RETURNING resource_version AS revision)`,
+      params,
+      "ADDED",
+      `$${names.length + 1}`,
+      ["NULL", "NULL"],
+      obj,
+    );
+    // A create matches no row only by failing, so there is always a revision.
+    return this.withVersion(obj, revision!);
   }
 
   async get(id: string): Promise<MessageShape<S> | undefined> {
-    const { rows } = await this.db.query<{ data: Uint8Array }>(`SELECT data FROM ${this.spec.table} WHERE id = $1`, [id]);
-    return rows[0] ? this.decode(rows[0].data) : undefined;
+    const { rows } = await this.db.query<{ data: Uint8Array; resource_version: unknown }>(`SELECT data, resource_version FROM ${this.spec.table} WHERE id = $1`, [id]);
+    return rows[0] ? this.decode(rows[0].data, big(rows[0].resource_version)) : undefined;
   }
 
   async list(q: Q): Promise<ListPage<MessageShape<S>>> {
@@ -76,29 +81,28 @@ export class SqlCollection<S extends DescMessage, Q> implements Repository<Messa
     const where = conds.length > 0 ? `WHERE ${conds.join(" AND ")}` : "";
     const { column, type } = this.spec.orderColumn(order.field);
     const dir = order.desc ? "DESC" : "ASC";
-    return this.db.transaction(
-      async (tx) => {
-        const meta = await tx.query<{ revision: unknown }>("SELECT revision FROM quantix_meta WHERE id = 1");
-        const count = await tx.query<{ n: unknown }>(`SELECT count(*) AS n FROM ${this.spec.table} ${where}`, params);
-        let items: MessageShape<S>[] = [];
-        let hasMore = false;
-        if (limit > 0) {
-          const p = [...params];
-          const c = [...conds];
-          if (after) {
-            p.push(after.key as Param, after.id);
-            c.push(`(${column}, id) ${order.desc ? "<" : ">"} ($${p.length - 1}::${type}, $${p.length}::text)`);
-          }
-          p.push(limit + 1);
-          const sql = `SELECT data FROM ${this.spec.table} ${c.length > 0 ? `WHERE ${c.join(" AND ")}` : ""} ORDER BY ${column} ${dir}, id ${dir} LIMIT $${p.length}`;
-          const { rows } = await tx.query<{ data: Uint8Array }>(sql, p);
-          hasMore = rows.length > limit;
-          items = rows.slice(0, limit).map((r) => this.decode(r.data));
-        }
-        return { items, totalCount: Number(big(count.rows[0]?.n ?? 0)), revision: big(meta.rows[0]?.revision ?? 0), hasMore };
-      },
-      { repeatableRead: true },
-    );
+    // One statement, so the count, the page and the revision come from one snapshot.
+    const p = [...params];
+    const c = [...conds];
+    if (after) {
+      p.push(after.key as Param, after.id);
+      c.push(`(${column}, id) ${order.desc ? "<" : ">"} ($${p.length - 1}::${type}, $${p.length}::text)`);
+    }
+    p.push(limit + 1);
+    const sql = `SELECT m.revision, n.total, page.data, page.resource_version
+      FROM quantix_meta m
+      CROSS JOIN (SELECT count(*) AS total FROM ${this.spec.table} ${where}) n
+      LEFT JOIN LATERAL (SELECT data, resource_version FROM ${this.spec.table} ${c.length > 0 ? `WHERE ${c.join(" AND ")}` : ""}
+                         ORDER BY ${column} ${dir}, id ${dir} LIMIT $${p.length}) page ON ${limit > 0 ? "true" : "false"}
+      WHERE m.id = 1`;
+    const { rows } = await this.db.query<{ revision: unknown; total: unknown; data: Uint8Array | null; resource_version: unknown }>(sql, p);
+    const found = rows.filter((r) => r.data !== null);
+    return {
+      items: found.slice(0, limit).map((r) => this.decode(r.data!, big(r.resource_version))),
+      totalCount: Number(big(rows[0]?.total ?? 0)),
+      revision: big(rows[0]?.revision ?? 0),
+      hasMore: found.length > limit,
+    };
   }
 
   async update(id: string, mutate: (current: MessageShape<S>) => MessageShape<S> | undefined, options?: WriteOptions): Promise<MessageShape<S>> {
@@ -109,19 +113,19 @@ export class SqlCollection<S extends DescMessage, Q> implements Repository<Messa
       const next = mutate(clone(this.spec.schema, current));
       if (next === undefined) return current;
       if (this.spec.id(next) !== id) throw new QuantixError("internal", `${this.spec.kind} update changed the id`);
-      const stored = await this.write(async (tx, revision) => {
-        const out = this.withVersion(next, revision);
-        const cols = { ...this.spec.columns(out), resource_version: revision, data: toBinary(this.spec.schema, out) };
-        const names = Object.keys(cols);
-        const values = Object.values(cols);
-        const res = await tx.query(
-          `UPDATE ${this.spec.table} SET ${names.map((n, i) => `${n} = $${i + 1}`).join(", ")} WHERE id = $${names.length + 1} AND resource_version = $${names.length + 2}`,
-          [...values, id, version],
-        );
-        if (res.rowCount === 0) return undefined;
-        await this.record(tx, revision, "MODIFIED", cols.data, toBinary(this.spec.schema, current));
-        return out;
-      }, next);
+      const cols = this.spec.columns(next);
+      const names = Object.keys(cols);
+      const n = names.length;
+      const revision = await this.write(
+        `row AS (UPDATE ${this.spec.table} SET ${names.map((c, i) => `${c} = $${i + 1}`).join(", ")}, resource_version = rev.revision, data = $${n + 1}
+           FROM rev WHERE id = $${n + 2} AND resource_version = $${n + 3} RETURNING rev.revision)`,
+        [...Object.values(cols), this.encode(next), id, version, this.encode(current)],
+        "MODIFIED",
+        `$${n + 1}`,
+        [`$${n + 4}`, `$${n + 3}::bigint`],
+        next,
+      );
+      const stored = revision === undefined ? undefined : this.withVersion(next, revision);
       if (stored) return stored;
       // Someone wrote between our read and our write: read again (mutate is pure), or report
       // the conflict to a caller that asked for a specific version.
@@ -135,13 +139,15 @@ export class SqlCollection<S extends DescMessage, Q> implements Repository<Messa
       const version = this.versionOf(current);
       this.checkVersion(id, version, options);
       check?.(clone(this.spec.schema, current));
-      const last = await this.write(async (tx, revision) => {
-        const res = await tx.query(`DELETE FROM ${this.spec.table} WHERE id = $1 AND resource_version = $2`, [id, version]);
-        if (res.rowCount === 0) return undefined;
-        const out = this.withVersion(current, revision);
-        await this.record(tx, revision, "DELETED", toBinary(this.spec.schema, out), null);
-        return out;
-      }, current);
+      const revision = await this.write(
+        `row AS (DELETE FROM ${this.spec.table} USING rev WHERE id = $1 AND resource_version = $2 RETURNING rev.revision)`,
+        [id, version, this.encode(current)],
+        "DELETED",
+        "$3",
+        ["NULL", "NULL"],
+        current,
+      );
+      const last = revision === undefined ? undefined : this.withVersion(current, revision);
       if (last) return last;
       if (options?.expectedVersion || attempt >= MAX_RETRIES) this.checkVersion(id, this.versionOf(await this.mustGet(id)), options, true);
     }
@@ -189,14 +195,14 @@ export class SqlCollection<S extends DescMessage, Q> implements Repository<Messa
         if (after < compacted) {
           throw new QuantixError("out_of_range", `${this.spec.kind} watch: revision ${after} has been compacted (history starts after ${compacted}); list again and watch from the list's resource_version`);
         }
-        const { rows } = await tx.query<{ revision: unknown; type: string; data: Uint8Array; previous: Uint8Array | null }>(
-          "SELECT revision, type, data, previous FROM quantix_changes WHERE kind = $1 AND revision > $2 AND revision <= $3 ORDER BY revision LIMIT $4",
+        const { rows } = await tx.query<{ revision: unknown; type: string; data: Uint8Array; previous: Uint8Array | null; previous_version: unknown }>(
+          "SELECT revision, type, data, previous, previous_version FROM quantix_changes WHERE kind = $1 AND revision > $2 AND revision <= $3 ORDER BY revision LIMIT $4",
           [this.spec.kind, after, through, HISTORY_PAGE],
         );
         return rows.map((r) => ({
           type: r.type as "ADDED" | "MODIFIED" | "DELETED",
-          object: this.decode(r.data),
-          previous: r.previous ? this.decode(r.previous) : undefined,
+          object: this.decode(r.data, big(r.revision)),
+          previous: r.previous ? this.decode(r.previous, big(r.previous_version)) : undefined,
           revision: big(r.revision),
         }));
       },
@@ -205,31 +211,39 @@ export class SqlCollection<S extends DescMessage, Q> implements Repository<Messa
   }
 
   /**
-   * Runs one write transaction with the next revision. `body` returns undefined when its
-   * conditional write matched no row (a conflict): the transaction then rolls back, so the
-   * revision is not used.
+   * Runs one write as a single statement (one round trip, atomic): `rev` takes the next
+   * revision from quantix_meta, locking it until commit, so revisions commit in order;
+   * `rowCte` writes the object conditionally and returns the revision when it matched;
+   * the change is appended to the history and notified. When the row did not match (a
+   * conflict), the statement divides by zero on purpose so that it rolls back whole and
+   * no revision is used: resolves to undefined.
    */
-  private async write<T>(body: (tx: Queryable, revision: bigint) => Promise<T | undefined>, subject: MessageShape<S>): Promise<T | undefined> {
-    let result: T | undefined;
+  private async write(
+    rowCte: string,
+    params: Param[],
+    type: "ADDED" | "MODIFIED" | "DELETED",
+    dataRef: string,
+    [previousRef, previousVersionRef]: [string, string],
+    subject: MessageShape<S>,
+  ): Promise<bigint | undefined> {
+    const p = params.length;
+    const sql = `WITH rev AS (UPDATE quantix_meta SET revision = revision + 1 WHERE id = 1 RETURNING revision),
+      ${rowCte},
+      chg AS (INSERT INTO quantix_changes (revision, kind, type, data, previous, previous_version)
+              SELECT revision, $${p + 1}, $${p + 2}, ${dataRef}, ${previousRef}, ${previousVersionRef} FROM row)
+      SELECT (SELECT revision FROM row) AS revision,
+             1 / (SELECT count(*)::int FROM row) AS matched,
+             pg_notify($${p + 3}, (SELECT revision FROM row)::text) AS notified`;
+    let revision: bigint;
     try {
-      await this.db.transaction(async (tx) => {
-        const { rows } = await tx.query<{ revision: unknown }>("UPDATE quantix_meta SET revision = revision + 1 WHERE id = 1 RETURNING revision");
-        const revision = big(rows[0]!.revision);
-        result = await body(tx, revision);
-        if (result === undefined) throw ROLLBACK;
-        await tx.query("SELECT pg_notify($1, $2)", [CHANGES_CHANNEL, revision]);
-      });
+      const { rows } = await this.db.query<{ revision: unknown }>(sql, [...params, this.spec.kind, type, CHANGES_CHANNEL]);
+      revision = big(rows[0]!.revision);
     } catch (err) {
-      if (err === ROLLBACK) return undefined;
+      if ((err as { code?: string }).code === "22012") return undefined;
       throw this.translate(err, subject);
     }
-    void this.tailer.kick();
     await this.compactor.afterWrite();
-    return result === undefined ? undefined : deepFreeze(result);
-  }
-
-  private async record(tx: Queryable, revision: bigint, type: string, data: Uint8Array, previous: Uint8Array | null): Promise<void> {
-    await tx.query("INSERT INTO quantix_changes (revision, kind, type, data, previous) VALUES ($1, $2, $3, $4, $5)", [revision, this.spec.kind, type, data, previous]);
+    return revision;
   }
 
   private translate(err: unknown, subject: MessageShape<S>): unknown {
@@ -241,14 +255,27 @@ export class SqlCollection<S extends DescMessage, Q> implements Repository<Messa
     return err;
   }
 
-  private decode(data: Uint8Array): MessageShape<S> {
-    return deepFreeze(fromBinary(this.spec.schema, data));
+  /**
+   * Stored bytes carry no resource_version (it is only known inside the writing
+   * statement): it lives in its own column, and in the change's revision.
+   */
+  private encode(o: MessageShape<S>): Uint8Array {
+    const copy = clone(this.spec.schema, o);
+    (copy as unknown as Versioned).resourceVersion = 0n;
+    return toBinary(this.spec.schema, copy);
   }
 
+  private decode(data: Uint8Array, version: bigint): MessageShape<S> {
+    const o = fromBinary(this.spec.schema, data);
+    (o as unknown as Versioned).resourceVersion = version;
+    return deepFreeze(o);
+  }
+
+  /** A frozen copy of `o` at `revision`. */
   private withVersion(o: MessageShape<S>, revision: bigint): MessageShape<S> {
     const copy = clone(this.spec.schema, o);
     (copy as unknown as Versioned).resourceVersion = revision;
-    return copy;
+    return deepFreeze(copy);
   }
 
   private versionOf(o: MessageShape<S>): bigint {
@@ -272,6 +299,3 @@ export class SqlCollection<S extends DescMessage, Q> implements Repository<Messa
 
 /** Rows of history read per query when a watcher resumes from before the hub's history. */
 const HISTORY_PAGE = 1000;
-
-/** Thrown inside a transaction to roll it back after a conflict (not an error). */
-const ROLLBACK = Symbol("rollback");

@@ -1,0 +1,174 @@
+import { randomUUID } from "node:crypto";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { PowerState, VirtualMachineSchema, VmStatus_State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import type { Cursor, Store } from "@quantix/core";
+import { migrate } from "@quantix/server/store/sql/migrations.js";
+import { PgDriver } from "@quantix/server/store/sql/pg-driver.js";
+import { PgliteDriver } from "@quantix/server/store/sql/pglite-driver.js";
+import type { SqlDriver } from "@quantix/server/store/sql/sql-driver.js";
+import { SqlStore } from "@quantix/server/store/sql/sql-store.js";
+import { MemoryStore } from "@quantix/server/store/memory-store.js";
+import { startPostgres } from "@quantix/testing";
+import { RESULTS_DIR } from "./lib/proc.js";
+import { absolute, compare, formatTable, machine, num, type Row } from "./lib/report.js";
+import { median, nowMs } from "./lib/stats.js";
+
+// `npm run bench:store`: each store's CreateVM and ListVMs against the same work done with
+// the same driver in raw SQL, measured in this run. No HTTP: this is the store alone.
+
+const PROJECT = "00000000-0000-0000-0000-0000000000b1";
+const CREATES = Number(process.env["BENCH_CREATES"] ?? 2000);
+const LIST_ROWS = Number(process.env["BENCH_LIST_ROWS"] ?? 100_000);
+const PAGE = 100;
+const started = Date.now();
+const progress = (msg: string) => process.stderr.write(`[bench:store ${((Date.now() - started) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
+
+function vm(i: number, prefix: string): VirtualMachine {
+  const now = timestampFromMs(1_700_000_000_000 + i);
+  return create(VirtualMachineSchema, {
+    id: randomUUID(),
+    name: `${prefix}-${String(i).padStart(6, "0")}`,
+    projectId: PROJECT,
+    labels: { app: `app-${i % 10}` },
+    spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, desiredPowerState: PowerState.STOPPED },
+    status: { state: VmStatus_State.STOPPED },
+    createdAt: now,
+    updatedAt: now,
+    generation: 1n,
+  });
+}
+
+/** The raw SQL baseline's table: the same columns and indexes as quantix_vms, no revisions. */
+const RAW_TABLE = `
+  CREATE TABLE IF NOT EXISTS bench_raw (
+    id text COLLATE "C" PRIMARY KEY, project_id text COLLATE "C" NOT NULL, name text COLLATE "C" NOT NULL,
+    labels jsonb NOT NULL, state int NOT NULL, node_id text COLLATE "C" NOT NULL, created_ms bigint NOT NULL,
+    resource_version bigint NOT NULL, data bytea NOT NULL, UNIQUE (project_id, name));
+  CREATE INDEX IF NOT EXISTS bench_raw_by_name ON bench_raw (name, id);
+  CREATE INDEX IF NOT EXISTS bench_raw_labels ON bench_raw USING gin (labels jsonb_path_ops);`;
+
+const INSERT_RAW = "INSERT INTO bench_raw (id, project_id, name, labels, state, node_id, created_ms, resource_version, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const rawParams = (v: VirtualMachine, rv: number) => [v.id, v.projectId, v.name, JSON.stringify(v.labels), v.status!.state, "", Number(v.createdAt!.seconds) * 1000, rv, toBinary(VirtualMachineSchema, v)] as const;
+
+/** Creates per second: `store.vms.create` one at a time vs one INSERT per row (autocommit). */
+async function createRates(store: Store, db: SqlDriver | undefined): Promise<{ ours: number; raw: number }> {
+  const n = CREATES;
+  const ours = Array.from({ length: n }, (_, i) => vm(i, "create"));
+  const t0 = nowMs();
+  for (const v of ours) await store.vms.create(v);
+  const oursRate = (n / (nowMs() - t0)) * 1000;
+  if (!db) return { ours: oursRate, raw: NaN };
+  const raw = Array.from({ length: n }, (_, i) => vm(i, "create"));
+  const t1 = nowMs();
+  for (let i = 0; i < n; i++) await db.query(INSERT_RAW, rawParams(raw[i]!, i + 1));
+  return { ours: oursRate, raw: (n / (nowMs() - t1)) * 1000 };
+}
+
+/** Bulk-loads `count` VMs into quantix_vms (and bench_raw) in batches, bypassing the store. */
+async function bulkLoad(db: SqlDriver, table: "quantix_vms" | "bench_raw", count: number): Promise<void> {
+  for (let from = 0; from < count; from += 2000) {
+    const batch = Array.from({ length: Math.min(2000, count - from) }, (_, k) => vm(from + k, "list"));
+    const cols = [batch.map((v) => v.id), batch.map((v) => v.name), batch.map((v) => JSON.stringify(v.labels)), batch.map((v) => Buffer.from(toBinary(VirtualMachineSchema, v)).toString("hex"))];
+    await db.query(
+      `INSERT INTO ${table} (id, project_id, name, labels, state, node_id, created_ms, resource_version, data)
+       SELECT id, $5, name, labels::jsonb, ${VmStatus_State.STOPPED}, '', 1700000000000, 1, decode(data, 'hex')
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(id, name, labels, data)`,
+      [...cols, PROJECT],
+    );
+  }
+  await db.query(`ANALYZE ${table}`);
+}
+
+/** Median ms of a page read: the first page, and one 90% of the way down. */
+async function pageTimes(read: (after: Cursor | undefined) => Promise<unknown>, deep: Cursor): Promise<{ first: number; deep: number }> {
+  const time = async (after: Cursor | undefined) => {
+    const samples: number[] = [];
+    for (let i = 0; i < 25; i++) {
+      const t = nowMs();
+      await read(after);
+      samples.push(nowMs() - t);
+    }
+    return median(samples.slice(5));
+  };
+  return { first: await time(undefined), deep: await time(deep) };
+}
+
+async function listTimes(store: Store, db: SqlDriver | undefined): Promise<{ ours: { first: number; deep: number }; raw: { first: number; deep: number } }> {
+  const deepName = `list-${String(Math.floor(LIST_ROWS * 0.9)).padStart(6, "0")}`;
+  const deep: Cursor = { key: deepName, id: "" };
+  const ours = await pageTimes((after) => store.vms.list({ projectId: PROJECT, order: { field: "name", desc: false }, after, limit: PAGE }), deep);
+  if (!db) return { ours, raw: { first: NaN, deep: NaN } };
+  const raw = await pageTimes(
+    (after) =>
+      after
+        ? db.query("SELECT data FROM bench_raw WHERE project_id = $1 AND (name, id) > ($2, $3) ORDER BY name, id LIMIT $4", [PROJECT, String(after.key), after.id, PAGE + 1])
+        : db.query("SELECT data FROM bench_raw WHERE project_id = $1 ORDER BY name, id LIMIT $2", [PROJECT, PAGE + 1]),
+    deep,
+  );
+  return { ours, raw };
+}
+
+const rows: Row[] = [];
+const details: Record<string, unknown> = {};
+const perSec = (v: number) => `${num(v)}/s`;
+const ms = (v: number) => `${num(v, 2)} ms`;
+const work = mkdtempSync(join(tmpdir(), "quantix-bench-store-"));
+const pgServer = await startPostgres();
+try {
+  const stores: [string, () => Promise<{ store: Store; db?: SqlDriver }>][] = [
+    ["memory", async () => ({ store: new MemoryStore() })],
+    ["embedded", async () => {
+      const db = await PgliteDriver.open(join(work, "embedded"));
+      await migrate(db, () => undefined);
+      await db.exec(RAW_TABLE);
+      return { store: await SqlStore.open(db, { historyRevisions: 100_000, maxBacklog: 100_000, pollMs: 1000, onError: () => undefined }), db };
+    }],
+    ["postgres", async () => {
+      const db = await PgDriver.open(await pgServer.createDatabase("bench"), { maxConnections: 4, connectTimeoutMs: 5000, statementTimeoutMs: 60_000 });
+      await migrate(db, () => undefined);
+      await db.exec(RAW_TABLE);
+      return { store: await SqlStore.open(db, { historyRevisions: 100_000, maxBacklog: 100_000, pollMs: 1000, onError: () => undefined }), db };
+    }],
+  ];
+  for (const [name, open] of stores) {
+    progress(`${name}: ${num(CREATES)} creates, then raw SQL inserts`);
+    const { store, db } = await open();
+    const c = await createRates(store, db);
+    progress(`${name}: loading ${num(LIST_ROWS)} VMs, then timing pages of ${PAGE}`);
+    if (db) {
+      await bulkLoad(db, "quantix_vms", LIST_ROWS);
+      await bulkLoad(db, "bench_raw", LIST_ROWS);
+    } else {
+      for (let i = 0; i < LIST_ROWS; i++) await store.vms.create(vm(i, "list"));
+    }
+    const l = await listTimes(store, db);
+    await store.close();
+    details[name] = { creates: c, list: l };
+    if (db) {
+      rows.push(
+        compare(`CreateVM in the ${name} store, creates/s (one at a time)`, c.ours, c.raw, perSec, "raw SQL INSERT"),
+        compare(`ListVMs ${name}, first page of ${PAGE} of ${num(LIST_ROWS)}, ms`, l.ours.first, l.raw.first, ms, "raw SQL keyset"),
+        compare(`ListVMs ${name}, page at 90% of ${num(LIST_ROWS)}, ms`, l.ours.deep, l.raw.deep, ms, "raw SQL keyset"),
+      );
+    } else {
+      rows.push(
+        absolute(`CreateVM in the ${name} store, creates/s (one at a time)`, c.ours, perSec),
+        absolute(`ListVMs ${name}, first page of ${PAGE} of ${num(LIST_ROWS)}, ms`, l.ours.first, ms),
+        absolute(`ListVMs ${name}, page at 90% of ${num(LIST_ROWS)}, ms`, l.ours.deep, ms),
+      );
+    }
+  }
+} finally {
+  await pgServer.stop();
+  rmSync(work, { recursive: true, force: true });
+}
+const table = formatTable(rows);
+process.stdout.write(`\n${table}\n\n`);
+mkdirSync(RESULTS_DIR, { recursive: true });
+const file = join(RESULTS_DIR, `store-${new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19)}Z.json`);
+writeFileSync(file, JSON.stringify({ machine: machine(), rows: rows.map((r) => ({ row: r.row, ...r.data })), details }, null, 2) + "\n");
+progress(`results in ${file}`);
