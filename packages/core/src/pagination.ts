@@ -22,6 +22,8 @@ export interface PageRequest<F extends string> {
   readonly order: Order<F>;
   readonly size: number;
   readonly after: Cursor | undefined;
+  /** The total the first page counted, carried by the token, so later pages need not count again. */
+  readonly knownTotal: number | undefined;
 }
 
 /**
@@ -40,13 +42,16 @@ export function parsePageRequest<F extends string>(
   }
   const order = parseOrderBy(v, input.orderBy, fields);
   let after: Cursor | undefined;
+  let knownTotal: number | undefined;
   if (input.pageToken !== "" && order) {
-    after = decodeToken(v, input.pageToken, `${order.field}:${order.desc ? "desc" : "asc"}`, filterFingerprint);
+    const decoded = decodeToken(v, input.pageToken, `${order.field}:${order.desc ? "desc" : "asc"}`, filterFingerprint);
+    after = decoded?.cursor;
+    knownTotal = decoded?.total;
   }
   if (v.list.length > 0 || !order) {
     throw new QuantixError("invalid_argument", `invalid request: ${v.list.map((x) => `${x.field}: ${x.description}`).join("; ")}`, v.list);
   }
-  return { order, size: input.pageSize === 0 ? PAGE_SIZE_DEFAULT : input.pageSize, after };
+  return { order, size: input.pageSize === 0 ? PAGE_SIZE_DEFAULT : input.pageSize, after, knownTotal };
 }
 
 function parseOrderBy<F extends string>(v: Violations, orderBy: string, fields: readonly F[]): Order<F> | undefined {
@@ -60,13 +65,13 @@ function parseOrderBy<F extends string>(v: Violations, orderBy: string, fields: 
   return { field, desc: dir === "desc" };
 }
 
-/** Encodes the cursor after the last item of a page. */
-export function encodePageToken(order: Order<string>, filterFingerprint: string, cursor: Cursor): string {
-  const body = { v: 1, o: `${order.field}:${order.desc ? "desc" : "asc"}`, f: filterFingerprint, k: cursor.key, i: cursor.id };
+/** Encodes the cursor after the last item of a page, and the total the first page counted. */
+export function encodePageToken(order: Order<string>, filterFingerprint: string, cursor: Cursor, total?: number): string {
+  const body = { v: 1, o: `${order.field}:${order.desc ? "desc" : "asc"}`, f: filterFingerprint, k: cursor.key, i: cursor.id, ...(total !== undefined ? { t: total } : {}) };
   return Buffer.from(JSON.stringify(body)).toString("base64url");
 }
 
-function decodeToken(v: Violations, token: string, order: string, fingerprint: string): Cursor | undefined {
+function decodeToken(v: Violations, token: string, order: string, fingerprint: string): { cursor: Cursor; total: number | undefined } | undefined {
   let body: unknown;
   try {
     if (token.length > 2048 || !/^[A-Za-z0-9_-]+$/.test(token)) throw new Error("not base64url");
@@ -76,7 +81,7 @@ function decodeToken(v: Violations, token: string, order: string, fingerprint: s
     return undefined;
   }
   // JSON.parse("null") succeeds: reading fields of null must not become an internal error.
-  const b = (typeof body === "object" && body !== null ? body : {}) as { v?: unknown; o?: unknown; f?: unknown; k?: unknown; i?: unknown };
+  const b = (typeof body === "object" && body !== null ? body : {}) as { v?: unknown; o?: unknown; f?: unknown; k?: unknown; i?: unknown; t?: unknown };
   if (b.v !== 1 || typeof b.i !== "string" || (typeof b.k !== "string" && typeof b.k !== "number")) {
     v.add("page_token", "INVALID_FORMAT", "is not a token returned by this API; start again with an empty page_token");
     return undefined;
@@ -85,7 +90,8 @@ function decodeToken(v: Violations, token: string, order: string, fingerprint: s
     v.add("page_token", "MISMATCH", "was issued for a different filter or order_by; send the same filter and order_by, or start again");
     return undefined;
   }
-  return { key: b.k, id: b.i };
+  const total = typeof b.t === "number" && Number.isInteger(b.t) && b.t >= 0 ? b.t : undefined;
+  return { cursor: { key: b.k, id: b.i }, total };
 }
 
 /** Compares two (key, id) positions in ascending order. */

@@ -30,7 +30,7 @@ export type WatchEvent<T> = ChangeEvent<T> | SyncedEvent;
 /** A page of a list, read at one revision. */
 export interface ListPage<T> {
   readonly items: T[];
-  /** How many objects match the filter in all. */
+  /** How many objects match the filter in all; -1 when the query asked not to count. */
   readonly totalCount: number;
   /** The revision the page was read at; a watch from it misses nothing. */
   readonly revision: bigint;
@@ -89,6 +89,8 @@ export interface VmQuery {
   readonly after?: Cursor | undefined;
   /** At most this many items; 0 returns only the count. */
   readonly limit: number;
+  /** false lets the store skip counting matches (a later page whose total is known): totalCount is then -1. */
+  readonly countTotal?: boolean;
 }
 
 /** A filter and page of nodes. */
@@ -100,6 +102,8 @@ export interface NodeQuery {
   readonly order: Order<"hostname" | "created_at">;
   readonly after?: Cursor | undefined;
   readonly limit: number;
+  /** As VmQuery.countTotal. */
+  readonly countTotal?: boolean;
 }
 
 /** The health of a store, for /_/health. */

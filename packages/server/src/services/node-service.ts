@@ -115,7 +115,7 @@ export class NodeService {
     req.phases.forEach((p, i) => v.enumValue(`phases[${i}]`, p, NodeStatus_PhaseSchema.values.map((x) => x.number)));
     throwIfViolations(v.list);
     const filter = { labels: req.labels, phases: [...req.phases].sort(), schedulableOnly: req.schedulableOnly };
-    const page = await listPage(req, filter, ["hostname", "created_at"] as const, nodeSortKey, (order, after, limit) => this.deps.store.nodes.list({ ...filter, order, after, limit }));
+    const page = await listPage(req, filter, ["hostname", "created_at"] as const, nodeSortKey, (order, after, limit, countTotal) => this.deps.store.nodes.list({ ...filter, order, after, limit, countTotal }));
     return create(ListNodesResponseSchema, { nodes: page.items, totalCount: page.totalCount, nextPageToken: page.nextPageToken, resourceVersion: page.resourceVersion });
   }
 

@@ -19,16 +19,19 @@ export async function listPage<T extends { id: string }, F extends string>(
   filter: object,
   fields: readonly F[],
   sortKey: (item: T, field: F) => string | number,
-  read: (order: Order<F>, after: Cursor | undefined, limit: number) => Promise<ListPage<T>>,
+  read: (order: Order<F>, after: Cursor | undefined, limit: number, countTotal: boolean) => Promise<ListPage<T>>,
 ): Promise<PageResult<T>> {
   const fp = fingerprintOf(filter);
   const page = parsePageRequest(req, fields, fp);
-  const result = await read(page.order, page.after, page.size);
+  // Only the first page counts matches (a scan of the filter's index); later pages carry
+  // that total in their token, so each of them reads just its own rows.
+  const result = await read(page.order, page.after, page.size, page.knownTotal === undefined);
+  const total = result.totalCount >= 0 ? result.totalCount : (page.knownTotal ?? 0);
   const last = result.items[result.items.length - 1];
   return {
     items: result.items,
-    totalCount: result.totalCount,
-    nextPageToken: result.hasMore && last ? encodePageToken(page.order, fp, { key: sortKey(last, page.order.field), id: last.id }) : "",
+    totalCount: total,
+    nextPageToken: result.hasMore && last ? encodePageToken(page.order, fp, { key: sortKey(last, page.order.field), id: last.id }, total) : "",
     resourceVersion: result.revision,
   };
 }

@@ -99,7 +99,7 @@ export class VmService {
     req.states.forEach((s, i) => v.enumValue(`states[${i}]`, s, VmStatus_StateSchema.values.map((x) => x.number)));
     throwIfViolations(v.list);
     const filter = { projectId: req.projectId, labels: req.labels, states: [...req.states].sort(), nodeId: req.nodeId };
-    const page = await listPage(req, filter, ["name", "created_at"] as const, vmSortKey, (order, after, limit) => this.deps.store.vms.list({ ...filter, order, after, limit }));
+    const page = await listPage(req, filter, ["name", "created_at"] as const, vmSortKey, (order, after, limit, countTotal) => this.deps.store.vms.list({ ...filter, order, after, limit, countTotal }));
     return create(ListVMsResponseSchema, { vms: page.items, totalCount: page.totalCount, nextPageToken: page.nextPageToken, resourceVersion: page.resourceVersion });
   }
 

@@ -22,7 +22,7 @@ export interface TableSpec<S extends DescMessage, Q> {
   readonly where: (q: Q, params: Param[]) => string[];
   /** The column and SQL type of an order field. */
   readonly orderColumn: (field: string) => { readonly column: string; readonly type: "text" | "bigint" };
-  readonly pageOf: (q: Q) => { readonly order: Order<string>; readonly after?: Cursor | undefined; readonly limit: number };
+  readonly pageOf: (q: Q) => { readonly order: Order<string>; readonly after?: Cursor | undefined; readonly limit: number; readonly countTotal?: boolean };
 }
 
 /** Conflicting writes retried before giving up with ABORTED (only without an expected version). */
@@ -75,7 +75,7 @@ export class SqlCollection<S extends DescMessage, Q> implements Repository<Messa
   }
 
   async list(q: Q): Promise<ListPage<MessageShape<S>>> {
-    const { order, after, limit } = this.spec.pageOf(q);
+    const { order, after, limit, countTotal } = this.spec.pageOf(q);
     const params: Param[] = [];
     const conds = this.spec.where(q, params);
     const where = conds.length > 0 ? `WHERE ${conds.join(" AND ")}` : "";
@@ -91,7 +91,7 @@ export class SqlCollection<S extends DescMessage, Q> implements Repository<Messa
     p.push(limit + 1);
     const sql = `SELECT m.revision, n.total, page.data, page.resource_version
       FROM quantix_meta m
-      CROSS JOIN (SELECT count(*) AS total FROM ${this.spec.table} ${where}) n
+      CROSS JOIN (${countTotal === false ? "SELECT -1 AS total" : `SELECT count(*) AS total FROM ${this.spec.table} ${where}`}) n
       LEFT JOIN LATERAL (SELECT data, resource_version FROM ${this.spec.table} ${c.length > 0 ? `WHERE ${c.join(" AND ")}` : ""}
                          ORDER BY ${column} ${dir}, id ${dir} LIMIT $${p.length}) page ON ${limit > 0 ? "true" : "false"}
       WHERE m.id = 1`;
