@@ -5,10 +5,15 @@ import type { Logger } from "../log.js";
 import { HEARTBEAT_INTERVAL_SEC } from "../services/node-service.js";
 import { setCondition } from "./conditions.js";
 
-/** Missed heartbeats after which a node is OFFLINE. */
-export const MISSED_HEARTBEATS = 4;
+/** Missed heartbeats after which a node is NOT_READY (its VMs' status says it is unreachable). */
+export const MISSED_HEARTBEATS = 3;
+/** Silence after which a NOT_READY node is declared OFFLINE (lost, as for HA). */
+export const OFFLINE_AFTER_SEC = 300;
 
-/** Marks nodes whose agent stopped heartbeating as OFFLINE, with a condition saying since when. */
+/**
+ * Marks nodes whose agent stopped heartbeating: NOT_READY after MISSED_HEARTBEATS
+ * intervals, OFFLINE after OFFLINE_AFTER_SEC, each with a condition saying since when.
+ */
 export class NodeMonitor {
   private timer: NodeJS.Timeout | undefined;
 
@@ -25,19 +30,24 @@ export class NodeMonitor {
 
   async check(): Promise<void> {
     const now = this.deps.clock.now();
-    const limitMs = MISSED_HEARTBEATS * HEARTBEAT_INTERVAL_SEC * 1000;
+    const notReadyMs = MISSED_HEARTBEATS * HEARTBEAT_INTERVAL_SEC * 1000;
+    const offlineMs = OFFLINE_AFTER_SEC * 1000;
     const nodes = await this.deps.store.nodes.list({ phases: [Phase.READY, Phase.NOT_READY], order: { field: "hostname", desc: false }, limit: 100_000 });
     for (const node of nodes.items) {
       const last = node.status?.lastHeartbeat ? timestampMs(node.status.lastHeartbeat) : 0;
-      if (now - last <= limitMs) continue;
+      const silent = now - last;
+      if (silent <= notReadyMs) continue;
+      const phase = silent > offlineMs ? Phase.OFFLINE : Phase.NOT_READY;
+      if (node.status?.phase === phase) continue;
       await this.deps.store.nodes.update(node.id, (cur) => {
-        if (!cur.status || (cur.status.phase !== Phase.READY && cur.status.phase !== Phase.NOT_READY)) return undefined;
-        cur.status.phase = Phase.OFFLINE;
-        cur.status.conditions = setCondition(cur.status.conditions, { type: "Heartbeat", status: false, reason: "HeartbeatMissed", message: `no heartbeat for ${Math.round((now - last) / 1000)} s (limit ${limitMs / 1000} s)`, generation: 0n }, now);
+        if (!cur.status || (cur.status.phase !== Phase.READY && cur.status.phase !== Phase.NOT_READY) || cur.status.phase === phase) return undefined;
+        cur.status.phase = phase;
+        const limit = phase === Phase.OFFLINE ? offlineMs : notReadyMs;
+        cur.status.conditions = setCondition(cur.status.conditions, { type: "Heartbeat", status: false, reason: "HeartbeatMissed", message: `no heartbeat for ${Math.round(silent / 1000)} s (limit ${limit / 1000} s)`, generation: 0n }, now);
         cur.updatedAt = timestampFromMs(now);
         return cur;
       });
-      this.deps.log.log("warn", "node offline", { node_id: node.id, hostname: node.hostname });
+      this.deps.log.log("warn", phase === Phase.OFFLINE ? "node offline" : "node not ready: heartbeats missed", { node_id: node.id, hostname: node.hostname });
     }
   }
 }

@@ -124,8 +124,13 @@ test("a lost agent makes its VMs unreachable; when it is back their status is re
   assert.equal(lost.status?.conditions.find((c) => c.type === "NodeReachable")?.reason, "NodeUnreachable");
   assert.match(lost.status?.errorMessage ?? "", /unreachable/);
 
-  // The real monitor, with its clock past the heartbeat limit, declares the node lost.
-  await new NodeMonitor({ store: s.cp.store, clock: { now: () => Date.now() + 120_000 }, log: silentLogger }).check();
+  // The real monitor, with its clock past the heartbeat limit, marks the node NOT_READY;
+  // much later, OFFLINE. The VM's status names the node's state each time.
+  await new NodeMonitor({ store: s.cp.store, clock: { now: () => Date.now() + 60_000 }, log: silentLogger }).check();
+  assert.equal((await s.nodes.getNode({ id: nodeId })).status?.phase, Phase.NOT_READY);
+  const notReady = await vmIn(vm.id, (x) => /unreachable: its heartbeats stopped \(node NOT_READY/.test(x.status?.errorMessage ?? ""), "the VM's status naming the NOT_READY node");
+  assert.equal(notReady.status?.state, State.UNKNOWN);
+  await new NodeMonitor({ store: s.cp.store, clock: { now: () => Date.now() + 600_000 }, log: silentLogger }).check();
   assert.equal((await s.nodes.getNode({ id: nodeId })).status?.phase, Phase.OFFLINE);
   const offline = await vmIn(vm.id, (x) => /OFFLINE/.test(x.status?.errorMessage ?? ""), "the VM's status naming the OFFLINE node");
   assert.equal(offline.status?.state, State.UNKNOWN);

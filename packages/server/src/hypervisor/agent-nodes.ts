@@ -110,7 +110,9 @@ export function downReason(node: Node): string | undefined {
     case Phase.OFFLINE:
       return `its heartbeats stopped (node OFFLINE${said("Heartbeat") ? `: ${said("Heartbeat")}` : ""})`;
     case Phase.NOT_READY:
-      return `its hypervisor is not ready (node NOT_READY${said("Ready") ? `: ${said("Ready")}` : ""})`;
+      return s?.conditions.find((c) => c.type === "Heartbeat")?.reason === "HeartbeatMissed"
+        ? `it is unreachable: its heartbeats stopped (node NOT_READY: ${said("Heartbeat")})`
+        : `its hypervisor is not ready (node NOT_READY${said("Ready") ? `: ${said("Ready")}` : ""})`;
     default:
       return undefined;
   }

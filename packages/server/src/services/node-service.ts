@@ -46,7 +46,7 @@ import { allVms, listPage } from "./paging.js";
 import { requireId } from "./vm-service.js";
 import { EVENT_TYPE, SharedUpdates, watchFiltered } from "./watch-filter.js";
 
-/** How often agents heartbeat, and when a silent node is declared OFFLINE. */
+/** How often agents heartbeat (see node-monitor.ts for when a silent node is NOT_READY, then OFFLINE). */
 export const HEARTBEAT_INTERVAL_SEC = 10;
 
 const USER_SPEC_PATHS = ["spec.taints", "spec.overcommit", "spec.reserved", "spec.schedulable"];
