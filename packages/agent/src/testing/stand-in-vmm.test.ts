@@ -16,8 +16,10 @@ async function withStandIn(flavor: VmmFlavor, body: (api: UnixHttpClient) => Pro
   const flag = flavor === "firecracker" ? "--api-sock" : "--api-socket";
   const child = spawn(standInBinary(flavor), [flag, socket], { stdio: "ignore", env: { ...process.env, QUANTIX_STANDIN_VIOLATIONS_DIR: "" } });
   try {
-    await until(() => (existsSync(socket) ? true : undefined), "the stand-in's socket");
-    await body(new UnixHttpClient(socket));
+    const api = new UnixHttpClient(socket);
+    // Ready when it answers, not when its socket file appears (a busy machine separates the two).
+    await until(async () => (existsSync(socket) && (await violations(api)) ? true : undefined), "the stand-in to answer");
+    await body(api);
   } finally {
     child.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });
