@@ -77,6 +77,32 @@ export interface ShutdownOptions {
   readonly timeoutSeconds: number;
 }
 
+/** Where an outgoing live migration stands (QEMU's query-migrate, in its own words). */
+export interface MigrationProgress {
+  /** "setup", "active", "pre-switchover", "device", "completed", ... */
+  readonly status: string;
+  readonly transferredBytes: bigint;
+  readonly remainingBytes: bigint;
+  readonly totalBytes: bigint;
+}
+
+/** What a completed migration measured. */
+export interface MigrationStats {
+  readonly transferredBytes: bigint;
+  readonly downtimeMs: number;
+  readonly totalTimeMs: number;
+}
+
+/** Settings of one outgoing migration. */
+export interface MigrationOptions {
+  /** Longest switch-over pause; 0 keeps the hypervisor's default. */
+  readonly maxDowntimeMs: number;
+  /** Bandwidth limit in Mbit/s; 0 means unlimited. */
+  readonly bandwidthMbps: number;
+  /** Called about every 100 ms while the migration runs. */
+  readonly onProgress: (progress: MigrationProgress) => void;
+}
+
 export interface Backend {
   /** "qemu", "cloud-hypervisor", "firecracker" or "simulated". */
   readonly type: string;
@@ -122,6 +148,22 @@ export interface Backend {
    * older than the buffer starts at its oldest byte.
    */
   followConsole(vmId: string, signal: AbortSignal, fromOffset?: number): AsyncIterable<ConsoleChunk>;
+  /**
+   * Live migration, target half (needs "live-migration"): defines the VM and starts its
+   * hypervisor waiting for the incoming state on a TCP port of `listenHost`; answers the
+   * URI the source must send to. The VM is "paused" until the state has arrived, then
+   * "running" (reported through onEvent); a failed incoming migration leaves it crashed.
+   */
+  prepareIncoming?(vmId: string, config: VmConfig, listenHost: string): Promise<string>;
+  /**
+   * Live migration, source half (needs "live-migration"): sends a running VM to
+   * `targetUri` and resolves with the statistics once it runs there; the VM is then
+   * paused here, and the caller deletes it. Rejects with ABORTED (the reason) when the
+   * migration fails or is cancelled; the VM then keeps running here.
+   */
+  migrateOut?(vmId: string, targetUri: string, options: MigrationOptions): Promise<MigrationStats>;
+  /** Asks a running outgoing migration to stop; false when none runs. */
+  cancelMigration?(vmId: string): Promise<boolean>;
   /** Calls `listener` on every change the backend observes by itself; returns an unsubscribe. */
   onEvent(listener: (event: BackendEvent) => void): () => void;
   /** Releases the agent's hold (sockets, timers) and leaves running VMs running. */

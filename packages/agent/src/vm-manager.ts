@@ -1,7 +1,8 @@
 import { equals } from "@bufbuild/protobuf";
 import { VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError, randomIds, systemClock, throwIfViolations, type Clock, type IdGenerator } from "@quantix/core";
-import type { Backend, BackendEvent, BackendVmInfo, BackendVmState } from "./backend.js";
+import type { Backend, BackendEvent, BackendVmInfo, BackendVmState, MigrationOptions, MigrationStats } from "./backend.js";
+import { requireSharedStorage } from "./migration-storage.js";
 import { consoleBuffered, requiredCapabilities, validateVmConfig, validateVmId } from "./vm-config-validation.js";
 import { pageVms, type ListPage, type ListQuery } from "./vm-list.js";
 import { decide, hint, type VmAction } from "./vm-state-table.js";
@@ -12,6 +13,10 @@ export interface VmManagerDeps {
   readonly backend: Backend;
   readonly clock?: Clock;
   readonly ids?: IdGenerator;
+  /** Directories whose files the other hosts reach at the same paths (VMCP_SHARED_DIRS). */
+  readonly sharedDirs?: readonly string[];
+  /** The address incoming migrations listen on; default 127.0.0.1. */
+  readonly migrationHost?: string;
 }
 
 const ACTION_RPC: Record<VmAction, string> = { delete: "DeleteVm", boot: "BootVm", shutdown: "ShutdownVm", pause: "PauseVm", resume: "ResumeVm", reboot: "RebootVm" };
@@ -30,9 +35,13 @@ export class VmManager {
   private readonly createdAt = new Map<string, number>();
   private readonly hub = new VmWatchHub();
   private unsubscribe: (() => void) | undefined;
+  private readonly sharedDirs: readonly string[];
+  private readonly migrationHost: string;
 
   constructor(deps: VmManagerDeps) {
     this.backend = deps.backend;
+    this.sharedDirs = deps.sharedDirs ?? [];
+    this.migrationHost = deps.migrationHost ?? "127.0.0.1";
     this.clock = deps.clock ?? systemClock;
     this.ids = deps.ids ?? randomIds;
   }
@@ -112,6 +121,57 @@ export class VmManager {
     return this.act(vmId, "reboot", force, () => this.backend.rebootVM(vmId, force));
   }
 
+  /** PrepareMigration: the target half of a live migration; answers the URI to send to. */
+  async prepareMigration(vmId: string, config: VmConfig | undefined): Promise<string> {
+    throwIfViolations([...validateVmId("vm_id", vmId), ...validateVmConfig(config)]);
+    const prepare = this.backend.prepareIncoming?.bind(this.backend);
+    if (!prepare) throw this.lacks("live-migration", "PrepareMigration");
+    this.need("live-migration", "PrepareMigration");
+    requireSharedStorage(vmId, config!, this.sharedDirs);
+    return this.serial(vmId, async () => {
+      if (await this.find(vmId)) throw new QuantixError("already_exists", `VM '${vmId}' already exists on this host`);
+      try {
+        const uri = await prepare(vmId, config!, this.migrationHost);
+        this.createdAt.set(vmId, this.clock.now());
+        await this.publish(vmId, "PrepareMigration");
+        return uri;
+      } catch (err) {
+        // Nothing half-made stays behind: a later PrepareMigration must find the id free.
+        if (await this.find(vmId)) await this.backend.deleteVM(vmId).catch(() => undefined);
+        throw err;
+      }
+    });
+  }
+
+  /**
+   * MigrateVm: the source half. Runs in the VM's queue (no other call changes it
+   * meanwhile); on success the VM is deleted here and watchers see it DELETED.
+   */
+  async migrate(vmId: string, targetUri: string, options: MigrationOptions): Promise<MigrationStats> {
+    throwIfViolations(validateVmId("vm_id", vmId));
+    const migrateOut = this.backend.migrateOut?.bind(this.backend);
+    if (!migrateOut) throw this.lacks("live-migration", "MigrateVm");
+    this.need("live-migration", "MigrateVm");
+    return this.serial(vmId, async () => {
+      const info = await this.backend.getVMInfo(vmId);
+      if (info.state !== "running") throw new QuantixError("failed_precondition", `MigrateVm is not allowed: VM '${vmId}' is ${info.state.toUpperCase()}; only a RUNNING VM migrates live`);
+      requireSharedStorage(vmId, info.config, this.sharedDirs);
+      const stats = await migrateOut(vmId, targetUri, options);
+      await this.backend.deleteVM(vmId);
+      this.createdAt.delete(vmId);
+      this.hub.publish({ type: "deleted", vmId, state: info.state, reason: "MigrateVm: the VM now runs on another host", metadata: info.config.metadata });
+      return stats;
+    });
+  }
+
+  /** CancelMigration: outside the VM's queue, which the migration itself holds. */
+  async cancelMigration(vmId: string): Promise<boolean> {
+    throwIfViolations(validateVmId("vm_id", vmId));
+    const info = await this.backend.getVMInfo(vmId);
+    if (info.state !== "running" || !this.backend.cancelMigration) return false;
+    return this.backend.cancelMigration(vmId);
+  }
+
   /** GetVmInfo. */
   async info(vmId: string): Promise<BackendVmInfo> {
     throwIfViolations(validateVmId("vm_id", vmId));
@@ -170,9 +230,11 @@ export class VmManager {
   }
 
   private need(capability: string, what: string): void {
-    if (!(this.backend.capabilities as ReadonlySet<string>).has(capability)) {
-      throw new QuantixError("failed_precondition", `${what} needs the capability "${capability}", which the ${this.backend.type} backend lacks`);
-    }
+    if (!(this.backend.capabilities as ReadonlySet<string>).has(capability)) throw this.lacks(capability, what);
+  }
+
+  private lacks(capability: string, what: string): QuantixError {
+    return new QuantixError("failed_precondition", `${what} needs the capability "${capability}", which the ${this.backend.type} backend lacks`);
   }
 
   private async find(vmId: string): Promise<BackendVmInfo | undefined> {

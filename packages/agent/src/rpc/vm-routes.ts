@@ -3,10 +3,12 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import {
   BackendInfoSchema,
   BootVmResponseSchema,
+  CancelMigrationResponseSchema,
   CreateVmResponseSchema,
   GetVmInfoResponseSchema,
   ListVmsResponseSchema,
   PauseVmResponseSchema,
+  PrepareMigrationResponseSchema,
   RebootVmResponseSchema,
   ResumeVmResponseSchema,
   ShutdownVmResponseSchema,
@@ -15,6 +17,7 @@ import {
 } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import type { VmManager } from "../vm-manager.js";
 import { getConsoleOutput, streamConsole } from "./console-routes.js";
+import { migrateVm } from "./migration-routes.js";
 import { fromVmState, toVmEvent, toVmState } from "./vm-convert.js";
 
 /**
@@ -61,5 +64,8 @@ export function vmServiceImpl(m: VmManager, backendVersion: string): ServiceImpl
     async *watchVms(_req, ctx) {
       for await (const c of m.watch(ctx.signal)) yield toVmEvent(c);
     },
+    prepareMigration: async (req) => create(PrepareMigrationResponseSchema, { vmId: req.vmId, targetUri: await m.prepareMigration(req.vmId, req.config) }),
+    migrateVm: (req, ctx) => migrateVm(m, req, ctx),
+    cancelMigration: async (req) => create(CancelMigrationResponseSchema, { cancelled: await m.cancelMigration(req.vmId) }),
   };
 }

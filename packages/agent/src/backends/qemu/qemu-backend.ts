@@ -3,12 +3,13 @@ import { access, constants } from "node:fs/promises";
 import { promisify } from "node:util";
 import { QuantixError, notFound, systemClock, type Clock } from "@quantix/core";
 import { ConsoleOutput, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import type { Backend, ConsoleChunk, BackendCapability, BackendEvent, BackendVmInfo, ShutdownOptions } from "../../backend.js";
+import type { Backend, ConsoleChunk, BackendCapability, BackendEvent, BackendVmInfo, MigrationOptions, MigrationStats, ShutdownOptions } from "../../backend.js";
 import { ConsoleRing, DEFAULT_CONSOLE_BUFFER_BYTES } from "../../console-ring.js";
 import { detectDiskSource } from "./disk-format.js";
 import { probeKvm, type KvmProbeResult } from "./kvm-probe.js";
 import { buildQemuArgs, hostPathViolation, qmpChardevOption, type DiskSource } from "./qemu-args.js";
 import { describeExit, isQemuProcess, killHard, processUsage, readPidFile } from "./qemu-process.js";
+import { cancelOutgoing, listenIncoming, migrateOut } from "./qemu-migration.js";
 import { QemuRuntime, type RuntimeEnd } from "./qemu-runtime.js";
 import { clearRuntimeFiles, listVmDirs, loadRecord, removeVmDir, saveRecord, vmPaths, type VmPaths, type VmRecord } from "./qemu-vm-dir.js";
 
@@ -47,7 +48,7 @@ const MAX_SOCKET_PATH = 107;
  */
 export class QemuBackend implements Backend {
   readonly type = "qemu";
-  readonly capabilities: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "reboot", "graceful-shutdown", "console", "qcow2", "readopt"]);
+  readonly capabilities: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "reboot", "graceful-shutdown", "console", "qcow2", "readopt", "live-migration"]);
   private readonly entries = new Map<string, Entry>();
   private readonly listeners = new Set<(e: BackendEvent) => void>();
   private readonly binary: string;
@@ -143,13 +144,45 @@ export class QemuBackend implements Backend {
   }
 
   async bootVM(vmId: string): Promise<void> {
+    await this.launch(vmId, []);
+  }
+
+  /**
+   * Defines the VM and starts QEMU with `-incoming defer`. The runtime's "cont" only sets
+   * QEMU's autostart while it waits for the incoming state, so the guest runs by itself
+   * once the migration completed; QEMU's RESUME event then tells watchers.
+   */
+  async prepareIncoming(vmId: string, config: VmConfig, listenHost: string): Promise<string> {
+    await this.createVM(vmId, config);
     const entry = this.entry(vmId);
-    if (entry.runtime) return;
+    const rt = await this.launch(vmId, ["-incoming", "defer"]);
+    rt.paused = true;
+    rt.qmp.onEvent((e) => {
+      if (e.event !== "RESUME" || this.entries.get(vmId) !== entry) return;
+      entry.record.startedAtMs = this.clock.now();
+      void saveRecord(entry.paths, entry.record).catch(() => {});
+      const event: BackendEvent = { vmId, state: "running", reason: "the incoming migration completed" };
+      for (const l of [...this.listeners]) l(event);
+    });
+    return listenIncoming(rt.qmp, listenHost);
+  }
+
+  async migrateOut(vmId: string, targetUri: string, options: MigrationOptions): Promise<MigrationStats> {
+    return migrateOut(this.running(vmId).qmp, targetUri, options);
+  }
+
+  async cancelMigration(vmId: string): Promise<boolean> {
+    return cancelOutgoing(this.running(vmId).qmp);
+  }
+
+  private async launch(vmId: string, extraArgs: readonly string[]): Promise<QemuRuntime> {
+    const entry = this.entry(vmId);
+    if (entry.runtime) return entry.runtime;
     const { record, paths } = entry;
     record.disks ??= await Promise.all(record.config.storage.map((d) => detectDiskSource(d.path).catch((err: unknown) => {
       throw new QuantixError("failed_precondition", `disk '${d.id}' cannot be opened: ${String(err)}`);
     })));
-    const args = buildQemuArgs({ vmId, config: record.config, kvm: this.options.kvm, ...paths, disks: record.disks });
+    const args = [...buildQemuArgs({ vmId, config: record.config, kvm: this.options.kvm, ...paths, disks: record.disks }), ...extraArgs];
     entry.stopping = false;
     entry.cpuSample = undefined;
     entry.runtime = await QemuRuntime.start(this.binary, args, this.runtimeOptions(vmId, entry)).catch((err: unknown) => {
@@ -158,6 +191,7 @@ export class QemuBackend implements Backend {
     });
     Object.assign(record, { state: "running", crashReason: undefined, startedAtMs: this.clock.now() });
     await saveRecord(paths, record);
+    return entry.runtime;
   }
 
   async shutdownVM(vmId: string, options: ShutdownOptions): Promise<void> {

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vmm/v1/vm.proto.
  */
 export const file_vmm_v1_vm: GenFile = /*@__PURE__*/
-  fileDesc("Cg92bW0vdjEvdm0ucHJvdG8SBnZtbS52MSLQAgoIVm1Db25maWcSHgoDY3B1GAEgASgLMhEudm1tLnYxLkNwdUNvbmZpZxIkCgZtZW1vcnkYAiABKAsyFC52bW0udjEuTWVtb3J5Q29uZmlnEiAKBGJvb3QYAyABKAsyEi52bW0udjEuQm9vdENvbmZpZxImCgdzdG9yYWdlGAQgAygLMhUudm1tLnYxLlN0b3JhZ2VEZXZpY2USKQoHbmV0d29yaxgFIAMoCzIYLnZtbS52MS5OZXR3b3JrSW50ZXJmYWNlEiYKB2NvbnNvbGUYBiABKAsyFS52bW0udjEuQ29uc29sZUNvbmZpZxIwCghtZXRhZGF0YRgHIAMoCzIeLnZtbS52MS5WbUNvbmZpZy5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJeCglDcHVDb25maWcSEgoKdmNwdV9jb3VudBgBIAEoBRIWCg5tYXhfdmNwdV9jb3VudBgCIAEoBRIlCgh0b3BvbG9neRgDIAEoCzITLnZtbS52MS5DcHVUb3BvbG9neSJSCgtDcHVUb3BvbG9neRIPCgdzb2NrZXRzGAEgASgFEhgKEGNvcmVzX3Blcl9zb2NrZXQYAiABKAUSGAoQdGhyZWFkc19wZXJfY29yZRgDIAEoBSJTCgxNZW1vcnlDb25maWcSEgoKc2l6ZV9ieXRlcxgBIAEoAxIXCg9ob3RwbHVnX2VuYWJsZWQYAiABKAgSFgoObWF4X3NpemVfYnl0ZXMYAyABKAMiSwoKQm9vdENvbmZpZxITCgtrZXJuZWxfcGF0aBgBIAEoCRITCgtpbml0cmRfcGF0aBgCIAEoCRITCgtrZXJuZWxfYXJncxgDIAEoCSKKAQoNU3RvcmFnZURldmljZRIKCgJpZBgBIAEoCRIMCgRwYXRoGAIgASgJEhEKCXJlYWRfb25seRgDIAEoCBIWCg5pc19yb290X2RldmljZRgEIAEoCBI0Cg5pbnRlcmZhY2VfdHlwZRgFIAEoDjIcLnZtbS52MS5TdG9yYWdlSW50ZXJmYWNlVHlwZSJ9ChBOZXR3b3JrSW50ZXJmYWNlEgoKAmlkGAEgASgJEhMKC21hY19hZGRyZXNzGAIgASgJEhIKCnRhcF9kZXZpY2UYAyABKAkSNAoOaW50ZXJmYWNlX3R5cGUYBCABKA4yHC52bW0udjEuTmV0d29ya0ludGVyZmFjZVR5cGUicgoNQ29uc29sZUNvbmZpZxIPCgdlbmFibGVkGAEgASgIEiUKBm91dHB1dBgCIAEoDjIVLnZtbS52MS5Db25zb2xlT3V0cHV0EikKDGNvbnNvbGVfdHlwZRgDIAEoDjITLnZtbS52MS5Db25zb2xlVHlwZSJCCg9DcmVhdGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSIAoGY29uZmlnGAIgASgLMhAudm1tLnYxLlZtQ29uZmlnIkEKEENyZWF0ZVZtUmVzcG9uc2USDQoFdm1faWQYASABKAkSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIvCg9EZWxldGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgiHgoNQm9vdFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJBCg5Cb290Vm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiSgoRU2h1dGRvd25WbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgSFwoPdGltZW91dF9zZWNvbmRzGAMgASgFIkUKElNodXRkb3duVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiHwoOUGF1c2VWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQgoPUGF1c2VWbVJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIgCg9SZXN1bWVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQwoQUmVzdW1lVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiLwoPUmVib290Vm1SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEg0KBWZvcmNlGAIgASgIIkMKEFJlYm9vdFZtUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIeCgVzdGF0ZRgCIAEoDjIPLnZtbS52MS5WbVN0YXRlIiEKEEdldFZtSW5mb1JlcXVlc3QSDQoFdm1faWQYASABKAkiswEKEUdldFZtSW5mb1Jlc3BvbnNlEg0KBXZtX2lkGAEgASgJEiAKBmNvbmZpZxgCIAEoCzIQLnZtbS52MS5WbUNvbmZpZxIeCgVzdGF0ZRgDIAEoDjIPLnZtbS52MS5WbVN0YXRlEiIKB21ldHJpY3MYBCABKAsyES52bW0udjEuVm1NZXRyaWNzEikKDGJhY2tlbmRfaW5mbxgFIAEoCzITLnZtbS52MS5CYWNrZW5kSW5mbyJaCglWbU1ldHJpY3MSGQoRY3B1X3VzYWdlX3BlcmNlbnQYASABKAESGgoSbWVtb3J5X3VzYWdlX2J5dGVzGAIgASgDEhYKDnVwdGltZV9zZWNvbmRzGAMgASgDIl4KC0JhY2tlbmRJbmZvEhQKDGJhY2tlbmRfdHlwZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEhQKDGNhcGFiaWxpdGllcxgDIAMoCRISCgpwcm9jZXNzX2lkGAQgASgFInAKDkxpc3RWbXNSZXF1ZXN0EiUKDHN0YXRlX2ZpbHRlchgBIAEoDjIPLnZtbS52MS5WbVN0YXRlEhEKCXBhZ2Vfc2l6ZRgKIAEoBRISCgpwYWdlX3Rva2VuGAsgASgJEhAKCG9yZGVyX2J5GAwgASgJIl8KD0xpc3RWbXNSZXNwb25zZRIeCgN2bXMYASADKAsyES52bW0udjEuVm1TdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRITCgt0b3RhbF9jb3VudBgDIAEoBSJpCglWbVN1bW1hcnkSDQoFdm1faWQYASABKAkSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZRISCgp2Y3B1X2NvdW50GAMgASgFEhkKEW1lbW9yeV9zaXplX2J5dGVzGAQgASgDIjwKF0dldENvbnNvbGVPdXRwdXRSZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEhIKCnRhaWxfYnl0ZXMYAiABKAUiSwoYR2V0Q29uc29sZU91dHB1dFJlc3BvbnNlEgwKBGRhdGEYASABKAwSEQoJdHJ1bmNhdGVkGAIgASgIEg4KBm9mZnNldBgDIAEoBCJOChRTdHJlYW1Db25zb2xlUmVxdWVzdBINCgV2bV9pZBgBIAEoCRISCgp0YWlsX2J5dGVzGAIgASgFEhMKC2Zyb21fb2Zmc2V0GAMgASgEIiwKDENvbnNvbGVDaHVuaxIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoBCIRCg9XYXRjaFZtc1JlcXVlc3QioQIKB1ZtRXZlbnQSIQoEdHlwZRgBIAEoDjITLnZtbS52MS5WbUV2ZW50VHlwZRINCgV2bV9pZBgCIAEoCRIeCgVzdGF0ZRgDIAEoDjIPLnZtbS52MS5WbVN0YXRlEg4KBnJlYXNvbhgEIAEoCRISCgpwcm9jZXNzX2lkGAUgASgFEi4KCnN0YXJ0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KCG1ldGFkYXRhGAcgAygLMh0udm1tLnYxLlZtRXZlbnQuTWV0YWRhdGFFbnRyeRIOCgZzeW5jZWQYCCABKAgaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKs8BChRTdG9yYWdlSW50ZXJmYWNlVHlwZRImCiJTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX1VOU1BFQ0lGSUVEEAASJQohU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9WSVJUSU9fQkxLEAESJgoiU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9WSVJUSU9fU0NTSRACEh8KG1NUT1JBR0VfSU5URVJGQUNFX1RZUEVfTlZNRRADEh8KG1NUT1JBR0VfSU5URVJGQUNFX1RZUEVfU0FUQRAEKqsBChROZXR3b3JrSW50ZXJmYWNlVHlwZRImCiJORVRXT1JLX0lOVEVSRkFDRV9UWVBFX1VOU1BFQ0lGSUVEEAASJQohTkVUV09SS19JTlRFUkZBQ0VfVFlQRV9WSVJUSU9fTkVUEAESIAocTkVUV09SS19JTlRFUkZBQ0VfVFlQRV9FMTAwMBACEiIKHk5FVFdPUktfSU5URVJGQUNFX1RZUEVfUlRMODEzORADKmMKDUNvbnNvbGVPdXRwdXQSHgoaQ09OU09MRV9PVVRQVVRfVU5TUEVDSUZJRUQQABIZChVDT05TT0xFX09VVFBVVF9CVUZGRVIQARIXChNDT05TT0xFX09VVFBVVF9OVUxMEAIqXQoLQ29uc29sZVR5cGUSHAoYQ09OU09MRV9UWVBFX1VOU1BFQ0lGSUVEEAASFwoTQ09OU09MRV9UWVBFX1NFUklBTBABEhcKE0NPTlNPTEVfVFlQRV9WSVJUSU8QAiqRAQoHVm1TdGF0ZRIYChRWTV9TVEFURV9VTlNQRUNJRklFRBAAEhQKEFZNX1NUQVRFX0NSRUFURUQQARIUChBWTV9TVEFURV9SVU5OSU5HEAISEwoPVk1fU1RBVEVfUEFVU0VEEAMSFQoRVk1fU1RBVEVfU0hVVERPV04QBBIUChBWTV9TVEFURV9DUkFTSEVEEAUqmAEKC1ZtRXZlbnRUeXBlEh0KGVZNX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIaChZWTV9FVkVOVF9UWVBFX0VYSVNUSU5HEAESGAoUVk1fRVZFTlRfVFlQRV9TWU5DRUQQAhIZChVWTV9FVkVOVF9UWVBFX0NIQU5HRUQQAxIZChVWTV9FVkVOVF9UWVBFX0RFTEVURUQQBDKTBgoJVm1TZXJ2aWNlEj0KCENyZWF0ZVZtEhcudm1tLnYxLkNyZWF0ZVZtUmVxdWVzdBoYLnZtbS52MS5DcmVhdGVWbVJlc3BvbnNlEjsKCERlbGV0ZVZtEhcudm1tLnYxLkRlbGV0ZVZtUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRI3CgZCb290Vm0SFS52bW0udjEuQm9vdFZtUmVxdWVzdBoWLnZtbS52MS5Cb290Vm1SZXNwb25zZRJDCgpTaHV0ZG93blZtEhkudm1tLnYxLlNodXRkb3duVm1SZXF1ZXN0Ghoudm1tLnYxLlNodXRkb3duVm1SZXNwb25zZRI6CgdQYXVzZVZtEhYudm1tLnYxLlBhdXNlVm1SZXF1ZXN0Ghcudm1tLnYxLlBhdXNlVm1SZXNwb25zZRI9CghSZXN1bWVWbRIXLnZtbS52MS5SZXN1bWVWbVJlcXVlc3QaGC52bW0udjEuUmVzdW1lVm1SZXNwb25zZRI9CghSZWJvb3RWbRIXLnZtbS52MS5SZWJvb3RWbVJlcXVlc3QaGC52bW0udjEuUmVib290Vm1SZXNwb25zZRJACglHZXRWbUluZm8SGC52bW0udjEuR2V0Vm1JbmZvUmVxdWVzdBoZLnZtbS52MS5HZXRWbUluZm9SZXNwb25zZRI6CgdMaXN0Vm1zEhYudm1tLnYxLkxpc3RWbXNSZXF1ZXN0Ghcudm1tLnYxLkxpc3RWbXNSZXNwb25zZRJVChBHZXRDb25zb2xlT3V0cHV0Eh8udm1tLnYxLkdldENvbnNvbGVPdXRwdXRSZXF1ZXN0GiAudm1tLnYxLkdldENvbnNvbGVPdXRwdXRSZXNwb25zZRJFCg1TdHJlYW1Db25zb2xlEhwudm1tLnYxLlN0cmVhbUNvbnNvbGVSZXF1ZXN0GhQudm1tLnYxLkNvbnNvbGVDaHVuazABEjYKCFdhdGNoVm1zEhcudm1tLnYxLldhdGNoVm1zUmVxdWVzdBoPLnZtbS52MS5WbUV2ZW50MAFiBnByb3RvMw", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
+  fileDesc("Cg92bW0vdjEvdm0ucHJvdG8SBnZtbS52MSLQAgoIVm1Db25maWcSHgoDY3B1GAEgASgLMhEudm1tLnYxLkNwdUNvbmZpZxIkCgZtZW1vcnkYAiABKAsyFC52bW0udjEuTWVtb3J5Q29uZmlnEiAKBGJvb3QYAyABKAsyEi52bW0udjEuQm9vdENvbmZpZxImCgdzdG9yYWdlGAQgAygLMhUudm1tLnYxLlN0b3JhZ2VEZXZpY2USKQoHbmV0d29yaxgFIAMoCzIYLnZtbS52MS5OZXR3b3JrSW50ZXJmYWNlEiYKB2NvbnNvbGUYBiABKAsyFS52bW0udjEuQ29uc29sZUNvbmZpZxIwCghtZXRhZGF0YRgHIAMoCzIeLnZtbS52MS5WbUNvbmZpZy5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJeCglDcHVDb25maWcSEgoKdmNwdV9jb3VudBgBIAEoBRIWCg5tYXhfdmNwdV9jb3VudBgCIAEoBRIlCgh0b3BvbG9neRgDIAEoCzITLnZtbS52MS5DcHVUb3BvbG9neSJSCgtDcHVUb3BvbG9neRIPCgdzb2NrZXRzGAEgASgFEhgKEGNvcmVzX3Blcl9zb2NrZXQYAiABKAUSGAoQdGhyZWFkc19wZXJfY29yZRgDIAEoBSJTCgxNZW1vcnlDb25maWcSEgoKc2l6ZV9ieXRlcxgBIAEoAxIXCg9ob3RwbHVnX2VuYWJsZWQYAiABKAgSFgoObWF4X3NpemVfYnl0ZXMYAyABKAMiSwoKQm9vdENvbmZpZxITCgtrZXJuZWxfcGF0aBgBIAEoCRITCgtpbml0cmRfcGF0aBgCIAEoCRITCgtrZXJuZWxfYXJncxgDIAEoCSKKAQoNU3RvcmFnZURldmljZRIKCgJpZBgBIAEoCRIMCgRwYXRoGAIgASgJEhEKCXJlYWRfb25seRgDIAEoCBIWCg5pc19yb290X2RldmljZRgEIAEoCBI0Cg5pbnRlcmZhY2VfdHlwZRgFIAEoDjIcLnZtbS52MS5TdG9yYWdlSW50ZXJmYWNlVHlwZSJ9ChBOZXR3b3JrSW50ZXJmYWNlEgoKAmlkGAEgASgJEhMKC21hY19hZGRyZXNzGAIgASgJEhIKCnRhcF9kZXZpY2UYAyABKAkSNAoOaW50ZXJmYWNlX3R5cGUYBCABKA4yHC52bW0udjEuTmV0d29ya0ludGVyZmFjZVR5cGUicgoNQ29uc29sZUNvbmZpZxIPCgdlbmFibGVkGAEgASgIEiUKBm91dHB1dBgCIAEoDjIVLnZtbS52MS5Db25zb2xlT3V0cHV0EikKDGNvbnNvbGVfdHlwZRgDIAEoDjITLnZtbS52MS5Db25zb2xlVHlwZSJCCg9DcmVhdGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSIAoGY29uZmlnGAIgASgLMhAudm1tLnYxLlZtQ29uZmlnIkEKEENyZWF0ZVZtUmVzcG9uc2USDQoFdm1faWQYASABKAkSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIvCg9EZWxldGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgiHgoNQm9vdFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJBCg5Cb290Vm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiSgoRU2h1dGRvd25WbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgSFwoPdGltZW91dF9zZWNvbmRzGAMgASgFIkUKElNodXRkb3duVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiHwoOUGF1c2VWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQgoPUGF1c2VWbVJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIgCg9SZXN1bWVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQwoQUmVzdW1lVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiLwoPUmVib290Vm1SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEg0KBWZvcmNlGAIgASgIIkMKEFJlYm9vdFZtUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIeCgVzdGF0ZRgCIAEoDjIPLnZtbS52MS5WbVN0YXRlIiEKEEdldFZtSW5mb1JlcXVlc3QSDQoFdm1faWQYASABKAkiswEKEUdldFZtSW5mb1Jlc3BvbnNlEg0KBXZtX2lkGAEgASgJEiAKBmNvbmZpZxgCIAEoCzIQLnZtbS52MS5WbUNvbmZpZxIeCgVzdGF0ZRgDIAEoDjIPLnZtbS52MS5WbVN0YXRlEiIKB21ldHJpY3MYBCABKAsyES52bW0udjEuVm1NZXRyaWNzEikKDGJhY2tlbmRfaW5mbxgFIAEoCzITLnZtbS52MS5CYWNrZW5kSW5mbyJaCglWbU1ldHJpY3MSGQoRY3B1X3VzYWdlX3BlcmNlbnQYASABKAESGgoSbWVtb3J5X3VzYWdlX2J5dGVzGAIgASgDEhYKDnVwdGltZV9zZWNvbmRzGAMgASgDIl4KC0JhY2tlbmRJbmZvEhQKDGJhY2tlbmRfdHlwZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEhQKDGNhcGFiaWxpdGllcxgDIAMoCRISCgpwcm9jZXNzX2lkGAQgASgFInAKDkxpc3RWbXNSZXF1ZXN0EiUKDHN0YXRlX2ZpbHRlchgBIAEoDjIPLnZtbS52MS5WbVN0YXRlEhEKCXBhZ2Vfc2l6ZRgKIAEoBRISCgpwYWdlX3Rva2VuGAsgASgJEhAKCG9yZGVyX2J5GAwgASgJIl8KD0xpc3RWbXNSZXNwb25zZRIeCgN2bXMYASADKAsyES52bW0udjEuVm1TdW1tYXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRITCgt0b3RhbF9jb3VudBgDIAEoBSJpCglWbVN1bW1hcnkSDQoFdm1faWQYASABKAkSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZRISCgp2Y3B1X2NvdW50GAMgASgFEhkKEW1lbW9yeV9zaXplX2J5dGVzGAQgASgDIjwKF0dldENvbnNvbGVPdXRwdXRSZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEhIKCnRhaWxfYnl0ZXMYAiABKAUiSwoYR2V0Q29uc29sZU91dHB1dFJlc3BvbnNlEgwKBGRhdGEYASABKAwSEQoJdHJ1bmNhdGVkGAIgASgIEg4KBm9mZnNldBgDIAEoBCJOChRTdHJlYW1Db25zb2xlUmVxdWVzdBINCgV2bV9pZBgBIAEoCRISCgp0YWlsX2J5dGVzGAIgASgFEhMKC2Zyb21fb2Zmc2V0GAMgASgEIiwKDENvbnNvbGVDaHVuaxIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoBCIRCg9XYXRjaFZtc1JlcXVlc3QioQIKB1ZtRXZlbnQSIQoEdHlwZRgBIAEoDjITLnZtbS52MS5WbUV2ZW50VHlwZRINCgV2bV9pZBgCIAEoCRIeCgVzdGF0ZRgDIAEoDjIPLnZtbS52MS5WbVN0YXRlEg4KBnJlYXNvbhgEIAEoCRISCgpwcm9jZXNzX2lkGAUgASgFEi4KCnN0YXJ0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KCG1ldGFkYXRhGAcgAygLMh0udm1tLnYxLlZtRXZlbnQuTWV0YWRhdGFFbnRyeRIOCgZzeW5jZWQYCCABKAgaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkoKF1ByZXBhcmVNaWdyYXRpb25SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEiAKBmNvbmZpZxgCIAEoCzIQLnZtbS52MS5WbUNvbmZpZyI9ChhQcmVwYXJlTWlncmF0aW9uUmVzcG9uc2USDQoFdm1faWQYASABKAkSEgoKdGFyZ2V0X3VyaRgCIAEoCSJmChBNaWdyYXRlVm1SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEhIKCnRhcmdldF91cmkYAiABKAkSFwoPbWF4X2Rvd250aW1lX21zGAMgASgNEhYKDmJhbmR3aWR0aF9tYnBzGAQgASgNIrABChFNaWdyYXRlVm1Qcm9ncmVzcxIOCgZzdGF0dXMYASABKAkSGQoRdHJhbnNmZXJyZWRfYnl0ZXMYAiABKAQSFwoPcmVtYWluaW5nX2J5dGVzGAMgASgEEhMKC3RvdGFsX2J5dGVzGAQgASgEEhEKCWNvbXBsZXRlZBgFIAEoCBIvCgpzdGF0aXN0aWNzGAYgASgLMhsudm1tLnYxLk1pZ3JhdGlvblN0YXRpc3RpY3MiXAoTTWlncmF0aW9uU3RhdGlzdGljcxIZChF0cmFuc2ZlcnJlZF9ieXRlcxgBIAEoBBITCgtkb3dudGltZV9tcxgCIAEoBBIVCg10b3RhbF90aW1lX21zGAMgASgEIicKFkNhbmNlbE1pZ3JhdGlvblJlcXVlc3QSDQoFdm1faWQYASABKAkiLAoXQ2FuY2VsTWlncmF0aW9uUmVzcG9uc2USEQoJY2FuY2VsbGVkGAEgASgIKs8BChRTdG9yYWdlSW50ZXJmYWNlVHlwZRImCiJTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX1VOU1BFQ0lGSUVEEAASJQohU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9WSVJUSU9fQkxLEAESJgoiU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9WSVJUSU9fU0NTSRACEh8KG1NUT1JBR0VfSU5URVJGQUNFX1RZUEVfTlZNRRADEh8KG1NUT1JBR0VfSU5URVJGQUNFX1RZUEVfU0FUQRAEKqsBChROZXR3b3JrSW50ZXJmYWNlVHlwZRImCiJORVRXT1JLX0lOVEVSRkFDRV9UWVBFX1VOU1BFQ0lGSUVEEAASJQohTkVUV09SS19JTlRFUkZBQ0VfVFlQRV9WSVJUSU9fTkVUEAESIAocTkVUV09SS19JTlRFUkZBQ0VfVFlQRV9FMTAwMBACEiIKHk5FVFdPUktfSU5URVJGQUNFX1RZUEVfUlRMODEzORADKmMKDUNvbnNvbGVPdXRwdXQSHgoaQ09OU09MRV9PVVRQVVRfVU5TUEVDSUZJRUQQABIZChVDT05TT0xFX09VVFBVVF9CVUZGRVIQARIXChNDT05TT0xFX09VVFBVVF9OVUxMEAIqXQoLQ29uc29sZVR5cGUSHAoYQ09OU09MRV9UWVBFX1VOU1BFQ0lGSUVEEAASFwoTQ09OU09MRV9UWVBFX1NFUklBTBABEhcKE0NPTlNPTEVfVFlQRV9WSVJUSU8QAiqRAQoHVm1TdGF0ZRIYChRWTV9TVEFURV9VTlNQRUNJRklFRBAAEhQKEFZNX1NUQVRFX0NSRUFURUQQARIUChBWTV9TVEFURV9SVU5OSU5HEAISEwoPVk1fU1RBVEVfUEFVU0VEEAMSFQoRVk1fU1RBVEVfU0hVVERPV04QBBIUChBWTV9TVEFURV9DUkFTSEVEEAUqmAEKC1ZtRXZlbnRUeXBlEh0KGVZNX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIaChZWTV9FVkVOVF9UWVBFX0VYSVNUSU5HEAESGAoUVk1fRVZFTlRfVFlQRV9TWU5DRUQQAhIZChVWTV9FVkVOVF9UWVBFX0NIQU5HRUQQAxIZChVWTV9FVkVOVF9UWVBFX0RFTEVURUQQBDKCCAoJVm1TZXJ2aWNlEj0KCENyZWF0ZVZtEhcudm1tLnYxLkNyZWF0ZVZtUmVxdWVzdBoYLnZtbS52MS5DcmVhdGVWbVJlc3BvbnNlEjsKCERlbGV0ZVZtEhcudm1tLnYxLkRlbGV0ZVZtUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRI3CgZCb290Vm0SFS52bW0udjEuQm9vdFZtUmVxdWVzdBoWLnZtbS52MS5Cb290Vm1SZXNwb25zZRJDCgpTaHV0ZG93blZtEhkudm1tLnYxLlNodXRkb3duVm1SZXF1ZXN0Ghoudm1tLnYxLlNodXRkb3duVm1SZXNwb25zZRI6CgdQYXVzZVZtEhYudm1tLnYxLlBhdXNlVm1SZXF1ZXN0Ghcudm1tLnYxLlBhdXNlVm1SZXNwb25zZRI9CghSZXN1bWVWbRIXLnZtbS52MS5SZXN1bWVWbVJlcXVlc3QaGC52bW0udjEuUmVzdW1lVm1SZXNwb25zZRI9CghSZWJvb3RWbRIXLnZtbS52MS5SZWJvb3RWbVJlcXVlc3QaGC52bW0udjEuUmVib290Vm1SZXNwb25zZRJACglHZXRWbUluZm8SGC52bW0udjEuR2V0Vm1JbmZvUmVxdWVzdBoZLnZtbS52MS5HZXRWbUluZm9SZXNwb25zZRI6CgdMaXN0Vm1zEhYudm1tLnYxLkxpc3RWbXNSZXF1ZXN0Ghcudm1tLnYxLkxpc3RWbXNSZXNwb25zZRJVChBHZXRDb25zb2xlT3V0cHV0Eh8udm1tLnYxLkdldENvbnNvbGVPdXRwdXRSZXF1ZXN0GiAudm1tLnYxLkdldENvbnNvbGVPdXRwdXRSZXNwb25zZRJFCg1TdHJlYW1Db25zb2xlEhwudm1tLnYxLlN0cmVhbUNvbnNvbGVSZXF1ZXN0GhQudm1tLnYxLkNvbnNvbGVDaHVuazABEjYKCFdhdGNoVm1zEhcudm1tLnYxLldhdGNoVm1zUmVxdWVzdBoPLnZtbS52MS5WbUV2ZW50MAESVQoQUHJlcGFyZU1pZ3JhdGlvbhIfLnZtbS52MS5QcmVwYXJlTWlncmF0aW9uUmVxdWVzdBogLnZtbS52MS5QcmVwYXJlTWlncmF0aW9uUmVzcG9uc2USQgoJTWlncmF0ZVZtEhgudm1tLnYxLk1pZ3JhdGVWbVJlcXVlc3QaGS52bW0udjEuTWlncmF0ZVZtUHJvZ3Jlc3MwARJSCg9DYW5jZWxNaWdyYXRpb24SHi52bW0udjEuQ2FuY2VsTWlncmF0aW9uUmVxdWVzdBofLnZtbS52MS5DYW5jZWxNaWdyYXRpb25SZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
 
 /**
  * The hypervisor-neutral configuration of a VM. Paths are paths on the host.
@@ -1200,6 +1200,239 @@ export const VmEventSchema: GenMessage<VmEvent> = /*@__PURE__*/
   messageDesc(file_vmm_v1_vm, 33);
 
 /**
+ * Request for PrepareMigration.
+ *
+ * @generated from message vmm.v1.PrepareMigrationRequest
+ */
+export type PrepareMigrationRequest = Message<"vmm.v1.PrepareMigrationRequest"> & {
+  /**
+   * The VM's id, the same as on the source host.
+   *
+   * @generated from field: string vm_id = 1;
+   */
+  vmId: string;
+
+  /**
+   * The VM's config, the same as on the source host.
+   *
+   * @generated from field: vmm.v1.VmConfig config = 2;
+   */
+  config?: VmConfig | undefined;
+};
+
+/**
+ * Describes the message vmm.v1.PrepareMigrationRequest.
+ * Use `create(PrepareMigrationRequestSchema)` to create a new message.
+ */
+export const PrepareMigrationRequestSchema: GenMessage<PrepareMigrationRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 34);
+
+/**
+ * Response for PrepareMigration.
+ *
+ * @generated from message vmm.v1.PrepareMigrationResponse
+ */
+export type PrepareMigrationResponse = Message<"vmm.v1.PrepareMigrationResponse"> & {
+  /**
+   * The VM's id.
+   *
+   * @generated from field: string vm_id = 1;
+   */
+  vmId: string;
+
+  /**
+   * Where the source sends the VM's state, e.g. "tcp:127.0.0.1:40123"; pass it to
+   * MigrateVm on the source.
+   *
+   * @generated from field: string target_uri = 2;
+   */
+  targetUri: string;
+};
+
+/**
+ * Describes the message vmm.v1.PrepareMigrationResponse.
+ * Use `create(PrepareMigrationResponseSchema)` to create a new message.
+ */
+export const PrepareMigrationResponseSchema: GenMessage<PrepareMigrationResponse> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 35);
+
+/**
+ * Request for MigrateVm.
+ *
+ * @generated from message vmm.v1.MigrateVmRequest
+ */
+export type MigrateVmRequest = Message<"vmm.v1.MigrateVmRequest"> & {
+  /**
+   * The VM's id.
+   *
+   * @generated from field: string vm_id = 1;
+   */
+  vmId: string;
+
+  /**
+   * The target_uri PrepareMigration answered: "tcp:<IPv4 address or host name>:<port>".
+   *
+   * @generated from field: string target_uri = 2;
+   */
+  targetUri: string;
+
+  /**
+   * Longest pause allowed at switch-over, in milliseconds; 0 means the hypervisor's
+   * default (300 ms for QEMU).
+   *
+   * @generated from field: uint32 max_downtime_ms = 3;
+   */
+  maxDowntimeMs: number;
+
+  /**
+   * Bandwidth limit in Mbit/s; 0 means unlimited.
+   *
+   * @generated from field: uint32 bandwidth_mbps = 4;
+   */
+  bandwidthMbps: number;
+};
+
+/**
+ * Describes the message vmm.v1.MigrateVmRequest.
+ * Use `create(MigrateVmRequestSchema)` to create a new message.
+ */
+export const MigrateVmRequestSchema: GenMessage<MigrateVmRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 36);
+
+/**
+ * Progress of an outgoing migration.
+ *
+ * @generated from message vmm.v1.MigrateVmProgress
+ */
+export type MigrateVmProgress = Message<"vmm.v1.MigrateVmProgress"> & {
+  /**
+   * The hypervisor's word for the phase, e.g. "setup", "active", "device", "completed".
+   *
+   * @generated from field: string status = 1;
+   */
+  status: string;
+
+  /**
+   * Bytes of guest memory sent so far.
+   *
+   * @generated from field: uint64 transferred_bytes = 2;
+   */
+  transferredBytes: bigint;
+
+  /**
+   * Bytes of guest memory still to send in this pass.
+   *
+   * @generated from field: uint64 remaining_bytes = 3;
+   */
+  remainingBytes: bigint;
+
+  /**
+   * Bytes of guest memory in all.
+   *
+   * @generated from field: uint64 total_bytes = 4;
+   */
+  totalBytes: bigint;
+
+  /**
+   * True on the last message, after the guest runs on the target.
+   *
+   * @generated from field: bool completed = 5;
+   */
+  completed: boolean;
+
+  /**
+   * Set when completed.
+   *
+   * @generated from field: vmm.v1.MigrationStatistics statistics = 6;
+   */
+  statistics?: MigrationStatistics | undefined;
+};
+
+/**
+ * Describes the message vmm.v1.MigrateVmProgress.
+ * Use `create(MigrateVmProgressSchema)` to create a new message.
+ */
+export const MigrateVmProgressSchema: GenMessage<MigrateVmProgress> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 37);
+
+/**
+ * What a completed migration measured (the hypervisor's own numbers).
+ *
+ * @generated from message vmm.v1.MigrationStatistics
+ */
+export type MigrationStatistics = Message<"vmm.v1.MigrationStatistics"> & {
+  /**
+   * Bytes sent to the target.
+   *
+   * @generated from field: uint64 transferred_bytes = 1;
+   */
+  transferredBytes: bigint;
+
+  /**
+   * How long the guest was paused at switch-over, in milliseconds.
+   *
+   * @generated from field: uint64 downtime_ms = 2;
+   */
+  downtimeMs: bigint;
+
+  /**
+   * How long the migration took from start to completion, in milliseconds.
+   *
+   * @generated from field: uint64 total_time_ms = 3;
+   */
+  totalTimeMs: bigint;
+};
+
+/**
+ * Describes the message vmm.v1.MigrationStatistics.
+ * Use `create(MigrationStatisticsSchema)` to create a new message.
+ */
+export const MigrationStatisticsSchema: GenMessage<MigrationStatistics> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 38);
+
+/**
+ * Request for CancelMigration.
+ *
+ * @generated from message vmm.v1.CancelMigrationRequest
+ */
+export type CancelMigrationRequest = Message<"vmm.v1.CancelMigrationRequest"> & {
+  /**
+   * The VM's id.
+   *
+   * @generated from field: string vm_id = 1;
+   */
+  vmId: string;
+};
+
+/**
+ * Describes the message vmm.v1.CancelMigrationRequest.
+ * Use `create(CancelMigrationRequestSchema)` to create a new message.
+ */
+export const CancelMigrationRequestSchema: GenMessage<CancelMigrationRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 39);
+
+/**
+ * Response for CancelMigration.
+ *
+ * @generated from message vmm.v1.CancelMigrationResponse
+ */
+export type CancelMigrationResponse = Message<"vmm.v1.CancelMigrationResponse"> & {
+  /**
+   * Whether a migration was running and was asked to stop.
+   *
+   * @generated from field: bool cancelled = 1;
+   */
+  cancelled: boolean;
+};
+
+/**
+ * Describes the message vmm.v1.CancelMigrationResponse.
+ * Use `create(CancelMigrationResponseSchema)` to create a new message.
+ */
+export const CancelMigrationResponseSchema: GenMessage<CancelMigrationResponse> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 40);
+
+/**
  * How a disk is presented to the guest. An enum rather than a string, so that a typo
  * fails validation and every backend maps every value in an exhaustive switch.
  *
@@ -1618,6 +1851,48 @@ export const VmService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchVmsRequestSchema;
     output: typeof VmEventSchema;
+  },
+  /**
+   * The target half of a live migration: defines vm_id with config and starts its
+   * hypervisor waiting for the incoming state on a TCP port of this host (state PAUSED
+   * until the migration completes, then RUNNING, with its console buffered here). Allowed
+   * when vm_id does not exist on this host (ALREADY_EXISTS otherwise: not idempotent).
+   * Needs "live-migration", and every host path of config (kernel, initrd, firmware,
+   * disks) under a directory this agent declares shared (VMCP_SHARED_DIRS).
+   *
+   * @generated from rpc vmm.v1.VmService.PrepareMigration
+   */
+  prepareMigration: {
+    methodKind: "unary";
+    input: typeof PrepareMigrationRequestSchema;
+    output: typeof PrepareMigrationResponseSchema;
+  },
+  /**
+   * The source half: live-migrates a RUNNING VM (pre-copy) to a target prepared by
+   * PrepareMigration, streaming progress about every 100 ms; the last message has
+   * completed set and the statistics. After success the VM no longer exists on this host
+   * (its hypervisor process has ended; WatchVms reports it DELETED). A failed or cancelled
+   * migration ends the stream with ABORTED and the reason, and the VM keeps running here.
+   * Needs "live-migration" and the VM's host paths under a shared directory. Not
+   * idempotent.
+   *
+   * @generated from rpc vmm.v1.VmService.MigrateVm
+   */
+  migrateVm: {
+    methodKind: "server_streaming";
+    input: typeof MigrateVmRequestSchema;
+    output: typeof MigrateVmProgressSchema;
+  },
+  /**
+   * Cancels the outgoing migration of vm_id, if one runs (cancelled is false otherwise);
+   * the VM keeps running here. Idempotent.
+   *
+   * @generated from rpc vmm.v1.VmService.CancelMigration
+   */
+  cancelMigration: {
+    methodKind: "unary";
+    input: typeof CancelMigrationRequestSchema;
+    output: typeof CancelMigrationResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_vmm_v1_vm, 0);

@@ -1,0 +1,80 @@
+import { QuantixError } from "@quantix/core";
+import type { MigrationOptions, MigrationProgress, MigrationStats } from "../../backend.js";
+import type { QmpClient } from "./qmp-client.js";
+
+/**
+ * QEMU live migration (pre-copy over TCP) driven over QMP. The target QEMU is started
+ * with `-incoming defer` and told where to listen with migrate-incoming; the source
+ * sets its limits, runs migrate and polls query-migrate until it ends.
+ */
+
+/** The part of query-migrate's answer we read. */
+interface QueryMigrate {
+  status?: string;
+  "error-desc"?: string;
+  "total-time"?: number;
+  downtime?: number;
+  ram?: { transferred?: number; remaining?: number; total?: number };
+  "socket-address"?: { type: string; host?: string; port?: string }[];
+}
+
+const POLL_MS = 100;
+/** QEMU's max-bandwidth when the caller asks for none: far above what any link here carries. */
+const UNLIMITED_BYTES_PER_SECOND = 1e12;
+/** "tcp:<IPv4 or host name>:<port>", the only URI form accepted: no other transport (exec:, file:) may reach QEMU. */
+const TCP_URI = /^tcp:([a-zA-Z0-9](?:[a-zA-Z0-9.-]{0,252})):(\d{1,5})$/;
+
+/** Whether `uri` is a migration target this agent sends to (see {@link TCP_URI}). */
+export function isMigrationUri(uri: string): boolean {
+  const m = TCP_URI.exec(uri);
+  return m !== null && Number(m[2]) > 0 && Number(m[2]) < 65536;
+}
+
+/**
+ * Makes a QEMU started with `-incoming defer` listen on a free TCP port of `listenHost`
+ * (port 0: QEMU picks it, so no race with other listeners) and answers its URI.
+ */
+export async function listenIncoming(qmp: QmpClient, listenHost: string): Promise<string> {
+  if (!isMigrationUri(`tcp:${listenHost}:1`)) throw new QuantixError("invalid_argument", `migration listen host must be an IPv4 address or host name, got '${listenHost}'`);
+  await qmp.execute("migrate-incoming", { uri: `tcp:${listenHost}:0` });
+  const q = await qmp.execute<QueryMigrate>("query-migrate");
+  const port = q["socket-address"]?.find((a) => a.type === "inet")?.port;
+  if (!port) throw new QuantixError("internal", "QEMU did not report the port it listens on for the incoming migration");
+  return `tcp:${listenHost}:${port}`;
+}
+
+/**
+ * Runs an outgoing migration to `targetUri` and resolves with QEMU's statistics once it
+ * completed; rejects with ABORTED when QEMU reports it failed or cancelled.
+ */
+export async function migrateOut(qmp: QmpClient, targetUri: string, options: MigrationOptions): Promise<MigrationStats> {
+  if (!isMigrationUri(targetUri)) throw new QuantixError("invalid_argument", `target_uri must be tcp:<host>:<port>, got '${targetUri}'`);
+  const params: Record<string, unknown> = { "max-bandwidth": options.bandwidthMbps > 0 ? options.bandwidthMbps * 125_000 : UNLIMITED_BYTES_PER_SECOND };
+  if (options.maxDowntimeMs > 0) params["downtime-limit"] = options.maxDowntimeMs;
+  await qmp.execute("migrate-set-parameters", params);
+  await qmp.execute("migrate", { uri: targetUri });
+  for (;;) {
+    const q = await qmp.execute<QueryMigrate>("query-migrate");
+    const status = q.status ?? "none";
+    options.onProgress(progressOf(status, q));
+    if (status === "completed") {
+      return { transferredBytes: BigInt(q.ram?.transferred ?? 0), downtimeMs: q.downtime ?? 0, totalTimeMs: q["total-time"] ?? 0 };
+    }
+    if (status === "failed" || status === "cancelled") {
+      throw new QuantixError("aborted", status === "cancelled" ? "the migration was cancelled" : `the migration failed: ${q["error-desc"] ?? "QEMU gave no reason"}`);
+    }
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+}
+
+/** Asks QEMU to stop an outgoing migration; false when none is running. */
+export async function cancelOutgoing(qmp: QmpClient): Promise<boolean> {
+  const q = await qmp.execute<QueryMigrate>("query-migrate");
+  if (!["setup", "active", "pre-switchover", "device", "postcopy-active"].includes(q.status ?? "none")) return false;
+  await qmp.execute("migrate_cancel");
+  return true;
+}
+
+function progressOf(status: string, q: QueryMigrate): MigrationProgress {
+  return { status, transferredBytes: BigInt(q.ram?.transferred ?? 0), remainingBytes: BigInt(q.ram?.remaining ?? 0), totalBytes: BigInt(q.ram?.total ?? 0) };
+}
