@@ -62,3 +62,9 @@ test("a bad endpoint or binary is named with what to do", () => {
   assert.doesNotThrow(() => loadAgentConfig({ VMCP_CH_ENDPOINT: fits }));
   assert.throws(() => loadAgentConfig({ VMCP_CH_ENDPOINT: fits.replace("/d", "/dd") }), /107-byte/);
 });
+
+test("VMCP_SHARED_DIRS: comma-separated absolute directories, none by default", () => {
+  assert.deepEqual(loadAgentConfig({}).sharedDirs, []);
+  assert.deepEqual(loadAgentConfig({ VMCP_SHARED_DIRS: "/srv/images, /mnt/shared/" }).sharedDirs, ["/srv/images", "/mnt/shared/"]);
+  assert.throws(() => loadAgentConfig({ VMCP_SHARED_DIRS: "/srv,relative/dir" }), /VMCP_SHARED_DIRS \(--shared-dirs\) must list absolute directory paths separated by commas, got 'relative\/dir'/);
+});

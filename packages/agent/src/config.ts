@@ -33,6 +33,12 @@ export interface AgentConfig {
   /** The control plane's base URL, when the agent registers with one. */
   readonly controlPlane: string | undefined;
   readonly nodeName: string;
+  /**
+   * Directories whose files every other agent reaches at the same paths (VMCP_SHARED_DIRS,
+   * comma-separated absolute paths): a VM moves live only if its kernel, initrd and disks
+   * lie under one of them. Empty: no VM of this host can migrate.
+   */
+  readonly sharedDirs: readonly string[];
 }
 
 /** The one QEMU endpoint the agent accepts (the seed's default): QEMU run by the agent on this host. */
@@ -77,6 +83,7 @@ const SETTINGS = {
   stateDir: ["VMCP_STATE_DIR", "--state-dir", "./.quantix-agent"],
   controlPlane: ["QUANTIX_CONTROL_PLANE", "--control-plane", ""],
   nodeName: ["QUANTIX_NODE_NAME", "--node-name", ""],
+  sharedDirs: ["VMCP_SHARED_DIRS", "--shared-dirs", ""],
 } as const satisfies Record<keyof AgentConfig, readonly [string, string, string]>;
 
 type Key = keyof typeof SETTINGS;
@@ -153,6 +160,8 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
   for (const k of ["chBinary", "fcBinary", "qemuBinary"] as const) {
     if (!/^([A-Za-z0-9._+-]+|\/[^\u0000-\u001f]+)$/.test(get(k))) problems.push(`${name(k)} must be a command name on PATH or an absolute path, got '${get(k)}'`);
   }
+  const sharedDirs = get("sharedDirs").split(",").map((d) => d.trim()).filter((d) => d !== "");
+  for (const d of sharedDirs) if (!d.startsWith("/") || /[\u0000-\u001f]/.test(d)) problems.push(`${name("sharedDirs")} must list absolute directory paths separated by commas, got '${d}'`);
   if (problems.length > 0) throw new QuantixError("invalid_argument", `invalid agent configuration:\n  ${problems.join("\n  ")}`);
   return {
     backend: backend as BackendType,
@@ -168,5 +177,6 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
     stateDir: resolve(stateDir),
     controlPlane: cp === "" ? undefined : cp.replace(/\/$/, ""),
     nodeName,
+    sharedDirs,
   };
 }

@@ -29,7 +29,9 @@ async function main(): Promise<void> {
     await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
     backend = await createBackend(config);
     await backend.ping();
-    manager = new VmManager({ backend });
+    // Incoming migrations listen where vmm.v1 does; a wildcard address is no place to send to.
+    const migrationHost = config.address === "0.0.0.0" || config.address.includes(":") ? "127.0.0.1" : config.address;
+    manager = new VmManager({ backend, sharedDirs: config.sharedDirs, migrationHost });
     await manager.start();
     server = await startAgentServer(manager, { host: config.address, port: config.port, log });
   } catch (err) {
