@@ -1,6 +1,6 @@
 import { spawnSync } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { loadavg } from "node:os";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInStore, createOverGrpc } from "./lib/creates.js";
 import { fanout, WATCH_VMS, type FanoutResult } from "./lib/fanout.js";
@@ -8,6 +8,8 @@ import { grpcHeaders } from "./lib/h2-client.js";
 import { H2LOAD_INSTALL, type Saturation } from "./lib/h2load.js";
 import { hasProgram, LOG_DIR, RESULTS_DIR, startServer, type Server } from "./lib/proc.js";
 import { agentBoot } from "./lib/agent-boot.js";
+import { agentMigrate } from "./lib/agent-migrate.js";
+import { controlPlaneBoot } from "./lib/control-plane-boot.js";
 import { absolute, compare, formatTable, machine, notAvailable, num, type Row } from "./lib/report.js";
 import { percentile, sleep } from "./lib/stats.js";
 import { streamOnce, streamRates, type StreamRate } from "./lib/stream-rate.js";
@@ -20,9 +22,9 @@ if (process.env["QUANTIX_BENCH_PINNED"] !== "1" && hasProgram("taskset")) {
   const r = spawnSync("taskset", ["-c", "1", process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit", env: { ...process.env, QUANTIX_BENCH_PINNED: "1" } });
   process.exit(r.status ?? 1);
 }
-/** `npm run bench -- --only=fanout` (or unary, creates, agent; comma-separated) runs those groups alone. */
+/** `npm run bench -- --only=fanout` (or unary, creates, agent, migrate; comma-separated) runs those groups alone. */
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
-const want = (group: "unary" | "creates" | "fanout" | "agent") => !only || only.includes(group);
+const want = (group: "unary" | "creates" | "fanout" | "agent" | "migrate") => !only || only.includes(group);
 const httpGroups = want("unary") || want("creates") || want("fanout");
 
 if (!hasProgram("taskset") || (httpGroups && !hasProgram("h2load"))) {
@@ -120,8 +122,18 @@ try {
   details["creates"] = { created, stored };
   rows.push(
     { ...compare("CreateVM gRPC, req/s (memory store, 64 in flight)", created.perSec, stored.perSec, reqs, "MemoryStore.create"), ours: reqs(created.perSec) + (created.bad ? ` (${created.bad} failed)` : "") },
-    notAvailable("CreateVM gRPC, req/s (embedded store)", "the embedded store arrives with the durable-store issue"),
   );
+  progress("CreateVM over gRPC into a server on the embedded store (5,000 VMs, first 500 untimed)");
+  const dataDir = mkdtempSync(join(tmpdir(), "quantix-bench-embedded-"));
+  try {
+    const embedded = await up(startServer("quantix-creates-embedded", SERVER, [], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "embedded", QUANTIX_DATA_DIR: join(dataDir, "data"), QUANTIX_DEMO: "0", QUANTIX_LOG_LEVEL: "info" }));
+    const durable = await createOverGrpc(embedded.url, 5_000, 500);
+    await down(embedded);
+    details["createsEmbedded"] = durable;
+    rows.push({ ...compare("CreateVM gRPC, req/s (embedded store, 64 in flight)", durable.perSec, created.perSec, reqs, "same, memory store"), ours: reqs(durable.perSec) + (durable.bad ? ` (${durable.bad} failed)` : "") });
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
   progress("WatchVMs from resource_version 0 over gRPC against those VMs, and a bare node:http2 write loop, taking turns");
   const first = await streamOnce(empty.url, grpcHeaders(WATCH_VMS));
   const bareStream = { ...grpcHeaders("/bench.Bare/Stream"), "x-count": String(first.messages), "x-size": String(Math.round(first.meanPayloadBytes)) };
@@ -167,7 +179,22 @@ try {
     details["agentBoot"] = r;
     rows.push(
       compare(`BootVm via the agent until QEMU runs, median of ${r.runs}`, r.agent.medianMs, r.direct.medianMs, ms, "QEMU + QMP cont"),
-      notAvailable("StartVM via the control plane until QEMU runs", "not measured yet: the control plane drives agents since ea0d5d1, after this bench was written"),
+    );
+    progress("agent: StartVM through a control plane driving a real agent vs QEMU started and cont-ed directly, 15 runs each in turns");
+    const c = await controlPlaneBoot(15, progress);
+    details["controlPlaneBoot"] = c;
+    rows.push(compare(`StartVM via the control plane until QEMU runs, median of ${c.runs}`, c.controlPlane.medianMs, c.direct.medianMs, ms, "QEMU + QMP cont"));
+  }
+
+  // Live migration: MigrateVm between two agent processes vs QEMU's own migration over QMP.
+  if (want("migrate")) {
+    progress("migrate: MigrateVm between two real agents (QEMU, TCG, shared guest files) vs the same QEMU migration driven over QMP by the bench, 6 runs each in turns");
+    const r = await agentMigrate(6, progress);
+    details["agentMigrate"] = r;
+    rows.push(
+      compare(`MigrateVm via two agents, wall time, median of ${r.runs}`, r.agent.medianWallMs, r.direct.medianWallMs, ms, "QEMU migrate over QMP"),
+      compare(`MigrateVm via two agents, guest downtime (QEMU's), median of ${r.runs}`, r.agent.medianDowntimeMs, r.direct.medianDowntimeMs, ms, "QEMU migrate over QMP"),
+      notAvailable("MigrateVM via the control plane", "not measured: the control plane's MigrateVM is not implemented yet"),
     );
   }
 } finally {

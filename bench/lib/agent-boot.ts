@@ -29,7 +29,7 @@ const QEMU = "qemu-system-x86_64";
 const START_TIMEOUT_MS = 30_000;
 
 /** The test guest as a vmm.v1 config: 1 vCPU, 128 MiB, serial console buffered. */
-async function guestConfig(): Promise<VmConfig> {
+export async function guestConfig(): Promise<VmConfig> {
   const guest = await buildTestGuest();
   return create(VmConfigSchema, {
     cpu: { vcpuCount: 1 },
@@ -44,7 +44,7 @@ async function guestConfig(): Promise<VmConfig> {
  * started by the bench itself on the agent's core (CPU 0), then QMP connect, `cont`, and
  * `query-status` until QEMU reports running. Returns the time that took and a stop().
  */
-async function bootDirect(config: VmConfig, stateDir: string, run: number): Promise<{ ms: number; stop: () => Promise<void> }> {
+export async function bootDirect(config: VmConfig, stateDir: string, run: number): Promise<{ ms: number; stop: () => Promise<void> }> {
   const paths = vmPaths(stateDir, `direct-${run}`);
   rmSync(paths.dir, { recursive: true, force: true });
   mkdirSync(paths.dir, { recursive: true });

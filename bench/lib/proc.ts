@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { closeSync, openSync, readFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { sleep } from "./stats.js";
 
@@ -31,6 +31,8 @@ process.on("exit", () => {
  * Output goes to a file descriptor, never to a pipe that nobody drains.
  */
 export async function startServer(name: string, script: string, args: readonly string[], env: Record<string, string>, cpu = 0): Promise<Server> {
+  // Another bench run may have removed the log directory when it finished.
+  mkdirSync(LOG_DIR, { recursive: true });
   const logFile = join(LOG_DIR, `${name}.log`);
   const fd = openSync(logFile, "w");
   const child = spawn("taskset", ["-c", String(cpu), process.execPath, "--import", "tsx", script, ...args], {

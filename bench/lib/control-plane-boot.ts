@@ -1,0 +1,78 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { NodeStatus_Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
+import { VmStatus_State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+import { VmService, VmState } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { buildTestGuest } from "@quantix/testing/guest.js";
+import { bootDirect, guestConfig, type BootTimes } from "./agent-boot.js";
+import { startServer } from "./proc.js";
+import { median, nowMs, sleep } from "./stats.js";
+
+/** StartVM through the control plane against QEMU started and `cont`-ed directly. */
+export interface ControlPlaneBootResult {
+  readonly controlPlane: BootTimes;
+  readonly direct: BootTimes;
+  readonly runs: number;
+}
+
+/**
+ * The whole path a user takes: VMService.StartVM on a control plane (memory store, so the
+ * store's disk is not what is measured), which reconciles the VM onto a real agent's QEMU
+ * and answers once it has observed RUNNING. Measured in turns with the direct baseline.
+ */
+export async function controlPlaneBoot(runs: number, progress: (msg: string) => void): Promise<ControlPlaneBootResult> {
+  const guest = await buildTestGuest();
+  const config = await guestConfig();
+  const dir = mkdtempSync("/tmp/qx-bench-cp-");
+  const cp = await startServer("cp-boot", "packages/server/src/main.ts", [], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "memory", QUANTIX_DEMO: "0", QUANTIX_LOG_LEVEL: "info" });
+  const agent = await startServer("agent-cp", "packages/agent/src/main.ts", [], {
+    VMCP_BACKEND: "qemu", VMCP_QEMU_KVM: "false", VMCP_ADDRESS: "127.0.0.1", VMCP_PORT: "0", VMCP_STATE_DIR: join(dir, "agent"), QUANTIX_CONTROL_PLANE: cp.url, QUANTIX_NODE_NAME: "bench-agent",
+  });
+  const vms = createClient(VMService, createGrpcTransport({ baseUrl: cp.url }));
+  const nodes = createClient(NodeService, createGrpcTransport({ baseUrl: cp.url }));
+  const agentApi = createClient(VmService, createGrpcTransport({ baseUrl: agent.url }));
+  const viaCp: number[] = [];
+  const direct: number[] = [];
+  try {
+    let nodeId = "";
+    for (const deadline = nowMs() + 30_000; !nodeId; await sleep(100)) {
+      if (nowMs() > deadline) throw new Error("the agent did not register as a READY node within 30 s");
+      nodeId = (await nodes.listNodes({})).nodes.find((n) => n.hostname === "bench-agent" && n.status?.phase === NodeStatus_Phase.READY)?.id ?? "";
+    }
+    const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, cmdline: guest.kernelArgs } } };
+    const vm = await vms.createVM({ name: "bench-start", spec, nodeId });
+    const viaCpOnce = async (): Promise<number> => {
+      const t0 = nowMs();
+      const started = await vms.startVM({ id: vm.id }, { timeoutMs: 60_000 });
+      const ms = nowMs() - t0;
+      const info = await agentApi.getVmInfo({ vmId: vm.id });
+      if (started.status?.state !== VmStatus_State.RUNNING || info.state !== VmState.RUNNING) {
+        throw new Error(`StartVM answered ${VmStatus_State[started.status?.state ?? 0]} and the agent says ${VmState[info.state]}`);
+      }
+      await vms.stopVM({ id: vm.id, force: true }, { timeoutMs: 60_000 });
+      return ms;
+    };
+    const directOnce = async (i: number): Promise<number> => {
+      const d = await bootDirect(config, join(dir, "direct"), i);
+      await d.stop();
+      return d.ms;
+    };
+    for (let i = 0; i <= runs; i++) {
+      const [c, d] = i % 2 === 0 ? [await viaCpOnce(), await directOnce(i)] : await directOnce(i).then(async (d2) => [await viaCpOnce(), d2]);
+      if (i === 0) continue; // warm-up
+      viaCp.push(c!);
+      direct.push(d!);
+      progress(`  run ${i}/${runs}: control plane ${c!.toFixed(1)} ms, direct ${d!.toFixed(1)} ms`);
+    }
+    await vms.deleteVM({ id: vm.id, force: true });
+  } finally {
+    await agent.stop();
+    await cp.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return { controlPlane: { samplesMs: viaCp, medianMs: median(viaCp) }, direct: { samplesMs: direct, medianMs: median(direct) }, runs };
+}
