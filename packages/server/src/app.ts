@@ -5,6 +5,7 @@ import { randomIds, systemClock, type Clock, type IdGenerator, type Store } from
 import type { ControlPlaneConfig } from "./config.js";
 import { VmReconciler } from "./controllers/vm-reconciler.js";
 import { NodeMonitor } from "./controllers/node-monitor.js";
+import { HaController } from "./controllers/ha-controller.js";
 import { demoNodes, demoVms } from "./demo/demo-data.js";
 import { SimulatedNodes } from "./demo/simulated-nodes.js";
 import { createFallback } from "./health.js";
@@ -76,7 +77,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const reconciler = new VmReconciler({ store, drivers, clock, log });
   const power = new VmPowerService(store, reconciler);
   const simulated = new SimulatedNodes({ store, drivers, nodes: nodeService, clock, log, timing: { bootMs: config.simBootMs, shutdownMs: Math.round(config.simBootMs * 0.7), suspendMs: Math.round(config.simBootMs * 0.7) } });
-  const monitor = new NodeMonitor({ store, clock, log });
+  const monitor = new NodeMonitor({ store, clock, log, offlineAfterSec: config.nodeLostAfterSec });
+  const ha = new HaController({ store, drivers, clock, log });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   let controllers: Promise<void> | undefined;
   let agents: AgentNodes | undefined;
@@ -88,6 +90,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
         // After the demo nodes' drivers exist: agent nodes are the ones with an agent_endpoint.
         agents = attachAgentNodes({ store, drivers, log });
         await reconciler.start();
+        await ha.start();
         monitor.start();
       })();
       return;
@@ -128,6 +131,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   } catch (err) {
     await resign();
     await agents?.stop();
+    await ha.stop();
     await reconciler.stop();
     await simulated.stop();
     monitor.stop();
@@ -152,6 +156,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
         await listener.close(config.shutdownGraceMs);
         await resign();
         monitor.stop();
+        await ha.stop();
         await agents?.stop();
         await simulated.stop();
         await reconciler.stop();

@@ -24,6 +24,8 @@ export interface ControlPlaneConfig {
   /** Timing of the simulated hypervisor's boot, in ms. */
   readonly simBootMs: number;
   readonly storeTuning: StoreTuning;
+  /** Silence after which a node is OFFLINE, i.e. lost: HA restarts its VMs elsewhere (QUANTIX_NODE_LOST_AFTER_SEC). */
+  readonly nodeLostAfterSec: number;
 }
 
 /** The store a control plane uses. */
@@ -53,6 +55,7 @@ const DEFAULTS: ControlPlaneConfig = {
   maxConcurrentStreams: 10_000,
   shutdownGraceMs: 10_000,
   simBootMs: 300,
+  nodeLostAfterSec: 300,
 };
 
 /** Reads and validates the configuration; throws with every problem named. */
@@ -96,6 +99,7 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
     maxConcurrentStreams: int("QUANTIX_MAX_CONCURRENT_STREAMS", 1, 100_000, DEFAULTS.maxConcurrentStreams),
     shutdownGraceMs: int("QUANTIX_SHUTDOWN_GRACE_MS", 0, 600_000, DEFAULTS.shutdownGraceMs),
     simBootMs: int("QUANTIX_SIM_BOOT_MS", 0, 600_000, DEFAULTS.simBootMs),
+    nodeLostAfterSec: int("QUANTIX_NODE_LOST_AFTER_SEC", 1, 86_400, DEFAULTS.nodeLostAfterSec),
     storeTuning: {
       historyRevisions: int("QUANTIX_HISTORY_REVISIONS", 10, 100_000_000, DEFAULTS.storeTuning.historyRevisions),
       pgMaxConnections: int("QUANTIX_PG_MAX_CONNECTIONS", 2, 1000, DEFAULTS.storeTuning.pgMaxConnections),

@@ -7,20 +7,22 @@ import { setCondition } from "./conditions.js";
 
 /** Missed heartbeats after which a node is NOT_READY (its VMs' status says it is unreachable). */
 export const MISSED_HEARTBEATS = 3;
-/** Silence after which a NOT_READY node is declared OFFLINE (lost, as for HA). */
+/** Default silence after which a node is declared OFFLINE (lost, as for HA); QUANTIX_NODE_LOST_AFTER_SEC. */
 export const OFFLINE_AFTER_SEC = 300;
 
 /**
  * Marks nodes whose agent stopped heartbeating: NOT_READY after MISSED_HEARTBEATS
- * intervals, OFFLINE after OFFLINE_AFTER_SEC, each with a condition saying since when.
+ * intervals, OFFLINE after `offlineAfterSec` (OFFLINE_AFTER_SEC by default), each with a
+ * condition saying since when. A lost-after shorter than the NOT_READY limit (tests)
+ * makes a silent node OFFLINE directly, and the check runs often enough to notice it.
  */
 export class NodeMonitor {
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly deps: { store: Store; clock: Clock; log: Logger; intervalMs?: number }) {}
+  constructor(private readonly deps: { store: Store; clock: Clock; log: Logger; intervalMs?: number; offlineAfterSec?: number }) {}
 
   start(): void {
-    this.timer = setInterval(() => void this.check().catch((err: unknown) => this.deps.log.log("warn", "node check failed", { error: String(err) })), this.deps.intervalMs ?? 5000);
+    this.timer = setInterval(() => void this.check().catch((err: unknown) => this.deps.log.log("warn", "node check failed", { error: String(err) })), this.deps.intervalMs ?? Math.min(5000, ((this.deps.offlineAfterSec ?? OFFLINE_AFTER_SEC) * 1000) / 2));
     this.timer.unref();
   }
 
@@ -30,14 +32,14 @@ export class NodeMonitor {
 
   async check(): Promise<void> {
     const now = this.deps.clock.now();
-    const notReadyMs = MISSED_HEARTBEATS * HEARTBEAT_INTERVAL_SEC * 1000;
-    const offlineMs = OFFLINE_AFTER_SEC * 1000;
+    const offlineMs = (this.deps.offlineAfterSec ?? OFFLINE_AFTER_SEC) * 1000;
+    const notReadyMs = Math.min(MISSED_HEARTBEATS * HEARTBEAT_INTERVAL_SEC * 1000, offlineMs);
     const nodes = await this.deps.store.nodes.list({ phases: [Phase.READY, Phase.NOT_READY], order: { field: "hostname", desc: false }, limit: 100_000 });
     for (const node of nodes.items) {
       const last = node.status?.lastHeartbeat ? timestampMs(node.status.lastHeartbeat) : 0;
       const silent = now - last;
       if (silent <= notReadyMs) continue;
-      const phase = silent > offlineMs ? Phase.OFFLINE : Phase.NOT_READY;
+      const phase = silent >= offlineMs ? Phase.OFFLINE : Phase.NOT_READY;
       if (node.status?.phase === phase) continue;
       await this.deps.store.nodes.update(node.id, (cur) => {
         if (!cur.status || (cur.status.phase !== Phase.READY && cur.status.phase !== Phase.NOT_READY) || cur.status.phase === phase) return undefined;

@@ -1,0 +1,53 @@
+import { clone, create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { VmStatusSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import type { Clock, Store } from "@quantix/core";
+import type { NodeDrivers } from "../hypervisor/node-drivers.js";
+import type { Logger } from "../log.js";
+import { setCondition } from "./conditions.js";
+import { isMigrating } from "./ha-policy.js";
+
+/** The condition a VM gets when a stale copy of it was removed from a node. */
+export const FENCED_CONDITION = "Fenced";
+
+/**
+ * Never two copies: a node reports a VM (its agent's WatchVms snapshot or events, after a
+ * reconnect for instance) that the control plane has not assigned to it: HA restarted it
+ * elsewhere while the node was lost, or it is unplaced, waiting for a node. That copy is
+ * powered off and deleted (force) on the node, which is logged and recorded on the VM as
+ * a Fenced condition. A VM being migrated is exempt (its target holds a copy by design);
+ * VMs the store does not know are left alone (not ours to judge).
+ *
+ * `fence()` fails with UNAVAILABLE while the node is still marked down (its heartbeats
+ * have not resumed); the node's drivers report all its VMs again when it is up, so the
+ * check runs again then.
+ */
+export class Fencer {
+  constructor(private readonly deps: { store: Store; drivers: NodeDrivers; clock: Clock; log: Logger }) {}
+
+  /** Removes `vmId` from `nodeId` if the VM is assigned elsewhere; returns whether it did. */
+  async fence(nodeId: string, vmId: string): Promise<boolean> {
+    const driver = this.deps.drivers.get(nodeId);
+    if (!driver) return false;
+    const vm = await this.deps.store.vms.get(vmId);
+    if (!vm) return false;
+    const assigned = vm.status?.nodeId ?? "";
+    if (assigned === nodeId || isMigrating(vm)) return false;
+    const obs = await driver.observe(vmId);
+    if (obs.power === "absent") return false;
+    if (obs.power !== "shutdown" && obs.power !== "created") await driver.shutdownVM(vmId, { force: true, timeoutSec: 0 });
+    await driver.deleteVM(vmId);
+    const where = assigned ? `it is assigned to node '${assigned}'` : "it is not placed on any node";
+    const message = `a stale copy on node '${nodeId}' (${obs.power}) was powered off and deleted: ${where}`;
+    this.deps.log.log("warn", "fenced a stale VM copy", { vm_id: vmId, node_id: nodeId, assigned_node_id: assigned, observed: obs.power });
+    const now = this.deps.clock.now();
+    await this.deps.store.vms.update(vmId, (cur) => {
+      const next = clone(VmStatusSchema, cur.status ?? create(VmStatusSchema));
+      next.conditions = setCondition(next.conditions, { type: FENCED_CONDITION, status: true, reason: "StaleCopyRemoved", message, generation: cur.generation }, now);
+      cur.status = next;
+      cur.updatedAt = timestampFromMs(now);
+      return cur;
+    });
+    return true;
+  }
+}
