@@ -5,6 +5,7 @@ import { randomIds, systemClock, type Clock, type IdGenerator, type Store } from
 import type { ControlPlaneConfig } from "./config.js";
 import { VmReconciler } from "./controllers/vm-reconciler.js";
 import { NodeMonitor } from "./controllers/node-monitor.js";
+import { VmScheduler } from "./controllers/vm-scheduler.js";
 import { HaController } from "./controllers/ha-controller.js";
 import { demoNodes, demoVms } from "./demo/demo-data.js";
 import { SimulatedNodes } from "./demo/simulated-nodes.js";
@@ -76,6 +77,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const vmService = new VmService({ store, clock, ids });
   const reconciler = new VmReconciler({ store, drivers, clock, log });
   const power = new VmPowerService(store, reconciler);
+  const scheduler = new VmScheduler({ store, clock, log, strategy: config.schedulerStrategy, isConnected: (id) => drivers.has(id) });
   const simulated = new SimulatedNodes({ store, drivers, nodes: nodeService, clock, log, timing: { bootMs: config.simBootMs, shutdownMs: Math.round(config.simBootMs * 0.7), suspendMs: Math.round(config.simBootMs * 0.7) } });
   const monitor = new NodeMonitor({ store, clock, log, offlineAfterSec: config.nodeLostAfterSec });
   const ha = new HaController({ store, drivers, clock, log });
@@ -90,6 +92,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
         // After the demo nodes' drivers exist: agent nodes are the ones with an agent_endpoint.
         agents = attachAgentNodes({ store, drivers, log });
         await reconciler.start();
+        await scheduler.start();
         await ha.start();
         monitor.start();
       })();
@@ -132,6 +135,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     await resign();
     await agents?.stop();
     await ha.stop();
+    await scheduler.stop();
     await reconciler.stop();
     await simulated.stop();
     monitor.stop();
@@ -159,6 +163,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
         await ha.stop();
         await agents?.stop();
         await simulated.stop();
+        await scheduler.stop();
         await reconciler.stop();
         await store.close();
       })();

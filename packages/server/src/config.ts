@@ -1,4 +1,4 @@
-import { QuantixError } from "@quantix/core";
+import { QuantixError, SCORING_STRATEGIES, type ScoringStrategy } from "@quantix/core";
 
 /** The control plane's settings, read from the environment and validated at start. */
 export interface ControlPlaneConfig {
@@ -24,6 +24,8 @@ export interface ControlPlaneConfig {
   /** Timing of the simulated hypervisor's boot, in ms. */
   readonly simBootMs: number;
   readonly storeTuning: StoreTuning;
+  /** How the scheduler ranks nodes that fit (QUANTIX_SCHEDULER_STRATEGY): spread (default), pack or balanced. */
+  readonly schedulerStrategy: ScoringStrategy;
   /** Silence after which a node is OFFLINE, i.e. lost: HA restarts its VMs elsewhere (QUANTIX_NODE_LOST_AFTER_SEC). */
   readonly nodeLostAfterSec: number;
 }
@@ -55,6 +57,7 @@ const DEFAULTS: ControlPlaneConfig = {
   maxConcurrentStreams: 10_000,
   shutdownGraceMs: 10_000,
   simBootMs: 300,
+  schedulerStrategy: "spread",
   nodeLostAfterSec: 300,
 };
 
@@ -87,6 +90,8 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
   if (!["0", "1", "true", "false"].includes(demo)) problems.push(`QUANTIX_DEMO=${JSON.stringify(demo)} must be 0 or 1`);
   const level = env["QUANTIX_LOG_LEVEL"] ?? DEFAULTS.logLevel;
   if (!["debug", "info", "warn", "error", "silent"].includes(level)) problems.push(`QUANTIX_LOG_LEVEL=${JSON.stringify(level)} must be debug, info, warn, error or silent`);
+  const strategy = env["QUANTIX_SCHEDULER_STRATEGY"] || DEFAULTS.schedulerStrategy;
+  if (!(SCORING_STRATEGIES as readonly string[]).includes(strategy)) problems.push(`QUANTIX_SCHEDULER_STRATEGY=${JSON.stringify(strategy)} must be spread, pack or balanced`);
   const cfg: ControlPlaneConfig = {
     host,
     port,
@@ -99,6 +104,7 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
     maxConcurrentStreams: int("QUANTIX_MAX_CONCURRENT_STREAMS", 1, 100_000, DEFAULTS.maxConcurrentStreams),
     shutdownGraceMs: int("QUANTIX_SHUTDOWN_GRACE_MS", 0, 600_000, DEFAULTS.shutdownGraceMs),
     simBootMs: int("QUANTIX_SIM_BOOT_MS", 0, 600_000, DEFAULTS.simBootMs),
+    schedulerStrategy: strategy as ScoringStrategy,
     nodeLostAfterSec: int("QUANTIX_NODE_LOST_AFTER_SEC", 1, 86_400, DEFAULTS.nodeLostAfterSec),
     storeTuning: {
       historyRevisions: int("QUANTIX_HISTORY_REVISIONS", 10, 100_000_000, DEFAULTS.storeTuning.historyRevisions),

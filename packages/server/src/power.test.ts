@@ -98,7 +98,7 @@ describe("VM power actions on simulated nodes", () => {
     assert.equal(res.status?.state, State.PENDING);
     const cond = res.status!.conditions.find((c) => c.type === "Scheduled");
     assert.ok(cond, "a Scheduled condition");
-    assert.match(cond.message, /^0\/3 nodes fit: 3 insufficient memory \(need 1048576 MiB\), largest free \d+ MiB$/);
+    assert.match(cond.message, /^0\/3 nodes fit: 3 insufficient memory \(need 1048576 MiB, largest free \d+ MiB\)$/);
     await s.vms.stopVM({ id: vm.id });
     await s.vms.deleteVM({ id: vm.id });
   });

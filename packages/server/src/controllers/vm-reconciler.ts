@@ -2,7 +2,7 @@ import { clone, create, equals } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { ResourcesSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { PowerState, VmStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { demandOf, placeVm, QuantixError, type Clock, type HypervisorConsole, type HypervisorPort, type ShutdownOptions, type Store, type VmObservation } from "@quantix/core";
+import { demandOf, QuantixError, type Clock, type HypervisorConsole, type HypervisorPort, type ShutdownOptions, type Store, type VmObservation } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import { allVms } from "../services/paging.js";
 import type { Logger } from "../log.js";
@@ -207,20 +207,11 @@ export class VmReconciler {
         if (s.conditions.find((c) => c.type === "Scheduled")?.reason !== "NodeDecommissioned") s.conditions = removeCondition(s.conditions, "Scheduled");
       });
     }
-    const nodes = (await this.deps.store.nodes.list({ order: { field: "hostname", desc: false }, limit: 10_000 })).items;
-    const placement = placeVm(vm.spec, nodes, (id) => this.deps.drivers.has(id));
-    const now = this.deps.clock.now();
+    // Placement is the scheduler's (vm-scheduler.ts): it sets the node and the Scheduled
+    // condition. Until then the VM waits.
     await this.writeStatus(vm, (s) => {
-      if (placement.ok) {
-        s.nodeId = placement.nodeId;
-        s.state = State.PROVISIONING;
-        s.conditions = setCondition(s.conditions, { type: "Scheduled", status: true, reason: "Placed", message: `placed on node '${placement.nodeId}'`, generation: vm.generation }, now);
-      } else {
-        s.state = State.PENDING;
-        s.conditions = setCondition(s.conditions, { type: "Scheduled", status: false, reason: placement.reason, message: placement.message, generation: vm.generation }, now);
-      }
+      if (!s.nodeId) s.state = State.PENDING;
     });
-    if (placement.ok) this.queue.add(`node:${placement.nodeId}`);
   }
 
   private async writeObserved(vm: VirtualMachine, desired: PowerState, driver: HypervisorPort, obs: VmObservation): Promise<void> {
