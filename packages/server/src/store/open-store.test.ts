@@ -11,6 +11,7 @@ import { startPostgres, startTestServer, type TestPostgres } from "@quantix/test
 import pg from "pg";
 import { silentLogger } from "../log.js";
 import { openStore } from "./open-store.js";
+import { fixtureVm } from "./store-fixtures.js";
 
 // Refusals change nothing: a data directory or database Quantix cannot use is left exactly
 // as it was, and the message says what is wrong and what to do.
@@ -147,6 +148,19 @@ describe("opening the PostgreSQL store", () => {
     await refused(() => postgres(`postgres://postgres@127.0.0.1:${server.port}/nosuchdb`), /cannot use PostgreSQL.*nosuchdb.*does not exist/s);
   });
 
+  it("a store whose server goes away answers UNAVAILABLE (retryable), not an internal error", async () => {
+    const own = await startPostgres();
+    const s = await postgres(own.url);
+    try {
+      await s.vms.create(fixtureVm());
+      await own.stop();
+      await assert.rejects(s.vms.get("anything"), (e: unknown) => e instanceof QuantixError && e.code === "unavailable" && /database is unavailable/.test(e.message));
+      await assert.rejects(s.vms.create(fixtureVm()), (e: unknown) => e instanceof QuantixError && e.code === "unavailable");
+    } finally {
+      await s.close().catch(() => undefined);
+    }
+  });
+
   it("two replicas migrating at once apply each migration once", async () => {
     const url = await server.createDatabase("together");
     const [a, b] = await Promise.all([postgres(url), postgres(url)]);
@@ -164,7 +178,7 @@ describe("opening the PostgreSQL store", () => {
   it("refuses a database at a newer schema version, and changes nothing", async () => {
     const url = await server.createDatabase("newer");
     const s = await postgres(url);
-    await s.vms.create((await import("./store-fixtures.js")).fixtureVm());
+    await s.vms.create(fixtureVm());
     await s.close();
     const c = new pg.Client({ connectionString: url });
     await c.connect();

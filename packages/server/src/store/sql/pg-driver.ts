@@ -1,16 +1,39 @@
+import { QuantixError } from "@quantix/core";
 import pg from "pg";
 import { toWire, type Param, type Queryable, type Row, type SqlDriver } from "./sql-driver.js";
 
 type Conn = pg.Pool | pg.PoolClient | pg.Client;
 
+/** Connection-level SQLSTATE classes and socket errors: the server is gone or going, not the query wrong. */
+const UNREACHABLE = /^(08|57P0[1-3]|53300)/;
+const SOCKET = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "EHOSTUNREACH"]);
+
+/**
+ * A database that cannot be reached is UNAVAILABLE (retryable) for the client, not an
+ * internal error; the cause stays for the log.
+ */
+function unavailable(err: unknown): unknown {
+  const e = err as { code?: string; message?: string };
+  const lost = (e.code && (UNREACHABLE.test(e.code) || SOCKET.has(e.code))) || /Connection terminated|timeout exceeded when trying to connect/i.test(e.message ?? "");
+  return lost ? new QuantixError("unavailable", "the database is unavailable; retry shortly", [], { cause: err }) : err;
+}
+
 function wrap(c: Conn): Queryable {
   return {
     async query<R extends Row>(sql: string, params: readonly Param[] = []) {
-      const res = await c.query<R>(sql, params.map(toWire));
-      return { rows: res.rows, rowCount: res.rowCount ?? res.rows.length };
+      try {
+        const res = await c.query<R>(sql, params.map(toWire));
+        return { rows: res.rows, rowCount: res.rowCount ?? res.rows.length };
+      } catch (err) {
+        throw unavailable(err);
+      }
     },
     async exec(sql: string) {
-      await c.query(sql);
+      try {
+        await c.query(sql);
+      } catch (err) {
+        throw unavailable(err);
+      }
     },
   };
 }
@@ -72,7 +95,7 @@ export class PgDriver implements SqlDriver {
   }
 
   async transaction<T>(fn: (tx: Queryable) => Promise<T>, options?: { repeatableRead?: boolean }): Promise<T> {
-    const client = await this.pool.connect();
+    const client = await this.pool.connect().catch((err: unknown) => Promise.reject(unavailable(err)));
     try {
       await client.query(options?.repeatableRead ? "BEGIN ISOLATION LEVEL REPEATABLE READ" : "BEGIN");
       const result = await fn(wrap(client));
