@@ -10,6 +10,7 @@ import { hasProgram, LOG_DIR, RESULTS_DIR, startServer, type Server } from "./li
 import { agentBoot } from "./lib/agent-boot.js";
 import { agentMigrate } from "./lib/agent-migrate.js";
 import { controlPlaneBoot } from "./lib/control-plane-boot.js";
+import { schedulerBench } from "./lib/scheduler-placement.js";
 import { absolute, compare, formatTable, machine, notAvailable, num, type Row } from "./lib/report.js";
 import { percentile, sleep } from "./lib/stats.js";
 import { streamOnce, streamRates, type StreamRate } from "./lib/stream-rate.js";
@@ -22,9 +23,9 @@ if (process.env["QUANTIX_BENCH_PINNED"] !== "1" && hasProgram("taskset")) {
   const r = spawnSync("taskset", ["-c", "1", process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit", env: { ...process.env, QUANTIX_BENCH_PINNED: "1" } });
   process.exit(r.status ?? 1);
 }
-/** `npm run bench -- --only=fanout` (or unary, creates, agent, migrate; comma-separated) runs those groups alone. */
+/** `npm run bench -- --only=fanout` (or unary, creates, agent, migrate, scheduler; comma-separated) runs those groups alone. */
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
-const want = (group: "unary" | "creates" | "fanout" | "agent" | "migrate") => !only || only.includes(group);
+const want = (group: "unary" | "creates" | "fanout" | "agent" | "migrate" | "scheduler") => !only || only.includes(group);
 const httpGroups = want("unary") || want("creates") || want("fanout");
 
 if (!hasProgram("taskset") || (httpGroups && !hasProgram("h2load"))) {
@@ -195,6 +196,17 @@ try {
       compare(`MigrateVm via two agents, wall time, median of ${r.runs}`, r.agent.medianWallMs, r.direct.medianWallMs, ms, "QEMU migrate over QMP"),
       compare(`MigrateVm via two agents, guest downtime (QEMU's), median of ${r.runs}`, r.agent.medianDowntimeMs, r.direct.medianDowntimeMs, ms, "QEMU migrate over QMP"),
       notAvailable("MigrateVM via the control plane", "not measured: the control plane's MigrateVM is not implemented yet"),
+    );
+  }
+  // Scheduler: placements per second with every filter, against a capacity-only first-fit loop.
+  if (want("scheduler")) {
+    progress("scheduler: 10,000 VMs over 1,000 simulated nodes, every filter and score, vs a first-fit loop on free CPU and memory");
+    const r = schedulerBench();
+    details["scheduler"] = r;
+    // Time per placement, so the ratio reads "times slower" (placements per second are in the JSON and the row name).
+    const perPlacement = (v: number) => `${num(v, 2)} µs`;
+    rows.push(
+      compare(`Scheduler: time per placement, ${num(r.vms)} VMs over ${num(r.nodes)} nodes, all filters (${num(r.scheduler.perSec)} placements/s, ${num(r.scheduler.placed)} placed)`, (r.scheduler.ms * 1000) / r.vms, (r.firstFit.ms * 1000) / r.vms, perPlacement, "first-fit on CPU and memory"),
     );
   }
 } finally {
