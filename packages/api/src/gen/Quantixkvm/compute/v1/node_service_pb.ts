@@ -737,7 +737,10 @@ export const NodeService: GenService<{
     output: typeof UpdateHeartbeatResponseSchema;
   },
   /**
-   * Returns a node's current metrics. Implemented with node metrics.
+   * Returns a node's host usage as its agent measured it (/proc) at the last heartbeat,
+   * with sampled_at the heartbeat's time. Read-only. NOT_FOUND for an unknown node;
+   * FAILED_PRECONDITION for a node whose agent has not reported usage (simulated demo
+   * nodes never do: no numbers are invented).
    *
    * @generated from rpc Quantixkvm.compute.v1.NodeService.GetNodeMetrics
    */

@@ -771,7 +771,7 @@ export type StreamMetricsRequest = Message<"Quantixkvm.compute.v1.StreamMetricsR
   vmId: string;
 
   /**
-   * Seconds between samples, 1-3600; 0 means 5.
+   * Seconds between samples, 1-60; 0 means 5.
    *
    * @generated from field: int32 interval_sec = 2;
    */
@@ -967,7 +967,13 @@ export const VMService: GenService<{
     output: typeof ConsoleChunkSchema;
   },
   /**
-   * Streams a running VM's resource usage. Implemented with node metrics.
+   * Streams a running or paused VM's resource usage, sampled from its node's agent every
+   * interval_sec (the first sample at once), until the client cancels, the VM stops or
+   * is deleted (the stream then ends). Read-only. NOT_FOUND for an unknown VM;
+   * FAILED_PRECONDITION when the VM is not placed on a node or its node cannot measure
+   * VMs (simulated nodes: capability "metrics" missing); UNAVAILABLE while the node is
+   * unreachable. Fields the node's hypervisor does not measure are listed in
+   * ResourceUsage.not_measured.
    *
    * @generated from rpc Quantixkvm.compute.v1.VMService.StreamMetrics
    */
