@@ -50,7 +50,19 @@ export interface BackendVmInfo {
     readonly cpuUsagePercent: number;
     readonly memoryUsageBytes: bigint;
     readonly uptimeSeconds: bigint;
+    /** CPU time of the VMM process since it started (user + system); undefined when not measured. */
+    readonly cpuSeconds?: number | undefined;
+    /** Block I/O over all the VM's disks; undefined when the backend does not measure it. */
+    readonly block?: BlockStats | undefined;
   };
+}
+
+/** Block I/O totals since the VMM process started. */
+export interface BlockStats {
+  readonly readBytes: bigint;
+  readonly writeBytes: bigint;
+  readonly readOps: bigint;
+  readonly writeOps: bigint;
 }
 
 /** A change the backend observed by itself (guest powered off, process died, ...). */

@@ -1,5 +1,7 @@
 import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
+import { PrometheusText } from "@quantix/server/metrics/prometheus-text.js";
 import type { Backend } from "../backend.js";
+import { renderAgentMetrics } from "./agent-metrics.js";
 
 /** The agent's version, reported by /_/health and to the control plane. */
 export const AGENT_VERSION = "0.1.0";
@@ -9,7 +11,8 @@ type Res = Parameters<Fallback>[1];
 
 /**
  * Serves `GET /_/health`: 200 with the backend's type, version and ping result when
- * the hypervisor answers, 503 with the reason when it does not. Every other non-RPC path
+ * the hypervisor answers, 503 with the reason when it does not; `GET /metrics` in the
+ * Prometheus text format (agent-metrics.ts). Every other non-RPC path
  * gets a JSON 404 naming where the API lives.
  */
 export function healthFallback(backend: Backend, backendVersion: string): Fallback {
@@ -23,12 +26,24 @@ export function healthFallback(backend: Backend, backendVersion: string): Fallba
       );
       return;
     }
-    send(res, 404, { error: "not_found", message: `no route for ${req.method} ${url}; RPCs are POST /vmm.v1.VmService/<Method>, health is GET /_/health` });
+    if (url === "/metrics" && req.method === "GET") {
+      renderAgentMetrics(backend).then(
+        (text) => sendText(res, 200, text),
+        (err: unknown) => send(res, 503, { error: "unavailable", message: err instanceof Error ? err.message : String(err) }),
+      );
+      return;
+    }
+    send(res, 404, { error: "not_found", message: `no route for ${req.method} ${url}; RPCs are POST /vmm.v1.VmService/<Method>, health is GET /_/health, metrics GET /metrics` });
   };
 }
 
 function send(res: Res, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   (res as { writeHead(s: number, h: Record<string, string | number>): unknown }).writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendText(res: Res, status: number, text: string): void {
+  (res as { writeHead(s: number, h: Record<string, string | number>): unknown }).writeHead(status, { "content-type": PrometheusText.CONTENT_TYPE, "content-length": Buffer.byteLength(text) });
   res.end(text);
 }

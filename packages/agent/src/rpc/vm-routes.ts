@@ -12,13 +12,13 @@ import {
   RebootVmResponseSchema,
   ResumeVmResponseSchema,
   ShutdownVmResponseSchema,
-  VmMetricsSchema,
   type VmService,
 } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import type { VmManager } from "../vm-manager.js";
 import { getConsoleOutput, streamConsole } from "./console-routes.js";
 import { migrateVm } from "./migration-routes.js";
 import { fromVmState, toVmEvent, toVmState } from "./vm-convert.js";
+import { toVmMetrics } from "./vm-metrics.js";
 
 /**
  * vmm.v1 VmService over a VmManager: conversion only, every rule lives in the manager.
@@ -47,7 +47,7 @@ export function vmServiceImpl(m: VmManager, backendVersion: string): ServiceImpl
         vmId: info.vmId,
         config: info.config,
         state: toVmState(info.state),
-        metrics: create(VmMetricsSchema, { cpuUsagePercent: info.metrics.cpuUsagePercent, memoryUsageBytes: info.metrics.memoryUsageBytes, uptimeSeconds: info.metrics.uptimeSeconds }),
+        metrics: toVmMetrics(info.metrics),
         backendInfo: create(BackendInfoSchema, { backendType: b.type, version: backendVersion, capabilities: [...b.capabilities].sort(), processId: info.pid ?? 0 }),
       });
     },

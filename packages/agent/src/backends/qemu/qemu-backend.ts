@@ -8,6 +8,7 @@ import { ConsoleRing, DEFAULT_CONSOLE_BUFFER_BYTES } from "../../console-ring.js
 import { detectDiskSource } from "./disk-format.js";
 import { probeKvm, type KvmProbeResult } from "./kvm-probe.js";
 import { buildQemuArgs, hostPathViolation, qmpChardevOption, type DiskSource } from "./qemu-args.js";
+import { readBlockStats } from "./qemu-blockstats.js";
 import { describeExit, isQemuProcess, killHard, processUsage, readPidFile } from "./qemu-process.js";
 import { cancelOutgoing, listenIncoming, migrateOut } from "./qemu-migration.js";
 import { QemuRuntime, type RuntimeEnd } from "./qemu-runtime.js";
@@ -321,7 +322,7 @@ export class QemuBackend implements Backend {
     if (!rt) return { ...base, state: entry.record.state === "running" ? "crashed" : entry.record.state, metrics: { cpuUsagePercent: 0, memoryUsageBytes: 0n, uptimeSeconds: 0n } };
     const now = this.clock.now();
     const startedAtMs = entry.record.startedAtMs ?? now;
-    const usage = await processUsage(rt.pid);
+    const [usage, block] = await Promise.all([processUsage(rt.pid), readBlockStats(rt.qmp)]);
     let cpu = 0;
     if (usage) {
       const prev = entry.cpuSample ?? { atMs: startedAtMs, cpuMs: 0 };
@@ -334,7 +335,13 @@ export class QemuBackend implements Backend {
       state: rt.paused ? "paused" : "running",
       pid: rt.pid,
       startedAtMs,
-      metrics: { cpuUsagePercent: cpu, memoryUsageBytes: usage?.rssBytes ?? 0n, uptimeSeconds: BigInt(Math.max(0, Math.floor((now - startedAtMs) / 1000))) },
+      metrics: {
+        cpuUsagePercent: cpu,
+        memoryUsageBytes: usage?.rssBytes ?? 0n,
+        uptimeSeconds: BigInt(Math.max(0, Math.floor((now - startedAtMs) / 1000))),
+        cpuSeconds: usage ? usage.cpuMs / 1000 : undefined,
+        block,
+      },
     };
   }
 
