@@ -50,6 +50,42 @@ export interface HypervisorConsole {
   follow(vmId: string, signal: AbortSignal): AsyncIterable<Uint8Array>;
 }
 
+/** Limits of a live migration; 0 means the hypervisor's default (no limit for bandwidth). */
+export interface MigrationOptions {
+  readonly maxDowntimeMs: number;
+  readonly bandwidthMbps: number;
+}
+
+/** One progress report of an outgoing migration. */
+export interface MigrationProgress {
+  /** The hypervisor's word for the phase, e.g. "setup", "active", "completed". */
+  readonly status: string;
+  readonly transferredBytes: bigint;
+  readonly totalBytes: bigint;
+}
+
+/** What a completed migration measured. */
+export interface MigrationStatistics {
+  readonly transferredBytes: bigint;
+  readonly downtimeMs: number;
+  readonly durationMs: number;
+}
+
+/**
+ * Live migration between two nodes' hypervisors that declare the "live-migration"
+ * capability: the target is prepared first, then the source sends the VM to it.
+ */
+export interface HypervisorMigration {
+  /** Defines the VM on this (target) node, waiting for its state; returns where the source sends it. */
+  prepare(vmId: string, spec: VmSpec): Promise<string>;
+  /**
+   * Sends a running VM from this (source) node to `targetUri`, reporting progress; resolves
+   * once the guest runs on the target. Rejects (the VM keeps running here) when it fails or
+   * `signal` cancels it.
+   */
+  migrate(vmId: string, targetUri: string, options: MigrationOptions, onProgress: (p: MigrationProgress) => void, signal: AbortSignal): Promise<MigrationStatistics>;
+}
+
 /**
  * The control plane's port to one node's hypervisor, shaped like the seed's Backend
  * interface (CreateVM ... Ping) plus observation and declared capabilities. Every call
@@ -62,6 +98,8 @@ export interface HypervisorPort {
   readonly capabilities: ReadonlySet<Capability>;
   /** Console access; callers check for the "console" capability first. */
   readonly console?: HypervisorConsole;
+  /** Live migration; callers check for the "live-migration" capability first. */
+  readonly migration?: HypervisorMigration;
   /** Defines a VM (its process is not started: "created"). A VM already defined is left as it is. */
   createVM(vmId: string, spec: VmSpec): Promise<void>;
   /** Removes a VM and its process; a VM that does not exist is not an error. */

@@ -24,7 +24,9 @@ import { unimplementedImpl } from "./rpc/unimplemented-routes.js";
 import { vmServiceImpl } from "./rpc/vm-routes.js";
 import { NodeService as NodeServiceDesc } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+import { NodeDrainService } from "./services/node-drain.js";
 import { NodeService } from "./services/node-service.js";
+import { VmMigrationService } from "./services/vm-migration.js";
 import { VmPowerService } from "./services/vm-power.js";
 import { VmService } from "./services/vm-service.js";
 import { openStore } from "./store/open-store.js";
@@ -77,6 +79,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const vmService = new VmService({ store, clock, ids });
   const reconciler = new VmReconciler({ store, drivers, clock, log });
   const power = new VmPowerService(store, reconciler);
+  const migration = new VmMigrationService({ store, drivers, holder: reconciler, clock, log });
+  const drains = new NodeDrainService({ store, nodes: nodeService, migration, power, clock, log });
   const scheduler = new VmScheduler({ store, clock, log, strategy: config.schedulerStrategy, isConnected: (id) => drivers.has(id) });
   const simulated = new SimulatedNodes({ store, drivers, nodes: nodeService, clock, log, timing: { bootMs: config.simBootMs, shutdownMs: Math.round(config.simBootMs * 0.7), suspendMs: Math.round(config.simBootMs * 0.7) } });
   const monitor = new NodeMonitor({ store, clock, log, offlineAfterSec: config.nodeLostAfterSec });
@@ -111,8 +115,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   // without this, more than 10 at once print a spurious MaxListenersExceededWarning.
   setMaxListeners(0, shutdown.signal);
   const routes: Route[] = [
-    route(VMService, vmServiceImpl(vmService, power, config.defaultDeadlineMs)),
-    route(NodeServiceDesc, nodeServiceImpl(nodeService)),
+    route(VMService, vmServiceImpl(vmService, power, migration, config.defaultDeadlineMs)),
+    route(NodeServiceDesc, nodeServiceImpl(nodeService, drains)),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
   ];
   const handler = connectNodeAdapter({

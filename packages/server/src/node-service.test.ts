@@ -142,11 +142,13 @@ describe("node registration and settings", () => {
     assert.equal((await rejection(s.nodes.getNode({ id: node.id }))).code, Code.NotFound);
   });
 
-  it("DrainNode is unimplemented", async () => {
+  it("DrainNode of a node without VMs makes it unschedulable and Drained", async () => {
     const node = await s.nodes.registerNode(registration("kvm-e", 8, 16_384n));
-    const e = await rejection(s.nodes.drainNode({ id: node.id }));
-    assert.equal(e.code, Code.Unimplemented);
-    assert.match(e.rawMessage, /not implemented yet/);
+    const res = await s.nodes.drainNode({ id: node.id });
+    assert.equal(res.node?.spec?.schedulable, false);
+    assert.equal(res.node?.status?.conditions.find((c) => c.type === "Drained")?.reason, "Drained");
+    assert.deepEqual([res.migratedVmIds, res.stoppedVmIds, res.failures], [[], [], []]);
+    assert.equal((await rejection(s.nodes.drainNode({ id: node.id, targetNodeId: node.id }))).code, Code.InvalidArgument);
   });
 });
 

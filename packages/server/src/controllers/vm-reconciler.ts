@@ -1,5 +1,6 @@
 import { clone, create, equals } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { ResourcesSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { PowerState, VmStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { demandOf, QuantixError, type Clock, type HypervisorConsole, type HypervisorPort, type ShutdownOptions, type Store, type VmObservation } from "@quantix/core";
@@ -32,6 +33,8 @@ export class VmReconciler {
   private readonly stopHints = new Map<string, ShutdownOptions>();
   /** Where deleted VMs last ran, so their processes can be removed. */
   private readonly tombstones = new Map<string, string>();
+  /** VMs a live migration owns for now: the reconciler neither steps nor writes their status. */
+  private readonly migrating = new Set<string>();
   private resync: NodeJS.Timeout | undefined;
   private unsubscribe: (() => void) | undefined;
 
@@ -71,6 +74,20 @@ export class VmReconciler {
   /** Resolves when no work is pending (tests). */
   idle(): Promise<void> {
     return this.queue.idle();
+  }
+
+  /**
+   * Hands a VM to a live migration until the returned release is called: reconciling it
+   * would observe a VM that is in two places at once. Release reconciles the VM again and
+   * refreshes what both nodes have given out.
+   */
+  holdForMigration(vmId: string, nodeIds: readonly string[]): () => void {
+    this.migrating.add(vmId);
+    return () => {
+      this.migrating.delete(vmId);
+      this.enqueue(vmId);
+      for (const n of nodeIds) this.queue.add(`node:${n}`);
+    };
   }
 
   /** Remembers how the next shutdown of a VM should be done (StopVM's force and timeout). */
@@ -143,6 +160,7 @@ export class VmReconciler {
 
   /** One level-based pass for one VM. */
   private async reconcile(vmId: string): Promise<void> {
+    if (this.migrating.has(vmId)) return;
     const vm = await this.deps.store.vms.get(vmId);
     if (!vm) return this.removeDeleted(vmId);
     const desired = desiredOf(vm);
@@ -228,6 +246,10 @@ export class VmReconciler {
         s.conditions = removeCondition(s.conditions, "Crashed");
       }
       s.conditions = removeCondition(removeCondition(s.conditions, "NodeReachable"), "SpecAccepted");
+      // Migrating=True outside a running migration is left from a control plane that stopped mid-way.
+      if (s.conditions.some((c) => c.type === "Migrating" && c.status === ConditionStatus.TRUE)) {
+        s.conditions = setCondition(s.conditions, { type: "Migrating", status: false, reason: "Interrupted", message: `the control plane stopped during the migration; the VM is observed on node '${s.nodeId}'`, generation: vm.generation }, now);
+      }
       if (obs.startedAt !== undefined) s.startedAt = timestampFromMs(obs.startedAt);
       else delete s.startedAt;
       s.observedGeneration = vm.generation;
@@ -258,6 +280,8 @@ export class VmReconciler {
   private async writeStatus(vm: VirtualMachine, edit: (s: VmStatus) => void): Promise<void> {
     const now = this.deps.clock.now();
     await this.deps.store.vms.update(vm.id, (cur) => {
+      // A status read before a migration took the VM is not written over the migration's.
+      if (this.migrating.has(vm.id)) return undefined;
       const before = cur.status ?? create(VmStatusSchema);
       const next = clone(VmStatusSchema, before);
       edit(next);

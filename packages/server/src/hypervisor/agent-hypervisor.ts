@@ -2,9 +2,10 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import type { VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VmService, VmState } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { QuantixError, toAgentVmConfig, type Capability, type HypervisorConsole, type HypervisorPort, type ObservedPower, type ShutdownOptions, type VmObservation } from "@quantix/core";
+import { QuantixError, toAgentVmConfig, type Capability, type HypervisorConsole, type HypervisorMigration, type HypervisorPort, type ObservedPower, type ShutdownOptions, type VmObservation } from "@quantix/core";
 import type { Logger } from "../log.js";
 import { fromAgentError } from "./agent-errors.js";
+import { agentMigration } from "./agent-migration.js";
 import { AgentWatch, type AgentVmEntry } from "./agent-watch.js";
 
 /** Where a node's agent is and what the node registered. */
@@ -48,6 +49,7 @@ export class AgentHypervisor implements HypervisorPort {
   readonly endpoint: string;
   readonly capabilities = new Set<Capability>();
   readonly console: HypervisorConsole;
+  readonly migration: HypervisorMigration;
   private readonly client: Client<typeof VmService>;
   private readonly sessions: Http2SessionManager;
   private readonly watch: AgentWatch;
@@ -72,6 +74,7 @@ export class AgentHypervisor implements HypervisorPort {
       },
       follow: (vmId, signal) => this.followConsole(vmId, signal),
     };
+    this.migration = agentMigration(this.client, (fn) => this.call(fn), o.node);
   }
 
   /** Starts following the agent's VMs. */

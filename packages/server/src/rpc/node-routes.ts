@@ -2,11 +2,12 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { EmptySchema } from "@bufbuild/protobuf/wkt";
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
+import type { NodeDrainService } from "../services/node-drain.js";
 import type { NodeService as Nodes } from "../services/node-service.js";
 import { unimplemented } from "./errors.js";
 
 /** The implementation of Quantixkvm.compute.v1.NodeService, for every protocol. */
-export function nodeServiceImpl(nodes: Nodes): ServiceImpl<typeof NodeService> {
+export function nodeServiceImpl(nodes: Nodes, drains: NodeDrainService): ServiceImpl<typeof NodeService> {
   return {
     registerNode: (req) => nodes.register(req),
     getNode: (req) => nodes.get(req.id),
@@ -20,9 +21,7 @@ export function nodeServiceImpl(nodes: Nodes): ServiceImpl<typeof NodeService> {
     disableNode: (req) => nodes.setSchedulable(req.id, false),
     updateHeartbeat: (req) => nodes.heartbeat(req),
     watchNodes: (req, ctx) => nodes.watch(req, ctx.signal),
-    drainNode: () => {
-      throw unimplemented("DrainNode", "the scheduler and live migration issue");
-    },
+    drainNode: (req, ctx) => drains.drain(req, ctx.signal),
     getNodeMetrics: () => {
       throw unimplemented("GetNodeMetrics", "the node metrics work of the scheduler issue");
     },

@@ -1,7 +1,8 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { EmptySchema } from "@bufbuild/protobuf/wkt";
-import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+import { MigrateVMResponseSchema, MigrationStatsSchema, VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+import type { VmMigrationService } from "../services/vm-migration.js";
 import type { VmPowerService } from "../services/vm-power.js";
 import type { VmService } from "../services/vm-service.js";
 import { budgetOf } from "./budget.js";
@@ -9,7 +10,7 @@ import { unimplemented } from "./errors.js";
 import { getConsoleOutput, streamConsole } from "./vm-console-routes.js";
 
 /** The implementation of Quantixkvm.compute.v1.VMService, for every protocol. */
-export function vmServiceImpl(vms: VmService, power: VmPowerService, defaultDeadlineMs: number): ServiceImpl<typeof VMService> {
+export function vmServiceImpl(vms: VmService, power: VmPowerService, migration: VmMigrationService, defaultDeadlineMs: number): ServiceImpl<typeof VMService> {
   return {
     createVM: (req) => vms.create(req),
     getVM: (req) => vms.get(req.id),
@@ -28,8 +29,13 @@ export function vmServiceImpl(vms: VmService, power: VmPowerService, defaultDead
     suspendVM: (req, ctx) => power.act("suspend", req.id, budgetOf(ctx, defaultDeadlineMs)),
     watchVM: (req, ctx) => vms.watchVm(req, ctx.signal),
     watchVMs: (req, ctx) => vms.watchVms(req, ctx.signal),
-    migrateVM: () => {
-      throw unimplemented("MigrateVM", "the scheduler and live migration issue");
+    migrateVM: async (req, ctx) => {
+      // Only live migration exists: a stopped VM has nothing to move (StartVM places it anew).
+      const { vm, stats } = await migration.migrate({ vmId: req.vmId, targetNodeId: req.targetNodeId, maxDowntimeMs: req.maxDowntimeMs, bandwidthMbps: req.bandwidthMbps }, ctx.signal);
+      return create(MigrateVMResponseSchema, {
+        vm,
+        stats: create(MigrationStatsSchema, { bytesTransferred: stats.transferredBytes, downtimeMs: BigInt(stats.downtimeMs), durationMs: BigInt(stats.durationMs) }),
+      });
     },
     getConsoleOutput: (req) => getConsoleOutput(power, req),
     streamConsole: (req, ctx) => streamConsole(power, req, ctx.signal),
