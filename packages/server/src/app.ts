@@ -15,6 +15,8 @@ import { NodeDrivers } from "./hypervisor/node-drivers.js";
 import { listenDual, type DualListener } from "./listener.js";
 import { createJsonLogger, type Logger } from "./log.js";
 import { PENDING_SERVICES, SERVED_FILES } from "./rpc/catalog.js";
+import { renderControlPlaneMetrics } from "./metrics/control-plane-metrics.js";
+import { RpcMetrics } from "./metrics/rpc-metrics.js";
 import { observeAndMapErrors } from "./rpc/interceptors.js";
 import { GrpcFastPath } from "./rpc/grpc-fast-path.js";
 import { nodeServiceImpl } from "./rpc/node-routes.js";
@@ -114,6 +116,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   // Every in-flight RPC (each open watch too) links its context to this signal until it ends:
   // without this, more than 10 at once print a spurious MaxListenersExceededWarning.
   setMaxListeners(0, shutdown.signal);
+  // Counted where each call is logged (interceptor and gRPC fast path), read by GET /metrics.
+  const rpcMetrics = new RpcMetrics();
   const routes: Route[] = [
     route(VMService, vmServiceImpl(vmService, power, migration, config.defaultDeadlineMs)),
     route(NodeServiceDesc, nodeServiceImpl(nodeService, drains)),
@@ -124,16 +128,16 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
       registerRoutes(router, routes);
       registerReflection(router, SERVED_FILES);
     },
-    interceptors: [observeAndMapErrors(log)],
+    interceptors: [observeAndMapErrors(log, undefined, rpcMetrics)],
     readMaxBytes: config.maxRequestBytes,
     writeMaxBytes: config.maxResponseBytes,
     jsonOptions: { ignoreUnknownFields: false },
     shutdownSignal: shutdown.signal,
-    fallback: createFallback(store, startedAt, () => clock.now()),
+    fallback: createFallback(store, startedAt, () => clock.now(), () => renderControlPlaneMetrics({ store, rpc: rpcMetrics })),
   });
   let listener: DualListener;
   try {
-    const fast = new GrpcFastPath(routes, { readMaxBytes: config.maxRequestBytes, writeMaxBytes: config.maxResponseBytes, shutdownSignal: shutdown.signal, log });
+    const fast = new GrpcFastPath(routes, { readMaxBytes: config.maxRequestBytes, writeMaxBytes: config.maxResponseBytes, shutdownSignal: shutdown.signal, log, metrics: rpcMetrics });
     listener = await listenDual(config.host, config.port, handler, { maxConcurrentStreams: config.maxConcurrentStreams, maxHeaderBytes: 64 * 1024 }, (stream, headers) => fast.handle(stream, headers));
   } catch (err) {
     await resign();

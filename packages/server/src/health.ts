@@ -1,5 +1,6 @@
 import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
 import type { Store } from "@quantix/core";
+import { PrometheusText } from "./metrics/prometheus-text.js";
 
 /** The version reported by /_/health. */
 export const VERSION = "0.1.0";
@@ -9,16 +10,27 @@ type Req = Parameters<Fallback>[0];
 type Res = Parameters<Fallback>[1];
 
 /**
- * Serves `GET /_/health` (status, version, uptime, store health) and answers every other
- * non-RPC path with a JSON 404 that says where the API lives.
+ * Serves `GET /_/health` (status, version, uptime, store health), `GET /metrics` (the
+ * Prometheus text from `metrics`, when given) and answers every other non-RPC path with a
+ * JSON 404 that says where the API lives.
  */
-export function createFallback(store: Store, startedAtMs: number, now: () => number) {
+export function createFallback(store: Store, startedAtMs: number, now: () => number, metrics?: () => Promise<string>) {
   return (req: Req, res: Res): void => {
     const url = (req.url ?? "/").split("?")[0];
     if (url === "/_/health" && (req.method === "GET" || req.method === "HEAD")) {
       void store.health().then(
         (s) => send(res, s.ok ? 200 : 503, { status: s.ok ? "ok" : "degraded", version: VERSION, uptime_seconds: Math.floor((now() - startedAtMs) / 1000), store: s }),
         (err: unknown) => send(res, 503, { status: "degraded", version: VERSION, uptime_seconds: Math.floor((now() - startedAtMs) / 1000), store: { ok: false, detail: String(err) } }),
+      );
+      return;
+    }
+    if (url === "/metrics" && req.method === "GET" && metrics) {
+      metrics().then(
+        (text) => {
+          (res as { writeHead(s: number, h: Record<string, string | number>): unknown }).writeHead(200, { "content-type": PrometheusText.CONTENT_TYPE, "content-length": Buffer.byteLength(text) });
+          res.end(text);
+        },
+        (err: unknown) => send(res, 503, { error: "unavailable", message: `metrics unavailable: ${err instanceof Error ? err.message : String(err)}` }),
       );
       return;
     }

@@ -5,6 +5,7 @@ import { Code, ConnectError, createServiceImplSpec, type MethodImplSpec } from "
 import { isPushIterable, type PushIterable } from "@quantix/core";
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import type { Logger } from "../log.js";
+import type { RpcMetrics } from "../metrics/rpc-metrics.js";
 import { encodeMessage } from "./encode-cache.js";
 import { toConnectError } from "./errors.js";
 import { FastContext } from "./fast-context.js";
@@ -17,6 +18,8 @@ export interface FastPathOptions {
   readonly writeMaxBytes: number;
   readonly shutdownSignal: AbortSignal;
   readonly log: Logger;
+  /** Counts every call it serves, as the Connect interceptor does (the control plane's /metrics). */
+  readonly metrics?: RpcMetrics;
 }
 
 type Served = Extract<MethodImplSpec, { kind: "unary" } | { kind: "server_streaming" }>;
@@ -81,6 +84,7 @@ export class GrpcFastPath {
     const streaming = spec.kind === "server_streaming";
     let ids: Record<string, string> = {};
     let messages = 0;
+    if (streaming) this.opts.metrics?.streamOpened(entry.procedure);
     try {
       const input = fromBinary(spec.method.input, await this.readMessage(stream));
       ids = idsOf(input);
@@ -96,12 +100,17 @@ export class GrpcFastPath {
         if (ctx.expired()) throw new ConnectError("the deadline passed", Code.DeadlineExceeded);
       }
       this.finish(stream, ctx, undefined);
-      logRpc(this.opts.log, entry.procedure, 0, performance.now() - start, ids, streaming ? messages : undefined);
+      const ms = performance.now() - start;
+      this.opts.metrics?.observe(entry.procedure, 0, ms);
+      logRpc(this.opts.log, entry.procedure, 0, ms, ids, streaming ? messages : undefined);
     } catch (err) {
       const ce = ctx.expired() ? new ConnectError("the deadline passed", Code.DeadlineExceeded) : toConnectError(err);
       this.finish(stream, ctx, ce);
-      logRpc(this.opts.log, entry.procedure, ce.code, performance.now() - start, ids, streaming ? messages : undefined, ce.cause ?? err);
+      const ms = performance.now() - start;
+      this.opts.metrics?.observe(entry.procedure, ce.code, ms);
+      logRpc(this.opts.log, entry.procedure, ce.code, ms, ids, streaming ? messages : undefined, ce.cause ?? err);
     } finally {
+      if (streaming) this.opts.metrics?.streamClosed(entry.procedure);
       ctx.done();
     }
   }

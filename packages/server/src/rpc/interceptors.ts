@@ -1,5 +1,6 @@
 import { Code, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "../log.js";
+import type { RpcMetrics } from "../metrics/rpc-metrics.js";
 import { toConnectError } from "./errors.js";
 
 const ID_FIELDS = ["id", "vmId", "nodeId", "name", "projectId", "hostname"] as const;
@@ -17,14 +18,19 @@ export function idsOf(message: unknown): Record<string, string> {
 
 /**
  * Maps every error to the API's error vocabulary and writes one structured log line per
- * RPC (procedure, protocol, code, duration, resource ids), for unary calls and streams.
+ * RPC (procedure, protocol, code, duration, resource ids), for unary calls and streams,
+ * and counts it in `metrics` when given (the control plane's /metrics).
  */
-export function observeAndMapErrors(log: Logger, now: () => number = () => performance.now()): Interceptor {
+export function observeAndMapErrors(log: Logger, now: () => number = () => performance.now(), metrics?: RpcMetrics): Interceptor {
   return (next) => async (req) => {
     const start = now();
     const procedure = `${req.service.typeName}/${req.method.name}`;
     const ids = req.stream ? {} : idsOf(req.message);
-    const done = (code: Code | 0, cause?: unknown, messages?: number) => logRpc(log, procedure, code, now() - start, ids, messages, cause);
+    const done = (code: Code | 0, cause?: unknown, messages?: number) => {
+      const ms = now() - start;
+      metrics?.observe(procedure, code, ms);
+      logRpc(log, procedure, code, ms, ids, messages, cause);
+    };
     let res;
     try {
       res = await next(req);
@@ -40,6 +46,7 @@ export function observeAndMapErrors(log: Logger, now: () => number = () => perfo
     const source = res.message;
     async function* wrapped() {
       let n = 0;
+      metrics?.streamOpened(procedure);
       try {
         for await (const m of source) {
           n++;
@@ -50,6 +57,8 @@ export function observeAndMapErrors(log: Logger, now: () => number = () => perfo
         const ce = toConnectError(err);
         done(ce.code, ce.cause ?? err, n);
         throw ce;
+      } finally {
+        metrics?.streamClosed(procedure);
       }
     }
     return { ...res, message: wrapped() };
