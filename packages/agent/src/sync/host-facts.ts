@@ -1,6 +1,7 @@
 import { readFile, readdir, statfs } from "node:fs/promises";
 import * as os from "node:os";
 import { create } from "@bufbuild/protobuf";
+import { readHostIo } from "./host-io.js";
 import { CpuInfoSchema, MemoryInfoSchema, NetworkDeviceSchema, NodeUsageSchema, StorageDeviceSchema, type CpuInfo, type MemoryInfo, type NetworkDevice, type NodeUsage, type StorageDevice } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 
 /** What the control plane needs to know about this host's hardware. */
@@ -95,12 +96,21 @@ export async function readCpuTimes(): Promise<CpuTimes> {
   return { busy: total - idle, total };
 }
 
-/** Host usage since `prev` (CPU) and now (memory, load). */
+/** Host usage since `prev` (CPU) and now (memory, load, disk and network counters). */
 export async function readUsage(prev: CpuTimes | undefined, now: CpuTimes): Promise<NodeUsage> {
-  const meminfo = await text("/proc/meminfo");
+  const [meminfo, io] = await Promise.all([text("/proc/meminfo"), readHostIo()]);
   const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(meminfo)?.[1] ?? 0);
   const used = Math.max(0, kb("MemTotal") - kb("MemAvailable"));
   const dt = prev ? now.total - prev.total : 0;
   const cpu = dt > 0 ? ((now.busy - prev!.busy) / dt) * 100 : 0;
-  return create(NodeUsageSchema, { cpuUsagePercent: Math.round(cpu * 10) / 10, memoryUsedMib: BigInt(Math.floor(used / 1024)), loadAverage1m: os.loadavg()[0] ?? 0 });
+  const [load1 = 0, load5 = 0, load15 = 0] = os.loadavg();
+  return create(NodeUsageSchema, {
+    cpuUsagePercent: Math.round(cpu * 10) / 10,
+    memoryUsedMib: BigInt(Math.floor(used / 1024)),
+    memoryTotalMib: BigInt(Math.floor(kb("MemTotal") / 1024)),
+    loadAverage1m: load1,
+    loadAverage5m: load5,
+    loadAverage15m: load15,
+    ...io,
+  });
 }

@@ -1,5 +1,4 @@
 import { create } from "@bufbuild/protobuf";
-import { NodeUsageSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { UpdateHeartbeatRequestSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { PowerState } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { QuantixError, type Clock, type Store } from "@quantix/core";
@@ -56,7 +55,7 @@ export class SimulatedNodes {
   private async beat(): Promise<void> {
     for (const id of this.hypervisors.keys()) {
       try {
-        await this.deps.nodes.heartbeat(create(UpdateHeartbeatRequestSchema, { id, usage: create(NodeUsageSchema, {}) }));
+        await this.deps.nodes.heartbeat(create(UpdateHeartbeatRequestSchema, { id }));
       } catch (err) {
         if (err instanceof QuantixError && err.code === "not_found") {
           // The node was decommissioned: its simulated host goes away with it.

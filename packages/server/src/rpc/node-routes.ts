@@ -3,8 +3,8 @@ import { create } from "@bufbuild/protobuf";
 import { EmptySchema } from "@bufbuild/protobuf/wkt";
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import type { NodeDrainService } from "../services/node-drain.js";
+import { nodeMetrics } from "../services/node-metrics.js";
 import type { NodeService as Nodes } from "../services/node-service.js";
-import { unimplemented } from "./errors.js";
 
 /** The implementation of Quantixkvm.compute.v1.NodeService, for every protocol. */
 export function nodeServiceImpl(nodes: Nodes, drains: NodeDrainService): ServiceImpl<typeof NodeService> {
@@ -22,8 +22,6 @@ export function nodeServiceImpl(nodes: Nodes, drains: NodeDrainService): Service
     updateHeartbeat: (req) => nodes.heartbeat(req),
     watchNodes: (req, ctx) => nodes.watch(req, ctx.signal),
     drainNode: (req, ctx) => drains.drain(req, ctx.signal),
-    getNodeMetrics: () => {
-      throw unimplemented("GetNodeMetrics", "the node metrics work of the scheduler issue");
-    },
+    getNodeMetrics: async (req) => nodeMetrics(await nodes.get(req.id)),
   };
 }
