@@ -87,6 +87,11 @@ export interface ShutdownOptions {
   readonly force: boolean;
   /** How long to wait for the guest to power off before forcing it (graceful only). */
   readonly timeoutSeconds: number;
+  /**
+   * Graceful only: aborted when a forced ShutdownVm or DeleteVm preempts this stop. The
+   * backend then stops waiting for the guest and powers off at once, as force would.
+   */
+  readonly signal?: AbortSignal | undefined;
 }
 
 /** Where an outgoing live migration stands (QEMU's query-migrate, in its own words). */

@@ -136,3 +136,29 @@ test("watch sends the snapshot, SYNCED, then changes from calls and from the bac
   ac.abort();
   assert.equal((await it.next()).done, true);
 });
+
+test("a forced ShutdownVm or DeleteVm preempts a slow graceful one instead of queuing behind it", async () => {
+  const backend = new SimulatedBackend({ bootMs: 1, shutdownMs: 20_000, consoleIntervalMs: 0 });
+  const m = new VmManager({ backend });
+  await m.start();
+  try {
+    for (const id of ["vm-g1", "vm-g2"]) {
+      await m.create(id, smallConfig());
+      await m.boot(id);
+    }
+    const graceful1 = m.shutdown("vm-g1", false, 60);
+    const graceful2 = m.shutdown("vm-g2", false, 60);
+    const t0 = Date.now();
+    assert.equal(await m.shutdown("vm-g1", true, 0), "shutdown");
+    await m.delete("vm-g2", true);
+    // The guest takes 20 s to power off gracefully: anything near that means the forced call waited.
+    assert.ok(Date.now() - t0 < 5000, `forced calls took ${Date.now() - t0} ms`);
+    assert.equal(await graceful1, "shutdown");
+    assert.equal(await graceful2, "shutdown");
+    assert.equal((await backend.getVMInfo("vm-g1")).state, "shutdown");
+    assert.equal((await failure(m.info("vm-g2"))).code, "not_found");
+  } finally {
+    m.close();
+    await backend.close();
+  }
+});

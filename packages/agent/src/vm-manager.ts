@@ -32,6 +32,8 @@ export class VmManager {
   private readonly clock: Clock;
   private readonly ids: IdGenerator;
   private readonly chains = new Map<string, Promise<unknown>>();
+  /** Per VM: aborted by a forced ShutdownVm/DeleteVm so outstanding graceful stops give way. */
+  private readonly preempts = new Map<string, AbortController>();
   private readonly createdAt = new Map<string, number>();
   private readonly hub = new VmWatchHub();
   private unsubscribe: (() => void) | undefined;
@@ -83,6 +85,7 @@ export class VmManager {
 
   /** DeleteVm; a running or paused VM needs force and is powered off first. */
   async delete(vmId: string, force: boolean): Promise<void> {
+    if (force) this.preemptGraceful(vmId);
     await this.act(vmId, "delete", force, async (info) => {
       if (info.state === "running" || info.state === "paused") await this.backend.shutdownVM(vmId, { force: true, timeoutSeconds: 0 });
       await this.backend.deleteVM(vmId);
@@ -100,7 +103,11 @@ export class VmManager {
   shutdown(vmId: string, force: boolean, timeoutSeconds: number): Promise<BackendVmState> {
     if (timeoutSeconds < 0 || timeoutSeconds > 3600) throw new QuantixError("invalid_argument", `timeout_seconds: must be between 1 and 3600 (0 means 60), got ${timeoutSeconds}`, [{ field: "timeout_seconds", reason: "OUT_OF_RANGE", description: "must be between 1 and 3600 (0 means 60)" }]);
     if (!force) this.need("graceful-shutdown", "ShutdownVm without force");
-    return this.act(vmId, "shutdown", force, () => this.backend.shutdownVM(vmId, { force, timeoutSeconds: timeoutSeconds || 60 }));
+    // Force powers off at once (docs/api/vmm-service.md): it must not queue behind a
+    // graceful stop that waits for the guest, so it cuts that wait short first.
+    if (force) this.preemptGraceful(vmId);
+    const signal = force ? undefined : this.gracefulSignal(vmId);
+    return this.act(vmId, "shutdown", force, () => this.backend.shutdownVM(vmId, { force, timeoutSeconds: timeoutSeconds || 60, signal }));
   }
 
   /** PauseVm. */
@@ -224,9 +231,24 @@ export class VmManager {
     );
     this.chains.set(vmId, tail);
     void tail.then(() => {
-      if (this.chains.get(vmId) === tail) this.chains.delete(vmId);
+      if (this.chains.get(vmId) !== tail) return;
+      this.chains.delete(vmId);
+      this.preempts.delete(vmId);
     });
     return run;
+  }
+
+  /** The signal every graceful stop of this VM queued until the next forced one observes. */
+  private gracefulSignal(vmId: string): AbortSignal {
+    let ac = this.preempts.get(vmId);
+    if (!ac) this.preempts.set(vmId, (ac = new AbortController()));
+    return ac.signal;
+  }
+
+  /** Makes the VM's outstanding graceful stops (running or queued) power off at once. */
+  private preemptGraceful(vmId: string): void {
+    this.preempts.get(vmId)?.abort();
+    this.preempts.delete(vmId);
   }
 
   private need(capability: string, what: string): void {

@@ -262,24 +262,33 @@ export class QemuBackend implements Backend {
   /**
    * Graceful: resumes a paused guest (a paused one cannot react), presses the ACPI power
    * button every 2 s (a guest still booting misses a single press), and quits QEMU after
-   * the timeout. Forced: quits at once. SIGKILL if QEMU outlives quit by 5 s.
+   * the timeout, or at once when `options.signal` aborts (a forced stop preempts). Forced:
+   * quits at once. SIGKILL if QEMU outlives quit by 5 s.
    */
   private async stop(entry: Entry, options: ShutdownOptions): Promise<void> {
     const rt = entry.runtime;
     if (!rt) return;
     entry.stopping = true;
-    const endedWithin = (ms: number): Promise<boolean> => new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), ms);
-      void rt.ended.then(() => (clearTimeout(timer), resolve(true)));
+    const signal = options.signal;
+    const endedWithin = (ms: number, abortable = false): Promise<boolean> => new Promise((resolve) => {
+      const done = (ended: boolean) => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        resolve(ended);
+      };
+      const onAbort = () => done(false);
+      const timer = setTimeout(() => done(false), ms);
+      if (abortable) signal?.addEventListener("abort", onAbort, { once: true });
+      void rt.ended.then(() => done(true));
     });
-    if (!options.force) {
+    if (!options.force && !signal?.aborted) {
       if (rt.paused) await rt.qmp.execute("cont").catch(() => {});
       const deadline = this.clock.now() + options.timeoutSeconds * 1000;
       let left: number;
       do {
         await rt.qmp.execute("system_powerdown").catch(() => {});
         left = deadline - this.clock.now();
-      } while (left > 0 && !(await endedWithin(Math.min(2000, left))));
+      } while (left > 0 && !signal?.aborted && !(await endedWithin(Math.min(2000, left), true)));
     }
     if (!(await endedWithin(0))) {
       await rt.qmp.execute("quit").catch(() => {});

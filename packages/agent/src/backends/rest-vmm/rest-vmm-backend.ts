@@ -137,7 +137,7 @@ export class RestVmmBackend implements Backend {
   async shutdownVM(vmId: string, options: ShutdownOptions): Promise<void> {
     const rec = this.get(vmId);
     const graceMs = options.force ? 0 : Math.max(1, options.timeoutSeconds) * 1000;
-    await this.stopProcess(rec, graceMs);
+    await this.stopProcess(rec, graceMs, options.signal);
     await this.detach(rec);
     rec.startedAtMs = undefined;
     await this.setState(rec, "shutdown", undefined);
@@ -242,18 +242,21 @@ export class RestVmmBackend implements Backend {
     }
   }
 
-  /** Ends the VMM: the guest gets `graceMs` to power off, then the API stop, then SIGKILL. */
-  private async stopProcess(rec: VmRecord, graceMs: number): Promise<void> {
+  /**
+   * Ends the VMM: the guest gets `graceMs` to power off (cut short when `signal` aborts:
+   * a forced stop preempts), then the API stop, then SIGKILL.
+   */
+  private async stopProcess(rec: VmRecord, graceMs: number, signal?: AbortSignal): Promise<void> {
     const proc = rec.process;
     if (!proc) return;
     rec.stopping = true;
     const api = this.api(rec);
-    if (graceMs > 0 && isAlive(proc.pid)) {
+    if (graceMs > 0 && !signal?.aborted && isAlive(proc.pid)) {
       const asked = await (async () => {
         if (rec.state === "paused") await this.driver.resume(api);
         await this.driver.requestPowerOff(api);
       })().then(() => true, () => false);
-      if (asked) await waitGone(proc.pid, graceMs);
+      if (asked) await waitGone(proc.pid, graceMs, signal);
     }
     if (isAlive(proc.pid)) {
       if (await this.driver.stopNow(api).catch(() => false)) await waitGone(proc.pid, 2000);
@@ -300,7 +303,7 @@ function describeExit(type: string, exit: VmmExit): string {
   return `the ${type} process is gone`;
 }
 
-async function waitGone(pid: number, timeoutMs: number): Promise<void> {
+async function waitGone(pid: number, timeoutMs: number, signal?: AbortSignal): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (isAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+  while (isAlive(pid) && Date.now() < deadline && !signal?.aborted) await new Promise((r) => setTimeout(r, 25));
 }

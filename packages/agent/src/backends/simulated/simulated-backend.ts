@@ -89,7 +89,7 @@ export class SimulatedBackend implements Backend {
 
   async shutdownVM(vmId: string, options: ShutdownOptions): Promise<void> {
     const vm = this.vm(vmId);
-    if (!options.force) await this.delay(Math.min(this.shutdownMs, options.timeoutSeconds * 1000));
+    if (!options.force) await this.delay(Math.min(this.shutdownMs, options.timeoutSeconds * 1000), options.signal);
     this.stop(vm, "shutdown", "simulated console: powered off");
   }
 
@@ -218,15 +218,19 @@ export class SimulatedBackend implements Backend {
     for (const l of this.listeners) l(event);
   }
 
-  /** Waits without holding the process open after close(). */
-  private delay(ms: number): Promise<void> {
-    if (ms <= 0) return Promise.resolve();
+  /** Waits without holding the process open after close(); ends early when `signal` aborts. */
+  private delay(ms: number, signal?: AbortSignal): Promise<void> {
+    if (ms <= 0 || signal?.aborted) return Promise.resolve();
     return new Promise((resolve) => {
-      const t = setTimeout(() => {
+      const done = () => {
+        clearTimeout(t);
         this.pending.delete(t);
+        signal?.removeEventListener("abort", done);
         resolve();
-      }, ms);
-      this.pending.set(t, resolve);
+      };
+      const t = setTimeout(done, ms);
+      this.pending.set(t, done);
+      signal?.addEventListener("abort", done, { once: true });
     });
   }
 }
