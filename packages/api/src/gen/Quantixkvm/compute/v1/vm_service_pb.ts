@@ -973,7 +973,8 @@ export const VMService: GenService<{
    * FAILED_PRECONDITION when the VM is not placed on a node or its node cannot measure
    * VMs (simulated nodes: capability "metrics" missing); UNAVAILABLE while the node is
    * unreachable. Fields the node's hypervisor does not measure are listed in
-   * ResourceUsage.not_measured.
+   * ResourceUsage.not_measured. Not served yet: UNIMPLEMENTED until the control plane
+   * samples agents (the agent's GetVmInfo already measures what it will stream).
    *
    * @generated from rpc Quantixkvm.compute.v1.VMService.StreamMetrics
    */
