@@ -8,7 +8,7 @@ import { VmConfigSchema, VmService, type VmConfig } from "@quantix/api/gen/vmm/v
 import { buildQemuArgs } from "@quantix/agent/backends/qemu/qemu-args.js";
 import { vmPaths } from "@quantix/agent/backends/qemu/qemu-vm-dir.js";
 import { QmpClient } from "@quantix/agent/backends/qemu/qmp-client.js";
-import { buildTestGuest, GUEST_MARKER } from "@quantix/testing/guest.js";
+import { buildTestGuest, GUEST_MARKER, type TestGuest } from "@quantix/testing/guest.js";
 import { startServer, type Server } from "./proc.js";
 import { median, nowMs, withTimeout } from "./stats.js";
 
@@ -27,11 +27,13 @@ export interface AgentMigrateResult {
   readonly runs: number;
 }
 
-const MAX_DOWNTIME_MS = 300;
-const times = (wallMs: number[], downtimeMs: number[]): MigrateTimes => ({ wallMs, downtimeMs, medianWallMs: median(wallMs), medianDowntimeMs: median(downtimeMs) });
+/** The downtime limit every migration of the bench asks for. */
+export const MAX_DOWNTIME_MS = 300;
+/** Samples and their medians. */
+export const times = (wallMs: number[], downtimeMs: number[]): MigrateTimes => ({ wallMs, downtimeMs, medianWallMs: median(wallMs), medianDowntimeMs: median(downtimeMs) });
 
 /** One QEMU the bench runs itself, from the agent's own command line for the config. */
-async function qemu(config: VmConfig, dir: string, name: string, extra: string[]): Promise<{ qmp: QmpClient; stop: () => Promise<void> }> {
+export async function qemu(config: VmConfig, dir: string, name: string, extra: string[]): Promise<{ qmp: QmpClient; stop: () => Promise<void> }> {
   const paths = vmPaths(dir, name);
   rmSync(paths.dir, { recursive: true, force: true });
   mkdirSync(paths.dir, { recursive: true });
@@ -52,7 +54,7 @@ async function qemu(config: VmConfig, dir: string, name: string, extra: string[]
 }
 
 /** QEMU's own migration: source -> a fresh `-incoming defer` target, polled every 10 ms. */
-async function migrateDirect(config: VmConfig, dir: string, source: Awaited<ReturnType<typeof qemu>>, run: number) {
+export async function migrateDirect(config: VmConfig, dir: string, source: Awaited<ReturnType<typeof qemu>>, run: number) {
   const target = await qemu(config, dir, `direct-${run}`, ["-incoming", "defer"]);
   await target.qmp.execute("migrate-incoming", { uri: "tcp:127.0.0.1:0" });
   const q = await target.qmp.execute<{ "socket-address": { port: string }[] }>("query-migrate");
@@ -80,6 +82,16 @@ async function migrateViaAgents(from: Client<typeof VmService>, to: Client<typeo
   return { wall: nowMs() - t0, downtime };
 }
 
+/** The test guest's vmm.v1 config with `mib` of memory, as the migrations of the bench run it. */
+export function migrateConfig(guest: TestGuest, mib: bigint): VmConfig {
+  return create(VmConfigSchema, {
+    cpu: { vcpuCount: 1 },
+    memory: { sizeBytes: mib * 1024n * 1024n },
+    boot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, kernelArgs: guest.kernelArgs },
+    console: { enabled: true },
+  });
+}
+
 /**
  * Two agent processes (TCG) sharing the test guest's directory move one booted guest
  * back and forth `runs` times; the bench does the same with two QEMU processes of the
@@ -87,12 +99,7 @@ async function migrateViaAgents(from: Client<typeof VmService>, to: Client<typeo
  */
 export async function agentMigrate(runs: number, progress: (msg: string) => void): Promise<AgentMigrateResult> {
   const guest = await buildTestGuest();
-  const config = create(VmConfigSchema, {
-    cpu: { vcpuCount: 1 },
-    memory: { sizeBytes: 128n * 1024n * 1024n },
-    boot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, kernelArgs: guest.kernelArgs },
-    console: { enabled: true },
-  });
+  const config = migrateConfig(guest, 128n);
   const dir = mkdtempSync("/tmp/qx-bench-mig-");
   const shared = dirname(dirname(guest.kernelPath)); // the guest cache holds kernel and initrd
   const env = (n: string) => ({ VMCP_BACKEND: "qemu", VMCP_QEMU_KVM: "false", VMCP_ADDRESS: "127.0.0.1", VMCP_PORT: "0", VMCP_STATE_DIR: join(dir, n), VMCP_SHARED_DIRS: shared });
