@@ -41,7 +41,7 @@ export class VmReconciler {
   constructor(private readonly deps: VmReconcilerDeps) {
     this.queue = new WorkQueue(
       (key) => (key.startsWith("node:") ? this.refreshNode(key.slice(5)) : this.reconcile(key.slice(3))),
-      (key, err) => deps.log.log("warn", "reconcile failed; will retry at resync", { key, error: String(err) }),
+      (key, err, retryInMs) => deps.log.log("warn", "reconcile failed; retrying with backoff", { key, error: String(err), retryInMs }),
     );
   }
 
@@ -179,7 +179,11 @@ export class VmReconciler {
       const stepped = await this.step(vm, desired, driver, obs);
       if (stepped) obs = await driver.observe(vm.id);
     } catch (err) {
-      if (err instanceof QuantixError && err.code === "unavailable") return this.writeUnreachable(vm, err.message);
+      if (err instanceof QuantixError && err.code === "unavailable") {
+        // Retryable: say so in status, then fail the pass so the queue retries with backoff.
+        await this.writeUnreachable(vm, err.message);
+        throw err;
+      }
       if (err instanceof SpecRejected) return this.writeRejected(vm, err.message);
       throw err;
     }
