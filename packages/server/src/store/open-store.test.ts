@@ -11,6 +11,7 @@ import { startPostgres, startTestServer, type TestPostgres } from "@quantix/test
 import pg from "pg";
 import { silentLogger } from "../log.js";
 import { openStore } from "./open-store.js";
+import type { SqlStore } from "./sql/sql-store.js";
 import { fixtureVm } from "./store-fixtures.js";
 
 // Refusals change nothing: a data directory or database Quantix cannot use is left exactly
@@ -153,7 +154,12 @@ describe("opening the PostgreSQL store", () => {
     const s = await postgres(own.url);
     try {
       await s.vms.create(fixtureVm());
+      // A transaction in flight when the server goes: its connection's 'error' must not end this process.
+      const inFlight = (s as SqlStore).driver.transaction(async (tx) => tx.query("SELECT pg_sleep(5)"));
+      inFlight.catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 200));
       await own.stop();
+      await assert.rejects(inFlight, (e: unknown) => e instanceof QuantixError && e.code === "unavailable");
       await assert.rejects(s.vms.get("anything"), (e: unknown) => e instanceof QuantixError && e.code === "unavailable" && /database is unavailable/.test(e.message));
       await assert.rejects(s.vms.create(fixtureVm()), (e: unknown) => e instanceof QuantixError && e.code === "unavailable");
     } finally {

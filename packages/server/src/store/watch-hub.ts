@@ -121,6 +121,20 @@ export class WatchHub<T> {
     }, this.limits.maxBacklog);
   }
 
+  /**
+   * Ends every watcher with `err` and forgets the history: this hub's changes no longer
+   * form an unbroken sequence (a durable store's history was compacted under a lagging
+   * reader, or went back). Watchers may resume from `revision` or later.
+   */
+  reset(revision: bigint, err: Error): void {
+    for (const sub of this.subscribers) sub.sink.fail(err);
+    this.subscribers.clear();
+    this.jobs.length = 0;
+    this.pending = [];
+    this.history = [];
+    this.compactedThrough = revision;
+  }
+
   /** The number of live watchers (for metrics and tests). */
   get watcherCount(): number {
     return this.subscribers.size;

@@ -29,6 +29,7 @@ export class ChangeTailer {
   private timer: NodeJS.Timeout | undefined;
   private unlisten: (() => Promise<void>) | undefined;
   private failure: unknown;
+  private listening = false;
 
   constructor(
     private readonly driver: SqlDriver,
@@ -102,6 +103,9 @@ export class ChangeTailer {
   }
 
   private async relisten(): Promise<void> {
+    // A connect slower than the poll interval must not start a second LISTEN connection.
+    if (this.listening) return;
+    this.listening = true;
     try {
       const stop = await this.driver.listen(
         CHANGES_CHANNEL,
@@ -116,15 +120,44 @@ export class ChangeTailer {
       void this.kick();
     } catch (err) {
       this.onError(err);
+    } finally {
+      this.listening = false;
     }
   }
 
   private async readBatch(): Promise<number> {
-    const { rows } = await this.driver.query<{ revision: unknown; kind: string; type: string; data: Uint8Array; previous: Uint8Array | null; previous_version: unknown }>(
-      "SELECT revision, kind, type, data, previous, previous_version FROM quantix_changes WHERE revision > $1 ORDER BY revision LIMIT $2",
+    // One statement, one snapshot: the history's bounds and the rows after `last`.
+    const { rows } = await this.driver.query<{
+      compacted_revision: unknown;
+      latest: unknown;
+      revision: unknown;
+      kind: string | null;
+      type: string;
+      data: Uint8Array;
+      previous: Uint8Array | null;
+      previous_version: unknown;
+    }>(
+      `SELECT m.compacted_revision, m.revision AS latest, c.revision, c.kind, c.type, c.data, c.previous, c.previous_version
+       FROM quantix_meta m
+       LEFT JOIN LATERAL (SELECT * FROM quantix_changes WHERE revision > $1 ORDER BY revision LIMIT $2) c ON true
+       WHERE m.id = 1`,
       [this.last, BATCH],
     );
+    const compacted = big(rows[0]?.compacted_revision ?? 0);
+    const latest = big(rows[0]?.latest ?? 0);
+    if (this.last < compacted) {
+      // This replica fell behind by more than the retention (cut off from the database while
+      // others wrote): the changes in between are gone. Watchers learn it; they do not get a gap.
+      this.restart(compacted, `this replica's view of the history fell behind the retention (it had revision ${this.last}, history now starts after ${compacted})`);
+    } else if (latest < this.last) {
+      // The database went back (restored from a backup, or a failover lost commits).
+      this.restart(latest, `the database's latest revision ${latest} is older than revision ${this.last} this replica had seen (restored or failed over?)`);
+      return 0;
+    }
+    let read = 0;
     for (const row of rows) {
+      if (row.kind === null || row.revision === null) continue;
+      read++;
       const revision = big(row.revision);
       const sink = this.sinks.get(row.kind);
       if (sink) {
@@ -137,6 +170,14 @@ export class ChangeTailer {
       }
       this.last = revision;
     }
-    return rows.length;
+    return read;
+  }
+
+  /** Ends every watcher with OUT_OF_RANGE and continues from `revision`. */
+  private restart(revision: bigint, why: string): void {
+    const err = new QuantixError("out_of_range", `watch: ${why}; list again and watch from the list's resource_version`);
+    for (const sink of this.sinks.values()) sink.hub.reset(revision, err);
+    this.last = revision;
+    this.onError(err);
   }
 }

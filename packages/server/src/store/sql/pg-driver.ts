@@ -95,31 +95,44 @@ export class PgDriver implements SqlDriver {
   }
 
   async transaction<T>(fn: (tx: Queryable) => Promise<T>, options?: { repeatableRead?: boolean }): Promise<T> {
-    const client = await this.pool.connect().catch((err: unknown) => Promise.reject(unavailable(err)));
+    const client = await this.checkout();
+    let broken: Error | undefined;
     try {
       await client.query(options?.repeatableRead ? "BEGIN ISOLATION LEVEL REPEATABLE READ" : "BEGIN");
       const result = await fn(wrap(client));
       await client.query("COMMIT");
       return result;
     } catch (err) {
-      await client.query("ROLLBACK").catch(() => undefined);
-      throw err;
+      await client.query("ROLLBACK").catch((e: unknown) => (broken = e as Error));
+      throw unavailable(err);
     } finally {
-      client.release();
+      // A connection whose ROLLBACK failed is not given back to the pool.
+      client.release(broken);
     }
   }
 
+  /**
+   * A pooled connection with an 'error' listener: node-postgres emits 'error' on a checked-out
+   * client when the server goes away, and an unlistened 'error' would end the process.
+   */
+  private async checkout(): Promise<pg.PoolClient> {
+    const client = await this.pool.connect().catch((err: unknown) => Promise.reject(unavailable(err)));
+    if (client.listenerCount("error") === 0) client.on("error", () => undefined);
+    return client;
+  }
+
   async withAdvisoryLock<T>(key: bigint, fn: (conn: Queryable) => Promise<T>): Promise<T> {
-    const client = await this.pool.connect();
+    const client = await this.checkout();
+    let broken: Error | undefined;
     try {
-      await client.query("SELECT pg_advisory_lock($1)", [key.toString()]);
+      await wrap(client).query("SELECT pg_advisory_lock($1)", [key]);
       try {
         return await fn(wrap(client));
       } finally {
-        await client.query("SELECT pg_advisory_unlock($1)", [key.toString()]);
+        await client.query("SELECT pg_advisory_unlock($1)", [key.toString()]).catch((e: unknown) => (broken = e as Error));
       }
     } finally {
-      client.release();
+      client.release(broken);
     }
   }
 

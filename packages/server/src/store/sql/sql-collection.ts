@@ -169,9 +169,12 @@ export class SqlCollection<S extends DescMessage, Q> implements Repository<Messa
           let cursor = fromRevision;
           // History older than the hub's is read from the table, a page at a time.
           while (!done && cursor < this.hub.oldestResumable) {
-            const page = await this.history(cursor, this.hub.oldestResumable);
+            // The hub may compact further while the page is read: continue from the bound
+            // this page was read up to, never from a newer one (that would skip revisions).
+            const through = this.hub.oldestResumable;
+            const page = await this.history(cursor, through);
             if (page.length > 0) sink.push(page);
-            cursor = page.length === HISTORY_PAGE ? page[page.length - 1]!.revision : this.hub.oldestResumable;
+            cursor = page.length === HISTORY_PAGE ? page[page.length - 1]!.revision : through;
           }
           if (!done) unsubscribe = this.hub.subscribe(cursor, sink);
         } catch (err) {
