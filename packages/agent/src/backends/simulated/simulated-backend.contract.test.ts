@@ -12,5 +12,5 @@ backendContract(
     const config = create(VmConfigSchema, { cpu: { vcpuCount: 1 }, memory: { sizeBytes: 256n * 1024n * 1024n }, boot: { kernelPath: "/boot/vmlinuz" } });
     return { backend, config, cleanup: () => backend.close() };
   },
-  { processes: false, timeoutMs: 5000 },
+  { processes: false, timeoutMs: 5000, bootMarker: "simulated console: booted" },
 );
