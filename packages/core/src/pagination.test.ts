@@ -86,11 +86,17 @@ describe("parsePageRequest: page_token", () => {
       Buffer.from(JSON.stringify({ v: 2, o: "created_at:desc", f: "project=p1", k: 1, i: "x" })).toString("base64url"),
       Buffer.from(JSON.stringify({ v: 1, o: "created_at:desc", f: "project=p1", k: {}, i: "x" })).toString("base64url"),
       Buffer.from(JSON.stringify({ v: 1, o: "created_at:desc", f: "project=p1", k: 1 })).toString("base64url"),
+      // A key of the wrong type for the order, or not a safe integer: never reaches the store.
+      Buffer.from(JSON.stringify({ v: 1, o: "created_at:desc", f: "project=p1", k: "not-a-number", i: "x" })).toString("base64url"),
+      Buffer.from(JSON.stringify({ v: 1, o: "created_at:desc", f: "project=p1", k: 1e300, i: "x" })).toString("base64url"),
+      Buffer.from(JSON.stringify({ v: 1, o: "created_at:desc", f: "project=p1", k: 1.5, i: "x" })).toString("base64url"),
       // A well-formed token grown past the size limit.
       encodePageToken(order, "project=p1", { key: 1, id: "x".repeat(3000) }),
     ];
     for (const pageToken of garbage) {
       rejects(() => parse({ pageToken, orderBy: "created_at desc" }), "page_token", "INVALID_FORMAT");
     }
+    const numberForName = Buffer.from(JSON.stringify({ v: 1, o: "name:asc", f: "project=p1", k: 7, i: "x" })).toString("base64url");
+    rejects(() => parse({ pageToken: numberForName, orderBy: "name" }), "page_token", "INVALID_FORMAT");
   });
 });

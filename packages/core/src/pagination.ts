@@ -90,6 +90,13 @@ function decodeToken(v: Violations, token: string, order: string, fingerprint: s
     v.add("page_token", "MISMATCH", "was issued for a different filter or order_by; send the same filter and order_by, or start again");
     return undefined;
   }
+  // The key must have the order field's type (a time as a safe integer, a name as text),
+  // so a forged token is INVALID_ARGUMENT here rather than a database error later.
+  const timeOrder = order.split(":")[0]!.endsWith("_at");
+  if (timeOrder ? !(typeof b.k === "number" && Number.isSafeInteger(b.k)) : typeof b.k !== "string" || b.k.length > 1024) {
+    v.add("page_token", "INVALID_FORMAT", "is not a token returned by this API; start again with an empty page_token");
+    return undefined;
+  }
   const total = typeof b.t === "number" && Number.isInteger(b.t) && b.t >= 0 ? b.t : undefined;
   return { cursor: { key: b.k, id: b.i }, total };
 }
