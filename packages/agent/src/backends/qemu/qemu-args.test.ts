@@ -71,6 +71,16 @@ test("relative paths, control characters and bad NICs are rejected with every vi
   });
 });
 
+test("a root disk asks for boot index 0 only when no kernel is given (-kernel's ROM holds it)", () => {
+  const bootIndexes = (args: string[]) => values(args, "-device").map((v) => (JSON.parse(v) as Record<string, unknown>)["bootindex"]);
+  const storage = [{ id: "root", path: "/d/root.img", isRootDevice: true }, { id: "data", path: "/d/data.img" }];
+  const disks: DiskSource[] = [{ format: "raw", blockDevice: false }, { format: "raw", blockDevice: false }];
+  assert.deepEqual(bootIndexes(buildQemuArgs(spec({ storage }, disks))), [0, undefined]);
+  const direct = buildQemuArgs(spec({ storage, boot: { kernelPath: "/boot/vmlinuz", kernelArgs: "root=/dev/vda" } }, disks));
+  assert.deepEqual(values(direct, "-kernel"), ["/boot/vmlinuz"]);
+  assert.deepEqual(bootIndexes(direct), [undefined, undefined]);
+});
+
 test("an interface without a declared capability fails naming it", () => {
   assert.throws(() => buildQemuArgs(spec({ storage: [{ id: "d", path: "/d", interfaceType: StorageInterfaceType.NVME }] })),
     (e: unknown) => e instanceof QuantixError && e.code === "failed_precondition" && e.message.includes('"nvme"'));

@@ -105,13 +105,17 @@ export function buildQemuArgs(spec: QemuLaunchSpec): string[] {
     if (boot.initrdPath) args.push("-initrd", boot.initrdPath);
     if (boot.kernelArgs) args.push("-append", boot.kernelArgs);
   }
+  // With -kernel, QEMU's linuxboot option ROM holds bootindex 0 and a disk asking for it
+  // stops QEMU ("The bootindex 0 has already been used"); the kernel boots anyway, so the
+  // root disk gets a boot index only when the firmware boots from disk.
+  const rootBootIndex = boot?.kernelPath ? {} : { bootindex: 0 };
   config.storage.forEach((disk, i) => {
     const source = spec.disks[i];
     if (!source) throw new QuantixError("internal", `no detected format for disk ${i}`);
     const ro = disk.readOnly;
     args.push("-blockdev", JSON.stringify({ driver: source.blockDevice ? "host_device" : "file", "node-name": `disk${i}-file`, filename: disk.path, "read-only": ro }));
     args.push("-blockdev", JSON.stringify({ driver: source.format, "node-name": `disk${i}`, file: `disk${i}-file`, "read-only": ro }));
-    args.push("-device", JSON.stringify({ driver: diskDriver(disk.interfaceType, i), id: `disk${i}-dev`, drive: `disk${i}`, ...(disk.isRootDevice ? { bootindex: 0 } : {}) }));
+    args.push("-device", JSON.stringify({ driver: diskDriver(disk.interfaceType, i), id: `disk${i}-dev`, drive: `disk${i}`, ...(disk.isRootDevice ? rootBootIndex : {}) }));
   });
   config.network.forEach((nic, i) => {
     args.push("-netdev", JSON.stringify({ type: "tap", id: `net${i}`, ifname: nic.tapDevice, script: "no", downscript: "no" }));

@@ -117,8 +117,9 @@ test("disk paths with ',' and '=' open exactly that file, qcow2 is detected, the
     await writeFile(evil, new Uint8Array(1 << 20));
     await run("qemu-img", ["create", "-q", "-f", "qcow2", qcow, "16M"]);
     await run("ip", ["tuntap", "add", tap, "mode", "tap"]);
+    // A root disk beside direct kernel boot: QEMU must start (no clashing bootindex).
     await backend.createVM(vmId, guestConfig({
-      storage: create(VmConfigSchema, { storage: [{ id: "evil", path: evil }, { id: "data", path: qcow, readOnly: true }] }).storage,
+      storage: create(VmConfigSchema, { storage: [{ id: "evil", path: evil, isRootDevice: true }, { id: "data", path: qcow, readOnly: true }] }).storage,
       network: create(VmConfigSchema, { network: [{ id: "eth0", macAddress: "52:54:00:12:34:56", tapDevice: tap }] }).network,
     }));
     await backend.bootVM(vmId);
