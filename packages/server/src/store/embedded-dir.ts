@@ -1,4 +1,4 @@
-import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { QuantixError } from "@quantix/core";
 
@@ -14,20 +14,30 @@ export interface DataDir {
   readonly path: string;
   /** The embedded database's directory. */
   readonly database: string;
+  /** Records the schema version the database was migrated to (checked at the next start before it is opened). */
+  recordSchema(version: number): void;
   release(): void;
+}
+
+interface Marker {
+  format?: unknown;
+  engine?: unknown;
+  schema?: unknown;
 }
 
 function refuse(dir: string, what: string, todo: string): never {
   throw new QuantixError("failed_precondition", `QUANTIX_DATA_DIR ${dir}: ${what}. ${todo} Nothing was changed.`);
 }
 
+/** Whether `pid` is a live Node process (a pid reused by another program does not count). */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
+    if ((err as NodeJS.ErrnoException).code !== "EPERM") return false;
   }
+  const cmdline = readIfPresent(`/proc/${pid}/cmdline`);
+  return cmdline === "" || cmdline.includes("node");
 }
 
 /**
@@ -36,7 +46,7 @@ function alive(pid: number): boolean {
  * non-empty directory that is not ours, a marker or database it cannot make sense of,
  * and a directory another live process holds. A missing directory is created.
  */
-export function openDataDir(raw: string): DataDir {
+export function openDataDir(raw: string, knownSchema: number): DataDir {
   const dir = resolve(raw);
   if (existsSync(dir)) {
     if (!statSync(dir).isDirectory()) refuse(dir, "exists and is not a directory", "Point QUANTIX_DATA_DIR at a directory.");
@@ -48,34 +58,53 @@ export function openDataDir(raw: string): DataDir {
   } else {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
-  const entries = readdirSync(dir);
+  // A lock file alone is what a process that died before writing the marker leaves.
+  const entries = readdirSync(dir).filter((e) => e !== LOCK);
   const marker = join(dir, MARKER);
   if (entries.length > 0 && !entries.includes(MARKER)) {
     refuse(dir, `is not empty and is not a Quantix data directory (no ${MARKER})`, "Use an empty or new directory.");
   }
+  let recorded: Marker = { format: FORMAT, engine: "pglite" };
   if (entries.includes(MARKER)) {
-    let format: unknown;
     try {
-      format = (JSON.parse(readFileSync(marker, "utf8")) as { format?: unknown }).format;
+      recorded = JSON.parse(readFileSync(marker, "utf8")) as Marker;
     } catch (err) {
       refuse(dir, `its ${MARKER} cannot be read (${(err as Error).message}): the directory may be corrupt`, "Restore it from a backup, or move it away to start empty.");
     }
-    if (format !== FORMAT) refuse(dir, `has data format ${JSON.stringify(format)}, and this binary reads format ${FORMAT}`, "Run the Quantix release that wrote it.");
+    if (recorded.format !== FORMAT) refuse(dir, `has data format ${JSON.stringify(recorded.format)}, and this binary reads format ${FORMAT}`, "Run the Quantix release that wrote it.");
+    if (typeof recorded.schema === "number" && recorded.schema > knownSchema) {
+      refuse(
+        dir,
+        `its database's schema is at version ${recorded.schema}, newer than this Quantix binary understands (version ${knownSchema})`,
+        "Run a Quantix release at least as new as the one that last wrote it, or point QUANTIX_DATA_DIR elsewhere.",
+      );
+    }
     const pgVersion = join(dir, DATABASE, "PG_VERSION");
     if (entries.includes(DATABASE) && !/^\d+\s*$/.test(readIfPresent(pgVersion))) {
       refuse(dir, `its database (${DATABASE}/) is damaged: ${DATABASE}/PG_VERSION is missing or unreadable`, "Restore it from a backup, or move it away to start empty.");
     }
+  } else {
+    // The marker first, then the lock: a crash in between leaves a directory we recognise.
+    writeMarker(marker, recorded);
   }
   const lock = join(dir, LOCK);
   takeLock(dir, lock);
-  if (!entries.includes(MARKER)) writeFileSync(marker, JSON.stringify({ format: FORMAT, engine: "pglite" }) + "\n");
   return {
     path: dir,
     database: join(dir, DATABASE),
+    recordSchema(version: number) {
+      if (recorded.schema !== version) writeMarker(marker, (recorded = { ...recorded, schema: version }));
+    },
     release() {
       if (readIfPresent(lock).trim() === String(process.pid)) unlinkSync(lock);
     },
   };
+}
+
+/** Writes the marker atomically (a new file renamed over the old). */
+function writeMarker(path: string, marker: Marker): void {
+  writeFileSync(`${path}.tmp`, JSON.stringify(marker) + "\n");
+  renameSync(`${path}.tmp`, path);
 }
 
 function readIfPresent(path: string): string {

@@ -93,11 +93,29 @@ describe("opening the embedded store", () => {
     });
   }
 
+  it("refuses a data directory whose database is at a newer schema version before opening it, and changes nothing", async () => {
+    const dir = copyOfGood("newer-schema");
+    const marker = join(dir, "quantix-data.json");
+    writeFileSync(marker, JSON.stringify({ ...JSON.parse(readFileSync(marker, "utf8")), schema: 999 }));
+    const before = treeDigest(dir);
+    await refused(() => embedded(dir), /schema is at version 999, newer than this Quantix binary understands.*Nothing was changed/s);
+    assert.equal(treeDigest(dir), before);
+  });
+
+  it("starts in a directory a process left with only its lock file (it died before writing anything)", async () => {
+    const dir = join(root, "only-lock");
+    mkdirSync(dir);
+    writeFileSync(join(dir, "quantix.lock"), "999999999");
+    const s = await embedded(dir);
+    await s.close();
+  });
+
   it("refuses a data directory another live process holds", async () => {
     const dir = join(root, "held");
     const s = await embedded(dir);
     await s.close();
-    const holder = spawn("sleep", ["30"]);
+    // A live Node process (a pid reused by another program would not count).
+    const holder = spawn(process.execPath, ["-e", "setTimeout(() => {}, 30000)"]);
     try {
       writeFileSync(join(dir, "quantix.lock"), String(holder.pid));
       await refused(() => embedded(dir), new RegExp(`in use by another Quantix process \\(pid ${holder.pid}\\)`));

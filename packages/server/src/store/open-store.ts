@@ -4,7 +4,7 @@ import { redactUrl, type StoreConfig, type StoreTuning } from "../config.js";
 import type { Logger } from "../log.js";
 import { openDataDir } from "./embedded-dir.js";
 import { MemoryStore } from "./memory-store.js";
-import { migrate } from "./sql/migrations.js";
+import { migrate, SCHEMA_VERSION } from "./sql/migrations.js";
 import { PgDriver } from "./sql/pg-driver.js";
 import { PgliteDriver } from "./sql/pglite-driver.js";
 import type { SqlDriver } from "./sql/sql-driver.js";
@@ -19,7 +19,7 @@ export async function openStore(config: StoreConfig, tuning: StoreTuning, log: L
     case "memory":
       return new MemoryStore({ historySize: tuning.historyRevisions, maxBacklog: 100_000 });
     case "embedded": {
-      const dir = openDataDir(config.dataDir);
+      const dir = openDataDir(config.dataDir, SCHEMA_VERSION);
       let driver: SqlDriver;
       try {
         driver = await PgliteDriver.open(dir.database);
@@ -33,6 +33,7 @@ export async function openStore(config: StoreConfig, tuning: StoreTuning, log: L
         );
       }
       const store = await finish(driver, tuning, log, () => dir.release());
+      dir.recordSchema(SCHEMA_VERSION);
       log.log("info", "store opened", { store: "embedded", data_dir: dir.path });
       return store;
     }
