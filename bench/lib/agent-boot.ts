@@ -84,6 +84,7 @@ export async function agentBoot(runs: number, progress: (msg: string) => void): 
   const dir = mkdtempSync("/tmp/qx-bench-agent-");
   const agent = await startServer("agent-qemu", "packages/agent/src/main.ts", [], {
     VMCP_BACKEND: "qemu", VMCP_QEMU_KVM: "false", VMCP_ADDRESS: "127.0.0.1", VMCP_PORT: "0", VMCP_STATE_DIR: join(dir, "agent"),
+    VMCP_IMAGE_DIRS: (await buildTestGuest()).imageDir,
   });
   const client = createClient(VmService, createGrpcTransport({ baseUrl: agent.url }));
   const direct: number[] = [];

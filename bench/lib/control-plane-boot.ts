@@ -30,7 +30,7 @@ export async function controlPlaneBoot(runs: number, progress: (msg: string) => 
   const dir = mkdtempSync("/tmp/qx-bench-cp-");
   const cp = await startServer("cp-boot", "packages/server/src/main.ts", [], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "memory", QUANTIX_DEMO: "0", QUANTIX_LOG_LEVEL: "info" });
   const agent = await startServer("agent-cp", "packages/agent/src/main.ts", [], {
-    VMCP_BACKEND: "qemu", VMCP_QEMU_KVM: "false", VMCP_ADDRESS: "127.0.0.1", VMCP_PORT: "0", VMCP_STATE_DIR: join(dir, "agent"), QUANTIX_CONTROL_PLANE: cp.url, QUANTIX_NODE_NAME: "bench-agent",
+    VMCP_BACKEND: "qemu", VMCP_QEMU_KVM: "false", VMCP_ADDRESS: "127.0.0.1", VMCP_PORT: "0", VMCP_STATE_DIR: join(dir, "agent"), VMCP_IMAGE_DIRS: guest.imageDir, QUANTIX_CONTROL_PLANE: cp.url, QUANTIX_NODE_NAME: "bench-agent",
   });
   const vms = createClient(VMService, createGrpcTransport({ baseUrl: cp.url }));
   const nodes = createClient(NodeService, createGrpcTransport({ baseUrl: cp.url }));

@@ -68,3 +68,10 @@ test("VMCP_SHARED_DIRS: comma-separated absolute directories, none by default", 
   assert.deepEqual(loadAgentConfig({ VMCP_SHARED_DIRS: "/srv/images, /mnt/shared/" }).sharedDirs, ["/srv/images", "/mnt/shared/"]);
   assert.throws(() => loadAgentConfig({ VMCP_SHARED_DIRS: "/srv,relative/dir" }), /VMCP_SHARED_DIRS \(--shared-dirs\) must list absolute directory paths separated by commas, got 'relative\/dir'/);
 });
+
+test("VMCP_IMAGE_DIRS: defaults to the state dir's images/ and /var/lib/quantix/images; relative entries are refused", () => {
+  const d = loadAgentConfig({ VMCP_STATE_DIR: "/srv/agent" });
+  assert.deepEqual(d.imageDirs, ["/srv/agent/images", "/var/lib/quantix/images"]);
+  assert.deepEqual(loadAgentConfig({ VMCP_IMAGE_DIRS: "/a" }, ["--image-dirs", "/b, /c/"]).imageDirs, ["/b", "/c/"]);
+  assert.throws(() => loadAgentConfig({ VMCP_IMAGE_DIRS: "/a,images" }), /VMCP_IMAGE_DIRS \(--image-dirs\) must list absolute directory paths .*'images'/);
+});

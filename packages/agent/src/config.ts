@@ -1,5 +1,5 @@
 import { hostname } from "node:os";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { QuantixError } from "@quantix/core";
 
 /** The hypervisor backends an agent can drive. */
@@ -39,6 +39,12 @@ export interface AgentConfig {
    * lie under one of them. Empty: no VM of this host can migrate.
    */
   readonly sharedDirs: readonly string[];
+  /**
+   * The image allow-list (VMCP_IMAGE_DIRS, comma-separated absolute paths): a VM's kernel,
+   * initrd and disks must resolve (after symlinks) to files below one of these or below a
+   * shared directory. Default: `<state dir>/images` and `/var/lib/quantix/images`.
+   */
+  readonly imageDirs: readonly string[];
 }
 
 /** The one QEMU endpoint the agent accepts (the seed's default): QEMU run by the agent on this host. */
@@ -68,6 +74,9 @@ function endpointProblem(endpoint: string): string | undefined {
   return undefined;
 }
 
+/** The image directories when VMCP_IMAGE_DIRS is unset, as --help and the docs show them. */
+const IMAGE_DIRS_DEFAULT = "<state dir>/images,/var/lib/quantix/images";
+
 /** Each setting: its env var, its --flag, and its default (the seed's where it names one). */
 const SETTINGS = {
   backend: ["VMCP_BACKEND", "--backend", "qemu"],
@@ -84,6 +93,7 @@ const SETTINGS = {
   controlPlane: ["QUANTIX_CONTROL_PLANE", "--control-plane", ""],
   nodeName: ["QUANTIX_NODE_NAME", "--node-name", ""],
   sharedDirs: ["VMCP_SHARED_DIRS", "--shared-dirs", ""],
+  imageDirs: ["VMCP_IMAGE_DIRS", "--image-dirs", IMAGE_DIRS_DEFAULT],
 } as const satisfies Record<keyof AgentConfig, readonly [string, string, string]>;
 
 type Key = keyof typeof SETTINGS;
@@ -160,8 +170,13 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
   for (const k of ["chBinary", "fcBinary", "qemuBinary"] as const) {
     if (!/^([A-Za-z0-9._+-]+|\/[^\u0000-\u001f]+)$/.test(get(k))) problems.push(`${name(k)} must be a command name on PATH or an absolute path, got '${get(k)}'`);
   }
-  const sharedDirs = get("sharedDirs").split(",").map((d) => d.trim()).filter((d) => d !== "");
-  for (const d of sharedDirs) if (!d.startsWith("/") || /[\u0000-\u001f]/.test(d)) problems.push(`${name("sharedDirs")} must list absolute directory paths separated by commas, got '${d}'`);
+  const dirList = (k: "sharedDirs" | "imageDirs", text: string): string[] => {
+    const dirs = text.split(",").map((d) => d.trim()).filter((d) => d !== "");
+    for (const d of dirs) if (!d.startsWith("/") || /[\u0000-\u001f]/.test(d)) problems.push(`${name(k)} must list absolute directory paths separated by commas, got '${d}'`);
+    return dirs;
+  };
+  const sharedDirs = dirList("sharedDirs", get("sharedDirs"));
+  const imageDirs = raw.has("imageDirs") ? dirList("imageDirs", get("imageDirs")) : [join(resolve(stateDir), "images"), "/var/lib/quantix/images"];
   if (problems.length > 0) throw new QuantixError("invalid_argument", `invalid agent configuration:\n  ${problems.join("\n  ")}`);
   return {
     backend: backend as BackendType,
@@ -178,5 +193,6 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
     controlPlane: cp === "" ? undefined : cp.replace(/\/$/, ""),
     nodeName,
     sharedDirs,
+    imageDirs,
   };
 }

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { existsSync } from "node:fs";
-import { createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { VmService, VmState } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { until } from "@quantix/testing";
@@ -81,11 +81,14 @@ test("VMCP_CH_BINARY and VMCP_CH_ENDPOINT: the agent runs that binary, with each
   const images = join(dir, "img");
   await mkdir(images);
   await writeFile(join(images, "vmlinux"), "not a kernel: the stand-in does not run it");
-  const p = run({ VMCP_BACKEND: "cloud-hypervisor", VMCP_CH_BINARY: standInBinary("cloud-hypervisor"), VMCP_CH_ENDPOINT: `unix://${dir}/sock/ch.sock`, VMCP_PORT: "0", VMCP_STATE_DIR: join(dir, "state") });
+  const p = run({ VMCP_BACKEND: "cloud-hypervisor", VMCP_CH_BINARY: standInBinary("cloud-hypervisor"), VMCP_CH_ENDPOINT: `unix://${dir}/sock/ch.sock`, VMCP_PORT: "0", VMCP_STATE_DIR: join(dir, "state"), VMCP_IMAGE_DIRS: images });
   try {
     const url = await until(() => /"url":"(http:[^"]+)"/.exec(p.out())?.[1], "the listening line", 30_000);
     const c = createClient(VmService, createConnectTransport({ baseUrl: url, httpVersion: "1.1" }));
     const config = { cpu: { vcpuCount: 1 }, memory: { sizeBytes: 128n * 1024n * 1024n }, boot: { kernelPath: join(images, "vmlinux") } };
+    const refused = await c.createVm({ vmId: "ep-0", config: { ...config, boot: { kernelPath: "/etc/shadow" } } }).then(() => assert.fail("created"), (e: unknown) => ConnectError.from(e));
+    assert.equal(refused.code, Code.InvalidArgument);
+    assert.match(refused.rawMessage, /boot\.kernel_path.*VMCP_IMAGE_DIRS/);
     await c.createVm({ vmId: "ep-1", config });
     assert.equal((await c.bootVm({ vmId: "ep-1" })).state, VmState.RUNNING);
     assert.ok(existsSync(join(dir, "sock", "ch-ep-1.sock")), "the VM's API socket is <endpoint path>-<vm id>.sock");

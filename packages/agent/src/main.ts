@@ -31,7 +31,9 @@ async function main(): Promise<void> {
     await backend.ping();
     // Incoming migrations listen where vmm.v1 does; a wildcard address is no place to send to.
     const migrationHost = config.address === "0.0.0.0" || config.address.includes(":") ? "127.0.0.1" : config.address;
-    manager = new VmManager({ backend, sharedDirs: config.sharedDirs, migrationHost });
+    // The simulator opens no host file, so its demo and scale-test VMs may name any path.
+    const imageDirs = config.backend === "simulated" ? {} : { imageDirs: config.imageDirs };
+    manager = new VmManager({ backend, sharedDirs: config.sharedDirs, migrationHost, ...imageDirs });
     await manager.start();
     server = await startAgentServer(manager, { host: config.address, port: config.port, log });
   } catch (err) {
@@ -42,7 +44,7 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const accel = config.backend === "qemu" ? { accel: config.qemuKvm ? "kvm" : "tcg" } : {};
-  log.log("info", "agent listening", { url: server.url, backend: backend.type, ...accel, node: config.nodeName, state_dir: config.stateDir });
+  log.log("info", "agent listening", { url: server.url, backend: backend.type, ...accel, node: config.nodeName, state_dir: config.stateDir, image_dirs: config.imageDirs.join(",") });
   const link = config.controlPlane ? startControlPlaneLink({ controlPlane: config.controlPlane, agentUrl: server.url, nodeName: config.nodeName, stateDir: config.stateDir, backend, log }) : undefined;
   let stopping = false;
   const stop = (signal: string) => {

@@ -2,6 +2,7 @@ import { equals } from "@bufbuild/protobuf";
 import { VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError, randomIds, systemClock, throwIfViolations, type Clock, type IdGenerator } from "@quantix/core";
 import type { Backend, BackendEvent, BackendVmInfo, BackendVmState, MigrationOptions, MigrationStats } from "./backend.js";
+import { checkImagePaths } from "./image-dirs.js";
 import { requireSharedStorage } from "./migration-storage.js";
 import { consoleBuffered, requiredCapabilities, validateVmConfig, validateVmId } from "./vm-config-validation.js";
 import { pageVms, type ListPage, type ListQuery } from "./vm-list.js";
@@ -17,6 +18,12 @@ export interface VmManagerDeps {
   readonly sharedDirs?: readonly string[];
   /** The address incoming migrations listen on; default 127.0.0.1. */
   readonly migrationHost?: string;
+  /**
+   * The image allow-list (VMCP_IMAGE_DIRS): kernel, initrd and disk paths must resolve to
+   * files below these (or below `sharedDirs`, which migrating VMs use). Undefined: no
+   * check, for a backend that opens no host file (the simulator) and unit tests.
+   */
+  readonly imageDirs?: readonly string[];
 }
 
 const ACTION_RPC: Record<VmAction, string> = { delete: "DeleteVm", boot: "BootVm", shutdown: "ShutdownVm", pause: "PauseVm", resume: "ResumeVm", reboot: "RebootVm" };
@@ -39,10 +46,12 @@ export class VmManager {
   private unsubscribe: (() => void) | undefined;
   private readonly sharedDirs: readonly string[];
   private readonly migrationHost: string;
+  private readonly allowedDirs: readonly string[] | undefined;
 
   constructor(deps: VmManagerDeps) {
     this.backend = deps.backend;
     this.sharedDirs = deps.sharedDirs ?? [];
+    this.allowedDirs = deps.imageDirs && [...deps.imageDirs, ...this.sharedDirs];
     this.migrationHost = deps.migrationHost ?? "127.0.0.1";
     this.clock = deps.clock ?? systemClock;
     this.ids = deps.ids ?? randomIds;
@@ -69,6 +78,7 @@ export class VmManager {
       const what = missing.map((n) => `${n.field} needs the capability "${n.capability}"`).join("; ");
       throw new QuantixError("failed_precondition", `the ${this.backend.type} backend lacks a capability this config needs: ${what}`);
     }
+    await this.checkImages(cfg);
     const id = vmId === "" ? this.ids.newId() : vmId;
     return this.serial(id, async () => {
       const existing = await this.find(id);
@@ -135,6 +145,7 @@ export class VmManager {
     if (!prepare) throw this.lacks("live-migration", "PrepareMigration");
     this.need("live-migration", "PrepareMigration");
     requireSharedStorage(vmId, config!, this.sharedDirs);
+    await this.checkImages(config!);
     return this.serial(vmId, async () => {
       if (await this.find(vmId)) throw new QuantixError("already_exists", `VM '${vmId}' already exists on this host`);
       try {
@@ -249,6 +260,11 @@ export class VmManager {
   private preemptGraceful(vmId: string): void {
     this.preempts.get(vmId)?.abort();
     this.preempts.delete(vmId);
+  }
+
+  /** INVALID_ARGUMENT for every host path of `config` outside the image allow-list. */
+  private async checkImages(config: VmConfig): Promise<void> {
+    if (this.allowedDirs) throwIfViolations(await checkImagePaths(config, this.allowedDirs));
   }
 
   private need(capability: string, what: string): void {

@@ -29,6 +29,8 @@ export interface TestGuest {
   readonly marker: string;
   /** A kernel command line that sends the console to ttyS0 and keeps boot quick. */
   readonly kernelArgs: string;
+  /** The cache directory holding the kernel and initrd: an agent's VMCP_IMAGE_DIRS must include it. */
+  readonly imageDir: string;
 }
 
 // The Debian kernel has evdev and the ACPI button as modules: without them the power
@@ -69,6 +71,7 @@ export async function buildTestGuest(): Promise<TestGuest> {
     initrdPath: path.join(guestDir, "initrd.gz"),
     marker: GUEST_MARKER,
     kernelArgs: "console=ttyS0 panic=-1 quiet",
+    imageDir: cache,
   };
 }
 

@@ -48,7 +48,7 @@ async function freePort(): Promise<number> {
 
 /** Starts the agent binary as an operator would (npm run agent), with TCG and our state dir. */
 async function startAgent(): Promise<Client<typeof VmService>> {
-  const env: NodeJS.ProcessEnv = { ...process.env, VMCP_BACKEND: "qemu", VMCP_QEMU_KVM: "false", VMCP_PORT: String(port), VMCP_ADDRESS: "127.0.0.1", VMCP_STATE_DIR: stateDir, QUANTIX_CONTROL_PLANE: s.url, QUANTIX_NODE_NAME: nodeName };
+  const env: NodeJS.ProcessEnv = { ...process.env, VMCP_BACKEND: "qemu", VMCP_QEMU_KVM: "false", VMCP_PORT: String(port), VMCP_ADDRESS: "127.0.0.1", VMCP_STATE_DIR: stateDir, VMCP_IMAGE_DIRS: guest.imageDir, QUANTIX_CONTROL_PLANE: s.url, QUANTIX_NODE_NAME: nodeName };
   delete env["NODE_TEST_CONTEXT"];
   const child = spawn(process.execPath, ["--import", "tsx", "packages/agent/src/main.ts"], { cwd: REPO, env, stdio: ["ignore", "pipe", "pipe"] });
   child.stdout!.setEncoding("utf8").on("data", (d: string) => (agentLog = (agentLog + d).slice(-20_000)));

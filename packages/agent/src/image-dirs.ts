@@ -1,0 +1,36 @@
+import { realpath } from "node:fs/promises";
+import type { VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import type { FieldViolation } from "@quantix/core";
+import { underShared, vmHostPaths } from "./migration-storage.js";
+
+/**
+ * The image allow-list (VMCP_IMAGE_DIRS): a VM's kernel, initrd and disks are host files
+ * the hypervisor opens with the agent's rights (root), so a config may name only files
+ * below directories the operator set aside for images. Otherwise any caller could boot
+ * `/etc/shadow` as an initrd or attach `/dev/sda` as a disk. Paths are compared after
+ * realpath, so a symlink or `..` inside an image directory cannot lead out of it.
+ */
+
+/** The allow-list's directories as they really are (a directory that does not exist yet stays as given). */
+export async function resolveDirs(dirs: readonly string[]): Promise<string[]> {
+  return Promise.all(dirs.map((d) => realpath(d).catch(() => d)));
+}
+
+/**
+ * One violation per kernel/initrd/disk path of `config` that does not resolve to an
+ * existing file strictly below one of `dirs`; each names the field and the allowed dirs.
+ */
+export async function checkImagePaths(config: VmConfig, dirs: readonly string[], prefix = "config"): Promise<FieldViolation[]> {
+  const allowed = await resolveDirs(dirs);
+  const where = dirs.length === 0 ? "no image directory is configured (VMCP_IMAGE_DIRS)" : `the image directories (VMCP_IMAGE_DIRS) are ${dirs.join(", ")}`;
+  const out: FieldViolation[] = [];
+  for (const { field, path } of vmHostPaths(config)) {
+    const real = await realpath(path).catch(() => undefined);
+    if (real === undefined) {
+      out.push({ field: `${prefix}.${field}`, reason: "NOT_FOUND", description: `${path} does not exist or the agent cannot reach it; ${where}` });
+    } else if (!allowed.some((d) => real !== d && underShared(real, [d]))) {
+      out.push({ field: `${prefix}.${field}`, reason: "NOT_ALLOWED", description: `${path} is not a file under an image directory; ${where}` });
+    }
+  }
+  return out;
+}
