@@ -1,17 +1,27 @@
-import { open } from "node:fs/promises";
+import { open, truncate } from "node:fs/promises";
 import type { ConsoleRing } from "../../console-ring.js";
 
 /**
  * Copies what a VMM appends to its serial output file into the VM's console ring. Polled,
  * because inotify misses writes on some file systems and the file may not exist yet when
  * tailing starts. Reads only from `fromByte` on, so a restarted agent does not duplicate.
+ *
+ * The file is only a pipe into the ring: once the tail has copied `maxBytes` of it, the
+ * tail truncates it to zero, so a chatty guest cannot fill the disk. The VMM opened the
+ * file with O_APPEND, so its next write lands at the new end (offset 0) and the tail,
+ * back at position 0, goes on reading. What the VMM writes in the instant between the
+ * last read and the truncation is lost; the ring, not the file, is the console's record.
  */
+
+/** The default bound of a console file before the tail truncates it. */
+export const CONSOLE_FILE_MAX_BYTES = 8 * 1024 * 1024;
+
 export class ConsoleFileTail {
   private position: number;
   private readonly timer: NodeJS.Timeout;
   private busy = false;
 
-  constructor(private readonly file: string, private readonly ring: ConsoleRing, fromByte = 0, pollMs = 100) {
+  constructor(private readonly file: string, private readonly ring: ConsoleRing, fromByte = 0, pollMs = 100, private readonly maxBytes = CONSOLE_FILE_MAX_BYTES) {
     this.position = fromByte;
     this.timer = setInterval(() => void this.poll(), pollMs);
     this.timer.unref();
@@ -36,6 +46,10 @@ export class ConsoleFileTail {
         }
       } finally {
         await fh.close();
+      }
+      if (this.position >= this.maxBytes) {
+        await truncate(this.file, 0);
+        this.position = 0;
       }
     } finally {
       this.busy = false;
