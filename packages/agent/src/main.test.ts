@@ -101,3 +101,26 @@ test("VMCP_CH_BINARY and VMCP_CH_ENDPOINT: the agent runs that binary, with each
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test("a second agent on the same VMCP_STATE_DIR refuses to start, naming the first one's pid; a dead agent's lock is taken over", async () => {
+  const stateDir = await mkdtemp(join(tmpdir(), "quantix-agent-lock-"));
+  const first = run({ VMCP_BACKEND: "simulated", VMCP_PORT: "0", VMCP_STATE_DIR: stateDir });
+  let second: ReturnType<typeof run> | undefined;
+  let third: ReturnType<typeof run> | undefined;
+  try {
+    await until(() => /"url":"(http:[^"]+)"/.exec(first.out())?.[1], "the first agent's listening line", 30_000);
+    second = run({ VMCP_BACKEND: "simulated", VMCP_PORT: "0", VMCP_STATE_DIR: stateDir });
+    assert.equal(await second.exited, 1);
+    assert.match(second.err(), new RegExp(`VMCP_STATE_DIR ${stateDir} is in use by another agent \\(pid ${first.child.pid}\\)`));
+    first.child.kill("SIGKILL");
+    await first.exited;
+    third = run({ VMCP_BACKEND: "simulated", VMCP_PORT: "0", VMCP_STATE_DIR: stateDir });
+    await until(() => /"url":"(http:[^"]+)"/.exec(third!.out())?.[1], "the third agent's listening line", 30_000);
+    third.child.kill("SIGTERM");
+    assert.equal(await third.exited, 0);
+    assert.equal(existsSync(join(stateDir, "agent.lock")), false, "a clean stop releases the lock");
+  } finally {
+    for (const p of [first, second, third]) p?.child.kill("SIGKILL");
+    await rm(stateDir, { recursive: true, force: true });
+  }
+});

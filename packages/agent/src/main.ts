@@ -4,6 +4,7 @@ import { createJsonLogger } from "@quantix/server/log.js";
 import { createBackend } from "./backend-factory.js";
 import { loadAgentConfig, usage, type AgentConfig } from "./config.js";
 import { startAgentServer } from "./rpc/agent-server.js";
+import { lockStateDir } from "./state-dir-lock.js";
 import { startControlPlaneLink } from "./sync/control-plane-link.js";
 import { VmManager } from "./vm-manager.js";
 
@@ -25,8 +26,15 @@ async function main(): Promise<void> {
   let backend;
   let manager;
   let server;
+  let release: () => void;
   try {
     await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
+    release = lockStateDir(config.stateDir);
+  } catch (err) {
+    process.stderr.write(`quantix-agent: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  }
+  try {
     backend = await createBackend(config);
     await backend.ping();
     // Incoming migrations listen where vmm.v1 does; a wildcard address is no place to send to.
@@ -38,6 +46,7 @@ async function main(): Promise<void> {
     server = await startAgentServer(manager, { host: config.address, port: config.port, log });
   } catch (err) {
     await backend?.close().catch(() => undefined);
+    release();
     const e = err as NodeJS.ErrnoException;
     const why = e.code === "EADDRINUSE" ? `${config.address}:${config.port} is in use; stop the other process or set VMCP_PORT` : err instanceof Error ? err.message : String(err);
     process.stderr.write(`quantix-agent: cannot start the ${config.backend} backend: ${why}${/VMCP_[A-Z_]+/.test(why) ? "" : binaryHint(config)}\n`);
@@ -55,6 +64,7 @@ async function main(): Promise<void> {
       await link?.stop();
       await server.close();
       await backend.close();
+      release();
     })().then(
       () => process.exit(0),
       (err: unknown) => {

@@ -103,6 +103,7 @@ export function killHard(pid: number): void {
   }
 }
 
-function processState(stat: string): string {
+/** The state letter of a /proc/<pid>/stat line ("R", "S", "Z" for a zombie, ...); the name in parentheses may hold anything. */
+export function processState(stat: string): string {
   return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
 }
