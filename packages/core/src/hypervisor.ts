@@ -25,7 +25,7 @@ export interface VmObservation {
 }
 
 /** Capabilities a hypervisor may declare (STYLE rule 4: branch on these, never on a name). */
-export type Capability = "pause" | "reboot" | "suspend" | "live-migration" | "hotplug" | "console";
+export type Capability = "pause" | "reboot" | "suspend" | "live-migration" | "hotplug" | "console" | "metrics";
 
 /** Options of a shutdown. */
 export interface ShutdownOptions {
@@ -48,6 +48,29 @@ export interface HypervisorConsole {
   output(vmId: string, tailBytes: number): Promise<ConsoleOutput>;
   /** New console output as it is written, until `signal` aborts or the VM is deleted. */
   follow(vmId: string, signal: AbortSignal): AsyncIterable<Uint8Array>;
+}
+
+/**
+ * One sample of a VM's resource usage, as its node measured it. A field is undefined
+ * when the node's hypervisor does not measure it: unknown, never a made-up zero.
+ */
+export interface VmUsageSample {
+  /** The VM's power as the node saw it when sampling. */
+  readonly power: ObservedPower;
+  /** CPU used over the node's last sampling interval, as a percentage of the VM's vCPUs. */
+  readonly cpuPercent?: number;
+  /** CPU time of the VM's hypervisor process since it started, in seconds. */
+  readonly cpuSeconds?: number;
+  /** Host memory the VM's process uses (resident set), in bytes. */
+  readonly memoryBytes?: bigint;
+  /** Block I/O totals over all the VM's disks since its process started. */
+  readonly block?: { readonly readBytes: bigint; readonly writeBytes: bigint; readonly readOps: bigint; readonly writeOps: bigint };
+}
+
+/** Usage sampling of a hypervisor that declares the "metrics" capability. */
+export interface HypervisorMetrics {
+  /** Measures a VM now; NOT_FOUND when the node does not know it. */
+  sample(vmId: string): Promise<VmUsageSample>;
 }
 
 /** Limits of a live migration; 0 means the hypervisor's default (no limit for bandwidth). */
@@ -98,6 +121,8 @@ export interface HypervisorPort {
   readonly capabilities: ReadonlySet<Capability>;
   /** Console access; callers check for the "console" capability first. */
   readonly console?: HypervisorConsole;
+  /** Usage sampling; callers check for the "metrics" capability first. */
+  readonly metrics?: HypervisorMetrics;
   /** Live migration; callers check for the "live-migration" capability first. */
   readonly migration?: HypervisorMigration;
   /** Defines a VM (its process is not started: "created"). A VM already defined is left as it is. */

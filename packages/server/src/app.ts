@@ -28,6 +28,7 @@ import { NodeService as NodeServiceDesc } from "@quantix/api/gen/Quantixkvm/comp
 import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { NodeDrainService } from "./services/node-drain.js";
 import { NodeService } from "./services/node-service.js";
+import { VmMetricsStream } from "./services/vm-metrics-stream.js";
 import { VmMigrationService } from "./services/vm-migration.js";
 import { VmPowerService } from "./services/vm-power.js";
 import { VmService } from "./services/vm-service.js";
@@ -82,6 +83,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const reconciler = new VmReconciler({ store, drivers, clock, log });
   const power = new VmPowerService(store, reconciler);
   const migration = new VmMigrationService({ store, drivers, holder: reconciler, clock, log });
+  const vmMetrics = new VmMetricsStream({ store, drivers, clock });
   const drains = new NodeDrainService({ store, nodes: nodeService, migration, power, clock, log });
   const scheduler = new VmScheduler({ store, clock, log, strategy: config.schedulerStrategy, isConnected: (id) => drivers.has(id) });
   const simulated = new SimulatedNodes({ store, drivers, nodes: nodeService, clock, log, timing: { bootMs: config.simBootMs, shutdownMs: Math.round(config.simBootMs * 0.7), suspendMs: Math.round(config.simBootMs * 0.7) } });
@@ -119,7 +121,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   // Counted where each call is logged (interceptor and gRPC fast path), read by GET /metrics.
   const rpcMetrics = new RpcMetrics();
   const routes: Route[] = [
-    route(VMService, vmServiceImpl(vmService, power, migration, config.defaultDeadlineMs)),
+    route(VMService, vmServiceImpl(vmService, power, migration, vmMetrics, config.defaultDeadlineMs)),
     route(NodeServiceDesc, nodeServiceImpl(nodeService, drains)),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
   ];

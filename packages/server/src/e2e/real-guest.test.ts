@@ -10,8 +10,9 @@ import { fileURLToPath } from "node:url";
 import { after, before, test } from "node:test";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
-import { VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { VmStatus_State as State, type ResourceUsage, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { buildTestGuest, GUEST_TICK, type TestGuest } from "@quantix/testing/guest.js";
 import { startTestServer, until, type TestServer } from "@quantix/testing";
@@ -19,7 +20,7 @@ import type { AgentNodes } from "../hypervisor/agent-nodes.js";
 
 /*
  * End to end through the compute API: a control plane, a real agent process with the
- * QEMU backend (TCG), and the busybox test guest. One VM goes through boot, console,
+ * QEMU backend (TCG), and the busybox test guest. One VM goes through boot, console, metrics,
  * pause and resume, a killed QEMU, a killed agent (the guest survives and is adopted)
  * and a stop that ends QEMU.
  */
@@ -113,6 +114,17 @@ test("a real guest through the compute API: boot, console, pause, crash, agent r
 
   // The guest's marker, read back through the control plane.
   await until(async () => (decode([(await s.vms.getConsoleOutput({ vmId: vm.id })).data]).includes(guest.marker) ? true : undefined), "the guest's marker in GetConsoleOutput", 60_000, 250);
+
+  // StreamMetrics: QEMU's real numbers at the interval; only the NICs are not measured.
+  const usage: ResourceUsage[] = [];
+  for await (const u of s.vms.streamMetrics({ vmId: vm.id, intervalSec: 1 })) if (usage.push(u) === 2) break;
+  const [u0, u1] = usage as [ResourceUsage, ResourceUsage];
+  const gapMs = timestampMs(u1.sampledAt!) - timestampMs(u0.sampledAt!);
+  assert.ok(gapMs >= 800 && gapMs <= 2500, `samples ${gapMs} ms apart at a 1 s interval`);
+  assert.ok(u0.cpuSeconds > 0 && u1.cpuSeconds > u0.cpuSeconds, `CPU seconds grow: ${u0.cpuSeconds} then ${u1.cpuSeconds}`);
+  assert.ok(u1.cpuUsagePercent >= 0 && u1.cpuUsagePercent <= 100);
+  assert.ok(u1.memoryUsedMib > 0n, "QEMU's resident memory");
+  assert.deepEqual(u1.notMeasured, ["network_rx_bytes", "network_tx_bytes"]);
 
   // StreamConsole follows new output; pausing stops it and resuming restarts it.
   const ac = new AbortController();

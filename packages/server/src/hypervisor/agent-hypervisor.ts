@@ -2,10 +2,11 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import type { VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VmService, VmState } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { QuantixError, toAgentVmConfig, type Capability, type HypervisorConsole, type HypervisorMigration, type HypervisorPort, type ObservedPower, type ShutdownOptions, type VmObservation } from "@quantix/core";
+import { QuantixError, toAgentVmConfig, type Capability, type HypervisorConsole, type HypervisorMetrics, type HypervisorMigration, type HypervisorPort, type ObservedPower, type ShutdownOptions, type VmObservation } from "@quantix/core";
 import type { Logger } from "../log.js";
 import { fromAgentError } from "./agent-errors.js";
 import { agentMigration } from "./agent-migration.js";
+import { agentMetrics } from "./agent-usage.js";
 import { AgentWatch, type AgentVmEntry } from "./agent-watch.js";
 
 /** Where a node's agent is and what the node registered. */
@@ -50,6 +51,7 @@ export class AgentHypervisor implements HypervisorPort {
   readonly capabilities = new Set<Capability>();
   readonly console: HypervisorConsole;
   readonly migration: HypervisorMigration;
+  readonly metrics: HypervisorMetrics;
   private readonly client: Client<typeof VmService>;
   private readonly sessions: Http2SessionManager;
   private readonly watch: AgentWatch;
@@ -75,6 +77,7 @@ export class AgentHypervisor implements HypervisorPort {
       follow: (vmId, signal) => this.followConsole(vmId, signal),
     };
     this.migration = agentMigration(this.client, (fn) => this.call(fn), o.node);
+    this.metrics = agentMetrics(this.client, (fn) => this.call(fn), (state) => POWER[state] ?? "absent");
   }
 
   /** Starts following the agent's VMs. */
@@ -233,6 +236,8 @@ export class AgentHypervisor implements HypervisorPort {
   private setCapabilities(names: readonly string[]): void {
     this.capabilities.clear();
     for (const c of KNOWN) if (names.includes(c)) this.capabilities.add(c);
+    // Every vmm.v1 agent measures in GetVmInfo; what its backend cannot measure it leaves out.
+    this.capabilities.add("metrics");
   }
 
   private emit(vmId: string): void {

@@ -2,15 +2,15 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { EmptySchema } from "@bufbuild/protobuf/wkt";
 import { MigrateVMResponseSchema, MigrationStatsSchema, VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+import type { VmMetricsStream } from "../services/vm-metrics-stream.js";
 import type { VmMigrationService } from "../services/vm-migration.js";
 import type { VmPowerService } from "../services/vm-power.js";
 import type { VmService } from "../services/vm-service.js";
 import { budgetOf } from "./budget.js";
-import { unimplemented } from "./errors.js";
 import { getConsoleOutput, streamConsole } from "./vm-console-routes.js";
 
 /** The implementation of Quantixkvm.compute.v1.VMService, for every protocol. */
-export function vmServiceImpl(vms: VmService, power: VmPowerService, migration: VmMigrationService, defaultDeadlineMs: number): ServiceImpl<typeof VMService> {
+export function vmServiceImpl(vms: VmService, power: VmPowerService, migration: VmMigrationService, metrics: VmMetricsStream, defaultDeadlineMs: number): ServiceImpl<typeof VMService> {
   return {
     createVM: (req) => vms.create(req),
     getVM: (req) => vms.get(req.id),
@@ -39,8 +39,6 @@ export function vmServiceImpl(vms: VmService, power: VmPowerService, migration: 
     },
     getConsoleOutput: (req) => getConsoleOutput(power, req),
     streamConsole: (req, ctx) => streamConsole(power, req, ctx.signal),
-    async *streamMetrics() {
-      throw unimplemented("StreamMetrics", "the node metrics work of the scheduler issue");
-    },
+    streamMetrics: (req, ctx) => metrics.stream(req.vmId, req.intervalSec, ctx.signal),
   };
 }
