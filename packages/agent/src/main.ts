@@ -41,7 +41,7 @@ async function main(): Promise<void> {
     const migrationHost = config.address === "0.0.0.0" || config.address.includes(":") ? "127.0.0.1" : config.address;
     // The simulator opens no host file, so its demo and scale-test VMs may name any path.
     const imageDirs = config.backend === "simulated" ? {} : { imageDirs: config.imageDirs };
-    manager = new VmManager({ backend, sharedDirs: config.sharedDirs, migrationHost, ...imageDirs });
+    manager = new VmManager({ backend, sharedDirs: config.sharedDirs, migrationHost, stateDir: config.stateDir, ...imageDirs });
     await manager.start();
     server = await startAgentServer(manager, { host: config.address, port: config.port, log });
   } catch (err) {

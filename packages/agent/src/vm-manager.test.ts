@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { test } from "node:test";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { ConsoleType, VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
@@ -160,5 +163,33 @@ test("a forced ShutdownVm or DeleteVm preempts a slow graceful one instead of qu
   } finally {
     m.close();
     await backend.close();
+  }
+});
+
+test("creation order and page tokens survive an agent restart (created_at persists in the state dir)", async () => {
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), "quantix-created-at-"));
+  // One backend outlives both managers, as QEMU processes outlive an agent; recover() re-adopts them.
+  const backend = new SimulatedBackend({ bootMs: 1, consoleIntervalMs: 0 });
+  backend.recover = async () => (await backend.listVMs()).map((v) => v.vmId);
+  let t = 1000;
+  const clock = { now: () => t++ };
+  try {
+    const first = new VmManager({ backend, clock, stateDir });
+    await first.start();
+    for (const id of ["vm-c", "vm-a", "vm-b"]) await first.create(id, smallConfig());
+    const page = await first.list({ pageSize: 1, pageToken: "", orderBy: "created_at" });
+    assert.deepEqual(page.vms.map((v) => v.vmId), ["vm-c"]);
+    first.close();
+    t = 5000; // the restarted agent's clock is later than every creation
+    const second = new VmManager({ backend, clock: { now: () => t }, stateDir });
+    await second.start();
+    const all = await second.list({ pageSize: 0, pageToken: "", orderBy: "created_at" });
+    assert.deepEqual(all.vms.map((v) => v.vmId), ["vm-c", "vm-a", "vm-b"]);
+    const rest = await second.list({ pageSize: 10, pageToken: page.nextPageToken, orderBy: "created_at" });
+    assert.deepEqual(rest.vms.map((v) => v.vmId), ["vm-a", "vm-b"], "a token from before the restart still pages on");
+    second.close();
+  } finally {
+    await backend.close();
+    await rm(stateDir, { recursive: true, force: true });
   }
 });

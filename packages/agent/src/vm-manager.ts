@@ -2,6 +2,7 @@ import { equals } from "@bufbuild/protobuf";
 import { VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError, randomIds, systemClock, throwIfViolations, type Clock, type IdGenerator } from "@quantix/core";
 import type { Backend, BackendEvent, BackendVmInfo, BackendVmState, MigrationOptions, MigrationStats } from "./backend.js";
+import { CreatedAtStore } from "./created-at-store.js";
 import { checkImagePaths } from "./image-dirs.js";
 import { requireSharedStorage } from "./migration-storage.js";
 import { consoleBuffered, requiredCapabilities, validateVmConfig, validateVmId } from "./vm-config-validation.js";
@@ -24,6 +25,8 @@ export interface VmManagerDeps {
    * check, for a backend that opens no host file (the simulator) and unit tests.
    */
   readonly imageDirs?: readonly string[];
+  /** The agent's state directory, where creation times persist; without it they live in memory. */
+  readonly stateDir?: string;
 }
 
 const ACTION_RPC: Record<VmAction, string> = { delete: "DeleteVm", boot: "BootVm", shutdown: "ShutdownVm", pause: "PauseVm", resume: "ResumeVm", reboot: "RebootVm" };
@@ -41,7 +44,7 @@ export class VmManager {
   private readonly chains = new Map<string, Promise<unknown>>();
   /** Per VM: aborted by a forced ShutdownVm/DeleteVm so outstanding graceful stops give way. */
   private readonly preempts = new Map<string, AbortController>();
-  private readonly createdAt = new Map<string, number>();
+  private readonly createdAt: CreatedAtStore;
   private readonly hub = new VmWatchHub();
   private unsubscribe: (() => void) | undefined;
   private readonly sharedDirs: readonly string[];
@@ -55,11 +58,12 @@ export class VmManager {
     this.migrationHost = deps.migrationHost ?? "127.0.0.1";
     this.clock = deps.clock ?? systemClock;
     this.ids = deps.ids ?? randomIds;
+    this.createdAt = new CreatedAtStore(deps.stateDir);
   }
 
   /** Re-adopts the VMs a previous agent left and starts listening to the backend. */
   async start(): Promise<void> {
-    for (const id of await this.backend.recover()) this.createdAt.set(id, this.clock.now());
+    await this.createdAt.load(await this.backend.recover(), this.clock.now());
     this.unsubscribe = this.backend.onEvent((e) => this.onBackendEvent(e));
   }
 
@@ -87,7 +91,7 @@ export class VmManager {
         return { vmId: id, state: existing.state };
       }
       await this.backend.createVM(id, cfg);
-      this.createdAt.set(id, this.clock.now());
+      await this.createdAt.set(id, this.clock.now());
       await this.publish(id, "CreateVm");
       return { vmId: id, state: "created" as const };
     });
@@ -99,7 +103,7 @@ export class VmManager {
     await this.act(vmId, "delete", force, async (info) => {
       if (info.state === "running" || info.state === "paused") await this.backend.shutdownVM(vmId, { force: true, timeoutSeconds: 0 });
       await this.backend.deleteVM(vmId);
-      this.createdAt.delete(vmId);
+      await this.createdAt.delete(vmId);
       this.hub.publish({ type: "deleted", vmId, state: info.state, reason: "DeleteVm", metadata: info.config.metadata });
     });
   }
@@ -150,7 +154,7 @@ export class VmManager {
       if (await this.find(vmId)) throw new QuantixError("already_exists", `VM '${vmId}' already exists on this host`);
       try {
         const uri = await prepare(vmId, config!, this.migrationHost);
-        this.createdAt.set(vmId, this.clock.now());
+        await this.createdAt.set(vmId, this.clock.now());
         await this.publish(vmId, "PrepareMigration");
         return uri;
       } catch (err) {
@@ -176,7 +180,7 @@ export class VmManager {
       requireSharedStorage(vmId, info.config, this.sharedDirs);
       const stats = await migrateOut(vmId, targetUri, options);
       await this.backend.deleteVM(vmId);
-      this.createdAt.delete(vmId);
+      await this.createdAt.delete(vmId);
       this.hub.publish({ type: "deleted", vmId, state: info.state, reason: "MigrateVm: the VM now runs on another host", metadata: info.config.metadata });
       return stats;
     });
