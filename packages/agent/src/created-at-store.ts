@@ -20,7 +20,7 @@ export class CreatedAtStore {
   /** Reads the saved times; `ids` (the VMs the backend re-adopted) missing from them get `now`. */
   async load(ids: readonly string[], now: number): Promise<void> {
     const none: Record<string, unknown> = {};
-    const saved = this.file ? await readFile(this.file, "utf8").then((t) => JSON.parse(t) as Record<string, unknown>, () => none) : none;
+    const saved = this.file ? await readFile(this.file, "utf8").then((t) => JSON.parse(t) as Record<string, unknown>).catch(() => none) : none; // unreadable: order by now
     for (const id of ids) {
       const t = saved[id];
       this.times.set(id, typeof t === "number" && Number.isFinite(t) ? t : now);
