@@ -967,14 +967,16 @@ export const VMService: GenService<{
     output: typeof ConsoleChunkSchema;
   },
   /**
-   * Streams a running or paused VM's resource usage, sampled from its node's agent every
-   * interval_sec (the first sample at once), until the client cancels, the VM stops or
-   * is deleted (the stream then ends). Read-only. NOT_FOUND for an unknown VM;
-   * FAILED_PRECONDITION when the VM is not placed on a node or its node cannot measure
-   * VMs (simulated nodes: capability "metrics" missing); UNAVAILABLE while the node is
-   * unreachable. Fields the node's hypervisor does not measure are listed in
-   * ResourceUsage.not_measured. Not served yet: UNIMPLEMENTED until the control plane
-   * samples agents (the agent's GetVmInfo already measures what it will stream).
+   * Streams a running or paused VM's resource usage, sampled from its node's agent
+   * (vmm.v1 GetVmInfo) every interval_sec (the first sample at once), until the client
+   * cancels, the VM stops or is deleted (the stream then ends OK); it follows a migrated
+   * VM to its new node. Read-only. NOT_FOUND for an unknown VM; INVALID_ARGUMENT for an
+   * interval_sec outside 0-60; FAILED_PRECONDITION when the VM is PENDING, PROVISIONING,
+   * STOPPED, SUSPENDED, CRASHED or ERROR, is not placed on a node, or its node cannot
+   * measure VMs (simulated nodes: capability "metrics" missing); UNAVAILABLE while the
+   * node is unreachable. An error while sampling ends the stream with that error's
+   * code. Fields the node's hypervisor does not measure are listed in
+   * ResourceUsage.not_measured.
    *
    * @generated from rpc Quantixkvm.compute.v1.VMService.StreamMetrics
    */
