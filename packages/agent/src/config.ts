@@ -52,7 +52,7 @@ export const QEMU_ENDPOINT = "qemu:///system";
 
 /** sockaddr_un.sun_path holds 108 bytes including the terminating NUL. */
 const MAX_SOCKET_PATH = 107;
-/** The longest VM id the CH/FC backends accept (their VM_ID_PATTERN), for the socket length check. */
+/** The longest VM id (vm-id.ts's VM_ID_PATTERN), for the socket length check. */
 const MAX_VM_ID_BYTES = 63;
 
 /**

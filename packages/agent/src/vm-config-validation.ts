@@ -7,12 +7,8 @@ import {
 } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { CONTROL_CHARS, Violations, type FieldViolation } from "@quantix/core";
 
-/**
- * VM ids become file and socket names in backends, so they are strict: vm.proto's
- * pattern (letters, digits, '_' and '-', at most 63), which UUIDs also match. No '.',
- * so no id can be "." or "..".
- */
-export const VM_ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$/;
+import { VM_ID_PATTERN } from "./vm-id.js";
+
 const DEVICE_ID = /^[a-zA-Z][a-zA-Z0-9_-]{0,62}$/;
 const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 /** Linux interface names: no '/', whitespace or ':'; "." and ".." are not names. */

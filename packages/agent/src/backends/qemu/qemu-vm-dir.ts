@@ -3,6 +3,7 @@ import { mkdir, readFile, readdir, rename, rm, writeFile } from "node:fs/promise
 import path from "node:path";
 import { QuantixError } from "@quantix/core";
 import { VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { VM_ID_PATTERN } from "../../vm-id.js";
 import type { DiskSource } from "./qemu-args.js";
 
 /**
@@ -11,8 +12,6 @@ import type { DiskSource } from "./qemu-args.js";
  * state the agent knew), which lets a restarted agent re-adopt or report the VM.
  */
 
-/** Ids become directory names, so only this strict pattern is accepted. */
-export const VM_ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 
 /** What the agent keeps on disk about a VM. */
 export interface VmRecord {

@@ -4,9 +4,7 @@ import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError } from "@quantix/core";
 import type { BackendVmState } from "../../backend.js";
-
-/** vmm.v1's VM id rule; checked before an id becomes part of a path. */
-export const VM_ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_-]{0,62}$/;
+import { VM_ID_PATTERN } from "../../vm-id.js";
 
 // sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH = 107;
