@@ -1,0 +1,40 @@
+#!/usr/bin/env node
+// The `quantix` command: `quantix agent` is `npm run agent`, `quantix server` is `npm start`.
+// Plain JavaScript, so it runs without a build: it registers tsx in this process and
+// imports the TypeScript entry point, with the subcommand taken out of process.argv so the
+// entry point sees only its own flags. It runs in the caller's directory (relative paths
+// such as the agent's default ./.quantix-agent are relative to it).
+import { register } from "tsx/esm/api";
+
+const COMMANDS = {
+  agent: { main: "../packages/agent/src/main.ts", about: "the host agent: serves vmm.v1 for this host (configured by VMCP_* variables or flags; quantix agent --help lists them)" },
+  server: { main: "../packages/server/src/main.ts", about: "the control plane (configured by QUANTIX_* variables; see README.md)" },
+};
+
+const USAGE = `usage: quantix <command> [flags]
+
+commands:
+${Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)} ${c.about}`).join("\n")}
+
+quantix --help         this text
+quantix agent --help   the agent's settings
+`;
+
+const [command, ...rest] = process.argv.slice(2);
+if (command === undefined || command === "--help" || command === "-h" || command === "help") {
+  process.stdout.write(USAGE);
+  process.exit(command === undefined ? 2 : 0);
+}
+const chosen = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
+if (!chosen) {
+  process.stderr.write(`quantix: unknown command '${command}'\n\n${USAGE}`);
+  process.exit(2);
+}
+if (command === "server" && rest.includes("--help")) {
+  // The control plane takes no flags, so its help is said here rather than starting it.
+  process.stdout.write(`quantix server: ${chosen.about}\nIt takes no flags; set QUANTIX_ADDR, QUANTIX_STORE, ... in the environment.\n`);
+  process.exit(0);
+}
+process.argv.splice(2, 1);
+register();
+await import(new URL(chosen.main, import.meta.url).href);

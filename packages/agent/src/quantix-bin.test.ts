@@ -1,0 +1,63 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { until } from "@quantix/testing";
+
+// bin/quantix.mjs, run from outside the repository as an installed command would be.
+const BIN = new URL("../../../bin/quantix.mjs", import.meta.url).pathname;
+
+function run(args: string[], env: Record<string, string> = {}) {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: tmpdir(), env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  return { child, exited, out: () => out, err: () => err };
+}
+
+test("quantix --help lists the commands; an unknown command exits 2; quantix agent --help lists the agent's settings", async () => {
+  const help = run(["--help"]);
+  assert.equal(await help.exited, 0);
+  assert.match(help.out(), /agent .*host agent/);
+  assert.match(help.out(), /server .*control plane/);
+  const bad = run(["frobnicate"]);
+  assert.equal(await bad.exited, 2);
+  assert.match(bad.err(), /unknown command 'frobnicate'/);
+  const agentHelp = run(["agent", "--help"]);
+  assert.equal(await agentHelp.exited, 0);
+  assert.match(agentHelp.out(), /--image-dirs +VMCP_IMAGE_DIRS/);
+  const serverHelp = run(["server", "--help"]);
+  assert.equal(await serverHelp.exited, 0);
+  assert.match(serverHelp.out(), /QUANTIX_/);
+});
+
+test("quantix agent serves vmm.v1 with the flags it is given, and SIGTERM exits 0", async () => {
+  const stateDir = await mkdtemp(join(tmpdir(), "quantix-bin-"));
+  const p = run(["agent", "--backend", "simulated", "--port", "0", "--state-dir", stateDir]);
+  try {
+    const url = await until(() => /"url":"(http:[^"]+)"/.exec(p.out())?.[1], `the agent's listening line; stderr: ${p.err()}`, 30_000);
+    const body = (await (await fetch(`${url}/_/health`)).json()) as { backend: { type: string } };
+    assert.equal(body.backend.type, "simulated");
+    p.child.kill("SIGTERM");
+    assert.equal(await p.exited, 0);
+  } finally {
+    p.child.kill("SIGKILL");
+    await rm(stateDir, { recursive: true, force: true });
+  }
+});
+
+test("quantix server starts the control plane", async () => {
+  const p = run(["server"], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "memory", QUANTIX_DEMO: "0" });
+  try {
+    const port = await until(() => /127\.0\.0\.1:(\d{2,5})/.exec(p.out() + p.err())?.[1], "the server's address in its log", 30_000);
+    const res = await fetch(`http://127.0.0.1:${port}/_/health`);
+    assert.equal(res.status, 200);
+  } finally {
+    p.child.kill("SIGKILL");
+    await p.exited;
+  }
+});
