@@ -3,3 +3,4 @@ export * from "./until.js";
 export * from "./rpc.js";
 export * from "./postgres.js";
 export * from "./process.js";
+export * from "./alive.js";

@@ -4,9 +4,8 @@ import { existsSync } from "node:fs";
 import { clone, create, equals } from "@bufbuild/protobuf";
 import { NetworkInterfaceType, StorageDeviceSchema, StorageInterfaceType, VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError } from "@quantix/core";
-import { until } from "@quantix/testing";
+import { isProcessAlive as alive, until } from "@quantix/testing";
 import type { Backend, BackendCapability, BackendEvent } from "../backend.js";
-import { isAlive as alive } from "./rest-vmm/vmm-process.js";
 
 /** One backend under test, freshly opened on its own state. */
 export interface OpenedBackend {

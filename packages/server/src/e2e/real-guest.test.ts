@@ -15,7 +15,7 @@ import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v
 import { VmStatus_State as State, type ResourceUsage, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { buildTestGuest, GUEST_TICK, type TestGuest } from "@quantix/testing/guest.js";
-import { startTestServer, until, type TestServer } from "@quantix/testing";
+import { isProcessAlive, startTestServer, until, type TestServer } from "@quantix/testing";
 import type { AgentNodes } from "../hypervisor/agent-nodes.js";
 
 /*
@@ -68,14 +68,7 @@ async function killAgent(signal: NodeJS.Signals): Promise<void> {
   await exited;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+const alive = isProcessAlive;
 
 before(async () => {
   guest = await buildTestGuest();
