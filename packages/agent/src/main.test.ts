@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,21 +7,13 @@ import { existsSync } from "node:fs";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { VmService, VmState } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { until } from "@quantix/testing";
+import { runNode, until } from "@quantix/testing";
 import { probeKvm } from "./backends/qemu/kvm-probe.js";
 import { standInBinary } from "./testing/stand-in-fixture.js";
 
 const MAIN = new URL("./main.ts", import.meta.url).pathname;
 
-function run(env: Record<string, string>) {
-  const child = spawn(process.execPath, ["--import", "tsx", MAIN], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  let err = "";
-  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr.on("data", (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-  return { child, exited, out: () => out, err: () => err };
-}
+const run = (env: Record<string, string>) => runNode(["--import", "tsx", MAIN], env);
 
 test("the agent process serves health, and SIGTERM exits 0", async () => {
   const stateDir = await mkdtemp(join(tmpdir(), "quantix-agent-"));

@@ -1,23 +1,14 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { until } from "@quantix/testing";
+import { runNode, until } from "@quantix/testing";
 
 // bin/quantix.mjs, run from outside the repository as an installed command would be.
 const BIN = new URL("../../../bin/quantix.mjs", import.meta.url).pathname;
 
-function run(args: string[], env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: tmpdir(), env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  let err = "";
-  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr.on("data", (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-  return { child, exited, out: () => out, err: () => err };
-}
+const run = (args: string[], env: Record<string, string> = {}) => runNode([BIN, ...args], env, tmpdir());
 
 test("quantix --help lists the commands; an unknown command exits 2; quantix agent --help lists the agent's settings", async () => {
   const help = run(["--help"]);

@@ -72,3 +72,23 @@ export async function within<T>(p: Promise<T>, ms: number, what: string): Promis
     clearTimeout(timer);
   }
 }
+
+/** A child process whose output is collected, for tests of a command's exit code and messages. */
+export interface RunningProcess {
+  readonly child: ChildProcess;
+  /** Resolves with the exit code (null after a signal). */
+  readonly exited: Promise<number | null>;
+  out(): string;
+  err(): string;
+}
+
+/** Runs `node <args>` with extra environment, collecting stdout and stderr. */
+export function runNode(args: readonly string[], env: Record<string, string> = {}, cwd?: string): RunningProcess {
+  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"], ...(cwd ? { cwd } : {}) });
+  let out = "";
+  let err = "";
+  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  return { child, exited, out: () => out, err: () => err };
+}
