@@ -89,16 +89,17 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const simulated = new SimulatedNodes({ store, drivers, nodes: nodeService, clock, log, timing: { bootMs: config.simBootMs, shutdownMs: Math.round(config.simBootMs * 0.7), suspendMs: Math.round(config.simBootMs * 0.7) } });
   const monitor = new NodeMonitor({ store, clock, log, offlineAfterSec: config.nodeLostAfterSec });
   const ha = new HaController({ store, drivers, clock, log });
+  // Every replica connects to the agents (console, metrics, reboot and migrations are served
+  // by whichever replica a client reaches; nothing in these connections writes the store).
+  // The demo's in-process simulated nodes have no agent endpoint, so the two never overlap.
+  const agents: AgentNodes = attachAgentNodes({ store, drivers, log });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   let controllers: Promise<void> | undefined;
-  let agents: AgentNodes | undefined;
   const resign = store.lead((leader) => {
     if (leader) {
       log.log("info", "leading: running the controllers on this replica");
       controllers = (async () => {
         await simulated.start();
-        // After the demo nodes' drivers exist: agent nodes are the ones with an agent_endpoint.
-        agents = attachAgentNodes({ store, drivers, log });
         await reconciler.start();
         await scheduler.start();
         await ha.start();
@@ -143,7 +144,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     listener = await listenDual(config.host, config.port, handler, { maxConcurrentStreams: config.maxConcurrentStreams, maxHeaderBytes: 64 * 1024 }, (stream, headers) => fast.handle(stream, headers));
   } catch (err) {
     await resign();
-    await agents?.stop();
+    await agents.stop();
     await ha.stop();
     await scheduler.stop();
     await reconciler.stop();
@@ -171,7 +172,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
         await resign();
         monitor.stop();
         await ha.stop();
-        await agents?.stop();
+        await agents.stop();
         await simulated.stop();
         await scheduler.stop();
         await reconciler.stop();

@@ -163,6 +163,10 @@ export class VmReconciler {
     if (this.migrating.has(vmId)) return;
     const vm = await this.deps.store.vms.get(vmId);
     if (!vm) return this.removeDeleted(vmId);
+    // A migration run by another replica holds the VM through the store: its Migrating=True
+    // condition, kept fresh by progress writes. One gone quiet for longer than the lease was
+    // interrupted (that replica stopped) and is cleared below like any other leftover.
+    if (migratingElsewhere(vm, this.deps.clock.now())) return;
     const desired = desiredOf(vm);
     const nodeId = vm.status?.nodeId ?? "";
     if (!nodeId) return this.reconcileUnplaced(vm, desired);
@@ -362,4 +366,13 @@ function crashedAt(vm: VirtualMachine): bigint | undefined {
 /** Milliseconds of a VM's started_at, or undefined. */
 export function startedAtMs(vm: VirtualMachine): number | undefined {
   return vm.status?.startedAt ? timestampMs(vm.status.startedAt) : undefined;
+}
+
+/** How long a Migrating=True condition without a new write holds a VM for the replica migrating it. */
+export const MIGRATION_LEASE_MS = 30_000;
+
+function migratingElsewhere(vm: VirtualMachine, nowMs: number): boolean {
+  const migrating = vm.status?.conditions.some((c) => c.type === "Migrating" && c.status === ConditionStatus.TRUE);
+  const updated = vm.updatedAt ? timestampMs(vm.updatedAt) : 0;
+  return !!migrating && nowMs - updated < MIGRATION_LEASE_MS;
 }

@@ -7,42 +7,15 @@ import { Code } from "@connectrpc/connect";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { SimulatedBackend } from "@quantix/agent/backends/simulated/simulated-backend.js";
-import { startAgentServer, type AgentServer } from "@quantix/agent/rpc/agent-server.js";
-import { startControlPlaneLink, type ControlPlaneLink } from "@quantix/agent/sync/control-plane-link.js";
-import { VmManager } from "@quantix/agent/vm-manager.js";
 import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
+import { TestAgent } from "@quantix/testing/test-agent.js";
 import { NodeMonitor } from "../controllers/node-monitor.js";
 import { silentLogger } from "../log.js";
 import type { AgentNodes } from "./agent-nodes.js";
 
-/** An in-process agent over the simulated backend, linked to the control plane like a real one. */
-class TestAgent {
-  server!: AgentServer;
-  link!: ControlPlaneLink;
-  manager!: VmManager;
-  constructor(
-    readonly backend: SimulatedBackend,
-    readonly stateDir: string,
-    readonly name: string,
-  ) {}
-
-  async start(cpUrl: string, port = 0): Promise<void> {
-    this.manager = new VmManager({ backend: this.backend });
-    await this.manager.start();
-    this.server = await startAgentServer(this.manager, { host: "127.0.0.1", port, log: silentLogger, graceMs: 100 });
-    this.link = startControlPlaneLink({ controlPlane: cpUrl, agentUrl: this.server.url, nodeName: this.name, stateDir: this.stateDir, backend: this.backend, log: silentLogger, heartbeatMs: 200 });
-  }
-
-  /** What a dead agent looks like from outside: no answers, no heartbeats (its VMs live on). */
-  async kill(): Promise<void> {
-    await this.link.stop();
-    await this.server.close();
-  }
-}
-
 let s: TestServer;
 let agents: AgentNodes;
-let agent: TestAgent;
+let agent: TestAgent<SimulatedBackend>;
 let dir: string;
 
 before(async () => {

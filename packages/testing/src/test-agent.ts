@@ -1,0 +1,35 @@
+import type { Backend } from "@quantix/agent/backend.js";
+import { startAgentServer, type AgentServer } from "@quantix/agent/rpc/agent-server.js";
+import { startControlPlaneLink, type ControlPlaneLink } from "@quantix/agent/sync/control-plane-link.js";
+import { VmManager } from "@quantix/agent/vm-manager.js";
+import { silentLogger } from "@quantix/server/log.js";
+
+/**
+ * A host agent in this process (vmm.v1 server plus the link that registers and heartbeats),
+ * over any backend: what a real agent process does, minus the process.
+ */
+export class TestAgent<B extends Backend = Backend> {
+  server!: AgentServer;
+  link!: ControlPlaneLink;
+  manager!: VmManager;
+  constructor(
+    readonly backend: B,
+    readonly stateDir: string,
+    readonly name: string,
+    private readonly heartbeatMs = 200,
+  ) {}
+
+  /** Serves vmm.v1 on `port` (0: a free one) and links to the control plane at `cpUrl`. */
+  async start(cpUrl: string, port = 0): Promise<void> {
+    this.manager = new VmManager({ backend: this.backend });
+    await this.manager.start();
+    this.server = await startAgentServer(this.manager, { host: "127.0.0.1", port, log: silentLogger, graceMs: 100 });
+    this.link = startControlPlaneLink({ controlPlane: cpUrl, agentUrl: this.server.url, nodeName: this.name, stateDir: this.stateDir, backend: this.backend, log: silentLogger, heartbeatMs: this.heartbeatMs });
+  }
+
+  /** What a dead agent looks like from outside: no answers, no heartbeats (its VMs live on). */
+  async kill(): Promise<void> {
+    await this.link.stop();
+    await this.server.close();
+  }
+}
