@@ -50,10 +50,18 @@ export class ClusterState {
     for (const n of this.nodes) this.loads.set(n.id, { vcpus: 0, memoryMib: 0, vms: [] });
   }
 
-  /** A cluster state from nodes and every VM (unplaced ones are skipped). */
-  static of(nodes: readonly Node[], vms: Iterable<SchedulableVm & { readonly status?: { readonly nodeId: string } | undefined }>): ClusterState {
+  /**
+   * A cluster state from nodes and every VM (unplaced ones are skipped). A VM being
+   * migrated counts on its node and on its migration target: the target's capacity is
+   * reserved until the migration is resolved.
+   */
+  static of(nodes: readonly Node[], vms: Iterable<SchedulableVm & { readonly status?: { readonly nodeId: string; readonly migrationTargetNodeId?: string } | undefined }>): ClusterState {
     const state = new ClusterState(nodes);
-    for (const vm of vms) if (vm.status?.nodeId) state.assign(vm, vm.status.nodeId);
+    for (const vm of vms) {
+      if (vm.status?.nodeId) state.assign(vm, vm.status.nodeId);
+      const target = vm.status?.migrationTargetNodeId;
+      if (target && target !== vm.status?.nodeId) state.assign(vm, target);
+    }
     return state;
   }
 

@@ -717,7 +717,13 @@ export const NodeService: GenService<{
     output: typeof NodeSchema;
   },
   /**
-   * Moves every VM off a node. Implemented with the scheduler.
+   * Marks a node unschedulable, then moves its VMs off one at a time: a RUNNING VM is
+   * live-migrated (as MigrateVM: to target_node_id or the scheduler's choice), a stopped
+   * VM that stays off loses its node; one that cannot move is reported in failures, or
+   * with force stopped (gracefully for grace_period_sec, then powered off). Allowed in
+   * every node phase; NOT_FOUND for an unknown node or target. Idempotent: draining again
+   * retries what is left. A cancelled call handles no further VM (each left is a failure
+   * "drain cancelled"). Progress is the node's Drained condition.
    *
    * @generated from rpc Quantixkvm.compute.v1.NodeService.DrainNode
    */

@@ -461,7 +461,8 @@ export type MigrateVMRequest = Message<"Quantixkvm.compute.v1.MigrateVMRequest">
   targetNodeId: string;
 
   /**
-   * Migrate without stopping the guest (pre-copy).
+   * Migrate without stopping the guest (pre-copy). Must be true: cold migration is not
+   * offered (StopVM, then StartVM with a placement, moves a stopped VM).
    *
    * @generated from field: bool live = 3;
    */
@@ -911,7 +912,17 @@ export const VMService: GenService<{
     output: typeof VirtualMachineSchema;
   },
   /**
-   * Moves a VM to another node, live when it is running. Implemented with the scheduler.
+   * Moves a RUNNING VM live (pre-copy) to another node: target_node_id, or the node the
+   * scheduler picks; either way the scheduler's filters apply (capacity, taints,
+   * selectors, affinity), and a refusal explains them. Allowed only in state RUNNING;
+   * the VM is MIGRATING meanwhile, with progress in its Migrating condition and the
+   * target in status.migration_target_node_id. Not idempotent: a second call while one
+   * runs is FAILED_PRECONDITION naming it; after success the VM's node_id is the target.
+   * A failed, cancelled or timed-out migration leaves the VM running on its source with
+   * the reason in the Migrating condition. INVALID_ARGUMENT for live=false (only live
+   * migration is offered) or limits out of range; NOT_FOUND for an unknown VM or target;
+   * FAILED_PRECONDITION when a node's hypervisor lacks "live-migration", the target does
+   * not fit, or the VM's storage is not shared; ABORTED when the VM changed meanwhile.
    *
    * @generated from rpc Quantixkvm.compute.v1.VMService.MigrateVM
    */
