@@ -100,7 +100,8 @@ async function readyNode(host: Host): Promise<string> {
 test("a lost node's HA VM is restarted on another node, and the copy on the lost node is fenced when it comes back", async () => {
   const nodeA = await readyNode(a);
   const nodeB = await readyNode(b);
-  const vm = await s.vms.createVM({ name: "ha-lost", spec: spec({}), nodeId: nodeA, startOnCreate: true });
+  // Preferred, not pinned: a VM pinned to A (node_id) could only ever run on A.
+  const vm = await s.vms.createVM({ name: "ha-lost", spec: { ...spec({}), placement: { preferredNodeIds: [nodeA] } }, startOnCreate: true });
   await vmIn(vm.id, (x) => x.status?.state === State.RUNNING, "RUNNING on A");
   assert.equal(await a.state(vm.id), "running");
 

@@ -174,3 +174,56 @@ describe("200 concurrent creates over 3 simulated nodes", () => {
     assert.ok(after.some((v) => !placed.some((p) => p.id === v.id)), "a waiting VM took the freed capacity");
   });
 });
+
+describe("CreateVM with node_id", () => {
+  let s: TestServer;
+  before(async () => {
+    s = await serverWith([
+      { id: nodeId(1), cpus: 4, memMib: 2048 },
+      { id: nodeId(2), cpus: 16, memMib: 16_384, schedulable: false },
+      { id: nodeId(3), cpus: 16, memMib: 16_384 },
+    ]);
+    await s.nodes.updateNode({ id: nodeId(3), spec: { taints: [{ key: "maintenance", effect: TaintEffect.NO_SCHEDULE }] }, updateMask: { paths: ["spec.taints"] } });
+  });
+  after(() => s.close());
+
+  const pendingWith = (id: string, what: string) =>
+    until(async () => {
+      const cur = await s.vms.getVM({ id });
+      return scheduled(cur)?.reason === "Unschedulable" ? cur : undefined;
+    }, what);
+
+  it("pins through the scheduler: a full node takes only what fits, the rest waits with the explanation", async () => {
+    const created = await Promise.all([1, 2, 3].map((i) => s.vms.createVM({ name: `pinned-${i}`, spec: spec(1, 1024), nodeId: nodeId(1), startOnCreate: true })));
+    for (const vm of created) {
+      assert.equal(vm.status?.nodeId, "", "no node before the scheduler");
+      assert.deepEqual(vm.spec?.placement?.requiredNodeIds, [nodeId(1)]);
+    }
+    const vms = await until(async () => {
+      const all = await Promise.all(created.map((v) => s.vms.getVM({ id: v.id })));
+      return all.filter((v) => v.status?.nodeId === nodeId(1)).length === 2 && all.some((v) => scheduled(v)?.reason === "Unschedulable") ? all : undefined;
+    }, "two placed on the pinned node, one waiting");
+    const waiting = vms.find((v) => !v.status?.nodeId)!;
+    assert.equal(waiting.status?.state, State.PENDING);
+    assert.match(scheduled(waiting)!.message, /insufficient memory/);
+    await Promise.all(created.map((v) => s.vms.deleteVM({ id: v.id, force: true })));
+  });
+
+  it("a pin to an unschedulable or tainted node leaves the VM PENDING, saying why", async () => {
+    const off = await s.vms.createVM({ name: "pinned-off", spec: spec(1, 256), nodeId: nodeId(2), startOnCreate: true });
+    assert.match(scheduled(await pendingWith(off.id, "pinned to a disabled node"))!.message, /1 not schedulable/);
+    const tainted = await s.vms.createVM({ name: "pinned-tainted", spec: spec(1, 256), nodeId: nodeId(3), startOnCreate: true });
+    assert.match(scheduled(await pendingWith(tainted.id, "pinned to a tainted node"))!.message, /1 tainted maintenance:NoSchedule/);
+    assert.equal((await s.vms.getVM({ id: tainted.id })).status?.nodeId, "");
+    await s.nodes.enableNode({ id: nodeId(2) });
+    await until(async () => ((await s.vms.getVM({ id: off.id })).status?.nodeId === nodeId(2) ? true : undefined), "placed once its node is enabled");
+  });
+
+  it("refuses a node_id that contradicts spec.placement.required_node_ids", async () => {
+    const err = await s.vms.createVM({ name: "pinned-twice", spec: spec(1, 256, { requiredNodeIds: [nodeId(3)] }), nodeId: nodeId(1) }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.match(String(err), /node_id/);
+  });
+});

@@ -101,8 +101,9 @@ const pidOn = async (a: Agent, vmId: string) => {
 };
 
 async function runningGuest(name: string, nodeId: string, bootConfig = boot): Promise<VirtualMachine> {
-  const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: bootConfig } };
-  const vm = await s.vms.createVM({ name, spec, nodeId, startOnCreate: true });
+  // Preferred, not pinned (node_id): a VM pinned to its node could not be drained off it.
+  const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: bootConfig }, placement: { preferredNodeIds: [nodeId] } };
+  const vm = await s.vms.createVM({ name, spec, startOnCreate: true });
   return until(async () => ((v) => (v.status?.state === State.RUNNING ? v : undefined))(await getVm(vm.id)), `${name} RUNNING`, 30_000);
 }
 

@@ -15,6 +15,7 @@ import {
 } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import {
+  PlacementPolicySchema,
   PowerState,
   VirtualMachineSchema,
   VmSpecSchema,
@@ -68,6 +69,7 @@ export class VmService {
       throw invalidArgument([{ field: "spec.desired_power_state", reason: "INVALID_ENUM", description: "a new VM may only be RUNNING or STOPPED" }]);
     }
     for (const nic of spec.nics) if (nic.macAddress === "") nic.macAddress = this.newMac();
+    pinToNode(spec, req.nodeId);
     const running = spec.desiredPowerState === PowerState.RUNNING;
     const vm = create(VirtualMachineSchema, {
       id: this.deps.ids.newId(),
@@ -76,10 +78,8 @@ export class VmService {
       labels: req.labels,
       description: req.description,
       spec,
-      status: create(VmStatusSchema, {
-        state: req.nodeId ? (running ? State.PROVISIONING : State.STOPPED) : running ? State.PENDING : State.STOPPED,
-        nodeId: req.nodeId,
-      }),
+      // No node yet, even when pinned: only the scheduler assigns nodes, with every filter.
+      status: create(VmStatusSchema, { state: running ? State.PENDING : State.STOPPED }),
       createdAt: now,
       updatedAt: now,
       generation: 1n,
@@ -187,6 +187,20 @@ export class VmService {
     const hex = this.deps.ids.newId().replace(/-/g, "");
     return `52:54:00:${hex.slice(0, 2)}:${hex.slice(2, 4)}:${hex.slice(4, 6)}`;
   }
+}
+
+/**
+ * CreateVM's node_id becomes a placement requirement rather than a node: the scheduler then
+ * places the VM atomically with every filter (capacity, schedulable, taints, affinity), and a
+ * pin to a node that cannot take it leaves the VM PENDING with the explanation.
+ */
+function pinToNode(spec: NonNullable<VirtualMachine["spec"]>, nodeId: string): void {
+  if (nodeId === "") return;
+  const placement = (spec.placement ??= create(PlacementPolicySchema));
+  if (placement.requiredNodeIds.length > 0 && !placement.requiredNodeIds.includes(nodeId)) {
+    throw invalidArgument([{ field: "node_id", reason: "CONFLICT", description: "must be one of spec.placement.required_node_ids when both are set" }]);
+  }
+  placement.requiredNodeIds = [nodeId];
 }
 
 function toUpdate(f: { type: "ADDED" | "MODIFIED" | "DELETED" | "SYNCED"; object: VirtualMachine | undefined; revision: bigint }): VmUpdate {

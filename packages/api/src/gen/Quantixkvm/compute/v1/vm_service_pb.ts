@@ -67,7 +67,10 @@ export type CreateVMRequest = Message<"Quantixkvm.compute.v1.CreateVMRequest"> &
   startOnCreate: boolean;
 
   /**
-   * Place the VM on this node instead of letting the scheduler choose.
+   * Pin the VM to this node: it becomes spec.placement.required_node_ids (which, if set,
+   * must contain it). The scheduler still places the VM with every filter (capacity,
+   * schedulable, taints, affinity); while the node cannot take it, the VM stays PENDING
+   * with the Scheduled condition saying why. An unknown node is NOT_FOUND.
    *
    * @generated from field: string node_id = 7;
    */
