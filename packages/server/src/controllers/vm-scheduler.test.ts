@@ -227,3 +227,41 @@ describe("CreateVM with node_id", () => {
     assert.match(String(err), /node_id/);
   });
 });
+
+describe("resizing or re-pinning a stopped VM", () => {
+  let s: TestServer;
+  before(async () => {
+    s = await serverWith([
+      { id: nodeId(1), cpus: 4, memMib: 2048 },
+      { id: nodeId(2), cpus: 16, memMib: 16_384 },
+    ]);
+  });
+  after(() => s.close());
+
+  const runningOn = (id: string, what: string) =>
+    until(async () => ((vm) => (vm.status?.state === State.RUNNING ? vm.status.nodeId : undefined))(await s.vms.getVM({ id })), what);
+
+  it("gives up its node, so starting it never overcommits the node it was on", async () => {
+    const prefer1 = { preferredNodeIds: [nodeId(1)] };
+    const big = await s.vms.createVM({ name: "grows", spec: spec(1, 1024, prefer1), startOnCreate: true });
+    assert.equal(await runningOn(big.id, "grows on node 1"), nodeId(1));
+    await s.vms.stopVM({ id: big.id, force: true });
+    const other = await s.vms.createVM({ name: "neighbour", spec: spec(1, 1024, prefer1), startOnCreate: true });
+    assert.equal(await runningOn(other.id, "the neighbour on node 1"), nodeId(1));
+
+    // 2048 MiB no longer fits beside the neighbour on node 1 (2048 MiB in all).
+    const resized = await s.vms.updateVM({ id: big.id, spec: spec(1, 2048, prefer1), updateMask: { paths: ["spec.memory"] } });
+    assert.equal(resized.status?.nodeId, "", "the node is given up");
+    await s.vms.startVM({ id: big.id });
+    assert.equal(await runningOn(big.id, "the resized VM running"), nodeId(2));
+
+    // A stopped VM re-pinned away from its node gives it up too; a label change keeps it.
+    await s.vms.stopVM({ id: other.id, force: true });
+    const relabelled = await s.vms.updateVM({ id: other.id, labels: { tier: "web" }, updateMask: { paths: ["labels"] } });
+    assert.equal(relabelled.status?.nodeId, nodeId(1));
+    const repinned = await s.vms.updateVM({ id: other.id, spec: spec(1, 1024, { requiredNodeIds: [nodeId(2)] }), updateMask: { paths: ["spec.placement"] } });
+    assert.equal(repinned.status?.nodeId, "");
+    await s.vms.startVM({ id: other.id });
+    assert.equal(await runningOn(other.id, "the re-pinned VM running"), nodeId(2));
+  });
+});

@@ -131,10 +131,12 @@ export class VmService {
         const specChanged = !sameSpec(cur.spec, spec);
         const changed = specChanged || cur.description !== draft.description || JSON.stringify(sorted(cur.labels)) !== JSON.stringify(sorted(draft.labels));
         if (!changed) return undefined;
+        const before = cur.spec;
         cur.spec = spec;
         cur.labels = draft.labels;
         cur.description = draft.description;
         if (specChanged) cur.generation += 1n;
+        releaseNodeIfResized(cur, before);
         cur.updatedAt = now;
         return cur;
       },
@@ -223,6 +225,19 @@ function checkHotChange(cur: VirtualMachine, spec: VirtualMachine["spec"]): void
   if (changed.length > 0) {
     throw new QuantixError("failed_precondition", `cannot change ${changed.join(" and ")} of VM '${cur.id}' while it is ${State[state]}: CPU and memory hotplug is not supported yet; stop the VM first`);
   }
+}
+
+/**
+ * A stopped VM keeps its node, and that node's capacity counts it. Its new cpu, memory or
+ * placement may no longer fit there, so it gives the node up: the scheduler, the only
+ * one that assigns nodes, places it again (with every filter) when it starts. The stopped
+ * definition left on the old node is removed by the fencer (fencing.ts) as a stale copy.
+ */
+function releaseNodeIfResized(cur: VirtualMachine, before: VirtualMachine["spec"]): void {
+  if (!cur.status?.nodeId || cur.status.state !== State.STOPPED) return;
+  const moved = ["cpu", "memory", "placement"] as const;
+  if (moved.every((k) => sameJson(before?.[k], cur.spec?.[k]))) return;
+  cur.status.nodeId = "";
 }
 
 function sameSpec(a: VirtualMachine["spec"], b: VirtualMachine["spec"]): boolean {
