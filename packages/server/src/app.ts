@@ -82,9 +82,9 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const vmService = new VmService({ store, clock, ids });
   const reconciler = new VmReconciler({ store, drivers, clock, log });
   const power = new VmPowerService(store, reconciler);
-  const migration = new VmMigrationService({ store, drivers, holder: reconciler, clock, log });
+  const migration = new VmMigrationService({ store, drivers, holder: reconciler, clock, log, strategy: config.schedulerStrategy });
   const vmMetrics = new VmMetricsStream({ store, drivers, clock });
-  const drains = new NodeDrainService({ store, nodes: nodeService, migration, power, clock, log });
+  const drains = new NodeDrainService({ store, nodes: nodeService, migration, power, drivers, clock, log });
   const scheduler = new VmScheduler({ store, clock, log, strategy: config.schedulerStrategy, isConnected: (id) => drivers.has(id) });
   const simulated = new SimulatedNodes({ store, drivers, nodes: nodeService, clock, log, timing: { bootMs: config.simBootMs, shutdownMs: Math.round(config.simBootMs * 0.7), suspendMs: Math.round(config.simBootMs * 0.7) } });
   const monitor = new NodeMonitor({ store, clock, log, offlineAfterSec: config.nodeLostAfterSec });

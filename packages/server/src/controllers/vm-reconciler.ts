@@ -5,6 +5,7 @@ import { ResourcesSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.
 import { PowerState, VmStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { demandOf, QuantixError, type Clock, type HypervisorConsole, type HypervisorPort, type ShutdownOptions, type Store, type VmObservation } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
+import { migrationOutcome, type MigrationOutcome } from "../services/migration-outcome.js";
 import { allVms } from "../services/paging.js";
 import type { Logger } from "../log.js";
 import { setCondition, removeCondition } from "./conditions.js";
@@ -167,6 +168,7 @@ export class VmReconciler {
     // condition, kept fresh by progress writes. One gone quiet for longer than the lease was
     // interrupted (that replica stopped) and is cleared below like any other leftover.
     if (migratingElsewhere(vm, this.deps.clock.now())) return;
+    if (vm.status?.migrationTargetNodeId) return this.resolveMigration(vm);
     const desired = desiredOf(vm);
     const nodeId = vm.status?.nodeId ?? "";
     if (!nodeId) return this.reconcileUnplaced(vm, desired);
@@ -192,6 +194,39 @@ export class VmReconciler {
       throw err;
     }
     await this.writeObserved(vm, desired, driver, obs);
+  }
+
+  /**
+   * A migration whose replica stopped before resolving it (its lease expired): both nodes
+   * are observed. The target is adopted if the source's copy is gone and the target runs
+   * it; otherwise the target's copy is removed and the VM stays on its source. Nothing is
+   * defined or booted until then: a node that cannot be asked fails the pass (retried).
+   */
+  private async resolveMigration(vm: VirtualMachine): Promise<void> {
+    const sourceId = vm.status!.nodeId;
+    const targetId = vm.status!.migrationTargetNodeId;
+    const src = this.deps.drivers.get(sourceId);
+    const dst = this.deps.drivers.get(targetId);
+    let outcome: MigrationOutcome = "source";
+    if (dst || (await this.deps.store.nodes.get(targetId))) {
+      if (!src || !dst) throw new QuantixError("unavailable", `VM '${vm.id}' has an interrupted migration from node '${sourceId}' to node '${targetId}'; it is resolved once both nodes are connected`);
+      outcome = await migrationOutcome(vm.id, src, dst);
+      if (outcome === "source") await dst.deleteVM(vm.id);
+    }
+    const now = this.deps.clock.now();
+    const nodeId = outcome === "target" ? targetId : sourceId;
+    await this.deps.store.vms.update(vm.id, (cur) => {
+      if (cur.status?.migrationTargetNodeId !== targetId || migratingElsewhere(cur, now)) return undefined;
+      cur.status.nodeId = nodeId;
+      cur.status.migrationTargetNodeId = "";
+      if (outcome === "target") cur.status.hypervisor = dst!.kind;
+      const message = `the control plane stopped during the migration to node '${targetId}'; ${outcome === "target" ? "it had completed, and the VM runs there" : "the VM stays on its node"} ('${nodeId}')`;
+      cur.status.conditions = setCondition(cur.status.conditions, { type: "Migrating", status: false, reason: "Interrupted", message, generation: cur.generation }, now);
+      cur.updatedAt = timestampFromMs(now);
+      return cur;
+    });
+    this.deps.log.log("warn", "resolved an interrupted migration", { vm_id: vm.id, source: sourceId, target: targetId, outcome });
+    for (const n of [sourceId, targetId]) this.queue.add(`node:${n}`);
   }
 
   /** Takes at most one idempotent step towards the desired state; returns whether it acted. */
@@ -372,7 +407,7 @@ export function startedAtMs(vm: VirtualMachine): number | undefined {
 export const MIGRATION_LEASE_MS = 30_000;
 
 function migratingElsewhere(vm: VirtualMachine, nowMs: number): boolean {
-  const migrating = vm.status?.conditions.some((c) => c.type === "Migrating" && c.status === ConditionStatus.TRUE);
+  const migrating = !!vm.status?.migrationTargetNodeId || vm.status?.conditions.some((c) => c.type === "Migrating" && c.status === ConditionStatus.TRUE);
   const updated = vm.updatedAt ? timestampMs(vm.updatedAt) : 0;
   return !!migrating && nowMs - updated < MIGRATION_LEASE_MS;
 }

@@ -30,8 +30,8 @@ export function vmServiceImpl(vms: VmService, power: VmPowerService, migration: 
     watchVM: (req, ctx) => vms.watchVm(req, ctx.signal),
     watchVMs: (req, ctx) => vms.watchVms(req, ctx.signal),
     migrateVM: async (req, ctx) => {
-      // Only live migration exists: a stopped VM has nothing to move (StartVM places it anew).
-      const { vm, stats } = await migration.migrate({ vmId: req.vmId, targetNodeId: req.targetNodeId, maxDowntimeMs: req.maxDowntimeMs, bandwidthMbps: req.bandwidthMbps }, ctx.signal);
+      // Only live migration exists (live=false is refused): a stopped VM has nothing to move (StartVM places it anew).
+      const { vm, stats } = await migration.migrate({ vmId: req.vmId, targetNodeId: req.targetNodeId, live: req.live, maxDowntimeMs: req.maxDowntimeMs, bandwidthMbps: req.bandwidthMbps }, ctx.signal);
       return create(MigrateVMResponseSchema, {
         vm,
         stats: create(MigrationStatsSchema, { bytesTransferred: stats.transferredBytes, downtimeMs: BigInt(stats.downtimeMs), durationMs: BigInt(stats.durationMs) }),

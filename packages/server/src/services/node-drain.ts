@@ -3,12 +3,14 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { DrainFailureSchema, DrainNodeResponseSchema, type DrainFailure, type DrainNodeRequest, type DrainNodeResponse } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { PowerState, VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { QuantixError, type Clock, type Store } from "@quantix/core";
+import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import { setCondition } from "../controllers/conditions.js";
 import type { Logger } from "../log.js";
 import type { NodeService } from "./node-service.js";
 import { allVms } from "./paging.js";
 import type { VmMigrationService } from "./vm-migration.js";
 import type { VmPowerService } from "./vm-power.js";
+import { waitFor } from "./wait.js";
 
 /** The node condition a drain writes: False with progress while it runs, then its outcome. */
 export const DRAINED_CONDITION = "Drained";
@@ -19,6 +21,8 @@ export interface NodeDrainDeps {
   readonly nodes: NodeService;
   readonly migration: VmMigrationService;
   readonly power: VmPowerService;
+  /** The nodes' hypervisors: a forced stop goes to the VM's node directly, with the drain's grace period. */
+  readonly drivers: NodeDrivers;
   readonly clock: Clock;
   readonly log: Logger;
 }
@@ -30,7 +34,10 @@ export interface NodeDrainDeps {
  * wants to stay off is unplaced (it gets a node when it starts) and counts as moved; any
  * other VM, or one whose migration fails, is reported as failed with the reason, or with
  * force stopped (graceful for grace_period_sec, then powered off). The node's Drained
- * condition shows the progress to WatchNodes clients.
+ * condition shows the progress to WatchNodes clients. A cancelled call handles no further
+ * VM: each one left is reported as failed, "drain cancelled". Migrations run one at a
+ * time and each target is chosen by the scheduler over the store as it is then, so a
+ * target filled by an earlier VM is not picked again.
  */
 export class NodeDrainService {
   constructor(private readonly deps: NodeDrainDeps) {}
@@ -48,13 +55,17 @@ export class NodeDrainService {
     const failed = (vmId: string, reason: string): DrainFailure => create(DrainFailureSchema, { vmId, reason });
     await this.progress(node.id, false, "InProgress", `draining: 0 of ${vms.length} VM(s) handled`);
     for (const [i, vm] of vms.entries()) {
+      if (signal.aborted) {
+        res.failures.push(failed(vm.id, "drain cancelled"));
+        continue;
+      }
       let outcome: string;
       try {
         if (await this.unplaceIfOff(vm, node.id)) {
           res.migratedVmIds.push(vm.id);
           outcome = `VM '${vm.name}' is off and was unplaced`;
         } else {
-          const moved = await this.deps.migration.migrate({ vmId: vm.id, targetNodeId: req.targetNodeId, maxDowntimeMs: 0, bandwidthMbps: 0 }, signal);
+          const moved = await this.deps.migration.migrate({ vmId: vm.id, targetNodeId: req.targetNodeId, live: true, maxDowntimeMs: 0, bandwidthMbps: 0 }, signal);
           res.migratedVmIds.push(vm.id);
           outcome = `VM '${vm.name}' migrated to node '${moved.vm.status?.nodeId}'`;
         }
@@ -99,9 +110,22 @@ export class NodeDrainService {
     return after.status?.nodeId === "";
   }
 
+  /**
+   * Stops a VM gracefully for the grace period, then powers it off. The desired state
+   * (STOPPED) keeps it off; the shutdown itself goes to its node here, because the
+   * reconciler that would carry the grace period may run on another replica.
+   */
   private async stop(vm: VirtualMachine, graceSec: number, signal: AbortSignal): Promise<void> {
     const timeoutSec = graceSec > 0 ? graceSec : 60;
-    const stopped = await this.deps.power.act("stop", vm.id, { ms: (timeoutSec + 15) * 1000, signal }, { force: false, timeoutSec });
+    const budget = { ms: (timeoutSec + 15) * 1000, signal };
+    const waiting = this.deps.power.act("stop", vm.id, budget, { force: false, timeoutSec });
+    const driver = this.deps.drivers.get(vm.status?.nodeId ?? "");
+    if (driver) {
+      // Only once STOPPED is desired: a reconciler seeing the VM off before would boot it again.
+      const off = await waitFor(this.deps.store.vms, "VM", vm.id, (x) => x.spec?.desiredPowerState !== PowerState.RUNNING, budget.ms, signal);
+      if (off.spec?.desiredPowerState !== PowerState.RUNNING) await driver.shutdownVM(vm.id, { force: false, timeoutSec });
+    }
+    const stopped = await waiting;
     if (stopped.status?.state !== State.STOPPED) throw new QuantixError("unavailable", `VM '${vm.id}' is ${State[stopped.status?.state ?? State.UNKNOWN]} after the grace period`);
   }
 

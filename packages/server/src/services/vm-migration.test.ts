@@ -2,7 +2,10 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
+import { QuantixError } from "@quantix/core";
 import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
+import { fakeCluster, FakeNode } from "./migration-test-kit.js";
 
 /*
  * MigrateVM and DrainNode refusals on the demo's simulated nodes, whose hypervisor lacks
@@ -32,19 +35,17 @@ test("MigrateVM is refused up front with the reason, and changes nothing", async
   assert.equal(picked.code, Code.FailedPrecondition);
   assert.match(picked.rawMessage, /its node '.*' runs a simulated hypervisor, which lacks the 'live-migration' capability/);
 
-  const same = await rejection(s.vms.migrateVM({ vmId: vm.id, targetNodeId: vm.status!.nodeId }));
+  const cold = await rejection(s.vms.migrateVM({ vmId: vm.id, targetNodeId: other.id, live: false }));
+  assert.equal(cold.code, Code.InvalidArgument);
+  assert.match(cold.rawMessage, /^live: must be true: only live migration is offered/);
+  const same = await rejection(s.vms.migrateVM({ vmId: vm.id, targetNodeId: vm.status!.nodeId, live: true }));
   assert.match(same.rawMessage, /already runs on node/);
-  assert.equal((await rejection(s.vms.migrateVM({ vmId: vm.id, targetNodeId: "00000000-0000-0000-0000-00000000beef" }))).code, Code.NotFound);
-  assert.equal((await rejection(s.vms.migrateVM({ vmId: "00000000-0000-0000-0000-00000000dead" }))).code, Code.NotFound);
-  assert.equal((await rejection(s.vms.migrateVM({ vmId: vm.id, targetNodeId: other.id, maxDowntimeMs: -1 }))).code, Code.InvalidArgument);
-
-  await s.nodes.disableNode({ id: other.id });
-  const disabled = await rejection(s.vms.migrateVM({ vmId: vm.id, targetNodeId: other.id }));
-  assert.match(disabled.rawMessage, /not schedulable/);
-  await s.nodes.enableNode({ id: other.id });
+  assert.equal((await rejection(s.vms.migrateVM({ vmId: vm.id, targetNodeId: "00000000-0000-0000-0000-00000000beef", live: true }))).code, Code.NotFound);
+  assert.equal((await rejection(s.vms.migrateVM({ vmId: "00000000-0000-0000-0000-00000000dead", live: true }))).code, Code.NotFound);
+  assert.equal((await rejection(s.vms.migrateVM({ vmId: vm.id, targetNodeId: other.id, maxDowntimeMs: -1, live: true }))).code, Code.InvalidArgument);
 
   const off = vms.find((v) => v.spec?.desiredPowerState !== 1)!;
-  const notRunning = await rejection(s.vms.migrateVM({ vmId: off.id, targetNodeId: other.id }));
+  const notRunning = await rejection(s.vms.migrateVM({ vmId: off.id, targetNodeId: other.id, live: true }));
   assert.equal(notRunning.code, Code.FailedPrecondition);
   assert.match(notRunning.rawMessage, /only a RUNNING VM migrates live/);
 
@@ -72,4 +73,132 @@ test("DrainNode reports the VMs that cannot move, and with force stops them", as
   // Every VM it had is off the node or stopped; the stopped ones were unplaced by the second drain.
   for (const v of placed) assert.ok(forced.stoppedVmIds.includes(v.id) || forced.migratedVmIds.includes(v.id), `VM ${v.name} handled`);
   assert.equal(forced.failures.length, 0);
+});
+
+/*
+ * The migration's own logic against fake nodes with "live-migration" (FakeNode): target
+ * choice and reservation through the scheduler, claims, failure handling, leftovers.
+ */
+
+const never = () => new AbortController().signal;
+const req = (vmId: string, targetNodeId = "") => ({ vmId, targetNodeId, live: true, maxDowntimeMs: 0, bandwidthMbps: 0 });
+const quantixError = (code: string, re: RegExp) => (err: unknown) => err instanceof QuantixError && err.code === code && re.test(err.message);
+
+test("a target is chosen and checked by the scheduler (capacity, schedulable), and is reserved while the migration runs", async () => {
+  const c = await fakeCluster({ a: 8192, b: 2048, c: 4096 });
+  await c.runningVm("vm-1", "a", 3072);
+  await assert.rejects(c.migration.migrate(req("vm-1", "b"), never()), quantixError("failed_precondition", /cannot migrate to node 'host-b': 0\/3 nodes fit: .*insufficient memory/));
+  assert.equal(c.node("b").vms.size, 0, "nothing was prepared on the refused target");
+  await c.store.nodes.update("c", (n) => ((n.spec!.schedulable = false), n));
+  await assert.rejects(c.migration.migrate(req("vm-1"), never()), quantixError("failed_precondition", /cannot migrate to any other node: .*not schedulable/));
+  await c.store.nodes.update("c", (n) => ((n.spec!.schedulable = true), n));
+
+  // While the migration runs the VM counts on both nodes: a second VM no longer fits on c.
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  c.node("a").behaviour = async ({ vmId, source, target }) => (await gate, FakeNode.move(vmId, source, target));
+  const moving = c.migration.migrate(req("vm-1"), never());
+  const during = await until(async () => ((v) => (v?.status?.migrationTargetNodeId ? v : undefined))(await c.store.vms.get("vm-1")), "the claim");
+  assert.equal(during.status?.migrationTargetNodeId, "c");
+  assert.equal(during.status?.state, State.MIGRATING);
+  await c.runningVm("vm-2", "a", 2048);
+  await assert.rejects(c.migration.migrate(req("vm-2", "c"), never()), /insufficient memory/);
+  release();
+  const done = await moving;
+  assert.equal(done.vm.status?.nodeId, "c");
+  assert.equal(done.vm.status?.migrationTargetNodeId, "");
+  assert.equal(c.node("c").vms.get("vm-1"), "running");
+});
+
+test("a second MigrateVM while one runs is refused naming it", async () => {
+  const c = await fakeCluster({ a: 8192, b: 8192, c: 8192 });
+  await c.runningVm("vm-1", "a");
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  c.node("a").behaviour = async ({ vmId, source, target }) => (await gate, FakeNode.move(vmId, source, target));
+  // Both start at once: only one claim can win, whatever the interleaving.
+  const results = await Promise.allSettled([c.migration.migrate(req("vm-1", "b"), never()), c.migration.migrate(req("vm-1", "c"), never()), (async () => (await new Promise((r) => setTimeout(r, 50)), release()))()]);
+  const [first, second] = results;
+  const failures = [first, second].filter((r) => r.status === "rejected").map((r) => (r as PromiseRejectedResult).reason as QuantixError);
+  assert.equal(failures.length, 1, `one migration wins: ${failures.map((f) => f.message).join(" | ")}`);
+  assert.ok(["failed_precondition", "aborted"].includes(failures[0]!.code));
+  assert.match(failures[0]!.message, /already being migrated from node 'a' to node '[bc]'|changed while its migration was being set up/);
+  const vm = (await c.store.vms.get("vm-1"))!;
+  assert.equal([...c.node("b").vms.keys(), ...c.node("c").vms.keys()].join(), "vm-1", "exactly one copy, on the winner's target");
+  assert.ok(c.node(vm.status!.nodeId).vms.has("vm-1"));
+});
+
+test("a migration that completed although the call failed is completed, not undone", async () => {
+  const c = await fakeCluster({ a: 8192, b: 8192 });
+  await c.runningVm("vm-1", "a");
+  // The hypervisor completes (the agent deletes the source), then the caller's stream breaks.
+  c.node("a").behaviour = async ({ vmId, source, target }) => {
+    FakeNode.move(vmId, source, target);
+    throw new QuantixError("unavailable", "the stream to the source's agent broke");
+  };
+  const done = await c.migration.migrate(req("vm-1", "b"), never());
+  assert.equal(done.vm.status?.nodeId, "b");
+  assert.equal(c.node("b").vms.get("vm-1"), "running", "the only copy of the guest is kept");
+  assert.equal(done.vm.status?.conditions.find((x) => x.type === "Migrating")?.reason, "Completed");
+});
+
+test("a failed migration deletes only a target copy its own prepare created", async () => {
+  const c = await fakeCluster({ a: 8192, b: 8192 });
+  await c.runningVm("vm-1", "a");
+  c.node("b").vms.set("vm-1", "running"); // someone else's copy (e.g. an HA restart not yet fenced)
+  await assert.rejects(c.migration.migrate(req("vm-1", "b"), never()), quantixError("already_exists", /already exists on this host/));
+  assert.equal(c.node("b").vms.get("vm-1"), "running", "a copy this call did not create is left alone");
+  c.node("b").vms.delete("vm-1");
+  c.node("a").behaviour = async () => {
+    throw new QuantixError("aborted", "QEMU: migration failed");
+  };
+  await assert.rejects(c.migration.migrate(req("vm-1", "b"), never()), /QEMU: migration failed/);
+  assert.equal(c.node("b").vms.has("vm-1"), false, "its own prepared copy is removed");
+  const vm = (await c.store.vms.get("vm-1"))!;
+  assert.equal(vm.status?.nodeId, "a");
+  assert.equal(vm.status?.state, State.RUNNING);
+  assert.equal(vm.status?.migrationTargetNodeId, "");
+  assert.equal(vm.status?.conditions.find((x) => x.type === "Migrating")?.reason, "Failed");
+});
+
+test("a migration past its timeout is cancelled; a VM force-deleted meanwhile leaves no copy on the target", async () => {
+  const c = await fakeCluster({ a: 8192, b: 8192 }, { timeoutMs: 200, touchEveryMs: 50 });
+  await c.runningVm("vm-1", "a");
+  c.node("a").behaviour = ({ signal }) => new Promise((_, reject) => signal.addEventListener("abort", () => reject(new QuantixError("aborted", "cancelled")), { once: true }));
+  await assert.rejects(c.migration.migrate(req("vm-1", "b"), never()), quantixError("deadline_exceeded", /timed out after 200 ms/));
+  const vm = (await c.store.vms.get("vm-1"))!;
+  assert.equal(vm.status?.conditions.find((x) => x.type === "Migrating")?.reason, "TimedOut");
+  assert.equal(c.node("b").vms.has("vm-1"), false);
+
+  // Deleted while the migration runs: the migration completes into a VM that is gone.
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  c.node("a").behaviour = async ({ vmId, source, target }) => (await gate, FakeNode.move(vmId, source, target));
+  const moving = c.migration.migrate(req("vm-1", "b"), never());
+  await until(async () => (c.node("b").vms.has("vm-1") ? true : undefined), "the target prepared");
+  await c.store.vms.delete("vm-1");
+  release();
+  await assert.rejects(moving, quantixError("not_found", /vm-1/));
+  assert.equal(c.node("b").vms.has("vm-1"), false, "no orphan guest on the target");
+});
+
+test("progress writes are serialised: none lands after the final one, and a quiet migration keeps its lease fresh", async () => {
+  const c = await fakeCluster({ a: 8192, b: 8192 }, { touchEveryMs: 30 });
+  await c.runningVm("vm-1", "a");
+  const stamps: number[] = [];
+  c.node("a").behaviour = async ({ vmId, source, target }) => {
+    for (let i = 0; i < 6; i++) {
+      await new Promise((r) => setTimeout(r, 40));
+      const v = (await c.store.vms.get(vmId))!;
+      stamps.push(Number(v.updatedAt!.seconds) * 1000 + v.updatedAt!.nanos / 1e6);
+    }
+    return FakeNode.move(vmId, source, target);
+  };
+  await c.migration.migrate(req("vm-1", "b"), never());
+  assert.ok(new Set(stamps).size >= 3, `the lease was refreshed while no progress came: ${stamps.join()}`);
+  await new Promise((r) => setTimeout(r, 100)); // a stray touch would land now
+  const vm = (await c.store.vms.get("vm-1"))!;
+  const cond = vm.status?.conditions.find((x) => x.type === "Migrating");
+  assert.equal(cond?.status, ConditionStatus.FALSE);
+  assert.equal(cond?.reason, "Completed");
 });

@@ -1,20 +1,21 @@
 import { clone, create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { NodeStatus_Phase as Phase, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { notFound, QuantixError, type Clock, type HypervisorMigration, type HypervisorPort, type MigrationProgress, type MigrationStatistics, type Store } from "@quantix/core";
+import { notFound, QuantixError, type Clock, type HypervisorMigration, type HypervisorPort, type MigrationStatistics, type ScoringStrategy, type Store } from "@quantix/core";
 import { setCondition } from "../controllers/conditions.js";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { Logger } from "../log.js";
-import { pickMigrationTarget } from "./migration-target.js";
+import { migrationOutcome, type MigrationOutcome } from "./migration-outcome.js";
+import { MigrationProgressWriter } from "./migration-progress.js";
+import { scheduleMigration } from "./migration-target.js";
 import { requireId } from "./vm-service.js";
 
 /** The condition a migration writes on its VM: True while it runs, False with the outcome after. */
 export const MIGRATING_CONDITION = "Migrating";
-/** Progress is written to the VM's status at most this often (each write reaches every watcher). */
-const PROGRESS_EVERY_MS = 500;
+/** The default upper bound on one migration, after which it is cancelled. */
+export const MIGRATION_TIMEOUT_MS = 10 * 60_000;
 
-/** What a migration needs from the reconciler: to keep its hands off the VM meanwhile. */
+/** What a migration needs from the local reconciler: to keep its hands off the VM meanwhile. */
 export interface MigrationHolder {
   holdForMigration(vmId: string, nodeIds: readonly string[]): () => void;
 }
@@ -26,6 +27,12 @@ export interface VmMigrationDeps {
   readonly holder: MigrationHolder;
   readonly clock: Clock;
   readonly log: Logger;
+  /** The scheduler's scoring strategy for automatic targets; default "spread". */
+  readonly strategy?: ScoringStrategy;
+  /** A migration still running after this long is cancelled; default MIGRATION_TIMEOUT_MS. */
+  readonly timeoutMs?: number;
+  /** How often a quiet migration refreshes its lease (tests); default TOUCH_EVERY_MS. */
+  readonly touchEveryMs?: number;
 }
 
 /** A request to move one VM live. */
@@ -33,6 +40,8 @@ export interface MigrateRequest {
   readonly vmId: string;
   /** Empty lets the scheduler choose. */
   readonly targetNodeId: string;
+  /** Must be true: only live migration is offered. */
+  readonly live: boolean;
   readonly maxDowntimeMs: number;
   readonly bandwidthMbps: number;
 }
@@ -43,125 +52,209 @@ export interface MigrateResult {
   readonly stats: MigrationStatistics;
 }
 
+/** Why a migration ended without completing. */
+type StopReason = "Cancelled" | "TimedOut" | "Deleted" | "Failed";
+
+interface Side {
+  readonly id: string;
+  readonly port: HypervisorPort;
+  readonly migration: HypervisorMigration;
+}
+
 /**
- * MigrateVM between two agent nodes: checks everything that can be checked up front
- * (a RUNNING VM, a READY and schedulable target other than its node, both hypervisors
- * with the "live-migration" capability), takes the VM from the reconciler, prepares the
- * target, and lets the source send the VM. The status says MIGRATING with progress in the
- * Migrating condition meanwhile; the VM's node changes only once the guest runs on the
- * target. A failure (or the caller cancelling) deletes the target's copy and leaves the
- * VM running on its source with the reason in the Migrating condition.
+ * MigrateVM between two agent nodes. Checks what can be checked up front (a RUNNING VM,
+ * both hypervisors with "live-migration", a target the scheduler accepts), then claims
+ * the migration in the store with one conditional write (MIGRATING, the target in
+ * migration_target_node_id, which reserves its capacity), so a second call, on any
+ * replica, is refused. It then prepares the target and lets the source send the VM, with
+ * progress in the Migrating condition (which also keeps the claim's lease fresh). The
+ * VM's node changes only once the guest runs on the target. On a failure, cancel or
+ * timeout both nodes are observed: a migration that completed anyway is completed; else
+ * the target copy this call prepared is deleted and the VM keeps running on its source
+ * with the reason. When the nodes cannot be asked, the claim stays and the reconciler
+ * resolves it once its lease has expired.
  */
 export class VmMigrationService {
-  private readonly running = new Set<string>();
-
   constructor(private readonly deps: VmMigrationDeps) {}
 
   async migrate(req: MigrateRequest, signal: AbortSignal): Promise<MigrateResult> {
     requireId("vm_id", req.vmId);
-    if (req.maxDowntimeMs < 0 || req.maxDowntimeMs > 60_000) throw badRange("max_downtime_ms", "must be between 0 and 60000 (0 means the hypervisor's default)");
-    if (req.bandwidthMbps < 0) throw badRange("bandwidth_mbps", "must not be negative (0 means unlimited)");
+    if (!req.live) throw invalid("live", "INVALID", "must be true: only live migration is offered (a stopped VM is moved by StartVM with a placement)");
+    if (req.maxDowntimeMs < 0 || req.maxDowntimeMs > 60_000) throw invalid("max_downtime_ms", "OUT_OF_RANGE", "must be between 0 and 60000 (0 means the hypervisor's default)");
+    if (req.bandwidthMbps < 0) throw invalid("bandwidth_mbps", "OUT_OF_RANGE", "must not be negative (0 means unlimited)");
     const vm = await this.deps.store.vms.get(req.vmId);
     if (!vm) throw notFound("VM", req.vmId);
+    refuseIfMigrating(vm);
     const state = vm.status?.state ?? State.UNKNOWN;
     if (state !== State.RUNNING) throw new QuantixError("failed_precondition", `VM '${vm.id}' is ${State[state]}; only a RUNNING VM migrates live`);
-    if (this.running.has(vm.id)) throw new QuantixError("failed_precondition", `VM '${vm.id}' is already being migrated`);
     const sourceId = vm.status!.nodeId;
     // Checked in the order a user fixes them: the request, then the nodes.
     if (req.targetNodeId === sourceId) throw new QuantixError("failed_precondition", `VM '${vm.id}' already runs on node '${sourceId}'; choose another target node`);
-    if (req.targetNodeId) await this.usableTarget(req.targetNodeId);
+    if (req.targetNodeId && !(await this.deps.store.nodes.get(req.targetNodeId))) throw notFound("node", req.targetNodeId);
     const src = this.capable(sourceId, vm.id, "its node");
-    const targetId = req.targetNodeId || (await pickMigrationTarget(this.deps.store, this.deps.drivers, vm, [sourceId]));
-    const target = await this.usableTarget(targetId);
+    if (req.targetNodeId) this.capable(req.targetNodeId, vm.id, "the target node");
+    const targetId = await scheduleMigration(this.deps, vm, req.targetNodeId, [sourceId]);
     const dst = this.capable(targetId, vm.id, "the target node");
+    const hostname = async (id: string) => (await this.deps.store.nodes.get(id))?.hostname ?? id;
+    const where = `from node '${await hostname(sourceId)}' to node '${await hostname(targetId)}'`;
 
-    this.running.add(vm.id);
+    const claimed = await this.claim(vm, targetId, `preparing node '${await hostname(targetId)}' to receive the VM`);
     const release = this.deps.holder.holdForMigration(vm.id, [sourceId, targetId]);
-    const where = `from node '${(await this.deps.store.nodes.get(sourceId))?.hostname ?? sourceId}' to node '${target.hostname}'`;
     try {
-      await this.write(vm.id, (s) => {
-        s.state = State.MIGRATING;
-        s.errorMessage = "";
-        this.condition(s, vm, true, "Preparing", `preparing node '${target.hostname}' to receive the VM`);
-      });
-      let stats: MigrationStatistics;
-      try {
-        const uri = await dst.migration.prepare(vm.id, vm.spec!);
-        stats = await src.migration.migrate(vm.id, uri, req, this.progress(vm, where), signal);
-      } catch (err) {
-        await dst.port.deleteVM(vm.id).catch((e: unknown) => this.deps.log.log("warn", "removing a failed migration's target copy failed; fencing removes it", { vm_id: vm.id, node_id: targetId, error: String(e) }));
-        const why = err instanceof Error ? err.message : String(err);
-        await this.write(vm.id, (s) => {
-          s.state = State.RUNNING;
-          this.condition(s, vm, false, signal.aborted ? "Cancelled" : "Failed", `the migration ${where} ${signal.aborted ? "was cancelled" : `failed: ${why}`}; the VM keeps running on node '${sourceId}'`);
-        });
-        this.deps.log.log("warn", "migration failed", { vm_id: vm.id, source: sourceId, target: targetId, error: why });
-        throw new QuantixError(err instanceof QuantixError ? err.code : "aborted", `migrating VM '${vm.id}' ${where} failed: ${why}`, [], { cause: err });
-      }
-      const done = await this.write(vm.id, (s) => {
-        s.nodeId = targetId;
-        s.state = State.RUNNING;
-        s.hypervisor = dst.port.kind;
-        const mib = Number(stats.transferredBytes / 1048576n);
-        this.condition(s, vm, false, "Completed", `migrated ${where}: ${mib} MiB in ${stats.durationMs} ms, ${stats.downtimeMs} ms downtime`);
-      });
-      this.deps.log.log("info", "migration completed", { vm_id: vm.id, source: sourceId, target: targetId, duration_ms: stats.durationMs, downtime_ms: stats.downtimeMs });
-      return { vm: done, stats };
+      return await this.run(claimed, src, dst, where, req, signal);
     } finally {
-      this.running.delete(vm.id);
       release();
     }
   }
 
-  /** The target node, or NOT_FOUND, or FAILED_PRECONDITION unless it is READY and schedulable. */
-  private async usableTarget(nodeId: string): Promise<Node> {
-    const node = await this.deps.store.nodes.get(nodeId);
-    if (!node) throw notFound("node", nodeId);
-    const phase = node.status?.phase ?? Phase.UNKNOWN;
-    if (phase !== Phase.READY) throw new QuantixError("failed_precondition", `target node '${node.hostname}' is ${Phase[phase]}, not READY`);
-    if (!node.spec?.schedulable) throw new QuantixError("failed_precondition", `target node '${node.hostname}' is not schedulable (disabled or draining); enable it first`);
-    return node;
+  private async run(vm: VirtualMachine, src: Side, dst: Side, where: string, req: MigrateRequest, signal: AbortSignal): Promise<MigrateResult> {
+    const stop = new AbortController();
+    let why = "Failed" as StopReason;
+    const abort = (reason: StopReason) => {
+      if (!stop.signal.aborted) why = reason;
+      stop.abort();
+    };
+    const onCancel = () => abort("Cancelled");
+    if (signal.aborted) onCancel();
+    signal.addEventListener("abort", onCancel, { once: true });
+    const timer = setTimeout(() => abort("TimedOut"), this.deps.timeoutMs ?? MIGRATION_TIMEOUT_MS);
+    const progress = new MigrationProgressWriter(
+      this.deps.clock,
+      async (message) => void (await this.writeClaimed(vm, dst.id, (s) => this.condition(s, vm, true, "InProgress", message))),
+      () => abort("Deleted"),
+      `migrating ${where}: preparing`,
+      this.deps.touchEveryMs,
+    );
+    let prepared = false;
+    let stats: MigrationStatistics | undefined;
+    let failure: unknown;
+    try {
+      // The claim reserved the target; a concurrent claim on the same capacity makes both re-checks fail.
+      await scheduleMigration(this.deps, vm, dst.id, [src.id]);
+      if (stop.signal.aborted) throw new QuantixError("aborted", "cancelled before it started");
+      const uri = await dst.migration.prepare(vm.id, vm.spec!);
+      prepared = true;
+      stats = await src.migration.migrate(vm.id, uri, req, (p) => progress.report(where, p), stop.signal);
+    } catch (err) {
+      failure = err;
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", onCancel);
+      await progress.settle();
+    }
+
+    let outcome: MigrationOutcome = stats ? "target" : "source";
+    if (!stats && prepared) {
+      try {
+        outcome = await migrationOutcome(vm.id, src.port, dst.port);
+        if (outcome === "source") await dst.port.deleteVM(vm.id);
+      } catch (err) {
+        // Left claimed: once the lease expires the reconciler observes both nodes again.
+        this.deps.log.log("warn", "a failed migration's outcome is unknown; the reconciler resolves it", { vm_id: vm.id, source: src.id, target: dst.id, error: String(err) });
+        throw new QuantixError("unavailable", `migrating VM '${vm.id}' ${where} failed (${message(failure)}) and its outcome cannot be observed yet (${message(err)}); the control plane resolves it when both nodes answer`, [], { cause: err });
+      }
+    }
+    if (outcome === "target") return this.complete(vm, src, dst, where, stats);
+
+    const reason = why === "Failed" && stop.signal.aborted ? "Cancelled" : why;
+    const text = { Cancelled: "was cancelled", TimedOut: `timed out after ${this.deps.timeoutMs ?? MIGRATION_TIMEOUT_MS} ms`, Deleted: "was stopped: the VM was deleted", Failed: `failed: ${message(failure)}` }[reason];
+    await this.writeClaimed(vm, dst.id, (s) => {
+      s.state = State.RUNNING;
+      s.migrationTargetNodeId = "";
+      this.condition(s, vm, false, reason, `the migration ${where} ${text}; the VM keeps running on node '${src.id}'`);
+    }).catch((err: unknown) => {
+      if (!(err instanceof QuantixError && err.code === "not_found")) throw err;
+    });
+    this.deps.log.log("warn", "migration failed", { vm_id: vm.id, source: src.id, target: dst.id, reason, error: message(failure) });
+    const code = reason === "TimedOut" ? "deadline_exceeded" : reason === "Failed" && failure instanceof QuantixError ? failure.code : "aborted";
+    throw new QuantixError(code, `migrating VM '${vm.id}' ${where} ${text}`, [], { cause: failure });
+  }
+
+  /** The guest runs on the target: the VM's node changes; a VM deleted meanwhile loses the target copy too. */
+  private async complete(vm: VirtualMachine, src: Side, dst: Side, where: string, stats: MigrationStatistics | undefined): Promise<MigrateResult> {
+    const measured = stats ? `${Number(stats.transferredBytes / 1048576n)} MiB in ${stats.durationMs} ms, ${stats.downtimeMs} ms downtime` : "completed while its caller was gone (no statistics)";
+    let done: VirtualMachine;
+    try {
+      done = await this.writeClaimed(vm, dst.id, (s) => {
+        s.nodeId = dst.id;
+        s.migrationTargetNodeId = "";
+        s.state = State.RUNNING;
+        s.hypervisor = dst.port.kind;
+        this.condition(s, vm, false, "Completed", `migrated ${where}: ${measured}`);
+      });
+    } catch (err) {
+      if (!(err instanceof QuantixError && err.code === "not_found")) throw err;
+      // Force-deleted mid-migration: the reconciler removes the source's copy; this is the target's.
+      await dst.port.deleteVM(vm.id).catch((e: unknown) => this.deps.log.log("warn", "removing a deleted VM's migrated copy failed", { vm_id: vm.id, node_id: dst.id, error: String(e) }));
+      throw notFound("VM", vm.id);
+    }
+    this.deps.log.log("info", "migration completed", { vm_id: vm.id, source: src.id, target: dst.id, duration_ms: stats?.durationMs, downtime_ms: stats?.downtimeMs });
+    return { vm: done, stats: stats ?? { transferredBytes: 0n, downtimeMs: 0, durationMs: 0 } };
+  }
+
+  /** The one conditional write that makes this call the VM's migration; a concurrent one loses. */
+  private async claim(vm: VirtualMachine, targetId: string, text: string): Promise<VirtualMachine> {
+    try {
+      return await this.write(vm.id, (s) => {
+        s.state = State.MIGRATING;
+        s.errorMessage = "";
+        s.migrationTargetNodeId = targetId;
+        this.condition(s, vm, true, "Preparing", text);
+      }, { expectedVersion: vm.resourceVersion });
+    } catch (err) {
+      if (!(err instanceof QuantixError && err.code === "aborted")) throw err;
+      const now = await this.deps.store.vms.get(vm.id);
+      if (now) refuseIfMigrating(now);
+      throw new QuantixError("aborted", `VM '${vm.id}' changed while its migration was being set up; retry`, [], { cause: err });
+    }
   }
 
   /** The node's hypervisor and its migration, or FAILED_PRECONDITION naming the missing capability. */
-  private capable(nodeId: string, vmId: string, what: string): { port: HypervisorPort; migration: HypervisorMigration } {
+  private capable(nodeId: string, vmId: string, what: string): Side {
     const port = this.deps.drivers.get(nodeId);
     if (!port) throw new QuantixError("unavailable", `${what} '${nodeId}' is not connected; retry when it is READY`);
     if (!port.capabilities.has("live-migration") || !port.migration) {
       throw new QuantixError("failed_precondition", `VM '${vmId}' cannot migrate: ${what} '${nodeId}' runs a ${port.kind} hypervisor, which lacks the 'live-migration' capability`);
     }
-    return { port, migration: port.migration };
+    return { id: nodeId, port, migration: port.migration };
   }
 
-  /** Writes progress into the Migrating condition, at most every PROGRESS_EVERY_MS. */
-  private progress(vm: VirtualMachine, where: string): (p: MigrationProgress) => void {
-    let last = 0;
-    return (p) => {
-      const now = this.deps.clock.now();
-      if (now - last < PROGRESS_EVERY_MS) return;
-      last = now;
-      const mib = (b: bigint) => Number(b / 1048576n);
-      const message = `migrating ${where}: ${p.status}, ${mib(p.transferredBytes)} of ${mib(p.totalBytes)} MiB sent`;
-      void this.write(vm.id, (s) => this.condition(s, vm, true, "InProgress", message)).catch(() => undefined);
-    };
+  private condition(s: VmStatus, vm: VirtualMachine, status: boolean, reason: string, text: string): void {
+    s.conditions = setCondition(s.conditions, { type: MIGRATING_CONDITION, status, reason, message: text, generation: vm.generation }, this.deps.clock.now());
   }
 
-  private condition(s: VmStatus, vm: VirtualMachine, status: boolean, reason: string, message: string): void {
-    s.conditions = setCondition(s.conditions, { type: MIGRATING_CONDITION, status, reason, message, generation: vm.generation }, this.deps.clock.now());
+  /** Writes only while this call's claim stands (the reconciler may have resolved an expired one). */
+  private writeClaimed(vm: VirtualMachine, targetId: string, edit: (s: VmStatus) => void): Promise<VirtualMachine> {
+    return this.write(vm.id, edit, { claimTarget: targetId });
   }
 
-  private async write(vmId: string, edit: (s: VmStatus) => void): Promise<VirtualMachine> {
+  private async write(vmId: string, edit: (s: VmStatus) => void, only: { expectedVersion?: bigint; claimTarget?: string }): Promise<VirtualMachine> {
     const now = this.deps.clock.now();
-    return this.deps.store.vms.update(vmId, (cur) => {
-      const next = clone(VmStatusSchema, cur.status ?? create(VmStatusSchema));
-      edit(next);
-      cur.status = next;
-      cur.updatedAt = timestampFromMs(now);
-      return cur;
-    });
+    return this.deps.store.vms.update(
+      vmId,
+      (cur) => {
+        if (only.claimTarget !== undefined && cur.status?.migrationTargetNodeId !== only.claimTarget) return undefined;
+        const next = clone(VmStatusSchema, cur.status ?? create(VmStatusSchema));
+        edit(next);
+        cur.status = next;
+        cur.updatedAt = timestampFromMs(now);
+        return cur;
+      },
+      only.expectedVersion === undefined ? {} : { expectedVersion: only.expectedVersion },
+    );
   }
 }
 
-function badRange(field: string, description: string): QuantixError {
-  return new QuantixError("invalid_argument", `${field}: ${description}`, [{ field, reason: "OUT_OF_RANGE", description }]);
+/** FAILED_PRECONDITION naming the running migration, when one holds the VM. */
+function refuseIfMigrating(vm: VirtualMachine): void {
+  const target = vm.status?.migrationTargetNodeId;
+  if (target) throw new QuantixError("failed_precondition", `VM '${vm.id}' is already being migrated from node '${vm.status?.nodeId}' to node '${target}'; wait for that migration to end`);
+}
+
+function invalid(field: string, reason: string, description: string): QuantixError {
+  return new QuantixError("invalid_argument", `${field}: ${description}`, [{ field, reason, description }]);
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }

@@ -1,0 +1,127 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { NodeSchema, NodeStatus_Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { PowerState, VirtualMachineSchema, VmStatus_State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { QuantixError, systemClock, type Capability, type HypervisorMigration, type HypervisorPort, type MigrationStatistics, type ObservedPower, type ShutdownOptions, type VmObservation } from "@quantix/core";
+import { NodeDrivers } from "../hypervisor/node-drivers.js";
+import { silentLogger } from "../log.js";
+import { MemoryStore } from "../store/memory-store.js";
+import { VmMigrationService, type VmMigrationDeps } from "./vm-migration.js";
+
+/** How a fake source node's outgoing migration ends: "complete" moves the guest; a function decides itself. */
+export type MigrateBehaviour = (ctx: { vmId: string; source: FakeNode; target: FakeNode; signal: AbortSignal }) => Promise<MigrationStatistics>;
+
+/**
+ * A fake node hypervisor with "live-migration" (tests of the control plane's migration
+ * logic: races and injected failures). Its VMs are a map of power states; a migration
+ * to another FakeNode moves the entry as an agent does (the source's copy goes as soon
+ * as the hypervisor completes).
+ */
+export class FakeNode implements HypervisorPort {
+  readonly kind = "fake";
+  readonly version = "1";
+  readonly capabilities = new Set<Capability>(["live-migration"]);
+  readonly vms = new Map<string, ObservedPower>();
+  /** The last shutdown each VM got (a graceful stop's timeout is part of the node's state). */
+  readonly shutdowns = new Map<string, ShutdownOptions>();
+  behaviour: MigrateBehaviour = async ({ vmId, source, target }) => FakeNode.move(vmId, source, target);
+  prepareError: Error | undefined;
+  readonly migration: HypervisorMigration;
+
+  constructor(readonly id: string, peers: Map<string, FakeNode>) {
+    peers.set(id, this);
+    this.migration = {
+      prepare: async (vmId) => {
+        if (this.prepareError) throw this.prepareError;
+        if (this.vms.has(vmId)) throw new QuantixError("already_exists", `VM '${vmId}' already exists on this host`);
+        this.vms.set(vmId, "paused");
+        return `fake://${id}`;
+      },
+      migrate: async (vmId, uri, _options, onProgress, signal) => {
+        const target = peers.get(uri.slice("fake://".length))!;
+        onProgress({ status: "active", transferredBytes: 0n, totalBytes: 1n << 20n });
+        return this.behaviour({ vmId, source: this, target, signal });
+      },
+    };
+  }
+
+  /** Completes a migration: the guest runs on the target, and the source's copy is gone. */
+  static move(vmId: string, source: FakeNode, target: FakeNode): MigrationStatistics {
+    source.vms.delete(vmId);
+    target.vms.set(vmId, "running");
+    return { transferredBytes: 1n << 20n, downtimeMs: 5, durationMs: 50 };
+  }
+
+  async createVM(vmId: string): Promise<void> {
+    if (!this.vms.has(vmId)) this.vms.set(vmId, "created");
+  }
+  async deleteVM(vmId: string): Promise<void> {
+    this.vms.delete(vmId);
+  }
+  async bootVM(vmId: string): Promise<void> {
+    this.vms.set(vmId, "running");
+  }
+  async shutdownVM(vmId: string, options: ShutdownOptions): Promise<void> {
+    this.shutdowns.set(vmId, options);
+    if (this.vms.has(vmId)) this.vms.set(vmId, "shutdown");
+  }
+  async pauseVM(vmId: string): Promise<void> {
+    this.vms.set(vmId, "paused");
+  }
+  async resumeVM(vmId: string): Promise<void> {
+    this.vms.set(vmId, "running");
+  }
+  async rebootVM(): Promise<void> {}
+  async suspendVM(vmId: string): Promise<void> {
+    this.vms.set(vmId, "suspended");
+  }
+  async observe(vmId: string): Promise<VmObservation> {
+    return { vmId, power: this.vms.get(vmId) ?? "absent" };
+  }
+  async list(): Promise<VmObservation[]> {
+    return [...this.vms].map(([vmId, power]) => ({ vmId, power }));
+  }
+  async ping(): Promise<void> {}
+  onChange(): () => void {
+    return () => undefined;
+  }
+}
+
+/** A store with READY fake nodes (memory in MiB each), their drivers, and a migration service over them. */
+export async function fakeCluster(memMib: Record<string, number>, deps: Partial<VmMigrationDeps> = {}) {
+  const store = new MemoryStore();
+  const drivers = new NodeDrivers();
+  const peers = new Map<string, FakeNode>();
+  const now = Date.now();
+  for (const [id, mem] of Object.entries(memMib)) {
+    await store.nodes.create(
+      create(NodeSchema, {
+        id,
+        hostname: `host-${id}`,
+        spec: { schedulable: true },
+        status: { phase: NodeStatus_Phase.READY, allocatable: { cpuCores: 16, memoryMib: BigInt(mem) }, hypervisor: { type: "fake", capabilities: ["live-migration"] } },
+        createdAt: timestampFromMs(now),
+        updatedAt: timestampFromMs(now),
+      }),
+    );
+    drivers.attach(id, new FakeNode(id, peers));
+  }
+  const migration = new VmMigrationService({ store, drivers, holder: { holdForMigration: () => () => undefined }, clock: systemClock, log: silentLogger, ...deps });
+  /** A RUNNING VM of `mem` MiB on `nodeId`, running on that fake node too. */
+  const runningVm = async (id: string, nodeId: string, mem = 1024): Promise<VirtualMachine> => {
+    peers.get(nodeId)!.vms.set(id, "running");
+    return store.vms.create(
+      create(VirtualMachineSchema, {
+        id,
+        name: id,
+        projectId: "default",
+        generation: 1n,
+        spec: { cpu: { cores: 1, sockets: 1, threadsPerCore: 1 }, memory: { sizeMib: BigInt(mem) }, desiredPowerState: PowerState.RUNNING },
+        status: { state: VmStatus_State.RUNNING, nodeId, hypervisor: "fake", observedGeneration: 1n },
+        createdAt: timestampFromMs(now),
+        updatedAt: timestampFromMs(now),
+      }),
+    );
+  };
+  return { store, drivers, migration, node: (id: string) => peers.get(id)!, runningVm };
+}
