@@ -3,9 +3,18 @@ import { after, before, test } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
-import { QuantixError } from "@quantix/core";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { DrainNodeRequestSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
+import { QuantixError, randomIds, systemClock } from "@quantix/core";
 import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
+import { setCondition } from "../controllers/conditions.js";
+import { VmReconciler } from "../controllers/vm-reconciler.js";
+import { silentLogger } from "../log.js";
 import { fakeCluster, FakeNode } from "./migration-test-kit.js";
+import { NodeDrainService } from "./node-drain.js";
+import { NodeService } from "./node-service.js";
+import { VmPowerService } from "./vm-power.js";
 
 /*
  * MigrateVM and DrainNode refusals on the demo's simulated nodes, whose hypervisor lacks
@@ -201,4 +210,78 @@ test("progress writes are serialised: none lands after the final one, and a quie
   const cond = vm.status?.conditions.find((x) => x.type === "Migrating");
   assert.equal(cond?.status, ConditionStatus.FALSE);
   assert.equal(cond?.reason, "Completed");
+});
+
+/** A drain service and a started reconciler over a fake cluster. */
+async function drainable(c: Awaited<ReturnType<typeof fakeCluster>>) {
+  const reconciler = new VmReconciler({ store: c.store, drivers: c.drivers, clock: systemClock, log: silentLogger });
+  await reconciler.start();
+  const power = new VmPowerService(c.store, reconciler);
+  const nodes = new NodeService({ store: c.store, clock: systemClock, ids: randomIds });
+  const drains = new NodeDrainService({ store: c.store, nodes, migration: c.migration, power, drivers: c.drivers, clock: systemClock, log: silentLogger });
+  return { drains, reconciler };
+}
+
+test("a drain does not send two VMs to a target that fits one; a cancelled drain handles no further VM; a forced stop carries the grace period to the node", async () => {
+  const c = await fakeCluster({ a: 8192, b: 3072 });
+  await c.runningVm("vm-1", "a", 2048);
+  await c.runningVm("vm-2", "a", 2048);
+  const { drains, reconciler } = await drainable(c);
+  try {
+    const res = await drains.drain(create(DrainNodeRequestSchema, { id: "a", targetNodeId: "b" }), never());
+    assert.deepEqual(res.migratedVmIds, ["vm-1"]);
+    assert.equal(res.failures.length, 1);
+    assert.equal(res.failures[0]?.vmId, "vm-2");
+    assert.match(res.failures[0]?.reason ?? "", /cannot migrate to node 'host-b': 0\/2 nodes fit: .*insufficient memory/);
+    assert.equal(c.node("b").vms.get("vm-1"), "running");
+    assert.equal(c.node("a").vms.get("vm-2"), "running", "the VM that did not fit keeps running where it was");
+
+    const cancelled = new AbortController();
+    cancelled.abort();
+    const none = await drains.drain(create(DrainNodeRequestSchema, { id: "a", targetNodeId: "b", force: true }), cancelled.signal);
+    assert.deepEqual(none.failures.map((f) => `${f.vmId}: ${f.reason}`), ["vm-2: drain cancelled"]);
+    assert.equal(c.node("a").vms.get("vm-2"), "running", "a cancelled drain neither moves nor stops");
+
+    const forced = await drains.drain(create(DrainNodeRequestSchema, { id: "a", targetNodeId: "b", force: true, gracePeriodSec: 7 }), never());
+    assert.deepEqual(forced.stoppedVmIds, ["vm-2"], forced.failures.map((f) => f.reason).join());
+    assert.equal(c.node("a").shutdowns.get("vm-2")?.timeoutSec, 7, "the node got the drain's grace period");
+  } finally {
+    await reconciler.stop();
+  }
+});
+
+test("after a restart, a leftover migration is resolved by observing both nodes before anything is booted", async () => {
+  const c = await fakeCluster({ a: 8192, b: 8192 });
+  const stale = timestampFromMs(Date.now() - 60_000);
+  const leftover = async (id: string) =>
+    c.store.vms.update(id, (v) => {
+      v.status!.state = State.MIGRATING;
+      v.status!.migrationTargetNodeId = "b";
+      v.status!.conditions = setCondition(v.status!.conditions, { type: "Migrating", status: true, reason: "InProgress", message: "migrating", generation: 1n }, Date.now() - 60_000);
+      v.updatedAt = stale;
+      return v;
+    });
+  // vm-1 completed (source gone, target runs); vm-2 did not (the target's copy is incomplete).
+  await c.runningVm("vm-1", "a");
+  await leftover("vm-1");
+  c.node("a").vms.delete("vm-1");
+  c.node("b").vms.set("vm-1", "running");
+  await c.runningVm("vm-2", "a");
+  await leftover("vm-2");
+  c.node("b").vms.set("vm-2", "paused");
+  const { reconciler } = await drainable(c);
+  try {
+    const settled = (id: string) => until(async () => ((v) => (v && !v.status?.migrationTargetNodeId && v.status?.state === State.RUNNING ? v : undefined))(await c.store.vms.get(id)), `${id} resolved`);
+    const one = await settled("vm-1");
+    assert.equal(one.status?.nodeId, "b", "the completed migration is adopted");
+    assert.equal(c.node("a").vms.has("vm-1"), false, "not booted again on its source");
+    assert.equal(c.node("b").vms.get("vm-1"), "running");
+    const two = await settled("vm-2");
+    assert.equal(two.status?.nodeId, "a");
+    assert.equal(c.node("b").vms.has("vm-2"), false, "the incomplete target copy is removed");
+    assert.equal(c.node("a").vms.get("vm-2"), "running");
+    assert.equal(two.status?.conditions.find((x) => x.type === "Migrating")?.reason, "Interrupted");
+  } finally {
+    await reconciler.stop();
+  }
 });
