@@ -6,6 +6,7 @@ import { loadAgentConfig, usage, type AgentConfig } from "./config.js";
 import { startAgentServer } from "./rpc/agent-server.js";
 import { lockStateDir } from "./state-dir-lock.js";
 import { startControlPlaneLink } from "./sync/control-plane-link.js";
+import { fenceTargetOf } from "./sync/self-fence.js";
 import { VmManager } from "./vm-manager.js";
 
 /** Entry point of `npm run agent`: the host agent serving vmm.v1, linked to a control plane when configured. */
@@ -54,7 +55,7 @@ async function main(): Promise<void> {
   }
   const accel = config.backend === "qemu" ? { accel: config.qemuKvm ? "kvm" : "tcg" } : {};
   log.log("info", "agent listening", { url: server.url, backend: backend.type, ...accel, node: config.nodeName, state_dir: config.stateDir, image_dirs: config.imageDirs.join(",") });
-  const link = config.controlPlane ? startControlPlaneLink({ controlPlane: config.controlPlane, agentUrl: server.url, nodeName: config.nodeName, stateDir: config.stateDir, backend, log }) : undefined;
+  const link = config.controlPlane ? startControlPlaneLink({ controlPlane: config.controlPlane, agentUrl: server.url, nodeName: config.nodeName, stateDir: config.stateDir, backend, log, fenceTarget: fenceTargetOf(manager, backend) }) : undefined;
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

@@ -6,6 +6,13 @@ import { QuantixError } from "./errors.js";
 /** The metadata key under which an agent's VM records the control plane's VM id. */
 export const CONTROL_PLANE_VM_ID_KEY = "quantix.vm-id";
 
+/**
+ * The metadata key ("1") marking an agent's VM as one the control plane restarts elsewhere
+ * when its node is lost (HA policy enabled): the agent powers such VMs off itself when it
+ * has been cut off from the control plane for nearly the lost-after time (self-fencing).
+ */
+export const HA_METADATA_KEY = "quantix.ha";
+
 const MIB = 1024n * 1024n;
 
 const NIC_TYPES: Record<NicModel, NetworkInterfaceType> = {
@@ -58,7 +65,7 @@ export function toAgentVmConfig(vmId: string, spec: VmSpec): VmConfig {
     boot: direct ? { kernelPath: direct.kernelPath, initrdPath: direct.initrdPath, kernelArgs: direct.cmdline } : {},
     network: spec.nics.map((n) => ({ id: n.id, macAddress: n.macAddress, tapDevice: agentTapName(vmId, n.id), interfaceType: NIC_TYPES[n.model] ?? NetworkInterfaceType.VIRTIO_NET })),
     console: { enabled: true, output: ConsoleOutput.BUFFER, consoleType: ConsoleType.SERIAL },
-    metadata: { [CONTROL_PLANE_VM_ID_KEY]: vmId },
+    metadata: { [CONTROL_PLANE_VM_ID_KEY]: vmId, ...(spec.haPolicy?.enabled ? { [HA_METADATA_KEY]: "1" } : {}) },
   });
 }
 

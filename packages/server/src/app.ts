@@ -78,7 +78,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   }
 
   const drivers = new NodeDrivers();
-  const nodeService = new NodeService({ store, clock, ids });
+  const nodeService = new NodeService({ store, clock, ids, nodeLostAfterSec: config.nodeLostAfterSec });
   const vmService = new VmService({ store, clock, ids });
   const reconciler = new VmReconciler({ store, drivers, clock, log });
   const power = new VmPowerService(store, reconciler);

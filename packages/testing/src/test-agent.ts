@@ -1,6 +1,7 @@
 import type { Backend } from "@quantix/agent/backend.js";
 import { startAgentServer, type AgentServer } from "@quantix/agent/rpc/agent-server.js";
 import { startControlPlaneLink, type ControlPlaneLink } from "@quantix/agent/sync/control-plane-link.js";
+import { fenceTargetOf } from "@quantix/agent/sync/self-fence.js";
 import { VmManager } from "@quantix/agent/vm-manager.js";
 import { silentLogger } from "@quantix/server/log.js";
 
@@ -24,7 +25,7 @@ export class TestAgent<B extends Backend = Backend> {
     this.manager = new VmManager({ backend: this.backend });
     await this.manager.start();
     this.server = await startAgentServer(this.manager, { host: "127.0.0.1", port, log: silentLogger, graceMs: 100 });
-    this.link = startControlPlaneLink({ controlPlane: cpUrl, agentUrl: this.server.url, nodeName: this.name, stateDir: this.stateDir, backend: this.backend, log: silentLogger, heartbeatMs: this.heartbeatMs });
+    this.link = startControlPlaneLink({ controlPlane: cpUrl, agentUrl: this.server.url, nodeName: this.name, stateDir: this.stateDir, backend: this.backend, log: silentLogger, heartbeatMs: this.heartbeatMs, fenceTarget: fenceTargetOf(this.manager, this.backend), fenceCheckMs: 100 });
   }
 
   /** What a dead agent looks like from outside: no answers, no heartbeats (its VMs live on). */

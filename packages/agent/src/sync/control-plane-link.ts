@@ -7,6 +7,7 @@ import type { Logger } from "@quantix/server/log.js";
 import type { Backend } from "../backend.js";
 import { AGENT_VERSION } from "../rpc/health.js";
 import { readCpuTimes, readHostFacts, readUsage, type CpuTimes } from "./host-facts.js";
+import { SelfFence, type FenceTarget } from "./self-fence.js";
 
 /** How the agent reaches its control plane. */
 export interface ControlPlaneLinkOptions {
@@ -24,6 +25,10 @@ export interface ControlPlaneLinkOptions {
   readonly maxBackoffMs?: number;
   /** Tests: heartbeat this often instead of the interval the control plane names. */
   readonly heartbeatMs?: number;
+  /** The agent's VMs, for self-fencing (self-fence.ts); absent: no self-fencing. */
+  readonly fenceTarget?: FenceTarget;
+  /** How often self-fencing checks the deadline (default 1000 ms). */
+  readonly fenceCheckMs?: number;
 }
 
 /** A running link. */
@@ -34,13 +39,18 @@ export interface ControlPlaneLink {
   stop(): Promise<void>;
 }
 
+/** How long one heartbeat may take before it counts as failed. */
+const HEARTBEAT_TIMEOUT_MS = 10_000;
+
 const ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
 
 /**
  * Registers this host with the control plane, then heartbeats with real usage at the
  * interval the control plane names. A NOT_FOUND heartbeat (the node was decommissioned
  * or the control plane lost its store) registers again; an unreachable control plane is
- * retried with exponential backoff and logged once per attempt.
+ * retried with exponential backoff and logged once per attempt. With a fence target, the
+ * agent powers off its HA VMs when heartbeats have failed for nearly the control plane's
+ * lost-after time (self-fence.ts).
  */
 export function startControlPlaneLink(o: ControlPlaneLinkOptions): ControlPlaneLink {
   const client = createClient(NodeService, createConnectTransport({ baseUrl: o.controlPlane, httpVersion: "1.1" }));
@@ -48,6 +58,7 @@ export function startControlPlaneLink(o: ControlPlaneLinkOptions): ControlPlaneL
   const stopping = new AbortController();
   let nodeId: string | undefined;
   let cpuBefore: CpuTimes | undefined;
+  const fence = o.fenceTarget ? new SelfFence({ target: o.fenceTarget, stateDir: o.stateDir, log: o.log, ...(o.fenceCheckMs ? { checkMs: o.fenceCheckMs } : {}) }) : undefined;
 
   const register = async (): Promise<void> => {
     const facts = await readHostFacts(o.stateDir);
@@ -80,12 +91,15 @@ export function startControlPlaneLink(o: ControlPlaneLinkOptions): ControlPlaneL
     const health = await o.backend.ping().then(() => undefined, (err: unknown) => (err instanceof Error ? err.message : String(err)));
     const res = await client.updateHeartbeat(
       { id: nodeId!, usage, conditions: [health === undefined ? { type: "Ready", status: 1, reason: "HypervisorUp", message: `${o.backend.type} answers` } : { type: "Ready", status: 2, reason: "HypervisorDown", message: health }] },
-      { signal: stopping.signal },
+      // A heartbeat that hangs (a partition dropping packets) fails like any other.
+      { signal: stopping.signal, timeoutMs: HEARTBEAT_TIMEOUT_MS },
     );
+    await fence?.answered(res.nodeLostAfterSec);
     return o.heartbeatMs ?? Math.max(1, res.heartbeatIntervalSec) * 1000;
   };
 
   const loop = async () => {
+    await fence?.start();
     const stored = (await readFile(idFile, "utf8").catch(() => "")).trim();
     if (ID.test(stored)) nodeId = stored;
     let registered = false;
@@ -121,6 +135,7 @@ export function startControlPlaneLink(o: ControlPlaneLinkOptions): ControlPlaneL
     async stop() {
       stopping.abort();
       await running;
+      fence?.stop();
     },
   };
 }

@@ -55,7 +55,8 @@ const USER_SPEC_PATHS = ["spec.taints", "spec.overcommit", "spec.reserved", "spe
 export class NodeService {
   private readonly updates = new SharedUpdates<Node, NodeUpdate>((f) => create(NodeUpdateSchema, { type: EVENT_TYPE[f.type], ...(f.object ? { node: f.object } : {}), resourceVersion: f.revision }));
 
-  constructor(private readonly deps: { store: Store; clock: Clock; ids: IdGenerator }) {}
+  /** `nodeLostAfterSec` (QUANTIX_NODE_LOST_AFTER_SEC) is told to agents in heartbeat answers, for self-fencing; absent: 0, not told. */
+  constructor(private readonly deps: { store: Store; clock: Clock; ids: IdGenerator; nodeLostAfterSec?: number }) {}
 
   /** Registers a host, or refreshes its hardware when the hostname is already registered. */
   async register(req: RegisterNodeRequest): Promise<Node> {
@@ -211,7 +212,7 @@ export class NodeService {
       cur.updatedAt = timestampFromMs(nowMs);
       return cur;
     });
-    return create(UpdateHeartbeatResponseSchema, { phase: node.status?.phase ?? Phase.UNKNOWN, heartbeatIntervalSec: HEARTBEAT_INTERVAL_SEC });
+    return create(UpdateHeartbeatResponseSchema, { phase: node.status?.phase ?? Phase.UNKNOWN, heartbeatIntervalSec: HEARTBEAT_INTERVAL_SEC, nodeLostAfterSec: this.deps.nodeLostAfterSec ?? 0 });
   }
 
   watch(req: WatchNodesRequest, signal: AbortSignal): AsyncIterable<NodeUpdate> {
