@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { Firmware, NicModel, VmSpecSchema, type VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { ConsoleOutput, ConsoleType, NetworkInterfaceType } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { DiskBus, Firmware, NicModel, VmSpecSchema, type VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { ConsoleOutput, ConsoleType, NetworkInterfaceType, StorageInterfaceType } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { agentTapName, CONTROL_PLANE_VM_ID_KEY, toAgentVmConfig } from "./agent-vm-config.js";
 import { QuantixError } from "./errors.js";
 
@@ -75,6 +75,31 @@ describe("toAgentVmConfig", () => {
     assert.deepEqual(toAgentVmConfig(ID, spec()), toAgentVmConfig(ID, spec()));
     assert.equal(agentTapName(ID, "eth0"), agentTapName(ID, "eth0"));
     assert.notEqual(agentTapName(ID, "eth0"), agentTapName("other", "eth0"));
+  });
+
+  it("attaches image files already on the node (host_path) in order, on their bus; the lowest boot_index is the root without a kernel", () => {
+    const disks = (s: VmSpec) =>
+      (s.disks = create(VmSpecSchema, {
+        disks: [
+          { id: "data", hostPath: "/images/data.qcow2", bus: DiskBus.SCSI, readonly: true },
+          { id: "root", hostPath: "/images/root.raw", bootIndex: 1 },
+          { id: "fast", hostPath: "/images/fast.raw", bus: DiskBus.NVME },
+        ],
+      }).disks);
+    const direct = toAgentVmConfig(ID, spec(disks));
+    assert.deepEqual(
+      direct.storage.map((d) => [d.id, d.path, d.readOnly, d.isRootDevice, d.interfaceType]),
+      [
+        ["data", "/images/data.qcow2", true, false, StorageInterfaceType.VIRTIO_SCSI],
+        ["root", "/images/root.raw", false, false, StorageInterfaceType.VIRTIO_BLK],
+        ["fast", "/images/fast.raw", false, false, StorageInterfaceType.NVME],
+      ],
+    );
+    const firmware = toAgentVmConfig(ID, spec((s) => (disks(s), delete s.boot)));
+    assert.deepEqual(firmware.storage.map((d) => d.isRootDevice), [false, true, false]);
+    const ide = rejected(spec((s) => (s.disks = create(VmSpecSchema, { disks: [{ id: "old", hostPath: "/images/old.raw", bus: DiskBus.IDE }] }).disks)));
+    assert.equal(ide.code, "failed_precondition");
+    assert.match(ide.message, /IDE/);
   });
 
   it("rejects disks with FAILED_PRECONDITION naming the storage service", () => {

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
-import { Firmware, NicModel, type VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { ConsoleOutput, ConsoleType, NetworkInterfaceType, VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { DiskBus, Firmware, NicModel, type VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { ConsoleOutput, ConsoleType, NetworkInterfaceType, StorageInterfaceType, VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError } from "./errors.js";
 
 /** The metadata key under which an agent's VM records the control plane's VM id. */
@@ -28,20 +28,23 @@ const NIC_TYPES: Record<NicModel, NetworkInterfaceType> = {
  * again (after an agent restart or a lost answer).
  *
  * What an agent node cannot provide yet fails with FAILED_PRECONDITION naming it:
- * disks (every disk needs a volume, and volumes come from the storage service) and
- * UEFI firmware (vmm.v1 has no firmware choice). The CPU model and huge pages have no
+ * disks other than image files on the node (`host_path`; volumes come from the storage
+ * service) and UEFI firmware (vmm.v1 has no firmware choice). The CPU model and huge pages have no
  * vmm.v1 field and are left to the node.
  */
 export function toAgentVmConfig(vmId: string, spec: VmSpec): VmConfig {
   const cpu = spec.cpu;
   const mem = spec.memory;
   if (!cpu || !mem) throw new QuantixError("invalid_argument", `VM '${vmId}' has no cpu or memory in its spec`);
-  if (spec.disks.length > 0) {
-    const d = spec.disks[0]!;
+  for (const d of spec.disks) {
+    if (d.hostPath !== "") {
+      if (d.bus === DiskBus.IDE) throw new QuantixError("failed_precondition", `disk '${d.id}': the IDE bus is not offered on agent nodes; use virtio, scsi, sata or nvme`);
+      continue;
+    }
     const what = d.imageId !== "" ? `an image (image_id '${d.imageId}')` : d.volumeId !== "" ? `a volume (volume_id '${d.volumeId}')` : `a new ${d.sizeGib} GiB volume`;
     throw new QuantixError(
       "failed_precondition",
-      `disk '${d.id}' needs ${what}, but agent nodes get volumes from the storage service, which arrives with the storage issue; boot with spec.boot.direct_boot and no disks until then`,
+      `disk '${d.id}' needs ${what}, but agent nodes get volumes from the storage service, which arrives with the storage issue; until then give an image file on the node (disks[].host_path) or boot with spec.boot.direct_boot`,
     );
   }
   if (spec.boot?.firmware === Firmware.UEFI) {
@@ -63,10 +66,35 @@ export function toAgentVmConfig(vmId: string, spec: VmSpec): VmConfig {
       ...(mem.maxSizeMib > mem.sizeMib ? { hotplugEnabled: true, maxSizeBytes: BigInt.asIntN(64, mem.maxSizeMib * MIB) } : {}),
     },
     boot: direct ? { kernelPath: direct.kernelPath, initrdPath: direct.initrdPath, kernelArgs: direct.cmdline } : {},
+    storage: agentDisks(spec),
     network: spec.nics.map((n) => ({ id: n.id, macAddress: n.macAddress, tapDevice: agentTapName(vmId, n.id), interfaceType: NIC_TYPES[n.model] ?? NetworkInterfaceType.VIRTIO_NET })),
     console: { enabled: true, output: ConsoleOutput.BUFFER, consoleType: ConsoleType.SERIAL },
     metadata: { [CONTROL_PLANE_VM_ID_KEY]: vmId, ...(spec.haPolicy?.enabled ? { [HA_METADATA_KEY]: "1" } : {}) },
   });
+}
+
+const DISK_TYPES: Record<Exclude<DiskBus, DiskBus.IDE>, StorageInterfaceType> = {
+  [DiskBus.UNSPECIFIED]: StorageInterfaceType.VIRTIO_BLK,
+  [DiskBus.VIRTIO]: StorageInterfaceType.VIRTIO_BLK,
+  [DiskBus.SCSI]: StorageInterfaceType.VIRTIO_SCSI,
+  [DiskBus.SATA]: StorageInterfaceType.SATA,
+  [DiskBus.NVME]: StorageInterfaceType.NVME,
+};
+
+/**
+ * The disks of an agent VM (only host_path disks reach here): in boot order, the disk
+ * with the lowest boot_index (else the first) as the root device. A backend that lacks a
+ * bus's capability refuses it by name.
+ */
+function agentDisks(spec: VmSpec) {
+  const booted = spec.disks.filter((d) => d.bootIndex > 0).sort((a, b) => a.bootIndex - b.bootIndex)[0] ?? spec.disks[0];
+  return spec.disks.map((d) => ({
+    id: d.id,
+    path: d.hostPath,
+    readOnly: d.readonly,
+    isRootDevice: d === booted && !spec.boot?.directBoot,
+    interfaceType: DISK_TYPES[d.bus as Exclude<DiskBus, DiskBus.IDE>] ?? StorageInterfaceType.VIRTIO_BLK,
+  }));
 }
 
 /**

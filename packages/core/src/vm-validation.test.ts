@@ -73,6 +73,13 @@ describe("validateCreateVm", () => {
     rejected((r) => (r.spec!.disks[0]!.sizeGib = 65_537n), "spec.disks[0].size_gib", "65537");
   });
 
+  it("disk host_path: absolute, no control characters, not with volume_id or image_id; size_gib optional with it", () => {
+    ok((r) => ((r.spec!.disks[0]!.hostPath = "/var/lib/quantix/images/root.qcow2"), (r.spec!.disks[0]!.sizeGib = 0n)), "an image file with size 0");
+    rejected((r) => (r.spec!.disks[0]!.hostPath = "images/root.qcow2"), "spec.disks[0].host_path", "relative");
+    rejected((r) => (r.spec!.disks[0]!.hostPath = "/images/a\nb"), "spec.disks[0].host_path", "newline");
+    rejected((r) => ((r.spec!.disks[0]!.hostPath = "/images/a.raw"), (r.spec!.disks[0]!.volumeId = "vol-1")), "spec.disks[0].host_path", "with a volume");
+  });
+
   it("labels: at most 50; keys up to 63 characters; values up to 255", () => {
     ok((r) => (r.labels = labelsOf(50)), "50 labels");
     rejected((r) => (r.labels = labelsOf(51)), "labels", "51 labels");

@@ -118,8 +118,14 @@ function validateDisks(v: Violations, p: string, spec: VmSpec): void {
   spec.disks.forEach((d, i) => {
     const f = `${p}.disks[${i}]`;
     checkDeviceId(v, `${f}.id`, d.id, ids);
-    if (d.volumeId === "" || d.sizeGib !== 0n) {
+    if ((d.volumeId === "" && d.hostPath === "") || d.sizeGib !== 0n) {
       v.range(`${f}.size_gib`, d.sizeGib, VM_LIMITS.diskMinGib, VM_LIMITS.diskMaxGib, "GiB");
+    }
+    if (d.hostPath !== "") {
+      if (!d.hostPath.startsWith("/") || d.hostPath.length > 4096 || /[\u0000-\u001f\u007f]/.test(d.hostPath)) {
+        v.add(`${f}.host_path`, "INVALID_FORMAT", "must be an absolute path of at most 4096 characters, without control characters");
+      }
+      if (d.volumeId !== "" || d.imageId !== "") v.add(`${f}.host_path`, "CONFLICT", "excludes volume_id and image_id: a disk comes from one source");
     }
     validateRef(v, `${f}.volume_id`, d.volumeId);
     validateRef(v, `${f}.image_id`, d.imageId);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -35,6 +35,8 @@ let stateDir: string;
 let port: number;
 let agent: ChildProcess | undefined;
 let agentLog = "";
+/** Disk images the test made in the guest's image directory (removed after it). */
+const disks: string[] = [];
 const seenPids = new Set<number>();
 const nodeName = `e2e-${process.pid}`;
 
@@ -84,6 +86,7 @@ after(async () => {
   for (const pid of seenPids) if (alive(pid)) process.kill(pid, "SIGKILL");
   await s?.close();
   if (stateDir) await rm(stateDir, { recursive: true, force: true });
+  for (const d of disks) await rm(d, { force: true });
 });
 
 test("a real guest through the compute API: boot, console, pause, crash, agent restart, stop", { timeout: 180_000 }, async () => {
@@ -96,11 +99,21 @@ test("a real guest through the compute API: boot, console, pause, crash, agent r
     until(async () => ((vm) => (ok(vm) ? vm : undefined))(await s.vms.getVM({ id })), what, ms, 100);
   const pidOf = async (id: string) => (await vmm.getVmInfo({ vmId: id })).backendInfo?.processId ?? 0;
 
-  const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, cmdline: guest.kernelArgs } } };
+  // A data disk: an image file already on the node (host_path), attached as it is.
+  const dataDisk = join(guest.imageDir, `e2e-data-${process.pid}.raw`);
+  await writeFile(dataDisk, Buffer.alloc(4 * 1024 * 1024));
+  disks.push(dataDisk);
+  const spec = {
+    cpu: { cores: 1 },
+    memory: { sizeMib: 256n },
+    boot: { directBoot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, cmdline: guest.kernelArgs } },
+    disks: [{ id: "data", hostPath: dataDisk }],
+  };
   const vm = await s.vms.createVM({ name: "real-guest", spec, nodeId });
   const running = await s.vms.startVM({ id: vm.id });
   assert.equal(running.status?.state, State.RUNNING);
   assert.equal(running.status?.hypervisor, "qemu");
+  assert.deepEqual((await vmm.getVmInfo({ vmId: vm.id })).config?.storage.map((d) => [d.id, d.path]), [["data", dataDisk]]);
   const pid1 = await pidOf(vm.id);
   assert.ok(pid1 > 0 && alive(pid1), "a QEMU process runs");
   seenPids.add(pid1);
