@@ -5,7 +5,7 @@ import { createBackend } from "./backend-factory.js";
 import { loadAgentConfig, usage, type AgentConfig } from "./config.js";
 import { startAgentServer } from "./rpc/agent-server.js";
 import { lockStateDir } from "./state-dir-lock.js";
-import { startControlPlaneLink } from "./sync/control-plane-link.js";
+import { startControlPlaneLink, type ControlPlaneLink } from "./sync/control-plane-link.js";
 import { fenceTargetOf } from "./sync/self-fence.js";
 import { VmManager } from "./vm-manager.js";
 
@@ -27,6 +27,7 @@ async function main(): Promise<void> {
   let backend;
   let manager;
   let server;
+  let link: ControlPlaneLink | undefined;
   let release: () => void;
   try {
     await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
@@ -44,7 +45,7 @@ async function main(): Promise<void> {
     const imageDirs = config.backend === "simulated" ? {} : { imageDirs: config.imageDirs };
     manager = new VmManager({ backend, sharedDirs: config.sharedDirs, migrationHost, stateDir: config.stateDir, ...imageDirs });
     await manager.start();
-    server = await startAgentServer(manager, { host: config.address, port: config.port, log });
+    server = await startAgentServer(manager, { host: config.address, port: config.port, log, problem: () => link?.problem() });
   } catch (err) {
     await backend?.close().catch(() => undefined);
     release();
@@ -55,7 +56,7 @@ async function main(): Promise<void> {
   }
   const accel = config.backend === "qemu" ? { accel: config.qemuKvm ? "kvm" : "tcg" } : {};
   log.log("info", "agent listening", { url: server.url, backend: backend.type, ...accel, node: config.nodeName, state_dir: config.stateDir, image_dirs: config.imageDirs.join(",") });
-  const link = config.controlPlane ? startControlPlaneLink({ controlPlane: config.controlPlane, agentUrl: server.url, nodeName: config.nodeName, stateDir: config.stateDir, backend, log, fenceTarget: fenceTargetOf(manager, backend) }) : undefined;
+  link = config.controlPlane ? startControlPlaneLink({ controlPlane: config.controlPlane, agentUrl: server.url, nodeName: config.nodeName, stateDir: config.stateDir, backend, log, fenceTarget: fenceTargetOf(manager, backend) }) : undefined;
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

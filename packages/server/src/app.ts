@@ -78,9 +78,9 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   }
 
   const drivers = new NodeDrivers();
-  const nodeService = new NodeService({ store, clock, ids, nodeLostAfterSec: config.nodeLostAfterSec });
   const vmService = new VmService({ store, clock, ids });
   const reconciler = new VmReconciler({ store, drivers, clock, log });
+  const nodeService = new NodeService({ store, clock, ids, nodeLostAfterSec: config.nodeLostAfterSec, decommission: { drivers, holder: reconciler, log } });
   const power = new VmPowerService(store, reconciler);
   const migration = new VmMigrationService({ store, drivers, holder: reconciler, clock, log, strategy: config.schedulerStrategy });
   const vmMetrics = new VmMetricsStream({ store, drivers, clock });

@@ -24,7 +24,7 @@ export class TestAgent<B extends Backend = Backend> {
   async start(cpUrl: string, port = 0): Promise<void> {
     this.manager = new VmManager({ backend: this.backend });
     await this.manager.start();
-    this.server = await startAgentServer(this.manager, { host: "127.0.0.1", port, log: silentLogger, graceMs: 100 });
+    this.server = await startAgentServer(this.manager, { host: "127.0.0.1", port, log: silentLogger, graceMs: 100, problem: () => this.link?.problem() });
     this.link = startControlPlaneLink({ controlPlane: cpUrl, agentUrl: this.server.url, nodeName: this.name, stateDir: this.stateDir, backend: this.backend, log: silentLogger, heartbeatMs: this.heartbeatMs, fenceTarget: fenceTargetOf(this.manager, this.backend), fenceCheckMs: 100 });
   }
 

@@ -16,6 +16,8 @@ export interface AgentServerOptions {
   readonly log: Logger;
   /** How long in-flight calls may take to finish at shutdown. */
   readonly graceMs?: number;
+  /** Why the agent cannot serve as a node (the control-plane link's problem()); /_/health answers 503 with it. */
+  readonly problem?: () => string | undefined;
 }
 
 /** A listening agent. */
@@ -41,7 +43,7 @@ export async function startAgentServer(manager: VmManager, options: AgentServerO
     interceptors: [observeAndMapErrors(options.log)],
     jsonOptions: { ignoreUnknownFields: false },
     shutdownSignal: shutdown.signal,
-    fallback: healthFallback(manager.backend, backendVersion),
+    fallback: healthFallback(manager.backend, backendVersion, options.problem),
   });
   const listener: DualListener = await listenDual(options.host, options.port, handler, { maxConcurrentStreams: 1000, maxHeaderBytes: 64 * 1024 });
   const host = listener.address.includes(":") ? `[${listener.address}]` : listener.address;

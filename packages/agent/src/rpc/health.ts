@@ -10,16 +10,19 @@ type Fallback = NonNullable<ConnectNodeAdapterOptions["fallback"]>;
 type Res = Parameters<Fallback>[1];
 
 /**
- * Serves `GET /_/health`: 200 with the backend's type, version and ping result when
- * the hypervisor answers, 503 with the reason when it does not; `GET /metrics` in the
+ * Serves `GET /_/health`: 503 with `problem()`'s reason while the agent cannot serve as a
+ * node (it was decommissioned); otherwise 200 with the backend's type, version and ping
+ * result when the hypervisor answers, 503 with the reason when it does not; `GET /metrics` in the
  * Prometheus text format (agent-metrics.ts). Every other non-RPC path
  * gets a JSON 404 naming where the API lives.
  */
-export function healthFallback(backend: Backend, backendVersion: string): Fallback {
+export function healthFallback(backend: Backend, backendVersion: string, problem: () => string | undefined = () => undefined): Fallback {
   return (req, res) => {
     const url = (req.url ?? "/").split("?")[0];
     if (url === "/_/health" && (req.method === "GET" || req.method === "HEAD")) {
       const base = { version: AGENT_VERSION, backend: { type: backend.type, version: backendVersion, capabilities: [...backend.capabilities].sort() } };
+      const reason = problem();
+      if (reason !== undefined) return send(res, 503, { status: "failed", reason, ...base });
       backend.ping().then(
         () => send(res, 200, { status: "ok", ...base, ping: { ok: true } }),
         (err: unknown) => send(res, 503, { status: "degraded", ...base, ping: { ok: false, detail: err instanceof Error ? err.message : String(err) } }),

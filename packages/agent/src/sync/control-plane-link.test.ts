@@ -15,11 +15,11 @@ function recordingLogger() {
   return { lines, log };
 }
 
-test("the agent registers real host facts, heartbeats, keeps its id, and re-registers after NOT_FOUND", async () => {
+test("the agent registers real host facts, heartbeats, keeps its id, and stops (without registering again) once decommissioned", async () => {
   const cp = await startTestServer({ demo: false });
   const stateDir = await mkdtemp(join(tmpdir(), "quantix-link-"));
   const backend = new SimulatedBackend();
-  const { log } = recordingLogger();
+  const { lines, log } = recordingLogger();
   const hostname = `link-${process.pid}`;
   const opts = { controlPlane: cp.url, agentUrl: "http://127.0.0.1:9999", nodeName: hostname, stateDir, backend, log, heartbeatMs: 50 };
   let link = startControlPlaneLink(opts);
@@ -40,9 +40,20 @@ test("the agent registers real host facts, heartbeats, keeps its id, and re-regi
     link = startControlPlaneLink(opts);
     await until(() => (link.nodeId() === ready.id ? true : undefined), "the same node id after a restart");
 
+    // This control plane has no connection to the link's (fake) agent endpoint: force.
     await cp.nodes.decommissionNode({ id: ready.id, force: true });
-    const again = await until(async () => (await cp.nodes.listNodes({})).nodes.find((x) => x.hostname === hostname && x.id !== ready.id), "a new registration after decommission");
-    await until(async () => ((await readFile(join(stateDir, "node-id"), "utf8")).trim() === again.id ? true : undefined), "the new id on disk");
+    const why = await until(() => link.problem(), "the link to notice the decommission");
+    assert.equal(why, `this node was decommissioned; remove ${join(stateDir, "node-id")} and restart the agent to register it again`);
+    assert.ok(lines.some((l) => l.msg === why), "the reason is logged");
+    assert.deepEqual((await cp.nodes.listNodes({})).nodes.filter((x) => x.hostname === hostname), []);
+
+    // Removing node-id and restarting registers the host afresh, under a new id.
+    await link.stop();
+    await rm(join(stateDir, "node-id"));
+    link = startControlPlaneLink(opts);
+    const again = await until(async () => (await cp.nodes.listNodes({})).nodes.find((x) => x.hostname === hostname), "a fresh registration");
+    assert.notEqual(again.id, ready.id);
+    assert.equal(link.problem(), undefined);
   } finally {
     await link.stop();
     await backend.close();

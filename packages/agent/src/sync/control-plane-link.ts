@@ -35,6 +35,8 @@ export interface ControlPlaneLinkOptions {
 export interface ControlPlaneLink {
   /** The node id the control plane gave this host, once registered. */
   nodeId(): string | undefined;
+  /** Why this agent no longer serves as a node (it was decommissioned), or undefined; /_/health reports it. */
+  problem(): string | undefined;
   /** Stops heartbeating (the node goes OFFLINE on the control plane's own schedule). */
   stop(): Promise<void>;
 }
@@ -46,8 +48,11 @@ const ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
 
 /**
  * Registers this host with the control plane, then heartbeats with real usage at the
- * interval the control plane names. A NOT_FOUND heartbeat (the node was decommissioned
- * or the control plane lost its store) registers again; an unreachable control plane is
+ * interval the control plane names. A node id once registered (kept in `<stateDir>/node-id`)
+ * that the control plane no longer knows means the node was decommissioned: the agent does
+ * not register again (its host would come back as a new schedulable node), stops
+ * heartbeating and self-fencing, logs an error and reports it in problem(); removing the
+ * node-id file and restarting registers it afresh. An unreachable control plane is
  * retried with exponential backoff and logged once per attempt. With a fence target, the
  * agent powers off its HA VMs when heartbeats have failed for nearly the control plane's
  * lost-after time (self-fence.ts).
@@ -58,9 +63,13 @@ export function startControlPlaneLink(o: ControlPlaneLinkOptions): ControlPlaneL
   const stopping = new AbortController();
   let nodeId: string | undefined;
   let cpuBefore: CpuTimes | undefined;
+  let decommissioned: string | undefined;
   const fence = o.fenceTarget ? new SelfFence({ target: o.fenceTarget, stateDir: o.stateDir, log: o.log, ...(o.fenceCheckMs ? { checkMs: o.fenceCheckMs } : {}) }) : undefined;
 
   const register = async (): Promise<void> => {
+    // A restarted agent whose node was decommissioned meanwhile must not come back as a new
+    // node: registering is by hostname, so ask about the id it kept first.
+    if (nodeId !== undefined) await client.getNode({ id: nodeId }, { signal: stopping.signal, timeoutMs: HEARTBEAT_TIMEOUT_MS });
     const facts = await readHostFacts(o.stateDir);
     const node = await client.registerNode(
       {
@@ -117,10 +126,11 @@ export function startControlPlaneLink(o: ControlPlaneLinkOptions): ControlPlaneL
       } catch (err) {
         if (stopping.signal.aborted) break;
         const ce = ConnectError.from(err);
-        if (ce.code === Code.NotFound && registered) {
-          o.log.log("warn", "the control plane does not know this node; registering again", { node_id: nodeId });
-          registered = false;
-          continue;
+        if (ce.code === Code.NotFound && nodeId !== undefined) {
+          decommissioned = `this node was decommissioned; remove ${idFile} and restart the agent to register it again`;
+          o.log.log("error", decommissioned, { node_id: nodeId, control_plane: o.controlPlane });
+          fence?.stop();
+          break;
         }
         failures++;
         waitMs = Math.min(o.maxBackoffMs ?? 30_000, (o.backoffMs ?? 500) * 2 ** Math.min(failures - 1, 16));
@@ -132,6 +142,7 @@ export function startControlPlaneLink(o: ControlPlaneLinkOptions): ControlPlaneL
   const running = loop();
   return {
     nodeId: () => nodeId,
+    problem: () => decommissioned,
     async stop() {
       stopping.abort();
       await running;

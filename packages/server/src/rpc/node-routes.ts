@@ -13,8 +13,11 @@ export function nodeServiceImpl(nodes: Nodes, drains: NodeDrainService): Service
     getNode: (req) => nodes.get(req.id),
     listNodes: (req) => nodes.list(req),
     updateNode: (req) => nodes.update(req),
-    decommissionNode: async (req) => {
-      await nodes.decommission(req);
+    decommissionNode: async (req, ctx) => {
+      // The response is Empty: a forced decommission of an unreachable node says in a header
+      // (and the log) that copies of its VMs may remain on it until it is fenced.
+      const { warning } = await nodes.decommission(req);
+      if (warning) ctx.responseHeader.set("quantix-warning", warning);
       return create(EmptySchema);
     },
     enableNode: (req) => nodes.setSchedulable(req.id, true),

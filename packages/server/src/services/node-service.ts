@@ -1,4 +1,3 @@
-import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { clone, create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
@@ -42,7 +41,8 @@ import {
 } from "@quantix/core";
 import { nodeMatches } from "../store/memory-store.js";
 import { setCondition } from "../controllers/conditions.js";
-import { allVms, listPage } from "./paging.js";
+import { decommissionNode, type DecommissionDeps } from "./node-decommission.js";
+import { listPage } from "./paging.js";
 import { requireId } from "./vm-service.js";
 import { EVENT_TYPE, SharedUpdates, watchFiltered } from "./watch-filter.js";
 
@@ -55,8 +55,12 @@ const USER_SPEC_PATHS = ["spec.taints", "spec.overcommit", "spec.reserved", "spe
 export class NodeService {
   private readonly updates = new SharedUpdates<Node, NodeUpdate>((f) => create(NodeUpdateSchema, { type: EVENT_TYPE[f.type], ...(f.object ? { node: f.object } : {}), resourceVersion: f.revision }));
 
-  /** `nodeLostAfterSec` (QUANTIX_NODE_LOST_AFTER_SEC) is told to agents in heartbeat answers, for self-fencing; absent: 0, not told. */
-  constructor(private readonly deps: { store: Store; clock: Clock; ids: IdGenerator; nodeLostAfterSec?: number }) {}
+  /**
+   * `nodeLostAfterSec` (QUANTIX_NODE_LOST_AFTER_SEC) is told to agents in heartbeat answers,
+   * for self-fencing; absent: 0, not told. `decommission` reaches the nodes' hypervisors;
+   * absent, no node's hypervisor is reachable (DecommissionNode then needs force).
+   */
+  constructor(private readonly deps: { store: Store; clock: Clock; ids: IdGenerator; nodeLostAfterSec?: number; decommission?: DecommissionDeps }) {}
 
   /** Registers a host, or refreshes its hardware when the hostname is already registered. */
   async register(req: RegisterNodeRequest): Promise<Node> {
@@ -164,36 +168,9 @@ export class NodeService {
     });
   }
 
-  /** Removes a node; refused while VMs are placed on it unless forced (they become pending). */
-  async decommission(req: DecommissionNodeRequest): Promise<void> {
-    requireId("id", req.id);
-    const node = await this.get(req.id);
-    const placed = await this.placedOn(req.id);
-    if (placed.length > 0 && !req.force) {
-      const names = placed.slice(0, 5).map((vm) => vm.name).join(", ");
-      throw new QuantixError("failed_precondition", `node '${node.hostname}' still has ${placed.length} VM(s) (${names}${placed.length > 5 ? ", ..." : ""}); drain it first or set force`);
-    }
-    // No new placements from here on, then the node goes, then every VM still on it
-    // (read again: one may have been placed between the first read and now) loses it.
-    await this.setSchedulable(req.id, false);
-    await this.deps.store.nodes.delete(req.id);
-    const now = timestampFromMs(this.deps.clock.now());
-    for (const vm of await this.placedOn(req.id)) {
-      await this.deps.store.vms.update(vm.id, (cur) => {
-        if (cur.status?.nodeId !== req.id) return undefined;
-        cur.status.nodeId = "";
-        cur.status.conditions = setCondition(cur.status.conditions, { type: "Scheduled", status: false, reason: "NodeDecommissioned", message: `node '${node.hostname}' was decommissioned`, generation: cur.generation }, this.deps.clock.now());
-        cur.updatedAt = now;
-        return cur;
-      });
-    }
-  }
-
-  /** Every VM placed on a node. */
-  private async placedOn(nodeId: string): Promise<VirtualMachine[]> {
-    const out: VirtualMachine[] = [];
-    for await (const vm of allVms(this.deps.store, { nodeId })) out.push(vm);
-    return out;
+  /** DecommissionNode (node-decommission.ts): removes the node after its VM copies. */
+  decommission(req: DecommissionNodeRequest): Promise<{ warning?: string }> {
+    return decommissionNode({ store: this.deps.store, clock: this.deps.clock, nodes: this, ...(this.deps.decommission ? { reach: this.deps.decommission } : {}) }, req);
   }
 
   /** Records a heartbeat: the node is READY unless an operator has put it elsewhere. */

@@ -697,7 +697,12 @@ export const NodeService: GenService<{
   },
   /**
    * Removes a node from the cluster. Refused with FAILED_PRECONDITION while VMs are
-   * placed on it, unless force.
+   * placed on it, unless force (they become PENDING). Every VM copy on the node's
+   * hypervisor is powered off and deleted first. A node whose hypervisor does not answer
+   * is refused with FAILED_PRECONDITION (copies would remain), unless force: then it is
+   * removed anyway and the `quantix-warning` response header says copies may remain until
+   * the node is fenced. Its agent then stops heartbeating and does not register again
+   * until its node-id file is removed. NOT_FOUND for an unknown node.
    *
    * @generated from rpc Quantixkvm.compute.v1.NodeService.DecommissionNode
    */

@@ -1,0 +1,135 @@
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { DecommissionNodeRequest } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
+import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { QuantixError, type Clock, type HypervisorPort, type Store } from "@quantix/core";
+import { setCondition } from "../controllers/conditions.js";
+import type { NodeDrivers } from "../hypervisor/node-drivers.js";
+import type { Logger } from "../log.js";
+import { allVms } from "./paging.js";
+import type { MigrationHolder } from "./vm-migration.js";
+import { requireId } from "./vm-service.js";
+
+/** What DecommissionNode needs to remove a node's VM copies from its hypervisor. */
+export interface DecommissionDeps {
+  readonly drivers: NodeDrivers;
+  /**
+   * Keeps the reconciler off the node's VMs while their copies are removed: it would
+   * otherwise boot a VM again that is still placed on the node and was just powered off.
+   */
+  readonly holder: MigrationHolder;
+  readonly log: Logger;
+}
+
+/** What {@link decommissionNode} uses; without `reach`, no node's hypervisor is reachable. */
+export interface DecommissionContext {
+  readonly store: Store;
+  readonly clock: Clock;
+  readonly nodes: { get(id: string): Promise<Node>; setSchedulable(id: string, schedulable: boolean): Promise<Node> };
+  readonly reach?: DecommissionDeps;
+}
+
+/**
+ * DecommissionNode: refused while VMs are placed on the node unless forced (they become
+ * pending). Every VM copy on the node's hypervisor is powered off and deleted before the
+ * node goes. A node whose hypervisor does not answer is refused without force (its copies
+ * would remain); with force it goes anyway, and the returned warning (also logged) says
+ * copies may remain running until the node is fenced.
+ */
+export async function decommissionNode(c: DecommissionContext, req: DecommissionNodeRequest): Promise<{ warning?: string }> {
+  requireId("id", req.id);
+  const node = await c.nodes.get(req.id);
+  const placed = await placedOn(c.store, req.id);
+  if (placed.length > 0 && !req.force) {
+    const names = placed.slice(0, 5).map((vm) => vm.name).join(", ");
+    throw new QuantixError("failed_precondition", `node '${node.hostname}' still has ${placed.length} VM(s) (${names}${placed.length > 5 ? ", ..." : ""}); drain it first or set force`);
+  }
+  const reach = await reachDriver(c.reach?.drivers, req.id);
+  if ("unreachable" in reach && !req.force) {
+    throw new QuantixError("failed_precondition", `node '${node.hostname}' is unreachable (${reach.unreachable}): copies of its VMs would remain running on it; bring its agent back, or set force`);
+  }
+  // No new placements from here on, then the copies go, then the node, then every VM
+  // still on it (read again: one may have been placed between the first read and now)
+  // loses it. The reconciler keeps off those VMs meanwhile.
+  await c.nodes.setSchedulable(req.id, false);
+  const ids = "driver" in reach ? await copiesOn(reach.driver, placed.map((vm) => vm.id)) : [];
+  const releases = ids.map((id) => c.reach?.holder.holdForMigration(id, [req.id]));
+  let warning: string | undefined;
+  try {
+    if ("unreachable" in reach) {
+      warning = `node '${node.hostname}' was decommissioned while unreachable (${reach.unreachable}): copies of its VMs may remain running on it until the node is fenced`;
+    } else {
+      const failed = await removeCopies(reach.driver, ids);
+      if (failed.length > 0) {
+        const what = `${failed.length} VM copy(ies) on node '${node.hostname}' could not be removed (${failed[0]!.vmId}: ${failed[0]!.error})`;
+        if (!req.force) throw new QuantixError("failed_precondition", `${what}; they would remain running on it; retry, or set force`);
+        warning = `${what}: they may remain running on it until the node is fenced`;
+      }
+    }
+    await c.store.nodes.delete(req.id);
+    await unplace(c, req.id, node.hostname);
+  } finally {
+    for (const release of releases) release?.();
+  }
+  if (warning) c.reach?.log.log("warn", warning, { node_id: req.id });
+  return warning ? { warning } : {};
+}
+
+/** Every VM the store still places on the removed node loses it, with the reason. */
+async function unplace(c: DecommissionContext, nodeId: string, hostname: string): Promise<void> {
+  const now = c.clock.now();
+  for (const vm of await placedOn(c.store, nodeId)) {
+    await c.store.vms.update(vm.id, (cur) => {
+      if (cur.status?.nodeId !== nodeId) return undefined;
+      cur.status.nodeId = "";
+      cur.status.conditions = setCondition(cur.status.conditions, { type: "Scheduled", status: false, reason: "NodeDecommissioned", message: `node '${hostname}' was decommissioned`, generation: cur.generation }, now);
+      cur.updatedAt = timestampFromMs(now);
+      return cur;
+    });
+  }
+}
+
+async function placedOn(store: Store, nodeId: string): Promise<VirtualMachine[]> {
+  const out: VirtualMachine[] = [];
+  for await (const vm of allVms(store, { nodeId })) out.push(vm);
+  return out;
+}
+
+/** The node's hypervisor when it answers now, or why it cannot be reached. */
+async function reachDriver(drivers: NodeDrivers | undefined, nodeId: string): Promise<{ driver: HypervisorPort } | { unreachable: string }> {
+  const driver = drivers?.get(nodeId);
+  if (!driver) return { unreachable: "no hypervisor connection to it (its agent is not attached)" };
+  try {
+    await driver.ping();
+    return { driver };
+  } catch (err) {
+    return { unreachable: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+/**
+ * Every VM copy on the node: the ones the store places there and any other its hypervisor
+ * reports (the node is leaving; nothing on it may keep running).
+ */
+async function copiesOn(driver: HypervisorPort, placedIds: readonly string[]): Promise<string[]> {
+  const ids = new Set(placedIds);
+  for (const obs of await driver.list()) ids.add(obs.vmId);
+  return [...ids];
+}
+
+/**
+ * Powers off and deletes VM copies on a node's hypervisor (the port's deleteVM removes the
+ * VM and its process, powering it off first). Tries every one; returns those that could
+ * not be removed, with the reason.
+ */
+async function removeCopies(driver: HypervisorPort, ids: readonly string[]): Promise<{ vmId: string; error: string }[]> {
+  const failed: { vmId: string; error: string }[] = [];
+  for (const vmId of ids) {
+    try {
+      await driver.deleteVM(vmId);
+    } catch (err) {
+      failed.push({ vmId, error: err instanceof Error ? err.message : String(err) });
+    }
+  }
+  return failed;
+}
