@@ -1,6 +1,5 @@
 import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
-import type { Store } from "@quantix/core";
-import { PrometheusText } from "./metrics/prometheus-text.js";
+import { PrometheusText, type Store } from "@quantix/core";
 
 /** The version reported by /_/health. */
 export const VERSION = "0.1.0";

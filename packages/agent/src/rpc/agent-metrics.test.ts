@@ -5,7 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
-import { parsePrometheus, sampleValue } from "@quantix/server/metrics/prometheus-parse.js";
+import { parsePrometheus, sampleValue } from "@quantix/testing/prometheus-parse.js";
 import { until } from "@quantix/testing";
 import { buildTestGuest, ensureDebianPackages, type TestGuest } from "@quantix/testing/guest.js";
 import { QemuBackend } from "../backends/qemu/qemu-backend.js";

@@ -1,4 +1,4 @@
-import { PrometheusText } from "@quantix/server/metrics/prometheus-text.js";
+import { PrometheusText } from "@quantix/core";
 import type { Backend, BackendVmInfo, BackendVmState } from "../backend.js";
 
 const STATES: readonly BackendVmState[] = ["created", "running", "paused", "shutdown", "crashed"];

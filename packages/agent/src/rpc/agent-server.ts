@@ -43,7 +43,7 @@ export async function startAgentServer(manager: VmManager, options: AgentServerO
     interceptors: [observeAndMapErrors(options.log)],
     jsonOptions: { ignoreUnknownFields: false },
     shutdownSignal: shutdown.signal,
-    fallback: healthFallback(manager.backend, backendVersion, options.problem),
+    fallback: healthFallback(manager.backend, backendVersion, { log: options.log, problem: options.problem }),
   });
   const listener: DualListener = await listenDual(options.host, options.port, handler, { maxConcurrentStreams: 1000, maxHeaderBytes: 64 * 1024 });
   const host = listener.address.includes(":") ? `[${listener.address}]` : listener.address;

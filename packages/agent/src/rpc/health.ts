@@ -1,5 +1,6 @@
 import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
-import { PrometheusText } from "@quantix/server/metrics/prometheus-text.js";
+import { PrometheusText } from "@quantix/core";
+import type { Logger } from "@quantix/server/log.js";
 import type { Backend } from "../backend.js";
 import { renderAgentMetrics } from "./agent-metrics.js";
 
@@ -13,10 +14,12 @@ type Res = Parameters<Fallback>[1];
  * Serves `GET /_/health`: 503 with `problem()`'s reason while the agent cannot serve as a
  * node (it was decommissioned); otherwise 200 with the backend's type, version and ping
  * result when the hypervisor answers, 503 with the reason when it does not; `GET /metrics` in the
- * Prometheus text format (agent-metrics.ts). Every other non-RPC path
- * gets a JSON 404 naming where the API lives.
+ * Prometheus text format (agent-metrics.ts), or 503 with a generic message when the backend
+ * cannot list its VMs (the cause, which may name host paths, goes to the log only). Every
+ * other non-RPC path gets a JSON 404 naming where the API lives.
  */
-export function healthFallback(backend: Backend, backendVersion: string, problem: () => string | undefined = () => undefined): Fallback {
+export function healthFallback(backend: Backend, backendVersion: string, o: { log: Logger; problem?: (() => string | undefined) | undefined }): Fallback {
+  const problem = o.problem ?? (() => undefined);
   return (req, res) => {
     const url = (req.url ?? "/").split("?")[0];
     if (url === "/_/health" && (req.method === "GET" || req.method === "HEAD")) {
@@ -32,7 +35,10 @@ export function healthFallback(backend: Backend, backendVersion: string, problem
     if (url === "/metrics" && req.method === "GET") {
       renderAgentMetrics(backend).then(
         (text) => sendText(res, 200, text),
-        (err: unknown) => send(res, 503, { error: "unavailable", message: err instanceof Error ? err.message : String(err) }),
+        (err: unknown) => {
+          o.log.log("error", "rendering /metrics failed", { error: err instanceof Error ? err.message : String(err) });
+          send(res, 503, { error: "unavailable", message: "the agent could not read its VMs' metrics; see the agent's log" });
+        },
       );
       return;
     }

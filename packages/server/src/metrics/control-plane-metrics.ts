@@ -1,7 +1,6 @@
 import { NodeStatus_PhaseSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_StateSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import type { Store } from "@quantix/core";
-import { PrometheusText } from "./prometheus-text.js";
+import { PrometheusText, type Store } from "@quantix/core";
 import type { RpcMetrics } from "./rpc-metrics.js";
 
 /** The control plane's counters a scrape reads besides the store. */

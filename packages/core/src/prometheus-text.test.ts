@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { parsePrometheus, sampleValue } from "./prometheus-parse.js";
+import { parsePrometheus, sampleValue } from "@quantix/testing/prometheus-parse.js";
 import { PrometheusText } from "./prometheus-text.js";
 
 test("label values with quotes, backslashes and newlines survive a round trip; HELP and TYPE come once per family", () => {
