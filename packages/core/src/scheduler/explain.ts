@@ -28,7 +28,7 @@ export function explain(total: number, rejections: readonly Rejection[]): string
     }
   }
   if (mem) groups.set(`insufficient memory (need ${mem.need} MiB, largest free ${mem.largest} MiB)`, mem.n);
-  if (cpu) groups.set(`insufficient CPU (need ${cpu.need} vCPUs, largest free ${cpu.largest})`, cpu.n);
+  if (cpu) groups.set(`insufficient CPU (need ${cpu.need} vCPU${cpu.need === 1 ? "" : "s"}, largest free ${cpu.largest})`, cpu.n);
   const clauses = [...groups].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)).map(([text, n]) => `${n} ${text}`);
   return `0/${total} nodes fit: ${clauses.join(", ")}`;
 }

@@ -113,7 +113,7 @@ describe("scheduler explanation", () => {
 
   it("orders equal counts alphabetically", () => {
     const nodes = [node("a", { schedulable: false }), node("b", { vcpus: 0 }), node("c", { phase: NodeStatus_Phase.PENDING })];
-    assert.equal((run(vm("v"), nodes) as { message: string }).message, "0/3 nodes fit: 1 insufficient CPU (need 1 vCPUs, largest free 0), 1 not ready (PENDING), 1 not schedulable");
+    assert.equal((run(vm("v"), nodes) as { message: string }).message, "0/3 nodes fit: 1 insufficient CPU (need 1 vCPU, largest free 0), 1 not ready (PENDING), 1 not schedulable");
   });
 });
 
@@ -148,8 +148,12 @@ describe("scheduler scores", () => {
     const near = vm("v", { placement: { affinity: [{ selector: { matchLabels: { app: "web" } }, weight: 100 }] } });
     const far = vm("v", { placement: { affinity: [{ selector: { matchLabels: { app: "web" } }, anti: true, weight: 100 }] } });
     const twoNodes = [node("a"), node("b")];
+    // Each layout makes spread alone prefer the other node, so only the rule can win.
+    assert.deepEqual(run(vm("v"), twoNodes, [[web("w"), "b"]]), { ok: true, nodeId: "a" });
     assert.deepEqual(run(near, twoNodes, [[web("w"), "b"]]), { ok: true, nodeId: "b" });
-    assert.deepEqual(run(far, twoNodes, [[web("w"), "a"]]), { ok: true, nodeId: "b" });
+    const webOnEmptierA: [SchedulableVm, string][] = [[web("w"), "a"], [vm("filler", { vcpus: 6, memMib: 12_288 }), "b"]];
+    assert.deepEqual(run(vm("v"), twoNodes, webOnEmptierA), { ok: true, nodeId: "a" });
+    assert.deepEqual(run(far, twoNodes, webOnEmptierA), { ok: true, nodeId: "b" });
     // Soft rules never filter: with one node, the VM still goes there.
     assert.deepEqual(run(far, [node("a")], [[web("w"), "a"]]), { ok: true, nodeId: "a" });
   });
