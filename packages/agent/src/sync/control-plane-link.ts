@@ -108,6 +108,9 @@ export function startControlPlaneLink(o: ControlPlaneLinkOptions): ControlPlaneL
   };
 
   const loop = async () => {
+    // The first heartbeat's CPU percent then covers the time since the link started,
+    // instead of being a made-up 0 (with no time between samples it is reported unmeasured).
+    cpuBefore = await readCpuTimes();
     await fence?.start();
     const stored = (await readFile(idFile, "utf8").catch(() => "")).trim();
     if (ID.test(stored)) nodeId = stored;

@@ -1,7 +1,7 @@
 import { readFile, readdir, statfs } from "node:fs/promises";
 import * as os from "node:os";
 import { create } from "@bufbuild/protobuf";
-import { readHostIo } from "./host-io.js";
+import { readHostIo, type HostIoFiles } from "./host-io.js";
 import { CpuInfoSchema, MemoryInfoSchema, NetworkDeviceSchema, NodeUsageSchema, StorageDeviceSchema, type CpuInfo, type MemoryInfo, type NetworkDevice, type NodeUsage, type StorageDevice } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 
 /** What the control plane needs to know about this host's hardware. */
@@ -88,29 +88,45 @@ export interface CpuTimes {
   readonly total: number;
 }
 
-/** Reads the aggregate CPU counters. */
-export async function readCpuTimes(): Promise<CpuTimes> {
-  const nums = ((await text("/proc/stat")).split("\n")[0] ?? "").trim().split(/\s+/).slice(1).map(Number);
+/** Reads the aggregate CPU counters; undefined when /proc/stat cannot be read. */
+export async function readCpuTimes(file = "/proc/stat"): Promise<CpuTimes | undefined> {
+  const nums = ((await text(file)).split("\n")[0] ?? "").trim().split(/\s+/).slice(1).map(Number);
+  if (nums.length < 4 || nums.some((n) => !Number.isFinite(n))) return undefined;
   const total = nums.reduce((a, b) => a + b, 0);
   const idle = (nums[3] ?? 0) + (nums[4] ?? 0);
   return { busy: total - idle, total };
 }
 
-/** Host usage since `prev` (CPU) and now (memory, load, disk and network counters). */
-export async function readUsage(prev: CpuTimes | undefined, now: CpuTimes): Promise<NodeUsage> {
-  const [meminfo, io] = await Promise.all([text("/proc/meminfo"), readHostIo()]);
-  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(meminfo)?.[1] ?? 0);
-  const used = Math.max(0, kb("MemTotal") - kb("MemAvailable"));
-  const dt = prev ? now.total - prev.total : 0;
-  const cpu = dt > 0 ? ((now.busy - prev!.busy) / dt) * 100 : 0;
+/**
+ * Host usage: CPU between the samples `prev` and `now`, memory, load, disk and network
+ * counters now. What could not be measured (no earlier CPU sample, no time between the
+ * two, an unreadable /proc file) is named in not_measured and left 0.
+ */
+export async function readUsage(prev: CpuTimes | undefined, now: CpuTimes | undefined, ioFiles?: HostIoFiles): Promise<NodeUsage> {
+  const [meminfo, hostIo] = await Promise.all([text("/proc/meminfo"), readHostIo(ioFiles)]);
+  const notMeasured: string[] = [];
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(meminfo)?.[1] ?? NaN);
+  const dt = prev && now ? now.total - prev.total : 0;
+  const cpu = prev && now && dt > 0 ? ((now.busy - prev.busy) / dt) * 100 : undefined;
+  if (cpu === undefined) notMeasured.push("cpu_usage_percent");
+  const total = kb("MemTotal");
+  const available = kb("MemAvailable");
+  if (!Number.isFinite(total)) notMeasured.push("memory_total_mib");
+  if (!Number.isFinite(total) || !Number.isFinite(available)) notMeasured.push("memory_used_mib");
+  if (!hostIo.disk) notMeasured.push("disk_read_bytes", "disk_write_bytes");
+  if (!hostIo.network) notMeasured.push("network_rx_bytes", "network_tx_bytes");
   const [load1 = 0, load5 = 0, load15 = 0] = os.loadavg();
   return create(NodeUsageSchema, {
-    cpuUsagePercent: Math.round(cpu * 10) / 10,
-    memoryUsedMib: BigInt(Math.floor(used / 1024)),
-    memoryTotalMib: BigInt(Math.floor(kb("MemTotal") / 1024)),
+    cpuUsagePercent: cpu === undefined ? 0 : Math.round(cpu * 10) / 10,
+    memoryUsedMib: Number.isFinite(total - available) ? BigInt(Math.floor(Math.max(0, total - available) / 1024)) : 0n,
+    memoryTotalMib: Number.isFinite(total) ? BigInt(Math.floor(total / 1024)) : 0n,
     loadAverage1m: load1,
     loadAverage5m: load5,
     loadAverage15m: load15,
-    ...io,
+    diskReadBytes: hostIo.disk?.readBytes ?? 0n,
+    diskWriteBytes: hostIo.disk?.writeBytes ?? 0n,
+    networkRxBytes: hostIo.network?.rxBytes ?? 0n,
+    networkTxBytes: hostIo.network?.txBytes ?? 0n,
+    notMeasured,
   });
 }
