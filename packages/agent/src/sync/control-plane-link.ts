@@ -67,9 +67,6 @@ export function startControlPlaneLink(o: ControlPlaneLinkOptions): ControlPlaneL
   const fence = o.fenceTarget ? new SelfFence({ target: o.fenceTarget, stateDir: o.stateDir, log: o.log, ...(o.fenceCheckMs ? { checkMs: o.fenceCheckMs } : {}) }) : undefined;
 
   const register = async (): Promise<void> => {
-    // A restarted agent whose node was decommissioned meanwhile must not come back as a new
-    // node: registering is by hostname, so ask about the id it kept first.
-    if (nodeId !== undefined) await client.getNode({ id: nodeId }, { signal: stopping.signal, timeoutMs: HEARTBEAT_TIMEOUT_MS });
     const facts = await readHostFacts(o.stateDir);
     const node = await client.registerNode(
       {
@@ -82,6 +79,8 @@ export function startControlPlaneLink(o: ControlPlaneLinkOptions): ControlPlaneL
         networkDevices: facts.network,
         hypervisor: { type: o.backend.type, version: await o.backend.version(), capabilities: [...o.backend.capabilities].sort() },
         agentVersion: AGENT_VERSION,
+        // The id it had: a node decommissioned meanwhile answers NOT_FOUND instead of coming back new.
+        nodeId: nodeId ?? "",
       },
       { signal: stopping.signal },
     );

@@ -105,3 +105,12 @@ test("an unreachable node is refused without force (copies would remain) and goe
   assert.match(warning ?? "", /may remain running on it until the node is fenced/);
   assert.equal((await rejection(s.nodes.getNode({ id: nodeId }))).code, Code.NotFound);
 });
+
+test("RegisterNode naming a node id that no longer exists is NOT_FOUND and adds no node", async () => {
+  const reg = { hostname: `decom-d-${process.pid}`, managementIp: "192.0.2.10", cpuInfo: { logicalCpus: 2 }, memoryInfo: { totalMib: 2048n } };
+  const node = await s.nodes.registerNode(reg);
+  assert.equal((await s.nodes.registerNode({ ...reg, nodeId: node.id })).id, node.id);
+  await s.nodes.decommissionNode({ id: node.id, force: true });
+  assert.equal((await rejection(s.nodes.registerNode({ ...reg, nodeId: node.id }))).code, Code.NotFound);
+  assert.deepEqual(await nodesNamed(reg.hostname), []);
+});

@@ -62,7 +62,11 @@ export class NodeService {
    */
   constructor(private readonly deps: { store: Store; clock: Clock; ids: IdGenerator; nodeLostAfterSec?: number; decommission?: DecommissionDeps }) {}
 
-  /** Registers a host, or refreshes its hardware when the hostname is already registered. */
+  /**
+   * Registers a host, or refreshes its hardware when the hostname is already registered.
+   * A request naming the node id it had (`node_id`) never creates a node for that id's
+   * host once the node is gone: NOT_FOUND, checked in the same call that would create it.
+   */
   async register(req: RegisterNodeRequest): Promise<Node> {
     throwIfViolations(validateRegisterNode(req));
     const now = timestampFromMs(this.deps.clock.now());
@@ -86,6 +90,9 @@ export class NodeService {
         cur.updatedAt = now;
         return cur;
       });
+    }
+    if (req.nodeId !== "" && !(await this.deps.store.nodes.get(req.nodeId))) {
+      throw new QuantixError("not_found", `node '${req.nodeId}' no longer exists (it was decommissioned); register without node_id to add the host again`);
     }
     const spec = create(NodeSpecSchema, { schedulable: true });
     hardware(spec);
