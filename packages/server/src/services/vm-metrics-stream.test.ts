@@ -13,7 +13,7 @@ import { startControlPlaneLink, type ControlPlaneLink } from "@quantix/agent/syn
 import { VmManager } from "@quantix/agent/vm-manager.js";
 import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
 import { silentLogger } from "../log.js";
-import { intervalOf, toResourceUsage } from "./vm-metrics-stream.js";
+import { intervalOf, intervalPercent, toResourceUsage } from "./vm-metrics-stream.js";
 
 /*
  * StreamMetrics through a control plane and an in-process agent over the simulated
@@ -79,6 +79,16 @@ test("interval_sec: 0 means 5, 1-60 allowed, else INVALID_ARGUMENT", () => {
   assert.equal(intervalOf(1), 1);
   assert.equal(intervalOf(60), 60);
   for (const bad of [-1, 61]) assert.throws(() => intervalOf(bad), /interval_sec: must be between 1 and 60/);
+});
+
+test("CPU percent is the stream's own interval: the difference of CPU seconds over time and vCPUs", () => {
+  const sample = (cpuSeconds?: number) => ({ power: "running" as const, ...(cpuSeconds !== undefined ? { cpuSeconds } : {}) });
+  // 1.5 CPU seconds in 2 s on 2 vCPUs: 37.5 %.
+  assert.equal(intervalPercent({ cpuSeconds: 10, atMs: 1000 }, sample(11.5), 3000, 2), 37.5);
+  assert.equal(intervalPercent({ cpuSeconds: 10, atMs: 1000 }, sample(30), 2000, 1), 100, "capped at 100");
+  assert.equal(intervalPercent(undefined, sample(5), 1000, 1), undefined, "the first sample has no interval");
+  assert.equal(intervalPercent({ cpuSeconds: 10, atMs: 1000 }, sample(), 2000, 1), undefined, "no CPU seconds measured");
+  assert.equal(intervalPercent({ cpuSeconds: 10, atMs: 1000 }, sample(2), 2000, 1), undefined, "a restarted process (counter went back)");
 });
 
 test("unmeasured fields are named, never passed off as zeros", () => {

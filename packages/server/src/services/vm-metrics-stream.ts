@@ -43,6 +43,7 @@ export class VmMetricsStream {
     this.metricsOf(first);
     let due = this.deps.clock.now();
     let vm = first;
+    let previous: { cpuSeconds: number; atMs: number } | undefined;
     while (!signal.aborted) {
       let sample: VmUsageSample;
       try {
@@ -60,7 +61,14 @@ export class VmMetricsStream {
       }
       if (signal.aborted) return;
       // A process that is not live yet (starting) or any more (the store lags) is not sampled.
-      if (LIVE.has(sample.power)) yield toResourceUsage(sample, this.deps.clock.now());
+      if (LIVE.has(sample.power)) {
+        const at = this.deps.clock.now();
+        // CPU percent over this stream's own interval, from the process's CPU seconds: the
+        // node reports an average since the process started, shared by every reader.
+        const cpuPercent = intervalPercent(previous, sample, at, vcpusOf(vm)) ?? sample.cpuPercent;
+        if (sample.cpuSeconds !== undefined) previous = { cpuSeconds: sample.cpuSeconds, atMs: at };
+        yield toResourceUsage({ ...sample, ...(cpuPercent !== undefined ? { cpuPercent } : {}) }, at);
+      }
       due += intervalMs;
       const wait = due - this.deps.clock.now();
       if (wait < 0) due = this.deps.clock.now(); // fell behind (slow node): no burst to catch up
@@ -82,6 +90,19 @@ export class VmMetricsStream {
     }
     return driver.metrics;
   }
+}
+
+/** The VM's vCPUs (cores × sockets × threads). */
+function vcpusOf(vm: VirtualMachine): number {
+  const c = vm.spec?.cpu;
+  return Math.max(1, (c?.cores ?? 1) * Math.max(1, c?.sockets ?? 1) * Math.max(1, c?.threadsPerCore ?? 1));
+}
+
+/** CPU used between two samples as a percentage of the VM's vCPUs (0-100), or undefined. */
+export function intervalPercent(previous: { cpuSeconds: number; atMs: number } | undefined, sample: VmUsageSample, atMs: number, vcpus: number): number | undefined {
+  if (!previous || sample.cpuSeconds === undefined || atMs <= previous.atMs || sample.cpuSeconds < previous.cpuSeconds) return undefined;
+  const percent = ((sample.cpuSeconds - previous.cpuSeconds) / ((atMs - previous.atMs) / 1000) / vcpus) * 100;
+  return Math.min(100, Math.max(0, percent));
 }
 
 /** interval_sec: 1-60 seconds, 0 meaning 5. */

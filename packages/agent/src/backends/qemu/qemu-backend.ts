@@ -34,7 +34,6 @@ interface Entry {
   runtime: QemuRuntime | undefined;
   /** Set while shutdownVM/deleteVM stops QEMU, so its end is not a crash. */
   stopping: boolean;
-  cpuSample: { atMs: number; cpuMs: number } | undefined;
 }
 
 const run = promisify(execFile);
@@ -185,7 +184,6 @@ export class QemuBackend implements Backend {
     })));
     const args = [...buildQemuArgs({ vmId, config: record.config, kvm: this.options.kvm, ...paths, disks: record.disks }), ...extraArgs];
     entry.stopping = false;
-    entry.cpuSample = undefined;
     entry.runtime = await QemuRuntime.start(this.binary, args, this.runtimeOptions(vmId, entry)).catch((err: unknown) => {
       if (!this.options.kvm || !(err instanceof QuantixError)) throw err;
       throw new QuantixError(err.code, `${err.message}; if KVM cannot run guests on this host, set VMCP_QEMU_KVM=false`);
@@ -332,12 +330,13 @@ export class QemuBackend implements Backend {
     const now = this.clock.now();
     const startedAtMs = entry.record.startedAtMs ?? now;
     const [usage, block] = await Promise.all([processUsage(rt.pid), readBlockStats(rt.qmp)]);
+    // The average since the process started: no state shared between readers, so /metrics
+    // scrapes and several StreamMetrics do not disturb each other. A reader wanting the
+    // percent over its own interval takes the difference of cpu_seconds.
     let cpu = 0;
-    if (usage) {
-      const prev = entry.cpuSample ?? { atMs: startedAtMs, cpuMs: 0 };
+    if (usage && now > startedAtMs) {
       const vcpus = Math.max(1, entry.record.config.cpu?.vcpuCount ?? 1);
-      if (now > prev.atMs) cpu = Math.min(100, Math.max(0, ((usage.cpuMs - prev.cpuMs) / (now - prev.atMs) / vcpus) * 100));
-      entry.cpuSample = { atMs: now, cpuMs: usage.cpuMs };
+      cpu = Math.min(100, Math.max(0, (usage.cpuMs / (now - startedAtMs) / vcpus) * 100));
     }
     return {
       ...base,
@@ -355,7 +354,7 @@ export class QemuBackend implements Backend {
   }
 
   private addEntry(vmId: string, paths: VmPaths, record: VmRecord): Entry {
-    const entry: Entry = { paths, record, ring: new ConsoleRing(this.options.consoleBufferBytes ?? DEFAULT_CONSOLE_BUFFER_BYTES), runtime: undefined, stopping: false, cpuSample: undefined };
+    const entry: Entry = { paths, record, ring: new ConsoleRing(this.options.consoleBufferBytes ?? DEFAULT_CONSOLE_BUFFER_BYTES), runtime: undefined, stopping: false };
     this.entries.set(vmId, entry);
     return entry;
   }

@@ -789,8 +789,9 @@ export const GetVmInfoResponseSchema: GenMessage<GetVmInfoResponse> = /*@__PURE_
  */
 export type VmMetrics = Message<"vmm.v1.VmMetrics"> & {
   /**
-   * Output only. CPU used over the last sampling interval, as a percentage of the VM's
-   * vCPUs, 0-100.
+   * Output only. CPU used since the VM's process started, as a percentage of the VM's
+   * vCPUs, 0-100 (an average that no reader disturbs; for the use over an interval, take
+   * the difference of cpu_seconds between two calls).
    *
    * @generated from field: double cpu_usage_percent = 1;
    */
