@@ -14,6 +14,7 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_State as State, type ResourceUsage, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { bootSector, BOOT_SECTOR_MARKER } from "@quantix/testing/boot-sector.js";
 import { buildTestGuest, GUEST_TICK, type TestGuest } from "@quantix/testing/guest.js";
 import { isProcessAlive, startTestServer, until, type TestServer } from "@quantix/testing";
 import type { AgentNodes } from "../hypervisor/agent-nodes.js";
@@ -173,4 +174,13 @@ test("a real guest through the compute API: boot, console, pause, crash, agent r
   await until(() => (alive(pid2) ? undefined : true), "the QEMU process gone");
   await s.vms.deleteVM({ id: vm.id });
   await until(() => vmm.getVmInfo({ vmId: vm.id }).then(() => undefined, () => true), "the VM gone from the agent");
+
+  // A VM from a disk image, no kernel: the firmware boots the disk with the lowest boot_index.
+  const image = join(guest.imageDir, `e2e-boot-${process.pid}.raw`);
+  await writeFile(image, Buffer.concat([bootSector(), Buffer.alloc(1024 * 1024 - 512)]));
+  disks.push(image);
+  const fromDisk = await s.vms.createVM({ name: "from-disk", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, disks: [{ id: "root", hostPath: image, bootIndex: 1 }] }, nodeId });
+  assert.equal((await s.vms.startVM({ id: fromDisk.id })).status?.state, State.RUNNING);
+  await until(async () => (decode([(await s.vms.getConsoleOutput({ vmId: fromDisk.id })).data]).includes(BOOT_SECTOR_MARKER) ? true : undefined), "the disk's boot sector on the console", 30_000, 100);
+  await s.vms.deleteVM({ id: fromDisk.id, force: true });
 });

@@ -9,6 +9,7 @@ import { promisify } from "node:util";
 import { create } from "@bufbuild/protobuf";
 import { VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { until } from "@quantix/testing";
+import { bootSector, BOOT_SECTOR_MARKER } from "@quantix/testing/boot-sector.js";
 import { buildTestGuest, ensureDebianPackages, GUEST_TICK, type TestGuest } from "@quantix/testing/guest.js";
 import type { BackendEvent } from "../../backend.js";
 import { isAlive } from "./qemu-process.js";
@@ -101,6 +102,28 @@ test("a real guest: console, pause/resume, graceful shutdown, SIGKILL, agent res
     await assert.rejects(backend.getVMInfo(vmId), /not found/);
   } finally {
     await forceCleanup(backend, vmId);
+  }
+});
+
+test("firmware boot: SeaBIOS boots a disk image (the root device) without a kernel", { timeout: 60_000 }, async () => {
+  const backend = new QemuBackend({ stateDir, kvm: false });
+  const vmId = `bios-${process.pid}`;
+  const image = path.join(stateDir, "boot-sector.raw");
+  // A whole 1 MiB disk whose first sector is the boot sector.
+  await writeFile(image, Buffer.concat([bootSector(), Buffer.alloc(1024 * 1024 - 512)]));
+  try {
+    const config = create(VmConfigSchema, {
+      cpu: { vcpuCount: 1 },
+      memory: { sizeBytes: 128n * 1048576n },
+      storage: [{ id: "root", path: image, isRootDevice: true }],
+    });
+    await backend.createVM(vmId, config);
+    await backend.bootVM(vmId);
+    await until(async () => ((await text(backend, vmId)).includes(BOOT_SECTOR_MARKER) ? true : undefined), "the boot sector's marker on the serial console", BOOT_MS, 100);
+    await backend.shutdownVM(vmId, { force: true, timeoutSeconds: 0 });
+    await backend.deleteVM(vmId);
+  } finally {
+    await backend.close();
   }
 });
 
