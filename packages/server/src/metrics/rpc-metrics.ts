@@ -1,5 +1,6 @@
 import { Code } from "@connectrpc/connect";
 import type { PrometheusText } from "@quantix/core";
+import { codeLabel } from "../rpc/code-label.js";
 
 /** Upper bounds (seconds) of the latency histogram's buckets; +Inf is implied. */
 export const LATENCY_BUCKETS_SEC = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const;
@@ -23,7 +24,7 @@ export class RpcMetrics {
 
   /** Records one finished call (unary or stream) with its final code (0 = OK). */
   observe(procedure: string, code: Code | 0, durationMs: number): void {
-    const codeName = code === 0 ? "ok" : codeLabel(code);
+    const codeName = codeLabel(code);
     const key = `${procedure} ${codeName}`;
     const c = this.calls.get(key);
     if (c) c.n++;
@@ -73,9 +74,4 @@ export class RpcMetrics {
     out.family("quantix_rpc_streams_open", "gauge", "Server streams open now, by procedure.");
     for (const [procedure, n] of this.streams) out.sample("quantix_rpc_streams_open", { procedure }, n);
   }
-}
-
-/** "not_found" for Code.NotFound: the names the API's error vocabulary uses. */
-function codeLabel(code: Code): string {
-  return (Code[code] ?? `code_${code}`).replace(/[A-Z]/g, (c, i: number) => (i === 0 ? c.toLowerCase() : `_${c.toLowerCase()}`));
 }

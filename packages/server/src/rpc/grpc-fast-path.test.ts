@@ -59,7 +59,7 @@ describe("gRPC served straight from HTTP/2 streams", () => {
       lines.map((l) => [l["procedure"], l["code"], l["id"], typeof l["duration_ms"]]),
       [
         ["Quantixkvm.compute.v1.VMService/GetVM", "ok", "22222222-2222-2222-2222-222222222222", "number"],
-        ["Quantixkvm.compute.v1.VMService/GetVM", "NotFound", "missing", "number"],
+        ["Quantixkvm.compute.v1.VMService/GetVM", "not_found", "missing", "number"],
       ],
     );
   });

@@ -2,6 +2,7 @@ import { Code, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "../log.js";
 import type { RpcMetrics } from "../metrics/rpc-metrics.js";
 import { toConnectError } from "./errors.js";
+import { codeLabel } from "./code-label.js";
 
 const ID_FIELDS = ["id", "vmId", "nodeId", "name", "projectId", "hostname"] as const;
 
@@ -67,7 +68,7 @@ export function observeAndMapErrors(log: Logger, now: () => number = () => perfo
 
 /** Writes the one log line of an RPC; INTERNAL and UNKNOWN errors carry their cause for the log only. */
 export function logRpc(log: Logger, procedure: string, code: Code | 0, durationMs: number, ids: Record<string, string>, messages?: number, cause?: unknown): void {
-  const fields: Record<string, unknown> = { procedure, code: code === 0 ? "ok" : Code[code], duration_ms: Math.round(durationMs * 100) / 100, ...ids };
+  const fields: Record<string, unknown> = { procedure, code: codeLabel(code), duration_ms: Math.round(durationMs * 100) / 100, ...ids };
   if (messages !== undefined) fields["messages"] = messages;
   if (cause !== undefined && (code === Code.Internal || code === Code.Unknown)) fields["error"] = cause instanceof Error ? cause.stack : String(cause);
   log.log(code === Code.Internal || code === Code.Unknown ? "error" : "info", "rpc", fields);
