@@ -182,5 +182,10 @@ test("a real guest through the compute API: boot, console, pause, crash, agent r
   const fromDisk = await s.vms.createVM({ name: "from-disk", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, disks: [{ id: "root", hostPath: image, bootIndex: 1 }] }, nodeId });
   assert.equal((await s.vms.startVM({ id: fromDisk.id })).status?.state, State.RUNNING);
   await until(async () => (decode([(await s.vms.getConsoleOutput({ vmId: fromDisk.id })).data]).includes(BOOT_SECTOR_MARKER) ? true : undefined), "the disk's boot sector on the console", 30_000, 100);
+  const diskPid = await pidOf(fromDisk.id);
+  seenPids.add(diskPid);
   await s.vms.deleteVM({ id: fromDisk.id, force: true });
+  // The agent removes it (a QEMU outlives an agent stopped before it had done so).
+  await until(() => vmm.getVmInfo({ vmId: fromDisk.id }).then(() => undefined, () => true), "the disk VM gone from the agent");
+  await until(() => (alive(diskPid) ? undefined : true), "the disk VM's QEMU gone");
 });
