@@ -6,8 +6,10 @@ import { isProcessAlive } from "./alive.js";
 import { until } from "./until.js";
 
 test("a zombie is not alive, though process.kill(pid, 0) still finds it", async () => {
-  // `sleep 0` exits at once; its parent exec's into a `sleep` that never reaps it: a zombie.
-  const parent = spawn("sh", ["-c", "sleep 0 & echo $!; exec sleep 30"], { stdio: ["ignore", "pipe", "ignore"] });
+  // The shell starts a child that exits after 0.5 s and at once exec's into a `sleep` that
+  // never reaps it: a zombie. (A child that exited before the exec could be reaped by the
+  // shell itself, so it lives long enough for the exec to come first.)
+  const parent = spawn("sh", ["-c", "sleep 0.5 & echo $!; exec sleep 30"], { stdio: ["ignore", "pipe", "ignore"] });
   try {
     const [line] = (await once(parent.stdout!, "data")) as [Buffer];
     const zombie = Number(line.toString().trim());
