@@ -1,7 +1,7 @@
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { QuantixError } from "@quantix/core";
-import { processState } from "./backends/qemu/qemu-process.js";
+import { processState } from "./process-state.js";
 
 /** The lock file in an agent's state directory. */
 export const STATE_DIR_LOCK = "agent.lock";

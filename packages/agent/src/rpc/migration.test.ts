@@ -11,7 +11,7 @@ import { rejection, until } from "@quantix/testing";
 import { buildTestGuest, ensureDebianPackages, GUEST_TICK } from "@quantix/testing/guest.js";
 import type { Backend } from "../backend.js";
 import { QemuBackend } from "../backends/qemu/qemu-backend.js";
-import { isAlive } from "../backends/qemu/qemu-process.js";
+import { isProcessAlive } from "../process-state.js";
 import { SimulatedBackend } from "../backends/simulated/simulated-backend.js";
 import { VmManager } from "../vm-manager.js";
 import { startAgentServer, type AgentServer } from "./agent-server.js";
@@ -101,7 +101,7 @@ test("a running guest moves live between two QEMU agents and keeps counting on t
   assert.ok(firstOnTarget > before - 10, `the target's first tick ${firstOnTarget} continues the source's ${before} (no reboot)`);
   // The source forgot the VM and its QEMU is gone.
   assert.equal((await rejection(source.client.getVmInfo({ vmId }))).code, Code.NotFound);
-  await until(async () => ((await isAlive(sourcePid)) ? undefined : true), "the source QEMU gone", 10_000, 50);
+  await until(async () => ((isProcessAlive(sourcePid)) ? undefined : true), "the source QEMU gone", 10_000, 50);
 });
 
 test("refused: paths outside the shared directories, backends without live-migration, unknown targets", { timeout: 30_000 }, async () => {

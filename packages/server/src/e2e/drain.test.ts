@@ -10,7 +10,7 @@ import { NodeStatus_Phase as Phase, type Node } from "@quantix/api/gen/Quantixkv
 import { VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QemuBackend } from "@quantix/agent/backends/qemu/qemu-backend.js";
-import { isAlive } from "@quantix/agent/backends/qemu/qemu-process.js";
+import { isProcessAlive } from "@quantix/agent/process-state.js";
 import { startAgentServer } from "@quantix/agent/rpc/agent-server.js";
 import { startControlPlaneLink } from "@quantix/agent/sync/control-plane-link.js";
 import { VmManager } from "@quantix/agent/vm-manager.js";
@@ -73,7 +73,7 @@ after(async () => {
     await a.backend.close();
   }
   await s.close();
-  for (const pid of pids) if (await isAlive(pid)) process.kill(pid, "SIGKILL");
+  for (const pid of pids) if (isProcessAlive(pid)) process.kill(pid, "SIGKILL");
   await rm(root, { recursive: true, force: true });
 });
 
@@ -151,7 +151,7 @@ test("DrainNode moves two counting guests to the other agent; MigrateVM moves on
     await ticking(vm.id, before[i]! + 2, 20_000);
     await pidOn(b, vm.id);
   }
-  for (const pid of sourcePids) await until(async () => ((await isAlive(pid)) ? undefined : true), `the source QEMU ${pid} gone`, 10_000, 50);
+  for (const pid of sourcePids) await until(async () => ((isProcessAlive(pid)) ? undefined : true), `the source QEMU ${pid} gone`, 10_000, 50);
   assert.deepEqual((await a.client.listVms({})).vms, [], "node A's agent holds no VMs");
 
   // Back to A, live, with the hypervisor's statistics.

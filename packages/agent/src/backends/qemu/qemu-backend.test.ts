@@ -12,7 +12,7 @@ import { until } from "@quantix/testing";
 import { bootSector, BOOT_SECTOR_MARKER } from "@quantix/testing/boot-sector.js";
 import { buildTestGuest, ensureDebianPackages, GUEST_TICK, type TestGuest } from "@quantix/testing/guest.js";
 import type { BackendEvent } from "../../backend.js";
-import { isAlive } from "./qemu-process.js";
+import { isProcessAlive } from "../../process-state.js";
 import { QemuBackend } from "./qemu-backend.js";
 
 const run = promisify(execFile);
@@ -86,7 +86,7 @@ test("a real guest: console, pause/resume, graceful shutdown, SIGKILL, agent res
     const before = await backend.getVMInfo(vmId);
     await ticksPast(backend, vmId, 0, "counter lines after the reboot");
     await backend.close();
-    assert.ok(before.pid && (await isAlive(before.pid)), "close() leaves QEMU running");
+    assert.ok(before.pid && isProcessAlive(before.pid), "close() leaves QEMU running");
 
     backend = new QemuBackend({ stateDir, kvm: false });
     assert.deepEqual(await backend.recover(), [vmId]);
@@ -97,7 +97,7 @@ test("a real guest: console, pause/resume, graceful shutdown, SIGKILL, agent res
 
     await backend.shutdownVM(vmId, { force: true, timeoutSeconds: 1 });
     await backend.deleteVM(vmId);
-    assert.equal(await isAlive(before.pid), false);
+    assert.equal(isProcessAlive(before.pid), false);
     assert.equal(existsSync(path.join(stateDir, "vms", vmId)), false);
     await assert.rejects(backend.getVMInfo(vmId), /not found/);
   } finally {

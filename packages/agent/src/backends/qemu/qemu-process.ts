@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { openSync, closeSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { processState } from "../../process-state.js";
 
 /**
  * Starting, recognising and measuring QEMU processes. A QEMU is spawned detached in its
@@ -50,15 +51,6 @@ export async function isQemuProcess(pid: number, needle: string): Promise<boolea
   }
 }
 
-/** Whether `pid` still exists and is not a zombie. */
-export async function isAlive(pid: number): Promise<boolean> {
-  try {
-    return processState(await readFile(`/proc/${pid}/stat`, "utf8")) !== "Z";
-  } catch {
-    return false;
-  }
-}
-
 /** Reads a pid file; undefined when absent or not a number. */
 export async function readPidFile(file: string): Promise<number | undefined> {
   const text = await readFile(file, "utf8").catch(() => "");
@@ -103,7 +95,3 @@ export function killHard(pid: number): void {
   }
 }
 
-/** The state letter of a /proc/<pid>/stat line ("R", "S", "Z" for a zombie, ...); the name in parentheses may hold anything. */
-export function processState(stat: string): string {
-  return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-}

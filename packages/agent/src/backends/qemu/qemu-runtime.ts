@@ -3,7 +3,8 @@ import { readFile } from "node:fs/promises";
 import { QuantixError } from "@quantix/core";
 import type { ConsoleRing } from "../../console-ring.js";
 import { QmpClient } from "./qmp-client.js";
-import { isAlive, killHard, spawnQemu, type QemuExit } from "./qemu-process.js";
+import { isProcessAlive } from "../../process-state.js";
+import { killHard, spawnQemu, type QemuExit } from "./qemu-process.js";
 import { clearRuntimeFiles, type VmPaths } from "./qemu-vm-dir.js";
 
 /**
@@ -89,7 +90,7 @@ export class QemuRuntime {
     runtime.paused = !status.running;
     // Not our child: no exit status. QMP closes when QEMU exits; then wait for the pid to go.
     void qmp.closed.then(async () => {
-      while (!runtime.detached && (await isAlive(pid))) await new Promise((r) => setTimeout(r, 100));
+      while (!runtime.detached && isProcessAlive(pid)) await new Promise((r) => setTimeout(r, 100));
       runtime.end(undefined);
     });
     await runtime.attachConsole();

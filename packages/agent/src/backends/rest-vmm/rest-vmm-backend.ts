@@ -9,7 +9,8 @@ import { ConsoleFileTail } from "./console-file-tail.js";
 import { UnixHttpClient } from "./unix-http-client.js";
 import { listVmIds, readRuntime, readVmConfig, removeVmDir, vmPaths, writeRuntime, writeVmDir, type VmPaths } from "./vm-dir.js";
 import type { VmmDriver } from "./vmm-driver.js";
-import { adoptVmm, isAlive, isVmmFor, residentBytes, signalVmm, spawnVmm, type VmmExit, type VmmProcess } from "./vmm-process.js";
+import { adoptVmm, isVmmFor, residentBytes, signalVmm, spawnVmm, type VmmExit, type VmmProcess } from "./vmm-process.js";
+import { isProcessAlive } from "../../process-state.js";
 
 /** Options shared by the Firecracker and Cloud Hypervisor backends. */
 export interface RestVmmBackendOptions {
@@ -82,7 +83,7 @@ export class RestVmmBackend implements Backend {
       Object.assign(rec, { state: saved.state, startedAtMs: saved.startedAtMs, crashReason: saved.crashReason });
       this.vms.set(vmId, rec);
       if (saved.state !== "running" && saved.state !== "paused") continue;
-      if (saved.pid !== undefined && isAlive(saved.pid) && isVmmFor(saved.pid, paths.apiSocket)) {
+      if (saved.pid !== undefined && isProcessAlive(saved.pid) && isVmmFor(saved.pid, paths.apiSocket)) {
         rec.process = adoptVmm(saved.pid);
         rec.state = (await this.driver.observe(this.api(rec)).catch(() => "running" as const)) === "paused" ? "paused" : "running";
         this.startWatching(vmId, rec);
@@ -231,7 +232,7 @@ export class RestVmmBackend implements Backend {
   private async waitForApi(api: UnixHttpClient, pid: number): Promise<void> {
     const deadline = Date.now() + (this.options.startTimeoutMs ?? 10_000);
     for (;;) {
-      if (!isAlive(pid)) throw new QuantixError("unavailable", `${this.type} exited before opening its API socket (see vmm.log in the VM's state directory)`);
+      if (!isProcessAlive(pid)) throw new QuantixError("unavailable", `${this.type} exited before opening its API socket (see vmm.log in the VM's state directory)`);
       try {
         await this.driver.ping(api);
         return;
@@ -251,17 +252,17 @@ export class RestVmmBackend implements Backend {
     if (!proc) return;
     rec.stopping = true;
     const api = this.api(rec);
-    if (graceMs > 0 && !signal?.aborted && isAlive(proc.pid)) {
+    if (graceMs > 0 && !signal?.aborted && isProcessAlive(proc.pid)) {
       const asked = await (async () => {
         if (rec.state === "paused") await this.driver.resume(api);
         await this.driver.requestPowerOff(api);
       })().then(() => true, () => false);
       if (asked) await waitGone(proc.pid, graceMs, signal);
     }
-    if (isAlive(proc.pid)) {
+    if (isProcessAlive(proc.pid)) {
       if (await this.driver.stopNow(api).catch(() => false)) await waitGone(proc.pid, 2000);
     }
-    if (isAlive(proc.pid)) {
+    if (isProcessAlive(proc.pid)) {
       signalVmm(proc.pid, "SIGKILL");
       await waitGone(proc.pid, 5000);
     }
@@ -305,5 +306,5 @@ function describeExit(type: string, exit: VmmExit): string {
 
 async function waitGone(pid: number, timeoutMs: number, signal?: AbortSignal): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (isAlive(pid) && Date.now() < deadline && !signal?.aborted) await new Promise((r) => setTimeout(r, 25));
+  while (isProcessAlive(pid) && Date.now() < deadline && !signal?.aborted) await new Promise((r) => setTimeout(r, 25));
 }

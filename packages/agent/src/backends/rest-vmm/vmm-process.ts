@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { closeSync, openSync, readFileSync } from "node:fs";
+import { isProcessAlive } from "../../process-state.js";
 
 /** How a VMM process ended, as far as the agent could see. */
 export interface VmmExit {
@@ -45,7 +46,7 @@ export function adoptVmm(pid: number, pollMs = 100, exitInfo: () => VmmExit | un
     watch(onExit) {
       const timer = setInterval(() => {
         const seen = exitInfo();
-        if (seen || !isAlive(pid)) {
+        if (seen || !isProcessAlive(pid)) {
           clearInterval(timer);
           onExit(seen ?? {});
         }
@@ -54,17 +55,6 @@ export function adoptVmm(pid: number, pollMs = 100, exitInfo: () => VmmExit | un
       return () => clearInterval(timer);
     },
   };
-}
-
-/** Whether `pid` runs (a zombie counts as gone: it has exited and only waits to be reaped). */
-export function isAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // The state letter follows the parenthesised command name, which may itself contain ")".
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
-  } catch {
-    return false;
-  }
 }
 
 /**
