@@ -102,31 +102,51 @@ export async function agentBoot(runs: number, progress: (msg: string) => void): 
       await client.shutdownVm({ vmId: "bench-boot", force: true });
       return ms;
     };
-    const directOnce = async (i: number): Promise<number> => {
-      const d = await bootDirect(config, join(dir, "direct"), i);
-      await d.stop();
-      return d.ms;
-    };
-    for (let i = 0; i <= runs; i++) {
-      // Who goes first alternates, so neither side always follows the other's teardown.
-      let ms: number;
-      let d: number;
-      if (i % 2 === 0) {
-        ms = await viaAgentOnce();
-        d = await directOnce(i);
-      } else {
-        d = await directOnce(i);
-        ms = await viaAgentOnce();
-      }
-      if (i === 0) continue; // warm-up: page cache, JIT, first-spawn costs
-      direct.push(d);
-      viaAgent.push(ms);
-      progress(`  run ${i}/${runs}: agent ${ms.toFixed(1)} ms, direct ${d.toFixed(1)} ms`);
-    }
+    const r = await bootsInTurns(runs, config, join(dir, "direct"), viaAgentOnce, "agent", progress);
+    viaAgent.push(...r.ours.samplesMs);
+    direct.push(...r.direct.samplesMs);
     await client.deleteVm({ vmId: "bench-boot", force: true });
   } finally {
     await agent.stop();
     rmSync(dir, { recursive: true, force: true });
   }
   return { agent: { samplesMs: viaAgent, medianMs: median(viaAgent) }, direct: { samplesMs: direct, medianMs: median(direct) }, runs };
+}
+
+/**
+ * `ours` (one timed boot, torn down after) against the direct baseline, `runs` times each
+ * in turns after one untimed warm-up of each (page cache, JIT, first-spawn costs). Who
+ * goes first alternates, so neither side always follows the other's teardown.
+ */
+export async function bootsInTurns(
+  runs: number,
+  config: VmConfig,
+  directDir: string,
+  ours: () => Promise<number>,
+  label: string,
+  progress: (msg: string) => void,
+): Promise<{ ours: BootTimes; direct: BootTimes }> {
+  const directOnce = async (i: number): Promise<number> => {
+    const d = await bootDirect(config, directDir, i);
+    await d.stop();
+    return d.ms;
+  };
+  const oursMs: number[] = [];
+  const directMs: number[] = [];
+  for (let i = 0; i <= runs; i++) {
+    let o: number;
+    let d: number;
+    if (i % 2 === 0) {
+      o = await ours();
+      d = await directOnce(i);
+    } else {
+      d = await directOnce(i);
+      o = await ours();
+    }
+    if (i === 0) continue;
+    oursMs.push(o);
+    directMs.push(d);
+    progress(`  run ${i}/${runs}: ${label} ${o.toFixed(1)} ms, direct ${d.toFixed(1)} ms`);
+  }
+  return { ours: { samplesMs: oursMs, medianMs: median(oursMs) }, direct: { samplesMs: directMs, medianMs: median(directMs) } };
 }

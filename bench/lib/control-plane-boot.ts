@@ -8,7 +8,7 @@ import { VmStatus_State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js"
 import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { VmService, VmState } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { buildTestGuest } from "@quantix/testing/guest.js";
-import { bootDirect, guestConfig, type BootTimes } from "./agent-boot.js";
+import { bootsInTurns, guestConfig, type BootTimes } from "./agent-boot.js";
 import { startServer } from "./proc.js";
 import { median, nowMs, sleep } from "./stats.js";
 
@@ -56,18 +56,9 @@ export async function controlPlaneBoot(runs: number, progress: (msg: string) => 
       await vms.stopVM({ id: vm.id, force: true }, { timeoutMs: 60_000 });
       return ms;
     };
-    const directOnce = async (i: number): Promise<number> => {
-      const d = await bootDirect(config, join(dir, "direct"), i);
-      await d.stop();
-      return d.ms;
-    };
-    for (let i = 0; i <= runs; i++) {
-      const [c, d] = i % 2 === 0 ? [await viaCpOnce(), await directOnce(i)] : await directOnce(i).then(async (d2) => [await viaCpOnce(), d2]);
-      if (i === 0) continue; // warm-up
-      viaCp.push(c!);
-      direct.push(d!);
-      progress(`  run ${i}/${runs}: control plane ${c!.toFixed(1)} ms, direct ${d!.toFixed(1)} ms`);
-    }
+    const r = await bootsInTurns(runs, config, join(dir, "direct"), viaCpOnce, "control plane", progress);
+    viaCp.push(...r.ours.samplesMs);
+    direct.push(...r.direct.samplesMs);
     await vms.deleteVM({ id: vm.id, force: true });
   } finally {
     await agent.stop();
