@@ -60,18 +60,13 @@ export async function openStore(config: StoreConfig, tuning: StoreTuning, log: L
 async function finish(driver: SqlDriver, tuning: StoreTuning, log: Logger, release: () => void): Promise<Store> {
   try {
     await migrate(driver, (msg) => log.log("info", msg));
-    const store = await SqlStore.open(driver, {
+    return await SqlStore.open(driver, {
       historyRevisions: tuning.historyRevisions,
       maxBacklog: 100_000,
       pollMs: 1000,
       onError: (err) => log.log("warn", "reading the change history failed; retrying", { error: describe(err) }),
+      onClosed: release,
     });
-    const close = store.close.bind(store);
-    store.close = async () => {
-      await close();
-      release();
-    };
-    return store;
   } catch (err) {
     await driver.close().catch(() => undefined);
     release();

@@ -16,6 +16,8 @@ export interface SqlStoreOptions {
   /** How often the change tailer polls besides LISTEN/NOTIFY (a safety net). */
   readonly pollMs: number;
   readonly onError: (err: unknown) => void;
+  /** Called once the store has closed its database (the embedded store releases its directory's lock). */
+  readonly onClosed?: () => void;
 }
 
 function tsMillis(ts: { seconds: bigint; nanos: number } | undefined): number {
@@ -43,7 +45,7 @@ export class SqlStore implements Store {
   private constructor(
     readonly driver: SqlDriver,
     startRevision: bigint,
-    options: SqlStoreOptions,
+    private readonly options: SqlStoreOptions,
   ) {
     const limits: WatchHubLimits = { historySize: options.historyRevisions, maxBacklog: options.maxBacklog };
     this.tailer = new ChangeTailer(driver, startRevision, options.pollMs, options.onError);
@@ -153,5 +155,6 @@ export class SqlStore implements Store {
   async close(): Promise<void> {
     await this.tailer.stop();
     await this.driver.close();
+    this.options.onClosed?.();
   }
 }
