@@ -59,7 +59,7 @@ export class ChangeTailer {
   }
 
   /** Reads new changes now (coalesced with a read already under way). */
-  kick(): Promise<void> {
+  private kick(): Promise<void> {
     if (this.running) {
       this.again = true;
       return this.running;
