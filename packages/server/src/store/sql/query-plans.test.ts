@@ -50,7 +50,8 @@ describe("PostgreSQL query plans", () => {
     let captured: { sql: string; params: readonly Param[] } | undefined;
     const original = driver.query.bind(driver);
     driver.query = (async (sql: string, params?: readonly Param[]) => {
-      if (sql.includes("FROM quantix_meta m")) captured = { sql, params: params ?? [] };
+      // The page statement of the VM table (the change tailer also reads quantix_meta, concurrently).
+      if (sql.includes("FROM quantix_meta m") && sql.includes("FROM quantix_vms")) captured = { sql, params: params ?? [] };
       return original(sql, params);
     }) as typeof driver.query;
     try {
