@@ -16,6 +16,7 @@ import { startPostgres } from "@quantix/testing";
 import { RESULTS_DIR } from "./lib/proc.js";
 import { absolute, compare, formatTable, machine, num, type Row } from "./lib/report.js";
 import { median, nowMs } from "./lib/stats.js";
+import { VM_KIND } from "@quantix/core";
 
 // `npm run bench:store`: each store's CreateVM and ListVMs against the same work done with
 // the same driver in raw SQL, measured in this run. No HTTP: this is the store alone.
@@ -54,12 +55,12 @@ const RAW_TABLE = `
 const INSERT_RAW = "INSERT INTO bench_raw (id, project_id, name, labels, state, node_id, created_ms, resource_version, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 const rawParams = (v: VirtualMachine, rv: number) => [v.id, v.projectId, v.name, JSON.stringify(v.labels), v.status!.state, "", Number(v.createdAt!.seconds) * 1000, rv, toBinary(VirtualMachineSchema, v)] as const;
 
-/** Creates per second: `store.vms.create` one at a time vs one INSERT per row (autocommit). */
+/** Creates per second: `store.of(VM_KIND).create` one at a time vs one INSERT per row (autocommit). */
 async function createRates(store: Store, db: SqlDriver | undefined): Promise<{ ours: number; raw: number }> {
   const n = CREATES;
   const ours = Array.from({ length: n }, (_, i) => vm(i, "create"));
   const t0 = nowMs();
-  for (const v of ours) await store.vms.create(v);
+  for (const v of ours) await store.of(VM_KIND).create(v);
   const oursRate = (n / (nowMs() - t0)) * 1000;
   if (!db) return { ours: oursRate, raw: NaN };
   const raw = Array.from({ length: n }, (_, i) => vm(i, "create"));
@@ -102,7 +103,7 @@ async function listTimes(store: Store, db: SqlDriver | undefined): Promise<{ our
   const deep: Cursor = { key: deepName, id: "" };
   // As ListVMs serves them: the first page also counts the matches (total_count); later
   // pages carry that total in their token and read only their rows.
-  const ours = await pageTimes((after) => store.vms.list({ projectId: PROJECT, order: { field: "name", desc: false }, after, limit: PAGE, countTotal: after === undefined }), deep);
+  const ours = await pageTimes((after) => store.of(VM_KIND).list({ where: { project_id: PROJECT }, order: { field: "name", desc: false }, after, limit: PAGE, countTotal: after === undefined }), deep);
   if (!db) return { ours, raw: { first: NaN, deep: NaN } };
   const raw = await pageTimes(
     (after) =>
@@ -145,7 +146,7 @@ try {
       await bulkLoad(db, "quantix_vms", LIST_ROWS);
       await bulkLoad(db, "bench_raw", LIST_ROWS);
     } else {
-      for (let i = 0; i < LIST_ROWS; i++) await store.vms.create(vm(i, "list"));
+      for (let i = 0; i < LIST_ROWS; i++) await store.of(VM_KIND).create(vm(i, "list"));
     }
     const l = await listTimes(store, db);
     await store.close();

@@ -7,6 +7,7 @@ import { MemoryStore } from "@quantix/server/store/memory-store.js";
 import { envelope } from "./grpc-frame.js";
 import { connect, exchange, grpcHeaders, grpcStatus } from "./h2-client.js";
 import { nowMs } from "./stats.js";
+import { VM_KIND } from "@quantix/core";
 
 const PROJECT = "00000000-0000-0000-0000-000000000001";
 const SPEC = { cpu: { cores: 1 }, memory: { sizeMib: 256n } };
@@ -76,9 +77,9 @@ export async function createInStore(total: number, warmup: number): Promise<Crea
       generation: 1n,
     }),
   );
-  for (let i = 0; i < warmup; i++) await store.vms.create(vms[i]!);
+  for (let i = 0; i < warmup; i++) await store.of(VM_KIND).create(vms[i]!);
   const t0 = nowMs();
-  for (let i = warmup; i < total; i++) await store.vms.create(vms[i]!);
+  for (let i = warmup; i < total; i++) await store.of(VM_KIND).create(vms[i]!);
   const ms = nowMs() - t0;
   return { perSec: ((total - warmup) / ms) * 1000, timed: total - warmup, bad: 0, ms };
 }

@@ -4,6 +4,7 @@ import { VirtualMachineSchema, type VirtualMachine } from "@quantix/api/gen/Quan
 import { GetVMRequestSchema, type GetVMRequest } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { demoNodes, demoVms } from "@quantix/server/demo/demo-data.js";
 import { MemoryStore } from "@quantix/server/store/memory-store.js";
+import { VM_KIND, NODE_KIND } from "@quantix/core";
 
 // The established alternative: @grpc/grpc-js serving GetVM from the same MemoryStore,
 // seeded with the same demo data, (de)serialising with protobuf-es.
@@ -23,13 +24,13 @@ const definition: grpc.ServiceDefinition = {
 
 const store = new MemoryStore();
 const now = Date.now();
-for (const n of demoNodes(now)) await store.nodes.create(n);
-for (const vm of demoVms(now)) await store.vms.create(vm);
+for (const n of demoNodes(now)) await store.of(NODE_KIND).create(n);
+for (const vm of demoVms(now)) await store.of(VM_KIND).create(vm);
 
 const server = new grpc.Server();
 server.addService(definition, {
   getVM: (call: grpc.ServerUnaryCall<GetVMRequest, VirtualMachine>, callback: grpc.sendUnaryData<VirtualMachine>) => {
-    store.vms.get(call.request.id).then(
+    store.of(VM_KIND).get(call.request.id).then(
       (vm) => (vm ? callback(null, vm) : callback({ code: grpc.status.NOT_FOUND, details: `VM '${call.request.id}' not found` })),
       (err: unknown) => callback({ code: grpc.status.INTERNAL, details: String(err) }),
     );

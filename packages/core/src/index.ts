@@ -14,3 +14,5 @@ export * from "./freeze.js";
 export * from "./push-iterable.js";
 export * from "./agent-vm-config.js";
 export * from "./prometheus-text.js";
+export * from "./resource/index.js";
+export * from "./kinds/index.js";

@@ -1,6 +1,6 @@
-import type { Node, NodeStatus_Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
-import type { VirtualMachine, VmStatus_State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import type { Cursor, Order } from "./pagination.js";
+import type { Cursor } from "./pagination.js";
+import type { Kind, Resource } from "./resource/kind.js";
+import type { Query } from "./resource/query.js";
 
 /** The kind of a change. */
 export type ChangeType = "ADDED" | "MODIFIED" | "DELETED";
@@ -38,38 +38,50 @@ export interface ListPage<T> {
   readonly hasMore: boolean;
 }
 
-/** Options of a conditional write. */
+/** Options of a write. */
 export interface WriteOptions {
-  /** Write only if the object's resource_version is still this one (else ABORTED). */
+  /** Write only if the object's resource_version is still this one (else ABORTED); 0n or absent: unconditional. */
   readonly expectedVersion?: bigint;
+  /**
+   * Who writes: a controller's name ("scheduler", "vm-controller", ...) or "api". A change
+   * to a field the kind declares owned (Kind.owned) by someone else is refused.
+   */
+  readonly actor?: string;
 }
 
 /**
- * A collection of one kind of object, keyed by id, with a uniqueness key, revisions and
- * watch. Implementations: memory (tests, laptops), and the durable stores. Every
- * implementation passes store.contract.ts.
+ * The objects of one kind, keyed by id, with the kind's unique key, revisions and watch.
+ * Implementations: memory (tests, laptops), and the durable stores. Every implementation
+ * passes store.contract.ts, for every kind.
  *
- * Objects a repository returns (and yields from watch) are read-only snapshots: an
+ * Objects a collection returns (and yields from watch) are read-only snapshots: an
  * implementation may hand out deeply frozen objects shared between readers (the memory
  * store does), so callers clone before changing one. Input objects are copied.
+ *
+ * Kinds with finalizers (Kind.finalizers): delete() of an object that still has
+ * finalizers only marks it (deletion_requested_at, a MODIFIED change); it stays until a
+ * write removes its last finalizer, which deletes it (a DELETED change).
  */
-export interface Repository<T, Q> {
-  /** Stores a new object; sets its resource_version. ALREADY_EXISTS when the unique key is taken. */
-  create(obj: T): Promise<T>;
+export interface Collection<T extends Resource> {
+  readonly kind: Kind<T>;
+  /** Stores a new object; sets its resource_version. ALREADY_EXISTS when its id or unique key is taken. */
+  create(obj: T, options?: WriteOptions): Promise<T>;
   /** The object, or undefined. */
   get(id: string): Promise<T | undefined>;
   /** A page of objects matching a query, in the query's order, after its cursor. */
-  list(query: Q): Promise<ListPage<T>>;
+  list(query: Query): Promise<ListPage<T>>;
   /**
    * Reads the object, passes a copy to `mutate`, and stores what it returns (a new
    * revision) unless it returns undefined (nothing to change: the current object comes
-   * back). `mutate` must be pure: durable stores may call it again after a conflict.
+   * back). `mutate` must be pure: durable stores may call it again after a conflict; a
+   * write without expectedVersion never fails because others wrote meanwhile.
    * NOT_FOUND if absent; ABORTED if `expectedVersion` is stale.
    */
   update(id: string, mutate: (current: T) => T | undefined, options?: WriteOptions): Promise<T>;
   /**
    * Deletes the object after `check` (which may throw to refuse) accepts its current
-   * state. Returns the last state. NOT_FOUND if absent.
+   * state, or marks it for deletion while it has finalizers. Returns its last (or
+   * marked) state. NOT_FOUND if absent.
    */
   delete(id: string, check?: (current: T) => void, options?: WriteOptions): Promise<T>;
   /**
@@ -79,31 +91,20 @@ export interface Repository<T, Q> {
   watch(fromRevision: bigint, signal: AbortSignal): AsyncIterable<WatchEvent<T>>;
 }
 
-/** A filter and page of VMs. */
-export interface VmQuery {
-  readonly projectId?: string;
-  readonly labels?: Readonly<Record<string, string>>;
-  readonly states?: readonly VmStatus_State[];
-  readonly nodeId?: string;
-  readonly order: Order<"name" | "created_at">;
-  readonly after?: Cursor | undefined;
-  /** At most this many items; 0 returns only the count. */
-  readonly limit: number;
-  /** false lets the store skip counting matches (a later page whose total is known): totalCount is then -1. */
-  readonly countTotal?: boolean;
-}
+/** One write of a transaction. Updates and deletes are conditional on the version of the object given. */
+export type TxOp =
+  | { readonly op: "create"; readonly kind: Kind<Resource>; readonly object: Resource }
+  /** Stores `object` if the stored one is still at object.resourceVersion (0n: unconditional). */
+  | { readonly op: "update"; readonly kind: Kind<Resource>; readonly object: Resource }
+  /** Deletes (or, with finalizers, marks) `object` if it is still at object.resourceVersion (0n: unconditional). */
+  | { readonly op: "delete"; readonly kind: Kind<Resource>; readonly object: Resource };
 
-/** A filter and page of nodes. */
-export interface NodeQuery {
-  readonly labels?: Readonly<Record<string, string>>;
-  readonly phases?: readonly NodeStatus_Phase[];
-  readonly schedulableOnly?: boolean;
-  readonly hostname?: string;
-  readonly order: Order<"hostname" | "created_at">;
-  readonly after?: Cursor | undefined;
-  readonly limit: number;
-  /** As VmQuery.countTotal. */
-  readonly countTotal?: boolean;
+/** Stages the writes of a transaction, reading through it. */
+export interface Transaction {
+  get<T extends Resource>(kind: Kind<T>, id: string): Promise<T | undefined>;
+  create<T extends Resource>(kind: Kind<T>, object: T): void;
+  update<T extends Resource>(kind: Kind<T>, object: T): void;
+  delete<T extends Resource>(kind: Kind<T>, object: T): void;
 }
 
 /** The health of a store, for /_/health. */
@@ -117,8 +118,21 @@ export interface StoreHealth {
 
 /** All state of the control plane. One revision sequence orders every change of every kind. */
 export interface Store {
-  readonly vms: Repository<VirtualMachine, VmQuery>;
-  readonly nodes: Repository<Node, NodeQuery>;
+  /** The collection of a kind registered with the store (INTERNAL for an unregistered one). */
+  of<T extends Resource>(kind: Kind<T>): Collection<T>;
+  /**
+   * Applies several writes, of any kinds, atomically: all or none. Each gets its own
+   * revision, consecutive, in the order given. ABORTED (nothing written) when an update or
+   * delete finds its object changed; ALREADY_EXISTS, NOT_FOUND as the single writes.
+   * Returns each object as stored (for a delete, its last or marked state).
+   */
+  commit(ops: readonly TxOp[], options?: Pick<WriteOptions, "actor">): Promise<Resource[]>;
+  /**
+   * Runs `fn`, which reads through the transaction and stages writes, then commits them;
+   * runs it again (up to a bound, then ABORTED) when an object it read changed before the
+   * commit. `fn` must be pure apart from the transaction.
+   */
+  transact<R>(fn: (tx: Transaction) => Promise<R>, options?: Pick<WriteOptions, "actor">): Promise<{ result: R; written: Resource[] }>;
   /** The latest revision. */
   revision(): Promise<bigint>;
   health(): Promise<StoreHealth>;
@@ -128,24 +142,24 @@ export interface Store {
    */
   seedOnce(seed: () => Promise<void>): Promise<boolean>;
   /**
-   * Campaigns to be the one replica that runs controllers (reconciler, node monitor):
-   * `onChange(true)` when this process leads, `onChange(false)` when it no longer does.
-   * Resolves to a function that resigns. A store no other process shares leads at once.
+   * Campaigns to be the one replica that runs controllers: `onChange(true)` when this
+   * process leads, `onChange(false)` when it no longer does. Returns a function that
+   * resigns. A store no other process shares leads at once.
    */
   lead(onChange: (leader: boolean) => void): () => Promise<void>;
   close(): Promise<void>;
 }
 
-/** The sort key of a VM for an order, as stored in page cursors. */
-export function vmSortKey(vm: VirtualMachine, field: "name" | "created_at"): string | number {
-  return field === "name" ? vm.name : timestampMillis(vm.createdAt);
-}
-
-/** The sort key of a node for an order. */
-export function nodeSortKey(node: Node, field: "hostname" | "created_at"): string | number {
-  return field === "hostname" ? node.hostname : timestampMillis(node.createdAt);
-}
-
-function timestampMillis(ts: { seconds: bigint; nanos: number } | undefined): number {
-  return ts ? Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1e6) : 0;
+/** Every object of a kind matching a filter, a page of 1,000 at a time, in the kind's default order. */
+export async function* allOf<T extends Resource>(collection: Collection<T>, filter: Pick<Query, "where" | "labels"> = {}): AsyncGenerator<T> {
+  const field = collection.kind.orderBy[0]!;
+  let after: Cursor | undefined;
+  for (;;) {
+    const page = await collection.list({ ...filter, order: { field, desc: false }, after, limit: 1000, countTotal: false });
+    yield* page.items;
+    const last = page.items[page.items.length - 1];
+    if (!page.hasMore || !last) return;
+    const v = collection.kind.fields[field]!.value(last);
+    after = { key: typeof v === "boolean" ? Number(v) : v, id: last.id };
+  }
 }

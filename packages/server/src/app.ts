@@ -1,7 +1,7 @@
 import { setMaxListeners } from "node:events";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { ConnectError, Code } from "@connectrpc/connect";
-import { randomIds, systemClock, type Clock, type IdGenerator, type Store } from "@quantix/core";
+import { randomIds, systemClock, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND } from "@quantix/core";
 import type { ControlPlaneConfig } from "./config.js";
 import { VmReconciler } from "./controllers/vm-reconciler.js";
 import { NodeMonitor } from "./controllers/node-monitor.js";
@@ -67,8 +67,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   try {
     if (config.demo) {
       const seeded = await store.seedOnce(async () => {
-        for (const n of demoNodes(startedAt)) await store.nodes.create(n);
-        for (const vm of demoVms(startedAt)) await store.vms.create(vm);
+        for (const n of demoNodes(startedAt)) await store.of(NODE_KIND).create(n);
+        for (const vm of demoVms(startedAt)) await store.of(VM_KIND).create(vm);
       });
       if (seeded) log.log("info", "seeded demo data into the new store", { nodes: 3, vms: 4 });
     }

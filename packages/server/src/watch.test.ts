@@ -103,7 +103,7 @@ describe("WatchVMs and WatchVM", () => {
 
 describe("watch history limits", () => {
   test("a resource_version older than the retained history is OUT_OF_RANGE", async () => {
-    const s = await startTestServer({ demo: false }, new MemoryStore({ historySize: 10, maxBacklog: 1000 }));
+    const s = await startTestServer({ demo: false }, new MemoryStore({ limits: { historySize: 10, maxBacklog: 1000 } }));
     try {
       const vm = await s.vms.createVM({ name: "churn", spec });
       for (let i = 0; i < 15; i++) await s.vms.updateVM({ id: vm.id, updateMask: { paths: ["description"] }, description: `v${i}` });

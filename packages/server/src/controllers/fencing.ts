@@ -6,6 +6,7 @@ import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { Logger } from "../log.js";
 import { setCondition } from "./conditions.js";
 import { isMigrating } from "./ha-policy.js";
+import { VM_KIND } from "@quantix/core";
 
 /** The condition a VM gets when a stale copy of it was removed from a node. */
 export const FENCED_CONDITION = "Fenced";
@@ -29,7 +30,7 @@ export class Fencer {
   async fence(nodeId: string, vmId: string): Promise<boolean> {
     const driver = this.deps.drivers.get(nodeId);
     if (!driver) return false;
-    const vm = await this.deps.store.vms.get(vmId);
+    const vm = await this.deps.store.of(VM_KIND).get(vmId);
     if (!vm) return false;
     const assigned = vm.status?.nodeId ?? "";
     if (assigned === nodeId || isMigrating(vm)) return false;
@@ -41,7 +42,7 @@ export class Fencer {
     const message = `a stale copy on node '${nodeId}' (${obs.power}) was powered off and deleted: ${where}`;
     this.deps.log.log("warn", "fenced a stale VM copy", { vm_id: vmId, node_id: nodeId, assigned_node_id: assigned, observed: obs.power });
     const now = this.deps.clock.now();
-    await this.deps.store.vms.update(vmId, (cur) => {
+    await this.deps.store.of(VM_KIND).update(vmId, (cur) => {
       const next = clone(VmStatusSchema, cur.status ?? create(VmStatusSchema));
       next.conditions = setCondition(next.conditions, { type: FENCED_CONDITION, status: true, reason: "StaleCopyRemoved", message, generation: cur.generation }, now);
       cur.status = next;

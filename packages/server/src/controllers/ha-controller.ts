@@ -5,11 +5,11 @@ import { VmStatusSchema, VmStatus_State as State, type VirtualMachine, type VmSt
 import type { Clock, Store, WatchEvent } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { Logger } from "../log.js";
-import { allVms } from "../services/paging.js";
 import { removeCondition, setCondition } from "./conditions.js";
 import { Fencer } from "./fencing.js";
 import { decideHa, GAVE_UP, HA_CONDITION, haPriority, recentRestarts } from "./ha-policy.js";
 import { WorkQueue } from "./work-queue.js";
+import { VM_KIND, NODE_KIND, allOf } from "@quantix/core";
 
 /** Dependencies of the HA controller. */
 export interface HaControllerDeps {
@@ -48,10 +48,10 @@ export class HaController {
   async start(): Promise<void> {
     this.unsubscribe = this.deps.drivers.onChange((nodeId, vmId) => this.fences.add(`${nodeId}/${vmId}`));
     const rev = await this.deps.store.revision();
-    void this.follow("VM", rev, (r, signal) => this.deps.store.vms.watch(r, signal), (vm) => {
+    void this.follow("VM", rev, (r, signal) => this.deps.store.of(VM_KIND).watch(r, signal), (vm) => {
       if (vm.spec?.haPolicy?.enabled) this.ha.add(vm.id);
     });
-    void this.follow("node", rev, (r, signal) => this.deps.store.nodes.watch(r, signal), (node) => {
+    void this.follow("node", rev, (r, signal) => this.deps.store.of(NODE_KIND).watch(r, signal), (node) => {
       if (node.status?.phase === Phase.OFFLINE) void this.releaseLost(node).catch(() => undefined);
     });
     await this.resyncAll();
@@ -93,14 +93,14 @@ export class HaController {
   /** Enqueues a lost node's HA VMs, highest priority first. */
   private async releaseLost(node: Node): Promise<void> {
     const vms: VirtualMachine[] = [];
-    for await (const vm of allVms(this.deps.store, { nodeId: node.id })) if (vm.spec?.haPolicy?.enabled) vms.push(vm);
+    for await (const vm of allOf(this.deps.store.of(VM_KIND), { where: { node_id: node.id } })) if (vm.spec?.haPolicy?.enabled) vms.push(vm);
     vms.sort((a, b) => haPriority(b) - haPriority(a) || a.name.localeCompare(b.name));
     for (const vm of vms) this.ha.add(vm.id);
   }
 
   private async resyncAll(): Promise<void> {
     const ha: VirtualMachine[] = [];
-    for await (const vm of allVms(this.deps.store)) if (vm.spec?.haPolicy?.enabled) ha.push(vm);
+    for await (const vm of allOf(this.deps.store.of(VM_KIND))) if (vm.spec?.haPolicy?.enabled) ha.push(vm);
     ha.sort((a, b) => haPriority(b) - haPriority(a));
     for (const vm of ha) this.ha.add(vm.id);
     for (const [nodeId, driver] of this.deps.drivers.entries()) {
@@ -115,10 +115,10 @@ export class HaController {
 
   /** One level-based HA pass for one VM. */
   private async reconcile(vmId: string): Promise<void> {
-    const vm = await this.deps.store.vms.get(vmId);
+    const vm = await this.deps.store.of(VM_KIND).get(vmId);
     if (!vm) return;
     const nodeId = vm.status?.nodeId ?? "";
-    const node = nodeId ? await this.deps.store.nodes.get(nodeId) : undefined;
+    const node = nodeId ? await this.deps.store.of(NODE_KIND).get(nodeId) : undefined;
     const now = this.deps.clock.now();
     const d = decideHa(vm, node?.status?.phase, now);
     switch (d.kind) {
@@ -170,7 +170,7 @@ export class HaController {
 
   private async writeStatus(vm: VirtualMachine, edit: (s: VmStatus) => void): Promise<void> {
     const now = this.deps.clock.now();
-    await this.deps.store.vms.update(vm.id, (cur) => {
+    await this.deps.store.of(VM_KIND).update(vm.id, (cur) => {
       // Another writer moved the VM meanwhile: the decision was made on an old status.
       if ((cur.status?.nodeId ?? "") !== (vm.status?.nodeId ?? "") || cur.generation !== vm.generation) return undefined;
       const next = clone(VmStatusSchema, cur.status ?? create(VmStatusSchema));

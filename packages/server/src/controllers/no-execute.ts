@@ -1,7 +1,7 @@
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { effectName, evictingTaints, QuantixError, type Clock, type Store } from "@quantix/core";
+import { effectName, evictingTaints, QuantixError, type Clock, type Store, VM_KIND } from "@quantix/core";
 import { removeCondition, setCondition } from "./conditions.js";
 
 /** The condition a VM carries while its node has a NoExecute taint it does not tolerate. */
@@ -22,7 +22,7 @@ export async function markNoExecute(store: Store, clock: Clock, nodes: readonly 
     const has = vm.status?.conditions.find((c) => c.type === EVICTING);
     if ((has?.message ?? "") === message) continue;
     const now = clock.now();
-    await store.vms
+    await store.of(VM_KIND)
       .update(vm.id, (cur) => {
         if (!cur.status || cur.status.nodeId !== vm.status?.nodeId) return undefined;
         cur.status.conditions = message

@@ -4,6 +4,7 @@ import type { Clock, Store } from "@quantix/core";
 import type { Logger } from "../log.js";
 import { HEARTBEAT_INTERVAL_SEC } from "../services/node-service.js";
 import { setCondition } from "./conditions.js";
+import { NODE_KIND } from "@quantix/core";
 
 /** Missed heartbeats after which a node is NOT_READY (its VMs' status says it is unreachable). */
 export const MISSED_HEARTBEATS = 3;
@@ -34,14 +35,14 @@ export class NodeMonitor {
     const now = this.deps.clock.now();
     const offlineMs = (this.deps.offlineAfterSec ?? OFFLINE_AFTER_SEC) * 1000;
     const notReadyMs = Math.min(MISSED_HEARTBEATS * HEARTBEAT_INTERVAL_SEC * 1000, offlineMs);
-    const nodes = await this.deps.store.nodes.list({ phases: [Phase.READY, Phase.NOT_READY], order: { field: "hostname", desc: false }, limit: 100_000 });
+    const nodes = await this.deps.store.of(NODE_KIND).list({ where: { phase: [Phase.READY, Phase.NOT_READY] }, order: { field: "hostname", desc: false }, limit: 100_000 });
     for (const node of nodes.items) {
       const last = node.status?.lastHeartbeat ? timestampMs(node.status.lastHeartbeat) : 0;
       const silent = now - last;
       if (silent <= notReadyMs) continue;
       const phase = silent >= offlineMs ? Phase.OFFLINE : Phase.NOT_READY;
       if (node.status?.phase === phase) continue;
-      await this.deps.store.nodes.update(node.id, (cur) => {
+      await this.deps.store.of(NODE_KIND).update(node.id, (cur) => {
         if (!cur.status || (cur.status.phase !== Phase.READY && cur.status.phase !== Phase.NOT_READY) || cur.status.phase === phase) return undefined;
         cur.status.phase = phase;
         const limit = phase === Phase.OFFLINE ? offlineMs : notReadyMs;

@@ -3,10 +3,9 @@ import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { ResourcesSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { PowerState, VmStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { demandOf, QuantixError, type Clock, type HypervisorConsole, type HypervisorPort, type ShutdownOptions, type Store, type VmObservation } from "@quantix/core";
+import { demandOf, QuantixError, type Clock, type HypervisorConsole, type HypervisorPort, type ShutdownOptions, type Store, type VmObservation, VM_KIND, NODE_KIND, allOf } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import { migrationOutcome, type MigrationOutcome } from "../services/migration-outcome.js";
-import { allVms } from "../services/paging.js";
 import type { Logger } from "../log.js";
 import { setCondition, removeCondition } from "./conditions.js";
 import { desiredOf, stateOf } from "./vm-status.js";
@@ -134,7 +133,7 @@ export class VmReconciler {
     let rev = from;
     while (!this.abort.signal.aborted) {
       try {
-        for await (const ev of this.deps.store.vms.watch(rev, this.abort.signal)) {
+        for await (const ev of this.deps.store.of(VM_KIND).watch(rev, this.abort.signal)) {
           rev = ev.revision;
           if (ev.type === "SYNCED") continue;
           const nodeId = ev.object.status?.nodeId ?? "";
@@ -152,7 +151,7 @@ export class VmReconciler {
   }
 
   private async resyncAll(): Promise<void> {
-    for await (const vm of allVms(this.deps.store)) this.enqueue(vm.id);
+    for await (const vm of allOf(this.deps.store.of(VM_KIND))) this.enqueue(vm.id);
     for (const [nodeId, driver] of this.deps.drivers.entries()) {
       for (const obs of await driver.list()) this.enqueue(obs.vmId);
       this.queue.add(`node:${nodeId}`);
@@ -162,7 +161,7 @@ export class VmReconciler {
   /** One level-based pass for one VM. */
   private async reconcile(vmId: string): Promise<void> {
     if (this.migrating.has(vmId)) return;
-    const vm = await this.deps.store.vms.get(vmId);
+    const vm = await this.deps.store.of(VM_KIND).get(vmId);
     if (!vm) return this.removeDeleted(vmId);
     // A migration run by another replica holds the VM through the store: its Migrating=True
     // condition, kept fresh by progress writes. One gone quiet for longer than the lease was
@@ -208,14 +207,14 @@ export class VmReconciler {
     const src = this.deps.drivers.get(sourceId);
     const dst = this.deps.drivers.get(targetId);
     let outcome: MigrationOutcome = "source";
-    if (dst || (await this.deps.store.nodes.get(targetId))) {
+    if (dst || (await this.deps.store.of(NODE_KIND).get(targetId))) {
       if (!src || !dst) throw new QuantixError("unavailable", `VM '${vm.id}' has an interrupted migration from node '${sourceId}' to node '${targetId}'; it is resolved once both nodes are connected`);
       outcome = await migrationOutcome(vm.id, src, dst);
       if (outcome === "source") await dst.deleteVM(vm.id);
     }
     const now = this.deps.clock.now();
     const nodeId = outcome === "target" ? targetId : sourceId;
-    await this.deps.store.vms.update(vm.id, (cur) => {
+    await this.deps.store.of(VM_KIND).update(vm.id, (cur) => {
       if (cur.status?.migrationTargetNodeId !== targetId || migratingElsewhere(cur, now)) return undefined;
       cur.status.nodeId = nodeId;
       cur.status.migrationTargetNodeId = "";
@@ -322,7 +321,7 @@ export class VmReconciler {
 
   private async writeStatus(vm: VirtualMachine, edit: (s: VmStatus) => void): Promise<void> {
     const now = this.deps.clock.now();
-    await this.deps.store.vms.update(vm.id, (cur) => {
+    await this.deps.store.of(VM_KIND).update(vm.id, (cur) => {
       // A status read before a migration took the VM is not written over the migration's.
       if (this.migrating.has(vm.id)) return undefined;
       const before = cur.status ?? create(VmStatusSchema);
@@ -352,12 +351,12 @@ export class VmReconciler {
 
   /** Recomputes what the VMs placed on a node ask for. */
   private async refreshNode(nodeId: string): Promise<void> {
-    const node = await this.deps.store.nodes.get(nodeId);
+    const node = await this.deps.store.of(NODE_KIND).get(nodeId);
     if (!node) return;
     const vmIds: string[] = [];
     let cpu = 0;
     let mem = 0;
-    for await (const vm of allVms(this.deps.store, { nodeId })) {
+    for await (const vm of allOf(this.deps.store.of(VM_KIND), { where: { node_id: nodeId } })) {
       const d = demandOf(vm.spec);
       vmIds.push(vm.id);
       cpu += d.vcpus;
@@ -366,7 +365,7 @@ export class VmReconciler {
     vmIds.sort();
     const allocated = create(ResourcesSchema, { cpuCores: cpu, memoryMib: BigInt(mem) });
     const now = this.deps.clock.now();
-    await this.deps.store.nodes.update(nodeId, (cur) => {
+    await this.deps.store.of(NODE_KIND).update(nodeId, (cur) => {
       if (!cur.status) return undefined;
       const same = cur.status.allocated && equals(ResourcesSchema, cur.status.allocated, allocated) && cur.status.vmIds.join() === vmIds.join();
       if (same) return undefined;

@@ -5,7 +5,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { NodeSchema, NodeStatusSchema, NodeStatus_Phase as Phase, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { TaintEffect, TolerationOperator, VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { demandOf } from "@quantix/core";
+import { demandOf, NODE_KIND } from "@quantix/core";
 import { startTestServer, until, type TestServer } from "@quantix/testing";
 import { withCapacity } from "../services/node-service.js";
 import { MemoryStore } from "../store/memory-store.js";
@@ -48,8 +48,8 @@ function simNode(n: NodeShape): Node {
 const nodeId = (i: number) => `00000000-0000-0000-00aa-00000000000${i}`;
 
 async function serverWith(nodes: NodeShape[]): Promise<TestServer> {
-  const store = new MemoryStore({ historySize: 100_000, maxBacklog: 100_000 });
-  for (const n of nodes) await store.nodes.create(simNode(n));
+  const store = new MemoryStore({ limits: { historySize: 100_000, maxBacklog: 100_000 } });
+  for (const n of nodes) await store.of(NODE_KIND).create(simNode(n));
   return startTestServer({ demo: false }, store);
 }
 

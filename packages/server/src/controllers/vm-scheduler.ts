@@ -2,9 +2,8 @@ import { clone, create, equals } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { PowerState, VmStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { ClusterState, QuantixError, schedule, type ChangeEvent, type Clock, type Placement, type ScoringStrategy, type Store, type WatchEvent } from "@quantix/core";
+import { ClusterState, QuantixError, schedule, type ChangeEvent, type Clock, type Placement, type ScoringStrategy, type Store, type WatchEvent, VM_KIND, NODE_KIND, allOf } from "@quantix/core";
 import type { Logger } from "../log.js";
-import { allVms } from "../services/paging.js";
 import { setCondition } from "./conditions.js";
 import { desiredOf } from "./vm-status.js";
 import { markNoExecute } from "./no-execute.js";
@@ -95,7 +94,7 @@ export class VmScheduler {
   private async pass(): Promise<void> {
     const nodes = await this.allNodes();
     const vms: VirtualMachine[] = [];
-    for await (const vm of allVms(this.deps.store)) vms.push(vm);
+    for await (const vm of allOf(this.deps.store.of(VM_KIND))) vms.push(vm);
     const cluster = ClusterState.of(nodes, vms);
     const pending = vms.filter((vm) => !vm.status?.nodeId && desiredOf(vm) !== PowerState.STOPPED).sort(oldestFirst);
     let waitForConnect = false;
@@ -121,7 +120,7 @@ export class VmScheduler {
   private async record(vm: VirtualMachine, placement: Placement): Promise<boolean> {
     const now = this.deps.clock.now();
     try {
-      await this.deps.store.vms.update(
+      await this.deps.store.of(VM_KIND).update(
         vm.id,
         (cur) => {
           const before = cur.status ?? create(VmStatusSchema);
@@ -145,7 +144,7 @@ export class VmScheduler {
     const out: Node[] = [];
     let after: { key: string; id: string } | undefined;
     for (;;) {
-      const page = await this.deps.store.nodes.list({ order: { field: "hostname", desc: false }, after, limit: 1000, countTotal: false });
+      const page = await this.deps.store.of(NODE_KIND).list({ order: { field: "hostname", desc: false }, after, limit: 1000, countTotal: false });
       out.push(...page.items);
       const last = page.items[page.items.length - 1];
       if (!page.hasMore || !last) return out;
@@ -154,11 +153,11 @@ export class VmScheduler {
   }
 
   private async watchVms(from: bigint): Promise<void> {
-    await this.watch(from, (rev, signal) => this.deps.store.vms.watch(rev, signal), vmChangeMatters);
+    await this.watch(from, (rev, signal) => this.deps.store.of(VM_KIND).watch(rev, signal), vmChangeMatters);
   }
 
   private async watchNodes(from: bigint): Promise<void> {
-    await this.watch(from, (rev, signal) => this.deps.store.nodes.watch(rev, signal), nodeChangeMatters);
+    await this.watch(from, (rev, signal) => this.deps.store.of(NODE_KIND).watch(rev, signal), nodeChangeMatters);
   }
 
   /** Follows one store watch, starting a pass on changes that matter; after an interruption, resumes from now with a pass. */

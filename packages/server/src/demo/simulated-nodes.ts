@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { UpdateHeartbeatRequestSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { PowerState } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { QuantixError, type Clock, type Store } from "@quantix/core";
+import { QuantixError, type Clock, type Store, VM_KIND, NODE_KIND } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import { SimulatedHypervisor, type SimulatedTiming } from "../hypervisor/simulated-hypervisor.js";
 import type { Logger } from "../log.js";
@@ -19,12 +19,12 @@ export class SimulatedNodes {
   constructor(private readonly deps: { store: Store; drivers: NodeDrivers; nodes: NodeService; clock: Clock; log: Logger; timing?: SimulatedTiming }) {}
 
   async start(): Promise<void> {
-    const nodes = await this.deps.store.nodes.list({ order: { field: "hostname", desc: false }, limit: 10_000 });
+    const nodes = await this.deps.store.of(NODE_KIND).list({ order: { field: "hostname", desc: false }, limit: 10_000 });
     for (const node of nodes.items) {
       // A node with an agent_endpoint is a real agent (perhaps over its simulated backend): attachAgentNodes drives it.
       if (node.status?.hypervisor?.type !== "simulated" || node.spec?.agentEndpoint) continue;
       const hv = new SimulatedHypervisor(this.deps.clock, this.deps.timing);
-      const vms = await this.deps.store.vms.list({ nodeId: node.id, order: { field: "name", desc: false }, limit: 100_000 });
+      const vms = await this.deps.store.of(VM_KIND).list({ where: { node_id: node.id }, order: { field: "name", desc: false }, limit: 100_000 });
       for (const vm of vms.items) {
         if (vm.spec && vm.spec.desiredPowerState === PowerState.RUNNING && vm.status?.startedAt) {
           hv.adoptRunning(vm.id, vm.spec, Number(vm.status.startedAt.seconds) * 1000);

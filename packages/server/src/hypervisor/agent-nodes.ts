@@ -1,9 +1,9 @@
 import { NodeStatus_Phase as Phase, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { Store } from "@quantix/core";
 import type { Logger } from "../log.js";
-import { allVms } from "../services/paging.js";
 import { AgentHypervisor } from "./agent-hypervisor.js";
 import type { NodeDrivers } from "./node-drivers.js";
+import { NODE_KIND, allOf, VM_KIND } from "@quantix/core";
 
 /** What {@link attachAgentNodes} needs from the composition root. */
 export interface AgentNodesDeps {
@@ -71,17 +71,17 @@ export function attachAgentNodes(deps: AgentNodesDeps): AgentNodes {
   };
 
   const touchPlaced = async (nodeId: string, hv: AgentHypervisor): Promise<void> => {
-    for await (const vm of allVms(deps.store, { nodeId })) hv.touch(vm.id);
+    for await (const vm of allOf(deps.store.of(VM_KIND), { where: { node_id: nodeId } })) hv.touch(vm.id);
   };
 
   const loop = async (): Promise<void> => {
     while (!abort.signal.aborted) {
       try {
-        const page = await deps.store.nodes.list({ order: { field: "hostname", desc: false }, limit: 100_000 });
+        const page = await deps.store.of(NODE_KIND).list({ order: { field: "hostname", desc: false }, limit: 100_000 });
         const seen = new Set(page.items.map((n) => n.id));
         for (const id of [...agents.keys()]) if (!seen.has(id)) await detach(id);
         for (const n of page.items) await sync(n, false);
-        for await (const ev of deps.store.nodes.watch(page.revision, abort.signal)) {
+        for await (const ev of deps.store.of(NODE_KIND).watch(page.revision, abort.signal)) {
           if (ev.type !== "SYNCED") await sync(ev.object, ev.type === "DELETED");
         }
       } catch (err) {

@@ -1,6 +1,6 @@
 import { NodeStatus_PhaseSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_StateSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { PrometheusText, type Store } from "@quantix/core";
+import { PrometheusText, type Store, VM_KIND, NODE_KIND } from "@quantix/core";
 import type { RpcMetrics } from "./rpc-metrics.js";
 
 /** The control plane's counters a scrape reads besides the store. */
@@ -20,8 +20,8 @@ export async function renderControlPlaneMetrics(src: ControlPlaneMetricsSources)
   const vmStates = VmStatus_StateSchema.values;
   const phases = NodeStatus_PhaseSchema.values;
   const [vmCounts, nodeCounts, revision] = await Promise.all([
-    Promise.all(vmStates.map((s) => store.vms.list({ states: [s.number], order: { field: "name", desc: false }, limit: 0, countTotal: true }))),
-    Promise.all(phases.map((p) => store.nodes.list({ phases: [p.number], order: { field: "hostname", desc: false }, limit: 0, countTotal: true }))),
+    Promise.all(vmStates.map((s) => store.of(VM_KIND).list({ where: { state: s.number }, order: { field: "name", desc: false }, limit: 0, countTotal: true }))),
+    Promise.all(phases.map((p) => store.of(NODE_KIND).list({ where: { phase: p.number }, order: { field: "hostname", desc: false }, limit: 0, countTotal: true }))),
     store.revision(),
   ]);
   const out = new PrometheusText();

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { VM_KIND } from "@quantix/core";
 import * as http2 from "node:http2";
 import { after, before, describe, test } from "node:test";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
@@ -17,7 +18,7 @@ describe("watches over gRPC (the lean path)", () => {
   let cp: ControlPlane;
   let vms: ReturnType<typeof createClient<typeof VMService>>;
   before(async () => {
-    cp = await startControlPlane(loadConfig({}, { port: 0, logLevel: "silent", demo: false }), { log: silentLogger, store: new MemoryStore({ historySize: 20, maxBacklog: 1000 }) });
+    cp = await startControlPlane(loadConfig({}, { port: 0, logLevel: "silent", demo: false }), { log: silentLogger, store: new MemoryStore({ limits: { historySize: 20, maxBacklog: 1000 } }) });
     vms = createClient(VMService, createGrpcTransport({ baseUrl: cp.url }));
   });
   after(() => cp.close());
@@ -45,11 +46,11 @@ describe("watches over gRPC (the lean path)", () => {
   test("a compacted resource_version fails at once with OUT_OF_RANGE, and no watcher is left behind", async () => {
     const vm = await vms.createVM({ name: "g-churn", spec });
     for (let i = 0; i < 30; i++) await vms.updateVM({ id: vm.id, updateMask: { paths: ["description"] }, description: `v${i}` });
-    const watchersBefore = (cp.store as MemoryStore).vms.hub.watcherCount;
+    const watchersBefore = (cp.store as MemoryStore).of(VM_KIND).hub.watcherCount;
     const err = await collect(vms.watchVMs({ resourceVersion: 1n }, { timeoutMs: 5000 }), () => false).catch((e: unknown) => ConnectError.from(e));
     assert.ok(err instanceof ConnectError);
     assert.equal(err.code, Code.OutOfRange, err.message);
-    assert.equal((cp.store as MemoryStore).vms.hub.watcherCount, watchersBefore);
+    assert.equal((cp.store as MemoryStore).of(VM_KIND).hub.watcherCount, watchersBefore);
   });
 
   test("WatchVM of a VM that has not changed since its history was compacted starts fine", async () => {

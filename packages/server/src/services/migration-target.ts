@@ -1,9 +1,8 @@
 import { clone, create } from "@bufbuild/protobuf";
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { PlacementPolicySchema, VmSpecSchema, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { ClusterState, QuantixError, schedule, type ScoringStrategy, type Store } from "@quantix/core";
+import { ClusterState, QuantixError, schedule, type ScoringStrategy, type Store, NODE_KIND, allOf, VM_KIND } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
-import { allVms } from "./paging.js";
 
 /** What choosing a migration target reads. */
 export interface MigrationTargetDeps {
@@ -26,7 +25,7 @@ export interface MigrationTargetDeps {
 export async function scheduleMigration(deps: MigrationTargetDeps, vm: VirtualMachine, target: string, exclude: readonly string[]): Promise<string> {
   const nodes = await allNodes(deps.store);
   const vms: VirtualMachine[] = [];
-  for await (const v of allVms(deps.store)) vms.push(v.id === vm.id ? withoutTarget(v) : v);
+  for await (const v of allOf(deps.store.of(VM_KIND))) vms.push(v.id === vm.id ? withoutTarget(v) : v);
   const spec = clone(VmSpecSchema, vm.spec ?? create(VmSpecSchema));
   const placement = spec.placement ?? create(PlacementPolicySchema);
   spec.placement = placement;
@@ -54,7 +53,7 @@ async function allNodes(store: Store): Promise<Node[]> {
   const out: Node[] = [];
   let after: { key: string; id: string } | undefined;
   for (;;) {
-    const page = await store.nodes.list({ order: { field: "hostname", desc: false }, after, limit: 1000, countTotal: false });
+    const page = await store.of(NODE_KIND).list({ order: { field: "hostname", desc: false }, after, limit: 1000, countTotal: false });
     out.push(...page.items);
     const last = page.items[page.items.length - 1];
     if (!page.hasMore || !last) return out;

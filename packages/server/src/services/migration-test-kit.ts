@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { NodeSchema, NodeStatus_Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { PowerState, VirtualMachineSchema, VmStatus_State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { QuantixError, systemClock, type Capability, type HypervisorMigration, type HypervisorPort, type MigrationStatistics, type ObservedPower, type ShutdownOptions, type VmObservation } from "@quantix/core";
+import { QuantixError, systemClock, type Capability, type HypervisorMigration, type HypervisorPort, type MigrationStatistics, type ObservedPower, type ShutdownOptions, type VmObservation, VM_KIND, NODE_KIND } from "@quantix/core";
 import { NodeDrivers } from "../hypervisor/node-drivers.js";
 import { silentLogger } from "../log.js";
 import { MemoryStore } from "../store/memory-store.js";
@@ -94,7 +94,7 @@ export async function fakeCluster(memMib: Record<string, number>, deps: Partial<
   const peers = new Map<string, FakeNode>();
   const now = Date.now();
   for (const [id, mem] of Object.entries(memMib)) {
-    await store.nodes.create(
+    await store.of(NODE_KIND).create(
       create(NodeSchema, {
         id,
         hostname: `host-${id}`,
@@ -110,7 +110,7 @@ export async function fakeCluster(memMib: Record<string, number>, deps: Partial<
   /** A RUNNING VM of `mem` MiB on `nodeId`, running on that fake node too. */
   const runningVm = async (id: string, nodeId: string, mem = 1024): Promise<VirtualMachine> => {
     peers.get(nodeId)!.vms.set(id, "running");
-    return store.vms.create(
+    return store.of(VM_KIND).create(
       create(VirtualMachineSchema, {
         id,
         name: id,

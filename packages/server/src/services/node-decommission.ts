@@ -2,11 +2,10 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { DecommissionNodeRequest } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { QuantixError, type Clock, type HypervisorPort, type Store } from "@quantix/core";
+import { QuantixError, type Clock, type HypervisorPort, type Store, VM_KIND, NODE_KIND, allOf } from "@quantix/core";
 import { setCondition } from "../controllers/conditions.js";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { Logger } from "../log.js";
-import { allVms } from "./paging.js";
 import type { MigrationHolder } from "./vm-migration.js";
 import { requireId } from "./vm-service.js";
 
@@ -66,7 +65,7 @@ export async function decommissionNode(c: DecommissionContext, req: Decommission
         warning = `${what}: they may remain running on it until the node is fenced`;
       }
     }
-    await c.store.nodes.delete(req.id);
+    await c.store.of(NODE_KIND).delete(req.id);
     await unplace(c, req.id, node.hostname);
   } finally {
     for (const release of releases) release?.();
@@ -79,7 +78,7 @@ export async function decommissionNode(c: DecommissionContext, req: Decommission
 async function unplace(c: DecommissionContext, nodeId: string, hostname: string): Promise<void> {
   const now = c.clock.now();
   for (const vm of await placedOn(c.store, nodeId)) {
-    await c.store.vms.update(vm.id, (cur) => {
+    await c.store.of(VM_KIND).update(vm.id, (cur) => {
       if (cur.status?.nodeId !== nodeId) return undefined;
       cur.status.nodeId = "";
       cur.status.conditions = setCondition(cur.status.conditions, { type: "Scheduled", status: false, reason: "NodeDecommissioned", message: `node '${hostname}' was decommissioned`, generation: cur.generation }, now);
@@ -91,7 +90,7 @@ async function unplace(c: DecommissionContext, nodeId: string, hostname: string)
 
 async function placedOn(store: Store, nodeId: string): Promise<VirtualMachine[]> {
   const out: VirtualMachine[] = [];
-  for await (const vm of allVms(store, { nodeId })) out.push(vm);
+  for await (const vm of allOf(store.of(VM_KIND), { where: { node_id: nodeId } })) out.push(vm);
   return out;
 }
 

@@ -2,12 +2,11 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { DrainFailureSchema, DrainNodeResponseSchema, type DrainFailure, type DrainNodeRequest, type DrainNodeResponse } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { PowerState, VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { QuantixError, type Clock, type Store } from "@quantix/core";
+import { QuantixError, type Clock, type Store, VM_KIND, NODE_KIND, allOf } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import { setCondition } from "../controllers/conditions.js";
 import type { Logger } from "../log.js";
 import type { NodeService } from "./node-service.js";
-import { allVms } from "./paging.js";
 import type { VmMigrationService } from "./vm-migration.js";
 import type { VmPowerService } from "./vm-power.js";
 import { waitFor } from "./wait.js";
@@ -50,7 +49,7 @@ export class NodeDrainService {
     await this.deps.nodes.setSchedulable(node.id, false);
 
     const vms: VirtualMachine[] = [];
-    for await (const vm of allVms(this.deps.store, { nodeId: node.id })) vms.push(vm);
+    for await (const vm of allOf(this.deps.store.of(VM_KIND), { where: { node_id: node.id } })) vms.push(vm);
     const res = create(DrainNodeResponseSchema);
     const failed = (vmId: string, reason: string): DrainFailure => create(DrainFailureSchema, { vmId, reason });
     await this.progress(node.id, false, "InProgress", `draining: 0 of ${vms.length} VM(s) handled`);
@@ -100,7 +99,7 @@ export class NodeDrainService {
   private async unplaceIfOff(vm: VirtualMachine, nodeId: string): Promise<boolean> {
     if (vm.status?.state !== State.STOPPED || vm.spec?.desiredPowerState === PowerState.RUNNING) return false;
     const now = this.deps.clock.now();
-    const after = await this.deps.store.vms.update(vm.id, (cur) => {
+    const after = await this.deps.store.of(VM_KIND).update(vm.id, (cur) => {
       if (cur.status?.nodeId !== nodeId || cur.status.state !== State.STOPPED) return undefined;
       cur.status.nodeId = "";
       cur.status.conditions = setCondition(cur.status.conditions, { type: "Scheduled", status: false, reason: "NodeDrained", message: "its node was drained; it gets a node when it starts", generation: cur.generation }, now);
@@ -122,7 +121,7 @@ export class NodeDrainService {
     const driver = this.deps.drivers.get(vm.status?.nodeId ?? "");
     if (driver) {
       // Only once STOPPED is desired: a reconciler seeing the VM off before would boot it again.
-      const off = await waitFor(this.deps.store.vms, "VM", vm.id, (x) => x.spec?.desiredPowerState !== PowerState.RUNNING, budget.ms, signal);
+      const off = await waitFor(this.deps.store.of(VM_KIND), "VM", vm.id, (x) => x.spec?.desiredPowerState !== PowerState.RUNNING, budget.ms, signal);
       if (off.spec?.desiredPowerState !== PowerState.RUNNING) await driver.shutdownVM(vm.id, { force: false, timeoutSec });
     }
     const stopped = await waiting;
@@ -131,7 +130,7 @@ export class NodeDrainService {
 
   private progress(nodeId: string, status: boolean, reason: string, message: string) {
     const now = this.deps.clock.now();
-    return this.deps.store.nodes.update(nodeId, (cur) => {
+    return this.deps.store.of(NODE_KIND).update(nodeId, (cur) => {
       if (!cur.status) return undefined;
       cur.status.conditions = setCondition(cur.status.conditions, { type: DRAINED_CONDITION, status, reason, message, generation: 0n }, now);
       cur.updatedAt = timestampFromMs(now);

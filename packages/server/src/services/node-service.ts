@@ -26,20 +26,7 @@ import {
   type UpdateNodeRequest,
   type WatchNodesRequest,
 } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
-import {
-  applyUpdateMask,
-  nodeSortKey,
-  QuantixError,
-  throwIfViolations,
-  validateLabels,
-  validateNodeSettings,
-  validateRegisterNode,
-  Violations,
-  type Clock,
-  type IdGenerator,
-  type Store,
-} from "@quantix/core";
-import { nodeMatches } from "../store/memory-store.js";
+import { applyUpdateMask, matchesQuery, QuantixError, throwIfViolations, validateLabels, validateNodeSettings, validateRegisterNode, Violations, type Clock, type IdGenerator, type Store, NODE_KIND } from "@quantix/core";
 import { setCondition } from "../controllers/conditions.js";
 import { decommissionNode, type DecommissionDeps } from "./node-decommission.js";
 import { listPage } from "./paging.js";
@@ -77,9 +64,9 @@ export class NodeService {
       spec.network = req.networkDevices;
       spec.agentEndpoint = req.agentEndpoint;
     };
-    const existing = (await this.deps.store.nodes.list({ hostname: req.hostname, order: { field: "hostname", desc: false }, limit: 1 })).items[0];
+    const existing = (await this.deps.store.of(NODE_KIND).list({ where: { hostname: req.hostname }, order: { field: "hostname", desc: false }, limit: 1 })).items[0];
     if (existing) {
-      return this.deps.store.nodes.update(existing.id, (cur) => {
+      return this.deps.store.of(NODE_KIND).update(existing.id, (cur) => {
         cur.managementIp = req.managementIp;
         cur.labels = { ...cur.labels, ...req.labels };
         hardware(cur.spec!);
@@ -91,7 +78,7 @@ export class NodeService {
         return cur;
       });
     }
-    if (req.nodeId !== "" && !(await this.deps.store.nodes.get(req.nodeId))) {
+    if (req.nodeId !== "" && !(await this.deps.store.of(NODE_KIND).get(req.nodeId))) {
       throw new QuantixError("not_found", `node '${req.nodeId}' no longer exists (it was decommissioned); register without node_id to add the host again`);
     }
     const spec = create(NodeSpecSchema, { schedulable: true });
@@ -112,12 +99,12 @@ export class NodeService {
       createdAt: now,
       updatedAt: now,
     });
-    return this.deps.store.nodes.create(node);
+    return this.deps.store.of(NODE_KIND).create(node);
   }
 
   async get(id: string): Promise<Node> {
     requireId("id", id);
-    const node = await this.deps.store.nodes.get(id);
+    const node = await this.deps.store.of(NODE_KIND).get(id);
     if (!node) throw new QuantixError("not_found", `node '${id}' not found`);
     return node;
   }
@@ -127,7 +114,8 @@ export class NodeService {
     req.phases.forEach((p, i) => v.enumValue(`phases[${i}]`, p, NodeStatus_PhaseSchema.values.map((x) => x.number)));
     throwIfViolations(v.list);
     const filter = { labels: req.labels, phases: [...req.phases].sort(), schedulableOnly: req.schedulableOnly };
-    const page = await listPage(req, filter, ["hostname", "created_at"] as const, nodeSortKey, (order, after, limit, countTotal) => this.deps.store.nodes.list({ ...filter, order, after, limit, countTotal }));
+    const where = { ...(req.phases.length > 0 ? { phase: filter.phases } : {}), ...(req.schedulableOnly ? { schedulable: true } : {}) };
+    const page = await listPage(NODE_KIND, req, filter, (order, after, limit, countTotal) => this.deps.store.of(NODE_KIND).list({ where, labels: req.labels, order, after, limit, countTotal }));
     return create(ListNodesResponseSchema, { nodes: page.items, totalCount: page.totalCount, nextPageToken: page.nextPageToken, resourceVersion: page.resourceVersion });
   }
 
@@ -135,7 +123,7 @@ export class NodeService {
   async update(req: UpdateNodeRequest): Promise<Node> {
     requireId("id", req.id);
     const now = timestampFromMs(this.deps.clock.now());
-    return this.deps.store.nodes.update(
+    return this.deps.store.of(NODE_KIND).update(
       req.id,
       (cur) => {
         const draft = create(UpdateNodeRequestSchema, { spec: clone(NodeSpecSchema, cur.spec ?? create(NodeSpecSchema)), labels: { ...cur.labels } });
@@ -167,7 +155,7 @@ export class NodeService {
   async setSchedulable(id: string, schedulable: boolean): Promise<Node> {
     requireId("id", id);
     const now = timestampFromMs(this.deps.clock.now());
-    return this.deps.store.nodes.update(id, (cur) => {
+    return this.deps.store.of(NODE_KIND).update(id, (cur) => {
       if (cur.spec!.schedulable === schedulable) return undefined;
       cur.spec!.schedulable = schedulable;
       cur.updatedAt = now;
@@ -184,7 +172,7 @@ export class NodeService {
   async heartbeat(req: UpdateHeartbeatRequest): Promise<UpdateHeartbeatResponse> {
     requireId("id", req.id);
     const nowMs = this.deps.clock.now();
-    const node = await this.deps.store.nodes.update(req.id, (cur) => {
+    const node = await this.deps.store.of(NODE_KIND).update(req.id, (cur) => {
       const s = cur.status ?? create(NodeStatusSchema);
       s.lastHeartbeat = timestampFromMs(nowMs);
       if (req.usage) s.usage = req.usage;
@@ -200,10 +188,9 @@ export class NodeService {
   }
 
   watch(req: WatchNodesRequest, signal: AbortSignal): AsyncIterable<NodeUpdate> {
-    const q = { labels: req.labels, order: { field: "hostname", desc: false } } as const;
-    const snapshot = () => this.deps.store.nodes.list({ ...q, limit: Number.MAX_SAFE_INTEGER });
-    const query = { ...q, limit: 0 };
-    return watchFiltered(this.deps.store.nodes, req.resourceVersion, snapshot, (n) => nodeMatches(n, query), this.updates, signal);
+    const q = { labels: req.labels };
+    const snapshot = () => this.deps.store.of(NODE_KIND).list({ ...q, order: { field: "hostname", desc: false }, limit: Number.MAX_SAFE_INTEGER });
+    return watchFiltered(this.deps.store.of(NODE_KIND), req.resourceVersion, snapshot, (n) => matchesQuery(NODE_KIND, n, q), this.updates, signal);
   }
 }
 

@@ -1,5 +1,4 @@
-import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { encodePageToken, parsePageRequest, type Cursor, type ListPage, type Order, type Store, type VmQuery } from "@quantix/core";
+import { encodePageToken, parsePageRequest, sortKeyOf, type Cursor, type Kind, type ListPage, type Order, type Resource } from "@quantix/core";
 import { createHash } from "node:crypto";
 
 /** A page of a List RPC, ready for its response message. */
@@ -14,15 +13,14 @@ export interface PageResult<T> {
  * Serves one page of a List RPC: validates page_size, order_by and page_token against
  * the filter, reads the store once, and issues the token for the next page.
  */
-export async function listPage<T extends { id: string }, F extends string>(
+export async function listPage<T extends Resource>(
+  kind: Kind<T>,
   req: { pageSize: number; pageToken: string; orderBy: string },
   filter: object,
-  fields: readonly F[],
-  sortKey: (item: T, field: F) => string | number,
-  read: (order: Order<F>, after: Cursor | undefined, limit: number, countTotal: boolean) => Promise<ListPage<T>>,
+  read: (order: Order<string>, after: Cursor | undefined, limit: number, countTotal: boolean) => Promise<ListPage<T>>,
 ): Promise<PageResult<T>> {
   const fp = fingerprintOf(filter);
-  const page = parsePageRequest(req, fields, fp);
+  const page = parsePageRequest(req, kind.orderBy, fp);
   // Only the first page counts matches (a scan of the filter's index); later pages carry
   // that total in their token, so each of them reads just its own rows.
   const result = await read(page.order, page.after, page.size, page.knownTotal === undefined);
@@ -31,7 +29,7 @@ export async function listPage<T extends { id: string }, F extends string>(
   return {
     items: result.items,
     totalCount: total,
-    nextPageToken: result.hasMore && last ? encodePageToken(page.order, fp, { key: sortKey(last, page.order.field), id: last.id }, total) : "",
+    nextPageToken: result.hasMore && last ? encodePageToken(page.order, fp, { key: sortKeyOf(kind, last, page.order.field), id: last.id }, total) : "",
     resourceVersion: result.revision,
   };
 }
@@ -40,16 +38,4 @@ export async function listPage<T extends { id: string }, F extends string>(
 export function fingerprintOf(filter: object): string {
   const canonical = JSON.stringify(filter, (_k, v: unknown) => (v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort()) : v));
   return createHash("sha256").update(canonical).digest("base64url").slice(0, 22);
-}
-
-/** Every VM matching a filter, read a page of 1,000 at a time in name order. */
-export async function* allVms(store: Store, filter: Pick<VmQuery, "projectId" | "labels" | "states" | "nodeId"> = {}): AsyncGenerator<VirtualMachine> {
-  let after: Cursor | undefined;
-  for (;;) {
-    const page = await store.vms.list({ ...filter, order: { field: "name", desc: false }, after, limit: 1000 });
-    yield* page.items;
-    const last = page.items[page.items.length - 1];
-    if (!page.hasMore || !last) return;
-    after = { key: last.name, id: last.id };
-  }
 }

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ResourceUsageSchema, VmStatus_State as State, type ResourceUsage, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { invalidArgument, notFound, QuantixError, type Clock, type HypervisorMetrics, type Store, type VmUsageSample } from "@quantix/core";
+import { invalidArgument, notFound, QuantixError, type Clock, type HypervisorMetrics, type Store, type VmUsageSample, VM_KIND } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import { requireId } from "./vm-service.js";
 
@@ -34,7 +34,7 @@ export class VmMetricsStream {
   async *stream(vmId: string, intervalSec: number, signal: AbortSignal): AsyncGenerator<ResourceUsage> {
     requireId("vm_id", vmId);
     const intervalMs = intervalOf(intervalSec) * 1000;
-    const first = await this.deps.store.vms.get(vmId);
+    const first = await this.deps.store.of(VM_KIND).get(vmId);
     if (!first) throw notFound("VM", vmId);
     const state = first.status?.state ?? State.UNKNOWN;
     if (ENDED.includes(state)) {
@@ -50,7 +50,7 @@ export class VmMetricsStream {
         sample = await this.metricsOf(vm).sample(vmId);
       } catch (err) {
         if (signal.aborted) return;
-        const now = await this.deps.store.vms.get(vmId);
+        const now = await this.deps.store.of(VM_KIND).get(vmId);
         if (!now || ENDED.includes(now.status?.state ?? State.UNKNOWN)) return;
         // The VM moved between the store read and the sample (a migration completed): follow it.
         if (err instanceof QuantixError && err.code === "not_found" && now.status?.nodeId !== vm.status?.nodeId) {
@@ -73,7 +73,7 @@ export class VmMetricsStream {
       const wait = due - this.deps.clock.now();
       if (wait < 0) due = this.deps.clock.now(); // fell behind (slow node): no burst to catch up
       else if (!(await sleep(wait, true, { signal }).catch(() => false))) return;
-      const next = await this.deps.store.vms.get(vmId);
+      const next = await this.deps.store.of(VM_KIND).get(vmId);
       if (!next || ENDED.includes(next.status?.state ?? State.UNKNOWN)) return;
       vm = next;
     }

@@ -6,7 +6,7 @@ import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { DrainNodeRequestSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
-import { QuantixError, randomIds, systemClock } from "@quantix/core";
+import { QuantixError, randomIds, systemClock, VM_KIND, NODE_KIND } from "@quantix/core";
 import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
 import { setCondition } from "../controllers/conditions.js";
 import { VmReconciler } from "../controllers/vm-reconciler.js";
@@ -98,16 +98,16 @@ test("a target is chosen and checked by the scheduler (capacity, schedulable), a
   await c.runningVm("vm-1", "a", 3072);
   await assert.rejects(c.migration.migrate(req("vm-1", "b"), never()), quantixError("failed_precondition", /cannot migrate to node 'host-b': 0\/3 nodes fit: .*insufficient memory/));
   assert.equal(c.node("b").vms.size, 0, "nothing was prepared on the refused target");
-  await c.store.nodes.update("c", (n) => ((n.spec!.schedulable = false), n));
+  await c.store.of(NODE_KIND).update("c", (n) => ((n.spec!.schedulable = false), n));
   await assert.rejects(c.migration.migrate(req("vm-1"), never()), quantixError("failed_precondition", /cannot migrate to any other node: .*not schedulable/));
-  await c.store.nodes.update("c", (n) => ((n.spec!.schedulable = true), n));
+  await c.store.of(NODE_KIND).update("c", (n) => ((n.spec!.schedulable = true), n));
 
   // While the migration runs the VM counts on both nodes: a second VM no longer fits on c.
   let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
   c.node("a").behaviour = async ({ vmId, source, target }) => (await gate, FakeNode.move(vmId, source, target));
   const moving = c.migration.migrate(req("vm-1"), never());
-  const during = await until(async () => ((v) => (v?.status?.migrationTargetNodeId ? v : undefined))(await c.store.vms.get("vm-1")), "the claim");
+  const during = await until(async () => ((v) => (v?.status?.migrationTargetNodeId ? v : undefined))(await c.store.of(VM_KIND).get("vm-1")), "the claim");
   assert.equal(during.status?.migrationTargetNodeId, "c");
   assert.equal(during.status?.state, State.MIGRATING);
   await c.runningVm("vm-2", "a", 2048);
@@ -132,7 +132,7 @@ test("a second MigrateVM while one runs is refused naming it", async () => {
   assert.equal(failures.length, 1, `one migration wins: ${failures.map((f) => f.message).join(" | ")}`);
   assert.ok(["failed_precondition", "aborted"].includes(failures[0]!.code));
   assert.match(failures[0]!.message, /already being migrated from node 'a' to node '[bc]'|changed while its migration was being set up/);
-  const vm = (await c.store.vms.get("vm-1"))!;
+  const vm = (await c.store.of(VM_KIND).get("vm-1"))!;
   assert.equal([...c.node("b").vms.keys(), ...c.node("c").vms.keys()].join(), "vm-1", "exactly one copy, on the winner's target");
   assert.ok(c.node(vm.status!.nodeId).vms.has("vm-1"));
 });
@@ -163,7 +163,7 @@ test("a failed migration deletes only a target copy its own prepare created", as
   };
   await assert.rejects(c.migration.migrate(req("vm-1", "b"), never()), /QEMU: migration failed/);
   assert.equal(c.node("b").vms.has("vm-1"), false, "its own prepared copy is removed");
-  const vm = (await c.store.vms.get("vm-1"))!;
+  const vm = (await c.store.of(VM_KIND).get("vm-1"))!;
   assert.equal(vm.status?.nodeId, "a");
   assert.equal(vm.status?.state, State.RUNNING);
   assert.equal(vm.status?.migrationTargetNodeId, "");
@@ -175,7 +175,7 @@ test("a migration past its timeout is cancelled; a VM force-deleted meanwhile le
   await c.runningVm("vm-1", "a");
   c.node("a").behaviour = ({ signal }) => new Promise((_, reject) => signal.addEventListener("abort", () => reject(new QuantixError("aborted", "cancelled")), { once: true }));
   await assert.rejects(c.migration.migrate(req("vm-1", "b"), never()), quantixError("deadline_exceeded", /timed out after 200 ms/));
-  const vm = (await c.store.vms.get("vm-1"))!;
+  const vm = (await c.store.of(VM_KIND).get("vm-1"))!;
   assert.equal(vm.status?.conditions.find((x) => x.type === "Migrating")?.reason, "TimedOut");
   assert.equal(c.node("b").vms.has("vm-1"), false);
 
@@ -185,7 +185,7 @@ test("a migration past its timeout is cancelled; a VM force-deleted meanwhile le
   c.node("a").behaviour = async ({ vmId, source, target }) => (await gate, FakeNode.move(vmId, source, target));
   const moving = c.migration.migrate(req("vm-1", "b"), never());
   await until(async () => (c.node("b").vms.has("vm-1") ? true : undefined), "the target prepared");
-  await c.store.vms.delete("vm-1");
+  await c.store.of(VM_KIND).delete("vm-1");
   release();
   await assert.rejects(moving, quantixError("not_found", /vm-1/));
   assert.equal(c.node("b").vms.has("vm-1"), false, "no orphan guest on the target");
@@ -198,7 +198,7 @@ test("progress writes are serialised: none lands after the final one, and a quie
   c.node("a").behaviour = async ({ vmId, source, target }) => {
     for (let i = 0; i < 6; i++) {
       await new Promise((r) => setTimeout(r, 40));
-      const v = (await c.store.vms.get(vmId))!;
+      const v = (await c.store.of(VM_KIND).get(vmId))!;
       stamps.push(Number(v.updatedAt!.seconds) * 1000 + v.updatedAt!.nanos / 1e6);
     }
     return FakeNode.move(vmId, source, target);
@@ -206,7 +206,7 @@ test("progress writes are serialised: none lands after the final one, and a quie
   await c.migration.migrate(req("vm-1", "b"), never());
   assert.ok(new Set(stamps).size >= 3, `the lease was refreshed while no progress came: ${stamps.join()}`);
   await new Promise((r) => setTimeout(r, 100)); // a stray touch would land now
-  const vm = (await c.store.vms.get("vm-1"))!;
+  const vm = (await c.store.of(VM_KIND).get("vm-1"))!;
   const cond = vm.status?.conditions.find((x) => x.type === "Migrating");
   assert.equal(cond?.status, ConditionStatus.FALSE);
   assert.equal(cond?.reason, "Completed");
@@ -254,7 +254,7 @@ test("after a restart, a leftover migration is resolved by observing both nodes 
   const c = await fakeCluster({ a: 8192, b: 8192 });
   const stale = timestampFromMs(Date.now() - 60_000);
   const leftover = async (id: string) =>
-    c.store.vms.update(id, (v) => {
+    c.store.of(VM_KIND).update(id, (v) => {
       v.status!.state = State.MIGRATING;
       v.status!.migrationTargetNodeId = "b";
       v.status!.conditions = setCondition(v.status!.conditions, { type: "Migrating", status: true, reason: "InProgress", message: "migrating", generation: 1n }, Date.now() - 60_000);
@@ -271,7 +271,7 @@ test("after a restart, a leftover migration is resolved by observing both nodes 
   c.node("b").vms.set("vm-2", "paused");
   const { reconciler } = await drainable(c);
   try {
-    const settled = (id: string) => until(async () => ((v) => (v && !v.status?.migrationTargetNodeId && v.status?.state === State.RUNNING ? v : undefined))(await c.store.vms.get(id)), `${id} resolved`);
+    const settled = (id: string) => until(async () => ((v) => (v && !v.status?.migrationTargetNodeId && v.status?.state === State.RUNNING ? v : undefined))(await c.store.of(VM_KIND).get(id)), `${id} resolved`);
     const one = await settled("vm-1");
     assert.equal(one.status?.nodeId, "b", "the completed migration is adopted");
     assert.equal(c.node("a").vms.has("vm-1"), false, "not booted again on its source");

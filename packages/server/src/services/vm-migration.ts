@@ -1,7 +1,7 @@
 import { clone, create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { VmStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { notFound, QuantixError, type Clock, type HypervisorMigration, type HypervisorPort, type MigrationStatistics, type ScoringStrategy, type Store } from "@quantix/core";
+import { notFound, QuantixError, type Clock, type HypervisorMigration, type HypervisorPort, type MigrationStatistics, type ScoringStrategy, type Store, VM_KIND, NODE_KIND } from "@quantix/core";
 import { setCondition } from "../controllers/conditions.js";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { Logger } from "../log.js";
@@ -82,7 +82,7 @@ export class VmMigrationService {
     if (!req.live) throw invalid("live", "INVALID", "must be true: only live migration is offered (a stopped VM is moved by StartVM with a placement)");
     if (req.maxDowntimeMs < 0 || req.maxDowntimeMs > 60_000) throw invalid("max_downtime_ms", "OUT_OF_RANGE", "must be between 0 and 60000 (0 means the hypervisor's default)");
     if (req.bandwidthMbps < 0) throw invalid("bandwidth_mbps", "OUT_OF_RANGE", "must not be negative (0 means unlimited)");
-    const vm = await this.deps.store.vms.get(req.vmId);
+    const vm = await this.deps.store.of(VM_KIND).get(req.vmId);
     if (!vm) throw notFound("VM", req.vmId);
     refuseIfMigrating(vm);
     const state = vm.status?.state ?? State.UNKNOWN;
@@ -90,12 +90,12 @@ export class VmMigrationService {
     const sourceId = vm.status!.nodeId;
     // Checked in the order a user fixes them: the request, then the nodes.
     if (req.targetNodeId === sourceId) throw new QuantixError("failed_precondition", `VM '${vm.id}' already runs on node '${sourceId}'; choose another target node`);
-    if (req.targetNodeId && !(await this.deps.store.nodes.get(req.targetNodeId))) throw notFound("node", req.targetNodeId);
+    if (req.targetNodeId && !(await this.deps.store.of(NODE_KIND).get(req.targetNodeId))) throw notFound("node", req.targetNodeId);
     const src = this.capable(sourceId, vm.id, "its node");
     if (req.targetNodeId) this.capable(req.targetNodeId, vm.id, "the target node");
     const targetId = await scheduleMigration(this.deps, vm, req.targetNodeId, [sourceId]);
     const dst = this.capable(targetId, vm.id, "the target node");
-    const hostname = async (id: string) => (await this.deps.store.nodes.get(id))?.hostname ?? id;
+    const hostname = async (id: string) => (await this.deps.store.of(NODE_KIND).get(id))?.hostname ?? id;
     const where = `from node '${await hostname(sourceId)}' to node '${await hostname(targetId)}'`;
 
     const claimed = await this.claim(vm, targetId, `preparing node '${await hostname(targetId)}' to receive the VM`);
@@ -203,7 +203,7 @@ export class VmMigrationService {
       }, { expectedVersion: vm.resourceVersion });
     } catch (err) {
       if (!(err instanceof QuantixError && err.code === "aborted")) throw err;
-      const now = await this.deps.store.vms.get(vm.id);
+      const now = await this.deps.store.of(VM_KIND).get(vm.id);
       if (now) refuseIfMigrating(now);
       throw new QuantixError("aborted", `VM '${vm.id}' changed while its migration was being set up; retry`, [], { cause: err });
     }
@@ -230,7 +230,7 @@ export class VmMigrationService {
 
   private async write(vmId: string, edit: (s: VmStatus) => void, only: { expectedVersion?: bigint; claimTarget?: string }): Promise<VirtualMachine> {
     const now = this.deps.clock.now();
-    return this.deps.store.vms.update(
+    return this.deps.store.of(VM_KIND).update(
       vmId,
       (cur) => {
         if (only.claimTarget !== undefined && cur.status?.migrationTargetNodeId !== only.claimTarget) return undefined;

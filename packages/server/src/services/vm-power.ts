@@ -1,5 +1,5 @@
 import { VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { checkPowerAction, notFound, desiredPowerStateOf, targetStateOf, type HypervisorConsole, type PowerAction, type ShutdownOptions, type Store } from "@quantix/core";
+import { checkPowerAction, notFound, desiredPowerStateOf, targetStateOf, type HypervisorConsole, type PowerAction, type ShutdownOptions, type Store, VM_KIND } from "@quantix/core";
 import { requireId } from "./vm-service.js";
 import { waitFor } from "./wait.js";
 
@@ -34,7 +34,7 @@ export class VmPowerService {
     requireId("id", id);
     const desired = desiredPowerStateOf(action)!;
     const target = targetStateOf(action)!;
-    const vm = await this.store.vms.update(id, (cur) => {
+    const vm = await this.store.of(VM_KIND).update(id, (cur) => {
       const state = cur.status?.state ?? State.UNKNOWN;
       const decision = checkPowerAction(action, state, id);
       // Start on a CRASHED VM asks again even though RUNNING was already desired.
@@ -48,7 +48,7 @@ export class VmPowerService {
     this.driver.enqueue(id);
     const settled = (x: VirtualMachine) => x.status?.state === target || (x.generation === x.status?.observedGeneration && FAILED.includes(x.status.state));
     if (vm.status?.state === target) return vm;
-    return waitFor(this.store.vms, "VM", id, settled, budget.ms, budget.signal);
+    return waitFor(this.store.of(VM_KIND), "VM", id, settled, budget.ms, budget.signal);
   }
 
   /**
@@ -58,20 +58,20 @@ export class VmPowerService {
    */
   async console(id: string): Promise<{ vm: VirtualMachine; console: HypervisorConsole }> {
     requireId("vm_id", id);
-    const vm = await this.store.vms.get(id);
+    const vm = await this.store.of(VM_KIND).get(id);
     if (!vm) throw notFound("VM", id);
     return { vm, console: this.driver.consoleOf(vm) };
   }
 
   async reboot(id: string, force: boolean, budget: WaitBudget): Promise<VirtualMachine> {
     requireId("id", id);
-    const vm = await this.store.vms.get(id);
+    const vm = await this.store.of(VM_KIND).get(id);
     if (!vm) throw notFound("VM", id);
     checkPowerAction("reboot", vm.status?.state ?? State.UNKNOWN, id);
     const before = vm.status?.startedAt;
     await this.driver.reboot(vm, force);
     const rebooted = (x: VirtualMachine) =>
       x.status?.state === State.RUNNING && !!x.status.startedAt && (!before || x.status.startedAt.seconds > before.seconds || (x.status.startedAt.seconds === before.seconds && x.status.startedAt.nanos > before.nanos));
-    return waitFor(this.store.vms, "VM", id, rebooted, budget.ms, budget.signal);
+    return waitFor(this.store.of(VM_KIND), "VM", id, rebooted, budget.ms, budget.signal);
   }
 }

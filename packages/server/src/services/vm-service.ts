@@ -24,24 +24,7 @@ import {
   VmStatus_StateSchema,
   type VirtualMachine,
 } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import {
-  applyUpdateMask,
-  checkPowerAction,
-  DEFAULT_PROJECT_ID,
-  invalidArgument,
-  notFound,
-  QuantixError,
-  throwIfViolations,
-  validateCreateVm,
-  validateLabels,
-  validateVmSpec,
-  vmSortKey,
-  Violations,
-  type Clock,
-  type IdGenerator,
-  type Store,
-} from "@quantix/core";
-import { vmMatches } from "../store/memory-store.js";
+import { applyUpdateMask, checkPowerAction, DEFAULT_PROJECT_ID, invalidArgument, notFound, QuantixError, throwIfViolations, validateCreateVm, validateLabels, validateVmSpec, Violations, matchesQuery, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND } from "@quantix/core";
 import { listPage } from "./paging.js";
 import { EVENT_TYPE, filterEvent, SharedUpdates, watchFiltered } from "./watch-filter.js";
 
@@ -60,7 +43,7 @@ export class VmService {
 
   async create(req: CreateVMRequest): Promise<VirtualMachine> {
     throwIfViolations(validateCreateVm(req));
-    if (req.nodeId !== "" && !(await this.deps.store.nodes.get(req.nodeId))) throw notFound("node", req.nodeId);
+    if (req.nodeId !== "" && !(await this.deps.store.of(NODE_KIND).get(req.nodeId))) throw notFound("node", req.nodeId);
     const now = timestampFromMs(this.deps.clock.now());
     const spec = clone(VmSpecSchema, req.spec!);
     if (req.startOnCreate) spec.desiredPowerState = PowerState.RUNNING;
@@ -84,12 +67,12 @@ export class VmService {
       updatedAt: now,
       generation: 1n,
     });
-    return this.deps.store.vms.create(vm);
+    return this.deps.store.of(VM_KIND).create(vm);
   }
 
   async get(id: string): Promise<VirtualMachine> {
     requireId("id", id);
-    const vm = await this.deps.store.vms.get(id);
+    const vm = await this.deps.store.of(VM_KIND).get(id);
     if (!vm) throw notFound("VM", id);
     return vm;
   }
@@ -99,14 +82,15 @@ export class VmService {
     req.states.forEach((s, i) => v.enumValue(`states[${i}]`, s, VmStatus_StateSchema.values.map((x) => x.number)));
     throwIfViolations(v.list);
     const filter = { projectId: req.projectId, labels: req.labels, states: [...req.states].sort(), nodeId: req.nodeId };
-    const page = await listPage(req, filter, ["name", "created_at"] as const, vmSortKey, (order, after, limit, countTotal) => this.deps.store.vms.list({ ...filter, order, after, limit, countTotal }));
+    const where = { ...(req.projectId ? { project_id: req.projectId } : {}), ...(req.states.length > 0 ? { state: filter.states } : {}), ...(req.nodeId ? { node_id: req.nodeId } : {}) };
+    const page = await listPage(VM_KIND, req, filter, (order, after, limit, countTotal) => this.deps.store.of(VM_KIND).list({ where, labels: req.labels, order, after, limit, countTotal }));
     return create(ListVMsResponseSchema, { vms: page.items, totalCount: page.totalCount, nextPageToken: page.nextPageToken, resourceVersion: page.resourceVersion });
   }
 
   async update(req: UpdateVMRequest): Promise<VirtualMachine> {
     requireId("id", req.id);
     const now = timestampFromMs(this.deps.clock.now());
-    return this.deps.store.vms.update(
+    return this.deps.store.of(VM_KIND).update(
       req.id,
       (cur) => {
         // A copy: the mask is applied to the draft, then compared with the current VM.
@@ -146,7 +130,7 @@ export class VmService {
 
   async delete(req: DeleteVMRequest): Promise<void> {
     requireId("id", req.id);
-    await this.deps.store.vms.delete(req.id, (cur) => {
+    await this.deps.store.of(VM_KIND).delete(req.id, (cur) => {
       checkPowerAction("delete", cur.status?.state ?? State.UNKNOWN, cur.id, req.force);
     });
   }
@@ -165,7 +149,7 @@ export class VmService {
       seen = vm.resourceVersion;
       yield create(VmUpdateSchema, { type: EventType.ADDED, vm, resourceVersion: vm.resourceVersion });
     }
-    for await (const ev of this.deps.store.vms.watch(from, signal)) {
+    for await (const ev of this.deps.store.of(VM_KIND).watch(from, signal)) {
       if (ev.type !== "SYNCED" && ev.revision <= seen) continue;
       const f = filterEvent(ev, (vm) => vm.id === req.vmId);
       if (!f) continue;
@@ -179,10 +163,9 @@ export class VmService {
     const v = new Violations();
     if (req.projectId !== "") v.pattern("project_id", req.projectId, /^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$/, "must be a project id");
     throwIfViolations(v.list);
-    const q = { projectId: req.projectId, labels: req.labels, nodeId: req.nodeId, order: { field: "name", desc: false } } as const;
-    const snapshot = () => this.deps.store.vms.list({ ...q, limit: Number.MAX_SAFE_INTEGER });
-    const query = { ...q, limit: 0 };
-    return watchFiltered(this.deps.store.vms, req.resourceVersion, snapshot, (vm) => vmMatches(vm, query), this.updates, signal);
+    const q = { where: { ...(req.projectId ? { project_id: req.projectId } : {}), ...(req.nodeId ? { node_id: req.nodeId } : {}) }, labels: req.labels };
+    const snapshot = () => this.deps.store.of(VM_KIND).list({ ...q, order: { field: "name", desc: false }, limit: Number.MAX_SAFE_INTEGER });
+    return watchFiltered(this.deps.store.of(VM_KIND), req.resourceVersion, snapshot, (vm) => matchesQuery(VM_KIND, vm, q), this.updates, signal);
   }
 
   private newMac(): string {

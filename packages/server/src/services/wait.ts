@@ -1,4 +1,4 @@
-import type { Repository } from "@quantix/core";
+import type { Collection, Resource } from "@quantix/core";
 import { notFound } from "@quantix/core";
 
 /**
@@ -6,8 +6,8 @@ import { notFound } from "@quantix/core";
  * `budgetMs` passes or `signal` aborts; then returns the object as it is. Power actions
  * use it to return once the node has observed the result, or at the deadline.
  */
-export async function waitFor<T extends { id: string; resourceVersion: bigint }>(
-  repo: Repository<T, unknown>,
+export async function waitFor<T extends Resource>(
+  repo: Collection<T>,
   kind: string,
   id: string,
   pred: (obj: T) => boolean,

@@ -1,5 +1,5 @@
 import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
-import { deepFreeze, isPushIterable, PushIterable, type ListPage, type PushSink, type Repository, type WatchEvent } from "@quantix/core";
+import { deepFreeze, isPushIterable, PushIterable, type ListPage, type PushSink, type Collection, type Resource, type WatchEvent } from "@quantix/core";
 
 /** A change as a filtered watcher sees it. */
 export interface FilteredEvent<T> {
@@ -75,8 +75,8 @@ export class SharedUpdates<T, U> {
  * classify) and `updates` makes the API's update message. The result can be pulled or
  * piped (push), and ends cleanly when `signal` aborts.
  */
-export function watchFiltered<T extends { resourceVersion: bigint }, U>(
-  repo: Repository<T, unknown>,
+export function watchFiltered<T extends Resource, U>(
+  repo: Pick<Collection<T>, "watch">,
   fromRevision: bigint,
   snapshot: () => Promise<ListPage<T>>,
   matches: (o: T) => boolean,

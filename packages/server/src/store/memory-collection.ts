@@ -1,132 +1,82 @@
-import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
-import { clone } from "@bufbuild/protobuf";
-import { compareCursor, deepFreeze, notFound, QuantixError, type Cursor, type ListPage, type Order, type Repository, type WatchEvent, type WriteOptions } from "@quantix/core";
+import { clone, type DescMessage } from "@bufbuild/protobuf";
+import { compareCursor, matchesQuery, sortKeyOf, type Collection, type Cursor, type Kind, type ListPage, type Query, type Resource, type WatchEvent, type WriteOptions } from "@quantix/core";
+import { checkBase, notFound, QuantixError } from "@quantix/core";
 import { WatchHub, type WatchHubLimits } from "./watch-hub.js";
 
-/** How a memory collection reads its objects. */
-export interface CollectionSpec<S extends DescMessage, Q> {
-  readonly kind: string;
-  readonly schema: S;
-  readonly id: (o: MessageShape<S>) => string;
-  /** The unique key, and how to describe a clash. */
-  readonly uniqueKey: (o: MessageShape<S>) => string;
-  readonly describeClash: (o: MessageShape<S>) => string;
-  readonly matches: (o: MessageShape<S>, q: Q) => boolean;
-  readonly sortKey: (o: MessageShape<S>, field: string) => string | number;
-  readonly pageOf: (q: Q) => { readonly order: Order<string>; readonly after?: Cursor | undefined; readonly limit: number };
+/** How a memory collection writes: through its store, which orders every write of every kind. */
+export interface MemoryWriter {
+  commitNow(ops: readonly { op: "create" | "update" | "delete"; kind: Kind<Resource>; object: Resource; base?: bigint | undefined }[], actor: string | undefined): Resource[];
 }
-
-/** The revision sequence shared by all collections of one store. */
-export interface RevisionCounter {
-  value: bigint;
-}
-
-type Versioned = { resourceVersion: bigint };
 
 /**
- * A collection held in memory. Objects are copied on the way in and deeply frozen, and
- * the frozen objects are what readers and watchers get: no caller can change stored
- * state behind the store's back, and a read costs no copy (the same object can then be
- * serialized once for every watcher; see rpc/encode-cache.ts).
+ * The objects of one kind held in memory. Objects are copied on the way in and deeply
+ * frozen, and the frozen objects are what readers and watchers get: no caller can change
+ * stored state behind the store's back, and a read costs no copy (the same object can then
+ * be serialized once for every watcher; see rpc/encode-cache.ts). Writes go through the
+ * store (MemoryStore.commit), so that a transaction over several kinds is one step.
  */
-export class MemoryCollection<S extends DescMessage, Q> implements Repository<MessageShape<S>, Q> {
-  private readonly byId = new Map<string, MessageShape<S>>();
-  private readonly byKey = new Map<string, string>();
-  readonly hub: WatchHub<MessageShape<S>>;
+export class MemoryCollection<T extends Resource> implements Collection<T> {
+  readonly byId = new Map<string, T>();
+  readonly byKey = new Map<string, string>();
+  readonly hub: WatchHub<T>;
 
   constructor(
-    private readonly spec: CollectionSpec<S, Q>,
-    private readonly counter: RevisionCounter,
+    readonly kind: Kind<T>,
+    private readonly writer: MemoryWriter,
+    private readonly currentRevision: () => bigint,
     limits?: WatchHubLimits,
   ) {
-    this.hub = new WatchHub(spec.kind, () => counter.value, limits);
+    this.hub = new WatchHub(kind.name, currentRevision, limits);
   }
 
-  async create(obj: MessageShape<S>): Promise<MessageShape<S>> {
-    const id = this.spec.id(obj);
-    const key = this.spec.uniqueKey(obj);
-    if (this.byId.has(id)) throw new QuantixError("already_exists", `${this.spec.kind} '${id}' already exists`);
-    if (this.byKey.has(key)) throw new QuantixError("already_exists", this.spec.describeClash(obj));
-    const stored = this.commit(obj);
-    this.byId.set(id, stored);
-    this.byKey.set(key, id);
-    this.hub.publish({ type: "ADDED", object: stored, revision: this.counter.value });
-    return stored;
+  async create(obj: T, options?: WriteOptions): Promise<T> {
+    return this.writer.commitNow([{ op: "create", kind: this.kind as Kind<Resource>, object: obj }], options?.actor)[0] as T;
   }
 
-  async get(id: string): Promise<MessageShape<S> | undefined> {
+  async get(id: string): Promise<T | undefined> {
     return this.byId.get(id);
   }
 
-  async list(q: Q): Promise<ListPage<MessageShape<S>>> {
-    const { order, after, limit } = this.spec.pageOf(q);
-    const matching = [...this.byId.values()].filter((o) => this.spec.matches(o, q));
-    const pos = (o: MessageShape<S>): Cursor => ({ key: this.spec.sortKey(o, order.field), id: this.spec.id(o) });
+  async list(q: Query): Promise<ListPage<T>> {
+    const { order, after, limit } = q;
+    const matching = [...this.byId.values()].filter((o) => matchesQuery(this.kind, o, q));
+    const pos = (o: T): Cursor => ({ key: sortKeyOf(this.kind, o, order.field), id: o.id });
     const dir = order.desc ? -1 : 1;
-    matching.sort((a, b) => dir * compareCursor(pos(a), pos(b)));
-    const start = after ? matching.filter((o) => dir * compareCursor(pos(o), after) > 0) : matching;
-    const items = start.slice(0, limit);
-    return { items, totalCount: matching.length, revision: this.counter.value, hasMore: start.length > limit };
+    const keyed = matching.map((o) => ({ o, p: pos(o) }));
+    keyed.sort((a, b) => dir * compareCursor(a.p, b.p));
+    const start = after ? keyed.filter((x) => dir * compareCursor(x.p, after) > 0) : keyed;
+    const items = start.slice(0, limit).map((x) => x.o);
+    return { items, totalCount: q.countTotal === false ? -1 : matching.length, revision: this.currentRevision(), hasMore: start.length > limit };
   }
 
-  async update(id: string, mutate: (current: MessageShape<S>) => MessageShape<S> | undefined, options?: WriteOptions): Promise<MessageShape<S>> {
+  async update(id: string, mutate: (current: T) => T | undefined, options?: WriteOptions): Promise<T> {
     const current = this.mustGet(id);
-    this.checkVersion(id, current, options);
+    checkBase(this.kind as Kind<Resource>, current, options?.expectedVersion);
     const next = mutate(this.copy(current));
     if (next === undefined) return current;
-    if (this.spec.id(next) !== id) throw new QuantixError("internal", `${this.spec.kind} update changed the id`);
-    const oldKey = this.spec.uniqueKey(current);
-    const newKey = this.spec.uniqueKey(next);
-    if (newKey !== oldKey && this.byKey.has(newKey)) throw new QuantixError("already_exists", this.spec.describeClash(next));
-    const stored = this.commit(next);
-    this.byId.set(id, stored);
-    this.byKey.delete(oldKey);
-    this.byKey.set(newKey, id);
-    this.hub.publish({ type: "MODIFIED", object: stored, previous: current, revision: this.counter.value });
-    return stored;
+    if (next.id !== id) throw new QuantixError("internal", `${this.kind.name} update changed the id`);
+    return this.writer.commitNow([{ op: "update", kind: this.kind as Kind<Resource>, object: next, base: current.resourceVersion }], options?.actor)[0] as T;
   }
 
-  async delete(id: string, check?: (current: MessageShape<S>) => void, options?: WriteOptions): Promise<MessageShape<S>> {
+  async delete(id: string, check?: (current: T) => void, options?: WriteOptions): Promise<T> {
     const current = this.mustGet(id);
-    this.checkVersion(id, current, options);
+    checkBase(this.kind as Kind<Resource>, current, options?.expectedVersion);
     check?.(this.copy(current));
-    this.byId.delete(id);
-    this.byKey.delete(this.spec.uniqueKey(current));
-    this.counter.value += 1n;
-    const last = this.copy(current);
-    (last as unknown as Versioned).resourceVersion = this.counter.value;
-    const frozen = deepFreeze(last);
-    this.hub.publish({ type: "DELETED", object: frozen, revision: this.counter.value });
-    return frozen;
+    return this.writer.commitNow([{ op: "delete", kind: this.kind as Kind<Resource>, object: this.copy(current), base: current.resourceVersion }], options?.actor)[0] as T;
   }
 
-  watch(fromRevision: bigint, signal: AbortSignal): AsyncIterable<WatchEvent<MessageShape<S>>> {
+  watch(fromRevision: bigint, signal: AbortSignal): AsyncIterable<WatchEvent<T>> {
     return this.hub.watch(fromRevision, signal);
   }
 
-  private commit(obj: MessageShape<S>): MessageShape<S> {
-    this.counter.value += 1n;
-    const stored = this.copy(obj);
-    (stored as unknown as Versioned).resourceVersion = this.counter.value;
-    return deepFreeze(stored);
+  /** A private, changeable copy of a stored object. */
+  copy(o: T): T {
+    return clone(this.kind.schema as DescMessage, o as never) as unknown as T;
   }
 
-  private mustGet(id: string): MessageShape<S> {
+  private mustGet(id: string): T {
     const o = this.byId.get(id);
-    if (!o) throw notFound(this.spec.kind, id);
+    if (!o) throw notFound(this.kind.name, id);
     return o;
   }
-
-  private checkVersion(id: string, current: MessageShape<S>, options?: WriteOptions): void {
-    const expected = options?.expectedVersion;
-    const actual = (current as unknown as Versioned).resourceVersion;
-    if (expected !== undefined && expected !== 0n && expected !== actual) {
-      throw new QuantixError("aborted", `${this.spec.kind} '${id}' was changed: resource_version is ${actual}, not ${expected}; read it again and retry`);
-    }
-  }
-
-  private copy(o: MessageShape<S>): MessageShape<S> {
-    return clone(this.spec.schema, o);
-  }
 }
-

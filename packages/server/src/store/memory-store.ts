@@ -1,73 +1,95 @@
-import { NodeSchema, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
-import { VirtualMachineSchema, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { matchesLabels, nodeSortKey, vmSortKey, type NodeQuery, type Store, type StoreHealth, type VmQuery } from "@quantix/core";
-import { MemoryCollection, type RevisionCounter } from "./memory-collection.js";
+import { ALL_KINDS, deepFreeze, planWrite, QuantixError, systemClock, type Clock, type Kind, type Resource, type Store, type StoreHealth, type Transaction, type TxOp, type WriteOptions } from "@quantix/core";
+import { MemoryCollection } from "./memory-collection.js";
+import { runTransaction } from "./transaction.js";
 import type { WatchHubLimits } from "./watch-hub.js";
 
-/** VM filter semantics shared by every store: all given conditions must hold. */
-export function vmMatches(vm: VirtualMachine, q: VmQuery): boolean {
-  if (q.projectId && vm.projectId !== q.projectId) return false;
-  if (q.nodeId && vm.status?.nodeId !== q.nodeId) return false;
-  if (q.states && q.states.length > 0 && !q.states.includes(vm.status?.state ?? 0)) return false;
-  return !q.labels || matchesLabels(vm.labels, q.labels);
+/** Options of a memory store. */
+export interface MemoryStoreOptions {
+  /** The kinds it keeps; default: every kind the control plane has (ALL_KINDS). */
+  readonly kinds?: readonly Kind<Resource>[];
+  readonly limits?: WatchHubLimits;
+  readonly clock?: Clock;
 }
 
-/** Node filter semantics shared by every store. */
-export function nodeMatches(node: Node, q: NodeQuery): boolean {
-  if (q.hostname !== undefined && node.hostname !== q.hostname) return false;
-  if (q.schedulableOnly && !node.spec?.schedulable) return false;
-  if (q.phases && q.phases.length > 0 && !q.phases.includes(node.status?.phase ?? 0)) return false;
-  return !q.labels || matchesLabels(node.labels, q.labels);
-}
+/** One write as the memory store plans it: `base` is the version it is conditional on. */
+type Op = { op: "create" | "update" | "delete"; kind: Kind<Resource>; object: Resource; base?: bigint | undefined };
 
 /** A store that keeps everything in memory: for tests and for `QUANTIX_STORE=memory`. */
 export class MemoryStore implements Store {
-  private readonly counter: RevisionCounter = { value: 0n };
+  private revisionValue = 0n;
   private seeded = false;
-  readonly vms: MemoryCollection<typeof VirtualMachineSchema, VmQuery>;
-  readonly nodes: MemoryCollection<typeof NodeSchema, NodeQuery>;
+  private readonly collections = new Map<Kind<Resource>, MemoryCollection<Resource>>();
+  private readonly clock: Clock;
 
-  constructor(limits?: WatchHubLimits) {
-    this.vms = new MemoryCollection(
-      {
-        kind: "VM",
-        schema: VirtualMachineSchema,
-        id: (vm) => vm.id,
-        uniqueKey: (vm) => `${vm.projectId}\u0000${vm.name}`,
-        describeClash: (vm) => `a VM named '${vm.name}' already exists in project '${vm.projectId}'`,
-        matches: vmMatches,
-        sortKey: (vm, field) => vmSortKey(vm, field as "name" | "created_at"),
-        pageOf: (q) => q,
-      },
-      this.counter,
-      limits,
-    );
-    this.nodes = new MemoryCollection(
-      {
-        kind: "node",
-        schema: NodeSchema,
-        id: (n) => n.id,
-        uniqueKey: (n) => n.hostname,
-        describeClash: (n) => `a node with hostname '${n.hostname}' is already registered`,
-        matches: nodeMatches,
-        sortKey: (n, field) => nodeSortKey(n, field as "hostname" | "created_at"),
-        pageOf: (q) => q,
-      },
-      this.counter,
-      limits,
-    );
+  constructor(options: MemoryStoreOptions = {}) {
+    this.clock = options.clock ?? systemClock;
+    for (const kind of options.kinds ?? ALL_KINDS) {
+      this.collections.set(kind, new MemoryCollection(kind, this, () => this.revisionValue, options.limits));
+    }
+  }
+
+  of<T extends Resource>(kind: Kind<T>): MemoryCollection<T> {
+    const c = this.collections.get(kind as unknown as Kind<Resource>);
+    if (!c) throw new QuantixError("internal", `kind ${kind.name} is not registered with this store`);
+    return c as unknown as MemoryCollection<T>;
+  }
+
+  async commit(ops: readonly TxOp[], options?: Pick<WriteOptions, "actor">): Promise<Resource[]> {
+    return this.commitNow(ops.map((o) => ({ op: o.op, kind: o.kind, object: o.object, base: o.op === "create" ? undefined : o.object.resourceVersion })), options?.actor);
+  }
+
+  transact<R>(fn: (tx: Transaction) => Promise<R>, options?: Pick<WriteOptions, "actor">): Promise<{ result: R; written: Resource[] }> {
+    return runTransaction(this, fn, options);
+  }
+
+  /**
+   * Applies writes atomically, in one synchronous step: every write is planned against the
+   * state the earlier ones of the same call leave (ids, unique keys, versions), and only
+   * when all are valid are they stored, with consecutive revisions, and published.
+   */
+  commitNow(ops: readonly Op[], actor: string | undefined): Resource[] {
+    const nowMs = this.clock.now();
+    const staged = new Map<string, Resource | null>();
+    const stagedKeys = new Map<string, string | null>();
+    const planned: { coll: MemoryCollection<Resource>; type: "ADDED" | "MODIFIED" | "DELETED"; object: Resource; previous: Resource | undefined; unchanged?: Resource }[] = [];
+    for (const op of ops) {
+      const coll = this.collection(op.kind);
+      const slot = `${op.kind.table}\u0000${op.object.id}`;
+      const current = staged.has(slot) ? (staged.get(slot) ?? undefined) : coll.byId.get(op.object.id);
+      const plan = planWrite(op.kind, op.op, coll.copy(op.object), current, { base: op.base, actor, nowMs });
+      if (!plan) {
+        planned.push({ coll, type: "MODIFIED", object: current!, previous: undefined, unchanged: current! });
+        continue;
+      }
+      const unique = op.kind.unique;
+      if (unique) {
+        const oldKey = current ? `${op.kind.table}\u0000${unique.key(current)}` : undefined;
+        if (plan.type === "DELETED") {
+          if (oldKey) stagedKeys.set(oldKey, null);
+        } else {
+          const newKey = `${op.kind.table}\u0000${unique.key(plan.object)}`;
+          const holder = stagedKeys.has(newKey) ? stagedKeys.get(newKey) : coll.byKey.get(unique.key(plan.object));
+          if (holder && holder !== op.object.id) throw new QuantixError("already_exists", unique.describe(plan.object));
+          if (oldKey && oldKey !== newKey) stagedKeys.set(oldKey, null);
+          stagedKeys.set(newKey, op.object.id);
+        }
+      }
+      staged.set(slot, plan.type === "DELETED" ? null : plan.object);
+      planned.push({ coll, type: plan.type, object: plan.object, previous: plan.previous });
+    }
+    return planned.map((p) => (p.unchanged ? p.unchanged : this.store(p.coll, p.type, p.object, p.previous)));
   }
 
   async revision(): Promise<bigint> {
-    return this.counter.value;
+    return this.revisionValue;
   }
 
   async health(): Promise<StoreHealth> {
-    return { ok: true, kind: "memory", revision: this.counter.value.toString() };
+    return { ok: true, kind: "memory", revision: this.revisionValue.toString() };
   }
 
   async seedOnce(seed: () => Promise<void>): Promise<boolean> {
-    if (this.seeded || this.counter.value !== 0n) return false;
+    if (this.seeded || this.revisionValue !== 0n) return false;
     this.seeded = true;
     await seed();
     return true;
@@ -80,4 +102,25 @@ export class MemoryStore implements Store {
   }
 
   async close(): Promise<void> {}
+
+  private collection(kind: Kind<Resource>): MemoryCollection<Resource> {
+    return this.of(kind) as MemoryCollection<Resource>;
+  }
+
+  private store(coll: MemoryCollection<Resource>, type: "ADDED" | "MODIFIED" | "DELETED", object: Resource, previous: Resource | undefined): Resource {
+    this.revisionValue += 1n;
+    const stored = coll.copy(object);
+    stored.resourceVersion = this.revisionValue;
+    deepFreeze(stored);
+    const unique = coll.kind.unique;
+    if (previous && unique) coll.byKey.delete(unique.key(previous));
+    if (type === "DELETED") {
+      coll.byId.delete(stored.id);
+    } else {
+      coll.byId.set(stored.id, stored);
+      if (unique) coll.byKey.set(unique.key(stored), stored.id);
+    }
+    coll.hub.publish({ type, object: stored, previous: type === "MODIFIED" ? previous : undefined, revision: this.revisionValue });
+    return stored;
+  }
 }

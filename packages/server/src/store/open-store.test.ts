@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 
-import { QuantixError } from "@quantix/core";
+import { QuantixError, VM_KIND } from "@quantix/core";
 import { startPostgres, startTestServer, type TestPostgres } from "@quantix/testing";
 import pg from "pg";
 import { silentLogger } from "../log.js";
@@ -171,15 +171,15 @@ describe("opening the PostgreSQL store", () => {
     const own = await startPostgres();
     const s = await postgres(own.url);
     try {
-      await s.vms.create(fixtureVm());
+      await s.of(VM_KIND).create(fixtureVm());
       // A transaction in flight when the server goes: its connection's 'error' must not end this process.
       const inFlight = (s as SqlStore).driver.transaction(async (tx) => tx.query("SELECT pg_sleep(5)"));
       inFlight.catch(() => undefined);
       await new Promise((r) => setTimeout(r, 200));
       await own.stop();
       await assert.rejects(inFlight, (e: unknown) => e instanceof QuantixError && e.code === "unavailable");
-      await assert.rejects(s.vms.get("anything"), (e: unknown) => e instanceof QuantixError && e.code === "unavailable" && /database is unavailable/.test(e.message));
-      await assert.rejects(s.vms.create(fixtureVm()), (e: unknown) => e instanceof QuantixError && e.code === "unavailable");
+      await assert.rejects(s.of(VM_KIND).get("anything"), (e: unknown) => e instanceof QuantixError && e.code === "unavailable" && /database is unavailable/.test(e.message));
+      await assert.rejects(s.of(VM_KIND).create(fixtureVm()), (e: unknown) => e instanceof QuantixError && e.code === "unavailable");
     } finally {
       await s.close().catch(() => undefined);
     }
@@ -202,7 +202,7 @@ describe("opening the PostgreSQL store", () => {
   it("refuses a database at a newer schema version, and changes nothing", async () => {
     const url = await server.createDatabase("newer");
     const s = await postgres(url);
-    await s.vms.create(fixtureVm());
+    await s.of(VM_KIND).create(fixtureVm());
     await s.close();
     const c = new pg.Client({ connectionString: url });
     await c.connect();

@@ -17,7 +17,7 @@ import { SqlStore } from "./sql/sql-store.js";
 export async function openStore(config: StoreConfig, tuning: StoreTuning, log: Logger): Promise<Store> {
   switch (config.kind) {
     case "memory":
-      return new MemoryStore({ historySize: tuning.historyRevisions, maxBacklog: 100_000 });
+      return new MemoryStore({ limits: { historySize: tuning.historyRevisions, maxBacklog: 100_000 } });
     case "embedded": {
       const dir = openDataDir(config.dataDir, SCHEMA_VERSION);
       let driver: SqlDriver;

@@ -13,18 +13,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { NodeSchema, NodeStatus_Phase, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { DiskDeviceSchema, VirtualMachineSchema, VmStatus_State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import {
-  nodeSortKey,
-  QuantixError,
-  vmSortKey,
-  type ChangeEvent,
-  type Cursor,
-  type ErrorCode,
-  type ListPage,
-  type Order,
-  type Store,
-  type WatchEvent,
-} from "@quantix/core";
+import { QuantixError, sortKeyOf, type FilterValue, type ChangeEvent, type Cursor, type ErrorCode, type ListPage, type Order, type Store, type WatchEvent, VM_KIND, NODE_KIND } from "@quantix/core";
 
 /** How long any single wait may take before the test fails instead of hanging. */
 const DEADLINE_MS = 5000;
@@ -183,10 +172,10 @@ export function storeContract(
       it("create stores the object with a new resource_version, and get returns it", async () => {
         const input = newVm({ labels: { app: "web" } });
         const before = await store.revision();
-        const created = await store.vms.create(input);
+        const created = await store.of(VM_KIND).create(input);
         assert.ok(created.resourceVersion > before);
         assert.equal(await store.revision(), created.resourceVersion);
-        const got = await store.vms.get(input.id);
+        const got = await store.of(VM_KIND).get(input.id);
         assert.ok(got);
         assert.equal(got.name, input.name);
         assert.deepEqual(got.labels, { app: "web" });
@@ -196,19 +185,19 @@ export function storeContract(
 
       it("copies its input and hands out read-only objects: no change by a caller reaches the store", async () => {
         const input = newVm({ labels: { app: "web" } });
-        const created = await store.vms.create(input);
+        const created = await store.of(VM_KIND).create(input);
         input.name = "changed";
         input.labels["app"] = "changed";
         input.spec!.cpu!.cores = 99;
         // Returned objects may be frozen (mutation throws) or copies (mutation is lost): either way nothing stored changes.
         tryMutate(() => (created.labels["app"] = "changed"));
         tryMutate(() => (created.spec!.cpu!.cores = 98));
-        const got = await store.vms.get(input.id);
+        const got = await store.of(VM_KIND).get(input.id);
         tryMutate(() => (got!.labels["extra"] = "x"));
         tryMutate(() => (got!.spec!.memory!.sizeMib = 1n));
-        const [listed] = (await store.vms.list({ projectId: input.projectId, order: { field: "name", desc: false }, limit: 10 })).items;
+        const [listed] = (await store.of(VM_KIND).list({ where: { project_id: input.projectId }, order: { field: "name", desc: false }, limit: 10 })).items;
         tryMutate(() => listed!.spec!.disks.push(create(DiskDeviceSchema, { id: "extra", sizeGib: 1n })));
-        const again = await store.vms.get(input.id);
+        const again = await store.of(VM_KIND).get(input.id);
         assert.equal(again?.name, created.name);
         assert.deepEqual(again?.labels, { app: "web" });
         assert.equal(again?.spec?.cpu?.cores, 2);
@@ -217,10 +206,10 @@ export function storeContract(
       });
 
       it("assigns increasing resource_versions from one sequence shared by VMs and nodes", async () => {
-        const a = await store.vms.create(newVm());
-        const b = await store.nodes.create(newNode());
-        const c = await store.vms.create(newVm());
-        const d = await store.nodes.create(newNode());
+        const a = await store.of(VM_KIND).create(newVm());
+        const b = await store.of(NODE_KIND).create(newNode());
+        const c = await store.of(VM_KIND).create(newVm());
+        const d = await store.of(NODE_KIND).create(newNode());
         assert.ok(a.resourceVersion < b.resourceVersion, `${a.resourceVersion} < ${b.resourceVersion}`);
         assert.ok(b.resourceVersion < c.resourceVersion, `${b.resourceVersion} < ${c.resourceVersion}`);
         assert.ok(c.resourceVersion < d.resourceVersion, `${c.resourceVersion} < ${d.resourceVersion}`);
@@ -228,56 +217,56 @@ export function storeContract(
       });
 
       it("get of a missing id returns undefined", async () => {
-        assert.equal(await store.vms.get(randomUUID()), undefined);
-        assert.equal(await store.nodes.get(randomUUID()), undefined);
+        assert.equal(await store.of(VM_KIND).get(randomUUID()), undefined);
+        assert.equal(await store.of(NODE_KIND).get(randomUUID()), undefined);
       });
 
       it("a VM name is unique within its project: ALREADY_EXISTS and nothing written", async () => {
         const first = newVm();
-        await store.vms.create(first);
+        await store.of(VM_KIND).create(first);
         const clash = newVm({ projectId: first.projectId, name: first.name });
         const rev = await store.revision();
-        await rejectsWith(() => store.vms.create(clash), "already_exists");
+        await rejectsWith(() => store.of(VM_KIND).create(clash), "already_exists");
         assert.equal(await store.revision(), rev);
-        assert.equal(await store.vms.get(clash.id), undefined);
-        const page = await store.vms.list({ projectId: first.projectId, order: { field: "name", desc: false }, limit: 10 });
+        assert.equal(await store.of(VM_KIND).get(clash.id), undefined);
+        const page = await store.of(VM_KIND).list({ where: { project_id: first.projectId }, order: { field: "name", desc: false }, limit: 10 });
         assert.deepEqual(page.items.map((v) => v.id), [first.id]);
         // The same name in another project is another VM.
-        await store.vms.create(newVm({ name: first.name }));
+        await store.of(VM_KIND).create(newVm({ name: first.name }));
       });
 
       it("a node hostname is unique: ALREADY_EXISTS and nothing written", async () => {
-        const first = await store.nodes.create(newNode());
+        const first = await store.of(NODE_KIND).create(newNode());
         const clash = newNode({ hostname: first.hostname });
         const rev = await store.revision();
-        await rejectsWith(() => store.nodes.create(clash), "already_exists");
+        await rejectsWith(() => store.of(NODE_KIND).create(clash), "already_exists");
         assert.equal(await store.revision(), rev);
-        assert.equal(await store.nodes.get(clash.id), undefined);
-        const page = await store.nodes.list({ hostname: first.hostname, order: { field: "hostname", desc: false }, limit: 10 });
+        assert.equal(await store.of(NODE_KIND).get(clash.id), undefined);
+        const page = await store.of(NODE_KIND).list({ where: { hostname: first.hostname }, order: { field: "hostname", desc: false }, limit: 10 });
         assert.deepEqual(page.items.map((n) => n.id), [first.id]);
       });
 
       it("deleting a VM frees its name", async () => {
-        const first = await store.vms.create(newVm());
-        await store.vms.delete(first.id);
-        const again = await store.vms.create(newVm({ projectId: first.projectId, name: first.name }));
-        assert.equal((await store.vms.get(again.id))?.name, first.name);
+        const first = await store.of(VM_KIND).create(newVm());
+        await store.of(VM_KIND).delete(first.id);
+        const again = await store.of(VM_KIND).create(newVm({ projectId: first.projectId, name: first.name }));
+        assert.equal((await store.of(VM_KIND).get(again.id))?.name, first.name);
       });
     });
 
     describe("update", () => {
       it("stores what mutate returns at a new revision and emits MODIFIED with the previous state", async () => {
-        const vm = await store.vms.create(newVm({ labels: { v: "1" } }));
-        const w = new Watcher(store.vms, await store.revision());
+        const vm = await store.of(VM_KIND).create(newVm({ labels: { v: "1" } }));
+        const w = new Watcher(store.of(VM_KIND), await store.revision());
         assert.equal((await w.take(1))[0]?.type, "SYNCED");
-        const updated = await store.vms.update(vm.id, (cur) => {
+        const updated = await store.of(VM_KIND).update(vm.id, (cur) => {
           cur.labels["v"] = "2";
           return cur;
         });
         assert.ok(updated.resourceVersion > vm.resourceVersion);
         assert.equal(updated.labels["v"], "2");
         assert.equal(await store.revision(), updated.resourceVersion);
-        assert.deepEqual((await store.vms.get(vm.id))?.labels, { v: "2" });
+        assert.deepEqual((await store.of(VM_KIND).get(vm.id))?.labels, { v: "2" });
         const e = await w.change();
         assert.equal(e.type, "MODIFIED");
         assert.equal(e.revision, updated.resourceVersion);
@@ -288,91 +277,91 @@ export function storeContract(
       });
 
       it("mutate returning undefined writes nothing: same object back, no revision, no event", async () => {
-        const vm = await store.vms.create(newVm());
+        const vm = await store.of(VM_KIND).create(newVm());
         const rev = await store.revision();
-        const w = new Watcher(store.vms, rev);
+        const w = new Watcher(store.of(VM_KIND), rev);
         assert.deepEqual(summary(await w.take(1)), [`SYNCED@${rev}`]);
-        const back = await store.vms.update(vm.id, () => undefined);
+        const back = await store.of(VM_KIND).update(vm.id, () => undefined);
         assert.equal(back.resourceVersion, vm.resourceVersion);
         assert.equal(back.name, vm.name);
         assert.equal(await store.revision(), rev);
         // The next event must be this marker write, not a phantom update.
-        const marker = await store.vms.create(newVm());
+        const marker = await store.of(VM_KIND).create(newVm());
         assert.deepEqual(summary([await w.change()]), [`ADDED:${marker.id}@${marker.resourceVersion}`]);
       });
 
       it("a stale expectedVersion is ABORTED and changes nothing", async () => {
-        const vm = await store.vms.create(newVm({ labels: { v: "1" } }));
-        const v2 = await store.vms.update(vm.id, (cur) => ({ ...cur, labels: { v: "2" } }));
+        const vm = await store.of(VM_KIND).create(newVm({ labels: { v: "1" } }));
+        const v2 = await store.of(VM_KIND).update(vm.id, (cur) => ({ ...cur, labels: { v: "2" } }));
         const rev = await store.revision();
-        await rejectsWith(() => store.vms.update(vm.id, (cur) => ({ ...cur, labels: { v: "3" } }), { expectedVersion: vm.resourceVersion }), "aborted");
+        await rejectsWith(() => store.of(VM_KIND).update(vm.id, (cur) => ({ ...cur, labels: { v: "3" } }), { expectedVersion: vm.resourceVersion }), "aborted");
         assert.equal(await store.revision(), rev);
-        const got = await store.vms.get(vm.id);
+        const got = await store.of(VM_KIND).get(vm.id);
         assert.deepEqual(got?.labels, { v: "2" });
         assert.equal(got?.resourceVersion, v2.resourceVersion);
-        const v4 = await store.vms.update(vm.id, (cur) => ({ ...cur, labels: { v: "4" } }), { expectedVersion: v2.resourceVersion });
+        const v4 = await store.of(VM_KIND).update(vm.id, (cur) => ({ ...cur, labels: { v: "4" } }), { expectedVersion: v2.resourceVersion });
         assert.deepEqual(v4.labels, { v: "4" });
       });
 
       it("expectedVersion 0n is unconditional", async () => {
-        const vm = await store.vms.create(newVm());
-        await store.vms.update(vm.id, (cur) => ({ ...cur, description: "one" }));
-        const two = await store.vms.update(vm.id, (cur) => ({ ...cur, description: "two" }), { expectedVersion: 0n });
+        const vm = await store.of(VM_KIND).create(newVm());
+        await store.of(VM_KIND).update(vm.id, (cur) => ({ ...cur, description: "one" }));
+        const two = await store.of(VM_KIND).update(vm.id, (cur) => ({ ...cur, description: "two" }), { expectedVersion: 0n });
         assert.equal(two.description, "two");
-        assert.equal((await store.vms.get(vm.id))?.description, "two");
+        assert.equal((await store.of(VM_KIND).get(vm.id))?.description, "two");
       });
 
       it("update of a missing id is NOT_FOUND", async () => {
-        await rejectsWith(() => store.vms.update(randomUUID(), (cur) => cur), "not_found");
-        await rejectsWith(() => store.nodes.update(randomUUID(), (cur) => cur), "not_found");
+        await rejectsWith(() => store.of(VM_KIND).update(randomUUID(), (cur) => cur), "not_found");
+        await rejectsWith(() => store.of(NODE_KIND).update(randomUUID(), (cur) => cur), "not_found");
       });
 
       it("renaming to a taken name is ALREADY_EXISTS and changes nothing; a rename frees the old name", async () => {
-        const a = await store.vms.create(newVm());
-        const b = await store.vms.create(newVm({ projectId: a.projectId }));
+        const a = await store.of(VM_KIND).create(newVm());
+        const b = await store.of(VM_KIND).create(newVm({ projectId: a.projectId }));
         const rev = await store.revision();
-        await rejectsWith(() => store.vms.update(b.id, (cur) => ({ ...cur, name: a.name })), "already_exists");
+        await rejectsWith(() => store.of(VM_KIND).update(b.id, (cur) => ({ ...cur, name: a.name })), "already_exists");
         assert.equal(await store.revision(), rev);
-        assert.equal((await store.vms.get(b.id))?.name, b.name);
+        assert.equal((await store.of(VM_KIND).get(b.id))?.name, b.name);
         const renamed = `r${uniq()}`;
-        await store.vms.update(a.id, (cur) => ({ ...cur, name: renamed }));
-        const moved = await store.vms.update(b.id, (cur) => ({ ...cur, name: a.name }));
+        await store.of(VM_KIND).update(a.id, (cur) => ({ ...cur, name: renamed }));
+        const moved = await store.of(VM_KIND).update(b.id, (cur) => ({ ...cur, name: a.name }));
         assert.equal(moved.name, a.name);
       });
 
       it("changing a node's hostname to a taken one is ALREADY_EXISTS", async () => {
-        const a = await store.nodes.create(newNode());
-        const b = await store.nodes.create(newNode());
-        await rejectsWith(() => store.nodes.update(b.id, (cur) => ({ ...cur, hostname: a.hostname })), "already_exists");
-        assert.equal((await store.nodes.get(b.id))?.hostname, b.hostname);
+        const a = await store.of(NODE_KIND).create(newNode());
+        const b = await store.of(NODE_KIND).create(newNode());
+        await rejectsWith(() => store.of(NODE_KIND).update(b.id, (cur) => ({ ...cur, hostname: a.hostname })), "already_exists");
+        assert.equal((await store.of(NODE_KIND).get(b.id))?.hostname, b.hostname);
       });
 
       it("an error thrown by mutate propagates and changes nothing", async () => {
-        const vm = await store.vms.create(newVm());
+        const vm = await store.of(VM_KIND).create(newVm());
         const rev = await store.revision();
         await assert.rejects(
-          store.vms.update(vm.id, (cur) => {
+          store.of(VM_KIND).update(vm.id, (cur) => {
             cur.description = "half-done";
             throw new QuantixError("failed_precondition", "refused");
           }),
           (e: unknown) => e instanceof QuantixError && e.code === "failed_precondition",
         );
         assert.equal(await store.revision(), rev);
-        assert.equal((await store.vms.get(vm.id))?.description, "");
+        assert.equal((await store.of(VM_KIND).get(vm.id))?.description, "");
       });
     });
 
     describe("delete", () => {
       it("returns the last state at a new revision, emits DELETED with it, and get returns undefined", async () => {
-        const vm = await store.vms.create(newVm({ labels: { gone: "soon" } }));
-        const w = new Watcher(store.vms, await store.revision());
+        const vm = await store.of(VM_KIND).create(newVm({ labels: { gone: "soon" } }));
+        const w = new Watcher(store.of(VM_KIND), await store.revision());
         assert.equal((await w.take(1))[0]?.type, "SYNCED");
-        const last = await store.vms.delete(vm.id);
+        const last = await store.of(VM_KIND).delete(vm.id);
         assert.ok(last.resourceVersion > vm.resourceVersion);
         assert.equal(last.name, vm.name);
         assert.deepEqual(last.labels, { gone: "soon" });
         assert.equal(await store.revision(), last.resourceVersion);
-        assert.equal(await store.vms.get(vm.id), undefined);
+        assert.equal(await store.of(VM_KIND).get(vm.id), undefined);
         const e = await w.change();
         assert.equal(e.type, "DELETED");
         assert.equal(e.revision, last.resourceVersion);
@@ -381,12 +370,12 @@ export function storeContract(
       });
 
       it("a check that throws deletes nothing; the check sees the current state", async () => {
-        const vm = await store.vms.create(newVm({ state: VmStatus_State.RUNNING }));
+        const vm = await store.of(VM_KIND).create(newVm({ state: VmStatus_State.RUNNING }));
         const rev = await store.revision();
         let seen: VmStatus_State | undefined;
         await rejectsWith(
           () =>
-            store.vms.delete(vm.id, (cur) => {
+            store.of(VM_KIND).delete(vm.id, (cur) => {
               seen = cur.status?.state;
               throw new QuantixError("failed_precondition", "it is RUNNING");
             }),
@@ -394,16 +383,16 @@ export function storeContract(
         );
         assert.equal(seen, VmStatus_State.RUNNING);
         assert.equal(await store.revision(), rev);
-        assert.equal((await store.vms.get(vm.id))?.resourceVersion, vm.resourceVersion);
+        assert.equal((await store.of(VM_KIND).get(vm.id))?.resourceVersion, vm.resourceVersion);
       });
 
       it("a stale expectedVersion is ABORTED; a missing id is NOT_FOUND", async () => {
-        const vm = await store.vms.create(newVm());
-        await store.vms.update(vm.id, (cur) => ({ ...cur, description: "newer" }));
-        await rejectsWith(() => store.vms.delete(vm.id, undefined, { expectedVersion: vm.resourceVersion }), "aborted");
-        assert.ok(await store.vms.get(vm.id));
-        await rejectsWith(() => store.vms.delete(randomUUID()), "not_found");
-        await rejectsWith(() => store.nodes.delete(randomUUID()), "not_found");
+        const vm = await store.of(VM_KIND).create(newVm());
+        await store.of(VM_KIND).update(vm.id, (cur) => ({ ...cur, description: "newer" }));
+        await rejectsWith(() => store.of(VM_KIND).delete(vm.id, undefined, { expectedVersion: vm.resourceVersion }), "aborted");
+        assert.ok(await store.of(VM_KIND).get(vm.id));
+        await rejectsWith(() => store.of(VM_KIND).delete(randomUUID()), "not_found");
+        await rejectsWith(() => store.of(NODE_KIND).delete(randomUUID()), "not_found");
       });
     });
 
@@ -415,20 +404,20 @@ export function storeContract(
       it("filters VMs by project, labels (all must match), states and node; totalCount counts all matches", async () => {
         const p = randomUUID();
         const n1 = randomUUID();
-        const a = await store.vms.create(newVm({ projectId: p, labels: { env: "prod", tier: "web" }, state: VmStatus_State.RUNNING, nodeId: n1 }));
-        const b = await store.vms.create(newVm({ projectId: p, labels: { env: "prod" }, state: VmStatus_State.STOPPED, nodeId: n1 }));
-        const c = await store.vms.create(newVm({ projectId: p, labels: { env: "dev", tier: "web" }, state: VmStatus_State.PAUSED }));
-        await store.vms.create(newVm({ labels: { env: "prod", tier: "web" }, state: VmStatus_State.RUNNING, nodeId: n1 }));
-        const q = (extra: object) => store.vms.list({ projectId: p, order: byName, limit: 100, ...extra });
+        const a = await store.of(VM_KIND).create(newVm({ projectId: p, labels: { env: "prod", tier: "web" }, state: VmStatus_State.RUNNING, nodeId: n1 }));
+        const b = await store.of(VM_KIND).create(newVm({ projectId: p, labels: { env: "prod" }, state: VmStatus_State.STOPPED, nodeId: n1 }));
+        const c = await store.of(VM_KIND).create(newVm({ projectId: p, labels: { env: "dev", tier: "web" }, state: VmStatus_State.PAUSED }));
+        await store.of(VM_KIND).create(newVm({ labels: { env: "prod", tier: "web" }, state: VmStatus_State.RUNNING, nodeId: n1 }));
+        const q = (extra: { where?: Record<string, FilterValue>; labels?: Record<string, string>; limit?: number }) => store.of(VM_KIND).list({ order: byName, limit: 100, ...extra, where: { project_id: p, ...extra.where } });
         const all = await q({});
         assert.deepEqual(ids(all), sorted(a, b, c));
         assert.equal(all.totalCount, 3);
         assert.deepEqual(ids(await q({ labels: { env: "prod" } })), sorted(a, b));
         assert.deepEqual(ids(await q({ labels: { env: "prod", tier: "web" } })), sorted(a));
         assert.deepEqual(ids(await q({ labels: { env: "prod", tier: "db" } })), []);
-        assert.deepEqual(ids(await q({ states: [VmStatus_State.RUNNING, VmStatus_State.PAUSED] })), sorted(a, c));
-        assert.deepEqual(ids(await q({ nodeId: n1 })), sorted(a, b));
-        const few = await q({ nodeId: n1, limit: 1 });
+        assert.deepEqual(ids(await q({ where: { state: [VmStatus_State.RUNNING, VmStatus_State.PAUSED] } })), sorted(a, c));
+        assert.deepEqual(ids(await q({ where: { node_id: n1 } })), sorted(a, b));
+        const few = await q({ where: { node_id: n1 }, limit: 1 });
         assert.equal(few.items.length, 1);
         assert.equal(few.totalCount, 2);
         assert.equal(few.hasMore, true);
@@ -436,29 +425,29 @@ export function storeContract(
 
       it("filters nodes by labels, phases, schedulability and hostname", async () => {
         const tag = uniq();
-        const a = await store.nodes.create(newNode({ labels: { t: tag, zone: "a", gpu: "yes" }, phase: NodeStatus_Phase.READY }));
-        const b = await store.nodes.create(newNode({ labels: { t: tag, zone: "a" }, phase: NodeStatus_Phase.MAINTENANCE, schedulable: false }));
-        const c = await store.nodes.create(newNode({ labels: { t: tag, zone: "b" }, phase: NodeStatus_Phase.NOT_READY }));
-        const q = (extra: object) => store.nodes.list({ labels: { t: tag }, order: { field: "hostname", desc: false }, limit: 100, ...extra });
+        const a = await store.of(NODE_KIND).create(newNode({ labels: { t: tag, zone: "a", gpu: "yes" }, phase: NodeStatus_Phase.READY }));
+        const b = await store.of(NODE_KIND).create(newNode({ labels: { t: tag, zone: "a" }, phase: NodeStatus_Phase.MAINTENANCE, schedulable: false }));
+        const c = await store.of(NODE_KIND).create(newNode({ labels: { t: tag, zone: "b" }, phase: NodeStatus_Phase.NOT_READY }));
+        const q = (extra: { where?: Record<string, FilterValue>; labels?: Record<string, string> }) => store.of(NODE_KIND).list({ labels: { t: tag }, order: { field: "hostname", desc: false }, limit: 100, ...extra });
         const all = await q({});
         assert.deepEqual(ids(all), sorted(a, b, c));
         assert.equal(all.totalCount, 3);
         assert.deepEqual(ids(await q({ labels: { t: tag, zone: "a" } })), sorted(a, b));
         assert.deepEqual(ids(await q({ labels: { t: tag, zone: "a", gpu: "yes" } })), sorted(a));
-        assert.deepEqual(ids(await q({ phases: [NodeStatus_Phase.READY, NodeStatus_Phase.NOT_READY] })), sorted(a, c));
-        assert.deepEqual(ids(await q({ schedulableOnly: true })), sorted(a, c));
-        assert.deepEqual(ids(await q({ hostname: b.hostname })), sorted(b));
+        assert.deepEqual(ids(await q({ where: { phase: [NodeStatus_Phase.READY, NodeStatus_Phase.NOT_READY] } })), sorted(a, c));
+        assert.deepEqual(ids(await q({ where: { schedulable: true } })), sorted(a, c));
+        assert.deepEqual(ids(await q({ where: { hostname: b.hostname } })), sorted(b));
       });
 
       it("limit 0 returns only the count; the page's revision is the store's at read time", async () => {
         const p = randomUUID();
-        for (let i = 0; i < 3; i++) await store.vms.create(newVm({ projectId: p }));
-        const page = await store.vms.list({ projectId: p, order: byName, limit: 0 });
+        for (let i = 0; i < 3; i++) await store.of(VM_KIND).create(newVm({ projectId: p }));
+        const page = await store.of(VM_KIND).list({ where: { project_id: p }, order: byName, limit: 0 });
         assert.deepEqual(page.items, []);
         assert.equal(page.totalCount, 3);
         assert.equal(page.revision, await store.revision());
-        const node = await store.nodes.create(newNode());
-        const later = await store.vms.list({ projectId: p, order: byName, limit: 10 });
+        const node = await store.of(NODE_KIND).create(newNode());
+        const later = await store.of(VM_KIND).list({ where: { project_id: p }, order: byName, limit: 10 });
         assert.equal(later.revision, node.resourceVersion);
         assert.equal(later.revision, await store.revision());
       });
@@ -475,14 +464,14 @@ export function storeContract(
           vms = [];
           for (const [i, n] of names.entries()) {
             const init = { projectId: projects[i % 2]!, name: n, labels: { page: tag }, createdMs: BASE_MS + (i % 3) * 1000 };
-            vms.push(await store.vms.create(newVm(init)));
+            vms.push(await store.of(VM_KIND).create(newVm(init)));
           }
         });
 
         for (const field of ["name", "created_at"] as const) {
           for (const desc of [false, true]) {
             it(`walks every page in ${field} ${desc ? "desc" : "asc"} order, seeing each VM once`, async () => {
-              const pos = (v: VirtualMachine): Cursor => ({ key: vmSortKey(v, field), id: v.id });
+              const pos = (v: VirtualMachine): Cursor => ({ key: sortKeyOf(VM_KIND, v, field), id: v.id });
               const cmp = (a: Cursor, b: Cursor) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
               const expected = [...vms].sort((a, b) => (desc ? -1 : 1) * cmp(pos(a), pos(b))).map((v) => v.id);
               for (const limit of [1, 2, 3, names.length, names.length + 1]) {
@@ -490,7 +479,7 @@ export function storeContract(
                 let after: Cursor | undefined;
                 for (let pages = 0; ; pages++) {
                   assert.ok(pages <= names.length, "pagination does not terminate");
-                  const page = await store.vms.list({ labels: { page: tag }, order: { field, desc }, after, limit });
+                  const page = await store.of(VM_KIND).list({ labels: { page: tag }, order: { field, desc }, after, limit });
                   assert.equal(page.totalCount, names.length);
                   assert.ok(page.items.length <= limit);
                   seen.push(...page.items.map((v) => v.id));
@@ -509,18 +498,18 @@ export function storeContract(
           const ntag = uniq();
           const nodes: Node[] = [];
           for (let i = 0; i < 5; i++) {
-            nodes.push(await store.nodes.create(newNode({ hostname: `h${ntag}n${i}`, labels: { page: ntag }, createdMs: BASE_MS + (i % 2) * 1000 })));
+            nodes.push(await store.of(NODE_KIND).create(newNode({ hostname: `h${ntag}n${i}`, labels: { page: ntag }, createdMs: BASE_MS + (i % 2) * 1000 })));
           }
           for (const field of ["hostname", "created_at"] as const) {
             for (const desc of [false, true]) {
-              const pos = (n: Node): Cursor => ({ key: nodeSortKey(n, field), id: n.id });
+              const pos = (n: Node): Cursor => ({ key: sortKeyOf(NODE_KIND, n, field), id: n.id });
               const cmp = (a: Cursor, b: Cursor) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
               const expected = [...nodes].sort((a, b) => (desc ? -1 : 1) * cmp(pos(a), pos(b))).map((n) => n.id);
               const seen: string[] = [];
               let after: Cursor | undefined;
               for (let pages = 0; ; pages++) {
                 assert.ok(pages <= nodes.length, "pagination does not terminate");
-                const page = await store.nodes.list({ labels: { page: ntag }, order: { field, desc }, after, limit: 2 });
+                const page = await store.of(NODE_KIND).list({ labels: { page: ntag }, order: { field, desc }, after, limit: 2 });
                 seen.push(...page.items.map((n) => n.id));
                 assert.equal(page.hasMore, seen.length < nodes.length);
                 const last = page.items.at(-1);
@@ -537,13 +526,13 @@ export function storeContract(
     describe("watch", () => {
       it("replays exactly the changes after fromRevision in order, then SYNCED, then live changes", async () => {
         const from = await store.revision();
-        const a = await store.vms.create(newVm());
-        await store.nodes.create(newNode()); // another kind: not in a VM watch, but counted in revisions
-        const a2 = await store.vms.update(a.id, (cur) => ({ ...cur, description: "two" }));
-        const b = await store.vms.create(newVm());
-        const gone = await store.vms.delete(a.id);
+        const a = await store.of(VM_KIND).create(newVm());
+        await store.of(NODE_KIND).create(newNode()); // another kind: not in a VM watch, but counted in revisions
+        const a2 = await store.of(VM_KIND).update(a.id, (cur) => ({ ...cur, description: "two" }));
+        const b = await store.of(VM_KIND).create(newVm());
+        const gone = await store.of(VM_KIND).delete(a.id);
         const at = await store.revision();
-        const w = new Watcher(store.vms, from);
+        const w = new Watcher(store.of(VM_KIND), from);
         const replay = await w.take(5);
         assert.deepEqual(summary(replay), [
           `ADDED:${a.id}@${a.resourceVersion}`,
@@ -555,7 +544,7 @@ export function storeContract(
         const modified = replay[1] as ChangeEvent<VirtualMachine>;
         assert.equal(modified.object.description, "two");
         assert.equal(modified.previous?.description, "");
-        const b2 = await store.vms.update(b.id, (cur) => ({ ...cur, description: "live" }));
+        const b2 = await store.of(VM_KIND).update(b.id, (cur) => ({ ...cur, description: "live" }));
         const live = await w.change();
         assert.deepEqual(summary([live]), [`MODIFIED:${b.id}@${b2.resourceVersion}`]);
         assert.equal(live.object.description, "live");
@@ -563,22 +552,22 @@ export function storeContract(
 
       it("a watch from the current revision yields SYNCED first, then live changes", async () => {
         const now = await store.revision();
-        const w = new Watcher(store.nodes, now);
+        const w = new Watcher(store.of(NODE_KIND), now);
         assert.deepEqual(summary(await w.take(1)), [`SYNCED@${now}`]);
-        const n = await store.nodes.create(newNode());
+        const n = await store.of(NODE_KIND).create(newNode());
         assert.deepEqual(summary([await w.change()]), [`ADDED:${n.id}@${n.resourceVersion}`]);
       });
 
       it("two watchers see the same sequence", async () => {
         const from = await store.revision();
-        const v = await store.vms.create(newVm());
-        const w1 = new Watcher(store.vms, from);
-        const w2 = new Watcher(store.vms, from);
+        const v = await store.of(VM_KIND).create(newVm());
+        const w1 = new Watcher(store.of(VM_KIND), from);
+        const w2 = new Watcher(store.of(VM_KIND), from);
         const head1 = await w1.take(2);
         const head2 = await w2.take(2);
-        await store.vms.update(v.id, (cur) => ({ ...cur, description: "x" }));
-        await store.vms.create(newVm());
-        await store.vms.delete(v.id);
+        await store.of(VM_KIND).update(v.id, (cur) => ({ ...cur, description: "x" }));
+        await store.of(VM_KIND).create(newVm());
+        await store.of(VM_KIND).delete(v.id);
         const s1 = summary([...head1, ...(await w1.take(3))]);
         const s2 = summary([...head2, ...(await w2.take(3))]);
         assert.equal(s1.length, 5);
@@ -586,14 +575,14 @@ export function storeContract(
       });
 
       it("aborting the signal ends the iteration", async () => {
-        const w = new Watcher(store.vms, await store.revision());
+        const w = new Watcher(store.of(VM_KIND), await store.revision());
         assert.equal((await w.take(1))[0]?.type, "SYNCED");
         const pending = w.next();
         w.abort();
         assert.equal((await pending).done, true);
         const controller = new AbortController();
         let count = 0;
-        for await (const e of store.vms.watch(await store.revision(), controller.signal)) {
+        for await (const e of store.of(VM_KIND).watch(await store.revision(), controller.signal)) {
           count += 1;
           if (e.type === "SYNCED") controller.abort();
         }
@@ -602,22 +591,22 @@ export function storeContract(
 
       it("a watch from a revision newer than the store is OUT_OF_RANGE", async () => {
         const future = (await store.revision()) + 1000n;
-        await rejectsWith(async () => new Watcher(store.vms, future).next(), "out_of_range");
-        await rejectsWith(async () => new Watcher(store.nodes, future).next(), "out_of_range");
+        await rejectsWith(async () => new Watcher(store.of(VM_KIND), future).next(), "out_of_range");
+        await rejectsWith(async () => new Watcher(store.of(NODE_KIND), future).next(), "out_of_range");
       });
 
       it("mutating a watched object changes nothing stored and nothing another watcher sees", async () => {
         const from = await store.revision();
-        const vm = await store.vms.create(newVm({ labels: { keep: "me" } }));
-        const w1 = new Watcher(store.vms, from);
-        const w2 = new Watcher(store.vms, from);
+        const vm = await store.of(VM_KIND).create(newVm({ labels: { keep: "me" } }));
+        const w1 = new Watcher(store.of(VM_KIND), from);
+        const w2 = new Watcher(store.of(VM_KIND), from);
         const e1 = await w1.change();
         tryMutate(() => (e1.object.labels["keep"] = "changed"));
         tryMutate(() => (e1.object.spec!.cpu!.cores = 99));
         const e2 = await w2.change();
         assert.deepEqual(e2.object.labels, { keep: "me" });
         assert.equal(e2.object.spec?.cpu?.cores, 2);
-        const got = await store.vms.get(vm.id);
+        const got = await store.of(VM_KIND).get(vm.id);
         assert.deepEqual(got?.labels, { keep: "me" });
         assert.equal(got?.spec?.cpu?.cores, 2);
       });
@@ -625,12 +614,12 @@ export function storeContract(
       const historySize = opts.historySize;
       it("a watch from before the kept history is OUT_OF_RANGE; a recent one still works", { skip: historySize === undefined && "this store keeps no bounded history (no historySize given)" }, async () => {
         const size = historySize ?? 0;
-        const vm = await store.vms.create(newVm());
-        for (let i = 0; i < size + 10; i++) await store.vms.update(vm.id, (cur) => ({ ...cur, description: `d${i}` }));
-        await rejectsWith(async () => new Watcher(store.vms, 1n).next(), "out_of_range");
+        const vm = await store.of(VM_KIND).create(newVm());
+        for (let i = 0; i < size + 10; i++) await store.of(VM_KIND).update(vm.id, (cur) => ({ ...cur, description: `d${i}` }));
+        await rejectsWith(async () => new Watcher(store.of(VM_KIND), 1n).next(), "out_of_range");
         const recent = await store.revision();
-        const last = await store.vms.update(vm.id, (cur) => ({ ...cur, description: "last" }));
-        const w = new Watcher(store.vms, recent);
+        const last = await store.of(VM_KIND).update(vm.id, (cur) => ({ ...cur, description: "last" }));
+        const w = new Watcher(store.of(VM_KIND), recent);
         assert.deepEqual(summary(await w.take(2)), [`MODIFIED:${vm.id}@${last.resourceVersion}`, `SYNCED@${last.resourceVersion}`]);
       });
     });

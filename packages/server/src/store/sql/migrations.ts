@@ -76,6 +76,67 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
     // planner walked the name index and filtered by project: slow for a small project.
     sql: `CREATE INDEX quantix_vms_by_project_name ON quantix_vms (project_id, name, id);`,
   },
+  {
+    version: 3,
+    name: "a unique_key column for every kind; indexes the kind declarations imply",
+    // Every kind's uniqueness is one text column (Kind.unique), so one store serves any
+    // kind. Names, project ids and hostnames cannot contain '/'.
+    sql: `
+      ALTER TABLE quantix_vms ADD COLUMN unique_key text COLLATE "C";
+      UPDATE quantix_vms SET unique_key = project_id || '/' || name;
+      ALTER TABLE quantix_vms ADD CONSTRAINT quantix_vms_unique_key UNIQUE (unique_key);
+      ALTER TABLE quantix_vms DROP CONSTRAINT quantix_vms_project_name;
+      CREATE INDEX quantix_vms_by_name_created_ms ON quantix_vms (name, created_ms, id);
+      CREATE INDEX quantix_vms_by_node_id_created_ms ON quantix_vms (node_id, created_ms, id);
+
+      ALTER TABLE quantix_nodes ADD COLUMN unique_key text COLLATE "C";
+      UPDATE quantix_nodes SET unique_key = hostname;
+      ALTER TABLE quantix_nodes ADD CONSTRAINT quantix_nodes_unique_key UNIQUE (unique_key);
+      ALTER TABLE quantix_nodes DROP CONSTRAINT quantix_nodes_hostname;
+      CREATE INDEX quantix_nodes_by_hostname ON quantix_nodes (hostname, id);
+      CREATE INDEX quantix_nodes_by_hostname_created_ms ON quantix_nodes (hostname, created_ms, id);
+    `,
+  },
+  {
+    version: 4,
+    name: "events and migrations",
+    // Written by kindTableDdl(EVENT_KIND) and kindTableDdl(MIGRATION_KIND) (npm run schema).
+    sql: `
+      CREATE TABLE quantix_events (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        project_id text COLLATE "C" NOT NULL,
+        object_kind text COLLATE "C" NOT NULL,
+        object_id text COLLATE "C" NOT NULL,
+        type text COLLATE "C" NOT NULL,
+        node_id text COLLATE "C" NOT NULL,
+        time_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_events_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_events_by_time_ms ON quantix_events (time_ms, id);
+      CREATE INDEX quantix_events_by_project_id_time_ms ON quantix_events (project_id, time_ms, id);
+      CREATE INDEX quantix_events_by_object_kind_time_ms ON quantix_events (object_kind, time_ms, id);
+      CREATE INDEX quantix_events_by_object_id_time_ms ON quantix_events (object_id, time_ms, id);
+      CREATE INDEX quantix_events_by_node_id_time_ms ON quantix_events (node_id, time_ms, id);
+
+      CREATE TABLE quantix_migrations (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        project_id text COLLATE "C" NOT NULL,
+        vm_id text COLLATE "C" NOT NULL,
+        phase int NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_migrations_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_migrations_by_created_ms ON quantix_migrations (created_ms, id);
+      CREATE INDEX quantix_migrations_by_project_id_created_ms ON quantix_migrations (project_id, created_ms, id);
+      CREATE INDEX quantix_migrations_by_vm_id_created_ms ON quantix_migrations (vm_id, created_ms, id);
+    `,
+  },
 ];
 
 /** The newest schema version this binary knows. */

@@ -1,5 +1,6 @@
 import { after, before } from "node:test";
 import { startPostgres, type TestPostgres } from "@quantix/testing";
+import { kindContract } from "../kind.contract.js";
 import { storeContract } from "../store.contract.js";
 import { migrate } from "./migrations.js";
 import { PgDriver } from "./pg-driver.js";
@@ -11,14 +12,14 @@ before(async () => {
 });
 after(async () => server?.stop());
 
-storeContract(
-  "PostgreSQL",
-  async () => {
-    const url = await server.createDatabase("contract");
-    const driver = await PgDriver.open(url, { maxConnections: 8, connectTimeoutMs: 5000, statementTimeoutMs: 30_000 });
-    await migrate(driver, () => undefined);
-    const store = await SqlStore.open(driver, { historyRevisions: 50, maxBacklog: 1000, pollMs: 500, onError: (e) => console.error(e) });
-    return { store, close: () => store.close() };
-  },
-  { historySize: 50 },
-);
+/** A store on a new database of the test server. */
+async function openPostgres(name: string) {
+  const url = await server.createDatabase(name);
+  const driver = await PgDriver.open(url, { maxConnections: 8, connectTimeoutMs: 5000, statementTimeoutMs: 30_000 });
+  await migrate(driver, () => undefined);
+  const store = await SqlStore.open(driver, { historyRevisions: 50, maxBacklog: 1000, pollMs: 500, onError: (e) => console.error(e) });
+  return { store, close: () => store.close() };
+}
+
+storeContract("PostgreSQL", () => openPostgres("contract"), { historySize: 50 });
+kindContract("PostgreSQL", () => openPostgres("kinds"));

@@ -5,12 +5,13 @@ import { after, before, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { VirtualMachineSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import type { VmQuery } from "@quantix/core";
+import type { Query } from "@quantix/core";
 import { startPostgres, type TestPostgres } from "@quantix/testing";
 import { migrate } from "./migrations.js";
 import { PgDriver } from "./pg-driver.js";
 import type { Param } from "./sql-driver.js";
 import { SqlStore } from "./sql-store.js";
+import { VM_KIND } from "@quantix/core";
 
 // Pages are served by indexes: PostgreSQL's own plans for the statements the store sends,
 // on enough rows that the planner prefers an index when one fits.
@@ -28,7 +29,7 @@ describe("PostgreSQL query plans", () => {
     await migrate(driver, () => undefined);
     store = await SqlStore.open(driver, { historyRevisions: 100_000, maxBacklog: 1000, pollMs: 1000, onError: () => undefined });
     for (let i = 0; i < ROWS; i++) {
-      await store.vms.create(
+      await store.of(VM_KIND).create(
         create(VirtualMachineSchema, {
           id: randomUUID(),
           projectId: i % 100 === 0 ? PROJECT : randomUUID(),
@@ -46,7 +47,7 @@ describe("PostgreSQL query plans", () => {
   });
 
   /** The plan PostgreSQL chooses for the statement `list(q)` sends. */
-  async function planOf(q: VmQuery): Promise<string> {
+  async function planOf(q: Query): Promise<string> {
     let captured: { sql: string; params: readonly Param[] } | undefined;
     const original = driver.query.bind(driver);
     driver.query = (async (sql: string, params?: readonly Param[]) => {
@@ -55,7 +56,7 @@ describe("PostgreSQL query plans", () => {
       return original(sql, params);
     }) as typeof driver.query;
     try {
-      await store.vms.list(q);
+      await store.of(VM_KIND).list(q);
     } finally {
       driver.query = original;
     }
@@ -67,7 +68,7 @@ describe("PostgreSQL query plans", () => {
   const byName = { field: "name", desc: false } as const;
 
   it("a later page of a project in name order reads an index, not the table", async () => {
-    const plan = await planOf({ projectId: PROJECT, order: byName, after: { key: "vm-02000", id: "" }, limit: 100, countTotal: false });
+    const plan = await planOf({ where: { project_id: PROJECT }, order: byName, after: { key: "vm-02000", id: "" }, limit: 100, countTotal: false });
     assert.match(plan, /Index (Only )?Scan (Backward )?using quantix_vms_by_project_name|Bitmap Index Scan on quantix_vms_by_project_name/, plan);
     assert.doesNotMatch(plan, /Seq Scan on quantix_vms/, plan);
   });

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 
 import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { QuantixError, type WatchEvent } from "@quantix/core";
+import { QuantixError, type WatchEvent, VM_KIND } from "@quantix/core";
 import { startPostgres, until, type TestPostgres } from "@quantix/testing";
 import { fixtureVm } from "../store-fixtures.js";
 import { migrate } from "./migrations.js";
@@ -62,7 +62,7 @@ async function drain(store: SqlStore, from: bigint, until: (e: WatchEvent<Virtua
   const events: WatchEvent<VirtualMachine>[] = [];
   const timer = setTimeout(() => abort.abort(), 10_000);
   try {
-    for await (const e of store.vms.watch(from, abort.signal)) {
+    for await (const e of store.of(VM_KIND).watch(from, abort.signal)) {
       events.push(e);
       if (until(events)) break;
     }
@@ -87,16 +87,16 @@ describe("watching one replica while another writes", () => {
     // A (the writer, which compacts the table) keeps a long history; B's hub keeps a short one.
     const a = await openReplica(url, undefined, 1000);
     let gated: GatedDriver | undefined;
-    const first = await a.vms.create(fixtureVm());
+    const first = await a.of(VM_KIND).create(fixtureVm());
     const b = await openReplica(url, (d) => (gated = new GatedDriver(d, "transactions")).asDriver());
     try {
-      const start = b.vms.hub.oldestResumable;
+      const start = b.of(VM_KIND).hub.oldestResumable;
       // B's read of the older history is held while A's writes reach B's hub and it compacts.
       gated!.closed = true;
       const watching = drain(b, first.resourceVersion - 1n, (e) => e.some((x) => x.type === "SYNCED"));
       await until(() => (gated!.waiting > 0 ? true : undefined), "the history read to start");
-      for (let i = 0; i < 3 * RETENTION; i++) await a.vms.create(fixtureVm());
-      await until(() => (b.vms.hub.oldestResumable > start ? true : undefined), "B's hub to compact");
+      for (let i = 0; i < 3 * RETENTION; i++) await a.of(VM_KIND).create(fixtureVm());
+      await until(() => (b.of(VM_KIND).hub.oldestResumable > start ? true : undefined), "B's hub to compact");
       gated!.open();
       const { events, error } = await watching;
       if (error) {
@@ -121,10 +121,10 @@ describe("watching one replica while another writes", () => {
     const b = await openReplica(url, (d) => (gated = new GatedDriver(d)).asDriver());
     try {
       const abort = new AbortController();
-      const it = b.vms.watch(await b.revision(), abort.signal)[Symbol.asyncIterator]();
+      const it = b.of(VM_KIND).watch(await b.revision(), abort.signal)[Symbol.asyncIterator]();
       assert.equal((await it.next()).value?.type, "SYNCED");
       gated!.closed = true;
-      for (let i = 0; i < 4 * RETENTION; i++) await a.vms.create(fixtureVm());
+      for (let i = 0; i < 4 * RETENTION; i++) await a.of(VM_KIND).create(fixtureVm());
       await a.compactor.compact();
       gated!.open();
       await assert.rejects(
@@ -144,9 +144,9 @@ describe("watching one replica while another writes", () => {
     const url = await server.createDatabase("rewound");
     const a = await openReplica(url);
     try {
-      for (let i = 0; i < 5; i++) await a.vms.create(fixtureVm());
+      for (let i = 0; i < 5; i++) await a.of(VM_KIND).create(fixtureVm());
       const abort = new AbortController();
-      const it = a.vms.watch(await a.revision(), abort.signal)[Symbol.asyncIterator]();
+      const it = a.of(VM_KIND).watch(await a.revision(), abort.signal)[Symbol.asyncIterator]();
       assert.equal((await it.next()).value?.type, "SYNCED");
       await a.driver.query("UPDATE quantix_meta SET revision = revision - 3 WHERE id = 1");
       await assert.rejects(

@@ -1,101 +1,102 @@
-import { clone, fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
-import { deepFreeze, notFound, PushIterable, QuantixError, type ListPage, type Order, type Cursor, type Repository, type WatchEvent, type WriteOptions } from "@quantix/core";
+import { clone, fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  checkBase,
+  deepFreeze,
+  fieldOf,
+  notFound,
+  planWrite,
+  PushIterable,
+  QuantixError,
+  type Clock,
+  type Collection,
+  type Kind,
+  type ListPage,
+  type PlannedWrite,
+  type Query,
+  type Resource,
+  type WatchEvent,
+  type WriteOptions,
+} from "@quantix/core";
 import { WatchHub, type WatchHubLimits } from "../watch-hub.js";
 import type { ChangeTailer } from "./change-tailer.js";
 import { CHANGES_CHANNEL } from "./change-tailer.js";
 import type { Compactor } from "./compactor.js";
+import { columnsOf, sqlType } from "./sql-columns.js";
 import { big, type Param, type SqlDriver } from "./sql-driver.js";
 
-/** How a kind of object maps to its table. Column names here are constants, never input. */
-export interface TableSpec<S extends DescMessage, Q> {
-  /** The kind, as in messages and in quantix_changes.kind. */
-  readonly kind: string;
-  readonly table: string;
-  readonly schema: S;
-  readonly id: (o: MessageShape<S>) => string;
-  /** The unique constraint on the natural key, and how to describe a clash with it. */
-  readonly uniqueConstraint: string;
-  readonly describeClash: (o: MessageShape<S>) => string;
-  /** The indexed columns and their values (besides id, resource_version and data). */
-  readonly columns: (o: MessageShape<S>) => Record<string, Param>;
-  /** SQL conditions for a query, adding their parameters to `params` ($n placeholders). */
-  readonly where: (q: Q, params: Param[]) => string[];
-  /** The column and SQL type of an order field. */
-  readonly orderColumn: (field: string) => { readonly column: string; readonly type: "text" | "bigint" };
-  readonly pageOf: (q: Q) => { readonly order: Order<string>; readonly after?: Cursor | undefined; readonly limit: number; readonly countTotal?: boolean };
+/** Optimistic attempts of an update or delete before it takes the store's write lock (and then cannot conflict). */
+const OPTIMISTIC_ATTEMPTS = 3;
+
+/** How a collection reaches the rest of its store. */
+export interface SqlCollectionContext {
+  readonly db: SqlDriver;
+  readonly tailer: ChangeTailer;
+  readonly compactor: Compactor;
+  readonly clock: Clock;
+  readonly limits: WatchHubLimits;
+  /** Applies writes under the store's write lock (SqlStore.commit): cannot lose to a concurrent writer. */
+  readonly lockedCommit: (ops: { op: "create" | "update" | "delete"; kind: Kind<Resource>; object: Resource; base?: bigint | undefined; mutate?: (current: Resource) => Resource | undefined }[], actor: string | undefined) => Promise<Resource[]>;
 }
 
-/** Conflicting writes retried before giving up with ABORTED (only without an expected version). */
-const MAX_RETRIES = 10;
-
-type Versioned = { resourceVersion: bigint };
-
 /**
- * A Repository over one SQL table. Each write runs in one transaction that takes the next
- * revision from quantix_meta (locking it until commit), writes the row conditionally on
- * its resource_version (optimistic concurrency in SQL), appends to quantix_changes, and
- * notifies. Reads decode the protobuf bytes into deeply frozen objects, as the memory store
- * hands out. Watch reads older history from quantix_changes, then joins the live hub.
+ * A Collection over one SQL table, described by the kind's declaration. A single write is
+ * one statement (one round trip, atomic) that takes the next revision from quantix_meta
+ * (locking it until commit), writes the row conditionally on its resource_version,
+ * appends to quantix_changes and notifies; one that keeps losing to concurrent writers
+ * falls back to the store's write lock, so that a write without an expected version never
+ * fails for contention. Reads decode the protobuf bytes into deeply frozen objects, as the
+ * memory store hands out. Watch reads older history from quantix_changes, then joins the
+ * live hub.
  */
-export class SqlCollection<S extends DescMessage, Q> implements Repository<MessageShape<S>, Q> {
-  readonly hub: WatchHub<MessageShape<S>>;
+export class SqlCollection<T extends Resource> implements Collection<T> {
+  readonly hub: WatchHub<T>;
 
   constructor(
-    private readonly spec: TableSpec<S, Q>,
-    private readonly db: SqlDriver,
-    private readonly tailer: ChangeTailer,
-    private readonly compactor: Compactor,
-    limits: WatchHubLimits,
+    readonly kind: Kind<T>,
+    private readonly c: SqlCollectionContext,
   ) {
-    this.hub = new WatchHub(spec.kind, () => tailer.revision, limits, tailer.revision);
-    tailer.register(spec.kind, this.hub as WatchHub<unknown>, (data, version) => this.decode(data, version));
+    this.hub = new WatchHub(kind.name, () => c.tailer.revision, c.limits, c.tailer.revision);
+    c.tailer.register(kind.name, this.hub as WatchHub<unknown>, (data, version) => this.decode(data, version));
   }
 
-  async create(obj: MessageShape<S>): Promise<MessageShape<S>> {
-    const data = this.encode(obj);
-    const cols = { id: this.spec.id(obj), ...this.spec.columns(obj) };
-    const names = Object.keys(cols);
-    const params: Param[] = [...Object.values(cols), data];
-    const revision = await this.write(
-      `row AS (INSERT INTO ${this.spec.table} (${names.join(", ")}, resource_version, data)
-         SELECT ${names.map((_, i) => `$${i + 1}`).join(", ")}, rev.revision, $${names.length + 1} FROM rev RETURNING resource_version AS revision)`,
-      params,
-      "ADDED",
-      `$${names.length + 1}`,
-      ["NULL", "NULL"],
-      obj,
-    );
+  private get any(): Kind<Resource> {
+    return this.kind as unknown as Kind<Resource>;
+  }
+
+  async create(obj: T, options?: WriteOptions): Promise<T> {
+    const plan = planWrite(this.any, "create", this.copy(obj), undefined, { actor: options?.actor, nowMs: this.c.clock.now() })!;
+    const revision = await this.write(plan, undefined);
     // A create matches no row only by failing, so there is always a revision.
-    return this.withVersion(obj, revision!);
+    return this.withVersion(plan.object as T, revision!);
   }
 
-  async get(id: string): Promise<MessageShape<S> | undefined> {
-    const { rows } = await this.db.query<{ data: Uint8Array; resource_version: unknown }>(`SELECT data, resource_version FROM ${this.spec.table} WHERE id = $1`, [id]);
+  async get(id: string): Promise<T | undefined> {
+    const { rows } = await this.c.db.query<{ data: Uint8Array; resource_version: unknown }>(`SELECT data, resource_version FROM ${this.kind.table} WHERE id = $1`, [id]);
     return rows[0] ? this.decode(rows[0].data, big(rows[0].resource_version)) : undefined;
   }
 
-  async list(q: Q): Promise<ListPage<MessageShape<S>>> {
-    const { order, after, limit, countTotal } = this.spec.pageOf(q);
+  async list(q: Query): Promise<ListPage<T>> {
+    const { order, after, limit, countTotal } = q;
     const params: Param[] = [];
-    const conds = this.spec.where(q, params);
+    const conds = this.conditions(q, params);
     const where = conds.length > 0 ? `WHERE ${conds.join(" AND ")}` : "";
-    const { column, type } = this.spec.orderColumn(order.field);
+    const f = fieldOf(this.kind, order.field);
     const dir = order.desc ? "DESC" : "ASC";
     // One statement, so the count, the page and the revision come from one snapshot.
     const p = [...params];
     const c = [...conds];
     if (after) {
       p.push(after.key as Param, after.id);
-      c.push(`(${column}, id) ${order.desc ? "<" : ">"} ($${p.length - 1}::${type}, $${p.length}::text)`);
+      c.push(`(${f.column}, id) ${order.desc ? "<" : ">"} ($${p.length - 1}::${sqlType(f.type)}, $${p.length}::text)`);
     }
     p.push(limit + 1);
     const sql = `SELECT m.revision, n.total, page.data, page.resource_version
       FROM quantix_meta m
-      CROSS JOIN (${countTotal === false ? "SELECT -1 AS total" : `SELECT count(*) AS total FROM ${this.spec.table} ${where}`}) n
-      LEFT JOIN LATERAL (SELECT data, resource_version FROM ${this.spec.table} ${c.length > 0 ? `WHERE ${c.join(" AND ")}` : ""}
-                         ORDER BY ${column} ${dir}, id ${dir} LIMIT $${p.length}) page ON ${limit > 0 ? "true" : "false"}
+      CROSS JOIN (${countTotal === false ? "SELECT -1 AS total" : `SELECT count(*) AS total FROM ${this.kind.table} ${where}`}) n
+      LEFT JOIN LATERAL (SELECT data, resource_version FROM ${this.kind.table} ${c.length > 0 ? `WHERE ${c.join(" AND ")}` : ""}
+                         ORDER BY ${f.column} ${dir}, id ${dir} LIMIT $${p.length}) page ON ${limit > 0 ? "true" : "false"}
       WHERE m.id = 1`;
-    const { rows } = await this.db.query<{ revision: unknown; total: unknown; data: Uint8Array | null; resource_version: unknown }>(sql, p);
+    const { rows } = await this.c.db.query<{ revision: unknown; total: unknown; data: Uint8Array | null; resource_version: unknown }>(sql, p);
     const found = rows.filter((r) => r.data !== null);
     return {
       items: found.slice(0, limit).map((r) => this.decode(r.data!, big(r.resource_version))),
@@ -105,56 +106,41 @@ export class SqlCollection<S extends DescMessage, Q> implements Repository<Messa
     };
   }
 
-  async update(id: string, mutate: (current: MessageShape<S>) => MessageShape<S> | undefined, options?: WriteOptions): Promise<MessageShape<S>> {
-    for (let attempt = 0; ; attempt++) {
+  async update(id: string, mutate: (current: T) => T | undefined, options?: WriteOptions): Promise<T> {
+    for (let attempt = 1; attempt <= OPTIMISTIC_ATTEMPTS; attempt++) {
       const current = await this.mustGet(id);
-      const version = this.versionOf(current);
-      this.checkVersion(id, version, options);
-      const next = mutate(clone(this.spec.schema, current));
+      checkBase(this.any, current, options?.expectedVersion);
+      const next = mutate(this.copy(current));
       if (next === undefined) return current;
-      if (this.spec.id(next) !== id) throw new QuantixError("internal", `${this.spec.kind} update changed the id`);
-      const cols = this.spec.columns(next);
-      const names = Object.keys(cols);
-      const n = names.length;
-      const revision = await this.write(
-        `row AS (UPDATE ${this.spec.table} SET ${names.map((c, i) => `${c} = $${i + 1}`).join(", ")}, resource_version = rev.revision, data = $${n + 1}
-           FROM rev WHERE id = $${n + 2} AND resource_version = $${n + 3} RETURNING rev.revision)`,
-        [...Object.values(cols), this.encode(next), id, version, this.encode(current)],
-        "MODIFIED",
-        `$${n + 1}`,
-        [`$${n + 4}`, `$${n + 3}::bigint`],
-        next,
-      );
-      const stored = revision === undefined ? undefined : this.withVersion(next, revision);
-      if (stored) return stored;
-      // Someone wrote between our read and our write: read again (mutate is pure), or report
-      // the conflict to a caller that asked for a specific version.
-      if (options?.expectedVersion || attempt >= MAX_RETRIES) this.checkVersion(id, this.versionOf(await this.mustGet(id)), options, true);
+      if (next.id !== id) throw new QuantixError("internal", `${this.kind.name} update changed the id`);
+      const plan = planWrite(this.any, "update", next, current, { actor: options?.actor, nowMs: this.c.clock.now() })!;
+      const revision = await this.write(plan, current.resourceVersion);
+      if (revision !== undefined) return this.withVersion(plan.object as T, revision);
     }
+    // Others keep writing this object between our read and our write: take the lock.
+    const [stored] = await this.c.lockedCommit([{ op: "update", kind: this.any, object: { id, resourceVersion: options?.expectedVersion ?? 0n }, base: options?.expectedVersion, mutate: mutate as (c: Resource) => Resource | undefined }], options?.actor);
+    return stored as T;
   }
 
-  async delete(id: string, check?: (current: MessageShape<S>) => void, options?: WriteOptions): Promise<MessageShape<S>> {
-    for (let attempt = 0; ; attempt++) {
+  async delete(id: string, check?: (current: T) => void, options?: WriteOptions): Promise<T> {
+    for (let attempt = 1; attempt <= OPTIMISTIC_ATTEMPTS; attempt++) {
       const current = await this.mustGet(id);
-      const version = this.versionOf(current);
-      this.checkVersion(id, version, options);
-      check?.(clone(this.spec.schema, current));
-      const revision = await this.write(
-        `row AS (DELETE FROM ${this.spec.table} USING rev WHERE id = $1 AND resource_version = $2 RETURNING rev.revision)`,
-        [id, version, this.encode(current)],
-        "DELETED",
-        "$3",
-        ["NULL", "NULL"],
-        current,
-      );
-      const last = revision === undefined ? undefined : this.withVersion(current, revision);
-      if (last) return last;
-      if (options?.expectedVersion || attempt >= MAX_RETRIES) this.checkVersion(id, this.versionOf(await this.mustGet(id)), options, true);
+      checkBase(this.any, current, options?.expectedVersion);
+      check?.(this.copy(current));
+      const plan = planWrite(this.any, "delete", this.copy(current), current, { actor: options?.actor, nowMs: this.c.clock.now() });
+      if (!plan) return current;
+      const revision = await this.write(plan, current.resourceVersion);
+      if (revision !== undefined) return this.withVersion(plan.object as T, revision);
     }
+    const [stored] = await this.c.lockedCommit(
+      [{ op: "delete", kind: this.any, object: { id, resourceVersion: options?.expectedVersion ?? 0n }, base: options?.expectedVersion, mutate: (cur) => (check?.(this.copy(cur as T)), cur) }],
+      options?.actor,
+    );
+    return stored as T;
   }
 
-  watch(fromRevision: bigint, signal: AbortSignal): AsyncIterable<WatchEvent<MessageShape<S>>> {
-    return new PushIterable<WatchEvent<MessageShape<S>>>((sink) => {
+  watch(fromRevision: bigint, signal: AbortSignal): AsyncIterable<WatchEvent<T>> {
+    return new PushIterable<WatchEvent<T>>((sink) => {
       let unsubscribe: (() => void) | undefined;
       let done = signal.aborted;
       const onAbort = () => {
@@ -165,7 +151,7 @@ export class SqlCollection<S extends DescMessage, Q> implements Repository<Messa
       signal.addEventListener("abort", onAbort, { once: true });
       void (async () => {
         try {
-          await this.tailer.syncFrom(fromRevision);
+          await this.c.tailer.syncFrom(fromRevision);
           let cursor = fromRevision;
           // History older than the hub's is read from the table, a page at a time.
           while (!done && cursor < this.hub.oldestResumable) {
@@ -189,18 +175,115 @@ export class SqlCollection<S extends DescMessage, Q> implements Repository<Messa
     }, this.hub.maxBacklog);
   }
 
+  /** A private, changeable copy of an object. */
+  copy(o: T): T {
+    return clone(this.kind.schema, o as never) as unknown as T;
+  }
+
+  /**
+   * Stored bytes carry no resource_version (it is only known inside the writing
+   * statement): it lives in its own column, and in the change's revision.
+   */
+  encode(o: Resource): Uint8Array {
+    const copy = clone(this.kind.schema, o as never) as unknown as Resource;
+    copy.resourceVersion = 0n;
+    return toBinary(this.kind.schema, copy as never);
+  }
+
+  decode(data: Uint8Array, version: bigint): T {
+    const o = fromBinary(this.kind.schema, data) as unknown as T;
+    o.resourceVersion = version;
+    return deepFreeze(o);
+  }
+
+  /** A frozen copy of `o` at `revision`. */
+  withVersion(o: T, revision: bigint): T {
+    const copy = this.copy(o);
+    copy.resourceVersion = revision;
+    return deepFreeze(copy);
+  }
+
+  /** SQL conditions of a query's filter, adding their parameters to `params` ($n placeholders). */
+  private conditions(q: Query, params: Param[]): string[] {
+    const out: string[] = [];
+    for (const name in q.where ?? {}) {
+      const f = fieldOf(this.kind, name);
+      const want = q.where![name]!;
+      if (Array.isArray(want)) out.push(`${f.column} = ANY($${params.push(want as (string | number)[])}::${sqlType(f.type)}[])`);
+      else out.push(`${f.column} = $${params.push(want as Param)}`);
+    }
+    if (q.labels && Object.keys(q.labels).length > 0) {
+      // labels @> {...} (all must match), served by the GIN index.
+      if (!this.kind.labels) out.push("false");
+      else out.push(`labels @> $${params.push(JSON.stringify(q.labels))}::jsonb`);
+    }
+    return out;
+  }
+
+  /**
+   * Runs one planned write as a single statement (one round trip, atomic): `rev` takes the
+   * next revision from quantix_meta, locking it until commit, so revisions commit in
+   * order; `row` writes the object, conditionally on `base` for an existing one, and
+   * returns the revision when it matched; the change is appended to the history and
+   * notified. When the row did not match (a conflict), the statement divides by zero on
+   * purpose so that it rolls back whole and no revision is used: resolves to undefined.
+   */
+  private async write(plan: PlannedWrite, base: bigint | undefined): Promise<bigint | undefined> {
+    const t = this.kind.table;
+    const params: Param[] = [];
+    const $ = (v: Param) => `$${params.push(v)}`;
+    let rowCte: string;
+    let dataRef: string;
+    let previous = ["NULL", "NULL"];
+    if (plan.type === "ADDED") {
+      const cols = { id: plan.object.id, ...columnsOf(this.any, plan.object) };
+      const values = Object.values(cols).map((v) => $(v));
+      dataRef = $(this.encode(plan.object));
+      rowCte = `row AS (INSERT INTO ${t} (${Object.keys(cols).join(", ")}, resource_version, data)
+         SELECT ${values.join(", ")}, rev.revision, ${dataRef} FROM rev RETURNING resource_version AS revision)`;
+    } else if (plan.type === "MODIFIED") {
+      const cols = columnsOf(this.any, plan.object);
+      const sets = Object.entries(cols).map(([c, v]) => `${c} = ${$(v)}`);
+      dataRef = $(this.encode(plan.object));
+      const version = $(base!);
+      rowCte = `row AS (UPDATE ${t} SET ${sets.join(", ")}, resource_version = rev.revision, data = ${dataRef}
+         FROM rev WHERE id = ${$(plan.object.id)} AND resource_version = ${version} RETURNING rev.revision)`;
+      previous = [$(this.encode(plan.previous!)), `${version}::bigint`];
+    } else {
+      rowCte = `row AS (DELETE FROM ${t} USING rev WHERE id = ${$(plan.object.id)} AND resource_version = ${$(base!)} RETURNING rev.revision)`;
+      dataRef = $(this.encode(plan.object));
+    }
+    const sql = `WITH rev AS (UPDATE quantix_meta SET revision = revision + 1 WHERE id = 1 RETURNING revision),
+      ${rowCte},
+      chg AS (INSERT INTO quantix_changes (revision, kind, type, data, previous, previous_version)
+              SELECT revision, ${$(this.kind.name)}, ${$(plan.type)}, ${dataRef}, ${previous[0]}, ${previous[1]} FROM row)
+      SELECT (SELECT revision FROM row) AS revision,
+             1 / (SELECT count(*)::int FROM row) AS matched,
+             pg_notify(${$(CHANGES_CHANNEL)}, (SELECT revision FROM row)::text) AS notified`;
+    let revision: bigint;
+    try {
+      const { rows } = await this.c.db.query<{ revision: unknown }>(sql, params);
+      revision = big(rows[0]!.revision);
+    } catch (err) {
+      if ((err as { code?: string }).code === "22012") return undefined;
+      throw translateSqlError(this.any, err, plan.object);
+    }
+    await this.c.compactor.afterWrite();
+    return revision;
+  }
+
   /** Changes of this kind in (after, through], at most HISTORY_PAGE; OUT_OF_RANGE if compacted. */
-  private async history(after: bigint, through: bigint): Promise<WatchEvent<MessageShape<S>>[]> {
-    return this.db.transaction(
+  private async history(after: bigint, through: bigint): Promise<WatchEvent<T>[]> {
+    return this.c.db.transaction(
       async (tx) => {
         const meta = await tx.query<{ compacted_revision: unknown }>("SELECT compacted_revision FROM quantix_meta WHERE id = 1");
         const compacted = big(meta.rows[0]?.compacted_revision ?? 0);
         if (after < compacted) {
-          throw new QuantixError("out_of_range", `${this.spec.kind} watch: revision ${after} has been compacted (history starts after ${compacted}); list again and watch from the list's resource_version`);
+          throw new QuantixError("out_of_range", `${this.kind.name} watch: revision ${after} has been compacted (history starts after ${compacted}); list again and watch from the list's resource_version`);
         }
         const { rows } = await tx.query<{ revision: unknown; type: string; data: Uint8Array; previous: Uint8Array | null; previous_version: unknown }>(
           "SELECT revision, type, data, previous, previous_version FROM quantix_changes WHERE kind = $1 AND revision > $2 AND revision <= $3 ORDER BY revision LIMIT $4",
-          [this.spec.kind, after, through, HISTORY_PAGE],
+          [this.kind.name, after, through, HISTORY_PAGE],
         );
         return rows.map((r) => ({
           type: r.type as "ADDED" | "MODIFIED" | "DELETED",
@@ -213,91 +296,21 @@ export class SqlCollection<S extends DescMessage, Q> implements Repository<Messa
     );
   }
 
-  /**
-   * Runs one write as a single statement (one round trip, atomic): `rev` takes the next
-   * revision from quantix_meta, locking it until commit, so revisions commit in order;
-   * `rowCte` writes the object conditionally and returns the revision when it matched;
-   * the change is appended to the history and notified. When the row did not match (a
-   * conflict), the statement divides by zero on purpose so that it rolls back whole and
-   * no revision is used: resolves to undefined.
-   */
-  private async write(
-    rowCte: string,
-    params: Param[],
-    type: "ADDED" | "MODIFIED" | "DELETED",
-    dataRef: string,
-    [previousRef, previousVersionRef]: [string, string],
-    subject: MessageShape<S>,
-  ): Promise<bigint | undefined> {
-    const p = params.length;
-    const sql = `WITH rev AS (UPDATE quantix_meta SET revision = revision + 1 WHERE id = 1 RETURNING revision),
-      ${rowCte},
-      chg AS (INSERT INTO quantix_changes (revision, kind, type, data, previous, previous_version)
-              SELECT revision, $${p + 1}, $${p + 2}, ${dataRef}, ${previousRef}, ${previousVersionRef} FROM row)
-      SELECT (SELECT revision FROM row) AS revision,
-             1 / (SELECT count(*)::int FROM row) AS matched,
-             pg_notify($${p + 3}, (SELECT revision FROM row)::text) AS notified`;
-    let revision: bigint;
-    try {
-      const { rows } = await this.db.query<{ revision: unknown }>(sql, [...params, this.spec.kind, type, CHANGES_CHANNEL]);
-      revision = big(rows[0]!.revision);
-    } catch (err) {
-      if ((err as { code?: string }).code === "22012") return undefined;
-      throw this.translate(err, subject);
-    }
-    await this.compactor.afterWrite();
-    return revision;
-  }
-
-  private translate(err: unknown, subject: MessageShape<S>): unknown {
-    const e = err as { code?: string; constraint?: string };
-    if (e.code === "23505") {
-      if (e.constraint === this.spec.uniqueConstraint) return new QuantixError("already_exists", this.spec.describeClash(subject));
-      return new QuantixError("already_exists", `${this.spec.kind} '${this.spec.id(subject)}' already exists`);
-    }
-    return err;
-  }
-
-  /**
-   * Stored bytes carry no resource_version (it is only known inside the writing
-   * statement): it lives in its own column, and in the change's revision.
-   */
-  private encode(o: MessageShape<S>): Uint8Array {
-    const copy = clone(this.spec.schema, o);
-    (copy as unknown as Versioned).resourceVersion = 0n;
-    return toBinary(this.spec.schema, copy);
-  }
-
-  private decode(data: Uint8Array, version: bigint): MessageShape<S> {
-    const o = fromBinary(this.spec.schema, data);
-    (o as unknown as Versioned).resourceVersion = version;
-    return deepFreeze(o);
-  }
-
-  /** A frozen copy of `o` at `revision`. */
-  private withVersion(o: MessageShape<S>, revision: bigint): MessageShape<S> {
-    const copy = clone(this.spec.schema, o);
-    (copy as unknown as Versioned).resourceVersion = revision;
-    return deepFreeze(copy);
-  }
-
-  private versionOf(o: MessageShape<S>): bigint {
-    return (o as unknown as Versioned).resourceVersion;
-  }
-
-  private async mustGet(id: string): Promise<MessageShape<S>> {
+  private async mustGet(id: string): Promise<T> {
     const o = await this.get(id);
-    if (!o) throw notFound(this.spec.kind, id);
+    if (!o) throw notFound(this.kind.name, id);
     return o;
   }
+}
 
-  private checkVersion(id: string, actual: bigint, options?: WriteOptions, conflicted = false): void {
-    const expected = options?.expectedVersion;
-    if (expected !== undefined && expected !== 0n && expected !== actual) {
-      throw new QuantixError("aborted", `${this.spec.kind} '${id}' was changed: resource_version is ${actual}, not ${expected}; read it again and retry`);
-    }
-    if (conflicted) throw new QuantixError("aborted", `${this.spec.kind} '${id}' is being changed by others; read it again and retry`);
+/** A unique violation as ALREADY_EXISTS in the kind's words; anything else unchanged. */
+export function translateSqlError(kind: Kind<Resource>, err: unknown, subject: Resource): unknown {
+  const e = err as { code?: string; constraint?: string };
+  if (e.code === "23505") {
+    if (kind.unique && e.constraint === `${kind.table}_unique_key`) return new QuantixError("already_exists", kind.unique.describe(subject));
+    return new QuantixError("already_exists", `${kind.name} '${subject.id}' already exists`);
   }
+  return err;
 }
 
 /** Rows of history read per query when a watcher resumes from before the hub's history. */

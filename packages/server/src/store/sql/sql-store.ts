@@ -1,14 +1,16 @@
-import { NodeSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
-import { VirtualMachineSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { type NodeQuery, type Store, type StoreHealth, type VmQuery } from "@quantix/core";
+import { ALL_KINDS, QuantixError, systemClock, type Clock, type Kind, type Resource, type Store, type StoreHealth, type Transaction, type TxOp, type WriteOptions } from "@quantix/core";
+import { runTransaction } from "../transaction.js";
 import type { WatchHubLimits } from "../watch-hub.js";
 import { ChangeTailer } from "./change-tailer.js";
 import { Compactor } from "./compactor.js";
+import { lockedCommit, type LockedOp } from "./locked-commit.js";
 import { SqlCollection } from "./sql-collection.js";
-import { big, type Param, type SqlDriver } from "./sql-driver.js";
+import { big, type SqlDriver } from "./sql-driver.js";
 
 /** Tuning of a SQL store. */
 export interface SqlStoreOptions {
+  /** The kinds it keeps, each in its table (migrations.ts); default: every kind (ALL_KINDS). */
+  readonly kinds?: readonly Kind<Resource>[];
   /** Revisions of change history kept for resuming watchers (and, per kind, in memory). */
   readonly historyRevisions: number;
   /** Undelivered changes a slow watcher may accumulate. */
@@ -18,29 +20,20 @@ export interface SqlStoreOptions {
   readonly onError: (err: unknown) => void;
   /** Called once the store has closed its database (the embedded store releases its directory's lock). */
   readonly onClosed?: () => void;
-}
-
-function tsMillis(ts: { seconds: bigint; nanos: number } | undefined): number {
-  return ts ? Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1e6) : 0;
-}
-
-/** `labels @> {...}` (all must match), served by the GIN index. */
-function labelCondition(labels: Readonly<Record<string, string>> | undefined, params: Param[]): string[] {
-  if (!labels || Object.keys(labels).length === 0) return [];
-  params.push(JSON.stringify(labels));
-  return [`labels @> $${params.length}::jsonb`];
+  readonly clock?: Clock;
 }
 
 /**
- * The durable Store: VMs and nodes in SQL tables, one revision sequence, a change history
- * followed by a tailer that feeds the same in-memory watch hubs the memory store uses. The
- * embedded (PGlite) and PostgreSQL engines share it through SqlDriver.
+ * The durable Store: each kind in its SQL table (described by its declaration), one
+ * revision sequence, a change history followed by a tailer that feeds the same in-memory
+ * watch hubs the memory store uses. The embedded (PGlite) and PostgreSQL engines share it
+ * through SqlDriver.
  */
 export class SqlStore implements Store {
-  readonly vms: SqlCollection<typeof VirtualMachineSchema, VmQuery>;
-  readonly nodes: SqlCollection<typeof NodeSchema, NodeQuery>;
   private readonly tailer: ChangeTailer;
   readonly compactor: Compactor;
+  private readonly collections = new Map<Kind<Resource>, SqlCollection<Resource>>();
+  private readonly clock: Clock;
 
   private constructor(
     readonly driver: SqlDriver,
@@ -48,69 +41,18 @@ export class SqlStore implements Store {
     private readonly options: SqlStoreOptions,
   ) {
     const limits: WatchHubLimits = { historySize: options.historyRevisions, maxBacklog: options.maxBacklog };
+    this.clock = options.clock ?? systemClock;
     this.tailer = new ChangeTailer(driver, startRevision, options.pollMs, options.onError);
     this.compactor = new Compactor(driver, options.historyRevisions);
-    this.vms = new SqlCollection(
-      {
-        kind: "VM",
-        table: "quantix_vms",
-        schema: VirtualMachineSchema,
-        id: (vm) => vm.id,
-        uniqueConstraint: "quantix_vms_project_name",
-        describeClash: (vm) => `a VM named '${vm.name}' already exists in project '${vm.projectId}'`,
-        columns: (vm) => ({
-          project_id: vm.projectId,
-          name: vm.name,
-          labels: JSON.stringify(vm.labels),
-          state: vm.status?.state ?? 0,
-          node_id: vm.status?.nodeId ?? "",
-          created_ms: tsMillis(vm.createdAt),
-        }),
-        where: (q, params) => {
-          const c: string[] = [];
-          if (q.projectId) c.push(`project_id = $${params.push(q.projectId)}`);
-          if (q.nodeId) c.push(`node_id = $${params.push(q.nodeId)}`);
-          if (q.states && q.states.length > 0) c.push(`state = ANY($${params.push(q.states.map(Number))}::int[])`);
-          return [...c, ...labelCondition(q.labels, params)];
-        },
-        orderColumn: (field) => (field === "name" ? { column: "name", type: "text" } : { column: "created_ms", type: "bigint" }),
-        pageOf: (q) => q,
-      },
-      driver,
-      this.tailer,
-      this.compactor,
+    const context = {
+      db: driver,
+      tailer: this.tailer,
+      compactor: this.compactor,
+      clock: this.clock,
       limits,
-    );
-    this.nodes = new SqlCollection(
-      {
-        kind: "node",
-        table: "quantix_nodes",
-        schema: NodeSchema,
-        id: (n) => n.id,
-        uniqueConstraint: "quantix_nodes_hostname",
-        describeClash: (n) => `a node with hostname '${n.hostname}' is already registered`,
-        columns: (n) => ({
-          hostname: n.hostname,
-          labels: JSON.stringify(n.labels),
-          phase: n.status?.phase ?? 0,
-          schedulable: n.spec?.schedulable ?? false,
-          created_ms: tsMillis(n.createdAt),
-        }),
-        where: (q, params) => {
-          const c: string[] = [];
-          if (q.hostname !== undefined) c.push(`hostname = $${params.push(q.hostname)}`);
-          if (q.schedulableOnly) c.push("schedulable");
-          if (q.phases && q.phases.length > 0) c.push(`phase = ANY($${params.push(q.phases.map(Number))}::int[])`);
-          return [...c, ...labelCondition(q.labels, params)];
-        },
-        orderColumn: (field) => (field === "hostname" ? { column: "hostname", type: "text" } : { column: "created_ms", type: "bigint" }),
-        pageOf: (q) => q,
-      },
-      driver,
-      this.tailer,
-      this.compactor,
-      limits,
-    );
+      lockedCommit: (ops: LockedOp[], actor: string | undefined) => this.locked(ops, actor),
+    };
+    for (const kind of options.kinds ?? ALL_KINDS) this.collections.set(kind, new SqlCollection(kind, context));
   }
 
   /** Opens a store on a migrated database and starts following its changes. */
@@ -119,6 +61,23 @@ export class SqlStore implements Store {
     const store = new SqlStore(driver, big(rows[0]?.revision ?? 0), options);
     await store.tailer.start();
     return store;
+  }
+
+  of<T extends Resource>(kind: Kind<T>): SqlCollection<T> {
+    const c = this.collections.get(kind as unknown as Kind<Resource>);
+    if (!c) throw new QuantixError("internal", `kind ${kind.name} is not registered with this store`);
+    return c as unknown as SqlCollection<T>;
+  }
+
+  commit(ops: readonly TxOp[], options?: Pick<WriteOptions, "actor">): Promise<Resource[]> {
+    return this.locked(
+      ops.map((o) => ({ op: o.op, kind: o.kind, object: o.object, base: o.op === "create" ? undefined : o.object.resourceVersion })),
+      options?.actor,
+    );
+  }
+
+  transact<R>(fn: (tx: Transaction) => Promise<R>, options?: Pick<WriteOptions, "actor">): Promise<{ result: R; written: Resource[] }> {
+    return runTransaction(this, fn, options);
   }
 
   async revision(): Promise<bigint> {
@@ -156,5 +115,11 @@ export class SqlStore implements Store {
     await this.tailer.stop();
     await this.driver.close();
     this.options.onClosed?.();
+  }
+
+  private async locked(ops: readonly LockedOp[], actor: string | undefined): Promise<Resource[]> {
+    const out = await lockedCommit(this.driver, (k) => this.of(k) as SqlCollection<Resource>, ops, actor, this.clock);
+    for (let i = 0; i < ops.length; i++) await this.compactor.afterWrite();
+    return out;
   }
 }

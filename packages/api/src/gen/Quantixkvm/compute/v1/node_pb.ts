@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file Quantixkvm/compute/v1/node.proto.
  */
 export const file_Quantixkvm_compute_v1_node: GenFile = /*@__PURE__*/
-  fileDesc("CiBRdWFudGl4a3ZtL2NvbXB1dGUvdjEvbm9kZS5wcm90bxIVUXVhbnRpeGt2bS5jb21wdXRlLnYxIv8CCgROb2RlEgoKAmlkGAEgASgJEhAKCGhvc3RuYW1lGAIgASgJEhUKDW1hbmFnZW1lbnRfaXAYAyABKAkSNwoGbGFiZWxzGAQgAygLMicuUXVhbnRpeGt2bS5jb21wdXRlLnYxLk5vZGUuTGFiZWxzRW50cnkSLQoEc3BlYxgFIAEoCzIfLlF1YW50aXhrdm0uY29tcHV0ZS52MS5Ob2RlU3BlYxIxCgZzdGF0dXMYBiABKAsyIS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuTm9kZVN0YXR1cxIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChByZXNvdXJjZV92ZXJzaW9uGAkgASgEGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEingMKCE5vZGVTcGVjEisKA2NwdRgBIAEoCzIeLlF1YW50aXhrdm0uY29tcHV0ZS52MS5DcHVJbmZvEjEKBm1lbW9yeRgCIAEoCzIhLlF1YW50aXhrdm0uY29tcHV0ZS52MS5NZW1vcnlJbmZvEjUKB3N0b3JhZ2UYAyADKAsyJC5RdWFudGl4a3ZtLmNvbXB1dGUudjEuU3RvcmFnZURldmljZRI1CgduZXR3b3JrGAQgAygLMiQuUXVhbnRpeGt2bS5jb21wdXRlLnYxLk5ldHdvcmtEZXZpY2USFgoOYWdlbnRfZW5kcG9pbnQYBSABKAkSEwoLc2NoZWR1bGFibGUYBiABKAgSLAoGdGFpbnRzGAcgAygLMhwuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlRhaW50EjUKCm92ZXJjb21taXQYCCABKAsyIS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuT3ZlcmNvbW1pdBIyCghyZXNlcnZlZBgJIAEoCzIgLlF1YW50aXhrdm0uY29tcHV0ZS52MS5SZXNvdXJjZXMinAEKB0NwdUluZm8SDQoFbW9kZWwYASABKAkSDwoHc29ja2V0cxgCIAEoBRIYChBjb3Jlc19wZXJfc29ja2V0GAMgASgFEhgKEHRocmVhZHNfcGVyX2NvcmUYBCABKAUSFAoMbG9naWNhbF9jcHVzGAUgASgFEhUKDWZyZXF1ZW5jeV9taHoYBiABKAUSEAoIZmVhdHVyZXMYByADKAkiNgoKTWVtb3J5SW5mbxIRCgl0b3RhbF9taWIYASABKAQSFQoNaHVnZXBhZ2VzX21pYhgCIAEoBCJMCg1TdG9yYWdlRGV2aWNlEgwKBG5hbWUYASABKAkSDQoFbW9kZWwYAiABKAkSEAoIc2l6ZV9naWIYAyABKAQSDAoEdHlwZRgEIAEoCSJTCg1OZXR3b3JrRGV2aWNlEgwKBG5hbWUYASABKAkSEwoLbWFjX2FkZHJlc3MYAiABKAkSEgoKc3BlZWRfbWJwcxgDIAEoBRILCgNtdHUYBCABKAUiVwoFVGFpbnQSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJEjIKBmVmZmVjdBgDIAEoDjIiLlF1YW50aXhrdm0uY29tcHV0ZS52MS5UYWludEVmZmVjdCI1CgpPdmVyY29tbWl0EhEKCWNwdV9yYXRpbxgBIAEoARIUCgxtZW1vcnlfcmF0aW8YAiABKAEiRwoJUmVzb3VyY2VzEhEKCWNwdV9jb3JlcxgBIAEoBRISCgptZW1vcnlfbWliGAIgASgEEhMKC3N0b3JhZ2VfZ2liGAMgASgEIloKDkh5cGVydmlzb3JJbmZvEgwKBHR5cGUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRITCgthY2NlbGVyYXRvchgDIAEoCRIUCgxjYXBhYmlsaXRpZXMYBCADKAkiyQQKCk5vZGVTdGF0dXMSNgoFcGhhc2UYASABKA4yJy5RdWFudGl4a3ZtLmNvbXB1dGUudjEuTm9kZVN0YXR1cy5QaGFzZRIzCgpjb25kaXRpb25zGAIgAygLMh8uUXVhbnRpeGt2bS5jb21tb24udjEuQ29uZGl0aW9uEjIKCGNhcGFjaXR5GAMgASgLMiAuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlJlc291cmNlcxI1CgthbGxvY2F0YWJsZRgEIAEoCzIgLlF1YW50aXhrdm0uY29tcHV0ZS52MS5SZXNvdXJjZXMSMwoJYWxsb2NhdGVkGAUgASgLMiAuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlJlc291cmNlcxIOCgZ2bV9pZHMYBiADKAkSOQoKaHlwZXJ2aXNvchgHIAEoCzIlLlF1YW50aXhrdm0uY29tcHV0ZS52MS5IeXBlcnZpc29ySW5mbxIyCg5sYXN0X2hlYXJ0YmVhdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNYWdlbnRfdmVyc2lvbhgJIAEoCRIvCgV1c2FnZRgKIAEoCzIgLlF1YW50aXhrdm0uY29tcHV0ZS52MS5Ob2RlVXNhZ2UiZwoFUGhhc2USCwoHVU5LTk9XThAAEgsKB1BFTkRJTkcQARIJCgVSRUFEWRACEg0KCU5PVF9SRUFEWRADEg8KC01BSU5URU5BTkNFEAQSDAoIRFJBSU5JTkcQBRILCgdPRkZMSU5FEAYiogIKCU5vZGVVc2FnZRIZChFjcHVfdXNhZ2VfcGVyY2VudBgBIAEoARIXCg9tZW1vcnlfdXNlZF9taWIYAiABKAQSFwoPbG9hZF9hdmVyYWdlXzFtGAMgASgBEhcKD2xvYWRfYXZlcmFnZV81bRgEIAEoARIYChBsb2FkX2F2ZXJhZ2VfMTVtGAUgASgBEhgKEG1lbW9yeV90b3RhbF9taWIYBiABKAQSFwoPZGlza19yZWFkX2J5dGVzGAcgASgEEhgKEGRpc2tfd3JpdGVfYnl0ZXMYCCABKAQSGAoQbmV0d29ya19yeF9ieXRlcxgJIAEoBBIYChBuZXR3b3JrX3R4X2J5dGVzGAogASgEEhQKDG5vdF9tZWFzdXJlZBgLIAMoCWIGcHJvdG8z", [file_Quantixkvm_common_v1_common, file_Quantixkvm_compute_v1_vm, file_google_protobuf_timestamp]);
+  fileDesc("CiBRdWFudGl4a3ZtL2NvbXB1dGUvdjEvbm9kZS5wcm90bxIVUXVhbnRpeGt2bS5jb21wdXRlLnYxIv8CCgROb2RlEgoKAmlkGAEgASgJEhAKCGhvc3RuYW1lGAIgASgJEhUKDW1hbmFnZW1lbnRfaXAYAyABKAkSNwoGbGFiZWxzGAQgAygLMicuUXVhbnRpeGt2bS5jb21wdXRlLnYxLk5vZGUuTGFiZWxzRW50cnkSLQoEc3BlYxgFIAEoCzIfLlF1YW50aXhrdm0uY29tcHV0ZS52MS5Ob2RlU3BlYxIxCgZzdGF0dXMYBiABKAsyIS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuTm9kZVN0YXR1cxIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChByZXNvdXJjZV92ZXJzaW9uGAkgASgEGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi0gMKCE5vZGVTcGVjEisKA2NwdRgBIAEoCzIeLlF1YW50aXhrdm0uY29tcHV0ZS52MS5DcHVJbmZvEjEKBm1lbW9yeRgCIAEoCzIhLlF1YW50aXhrdm0uY29tcHV0ZS52MS5NZW1vcnlJbmZvEjUKB3N0b3JhZ2UYAyADKAsyJC5RdWFudGl4a3ZtLmNvbXB1dGUudjEuU3RvcmFnZURldmljZRI1CgduZXR3b3JrGAQgAygLMiQuUXVhbnRpeGt2bS5jb21wdXRlLnYxLk5ldHdvcmtEZXZpY2USFgoOYWdlbnRfZW5kcG9pbnQYBSABKAkSEwoLc2NoZWR1bGFibGUYBiABKAgSLAoGdGFpbnRzGAcgAygLMhwuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlRhaW50EjUKCm92ZXJjb21taXQYCCABKAsyIS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuT3ZlcmNvbW1pdBIyCghyZXNlcnZlZBgJIAEoCzIgLlF1YW50aXhrdm0uY29tcHV0ZS52MS5SZXNvdXJjZXMSMgoFZHJhaW4YCiABKAsyIy5RdWFudGl4a3ZtLmNvbXB1dGUudjEuRHJhaW5SZXF1ZXN0InQKDERyYWluUmVxdWVzdBIQCghzZXF1ZW5jZRgBIAEoBBIYChBncmFjZV9wZXJpb2Rfc2VjGAIgASgFEg0KBWZvcmNlGAMgASgIEhYKDnRhcmdldF9ub2RlX2lkGAQgASgJEhEKCWNhbmNlbGxlZBgFIAEoCCKcAQoHQ3B1SW5mbxINCgVtb2RlbBgBIAEoCRIPCgdzb2NrZXRzGAIgASgFEhgKEGNvcmVzX3Blcl9zb2NrZXQYAyABKAUSGAoQdGhyZWFkc19wZXJfY29yZRgEIAEoBRIUCgxsb2dpY2FsX2NwdXMYBSABKAUSFQoNZnJlcXVlbmN5X21oehgGIAEoBRIQCghmZWF0dXJlcxgHIAMoCSI2CgpNZW1vcnlJbmZvEhEKCXRvdGFsX21pYhgBIAEoBBIVCg1odWdlcGFnZXNfbWliGAIgASgEIkwKDVN0b3JhZ2VEZXZpY2USDAoEbmFtZRgBIAEoCRINCgVtb2RlbBgCIAEoCRIQCghzaXplX2dpYhgDIAEoBBIMCgR0eXBlGAQgASgJIlMKDU5ldHdvcmtEZXZpY2USDAoEbmFtZRgBIAEoCRITCgttYWNfYWRkcmVzcxgCIAEoCRISCgpzcGVlZF9tYnBzGAMgASgFEgsKA210dRgEIAEoBSJXCgVUYWludBILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAkSMgoGZWZmZWN0GAMgASgOMiIuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlRhaW50RWZmZWN0IjUKCk92ZXJjb21taXQSEQoJY3B1X3JhdGlvGAEgASgBEhQKDG1lbW9yeV9yYXRpbxgCIAEoASJHCglSZXNvdXJjZXMSEQoJY3B1X2NvcmVzGAEgASgFEhIKCm1lbW9yeV9taWIYAiABKAQSEwoLc3RvcmFnZV9naWIYAyABKAQiWgoOSHlwZXJ2aXNvckluZm8SDAoEdHlwZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEhMKC2FjY2VsZXJhdG9yGAMgASgJEhQKDGNhcGFiaWxpdGllcxgEIAMoCSL8BAoKTm9kZVN0YXR1cxI2CgVwaGFzZRgBIAEoDjInLlF1YW50aXhrdm0uY29tcHV0ZS52MS5Ob2RlU3RhdHVzLlBoYXNlEjMKCmNvbmRpdGlvbnMYAiADKAsyHy5RdWFudGl4a3ZtLmNvbW1vbi52MS5Db25kaXRpb24SMgoIY2FwYWNpdHkYAyABKAsyIC5RdWFudGl4a3ZtLmNvbXB1dGUudjEuUmVzb3VyY2VzEjUKC2FsbG9jYXRhYmxlGAQgASgLMiAuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlJlc291cmNlcxIzCglhbGxvY2F0ZWQYBSABKAsyIC5RdWFudGl4a3ZtLmNvbXB1dGUudjEuUmVzb3VyY2VzEg4KBnZtX2lkcxgGIAMoCRI5CgpoeXBlcnZpc29yGAcgASgLMiUuUXVhbnRpeGt2bS5jb21wdXRlLnYxLkh5cGVydmlzb3JJbmZvEjIKDmxhc3RfaGVhcnRiZWF0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1hZ2VudF92ZXJzaW9uGAkgASgJEi8KBXVzYWdlGAogASgLMiAuUXVhbnRpeGt2bS5jb21wdXRlLnYxLk5vZGVVc2FnZRIxCgVkcmFpbhgLIAEoCzIiLlF1YW50aXhrdm0uY29tcHV0ZS52MS5EcmFpblN0YXR1cyJnCgVQaGFzZRILCgdVTktOT1dOEAASCwoHUEVORElORxABEgkKBVJFQURZEAISDQoJTk9UX1JFQURZEAMSDwoLTUFJTlRFTkFOQ0UQBBIMCghEUkFJTklORxAFEgsKB09GRkxJTkUQBiK6AgoLRHJhaW5TdGF0dXMSEAoIc2VxdWVuY2UYASABKAQSNwoFcGhhc2UYAiABKA4yKC5RdWFudGl4a3ZtLmNvbXB1dGUudjEuRHJhaW5TdGF0dXMuUGhhc2USFwoPbWlncmF0ZWRfdm1faWRzGAMgAygJEhYKDnN0b3BwZWRfdm1faWRzGAQgAygJEjcKCGZhaWx1cmVzGAUgAygLMiUuUXVhbnRpeGt2bS5jb21wdXRlLnYxLkRyYWluVm1GYWlsdXJlEhgKEHJlbWFpbmluZ192bV9pZHMYBiADKAkiXAoFUGhhc2USFQoRUEhBU0VfVU5TUEVDSUZJRUQQABIRCg1QSEFTRV9SVU5OSU5HEAESEwoPUEhBU0VfQ09NUExFVEVEEAISFAoQUEhBU0VfSU5DT01QTEVURRADIi8KDkRyYWluVm1GYWlsdXJlEg0KBXZtX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSKiAgoJTm9kZVVzYWdlEhkKEWNwdV91c2FnZV9wZXJjZW50GAEgASgBEhcKD21lbW9yeV91c2VkX21pYhgCIAEoBBIXCg9sb2FkX2F2ZXJhZ2VfMW0YAyABKAESFwoPbG9hZF9hdmVyYWdlXzVtGAQgASgBEhgKEGxvYWRfYXZlcmFnZV8xNW0YBSABKAESGAoQbWVtb3J5X3RvdGFsX21pYhgGIAEoBBIXCg9kaXNrX3JlYWRfYnl0ZXMYByABKAQSGAoQZGlza193cml0ZV9ieXRlcxgIIAEoBBIYChBuZXR3b3JrX3J4X2J5dGVzGAkgASgEEhgKEG5ldHdvcmtfdHhfYnl0ZXMYCiABKAQSFAoMbm90X21lYXN1cmVkGAsgAygJYgZwcm90bzM", [file_Quantixkvm_common_v1_common, file_Quantixkvm_compute_v1_vm, file_google_protobuf_timestamp]);
 
 /**
  * A hypervisor host. Its agent registers it (RegisterNode) and heartbeats; users
@@ -164,6 +164,14 @@ export type NodeSpec = Message<"Quantixkvm.compute.v1.NodeSpec"> & {
    * @generated from field: Quantixkvm.compute.v1.Resources reserved = 9;
    */
   reserved?: Resources | undefined;
+
+  /**
+   * A drain asked for by DrainNode; the drain controller moves the node's VMs off and
+   * reports in status.drain. Cleared by EnableNode.
+   *
+   * @generated from field: Quantixkvm.compute.v1.DrainRequest drain = 10;
+   */
+  drain?: DrainRequest | undefined;
 };
 
 /**
@@ -172,6 +180,55 @@ export type NodeSpec = Message<"Quantixkvm.compute.v1.NodeSpec"> & {
  */
 export const NodeSpecSchema: GenMessage<NodeSpec> = /*@__PURE__*/
   messageDesc(file_Quantixkvm_compute_v1_node, 1);
+
+/**
+ * A drain of a node's VMs, asked for by DrainNode.
+ *
+ * @generated from message Quantixkvm.compute.v1.DrainRequest
+ */
+export type DrainRequest = Message<"Quantixkvm.compute.v1.DrainRequest"> & {
+  /**
+   * Incremented by every DrainNode; status.drain.sequence says which drain the status reports.
+   *
+   * @generated from field: uint64 sequence = 1;
+   */
+  sequence: bigint;
+
+  /**
+   * How long a VM that cannot move is given to shut down before it is powered off (force only), 0-3600; 0 means 60.
+   *
+   * @generated from field: int32 grace_period_sec = 2;
+   */
+  gracePeriodSec: number;
+
+  /**
+   * Stop the VMs that cannot move.
+   *
+   * @generated from field: bool force = 3;
+   */
+  force: boolean;
+
+  /**
+   * Where to move VMs; empty lets the scheduler choose for each.
+   *
+   * @generated from field: string target_node_id = 4;
+   */
+  targetNodeId: string;
+
+  /**
+   * Set when the caller of DrainNode went away (cancelled): the drain handles no further VM.
+   *
+   * @generated from field: bool cancelled = 5;
+   */
+  cancelled: boolean;
+};
+
+/**
+ * Describes the message Quantixkvm.compute.v1.DrainRequest.
+ * Use `create(DrainRequestSchema)` to create a new message.
+ */
+export const DrainRequestSchema: GenMessage<DrainRequest> = /*@__PURE__*/
+  messageDesc(file_Quantixkvm_compute_v1_node, 2);
 
 /**
  * CPU of a node.
@@ -234,7 +291,7 @@ export type CpuInfo = Message<"Quantixkvm.compute.v1.CpuInfo"> & {
  * Use `create(CpuInfoSchema)` to create a new message.
  */
 export const CpuInfoSchema: GenMessage<CpuInfo> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_node, 2);
+  messageDesc(file_Quantixkvm_compute_v1_node, 3);
 
 /**
  * Memory of a node.
@@ -262,7 +319,7 @@ export type MemoryInfo = Message<"Quantixkvm.compute.v1.MemoryInfo"> & {
  * Use `create(MemoryInfoSchema)` to create a new message.
  */
 export const MemoryInfoSchema: GenMessage<MemoryInfo> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_node, 3);
+  messageDesc(file_Quantixkvm_compute_v1_node, 4);
 
 /**
  * A block device of a node.
@@ -304,7 +361,7 @@ export type StorageDevice = Message<"Quantixkvm.compute.v1.StorageDevice"> & {
  * Use `create(StorageDeviceSchema)` to create a new message.
  */
 export const StorageDeviceSchema: GenMessage<StorageDevice> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_node, 4);
+  messageDesc(file_Quantixkvm_compute_v1_node, 5);
 
 /**
  * A network device of a node.
@@ -346,7 +403,7 @@ export type NetworkDevice = Message<"Quantixkvm.compute.v1.NetworkDevice"> & {
  * Use `create(NetworkDeviceSchema)` to create a new message.
  */
 export const NetworkDeviceSchema: GenMessage<NetworkDevice> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_node, 5);
+  messageDesc(file_Quantixkvm_compute_v1_node, 6);
 
 /**
  * A taint: VMs that do not tolerate it are kept off the node (or moved off, for NO_EXECUTE).
@@ -381,7 +438,7 @@ export type Taint = Message<"Quantixkvm.compute.v1.Taint"> & {
  * Use `create(TaintSchema)` to create a new message.
  */
 export const TaintSchema: GenMessage<Taint> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_node, 6);
+  messageDesc(file_Quantixkvm_compute_v1_node, 7);
 
 /**
  * Overcommit ratios applied to capacity to compute what may be allocated.
@@ -409,7 +466,7 @@ export type Overcommit = Message<"Quantixkvm.compute.v1.Overcommit"> & {
  * Use `create(OvercommitSchema)` to create a new message.
  */
 export const OvercommitSchema: GenMessage<Overcommit> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_node, 7);
+  messageDesc(file_Quantixkvm_compute_v1_node, 8);
 
 /**
  * An amount of compute resources.
@@ -444,7 +501,7 @@ export type Resources = Message<"Quantixkvm.compute.v1.Resources"> & {
  * Use `create(ResourcesSchema)` to create a new message.
  */
 export const ResourcesSchema: GenMessage<Resources> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_node, 8);
+  messageDesc(file_Quantixkvm_compute_v1_node, 9);
 
 /**
  * The hypervisor a node runs.
@@ -486,7 +543,7 @@ export type HypervisorInfo = Message<"Quantixkvm.compute.v1.HypervisorInfo"> & {
  * Use `create(HypervisorInfoSchema)` to create a new message.
  */
 export const HypervisorInfoSchema: GenMessage<HypervisorInfo> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_node, 9);
+  messageDesc(file_Quantixkvm_compute_v1_node, 10);
 
 /**
  * What is observed about a node. Output only.
@@ -563,6 +620,13 @@ export type NodeStatus = Message<"Quantixkvm.compute.v1.NodeStatus"> & {
    * @generated from field: Quantixkvm.compute.v1.NodeUsage usage = 10;
    */
   usage?: NodeUsage | undefined;
+
+  /**
+   * Output only. The progress and outcome of the last drain (spec.drain).
+   *
+   * @generated from field: Quantixkvm.compute.v1.DrainStatus drain = 11;
+   */
+  drain?: DrainStatus | undefined;
 };
 
 /**
@@ -570,7 +634,7 @@ export type NodeStatus = Message<"Quantixkvm.compute.v1.NodeStatus"> & {
  * Use `create(NodeStatusSchema)` to create a new message.
  */
 export const NodeStatusSchema: GenMessage<NodeStatus> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_node, 10);
+  messageDesc(file_Quantixkvm_compute_v1_node, 11);
 
 /**
  * A node's lifecycle phase. The names are the seed's.
@@ -632,7 +696,132 @@ export enum NodeStatus_Phase {
  * Describes the enum Quantixkvm.compute.v1.NodeStatus.Phase.
  */
 export const NodeStatus_PhaseSchema: GenEnum<NodeStatus_Phase> = /*@__PURE__*/
-  enumDesc(file_Quantixkvm_compute_v1_node, 10, 0);
+  enumDesc(file_Quantixkvm_compute_v1_node, 11, 0);
+
+/**
+ * The progress and outcome of a node's drain, written by the drain controller.
+ *
+ * @generated from message Quantixkvm.compute.v1.DrainStatus
+ */
+export type DrainStatus = Message<"Quantixkvm.compute.v1.DrainStatus"> & {
+  /**
+   * Output only. The spec.drain.sequence this status reports.
+   *
+   * @generated from field: uint64 sequence = 1;
+   */
+  sequence: bigint;
+
+  /**
+   * Output only. Where the drain stands.
+   *
+   * @generated from field: Quantixkvm.compute.v1.DrainStatus.Phase phase = 2;
+   */
+  phase: DrainStatus_Phase;
+
+  /**
+   * Output only. VMs moved to another node (or unplaced because they are off).
+   *
+   * @generated from field: repeated string migrated_vm_ids = 3;
+   */
+  migratedVmIds: string[];
+
+  /**
+   * Output only. VMs that could not move and were stopped (force).
+   *
+   * @generated from field: repeated string stopped_vm_ids = 4;
+   */
+  stoppedVmIds: string[];
+
+  /**
+   * Output only. VMs that could neither move nor stop, with the reason.
+   *
+   * @generated from field: repeated Quantixkvm.compute.v1.DrainVmFailure failures = 5;
+   */
+  failures: DrainVmFailure[];
+
+  /**
+   * Output only. The VMs the drain still has to handle, in order.
+   *
+   * @generated from field: repeated string remaining_vm_ids = 6;
+   */
+  remainingVmIds: string[];
+};
+
+/**
+ * Describes the message Quantixkvm.compute.v1.DrainStatus.
+ * Use `create(DrainStatusSchema)` to create a new message.
+ */
+export const DrainStatusSchema: GenMessage<DrainStatus> = /*@__PURE__*/
+  messageDesc(file_Quantixkvm_compute_v1_node, 12);
+
+/**
+ * Where a drain stands.
+ *
+ * @generated from enum Quantixkvm.compute.v1.DrainStatus.Phase
+ */
+export enum DrainStatus_Phase {
+  /**
+   * No drain has run.
+   *
+   * @generated from enum value: PHASE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * VMs are being moved off.
+   *
+   * @generated from enum value: PHASE_RUNNING = 1;
+   */
+  RUNNING = 1,
+
+  /**
+   * Every VM was moved (or stopped, with force).
+   *
+   * @generated from enum value: PHASE_COMPLETED = 2;
+   */
+  COMPLETED = 2,
+
+  /**
+   * Some VMs could neither move nor stop: see failures; DrainNode again retries.
+   *
+   * @generated from enum value: PHASE_INCOMPLETE = 3;
+   */
+  INCOMPLETE = 3,
+}
+
+/**
+ * Describes the enum Quantixkvm.compute.v1.DrainStatus.Phase.
+ */
+export const DrainStatus_PhaseSchema: GenEnum<DrainStatus_Phase> = /*@__PURE__*/
+  enumDesc(file_Quantixkvm_compute_v1_node, 12, 0);
+
+/**
+ * A VM a drain could not move.
+ *
+ * @generated from message Quantixkvm.compute.v1.DrainVmFailure
+ */
+export type DrainVmFailure = Message<"Quantixkvm.compute.v1.DrainVmFailure"> & {
+  /**
+   * The VM.
+   *
+   * @generated from field: string vm_id = 1;
+   */
+  vmId: string;
+
+  /**
+   * Why it could not move, in words.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message Quantixkvm.compute.v1.DrainVmFailure.
+ * Use `create(DrainVmFailureSchema)` to create a new message.
+ */
+export const DrainVmFailureSchema: GenMessage<DrainVmFailure> = /*@__PURE__*/
+  messageDesc(file_Quantixkvm_compute_v1_node, 13);
 
 /**
  * Host resource usage.
@@ -726,5 +915,5 @@ export type NodeUsage = Message<"Quantixkvm.compute.v1.NodeUsage"> & {
  * Use `create(NodeUsageSchema)` to create a new message.
  */
 export const NodeUsageSchema: GenMessage<NodeUsage> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_node, 11);
+  messageDesc(file_Quantixkvm_compute_v1_node, 14);
 

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file Quantixkvm/compute/v1/vm.proto.
  */
 export const file_Quantixkvm_compute_v1_vm: GenFile = /*@__PURE__*/
-  fileDesc("Ch5RdWFudGl4a3ZtL2NvbXB1dGUvdjEvdm0ucHJvdG8SFVF1YW50aXhrdm0uY29tcHV0ZS52MSKxAwoOVmlydHVhbE1hY2hpbmUSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRISCgpwcm9qZWN0X2lkGAMgASgJEkEKBmxhYmVscxgEIAMoCzIxLlF1YW50aXhrdm0uY29tcHV0ZS52MS5WaXJ0dWFsTWFjaGluZS5MYWJlbHNFbnRyeRITCgtkZXNjcmlwdGlvbhgFIAEoCRIrCgRzcGVjGAYgASgLMh0uUXVhbnRpeGt2bS5jb21wdXRlLnYxLlZtU3BlYxIvCgZzdGF0dXMYByABKAsyHy5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVm1TdGF0dXMSLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQcmVzb3VyY2VfdmVyc2lvbhgKIAEoBBISCgpnZW5lcmF0aW9uGAsgASgDGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi9gMKBlZtU3BlYxItCgNjcHUYASABKAsyIC5RdWFudGl4a3ZtLmNvbXB1dGUudjEuQ3B1Q29uZmlnEjMKBm1lbW9yeRgCIAEoCzIjLlF1YW50aXhrdm0uY29tcHV0ZS52MS5NZW1vcnlDb25maWcSMAoFZGlza3MYAyADKAsyIS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuRGlza0RldmljZRI1CgRuaWNzGAQgAygLMicuUXVhbnRpeGt2bS5jb21wdXRlLnYxLk5ldHdvcmtJbnRlcmZhY2USLwoEYm9vdBgFIAEoCzIhLlF1YW50aXhrdm0uY29tcHV0ZS52MS5Cb290Q29uZmlnEj8KDHByb3Zpc2lvbmluZxgGIAEoCzIpLlF1YW50aXhrdm0uY29tcHV0ZS52MS5Qcm92aXNpb25pbmdDb25maWcSOQoJcGxhY2VtZW50GAcgASgLMiYuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlBsYWNlbWVudFBvbGljeRIyCgloYV9wb2xpY3kYCCABKAsyHy5RdWFudGl4a3ZtLmNvbXB1dGUudjEuSGFQb2xpY3kSPgoTZGVzaXJlZF9wb3dlcl9zdGF0ZRgJIAEoDjIhLlF1YW50aXhrdm0uY29tcHV0ZS52MS5Qb3dlclN0YXRlIlQKCUNwdUNvbmZpZxINCgVjb3JlcxgBIAEoBRIPCgdzb2NrZXRzGAIgASgFEhgKEHRocmVhZHNfcGVyX2NvcmUYAyABKAUSDQoFbW9kZWwYBCABKAkiSQoMTWVtb3J5Q29uZmlnEhAKCHNpemVfbWliGAEgASgEEhEKCWh1Z2VwYWdlcxgCIAEoCBIUCgxtYXhfc2l6ZV9taWIYAyABKAQi5gEKCkRpc2tEZXZpY2USCgoCaWQYASABKAkSEAoIc2l6ZV9naWIYAiABKAQSEQoJdm9sdW1lX2lkGAMgASgJEisKA2J1cxgEIAEoDjIeLlF1YW50aXhrdm0uY29tcHV0ZS52MS5EaXNrQnVzEi8KBWNhY2hlGAUgASgOMiAuUXVhbnRpeGt2bS5jb21wdXRlLnYxLkRpc2tDYWNoZRIQCghyZWFkb25seRgGIAEoCBISCgpib290X2luZGV4GAcgASgFEhAKCGltYWdlX2lkGAggASgJEhEKCWhvc3RfcGF0aBgJIAEoCSKhAQoQTmV0d29ya0ludGVyZmFjZRIKCgJpZBgBIAEoCRISCgpuZXR3b3JrX2lkGAIgASgJEhMKC21hY19hZGRyZXNzGAMgASgJEi4KBW1vZGVsGAQgASgOMh8uUXVhbnRpeGt2bS5jb21wdXRlLnYxLk5pY01vZGVsEhcKD3NlY3VyaXR5X2dyb3VwcxgFIAMoCRIPCgdwb3J0X2lkGAYgASgJIq4BCgpCb290Q29uZmlnEjUKCmJvb3Rfb3JkZXIYASADKA4yIS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuQm9vdERldmljZRI2CgtkaXJlY3RfYm9vdBgCIAEoCzIhLlF1YW50aXhrdm0uY29tcHV0ZS52MS5EaXJlY3RCb290EjEKCGZpcm13YXJlGAMgASgOMh8uUXVhbnRpeGt2bS5jb21wdXRlLnYxLkZpcm13YXJlIkcKCkRpcmVjdEJvb3QSEwoLa2VybmVsX3BhdGgYASABKAkSEwoLaW5pdHJkX3BhdGgYAiABKAkSDwoHY21kbGluZRgDIAEoCSJKChJQcm92aXNpb25pbmdDb25maWcSNAoKY2xvdWRfaW5pdBgBIAEoCzIgLlF1YW50aXhrdm0uY29tcHV0ZS52MS5DbG91ZEluaXQiSQoJQ2xvdWRJbml0EhEKCXVzZXJfZGF0YRgBIAEoCRIRCgltZXRhX2RhdGEYAiABKAkSFgoObmV0d29ya19jb25maWcYAyABKAki+QIKD1BsYWNlbWVudFBvbGljeRJPCg1ub2RlX3NlbGVjdG9yGAEgAygLMjguUXVhbnRpeGt2bS5jb21wdXRlLnYxLlBsYWNlbWVudFBvbGljeS5Ob2RlU2VsZWN0b3JFbnRyeRIZChFyZXF1aXJlZF9ub2RlX2lkcxgCIAMoCRIZChFleGNsdWRlZF9ub2RlX2lkcxgDIAMoCRIaChJwcmVmZXJyZWRfbm9kZV9pZHMYBCADKAkSNwoIYWZmaW5pdHkYBSADKAsyJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVm1BZmZpbml0eVJ1bGUSNgoLdG9sZXJhdGlvbnMYBiADKAsyIS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVG9sZXJhdGlvbhIdChVyZXF1aXJlZF9jYXBhYmlsaXRpZXMYByADKAkaMwoRTm9kZVNlbGVjdG9yRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJ3Cg5WbUFmZmluaXR5UnVsZRI1CghzZWxlY3RvchgBIAEoCzIjLlF1YW50aXhrdm0uY29tbW9uLnYxLkxhYmVsU2VsZWN0b3ISDAoEYW50aRgCIAEoCBIQCghyZXF1aXJlZBgDIAEoCBIOCgZ3ZWlnaHQYBCABKAUimQEKClRvbGVyYXRpb24SCwoDa2V5GAEgASgJEjsKCG9wZXJhdG9yGAIgASgOMikuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlRvbGVyYXRpb25PcGVyYXRvchINCgV2YWx1ZRgDIAEoCRIyCgZlZmZlY3QYBCABKA4yIi5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVGFpbnRFZmZlY3QiXgoISGFQb2xpY3kSDwoHZW5hYmxlZBgBIAEoCBIQCghwcmlvcml0eRgCIAEoBRIUCgxtYXhfcmVzdGFydHMYAyABKAUSGQoRcmVzdGFydF9kZWxheV9zZWMYBCABKAUi0wQKCFZtU3RhdHVzEjQKBXN0YXRlGAEgASgOMiUuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlZtU3RhdHVzLlN0YXRlEg8KB25vZGVfaWQYAiABKAkSFAoMaXBfYWRkcmVzc2VzGAMgAygJEjwKDnJlc291cmNlX3VzYWdlGAQgASgLMiQuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlJlc291cmNlVXNhZ2USFQoNZXJyb3JfbWVzc2FnZRgFIAEoCRIzCgpjb25kaXRpb25zGAYgAygLMh8uUXVhbnRpeGt2bS5jb21tb24udjEuQ29uZGl0aW9uEhsKE29ic2VydmVkX2dlbmVyYXRpb24YByABKAMSEgoKaHlwZXJ2aXNvchgIIAEoCRIuCgpzdGFydGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtoYV9yZXN0YXJ0cxgKIAMoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIAoYbWlncmF0aW9uX3RhcmdldF9ub2RlX2lkGAsgASgJIqsBCgVTdGF0ZRILCgdVTktOT1dOEAASCwoHUEVORElORxABEhAKDFBST1ZJU0lPTklORxACEgwKCFNUQVJUSU5HEAMSCwoHUlVOTklORxAEEgwKCFNUT1BQSU5HEAUSCwoHU1RPUFBFRBAGEgoKBlBBVVNFRBAHEg0KCVNVU1BFTkRFRBAIEg0KCU1JR1JBVElORxAJEgsKB0NSQVNIRUQQChIJCgVFUlJPUhALIrQCCg1SZXNvdXJjZVVzYWdlEhkKEWNwdV91c2FnZV9wZXJjZW50GAEgASgBEhcKD21lbW9yeV91c2VkX21pYhgCIAEoBBIXCg9kaXNrX3JlYWRfYnl0ZXMYAyABKAQSGAoQZGlza193cml0ZV9ieXRlcxgEIAEoBBIYChBuZXR3b3JrX3J4X2J5dGVzGAUgASgEEhgKEG5ldHdvcmtfdHhfYnl0ZXMYBiABKAQSLgoKc2FtcGxlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLY3B1X3NlY29uZHMYCCABKAESFQoNZGlza19yZWFkX29wcxgJIAEoBBIWCg5kaXNrX3dyaXRlX29wcxgKIAEoBBIUCgxub3RfbWVhc3VyZWQYCyADKAkqgwEKB0Rpc2tCdXMSGAoURElTS19CVVNfVU5TUEVDSUZJRUQQABITCg9ESVNLX0JVU19WSVJUSU8QARIRCg1ESVNLX0JVU19TQ1NJEAISEQoNRElTS19CVVNfU0FUQRADEhAKDERJU0tfQlVTX0lERRAEEhEKDURJU0tfQlVTX05WTUUQBSqlAQoJRGlza0NhY2hlEhoKFkRJU0tfQ0FDSEVfVU5TUEVDSUZJRUQQABITCg9ESVNLX0NBQ0hFX05PTkUQARIYChRESVNLX0NBQ0hFX1dSSVRFQkFDSxACEhsKF0RJU0tfQ0FDSEVfV1JJVEVUSFJPVUdIEAMSGQoVRElTS19DQUNIRV9ESVJFQ1RTWU5DEAQSFQoRRElTS19DQUNIRV9VTlNBRkUQBSpnCghOaWNNb2RlbBIZChVOSUNfTU9ERUxfVU5TUEVDSUZJRUQQABIUChBOSUNfTU9ERUxfVklSVElPEAESEwoPTklDX01PREVMX0UxMDAwEAISFQoRTklDX01PREVMX1JUTDgxMzkQAypvCgpCb290RGV2aWNlEhsKF0JPT1RfREVWSUNFX1VOU1BFQ0lGSUVEEAASFAoQQk9PVF9ERVZJQ0VfRElTSxABEhUKEUJPT1RfREVWSUNFX0NEUk9NEAISFwoTQk9PVF9ERVZJQ0VfTkVUV09SSxADKkoKCEZpcm13YXJlEhgKFEZJUk1XQVJFX1VOU1BFQ0lGSUVEEAASEQoNRklSTVdBUkVfQklPUxABEhEKDUZJUk1XQVJFX1VFRkkQAip4ChJUb2xlcmF0aW9uT3BlcmF0b3ISIwofVE9MRVJBVElPTl9PUEVSQVRPUl9VTlNQRUNJRklFRBAAEh0KGVRPTEVSQVRJT05fT1BFUkFUT1JfRVFVQUwQARIeChpUT0xFUkFUSU9OX09QRVJBVE9SX0VYSVNUUxACKosBCgtUYWludEVmZmVjdBIcChhUQUlOVF9FRkZFQ1RfVU5TUEVDSUZJRUQQABIcChhUQUlOVF9FRkZFQ1RfTk9fU0NIRURVTEUQARIjCh9UQUlOVF9FRkZFQ1RfUFJFRkVSX05PX1NDSEVEVUxFEAISGwoXVEFJTlRfRUZGRUNUX05PX0VYRUNVVEUQAyqOAQoKUG93ZXJTdGF0ZRIbChdQT1dFUl9TVEFURV9VTlNQRUNJRklFRBAAEhcKE1BPV0VSX1NUQVRFX1JVTk5JTkcQARIXChNQT1dFUl9TVEFURV9TVE9QUEVEEAISFgoSUE9XRVJfU1RBVEVfUEFVU0VEEAMSGQoVUE9XRVJfU1RBVEVfU1VTUEVOREVEEARiBnByb3RvMw", [file_Quantixkvm_common_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("Ch5RdWFudGl4a3ZtL2NvbXB1dGUvdjEvdm0ucHJvdG8SFVF1YW50aXhrdm0uY29tcHV0ZS52MSKABAoOVmlydHVhbE1hY2hpbmUSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRISCgpwcm9qZWN0X2lkGAMgASgJEkEKBmxhYmVscxgEIAMoCzIxLlF1YW50aXhrdm0uY29tcHV0ZS52MS5WaXJ0dWFsTWFjaGluZS5MYWJlbHNFbnRyeRITCgtkZXNjcmlwdGlvbhgFIAEoCRIrCgRzcGVjGAYgASgLMh0uUXVhbnRpeGt2bS5jb21wdXRlLnYxLlZtU3BlYxIvCgZzdGF0dXMYByABKAsyHy5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVm1TdGF0dXMSLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQcmVzb3VyY2VfdmVyc2lvbhgKIAEoBBISCgpnZW5lcmF0aW9uGAsgASgDEhIKCmZpbmFsaXplcnMYDCADKAkSOQoVZGVsZXRpb25fcmVxdWVzdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIuUECgZWbVNwZWMSLQoDY3B1GAEgASgLMiAuUXVhbnRpeGt2bS5jb21wdXRlLnYxLkNwdUNvbmZpZxIzCgZtZW1vcnkYAiABKAsyIy5RdWFudGl4a3ZtLmNvbXB1dGUudjEuTWVtb3J5Q29uZmlnEjAKBWRpc2tzGAMgAygLMiEuUXVhbnRpeGt2bS5jb21wdXRlLnYxLkRpc2tEZXZpY2USNQoEbmljcxgEIAMoCzInLlF1YW50aXhrdm0uY29tcHV0ZS52MS5OZXR3b3JrSW50ZXJmYWNlEi8KBGJvb3QYBSABKAsyIS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuQm9vdENvbmZpZxI/Cgxwcm92aXNpb25pbmcYBiABKAsyKS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuUHJvdmlzaW9uaW5nQ29uZmlnEjkKCXBsYWNlbWVudBgHIAEoCzImLlF1YW50aXhrdm0uY29tcHV0ZS52MS5QbGFjZW1lbnRQb2xpY3kSMgoJaGFfcG9saWN5GAggASgLMh8uUXVhbnRpeGt2bS5jb21wdXRlLnYxLkhhUG9saWN5Ej4KE2Rlc2lyZWRfcG93ZXJfc3RhdGUYCSABKA4yIS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuUG93ZXJTdGF0ZRI3CghzaHV0ZG93bhgKIAEoCzIlLlF1YW50aXhrdm0uY29tcHV0ZS52MS5TaHV0ZG93blBvbGljeRI0CgZyZWJvb3QYCyABKAsyJC5RdWFudGl4a3ZtLmNvbXB1dGUudjEuUmVib290UmVxdWVzdCI0Cg5TaHV0ZG93blBvbGljeRINCgVmb3JjZRgBIAEoCBITCgt0aW1lb3V0X3NlYxgCIAEoBSIwCg1SZWJvb3RSZXF1ZXN0EhAKCHNlcXVlbmNlGAEgASgEEg0KBWZvcmNlGAIgASgIIlQKCUNwdUNvbmZpZxINCgVjb3JlcxgBIAEoBRIPCgdzb2NrZXRzGAIgASgFEhgKEHRocmVhZHNfcGVyX2NvcmUYAyABKAUSDQoFbW9kZWwYBCABKAkiSQoMTWVtb3J5Q29uZmlnEhAKCHNpemVfbWliGAEgASgEEhEKCWh1Z2VwYWdlcxgCIAEoCBIUCgxtYXhfc2l6ZV9taWIYAyABKAQi5gEKCkRpc2tEZXZpY2USCgoCaWQYASABKAkSEAoIc2l6ZV9naWIYAiABKAQSEQoJdm9sdW1lX2lkGAMgASgJEisKA2J1cxgEIAEoDjIeLlF1YW50aXhrdm0uY29tcHV0ZS52MS5EaXNrQnVzEi8KBWNhY2hlGAUgASgOMiAuUXVhbnRpeGt2bS5jb21wdXRlLnYxLkRpc2tDYWNoZRIQCghyZWFkb25seRgGIAEoCBISCgpib290X2luZGV4GAcgASgFEhAKCGltYWdlX2lkGAggASgJEhEKCWhvc3RfcGF0aBgJIAEoCSKhAQoQTmV0d29ya0ludGVyZmFjZRIKCgJpZBgBIAEoCRISCgpuZXR3b3JrX2lkGAIgASgJEhMKC21hY19hZGRyZXNzGAMgASgJEi4KBW1vZGVsGAQgASgOMh8uUXVhbnRpeGt2bS5jb21wdXRlLnYxLk5pY01vZGVsEhcKD3NlY3VyaXR5X2dyb3VwcxgFIAMoCRIPCgdwb3J0X2lkGAYgASgJIq4BCgpCb290Q29uZmlnEjUKCmJvb3Rfb3JkZXIYASADKA4yIS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuQm9vdERldmljZRI2CgtkaXJlY3RfYm9vdBgCIAEoCzIhLlF1YW50aXhrdm0uY29tcHV0ZS52MS5EaXJlY3RCb290EjEKCGZpcm13YXJlGAMgASgOMh8uUXVhbnRpeGt2bS5jb21wdXRlLnYxLkZpcm13YXJlIkcKCkRpcmVjdEJvb3QSEwoLa2VybmVsX3BhdGgYASABKAkSEwoLaW5pdHJkX3BhdGgYAiABKAkSDwoHY21kbGluZRgDIAEoCSJKChJQcm92aXNpb25pbmdDb25maWcSNAoKY2xvdWRfaW5pdBgBIAEoCzIgLlF1YW50aXhrdm0uY29tcHV0ZS52MS5DbG91ZEluaXQiSQoJQ2xvdWRJbml0EhEKCXVzZXJfZGF0YRgBIAEoCRIRCgltZXRhX2RhdGEYAiABKAkSFgoObmV0d29ya19jb25maWcYAyABKAki+QIKD1BsYWNlbWVudFBvbGljeRJPCg1ub2RlX3NlbGVjdG9yGAEgAygLMjguUXVhbnRpeGt2bS5jb21wdXRlLnYxLlBsYWNlbWVudFBvbGljeS5Ob2RlU2VsZWN0b3JFbnRyeRIZChFyZXF1aXJlZF9ub2RlX2lkcxgCIAMoCRIZChFleGNsdWRlZF9ub2RlX2lkcxgDIAMoCRIaChJwcmVmZXJyZWRfbm9kZV9pZHMYBCADKAkSNwoIYWZmaW5pdHkYBSADKAsyJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVm1BZmZpbml0eVJ1bGUSNgoLdG9sZXJhdGlvbnMYBiADKAsyIS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVG9sZXJhdGlvbhIdChVyZXF1aXJlZF9jYXBhYmlsaXRpZXMYByADKAkaMwoRTm9kZVNlbGVjdG9yRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJ3Cg5WbUFmZmluaXR5UnVsZRI1CghzZWxlY3RvchgBIAEoCzIjLlF1YW50aXhrdm0uY29tbW9uLnYxLkxhYmVsU2VsZWN0b3ISDAoEYW50aRgCIAEoCBIQCghyZXF1aXJlZBgDIAEoCBIOCgZ3ZWlnaHQYBCABKAUimQEKClRvbGVyYXRpb24SCwoDa2V5GAEgASgJEjsKCG9wZXJhdG9yGAIgASgOMikuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlRvbGVyYXRpb25PcGVyYXRvchINCgV2YWx1ZRgDIAEoCRIyCgZlZmZlY3QYBCABKA4yIi5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVGFpbnRFZmZlY3QiXgoISGFQb2xpY3kSDwoHZW5hYmxlZBgBIAEoCBIQCghwcmlvcml0eRgCIAEoBRIUCgxtYXhfcmVzdGFydHMYAyABKAUSGQoRcmVzdGFydF9kZWxheV9zZWMYBCABKAUi7AQKCFZtU3RhdHVzEjQKBXN0YXRlGAEgASgOMiUuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlZtU3RhdHVzLlN0YXRlEg8KB25vZGVfaWQYAiABKAkSFAoMaXBfYWRkcmVzc2VzGAMgAygJEjwKDnJlc291cmNlX3VzYWdlGAQgASgLMiQuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlJlc291cmNlVXNhZ2USFQoNZXJyb3JfbWVzc2FnZRgFIAEoCRIzCgpjb25kaXRpb25zGAYgAygLMh8uUXVhbnRpeGt2bS5jb21tb24udjEuQ29uZGl0aW9uEhsKE29ic2VydmVkX2dlbmVyYXRpb24YByABKAMSEgoKaHlwZXJ2aXNvchgIIAEoCRIuCgpzdGFydGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtoYV9yZXN0YXJ0cxgKIAMoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIAoYbWlncmF0aW9uX3RhcmdldF9ub2RlX2lkGAsgASgJEhcKD3JlYm9vdF9zZXF1ZW5jZRgMIAEoBCKrAQoFU3RhdGUSCwoHVU5LTk9XThAAEgsKB1BFTkRJTkcQARIQCgxQUk9WSVNJT05JTkcQAhIMCghTVEFSVElORxADEgsKB1JVTk5JTkcQBBIMCghTVE9QUElORxAFEgsKB1NUT1BQRUQQBhIKCgZQQVVTRUQQBxINCglTVVNQRU5ERUQQCBINCglNSUdSQVRJTkcQCRILCgdDUkFTSEVEEAoSCQoFRVJST1IQCyK0AgoNUmVzb3VyY2VVc2FnZRIZChFjcHVfdXNhZ2VfcGVyY2VudBgBIAEoARIXCg9tZW1vcnlfdXNlZF9taWIYAiABKAQSFwoPZGlza19yZWFkX2J5dGVzGAMgASgEEhgKEGRpc2tfd3JpdGVfYnl0ZXMYBCABKAQSGAoQbmV0d29ya19yeF9ieXRlcxgFIAEoBBIYChBuZXR3b3JrX3R4X2J5dGVzGAYgASgEEi4KCnNhbXBsZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2NwdV9zZWNvbmRzGAggASgBEhUKDWRpc2tfcmVhZF9vcHMYCSABKAQSFgoOZGlza193cml0ZV9vcHMYCiABKAQSFAoMbm90X21lYXN1cmVkGAsgAygJKoMBCgdEaXNrQnVzEhgKFERJU0tfQlVTX1VOU1BFQ0lGSUVEEAASEwoPRElTS19CVVNfVklSVElPEAESEQoNRElTS19CVVNfU0NTSRACEhEKDURJU0tfQlVTX1NBVEEQAxIQCgxESVNLX0JVU19JREUQBBIRCg1ESVNLX0JVU19OVk1FEAUqpQEKCURpc2tDYWNoZRIaChZESVNLX0NBQ0hFX1VOU1BFQ0lGSUVEEAASEwoPRElTS19DQUNIRV9OT05FEAESGAoURElTS19DQUNIRV9XUklURUJBQ0sQAhIbChdESVNLX0NBQ0hFX1dSSVRFVEhST1VHSBADEhkKFURJU0tfQ0FDSEVfRElSRUNUU1lOQxAEEhUKEURJU0tfQ0FDSEVfVU5TQUZFEAUqZwoITmljTW9kZWwSGQoVTklDX01PREVMX1VOU1BFQ0lGSUVEEAASFAoQTklDX01PREVMX1ZJUlRJTxABEhMKD05JQ19NT0RFTF9FMTAwMBACEhUKEU5JQ19NT0RFTF9SVEw4MTM5EAMqbwoKQm9vdERldmljZRIbChdCT09UX0RFVklDRV9VTlNQRUNJRklFRBAAEhQKEEJPT1RfREVWSUNFX0RJU0sQARIVChFCT09UX0RFVklDRV9DRFJPTRACEhcKE0JPT1RfREVWSUNFX05FVFdPUksQAypKCghGaXJtd2FyZRIYChRGSVJNV0FSRV9VTlNQRUNJRklFRBAAEhEKDUZJUk1XQVJFX0JJT1MQARIRCg1GSVJNV0FSRV9VRUZJEAIqeAoSVG9sZXJhdGlvbk9wZXJhdG9yEiMKH1RPTEVSQVRJT05fT1BFUkFUT1JfVU5TUEVDSUZJRUQQABIdChlUT0xFUkFUSU9OX09QRVJBVE9SX0VRVUFMEAESHgoaVE9MRVJBVElPTl9PUEVSQVRPUl9FWElTVFMQAiqLAQoLVGFpbnRFZmZlY3QSHAoYVEFJTlRfRUZGRUNUX1VOU1BFQ0lGSUVEEAASHAoYVEFJTlRfRUZGRUNUX05PX1NDSEVEVUxFEAESIwofVEFJTlRfRUZGRUNUX1BSRUZFUl9OT19TQ0hFRFVMRRACEhsKF1RBSU5UX0VGRkVDVF9OT19FWEVDVVRFEAMqjgEKClBvd2VyU3RhdGUSGwoXUE9XRVJfU1RBVEVfVU5TUEVDSUZJRUQQABIXChNQT1dFUl9TVEFURV9SVU5OSU5HEAESFwoTUE9XRVJfU1RBVEVfU1RPUFBFRBACEhYKElBPV0VSX1NUQVRFX1BBVVNFRBADEhkKFVBPV0VSX1NUQVRFX1NVU1BFTkRFRBAEYgZwcm90bzM", [file_Quantixkvm_common_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * A virtual machine: what the user asked for (spec) and what is observed (status).
@@ -102,6 +102,23 @@ export type VirtualMachine = Message<"Quantixkvm.compute.v1.VirtualMachine"> & {
    * @generated from field: int64 generation = 11;
    */
   generation: bigint;
+
+  /**
+   * Output only. Cleanups that must finish before the VM is removed from the store, each
+   * removed by the controller that does it: "quantix.io/guest" until the VM's guest is
+   * powered off and deleted from its node.
+   *
+   * @generated from field: repeated string finalizers = 12;
+   */
+  finalizers: string[];
+
+  /**
+   * Output only. When DeleteVM was accepted. The VM stays visible (and refuses power
+   * actions and updates) until its finalizers are removed, then it is deleted.
+   *
+   * @generated from field: google.protobuf.Timestamp deletion_requested_at = 13;
+   */
+  deletionRequestedAt?: Timestamp | undefined;
 };
 
 /**
@@ -180,6 +197,22 @@ export type VmSpec = Message<"Quantixkvm.compute.v1.VmSpec"> & {
    * @generated from field: Quantixkvm.compute.v1.PowerState desired_power_state = 9;
    */
   desiredPowerState: PowerState;
+
+  /**
+   * How the guest is stopped when desired_power_state becomes STOPPED. StopVM writes it
+   * from its force and timeout_sec; UpdateVM may set a VM's default.
+   *
+   * @generated from field: Quantixkvm.compute.v1.ShutdownPolicy shutdown = 10;
+   */
+  shutdown?: ShutdownPolicy | undefined;
+
+  /**
+   * Reboots asked for: RebootVM increments reboot.sequence, and the VM's node reboots the
+   * guest once for each new sequence (status.reboot_sequence says which it has done).
+   *
+   * @generated from field: Quantixkvm.compute.v1.RebootRequest reboot = 11;
+   */
+  reboot?: RebootRequest | undefined;
 };
 
 /**
@@ -188,6 +221,62 @@ export type VmSpec = Message<"Quantixkvm.compute.v1.VmSpec"> & {
  */
 export const VmSpecSchema: GenMessage<VmSpec> = /*@__PURE__*/
   messageDesc(file_Quantixkvm_compute_v1_vm, 1);
+
+/**
+ * How a VM's guest is stopped.
+ *
+ * @generated from message Quantixkvm.compute.v1.ShutdownPolicy
+ */
+export type ShutdownPolicy = Message<"Quantixkvm.compute.v1.ShutdownPolicy"> & {
+  /**
+   * Power off at once instead of asking the guest (ACPI power button).
+   *
+   * @generated from field: bool force = 1;
+   */
+  force: boolean;
+
+  /**
+   * Seconds to wait for the guest to power off before forcing it, 0-3600; 0 means 60.
+   *
+   * @generated from field: int32 timeout_sec = 2;
+   */
+  timeoutSec: number;
+};
+
+/**
+ * Describes the message Quantixkvm.compute.v1.ShutdownPolicy.
+ * Use `create(ShutdownPolicySchema)` to create a new message.
+ */
+export const ShutdownPolicySchema: GenMessage<ShutdownPolicy> = /*@__PURE__*/
+  messageDesc(file_Quantixkvm_compute_v1_vm, 2);
+
+/**
+ * A reboot of a running guest asked for by RebootVM.
+ *
+ * @generated from message Quantixkvm.compute.v1.RebootRequest
+ */
+export type RebootRequest = Message<"Quantixkvm.compute.v1.RebootRequest"> & {
+  /**
+   * Incremented by every RebootVM.
+   *
+   * @generated from field: uint64 sequence = 1;
+   */
+  sequence: bigint;
+
+  /**
+   * A hard reset instead of an ACPI reboot.
+   *
+   * @generated from field: bool force = 2;
+   */
+  force: boolean;
+};
+
+/**
+ * Describes the message Quantixkvm.compute.v1.RebootRequest.
+ * Use `create(RebootRequestSchema)` to create a new message.
+ */
+export const RebootRequestSchema: GenMessage<RebootRequest> = /*@__PURE__*/
+  messageDesc(file_Quantixkvm_compute_v1_vm, 3);
 
 /**
  * vCPU count and topology. The guest sees sockets × cores × threads_per_core vCPUs.
@@ -230,7 +319,7 @@ export type CpuConfig = Message<"Quantixkvm.compute.v1.CpuConfig"> & {
  * Use `create(CpuConfigSchema)` to create a new message.
  */
 export const CpuConfigSchema: GenMessage<CpuConfig> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_vm, 2);
+  messageDesc(file_Quantixkvm_compute_v1_vm, 4);
 
 /**
  * Guest memory.
@@ -265,7 +354,7 @@ export type MemoryConfig = Message<"Quantixkvm.compute.v1.MemoryConfig"> & {
  * Use `create(MemoryConfigSchema)` to create a new message.
  */
 export const MemoryConfigSchema: GenMessage<MemoryConfig> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_vm, 3);
+  messageDesc(file_Quantixkvm_compute_v1_vm, 5);
 
 /**
  * A virtual disk. On nodes run by a host agent, disks need volumes from the storage
@@ -350,7 +439,7 @@ export type DiskDevice = Message<"Quantixkvm.compute.v1.DiskDevice"> & {
  * Use `create(DiskDeviceSchema)` to create a new message.
  */
 export const DiskDeviceSchema: GenMessage<DiskDevice> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_vm, 4);
+  messageDesc(file_Quantixkvm_compute_v1_vm, 6);
 
 /**
  * A network interface. On nodes run by a host agent, the NIC uses the tap device
@@ -408,7 +497,7 @@ export type NetworkInterface = Message<"Quantixkvm.compute.v1.NetworkInterface">
  * Use `create(NetworkInterfaceSchema)` to create a new message.
  */
 export const NetworkInterfaceSchema: GenMessage<NetworkInterface> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_vm, 5);
+  messageDesc(file_Quantixkvm_compute_v1_vm, 7);
 
 /**
  * Firmware, boot order and direct kernel boot.
@@ -443,7 +532,7 @@ export type BootConfig = Message<"Quantixkvm.compute.v1.BootConfig"> & {
  * Use `create(BootConfigSchema)` to create a new message.
  */
 export const BootConfigSchema: GenMessage<BootConfig> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_vm, 6);
+  messageDesc(file_Quantixkvm_compute_v1_vm, 8);
 
 /**
  * Direct kernel boot: the hypervisor loads a kernel and initrd from the host.
@@ -478,7 +567,7 @@ export type DirectBoot = Message<"Quantixkvm.compute.v1.DirectBoot"> & {
  * Use `create(DirectBootSchema)` to create a new message.
  */
 export const DirectBootSchema: GenMessage<DirectBoot> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_vm, 7);
+  messageDesc(file_Quantixkvm_compute_v1_vm, 9);
 
 /**
  * First-boot configuration of the guest.
@@ -499,7 +588,7 @@ export type ProvisioningConfig = Message<"Quantixkvm.compute.v1.ProvisioningConf
  * Use `create(ProvisioningConfigSchema)` to create a new message.
  */
 export const ProvisioningConfigSchema: GenMessage<ProvisioningConfig> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_vm, 8);
+  messageDesc(file_Quantixkvm_compute_v1_vm, 10);
 
 /**
  * cloud-init NoCloud data, served to the guest on a config drive.
@@ -534,7 +623,7 @@ export type CloudInit = Message<"Quantixkvm.compute.v1.CloudInit"> & {
  * Use `create(CloudInitSchema)` to create a new message.
  */
 export const CloudInitSchema: GenMessage<CloudInit> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_vm, 9);
+  messageDesc(file_Quantixkvm_compute_v1_vm, 11);
 
 /**
  * Where the VM may and should run. Evaluated by the scheduler.
@@ -597,7 +686,7 @@ export type PlacementPolicy = Message<"Quantixkvm.compute.v1.PlacementPolicy"> &
  * Use `create(PlacementPolicySchema)` to create a new message.
  */
 export const PlacementPolicySchema: GenMessage<PlacementPolicy> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_vm, 10);
+  messageDesc(file_Quantixkvm_compute_v1_vm, 12);
 
 /**
  * Affinity (or anti-affinity) to the VMs a selector matches.
@@ -639,7 +728,7 @@ export type VmAffinityRule = Message<"Quantixkvm.compute.v1.VmAffinityRule"> & {
  * Use `create(VmAffinityRuleSchema)` to create a new message.
  */
 export const VmAffinityRuleSchema: GenMessage<VmAffinityRule> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_vm, 11);
+  messageDesc(file_Quantixkvm_compute_v1_vm, 13);
 
 /**
  * Allows a VM onto nodes with a matching taint.
@@ -681,7 +770,7 @@ export type Toleration = Message<"Quantixkvm.compute.v1.Toleration"> & {
  * Use `create(TolerationSchema)` to create a new message.
  */
 export const TolerationSchema: GenMessage<Toleration> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_vm, 12);
+  messageDesc(file_Quantixkvm_compute_v1_vm, 14);
 
 /**
  * What happens when the VM's hypervisor process or node fails.
@@ -723,7 +812,7 @@ export type HaPolicy = Message<"Quantixkvm.compute.v1.HaPolicy"> & {
  * Use `create(HaPolicySchema)` to create a new message.
  */
 export const HaPolicySchema: GenMessage<HaPolicy> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_vm, 13);
+  messageDesc(file_Quantixkvm_compute_v1_vm, 15);
 
 /**
  * What is observed about a VM. Output only: written by the control plane and the agents.
@@ -813,6 +902,14 @@ export type VmStatus = Message<"Quantixkvm.compute.v1.VmStatus"> & {
    * @generated from field: string migration_target_node_id = 11;
    */
   migrationTargetNodeId: string;
+
+  /**
+   * Output only. The last spec.reboot.sequence the node carried out (or skipped, when
+   * the VM was no longer running).
+   *
+   * @generated from field: uint64 reboot_sequence = 12;
+   */
+  rebootSequence: bigint;
 };
 
 /**
@@ -820,7 +917,7 @@ export type VmStatus = Message<"Quantixkvm.compute.v1.VmStatus"> & {
  * Use `create(VmStatusSchema)` to create a new message.
  */
 export const VmStatusSchema: GenMessage<VmStatus> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_vm, 14);
+  messageDesc(file_Quantixkvm_compute_v1_vm, 16);
 
 /**
  * The VM's observed lifecycle state. The names are the seed's.
@@ -917,7 +1014,7 @@ export enum VmStatus_State {
  * Describes the enum Quantixkvm.compute.v1.VmStatus.State.
  */
 export const VmStatus_StateSchema: GenEnum<VmStatus_State> = /*@__PURE__*/
-  enumDesc(file_Quantixkvm_compute_v1_vm, 14, 0);
+  enumDesc(file_Quantixkvm_compute_v1_vm, 16, 0);
 
 /**
  * Resource usage of a VM, as measured by its node.
@@ -1010,7 +1107,7 @@ export type ResourceUsage = Message<"Quantixkvm.compute.v1.ResourceUsage"> & {
  * Use `create(ResourceUsageSchema)` to create a new message.
  */
 export const ResourceUsageSchema: GenMessage<ResourceUsage> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_vm, 15);
+  messageDesc(file_Quantixkvm_compute_v1_vm, 17);
 
 /**
  * The bus a disk is attached to.

@@ -1,0 +1,3 @@
+export * from "./kind.js";
+export * from "./query.js";
+export * from "./write-plan.js";

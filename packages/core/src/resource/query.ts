@@ -1,0 +1,49 @@
+import { matchesLabels } from "../labels.js";
+import type { Cursor, Order } from "../pagination.js";
+import { QuantixError } from "../errors.js";
+import type { FieldValue, Kind, Resource } from "./kind.js";
+
+/** A filter on one field: one value (eq) or any of several (in). */
+export type FilterValue = FieldValue | readonly FieldValue[];
+
+/**
+ * A filter and a page of one kind, in the terms of its declaration: `where` names
+ * declared fields. Every store gives it the same meaning (matchesQuery).
+ */
+export interface Query {
+  readonly where?: Readonly<Record<string, FilterValue>> | undefined;
+  /** Every pair must be among the object's labels. */
+  readonly labels?: Readonly<Record<string, string>> | undefined;
+  readonly order: Order<string>;
+  readonly after?: Cursor | undefined;
+  /** At most this many items; 0 returns only the count. */
+  readonly limit: number;
+  /** false lets the store skip counting matches (a later page whose total is known): totalCount is then -1. */
+  readonly countTotal?: boolean;
+}
+
+/** Whether an object matches a query's filter (all conditions hold). */
+export function matchesQuery<T extends Resource>(kind: Kind<T>, o: T, q: Pick<Query, "where" | "labels">): boolean {
+  if (q.where) {
+    for (const name in q.where) {
+      const want = q.where[name]!;
+      const have = fieldOf(kind, name).value(o);
+      if (Array.isArray(want) ? !want.includes(have) : have !== want) return false;
+    }
+  }
+  if (q.labels && Object.keys(q.labels).length > 0) return kind.labels ? matchesLabels(kind.labels(o), q.labels) : false;
+  return true;
+}
+
+/** The value an order field gives an object, as page cursors carry it. */
+export function sortKeyOf<T extends Resource>(kind: Kind<T>, o: T, field: string): string | number {
+  const v = fieldOf(kind, field).value(o);
+  return typeof v === "boolean" ? Number(v) : v;
+}
+
+/** A declared field; an undeclared name is a programming error (INTERNAL), never user input. */
+export function fieldOf<T extends Resource>(kind: Kind<T>, name: string) {
+  const f = kind.fields[name];
+  if (!f) throw new QuantixError("internal", `kind ${kind.name} has no field '${name}'`);
+  return f;
+}
