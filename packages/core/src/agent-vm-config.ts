@@ -13,6 +13,13 @@ export const CONTROL_PLANE_VM_ID_KEY = "quantix.vm-id";
  */
 export const HA_METADATA_KEY = "quantix.ha";
 
+/**
+ * The metadata key under which an agent's VM records the id of the cluster (the store,
+ * Store.clusterId) whose control plane created it: a guest of ours whose VM no longer
+ * exists is removed; a guest of another cluster, or of none, is not ours to judge.
+ */
+export const CLUSTER_METADATA_KEY = "quantix.cluster";
+
 const MIB = 1024n * 1024n;
 
 const NIC_TYPES: Record<NicModel, NetworkInterfaceType> = {

@@ -21,6 +21,8 @@ export interface VmObservation {
   readonly startedAt?: number;
   /** Why the VM crashed or failed, in words. */
   readonly error?: string;
+  /** The cluster whose control plane created the VM on this node (its metadata), when the hypervisor says. */
+  readonly owner?: string;
   readonly usage?: { readonly cpuPercent: number; readonly memoryUsedMib: number };
 }
 

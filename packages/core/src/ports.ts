@@ -15,3 +15,18 @@ export const systemClock: Clock = { now: () => Date.now() };
 
 /** Random v4 UUIDs from the platform's CSPRNG. */
 export const randomIds: IdGenerator = { newId: () => globalThis.crypto.randomUUID() };
+
+/** Timers, injected so that controllers can be driven by a fake clock in tests. */
+export interface Timers {
+  /** Calls `fn` once after `ms`; returns a cancel. Real timers never keep the process alive on their own. */
+  setTimeout(fn: () => void, ms: number): () => void;
+}
+
+/** Node's timers, unref'd. */
+export const systemTimers: Timers = {
+  setTimeout(fn, ms) {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return () => clearTimeout(t);
+  },
+};

@@ -135,6 +135,12 @@ export interface Store {
   transact<R>(fn: (tx: Transaction) => Promise<R>, options?: Pick<WriteOptions, "actor">): Promise<{ result: R; written: Resource[] }>;
   /** The latest revision. */
   revision(): Promise<bigint>;
+  /**
+   * This store's cluster id, made once when the store was created: guests a control plane
+   * creates carry it (CLUSTER_METADATA_KEY), so a guest of ours is told apart from one of
+   * another cluster, or of a store that was replaced.
+   */
+  clusterId(): Promise<string>;
   health(): Promise<StoreHealth>;
   /**
    * Runs `seed` (the demo data) once in the life of the store: only when nothing was ever

@@ -3,7 +3,9 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { ConnectError, Code } from "@connectrpc/connect";
 import { randomIds, systemClock, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND } from "@quantix/core";
 import type { ControlPlaneConfig } from "./config.js";
-import { VmReconciler } from "./controllers/vm-reconciler.js";
+import { VmController } from "./controllers/vm-controller.js";
+import { nodeAllocationController } from "./controllers/node-allocation.js";
+import { ControllerManager } from "./runtime/manager.js";
 import { NodeMonitor } from "./controllers/node-monitor.js";
 import { VmScheduler } from "./controllers/vm-scheduler.js";
 import { HaController } from "./controllers/ha-controller.js";
@@ -40,7 +42,9 @@ export interface ControlPlane {
   /** Base URL, e.g. http://127.0.0.1:8080. */
   readonly url: string;
   readonly store: Store;
-  readonly reconciler: VmReconciler;
+  readonly vmController: VmController;
+  /** The controllers, running while this replica leads the store. */
+  readonly controllers: ControllerManager;
   readonly simulated: SimulatedNodes;
   /** The agent nodes this replica drives (undefined until it leads). */
   readonly agents: AgentNodes | undefined;
@@ -79,10 +83,10 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
 
   const drivers = new NodeDrivers();
   const vmService = new VmService({ store, clock, ids });
-  const reconciler = new VmReconciler({ store, drivers, clock, log });
-  const nodeService = new NodeService({ store, clock, ids, nodeLostAfterSec: config.nodeLostAfterSec, decommission: { drivers, holder: reconciler, log } });
-  const power = new VmPowerService(store, reconciler);
-  const migration = new VmMigrationService({ store, drivers, holder: reconciler, clock, log, strategy: config.schedulerStrategy });
+  const vmController = new VmController({ store, drivers, clock, log });
+  const nodeService = new NodeService({ store, clock, ids, nodeLostAfterSec: config.nodeLostAfterSec, decommission: { drivers, holder: vmController, log } });
+  const power = new VmPowerService(store, drivers);
+  const migration = new VmMigrationService({ store, drivers, holder: vmController, clock, log, strategy: config.schedulerStrategy });
   const vmMetrics = new VmMetricsStream({ store, drivers, clock });
   const drains = new NodeDrainService({ store, nodes: nodeService, migration, power, drivers, clock, log });
   const scheduler = new VmScheduler({ store, clock, log, strategy: config.schedulerStrategy, isConnected: (id) => drivers.has(id) });
@@ -92,28 +96,11 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   // Every replica connects to the agents (console, metrics, reboot and migrations are served
   // by whichever replica a client reaches; nothing in these connections writes the store).
   // The demo's in-process simulated nodes have no agent endpoint, so the two never overlap.
-  const agents: AgentNodes = attachAgentNodes({ store, drivers, log });
+  const agents: AgentNodes = attachAgentNodes({ store, drivers, log, clusterId: await store.clusterId() });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
-  let controllers: Promise<void> | undefined;
-  const resign = store.lead((leader) => {
-    if (leader) {
-      log.log("info", "leading: running the controllers on this replica");
-      controllers = (async () => {
-        await simulated.start();
-        await reconciler.start();
-        await scheduler.start();
-        await ha.start();
-        monitor.start();
-      })();
-      return;
-    }
-    // Another replica may lead by now: carrying on would let two reconcile the same VMs.
-    log.log("error", "lost the store's leadership (its connection dropped): exiting so a supervisor restarts this replica cleanly");
-    process.exit(1);
-  });
-  // A store nobody else shares leads at once: start serving with the controllers running.
-  await new Promise((r) => setImmediate(r));
-  await controllers;
+  const controllers = new ControllerManager({ store, log, onLost: () => process.exit(1) });
+  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), scheduler, ha, { start: async () => monitor.start(), stop: async () => monitor.stop() });
+  await controllers.start();
 
   const shutdown = new AbortController();
   // Every in-flight RPC (each open watch too) links its context to this signal until it ends:
@@ -143,13 +130,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     const fast = new GrpcFastPath(routes, { readMaxBytes: config.maxRequestBytes, writeMaxBytes: config.maxResponseBytes, shutdownSignal: shutdown.signal, log, metrics: rpcMetrics });
     listener = await listenDual(config.host, config.port, handler, { maxConcurrentStreams: config.maxConcurrentStreams, maxHeaderBytes: 64 * 1024 }, (stream, headers) => fast.handle(stream, headers));
   } catch (err) {
-    await resign();
+    await controllers.stop();
     await agents.stop();
-    await ha.stop();
-    await scheduler.stop();
-    await reconciler.stop();
-    await simulated.stop();
-    monitor.stop();
     await store.close();
     throw err;
   }
@@ -160,7 +142,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     port: listener.port,
     url: `http://${host}:${listener.port}`,
     store,
-    reconciler,
+    vmController,
+    controllers,
     simulated,
     get agents() {
       return agents;
@@ -169,13 +152,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
       closing ??= (async () => {
         shutdown.abort(new ConnectError("the server is shutting down", Code.Unavailable));
         await listener.close(config.shutdownGraceMs);
-        await resign();
-        monitor.stop();
-        await ha.stop();
+        await controllers.stop();
         await agents.stop();
-        await simulated.stop();
-        await scheduler.stop();
-        await reconciler.stop();
         await store.close();
       })();
       return closing;

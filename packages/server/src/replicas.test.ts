@@ -58,3 +58,19 @@ test("either replica serves a VM's console and metrics through the agent", async
   }
   await a.vms.deleteVM({ id: vm.id, force: true });
 });
+
+test("a follower never reconciles: actions it serves are carried out by the leader's controllers", async () => {
+  const [a, b] = replicas as [TestServer, TestServer];
+  const leader = [a, b].find((r) => r.cp.controllers.leading)!;
+  const follower = [a, b].find((r) => !r.cp.controllers.leading)!;
+  assert.ok(leader && follower, "one replica leads, the other follows");
+  const nodeId = await until(async () => (await follower.nodes.listNodes({})).nodes.find((n) => n.hostname === agent.name && n.status?.phase === Phase.READY)?.id, "the agent's node READY");
+  const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: "/boot/vmlinuz", cmdline: "console=ttyS0" } } };
+  const vm = await follower.vms.createVM({ name: "follower-served", spec, nodeId });
+  assert.equal((await follower.vms.startVM({ id: vm.id }, { timeoutMs: 10_000 })).status?.state, State.RUNNING);
+  assert.equal((await follower.vms.stopVM({ id: vm.id, force: true }, { timeoutMs: 10_000 })).status?.state, State.STOPPED);
+  await follower.vms.deleteVM({ id: vm.id }, { timeoutMs: 10_000 });
+  assert.equal(follower.cp.vmController.controller.reconciles, 0, "the follower's VM controller never ran a pass");
+  assert.ok(leader.cp.vmController.controller.reconciles > 0, "the leader's did the work");
+  assert.equal(await agent.backend.getVMInfo(vm.id).then(() => "present", () => "absent"), "absent", "the guest is gone from the node");
+});

@@ -22,6 +22,9 @@ export const VM_KIND = defineKind(VirtualMachineSchema, {
   labels: (vm) => vm.labels,
   unique: { key: (vm) => `${vm.projectId}/${vm.name}`, describe: (vm) => `a VM named '${vm.name}' already exists in project '${vm.projectId}'` },
   projectScoped: true,
-  // finalizers: [GUEST_FINALIZER], (with the VM controller)
+  finalizers: [GUEST_FINALIZER],
+  // A VM that is on no node has no guest anywhere (only the VM controller creates guests,
+  // on the node the scheduler bound): its deletion has nothing to wait for.
+  pendingFinalizers: (vm) => (vm.status?.nodeId || vm.status?.migrationTargetNodeId ? [GUEST_FINALIZER] : []),
   // owned: with the scheduler as the one writer of bindings (status.node_id, migration_target_node_id).
 });

@@ -67,6 +67,12 @@ export interface Kind<T extends Resource = Resource> {
   readonly projectScoped: boolean;
   /** Finalizers every new object starts with; present only for kinds with `finalizers` and `deletion_requested_at` fields. */
   readonly finalizers?: readonly string[];
+  /**
+   * Which of an object's finalizers still have work to do when its deletion is asked for
+   * (default: all). A delete of an object whose finalizers have nothing to do deletes it at
+   * once, in the same write, rather than marking it for a cleanup that would find nothing.
+   */
+  readonly pendingFinalizers?: (o: T) => readonly string[];
   /** Parts of status with a single writer. */
   readonly owned?: readonly OwnedField<T>[];
   /** Checks an object as a user would write it (create and update); the service adds its own rules. */

@@ -45,7 +45,8 @@ export function planWrite(kind: Kind<Resource>, op: "create" | "update" | "delet
   checkBase(kind, current, o.base);
   if (op === "delete") {
     const f = current as unknown as Finalizable;
-    if (!kind.finalizers || f.finalizers.length === 0) return { type: "DELETED", object: current, previous: current };
+    const pending = kind.pendingFinalizers ? kind.pendingFinalizers(current).filter((x) => f.finalizers.includes(x)) : f.finalizers;
+    if (!kind.finalizers || pending.length === 0) return { type: "DELETED", object: current, previous: current };
     if (f.deletionRequestedAt) return undefined;
     const marked = object as unknown as Finalizable;
     marked.deletionRequestedAt = timestampFromMs(o.nowMs);

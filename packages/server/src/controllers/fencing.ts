@@ -1,7 +1,7 @@
 import { clone, create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { VmStatusSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import type { Clock, Store } from "@quantix/core";
+import type { Clock, HypervisorPort, Store } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { Logger } from "../log.js";
 import { setCondition } from "./conditions.js";
@@ -16,8 +16,9 @@ export const FENCED_CONDITION = "Fenced";
  * reconnect for instance) that the control plane has not assigned to it: HA restarted it
  * elsewhere while the node was lost, or it is unplaced, waiting for a node. That copy is
  * powered off and deleted (force) on the node, which is logged and recorded on the VM as
- * a Fenced condition. A VM being migrated is exempt (its target holds a copy by design);
- * VMs the store does not know are left alone (not ours to judge).
+ * a Fenced condition. A VM being migrated is exempt (its target holds a copy by design).
+ * A guest whose VM the store no longer has is removed when our cluster created it, and
+ * left alone otherwise (removeOrphan).
  *
  * `fence()` fails with UNAVAILABLE while the node is still marked down (its heartbeats
  * have not resumed); the node's drivers report all its VMs again when it is up, so the
@@ -26,12 +27,12 @@ export const FENCED_CONDITION = "Fenced";
 export class Fencer {
   constructor(private readonly deps: { store: Store; drivers: NodeDrivers; clock: Clock; log: Logger }) {}
 
-  /** Removes `vmId` from `nodeId` if the VM is assigned elsewhere; returns whether it did. */
+  /** Removes `vmId` from `nodeId` if the VM is assigned elsewhere, or is ours and gone; returns whether it did. */
   async fence(nodeId: string, vmId: string): Promise<boolean> {
     const driver = this.deps.drivers.get(nodeId);
     if (!driver) return false;
     const vm = await this.deps.store.of(VM_KIND).get(vmId);
-    if (!vm) return false;
+    if (!vm) return this.removeOrphan(driver, nodeId, vmId);
     const assigned = vm.status?.nodeId ?? "";
     if (assigned === nodeId || isMigrating(vm)) return false;
     const obs = await driver.observe(vmId);
@@ -49,6 +50,21 @@ export class Fencer {
       cur.updatedAt = timestampFromMs(now);
       return cur;
     });
+    return true;
+  }
+
+  /**
+   * A guest our cluster created (its owner is this store's cluster id) whose VM no longer
+   * exists: deleted while no controller ran, or removed with its node unreachable. It is
+   * powered off and deleted. A guest without our mark (another cluster's, one made by
+   * hand, or one from a store that was replaced) is not ours to judge and is left alone.
+   */
+  private async removeOrphan(driver: HypervisorPort, nodeId: string, vmId: string): Promise<boolean> {
+    const obs = await driver.observe(vmId);
+    if (obs.power === "absent" || obs.owner === undefined || obs.owner !== (await this.deps.store.clusterId())) return false;
+    if (obs.power !== "shutdown" && obs.power !== "created") await driver.shutdownVM(vmId, { force: true, timeoutSec: 0 });
+    await driver.deleteVM(vmId);
+    this.deps.log.log("warn", "removed a guest whose VM no longer exists", { vm_id: vmId, node_id: nodeId, observed: obs.power });
     return true;
   }
 }

@@ -8,7 +8,7 @@ import type { Logger } from "../log.js";
 import { removeCondition, setCondition } from "./conditions.js";
 import { Fencer } from "./fencing.js";
 import { decideHa, GAVE_UP, HA_CONDITION, haPriority, recentRestarts } from "./ha-policy.js";
-import { WorkQueue } from "./work-queue.js";
+import { WorkQueue } from "../runtime/work-queue.js";
 import { VM_KIND, NODE_KIND, allOf } from "@quantix/core";
 
 /** Dependencies of the HA controller. */

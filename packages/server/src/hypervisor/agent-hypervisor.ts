@@ -1,8 +1,8 @@
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import type { VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { VmService, VmState } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { QuantixError, toAgentVmConfig, type Capability, type HypervisorConsole, type HypervisorMetrics, type HypervisorMigration, type HypervisorPort, type ObservedPower, type ShutdownOptions, type VmObservation } from "@quantix/core";
+import { VmService, VmState, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { CLUSTER_METADATA_KEY, QuantixError, toAgentVmConfig, type Capability, type HypervisorConsole, type HypervisorMetrics, type HypervisorMigration, type HypervisorPort, type ObservedPower, type ShutdownOptions, type VmObservation } from "@quantix/core";
 import type { Logger } from "../log.js";
 import { fromAgentError } from "./agent-errors.js";
 import { agentMigration } from "./agent-migration.js";
@@ -20,6 +20,8 @@ export interface AgentHypervisorOptions {
   /** The capabilities the agent registered; refreshed from /_/health on every reconnect. */
   readonly capabilities: readonly string[];
   readonly log: Logger;
+  /** The store's cluster id, recorded on every VM this control plane creates (CLUSTER_METADATA_KEY). */
+  readonly clusterId?: string;
   /** Called each time the watch is (re)synced, e.g. to look again at the VMs the store places here. */
   readonly onSynced?: () => void;
 }
@@ -76,7 +78,7 @@ export class AgentHypervisor implements HypervisorPort {
       },
       follow: (vmId, signal) => this.followConsole(vmId, signal),
     };
-    this.migration = agentMigration(this.client, (fn) => this.call(fn), o.node);
+    this.migration = agentMigration(this.client, (fn) => this.call(fn), o.node, (config) => markOwner(config, o.clusterId));
     this.metrics = agentMetrics(this.client, (fn) => this.call(fn), (state) => POWER[state] ?? "absent");
   }
 
@@ -105,7 +107,7 @@ export class AgentHypervisor implements HypervisorPort {
   }
 
   async createVM(vmId: string, spec: VmSpec): Promise<void> {
-    const config = toAgentVmConfig(vmId, spec);
+    const config = markOwner(toAgentVmConfig(vmId, spec), this.o.clusterId);
     await this.call(() => this.client.createVm({ vmId, config }));
   }
 
@@ -195,6 +197,7 @@ export class AgentHypervisor implements HypervisorPort {
       power,
       ...(same && e.startedAtMs !== undefined && (power === "running" || power === "paused" || power === "stopping") ? { startedAt: e.startedAtMs } : {}),
       ...(power === "crashed" ? { error: same && e.reason ? e.reason : "the agent reports it crashed" } : {}),
+      ...(e?.owner !== undefined ? { owner: e.owner } : {}),
     };
   }
 
@@ -243,4 +246,10 @@ export class AgentHypervisor implements HypervisorPort {
   private emit(vmId: string): void {
     for (const l of this.listeners) l(vmId);
   }
+}
+
+/** Records the cluster that creates a VM in its metadata (kept as it is when no cluster id is known). */
+export function markOwner(config: VmConfig, clusterId: string | undefined): VmConfig {
+  if (clusterId !== undefined) config.metadata[CLUSTER_METADATA_KEY] = clusterId;
+  return config;
 }

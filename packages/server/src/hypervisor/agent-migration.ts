@@ -1,6 +1,6 @@
 import type { Client } from "@connectrpc/connect";
 import type { VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import type { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import type { VmConfig, VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError, toAgentVmConfig, type HypervisorMigration, type MigrationOptions, type MigrationProgress, type MigrationStatistics } from "@quantix/core";
 
 /** Runs one agent call with the node's error mapping (AgentHypervisor's `call`). */
@@ -13,10 +13,10 @@ export type AgentCall = <T>(fn: () => Promise<T>) => Promise<T>;
  * running on the source. Cancelling aborts the stream and also asks CancelMigration, so
  * the source stops sending even if the stream's reset is lost.
  */
-export function agentMigration(client: Client<typeof VmService>, call: AgentCall, node: string): HypervisorMigration {
+export function agentMigration(client: Client<typeof VmService>, call: AgentCall, node: string, mark: (config: VmConfig) => VmConfig = (c) => c): HypervisorMigration {
   return {
     async prepare(vmId: string, spec: VmSpec): Promise<string> {
-      const config = toAgentVmConfig(vmId, spec);
+      const config = mark(toAgentVmConfig(vmId, spec));
       return (await call(() => client.prepareMigration({ vmId, config }))).targetUri;
     },
 

@@ -10,6 +10,8 @@ export interface AgentNodesDeps {
   readonly store: Store;
   readonly drivers: NodeDrivers;
   readonly log: Logger;
+  /** The store's cluster id, marked on the VMs the agents create. */
+  readonly clusterId?: string;
 }
 
 /** A running attachment; stop() detaches every agent and closes its connection. */
@@ -58,6 +60,7 @@ export function attachAgentNodes(deps: AgentNodesDeps): AgentNodes {
         version: node.status?.hypervisor?.version ?? "",
         capabilities: node.status?.hypervisor?.capabilities ?? [],
         log: deps.log,
+        ...(deps.clusterId !== undefined ? { clusterId: deps.clusterId } : {}),
         // The agent may have lost VMs the store places on it (a wiped host): look at those too.
         onSynced: () => void touchPlaced(node.id, created).catch((err: unknown) => deps.log.log("warn", "listing a node's VMs failed", { node_id: node.id, error: String(err) })),
       });

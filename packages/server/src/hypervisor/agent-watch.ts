@@ -2,6 +2,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import type { Client } from "@connectrpc/connect";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { VmEventType, type VmEvent, type VmService, type VmState } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { CLUSTER_METADATA_KEY } from "@quantix/core";
 import type { Logger } from "../log.js";
 
 /** What the last WatchVms event said about one VM on an agent. */
@@ -11,6 +12,8 @@ export interface AgentVmEntry {
   readonly reason: string;
   readonly pid: number;
   readonly startedAtMs?: number;
+  /** The cluster that created the VM (its CLUSTER_METADATA_KEY), if it says. */
+  readonly owner?: string;
 }
 
 /** What the watch tells its owner. */
@@ -69,7 +72,7 @@ export class AgentWatch {
             continue;
           }
           if (ev.type === VmEventType.DELETED) this.vms.delete(ev.vmId);
-          else if (ev.type === VmEventType.CHANGED) this.vms.set(ev.vmId, entryOf(ev));
+          else if (ev.type === VmEventType.CHANGED) this.vms.set(ev.vmId, entryOf(ev, this.vms.get(ev.vmId)));
           else continue;
           this.hooks.changed(ev.vmId);
         }
@@ -87,6 +90,8 @@ export class AgentWatch {
   }
 }
 
-function entryOf(ev: VmEvent): AgentVmEntry {
-  return { state: ev.state, reason: ev.reason, pid: ev.processId, ...(ev.startedAt ? { startedAtMs: timestampMs(ev.startedAt) } : {}) };
+/** An entry from an event; a change event without metadata (the backend's own) keeps the owner known before. */
+function entryOf(ev: VmEvent, before?: AgentVmEntry): AgentVmEntry {
+  const owner = ev.metadata[CLUSTER_METADATA_KEY] ?? before?.owner;
+  return { state: ev.state, reason: ev.reason, pid: ev.processId, ...(ev.startedAt ? { startedAtMs: timestampMs(ev.startedAt) } : {}), ...(owner !== undefined ? { owner } : {}) };
 }

@@ -16,8 +16,8 @@ export function vmServiceImpl(vms: VmService, power: VmPowerService, migration: 
     getVM: (req) => vms.get(req.id),
     listVMs: (req) => vms.list(req),
     updateVM: (req) => vms.update(req),
-    deleteVM: async (req) => {
-      await vms.delete(req);
+    deleteVM: async (req, ctx) => {
+      await vms.delete(req, budgetOf(ctx, defaultDeadlineMs));
       return create(EmptySchema);
     },
     startVM: (req, ctx) => power.act("start", req.id, budgetOf(ctx, defaultDeadlineMs)),

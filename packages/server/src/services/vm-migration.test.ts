@@ -9,7 +9,7 @@ import { DrainNodeRequestSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/n
 import { QuantixError, randomIds, systemClock, VM_KIND, NODE_KIND } from "@quantix/core";
 import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
 import { setCondition } from "../controllers/conditions.js";
-import { VmReconciler } from "../controllers/vm-reconciler.js";
+import { VmController } from "../controllers/vm-controller.js";
 import { silentLogger } from "../log.js";
 import { fakeCluster, FakeNode } from "./migration-test-kit.js";
 import { NodeDrainService } from "./node-drain.js";
@@ -214,9 +214,9 @@ test("progress writes are serialised: none lands after the final one, and a quie
 
 /** A drain service and a started reconciler over a fake cluster. */
 async function drainable(c: Awaited<ReturnType<typeof fakeCluster>>) {
-  const reconciler = new VmReconciler({ store: c.store, drivers: c.drivers, clock: systemClock, log: silentLogger });
+  const reconciler = new VmController({ store: c.store, drivers: c.drivers, clock: systemClock, log: silentLogger });
   await reconciler.start();
-  const power = new VmPowerService(c.store, reconciler);
+  const power = new VmPowerService(c.store, c.drivers);
   const nodes = new NodeService({ store: c.store, clock: systemClock, ids: randomIds });
   const drains = new NodeDrainService({ store: c.store, nodes, migration: c.migration, power, drivers: c.drivers, clock: systemClock, log: silentLogger });
   return { drains, reconciler };

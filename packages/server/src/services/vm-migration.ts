@@ -233,6 +233,8 @@ export class VmMigrationService {
     return this.deps.store.of(VM_KIND).update(
       vmId,
       (cur) => {
+        // A VM being deleted is gone for its migration: the VM controller removes its copies.
+        if (cur.deletionRequestedAt) throw notFound("VM", vmId);
         if (only.claimTarget !== undefined && cur.status?.migrationTargetNodeId !== only.claimTarget) return undefined;
         const next = clone(VmStatusSchema, cur.status ?? create(VmStatusSchema));
         edit(next);

@@ -1,15 +1,10 @@
-import { VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { checkPowerAction, notFound, desiredPowerStateOf, targetStateOf, type HypervisorConsole, type PowerAction, type ShutdownOptions, type Store, VM_KIND } from "@quantix/core";
+import { create } from "@bufbuild/protobuf";
+import { RebootRequestSchema, ShutdownPolicySchema, VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { checkPowerAction, desiredPowerStateOf, notFound, QuantixError, targetStateOf, VM_KIND, type HypervisorConsole, type PowerAction, type ShutdownOptions, type Store } from "@quantix/core";
+import { consoleOf, driverOf } from "../controllers/node-access.js";
+import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import { requireId } from "./vm-service.js";
 import { waitFor } from "./wait.js";
-
-/** What the power service needs from the reconciler, which knows each VM's node. */
-export interface PowerDriver {
-  enqueue(vmId: string): void;
-  hintStop(vmId: string, options: ShutdownOptions): void;
-  reboot(vm: VirtualMachine, force: boolean): Promise<void>;
-  consoleOf(vm: VirtualMachine): HypervisorConsole;
-}
 
 /** How long a power action may wait, from the request's deadline and the server's limit. */
 export interface WaitBudget {
@@ -21,31 +16,39 @@ export interface WaitBudget {
 const FAILED = [State.CRASHED, State.ERROR];
 
 /**
- * Power actions: check the state table, set the desired power state (a new spec
- * generation), and return once the node has observed the result or the budget ends.
+ * Power actions: check the state table, write what the user asks for into the spec (the
+ * desired power state, StopVM's shutdown options, RebootVM's reboot request: a new spec
+ * generation), and return once the node has observed the result or the budget ends. The
+ * VM controller, on the leader, carries it out; this replica only writes the store.
  */
 export class VmPowerService {
   constructor(
     private readonly store: Store,
-    private readonly driver: PowerDriver,
+    private readonly drivers: NodeDrivers,
   ) {}
 
   async act(action: Exclude<PowerAction, "delete" | "reboot">, id: string, budget: WaitBudget, stop?: ShutdownOptions): Promise<VirtualMachine> {
     requireId("id", id);
     const desired = desiredPowerStateOf(action)!;
     const target = targetStateOf(action)!;
-    const vm = await this.store.of(VM_KIND).update(id, (cur) => {
-      const state = cur.status?.state ?? State.UNKNOWN;
-      const decision = checkPowerAction(action, state, id);
-      // Start on a CRASHED VM asks again even though RUNNING was already desired.
-      const again = decision === "apply" && state === State.CRASHED;
-      if (cur.spec?.desiredPowerState === desired && !again) return undefined;
-      cur.spec!.desiredPowerState = desired;
-      cur.generation += 1n;
-      return cur;
-    });
-    if (stop && action === "stop") this.driver.hintStop(id, stop);
-    this.driver.enqueue(id);
+    const vm = await this.store.of(VM_KIND).update(
+      id,
+      (cur) => {
+        refuseIfDeleting(cur, action);
+        const state = cur.status?.state ?? State.UNKNOWN;
+        const decision = checkPowerAction(action, state, id);
+        // Start on a CRASHED VM asks again even though RUNNING was already desired.
+        const again = decision === "apply" && state === State.CRASHED;
+        const shutdown = stop && action === "stop" ? create(ShutdownPolicySchema, { force: stop.force, timeoutSec: stop.timeoutSec }) : undefined;
+        const sameShutdown = !shutdown || (cur.spec?.shutdown?.force === shutdown.force && cur.spec?.shutdown?.timeoutSec === shutdown.timeoutSec);
+        if (cur.spec?.desiredPowerState === desired && !again && sameShutdown) return undefined;
+        cur.spec!.desiredPowerState = desired;
+        if (shutdown) cur.spec!.shutdown = shutdown;
+        cur.generation += 1n;
+        return cur;
+      },
+      { actor: "api" },
+    );
     const settled = (x: VirtualMachine) => x.status?.state === target || (x.generation === x.status?.observedGeneration && FAILED.includes(x.status.state));
     if (vm.status?.state === target) return vm;
     return waitFor(this.store.of(VM_KIND), "VM", id, settled, budget.ms, budget.signal);
@@ -53,25 +56,48 @@ export class VmPowerService {
 
   /**
    * The console of a VM's node: NOT_FOUND for an unknown VM, FAILED_PRECONDITION when it
-   * has no node or the node's hypervisor lacks "console". Here beside reboot because
-   * both go straight to the VM's node rather than through the desired state.
+   * has no node or the node's hypervisor lacks "console". A read any replica serves.
    */
   async console(id: string): Promise<{ vm: VirtualMachine; console: HypervisorConsole }> {
     requireId("vm_id", id);
     const vm = await this.store.of(VM_KIND).get(id);
     if (!vm) throw notFound("VM", id);
-    return { vm, console: this.driver.consoleOf(vm) };
+    return { vm, console: consoleOf(this.drivers, vm) };
   }
 
+  /**
+   * RebootVM: checked against the state table and the node's capabilities at once, then
+   * asked for in the spec (spec.reboot.sequence + 1); returns once the guest has started
+   * again (a newer started_at) or the budget ends.
+   */
   async reboot(id: string, force: boolean, budget: WaitBudget): Promise<VirtualMachine> {
     requireId("id", id);
     const vm = await this.store.of(VM_KIND).get(id);
     if (!vm) throw notFound("VM", id);
+    refuseIfDeleting(vm, "reboot");
     checkPowerAction("reboot", vm.status?.state ?? State.UNKNOWN, id);
+    const driver = driverOf(this.drivers, vm);
+    if (!driver.capabilities.has("reboot")) throw new QuantixError("failed_precondition", `VM '${vm.id}' runs on a ${driver.kind} hypervisor, which lacks the 'reboot' capability`);
     const before = vm.status?.startedAt;
-    await this.driver.reboot(vm, force);
+    const asked = await this.store.of(VM_KIND).update(
+      id,
+      (cur) => {
+        refuseIfDeleting(cur, "reboot");
+        checkPowerAction("reboot", cur.status?.state ?? State.UNKNOWN, id);
+        cur.spec!.reboot = create(RebootRequestSchema, { sequence: (cur.spec?.reboot?.sequence ?? 0n) + 1n, force });
+        cur.generation += 1n;
+        return cur;
+      },
+      { actor: "api" },
+    );
+    const sequence = asked.spec!.reboot!.sequence;
     const rebooted = (x: VirtualMachine) =>
-      x.status?.state === State.RUNNING && !!x.status.startedAt && (!before || x.status.startedAt.seconds > before.seconds || (x.status.startedAt.seconds === before.seconds && x.status.startedAt.nanos > before.nanos));
+      x.status?.state === State.RUNNING && (x.status.rebootSequence ?? 0n) >= sequence && !!x.status.startedAt && (!before || x.status.startedAt.seconds > before.seconds || (x.status.startedAt.seconds === before.seconds && x.status.startedAt.nanos > before.nanos));
     return waitFor(this.store.of(VM_KIND), "VM", id, rebooted, budget.ms, budget.signal);
   }
+}
+
+/** FAILED_PRECONDITION for any power action on a VM being deleted. */
+export function refuseIfDeleting(vm: VirtualMachine, action: string): void {
+  if (vm.deletionRequestedAt) throw new QuantixError("failed_precondition", `cannot ${action} VM '${vm.id}': it is being deleted`);
 }

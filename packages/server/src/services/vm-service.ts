@@ -26,6 +26,7 @@ import {
 } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { applyUpdateMask, checkPowerAction, DEFAULT_PROJECT_ID, invalidArgument, notFound, QuantixError, throwIfViolations, validateCreateVm, validateLabels, validateVmSpec, Violations, matchesQuery, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND } from "@quantix/core";
 import { listPage } from "./paging.js";
+import { waitGone } from "./wait.js";
 import { EVENT_TYPE, filterEvent, SharedUpdates, watchFiltered } from "./watch-filter.js";
 
 /** Dependencies of the VM service. */
@@ -93,6 +94,7 @@ export class VmService {
     return this.deps.store.of(VM_KIND).update(
       req.id,
       (cur) => {
+        if (cur.deletionRequestedAt) throw new QuantixError("failed_precondition", `cannot update VM '${cur.id}': it is being deleted`);
         // A copy: the mask is applied to the draft, then compared with the current VM.
         const draft = create(UpdateVMRequestSchema, { spec: clone(VmSpecSchema, cur.spec ?? create(VmSpecSchema)), labels: { ...cur.labels }, description: cur.description });
         const paths = req.updateMask?.paths ?? [];
@@ -128,11 +130,23 @@ export class VmService {
     );
   }
 
-  async delete(req: DeleteVMRequest): Promise<void> {
+  /**
+   * DeleteVM: checked against the state table (a running VM needs force), then marked for
+   * deletion: the VM controller removes its guest from its node, then the VM goes.
+   * Returns once it is gone, or when the budget ends (it then shows deletion_requested_at
+   * and goes when the cleanup is done). A VM already being deleted is only waited for.
+   */
+  async delete(req: DeleteVMRequest, budget: { ms: number; signal: AbortSignal }): Promise<void> {
     requireId("id", req.id);
-    await this.deps.store.of(VM_KIND).delete(req.id, (cur) => {
-      checkPowerAction("delete", cur.status?.state ?? State.UNKNOWN, cur.id, req.force);
-    });
+    const vms = this.deps.store.of(VM_KIND);
+    await vms.delete(
+      req.id,
+      (cur) => {
+        if (!cur.deletionRequestedAt) checkPowerAction("delete", cur.status?.state ?? State.UNKNOWN, cur.id, req.force);
+      },
+      { actor: "api" },
+    );
+    await waitGone(vms, req.id, budget.ms, budget.signal);
   }
 
   /** One VM's current state (unless resuming), then every change until it is deleted. */

@@ -18,6 +18,8 @@ export interface KindFixture {
   readonly kind: Kind<Resource>;
   make(values: Values, labels?: Record<string, string>): Resource;
   scope(tag: string): { values: Values; labels?: Record<string, string>; where?: Values; labelFilter?: Record<string, string> };
+  /** Values that give an object work for its finalizers (kinds with finalizers only). */
+  readonly busy?: Values;
 }
 
 const ms = (v: FieldValue | undefined, dflt: number) => timestampFromMs(typeof v === "number" ? v : dflt);
@@ -39,6 +41,7 @@ const vm: KindFixture = {
       generation: 1n,
     }),
   scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
+  busy: { node_id: "a-node" },
 };
 
 const node: KindFixture = {

@@ -17,6 +17,7 @@ type Op = { op: "create" | "update" | "delete"; kind: Kind<Resource>; object: Re
 /** A store that keeps everything in memory: for tests and for `QUANTIX_STORE=memory`. */
 export class MemoryStore implements Store {
   private revisionValue = 0n;
+  private readonly cluster = globalThis.crypto.randomUUID();
   private seeded = false;
   private readonly collections = new Map<Kind<Resource>, MemoryCollection<Resource>>();
   private readonly clock: Clock;
@@ -82,6 +83,10 @@ export class MemoryStore implements Store {
 
   async revision(): Promise<bigint> {
     return this.revisionValue;
+  }
+
+  async clusterId(): Promise<string> {
+    return this.cluster;
   }
 
   async health(): Promise<StoreHealth> {

@@ -137,6 +137,13 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
       CREATE INDEX quantix_migrations_by_vm_id_created_ms ON quantix_migrations (vm_id, created_ms, id);
     `,
   },
+  {
+    version: 5,
+    name: "a cluster id",
+    // Guests carry it (CLUSTER_METADATA_KEY): a database that is replaced has a new one, so
+    // its control plane never mistakes the old cluster's guests for orphans of its own.
+    sql: `ALTER TABLE quantix_meta ADD COLUMN cluster_id text NOT NULL DEFAULT gen_random_uuid()::text;`,
+  },
 ];
 
 /** The newest schema version this binary knows. */

@@ -85,6 +85,11 @@ export class SqlStore implements Store {
     return big(rows[0]?.revision ?? 0);
   }
 
+  async clusterId(): Promise<string> {
+    const { rows } = await this.driver.query<{ cluster_id: string }>("SELECT cluster_id FROM quantix_meta WHERE id = 1");
+    return rows[0]!.cluster_id;
+  }
+
   async health(): Promise<StoreHealth> {
     try {
       return { ok: true, kind: this.driver.kind, revision: (await this.revision()).toString() };

@@ -1,0 +1,124 @@
+import { allOf, QuantixError, VM_KIND, type Clock, type Store, type Timers, type VmObservation } from "@quantix/core";
+import type { NodeDrivers } from "../hypervisor/node-drivers.js";
+import type { Logger } from "../log.js";
+import { Controller, watching } from "../runtime/controller.js";
+import { migratingElsewhere } from "./migration-lease.js";
+import { finalizeVm } from "./vm-finalize.js";
+import { resolveMigration } from "./vm-migration-resolve.js";
+import { stepVm } from "./vm-step.js";
+import { VmStatusWriter } from "./vm-status-writer.js";
+import { desiredOf } from "./vm-status.js";
+
+/** The actor name of the VM controller (it owns a VM's observed state, conditions and hypervisor fields). */
+export const VM_CONTROLLER = "vm-controller";
+
+/** Dependencies of the VM controller. */
+export interface VmControllerDeps {
+  readonly store: Store;
+  readonly drivers: NodeDrivers;
+  readonly clock: Clock;
+  readonly timers?: Timers;
+  readonly log: Logger;
+  /** Every VM is reconciled at least this often, as a safety net. */
+  readonly resyncMs?: number;
+}
+
+/**
+ * The VM controller (STYLE rule 1): `reconcile(id)` reads the VM and what its node's
+ * hypervisor observes, takes one idempotent step towards the spec (power state, stop
+ * options, reboots), and writes the status rebuilt from the observation. A VM being
+ * deleted has its guest powered off and removed from its node before its finalizer is
+ * removed (vm-finalize.ts), whatever events were missed. Store changes, hypervisor events
+ * and the resync only enqueue ids. Runs on the leader only (ControllerManager).
+ */
+export class VmController {
+  readonly controller: Controller;
+  private readonly status: VmStatusWriter;
+  /** VMs a live migration owns for now: the controller neither steps nor writes their status. */
+  private readonly migrating = new Set<string>();
+
+  constructor(private readonly deps: VmControllerDeps) {
+    const vms = deps.store.of(VM_KIND);
+    this.status = new VmStatusWriter(vms, deps.clock, (id) => this.migrating.has(id));
+    this.controller = new Controller(
+      {
+        name: VM_CONTROLLER,
+        watches: [watching(vms, (ev) => [ev.object.id])],
+        events: [(enqueue) => deps.drivers.onChange((_node, vmId) => enqueue(vmId))],
+        keys: async function* () {
+          for await (const vm of allOf(vms)) yield vm.id;
+          for (const [, driver] of deps.drivers.entries()) for (const obs of await driver.list()) yield obs.vmId;
+        },
+        reconcile: (id) => this.reconcile(id),
+        onTerminal: async (id, err) => {
+          const vm = await vms.get(id);
+          if (vm) await this.status.rejected(vm, err.message);
+        },
+        ...(deps.resyncMs !== undefined ? { resyncMs: deps.resyncMs } : {}),
+      },
+      { clock: deps.clock, ...(deps.timers ? { timers: deps.timers } : {}), log: deps.log, revision: () => deps.store.revision() },
+    );
+  }
+
+  start(): Promise<void> {
+    return this.controller.start();
+  }
+
+  stop(): Promise<void> {
+    return this.controller.stop();
+  }
+
+  enqueue(vmId: string): void {
+    this.controller.enqueue(vmId);
+  }
+
+  /** Resolves when no work is pending (tests). */
+  idle(): Promise<void> {
+    return this.controller.idle();
+  }
+
+  /**
+   * Hands a VM to a live migration until the returned release is called: reconciling it
+   * would observe a VM that is in two places at once. Release reconciles the VM again.
+   */
+  holdForMigration(vmId: string): () => void {
+    this.migrating.add(vmId);
+    return () => {
+      this.migrating.delete(vmId);
+      this.enqueue(vmId);
+    };
+  }
+
+  /** One level-based pass for one VM. */
+  private async reconcile(vmId: string): Promise<void> {
+    if (this.migrating.has(vmId)) return;
+    const vm = await this.deps.store.of(VM_KIND).get(vmId);
+    if (!vm) return;
+    if (vm.deletionRequestedAt) return finalizeVm(vm, { store: this.deps.store, drivers: this.deps.drivers, log: this.deps.log, status: this.status });
+    // A migration run by another replica holds the VM through the store: its Migrating=True
+    // condition, kept fresh by progress writes. One gone quiet for longer than the lease was
+    // interrupted (that replica stopped) and is cleared below like any other leftover.
+    if (migratingElsewhere(vm, this.deps.clock.now())) return;
+    if (vm.status?.migrationTargetNodeId) return resolveMigration(vm, { store: this.deps.store, drivers: this.deps.drivers, clock: this.deps.clock, log: this.deps.log });
+    const desired = desiredOf(vm);
+    const nodeId = vm.status?.nodeId ?? "";
+    if (!nodeId) return this.status.unplaced(vm, desired);
+    const driver = this.deps.drivers.get(nodeId);
+    if (!driver) return this.status.notConnected(vm, nodeId);
+    let obs: VmObservation;
+    try {
+      obs = await driver.observe(vm.id);
+      const stepped = await stepVm(vm, desired, driver, obs);
+      if (stepped === "rebooted") await this.status.rebooted(vm);
+      if (stepped) obs = await driver.observe(vm.id);
+    } catch (err) {
+      if (err instanceof QuantixError && err.code === "unavailable") {
+        // Retryable: say so in status, then fail the pass so the queue retries with backoff.
+        await this.status.unreachable(vm, err.message);
+        throw err;
+      }
+      throw err;
+    }
+    await this.status.observed(vm, desired, driver, obs);
+  }
+}

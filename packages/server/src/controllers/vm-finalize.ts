@@ -1,0 +1,50 @@
+import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { GUEST_FINALIZER, NODE_KIND, QuantixError, VM_KIND, type Store } from "@quantix/core";
+import type { NodeDrivers } from "../hypervisor/node-drivers.js";
+import type { Logger } from "../log.js";
+import type { VmStatusWriter } from "./vm-status-writer.js";
+
+/**
+ * The cleanup of a VM being deleted (deletion_requested_at set): its guest is powered off
+ * and deleted on every node that may hold a copy (its node, and a migration's target),
+ * then the VM's guest finalizer is removed and the store deletes it. Level-based: it runs
+ * again until done, after a restart too, so a guest whose VM was deleted while no
+ * controller ran is still removed. A node that is gone (decommissioned) holds nothing of
+ * ours; one that is lost (OFFLINE) is not waited for: a copy on it is fenced when it comes
+ * back. A node that is only unreachable for now is waited for (UNAVAILABLE, retried).
+ */
+export async function finalizeVm(vm: VirtualMachine, deps: { store: Store; drivers: NodeDrivers; log: Logger; status: VmStatusWriter }): Promise<void> {
+  if (!vm.finalizers.includes(GUEST_FINALIZER)) return;
+  const nodeIds = [vm.status?.nodeId ?? "", vm.status?.migrationTargetNodeId ?? ""].filter((n) => n !== "");
+  for (const nodeId of nodeIds) {
+    const node = await deps.store.of(NODE_KIND).get(nodeId);
+    if (!node) continue;
+    const driver = deps.drivers.get(nodeId);
+    try {
+      if (!driver) throw new QuantixError("unavailable", `node '${node.hostname}' is not connected`);
+      const obs = await driver.observe(vm.id);
+      if (obs.power === "absent") continue;
+      if (obs.power !== "shutdown" && obs.power !== "created") await driver.shutdownVM(vm.id, { force: true, timeoutSec: 0 });
+      await driver.deleteVM(vm.id);
+      deps.log.log("info", "removed a deleted VM's guest from its node", { vm_id: vm.id, node_id: nodeId });
+    } catch (err) {
+      if (!(err instanceof QuantixError && err.code === "unavailable")) throw err;
+      if (node.status?.phase === Phase.OFFLINE) {
+        deps.log.log("warn", "a deleted VM's node is lost: its guest there is fenced if the node comes back", { vm_id: vm.id, node_id: nodeId });
+        continue;
+      }
+      await deps.status.unreachable(vm, `VM '${vm.id}' is being deleted, and its guest on node '${node.hostname}' cannot be removed yet (${err.message})`);
+      throw err;
+    }
+  }
+  await deps.store.of(VM_KIND).update(
+    vm.id,
+    (cur) => {
+      if (!cur.finalizers.includes(GUEST_FINALIZER)) return undefined;
+      cur.finalizers = cur.finalizers.filter((f) => f !== GUEST_FINALIZER);
+      return cur;
+    },
+    { actor: "vm-controller" },
+  );
+}

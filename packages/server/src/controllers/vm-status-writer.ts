@@ -1,0 +1,117 @@
+import { clone, create, equals } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
+import { PowerState, VmStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import type { Clock, Collection, HypervisorPort, VmObservation } from "@quantix/core";
+import { removeCondition, setCondition } from "./conditions.js";
+import { rebootDue } from "./vm-step.js";
+import { stateOf } from "./vm-status.js";
+
+/** The VM controller's writer of a VM's observed status (one owner, STYLE rule 2). */
+export class VmStatusWriter {
+  constructor(
+    private readonly vms: Collection<VirtualMachine>,
+    private readonly clock: Clock,
+    /** Whether a local migration holds the VM: a status read before it took the VM is not written over its own. */
+    private readonly held: (vmId: string) => boolean,
+  ) {}
+
+  /** A VM without a node: STOPPED when it should be off, else PENDING until the scheduler places it. */
+  unplaced(vm: VirtualMachine, desired: PowerState): Promise<void> {
+    if (desired === PowerState.STOPPED) {
+      return this.write(vm, (s) => {
+        s.state = State.STOPPED;
+        // A stopped VM needs no placement; keep only the reason it lost its node, if any.
+        if (s.conditions.find((c) => c.type === "Scheduled")?.reason !== "NodeDecommissioned") s.conditions = removeCondition(s.conditions, "Scheduled");
+        if (rebootDue(vm)) s.rebootSequence = vm.spec!.reboot!.sequence;
+      });
+    }
+    // Placement is the scheduler's (vm-scheduler.ts): it sets the node and the Scheduled
+    // condition. Until then the VM waits.
+    return this.write(vm, (s) => {
+      if (!s.nodeId) s.state = State.PENDING;
+    });
+  }
+
+  /** The VM's node has no connected hypervisor: its state cannot be observed. */
+  notConnected(vm: VirtualMachine, nodeId: string): Promise<void> {
+    return this.write(vm, (s) => {
+      s.state = State.UNKNOWN;
+      s.errorMessage = `node '${nodeId}' is not connected; the VM's state cannot be observed`;
+    });
+  }
+
+  /** The status rebuilt from what the node's hypervisor observes. */
+  observed(vm: VirtualMachine, desired: PowerState, driver: HypervisorPort, obs: VmObservation): Promise<void> {
+    const now = this.clock.now();
+    return this.write(vm, (s) => {
+      s.state = stateOf(obs.power, desired);
+      s.hypervisor = driver.kind;
+      s.errorMessage = obs.power === "crashed" ? `the hypervisor process ended unexpectedly${obs.error ? `: ${obs.error}` : ""}; StartVM restarts it` : "";
+      if (obs.power === "crashed") {
+        if (!s.conditions.some((c) => c.type === "Crashed")) {
+          s.conditions = setCondition(s.conditions, { type: "Crashed", status: true, reason: "ProcessExited", message: s.errorMessage, generation: vm.generation }, now);
+        }
+      } else if (obs.power === "running") {
+        s.conditions = removeCondition(s.conditions, "Crashed");
+      }
+      s.conditions = removeCondition(removeCondition(s.conditions, "NodeReachable"), "SpecAccepted");
+      // Migrating=True outside a running migration is left from a control plane that stopped mid-way.
+      if (s.conditions.some((c) => c.type === "Migrating" && c.status === ConditionStatus.TRUE)) {
+        s.conditions = setCondition(s.conditions, { type: "Migrating", status: false, reason: "Interrupted", message: `the control plane stopped during the migration; the VM is observed on node '${s.nodeId}'`, generation: vm.generation }, now);
+      }
+      if (obs.startedAt !== undefined) s.startedAt = timestampFromMs(obs.startedAt);
+      else delete s.startedAt;
+      // A reboot asked for while the guest was not running has nothing to do.
+      if (rebootDue(vm) && obs.power !== "running" && obs.power !== "starting") s.rebootSequence = vm.spec!.reboot!.sequence;
+      s.observedGeneration = vm.generation;
+    });
+  }
+
+  /** The node rebooted the guest as spec.reboot asked. */
+  rebooted(vm: VirtualMachine): Promise<void> {
+    return this.write(vm, (s) => {
+      s.rebootSequence = vm.spec?.reboot?.sequence ?? s.rebootSequence;
+    });
+  }
+
+  /** The node cannot be asked: the status says so instead of repeating the last state seen. */
+  unreachable(vm: VirtualMachine, why: string): Promise<void> {
+    const now = this.clock.now();
+    return this.write(vm, (s) => {
+      s.state = State.UNKNOWN;
+      s.errorMessage = `${why}; the VM's state cannot be observed until the node is back`;
+      s.conditions = setCondition(s.conditions, { type: "NodeReachable", status: false, reason: "NodeUnreachable", message: s.errorMessage, generation: vm.generation }, now);
+    });
+  }
+
+  /** The node's hypervisor refused the VM's spec: ERROR until the spec changes. */
+  rejected(vm: VirtualMachine, why: string): Promise<void> {
+    const now = this.clock.now();
+    return this.write(vm, (s) => {
+      s.state = State.ERROR;
+      s.errorMessage = why;
+      s.conditions = setCondition(s.conditions, { type: "SpecAccepted", status: false, reason: "HypervisorRejected", message: why, generation: vm.generation }, now);
+      s.observedGeneration = vm.generation;
+    });
+  }
+
+  /** Applies `edit` to the VM's current status; writes only when something changed. */
+  async write(vm: VirtualMachine, edit: (s: VmStatus) => void): Promise<void> {
+    const now = this.clock.now();
+    await this.vms.update(
+      vm.id,
+      (cur) => {
+        if (this.held(vm.id)) return undefined;
+        const before = cur.status ?? create(VmStatusSchema);
+        const next = clone(VmStatusSchema, before);
+        edit(next);
+        if (equals(VmStatusSchema, before, next)) return undefined;
+        cur.status = next;
+        cur.updatedAt = timestampFromMs(now);
+        return cur;
+      },
+      { actor: "vm-controller" },
+    );
+  }
+}

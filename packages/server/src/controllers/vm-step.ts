@@ -1,0 +1,93 @@
+import { PowerState, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { QuantixError, type HypervisorPort, type ShutdownOptions, type VmObservation } from "@quantix/core";
+import { TerminalError } from "../runtime/controller.js";
+
+/** What a step did: nothing, a power change, or a reboot the spec asked for. */
+export type Step = false | true | "rebooted";
+
+/**
+ * Takes at most one idempotent step of a VM towards its spec on its node's hypervisor:
+ * the desired power state, then a reboot the spec asks for (spec.reboot.sequence newer
+ * than status.reboot_sequence). The shutdown is done as spec.shutdown says (StopVM writes
+ * its force and timeout there).
+ */
+export async function stepVm(vm: VirtualMachine, desired: PowerState, d: HypervisorPort, obs: VmObservation): Promise<Step> {
+  const p = obs.power;
+  switch (desired) {
+    case PowerState.RUNNING:
+      if (p === "absent") {
+        await define(d, vm);
+        await d.bootVM(vm.id);
+        return true;
+      }
+      if (p === "created" || p === "shutdown" || p === "suspended") {
+        await d.bootVM(vm.id);
+        return true;
+      }
+      if (p === "paused") {
+        await d.resumeVM(vm.id);
+        return true;
+      }
+      // A crash is final until StartVM asks again (a newer generation than the crash's).
+      if (p === "crashed" && vm.generation > (crashedAt(vm) ?? vm.generation)) {
+        await d.bootVM(vm.id);
+        return true;
+      }
+      if (p === "running" && rebootDue(vm)) {
+        await d.rebootVM(vm.id, vm.spec?.reboot?.force ?? false);
+        return "rebooted";
+      }
+      return false;
+    case PowerState.PAUSED:
+      if (p === "running") {
+        await d.pauseVM(vm.id);
+        return true;
+      }
+      return false;
+    case PowerState.SUSPENDED:
+      if (p === "running" || p === "paused") {
+        await d.suspendVM(vm.id);
+        return true;
+      }
+      return false;
+    case PowerState.STOPPED:
+    case PowerState.UNSPECIFIED: {
+      const how = shutdownOf(vm);
+      if (p === "running" || p === "paused" || p === "starting" || p === "crashed" || p === "suspended" || (p === "stopping" && how.force)) {
+        await d.shutdownVM(vm.id, how);
+        return true;
+      }
+      return false;
+    }
+    default:
+      return false;
+  }
+}
+
+/** How the VM is to be stopped (spec.shutdown; a timeout of 0 means 60 s). */
+export function shutdownOf(vm: VirtualMachine): ShutdownOptions {
+  const s = vm.spec?.shutdown;
+  return { force: s?.force ?? false, timeoutSec: s && s.timeoutSec > 0 ? s.timeoutSec : 60 };
+}
+
+/** Whether the spec asks for a reboot the node has not done yet. */
+export function rebootDue(vm: VirtualMachine): boolean {
+  return (vm.spec?.reboot?.sequence ?? 0n) > (vm.status?.rebootSequence ?? 0n);
+}
+
+/** Defines a VM on its node, telling a refused spec (terminal) apart from a passing failure. */
+async function define(d: HypervisorPort, vm: VirtualMachine): Promise<void> {
+  try {
+    await d.createVM(vm.id, vm.spec!);
+  } catch (err) {
+    if (err instanceof QuantixError && (err.code === "failed_precondition" || err.code === "invalid_argument" || err.code === "already_exists")) {
+      throw new TerminalError("HypervisorRejected", `node refused the VM: ${err.message}`, { cause: err });
+    }
+    throw err;
+  }
+}
+
+/** The generation at which the VM was seen crashed (StartVM bumps past it); undefined before it is recorded. */
+function crashedAt(vm: VirtualMachine): bigint | undefined {
+  return vm.status?.conditions.find((c) => c.type === "Crashed")?.observedGeneration;
+}
