@@ -1,6 +1,7 @@
 import { NodeStatus_Phase as Phase, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { Store } from "@quantix/core";
 import type { Logger } from "../log.js";
+import { httpAgentConnection } from "./agent-connection.js";
 import { AgentHypervisor } from "./agent-hypervisor.js";
 import type { NodeDrivers } from "./node-drivers.js";
 import { NODE_KIND, allOf, VM_KIND } from "@quantix/core";
@@ -52,7 +53,7 @@ export function attachAgentNodes(deps: AgentNodesDeps): AgentNodes {
     }
     if (!hv) {
       const created = new AgentHypervisor({
-        endpoint,
+        connection: httpAgentConnection(endpoint),
         node: node.hostname,
         kind: type || "unknown",
         version: node.status?.hypervisor?.version ?? "",
