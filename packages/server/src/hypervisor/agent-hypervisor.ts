@@ -34,7 +34,7 @@ const POWER: Record<VmState, ObservedPower> = {
 };
 
 /** The vmm.v1 capabilities that have a control-plane meaning, by their control-plane name. */
-const KNOWN: readonly Capability[] = ["pause", "reboot", "live-migration", "console"];
+const KNOWN: readonly Capability[] = ["pause", "reboot", "live-migration", "console", "metrics"];
 
 /**
  * A node's hypervisor reached through its host agent's vmm.v1 VmService (gRPC over h2c,
@@ -243,8 +243,6 @@ export class AgentHypervisor implements HypervisorPort {
   private setCapabilities(names: readonly string[]): void {
     this.capabilities.clear();
     for (const c of KNOWN) if (names.includes(c)) this.capabilities.add(c);
-    // Every vmm.v1 agent measures in GetVmInfo; what its backend cannot measure it leaves out.
-    this.capabilities.add("metrics");
   }
 
   private emit(vmId: string): void {

@@ -29,7 +29,7 @@ interface SimVm {
 /** Everything the simulator can honestly emulate: it has no real devices, so every device model is accepted. */
 const CAPABILITIES: ReadonlySet<BackendCapability> = new Set<BackendCapability>([
   "pause", "reboot", "graceful-shutdown", "console", "cpu-hotplug", "memory-hotplug",
-  "virtio-scsi", "nvme", "sata", "qcow2", "firmware-boot", "e1000", "rtl8139",
+  "virtio-scsi", "nvme", "sata", "qcow2", "firmware-boot", "e1000", "rtl8139", "metrics",
 ]);
 
 const encoder = new TextEncoder();
