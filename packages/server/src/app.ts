@@ -8,6 +8,7 @@ import { NodeMonitor } from "./controllers/node-monitor.js";
 import { VmScheduler } from "./controllers/vm-scheduler.js";
 import { HaController } from "./controllers/ha-controller.js";
 import { demoNodes, demoVms } from "./demo/demo-data.js";
+import type { SimulatedHostFactory } from "./demo/simulated-host.js";
 import { SimulatedNodes } from "./demo/simulated-nodes.js";
 import { createFallback } from "./health.js";
 import { attachAgentNodes, type AgentNodes } from "./hypervisor/agent-nodes.js";
@@ -54,6 +55,8 @@ export interface ControlPlaneDeps {
   readonly ids?: IdGenerator;
   readonly log?: Logger;
   readonly store?: Store;
+  /** Starts the simulated hosts of demo nodes (the agent package's createSimulatedHost); without it they stay unconnected. */
+  readonly simulatedHosts?: SimulatedHostFactory;
 }
 
 /** The composition root of the control plane: picks implementations and wires them. */
@@ -86,12 +89,12 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const vmMetrics = new VmMetricsStream({ store, drivers, clock });
   const drains = new NodeDrainService({ store, nodes: nodeService, migration, power, drivers, clock, log });
   const scheduler = new VmScheduler({ store, clock, log, strategy: config.schedulerStrategy, isConnected: (id) => drivers.has(id) });
-  const simulated = new SimulatedNodes({ store, drivers, nodes: nodeService, clock, log, timing: { bootMs: config.simBootMs, shutdownMs: Math.round(config.simBootMs * 0.7), suspendMs: Math.round(config.simBootMs * 0.7) } });
+  const simulated = new SimulatedNodes({ store, drivers, nodes: nodeService, log, hosts: deps.simulatedHosts, bootMs: config.simBootMs });
   const monitor = new NodeMonitor({ store, clock, log, offlineAfterSec: config.nodeLostAfterSec });
   const ha = new HaController({ store, drivers, clock, log });
   // Every replica connects to the agents (console, metrics, reboot and migrations are served
   // by whichever replica a client reaches; nothing in these connections writes the store).
-  // The demo's in-process simulated nodes have no agent endpoint, so the two never overlap.
+  // The demo's simulated hosts run in this process without an agent endpoint: never both.
   const agents: AgentNodes = attachAgentNodes({ store, drivers, log });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   let controllers: Promise<void> | undefined;

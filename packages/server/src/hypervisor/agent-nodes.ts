@@ -45,7 +45,7 @@ export function attachAgentNodes(deps: AgentNodesDeps): AgentNodes {
     const type = node.status?.hypervisor?.type ?? "";
     if (deleted || endpoint === "") return detach(node.id);
     let hv = agents.get(node.id);
-    // A node another driver serves (the demo's in-process simulated hypervisors) is left to it.
+    // A node another driver serves (a demo node's in-process simulated host) is left to it.
     if (!hv && deps.drivers.has(node.id)) return;
     if (hv && hv.endpoint !== endpoint) {
       await detach(node.id);
