@@ -33,7 +33,9 @@ export type BackendCapability =
   | "firmware-boot"
   | "e1000"
   | "rtl8139"
-  | "readopt";
+  | "readopt"
+  /** getVMInfo measures the VM's usage (what it cannot measure it leaves out). */
+  | "metrics";
 
 /** One VM as the backend sees it now. */
 export interface BackendVmInfo {

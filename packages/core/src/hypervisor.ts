@@ -114,7 +114,8 @@ export interface HypervisorMigration {
 /**
  * The control plane's port to one node's hypervisor, shaped like the seed's Backend
  * interface (CreateVM ... Ping) plus observation and declared capabilities. Every call
- * is idempotent with respect to its result: booting a running VM is not an error.
+ * is idempotent with respect to its result: booting a running VM is not an error. Every
+ * implementation passes packages/server/src/hypervisor/hypervisor-port.contract.ts.
  */
 export interface HypervisorPort {
   /** "simulated", "qemu", "cloud-hypervisor", "firecracker". */

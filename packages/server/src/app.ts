@@ -10,6 +10,7 @@ import { NodeMonitor } from "./controllers/node-monitor.js";
 import { VmScheduler } from "./controllers/vm-scheduler.js";
 import { HaController } from "./controllers/ha-controller.js";
 import { demoNodes, demoVms } from "./demo/demo-data.js";
+import type { SimulatedHostFactory } from "./demo/simulated-host.js";
 import { SimulatedNodes } from "./demo/simulated-nodes.js";
 import { createFallback } from "./health.js";
 import { attachAgentNodes, type AgentNodes } from "./hypervisor/agent-nodes.js";
@@ -43,6 +44,8 @@ export interface ControlPlane {
   readonly url: string;
   readonly store: Store;
   readonly vmController: VmController;
+  /** The node hypervisors this replica reaches (agents, the demo's simulated hosts). */
+  readonly drivers: NodeDrivers;
   /** The controllers, running while this replica leads the store. */
   readonly controllers: ControllerManager;
   readonly simulated: SimulatedNodes;
@@ -58,6 +61,8 @@ export interface ControlPlaneDeps {
   readonly ids?: IdGenerator;
   readonly log?: Logger;
   readonly store?: Store;
+  /** Starts the simulated hosts of demo nodes (the agent package's createSimulatedHost); without it they stay unconnected. */
+  readonly simulatedHosts?: SimulatedHostFactory;
 }
 
 /** The composition root of the control plane: picks implementations and wires them. */
@@ -90,12 +95,12 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const vmMetrics = new VmMetricsStream({ store, drivers, clock });
   const drains = new NodeDrainService({ store, nodes: nodeService, migration, power, drivers, clock, log });
   const scheduler = new VmScheduler({ store, clock, log, strategy: config.schedulerStrategy, isConnected: (id) => drivers.has(id) });
-  const simulated = new SimulatedNodes({ store, drivers, nodes: nodeService, clock, log, timing: { bootMs: config.simBootMs, shutdownMs: Math.round(config.simBootMs * 0.7), suspendMs: Math.round(config.simBootMs * 0.7) } });
+  const simulated = new SimulatedNodes({ store, drivers, nodes: nodeService, log, hosts: deps.simulatedHosts, bootMs: config.simBootMs });
   const monitor = new NodeMonitor({ store, clock, log, offlineAfterSec: config.nodeLostAfterSec });
   const ha = new HaController({ store, drivers, clock, log });
   // Every replica connects to the agents (console, metrics, reboot and migrations are served
   // by whichever replica a client reaches; nothing in these connections writes the store).
-  // The demo's in-process simulated nodes have no agent endpoint, so the two never overlap.
+  // The demo's simulated hosts run in this process without an agent endpoint: never both.
   const agents: AgentNodes = attachAgentNodes({ store, drivers, log, clusterId: await store.clusterId() });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   const controllers = new ControllerManager({ store, log, onLost: () => process.exit(1) });
@@ -144,6 +149,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     store,
     vmController,
     controllers,
+    drivers,
     simulated,
     get agents() {
       return agents;

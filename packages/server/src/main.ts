@@ -1,3 +1,4 @@
+import { createSimulatedHost } from "@quantix/agent";
 import { QuantixError } from "@quantix/core";
 import { startControlPlane } from "./app.js";
 import { loadConfig } from "./config.js";
@@ -13,7 +14,8 @@ async function main(): Promise<void> {
   }
   let cp;
   try {
-    cp = await startControlPlane(config);
+    // The composition root picks the demo nodes' hosts: the agent's simulator, in process.
+    cp = await startControlPlane(config, { simulatedHosts: createSimulatedHost });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const hint =

@@ -1,4 +1,5 @@
 import type { Client, Transport } from "@connectrpc/connect";
+import { createSimulatedHost } from "@quantix/agent";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
@@ -8,7 +9,7 @@ import { startControlPlane, type ControlPlane } from "@quantix/server/app.js";
 import { loadConfig, type ControlPlaneConfig } from "@quantix/server/config.js";
 import { silentLogger } from "@quantix/server/log.js";
 
-/** A control plane on a free loopback port with fast simulated hypervisors. */
+/** A control plane on a free loopback port whose demo nodes run fast simulated hosts. */
 export interface TestServer {
   readonly cp: ControlPlane;
   readonly url: string;
@@ -20,7 +21,7 @@ export interface TestServer {
 /** Starts a real control plane on 127.0.0.1:0 with the demo data unless told otherwise. */
 export async function startTestServer(overrides: Partial<ControlPlaneConfig> = {}, store?: Store): Promise<TestServer> {
   const config = loadConfig({}, { host: "127.0.0.1", port: 0, store: { kind: "memory" }, logLevel: "silent", simBootMs: 40, defaultDeadlineMs: 5000, shutdownGraceMs: 2000, ...overrides });
-  const cp = await startControlPlane(config, { log: silentLogger, ...(store ? { store } : {}) });
+  const cp = await startControlPlane(config, { log: silentLogger, simulatedHosts: createSimulatedHost, ...(store ? { store } : {}) });
   const transport = createConnectTransport({ baseUrl: cp.url, httpVersion: "1.1" });
   return {
     cp,

@@ -1,13 +1,11 @@
 import { setMaxListeners } from "node:events";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { listenDual, type DualListener } from "@quantix/server/listener.js";
 import type { Logger } from "@quantix/server/log.js";
-import { observeAndMapErrors } from "@quantix/server/rpc/interceptors.js";
 import type { VmManager } from "../vm-manager.js";
 import { healthFallback } from "./health.js";
-import { vmServiceImpl } from "./vm-routes.js";
+import { vmmRouter } from "./vmm-router.js";
 
 /** Where and how the agent serves vmm.v1. */
 export interface AgentServerOptions {
@@ -38,9 +36,10 @@ export async function startAgentServer(manager: VmManager, options: AgentServerO
   const shutdown = new AbortController();
   // Each open stream links its context to this signal; many at once are normal here.
   setMaxListeners(0, shutdown.signal);
+  const vmm = vmmRouter(manager, backendVersion, options.log);
   const handler = connectNodeAdapter({
-    routes: (router) => router.service(VmService, vmServiceImpl(manager, backendVersion)),
-    interceptors: [observeAndMapErrors(options.log)],
+    routes: vmm.routes,
+    interceptors: vmm.interceptors,
     jsonOptions: { ignoreUnknownFields: false },
     shutdownSignal: shutdown.signal,
     fallback: healthFallback(manager.backend, backendVersion, { log: options.log, problem: options.problem }),

@@ -10,26 +10,41 @@ export const AGENT_VERSION = "0.1.0";
 type Fallback = NonNullable<ConnectNodeAdapterOptions["fallback"]>;
 type Res = Parameters<Fallback>[1];
 
+/** What `GET /_/health` answers: its status and JSON body. */
+export interface HealthReport {
+  readonly status: number;
+  readonly body: Record<string, unknown>;
+}
+
 /**
- * Serves `GET /_/health`: 503 with `problem()`'s reason while the agent cannot serve as a
- * node (it was decommissioned); otherwise 200 with the backend's type, version and ping
- * result when the hypervisor answers, 503 with the reason when it does not; `GET /metrics` in the
+ * The health report: 503 with `problem()`'s reason while the agent cannot serve as a node
+ * (it was decommissioned); otherwise 200 with the backend's type, version and ping result
+ * when the hypervisor answers, 503 with the reason when it does not. Served over HTTP by
+ * {@link healthFallback}, and read directly for an agent in the control plane's process.
+ */
+export async function healthReport(backend: Backend, backendVersion: string, problem: () => string | undefined = () => undefined): Promise<HealthReport> {
+  const base = { version: AGENT_VERSION, backend: { type: backend.type, version: backendVersion, capabilities: [...backend.capabilities].sort() } };
+  const reason = problem();
+  if (reason !== undefined) return { status: 503, body: { status: "failed", reason, ...base } };
+  try {
+    await backend.ping();
+    return { status: 200, body: { status: "ok", ...base, ping: { ok: true } } };
+  } catch (err) {
+    return { status: 503, body: { status: "degraded", ...base, ping: { ok: false, detail: err instanceof Error ? err.message : String(err) } } };
+  }
+}
+
+/**
+ * Serves `GET /_/health` ({@link healthReport}); `GET /metrics` in the
  * Prometheus text format (agent-metrics.ts), or 503 with a generic message when the backend
  * cannot list its VMs (the cause, which may name host paths, goes to the log only). Every
  * other non-RPC path gets a JSON 404 naming where the API lives.
  */
 export function healthFallback(backend: Backend, backendVersion: string, o: { log: Logger; problem?: (() => string | undefined) | undefined }): Fallback {
-  const problem = o.problem ?? (() => undefined);
   return (req, res) => {
     const url = (req.url ?? "/").split("?")[0];
     if (url === "/_/health" && (req.method === "GET" || req.method === "HEAD")) {
-      const base = { version: AGENT_VERSION, backend: { type: backend.type, version: backendVersion, capabilities: [...backend.capabilities].sort() } };
-      const reason = problem();
-      if (reason !== undefined) return send(res, 503, { status: "failed", reason, ...base });
-      backend.ping().then(
-        () => send(res, 200, { status: "ok", ...base, ping: { ok: true } }),
-        (err: unknown) => send(res, 503, { status: "degraded", ...base, ping: { ok: false, detail: err instanceof Error ? err.message : String(err) } }),
-      );
+      void healthReport(backend, backendVersion, o.problem).then((r) => send(res, r.status, r.body));
       return;
     }
     if (url === "/metrics" && req.method === "GET") {

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { parse } from "yaml";
-import type { Schema } from "./json-schema-subset.js";
+import { specSchemas, type Schema, type SchemaCheck } from "./spec-schemas.js";
 
 /** Which VMM a spec (and a stand-in) speaks for. */
 export type VmmFlavor = "firecracker" | "cloud-hypervisor";
@@ -28,8 +28,8 @@ export interface ApiSpec {
   /** The prefix every path is served under: "" for Firecracker, "/api/v1" for Cloud Hypervisor. */
   readonly prefix: string;
   find(method: string, path: string): SpecMatch;
-  /** Resolves a local "$ref" (e.g. "#/components/schemas/VmConfig"). */
-  resolve(ref: string): Schema;
+  /** Checks a value against one of this spec's schemas (a body or a reply); returns what is wrong. */
+  readonly validate: SchemaCheck;
 }
 
 const files: Record<VmmFlavor, string> = { firecracker: "firecracker.yaml", "cloud-hypervisor": "cloud-hypervisor.yaml" };
@@ -53,13 +53,7 @@ export function apiSpecFromDocument(doc: Schema): ApiSpec {
       operations.push(swagger ? swaggerOperation(template, method, op) : openApiOperation(template, method, op));
     }
   }
-  const resolve = (ref: string): Schema => {
-    let node: unknown = doc;
-    for (const part of ref.replace(/^#\//, "").split("/")) node = (node as Record<string, unknown>)[part];
-    if (node === undefined) throw new Error(`spec has no ${ref}`);
-    return node as Schema;
-  };
-  return { prefix, resolve, find: (method, path) => find(operations, prefix, method.toLowerCase(), path) };
+  return { prefix, validate: specSchemas(doc), find: (method, path) => find(operations, prefix, method.toLowerCase(), path) };
 }
 
 function find(operations: readonly SpecOperation[], prefix: string, method: string, path: string): SpecMatch {

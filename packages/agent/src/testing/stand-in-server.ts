@@ -2,7 +2,6 @@ import { appendFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { join } from "node:path";
 import { loadApiSpec, type ApiSpec, type VmmFlavor } from "./api-spec.js";
-import { validateSchema } from "./json-schema-subset.js";
 import { CloudHypervisorMachine } from "./stand-in-cloud-hypervisor.js";
 import { FirecrackerMachine } from "./stand-in-firecracker.js";
 import type { StandInEffects, StandInMachine, StandInReply } from "./stand-in-machine.js";
@@ -110,7 +109,7 @@ function answer(spec: ApiSpec, machine: StandInMachine, req: IncomingMessage, ra
       ? body === undefined ? [] : ["the operation takes no body"]
       : body === undefined
         ? op.bodyRequired ? ["the required body is missing"] : []
-        : validateSchema(op.bodySchema, body, spec.resolve, true);
+        : spec.validate(op.bodySchema, body);
   if (bodyProblems.length > 0) {
     bodyProblems.forEach(violation);
     return machine.refusal(400, bodyProblems.join("; "));
@@ -122,7 +121,7 @@ function answer(spec: ApiSpec, machine: StandInMachine, req: IncomingMessage, ra
     const schema = op.responses.has(String(reply.status)) ? op.responses.get(String(reply.status)) : op.responses.get("default");
     if (schema === undefined) violation(`stand-in answered ${reply.status}, which the spec does not document`);
     else if (schema === null && reply.body !== undefined) violation(`stand-in answered ${reply.status} with a body the spec does not have`);
-    else if (schema) validateSchema(schema, reply.body, spec.resolve, true).forEach((p) => violation(`stand-in reply: ${p}`));
+    else if (schema) spec.validate(schema, reply.body).forEach((p) => violation(`stand-in reply: ${p}`));
   }
   return reply;
 }

@@ -69,3 +69,15 @@ test("cloud-hypervisor stand-in answers 404/405 for wrong states and records the
     assert.deepEqual(seen.map((v) => v.path), ["/api/v1/vm.boot", "/api/v1/vm.create", "/api/v1/vm.pause", "/vm.info"]);
   });
 });
+
+test("a request the spec forbids is refused with the schema's reason, and recorded", async () => {
+  await withStandIn("firecracker", async (api) => {
+    const bad = await api.send("PUT", "/machine-config", { vcpu_count: 40, mem_size_mib: 128, smt: "yes" });
+    assert.equal(bad.status, 400);
+    const reason = (bad.body as { fault_message: string }).fault_message;
+    assert.match(reason, /\$\.vcpu_count: 40 is above the maximum 32/);
+    assert.match(reason, /\$\.smt: expected boolean, got string/);
+    const seen = await violations(api);
+    assert.deepEqual(seen.map((v) => v.problem).sort(), ["$.smt: expected boolean, got string", "$.vcpu_count: 40 is above the maximum 32"]);
+  });
+});

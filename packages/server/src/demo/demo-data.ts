@@ -28,7 +28,8 @@ function node(n: number, hostname: string, ip: string, cpu: { model: string; soc
     spec,
     status: {
       phase: NodeStatus_Phase.READY,
-      hypervisor: { type: "simulated", version: "simulated-1", accelerator: "", capabilities: ["pause", "reboot", "suspend"] },
+      // Version and capabilities arrive when the node's simulated host registers (simulated-nodes.ts).
+      hypervisor: { type: "simulated" },
       agentVersion: "in-process",
       lastHeartbeat: timestampFromMs(nowMs),
     },
@@ -58,7 +59,8 @@ function vm(digit: string, name: string, cores: number, memGib: bigint, running:
     spec: {
       cpu: { cores, sockets: 1, threadsPerCore: 1 },
       memory: { sizeMib: memGib * GIB },
-      disks: [{ id: "root", sizeGib: diskGib, bus: DiskBus.VIRTIO, bootIndex: 1 }],
+      // An image file on the node (host_path), as agent nodes take disks until the storage service brings volumes.
+      disks: [{ id: "root", hostPath: `/var/lib/quantix/images/${name}.img`, sizeGib: diskGib, bus: DiskBus.VIRTIO, bootIndex: 1 }],
       nics: [{ id: "eth0", networkId: "default", macAddress: `52:54:00:00:00:${digit}${digit}`, model: NicModel.VIRTIO }],
       desiredPowerState: running ? PowerState.RUNNING : PowerState.STOPPED,
     },

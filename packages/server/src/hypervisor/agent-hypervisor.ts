@@ -1,18 +1,18 @@
 import { createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import type { VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VmService, VmState, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { CLUSTER_METADATA_KEY, QuantixError, toAgentVmConfig, type Capability, type HypervisorConsole, type HypervisorMetrics, type HypervisorMigration, type HypervisorPort, type ObservedPower, type ShutdownOptions, type VmObservation } from "@quantix/core";
 import type { Logger } from "../log.js";
+import type { AgentConnection } from "./agent-connection.js";
 import { fromAgentError } from "./agent-errors.js";
 import { agentMigration } from "./agent-migration.js";
 import { agentMetrics } from "./agent-usage.js";
 import { AgentWatch, type AgentVmEntry } from "./agent-watch.js";
 
-/** Where a node's agent is and what the node registered. */
+/** How to reach a node's agent and what the node registered. */
 export interface AgentHypervisorOptions {
-  /** The node's agent_endpoint, e.g. http://10.0.0.5:9090. */
-  readonly endpoint: string;
+  /** The agent: at the node's agent_endpoint (httpAgentConnection), or in this process. */
+  readonly connection: AgentConnection;
   /** The node's hostname, for messages. */
   readonly node: string;
   readonly kind: string;
@@ -36,10 +36,11 @@ const POWER: Record<VmState, ObservedPower> = {
 };
 
 /** The vmm.v1 capabilities that have a control-plane meaning, by their control-plane name. */
-const KNOWN: readonly Capability[] = ["pause", "reboot", "live-migration", "console"];
+const KNOWN: readonly Capability[] = ["pause", "reboot", "live-migration", "console", "metrics"];
 
 /**
- * A node's hypervisor reached through its host agent's vmm.v1 VmService (gRPC over h2c).
+ * A node's hypervisor reached through its host agent's vmm.v1 VmService (gRPC over h2c,
+ * or in memory for an agent in this process).
  * The VM id on the agent is the control plane's VM id, so a repeated CreateVm after a
  * reconnect finds the VM instead of duplicating it. WatchVms feeds a cache that tells
  * the reconciler about changes at once (guest power-off, QEMU killed) and carries the
@@ -48,28 +49,27 @@ const KNOWN: readonly Capability[] = ["pause", "reboot", "live-migration", "cons
 export class AgentHypervisor implements HypervisorPort {
   readonly kind: string;
   readonly version: string;
-  /** The agent_endpoint this hypervisor talks to. */
+  /** The agent_endpoint this hypervisor talks to (in-process:<name> for an agent in this process). */
   readonly endpoint: string;
   readonly capabilities = new Set<Capability>();
   readonly console: HypervisorConsole;
   readonly migration: HypervisorMigration;
   readonly metrics: HypervisorMetrics;
   private readonly client: Client<typeof VmService>;
-  private readonly sessions: Http2SessionManager;
   private readonly watch: AgentWatch;
   private readonly listeners = new Set<(vmId: string) => void>();
   private readonly stopping = new Set<string>();
   /** Why the node is not usable (heartbeats stopped, watch broken), or undefined when it is. */
   private readonly down: { node?: string; watch?: string } = { watch: "its agent is not connected yet" };
+  /** Callers of connected() waiting for the first sync. */
+  private readonly waiting = new Set<() => void>();
 
   constructor(private readonly o: AgentHypervisorOptions) {
     this.kind = o.kind;
     this.version = o.version;
-    this.endpoint = o.endpoint;
+    this.endpoint = o.connection.endpoint;
     this.setCapabilities(o.capabilities);
-    // Pings find a half-open connection (a host that vanished) within seconds.
-    this.sessions = new Http2SessionManager(o.endpoint, { pingIntervalMs: 5000, pingTimeoutMs: 3000, idleConnectionTimeoutMs: 60_000 });
-    this.client = createClient(VmService, createGrpcTransport({ baseUrl: o.endpoint, sessionManager: this.sessions }));
+    this.client = createClient(VmService, o.connection.transport);
     this.watch = new AgentWatch(this.client, { changed: (id) => this.emit(id), connection: (up, reason) => this.onConnection(up, reason) }, o.log);
     this.console = {
       output: async (vmId, tailBytes) => {
@@ -87,10 +87,16 @@ export class AgentHypervisor implements HypervisorPort {
     this.watch.start();
   }
 
+  /** Resolves once the watch has synced (the agent's VMs are known); at once if it has. */
+  connected(): Promise<void> {
+    if (this.down.watch === undefined) return Promise.resolve();
+    return new Promise((resolve) => this.waiting.add(resolve));
+  }
+
   /** Stops the watch and closes the connection; the agent's VMs keep running. */
   async close(): Promise<void> {
     await this.watch.stop();
-    this.sessions.abort();
+    this.o.connection.close();
   }
 
   /** Marks the node unusable (heartbeats stopped) or usable again, from its phase. */
@@ -175,12 +181,11 @@ export class AgentHypervisor implements HypervisorPort {
   }
 
   async ping(): Promise<void> {
-    const res = await fetch(`${this.o.endpoint}/_/health`, { signal: AbortSignal.timeout(3000) }).catch((err: unknown) => {
+    const health = await this.o.connection.health().catch((err: unknown) => {
       throw new QuantixError("unavailable", `the agent of node '${this.o.node}' is unreachable: ${err instanceof Error ? err.message : String(err)}`);
     });
-    const body = (await res.json().catch(() => ({}))) as { backend?: { capabilities?: string[] }; ping?: { detail?: string } };
-    if (body.backend?.capabilities) this.setCapabilities(body.backend.capabilities);
-    if (!res.ok) throw new QuantixError("unavailable", `the hypervisor of node '${this.o.node}' does not answer: ${body.ping?.detail ?? `HTTP ${res.status}`}`);
+    if (health.capabilities) this.setCapabilities(health.capabilities);
+    if (!health.ok) throw new QuantixError("unavailable", `the hypervisor of node '${this.o.node}' does not answer: ${health.detail}`);
   }
 
   onChange(listener: (vmId: string) => void): () => void {
@@ -229,6 +234,8 @@ export class AgentHypervisor implements HypervisorPort {
   private onConnection(up: boolean, reason: string): void {
     if (up) {
       delete this.down.watch;
+      for (const resolve of this.waiting) resolve();
+      this.waiting.clear();
       void this.ping().catch(() => undefined);
       this.o.onSynced?.();
     } else {
@@ -239,8 +246,6 @@ export class AgentHypervisor implements HypervisorPort {
   private setCapabilities(names: readonly string[]): void {
     this.capabilities.clear();
     for (const c of KNOWN) if (names.includes(c)) this.capabilities.add(c);
-    // Every vmm.v1 agent measures in GetVmInfo; what its backend cannot measure it leaves out.
-    this.capabilities.add("metrics");
   }
 
   private emit(vmId: string): void {

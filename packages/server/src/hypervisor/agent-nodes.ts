@@ -1,6 +1,7 @@
 import { NodeStatus_Phase as Phase, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { Store } from "@quantix/core";
 import type { Logger } from "../log.js";
+import { httpAgentConnection } from "./agent-connection.js";
 import { AgentHypervisor } from "./agent-hypervisor.js";
 import type { NodeDrivers } from "./node-drivers.js";
 import { NODE_KIND, allOf, VM_KIND } from "@quantix/core";
@@ -46,7 +47,7 @@ export function attachAgentNodes(deps: AgentNodesDeps): AgentNodes {
     const type = node.status?.hypervisor?.type ?? "";
     if (deleted || endpoint === "") return detach(node.id);
     let hv = agents.get(node.id);
-    // A node another driver serves (the demo's in-process simulated hypervisors) is left to it.
+    // A node another driver serves (a demo node's in-process simulated host) is left to it.
     if (!hv && deps.drivers.has(node.id)) return;
     if (hv && hv.endpoint !== endpoint) {
       await detach(node.id);
@@ -54,7 +55,7 @@ export function attachAgentNodes(deps: AgentNodesDeps): AgentNodes {
     }
     if (!hv) {
       const created = new AgentHypervisor({
-        endpoint,
+        connection: httpAgentConnection(endpoint),
         node: node.hostname,
         kind: type || "unknown",
         version: node.status?.hypervisor?.version ?? "",

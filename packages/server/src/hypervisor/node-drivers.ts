@@ -1,8 +1,8 @@
 import type { HypervisorPort } from "@quantix/core";
 
 /**
- * The hypervisors the control plane can reach, by node id. Demo nodes register an
- * in-process simulated hypervisor; host agents (a later issue) register a remote one.
+ * The hypervisors the control plane can reach, by node id: an AgentHypervisor for each
+ * registered agent (over the network) and each demo node (its simulated host, in process).
  */
 export class NodeDrivers {
   private readonly drivers = new Map<string, HypervisorPort>();

@@ -5,6 +5,7 @@ import { compressionGzip, createGrpcTransport } from "@connectrpc/connect-node";
 import { BadRequestSchema } from "@quantix/api/gen/google/rpc/error_details_pb.js";
 import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { createSimulatedHost } from "@quantix/agent";
 import { startControlPlane, type ControlPlane } from "../app.js";
 import { loadConfig } from "../config.js";
 import type { Logger } from "../log.js";
@@ -14,7 +15,7 @@ describe("gRPC served straight from HTTP/2 streams", () => {
   const lines: Record<string, unknown>[] = [];
   const log: Logger = { log: (_lvl, msg, fields) => msg === "rpc" && lines.push(fields ?? {}) };
   before(async () => {
-    cp = await startControlPlane(loadConfig({}, { port: 0, store: { kind: "memory" }, logLevel: "silent", simBootMs: 1500 }), { log });
+    cp = await startControlPlane(loadConfig({}, { port: 0, store: { kind: "memory" }, logLevel: "silent", simBootMs: 1500 }), { log, simulatedHosts: createSimulatedHost });
   });
   after(() => cp.close());
 

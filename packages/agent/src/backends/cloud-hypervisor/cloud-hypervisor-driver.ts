@@ -9,7 +9,7 @@ import { cloudHypervisorVmConfig } from "./cloud-hypervisor-config.js";
  * has no firmware path to give CH.
  */
 const CAPABILITIES: ReadonlySet<BackendCapability> = new Set<BackendCapability>([
-  "pause", "reboot", "graceful-shutdown", "console", "cpu-hotplug", "memory-hotplug", "qcow2", "readopt",
+  "pause", "reboot", "graceful-shutdown", "console", "cpu-hotplug", "memory-hotplug", "qcow2", "readopt", "metrics",
 ]);
 
 const API = "/api/v1";

@@ -12,7 +12,7 @@ import type { ObservedGuest, VmmDriver } from "../rest-vmm/vmm-driver.js";
  * process), virtio-blk raw disks and virtio-net only, direct kernel boot only, no
  * hotplug, no migration, at most 32 vCPUs.
  */
-const CAPABILITIES: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "graceful-shutdown", "console", "readopt"]);
+const CAPABILITIES: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "graceful-shutdown", "console", "readopt", "metrics"]);
 
 const MIB = 1024n * 1024n;
 

@@ -48,7 +48,7 @@ const MAX_SOCKET_PATH = 107;
  */
 export class QemuBackend implements Backend {
   readonly type = "qemu";
-  readonly capabilities: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "reboot", "graceful-shutdown", "console", "qcow2", "readopt", "live-migration", "firmware-boot"]);
+  readonly capabilities: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "reboot", "graceful-shutdown", "console", "qcow2", "readopt", "live-migration", "firmware-boot", "metrics"]);
   private readonly entries = new Map<string, Entry>();
   private readonly listeners = new Set<(e: BackendEvent) => void>();
   private readonly binary: string;

@@ -14,6 +14,23 @@ export interface SimulatedBackendOptions {
   /** Console bytes kept per VM; default 1 MiB (small values let tests overrun the buffer). */
   readonly consoleBufferBytes?: number;
   readonly clock?: Clock;
+  /**
+   * What the simulator declares, from what it can emulate (the default: all of it); a
+   * narrower set models a hypervisor that lacks the rest, and the agent refuses what needs it.
+   */
+  readonly capabilities?: Iterable<BackendCapability>;
+  /**
+   * VMs a previous agent process left running on this host: recover() re-adopts them, as a
+   * real agent re-adopts the guests it finds (the demo's hosts start with the seed's guests).
+   */
+  readonly running?: readonly AdoptedVm[];
+}
+
+/** A running VM the simulator is given to re-adopt, with when its guest started. */
+export interface AdoptedVm {
+  readonly vmId: string;
+  readonly config: VmConfig;
+  readonly startedAtMs: number;
 }
 
 interface SimVm {
@@ -29,7 +46,7 @@ interface SimVm {
 /** Everything the simulator can honestly emulate: it has no real devices, so every device model is accepted. */
 const CAPABILITIES: ReadonlySet<BackendCapability> = new Set<BackendCapability>([
   "pause", "reboot", "graceful-shutdown", "console", "cpu-hotplug", "memory-hotplug",
-  "virtio-scsi", "nvme", "sata", "qcow2", "firmware-boot", "e1000", "rtl8139",
+  "virtio-scsi", "nvme", "sata", "qcow2", "firmware-boot", "e1000", "rtl8139", "metrics",
 ]);
 
 const encoder = new TextEncoder();
@@ -38,11 +55,12 @@ const encoder = new TextEncoder();
  * A hypervisor without processes, for demo nodes and scale tests (many agents in one
  * process). VMs live in memory; boot and shutdown take the configured time; the console
  * gets synthetic lines. No pid is reported, since none exists. VMs do not survive the
- * agent process, so the simulator does not claim "readopt" and recover() finds nothing.
+ * agent process, so the simulator does not claim "readopt"; recover() finds only the VMs
+ * it was given as running.
  */
 export class SimulatedBackend implements Backend {
   readonly type = "simulated";
-  readonly capabilities = CAPABILITIES;
+  readonly capabilities: ReadonlySet<BackendCapability>;
   private readonly vms = new Map<string, SimVm>();
   private readonly listeners = new Set<(e: BackendEvent) => void>();
   private readonly pending = new Map<NodeJS.Timeout, () => void>();
@@ -52,8 +70,13 @@ export class SimulatedBackend implements Backend {
   private readonly consoleIntervalMs: number;
   private readonly consoleBufferBytes: number | undefined;
   private readonly clock: Clock;
+  private readonly adopt: readonly AdoptedVm[];
 
   constructor(options: SimulatedBackendOptions = {}) {
+    this.capabilities = new Set(options.capabilities ?? CAPABILITIES);
+    const beyond = [...this.capabilities].filter((c) => !CAPABILITIES.has(c));
+    if (beyond.length > 0) throw new QuantixError("invalid_argument", `the simulator cannot emulate ${beyond.join(", ")}`);
+    this.adopt = options.running ?? [];
     this.bootMs = options.bootMs ?? 200;
     this.shutdownMs = options.shutdownMs ?? Math.round(this.bootMs / 2);
     this.consoleIntervalMs = options.consoleIntervalMs ?? 1000;
@@ -66,12 +89,17 @@ export class SimulatedBackend implements Backend {
   }
 
   async recover(): Promise<string[]> {
-    return [];
+    for (const a of this.adopt) {
+      const vm = this.define(a.vmId, a.config);
+      this.start(vm, `simulated console: re-adopted ${a.vmId}`);
+      vm.startedAtMs = a.startedAtMs;
+    }
+    return this.adopt.map((a) => a.vmId);
   }
 
   async createVM(vmId: string, config: VmConfig): Promise<void> {
     if (this.vms.has(vmId)) throw new QuantixError("already_exists", `VM '${vmId}' already exists`);
-    this.vms.set(vmId, { config, state: "created", startedAtMs: undefined, crashReason: undefined, ring: new ConsoleRing(this.consoleBufferBytes), ticks: 0, ticker: undefined });
+    this.define(vmId, config);
   }
 
   async deleteVM(vmId: string): Promise<void> {
@@ -165,6 +193,12 @@ export class SimulatedBackend implements Backend {
   /** Test hook: ping() fails with this reason until called with undefined. */
   setUnavailable(reason: string | undefined): void {
     this.unavailable = reason;
+  }
+
+  private define(vmId: string, config: VmConfig): SimVm {
+    const vm: SimVm = { config, state: "created", startedAtMs: undefined, crashReason: undefined, ring: new ConsoleRing(this.consoleBufferBytes), ticks: 0, ticker: undefined };
+    this.vms.set(vmId, vm);
+    return vm;
   }
 
   private vm(vmId: string): SimVm {
