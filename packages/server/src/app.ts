@@ -6,6 +6,8 @@ import type { ControlPlaneConfig } from "./config.js";
 import { VmController } from "./controllers/vm-controller.js";
 import { nodeAllocationController } from "./controllers/node-allocation.js";
 import { ControllerManager } from "./runtime/manager.js";
+import { MigrationController } from "./controllers/migration-controller.js";
+import { DrainController } from "./controllers/drain-controller.js";
 import { NodeMonitor } from "./controllers/node-monitor.js";
 import { VmScheduler } from "./controllers/vm-scheduler.js";
 import { HaController } from "./controllers/ha-controller.js";
@@ -22,13 +24,13 @@ import { renderControlPlaneMetrics } from "./metrics/control-plane-metrics.js";
 import { RpcMetrics } from "./metrics/rpc-metrics.js";
 import { observeAndMapErrors } from "./rpc/interceptors.js";
 import { GrpcFastPath } from "./rpc/grpc-fast-path.js";
-import { nodeServiceImpl } from "./rpc/node-routes.js";
+import { nodeServiceRoute } from "./rpc/node-routes.js";
 import { registerReflection } from "./rpc/reflection.js";
-import { registerRoutes, route, type Route } from "./rpc/routes.js";
+import { registerRoutes, type Route } from "./rpc/routes.js";
 import { unimplementedImpl } from "./rpc/unimplemented-routes.js";
-import { vmServiceImpl } from "./rpc/vm-routes.js";
-import { NodeService as NodeServiceDesc } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
-import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+import { vmServiceRoute } from "./rpc/vm-routes.js";
+import { migrationServiceRoute } from "./rpc/migration-routes.js";
+import { eventServiceRoute } from "./rpc/event-routes.js";
 import { NodeDrainService } from "./services/node-drain.js";
 import { NodeService } from "./services/node-service.js";
 import { VmMetricsStream } from "./services/vm-metrics-stream.js";
@@ -91,9 +93,11 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const vmController = new VmController({ store, drivers, clock, log });
   const nodeService = new NodeService({ store, clock, ids, nodeLostAfterSec: config.nodeLostAfterSec, decommission: { drivers, holder: vmController, log } });
   const power = new VmPowerService(store, drivers);
-  const migration = new VmMigrationService({ store, drivers, holder: vmController, clock, log, strategy: config.schedulerStrategy });
+  const migration = new VmMigrationService({ store, drivers, clock, ids, log, strategy: config.schedulerStrategy });
+  const migrationController = new MigrationController({ store, drivers, clock, ids, log });
   const vmMetrics = new VmMetricsStream({ store, drivers, clock });
-  const drains = new NodeDrainService({ store, nodes: nodeService, migration, power, drivers, clock, log });
+  const drains = new NodeDrainService({ store, nodes: nodeService, clock, log });
+  const drainController = new DrainController({ store, migrations: migration, power, clock, log });
   const scheduler = new VmScheduler({ store, clock, log, strategy: config.schedulerStrategy, isConnected: (id) => drivers.has(id) });
   const simulated = new SimulatedNodes({ store, drivers, nodes: nodeService, log, hosts: deps.simulatedHosts, bootMs: config.simBootMs });
   const monitor = new NodeMonitor({ store, clock, log, offlineAfterSec: config.nodeLostAfterSec });
@@ -104,7 +108,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const agents: AgentNodes = attachAgentNodes({ store, drivers, log, clusterId: await store.clusterId() });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   const controllers = new ControllerManager({ store, log, onLost: () => process.exit(1) });
-  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), scheduler, ha, { start: async () => monitor.start(), stop: async () => monitor.stop() });
+  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), scheduler, migrationController, drainController, ha, { start: async () => monitor.start(), stop: async () => monitor.stop() });
   await controllers.start();
 
   const shutdown = new AbortController();
@@ -114,8 +118,10 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   // Counted where each call is logged (interceptor and gRPC fast path), read by GET /metrics.
   const rpcMetrics = new RpcMetrics();
   const routes: Route[] = [
-    route(VMService, vmServiceImpl(vmService, power, migration, vmMetrics, config.defaultDeadlineMs)),
-    route(NodeServiceDesc, nodeServiceImpl(nodeService, drains)),
+    vmServiceRoute(store, vmService, power, migration, vmMetrics, config.defaultDeadlineMs),
+    nodeServiceRoute(store, nodeService, drains),
+    migrationServiceRoute(store),
+    eventServiceRoute(store),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
   ];
   const handler = connectNodeAdapter({

@@ -26,5 +26,8 @@ export const VM_KIND = defineKind(VirtualMachineSchema, {
   // A VM that is on no node has no guest anywhere (only the VM controller creates guests,
   // on the node the scheduler bound): its deletion has nothing to wait for.
   pendingFinalizers: (vm) => (vm.status?.nodeId || vm.status?.migrationTargetNodeId ? [GUEST_FINALIZER] : []),
-  // owned: with the scheduler as the one writer of bindings (status.node_id, migration_target_node_id).
+  owned: [
+    { path: "status.node_id", value: (vm) => vm.status?.nodeId ?? "", owners: [SCHEDULER] },
+    { path: "status.migration_target_node_id", value: (vm) => vm.status?.migrationTargetNodeId ?? "", owners: [SCHEDULER] },
+  ],
 });

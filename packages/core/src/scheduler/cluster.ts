@@ -75,6 +75,17 @@ export class ClusterState {
     return load;
   }
 
+  /** Takes a VM off a node's load (to ask whether it would fit there again). */
+  unassign(vm: SchedulableVm, nodeId: string): void {
+    const d = demandOf(vm.spec);
+    const load = this.loadOf(nodeId);
+    const i = load.vms.findIndex((x) => x.id === vm.id);
+    if (i < 0) return;
+    load.vms.splice(i, 1);
+    load.vcpus -= d.vcpus;
+    load.memoryMib -= d.memoryMib;
+  }
+
   /** Records that a VM is on a node. */
   assign(vm: SchedulableVm, nodeId: string): void {
     const d = demandOf(vm.spec);

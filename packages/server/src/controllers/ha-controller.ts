@@ -1,13 +1,13 @@
 import { clone, create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { NodeStatus_Phase as Phase, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
-import { VmStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { VmStatusSchema, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import type { Clock, Store, WatchEvent } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { Logger } from "../log.js";
 import { removeCondition, setCondition } from "./conditions.js";
 import { Fencer } from "./fencing.js";
-import { decideHa, GAVE_UP, HA_CONDITION, haPriority, recentRestarts } from "./ha-policy.js";
+import { decideHa, GAVE_UP, HA_CONDITION, haPriority, recordRestart } from "./ha-policy.js";
 import { WorkQueue } from "../runtime/work-queue.js";
 import { VM_KIND, NODE_KIND, allOf } from "@quantix/core";
 
@@ -51,9 +51,6 @@ export class HaController {
     void this.follow("VM", rev, (r, signal) => this.deps.store.of(VM_KIND).watch(r, signal), (vm) => {
       if (vm.spec?.haPolicy?.enabled) this.ha.add(vm.id);
     });
-    void this.follow("node", rev, (r, signal) => this.deps.store.of(NODE_KIND).watch(r, signal), (node) => {
-      if (node.status?.phase === Phase.OFFLINE) void this.releaseLost(node).catch(() => undefined);
-    });
     await this.resyncAll();
     this.resync = setInterval(() => void this.resyncAll().catch(() => undefined), this.deps.resyncMs ?? 30_000);
     this.resync.unref();
@@ -90,14 +87,6 @@ export class HaController {
     }
   }
 
-  /** Enqueues a lost node's HA VMs, highest priority first. */
-  private async releaseLost(node: Node): Promise<void> {
-    const vms: VirtualMachine[] = [];
-    for await (const vm of allOf(this.deps.store.of(VM_KIND), { where: { node_id: node.id } })) if (vm.spec?.haPolicy?.enabled) vms.push(vm);
-    vms.sort((a, b) => haPriority(b) - haPriority(a) || a.name.localeCompare(b.name));
-    for (const vm of vms) this.ha.add(vm.id);
-  }
-
   private async resyncAll(): Promise<void> {
     const ha: VirtualMachine[] = [];
     for await (const vm of allOf(this.deps.store.of(VM_KIND))) if (vm.spec?.haPolicy?.enabled) ha.push(vm);
@@ -119,6 +108,8 @@ export class HaController {
     if (!vm) return;
     const nodeId = vm.status?.nodeId ?? "";
     const node = nodeId ? await this.deps.store.of(NODE_KIND).get(nodeId) : undefined;
+    // A lost node's VMs are the scheduler's (it unplaces them for placement elsewhere).
+    if (node?.status?.phase === Phase.OFFLINE) return;
     const now = this.deps.clock.now();
     const d = decideHa(vm, node?.status?.phase, now);
     switch (d.kind) {
@@ -151,16 +142,8 @@ export class HaController {
         });
       }
       case "restart-elsewhere":
-        this.deps.log.log("warn", "HA releases a VM from a lost node for placement elsewhere", { vm_id: vmId, lost_node_id: d.lostNode, restart: d.count, max_restarts: d.max });
-        return this.writeStatus(vm, (s) => {
-          recordRestart(s, vm, now);
-          s.nodeId = "";
-          s.state = State.PENDING;
-          s.errorMessage = "";
-          delete s.startedAt;
-          s.conditions = removeCondition(removeCondition(removeCondition(s.conditions, "Crashed"), "NodeReachable"), "Scheduled");
-          s.conditions = setCondition(s.conditions, { type: HA_CONDITION, status: true, reason: "NodeLost", message: `node '${d.lostNode}' is OFFLINE: HA restarts the VM on another node (restart ${d.count} of ${d.max} within an hour); a copy left on '${d.lostNode}' is fenced when it comes back`, generation: vm.generation }, now);
-        });
+        // A lost node's VMs are the scheduler's: it unplaces and places them, by priority.
+        return;
       default: {
         const never: never = d;
         throw new Error(`unknown HA decision ${String(never)}`);
@@ -180,10 +163,4 @@ export class HaController {
       return cur;
     });
   }
-}
-
-/** Appends a restart to status.ha_restarts, dropping those outside the window. */
-function recordRestart(s: VmStatus, vm: VirtualMachine, nowMs: number): void {
-  s.haRestarts = [...recentRestarts(vm, nowMs), nowMs].map((ms) => timestampFromMs(ms));
-  s.conditions = s.conditions.filter((c) => !(c.type === HA_CONDITION && c.reason === GAVE_UP));
 }

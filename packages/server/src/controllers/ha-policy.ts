@@ -1,7 +1,7 @@
-import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
-import { PowerState, VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { PowerState, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 
 /** The condition HA writes on a VM: why it restarted it, or why it gave up. */
 export const HA_CONDITION = "HaRestart";
@@ -87,4 +87,10 @@ export function isMigrating(vm: VirtualMachine): boolean {
 /** HA's priority of a VM (higher first). */
 export function haPriority(vm: VirtualMachine): number {
   return vm.spec?.haPolicy?.priority ?? 0;
+}
+
+/** Appends a restart to status.ha_restarts, dropping those outside the window and a give-up a newer generation overrode. */
+export function recordRestart(s: VmStatus, vm: VirtualMachine, nowMs: number): void {
+  s.haRestarts = [...recentRestarts(vm, nowMs), nowMs].map((ms) => timestampFromMs(ms));
+  s.conditions = s.conditions.filter((c) => !(c.type === HA_CONDITION && c.reason === GAVE_UP));
 }

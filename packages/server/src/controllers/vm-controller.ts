@@ -2,9 +2,7 @@ import { allOf, QuantixError, VM_KIND, type Clock, type Store, type Timers, type
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { Logger } from "../log.js";
 import { Controller, watching } from "../runtime/controller.js";
-import { migratingElsewhere } from "./migration-lease.js";
 import { finalizeVm } from "./vm-finalize.js";
-import { resolveMigration } from "./vm-migration-resolve.js";
 import { stepVm } from "./vm-step.js";
 import { VmStatusWriter } from "./vm-status-writer.js";
 import { desiredOf } from "./vm-status.js";
@@ -95,11 +93,9 @@ export class VmController {
     const vm = await this.deps.store.of(VM_KIND).get(vmId);
     if (!vm) return;
     if (vm.deletionRequestedAt) return finalizeVm(vm, { store: this.deps.store, drivers: this.deps.drivers, log: this.deps.log, status: this.status });
-    // A migration run by another replica holds the VM through the store: its Migrating=True
-    // condition, kept fresh by progress writes. One gone quiet for longer than the lease was
-    // interrupted (that replica stopped) and is cleared below like any other leftover.
-    if (migratingElsewhere(vm, this.deps.clock.now())) return;
-    if (vm.status?.migrationTargetNodeId) return resolveMigration(vm, { store: this.deps.store, drivers: this.deps.drivers, clock: this.deps.clock, log: this.deps.log });
+    // A migration holds the VM (the scheduler reserved its target): the migration controller
+    // runs it and the scheduler moves the VM when it ends; nothing is stepped meanwhile.
+    if (vm.status?.migrationTargetNodeId) return;
     const desired = desiredOf(vm);
     const nodeId = vm.status?.nodeId ?? "";
     if (!nodeId) return this.status.unplaced(vm, desired);

@@ -6,9 +6,8 @@ import type { Logger } from "../log.js";
 import type { VmStatusWriter } from "./vm-status-writer.js";
 
 /**
- * The cleanup of a VM being deleted (deletion_requested_at set): its guest is powered off
- * and deleted on every node that may hold a copy (its node, and a migration's target),
- * then the VM's guest finalizer is removed and the store deletes it. Level-based: it runs
+ * The cleanup of a VM being deleted (deletion_requested_at set): once no migration holds
+ * it, its guest is powered off and deleted on its node, then the VM's guest finalizer is removed and the store deletes it. Level-based: it runs
  * again until done, after a restart too, so a guest whose VM was deleted while no
  * controller ran is still removed. A node that is gone (decommissioned) holds nothing of
  * ours; one that is lost (OFFLINE) is not waited for: a copy on it is fenced when it comes
@@ -16,7 +15,10 @@ import type { VmStatusWriter } from "./vm-status-writer.js";
  */
 export async function finalizeVm(vm: VirtualMachine, deps: { store: Store; drivers: NodeDrivers; log: Logger; status: VmStatusWriter }): Promise<void> {
   if (!vm.finalizers.includes(GUEST_FINALIZER)) return;
-  const nodeIds = [vm.status?.nodeId ?? "", vm.status?.migrationTargetNodeId ?? ""].filter((n) => n !== "");
+  // A migration holds the VM: the migration controller stops it (the VM is gone for it) and
+  // the scheduler settles the VM on one node; the cleanup follows (the VM's change enqueues it).
+  if (vm.status?.migrationTargetNodeId) return;
+  const nodeIds = [vm.status?.nodeId ?? ""].filter((n) => n !== "");
   for (const nodeId of nodeIds) {
     const node = await deps.store.of(NODE_KIND).get(nodeId);
     if (!node) continue;

@@ -1,13 +1,33 @@
 import { clone, create, equals } from "@bufbuild/protobuf";
-import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { MigrationSchema, MigrationStatusSchema, MigrationStatus_Phase as MPhase, type Migration, type MigrationStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/migration_pb.js";
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
-import { PowerState, VmStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { ClusterState, QuantixError, schedule, type ChangeEvent, type Clock, type Placement, type ScoringStrategy, type Store, type WatchEvent, VM_KIND, NODE_KIND, allOf } from "@quantix/core";
+import { PlacementPolicySchema, PowerState, VmSpecSchema, VmStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import {
+  allOf,
+  ClusterState,
+  MIGRATION_KIND,
+  migrationFinished,
+  NODE_KIND,
+  QuantixError,
+  schedule,
+  SCHEDULER,
+  VM_KIND,
+  type ChangeEvent,
+  type Clock,
+  type Placement,
+  type ScoringStrategy,
+  type Store,
+  type WatchEvent,
+} from "@quantix/core";
 import type { Logger } from "../log.js";
 import { setCondition } from "./conditions.js";
-import { desiredOf } from "./vm-status.js";
+import { haPriority } from "./ha-policy.js";
 import { markNoExecute } from "./no-execute.js";
+import { reviewBinding } from "./scheduler/binding-review.js";
+import { claimMigration } from "./scheduler/migration-claim.js";
 import { nodeChangeMatters, vmChangeMatters } from "./scheduler-triggers.js";
+import { desiredOf } from "./vm-status.js";
 
 /** Dependencies of the scheduler controller. */
 export interface VmSchedulerDeps {
@@ -23,20 +43,23 @@ export interface VmSchedulerDeps {
   readonly connectRetryMs?: number;
 }
 
+const ACTIVE_PHASES = [MPhase.PENDING, MPhase.SCHEDULED, MPhase.PREPARING, MPhase.RUNNING];
+
 /**
- * Places VMs that want to run and have no node (STYLE: "the scheduler places it"). One
- * pass at a time in this process: a pass reads every node and every VM, builds a
- * ClusterState whose loads include every VM already assigned, and places the pending VMs
- * oldest first, recording each placement in that state before the next. Each placement
- * is written only if the VM is unchanged since the pass read it (expectedVersion), so a
- * VM stopped or deleted meanwhile is not placed. Concurrent creates therefore never
- * overcommit a node: nothing else in the control plane assigns nodes, and controllers run
- * only on the store's leader.
- *
- * A VM that fits nowhere stays PENDING with the condition Scheduled=False, reason
- * Unschedulable, and the explanation as message; store changes that may free or add
- * capacity (a node enabled, untainted, added or ready; a VM deleted, moved or resized)
- * start another pass.
+ * The scheduler: the one writer of every VM's binding to a node (status.node_id and
+ * status.migration_target_node_id; the store refuses anyone else). One pass at a time in
+ * this process, on the leader: a pass reads every node, VM and unfinished migration and
+ *  1. reviews each bound VM's binding (binding-review.ts: a migration that ended, a node
+ *     decommissioned, lost with HA, drained, or a stopped VM that no longer fits),
+ *  2. reserves a target for each pending migration, or fails it with the reason
+ *     (scheduler/migration-claim.ts),
+ *  3. places the VMs that want to run and have no node, highest HA priority first, then
+ *     oldest first, recording each placement in the pass's ClusterState before the next,
+ *  4. marks VMs on NoExecute-tainted nodes Evicting.
+ * Each write is conditional on the VM being unchanged since the pass read it, so a VM
+ * stopped or deleted meanwhile is left for the next pass: concurrent creates never
+ * overcommit a node. A VM that fits nowhere stays PENDING with Scheduled=False and the
+ * explanation; store changes that may change a decision start another pass.
  */
 export class VmScheduler {
   private readonly abort = new AbortController();
@@ -44,14 +67,16 @@ export class VmScheduler {
   private dirty = false;
   private resync: NodeJS.Timeout | undefined;
   private retry: NodeJS.Timeout | undefined;
+  private wake: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: VmSchedulerDeps) {}
 
   /** Watches the store and runs a first pass. */
   async start(): Promise<void> {
     const from = await this.deps.store.revision();
-    void this.watchVms(from);
-    void this.watchNodes(from);
+    void this.watch(from, (rev, signal) => this.deps.store.of(VM_KIND).watch(rev, signal), vmChangeMatters);
+    void this.watch(from, (rev, signal) => this.deps.store.of(NODE_KIND).watch(rev, signal), nodeChangeMatters);
+    void this.watch(from, (rev, signal) => this.deps.store.of(MIGRATION_KIND).watch(rev, signal), () => true);
     this.trigger();
     this.resync = setInterval(() => this.trigger(), this.deps.resyncMs ?? 30_000);
     this.resync.unref();
@@ -62,6 +87,7 @@ export class VmScheduler {
     this.abort.abort();
     clearInterval(this.resync);
     clearTimeout(this.retry);
+    clearTimeout(this.wake);
     await this.idle();
   }
 
@@ -90,74 +116,194 @@ export class VmScheduler {
     }
   }
 
-  /** One pass: place every pending VM that fits, explain every one that does not. */
+  /** One pass (see the class comment). */
   private async pass(): Promise<void> {
+    const now = this.deps.clock.now();
     const nodes = await this.allNodes();
+    const nodeById = new Map(nodes.map((n) => [n.id, n]));
     const vms: VirtualMachine[] = [];
     for await (const vm of allOf(this.deps.store.of(VM_KIND))) vms.push(vm);
-    const cluster = ClusterState.of(nodes, vms);
-    const pending = vms.filter((vm) => !vm.status?.nodeId && desiredOf(vm) !== PowerState.STOPPED).sort(oldestFirst);
+    const migrations = await this.migrationsOf(vms);
+    let cluster = ClusterState.of(nodes, vms);
+    let wakeAt = Infinity;
+
+    // 1. Bindings.
+    let moved = false;
+    for (const [i, vm] of vms.entries()) {
+      if (!vm.status?.nodeId) continue;
+      const review = reviewBinding(vm, {
+        nowMs: now,
+        node: (id) => nodeById.get(id),
+        finishedMigration: (v) => finishedMigrationOf(v, migrations),
+        fits: (v) => this.fits(v, cluster),
+      });
+      if (review.wakeAtMs !== undefined) wakeAt = Math.min(wakeAt, review.wakeAtMs);
+      if (!review.edit) continue;
+      const next = await this.writeVm(vm, review.edit);
+      if (next) {
+        this.deps.log.log("info", "scheduler changed a VM's binding", { vm_id: vm.id, from: vm.status.nodeId, to: next.status?.nodeId ?? "", why: review.why });
+        vms[i] = next;
+        moved = true;
+      }
+    }
+    if (moved) cluster = ClusterState.of(nodes, vms);
+
+    // 2. Migrations waiting for a target.
+    const vmById = new Map(vms.map((v) => [v.id, v]));
+    for (const m of migrations.filter((x) => x.status?.phase === MPhase.PENDING).sort(oldestFirst)) {
+      if (this.abort.signal.aborted) return;
+      const vm = vmById.get(m.vmId);
+      const claim = claimMigration(m, vm, { nowMs: now, cluster, node: (id) => nodeById.get(id), strategy: this.deps.strategy, isConnected: this.deps.isConnected });
+      if (claim.kind === "claim") {
+        if (await this.commitClaim(vm!, m, claim.vm, claim.migration)) cluster.assign(vm!, claim.target);
+      } else {
+        await this.failMigration(m, claim.reason, claim.code, claim.message, now);
+      }
+    }
+
+    // 3. Placement.
+    const pending = vms.filter((vm) => !vm.status?.nodeId && desiredOf(vm) !== PowerState.STOPPED && !vm.deletionRequestedAt).sort((a, b) => haPriority(b) - haPriority(a) || oldestFirst(a, b));
     let waitForConnect = false;
     for (const vm of pending) {
       if (this.abort.signal.aborted) return;
       const placement = schedule(vm, cluster, { strategy: this.deps.strategy, isConnected: this.deps.isConnected });
       if (!placement.ok && placement.message.includes("no connected hypervisor")) waitForConnect = true;
-      if (await this.record(vm, placement)) {
+      if (await this.record(vm, placement, now)) {
         if (placement.ok) cluster.assign(vm, placement.nodeId);
       } else {
         this.dirty = true; // the VM changed since this pass read it: look again
       }
     }
+
+    // 4. NoExecute.
     await markNoExecute(this.deps.store, this.deps.clock, nodes, vms);
-    if (waitForConnect) {
-      clearTimeout(this.retry);
-      this.retry = setTimeout(() => this.trigger(), this.deps.connectRetryMs ?? 1000);
-      this.retry.unref();
+    if (waitForConnect) this.later("retry", this.deps.connectRetryMs ?? 1000);
+    if (wakeAt !== Infinity) this.later("wake", Math.max(0, wakeAt - now));
+  }
+
+  /** Whether a placed VM, with its spec as it is now, still passes every filter on its node. */
+  private fits(vm: VirtualMachine, cluster: ClusterState): boolean {
+    const nodeId = vm.status!.nodeId;
+    const required = vm.spec?.placement?.requiredNodeIds ?? [];
+    if (required.length > 0 && !required.includes(nodeId)) return false;
+    const spec = clone(VmSpecSchema, vm.spec ?? create(VmSpecSchema));
+    (spec.placement ??= create(PlacementPolicySchema)).requiredNodeIds = [nodeId];
+    cluster.unassign(vm, nodeId);
+    try {
+      return schedule({ id: vm.id, labels: vm.labels, spec }, cluster, { strategy: this.deps.strategy, isConnected: this.deps.isConnected }).ok;
+    } finally {
+      cluster.assign(vm, nodeId);
     }
   }
 
   /** Writes a placement (or why there is none) if the VM is unchanged; false when it changed. */
-  private async record(vm: VirtualMachine, placement: Placement): Promise<boolean> {
+  private async record(vm: VirtualMachine, placement: Placement, now: number): Promise<boolean> {
+    const next = await this.writeVm(vm, (s) => writePlacement(s, placement, vm.generation, now), true);
+    return next !== undefined;
+  }
+
+  /** Edits a VM's status if it is unchanged since the pass read it; undefined when it changed or went. */
+  private async writeVm(vm: VirtualMachine, edit: (s: VmStatus) => void, unchangedIsOk = false): Promise<VirtualMachine | undefined> {
     const now = this.deps.clock.now();
     try {
-      await this.deps.store.of(VM_KIND).update(
+      const out = await this.deps.store.of(VM_KIND).update(
         vm.id,
         (cur) => {
           const before = cur.status ?? create(VmStatusSchema);
           const next = clone(VmStatusSchema, before);
-          writePlacement(next, placement, cur.generation, now);
+          edit(next);
           if (equals(VmStatusSchema, before, next)) return undefined;
           cur.status = next;
           cur.updatedAt = timestampFromMs(now);
           return cur;
         },
-        { expectedVersion: vm.resourceVersion },
+        { expectedVersion: vm.resourceVersion, actor: SCHEDULER },
       );
-      return true;
+      return out.resourceVersion === vm.resourceVersion && !unchangedIsOk ? undefined : out;
     } catch (err) {
-      if (err instanceof QuantixError && (err.code === "aborted" || err.code === "not_found")) return false;
+      if (err instanceof QuantixError && (err.code === "aborted" || err.code === "not_found")) {
+        this.dirty = true;
+        return undefined;
+      }
       throw err;
     }
   }
 
-  private async allNodes(): Promise<Node[]> {
-    const out: Node[] = [];
-    let after: { key: string; id: string } | undefined;
-    for (;;) {
-      const page = await this.deps.store.of(NODE_KIND).list({ order: { field: "hostname", desc: false }, after, limit: 1000, countTotal: false });
-      out.push(...page.items);
-      const last = page.items[page.items.length - 1];
-      if (!page.hasMore || !last) return out;
-      after = { key: last.hostname, id: last.id };
+  /** Reserves a migration's target: the VM's and the migration's writes in one transaction. */
+  private async commitClaim(vm: VirtualMachine, m: Migration, vmEdit: (s: VmStatus) => void, mEdit: (s: MigrationStatus) => void): Promise<boolean> {
+    const now = timestampFromMs(this.deps.clock.now());
+    const nextVm = clone(VM_KIND.schema, vm) as VirtualMachine;
+    nextVm.status = clone(VmStatusSchema, vm.status ?? create(VmStatusSchema));
+    vmEdit(nextVm.status);
+    nextVm.updatedAt = now;
+    const nextM = clone(MigrationSchema, m);
+    nextM.status = clone(MigrationStatusSchema, m.status ?? create(MigrationStatusSchema));
+    mEdit(nextM.status);
+    nextM.updatedAt = now;
+    try {
+      await this.deps.store.commit([
+        { op: "update", kind: VM_KIND as never, object: nextVm },
+        { op: "update", kind: MIGRATION_KIND as never, object: nextM },
+      ], { actor: SCHEDULER });
+      this.deps.log.log("info", "migration target reserved", { migration_id: m.id, vm_id: vm.id, source: vm.status?.nodeId, target: nextVm.status.migrationTargetNodeId });
+      return true;
+    } catch (err) {
+      if (err instanceof QuantixError && (err.code === "aborted" || err.code === "not_found")) {
+        this.dirty = true;
+        return false;
+      }
+      throw err;
     }
   }
 
-  private async watchVms(from: bigint): Promise<void> {
-    await this.watch(from, (rev, signal) => this.deps.store.of(VM_KIND).watch(rev, signal), vmChangeMatters);
+  private async failMigration(m: Migration, reason: string, code: string, message: string, now: number): Promise<void> {
+    await this.deps.store
+      .of(MIGRATION_KIND)
+      .update(
+        m.id,
+        (cur) => {
+          if (cur.status?.phase !== MPhase.PENDING) return undefined;
+          cur.status.phase = MPhase.FAILED;
+          cur.status.reason = reason;
+          cur.status.errorCode = code;
+          cur.status.message = message;
+          cur.status.finishedAt = timestampFromMs(now);
+          cur.updatedAt = timestampFromMs(now);
+          return cur;
+        },
+        { expectedVersion: m.resourceVersion, actor: SCHEDULER },
+      )
+      .catch((err: unknown) => {
+        if (!(err instanceof QuantixError && (err.code === "aborted" || err.code === "not_found"))) throw err;
+        this.dirty = true;
+      });
+    this.deps.log.log("info", "migration refused", { migration_id: m.id, vm_id: m.vmId, reason, message });
   }
 
-  private async watchNodes(from: bigint): Promise<void> {
-    await this.watch(from, (rev, signal) => this.deps.store.of(NODE_KIND).watch(rev, signal), nodeChangeMatters);
+  /** Unfinished migrations, and the last ones of VMs that still hold a migration target. */
+  private async migrationsOf(vms: readonly VirtualMachine[]): Promise<Migration[]> {
+    const out = new Map<string, Migration>();
+    const coll = this.deps.store.of(MIGRATION_KIND);
+    for await (const m of allOf(coll, { where: { phase: ACTIVE_PHASES } })) out.set(m.id, m);
+    for (const vm of vms) {
+      if (!vm.status?.migrationTargetNodeId) continue;
+      const page = await coll.list({ where: { vm_id: vm.id }, order: { field: "created_at", desc: true }, limit: 5, countTotal: false });
+      for (const m of page.items) out.set(m.id, m);
+    }
+    return [...out.values()];
+  }
+
+  private later(which: "retry" | "wake", ms: number): void {
+    clearTimeout(this[which]);
+    const t = setTimeout(() => this.trigger(), ms);
+    t.unref();
+    this[which] = t;
+  }
+
+  private async allNodes(): Promise<Node[]> {
+    const out: Node[] = [];
+    for await (const n of allOf(this.deps.store.of(NODE_KIND))) out.push(n);
+    return out;
   }
 
   /** Follows one store watch, starting a pass on changes that matter; after an interruption, resumes from now with a pass. */
@@ -179,6 +325,17 @@ export class VmScheduler {
   }
 }
 
+/** The final migration a VM's migration_target_node_id stands for, once it has ended. */
+function finishedMigrationOf(vm: VirtualMachine, migrations: readonly Migration[]): Migration | undefined {
+  const target = vm.status?.migrationTargetNodeId;
+  if (!target) return undefined;
+  // The VM's latest migration is the one its reservation stands for; an earlier one that
+  // ended between the same nodes must not end a newer one's reservation.
+  const latest = migrations.filter((m) => m.vmId === vm.id).sort((a, b) => -oldestFirst(a, b))[0];
+  if (!latest || !migrationFinished(latest) || latest.status?.targetNodeId !== target || latest.status.sourceNodeId !== vm.status?.nodeId) return undefined;
+  return latest;
+}
+
 /** Sets what a placement means for a VM's status. */
 function writePlacement(s: VmStatus, placement: Placement, generation: bigint, now: number): void {
   if (placement.ok) {
@@ -192,8 +349,8 @@ function writePlacement(s: VmStatus, placement: Placement, generation: bigint, n
   s.conditions = setCondition(s.conditions, { type: "Scheduled", status: false, reason: placement.reason, message: placement.message, generation }, now);
 }
 
-/** Creation order, then id: older VMs are placed first, the same way every pass. */
-function oldestFirst(a: VirtualMachine, b: VirtualMachine): number {
+/** Creation order, then id: older objects first, the same way every pass. */
+function oldestFirst(a: { createdAt?: Timestamp | undefined; id: string }, b: { createdAt?: Timestamp | undefined; id: string }): number {
   const ta = a.createdAt ? timestampMs(a.createdAt) : 0;
   const tb = b.createdAt ? timestampMs(b.createdAt) : 0;
   return ta - tb || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);

@@ -2,16 +2,24 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { EmptySchema } from "@bufbuild/protobuf/wkt";
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
+import { NODE_KIND, type Store } from "@quantix/core";
+import { resourceRoute } from "../resources/resource-routes.js";
 import type { NodeDrainService } from "../services/node-drain.js";
+import type { Route } from "./routes.js";
 import { nodeMetrics } from "../services/node-metrics.js";
 import type { NodeService as Nodes } from "../services/node-service.js";
 
-/** The implementation of Quantixkvm.compute.v1.NodeService, for every protocol. */
-export function nodeServiceImpl(nodes: Nodes, drains: NodeDrainService): ServiceImpl<typeof NodeService> {
+/**
+ * Quantixkvm.compute.v1.NodeService, for every protocol: GetNode, ListNodes and WatchNodes
+ * are the node kind's generic reads; the rest has the node's own rules.
+ */
+export function nodeServiceRoute(store: Store, nodes: Nodes, drains: NodeDrainService): Route {
+  return resourceRoute(NodeService, NODE_KIND as never, store, { impl: nodeServiceImpl(nodes, drains), filters: { schedulable_only: (v) => (v ? { schedulable: true } : {}) } });
+}
+
+function nodeServiceImpl(nodes: Nodes, drains: NodeDrainService): Partial<ServiceImpl<typeof NodeService>> {
   return {
     registerNode: (req) => nodes.register(req),
-    getNode: (req) => nodes.get(req.id),
-    listNodes: (req) => nodes.list(req),
     updateNode: (req) => nodes.update(req),
     decommissionNode: async (req, ctx) => {
       // The response is Empty: a forced decommission of an unreachable node says in a header
@@ -23,7 +31,6 @@ export function nodeServiceImpl(nodes: Nodes, drains: NodeDrainService): Service
     enableNode: (req) => nodes.setSchedulable(req.id, true),
     disableNode: (req) => nodes.setSchedulable(req.id, false),
     updateHeartbeat: (req) => nodes.heartbeat(req),
-    watchNodes: (req, ctx) => nodes.watch(req, ctx.signal),
     drainNode: (req, ctx) => drains.drain(req, ctx.signal),
     getNodeMetrics: async (req) => nodeMetrics(await nodes.get(req.id)),
   };

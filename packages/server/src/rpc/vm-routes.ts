@@ -6,16 +6,25 @@ import type { VmMetricsStream } from "../services/vm-metrics-stream.js";
 import type { VmMigrationService } from "../services/vm-migration.js";
 import type { VmPowerService } from "../services/vm-power.js";
 import type { VmService } from "../services/vm-service.js";
+import { VM_KIND, type Store } from "@quantix/core";
+import { resourceRoute } from "../resources/resource-routes.js";
 import { budgetOf } from "./budget.js";
+import type { Route } from "./routes.js";
 import { getConsoleOutput, streamConsole } from "./vm-console-routes.js";
 
-/** The implementation of Quantixkvm.compute.v1.VMService, for every protocol. */
-export function vmServiceImpl(vms: VmService, power: VmPowerService, migration: VmMigrationService, metrics: VmMetricsStream, defaultDeadlineMs: number): ServiceImpl<typeof VMService> {
+/**
+ * Quantixkvm.compute.v1.VMService, for every protocol: GetVM, ListVMs, WatchVM and
+ * WatchVMs are the VM kind's generic reads (resources/resource-routes.ts); the rest has
+ * the VM's own rules.
+ */
+export function vmServiceRoute(store: Store, vms: VmService, power: VmPowerService, migration: VmMigrationService, metrics: VmMetricsStream, defaultDeadlineMs: number): Route {
+  return resourceRoute(VMService, VM_KIND as never, store, { impl: vmServiceImpl(vms, power, migration, metrics, defaultDeadlineMs) });
+}
+
+function vmServiceImpl(vms: VmService, power: VmPowerService, migration: VmMigrationService, metrics: VmMetricsStream, defaultDeadlineMs: number): Partial<ServiceImpl<typeof VMService>> {
   return {
     createVM: (req) => vms.create(req),
-    getVM: (req) => vms.get(req.id),
-    listVMs: (req) => vms.list(req),
-    updateVM: (req) => vms.update(req),
+    updateVM: (req, ctx) => vms.update(req, budgetOf(ctx, defaultDeadlineMs)),
     deleteVM: async (req, ctx) => {
       await vms.delete(req, budgetOf(ctx, defaultDeadlineMs));
       return create(EmptySchema);
@@ -27,8 +36,6 @@ export function vmServiceImpl(vms: VmService, power: VmPowerService, migration: 
     pauseVM: (req, ctx) => power.act("pause", req.id, budgetOf(ctx, defaultDeadlineMs)),
     resumeVM: (req, ctx) => power.act("resume", req.id, budgetOf(ctx, defaultDeadlineMs)),
     suspendVM: (req, ctx) => power.act("suspend", req.id, budgetOf(ctx, defaultDeadlineMs)),
-    watchVM: (req, ctx) => vms.watchVm(req, ctx.signal),
-    watchVMs: (req, ctx) => vms.watchVms(req, ctx.signal),
     migrateVM: async (req, ctx) => {
       // Only live migration exists (live=false is refused): a stopped VM has nothing to move (StartVM places it anew).
       const { vm, stats } = await migration.migrate({ vmId: req.vmId, targetNodeId: req.targetNodeId, live: req.live, maxDowntimeMs: req.maxDowntimeMs, bandwidthMbps: req.bandwidthMbps }, ctx.signal);

@@ -2,11 +2,15 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { NodeSchema, NodeStatus_Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { PowerState, VirtualMachineSchema, VmStatus_State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { QuantixError, systemClock, type Capability, type HypervisorMigration, type HypervisorPort, type MigrationStatistics, type ObservedPower, type ShutdownOptions, type VmObservation, VM_KIND, NODE_KIND } from "@quantix/core";
+import { QuantixError, randomIds, systemClock, type Capability, type HypervisorMigration, type HypervisorPort, type MigrationStatistics, type ObservedPower, type ShutdownOptions, type VmObservation, VM_KIND, NODE_KIND } from "@quantix/core";
 import { NodeDrivers } from "../hypervisor/node-drivers.js";
 import { silentLogger } from "../log.js";
 import { MemoryStore } from "../store/memory-store.js";
-import { VmMigrationService, type VmMigrationDeps } from "./vm-migration.js";
+import { VmMigrationService } from "./vm-migration.js";
+import { ControllerManager } from "../runtime/manager.js";
+import { VmController } from "../controllers/vm-controller.js";
+import { VmScheduler } from "../controllers/vm-scheduler.js";
+import { MigrationController } from "../controllers/migration-controller.js";
 
 /** How a fake source node's outgoing migration ends: "complete" moves the guest; a function decides itself. */
 export type MigrateBehaviour = (ctx: { vmId: string; source: FakeNode; target: FakeNode; signal: AbortSignal }) => Promise<MigrationStatistics>;
@@ -87,8 +91,22 @@ export class FakeNode implements HypervisorPort {
   }
 }
 
-/** A store with READY fake nodes (memory in MiB each), their drivers, and a migration service over them. */
-export async function fakeCluster(memMib: Record<string, number>, deps: Partial<VmMigrationDeps> = {}) {
+/** Test settings of the cluster's controllers. */
+export interface FakeClusterOptions {
+  /** Every migration's timeout. */
+  readonly timeoutMs?: number;
+  /** How often a quiet migration writes its progress again. */
+  readonly touchEveryMs?: number;
+  /** false: the controllers start only when start() is called (a control plane restarting onto what is there). */
+  readonly started?: boolean;
+}
+
+/**
+ * A store with READY fake nodes (memory in MiB each), their drivers, the controllers that
+ * run migrations (the VM controller, the scheduler, the migration controller, on a
+ * ControllerManager that leads at once), and the MigrateVM service over them.
+ */
+export async function fakeCluster(memMib: Record<string, number>, options: FakeClusterOptions = {}) {
   const store = new MemoryStore();
   const drivers = new NodeDrivers();
   const peers = new Map<string, FakeNode>();
@@ -106,7 +124,23 @@ export async function fakeCluster(memMib: Record<string, number>, deps: Partial<
     );
     drivers.attach(id, new FakeNode(id, peers));
   }
-  const migration = new VmMigrationService({ store, drivers, holder: { holdForMigration: () => () => undefined }, clock: systemClock, log: silentLogger, ...deps });
+  const deps = { store, drivers, clock: systemClock, ids: randomIds, log: silentLogger };
+  /** The controllers of one control-plane process. */
+  const controlPlane = () => {
+    const m = new ControllerManager({ store, log: silentLogger, onLost: () => undefined });
+    const vmController = new VmController(deps);
+    m.add(vmController, new VmScheduler({ ...deps, strategy: "spread", isConnected: (id) => drivers.has(id) }), new MigrationController({ ...deps, ...options }));
+    return { manager: m, vmController };
+  };
+  let { manager, vmController } = controlPlane();
+  if (options.started !== false) await manager.start();
+  /** Stops this control plane's controllers and starts a new process's on the same store and nodes. */
+  const restart = async () => {
+    await manager.stop();
+    ({ manager, vmController } = controlPlane());
+    await manager.start();
+  };
+  const migration = new VmMigrationService(deps);
   /** A RUNNING VM of `mem` MiB on `nodeId`, running on that fake node too. */
   const runningVm = async (id: string, nodeId: string, mem = 1024): Promise<VirtualMachine> => {
     peers.get(nodeId)!.vms.set(id, "running");
@@ -123,5 +157,5 @@ export async function fakeCluster(memMib: Record<string, number>, deps: Partial<
       }),
     );
   };
-  return { store, drivers, migration, node: (id: string) => peers.get(id)!, runningVm };
+  return { store, drivers, migration, get vmController() { return vmController; }, node: (id: string) => peers.get(id)!, runningVm, start: () => manager.start(), restart, close: () => manager.stop() };
 }

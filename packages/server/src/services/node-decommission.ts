@@ -1,13 +1,16 @@
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { DecommissionNodeRequest } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { QuantixError, type Clock, type HypervisorPort, type Store, VM_KIND, NODE_KIND, allOf } from "@quantix/core";
-import { setCondition } from "../controllers/conditions.js";
+import { withinBudget } from "./wait.js";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { Logger } from "../log.js";
-import type { MigrationHolder } from "./vm-migration.js";
 import { requireId } from "./vm-service.js";
+
+/** Keeps the VM controller off a VM for a while (VmController.holdForMigration). */
+export interface MigrationHolder {
+  holdForMigration(vmId: string): () => void;
+}
 
 /** What DecommissionNode needs to remove a node's VM copies from its hypervisor. */
 export interface DecommissionDeps {
@@ -52,7 +55,7 @@ export async function decommissionNode(c: DecommissionContext, req: Decommission
   // loses it. The reconciler keeps off those VMs meanwhile.
   await c.nodes.setSchedulable(req.id, false);
   const ids = "driver" in reach ? await copiesOn(reach.driver, placed.map((vm) => vm.id)) : [];
-  const releases = ids.map((id) => c.reach?.holder.holdForMigration(id, [req.id]));
+  const releases = ids.map((id) => c.reach?.holder.holdForMigration(id));
   let warning: string | undefined;
   try {
     if ("unreachable" in reach) {
@@ -66,7 +69,7 @@ export async function decommissionNode(c: DecommissionContext, req: Decommission
       }
     }
     await c.store.of(NODE_KIND).delete(req.id);
-    await unplace(c, req.id, node.hostname);
+    await waitUnplaced(c, req.id);
   } finally {
     for (const release of releases) release?.();
   }
@@ -74,18 +77,18 @@ export async function decommissionNode(c: DecommissionContext, req: Decommission
   return warning ? { warning } : {};
 }
 
-/** Every VM the store still places on the removed node loses it, with the reason. */
-async function unplace(c: DecommissionContext, nodeId: string, hostname: string): Promise<void> {
-  const now = c.clock.now();
-  for (const vm of await placedOn(c.store, nodeId)) {
-    await c.store.of(VM_KIND).update(vm.id, (cur) => {
-      if (cur.status?.nodeId !== nodeId) return undefined;
-      cur.status.nodeId = "";
-      cur.status.conditions = setCondition(cur.status.conditions, { type: "Scheduled", status: false, reason: "NodeDecommissioned", message: `node '${hostname}' was decommissioned`, generation: cur.generation }, now);
-      cur.updatedAt = timestampFromMs(now);
-      return cur;
-    });
-  }
+/**
+ * Waits (a bounded while) until no VM is placed on the removed node: the scheduler, the
+ * one writer of bindings, unplaces them (reason NodeDecommissioned) once the node is gone.
+ */
+async function waitUnplaced(c: DecommissionContext, nodeId: string): Promise<void> {
+  const from = await c.store.revision();
+  if ((await placedOn(c.store, nodeId)).length === 0) return;
+  await withinBudget(10_000, new AbortController().signal, async (stop) => {
+    for await (const ev of c.store.of(VM_KIND).watch(from, stop)) {
+      if (ev.type !== "SYNCED" && ev.object.status?.nodeId !== nodeId && (await placedOn(c.store, nodeId)).length === 0) return;
+    }
+  });
 }
 
 async function placedOn(store: Store, nodeId: string): Promise<VirtualMachine[]> {

@@ -1,37 +1,12 @@
 import { clone, create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import {
-  HypervisorInfoSchema,
-  NodeSchema,
-  NodeSpecSchema,
-  NodeStatusSchema,
-  NodeStatus_Phase as Phase,
-  NodeStatus_PhaseSchema,
-  ResourcesSchema,
-  type Node,
-  type NodeSpec,
-} from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
-import {
-  ListNodesResponseSchema,
-  NodeUpdateSchema,
-  UpdateHeartbeatResponseSchema,
-  UpdateNodeRequestSchema,
-  type DecommissionNodeRequest,
-  type ListNodesRequest,
-  type ListNodesResponse,
-  type NodeUpdate,
-  type RegisterNodeRequest,
-  type UpdateHeartbeatRequest,
-  type UpdateHeartbeatResponse,
-  type UpdateNodeRequest,
-  type WatchNodesRequest,
-} from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
-import { applyUpdateMask, matchesQuery, QuantixError, throwIfViolations, validateLabels, validateNodeSettings, validateRegisterNode, Violations, type Clock, type IdGenerator, type Store, NODE_KIND } from "@quantix/core";
+import { HypervisorInfoSchema, NodeSchema, NodeSpecSchema, NodeStatusSchema, DrainStatus_Phase, NodeStatus_Phase as Phase, ResourcesSchema, type Node, type NodeSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { UpdateHeartbeatResponseSchema, UpdateNodeRequestSchema, type DecommissionNodeRequest, type RegisterNodeRequest, type UpdateHeartbeatRequest, type UpdateHeartbeatResponse, type UpdateNodeRequest } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
+import { applyUpdateMask, QuantixError, throwIfViolations, validateLabels, validateNodeSettings, validateRegisterNode, Violations, type Clock, type IdGenerator, type Store, NODE_KIND } from "@quantix/core";
 import { setCondition } from "../controllers/conditions.js";
 import { decommissionNode, type DecommissionDeps } from "./node-decommission.js";
-import { listPage } from "./paging.js";
+
 import { requireId } from "./vm-service.js";
-import { EVENT_TYPE, SharedUpdates, watchFiltered } from "./watch-filter.js";
 
 /** How often agents heartbeat (see node-monitor.ts for when a silent node is NOT_READY, then OFFLINE). */
 export const HEARTBEAT_INTERVAL_SEC = 10;
@@ -40,7 +15,6 @@ const USER_SPEC_PATHS = ["spec.taints", "spec.overcommit", "spec.reserved", "spe
 
 /** Node registration, reads, operator settings, heartbeats and watch: the use cases behind NodeService. */
 export class NodeService {
-  private readonly updates = new SharedUpdates<Node, NodeUpdate>((f) => create(NodeUpdateSchema, { type: EVENT_TYPE[f.type], ...(f.object ? { node: f.object } : {}), resourceVersion: f.revision }));
 
   /**
    * `nodeLostAfterSec` (QUANTIX_NODE_LOST_AFTER_SEC) is told to agents in heartbeat answers,
@@ -109,16 +83,6 @@ export class NodeService {
     return node;
   }
 
-  async list(req: ListNodesRequest): Promise<ListNodesResponse> {
-    const v = new Violations();
-    req.phases.forEach((p, i) => v.enumValue(`phases[${i}]`, p, NodeStatus_PhaseSchema.values.map((x) => x.number)));
-    throwIfViolations(v.list);
-    const filter = { labels: req.labels, phases: [...req.phases].sort(), schedulableOnly: req.schedulableOnly };
-    const where = { ...(req.phases.length > 0 ? { phase: filter.phases } : {}), ...(req.schedulableOnly ? { schedulable: true } : {}) };
-    const page = await listPage(NODE_KIND, req, filter, (order, after, limit, countTotal) => this.deps.store.of(NODE_KIND).list({ where, labels: req.labels, order, after, limit, countTotal }));
-    return create(ListNodesResponseSchema, { nodes: page.items, totalCount: page.totalCount, nextPageToken: page.nextPageToken, resourceVersion: page.resourceVersion });
-  }
-
   /** Changes labels and the operator's settings; hardware fields belong to the agent. */
   async update(req: UpdateNodeRequest): Promise<Node> {
     requireId("id", req.id);
@@ -152,15 +116,24 @@ export class NodeService {
     );
   }
 
+  /** EnableNode / DisableNode; enabling a node also cancels a drain of it still under way. */
   async setSchedulable(id: string, schedulable: boolean): Promise<Node> {
     requireId("id", id);
     const now = timestampFromMs(this.deps.clock.now());
-    return this.deps.store.of(NODE_KIND).update(id, (cur) => {
-      if (cur.spec!.schedulable === schedulable) return undefined;
-      cur.spec!.schedulable = schedulable;
-      cur.updatedAt = now;
-      return cur;
-    });
+    return this.deps.store.of(NODE_KIND).update(
+      id,
+      (cur) => {
+        const drain = cur.spec!.drain;
+        const running = !!drain && !drain.cancelled && (cur.status?.drain?.sequence !== drain.sequence || cur.status.drain.phase === DrainStatus_Phase.RUNNING);
+        const cancel = schedulable && running;
+        if (cur.spec!.schedulable === schedulable && !cancel) return undefined;
+        cur.spec!.schedulable = schedulable;
+        if (cancel) drain!.cancelled = true;
+        cur.updatedAt = now;
+        return cur;
+      },
+      { actor: "api" },
+    );
   }
 
   /** DecommissionNode (node-decommission.ts): removes the node after its VM copies. */
@@ -187,11 +160,6 @@ export class NodeService {
     return create(UpdateHeartbeatResponseSchema, { phase: node.status?.phase ?? Phase.UNKNOWN, heartbeatIntervalSec: HEARTBEAT_INTERVAL_SEC, nodeLostAfterSec: this.deps.nodeLostAfterSec ?? 0 });
   }
 
-  watch(req: WatchNodesRequest, signal: AbortSignal): AsyncIterable<NodeUpdate> {
-    const q = { labels: req.labels };
-    const snapshot = () => this.deps.store.of(NODE_KIND).list({ ...q, order: { field: "hostname", desc: false }, limit: Number.MAX_SAFE_INTEGER });
-    return watchFiltered(this.deps.store.of(NODE_KIND), req.resourceVersion, snapshot, (n) => matchesQuery(NODE_KIND, n, q), this.updates, signal);
-  }
 }
 
 /** Capacity from the reported hardware; allocatable = capacity × overcommit − reserved. */

@@ -6,10 +6,11 @@ import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { DrainNodeRequestSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
-import { QuantixError, randomIds, systemClock, VM_KIND, NODE_KIND } from "@quantix/core";
+import { MIGRATION_KIND, QuantixError, randomIds, SCHEDULER, systemClock, VM_KIND, NODE_KIND } from "@quantix/core";
+import { MigrationStatus_Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/migration_pb.js";
 import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
 import { setCondition } from "../controllers/conditions.js";
-import { VmController } from "../controllers/vm-controller.js";
+import { DrainController } from "../controllers/drain-controller.js";
 import { silentLogger } from "../log.js";
 import { fakeCluster, FakeNode } from "./migration-test-kit.js";
 import { NodeDrainService } from "./node-drain.js";
@@ -212,13 +213,13 @@ test("progress writes are serialised: none lands after the final one, and a quie
   assert.equal(cond?.reason, "Completed");
 });
 
-/** A drain service and a started reconciler over a fake cluster. */
+/** A drain service and a started drain controller over a fake cluster. */
 async function drainable(c: Awaited<ReturnType<typeof fakeCluster>>) {
-  const reconciler = new VmController({ store: c.store, drivers: c.drivers, clock: systemClock, log: silentLogger });
-  await reconciler.start();
   const power = new VmPowerService(c.store, c.drivers);
   const nodes = new NodeService({ store: c.store, clock: systemClock, ids: randomIds });
-  const drains = new NodeDrainService({ store: c.store, nodes, migration: c.migration, power, drivers: c.drivers, clock: systemClock, log: silentLogger });
+  const drains = new NodeDrainService({ store: c.store, nodes, clock: systemClock, log: silentLogger });
+  const reconciler = new DrainController({ store: c.store, migrations: c.migration, power, clock: systemClock, log: silentLogger });
+  await reconciler.start();
   return { drains, reconciler };
 }
 
@@ -251,16 +252,17 @@ test("a drain does not send two VMs to a target that fits one; a cancelled drain
 });
 
 test("after a restart, a leftover migration is resolved by observing both nodes before anything is booted", async () => {
-  const c = await fakeCluster({ a: 8192, b: 8192 });
+  const c = await fakeCluster({ a: 8192, b: 8192 }, { started: false });
   const stale = timestampFromMs(Date.now() - 60_000);
   const leftover = async (id: string) =>
     c.store.of(VM_KIND).update(id, (v) => {
+      // What an earlier control plane left: its scheduler's reservation of the target.
       v.status!.state = State.MIGRATING;
       v.status!.migrationTargetNodeId = "b";
       v.status!.conditions = setCondition(v.status!.conditions, { type: "Migrating", status: true, reason: "InProgress", message: "migrating", generation: 1n }, Date.now() - 60_000);
       v.updatedAt = stale;
       return v;
-    });
+    }, { actor: SCHEDULER });
   // vm-1 completed (source gone, target runs); vm-2 did not (the target's copy is incomplete).
   await c.runningVm("vm-1", "a");
   await leftover("vm-1");
@@ -269,6 +271,8 @@ test("after a restart, a leftover migration is resolved by observing both nodes 
   await c.runningVm("vm-2", "a");
   await leftover("vm-2");
   c.node("b").vms.set("vm-2", "paused");
+  // The control plane starts onto what the earlier one left.
+  await c.start();
   const { reconciler } = await drainable(c);
   try {
     const settled = (id: string) => until(async () => ((v) => (v && !v.status?.migrationTargetNodeId && v.status?.state === State.RUNNING ? v : undefined))(await c.store.of(VM_KIND).get(id)), `${id} resolved`);
@@ -284,4 +288,31 @@ test("after a restart, a leftover migration is resolved by observing both nodes 
   } finally {
     await reconciler.stop();
   }
+});
+
+test("a migration survives a restart of the control plane: found interrupted, resolved by observing both nodes, and run again to its end", async () => {
+  const c = await fakeCluster({ a: 8192, b: 8192 });
+  await c.runningVm("vm-1", "a");
+  // The first attempt hangs until its caller (the control plane) goes away, as an agent's
+  // MigrateVm stream does: the source keeps the VM and the target keeps a prepared copy.
+  let attempts = 0;
+  c.node("a").behaviour = ({ vmId, source, target, signal }) => {
+    attempts++;
+    if (attempts > 1) return Promise.resolve(FakeNode.move(vmId, source, target));
+    return new Promise((_, reject) => signal.addEventListener("abort", () => reject(new QuantixError("aborted", "the caller went away")), { once: true }));
+  };
+  const moving = c.migration.migrate(req("vm-1", "b"), never());
+  const running = await until(async () => (await c.store.of(MIGRATION_KIND).list({ where: { vm_id: "vm-1", phase: MigrationStatus_Phase.RUNNING }, order: { field: "created_at", desc: false }, limit: 1 })).items[0], "the migration running");
+  assert.equal(c.node("b").vms.get("vm-1"), "paused", "the target holds the prepared copy");
+
+  await c.restart();
+  const done = await moving;
+  assert.equal(done.vm.status?.nodeId, "b");
+  assert.equal(done.vm.status?.migrationTargetNodeId, "");
+  assert.equal(attempts, 2, "the interrupted transfer ran again");
+  assert.equal(c.node("b").vms.get("vm-1"), "running");
+  assert.equal(c.node("a").vms.has("vm-1"), false);
+  const all = (await c.store.of(MIGRATION_KIND).list({ where: { vm_id: "vm-1" }, order: { field: "created_at", desc: false }, limit: 10 })).items;
+  assert.deepEqual(all.map((m) => [m.id, MigrationStatus_Phase[m.status!.phase]]), [[running.id, "SUCCEEDED"]], "one migration, which succeeded");
+  await c.close();
 });

@@ -1,33 +1,12 @@
 import { clone, create, equals } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import {
-  ListVMsResponseSchema,
-  UpdateVMRequestSchema,
-  VmUpdateSchema,
-  type CreateVMRequest,
-  type DeleteVMRequest,
-  type ListVMsRequest,
-  type ListVMsResponse,
-  type UpdateVMRequest,
-  type VmUpdate,
-  type WatchVMRequest,
-  type WatchVMsRequest,
-} from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
-import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
-import {
-  PlacementPolicySchema,
-  PowerState,
-  VirtualMachineSchema,
-  VmSpecSchema,
-  VmStatusSchema,
-  VmStatus_State as State,
-  VmStatus_StateSchema,
-  type VirtualMachine,
-} from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { applyUpdateMask, checkPowerAction, DEFAULT_PROJECT_ID, invalidArgument, notFound, QuantixError, throwIfViolations, validateCreateVm, validateLabels, validateVmSpec, Violations, matchesQuery, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND } from "@quantix/core";
-import { listPage } from "./paging.js";
-import { waitGone } from "./wait.js";
-import { EVENT_TYPE, filterEvent, SharedUpdates, watchFiltered } from "./watch-filter.js";
+import { UpdateVMRequestSchema, type CreateVMRequest, type DeleteVMRequest, type UpdateVMRequest } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+
+import { PlacementPolicySchema, PowerState, VirtualMachineSchema, VmSpecSchema, VmStatusSchema, VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { applyUpdateMask, checkPowerAction, DEFAULT_PROJECT_ID, invalidArgument, notFound, QuantixError, throwIfViolations, validateCreateVm, validateLabels, validateVmSpec, Violations, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND } from "@quantix/core";
+
+import { waitFor, waitGone } from "./wait.js";
+import { awaitsReview } from "../controllers/scheduler/binding-review.js";
 
 /** Dependencies of the VM service. */
 export interface VmServiceDeps {
@@ -38,7 +17,6 @@ export interface VmServiceDeps {
 
 /** VM create, read, list, update, delete and watch: the use cases behind VMService. */
 export class VmService {
-  private readonly updates = new SharedUpdates<VirtualMachine, VmUpdate>(toUpdate);
 
   constructor(private readonly deps: VmServiceDeps) {}
 
@@ -78,20 +56,15 @@ export class VmService {
     return vm;
   }
 
-  async list(req: ListVMsRequest): Promise<ListVMsResponse> {
-    const v = new Violations();
-    req.states.forEach((s, i) => v.enumValue(`states[${i}]`, s, VmStatus_StateSchema.values.map((x) => x.number)));
-    throwIfViolations(v.list);
-    const filter = { projectId: req.projectId, labels: req.labels, states: [...req.states].sort(), nodeId: req.nodeId };
-    const where = { ...(req.projectId ? { project_id: req.projectId } : {}), ...(req.states.length > 0 ? { state: filter.states } : {}), ...(req.nodeId ? { node_id: req.nodeId } : {}) };
-    const page = await listPage(VM_KIND, req, filter, (order, after, limit, countTotal) => this.deps.store.of(VM_KIND).list({ where, labels: req.labels, order, after, limit, countTotal }));
-    return create(ListVMsResponseSchema, { vms: page.items, totalCount: page.totalCount, nextPageToken: page.nextPageToken, resourceVersion: page.resourceVersion });
-  }
-
-  async update(req: UpdateVMRequest): Promise<VirtualMachine> {
+  /**
+   * UpdateVM. A VM that is off and whose spec changed keeps its node only if it still
+   * fits there; the scheduler, which alone moves VMs, decides, and the answer waits for
+   * that decision (within `budget`), so it shows whether the node was given up.
+   */
+  async update(req: UpdateVMRequest, budget?: { ms: number; signal: AbortSignal }): Promise<VirtualMachine> {
     requireId("id", req.id);
     const now = timestampFromMs(this.deps.clock.now());
-    return this.deps.store.of(VM_KIND).update(
+    const updated = await this.deps.store.of(VM_KIND).update(
       req.id,
       (cur) => {
         if (cur.deletionRequestedAt) throw new QuantixError("failed_precondition", `cannot update VM '${cur.id}': it is being deleted`);
@@ -117,17 +90,17 @@ export class VmService {
         const specChanged = !sameSpec(cur.spec, spec);
         const changed = specChanged || cur.description !== draft.description || JSON.stringify(sorted(cur.labels)) !== JSON.stringify(sorted(draft.labels));
         if (!changed) return undefined;
-        const before = cur.spec;
         cur.spec = spec;
         cur.labels = draft.labels;
         cur.description = draft.description;
         if (specChanged) cur.generation += 1n;
-        releaseNodeIfResized(cur, before);
         cur.updatedAt = now;
         return cur;
       },
-      { expectedVersion: req.resourceVersion },
+      { expectedVersion: req.resourceVersion, actor: "api" },
     );
+    if (!budget || !awaitsReview(updated)) return updated;
+    return waitFor(this.deps.store.of(VM_KIND), "VM", updated.id, (x) => !awaitsReview(x), budget.ms, budget.signal);
   }
 
   /**
@@ -147,39 +120,6 @@ export class VmService {
       { actor: "api" },
     );
     await waitGone(vms, req.id, budget.ms, budget.signal);
-  }
-
-  /** One VM's current state (unless resuming), then every change until it is deleted. */
-  async *watchVm(req: WatchVMRequest, signal: AbortSignal): AsyncGenerator<VmUpdate> {
-    requireId("vm_id", req.vmId);
-    let from = req.resourceVersion;
-    // Changes up to the current state are in the ADDED event; skip them in the replay.
-    let seen = from;
-    if (from === 0n) {
-      // The store's revision before the read: history reaches back to it even when the
-      // VM itself last changed long ago (and was compacted out of the history).
-      from = await this.deps.store.revision();
-      const vm = await this.get(req.vmId);
-      seen = vm.resourceVersion;
-      yield create(VmUpdateSchema, { type: EventType.ADDED, vm, resourceVersion: vm.resourceVersion });
-    }
-    for await (const ev of this.deps.store.of(VM_KIND).watch(from, signal)) {
-      if (ev.type !== "SYNCED" && ev.revision <= seen) continue;
-      const f = filterEvent(ev, (vm) => vm.id === req.vmId);
-      if (!f) continue;
-      yield toUpdate(f);
-      if (f.type === "DELETED") return;
-    }
-  }
-
-  /** The matching VMs (or the changes after resource_version), then every change. */
-  watchVms(req: WatchVMsRequest, signal: AbortSignal): AsyncIterable<VmUpdate> {
-    const v = new Violations();
-    if (req.projectId !== "") v.pattern("project_id", req.projectId, /^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$/, "must be a project id");
-    throwIfViolations(v.list);
-    const q = { where: { ...(req.projectId ? { project_id: req.projectId } : {}), ...(req.nodeId ? { node_id: req.nodeId } : {}) }, labels: req.labels };
-    const snapshot = () => this.deps.store.of(VM_KIND).list({ ...q, order: { field: "name", desc: false }, limit: Number.MAX_SAFE_INTEGER });
-    return watchFiltered(this.deps.store.of(VM_KIND), req.resourceVersion, snapshot, (vm) => matchesQuery(VM_KIND, vm, q), this.updates, signal);
   }
 
   private newMac(): string {
@@ -202,10 +142,6 @@ function pinToNode(spec: NonNullable<VirtualMachine["spec"]>, nodeId: string): v
   placement.requiredNodeIds = [nodeId];
 }
 
-function toUpdate(f: { type: "ADDED" | "MODIFIED" | "DELETED" | "SYNCED"; object: VirtualMachine | undefined; revision: bigint }): VmUpdate {
-  return create(VmUpdateSchema, { type: EVENT_TYPE[f.type], ...(f.object ? { vm: f.object } : {}), resourceVersion: f.revision });
-}
-
 /** Paths UpdateVM may write. Power state has its own RPCs and their state table. */
 function isWritableVmPath(path: string): boolean {
   if (path === "spec.desired_power_state") return false;
@@ -222,19 +158,6 @@ function checkHotChange(cur: VirtualMachine, spec: VirtualMachine["spec"]): void
   if (changed.length > 0) {
     throw new QuantixError("failed_precondition", `cannot change ${changed.join(" and ")} of VM '${cur.id}' while it is ${State[state]}: CPU and memory hotplug is not supported yet; stop the VM first`);
   }
-}
-
-/**
- * A stopped VM keeps its node, and that node's capacity counts it. Its new cpu, memory or
- * placement may no longer fit there, so it gives the node up: the scheduler, the only
- * one that assigns nodes, places it again (with every filter) when it starts. The stopped
- * definition left on the old node is removed by the fencer (fencing.ts) as a stale copy.
- */
-function releaseNodeIfResized(cur: VirtualMachine, before: VirtualMachine["spec"]): void {
-  if (!cur.status?.nodeId || cur.status.state !== State.STOPPED) return;
-  const moved = ["cpu", "memory", "placement"] as const;
-  if (moved.every((k) => sameJson(before?.[k], cur.spec?.[k]))) return;
-  cur.status.nodeId = "";
 }
 
 function sameSpec(a: VirtualMachine["spec"], b: VirtualMachine["spec"]): boolean {

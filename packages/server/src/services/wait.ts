@@ -5,7 +5,7 @@ import { notFound } from "@quantix/core";
  * Runs `fn` with a signal that aborts when `budgetMs` passes or `signal` aborts; an error
  * `fn` throws because of that abort is swallowed (the budget simply ran out).
  */
-async function withinBudget(budgetMs: number, signal: AbortSignal, fn: (stop: AbortSignal) => Promise<void>): Promise<void> {
+export async function withinBudget(budgetMs: number, signal: AbortSignal, fn: (stop: AbortSignal) => Promise<void>): Promise<void> {
   const stop = new AbortController();
   const timer = setTimeout(() => stop.abort(), budgetMs);
   const onAbort = () => stop.abort();

@@ -167,7 +167,7 @@ export type NodeSpec = Message<"Quantixkvm.compute.v1.NodeSpec"> & {
 
   /**
    * A drain asked for by DrainNode; the drain controller moves the node's VMs off and
-   * reports in status.drain. Cleared by EnableNode.
+   * reports in status.drain. EnableNode cancels a drain still under way.
    *
    * @generated from field: Quantixkvm.compute.v1.DrainRequest drain = 10;
    */

@@ -1,0 +1,3 @@
+export * from "./request-filter.js";
+export * from "./resource-service.js";
+export * from "./resource-routes.js";

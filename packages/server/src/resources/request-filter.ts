@@ -1,0 +1,89 @@
+import type { DescField, DescMessage } from "@bufbuild/protobuf";
+import { ID_PATTERN, QuantixError, throwIfViolations, Violations, type FieldValue, type FilterValue, type Kind, type Query, type Resource } from "@quantix/core";
+
+/** Request fields that page or resume rather than filter. */
+const NOT_FILTERS = new Set(["page_size", "page_token", "order_by", "resource_version"]);
+
+/** How a List or Watch request field that is not named after a kind field filters. */
+export type CustomFilter = (value: unknown) => Readonly<Record<string, FilterValue>>;
+
+/** A filter read from a request: the store's query part, and the canonical form page tokens are bound to. */
+export interface RequestFilter {
+  readonly where: Record<string, FilterValue>;
+  readonly labels: Record<string, string> | undefined;
+}
+
+/**
+ * Reads the filter a List or Watch request asks for, by reflection on the request's
+ * message: `labels` is the labels filter; a field named after one of the kind's fields
+ * (or its plural, for a repeated field: `states` for `state`) filters it (one value: eq;
+ * several: in); `custom` maps the others (`schedulable_only`). Empty values filter
+ * nothing. Enum values must be known, ids well formed (INVALID_ARGUMENT naming the
+ * field). A request field the kind cannot filter on is a programming error, found when
+ * the routes are built (`filterFields`).
+ */
+export function filterOf(kind: Kind<Resource>, schema: DescMessage, req: Record<string, unknown>, custom: Readonly<Record<string, CustomFilter>> = {}): RequestFilter {
+  const v = new Violations();
+  const where: Record<string, FilterValue> = {};
+  let labels: Record<string, string> | undefined;
+  for (const f of filterFields(kind, schema, custom)) {
+    const value = req[f.localName];
+    if (f.name === "labels") {
+      const map = value as Record<string, string>;
+      if (Object.keys(map).length > 0) labels = map;
+      continue;
+    }
+    const c = custom[f.name];
+    if (c) {
+      Object.assign(where, c(value));
+      continue;
+    }
+    const target = kindField(kind, f)!;
+    if (f.fieldKind === "list") {
+      const list = value as FieldValue[];
+      if (list.length === 0) continue;
+      list.forEach((x, i) => check(v, f, x, `${f.name}[${i}]`));
+      where[target] = [...list].sort();
+    } else if (value !== "" && value !== 0 && value !== false && value !== undefined) {
+      check(v, f, value as FieldValue, f.name);
+      where[target] = value as FieldValue;
+    }
+  }
+  throwIfViolations(v.list);
+  return { where, labels };
+}
+
+/** The request's filtering fields, checked against the kind once (a field it cannot filter on throws). */
+export function filterFields(kind: Kind<Resource>, schema: DescMessage, custom: Readonly<Record<string, CustomFilter>> = {}): DescField[] {
+  const out: DescField[] = [];
+  for (const f of schema.fields) {
+    if (NOT_FILTERS.has(f.name)) continue;
+    if (f.name === "labels" || custom[f.name] || kindField(kind, f)) {
+      out.push(f);
+      continue;
+    }
+    throw new QuantixError("internal", `${schema.typeName}.${f.name} filters nothing of kind ${kind.name}: declare the field or a custom filter`);
+  }
+  return out;
+}
+
+/** The query parts of a filter. */
+export function queryOf(filter: RequestFilter): Pick<Query, "where" | "labels"> {
+  return { where: filter.where, labels: filter.labels };
+}
+
+function kindField(kind: Kind<Resource>, f: DescField): string | undefined {
+  if (kind.fields[f.name]?.filter) return f.name;
+  if (f.fieldKind !== "list") return undefined;
+  const singular = f.name.endsWith("es") && kind.fields[f.name.slice(0, -2)]?.filter ? f.name.slice(0, -2) : f.name.slice(0, -1);
+  return kind.fields[singular]?.filter === "in" ? singular : undefined;
+}
+
+function check(v: Violations, f: DescField, value: FieldValue, path: string): void {
+  if (f.enum) {
+    if (!f.enum.values.some((e) => e.number === value)) v.add(path, "INVALID_ENUM", `unknown value ${String(value)}`);
+    return;
+  }
+  if (typeof value === "string" && f.name.endsWith("_id")) v.pattern(path, value, ID_PATTERN, "must be an id: 1-128 letters, digits, '.', '_' or '-'");
+  else if (typeof value === "string" && value.length > 256) v.add(path, "INVALID_LENGTH", "must be at most 256 characters long");
+}
