@@ -28,6 +28,8 @@ export interface ControlPlaneConfig {
   readonly schedulerStrategy: ScoringStrategy;
   /** Silence after which a node is OFFLINE, i.e. lost: HA restarts its VMs elsewhere (QUANTIX_NODE_LOST_AFTER_SEC). */
   readonly nodeLostAfterSec: number;
+  /** How long lifecycle events are kept (QUANTIX_EVENT_RETENTION_SEC). */
+  readonly eventRetentionSec: number;
 }
 
 /** The store a control plane uses. */
@@ -59,6 +61,7 @@ const DEFAULTS: ControlPlaneConfig = {
   simBootMs: 300,
   schedulerStrategy: "spread",
   nodeLostAfterSec: 300,
+  eventRetentionSec: 7 * 86_400,
 };
 
 /** Reads and validates the configuration; throws with every problem named. */
@@ -106,6 +109,7 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
     simBootMs: int("QUANTIX_SIM_BOOT_MS", 0, 600_000, DEFAULTS.simBootMs),
     schedulerStrategy: strategy as ScoringStrategy,
     nodeLostAfterSec: int("QUANTIX_NODE_LOST_AFTER_SEC", 1, 86_400, DEFAULTS.nodeLostAfterSec),
+    eventRetentionSec: int("QUANTIX_EVENT_RETENTION_SEC", 60, 366 * 86_400, DEFAULTS.eventRetentionSec),
     storeTuning: {
       historyRevisions: int("QUANTIX_HISTORY_REVISIONS", 10, 100_000_000, DEFAULTS.storeTuning.historyRevisions),
       pgMaxConnections: int("QUANTIX_PG_MAX_CONNECTIONS", 2, 1000, DEFAULTS.storeTuning.pgMaxConnections),

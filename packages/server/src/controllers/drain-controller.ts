@@ -9,6 +9,8 @@ import type { VmMigrationService } from "../services/vm-migration.js";
 import type { VmPowerService } from "../services/vm-power.js";
 import { waitFor } from "../services/wait.js";
 import { setCondition } from "./conditions.js";
+import { updateWithEvents } from "../events/record.js";
+import { nodeEvents } from "../events/node-events.js";
 
 /** The actor name of the drain controller; it owns a node's status.drain and its Drained condition. */
 export const DRAIN_CONTROLLER = "drain-controller";
@@ -181,7 +183,9 @@ async function finish(deps: DrainControllerDeps, node: Node, why: string | undef
 async function write(deps: DrainControllerDeps, node: Node, edit: (d: DrainStatus) => void, message: string, reason = "InProgress"): Promise<void> {
   const now = deps.clock.now();
   const sequence = node.spec!.drain!.sequence;
-  await deps.store.of(NODE_KIND).update(
+  await updateWithEvents(
+    deps.store,
+    NODE_KIND,
     node.id,
     (cur) => {
       if (!cur.status || cur.spec?.drain?.sequence !== sequence) return undefined;
@@ -193,6 +197,7 @@ async function write(deps: DrainControllerDeps, node: Node, edit: (d: DrainStatu
       cur.updatedAt = timestampFromMs(now);
       return cur;
     },
-    { actor: DRAIN_CONTROLLER },
+    nodeEvents,
+    { actor: DRAIN_CONTROLLER, nowMs: now },
   );
 }

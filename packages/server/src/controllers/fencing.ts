@@ -7,6 +7,9 @@ import type { Logger } from "../log.js";
 import { setCondition } from "./conditions.js";
 import { isMigrating } from "./ha-policy.js";
 import { VM_KIND } from "@quantix/core";
+import { eventOf, updateWithEvents } from "../events/record.js";
+import { vmEvents } from "../events/vm-events.js";
+import { EVENT_KIND } from "@quantix/core";
 
 /** The condition a VM gets when a stale copy of it was removed from a node. */
 export const FENCED_CONDITION = "Fenced";
@@ -43,13 +46,20 @@ export class Fencer {
     const message = `a stale copy on node '${nodeId}' (${obs.power}) was powered off and deleted: ${where}`;
     this.deps.log.log("warn", "fenced a stale VM copy", { vm_id: vmId, node_id: nodeId, assigned_node_id: assigned, observed: obs.power });
     const now = this.deps.clock.now();
-    await this.deps.store.of(VM_KIND).update(vmId, (cur) => {
-      const next = clone(VmStatusSchema, cur.status ?? create(VmStatusSchema));
-      next.conditions = setCondition(next.conditions, { type: FENCED_CONDITION, status: true, reason: "StaleCopyRemoved", message, generation: cur.generation }, now);
-      cur.status = next;
-      cur.updatedAt = timestampFromMs(now);
-      return cur;
-    });
+    await updateWithEvents(
+      this.deps.store,
+      VM_KIND,
+      vmId,
+      (cur) => {
+        const next = clone(VmStatusSchema, cur.status ?? create(VmStatusSchema));
+        next.conditions = setCondition(next.conditions, { type: FENCED_CONDITION, status: true, reason: "StaleCopyRemoved", message, generation: cur.generation }, now);
+        cur.status = next;
+        cur.updatedAt = timestampFromMs(now);
+        return cur;
+      },
+      vmEvents,
+      { actor: "fencer", nowMs: now },
+    );
     return true;
   }
 
@@ -65,6 +75,10 @@ export class Fencer {
     if (obs.power !== "shutdown" && obs.power !== "created") await driver.shutdownVM(vmId, { force: true, timeoutSec: 0 });
     await driver.deleteVM(vmId);
     this.deps.log.log("warn", "removed a guest whose VM no longer exists", { vm_id: vmId, node_id: nodeId, observed: obs.power });
+    await this.deps.store.of(EVENT_KIND).create(
+      eventOf(VM_KIND as never, { id: vmId, resourceVersion: 0n }, { type: "OrphanRemoved", reason: "VmGone", message: `a guest of this cluster on node '${nodeId}' whose VM no longer exists (${obs.power}) was powered off and deleted`, warning: true, nodeId }, "fencer", this.deps.clock.now()) as never,
+      { actor: "fencer" },
+    );
     return true;
   }
 }

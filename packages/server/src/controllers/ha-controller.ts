@@ -10,6 +10,8 @@ import { Fencer } from "./fencing.js";
 import { decideHa, GAVE_UP, HA_CONDITION, haPriority, recordRestart } from "./ha-policy.js";
 import { WorkQueue } from "../runtime/work-queue.js";
 import { VM_KIND, NODE_KIND, allOf } from "@quantix/core";
+import { updateWithEvents } from "../events/record.js";
+import { vmEvents } from "../events/vm-events.js";
 
 /** Dependencies of the HA controller. */
 export interface HaControllerDeps {
@@ -153,14 +155,21 @@ export class HaController {
 
   private async writeStatus(vm: VirtualMachine, edit: (s: VmStatus) => void): Promise<void> {
     const now = this.deps.clock.now();
-    await this.deps.store.of(VM_KIND).update(vm.id, (cur) => {
-      // Another writer moved the VM meanwhile: the decision was made on an old status.
-      if ((cur.status?.nodeId ?? "") !== (vm.status?.nodeId ?? "") || cur.generation !== vm.generation) return undefined;
-      const next = clone(VmStatusSchema, cur.status ?? create(VmStatusSchema));
-      edit(next);
-      cur.status = next;
-      cur.updatedAt = timestampFromMs(now);
-      return cur;
-    });
+    await updateWithEvents(
+      this.deps.store,
+      VM_KIND,
+      vm.id,
+      (cur) => {
+        // Another writer moved the VM meanwhile: the decision was made on an old status.
+        if ((cur.status?.nodeId ?? "") !== (vm.status?.nodeId ?? "") || cur.generation !== vm.generation) return undefined;
+        const next = clone(VmStatusSchema, cur.status ?? create(VmStatusSchema));
+        edit(next);
+        cur.status = next;
+        cur.updatedAt = timestampFromMs(now);
+        return cur;
+      },
+      vmEvents,
+      { actor: "ha-controller", nowMs: now },
+    );
   }
 }

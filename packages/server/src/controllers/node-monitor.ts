@@ -5,6 +5,8 @@ import type { Logger } from "../log.js";
 import { HEARTBEAT_INTERVAL_SEC } from "../services/node-service.js";
 import { setCondition } from "./conditions.js";
 import { NODE_KIND } from "@quantix/core";
+import { updateWithEvents } from "../events/record.js";
+import { nodeEvents } from "../events/node-events.js";
 
 /** Missed heartbeats after which a node is NOT_READY (its VMs' status says it is unreachable). */
 export const MISSED_HEARTBEATS = 3;
@@ -42,14 +44,21 @@ export class NodeMonitor {
       if (silent <= notReadyMs) continue;
       const phase = silent >= offlineMs ? Phase.OFFLINE : Phase.NOT_READY;
       if (node.status?.phase === phase) continue;
-      await this.deps.store.of(NODE_KIND).update(node.id, (cur) => {
-        if (!cur.status || (cur.status.phase !== Phase.READY && cur.status.phase !== Phase.NOT_READY) || cur.status.phase === phase) return undefined;
-        cur.status.phase = phase;
-        const limit = phase === Phase.OFFLINE ? offlineMs : notReadyMs;
-        cur.status.conditions = setCondition(cur.status.conditions, { type: "Heartbeat", status: false, reason: "HeartbeatMissed", message: `no heartbeat for ${Math.round(silent / 1000)} s (limit ${limit / 1000} s)`, generation: 0n }, now);
-        cur.updatedAt = timestampFromMs(now);
-        return cur;
-      });
+      await updateWithEvents(
+        this.deps.store,
+        NODE_KIND,
+        node.id,
+        (cur) => {
+          if (!cur.status || (cur.status.phase !== Phase.READY && cur.status.phase !== Phase.NOT_READY) || cur.status.phase === phase) return undefined;
+          cur.status.phase = phase;
+          const limit = phase === Phase.OFFLINE ? offlineMs : notReadyMs;
+          cur.status.conditions = setCondition(cur.status.conditions, { type: "Heartbeat", status: false, reason: "HeartbeatMissed", message: `no heartbeat for ${Math.round(silent / 1000)} s (limit ${limit / 1000} s)`, generation: 0n }, now);
+          cur.updatedAt = timestampFromMs(now);
+          return cur;
+        },
+        nodeEvents,
+        { actor: "node-monitor", nowMs: now },
+      );
       this.deps.log.log("warn", phase === Phase.OFFLINE ? "node offline" : "node not ready: heartbeats missed", { node_id: node.id, hostname: node.hostname });
     }
   }

@@ -37,7 +37,7 @@ export class VmController {
 
   constructor(private readonly deps: VmControllerDeps) {
     const vms = deps.store.of(VM_KIND);
-    this.status = new VmStatusWriter(vms, deps.clock, (id) => this.migrating.has(id));
+    this.status = new VmStatusWriter(deps.store, deps.clock, (id) => this.migrating.has(id));
     this.controller = new Controller(
       {
         name: VM_CONTROLLER,
@@ -92,7 +92,7 @@ export class VmController {
     if (this.migrating.has(vmId)) return;
     const vm = await this.deps.store.of(VM_KIND).get(vmId);
     if (!vm) return;
-    if (vm.deletionRequestedAt) return finalizeVm(vm, { store: this.deps.store, drivers: this.deps.drivers, log: this.deps.log, status: this.status });
+    if (vm.deletionRequestedAt) return finalizeVm(vm, { store: this.deps.store, drivers: this.deps.drivers, clock: this.deps.clock, log: this.deps.log, status: this.status });
     // A migration holds the VM (the scheduler reserved its target): the migration controller
     // runs it and the scheduler moves the VM when it ends; nothing is stepped meanwhile.
     if (vm.status?.migrationTargetNodeId) return;

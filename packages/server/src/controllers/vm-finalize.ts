@@ -1,9 +1,11 @@
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { GUEST_FINALIZER, NODE_KIND, QuantixError, VM_KIND, type Store } from "@quantix/core";
+import { GUEST_FINALIZER, NODE_KIND, QuantixError, VM_KIND, type Clock, type Store } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { Logger } from "../log.js";
 import type { VmStatusWriter } from "./vm-status-writer.js";
+import { updateWithEvents } from "../events/record.js";
+import { vmEvents } from "../events/vm-events.js";
 
 /**
  * The cleanup of a VM being deleted (deletion_requested_at set): once no migration holds
@@ -13,7 +15,7 @@ import type { VmStatusWriter } from "./vm-status-writer.js";
  * ours; one that is lost (OFFLINE) is not waited for: a copy on it is fenced when it comes
  * back. A node that is only unreachable for now is waited for (UNAVAILABLE, retried).
  */
-export async function finalizeVm(vm: VirtualMachine, deps: { store: Store; drivers: NodeDrivers; log: Logger; status: VmStatusWriter }): Promise<void> {
+export async function finalizeVm(vm: VirtualMachine, deps: { store: Store; drivers: NodeDrivers; clock: Clock; log: Logger; status: VmStatusWriter }): Promise<void> {
   if (!vm.finalizers.includes(GUEST_FINALIZER)) return;
   // A migration holds the VM: the migration controller stops it (the VM is gone for it) and
   // the scheduler settles the VM on one node; the cleanup follows (the VM's change enqueues it).
@@ -40,13 +42,16 @@ export async function finalizeVm(vm: VirtualMachine, deps: { store: Store; drive
       throw err;
     }
   }
-  await deps.store.of(VM_KIND).update(
+  await updateWithEvents(
+    deps.store,
+    VM_KIND,
     vm.id,
     (cur) => {
       if (!cur.finalizers.includes(GUEST_FINALIZER)) return undefined;
       cur.finalizers = cur.finalizers.filter((f) => f !== GUEST_FINALIZER);
       return cur;
     },
-    { actor: "vm-controller" },
+    vmEvents,
+    { actor: "vm-controller", nowMs: deps.clock.now() },
   );
 }

@@ -6,6 +6,7 @@ import { PlacementPolicySchema, PowerState, VmSpecSchema, VmStatusSchema, VmStat
 import {
   allOf,
   ClusterState,
+  EVENT_KIND,
   MIGRATION_KIND,
   migrationFinished,
   NODE_KIND,
@@ -28,6 +29,8 @@ import { reviewBinding } from "./scheduler/binding-review.js";
 import { claimMigration } from "./scheduler/migration-claim.js";
 import { nodeChangeMatters, vmChangeMatters } from "./scheduler-triggers.js";
 import { desiredOf } from "./vm-status.js";
+import { eventOf, updateWithEvents } from "../events/record.js";
+import { vmEvents } from "../events/vm-events.js";
 
 /** Dependencies of the scheduler controller. */
 export interface VmSchedulerDeps {
@@ -206,7 +209,9 @@ export class VmScheduler {
   private async writeVm(vm: VirtualMachine, edit: (s: VmStatus) => void, unchangedIsOk = false): Promise<VirtualMachine | undefined> {
     const now = this.deps.clock.now();
     try {
-      const out = await this.deps.store.of(VM_KIND).update(
+      const out = await updateWithEvents(
+        this.deps.store,
+        VM_KIND,
         vm.id,
         (cur) => {
           const before = cur.status ?? create(VmStatusSchema);
@@ -217,7 +222,8 @@ export class VmScheduler {
           cur.updatedAt = timestampFromMs(now);
           return cur;
         },
-        { expectedVersion: vm.resourceVersion, actor: SCHEDULER },
+        vmEvents,
+        { expectedVersion: vm.resourceVersion, actor: SCHEDULER, nowMs: now },
       );
       return out.resourceVersion === vm.resourceVersion && !unchangedIsOk ? undefined : out;
     } catch (err) {
@@ -241,10 +247,8 @@ export class VmScheduler {
     mEdit(nextM.status);
     nextM.updatedAt = now;
     try {
-      await this.deps.store.commit([
-        { op: "update", kind: VM_KIND as never, object: nextVm },
-        { op: "update", kind: MIGRATION_KIND as never, object: nextM },
-      ], { actor: SCHEDULER });
+      const events = vmEvents(vm, nextVm).map((e) => ({ op: "create" as const, kind: EVENT_KIND as never, object: eventOf(VM_KIND as never, nextVm, e, SCHEDULER, this.deps.clock.now()) }));
+      await this.deps.store.commit([{ op: "update", kind: VM_KIND as never, object: nextVm }, { op: "update", kind: MIGRATION_KIND as never, object: nextM }, ...events], { actor: SCHEDULER });
       this.deps.log.log("info", "migration target reserved", { migration_id: m.id, vm_id: vm.id, source: vm.status?.nodeId, target: nextVm.status.migrationTargetNodeId });
       return true;
     } catch (err) {

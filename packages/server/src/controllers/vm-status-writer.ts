@@ -2,7 +2,9 @@ import { clone, create, equals } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { PowerState, VmStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import type { Clock, Collection, HypervisorPort, VmObservation } from "@quantix/core";
+import { VM_KIND, type Clock, type HypervisorPort, type Store, type VmObservation } from "@quantix/core";
+import { updateWithEvents } from "../events/record.js";
+import { vmEvents } from "../events/vm-events.js";
 import { removeCondition, setCondition } from "./conditions.js";
 import { rebootDue } from "./vm-step.js";
 import { stateOf } from "./vm-status.js";
@@ -10,7 +12,7 @@ import { stateOf } from "./vm-status.js";
 /** The VM controller's writer of a VM's observed status (one owner, STYLE rule 2). */
 export class VmStatusWriter {
   constructor(
-    private readonly vms: Collection<VirtualMachine>,
+    private readonly store: Store,
     private readonly clock: Clock,
     /** Whether a local migration holds the VM: a status read before it took the VM is not written over its own. */
     private readonly held: (vmId: string) => boolean,
@@ -99,7 +101,9 @@ export class VmStatusWriter {
   /** Applies `edit` to the VM's current status; writes only when something changed. */
   async write(vm: VirtualMachine, edit: (s: VmStatus) => void): Promise<void> {
     const now = this.clock.now();
-    await this.vms.update(
+    await updateWithEvents(
+      this.store,
+      VM_KIND,
       vm.id,
       (cur) => {
         if (this.held(vm.id)) return undefined;
@@ -111,7 +115,8 @@ export class VmStatusWriter {
         cur.updatedAt = timestampFromMs(now);
         return cur;
       },
-      { actor: "vm-controller" },
+      vmEvents,
+      { actor: "vm-controller", nowMs: now },
     );
   }
 }

@@ -7,6 +7,8 @@ import { setCondition } from "../controllers/conditions.js";
 import { decommissionNode, type DecommissionDeps } from "./node-decommission.js";
 
 import { requireId } from "./vm-service.js";
+import { updateWithEvents } from "../events/record.js";
+import { nodeEvents } from "../events/node-events.js";
 
 /** How often agents heartbeat (see node-monitor.ts for when a silent node is NOT_READY, then OFFLINE). */
 export const HEARTBEAT_INTERVAL_SEC = 10;
@@ -120,7 +122,9 @@ export class NodeService {
   async setSchedulable(id: string, schedulable: boolean): Promise<Node> {
     requireId("id", id);
     const now = timestampFromMs(this.deps.clock.now());
-    return this.deps.store.of(NODE_KIND).update(
+    return updateWithEvents(
+      this.deps.store,
+      NODE_KIND,
       id,
       (cur) => {
         const drain = cur.spec!.drain;
@@ -132,7 +136,8 @@ export class NodeService {
         cur.updatedAt = now;
         return cur;
       },
-      { actor: "api" },
+      nodeEvents,
+      { actor: "api", nowMs: this.deps.clock.now() },
     );
   }
 
@@ -145,7 +150,7 @@ export class NodeService {
   async heartbeat(req: UpdateHeartbeatRequest): Promise<UpdateHeartbeatResponse> {
     requireId("id", req.id);
     const nowMs = this.deps.clock.now();
-    const node = await this.deps.store.of(NODE_KIND).update(req.id, (cur) => {
+    const node = await updateWithEvents(this.deps.store, NODE_KIND, req.id, (cur) => {
       const s = cur.status ?? create(NodeStatusSchema);
       s.lastHeartbeat = timestampFromMs(nowMs);
       if (req.usage) s.usage = req.usage;
@@ -156,7 +161,7 @@ export class NodeService {
       cur.status = s;
       cur.updatedAt = timestampFromMs(nowMs);
       return cur;
-    });
+    }, nodeEvents, { actor: "node-agent", nowMs });
     return create(UpdateHeartbeatResponseSchema, { phase: node.status?.phase ?? Phase.UNKNOWN, heartbeatIntervalSec: HEARTBEAT_INTERVAL_SEC, nodeLostAfterSec: this.deps.nodeLostAfterSec ?? 0 });
   }
 

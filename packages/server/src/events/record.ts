@@ -1,0 +1,69 @@
+import { clone, create, type DescMessage } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { EventSchema, Severity, type Event } from "@quantix/api/gen/Quantixkvm/event/v1/event_pb.js";
+import { checkBase, EVENT_KIND, notFound, randomIds, type IdGenerator, type Kind, type Resource, type Store, type WriteOptions } from "@quantix/core";
+
+/** What happened to an object, as a component reports it (an Event without its bookkeeping). */
+export interface EventInit {
+  readonly type: string;
+  readonly reason: string;
+  readonly message: string;
+  readonly warning?: boolean;
+  /** The node involved, when it is not the object itself. */
+  readonly nodeId?: string;
+}
+
+/** The Event of `init` about `object` of `kind`, by `actor`, at `nowMs`. */
+export function eventOf(kind: Kind<Resource>, object: Resource, init: EventInit, actor: string, nowMs: number, ids: IdGenerator = randomIds): Event {
+  const o = object as Resource & { projectId?: string; name?: string; hostname?: string };
+  return create(EventSchema, {
+    id: ids.newId(),
+    projectId: o.projectId ?? "",
+    objectKind: kind.name,
+    objectId: o.id,
+    objectName: o.name ?? o.hostname ?? "",
+    type: init.type,
+    reason: init.reason,
+    message: init.message,
+    actor,
+    severity: init.warning ? Severity.WARNING : Severity.NORMAL,
+    time: timestampFromMs(nowMs),
+    nodeId: init.nodeId ?? (kind.name === "node" ? o.id : ""),
+  });
+}
+
+/**
+ * Collection.update, plus the events the change means, in the same transaction: an event
+ * is never recorded for a change that did not happen, nor a change left without its
+ * event. `events(before, after)` says which; when it says none (most writes), the update
+ * is an ordinary one.
+ */
+export async function updateWithEvents<T extends Resource>(
+  store: Store,
+  kind: Kind<T>,
+  id: string,
+  mutate: (current: T) => T | undefined,
+  events: (before: T, after: T) => readonly EventInit[],
+  options: WriteOptions & { actor: string; nowMs: number },
+): Promise<T> {
+  const coll = store.of(kind);
+  const copy = (o: T) => clone(kind.schema as DescMessage, o as never) as unknown as T;
+  const peek = await coll.get(id);
+  if (!peek) throw notFound(kind.name, id);
+  const dry = mutate(copy(peek));
+  if (dry === undefined || events(peek, dry).length === 0) return coll.update(id, mutate, options);
+  const { written, result } = await store.transact(
+    async (tx) => {
+      const cur = await tx.get(kind, id);
+      if (!cur) throw notFound(kind.name, id);
+      checkBase(kind as unknown as Kind<Resource>, cur, options.expectedVersion);
+      const next = mutate(copy(cur));
+      if (next === undefined) return cur;
+      tx.update(kind, next);
+      for (const e of events(cur, next)) tx.create(EVENT_KIND, eventOf(kind as unknown as Kind<Resource>, next, e, options.actor, options.nowMs) as never);
+      return undefined;
+    },
+    { actor: options.actor },
+  );
+  return (result ?? written[0]) as T;
+}
