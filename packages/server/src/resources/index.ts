@@ -1,3 +1,4 @@
 export * from "./request-filter.js";
 export * from "./resource-service.js";
 export * from "./resource-routes.js";
+export * from "./resource-writer.js";

@@ -1,5 +1,8 @@
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
-import type { ServiceImpl } from "@connectrpc/connect";
+import { create } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { budgetOf } from "../rpc/budget.js";
+import type { ResourceWriter } from "./resource-writer.js";
 import type { Kind, Resource, Store } from "@quantix/core";
 import { route, type Route } from "../rpc/routes.js";
 import { filterFields, type CustomFilter } from "./request-filter.js";
@@ -11,6 +14,10 @@ export interface ResourceRouteOptions<S extends DescService> {
   readonly impl?: Partial<ServiceImpl<S>>;
   /** Request fields that filter otherwise than by a kind field of their name (e.g. schedulable_only). */
   readonly filters?: Readonly<Record<string, CustomFilter>>;
+  /** The kind's writes: with it, Create<X>, Update<X> and Delete<X> are served generically too. */
+  readonly writer?: ResourceWriter<Resource>;
+  /** How long Delete<X> waits for the object to go when the client gives no deadline. */
+  readonly defaultDeadlineMs?: number;
 }
 
 /**
@@ -25,9 +32,28 @@ export function resourceRoute<S extends DescService>(service: S, kind: Kind<Reso
   const impl: Record<string, unknown> = { ...(options.impl ?? {}) };
   for (const m of service.methods) {
     if (impl[m.localName]) continue;
-    impl[m.localName] = generic(m, reader, options.filters ?? {});
+    impl[m.localName] = genericWrite(m, kind, options) ?? generic(m, reader, options.filters ?? {});
   }
   return route(service, impl as Partial<ServiceImpl<S>>);
+}
+
+/** Create<X>, Update<X> and Delete<X>, when the kind has a writer. */
+function genericWrite<S extends DescService>(m: DescMethod, kind: Kind<Resource>, options: ResourceRouteOptions<S>): unknown {
+  const writer = options.writer;
+  if (!writer || m.methodKind !== "unary") return undefined;
+  if (m.name.startsWith("Create")) {
+    // The request's fields that the kind's message has (name, description, labels, spec, project_id, ...).
+    const names = m.input.fields.filter((f) => kind.schema.fields.some((k) => k.name === f.name && k.fieldKind === f.fieldKind)).map((f) => f.localName);
+    return (req: Record<string, unknown>) => writer.create(Object.fromEntries(names.map((n) => [n, req[n]])));
+  }
+  if (m.name.startsWith("Update")) return (req: Req) => writer.update(req.id, m.input, req);
+  if (m.name.startsWith("Delete")) {
+    return async (req: Req, ctx: HandlerContext) => {
+      await writer.delete(req.id, budgetOf(ctx, options.defaultDeadlineMs ?? 30_000));
+      return create(m.output);
+    };
+  }
+  return undefined;
 }
 
 type Req = Record<string, unknown> & { id: string; pageSize: number; pageToken: string; orderBy: string; resourceVersion: bigint };

@@ -2,11 +2,12 @@ import { clone, create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { HypervisorInfoSchema, NodeSchema, NodeSpecSchema, NodeStatusSchema, DrainStatus_Phase, NodeStatus_Phase as Phase, ResourcesSchema, type Node, type NodeSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { UpdateHeartbeatResponseSchema, UpdateNodeRequestSchema, type DecommissionNodeRequest, type RegisterNodeRequest, type UpdateHeartbeatRequest, type UpdateHeartbeatResponse, type UpdateNodeRequest } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
-import { applyUpdateMask, QuantixError, throwIfViolations, validateLabels, validateNodeSettings, validateRegisterNode, Violations, type Clock, type IdGenerator, type Store, NODE_KIND } from "@quantix/core";
+import { QuantixError, throwIfViolations, validateLabels, validateNodeSettings, validateRegisterNode, Violations, type Clock, type IdGenerator, type Store, NODE_KIND } from "@quantix/core";
 import { setCondition } from "../controllers/conditions.js";
 import { decommissionNode, type DecommissionDeps } from "./node-decommission.js";
 
 import { requireId } from "./vm-service.js";
+import { ResourceWriter } from "../resources/resource-writer.js";
 import { updateWithEvents } from "../events/record.js";
 import { nodeEvents } from "../events/node-events.js";
 
@@ -23,7 +24,31 @@ export class NodeService {
    * for self-fencing; absent: 0, not told. `decommission` reaches the nodes' hypervisors;
    * absent, no node's hypervisor is reachable (DecommissionNode then needs force).
    */
-  constructor(private readonly deps: { store: Store; clock: Clock; ids: IdGenerator; nodeLostAfterSec?: number; decommission?: DecommissionDeps }) {}
+  private readonly writer: ResourceWriter<Node>;
+
+  constructor(private readonly deps: { store: Store; clock: Clock; ids: IdGenerator; nodeLostAfterSec?: number; decommission?: DecommissionDeps }) {
+    this.writer = new ResourceWriter(NODE_KIND, deps.store, deps.clock, deps.ids, {
+      // Hardware fields belong to the agent (RegisterNode); users write labels and the scheduling settings.
+      writable: ["labels", ...USER_SPEC_PATHS],
+      unmasked: (draft, req) => {
+        const d = draft as UpdateNodeRequest;
+        const r = req as unknown as UpdateNodeRequest;
+        if (Object.keys(r.labels).length > 0) d.labels = { ...r.labels };
+        if (r.spec) {
+          d.spec!.taints = r.spec.taints;
+          if (r.spec.overcommit) d.spec!.overcommit = r.spec.overcommit;
+          if (r.spec.reserved) d.spec!.reserved = r.spec.reserved;
+        }
+      },
+      check: (next) => {
+        const v = new Violations();
+        validateLabels(v, "labels", next.labels);
+        v.list.push(...validateNodeSettings(next.spec!));
+        throwIfViolations(v.list);
+        next.status = withCapacity(next.status ?? create(NodeStatusSchema), next.spec!);
+      },
+    });
+  }
 
   /**
    * Registers a host, or refreshes its hardware when the hostname is already registered.
@@ -86,36 +111,8 @@ export class NodeService {
   }
 
   /** Changes labels and the operator's settings; hardware fields belong to the agent. */
-  async update(req: UpdateNodeRequest): Promise<Node> {
-    requireId("id", req.id);
-    const now = timestampFromMs(this.deps.clock.now());
-    return this.deps.store.of(NODE_KIND).update(
-      req.id,
-      (cur) => {
-        const draft = create(UpdateNodeRequestSchema, { spec: clone(NodeSpecSchema, cur.spec ?? create(NodeSpecSchema)), labels: { ...cur.labels } });
-        const paths = req.updateMask?.paths ?? [];
-        if (paths.length > 0) {
-          throwIfViolations(applyUpdateMask(UpdateNodeRequestSchema, draft, req, paths, (p) => p === "labels" || USER_SPEC_PATHS.some((u) => p === u || p.startsWith(`${u}.`))));
-        } else {
-          if (Object.keys(req.labels).length > 0) draft.labels = { ...req.labels };
-          if (req.spec) {
-            draft.spec!.taints = req.spec.taints;
-            if (req.spec.overcommit) draft.spec!.overcommit = req.spec.overcommit;
-            if (req.spec.reserved) draft.spec!.reserved = req.spec.reserved;
-          }
-        }
-        const v = new Violations();
-        validateLabels(v, "labels", draft.labels);
-        v.list.push(...validateNodeSettings(draft.spec!));
-        throwIfViolations(v.list);
-        cur.labels = draft.labels;
-        cur.spec = draft.spec;
-        cur.status = withCapacity(cur.status ?? create(NodeStatusSchema), cur.spec!);
-        cur.updatedAt = now;
-        return cur;
-      },
-      { expectedVersion: req.resourceVersion },
-    );
+  update(req: UpdateNodeRequest): Promise<Node> {
+    return this.writer.update(req.id, UpdateNodeRequestSchema, req);
   }
 
   /** EnableNode / DisableNode; enabling a node also cancels a drain of it still under way. */

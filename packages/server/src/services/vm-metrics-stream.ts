@@ -46,6 +46,9 @@ export class VmMetricsStream {
     let previous: { cpuSeconds: number; atMs: number } | undefined;
     while (!signal.aborted) {
       let sample: VmUsageSample;
+      // The sample's time is when the node was asked: how long its answer takes (a busy
+      // host, a slow link) is not part of the interval the stream keeps.
+      const asked = this.deps.clock.now();
       try {
         sample = await this.metricsOf(vm).sample(vmId);
       } catch (err) {
@@ -62,7 +65,7 @@ export class VmMetricsStream {
       if (signal.aborted) return;
       // A process that is not live yet (starting) or any more (the store lags) is not sampled.
       if (LIVE.has(sample.power)) {
-        const at = this.deps.clock.now();
+        const at = asked;
         // CPU percent over this stream's own interval, from the process's CPU seconds: the
         // node reports an average since the process started, shared by every reader.
         const cpuPercent = intervalPercent(previous, sample, at, vcpusOf(vm)) ?? sample.cpuPercent;
