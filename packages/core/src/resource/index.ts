@@ -1,3 +1,4 @@
 export * from "./kind.js";
 export * from "./query.js";
 export * from "./write-plan.js";
+export * from "./common-rules.js";

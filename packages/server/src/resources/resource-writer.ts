@@ -1,6 +1,6 @@
 import { clone, create, equals, type DescField, type DescMessage } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { applyUpdateMask, QuantixError, throwIfViolations, type Clock, type IdGenerator, type Kind, type Resource, type Store } from "@quantix/core";
+import { applyUpdateMask, commonViolations, invalidArgument, QuantixError, throwIfViolations, type Clock, type IdGenerator, type Kind, type Resource, type Store } from "@quantix/core";
 import { waitFor, waitGone } from "../services/wait.js";
 import { requireWellFormedId } from "./resource-service.js";
 
@@ -53,7 +53,7 @@ export class ResourceWriter<T extends Resource> {
     this.stamp(w, "createdAt", now);
     this.stamp(w, "updatedAt", now);
     if ("generation" in w) w["generation"] = 1n;
-    this.rules.check?.(o, undefined);
+    this.checkAll(o, undefined);
     return this.store.of(this.kind).create(o, { actor: "api" });
   }
 
@@ -80,7 +80,7 @@ export class ResourceWriter<T extends Resource> {
         const nextT = clone(this.kind.schema, cur as never) as unknown as T;
         const next = nextT as unknown as Record<string, unknown>;
         for (const f of top) next[f.localName] = draft[f.localName];
-        this.rules.check?.(nextT, cur);
+        this.checkAll(nextT, cur);
         if (equals(this.kind.schema, cur as never, next as never)) return undefined;
         const spec = this.kind.schema.fields.find((f) => f.name === "spec");
         if (spec && "generation" in next && !equals(spec.message!, (c[spec.localName] ?? create(spec.message!)) as never, (next[spec.localName] ?? create(spec.message!)) as never)) {
@@ -111,6 +111,18 @@ export class ResourceWriter<T extends Resource> {
       { actor: "api" },
     );
     await waitGone(coll, id, budget.ms, budget.signal);
+  }
+
+  /** The common fields' rules and the kind's, every violation reported at once. */
+  private checkAll(next: T, cur: T | undefined): void {
+    const common = commonViolations(next as unknown as { labels?: Record<string, string>; description?: string });
+    try {
+      this.rules.check?.(next, cur);
+    } catch (err) {
+      if (err instanceof QuantixError && err.code === "invalid_argument" && common.length > 0) throw invalidArgument([...common, ...err.violations]);
+      throw err;
+    }
+    throwIfViolations(common);
   }
 
   /** Whether an update mask may name `path`. */

@@ -2,7 +2,7 @@ import { clone, create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { HypervisorInfoSchema, NodeSchema, NodeSpecSchema, NodeStatusSchema, DrainStatus_Phase, NodeStatus_Phase as Phase, ResourcesSchema, type Node, type NodeSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { UpdateHeartbeatResponseSchema, UpdateNodeRequestSchema, type DecommissionNodeRequest, type RegisterNodeRequest, type UpdateHeartbeatRequest, type UpdateHeartbeatResponse, type UpdateNodeRequest } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
-import { QuantixError, throwIfViolations, validateLabels, validateNodeSettings, validateRegisterNode, Violations, type Clock, type IdGenerator, type Store, NODE_KIND } from "@quantix/core";
+import { QuantixError, throwIfViolations, validateNodeSettings, validateRegisterNode, type Clock, type IdGenerator, type Store, NODE_KIND } from "@quantix/core";
 import { setCondition } from "../controllers/conditions.js";
 import { decommissionNode, type DecommissionDeps } from "./node-decommission.js";
 
@@ -41,10 +41,7 @@ export class NodeService {
         }
       },
       check: (next) => {
-        const v = new Violations();
-        validateLabels(v, "labels", next.labels);
-        v.list.push(...validateNodeSettings(next.spec!));
-        throwIfViolations(v.list);
+        throwIfViolations(validateNodeSettings(next.spec!));
         next.status = withCapacity(next.status ?? create(NodeStatusSchema), next.spec!);
       },
     });

@@ -3,7 +3,7 @@ import { clone, create } from "@bufbuild/protobuf";
 import { UpdateVMRequestSchema, type CreateVMRequest, type DeleteVMRequest, type UpdateVMRequest } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 
 import { PlacementPolicySchema, PowerState, VmSpecSchema, VmStatusSchema, VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { checkPowerAction, DEFAULT_PROJECT_ID, invalidArgument, notFound, QuantixError, throwIfViolations, validateCreateVm, validateLabels, validateVmSpec, Violations, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND } from "@quantix/core";
+import { checkPowerAction, DEFAULT_PROJECT_ID, invalidArgument, notFound, QuantixError, throwIfViolations, validateCreateVm, validateVmSpec, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND } from "@quantix/core";
 
 import { ResourceWriter } from "../resources/resource-writer.js";
 import { awaitsReview } from "../controllers/scheduler/binding-review.js";
@@ -83,11 +83,8 @@ export class VmService {
     }
     for (const nic of spec.nics) if (nic.macAddress === "") nic.macAddress = this.newMac();
     if (!cur) return;
-    const v = new Violations();
-    v.list.push(...validateVmSpec(spec));
-    if (next.description.length > 1024) v.add("description", "INVALID_LENGTH", "must be at most 1024 characters long");
-    validateLabels(v, "labels", next.labels);
-    throwIfViolations(v.list);
+    // Labels and description are every kind's rules (commonViolations, checked by the writer).
+    throwIfViolations(validateVmSpec(spec));
     checkHotChange(cur, spec);
   }
 
