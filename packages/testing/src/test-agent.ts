@@ -3,7 +3,7 @@ import { startAgentServer, type AgentServer } from "@quantix/agent/rpc/agent-ser
 import { startControlPlaneLink, type ControlPlaneLink } from "@quantix/agent/sync/control-plane-link.js";
 import { fenceTargetOf } from "@quantix/agent/sync/self-fence.js";
 import { VmManager } from "@quantix/agent/vm-manager.js";
-import { silentLogger } from "@quantix/server/log.js";
+import { silentLogger } from "@quantix/rpc";
 
 /**
  * A host agent in this process (vmm.v1 server plus the link that registers and heartbeats),

@@ -6,7 +6,7 @@ import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.
 import type { Store } from "@quantix/core";
 import { startControlPlane, type ControlPlane } from "@quantix/server/app.js";
 import { loadConfig, type ControlPlaneConfig } from "@quantix/server/config.js";
-import { silentLogger } from "@quantix/server/log.js";
+import { silentLogger } from "@quantix/rpc";
 
 /** A control plane on a free loopback port with fast simulated hypervisors. */
 export interface TestServer {

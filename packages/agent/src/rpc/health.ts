@@ -1,6 +1,6 @@
 import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
 import { PrometheusText } from "@quantix/core";
-import type { Logger } from "@quantix/server/log.js";
+import type { Logger } from "@quantix/rpc";
 import type { Backend } from "../backend.js";
 import { renderAgentMetrics } from "./agent-metrics.js";
 

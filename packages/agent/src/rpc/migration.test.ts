@@ -6,7 +6,7 @@ import { after, before, test } from "node:test";
 import { Code, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { VmService, VmState, type MigrateVmProgress } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { silentLogger } from "@quantix/server/log.js";
+import { silentLogger } from "@quantix/rpc";
 import { rejection, until } from "@quantix/testing";
 import { buildTestGuest, ensureDebianPackages, GUEST_TICK } from "@quantix/testing/guest.js";
 import type { Backend } from "../backend.js";

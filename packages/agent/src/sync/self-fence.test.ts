@@ -9,7 +9,7 @@ import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v
 import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VmConfigSchema } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { HA_METADATA_KEY } from "@quantix/core";
-import { silentLogger } from "@quantix/server/log.js";
+import { silentLogger } from "@quantix/rpc";
 import { startTestServer, until } from "@quantix/testing";
 import { TestAgent } from "@quantix/testing/test-agent.js";
 import { SimulatedBackend } from "../backends/simulated/simulated-backend.js";

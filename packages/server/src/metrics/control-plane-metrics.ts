@@ -1,7 +1,7 @@
 import { NodeStatus_PhaseSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_StateSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { PrometheusText, type Store } from "@quantix/core";
-import type { RpcMetrics } from "./rpc-metrics.js";
+import type { RpcMetrics } from "@quantix/rpc";
 
 /** The control plane's counters a scrape reads besides the store. */
 export interface ControlPlaneMetricsSources {

@@ -1,8 +1,8 @@
 import { Code, type Interceptor } from "@connectrpc/connect";
-import type { Logger } from "../log.js";
+import type { Logger } from "../log/logger.js";
 import type { RpcMetrics } from "../metrics/rpc-metrics.js";
-import { toConnectError } from "./errors.js";
-import { codeLabel } from "./code-label.js";
+import { toConnectError } from "../errors.js";
+import { codeLabel } from "../code-label.js";
 
 const ID_FIELDS = ["id", "vmId", "nodeId", "name", "projectId", "hostname"] as const;
 

@@ -1,6 +1,6 @@
 import { Code } from "@connectrpc/connect";
 import type { PrometheusText } from "@quantix/core";
-import { codeLabel } from "../rpc/code-label.js";
+import { codeLabel } from "../code-label.js";
 
 /** Upper bounds (seconds) of the latency histogram's buckets; +Inf is implied. */
 export const LATENCY_BUCKETS_SEC = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const;

@@ -4,13 +4,13 @@ import { fromBinary, type DescMessage } from "@bufbuild/protobuf";
 import { Code, ConnectError, createServiceImplSpec, type MethodImplSpec } from "@connectrpc/connect";
 import { isPushIterable, type PushIterable } from "@quantix/core";
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import type { Logger } from "../log.js";
+import type { Logger } from "../log/logger.js";
 import type { RpcMetrics } from "../metrics/rpc-metrics.js";
 import { encodeMessage } from "./encode-cache.js";
-import { toConnectError } from "./errors.js";
+import { toConnectError } from "../errors.js";
 import { FastContext } from "./fast-context.js";
-import { idsOf, logRpc } from "./interceptors.js";
-import type { Route } from "./routes.js";
+import { idsOf, logRpc } from "../interceptors/observe-calls.js";
+import type { Route } from "../routes.js";
 
 /** Limits of the fast path; the same as the Connect router's. */
 export interface FastPathOptions {
