@@ -1,6 +1,3 @@
-import { setMaxListeners } from "node:events";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { ConnectError, Code } from "@connectrpc/connect";
 import { randomIds, systemClock, type Clock, type IdGenerator, type Store } from "@quantix/core";
 import type { ControlPlaneConfig } from "./config.js";
 import { VmReconciler } from "./controllers/vm-reconciler.js";
@@ -12,7 +9,7 @@ import { SimulatedNodes } from "./demo/simulated-nodes.js";
 import { createFallback } from "./health.js";
 import { attachAgentNodes, type AgentNodes } from "./hypervisor/agent-nodes.js";
 import { NodeDrivers } from "./hypervisor/node-drivers.js";
-import { GrpcFastPath, listenDual, observeAndMapErrors, registerReflection, registerRoutes, route, RpcMetrics, type DualListener, type Route } from "@quantix/rpc";
+import { route, RpcMetrics, startRpcServer, type Route, type RpcServer } from "@quantix/rpc";
 import { createJsonLogger, type Logger } from "./log.js";
 import { PENDING_SERVICES, SERVED_FILES } from "./rpc/catalog.js";
 import { renderControlPlaneMetrics } from "./metrics/control-plane-metrics.js";
@@ -110,33 +107,25 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   await new Promise((r) => setImmediate(r));
   await controllers;
 
-  const shutdown = new AbortController();
-  // Every in-flight RPC (each open watch too) links its context to this signal until it ends:
-  // without this, more than 10 at once print a spurious MaxListenersExceededWarning.
-  setMaxListeners(0, shutdown.signal);
-  // Counted where each call is logged (interceptor and gRPC fast path), read by GET /metrics.
+  // Counted where each call is logged (the kit's observeCalls interceptor), read by GET /metrics.
   const rpcMetrics = new RpcMetrics();
   const routes: Route[] = [
     route(VMService, vmServiceImpl(vmService, power, migration, vmMetrics, config.defaultDeadlineMs)),
     route(NodeServiceDesc, nodeServiceImpl(nodeService, drains)),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
   ];
-  const handler = connectNodeAdapter({
-    routes: (router) => {
-      registerRoutes(router, routes);
-      registerReflection(router, SERVED_FILES);
-    },
-    interceptors: [observeAndMapErrors(log, undefined, rpcMetrics)],
-    readMaxBytes: config.maxRequestBytes,
-    writeMaxBytes: config.maxResponseBytes,
-    jsonOptions: { ignoreUnknownFields: false },
-    shutdownSignal: shutdown.signal,
-    fallback: createFallback(store, startedAt, () => clock.now(), () => renderControlPlaneMetrics({ store, rpc: rpcMetrics })),
-  });
-  let listener: DualListener;
+  let server: RpcServer;
   try {
-    const fast = new GrpcFastPath(routes, { readMaxBytes: config.maxRequestBytes, writeMaxBytes: config.maxResponseBytes, shutdownSignal: shutdown.signal, log, metrics: rpcMetrics });
-    listener = await listenDual(config.host, config.port, handler, { maxConcurrentStreams: config.maxConcurrentStreams, maxHeaderBytes: 64 * 1024 }, (stream, headers) => fast.handle(stream, headers));
+    server = await startRpcServer({
+      host: config.host,
+      port: config.port,
+      routes,
+      reflection: SERVED_FILES,
+      log,
+      metrics: rpcMetrics,
+      fallback: createFallback(store, startedAt, () => clock.now(), () => renderControlPlaneMetrics({ store, rpc: rpcMetrics })),
+      limits: { readMaxBytes: config.maxRequestBytes, writeMaxBytes: config.maxResponseBytes, maxConcurrentStreams: config.maxConcurrentStreams },
+    });
   } catch (err) {
     await resign();
     await agents.stop();
@@ -148,12 +137,11 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     await store.close();
     throw err;
   }
-  const host = listener.address.includes(":") ? `[${listener.address}]` : listener.address;
-  log.log("info", "control plane listening", { url: `http://${host}:${listener.port}`, protocols: ["connect", "grpc", "grpc-web"], http: ["1.1", "h2c"], store: config.store.kind });
+  log.log("info", "control plane listening", { url: server.url, protocols: ["connect", "grpc", "grpc-web"], http: ["1.1", "h2c"], store: config.store.kind });
   let closing: Promise<void> | undefined;
   return {
-    port: listener.port,
-    url: `http://${host}:${listener.port}`,
+    port: server.port,
+    url: server.url,
     store,
     reconciler,
     simulated,
@@ -162,8 +150,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     },
     close() {
       closing ??= (async () => {
-        shutdown.abort(new ConnectError("the server is shutting down", Code.Unavailable));
-        await listener.close(config.shutdownGraceMs);
+        await server.close(config.shutdownGraceMs);
         await resign();
         monitor.stop();
         await ha.stop();

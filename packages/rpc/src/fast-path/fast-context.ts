@@ -1,21 +1,31 @@
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
-import { Code, ConnectError, createContextValues, type ContextValues, type HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, createContextValues, type ContextValues, type HandlerContext } from "@connectrpc/connect";
 
 // Abort reasons made once: aborting without a reason builds a DOMException (and its stack) per call.
 const CLOSED = new ConnectError("the client closed the stream", Code.Canceled);
-const DEADLINE = new ConnectError("the deadline passed", Code.DeadlineExceeded);
+/** What a call whose deadline passed ends with. */
+export const DEADLINE = new ConnectError("the deadline passed", Code.DeadlineExceeded);
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
+ * True in the context values of a call the gRPC fast path serves, false (the default) on
+ * the Connect router: lets an interceptor, a log or a test tell the paths apart.
+ */
+export const servedByFastPath = createContextKey(false, { description: "served by the gRPC fast path" });
+
+/**
  * A HandlerContext for the gRPC fast path that builds its parts on first use. A unary
- * read never touches `signal` or the header maps, so it pays for none of them; a power
- * action or a watch that does gets an AbortSignal linked to the client's stream, its
- * deadline and the server's shutdown, exactly as Connect's own context.
+ * read never touches `signal`, the header maps, the URL or the context values, so it pays
+ * for none of them; a power action or a watch that does gets an AbortSignal linked to the
+ * client's stream, its deadline and the server's shutdown, exactly as Connect's own context.
+ * The request objects interceptors see (fast-request.ts) read their parts from here.
  */
 export class FastContext implements HandlerContext {
   readonly protocolName = "grpc";
   readonly requestMethod = "POST";
+  /** The response object the implementation's end of the chain returned, to tell whether an interceptor replaced it. */
+  ownResponse: object | undefined;
   private controller: AbortController | undefined;
   private timer: NodeJS.Timeout | undefined;
   private readonly deadline: number | undefined;
@@ -23,11 +33,12 @@ export class FastContext implements HandlerContext {
   private resHeaders: Headers | undefined;
   private resTrailers: Headers | undefined;
   private ctxValues: ContextValues | undefined;
+  private fullUrl: string | undefined;
 
   constructor(
     readonly service: DescService,
     readonly method: DescMethod,
-    readonly url: string,
+    private readonly path: string,
     private readonly stream: ServerHttp2Stream,
     private readonly headers: IncomingHttpHeaders,
     timeoutMs: number | undefined,
@@ -58,6 +69,11 @@ export class FastContext implements HandlerContext {
 
   readonly timeoutMs = (): number | undefined => (this.deadline === undefined ? undefined : this.deadline - Date.now());
 
+  /** The URL as the Connect router reports it: scheme, authority and path. */
+  get url(): string {
+    return (this.fullUrl ??= `${this.headers[":scheme"] ?? "http"}://${this.headers[":authority"] ?? this.headers.host ?? "localhost"}${this.path}`);
+  }
+
   get requestHeader(): Headers {
     if (!this.reqHeaders) {
       const h = new Headers();
@@ -80,17 +96,22 @@ export class FastContext implements HandlerContext {
   }
 
   get values(): ContextValues {
-    return (this.ctxValues ??= createContextValues());
+    return (this.ctxValues ??= createContextValues().set(servedByFastPath, true));
   }
 
-  /** Response headers set by the implementation, if any. */
+  /** Response headers set by the implementation or an interceptor, if any. */
   headersSet(): Headers | undefined {
     return this.resHeaders;
   }
 
-  /** Response trailers set by the implementation, if any. */
+  /** Response trailers set by the implementation or an interceptor, if any. */
   trailersSet(): Headers | undefined {
     return this.resTrailers;
+  }
+
+  /** Whether a deadline was set. */
+  hasDeadline(): boolean {
+    return this.deadline !== undefined;
   }
 
   /** Whether the deadline has passed. */

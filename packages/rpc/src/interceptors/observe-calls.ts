@@ -1,75 +1,88 @@
-import { Code, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor, type StreamRequest } from "@connectrpc/connect";
+import { idsOf, logRpc } from "../log/rpc-log.js";
 import type { Logger } from "../log/logger.js";
 import type { RpcMetrics } from "../metrics/rpc-metrics.js";
-import { toConnectError } from "../errors.js";
-import { codeLabel } from "../code-label.js";
+import { observeStream } from "./observe-stream.js";
 
-const ID_FIELDS = ["id", "vmId", "nodeId", "name", "projectId", "hostname"] as const;
-
-/** The resource ids a request names, for the log line. */
-export function idsOf(message: unknown): Record<string, string> {
-  const out: Record<string, string> = {};
-  if (!message || typeof message !== "object") return out;
-  for (const f of ID_FIELDS) {
-    const v = (message as Record<string, unknown>)[f];
-    if (typeof v === "string" && v !== "") out[f] = v.slice(0, 256);
-  }
-  return out;
+/** Where observeCalls reports. */
+export interface ObserveOptions {
+  readonly log: Logger;
+  /** Counts calls, latency and open streams (a binary's /metrics), when given. */
+  readonly metrics?: RpcMetrics | undefined;
+  /** Milliseconds from a monotonic clock (tests). */
+  readonly now?: () => number;
 }
 
 /**
- * Maps every error to the API's error vocabulary and writes one structured log line per
- * RPC (procedure, protocol, code, duration, resource ids), for unary calls and streams,
- * and counts it in `metrics` when given (the control plane's /metrics).
+ * Writes one structured log line per RPC (procedure, code, duration, the resource ids the
+ * request names, and for streams the messages sent) and counts it in `metrics`: for a
+ * unary call when it answers, for a stream when it ends, however it ends. Installed
+ * outside mapErrors, it logs the code the client receives.
  */
-export function observeAndMapErrors(log: Logger, now: () => number = () => performance.now(), metrics?: RpcMetrics): Interceptor {
+export function observeCalls(o: ObserveOptions): Interceptor {
+  const now = o.now ?? (() => performance.now());
+  const { log, metrics } = o;
   return (next) => async (req) => {
     const start = now();
     const procedure = `${req.service.typeName}/${req.method.name}`;
-    const ids = req.stream ? {} : idsOf(req.message);
-    const done = (code: Code | 0, cause?: unknown, messages?: number) => {
+    const done = (code: Code | 0, ids: Record<string, string>, cause?: unknown, messages?: number) => {
       const ms = now() - start;
       metrics?.observe(procedure, code, ms);
       logRpc(log, procedure, code, ms, ids, messages, cause);
     };
-    let res;
-    try {
-      res = await next(req);
-    } catch (err) {
-      const ce = toConnectError(err);
-      done(ce.code, ce.cause ?? err);
-      throw ce;
-    }
-    if (!res.stream) {
-      done(0);
-      return res;
-    }
-    const source = res.message;
-    async function* wrapped() {
-      let n = 0;
-      metrics?.streamOpened(procedure);
+    if (!req.stream) {
       try {
-        for await (const m of source) {
-          n++;
-          yield m;
-        }
-        done(0, undefined, n);
+        const res = await next(req);
+        done(0, idsOf(req.message));
+        return res;
       } catch (err) {
-        const ce = toConnectError(err);
-        done(ce.code, ce.cause ?? err, n);
-        throw ce;
-      } finally {
-        metrics?.streamClosed(procedure);
+        done(codeOf(err), idsOf(req.message), causeOf(err));
+        throw err;
       }
     }
-    return { ...res, message: wrapped() };
+    let ids: Record<string, string> = {};
+    let res;
+    try {
+      res = await next({ ...req, message: firstIds(req.message, (found) => (ids = found)) } as StreamRequest);
+    } catch (err) {
+      done(codeOf(err), ids, causeOf(err));
+      throw err;
+    }
+    if (!res.stream) {
+      done(0, ids);
+      return res;
+    }
+    let n = 0;
+    return {
+      ...res,
+      message: observeStream(res.message, {
+        opened: () => metrics?.streamOpened(procedure),
+        delivered: (k) => (n += k),
+        ended: (reason) => {
+          metrics?.streamClosed(procedure);
+          if (reason === undefined) done(0, ids, undefined, n);
+          else done(codeOf(reason), ids, causeOf(reason), n);
+        },
+      }),
+    };
   };
 }
 
-/** Writes the one log line of an RPC; INTERNAL and UNKNOWN errors carry their cause for the log only. */
-export function logRpc(log: Logger, procedure: string, code: Code | 0, durationMs: number, ids: Record<string, string>, messages?: number, cause?: unknown): void {
-  const fields: Record<string, unknown> = { procedure, code: codeLabel(code), duration_ms: Math.round(durationMs * 100) / 100, ...ids };
-  if (messages !== undefined) fields["messages"] = messages;
-  if (cause !== undefined && (code === Code.Internal || code === Code.Unknown)) fields["error"] = cause instanceof Error ? cause.stack : String(cause);
-  log.log(code === Code.Internal || code === Code.Unknown ? "error" : "info", "rpc", fields);
+/** Passes a request stream through, handing the ids its first message names to `found`. */
+async function* firstIds<T>(messages: AsyncIterable<T>, found: (ids: Record<string, string>) => void): AsyncGenerator<T> {
+  let first = true;
+  for await (const m of messages) {
+    if (first) found(idsOf(m));
+    first = false;
+    yield m;
+  }
+}
+
+function codeOf(err: unknown): Code {
+  return err instanceof ConnectError ? err.code : Code.Unknown;
+}
+
+/** What the log names as the cause: the original error behind a mapped one. */
+function causeOf(err: unknown): unknown {
+  return err instanceof ConnectError ? (err.cause ?? err) : err;
 }
