@@ -13,4 +13,3 @@ export * from "./placement.js";
 export * from "./freeze.js";
 export * from "./push-iterable.js";
 export * from "./agent-vm-config.js";
-export * from "./prometheus-text.js";

@@ -8,6 +8,7 @@ import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { NodeSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { GetNodeRequestSchema, NodeService, NodeUpdateSchema, WatchNodesRequestSchema, type NodeUpdate } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { PushIterable } from "@quantix/core";
+import { parsePrometheus, sampleValue } from "@quantix/testing";
 import { route, RpcMetrics, servedByFastPath, startRpcServer, type Logger, type RpcServer } from "./index.js";
 
 // One Interceptor[] runs on every path: an interceptor added to the server (here a guard
@@ -183,4 +184,9 @@ test("every call above is logged once and counted: 5 protocols, each an allowed 
   }
   const streams = lines.filter((l) => l["procedure"] === "Quantixkvm.compute.v1.NodeService/WatchNodes" && l["code"] === "ok");
   assert.ok(streams.every((l) => l["messages"] === 3), JSON.stringify(streams));
+  const e = parsePrometheus(await metrics.registry.metrics());
+  for (const m of ["GetNode", "WatchNodes"]) {
+    for (const code of ["ok", "permission_denied"]) assert.equal(sampleValue(e, "quantix_rpc_calls_total", { procedure: `Quantixkvm.compute.v1.NodeService/${m}`, code }), 5, `${m} ${code}`);
+  }
+  assert.equal(sampleValue(e, "quantix_rpc_streams_open", { procedure: "Quantixkvm.compute.v1.NodeService/WatchNodes" }), 0);
 });

@@ -12,7 +12,7 @@ import { NodeDrivers } from "./hypervisor/node-drivers.js";
 import { route, RpcMetrics, startRpcServer, type Route, type RpcServer } from "@quantix/rpc";
 import { createJsonLogger, type Logger } from "./log.js";
 import { PENDING_SERVICES, SERVED_FILES } from "./rpc/catalog.js";
-import { renderControlPlaneMetrics } from "./metrics/control-plane-metrics.js";
+import { controlPlaneMetrics } from "./metrics/control-plane-metrics.js";
 import { nodeServiceImpl } from "./rpc/node-routes.js";
 import { unimplementedImpl } from "./rpc/unimplemented-routes.js";
 import { vmServiceImpl } from "./rpc/vm-routes.js";
@@ -123,7 +123,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
       reflection: SERVED_FILES,
       log,
       metrics: rpcMetrics,
-      fallback: createFallback(store, startedAt, () => clock.now(), () => renderControlPlaneMetrics({ store, rpc: rpcMetrics })),
+      fallback: createFallback(store, startedAt, () => clock.now(), controlPlaneMetrics({ store, rpc: rpcMetrics })),
       limits: { readMaxBytes: config.maxRequestBytes, writeMaxBytes: config.maxResponseBytes, maxConcurrentStreams: config.maxConcurrentStreams },
     });
   } catch (err) {

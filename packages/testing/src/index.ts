@@ -4,3 +4,4 @@ export * from "./rpc.js";
 export * from "./postgres.js";
 export * from "./process.js";
 export * from "./alive.js";
+export * from "./prometheus-parse.js";

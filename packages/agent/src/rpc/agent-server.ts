@@ -1,5 +1,5 @@
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { route, startRpcServer, type Logger } from "@quantix/rpc";
+import { route, RpcMetrics, startRpcServer, type Logger } from "@quantix/rpc";
 import type { VmManager } from "../vm-manager.js";
 import { healthFallback } from "./health.js";
 import { vmServiceImpl } from "./vm-routes.js";
@@ -30,12 +30,14 @@ export interface AgentServer {
  */
 export async function startAgentServer(manager: VmManager, options: AgentServerOptions): Promise<AgentServer> {
   const backendVersion = await manager.backend.version().catch((err: unknown) => `unknown (${err instanceof Error ? err.message : String(err)})`);
+  const rpc = new RpcMetrics();
   const server = await startRpcServer({
     host: options.host,
     port: options.port,
     routes: [route(VmService, vmServiceImpl(manager, backendVersion))],
     log: options.log,
-    fallback: healthFallback(manager.backend, backendVersion, { log: options.log, problem: options.problem }),
+    metrics: rpc,
+    fallback: healthFallback(manager.backend, backendVersion, { log: options.log, problem: options.problem, rpc }),
     // The message sizes are connect's defaults, which the agent has always had.
     limits: { maxConcurrentStreams: 1000, readMaxBytes: 0xffffffff, writeMaxBytes: 0xffffffff },
     shutdownMessage: "the agent is shutting down",
