@@ -11,11 +11,12 @@ import { PushIterable } from "@quantix/core";
 import { parsePrometheus, sampleValue } from "@quantix/testing";
 import { route, RpcMetrics, servedByFastPath, startRpcServer, type Logger, type RpcServer } from "./index.js";
 
-// One Interceptor[] runs on every path: an interceptor added to the server (here a guard
-// that refuses calls carrying a header, as an authentication interceptor would) sees and
-// can refuse unary and server-streaming calls on Connect JSON (HTTP/1.1), Connect binary
-// (h2c), gRPC-Web, gRPC from @grpc/grpc-js (the fast path) and compressed gRPC (which the
-// fast path leaves to the Connect router); what it refuses is logged and counted.
+// One Interceptor[] runs on every path: interceptors added to the server (here a guard
+// that refuses calls carrying a header, as an authentication interceptor would, behind one
+// that copies the request) see and can refuse unary and server-streaming calls on Connect
+// JSON (HTTP/1.1), Connect binary (h2c), gRPC-Web, gRPC from @grpc/grpc-js (the fast path)
+// and compressed gRPC (which the fast path leaves to the Connect router); what they refuse
+// is logged and counted.
 
 const DENY = "x-test-deny";
 const user = createContextKey("nobody", { description: "who the guard let in" });
@@ -24,8 +25,12 @@ const guard: Interceptor = (next) => async (req) => {
   seen.push({ method: req.method.name, stream: req.stream, fast: req.contextValues.get(servedByFastPath) });
   if (req.header.get(DENY) === "yes") throw new ConnectError("the guard refuses this caller", Code.PermissionDenied);
   req.contextValues.set(user, req.header.get("x-test-user") ?? "anonymous");
-  return next(req);
+  const res = await next(req);
+  res.header.set("x-test-guard", "passed");
+  return res;
 };
+// Copies the request, as interceptors that replace a part do: the copy must carry every part to those inside it.
+const copier: Interceptor = (next) => (req) => next({ ...req });
 
 let implCalls = 0;
 const nodes = route(NodeService, {
@@ -53,25 +58,30 @@ const log: Logger = { log: (_level, msg, fields) => msg === "rpc" && lines.push(
 const metrics = new RpcMetrics();
 let server: RpcServer;
 before(async () => {
-  server = await startRpcServer({ host: "127.0.0.1", port: 0, routes: [nodes], log, metrics, interceptors: [guard] });
+  server = await startRpcServer({ host: "127.0.0.1", port: 0, routes: [nodes], log, metrics, interceptors: [copier, guard] });
 });
 after(() => server.close(1000));
 
 /** A client of one protocol: a unary call and a whole server stream, with request headers. */
 interface Caller {
   readonly fast: boolean;
-  getNode(id: string, headers: Record<string, string>): Promise<{ id: string; hostname: string }>;
-  watchNodes(headers: Record<string, string>): Promise<{ hostname: string; type: EventType }[]>;
+  getNode(id: string, headers: Record<string, string>): Promise<{ id: string; hostname: string; guard: string | null }>;
+  watchNodes(headers: Record<string, string>): Promise<{ updates: { hostname: string; type: EventType }[]; guard: string | null }>;
 }
 
 function connectCaller(transport: () => Transport, fast: boolean): Caller {
   return {
     fast,
-    getNode: (id, headers) => createClient(NodeService, transport()).getNode({ id }, { headers }),
+    async getNode(id, headers) {
+      let guard: string | null = null;
+      const node = await createClient(NodeService, transport()).getNode({ id }, { headers, onHeader: (h) => (guard = h.get("x-test-guard")) });
+      return { id: node.id, hostname: node.hostname, guard };
+    },
     async watchNodes(headers) {
-      const out = [];
-      for await (const u of createClient(NodeService, transport()).watchNodes({}, { headers })) out.push({ hostname: u.node?.hostname ?? "", type: u.type });
-      return out;
+      let guard: string | null = null;
+      const updates = [];
+      for await (const u of createClient(NodeService, transport()).watchNodes({}, { headers, onHeader: (h) => (guard = h.get("x-test-guard")) })) updates.push({ hostname: u.node?.hostname ?? "", type: u.type });
+      return { updates, guard };
     },
   };
 }
@@ -104,19 +114,29 @@ function grpcJsCaller(): Caller {
     return f(c).finally(() => c.close());
   };
   const asConnect = (e: grpc.ServiceError) => new ConnectError(e.details, e.code as number as Code);
+  const guardOf = (md: grpc.Metadata) => (md.get("x-test-guard")[0] as string | undefined) ?? null;
   return {
     fast: true,
     getNode: (id, headers) =>
-      call((c) => new Promise((resolve, reject) => c["GetNode"]!(create(GetNodeRequestSchema, { id }), metadata(headers), (e: grpc.ServiceError | null, res: { id: string; hostname: string }) => (e ? reject(asConnect(e)) : resolve(res))))),
+      call(
+        (c) =>
+          new Promise((resolve, reject) => {
+            let guard: string | null = null;
+            const unary = c["GetNode"]!(create(GetNodeRequestSchema, { id }), metadata(headers), (e: grpc.ServiceError | null, res: { id: string; hostname: string }) => (e ? reject(asConnect(e)) : resolve({ id: res.id, hostname: res.hostname, guard }))) as grpc.ClientUnaryCall;
+            unary.on("metadata", (md: grpc.Metadata) => (guard = guardOf(md)));
+          }),
+      ),
     watchNodes: (headers) =>
       call(
         (c) =>
           new Promise((resolve, reject) => {
-            const out: { hostname: string; type: EventType }[] = [];
+            let guard: string | null = null;
+            const updates: { hostname: string; type: EventType }[] = [];
             const s = c["WatchNodes"]!(create(WatchNodesRequestSchema), metadata(headers)) as grpc.ClientReadableStream<NodeUpdate>;
-            s.on("data", (u: NodeUpdate) => out.push({ hostname: u.node?.hostname ?? "", type: u.type }));
+            s.on("metadata", (md: grpc.Metadata) => (guard = guardOf(md)));
+            s.on("data", (u: NodeUpdate) => updates.push({ hostname: u.node?.hostname ?? "", type: u.type }));
             s.on("error", (e: grpc.ServiceError) => reject(asConnect(e)));
-            s.on("end", () => resolve(out));
+            s.on("end", () => resolve({ updates, guard }));
           }),
       ),
   };
@@ -144,11 +164,11 @@ const calls = (method: string, code: string) => lines.filter((l) => l["procedure
 
 for (const [name, make] of Object.entries(protocols)) {
   describe(name, () => {
-    test("unary: the added interceptor runs, its context value reaches the implementation, and it can refuse the call", async () => {
+    test("unary: the added interceptors run (one copies the request), their context value and response header get through, and one can refuse the call", async () => {
       const caller = make();
       seen.length = 0;
       const node = await caller.getNode("n-1", { "x-test-user": "alice" });
-      assert.deepEqual([node.id, node.hostname], ["n-1", "alice"]);
+      assert.deepEqual([node.id, node.hostname, node.guard], ["n-1", "alice", "passed"]);
       assert.deepEqual(seen, [{ method: "GetNode", stream: false, fast: caller.fast }]);
 
       const [before, deniedBefore] = [implCalls, calls("GetNode", "permission_denied")];
@@ -160,11 +180,12 @@ for (const [name, make] of Object.entries(protocols)) {
       assert.equal(calls("GetNode", "permission_denied"), deniedBefore + 1);
     });
 
-    test("server streaming: the added interceptor runs, its context value reaches the implementation, and it can refuse the call", async () => {
+    test("server streaming: the added interceptors run (one copies the request), their context value and response header get through, and one can refuse the call", async () => {
       const caller = make();
       seen.length = 0;
-      const updates = await caller.watchNodes({ "x-test-user": "bob" });
+      const { updates, guard } = await caller.watchNodes({ "x-test-user": "bob" });
       assert.deepEqual(updates.map((u) => [EventType[u.type], u.hostname]), [["ADDED", "bob"], ["ADDED", "bob"], ["SYNCED", ""]]);
+      assert.equal(guard, "passed");
       assert.deepEqual(seen, [{ method: "WatchNodes", stream: true, fast: caller.fast }]);
 
       const [before, deniedBefore] = [implCalls, calls("WatchNodes", "permission_denied")];

@@ -6,12 +6,56 @@ import { DEADLINE, type FastContext } from "./fast-context.js";
 
 // The request and response objects the fast path hands its interceptor chain: the same
 // shape as connect-es builds on its router (interceptor.d.ts), so one Interceptor[] serves
-// both. The parts that cost (signal, headers, URL, context values) are getters onto the
-// lazy FastContext, and own enumerable ones, so an interceptor that copies a request
-// (`{ ...req, header }`) gets them all, as it would from Connect.
+// both.
 
 type Unary = Extract<MethodImplSpec, { kind: "unary" }>;
 type ServerStreaming = Extract<MethodImplSpec, { kind: "server_streaming" }>;
+
+const CTX = Symbol("fast-path context");
+interface RequestState {
+  readonly [CTX]: FastContext;
+  readonly stream: boolean;
+  readonly message: unknown;
+}
+const KEYS = ["stream", "service", "method", "requestMethod", "url", "signal", "header", "contextValues", "message"];
+
+/**
+ * A request reads its costly parts (signal, header, url, contextValues) from the lazy
+ * FastContext when asked. It is a proxy, not an object with getters: an object literal
+ * with getters costs microseconds in V8, more than the call, and getters on a class would
+ * be lost when an interceptor copies the request (`next({ ...req, message })`); copying
+ * the proxy copies every part, as copying Connect's request does.
+ */
+const requestHandler: ProxyHandler<RequestState> = {
+  get(t, key) {
+    switch (key) {
+      case "stream":
+        return t.stream;
+      case "message":
+        return t.message;
+      case "service":
+        return t[CTX].service;
+      case "method":
+        return t[CTX].method;
+      case "requestMethod":
+        return "POST";
+      case "url":
+        return t[CTX].url;
+      case "signal":
+        return t[CTX].signal;
+      case "header":
+        return t[CTX].requestHeader;
+      case "contextValues":
+        return t[CTX].values;
+      default:
+        return typeof key === "symbol" && key !== CTX ? Reflect.get(t, key) : undefined;
+    }
+  },
+  has: (_t, key) => typeof key === "string" && KEYS.includes(key),
+  ownKeys: () => [...KEYS],
+  getOwnPropertyDescriptor: (t, key) => (typeof key === "string" && KEYS.includes(key) ? { value: requestHandler.get!(t, key, t), writable: false, enumerable: true, configurable: true } : undefined),
+  set: () => false,
+};
 
 /**
  * The request of a call: for a unary call its message, read; for a server-streaming call
@@ -19,25 +63,7 @@ type ServerStreaming = Extract<MethodImplSpec, { kind: "server_streaming" }>;
  * chain asks, as on the Connect router).
  */
 export function fastRequest(ctx: FastContext, stream: boolean, message: unknown): UnaryRequest | StreamRequest {
-  return {
-    stream,
-    service: ctx.service,
-    method: ctx.method,
-    requestMethod: "POST",
-    message,
-    get url() {
-      return ctx.url;
-    },
-    get signal() {
-      return ctx.signal;
-    },
-    get header() {
-      return ctx.requestHeader;
-    },
-    get contextValues() {
-      return ctx.values;
-    },
-  } as UnaryRequest | StreamRequest;
+  return new Proxy<RequestState>({ [CTX]: ctx, stream, message }, requestHandler) as unknown as UnaryRequest | StreamRequest;
 }
 
 /** The innermost function of a unary call's chain: runs the implementation, as connect's invokeUnaryImplementation. */
@@ -69,26 +95,15 @@ export function invokeServerStreaming(spec: ServerStreaming, ctx: FastContext, o
   };
 }
 
-/** The response of a call, remembered as the call's own; its headers and trailers are the call's, built on first use. */
+/** The response of a call, remembered as the call's own; its headers and trailers are the call's (cheap until written). */
 function fastResponse(ctx: FastContext, stream: boolean, message: unknown): UnaryResponse | StreamResponse {
-  const res = {
-    stream,
-    service: ctx.service,
-    method: ctx.method,
-    message,
-    get header() {
-      return ctx.responseHeader;
-    },
-    get trailer() {
-      return ctx.responseTrailer;
-    },
-  } as UnaryResponse | StreamResponse;
+  const res = { stream, service: ctx.service, method: ctx.method, header: ctx.responseHeader, trailer: ctx.responseTrailer, message } as UnaryResponse | StreamResponse;
   ctx.ownResponse = res;
   return res;
 }
 
 /**
- * Copies into the call's response what an interceptor put in a response object of its
+ * Copies into the call's response what an interceptor put in headers or trailers of its
  * own making, as connect's router does; the fast path's own response writes to them directly.
  */
 export function adoptResponse(ctx: FastContext, res: UnaryResponse | StreamResponse): void {
@@ -97,10 +112,9 @@ export function adoptResponse(ctx: FastContext, res: UnaryResponse | StreamRespo
   replace(res.trailer, ctx.responseTrailer);
 }
 
-/** The context an implementation gets: the call's own, or, for a request an interceptor replaced, one that reads from it (connect's mergeRequest). */
+/** The context an implementation gets: the call's own, or, for a request an interceptor replaced with other parts, one that reads from it (connect's mergeRequest). */
 function contextFor(ctx: FastContext, req: UnaryRequest | StreamRequest, original: UnaryRequest | StreamRequest): HandlerContext {
-  if (req === original) return ctx;
-  if (req.service === ctx.service && req.signal === ctx.signal && req.header === ctx.requestHeader && req.contextValues === ctx.values) return ctx;
+  if (req === original || (req.service === ctx.service && req.signal === ctx.signal && req.header === ctx.requestHeader && req.contextValues === ctx.values)) return ctx;
   return {
     method: ctx.method,
     service: req.service,
@@ -108,15 +122,11 @@ function contextFor(ctx: FastContext, req: UnaryRequest | StreamRequest, origina
     requestMethod: ctx.requestMethod,
     url: req.url,
     signal: req.signal,
-    timeoutMs: ctx.timeoutMs,
+    timeoutMs: () => ctx.timeoutMs(),
     requestHeader: req.header,
     values: req.contextValues,
-    get responseHeader() {
-      return ctx.responseHeader;
-    },
-    get responseTrailer() {
-      return ctx.responseTrailer;
-    },
+    responseHeader: ctx.responseHeader,
+    responseTrailer: ctx.responseTrailer,
   };
 }
 

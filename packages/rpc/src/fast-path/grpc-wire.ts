@@ -69,13 +69,12 @@ export function envelope(schema: DescMessage, msg: object, writeMaxBytes: number
 /** Sends the response headers, with those the implementation or an interceptor set. */
 export function respond(stream: ServerHttp2Stream, ctx: FastContext): void {
   if (stream.headersSent || stream.destroyed) return;
-  const extra = ctx.headersSet();
-  if (!extra) {
+  if (!ctx.responseHeader.changed) {
     stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
     return;
   }
   const h: Record<string, string> = { ...RESPONSE_HEADERS };
-  extra.forEach((v, k) => (h[k] = v));
+  ctx.responseHeader.forEach((v, k) => (h[k] = v));
   stream.respond(h, { waitForTrailers: true });
 }
 
@@ -86,8 +85,8 @@ export function respond(stream: ServerHttp2Stream, ctx: FastContext): void {
  */
 export function finish(stream: ServerHttp2Stream, ctx: FastContext, error: ConnectError | undefined): void {
   if (stream.destroyed || stream.closed) return;
-  const set = ctx.trailersSet();
-  const t = error === undefined && set === undefined ? OK_TRAILERS : headersRecord(setTrailerStatus(set ? new Headers(set) : new Headers(), error));
+  const set = ctx.responseTrailer.changed;
+  const t = error === undefined && !set ? OK_TRAILERS : headersRecord(setTrailerStatus(new Headers(ctx.responseTrailer), error));
   if (!stream.headersSent) {
     stream.respond({ ":status": "200", "content-type": "application/grpc+proto", ...t }, { endStream: true });
     return;

@@ -1,8 +1,8 @@
-import type { Interceptor } from "@connectrpc/connect";
+import type { Interceptor, StreamResponse, UnaryResponse } from "@connectrpc/connect";
 import { toConnectError } from "../errors.js";
 import { observeStream } from "./observe-stream.js";
 
-const settle = (err: unknown): unknown => (err === undefined ? undefined : toConnectError(err));
+type AnyResponse = UnaryResponse | StreamResponse;
 
 /**
  * Maps every error a call ends with to the API's error vocabulary (STYLE rule 5, see
@@ -11,13 +11,26 @@ const settle = (err: unknown): unknown => (err === undefined ? undefined : toCon
  * log line) see only ConnectErrors.
  */
 export function mapErrors(): Interceptor {
-  return (next) => async (req) => {
-    let res;
+  // Promise callbacks made once rather than an async function per call: this runs on every call.
+  return (next) => (req) => {
+    let res: Promise<AnyResponse>;
     try {
-      res = await next(req);
+      res = next(req);
     } catch (err) {
-      throw toConnectError(err);
+      return Promise.reject(toConnectError(err));
     }
-    return res.stream ? { ...res, message: observeStream(res.message, { settle }) } : res;
+    return res.then(mapStream, rethrowMapped);
   };
+}
+
+function mapStream(res: AnyResponse): AnyResponse {
+  return res.stream ? { ...res, message: observeStream(res.message, { settle }) } : res;
+}
+
+function rethrowMapped(err: unknown): never {
+  throw toConnectError(err);
+}
+
+function settle(err: unknown): unknown {
+  return err === undefined ? undefined : toConnectError(err);
 }

@@ -1,4 +1,4 @@
-import { Code, ConnectError, type Interceptor, type StreamRequest } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import { idsOf, logRpc } from "../log/rpc-log.js";
 import type { Logger } from "../log/logger.js";
 import type { RpcMetrics } from "../metrics/rpc-metrics.js";
@@ -13,6 +13,8 @@ export interface ObserveOptions {
   readonly now?: () => number;
 }
 
+const monotonic = () => performance.now();
+
 /**
  * Writes one structured log line per RPC (procedure, code, duration, the resource ids the
  * request names, and for streams the messages sent) and counts it in `metrics`: for a
@@ -20,52 +22,58 @@ export interface ObserveOptions {
  * outside mapErrors, it logs the code the client receives.
  */
 export function observeCalls(o: ObserveOptions): Interceptor {
-  const now = o.now ?? (() => performance.now());
-  const { log, metrics } = o;
+  const now = o.now ?? monotonic;
   return (next) => async (req) => {
     const start = now();
-    const procedure = `${req.service.typeName}/${req.method.name}`;
-    const done = (code: Code | 0, ids: Record<string, string>, cause?: unknown, messages?: number) => {
-      const ms = now() - start;
-      metrics?.observe(procedure, code, ms);
-      logRpc(log, procedure, code, ms, ids, messages, cause);
-    };
     if (!req.stream) {
+      // No closures here: this runs on every unary call.
+      let res;
       try {
-        const res = await next(req);
-        done(0, idsOf(req.message));
-        return res;
+        res = await next(req);
       } catch (err) {
-        done(codeOf(err), idsOf(req.message), causeOf(err));
+        report(o, req, now() - start, codeOf(err), idsOf(req.message), causeOf(err));
         throw err;
       }
+      report(o, req, now() - start, 0, idsOf(req.message));
+      return res;
     }
     let ids: Record<string, string> = {};
     let res;
     try {
       res = await next({ ...req, message: firstIds(req.message, (found) => (ids = found)) } as StreamRequest);
     } catch (err) {
-      done(codeOf(err), ids, causeOf(err));
+      report(o, req, now() - start, codeOf(err), ids, causeOf(err));
       throw err;
     }
     if (!res.stream) {
-      done(0, ids);
+      report(o, req, now() - start, 0, ids);
       return res;
     }
+    const procedure = procedureOf(req);
     let n = 0;
     return {
       ...res,
       message: observeStream(res.message, {
-        opened: () => metrics?.streamOpened(procedure),
+        opened: () => o.metrics?.streamOpened(procedure),
         delivered: (k) => (n += k),
         ended: (reason) => {
-          metrics?.streamClosed(procedure);
-          if (reason === undefined) done(0, ids, undefined, n);
-          else done(codeOf(reason), ids, causeOf(reason), n);
+          o.metrics?.streamClosed(procedure);
+          if (reason === undefined) report(o, req, now() - start, 0, ids, undefined, n);
+          else report(o, req, now() - start, codeOf(reason), ids, causeOf(reason), n);
         },
       }),
     };
   };
+}
+
+function report(o: ObserveOptions, req: UnaryRequest | StreamRequest, ms: number, code: Code | 0, ids: Record<string, string>, cause?: unknown, messages?: number): void {
+  const procedure = procedureOf(req);
+  o.metrics?.observe(procedure, code, ms);
+  logRpc(o.log, procedure, code, ms, ids, messages, cause);
+}
+
+function procedureOf(req: UnaryRequest | StreamRequest): string {
+  return `${req.service.typeName}/${req.method.name}`;
 }
 
 /** Passes a request stream through, handing the ids its first message names to `found`. */
