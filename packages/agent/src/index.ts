@@ -1,1 +1,15 @@
+// The public entry of @quantix/agent: the backend port, the pieces a host agent is made of
+// (to run one in a process: tests, @quantix/testing's TestAgent), and the QEMU command
+// line and QMP client the agent bench compares the agent with.
 export * from "./backend.js";
+export { QemuBackend } from "./backends/qemu/qemu-backend.js";
+export { buildQemuArgs } from "./backends/qemu/qemu-args.js";
+export { vmPaths } from "./backends/qemu/qemu-vm-dir.js";
+export { QmpClient } from "./backends/qemu/qmp-client.js";
+export { SimulatedBackend } from "./backends/simulated/simulated-backend.js";
+export { isProcessAlive } from "./process-state.js";
+export { startAgentServer, type AgentServer, type AgentServerOptions } from "./rpc/agent-server.js";
+export { startControlPlaneLink, type ControlPlaneLink } from "./sync/control-plane-link.js";
+export { fenceTargetOf } from "./sync/self-fence.js";
+export { VmManager } from "./vm-manager.js";
+export { withVmmStateTable } from "./vm-state-table-doc.js";

@@ -13,3 +13,4 @@ export * from "./placement.js";
 export * from "./freeze.js";
 export * from "./push-iterable.js";
 export * from "./agent-vm-config.js";
+export * from "./state-table.js";

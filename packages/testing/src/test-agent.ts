@@ -1,8 +1,4 @@
-import type { Backend } from "@quantix/agent/backend.js";
-import { startAgentServer, type AgentServer } from "@quantix/agent/rpc/agent-server.js";
-import { startControlPlaneLink, type ControlPlaneLink } from "@quantix/agent/sync/control-plane-link.js";
-import { fenceTargetOf } from "@quantix/agent/sync/self-fence.js";
-import { VmManager } from "@quantix/agent/vm-manager.js";
+import { type Backend, startAgentServer, type AgentServer, startControlPlaneLink, type ControlPlaneLink, fenceTargetOf, VmManager } from "@quantix/agent";
 import { silentLogger } from "@quantix/rpc";
 
 /**

@@ -10,8 +10,7 @@ import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/
 import { VmConfigSchema } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { HA_METADATA_KEY } from "@quantix/core";
 import { silentLogger } from "@quantix/rpc";
-import { startTestServer, until } from "@quantix/testing";
-import { TestAgent } from "@quantix/testing/test-agent.js";
+import { startTestServer, until, TestAgent } from "@quantix/testing";
 import { SimulatedBackend } from "../backends/simulated/simulated-backend.js";
 import { SelfFence, selfFenceAfterMs } from "./self-fence.js";
 
