@@ -5,7 +5,7 @@ import { connectNodeAdapter, type ConnectNodeAdapterOptions } from "@connectrpc/
 import { GrpcFastPath } from "./fast-path/grpc-fast-path.js";
 import { mapErrors } from "./interceptors/map-errors.js";
 import { observeCalls } from "./interceptors/observe-calls.js";
-import { listenDual } from "./listener.js";
+import { listenDual, type ListenerLimits } from "./listener.js";
 import type { Logger } from "./log/logger.js";
 import type { RpcMetrics } from "./metrics/rpc-metrics.js";
 import { registerReflection } from "./reflection.js";
@@ -14,16 +14,12 @@ import { registerRoutes, type Route } from "./routes.js";
 /** Answers every request that is not an RPC (health, metrics, a 404 that says where the API is). */
 export type Fallback = NonNullable<ConnectNodeAdapterOptions["fallback"]>;
 
-/** The limits of a server (docs/adr/0002-*.md). */
-export interface RpcLimits {
+/** The limits of a server (docs/adr/0002-*.md): the listener's, and message sizes. */
+export interface RpcLimits extends ListenerLimits {
   /** Largest request message, in bytes. */
   readonly readMaxBytes: number;
   /** Largest response message, in bytes. */
   readonly writeMaxBytes: number;
-  /** Concurrent HTTP/2 streams per connection (watch fan-out lives here). */
-  readonly maxConcurrentStreams: number;
-  /** Largest request header block, in bytes. */
-  readonly maxHeaderBytes: number;
 }
 
 /** ADR 0002's limits. */
