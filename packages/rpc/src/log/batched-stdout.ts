@@ -1,13 +1,14 @@
-import type { DestinationStream } from "pino";
+import { pino, type DestinationStream } from "pino";
 
 /**
  * A pino destination that writes the lines logged in one turn of the event loop to stdout
- * in one write, and what is left when the process exits. pino's own asynchronous
- * destination (sonic-boom) measures the whole pending buffer on every line, which under
- * load cost more CPU than the RPC it logged (docs/adr/0006-*.md); stdout is synchronous for
- * files and pipes on Linux, and a syscall per RPC would cost more still.
+ * in one synchronous write (pino's synchronous destination, which also finishes a write
+ * a full pipe cut short), and what is left when the process exits: nothing logged is
+ * lost, not even just before process.exit. pino's asynchronous destination measures its
+ * whole pending buffer on every line, which under load cost more CPU than the RPC it
+ * logged (docs/adr/0006-*.md); a syscall per line would cost more still.
  */
-export function batchedStdout(write: (text: string) => void = (text) => void process.stdout.write(text)): DestinationStream {
+export function batchedStdout(write: (text: string) => void = stdoutWriter()): DestinationStream {
   let pending: string[] = [];
   const flush = () => {
     if (pending.length === 0) return;
@@ -23,4 +24,9 @@ export function batchedStdout(write: (text: string) => void = (text) => void pro
       if (pending.length >= 1024) flush();
     },
   };
+}
+
+function stdoutWriter(): (text: string) => void {
+  let out: DestinationStream | undefined;
+  return (text) => (out ??= pino.destination({ dest: 1, sync: true })).write(text);
 }
