@@ -2,7 +2,7 @@
 // its migration: `npm run schema -- quantix_events`. Paste them into migrations.ts as a
 // new migration; a shipped migration never changes.
 import { ALL_KINDS } from "@quantix/core";
-import { kindTableDdl } from "../packages/server/src/store/sql/kind-ddl.js";
+import { kindTableDdl } from "@quantix/server";
 
 const table = process.argv[2];
 const kind = ALL_KINDS.find((k) => k.table === table);

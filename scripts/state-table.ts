@@ -1,6 +1,6 @@
 import { readFileSync, writeFileSync } from "node:fs";
-import { withVmmStateTable } from "@quantix/agent/vm-state-table-doc.js";
-import { withStateTable } from "@quantix/core/state-table.js";
+import { withVmmStateTable } from "@quantix/agent";
+import { withStateTable } from "@quantix/core";
 
 // Rewrites the generated state tables: the control plane's power table in
 // docs/api/vm-service.md and the host agent's in docs/api/vmm-service.md.

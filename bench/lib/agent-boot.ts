@@ -5,10 +5,8 @@ import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { VmConfigSchema, VmService, VmState, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { buildQemuArgs } from "@quantix/agent/backends/qemu/qemu-args.js";
-import { vmPaths } from "@quantix/agent/backends/qemu/qemu-vm-dir.js";
-import { QmpClient } from "@quantix/agent/backends/qemu/qmp-client.js";
-import { buildTestGuest } from "@quantix/testing/guest.js";
+import { buildQemuArgs, vmPaths, QmpClient } from "@quantix/agent";
+import { buildTestGuest } from "@quantix/testing";
 import { LOG_DIR, startServer } from "./proc.js";
 import { median, nowMs, withTimeout } from "./stats.js";
 

@@ -5,10 +5,8 @@ import { create } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { VmConfigSchema, VmService, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { buildQemuArgs } from "@quantix/agent/backends/qemu/qemu-args.js";
-import { vmPaths } from "@quantix/agent/backends/qemu/qemu-vm-dir.js";
-import { QmpClient } from "@quantix/agent/backends/qemu/qmp-client.js";
-import { buildTestGuest, GUEST_MARKER, type TestGuest } from "@quantix/testing/guest.js";
+import { buildQemuArgs, vmPaths, QmpClient } from "@quantix/agent";
+import { buildTestGuest, GUEST_MARKER, type TestGuest } from "@quantix/testing";
 import { startServer, type Server } from "./proc.js";
 import { median, nowMs, withTimeout } from "./stats.js";
 

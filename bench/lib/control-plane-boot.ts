@@ -7,7 +7,7 @@ import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service
 import { VmStatus_State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { VmService, VmState } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { buildTestGuest } from "@quantix/testing/guest.js";
+import { buildTestGuest } from "@quantix/testing";
 import { bootsInTurns, guestConfig, type BootTimes } from "./agent-boot.js";
 import { startServer } from "./proc.js";
 import { median, nowMs, sleep } from "./stats.js";

@@ -5,7 +5,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { NodeStatus_Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
-import { buildTestGuest, GUEST_MARKER } from "@quantix/testing/guest.js";
+import { buildTestGuest, GUEST_MARKER } from "@quantix/testing";
 import { MAX_DOWNTIME_MS, migrateConfig, migrateDirect, qemu, times, type MigrateTimes } from "./agent-migrate.js";
 import { startServer, type Server } from "./proc.js";
 import { nowMs, sleep } from "./stats.js";

@@ -2,8 +2,7 @@ import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { VirtualMachineSchema, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { GetVMRequestSchema, type GetVMRequest } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
-import { demoNodes, demoVms } from "@quantix/server/demo/demo-data.js";
-import { MemoryStore } from "@quantix/server/store/memory-store.js";
+import { demoNodes, demoVms, MemoryStore } from "@quantix/server";
 import { VM_KIND, NODE_KIND } from "@quantix/core";
 
 // The established alternative: @grpc/grpc-js serving GetVM from the same MemoryStore,

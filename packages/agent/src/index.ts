@@ -1,4 +1,17 @@
-// The agent package's public entry: the backend port, and the simulated host a control
-// plane runs in its own process for its demo nodes (its composition root passes it in).
+// The public entry of @quantix/agent: the backend port, the pieces a host agent is made of
+// (to run one in a process: tests, @quantix/testing's TestAgent), the simulated host a
+// control plane runs in its own process for its demo nodes (its composition root passes it
+// in), and the QEMU command line and QMP client the agent bench compares the agent with.
 export * from "./backend.js";
 export * from "./simulated-host.js";
+export { QemuBackend } from "./backends/qemu/qemu-backend.js";
+export { buildQemuArgs } from "./backends/qemu/qemu-args.js";
+export { vmPaths } from "./backends/qemu/qemu-vm-dir.js";
+export { QmpClient } from "./backends/qemu/qmp-client.js";
+export { SimulatedBackend } from "./backends/simulated/simulated-backend.js";
+export { isProcessAlive } from "./process-state.js";
+export { startAgentServer, type AgentServer, type AgentServerOptions } from "./rpc/agent-server.js";
+export { startControlPlaneLink, type ControlPlaneLink } from "./sync/control-plane-link.js";
+export { fenceTargetOf } from "./sync/self-fence.js";
+export { VmManager } from "./vm-manager.js";
+export { withVmmStateTable } from "./vm-state-table-doc.js";

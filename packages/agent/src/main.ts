@@ -1,6 +1,6 @@
 import { mkdir } from "node:fs/promises";
 import { QuantixError } from "@quantix/core";
-import { createJsonLogger } from "@quantix/server/log.js";
+import { createJsonLogger } from "@quantix/rpc";
 import { createBackend } from "./backend-factory.js";
 import { loadAgentConfig, usage, type AgentConfig } from "./config.js";
 import { startAgentServer } from "./rpc/agent-server.js";

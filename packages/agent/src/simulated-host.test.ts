@@ -4,7 +4,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { VmConfigSchema, VmService, VmState } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { silentLogger } from "@quantix/server/log.js";
+import { silentLogger } from "@quantix/rpc";
 import { SimulatedBackend } from "./backends/simulated/simulated-backend.js";
 import { createSimulatedHost } from "./simulated-host.js";
 

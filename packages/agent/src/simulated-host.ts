@@ -1,5 +1,5 @@
 import { createRouterTransport, type Transport } from "@connectrpc/connect";
-import type { Logger } from "@quantix/server/log.js";
+import type { Logger } from "@quantix/rpc";
 import type { BackendCapability } from "./backend.js";
 import { SimulatedBackend, type AdoptedVm } from "./backends/simulated/simulated-backend.js";
 import { AGENT_VERSION, healthReport, type HealthReport } from "./rpc/health.js";

@@ -8,6 +8,12 @@ export interface PushSink<T> {
 }
 
 /**
+ * Stops a piped source. A consumer that gives up (its client went away, it fell behind)
+ * may say why, so that layers in between (an RPC's log line) record the reason.
+ */
+export type StopPush = (reason?: unknown) => void;
+
+/**
  * A stream of items that a consumer can either pull (`for await`) or have pushed to it
  * (`pipe`). Pushing skips a promise and a microtask per item and per layer, which is
  * what lets one change reach ten thousand watchers quickly; pulling is what everything
@@ -19,12 +25,12 @@ export class PushIterable<T> implements AsyncIterable<T> {
    * @param maxBacklog items a pulling consumer may leave unread before it is cut off.
    */
   constructor(
-    private readonly start: (sink: PushSink<T>) => () => void,
+    private readonly start: (sink: PushSink<T>) => StopPush,
     private readonly maxBacklog = 100_000,
   ) {}
 
   /** Pushes every item to `sink` until the source ends or fails; returns a function that stops it. */
-  pipe(sink: PushSink<T>): () => void {
+  pipe(sink: PushSink<T>): StopPush {
     return this.start(sink);
   }
 

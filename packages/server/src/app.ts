@@ -1,6 +1,3 @@
-import { setMaxListeners } from "node:events";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { ConnectError, Code } from "@connectrpc/connect";
 import { randomIds, systemClock, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND } from "@quantix/core";
 import type { ControlPlaneConfig } from "./config.js";
 import { VmController } from "./controllers/vm-controller.js";
@@ -18,16 +15,11 @@ import { SimulatedNodes } from "./demo/simulated-nodes.js";
 import { createFallback } from "./health.js";
 import { attachAgentNodes, type AgentNodes } from "./hypervisor/agent-nodes.js";
 import { NodeDrivers } from "./hypervisor/node-drivers.js";
-import { listenDual, type DualListener } from "./listener.js";
-import { createJsonLogger, type Logger } from "./log.js";
+import { RpcMetrics, startRpcServer, type Route, type RpcServer } from "@quantix/rpc";
+import { createJsonLogger, type Logger } from "@quantix/rpc";
 import { PENDING_SERVICES, SERVED_FILES } from "./rpc/catalog.js";
-import { renderControlPlaneMetrics } from "./metrics/control-plane-metrics.js";
-import { RpcMetrics } from "./metrics/rpc-metrics.js";
-import { observeAndMapErrors } from "./rpc/interceptors.js";
-import { GrpcFastPath } from "./rpc/grpc-fast-path.js";
+import { controlPlaneMetrics } from "./metrics/control-plane-metrics.js";
 import { nodeServiceRoute } from "./rpc/node-routes.js";
-import { registerReflection } from "./rpc/reflection.js";
-import { registerRoutes, type Route } from "./rpc/routes.js";
 import { unimplementedImpl } from "./rpc/unimplemented-routes.js";
 import { vmServiceRoute } from "./rpc/vm-routes.js";
 import { migrationServiceRoute } from "./rpc/migration-routes.js";
@@ -112,11 +104,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
   await controllers.start();
 
-  const shutdown = new AbortController();
-  // Every in-flight RPC (each open watch too) links its context to this signal until it ends:
-  // without this, more than 10 at once print a spurious MaxListenersExceededWarning.
-  setMaxListeners(0, shutdown.signal);
-  // Counted where each call is logged (interceptor and gRPC fast path), read by GET /metrics.
+  // Counted where each call is logged (the kit's observeCalls interceptor), read by GET /metrics.
   const rpcMetrics = new RpcMetrics();
   const routes: Route[] = [
     vmServiceRoute(store, vmService, power, migration, vmMetrics, config.defaultDeadlineMs),
@@ -125,34 +113,29 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     eventServiceRoute(store),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
   ];
-  const handler = connectNodeAdapter({
-    routes: (router) => {
-      registerRoutes(router, routes);
-      registerReflection(router, SERVED_FILES);
-    },
-    interceptors: [observeAndMapErrors(log, undefined, rpcMetrics)],
-    readMaxBytes: config.maxRequestBytes,
-    writeMaxBytes: config.maxResponseBytes,
-    jsonOptions: { ignoreUnknownFields: false },
-    shutdownSignal: shutdown.signal,
-    fallback: createFallback(store, startedAt, () => clock.now(), () => renderControlPlaneMetrics({ store, rpc: rpcMetrics })),
-  });
-  let listener: DualListener;
+  let server: RpcServer;
   try {
-    const fast = new GrpcFastPath(routes, { readMaxBytes: config.maxRequestBytes, writeMaxBytes: config.maxResponseBytes, shutdownSignal: shutdown.signal, log, metrics: rpcMetrics });
-    listener = await listenDual(config.host, config.port, handler, { maxConcurrentStreams: config.maxConcurrentStreams, maxHeaderBytes: 64 * 1024 }, (stream, headers) => fast.handle(stream, headers));
+    server = await startRpcServer({
+      host: config.host,
+      port: config.port,
+      routes,
+      reflection: SERVED_FILES,
+      log,
+      metrics: rpcMetrics,
+      fallback: createFallback(store, startedAt, () => clock.now(), controlPlaneMetrics({ store, rpc: rpcMetrics, controllers })),
+      limits: { readMaxBytes: config.maxRequestBytes, writeMaxBytes: config.maxResponseBytes, maxConcurrentStreams: config.maxConcurrentStreams },
+    });
   } catch (err) {
     await controllers.stop();
     await agents.stop();
     await store.close();
     throw err;
   }
-  const host = listener.address.includes(":") ? `[${listener.address}]` : listener.address;
-  log.log("info", "control plane listening", { url: `http://${host}:${listener.port}`, protocols: ["connect", "grpc", "grpc-web"], http: ["1.1", "h2c"], store: config.store.kind });
+  log.log("info", "control plane listening", { url: server.url, protocols: ["connect", "grpc", "grpc-web"], http: ["1.1", "h2c"], store: config.store.kind });
   let closing: Promise<void> | undefined;
   return {
-    port: listener.port,
-    url: `http://${host}:${listener.port}`,
+    port: server.port,
+    url: server.url,
     store,
     vmController,
     controllers,
@@ -163,8 +146,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     },
     close() {
       closing ??= (async () => {
-        shutdown.abort(new ConnectError("the server is shutting down", Code.Unavailable));
-        await listener.close(config.shutdownGraceMs);
+        await server.close(config.shutdownGraceMs);
         await controllers.stop();
         await agents.stop();
         await store.close();

@@ -1,5 +1,6 @@
 import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
-import { PrometheusText, type Store } from "@quantix/core";
+import type { Store } from "@quantix/core";
+import { prometheusContentType } from "prom-client";
 
 /** The version reported by /_/health. */
 export const VERSION = "0.1.0";
@@ -26,7 +27,7 @@ export function createFallback(store: Store, startedAtMs: number, now: () => num
     if (url === "/metrics" && req.method === "GET" && metrics) {
       metrics().then(
         (text) => {
-          (res as { writeHead(s: number, h: Record<string, string | number>): unknown }).writeHead(200, { "content-type": PrometheusText.CONTENT_TYPE, "content-length": Buffer.byteLength(text) });
+          (res as { writeHead(s: number, h: Record<string, string | number>): unknown }).writeHead(200, { "content-type": prometheusContentType, "content-length": Buffer.byteLength(text) });
           res.end(text);
         },
         (err: unknown) => send(res, 503, { error: "unavailable", message: `metrics unavailable: ${err instanceof Error ? err.message : String(err)}` }),

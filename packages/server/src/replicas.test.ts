@@ -6,9 +6,8 @@ import { after, before, test } from "node:test";
 
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { SimulatedBackend } from "@quantix/agent/backends/simulated/simulated-backend.js";
-import { startPostgres, startTestServer, until, type TestPostgres, type TestServer } from "@quantix/testing";
-import { TestAgent } from "@quantix/testing/test-agent.js";
+import { SimulatedBackend } from "@quantix/agent";
+import { startPostgres, startTestServer, until, type TestPostgres, type TestServer, TestAgent } from "@quantix/testing";
 
 // Two control-plane replicas on one PostgreSQL database and one agent: whichever replica a
 // client reaches (the leader or not) serves the VM's console and metrics, which talk to the

@@ -3,4 +3,4 @@
  * QEMU stop?" with `process.kill(pid, 0)` could pass or hang on a process that had already
  * ended (a zombie still answers it); this is the agent's own supervision check.
  */
-export { isProcessAlive } from "@quantix/agent/process-state.js";
+export { isProcessAlive } from "@quantix/agent";

@@ -5,3 +5,7 @@ export * from "./postgres.js";
 export * from "./process.js";
 export * from "./alive.js";
 export * from "./fake-clock.js";
+export * from "./prometheus-parse.js";
+export * from "./guest.js";
+export * from "./boot-sector.js";
+export * from "./test-agent.js";

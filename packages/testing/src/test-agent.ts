@@ -1,9 +1,5 @@
-import type { Backend } from "@quantix/agent/backend.js";
-import { startAgentServer, type AgentServer } from "@quantix/agent/rpc/agent-server.js";
-import { startControlPlaneLink, type ControlPlaneLink } from "@quantix/agent/sync/control-plane-link.js";
-import { fenceTargetOf } from "@quantix/agent/sync/self-fence.js";
-import { VmManager } from "@quantix/agent/vm-manager.js";
-import { silentLogger } from "@quantix/server/log.js";
+import { type Backend, startAgentServer, type AgentServer, startControlPlaneLink, type ControlPlaneLink, fenceTargetOf, VmManager } from "@quantix/agent";
+import { silentLogger } from "@quantix/rpc";
 
 /**
  * A host agent in this process (vmm.v1 server plus the link that registers and heartbeats),

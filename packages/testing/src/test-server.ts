@@ -5,9 +5,8 @@ import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } f
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import type { Store } from "@quantix/core";
-import { startControlPlane, type ControlPlane } from "@quantix/server/app.js";
-import { loadConfig, type ControlPlaneConfig } from "@quantix/server/config.js";
-import { silentLogger } from "@quantix/server/log.js";
+import { startControlPlane, type ControlPlane, loadConfig, type ControlPlaneConfig } from "@quantix/server";
+import { silentLogger } from "@quantix/rpc";
 
 /** A control plane on a free loopback port whose demo nodes run fast simulated hosts. */
 export interface TestServer {

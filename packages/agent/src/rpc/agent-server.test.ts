@@ -3,7 +3,7 @@ import { after, before, test } from "node:test";
 import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { VmEventType, VmService, VmState, type VmEvent } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { silentLogger } from "@quantix/server/log.js";
+import { silentLogger } from "@quantix/rpc";
 import { collect, rejection, until } from "@quantix/testing";
 import { SimulatedBackend } from "../backends/simulated/simulated-backend.js";
 import { VmManager } from "../vm-manager.js";

@@ -1,11 +1,7 @@
-import { setMaxListeners } from "node:events";
-import { Code, ConnectError } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { listenDual, type DualListener } from "@quantix/server/listener.js";
-import type { Logger } from "@quantix/server/log.js";
+import { RpcMetrics, startRpcServer, type Logger } from "@quantix/rpc";
 import type { VmManager } from "../vm-manager.js";
 import { healthFallback } from "./health.js";
-import { vmmRouter } from "./vmm-router.js";
+import { vmmRoute } from "./vmm-router.js";
 
 /** Where and how the agent serves vmm.v1. */
 export interface AgentServerOptions {
@@ -29,35 +25,23 @@ export interface AgentServer {
 
 /**
  * Serves vmm.v1 VmService (Connect, gRPC and gRPC-web, over HTTP/1.1 and h2c on one
- * port, with the control plane's listener and error mapping) and /_/health.
+ * port, with the RPC kit's listener, interceptors and gRPC fast path) and /_/health.
  */
 export async function startAgentServer(manager: VmManager, options: AgentServerOptions): Promise<AgentServer> {
   const backendVersion = await manager.backend.version().catch((err: unknown) => `unknown (${err instanceof Error ? err.message : String(err)})`);
-  const shutdown = new AbortController();
-  // Each open stream links its context to this signal; many at once are normal here.
-  setMaxListeners(0, shutdown.signal);
-  const vmm = vmmRouter(manager, backendVersion, options.log);
-  const handler = connectNodeAdapter({
-    routes: vmm.routes,
-    interceptors: vmm.interceptors,
-    jsonOptions: { ignoreUnknownFields: false },
-    shutdownSignal: shutdown.signal,
-    fallback: healthFallback(manager.backend, backendVersion, { log: options.log, problem: options.problem }),
+  const rpc = new RpcMetrics();
+  const server = await startRpcServer({
+    host: options.host,
+    port: options.port,
+    routes: [vmmRoute(manager, backendVersion)],
+    log: options.log,
+    metrics: rpc,
+    fallback: healthFallback(manager.backend, backendVersion, { log: options.log, problem: options.problem, rpc }),
+    // The message sizes are connect's defaults, which the agent has always had.
+    limits: { maxConcurrentStreams: 1000, readMaxBytes: 0xffffffff, writeMaxBytes: 0xffffffff },
+    shutdownMessage: "the agent is shutting down",
+    // Its watches and console follows end with the manager.
+    onShutdown: () => manager.close(),
   });
-  const listener: DualListener = await listenDual(options.host, options.port, handler, { maxConcurrentStreams: 1000, maxHeaderBytes: 64 * 1024 });
-  const host = listener.address.includes(":") ? `[${listener.address}]` : listener.address;
-  const url = `http://${host}:${listener.port}`;
-  let closing: Promise<void> | undefined;
-  return {
-    url,
-    port: listener.port,
-    close() {
-      closing ??= (async () => {
-        shutdown.abort(new ConnectError("the agent is shutting down", Code.Unavailable));
-        manager.close();
-        await listener.close(options.graceMs ?? 2000);
-      })();
-      return closing;
-    },
-  };
+  return { url: server.url, port: server.port, close: () => server.close(options.graceMs ?? 2000) };
 }

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, test } from "node:test";
-import type { Logger } from "@quantix/server/log.js";
+import type { Logger } from "@quantix/rpc";
 import type { BackendVmInfo } from "../backend.js";
 import { SimulatedBackend } from "../backends/simulated/simulated-backend.js";
 import { healthFallback } from "./health.js";

@@ -1,6 +1,6 @@
 import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
-import { PrometheusText } from "@quantix/core";
-import type { Logger } from "@quantix/server/log.js";
+import type { Logger, RpcMetrics } from "@quantix/rpc";
+import { prometheusContentType } from "prom-client";
 import type { Backend } from "../backend.js";
 import { renderAgentMetrics } from "./agent-metrics.js";
 
@@ -36,11 +36,11 @@ export async function healthReport(backend: Backend, backendVersion: string, pro
 
 /**
  * Serves `GET /_/health` ({@link healthReport}); `GET /metrics` in the
- * Prometheus text format (agent-metrics.ts), or 503 with a generic message when the backend
+ * Prometheus text format (agent-metrics.ts; with the RPC metrics of `o.rpc`), or 503 with a generic message when the backend
  * cannot list its VMs (the cause, which may name host paths, goes to the log only). Every
  * other non-RPC path gets a JSON 404 naming where the API lives.
  */
-export function healthFallback(backend: Backend, backendVersion: string, o: { log: Logger; problem?: (() => string | undefined) | undefined }): Fallback {
+export function healthFallback(backend: Backend, backendVersion: string, o: { log: Logger; problem?: (() => string | undefined) | undefined; rpc?: RpcMetrics }): Fallback {
   return (req, res) => {
     const url = (req.url ?? "/").split("?")[0];
     if (url === "/_/health" && (req.method === "GET" || req.method === "HEAD")) {
@@ -48,7 +48,7 @@ export function healthFallback(backend: Backend, backendVersion: string, o: { lo
       return;
     }
     if (url === "/metrics" && req.method === "GET") {
-      renderAgentMetrics(backend).then(
+      renderAgentMetrics(backend, o.rpc).then(
         (text) => sendText(res, 200, text),
         (err: unknown) => {
           o.log.log("error", "rendering /metrics failed", { error: err instanceof Error ? err.message : String(err) });
@@ -68,6 +68,6 @@ function send(res: Res, status: number, body: unknown): void {
 }
 
 function sendText(res: Res, status: number, text: string): void {
-  (res as { writeHead(s: number, h: Record<string, string | number>): unknown }).writeHead(status, { "content-type": PrometheusText.CONTENT_TYPE, "content-length": Buffer.byteLength(text) });
+  (res as { writeHead(s: number, h: Record<string, string | number>): unknown }).writeHead(status, { "content-type": prometheusContentType, "content-length": Buffer.byteLength(text) });
   res.end(text);
 }

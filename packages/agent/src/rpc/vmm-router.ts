@@ -1,24 +1,29 @@
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import type { Logger } from "@quantix/server/log.js";
-import { observeAndMapErrors } from "@quantix/server/rpc/interceptors.js";
+import { mapErrors, observeCalls, route, type Logger, type Route } from "@quantix/rpc";
 import type { VmManager } from "../vm-manager.js";
 import { vmServiceImpl } from "./vm-routes.js";
 
-/** vmm.v1 as the agent serves it: the service and the interceptors every call runs through. */
+/** vmm.v1's route: the service with its implementation over a VM manager. */
+export function vmmRoute(manager: VmManager, backendVersion: string): Route {
+  return route(VmService, vmServiceImpl(manager, backendVersion));
+}
+
+/** vmm.v1 as served in memory: the route and the interceptors every call runs through. */
 export interface VmmRouter {
   readonly routes: (router: ConnectRouter) => void;
   readonly interceptors: Interceptor[];
 }
 
 /**
- * The one definition of how vmm.v1 is served, whether over the agent's port
- * (agent-server.ts) or in memory to a control plane in the same process
- * (simulated-host.ts): the same error mapping and log line for every call either way.
+ * vmm.v1 for a control plane in the same process (simulated-host.ts): the agent's route
+ * with the chain the RPC kit puts in front of every served call (observeCalls, then
+ * mapErrors), so a call answers and logs as it would over the agent's port.
  */
 export function vmmRouter(manager: VmManager, backendVersion: string, log: Logger): VmmRouter {
+  const r = vmmRoute(manager, backendVersion);
   return {
-    routes: (router) => router.service(VmService, vmServiceImpl(manager, backendVersion)),
-    interceptors: [observeAndMapErrors(log)],
+    routes: (router) => router.service(r.service, r.impl),
+    interceptors: [observeCalls({ log }), mapErrors()],
   };
 }

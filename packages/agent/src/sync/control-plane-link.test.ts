@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { NodeStatus_Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
-import type { Logger } from "@quantix/server/log.js";
+import type { Logger } from "@quantix/rpc";
 import { startTestServer, until } from "@quantix/testing";
 import { SimulatedBackend } from "../backends/simulated/simulated-backend.js";
 import { startControlPlaneLink } from "./control-plane-link.js";

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
-import type { Logger } from "@quantix/server/log.js";
+import type { Logger } from "@quantix/rpc";
 import type { Backend } from "../backend.js";
 import { AGENT_VERSION } from "../rpc/health.js";
 import { readCpuTimes, readHostFacts, readUsage, type CpuTimes } from "./host-facts.js";

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { silentLogger } from "@quantix/server/log.js";
+import { silentLogger } from "@quantix/rpc";
 import { startTestServer, until } from "@quantix/testing";
 import { SimulatedBackend } from "../backends/simulated/simulated-backend.js";
 import { startControlPlaneLink } from "./control-plane-link.js";

@@ -4,7 +4,7 @@ import os, { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { Code } from "@connectrpc/connect";
-import { silentLogger } from "@quantix/server/log.js";
+import { silentLogger } from "@quantix/rpc";
 import { rejection, startTestServer, until } from "@quantix/testing";
 import { SimulatedBackend } from "../backends/simulated/simulated-backend.js";
 import { startControlPlaneLink } from "./control-plane-link.js";

@@ -9,9 +9,8 @@ import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v
 import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VmConfigSchema } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { HA_METADATA_KEY } from "@quantix/core";
-import { silentLogger } from "@quantix/server/log.js";
-import { startTestServer, until } from "@quantix/testing";
-import { TestAgent } from "@quantix/testing/test-agent.js";
+import { silentLogger } from "@quantix/rpc";
+import { startTestServer, until, TestAgent } from "@quantix/testing";
 import { SimulatedBackend } from "../backends/simulated/simulated-backend.js";
 import { SelfFence, selfFenceAfterMs } from "./self-fence.js";
 

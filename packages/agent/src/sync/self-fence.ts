@@ -1,7 +1,7 @@
 import { readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { HA_METADATA_KEY } from "@quantix/core";
-import type { Logger } from "@quantix/server/log.js";
+import type { Logger } from "@quantix/rpc";
 import type { Backend, BackendVmInfo, BackendVmState } from "../backend.js";
 import type { VmManager } from "../vm-manager.js";
 

@@ -1,7 +1,7 @@
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { silentLogger } from "@quantix/server/log.js";
+import { silentLogger } from "@quantix/rpc";
 import type { Backend } from "../backend.js";
 import { startAgentServer, type AgentServer } from "../rpc/agent-server.js";
 import { VmManager } from "../vm-manager.js";

@@ -47,7 +47,7 @@ export interface Finalizable {
  * One declaration per kind of resource: everything the stores, the resource service and
  * the controllers need to know about it. The memory, embedded and PostgreSQL stores
  * derive filters, ordering, page cursors, indexes and uniqueness from it; adding a kind
- * is its proto, this declaration, a migration and its registration (docs/adr/0006-*.md).
+ * is its proto, this declaration, a migration and its registration (docs/adr/0008-*.md).
  */
 export interface Kind<T extends Resource = Resource> {
   /** The name users read in messages: "VM", "node". */

@@ -3,7 +3,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { DrainStatusSchema, DrainStatus_Phase as DPhase, DrainVmFailureSchema, type DrainStatus, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { PowerState, VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { allOf, MIGRATION_KIND, migrationFinished, NODE_KIND, QuantixError, VM_KIND, type Clock, type Store, type Timers } from "@quantix/core";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
 import type { VmMigrationService } from "../services/vm-migration.js";
 import type { VmPowerService } from "../services/vm-power.js";

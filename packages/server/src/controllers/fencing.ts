@@ -3,7 +3,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { VmStatusSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import type { Clock, HypervisorPort, Store } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 import { setCondition } from "./conditions.js";
 import { isMigrating } from "./ha-policy.js";
 import { VM_KIND } from "@quantix/core";

@@ -6,12 +6,9 @@ import { after, before, test } from "node:test";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { SimulatedBackend } from "@quantix/agent/backends/simulated/simulated-backend.js";
-import { startAgentServer, type AgentServer } from "@quantix/agent/rpc/agent-server.js";
-import { startControlPlaneLink, type ControlPlaneLink } from "@quantix/agent/sync/control-plane-link.js";
-import { VmManager } from "@quantix/agent/vm-manager.js";
+import { SimulatedBackend, startAgentServer, type AgentServer, startControlPlaneLink, type ControlPlaneLink, VmManager } from "@quantix/agent";
 import { startTestServer, until, type TestServer } from "@quantix/testing";
-import { silentLogger } from "../log.js";
+import { silentLogger } from "@quantix/rpc";
 
 /**
  * A host: an agent over the simulated backend. Killing it stops its RPC server and its

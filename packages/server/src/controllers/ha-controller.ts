@@ -4,7 +4,7 @@ import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v
 import { VmStatusSchema, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import type { Clock, Store, WatchEvent } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 import { removeCondition, setCondition } from "./conditions.js";
 import { Fencer } from "./fencing.js";
 import { decideHa, GAVE_UP, HA_CONDITION, haPriority, recordRestart } from "./ha-policy.js";

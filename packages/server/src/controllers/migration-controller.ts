@@ -4,7 +4,7 @@ import { MigrationSchema, MigrationStatus_Phase as MPhase, type Migration } from
 import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { allOf, MIGRATION_KIND, migrationFinished, NODE_KIND, QuantixError, VM_KIND, type Clock, type IdGenerator, type Store, type Timers } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 import { Controller, watching, type ReconcileResult } from "../runtime/controller.js";
 import { migrationOutcome } from "../services/migration-outcome.js";
 import { describeRoute, finish, MIGRATION_CONTROLLER, MIGRATION_TIMEOUT_MS, runMigration, update, type StopReason } from "./migration-run.js";

@@ -4,7 +4,7 @@ import { MigrationStatusSchema, MigrationStatus_Phase as MPhase, type Migration,
 import { VmStatusSchema, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { MIGRATION_KIND, NODE_KIND, QuantixError, VM_KIND, type Clock, type HypervisorMigration, type HypervisorPort, type MigrationStatistics, type Store } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 import { migrationOutcome, type MigrationOutcome } from "../services/migration-outcome.js";
 import { MigrationProgressWriter } from "../services/migration-progress.js";
 import { setCondition } from "./conditions.js";

@@ -3,7 +3,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ResourcesSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { allOf, demandOf, NODE_KIND, VM_KIND, type Clock, type Store, type Timers } from "@quantix/core";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
 
 /** The actor name of the node allocation controller (it owns status.allocated and status.vm_ids). */

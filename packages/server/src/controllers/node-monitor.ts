@@ -1,7 +1,7 @@
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { Clock, Store } from "@quantix/core";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 import { HEARTBEAT_INTERVAL_SEC } from "../services/node-service.js";
 import { setCondition } from "./conditions.js";
 import { NODE_KIND } from "@quantix/core";

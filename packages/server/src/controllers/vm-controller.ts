@@ -1,6 +1,6 @@
 import { allOf, QuantixError, VM_KIND, type Clock, type Store, type Timers, type VmObservation } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
 import { finalizeVm } from "./vm-finalize.js";
 import { stepVm } from "./vm-step.js";

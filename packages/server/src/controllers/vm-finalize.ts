@@ -2,7 +2,7 @@ import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v
 import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { GUEST_FINALIZER, NODE_KIND, QuantixError, VM_KIND, type Clock, type Store } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 import type { VmStatusWriter } from "./vm-status-writer.js";
 import { updateWithEvents } from "../events/record.js";
 import { vmEvents } from "../events/vm-events.js";

@@ -21,7 +21,7 @@ import {
   type Store,
   type WatchEvent,
 } from "@quantix/core";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 import { setCondition } from "./conditions.js";
 import { haPriority } from "./ha-policy.js";
 import { markNoExecute } from "./no-execute.js";

@@ -2,7 +2,7 @@ import { createSimulatedHost } from "@quantix/agent";
 import { inProcessConnection } from "../hypervisor/agent-connection.js";
 import { connectedAgentHypervisor, directBootSpec } from "../hypervisor/agent-hypervisor-test-kit.js";
 import { hypervisorPortContract } from "../hypervisor/hypervisor-port.contract.js";
-import { silentLogger } from "../log.js";
+import { silentLogger } from "@quantix/rpc";
 
 // The port as the demo nodes have it: AgentHypervisor in memory to a simulated host (the
 // agent's VmManager over its simulated backend), as simulated-nodes.ts wires it.

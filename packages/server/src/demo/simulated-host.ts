@@ -1,6 +1,6 @@
 import type { VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import type { InProcessAgent } from "../hypervisor/agent-connection.js";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 
 /** A guest a simulated host starts with, running since `startedAtMs` (its agent re-adopts it). */
 export interface SeededGuest {

@@ -7,7 +7,7 @@ import { allOf, NODE_KIND, QuantixError, toAgentVmConfig, VM_KIND, type Store, t
 import { inProcessConnection } from "../hypervisor/agent-connection.js";
 import { AgentHypervisor } from "../hypervisor/agent-hypervisor.js";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 import { HEARTBEAT_INTERVAL_SEC, type NodeService } from "../services/node-service.js";
 import type { SeededGuest, SimulatedHost, SimulatedHostFactory } from "./simulated-host.js";
 

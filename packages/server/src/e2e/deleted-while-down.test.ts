@@ -8,11 +8,10 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { SimulatedBackend } from "@quantix/agent/backends/simulated/simulated-backend.js";
+import { SimulatedBackend } from "@quantix/agent";
 import { VM_KIND, type Store } from "@quantix/core";
-import { startTestServer, until, type TestServer } from "@quantix/testing";
-import { TestAgent } from "@quantix/testing/test-agent.js";
-import { silentLogger } from "../log.js";
+import { startTestServer, TestAgent, until, type TestServer } from "@quantix/testing";
+import { silentLogger } from "@quantix/rpc";
 import { openStore } from "../store/open-store.js";
 
 // A guest is removed by observing its node, whatever events were missed: its VM deleted

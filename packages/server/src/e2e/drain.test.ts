@@ -9,14 +9,9 @@ import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb
 import { NodeStatus_Phase as Phase, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { QemuBackend } from "@quantix/agent/backends/qemu/qemu-backend.js";
-import { isProcessAlive } from "@quantix/agent/process-state.js";
-import { startAgentServer } from "@quantix/agent/rpc/agent-server.js";
-import { startControlPlaneLink } from "@quantix/agent/sync/control-plane-link.js";
-import { VmManager } from "@quantix/agent/vm-manager.js";
-import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
-import { buildTestGuest, ensureDebianPackages, GUEST_TICK } from "@quantix/testing/guest.js";
-import { silentLogger } from "../log.js";
+import { QemuBackend, isProcessAlive, startAgentServer, startControlPlaneLink, VmManager } from "@quantix/agent";
+import { rejection, startTestServer, until, type TestServer, buildTestGuest, ensureDebianPackages, GUEST_TICK } from "@quantix/testing";
+import { silentLogger } from "@quantix/rpc";
 
 /*
  * Live migration through the compute API: a control plane and two in-process agents with

@@ -14,9 +14,7 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_State as State, type ResourceUsage, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { bootSector, BOOT_SECTOR_MARKER } from "@quantix/testing/boot-sector.js";
-import { buildTestGuest, GUEST_TICK, type TestGuest } from "@quantix/testing/guest.js";
-import { isProcessAlive, startTestServer, until, type TestServer } from "@quantix/testing";
+import { bootSector, BOOT_SECTOR_MARKER, buildTestGuest, GUEST_TICK, type TestGuest, isProcessAlive, startTestServer, until, type TestServer } from "@quantix/testing";
 import type { AgentNodes } from "../hypervisor/agent-nodes.js";
 
 /*

@@ -11,7 +11,7 @@ import { EventSchema, Severity } from "@quantix/api/gen/Quantixkvm/event/v1/even
 import { EventService } from "@quantix/api/gen/Quantixkvm/event/v1/event_service_pb.js";
 import { EVENT_KIND } from "@quantix/core";
 import { collect, FakeClock, startTestServer, until, type TestServer } from "@quantix/testing";
-import { silentLogger } from "../log.js";
+import { silentLogger } from "@quantix/rpc";
 import { MemoryStore } from "../store/memory-store.js";
 import { EventRetention } from "./retention.js";
 

@@ -1,5 +1,5 @@
 import { EVENT_KIND, systemTimers, timeValue, type Clock, type Store, type Timers } from "@quantix/core";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 
 /** Events deleted per batch. */
 const BATCH = 500;

@@ -1,12 +1,10 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { QemuBackend } from "@quantix/agent/backends/qemu/qemu-backend.js";
-import { startAgentServer } from "@quantix/agent/rpc/agent-server.js";
-import { VmManager } from "@quantix/agent/vm-manager.js";
+import { QemuBackend, startAgentServer, VmManager } from "@quantix/agent";
 import { until } from "@quantix/testing";
-import { buildTestGuest, ensureDebianPackages, GUEST_MARKER } from "@quantix/testing/guest.js";
-import { silentLogger } from "../log.js";
+import { buildTestGuest, ensureDebianPackages, GUEST_MARKER } from "@quantix/testing";
+import { silentLogger } from "@quantix/rpc";
 import { httpAgentConnection } from "./agent-connection.js";
 import { connectedAgentHypervisor, directBootSpec } from "./agent-hypervisor-test-kit.js";
 import { hypervisorPortContract } from "./hypervisor-port.contract.js";

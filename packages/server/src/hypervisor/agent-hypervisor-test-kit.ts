@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { VmSpecSchema, type VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { silentLogger } from "../log.js";
+import { silentLogger } from "@quantix/rpc";
 import type { AgentConnection } from "./agent-connection.js";
 import { AgentHypervisor } from "./agent-hypervisor.js";
 

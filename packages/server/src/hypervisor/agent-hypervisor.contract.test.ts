@@ -1,7 +1,5 @@
-import { SimulatedBackend } from "@quantix/agent/backends/simulated/simulated-backend.js";
-import { startAgentServer } from "@quantix/agent/rpc/agent-server.js";
-import { VmManager } from "@quantix/agent/vm-manager.js";
-import { silentLogger } from "../log.js";
+import { SimulatedBackend, startAgentServer, VmManager } from "@quantix/agent";
+import { silentLogger } from "@quantix/rpc";
 import { httpAgentConnection } from "./agent-connection.js";
 import { connectedAgentHypervisor, directBootSpec } from "./agent-hypervisor-test-kit.js";
 import { hypervisorPortContract } from "./hypervisor-port.contract.js";

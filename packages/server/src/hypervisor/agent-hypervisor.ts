@@ -2,7 +2,7 @@ import { createClient, type Client } from "@connectrpc/connect";
 import type { VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VmService, VmState, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { CLUSTER_METADATA_KEY, QuantixError, toAgentVmConfig, type Capability, type HypervisorConsole, type HypervisorMetrics, type HypervisorMigration, type HypervisorPort, type ObservedPower, type ShutdownOptions, type VmObservation } from "@quantix/core";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 import type { AgentConnection } from "./agent-connection.js";
 import { fromAgentError } from "./agent-errors.js";
 import { agentMigration } from "./agent-migration.js";

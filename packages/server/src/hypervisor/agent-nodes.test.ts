@@ -6,11 +6,11 @@ import { after, before, test } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { SimulatedBackend } from "@quantix/agent/backends/simulated/simulated-backend.js";
+import { SimulatedBackend } from "@quantix/agent";
 import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
-import { TestAgent } from "@quantix/testing/test-agent.js";
+import { TestAgent } from "@quantix/testing";
 import { NodeMonitor } from "../controllers/node-monitor.js";
-import { silentLogger } from "../log.js";
+import { silentLogger } from "@quantix/rpc";
 import type { AgentNodes } from "./agent-nodes.js";
 
 let s: TestServer;

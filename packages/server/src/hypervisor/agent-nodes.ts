@@ -1,6 +1,6 @@
 import { NodeStatus_Phase as Phase, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { Store } from "@quantix/core";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 import { httpAgentConnection } from "./agent-connection.js";
 import { AgentHypervisor } from "./agent-hypervisor.js";
 import type { NodeDrivers } from "./node-drivers.js";

@@ -3,7 +3,7 @@ import type { Client } from "@connectrpc/connect";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { VmEventType, type VmEvent, type VmService, type VmState } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { CLUSTER_METADATA_KEY } from "@quantix/core";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 
 /** What the last WatchVms event said about one VM on an agent. */
 export interface AgentVmEntry {

@@ -2,8 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { Code, createClient } from "@connectrpc/connect";
 import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
-import { rejection, startTestServer, transports, until, type TestServer } from "@quantix/testing";
-import { parsePrometheus, sampleValue, type PromExposition } from "@quantix/testing/prometheus-parse.js";
+import { rejection, startTestServer, transports, until, type TestServer, parsePrometheus, sampleValue, type PromExposition } from "@quantix/testing";
 
 let server: TestServer;
 before(async () => {

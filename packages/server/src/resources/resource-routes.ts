@@ -4,7 +4,7 @@ import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { budgetOf } from "../rpc/budget.js";
 import type { ResourceWriter } from "./resource-writer.js";
 import type { Kind, Resource, Store } from "@quantix/core";
-import { route, type Route } from "../rpc/routes.js";
+import { route, type Route } from "@quantix/rpc";
 import { filterFields, type CustomFilter } from "./request-filter.js";
 import { ResourceReader } from "./resource-service.js";
 

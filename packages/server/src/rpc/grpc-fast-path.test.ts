@@ -8,7 +8,7 @@ import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/
 import { createSimulatedHost } from "@quantix/agent";
 import { startControlPlane, type ControlPlane } from "../app.js";
 import { loadConfig } from "../config.js";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 
 describe("gRPC served straight from HTTP/2 streams", () => {
   let cp: ControlPlane;

@@ -9,7 +9,7 @@ import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.
 import { collect, synced } from "@quantix/testing";
 import { startControlPlane, type ControlPlane } from "../app.js";
 import { loadConfig } from "../config.js";
-import { silentLogger } from "../log.js";
+import { silentLogger } from "@quantix/rpc";
 import { MemoryStore } from "../store/memory-store.js";
 
 const spec = { cpu: { cores: 1 }, memory: { sizeMib: 512n } };

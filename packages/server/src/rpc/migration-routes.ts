@@ -2,7 +2,7 @@ import { MigrationStatus_Phase as MPhase } from "@quantix/api/gen/Quantixkvm/com
 import { MigrationService } from "@quantix/api/gen/Quantixkvm/compute/v1/migration_service_pb.js";
 import { MIGRATION_KIND, migrationFinished, QuantixError, type Store } from "@quantix/core";
 import { requireWellFormedId, resourceRoute } from "../resources/index.js";
-import type { Route } from "./routes.js";
+import type { Route } from "@quantix/rpc";
 
 /**
  * Quantixkvm.compute.v1.MigrationService: the migration kind's generic reads, and

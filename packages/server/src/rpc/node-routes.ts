@@ -5,7 +5,7 @@ import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service
 import { NODE_KIND, type Store } from "@quantix/core";
 import { resourceRoute } from "../resources/resource-routes.js";
 import type { NodeDrainService } from "../services/node-drain.js";
-import type { Route } from "./routes.js";
+import type { Route } from "@quantix/rpc";
 import { nodeMetrics } from "../services/node-metrics.js";
 import type { NodeService as Nodes } from "../services/node-service.js";
 

@@ -1,6 +1,5 @@
 import type { DescService } from "@bufbuild/protobuf";
-import { unimplemented } from "./errors.js";
-import type { Route } from "./routes.js";
+import { unimplemented, type Route } from "@quantix/rpc";
 
 /**
  * Serves every method of a service that no issue has built yet with UNIMPLEMENTED and a

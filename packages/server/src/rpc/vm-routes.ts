@@ -9,7 +9,7 @@ import type { VmService } from "../services/vm-service.js";
 import { VM_KIND, type Store } from "@quantix/core";
 import { resourceRoute } from "../resources/resource-routes.js";
 import { budgetOf } from "./budget.js";
-import type { Route } from "./routes.js";
+import type { Route } from "@quantix/rpc";
 import { getConsoleOutput, streamConsole } from "./vm-console-routes.js";
 
 /**

@@ -5,7 +5,7 @@ import { create } from "@bufbuild/protobuf";
 import { NodeSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { allOf, NODE_KIND, QuantixError, type Store } from "@quantix/core";
 import { FakeClock, until } from "@quantix/testing";
-import { silentLogger } from "../log.js";
+import { silentLogger } from "@quantix/rpc";
 import { MemoryStore } from "../store/memory-store.js";
 import { Controller, TerminalError, watching, type ReconcileResult } from "./controller.js";
 import { ControllerManager } from "./manager.js";

@@ -1,5 +1,5 @@
 import { systemTimers, type ChangeEvent, type Clock, type Collection, type Resource, type Timers, type WatchEvent } from "@quantix/core";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 import { WorkQueue } from "./work-queue.js";
 
 /** What a reconcile asks for: nothing (done until something changes), or to run again after a delay. */

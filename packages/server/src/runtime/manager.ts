@@ -1,5 +1,5 @@
 import type { Store } from "@quantix/core";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 /** Something the manager starts on the leader and stops: a Controller, or a periodic task. */
 export interface Runnable {
   start(): Promise<void>;

@@ -4,7 +4,7 @@ import { NodeSchema, NodeStatus_Phase } from "@quantix/api/gen/Quantixkvm/comput
 import { PowerState, VirtualMachineSchema, VmStatus_State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { QuantixError, randomIds, systemClock, type Capability, type HypervisorMigration, type HypervisorPort, type MigrationStatistics, type ObservedPower, type ShutdownOptions, type VmObservation, VM_KIND, NODE_KIND } from "@quantix/core";
 import { NodeDrivers } from "../hypervisor/node-drivers.js";
-import { silentLogger } from "../log.js";
+import { silentLogger } from "@quantix/rpc";
 import { MemoryStore } from "../store/memory-store.js";
 import { VmMigrationService } from "./vm-migration.js";
 import { ControllerManager } from "../runtime/manager.js";

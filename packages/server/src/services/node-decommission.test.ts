@@ -6,9 +6,9 @@ import { after, before, test } from "node:test";
 import { Code } from "@connectrpc/connect";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { SimulatedBackend } from "@quantix/agent/backends/simulated/simulated-backend.js";
+import { SimulatedBackend } from "@quantix/agent";
 import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
-import { TestAgent } from "@quantix/testing/test-agent.js";
+import { TestAgent } from "@quantix/testing";
 
 // DecommissionNode with real (in-process) agents over the simulated backend: the node's
 // guests are powered off and deleted on its host, and the host does not come back as a

@@ -4,7 +4,7 @@ import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_p
 import { QuantixError, type Clock, type HypervisorPort, type Store, VM_KIND, NODE_KIND, allOf } from "@quantix/core";
 import { withinBudget } from "./wait.js";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 import { requireId } from "./vm-service.js";
 
 /** Keeps the VM controller off a VM for a while (VmController.holdForMigration). */

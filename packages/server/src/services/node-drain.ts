@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { DrainNodeResponseSchema, DrainFailureSchema, type DrainNodeRequest, type DrainNodeResponse } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { DrainRequestSchema, DrainStatus_Phase as DPhase, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { NODE_KIND, QuantixError, type Clock, type Store } from "@quantix/core";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 import type { NodeService } from "./node-service.js";
 import { waitFor } from "./wait.js";
 

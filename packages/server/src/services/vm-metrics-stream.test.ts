@@ -7,12 +7,9 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_State as State, type ResourceUsage } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { SimulatedBackend } from "@quantix/agent/backends/simulated/simulated-backend.js";
-import { startAgentServer, type AgentServer } from "@quantix/agent/rpc/agent-server.js";
-import { startControlPlaneLink, type ControlPlaneLink } from "@quantix/agent/sync/control-plane-link.js";
-import { VmManager } from "@quantix/agent/vm-manager.js";
+import { SimulatedBackend, startAgentServer, type AgentServer, startControlPlaneLink, type ControlPlaneLink, VmManager } from "@quantix/agent";
 import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
-import { silentLogger } from "../log.js";
+import { silentLogger } from "@quantix/rpc";
 import { intervalOf, intervalPercent, toResourceUsage } from "./vm-metrics-stream.js";
 
 /*

@@ -11,7 +11,7 @@ import { MigrationStatus_Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/mi
 import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
 import { setCondition } from "../controllers/conditions.js";
 import { DrainController } from "../controllers/drain-controller.js";
-import { silentLogger } from "../log.js";
+import { silentLogger } from "@quantix/rpc";
 import { fakeCluster, FakeNode } from "./migration-test-kit.js";
 import { NodeDrainService } from "./node-drain.js";
 import { NodeService } from "./node-service.js";

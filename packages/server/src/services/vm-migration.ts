@@ -5,7 +5,7 @@ import { VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Q
 import { MIGRATION_KIND, migrationFinished, NODE_KIND, notFound, QuantixError, VM_KIND, type Clock, type ErrorCode, type IdGenerator, type MigrationStatistics, type ScoringStrategy, type Store } from "@quantix/core";
 import { capable } from "../controllers/migration-run.js";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 import { scheduleMigration } from "./migration-target.js";
 import { requireId } from "./vm-service.js";
 

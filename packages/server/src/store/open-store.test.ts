@@ -9,7 +9,7 @@ import { after, before, describe, it } from "node:test";
 import { QuantixError, VM_KIND } from "@quantix/core";
 import { startPostgres, startTestServer, type TestPostgres } from "@quantix/testing";
 import pg from "pg";
-import { silentLogger } from "../log.js";
+import { silentLogger } from "@quantix/rpc";
 import { openStore } from "./open-store.js";
 import type { SqlStore } from "./sql/sql-store.js";
 import { fixtureVm } from "./store-fixtures.js";

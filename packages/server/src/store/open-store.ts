@@ -1,7 +1,7 @@
 import type { Store } from "@quantix/core";
 import { QuantixError } from "@quantix/core";
 import { redactUrl, type StoreConfig, type StoreTuning } from "../config.js";
-import type { Logger } from "../log.js";
+import type { Logger } from "@quantix/rpc";
 import { openDataDir } from "./embedded-dir.js";
 import { MemoryStore } from "./memory-store.js";
 import { migrate, SCHEMA_VERSION } from "./sql/migrations.js";

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
-import { silentLogger } from "@quantix/server/log.js";
+import { silentLogger } from "@quantix/rpc";
 import { startAgentServer } from "../../rpc/agent-server.js";
 import { VmManager } from "../../vm-manager.js";
 import { probeKvm } from "./kvm-probe.js";

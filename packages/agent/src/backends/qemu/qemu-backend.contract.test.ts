@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { buildTestGuest, ensureDebianPackages, GUEST_MARKER } from "@quantix/testing/guest.js";
+import { buildTestGuest, ensureDebianPackages, GUEST_MARKER } from "@quantix/testing";
 import { backendContract } from "../backend.contract.js";
 import { readPidFile } from "./qemu-process.js";
 import { listVmDirs, vmPaths } from "./qemu-vm-dir.js";

@@ -26,7 +26,7 @@ import {
 import { registerReflection } from "./reflection.js";
 
 const execFileAsync = promisify(execFile);
-const BUF = fileURLToPath(new URL("../../../../node_modules/.bin/buf", import.meta.url));
+const BUF = fileURLToPath(new URL("../../../node_modules/.bin/buf", import.meta.url));
 
 function routes(router: ConnectRouter): void {
   // A tiny NodeService so buf curl has something real to call once reflection has

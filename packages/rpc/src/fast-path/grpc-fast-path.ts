@@ -1,0 +1,104 @@
+import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import { fromBinary } from "@bufbuild/protobuf";
+import { createServiceImplSpec, type Interceptor, type MethodImplSpec } from "@connectrpc/connect";
+import { parseTimeout } from "@connectrpc/connect/protocol-grpc";
+import { toConnectError } from "../errors.js";
+import { applyInterceptors } from "../interceptors/apply-interceptors.js";
+import type { Route } from "../routes.js";
+import { DEADLINE, FastContext } from "./fast-context.js";
+import { adoptResponse, fastRequest, invokeServerStreaming, invokeUnary } from "./fast-request.js";
+import { finish, readMessage, respond, envelope } from "./grpc-wire.js";
+import { pump } from "./stream-pump.js";
+
+/** Limits and interceptors of the fast path: the very ones the Connect router gets. */
+export interface FastPathOptions {
+  readonly readMaxBytes: number;
+  readonly writeMaxBytes: number;
+  readonly shutdownSignal: AbortSignal;
+  /** Run around every call, in this order (the first outermost), as the Connect router runs them. */
+  readonly interceptors: readonly Interceptor[];
+}
+
+type Served = Extract<MethodImplSpec, { kind: "unary" } | { kind: "server_streaming" }>;
+
+const GRPC_CONTENT_TYPE = /^application\/grpc(\+proto)?$/;
+
+/**
+ * Serves unary and server-streaming gRPC calls straight from HTTP/2 streams: the same
+ * service implementations and the same interceptors as the Connect router, without its
+ * per-call machinery (docs/adr/0003-*.md). Everything else (Connect, gRPC-Web, bidi and
+ * client streams, compressed messages, unknown paths) goes to the Connect router.
+ */
+export class GrpcFastPath {
+  private readonly methods = new Map<string, Served>();
+  private readonly live = new Set<FastContext>();
+
+  constructor(routes: readonly Route[], private readonly opts: FastPathOptions) {
+    opts.shutdownSignal.addEventListener("abort", () => {
+      for (const ctx of this.live) ctx.abort(opts.shutdownSignal.reason);
+    }, { once: true });
+    for (const r of routes) {
+      const spec = createServiceImplSpec(r.service, r.impl);
+      for (const m of Object.values(spec.methods)) {
+        if (m.kind === "unary" || m.kind === "server_streaming") this.methods.set(`/${r.service.typeName}/${m.method.name}`, m);
+      }
+    }
+  }
+
+  /** Handles the stream if it is a call the fast path serves; returns false otherwise. */
+  handle(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): boolean {
+    if (headers[":method"] !== "POST") return false;
+    const path = headers[":path"] ?? "";
+    const spec = this.methods.get(path);
+    if (!spec || !GRPC_CONTENT_TYPE.test(headers["content-type"] ?? "")) return false;
+    const encoding = headers["grpc-encoding"];
+    if (encoding !== undefined && encoding !== "identity") return false;
+    const rawTimeout = headers["grpc-timeout"];
+    const timeout = parseTimeout(typeof rawTimeout === "string" ? rawTimeout : null, Number.MAX_SAFE_INTEGER);
+    if (timeout.error) return false;
+    const ctx = new FastContext(spec.method.parent, spec.method, path, stream, headers, timeout.timeoutMs, this.opts.shutdownSignal, this.live);
+    void (spec.kind === "unary" ? this.serveUnary(stream, spec, ctx) : this.serveStreaming(stream, spec, ctx));
+    return true;
+  }
+
+  // A request that fails before the chain (too large, malformed) is refused as the Connect
+  // router refuses it there: with its status, unseen by the interceptors.
+  private async serveUnary(stream: ServerHttp2Stream, spec: Extract<Served, { kind: "unary" }>, ctx: FastContext): Promise<void> {
+    try {
+      const req = fastRequest(ctx, false, fromBinary(spec.method.input, await readMessage(stream, this.opts.readMaxBytes)));
+      const res = await applyInterceptors(invokeUnary(spec, ctx, req), this.opts.interceptors)(req);
+      adoptResponse(ctx, res);
+      const bytes = envelope(spec.method.output, res.message as object, this.opts.writeMaxBytes);
+      respond(stream, ctx);
+      stream.write(bytes);
+      finish(stream, ctx, undefined);
+    } catch (err) {
+      finish(stream, ctx, ctx.expired() ? DEADLINE : toConnectError(err));
+    } finally {
+      ctx.done();
+    }
+  }
+
+  private async serveStreaming(stream: ServerHttp2Stream, spec: Extract<Served, { kind: "server_streaming" }>, ctx: FastContext): Promise<void> {
+    // Read from now on; a bad request message fails the call when its implementation's end of the chain reads it.
+    const body = readMessage(stream, this.opts.readMaxBytes);
+    body.catch(() => undefined);
+    const input = spec.method.input;
+    const req = fastRequest(ctx, true, {
+      async *[Symbol.asyncIterator]() {
+        yield fromBinary(input, await body);
+      },
+    });
+    try {
+      const res = await applyInterceptors(invokeServerStreaming(spec, ctx, req), this.opts.interceptors)(req);
+      adoptResponse(ctx, res);
+      respond(stream, ctx);
+      await pump(stream, res.message as AsyncIterable<unknown>, spec.method.output, this.opts.writeMaxBytes);
+      finish(stream, ctx, undefined);
+    } catch (err) {
+      finish(stream, ctx, ctx.expired() ? DEADLINE : toConnectError(err));
+    } finally {
+      ctx.done();
+    }
+  }
+}

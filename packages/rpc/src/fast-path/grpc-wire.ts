@@ -1,0 +1,102 @@
+import * as http2 from "node:http2";
+import type { ServerHttp2Stream } from "node:http2";
+import type { DescMessage } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { encodeMessage } from "./encode-cache.js";
+import type { FastContext } from "./fast-context.js";
+
+// The gRPC wire format on an HTTP/2 stream, as much of it as the fast path speaks:
+// one uncompressed request message in, length-prefixed messages and status trailers out.
+
+/** What a call the client abandoned ends with. */
+export const CANCELED = new ConnectError("the client cancelled the call", Code.Canceled);
+/** Framed bytes of frozen messages (shared watch updates), written as they are to every stream. */
+const enveloped = new WeakMap<object, Uint8Array>();
+const RESPONSE_HEADERS = { ":status": "200", "content-type": "application/grpc+proto", "grpc-accept-encoding": "identity" };
+/** The trailers of a call that succeeded and set none of its own: made once. */
+const OK_TRAILERS: Record<string, string> = headersRecord(setTrailerStatus(new Headers(), undefined));
+
+/** Reads the request body: exactly one uncompressed, length-prefixed message. */
+export function readMessage(stream: ServerHttp2Stream, readMaxBytes: number): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const limit = readMaxBytes + 5;
+    const onData = (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        stream.off("data", onData);
+        reject(new ConnectError(`message larger than configured max ${readMaxBytes} bytes`, Code.ResourceExhausted));
+        // Answer first (the caller's catch), then reset the stream so the client stops sending (RFC 9113 §8.1).
+        setImmediate(() => stream.closed || stream.close(http2.constants.NGHTTP2_NO_ERROR));
+        return;
+      }
+      chunks.push(c);
+    };
+    stream.on("data", onData);
+    stream.once("end", () => {
+      const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+      if (body.length < 5 || body[0] !== 0) {
+        reject(new ConnectError(body.length < 5 ? "protocol error: missing request message" : "protocol error: compressed message without grpc-encoding", Code.Internal));
+        return;
+      }
+      if (body.length !== 5 + body.readUInt32BE(1)) {
+        reject(new ConnectError("protocol error: expected exactly one request message", Code.Unimplemented));
+        return;
+      }
+      resolve(body.subarray(5));
+    });
+    stream.once("error", reject);
+    stream.once("close", () => reject(CANCELED));
+  });
+}
+
+/** A message framed for the wire (frozen ones once), refused when larger than `writeMaxBytes`. */
+export function envelope(schema: DescMessage, msg: object, writeMaxBytes: number): Uint8Array {
+  const cached = Object.isFrozen(msg) ? enveloped.get(msg) : undefined;
+  if (cached) return cached;
+  const bytes = encodeMessage(schema, msg);
+  if (bytes.length > writeMaxBytes) throw new ConnectError(`message size ${bytes.length} is larger than configured writeMaxBytes ${writeMaxBytes}`, Code.ResourceExhausted);
+  const out = Buffer.allocUnsafe(bytes.length + 5);
+  out[0] = 0;
+  out.writeUInt32BE(bytes.length, 1);
+  out.set(bytes, 5);
+  if (Object.isFrozen(msg)) enveloped.set(msg, out);
+  return out;
+}
+
+/** Sends the response headers, with those the implementation or an interceptor set. */
+export function respond(stream: ServerHttp2Stream, ctx: FastContext): void {
+  if (stream.headersSent || stream.destroyed) return;
+  if (!ctx.responseHeader.changed) {
+    stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
+    return;
+  }
+  const h: Record<string, string> = { ...RESPONSE_HEADERS };
+  ctx.responseHeader.forEach((v, k) => (h[k] = v));
+  stream.respond(h, { waitForTrailers: true });
+}
+
+/**
+ * Ends the call with its status, encoded by connect's own setTrailerStatus (so
+ * grpc-status-details-bin carries the same google.rpc.BadRequest): in trailers after a
+ * response, or trailers-only before one.
+ */
+export function finish(stream: ServerHttp2Stream, ctx: FastContext, error: ConnectError | undefined): void {
+  if (stream.destroyed || stream.closed) return;
+  const set = ctx.responseTrailer.changed;
+  const t = error === undefined && !set ? OK_TRAILERS : headersRecord(setTrailerStatus(new Headers(ctx.responseTrailer), error));
+  if (!stream.headersSent) {
+    stream.respond({ ":status": "200", "content-type": "application/grpc+proto", ...t }, { endStream: true });
+    return;
+  }
+  stream.once("wantTrailers", () => stream.sendTrailers(t));
+  stream.end();
+}
+
+function headersRecord(h: Headers): Record<string, string> {
+  const out: Record<string, string> = {};
+  h.forEach((v, k) => (out[k] = v));
+  return out;
+}

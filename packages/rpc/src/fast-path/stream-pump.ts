@@ -1,0 +1,112 @@
+import type { ServerHttp2Stream } from "node:http2";
+import type { DescMessage } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { isPushIterable, type PushIterable } from "@quantix/core";
+import { CANCELED, envelope } from "./grpc-wire.js";
+
+/** A watcher whose client lets more than this many bytes pile up is cut off (it can resume). */
+const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
+const SLOW_CLIENT_GRACE_MS = 10_000;
+
+/**
+ * Writes a response stream's messages until it ends; rejects with what it failed with,
+ * or with why the writing stopped (the client went away, read too slowly, or a message
+ * was too large), which the stream (and so every interceptor watching it) is told too.
+ * A push source (a watch) writes each batch it is handed as one write, from the fan-out
+ * itself; any other source is pulled, and the messages it yields in one turn of the
+ * event loop go out as one write.
+ */
+export function pump(stream: ServerHttp2Stream, source: AsyncIterable<unknown>, output: DescMessage, writeMaxBytes: number): Promise<void> {
+  return isPushIterable(source) ? piped(stream, source, output, writeMaxBytes) : pulled(stream, source, output, writeMaxBytes);
+}
+
+function piped(stream: ServerHttp2Stream, source: PushIterable<unknown>, output: DescMessage, writeMaxBytes: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let settled = false;
+    let stop: ((reason?: unknown) => void) | undefined;
+    /** Since when more than MAX_BUFFERED_BYTES have been waiting for the client, if they are. */
+    let overSince: number | undefined;
+    /** Ends the call: `ended` when the source ended or failed, else `err` is why the writer stopped it. */
+    const settle = (err: unknown, ended: boolean) => {
+      if (settled) return;
+      settled = true;
+      stream.off("close", onClose);
+      if (err === undefined) resolve();
+      else reject(err);
+      // A source that ended is stopped too (it releases what it holds); one the writer gives up on learns why.
+      stop?.(ended ? undefined : err);
+    };
+    const onClose = () => settle(CANCELED, false);
+    stream.once("close", onClose);
+    stop = source.pipe({
+      push: (msgs) => {
+        if (settled || stream.destroyed) return;
+        let frames;
+        try {
+          frames = msgs.map((m) => envelope(output, m as object, writeMaxBytes));
+        } catch (err) {
+          settle(err, false);
+          return;
+        }
+        stream.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
+        // A large snapshot may take a while to drain; a client that stays behind is cut off.
+        if (stream.writableLength <= MAX_BUFFERED_BYTES) overSince = undefined;
+        else if ((overSince ??= Date.now()) + SLOW_CLIENT_GRACE_MS < Date.now()) {
+          settle(new ConnectError(`the client reads too slowly: more than ${MAX_BUFFERED_BYTES} bytes have waited for ${SLOW_CLIENT_GRACE_MS / 1000} s; resume from the last resource_version received`, Code.ResourceExhausted), false);
+        }
+      },
+      fail: (err) => settle(err ?? new Error("stream failed"), true),
+      end: () => settle(undefined, true),
+    });
+    // The source may have ended, or the client gone, while pipe() ran.
+    if (settled) stop();
+  });
+}
+
+async function pulled(stream: ServerHttp2Stream, source: AsyncIterable<unknown>, output: DescMessage, writeMaxBytes: number): Promise<void> {
+  const it = source[Symbol.asyncIterator]();
+  let pending: Uint8Array[] = [];
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (pending.length === 0 || stream.destroyed) return;
+    const batch = pending.length === 1 ? pending[0]! : Buffer.concat(pending);
+    pending = [];
+    stream.write(batch);
+  };
+  for (;;) {
+    const r = await it.next();
+    if (r.done) break;
+    let frame;
+    try {
+      if (stream.destroyed) throw CANCELED;
+      frame = envelope(output, r.value as object, writeMaxBytes);
+    } catch (err) {
+      // Tell the source (and the interceptors wrapping it) why it is stopped, as connect's router does.
+      await (it.throw ? it.throw(err) : it.return?.())?.catch(() => undefined);
+      throw err;
+    }
+    pending.push(frame);
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
+    if (stream.writableNeedDrain) {
+      flush();
+      await drained(stream);
+    }
+  }
+  flush();
+}
+
+function drained(stream: ServerHttp2Stream): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off("drain", done);
+      stream.off("close", done);
+      resolve();
+    };
+    stream.on("drain", done);
+    stream.on("close", done);
+  });
+}

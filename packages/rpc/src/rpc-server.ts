@@ -1,0 +1,110 @@
+import { setMaxListeners } from "node:events";
+import type { DescFile } from "@bufbuild/protobuf";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { connectNodeAdapter, type ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
+import { GrpcFastPath } from "./fast-path/grpc-fast-path.js";
+import { mapErrors } from "./interceptors/map-errors.js";
+import { observeCalls } from "./interceptors/observe-calls.js";
+import { listenDual, type ListenerLimits } from "./listener.js";
+import type { Logger } from "./log/logger.js";
+import type { RpcMetrics } from "./metrics/rpc-metrics.js";
+import { registerReflection } from "./reflection.js";
+import { registerRoutes, type Route } from "./routes.js";
+
+/** Answers every request that is not an RPC (health, metrics, a 404 that says where the API is). */
+export type Fallback = NonNullable<ConnectNodeAdapterOptions["fallback"]>;
+
+/** The limits of a server (docs/adr/0002-*.md): the listener's, and message sizes. */
+export interface RpcLimits extends ListenerLimits {
+  /** Largest request message, in bytes. */
+  readonly readMaxBytes: number;
+  /** Largest response message, in bytes. */
+  readonly writeMaxBytes: number;
+}
+
+/** ADR 0002's limits. */
+export const DEFAULT_LIMITS: RpcLimits = { readMaxBytes: 4 * 1024 * 1024, writeMaxBytes: 64 * 1024 * 1024, maxConcurrentStreams: 10_000, maxHeaderBytes: 64 * 1024 };
+
+/** What a server serves, where, and who hears about it. */
+export interface RpcServerOptions {
+  readonly host: string;
+  /** 0 picks a free port. */
+  readonly port: number;
+  /** The services, on every protocol. */
+  readonly routes: readonly Route[];
+  /** Files whose services gRPC server reflection (v1 and v1alpha) lists; without them, no reflection. */
+  readonly reflection?: readonly DescFile[];
+  /** One line per RPC goes here. */
+  readonly log: Logger;
+  /** Counts every RPC, when given (the binary's /metrics). */
+  readonly metrics?: RpcMetrics;
+  /**
+   * Run on every call on every path, inside the log line and the error mapping (so what
+   * they refuse is logged, counted and answered in the API's vocabulary), first outermost.
+   */
+  readonly interceptors?: readonly Interceptor[];
+  readonly fallback?: Fallback;
+  readonly limits?: Partial<RpcLimits>;
+  /** Told to in-flight calls when the server closes (UNAVAILABLE). */
+  readonly shutdownMessage?: string;
+  /** Called on close once the shutdown signal has aborted, before in-flight calls drain: end long streams here. */
+  readonly onShutdown?: () => void;
+}
+
+/** A listening server. */
+export interface RpcServer {
+  readonly port: number;
+  /** The address it listens on, e.g. 127.0.0.1 or ::1. */
+  readonly address: string;
+  /** Base URL, e.g. http://127.0.0.1:8080. */
+  readonly url: string;
+  /** Aborts when the server begins to close. */
+  readonly shutdownSignal: AbortSignal;
+  /** Aborts in-flight calls, lets them finish for up to `graceMs`, then closes every connection. */
+  close(graceMs: number): Promise<void>;
+}
+
+/**
+ * Serves `routes` over Connect (JSON and binary), gRPC and gRPC-Web, on HTTP/1.1 and
+ * cleartext HTTP/2 at one port (docs/adr/0002-*.md), unary and server-streaming gRPC on
+ * the fast path (docs/adr/0003-*.md). Every path runs one interceptor chain, installed
+ * here once: the log line and metrics outermost, then the error mapping, then `interceptors`.
+ */
+export async function startRpcServer(o: RpcServerOptions): Promise<RpcServer> {
+  const limits = { ...DEFAULT_LIMITS, ...o.limits };
+  const shutdown = new AbortController();
+  // Every in-flight RPC (each open watch too) links its context to this signal until it ends:
+  // without this, more than 10 at once print a spurious MaxListenersExceededWarning.
+  setMaxListeners(0, shutdown.signal);
+  const interceptors = [observeCalls({ log: o.log, metrics: o.metrics }), mapErrors(), ...(o.interceptors ?? [])];
+  const handler = connectNodeAdapter({
+    routes: (router) => {
+      registerRoutes(router, o.routes);
+      if (o.reflection) registerReflection(router, o.reflection);
+    },
+    interceptors,
+    readMaxBytes: limits.readMaxBytes,
+    writeMaxBytes: limits.writeMaxBytes,
+    jsonOptions: { ignoreUnknownFields: false },
+    shutdownSignal: shutdown.signal,
+    ...(o.fallback ? { fallback: o.fallback } : {}),
+  });
+  const fast = new GrpcFastPath(o.routes, { readMaxBytes: limits.readMaxBytes, writeMaxBytes: limits.writeMaxBytes, shutdownSignal: shutdown.signal, interceptors });
+  const listener = await listenDual(o.host, o.port, handler, limits, (stream, headers) => fast.handle(stream, headers));
+  const host = listener.address.includes(":") ? `[${listener.address}]` : listener.address;
+  let closing: Promise<void> | undefined;
+  return {
+    port: listener.port,
+    address: listener.address,
+    url: `http://${host}:${listener.port}`,
+    shutdownSignal: shutdown.signal,
+    close(graceMs) {
+      closing ??= (async () => {
+        shutdown.abort(new ConnectError(o.shutdownMessage ?? "the server is shutting down", Code.Unavailable));
+        o.onShutdown?.();
+        await listener.close(graceMs);
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,12 @@
+// The public entry of @quantix/server: the control plane to embed (tests, the bench) and
+// its store implementations, which the store bench measures against raw SQL.
+export { startControlPlane, type ControlPlane, type ControlPlaneDeps } from "./app.js";
+export { loadConfig, type ControlPlaneConfig } from "./config.js";
+export { demoNodes, demoVms } from "./demo/demo-data.js";
+export { MemoryStore } from "./store/memory-store.js";
+export { migrate } from "./store/sql/migrations.js";
+export { PgDriver } from "./store/sql/pg-driver.js";
+export { PgliteDriver } from "./store/sql/pglite-driver.js";
+export type { SqlDriver } from "./store/sql/sql-driver.js";
+export { SqlStore } from "./store/sql/sql-store.js";
+export { kindTableDdl } from "./store/sql/kind-ddl.js";
