@@ -37,6 +37,8 @@ export interface RestVmmBackendOptions {
    * (host-files.ts). Undefined: any directory (unit tests).
    */
   readonly imageDirs?: readonly string[];
+  /** Test seam: runs after a VM's host files were opened and checked, before the VMM is spawned with them. */
+  readonly beforeSpawn?: (vmId: string) => Promise<void>;
 }
 
 interface VmRecord {
@@ -128,6 +130,7 @@ export class RestVmmBackend implements Backend {
     // The VMM gets the files opened and checked here, never their names (host-files.ts).
     const files = await openHostFiles(rec.config, this.options.imageDirs);
     try {
+      await this.options.beforeSpawn?.(vmId);
       const proc = spawnVmm(this.options.binary, this.driver.args(vmId, rec.paths), rec.paths.vmmLog, undefined, files.all.map((f) => f.fd));
       rec.process = proc;
       rec.stopping = false;
