@@ -7,6 +7,7 @@ import { after, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { VmConfigSchema } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError } from "@quantix/core";
+import { ensureDebianPackages } from "@quantix/testing";
 import { openHostFiles } from "./host-files.js";
 
 const root = mkdtempSync(join(tmpdir(), "quantix-host-files-unit-"));
@@ -50,4 +51,13 @@ test("refuses a file outside the image dirs (also through a symlink), a FIFO, a 
   const before = fds();
   await refused(config(join(images, "vmlinuz"), [{ path: join(images, "disk.img") }, { path: join(images, "pipe") }]), /pipe/);
   assert.equal(fds(), before, "the files opened before the refused one were closed");
+});
+
+test("refuses a qcow2 disk with a backing file (the hypervisor would open it by name); a plain qcow2 is fine", async () => {
+  await ensureDebianPackages(["qemu-utils"]);
+  execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", join(images, "plain.qcow2"), "1M"]);
+  execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-F", "raw", "-b", join(root, "secret"), join(images, "overlay.qcow2"), "1M"]);
+  const files = await openHostFiles(config(join(images, "vmlinuz"), [{ path: join(images, "plain.qcow2") }]), [images]);
+  files.close();
+  await refused(config(join(images, "vmlinuz"), [{ path: join(images, "overlay.qcow2") }]), /storage\[0\]\.path .*overlay\.qcow2 is a qcow2 image with a backing file/);
 });

@@ -1,4 +1,4 @@
-import { closeSync, constants, fstatSync, openSync, readlinkSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync } from "node:fs";
 import { realpath } from "node:fs/promises";
 import type { VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError } from "@quantix/core";
@@ -85,9 +85,17 @@ async function openOne(field: string, path: string, writable: boolean, allowed: 
     if (after !== before) refuse("changed while it was being opened");
     const kind = fstatSync(fd);
     if (!acceptableKind(field, kind)) refuse(`is not ${kindRule(field)}`);
+    if (field.startsWith("storage[") && hasBackingFile(fd)) refuse("is a qcow2 image with a backing file, which the hypervisor would open by name; flatten it (qemu-img convert) first");
     return { field, path, fd, blockDevice: kind.isBlockDevice() };
   } catch (err) {
     closeSync(fd);
     throw err;
   }
+}
+
+/** Whether the image on `fd` is qcow2 and names a backing file (header: magic, version, then the backing file's offset, big-endian). */
+function hasBackingFile(fd: number): boolean {
+  const head = Buffer.alloc(16);
+  if (readSync(fd, head, 0, 16, 0) < 16 || head.readUInt32BE(0) !== 0x514649fb) return false;
+  return head.readBigUInt64BE(8) !== 0n;
 }

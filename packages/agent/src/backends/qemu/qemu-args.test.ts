@@ -100,3 +100,9 @@ test("with inherited descriptors QEMU is given no host file's name: disks are fd
   assert.equal(args.filter((a) => a.includes("/img/")).length, 0, "no config path reaches QEMU");
   assert.throws(() => buildQemuArgs({ ...s, fds: { kernel: 3, initrd: undefined, disks: [5, 6] } }), (e: unknown) => e instanceof QuantixError && e.code === "internal");
 });
+
+test("a qcow2 disk never opens a backing file (QEMU would open it by the name in the image's header)", () => {
+  const args = buildQemuArgs(spec({ storage: [{ id: "a", path: "/d/a.qcow2" }] }, [{ format: "qcow2", blockDevice: false }]));
+  const format = values(args, "-blockdev").map((v) => JSON.parse(v) as Record<string, unknown>).find((b) => b["driver"] === "qcow2");
+  assert.ok(format && "backing" in format && format["backing"] === null, JSON.stringify(format));
+});

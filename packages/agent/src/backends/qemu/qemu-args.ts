@@ -137,7 +137,9 @@ export function buildQemuArgs(spec: QemuLaunchSpec): string[] {
       filename = `/dev/fdset/${i + 1}`;
     }
     args.push("-blockdev", JSON.stringify({ driver: source.blockDevice ? "host_device" : "file", "node-name": `disk${i}-file`, filename, "read-only": ro }));
-    args.push("-blockdev", JSON.stringify({ driver: source.format, "node-name": `disk${i}`, file: `disk${i}-file`, "read-only": ro }));
+    // No backing file is ever opened: QEMU would open it by the name the image's header gives.
+    const backing = source.format === "qcow2" ? { backing: null } : {};
+    args.push("-blockdev", JSON.stringify({ driver: source.format, "node-name": `disk${i}`, file: `disk${i}-file`, "read-only": ro, ...backing }));
     args.push("-device", JSON.stringify({ driver: diskDriver(disk.interfaceType, i), id: `disk${i}-dev`, drive: `disk${i}`, ...(disk.isRootDevice ? rootBootIndex : {}) }));
   });
   config.network.forEach((nic, i) => {
