@@ -1,4 +1,5 @@
 import { accessSync, constants, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
 import { join, resolve } from "node:path";
 import { QuantixError } from "@quantix/core";
 
@@ -6,6 +7,9 @@ import { QuantixError } from "@quantix/core";
 const MARKER = "quantix-data.json";
 const FORMAT = 1;
 const LOCK = "quantix.lock";
+/** 50 ms waits for a dead holder's socket to be freed (2 s in all). */
+const SOCKET_RELEASE_WAITS = 40;
+const IN_USE_TODO = "Stop that process, or give this one its own QUANTIX_DATA_DIR (or a shared PostgreSQL: QUANTIX_STORE=postgres://...).";
 /** Where the embedded PostgreSQL (PGlite) keeps its files, inside the data directory. */
 const DATABASE = "pg";
 
@@ -74,12 +78,33 @@ function holds(pid: number, start: string | undefined): boolean {
 }
 
 /**
+ * An OS lock on a directory: a listening socket in Linux's abstract namespace named after
+ * the directory's device and inode. The kernel frees it the moment its process dies (a
+ * zombie holds no sockets), and two processes starting together cannot both get it,
+ * which a lock file alone cannot promise when both find a dead holder's file and take it
+ * over. Resolves to undefined when another process holds it, and to "unavailable" where
+ * there is no abstract namespace (the lock file then works alone).
+ */
+async function holdDirSocket(dir: string): Promise<Server | "unavailable" | undefined> {
+  const { dev, ino } = statSync(dir);
+  const server = createServer();
+  return new Promise((resolve) => {
+    server.once("error", (err: NodeJS.ErrnoException) => resolve(err.code === "EADDRINUSE" ? undefined : "unavailable"));
+    server.listen({ path: `\0quantix-data-dir-${dev}-${ino}` }, () => {
+      // Held for as long as the process lives, without keeping it alive.
+      server.unref();
+      resolve(server);
+    });
+  });
+}
+
+/**
  * Checks a data directory before anything is written to it, and takes its lock. Refuses
  * (changing nothing) a path that is not a directory, one it cannot read and write, a
  * non-empty directory that is not ours, a marker or database it cannot make sense of,
  * and a directory another live process holds. A missing directory is created.
  */
-export function openDataDir(raw: string, knownSchema: number): DataDir {
+export async function openDataDir(raw: string, knownSchema: number): Promise<DataDir> {
   const dir = resolve(raw);
   if (existsSync(dir)) {
     if (!statSync(dir).isDirectory()) refuse(dir, "exists and is not a directory", "Point QUANTIX_DATA_DIR at a directory.");
@@ -122,7 +147,23 @@ export function openDataDir(raw: string, knownSchema: number): DataDir {
   }
   const lock = join(dir, LOCK);
   const owner = lockOwner();
-  takeLock(dir, lock, owner);
+  let socket = await holdDirSocket(dir);
+  // A holder killed a moment ago may show as a zombie while its other threads still close
+  // its files: its socket goes within moments. A live holder is refused at once.
+  for (let wait = 0; socket === undefined && !lockHeld(lock) && wait < SOCKET_RELEASE_WAITS; wait++) {
+    await new Promise((r) => setTimeout(r, 50));
+    socket = await holdDirSocket(dir);
+  }
+  if (socket === undefined) {
+    const holder = readIfPresent(lock).trim().split(" ")[0] || "unknown";
+    refuse(dir, `is in use by another Quantix process (pid ${holder})`, IN_USE_TODO);
+  }
+  try {
+    takeLock(dir, lock, owner);
+  } catch (err) {
+    if (socket !== "unavailable") socket.close();
+    throw err;
+  }
   return {
     path: dir,
     database: join(dir, DATABASE),
@@ -131,6 +172,7 @@ export function openDataDir(raw: string, knownSchema: number): DataDir {
     },
     release() {
       if (readIfPresent(lock).trim() === owner) unlinkSync(lock);
+      if (socket !== "unavailable") socket.close();
     },
   };
 }
@@ -156,6 +198,13 @@ function readIfPresent(path: string): string {
  * starting process never reads a half-written lock. A lock whose owner no longer runs is
  * taken over.
  */
+/** Whether the process the lock file names still holds it. */
+function lockHeld(lock: string): boolean {
+  const [pid, start] = readIfPresent(lock).trim().split(" ");
+  const holder = Number(pid);
+  return Number.isInteger(holder) && holder > 0 && holder !== process.pid && holds(holder, start);
+}
+
 function takeLock(dir: string, lock: string, owner: string): void {
   const aside = `${lock}.${process.pid}`;
   writeFileSync(aside, owner, { mode: 0o600 });
@@ -166,11 +215,7 @@ function takeLock(dir: string, lock: string, owner: string): void {
         return;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-        const [pid, start] = readIfPresent(lock).trim().split(" ");
-        const holder = Number(pid);
-        if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && holds(holder, start)) {
-          refuse(dir, `is in use by another Quantix process (pid ${holder})`, "Stop that process, or give this one its own QUANTIX_DATA_DIR (or a shared PostgreSQL: QUANTIX_STORE=postgres://...).");
-        }
+        if (lockHeld(lock)) refuse(dir, `is in use by another Quantix process (pid ${readIfPresent(lock).trim().split(" ")[0]})`, IN_USE_TODO);
         // A lock left by a process that died (a crash, SIGKILL): take it over.
         try {
           unlinkSync(lock);
