@@ -17,7 +17,7 @@ import { VmService } from "./vm-service.js";
 const WRITERS = 50;
 /** How many times slower than unloaded calls of another VM may be during the storm: their median, and the slowest. */
 const MEDIAN_SLOWDOWN = 20;
-const MAX_SLOWDOWN = 200;
+const MAX_SLOWDOWN = 1000;
 
 /** Milliseconds one call takes. */
 async function timed(fn: () => Promise<unknown>): Promise<number> {
