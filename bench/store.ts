@@ -110,6 +110,44 @@ async function listTimes(store: Store, db: SqlDriver | undefined): Promise<{ our
   return { ours, raw };
 }
 
+const WRITERS = 50;
+
+/**
+ * One hot VM: WRITERS updates without a version issued at once vs the same updates one at
+ * a time (updates/s), and a read of another VM during the storm (its slowest) vs unloaded
+ * (median). Contention must cost throughput little and must not starve other rows.
+ */
+async function contention(store: Store): Promise<{ concurrent: number; sequential: number; getUnloaded: number; getDuringMax: number }> {
+  const coll = store.of(VM_KIND);
+  const hot = await coll.create(vm(0, "hot"));
+  const other = await coll.create(vm(1, "other"));
+  const update = (i: number) => coll.update(hot.id, (cur) => Object.assign(cur, { labels: { writer: String(i) } }));
+  const t0 = nowMs();
+  for (let i = 0; i < WRITERS; i++) await update(i);
+  const sequential = (WRITERS / (nowMs() - t0)) * 1000;
+  const unloaded: number[] = [];
+  for (let i = 0; i < 25; i++) {
+    const t = nowMs();
+    await coll.get(other.id);
+    unloaded.push(nowMs() - t);
+  }
+  const during: number[] = [];
+  let done = false;
+  const t1 = nowMs();
+  const storm = Promise.all(Array.from({ length: WRITERS }, (_, i) => update(i))).finally(() => (done = true));
+  const reads = (async () => {
+    while (!done) {
+      const t = nowMs();
+      await coll.get(other.id);
+      during.push(nowMs() - t);
+    }
+  })();
+  await storm;
+  const concurrent = (WRITERS / (nowMs() - t1)) * 1000;
+  await reads;
+  return { concurrent, sequential, getUnloaded: median(unloaded.slice(5)), getDuringMax: Math.max(...during) };
+}
+
 const rows: Row[] = [];
 const details: Record<string, unknown> = {};
 const perSec = (v: number) => `${num(v)}/s`;
@@ -136,6 +174,8 @@ try {
     progress(`${name}: ${num(CREATES)} creates, then raw SQL inserts`);
     const { store, db } = await open();
     const c = await createRates(store, db);
+    progress(`${name}: ${WRITERS} concurrent updates of one VM`);
+    const u = await contention(store);
     progress(`${name}: loading ${num(LIST_ROWS)} VMs, then timing pages of ${PAGE}`);
     if (db) {
       await bulkLoad(db, "quantix_vms", LIST_ROWS);
@@ -145,7 +185,11 @@ try {
     }
     const l = await listTimes(store, db);
     await store.close();
-    details[name] = { creates: c, list: l };
+    details[name] = { creates: c, list: l, contention: u };
+    rows.push(
+      compare(`UpdateVM ${name}, ${WRITERS} at once on one VM (no version), updates/s`, u.concurrent, u.sequential, perSec, "the same one at a time"),
+      compare(`GetVM ${name} of another VM during that, slowest, ms`, u.getDuringMax, u.getUnloaded, ms, "unloaded median"),
+    );
     if (db) {
       rows.push(
         compare(`CreateVM in the ${name} store, creates/s (one at a time)`, c.ours, c.raw, perSec, "raw SQL INSERT"),

@@ -16,15 +16,15 @@ export async function createBackend(config: AgentConfig): Promise<Backend> {
     }
     case "cloud-hypervisor": {
       const { createCloudHypervisorBackend } = await import("./backends/cloud-hypervisor/cloud-hypervisor-backend.js");
-      return createCloudHypervisorBackend({ binary: config.chBinary, stateDir: join(config.stateDir, "cloud-hypervisor"), socketPrefix: await socketPrefix(config.chEndpoint) });
+      return createCloudHypervisorBackend({ binary: config.chBinary, stateDir: join(config.stateDir, "cloud-hypervisor"), socketPrefix: await socketPrefix(config.chEndpoint), imageDirs: allowedDirs(config) });
     }
     case "firecracker": {
       const { createFirecrackerBackend } = await import("./backends/firecracker/firecracker-backend.js");
-      return createFirecrackerBackend({ binary: config.fcBinary, stateDir: join(config.stateDir, "firecracker"), socketPrefix: await socketPrefix(config.fcEndpoint) });
+      return createFirecrackerBackend({ binary: config.fcBinary, stateDir: join(config.stateDir, "firecracker"), socketPrefix: await socketPrefix(config.fcEndpoint), imageDirs: allowedDirs(config) });
     }
     case "qemu": {
       const { QemuBackend } = await import("./backends/qemu/qemu-backend.js");
-      return new QemuBackend({ stateDir: join(resolve(config.stateDir), "qemu"), binary: config.qemuBinary, kvm: config.qemuKvm });
+      return new QemuBackend({ stateDir: join(resolve(config.stateDir), "qemu"), binary: config.qemuBinary, kvm: config.qemuKvm, imageDirs: allowedDirs(config) });
     }
     default: {
       const never: never = config.backend;
@@ -39,4 +39,9 @@ async function socketPrefix(endpoint: string): Promise<string> {
   if (prefix === undefined) throw new QuantixError("invalid_argument", `malformed VMM endpoint '${endpoint}'`);
   await mkdir(dirname(prefix), { recursive: true, mode: 0o700 });
   return prefix;
+}
+
+/** Where a VM's host files may lie: each real backend hands its VMM only files it opened and checked against these (host-files.ts). */
+function allowedDirs(config: AgentConfig): string[] {
+  return [...config.imageDirs, ...config.sharedDirs];
 }

@@ -1,4 +1,4 @@
-import { realpath } from "node:fs/promises";
+import { realpath, stat } from "node:fs/promises";
 import type { VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import type { FieldViolation } from "@quantix/core";
 import { underShared, vmHostPaths } from "./migration-storage.js";
@@ -8,7 +8,9 @@ import { underShared, vmHostPaths } from "./migration-storage.js";
  * the hypervisor opens with the agent's rights (root), so a config may name only files
  * below directories the operator set aside for images. Otherwise any caller could boot
  * `/etc/shadow` as an initrd or attach `/dev/sda` as a disk. Paths are compared after
- * realpath, so a symlink or `..` inside an image directory cannot lead out of it.
+ * realpath, so a symlink or `..` inside an image directory cannot lead out of it; and
+ * by kind, as the hypervisors take them: a kernel or initrd is a regular file, a disk a
+ * regular file or a block device (never a directory, a FIFO or a character device).
  */
 
 /** The allow-list's directories as they really are (a directory that does not exist yet stays as given). */
@@ -16,9 +18,20 @@ export async function resolveDirs(dirs: readonly string[]): Promise<string[]> {
   return Promise.all(dirs.map((d) => realpath(d).catch(() => d)));
 }
 
+/** Whether a file of this kind may serve as `field` (a kernel, an initrd or a disk). */
+export function acceptableKind(field: string, kind: { isFile(): boolean; isBlockDevice(): boolean }): boolean {
+  return kind.isFile() || (field.startsWith("storage[") && kind.isBlockDevice());
+}
+
+/** What `field` must be, for an error message. */
+export function kindRule(field: string): string {
+  return field.startsWith("storage[") ? "a regular file or a block device" : "a regular file";
+}
+
 /**
  * One violation per kernel/initrd/disk path of `config` that does not resolve to an
- * existing file strictly below one of `dirs`; each names the field and the allowed dirs.
+ * existing file strictly below one of `dirs`, or is not of a kind its field takes; each
+ * names the field and the allowed dirs.
  */
 export async function checkImagePaths(config: VmConfig, dirs: readonly string[], prefix = "config"): Promise<FieldViolation[]> {
   const allowed = await resolveDirs(dirs);
@@ -30,6 +43,8 @@ export async function checkImagePaths(config: VmConfig, dirs: readonly string[],
       out.push({ field: `${prefix}.${field}`, reason: "NOT_FOUND", description: `${path} does not exist or the agent cannot reach it; ${where}` });
     } else if (!allowed.some((d) => real !== d && underShared(real, [d]))) {
       out.push({ field: `${prefix}.${field}`, reason: "NOT_ALLOWED", description: `${path} is not a file under an image directory; ${where}` });
+    } else if (!acceptableKind(field, await stat(real))) {
+      out.push({ field: `${prefix}.${field}`, reason: "NOT_ALLOWED", description: `${path} is not ${kindRule(field)}` });
     }
   }
   return out;

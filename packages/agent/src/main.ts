@@ -41,9 +41,9 @@ async function main(): Promise<void> {
     await backend.ping();
     // Incoming migrations listen where vmm.v1 does; a wildcard address is no place to send to.
     const migrationHost = config.address === "0.0.0.0" || config.address.includes(":") ? "127.0.0.1" : config.address;
-    // The simulator opens no host file, so its demo and scale-test VMs may name any path.
-    const imageDirs = config.backend === "simulated" ? {} : { imageDirs: config.imageDirs };
-    manager = new VmManager({ backend, sharedDirs: config.sharedDirs, migrationHost, stateDir: config.stateDir, ...imageDirs });
+    // Every backend's paths are checked alike, the simulator's too: what a test or a demo
+    // shows on it is what a real hypervisor would be allowed.
+    manager = new VmManager({ backend, sharedDirs: config.sharedDirs, migrationHost, stateDir: config.stateDir, imageDirs: config.imageDirs });
     await manager.start();
     server = await startAgentServer(manager, { host: config.address, port: config.port, log, problem: () => link?.problem() });
   } catch (err) {

@@ -21,8 +21,10 @@ export interface VmManagerDeps {
   readonly migrationHost?: string;
   /**
    * The image allow-list (VMCP_IMAGE_DIRS): kernel, initrd and disk paths must resolve to
-   * files below these (or below `sharedDirs`, which migrating VMs use). Undefined: no
-   * check, for a backend that opens no host file (the simulator) and unit tests.
+   * files below these (or below `sharedDirs`, which migrating VMs use), of the kinds the
+   * hypervisors take. The agent process always gives them, whatever its backend.
+   * Undefined: no check, for agents inside a process (unit tests, the control plane's demo
+   * hosts, whose VMs name images that are not there).
    */
   readonly imageDirs?: readonly string[];
   /** The agent's state directory, where creation times persist; without it they live in memory. */

@@ -1,4 +1,4 @@
-import type { StandInEffects, StandInMachine, StandInReply } from "./stand-in-machine.js";
+import { openBootFiles, type StandInEffects, type StandInMachine, type StandInReply } from "./stand-in-machine.js";
 
 type Body = Record<string, unknown>;
 type ChState = "Created" | "Running" | "Shutdown" | "Paused";
@@ -60,8 +60,16 @@ export class CloudHypervisorMachine implements StandInMachine {
         ? this.refusal(405, `${template.slice(1)} is not allowed in state ${from}`)
         : this.refusal(400, `the stand-in does not implement ${template}`);
     }
+    if (template === "/vm.boot") {
+      const payload = (this.config.payload ?? {}) as Body;
+      const disks = (this.config.disks ?? []) as Body[];
+      const opened = openBootFiles([{ what: "kernel", path: payload.kernel }, { what: "initramfs", path: payload.initramfs }, ...disks.map((d) => ({ what: `disk ${String(d.id)}`, path: d.path }))]);
+      if (opened.problem) return this.refusal(500, `vm.boot: ${opened.problem}`);
+      this.state = to;
+      this.effects.console("[stand-in cloud-hypervisor] guest booting");
+      for (const line of opened.lines) this.effects.console(`[stand-in cloud-hypervisor] ${line}`);
+    }
     this.state = to;
-    if (template === "/vm.boot") this.effects.console("[stand-in cloud-hypervisor] guest booting");
     if (template === "/vm.reboot") this.effects.console("[stand-in cloud-hypervisor] guest rebooting");
     if (template === "/vm.power-button") {
       // The guest reacts to the ACPI power button by powering off, and Cloud Hypervisor

@@ -1,4 +1,4 @@
-import type { StandInEffects, StandInMachine, StandInReply } from "./stand-in-machine.js";
+import { openBootFiles, type StandInEffects, type StandInMachine, type StandInReply } from "./stand-in-machine.js";
 
 type Body = Record<string, unknown>;
 
@@ -80,8 +80,15 @@ export class FirecrackerMachine implements StandInMachine {
       case "InstanceStart":
         if (this.state !== "Not started") return this.refusal(400, "The microVM is already running: InstanceStart was sent twice");
         if (!this.bootSource) return this.refusal(400, "Cannot start microvm without kernel configuration.");
+        const opened = openBootFiles([
+          { what: "kernel", path: this.bootSource.kernel_image_path },
+          { what: "initrd", path: this.bootSource.initrd_path },
+          ...[...this.drives.values()].map((d) => ({ what: `drive ${String(d.drive_id)}`, path: d.path_on_host })),
+        ]);
+        if (opened.problem) return this.refusal(400, `Failed to start microVM: ${opened.problem}`);
         this.state = "Running";
         this.effects.console(`[stand-in firecracker] booting ${String(this.bootSource.kernel_image_path)} with ${String(this.machine.vcpu_count)} vCPUs`);
+        for (const line of opened.lines) this.effects.console(`[stand-in firecracker] ${line}`);
         return { status: 204 };
       case "SendCtrlAltDel":
         if (this.state === "Not started") return this.refusal(400, "SendCtrlAltDel needs a started microVM");

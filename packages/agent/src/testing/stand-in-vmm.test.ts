@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { until } from "@quantix/testing";
 import { UnixHttpClient } from "../backends/rest-vmm/unix-http-client.js";
@@ -9,9 +9,14 @@ import type { VmmFlavor } from "./api-spec.js";
 import { standInBinary } from "./stand-in-fixture.js";
 import { violationsPath, type Violation } from "./stand-in-server.js";
 
-/** Runs one stand-in process on a fresh socket; `body` gets its API client. */
-async function withStandIn(flavor: VmmFlavor, body: (api: UnixHttpClient) => Promise<void>): Promise<void> {
+/**
+ * Runs one stand-in process on a fresh socket; `body` gets its API client and the path of
+ * a kernel file (the stand-in opens the files it boots, as the real VMM does).
+ */
+async function withStandIn(flavor: VmmFlavor, body: (api: UnixHttpClient, kernel: string) => Promise<void>): Promise<void> {
   const dir = mkdtempSync("/tmp/qx-si-");
+  const kernel = join(dir, "vmlinux");
+  writeFileSync(kernel, "not a kernel: the stand-in does not run it");
   const socket = join(dir, "api.sock");
   const flag = flavor === "firecracker" ? "--api-sock" : "--api-socket";
   const child = spawn(standInBinary(flavor), [flag, socket], { stdio: "ignore", env: { ...process.env, QUANTIX_STANDIN_VIOLATIONS_DIR: "" } });
@@ -19,7 +24,7 @@ async function withStandIn(flavor: VmmFlavor, body: (api: UnixHttpClient) => Pro
     const api = new UnixHttpClient(socket);
     // Ready when it answers, not when its socket file appears (a busy machine separates the two).
     await until(async () => (existsSync(socket) && (await violations(api)) ? true : undefined), "the stand-in to answer");
-    await body(api);
+    await body(api, kernel);
   } finally {
     child.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });
@@ -31,8 +36,8 @@ async function violations(api: UnixHttpClient): Promise<Violation[]> {
 }
 
 test("firecracker stand-in records requests the spec forbids and answers them with a fault", async () => {
-  await withStandIn("firecracker", async (api) => {
-    assert.equal((await api.send("PUT", "/boot-source", { kernel_image_path: "/k" })).status, 204);
+  await withStandIn("firecracker", async (api, kernel) => {
+    assert.equal((await api.send("PUT", "/boot-source", { kernel_image_path: kernel })).status, 204);
     assert.deepEqual(await violations(api), []);
     const unknown = await api.send("PUT", "/no-such-thing", {});
     const wrongMethod = await api.send("DELETE", "/machine-config");
@@ -55,11 +60,11 @@ test("firecracker stand-in records requests the spec forbids and answers them wi
 });
 
 test("cloud-hypervisor stand-in answers 404/405 for wrong states and records them", async () => {
-  await withStandIn("cloud-hypervisor", async (api) => {
+  await withStandIn("cloud-hypervisor", async (api, kernel) => {
     assert.equal((await api.send("GET", "/api/v1/vmm.ping")).status, 200);
     assert.equal((await api.send("PUT", "/api/v1/vm.boot")).status, 404, "boot before vm.create");
     assert.equal((await api.send("PUT", "/api/v1/vm.create", { cpus: { boot_vcpus: 1, max_vcpus: 1 } })).status, 400, "payload is required");
-    assert.equal((await api.send("PUT", "/api/v1/vm.create", { payload: { kernel: "/k" } })).status, 204);
+    assert.equal((await api.send("PUT", "/api/v1/vm.create", { payload: { kernel } })).status, 204);
     assert.equal((await api.send("PUT", "/api/v1/vm.pause")).status, 405, "pause before boot");
     assert.equal((await api.send("GET", "/vm.info")).status, 404, "the /api/v1 prefix is required");
     assert.equal((await api.send("PUT", "/api/v1/vm.boot")).status, 204);

@@ -19,7 +19,7 @@ export async function openStore(config: StoreConfig, tuning: StoreTuning, log: L
     case "memory":
       return new MemoryStore({ limits: { historySize: tuning.historyRevisions, maxBacklog: 100_000 } });
     case "embedded": {
-      const dir = openDataDir(config.dataDir, SCHEMA_VERSION);
+      const dir = await openDataDir(config.dataDir, SCHEMA_VERSION);
       let driver: SqlDriver;
       try {
         driver = await PgliteDriver.open(dir.database);

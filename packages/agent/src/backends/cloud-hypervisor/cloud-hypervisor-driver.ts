@@ -27,8 +27,8 @@ export const cloudHypervisorDriver: VmmDriver = {
     return ["--api-socket", `path=${paths.apiSocket}`];
   },
 
-  async boot(api, config, paths) {
-    await api.call("PUT", `${API}/vm.create`, cloudHypervisorVmConfig(config, paths));
+  async boot(api, config, paths, files) {
+    await api.call("PUT", `${API}/vm.create`, cloudHypervisorVmConfig(config, paths, files));
     await api.call("PUT", `${API}/vm.boot`);
   },
 

@@ -5,7 +5,7 @@ import { QuantixError } from "@quantix/core";
 import type { BackendCapability } from "../../backend.js";
 import { checkDevices, consoleMode, lacks } from "../rest-vmm/config-checks.js";
 import type { VmPaths } from "../rest-vmm/vm-dir.js";
-import type { ObservedGuest, VmmDriver } from "../rest-vmm/vmm-driver.js";
+import type { ObservedGuest, VmmDriver, VmmFiles } from "../rest-vmm/vmm-driver.js";
 
 /**
  * What Firecracker does, honestly: no in-process reboot (a guest reboot ends the
@@ -16,8 +16,12 @@ const CAPABILITIES: ReadonlySet<BackendCapability> = new Set<BackendCapability>(
 
 const MIB = 1024n * 1024n;
 
-/** Firecracker's request bodies for one VM, in the order they are sent before InstanceStart. */
-export function firecrackerRequests(config: VmConfig, paths: VmPaths): { path: string; body: Record<string, unknown> }[] {
+/**
+ * Firecracker's request bodies for one VM, in the order they are sent before
+ * InstanceStart; the kernel, initrd and disks are named as `files` says (the descriptors
+ * the VMM inherited).
+ */
+export function firecrackerRequests(config: VmConfig, paths: VmPaths, files: VmmFiles): { path: string; body: Record<string, unknown> }[] {
   const cpu = config.cpu;
   const boot = config.boot;
   const requests: { path: string; body: Record<string, unknown> }[] = [
@@ -29,19 +33,19 @@ export function firecrackerRequests(config: VmConfig, paths: VmPaths): { path: s
     {
       path: "/boot-source",
       body: {
-        kernel_image_path: boot?.kernelPath ?? "",
+        kernel_image_path: files.kernel ?? "",
         ...(boot?.kernelArgs ? { boot_args: boot.kernelArgs } : {}),
-        ...(boot?.initrdPath ? { initrd_path: boot.initrdPath } : {}),
+        ...(files.initrd ? { initrd_path: files.initrd } : {}),
       },
     },
     { path: "/logger", body: { log_path: join(paths.dir, "firecracker.log"), level: "Warning" } },
   ];
   const mode = consoleMode(config);
   if (mode !== "off") requests.push({ path: "/serial", body: { serial_out_path: mode === "buffer" ? paths.consoleFile : "/dev/null" } });
-  for (const disk of config.storage) {
+  for (const [i, disk] of config.storage.entries()) {
     requests.push({
       path: `/drives/${encodeURIComponent(disk.id)}`,
-      body: { drive_id: disk.id, path_on_host: disk.path, is_root_device: disk.isRootDevice, is_read_only: disk.readOnly },
+      body: { drive_id: disk.id, path_on_host: files.disks[i]!.path, is_root_device: disk.isRootDevice, is_read_only: disk.readOnly },
     });
   }
   for (const nic of config.network) {
@@ -71,10 +75,10 @@ export const firecrackerDriver: VmmDriver = {
     return ["--api-sock", paths.apiSocket];
   },
 
-  async boot(api, config, paths) {
+  async boot(api, config, paths, files) {
     // Firecracker opens the log file without creating it.
     await writeFile(join(paths.dir, "firecracker.log"), "", { flag: "a", mode: 0o600 });
-    for (const r of firecrackerRequests(config, paths)) await api.call("PUT", r.path, r.body);
+    for (const r of firecrackerRequests(config, paths, files)) await api.call("PUT", r.path, r.body);
     await api.call("PUT", "/actions", { action_type: "InstanceStart" });
   },
 

@@ -1,3 +1,4 @@
+import { readSync } from "node:fs";
 import { open, stat } from "node:fs/promises";
 
 /** A disk image format QEMU is told explicitly (it is never allowed to probe). */
@@ -22,6 +23,13 @@ export async function detectDiskFormat(path: string): Promise<DiskFormat> {
   } finally {
     await handle.close();
   }
+}
+
+/** {@link detectDiskFormat} on a descriptor the agent opened (host-files.ts). */
+export function detectDiskFormatOf(fd: number): DiskFormat {
+  const head = new Uint8Array(4);
+  const bytesRead = readSync(fd, head, 0, 4, 0);
+  return bytesRead === 4 && QCOW2_MAGIC.every((b, i) => head[i] === b) ? "qcow2" : "raw";
 }
 
 /** Format and kind of a disk path, detected before the guest first runs. */

@@ -85,3 +85,24 @@ test("an interface without a declared capability fails naming it", () => {
   assert.throws(() => buildQemuArgs(spec({ storage: [{ id: "d", path: "/d", interfaceType: StorageInterfaceType.NVME }] })),
     (e: unknown) => e instanceof QuantixError && e.code === "failed_precondition" && e.message.includes('"nvme"'));
 });
+
+test("with inherited descriptors QEMU is given no host file's name: disks are fd sets, the kernel and initrd /proc/self/fd", () => {
+  const s = spec(
+    { boot: { kernelPath: "/img/vmlinuz", initrdPath: "/img/initrd.gz" }, storage: [{ id: "a", path: "/img/a.img" }, { id: "b", path: "/img/b.img", readOnly: true }] },
+    [{ format: "raw", blockDevice: false }, { format: "qcow2", blockDevice: false }],
+  );
+  const args = buildQemuArgs({ ...s, fds: { kernel: 3, initrd: 4, disks: [5, 6] } });
+  assert.deepEqual(values(args, "-kernel"), ["/proc/self/fd/3"]);
+  assert.deepEqual(values(args, "-initrd"), ["/proc/self/fd/4"]);
+  assert.deepEqual(values(args, "-add-fd"), ["fd=5,set=1", "fd=6,set=2"]);
+  const files = values(args, "-blockdev").map((v) => JSON.parse(v) as Record<string, unknown>).filter((b) => b["filename"] !== undefined);
+  assert.deepEqual(files.map((b) => b["filename"]), ["/dev/fdset/1", "/dev/fdset/2"]);
+  assert.equal(args.filter((a) => a.includes("/img/")).length, 0, "no config path reaches QEMU");
+  assert.throws(() => buildQemuArgs({ ...s, fds: { kernel: 3, initrd: undefined, disks: [5, 6] } }), (e: unknown) => e instanceof QuantixError && e.code === "internal");
+});
+
+test("a qcow2 disk never opens a backing file (QEMU would open it by the name in the image's header)", () => {
+  const args = buildQemuArgs(spec({ storage: [{ id: "a", path: "/d/a.qcow2" }] }, [{ format: "qcow2", blockDevice: false }]));
+  const format = values(args, "-blockdev").map((v) => JSON.parse(v) as Record<string, unknown>).find((b) => b["driver"] === "qcow2");
+  assert.ok(format && "backing" in format && format["backing"] === null, JSON.stringify(format));
+});

@@ -24,6 +24,19 @@ export interface DiskSource {
   readonly blockDevice: boolean;
 }
 
+/**
+ * The descriptors QEMU inherits for the config's host files (host-files.ts), as numbered
+ * in QEMU's process. With them QEMU opens nothing by the config's names: a disk is an fd
+ * set (`-add-fd`, then `/dev/fdset/N`), and -kernel and -initrd, which take only a
+ * path, name `/proc/self/fd/N`, which in QEMU's process is the inherited file itself.
+ */
+export interface QemuHostFds {
+  readonly kernel?: number | undefined;
+  readonly initrd?: number | undefined;
+  /** Parallel to config.storage. */
+  readonly disks: readonly number[];
+}
+
 /** Everything {@link buildQemuArgs} needs besides the config. */
 export interface QemuLaunchSpec {
   readonly vmId: string;
@@ -33,6 +46,8 @@ export interface QemuLaunchSpec {
   readonly consoleSocket: string;
   readonly pidFile: string;
   readonly disks: readonly DiskSource[];
+  /** The inherited descriptors of the host files; without them QEMU opens the config's paths (a command line built only to be checked). */
+  readonly fds?: QemuHostFds;
 }
 
 // C0 controls, DEL and C1 controls: never valid in a host path or kernel command line.
@@ -100,9 +115,11 @@ export function buildQemuArgs(spec: QemuLaunchSpec): string[] {
     "-mon", "chardev=qmp0,mode=control",
     ...consoleArgs(spec),
   ];
+  const fds = spec.fds;
+  const inherited = (fd: number | undefined, path: string) => (fds ? `/proc/self/fd/${fdNumber(fd)}` : path);
   if (boot?.kernelPath) {
-    args.push("-kernel", boot.kernelPath);
-    if (boot.initrdPath) args.push("-initrd", boot.initrdPath);
+    args.push("-kernel", inherited(fds?.kernel, boot.kernelPath));
+    if (boot.initrdPath) args.push("-initrd", inherited(fds?.initrd, boot.initrdPath));
     if (boot.kernelArgs) args.push("-append", boot.kernelArgs);
   }
   // With -kernel, QEMU's linuxboot option ROM holds bootindex 0 and a disk asking for it
@@ -113,8 +130,16 @@ export function buildQemuArgs(spec: QemuLaunchSpec): string[] {
     const source = spec.disks[i];
     if (!source) throw new QuantixError("internal", `no detected format for disk ${i}`);
     const ro = disk.readOnly;
-    args.push("-blockdev", JSON.stringify({ driver: source.blockDevice ? "host_device" : "file", "node-name": `disk${i}-file`, filename: disk.path, "read-only": ro }));
-    args.push("-blockdev", JSON.stringify({ driver: source.format, "node-name": `disk${i}`, file: `disk${i}-file`, "read-only": ro }));
+    let filename = disk.path;
+    if (fds) {
+      // Fd set i+1 holds the disk's one descriptor, opened read-only or read-write as the disk is.
+      args.push("-add-fd", `fd=${fdNumber(fds.disks[i])},set=${i + 1}`);
+      filename = `/dev/fdset/${i + 1}`;
+    }
+    args.push("-blockdev", JSON.stringify({ driver: source.blockDevice ? "host_device" : "file", "node-name": `disk${i}-file`, filename, "read-only": ro }));
+    // No backing file is ever opened: QEMU would open it by the name the image's header gives.
+    const backing = source.format === "qcow2" ? { backing: null } : {};
+    args.push("-blockdev", JSON.stringify({ driver: source.format, "node-name": `disk${i}`, file: `disk${i}-file`, "read-only": ro, ...backing }));
     args.push("-device", JSON.stringify({ driver: diskDriver(disk.interfaceType, i), id: `disk${i}-dev`, drive: `disk${i}`, ...(disk.isRootDevice ? rootBootIndex : {}) }));
   });
   config.network.forEach((nic, i) => {
@@ -122,6 +147,12 @@ export function buildQemuArgs(spec: QemuLaunchSpec): string[] {
     args.push("-device", JSON.stringify({ driver: nicDriver(nic.interfaceType, i), id: `nic${i}`, netdev: `net${i}`, mac: nic.macAddress.toLowerCase() }));
   });
   return args;
+}
+
+/** An inherited descriptor's number, checked: a missing one is a bug, never a path QEMU would open instead. */
+function fdNumber(fd: number | undefined): number {
+  if (fd === undefined || !Number.isInteger(fd) || fd < 3) throw new QuantixError("internal", `no inherited descriptor for a host file (got ${String(fd)})`);
+  return fd;
 }
 
 function consoleArgs(spec: QemuLaunchSpec): string[] {

@@ -2,7 +2,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readlink, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -146,7 +146,12 @@ test("disk paths with ',' and '=' open exactly that file, qcow2 is detected, the
     await backend.bootVM(vmId);
     const blocks = await backend.executeQmp<{ inserted?: { file: string; drv: string; ro: boolean } }[]>(vmId, "query-block");
     const inserted = blocks.map((b) => b.inserted).filter((i) => i !== undefined);
-    assert.deepEqual(inserted.map((i) => [i.file, i.drv, i.ro]), [[evil, "raw", false], [qcow, "qcow2", true]]);
+    assert.deepEqual(inserted.map((i) => [i.file, i.drv, i.ro]), [["/dev/fdset/1", "raw", false], ["/dev/fdset/2", "qcow2", true]]);
+    // QEMU was handed the files the agent opened (host-files.ts): each fd set's descriptor is exactly that file.
+    const pid = (await backend.getVMInfo(vmId)).pid!;
+    const sets = await backend.executeQmp<{ "fdset-id": number; fds: { fd: number }[] }[]>(vmId, "query-fdsets");
+    const fileOf = (id: number) => readlink(`/proc/${pid}/fd/${sets.find((s) => s["fdset-id"] === id)?.fds[0]?.fd ?? -1}`);
+    assert.deepEqual([await fileOf(1), await fileOf(2)], [evil, qcow]);
     const network = await backend.executeQmp<string>(vmId, "human-monitor-command", { "command-line": "info network" });
     assert.match(network, new RegExp(`type=tap,ifname=${tap},`));
     assert.match(network, /macaddr=52:54:00:12:34:56/);

@@ -5,7 +5,8 @@ import { QuantixError, notFound, systemClock, type Clock } from "@quantix/core";
 import { ConsoleOutput, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import type { Backend, ConsoleChunk, BackendCapability, BackendEvent, BackendVmInfo, MigrationOptions, MigrationStats, ShutdownOptions } from "../../backend.js";
 import { ConsoleRing, DEFAULT_CONSOLE_BUFFER_BYTES } from "../../console-ring.js";
-import { detectDiskSource } from "./disk-format.js";
+import { openHostFiles, type HostFile } from "../../host-files.js";
+import { detectDiskFormatOf, detectDiskSource } from "./disk-format.js";
 import { probeKvm, type KvmProbeResult } from "./kvm-probe.js";
 import { buildQemuArgs, hostPathViolation, qmpChardevOption, type DiskSource } from "./qemu-args.js";
 import { readBlockStats } from "./qemu-blockstats.js";
@@ -25,6 +26,14 @@ export interface QemuBackendOptions {
   /** Console bytes kept per VM; default 1 MiB. */
   readonly consoleBufferBytes?: number;
   readonly clock?: Clock;
+  /**
+   * The directories a VM's kernel, initrd and disks must lie in (the agent's image and
+   * shared directories), checked again on the descriptors QEMU is given at each start
+   * (host-files.ts). Undefined: any directory (unit tests).
+   */
+  readonly imageDirs?: readonly string[];
+  /** Test seam: runs after a VM's host files were opened and checked, before QEMU is spawned with them. */
+  readonly beforeSpawn?: (vmId: string) => Promise<void>;
 }
 
 interface Entry {
@@ -179,15 +188,25 @@ export class QemuBackend implements Backend {
     const entry = this.entry(vmId);
     if (entry.runtime) return entry.runtime;
     const { record, paths } = entry;
-    record.disks ??= await Promise.all(record.config.storage.map((d) => detectDiskSource(d.path).catch((err: unknown) => {
-      throw new QuantixError("failed_precondition", `disk '${d.id}' cannot be opened: ${String(err)}`);
-    })));
-    const args = [...buildQemuArgs({ vmId, config: record.config, kvm: this.options.kvm, ...paths, disks: record.disks }), ...extraArgs];
-    entry.stopping = false;
-    entry.runtime = await QemuRuntime.start(this.binary, args, this.runtimeOptions(vmId, entry)).catch((err: unknown) => {
-      if (!this.options.kvm || !(err instanceof QuantixError)) throw err;
-      throw new QuantixError(err.code, `${err.message}; if KVM cannot run guests on this host, set VMCP_QEMU_KVM=false`);
-    });
+    // QEMU gets the files opened and checked here, never their names (host-files.ts).
+    const files = await openHostFiles(record.config, this.options.imageDirs);
+    try {
+      record.disks ??= files.disks.map((f) => ({ format: detectDiskFormatOf(f.fd), blockDevice: f.blockDevice }));
+      const disks = record.disks.map((d, i) => ({ ...d, blockDevice: files.disks[i]!.blockDevice }));
+      // The child's fds 3, 4, ... are files.all in order.
+      const childFd = (f: HostFile | undefined) => (f ? 3 + files.all.indexOf(f) : undefined);
+      const fds = { kernel: childFd(files.kernel), initrd: childFd(files.initrd), disks: files.disks.map((f) => childFd(f)!) };
+      const args = [...buildQemuArgs({ vmId, config: record.config, kvm: this.options.kvm, ...paths, disks, fds }), ...extraArgs];
+      await this.options.beforeSpawn?.(vmId);
+      entry.stopping = false;
+      entry.runtime = await QemuRuntime.start(this.binary, args, this.runtimeOptions(vmId, entry), files.all.map((f) => f.fd)).catch((err: unknown) => {
+        if (!this.options.kvm || !(err instanceof QuantixError)) throw err;
+        throw new QuantixError(err.code, `${err.message}; if KVM cannot run guests on this host, set VMCP_QEMU_KVM=false`);
+      });
+    } finally {
+      // QEMU holds its own copies; the agent's are closed whether or not it started.
+      files.close();
+    }
     Object.assign(record, { state: "running", crashReason: undefined, startedAtMs: this.clock.now() });
     await saveRecord(paths, record);
     return entry.runtime;

@@ -22,11 +22,14 @@ export interface SpawnedQemu {
   readonly exited: Promise<QemuExit>;
 }
 
-/** Spawns `binary args` detached, stdout and stderr appended to `logFile`. */
-export function spawnQemu(binary: string, args: readonly string[], logFile: string): Promise<SpawnedQemu> {
+/**
+ * Spawns `binary args` detached, stdout and stderr appended to `logFile`; `inherit`
+ * descriptors become QEMU's fds 3, 4, ... in order.
+ */
+export function spawnQemu(binary: string, args: readonly string[], logFile: string, inherit: readonly number[] = []): Promise<SpawnedQemu> {
   const log = openSync(logFile, "a");
   try {
-    const child = spawn(binary, args, { detached: true, stdio: ["ignore", log, log] });
+    const child = spawn(binary, args, { detached: true, stdio: ["ignore", log, log, ...inherit] });
     const exited = new Promise<QemuExit>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
     return new Promise((resolve, reject) => {
       child.once("error", reject);

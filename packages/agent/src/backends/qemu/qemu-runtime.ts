@@ -50,10 +50,10 @@ export class QemuRuntime {
     });
   }
 
-  /** Spawns QEMU paused, attaches QMP and the console, then lets the guest run. */
-  static async start(binary: string, args: readonly string[], options: RuntimeOptions): Promise<QemuRuntime> {
+  /** Spawns QEMU paused (inheriting `inherit` as its fds 3, 4, ...), attaches QMP and the console, then lets the guest run. */
+  static async start(binary: string, args: readonly string[], options: RuntimeOptions, inherit: readonly number[] = []): Promise<QemuRuntime> {
     await clearRuntimeFiles(options.paths);
-    const child = await spawnQemu(binary, args, options.paths.logFile).catch((err: unknown) => {
+    const child = await spawnQemu(binary, args, options.paths.logFile, inherit).catch((err: unknown) => {
       throw new QuantixError("unavailable", `cannot start QEMU (${binary}): ${String(err)}; install qemu-system-x86`);
     });
     const early = child.exited.then(async (exit) => {

@@ -77,12 +77,17 @@ export function isQcow2(path: string): boolean {
   try {
     const fd = openSync(path, "r");
     try {
-      const head = Buffer.alloc(4);
-      return readSync(fd, head, 0, 4, 0) === 4 && head.equals(Buffer.from([0x51, 0x46, 0x49, 0xfb]));
+      return qcow2At(fd);
     } finally {
       closeSync(fd);
     }
   } catch {
     return path.endsWith(".qcow2");
   }
+}
+
+/** Whether the image open on `fd` is qcow2, by its magic bytes. */
+export function qcow2At(fd: number): boolean {
+  const head = Buffer.alloc(4);
+  return readSync(fd, head, 0, 4, 0) === 4 && head.equals(Buffer.from([0x51, 0x46, 0x49, 0xfb]));
 }

@@ -8,7 +8,9 @@ import { ConsoleRing } from "../../console-ring.js";
 import { ConsoleFileTail } from "./console-file-tail.js";
 import { UnixHttpClient } from "./unix-http-client.js";
 import { listVmIds, readRuntime, readVmConfig, removeVmDir, vmPaths, writeRuntime, writeVmDir, type VmPaths } from "./vm-dir.js";
-import type { VmmDriver } from "./vmm-driver.js";
+import { openHostFiles, type HostFile, type HostFiles } from "../../host-files.js";
+import { qcow2At } from "./config-checks.js";
+import type { VmmDriver, VmmFiles } from "./vmm-driver.js";
 import { adoptVmm, isVmmFor, residentBytes, signalVmm, spawnVmm, type VmmExit, type VmmProcess } from "./vmm-process.js";
 import { isProcessAlive } from "../../process-state.js";
 
@@ -29,6 +31,14 @@ export interface RestVmmBackendOptions {
   /** Deadline of one API call. Default 5 s. */
   readonly apiTimeoutMs?: number;
   readonly clock?: Clock;
+  /**
+   * The directories a VM's kernel, initrd and disks must lie in (the agent's image and
+   * shared directories), checked again on the descriptors the VMM is given at each boot
+   * (host-files.ts). Undefined: any directory (unit tests).
+   */
+  readonly imageDirs?: readonly string[];
+  /** Test seam: runs after a VM's host files were opened and checked, before the VMM is spawned with them. */
+  readonly beforeSpawn?: (vmId: string) => Promise<void>;
 }
 
 interface VmRecord {
@@ -117,18 +127,26 @@ export class RestVmmBackend implements Backend {
     await rm(rec.paths.apiSocket, { force: true });
     await rm(rec.paths.consoleFile, { force: true });
     // A fresh process per boot: Firecracker cannot boot twice, and one rule for both keeps recovery simple.
-    const proc = spawnVmm(this.options.binary, this.driver.args(vmId, rec.paths), rec.paths.vmmLog);
-    rec.process = proc;
-    rec.stopping = false;
+    // The VMM gets the files opened and checked here, never their names (host-files.ts).
+    const files = await openHostFiles(rec.config, this.options.imageDirs);
     try {
-      const api = this.api(rec);
-      await this.waitForApi(api, proc.pid);
-      rec.tail = new ConsoleFileTail(rec.paths.consoleFile, rec.ring);
-      await this.driver.boot(api, rec.config, rec.paths);
-    } catch (err) {
-      await this.stopProcess(rec, 0);
-      await this.detach(rec);
-      throw err;
+      await this.options.beforeSpawn?.(vmId);
+      const proc = spawnVmm(this.options.binary, this.driver.args(vmId, rec.paths), rec.paths.vmmLog, undefined, files.all.map((f) => f.fd));
+      rec.process = proc;
+      rec.stopping = false;
+      try {
+        const api = this.api(rec);
+        await this.waitForApi(api, proc.pid);
+        rec.tail = new ConsoleFileTail(rec.paths.consoleFile, rec.ring);
+        await this.driver.boot(api, rec.config, rec.paths, vmmFiles(files));
+      } catch (err) {
+        await this.stopProcess(rec, 0);
+        await this.detach(rec);
+        throw err;
+      }
+    } finally {
+      // The VMM holds its own copies; the agent's are closed whether or not it booted.
+      files.close();
     }
     rec.startedAtMs = this.clock.now();
     await this.setState(rec, "running", undefined);
@@ -307,4 +325,10 @@ function describeExit(type: string, exit: VmmExit): string {
 async function waitGone(pid: number, timeoutMs: number, signal?: AbortSignal): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (isProcessAlive(pid) && Date.now() < deadline && !signal?.aborted) await new Promise((r) => setTimeout(r, 25));
+}
+
+/** The VMM's names for its inherited descriptors: fds 3, 4, ... are `files.all` in order. */
+function vmmFiles(files: HostFiles): VmmFiles {
+  const name = (f: HostFile | undefined) => (f ? `/proc/self/fd/${3 + files.all.indexOf(f)}` : undefined);
+  return { kernel: name(files.kernel), initrd: name(files.initrd), disks: files.disks.map((f) => ({ path: name(f)!, qcow2: qcow2At(f.fd) })) };
 }

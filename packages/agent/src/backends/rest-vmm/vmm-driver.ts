@@ -3,6 +3,18 @@ import type { BackendCapability } from "../../backend.js";
 import type { UnixHttpClient } from "./unix-http-client.js";
 import type { VmPaths } from "./vm-dir.js";
 
+/**
+ * Where a freshly started VMM finds the VM's host files: the descriptors the agent opened
+ * and checked (host-files.ts), which the VMM inherited, named `/proc/self/fd/N` (in the
+ * VMM's process that is the inherited file itself, whatever its name now leads to).
+ */
+export interface VmmFiles {
+  readonly kernel: string | undefined;
+  readonly initrd: string | undefined;
+  /** Parallel to config.storage; `qcow2` read by the agent from its own descriptor. */
+  readonly disks: readonly { readonly path: string; readonly qcow2: boolean }[];
+}
+
 /** What the guest is doing, as the VMM's API reports it. */
 export type ObservedGuest = "running" | "paused" | "stopped";
 
@@ -19,8 +31,8 @@ export interface VmmDriver {
   checkConfig(config: VmConfig): void;
   /** The binary's arguments for one VM's process. */
   args(vmId: string, paths: VmPaths): string[];
-  /** Configures the guest in a freshly started VMM and boots it. */
-  boot(api: UnixHttpClient, config: VmConfig, paths: VmPaths): Promise<void>;
+  /** Configures the guest in a freshly started VMM, with its host files as `files` says, and boots it. */
+  boot(api: UnixHttpClient, config: VmConfig, paths: VmPaths, files: VmmFiles): Promise<void>;
   /** Asks the guest to power off; the VMM process exits once it has. */
   requestPowerOff(api: UnixHttpClient): Promise<void>;
   /**

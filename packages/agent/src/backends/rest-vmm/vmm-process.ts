@@ -21,11 +21,12 @@ export interface VmmProcess {
  * restart must not stop guests). Its stdout and stderr go to `logFile`, not to a pipe,
  * because a pipe would break when the agent exits. No shell is involved.
  */
-export function spawnVmm(binary: string, args: readonly string[], logFile: string, pollMs = 100): VmmProcess {
+export function spawnVmm(binary: string, args: readonly string[], logFile: string, pollMs = 100, inherit: readonly number[] = []): VmmProcess {
   const log = openSync(logFile, "a", 0o600);
   let childExit: VmmExit | undefined;
   try {
-    const child = spawn(binary, args, { detached: true, stdio: ["ignore", log, log] });
+    // `inherit` descriptors become the VMM's fds 3, 4, ... in order.
+    const child = spawn(binary, args, { detached: true, stdio: ["ignore", log, log, ...inherit] });
     if (child.pid === undefined) throw new Error(`could not start ${binary}`);
     child.on("error", () => undefined);
     child.once("exit", (code, signal) => (childExit = { code: code ?? undefined, signal: signal ?? undefined }));

@@ -22,9 +22,14 @@ import type { ChangeTailer } from "./change-tailer.js";
 import { CHANGES_CHANNEL } from "./change-tailer.js";
 import type { Compactor } from "./compactor.js";
 import { columnsOf, sqlType } from "./sql-columns.js";
+import { RowQueue } from "./row-queue.js";
 import { big, type Param, type SqlDriver } from "./sql-driver.js";
 
-/** Optimistic attempts of an update or delete before it takes the store's write lock (and then cannot conflict). */
+/**
+ * Optimistic attempts of an update or delete before it takes the store's write lock (and
+ * then cannot conflict). Writers of this process are queued per row (RowQueue), so only
+ * another replica or a multi-object commit can make an attempt lose.
+ */
 const OPTIMISTIC_ATTEMPTS = 3;
 
 /** How a collection reaches the rest of its store. */
@@ -42,14 +47,17 @@ export interface SqlCollectionContext {
  * A Collection over one SQL table, described by the kind's declaration. A single write is
  * one statement (one round trip, atomic) that takes the next revision from quantix_meta
  * (locking it until commit), writes the row conditionally on its resource_version,
- * appends to quantix_changes and notifies; one that keeps losing to concurrent writers
- * falls back to the store's write lock, so that a write without an expected version never
- * fails for contention. Reads decode the protobuf bytes into deeply frozen objects, as the
+ * appends to quantix_changes and notifies. Updates and deletes of one row from this process
+ * run one at a time (RowQueue), so a hot row costs one connection, not the pool; one that
+ * keeps losing to other replicas falls back to the store's write lock, so that a write
+ * without an expected version never fails for contention. Reads decode the protobuf bytes into deeply frozen objects, as the
  * memory store hands out. Watch reads older history from quantix_changes, then joins the
  * live hub.
  */
 export class SqlCollection<T extends Resource> implements Collection<T> {
   readonly hub: WatchHub<T>;
+  /** This process's updates and deletes, one at a time per row. */
+  readonly rows = new RowQueue();
 
   constructor(
     readonly kind: Kind<T>,
@@ -106,7 +114,11 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
     };
   }
 
-  async update(id: string, mutate: (current: T) => T | undefined, options?: WriteOptions): Promise<T> {
+  update(id: string, mutate: (current: T) => T | undefined, options?: WriteOptions): Promise<T> {
+    return this.rows.run(id, () => this.updateNow(id, mutate, options));
+  }
+
+  private async updateNow(id: string, mutate: (current: T) => T | undefined, options?: WriteOptions): Promise<T> {
     for (let attempt = 1; attempt <= OPTIMISTIC_ATTEMPTS; attempt++) {
       const current = await this.mustGet(id);
       checkBase(this.any, current, options?.expectedVersion);
@@ -122,7 +134,11 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
     return stored as T;
   }
 
-  async delete(id: string, check?: (current: T) => void, options?: WriteOptions): Promise<T> {
+  delete(id: string, check?: (current: T) => void, options?: WriteOptions): Promise<T> {
+    return this.rows.run(id, () => this.deleteNow(id, check, options));
+  }
+
+  private async deleteNow(id: string, check?: (current: T) => void, options?: WriteOptions): Promise<T> {
     for (let attempt = 1; attempt <= OPTIMISTIC_ATTEMPTS; attempt++) {
       const current = await this.mustGet(id);
       checkBase(this.any, current, options?.expectedVersion);
