@@ -1,14 +1,16 @@
 import { setMaxListeners } from "node:events";
 import type { DescFile } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { connectNodeAdapter, type ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
+import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
 import { GrpcFastPath } from "./fast-path/grpc-fast-path.js";
 import { mapErrors } from "./interceptors/map-errors.js";
 import { observeCalls } from "./interceptors/observe-calls.js";
 import { listenDual, type ListenerLimits } from "./listener.js";
 import type { Logger } from "./log/logger.js";
+import { logRefusal } from "./log/rpc-log.js";
 import type { RpcMetrics } from "./metrics/rpc-metrics.js";
 import { registerReflection } from "./reflection.js";
+import { routerHandler, type NodeHandler } from "./router/node-adapter.js";
 import { registerRoutes, type Route } from "./routes.js";
 
 /** Answers every request that is not an RPC (health, metrics, a 404 that says where the API is). */
@@ -77,19 +79,25 @@ export async function startRpcServer(o: RpcServerOptions): Promise<RpcServer> {
   // without this, more than 10 at once print a spurious MaxListenersExceededWarning.
   setMaxListeners(0, shutdown.signal);
   const interceptors = [observeCalls({ log: o.log, metrics: o.metrics }), mapErrors(), ...(o.interceptors ?? [])];
-  const handler = connectNodeAdapter({
+  const refused = (procedure: string, err: ConnectError, ms: number) => {
+    o.metrics?.observe(procedure, err.code, ms);
+    logRefusal(o.log, procedure, err.code, ms, err.rawMessage);
+  };
+  const handler = routerHandler({
     routes: (router) => {
-      registerRoutes(router, o.routes);
-      if (o.reflection) registerReflection(router, o.reflection);
+      const served = registerRoutes(router, o.routes);
+      o.metrics?.register(o.reflection ? [...served, ...registerReflection(router, o.reflection)] : served);
     },
     interceptors,
     readMaxBytes: limits.readMaxBytes,
     writeMaxBytes: limits.writeMaxBytes,
     jsonOptions: { ignoreUnknownFields: false },
     shutdownSignal: shutdown.signal,
-    ...(o.fallback ? { fallback: o.fallback } : {}),
+    fallback: (o.fallback as NodeHandler | undefined) ?? notFound,
+    refused,
+    writeFailed: (procedure, reason) => o.log.log("debug", "rpc response not written", { procedure, error: String(reason) }),
   });
-  const fast = new GrpcFastPath(o.routes, { readMaxBytes: limits.readMaxBytes, writeMaxBytes: limits.writeMaxBytes, shutdownSignal: shutdown.signal, interceptors });
+  const fast = new GrpcFastPath(o.routes, { readMaxBytes: limits.readMaxBytes, writeMaxBytes: limits.writeMaxBytes, shutdownSignal: shutdown.signal, interceptors, refused });
   const listener = await listenDual(o.host, o.port, handler, limits, (stream, headers) => fast.handle(stream, headers));
   const host = listener.address.includes(":") ? `[${listener.address}]` : listener.address;
   let closing: Promise<void> | undefined;
@@ -108,3 +116,9 @@ export async function startRpcServer(o: RpcServerOptions): Promise<RpcServer> {
     },
   };
 }
+
+/** The fallback without one given: an empty 404. */
+const notFound: NodeHandler = (_req, res) => {
+  res.writeHead(404);
+  res.end();
+};

@@ -1,5 +1,5 @@
 import { Code, ConnectError, type Interceptor, type StreamRequest, type StreamResponse, type UnaryRequest, type UnaryResponse } from "@connectrpc/connect";
-import { toConnectError } from "../errors.js";
+import { clientDecodeError, toConnectError } from "../errors.js";
 import { observeStream } from "./observe-stream.js";
 
 type AnyResponse = UnaryResponse | StreamResponse;
@@ -21,14 +21,22 @@ export function mapErrors(): Interceptor {
     } catch (err) {
       return Promise.reject(toConnectError(err));
     }
-    return req.stream ? res.then((r) => mapStream(r, req), rethrowMapped) : res.then(undefined, rethrowMapped);
+    if (!req.stream) return res.then(undefined, rethrowMapped);
+    // A request stream is decoded inside the chain: bytes that are not its message are the client's error.
+    const mapped = (err: unknown) => clientDecodeError(toConnectError(err), req.method.input);
+    return res.then(
+      (r) => mapStream(r, req, mapped),
+      (err: unknown) => {
+        throw mapped(err);
+      },
+    );
   };
 }
 
-function mapStream(res: AnyResponse, req: UnaryRequest | StreamRequest): AnyResponse {
+function mapStream(res: AnyResponse, req: UnaryRequest | StreamRequest, mapped: (err: unknown) => ConnectError): AnyResponse {
   if (!res.stream) return res;
   // The signal is read when the stream ends, not before: the fast path makes it only when asked.
-  const settle = (err: unknown) => deadlinePassed(req.signal) ?? (err === undefined ? undefined : toConnectError(err));
+  const settle = (err: unknown) => deadlinePassed(req.signal) ?? (err === undefined ? undefined : mapped(err));
   return { ...res, message: observeStream(res.message, { settle }) };
 }
 
