@@ -24,8 +24,16 @@ export interface RpcLimits extends ListenerLimits {
   readonly writeMaxBytes: number;
 }
 
-/** ADR 0002's limits. */
-export const DEFAULT_LIMITS: RpcLimits = { readMaxBytes: 4 * 1024 * 1024, writeMaxBytes: 64 * 1024 * 1024, maxConcurrentStreams: 10_000, maxHeaderBytes: 64 * 1024 };
+/** ADR 0002's limits, and the connection limits of issue 11 (idle 5 min, headers 20 s, 1024 connections per client address). */
+export const DEFAULT_LIMITS: RpcLimits = {
+  readMaxBytes: 4 * 1024 * 1024,
+  writeMaxBytes: 64 * 1024 * 1024,
+  maxConcurrentStreams: 10_000,
+  maxHeaderBytes: 64 * 1024,
+  idleTimeoutMs: 300_000,
+  headersTimeoutMs: 20_000,
+  maxConnectionsPerSource: 1024,
+};
 
 /** What a server serves, where, and who hears about it. */
 export interface RpcServerOptions {

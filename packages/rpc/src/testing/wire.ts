@@ -151,3 +151,101 @@ export function connectTcp(port: number): Promise<net.Socket> {
     s.once("error", reject);
   });
 }
+
+/** An HTTP/2 frame as read off the wire. */
+export interface H2Frame {
+  readonly type: number;
+  readonly flags: number;
+  readonly stream: number;
+  readonly payload: Buffer;
+}
+
+/** HTTP/2 frame types the tests look for. */
+export const H2 = { HEADERS: 0x1, RST_STREAM: 0x3, SETTINGS: 0x4, PING: 0x6, GOAWAY: 0x7, CONTINUATION: 0x9 } as const;
+
+/**
+ * A hand-driven HTTP/2 connection (prior knowledge): it sends the frames a test builds,
+ * collects what the server sends, and, unlike node:http2's client, never closes on its
+ * own (after a GOAWAY, say), as some clients do not.
+ */
+export class RawH2 {
+  readonly frames: H2Frame[] = [];
+  closed = false;
+  private buffered = Buffer.alloc(0);
+  private constructor(readonly socket: net.Socket) {
+    socket.on("data", (c: Buffer) => this.read(c));
+    socket.on("close", () => (this.closed = true));
+    socket.on("error", () => undefined);
+  }
+
+  /** Connects, sends the client preface and an empty SETTINGS frame. */
+  static async open(port: number): Promise<RawH2> {
+    const h = new RawH2(await connectTcp(port));
+    h.socket.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), h2Frame(H2.SETTINGS, 0, 0, Buffer.alloc(0))]));
+    return h;
+  }
+
+  /** Sends a request's headers on `stream`: pseudo-headers for POST `path`, then `extra`, split into CONTINUATION frames as needed. */
+  sendHeaders(stream: number, path: string, extra: Record<string, string>, endStream = true): void {
+    const parts = [Buffer.from([0x83, 0x86]), literal(":path", path), ...Object.entries(extra).map(([k, v]) => literal(k, v))];
+    const block = Buffer.concat(parts);
+    const frames: Buffer[] = [];
+    for (let i = 0; i < block.length || i === 0; i += 16_384) {
+      const last = i + 16_384 >= block.length;
+      const flags = (last ? 0x4 : 0) | (i === 0 && endStream ? 0x1 : 0);
+      frames.push(h2Frame(i === 0 ? H2.HEADERS : H2.CONTINUATION, flags, stream, block.subarray(i, i + 16_384)));
+    }
+    this.socket.write(Buffer.concat(frames));
+  }
+
+  /** The server's SETTINGS values by identifier (the first SETTINGS frame that is not an ACK). */
+  settings(): Map<number, number> | undefined {
+    const f = this.frames.find((x) => x.type === H2.SETTINGS && (x.flags & 0x1) === 0);
+    if (!f) return undefined;
+    const out = new Map<number, number>();
+    for (let i = 0; i + 6 <= f.payload.length; i += 6) out.set(f.payload.readUInt16BE(i), f.payload.readUInt32BE(i + 2));
+    return out;
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  private read(chunk: Buffer): void {
+    this.buffered = Buffer.concat([this.buffered, chunk]);
+    while (this.buffered.length >= 9) {
+      const length = this.buffered.readUIntBE(0, 3);
+      if (this.buffered.length < 9 + length) return;
+      const type = this.buffered[3]!;
+      const flags = this.buffered[4]!;
+      this.frames.push({ type, flags, stream: this.buffered.readUInt32BE(5) & 0x7fffffff, payload: this.buffered.subarray(9, 9 + length) });
+      // SETTINGS and PING frames are acknowledged, as a client must.
+      if (type === H2.SETTINGS && (flags & 0x1) === 0) this.socket.write(h2Frame(H2.SETTINGS, 0x1, 0, Buffer.alloc(0)));
+      if (type === H2.PING && (flags & 0x1) === 0) this.socket.write(h2Frame(H2.PING, 0x1, 0, this.buffered.subarray(9, 9 + length)));
+      this.buffered = this.buffered.subarray(9 + length);
+    }
+  }
+}
+
+function h2Frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
+  const head = Buffer.alloc(9);
+  head.writeUIntBE(payload.length, 0, 3);
+  head[3] = type;
+  head[4] = flags;
+  head.writeUInt32BE(stream, 5);
+  return Buffer.concat([head, payload]);
+}
+
+/** An HPACK literal header field without indexing, with a literal name (RFC 7541 §6.2.2). */
+function literal(name: string, value: string): Buffer {
+  return Buffer.concat([Buffer.from([0x00]), hpackInt(name.length), Buffer.from(name), hpackInt(value.length), Buffer.from(value)]);
+}
+
+/** An HPACK integer with a 7-bit prefix and the Huffman bit clear (RFC 7541 §5.1). */
+function hpackInt(n: number): Buffer {
+  if (n < 127) return Buffer.from([n]);
+  const out = [127];
+  for (n -= 127; n >= 128; n >>= 7) out.push((n & 0x7f) | 0x80);
+  out.push(n);
+  return Buffer.from(out);
+}
