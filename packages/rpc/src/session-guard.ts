@@ -66,7 +66,7 @@ export class SessionGuard {
     for (const [session, w] of this.sessions) {
       if (session.destroyed) continue;
       const received = session.state.lastProcStreamID ?? 0;
-      if (received === 0 && now - w.openedAt > this.limits.headersTimeoutMs) session.destroy();
+      if (received === 0 && now - w.openedAt > this.limits.headersTimeoutMs) session.close();
       else if (received > w.delivered && !w.probing) this.probe(session, w, received);
     }
   }
