@@ -31,9 +31,9 @@ describe("an HTTP/2 request header list over the limit", () => {
       await until(() => h.settings(), "the server's SETTINGS");
       const t0 = Date.now();
       h.sendHeaders(1, GET_NODE, { "content-type": "application/grpc", te: "trailers", "x-big": "a".repeat(100 * 1024) });
-      await until(() => (h.closed ? true : undefined), "the server to close the connection", 5000);
+      await until(() => (h.closed ? true : undefined), "the server to close the connection", 8000);
       assert.ok(h.frames.some((f) => f.type === H2.GOAWAY), "a GOAWAY came first");
-      assert.ok(Date.now() - t0 < 5000);
+      assert.ok(Date.now() - t0 < 8000, "well before a client deadline of tens of seconds");
     } finally {
       h.close();
     }
