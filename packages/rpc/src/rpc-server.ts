@@ -10,7 +10,7 @@ import type { Logger } from "./log/logger.js";
 import { logRefusal } from "./log/rpc-log.js";
 import type { RpcMetrics } from "./metrics/rpc-metrics.js";
 import { registerReflection } from "./reflection.js";
-import { routerHandler, type NodeHandler } from "./router/node-adapter.js";
+import { routerHandler } from "./router/node-adapter.js";
 import { registerRoutes, type Route } from "./routes.js";
 
 /** Answers every request that is not an RPC (health, metrics, a 404 that says where the API is). */
@@ -101,7 +101,7 @@ export async function startRpcServer(o: RpcServerOptions): Promise<RpcServer> {
     writeMaxBytes: limits.writeMaxBytes,
     jsonOptions: { ignoreUnknownFields: false },
     shutdownSignal: shutdown.signal,
-    fallback: (o.fallback as NodeHandler | undefined) ?? notFound,
+    fallback: o.fallback ?? notFound,
     refused,
     writeFailed: (procedure, reason) => o.log.log("debug", "rpc response not written", { procedure, error: String(reason) }),
   });
@@ -126,7 +126,7 @@ export async function startRpcServer(o: RpcServerOptions): Promise<RpcServer> {
 }
 
 /** The fallback without one given: an empty 404. */
-const notFound: NodeHandler = (_req, res) => {
+const notFound: Fallback = (_req, res) => {
   res.writeHead(404);
   res.end();
 };

@@ -4,7 +4,7 @@ import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/proto
 import { Code, ConnectError } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { undecodable } from "../errors.js";
-import { GRPC_ACCEPT_ENCODING } from "../router/node-adapter.js";
+import { GRPC_ACCEPT_ENCODING } from "../compression.js";
 import { encodeMessage } from "./encode-cache.js";
 import type { FastContext } from "./fast-context.js";
 

@@ -1,21 +1,19 @@
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import { Code, ConnectError, createConnectRouter, createContextKey, createContextValues, type ConnectRouter, type ConnectRouterOptions, type Interceptor } from "@connectrpc/connect";
-import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
+import { universalRequestFromNodeRequest, universalResponseToNodeResponse, type ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
+import { ACCEPT_COMPRESSION, GRPC_ACCEPT_ENCODING } from "../compression.js";
 import { clientDecodeError } from "../errors.js";
 import { fixResponseError, wireProtocolOf } from "./response-error.js";
 
 /** A Node request handler, for HTTP/1.1 and HTTP/2 alike. */
 export type NodeHandler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
 
-/** The request encodings the server accepts, as grpc-accept-encoding lists them (the router decompresses them). */
-export const GRPC_ACCEPT_ENCODING = "gzip,br";
-
 /** What the router serves and whom it tells about calls the interceptor chain never saw. */
 export interface RouterHandlerOptions extends ConnectRouterOptions {
   readonly routes: (router: ConnectRouter) => void;
   /** Answers requests for paths that are not RPCs, except gRPC ones (UNIMPLEMENTED). */
-  readonly fallback: NodeHandler;
+  readonly fallback: NonNullable<ConnectNodeAdapterOptions["fallback"]>;
   /**
    * Told of a call that ended before the interceptor chain (a request that cannot be
    * decoded, or is too large, or names no method), with the error the client got.
@@ -40,7 +38,7 @@ const markReached: Interceptor = (next) => (req) => {
  * fails before the interceptor chain is still reported (`refused`).
  */
 export function routerHandler(o: RouterHandlerOptions): NodeHandler {
-  const router = createConnectRouter({ acceptCompression: [compressionGzip, compressionBrotli], ...o, interceptors: [markReached, ...(o.interceptors ?? [])] });
+  const router = createConnectRouter({ acceptCompression: ACCEPT_COMPRESSION, ...o, interceptors: [markReached, ...(o.interceptors ?? [])] });
   o.routes(router);
   const paths = new Map(router.handlers.map((h) => [h.requestPath, h]));
   return (req, res) => {
