@@ -1,3 +1,4 @@
+import type { DescMessage } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { BadRequestSchema } from "@quantix/api/gen/google/rpc/error_details_pb.js";
 import { QuantixError, type ErrorCode } from "@quantix/core";
@@ -34,4 +35,22 @@ export function toConnectError(err: unknown): ConnectError {
 /** An UNIMPLEMENTED error that says which part of the product brings the RPC. */
 export function unimplemented(procedure: string, arrivesWith: string): QuantixError {
   return new QuantixError("unimplemented", `${procedure} is not implemented yet: it arrives with ${arrivesWith}`);
+}
+
+/** What connect-es says, with INTERNAL, of request bytes it cannot decode. */
+const UNDECODABLE = /^(parse binary: |received compressed envelope|decompression failed)/;
+
+/**
+ * A client's undecodable request as INVALID_ARGUMENT naming the message it is not, when
+ * `err` is one (connect-es reports a request that is not the method's message, or a
+ * compressed one it cannot decompress, as INTERNAL); any other error as it is.
+ */
+export function clientDecodeError(err: ConnectError, input: DescMessage): ConnectError {
+  if (err.code !== Code.Internal || !UNDECODABLE.test(err.rawMessage)) return err;
+  return undecodable(input, err.rawMessage.replace(/^parse binary: /, ""), err);
+}
+
+/** INVALID_ARGUMENT: the request is not a `input` message, for `reason`. */
+export function undecodable(input: DescMessage, reason: string, cause?: unknown): ConnectError {
+  return new ConnectError(`the request could not be decoded as ${input.typeName}: ${reason}`, Code.InvalidArgument, undefined, undefined, cause);
 }

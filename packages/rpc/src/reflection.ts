@@ -16,6 +16,7 @@ import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type { ConnectRouter } from "@connectrpc/connect";
 import * as v1 from "@quantix/api/gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "@quantix/api/gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { procedures } from "./routes.js";
 
 /** gRPC status codes carried in ErrorResponse.error_code (google.rpc.Code numbering). */
 const INVALID_ARGUMENT = 3;
@@ -45,7 +46,8 @@ interface ReflectionIndex {
  * `files` are the top-level files whose services should be discoverable, e.g.
  * `file_Quantixkvm_compute_v1_vm_service`. Their imports (including google/protobuf
  * well-known types) are found by walking `DescFile.dependencies`, so callers do not
- * have to list them. The index is built here, once, and shared by every stream.
+ * have to list them. The index is built here, once, and shared by every stream. Returns
+ * the procedures it serves.
  *
  * @example
  *   connectNodeAdapter({ routes: (router) => {
@@ -53,7 +55,7 @@ interface ReflectionIndex {
  *     registerReflection(router, [file_Quantixkvm_compute_v1_node_service]);
  *   } });
  */
-export function registerReflection(router: ConnectRouter, files: readonly DescFile[]): void {
+export function registerReflection(router: ConnectRouter, files: readonly DescFile[]): string[] {
   const index = buildIndex(files);
   router.service(v1.ServerReflection, {
     async *serverReflectionInfo(requests) {
@@ -77,6 +79,7 @@ export function registerReflection(router: ConnectRouter, files: readonly DescFi
       }
     },
   });
+  return procedures([v1.ServerReflection, v1alpha.ServerReflection]);
 }
 
 function buildIndex(roots: readonly DescFile[]): ReflectionIndex {

@@ -12,7 +12,13 @@ export function route<T extends DescService>(service: T, impl: Partial<ServiceIm
   return { service, impl: impl as Partial<ServiceImpl<DescService>> };
 }
 
-/** Registers every route on a Connect router. */
-export function registerRoutes(router: ConnectRouter, routes: readonly Route[]): void {
+/** Registers every route on a Connect router; returns the procedures served ("pkg.Service/Method"). */
+export function registerRoutes(router: ConnectRouter, routes: readonly Route[]): string[] {
   for (const r of routes) router.service(r.service, r.impl);
+  return procedures(routes.map((r) => r.service));
+}
+
+/** Every procedure of `services`, as "pkg.Service/Method". */
+export function procedures(services: readonly DescService[]): string[] {
+  return services.flatMap((s) => s.methods.map((m) => `${s.typeName}/${m.name}`));
 }

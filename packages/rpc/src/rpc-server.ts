@@ -1,14 +1,16 @@
 import { setMaxListeners } from "node:events";
 import type { DescFile } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { connectNodeAdapter, type ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
+import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
 import { GrpcFastPath } from "./fast-path/grpc-fast-path.js";
 import { mapErrors } from "./interceptors/map-errors.js";
 import { observeCalls } from "./interceptors/observe-calls.js";
 import { listenDual, type ListenerLimits } from "./listener.js";
 import type { Logger } from "./log/logger.js";
+import { logRefusal } from "./log/rpc-log.js";
 import type { RpcMetrics } from "./metrics/rpc-metrics.js";
 import { registerReflection } from "./reflection.js";
+import { routerHandler } from "./router/node-adapter.js";
 import { registerRoutes, type Route } from "./routes.js";
 
 /** Answers every request that is not an RPC (health, metrics, a 404 that says where the API is). */
@@ -22,8 +24,16 @@ export interface RpcLimits extends ListenerLimits {
   readonly writeMaxBytes: number;
 }
 
-/** ADR 0002's limits. */
-export const DEFAULT_LIMITS: RpcLimits = { readMaxBytes: 4 * 1024 * 1024, writeMaxBytes: 64 * 1024 * 1024, maxConcurrentStreams: 10_000, maxHeaderBytes: 64 * 1024 };
+/** ADR 0002's limits, and the connection limits of issue 11 (idle 5 min, headers 20 s, 1024 connections per client address). */
+export const DEFAULT_LIMITS: RpcLimits = {
+  readMaxBytes: 4 * 1024 * 1024,
+  writeMaxBytes: 64 * 1024 * 1024,
+  maxConcurrentStreams: 10_000,
+  maxHeaderBytes: 64 * 1024,
+  idleTimeoutMs: 300_000,
+  headersTimeoutMs: 20_000,
+  maxConnectionsPerSource: 1024,
+};
 
 /** What a server serves, where, and who hears about it. */
 export interface RpcServerOptions {
@@ -77,19 +87,25 @@ export async function startRpcServer(o: RpcServerOptions): Promise<RpcServer> {
   // without this, more than 10 at once print a spurious MaxListenersExceededWarning.
   setMaxListeners(0, shutdown.signal);
   const interceptors = [observeCalls({ log: o.log, metrics: o.metrics }), mapErrors(), ...(o.interceptors ?? [])];
-  const handler = connectNodeAdapter({
+  const refused = (procedure: string, err: ConnectError, ms: number) => {
+    o.metrics?.observe(procedure, err.code, ms);
+    logRefusal(o.log, procedure, err.code, ms, err.rawMessage);
+  };
+  const handler = routerHandler({
     routes: (router) => {
-      registerRoutes(router, o.routes);
-      if (o.reflection) registerReflection(router, o.reflection);
+      const served = registerRoutes(router, o.routes);
+      o.metrics?.register(o.reflection ? [...served, ...registerReflection(router, o.reflection)] : served);
     },
     interceptors,
     readMaxBytes: limits.readMaxBytes,
     writeMaxBytes: limits.writeMaxBytes,
     jsonOptions: { ignoreUnknownFields: false },
     shutdownSignal: shutdown.signal,
-    ...(o.fallback ? { fallback: o.fallback } : {}),
+    fallback: o.fallback ?? notFound,
+    refused,
+    writeFailed: (procedure, reason) => o.log.log("debug", "rpc response not written", { procedure, error: String(reason) }),
   });
-  const fast = new GrpcFastPath(o.routes, { readMaxBytes: limits.readMaxBytes, writeMaxBytes: limits.writeMaxBytes, shutdownSignal: shutdown.signal, interceptors });
+  const fast = new GrpcFastPath(o.routes, { readMaxBytes: limits.readMaxBytes, writeMaxBytes: limits.writeMaxBytes, shutdownSignal: shutdown.signal, interceptors, refused });
   const listener = await listenDual(o.host, o.port, handler, limits, (stream, headers) => fast.handle(stream, headers));
   const host = listener.address.includes(":") ? `[${listener.address}]` : listener.address;
   let closing: Promise<void> | undefined;
@@ -108,3 +124,9 @@ export async function startRpcServer(o: RpcServerOptions): Promise<RpcServer> {
     },
   };
 }
+
+/** The fallback without one given: an empty 404. */
+const notFound: Fallback = (_req, res) => {
+  res.writeHead(404);
+  res.end();
+};

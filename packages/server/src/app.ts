@@ -123,7 +123,14 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
       log,
       metrics: rpcMetrics,
       fallback: createFallback(store, startedAt, () => clock.now(), controlPlaneMetrics({ store, rpc: rpcMetrics, controllers })),
-      limits: { readMaxBytes: config.maxRequestBytes, writeMaxBytes: config.maxResponseBytes, maxConcurrentStreams: config.maxConcurrentStreams },
+      limits: {
+        readMaxBytes: config.maxRequestBytes,
+        writeMaxBytes: config.maxResponseBytes,
+        maxConcurrentStreams: config.maxConcurrentStreams,
+        idleTimeoutMs: config.idleTimeoutMs,
+        headersTimeoutMs: config.headersTimeoutMs,
+        maxConnectionsPerSource: config.maxConnectionsPerSource,
+      },
     });
   } catch (err) {
     await controllers.stop();

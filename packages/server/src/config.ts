@@ -19,6 +19,12 @@ export interface ControlPlaneConfig {
   readonly maxResponseBytes: number;
   /** Concurrent HTTP/2 streams per connection. */
   readonly maxConcurrentStreams: number;
+  /** A connection without traffic for this long is closed (QUANTIX_IDLE_TIMEOUT_MS). */
+  readonly idleTimeoutMs: number;
+  /** How long a connection may take to send its first request's headers (QUANTIX_HEADERS_TIMEOUT_MS). */
+  readonly headersTimeoutMs: number;
+  /** Connections one client address may hold at once (QUANTIX_MAX_CONNECTIONS_PER_SOURCE). */
+  readonly maxConnectionsPerSource: number;
   /** How long graceful shutdown waits for in-flight calls. */
   readonly shutdownGraceMs: number;
   /** Timing of the simulated hypervisor's boot, in ms. */
@@ -57,6 +63,9 @@ const DEFAULTS: ControlPlaneConfig = {
   maxRequestBytes: 4 * 1024 * 1024,
   maxResponseBytes: 64 * 1024 * 1024,
   maxConcurrentStreams: 10_000,
+  idleTimeoutMs: 300_000,
+  headersTimeoutMs: 20_000,
+  maxConnectionsPerSource: 1024,
   shutdownGraceMs: 10_000,
   simBootMs: 300,
   schedulerStrategy: "spread",
@@ -105,6 +114,9 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
     maxRequestBytes: int("QUANTIX_MAX_REQUEST_BYTES", 1024, 256 * 1024 * 1024, DEFAULTS.maxRequestBytes),
     maxResponseBytes: int("QUANTIX_MAX_RESPONSE_BYTES", 1024, 1024 * 1024 * 1024, DEFAULTS.maxResponseBytes),
     maxConcurrentStreams: int("QUANTIX_MAX_CONCURRENT_STREAMS", 1, 100_000, DEFAULTS.maxConcurrentStreams),
+    idleTimeoutMs: int("QUANTIX_IDLE_TIMEOUT_MS", 1000, 86_400_000, DEFAULTS.idleTimeoutMs),
+    headersTimeoutMs: int("QUANTIX_HEADERS_TIMEOUT_MS", 100, 600_000, DEFAULTS.headersTimeoutMs),
+    maxConnectionsPerSource: int("QUANTIX_MAX_CONNECTIONS_PER_SOURCE", 1, 100_000, DEFAULTS.maxConnectionsPerSource),
     shutdownGraceMs: int("QUANTIX_SHUTDOWN_GRACE_MS", 0, 600_000, DEFAULTS.shutdownGraceMs),
     simBootMs: int("QUANTIX_SIM_BOOT_MS", 0, 600_000, DEFAULTS.simBootMs),
     schedulerStrategy: strategy as ScoringStrategy,

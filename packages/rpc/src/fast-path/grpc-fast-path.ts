@@ -1,13 +1,12 @@
 import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
-import { fromBinary } from "@bufbuild/protobuf";
-import { createServiceImplSpec, type Interceptor, type MethodImplSpec } from "@connectrpc/connect";
+import { createServiceImplSpec, type ConnectError, type Interceptor, type MethodImplSpec } from "@connectrpc/connect";
 import { parseTimeout } from "@connectrpc/connect/protocol-grpc";
 import { toConnectError } from "../errors.js";
 import { applyInterceptors } from "../interceptors/apply-interceptors.js";
 import type { Route } from "../routes.js";
 import { DEADLINE, FastContext } from "./fast-context.js";
 import { adoptResponse, fastRequest, invokeServerStreaming, invokeUnary } from "./fast-request.js";
-import { finish, readMessage, respond, envelope } from "./grpc-wire.js";
+import { decodeMessage, envelope, finish, readMessage, respond } from "./grpc-wire.js";
 import { pump } from "./stream-pump.js";
 
 /** Limits and interceptors of the fast path: the very ones the Connect router gets. */
@@ -17,6 +16,8 @@ export interface FastPathOptions {
   readonly shutdownSignal: AbortSignal;
   /** Run around every call, in this order (the first outermost), as the Connect router runs them. */
   readonly interceptors: readonly Interceptor[];
+  /** Told of a call refused before the interceptor chain (its request undecodable or too large). */
+  readonly refused: (procedure: string, err: ConnectError, durationMs: number) => void;
 }
 
 type Served = Extract<MethodImplSpec, { kind: "unary" } | { kind: "server_streaming" }>;
@@ -61,11 +62,21 @@ export class GrpcFastPath {
     return true;
   }
 
-  // A request that fails before the chain (too large, malformed) is refused as the Connect
-  // router refuses it there: with its status, unseen by the interceptors.
+  // A request that fails before the chain (too large, undecodable) is refused as the Connect
+  // router refuses it there: with its status, unseen by the interceptors, and reported.
   private async serveUnary(stream: ServerHttp2Stream, spec: Extract<Served, { kind: "unary" }>, ctx: FastContext): Promise<void> {
+    const start = performance.now();
+    let req;
     try {
-      const req = fastRequest(ctx, false, fromBinary(spec.method.input, await readMessage(stream, this.opts.readMaxBytes)));
+      req = fastRequest(ctx, false, decodeMessage(spec.method.input, await readMessage(stream, this.opts.readMaxBytes)));
+    } catch (err) {
+      const e = ctx.expired() ? DEADLINE : toConnectError(err);
+      finish(stream, ctx, e);
+      ctx.done();
+      this.opts.refused(`${spec.method.parent.typeName}/${spec.method.name}`, e, performance.now() - start);
+      return;
+    }
+    try {
       const res = await applyInterceptors(invokeUnary(spec, ctx, req), this.opts.interceptors)(req);
       adoptResponse(ctx, res);
       const bytes = envelope(spec.method.output, res.message as object, this.opts.writeMaxBytes);
@@ -86,7 +97,7 @@ export class GrpcFastPath {
     const input = spec.method.input;
     const req = fastRequest(ctx, true, {
       async *[Symbol.asyncIterator]() {
-        yield fromBinary(input, await body);
+        yield decodeMessage(input, await body);
       },
     });
     try {

@@ -1,8 +1,10 @@
 import * as http2 from "node:http2";
 import type { ServerHttp2Stream } from "node:http2";
-import type { DescMessage } from "@bufbuild/protobuf";
+import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import { undecodable } from "../errors.js";
+import { GRPC_ACCEPT_ENCODING } from "../compression.js";
 import { encodeMessage } from "./encode-cache.js";
 import type { FastContext } from "./fast-context.js";
 
@@ -13,7 +15,8 @@ import type { FastContext } from "./fast-context.js";
 export const CANCELED = new ConnectError("the client cancelled the call", Code.Canceled);
 /** Framed bytes of frozen messages (shared watch updates), written as they are to every stream. */
 const enveloped = new WeakMap<object, Uint8Array>();
-const RESPONSE_HEADERS = { ":status": "200", "content-type": "application/grpc+proto", "grpc-accept-encoding": "identity" };
+// grpc-accept-encoding lists what the server decompresses: compressed requests go to the router, which does.
+const RESPONSE_HEADERS = { ":status": "200", "content-type": "application/grpc+proto", "grpc-accept-encoding": GRPC_ACCEPT_ENCODING };
 /** The trailers of a call that succeeded and set none of its own: made once. */
 const OK_TRAILERS: Record<string, string> = headersRecord(setTrailerStatus(new Headers(), undefined));
 
@@ -37,19 +40,37 @@ export function readMessage(stream: ServerHttp2Stream, readMaxBytes: number): Pr
     stream.on("data", onData);
     stream.once("end", () => {
       const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
-      if (body.length < 5 || body[0] !== 0) {
-        reject(new ConnectError(body.length < 5 ? "protocol error: missing request message" : "protocol error: compressed message without grpc-encoding", Code.Internal));
-        return;
-      }
-      if (body.length !== 5 + body.readUInt32BE(1)) {
-        reject(new ConnectError("protocol error: expected exactly one request message", Code.Unimplemented));
-        return;
-      }
-      resolve(body.subarray(5));
+      const problem = framingProblem(body);
+      if (problem) reject(problem);
+      else resolve(body.subarray(5));
     });
     stream.once("error", reject);
     stream.once("close", () => reject(CANCELED));
   });
+}
+
+/**
+ * What is wrong with a request body that is not one uncompressed gRPC frame: no message is a
+ * cardinality violation (UNIMPLEMENTED, as gRPC and connect-es answer it), as is more than
+ * one; a cut or compressed frame is the client's malformed request (INVALID_ARGUMENT).
+ */
+function framingProblem(body: Buffer): ConnectError | undefined {
+  if (body.length === 0) return new ConnectError("protocol error: missing request message for a unary or server-streaming method", Code.Unimplemented);
+  if (body.length < 5) return new ConnectError(`protocol error: incomplete frame header (${body.length} of 5 bytes)`, Code.InvalidArgument);
+  if (body[0] !== 0) return new ConnectError("protocol error: compressed message without grpc-encoding", Code.InvalidArgument);
+  const length = body.readUInt32BE(1);
+  if (body.length < 5 + length) return new ConnectError(`protocol error: incomplete frame (${body.length - 5} of ${length} bytes)`, Code.InvalidArgument);
+  if (body.length > 5 + length) return new ConnectError("protocol error: received extra input message for a unary or server-streaming method", Code.Unimplemented);
+  return undefined;
+}
+
+/** Decodes a request message; bytes that are not one are the client's error (INVALID_ARGUMENT naming the type). */
+export function decodeMessage<T extends DescMessage>(schema: T, bytes: Uint8Array): MessageShape<T> {
+  try {
+    return fromBinary(schema, bytes);
+  } catch (err) {
+    throw undecodable(schema, err instanceof Error ? err.message : String(err), err);
+  }
 }
 
 /** A message framed for the wire (frozen ones once), refused when larger than `writeMaxBytes`. */
@@ -88,7 +109,7 @@ export function finish(stream: ServerHttp2Stream, ctx: FastContext, error: Conne
   const set = ctx.responseTrailer.changed;
   const t = error === undefined && !set ? OK_TRAILERS : headersRecord(setTrailerStatus(new Headers(ctx.responseTrailer), error));
   if (!stream.headersSent) {
-    stream.respond({ ":status": "200", "content-type": "application/grpc+proto", ...t }, { endStream: true });
+    stream.respond({ ...RESPONSE_HEADERS, ...t }, { endStream: true });
     return;
   }
   stream.once("wantTrailers", () => stream.sendTrailers(t));

@@ -22,3 +22,13 @@ export function logRpc(log: Logger, procedure: string, code: Code | 0, durationM
   if (cause !== undefined && (code === Code.Internal || code === Code.Unknown)) fields["error"] = cause instanceof Error ? cause.stack : String(cause);
   log.log(code === Code.Internal || code === Code.Unknown ? "error" : "info", "rpc", fields);
 }
+
+/**
+ * Writes the one log line of a call refused before the interceptor chain (a request that
+ * cannot be decoded, is too large, or names no method): the client's error, so at debug
+ * level and without a stack, unless the server failed (INTERNAL, UNKNOWN).
+ */
+export function logRefusal(log: Logger, procedure: string, code: Code, durationMs: number, message: string): void {
+  const server = code === Code.Internal || code === Code.Unknown;
+  log.log(server ? "error" : "debug", "rpc", { procedure: procedure.slice(0, 256), code: codeLabel(code), duration_ms: Math.round(durationMs * 100) / 100, refused: message.slice(0, 256) });
+}

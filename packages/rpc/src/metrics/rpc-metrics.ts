@@ -5,6 +5,9 @@ import { codeLabel } from "../code-label.js";
 /** Upper bounds (seconds) of the latency histogram's buckets; +Inf is implied. */
 export const LATENCY_BUCKETS_SEC = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const;
 
+/** The procedure label of calls to procedures the server does not serve. */
+export const UNKNOWN_PROCEDURE = "unknown";
+
 /**
  * RPC counts by procedure and code, latency histograms by procedure, and open streams,
  * as prom-client metrics in `registry` (the binary's /metrics): quantix_rpc_calls_total,
@@ -20,6 +23,11 @@ export class RpcMetrics {
    */
   private readonly callChildren = new Map<string, { inc(): void }>();
   private readonly durationChildren = new Map<string, { observe(v: number): void }>();
+  /**
+   * The procedures counted under their own name (every other one under UNKNOWN_PROCEDURE,
+   * so a client naming methods cannot grow the label sets); while empty, every name counts.
+   */
+  private readonly known = new Set<string>();
   /** Open streams by procedure: kept as plain numbers (openWatches reads them synchronously), set into the gauge when scraped. */
   private readonly streams = new Map<string, number>();
 
@@ -44,8 +52,14 @@ export class RpcMetrics {
     });
   }
 
+  /** Makes `procedures` ("pkg.Service/Method") the ones counted under their own name. */
+  register(procedures: Iterable<string>): void {
+    for (const p of procedures) this.known.add(p);
+  }
+
   /** Records one finished call (unary or stream) with its final code (0 = OK). */
-  observe(procedure: string, code: Code | 0, durationMs: number): void {
+  observe(rawProcedure: string, code: Code | 0, durationMs: number): void {
+    const procedure = this.procedureLabel(rawProcedure);
     const label = codeLabel(code);
     const key = `${procedure} ${label}`;
     let call = this.callChildren.get(key);
@@ -57,13 +71,19 @@ export class RpcMetrics {
   }
 
   /** A server stream began (a watch, a console follow, ...). */
-  streamOpened(procedure: string): void {
+  streamOpened(rawProcedure: string): void {
+    const procedure = this.procedureLabel(rawProcedure);
     this.streams.set(procedure, (this.streams.get(procedure) ?? 0) + 1);
   }
 
   /** A server stream ended, however it ended. */
-  streamClosed(procedure: string): void {
+  streamClosed(rawProcedure: string): void {
+    const procedure = this.procedureLabel(rawProcedure);
     this.streams.set(procedure, (this.streams.get(procedure) ?? 1) - 1);
+  }
+
+  private procedureLabel(procedure: string): string {
+    return this.known.size === 0 || this.known.has(procedure) ? procedure : UNKNOWN_PROCEDURE;
   }
 
   /** Open streams of the procedures whose method name starts with "Watch". */
