@@ -9,3 +9,4 @@ export * from "./prometheus-parse.js";
 export * from "./guest.js";
 export * from "./boot-sector.js";
 export * from "./test-agent.js";
+export * from "./fuzz/index.js";
