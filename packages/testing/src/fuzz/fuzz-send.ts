@@ -5,8 +5,8 @@ import type { WireRequest } from "./fuzz-wire.js";
 /** Connect's names of the gRPC status codes, by number. */
 const CODE_NAMES = ["ok", "canceled", "unknown", "invalid_argument", "deadline_exceeded", "not_found", "already_exists", "permission_denied", "resource_exhausted", "failed_precondition", "aborted", "out_of_range", "unimplemented", "internal", "unavailable", "data_loss", "unauthenticated"];
 
-/** Longest a fuzz request may take before it counts as unanswered. */
-const ANSWER_MS = 3000;
+/** Longest a fuzz request may take, by default, before it counts as unanswered. */
+export const ANSWER_MS = 10_000;
 /** Most bytes of a response kept to read its code. */
 const KEEP_BYTES = 256 * 1024;
 
@@ -21,7 +21,7 @@ interface Raw {
  * Sends fuzz requests to one server: HTTP/2 over a few reused cleartext sessions (a new
  * one when the server closes one), HTTP/1.1 over keep-alive sockets. Each answer becomes
  * the code a client sees: a Connect code name, `http <status>` when the response carries
- * none, `reset` (the stream was reset), `no answer` (nothing within ANSWER_MS), or `open
+ * none, `reset` (the stream was reset), `no answer` (nothing within `answerMs`), or `open
  * stream` (a server stream still running when the client gave up, which is no error).
  */
 export class FuzzSender {
@@ -32,6 +32,7 @@ export class FuzzSender {
   constructor(
     private readonly url: string,
     sessions = 4,
+    private readonly answerMs = ANSWER_MS,
   ) {
     this.sessions = Array.from({ length: sessions }, () => undefined);
   }
@@ -74,7 +75,7 @@ export class FuzzSender {
       const timer = setTimeout(() => {
         req.close(constants.NGHTTP2_CANCEL);
         reject(new Error(status === 200 && w.streaming ? "open stream" : "no answer"));
-      }, ANSWER_MS);
+      }, this.answerMs);
       req.on("response", (h) => {
         headers = h;
         status = Number(h[":status"]);
@@ -120,7 +121,7 @@ export class FuzzSender {
       const timer = setTimeout(() => {
         req.destroy();
         reject(new Error(w.streaming ? "open stream" : "no answer"));
-      }, ANSWER_MS);
+      }, this.answerMs);
       req.on("error", (e) => {
         clearTimeout(timer);
         reject(e);
