@@ -12,6 +12,8 @@ import { agentMigrate } from "./lib/agent-migrate.js";
 import { controlPlaneMigrate } from "./lib/control-plane-migrate.js";
 import { controlPlaneBoot } from "./lib/control-plane-boot.js";
 import { schedulerBench } from "./lib/scheduler-placement.js";
+import { fuzzControlPlane } from "./lib/fuzz.js";
+import { countsText } from "@quantix/testing";
 import { absolute, compare, formatTable, machine, num, type Row } from "./lib/report.js";
 import { percentile, sleep } from "./lib/stats.js";
 import { streamOnce, streamRates, type StreamRate } from "./lib/stream-rate.js";
@@ -24,9 +26,11 @@ if (process.env["QUANTIX_BENCH_PINNED"] !== "1" && hasProgram("taskset")) {
   const r = spawnSync("taskset", ["-c", "1", process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit", env: { ...process.env, QUANTIX_BENCH_PINNED: "1" } });
   process.exit(r.status ?? 1);
 }
-/** `npm run bench -- --only=fanout` (or unary, creates, agent, migrate, scheduler; comma-separated) runs those groups alone. */
+/** `npm run bench -- --only=fanout` (or unary, creates, agent, migrate, scheduler, fuzz; comma-separated) runs those groups alone. */
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
-const want = (group: "unary" | "creates" | "fanout" | "agent" | "migrate" | "scheduler") => !only || only.includes(group);
+const want = (group: "unary" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz") => !only || only.includes(group);
+/** `--seed=N` changes the fuzz run's requests (the same seed always makes the same ones). */
+const fuzzSeed = Number(process.argv.find((a) => a.startsWith("--seed="))?.slice("--seed=".length) ?? 20261204);
 const httpGroups = want("unary") || want("creates") || want("fanout");
 
 if (!hasProgram("taskset") || (httpGroups && !hasProgram("h2load"))) {
@@ -215,6 +219,34 @@ try {
     rows.push(
       compare(`Scheduler: time per placement, ${num(r.vms)} VMs over ${num(r.nodes)} nodes, all filters (${num(r.scheduler.perSec)} placements/s, ${num(r.scheduler.placed)} placed)`, (r.scheduler.ms * 1000) / r.vms, (r.firstFit.ms * 1000) / r.vms, perPlacement, "first-fit on CPU and memory"),
     );
+  }
+  // Fuzz: malformed requests on every protocol against a real control plane; a client's error, never the server's.
+  if (want("fuzz")) {
+    const count = 20_000;
+    progress(`fuzz: ${num(count)} malformed requests (seed ${fuzzSeed}) over Connect JSON, Connect binary, gRPC (h2c) and gRPC-Web to a control plane (memory store, 4 VMs)`);
+    const s = await up(startServer("quantix-fuzz", SERVER, [], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "memory", QUANTIX_DEMO: "0", QUANTIX_LOG_LEVEL: "info" }));
+    const f = await fuzzControlPlane(s, fuzzSeed, count);
+    await down(s);
+    details["fuzz"] = f;
+    const r = f.result;
+    const internal = Object.values(r.internal).reduce((a, b) => a + b, 0);
+    const unanswered = Object.values(r.unanswered).reduce((a, b) => a + b, 0);
+    const changed = f.before.revision !== f.after.revision || f.before.digest !== f.after.digest;
+    const zero = { op: "=", value: 0, on: "value" } as const;
+    const n = (v: number) => num(v);
+    rows.push(
+      { ...absolute(`fuzz: requests (seed ${fuzzSeed}, ${num(r.ms / 1000, 1)} s)`, r.requests, n), baseline: countsText(r.byProtocol) },
+      ...Object.entries(r.byProtocolCode).map(([p, codes]) => ({ ...absolute(`fuzz: answers over ${p}`, r.byProtocol[p as keyof typeof r.byProtocol], n), baseline: countsText(codes) })),
+      { ...absolute("fuzz: INTERNAL answers (or a bare HTTP 500)", internal, n, zero), baseline: "—" },
+      { ...absolute("fuzz: requests without an answer", unanswered, n, zero), baseline: "—" },
+      { ...absolute("fuzz: crashes (process gone or health not OK)", f.alive && f.healthy ? 0 : 1, n, zero), baseline: `alive ${f.alive}, health ${f.healthy ? "OK" : "failed"}` },
+      { ...absolute("fuzz: state changes (store revision, digest of every kind)", changed ? 1 : 0, n, zero), baseline: `revision ${f.before.revision} -> ${f.after.revision}, digest ${f.before.digest} -> ${f.after.digest}` },
+      { ...absolute("fuzz: error-level log lines", f.errorLines, n), baseline: "—" },
+    );
+    progress(`fuzz: answers by code: ${countsText(r.byCode)}`);
+    progress(`fuzz: INTERNAL by mutation and protocol: ${countsText(r.internal)}`);
+    if (unanswered > 0) progress(`fuzz: unanswered by mutation and protocol: ${countsText(r.unanswered)}`);
+    for (const line of f.firstErrors) progress(`fuzz: error log line: ${line}`);
   }
 } finally {
   await Promise.all(servers.map((s) => s.stop()));

@@ -1,5 +1,5 @@
 import { QuantixError } from "./errors.js";
-import { Violations } from "./violations.js";
+import { CONTROL_CHARS, ID_PATTERN, Violations } from "./violations.js";
 
 /** Default and largest page sizes of every List RPC. */
 export const PAGE_SIZE_DEFAULT = 50;
@@ -82,7 +82,8 @@ function decodeToken(v: Violations, token: string, order: string, fingerprint: s
   }
   // JSON.parse("null") succeeds: reading fields of null must not become an internal error.
   const b = (typeof body === "object" && body !== null ? body : {}) as { v?: unknown; o?: unknown; f?: unknown; k?: unknown; i?: unknown; t?: unknown };
-  if (b.v !== 1 || typeof b.i !== "string" || (typeof b.k !== "string" && typeof b.k !== "number")) {
+  // The id and a text key are checked as ids and names are: a forged token carries no NUL to a store.
+  if (b.v !== 1 || typeof b.i !== "string" || !ID_PATTERN.test(b.i) || (typeof b.k !== "string" && typeof b.k !== "number") || (typeof b.k === "string" && CONTROL_CHARS.test(b.k))) {
     v.add("page_token", "INVALID_FORMAT", "is not a token returned by this API; start again with an empty page_token");
     return undefined;
   }

@@ -52,8 +52,12 @@ export class Violations {
 
 /** Names of resources (VMs, disks, NICs): a letter, then letters, digits, '-' or '_'. */
 export const NAME_PATTERN = /^[a-zA-Z][a-zA-Z0-9_-]*$/;
-/** References to other resources by id. */
+/** Ids of resources and references to them (resource/ids.ts: RESOURCE_ID_FORMAT). */
 export const ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
+/** Project ids (resource/ids.ts: PROJECT_ID_FORMAT). */
+export const PROJECT_ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$/;
+/** ID_PATTERN in words. */
+export const ID_DESCRIPTION = "must be an id: 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit";
 /** Control characters (including newlines) never belong in names, paths or command lines. */
 export const CONTROL_CHARS = /[\u0000-\u001f\u007f]/;
 
@@ -83,5 +87,5 @@ export function validateRef(v: Violations, field: string, id: string, required =
     if (required) v.add(field, "REQUIRED", "is required");
     return;
   }
-  v.pattern(field, id, ID_PATTERN, "must be an id: 1-128 letters, digits, '.', '_' or '-'");
+  v.pattern(field, id, ID_PATTERN, ID_DESCRIPTION);
 }

@@ -13,6 +13,7 @@ import {
 } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import type { FieldViolation } from "./errors.js";
 import { CONTROL_CHARS, NAME_PATTERN, validateLabels, validateRef, Violations } from "./violations.js";
+import { PROJECT_ID_FORMAT } from "./resource/id-format.js";
 
 /** Limits of a VM, from the seed's validation table and what hypervisors accept. */
 export const VM_LIMITS = {
@@ -38,7 +39,6 @@ export const VM_LIMITS = {
 /** The default project of the seeds' demo data, used when a request names none. */
 export const DEFAULT_PROJECT_ID = "00000000-0000-0000-0000-000000000001";
 
-const PROJECT_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$/;
 const MAC_PATTERN = /^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/;
 const CPU_MODEL_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$/;
 const CAPABILITY_PATTERN = /^[a-z][a-z0-9-]{0,62}$/;
@@ -54,7 +54,7 @@ export function validateCreateVm(req: CreateVMRequest): FieldViolation[] {
     }
   }
   if (req.projectId !== "") {
-    v.pattern("project_id", req.projectId, PROJECT_PATTERN, "must be a project id: 1-64 letters, digits, '-' or '_'");
+    v.pattern("project_id", req.projectId, PROJECT_ID_FORMAT.pattern, PROJECT_ID_FORMAT.description);
   }
   if (req.description.length > VM_LIMITS.descriptionMax) {
     v.add("description", "INVALID_LENGTH", `must be at most ${VM_LIMITS.descriptionMax} characters long`);

@@ -6,6 +6,6 @@ export { route, type Route } from "./routes.js";
 export { mapErrors } from "./interceptors/map-errors.js";
 export { observeCalls, type ObserveOptions } from "./interceptors/observe-calls.js";
 export { servedByFastPath } from "./fast-path/fast-context.js";
-export { toConnectError, unimplemented } from "./errors.js";
+export { boundText, MESSAGE_MAX_BYTES, toConnectError, unimplemented } from "./errors.js";
 export { createJsonLogger, silentLogger, type Logger, type LogLevel } from "./log/logger.js";
 export { LATENCY_BUCKETS_SEC, RpcMetrics } from "./metrics/rpc-metrics.js";

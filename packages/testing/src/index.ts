@@ -10,3 +10,4 @@ export * from "./guest.js";
 export * from "./boot-sector.js";
 export * from "./test-agent.js";
 export * from "./zombie.js";
+export * from "./fuzz/index.js";

@@ -1,6 +1,7 @@
 import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import type { FieldViolation } from "../errors.js";
+import type { IdFormat } from "./id-format.js";
 
 /** What every stored object has: an id and the revision of its last change. */
 export interface Resource {
@@ -75,6 +76,8 @@ export interface Kind<T extends Resource = Resource> {
   readonly pendingFinalizers?: (o: T) => readonly string[];
   /** Parts of status with a single writer. */
   readonly owned?: readonly OwnedField<T>[];
+  /** The format of the kind's ids (default RESOURCE_ID_FORMAT): requests are checked against it before they reach a store. */
+  readonly idFormat?: IdFormat;
   /** Checks an object as a user would write it (create and update); the service adds its own rules. */
   readonly validate?: (o: T) => FieldViolation[];
 }

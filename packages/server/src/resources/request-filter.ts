@@ -1,5 +1,5 @@
 import type { DescField, DescMessage } from "@bufbuild/protobuf";
-import { ID_PATTERN, QuantixError, throwIfViolations, Violations, type FieldValue, type FilterValue, type Kind, type Query, type Resource } from "@quantix/core";
+import { checkId, CONTROL_CHARS, PROJECT_ID_FORMAT, QuantixError, RESOURCE_ID_FORMAT, validateLabels, throwIfViolations, Violations, type FieldValue, type FilterValue, type Kind, type Query, type Resource } from "@quantix/core";
 
 /** Request fields that page or resume rather than filter. */
 const NOT_FILTERS = new Set(["page_size", "page_token", "order_by", "resource_version"]);
@@ -30,6 +30,8 @@ export function filterOf(kind: Kind<Resource>, schema: DescMessage, req: Record<
     const value = req[f.localName];
     if (f.name === "labels") {
       const map = value as Record<string, string>;
+      // Label filters follow the rules of labels: no control characters reach a store's query.
+      validateLabels(v, "labels", map);
       if (Object.keys(map).length > 0) labels = map;
       continue;
     }
@@ -84,6 +86,8 @@ function check(v: Violations, f: DescField, value: FieldValue, path: string): vo
     if (!f.enum.values.some((e) => e.number === value)) v.add(path, "INVALID_ENUM", `unknown value ${String(value)}`);
     return;
   }
-  if (typeof value === "string" && f.name.endsWith("_id")) v.pattern(path, value, ID_PATTERN, "must be an id: 1-128 letters, digits, '.', '_' or '-'");
-  else if (typeof value === "string" && value.length > 256) v.add(path, "INVALID_LENGTH", "must be at most 256 characters long");
+  if (typeof value !== "string") return;
+  if (f.name.endsWith("_id")) checkId(v, path, value, f.name === "project_id" ? PROJECT_ID_FORMAT : RESOURCE_ID_FORMAT);
+  else if (value.length > 256) v.add(path, "INVALID_LENGTH", "must be at most 256 characters long");
+  else if (CONTROL_CHARS.test(value)) v.add(path, "INVALID_FORMAT", "must not contain control characters");
 }

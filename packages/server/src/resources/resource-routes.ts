@@ -6,6 +6,7 @@ import type { ResourceWriter } from "./resource-writer.js";
 import type { Kind, Resource, Store } from "@quantix/core";
 import { route, type Route } from "@quantix/rpc";
 import { filterFields, type CustomFilter } from "./request-filter.js";
+import { checkingIds } from "./request-ids.js";
 import { ResourceReader } from "./resource-service.js";
 
 /** What a resource service adds to the generic Get, List and Watch. */
@@ -25,14 +26,16 @@ export interface ResourceRouteOptions<S extends DescService> {
  * (ResourceReader), by their names: Get<X> by `id`; List<X>s with the request's filters;
  * Watch<X>s over a filtered set; Watch<X> of one object by the request's id field. Every
  * other method comes from `options.impl`; one that has none is a programming error, found
- * when the routes are built (as is a request field the kind cannot filter on).
+ * when the routes are built (as is a request field the kind cannot filter on). Every
+ * method, generic or given, first checks the ids its request carries (checkingIds).
  */
 export function resourceRoute<S extends DescService>(service: S, kind: Kind<Resource>, store: Store, options: ResourceRouteOptions<S> = {}): Route {
   const reader = new ResourceReader(kind, store);
-  const impl: Record<string, unknown> = { ...(options.impl ?? {}) };
+  const given: Record<string, unknown> = { ...(options.impl ?? {}) };
+  const impl: Record<string, unknown> = {};
   for (const m of service.methods) {
-    if (impl[m.localName]) continue;
-    impl[m.localName] = genericWrite(m, kind, options) ?? generic(m, reader, options.filters ?? {});
+    const handler = given[m.localName] ?? genericWrite(m, kind, options) ?? generic(m, reader, options.filters ?? {});
+    impl[m.localName] = checkingIds(m, kind, handler as Parameters<typeof checkingIds>[2]);
   }
   return route(service, impl as Partial<ServiceImpl<S>>);
 }

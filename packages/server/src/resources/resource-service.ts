@@ -1,6 +1,6 @@
 import { create, type DescField, type DescMessage } from "@bufbuild/protobuf";
 import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
-import { ID_PATTERN, invalidArgument, matchesQuery, notFound, type Kind, type Resource, type Store } from "@quantix/core";
+import { checkId, matchesQuery, notFound, RESOURCE_ID_FORMAT, throwIfViolations, Violations, type IdFormat, type Kind, type Resource, type Store } from "@quantix/core";
 import { listPage } from "../services/paging.js";
 import { filterEvent, SharedUpdates, watchFiltered, type FilteredEvent } from "../services/watch-filter.js";
 import { filterOf, queryOf, type CustomFilter } from "./request-filter.js";
@@ -14,10 +14,11 @@ export function objectField(schema: DescMessage, kind: Kind<Resource>, repeated:
   return f;
 }
 
-/** INVALID_ARGUMENT unless `id` is present and well formed (an id with a NUL byte never reaches the store). */
-export function requireWellFormedId(field: string, id: string): void {
-  if (id === "") throw invalidArgument([{ field, reason: "REQUIRED", description: "is required" }]);
-  if (!ID_PATTERN.test(id)) throw invalidArgument([{ field, reason: "INVALID_FORMAT", description: "must be an id: 1-128 letters, digits, '.', '_' or '-'" }]);
+/** INVALID_ARGUMENT unless `id` is present and in `format` (an id with a NUL byte never reaches the store). */
+export function requireWellFormedId(field: string, id: string, format: IdFormat = RESOURCE_ID_FORMAT): void {
+  const v = new Violations();
+  checkId(v, field, id, format);
+  throwIfViolations(v.list);
 }
 
 /**
@@ -35,7 +36,7 @@ export class ResourceReader<T extends Resource> {
   ) {}
 
   async get(id: string, field = "id"): Promise<T> {
-    requireWellFormedId(field, id);
+    requireWellFormedId(field, id, this.kind.idFormat);
     const o = await this.store.of(this.kind).get(id);
     if (!o) throw notFound(this.kind.name, id);
     return o;
@@ -60,7 +61,7 @@ export class ResourceReader<T extends Resource> {
 
   /** A Watch RPC over one object: its current state (unless resuming), then every change until it is deleted. */
   async *watchOne(output: DescMessage, id: string, field: string, fromRevision: bigint, signal: AbortSignal): AsyncGenerator<unknown> {
-    requireWellFormedId(field, id);
+    requireWellFormedId(field, id, this.kind.idFormat);
     const build = this.updatesOf(output);
     let from = fromRevision;
     // Changes up to the current state are in the ADDED event; skip them in the replay.

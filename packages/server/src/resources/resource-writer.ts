@@ -64,7 +64,7 @@ export class ResourceWriter<T extends Resource> {
    * controller's decision the answer should show).
    */
   async update(id: string, schema: DescMessage, req: Record<string, unknown> & { resourceVersion: bigint; updateMask?: { paths: string[] } | undefined }, options: { budget?: Budget; settled?: (o: T) => boolean } = {}): Promise<T> {
-    requireWellFormedId("id", id);
+    requireWellFormedId("id", id, this.kind.idFormat);
     const top = this.topFields(schema);
     const updated = await this.store.of(this.kind).update(
       id,
@@ -101,7 +101,7 @@ export class ResourceWriter<T extends Resource> {
    * already being deleted), then waits (within `budget`) until it is gone.
    */
   async delete(id: string, budget: Budget, check?: (current: T) => void): Promise<void> {
-    requireWellFormedId("id", id);
+    requireWellFormedId("id", id, this.kind.idFormat);
     const coll = this.store.of(this.kind);
     await coll.delete(
       id,
