@@ -161,12 +161,19 @@ export class NodeService {
 
 }
 
+/**
+ * The CPU overcommit ratio of a node that sets none: Nova's initial CPU allocation ratio
+ * (4.0), since vCPUs mostly idle. Memory is not overcommitted by default (1.0): a guest
+ * that touches memory the host lacks is killed, not slowed down.
+ */
+export const DEFAULT_CPU_RATIO = 4;
+
 /** Capacity from the reported hardware; allocatable = capacity × overcommit − reserved. */
 export function withCapacity(status: Node["status"] & object, spec: NodeSpec): typeof status {
   const cpus = spec.cpu?.logicalCpus ?? 0;
   const mem = Number(spec.memory?.totalMib ?? 0n);
   const storage = spec.storage.reduce((sum, d) => sum + d.sizeGib, 0n);
-  const cpuRatio = spec.overcommit?.cpuRatio || 1;
+  const cpuRatio = spec.overcommit?.cpuRatio || DEFAULT_CPU_RATIO;
   const memRatio = spec.overcommit?.memoryRatio || 1;
   const reservedCpu = spec.reserved?.cpuCores ?? 0;
   const reservedMem = Number(spec.reserved?.memoryMib ?? 0n);

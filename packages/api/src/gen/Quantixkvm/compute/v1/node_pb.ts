@@ -152,7 +152,7 @@ export type NodeSpec = Message<"Quantixkvm.compute.v1.NodeSpec"> & {
   taints: Taint[];
 
   /**
-   * Overcommit ratios; 0 means 1.0 (no overcommit).
+   * Overcommit ratios; unset ratios mean 4.0 for CPU and 1.0 (none) for memory.
    *
    * @generated from field: Quantixkvm.compute.v1.Overcommit overcommit = 8;
    */
@@ -447,7 +447,7 @@ export const TaintSchema: GenMessage<Taint> = /*@__PURE__*/
  */
 export type Overcommit = Message<"Quantixkvm.compute.v1.Overcommit"> & {
   /**
-   * vCPUs per physical logical CPU, 1-32; 0 means 1.
+   * vCPUs per physical logical CPU, 1-32; 0 means 4 (Nova's initial CPU allocation ratio).
    *
    * @generated from field: double cpu_ratio = 1;
    */
