@@ -17,10 +17,10 @@ import { attachAgentNodes, type AgentNodes } from "./hypervisor/agent-nodes.js";
 import { NodeDrivers } from "./hypervisor/node-drivers.js";
 import { RpcMetrics, startRpcServer, type Route, type RpcServer } from "@quantix/rpc";
 import { createJsonLogger, type Logger } from "@quantix/rpc";
-import { PENDING_SERVICES, SERVED_FILES } from "./rpc/catalog.js";
+import { PENDING_SERVICES, SERVED_ELSEWHERE, SERVED_FILES } from "./rpc/catalog.js";
 import { controlPlaneMetrics } from "./metrics/control-plane-metrics.js";
 import { nodeServiceRoute } from "./rpc/node-routes.js";
-import { unimplementedImpl } from "./rpc/unimplemented-routes.js";
+import { servedElsewhereImpl, unimplementedImpl } from "./rpc/unimplemented-routes.js";
 import { vmServiceRoute } from "./rpc/vm-routes.js";
 import { migrationServiceRoute } from "./rpc/migration-routes.js";
 import { eventServiceRoute } from "./rpc/event-routes.js";
@@ -112,6 +112,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     migrationServiceRoute(store),
     eventServiceRoute(store),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
+    ...SERVED_ELSEWHERE.map((p) => ({ service: p.service, impl: servedElsewhereImpl(p.service, p.where) })),
   ];
   let server: RpcServer;
   try {
