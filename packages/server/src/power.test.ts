@@ -56,6 +56,20 @@ describe("VM power actions on simulated nodes", () => {
     await expectCode(s.vms.getVM({ id: vm.id }), Code.NotFound, vm.id);
   });
 
+  test("SuspendVM on a node whose hypervisor lacks 'suspend' is refused at once, naming it, and changes nothing", async () => {
+    const vm = await s.vms.createVM({ name: "no-suspend", spec: spec() });
+    const running = await s.vms.startVM({ id: vm.id });
+    assert.equal(running.status?.state, State.RUNNING);
+    const t0 = Date.now();
+    await expectCode(s.vms.suspendVM({ id: vm.id }, { timeoutMs: 20_000 }), Code.FailedPrecondition, "lacks the 'suspend' capability");
+    assert.ok(Date.now() - t0 < 5000, `answered in ${Date.now() - t0} ms`);
+    const after = await s.vms.getVM({ id: vm.id });
+    assert.equal(after.spec?.desiredPowerState, running.spec?.desiredPowerState, "desired power state unchanged");
+    assert.equal(after.generation, running.generation);
+    assert.equal(after.status?.state, State.RUNNING);
+    await s.vms.deleteVM({ id: vm.id, force: true });
+  });
+
   test("force delete of a running VM removes its process from the node", async () => {
     const vm = await s.vms.createVM({ name: "doomed", spec: spec(), startOnCreate: true });
     const running = await until(async () => {

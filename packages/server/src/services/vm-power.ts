@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { RebootRequestSchema, ShutdownPolicySchema, VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { checkPowerAction, desiredPowerStateOf, notFound, QuantixError, targetStateOf, VM_KIND, type HypervisorConsole, type PowerAction, type ShutdownOptions, type Store } from "@quantix/core";
+import { checkPowerAction, desiredPowerStateOf, NODE_KIND, notFound, QuantixError, targetStateOf, VM_KIND, type Capability, type HypervisorConsole, type PowerAction, type ShutdownOptions, type Store } from "@quantix/core";
 import { consoleOf, driverOf } from "../controllers/node-access.js";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import { requireId } from "./vm-service.js";
@@ -11,6 +11,9 @@ export interface WaitBudget {
   readonly ms: number;
   readonly signal: AbortSignal;
 }
+
+/** The capability a power action needs from the VM's node, beyond the state table. */
+const NEEDS: Partial<Record<PowerAction, Capability>> = { suspend: "suspend" };
 
 /** States in which waiting for a power action is pointless: the action failed. */
 const FAILED = [State.CRASHED, State.ERROR];
@@ -31,6 +34,8 @@ export class VmPowerService {
     requireId("id", id);
     const desired = desiredPowerStateOf(action)!;
     const target = targetStateOf(action)!;
+    const needs = NEEDS[action];
+    if (needs) await this.requireCapability(id, action, needs);
     const vm = await this.store.of(VM_KIND).update(
       id,
       (cur) => {
@@ -52,6 +57,25 @@ export class VmPowerService {
     const settled = (x: VirtualMachine) => x.status?.state === target || (x.generation === x.status?.observedGeneration && FAILED.includes(x.status.state));
     if (vm.status?.state === target) return vm;
     return waitFor(this.store.of(VM_KIND), "VM", id, settled, budget.ms, budget.signal);
+  }
+
+  /**
+   * FAILED_PRECONDITION at once, naming the capability, when the VM's node does not list
+   * it in its status (status.hypervisor.capabilities, as its agent registered them), so an
+   * action no node can carry out is never written into the spec to be retried forever.
+   * Checked after the state table, whose answer (and no-op) comes first.
+   */
+  private async requireCapability(id: string, action: PowerAction, capability: Capability): Promise<void> {
+    const vm = await this.store.of(VM_KIND).get(id);
+    if (!vm) throw notFound("VM", id);
+    refuseIfDeleting(vm, action);
+    if (checkPowerAction(action, vm.status?.state ?? State.UNKNOWN, id) === "noop") return;
+    const nodeId = vm.status?.nodeId ?? "";
+    const node = nodeId ? await this.store.of(NODE_KIND).get(nodeId) : undefined;
+    const hv = node?.status?.hypervisor;
+    if (hv?.capabilities.includes(capability)) return;
+    const where = node ? `node '${node.hostname}', whose ${hv?.type || "unknown"} hypervisor` : `no node that`;
+    throw new QuantixError("failed_precondition", `cannot ${action} VM '${id}': it runs on ${where} lacks the '${capability}' capability`);
   }
 
   /**
