@@ -96,6 +96,9 @@ test("a lost agent makes its VMs unreachable; when it is back their status is re
   const lost = await vmIn(vm.id, (x) => x.status?.state === State.UNKNOWN, "UNKNOWN after the agent died");
   assert.equal(lost.status?.conditions.find((c) => c.type === "NodeReachable")?.reason, "NodeUnreachable");
   assert.match(lost.status?.errorMessage ?? "", /unreachable/);
+  // JSON leaves out a field at its zero value: the state must not be the zero value.
+  const json = (await (await fetch(`${s.url}/Quantixkvm.compute.v1.VMService/GetVM`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ id: vm.id }) })).json()) as { status?: { state?: string } };
+  assert.equal(json.status?.state, "UNKNOWN", "an unreachable VM's state is present in JSON");
 
   // The real monitor, with its clock past the heartbeat limit, marks the node NOT_READY;
   // much later, OFFLINE. The VM's status names the node's state each time.
