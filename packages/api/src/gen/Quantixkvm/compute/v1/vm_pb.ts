@@ -444,7 +444,9 @@ export const DiskDeviceSchema: GenMessage<DiskDevice> = /*@__PURE__*/
 /**
  * A network interface. On nodes run by a host agent, the NIC uses the tap device
  * "qx" followed by 13 hex digits derived from the VM and NIC ids; the networking service
- * creates it (until it exists, booting a VM with a NIC fails on the node).
+ * creates it and its network's bridge. Until that service exists no network does, and
+ * CreateVM and UpdateVM refuse a NIC they add (or move to another network) with
+ * FAILED_PRECONDITION naming its field path and network.
  *
  * @generated from message Quantixkvm.compute.v1.NetworkInterface
  */
