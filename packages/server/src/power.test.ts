@@ -6,10 +6,11 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { NodeSchema, NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { NODE_KIND } from "@quantix/core";
-import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
+import { ON_SIMULATED_NODES, rejection, startTestServer, until, type TestServer } from "@quantix/testing";
 import { FakeNode } from "./services/migration-test-kit.js";
 
-const spec = (cores = 1, sizeMib = 512n) => ({ cpu: { cores }, memory: { sizeMib } });
+// The demo's nodes are simulated and tainted: these VMs tolerate it on purpose.
+const spec = (cores = 1, sizeMib = 512n) => ({ cpu: { cores }, memory: { sizeMib }, placement: ON_SIMULATED_NODES });
 
 async function expectCode(p: Promise<unknown>, code: Code, includes?: string): Promise<ConnectError> {
   const err = await rejection(p);
