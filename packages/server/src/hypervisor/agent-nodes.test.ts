@@ -79,7 +79,11 @@ test("the compute API drives an agent's VM: create, start, console, stop", async
 test("a VM with a disk is refused with the reason in its status", async () => {
   const nodeId = await readyNode();
   const vm = await s.vms.createVM({ name: "agent-vm-disk", spec: { ...spec, disks: [{ id: "root", sizeGib: 1n }] }, nodeId });
-  const res = await s.vms.startVM({ id: vm.id });
+  // A power action whose outcome is a failure answers with it (issue 11), no longer 200 with ERROR.
+  const err = await rejection(s.vms.startVM({ id: vm.id }));
+  assert.equal(err.code, Code.FailedPrecondition);
+  assert.match(err.rawMessage, /storage service/);
+  const res = await s.vms.getVM({ id: vm.id });
   assert.equal(res.status?.state, State.ERROR);
   assert.match(res.status?.errorMessage ?? "", /storage service/);
   assert.equal(res.status?.conditions.find((c) => c.type === "SpecAccepted")?.reason, "HypervisorRejected");
