@@ -55,8 +55,11 @@ const ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
 /**
  * Registers this host with the control plane, then heartbeats with real usage at the
  * interval the control plane names. A node id once registered (kept in `<stateDir>/node-id`)
- * that the control plane no longer knows means the node was decommissioned: the agent does
- * not register again (its host would come back as a new schedulable node), stops
+ * is sent with every registration; a heartbeat the control plane answers NOT_FOUND (the
+ * node is gone) registers again. A control plane that never knew the id (its database was
+ * replaced) registers the host as a new node, and the agent keeps the new id. One that
+ * answers NOT_FOUND to the registration decommissioned the node (it keeps a tombstone):
+ * the agent does not register again (its host would come back as a new schedulable node), stops
  * heartbeating and self-fencing, logs an error and reports it in problem(); removing the
  * node-id file and restarting registers it afresh. A registration refused because another
  * live agent serves the node by this name (ALREADY_EXISTS) stops the link and calls
@@ -142,6 +145,13 @@ export function startControlPlaneLink(o: ControlPlaneLinkOptions): ControlPlaneL
           fence?.stop();
           o.onRefused?.(decommissioned);
           break;
+        }
+        if (ce.code === Code.NotFound && nodeId !== undefined && registered) {
+          // The node is gone (decommissioned, or this control plane's database was replaced):
+          // registering again tells the two apart (a decommissioned node left a tombstone).
+          o.log.log("warn", "the control plane no longer knows this node; registering again", { node_id: nodeId, control_plane: o.controlPlane });
+          registered = false;
+          continue;
         }
         if (ce.code === Code.NotFound && nodeId !== undefined) {
           decommissioned = `this node was decommissioned; remove ${idFile} and restart the agent to register it again`;

@@ -3,7 +3,10 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { Code } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { CLUSTER_METADATA_KEY } from "@quantix/core";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { SimulatedBackend } from "@quantix/agent";
@@ -132,4 +135,31 @@ test("a VM on a simulated demo node has no console: FAILED_PRECONDITION naming t
   } finally {
     await demo.close();
   }
+});
+
+test("guests the node runs that no VM of this control plane is are listed in its status, not hidden", async () => {
+  const nodeId = await readyNode();
+  const agentApi = createClient(VmService, createGrpcTransport({ baseUrl: agent.server.url }));
+  const config = { cpu: { vcpuCount: 1 }, memory: { sizeBytes: 256n << 20n }, boot: { kernelPath: "/boot/vmlinuz" } };
+  await agentApi.createVm({ vmId: "made-by-hand", config });
+  await agentApi.bootVm({ vmId: "made-by-hand" });
+  // One another cluster's control plane made (e.g. before this one's database was replaced).
+  await agentApi.createVm({ vmId: "old-cluster-vm", config: { ...config, metadata: { [CLUSTER_METADATA_KEY]: "another-cluster" } } });
+  const managed = await s.vms.createVM({ name: "agent-vm-managed", spec, nodeId, startOnCreate: true });
+  await vmIn(managed.id, (x) => x.status?.state === State.RUNNING, "the managed VM RUNNING");
+
+  const listed = await until(async () => {
+    const n = await s.nodes.getNode({ id: nodeId });
+    return n.status?.unmanagedGuests.length === 2 ? n.status.unmanagedGuests : undefined;
+  }, "two unmanaged guests in the node's status");
+  assert.deepEqual(listed.map((g) => ({ id: g.id, state: g.state, owner: g.ownerClusterId })), [
+    { id: "made-by-hand", state: "running", owner: "" },
+    { id: "old-cluster-vm", state: "created", owner: "another-cluster" },
+  ]);
+  assert.equal((await agent.manager.info("made-by-hand")).state, "running", "shown, not removed");
+
+  await agentApi.deleteVm({ vmId: "made-by-hand", force: true });
+  await agentApi.deleteVm({ vmId: "old-cluster-vm", force: true });
+  await until(async () => ((await s.nodes.getNode({ id: nodeId })).status?.unmanagedGuests.length === 0 ? true : undefined), "the list empty once they are gone");
+  await s.vms.deleteVM({ id: managed.id, force: true });
 });

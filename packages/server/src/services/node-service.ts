@@ -2,7 +2,7 @@ import { clone, create } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { HypervisorInfoSchema, NodeSchema, NodeSpecSchema, NodeStatusSchema, DrainStatus_Phase, NodeStatus_Phase as Phase, ResourcesSchema, type Node, type NodeSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { UpdateHeartbeatResponseSchema, UpdateNodeRequestSchema, type DecommissionNodeRequest, type RegisterNodeRequest, type UpdateHeartbeatRequest, type UpdateHeartbeatResponse, type UpdateNodeRequest } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
-import { QuantixError, throwIfViolations, validateNodeSettings, validateRegisterNode, type Clock, type IdGenerator, type Store, NODE_KIND } from "@quantix/core";
+import { QuantixError, throwIfViolations, validateNodeSettings, validateRegisterNode, type Clock, type IdGenerator, type Store, NODE_KIND, NODE_TOMBSTONE_KIND } from "@quantix/core";
 import { setCondition } from "../controllers/conditions.js";
 import { decommissionNode, type DecommissionDeps } from "./node-decommission.js";
 
@@ -83,8 +83,11 @@ export class NodeService {
         return cur;
       });
     }
-    if (req.nodeId !== "" && !(await this.deps.store.of(NODE_KIND).get(req.nodeId))) {
-      throw new QuantixError("not_found", `node '${req.nodeId}' no longer exists (it was decommissioned); register without node_id to add the host again`);
+    // A node id this store never knew (its database was replaced) registers the host anew;
+    // only a decommissioned node's (its tombstone) is refused.
+    const tombstone = req.nodeId !== "" ? await this.deps.store.of(NODE_TOMBSTONE_KIND).get(req.nodeId) : undefined;
+    if (tombstone) {
+      throw new QuantixError("not_found", `node '${req.nodeId}' (${tombstone.hostname}) was decommissioned; register without node_id to add the host again`);
     }
     const spec = create(NodeSpecSchema, { schedulable: true });
     hardware(spec);
