@@ -114,7 +114,9 @@ async function attempt(step: "boot" | "resume" | "reboot" | "pause" | "suspend" 
   } catch (err) {
     if (!(err instanceof QuantixError) || err.code === "unavailable") throw err;
     const reason = `${step === "shut down" ? "Shutdown" : step[0]!.toUpperCase() + step.slice(1)}Failed`;
-    throw new StepFailure(reason, `the node could not ${step} the VM: ${err.message}`, { cause: err });
+    // An agent hides an unexpected error's words from callers: say where they are.
+    const words = err.code === "internal" ? "its agent failed unexpectedly (the agent's log on the node has the details)" : err.message;
+    throw new StepFailure(reason, `the node could not ${step} the VM: ${words}`, { cause: err });
   }
 }
 
