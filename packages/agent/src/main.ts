@@ -56,9 +56,8 @@ async function main(): Promise<void> {
   }
   const accel = config.backend === "qemu" ? { accel: config.qemuKvm ? "kvm" : "tcg" } : {};
   log.log("info", "agent listening", { url: server.url, backend: backend.type, ...accel, node: config.nodeName, state_dir: config.stateDir, image_dirs: config.imageDirs.join(",") });
-  link = config.controlPlane ? startControlPlaneLink({ controlPlane: config.controlPlane, agentUrl: server.url, nodeName: config.nodeName, stateDir: config.stateDir, backend, log, fenceTarget: fenceTargetOf(manager, backend) }) : undefined;
   let stopping = false;
-  const stop = (signal: string) => {
+  const stop = (signal: string, status = 0) => {
     if (stopping) return;
     stopping = true;
     log.log("info", "shutting down; VMs keep running", { signal });
@@ -68,13 +67,19 @@ async function main(): Promise<void> {
       await backend.close();
       release();
     })().then(
-      () => process.exit(0),
+      () => process.exit(status),
       (err: unknown) => {
         process.stderr.write(`quantix-agent: shutdown failed: ${String(err)}\n`);
         process.exit(1);
       },
     );
   };
+  // A node has one agent: refused because another live agent serves this node name, this one exits saying so.
+  const refused = (message: string) => {
+    process.stderr.write(`quantix-agent: ${message}\n`);
+    stop("refused", 1);
+  };
+  link = config.controlPlane ? startControlPlaneLink({ controlPlane: config.controlPlane, agentUrl: server.url, nodeName: config.nodeName, stateDir: config.stateDir, backend, log, fenceTarget: fenceTargetOf(manager, backend), onRefused: refused }) : undefined;
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
 }

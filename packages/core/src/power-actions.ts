@@ -36,7 +36,7 @@ export function decide(action: PowerAction, state: State): Decision {
     case "delete":
       return pick(state, {
         apply: [State.STOPPED, State.PENDING, State.CRASHED, State.ERROR, State.SUSPENDED],
-        force: [State.RUNNING, State.PAUSED, State.STARTING, State.STOPPING, State.PROVISIONING, State.MIGRATING, State.UNKNOWN],
+        force: [State.RUNNING, State.PAUSED, State.STARTING, State.STOPPING, State.PROVISIONING, State.MIGRATING, State.UNKNOWN, State.STATE_UNSPECIFIED],
       });
     default: {
       const never: never = action;
@@ -105,7 +105,7 @@ export function checkPowerAction(action: PowerAction, state: State, vmId: string
 
 function hintFor(action: PowerAction, state: State): string {
   if (action === "start" && state === State.PAUSED) return "; use ResumeVM";
-  if (state === State.UNKNOWN) return "; its node is not reporting";
+  if (state === State.UNKNOWN || state === State.STATE_UNSPECIFIED) return "; its node is not reporting";
   if (state === State.MIGRATING || state === State.STOPPING || state === State.STARTING) return "; wait until it settles";
   return "";
 }

@@ -2,6 +2,7 @@ import { randomIds, systemClock, type Clock, type IdGenerator, type Store, VM_KI
 import type { ControlPlaneConfig } from "./config.js";
 import { VmController } from "./controllers/vm-controller.js";
 import { nodeAllocationController } from "./controllers/node-allocation.js";
+import { unmanagedGuestsController } from "./controllers/unmanaged-guests.js";
 import { ControllerManager } from "./runtime/manager.js";
 import { EventRetention } from "./events/retention.js";
 import { MigrationController } from "./controllers/migration-controller.js";
@@ -17,10 +18,10 @@ import { attachAgentNodes, type AgentNodes } from "./hypervisor/agent-nodes.js";
 import { NodeDrivers } from "./hypervisor/node-drivers.js";
 import { RpcMetrics, startRpcServer, type Route, type RpcServer } from "@quantix/rpc";
 import { createJsonLogger, type Logger } from "@quantix/rpc";
-import { PENDING_SERVICES, SERVED_FILES } from "./rpc/catalog.js";
+import { PENDING_SERVICES, SERVED_ELSEWHERE, SERVED_FILES } from "./rpc/catalog.js";
 import { controlPlaneMetrics } from "./metrics/control-plane-metrics.js";
 import { nodeServiceRoute } from "./rpc/node-routes.js";
-import { unimplementedImpl } from "./rpc/unimplemented-routes.js";
+import { servedElsewhereImpl, unimplementedImpl } from "./rpc/unimplemented-routes.js";
 import { vmServiceRoute } from "./rpc/vm-routes.js";
 import { migrationServiceRoute } from "./rpc/migration-routes.js";
 import { eventServiceRoute } from "./rpc/event-routes.js";
@@ -101,7 +102,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const agents: AgentNodes = attachAgentNodes({ store, drivers, log, clusterId: await store.clusterId() });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   const controllers = new ControllerManager({ store, log, onLost: () => process.exit(1) });
-  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
+  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
   await controllers.start();
 
   // Counted where each call is logged (the kit's observeCalls interceptor), read by GET /metrics.
@@ -112,6 +113,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     migrationServiceRoute(store),
     eventServiceRoute(store),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
+    ...SERVED_ELSEWHERE.map((p) => ({ service: p.service, impl: servedElsewhereImpl(p.service, p.where) })),
   ];
   let server: RpcServer;
   try {

@@ -44,7 +44,8 @@ describe("node registration and settings", () => {
     assert.equal(first.spec?.schedulable, true);
     assert.equal(first.status?.capacity?.cpuCores, 16);
     assert.equal(first.status?.capacity?.memoryMib, 32_768n);
-    assert.equal(first.status?.allocatable?.cpuCores, 16);
+    // CPU is overcommitted 4.0 by default (Nova's initial ratio); memory is not.
+    assert.equal(first.status?.allocatable?.cpuCores, 64);
     assert.equal(first.status?.allocatable?.memoryMib, 32_768n);
 
     const again = await s.nodes.registerNode(registration("kvm-a.example.com", 32, 65_536n));
@@ -55,6 +56,20 @@ describe("node registration and settings", () => {
     assert.equal(node.status?.allocatable?.memoryMib, 65_536n);
     const all = await s.nodes.listNodes({});
     assert.deepEqual(all.nodes.filter((n) => n.hostname === "kvm-a.example.com").map((n) => n.id), [first.id]);
+  });
+
+  it("a live node has one agent: a registration without its id is ALREADY_EXISTS naming it; its own agent re-registers", async () => {
+    const node = await s.nodes.registerNode({ ...registration("kvm-one-agent", 4, 8192n), agentEndpoint: "http://192.0.2.10:9090" });
+    await s.nodes.updateHeartbeat({ id: node.id });
+    const err = await rejection(s.nodes.registerNode({ ...registration("kvm-one-agent", 4, 8192n), agentEndpoint: "http://192.0.2.10:9091" }));
+    assert.equal(err.code, Code.AlreadyExists, err.message);
+    assert.match(err.rawMessage, new RegExp(`node 'kvm-one-agent' \\(${node.id}\\) already has a live agent at http://192\\.0\\.2\\.10:9090`));
+    assert.match(err.rawMessage, /another node name \(QUANTIX_NODE_NAME or --node-name\)/);
+    assert.equal((await s.nodes.getNode({ id: node.id })).spec?.agentEndpoint, "http://192.0.2.10:9090", "nothing changed");
+    // The same agent, restarted (it keeps its node id), is let in at once.
+    const again = await s.nodes.registerNode({ ...registration("kvm-one-agent", 4, 8192n), agentEndpoint: "http://192.0.2.10:9092", nodeId: node.id });
+    assert.equal(again.id, node.id);
+    assert.equal(again.spec?.agentEndpoint, "http://192.0.2.10:9092");
   });
 
   it("a heartbeat makes a node READY", async () => {

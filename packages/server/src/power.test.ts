@@ -5,11 +5,13 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { NodeSchema, NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { NODE_KIND } from "@quantix/core";
-import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
+import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
+import { NODE_KIND, QuantixError } from "@quantix/core";
+import { ON_SIMULATED_NODES, rejection, startTestServer, until, type TestServer } from "@quantix/testing";
 import { FakeNode } from "./services/migration-test-kit.js";
 
-const spec = (cores = 1, sizeMib = 512n) => ({ cpu: { cores }, memory: { sizeMib } });
+// The demo's nodes are simulated and tainted: these VMs tolerate it on purpose.
+const spec = (cores = 1, sizeMib = 512n) => ({ cpu: { cores }, memory: { sizeMib }, placement: ON_SIMULATED_NODES });
 
 async function expectCode(p: Promise<unknown>, code: Code, includes?: string): Promise<ConnectError> {
   const err = await rejection(p);
@@ -54,6 +56,20 @@ describe("VM power actions on simulated nodes", () => {
     await expectCode(s.vms.rebootVM({ id: vm.id }), Code.FailedPrecondition, "STOPPED");
     await s.vms.deleteVM({ id: vm.id });
     await expectCode(s.vms.getVM({ id: vm.id }), Code.NotFound, vm.id);
+  });
+
+  test("SuspendVM on a node whose hypervisor lacks 'suspend' is refused at once, naming it, and changes nothing", async () => {
+    const vm = await s.vms.createVM({ name: "no-suspend", spec: spec() });
+    const running = await s.vms.startVM({ id: vm.id });
+    assert.equal(running.status?.state, State.RUNNING);
+    const t0 = Date.now();
+    await expectCode(s.vms.suspendVM({ id: vm.id }, { timeoutMs: 20_000 }), Code.FailedPrecondition, "lacks the 'suspend' capability");
+    assert.ok(Date.now() - t0 < 5000, `answered in ${Date.now() - t0} ms`);
+    const after = await s.vms.getVM({ id: vm.id });
+    assert.equal(after.spec?.desiredPowerState, running.spec?.desiredPowerState, "desired power state unchanged");
+    assert.equal(after.generation, running.generation);
+    assert.equal(after.status?.state, State.RUNNING);
+    await s.vms.deleteVM({ id: vm.id, force: true });
   });
 
   test("force delete of a running VM removes its process from the node", async () => {
@@ -134,6 +150,64 @@ describe("SuspendVM on a node whose hypervisor has 'suspend'", () => {
     assert.equal((await s.vms.startVM({ id: vm.id })).status?.state, State.RUNNING);
     assert.equal((await s.vms.suspendVM({ id: vm.id })).status?.state, State.SUSPENDED);
     assert.equal((await s.vms.startVM({ id: vm.id })).status?.state, State.RUNNING);
+  });
+});
+
+/** Registers a READY node in the store whose hypervisor is `node`, listing `capabilities` in its status. */
+async function attachFakeNode(s: TestServer, node: FakeNode, hostname: string, capabilities: string[]): Promise<void> {
+  const now = timestampFromMs(Date.now());
+  await s.cp.store.of(NODE_KIND).create(create(NodeSchema, {
+    id: node.id,
+    hostname,
+    spec: { schedulable: true },
+    status: { phase: Phase.READY, allocatable: { cpuCores: 8, memoryMib: 8192n }, hypervisor: { type: "fake", capabilities }, lastHeartbeat: now },
+    createdAt: now,
+    updatedAt: now,
+  }));
+  s.cp.drivers.attach(node.id, node);
+}
+
+// A node that fails a step (here: the hypervisor does not start, as QEMU does when
+// another QEMU holds the VM's disk image) must not leave the VM PROVISIONING in silence.
+describe("a step the node fails", () => {
+  class FailingNode extends FakeNode {
+    bootError: Error | undefined = new QuantixError("failed_precondition", `QEMU exited at start (code 1): qemu-system-x86_64: Failed to get "write" lock / Is another process using the image [/images/shared.img]?`);
+    override async bootVM(vmId: string): Promise<void> {
+      if (this.bootError) throw this.bootError;
+      return super.bootVM(vmId);
+    }
+  }
+  let s: TestServer;
+  let node: FailingNode;
+  before(async () => {
+    s = await startTestServer({ demo: false });
+    node = new FailingNode("00000000-0000-0000-00bb-000000000002", new Map());
+    await attachFakeNode(s, node, "failing", []);
+  });
+  after(() => s.close());
+
+  test("StartVM answers FAILED_PRECONDITION with the node's reason at once, and the VM's status keeps it as a condition", async () => {
+    const vm = await s.vms.createVM({ name: "locked-disk", spec: spec() });
+    const t0 = Date.now();
+    const err = await expectCode(s.vms.startVM({ id: vm.id }, { timeoutMs: 20_000 }), Code.FailedPrecondition, `Failed to get "write" lock`);
+    assert.ok(Date.now() - t0 < 5000, `answered in ${Date.now() - t0} ms, not at the deadline`);
+    assert.match(err.rawMessage, /could not boot the VM/);
+    assert.match(err.rawMessage, /PowerStateReached: BootFailed/);
+    const failed = await s.vms.getVM({ id: vm.id });
+    assert.equal(failed.status?.state, State.ERROR);
+    assert.match(failed.status!.errorMessage, /write" lock/);
+    const cond = failed.status!.conditions.find((c) => c.type === "PowerStateReached");
+    assert.equal(cond?.status, ConditionStatus.FALSE);
+    assert.equal(cond?.reason, "BootFailed");
+    assert.match(cond!.message, /write" lock/);
+
+    // Once the node can boot it (the other QEMU let go), StartVM starts it and the condition goes.
+    node.bootError = undefined;
+    const started = await s.vms.startVM({ id: vm.id });
+    assert.equal(started.status?.state, State.RUNNING);
+    assert.equal(started.status?.conditions.some((c) => c.type === "PowerStateReached"), false);
+    assert.equal(started.status?.errorMessage, "");
+    await s.vms.stopVM({ id: vm.id, force: true });
   });
 });
 

@@ -152,6 +152,13 @@ describe("bad input over the wire", () => {
     assert.match(e.message, /not implemented yet/);
   });
 
+  it("vmm.v1.VmService is unimplemented here and the message says the host agent serves it", async () => {
+    const e = expectError(await post(s.url, "/vmm.v1.VmService/ListVms", "{}"), 501, "unimplemented");
+    assert.doesNotMatch(e.message, /arrives with|host agent issue/);
+    assert.match(e.message, /not served by the control plane: each host's agent serves it \(`npm run agent`, on port 9090/);
+    assert.match(e.message, /spec\.agent_endpoint/);
+  });
+
   it("still serves, and holds exactly the VMs the successful creates made", async () => {
     const { total, names } = await countVms();
     assert.equal(created.length, 4);

@@ -5,8 +5,14 @@ import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } f
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import type { Store } from "@quantix/core";
-import { startControlPlane, type ControlPlane, loadConfig, type ControlPlaneConfig } from "@quantix/server";
+import { startControlPlane, type ControlPlane, loadConfig, SIMULATED_TOLERATION, type ControlPlaneConfig } from "@quantix/server";
 import { silentLogger } from "@quantix/rpc";
+
+/**
+ * The placement a test VM needs to run on the demo's simulated nodes: they carry a taint
+ * (quantix.io/simulated=true:NoSchedule) that only VMs tolerating it on purpose pass.
+ */
+export const ON_SIMULATED_NODES = { tolerations: [{ ...SIMULATED_TOLERATION }] };
 
 /** A control plane on a free loopback port whose demo nodes run fast simulated hosts. */
 export interface TestServer {

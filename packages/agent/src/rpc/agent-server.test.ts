@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { after, before, test } from "node:test";
 import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
@@ -110,5 +113,14 @@ test("GET /_/health reports the backend's ping, type and version", async () => {
     assert.match(await bad.text(), /hypervisor gone/);
   } finally {
     backend.setUnavailable(undefined);
+  }
+});
+
+test("serves gRPC reflection: the README's buf curl --list-methods lists vmm.v1.VmService", async () => {
+  const buf = fileURLToPath(new URL("../../../../node_modules/.bin/buf", import.meta.url));
+  for (const reflect of ["grpc-v1", "grpc-v1alpha"]) {
+    const { stdout } = await promisify(execFile)(buf, ["curl", "--protocol", "grpc", "--http2-prior-knowledge", "--reflect-protocol", reflect, "--list-methods", server.url], { timeout: 30_000 });
+    const methods = stdout.split("\n");
+    for (const m of ["CreateVm", "BootVm", "ListVms", "WatchVms"]) assert.ok(methods.includes(`vmm.v1.VmService/${m}`), `${reflect} lists ${m}: ${stdout}`);
   }
 });

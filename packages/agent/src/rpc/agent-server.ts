@@ -1,3 +1,4 @@
+import { file_vmm_v1_vm } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { RpcMetrics, startRpcServer, type Logger } from "@quantix/rpc";
 import type { VmManager } from "../vm-manager.js";
 import { healthFallback } from "./health.js";
@@ -25,7 +26,9 @@ export interface AgentServer {
 
 /**
  * Serves vmm.v1 VmService (Connect, gRPC and gRPC-web, over HTTP/1.1 and h2c on one
- * port, with the RPC kit's listener, interceptors and gRPC fast path) and /_/health.
+ * port, with the RPC kit's listener, interceptors and gRPC fast path), gRPC server
+ * reflection of it (so `buf curl --list-methods` and grpcurl work without the .proto
+ * files) and /_/health.
  */
 export async function startAgentServer(manager: VmManager, options: AgentServerOptions): Promise<AgentServer> {
   const backendVersion = await manager.backend.version().catch((err: unknown) => `unknown (${err instanceof Error ? err.message : String(err)})`);
@@ -34,6 +37,7 @@ export async function startAgentServer(manager: VmManager, options: AgentServerO
     host: options.host,
     port: options.port,
     routes: [vmmRoute(manager, backendVersion)],
+    reflection: [file_vmm_v1_vm],
     log: options.log,
     metrics: rpc,
     fallback: healthFallback(manager.backend, backendVersion, { log: options.log, problem: options.problem, rpc }),

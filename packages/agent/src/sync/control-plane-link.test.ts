@@ -80,3 +80,28 @@ test("an unreachable control plane is retried with growing backoff and logged", 
     await rm(stateDir, { recursive: true, force: true });
   }
 });
+
+test("a control plane whose database was replaced (it never knew the node id) gets the host registered anew, not told it was decommissioned", async () => {
+  let cp = await startTestServer({ demo: false });
+  const port = cp.cp.port;
+  const stateDir = await mkdtemp(join(tmpdir(), "quantix-link-"));
+  const backend = new SimulatedBackend();
+  const { log } = recordingLogger();
+  const hostname = `replaced-${process.pid}`;
+  const link = startControlPlaneLink({ controlPlane: cp.url, agentUrl: "http://127.0.0.1:9999", nodeName: hostname, stateDir, backend, log, heartbeatMs: 50, backoffMs: 20, maxBackoffMs: 100 });
+  try {
+    const first = await until(async () => (await cp.nodes.listNodes({})).nodes.find((x) => x.hostname === hostname && x.status?.phase === NodeStatus_Phase.READY), "the node READY");
+    // The same address, an empty database: the old node id means nothing here.
+    await cp.close();
+    cp = await startTestServer({ demo: false, port });
+    const again = await until(async () => (await cp.nodes.listNodes({})).nodes.find((x) => x.hostname === hostname && x.status?.phase === NodeStatus_Phase.READY), "the host registered anew and READY", 15_000);
+    assert.notEqual(again.id, first.id);
+    assert.equal(link.problem(), undefined, "not told it was decommissioned");
+    await until(async () => ((await readFile(join(stateDir, "node-id"), "utf8")).trim() === again.id ? true : undefined), "the new id kept");
+  } finally {
+    await link.stop();
+    await backend.close();
+    await cp.close();
+    await rm(stateDir, { recursive: true, force: true });
+  }
+});

@@ -29,13 +29,19 @@ export interface ControlPlaneLinkOptions {
   readonly fenceTarget?: FenceTarget;
   /** How often self-fencing checks the deadline (default 1000 ms). */
   readonly fenceCheckMs?: number;
+  /**
+   * Called once when the control plane refuses this agent for good (another live agent
+   * serves the node by this name); the link has stopped. The agent process exits with the
+   * message (main.ts). Absent: the refusal is only logged and reported in problem().
+   */
+  readonly onRefused?: (message: string) => void;
 }
 
 /** A running link. */
 export interface ControlPlaneLink {
   /** The node id the control plane gave this host, once registered. */
   nodeId(): string | undefined;
-  /** Why this agent no longer serves as a node (it was decommissioned), or undefined; /_/health reports it. */
+  /** Why this agent does not serve as a node (it was decommissioned, or another agent serves the node), or undefined; /_/health reports it. */
   problem(): string | undefined;
   /** Stops heartbeating (the node goes OFFLINE on the control plane's own schedule). */
   stop(): Promise<void>;
@@ -49,10 +55,15 @@ const ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
 /**
  * Registers this host with the control plane, then heartbeats with real usage at the
  * interval the control plane names. A node id once registered (kept in `<stateDir>/node-id`)
- * that the control plane no longer knows means the node was decommissioned: the agent does
- * not register again (its host would come back as a new schedulable node), stops
+ * is sent with every registration; a heartbeat the control plane answers NOT_FOUND (the
+ * node is gone) registers again. A control plane that never knew the id (its database was
+ * replaced) registers the host as a new node, and the agent keeps the new id. One that
+ * answers NOT_FOUND to the registration decommissioned the node (it keeps a tombstone):
+ * the agent does not register again (its host would come back as a new schedulable node), stops
  * heartbeating and self-fencing, logs an error and reports it in problem(); removing the
- * node-id file and restarting registers it afresh. An unreachable control plane is
+ * node-id file and restarting registers it afresh. A registration refused because another
+ * live agent serves the node by this name (ALREADY_EXISTS) stops the link and calls
+ * onRefused: the agent exits saying so. An unreachable control plane is
  * retried with exponential backoff and logged once per attempt. With a fence target, the
  * agent powers off its HA VMs when heartbeats have failed for nearly the control plane's
  * lost-after time (self-fence.ts).
@@ -128,6 +139,20 @@ export function startControlPlaneLink(o: ControlPlaneLinkOptions): ControlPlaneL
       } catch (err) {
         if (stopping.signal.aborted) break;
         const ce = ConnectError.from(err);
+        if (ce.code === Code.AlreadyExists && !registered) {
+          decommissioned = `the control plane refused this agent: ${ce.rawMessage}`;
+          o.log.log("error", decommissioned, { node: o.nodeName, control_plane: o.controlPlane });
+          fence?.stop();
+          o.onRefused?.(decommissioned);
+          break;
+        }
+        if (ce.code === Code.NotFound && nodeId !== undefined && registered) {
+          // The node is gone (decommissioned, or this control plane's database was replaced):
+          // registering again tells the two apart (a decommissioned node left a tombstone).
+          o.log.log("warn", "the control plane no longer knows this node; registering again", { node_id: nodeId, control_plane: o.controlPlane });
+          registered = false;
+          continue;
+        }
         if (ce.code === Code.NotFound && nodeId !== undefined) {
           decommissioned = `this node was decommissioned; remove ${idFile} and restart the agent to register it again`;
           o.log.log("error", decommissioned, { node_id: nodeId, control_plane: o.controlPlane });

@@ -3,7 +3,7 @@ import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
 import { finalizeVm } from "./vm-finalize.js";
-import { stepVm } from "./vm-step.js";
+import { StepFailure, stepVm } from "./vm-step.js";
 import { VmStatusWriter } from "./vm-status-writer.js";
 import { desiredOf } from "./vm-status.js";
 
@@ -102,10 +102,10 @@ export class VmController {
     const driver = this.deps.drivers.get(nodeId);
     if (!driver) return this.status.notConnected(vm, nodeId);
     let obs: VmObservation;
+    let stepped: Awaited<ReturnType<typeof stepVm>> = false;
     try {
       obs = await driver.observe(vm.id);
-      const stepped = await stepVm(vm, desired, driver, obs);
-      if (stepped === "rebooted") await this.status.rebooted(vm);
+      stepped = await stepVm(vm, desired, driver, obs);
       if (stepped) obs = await driver.observe(vm.id);
     } catch (err) {
       if (err instanceof QuantixError && err.code === "unavailable") {
@@ -113,8 +113,13 @@ export class VmController {
         await this.status.unreachable(vm, err.message);
         throw err;
       }
+      // Whatever else the node reports reaches the VM's status with its reason (the API
+      // says what the log says), and the pass is retried with backoff.
+      if (err instanceof StepFailure) await this.status.failed(vm, err.reason, err.message);
+      else if (err instanceof QuantixError) await this.status.failed(vm, "ObserveFailed", `the node could not report the VM's state: ${err.message}`);
       throw err;
     }
+    if (stepped === "rebooted") await this.status.rebooted(vm);
     await this.status.observed(vm, desired, driver, obs);
   }
 }

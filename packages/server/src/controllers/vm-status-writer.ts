@@ -9,6 +9,9 @@ import { removeCondition, setCondition } from "./conditions.js";
 import { rebootDue } from "./vm-step.js";
 import { stateOf } from "./vm-status.js";
 
+/** The condition a failed step of the VM's node sets (False, with the step's reason). */
+export const POWER_STATE_REACHED = "PowerStateReached";
+
 /** The VM controller's writer of a VM's observed status (one owner, STYLE rule 2). */
 export class VmStatusWriter {
   constructor(
@@ -57,7 +60,7 @@ export class VmStatusWriter {
       } else if (obs.power === "running") {
         s.conditions = removeCondition(s.conditions, "Crashed");
       }
-      s.conditions = removeCondition(removeCondition(s.conditions, "NodeReachable"), "SpecAccepted");
+      s.conditions = removeCondition(removeCondition(removeCondition(s.conditions, "NodeReachable"), "SpecAccepted"), POWER_STATE_REACHED);
       // Migrating=True outside a running migration is left from a control plane that stopped mid-way.
       if (s.conditions.some((c) => c.type === "Migrating" && c.status === ConditionStatus.TRUE)) {
         s.conditions = setCondition(s.conditions, { type: "Migrating", status: false, reason: "Interrupted", message: `the control plane stopped during the migration; the VM is observed on node '${s.nodeId}'`, generation: vm.generation }, now);
@@ -84,6 +87,22 @@ export class VmStatusWriter {
       s.state = State.UNKNOWN;
       s.errorMessage = `${why}; the VM's state cannot be observed until the node is back`;
       s.conditions = setCondition(s.conditions, { type: "NodeReachable", status: false, reason: "NodeUnreachable", message: s.errorMessage, generation: vm.generation }, now);
+    });
+  }
+
+  /**
+   * A step the node failed (vm-step.ts StepFailure): ERROR with the node's words and a
+   * PowerStateReached=False condition whose reason names the step, at the VM's generation,
+   * so that a power action waiting for the outcome answers with it. Cleared by the next
+   * pass that observes the VM without a failure.
+   */
+  failed(vm: VirtualMachine, reason: string, why: string): Promise<void> {
+    const now = this.clock.now();
+    return this.write(vm, (s) => {
+      s.state = State.ERROR;
+      s.errorMessage = why;
+      s.conditions = setCondition(removeCondition(s.conditions, "NodeReachable"), { type: POWER_STATE_REACHED, status: false, reason, message: why, generation: vm.generation }, now);
+      s.observedGeneration = vm.generation;
     });
   }
 

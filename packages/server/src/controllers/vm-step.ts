@@ -2,6 +2,25 @@ import { PowerState, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/com
 import { QuantixError, type HypervisorPort, type ShutdownOptions, type VmObservation } from "@quantix/core";
 import { TerminalError } from "../runtime/controller.js";
 
+/**
+ * A step the VM's node refused or failed (the hypervisor did not start, a QMP command
+ * failed): retried with backoff, and meanwhile written to the VM's status (state ERROR, a
+ * PowerStateReached=False condition whose reason names the step) so that the user, and
+ * the power action waiting for the outcome, read why. An unreachable node is not a
+ * step failure (the VM's state is then UNKNOWN), nor a spec the node refuses (terminal).
+ */
+export class StepFailure extends Error {
+  override readonly name = "StepFailure";
+  constructor(
+    /** The condition's reason, e.g. "BootFailed". */
+    readonly reason: string,
+    message: string,
+    options: { cause: QuantixError },
+  ) {
+    super(message, options);
+  }
+}
+
 /** What a step did: nothing, a power change, or a reboot the spec asked for. */
 export type Step = false | true | "rebooted";
 
@@ -17,36 +36,36 @@ export async function stepVm(vm: VirtualMachine, desired: PowerState, d: Hypervi
     case PowerState.RUNNING:
       if (p === "absent") {
         await define(d, vm);
-        await d.bootVM(vm.id);
+        await attempt("boot", () => d.bootVM(vm.id));
         return true;
       }
       if (p === "created" || p === "shutdown" || p === "suspended") {
-        await d.bootVM(vm.id);
+        await attempt("boot", () => d.bootVM(vm.id));
         return true;
       }
       if (p === "paused") {
-        await d.resumeVM(vm.id);
+        await attempt("resume", () => d.resumeVM(vm.id));
         return true;
       }
       // A crash is final until StartVM asks again (a newer generation than the crash's).
       if (p === "crashed" && vm.generation > (crashedAt(vm) ?? vm.generation)) {
-        await d.bootVM(vm.id);
+        await attempt("boot", () => d.bootVM(vm.id));
         return true;
       }
       if (p === "running" && rebootDue(vm)) {
-        await d.rebootVM(vm.id, vm.spec?.reboot?.force ?? false);
+        await attempt("reboot", () => d.rebootVM(vm.id, vm.spec?.reboot?.force ?? false));
         return "rebooted";
       }
       return false;
     case PowerState.PAUSED:
       if (p === "running") {
-        await d.pauseVM(vm.id);
+        await attempt("pause", () => d.pauseVM(vm.id));
         return true;
       }
       return false;
     case PowerState.SUSPENDED:
       if (p === "running" || p === "paused") {
-        await d.suspendVM(vm.id);
+        await attempt("suspend", () => d.suspendVM(vm.id));
         return true;
       }
       return false;
@@ -54,7 +73,7 @@ export async function stepVm(vm: VirtualMachine, desired: PowerState, d: Hypervi
     case PowerState.UNSPECIFIED: {
       const how = shutdownOf(vm);
       if (p === "running" || p === "paused" || p === "starting" || p === "crashed" || p === "suspended" || (p === "stopping" && how.force)) {
-        await d.shutdownVM(vm.id, how);
+        await attempt("shut down", () => d.shutdownVM(vm.id, how));
         return true;
       }
       return false;
@@ -83,7 +102,21 @@ async function define(d: HypervisorPort, vm: VirtualMachine): Promise<void> {
     if (err instanceof QuantixError && (err.code === "failed_precondition" || err.code === "invalid_argument" || err.code === "already_exists")) {
       throw new TerminalError("HypervisorRejected", `node refused the VM: ${err.message}`, { cause: err });
     }
+    if (err instanceof QuantixError && err.code !== "unavailable") throw new StepFailure("CreateFailed", `the node could not define the VM: ${err.message}`, { cause: err });
     throw err;
+  }
+}
+
+/** Runs one call of a step on the node; a failure other than an unreachable node becomes a {@link StepFailure}. */
+async function attempt(step: "boot" | "resume" | "reboot" | "pause" | "suspend" | "shut down", call: () => Promise<void>): Promise<void> {
+  try {
+    await call();
+  } catch (err) {
+    if (!(err instanceof QuantixError) || err.code === "unavailable") throw err;
+    const reason = `${step === "shut down" ? "Shutdown" : step[0]!.toUpperCase() + step.slice(1)}Failed`;
+    // An agent hides an unexpected error's words from callers: say where they are.
+    const words = err.code === "internal" ? "its agent failed unexpectedly (the agent's log on the node has the details)" : err.message;
+    throw new StepFailure(reason, `the node could not ${step} the VM: ${words}`, { cause: err });
   }
 }
 

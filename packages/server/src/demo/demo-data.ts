@@ -1,12 +1,24 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { NodeSchema, NodeStatus_Phase, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
-import { DiskBus, NicModel, PowerState, VirtualMachineSchema, VmStatus_State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { DiskBus, NicModel, PowerState, TaintEffect, TolerationOperator, VirtualMachineSchema, VmStatus_State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { DEFAULT_PROJECT_ID } from "@quantix/core";
 import { withCapacity } from "../services/node-service.js";
 
 /** Label that marks the demo's nodes, which run the simulated hypervisor. */
 export const DEMO_LABEL = "quantix.io/demo";
+
+/**
+ * The taint every simulated demo node carries (`quantix.io/simulated=true:NoSchedule`):
+ * a simulated node runs no guest, so only VMs that tolerate it (the demo VMs, and VMs
+ * whose spec.placement.tolerations say so on purpose) are placed there. A user's real VM
+ * stays PENDING, its Scheduled condition naming the taint, instead of being reported
+ * RUNNING on a hypervisor that runs nothing.
+ */
+export const SIMULATED_TAINT = { key: "quantix.io/simulated", value: "true", effect: TaintEffect.NO_SCHEDULE } as const;
+
+/** The toleration of {@link SIMULATED_TAINT}, carried by the demo VMs. */
+export const SIMULATED_TOLERATION = { key: SIMULATED_TAINT.key, operator: TolerationOperator.EQUAL, value: SIMULATED_TAINT.value, effect: TaintEffect.NO_SCHEDULE } as const;
 
 const GIB = 1024n;
 
@@ -19,6 +31,7 @@ function node(n: number, hostname: string, ip: string, cpu: { model: string; soc
     network: [{ name: "eno1", macAddress: `3c:ec:ef:00:00:0${n}`, speedMbps: 25_000, mtu: 1500 }],
     agentEndpoint: "",
     schedulable: true,
+    taints: [{ ...SIMULATED_TAINT }],
   };
   const msg = create(NodeSchema, {
     id: `00000000-0000-0000-0001-00000000000${n}`,
@@ -63,6 +76,7 @@ function vm(digit: string, name: string, cores: number, memGib: bigint, running:
       disks: [{ id: "root", hostPath: `/var/lib/quantix/images/${name}.img`, sizeGib: diskGib, bus: DiskBus.VIRTIO, bootIndex: 1 }],
       nics: [{ id: "eth0", networkId: "default", macAddress: `52:54:00:00:00:${digit}${digit}`, model: NicModel.VIRTIO }],
       desiredPowerState: running ? PowerState.RUNNING : PowerState.STOPPED,
+      placement: { tolerations: [{ ...SIMULATED_TOLERATION }] },
     },
     status: {
       state: running ? VmStatus_State.RUNNING : VmStatus_State.STOPPED,

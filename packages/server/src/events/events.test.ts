@@ -10,7 +10,7 @@ import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/
 import { EventSchema, Severity } from "@quantix/api/gen/Quantixkvm/event/v1/event_pb.js";
 import { EventService } from "@quantix/api/gen/Quantixkvm/event/v1/event_service_pb.js";
 import { EVENT_KIND } from "@quantix/core";
-import { collect, FakeClock, startTestServer, until, type TestServer } from "@quantix/testing";
+import { collect, FakeClock, ON_SIMULATED_NODES, startTestServer, until, type TestServer } from "@quantix/testing";
 import { silentLogger } from "@quantix/rpc";
 import { MemoryStore } from "../store/memory-store.js";
 import { EventRetention } from "./retention.js";
@@ -27,7 +27,7 @@ describe("lifecycle events through the API", () => {
   test("a VM's life is told by its events, with reason, actor and time, listed and watched", async () => {
     const from = (await events.listEvents({ pageSize: 1 })).resourceVersion;
     const live = collect(events.watchEvents({ objectKind: "VM", resourceVersion: from }), (u) => u.some((x) => x.event?.type === "Deleted"), 20_000);
-    const vm = await s.vms.createVM({ name: "told", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n } }, startOnCreate: true });
+    const vm = await s.vms.createVM({ name: "told", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, placement: ON_SIMULATED_NODES }, startOnCreate: true });
     await until(async () => ((await s.vms.getVM({ id: vm.id })).status?.state === State.RUNNING ? true : undefined), "RUNNING");
     await s.vms.stopVM({ id: vm.id });
     await s.vms.deleteVM({ id: vm.id });

@@ -37,7 +37,7 @@ export function vmEvents(before: VirtualMachine, after: VirtualMachine): EventIn
   const to = b?.state ?? State.UNKNOWN;
   if (from !== to) {
     const on = { nodeId: node };
-    if (to === State.RUNNING && from !== State.MIGRATING && from !== State.UNKNOWN) out.push({ type: from === State.PAUSED ? "Resumed" : "Started", reason: "Observed", message: `the guest runs on node '${node}'`, ...on });
+    if (to === State.RUNNING && from !== State.MIGRATING && from !== State.UNKNOWN && from !== State.STATE_UNSPECIFIED) out.push({ type: from === State.PAUSED ? "Resumed" : "Started", reason: "Observed", message: `the guest runs on node '${node}'`, ...on });
     else if (to === State.STOPPED && node) out.push({ type: "Stopped", reason: "Observed", message: `the guest is off on node '${node}'`, ...on });
     else if (to === State.PAUSED) out.push({ type: "Paused", reason: "Observed", message: "the guest's vCPUs are paused", ...on });
     else if (to === State.SUSPENDED) out.push({ type: "Suspended", reason: "Observed", message: "the guest's memory is saved", ...on });

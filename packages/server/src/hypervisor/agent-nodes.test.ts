@@ -3,7 +3,10 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { Code } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { CLUSTER_METADATA_KEY } from "@quantix/core";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { SimulatedBackend } from "@quantix/agent";
@@ -79,7 +82,11 @@ test("the compute API drives an agent's VM: create, start, console, stop", async
 test("a VM with a disk is refused with the reason in its status", async () => {
   const nodeId = await readyNode();
   const vm = await s.vms.createVM({ name: "agent-vm-disk", spec: { ...spec, disks: [{ id: "root", sizeGib: 1n }] }, nodeId });
-  const res = await s.vms.startVM({ id: vm.id });
+  // A power action whose outcome is a failure answers with it (issue 11), no longer 200 with ERROR.
+  const err = await rejection(s.vms.startVM({ id: vm.id }));
+  assert.equal(err.code, Code.FailedPrecondition);
+  assert.match(err.rawMessage, /storage service/);
+  const res = await s.vms.getVM({ id: vm.id });
   assert.equal(res.status?.state, State.ERROR);
   assert.match(res.status?.errorMessage ?? "", /storage service/);
   assert.equal(res.status?.conditions.find((c) => c.type === "SpecAccepted")?.reason, "HypervisorRejected");
@@ -96,6 +103,9 @@ test("a lost agent makes its VMs unreachable; when it is back their status is re
   const lost = await vmIn(vm.id, (x) => x.status?.state === State.UNKNOWN, "UNKNOWN after the agent died");
   assert.equal(lost.status?.conditions.find((c) => c.type === "NodeReachable")?.reason, "NodeUnreachable");
   assert.match(lost.status?.errorMessage ?? "", /unreachable/);
+  // JSON leaves out a field at its zero value: the state must not be the zero value.
+  const json = (await (await fetch(`${s.url}/Quantixkvm.compute.v1.VMService/GetVM`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ id: vm.id }) })).json()) as { status?: { state?: string } };
+  assert.equal(json.status?.state, "UNKNOWN", "an unreachable VM's state is present in JSON");
 
   // The real monitor, with its clock past the heartbeat limit, marks the node NOT_READY;
   // much later, OFFLINE. The VM's status names the node's state each time.
@@ -125,4 +135,31 @@ test("a VM on a simulated demo node has no console: FAILED_PRECONDITION naming t
   } finally {
     await demo.close();
   }
+});
+
+test("guests the node runs that no VM of this control plane is are listed in its status, not hidden", async () => {
+  const nodeId = await readyNode();
+  const agentApi = createClient(VmService, createGrpcTransport({ baseUrl: agent.server.url }));
+  const config = { cpu: { vcpuCount: 1 }, memory: { sizeBytes: 256n << 20n }, boot: { kernelPath: "/boot/vmlinuz" } };
+  await agentApi.createVm({ vmId: "made-by-hand", config });
+  await agentApi.bootVm({ vmId: "made-by-hand" });
+  // One another cluster's control plane made (e.g. before this one's database was replaced).
+  await agentApi.createVm({ vmId: "old-cluster-vm", config: { ...config, metadata: { [CLUSTER_METADATA_KEY]: "another-cluster" } } });
+  const managed = await s.vms.createVM({ name: "agent-vm-managed", spec, nodeId, startOnCreate: true });
+  await vmIn(managed.id, (x) => x.status?.state === State.RUNNING, "the managed VM RUNNING");
+
+  const listed = await until(async () => {
+    const n = await s.nodes.getNode({ id: nodeId });
+    return n.status?.unmanagedGuests.length === 2 ? n.status.unmanagedGuests : undefined;
+  }, "two unmanaged guests in the node's status");
+  assert.deepEqual(listed.map((g) => ({ id: g.id, state: g.state, owner: g.ownerClusterId })), [
+    { id: "made-by-hand", state: "running", owner: "" },
+    { id: "old-cluster-vm", state: "created", owner: "another-cluster" },
+  ]);
+  assert.equal((await agent.manager.info("made-by-hand")).state, "running", "shown, not removed");
+
+  await agentApi.deleteVm({ vmId: "made-by-hand", force: true });
+  await agentApi.deleteVm({ vmId: "old-cluster-vm", force: true });
+  await until(async () => ((await s.nodes.getNode({ id: nodeId })).status?.unmanagedGuests.length === 0 ? true : undefined), "the list empty once they are gone");
+  await s.vms.deleteVM({ id: managed.id, force: true });
 });

@@ -28,8 +28,19 @@ export const PENDING_SERVICES: readonly { service: DescService; arrivesWith: str
   { service: FloatingIpService, arrivesWith: "the networking issue (NAT maps)" },
   { service: LoadBalancerService, arrivesWith: "the networking issue (nftables load balancing)" },
   { service: VpnServiceManager, arrivesWith: "the networking issue (WireGuard and IPsec in userspace)" },
-  { service: VmService, arrivesWith: "the host agent issue; vmm.v1.VmService is served by each host's agent" },
   { service: MemoryGateway, arrivesWith: "the MemoryGateway issue (versioned BSON documents)" },
+];
+
+/**
+ * Services of the contract that another process serves, with where: the control plane
+ * answers them UNIMPLEMENTED saying so (and lists them in reflection, for their types).
+ */
+export const SERVED_ELSEWHERE: readonly { service: DescService; where: string }[] = [
+  {
+    service: VmService,
+    where:
+      "each host's agent serves it (`npm run agent`, on port 9090 by default: VMCP_PORT); a registered node's agent address is its spec.agent_endpoint (GetNode)",
+  },
 ];
 
 /** Every file of the contract whose services this server answers, for reflection. */

@@ -9,6 +9,7 @@ import { createSimulatedHost } from "@quantix/agent";
 import { startControlPlane, type ControlPlane } from "../app.js";
 import { loadConfig } from "../config.js";
 import type { Logger } from "@quantix/rpc";
+import { ON_SIMULATED_NODES } from "@quantix/testing";
 
 describe("gRPC served straight from HTTP/2 streams", () => {
   let cp: ControlPlane;
@@ -30,7 +31,8 @@ describe("gRPC served straight from HTTP/2 streams", () => {
 
   test("the client's deadline reaches the implementation: a power action answers before it", async () => {
     const vms = createClient(VMService, createGrpcTransport({ baseUrl: cp.url }));
-    const vm = await vms.createVM({ name: "deadline", spec: { cpu: { cores: 1 }, memory: { sizeMib: 512n } } });
+    // The demo's nodes are simulated and tainted: this VM tolerates it on purpose.
+    const vm = await vms.createVM({ name: "deadline", spec: { cpu: { cores: 1 }, memory: { sizeMib: 512n }, placement: ON_SIMULATED_NODES } });
     const t0 = Date.now();
     const res = await vms.startVM({ id: vm.id }, { timeoutMs: 400 });
     assert.ok(Date.now() - t0 < 400);

@@ -1,4 +1,5 @@
 import type { DescService } from "@bufbuild/protobuf";
+import { QuantixError } from "@quantix/core";
 import { unimplemented, type Route } from "@quantix/rpc";
 
 /**
@@ -6,9 +7,21 @@ import { unimplemented, type Route } from "@quantix/rpc";
  * message saying what brings it, never invented data.
  */
 export function unimplementedImpl(service: DescService, arrivesWith: string): Route["impl"] {
+  return refuseAll(service, (procedure) => unimplemented(procedure, arrivesWith));
+}
+
+/**
+ * Serves every method of a service that another process serves (vmm.v1.VmService, the
+ * host agents') with UNIMPLEMENTED saying where to call it instead.
+ */
+export function servedElsewhereImpl(service: DescService, where: string): Route["impl"] {
+  return refuseAll(service, (procedure) => new QuantixError("unimplemented", `${procedure} is not served by the control plane: ${where}`));
+}
+
+function refuseAll(service: DescService, error: (procedure: string) => Error): Route["impl"] {
   const impl: Record<string, unknown> = {};
   for (const m of service.methods) {
-    const err = () => unimplemented(`${service.typeName}/${m.name}`, arrivesWith);
+    const err = () => error(`${service.typeName}/${m.name}`);
     switch (m.methodKind) {
       case "unary":
       case "client_streaming":

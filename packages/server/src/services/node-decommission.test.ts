@@ -114,3 +114,15 @@ test("RegisterNode naming a node id that no longer exists is NOT_FOUND and adds 
   assert.equal((await rejection(s.nodes.registerNode({ ...reg, nodeId: node.id }))).code, Code.NotFound);
   assert.deepEqual(await nodesNamed(reg.hostname), []);
 });
+
+test("RegisterNode naming a node id this control plane never knew (its database replaced) registers the host anew; only a tombstone says decommissioned", async () => {
+  const reg = { hostname: `decom-e-${process.pid}`, managementIp: "192.0.2.11", cpuInfo: { logicalCpus: 2 }, memoryInfo: { totalMib: 2048n } };
+  const unknownId = "0f0f0f0f-0000-4000-8000-00000000abcd";
+  const fresh = await s.nodes.registerNode({ ...reg, nodeId: unknownId });
+  assert.notEqual(fresh.id, unknownId);
+  assert.deepEqual((await nodesNamed(reg.hostname)).map((n) => n.id), [fresh.id]);
+  await s.nodes.decommissionNode({ id: fresh.id, force: true });
+  const err = await rejection(s.nodes.registerNode({ ...reg, nodeId: fresh.id }));
+  assert.equal(err.code, Code.NotFound);
+  assert.match(err.rawMessage, new RegExp(`node '${fresh.id}' \\(${reg.hostname}\\) was decommissioned`));
+});

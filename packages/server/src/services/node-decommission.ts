@@ -1,7 +1,9 @@
 import type { DecommissionNodeRequest } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
-import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { NodeTombstoneSchema, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { QuantixError, type Clock, type HypervisorPort, type Store, VM_KIND, NODE_KIND, allOf } from "@quantix/core";
+import { QuantixError, type Clock, type HypervisorPort, type Store, VM_KIND, NODE_KIND, NODE_TOMBSTONE_KIND, allOf } from "@quantix/core";
 import { withinBudget } from "./wait.js";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { Logger } from "@quantix/rpc";
@@ -68,13 +70,28 @@ export async function decommissionNode(c: DecommissionContext, req: Decommission
         warning = `${what}: they may remain running on it until the node is fenced`;
       }
     }
-    await c.store.of(NODE_KIND).delete(req.id);
+    await removeLeavingTombstone(c, req.id);
     await waitUnplaced(c, req.id);
   } finally {
     for (const release of releases) release?.();
   }
   if (warning) c.reach?.log.log("warn", warning, { node_id: req.id });
   return warning ? { warning } : {};
+}
+
+/**
+ * Deletes the node and leaves its tombstone in one transaction: its agent, which keeps the
+ * node's id, is then told the node was decommissioned when it registers again.
+ */
+async function removeLeavingTombstone(c: DecommissionContext, nodeId: string): Promise<void> {
+  await c.store.transact(async (tx) => {
+    const node = await tx.get(NODE_KIND, nodeId);
+    if (!node) return;
+    tx.delete(NODE_KIND, node);
+    if (!(await tx.get(NODE_TOMBSTONE_KIND, nodeId))) {
+      tx.create(NODE_TOMBSTONE_KIND, create(NodeTombstoneSchema, { id: nodeId, hostname: node.hostname, decommissionedAt: timestampFromMs(c.clock.now()) }));
+    }
+  }, { actor: "api" });
 }
 
 /**

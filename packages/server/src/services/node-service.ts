@@ -1,8 +1,8 @@
 import { clone, create } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { HypervisorInfoSchema, NodeSchema, NodeSpecSchema, NodeStatusSchema, DrainStatus_Phase, NodeStatus_Phase as Phase, ResourcesSchema, type Node, type NodeSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { UpdateHeartbeatResponseSchema, UpdateNodeRequestSchema, type DecommissionNodeRequest, type RegisterNodeRequest, type UpdateHeartbeatRequest, type UpdateHeartbeatResponse, type UpdateNodeRequest } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
-import { QuantixError, throwIfViolations, validateNodeSettings, validateRegisterNode, type Clock, type IdGenerator, type Store, NODE_KIND } from "@quantix/core";
+import { QuantixError, throwIfViolations, validateNodeSettings, validateRegisterNode, type Clock, type IdGenerator, type Store, NODE_KIND, NODE_TOMBSTONE_KIND } from "@quantix/core";
 import { setCondition } from "../controllers/conditions.js";
 import { decommissionNode, type DecommissionDeps } from "./node-decommission.js";
 
@@ -13,6 +13,12 @@ import { nodeEvents } from "../events/node-events.js";
 
 /** How often agents heartbeat (see node-monitor.ts for when a silent node is NOT_READY, then OFFLINE). */
 export const HEARTBEAT_INTERVAL_SEC = 10;
+
+/**
+ * How recent a heartbeat makes a node's agent live: the silence after which the node
+ * monitor marks it NOT_READY (three intervals). A live node's registration is its agent's.
+ */
+const LIVE_WITHIN_MS = 3 * HEARTBEAT_INTERVAL_SEC * 1000;
 
 const USER_SPEC_PATHS = ["spec.taints", "spec.overcommit", "spec.reserved", "spec.schedulable"];
 
@@ -65,6 +71,7 @@ export class NodeService {
     const existing = (await this.deps.store.of(NODE_KIND).list({ where: { hostname: req.hostname }, order: { field: "hostname", desc: false }, limit: 1 })).items[0];
     if (existing) {
       return this.deps.store.of(NODE_KIND).update(existing.id, (cur) => {
+        refuseSecondAgent(cur, req, this.deps.clock.now());
         cur.managementIp = req.managementIp;
         cur.labels = { ...cur.labels, ...req.labels };
         hardware(cur.spec!);
@@ -76,8 +83,11 @@ export class NodeService {
         return cur;
       });
     }
-    if (req.nodeId !== "" && !(await this.deps.store.of(NODE_KIND).get(req.nodeId))) {
-      throw new QuantixError("not_found", `node '${req.nodeId}' no longer exists (it was decommissioned); register without node_id to add the host again`);
+    // A node id this store never knew (its database was replaced) registers the host anew;
+    // only a decommissioned node's (its tombstone) is refused.
+    const tombstone = req.nodeId !== "" ? await this.deps.store.of(NODE_TOMBSTONE_KIND).get(req.nodeId) : undefined;
+    if (tombstone) {
+      throw new QuantixError("not_found", `node '${req.nodeId}' (${tombstone.hostname}) was decommissioned; register without node_id to add the host again`);
     }
     const spec = create(NodeSpecSchema, { schedulable: true });
     hardware(spec);
@@ -161,12 +171,38 @@ export class NodeService {
 
 }
 
+/**
+ * The CPU overcommit ratio of a node that sets none: Nova's initial CPU allocation ratio
+ * (4.0), since vCPUs mostly idle. Memory is not overcommitted by default (1.0): a guest
+ * that touches memory the host lacks is killed, not slowed down.
+ */
+export const DEFAULT_CPU_RATIO = 4;
+
+/**
+ * A node has one agent: a registration of a node whose agent is live (it heartbeated
+ * within LIVE_WITHIN_MS) from an agent that does not carry the node's id (a second agent
+ * started with the same name, e.g. the default host name, and another state directory) is
+ * refused with ALREADY_EXISTS, else the control plane would drive the first agent's VMs
+ * through the second. The same agent re-registering (a restart) carries the id it was
+ * given and is let in at once; a node silent that long may be taken over.
+ */
+function refuseSecondAgent(node: Node, req: RegisterNodeRequest, nowMs: number): void {
+  if (req.nodeId === node.id) return;
+  const beat = node.status?.lastHeartbeat;
+  const silentMs = beat ? nowMs - timestampMs(beat) : Infinity;
+  if (node.status?.phase === Phase.OFFLINE || !(silentMs < LIVE_WITHIN_MS)) return;
+  throw new QuantixError(
+    "already_exists",
+    `node '${node.hostname}' (${node.id}) already has a live agent at ${node.spec?.agentEndpoint || "an unknown endpoint"} (last heartbeat ${Math.max(0, Math.round(silentMs / 1000))} s ago); a node has one agent: give this agent another node name (QUANTIX_NODE_NAME or --node-name), or stop the other agent and register again once the node has been silent for ${LIVE_WITHIN_MS / 1000} s`,
+  );
+}
+
 /** Capacity from the reported hardware; allocatable = capacity × overcommit − reserved. */
 export function withCapacity(status: Node["status"] & object, spec: NodeSpec): typeof status {
   const cpus = spec.cpu?.logicalCpus ?? 0;
   const mem = Number(spec.memory?.totalMib ?? 0n);
   const storage = spec.storage.reduce((sum, d) => sum + d.sizeGib, 0n);
-  const cpuRatio = spec.overcommit?.cpuRatio || 1;
+  const cpuRatio = spec.overcommit?.cpuRatio || DEFAULT_CPU_RATIO;
   const memRatio = spec.overcommit?.memoryRatio || 1;
   const reservedCpu = spec.reserved?.cpuCores ?? 0;
   const reservedMem = Number(spec.reserved?.memoryMib ?? 0n);

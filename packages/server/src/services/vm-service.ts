@@ -7,6 +7,7 @@ import { checkPowerAction, DEFAULT_PROJECT_ID, invalidArgument, notFound, Quanti
 
 import { ResourceWriter } from "../resources/resource-writer.js";
 import { awaitsReview } from "../controllers/scheduler/binding-review.js";
+import { refuseNicsWithoutNetwork } from "./vm-networks.js";
 
 /** Dependencies of the VM service. */
 export interface VmServiceDeps {
@@ -82,9 +83,10 @@ export class VmService {
       else delete spec.reboot;
     }
     for (const nic of spec.nics) if (nic.macAddress === "") nic.macAddress = this.newMac();
-    if (!cur) return;
+    if (!cur) return refuseNicsWithoutNetwork(spec, undefined);
     // Labels and description are every kind's rules (commonViolations, checked by the writer).
     throwIfViolations(validateVmSpec(spec));
+    refuseNicsWithoutNetwork(spec, cur.spec);
     checkHotChange(cur, spec);
   }
 

@@ -2,10 +2,10 @@ import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { MigrationSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/migration_pb.js";
-import { NodeSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { NodeSchema, NodeTombstoneSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VirtualMachineSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { EventSchema } from "@quantix/api/gen/Quantixkvm/event/v1/event_pb.js";
-import { EVENT_KIND, MIGRATION_KIND, NODE_KIND, VM_KIND, type FieldValue, type Kind, type Resource } from "@quantix/core";
+import { EVENT_KIND, MIGRATION_KIND, NODE_KIND, NODE_TOMBSTONE_KIND, VM_KIND, type FieldValue, type Kind, type Resource } from "@quantix/core";
 
 /** Values of declared fields, by field name (as Query.where names them). */
 export type Values = Readonly<Record<string, FieldValue>>;
@@ -88,4 +88,15 @@ const migration: KindFixture = {
 };
 
 /** A fixture for every kind the control plane has (ALL_KINDS): a new kind adds its own here. */
-export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration];
+const nodeTombstone: KindFixture = {
+  kind: NODE_TOMBSTONE_KIND as unknown as Kind<Resource>,
+  make: (v) =>
+    create(NodeTombstoneSchema, {
+      id: randomUUID(),
+      hostname: str(v["hostname"], `h-${randomUUID().slice(0, 8)}`),
+      decommissionedAt: ms(v["decommissioned_at"], NOW),
+    }),
+  scope: (tag) => ({ values: { hostname: tag }, where: { hostname: tag } }),
+};
+
+export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone];

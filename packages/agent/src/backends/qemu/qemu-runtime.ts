@@ -64,8 +64,11 @@ export class QemuRuntime {
     try {
       qmp = await Promise.race([QmpClient.connect(options.paths.qmpSocket, { timeoutMs: CONNECT_TIMEOUT_MS }), early]);
     } catch (err) {
+      // QEMU that exits at start (a disk image it cannot open, or whose lock another QEMU
+      // holds) may close QMP under the handshake before its exit is seen: its log says why.
+      const why = await Promise.race([early.then(() => undefined, (e: unknown) => e), new Promise((r) => setTimeout(r, 5000, undefined))]);
       killHard(child.pid);
-      throw err;
+      throw why ?? err;
     }
     early.catch(() => {});
     const runtime = new QemuRuntime(child.pid, qmp, options);

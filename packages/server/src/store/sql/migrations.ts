@@ -144,6 +144,25 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
     // its control plane never mistakes the old cluster's guests for orphans of its own.
     sql: `ALTER TABLE quantix_meta ADD COLUMN cluster_id text NOT NULL DEFAULT gen_random_uuid()::text;`,
   },
+  {
+    version: 6,
+    name: "node tombstones",
+    // DecommissionNode leaves one, so that RegisterNode tells a decommissioned node's agent
+    // apart from an agent whose node this database never knew.
+    sql: `
+      CREATE TABLE quantix_node_tombstones (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        hostname text COLLATE "C" NOT NULL,
+        decommissioned_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_node_tombstones_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_node_tombstones_by_decommissioned_ms ON quantix_node_tombstones (decommissioned_ms, id);
+      CREATE INDEX quantix_node_tombstones_by_hostname_decommissioned_ms ON quantix_node_tombstones (hostname, decommissioned_ms, id);
+    `,
+  },
 ];
 
 /** The newest schema version this binary knows. */

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file Quantixkvm/compute/v1/node.proto.
  */
 export const file_Quantixkvm_compute_v1_node: GenFile = /*@__PURE__*/
-  fileDesc("CiBRdWFudGl4a3ZtL2NvbXB1dGUvdjEvbm9kZS5wcm90bxIVUXVhbnRpeGt2bS5jb21wdXRlLnYxIv8CCgROb2RlEgoKAmlkGAEgASgJEhAKCGhvc3RuYW1lGAIgASgJEhUKDW1hbmFnZW1lbnRfaXAYAyABKAkSNwoGbGFiZWxzGAQgAygLMicuUXVhbnRpeGt2bS5jb21wdXRlLnYxLk5vZGUuTGFiZWxzRW50cnkSLQoEc3BlYxgFIAEoCzIfLlF1YW50aXhrdm0uY29tcHV0ZS52MS5Ob2RlU3BlYxIxCgZzdGF0dXMYBiABKAsyIS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuTm9kZVN0YXR1cxIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChByZXNvdXJjZV92ZXJzaW9uGAkgASgEGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi0gMKCE5vZGVTcGVjEisKA2NwdRgBIAEoCzIeLlF1YW50aXhrdm0uY29tcHV0ZS52MS5DcHVJbmZvEjEKBm1lbW9yeRgCIAEoCzIhLlF1YW50aXhrdm0uY29tcHV0ZS52MS5NZW1vcnlJbmZvEjUKB3N0b3JhZ2UYAyADKAsyJC5RdWFudGl4a3ZtLmNvbXB1dGUudjEuU3RvcmFnZURldmljZRI1CgduZXR3b3JrGAQgAygLMiQuUXVhbnRpeGt2bS5jb21wdXRlLnYxLk5ldHdvcmtEZXZpY2USFgoOYWdlbnRfZW5kcG9pbnQYBSABKAkSEwoLc2NoZWR1bGFibGUYBiABKAgSLAoGdGFpbnRzGAcgAygLMhwuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlRhaW50EjUKCm92ZXJjb21taXQYCCABKAsyIS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuT3ZlcmNvbW1pdBIyCghyZXNlcnZlZBgJIAEoCzIgLlF1YW50aXhrdm0uY29tcHV0ZS52MS5SZXNvdXJjZXMSMgoFZHJhaW4YCiABKAsyIy5RdWFudGl4a3ZtLmNvbXB1dGUudjEuRHJhaW5SZXF1ZXN0InQKDERyYWluUmVxdWVzdBIQCghzZXF1ZW5jZRgBIAEoBBIYChBncmFjZV9wZXJpb2Rfc2VjGAIgASgFEg0KBWZvcmNlGAMgASgIEhYKDnRhcmdldF9ub2RlX2lkGAQgASgJEhEKCWNhbmNlbGxlZBgFIAEoCCKcAQoHQ3B1SW5mbxINCgVtb2RlbBgBIAEoCRIPCgdzb2NrZXRzGAIgASgFEhgKEGNvcmVzX3Blcl9zb2NrZXQYAyABKAUSGAoQdGhyZWFkc19wZXJfY29yZRgEIAEoBRIUCgxsb2dpY2FsX2NwdXMYBSABKAUSFQoNZnJlcXVlbmN5X21oehgGIAEoBRIQCghmZWF0dXJlcxgHIAMoCSI2CgpNZW1vcnlJbmZvEhEKCXRvdGFsX21pYhgBIAEoBBIVCg1odWdlcGFnZXNfbWliGAIgASgEIkwKDVN0b3JhZ2VEZXZpY2USDAoEbmFtZRgBIAEoCRINCgVtb2RlbBgCIAEoCRIQCghzaXplX2dpYhgDIAEoBBIMCgR0eXBlGAQgASgJIlMKDU5ldHdvcmtEZXZpY2USDAoEbmFtZRgBIAEoCRITCgttYWNfYWRkcmVzcxgCIAEoCRISCgpzcGVlZF9tYnBzGAMgASgFEgsKA210dRgEIAEoBSJXCgVUYWludBILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAkSMgoGZWZmZWN0GAMgASgOMiIuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlRhaW50RWZmZWN0IjUKCk92ZXJjb21taXQSEQoJY3B1X3JhdGlvGAEgASgBEhQKDG1lbW9yeV9yYXRpbxgCIAEoASJHCglSZXNvdXJjZXMSEQoJY3B1X2NvcmVzGAEgASgFEhIKCm1lbW9yeV9taWIYAiABKAQSEwoLc3RvcmFnZV9naWIYAyABKAQiWgoOSHlwZXJ2aXNvckluZm8SDAoEdHlwZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEhMKC2FjY2VsZXJhdG9yGAMgASgJEhQKDGNhcGFiaWxpdGllcxgEIAMoCSL8BAoKTm9kZVN0YXR1cxI2CgVwaGFzZRgBIAEoDjInLlF1YW50aXhrdm0uY29tcHV0ZS52MS5Ob2RlU3RhdHVzLlBoYXNlEjMKCmNvbmRpdGlvbnMYAiADKAsyHy5RdWFudGl4a3ZtLmNvbW1vbi52MS5Db25kaXRpb24SMgoIY2FwYWNpdHkYAyABKAsyIC5RdWFudGl4a3ZtLmNvbXB1dGUudjEuUmVzb3VyY2VzEjUKC2FsbG9jYXRhYmxlGAQgASgLMiAuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlJlc291cmNlcxIzCglhbGxvY2F0ZWQYBSABKAsyIC5RdWFudGl4a3ZtLmNvbXB1dGUudjEuUmVzb3VyY2VzEg4KBnZtX2lkcxgGIAMoCRI5CgpoeXBlcnZpc29yGAcgASgLMiUuUXVhbnRpeGt2bS5jb21wdXRlLnYxLkh5cGVydmlzb3JJbmZvEjIKDmxhc3RfaGVhcnRiZWF0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1hZ2VudF92ZXJzaW9uGAkgASgJEi8KBXVzYWdlGAogASgLMiAuUXVhbnRpeGt2bS5jb21wdXRlLnYxLk5vZGVVc2FnZRIxCgVkcmFpbhgLIAEoCzIiLlF1YW50aXhrdm0uY29tcHV0ZS52MS5EcmFpblN0YXR1cyJnCgVQaGFzZRILCgdVTktOT1dOEAASCwoHUEVORElORxABEgkKBVJFQURZEAISDQoJTk9UX1JFQURZEAMSDwoLTUFJTlRFTkFOQ0UQBBIMCghEUkFJTklORxAFEgsKB09GRkxJTkUQBiK6AgoLRHJhaW5TdGF0dXMSEAoIc2VxdWVuY2UYASABKAQSNwoFcGhhc2UYAiABKA4yKC5RdWFudGl4a3ZtLmNvbXB1dGUudjEuRHJhaW5TdGF0dXMuUGhhc2USFwoPbWlncmF0ZWRfdm1faWRzGAMgAygJEhYKDnN0b3BwZWRfdm1faWRzGAQgAygJEjcKCGZhaWx1cmVzGAUgAygLMiUuUXVhbnRpeGt2bS5jb21wdXRlLnYxLkRyYWluVm1GYWlsdXJlEhgKEHJlbWFpbmluZ192bV9pZHMYBiADKAkiXAoFUGhhc2USFQoRUEhBU0VfVU5TUEVDSUZJRUQQABIRCg1QSEFTRV9SVU5OSU5HEAESEwoPUEhBU0VfQ09NUExFVEVEEAISFAoQUEhBU0VfSU5DT01QTEVURRADIi8KDkRyYWluVm1GYWlsdXJlEg0KBXZtX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSKiAgoJTm9kZVVzYWdlEhkKEWNwdV91c2FnZV9wZXJjZW50GAEgASgBEhcKD21lbW9yeV91c2VkX21pYhgCIAEoBBIXCg9sb2FkX2F2ZXJhZ2VfMW0YAyABKAESFwoPbG9hZF9hdmVyYWdlXzVtGAQgASgBEhgKEGxvYWRfYXZlcmFnZV8xNW0YBSABKAESGAoQbWVtb3J5X3RvdGFsX21pYhgGIAEoBBIXCg9kaXNrX3JlYWRfYnl0ZXMYByABKAQSGAoQZGlza193cml0ZV9ieXRlcxgIIAEoBBIYChBuZXR3b3JrX3J4X2J5dGVzGAkgASgEEhgKEG5ldHdvcmtfdHhfYnl0ZXMYCiABKAQSFAoMbm90X21lYXN1cmVkGAsgAygJYgZwcm90bzM", [file_Quantixkvm_common_v1_common, file_Quantixkvm_compute_v1_vm, file_google_protobuf_timestamp]);
+  fileDesc("CiBRdWFudGl4a3ZtL2NvbXB1dGUvdjEvbm9kZS5wcm90bxIVUXVhbnRpeGt2bS5jb21wdXRlLnYxIv8CCgROb2RlEgoKAmlkGAEgASgJEhAKCGhvc3RuYW1lGAIgASgJEhUKDW1hbmFnZW1lbnRfaXAYAyABKAkSNwoGbGFiZWxzGAQgAygLMicuUXVhbnRpeGt2bS5jb21wdXRlLnYxLk5vZGUuTGFiZWxzRW50cnkSLQoEc3BlYxgFIAEoCzIfLlF1YW50aXhrdm0uY29tcHV0ZS52MS5Ob2RlU3BlYxIxCgZzdGF0dXMYBiABKAsyIS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuTm9kZVN0YXR1cxIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChByZXNvdXJjZV92ZXJzaW9uGAkgASgEGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi0gMKCE5vZGVTcGVjEisKA2NwdRgBIAEoCzIeLlF1YW50aXhrdm0uY29tcHV0ZS52MS5DcHVJbmZvEjEKBm1lbW9yeRgCIAEoCzIhLlF1YW50aXhrdm0uY29tcHV0ZS52MS5NZW1vcnlJbmZvEjUKB3N0b3JhZ2UYAyADKAsyJC5RdWFudGl4a3ZtLmNvbXB1dGUudjEuU3RvcmFnZURldmljZRI1CgduZXR3b3JrGAQgAygLMiQuUXVhbnRpeGt2bS5jb21wdXRlLnYxLk5ldHdvcmtEZXZpY2USFgoOYWdlbnRfZW5kcG9pbnQYBSABKAkSEwoLc2NoZWR1bGFibGUYBiABKAgSLAoGdGFpbnRzGAcgAygLMhwuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlRhaW50EjUKCm92ZXJjb21taXQYCCABKAsyIS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuT3ZlcmNvbW1pdBIyCghyZXNlcnZlZBgJIAEoCzIgLlF1YW50aXhrdm0uY29tcHV0ZS52MS5SZXNvdXJjZXMSMgoFZHJhaW4YCiABKAsyIy5RdWFudGl4a3ZtLmNvbXB1dGUudjEuRHJhaW5SZXF1ZXN0InQKDERyYWluUmVxdWVzdBIQCghzZXF1ZW5jZRgBIAEoBBIYChBncmFjZV9wZXJpb2Rfc2VjGAIgASgFEg0KBWZvcmNlGAMgASgIEhYKDnRhcmdldF9ub2RlX2lkGAQgASgJEhEKCWNhbmNlbGxlZBgFIAEoCCKcAQoHQ3B1SW5mbxINCgVtb2RlbBgBIAEoCRIPCgdzb2NrZXRzGAIgASgFEhgKEGNvcmVzX3Blcl9zb2NrZXQYAyABKAUSGAoQdGhyZWFkc19wZXJfY29yZRgEIAEoBRIUCgxsb2dpY2FsX2NwdXMYBSABKAUSFQoNZnJlcXVlbmN5X21oehgGIAEoBRIQCghmZWF0dXJlcxgHIAMoCSI2CgpNZW1vcnlJbmZvEhEKCXRvdGFsX21pYhgBIAEoBBIVCg1odWdlcGFnZXNfbWliGAIgASgEIkwKDVN0b3JhZ2VEZXZpY2USDAoEbmFtZRgBIAEoCRINCgVtb2RlbBgCIAEoCRIQCghzaXplX2dpYhgDIAEoBBIMCgR0eXBlGAQgASgJIlMKDU5ldHdvcmtEZXZpY2USDAoEbmFtZRgBIAEoCRITCgttYWNfYWRkcmVzcxgCIAEoCRISCgpzcGVlZF9tYnBzGAMgASgFEgsKA210dRgEIAEoBSJXCgVUYWludBILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAkSMgoGZWZmZWN0GAMgASgOMiIuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlRhaW50RWZmZWN0IjUKCk92ZXJjb21taXQSEQoJY3B1X3JhdGlvGAEgASgBEhQKDG1lbW9yeV9yYXRpbxgCIAEoASJHCglSZXNvdXJjZXMSEQoJY3B1X2NvcmVzGAEgASgFEhIKCm1lbW9yeV9taWIYAiABKAQSEwoLc3RvcmFnZV9naWIYAyABKAQiWgoOSHlwZXJ2aXNvckluZm8SDAoEdHlwZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEhMKC2FjY2VsZXJhdG9yGAMgASgJEhQKDGNhcGFiaWxpdGllcxgEIAMoCSK9BQoKTm9kZVN0YXR1cxI2CgVwaGFzZRgBIAEoDjInLlF1YW50aXhrdm0uY29tcHV0ZS52MS5Ob2RlU3RhdHVzLlBoYXNlEjMKCmNvbmRpdGlvbnMYAiADKAsyHy5RdWFudGl4a3ZtLmNvbW1vbi52MS5Db25kaXRpb24SMgoIY2FwYWNpdHkYAyABKAsyIC5RdWFudGl4a3ZtLmNvbXB1dGUudjEuUmVzb3VyY2VzEjUKC2FsbG9jYXRhYmxlGAQgASgLMiAuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlJlc291cmNlcxIzCglhbGxvY2F0ZWQYBSABKAsyIC5RdWFudGl4a3ZtLmNvbXB1dGUudjEuUmVzb3VyY2VzEg4KBnZtX2lkcxgGIAMoCRI5CgpoeXBlcnZpc29yGAcgASgLMiUuUXVhbnRpeGt2bS5jb21wdXRlLnYxLkh5cGVydmlzb3JJbmZvEjIKDmxhc3RfaGVhcnRiZWF0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1hZ2VudF92ZXJzaW9uGAkgASgJEi8KBXVzYWdlGAogASgLMiAuUXVhbnRpeGt2bS5jb21wdXRlLnYxLk5vZGVVc2FnZRIxCgVkcmFpbhgLIAEoCzIiLlF1YW50aXhrdm0uY29tcHV0ZS52MS5EcmFpblN0YXR1cxI/ChB1bm1hbmFnZWRfZ3Vlc3RzGAwgAygLMiUuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlVubWFuYWdlZEd1ZXN0ImcKBVBoYXNlEgsKB1VOS05PV04QABILCgdQRU5ESU5HEAESCQoFUkVBRFkQAhINCglOT1RfUkVBRFkQAxIPCgtNQUlOVEVOQU5DRRAEEgwKCERSQUlOSU5HEAUSCwoHT0ZGTElORRAGIkUKDlVubWFuYWdlZEd1ZXN0EgoKAmlkGAEgASgJEg0KBXN0YXRlGAIgASgJEhgKEG93bmVyX2NsdXN0ZXJfaWQYAyABKAkifgoNTm9kZVRvbWJzdG9uZRIKCgJpZBgBIAEoCRIQCghob3N0bmFtZRgCIAEoCRI1ChFkZWNvbW1pc3Npb25lZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQcmVzb3VyY2VfdmVyc2lvbhgEIAEoBCK6AgoLRHJhaW5TdGF0dXMSEAoIc2VxdWVuY2UYASABKAQSNwoFcGhhc2UYAiABKA4yKC5RdWFudGl4a3ZtLmNvbXB1dGUudjEuRHJhaW5TdGF0dXMuUGhhc2USFwoPbWlncmF0ZWRfdm1faWRzGAMgAygJEhYKDnN0b3BwZWRfdm1faWRzGAQgAygJEjcKCGZhaWx1cmVzGAUgAygLMiUuUXVhbnRpeGt2bS5jb21wdXRlLnYxLkRyYWluVm1GYWlsdXJlEhgKEHJlbWFpbmluZ192bV9pZHMYBiADKAkiXAoFUGhhc2USFQoRUEhBU0VfVU5TUEVDSUZJRUQQABIRCg1QSEFTRV9SVU5OSU5HEAESEwoPUEhBU0VfQ09NUExFVEVEEAISFAoQUEhBU0VfSU5DT01QTEVURRADIi8KDkRyYWluVm1GYWlsdXJlEg0KBXZtX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSKiAgoJTm9kZVVzYWdlEhkKEWNwdV91c2FnZV9wZXJjZW50GAEgASgBEhcKD21lbW9yeV91c2VkX21pYhgCIAEoBBIXCg9sb2FkX2F2ZXJhZ2VfMW0YAyABKAESFwoPbG9hZF9hdmVyYWdlXzVtGAQgASgBEhgKEGxvYWRfYXZlcmFnZV8xNW0YBSABKAESGAoQbWVtb3J5X3RvdGFsX21pYhgGIAEoBBIXCg9kaXNrX3JlYWRfYnl0ZXMYByABKAQSGAoQZGlza193cml0ZV9ieXRlcxgIIAEoBBIYChBuZXR3b3JrX3J4X2J5dGVzGAkgASgEEhgKEG5ldHdvcmtfdHhfYnl0ZXMYCiABKAQSFAoMbm90X21lYXN1cmVkGAsgAygJYgZwcm90bzM", [file_Quantixkvm_common_v1_common, file_Quantixkvm_compute_v1_vm, file_google_protobuf_timestamp]);
 
 /**
  * A hypervisor host. Its agent registers it (RegisterNode) and heartbeats; users
@@ -152,7 +152,7 @@ export type NodeSpec = Message<"Quantixkvm.compute.v1.NodeSpec"> & {
   taints: Taint[];
 
   /**
-   * Overcommit ratios; 0 means 1.0 (no overcommit).
+   * Overcommit ratios; unset ratios mean 4.0 for CPU and 1.0 (none) for memory.
    *
    * @generated from field: Quantixkvm.compute.v1.Overcommit overcommit = 8;
    */
@@ -447,7 +447,7 @@ export const TaintSchema: GenMessage<Taint> = /*@__PURE__*/
  */
 export type Overcommit = Message<"Quantixkvm.compute.v1.Overcommit"> & {
   /**
-   * vCPUs per physical logical CPU, 1-32; 0 means 1.
+   * vCPUs per physical logical CPU, 1-32; 0 means 4 (Nova's initial CPU allocation ratio).
    *
    * @generated from field: double cpu_ratio = 1;
    */
@@ -627,6 +627,16 @@ export type NodeStatus = Message<"Quantixkvm.compute.v1.NodeStatus"> & {
    * @generated from field: Quantixkvm.compute.v1.DrainStatus drain = 11;
    */
   drain?: DrainStatus | undefined;
+
+  /**
+   * Output only. Guests the node's hypervisor runs that this control plane does not
+   * manage (no VM of the store has their id): made on the agent by hand, or by the
+   * control plane of another cluster (e.g. before this one's database was replaced). They
+   * are shown, never adopted nor removed; DecommissionNode removes them with the node.
+   *
+   * @generated from field: repeated Quantixkvm.compute.v1.UnmanagedGuest unmanaged_guests = 12;
+   */
+  unmanagedGuests: UnmanagedGuest[];
 };
 
 /**
@@ -699,6 +709,88 @@ export const NodeStatus_PhaseSchema: GenEnum<NodeStatus_Phase> = /*@__PURE__*/
   enumDesc(file_Quantixkvm_compute_v1_node, 11, 0);
 
 /**
+ * A guest on a node that no VM of this control plane is, as the node's hypervisor reports it.
+ *
+ * @generated from message Quantixkvm.compute.v1.UnmanagedGuest
+ */
+export type UnmanagedGuest = Message<"Quantixkvm.compute.v1.UnmanagedGuest"> & {
+  /**
+   * The guest's id on the node's hypervisor (its vmm.v1 vm_id).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The power state the hypervisor reports, in the control plane's words: "running",
+   * "paused", "created", "shutdown", "crashed", ...
+   *
+   * @generated from field: string state = 2;
+   */
+  state: string;
+
+  /**
+   * The cluster id recorded in the guest's metadata by the control plane that created it;
+   * empty for a guest made without one.
+   *
+   * @generated from field: string owner_cluster_id = 3;
+   */
+  ownerClusterId: string;
+};
+
+/**
+ * Describes the message Quantixkvm.compute.v1.UnmanagedGuest.
+ * Use `create(UnmanagedGuestSchema)` to create a new message.
+ */
+export const UnmanagedGuestSchema: GenMessage<UnmanagedGuest> = /*@__PURE__*/
+  messageDesc(file_Quantixkvm_compute_v1_node, 12);
+
+/**
+ * The record DecommissionNode leaves of a node (a tombstone): its agent, which still has
+ * the node's id, is told on its next RegisterNode that the node was decommissioned, while
+ * an agent whose node id this control plane never knew (its database was replaced) is
+ * registered as a new node instead of being told to stop.
+ *
+ * @generated from message Quantixkvm.compute.v1.NodeTombstone
+ */
+export type NodeTombstone = Message<"Quantixkvm.compute.v1.NodeTombstone"> & {
+  /**
+   * The decommissioned node's id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Its hostname.
+   *
+   * @generated from field: string hostname = 2;
+   */
+  hostname: string;
+
+  /**
+   * When it was decommissioned.
+   *
+   * @generated from field: google.protobuf.Timestamp decommissioned_at = 3;
+   */
+  decommissionedAt?: Timestamp | undefined;
+
+  /**
+   * The store revision of the record.
+   *
+   * @generated from field: uint64 resource_version = 4;
+   */
+  resourceVersion: bigint;
+};
+
+/**
+ * Describes the message Quantixkvm.compute.v1.NodeTombstone.
+ * Use `create(NodeTombstoneSchema)` to create a new message.
+ */
+export const NodeTombstoneSchema: GenMessage<NodeTombstone> = /*@__PURE__*/
+  messageDesc(file_Quantixkvm_compute_v1_node, 13);
+
+/**
  * The progress and outcome of a node's drain, written by the drain controller.
  *
  * @generated from message Quantixkvm.compute.v1.DrainStatus
@@ -752,7 +844,7 @@ export type DrainStatus = Message<"Quantixkvm.compute.v1.DrainStatus"> & {
  * Use `create(DrainStatusSchema)` to create a new message.
  */
 export const DrainStatusSchema: GenMessage<DrainStatus> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_node, 12);
+  messageDesc(file_Quantixkvm_compute_v1_node, 14);
 
 /**
  * Where a drain stands.
@@ -793,7 +885,7 @@ export enum DrainStatus_Phase {
  * Describes the enum Quantixkvm.compute.v1.DrainStatus.Phase.
  */
 export const DrainStatus_PhaseSchema: GenEnum<DrainStatus_Phase> = /*@__PURE__*/
-  enumDesc(file_Quantixkvm_compute_v1_node, 12, 0);
+  enumDesc(file_Quantixkvm_compute_v1_node, 14, 0);
 
 /**
  * A VM a drain could not move.
@@ -821,7 +913,7 @@ export type DrainVmFailure = Message<"Quantixkvm.compute.v1.DrainVmFailure"> & {
  * Use `create(DrainVmFailureSchema)` to create a new message.
  */
 export const DrainVmFailureSchema: GenMessage<DrainVmFailure> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_node, 13);
+  messageDesc(file_Quantixkvm_compute_v1_node, 15);
 
 /**
  * Host resource usage.
@@ -915,5 +1007,5 @@ export type NodeUsage = Message<"Quantixkvm.compute.v1.NodeUsage"> & {
  * Use `create(NodeUsageSchema)` to create a new message.
  */
 export const NodeUsageSchema: GenMessage<NodeUsage> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_node, 14);
+  messageDesc(file_Quantixkvm_compute_v1_node, 16);
 

@@ -96,8 +96,10 @@ export type RegisterNodeRequest = Message<"Quantixkvm.compute.v1.RegisterNodeReq
 
   /**
    * The id this host registered under before (its agent keeps it), or empty for a first
-   * registration. NOT_FOUND when no node has it any more (the node was decommissioned),
-   * so a decommissioned host does not come back as a new node by accident.
+   * registration. NOT_FOUND when the node was decommissioned (DecommissionNode leaves a
+   * NodeTombstone), so a decommissioned host does not come back as a new node by accident.
+   * An id this control plane never knew (its database was replaced) registers the host
+   * as a new node, with a new id.
    *
    * @generated from field: string node_id = 11;
    */
@@ -705,7 +707,7 @@ export const NodeService: GenService<{
     output: typeof NodeSchema;
   },
   /**
-   * Removes a node from the cluster. Refused with FAILED_PRECONDITION while VMs are
+   * Removes a node from the cluster, leaving a NodeTombstone of it. Refused with FAILED_PRECONDITION while VMs are
    * placed on it, unless force (they become PENDING). Every VM copy on the node's
    * hypervisor is powered off and deleted first. A node whose hypervisor does not answer
    * is refused with FAILED_PRECONDITION (copies would remain), unless force: then it is

@@ -1,0 +1,47 @@
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { ON_SIMULATED_NODES, startTestServer, until, type TestServer } from "@quantix/testing";
+
+// A simulated node runs nothing: a user's real VM placed there was reported RUNNING.
+describe("the demo's simulated nodes are tainted", () => {
+  let s: TestServer;
+  before(async () => {
+    s = await startTestServer();
+  });
+  after(() => s.close());
+
+  it("a user's VM (direct boot, a host disk) is not placed on them: PENDING, naming the taint", async () => {
+    const spec = {
+      cpu: { cores: 1 },
+      memory: { sizeMib: 256n },
+      boot: { directBoot: { kernelPath: "/var/lib/quantix/images/vmlinuz", cmdline: "console=ttyS0" } },
+      disks: [{ id: "root", hostPath: "/var/lib/quantix/images/root.img" }],
+    };
+    const vm = await s.vms.createVM({ name: "real-vm", spec, startOnCreate: true });
+    const pending = await until(async () => {
+      const v = await s.vms.getVM({ id: vm.id });
+      return v.status?.conditions.some((c) => c.type === "Scheduled") ? v : undefined;
+    }, "a scheduling decision");
+    assert.equal(pending.status?.state, State.PENDING);
+    assert.equal(pending.status?.nodeId, "");
+    const cond = pending.status!.conditions.find((c) => c.type === "Scheduled")!;
+    assert.match(cond.message, /quantix\.io\/simulated/);
+    for (const n of (await s.nodes.listNodes({})).nodes) {
+      assert.deepEqual(n.spec?.taints.map((t) => t.key), ["quantix.io/simulated"], `${n.hostname} is tainted`);
+    }
+  });
+
+  it("the demo VMs tolerate the taint and run there, as does a VM that tolerates it on purpose", async () => {
+    const demo = (await s.vms.listVMs({})).vms.filter((v) => v.description.startsWith("Demo VM"));
+    assert.equal(demo.length, 4);
+    for (const v of demo) assert.ok(v.spec?.placement?.tolerations.some((t) => t.key === "quantix.io/simulated"), v.name);
+    const web = await until(async () => {
+      const v = (await s.vms.listVMs({})).vms.find((x) => x.name === "web-server-01");
+      return v?.status?.state === State.RUNNING ? v : undefined;
+    }, "web-server-01 RUNNING");
+    assert.notEqual(web.status?.nodeId, "");
+    const sim = await s.vms.createVM({ name: "sim-on-purpose", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, placement: ON_SIMULATED_NODES } });
+    assert.equal((await s.vms.startVM({ id: sim.id })).status?.state, State.RUNNING);
+  });
+});
