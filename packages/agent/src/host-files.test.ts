@@ -50,7 +50,8 @@ test("refuses a file outside the image dirs (also through a symlink), a FIFO, a 
   const fds = () => execFileSync("ls", [`/proc/${process.pid}/fd`]).toString().split("\n").length;
   const before = fds();
   await refused(config(join(images, "vmlinuz"), [{ path: join(images, "disk.img") }, { path: join(images, "pipe") }]), /pipe/);
-  assert.equal(fds(), before, "the files opened before the refused one were closed");
+  // Other handles of the test process may close meanwhile, never open: the count must not grow.
+  assert.ok(fds() <= before, "the files opened before the refused one were closed");
 });
 
 test("refuses a qcow2 disk with a backing file (the hypervisor would open it by name); a plain qcow2 is fine", async () => {

@@ -7,6 +7,7 @@ import { test } from "node:test";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { VmService, VmState } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { BadRequestSchema } from "@quantix/api/gen/google/rpc/error_details_pb.js";
 import { runNode, until } from "@quantix/testing";
 
 const MAIN = new URL("./main.ts", import.meta.url).pathname;
@@ -36,8 +37,10 @@ test("an agent on the simulated backend checks kernel, initrd and disk paths as 
       (e: unknown) => ConnectError.from(e),
     );
     assert.equal(refused.code, Code.InvalidArgument);
+    // The message is cut at 512 bytes; every violation is in the BadRequest detail.
+    const fields = refused.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations.map((v) => v.field));
     for (const field of ["boot.kernel_path", "storage[0].path", "storage[1].path", "storage[2].path", "storage[3].path"]) {
-      assert.ok(refused.rawMessage.includes(`config.${field}`), `${field} is refused: ${refused.rawMessage}`);
+      assert.ok(fields.includes(`config.${field}`) || refused.rawMessage.includes(`config.${field}`), `${field} is refused: ${fields.join(", ")} / ${refused.rawMessage}`);
     }
     assert.deepEqual((await c.listVms({})).vms, [], "nothing was created");
     await c.createVm({ vmId: "good", config: config(join(images, "vmlinuz"), join(images, "root.img")) });
