@@ -1,4 +1,4 @@
-import { clone, create, equals } from "@bufbuild/protobuf";
+import { clone, create } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { MigrationSchema, MigrationStatusSchema, MigrationStatus_Phase as MPhase, type Migration, type MigrationStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/migration_pb.js";
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
@@ -28,7 +28,7 @@ import { markNoExecute } from "./no-execute.js";
 import { reviewBinding } from "./scheduler/binding-review.js";
 import { claimMigration } from "./scheduler/migration-claim.js";
 import { nodeChangeMatters, vmChangeMatters } from "./scheduler-triggers.js";
-import { desiredOf } from "./vm-status.js";
+import { desiredOf, withEditedStatus } from "./vm-status.js";
 import { eventOf, updateWithEvents } from "../events/record.js";
 import { vmEvents } from "../events/vm-events.js";
 
@@ -214,13 +214,7 @@ export class VmScheduler {
         VM_KIND,
         vm.id,
         (cur) => {
-          const before = cur.status ?? create(VmStatusSchema);
-          const next = clone(VmStatusSchema, before);
-          edit(next);
-          if (equals(VmStatusSchema, before, next)) return undefined;
-          cur.status = next;
-          cur.updatedAt = timestampFromMs(now);
-          return cur;
+          return withEditedStatus(cur, edit, now);
         },
         vmEvents,
         { expectedVersion: vm.resourceVersion, actor: SCHEDULER, nowMs: now },

@@ -1,13 +1,12 @@
-import { clone, create, equals } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
-import { PowerState, VmStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { PowerState, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VM_KIND, type Clock, type HypervisorPort, type Store, type VmObservation } from "@quantix/core";
 import { updateWithEvents } from "../events/record.js";
 import { vmEvents } from "../events/vm-events.js";
 import { removeCondition, setCondition } from "./conditions.js";
 import { rebootDue } from "./vm-step.js";
-import { stateOf } from "./vm-status.js";
+import { stateOf, withEditedStatus } from "./vm-status.js";
 
 /** The condition a failed step of the VM's node sets (False, with the step's reason). */
 export const POWER_STATE_REACHED = "PowerStateReached";
@@ -126,13 +125,7 @@ export class VmStatusWriter {
       vm.id,
       (cur) => {
         if (this.held(vm.id)) return undefined;
-        const before = cur.status ?? create(VmStatusSchema);
-        const next = clone(VmStatusSchema, before);
-        edit(next);
-        if (equals(VmStatusSchema, before, next)) return undefined;
-        cur.status = next;
-        cur.updatedAt = timestampFromMs(now);
-        return cur;
+        return withEditedStatus(cur, edit, now);
       },
       vmEvents,
       { actor: "vm-controller", nowMs: now },

@@ -1,4 +1,6 @@
-import { PowerState, VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { clone, create, equals } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { PowerState, VmStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import type { ObservedPower } from "@quantix/core";
 
 /** The power state a VM's spec asks for (unset means stopped). */
@@ -33,4 +35,18 @@ export function stateOf(power: ObservedPower, desired: PowerState): State {
       throw new Error(`unknown power ${String(never)}`);
     }
   }
+}
+
+/**
+ * Applies `edit` to a copy of the VM's status: the VM with the new status and `updated_at`, or
+ * undefined when the edit changed nothing (so the caller writes nothing).
+ */
+export function withEditedStatus(vm: VirtualMachine, edit: (status: VmStatus) => void, nowMs: number): VirtualMachine | undefined {
+  const before = vm.status ?? create(VmStatusSchema);
+  const next = clone(VmStatusSchema, before);
+  edit(next);
+  if (equals(VmStatusSchema, before, next)) return undefined;
+  vm.status = next;
+  vm.updatedAt = timestampFromMs(nowMs);
+  return vm;
 }
