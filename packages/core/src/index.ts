@@ -16,3 +16,4 @@ export * from "./agent-vm-config.js";
 export * from "./state-table.js";
 export * from "./resource/index.js";
 export * from "./kinds/index.js";
+export * from "./identity/principal.js";

@@ -9,7 +9,7 @@ import { NodeSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { GetNodeRequestSchema, NodeService, NodeUpdateSchema, WatchNodesRequestSchema, type NodeUpdate } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { PushIterable } from "@quantix/core";
 import { parsePrometheus, sampleValue } from "@quantix/testing";
-import { route, RpcMetrics, servedByFastPath, startRpcServer, type Logger, type RpcServer } from "./index.js";
+import { peerKey, route, RpcMetrics, servedByFastPath, startRpcServer, type Logger, type RpcServer } from "./index.js";
 
 // One Interceptor[] runs on every path: interceptors added to the server (here a guard
 // that refuses calls carrying a header, as an authentication interceptor would, behind one
@@ -20,9 +20,10 @@ import { route, RpcMetrics, servedByFastPath, startRpcServer, type Logger, type 
 
 const DENY = "x-test-deny";
 const user = createContextKey("nobody", { description: "who the guard let in" });
-const seen: { method: string; stream: boolean; fast: boolean }[] = [];
+const seen: { method: string; stream: boolean; fast: boolean; peer: string }[] = [];
 const guard: Interceptor = (next) => async (req) => {
-  seen.push({ method: req.method.name, stream: req.stream, fast: req.contextValues.get(servedByFastPath) });
+  // The peer is the transport's: the loopback client's address, on every path.
+  seen.push({ method: req.method.name, stream: req.stream, fast: req.contextValues.get(servedByFastPath), peer: req.contextValues.get(peerKey).address });
   if (req.header.get(DENY) === "yes") throw new ConnectError("the guard refuses this caller", Code.PermissionDenied);
   req.contextValues.set(user, req.header.get("x-test-user") ?? "anonymous");
   const res = await next(req);
@@ -169,7 +170,7 @@ for (const [name, make] of Object.entries(protocols)) {
       seen.length = 0;
       const node = await caller.getNode("n-1", { "x-test-user": "alice" });
       assert.deepEqual([node.id, node.hostname, node.guard], ["n-1", "alice", "passed"]);
-      assert.deepEqual(seen, [{ method: "GetNode", stream: false, fast: caller.fast }]);
+      assert.deepEqual(seen, [{ method: "GetNode", stream: false, fast: caller.fast, peer: "127.0.0.1" }]);
 
       const [before, deniedBefore] = [implCalls, calls("GetNode", "permission_denied")];
       const err = await refusal(caller.getNode("n-1", { [DENY]: "yes" }));
@@ -186,7 +187,7 @@ for (const [name, make] of Object.entries(protocols)) {
       const { updates, guard } = await caller.watchNodes({ "x-test-user": "bob" });
       assert.deepEqual(updates.map((u) => [EventType[u.type], u.hostname]), [["ADDED", "bob"], ["ADDED", "bob"], ["SYNCED", ""]]);
       assert.equal(guard, "passed");
-      assert.deepEqual(seen, [{ method: "WatchNodes", stream: true, fast: caller.fast }]);
+      assert.deepEqual(seen, [{ method: "WatchNodes", stream: true, fast: caller.fast, peer: "127.0.0.1" }]);
 
       const [before, deniedBefore] = [implCalls, calls("WatchNodes", "permission_denied")];
       const err = await refusal(caller.watchNodes({ [DENY]: "yes" }));

@@ -2,6 +2,7 @@ import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { Code, ConnectError, createContextKey, createContextValues, type ContextValues, type HandlerContext } from "@connectrpc/connect";
 import { OutgoingHeaders } from "./fast-headers.js";
+import { peerKey, peerOfSocket } from "../call-context.js";
 
 // Abort reasons made once: aborting without a reason builds a DOMException (and its stack) per call.
 const CLOSED = new ConnectError("the client closed the stream", Code.Canceled);
@@ -91,7 +92,7 @@ export class FastContext implements HandlerContext {
   }
 
   get values(): ContextValues {
-    return (this.ctxValues ??= createContextValues().set(servedByFastPath, true));
+    return (this.ctxValues ??= createContextValues().set(servedByFastPath, true).set(peerKey, peerOfSocket(this.stream.session?.socket as Parameters<typeof peerOfSocket>[0])));
   }
 
   /** Whether a deadline was set. */

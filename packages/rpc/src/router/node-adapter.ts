@@ -5,6 +5,7 @@ import { universalRequestFromNodeRequest, universalResponseToNodeResponse, type 
 import { ACCEPT_COMPRESSION, GRPC_ACCEPT_ENCODING } from "../compression.js";
 import { clientDecodeError } from "../errors.js";
 import { fixResponseError, wireProtocolOf } from "./response-error.js";
+import { peerKey, peerOfSocket } from "../call-context.js";
 
 /** A Node request handler, for HTTP/1.1 and HTTP/2 alike. */
 export type NodeHandler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
@@ -55,7 +56,7 @@ export function routerHandler(o: RouterHandlerOptions): NodeHandler {
     const start = performance.now();
     const procedure = `${handler.service.typeName}/${handler.method.name}`;
     const reached = { value: false };
-    const uReq = universalRequestFromNodeRequest(req, res, undefined, createContextValues().set(reachedChain, reached));
+    const uReq = universalRequestFromNodeRequest(req, res, undefined, createContextValues().set(reachedChain, reached).set(peerKey, peerOfSocket(req.socket as Parameters<typeof peerOfSocket>[0])));
     handler(uReq)
       .then((uRes) => {
         if (grpc) uRes.header?.set("grpc-accept-encoding", GRPC_ACCEPT_ENCODING);
