@@ -13,6 +13,9 @@ import { underShared, vmHostPaths } from "./migration-storage.js";
  * regular file or a block device (never a directory, a FIFO or a character device).
  */
 
+/** One violation per kernel, initrd or disk path of a config that the host cannot give a guest. */
+export type ImageCheck = (config: VmConfig) => Promise<FieldViolation[]>;
+
 /** The allow-list's directories as they really are (a directory that does not exist yet stays as given). */
 export async function resolveDirs(dirs: readonly string[]): Promise<string[]> {
   return Promise.all(dirs.map((d) => realpath(d).catch(() => d)));
@@ -48,4 +51,22 @@ export async function checkImagePaths(config: VmConfig, dirs: readonly string[],
     }
   }
   return out;
+}
+
+/** How many of a simulated host's images an error lists before it says "and N more". */
+const LISTED_IMAGES = 8;
+
+/**
+ * The image check of a simulated host in a process (the demo's nodes): its "disk" holds
+ * exactly `images`, and a config naming any other path is refused as the agent process
+ * refuses a file that is not there (NOT_FOUND, naming the field and what the host has).
+ */
+export function simulatedImages(images: readonly string[]): ImageCheck {
+  const have = new Set(images);
+  const sorted = [...have].sort();
+  const listed = sorted.length === 0 ? "it has no images" : `its images are ${sorted.slice(0, LISTED_IMAGES).join(", ")}${sorted.length > LISTED_IMAGES ? ` and ${sorted.length - LISTED_IMAGES} more` : ""}`;
+  return async (config) =>
+    vmHostPaths(config)
+      .filter(({ path }) => !have.has(path))
+      .map(({ field, path }) => ({ field: `config.${field}`, reason: "NOT_FOUND", description: `${path} is not an image on this simulated host; ${listed}` }));
 }

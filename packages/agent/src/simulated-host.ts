@@ -5,6 +5,7 @@ import { SimulatedBackend, type AdoptedVm } from "./backends/simulated/simulated
 import { AGENT_VERSION, healthReport, type HealthReport } from "./rpc/health.js";
 import { vmmRouter } from "./rpc/vmm-router.js";
 import { VmManager } from "./vm-manager.js";
+import { simulatedImages } from "./image-dirs.js";
 
 export type { AdoptedVm } from "./backends/simulated/simulated-backend.js";
 
@@ -16,6 +17,11 @@ export interface SimulatedHostOptions {
   readonly running: readonly AdoptedVm[];
   /** Where the host's agent logs (one line per vmm.v1 call, as an agent process does). */
   readonly log: Logger;
+  /**
+   * The image files the host has (kernel, initrd and disk paths): a VM naming any other
+   * is refused, as an agent process refuses a file that is not in its image directories.
+   */
+  readonly images: readonly string[];
 }
 
 /** A host agent over the simulated backend, running in the caller's process. */
@@ -52,7 +58,7 @@ const HOST_CAPABILITIES: readonly BackendCapability[] = [
  */
 export async function createSimulatedHost(o: SimulatedHostOptions): Promise<SimulatedHost> {
   const backend = new SimulatedBackend({ bootMs: o.bootMs, consoleIntervalMs: 0, capabilities: HOST_CAPABILITIES, running: o.running });
-  const manager = new VmManager({ backend });
+  const manager = new VmManager({ backend, imageCheck: simulatedImages(o.images) });
   await manager.start();
   const version = await backend.version();
   const vmm = vmmRouter(manager, version, o.log);

@@ -3,7 +3,7 @@ import { VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js"
 import { QuantixError, randomIds, systemClock, throwIfViolations, type Clock, type IdGenerator } from "@quantix/core";
 import type { Backend, BackendEvent, BackendVmInfo, BackendVmState, MigrationOptions, MigrationStats } from "./backend.js";
 import { CreatedAtStore } from "./created-at-store.js";
-import { checkImagePaths } from "./image-dirs.js";
+import { checkImagePaths, type ImageCheck } from "./image-dirs.js";
 import { requireSharedStorage } from "./migration-storage.js";
 import { consoleBuffered, requiredCapabilities, validateVmConfig, validateVmId } from "./vm-config-validation.js";
 import { pageVms, type ListPage, type ListQuery } from "./vm-list.js";
@@ -27,6 +27,11 @@ export interface VmManagerDeps {
    * hosts, whose VMs name images that are not there).
    */
   readonly imageDirs?: readonly string[];
+  /**
+   * Checks a config's image paths instead of `imageDirs`: a simulated host in a process
+   * checks them against the images it models (simulatedImages), not the machine's files.
+   */
+  readonly imageCheck?: ImageCheck;
   /** The agent's state directory, where creation times persist; without it they live in memory. */
   readonly stateDir?: string;
 }
@@ -51,12 +56,13 @@ export class VmManager {
   private unsubscribe: (() => void) | undefined;
   private readonly sharedDirs: readonly string[];
   private readonly migrationHost: string;
-  private readonly allowedDirs: readonly string[] | undefined;
+  private readonly imageCheck: ImageCheck | undefined;
 
   constructor(deps: VmManagerDeps) {
     this.backend = deps.backend;
     this.sharedDirs = deps.sharedDirs ?? [];
-    this.allowedDirs = deps.imageDirs && [...deps.imageDirs, ...this.sharedDirs];
+    const allowedDirs = deps.imageDirs && [...deps.imageDirs, ...this.sharedDirs];
+    this.imageCheck = deps.imageCheck ?? (allowedDirs && ((config) => checkImagePaths(config, allowedDirs)));
     this.migrationHost = deps.migrationHost ?? "127.0.0.1";
     this.clock = deps.clock ?? systemClock;
     this.ids = deps.ids ?? randomIds;
@@ -268,9 +274,9 @@ export class VmManager {
     this.preempts.delete(vmId);
   }
 
-  /** INVALID_ARGUMENT for every host path of `config` outside the image allow-list. */
+  /** INVALID_ARGUMENT for every host path of `config` outside the image allow-list (or not among a simulated host's images). */
   private async checkImages(config: VmConfig): Promise<void> {
-    if (this.allowedDirs) throwIfViolations(await checkImagePaths(config, this.allowedDirs));
+    if (this.imageCheck) throwIfViolations(await this.imageCheck(config));
   }
 
   private need(capability: string, what: string): void {

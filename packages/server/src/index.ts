@@ -2,7 +2,7 @@
 // its store implementations, which the store bench measures against raw SQL.
 export { startControlPlane, type ControlPlane, type ControlPlaneDeps } from "./app.js";
 export { loadConfig, type ControlPlaneConfig } from "./config.js";
-export { demoNodes, demoVms, SIMULATED_TAINT, SIMULATED_TOLERATION } from "./demo/demo-data.js";
+export { DEMO_IMAGES, demoNodes, demoVms, SIMULATED_TAINT, SIMULATED_TOLERATION } from "./demo/demo-data.js";
 export { MemoryStore } from "./store/memory-store.js";
 export { migrate } from "./store/sql/migrations.js";
 export { PgDriver } from "./store/sql/pg-driver.js";

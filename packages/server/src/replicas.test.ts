@@ -17,6 +17,8 @@ let pg: TestPostgres;
 let replicas: TestServer[];
 let agent: TestAgent<SimulatedBackend>;
 let dir: string;
+/** A kernel file in the agent's image directory (its allow-list refuses any other path). */
+let kernel: string;
 
 before(async () => {
   pg = await startPostgres();
@@ -26,6 +28,7 @@ before(async () => {
   dir = await mkdtemp(join(tmpdir(), "quantix-replicas-"));
   agent = new TestAgent(new SimulatedBackend({ bootMs: 20, consoleIntervalMs: 20 }), dir, `replica-agent-${process.pid}`);
   await agent.start(replicas[1]!.url);
+  kernel = await agent.image("vmlinuz");
 });
 
 after(async () => {
@@ -39,7 +42,7 @@ after(async () => {
 test("either replica serves a VM's console and metrics through the agent", async () => {
   const [a, b] = replicas as [TestServer, TestServer];
   const nodeId = await until(async () => (await a.nodes.listNodes({})).nodes.find((n) => n.hostname === agent.name && n.status?.phase === Phase.READY)?.id, "the agent's node READY");
-  const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: "/boot/vmlinuz", cmdline: "console=ttyS0" } } };
+  const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: kernel, cmdline: "console=ttyS0" } } };
   const vm = await a.vms.createVM({ name: "served-by-both", spec, nodeId });
   assert.equal((await b.vms.startVM({ id: vm.id }, { timeoutMs: 10_000 })).status?.state, State.RUNNING);
   for (const [name, r] of [["A", a], ["B", b]] as const) {
@@ -64,7 +67,7 @@ test("a follower never reconciles: actions it serves are carried out by the lead
   const follower = [a, b].find((r) => !r.cp.controllers.leading)!;
   assert.ok(leader && follower, "one replica leads, the other follows");
   const nodeId = await until(async () => (await follower.nodes.listNodes({})).nodes.find((n) => n.hostname === agent.name && n.status?.phase === Phase.READY)?.id, "the agent's node READY");
-  const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: "/boot/vmlinuz", cmdline: "console=ttyS0" } } };
+  const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: kernel, cmdline: "console=ttyS0" } } };
   const vm = await follower.vms.createVM({ name: "follower-served", spec, nodeId });
   assert.equal((await follower.vms.startVM({ id: vm.id }, { timeoutMs: 10_000 })).status?.state, State.RUNNING);
   assert.equal((await follower.vms.stopVM({ id: vm.id, force: true }, { timeoutMs: 10_000 })).status?.state, State.STOPPED);

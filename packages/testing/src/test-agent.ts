@@ -1,3 +1,5 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { type Backend, startAgentServer, type AgentServer, startControlPlaneLink, type ControlPlaneLink, fenceTargetOf, VmManager } from "@quantix/agent";
 import { silentLogger } from "@quantix/rpc";
 
@@ -14,14 +16,33 @@ export class TestAgent<B extends Backend = Backend> {
     readonly stateDir: string,
     readonly name: string,
     private readonly heartbeatMs = 200,
+    /**
+     * The image allow-list, as an agent process's VMCP_IMAGE_DIRS: VMs may name only files
+     * below these. By default the agent's own default, `<stateDir>/images`.
+     */
+    readonly imageDirs: readonly string[] = [join(stateDir, "images")],
   ) {}
 
   /** Serves vmm.v1 on `port` (0: a free one) and links to the control plane at `cpUrl`. */
   async start(cpUrl: string, port = 0): Promise<void> {
-    this.manager = new VmManager({ backend: this.backend });
+    this.manager = new VmManager({ backend: this.backend, imageDirs: this.imageDirs });
     await this.manager.start();
     this.server = await startAgentServer(this.manager, { host: "127.0.0.1", port, log: silentLogger, graceMs: 100, problem: () => this.link?.problem() });
     this.link = startControlPlaneLink({ controlPlane: cpUrl, agentUrl: this.server.url, nodeName: this.name, stateDir: this.stateDir, backend: this.backend, log: silentLogger, heartbeatMs: this.heartbeatMs, fenceTarget: fenceTargetOf(this.manager, this.backend), fenceCheckMs: 100 });
+  }
+
+  /**
+   * Puts a file named `name` (a small placeholder, enough for a simulated backend) in the
+   * agent's first image directory and returns its path: what a VM of this agent may name
+   * as a kernel, initrd or disk.
+   */
+  async image(name: string, content: string | Uint8Array = "placeholder image\n"): Promise<string> {
+    const dir = this.imageDirs[0];
+    if (dir === undefined) throw new Error("this agent has no image directory");
+    await mkdir(dir, { recursive: true });
+    const path = join(dir, name);
+    await writeFile(path, content);
+    return path;
   }
 
   /** What a dead agent looks like from outside: no answers, no heartbeats (its VMs live on). */

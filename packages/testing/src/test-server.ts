@@ -5,7 +5,7 @@ import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } f
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import type { Store } from "@quantix/core";
-import { startControlPlane, type ControlPlane, loadConfig, SIMULATED_TOLERATION, type ControlPlaneConfig } from "@quantix/server";
+import { DEMO_IMAGES, startControlPlane, type ControlPlane, loadConfig, SIMULATED_TOLERATION, type ControlPlaneConfig } from "@quantix/server";
 import { silentLogger } from "@quantix/rpc";
 
 /**
@@ -13,6 +13,8 @@ import { silentLogger } from "@quantix/rpc";
  * (quantix.io/simulated=true:NoSchedule) that only VMs tolerating it on purpose pass.
  */
 export const ON_SIMULATED_NODES = { tolerations: [{ ...SIMULATED_TOLERATION }] };
+/** A kernel the demo's simulated hosts have (DEMO_IMAGES): a VM on them naming another path is refused. */
+export const SIMULATED_KERNEL = DEMO_IMAGES.find((p) => p.endsWith("/vmlinuz"))!;
 
 /** A control plane on a free loopback port whose demo nodes run fast simulated hosts. */
 export interface TestServer {

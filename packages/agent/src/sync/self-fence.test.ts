@@ -30,11 +30,12 @@ test("an agent cut off from the control plane powers off its HA VMs before the c
   let cpOpen = true;
   try {
     await agent.start(s.url);
+    const kernelPath = await agent.image("vmlinuz");
     const nodeId = await until(async () => {
       const n = (await s.nodes.listNodes({})).nodes.find((x) => x.hostname === agent.name);
       return n?.status?.phase === Phase.READY && s.cp.agents?.get(n.id) ? n.id : undefined;
     }, "the agent's node READY and attached");
-    const spec = (ha: boolean) => ({ cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: "/boot/vmlinuz" } }, haPolicy: { enabled: ha } });
+    const spec = (ha: boolean) => ({ cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath } }, haPolicy: { enabled: ha } });
     const ha = await s.vms.createVM({ name: "fenced-ha", spec: spec(true), nodeId, startOnCreate: true });
     const plain = await s.vms.createVM({ name: "fenced-plain", spec: spec(false), nodeId, startOnCreate: true });
     for (const vm of [ha, plain]) await until(async () => ((await s.vms.getVM({ id: vm.id })).status?.state === State.RUNNING ? true : undefined), `${vm.name} RUNNING`);

@@ -62,6 +62,24 @@ export function demoNodes(nowMs: number): Node[] {
   ];
 }
 
+/** Where the demo's hosts keep images (an agent's default VMCP_IMAGE_DIRS has it too). */
+const IMAGE_DIR = "/var/lib/quantix/images";
+/** The four demo VMs' names: each has its root disk image on the simulated hosts. */
+const DEMO_VM_NAMES = ["web-server-01", "db-server-01", "dev-workstation", "cache-server"] as const;
+
+/**
+ * The image files every simulated host has: the demo VMs' root disks, two cloud images
+ * and a kernel with its initrd for direct boot. A VM naming any other path is refused by
+ * the host, as an agent refuses a file that is not in its image directories.
+ */
+export const DEMO_IMAGES: readonly string[] = Object.freeze([
+  ...DEMO_VM_NAMES.map((n) => `${IMAGE_DIR}/${n}.img`),
+  `${IMAGE_DIR}/debian-12-genericcloud-amd64.qcow2`,
+  `${IMAGE_DIR}/ubuntu-24.04-server-cloudimg-amd64.img`,
+  `${IMAGE_DIR}/vmlinuz`,
+  `${IMAGE_DIR}/initrd.img`,
+]);
+
 function vm(digit: string, name: string, cores: number, memGib: bigint, running: boolean, nodeN: number, labels: Record<string, string>, diskGib: bigint, nowMs: number): VirtualMachine {
   return create(VirtualMachineSchema, {
     id: Array.from({ length: 5 }, (_, i) => digit.repeat([8, 4, 4, 4, 12][i]!)).join("-"),
@@ -73,7 +91,7 @@ function vm(digit: string, name: string, cores: number, memGib: bigint, running:
       cpu: { cores, sockets: 1, threadsPerCore: 1 },
       memory: { sizeMib: memGib * GIB },
       // An image file on the node (host_path), as agent nodes take disks until the storage service brings volumes.
-      disks: [{ id: "root", hostPath: `/var/lib/quantix/images/${name}.img`, sizeGib: diskGib, bus: DiskBus.VIRTIO, bootIndex: 1 }],
+      disks: [{ id: "root", hostPath: `${IMAGE_DIR}/${name}.img`, sizeGib: diskGib, bus: DiskBus.VIRTIO, bootIndex: 1 }],
       nics: [{ id: "eth0", networkId: "default", macAddress: `52:54:00:00:00:${digit}${digit}`, model: NicModel.VIRTIO }],
       desiredPowerState: running ? PowerState.RUNNING : PowerState.STOPPED,
       placement: { tolerations: [{ ...SIMULATED_TOLERATION }] },
@@ -93,10 +111,11 @@ function vm(digit: string, name: string, cores: number, memGib: bigint, running:
 
 /** The seed's four VMs, with the ids the issue fixes (1111..., 2222..., 3333..., 4444...). */
 export function demoVms(nowMs: number): VirtualMachine[] {
+  const [web, db, dev, cache] = DEMO_VM_NAMES;
   return [
-    vm("1", "web-server-01", 4, 8n, true, 1, { app: "web", env: "production" }, 50n, nowMs),
-    vm("2", "db-server-01", 8, 32n, true, 2, { app: "database", env: "production" }, 500n, nowMs),
-    vm("3", "dev-workstation", 2, 4n, false, 1, { app: "workstation", env: "development" }, 100n, nowMs),
-    vm("4", "cache-server", 2, 16n, true, 3, { app: "cache", env: "production" }, 20n, nowMs),
+    vm("1", web, 4, 8n, true, 1, { app: "web", env: "production" }, 50n, nowMs),
+    vm("2", db, 8, 32n, true, 2, { app: "database", env: "production" }, 500n, nowMs),
+    vm("3", dev, 2, 4n, false, 1, { app: "workstation", env: "development" }, 100n, nowMs),
+    vm("4", cache, 2, 16n, true, 3, { app: "cache", env: "production" }, 20n, nowMs),
   ];
 }

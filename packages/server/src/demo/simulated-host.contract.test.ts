@@ -4,14 +4,16 @@ import { connectedAgentHypervisor, directBootSpec } from "../hypervisor/agent-hy
 import { hypervisorPortContract } from "../hypervisor/hypervisor-port.contract.js";
 import { silentLogger } from "@quantix/rpc";
 
+const KERNEL = "/var/lib/quantix/images/vmlinuz";
+
 // The port as the demo nodes have it: AgentHypervisor in memory to a simulated host (the
 // agent's VmManager over its simulated backend), as simulated-nodes.ts wires it.
 hypervisorPortContract("a demo node's simulated host", async () => {
-  const host = await createSimulatedHost({ bootMs: 10, running: [], log: silentLogger });
+  const host = await createSimulatedHost({ bootMs: 10, running: [], log: silentLogger, images: [KERNEL] });
   const port = await connectedAgentHypervisor(inProcessConnection("demo-host", host), host.hypervisor.type);
   return {
     port,
-    spec: directBootSpec(),
+    spec: directBootSpec(KERNEL),
     crash: async (vmId) => host.crash(vmId, "simulated fault for the contract"),
     async cleanup() {
       await port.close();

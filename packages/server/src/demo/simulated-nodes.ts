@@ -10,6 +10,7 @@ import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { Logger } from "@quantix/rpc";
 import { HEARTBEAT_INTERVAL_SEC, type NodeService } from "../services/node-service.js";
 import type { SeededGuest, SimulatedHost, SimulatedHostFactory } from "./simulated-host.js";
+import { DEMO_IMAGES } from "./demo-data.js";
 
 /** What {@link SimulatedNodes} needs from the composition root. */
 export interface SimulatedNodesDeps {
@@ -70,7 +71,7 @@ export class SimulatedNodes {
 
   private async attach(node: Node): Promise<void> {
     const name = node.hostname;
-    const host = await this.deps.hosts!({ bootMs: this.deps.bootMs, running: await this.seededGuests(node), log: this.hostLog(name) });
+    const host = await this.deps.hosts!({ bootMs: this.deps.bootMs, running: await this.seededGuests(node), log: this.hostLog(name), images: DEMO_IMAGES });
     // The host registers as an agent would: its hypervisor's type, version and capabilities
     // reach the node's status through RegisterNode, their one writer.
     await this.deps.nodes.register(create(RegisterNodeRequestSchema, {

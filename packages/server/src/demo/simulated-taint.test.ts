@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { ON_SIMULATED_NODES, startTestServer, until, type TestServer } from "@quantix/testing";
+import { Code } from "@connectrpc/connect";
+import { DEMO_IMAGES } from "./demo-data.js";
+import { ON_SIMULATED_NODES, rejection, startTestServer, until, type TestServer } from "@quantix/testing";
 
 // A simulated node runs nothing: a user's real VM placed there was reported RUNNING.
 describe("the demo's simulated nodes are tainted", () => {
@@ -43,5 +45,22 @@ describe("the demo's simulated nodes are tainted", () => {
     assert.notEqual(web.status?.nodeId, "");
     const sim = await s.vms.createVM({ name: "sim-on-purpose", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, placement: ON_SIMULATED_NODES } });
     assert.equal((await s.vms.startVM({ id: sim.id })).status?.state, State.RUNNING);
+  });
+
+  it("a simulated host has the demo's images and no others: a VM naming another is refused at start, ERROR with SpecAccepted naming the path", async () => {
+    const disk = (hostPath: string) => ({ cpu: { cores: 1 }, memory: { sizeMib: 256n }, disks: [{ id: "root", hostPath }], placement: ON_SIMULATED_NODES });
+    const ok = await s.vms.createVM({ name: "demo-image", spec: disk(DEMO_IMAGES.find((p) => p.endsWith(".qcow2"))!) });
+    assert.equal((await s.vms.startVM({ id: ok.id })).status?.state, State.RUNNING);
+    const bad = await s.vms.createVM({ name: "no-such-image", spec: disk("/var/lib/quantix/images/no-such.img") });
+    const err = await rejection(s.vms.startVM({ id: bad.id }));
+    assert.equal(err.code, Code.FailedPrecondition);
+    assert.match(err.rawMessage, /no-such\.img is not an image on this simulated host/);
+    const refused = await until(async () => {
+      const v = await s.vms.getVM({ id: bad.id });
+      return v.status?.state === State.ERROR ? v : undefined;
+    }, "the refused VM in ERROR");
+    const cond = refused.status!.conditions.find((c) => c.type === "SpecAccepted");
+    assert.equal(cond?.reason, "HypervisorRejected");
+    assert.match(cond!.message, /config\.storage\[0\]\.path: \/var\/lib\/quantix\/images\/no-such\.img/);
   });
 });

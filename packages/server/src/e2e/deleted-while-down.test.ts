@@ -44,6 +44,8 @@ before(async () => {
   cp = await start();
   agent = new TestAgent(new SimulatedBackend({ bootMs: 20, consoleIntervalMs: 0 }), join(dir, "agent"), `down-agent-${process.pid}`);
   await agent.start(cp.url);
+  // A file in the agent's image directory (its allow-list refuses any other path).
+  spec.boot.directBoot.kernelPath = await agent.image("vmlinuz");
 });
 
 after(async () => {
@@ -53,7 +55,7 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: "/boot/vmlinuz", cmdline: "console=ttyS0" } } };
+const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: "", cmdline: "console=ttyS0" } } };
 const onNode = (id: string) => agent.backend.getVMInfo(id).then((i) => i.state as string, () => "absent");
 
 test("a guest whose VM was deleted while its control plane was down is removed after it restarts", async () => {
@@ -63,7 +65,7 @@ test("a guest whose VM was deleted while its control plane was down is removed a
   for (const vm of [marked, purged]) await until(async () => ((await cp!.vms.getVM({ id: vm.id })).status?.state === State.RUNNING ? true : undefined), `${vm.name} RUNNING`);
   // A guest on the same host that this cluster did not create.
   const agentApi = createClient(VmService, createGrpcTransport({ baseUrl: agent.server.url }));
-  await agentApi.createVm({ vmId: "made-by-hand", config: { cpu: { vcpuCount: 1 }, memory: { sizeBytes: 256n << 20n }, boot: { kernelPath: "/boot/vmlinuz" } } });
+  await agentApi.createVm({ vmId: "made-by-hand", config: { cpu: { vcpuCount: 1 }, memory: { sizeBytes: 256n << 20n }, boot: { kernelPath: spec.boot.directBoot.kernelPath } } });
   await agentApi.bootVm({ vmId: "made-by-hand" });
 
   await cp!.close();

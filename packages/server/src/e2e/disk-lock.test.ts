@@ -43,7 +43,8 @@ after(async () => {
 test("a second VM on a disk image another QEMU holds: StartVM answers FAILED_PRECONDITION naming the lock, and the VM shows why", { timeout: 120_000 }, async () => {
   const image = join(dir, "shared.img");
   await promisify(execFile)("qemu-img", ["create", "-q", "-f", "raw", image, "64M"]);
-  agent = new TestAgent(new QemuBackend({ stateDir: join(dir, "qemu"), kvm: false }), join(dir, "agent"), `disk-lock-${process.pid}`);
+  // The image is in `dir`, the agent's image directory (VMCP_IMAGE_DIRS).
+  agent = new TestAgent(new QemuBackend({ stateDir: join(dir, "qemu"), kvm: false }), join(dir, "agent"), `disk-lock-${process.pid}`, undefined, [dir]);
   await agent.start(s.url);
   const nodeId = await until(async () => (await s.nodes.listNodes({})).nodes.find((n) => n.hostname === agent!.name && n.status?.phase === Phase.READY)?.id, "the QEMU agent's node READY", 30_000);
   const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, disks: [{ id: "root", hostPath: image }] };

@@ -28,6 +28,8 @@ before(async () => {
   dir = await mkdtemp(join(tmpdir(), "quantix-agent-nodes-"));
   agent = new TestAgent(new SimulatedBackend({ bootMs: 20, consoleIntervalMs: 20 }), dir, `sim-agent-${process.pid}`);
   await agent.start(s.url);
+  // A file in the agent's image directory (its allow-list refuses any other path).
+  spec.boot.directBoot.kernelPath = await agent.image("vmlinuz");
 });
 
 after(async () => {
@@ -37,7 +39,7 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: "/boot/vmlinuz", cmdline: "console=ttyS0" } } };
+const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: "", cmdline: "console=ttyS0" } } };
 const getVm = (id: string) => s.vms.getVM({ id });
 const vmIn = (id: string, ok: (vm: VirtualMachine) => boolean, what: string) => until(async () => ((vm) => (ok(vm) ? vm : undefined))(await getVm(id)), what, 10_000);
 
@@ -140,7 +142,7 @@ test("a VM on a simulated demo node has no console: FAILED_PRECONDITION naming t
 test("guests the node runs that no VM of this control plane is are listed in its status, not hidden", async () => {
   const nodeId = await readyNode();
   const agentApi = createClient(VmService, createGrpcTransport({ baseUrl: agent.server.url }));
-  const config = { cpu: { vcpuCount: 1 }, memory: { sizeBytes: 256n << 20n }, boot: { kernelPath: "/boot/vmlinuz" } };
+  const config = { cpu: { vcpuCount: 1 }, memory: { sizeBytes: 256n << 20n }, boot: { kernelPath: spec.boot.directBoot.kernelPath } };
   await agentApi.createVm({ vmId: "made-by-hand", config });
   await agentApi.bootVm({ vmId: "made-by-hand" });
   // One another cluster's control plane made (e.g. before this one's database was replaced).

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -17,10 +17,17 @@ import { TestAgent } from "@quantix/testing";
 let s: TestServer;
 const dirs: string[] = [];
 const agents: TestAgent<SimulatedBackend>[] = [];
-const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: "/boot/vmlinuz", cmdline: "console=ttyS0" } } };
+const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: "", cmdline: "console=ttyS0" } } };
+
+/** The image directory every agent of this file allows (VMCP_IMAGE_DIRS), holding the kernel the VMs name. */
+let images: string;
 
 before(async () => {
   s = await startTestServer({ demo: false });
+  images = await mkdtemp(join(tmpdir(), "quantix-decommission-images-"));
+  dirs.push(images);
+  spec.boot.directBoot.kernelPath = join(images, "vmlinuz");
+  await writeFile(spec.boot.directBoot.kernelPath, "placeholder kernel\n");
 });
 
 after(async () => {
@@ -34,7 +41,7 @@ after(async () => {
 async function startAgent(name: string, stateDir?: string): Promise<TestAgent<SimulatedBackend>> {
   const dir = stateDir ?? (await mkdtemp(join(tmpdir(), "quantix-decommission-")));
   if (!stateDir) dirs.push(dir);
-  const agent = new TestAgent(new SimulatedBackend({ bootMs: 20 }), dir, name, 50);
+  const agent = new TestAgent(new SimulatedBackend({ bootMs: 20 }), dir, name, 50, [images]);
   agents.push(agent);
   await agent.start(s.url);
   return agent;

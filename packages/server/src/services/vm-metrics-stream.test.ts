@@ -8,7 +8,7 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_State as State, type ResourceUsage } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { SimulatedBackend, startAgentServer, type AgentServer, startControlPlaneLink, type ControlPlaneLink, VmManager } from "@quantix/agent";
-import { ON_SIMULATED_NODES, rejection, startTestServer, until, type TestServer } from "@quantix/testing";
+import { ON_SIMULATED_NODES, SIMULATED_KERNEL, rejection, startTestServer, until, type TestServer } from "@quantix/testing";
 import { silentLogger } from "@quantix/rpc";
 import { intervalOf, intervalPercent, toResourceUsage } from "./vm-metrics-stream.js";
 
@@ -146,7 +146,7 @@ test("errors: unknown VM, bad interval, stopped VM; a client cancel or a stop en
 test("a VM on a simulated demo node: FAILED_PRECONDITION naming the 'metrics' capability", async () => {
   const demo = await startTestServer();
   try {
-    const created = await demo.vms.createVM({ name: "metrics-demo", spec: { ...spec, placement: ON_SIMULATED_NODES }, startOnCreate: true });
+    const created = await demo.vms.createVM({ name: "metrics-demo", spec: { ...spec, boot: { directBoot: { kernelPath: SIMULATED_KERNEL } }, placement: ON_SIMULATED_NODES }, startOnCreate: true });
     await until(async () => ((await demo.vms.getVM({ id: created.id })).status?.state === State.RUNNING ? true : undefined), "the demo VM RUNNING");
     const err = await rejection((async () => {
       for await (const _ of demo.vms.streamMetrics({ vmId: created.id, intervalSec: 1 })) break;
