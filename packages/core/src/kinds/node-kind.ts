@@ -1,6 +1,9 @@
 import { NodeSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { boolField, defineKind, intField, textField, timeField } from "../resource/kind.js";
 
+/** The component that alone keeps a node's status.unmanaged_guests (STYLE rule 2). */
+export const UNMANAGED_GUESTS = "unmanaged-guests";
+
 /** Hypervisor hosts (Quantixkvm.compute.v1.Node). */
 export const NODE_KIND = defineKind(NodeSchema, {
   name: "node",
@@ -15,4 +18,11 @@ export const NODE_KIND = defineKind(NodeSchema, {
   labels: (n) => n.labels,
   unique: { key: (n) => n.hostname, describe: (n) => `a node with hostname '${n.hostname}' is already registered` },
   projectScoped: false,
+  owned: [
+    {
+      path: "status.unmanaged_guests",
+      value: (n) => (n.status?.unmanagedGuests ?? []).map((g) => `${g.id}/${g.state}/${g.ownerClusterId}`).join(","),
+      owners: [UNMANAGED_GUESTS],
+    },
+  ],
 });

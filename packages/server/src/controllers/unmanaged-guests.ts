@@ -2,13 +2,10 @@ import { create, equals } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { UnmanagedGuestSchema, type UnmanagedGuest } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { allOf, NODE_KIND, QuantixError, VM_KIND, type Clock, type Store, type Timers } from "@quantix/core";
+import { allOf, NODE_KIND, QuantixError, UNMANAGED_GUESTS, VM_KIND, type Clock, type Store, type Timers } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import { Controller, watching } from "../runtime/controller.js";
-
-/** The actor name of the unmanaged guests controller (it owns a node's status.unmanaged_guests). */
-export const UNMANAGED_GUESTS = "unmanaged-guests";
 
 /**
  * Keeps each connected node's status.unmanaged_guests equal to the guests its hypervisor
