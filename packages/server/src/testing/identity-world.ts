@@ -55,6 +55,10 @@ export interface World {
   admin<S extends DescService>(service: S): Client<S>;
   /** A Connect client with a token. */
   as<S extends DescService>(service: S, token: string | undefined): Client<S>;
+  /** A gRPC-Web client with a token. */
+  asGrpcWeb<S extends DescService>(service: S, token: string | undefined): Client<S>;
+  /** A server stream over @grpc/grpc-js (the fast path): `onMessage` per message, `onEnd` once with how it ended. */
+  watchGrpc(method: DescMethod, req: Record<string, unknown>, token: string | undefined, onMessage: (m: unknown) => void, onEnd: (e: { code: Code | 0; message: string }) => void): () => void;
   /** A JWT signed with the cluster's signing key, with claims changed (for bad-token tests). */
   forge(claims: { sub?: string; aud?: string; iss?: string; expSec?: number; nbfSec?: number; iatSec?: number }): Promise<string>;
   close(): Promise<void>;
@@ -74,6 +78,8 @@ export async function startWorld(overrides: Partial<ControlPlaneConfig> = {}): P
   const as = <S extends DescService>(service: S, token: string | undefined): Client<S> =>
     createClient(service, createConnectTransport({ baseUrl: cp.url, httpVersion: "1.1", interceptors: [(next) => (req) => (token && req.header.set("authorization", `Bearer ${token}`), next(req))] }));
 
+  const asGrpcWeb = <S extends DescService>(service: S, token: string | undefined): Client<S> =>
+    createClient(service, createGrpcWebTransport({ baseUrl: cp.url, httpVersion: "1.1", interceptors: [(next) => (req) => (token && req.header.set("authorization", `Bearer ${token}`), next(req))] }));
   const login = async (username: string, password: string) => (await as(IdentityService, undefined).login({ username, password })).accessToken;
   const adminToken = await login("admin", ADMIN_PASSWORD);
   const admin = <S extends DescService>(service: S) => as(service, adminToken);
@@ -130,7 +136,22 @@ export async function startWorld(overrides: Partial<ControlPlaneConfig> = {}): P
     userIds,
     admin,
     as,
+    asGrpcWeb,
     forge,
+    watchGrpc: (method, req, token, onMessage, onEnd) => {
+      const md = new grpc.Metadata();
+      if (token) md.set("authorization", `Bearer ${token}`);
+      const call = grpcClient.makeServerStreamRequest(`/${method.parent.typeName}/${method.name}`, (m: unknown) => Buffer.from(toBinary(method.input, create(method.input, m as never))), (b: Buffer) => fromBinary(method.output, b), req, md, {});
+      let over = false;
+      const end = (e: { code: Code | 0; message: string }) => {
+        if (!over) onEnd(e);
+        over = true;
+      };
+      call.on("data", onMessage);
+      call.on("error", (err: grpc.ServiceError) => end({ code: err.code as unknown as Code, message: err.details }));
+      call.on("end", () => end({ code: 0, message: "ended" }));
+      return () => call.cancel();
+    },
     call: (protocol, method, req, token) => (protocol === "grpc" ? grpcCall(grpcClient, method, req, token) : connectCall(transports[protocol], method, req, token)),
     close: async () => {
       grpcClient.close();
