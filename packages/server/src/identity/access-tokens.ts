@@ -1,4 +1,4 @@
-import { createPublicKey, randomUUID } from "node:crypto";
+import { createPublicKey } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { CredentialSchema, type Credential } from "@quantix/api/gen/Quantixkvm/identity/v1/credential_pb.js";
@@ -54,14 +54,13 @@ export class AccessTokens {
     const nowSec = Math.floor(this.deps.clock.now() / 1000);
     const exp = nowSec + this.deps.ttlSec;
     const token = await new SignJWT({})
-      .setProtectedHeader({ alg: ALGORITHM, kid: key.id, typ: "JWT" })
+      // No typ, jti or nbf (nbf would equal iat): every call carries the token, so it is kept short.
+      .setProtectedHeader({ alg: ALGORITHM, kid: key.id })
       .setIssuer(this.deps.issuer)
       .setAudience(AUDIENCE)
       .setSubject(user.id)
       .setIssuedAt(nowSec)
-      .setNotBefore(nowSec)
       .setExpirationTime(exp)
-      .setJti(randomUUID())
       .sign(await this.privateKey(key.id));
     return { token, expiresAtMs: exp * 1000 };
   }

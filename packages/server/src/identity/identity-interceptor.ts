@@ -1,7 +1,7 @@
 import type { DescMethod } from "@bufbuild/protobuf";
-import type { Interceptor, StreamRequest, UnaryRequest } from "@connectrpc/connect";
-import { checkId, LOCAL_PRINCIPAL, notFound, PROJECT_ID_FORMAT, QuantixError, RESOURCE_ID_FORMAT, Violations, type Principal, type ProjectRole, type Store } from "@quantix/core";
-import { peerKey, principalKey, requestHeader, type Logger } from "@quantix/rpc";
+import type { Interceptor, StreamRequest, StreamResponse, UnaryRequest, UnaryResponse } from "@connectrpc/connect";
+import { LOCAL_PRINCIPAL, notFound, PROJECT_ID_FORMAT, QuantixError, RESOURCE_ID_FORMAT, type IdFormat, type Principal, type ProjectRole, type Store } from "@quantix/core";
+import { principalKey, requestHeader, type Logger } from "@quantix/rpc";
 import { unauthenticated } from "./access-tokens.js";
 import type { Authenticator } from "./authenticator.js";
 import { cuttable, type Cut } from "./cuttable-stream.js";
@@ -21,9 +21,9 @@ export interface IdentityInterceptorDeps {
 }
 
 const NO_TOKEN = "a bearer token is required: log in with IdentityService/Login or create a token";
-const BEARER = /^Bearer[ \t]+([!-~]+)[ \t]*$/i;
 
 type Req = UnaryRequest | StreamRequest;
+type AnyResponse = UnaryResponse | StreamResponse;
 type Msg = Record<string, unknown>;
 
 /**
@@ -57,56 +57,88 @@ export function identityInterceptor(d: IdentityInterceptorDeps): Interceptor {
     };
   };
 
-  return (next) => async (req) => {
+  const streamed = (principal: Principal, res: AnyResponse): AnyResponse => {
+    if (!res.stream || principal.kind === "local") return res;
+    const ids = principal.tokenId ? [principal.tokenId, principal.id] : [principal.id];
+    return { ...res, message: cuttable(res.message, register(ids)) };
+  };
+
+  // Written without async functions: a unary call with a known token takes no extra promise.
+  return (next) => (req) => {
     let policy = policies.get(req.method);
     if (policy === undefined) {
       policy = policyOf(`${req.service.typeName}/${req.method.name}`) ?? null;
       policies.set(req.method, policy);
     }
-    if (policy === null) throw new QuantixError("permission_denied", `${req.service.typeName}/${req.method.name} has no declared policy; nobody may call it`);
+    if (policy === null) return Promise.reject(new QuantixError("permission_denied", `${req.service.typeName}/${req.method.name} has no declared policy; nobody may call it`));
     if (policy.access === "public") return next(req);
-    const principal = await authenticate(d, req);
-    req.contextValues.set(principalKey, principal);
-    let forward: Req = req;
-    let afterCheck: ((res: Msg) => void) | undefined;
-    if (!principal.systemAdmin || principal.scopes) {
-      checkScope(principal, policy, req.method);
-      if (!principal.systemAdmin) {
-        let message: Msg;
-        if (req.stream) ({ message, req: forward } = await firstMessage(req));
-        else message = req.message as Msg;
-        afterCheck = await authorize(d, principal, policy, message, forward);
+    const known = policy;
+    const proceed = (principal: Principal): Promise<AnyResponse> => {
+      req.contextValues.set(principalKey, principal);
+      if (principal.scopes) checkScope(principal, known, req.method);
+      if (principal.systemAdmin) return principal.kind === "local" ? next(req) : next(req).then((res) => streamed(principal, res));
+      if (req.stream) {
+        // A streaming request's message is read only when the policy needs it (never for a service not built yet).
+        if (known.access !== "project" || known.target.from === "pending") return Promise.resolve(settled(authorize(d, principal, known, {}, req))).then(() => next(req)).then((res) => streamed(principal, res));
+        return firstMessage(req).then(async ({ message, req: forward }) => {
+          await settled(authorize(d, principal, known, message, forward));
+          return streamed(principal, await next(forward));
+        });
       }
+      const checked = authorize(d, principal, known, req.message as Msg, req);
+      if (checked === undefined) return next(req);
+      if (typeof checked === "function") return next(req).then((res) => (checked(res.message as Msg), res));
+      return checked.then(() => next(req));
+    };
+    let principal: Principal | Promise<Principal>;
+    try {
+      principal = authenticate(d, req);
+    } catch (err) {
+      return Promise.reject(err);
     }
-    const res = await next(forward);
-    if (afterCheck && !res.stream) afterCheck(res.message as Msg);
-    if (!res.stream || principal.kind === "local") return res;
-    const ids = principal.tokenId ? [principal.tokenId, principal.id] : [principal.id];
-    return { ...res, message: cuttable(res.message, register(ids)) };
+    if (principal instanceof Promise) return principal.then(proceed);
+    try {
+      return proceed(principal);
+    } catch (err) {
+      return Promise.reject(err);
+    }
   };
 }
 
-async function authenticate(d: IdentityInterceptorDeps, req: Req): Promise<Principal> {
+/** The caller: at once for local trust or a token already verified, else a promise. */
+function authenticate(d: IdentityInterceptorDeps, req: Req): Principal | Promise<Principal> {
   const header = requestHeader(req, "authorization");
   if (header === null) {
     if (d.localTrust) return LOCAL_PRINCIPAL;
     throw unauthenticated(NO_TOKEN);
   }
-  const m = BEARER.exec(header);
-  if (!m) throw unauthenticated("the authorization header must be 'Bearer <token>'");
-  const token = m[1]!;
-  return d.auth.cached(token) ?? (await d.auth.authenticate(token));
+  const token = bearerToken(header);
+  return d.auth.cached(token) ?? d.auth.authenticate(token);
+}
+
+/** The token of an `Authorization: Bearer <token>` header (the scheme in any case), without a regular expression on the hot path. */
+function bearerToken(header: string): string {
+  if (header.length > 7 && header.charCodeAt(6) === 32 && header.slice(0, 6).toLowerCase() === "bearer") {
+    // HTTP already refused control characters in header values; a token has no space.
+    const token = header.slice(7).trim();
+    if (token !== "" && !token.includes(" ")) return token;
+  }
+  throw unauthenticated("the authorization header must be 'Bearer <token>'");
 }
 
 /** A token limited to scopes calls only RPCs needing one of them (and WhoAmI). */
 function checkScope(p: Principal, policy: Policy, method: DescMethod): void {
-  if (!p.scopes || method.name === "WhoAmI" && method.parent.typeName === "Quantixkvm.identity.v1.IdentityService") return;
+  if (!p.scopes || (method.name === "WhoAmI" && method.parent.typeName === "Quantixkvm.identity.v1.IdentityService")) return;
   if (policy.scope && p.scopes.includes(policy.scope)) return;
   throw new QuantixError("permission_denied", `the token is limited to the scopes ${p.scopes.join(", ")}; this call needs ${policy.scope ? `the scope ${policy.scope}` : "a token without scope limits"}`);
 }
 
-/** Checks a caller who is not a system admin; returns a check of the response when the policy reads the project from it. */
-async function authorize(d: IdentityInterceptorDeps, p: Principal, policy: Policy, msg: Msg, req: Req): Promise<((res: Msg) => void) | undefined> {
+/**
+ * Checks a caller who is not a system admin (throws when it may not call): undefined when
+ * it may; a check of the response when the policy reads the project from it; a promise
+ * when the object's project must be read from the store first.
+ */
+function authorize(d: IdentityInterceptorDeps, p: Principal, policy: Policy, msg: Msg, req: Req): undefined | ((res: Msg) => void) | Promise<void> {
   switch (policy.access) {
     case "authenticated":
     case "cluster-read":
@@ -143,10 +175,13 @@ async function authorize(d: IdentityInterceptorDeps, p: Principal, policy: Polic
       if (!wellFormed(id, t.kind.idFormat ?? RESOURCE_ID_FORMAT)) return undefined;
       const hidden = () => notFound(t.kind.name, id);
       if (t.after) return (res) => requireRole(p, (res["projectId"] as string) ?? "", need, hidden);
-      const o = (await d.store.of(t.kind).get(id)) as (Msg & { projectId?: string }) | undefined;
-      // A missing object is the handler's NOT_FOUND, the same words as a hidden one.
-      if (o) requireRole(p, o.projectId ?? "", need, hidden);
-      return undefined;
+      return d.store
+        .of(t.kind)
+        .get(id)
+        .then((o) => {
+          // A missing object is the handler's NOT_FOUND, the same words as a hidden one.
+          if (o) requireRole(p, (o as { projectId?: string }).projectId ?? "", need, hidden);
+        });
     }
     case "list": {
       const asked = msg["projectId"];
@@ -162,6 +197,11 @@ async function authorize(d: IdentityInterceptorDeps, p: Principal, policy: Polic
   }
 }
 
+/** A stream's authorization, as a promise or nothing (a stream has no one response to check afterwards). */
+function settled(r: ReturnType<typeof authorize>): Promise<void> | undefined {
+  return typeof r === "function" ? undefined : r;
+}
+
 /** PERMISSION_DENIED naming the role missing; `hide` (for a caller with no role there at all) answers as if the object did not exist. */
 function requireRole(p: Principal, project: string, need: ProjectRole, hide?: () => QuantixError): void {
   const have = p.projects.get(project);
@@ -170,11 +210,8 @@ function requireRole(p: Principal, project: string, need: ProjectRole, hide?: ()
   throw new QuantixError("permission_denied", `requires role ${need} in project ${project}${have ? ` (the caller is ${have})` : ""}`);
 }
 
-function wellFormed(id: string, format: typeof RESOURCE_ID_FORMAT): boolean {
-  if (typeof id !== "string" || id === "") return false;
-  const v = new Violations();
-  checkId(v, "id", id, format);
-  return v.list.length === 0;
+function wellFormed(id: string, format: IdFormat): boolean {
+  return typeof id === "string" && id !== "" && format.pattern.test(id);
 }
 
 const camelCache = new Map<string, string>();
@@ -200,4 +237,3 @@ async function firstMessage(req: StreamRequest): Promise<{ message: Msg; req: St
   return { message: (first.done ? {} : first.value) as Msg, req: { ...req, message: rest() } as StreamRequest };
 }
 
-export { peerKey };
