@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import type { DescService } from "@bufbuild/protobuf";
 import * as reflectionV1 from "@quantix/api/gen/grpc/reflection/v1/reflection_pb.js";
@@ -45,4 +46,11 @@ test("the policy's key cases, read by hand", () => {
   assert.equal(bind.access === "project" && bind.role, "admin");
   assert.equal(POLICY["virtualdom.v1.MemoryGateway/WriteDiff"]!.scope, "dom.write");
   assert.equal(POLICY["virtualdom.v1.MemoryGateway/ReadSnapshot"]!.scope, "dom.read");
+});
+
+test("docs/api/identity.md's policy table names every RPC of the services built", () => {
+  const doc = readFileSync(new URL("../../../../docs/api/identity.md", import.meta.url), "utf8");
+  const built = SERVED_FILES.flatMap((f) => f.services).filter((s) => !PENDING_SERVICES.some((p) => p.service.typeName === s.typeName) && !SERVED_ELSEWHERE.some((p) => p.service.typeName === s.typeName));
+  const missing = built.flatMap((s) => s.methods.map((m) => m.name)).filter((name) => !new RegExp(`\\b${name}\\b`).test(doc));
+  assert.deepEqual(missing, []);
 });
