@@ -1,7 +1,7 @@
 import type { DescMethod } from "@bufbuild/protobuf";
 import type { Interceptor, StreamRequest, StreamResponse, UnaryRequest, UnaryResponse } from "@connectrpc/connect";
 import { LOCAL_PRINCIPAL, notFound, PROJECT_ID_FORMAT, QuantixError, RESOURCE_ID_FORMAT, type IdFormat, type Principal, type ProjectRole, type Store } from "@quantix/core";
-import { principalKey, requestHeader, type Logger } from "@quantix/rpc";
+import { peerKey, principalKey, requestHeader, type Logger, type Peer } from "@quantix/rpc";
 import { unauthenticated } from "./access-tokens.js";
 import type { Authenticator } from "./authenticator.js";
 import { cuttable, type Cut } from "./cuttable-stream.js";
@@ -18,6 +18,12 @@ export interface IdentityInterceptorDeps {
   /** Local trust mode: a call without a token is the machine's operator (LOCAL_PRINCIPAL). */
   readonly localTrust: boolean;
   readonly log: Logger;
+  /**
+   * The principal of a call without a token whose connection presented a client
+   * certificate the server's CA verified (an enrolled agent: kind "agent", its node's id),
+   * or undefined. Set by the TLS and enrollment work; without it, certificates are not principals.
+   */
+  readonly certificatePrincipal?: (peer: Peer) => Principal | undefined;
 }
 
 const NO_TOKEN = "a bearer token is required: log in with IdentityService/Login or create a token";
@@ -109,6 +115,11 @@ export function identityInterceptor(d: IdentityInterceptorDeps): Interceptor {
 function authenticate(d: IdentityInterceptorDeps, req: Req): Principal | Promise<Principal> {
   const header = requestHeader(req, "authorization");
   if (header === null) {
+    if (d.certificatePrincipal) {
+      const peer = req.contextValues.get(peerKey);
+      const agent = peer.certificate ? d.certificatePrincipal(peer) : undefined;
+      if (agent) return agent;
+    }
     if (d.localTrust) return LOCAL_PRINCIPAL;
     throw unauthenticated(NO_TOKEN);
   }
@@ -145,9 +156,13 @@ function authorize(d: IdentityInterceptorDeps, p: Principal, policy: Policy, msg
       return undefined;
     case "system-admin":
       throw new QuantixError("permission_denied", "requires system admin");
-    case "agent":
-      if (p.kind === "agent") return undefined;
-      throw new QuantixError("permission_denied", "requires an enrolled agent (its node's client certificate) or system admin");
+    case "agent": {
+      if (p.kind !== "agent") throw new QuantixError("permission_denied", "requires an enrolled agent (its node's client certificate) or system admin");
+      // An agent acts for its own node only (UpdateHeartbeat's id, RegisterNode's node_id).
+      const node = (msg["id"] ?? msg["nodeId"]) as string | undefined;
+      if (node && node !== p.id) throw new QuantixError("permission_denied", `an agent acts for its own node only (${p.id})`);
+      return undefined;
+    }
     case "project":
       break;
     case "public":

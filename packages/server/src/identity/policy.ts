@@ -1,4 +1,4 @@
-import { DEFAULT_PROJECT_ID, MIGRATION_KIND, PROJECT_KIND, VM_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
+import { DEFAULT_PROJECT_ID, MIGRATION_KIND, VM_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
 
 /**
  * Where a project-scoped RPC finds the project it acts in:
@@ -189,6 +189,3 @@ export const POLICY: Readonly<Record<string, Policy>> = {
 export function policyOf(procedure: string): Policy | undefined {
   return POLICY[procedure];
 }
-
-/** PROJECT_KIND, for targets naming a project by id (re-exported for the interceptor). */
-export const PROJECT = PROJECT_KIND as unknown as Kind<Resource>;
