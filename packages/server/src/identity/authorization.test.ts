@@ -89,6 +89,27 @@ describe("authorization, case by case", () => {
     }
   });
 
+  test("an open watch ends with PERMISSION_DENIED when its caller's role changes (it was filtered by the old one)", async () => {
+    const u = await w.admin(IdentityService).createUser({ username: "watcher", password: "a-long-test-password-1" });
+    await w.admin(ProjectService).setRoleBinding({ projectId: w.projectA, principalType: 1, principalId: u.id, role: Role.READER });
+    const token = (await w.as(IdentityService, undefined).login({ username: "watcher", password: "a-long-test-password-1" })).accessToken;
+    let synced = false;
+    let ended: ConnectError | undefined;
+    void (async () => {
+      try {
+        for await (const m of w.as(VMService, token).watchVMs({})) if (m.type === EventType.SYNCED) synced = true;
+      } catch (err) {
+        ended = ConnectError.from(err);
+      }
+    })();
+    await until(() => (synced ? true : undefined), "the watch to be live");
+    await w.admin(ProjectService).deleteRoleBinding({ projectId: w.projectA, principalType: 1, principalId: u.id });
+    await until(() => ended, "the watch to end");
+    assert.equal(ended!.code, Code.PermissionDenied);
+    assert.match(ended!.rawMessage, /role in project .* changed/);
+    assert.deepEqual((await w.as(VMService, token).listVMs({})).vms, [], "and its lists are empty now");
+  });
+
   test("nodes are readable by any authenticated caller and changed by system admins only", async () => {
     const reader = w.as(NodeService, w.tokens.reader);
     assert.ok((await reader.listNodes({})).nodes.length >= 3);

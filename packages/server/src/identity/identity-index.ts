@@ -3,11 +3,16 @@ import type { RoleBinding } from "@quantix/api/gen/Quantixkvm/identity/v1/projec
 import { API_TOKEN_KIND, ROLE_BINDING_KIND, SERVICE_ACCOUNT_KIND, SIGNING_KEY_KIND, USER_KIND, type Kind, type Resource, type Store } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
 
-/** What ended a principal's right to act: a token revoked or deleted, a user or service account deleted. */
+/**
+ * What ended or changed a principal's right to act: a token revoked or deleted, a user or
+ * service account deleted (UNAUTHENTICATED), or its roles changed (PERMISSION_DENIED: what
+ * its open streams show was filtered by the roles it had).
+ */
 export interface Revocation {
   /** The token's id, or the user's or service account's id. */
   readonly id: string;
   readonly why: string;
+  readonly code: "unauthenticated" | "permission_denied";
 }
 
 /**
@@ -44,7 +49,7 @@ export class IdentityIndex {
       this.mirror(SERVICE_ACCOUNT_KIND, (s, gone) => this.put(this.serviceAccounts, s, gone, "service account deleted")),
       this.mirror(API_TOKEN_KIND, (t, gone) => {
         this.put(this.tokens, t, gone, "token deleted");
-        if (!gone && t.revokedAt) this.revoked({ id: t.id, why: "the token was revoked" });
+        if (!gone && t.revokedAt) this.revoked({ id: t.id, why: "the token was revoked", code: "unauthenticated" });
       }),
       this.mirror(SIGNING_KEY_KIND, (k, gone) => this.put(this.signingKeys, k, gone, "")),
       this.mirror(ROLE_BINDING_KIND, (b, gone) => this.putBinding(b, gone)),
@@ -88,22 +93,30 @@ export class IdentityIndex {
   }
 
   private put<T extends Resource>(map: Map<string, T>, o: T, gone: boolean, why: string): void {
+    const before = map.get(o.id) as { systemAdmin?: boolean } | undefined;
     if (gone) {
       map.delete(o.id);
-      if (why) this.revoked({ id: o.id, why: `the ${why.replace(" deleted", "")} was deleted` });
-    } else map.set(o.id, o);
+      if (why) this.revoked({ id: o.id, why: `the ${why.replace(" deleted", "")} was deleted`, code: "unauthenticated" });
+      return;
+    }
+    map.set(o.id, o);
+    if (before?.systemAdmin && !(o as { systemAdmin?: boolean }).systemAdmin) this.revoked({ id: o.id, why: "the caller is no longer a system admin", code: "permission_denied" });
   }
 
   private putBinding(b: RoleBinding, gone: boolean): void {
     let m = this.bindings.get(b.principalId);
+    const before = m?.get(b.projectId);
+    const changed = { id: b.principalId, why: `the caller's role in project ${b.projectId} changed`, code: "permission_denied" } as const;
     if (gone) {
       m?.delete(b.projectId);
       if (m?.size === 0) this.bindings.delete(b.principalId);
+      if (before) this.revoked(changed);
       return;
     }
     if (!m) this.bindings.set(b.principalId, (m = new Map()));
     // A binding's project may change only by delete and create; replace by project.
     m.set(b.projectId, b);
+    if (before && before.role !== b.role) this.revoked(changed);
   }
 
   private revoked(r: Revocation): void {

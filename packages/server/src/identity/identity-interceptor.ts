@@ -46,7 +46,7 @@ export function identityInterceptor(d: IdentityInterceptorDeps): Interceptor {
   d.index.onRevoked((r) => {
     const cuts = streams.get(r.id);
     if (!cuts) return;
-    for (const cut of [...cuts]) cut(unauthenticated(`${r.why}; the stream ends`));
+    for (const cut of [...cuts]) cut(new QuantixError(r.code, `${r.why}; the stream ends (open it again)`));
   });
   const register = (ids: string[]) => (cut: Cut) => {
     for (const id of ids) {
