@@ -160,9 +160,12 @@ export async function startWorld(overrides: Partial<ControlPlaneConfig> = {}): P
   };
 }
 
-/** How long a stream that sends nothing is given before it counts as open (authorized). */
-const QUIET_MS = 300;
-const CALL_TIMEOUT_MS = 400;
+/**
+ * A call's deadline. Refusals come before any work; an authorized call may wait for a node
+ * (a power action) and end DEADLINE_EXCEEDED, which still says it was let in. A stream's
+ * outcome is its first message or its error: every stream called here sends one or fails.
+ */
+const CALL_TIMEOUT_MS = 8000;
 
 async function connectCall(transport: Transport, method: DescMethod, req: Record<string, unknown>, token: string | undefined): Promise<Outcome> {
   const client = createClient(method.parent, transport) as unknown as Record<string, (req: unknown, o: unknown) => unknown>;
@@ -173,19 +176,11 @@ async function connectCall(transport: Transport, method: DescMethod, req: Record
       return { code: 0, message: "", value };
     }
     const ac = new AbortController();
-    const timer = setTimeout(() => ac.abort(), QUIET_MS);
-    try {
-      for await (const value of fn(req, { headers: bearer(token), signal: ac.signal }) as AsyncIterable<unknown>) {
-        ac.abort();
-        return { code: 0, message: "", value };
-      }
-      return { code: 0, message: "" };
-    } catch (err) {
-      if (ac.signal.aborted) return { code: 0, message: "" };
-      throw err;
-    } finally {
-      clearTimeout(timer);
+    for await (const value of fn(req, { headers: bearer(token), signal: ac.signal, timeoutMs: CALL_TIMEOUT_MS }) as AsyncIterable<unknown>) {
+      ac.abort();
+      return { code: 0, message: "", value };
     }
+    return { code: 0, message: "" };
   } catch (err) {
     const e = ConnectError.from(err);
     return { code: e.code, message: e.rawMessage, error: e };
@@ -205,16 +200,14 @@ function grpcCall(client: grpc.Client, method: DescMethod, req: Record<string, u
       });
       return;
     }
-    const call = client.makeServerStreamRequest(path, serialize, deserialize, req, md, {});
+    const call = client.makeServerStreamRequest(path, serialize, deserialize, req, md, { deadline: Date.now() + CALL_TIMEOUT_MS });
     let done = false;
     const finish = (o: Outcome) => {
       if (done) return;
       done = true;
-      clearTimeout(timer);
       call.cancel();
       resolve(o);
     };
-    const timer = setTimeout(() => finish({ code: 0, message: "" }), QUIET_MS);
     call.on("data", (value: unknown) => finish({ code: 0, message: "", value }));
     call.on("error", (err: grpc.ServiceError) => finish({ code: err.code as unknown as Code, message: err.details }));
     call.on("end", () => finish({ code: 0, message: "" }));
