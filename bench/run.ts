@@ -17,6 +17,7 @@ import { countsText } from "@quantix/testing";
 import { absolute, compare, formatTable, machine, num, type Row } from "./lib/report.js";
 import { percentile, sleep } from "./lib/stats.js";
 import { streamOnce, streamRates, type StreamRate } from "./lib/stream-rate.js";
+import { authLoad, BENCH_ADMIN_PASSWORD, memberTokens } from "./lib/auth.js";
 import { captureGetVm, connectBinaryLoad, connectJsonLoad, DEMO_VM_ID, measureGrpcUnary, type GrpcUnary } from "./lib/unary.js";
 
 // `npm run bench`: every row is measured in this run, on this machine, against a baseline
@@ -26,14 +27,15 @@ if (process.env["QUANTIX_BENCH_PINNED"] !== "1" && hasProgram("taskset")) {
   const r = spawnSync("taskset", ["-c", "1", process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit", env: { ...process.env, QUANTIX_BENCH_PINNED: "1" } });
   process.exit(r.status ?? 1);
 }
-/** `npm run bench -- --only=fanout` (or unary, creates, agent, migrate, scheduler, fuzz; comma-separated) runs those groups alone. */
+/** `npm run bench -- --only=fanout` (or unary, creates, agent, migrate, scheduler, fuzz, auth; comma-separated) runs those groups alone. */
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
-const want = (group: "unary" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz") => !only || only.includes(group);
+const want = (group: "unary" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz" | "auth") => !only || only.includes(group);
 /** `--seed=N` changes the fuzz run's requests (the same seed always makes the same ones). */
 const fuzzSeed = Number(process.argv.find((a) => a.startsWith("--seed="))?.slice("--seed=".length) ?? 20261204);
 const httpGroups = want("unary") || want("creates") || want("fanout");
+const h2loadGroups = httpGroups || want("auth");
 
-if (!hasProgram("taskset") || (httpGroups && !hasProgram("h2load"))) {
+if (!hasProgram("taskset") || (h2loadGroups && !hasProgram("h2load"))) {
   process.stderr.write(`bench: needs h2load and taskset; install them with:\n  ${H2LOAD_INSTALL}\n  (taskset is in util-linux)\n`);
   process.exit(1);
 }
@@ -176,6 +178,25 @@ try {
     );
   }
   details["fanout"] = fan;
+  }
+
+  // Authentication's cost: GetVM with a bearer token (tokens required) against the same without one (local trust).
+  if (want("auth")) {
+    progress("GetVM over gRPC with a member's bearer token (QUANTIX_LOCAL_TRUST=0) against local trust without a token (h2load 3 rounds taking turns)");
+    const local = await up(ours("quantix-auth-local", true));
+    const secured = await up(startServer("quantix-auth-token", SERVER, [], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "memory", QUANTIX_DEMO: "1", QUANTIX_LOG_LEVEL: "info", QUANTIX_SHUTDOWN_GRACE_MS: "2000", QUANTIX_LOCAL_TRUST: "0", QUANTIX_ADMIN_PASSWORD: BENCH_ADMIN_PASSWORD }));
+    await captureGetVm(local.url, LOG_DIR);
+    const tokens = await memberTokens(secured.url);
+    const { jwt, api, without } = await authLoad(secured.url, local.url, tokens, LOG_DIR);
+    await sleep(200); // the server writes its log lines in batches
+    const notOk = countCodes(secured.logFile, "Quantixkvm.compute.v1.VMService/GetVM");
+    await down(local, secured);
+    details["auth"] = { jwt, api, without, jwtBytes: tokens.jwt.length, apiBytes: tokens.api.length };
+    rows.push(
+      { ...compare(`GetVM gRPC h2c with a bearer token (member's JWT, ${tokens.jwt.length} B), req/s`, rps(jwt), rps(without), reqs, "local trust, no token", { op: ">=", value: 0.9, on: "ratio" }), ours: reqs(rps(jwt)) + failures(jwt) },
+      { ...compare(`GetVM gRPC h2c with a bearer token (member's API token, ${tokens.api.length} B), req/s`, rps(api), rps(without), reqs, "local trust, no token", { op: ">=", value: 0.9, on: "ratio" }), ours: reqs(rps(api)) + failures(api) },
+      { ...absolute("GetVM gRPC with a token: calls not OK under load (server log)", notOk.bad, (v) => `${num(v)}`, { op: "=", value: 0, on: "value" }), baseline: `of ${num(notOk.total)} logged` },
+    );
   }
 
   // Agent: BootVm through the host agent's vmm.v1 API against QEMU started and cont-ed directly.

@@ -14,7 +14,11 @@ export type ErrorCode =
   | "resource_exhausted"
   | "deadline_exceeded"
   | "unavailable"
-  | "internal";
+  | "internal"
+  /** The call carries no valid credentials (issue 12). */
+  | "unauthenticated"
+  /** The caller is known but lacks a role or permission, which the message names. */
+  | "permission_denied";
 
 /** One violated rule of a request, named by its field path (e.g. `spec.cpu.cores`). */
 export interface FieldViolation {

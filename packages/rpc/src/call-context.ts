@@ -25,6 +25,19 @@ export const peerKey = createContextKey<Peer>(NO_PEER, { description: "the calli
  */
 export const principalKey = createContextKey<Principal | undefined>(undefined, { description: "the authenticated caller" });
 
+/** A request's cheap one-header reader, where its path has one (the gRPC fast path). */
+export const HEADER_READER: unique symbol = Symbol("quantix.rpc.header-reader");
+
+/**
+ * One request header's value (`name` in lowercase), as `req.header.get(name)` gives it, but
+ * on the gRPC fast path without building the request's Headers object (a few microseconds a
+ * call): for an interceptor that reads one header on every call (authentication).
+ */
+export function requestHeader(req: { readonly header: Headers }, name: string): string | null {
+  const reader = (req as { [HEADER_READER]?: { header(name: string): string | null } })[HEADER_READER];
+  return reader ? reader.header(name) : req.header.get(name);
+}
+
 /** The peer of a Node socket: its address and, on TLS, the verified client certificate. */
 export function peerOfSocket(socket: { remoteAddress?: string | undefined; getPeerCertificate?: (detailed?: boolean) => PeerCertificate; authorized?: boolean } | null | undefined): Peer {
   if (!socket) return NO_PEER;

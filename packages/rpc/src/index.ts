@@ -9,4 +9,4 @@ export { servedByFastPath } from "./fast-path/fast-context.js";
 export { boundText, MESSAGE_MAX_BYTES, toConnectError, unimplemented } from "./errors.js";
 export { createJsonLogger, silentLogger, type Logger, type LogLevel } from "./log/logger.js";
 export { LATENCY_BUCKETS_SEC, RpcMetrics } from "./metrics/rpc-metrics.js";
-export { peerKey, principalKey, peerOfSocket, type Peer } from "./call-context.js";
+export { peerKey, principalKey, peerOfSocket, requestHeader, type Peer } from "./call-context.js";

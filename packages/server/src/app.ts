@@ -32,6 +32,17 @@ import { VmMigrationService } from "./services/vm-migration.js";
 import { VmPowerService } from "./services/vm-power.js";
 import { VmService } from "./services/vm-service.js";
 import { openStore } from "./store/open-store.js";
+import { AccessTokens } from "./identity/access-tokens.js";
+import { Authenticator } from "./identity/authenticator.js";
+import { bootstrapIdentity } from "./identity/bootstrap.js";
+import { IdentityIndex } from "./identity/identity-index.js";
+import { identityInterceptor } from "./identity/identity-interceptor.js";
+import { LoginLimiter } from "./identity/login-limiter.js";
+import { ProjectService } from "./identity/project-service.js";
+import { TokenService } from "./identity/token-service.js";
+import { UserService } from "./identity/user-service.js";
+import { identityServiceRoute } from "./rpc/identity-routes.js";
+import { projectServiceRoute } from "./rpc/project-routes.js";
 
 /** A running control plane. */
 export interface ControlPlane {
@@ -59,6 +70,10 @@ export interface ControlPlaneDeps {
   readonly store?: Store;
   /** Starts the simulated hosts of demo nodes (the agent package's createSimulatedHost); without it they stay unconnected. */
   readonly simulatedHosts?: SimulatedHostFactory;
+  /** The first admin's password (QUANTIX_ADMIN_PASSWORD); without it one is generated and announced once. */
+  readonly adminPassword?: string | undefined;
+  /** Where a generated admin password is shown, once (default: stdout; never the log). */
+  readonly announce?: (text: string) => void;
 }
 
 /** The composition root of the control plane: picks implementations and wires them. */
@@ -77,10 +92,20 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
       });
       if (seeded) log.log("info", "seeded demo data into the new store", { nodes: 3, vms: 4 });
     }
+    await bootstrapIdentity({ store, ids, clock, log, adminPassword: deps.adminPassword, announce: deps.announce ?? ((t) => process.stdout.write(t)) });
   } catch (err) {
     await store.close();
     throw err;
   }
+  // Who may act: every replica's view, kept by the store's watch (a revocation reaches all).
+  const identity = new IdentityIndex(store, log);
+  await identity.start();
+  const clusterId = await store.clusterId();
+  const access = new AccessTokens({ store, index: identity, clock, issuer: clusterId, ttlSec: config.accessTokenTtlSec });
+  const authenticator = new Authenticator({ index: identity, access, store, clock });
+  const users = new UserService({ store, index: identity, access, limiter: new LoginLimiter({ burst: config.loginFailureBurst, perMinute: config.loginFailuresPerMin }, clock), clock, ids });
+  const tokens = new TokenService({ store, index: identity, clock, ids, accessTokenTtlSec: config.accessTokenTtlSec });
+  const projects = new ProjectService({ store, index: identity, clock, ids });
 
   const drivers = new NodeDrivers();
   const vmService = new VmService({ store, clock, ids });
@@ -99,7 +124,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   // Every replica connects to the agents (console, metrics, reboot and migrations are served
   // by whichever replica a client reaches; nothing in these connections writes the store).
   // The demo's simulated hosts run in this process without an agent endpoint: never both.
-  const agents: AgentNodes = attachAgentNodes({ store, drivers, log, clusterId: await store.clusterId() });
+  const agents: AgentNodes = attachAgentNodes({ store, drivers, log, clusterId });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   const controllers = new ControllerManager({ store, log, onLost: () => process.exit(1) });
   controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
@@ -112,6 +137,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     nodeServiceRoute(store, nodeService, drains),
     migrationServiceRoute(store),
     eventServiceRoute(store),
+    identityServiceRoute(store, users, tokens),
+    projectServiceRoute(store, projects, config.defaultDeadlineMs),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
     ...SERVED_ELSEWHERE.map((p) => ({ service: p.service, impl: servedElsewhereImpl(p.service, p.where) })),
   ];
@@ -124,6 +151,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
       reflection: SERVED_FILES,
       log,
       metrics: rpcMetrics,
+      interceptors: [identityInterceptor({ auth: authenticator, index: identity, store, localTrust: config.localTrust, log })],
       fallback: createFallback(store, startedAt, () => clock.now(), controlPlaneMetrics({ store, rpc: rpcMetrics, controllers })),
       limits: {
         readMaxBytes: config.maxRequestBytes,
@@ -137,10 +165,14 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   } catch (err) {
     await controllers.stop();
     await agents.stop();
+    identity.stop();
     await store.close();
     throw err;
   }
   log.log("info", "control plane listening", { url: server.url, protocols: ["connect", "grpc", "grpc-web"], http: ["1.1", "h2c"], store: config.store.kind });
+  if (config.localTrust) {
+    log.log("warn", "local trust mode: calls without a token act as the system admin (a loopback address and no TLS configured); calls with a token are authenticated; QUANTIX_LOCAL_TRUST=0 requires tokens", { url: server.url });
+  }
   let closing: Promise<void> | undefined;
   return {
     port: server.port,
@@ -158,6 +190,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
         await server.close(config.shutdownGraceMs);
         await controllers.stop();
         await agents.stop();
+        identity.stop();
         await store.close();
       })();
       return closing;

@@ -36,6 +36,20 @@ export interface ControlPlaneConfig {
   readonly nodeLostAfterSec: number;
   /** How long lifecycle events are kept (QUANTIX_EVENT_RETENTION_SEC). */
   readonly eventRetentionSec: number;
+  /** Whether the API serves TLS (a certificate and key are configured); false until then. */
+  readonly tlsConfigured: boolean;
+  /**
+   * Local trust mode: on a loopback address without TLS, a call without a token acts as
+   * the system admin (LOCAL_PRINCIPAL), like Incus's unix socket; a call with one is
+   * authenticated as usual. QUANTIX_LOCAL_TRUST=0 turns it off.
+   */
+  readonly localTrust: boolean;
+  /** Lifetime of the access tokens Login returns (QUANTIX_ACCESS_TOKEN_TTL_SEC). */
+  readonly accessTokenTtlSec: number;
+  /** Failed logins allowed at once, per username and per source address (QUANTIX_LOGIN_FAILURE_BURST). */
+  readonly loginFailureBurst: number;
+  /** Failed logins forgiven per minute (QUANTIX_LOGIN_FAILURES_PER_MIN). */
+  readonly loginFailuresPerMin: number;
 }
 
 /** The store a control plane uses. */
@@ -71,6 +85,11 @@ const DEFAULTS: ControlPlaneConfig = {
   schedulerStrategy: "spread",
   nodeLostAfterSec: 300,
   eventRetentionSec: 7 * 86_400,
+  tlsConfigured: false,
+  localTrust: true,
+  accessTokenTtlSec: 3600,
+  loginFailureBurst: 5,
+  loginFailuresPerMin: 5,
 };
 
 /** Reads and validates the configuration; throws with every problem named. */
@@ -104,6 +123,9 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
   if (!["debug", "info", "warn", "error", "silent"].includes(level)) problems.push(`QUANTIX_LOG_LEVEL=${JSON.stringify(level)} must be debug, info, warn, error or silent`);
   const strategy = env["QUANTIX_SCHEDULER_STRATEGY"] || DEFAULTS.schedulerStrategy;
   if (!(SCORING_STRATEGIES as readonly string[]).includes(strategy)) problems.push(`QUANTIX_SCHEDULER_STRATEGY=${JSON.stringify(strategy)} must be spread, pack or balanced`);
+  const localTrustEnv = env["QUANTIX_LOCAL_TRUST"] ?? "1";
+  if (!["0", "1"].includes(localTrustEnv)) problems.push(`QUANTIX_LOCAL_TRUST=${JSON.stringify(localTrustEnv)} must be 0 or 1`);
+  const tlsConfigured = overrides.tlsConfigured ?? DEFAULTS.tlsConfigured;
   const cfg: ControlPlaneConfig = {
     host,
     port,
@@ -122,6 +144,11 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
     schedulerStrategy: strategy as ScoringStrategy,
     nodeLostAfterSec: int("QUANTIX_NODE_LOST_AFTER_SEC", 1, 86_400, DEFAULTS.nodeLostAfterSec),
     eventRetentionSec: int("QUANTIX_EVENT_RETENTION_SEC", 60, 366 * 86_400, DEFAULTS.eventRetentionSec),
+    tlsConfigured,
+    localTrust: localTrustEnv === "1" && !tlsConfigured && isLoopback(overrides.host ?? host),
+    accessTokenTtlSec: int("QUANTIX_ACCESS_TOKEN_TTL_SEC", 60, 86_400, DEFAULTS.accessTokenTtlSec),
+    loginFailureBurst: int("QUANTIX_LOGIN_FAILURE_BURST", 1, 10_000, DEFAULTS.loginFailureBurst),
+    loginFailuresPerMin: int("QUANTIX_LOGIN_FAILURES_PER_MIN", 1, 100_000, DEFAULTS.loginFailuresPerMin),
     storeTuning: {
       historyRevisions: int("QUANTIX_HISTORY_REVISIONS", 10, 100_000_000, DEFAULTS.storeTuning.historyRevisions),
       pgMaxConnections: int("QUANTIX_PG_MAX_CONNECTIONS", 2, 1000, DEFAULTS.storeTuning.pgMaxConnections),
@@ -152,6 +179,11 @@ function parseStore(env: Record<string, string | undefined>, problems: string[])
   }
   problems.push(`QUANTIX_STORE=${JSON.stringify(redactUrl(raw))} must be "embedded" (the default: a database under QUANTIX_DATA_DIR), "memory" (nothing kept), or a PostgreSQL URL (postgres://user:password@host:5432/database)`);
   return { kind: "memory" };
+}
+
+/** Whether a listen address is loopback only (127.0.0.0/8, ::1, localhost). */
+export function isLoopback(host: string): boolean {
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || host === "::1" || host === "localhost";
 }
 
 /** A URL without its password, for messages and logs. */

@@ -15,7 +15,7 @@ async function main(): Promise<void> {
   let cp;
   try {
     // The composition root picks the demo nodes' hosts: the agent's simulator, in process.
-    cp = await startControlPlane(config, { simulatedHosts: createSimulatedHost });
+    cp = await startControlPlane(config, { simulatedHosts: createSimulatedHost, adminPassword: process.env["QUANTIX_ADMIN_PASSWORD"] });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const hint =

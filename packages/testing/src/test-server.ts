@@ -28,7 +28,8 @@ export interface TestServer {
 /** Starts a real control plane on 127.0.0.1:0 with the demo data unless told otherwise. */
 export async function startTestServer(overrides: Partial<ControlPlaneConfig> = {}, store?: Store): Promise<TestServer> {
   const config = loadConfig({}, { host: "127.0.0.1", port: 0, store: { kind: "memory" }, logLevel: "silent", simBootMs: 40, defaultDeadlineMs: 5000, shutdownGraceMs: 2000, ...overrides });
-  const cp = await startControlPlane(config, { log: silentLogger, simulatedHosts: createSimulatedHost, ...(store ? { store } : {}) });
+  // The first start's generated admin password is not shown in the test's output.
+  const cp = await startControlPlane(config, { log: silentLogger, simulatedHosts: createSimulatedHost, announce: () => undefined, ...(store ? { store } : {}) });
   const transport = createConnectTransport({ baseUrl: cp.url, httpVersion: "1.1" });
   return {
     cp,

@@ -91,6 +91,13 @@ export class FastContext implements HandlerContext {
     return this.reqHeaders;
   }
 
+  /** One request header's value without building the Headers object (lowercase name); what an interceptor changed wins. */
+  header(name: string): string | null {
+    if (this.reqHeaders) return this.reqHeaders.get(name);
+    const v = this.headers[name];
+    return v === undefined ? null : Array.isArray(v) ? v.join(", ") : v;
+  }
+
   get values(): ContextValues {
     return (this.ctxValues ??= createContextValues().set(servedByFastPath, true).set(peerKey, peerOfSocket(this.stream.session?.socket as Parameters<typeof peerOfSocket>[0])));
   }

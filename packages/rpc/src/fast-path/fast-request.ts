@@ -3,6 +3,7 @@ import { Code, ConnectError, type HandlerContext, type MethodImplSpec, type Stre
 import type { AnyFn } from "../interceptors/apply-interceptors.js";
 import { observeStream } from "../interceptors/observe-stream.js";
 import { DEADLINE, type FastContext } from "./fast-context.js";
+import { HEADER_READER } from "../call-context.js";
 
 // The request and response objects the fast path hands its interceptor chain: the same
 // shape as connect-es builds on its router (interceptor.d.ts), so one Interceptor[] serves
@@ -47,6 +48,8 @@ const requestHandler: ProxyHandler<RequestState> = {
         return t[CTX].requestHeader;
       case "contextValues":
         return t[CTX].values;
+      case HEADER_READER:
+        return t[CTX];
       default:
         return typeof key === "symbol" && key !== CTX ? Reflect.get(t, key) : undefined;
     }

@@ -46,8 +46,8 @@ test("after N calls over Connect and over gRPC (the fast path) the counters say 
 });
 
 test("VMs by state, the store revision and open watches are the world's", async () => {
-  await server.vms.createVM({ name: "metrics-a", projectId: "p1", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n } } });
-  await server.vms.createVM({ name: "metrics-b", projectId: "p1", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n } } });
+  await server.vms.createVM({ name: "metrics-a", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n } } });
+  await server.vms.createVM({ name: "metrics-b", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n } } });
   const total = (await server.vms.listVMs({ pageSize: 1 })).totalCount;
   const revision = await server.cp.store.revision();
   let e = await scrape();

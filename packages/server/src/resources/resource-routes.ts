@@ -68,7 +68,7 @@ function generic(m: DescMethod, reader: ResourceReader<Resource>, filters: Reado
   }
   if (m.methodKind === "unary" && m.name.startsWith("List")) {
     filterFields(kind, m.input, filters);
-    return (req: Req) => reader.list(m.input, m.output, req, filters);
+    return (req: Req, ctx: HandlerContext) => reader.list(m.input, m.output, req, filters, ctx);
   }
   if (m.methodKind === "server_streaming" && m.name.startsWith("Watch")) {
     // Watch<X> (singular) follows one object, named by the request's id field.
@@ -77,7 +77,7 @@ function generic(m: DescMethod, reader: ResourceReader<Resource>, filters: Reado
       return (req: Req, ctx: { signal: AbortSignal }) => reader.watchOne(m.output, req[idField.localName] as string, idField.name, req.resourceVersion, ctx.signal);
     }
     filterFields(kind, m.input, filters);
-    return (req: Req, ctx: { signal: AbortSignal }) => reader.watchMany(m.input, m.output, req, ctx.signal, filters);
+    return (req: Req, ctx: HandlerContext) => reader.watchMany(m.input, m.output, req, ctx.signal, filters, ctx);
   }
   throw new Error(`${m.parent.typeName}/${m.name} has no implementation: give it in the route's impl`);
 }

@@ -3,7 +3,9 @@ import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { checkId, matchesQuery, notFound, RESOURCE_ID_FORMAT, throwIfViolations, Violations, type IdFormat, type Kind, type Resource, type Store } from "@quantix/core";
 import { listPage } from "../services/paging.js";
 import { filterEvent, SharedUpdates, watchFiltered, type FilteredEvent } from "../services/watch-filter.js";
-import { filterOf, queryOf, type CustomFilter } from "./request-filter.js";
+import { filterOf, queryOf, type CustomFilter, type RequestFilter } from "./request-filter.js";
+import { visibleFilter } from "../identity/visible-projects.js";
+import type { HandlerContext } from "@connectrpc/connect";
 
 const EVENT_TYPE: Record<FilteredEvent<unknown>["type"], EventType> = { ADDED: EventType.ADDED, MODIFIED: EventType.MODIFIED, DELETED: EventType.DELETED, SYNCED: EventType.SYNCED };
 
@@ -43,16 +45,16 @@ export class ResourceReader<T extends Resource> {
   }
 
   /** A List RPC: `input` and `output` are its messages' descriptors. */
-  async list(input: DescMessage, output: DescMessage, req: Record<string, unknown> & { pageSize: number; pageToken: string; orderBy: string }, custom?: Readonly<Record<string, CustomFilter>>): Promise<unknown> {
-    const filter = filterOf(this.kind as unknown as Kind<Resource>, input, req, custom);
+  async list(input: DescMessage, output: DescMessage, req: Record<string, unknown> & { pageSize: number; pageToken: string; orderBy: string }, custom?: Readonly<Record<string, CustomFilter>>, ctx?: HandlerContext): Promise<unknown> {
+    const filter = this.visible(filterOf(this.kind as unknown as Kind<Resource>, input, req, custom), ctx);
     const page = await listPage(this.kind, req, filter, (order, after, limit, countTotal) => this.store.of(this.kind).list({ ...queryOf(filter), order, after, limit, countTotal }));
     const items = objectField(output, this.kind as unknown as Kind<Resource>, true);
     return create(output, { [items.localName]: page.items, nextPageToken: page.nextPageToken, totalCount: page.totalCount, resourceVersion: page.resourceVersion } as never);
   }
 
   /** A Watch RPC over a filtered set of objects. */
-  watchMany(input: DescMessage, output: DescMessage, req: Record<string, unknown> & { resourceVersion: bigint }, signal: AbortSignal, custom?: Readonly<Record<string, CustomFilter>>): AsyncIterable<unknown> {
-    const filter = filterOf(this.kind as unknown as Kind<Resource>, input, req, custom);
+  watchMany(input: DescMessage, output: DescMessage, req: Record<string, unknown> & { resourceVersion: bigint }, signal: AbortSignal, custom?: Readonly<Record<string, CustomFilter>>, ctx?: HandlerContext): AsyncIterable<unknown> {
+    const filter = this.visible(filterOf(this.kind as unknown as Kind<Resource>, input, req, custom), ctx);
     const q = queryOf(filter);
     const coll = this.store.of(this.kind);
     const snapshot = () => coll.list({ ...q, order: { field: this.kind.orderBy[0]!, desc: false }, limit: Number.MAX_SAFE_INTEGER });
@@ -81,6 +83,12 @@ export class ResourceReader<T extends Resource> {
       yield build.of(ev, f.type, f.object, f.revision);
       if (f.type === "DELETED") return;
     }
+  }
+
+  /** A request's filter narrowed to the projects the caller may see (the authorization interceptor's visibleProjectsKey). */
+  private visible(filter: RequestFilter, ctx: HandlerContext | undefined): RequestFilter {
+    const extra = visibleFilter(this.kind as unknown as Kind<Resource>, ctx, filter.where);
+    return extra ? { ...filter, where: { ...filter.where, ...extra } } : filter;
   }
 
   /** The shared update messages of one Watch RPC's output type. */

@@ -3,7 +3,7 @@ import { clone, create } from "@bufbuild/protobuf";
 import { UpdateVMRequestSchema, type CreateVMRequest, type DeleteVMRequest, type UpdateVMRequest } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 
 import { PlacementPolicySchema, PowerState, VmSpecSchema, VmStatusSchema, VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { checkPowerAction, DEFAULT_PROJECT_ID, invalidArgument, notFound, QuantixError, throwIfViolations, validateCreateVm, validateVmSpec, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND } from "@quantix/core";
+import { checkPowerAction, DEFAULT_PROJECT_ID, invalidArgument, notFound, QuantixError, throwIfViolations, validateCreateVm, validateVmSpec, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND, PROJECT_KIND } from "@quantix/core";
 
 import { ResourceWriter } from "../resources/resource-writer.js";
 import { awaitsReview } from "../controllers/scheduler/binding-review.js";
@@ -36,6 +36,9 @@ export class VmService {
   async create(req: CreateVMRequest): Promise<VirtualMachine> {
     throwIfViolations(validateCreateVm(req));
     if (req.nodeId !== "" && !(await this.deps.store.of(NODE_KIND).get(req.nodeId))) throw notFound("node", req.nodeId);
+    // project_id names an existing project (the default one when empty).
+    const projectId = req.projectId || DEFAULT_PROJECT_ID;
+    if (!(await this.deps.store.of(PROJECT_KIND).get(projectId))) throw notFound("project", projectId);
     const spec = clone(VmSpecSchema, req.spec!);
     if (req.startOnCreate) spec.desiredPowerState = PowerState.RUNNING;
     if (spec.desiredPowerState === PowerState.UNSPECIFIED) spec.desiredPowerState = PowerState.STOPPED;
@@ -46,7 +49,7 @@ export class VmService {
     const running = spec.desiredPowerState === PowerState.RUNNING;
     return this.writer.create({
       name: req.name,
-      projectId: req.projectId || DEFAULT_PROJECT_ID,
+      projectId,
       labels: req.labels,
       description: req.description,
       spec,

@@ -14,7 +14,9 @@ import { collect, spawnControlPlane, startPostgres, synced, until, within, type 
 // SIGKILL, and a watcher on one replica sees every write made through another.
 
 type Vms = Client<typeof VMService>;
-const PROJECT = "00000000-0000-0000-0000-0000000000aa";
+// The default project: it exists from the first start (CreateVM needs an existing
+// project), and these control planes have no demo data, so it holds this test's VMs alone.
+const PROJECT = "00000000-0000-0000-0000-000000000001";
 const SPEC = { cpu: { cores: 1 }, memory: { sizeMib: 256n } };
 const client = (url: string): Vms => createClient(VMService, createConnectTransport({ baseUrl: url, httpVersion: "1.1" }));
 

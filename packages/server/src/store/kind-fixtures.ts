@@ -5,7 +5,26 @@ import { MigrationSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/migratio
 import { NodeSchema, NodeTombstoneSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VirtualMachineSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { EventSchema } from "@quantix/api/gen/Quantixkvm/event/v1/event_pb.js";
-import { EVENT_KIND, MIGRATION_KIND, NODE_KIND, NODE_TOMBSTONE_KIND, VM_KIND, type FieldValue, type Kind, type Resource } from "@quantix/core";
+import { ApiTokenSchema, PrincipalType, Role, ServiceAccountSchema, SigningKeySchema, UserSchema } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_pb.js";
+import { CredentialSchema } from "@quantix/api/gen/Quantixkvm/identity/v1/credential_pb.js";
+import { ProjectSchema, RoleBindingSchema } from "@quantix/api/gen/Quantixkvm/identity/v1/project_pb.js";
+import {
+  API_TOKEN_KIND,
+  CREDENTIAL_KIND,
+  EVENT_KIND,
+  MIGRATION_KIND,
+  NODE_KIND,
+  NODE_TOMBSTONE_KIND,
+  PROJECT_KIND,
+  ROLE_BINDING_KIND,
+  SERVICE_ACCOUNT_KIND,
+  SIGNING_KEY_KIND,
+  USER_KIND,
+  VM_KIND,
+  type FieldValue,
+  type Kind,
+  type Resource,
+} from "@quantix/core";
 
 /** Values of declared fields, by field name (as Query.where names them). */
 export type Values = Readonly<Record<string, FieldValue>>;
@@ -99,4 +118,66 @@ const nodeTombstone: KindFixture = {
   scope: (tag) => ({ values: { hostname: tag }, where: { hostname: tag } }),
 };
 
-export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone];
+const short = () => randomUUID().slice(0, 8);
+
+const project: KindFixture = {
+  kind: PROJECT_KIND as unknown as Kind<Resource>,
+  make: (v, labels = {}) => create(ProjectSchema, { id: randomUUID(), name: str(v["name"], `p-${short()}`), labels, createdAt: ms(v["created_at"], NOW) }),
+  scope: (tag) => ({ values: {}, labels: { scope: tag }, labelFilter: { scope: tag } }),
+};
+
+const user: KindFixture = {
+  kind: USER_KIND as unknown as Kind<Resource>,
+  make: (v) => create(UserSchema, { id: randomUUID(), username: str(v["username"], `u-${short()}`), createdBy: str(v["created_by"], "fixture"), createdAt: ms(v["created_at"], NOW) }),
+  scope: (tag) => ({ values: { created_by: tag }, where: { created_by: tag } }),
+};
+
+const serviceAccount: KindFixture = {
+  kind: SERVICE_ACCOUNT_KIND as unknown as Kind<Resource>,
+  make: (v) => create(ServiceAccountSchema, { id: randomUUID(), name: str(v["name"], `sa-${short()}`), createdBy: str(v["created_by"], "fixture"), createdAt: ms(v["created_at"], NOW) }),
+  scope: (tag) => ({ values: { created_by: tag }, where: { created_by: tag } }),
+};
+
+const apiToken: KindFixture = {
+  kind: API_TOKEN_KIND as unknown as Kind<Resource>,
+  make: (v) =>
+    create(ApiTokenSchema, {
+      id: randomUUID(),
+      name: str(v["name"], `t-${short()}`),
+      ownerType: PrincipalType.USER,
+      ownerId: str(v["owner_id"], randomUUID()),
+      projectId: str(v["project_id"], randomUUID()),
+      role: Role.READER,
+      createdAt: ms(v["created_at"], NOW),
+      expiresAt: timestampFromMs(NOW + 86_400_000),
+    }),
+  scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
+};
+
+const roleBinding: KindFixture = {
+  kind: ROLE_BINDING_KIND as unknown as Kind<Resource>,
+  make: (v) =>
+    create(RoleBindingSchema, {
+      id: randomUUID(),
+      projectId: str(v["project_id"], randomUUID()),
+      principalType: PrincipalType.USER,
+      principalId: str(v["principal_id"], randomUUID()),
+      role: Role.MEMBER,
+      createdAt: ms(v["created_at"], NOW),
+    }),
+  scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
+};
+
+const signingKey: KindFixture = {
+  kind: SIGNING_KEY_KIND as unknown as Kind<Resource>,
+  make: (v) => create(SigningKeySchema, { id: randomUUID(), algorithm: str(v["algorithm"], "ES256"), publicJwk: "{}", createdAt: ms(v["created_at"], NOW) }),
+  scope: (tag) => ({ values: { algorithm: tag }, where: { algorithm: tag } }),
+};
+
+const credential: KindFixture = {
+  kind: CREDENTIAL_KIND as unknown as Kind<Resource>,
+  make: (v) => create(CredentialSchema, { id: randomUUID(), ownerType: str(v["owner_type"], "user"), secretHash: "not-a-real-hash", updatedAt: ms(v["updated_at"], NOW) }),
+  scope: (tag) => ({ values: { owner_type: tag }, where: { owner_type: tag } }),
+};
+
+export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone, project, user, serviceAccount, apiToken, roleBinding, signingKey, credential];

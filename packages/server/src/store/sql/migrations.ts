@@ -163,6 +163,110 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
       CREATE INDEX quantix_node_tombstones_by_hostname_decommissioned_ms ON quantix_node_tombstones (hostname, decommissioned_ms, id);
     `,
   },
+  {
+    version: 7,
+    name: "identity: projects, users, service accounts, API tokens, role bindings, signing keys, credentials",
+    // Issue 12. Secrets (password and token hashes, private keys) live only in
+    // quantix_credentials, which no RPC serves.
+    sql: `
+      CREATE TABLE quantix_projects (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        labels jsonb NOT NULL,
+        name text COLLATE "C" NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_projects_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_projects_by_name ON quantix_projects (name, id);
+      CREATE INDEX quantix_projects_by_created_ms ON quantix_projects (created_ms, id);
+      CREATE INDEX quantix_projects_by_name_created_ms ON quantix_projects (name, created_ms, id);
+      CREATE INDEX quantix_projects_labels ON quantix_projects USING gin (labels jsonb_path_ops);
+      CREATE TABLE quantix_users (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        username text COLLATE "C" NOT NULL,
+        created_by text COLLATE "C" NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_users_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_users_by_username ON quantix_users (username, id);
+      CREATE INDEX quantix_users_by_created_ms ON quantix_users (created_ms, id);
+      CREATE INDEX quantix_users_by_username_created_ms ON quantix_users (username, created_ms, id);
+      CREATE INDEX quantix_users_by_created_by_username ON quantix_users (created_by, username, id);
+      CREATE INDEX quantix_users_by_created_by_created_ms ON quantix_users (created_by, created_ms, id);
+      CREATE TABLE quantix_service_accounts (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        name text COLLATE "C" NOT NULL,
+        created_by text COLLATE "C" NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_service_accounts_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_service_accounts_by_name ON quantix_service_accounts (name, id);
+      CREATE INDEX quantix_service_accounts_by_created_ms ON quantix_service_accounts (created_ms, id);
+      CREATE INDEX quantix_service_accounts_by_name_created_ms ON quantix_service_accounts (name, created_ms, id);
+      CREATE INDEX quantix_service_accounts_by_created_by_name ON quantix_service_accounts (created_by, name, id);
+      CREATE INDEX quantix_service_accounts_by_created_by_created_ms ON quantix_service_accounts (created_by, created_ms, id);
+      CREATE TABLE quantix_api_tokens (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        owner_id text COLLATE "C" NOT NULL,
+        project_id text COLLATE "C" NOT NULL,
+        name text COLLATE "C" NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_api_tokens_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_api_tokens_by_created_ms ON quantix_api_tokens (created_ms, id);
+      CREATE INDEX quantix_api_tokens_by_name ON quantix_api_tokens (name, id);
+      CREATE INDEX quantix_api_tokens_by_owner_id_created_ms ON quantix_api_tokens (owner_id, created_ms, id);
+      CREATE INDEX quantix_api_tokens_by_owner_id_name ON quantix_api_tokens (owner_id, name, id);
+      CREATE INDEX quantix_api_tokens_by_project_id_created_ms ON quantix_api_tokens (project_id, created_ms, id);
+      CREATE INDEX quantix_api_tokens_by_project_id_name ON quantix_api_tokens (project_id, name, id);
+      CREATE TABLE quantix_role_bindings (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        project_id text COLLATE "C" NOT NULL,
+        principal_id text COLLATE "C" NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_role_bindings_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_role_bindings_by_created_ms ON quantix_role_bindings (created_ms, id);
+      CREATE INDEX quantix_role_bindings_by_project_id_created_ms ON quantix_role_bindings (project_id, created_ms, id);
+      CREATE INDEX quantix_role_bindings_by_principal_id_created_ms ON quantix_role_bindings (principal_id, created_ms, id);
+      CREATE TABLE quantix_signing_keys (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        algorithm text COLLATE "C" NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_signing_keys_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_signing_keys_by_created_ms ON quantix_signing_keys (created_ms, id);
+      CREATE INDEX quantix_signing_keys_by_algorithm_created_ms ON quantix_signing_keys (algorithm, created_ms, id);
+      CREATE TABLE quantix_credentials (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        owner_type text COLLATE "C" NOT NULL,
+        updated_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_credentials_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_credentials_by_updated_ms ON quantix_credentials (updated_ms, id);
+      CREATE INDEX quantix_credentials_by_owner_type_updated_ms ON quantix_credentials (owner_type, updated_ms, id);
+    `,
+  },
 ];
 
 /** The newest schema version this binary knows. */

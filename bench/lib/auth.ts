@@ -1,0 +1,55 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { connect, exchange, grpcHeaders } from "./h2-client.js";
+import { saturateAll, type Saturation } from "./h2load.js";
+import { GET_VM, isDemoVm } from "./unary.js";
+
+/** The bootstrap admin's password of the bench's secured server. */
+export const BENCH_ADMIN_PASSWORD = "bench-admin-password-0";
+const DEMO_PROJECT = "00000000-0000-0000-0000-000000000001";
+
+async function call(url: string, procedure: string, body: unknown, token?: string): Promise<Record<string, unknown>> {
+  const res = await fetch(`${url}/${procedure}`, { method: "POST", headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) });
+  const json = (await res.json()) as Record<string, unknown>;
+  if (res.status !== 200) throw new Error(`${procedure}: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+/**
+ * Tokens of a member of the demo project (a user the admin makes and binds): its access
+ * token (a JWT from Login) and an API token it makes, so the measured calls pass
+ * authentication and the project check of GetVM.
+ */
+export async function memberTokens(url: string): Promise<{ jwt: string; api: string }> {
+  const login = (username: string, password: string) => call(url, "Quantixkvm.identity.v1.IdentityService/Login", { username, password });
+  const admin = (await login("admin", BENCH_ADMIN_PASSWORD))["accessToken"] as string;
+  const user = await call(url, "Quantixkvm.identity.v1.IdentityService/CreateUser", { username: "bench", password: BENCH_ADMIN_PASSWORD }, admin);
+  await call(url, "Quantixkvm.identity.v1.ProjectService/SetRoleBinding", { projectId: DEMO_PROJECT, principalType: "PRINCIPAL_TYPE_USER", principalId: user["id"], role: "ROLE_MEMBER" }, admin);
+  const jwt = (await login("bench", BENCH_ADMIN_PASSWORD))["accessToken"] as string;
+  const api = (await call(url, "Quantixkvm.identity.v1.IdentityService/CreateToken", { name: "bench", projectId: DEMO_PROJECT, role: "ROLE_MEMBER" }, jwt))["secret"] as string;
+  return { jwt, api };
+}
+
+/**
+ * GetVM over gRPC at saturation, taking turns (5 rounds, medians): the secured server
+ * with each token, and the local-trust one without.
+ */
+export async function authLoad(secured: string, local: string, tokens: { jwt: string; api: string }, dir: string): Promise<{ jwt: Saturation; api: Saturation; without: Saturation }> {
+  const body = join(dir, "getvm-req.grpc");
+  const session = await connect(secured);
+  for (const token of [tokens.jwt, tokens.api]) {
+    const check = await exchange(session, { ...grpcHeaders(GET_VM), authorization: `Bearer ${token}` }, readFileSync(body));
+    if (!isDemoVm(check)) throw new Error("GetVM with the member's token did not answer the demo VM");
+  }
+  session.close();
+  const headers = { "content-type": "application/grpc", te: "trailers" };
+  const [jwt, api, without] = (await saturateAll(
+    [
+      { url: secured + GET_VM, bodyFile: body, headers: { ...headers, authorization: `Bearer ${tokens.jwt}` }, clients: 4, streams: 32 },
+      { url: secured + GET_VM, bodyFile: body, headers: { ...headers, authorization: `Bearer ${tokens.api}` }, clients: 4, streams: 32 },
+      { url: local + GET_VM, bodyFile: body, headers, clients: 4, streams: 32 },
+    ],
+    5,
+  )) as [Saturation, Saturation, Saturation];
+  return { jwt, api, without };
+}

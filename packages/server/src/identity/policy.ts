@@ -1,0 +1,191 @@
+import { DEFAULT_PROJECT_ID, MIGRATION_KIND, VM_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
+
+/**
+ * Where a project-scoped RPC finds the project it acts in:
+ * - `request`: a field of the request names it (`project_id`; `id` of ProjectService),
+ *   `dflt` when empty; `hide` answers NOT_FOUND to a caller with no role there (Get/Update
+ *   of the project itself: its existence is not told to strangers);
+ * - `object`: the request's `field` is the id of an object of `kind`, whose project counts;
+ *   a caller with no role there gets NOT_FOUND, as for a missing object (OpenStack's 404);
+ *   `after`: checked on the response (a read returns the object: no extra lookup);
+ * - `list`: a List or Watch, filtered to the projects where the caller has the role (a
+ *   `project_id` the request names must be one); `cluster` adds objects of no project
+ *   (events of nodes);
+ * - `pending`: a service not built yet: the role in any project lets the call through to
+ *   its UNIMPLEMENTED answer; the service's own target comes with it.
+ */
+export type ProjectTarget =
+  | { readonly from: "request"; readonly field: string; readonly dflt?: string; readonly hide?: boolean }
+  | { readonly from: "object"; readonly kind: Kind<Resource>; readonly field: string; readonly after?: boolean }
+  | { readonly from: "list"; readonly cluster?: boolean }
+  | { readonly from: "pending" };
+
+/** Who may call an RPC. */
+export type Policy = (
+  | /** Anyone, even without credentials. */ { readonly access: "public" }
+  | /** Any authenticated caller; the handler narrows (its own password, its own tokens). */ { readonly access: "authenticated" }
+  | /** Any authenticated caller: cluster-wide objects that are no secret (nodes, pools). */ { readonly access: "cluster-read" }
+  | /** System administrators only. */ { readonly access: "system-admin" }
+  | /** A node's enrolled agent (for its own node) or a system administrator. */ { readonly access: "agent" }
+  | /** A role in the project the call acts in. */ { readonly access: "project"; readonly role: ProjectRole; readonly target: ProjectTarget }
+) & {
+  /** The token scope the call needs when the caller's token is limited to scopes (the MemoryGateway's). */
+  readonly scope?: Scope;
+};
+
+const pub: Policy = { access: "public" };
+const authed: Policy = { access: "authenticated" };
+const clusterRead: Policy = { access: "cluster-read" };
+const admin: Policy = { access: "system-admin" };
+const agent: Policy = { access: "agent" };
+const vm = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: VM_KIND as unknown as Kind<Resource>, field, after } });
+const list = (role: ProjectRole = "reader", cluster = false): Policy => ({ access: "project", role, target: { from: "list", cluster } });
+const inRequest = (role: ProjectRole, field = "project_id", o: { dflt?: string; hide?: boolean } = {}): Policy => ({ access: "project", role, target: { from: "request", field, ...o } });
+const pending = (role: ProjectRole, scope?: Scope): Policy => ({ access: "project", role, target: { from: "pending" }, ...(scope ? { scope } : {}) });
+
+/** A service not built yet whose objects belong to projects: readers read, members write. */
+function projectCrud(service: string, plural: string, singular: string, extra: Record<string, Policy> = {}): Record<string, Policy> {
+  return {
+    [`${service}/Create${singular}`]: pending("member"),
+    [`${service}/Get${singular}`]: pending("reader"),
+    [`${service}/List${plural}`]: pending("reader"),
+    [`${service}/Update${singular}`]: pending("member"),
+    [`${service}/Delete${singular}`]: pending("member"),
+    [`${service}/Watch${plural}`]: pending("reader"),
+    ...Object.fromEntries(Object.entries(extra).map(([m, p]) => [`${service}/${m}`, p])),
+  };
+}
+
+const VMS = "Quantixkvm.compute.v1.VMService";
+const NODES = "Quantixkvm.compute.v1.NodeService";
+const MIGRATIONS = "Quantixkvm.compute.v1.MigrationService";
+const EVENTS = "Quantixkvm.event.v1.EventService";
+const IDENTITY = "Quantixkvm.identity.v1.IdentityService";
+const PROJECTS = "Quantixkvm.identity.v1.ProjectService";
+const VMM = "vmm.v1.VmService";
+const DOM = "virtualdom.v1.MemoryGateway";
+
+/**
+ * The policy of every RPC of every service the control plane serves or lists, by
+ * procedure: one declaration, enforced by the authorization interceptor on every
+ * protocol path; policy.test.ts fails for an RPC of the served descriptors without one.
+ * docs/api/identity.md has it as a table.
+ */
+export const POLICY: Readonly<Record<string, Policy>> = {
+  // The reflection services describe the API, which is public (the proto files are).
+  "grpc.reflection.v1.ServerReflection/ServerReflectionInfo": pub,
+  "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": pub,
+
+  [`${IDENTITY}/Login`]: pub,
+  [`${IDENTITY}/WhoAmI`]: authed,
+  [`${IDENTITY}/CreateUser`]: admin,
+  [`${IDENTITY}/GetUser`]: authed,
+  [`${IDENTITY}/ListUsers`]: admin,
+  [`${IDENTITY}/DeleteUser`]: admin,
+  [`${IDENTITY}/SetPassword`]: authed,
+  [`${IDENTITY}/CreateServiceAccount`]: admin,
+  [`${IDENTITY}/ListServiceAccounts`]: admin,
+  [`${IDENTITY}/DeleteServiceAccount`]: admin,
+  [`${IDENTITY}/CreateToken`]: authed,
+  [`${IDENTITY}/ListTokens`]: authed,
+  [`${IDENTITY}/RevokeToken`]: authed,
+  [`${IDENTITY}/RotateSigningKey`]: admin,
+  [`${IDENTITY}/ListSigningKeys`]: admin,
+
+  [`${PROJECTS}/CreateProject`]: admin,
+  [`${PROJECTS}/GetProject`]: inRequest("reader", "id", { hide: true }),
+  [`${PROJECTS}/ListProjects`]: authed,
+  [`${PROJECTS}/UpdateProject`]: inRequest("admin", "id", { hide: true }),
+  [`${PROJECTS}/DeleteProject`]: admin,
+  [`${PROJECTS}/SetRoleBinding`]: inRequest("admin"),
+  [`${PROJECTS}/DeleteRoleBinding`]: inRequest("admin"),
+  [`${PROJECTS}/ListRoleBindings`]: list("reader"),
+
+  [`${VMS}/CreateVM`]: inRequest("member", "project_id", { dflt: DEFAULT_PROJECT_ID }),
+  [`${VMS}/GetVM`]: vm("reader", "id", true),
+  [`${VMS}/ListVMs`]: list(),
+  [`${VMS}/UpdateVM`]: vm("member"),
+  [`${VMS}/DeleteVM`]: vm("member"),
+  [`${VMS}/StartVM`]: vm("member"),
+  [`${VMS}/StopVM`]: vm("member"),
+  [`${VMS}/RebootVM`]: vm("member"),
+  [`${VMS}/PauseVM`]: vm("member"),
+  [`${VMS}/ResumeVM`]: vm("member"),
+  [`${VMS}/SuspendVM`]: vm("member"),
+  // Live migration places a guest on a chosen host: an operator's action (as in Nova).
+  [`${VMS}/MigrateVM`]: admin,
+  [`${VMS}/WatchVM`]: vm("reader", "vm_id"),
+  [`${VMS}/WatchVMs`]: list(),
+  [`${VMS}/GetConsoleOutput`]: vm("reader", "vm_id"),
+  [`${VMS}/StreamConsole`]: vm("reader", "vm_id"),
+  [`${VMS}/StreamMetrics`]: vm("reader", "vm_id"),
+
+  [`${NODES}/RegisterNode`]: agent,
+  [`${NODES}/UpdateHeartbeat`]: agent,
+  [`${NODES}/GetNode`]: clusterRead,
+  [`${NODES}/ListNodes`]: clusterRead,
+  [`${NODES}/WatchNodes`]: clusterRead,
+  [`${NODES}/GetNodeMetrics`]: clusterRead,
+  [`${NODES}/UpdateNode`]: admin,
+  [`${NODES}/DecommissionNode`]: admin,
+  [`${NODES}/EnableNode`]: admin,
+  [`${NODES}/DisableNode`]: admin,
+  [`${NODES}/DrainNode`]: admin,
+
+  [`${MIGRATIONS}/GetMigration`]: { access: "project", role: "reader", target: { from: "object", kind: MIGRATION_KIND as unknown as Kind<Resource>, field: "id", after: true } },
+  [`${MIGRATIONS}/ListMigrations`]: list(),
+  [`${MIGRATIONS}/WatchMigrations`]: list(),
+  [`${MIGRATIONS}/CancelMigration`]: admin,
+
+  [`${EVENTS}/ListEvents`]: list("reader", true),
+  [`${EVENTS}/WatchEvents`]: list("reader", true),
+
+  // The agent's API: the control plane only points to the agents; on an agent, only its control plane calls it.
+  ...Object.fromEntries(
+    ["CreateVm", "DeleteVm", "BootVm", "ShutdownVm", "PauseVm", "ResumeVm", "RebootVm", "GetVmInfo", "ListVms", "GetConsoleOutput", "StreamConsole", "WatchVms", "PrepareMigration", "MigrateVm", "CancelMigration"].map((m) => [`${VMM}/${m}`, admin]),
+  ),
+
+  // Storage: pools are the cluster's (operators), volumes, snapshots and images a project's.
+  "Quantixkvm.storage.v1.StoragePoolService/CreateStoragePool": admin,
+  "Quantixkvm.storage.v1.StoragePoolService/GetStoragePool": clusterRead,
+  "Quantixkvm.storage.v1.StoragePoolService/ListStoragePools": clusterRead,
+  "Quantixkvm.storage.v1.StoragePoolService/UpdateStoragePool": admin,
+  "Quantixkvm.storage.v1.StoragePoolService/DeleteStoragePool": admin,
+  "Quantixkvm.storage.v1.StoragePoolService/RefreshStoragePool": admin,
+  "Quantixkvm.storage.v1.StoragePoolService/WatchStoragePools": clusterRead,
+  ...projectCrud("Quantixkvm.storage.v1.VolumeService", "Volumes", "Volume", {
+    ResizeVolume: pending("member"),
+    AttachVolume: pending("member"),
+    DetachVolume: pending("member"),
+    CloneVolume: pending("member"),
+    // Moving a volume between pools is an operator's action.
+    MigrateVolume: admin,
+  }),
+  ...projectCrud("Quantixkvm.storage.v1.SnapshotService", "Snapshots", "Snapshot", { RevertToSnapshot: pending("member") }),
+  ...projectCrud("Quantixkvm.storage.v1.ImageService", "Images", "Image", { ImportImage: pending("member"), UploadImage: pending("member") }),
+
+  ...projectCrud("Quantixkvm.network.v1.VirtualNetworkService", "VirtualNetworks", "VirtualNetwork"),
+  ...projectCrud("Quantixkvm.network.v1.PortService", "Ports", "Port"),
+  ...projectCrud("Quantixkvm.network.v1.SecurityGroupService", "SecurityGroups", "SecurityGroup", { AddSecurityGroupRules: pending("member"), RemoveSecurityGroupRules: pending("member") }),
+  ...projectCrud("Quantixkvm.network.v1.FloatingIpService", "FloatingIps", "FloatingIp", { AssociateFloatingIp: pending("member"), DisassociateFloatingIp: pending("member") }),
+  ...projectCrud("Quantixkvm.network.v1.LoadBalancerService", "LoadBalancers", "LoadBalancer", {
+    AddPoolMembers: pending("member"),
+    RemovePoolMembers: pending("member"),
+    GetLoadBalancerStats: pending("reader"),
+  }),
+  ...projectCrud("Quantixkvm.network.v1.VpnServiceManager", "VpnServices", "VpnService", { AddVpnPeer: pending("member"), RemoveVpnPeer: pending("member") }),
+
+  // The document gateway (adr-0001): dom.read to read, dom.write to write.
+  [`${DOM}/WriteDiff`]: pending("member", "dom.write"),
+  [`${DOM}/ReadSnapshot`]: pending("reader", "dom.read"),
+  [`${DOM}/SubscribeChanges`]: pending("reader", "dom.read"),
+  [`${DOM}/CollaborativeSession`]: pending("member", "dom.write"),
+  [`${DOM}/ListNodes`]: pending("reader", "dom.read"),
+  [`${DOM}/ListVersions`]: pending("reader", "dom.read"),
+  [`${DOM}/DeleteNode`]: pending("member", "dom.write"),
+};
+
+/** The policy of a procedure ("pkg.Service/Method"), or undefined (then the call is refused). */
+export function policyOf(procedure: string): Policy | undefined {
+  return POLICY[procedure];
+}
