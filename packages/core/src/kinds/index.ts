@@ -3,13 +3,17 @@ export * from "./node-kind.js";
 export * from "./event-kind.js";
 export * from "./migration-kind.js";
 export * from "./node-tombstone-kind.js";
+export * from "./quota-kind.js";
+export * from "./audit-record-kind.js";
 
 import type { Kind, Resource } from "../resource/kind.js";
 import { EVENT_KIND } from "./event-kind.js";
 import { MIGRATION_KIND } from "./migration-kind.js";
 import { NODE_KIND } from "./node-kind.js";
 import { NODE_TOMBSTONE_KIND } from "./node-tombstone-kind.js";
+import { QUOTA_KIND } from "./quota-kind.js";
+import { AUDIT_RECORD_KIND } from "./audit-record-kind.js";
 import { VM_KIND } from "./vm-kind.js";
 
 /** Every kind the control plane keeps: each store registers them all. */
-export const ALL_KINDS: readonly Kind<Resource>[] = [VM_KIND, NODE_KIND, EVENT_KIND, MIGRATION_KIND, NODE_TOMBSTONE_KIND] as unknown as Kind<Resource>[];
+export const ALL_KINDS: readonly Kind<Resource>[] = [VM_KIND, NODE_KIND, EVENT_KIND, MIGRATION_KIND, NODE_TOMBSTONE_KIND, QUOTA_KIND, AUDIT_RECORD_KIND] as unknown as Kind<Resource>[];

@@ -229,6 +229,37 @@ function transactions(storeOf: () => Store): void {
       assert.equal(await store.of(eventFx!.kind).get(other.id), undefined);
     });
 
+    it("an update with mutate reads the stored object under the commit: concurrent counters never lose a write, and a refusal undoes the commit", async () => {
+      const store = storeOf();
+      const vms = store.of(vmFx!.kind);
+      const counter = await vms.create(vmFx!.make({}, { n: "0" }));
+      const bump = (o: Resource): Resource | undefined => {
+        const c = o as Resource & { labels: Record<string, string> };
+        const n = Number(c.labels["n"]);
+        if (n >= 30) throw new QuantixError("resource_exhausted", "counter full");
+        c.labels = { ...c.labels, n: String(n + 1) };
+        return c;
+      };
+      // 40 commits at once, each an event and a bump: exactly 30 fit.
+      const results = await Promise.allSettled(
+        Array.from({ length: 40 }, () => store.commit([{ op: "update", kind: vmFx!.kind, object: { id: counter.id, resourceVersion: 0n }, mutate: bump }, { op: "create", kind: eventFx!.kind, object: eventFx!.make({ object_id: counter.id }) }])),
+      );
+      const ok = results.filter((r) => r.status === "fulfilled").length;
+      const refused = results.filter((r) => r.status === "rejected" && r.reason instanceof QuantixError && r.reason.code === "resource_exhausted").length;
+      assert.deepEqual([ok, refused], [30, 10]);
+      const after = (await vms.get(counter.id)) as Resource & { labels: Record<string, string> };
+      assert.equal(after.labels["n"], "30");
+      const events = await store.of(eventFx!.kind).list({ where: { object_id: counter.id }, order: { field: "time", desc: false }, limit: 100 });
+      assert.equal(events.totalCount, 30, "a refused commit writes nothing");
+      // Returning undefined changes nothing; a stale version is ABORTED; a missing object NOT_FOUND.
+      const before = await store.revision();
+      const [same] = await store.commit([{ op: "update", kind: vmFx!.kind, object: { id: counter.id, resourceVersion: 0n }, mutate: () => undefined }]);
+      assert.equal(same!.resourceVersion, after.resourceVersion);
+      assert.equal(await store.revision(), before);
+      await rejectsWith(store.commit([{ op: "update", kind: vmFx!.kind, object: { id: counter.id, resourceVersion: counter.resourceVersion }, mutate: bump }]), "aborted");
+      await rejectsWith(store.commit([{ op: "update", kind: vmFx!.kind, object: { id: randomUUID(), resourceVersion: 0n }, mutate: bump }]), "not_found");
+    });
+
     it("transact runs again on fresh reads when what it read changed before its commit", async () => {
       const store = storeOf();
       const vms = store.of(vmFx!.kind);
