@@ -25,6 +25,9 @@ import { servedElsewhereImpl, unimplementedImpl } from "./rpc/unimplemented-rout
 import { vmServiceRoute } from "./rpc/vm-routes.js";
 import { migrationServiceRoute } from "./rpc/migration-routes.js";
 import { eventServiceRoute } from "./rpc/event-routes.js";
+import { quotaServiceRoute } from "./rpc/quota-routes.js";
+import { QuotaLedger } from "./quota/quota-ledger.js";
+import { quotaUsageController } from "./controllers/quota-usage.js";
 import { NodeDrainService } from "./services/node-drain.js";
 import { NodeService } from "./services/node-service.js";
 import { VmMetricsStream } from "./services/vm-metrics-stream.js";
@@ -83,7 +86,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   }
 
   const drivers = new NodeDrivers();
-  const vmService = new VmService({ store, clock, ids });
+  const ledger = new QuotaLedger({ store, clock, defaults: config.defaultQuota });
+  const vmService = new VmService({ store, clock, ids, ledger });
   const vmController = new VmController({ store, drivers, clock, log });
   const nodeService = new NodeService({ store, clock, ids, nodeLostAfterSec: config.nodeLostAfterSec, decommission: { drivers, holder: vmController, log } });
   const power = new VmPowerService(store, drivers);
@@ -102,7 +106,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const agents: AgentNodes = attachAgentNodes({ store, drivers, log, clusterId: await store.clusterId() });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   const controllers = new ControllerManager({ store, log, onLost: () => process.exit(1) });
-  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
+  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), quotaUsageController({ store, clock, log }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
   await controllers.start();
 
   // Counted where each call is logged (the kit's observeCalls interceptor), read by GET /metrics.
@@ -112,6 +116,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     nodeServiceRoute(store, nodeService, drains),
     migrationServiceRoute(store),
     eventServiceRoute(store),
+    quotaServiceRoute(store, clock),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
     ...SERVED_ELSEWHERE.map((p) => ({ service: p.service, impl: servedElsewhereImpl(p.service, p.where) })),
   ];
