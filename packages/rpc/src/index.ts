@@ -11,3 +11,4 @@ export { boundText, MESSAGE_MAX_BYTES, toConnectError, unimplemented } from "./e
 export { createJsonLogger, silentLogger, type Logger, type LogLevel } from "./log/logger.js";
 export { LATENCY_BUCKETS_SEC, RpcMetrics } from "./metrics/rpc-metrics.js";
 export { peerKey, principalKey, peerOfSocket, type Peer } from "./call-context.js";
+export { codeLabel } from "./code-label.js";

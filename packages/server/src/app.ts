@@ -16,7 +16,8 @@ import { SimulatedNodes } from "./demo/simulated-nodes.js";
 import { createFallback } from "./health.js";
 import { attachAgentNodes, type AgentNodes } from "./hypervisor/agent-nodes.js";
 import { NodeDrivers } from "./hypervisor/node-drivers.js";
-import { RpcMetrics, startRpcServer, type Route, type RpcServer } from "@quantix/rpc";
+import { rateLimit, RpcMetrics, startRpcServer, type Route, type RpcServer } from "@quantix/rpc";
+import type { Interceptor } from "@connectrpc/connect";
 import { createJsonLogger, type Logger } from "@quantix/rpc";
 import { PENDING_SERVICES, SERVED_ELSEWHERE, SERVED_FILES } from "./rpc/catalog.js";
 import { controlPlaneMetrics } from "./metrics/control-plane-metrics.js";
@@ -25,6 +26,9 @@ import { servedElsewhereImpl, unimplementedImpl } from "./rpc/unimplemented-rout
 import { vmServiceRoute } from "./rpc/vm-routes.js";
 import { migrationServiceRoute } from "./rpc/migration-routes.js";
 import { eventServiceRoute } from "./rpc/event-routes.js";
+import { AUDIT_RETAINED, auditServiceRoute } from "./rpc/audit-routes.js";
+import { auditCalls } from "./audit/audit-interceptor.js";
+import { AuditWriter } from "./audit/audit-writer.js";
 import { quotaServiceRoute } from "./rpc/quota-routes.js";
 import { QuotaLedger } from "./quota/quota-ledger.js";
 import { quotaUsageController } from "./controllers/quota-usage.js";
@@ -50,6 +54,8 @@ export interface ControlPlane {
   readonly simulated: SimulatedNodes;
   /** The agent nodes this replica drives (undefined until it leads). */
   readonly agents: AgentNodes | undefined;
+  /** Writes the audit trail (flush() in tests, to read records at once). */
+  readonly audit: AuditWriter;
   /** Graceful shutdown: streams end cleanly, in-flight calls finish, then connections close. */
   close(): Promise<void>;
 }
@@ -62,6 +68,8 @@ export interface ControlPlaneDeps {
   readonly store?: Store;
   /** Starts the simulated hosts of demo nodes (the agent package's createSimulatedHost); without it they stay unconnected. */
   readonly simulatedHosts?: SimulatedHostFactory;
+  /** Interceptors run inside the audit trail and the rate limit (tests: a stand-in for authentication and policy). */
+  readonly interceptors?: readonly Interceptor[];
 }
 
 /** The composition root of the control plane: picks implementations and wires them. */
@@ -106,7 +114,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const agents: AgentNodes = attachAgentNodes({ store, drivers, log, clusterId: await store.clusterId() });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   const controllers = new ControllerManager({ store, log, onLost: () => process.exit(1) });
-  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), quotaUsageController({ store, clock, log }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
+  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), new EventRetention({ store, clock, log, retentionSec: config.auditRetentionSec, kept: AUDIT_RETAINED }), quotaUsageController({ store, clock, log }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
   await controllers.start();
 
   // Counted where each call is logged (the kit's observeCalls interceptor), read by GET /metrics.
@@ -117,15 +125,24 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     migrationServiceRoute(store),
     eventServiceRoute(store),
     quotaServiceRoute(store, clock),
+    auditServiceRoute(store),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
     ...SERVED_ELSEWHERE.map((p) => ({ service: p.service, impl: servedElsewhereImpl(p.service, p.where) })),
   ];
+  // Every mutating call is recorded, refused ones too: the audit trail is outermost of
+  // ours (then authentication, when it comes, the rate limit per caller, and policy).
+  const audit = new AuditWriter({ store, log });
+  // Record and request ids are random whatever `ids` is (a test's ids stay the resources').
+  const interceptors: Interceptor[] = [auditCalls({ sink: audit, clock, ids: randomIds })];
+  if (config.rateLimitRps > 0) interceptors.push(rateLimit({ rps: config.rateLimitRps, burst: config.rateLimitBurst }));
+  interceptors.push(...(deps.interceptors ?? []));
   let server: RpcServer;
   try {
     server = await startRpcServer({
       host: config.host,
       port: config.port,
       routes,
+      interceptors,
       reflection: SERVED_FILES,
       log,
       metrics: rpcMetrics,
@@ -142,6 +159,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   } catch (err) {
     await controllers.stop();
     await agents.stop();
+    await audit.close();
     await store.close();
     throw err;
   }
@@ -155,12 +173,15 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     controllers,
     drivers,
     simulated,
+    audit,
     get agents() {
       return agents;
     },
     close() {
       closing ??= (async () => {
         await server.close(config.shutdownGraceMs);
+        // The calls have ended: their audit records are written before the store closes.
+        await audit.close();
         await controllers.stop();
         await agents.stop();
         await store.close();
