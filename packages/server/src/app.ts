@@ -1,4 +1,4 @@
-import { randomIds, systemClock, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND } from "@quantix/core";
+import { randomIds, systemClock, vmUsage, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND } from "@quantix/core";
 import type { ControlPlaneConfig } from "./config.js";
 import { VmController } from "./controllers/vm-controller.js";
 import { nodeAllocationController } from "./controllers/node-allocation.js";
@@ -84,7 +84,9 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     if (config.demo) {
       const seeded = await store.seedOnce(async () => {
         for (const n of demoNodes(startedAt)) await store.of(NODE_KIND).create(n);
-        for (const vm of demoVms(startedAt)) await store.of(VM_KIND).create(vm);
+        // Counted in the demo project's quota, never refused by a default limit.
+        const seeding = new QuotaLedger({ store, clock, defaults: {} });
+        for (const vm of demoVms(startedAt)) await seeding.commit(vm.projectId, vmUsage(vm), [{ op: "create", kind: VM_KIND as never, object: vm }], "api");
       });
       if (seeded) log.log("info", "seeded demo data into the new store", { nodes: 3, vms: 4 });
     }

@@ -43,10 +43,14 @@ interface IdFields {
 export function auditCalls(o: { sink: AuditSink; clock: Clock; ids: IdGenerator }): Interceptor {
   const classes = new Map<DescMethod, CallClass>();
   const fields = new Map<DescMethod, IdFields>();
-  return (next) => async (req) => {
+  return (next) => (req) => {
+    // Reads go straight through: no async frame, no promise of ours (this runs on every call).
     let cls = classes.get(req.method);
     if (cls === undefined) classes.set(req.method, (cls = classOf(req.method)));
-    if (cls === "read") return next(req);
+    return cls === "read" ? next(req) : recorded(next, req, cls);
+  };
+
+  async function recorded(next: Parameters<Interceptor>[0], req: UnaryRequest | StreamRequest, cls: CallClass): Promise<UnaryResponse | StreamResponse> {
     const start = o.clock.now();
     const t0 = performance.now();
     const given = req.header.get(REQUEST_ID_HEADER);
@@ -66,7 +70,7 @@ export function auditCalls(o: { sink: AuditSink; clock: Clock; ids: IdGenerator 
     res.header.set(REQUEST_ID_HEADER, requestId);
     if (cls === "write") await o.sink.add(recordOf(req, f, message, res.stream ? undefined : (res.message as Record<string, unknown>), 0, start, t0, requestId, o.ids));
     return res;
-  };
+  }
 }
 
 function recordOf(

@@ -12,7 +12,7 @@ import { VpnServiceManager } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_se
 import { QuotaService } from "@quantix/api/gen/Quantixkvm/quota/v1/quota_service_pb.js";
 import { DEFAULT_PROJECT_ID, LOCAL_PRINCIPAL, type Principal } from "@quantix/core";
 import { principalKey, type Logger } from "@quantix/rpc";
-import { collect, until } from "@quantix/testing";
+import { collect, rejection, until } from "@quantix/testing";
 import { startControlPlane, type ControlPlane } from "../app.js";
 import { loadConfig } from "../config.js";
 import { idFieldsOf } from "./audit-interceptor.js";
@@ -44,15 +44,6 @@ async function records(filter: Parameters<ReturnType<typeof createClient<typeof 
   return (await createClient(AuditService, connect()).listAuditRecords({ pageSize: 1000, ...filter })).auditRecords;
 }
 
-async function refusal(p: Promise<unknown>): Promise<ConnectError> {
-  try {
-    await p;
-  } catch (err) {
-    return ConnectError.from(err);
-  }
-  assert.fail("the call succeeded");
-}
-
 describe("the audit trail", () => {
   it("records a write that succeeded: principal, RPC, the id created, project, code, time, request id, source; reads are not recorded", async () => {
     const vms = createClient(VMService, connect());
@@ -76,18 +67,18 @@ describe("the audit trail", () => {
 
   it("records refused writes with their code: INVALID_ARGUMENT, PERMISSION_DENIED, NOT_FOUND, RESOURCE_EXHAUSTED (quota); the request id is in the error", async () => {
     const vms = createClient(VMService, connect());
-    const bad = await refusal(vms.createVM({ name: "Not A Valid Name!", spec: { cpu: { cores: 0 } } }, { headers: { "x-test-user": "bob" } }));
+    const bad = await rejection(vms.createVM({ name: "Not A Valid Name!", spec: { cpu: { cores: 0 } } }, { headers: { "x-test-user": "bob" } }));
     assert.equal(bad.code, Code.InvalidArgument);
     const generated = bad.metadata.get("x-request-id");
     assert.match(generated ?? "", /^[0-9a-f-]{36}$/);
-    const denied = await refusal(vms.deleteVM({ id: "11111111-2222-3333-4444-555555555555" }, { headers: { "x-test-user": "bob", "x-test-deny": "yes", "x-request-id": "req-denied" } }));
+    const denied = await rejection(vms.deleteVM({ id: "11111111-2222-3333-4444-555555555555" }, { headers: { "x-test-user": "bob", "x-test-deny": "yes", "x-request-id": "req-denied" } }));
     assert.equal(denied.code, Code.PermissionDenied);
-    const missing = await refusal(vms.startVM({ id: "99999999-2222-3333-4444-555555555555" }, { headers: { "x-test-user": "bob" } }));
+    const missing = await rejection(vms.startVM({ id: "99999999-2222-3333-4444-555555555555" }, { headers: { "x-test-user": "bob" } }));
     assert.equal(missing.code, Code.NotFound);
     // QUANTIX_DEFAULT_QUOTA is vms=3: a project's fourth VM is refused.
     const p = "audit-quota";
     for (let i = 0; i < 3; i++) await vms.createVM({ name: `q${i}`, projectId: p, spec });
-    const full = await refusal(vms.createVM({ name: "q3", projectId: p, spec }, { headers: { "x-test-user": "bob" } }));
+    const full = await rejection(vms.createVM({ name: "q3", projectId: p, spec }, { headers: { "x-test-user": "bob" } }));
     assert.equal(full.code, Code.ResourceExhausted);
     assert.equal(full.rawMessage, `quota vms of project ${p} exceeded: limit 3, used 3, requested 1`);
 
@@ -134,7 +125,7 @@ describe("the audit trail", () => {
 
   it("stores no request field but ids: a secret in a request reaches neither the record nor the log", async () => {
     const vpn = createClient(VpnServiceManager, connect());
-    const err = await refusal(vpn.createVpnService({ name: "v", projectId: "p-secret", spec: { wireguard: { privateKey: SECRET } } } as never, { headers: { "x-test-user": "erin" } }));
+    const err = await rejection(vpn.createVpnService({ name: "v", projectId: "p-secret", spec: { wireguard: { privateKey: SECRET } } } as never, { headers: { "x-test-user": "erin" } }));
     assert.equal(err.code, Code.Unimplemented);
     const [r] = await records({ principalId: "erin" });
     assert.deepEqual([r?.procedure, r?.code, r?.projectId], ["/Quantixkvm.network.v1.VpnServiceManager/CreateVpnService", "unimplemented", "p-secret"]);
@@ -152,10 +143,10 @@ describe("the audit trail", () => {
     assert.deepEqual([set.limits?.vms, set.limits?.vcpus, set.limits?.memoryMib], [1n, -1n, undefined]);
     const vms = createClient(VMService, connect());
     await vms.createVM({ name: "only", projectId: p, spec });
-    const full = await refusal(vms.createVM({ name: "second", projectId: p, spec }));
+    const full = await rejection(vms.createVM({ name: "second", projectId: p, spec }));
     assert.equal(full.code, Code.ResourceExhausted);
     assert.equal((await quotas.getQuota({ projectId: p })).used?.vms, 1n);
-    const bad = await refusal(quotas.setQuota({ projectId: p, limits: { vms: -2n } }));
+    const bad = await rejection(quotas.setQuota({ projectId: p, limits: { vms: -2n } }));
     assert.equal(bad.code, Code.InvalidArgument);
     assert.match(bad.rawMessage, /limits\.vms: must be -1 \(unlimited\) or between 0 and/);
     const [rec] = await records({ procedure: "/Quantixkvm.quota.v1.QuotaService/SetQuota", projectId: p, codes: ["ok"] });

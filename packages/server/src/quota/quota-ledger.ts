@@ -23,12 +23,8 @@ export interface Charging<T> {
  * and a limit holds however many race: no retries, no lost charge.
  */
 export class QuotaLedger {
+  /** `defaults`: the cluster's default limits (QUANTIX_DEFAULT_QUOTA), for projects whose quota sets none. */
   constructor(private readonly deps: { store: Store; clock: Clock; defaults: Limits }) {}
-
-  /** The cluster default limits (QUANTIX_DEFAULT_QUOTA). */
-  get defaults(): Limits {
-    return this.deps.defaults;
-  }
 
   /**
    * Commits `ops` with `projectId`'s use changed by `delta` first, all or nothing, and
