@@ -55,7 +55,8 @@ export function rateLimit(o: RateLimitOptions): RateLimiter {
     if (t - sweptAt >= fullAfterMs) sweep(t);
     const values = req.contextValues;
     const p = values.get(principalKey);
-    const key = p ? `${p.kind}:${p.id}` : `@${values.get(peerKey).address}`;
+    // A principal's key has a kind's letters before its colon, which no IPv4 or IPv6 address has.
+    const key = p ? `${p.kind}:${p.id}` : values.get(peerKey).address;
     let b = buckets.get(key);
     if (b === undefined) {
       if (buckets.size >= maxCallers) {
