@@ -27,7 +27,7 @@ import { vmServiceRoute } from "./rpc/vm-routes.js";
 import { migrationServiceRoute } from "./rpc/migration-routes.js";
 import { eventServiceRoute } from "./rpc/event-routes.js";
 import { AUDIT_RETAINED, auditServiceRoute } from "./rpc/audit-routes.js";
-import { auditCalls } from "./audit/audit-interceptor.js";
+import { auditCalls, projectResolver } from "./audit/audit-interceptor.js";
 import { AuditWriter } from "./audit/audit-writer.js";
 import { quotaServiceRoute } from "./rpc/quota-routes.js";
 import { QuotaLedger } from "./quota/quota-ledger.js";
@@ -135,7 +135,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   // ours (then authentication, when it comes, the rate limit per caller, and policy).
   const audit = new AuditWriter({ store, log });
   // Record and request ids are random whatever `ids` is (a test's ids stay the resources').
-  const interceptors: Interceptor[] = [auditCalls({ sink: audit, clock, ids: randomIds })];
+  const interceptors: Interceptor[] = [auditCalls({ sink: audit, clock, ids: randomIds, projectOf: projectResolver(store) })];
   if (config.rateLimitRps > 0) interceptors.push(rateLimit({ rps: config.rateLimitRps, burst: config.rateLimitBurst }));
   interceptors.push(...(deps.interceptors ?? []));
   let server: RpcServer;

@@ -2,7 +2,7 @@ import { create, ScalarType, type DescField, type DescMessage, type DescMethod }
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Code, Interceptor, StreamRequest, StreamResponse, UnaryRequest, UnaryResponse } from "@connectrpc/connect";
 import { AuditRecordSchema, type AuditRecord } from "@quantix/api/gen/Quantixkvm/audit/v1/audit_pb.js";
-import { ID_PATTERN, PROJECT_ID_PATTERN, type Clock, type IdGenerator, type Principal } from "@quantix/core";
+import { ID_PATTERN, MIGRATION_KIND, PROJECT_ID_PATTERN, VM_KIND, type Clock, type IdGenerator, type Kind, type Principal, type Resource, type Store } from "@quantix/core";
 import { codeLabel, peerKey, principalKey, toConnectError } from "@quantix/rpc";
 import { classOf, type CallClass } from "./call-classes.js";
 
@@ -40,7 +40,16 @@ interface IdFields {
  * Install it outermost of the added interceptors, so that what authentication, rate
  * limits and policy refuse is recorded.
  */
-export function auditCalls(o: { sink: AuditSink; clock: Clock; ids: IdGenerator }): Interceptor {
+export function auditCalls(o: {
+  sink: AuditSink;
+  clock: Clock;
+  ids: IdGenerator;
+  /**
+   * The project of the resource `id` of a service's kind ("" if unknown), asked before a
+   * call whose request and answer name no project (DeleteVM): afterwards it may be gone.
+   */
+  projectOf?: (service: string, id: string) => Promise<string>;
+}): Interceptor {
   const classes = new Map<DescMethod, CallClass>();
   const fields = new Map<DescMethod, IdFields>();
   return (next) => (req) => {
@@ -58,17 +67,22 @@ export function auditCalls(o: { sink: AuditSink; clock: Clock; ids: IdGenerator 
     let f = fields.get(req.method);
     if (f === undefined) fields.set(req.method, (f = idFieldsOf(req.method)));
     const message = req.stream ? undefined : (req.message as Record<string, unknown>);
+    let project = "";
+    if (message && o.projectOf && !f.project && !f.createdProject && f.targets[0]) {
+      const id = wellFormed(message[f.targets[0].localName], ID_PATTERN);
+      if (id !== "") project = await o.projectOf(req.service.typeName, id).catch(() => "");
+    }
     let res: UnaryResponse | StreamResponse;
     try {
       res = await next(req);
     } catch (err) {
       const mapped = toConnectError(err);
       mapped.metadata.set(REQUEST_ID_HEADER, requestId);
-      await o.sink.add(recordOf(req, f, message, undefined, mapped.code, start, t0, requestId, o.ids));
+      await o.sink.add(recordOf(req, f, message, undefined, mapped.code, start, t0, requestId, o.ids, project));
       throw mapped;
     }
     res.header.set(REQUEST_ID_HEADER, requestId);
-    if (cls === "write") await o.sink.add(recordOf(req, f, message, res.stream ? undefined : (res.message as Record<string, unknown>), 0, start, t0, requestId, o.ids));
+    if (cls === "write") await o.sink.add(recordOf(req, f, message, res.stream ? undefined : (res.message as Record<string, unknown>), 0, start, t0, requestId, o.ids, project));
     return res;
   }
 }
@@ -83,10 +97,11 @@ function recordOf(
   t0: number,
   requestId: string,
   ids: IdGenerator,
+  resolved: string,
 ): AuditRecord {
   const p: Principal | undefined = req.contextValues.get(principalKey);
   const targets: string[] = [];
-  let project = "";
+  let project = resolved;
   if (message) {
     for (const field of f.targets) {
       const v = message[field.localName];
@@ -133,4 +148,16 @@ function keep(out: string[], v: unknown): void {
 /** `v` if it is a well-formed id; a malformed one is never stored (it was refused, and could be anything). */
 function wellFormed(v: unknown, pattern: RegExp): string {
   return typeof v === "string" && pattern.test(v) ? v : "";
+}
+
+/** The project of a VM or a migration by id, for records of calls that name none (DeleteVM). */
+export function projectResolver(store: Store): (service: string, id: string) => Promise<string> {
+  const kinds: Record<string, Kind<Resource & { projectId: string }>> = {
+    "Quantixkvm.compute.v1.VMService": VM_KIND as never,
+    "Quantixkvm.compute.v1.MigrationService": MIGRATION_KIND as never,
+  };
+  return async (service, id) => {
+    const kind = kinds[service];
+    return kind ? ((await store.of(kind).get(id))?.projectId ?? "") : "";
+  };
 }

@@ -151,6 +151,12 @@ describe("the audit trail", () => {
     assert.match(bad.rawMessage, /limits\.vms: must be -1 \(unlimited\) or between 0 and/);
     const [rec] = await records({ procedure: "/Quantixkvm.quota.v1.QuotaService/SetQuota", projectId: p, codes: ["ok"] });
     assert.ok(rec, "SetQuota is audited");
+    // DeleteVM names no project and answers Empty: its record has the VM's project, read before it went.
+    const only = (await vms.listVMs({ projectId: p })).vms[0]!;
+    await vms.deleteVM({ id: only.id });
+    const [del] = await records({ procedure: "/Quantixkvm.compute.v1.VMService/DeleteVM", projectId: p });
+    assert.deepEqual([del?.targetIds, del?.code], [[only.id], "ok"]);
+    assert.equal((await quotas.getQuota({ projectId: p })).used?.vms, 0n, "the deletion released the quota");
   });
 });
 
