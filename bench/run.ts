@@ -252,7 +252,8 @@ try {
     const r = f.result;
     const internal = Object.values(r.internal).reduce((a, b) => a + b, 0);
     const unanswered = Object.values(r.unanswered).reduce((a, b) => a + b, 0);
-    const changed = f.before.revision !== f.after.revision || f.before.digest !== f.after.digest;
+    // The refused writes are recorded in the audit trail: its records are the only revisions allowed.
+    const changed = BigInt(f.after.revision) - BigInt(f.before.revision) !== BigInt(f.after.auditRecords - f.before.auditRecords) || f.before.digest !== f.after.digest;
     const zero = { op: "=", value: 0, on: "value" } as const;
     const n = (v: number) => num(v);
     rows.push(
@@ -261,7 +262,7 @@ try {
       { ...absolute("fuzz: INTERNAL answers (or a bare HTTP 500)", internal, n, zero), baseline: "—" },
       { ...absolute("fuzz: requests without an answer", unanswered, n, zero), baseline: "—" },
       { ...absolute("fuzz: crashes (process gone or health not OK)", f.alive && f.healthy ? 0 : 1, n, zero), baseline: `alive ${f.alive}, health ${f.healthy ? "OK" : "failed"}` },
-      { ...absolute("fuzz: state changes (store revision, digest of every kind)", changed ? 1 : 0, n, zero), baseline: `revision ${f.before.revision} -> ${f.after.revision}, digest ${f.before.digest} -> ${f.after.digest}` },
+      { ...absolute("fuzz: state changes (store revision, digest of every kind)", changed ? 1 : 0, n, zero), baseline: `revision ${f.before.revision} -> ${f.after.revision}, audit records ${f.before.auditRecords} -> ${f.after.auditRecords}, digest ${f.before.digest} -> ${f.after.digest}` },
       { ...absolute("fuzz: error-level log lines", f.errorLines, n), baseline: "—" },
     );
     progress(`fuzz: answers by code: ${countsText(r.byCode)}`);

@@ -94,8 +94,14 @@ export interface Collection<T extends Resource> {
 /** One write of a transaction. Updates and deletes are conditional on the version of the object given. */
 export type TxOp =
   | { readonly op: "create"; readonly kind: Kind<Resource>; readonly object: Resource }
-  /** Stores `object` if the stored one is still at object.resourceVersion (0n: unconditional). */
-  | { readonly op: "update"; readonly kind: Kind<Resource>; readonly object: Resource }
+  /**
+   * Stores `object` if the stored one is still at object.resourceVersion (0n: unconditional).
+   * With `mutate`, stores what it makes of the stored object instead (read under the
+   * commit's lock, after the earlier writes of the same commit: a counter such as a quota's
+   * use is charged without a conflict), or nothing when it returns undefined; it may throw to
+   * refuse the whole commit. `object` then only names the id (and a version, if not 0n).
+   */
+  | { readonly op: "update"; readonly kind: Kind<Resource>; readonly object: Resource; readonly mutate?: (current: Resource) => Resource | undefined }
   /** Deletes (or, with finalizers, marks) `object` if it is still at object.resourceVersion (0n: unconditional). */
   | { readonly op: "delete"; readonly kind: Kind<Resource>; readonly object: Resource };
 

@@ -1,7 +1,7 @@
 import type { DescMessage } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { BadRequestSchema } from "@quantix/api/gen/google/rpc/error_details_pb.js";
-import { QuantixError, type ErrorCode, type FieldViolation } from "@quantix/core";
+import { BadRequestSchema, QuotaFailureSchema } from "@quantix/api/gen/google/rpc/error_details_pb.js";
+import { QuantixError, QuotaExceededError, type ErrorCode, type FieldViolation } from "@quantix/core";
 
 const CODES: Record<ErrorCode, Code> = {
   invalid_argument: Code.InvalidArgument,
@@ -29,7 +29,8 @@ const VIOLATIONS_MAX_BYTES = 2048;
 
 /**
  * Maps any error to what a client may see (STYLE rule 5). QuantixErrors keep their code
- * and message, with field violations as a google.rpc.BadRequest detail. ConnectErrors
+ * and message, with field violations as a google.rpc.BadRequest detail and exceeded
+ * quotas as a google.rpc.QuotaFailure detail. ConnectErrors
  * (protocol and parse errors) keep their code. Anything else is a bug: the client gets
  * INTERNAL without a stack or a host path; the cause stays for the log. Whatever the
  * error, what it echoes is bounded (boundText): a message of at most MESSAGE_MAX_BYTES,
@@ -45,7 +46,11 @@ export function toConnectError(err: unknown): ConnectError {
   }
   if (err instanceof QuantixError) {
     const violations = boundViolations(err.violations);
-    const details = violations.length > 0 ? [{ desc: BadRequestSchema, value: { fieldViolations: violations } }] : [];
+    const details: ConstructorParameters<typeof ConnectError>[3] = violations.length > 0 ? [{ desc: BadRequestSchema, value: { fieldViolations: violations } }] : [];
+    if (err instanceof QuotaExceededError) {
+      const quota = err.quotaViolations.map((v) => ({ subject: boundText(v.subject, FIELD_MAX_BYTES), description: boundText(v.description, DESCRIPTION_MAX_BYTES) }));
+      details.push({ desc: QuotaFailureSchema, value: { violations: quota } });
+    }
     return new ConnectError(boundText(err.message), CODES[err.code], undefined, details, err);
   }
   return new ConnectError("internal error; the server log has the details", Code.Internal, undefined, undefined, err);

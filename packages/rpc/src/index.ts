@@ -5,8 +5,10 @@ export { DEFAULT_LIMITS, startRpcServer, type Fallback, type RpcLimits, type Rpc
 export { route, type Route } from "./routes.js";
 export { mapErrors } from "./interceptors/map-errors.js";
 export { observeCalls, type ObserveOptions } from "./interceptors/observe-calls.js";
+export { rateLimit, type RateLimiter, type RateLimitOptions } from "./interceptors/rate-limit.js";
 export { servedByFastPath } from "./fast-path/fast-context.js";
 export { boundText, MESSAGE_MAX_BYTES, toConnectError, unimplemented } from "./errors.js";
 export { createJsonLogger, silentLogger, type Logger, type LogLevel } from "./log/logger.js";
 export { LATENCY_BUCKETS_SEC, RpcMetrics } from "./metrics/rpc-metrics.js";
 export { peerKey, principalKey, peerOfSocket, requestHeader, type Peer } from "./call-context.js";
+export { codeLabel } from "./code-label.js";

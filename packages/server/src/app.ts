@@ -1,4 +1,4 @@
-import { randomIds, systemClock, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND } from "@quantix/core";
+import { randomIds, systemClock, vmUsage, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND } from "@quantix/core";
 import type { ControlPlaneConfig } from "./config.js";
 import { VmController } from "./controllers/vm-controller.js";
 import { nodeAllocationController } from "./controllers/node-allocation.js";
@@ -16,7 +16,8 @@ import { SimulatedNodes } from "./demo/simulated-nodes.js";
 import { createFallback } from "./health.js";
 import { attachAgentNodes, type AgentNodes } from "./hypervisor/agent-nodes.js";
 import { NodeDrivers } from "./hypervisor/node-drivers.js";
-import { RpcMetrics, startRpcServer, type Route, type RpcServer } from "@quantix/rpc";
+import { rateLimit, RpcMetrics, startRpcServer, type Route, type RpcServer } from "@quantix/rpc";
+import type { Interceptor } from "@connectrpc/connect";
 import { createJsonLogger, type Logger } from "@quantix/rpc";
 import { PENDING_SERVICES, SERVED_ELSEWHERE, SERVED_FILES } from "./rpc/catalog.js";
 import { controlPlaneMetrics } from "./metrics/control-plane-metrics.js";
@@ -25,6 +26,12 @@ import { servedElsewhereImpl, unimplementedImpl } from "./rpc/unimplemented-rout
 import { vmServiceRoute } from "./rpc/vm-routes.js";
 import { migrationServiceRoute } from "./rpc/migration-routes.js";
 import { eventServiceRoute } from "./rpc/event-routes.js";
+import { AUDIT_RETAINED, auditServiceRoute } from "./rpc/audit-routes.js";
+import { auditCalls, projectResolver } from "./audit/audit-interceptor.js";
+import { AuditWriter } from "./audit/audit-writer.js";
+import { quotaServiceRoute } from "./rpc/quota-routes.js";
+import { QuotaLedger } from "./quota/quota-ledger.js";
+import { quotaUsageController } from "./controllers/quota-usage.js";
 import { NodeDrainService } from "./services/node-drain.js";
 import { NodeService } from "./services/node-service.js";
 import { VmMetricsStream } from "./services/vm-metrics-stream.js";
@@ -58,6 +65,8 @@ export interface ControlPlane {
   readonly simulated: SimulatedNodes;
   /** The agent nodes this replica drives (undefined until it leads). */
   readonly agents: AgentNodes | undefined;
+  /** Writes the audit trail (flush() in tests, to read records at once). */
+  readonly audit: AuditWriter;
   /** Graceful shutdown: streams end cleanly, in-flight calls finish, then connections close. */
   close(): Promise<void>;
 }
@@ -74,6 +83,8 @@ export interface ControlPlaneDeps {
   readonly adminPassword?: string | undefined;
   /** Where a generated admin password is shown, once (default: stdout; never the log). */
   readonly announce?: (text: string) => void;
+  /** Interceptors run inside the audit trail, authentication, the rate limit and policy (tests). */
+  readonly interceptors?: readonly Interceptor[];
 }
 
 /** The composition root of the control plane: picks implementations and wires them. */
@@ -88,7 +99,9 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     if (config.demo) {
       const seeded = await store.seedOnce(async () => {
         for (const n of demoNodes(startedAt)) await store.of(NODE_KIND).create(n);
-        for (const vm of demoVms(startedAt)) await store.of(VM_KIND).create(vm);
+        // Counted in the demo project's quota, never refused by a default limit.
+        const seeding = new QuotaLedger({ store, clock, defaults: {} });
+        for (const vm of demoVms(startedAt)) await seeding.commit(vm.projectId, vmUsage(vm), [{ op: "create", kind: VM_KIND as never, object: vm }], "api");
       });
       if (seeded) log.log("info", "seeded demo data into the new store", { nodes: 3, vms: 4 });
     }
@@ -108,7 +121,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const projects = new ProjectService({ store, index: identity, clock, ids });
 
   const drivers = new NodeDrivers();
-  const vmService = new VmService({ store, clock, ids });
+  const ledger = new QuotaLedger({ store, clock, defaults: config.defaultQuota });
+  const vmService = new VmService({ store, clock, ids, ledger });
   const vmController = new VmController({ store, drivers, clock, log });
   const nodeService = new NodeService({ store, clock, ids, nodeLostAfterSec: config.nodeLostAfterSec, decommission: { drivers, holder: vmController, log } });
   const power = new VmPowerService(store, drivers);
@@ -127,7 +141,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const agents: AgentNodes = attachAgentNodes({ store, drivers, log, clusterId });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   const controllers = new ControllerManager({ store, log, onLost: () => process.exit(1) });
-  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
+  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), new EventRetention({ store, clock, log, retentionSec: config.auditRetentionSec, kept: AUDIT_RETAINED }), quotaUsageController({ store, clock, log }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
   await controllers.start();
 
   // Counted where each call is logged (the kit's observeCalls interceptor), read by GET /metrics.
@@ -139,8 +153,26 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     eventServiceRoute(store),
     identityServiceRoute(store, users, tokens),
     projectServiceRoute(store, projects, config.defaultDeadlineMs),
+    quotaServiceRoute(store, clock),
+    auditServiceRoute(store),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
     ...SERVED_ELSEWHERE.map((p) => ({ service: p.service, impl: servedElsewhereImpl(p.service, p.where) })),
+  ];
+  // Every mutating call is recorded, refused ones too: the audit trail is outermost of
+  // ours, then authentication, the rate limit per caller (keyed by who the caller is), and policy.
+  const audit = new AuditWriter({ store, log });
+  // Record and request ids are random whatever `ids` is (a test's ids stay the resources').
+  const interceptors: Interceptor[] = [
+    auditCalls({ sink: audit, clock, ids: randomIds, projectOf: projectResolver(store) }),
+    identityInterceptor({
+      auth: authenticator,
+      index: identity,
+      store,
+      localTrust: config.localTrust,
+      log,
+      ...(config.rateLimitRps > 0 ? { rateLimit: rateLimit({ rps: config.rateLimitRps, burst: config.rateLimitBurst }) } : {}),
+    }),
+    ...(deps.interceptors ?? []),
   ];
   let server: RpcServer;
   try {
@@ -148,10 +180,10 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
       host: config.host,
       port: config.port,
       routes,
+      interceptors,
       reflection: SERVED_FILES,
       log,
       metrics: rpcMetrics,
-      interceptors: [identityInterceptor({ auth: authenticator, index: identity, store, localTrust: config.localTrust, log })],
       fallback: createFallback(store, startedAt, () => clock.now(), controlPlaneMetrics({ store, rpc: rpcMetrics, controllers })),
       limits: {
         readMaxBytes: config.maxRequestBytes,
@@ -166,6 +198,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     await controllers.stop();
     await agents.stop();
     identity.stop();
+    await audit.close();
     await store.close();
     throw err;
   }
@@ -182,12 +215,15 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     controllers,
     drivers,
     simulated,
+    audit,
     get agents() {
       return agents;
     },
     close() {
       closing ??= (async () => {
         await server.close(config.shutdownGraceMs);
+        // The calls have ended: their audit records are written before the store closes.
+        await audit.close();
         await controllers.stop();
         await agents.stop();
         identity.stop();

@@ -1,4 +1,4 @@
-import { QuantixError, SCORING_STRATEGIES, type ScoringStrategy } from "@quantix/core";
+import { QUOTA_RESOURCES, QuantixError, SCORING_STRATEGIES, type Limits, type QuotaResource, type ScoringStrategy } from "@quantix/core";
 
 /** The control plane's settings, read from the environment and validated at start. */
 export interface ControlPlaneConfig {
@@ -50,6 +50,14 @@ export interface ControlPlaneConfig {
   readonly loginFailureBurst: number;
   /** Failed logins forgiven per minute (QUANTIX_LOGIN_FAILURES_PER_MIN). */
   readonly loginFailuresPerMin: number;
+  /** Limits of projects whose quota does not set them (QUANTIX_DEFAULT_QUOTA, JSON; default none: unlimited). */
+  readonly defaultQuota: Limits;
+  /** Calls per second each caller may make on average (QUANTIX_RATE_LIMIT_RPS); 0 (the default) turns rate limiting off. */
+  readonly rateLimitRps: number;
+  /** Calls a caller may make at once before the rate applies (QUANTIX_RATE_LIMIT_BURST; default twice the rate). */
+  readonly rateLimitBurst: number;
+  /** How long audit records are kept (QUANTIX_AUDIT_RETENTION_SEC). */
+  readonly auditRetentionSec: number;
 }
 
 /** The store a control plane uses. */
@@ -90,6 +98,10 @@ const DEFAULTS: ControlPlaneConfig = {
   accessTokenTtlSec: 3600,
   loginFailureBurst: 5,
   loginFailuresPerMin: 5,
+  defaultQuota: {},
+  rateLimitRps: 0,
+  rateLimitBurst: 0,
+  auditRetentionSec: 90 * 86_400,
 };
 
 /** Reads and validates the configuration; throws with every problem named. */
@@ -126,6 +138,7 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
   const localTrustEnv = env["QUANTIX_LOCAL_TRUST"] ?? "1";
   if (!["0", "1"].includes(localTrustEnv)) problems.push(`QUANTIX_LOCAL_TRUST=${JSON.stringify(localTrustEnv)} must be 0 or 1`);
   const tlsConfigured = overrides.tlsConfigured ?? DEFAULTS.tlsConfigured;
+  const rateLimitRps = int("QUANTIX_RATE_LIMIT_RPS", 0, 10_000_000, DEFAULTS.rateLimitRps);
   const cfg: ControlPlaneConfig = {
     host,
     port,
@@ -149,6 +162,10 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
     accessTokenTtlSec: int("QUANTIX_ACCESS_TOKEN_TTL_SEC", 60, 86_400, DEFAULTS.accessTokenTtlSec),
     loginFailureBurst: int("QUANTIX_LOGIN_FAILURE_BURST", 1, 10_000, DEFAULTS.loginFailureBurst),
     loginFailuresPerMin: int("QUANTIX_LOGIN_FAILURES_PER_MIN", 1, 100_000, DEFAULTS.loginFailuresPerMin),
+    defaultQuota: parseDefaultQuota(env["QUANTIX_DEFAULT_QUOTA"], problems),
+    rateLimitRps,
+    rateLimitBurst: int("QUANTIX_RATE_LIMIT_BURST", 1, 100_000_000, Math.max(1, rateLimitRps * 2)),
+    auditRetentionSec: int("QUANTIX_AUDIT_RETENTION_SEC", 60, 10 * 366 * 86_400, DEFAULTS.auditRetentionSec),
     storeTuning: {
       historyRevisions: int("QUANTIX_HISTORY_REVISIONS", 10, 100_000_000, DEFAULTS.storeTuning.historyRevisions),
       pgMaxConnections: int("QUANTIX_PG_MAX_CONNECTIONS", 2, 1000, DEFAULTS.storeTuning.pgMaxConnections),
@@ -157,6 +174,35 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
   };
   if (problems.length > 0) throw new QuantixError("invalid_argument", `invalid configuration:\n  ${problems.join("\n  ")}`);
   return cfg;
+}
+
+/** The most a limit may be (amounts stay exact as JavaScript numbers). */
+export const MAX_QUOTA_LIMIT = 1e15;
+
+/** QUANTIX_DEFAULT_QUOTA: a JSON object of limits by resource, e.g. {"vms": 50, "vcpus": 200, "memory_mib": 409600}. */
+function parseDefaultQuota(raw: string | undefined, problems: string[]): Limits {
+  if (raw === undefined || raw.trim() === "") return {};
+  const bad = () => problems.push(`QUANTIX_DEFAULT_QUOTA must be a JSON object of limits (integers from -1, unlimited, to ${MAX_QUOTA_LIMIT}) by resource, among ${QUOTA_RESOURCES.join(", ")}; e.g. {"vms": 50, "vcpus": 200, "memory_mib": 409600}`);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    bad();
+    return {};
+  }
+  if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) {
+    bad();
+    return {};
+  }
+  const out: Partial<Record<QuotaResource, number>> = {};
+  for (const [k, v] of Object.entries(parsed)) {
+    if (!(QUOTA_RESOURCES as readonly string[]).includes(k) || typeof v !== "number" || !Number.isInteger(v) || v < -1 || v > MAX_QUOTA_LIMIT) {
+      bad();
+      return {};
+    }
+    out[k as QuotaResource] = v;
+  }
+  return out;
 }
 
 function parseStore(env: Record<string, string | undefined>, problems: string[]): StoreConfig {

@@ -14,6 +14,8 @@ export interface Query {
   readonly where?: Readonly<Record<string, FilterValue>> | undefined;
   /** Every pair must be among the object's labels. */
   readonly labels?: Readonly<Record<string, string>> | undefined;
+  /** Numeric fields within bounds: at least `min`, less than `max` (either may be absent). */
+  readonly range?: Readonly<Record<string, Range>> | undefined;
   readonly order: Order<string>;
   readonly after?: Cursor | undefined;
   /** At most this many items; 0 returns only the count. */
@@ -22,8 +24,19 @@ export interface Query {
   readonly countTotal?: boolean;
 }
 
+/** Bounds of a numeric field: min inclusive, max exclusive. */
+export interface Range {
+  readonly min?: number | undefined;
+  readonly max?: number | undefined;
+}
+
 /** Whether an object matches a query's filter (all conditions hold). */
-export function matchesQuery<T extends Resource>(kind: Kind<T>, o: T, q: Pick<Query, "where" | "labels">): boolean {
+export function matchesQuery<T extends Resource>(kind: Kind<T>, o: T, q: Pick<Query, "where" | "labels" | "range">): boolean {
+  for (const name in q.range ?? {}) {
+    const r = q.range![name]!;
+    const have = fieldOf(kind, name).value(o) as number;
+    if ((r.min !== undefined && have < r.min) || (r.max !== undefined && have >= r.max)) return false;
+  }
   if (q.where) {
     for (const name in q.where) {
       const want = q.where[name]!;

@@ -6,6 +6,7 @@ import type { Logger } from "@quantix/rpc";
 import type { VmStatusWriter } from "./vm-status-writer.js";
 import { updateWithEvents } from "../events/record.js";
 import { vmEvents } from "../events/vm-events.js";
+import { QuotaLedger, vmCharging } from "../quota/quota-ledger.js";
 
 /**
  * The cleanup of a VM being deleted (deletion_requested_at set): once no migration holds
@@ -52,6 +53,7 @@ export async function finalizeVm(vm: VirtualMachine, deps: { store: Store; drive
       return cur;
     },
     vmEvents,
-    { actor: "vm-controller", nowMs: deps.clock.now() },
+    // The update that drops the last finalizer removes the VM: its quota use is released with it.
+    { actor: "vm-controller", nowMs: deps.clock.now(), charging: vmCharging(new QuotaLedger({ store: deps.store, clock: deps.clock, defaults: {} })) },
   );
 }

@@ -1,6 +1,7 @@
 import { clone, create, type DescMessage } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EventSchema, Severity, type Event } from "@quantix/api/gen/Quantixkvm/event/v1/event_pb.js";
+import type { Charging } from "../quota/quota-ledger.js";
 import { checkBase, EVENT_KIND, notFound, randomIds, type IdGenerator, type Kind, type Resource, type Store, type WriteOptions } from "@quantix/core";
 
 /** What happened to an object, as a component reports it (an Event without its bookkeeping). */
@@ -36,7 +37,8 @@ export function eventOf(kind: Kind<Resource>, object: Resource, init: EventInit,
  * Collection.update, plus the events the change means, in the same transaction: an event
  * is never recorded for a change that did not happen, nor a change left without its
  * event. `events(before, after)` says which; when it says none (most writes), the update
- * is an ordinary one.
+ * is an ordinary one. With `charging`, a change of the object's quota use (a resize, its
+ * removal) is charged in the same commit too (QuotaLedger.update).
  */
 export async function updateWithEvents<T extends Resource>(
   store: Store,
@@ -44,8 +46,13 @@ export async function updateWithEvents<T extends Resource>(
   id: string,
   mutate: (current: T) => T | undefined,
   events: (before: T, after: T) => readonly EventInit[],
-  options: WriteOptions & { actor: string; nowMs: number },
+  options: WriteOptions & { actor: string; nowMs: number; charging?: Charging<T> },
 ): Promise<T> {
+  const c = options.charging;
+  if (c) {
+    const extra = (before: T, after: T) => events(before, after).map((e) => ({ op: "create" as const, kind: EVENT_KIND as never, object: eventOf(kind as unknown as Kind<Resource>, after, e, options.actor, options.nowMs) }));
+    return c.ledger.update(kind, id, mutate, c, { actor: options.actor, expectedVersion: options.expectedVersion, extra });
+  }
   const coll = store.of(kind);
   const copy = (o: T) => clone(kind.schema as DescMessage, o as never) as unknown as T;
   const peek = await coll.get(id);

@@ -7,12 +7,23 @@ import { RetryInfoSchema } from "@quantix/api/gen/google/rpc/error_details_pb.js
 import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { IdentityService } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_service_pb.js";
 import { Role } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_pb.js";
+import { allOf, ALL_KINDS, AUDIT_RECORD_KIND } from "@quantix/core";
 import { SignJWT } from "jose";
 import { until } from "@quantix/testing";
 import { ADMIN_PASSWORD, PROTOCOLS, startWorld, USER_PASSWORD, type World } from "../testing/identity-world.js";
 
 const SPEC = { cpu: { cores: 1 }, memory: { sizeMib: 256n } };
 const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString("base64url");
+
+/** What the store holds, audit records aside (refused calls are recorded: that is the trail's point). */
+async function state(w: World): Promise<string[]> {
+  const out: string[] = [];
+  for (const kind of ALL_KINDS) {
+    if (kind === (AUDIT_RECORD_KIND as unknown)) continue;
+    for await (const o of allOf(w.cp.store.of(kind))) out.push(`${kind.name}/${o.id}@${o.resourceVersion}`);
+  }
+  return out.sort();
+}
 
 describe("bad credentials", () => {
   let w: World;
@@ -44,7 +55,7 @@ describe("bad credentials", () => {
     };
     // The valid one works (so the failures are the tampering's).
     assert.equal((await w.call("grpc", VMService.method.getVM, { id: w.vmA }, valid)).code, 0);
-    const before = await w.cp.store.revision();
+    const before = await state(w);
     for (const [what, token] of Object.entries(bad)) {
       for (const protocol of PROTOCOLS) {
         for (const [m, req] of [
@@ -58,7 +69,12 @@ describe("bad credentials", () => {
         }
       }
     }
-    assert.equal(await w.cp.store.revision(), before, "no state changed");
+    assert.deepEqual(await state(w), before, "no state changed");
+    // Each refused write is in the audit trail, as refused, with no principal.
+    await w.cp.audit.flush();
+    const refused = [];
+    for await (const r of allOf(w.cp.store.of(AUDIT_RECORD_KIND), { where: { code: "unauthenticated", procedure: "/Quantixkvm.compute.v1.VMService/CreateVM" } })) refused.push(r.principal?.kind);
+    assert.deepEqual(refused, Array(Object.keys(bad).length * PROTOCOLS.length).fill("anonymous"));
     const malformed = await w.call("connect-json", VMService.method.getVM, { id: w.vmA }, undefined).then(() => w.as(VMService, undefined).getVM({ id: w.vmA }, { headers: { authorization: "Basic abc" } }).catch((e: unknown) => ConnectError.from(e)));
     assert.ok(malformed instanceof ConnectError && malformed.code === Code.Unauthenticated && /Bearer <token>/.test(malformed.rawMessage));
   });

@@ -24,6 +24,12 @@ export interface IdentityInterceptorDeps {
    * or undefined. Set by the TLS and enrollment work; without it, certificates are not principals.
    */
   readonly certificatePrincipal?: (peer: Peer) => Principal | undefined;
+  /**
+   * The per-caller rate limit (the rpc kit's rateLimit), run once the caller is known and
+   * before its policy is checked: refused calls count, and a public call (Login) is
+   * limited by its peer address.
+   */
+  readonly rateLimit?: Interceptor;
 }
 
 const NO_TOKEN = "a bearer token is required: log in with IdentityService/Login or create a token";
@@ -70,17 +76,13 @@ export function identityInterceptor(d: IdentityInterceptorDeps): Interceptor {
   };
 
   // Written without async functions: a unary call with a known token takes no extra promise.
-  return (next) => (req) => {
-    let policy = policies.get(req.method);
-    if (policy === undefined) {
-      policy = policyOf(`${req.service.typeName}/${req.method.name}`) ?? null;
-      policies.set(req.method, policy);
-    }
-    if (policy === null) return Promise.reject(new QuantixError("permission_denied", `${req.service.typeName}/${req.method.name} has no declared policy; nobody may call it`));
-    if (policy.access === "public") return next(req);
-    const known = policy;
-    const proceed = (principal: Principal): Promise<AnyResponse> => {
-      req.contextValues.set(principalKey, principal);
+  return (next) => {
+    const limit = d.rateLimit;
+    const publicNext = limit ? limit(next) : next;
+    // The principal is in the call's context and its policy in `policies` when this runs.
+    const authorized = (req: Req): Promise<AnyResponse> => {
+      const principal = req.contextValues.get(principalKey)!;
+      const known = policies.get(req.method)!;
       if (principal.scopes) checkScope(principal, known, req.method);
       if (principal.systemAdmin) return principal.kind === "local" ? next(req) : next(req).then((res) => streamed(principal, res));
       if (req.stream) {
@@ -96,18 +98,32 @@ export function identityInterceptor(d: IdentityInterceptorDeps): Interceptor {
       if (typeof checked === "function") return next(req).then((res) => (checked(res.message as Msg), res));
       return checked.then(() => next(req));
     };
-    let principal: Principal | Promise<Principal>;
-    try {
-      principal = authenticate(d, req);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    if (principal instanceof Promise) return principal.then(proceed);
-    try {
-      return proceed(principal);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+    const limited = limit ? limit(authorized as never) : authorized;
+    return (req) => {
+      let policy = policies.get(req.method);
+      if (policy === undefined) {
+        policy = policyOf(`${req.service.typeName}/${req.method.name}`) ?? null;
+        policies.set(req.method, policy);
+      }
+      if (policy === null) return Promise.reject(new QuantixError("permission_denied", `${req.service.typeName}/${req.method.name} has no declared policy; nobody may call it`));
+      if (policy.access === "public") return publicNext(req);
+      const proceed = (principal: Principal): Promise<AnyResponse> => {
+        req.contextValues.set(principalKey, principal);
+        return limited(req as never) as Promise<AnyResponse>;
+      };
+      let principal: Principal | Promise<Principal>;
+      try {
+        principal = authenticate(d, req);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      if (principal instanceof Promise) return principal.then(proceed);
+      try {
+        return proceed(principal);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    };
   };
 }
 

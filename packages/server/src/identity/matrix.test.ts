@@ -130,6 +130,8 @@ async function requestFor(w: World, m: DescMethod, project: string, vm: string):
   if (s === "Quantixkvm.compute.v1.NodeService") return m.name === "RegisterNode" || m.name.startsWith("List") || m.name.startsWith("Watch") ? {} : { id: randomUUID() };
   if (s === "Quantixkvm.compute.v1.MigrationService") return m.name.startsWith("List") ? { projectId: project } : m.name.startsWith("Watch") ? { vmId: vm } : { id: randomUUID() };
   if (s === "Quantixkvm.event.v1.EventService") return { projectId: project };
+  if (s === "Quantixkvm.quota.v1.QuotaService") return m.name === "SetQuota" ? { projectId: project, limits: { vms: 100n } } : { projectId: project };
+  if (s === "Quantixkvm.audit.v1.AuditService") return { projectId: project };
   return {};
 }
 

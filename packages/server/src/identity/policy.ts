@@ -61,6 +61,8 @@ const NODES = "Quantixkvm.compute.v1.NodeService";
 const MIGRATIONS = "Quantixkvm.compute.v1.MigrationService";
 const EVENTS = "Quantixkvm.event.v1.EventService";
 const IDENTITY = "Quantixkvm.identity.v1.IdentityService";
+const QUOTAS = "Quantixkvm.quota.v1.QuotaService";
+const AUDIT = "Quantixkvm.audit.v1.AuditService";
 const PROJECTS = "Quantixkvm.identity.v1.ProjectService";
 const VMM = "vmm.v1.VmService";
 const DOM = "virtualdom.v1.MemoryGateway";
@@ -139,6 +141,18 @@ export const POLICY: Readonly<Record<string, Policy>> = {
 
   [`${EVENTS}/ListEvents`]: list("reader", true),
   [`${EVENTS}/WatchEvents`]: list("reader", true),
+
+  // A project's members see its limits and use; only operators set them (a project admin
+  // raising its own limit would make them no limits).
+  [`${QUOTAS}/GetQuota`]: inRequest("reader"),
+  [`${QUOTAS}/ListQuotas`]: list(),
+  [`${QUOTAS}/WatchQuotas`]: list(),
+  [`${QUOTAS}/SetQuota`]: admin,
+
+  // The audit trail: a project's admins read the calls made in their project; calls of no
+  // project (nodes, users, quotas) only system admins.
+  [`${AUDIT}/ListAuditRecords`]: list("admin"),
+  [`${AUDIT}/WatchAuditRecords`]: list("admin"),
 
   // The agent's API: the control plane only points to the agents; on an agent, only its control plane calls it.
   ...Object.fromEntries(

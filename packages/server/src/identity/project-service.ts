@@ -13,6 +13,7 @@ import {
   notFound,
   PROJECT_ID_FORMAT,
   PROJECT_KIND,
+  QUOTA_KIND,
   QuantixError,
   RESOURCE_ID_FORMAT,
   ROLE_BINDING_KIND,
@@ -73,7 +74,7 @@ export class ProjectService {
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
-  /** DeleteProject: refused while it holds VMs; its role bindings and tokens go with it. */
+  /** DeleteProject: refused while it holds VMs; its role bindings, tokens and quota go with it. */
   async delete(id: string, budget: Budget): Promise<void> {
     if (id === DEFAULT_PROJECT_ID) throw new QuantixError("failed_precondition", "the default project cannot be deleted");
     const vms = await this.d.store.of(VM_KIND).list({ where: { project_id: id }, order: { field: "name", desc: false }, limit: 0 });
@@ -85,6 +86,8 @@ export class ProjectService {
       const c = await this.d.store.of(CREDENTIAL_KIND).get(t.id);
       if (c) ops.push({ op: "delete", kind: kindOf(CREDENTIAL_KIND), object: c });
     }
+    const quota = await this.d.store.of(QUOTA_KIND).get(id);
+    if (quota) ops.push({ op: "delete", kind: kindOf(QUOTA_KIND), object: quota });
     await this.writer.delete(id, budget);
     if (ops.length > 0) await this.d.store.commit(ops);
   }

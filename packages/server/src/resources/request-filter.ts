@@ -1,5 +1,5 @@
 import type { DescField, DescMessage } from "@bufbuild/protobuf";
-import { checkId, CONTROL_CHARS, PROJECT_ID_FORMAT, QuantixError, RESOURCE_ID_FORMAT, validateLabels, throwIfViolations, Violations, type FieldValue, type FilterValue, type Kind, type Query, type Resource } from "@quantix/core";
+import { checkId, CONTROL_CHARS, PROJECT_ID_FORMAT, QuantixError, RESOURCE_ID_FORMAT, validateLabels, throwIfViolations, Violations, type FieldValue, type FilterValue, type Kind, type Query, type Range, type Resource } from "@quantix/core";
 
 /** Request fields that page or resume rather than filter. */
 const NOT_FILTERS = new Set(["page_size", "page_token", "order_by", "resource_version"]);
@@ -11,13 +11,17 @@ export type CustomFilter = (value: unknown) => Readonly<Record<string, FilterVal
 export interface RequestFilter {
   readonly where: Record<string, FilterValue>;
   readonly labels: Record<string, string> | undefined;
+  /** Time bounds (`<field>_from`, `<field>_to` request fields), in milliseconds. */
+  readonly range?: Record<string, Range>;
 }
 
 /**
  * Reads the filter a List or Watch request asks for, by reflection on the request's
  * message: `labels` is the labels filter; a field named after one of the kind's fields
  * (or its plural, for a repeated field: `states` for `state`) filters it (one value: eq;
- * several: in); `custom` maps the others (`schedulable_only`). Empty values filter
+ * several: in); a Timestamp field `<f>_from` or `<f>_to`, where `f` is a time field of
+ * the kind, bounds it (from inclusive, to exclusive); `custom` maps the others
+ * (`schedulable_only`). Empty values filter
  * nothing. Enum values must be known, ids well formed (INVALID_ARGUMENT naming the
  * field). A request field the kind cannot filter on is a programming error, found when
  * the routes are built (`filterFields`).
@@ -26,6 +30,7 @@ export function filterOf(kind: Kind<Resource>, schema: DescMessage, req: Record<
   const v = new Violations();
   const where: Record<string, FilterValue> = {};
   let labels: Record<string, string> | undefined;
+  const range: Record<string, { min?: number; max?: number }> = {};
   for (const f of filterFields(kind, schema, custom)) {
     const value = req[f.localName];
     if (f.name === "labels") {
@@ -33,6 +38,15 @@ export function filterOf(kind: Kind<Resource>, schema: DescMessage, req: Record<
       // Label filters follow the rules of labels: no control characters reach a store's query.
       validateLabels(v, "labels", map);
       if (Object.keys(map).length > 0) labels = map;
+      continue;
+    }
+    const bound = timeBound(kind, f);
+    if (bound) {
+      const ts = value as { seconds: bigint; nanos: number } | undefined;
+      if (ts) {
+        const ms = Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1e6);
+        range[bound.field] = { ...range[bound.field], [bound.side]: ms };
+      }
       continue;
     }
     const c = custom[f.name];
@@ -51,8 +65,19 @@ export function filterOf(kind: Kind<Resource>, schema: DescMessage, req: Record<
       where[target] = value as FieldValue;
     }
   }
+  for (const [field, r] of Object.entries(range)) {
+    if (r.min !== undefined && r.max !== undefined && r.min > r.max) v.add(`${field}_to`, "OUT_OF_RANGE", `must not be before ${field}_from`);
+  }
   throwIfViolations(v.list);
-  return { where, labels };
+  return Object.keys(range).length > 0 ? { where, labels, range } : { where, labels };
+}
+
+/** The time field a `<f>_from` / `<f>_to` Timestamp request field bounds, and which side. */
+function timeBound(kind: Kind<Resource>, f: DescField): { field: string; side: "min" | "max" } | undefined {
+  if (f.fieldKind !== "message" || f.message.typeName !== "google.protobuf.Timestamp") return undefined;
+  const m = /^(.+)_(from|to)$/.exec(f.name);
+  if (!m || kind.fields[m[1]!]?.type !== "bigint") return undefined;
+  return { field: m[1]!, side: m[2] === "from" ? "min" : "max" };
 }
 
 /** The request's filtering fields, checked against the kind once (a field it cannot filter on throws). */
@@ -60,7 +85,7 @@ export function filterFields(kind: Kind<Resource>, schema: DescMessage, custom: 
   const out: DescField[] = [];
   for (const f of schema.fields) {
     if (NOT_FILTERS.has(f.name)) continue;
-    if (f.name === "labels" || custom[f.name] || kindField(kind, f)) {
+    if (f.name === "labels" || custom[f.name] || kindField(kind, f) || timeBound(kind, f)) {
       out.push(f);
       continue;
     }
@@ -70,8 +95,8 @@ export function filterFields(kind: Kind<Resource>, schema: DescMessage, custom: 
 }
 
 /** The query parts of a filter. */
-export function queryOf(filter: RequestFilter): Pick<Query, "where" | "labels"> {
-  return { where: filter.where, labels: filter.labels };
+export function queryOf(filter: RequestFilter): Pick<Query, "where" | "labels" | "range"> {
+  return { where: filter.where, labels: filter.labels, range: filter.range };
 }
 
 function kindField(kind: Kind<Resource>, f: DescField): string | undefined {

@@ -1,6 +1,7 @@
 import { clone, create, equals, type DescField, type DescMessage } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { applyUpdateMask, commonViolations, invalidArgument, QuantixError, throwIfViolations, type Clock, type IdGenerator, type Kind, type Resource, type Store } from "@quantix/core";
+import type { Charging } from "../quota/quota-ledger.js";
 import { waitFor, waitGone } from "../services/wait.js";
 import { requireWellFormedId } from "./resource-service.js";
 
@@ -19,6 +20,8 @@ export interface WriteRules<T> {
    * `current` is undefined on create.
    */
   readonly check?: (next: T, current: T | undefined) => void;
+  /** How the kind's objects count against their project's quota: creates, resizes and removals are charged in their commit. */
+  readonly charging?: Charging<T>;
 }
 
 /** A wait bounded by the request's deadline. */
@@ -54,7 +57,10 @@ export class ResourceWriter<T extends Resource> {
     this.stamp(w, "updatedAt", now);
     if ("generation" in w) w["generation"] = 1n;
     this.checkAll(o, undefined);
-    return this.store.of(this.kind).create(o, { actor: "api" });
+    const c = this.rules.charging;
+    if (!c) return this.store.of(this.kind).create(o, { actor: "api" });
+    const [created] = await c.ledger.commit(c.projectOf(o), c.usage(o), [{ op: "create", kind: this.kind as never, object: o }], "api");
+    return created as T;
   }
 
   /**
@@ -66,31 +72,31 @@ export class ResourceWriter<T extends Resource> {
   async update(id: string, schema: DescMessage, req: Record<string, unknown> & { resourceVersion: bigint; updateMask?: { paths: string[] } | undefined }, options: { budget?: Budget; settled?: (o: T) => boolean } = {}): Promise<T> {
     requireWellFormedId("id", id, this.kind.idFormat);
     const top = this.topFields(schema);
-    const updated = await this.store.of(this.kind).update(
-      id,
-      (cur) => {
-        const c = cur as T & Record<string, unknown> & { deletionRequestedAt?: unknown };
-        if (c.deletionRequestedAt) throw new QuantixError("failed_precondition", `cannot update ${this.kind.name} '${cur.id}': it is being deleted`);
-        // The mask applies to a draft of the writable fields, which then replaces them.
-        const draft = create(schema) as unknown as Record<string, unknown>;
-        for (const f of top) draft[f.localName] = copyOf(f, c[f.localName]);
-        const paths = req.updateMask?.paths ?? [];
-        if (paths.length > 0) throwIfViolations(applyUpdateMask(schema, draft, req, paths, (p) => this.writable(p)));
-        else (this.rules.unmasked ?? defaultUnmasked(top))(draft, req);
-        const nextT = clone(this.kind.schema, cur as never) as unknown as T;
-        const next = nextT as unknown as Record<string, unknown>;
-        for (const f of top) next[f.localName] = draft[f.localName];
-        this.checkAll(nextT, cur);
-        if (equals(this.kind.schema, cur as never, next as never)) return undefined;
-        const spec = this.kind.schema.fields.find((f) => f.name === "spec");
-        if (spec && "generation" in next && !equals(spec.message!, (c[spec.localName] ?? create(spec.message!)) as never, (next[spec.localName] ?? create(spec.message!)) as never)) {
-          next["generation"] = (next["generation"] as bigint) + 1n;
-        }
-        this.stamp(next, "updatedAt", timestampFromMs(this.clock.now()));
-        return nextT;
-      },
-      { expectedVersion: req.resourceVersion, actor: "api" },
-    );
+    const mutate = (cur: T): T | undefined => {
+      const c = cur as T & Record<string, unknown> & { deletionRequestedAt?: unknown };
+      if (c.deletionRequestedAt) throw new QuantixError("failed_precondition", `cannot update ${this.kind.name} '${cur.id}': it is being deleted`);
+      // The mask applies to a draft of the writable fields, which then replaces them.
+      const draft = create(schema) as unknown as Record<string, unknown>;
+      for (const f of top) draft[f.localName] = copyOf(f, c[f.localName]);
+      const paths = req.updateMask?.paths ?? [];
+      if (paths.length > 0) throwIfViolations(applyUpdateMask(schema, draft, req, paths, (p) => this.writable(p)));
+      else (this.rules.unmasked ?? defaultUnmasked(top))(draft, req);
+      const nextT = clone(this.kind.schema, cur as never) as unknown as T;
+      const next = nextT as unknown as Record<string, unknown>;
+      for (const f of top) next[f.localName] = draft[f.localName];
+      this.checkAll(nextT, cur);
+      if (equals(this.kind.schema, cur as never, next as never)) return undefined;
+      const spec = this.kind.schema.fields.find((f) => f.name === "spec");
+      if (spec && "generation" in next && !equals(spec.message!, (c[spec.localName] ?? create(spec.message!)) as never, (next[spec.localName] ?? create(spec.message!)) as never)) {
+        next["generation"] = (next["generation"] as bigint) + 1n;
+      }
+      this.stamp(next, "updatedAt", timestampFromMs(this.clock.now()));
+      return nextT;
+    };
+    const c = this.rules.charging;
+    const updated = c
+      ? await c.ledger.update(this.kind, id, mutate, c, { expectedVersion: req.resourceVersion, actor: "api" })
+      : await this.store.of(this.kind).update(id, mutate, { expectedVersion: req.resourceVersion, actor: "api" });
     const { budget, settled } = options;
     if (!budget || !settled || settled(updated)) return updated;
     return waitFor(this.store.of(this.kind), this.kind.name, updated.id, settled, budget.ms, budget.signal);
@@ -103,13 +109,12 @@ export class ResourceWriter<T extends Resource> {
   async delete(id: string, budget: Budget, check?: (current: T) => void): Promise<void> {
     requireWellFormedId("id", id, this.kind.idFormat);
     const coll = this.store.of(this.kind);
-    await coll.delete(
-      id,
-      (cur) => {
-        if (!(cur as { deletionRequestedAt?: unknown }).deletionRequestedAt) check?.(cur);
-      },
-      { actor: "api" },
-    );
+    const checkFirst = (cur: T) => {
+      if (!(cur as { deletionRequestedAt?: unknown }).deletionRequestedAt) check?.(cur);
+    };
+    const c = this.rules.charging;
+    if (c) await c.ledger.delete(this.kind, id, c, { actor: "api", check: checkFirst });
+    else await coll.delete(id, checkFirst, { actor: "api" });
     await waitGone(coll, id, budget.ms, budget.signal);
   }
 

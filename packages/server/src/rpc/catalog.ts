@@ -5,6 +5,8 @@ import { file_Quantixkvm_compute_v1_migration_service } from "@quantix/api/gen/Q
 import { file_Quantixkvm_event_v1_event_service } from "@quantix/api/gen/Quantixkvm/event/v1/event_service_pb.js";
 import { file_Quantixkvm_identity_v1_identity_service } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_service_pb.js";
 import { file_Quantixkvm_identity_v1_project_service } from "@quantix/api/gen/Quantixkvm/identity/v1/project_service_pb.js";
+import { file_Quantixkvm_quota_v1_quota_service } from "@quantix/api/gen/Quantixkvm/quota/v1/quota_service_pb.js";
+import { file_Quantixkvm_audit_v1_audit_service } from "@quantix/api/gen/Quantixkvm/audit/v1/audit_service_pb.js";
 import { file_Quantixkvm_network_v1_floating_ip_service, FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
 import { file_Quantixkvm_network_v1_load_balancer_service, LoadBalancerService } from "@quantix/api/gen/Quantixkvm/network/v1/load_balancer_service_pb.js";
 import { file_Quantixkvm_network_v1_port_service, PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
@@ -53,6 +55,8 @@ export const SERVED_FILES: readonly DescFile[] = [
   file_Quantixkvm_event_v1_event_service,
   file_Quantixkvm_identity_v1_identity_service,
   file_Quantixkvm_identity_v1_project_service,
+  file_Quantixkvm_quota_v1_quota_service,
+  file_Quantixkvm_audit_v1_audit_service,
   file_Quantixkvm_storage_v1_storage_pool_service,
   file_Quantixkvm_storage_v1_volume_service,
   file_Quantixkvm_storage_v1_snapshot_service,

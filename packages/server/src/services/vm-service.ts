@@ -6,6 +6,7 @@ import { PlacementPolicySchema, PowerState, VmSpecSchema, VmStatusSchema, VmStat
 import { checkPowerAction, DEFAULT_PROJECT_ID, invalidArgument, notFound, QuantixError, throwIfViolations, validateCreateVm, validateVmSpec, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND, PROJECT_KIND } from "@quantix/core";
 
 import { ResourceWriter } from "../resources/resource-writer.js";
+import { QuotaLedger, vmCharging } from "../quota/quota-ledger.js";
 import { awaitsReview } from "../controllers/scheduler/binding-review.js";
 import { refuseNicsWithoutNetwork } from "./vm-networks.js";
 
@@ -14,6 +15,8 @@ export interface VmServiceDeps {
   readonly store: Store;
   readonly clock: Clock;
   readonly ids: IdGenerator;
+  /** Charges creates, resizes and removals to the project's quota (default: use counted, only the absent defaults as limits). */
+  readonly ledger?: QuotaLedger;
 }
 
 /**
@@ -30,6 +33,7 @@ export class VmService {
       // Power state and reboots have their own RPCs and their state table.
       readOnly: ["spec.desired_power_state", "spec.reboot"],
       check: (next, cur) => this.check(next, cur),
+      charging: vmCharging(deps.ledger ?? new QuotaLedger({ store: deps.store, clock: deps.clock, defaults: {} })),
     });
   }
 

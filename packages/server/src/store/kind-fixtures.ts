@@ -5,17 +5,21 @@ import { MigrationSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/migratio
 import { NodeSchema, NodeTombstoneSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VirtualMachineSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { EventSchema } from "@quantix/api/gen/Quantixkvm/event/v1/event_pb.js";
+import { AuditRecordSchema } from "@quantix/api/gen/Quantixkvm/audit/v1/audit_pb.js";
+import { QuotaSchema } from "@quantix/api/gen/Quantixkvm/quota/v1/quota_pb.js";
 import { ApiTokenSchema, PrincipalType, Role, ServiceAccountSchema, SigningKeySchema, UserSchema } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_pb.js";
 import { CredentialSchema } from "@quantix/api/gen/Quantixkvm/identity/v1/credential_pb.js";
 import { ProjectSchema, RoleBindingSchema } from "@quantix/api/gen/Quantixkvm/identity/v1/project_pb.js";
 import {
   API_TOKEN_KIND,
+  AUDIT_RECORD_KIND,
   CREDENTIAL_KIND,
   EVENT_KIND,
   MIGRATION_KIND,
   NODE_KIND,
   NODE_TOMBSTONE_KIND,
   PROJECT_KIND,
+  QUOTA_KIND,
   ROLE_BINDING_KIND,
   SERVICE_ACCOUNT_KIND,
   SIGNING_KEY_KIND,
@@ -180,4 +184,27 @@ const credential: KindFixture = {
   scope: (tag) => ({ values: { owner_type: tag }, where: { owner_type: tag } }),
 };
 
-export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone, project, user, serviceAccount, apiToken, roleBinding, signingKey, credential];
+const quota: KindFixture = {
+  kind: QUOTA_KIND as unknown as Kind<Resource>,
+  // The service keeps one quota per project (id = project id); the store does not care, and
+  // the contract puts several objects in one project_id to filter on it.
+  make: (v) => create(QuotaSchema, { id: randomUUID(), projectId: str(v["project_id"], randomUUID()), limits: { vms: 10n }, used: { vms: 1n }, createdAt: ms(v["created_at"], NOW) }),
+  scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
+};
+
+const auditRecord: KindFixture = {
+  kind: AUDIT_RECORD_KIND as unknown as Kind<Resource>,
+  make: (v) =>
+    create(AuditRecordSchema, {
+      id: randomUUID(),
+      principal: { kind: str(v["principal_kind"], "user"), id: str(v["principal_id"], randomUUID()), name: "someone" },
+      procedure: str(v["procedure"], "/Quantixkvm.compute.v1.VMService/CreateVM"),
+      projectId: str(v["project_id"], randomUUID()),
+      code: str(v["code"], "ok"),
+      time: ms(v["time"], NOW),
+      targetIds: [randomUUID()],
+    }),
+  scope: (tag) => ({ values: { procedure: tag }, where: { procedure: tag } }),
+};
+
+export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone, project, user, serviceAccount, apiToken, roleBinding, signingKey, credential, quota, auditRecord];

@@ -157,6 +157,21 @@ function perKind(fx: KindFixture, storeOf: () => Store): void {
       assert.deepEqual(page.items.map((o) => o.id), [a.id]);
     });
 
+    for (const [field, f] of Object.entries(kind.fields).filter(([, x]) => x.type === "bigint")) {
+      it(`a range on ${field} keeps what is at least its min and below its max`, async () => {
+        const c = storeOf().of(kind);
+        const tag = `r${randomUUID().slice(0, 8)}`;
+        const scope = fx.scope(tag);
+        const objs: Resource[] = [];
+        for (let i = 0; i < 3; i++) objs.push(await c.create(fx.make({ ...scope.values, [field]: valueFor(f, tag, i) }, scope.labels)));
+        const page = await c.list({ where: scope.where, labels: scope.labelFilter, range: { [field]: { min: valueFor(f, tag, 1) as number, max: valueFor(f, tag, 2) as number } }, order: { field: kind.orderBy[0]!, desc: false }, limit: 10 });
+        assert.deepEqual(page.items.map((o) => o.id), [objs[1]!.id]);
+        assert.equal(page.totalCount, 1);
+        const open = await c.list({ where: scope.where, labels: scope.labelFilter, range: { [field]: { min: valueFor(f, tag, 1) as number } }, order: { field: kind.orderBy[0]!, desc: false }, limit: 10 });
+        assert.equal(open.totalCount, 2);
+      });
+    }
+
     for (const field of kind.orderBy) {
       for (const desc of [false, true]) {
         it(`pages in ${field} ${desc ? "desc" : "asc"} order, each object once, ties broken by id`, async () => {
@@ -227,6 +242,37 @@ function transactions(storeOf: () => Store): void {
       await rejectsWith(store.commit([{ op: "delete", kind: vmFx!.kind, object: read }]), "aborted");
       assert.equal(await store.revision(), before);
       assert.equal(await store.of(eventFx!.kind).get(other.id), undefined);
+    });
+
+    it("an update with mutate reads the stored object under the commit: concurrent counters never lose a write, and a refusal undoes the commit", async () => {
+      const store = storeOf();
+      const vms = store.of(vmFx!.kind);
+      const counter = await vms.create(vmFx!.make({}, { n: "0" }));
+      const bump = (o: Resource): Resource | undefined => {
+        const c = o as Resource & { labels: Record<string, string> };
+        const n = Number(c.labels["n"]);
+        if (n >= 30) throw new QuantixError("resource_exhausted", "counter full");
+        c.labels = { ...c.labels, n: String(n + 1) };
+        return c;
+      };
+      // 40 commits at once, each an event and a bump: exactly 30 fit.
+      const results = await Promise.allSettled(
+        Array.from({ length: 40 }, () => store.commit([{ op: "update", kind: vmFx!.kind, object: { id: counter.id, resourceVersion: 0n }, mutate: bump }, { op: "create", kind: eventFx!.kind, object: eventFx!.make({ object_id: counter.id }) }])),
+      );
+      const ok = results.filter((r) => r.status === "fulfilled").length;
+      const refused = results.filter((r) => r.status === "rejected" && r.reason instanceof QuantixError && r.reason.code === "resource_exhausted").length;
+      assert.deepEqual([ok, refused], [30, 10]);
+      const after = (await vms.get(counter.id)) as Resource & { labels: Record<string, string> };
+      assert.equal(after.labels["n"], "30");
+      const events = await store.of(eventFx!.kind).list({ where: { object_id: counter.id }, order: { field: "time", desc: false }, limit: 100 });
+      assert.equal(events.totalCount, 30, "a refused commit writes nothing");
+      // Returning undefined changes nothing; a stale version is ABORTED; a missing object NOT_FOUND.
+      const before = await store.revision();
+      const [same] = await store.commit([{ op: "update", kind: vmFx!.kind, object: { id: counter.id, resourceVersion: 0n }, mutate: () => undefined }]);
+      assert.equal(same!.resourceVersion, after.resourceVersion);
+      assert.equal(await store.revision(), before);
+      await rejectsWith(store.commit([{ op: "update", kind: vmFx!.kind, object: { id: counter.id, resourceVersion: counter.resourceVersion }, mutate: bump }]), "aborted");
+      await rejectsWith(store.commit([{ op: "update", kind: vmFx!.kind, object: { id: randomUUID(), resourceVersion: 0n }, mutate: bump }]), "not_found");
     });
 
     it("transact runs again on fresh reads when what it read changed before its commit", async () => {

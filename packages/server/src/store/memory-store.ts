@@ -1,4 +1,4 @@
-import { ALL_KINDS, deepFreeze, planWrite, QuantixError, systemClock, type Clock, type Kind, type Resource, type Store, type StoreHealth, type Transaction, type TxOp, type WriteOptions } from "@quantix/core";
+import { ALL_KINDS, checkBase, deepFreeze, notFound, planWrite, QuantixError, systemClock, type Clock, type Kind, type Resource, type Store, type StoreHealth, type Transaction, type TxOp, type WriteOptions } from "@quantix/core";
 import { MemoryCollection } from "./memory-collection.js";
 import { runTransaction } from "./transaction.js";
 import type { WatchHubLimits } from "./watch-hub.js";
@@ -12,7 +12,7 @@ export interface MemoryStoreOptions {
 }
 
 /** One write as the memory store plans it: `base` is the version it is conditional on. */
-type Op = { op: "create" | "update" | "delete"; kind: Kind<Resource>; object: Resource; base?: bigint | undefined };
+type Op = { op: "create" | "update" | "delete"; kind: Kind<Resource>; object: Resource; base?: bigint | undefined; mutate?: ((current: Resource) => Resource | undefined) | undefined };
 
 /** A store that keeps everything in memory: for tests and for `QUANTIX_STORE=memory`. */
 export class MemoryStore implements Store {
@@ -36,7 +36,7 @@ export class MemoryStore implements Store {
   }
 
   async commit(ops: readonly TxOp[], options?: Pick<WriteOptions, "actor">): Promise<Resource[]> {
-    return this.commitNow(ops.map((o) => ({ op: o.op, kind: o.kind, object: o.object, base: o.op === "create" ? undefined : o.object.resourceVersion })), options?.actor);
+    return this.commitNow(ops.map((o) => ({ op: o.op, kind: o.kind, object: o.object, base: o.op === "create" ? undefined : o.object.resourceVersion, mutate: o.op === "update" ? o.mutate : undefined })), options?.actor);
   }
 
   transact<R>(fn: (tx: Transaction) => Promise<R>, options?: Pick<WriteOptions, "actor">): Promise<{ result: R; written: Resource[] }> {
@@ -57,7 +57,19 @@ export class MemoryStore implements Store {
       const coll = this.collection(op.kind);
       const slot = `${op.kind.table}\u0000${op.object.id}`;
       const current = staged.has(slot) ? (staged.get(slot) ?? undefined) : coll.byId.get(op.object.id);
-      const plan = planWrite(op.kind, op.op, coll.copy(op.object), current, { base: op.base, actor, nowMs });
+      let object = op.object;
+      if (op.mutate) {
+        if (!current) throw notFound(op.kind.name, op.object.id);
+        checkBase(op.kind, current, op.base);
+        const next = op.mutate(coll.copy(current));
+        if (next === undefined) {
+          planned.push({ coll, type: "MODIFIED", object: current, previous: undefined, unchanged: current });
+          continue;
+        }
+        if (next.id !== current.id) throw new QuantixError("internal", `${op.kind.name} update changed the id`);
+        object = next;
+      }
+      const plan = planWrite(op.kind, op.op, coll.copy(object), current, { base: op.base, actor, nowMs });
       if (!plan) {
         planned.push({ coll, type: "MODIFIED", object: current!, previous: undefined, unchanged: current! });
         continue;

@@ -74,10 +74,12 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzResult> {
   return { requests: list.length, byProtocol, byCode, byProtocolCode, internal, unanswered, ms: performance.now() - t0 };
 }
 
-/** The store as clients see it: the revision (every write raises it) and a digest of every kind's objects. */
+/** The store as clients see it: the revision (every write raises it), a digest of every kind's objects, and the audit trail's length. */
 export interface StateDigest {
   readonly revision: string;
   readonly digest: string;
+  /** Audit records kept: every write, refused or not, adds one (and a revision). */
+  readonly auditRecords: number;
 }
 
 const LISTS = [
@@ -98,7 +100,10 @@ export async function stateDigest(url: string): Promise<StateDigest> {
     if (BigInt(page.resourceVersion ?? "0") > BigInt(revision)) revision = page.resourceVersion ?? "0";
     hash.update(JSON.stringify(page[items] ?? []));
   }
-  return { revision, digest: hash.digest("hex").slice(0, 16) };
+  const audit = await fetch(`${url}/Quantixkvm.audit.v1.AuditService/ListAuditRecords`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ pageSize: 1 }) });
+  if (!audit.ok) throw new Error(`ListAuditRecords: HTTP ${audit.status} ${await audit.text()}`);
+  const auditRecords = ((await audit.json()) as { totalCount?: number }).totalCount ?? 0;
+  return { revision, digest: hash.digest("hex").slice(0, 16), auditRecords };
 }
 
 /** The state once the server's controllers are done with it: two reads `quietMs` apart agree. */
@@ -107,7 +112,7 @@ export async function settledDigest(url: string, quietMs = 300, timeoutMs = 10_0
   return until(async () => {
     await new Promise((r) => setTimeout(r, quietMs));
     const now = await stateDigest(url);
-    const same = now.revision === last.revision && now.digest === last.digest;
+    const same = now.revision === last.revision && now.digest === last.digest && now.auditRecords === last.auditRecords;
     last = now;
     return same ? now : undefined;
   }, "the store to settle", timeoutMs, 0);

@@ -267,6 +267,43 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
       CREATE INDEX quantix_credentials_by_owner_type_updated_ms ON quantix_credentials (owner_type, updated_ms, id);
     `,
   },
+  {
+    version: 8,
+    name: "project quotas and the audit trail",
+    // One quota per project (its id the project's), charged in the transactions that create,
+    // resize and remove resources; one audit record per mutating call.
+    sql: `
+      CREATE TABLE quantix_quotas (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        project_id text COLLATE "C" NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_quotas_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_quotas_by_created_ms ON quantix_quotas (created_ms, id);
+      CREATE INDEX quantix_quotas_by_project_id_created_ms ON quantix_quotas (project_id, created_ms, id);
+      CREATE TABLE quantix_audit_records (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        principal_id text COLLATE "C" NOT NULL,
+        principal_kind text COLLATE "C" NOT NULL,
+        procedure text COLLATE "C" NOT NULL,
+        project_id text COLLATE "C" NOT NULL,
+        code text COLLATE "C" NOT NULL,
+        time_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_audit_records_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_audit_records_by_time_ms ON quantix_audit_records (time_ms, id);
+      CREATE INDEX quantix_audit_records_by_principal_id_time_ms ON quantix_audit_records (principal_id, time_ms, id);
+      CREATE INDEX quantix_audit_records_by_principal_kind_time_ms ON quantix_audit_records (principal_kind, time_ms, id);
+      CREATE INDEX quantix_audit_records_by_procedure_time_ms ON quantix_audit_records (procedure, time_ms, id);
+      CREATE INDEX quantix_audit_records_by_project_id_time_ms ON quantix_audit_records (project_id, time_ms, id);
+    `,
+  },
 ];
 
 /** The newest schema version this binary knows. */

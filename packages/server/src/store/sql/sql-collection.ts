@@ -228,6 +228,12 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
       if (Array.isArray(want)) out.push(`${f.column} = ANY($${params.push(want as (string | number)[])}::${sqlType(f.type)}[])`);
       else out.push(`${f.column} = $${params.push(want as Param)}`);
     }
+    for (const name in q.range ?? {}) {
+      const f = fieldOf(this.kind, name);
+      const r = q.range![name]!;
+      if (r.min !== undefined) out.push(`${f.column} >= $${params.push(r.min)}`);
+      if (r.max !== undefined) out.push(`${f.column} < $${params.push(r.max)}`);
+    }
     if (q.labels && Object.keys(q.labels).length > 0) {
       // labels @> {...} (all must match), served by the GIN index.
       if (!this.kind.labels) out.push("false");

@@ -71,7 +71,7 @@ export class SqlStore implements Store {
 
   commit(ops: readonly TxOp[], options?: Pick<WriteOptions, "actor">): Promise<Resource[]> {
     return this.locked(
-      ops.map((o) => ({ op: o.op, kind: o.kind, object: o.object, base: o.op === "create" ? undefined : o.object.resourceVersion })),
+      ops.map((o) => ({ op: o.op, kind: o.kind, object: o.object, base: o.op === "create" ? undefined : o.object.resourceVersion, mutate: o.op === "update" ? o.mutate : undefined })),
       options?.actor,
     );
   }
