@@ -17,3 +17,4 @@ export * from "./state-table.js";
 export * from "./resource/index.js";
 export * from "./kinds/index.js";
 export * from "./identity/principal.js";
+export * from "./identity/cluster-identity.js";

@@ -3,6 +3,7 @@
 // one port, with one interceptor chain on every path.
 export { DEFAULT_LIMITS, startRpcServer, type Fallback, type RpcLimits, type RpcServer, type RpcServerOptions } from "./rpc-server.js";
 export { route, type Route } from "./routes.js";
+export type { ListenerTls } from "./listener.js";
 export { mapErrors } from "./interceptors/map-errors.js";
 export { observeCalls, type ObserveOptions } from "./interceptors/observe-calls.js";
 export { servedByFastPath } from "./fast-path/fast-context.js";
@@ -10,3 +11,4 @@ export { boundText, MESSAGE_MAX_BYTES, toConnectError, unimplemented } from "./e
 export { createJsonLogger, silentLogger, type Logger, type LogLevel } from "./log/logger.js";
 export { LATENCY_BUCKETS_SEC, RpcMetrics } from "./metrics/rpc-metrics.js";
 export { peerKey, principalKey, peerOfSocket, type Peer } from "./call-context.js";
+export { certificateInfo, createClusterCa, createCsr, issueForCsr, issueWithNewKey, type CertificateSubject, type KeyAndCert } from "./pki/pki.js";
