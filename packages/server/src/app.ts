@@ -32,6 +32,8 @@ import { VmMigrationService } from "./services/vm-migration.js";
 import { VmPowerService } from "./services/vm-power.js";
 import { VmService } from "./services/vm-service.js";
 import { openStore } from "./store/open-store.js";
+import { loadServerTls } from "./tls/server-tls.js";
+import { announceSecurityMode } from "./tls/security-mode.js";
 
 /** A running control plane. */
 export interface ControlPlane {
@@ -116,7 +118,9 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     ...SERVED_ELSEWHERE.map((p) => ({ service: p.service, impl: servedElsewhereImpl(p.service, p.where) })),
   ];
   let server: RpcServer;
+  let stopAnnouncing: () => void = () => undefined;
   try {
+    const tls = await loadServerTls(config);
     server = await startRpcServer({
       host: config.host,
       port: config.port,
@@ -133,6 +137,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
         headersTimeoutMs: config.headersTimeoutMs,
         maxConnectionsPerSource: config.maxConnectionsPerSource,
       },
+      ...(tls ? { tls } : {}),
     });
   } catch (err) {
     await controllers.stop();
@@ -140,7 +145,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     await store.close();
     throw err;
   }
-  log.log("info", "control plane listening", { url: server.url, protocols: ["connect", "grpc", "grpc-web"], http: ["1.1", "h2c"], store: config.store.kind });
+  log.log("info", "control plane listening", { url: server.url, protocols: ["connect", "grpc", "grpc-web"], http: config.tls ? ["1.1", "h2"] : ["1.1", "h2c"], tls: config.tls !== undefined, store: config.store.kind });
+  stopAnnouncing = announceSecurityMode(config, server.url, log);
   let closing: Promise<void> | undefined;
   return {
     port: server.port,
@@ -155,6 +161,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     },
     close() {
       closing ??= (async () => {
+        stopAnnouncing();
         await server.close(config.shutdownGraceMs);
         await controllers.stop();
         await agents.stop();
