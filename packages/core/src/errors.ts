@@ -14,7 +14,11 @@ export type ErrorCode =
   | "resource_exhausted"
   | "deadline_exceeded"
   | "unavailable"
-  | "internal";
+  | "internal"
+  /** The caller has not proven who it is (no or a bad credential: a join token, a client certificate). */
+  | "unauthenticated"
+  /** The caller is known and may not do this. */
+  | "permission_denied";
 
 /** One violated rule of a request, named by its field path (e.g. `spec.cpu.cores`). */
 export interface FieldViolation {

@@ -15,6 +15,8 @@ const CODES: Record<ErrorCode, Code> = {
   deadline_exceeded: Code.DeadlineExceeded,
   unavailable: Code.Unavailable,
   internal: Code.Internal,
+  unauthenticated: Code.Unauthenticated,
+  permission_denied: Code.PermissionDenied,
 };
 
 /** The most UTF-8 bytes of an error message a client is sent (a grpc-message header stays small). */

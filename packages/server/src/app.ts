@@ -33,6 +33,10 @@ import { VmPowerService } from "./services/vm-power.js";
 import { VmService } from "./services/vm-service.js";
 import { openStore } from "./store/open-store.js";
 import { loadServerTls } from "./tls/server-tls.js";
+import { ClusterCa } from "./enrollment/cluster-ca.js";
+import { agentIdentityReader } from "./enrollment/agent-identity.js";
+import { EnrollmentService } from "./enrollment/enrollment-service.js";
+import { enrollmentServiceRoute } from "./enrollment/enrollment-routes.js";
 import { announceSecurityMode } from "./tls/security-mode.js";
 
 /** A running control plane. */
@@ -68,6 +72,12 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const clock = deps.clock ?? systemClock;
   const ids = deps.ids ?? randomIds;
   const log = deps.log ?? createJsonLogger(config.logLevel);
+  // Certificates first: a bad file stops the start before anything is opened.
+  const tls = await loadServerTls(config);
+  const ca = config.ca ? await ClusterCa.load(config.ca) : undefined;
+  const controlPlaneCert = ca ? await ca.controlPlaneClient() : undefined;
+  // With TLS, agents prove which node they are (their enrolled certificate); without, anyone may register.
+  const agentOf = config.tls ? (ca ? agentIdentityReader(ca) : () => undefined) : undefined;
   const store = deps.store ?? (await openStore(config.store, config.storeTuning, log));
   const startedAt = clock.now();
 
@@ -101,7 +111,14 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   // Every replica connects to the agents (console, metrics, reboot and migrations are served
   // by whichever replica a client reaches; nothing in these connections writes the store).
   // The demo's simulated hosts run in this process without an agent endpoint: never both.
-  const agents: AgentNodes = attachAgentNodes({ store, drivers, log, clusterId: await store.clusterId() });
+  const agents: AgentNodes = attachAgentNodes({
+    store,
+    drivers,
+    log,
+    clock,
+    clusterId: await store.clusterId(),
+    ...(config.tls ? { enrolledOnly: { dial: ca && controlPlaneCert ? { ca: ca.certPem, cert: controlPlaneCert.certPem, key: controlPlaneCert.keyPem } : undefined } } : {}),
+  });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   const controllers = new ControllerManager({ store, log, onLost: () => process.exit(1) });
   controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
@@ -111,7 +128,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const rpcMetrics = new RpcMetrics();
   const routes: Route[] = [
     vmServiceRoute(store, vmService, power, migration, vmMetrics, config.defaultDeadlineMs),
-    nodeServiceRoute(store, nodeService, drains),
+    nodeServiceRoute(store, nodeService, drains, agentOf),
+    enrollmentServiceRoute(new EnrollmentService({ store, clock, ids, ca })),
     migrationServiceRoute(store),
     eventServiceRoute(store),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
@@ -120,7 +138,6 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   let server: RpcServer;
   let stopAnnouncing: () => void = () => undefined;
   try {
-    const tls = await loadServerTls(config);
     server = await startRpcServer({
       host: config.host,
       port: config.port,

@@ -2,9 +2,10 @@ import { NodeStatus_Phase as Phase, type Node } from "@quantix/api/gen/Quantixkv
 import type { Store } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
 import { httpAgentConnection } from "./agent-connection.js";
+import { refusalOf, writeAgentIdentity, type EnrolledOnly } from "./agent-identity-check.js";
 import { AgentHypervisor } from "./agent-hypervisor.js";
 import type { NodeDrivers } from "./node-drivers.js";
-import { NODE_KIND, allOf, VM_KIND } from "@quantix/core";
+import { NODE_KIND, allOf, systemClock, VM_KIND, type Clock } from "@quantix/core";
 
 /** What {@link attachAgentNodes} needs from the composition root. */
 export interface AgentNodesDeps {
@@ -13,6 +14,13 @@ export interface AgentNodesDeps {
   readonly log: Logger;
   /** The store's cluster id, marked on the VMs the agents create. */
   readonly clusterId?: string;
+  /**
+   * Talk to enrolled agents only (TLS configured): each over mutual TLS, and only once its
+   * endpoint answered with the node's certificate; a node whose endpoint does not is not
+   * attached, and its AgentIdentity condition says why. Absent: cleartext, as registered.
+   */
+  readonly enrolledOnly?: EnrolledOnly;
+  readonly clock?: Clock;
 }
 
 /** A running attachment; stop() detaches every agent and closes its connection. */
@@ -53,9 +61,18 @@ export function attachAgentNodes(deps: AgentNodesDeps): AgentNodes {
       await detach(node.id);
       hv = undefined;
     }
+    const secure = deps.enrolledOnly;
+    if (!hv && secure) {
+      const refusal = await refusalOf(node, endpoint, secure);
+      await writeAgentIdentity(deps.store, node, refusal, (deps.clock ?? systemClock).now());
+      if (refusal) {
+        deps.log.log("warn", "agent not attached: its endpoint did not prove it is the node's enrolled agent", { node_id: node.id, endpoint, reason: refusal.reason, error: refusal.message });
+        return;
+      }
+    }
     if (!hv) {
       const created = new AgentHypervisor({
-        connection: httpAgentConnection(endpoint),
+        connection: httpAgentConnection(endpoint, secure?.dial ? { dial: secure.dial, nodeId: node.id } : undefined),
         node: node.hostname,
         kind: type || "unknown",
         version: node.status?.hypervisor?.version ?? "",

@@ -1,6 +1,7 @@
 import type { DescFile, DescService } from "@bufbuild/protobuf";
 import { file_Quantixkvm_compute_v1_node_service } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { file_Quantixkvm_compute_v1_vm_service } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+import { file_Quantixkvm_compute_v1_enrollment_service } from "@quantix/api/gen/Quantixkvm/compute/v1/enrollment_service_pb.js";
 import { file_Quantixkvm_compute_v1_migration_service } from "@quantix/api/gen/Quantixkvm/compute/v1/migration_service_pb.js";
 import { file_Quantixkvm_event_v1_event_service } from "@quantix/api/gen/Quantixkvm/event/v1/event_service_pb.js";
 import { file_Quantixkvm_network_v1_floating_ip_service, FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
@@ -48,6 +49,7 @@ export const SERVED_FILES: readonly DescFile[] = [
   file_Quantixkvm_compute_v1_vm_service,
   file_Quantixkvm_compute_v1_node_service,
   file_Quantixkvm_compute_v1_migration_service,
+  file_Quantixkvm_compute_v1_enrollment_service,
   file_Quantixkvm_event_v1_event_service,
   file_Quantixkvm_storage_v1_storage_pool_service,
   file_Quantixkvm_storage_v1_volume_service,

@@ -5,7 +5,8 @@ import { MigrationSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/migratio
 import { NodeSchema, NodeTombstoneSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VirtualMachineSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { EventSchema } from "@quantix/api/gen/Quantixkvm/event/v1/event_pb.js";
-import { EVENT_KIND, MIGRATION_KIND, NODE_KIND, NODE_TOMBSTONE_KIND, VM_KIND, type FieldValue, type Kind, type Resource } from "@quantix/core";
+import { JoinTokenSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/enrollment_service_pb.js";
+import { EVENT_KIND, JOIN_TOKEN_KIND, MIGRATION_KIND, NODE_KIND, NODE_TOMBSTONE_KIND, VM_KIND, type FieldValue, type Kind, type Resource } from "@quantix/core";
 
 /** Values of declared fields, by field name (as Query.where names them). */
 export type Values = Readonly<Record<string, FieldValue>>;
@@ -99,4 +100,17 @@ const nodeTombstone: KindFixture = {
   scope: (tag) => ({ values: { hostname: tag }, where: { hostname: tag } }),
 };
 
-export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone];
+const joinToken: KindFixture = {
+  kind: JOIN_TOKEN_KIND as unknown as Kind<Resource>,
+  make: (v) =>
+    create(JoinTokenSchema, {
+      id: randomUUID(),
+      nodeName: str(v["node_name"], `h-${randomUUID().slice(0, 8)}`),
+      nodeId: randomUUID(),
+      createTime: ms(v["create_time"], NOW),
+      secretSha256: new Uint8Array(32).fill(7),
+    }),
+  scope: (tag) => ({ values: { node_name: tag }, where: { node_name: tag } }),
+};
+
+export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone, joinToken];
