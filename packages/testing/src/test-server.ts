@@ -23,11 +23,11 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-/** Starts a real control plane on 127.0.0.1:0 with the demo data unless told otherwise. */
-export async function startTestServer(overrides: Partial<ControlPlaneConfig> = {}, store?: Store): Promise<TestServer> {
+/** Starts a real control plane on 127.0.0.1:0 with the demo data unless told otherwise; with TLS, `caPem` is what its clients trust. */
+export async function startTestServer(overrides: Partial<ControlPlaneConfig> = {}, store?: Store, caPem?: string): Promise<TestServer> {
   const config = loadConfig({}, { host: "127.0.0.1", port: 0, store: { kind: "memory" }, logLevel: "silent", simBootMs: 40, defaultDeadlineMs: 5000, shutdownGraceMs: 2000, ...overrides });
   const cp = await startControlPlane(config, { log: silentLogger, simulatedHosts: createSimulatedHost, ...(store ? { store } : {}) });
-  const transport = createConnectTransport({ baseUrl: cp.url, httpVersion: "1.1" });
+  const transport = createConnectTransport({ baseUrl: cp.url, httpVersion: "1.1", ...(caPem ? { nodeOptions: { ca: caPem } } : {}) });
   return {
     cp,
     url: cp.url,
