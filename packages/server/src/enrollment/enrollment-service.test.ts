@@ -106,3 +106,13 @@ describe("EnrollmentService", () => {
     assert.match(e.message, /QUANTIX_CA_CERT/);
   });
 });
+
+test("ListJoinTokens and DeleteJoinToken check their input; an unknown token is NOT_FOUND naming it", async () => {
+  const svc = new EnrollmentService({ store: new MemoryStore(), clock: new FakeClock(), ids: randomIds, ca });
+  assert.equal((await refusal(svc.list("bad name\u0000"))).code, "invalid_argument");
+  assert.equal((await refusal(svc.delete(""))).code, "invalid_argument");
+  assert.equal((await refusal(svc.delete("x\u0000y"))).code, "invalid_argument");
+  const missing = await refusal(svc.delete("no-such-token"));
+  assert.equal(missing.code, "not_found");
+  assert.match(missing.message, /no-such-token/);
+});

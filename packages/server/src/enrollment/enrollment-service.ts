@@ -11,7 +11,7 @@ import {
   type EnrollResponse,
   type JoinToken,
 } from "@quantix/api/gen/Quantixkvm/compute/v1/enrollment_service_pb.js";
-import { HOSTNAME, JOIN_TOKEN_KIND, NODE_KIND, QuantixError, Violations, throwIfViolations, type Clock, type IdGenerator, type Store } from "@quantix/core";
+import { checkId, HOSTNAME, JOIN_TOKEN_KIND, NODE_KIND, QuantixError, Violations, throwIfViolations, type Clock, type IdGenerator, type Store } from "@quantix/core";
 import type { ClusterCa } from "./cluster-ca.js";
 
 /** A join token's validity when the request names none, and the longest allowed. */
@@ -53,12 +53,17 @@ export class EnrollmentService {
   }
 
   async list(nodeName: string): Promise<JoinToken[]> {
+    const v = new Violations();
+    if (nodeName !== "") v.pattern("node_name", nodeName, HOSTNAME, "must be an RFC 1123 host name (letters, digits, '-' and '.', at most 253 characters)");
+    throwIfViolations(v.list);
     const page = await this.deps.store.of(JOIN_TOKEN_KIND).list({ ...(nodeName ? { where: { node_name: nodeName } } : {}), order: { field: "create_time", desc: true }, limit: 1000 });
     return page.items.map(shown);
   }
 
   async delete(id: string): Promise<void> {
-    if (id === "") throwIfViolations([{ field: "id", reason: "REQUIRED", description: "is required" }]);
+    const v = new Violations();
+    checkId(v, "id", id);
+    throwIfViolations(v.list);
     await this.deps.store.of(JOIN_TOKEN_KIND).delete(id);
   }
 
