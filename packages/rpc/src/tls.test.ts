@@ -3,13 +3,13 @@ import * as https from "node:https";
 import * as tls from "node:tls";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { NodeSchema, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { GetNodeRequestSchema, NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { nodeIdOfSubjectAltName } from "@quantix/core";
-import { createTestPki, until, type TestPki } from "@quantix/testing";
+import { createTestPki, grpcJsUnary, until, type TestPki } from "@quantix/testing";
 import { peerKey, route, servedByFastPath, silentLogger, startRpcServer, type KeyAndCert, type RpcServer } from "./index.js";
 
 // TLS on the one port (docs/adr/0002-*.md): HTTP/2 (ALPN h2) and HTTP/1.1 with every
@@ -55,25 +55,8 @@ async function connectCall(name: string, url: string, c: Client): Promise<Node> 
 
 /** A unary GetNode from @grpc/grpc-js over TLS (grpc.credentials.createSsl): the fast path. */
 function grpcJsCall(port: number, c: Client): Promise<Node> {
-  const Client = grpc.makeGenericClientConstructor(
-    {
-      GetNode: {
-        path: "/Quantixkvm.compute.v1.NodeService/GetNode",
-        requestStream: false,
-        responseStream: false,
-        requestSerialize: (m: Parameters<typeof toBinary<typeof GetNodeRequestSchema>>[1]) => Buffer.from(toBinary(GetNodeRequestSchema, m)),
-        requestDeserialize: (b: Buffer) => fromBinary(GetNodeRequestSchema, b),
-        responseSerialize: (m: Node) => Buffer.from(toBinary(NodeSchema, m)),
-        responseDeserialize: (b: Buffer) => fromBinary(NodeSchema, b),
-      },
-    },
-    "NodeService",
-  );
   const creds = grpc.credentials.createSsl(Buffer.from(c.ca), c.cert ? Buffer.from(c.cert.keyPem) : null, c.cert ? Buffer.from(c.cert.certPem) : null);
-  const client = new Client(`127.0.0.1:${port}`, creds) as grpc.Client & Record<string, (...a: unknown[]) => unknown>;
-  return new Promise<Node>((resolve, reject) => {
-    client["GetNode"]!(create(GetNodeRequestSchema, { id: "x" }), { deadline: Date.now() + 5000 }, (e: grpc.ServiceError | null, res: Node) => (e ? reject(e) : resolve(res)));
-  }).finally(() => client.close());
+  return grpcJsUnary(`127.0.0.1:${port}`, creds, "/Quantixkvm.compute.v1.NodeService/GetNode", GetNodeRequestSchema, NodeSchema, { id: "x" });
 }
 
 /** A plain HTTP/1.1 POST of Connect JSON over node:https, as curl sends it. */

@@ -12,3 +12,4 @@ export * from "./test-agent.js";
 export * from "./zombie.js";
 export * from "./fuzz/index.js";
 export * from "./test-pki.js";
+export * from "./grpc-js.js";

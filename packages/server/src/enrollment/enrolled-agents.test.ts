@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { EnrollmentService } from "@quantix/api/gen/Quantixkvm/compute/v1/enrollment_service_pb.js";
@@ -14,7 +14,7 @@ import { ListVmsRequestSchema, ListVmsResponseSchema, type ListVmsResponse } fro
 import { enroll, SimulatedBackend, type AgentTls } from "@quantix/agent";
 import { CONTROL_PLANE_URI, nodeUri } from "@quantix/core";
 import { issueWithNewKey, type KeyAndCert } from "@quantix/rpc";
-import { createTestPki, rejection, TestAgent, until, type TestPki } from "@quantix/testing";
+import { createTestPki, grpcJsUnary, rejection, TestAgent, until, type TestPki } from "@quantix/testing";
 import { startControlPlane, type ControlPlane } from "../app.js";
 import { loadConfig } from "../config.js";
 import { AGENT_IDENTITY_CONDITION } from "../hypervisor/agent-identity-check.js";
@@ -71,25 +71,8 @@ function registration(hostname: string, agentEndpoint: string): MessageInitShape
 
 /** vmm.v1 ListVms straight to an agent's port with @grpc/grpc-js over TLS, as `cert` (none: no client certificate). */
 function listVmsAt(port: number, serverName: string, ca: string, cert?: KeyAndCert | AgentTls): Promise<ListVmsResponse> {
-  const Client = grpc.makeGenericClientConstructor(
-    {
-      ListVms: {
-        path: "/vmm.v1.VmService/ListVms",
-        requestStream: false,
-        responseStream: false,
-        requestSerialize: (m: Parameters<typeof toBinary<typeof ListVmsRequestSchema>>[1]) => Buffer.from(toBinary(ListVmsRequestSchema, m)),
-        requestDeserialize: (b: Buffer) => fromBinary(ListVmsRequestSchema, b),
-        responseSerialize: (m: ListVmsResponse) => Buffer.from(toBinary(ListVmsResponseSchema, m)),
-        responseDeserialize: (b: Buffer) => fromBinary(ListVmsResponseSchema, b),
-      },
-    },
-    "VmService",
-  );
   const creds = grpc.credentials.createSsl(Buffer.from(ca), cert ? Buffer.from(cert.keyPem) : null, cert ? Buffer.from(cert.certPem) : null);
-  const client = new Client(`127.0.0.1:${port}`, creds, { "grpc.ssl_target_name_override": serverName, "grpc.default_authority": serverName }) as grpc.Client & Record<string, (...a: unknown[]) => unknown>;
-  return new Promise<ListVmsResponse>((resolve, reject) => {
-    client["ListVms"]!(create(ListVmsRequestSchema), { deadline: Date.now() + 5000 }, (e: grpc.ServiceError | null, res: ListVmsResponse) => (e ? reject(e) : resolve(res)));
-  }).finally(() => client.close());
+  return grpcJsUnary(`127.0.0.1:${port}`, creds, "/vmm.v1.VmService/ListVms", ListVmsRequestSchema, ListVmsResponseSchema, {}, { "grpc.ssl_target_name_override": serverName, "grpc.default_authority": serverName });
 }
 
 describe("an enrolled agent", () => {

@@ -3,9 +3,9 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { JOIN_TOKEN_KIND, nodeUri, randomIds, QuantixError } from "@quantix/core";
+import { JOIN_TOKEN_KIND, nodeUri, randomIds } from "@quantix/core";
 import { certificateInfo, createClusterCa, createCsr } from "@quantix/rpc";
-import { FakeClock } from "@quantix/testing";
+import { FakeClock, quantixRejection } from "@quantix/testing";
 import { MemoryStore } from "../store/memory-store.js";
 import { ClusterCa } from "./cluster-ca.js";
 import { EnrollmentService } from "./enrollment-service.js";
@@ -24,15 +24,7 @@ before(async () => {
 });
 after(() => rm(dir, { recursive: true, force: true }));
 
-const refusal = async (p: Promise<unknown>): Promise<QuantixError> => {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof QuantixError, String(err));
-    return err;
-  }
-  assert.fail("not refused");
-};
+const refusal = quantixRejection;
 
 describe("EnrollmentService", () => {
   const clock = new FakeClock(Date.now());

@@ -6,8 +6,8 @@ import { after, before, describe, test } from "node:test";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
-import { QuantixError } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
+import { quantixRejection } from "@quantix/testing";
 import { startControlPlane, type ControlPlane } from "../app.js";
 import { loadConfig } from "../config.js";
 import { CA_FILES, runCaCommand } from "../pki/ca-command.js";
@@ -23,15 +23,7 @@ before(async () => {
 });
 after(() => rm(dir, { recursive: true, force: true }));
 
-const code = async (p: Promise<unknown>): Promise<string> => {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof QuantixError, String(err));
-    return err.code;
-  }
-  assert.fail("no error");
-};
+const code = async (p: Promise<unknown>): Promise<string> => (await quantixRejection(p)).code;
 
 describe("quantix ca", () => {
   test("issue-server before init says to create the CA first", async () => {
