@@ -30,6 +30,9 @@ export interface AgentNodes {
   stop(): Promise<void>;
 }
 
+/** How often an attached enrolled agent's endpoint is checked again (on the node's next change: its heartbeats). */
+const RECHECK_MS = 60_000;
+
 /**
  * Keeps `drivers` in step with the store's nodes: every node with an agent_endpoint
  * (and no in-process driver) gets an {@link AgentHypervisor}, re-made when the
@@ -39,12 +42,15 @@ export interface AgentNodes {
  */
 export function attachAgentNodes(deps: AgentNodesDeps): AgentNodes {
   const agents = new Map<string, AgentHypervisor>();
+  /** When each node's endpoint was last checked for its agent's certificate. */
+  const checkedAt = new Map<string, number>();
   const abort = new AbortController();
 
   const detach = async (nodeId: string): Promise<void> => {
     const hv = agents.get(nodeId);
     if (!hv) return;
     agents.delete(nodeId);
+    checkedAt.delete(nodeId);
     deps.drivers.detach(nodeId);
     await hv.close();
     deps.log.log("info", "agent detached", { node_id: nodeId });
@@ -62,11 +68,17 @@ export function attachAgentNodes(deps: AgentNodesDeps): AgentNodes {
       hv = undefined;
     }
     const secure = deps.enrolledOnly;
-    if (!hv && secure) {
+    const nowMs = (deps.clock ?? systemClock).now();
+    // Checked before attaching, and again now and then while attached (what answers at an
+    // endpoint can change: another process on the agent's port refuses every call, and the
+    // node's status should say why rather than only "unreachable").
+    if (secure && (!hv || nowMs - (checkedAt.get(node.id) ?? 0) >= RECHECK_MS)) {
+      checkedAt.set(node.id, nowMs);
       const refusal = await refusalOf(node, endpoint, secure);
-      await writeAgentIdentity(deps.store, node, refusal, (deps.clock ?? systemClock).now());
+      await writeAgentIdentity(deps.store, node, refusal, nowMs);
       if (refusal) {
         deps.log.log("warn", "agent not attached: its endpoint did not prove it is the node's enrolled agent", { node_id: node.id, endpoint, reason: refusal.reason, error: refusal.message });
+        if (hv) await detach(node.id);
         return;
       }
     }
