@@ -18,6 +18,7 @@ import { absolute, compare, formatTable, machine, num, type Row } from "./lib/re
 import { percentile, sleep } from "./lib/stats.js";
 import { streamOnce, streamRates, type StreamRate } from "./lib/stream-rate.js";
 import { authLoad, BENCH_ADMIN_PASSWORD, memberTokens } from "./lib/auth.js";
+import { measureTlsUnary, tlsServerEnv } from "./lib/tls-unary.js";
 import { captureGetVm, connectBinaryLoad, connectJsonLoad, DEMO_VM_ID, measureGrpcUnary, type GrpcUnary } from "./lib/unary.js";
 
 // `npm run bench`: every row is measured in this run, on this machine, against a baseline
@@ -27,12 +28,12 @@ if (process.env["QUANTIX_BENCH_PINNED"] !== "1" && hasProgram("taskset")) {
   const r = spawnSync("taskset", ["-c", "1", process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit", env: { ...process.env, QUANTIX_BENCH_PINNED: "1" } });
   process.exit(r.status ?? 1);
 }
-/** `npm run bench -- --only=fanout` (or unary, creates, agent, migrate, scheduler, fuzz, auth; comma-separated) runs those groups alone. */
+/** `npm run bench -- --only=fanout` (or unary, tls, creates, agent, migrate, scheduler, fuzz, auth; comma-separated) runs those groups alone. */
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
-const want = (group: "unary" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz" | "auth") => !only || only.includes(group);
+const want = (group: "unary" | "tls" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz" | "auth") => !only || only.includes(group);
 /** `--seed=N` changes the fuzz run's requests (the same seed always makes the same ones). */
 const fuzzSeed = Number(process.argv.find((a) => a.startsWith("--seed="))?.slice("--seed=".length) ?? 20261204);
-const httpGroups = want("unary") || want("creates") || want("fanout");
+const httpGroups = want("unary") || want("tls") || want("creates") || want("fanout");
 const h2loadGroups = httpGroups || want("auth");
 
 if (!hasProgram("taskset") || (h2loadGroups && !hasProgram("h2load"))) {
@@ -56,8 +57,8 @@ function countCodes(logFile: string, procedure: string): { total: number; bad: n
 const started = Date.now();
 const progress = (msg: string) => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
 const SERVER = "packages/server/src/main.ts";
-const ours = (name: string, demo: boolean) =>
-  startServer(name, SERVER, [], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "memory", QUANTIX_DEMO: demo ? "1" : "0", QUANTIX_LOG_LEVEL: "info", QUANTIX_SHUTDOWN_GRACE_MS: "2000" });
+const ours = (name: string, demo: boolean, env: Record<string, string> = {}) =>
+  startServer(name, SERVER, [], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "memory", QUANTIX_DEMO: demo ? "1" : "0", QUANTIX_LOG_LEVEL: "info", QUANTIX_SHUTDOWN_GRACE_MS: "2000", ...env });
 const baseline = (name: string, script: string, args: string[] = []) => startServer(name, join("bench", "servers", script), args, {});
 const rps = (r: Saturation) => r.reqPerSec;
 const failures = (r: Saturation) => (r.notOk > 0 ? ` (${r.notOk} failed)` : "");
@@ -120,6 +121,26 @@ try {
   );
   }
   await down(main);
+
+  // The cost of TLS: unary GetVM over gRPC, the same server with and without it.
+  if (want("tls")) {
+    progress("GetVM over gRPC: h2c vs TLS (h2 over ALPN), same control plane and demo data, taking turns");
+    const pki = await tlsServerEnv();
+    try {
+      const [clear, secure] = await Promise.all([up(ours("quantix-h2c", true)), up(ours("quantix-tls", true, pki.env))]);
+      const t = await measureTlsUnary(clear, secure, pki.ca, LOG_DIR);
+      await down(clear, secure);
+      details["tls"] = t;
+      rows.push(
+        { ...compare("GetVM gRPC over TLS, req/s (4 conn x 32 streams, median of 3)", rps(t.load.tls), rps(t.load.clear), reqs, "same server, h2c"), ours: reqs(rps(t.load.tls)) + failures(t.load.tls) },
+        compare("GetVM gRPC over TLS p50 at concurrency 1", t.latency.tls.p50Us, t.latency.clear.p50Us, us, "same server, h2c"),
+        compare("GetVM gRPC over TLS p99 at concurrency 1", t.latency.tls.p99Us, t.latency.clear.p99Us, us, "same server, h2c"),
+        { ...absolute("GetVM gRPC over TLS bad answers (200 checked + h2load)", t.bad.tls + t.load.tls.notOk, (v) => `${v}`, { op: "=", value: 0, on: "value" }), baseline: `h2c ${t.bad.clear + t.load.clear.notOk}` },
+      );
+    } finally {
+      pki.cleanup();
+    }
+  }
 
   // CreateVM, then server streaming against the 20,000 VMs it made.
   if (want("creates")) {

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// The `quantix` command: `quantix agent` is `npm run agent`, `quantix server` is `npm start`.
+// The `quantix` command: `quantix agent` is `npm run agent`, `quantix server` is `npm start`,
+// `quantix ca` creates the cluster CA and certificates (docs/api/tls-and-enrollment.md).
 // Plain JavaScript, so it runs without a build: it registers tsx in this process and
 // imports the TypeScript entry point, with the subcommand taken out of process.argv so the
 // entry point sees only its own flags. It runs in the caller's directory (relative paths
@@ -9,6 +10,7 @@ import { register } from "tsx/esm/api";
 const COMMANDS = {
   agent: { main: "../packages/agent/src/main.ts", about: "the host agent: serves vmm.v1 for this host (configured by VMCP_* variables or flags; quantix agent --help lists them)" },
   server: { main: "../packages/server/src/main.ts", about: "the control plane (configured by QUANTIX_* variables; see README.md)" },
+  ca: { main: "../packages/server/src/pki/ca-main.ts", about: "the cluster CA and the control plane's TLS certificate for a first setup (quantix ca --help)" },
 };
 
 const USAGE = `usage: quantix <command> [flags]

@@ -12,8 +12,8 @@ export interface Exchange {
   readonly body: Buffer;
 }
 
-/** Opens an h2c session and waits until the server's SETTINGS arrived. */
-export function connect(url: string, options: http2.ClientSessionOptions = {}): Promise<http2.ClientHttp2Session> {
+/** Opens an HTTP/2 session (h2c, or TLS for an https URL) and waits until the server's SETTINGS arrived. */
+export function connect(url: string, options: http2.ClientSessionOptions | http2.SecureClientSessionOptions = {}): Promise<http2.ClientHttp2Session> {
   return new Promise((resolve, reject) => {
     const s = http2.connect(url, options);
     s.once("error", reject);
@@ -60,8 +60,8 @@ export interface Latency {
  * to the end of the response. Targets take turns in `rounds` rounds of n/rounds calls
  * (after `warmup` unmeasured calls each), so drift in the machine's load hits all alike.
  */
-export async function sequentialLatency(urls: readonly string[], headers: http2.OutgoingHttpHeaders, body: Buffer, n = 2000, warmup = 200, rounds = 4, budgetMs = 60_000): Promise<Latency[]> {
-  const sessions = await Promise.all(urls.map((u) => connect(u)));
+export async function sequentialLatency(urls: readonly string[], headers: http2.OutgoingHttpHeaders, body: Buffer, n = 2000, warmup = 200, rounds = 4, budgetMs = 60_000, options: http2.SecureClientSessionOptions = {}): Promise<Latency[]> {
+  const sessions = await Promise.all(urls.map((u) => connect(u, options)));
   const samples: number[][] = urls.map(() => []);
   const deadline = nowMs() + budgetMs;
   const calls = async (i: number, count: number, keep: boolean) => {
@@ -81,8 +81,8 @@ export async function sequentialLatency(urls: readonly string[], headers: http2.
 }
 
 /** Sends `n` requests, `concurrency` at a time, and counts those `check` rejects (or that fail). */
-export async function countBad(url: string, headers: http2.OutgoingHttpHeaders, body: Buffer, check: (x: Exchange) => boolean, n = 200, concurrency = 20): Promise<number> {
-  const session = await connect(url);
+export async function countBad(url: string, headers: http2.OutgoingHttpHeaders, body: Buffer, check: (x: Exchange) => boolean, n = 200, concurrency = 20, options: http2.SecureClientSessionOptions = {}): Promise<number> {
+  const session = await connect(url, options);
   let bad = 0;
   let next = 0;
   const worker = async () => {

@@ -75,3 +75,12 @@ test("VMCP_IMAGE_DIRS: defaults to the state dir's images/ and /var/lib/quantix/
   assert.deepEqual(loadAgentConfig({ VMCP_IMAGE_DIRS: "/a" }, ["--image-dirs", "/b, /c/"]).imageDirs, ["/b", "/c/"]);
   assert.throws(() => loadAgentConfig({ VMCP_IMAGE_DIRS: "/a,images" }), /VMCP_IMAGE_DIRS \(--image-dirs\) must list absolute directory paths .*'images'/);
 });
+
+test("--join needs --join-token and --ca-cert, takes https only, and is the control plane unless one is named", () => {
+  const c = loadAgentConfig({ VMCP_JOIN_TOKEN: "qjt_x.y" }, ["--join", "https://cp.example:8080/", "--ca-cert", "/etc/quantix/ca.crt"]);
+  assert.deepEqual([c.join, c.joinToken, c.caCert, c.controlPlane], ["https://cp.example:8080", "qjt_x.y", "/etc/quantix/ca.crt", "https://cp.example:8080"]);
+  assert.equal(loadAgentConfig({ QUANTIX_CONTROL_PLANE: "https://other:8080" }, ["--join", "https://cp:8080", "--join-token", "t", "--ca-cert", "/ca"]).controlPlane, "https://other:8080");
+  assert.throws(() => loadAgentConfig({}, ["--join", "https://cp:8080"]), /VMCP_JOIN_TOKEN \(--join-token\) is required with --join[\s\S]*VMCP_CA_CERT \(--ca-cert\) is required with --join/);
+  assert.throws(() => loadAgentConfig({}, ["--join", "http://cp:8080", "--join-token", "t", "--ca-cert", "/ca"]), /VMCP_JOIN \(--join\) must be a base URL such as https:/);
+  assert.equal(loadAgentConfig({}).join, undefined);
+});

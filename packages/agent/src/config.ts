@@ -1,5 +1,5 @@
 import { hostname } from "node:os";
-import { join, resolve } from "node:path";
+import { join as joinPath, resolve } from "node:path";
 import { QuantixError } from "@quantix/core";
 
 /** The hypervisor backends an agent can drive. */
@@ -45,6 +45,16 @@ export interface AgentConfig {
    * shared directory. Default: `<state dir>/images` and `/var/lib/quantix/images`.
    */
   readonly imageDirs: readonly string[];
+  /**
+   * Enroll with the control plane at this base URL (https) before starting (VMCP_JOIN,
+   * --join); it becomes the control plane the agent registers with unless
+   * QUANTIX_CONTROL_PLANE says otherwise. Ignored once the state directory holds a certificate.
+   */
+  readonly join: string | undefined;
+  /** The one-time join token (VMCP_JOIN_TOKEN, --join-token): required with join. */
+  readonly joinToken: string | undefined;
+  /** The cluster CA certificate (PEM file) that verifies the control plane at enrollment (VMCP_CA_CERT, --ca-cert): required with join. */
+  readonly caCert: string | undefined;
 }
 
 /** The one QEMU endpoint the agent accepts (the seed's default): QEMU run by the agent on this host. */
@@ -94,6 +104,9 @@ const SETTINGS = {
   nodeName: ["QUANTIX_NODE_NAME", "--node-name", ""],
   sharedDirs: ["VMCP_SHARED_DIRS", "--shared-dirs", ""],
   imageDirs: ["VMCP_IMAGE_DIRS", "--image-dirs", IMAGE_DIRS_DEFAULT],
+  join: ["VMCP_JOIN", "--join", ""],
+  joinToken: ["VMCP_JOIN_TOKEN", "--join-token", ""],
+  caCert: ["VMCP_CA_CERT", "--ca-cert", ""],
 } as const satisfies Record<keyof AgentConfig, readonly [string, string, string]>;
 
 type Key = keyof typeof SETTINGS;
@@ -147,17 +160,29 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
   if (address === "" || /[\s/]/.test(address)) problems.push(`${name("address")} must be an IP address or host name, got '${address}'`);
   const stateDir = get("stateDir");
   if (stateDir === "" || /[\u0000-\u001f]/.test(stateDir)) problems.push(`${name("stateDir")} must be a directory path`);
-  const cp = get("controlPlane");
-  if (cp !== "") {
+  const baseUrl = (k: "controlPlane" | "join", protocols: readonly string[], example: string): void => {
+    const v = get(k);
+    if (v === "") return;
     let ok = false;
     try {
-      const u = new URL(cp);
-      ok = (u.protocol === "http:" || u.protocol === "https:") && u.pathname === "/" && u.search === "";
+      const u = new URL(v);
+      ok = protocols.includes(u.protocol) && u.pathname === "/" && u.search === "" && u.username === "" && u.password === "";
     } catch {
       ok = false;
     }
-    if (!ok) problems.push(`${name("controlPlane")} must be a base URL such as http://127.0.0.1:8080, got '${cp}'`);
+    if (!ok) problems.push(`${name(k)} must be a base URL such as ${example}, got '${v}'`);
+  };
+  const cp = get("controlPlane");
+  baseUrl("controlPlane", ["http:", "https:"], "http://127.0.0.1:8080");
+  const join = get("join");
+  baseUrl("join", ["https:"], "https://cp.example:8080 (enrollment is over TLS)");
+  const joinToken = get("joinToken");
+  const caCert = get("caCert");
+  if (join !== "") {
+    if (joinToken === "") problems.push(`${name("joinToken")} is required with ${SETTINGS.join[1]}: the one-time token from CreateJoinToken`);
+    if (caCert === "") problems.push(`${name("caCert")} is required with ${SETTINGS.join[1]}: the cluster CA certificate (ca.crt) that verifies the control plane`);
   }
+  if (caCert !== "" && /[\u0000-\u001f]/.test(caCert)) problems.push(`${name("caCert")} must be a file path`);
   const nodeName = get("nodeName") || hostname();
   if (!/^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,251}[a-zA-Z0-9])?$/.test(nodeName)) problems.push(`${name("nodeName")} must be a host name (letters, digits, '.', '-'), got '${nodeName}'`);
   for (const k of ["chEndpoint", "fcEndpoint"] as const) {
@@ -176,7 +201,7 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
     return dirs;
   };
   const sharedDirs = dirList("sharedDirs", get("sharedDirs"));
-  const imageDirs = raw.has("imageDirs") ? dirList("imageDirs", get("imageDirs")) : [join(resolve(stateDir), "images"), "/var/lib/quantix/images"];
+  const imageDirs = raw.has("imageDirs") ? dirList("imageDirs", get("imageDirs")) : [joinPath(resolve(stateDir), "images"), "/var/lib/quantix/images"];
   if (problems.length > 0) throw new QuantixError("invalid_argument", `invalid agent configuration:\n  ${problems.join("\n  ")}`);
   return {
     backend: backend as BackendType,
@@ -190,9 +215,12 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
     address,
     port,
     stateDir: resolve(stateDir),
-    controlPlane: cp === "" ? undefined : cp.replace(/\/$/, ""),
+    controlPlane: cp !== "" ? cp.replace(/\/$/, "") : join !== "" ? join.replace(/\/$/, "") : undefined,
     nodeName,
     sharedDirs,
     imageDirs,
+    join: join === "" ? undefined : join.replace(/\/$/, ""),
+    joinToken: joinToken === "" ? undefined : joinToken,
+    caCert: caCert === "" ? undefined : caCert,
   };
 }

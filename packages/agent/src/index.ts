@@ -11,6 +11,7 @@ export { QmpClient } from "./backends/qemu/qmp-client.js";
 export { SimulatedBackend } from "./backends/simulated/simulated-backend.js";
 export { isProcessAlive } from "./process-state.js";
 export { startAgentServer, type AgentServer, type AgentServerOptions } from "./rpc/agent-server.js";
+export { enroll, loadEnrollment, type AgentTls, type EnrollOptions } from "./enroll/enrollment.js";
 export { startControlPlaneLink, type ControlPlaneLink } from "./sync/control-plane-link.js";
 export { fenceTargetOf } from "./sync/self-fence.js";
 export { VmManager } from "./vm-manager.js";

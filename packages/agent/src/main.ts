@@ -1,4 +1,4 @@
-import { mkdir } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { QuantixError } from "@quantix/core";
 import { createJsonLogger } from "@quantix/rpc";
 import { createBackend } from "./backend-factory.js";
@@ -8,6 +8,7 @@ import { lockStateDir } from "./state-dir-lock.js";
 import { startControlPlaneLink, type ControlPlaneLink } from "./sync/control-plane-link.js";
 import { fenceTargetOf } from "./sync/self-fence.js";
 import { VmManager } from "./vm-manager.js";
+import { enroll, loadEnrollment, type AgentTls } from "./enroll/enrollment.js";
 
 /** Entry point of `npm run agent`: the host agent serving vmm.v1, linked to a control plane when configured. */
 async function main(): Promise<void> {
@@ -36,6 +37,14 @@ async function main(): Promise<void> {
     process.stderr.write(`quantix-agent: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);
   }
+  let tls: AgentTls | undefined;
+  try {
+    tls = await enrolled(config, log);
+  } catch (err) {
+    release();
+    process.stderr.write(`quantix-agent: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  }
   try {
     backend = await createBackend(config);
     await backend.ping();
@@ -45,7 +54,7 @@ async function main(): Promise<void> {
     // shows on it is what a real hypervisor would be allowed.
     manager = new VmManager({ backend, sharedDirs: config.sharedDirs, migrationHost, stateDir: config.stateDir, imageDirs: config.imageDirs });
     await manager.start();
-    server = await startAgentServer(manager, { host: config.address, port: config.port, log, problem: () => link?.problem() });
+    server = await startAgentServer(manager, { host: config.address, port: config.port, log, problem: () => link?.problem(), ...(tls ? { tls } : {}) });
   } catch (err) {
     await backend?.close().catch(() => undefined);
     release();
@@ -79,9 +88,28 @@ async function main(): Promise<void> {
     process.stderr.write(`quantix-agent: ${message}\n`);
     stop("refused", 1);
   };
-  link = config.controlPlane ? startControlPlaneLink({ controlPlane: config.controlPlane, agentUrl: server.url, nodeName: config.nodeName, stateDir: config.stateDir, backend, log, fenceTarget: fenceTargetOf(manager, backend), onRefused: refused }) : undefined;
+  link = config.controlPlane ? startControlPlaneLink({ controlPlane: config.controlPlane, agentUrl: server.url, nodeName: config.nodeName, stateDir: config.stateDir, backend, log, fenceTarget: fenceTargetOf(manager, backend), onRefused: refused, ...(tls ? { tls } : {}) }) : undefined;
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
+}
+
+/**
+ * The agent's enrollment: the one kept in its state directory, else a new one when told to
+ * join (--join, --join-token, --ca-cert), else none (cleartext, for local trust mode).
+ */
+async function enrolled(config: AgentConfig, log: ReturnType<typeof createJsonLogger>): Promise<AgentTls | undefined> {
+  const kept = await loadEnrollment(config.stateDir);
+  if (kept) {
+    if (config.join) log.log("info", "already enrolled; the join token was not used", { node_id: kept.nodeId, state_dir: config.stateDir });
+    return kept;
+  }
+  if (!config.join) return undefined;
+  const caPem = await readFile(config.caCert!, "utf8").catch((err: NodeJS.ErrnoException) => {
+    throw new Error(`VMCP_CA_CERT (--ca-cert): cannot read ${config.caCert}: ${err.code ?? String(err)}`);
+  });
+  const done = await enroll({ url: config.join, joinToken: config.joinToken!, caPem, nodeName: config.nodeName, stateDir: config.stateDir });
+  log.log("info", "enrolled with the control plane", { control_plane: config.join, node_id: done.nodeId, node: config.nodeName });
+  return done;
 }
 
 /** Which setting picks the hypervisor binary, for start errors (a missing binary is the usual cause). */

@@ -15,6 +15,7 @@ test("quantix --help lists the commands; an unknown command exits 2; quantix age
   assert.equal(await help.exited, 0);
   assert.match(help.out(), /agent .*host agent/);
   assert.match(help.out(), /server .*control plane/);
+  assert.match(help.out(), /ca .*cluster CA/);
   const bad = run(["frobnicate"]);
   assert.equal(await bad.exited, 2);
   assert.match(bad.err(), /unknown command 'frobnicate'/);
@@ -50,5 +51,27 @@ test("quantix server starts the control plane", async () => {
   } finally {
     p.child.kill("SIGKILL");
     await p.exited;
+  }
+});
+
+test("quantix ca init and issue-server write the cluster CA and a server certificate; bad input exits 2 naming it", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "quantix-bin-ca-"));
+  try {
+    const help = run(["ca", "--help"]);
+    assert.equal(await help.exited, 0);
+    assert.match(help.out(), /quantix ca init --dir/);
+    const init = run(["ca", "init", "--dir", join(dir, "pki")]);
+    assert.equal(await init.exited, 0, init.err());
+    const issue = run(["ca", "issue-server", "--dir", join(dir, "pki"), "--name", "localhost", "--ip", "127.0.0.1"]);
+    assert.equal(await issue.exited, 0, issue.err());
+    assert.match(issue.out(), /QUANTIX_TLS_CERT=.*server\.crt QUANTIX_TLS_KEY=.*server\.key/);
+    const again = run(["ca", "init", "--dir", join(dir, "pki")]);
+    assert.equal(await again.exited, 1);
+    assert.match(again.err(), /ca\.key exists; nothing was written \(pass --force/);
+    const bad = run(["ca", "issue-server", "--dir", join(dir, "pki"), "--name", "localhost", "--ip", "not-an-ip"]);
+    assert.equal(await bad.exited, 2);
+    assert.match(bad.err(), /--ip must be an IPv4 or IPv6 address, got 'not-an-ip'/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });

@@ -18,3 +18,4 @@ export * from "./resource/index.js";
 export * from "./kinds/index.js";
 export * from "./identity/principal.js";
 export * from "./quota/usage.js";
+export * from "./identity/cluster-identity.js";

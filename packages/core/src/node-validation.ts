@@ -5,7 +5,8 @@ import { TaintEffect } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import type { FieldViolation } from "./errors.js";
 import { validateLabels, Violations } from "./violations.js";
 
-const HOSTNAME = /^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/;
+/** An RFC 1123 host name: what a node name (hostname) must be. */
+export const HOSTNAME = /^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/;
 const TAINT_KEY = /^[a-zA-Z0-9]([a-zA-Z0-9._/-]{0,61}[a-zA-Z0-9])?$/;
 /** Hypervisor kinds a node may report. */
 export const HYPERVISOR_TYPES = ["qemu", "cloud-hypervisor", "firecracker", "simulated"] as const;

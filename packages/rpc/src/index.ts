@@ -3,6 +3,7 @@
 // one port, with one interceptor chain on every path.
 export { DEFAULT_LIMITS, startRpcServer, type Fallback, type RpcLimits, type RpcServer, type RpcServerOptions } from "./rpc-server.js";
 export { route, type Route } from "./routes.js";
+export type { ListenerTls } from "./listener.js";
 export { mapErrors } from "./interceptors/map-errors.js";
 export { observeCalls, type ObserveOptions } from "./interceptors/observe-calls.js";
 export { rateLimit, type RateLimiter, type RateLimitOptions } from "./interceptors/rate-limit.js";
@@ -12,3 +13,4 @@ export { createJsonLogger, silentLogger, type Logger, type LogLevel } from "./lo
 export { LATENCY_BUCKETS_SEC, RpcMetrics } from "./metrics/rpc-metrics.js";
 export { peerKey, principalKey, peerOfSocket, requestHeader, type Peer } from "./call-context.js";
 export { codeLabel } from "./code-label.js";
+export { certificateInfo, createClusterCa, createCsr, issueForCsr, issueWithNewKey, type CertificateSubject, type KeyAndCert } from "./pki/pki.js";

@@ -1,6 +1,7 @@
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
+import * as tls from "node:tls";
 import { SessionGuard } from "./session-guard.js";
 
 /** Limits of the listener. */
@@ -22,7 +23,24 @@ type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.
 /** Takes an HTTP/2 stream before the request/response layer; returns whether it did. */
 export type StreamHook = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean;
 
-/** A listening port that serves HTTP/1.1 and cleartext HTTP/2 (prior knowledge) at once. */
+/** The certificate a listener serves TLS with, and whom it asks for a client certificate. */
+export interface ListenerTls {
+  /** The server's certificate chain (PEM). */
+  readonly cert: string | Buffer;
+  /** Its private key (PEM). */
+  readonly key: string | Buffer;
+  /** The CA certificates (PEM) that verify client certificates; without them no client certificate is asked for. */
+  readonly clientCa?: string | Buffer;
+  /**
+   * "optional" (the default with a clientCa): a client may present a certificate, which
+   * the call's peer carries once verified; one that does not verify is ignored (the call
+   * is anonymous). "required": a connection without a certificate the CA verifies fails
+   * in the handshake.
+   */
+  readonly clientCert?: "optional" | "required";
+}
+
+/** A listening port that serves HTTP/1.1 and HTTP/2 at once: cleartext (prior knowledge), or TLS (ALPN). */
 export interface DualListener {
   readonly port: number;
   readonly address: string;
@@ -33,11 +51,15 @@ export interface DualListener {
 const PREFACE = Buffer.from("PRI * HTTP/2.0");
 
 /**
- * Listens on one TCP port and routes each connection by its first bytes: the HTTP/2
- * client preface goes to an h2c server, anything else to an HTTP/1.1 server. Node's
- * http2 module only offers HTTP/1.1 fallback over TLS (ALPN), hence the sniffing.
+ * Listens on one TCP port and routes each connection to one HTTP/1.1 and one HTTP/2
+ * server. Cleartext: by its first bytes (the HTTP/2 client preface goes to h2c, anything
+ * else to HTTP/1.1; Node's http2 module only falls back to HTTP/1.1 over TLS). With `tls`:
+ * by the protocol the TLS handshake agreed (ALPN "h2", else HTTP/1.1), which is what
+ * http2.createSecureServer({ allowHTTP1 }) does inside, done here so that both kinds of
+ * connection reach the same two servers, with the same limits, stream hook (the gRPC fast
+ * path) and session guard as cleartext ones.
  */
-export async function listenDual(host: string, port: number, handler: Handler, limits: ListenerLimits, hook?: StreamHook): Promise<DualListener> {
+export async function listenDual(host: string, port: number, handler: Handler, limits: ListenerLimits, hook?: StreamHook, tlsOptions?: ListenerTls): Promise<DualListener> {
   const h1 = http.createServer(
     { maxHeaderSize: limits.maxHeaderBytes, headersTimeout: limits.headersTimeoutMs, connectionsCheckingInterval: Math.min(30_000, Math.max(50, limits.headersTimeoutMs / 2)) },
     (req, res) => handler(req, closeIfUnread(req, res)),
@@ -71,8 +93,20 @@ export async function listenDual(host: string, port: number, handler: Handler, l
     s.on("error", () => s.destroy());
   });
   const sockets = new Set<net.Socket>();
-  /** Connections whose first bytes have not arrived yet. */
+  /** Connections whose first bytes (with TLS: whose handshake) have not arrived yet. */
   const unsniffed = new Set<net.Socket>();
+  /** TLS connections in their handshake, by the client's address and port (the TLS socket's too). */
+  const handshaking = new Map<string, net.Socket>();
+  const secure = tlsOptions
+    ? secureServer(tlsOptions, limits, (socket) => {
+        const raw = handshaking.get(`${socket.remoteAddress}:${socket.remotePort}`);
+        if (raw) {
+          unsniffed.delete(raw);
+          handshaking.delete(`${socket.remoteAddress}:${socket.remotePort}`);
+        }
+        (socket.alpnProtocol === "h2" ? h2 : h1).emit("connection", socket);
+      })
+    : undefined;
   /** Open connections by client address. */
   const perSource = new Map<string, number>();
   const tcp = net.createServer({ noDelay: true }, (socket) => {
@@ -97,6 +131,15 @@ export async function listenDual(host: string, port: number, handler: Handler, l
       else perSource.delete(source);
     });
     socket.on("error", () => socket.destroy());
+    if (secure) {
+      // The handshake has headersTimeoutMs (handshakeTimeout); after it, each server's own timeouts.
+      clearTimeout(silent);
+      const key = `${socket.remoteAddress}:${socket.remotePort}`;
+      handshaking.set(key, socket);
+      socket.on("close", () => handshaking.delete(key));
+      secure.emit("connection", socket);
+      return;
+    }
     let head = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
       head = Buffer.concat([head, chunk]);
@@ -126,6 +169,7 @@ export async function listenDual(host: string, port: number, handler: Handler, l
       guard.stop();
       const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
       for (const s of unsniffed) s.destroy();
+      secure?.close();
       for (const s of sessions) s.close();
       h1.closeIdleConnections();
       const deadline = Date.now() + graceMs;
@@ -138,6 +182,26 @@ export async function listenDual(host: string, port: number, handler: Handler, l
       await closed;
     },
   };
+}
+
+/**
+ * A TLS server that never listens itself (the TCP listener hands it connections, after
+ * its per-source limit): it offers h2 and http/1.1 over ALPN and hands each connection,
+ * once the handshake is done, to `secured`. A failed handshake (no or an untrusted client
+ * certificate where one is required, a client that does not speak TLS) closes the
+ * connection; nothing is logged per connection.
+ */
+function secureServer(o: ListenerTls, limits: ListenerLimits, secured: (socket: tls.TLSSocket) => void): tls.Server {
+  const server = tls.createServer({
+    cert: o.cert,
+    key: o.key,
+    ALPNProtocols: ["h2", "http/1.1"],
+    handshakeTimeout: limits.headersTimeoutMs,
+    ...(o.clientCa !== undefined ? { ca: o.clientCa, requestCert: true, rejectUnauthorized: o.clientCert === "required" } : {}),
+  });
+  server.on("secureConnection", secured);
+  server.on("tlsClientError", (_err, socket) => socket.destroy());
+  return server;
 }
 
 /**

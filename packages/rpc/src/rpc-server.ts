@@ -5,7 +5,7 @@ import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
 import { GrpcFastPath } from "./fast-path/grpc-fast-path.js";
 import { mapErrors } from "./interceptors/map-errors.js";
 import { observeCalls } from "./interceptors/observe-calls.js";
-import { listenDual, type ListenerLimits } from "./listener.js";
+import { listenDual, type ListenerLimits, type ListenerTls } from "./listener.js";
 import type { Logger } from "./log/logger.js";
 import { logRefusal } from "./log/rpc-log.js";
 import type { RpcMetrics } from "./metrics/rpc-metrics.js";
@@ -55,6 +55,12 @@ export interface RpcServerOptions {
   readonly interceptors?: readonly Interceptor[];
   readonly fallback?: Fallback;
   readonly limits?: Partial<RpcLimits>;
+  /**
+   * Serve TLS with this certificate (HTTP/2 and HTTP/1.1 over ALPN on the one port, every
+   * protocol and the fast path alike), optionally verifying client certificates; without
+   * it, cleartext. A verified client certificate reaches every call as its peer (peerKey).
+   */
+  readonly tls?: ListenerTls;
   /** Told to in-flight calls when the server closes (UNAVAILABLE). */
   readonly shutdownMessage?: string;
   /** Called on close once the shutdown signal has aborted, before in-flight calls drain: end long streams here. */
@@ -66,7 +72,7 @@ export interface RpcServer {
   readonly port: number;
   /** The address it listens on, e.g. 127.0.0.1 or ::1. */
   readonly address: string;
-  /** Base URL, e.g. http://127.0.0.1:8080. */
+  /** Base URL, e.g. http://127.0.0.1:8080 (https:// with TLS). */
   readonly url: string;
   /** Aborts when the server begins to close. */
   readonly shutdownSignal: AbortSignal;
@@ -76,7 +82,7 @@ export interface RpcServer {
 
 /**
  * Serves `routes` over Connect (JSON and binary), gRPC and gRPC-Web, on HTTP/1.1 and
- * cleartext HTTP/2 at one port (docs/adr/0002-*.md), unary and server-streaming gRPC on
+ * HTTP/2 at one port (cleartext, or TLS with `tls`: docs/adr/0002-*.md), unary and server-streaming gRPC on
  * the fast path (docs/adr/0003-*.md). Every path runs one interceptor chain, installed
  * here once: the log line and metrics outermost, then the error mapping, then `interceptors`.
  */
@@ -106,13 +112,13 @@ export async function startRpcServer(o: RpcServerOptions): Promise<RpcServer> {
     writeFailed: (procedure, reason) => o.log.log("debug", "rpc response not written", { procedure, error: String(reason) }),
   });
   const fast = new GrpcFastPath(o.routes, { readMaxBytes: limits.readMaxBytes, writeMaxBytes: limits.writeMaxBytes, shutdownSignal: shutdown.signal, interceptors, refused });
-  const listener = await listenDual(o.host, o.port, handler, limits, (stream, headers) => fast.handle(stream, headers));
+  const listener = await listenDual(o.host, o.port, handler, limits, (stream, headers) => fast.handle(stream, headers), o.tls);
   const host = listener.address.includes(":") ? `[${listener.address}]` : listener.address;
   let closing: Promise<void> | undefined;
   return {
     port: listener.port,
     address: listener.address,
-    url: `http://${host}:${listener.port}`,
+    url: `${o.tls ? "https" : "http"}://${host}:${listener.port}`,
     shutdownSignal: shutdown.signal,
     close(graceMs) {
       closing ??= (async () => {

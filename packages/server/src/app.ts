@@ -16,7 +16,7 @@ import { SimulatedNodes } from "./demo/simulated-nodes.js";
 import { createFallback } from "./health.js";
 import { attachAgentNodes, type AgentNodes } from "./hypervisor/agent-nodes.js";
 import { NodeDrivers } from "./hypervisor/node-drivers.js";
-import { rateLimit, RpcMetrics, startRpcServer, type Route, type RpcServer } from "@quantix/rpc";
+import { rateLimit, RpcMetrics, startRpcServer, type Peer, type Route, type RpcServer } from "@quantix/rpc";
 import type { Interceptor } from "@connectrpc/connect";
 import { createJsonLogger, type Logger } from "@quantix/rpc";
 import { PENDING_SERVICES, SERVED_ELSEWHERE, SERVED_FILES } from "./rpc/catalog.js";
@@ -50,6 +50,12 @@ import { TokenService } from "./identity/token-service.js";
 import { UserService } from "./identity/user-service.js";
 import { identityServiceRoute } from "./rpc/identity-routes.js";
 import { projectServiceRoute } from "./rpc/project-routes.js";
+import { loadServerTls } from "./tls/server-tls.js";
+import { ClusterCa } from "./enrollment/cluster-ca.js";
+import { agentIdentityReader, agentPrincipalFromPeer } from "./enrollment/agent-identity.js";
+import { EnrollmentService } from "./enrollment/enrollment-service.js";
+import { enrollmentServiceRoute } from "./enrollment/enrollment-routes.js";
+import { announceSecurityMode } from "./tls/security-mode.js";
 
 /** A running control plane. */
 export interface ControlPlane {
@@ -92,6 +98,12 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const clock = deps.clock ?? systemClock;
   const ids = deps.ids ?? randomIds;
   const log = deps.log ?? createJsonLogger(config.logLevel);
+  // Certificates first: a bad file stops the start before anything is opened.
+  const tls = await loadServerTls(config);
+  const ca = config.ca ? await ClusterCa.load(config.ca) : undefined;
+  const controlPlaneCert = ca ? await ca.controlPlaneClient() : undefined;
+  // With TLS, agents prove which node they are (their enrolled certificate); without, anyone may register.
+  const agentOf = config.tls ? (ca ? agentIdentityReader(ca) : () => undefined) : undefined;
   const store = deps.store ?? (await openStore(config.store, config.storeTuning, log));
   const startedAt = clock.now();
 
@@ -138,7 +150,14 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   // Every replica connects to the agents (console, metrics, reboot and migrations are served
   // by whichever replica a client reaches; nothing in these connections writes the store).
   // The demo's simulated hosts run in this process without an agent endpoint: never both.
-  const agents: AgentNodes = attachAgentNodes({ store, drivers, log, clusterId });
+  const agents: AgentNodes = attachAgentNodes({
+    store,
+    drivers,
+    log,
+    clock,
+    clusterId,
+    ...(config.tls ? { enrolledOnly: { dial: ca && controlPlaneCert ? { ca: ca.certPem, cert: controlPlaneCert.certPem, key: controlPlaneCert.keyPem } : undefined } } : {}),
+  });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   const controllers = new ControllerManager({ store, log, onLost: () => process.exit(1) });
   controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), new EventRetention({ store, clock, log, retentionSec: config.auditRetentionSec, kept: AUDIT_RETAINED }), quotaUsageController({ store, clock, log }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
@@ -148,7 +167,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const rpcMetrics = new RpcMetrics();
   const routes: Route[] = [
     vmServiceRoute(store, vmService, power, migration, vmMetrics, config.defaultDeadlineMs),
-    nodeServiceRoute(store, nodeService, drains),
+    nodeServiceRoute(store, nodeService, drains, agentOf),
+    enrollmentServiceRoute(new EnrollmentService({ store, clock, ids, ca })),
     migrationServiceRoute(store),
     eventServiceRoute(store),
     identityServiceRoute(store, users, tokens),
@@ -170,11 +190,13 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
       store,
       localTrust: config.localTrust,
       log,
+      ...(agentOf ? { certificatePrincipal: (peer: Peer) => agentPrincipalFromPeer(agentOf, peer) } : {}),
       ...(config.rateLimitRps > 0 ? { rateLimit: rateLimit({ rps: config.rateLimitRps, burst: config.rateLimitBurst }) } : {}),
     }),
     ...(deps.interceptors ?? []),
   ];
   let server: RpcServer;
+  let stopAnnouncing: () => void = () => undefined;
   try {
     server = await startRpcServer({
       host: config.host,
@@ -193,6 +215,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
         headersTimeoutMs: config.headersTimeoutMs,
         maxConnectionsPerSource: config.maxConnectionsPerSource,
       },
+      ...(tls ? { tls } : {}),
     });
   } catch (err) {
     await controllers.stop();
@@ -202,10 +225,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     await store.close();
     throw err;
   }
-  log.log("info", "control plane listening", { url: server.url, protocols: ["connect", "grpc", "grpc-web"], http: ["1.1", "h2c"], store: config.store.kind });
-  if (config.localTrust) {
-    log.log("warn", "local trust mode: calls without a token act as the system admin (a loopback address and no TLS configured); calls with a token are authenticated; QUANTIX_LOCAL_TRUST=0 requires tokens", { url: server.url });
-  }
+  log.log("info", "control plane listening", { url: server.url, protocols: ["connect", "grpc", "grpc-web"], http: config.tls ? ["1.1", "h2"] : ["1.1", "h2c"], tls: config.tls !== undefined, store: config.store.kind });
+  stopAnnouncing = announceSecurityMode(config, server.url, log);
   let closing: Promise<void> | undefined;
   return {
     port: server.port,
@@ -221,6 +242,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     },
     close() {
       closing ??= (async () => {
+        stopAnnouncing();
         await server.close(config.shutdownGraceMs);
         // The calls have ended: their audit records are written before the store closes.
         await audit.close();

@@ -1,3 +1,5 @@
+import { existsSync } from "node:fs";
+import { isIP } from "node:net";
 import { QUOTA_RESOURCES, QuantixError, SCORING_STRATEGIES, type Limits, type QuotaResource, type ScoringStrategy } from "@quantix/core";
 
 /** The control plane's settings, read from the environment and validated at start. */
@@ -36,14 +38,6 @@ export interface ControlPlaneConfig {
   readonly nodeLostAfterSec: number;
   /** How long lifecycle events are kept (QUANTIX_EVENT_RETENTION_SEC). */
   readonly eventRetentionSec: number;
-  /** Whether the API serves TLS (a certificate and key are configured); false until then. */
-  readonly tlsConfigured: boolean;
-  /**
-   * Local trust mode: on a loopback address without TLS, a call without a token acts as
-   * the system admin (LOCAL_PRINCIPAL), like Incus's unix socket; a call with one is
-   * authenticated as usual. QUANTIX_LOCAL_TRUST=0 turns it off.
-   */
-  readonly localTrust: boolean;
   /** Lifetime of the access tokens Login returns (QUANTIX_ACCESS_TOKEN_TTL_SEC). */
   readonly accessTokenTtlSec: number;
   /** Failed logins allowed at once, per username and per source address (QUANTIX_LOGIN_FAILURE_BURST). */
@@ -58,6 +52,33 @@ export interface ControlPlaneConfig {
   readonly rateLimitBurst: number;
   /** How long audit records are kept (QUANTIX_AUDIT_RETENTION_SEC). */
   readonly auditRetentionSec: number;
+  /** The API's certificate (QUANTIX_TLS_CERT, QUANTIX_TLS_KEY, QUANTIX_TLS_CLIENT_CA); undefined: cleartext. */
+  readonly tls: TlsFiles | undefined;
+  /** The cluster CA that signs agents' certificates at enrollment (QUANTIX_CA_CERT, QUANTIX_CA_KEY); undefined: no enrollment. */
+  readonly ca: CaFiles | undefined;
+  /** Serve without TLS on a non-loopback address anyway (QUANTIX_INSECURE=1); logged loudly. */
+  readonly insecure: boolean;
+  /**
+   * Local trust mode: on a loopback address without TLS, a call without a token acts as
+   * the system admin (LOCAL_PRINCIPAL), like Incus's unix socket, and agents register
+   * without certificates; a call with a token is authenticated as usual.
+   * QUANTIX_LOCAL_TRUST=0 (or an override to false) turns it off; derived after overrides.
+   */
+  readonly localTrust: boolean;
+}
+
+/** PEM files of the API's TLS certificate. */
+export interface TlsFiles {
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** Extra CAs whose client certificates are verified (the cluster CA's always are, when configured). */
+  readonly clientCaFile: string | undefined;
+}
+
+/** PEM files of the cluster CA. */
+export interface CaFiles {
+  readonly certFile: string;
+  readonly keyFile: string;
 }
 
 /** The store a control plane uses. */
@@ -93,8 +114,6 @@ const DEFAULTS: ControlPlaneConfig = {
   schedulerStrategy: "spread",
   nodeLostAfterSec: 300,
   eventRetentionSec: 7 * 86_400,
-  tlsConfigured: false,
-  localTrust: true,
   accessTokenTtlSec: 3600,
   loginFailureBurst: 5,
   loginFailuresPerMin: 5,
@@ -102,6 +121,10 @@ const DEFAULTS: ControlPlaneConfig = {
   rateLimitRps: 0,
   rateLimitBurst: 0,
   auditRetentionSec: 90 * 86_400,
+  tls: undefined,
+  ca: undefined,
+  insecure: false,
+  localTrust: true,
 };
 
 /** Reads and validates the configuration; throws with every problem named. */
@@ -137,9 +160,10 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
   if (!(SCORING_STRATEGIES as readonly string[]).includes(strategy)) problems.push(`QUANTIX_SCHEDULER_STRATEGY=${JSON.stringify(strategy)} must be spread, pack or balanced`);
   const localTrustEnv = env["QUANTIX_LOCAL_TRUST"] ?? "1";
   if (!["0", "1"].includes(localTrustEnv)) problems.push(`QUANTIX_LOCAL_TRUST=${JSON.stringify(localTrustEnv)} must be 0 or 1`);
-  const tlsConfigured = overrides.tlsConfigured ?? DEFAULTS.tlsConfigured;
   const rateLimitRps = int("QUANTIX_RATE_LIMIT_RPS", 0, 10_000_000, DEFAULTS.rateLimitRps);
-  const cfg: ControlPlaneConfig = {
+  const insecureRaw = env["QUANTIX_INSECURE"] ?? "0";
+  if (!["0", "1", "true", "false"].includes(insecureRaw)) problems.push(`QUANTIX_INSECURE=${JSON.stringify(insecureRaw)} must be 0 or 1`);
+  const merged: ControlPlaneConfig = {
     host,
     port,
     store,
@@ -157,8 +181,6 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
     schedulerStrategy: strategy as ScoringStrategy,
     nodeLostAfterSec: int("QUANTIX_NODE_LOST_AFTER_SEC", 1, 86_400, DEFAULTS.nodeLostAfterSec),
     eventRetentionSec: int("QUANTIX_EVENT_RETENTION_SEC", 60, 366 * 86_400, DEFAULTS.eventRetentionSec),
-    tlsConfigured,
-    localTrust: localTrustEnv === "1" && !tlsConfigured && isLoopback(overrides.host ?? host),
     accessTokenTtlSec: int("QUANTIX_ACCESS_TOKEN_TTL_SEC", 60, 86_400, DEFAULTS.accessTokenTtlSec),
     loginFailureBurst: int("QUANTIX_LOGIN_FAILURE_BURST", 1, 10_000, DEFAULTS.loginFailureBurst),
     loginFailuresPerMin: int("QUANTIX_LOGIN_FAILURES_PER_MIN", 1, 100_000, DEFAULTS.loginFailuresPerMin),
@@ -170,8 +192,21 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
       historyRevisions: int("QUANTIX_HISTORY_REVISIONS", 10, 100_000_000, DEFAULTS.storeTuning.historyRevisions),
       pgMaxConnections: int("QUANTIX_PG_MAX_CONNECTIONS", 2, 1000, DEFAULTS.storeTuning.pgMaxConnections),
     },
+    tls: parseTls(env, problems),
+    ca: parseCa(env, problems),
+    insecure: insecureRaw === "1" || insecureRaw === "true",
+    localTrust: localTrustEnv === "1",
     ...overrides,
   };
+  // Local trust needs a loopback address and no TLS, whatever was asked.
+  const cfg: ControlPlaneConfig = { ...merged, localTrust: merged.localTrust && isLoopback(merged.host) && merged.tls === undefined };
+  if (!isLoopback(cfg.host) && cfg.tls === undefined && !cfg.insecure) {
+    problems.push(
+      `the control plane would listen on ${cfg.host}, which is not a loopback address, without TLS: anyone who reaches it could drive it. ` +
+        "Set QUANTIX_TLS_CERT and QUANTIX_TLS_KEY (a first setup: quantix ca init --dir <d>, then quantix ca issue-server --dir <d> --name <this host's name> --ip <its address>; see docs/api/tls-and-enrollment.md), " +
+        "or listen on a loopback address (QUANTIX_ADDR=127.0.0.1:8080: local trust mode), or set QUANTIX_INSECURE=1 to serve it without TLS anyway",
+    );
+  }
   if (problems.length > 0) throw new QuantixError("invalid_argument", `invalid configuration:\n  ${problems.join("\n  ")}`);
   return cfg;
 }
@@ -205,6 +240,48 @@ function parseDefaultQuota(raw: string | undefined, problems: string[]): Limits 
   return out;
 }
 
+/** Whether `host` is a loopback address (127.0.0.0/8, ::1) or "localhost"; any other name or address is not. */
+export function isLoopback(host: string): boolean {
+  if (host === "localhost" || host === "::1") return true;
+  return isIP(host) === 4 && host.startsWith("127.");
+}
+
+/** A PEM file setting: a path without control characters, of a file that exists. */
+function pemFile(env: Record<string, string | undefined>, name: string, problems: string[]): string | undefined {
+  const v = env[name];
+  if (v === undefined || v === "") return undefined;
+  if (/[\u0000-\u001f]/.test(v)) problems.push(`${name} must be a file path without control characters`);
+  else if (!existsSync(v)) problems.push(`${name}=${JSON.stringify(v)}: no such file`);
+  return v;
+}
+
+function parseTls(env: Record<string, string | undefined>, problems: string[]): TlsFiles | undefined {
+  const certFile = pemFile(env, "QUANTIX_TLS_CERT", problems);
+  const keyFile = pemFile(env, "QUANTIX_TLS_KEY", problems);
+  const clientCaFile = pemFile(env, "QUANTIX_TLS_CLIENT_CA", problems);
+  if (certFile === undefined && keyFile === undefined) {
+    if (clientCaFile !== undefined) problems.push("QUANTIX_TLS_CLIENT_CA needs QUANTIX_TLS_CERT and QUANTIX_TLS_KEY (client certificates are verified over TLS only)");
+    return undefined;
+  }
+  if (certFile === undefined || keyFile === undefined) {
+    problems.push("QUANTIX_TLS_CERT and QUANTIX_TLS_KEY go together: set both (PEM files of the server's certificate and its key)");
+    return undefined;
+  }
+  return { certFile, keyFile, clientCaFile };
+}
+
+function parseCa(env: Record<string, string | undefined>, problems: string[]): CaFiles | undefined {
+  const certFile = pemFile(env, "QUANTIX_CA_CERT", problems);
+  const keyFile = pemFile(env, "QUANTIX_CA_KEY", problems);
+  if (certFile === undefined && keyFile === undefined) return undefined;
+  if (certFile === undefined || keyFile === undefined) {
+    problems.push("QUANTIX_CA_CERT and QUANTIX_CA_KEY go together: set both (the cluster CA's certificate and key, from quantix ca init)");
+    return undefined;
+  }
+  if (env["QUANTIX_TLS_CERT"] === undefined || env["QUANTIX_TLS_CERT"] === "") problems.push("QUANTIX_CA_CERT and QUANTIX_CA_KEY (agent enrollment) need TLS: set QUANTIX_TLS_CERT and QUANTIX_TLS_KEY too");
+  return { certFile, keyFile };
+}
+
 function parseStore(env: Record<string, string | undefined>, problems: string[]): StoreConfig {
   const raw = env["QUANTIX_STORE"] || "embedded";
   const dataDir = env["QUANTIX_DATA_DIR"] || "./.quantix-data";
@@ -225,11 +302,6 @@ function parseStore(env: Record<string, string | undefined>, problems: string[])
   }
   problems.push(`QUANTIX_STORE=${JSON.stringify(redactUrl(raw))} must be "embedded" (the default: a database under QUANTIX_DATA_DIR), "memory" (nothing kept), or a PostgreSQL URL (postgres://user:password@host:5432/database)`);
   return { kind: "memory" };
-}
-
-/** Whether a listen address is loopback only (127.0.0.0/8, ::1, localhost). */
-export function isLoopback(host: string): boolean {
-  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || host === "::1" || host === "localhost";
 }
 
 /** A URL without its password, for messages and logs. */

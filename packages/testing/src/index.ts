@@ -11,3 +11,5 @@ export * from "./boot-sector.js";
 export * from "./test-agent.js";
 export * from "./zombie.js";
 export * from "./fuzz/index.js";
+export * from "./test-pki.js";
+export * from "./grpc-js.js";

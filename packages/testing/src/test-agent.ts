@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type Backend, startAgentServer, type AgentServer, startControlPlaneLink, type ControlPlaneLink, fenceTargetOf, VmManager } from "@quantix/agent";
+import { type AgentTls, type Backend, startAgentServer, type AgentServer, startControlPlaneLink, type ControlPlaneLink, fenceTargetOf, VmManager } from "@quantix/agent";
 import { silentLogger } from "@quantix/rpc";
 
 /**
@@ -23,12 +23,13 @@ export class TestAgent<B extends Backend = Backend> {
     readonly imageDirs: readonly string[] = [join(stateDir, "images")],
   ) {}
 
-  /** Serves vmm.v1 on `port` (0: a free one) and links to the control plane at `cpUrl`. */
-  async start(cpUrl: string, port = 0): Promise<void> {
+  /** Serves vmm.v1 on `port` (0: a free one) and links to the control plane at `cpUrl`; with `tls`, as an enrolled agent (mutual TLS both ways). */
+  async start(cpUrl: string, port = 0, tls?: AgentTls): Promise<void> {
     this.manager = new VmManager({ backend: this.backend, imageDirs: this.imageDirs });
     await this.manager.start();
-    this.server = await startAgentServer(this.manager, { host: "127.0.0.1", port, log: silentLogger, graceMs: 100, problem: () => this.link?.problem() });
-    this.link = startControlPlaneLink({ controlPlane: cpUrl, agentUrl: this.server.url, nodeName: this.name, stateDir: this.stateDir, backend: this.backend, log: silentLogger, heartbeatMs: this.heartbeatMs, fenceTarget: fenceTargetOf(this.manager, this.backend), fenceCheckMs: 100 });
+    const secure = tls ? { tls } : {};
+    this.server = await startAgentServer(this.manager, { host: "127.0.0.1", port, log: silentLogger, graceMs: 100, problem: () => this.link?.problem(), ...secure });
+    this.link = startControlPlaneLink({ controlPlane: cpUrl, agentUrl: this.server.url, nodeName: this.name, stateDir: this.stateDir, backend: this.backend, log: silentLogger, heartbeatMs: this.heartbeatMs, fenceTarget: fenceTargetOf(this.manager, this.backend), fenceCheckMs: 100, ...secure });
   }
 
   /**

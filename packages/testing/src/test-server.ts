@@ -1,9 +1,10 @@
-import type { Client, Transport } from "@connectrpc/connect";
+import type { Client, Interceptor, Transport } from "@connectrpc/connect";
 import { createSimulatedHost } from "@quantix/agent";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+import { IdentityService } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_service_pb.js";
 import type { Store } from "@quantix/core";
 import { DEMO_IMAGES, startControlPlane, type ControlPlane, loadConfig, SIMULATED_TOLERATION, type ControlPlaneConfig } from "@quantix/server";
 import { silentLogger } from "@quantix/rpc";
@@ -16,26 +17,58 @@ export const ON_SIMULATED_NODES = { tolerations: [{ ...SIMULATED_TOLERATION }] }
 /** A kernel the demo's simulated hosts have (DEMO_IMAGES): a VM on them naming another path is refused. */
 export const SIMULATED_KERNEL = DEMO_IMAGES.find((p) => p.endsWith("/vmlinuz"))!;
 
+/** The first admin's password of every test control plane (QUANTIX_ADMIN_PASSWORD). */
+export const TEST_ADMIN_PASSWORD = "test-admin-password-0123";
+
+/** An interceptor sending `Authorization: Bearer <token>`. */
+export const bearer =
+  (token: string): Interceptor =>
+  (next) =>
+  (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
+
+/** Logs in as the test control plane's admin (over Connect; `caPem` for TLS) and returns the access token. */
+export async function loginAsAdmin(url: string, caPem?: string): Promise<string> {
+  const t = createConnectTransport({ baseUrl: url, httpVersion: "1.1", ...(caPem ? { nodeOptions: { ca: caPem } } : {}) });
+  return (await createClient(IdentityService, t).login({ username: "admin", password: TEST_ADMIN_PASSWORD })).accessToken;
+}
+
 /** A control plane on a free loopback port whose demo nodes run fast simulated hosts. */
 export interface TestServer {
   readonly cp: ControlPlane;
   readonly url: string;
+  /** Clients acting as the system admin: local trust, or with `adminToken` when the server asks for tokens (TLS). */
   readonly vms: Client<typeof VMService>;
   readonly nodes: Client<typeof NodeService>;
+  /** The admin's access token when the server is not in local trust mode. */
+  readonly adminToken: string | undefined;
+  /** A Connect transport acting as the system admin. */
+  readonly transport: Transport;
   close(): Promise<void>;
 }
 
-/** Starts a real control plane on 127.0.0.1:0 with the demo data unless told otherwise. */
-export async function startTestServer(overrides: Partial<ControlPlaneConfig> = {}, store?: Store): Promise<TestServer> {
+/** Starts a real control plane on 127.0.0.1:0 with the demo data unless told otherwise; with TLS, `caPem` is what its clients trust. */
+export async function startTestServer(overrides: Partial<ControlPlaneConfig> = {}, store?: Store, caPem?: string): Promise<TestServer> {
   const config = loadConfig({}, { host: "127.0.0.1", port: 0, store: { kind: "memory" }, logLevel: "silent", simBootMs: 40, defaultDeadlineMs: 5000, shutdownGraceMs: 2000, ...overrides });
   // The first start's generated admin password is not shown in the test's output.
-  const cp = await startControlPlane(config, { log: silentLogger, simulatedHosts: createSimulatedHost, announce: () => undefined, ...(store ? { store } : {}) });
-  const transport = createConnectTransport({ baseUrl: cp.url, httpVersion: "1.1" });
+  const cp = await startControlPlane(config, { log: silentLogger, simulatedHosts: createSimulatedHost, adminPassword: TEST_ADMIN_PASSWORD, announce: () => undefined, ...(store ? { store } : {}) });
+  let adminToken: string | undefined;
+  try {
+    adminToken = config.localTrust ? undefined : await loginAsAdmin(cp.url, caPem);
+  } catch (err) {
+    await cp.close();
+    throw err;
+  }
+  const transport = createConnectTransport({ baseUrl: cp.url, httpVersion: "1.1", ...(caPem ? { nodeOptions: { ca: caPem } } : {}), ...(adminToken ? { interceptors: [bearer(adminToken)] } : {}) });
   return {
     cp,
     url: cp.url,
     vms: createClient(VMService, transport),
     nodes: createClient(NodeService, transport),
+    adminToken,
+    transport,
     close: () => cp.close(),
   };
 }

@@ -1,6 +1,9 @@
 import { file_vmm_v1_vm } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { RpcMetrics, startRpcServer, type Logger } from "@quantix/rpc";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { CONTROL_PLANE_URI, urisOfSubjectAltName } from "@quantix/core";
+import { peerKey, RpcMetrics, startRpcServer, type Logger } from "@quantix/rpc";
 import type { VmManager } from "../vm-manager.js";
+import type { AgentTls } from "../enroll/enrollment.js";
 import { healthFallback } from "./health.js";
 import { vmmRoute } from "./vmm-router.js";
 
@@ -13,6 +16,12 @@ export interface AgentServerOptions {
   readonly graceMs?: number;
   /** Why the agent cannot serve as a node (the control-plane link's problem()); /_/health answers 503 with it. */
   readonly problem?: () => string | undefined;
+  /**
+   * An enrolled agent's certificate: serve TLS with it and require every caller to present a
+   * client certificate of the cluster CA (the handshake fails otherwise); vmm.v1 calls are
+   * answered only when it is the control plane's (CONTROL_PLANE_URI). Absent: cleartext.
+   */
+  readonly tls?: AgentTls;
 }
 
 /** A listening agent. */
@@ -44,8 +53,24 @@ export async function startAgentServer(manager: VmManager, options: AgentServerO
     // The message sizes are connect's defaults, which the agent has always had.
     limits: { maxConcurrentStreams: 1000, readMaxBytes: 0xffffffff, writeMaxBytes: 0xffffffff },
     shutdownMessage: "the agent is shutting down",
+    ...(options.tls
+      ? { tls: { cert: options.tls.certPem, key: options.tls.keyPem, clientCa: options.tls.caPem, clientCert: "required" as const }, interceptors: [controlPlaneOnly] }
+      : {}),
     // Its watches and console follows end with the manager.
     onShutdown: () => manager.close(),
   });
   return { url: server.url, port: server.port, close: () => server.close(options.graceMs ?? 2000) };
 }
+
+/**
+ * An enrolled agent answers its control plane only: a caller whose certificate (verified
+ * against the cluster CA in the handshake) is another's, e.g. another node's agent, is
+ * refused with PERMISSION_DENIED.
+ */
+const controlPlaneOnly: Interceptor = (next) => (req) => {
+  const uris = urisOfSubjectAltName(req.contextValues.get(peerKey).certificate?.subjectaltname);
+  if (!uris.includes(CONTROL_PLANE_URI)) {
+    throw new ConnectError(`this agent answers its control plane only: the caller's certificate is not the control plane's (${CONTROL_PLANE_URI})`, Code.PermissionDenied);
+  }
+  return next(req);
+};

@@ -5,6 +5,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import type { Logger } from "@quantix/rpc";
 import type { Backend } from "../backend.js";
+import type { AgentTls } from "../enroll/enrollment.js";
 import { AGENT_VERSION } from "../rpc/health.js";
 import { readCpuTimes, readHostFacts, readUsage, type CpuTimes } from "./host-facts.js";
 import { SelfFence, type FenceTarget } from "./self-fence.js";
@@ -35,6 +36,8 @@ export interface ControlPlaneLinkOptions {
    * message (main.ts). Absent: the refusal is only logged and reported in problem().
    */
   readonly onRefused?: (message: string) => void;
+  /** An enrolled agent's certificate: its calls present it, and the control plane is verified with its CA. */
+  readonly tls?: AgentTls;
 }
 
 /** A running link. */
@@ -69,7 +72,8 @@ const ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
  * lost-after time (self-fence.ts).
  */
 export function startControlPlaneLink(o: ControlPlaneLinkOptions): ControlPlaneLink {
-  const client = createClient(NodeService, createConnectTransport({ baseUrl: o.controlPlane, httpVersion: "1.1" }));
+  const nodeOptions = o.tls ? { nodeOptions: { ca: o.tls.caPem, cert: o.tls.certPem, key: o.tls.keyPem } } : {};
+  const client = createClient(NodeService, createConnectTransport({ baseUrl: o.controlPlane, httpVersion: "1.1", ...nodeOptions }));
   const idFile = join(o.stateDir, "node-id");
   const stopping = new AbortController();
   let nodeId: string | undefined;

@@ -12,6 +12,7 @@ export * from "./signing-key-kind.js";
 export * from "./credential-kind.js";
 export * from "./quota-kind.js";
 export * from "./audit-record-kind.js";
+export * from "./join-token-kind.js";
 
 import type { Kind, Resource } from "../resource/kind.js";
 import { EVENT_KIND } from "./event-kind.js";
@@ -20,6 +21,7 @@ import { NODE_KIND } from "./node-kind.js";
 import { NODE_TOMBSTONE_KIND } from "./node-tombstone-kind.js";
 import { QUOTA_KIND } from "./quota-kind.js";
 import { AUDIT_RECORD_KIND } from "./audit-record-kind.js";
+import { JOIN_TOKEN_KIND } from "./join-token-kind.js";
 import { VM_KIND } from "./vm-kind.js";
 import { PROJECT_KIND } from "./project-kind.js";
 import { USER_KIND } from "./user-kind.js";
@@ -30,4 +32,4 @@ import { SIGNING_KEY_KIND } from "./signing-key-kind.js";
 import { CREDENTIAL_KIND } from "./credential-kind.js";
 
 /** Every kind the control plane keeps: each store registers them all. */
-export const ALL_KINDS: readonly Kind<Resource>[] = [VM_KIND, NODE_KIND, EVENT_KIND, MIGRATION_KIND, NODE_TOMBSTONE_KIND, PROJECT_KIND, USER_KIND, SERVICE_ACCOUNT_KIND, API_TOKEN_KIND, ROLE_BINDING_KIND, SIGNING_KEY_KIND, CREDENTIAL_KIND, QUOTA_KIND, AUDIT_RECORD_KIND] as unknown as Kind<Resource>[];
+export const ALL_KINDS: readonly Kind<Resource>[] = [VM_KIND, NODE_KIND, EVENT_KIND, MIGRATION_KIND, NODE_TOMBSTONE_KIND, PROJECT_KIND, USER_KIND, SERVICE_ACCOUNT_KIND, API_TOKEN_KIND, ROLE_BINDING_KIND, SIGNING_KEY_KIND, CREDENTIAL_KIND, QUOTA_KIND, AUDIT_RECORD_KIND, JOIN_TOKEN_KIND] as unknown as Kind<Resource>[];

@@ -1,5 +1,6 @@
 import type { Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { agentTlsOptions, healthOverTls, type AgentDialTls } from "./agent-tls.js";
 
 /** What an agent's health report says, as far as the control plane reads it. */
 export interface AgentHealth {
@@ -37,14 +38,22 @@ export function healthOf(status: number, body: unknown): AgentHealth {
   return { ok: status === 200, ...(capabilities ? { capabilities } : {}), detail: b.ping?.detail ?? b.reason ?? `HTTP ${status}` };
 }
 
-/** A registered agent at its agent_endpoint: gRPC over cleartext HTTP/2, health over GET /_/health. */
-export function httpAgentConnection(endpoint: string): AgentConnection {
+/**
+ * A registered agent at its agent_endpoint: gRPC over HTTP/2, health over GET /_/health.
+ * Cleartext, or with `secure` (an enrolled agent) mutual TLS where every connection checks
+ * that the agent's certificate names node `secure.nodeId`.
+ */
+export function httpAgentConnection(endpoint: string, secure?: { readonly dial: AgentDialTls; readonly nodeId: string }): AgentConnection {
   // Pings find a half-open connection (a host that vanished) within seconds.
-  const sessions = new Http2SessionManager(endpoint, { pingIntervalMs: 5000, pingTimeoutMs: 3000, idleConnectionTimeoutMs: 60_000 });
+  const sessions = new Http2SessionManager(endpoint, { pingIntervalMs: 5000, pingTimeoutMs: 3000, idleConnectionTimeoutMs: 60_000 }, secure ? agentTlsOptions(secure.dial, secure.nodeId) : undefined);
   return {
     endpoint,
     transport: createGrpcTransport({ baseUrl: endpoint, sessionManager: sessions }),
     async health() {
+      if (secure) {
+        const r = await healthOverTls(endpoint, secure.nodeId, secure.dial);
+        return healthOf(r.status, r.body);
+      }
       const res = await fetch(`${endpoint}/_/health`, { signal: AbortSignal.timeout(3000) });
       return healthOf(res.status, await res.json().catch(() => ({})));
     },

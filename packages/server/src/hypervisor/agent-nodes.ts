@@ -2,9 +2,10 @@ import { NodeStatus_Phase as Phase, type Node } from "@quantix/api/gen/Quantixkv
 import type { Store } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
 import { httpAgentConnection } from "./agent-connection.js";
+import { refusalOf, writeAgentIdentity, type EnrolledOnly } from "./agent-identity-check.js";
 import { AgentHypervisor } from "./agent-hypervisor.js";
 import type { NodeDrivers } from "./node-drivers.js";
-import { NODE_KIND, allOf, VM_KIND } from "@quantix/core";
+import { NODE_KIND, allOf, systemClock, VM_KIND, type Clock } from "@quantix/core";
 
 /** What {@link attachAgentNodes} needs from the composition root. */
 export interface AgentNodesDeps {
@@ -13,6 +14,13 @@ export interface AgentNodesDeps {
   readonly log: Logger;
   /** The store's cluster id, marked on the VMs the agents create. */
   readonly clusterId?: string;
+  /**
+   * Talk to enrolled agents only (TLS configured): each over mutual TLS, and only once its
+   * endpoint answered with the node's certificate; a node whose endpoint does not is not
+   * attached, and its AgentIdentity condition says why. Absent: cleartext, as registered.
+   */
+  readonly enrolledOnly?: EnrolledOnly;
+  readonly clock?: Clock;
 }
 
 /** A running attachment; stop() detaches every agent and closes its connection. */
@@ -21,6 +29,9 @@ export interface AgentNodes {
   get(nodeId: string): AgentHypervisor | undefined;
   stop(): Promise<void>;
 }
+
+/** How often an attached enrolled agent's endpoint is checked again (on the node's next change: its heartbeats). */
+const RECHECK_MS = 60_000;
 
 /**
  * Keeps `drivers` in step with the store's nodes: every node with an agent_endpoint
@@ -31,12 +42,15 @@ export interface AgentNodes {
  */
 export function attachAgentNodes(deps: AgentNodesDeps): AgentNodes {
   const agents = new Map<string, AgentHypervisor>();
+  /** When each node's endpoint was last checked for its agent's certificate. */
+  const checkedAt = new Map<string, number>();
   const abort = new AbortController();
 
   const detach = async (nodeId: string): Promise<void> => {
     const hv = agents.get(nodeId);
     if (!hv) return;
     agents.delete(nodeId);
+    checkedAt.delete(nodeId);
     deps.drivers.detach(nodeId);
     await hv.close();
     deps.log.log("info", "agent detached", { node_id: nodeId });
@@ -53,9 +67,24 @@ export function attachAgentNodes(deps: AgentNodesDeps): AgentNodes {
       await detach(node.id);
       hv = undefined;
     }
+    const secure = deps.enrolledOnly;
+    const nowMs = (deps.clock ?? systemClock).now();
+    // Checked before attaching, and again now and then while attached (what answers at an
+    // endpoint can change: another process on the agent's port refuses every call, and the
+    // node's status should say why rather than only "unreachable").
+    if (secure && (!hv || nowMs - (checkedAt.get(node.id) ?? 0) >= RECHECK_MS)) {
+      checkedAt.set(node.id, nowMs);
+      const refusal = await refusalOf(node, endpoint, secure);
+      await writeAgentIdentity(deps.store, node, refusal, nowMs);
+      if (refusal) {
+        deps.log.log("warn", "agent not attached: its endpoint did not prove it is the node's enrolled agent", { node_id: node.id, endpoint, reason: refusal.reason, error: refusal.message });
+        if (hv) await detach(node.id);
+        return;
+      }
+    }
     if (!hv) {
       const created = new AgentHypervisor({
-        connection: httpAgentConnection(endpoint),
+        connection: httpAgentConnection(endpoint, secure?.dial ? { dial: secure.dial, nodeId: node.id } : undefined),
         node: node.hostname,
         kind: type || "unknown",
         version: node.status?.hypervisor?.version ?? "",

@@ -33,6 +33,8 @@ export interface IdentityInterceptorDeps {
 }
 
 const NO_TOKEN = "a bearer token is required: log in with IdentityService/Login or create a token";
+const NO_AGENT_CERTIFICATE =
+  "an agent proves its node with the client certificate it got at enrollment, over TLS (QUANTIX_TLS_CERT and QUANTIX_CA_CERT on the control plane; quantix agent --join on the host, docs/api/tls-and-enrollment.md), or calls with a system admin's token; without TLS, only an agent on a control plane in local trust mode (loopback) needs neither";
 
 type Req = UnaryRequest | StreamRequest;
 type AnyResponse = UnaryResponse | StreamResponse;
@@ -113,7 +115,7 @@ export function identityInterceptor(d: IdentityInterceptorDeps): Interceptor {
       };
       let principal: Principal | Promise<Principal>;
       try {
-        principal = authenticate(d, req);
+        principal = authenticate(d, req, policy);
       } catch (err) {
         return Promise.reject(err);
       }
@@ -128,7 +130,7 @@ export function identityInterceptor(d: IdentityInterceptorDeps): Interceptor {
 }
 
 /** The caller: at once for local trust or a token already verified, else a promise. */
-function authenticate(d: IdentityInterceptorDeps, req: Req): Principal | Promise<Principal> {
+function authenticate(d: IdentityInterceptorDeps, req: Req, policy: Policy): Principal | Promise<Principal> {
   const header = requestHeader(req, "authorization");
   if (header === null) {
     if (d.certificatePrincipal) {
@@ -137,7 +139,7 @@ function authenticate(d: IdentityInterceptorDeps, req: Req): Principal | Promise
       if (agent) return agent;
     }
     if (d.localTrust) return LOCAL_PRINCIPAL;
-    throw unauthenticated(NO_TOKEN);
+    throw unauthenticated(policy.access === "agent" ? NO_AGENT_CERTIFICATE : NO_TOKEN);
   }
   const token = bearerToken(header);
   return d.auth.cached(token) ?? d.auth.authenticate(token);

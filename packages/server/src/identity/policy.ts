@@ -134,6 +134,13 @@ export const POLICY: Readonly<Record<string, Policy>> = {
   [`${NODES}/DisableNode`]: admin,
   [`${NODES}/DrainNode`]: admin,
 
+  // Joining a cluster (ADR 0009): operators make join tokens; Enroll is public, as the
+  // join token in its request is the credential (a host has nothing else yet).
+  "Quantixkvm.compute.v1.EnrollmentService/CreateJoinToken": admin,
+  "Quantixkvm.compute.v1.EnrollmentService/ListJoinTokens": admin,
+  "Quantixkvm.compute.v1.EnrollmentService/DeleteJoinToken": admin,
+  "Quantixkvm.compute.v1.EnrollmentService/Enroll": pub,
+
   [`${MIGRATIONS}/GetMigration`]: { access: "project", role: "reader", target: { from: "object", kind: MIGRATION_KIND as unknown as Kind<Resource>, field: "id", after: true } },
   [`${MIGRATIONS}/ListMigrations`]: list(),
   [`${MIGRATIONS}/WatchMigrations`]: list(),

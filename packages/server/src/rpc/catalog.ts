@@ -1,6 +1,7 @@
 import type { DescFile, DescService } from "@bufbuild/protobuf";
 import { file_Quantixkvm_compute_v1_node_service } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { file_Quantixkvm_compute_v1_vm_service } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+import { file_Quantixkvm_compute_v1_enrollment_service } from "@quantix/api/gen/Quantixkvm/compute/v1/enrollment_service_pb.js";
 import { file_Quantixkvm_compute_v1_migration_service } from "@quantix/api/gen/Quantixkvm/compute/v1/migration_service_pb.js";
 import { file_Quantixkvm_event_v1_event_service } from "@quantix/api/gen/Quantixkvm/event/v1/event_service_pb.js";
 import { file_Quantixkvm_identity_v1_identity_service } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_service_pb.js";
@@ -52,6 +53,7 @@ export const SERVED_FILES: readonly DescFile[] = [
   file_Quantixkvm_compute_v1_vm_service,
   file_Quantixkvm_compute_v1_node_service,
   file_Quantixkvm_compute_v1_migration_service,
+  file_Quantixkvm_compute_v1_enrollment_service,
   file_Quantixkvm_event_v1_event_service,
   file_Quantixkvm_identity_v1_identity_service,
   file_Quantixkvm_identity_v1_project_service,

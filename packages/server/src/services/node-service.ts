@@ -10,6 +10,16 @@ import { requireId } from "./vm-service.js";
 import { ResourceWriter } from "../resources/resource-writer.js";
 import { updateWithEvents } from "../events/record.js";
 import { nodeEvents } from "../events/node-events.js";
+import type { AgentIdentity } from "../enrollment/agent-identity.js";
+
+/**
+ * Who calls RegisterNode or UpdateHeartbeat where agents must prove it (TLS configured):
+ * the enrolled agent its verified certificate names, or undefined (no certificate of the
+ * cluster CA). Where they need not (local trust, QUANTIX_INSECURE) the methods get no caller.
+ */
+export interface AgentCaller {
+  readonly agent: AgentIdentity | undefined;
+}
 
 /** How often agents heartbeat (see node-monitor.ts for when a silent node is NOT_READY, then OFFLINE). */
 export const HEARTBEAT_INTERVAL_SEC = 10;
@@ -57,9 +67,15 @@ export class NodeService {
    * Registers a host, or refreshes its hardware when the hostname is already registered.
    * A request naming the node id it had (`node_id`) never creates a node for that id's
    * host once the node is gone: NOT_FOUND, checked in the same call that would create it.
+   * With a `caller` (agents must prove who they are), only the agent holding the node's
+   * certificate registers it, as the node its certificate names.
    */
-  async register(req: RegisterNodeRequest): Promise<Node> {
+  async register(req: RegisterNodeRequest, caller?: AgentCaller): Promise<Node> {
     throwIfViolations(validateRegisterNode(req));
+    const holder = caller ? certifiedAgent(caller, "RegisterNode") : undefined;
+    if (holder && req.hostname !== holder.nodeName) {
+      throw new QuantixError("permission_denied", `this agent's certificate is node '${holder.nodeName}' (${holder.nodeId})'s, not '${req.hostname}''s: register with QUANTIX_NODE_NAME=${holder.nodeName}, or enroll this host for '${req.hostname}' with a join token of its own`);
+    }
     const now = timestampFromMs(this.deps.clock.now());
     const hardware = (spec: NodeSpec) => {
       spec.cpu = req.cpuInfo;
@@ -71,7 +87,8 @@ export class NodeService {
     const existing = (await this.deps.store.of(NODE_KIND).list({ where: { hostname: req.hostname }, order: { field: "hostname", desc: false }, limit: 1 })).items[0];
     if (existing) {
       return this.deps.store.of(NODE_KIND).update(existing.id, (cur) => {
-        refuseSecondAgent(cur, req, this.deps.clock.now());
+        if (holder) refuseOtherHolder(cur, holder);
+        else refuseSecondAgent(cur, req, this.deps.clock.now());
         cur.managementIp = req.managementIp;
         cur.labels = { ...cur.labels, ...req.labels };
         hardware(cur.spec!);
@@ -85,9 +102,19 @@ export class NodeService {
     }
     // A node id this store never knew (its database was replaced) registers the host anew;
     // only a decommissioned node's (its tombstone) is refused.
-    const tombstone = req.nodeId !== "" ? await this.deps.store.of(NODE_TOMBSTONE_KIND).get(req.nodeId) : undefined;
+    const priorId = holder?.nodeId ?? req.nodeId;
+    const tombstone = priorId !== "" ? await this.deps.store.of(NODE_TOMBSTONE_KIND).get(priorId) : undefined;
     if (tombstone) {
-      throw new QuantixError("not_found", `node '${req.nodeId}' (${tombstone.hostname}) was decommissioned; register without node_id to add the host again`);
+      throw new QuantixError(
+        "not_found",
+        holder
+          ? `node '${priorId}' (${tombstone.hostname}) was decommissioned; its certificate no longer registers a node: enroll the host again with a new join token`
+          : `node '${priorId}' (${tombstone.hostname}) was decommissioned; register without node_id to add the host again`,
+      );
+    }
+    if (holder) {
+      const other = await this.deps.store.of(NODE_KIND).get(holder.nodeId);
+      if (other) refuseOtherHolder(other, holder);
     }
     const spec = create(NodeSpecSchema, { schedulable: true });
     hardware(spec);
@@ -98,7 +125,8 @@ export class NodeService {
       allocated: create(ResourcesSchema),
     });
     const node = create(NodeSchema, {
-      id: this.deps.ids.newId(),
+      // An enrolled agent's node has the id its certificate names.
+      id: holder?.nodeId ?? this.deps.ids.newId(),
       hostname: req.hostname,
       managementIp: req.managementIp,
       labels: req.labels,
@@ -150,9 +178,13 @@ export class NodeService {
     return decommissionNode({ store: this.deps.store, clock: this.deps.clock, nodes: this, ...(this.deps.decommission ? { reach: this.deps.decommission } : {}) }, req);
   }
 
-  /** Records a heartbeat: the node is READY unless an operator has put it elsewhere. */
-  async heartbeat(req: UpdateHeartbeatRequest): Promise<UpdateHeartbeatResponse> {
+  /** Records a heartbeat: the node is READY unless an operator has put it elsewhere. With a `caller`, only from the agent holding the node's certificate. */
+  async heartbeat(req: UpdateHeartbeatRequest, caller?: AgentCaller): Promise<UpdateHeartbeatResponse> {
     requireId("id", req.id);
+    const holder = caller ? certifiedAgent(caller, "UpdateHeartbeat") : undefined;
+    if (holder && holder.nodeId !== req.id) {
+      throw new QuantixError("permission_denied", `this agent's certificate is node ${holder.nodeId}'s (${holder.nodeName}): it heartbeats for that node only, not for ${req.id}`);
+    }
     const nowMs = this.deps.clock.now();
     const node = await updateWithEvents(this.deps.store, NODE_KIND, req.id, (cur) => {
       const s = cur.status ?? create(NodeStatusSchema);
@@ -169,6 +201,24 @@ export class NodeService {
     return create(UpdateHeartbeatResponseSchema, { phase: node.status?.phase ?? Phase.UNKNOWN, heartbeatIntervalSec: HEARTBEAT_INTERVAL_SEC, nodeLostAfterSec: this.deps.nodeLostAfterSec ?? 0 });
   }
 
+}
+
+/** The enrolled agent a caller is; UNAUTHENTICATED, saying how to enroll, when it proved none. */
+function certifiedAgent(caller: AgentCaller, method: string): AgentIdentity {
+  if (caller.agent) return caller.agent;
+  throw new QuantixError(
+    "unauthenticated",
+    `${method} is accepted only from an enrolled agent (a client certificate of the cluster CA naming its node); enroll this agent: quantix agent --join <control plane URL> --join-token <token from CreateJoinToken> --ca-cert <ca.crt> (docs/api/tls-and-enrollment.md)`,
+  );
+}
+
+/** A node registers only as the node its agent's certificate names: another agent cannot take it over. */
+function refuseOtherHolder(node: Node, holder: AgentIdentity): void {
+  if (node.id === holder.nodeId && node.hostname === holder.nodeName) return;
+  throw new QuantixError(
+    "permission_denied",
+    `node '${node.hostname}' (${node.id}) is held by the agent with its certificate; this agent's certificate is node '${holder.nodeName}' (${holder.nodeId})'s and cannot take it over`,
+  );
 }
 
 /**

@@ -5,6 +5,7 @@ import { MigrationSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/migratio
 import { NodeSchema, NodeTombstoneSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VirtualMachineSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { EventSchema } from "@quantix/api/gen/Quantixkvm/event/v1/event_pb.js";
+import { JoinTokenSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/enrollment_service_pb.js";
 import { AuditRecordSchema } from "@quantix/api/gen/Quantixkvm/audit/v1/audit_pb.js";
 import { QuotaSchema } from "@quantix/api/gen/Quantixkvm/quota/v1/quota_pb.js";
 import { ApiTokenSchema, PrincipalType, Role, ServiceAccountSchema, SigningKeySchema, UserSchema } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_pb.js";
@@ -15,6 +16,7 @@ import {
   AUDIT_RECORD_KIND,
   CREDENTIAL_KIND,
   EVENT_KIND,
+  JOIN_TOKEN_KIND,
   MIGRATION_KIND,
   NODE_KIND,
   NODE_TOMBSTONE_KIND,
@@ -207,4 +209,17 @@ const auditRecord: KindFixture = {
   scope: (tag) => ({ values: { procedure: tag }, where: { procedure: tag } }),
 };
 
-export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone, project, user, serviceAccount, apiToken, roleBinding, signingKey, credential, quota, auditRecord];
+const joinToken: KindFixture = {
+  kind: JOIN_TOKEN_KIND as unknown as Kind<Resource>,
+  make: (v) =>
+    create(JoinTokenSchema, {
+      id: randomUUID(),
+      nodeName: str(v["node_name"], `h-${randomUUID().slice(0, 8)}`),
+      nodeId: randomUUID(),
+      createTime: ms(v["create_time"], NOW),
+      secretSha256: new Uint8Array(32).fill(7),
+    }),
+  scope: (tag) => ({ values: { node_name: tag }, where: { node_name: tag } }),
+};
+
+export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone, project, user, serviceAccount, apiToken, roleBinding, signingKey, credential, quota, auditRecord, joinToken];

@@ -304,6 +304,24 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
       CREATE INDEX quantix_audit_records_by_project_id_time_ms ON quantix_audit_records (project_id, time_ms, id);
     `,
   },
+  {
+    version: 9,
+    name: "join tokens (agent enrollment)",
+    // CreateJoinToken stores one (the SHA-256 of its secret, never the secret); Enroll marks it used.
+    sql: `
+      CREATE TABLE quantix_join_tokens (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        node_name text COLLATE "C" NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_join_tokens_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_join_tokens_by_created_ms ON quantix_join_tokens (created_ms, id);
+      CREATE INDEX quantix_join_tokens_by_node_name_created_ms ON quantix_join_tokens (node_name, created_ms, id);
+    `,
+  },
 ];
 
 /** The newest schema version this binary knows. */
