@@ -1,3 +1,5 @@
+import http from "node:http";
+import https from "node:https";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect, exchange, grpcHeaders } from "./h2-client.js";
@@ -8,10 +10,27 @@ import { GET_VM, isDemoVm } from "./unary.js";
 export const BENCH_ADMIN_PASSWORD = "bench-admin-password-0";
 const DEMO_PROJECT = "00000000-0000-0000-0000-000000000001";
 
-async function call(url: string, procedure: string, body: unknown, token?: string): Promise<Record<string, unknown>> {
-  const res = await fetch(`${url}/${procedure}`, { method: "POST", headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) });
-  const json = (await res.json()) as Record<string, unknown>;
-  if (res.status !== 200) throw new Error(`${procedure}: ${res.status} ${JSON.stringify(json)}`);
+/** A Connect JSON call; over https, trusting `ca`. */
+async function call(url: string, procedure: string, body: unknown, token?: string, ca?: string): Promise<Record<string, unknown>> {
+  const headers = { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) };
+  const text = JSON.stringify(body);
+  const { status, json } = await new Promise<{ status: number; json: Record<string, unknown> }>((resolve, reject) => {
+    const req = (url.startsWith("https:") ? https : http).request(`${url}/${procedure}`, { method: "POST", headers, ...(ca ? { ca } : {}) }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () => {
+        try {
+          resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString()) as Record<string, unknown> });
+        } catch (err) {
+          reject(err as Error);
+        }
+      });
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end(text);
+  });
+  if (status !== 200) throw new Error(`${procedure}: ${status} ${JSON.stringify(json)}`);
   return json;
 }
 
@@ -20,13 +39,13 @@ async function call(url: string, procedure: string, body: unknown, token?: strin
  * token (a JWT from Login) and an API token it makes, so the measured calls pass
  * authentication and the project check of GetVM.
  */
-export async function memberTokens(url: string): Promise<{ jwt: string; api: string }> {
-  const login = (username: string, password: string) => call(url, "Quantixkvm.identity.v1.IdentityService/Login", { username, password });
+export async function memberTokens(url: string, ca?: string): Promise<{ jwt: string; api: string }> {
+  const login = (username: string, password: string) => call(url, "Quantixkvm.identity.v1.IdentityService/Login", { username, password }, undefined, ca);
   const admin = (await login("admin", BENCH_ADMIN_PASSWORD))["accessToken"] as string;
-  const user = await call(url, "Quantixkvm.identity.v1.IdentityService/CreateUser", { username: "bench", password: BENCH_ADMIN_PASSWORD }, admin);
-  await call(url, "Quantixkvm.identity.v1.ProjectService/SetRoleBinding", { projectId: DEMO_PROJECT, principalType: "PRINCIPAL_TYPE_USER", principalId: user["id"], role: "ROLE_MEMBER" }, admin);
+  const user = await call(url, "Quantixkvm.identity.v1.IdentityService/CreateUser", { username: "bench", password: BENCH_ADMIN_PASSWORD }, admin, ca);
+  await call(url, "Quantixkvm.identity.v1.ProjectService/SetRoleBinding", { projectId: DEMO_PROJECT, principalType: "PRINCIPAL_TYPE_USER", principalId: user["id"], role: "ROLE_MEMBER" }, admin, ca);
   const jwt = (await login("bench", BENCH_ADMIN_PASSWORD))["accessToken"] as string;
-  const api = (await call(url, "Quantixkvm.identity.v1.IdentityService/CreateToken", { name: "bench", projectId: DEMO_PROJECT, role: "ROLE_MEMBER" }, jwt))["secret"] as string;
+  const api = (await call(url, "Quantixkvm.identity.v1.IdentityService/CreateToken", { name: "bench", projectId: DEMO_PROJECT, role: "ROLE_MEMBER" }, jwt, ca))["secret"] as string;
   return { jwt, api };
 }
 

@@ -60,14 +60,14 @@ export interface Latency {
  * to the end of the response. Targets take turns in `rounds` rounds of n/rounds calls
  * (after `warmup` unmeasured calls each), so drift in the machine's load hits all alike.
  */
-export async function sequentialLatency(urls: readonly string[], headers: http2.OutgoingHttpHeaders, body: Buffer, n = 2000, warmup = 200, rounds = 4, budgetMs = 60_000, options: http2.SecureClientSessionOptions = {}): Promise<Latency[]> {
+export async function sequentialLatency(urls: readonly string[], headers: http2.OutgoingHttpHeaders | readonly http2.OutgoingHttpHeaders[], body: Buffer, n = 2000, warmup = 200, rounds = 4, budgetMs = 60_000, options: http2.SecureClientSessionOptions = {}): Promise<Latency[]> {
   const sessions = await Promise.all(urls.map((u) => connect(u, options)));
   const samples: number[][] = urls.map(() => []);
   const deadline = nowMs() + budgetMs;
   const calls = async (i: number, count: number, keep: boolean) => {
     for (let k = 0; k < count && nowMs() < deadline; k++) {
       const t0 = process.hrtime.bigint();
-      await exchange(sessions[i]!, headers, body);
+      await exchange(sessions[i]!, Array.isArray(headers) ? headers[i]! : (headers as http2.OutgoingHttpHeaders), body);
       if (keep) samples[i]!.push(Number(process.hrtime.bigint() - t0) / 1000);
     }
   };

@@ -24,17 +24,22 @@ export async function tlsServerEnv(): Promise<{ env: Record<string, string>; ca:
 }
 
 /**
- * Unary GetVM over gRPC: the same control plane (demo data) in cleartext (h2c) and over
- * TLS (h2 via ALPN), taking turns: 200 checked calls each, h2load at saturation (4
+ * Unary GetVM over gRPC: the same control plane (demo data) in cleartext (h2c, local trust,
+ * no token) and secured (TLS, h2 via ALPN, every call with `token`, a project member's
+ * bearer token), taking turns: 200 checked calls each, h2load at saturation (4
  * connections x 32 streams; h2load speaks TLS itself), then latency at concurrency 1.
  */
-export async function measureTlsUnary(clear: Server, tls: Server, ca: string, logDir: string): Promise<TlsUnary> {
+export async function measureTlsUnary(clear: Server, tls: Server, ca: string, token: string, logDir: string): Promise<TlsUnary> {
   const tlsUrl = `https://127.0.0.1:${tls.port}`;
   const bodies = await captureGetVm(clear.url, logDir);
   const opts = { ca };
-  const bad = { clear: await countBad(clear.url, grpcHeaders(GET_VM), bodies.grpc, isDemoVm), tls: await countBad(tlsUrl, grpcHeaders(GET_VM), bodies.grpc, isDemoVm, 200, 20, opts) };
+  const auth = { authorization: `Bearer ${token}` };
+  const bad = { clear: await countBad(clear.url, grpcHeaders(GET_VM), bodies.grpc, isDemoVm), tls: await countBad(tlsUrl, { ...grpcHeaders(GET_VM), ...auth }, bodies.grpc, isDemoVm, 200, 20, opts) };
   const headers = { "content-type": "application/grpc", te: "trailers" };
-  const [lc, lt] = (await saturateAll([clear.url, tlsUrl].map((u) => ({ url: u + GET_VM, bodyFile: join(bodies.dir, "getvm-req.grpc"), headers, clients: 4, streams: 32 })))) as [Saturation, Saturation];
-  const [pc, pt] = (await sequentialLatency([clear.url, tlsUrl], grpcHeaders(GET_VM), bodies.grpc, 2000, 200, 4, 60_000, opts)) as [Latency, Latency];
+  const [lc, lt] = (await saturateAll([
+    { url: clear.url + GET_VM, bodyFile: join(bodies.dir, "getvm-req.grpc"), headers, clients: 4, streams: 32 },
+    { url: tlsUrl + GET_VM, bodyFile: join(bodies.dir, "getvm-req.grpc"), headers: { ...headers, ...auth }, clients: 4, streams: 32 },
+  ])) as [Saturation, Saturation];
+  const [pc, pt] = (await sequentialLatency([clear.url, tlsUrl], [grpcHeaders(GET_VM), { ...grpcHeaders(GET_VM), ...auth }], bodies.grpc, 2000, 200, 4, 60_000, opts)) as [Latency, Latency];
   return { bad, load: { clear: lc, tls: lt }, latency: { clear: pc, tls: pt } };
 }

@@ -3,11 +3,11 @@ import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { createClient } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import type { Logger } from "@quantix/rpc";
-import { quantixRejection } from "@quantix/testing";
+import { loginAsAdmin, quantixRejection, rejection, TEST_ADMIN_PASSWORD } from "@quantix/testing";
 import { startControlPlane, type ControlPlane } from "../app.js";
 import { loadConfig } from "../config.js";
 import { CA_FILES, runCaCommand } from "../pki/ca-command.js";
@@ -61,16 +61,18 @@ describe("a control plane serving the command's certificates", () => {
   const pki = () => join(dir, "pki");
   before(async () => {
     const env = { QUANTIX_TLS_CERT: join(pki(), CA_FILES.serverCert), QUANTIX_TLS_KEY: join(pki(), CA_FILES.serverKey) };
-    cp = await startControlPlane(loadConfig(env, { port: 0, store: { kind: "memory" }, logLevel: "silent", demo: false }));
+    cp = await startControlPlane(loadConfig(env, { port: 0, store: { kind: "memory" }, logLevel: "silent", demo: false }), { adminPassword: TEST_ADMIN_PASSWORD, announce: () => undefined });
   });
   after(() => cp?.close());
 
-  test("is at an https URL; clients trusting only the cluster CA call it (Connect JSON, gRPC)", async () => {
+  test("is at an https URL; clients trusting only the cluster CA call it (Connect JSON, gRPC), with a token (TLS: no local trust)", async () => {
     assert.match(cp.url, /^https:\/\/127\.0\.0\.1:/);
     const ca = await readFile(join(pki(), CA_FILES.caCert), "utf8");
+    const token = await loginAsAdmin(cp.url, ca);
     for (const t of [createConnectTransport({ baseUrl: cp.url, httpVersion: "1.1", nodeOptions: { ca } }), createGrpcTransport({ baseUrl: cp.url, nodeOptions: { ca } })]) {
-      const res = await createClient(NodeService, t).listNodes({});
+      const res = await createClient(NodeService, t).listNodes({}, { headers: { authorization: `Bearer ${token}` } });
       assert.deepEqual(res.nodes, []);
+      assert.equal((await rejection(createClient(NodeService, t).listNodes({}))).code, Code.Unauthenticated, "without a token");
     }
   });
 

@@ -15,7 +15,7 @@ export function announceSecurityMode(config: ControlPlaneConfig, url: string, lo
     return () => undefined;
   }
   if (config.localTrust) {
-    log.log("warn", "local trust mode: loopback address without TLS; calls without a token act as the system admin (this machine's operator), calls with a token are authenticated, agents register without certificates; QUANTIX_LOCAL_TRUST=0 requires tokens", { url });
+    log.log("info", "local trust mode: loopback address without TLS; calls without a token act as the system admin (this machine's operator), calls with a token are authenticated, agents register without certificates; QUANTIX_LOCAL_TRUST=0 requires tokens", { url });
     return () => undefined;
   }
   const warn = () =>
