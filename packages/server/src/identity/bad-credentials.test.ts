@@ -79,6 +79,22 @@ describe("bad credentials", () => {
     assert.ok(malformed instanceof ConnectError && malformed.code === Code.Unauthenticated && /Bearer <token>/.test(malformed.rawMessage));
   });
 
+  test("oversized credentials: an 8 KiB token is UNAUTHENTICATED without being echoed; a header past the 64 KiB limit is refused before any handler; nothing changes", async () => {
+    const before = await state(w);
+    const big = `qtx_${"x".repeat(8 * 1024)}`;
+    const huge = "y".repeat(100 * 1024);
+    for (const protocol of PROTOCOLS) {
+      const out = await w.call(protocol, VMService.method.createVM, { name: "oversized", projectId: w.projectA, spec: SPEC }, big);
+      assert.equal(out.code, Code.Unauthenticated, `8 KiB over ${protocol}: ${out.code} ${out.message}`);
+      assert.ok(out.message.length < 1024 && !out.message.includes("xxxxxxxx"), "the error does not echo the token");
+      const refused = await w.call(protocol, VMService.method.createVM, { name: "oversized", projectId: w.projectA, spec: SPEC }, huge).catch((e: unknown) => ({ code: -1, message: String(e) }));
+      assert.notEqual(refused.code, 0, `100 KiB over ${protocol} is not served`);
+    }
+    assert.deepEqual(await state(w), before, "no state changed");
+    // The server still serves after the refusals.
+    assert.equal((await w.call("grpc", VMService.method.getVM, { id: w.vmA }, await w.forge({}))).code, 0);
+  });
+
   test("a revoked token stops at once, and its open watch ends with UNAUTHENTICATED, on every protocol", async () => {
     for (const protocol of PROTOCOLS) {
       const { token, secret } = await w.as(IdentityService, w.tokens.member).createToken({ name: `watch-${protocol}`, projectId: w.projectA, role: Role.READER });
