@@ -128,14 +128,23 @@ try {
     progress("GetVM over gRPC: TLS (h2 over ALPN) with a member's bearer token vs h2c in local trust without one, same control plane and demo data, taking turns");
     const pki = await tlsServerEnv();
     try {
-      const [clear, secure] = await Promise.all([up(ours("quantix-h2c", true)), up(ours("quantix-tls", true, { ...pki.env, QUANTIX_ADMIN_PASSWORD: BENCH_ADMIN_PASSWORD }))]);
+      const [clear, secure, bareClear, bareTls] = await Promise.all([
+        up(ours("quantix-h2c", true)),
+        up(ours("quantix-tls", true, { ...pki.env, QUANTIX_ADMIN_PASSWORD: BENCH_ADMIN_PASSWORD })),
+        up(baseline("bare-h2c", "bare-h2.ts", [LOG_DIR])),
+        up(baseline("bare-h2-tls", "bare-h2.ts", [LOG_DIR, pki.env["QUANTIX_TLS_CERT"]!, pki.env["QUANTIX_TLS_KEY"]!])),
+      ]);
       const { jwt } = await memberTokens(`https://127.0.0.1:${secure.port}`, pki.ca);
-      const t = await measureTlsUnary(clear, secure, pki.ca, jwt, LOG_DIR);
-      await down(clear, secure);
+      const t = await measureTlsUnary(clear, secure, { clear: bareClear, tls: bareTls }, pki.ca, jwt, LOG_DIR);
+      await down(clear, secure, bareClear, bareTls);
       details["tls"] = t;
       const base = "same server, h2c, local trust, no token";
       rows.push(
         { ...compare("GetVM gRPC over TLS with a bearer token (member's JWT), req/s (4 conn x 32 streams)", rps(t.load.tls), rps(t.load.clear), reqs, base, { op: ">=", value: 0.9, on: "ratio" }), ours: reqs(rps(t.load.tls)) + failures(t.load.tls) },
+        { ...compare("floor: bare node:http2 GetVM bytes over TLS, req/s", rps(t.bare.tls), rps(t.bare.clear), reqs, "bare node:http2, h2c"), ours: reqs(rps(t.bare.tls)) },
+        {
+          ...compare("security's cost beyond Node's TLS floor (ratio of the two rows above)", rps(t.load.tls) / rps(t.load.clear), rps(t.bare.tls) / rps(t.bare.clear), (v) => v.toFixed(2), "bare TLS / bare h2c", { op: ">=", value: 0.9, on: "ratio" }),
+        },
         compare("GetVM gRPC over TLS with a bearer token, p50 at concurrency 1", t.latency.tls.p50Us, t.latency.clear.p50Us, us, base),
         compare("GetVM gRPC over TLS with a bearer token, p99 at concurrency 1", t.latency.tls.p99Us, t.latency.clear.p99Us, us, base),
         { ...absolute("GetVM gRPC over TLS with a token: bad answers (200 checked + h2load)", t.bad.tls + t.load.tls.notOk, (v) => `${v}`, { op: "=", value: 0, on: "value" }), baseline: `h2c ${t.bad.clear + t.load.clear.notOk}` },

@@ -6,7 +6,7 @@ import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { VmUpdateSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { envelope } from "../lib/grpc-frame.js";
 
-// The floor for any h2c server in Node: a bare 'stream' handler answering with bytes the
+// The floor for any h2c (or, with a certificate, TLS) server in Node: a bare 'stream' handler answering with bytes the
 // control plane produced once (argv[2] is the directory holding them). No routing, no
 // decoding, no logging. POST /bench.Bare/Stream is the server-streaming floor: a write
 // loop of x-count same-size envelopes (x-size payload bytes each, the last one SYNCED).
@@ -15,7 +15,10 @@ const dir = process.argv[2]!;
 const grpcBody = readFileSync(join(dir, "getvm.grpc"));
 const protoBody = readFileSync(join(dir, "getvm.proto"));
 
-const server = http2.createServer({ settings: { maxConcurrentStreams: 10_000 } });
+// argv[3] and argv[4], when given, are a certificate and key: the same floor over TLS (h2 via ALPN).
+const [certFile, keyFile] = [process.argv[3], process.argv[4]];
+const settings = { maxConcurrentStreams: 10_000 };
+const server = certFile && keyFile ? http2.createSecureServer({ cert: readFileSync(certFile), key: readFileSync(keyFile), settings }) : http2.createServer({ settings });
 server.on("stream", (stream, headers) => {
   stream.on("error", () => undefined);
   stream.resume();
