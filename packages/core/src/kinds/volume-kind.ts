@@ -12,6 +12,8 @@ export const VOLUME_KIND = defineKind(VolumeSchema, {
     project_id: textField((v) => v.projectId, { column: "project_id", filter: "eq" }),
     name: textField((v) => v.name, { column: "name", filter: "eq", order: true }),
     state: intField((v) => v.status?.state ?? 0, { column: "state", filter: "in" }),
+    // WatchVolumes' volume_id: one volume among the filtered set.
+    volume_id: textField((v) => v.id, { column: "volume_id", filter: "eq" }),
     pool_id: textField((v) => v.spec?.poolId ?? "", { column: "pool_id", filter: "eq" }),
     // The volume this one was made from (a clone's source): a volume that backs others is found by it.
     source_volume_id: textField((v) => (v.spec?.source?.source.case === "volumeId" ? v.spec.source.source.value : ""), { column: "source_volume_id", filter: "eq" }),

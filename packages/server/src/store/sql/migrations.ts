@@ -351,6 +351,7 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
         project_id text COLLATE "C" NOT NULL,
         name text COLLATE "C" NOT NULL,
         state int NOT NULL,
+        volume_id text COLLATE "C" NOT NULL,
         pool_id text COLLATE "C" NOT NULL,
         source_volume_id text COLLATE "C" NOT NULL,
         vm_id text COLLATE "C" NOT NULL,
@@ -369,6 +370,9 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
       CREATE INDEX quantix_volumes_by_project_id_size_gib ON quantix_volumes (project_id, size_gib, id);
       CREATE INDEX quantix_volumes_by_name_created_ms ON quantix_volumes (name, created_ms, id);
       CREATE INDEX quantix_volumes_by_name_size_gib ON quantix_volumes (name, size_gib, id);
+      CREATE INDEX quantix_volumes_by_volume_id_name ON quantix_volumes (volume_id, name, id);
+      CREATE INDEX quantix_volumes_by_volume_id_created_ms ON quantix_volumes (volume_id, created_ms, id);
+      CREATE INDEX quantix_volumes_by_volume_id_size_gib ON quantix_volumes (volume_id, size_gib, id);
       CREATE INDEX quantix_volumes_by_pool_id_name ON quantix_volumes (pool_id, name, id);
       CREATE INDEX quantix_volumes_by_pool_id_created_ms ON quantix_volumes (pool_id, created_ms, id);
       CREATE INDEX quantix_volumes_by_pool_id_size_gib ON quantix_volumes (pool_id, size_gib, id);

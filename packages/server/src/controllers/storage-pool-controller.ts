@@ -1,0 +1,141 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { StoragePoolNodeStatusSchema, StoragePoolState, StoragePoolType, type StoragePool, type StoragePoolNodeStatus } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
+import { allOf, isLocalPool, NODE_KIND, QuantixError, STORAGE_POOL_KIND, VOLUME_KIND, type Clock, type Store, type Timers } from "@quantix/core";
+import type { Logger } from "@quantix/rpc";
+import { Controller, watching } from "../runtime/controller.js";
+import type { NodeStorage, NodePoolType } from "../storage/node-storage.js";
+import type { NodeStorages } from "../storage/node-storages.js";
+import { setCondition } from "./conditions.js";
+
+/** The actor name of the storage pool controller, the one writer of a pool's status. */
+export const STORAGE_POOL_CONTROLLER = "storage-pool-controller";
+
+const GIB = 1n << 30n;
+
+/** The node-side type of a pool, or FAILED_PRECONDITION for a type nodes are not driven for. */
+export function nodePoolType(pool: StoragePool): { type: NodePoolType; path?: string } {
+  const spec = pool.spec;
+  if (spec?.type === StoragePoolType.LOCAL_DIR) return { type: "DIR" };
+  if (spec?.type === StoragePoolType.SHARED_DIR && spec.backend.case === "sharedDir") return { type: "SHARED_DIR", path: spec.backend.value.path };
+  throw new QuantixError("failed_precondition", `the control plane drives LOCAL_DIR and SHARED_DIR pools only; this pool is ${StoragePoolType[spec?.type ?? 0]}`);
+}
+
+/** The nodes that can reach a pool: its node_ids (all registered nodes when empty), narrowed by node_selector. */
+export async function poolNodes(store: Store, pool: StoragePool): Promise<Node[]> {
+  const ids = pool.spec?.nodeIds ?? [];
+  const selector = Object.entries(pool.spec?.nodeSelector ?? {});
+  const out: Node[] = [];
+  for await (const n of allOf(store.of(NODE_KIND))) {
+    if (ids.length > 0 && !ids.includes(n.id)) continue;
+    if (selector.some(([k, v]) => n.labels[k] !== v)) continue;
+    out.push(n);
+  }
+  return out.sort((a, b) => a.id.localeCompare(b.id));
+}
+
+/**
+ * Sets every pool up on the nodes that reach it (NodeStorage.ensurePool, idempotent) and
+ * writes what it observes: per node, whether the pool is usable and its capacity, or why
+ * not; the pool READY when usable on every node, DEGRADED on some, UNAVAILABLE on none
+ * (error_message and the Ready condition say why); capacity, allocated bytes (the sum of
+ * its volumes' sizes) and the volume count. Level-based; every pool is measured again at
+ * each resync.
+ */
+export function storagePoolController(deps: { store: Store; storages: NodeStorages; clock: Clock; timers?: Timers; log: Logger; resyncMs?: number }): Controller {
+  const pools = deps.store.of(STORAGE_POOL_KIND);
+  return new Controller(
+    {
+      name: STORAGE_POOL_CONTROLLER,
+      watches: [
+        // Its own status writes (observed_generation caught up) enqueue nothing: capacity moves
+        // with every write on the disk, and the resync measures it again.
+        watching(pools, (e) => (e.type === "MODIFIED" && e.object.status?.observedGeneration === e.object.generation && e.previous?.generation === e.object.generation ? [] : [e.object.id])),
+        // A volume's size counts in its pool's allocation.
+        watching(deps.store.of(VOLUME_KIND), (e) => [e.object.spec?.poolId ?? ""].filter((x) => x !== "")),
+      ],
+      keys: async function* () {
+        for await (const p of allOf(pools)) yield p.id;
+      },
+      reconcile: async (id) => {
+        const pool = await pools.get(id);
+        if (!pool) return;
+        const nodes = await poolNodes(deps.store, pool);
+        const nowMs = deps.clock.now();
+        const perNode: StoragePoolNodeStatus[] = [];
+        let shape: { type: NodePoolType; path?: string } | undefined;
+        let refusal = "";
+        try {
+          shape = nodePoolType(pool);
+        } catch (err) {
+          refusal = (err as Error).message;
+        }
+        for (const n of nodes) {
+          const storage: NodeStorage = deps.storages.of(n);
+          try {
+            if (!shape) throw new QuantixError("failed_precondition", refusal);
+            const m = await storage.ensurePool({ poolId: pool.id, ...shape });
+            perNode.push(create(StoragePoolNodeStatusSchema, { nodeId: n.id, available: true, capacityBytes: m.capacityBytes, availableBytes: m.availableBytes }));
+          } catch (err) {
+            const message = err instanceof QuantixError ? err.message : "the node failed to set the pool up";
+            if (!(err instanceof QuantixError)) deps.log.log("warn", "setting a storage pool up failed", { pool_id: pool.id, node_id: n.id, error: String(err) });
+            perNode.push(create(StoragePoolNodeStatusSchema, { nodeId: n.id, available: false, message }));
+          }
+        }
+        let allocated = 0n;
+        let count = 0;
+        for await (const v of allOf(deps.store.of(VOLUME_KIND), { where: { pool_id: pool.id } })) {
+          allocated += (v.spec?.sizeGib ?? 0n) * GIB;
+          count++;
+        }
+        const up = perNode.filter((x) => x.available);
+        const local = isLocalPool(pool.spec?.type ?? 0);
+        // A shared pool is one file system: measured once, not summed over its nodes.
+        const capacity = local ? up.reduce((s, x) => s + x.capacityBytes, 0n) : (up[0]?.capacityBytes ?? 0n);
+        const free = local ? up.reduce((s, x) => s + x.availableBytes, 0n) : (up[0]?.availableBytes ?? 0n);
+        const reserved = (pool.spec?.reservedGib ?? 0n) * GIB;
+        const ratio = pool.spec?.overcommitRatio || 1;
+        const room = capacity > reserved ? BigInt(Math.floor(Number(capacity - reserved) * ratio)) - allocated : 0n;
+        const state = nodes.length === 0 || up.length === 0 ? StoragePoolState.UNAVAILABLE : up.length === nodes.length ? StoragePoolState.READY : StoragePoolState.DEGRADED;
+        const why =
+          nodes.length === 0
+            ? "no node reaches the pool (spec.node_ids, spec.node_selector)"
+            : perNode
+                .filter((x) => !x.available)
+                .map((x) => `node '${x.nodeId}': ${x.message}`)
+                .join("; ");
+        await pools.update(
+          id,
+          (cur) => {
+            const before = JSON.stringify(cur.status ?? {}, big);
+            const s = cur.status!;
+            s.state = state;
+            s.capacityBytes = capacity;
+            s.availableBytes = free;
+            s.usedBytes = capacity - free;
+            s.allocatedBytes = allocated;
+            s.provisionableBytes = room > 0n ? room : 0n;
+            s.volumeCount = count;
+            s.shared = !local;
+            s.nodes = perNode.map((x) => ({ ...x, checkedAt: s.nodes.find((o) => o.nodeId === x.nodeId && o.available === x.available && o.message === x.message)?.checkedAt ?? timestampFromMs(nowMs) }));
+            s.errorMessage = why;
+            s.observedGeneration = cur.generation;
+            s.conditions = setCondition(s.conditions, { type: "Ready", status: state === StoragePoolState.READY, reason: state === StoragePoolState.READY ? "Ready" : StoragePoolState[state] === "DEGRADED" ? "SomeNodesFailed" : "NoNodeAvailable", message: why, generation: cur.generation }, nowMs);
+            if (JSON.stringify(s, big) === before) return undefined;
+            s.lastRefreshedAt = timestampFromMs(nowMs);
+            return cur;
+          },
+          { actor: STORAGE_POOL_CONTROLLER },
+        );
+      },
+      resyncMs: deps.resyncMs ?? 60_000,
+      concurrency: 2,
+    },
+    { clock: deps.clock, ...(deps.timers ? { timers: deps.timers } : {}), log: deps.log, revision: () => deps.store.revision() },
+  );
+}
+
+function big(_k: string, v: unknown): unknown {
+  return typeof v === "bigint" ? v.toString() : v;
+}
