@@ -95,8 +95,9 @@ describe("storage pools and volumes over the API", () => {
     assert.equal(refused.code, Code.FailedPrecondition);
     assert.match(refused.rawMessage, new RegExp(`backs volume '${clone.id}'`));
     assert.equal((await volumes.getVolume({ id: base.id })).status?.state, VolumeState.AVAILABLE, "a refused delete changes nothing");
+    await volumes.deleteVolume({ id: base.id, force: true });
+    assert.equal((await rejection(volumes.getVolume({ id: base.id }))).code, Code.NotFound);
     await volumes.deleteVolume({ id: clone.id });
-    await volumes.deleteVolume({ id: base.id });
     assert.deepEqual((await readdir(join(dir, HV1, poolId))).filter((f) => f !== ".quantix-pool"), []);
   });
 
