@@ -137,7 +137,7 @@ export function validateCreateVolume(req: VolumeCreateInput): FieldViolation[] {
     validateRef(v, `spec.source.${snake(source.case)}`, source.value, true);
     if (spec.source?.linked && source.case !== "volumeId") v.add("spec.source.linked", "CONFLICT", "needs spec.source.volume_id");
   }
-  if (spec.sizeGib !== 0n) v.range("spec.size_gib", spec.sizeGib, STORAGE_LIMITS.volumeMinGib, STORAGE_LIMITS.volumeMaxGib, " GiB");
+  if (spec.sizeGib !== 0n) v.range("spec.size_gib", spec.sizeGib, STORAGE_LIMITS.volumeMinGib, STORAGE_LIMITS.volumeMaxGib, "GiB");
   validateRef(v, "spec.pool_id", spec.poolId);
   if (![VolumeFormat.UNSPECIFIED, VolumeFormat.RAW, VolumeFormat.QCOW2].includes(spec.format)) v.add("spec.format", "INVALID_ENUM", `unknown value ${spec.format}`);
   validateQos(v, spec.qos);

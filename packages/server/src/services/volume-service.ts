@@ -151,7 +151,7 @@ export class VolumeService {
   async resize(req: ResizeVolumeRequest): Promise<Volume> {
     requireWellFormedId("id", req.id);
     const v = new Violations();
-    v.range("new_size_gib", req.newSizeGib, STORAGE_LIMITS.volumeMinGib, STORAGE_LIMITS.volumeMaxGib, " GiB");
+    v.range("new_size_gib", req.newSizeGib, STORAGE_LIMITS.volumeMinGib, STORAGE_LIMITS.volumeMaxGib, "GiB");
     throwIfViolations(v.list);
     const nowMs = this.deps.clock.now();
     return this.charging.ledger.update(
