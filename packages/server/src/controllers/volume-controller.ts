@@ -67,7 +67,9 @@ export function volumeController(deps: { store: Store; storages: NodeStorages; c
     const nowMs = deps.clock.now();
     await writeStatus(v.id, (cur) => {
       const s = cur.status!;
-      s.state = cur.deletionRequestedAt ? VolumeState.DELETING : VolumeState.ERROR;
+      // A volume no node has started to make stays PENDING (nothing exists anywhere), with the reason.
+      const waiting = s.state === VolumeState.PENDING || s.state === VolumeState.UNSPECIFIED;
+      s.state = cur.deletionRequestedAt ? VolumeState.DELETING : waiting ? VolumeState.PENDING : VolumeState.ERROR;
       s.errorMessage = message;
       s.progressPercent = 0;
       s.conditions = setCondition(s.conditions, { type: "Ready", status: false, reason, message, generation: cur.generation }, nowMs);

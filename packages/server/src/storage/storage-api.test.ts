@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { BadRequestSchema } from "@quantix/api/gen/google/rpc/error_details_pb.js";
 import { StoragePoolSchema, StoragePoolState, StoragePoolType, VolumeFormat } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import { GetStoragePoolRequestSchema, StoragePoolService } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
@@ -13,7 +14,7 @@ import { VolumeService } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_ser
 import { QuotaService } from "@quantix/api/gen/Quantixkvm/quota/v1/quota_service_pb.js";
 import { ProjectService } from "@quantix/api/gen/Quantixkvm/identity/v1/project_service_pb.js";
 import { DEFAULT_PROJECT_ID } from "@quantix/core";
-import { ensureDebianPackages, grpcJsUnary, rejection, startTestServer, transports, until, type TestServer } from "@quantix/testing";
+import { collect, ensureDebianPackages, grpcJsUnary, rejection, startTestServer, transports, until, type TestServer } from "@quantix/testing";
 
 // Pools and volumes through the real API, on the demo's simulated hosts, whose storage
 // is real qemu-img files under a temporary directory: create a pool, a volume that
@@ -162,6 +163,45 @@ describe("storage pools and volumes over the API", () => {
     const after = await quotas.getQuota({ projectId: project.id });
     assert.equal(after.used?.volumes, 0n);
     assert.equal(after.used?.volumeGib, 0n);
+  });
+
+  it("streams a volume's phases to a watcher: PENDING, CREATING, AVAILABLE", async () => {
+    const abort = new AbortController();
+    const stream = volumes.watchVolumes({ poolId }, { signal: abort.signal });
+    const it = stream[Symbol.asyncIterator]();
+    const first = await it.next();
+    assert.equal(first.value?.type, EventType.SYNCED);
+    const v = await volumes.createVolume({ name: "watched", spec: { sizeGib: 1n, format: VolumeFormat.RAW } });
+    const seen = await collect({ [Symbol.asyncIterator]: () => it }, (items) => items.some((u) => u.volume?.id === v.id && u.volume.status?.state === VolumeState.AVAILABLE));
+    const states = seen.filter((u) => u.volume?.id === v.id).map((u) => VolumeState[u.volume!.status!.state]);
+    assert.deepEqual([...new Set(states)], ["PENDING", "CREATING", "AVAILABLE"]);
+    abort.abort();
+    assert.ok((await stat(join(dir, HV1, poolId, `${v.id}.raw`))).isFile());
+    await volumes.deleteVolume({ id: v.id });
+  });
+
+  it("on a node with a host agent, says the agent's storage service is not wired yet, in the pool's status and the waiting volume's", async () => {
+    const node = await s.nodes.registerNode({ hostname: "kvm-storage-agent", managementIp: "192.0.2.20", cpuInfo: { logicalCpus: 4 }, memoryInfo: { totalMib: 8192n }, hypervisor: { type: "qemu" }, agentEndpoint: "http://192.0.2.20:9090" });
+    const pool = await pools.createStoragePool({ name: "on-agent", spec: { type: StoragePoolType.LOCAL_DIR, nodeIds: [node.id] } });
+    const seen = await until(async () => {
+      const p = await pools.getStoragePool({ id: pool.id });
+      return p.status?.state === StoragePoolState.UNAVAILABLE ? p : undefined;
+    }, "pool UNAVAILABLE");
+    assert.match(seen.status!.nodes[0]!.message, /the agent's storage service is not wired yet/);
+    assert.equal(seen.status!.conditions.find((c) => c.type === "Ready")?.reason, "NoNodeAvailable");
+    const v = await volumes.createVolume({ name: "on-agent", spec: { sizeGib: 1n, poolId: pool.id } });
+    // No node could start making it: it stays PENDING, with the reason.
+    const failed = await until(async () => {
+      const x = await volumes.getVolume({ id: v.id });
+      return x.status?.errorMessage ? x : undefined;
+    }, "volume with a reason");
+    assert.equal(failed.status?.state, VolumeState.PENDING);
+    const ready = failed.status!.conditions.find((c) => c.type === "Ready")!;
+    assert.equal(ready.reason, "ScheduleFailedPrecondition");
+    assert.match(failed.status!.errorMessage, /not wired yet/);
+    // Nothing was made on a node: the delete has nothing to wait for.
+    await volumes.deleteVolume({ id: v.id });
+    await pools.deleteStoragePool({ id: pool.id });
   });
 
   it("answers on gRPC (@grpc/grpc-js) and gRPC-Web too", async () => {
