@@ -39,7 +39,7 @@ test("a volume create names every violation; sources and unsupported options are
   assert.deepEqual(paths(validateCreateVolume({ name: "", nodeId: "" })), ["name", "spec"]);
   assert.deepEqual(paths(validateCreateVolume({ name: "ok", nodeId: "", spec: spec({}) })), ["spec.size_gib"]);
   assert.deepEqual(paths(validateCreateVolume({ name: "ok.v-1_2", nodeId: "", spec: spec({ sizeGib: 1n }) })), []);
-  assert.deepEqual(paths(validateCreateVolume({ name: "ok", nodeId: "n/1", spec: spec({ sizeGib: 65_537n, poolId: "../p", format: 7 }) })), ["node_id", "spec.size_gib", "spec.pool_id", "spec.format"]);
+  assert.deepEqual(paths(validateCreateVolume({ name: "ok", nodeId: "n/1", spec: spec({ sizeGib: 65_537n, poolId: "../p", format: 7 as VolumeFormat }) })), ["node_id", "spec.size_gib", "spec.pool_id", "spec.format"]);
   assert.deepEqual(paths(validateCreateVolume({ name: "ok", nodeId: "", spec: spec({ source: { source: { case: "volumeId", value: "" } } }) })), ["spec.source.volume_id"]);
   assert.deepEqual(paths(validateCreateVolume({ name: "ok", nodeId: "", spec: spec({ sizeGib: 1n, source: { linked: true } }) })), ["spec.source.linked"]);
   assert.deepEqual(paths(validateCreateVolume({ name: "ok", nodeId: "", spec: spec({ sizeGib: 1n, preallocate: true, encrypted: true }) })), ["spec.preallocate", "spec.encrypted"]);
