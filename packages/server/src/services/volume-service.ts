@@ -110,6 +110,7 @@ export class VolumeService {
       if (srcNode !== "") nodeId = srcNode;
     }
     if (nodeId !== "") await this.checkNode(nodeId, pool);
+    refuseWithoutRoom(pool, spec.sizeGib);
     return this.writer.create({
       name: req.name,
       projectId,
@@ -235,5 +236,19 @@ export class VolumeService {
     if (!(await this.deps.store.of(NODE_KIND).get(nodeId))) throw notFound("node", nodeId);
     const ids = pool.spec?.nodeIds ?? [];
     if (ids.length > 0 && !ids.includes(nodeId)) throw new QuantixError("failed_precondition", `node '${nodeId}' is not one of storage pool '${pool.id}''s nodes (spec.node_ids)`);
+  }
+}
+
+/**
+ * RESOURCE_EXHAUSTED naming the pool when its last measurement leaves less provisionable
+ * room than the volume's size (a linked clone too: it may grow to its size). A pool not
+ * measured yet is not refused here; its node refuses what does not fit.
+ */
+function refuseWithoutRoom(pool: StoragePool, sizeGib: bigint): void {
+  const s = pool.status;
+  if (!s || s.observedGeneration === 0n || s.capacityBytes === 0n) return;
+  const want = sizeGib << 30n;
+  if (want > s.provisionableBytes) {
+    throw new QuantixError("resource_exhausted", `storage pool '${pool.id}' has room for ${s.provisionableBytes >> 30n} GiB more (capacity, reserve and overcommit ratio counted), less than the ${sizeGib} GiB asked for`);
   }
 }

@@ -117,6 +117,10 @@ describe("storage pools and volumes over the API", () => {
       assert.equal(e.code, code, e.message);
       assert.deepEqual(fields(e), f);
     }
+    // The pool's measured room (its file system here) is far below 60 TiB.
+    const full = await rejection(volumes.createVolume({ name: "too-big", spec: { sizeGib: 60_000n } }));
+    assert.equal(full.code, Code.ResourceExhausted);
+    assert.match(full.rawMessage, new RegExp(`storage pool '${poolId}' has room for`));
     const unknownPool = await rejection(volumes.createVolume({ name: "x", spec: { sizeGib: 1n, poolId: "7b0c9f5e-0000-4000-8000-000000000000" } }));
     assert.equal(unknownPool.code, Code.NotFound);
     assert.match(unknownPool.rawMessage, /storage pool '7b0c9f5e-0000-4000-8000-000000000000' not found/);
