@@ -45,3 +45,26 @@ test("a volume create names every violation; sources and unsupported options are
   assert.deepEqual(paths(validateCreateVolume({ name: "ok", nodeId: "", spec: spec({ sizeGib: 1n, preallocate: true, encrypted: true }) })), ["spec.preallocate", "spec.encrypted"]);
   assert.deepEqual(paths(validateCreateVolume({ name: "ok", nodeId: "", spec: spec({ sizeGib: 1n, qos: { maxTotalIops: 5n, maxReadIops: 1n } }) })), ["spec.qos.max_total_iops"]);
 });
+
+test("an image create names every violation: source, URL, checksum, visibility", async () => {
+  const { validateCreateImage } = await import("./image-snapshot-validation.js");
+  const { CreateImageRequestSchema } = await import("@quantix/api/gen/Quantixkvm/storage/v1/image_service_pb.js");
+  const req = (init: Parameters<typeof create<typeof CreateImageRequestSchema>>[1]) => create(CreateImageRequestSchema, init);
+  assert.deepEqual(paths(validateCreateImage(req({}))), ["name", "spec"]);
+  assert.deepEqual(paths(validateCreateImage(req({ name: "debian-12", spec: {} }))), ["spec.source"]);
+  assert.deepEqual(paths(validateCreateImage(req({ name: "debian-12", spec: { source: { source: { case: "url", value: "https://deb.example/d.qcow2.xz" } } } }))), []);
+  for (const bad of ["file:///etc/passwd", "ftp://x/y", "https://user:pw@x/y", "not a url", "https://x/\n"]) {
+    assert.deepEqual(paths(validateCreateImage(req({ name: "d", spec: { source: { source: { case: "url", value: bad } } } }))), ["spec.source.url"], bad);
+  }
+  const many = validateCreateImage(req({ name: "d", spec: { source: { source: { case: "volumeId", value: "a/b" }, expectedSha256: "ABC" }, sharedProjectIds: ["p"], diskFormat: 99 as never } }));
+  assert.deepEqual(paths(many), ["spec.source.volume_id", "spec.source.expected_sha256", "spec.disk_format", "spec.shared_project_ids"]);
+});
+
+test("a snapshot create needs exactly one target; excluded disks only for a VM", async () => {
+  const { validateCreateSnapshot } = await import("./image-snapshot-validation.js");
+  const { CreateSnapshotRequestSchema } = await import("@quantix/api/gen/Quantixkvm/storage/v1/snapshot_service_pb.js");
+  const req = (init: Parameters<typeof create<typeof CreateSnapshotRequestSchema>>[1]) => create(CreateSnapshotRequestSchema, init);
+  assert.deepEqual(paths(validateCreateSnapshot(req({ name: "s1" }))), ["spec.volume_id"]);
+  assert.deepEqual(paths(validateCreateSnapshot(req({ name: "s1", spec: { target: { case: "vmId", value: "vm-1" }, excludedDiskIds: ["scratch"] } }))), []);
+  assert.deepEqual(paths(validateCreateSnapshot(req({ name: "1s", spec: { target: { case: "volumeId", value: "../v" }, excludedDiskIds: ["d"] } }))), ["name", "spec.volume_id", "spec.excluded_disk_ids"]);
+});

@@ -23,8 +23,8 @@ import { file_vmm_v1_vm, VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 
 /** Services of the API contract that later issues implement, with what brings each. */
 export const PENDING_SERVICES: readonly { service: DescService; arrivesWith: string }[] = [
-  { service: SnapshotService, arrivesWith: "the storage issue (qemu-img backed pools and volumes)" },
-  { service: ImageService, arrivesWith: "the storage issue (image import)" },
+  { service: SnapshotService, arrivesWith: "the storage issue's snapshots (the Snapshot kind and its validation exist; taking, reverting and deleting snapshots on the nodes does not yet)" },
+  { service: ImageService, arrivesWith: "the storage issue's image import (the Image kind and its validation exist; the download, checks and conversion on the nodes do not yet)" },
   { service: VirtualNetworkService, arrivesWith: "the networking issue (bridges, VXLAN, nftables)" },
   { service: PortService, arrivesWith: "the networking issue (bridges, VXLAN, nftables)" },
   { service: SecurityGroupService, arrivesWith: "the networking issue (nftables security groups)" },

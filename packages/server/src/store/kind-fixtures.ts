@@ -12,6 +12,8 @@ import { ApiTokenSchema, PrincipalType, Role, ServiceAccountSchema, SigningKeySc
 import { CredentialSchema } from "@quantix/api/gen/Quantixkvm/identity/v1/credential_pb.js";
 import { StoragePoolSchema } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import { VolumeSchema } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
+import { ImageSchema } from "@quantix/api/gen/Quantixkvm/storage/v1/image_pb.js";
+import { SnapshotSchema } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_pb.js";
 import { ProjectSchema, RoleBindingSchema } from "@quantix/api/gen/Quantixkvm/identity/v1/project_pb.js";
 import {
   API_TOKEN_KIND,
@@ -29,6 +31,8 @@ import {
   SIGNING_KEY_KIND,
   STORAGE_POOL_KIND,
   VOLUME_KIND,
+  IMAGE_KIND,
+  SNAPSHOT_KIND,
   USER_KIND,
   VM_KIND,
   type FieldValue,
@@ -264,4 +268,37 @@ const volume: KindFixture = {
   busy: { state: 2 },
 };
 
-export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone, project, user, serviceAccount, apiToken, roleBinding, signingKey, credential, quota, auditRecord, joinToken, storagePool, volume];
+const image: KindFixture = {
+  kind: IMAGE_KIND as unknown as Kind<Resource>,
+  make: (v, labels = {}) =>
+    create(ImageSchema, {
+      id: randomUUID(),
+      projectId: str(v["project_id"], randomUUID()),
+      name: str(v["name"], `img-${short()}`),
+      labels,
+      spec: { poolId: str(v["pool_id"], randomUUID()), source: { source: { case: "url", value: "https://example.com/debian.qcow2" } } },
+      status: { state: int(v["state"], 1) },
+      createdAt: ms(v["created_at"], NOW),
+      generation: 1n,
+    }),
+  scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
+};
+
+const snapshot: KindFixture = {
+  kind: SNAPSHOT_KIND as unknown as Kind<Resource>,
+  make: (v, labels = {}) => {
+    const vmId = str(v["vm_id"], "");
+    return create(SnapshotSchema, {
+      id: randomUUID(),
+      projectId: str(v["project_id"], randomUUID()),
+      name: str(v["name"], `snap-${short()}`),
+      labels,
+      spec: { target: vmId !== "" ? { case: "vmId", value: vmId } : { case: "volumeId", value: str(v["volume_id"], randomUUID()) } },
+      status: { state: int(v["state"], 1) },
+      createdAt: ms(v["created_at"], NOW),
+    });
+  },
+  scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
+};
+
+export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone, project, user, serviceAccount, apiToken, roleBinding, signingKey, credential, quota, auditRecord, joinToken, storagePool, volume, image, snapshot];

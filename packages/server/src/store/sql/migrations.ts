@@ -324,9 +324,10 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
   },
   {
     version: 10,
-    name: "storage pools and volumes",
+    name: "storage pools, volumes, images and snapshots",
     // Pools are the cluster's (unique by name); volumes a project's (unique by name in it),
-    // found by pool, by the volume they were cloned from and by the VM they are attached to.
+    // found by pool, by the volume they were cloned from and by the VM they are attached to;
+    // images a project's; snapshots found by the volume or VM they were taken of.
     sql: `
       CREATE TABLE quantix_storage_pools (
         id text COLLATE "C" PRIMARY KEY,
@@ -383,6 +384,51 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
       CREATE INDEX quantix_volumes_by_vm_id_created_ms ON quantix_volumes (vm_id, created_ms, id);
       CREATE INDEX quantix_volumes_by_vm_id_size_gib ON quantix_volumes (vm_id, size_gib, id);
       CREATE INDEX quantix_volumes_labels ON quantix_volumes USING gin (labels jsonb_path_ops);
+      CREATE TABLE quantix_images (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        labels jsonb NOT NULL,
+        project_id text COLLATE "C" NOT NULL,
+        name text COLLATE "C" NOT NULL,
+        state int NOT NULL,
+        pool_id text COLLATE "C" NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_images_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_images_by_name ON quantix_images (name, id);
+      CREATE INDEX quantix_images_by_created_ms ON quantix_images (created_ms, id);
+      CREATE INDEX quantix_images_by_project_id_name ON quantix_images (project_id, name, id);
+      CREATE INDEX quantix_images_by_project_id_created_ms ON quantix_images (project_id, created_ms, id);
+      CREATE INDEX quantix_images_by_name_created_ms ON quantix_images (name, created_ms, id);
+      CREATE INDEX quantix_images_by_pool_id_name ON quantix_images (pool_id, name, id);
+      CREATE INDEX quantix_images_by_pool_id_created_ms ON quantix_images (pool_id, created_ms, id);
+      CREATE INDEX quantix_images_labels ON quantix_images USING gin (labels jsonb_path_ops);
+      CREATE TABLE quantix_snapshots (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        labels jsonb NOT NULL,
+        project_id text COLLATE "C" NOT NULL,
+        name text COLLATE "C" NOT NULL,
+        state int NOT NULL,
+        volume_id text COLLATE "C" NOT NULL,
+        vm_id text COLLATE "C" NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_snapshots_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_snapshots_by_name ON quantix_snapshots (name, id);
+      CREATE INDEX quantix_snapshots_by_created_ms ON quantix_snapshots (created_ms, id);
+      CREATE INDEX quantix_snapshots_by_project_id_name ON quantix_snapshots (project_id, name, id);
+      CREATE INDEX quantix_snapshots_by_project_id_created_ms ON quantix_snapshots (project_id, created_ms, id);
+      CREATE INDEX quantix_snapshots_by_name_created_ms ON quantix_snapshots (name, created_ms, id);
+      CREATE INDEX quantix_snapshots_by_volume_id_name ON quantix_snapshots (volume_id, name, id);
+      CREATE INDEX quantix_snapshots_by_volume_id_created_ms ON quantix_snapshots (volume_id, created_ms, id);
+      CREATE INDEX quantix_snapshots_by_vm_id_name ON quantix_snapshots (vm_id, name, id);
+      CREATE INDEX quantix_snapshots_by_vm_id_created_ms ON quantix_snapshots (vm_id, created_ms, id);
+      CREATE INDEX quantix_snapshots_labels ON quantix_snapshots USING gin (labels jsonb_path_ops);
     `,
   },
 ];
