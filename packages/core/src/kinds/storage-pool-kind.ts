@@ -1,6 +1,9 @@
 import { StoragePoolSchema } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import { defineKind, intField, textField, timeField } from "../resource/kind.js";
 
+/** The component that alone writes a pool's status after its create (STYLE rule 2). */
+export const STORAGE_POOL_CONTROLLER = "storage-pool-controller";
+
 /** Storage pools (Quantixkvm.storage.v1.StoragePool): cluster-wide, managed by operators. */
 export const STORAGE_POOL_KIND = defineKind(StoragePoolSchema, {
   name: "storage pool",
@@ -15,4 +18,5 @@ export const STORAGE_POOL_KIND = defineKind(StoragePoolSchema, {
   labels: (p) => p.labels,
   unique: { key: (p) => p.name, describe: (p) => `a storage pool named '${p.name}' already exists` },
   projectScoped: false,
+  owned: [{ path: "status", value: (p) => p.status, owners: [STORAGE_POOL_CONTROLLER] }],
 });

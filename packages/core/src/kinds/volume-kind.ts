@@ -4,6 +4,9 @@ import { boolField, defineKind, intField, textField, timeField } from "../resour
 /** The finalizer every volume carries until the volume controller has removed its file from its node. */
 export const VOLUME_FINALIZER = "quantix.io/volume";
 
+/** The component that alone writes a volume's status after its create (STYLE rule 2). */
+export const VOLUME_CONTROLLER = "volume-controller";
+
 /** Volumes (Quantixkvm.storage.v1.Volume): virtual disks in a storage pool, in a project. */
 export const VOLUME_KIND = defineKind(VolumeSchema, {
   name: "volume",
@@ -28,6 +31,7 @@ export const VOLUME_KIND = defineKind(VolumeSchema, {
   unique: { key: (v) => `${v.projectId}/${v.name}`, describe: (v) => `a volume named '${v.name}' already exists in project '${v.projectId}'` },
   projectScoped: true,
   finalizers: [VOLUME_FINALIZER],
+  owned: [{ path: "status", value: (v) => v.status, owners: [VOLUME_CONTROLLER] }],
   // A volume no node has started to create has no file anywhere (only the volume
   // controller creates files, after it marks the volume CREATING): nothing to wait for.
   pendingFinalizers: (v) => {

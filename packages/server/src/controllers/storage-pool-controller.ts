@@ -2,15 +2,13 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { StoragePoolNodeStatusSchema, StoragePoolState, StoragePoolType, type StoragePool, type StoragePoolNodeStatus } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
-import { allOf, isLocalPool, NODE_KIND, QuantixError, STORAGE_POOL_KIND, VOLUME_KIND, type Clock, type Store, type Timers } from "@quantix/core";
+import { allOf, isLocalPool, NODE_KIND, QuantixError, STORAGE_POOL_CONTROLLER, STORAGE_POOL_KIND, VOLUME_KIND, type Clock, type Store, type Timers } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
 import type { NodeStorage, NodePoolType } from "../storage/node-storage.js";
 import type { NodeStorages } from "../storage/node-storages.js";
 import { setCondition } from "./conditions.js";
 
-/** The actor name of the storage pool controller, the one writer of a pool's status. */
-export const STORAGE_POOL_CONTROLLER = "storage-pool-controller";
 
 const GIB = 1n << 30n;
 

@@ -1,6 +1,6 @@
 import { VolumeFormat, type StoragePool } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import { VolumeState, type Volume } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
-import { allOf, isLocalPool, QuantixError, STORAGE_POOL_KIND, VOLUME_FINALIZER, VOLUME_KIND, NODE_KIND, type Clock, type Resource, type Store, type Timers } from "@quantix/core";
+import { allOf, isLocalPool, QuantixError, STORAGE_POOL_KIND, VOLUME_CONTROLLER, VOLUME_FINALIZER, VOLUME_KIND, NODE_KIND, type Clock, type Resource, type Store, type Timers } from "@quantix/core";
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
@@ -11,8 +11,6 @@ import type { NodeStorages } from "../storage/node-storages.js";
 import { setCondition } from "./conditions.js";
 import { nodePoolType, poolNodes } from "./storage-pool-controller.js";
 
-/** The actor name of the volume controller, the one writer of a volume's status after create. */
-export const VOLUME_CONTROLLER = "volume-controller";
 
 const GIB = 1n << 30n;
 /** How soon a volume in ERROR is tried again (an agent wired, space freed, a node back). */
