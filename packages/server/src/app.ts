@@ -186,7 +186,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     projectServiceRoute(store, projects, config.defaultDeadlineMs),
     quotaServiceRoute(store, clock),
     auditServiceRoute(store),
-    storagePoolServiceRoute(store, poolService),
+    storagePoolServiceRoute(store, poolService, config.defaultDeadlineMs),
     volumeServiceRoute(store, volumeService, config.defaultDeadlineMs),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
     ...SERVED_ELSEWHERE.map((p) => ({ service: p.service, impl: servedElsewhereImpl(p.service, p.where) })),

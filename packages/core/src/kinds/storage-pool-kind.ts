@@ -4,6 +4,9 @@ import { defineKind, intField, textField, timeField } from "../resource/kind.js"
 /** The component that alone writes a pool's status after its create (STYLE rule 2). */
 export const STORAGE_POOL_CONTROLLER = "storage-pool-controller";
 
+/** The finalizer every pool carries until the pool controller has removed it from its nodes. */
+export const POOL_FINALIZER = "quantix.io/pool";
+
 /** Storage pools (Quantixkvm.storage.v1.StoragePool): cluster-wide, managed by operators. */
 export const STORAGE_POOL_KIND = defineKind(StoragePoolSchema, {
   name: "storage pool",
@@ -19,4 +22,7 @@ export const STORAGE_POOL_KIND = defineKind(StoragePoolSchema, {
   unique: { key: (p) => p.name, describe: (p) => `a storage pool named '${p.name}' already exists` },
   projectScoped: false,
   owned: [{ path: "status", value: (p) => p.status, owners: [STORAGE_POOL_CONTROLLER] }],
+  finalizers: [POOL_FINALIZER],
+  // A pool no node has reported on was set up nowhere: nothing to remove.
+  pendingFinalizers: (p) => ((p.status?.nodes.length ?? 0) > 0 ? [POOL_FINALIZER] : []),
 });

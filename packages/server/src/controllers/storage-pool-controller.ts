@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { StoragePoolNodeStatusSchema, StoragePoolState, StoragePoolType, type StoragePool, type StoragePoolNodeStatus } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
-import { allOf, isLocalPool, NODE_KIND, QuantixError, STORAGE_POOL_CONTROLLER, STORAGE_POOL_KIND, VOLUME_KIND, type Clock, type Store, type Timers } from "@quantix/core";
+import { allOf, isLocalPool, NODE_KIND, POOL_FINALIZER, QuantixError, STORAGE_POOL_CONTROLLER, STORAGE_POOL_KIND, VOLUME_KIND, type Clock, type Store, type Timers } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
 import type { NodeStorage, NodePoolType } from "../storage/node-storage.js";
@@ -43,13 +43,78 @@ export async function poolNodes(store: Store, pool: StoragePool): Promise<Node[]
  */
 export function storagePoolController(deps: { store: Store; storages: NodeStorages; clock: Clock; timers?: Timers; log: Logger; resyncMs?: number }): Controller {
   const pools = deps.store.of(STORAGE_POOL_KIND);
+  /** Writes the status `change` makes (nothing when it changes nothing). */
+  async function writeStatus(id: string, change: (s: NonNullable<StoragePool["status"]>, p: StoragePool) => void): Promise<void> {
+    await pools
+      .update(
+        id,
+        (cur) => {
+          const before = JSON.stringify(cur.status ?? {}, big);
+          change(cur.status!, cur);
+          return JSON.stringify(cur.status ?? {}, big) === before ? undefined : cur;
+        },
+        { actor: STORAGE_POOL_CONTROLLER },
+      )
+      .catch((err: unknown) => {
+        if (!(err instanceof QuantixError && err.code === "not_found")) throw err;
+      });
+  }
+
+  /**
+   * A pool being deleted: DELETING; once it holds no volume (one created while the delete
+   * was asked for waits here, with the reason), removed from every node it was set up on,
+   * then its finalizer dropped, which deletes it.
+   */
+  async function removePool(pool: StoragePool & { id: string }): Promise<{ requeueAfterMs: number } | void> {
+    if (!pool.finalizers.includes(POOL_FINALIZER)) return;
+    const nowMs = deps.clock.now();
+    const fail = async (reason: string, message: string) => {
+      await writeStatus(pool.id, (s, p) => {
+        s.state = StoragePoolState.DELETING;
+        s.errorMessage = message;
+        s.conditions = setCondition(s.conditions, { type: "Ready", status: false, reason, message, generation: p.generation }, nowMs);
+      });
+      return { requeueAfterMs: 15_000 };
+    };
+    const page = await deps.store.of(VOLUME_KIND).list({ where: { pool_id: pool.id }, order: { field: "name", desc: false }, limit: 1, countTotal: true });
+    if (page.totalCount > 0) return fail("PoolNotEmpty", `the pool still holds ${page.totalCount} volume(s); it goes when they are deleted`);
+    const ids = new Set((pool.status?.nodes ?? []).map((n) => n.nodeId));
+    const why: string[] = [];
+    for (const id of ids) {
+      // A node that is gone has nothing left to remove.
+      const n = await deps.store.of(NODE_KIND).get(id);
+      if (!n) continue;
+      try {
+        const shape = nodePoolType(pool);
+        await deps.storages.of(n).deletePool({ poolId: pool.id, ...shape });
+      } catch (err) {
+        if (err instanceof QuantixError && err.code === "not_found") continue;
+        why.push(`node '${n.id}': ${err instanceof QuantixError ? err.message : "failed to remove the pool"}`);
+      }
+    }
+    if (why.length > 0) return fail("RemoveFailed", why.join("; "));
+    await pools
+      .update(
+        pool.id,
+        (cur) => {
+          if (!cur.finalizers.includes(POOL_FINALIZER)) return undefined;
+          cur.finalizers = cur.finalizers.filter((f) => f !== POOL_FINALIZER);
+          return cur;
+        },
+        { actor: STORAGE_POOL_CONTROLLER },
+      )
+      .catch((err: unknown) => {
+        if (!(err instanceof QuantixError && err.code === "not_found")) throw err;
+      });
+  }
+
   return new Controller(
     {
       name: STORAGE_POOL_CONTROLLER,
       watches: [
         // Its own status writes (observed_generation caught up) enqueue nothing: capacity moves
         // with every write on the disk, and the resync measures it again.
-        watching(pools, (e) => (e.type === "MODIFIED" && e.object.status?.observedGeneration === e.object.generation && e.previous?.generation === e.object.generation ? [] : [e.object.id])),
+        watching(pools, (e) => (e.type === "MODIFIED" && !e.object.deletionRequestedAt && e.object.status?.observedGeneration === e.object.generation && e.previous?.generation === e.object.generation ? [] : e.type === "DELETED" ? [] : [e.object.id])),
         // A volume's size counts in its pool's allocation.
         watching(deps.store.of(VOLUME_KIND), (e) => [e.object.spec?.poolId ?? ""].filter((x) => x !== "")),
       ],
@@ -59,6 +124,7 @@ export function storagePoolController(deps: { store: Store; storages: NodeStorag
       reconcile: async (id) => {
         const pool = await pools.get(id);
         if (!pool) return;
+        if (pool.deletionRequestedAt) return removePool(pool);
         const nodes = await poolNodes(deps.store, pool);
         const nowMs = deps.clock.now();
         const perNode: StoragePoolNodeStatus[] = [];

@@ -14,13 +14,13 @@ import { budgetOf } from "./budget.js";
  * generic reads; the writes have the pool's rules. RefreshStoragePool is not built yet
  * (the controller measures every pool each minute).
  */
-export function storagePoolServiceRoute(store: Store, pools: Pools): Route {
+export function storagePoolServiceRoute(store: Store, pools: Pools, defaultDeadlineMs: number): Route {
   return resourceRoute(StoragePoolService, STORAGE_POOL_KIND as never, store, {
     impl: {
       createStoragePool: (req) => pools.create(req),
       updateStoragePool: (req) => pools.update(req),
-      deleteStoragePool: async (req) => {
-        await pools.delete(req);
+      deleteStoragePool: async (req, ctx) => {
+        await pools.delete(req, budgetOf(ctx, defaultDeadlineMs));
         return create(EmptySchema);
       },
       refreshStoragePool: () => {

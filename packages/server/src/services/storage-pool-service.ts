@@ -7,6 +7,7 @@ import {
   commonViolations,
   fixedPoolSpecChanges,
   invalidArgument,
+  notFound,
   isLocalPool,
   NODE_KIND,
   poolTypeCapability,
@@ -23,7 +24,8 @@ import {
   type Store,
   type TxOp,
 } from "@quantix/core";
-import { ResourceWriter } from "../resources/resource-writer.js";
+import { ResourceWriter, type Budget } from "../resources/resource-writer.js";
+import { waitGone } from "./wait.js";
 import { requireWellFormedId } from "../resources/resource-service.js";
 
 /** The spec fields an update may change (type and the backend's location are fixed). */
@@ -91,17 +93,24 @@ export class StoragePoolService {
     return updated;
   }
 
-  /** DeleteStoragePool: refused while the pool holds volumes (the error says how many). */
-  async delete(req: DeleteStoragePoolRequest): Promise<void> {
+  /**
+   * DeleteStoragePool: refused while the pool holds volumes (the error says how many).
+   * Then marked: the pool controller removes it from its nodes and the pool goes; the
+   * call waits for that within `budget`. A pool already being deleted is only waited for.
+   */
+  async delete(req: DeleteStoragePoolRequest, budget: Budget): Promise<void> {
     requireWellFormedId("id", req.id);
     const pools = this.deps.store.of(STORAGE_POOL_KIND);
     const cur = await pools.get(req.id);
-    if (!cur) throw new QuantixError("not_found", `storage pool '${req.id}' not found`);
-    const page = await this.deps.store.of(VOLUME_KIND).list({ where: { pool_id: req.id }, order: { field: "name", desc: false }, limit: 1, countTotal: true });
-    if (page.totalCount > 0) {
-      throw new QuantixError("failed_precondition", `storage pool '${req.id}' holds ${page.totalCount} volume${page.totalCount === 1 ? "" : "s"}: delete ${page.totalCount === 1 ? "it" : "them"} first`);
+    if (!cur) throw notFound("storage pool", req.id);
+    if (!cur.deletionRequestedAt) {
+      const page = await this.deps.store.of(VOLUME_KIND).list({ where: { pool_id: req.id }, order: { field: "name", desc: false }, limit: 1, countTotal: true });
+      if (page.totalCount > 0) {
+        throw new QuantixError("failed_precondition", `storage pool '${req.id}' holds ${page.totalCount} volume${page.totalCount === 1 ? "" : "s"}: delete ${page.totalCount === 1 ? "it" : "them"} first`);
+      }
+      await pools.delete(req.id, undefined, { actor: "api" });
     }
-    await pools.delete(req.id, undefined, { actor: "api" });
+    await waitGone(pools, req.id, budget.ms, budget.signal);
   }
 
   /** INVALID_ARGUMENT naming each node id that is not a registered node. */

@@ -227,6 +227,7 @@ export class VolumeService {
     const pool = await this.deps.store.of(STORAGE_POOL_KIND).get(id);
     if (!pool) throw notFound("storage pool", id);
     const type = pool.spec?.type ?? StoragePoolType.UNSPECIFIED;
+    if (pool.deletionRequestedAt) throw new QuantixError("failed_precondition", `storage pool '${id}' is being deleted`);
     if (pool.spec?.disabled) throw new QuantixError("failed_precondition", `storage pool '${id}' is disabled: new volumes are not placed in it`);
     if (!SERVED_POOL_TYPES.has(type)) throw new QuantixError("failed_precondition", `storage pool '${id}' is of type ${StoragePoolType[type]}, whose volumes the control plane cannot create yet (LOCAL_DIR and SHARED_DIR are served)`);
     return pool;

@@ -4,7 +4,7 @@ import type { NodePool, NodeStorage, NodeVolume } from "./node-storage.js";
 /**
  * The adapter point for a host agent's vmm.v1.StorageService (the storage-agent branch):
  * at the merge, each method becomes the matching agent call over the node's connection
- * (EnsurePool, CreateVolume, ResizeVolume, DeleteVolume, GetVolume; byte sizes as they
+ * (EnsurePool, DeletePool, CreateVolume, ResizeVolume, DeleteVolume, GetVolume; byte sizes as they
  * are, formats and pool types mapped one to one). Until then every call answers
  * FAILED_PRECONDITION saying so, rather than pretending: a volume on an agent node then
  * shows ERROR with that reason.
@@ -15,6 +15,9 @@ export class AgentNodeStorage implements NodeStorage {
   constructor(private readonly nodeId: string) {}
 
   ensurePool(): Promise<NodePool> {
+    return Promise.reject(this.notWired());
+  }
+  deletePool(): Promise<void> {
     return Promise.reject(this.notWired());
   }
   createVolume(): Promise<NodeVolume> {
@@ -42,6 +45,9 @@ export class UnavailableNodeStorage implements NodeStorage {
   constructor(private readonly reason: string) {}
 
   ensurePool(): Promise<NodePool> {
+    return Promise.reject(new QuantixError("failed_precondition", this.reason));
+  }
+  deletePool(): Promise<void> {
     return Promise.reject(new QuantixError("failed_precondition", this.reason));
   }
   createVolume(): Promise<NodeVolume> {

@@ -57,6 +57,19 @@ export class DirNodeStorage implements NodeStorage {
     return this.measure(req.poolId, dir);
   }
 
+  async deletePool(req: PoolRef & { type: NodePoolType; path?: string }): Promise<void> {
+    checkId("pool_id", req.poolId);
+    const dir = req.type === "DIR" ? join(this.o.root, req.poolId) : await this.sharedDir(req.path ?? "").catch(() => undefined);
+    const owner = dir ? await readFile(join(dir, POOL_MARKER), "utf8").catch(() => undefined) : undefined;
+    if (!dir || owner?.trim() !== req.poolId) throw new QuantixError("not_found", `pool '${req.poolId}' is not on node '${this.o.nodeId}'`);
+    const volumes = await this.volumeIds(dir);
+    if (volumes.length > 0) throw new QuantixError("failed_precondition", `pool '${req.poolId}' still holds ${volumes.length} volume file(s) on node '${this.o.nodeId}'`);
+    await rm(join(dir, POOL_MARKER));
+    // A DIR pool's directory is ours; a shared directory stays, without the marker.
+    if (req.type === "DIR") await rm(dir, { recursive: true });
+    this.pools.delete(req.poolId);
+  }
+
   createVolume(req: VolumeRef & { format: NodeVolumeFormat; sizeBytes: bigint; source?: { volumeId: string; linked: boolean } }): Promise<NodeVolume> {
     return this.locked(req, async () => {
       const dir = this.poolDir(req.poolId);
@@ -163,7 +176,7 @@ export class DirNodeStorage implements NodeStorage {
     const out = await this.qemuImg(["info", "--output=json", "-U", "-f", format, join(dir, `${volumeId}.${format}`)]);
     const j = JSON.parse(out) as { "virtual-size": number; "actual-size"?: number; "backing-filename"?: string };
     const backing = j["backing-filename"] ? basename(j["backing-filename"]).replace(/\.(qcow2|raw)$/, "") : "";
-    return { volumeId, format, virtualSizeBytes: BigInt(j["virtual-size"]), actualSizeBytes: BigInt(j["actual-size"] ?? 0), backingVolumeId: backing };
+    return { volumeId, format, virtualSizeBytes: BigInt(j["virtual-size"]), actualSizeBytes: BigInt(j["actual-size"] ?? 0), backingVolumeId: backing, path: join(dir, `${volumeId}.${format}`) };
   }
 
   private async existing(dir: string, req: VolumeRef): Promise<NodeVolumeFormat> {

@@ -12,6 +12,8 @@ export interface NodeStorage {
   readonly kind: string;
   /** Makes the pool exist on the node (DIR: `<root>/<pool id>`; SHARED_DIR: adopts `path`) and measures it. */
   ensurePool(req: PoolRef & { readonly type: NodePoolType; readonly path?: string }): Promise<NodePool>;
+  /** Removes the pool from the node (its marker; for DIR its directory); refused while it holds volumes; NOT_FOUND when it is not there. */
+  deletePool(req: PoolRef & { readonly type: NodePoolType; readonly path?: string }): Promise<void>;
   /** Creates a volume (empty of `sizeBytes`, or from a volume of the same pool); the same request again returns it. */
   createVolume(req: VolumeRef & { readonly format: NodeVolumeFormat; readonly sizeBytes: bigint; readonly source?: { readonly volumeId: string; readonly linked: boolean } }): Promise<NodeVolume>;
   /** Grows a volume to `sizeBytes` (never shrinks); the current size again changes nothing. */
@@ -57,6 +59,8 @@ export interface NodeVolume {
   readonly actualSizeBytes: bigint;
   /** The volume of the same pool this one is a linked clone of; empty when none. */
   readonly backingVolumeId: string;
+  /** The volume's file on the node, for a VM's disk (VmConfig). */
+  readonly path: string;
 }
 
 /** Finds the NodeStorage of a node: undefined when this replica reaches none for it (the node is not connected). */

@@ -205,7 +205,26 @@ describe("storage pools and volumes over the API", () => {
     assert.match(failed.status!.errorMessage, /not wired yet/);
     // Nothing was made on a node: the delete has nothing to wait for.
     await volumes.deleteVolume({ id: v.id });
+    // The agent cannot be asked to remove it yet: the pool waits, DELETING, with the reason.
+    await pools.deleteStoragePool({ id: pool.id }, { timeoutMs: 1500 }).catch(() => undefined);
+    const deleting = await until(async () => {
+      const p = await pools.getStoragePool({ id: pool.id });
+      return p.status?.state === StoragePoolState.DELETING && p.status.errorMessage !== "" ? p : undefined;
+    }, "pool DELETING with the reason");
+    assert.equal(deleting.status!.conditions.find((c) => c.type === "Ready")?.reason, "RemoveFailed");
+    assert.match(deleting.status!.errorMessage, /not wired yet/);
+    const refused = await rejection(volumes.createVolume({ name: "late", spec: { sizeGib: 1n, poolId: pool.id } }));
+    assert.equal(refused.code, Code.FailedPrecondition);
+    assert.match(refused.rawMessage, /is being deleted/);
+  });
+
+  it("deletes a pool from its node (directory and marker) once it holds no volume", async () => {
+    const pool = await pools.createStoragePool({ name: "short-lived", spec: { type: StoragePoolType.LOCAL_DIR, nodeIds: [HV1] } });
+    await until(async () => ((await pools.getStoragePool({ id: pool.id })).status?.state === StoragePoolState.READY ? true : undefined), "pool READY");
+    assert.ok((await readdir(join(dir, HV1))).includes(pool.id));
     await pools.deleteStoragePool({ id: pool.id });
+    assert.equal((await rejection(pools.getStoragePool({ id: pool.id }))).code, Code.NotFound);
+    assert.ok(!(await readdir(join(dir, HV1))).includes(pool.id));
   });
 
   it("answers on gRPC (@grpc/grpc-js) and gRPC-Web too", async () => {
