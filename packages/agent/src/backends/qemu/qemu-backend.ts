@@ -1,9 +1,10 @@
 import { execFile } from "node:child_process";
-import { access, constants } from "node:fs/promises";
+import { access, constants, open, rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import { QuantixError, notFound, systemClock, type Clock } from "@quantix/core";
 import { ConsoleOutput, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import type { Backend, ConsoleChunk, BackendCapability, BackendEvent, BackendVmInfo, MigrationOptions, MigrationStats, ShutdownOptions } from "../../backend.js";
+import { buildCloudInitSeed } from "../../cloud-init-seed.js";
 import { ConsoleRing, DEFAULT_CONSOLE_BUFFER_BYTES } from "../../console-ring.js";
 import { openHostFiles, type HostFile } from "../../host-files.js";
 import { detectDiskFormatOf, detectDiskSource } from "./disk-format.js";
@@ -13,6 +14,7 @@ import { readBlockStats } from "./qemu-blockstats.js";
 import { describeExit, isQemuProcess, killHard, processUsage, readPidFile } from "./qemu-process.js";
 import { cancelOutgoing, listenIncoming, migrateOut } from "./qemu-migration.js";
 import { QemuRuntime, type RuntimeEnd } from "./qemu-runtime.js";
+import { loadState, saveState } from "./qemu-suspend.js";
 import { clearRuntimeFiles, listVmDirs, loadRecord, removeVmDir, saveRecord, vmPaths, type VmPaths, type VmRecord } from "./qemu-vm-dir.js";
 
 /** Settings of {@link QemuBackend} (VMCP_QEMU_BINARY, VMCP_QEMU_KVM, the agent's state dir). */
@@ -34,6 +36,10 @@ export interface QemuBackendOptions {
   readonly imageDirs?: readonly string[];
   /** Test seam: runs after a VM's host files were opened and checked, before QEMU is spawned with them. */
   readonly beforeSpawn?: (vmId: string) => Promise<void>;
+  /** The program that builds cloud-init seeds; default genisoimage from PATH (a test names a missing one). */
+  readonly seedBinary?: string;
+  /** Longest save or load of a suspended VM's memory; default 10 minutes. */
+  readonly suspendTimeoutMs?: number;
 }
 
 interface Entry {
@@ -43,9 +49,13 @@ interface Entry {
   runtime: QemuRuntime | undefined;
   /** Set while shutdownVM/deleteVM stops QEMU, so its end is not a crash. */
   stopping: boolean;
+  /** Set while suspendVM ends QEMU after saving its memory: its end makes the VM "suspended". */
+  suspending: boolean;
 }
 
 const run = promisify(execFile);
+const SUSPEND_TIMEOUT_MS = 600_000;
+const exists = (file: string): Promise<boolean> => access(file).then(() => true, () => false);
 // Longest unix socket path (sun_path is 108 bytes with the terminating NUL).
 const MAX_SOCKET_PATH = 107;
 
@@ -57,7 +67,7 @@ const MAX_SOCKET_PATH = 107;
  */
 export class QemuBackend implements Backend {
   readonly type = "qemu";
-  readonly capabilities: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "reboot", "graceful-shutdown", "console", "qcow2", "readopt", "live-migration", "firmware-boot", "metrics"]);
+  readonly capabilities: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "reboot", "graceful-shutdown", "console", "qcow2", "readopt", "live-migration", "firmware-boot", "metrics", "cloud-init", "suspend"]);
   private readonly entries = new Map<string, Entry>();
   private readonly listeners = new Set<(e: BackendEvent) => void>();
   private readonly binary: string;
@@ -123,6 +133,8 @@ export class QemuBackend implements Backend {
         }
       } else if (record.state === "running") {
         this.markEnded(entry, "QEMU exited while the agent was not running");
+      } else if (record.state === "suspended" && !(await exists(paths.stateFile))) {
+        this.markEnded(entry, "the suspended VM's saved memory file is missing");
       }
       await saveRecord(paths, record);
       ids.push(vmId);
@@ -140,7 +152,17 @@ export class QemuBackend implements Backend {
     // Builds the command line once to reject what QEMU here cannot do before anything exists.
     buildQemuArgs({ vmId, config, kvm: this.options.kvm, ...paths, disks: known ?? config.storage.map(() => ({ format: "raw", blockDevice: false })) });
     const record: VmRecord = { config, disks: known, state: "created", crashReason: undefined, startedAtMs: undefined };
-    await saveRecord(paths, record);
+    try {
+      // The seed first: a VM whose seed cannot be built is not created at all.
+      if (config.cloudInit) {
+        await saveRecord(paths, record);
+        await buildCloudInitSeed(vmId, config.cloudInit, paths.seedFile, this.options.seedBinary);
+      }
+      await saveRecord(paths, record);
+    } catch (err) {
+      await removeVmDir(paths);
+      throw err;
+    }
     this.addEntry(vmId, paths, record);
   }
 
@@ -152,8 +174,66 @@ export class QemuBackend implements Backend {
     await removeVmDir(entry.paths);
   }
 
+  /** Boots; a suspended VM is restored from its saved memory instead. */
   async bootVM(vmId: string): Promise<void> {
+    if (this.entry(vmId).record.state === "suspended") return this.restore(vmId);
     await this.launch(vmId, []);
+  }
+
+  /**
+   * Hibernates: stops the vCPUs, saves the migration stream to the VM's state file
+   * (qemu-suspend.ts), then quits QEMU; the VM is "suspended". A failed save removes the
+   * partial file and lets the guest run again if it ran.
+   */
+  async suspendVM(vmId: string): Promise<void> {
+    const entry = this.entry(vmId);
+    const rt = this.running(vmId);
+    const wasRunning = !rt.paused;
+    if (wasRunning) await rt.qmp.execute("stop");
+    rt.paused = true;
+    try {
+      await saveState(rt.qmp, entry.paths.suspendSocket, entry.paths.stateFile, this.options.suspendTimeoutMs ?? SUSPEND_TIMEOUT_MS);
+    } catch (err) {
+      if (wasRunning) await rt.qmp.execute("cont").catch(() => {});
+      throw err;
+    }
+    entry.suspending = true;
+    entry.stopping = true;
+    await rt.qmp.execute("quit").catch(() => {});
+    const ended = await Promise.race([rt.ended.then(() => true), new Promise<boolean>((r) => setTimeout(r, 5000, false))]);
+    if (!ended) killHard(rt.pid);
+    await rt.ended;
+    entry.suspending = false;
+  }
+
+  /**
+   * Starts QEMU waiting for an incoming stream, feeds it the saved file as an inherited
+   * descriptor, lets the guest run, then removes the file. On failure QEMU is ended and
+   * the VM stays suspended with its file, so the restore can be retried or the memory
+   * discarded with ShutdownVm.
+   */
+  private async restore(vmId: string): Promise<void> {
+    const entry = this.entry(vmId);
+    const state = await open(entry.paths.stateFile, "r").catch((err: unknown) => {
+      throw new QuantixError("failed_precondition", `VM '${vmId}' is suspended but its saved memory cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)}); ShutdownVm discards the suspended state`);
+    });
+    try {
+      const { runtime, extraFds } = await this.launchWith(vmId, ["-incoming", "defer"], [state.fd]);
+      runtime.paused = true;
+      try {
+        await loadState(runtime.qmp, extraFds[0]!, this.options.suspendTimeoutMs ?? SUSPEND_TIMEOUT_MS);
+      } catch (err) {
+        entry.suspending = true;
+        entry.stopping = true;
+        killHard(runtime.pid);
+        await runtime.ended;
+        entry.suspending = false;
+        throw err;
+      }
+    } finally {
+      await state.close();
+    }
+    await rm(entry.paths.stateFile, { force: true });
   }
 
   /**
@@ -185,21 +265,35 @@ export class QemuBackend implements Backend {
   }
 
   private async launch(vmId: string, extraArgs: readonly string[]): Promise<QemuRuntime> {
+    const running = this.entry(vmId).runtime;
+    if (running) return running;
+    return (await this.launchWith(vmId, extraArgs, [])).runtime;
+  }
+
+  /**
+   * Starts QEMU with `extraArgs`; `inherit` descriptors are passed after the host files,
+   * and `extraFds` answers their numbers in QEMU's process.
+   */
+  private async launchWith(vmId: string, extraArgs: readonly string[], inherit: readonly number[]): Promise<{ runtime: QemuRuntime; extraFds: number[] }> {
     const entry = this.entry(vmId);
-    if (entry.runtime) return entry.runtime;
+    if (entry.runtime) throw new QuantixError("failed_precondition", `VM '${vmId}' already runs`);
     const { record, paths } = entry;
     // QEMU gets the files opened and checked here, never their names (host-files.ts).
     const files = await openHostFiles(record.config, this.options.imageDirs);
+    let extraFds: number[] = [];
     try {
       record.disks ??= files.disks.map((f) => ({ format: detectDiskFormatOf(f.fd), blockDevice: f.blockDevice }));
       const disks = record.disks.map((d, i) => ({ ...d, blockDevice: files.disks[i]!.blockDevice }));
       // The child's fds 3, 4, ... are files.all in order.
       const childFd = (f: HostFile | undefined) => (f ? 3 + files.all.indexOf(f) : undefined);
       const fds = { kernel: childFd(files.kernel), initrd: childFd(files.initrd), disks: files.disks.map((f) => childFd(f)!) };
-      const args = [...buildQemuArgs({ vmId, config: record.config, kvm: this.options.kvm, ...paths, disks, fds }), ...extraArgs];
+      const seedFile = record.config.cloudInit ? paths.seedFile : undefined;
+      if (record.config.cloudInit && !(await exists(paths.seedFile))) await buildCloudInitSeed(vmId, record.config.cloudInit, paths.seedFile, this.options.seedBinary);
+      const args = [...buildQemuArgs({ vmId, config: record.config, kvm: this.options.kvm, ...paths, disks, fds, seedFile }), ...extraArgs];
+      extraFds = inherit.map((_, i) => 3 + files.all.length + i);
       await this.options.beforeSpawn?.(vmId);
       entry.stopping = false;
-      entry.runtime = await QemuRuntime.start(this.binary, args, this.runtimeOptions(vmId, entry), files.all.map((f) => f.fd)).catch((err: unknown) => {
+      entry.runtime = await QemuRuntime.start(this.binary, args, this.runtimeOptions(vmId, entry), [...files.all.map((f) => f.fd), ...inherit]).catch((err: unknown) => {
         if (!this.options.kvm || !(err instanceof QuantixError)) throw err;
         throw new QuantixError(err.code, `${err.message}; if KVM cannot run guests on this host, set VMCP_QEMU_KVM=false`);
       });
@@ -209,11 +303,19 @@ export class QemuBackend implements Backend {
     }
     Object.assign(record, { state: "running", crashReason: undefined, startedAtMs: this.clock.now() });
     await saveRecord(paths, record);
-    return entry.runtime;
+    return { runtime: entry.runtime, extraFds };
   }
 
+  /** Stops QEMU; a suspended VM's saved memory is discarded instead (the next boot is cold). */
   async shutdownVM(vmId: string, options: ShutdownOptions): Promise<void> {
-    await this.stop(this.entry(vmId), options);
+    const entry = this.entry(vmId);
+    if (!entry.runtime && entry.record.state === "suspended") {
+      await rm(entry.paths.stateFile, { force: true });
+      this.markEnded(entry, undefined);
+      await saveRecord(entry.paths, entry.record);
+      return;
+    }
+    await this.stop(entry, options);
   }
 
   async pauseVM(vmId: string): Promise<void> {
@@ -222,7 +324,9 @@ export class QemuBackend implements Backend {
     rt.paused = true;
   }
 
+  /** Lets a paused guest run; a suspended VM is restored from its saved memory. */
   async resumeVM(vmId: string): Promise<void> {
+    if (!this.entry(vmId).runtime && this.entry(vmId).record.state === "suspended") return this.restore(vmId);
     const rt = this.running(vmId);
     await rt.qmp.execute("cont");
     rt.paused = false;
@@ -323,6 +427,14 @@ export class QemuBackend implements Backend {
   /** QEMU ended: asked to (shutdown), the guest powered off (shutdown), or else crashed. */
   private onEnd(vmId: string, entry: Entry, end: RuntimeEnd): void {
     if (this.closed || this.entries.get(vmId) !== entry) return;
+    if (entry.suspending) {
+      // suspendVM saved the memory and quit QEMU (or restore gave up): the VM is suspended.
+      entry.runtime = undefined;
+      Object.assign(entry.record, { state: "suspended", crashReason: undefined, startedAtMs: undefined });
+      void saveRecord(entry.paths, entry.record).catch(() => {});
+      void clearRuntimeFiles(entry.paths).catch(() => {});
+      return;
+    }
     const requested = entry.stopping;
     let reason = end.guestShutdown ? "the guest powered off" : end.exit ? `QEMU exited with ${describeExit(end.exit)}` : "QEMU exited (adopted from an earlier agent: exit status unknown)";
     // A KVM that cannot run this guest makes QEMU abort at the first vCPU run (seen on hosts
@@ -373,7 +485,7 @@ export class QemuBackend implements Backend {
   }
 
   private addEntry(vmId: string, paths: VmPaths, record: VmRecord): Entry {
-    const entry: Entry = { paths, record, ring: new ConsoleRing(this.options.consoleBufferBytes ?? DEFAULT_CONSOLE_BUFFER_BYTES), runtime: undefined, stopping: false };
+    const entry: Entry = { paths, record, ring: new ConsoleRing(this.options.consoleBufferBytes ?? DEFAULT_CONSOLE_BUFFER_BYTES), runtime: undefined, stopping: false, suspending: false };
     this.entries.set(vmId, entry);
     return entry;
   }
