@@ -51,6 +51,8 @@ interface Entry {
   stopping: boolean;
   /** Set while suspendVM ends QEMU after saving its memory: its end makes the VM "suspended". */
   suspending: boolean;
+  /** The record and runtime-file writes QEMU's end started; awaited before the directory is removed or the call returns. */
+  afterEnd: Promise<void>;
 }
 
 const run = promisify(execFile);
@@ -169,6 +171,7 @@ export class QemuBackend implements Backend {
   async deleteVM(vmId: string): Promise<void> {
     const entry = this.entry(vmId);
     if (entry.runtime) await this.stop(entry, { force: true, timeoutSeconds: 0 });
+    await entry.afterEnd;
     entry.ring.close();
     this.entries.delete(vmId);
     await removeVmDir(entry.paths);
@@ -203,6 +206,7 @@ export class QemuBackend implements Backend {
     const ended = await Promise.race([rt.ended.then(() => true), new Promise<boolean>((r) => setTimeout(r, 5000, false))]);
     if (!ended) killHard(rt.pid);
     await rt.ended;
+    await entry.afterEnd;
     entry.suspending = false;
   }
 
@@ -227,6 +231,7 @@ export class QemuBackend implements Backend {
         entry.stopping = true;
         killHard(runtime.pid);
         await runtime.ended;
+        await entry.afterEnd;
         entry.suspending = false;
         throw err;
       }
@@ -316,6 +321,7 @@ export class QemuBackend implements Backend {
       return;
     }
     await this.stop(entry, options);
+    await entry.afterEnd;
   }
 
   async pauseVM(vmId: string): Promise<void> {
@@ -431,8 +437,7 @@ export class QemuBackend implements Backend {
       // suspendVM saved the memory and quit QEMU (or restore gave up): the VM is suspended.
       entry.runtime = undefined;
       Object.assign(entry.record, { state: "suspended", crashReason: undefined, startedAtMs: undefined });
-      void saveRecord(entry.paths, entry.record).catch(() => {});
-      void clearRuntimeFiles(entry.paths).catch(() => {});
+      entry.afterEnd = this.persistEnd(entry);
       return;
     }
     const requested = entry.stopping;
@@ -441,11 +446,15 @@ export class QemuBackend implements Backend {
     // with a paravirtualised /dev/kvm), so say what to change.
     if (this.options.kvm && end.exit?.signal === "SIGABRT") reason += "; KVM may not be usable on this host: set VMCP_QEMU_KVM=false";
     this.markEnded(entry, requested || end.guestShutdown ? undefined : reason);
-    void saveRecord(entry.paths, entry.record).catch(() => {});
-    void clearRuntimeFiles(entry.paths).catch(() => {});
+    entry.afterEnd = this.persistEnd(entry);
     if (requested) return;
     const event: BackendEvent = { vmId, state: entry.record.state, reason };
     for (const l of [...this.listeners]) l(event);
+  }
+
+  /** Saves the record and clears the sockets and pid file after QEMU ended. */
+  private async persistEnd(entry: Entry): Promise<void> {
+    await Promise.all([saveRecord(entry.paths, entry.record).catch(() => {}), clearRuntimeFiles(entry.paths).catch(() => {})]);
   }
 
   /** Records that QEMU is gone: crashed with `crashReason`, or shut down without one. */
@@ -485,7 +494,7 @@ export class QemuBackend implements Backend {
   }
 
   private addEntry(vmId: string, paths: VmPaths, record: VmRecord): Entry {
-    const entry: Entry = { paths, record, ring: new ConsoleRing(this.options.consoleBufferBytes ?? DEFAULT_CONSOLE_BUFFER_BYTES), runtime: undefined, stopping: false, suspending: false };
+    const entry: Entry = { paths, record, ring: new ConsoleRing(this.options.consoleBufferBytes ?? DEFAULT_CONSOLE_BUFFER_BYTES), runtime: undefined, stopping: false, suspending: false, afterEnd: Promise.resolve() };
     this.entries.set(vmId, entry);
     return entry;
   }
