@@ -147,7 +147,7 @@ export class VmManager {
   }
 
   /** SuspendVm: hibernates a running or paused VM (needs "suspend"). */
-  suspend(vmId: string): Promise<BackendVmState> {
+  async suspend(vmId: string): Promise<BackendVmState> {
     const suspendVM = this.backend.suspendVM?.bind(this.backend);
     if (!suspendVM) throw this.lacks("suspend", "SuspendVm");
     this.need("suspend", "SuspendVm");
