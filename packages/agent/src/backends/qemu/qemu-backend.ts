@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { access, constants, open, rm } from "node:fs/promises";
+import { access, constants, open, readFile, rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import { QuantixError, notFound, systemClock, type Clock } from "@quantix/core";
 import { ConsoleOutput, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
@@ -221,21 +221,25 @@ export class QemuBackend implements Backend {
     const state = await open(entry.paths.stateFile, "r").catch((err: unknown) => {
       throw new QuantixError("failed_precondition", `VM '${vmId}' is suspended but its saved memory cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)}); ShutdownVm discards the suspended state`);
     });
+    // Until the guest runs again, QEMU's end (say, a stream it cannot load) leaves the VM suspended.
+    entry.suspending = true;
     try {
       const { runtime, extraFds } = await this.launchWith(vmId, ["-incoming", "defer"], [state.fd]);
       runtime.paused = true;
       try {
         await loadState(runtime.qmp, extraFds[0]!, this.options.suspendTimeoutMs ?? SUSPEND_TIMEOUT_MS);
       } catch (err) {
-        entry.suspending = true;
-        entry.stopping = true;
         killHard(runtime.pid);
         await runtime.ended;
-        await entry.afterEnd;
-        entry.suspending = false;
         throw err;
       }
+    } catch (err) {
+      await entry.afterEnd;
+      const log = (await readFile(entry.paths.logFile, "utf8").catch(() => "")).trim().split("\n").at(-1) ?? "";
+      const why = err instanceof Error ? err.message : String(err);
+      throw new QuantixError("aborted", `restoring VM '${vmId}' from its saved memory failed (${why}${log ? `; QEMU: ${log}` : ""}); it stays SUSPENDED with the file: retry, or ShutdownVm to discard it`);
     } finally {
+      entry.suspending = false;
       await state.close();
     }
     await rm(entry.paths.stateFile, { force: true });

@@ -1,11 +1,12 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm, stat, truncate } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { QuantixError } from "@quantix/core";
 import { until, buildTestGuest, ensureDebianPackages, GUEST_TICK, type TestGuest } from "@quantix/testing";
 import { isProcessAlive } from "../../process-state.js";
 import { QemuBackend } from "./qemu-backend.js";
@@ -96,3 +97,33 @@ test("suspend saves the guest to a file and ends QEMU; after an agent restart, r
   }
 });
 
+
+test("a saved file QEMU cannot load: resume fails with ABORTED, the VM stays suspended with its file; ShutdownVm discards it", { timeout: 120_000 }, async () => {
+  const backend = new QemuBackend({ stateDir, kvm: false });
+  const vmId = `badstate-${process.pid}`;
+  const file = path.join(stateDir, "vms", vmId, "suspend.state");
+  try {
+    await backend.createVM(vmId, guestConfig());
+    await backend.bootVM(vmId);
+    await ticksPast(backend, vmId, 1, "counter lines");
+    await backend.suspendVM(vmId);
+    // Cut the stream short, as a full disk or a crash while copying would.
+    await truncate(file, Math.floor((await stat(file)).size / 2));
+    const err = await backend.resumeVM(vmId).then(() => assert.fail("resumed"), (e: unknown) => e);
+    assert.ok(err instanceof QuantixError, String(err));
+    assert.equal(err.code, "aborted");
+    assert.match(err.message, /stays SUSPENDED/);
+    const info = await backend.getVMInfo(vmId);
+    assert.equal(info.state, "suspended");
+    assert.equal(info.pid, undefined, "the QEMU that could not load it is gone");
+    assert.ok(existsSync(file), "the file is kept");
+    await backend.shutdownVM(vmId, { force: true, timeoutSeconds: 0 });
+    assert.equal((await backend.getVMInfo(vmId)).state, "shutdown");
+    assert.equal(existsSync(file), false);
+    await backend.deleteVM(vmId);
+  } finally {
+    const info = await backend.getVMInfo(vmId).catch(() => undefined);
+    if (info?.pid) process.kill(info.pid, "SIGKILL");
+    await backend.close();
+  }
+});
