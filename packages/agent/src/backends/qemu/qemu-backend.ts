@@ -13,6 +13,7 @@ import { buildQemuArgs, hostPathViolation, qmpChardevOption, type DiskSource } f
 import { readBlockStats } from "./qemu-blockstats.js";
 import { describeExit, isQemuProcess, killHard, processUsage, readPidFile } from "./qemu-process.js";
 import { cancelOutgoing, listenIncoming, migrateOut } from "./qemu-migration.js";
+import { stopRuntime } from "./qemu-stop.js";
 import { QemuRuntime, type RuntimeEnd } from "./qemu-runtime.js";
 import { loadState, saveState } from "./qemu-suspend.js";
 import { clearRuntimeFiles, listVmDirs, loadRecord, removeVmDir, saveRecord, vmPaths, type VmPaths, type VmRecord } from "./qemu-vm-dir.js";
@@ -201,11 +202,7 @@ export class QemuBackend implements Backend {
       throw err;
     }
     entry.suspending = true;
-    entry.stopping = true;
-    await rt.qmp.execute("quit").catch(() => {});
-    const ended = await Promise.race([rt.ended.then(() => true), new Promise<boolean>((r) => setTimeout(r, 5000, false))]);
-    if (!ended) killHard(rt.pid);
-    await rt.ended;
+    await this.stop(entry, { force: true, timeoutSeconds: 0 });
     await entry.afterEnd;
     entry.suspending = false;
   }
@@ -229,8 +226,7 @@ export class QemuBackend implements Backend {
       try {
         await loadState(runtime.qmp, extraFds[0]!, this.options.suspendTimeoutMs ?? SUSPEND_TIMEOUT_MS);
       } catch (err) {
-        killHard(runtime.pid);
-        await runtime.ended;
+        await this.stop(entry, { force: true, timeoutSeconds: 0 });
         throw err;
       }
     } catch (err) {
@@ -390,42 +386,12 @@ export class QemuBackend implements Backend {
     this.listeners.clear();
   }
 
-  /**
-   * Graceful: resumes a paused guest (a paused one cannot react), presses the ACPI power
-   * button every 2 s (a guest still booting misses a single press), and quits QEMU after
-   * the timeout, or at once when `options.signal` aborts (a forced stop preempts). Forced:
-   * quits at once. SIGKILL if QEMU outlives quit by 5 s.
-   */
+  /** Ends the VM's QEMU (qemu-stop.ts); its end is then a requested one, not a crash. */
   private async stop(entry: Entry, options: ShutdownOptions): Promise<void> {
     const rt = entry.runtime;
     if (!rt) return;
     entry.stopping = true;
-    const signal = options.signal;
-    const endedWithin = (ms: number, abortable = false): Promise<boolean> => new Promise((resolve) => {
-      const done = (ended: boolean) => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-        resolve(ended);
-      };
-      const onAbort = () => done(false);
-      const timer = setTimeout(() => done(false), ms);
-      if (abortable) signal?.addEventListener("abort", onAbort, { once: true });
-      void rt.ended.then(() => done(true));
-    });
-    if (!options.force && !signal?.aborted) {
-      if (rt.paused) await rt.qmp.execute("cont").catch(() => {});
-      const deadline = this.clock.now() + options.timeoutSeconds * 1000;
-      let left: number;
-      do {
-        await rt.qmp.execute("system_powerdown").catch(() => {});
-        left = deadline - this.clock.now();
-      } while (left > 0 && !signal?.aborted && !(await endedWithin(Math.min(2000, left), true)));
-    }
-    if (!(await endedWithin(0))) {
-      await rt.qmp.execute("quit").catch(() => {});
-      if (!(await endedWithin(5000))) killHard(rt.pid);
-    }
-    await rt.ended;
+    await stopRuntime(rt, options, this.clock);
   }
 
   private runtimeOptions(vmId: string, entry: Entry) {
