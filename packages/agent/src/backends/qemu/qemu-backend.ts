@@ -180,7 +180,11 @@ export class QemuBackend implements Backend {
 
   /** Boots; a suspended VM is restored from its saved memory instead. */
   async bootVM(vmId: string): Promise<void> {
-    if (this.entry(vmId).record.state === "suspended") return this.restore(vmId);
+    const entry = this.entry(vmId);
+    if (entry.record.state === "suspended") return this.restore(vmId);
+    if (entry.runtime) return;
+    // A cold boot: a saved state left by a suspend whose QEMU outlived an agent crash is stale.
+    await rm(entry.paths.stateFile, { force: true });
     await this.launch(vmId, []);
   }
 
