@@ -10,10 +10,10 @@ import { openHostFiles, type HostFile } from "../../host-files.js";
 import { detectDiskFormatOf, detectDiskSource } from "./disk-format.js";
 import { probeKvm, type KvmProbeResult } from "./kvm-probe.js";
 import { buildQemuArgs, hostPathViolation, qmpChardevOption, type DiskSource } from "./qemu-args.js";
-import { readBlockStats } from "./qemu-blockstats.js";
-import { describeExit, isQemuProcess, killHard, processUsage, readPidFile } from "./qemu-process.js";
+import { describeExit, isQemuProcess, killHard, readPidFile } from "./qemu-process.js";
 import { cancelOutgoing, listenIncoming, migrateOut } from "./qemu-migration.js";
 import { stopRuntime } from "./qemu-stop.js";
+import { qemuVmInfo } from "./qemu-vm-info.js";
 import { QemuRuntime, type RuntimeEnd } from "./qemu-runtime.js";
 import { loadState, saveState } from "./qemu-suspend.js";
 import { clearRuntimeFiles, listVmDirs, loadRecord, removeVmDir, saveRecord, vmPaths, type VmPaths, type VmRecord } from "./qemu-vm-dir.js";
@@ -437,34 +437,8 @@ export class QemuBackend implements Backend {
     Object.assign(entry.record, { state: crashReason ? "crashed" : "shutdown", crashReason, startedAtMs: undefined });
   }
 
-  private async info(vmId: string, entry: Entry): Promise<BackendVmInfo> {
-    const rt = entry.runtime;
-    const base = { vmId, config: entry.record.config, crashReason: entry.record.crashReason };
-    if (!rt) return { ...base, state: entry.record.state === "running" ? "crashed" : entry.record.state, metrics: { cpuUsagePercent: 0, memoryUsageBytes: 0n, uptimeSeconds: 0n } };
-    const now = this.clock.now();
-    const startedAtMs = entry.record.startedAtMs ?? now;
-    const [usage, block] = await Promise.all([processUsage(rt.pid), readBlockStats(rt.qmp)]);
-    // The average since the process started: no state shared between readers, so /metrics
-    // scrapes and several StreamMetrics do not disturb each other. A reader wanting the
-    // percent over its own interval takes the difference of cpu_seconds.
-    let cpu = 0;
-    if (usage && now > startedAtMs) {
-      const vcpus = Math.max(1, entry.record.config.cpu?.vcpuCount ?? 1);
-      cpu = Math.min(100, Math.max(0, (usage.cpuMs / (now - startedAtMs) / vcpus) * 100));
-    }
-    return {
-      ...base,
-      state: rt.paused ? "paused" : "running",
-      pid: rt.pid,
-      startedAtMs,
-      metrics: {
-        cpuUsagePercent: cpu,
-        memoryUsageBytes: usage?.rssBytes ?? 0n,
-        uptimeSeconds: BigInt(Math.max(0, Math.floor((now - startedAtMs) / 1000))),
-        cpuSeconds: usage ? usage.cpuMs / 1000 : undefined,
-        block,
-      },
-    };
+  private info(vmId: string, entry: Entry): Promise<BackendVmInfo> {
+    return qemuVmInfo(vmId, entry.record, entry.runtime, this.clock);
   }
 
   private addEntry(vmId: string, paths: VmPaths, record: VmRecord): Entry {
