@@ -224,9 +224,11 @@ export class QemuBackend implements Backend {
     });
     // Until the guest runs again, QEMU's end (say, a stream it cannot load) leaves the VM suspended.
     entry.suspending = true;
+    let loading = false;
     try {
       const { runtime, extraFds } = await this.launchWith(vmId, ["-incoming", "defer"], [state.fd]);
       runtime.paused = true;
+      loading = true;
       try {
         await loadState(runtime.qmp, extraFds[0]!, this.options.suspendTimeoutMs ?? SUSPEND_TIMEOUT_MS);
       } catch (err) {
@@ -235,6 +237,8 @@ export class QemuBackend implements Backend {
       }
     } catch (err) {
       await entry.afterEnd;
+      // QEMU did not start (a disk gone, say): that error as it is; the VM is still suspended.
+      if (!loading) throw err;
       const log = (await readFile(entry.paths.logFile, "utf8").catch(() => "")).trim().split("\n").at(-1) ?? "";
       const why = err instanceof Error ? err.message : String(err);
       throw new QuantixError("aborted", `restoring VM '${vmId}' from its saved memory failed (${why}${log ? `; QEMU: ${log}` : ""}); it stays SUSPENDED with the file: retry, or ShutdownVm to discard it`);

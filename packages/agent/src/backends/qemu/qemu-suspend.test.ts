@@ -98,8 +98,11 @@ test("suspend saves the guest to a file and ends QEMU; after an agent restart, r
 });
 
 
-test("a saved file QEMU cannot load: resume fails with ABORTED, the VM stays suspended with its file; ShutdownVm discards it", { timeout: 120_000 }, async () => {
-  const backend = new QemuBackend({ stateDir, kvm: false });
+test("a QEMU that does not start, or a saved file it cannot load: resume fails (ABORTED for the file), the VM stays suspended with its file; ShutdownVm discards it", { timeout: 120_000 }, async () => {
+  let refuseSpawn = false;
+  const backend = new QemuBackend({ stateDir, kvm: false, beforeSpawn: async () => {
+    if (refuseSpawn) throw new QuantixError("unavailable", "no QEMU for this test");
+  } });
   const vmId = `badstate-${process.pid}`;
   const file = path.join(stateDir, "vms", vmId, "suspend.state");
   try {
@@ -107,6 +110,12 @@ test("a saved file QEMU cannot load: resume fails with ABORTED, the VM stays sus
     await backend.bootVM(vmId);
     await ticksPast(backend, vmId, 1, "counter lines");
     await backend.suspendVM(vmId);
+    // QEMU does not even start: that error as it is, and the VM is still suspended with its file.
+    refuseSpawn = true;
+    await assert.rejects(backend.resumeVM(vmId), (e: unknown) => e instanceof QuantixError && e.code === "unavailable");
+    refuseSpawn = false;
+    assert.equal((await backend.getVMInfo(vmId)).state, "suspended");
+    assert.ok(existsSync(file));
     // Cut the stream short, as a full disk or a crash while copying would.
     await truncate(file, Math.floor((await stat(file)).size / 2));
     const err = await backend.resumeVM(vmId).then(() => assert.fail("resumed"), (e: unknown) => e);
