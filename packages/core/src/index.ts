@@ -2,6 +2,7 @@ export * from "./errors.js";
 export * from "./ports.js";
 export * from "./violations.js";
 export * from "./vm-validation.js";
+export * from "./cloud-init.js";
 export * from "./power-actions.js";
 export * from "./pagination.js";
 export * from "./update-mask.js";
