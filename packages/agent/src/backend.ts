@@ -12,7 +12,7 @@ import type { VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
  */
 
 /** What a backend reports about one VM. Mirrors vmm.v1.VmState. */
-export type BackendVmState = "created" | "running" | "paused" | "shutdown" | "crashed";
+export type BackendVmState = "created" | "running" | "paused" | "shutdown" | "crashed" | "suspended";
 
 /**
  * Capabilities a backend may declare (STYLE rule 4: callers branch on these, never on a
@@ -34,6 +34,10 @@ export type BackendCapability =
   | "e1000"
   | "rtl8139"
   | "readopt"
+  /** config.cloud_init becomes a NoCloud seed disk attached read-only. */
+  | "cloud-init"
+  /** suspendVM hibernates: memory saved to a file, the VMM process ended; resumeVM/bootVM restore it. */
+  | "suspend"
   /** getVMInfo measures the VM's usage (what it cannot measure it leaves out). */
   | "metrics";
 
@@ -135,16 +139,22 @@ export interface Backend {
   recover(): Promise<string[]>;
   /** Defines a VM in state "created"; its config is already validated. */
   createVM(vmId: string, config: VmConfig): Promise<void>;
-  /** Frees the VM's process, sockets and state directory. Called in created/shutdown/crashed. */
+  /** Frees the VM's process, sockets and state directory. Called in created/shutdown/crashed/suspended. */
   deleteVM(vmId: string): Promise<void>;
-  /** Starts the VM and resolves once the guest runs. Called in created/shutdown/crashed. */
+  /** Starts the VM and resolves once the guest runs. Called in created/shutdown/crashed, and in suspended (restores it as resumeVM does). */
   bootVM(vmId: string): Promise<void>;
-  /** Stops the VM (graceful, then forced after the timeout); resolves once it is off. Called in running/paused. */
+  /** Stops the VM (graceful, then forced after the timeout); resolves once it is off. Called in running/paused, and in suspended (discards the saved memory). */
   shutdownVM(vmId: string, options: ShutdownOptions): Promise<void>;
   /** Called in running; needs "pause". */
   pauseVM(vmId: string): Promise<void>;
-  /** Called in paused; needs "pause". */
+  /** Called in paused (needs "pause"), and in suspended (needs "suspend": restores the saved memory). */
   resumeVM(vmId: string): Promise<void>;
+  /**
+   * Hibernates (needs "suspend"): saves the guest's memory and device state to a file and
+   * ends the VMM process; the VM is then "suspended". Called in running/paused. A failed
+   * save leaves the VM running or paused as it was.
+   */
+  suspendVM?(vmId: string): Promise<void>;
   /** Called in running; needs "reboot" (force = hard reset). */
   rebootVM(vmId: string, force: boolean): Promise<void>;
   /** NOT_FOUND (QuantixError) for an unknown id. */

@@ -5,7 +5,7 @@ import {
   StorageInterfaceType,
   type VmConfig,
 } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { CONTROL_CHARS, Violations, type FieldViolation } from "@quantix/core";
+import { CONTROL_CHARS, validateCloudInit, Violations, type FieldViolation } from "@quantix/core";
 
 import { VM_ID_PATTERN } from "./vm-id.js";
 
@@ -88,6 +88,7 @@ export function validateVmConfig(config: VmConfig | undefined, prefix = "config"
     if (key.length < 1 || key.length > 63 || CONTROL_CHARS.test(key)) v.add(f, "INVALID_FORMAT", "keys must be 1-63 characters without control characters");
     if ((config.metadata[key] ?? "").length > 1024) v.add(f, "INVALID_LENGTH", "values must be at most 1024 characters");
   }
+  if (config.cloudInit) validateCloudInit(v, `${prefix}.cloud_init`, config.cloudInit);
   return v.list;
 }
 
@@ -115,6 +116,7 @@ export function requiredCapabilities(config: VmConfig, prefix = "config"): Capab
     if (c) need(c, `${prefix}.network[${i}].interface_type`);
   });
   if (config.console?.consoleType === ConsoleType.VIRTIO) need("virtio-console", `${prefix}.console.console_type`);
+  if (config.cloudInit) need("cloud-init", `${prefix}.cloud_init`);
   return out;
 }
 

@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { test } from "node:test";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { ConsoleType, VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { CloudInitSchema, ConsoleType, VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError } from "@quantix/core";
 import { collect } from "@quantix/testing";
 import { SimulatedBackend } from "./backends/simulated/simulated-backend.js";
@@ -54,6 +54,37 @@ test("a config needing a capability the backend lacks fails naming it", async ()
   const err = await failure(w.m.create("vm-cap", smallConfig({ console: { enabled: true, consoleType: ConsoleType.VIRTIO } })));
   assert.equal(err.code, "failed_precondition");
   assert.match(err.message, /virtio-console/);
+});
+
+test("bad cloud-init data is INVALID_ARGUMENT by field path and creates nothing; good data needs the capability", async () => {
+  await using w = await manager();
+  const bad = smallConfig();
+  bad.cloudInit = create(CloudInitSchema, { userData: "x".repeat(65_537), metaData: "local-hostname: not_a_host\n", networkConfig: "- not\n- a mapping\n" });
+  const err = await failure(w.m.create("vm-ci", bad));
+  assert.equal(err.code, "invalid_argument");
+  assert.deepEqual(err.violations.map((v) => v.field).sort(), ["config.cloud_init.user_data"], "a document over the limit is not parsed");
+  bad.cloudInit.userData = "#cloud-config\n";
+  const err2 = await failure(w.m.create("vm-ci", bad));
+  assert.deepEqual(err2.violations.map((v) => v.field).sort(), ["config.cloud_init.meta_data", "config.cloud_init.network_config"]);
+  bad.cloudInit.metaData = "[1]";
+  assert.match((await failure(w.m.create("vm-ci", bad))).violations[0]?.description ?? "", /mapping/);
+  assert.deepEqual(await w.backend.listVMs(), []);
+  // Valid data on a backend without "cloud-init" (the simulator): refused naming it.
+  const good = smallConfig();
+  good.cloudInit = create(CloudInitSchema, { userData: "#cloud-config\n" });
+  const lacks = await failure(w.m.create("vm-ci", good));
+  assert.equal(lacks.code, "failed_precondition");
+  assert.match(lacks.message, /config.cloud_init needs the capability "cloud-init"/);
+});
+
+test("SuspendVm on a backend without 'suspend' is refused naming it and changes nothing", async () => {
+  await using w = await manager();
+  await w.m.create("vm-su", smallConfig());
+  await w.m.boot("vm-su");
+  const err = await failure(w.m.suspend("vm-su"));
+  assert.equal(err.code, "failed_precondition");
+  assert.match(err.message, /SuspendVm needs the capability "suspend"/);
+  assert.equal((await w.backend.getVMInfo("vm-su")).state, "running");
 });
 
 test("CreateVm is idempotent for the same config and refuses a different one", async () => {

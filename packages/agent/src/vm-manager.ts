@@ -36,7 +36,7 @@ export interface VmManagerDeps {
   readonly stateDir?: string;
 }
 
-const ACTION_RPC: Record<VmAction, string> = { delete: "DeleteVm", boot: "BootVm", shutdown: "ShutdownVm", pause: "PauseVm", resume: "ResumeVm", reboot: "RebootVm" };
+const ACTION_RPC: Record<VmAction, string> = { delete: "DeleteVm", boot: "BootVm", shutdown: "ShutdownVm", pause: "PauseVm", resume: "ResumeVm", reboot: "RebootVm", suspend: "SuspendVm" };
 
 /**
  * Owns vmm.v1's rules over any Backend: validation, capabilities, the state table,
@@ -138,10 +138,20 @@ export class VmManager {
     return this.act(vmId, "pause", false, () => this.backend.pauseVM(vmId));
   }
 
-  /** ResumeVm. */
+  /** ResumeVm: of a paused VM needs "pause"; of a suspended one, "suspend". */
   resume(vmId: string): Promise<BackendVmState> {
-    this.need("pause", "ResumeVm");
-    return this.act(vmId, "resume", false, () => this.backend.resumeVM(vmId));
+    return this.act(vmId, "resume", false, async (info) => {
+      this.need(info.state === "suspended" ? "suspend" : "pause", "ResumeVm");
+      await this.backend.resumeVM(vmId);
+    });
+  }
+
+  /** SuspendVm: hibernates a running or paused VM (needs "suspend"). */
+  async suspend(vmId: string): Promise<BackendVmState> {
+    const suspendVM = this.backend.suspendVM?.bind(this.backend);
+    if (!suspendVM) throw this.lacks("suspend", "SuspendVm");
+    this.need("suspend", "SuspendVm");
+    return this.act(vmId, "suspend", false, () => suspendVM(vmId));
   }
 
   /** RebootVm (force = reset). */

@@ -1,6 +1,6 @@
 import { VM_ACTIONS, VM_STATES, decide, type VmAction } from "./vm-state-table.js";
 
-const RPC: Record<VmAction, string> = { delete: "DeleteVm", boot: "BootVm", shutdown: "ShutdownVm", pause: "PauseVm", resume: "ResumeVm", reboot: "RebootVm" };
+const RPC: Record<VmAction, string> = { delete: "DeleteVm", boot: "BootVm", shutdown: "ShutdownVm", pause: "PauseVm", resume: "ResumeVm", reboot: "RebootVm", suspend: "SuspendVm" };
 const WORDS = { apply: "yes", noop: "no-op", force: "force", forbidden: "—" } as const;
 
 /**

@@ -61,6 +61,7 @@ export function toAgentVmConfig(vmId: string, spec: VmSpec): VmConfig {
   const threads = Math.max(1, cpu.threadsPerCore);
   const vcpus = cpu.cores * sockets * threads;
   const direct = spec.boot?.directBoot;
+  const ci = spec.provisioning?.cloudInit;
   return create(VmConfigSchema, {
     cpu: {
       vcpuCount: vcpus,
@@ -77,6 +78,7 @@ export function toAgentVmConfig(vmId: string, spec: VmSpec): VmConfig {
     network: spec.nics.map((n) => ({ id: n.id, macAddress: n.macAddress, tapDevice: agentTapName(vmId, n.id), interfaceType: NIC_TYPES[n.model] ?? NetworkInterfaceType.VIRTIO_NET })),
     console: { enabled: true, output: ConsoleOutput.BUFFER, consoleType: ConsoleType.SERIAL },
     metadata: { [CONTROL_PLANE_VM_ID_KEY]: vmId, ...(spec.haPolicy?.enabled ? { [HA_METADATA_KEY]: "1" } : {}) },
+    ...(ci ? { cloudInit: { userData: ci.userData, metaData: ci.metaData, networkConfig: ci.networkConfig } } : {}),
   });
 }
 

@@ -4,6 +4,7 @@ export * from "./violations.js";
 export * from "./vm-validation.js";
 export * from "./storage-validation.js";
 export * from "./image-snapshot-validation.js";
+export * from "./cloud-init.js";
 export * from "./power-actions.js";
 export * from "./pagination.js";
 export * from "./update-mask.js";

@@ -11,6 +11,7 @@ import {
   TolerationOperatorSchema,
   type VmSpec,
 } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { CLOUD_INIT_MAX_BYTES, validateCloudInit } from "./cloud-init.js";
 import type { FieldViolation } from "./errors.js";
 import { CONTROL_CHARS, NAME_PATTERN, validateLabels, validateRef, Violations } from "./violations.js";
 import { PROJECT_ID_FORMAT } from "./resource/id-format.js";
@@ -33,7 +34,7 @@ export const VM_LIMITS = {
   securityGroupsMax: 16,
   pathMax: 4096,
   cmdlineMax: 4096,
-  cloudInitMaxBytes: 65_536,
+  cloudInitMaxBytes: CLOUD_INIT_MAX_BYTES,
 } as const;
 
 /** The default project of the seeds' demo data, used when a request names none. */
@@ -95,13 +96,7 @@ function validateSpecInto(v: Violations, p: string, spec: VmSpec): void {
   validateNics(v, p, spec);
   validateBoot(v, p, spec);
   const ci = spec.provisioning?.cloudInit;
-  if (ci) {
-    for (const [name, text] of [["user_data", ci.userData], ["meta_data", ci.metaData], ["network_config", ci.networkConfig]] as const) {
-      if (Buffer.byteLength(text) > VM_LIMITS.cloudInitMaxBytes) {
-        v.add(`${p}.provisioning.cloud_init.${name}`, "TOO_LARGE", `must be at most ${VM_LIMITS.cloudInitMaxBytes} bytes`);
-      }
-    }
-  }
+  if (ci) validateCloudInit(v, `${p}.provisioning.cloud_init`, ci);
   validatePlacement(v, p, spec);
   if (spec.haPolicy) {
     v.range(`${p}.ha_policy.priority`, spec.haPolicy.priority, 0, 1000);

@@ -122,9 +122,9 @@ describe("VM power actions on simulated nodes", () => {
   });
 });
 
-// No hypervisor behind a node suspends yet (vmm.v1 has no SuspendVm; the demo's simulated
-// hosts are agents too), so SuspendVM's path through the control plane runs on a fake node
-// that declares "suspend".
+// The control plane's rules for SuspendVM, on a fake node that declares "suspend" (fast and
+// deterministic). The same path on a real QEMU agent: e2e/real-guest.test.ts and the
+// AgentHypervisor port contract over QEMU.
 describe("SuspendVM on a node whose hypervisor has 'suspend'", () => {
   let s: TestServer;
   before(async () => {

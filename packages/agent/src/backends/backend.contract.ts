@@ -89,6 +89,25 @@ export function backendContract(name: string, open: () => Promise<OpenedBackend>
     assert.equal(await state(o.backend, vmId), "running");
   }, needs("pause"));
 
+  run("suspendVM ends the VMM with the VM suspended; resumeVM runs it again; shutdownVM discards a suspended VM", async (o, vmId) => {
+    const suspend = o.backend.suspendVM?.bind(o.backend);
+    if (!suspend) throw new Error("a backend declaring suspend must implement suspendVM");
+    await booted(o, vmId);
+    const pid = (await o.backend.getVMInfo(vmId)).pid;
+    await suspend(vmId);
+    const info = await o.backend.getVMInfo(vmId);
+    assert.equal(info.state, "suspended");
+    assert.equal(info.pid, undefined, "no VMM process while suspended");
+    if (processes && pid !== undefined) assert.equal(alive(pid), false, "the VMM process ended");
+    await o.backend.resumeVM(vmId);
+    assert.equal(await state(o.backend, vmId), "running");
+    await suspend(vmId);
+    await o.backend.shutdownVM(vmId, { force: true, timeoutSeconds: 0 });
+    assert.equal(await state(o.backend, vmId), "shutdown");
+    await o.backend.bootVM(vmId);
+    assert.equal(await state(o.backend, vmId), "running");
+  }, needs("suspend"));
+
   run("rebootVM restarts the guest and keeps the VM running", async (o, vmId) => {
     await booted(o, vmId);
     const pid = (await o.backend.getVMInfo(vmId)).pid;

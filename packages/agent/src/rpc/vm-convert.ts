@@ -10,6 +10,7 @@ const TO_PROTO: Record<BackendVmState, VmState> = {
   paused: VmState.PAUSED,
   shutdown: VmState.SHUTDOWN,
   crashed: VmState.CRASHED,
+  suspended: VmState.SUSPENDED,
 };
 
 /** A backend state as vmm.v1 names it. */
@@ -30,6 +31,8 @@ export function fromVmState(state: VmState): BackendVmState | undefined {
       return "shutdown";
     case VmState.CRASHED:
       return "crashed";
+    case VmState.SUSPENDED:
+      return "suspended";
     default:
       return undefined;
   }

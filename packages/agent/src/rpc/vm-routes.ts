@@ -12,6 +12,7 @@ import {
   RebootVmResponseSchema,
   ResumeVmResponseSchema,
   ShutdownVmResponseSchema,
+  SuspendVmResponseSchema,
   type VmService,
 } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import type { VmManager } from "../vm-manager.js";
@@ -40,6 +41,7 @@ export function vmServiceImpl(m: VmManager, backendVersion: string): ServiceImpl
     shutdownVm: async (req) => create(ShutdownVmResponseSchema, ok(await m.shutdown(req.vmId, req.force, req.timeoutSeconds))),
     pauseVm: async (req) => create(PauseVmResponseSchema, ok(await m.pause(req.vmId))),
     resumeVm: async (req) => create(ResumeVmResponseSchema, ok(await m.resume(req.vmId))),
+    suspendVm: async (req) => create(SuspendVmResponseSchema, ok(await m.suspend(req.vmId))),
     rebootVm: async (req) => create(RebootVmResponseSchema, ok(await m.reboot(req.vmId, req.force))),
     async getVmInfo(req) {
       const info = await m.info(req.vmId);

@@ -53,10 +53,15 @@ export const nodeSelectorFilter: Filter = (ctx, node) => {
   return !sel || matchesLabels(node.labels, sel) ? undefined : other("node_selector does not match");
 };
 
-/** The node's hypervisor declares every capability the VM requires. */
+/**
+ * The node's hypervisor declares every capability the VM requires: those its placement
+ * names, and those its spec implies (cloud-init data needs "cloud-init": the node's
+ * agent builds the seed disk).
+ */
 export const capabilitiesFilter: Filter = (ctx, node) => {
   const caps = node.status?.hypervisor?.capabilities ?? [];
-  const missing = (ctx.vm.spec?.placement?.requiredCapabilities ?? []).find((c) => !caps.includes(c));
+  const required = [...(ctx.vm.spec?.placement?.requiredCapabilities ?? []), ...(ctx.vm.spec?.provisioning?.cloudInit ? ["cloud-init"] : [])];
+  const missing = required.find((c) => !caps.includes(c));
   return missing === undefined ? undefined : other(`missing capability '${missing}'`);
 };
 

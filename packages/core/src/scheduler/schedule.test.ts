@@ -1,8 +1,9 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { create } from "@bufbuild/protobuf";
 import { LabelOperator } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { NodeStatus_Phase, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
-import { TaintEffect, TolerationOperator } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { ProvisioningConfigSchema, TaintEffect, TolerationOperator } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { ClusterState, type SchedulableVm } from "./cluster.js";
 import { schedule, type Placement } from "./schedule.js";
 import type { ScoringStrategy } from "./scores.js";
@@ -16,6 +17,8 @@ function run(v: SchedulableVm, nodes: Node[], placed: [SchedulableVm, string][] 
 }
 
 const web = (id: string) => vm(id, { labels: { app: "web" } });
+/** `v` with cloud-init data, which only a node declaring "cloud-init" can serve. */
+const withCloudInit = (v: SchedulableVm): SchedulableVm => (v.spec!.provisioning = create(ProvisioningConfigSchema, { cloudInit: { userData: "#cloud-config\n" } }), v);
 
 describe("scheduler filters: each rejects exactly its case and explains it", () => {
   const cases: { name: string; v: SchedulableVm; nodes: Node[]; placed?: [SchedulableVm, string][]; connected?: (id: string) => boolean; want: string }[] = [
@@ -27,6 +30,7 @@ describe("scheduler filters: each rejects exactly its case and explains it", () 
     { name: "excluded ids", v: vm("v", { placement: { excludedNodeIds: ["a"] } }), nodes: [node("a")], want: "0/1 nodes fit: 1 in excluded_node_ids" },
     { name: "node selector", v: vm("v", { placement: { nodeSelector: { zone: "b" } } }), nodes: [node("a", { labels: { zone: "a" } })], want: "0/1 nodes fit: 1 node_selector does not match" },
     { name: "capability", v: vm("v", { placement: { requiredCapabilities: ["live-migration"] } }), nodes: [node("a", { caps: ["pause"] })], want: "0/1 nodes fit: 1 missing capability 'live-migration'" },
+    { name: "implied capability", v: withCloudInit(vm("v")), nodes: [node("a", { caps: ["pause", "suspend"] })], want: "0/1 nodes fit: 1 missing capability 'cloud-init'" },
     { name: "NoSchedule taint", v: vm("v"), nodes: [node("a", { taints: [{ key: "maintenance", effect: TaintEffect.NO_SCHEDULE }] })], want: "0/1 nodes fit: 1 tainted maintenance:NoSchedule" },
     { name: "NoExecute taint", v: vm("v"), nodes: [node("a", { taints: [{ key: "gpu", value: "broken", effect: TaintEffect.NO_EXECUTE }] })], want: "0/1 nodes fit: 1 tainted gpu=broken:NoExecute" },
     {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
+import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -8,20 +9,21 @@ import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { after, before, test } from "node:test";
-import { createClient, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_State as State, type ResourceUsage, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { bootSector, BOOT_SECTOR_MARKER, buildTestGuest, GUEST_TICK, type TestGuest, isProcessAlive, startTestServer, until, type TestServer } from "@quantix/testing";
+import { VmService, VmState } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { bootSector, BOOT_SECTOR_MARKER, buildTestGuest, ensureDebianPackages, GUEST_TICK, type TestGuest, isProcessAlive, startTestServer, until, type TestServer } from "@quantix/testing";
 import type { AgentNodes } from "../hypervisor/agent-nodes.js";
 
 /*
  * End to end through the compute API: a control plane, a real agent process with the
  * QEMU backend (TCG), and the busybox test guest. One VM goes through boot, console, metrics,
  * pause and resume, a killed QEMU, a killed agent (the guest survives and is adopted)
- * and a stop that ends QEMU.
+ * and a stop that ends QEMU. A second VM, with cloud-init data, is suspended to a file
+ * (hibernated), survives an agent restart suspended, and resumes where it was.
  */
 
 const REPO = fileURLToPath(new URL("../../../../", import.meta.url));
@@ -186,4 +188,64 @@ test("a real guest through the compute API: boot, console, pause, crash, agent r
   // The agent removes it (a QEMU outlives an agent stopped before it had done so).
   await until(() => vmm.getVmInfo({ vmId: fromDisk.id }).then(() => undefined, () => true), "the disk VM gone from the agent");
   await until(() => (alive(diskPid) ? undefined : true), "the disk VM's QEMU gone");
+});
+
+test("cloud-init and hibernation through the compute API: the seed reaches the agent, SuspendVM survives an agent restart, ResumeVM continues the guest", { timeout: 180_000 }, async () => {
+  await ensureDebianPackages(["genisoimage"]);
+  await killAgent("SIGTERM");
+  let vmm = await startAgent();
+  const nodeId = await until(async () => {
+    const n = (await s.nodes.listNodes({})).nodes.find((x) => x.hostname === nodeName);
+    return n?.status?.phase === Phase.READY && n.status.hypervisor?.capabilities.includes("suspend") && agents.get(n.id) ? n.id : undefined;
+  }, "the agent's node READY with the suspend capability", 20_000);
+  const vmIn = (id: string, ok: (vm: VirtualMachine) => boolean, what: string, ms = 30_000) =>
+    until(async () => ((vm) => (ok(vm) ? vm : undefined))(await s.vms.getVM({ id })), what, ms, 100);
+  const ticks = async (id: string) => [...decode([(await s.vms.getConsoleOutput({ vmId: id })).data]).matchAll(new RegExp(`${GUEST_TICK} (\\d+)`, "g"))].map((m) => Number(m[1]));
+  const spec = (metaData: string) => ({
+    cpu: { cores: 1 },
+    memory: { sizeMib: 256n },
+    boot: { directBoot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, cmdline: guest.kernelArgs } },
+    provisioning: { cloudInit: { userData: "#cloud-config\nruncmd: [echo hello]\n", metaData } },
+  });
+
+  // Bad meta-data is refused by the control plane with the field path, and nothing is created.
+  const before = (await s.vms.listVMs({})).vms.length;
+  const bad = await s.vms.createVM({ name: "ci-bad", spec: spec("- not a mapping\n"), nodeId }).then(() => assert.fail("created"), (e: unknown) => ConnectError.from(e));
+  assert.equal(bad.code, Code.InvalidArgument);
+  assert.match(bad.rawMessage, /spec\.provisioning\.cloud_init\.meta_data/);
+  assert.equal((await s.vms.listVMs({})).vms.length, before);
+
+  const vm = await s.vms.createVM({ name: "ci-hibernate", spec: spec("local-hostname: ci-e2e\n"), nodeId });
+  assert.equal((await s.vms.startVM({ id: vm.id })).status?.state, State.RUNNING);
+  const onAgent = await vmm.getVmInfo({ vmId: vm.id });
+  assert.equal(onAgent.config?.cloudInit?.metaData, "local-hostname: ci-e2e\n");
+  const vmDir = join(stateDir, "qemu", "vms", vm.id);
+  assert.ok(existsSync(join(vmDir, "cidata.iso")), "the agent built the seed in the VM's directory");
+  const pid = onAgent.backendInfo?.processId ?? 0;
+  seenPids.add(pid);
+  await until(async () => ((await ticks(vm.id)).some((n) => n > 5) ? true : undefined), "the guest counting", 60_000, 250);
+
+  assert.equal((await s.vms.suspendVM({ id: vm.id })).status?.state, State.SUSPENDED);
+  const saved = Math.max(...(await ticks(vm.id)));
+  assert.equal(alive(pid), false, "QEMU ended");
+  assert.ok(existsSync(join(vmDir, "suspend.state")), "the memory is saved in the VM's directory");
+
+  // The agent dies and comes back: the VM is still suspended, on the agent and in the API.
+  await killAgent("SIGKILL");
+  vmm = await startAgent();
+  assert.equal((await vmm.getVmInfo({ vmId: vm.id })).state, VmState.SUSPENDED);
+  await vmIn(vm.id, (x) => x.status?.state === State.SUSPENDED && !x.status.conditions.some((c) => c.type === "NodeReachable"), "SUSPENDED through the new agent");
+
+  assert.equal((await s.vms.resumeVM({ id: vm.id })).status?.state, State.RUNNING);
+  seenPids.add((await vmm.getVmInfo({ vmId: vm.id })).backendInfo?.processId ?? 0);
+  // The new agent's console starts empty: every tick it shows came after the restore.
+  await until(async () => ((await ticks(vm.id)).length >= 3 ? true : undefined), "ticks after the resume", 30_000, 100);
+  const after = await ticks(vm.id);
+  assert.ok(after[0]! >= saved - 2, `the guest continued counting (${after[0]} after ${saved}), it did not boot again`);
+  assert.ok(!decode([(await s.vms.getConsoleOutput({ vmId: vm.id })).data]).includes(guest.marker), "no boot marker after the resume");
+  assert.equal(existsSync(join(vmDir, "suspend.state")), false, "the saved file is gone after the restore");
+
+  await s.vms.deleteVM({ id: vm.id, force: true });
+  await until(() => vmm.getVmInfo({ vmId: vm.id }).then(() => undefined, () => true), "the VM gone from the agent");
+  await until(() => (existsSync(vmDir) ? undefined : true), "the VM's directory (seed included) removed");
 });

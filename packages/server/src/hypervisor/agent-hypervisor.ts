@@ -33,10 +33,11 @@ const POWER: Record<VmState, ObservedPower> = {
   [VmState.PAUSED]: "paused",
   [VmState.SHUTDOWN]: "shutdown",
   [VmState.CRASHED]: "crashed",
+  [VmState.SUSPENDED]: "suspended",
 };
 
 /** The vmm.v1 capabilities that have a control-plane meaning, by their control-plane name. */
-const KNOWN: readonly Capability[] = ["pause", "reboot", "live-migration", "console", "metrics"];
+const KNOWN: readonly Capability[] = ["pause", "reboot", "suspend", "live-migration", "console", "metrics"];
 
 /**
  * A node's hypervisor reached through its host agent's vmm.v1 VmService (gRPC over h2c,
@@ -161,7 +162,8 @@ export class AgentHypervisor implements HypervisorPort {
   }
 
   async suspendVM(vmId: string): Promise<void> {
-    throw new QuantixError("failed_precondition", `VM '${vmId}' runs on node '${this.o.node}', whose ${this.kind} hypervisor lacks the 'suspend' capability`);
+    if (!this.capabilities.has("suspend")) throw new QuantixError("failed_precondition", `VM '${vmId}' runs on node '${this.o.node}', whose ${this.kind} hypervisor lacks the 'suspend' capability`);
+    await this.call(() => this.client.suspendVm({ vmId }));
   }
 
   async observe(vmId: string): Promise<VmObservation> {

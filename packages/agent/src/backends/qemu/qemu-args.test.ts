@@ -106,3 +106,15 @@ test("a qcow2 disk never opens a backing file (QEMU would open it by the name in
   const format = values(args, "-blockdev").map((v) => JSON.parse(v) as Record<string, unknown>).find((b) => b["driver"] === "qcow2");
   assert.ok(format && "backing" in format && format["backing"] === null, JSON.stringify(format));
 });
+
+test("the cloud-init seed is a read-only virtio disk after the config's disks, named by the agent's path only", () => {
+  const args = buildQemuArgs({ ...spec({ storage: [{ id: "root", path: "/d/root.raw" }] }), seedFile: "/state/vms/vm-1/cidata.iso" });
+  const blockdevs = values(args, "-blockdev").map((v) => JSON.parse(v) as Record<string, unknown>);
+  assert.deepEqual(blockdevs.slice(2), [
+    { driver: "file", "node-name": "cidata-file", filename: "/state/vms/vm-1/cidata.iso", "read-only": true },
+    { driver: "raw", "node-name": "cidata", file: "cidata-file", "read-only": true },
+  ]);
+  const devices = values(args, "-device").map((v) => JSON.parse(v) as Record<string, unknown>);
+  assert.deepEqual(devices.at(-1), { driver: "virtio-blk-pci", id: "cidata-dev", drive: "cidata" });
+  assert.equal(values(buildQemuArgs(spec({})), "-blockdev").some((v) => v.includes("cidata")), false, "no seed without one");
+});

@@ -48,6 +48,8 @@ export interface QemuLaunchSpec {
   readonly disks: readonly DiskSource[];
   /** The inherited descriptors of the host files; without them QEMU opens the config's paths (a command line built only to be checked). */
   readonly fds?: QemuHostFds;
+  /** The VM's cloud-init seed in its state directory (a path the agent built), attached read-only; absent: none. */
+  readonly seedFile?: string | undefined;
 }
 
 // C0 controls, DEL and C1 controls: never valid in a host path or kernel command line.
@@ -83,6 +85,7 @@ export function buildQemuArgs(spec: QemuLaunchSpec): string[] {
     if (v) violations.push(v);
   };
   for (const [field, p] of [["qmp_socket", spec.qmpSocket], ["console_socket", spec.consoleSocket], ["pid_file", spec.pidFile]] as const) check(field, p);
+  if (spec.seedFile !== undefined) check("seed_file", spec.seedFile);
   const boot = config.boot;
   if (boot?.kernelPath) check("config.boot.kernel_path", boot.kernelPath);
   if (boot?.initrdPath) check("config.boot.initrd_path", boot.initrdPath);
@@ -142,6 +145,12 @@ export function buildQemuArgs(spec: QemuLaunchSpec): string[] {
     args.push("-blockdev", JSON.stringify({ driver: source.format, "node-name": `disk${i}`, file: `disk${i}-file`, "read-only": ro, ...backing }));
     args.push("-device", JSON.stringify({ driver: diskDriver(disk.interfaceType, i), id: `disk${i}-dev`, drive: `disk${i}`, ...(disk.isRootDevice ? rootBootIndex : {}) }));
   });
+  if (spec.seedFile !== undefined) {
+    // The NoCloud seed: a read-only virtio disk after the config's disks; cloud-init finds it by its label.
+    args.push("-blockdev", JSON.stringify({ driver: "file", "node-name": "cidata-file", filename: spec.seedFile, "read-only": true }));
+    args.push("-blockdev", JSON.stringify({ driver: "raw", "node-name": "cidata", file: "cidata-file", "read-only": true }));
+    args.push("-device", JSON.stringify({ driver: "virtio-blk-pci", id: "cidata-dev", drive: "cidata" }));
+  }
   config.network.forEach((nic, i) => {
     args.push("-netdev", JSON.stringify({ type: "tap", id: `net${i}`, ifname: nic.tapDevice, script: "no", downscript: "no" }));
     args.push("-device", JSON.stringify({ driver: nicDriver(nic.interfaceType, i), id: `nic${i}`, netdev: `net${i}`, mac: nic.macAddress.toLowerCase() }));

@@ -1,18 +1,21 @@
 import { execFile } from "node:child_process";
-import { access, constants } from "node:fs/promises";
+import { access, constants, open, readFile, rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import { QuantixError, notFound, systemClock, type Clock } from "@quantix/core";
 import { ConsoleOutput, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import type { Backend, ConsoleChunk, BackendCapability, BackendEvent, BackendVmInfo, MigrationOptions, MigrationStats, ShutdownOptions } from "../../backend.js";
+import { buildCloudInitSeed } from "../../cloud-init-seed.js";
 import { ConsoleRing, DEFAULT_CONSOLE_BUFFER_BYTES } from "../../console-ring.js";
 import { openHostFiles, type HostFile } from "../../host-files.js";
 import { detectDiskFormatOf, detectDiskSource } from "./disk-format.js";
 import { probeKvm, type KvmProbeResult } from "./kvm-probe.js";
 import { buildQemuArgs, hostPathViolation, qmpChardevOption, type DiskSource } from "./qemu-args.js";
-import { readBlockStats } from "./qemu-blockstats.js";
-import { describeExit, isQemuProcess, killHard, processUsage, readPidFile } from "./qemu-process.js";
+import { describeExit, isQemuProcess, killHard, readPidFile } from "./qemu-process.js";
 import { cancelOutgoing, listenIncoming, migrateOut } from "./qemu-migration.js";
+import { stopRuntime } from "./qemu-stop.js";
+import { qemuVmInfo } from "./qemu-vm-info.js";
 import { QemuRuntime, type RuntimeEnd } from "./qemu-runtime.js";
+import { loadState, saveState } from "./qemu-suspend.js";
 import { clearRuntimeFiles, listVmDirs, loadRecord, removeVmDir, saveRecord, vmPaths, type VmPaths, type VmRecord } from "./qemu-vm-dir.js";
 
 /** Settings of {@link QemuBackend} (VMCP_QEMU_BINARY, VMCP_QEMU_KVM, the agent's state dir). */
@@ -34,6 +37,10 @@ export interface QemuBackendOptions {
   readonly imageDirs?: readonly string[];
   /** Test seam: runs after a VM's host files were opened and checked, before QEMU is spawned with them. */
   readonly beforeSpawn?: (vmId: string) => Promise<void>;
+  /** The program that builds cloud-init seeds; default genisoimage from PATH (a test names a missing one). */
+  readonly seedBinary?: string;
+  /** Longest save or load of a suspended VM's memory; default 10 minutes. */
+  readonly suspendTimeoutMs?: number;
 }
 
 interface Entry {
@@ -43,9 +50,15 @@ interface Entry {
   runtime: QemuRuntime | undefined;
   /** Set while shutdownVM/deleteVM stops QEMU, so its end is not a crash. */
   stopping: boolean;
+  /** Set while suspendVM ends QEMU after saving its memory: its end makes the VM "suspended". */
+  suspending: boolean;
+  /** The record and runtime-file writes QEMU's end started; awaited before the directory is removed or the call returns. */
+  afterEnd: Promise<void>;
 }
 
 const run = promisify(execFile);
+const SUSPEND_TIMEOUT_MS = 600_000;
+const exists = (file: string): Promise<boolean> => access(file).then(() => true, () => false);
 // Longest unix socket path (sun_path is 108 bytes with the terminating NUL).
 const MAX_SOCKET_PATH = 107;
 
@@ -57,7 +70,7 @@ const MAX_SOCKET_PATH = 107;
  */
 export class QemuBackend implements Backend {
   readonly type = "qemu";
-  readonly capabilities: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "reboot", "graceful-shutdown", "console", "qcow2", "readopt", "live-migration", "firmware-boot", "metrics"]);
+  readonly capabilities: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "reboot", "graceful-shutdown", "console", "qcow2", "readopt", "live-migration", "firmware-boot", "metrics", "cloud-init", "suspend"]);
   private readonly entries = new Map<string, Entry>();
   private readonly listeners = new Set<(e: BackendEvent) => void>();
   private readonly binary: string;
@@ -123,6 +136,8 @@ export class QemuBackend implements Backend {
         }
       } else if (record.state === "running") {
         this.markEnded(entry, "QEMU exited while the agent was not running");
+      } else if (record.state === "suspended" && !(await exists(paths.stateFile))) {
+        this.markEnded(entry, "the suspended VM's saved memory file is missing");
       }
       await saveRecord(paths, record);
       ids.push(vmId);
@@ -140,20 +155,98 @@ export class QemuBackend implements Backend {
     // Builds the command line once to reject what QEMU here cannot do before anything exists.
     buildQemuArgs({ vmId, config, kvm: this.options.kvm, ...paths, disks: known ?? config.storage.map(() => ({ format: "raw", blockDevice: false })) });
     const record: VmRecord = { config, disks: known, state: "created", crashReason: undefined, startedAtMs: undefined };
-    await saveRecord(paths, record);
+    try {
+      // The seed first: a VM whose seed cannot be built is not created at all.
+      if (config.cloudInit) {
+        await saveRecord(paths, record);
+        await buildCloudInitSeed(vmId, config.cloudInit, paths.seedFile, this.options.seedBinary);
+      }
+      await saveRecord(paths, record);
+    } catch (err) {
+      await removeVmDir(paths);
+      throw err;
+    }
     this.addEntry(vmId, paths, record);
   }
 
   async deleteVM(vmId: string): Promise<void> {
     const entry = this.entry(vmId);
     if (entry.runtime) await this.stop(entry, { force: true, timeoutSeconds: 0 });
+    await entry.afterEnd;
     entry.ring.close();
     this.entries.delete(vmId);
     await removeVmDir(entry.paths);
   }
 
+  /** Boots; a suspended VM is restored from its saved memory instead. */
   async bootVM(vmId: string): Promise<void> {
+    const entry = this.entry(vmId);
+    if (entry.record.state === "suspended") return this.restore(vmId);
+    if (entry.runtime) return;
+    // A cold boot: a saved state left by a suspend whose QEMU outlived an agent crash is stale.
+    await rm(entry.paths.stateFile, { force: true });
     await this.launch(vmId, []);
+  }
+
+  /**
+   * Hibernates: stops the vCPUs, saves the migration stream to the VM's state file
+   * (qemu-suspend.ts), then quits QEMU; the VM is "suspended". A failed save removes the
+   * partial file and lets the guest run again if it ran.
+   */
+  async suspendVM(vmId: string): Promise<void> {
+    const entry = this.entry(vmId);
+    const rt = this.running(vmId);
+    const wasRunning = !rt.paused;
+    if (wasRunning) await rt.qmp.execute("stop");
+    rt.paused = true;
+    try {
+      await saveState(rt.qmp, entry.paths.suspendSocket, entry.paths.stateFile, this.options.suspendTimeoutMs ?? SUSPEND_TIMEOUT_MS);
+    } catch (err) {
+      if (wasRunning) await rt.qmp.execute("cont").catch(() => {});
+      throw err;
+    }
+    entry.suspending = true;
+    await this.stop(entry, { force: true, timeoutSeconds: 0 });
+    await entry.afterEnd;
+    entry.suspending = false;
+  }
+
+  /**
+   * Starts QEMU waiting for an incoming stream, feeds it the saved file as an inherited
+   * descriptor, lets the guest run, then removes the file. On failure QEMU is ended and
+   * the VM stays suspended with its file, so the restore can be retried or the memory
+   * discarded with ShutdownVm.
+   */
+  private async restore(vmId: string): Promise<void> {
+    const entry = this.entry(vmId);
+    const state = await open(entry.paths.stateFile, "r").catch((err: unknown) => {
+      throw new QuantixError("failed_precondition", `VM '${vmId}' is suspended but its saved memory cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)}); ShutdownVm discards the suspended state`);
+    });
+    // Until the guest runs again, QEMU's end (say, a stream it cannot load) leaves the VM suspended.
+    entry.suspending = true;
+    let loading = false;
+    try {
+      const { runtime, extraFds } = await this.launchWith(vmId, ["-incoming", "defer"], [state.fd]);
+      runtime.paused = true;
+      loading = true;
+      try {
+        await loadState(runtime.qmp, extraFds[0]!, this.options.suspendTimeoutMs ?? SUSPEND_TIMEOUT_MS);
+      } catch (err) {
+        await this.stop(entry, { force: true, timeoutSeconds: 0 });
+        throw err;
+      }
+    } catch (err) {
+      await entry.afterEnd;
+      // QEMU did not start (a disk gone, say): that error as it is; the VM is still suspended.
+      if (!loading) throw err;
+      const log = (await readFile(entry.paths.logFile, "utf8").catch(() => "")).trim().split("\n").at(-1) ?? "";
+      const why = err instanceof Error ? err.message : String(err);
+      throw new QuantixError("aborted", `restoring VM '${vmId}' from its saved memory failed (${why}${log ? `; QEMU: ${log}` : ""}); it stays SUSPENDED with the file: retry, or ShutdownVm to discard it`);
+    } finally {
+      entry.suspending = false;
+      await state.close();
+    }
+    await rm(entry.paths.stateFile, { force: true });
   }
 
   /**
@@ -185,21 +278,35 @@ export class QemuBackend implements Backend {
   }
 
   private async launch(vmId: string, extraArgs: readonly string[]): Promise<QemuRuntime> {
+    const running = this.entry(vmId).runtime;
+    if (running) return running;
+    return (await this.launchWith(vmId, extraArgs, [])).runtime;
+  }
+
+  /**
+   * Starts QEMU with `extraArgs`; `inherit` descriptors are passed after the host files,
+   * and `extraFds` answers their numbers in QEMU's process.
+   */
+  private async launchWith(vmId: string, extraArgs: readonly string[], inherit: readonly number[]): Promise<{ runtime: QemuRuntime; extraFds: number[] }> {
     const entry = this.entry(vmId);
-    if (entry.runtime) return entry.runtime;
+    if (entry.runtime) throw new QuantixError("failed_precondition", `VM '${vmId}' already runs`);
     const { record, paths } = entry;
     // QEMU gets the files opened and checked here, never their names (host-files.ts).
     const files = await openHostFiles(record.config, this.options.imageDirs);
+    let extraFds: number[] = [];
     try {
       record.disks ??= files.disks.map((f) => ({ format: detectDiskFormatOf(f.fd), blockDevice: f.blockDevice }));
       const disks = record.disks.map((d, i) => ({ ...d, blockDevice: files.disks[i]!.blockDevice }));
       // The child's fds 3, 4, ... are files.all in order.
       const childFd = (f: HostFile | undefined) => (f ? 3 + files.all.indexOf(f) : undefined);
       const fds = { kernel: childFd(files.kernel), initrd: childFd(files.initrd), disks: files.disks.map((f) => childFd(f)!) };
-      const args = [...buildQemuArgs({ vmId, config: record.config, kvm: this.options.kvm, ...paths, disks, fds }), ...extraArgs];
+      const seedFile = record.config.cloudInit ? paths.seedFile : undefined;
+      if (record.config.cloudInit && !(await exists(paths.seedFile))) await buildCloudInitSeed(vmId, record.config.cloudInit, paths.seedFile, this.options.seedBinary);
+      const args = [...buildQemuArgs({ vmId, config: record.config, kvm: this.options.kvm, ...paths, disks, fds, seedFile }), ...extraArgs];
+      extraFds = inherit.map((_, i) => 3 + files.all.length + i);
       await this.options.beforeSpawn?.(vmId);
       entry.stopping = false;
-      entry.runtime = await QemuRuntime.start(this.binary, args, this.runtimeOptions(vmId, entry), files.all.map((f) => f.fd)).catch((err: unknown) => {
+      entry.runtime = await QemuRuntime.start(this.binary, args, this.runtimeOptions(vmId, entry), [...files.all.map((f) => f.fd), ...inherit]).catch((err: unknown) => {
         if (!this.options.kvm || !(err instanceof QuantixError)) throw err;
         throw new QuantixError(err.code, `${err.message}; if KVM cannot run guests on this host, set VMCP_QEMU_KVM=false`);
       });
@@ -209,11 +316,20 @@ export class QemuBackend implements Backend {
     }
     Object.assign(record, { state: "running", crashReason: undefined, startedAtMs: this.clock.now() });
     await saveRecord(paths, record);
-    return entry.runtime;
+    return { runtime: entry.runtime, extraFds };
   }
 
+  /** Stops QEMU; a suspended VM's saved memory is discarded instead (the next boot is cold). */
   async shutdownVM(vmId: string, options: ShutdownOptions): Promise<void> {
-    await this.stop(this.entry(vmId), options);
+    const entry = this.entry(vmId);
+    if (!entry.runtime && entry.record.state === "suspended") {
+      await rm(entry.paths.stateFile, { force: true });
+      this.markEnded(entry, undefined);
+      await saveRecord(entry.paths, entry.record);
+      return;
+    }
+    await this.stop(entry, options);
+    await entry.afterEnd;
   }
 
   async pauseVM(vmId: string): Promise<void> {
@@ -222,7 +338,9 @@ export class QemuBackend implements Backend {
     rt.paused = true;
   }
 
+  /** Lets a paused guest run; a suspended VM is restored from its saved memory. */
   async resumeVM(vmId: string): Promise<void> {
+    if (!this.entry(vmId).runtime && this.entry(vmId).record.state === "suspended") return this.restore(vmId);
     const rt = this.running(vmId);
     await rt.qmp.execute("cont");
     rt.paused = false;
@@ -276,42 +394,12 @@ export class QemuBackend implements Backend {
     this.listeners.clear();
   }
 
-  /**
-   * Graceful: resumes a paused guest (a paused one cannot react), presses the ACPI power
-   * button every 2 s (a guest still booting misses a single press), and quits QEMU after
-   * the timeout, or at once when `options.signal` aborts (a forced stop preempts). Forced:
-   * quits at once. SIGKILL if QEMU outlives quit by 5 s.
-   */
+  /** Ends the VM's QEMU (qemu-stop.ts); its end is then a requested one, not a crash. */
   private async stop(entry: Entry, options: ShutdownOptions): Promise<void> {
     const rt = entry.runtime;
     if (!rt) return;
     entry.stopping = true;
-    const signal = options.signal;
-    const endedWithin = (ms: number, abortable = false): Promise<boolean> => new Promise((resolve) => {
-      const done = (ended: boolean) => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-        resolve(ended);
-      };
-      const onAbort = () => done(false);
-      const timer = setTimeout(() => done(false), ms);
-      if (abortable) signal?.addEventListener("abort", onAbort, { once: true });
-      void rt.ended.then(() => done(true));
-    });
-    if (!options.force && !signal?.aborted) {
-      if (rt.paused) await rt.qmp.execute("cont").catch(() => {});
-      const deadline = this.clock.now() + options.timeoutSeconds * 1000;
-      let left: number;
-      do {
-        await rt.qmp.execute("system_powerdown").catch(() => {});
-        left = deadline - this.clock.now();
-      } while (left > 0 && !signal?.aborted && !(await endedWithin(Math.min(2000, left), true)));
-    }
-    if (!(await endedWithin(0))) {
-      await rt.qmp.execute("quit").catch(() => {});
-      if (!(await endedWithin(5000))) killHard(rt.pid);
-    }
-    await rt.ended;
+    await stopRuntime(rt, options, this.clock);
   }
 
   private runtimeOptions(vmId: string, entry: Entry) {
@@ -323,17 +411,28 @@ export class QemuBackend implements Backend {
   /** QEMU ended: asked to (shutdown), the guest powered off (shutdown), or else crashed. */
   private onEnd(vmId: string, entry: Entry, end: RuntimeEnd): void {
     if (this.closed || this.entries.get(vmId) !== entry) return;
+    if (entry.suspending) {
+      // suspendVM saved the memory and quit QEMU (or restore gave up): the VM is suspended.
+      entry.runtime = undefined;
+      Object.assign(entry.record, { state: "suspended", crashReason: undefined, startedAtMs: undefined });
+      entry.afterEnd = this.persistEnd(entry);
+      return;
+    }
     const requested = entry.stopping;
     let reason = end.guestShutdown ? "the guest powered off" : end.exit ? `QEMU exited with ${describeExit(end.exit)}` : "QEMU exited (adopted from an earlier agent: exit status unknown)";
     // A KVM that cannot run this guest makes QEMU abort at the first vCPU run (seen on hosts
     // with a paravirtualised /dev/kvm), so say what to change.
     if (this.options.kvm && end.exit?.signal === "SIGABRT") reason += "; KVM may not be usable on this host: set VMCP_QEMU_KVM=false";
     this.markEnded(entry, requested || end.guestShutdown ? undefined : reason);
-    void saveRecord(entry.paths, entry.record).catch(() => {});
-    void clearRuntimeFiles(entry.paths).catch(() => {});
+    entry.afterEnd = this.persistEnd(entry);
     if (requested) return;
     const event: BackendEvent = { vmId, state: entry.record.state, reason };
     for (const l of [...this.listeners]) l(event);
+  }
+
+  /** Saves the record and clears the sockets and pid file after QEMU ended. */
+  private async persistEnd(entry: Entry): Promise<void> {
+    await Promise.all([saveRecord(entry.paths, entry.record).catch(() => {}), clearRuntimeFiles(entry.paths).catch(() => {})]);
   }
 
   /** Records that QEMU is gone: crashed with `crashReason`, or shut down without one. */
@@ -342,38 +441,12 @@ export class QemuBackend implements Backend {
     Object.assign(entry.record, { state: crashReason ? "crashed" : "shutdown", crashReason, startedAtMs: undefined });
   }
 
-  private async info(vmId: string, entry: Entry): Promise<BackendVmInfo> {
-    const rt = entry.runtime;
-    const base = { vmId, config: entry.record.config, crashReason: entry.record.crashReason };
-    if (!rt) return { ...base, state: entry.record.state === "running" ? "crashed" : entry.record.state, metrics: { cpuUsagePercent: 0, memoryUsageBytes: 0n, uptimeSeconds: 0n } };
-    const now = this.clock.now();
-    const startedAtMs = entry.record.startedAtMs ?? now;
-    const [usage, block] = await Promise.all([processUsage(rt.pid), readBlockStats(rt.qmp)]);
-    // The average since the process started: no state shared between readers, so /metrics
-    // scrapes and several StreamMetrics do not disturb each other. A reader wanting the
-    // percent over its own interval takes the difference of cpu_seconds.
-    let cpu = 0;
-    if (usage && now > startedAtMs) {
-      const vcpus = Math.max(1, entry.record.config.cpu?.vcpuCount ?? 1);
-      cpu = Math.min(100, Math.max(0, (usage.cpuMs / (now - startedAtMs) / vcpus) * 100));
-    }
-    return {
-      ...base,
-      state: rt.paused ? "paused" : "running",
-      pid: rt.pid,
-      startedAtMs,
-      metrics: {
-        cpuUsagePercent: cpu,
-        memoryUsageBytes: usage?.rssBytes ?? 0n,
-        uptimeSeconds: BigInt(Math.max(0, Math.floor((now - startedAtMs) / 1000))),
-        cpuSeconds: usage ? usage.cpuMs / 1000 : undefined,
-        block,
-      },
-    };
+  private info(vmId: string, entry: Entry): Promise<BackendVmInfo> {
+    return qemuVmInfo(vmId, entry.record, entry.runtime, this.clock);
   }
 
   private addEntry(vmId: string, paths: VmPaths, record: VmRecord): Entry {
-    const entry: Entry = { paths, record, ring: new ConsoleRing(this.options.consoleBufferBytes ?? DEFAULT_CONSOLE_BUFFER_BYTES), runtime: undefined, stopping: false };
+    const entry: Entry = { paths, record, ring: new ConsoleRing(this.options.consoleBufferBytes ?? DEFAULT_CONSOLE_BUFFER_BYTES), runtime: undefined, stopping: false, suspending: false, afterEnd: Promise.resolve() };
     this.entries.set(vmId, entry);
     return entry;
   }

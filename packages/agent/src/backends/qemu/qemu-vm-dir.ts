@@ -8,8 +8,9 @@ import type { DiskSource } from "./qemu-args.js";
 
 /**
  * One VM's state directory, `<stateDir>/vms/<vmId>/`: the QMP and console sockets, the
- * pid file, QEMU's log, and `vm.json` (config, detected disk formats and the last
- * state the agent knew), which lets a restarted agent re-adopt or report the VM.
+ * pid file, QEMU's log, the cloud-init seed, the saved memory of a suspended VM, and
+ * `vm.json` (config, detected disk formats and the last state the agent knew), which
+ * lets a restarted agent re-adopt or report the VM.
  */
 
 
@@ -18,8 +19,11 @@ export interface VmRecord {
   readonly config: VmConfig;
   /** Formats detected before the guest first ran; undefined until then. */
   disks: DiskSource[] | undefined;
-  /** The last state the agent set or saw: "running" means it should be up. */
-  state: "created" | "running" | "shutdown" | "crashed";
+  /**
+   * The last state the agent set or saw: "running" means it should be up; "suspended"
+   * means no QEMU runs and `VmPaths.stateFile` holds the guest's saved memory.
+   */
+  state: "created" | "running" | "shutdown" | "crashed" | "suspended";
   crashReason: string | undefined;
   startedAtMs: number | undefined;
 }
@@ -32,6 +36,12 @@ export interface VmPaths {
   readonly pidFile: string;
   readonly logFile: string;
   readonly recordFile: string;
+  /** The cloud-init NoCloud seed (ISO 9660, label "cidata"), when the config has cloud_init. */
+  readonly seedFile: string;
+  /** The saved memory and device state of a suspended VM (QEMU's migration stream). */
+  readonly stateFile: string;
+  /** The unix socket QEMU sends that stream to while suspending. */
+  readonly suspendSocket: string;
 }
 
 /** The paths of VM `vmId` under `stateDir`; INVALID_ARGUMENT for an id outside the pattern. */
@@ -45,6 +55,9 @@ export function vmPaths(stateDir: string, vmId: string): VmPaths {
     pidFile: path.join(dir, "qemu.pid"),
     logFile: path.join(dir, "qemu.log"),
     recordFile: path.join(dir, "vm.json"),
+    seedFile: path.join(dir, "cidata.iso"),
+    stateFile: path.join(dir, "suspend.state"),
+    suspendSocket: path.join(dir, "suspend.sock"),
   };
 }
 
@@ -77,7 +90,7 @@ export async function loadRecord(paths: VmPaths): Promise<VmRecord | undefined> 
     return {
       config: fromJsonString(VmConfigSchema, JSON.stringify(raw["config"] ?? {})),
       disks: Array.isArray(raw["disks"]) ? (raw["disks"] as DiskSource[]) : undefined,
-      state: state === "running" || state === "shutdown" || state === "crashed" ? state : "created",
+      state: state === "running" || state === "shutdown" || state === "crashed" || state === "suspended" ? state : "created",
       crashReason: typeof raw["crashReason"] === "string" ? raw["crashReason"] : undefined,
       startedAtMs: typeof raw["startedAtMs"] === "number" ? raw["startedAtMs"] : undefined,
     };

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vmm/v1/vm.proto.
  */
 export const file_vmm_v1_vm: GenFile = /*@__PURE__*/
-  fileDesc("Cg92bW0vdjEvdm0ucHJvdG8SBnZtbS52MSLQAgoIVm1Db25maWcSHgoDY3B1GAEgASgLMhEudm1tLnYxLkNwdUNvbmZpZxIkCgZtZW1vcnkYAiABKAsyFC52bW0udjEuTWVtb3J5Q29uZmlnEiAKBGJvb3QYAyABKAsyEi52bW0udjEuQm9vdENvbmZpZxImCgdzdG9yYWdlGAQgAygLMhUudm1tLnYxLlN0b3JhZ2VEZXZpY2USKQoHbmV0d29yaxgFIAMoCzIYLnZtbS52MS5OZXR3b3JrSW50ZXJmYWNlEiYKB2NvbnNvbGUYBiABKAsyFS52bW0udjEuQ29uc29sZUNvbmZpZxIwCghtZXRhZGF0YRgHIAMoCzIeLnZtbS52MS5WbUNvbmZpZy5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJeCglDcHVDb25maWcSEgoKdmNwdV9jb3VudBgBIAEoBRIWCg5tYXhfdmNwdV9jb3VudBgCIAEoBRIlCgh0b3BvbG9neRgDIAEoCzITLnZtbS52MS5DcHVUb3BvbG9neSJSCgtDcHVUb3BvbG9neRIPCgdzb2NrZXRzGAEgASgFEhgKEGNvcmVzX3Blcl9zb2NrZXQYAiABKAUSGAoQdGhyZWFkc19wZXJfY29yZRgDIAEoBSJTCgxNZW1vcnlDb25maWcSEgoKc2l6ZV9ieXRlcxgBIAEoAxIXCg9ob3RwbHVnX2VuYWJsZWQYAiABKAgSFgoObWF4X3NpemVfYnl0ZXMYAyABKAMiSwoKQm9vdENvbmZpZxITCgtrZXJuZWxfcGF0aBgBIAEoCRITCgtpbml0cmRfcGF0aBgCIAEoCRITCgtrZXJuZWxfYXJncxgDIAEoCSKKAQoNU3RvcmFnZURldmljZRIKCgJpZBgBIAEoCRIMCgRwYXRoGAIgASgJEhEKCXJlYWRfb25seRgDIAEoCBIWCg5pc19yb290X2RldmljZRgEIAEoCBI0Cg5pbnRlcmZhY2VfdHlwZRgFIAEoDjIcLnZtbS52MS5TdG9yYWdlSW50ZXJmYWNlVHlwZSJ9ChBOZXR3b3JrSW50ZXJmYWNlEgoKAmlkGAEgASgJEhMKC21hY19hZGRyZXNzGAIgASgJEhIKCnRhcF9kZXZpY2UYAyABKAkSNAoOaW50ZXJmYWNlX3R5cGUYBCABKA4yHC52bW0udjEuTmV0d29ya0ludGVyZmFjZVR5cGUicgoNQ29uc29sZUNvbmZpZxIPCgdlbmFibGVkGAEgASgIEiUKBm91dHB1dBgCIAEoDjIVLnZtbS52MS5Db25zb2xlT3V0cHV0EikKDGNvbnNvbGVfdHlwZRgDIAEoDjITLnZtbS52MS5Db25zb2xlVHlwZSJCCg9DcmVhdGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSIAoGY29uZmlnGAIgASgLMhAudm1tLnYxLlZtQ29uZmlnIkEKEENyZWF0ZVZtUmVzcG9uc2USDQoFdm1faWQYASABKAkSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIvCg9EZWxldGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgiHgoNQm9vdFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJBCg5Cb290Vm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiSgoRU2h1dGRvd25WbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgSFwoPdGltZW91dF9zZWNvbmRzGAMgASgFIkUKElNodXRkb3duVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiHwoOUGF1c2VWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQgoPUGF1c2VWbVJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIgCg9SZXN1bWVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQwoQUmVzdW1lVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiLwoPUmVib290Vm1SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEg0KBWZvcmNlGAIgASgIIkMKEFJlYm9vdFZtUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIeCgVzdGF0ZRgCIAEoDjIPLnZtbS52MS5WbVN0YXRlIiEKEEdldFZtSW5mb1JlcXVlc3QSDQoFdm1faWQYASABKAkiswEKEUdldFZtSW5mb1Jlc3BvbnNlEg0KBXZtX2lkGAEgASgJEiAKBmNvbmZpZxgCIAEoCzIQLnZtbS52MS5WbUNvbmZpZxIeCgVzdGF0ZRgDIAEoDjIPLnZtbS52MS5WbVN0YXRlEiIKB21ldHJpY3MYBCABKAsyES52bW0udjEuVm1NZXRyaWNzEikKDGJhY2tlbmRfaW5mbxgFIAEoCzITLnZtbS52MS5CYWNrZW5kSW5mbyLQAgoJVm1NZXRyaWNzEhkKEWNwdV91c2FnZV9wZXJjZW50GAEgASgBEhoKEm1lbW9yeV91c2FnZV9ieXRlcxgCIAEoAxIWCg51cHRpbWVfc2Vjb25kcxgDIAEoAxIYCgtjcHVfc2Vjb25kcxgEIAEoAUgAiAEBEh0KEGJsb2NrX3JlYWRfYnl0ZXMYBSABKANIAYgBARIeChFibG9ja193cml0ZV9ieXRlcxgGIAEoA0gCiAEBEhsKDmJsb2NrX3JlYWRfb3BzGAcgASgDSAOIAQESHAoPYmxvY2tfd3JpdGVfb3BzGAggASgDSASIAQFCDgoMX2NwdV9zZWNvbmRzQhMKEV9ibG9ja19yZWFkX2J5dGVzQhQKEl9ibG9ja193cml0ZV9ieXRlc0IRCg9fYmxvY2tfcmVhZF9vcHNCEgoQX2Jsb2NrX3dyaXRlX29wcyJeCgtCYWNrZW5kSW5mbxIUCgxiYWNrZW5kX3R5cGUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIUCgxjYXBhYmlsaXRpZXMYAyADKAkSEgoKcHJvY2Vzc19pZBgEIAEoBSJwCg5MaXN0Vm1zUmVxdWVzdBIlCgxzdGF0ZV9maWx0ZXIYASABKA4yDy52bW0udjEuVm1TdGF0ZRIRCglwYWdlX3NpemUYCiABKAUSEgoKcGFnZV90b2tlbhgLIAEoCRIQCghvcmRlcl9ieRgMIAEoCSJfCg9MaXN0Vm1zUmVzcG9uc2USHgoDdm1zGAEgAygLMhEudm1tLnYxLlZtU3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAUiaQoJVm1TdW1tYXJ5Eg0KBXZtX2lkGAEgASgJEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUSEgoKdmNwdV9jb3VudBgDIAEoBRIZChFtZW1vcnlfc2l6ZV9ieXRlcxgEIAEoAyI8ChdHZXRDb25zb2xlT3V0cHV0UmVxdWVzdBINCgV2bV9pZBgBIAEoCRISCgp0YWlsX2J5dGVzGAIgASgFIksKGEdldENvbnNvbGVPdXRwdXRSZXNwb25zZRIMCgRkYXRhGAEgASgMEhEKCXRydW5jYXRlZBgCIAEoCBIOCgZvZmZzZXQYAyABKAQiTgoUU3RyZWFtQ29uc29sZVJlcXVlc3QSDQoFdm1faWQYASABKAkSEgoKdGFpbF9ieXRlcxgCIAEoBRITCgtmcm9tX29mZnNldBgDIAEoBCIsCgxDb25zb2xlQ2h1bmsSDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAQiEQoPV2F0Y2hWbXNSZXF1ZXN0IqECCgdWbUV2ZW50EiEKBHR5cGUYASABKA4yEy52bW0udjEuVm1FdmVudFR5cGUSDQoFdm1faWQYAiABKAkSHgoFc3RhdGUYAyABKA4yDy52bW0udjEuVm1TdGF0ZRIOCgZyZWFzb24YBCABKAkSEgoKcHJvY2Vzc19pZBgFIAEoBRIuCgpzdGFydGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCghtZXRhZGF0YRgHIAMoCzIdLnZtbS52MS5WbUV2ZW50Lk1ldGFkYXRhRW50cnkSDgoGc3luY2VkGAggASgIGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJKChdQcmVwYXJlTWlncmF0aW9uUmVxdWVzdBINCgV2bV9pZBgBIAEoCRIgCgZjb25maWcYAiABKAsyEC52bW0udjEuVm1Db25maWciPQoYUHJlcGFyZU1pZ3JhdGlvblJlc3BvbnNlEg0KBXZtX2lkGAEgASgJEhIKCnRhcmdldF91cmkYAiABKAkiZgoQTWlncmF0ZVZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCRISCgp0YXJnZXRfdXJpGAIgASgJEhcKD21heF9kb3dudGltZV9tcxgDIAEoDRIWCg5iYW5kd2lkdGhfbWJwcxgEIAEoDSKwAQoRTWlncmF0ZVZtUHJvZ3Jlc3MSDgoGc3RhdHVzGAEgASgJEhkKEXRyYW5zZmVycmVkX2J5dGVzGAIgASgEEhcKD3JlbWFpbmluZ19ieXRlcxgDIAEoBBITCgt0b3RhbF9ieXRlcxgEIAEoBBIRCgljb21wbGV0ZWQYBSABKAgSLwoKc3RhdGlzdGljcxgGIAEoCzIbLnZtbS52MS5NaWdyYXRpb25TdGF0aXN0aWNzIlwKE01pZ3JhdGlvblN0YXRpc3RpY3MSGQoRdHJhbnNmZXJyZWRfYnl0ZXMYASABKAQSEwoLZG93bnRpbWVfbXMYAiABKAQSFQoNdG90YWxfdGltZV9tcxgDIAEoBCInChZDYW5jZWxNaWdyYXRpb25SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJIiwKF0NhbmNlbE1pZ3JhdGlvblJlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoCCrPAQoUU3RvcmFnZUludGVyZmFjZVR5cGUSJgoiU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9VTlNQRUNJRklFRBAAEiUKIVNUT1JBR0VfSU5URVJGQUNFX1RZUEVfVklSVElPX0JMSxABEiYKIlNUT1JBR0VfSU5URVJGQUNFX1RZUEVfVklSVElPX1NDU0kQAhIfChtTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX05WTUUQAxIfChtTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX1NBVEEQBCqrAQoUTmV0d29ya0ludGVyZmFjZVR5cGUSJgoiTkVUV09SS19JTlRFUkZBQ0VfVFlQRV9VTlNQRUNJRklFRBAAEiUKIU5FVFdPUktfSU5URVJGQUNFX1RZUEVfVklSVElPX05FVBABEiAKHE5FVFdPUktfSU5URVJGQUNFX1RZUEVfRTEwMDAQAhIiCh5ORVRXT1JLX0lOVEVSRkFDRV9UWVBFX1JUTDgxMzkQAypjCg1Db25zb2xlT3V0cHV0Eh4KGkNPTlNPTEVfT1VUUFVUX1VOU1BFQ0lGSUVEEAASGQoVQ09OU09MRV9PVVRQVVRfQlVGRkVSEAESFwoTQ09OU09MRV9PVVRQVVRfTlVMTBACKl0KC0NvbnNvbGVUeXBlEhwKGENPTlNPTEVfVFlQRV9VTlNQRUNJRklFRBAAEhcKE0NPTlNPTEVfVFlQRV9TRVJJQUwQARIXChNDT05TT0xFX1RZUEVfVklSVElPEAIqkQEKB1ZtU3RhdGUSGAoUVk1fU1RBVEVfVU5TUEVDSUZJRUQQABIUChBWTV9TVEFURV9DUkVBVEVEEAESFAoQVk1fU1RBVEVfUlVOTklORxACEhMKD1ZNX1NUQVRFX1BBVVNFRBADEhUKEVZNX1NUQVRFX1NIVVRET1dOEAQSFAoQVk1fU1RBVEVfQ1JBU0hFRBAFKpgBCgtWbUV2ZW50VHlwZRIdChlWTV9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGgoWVk1fRVZFTlRfVFlQRV9FWElTVElORxABEhgKFFZNX0VWRU5UX1RZUEVfU1lOQ0VEEAISGQoVVk1fRVZFTlRfVFlQRV9DSEFOR0VEEAMSGQoVVk1fRVZFTlRfVFlQRV9ERUxFVEVEEAQygggKCVZtU2VydmljZRI9CghDcmVhdGVWbRIXLnZtbS52MS5DcmVhdGVWbVJlcXVlc3QaGC52bW0udjEuQ3JlYXRlVm1SZXNwb25zZRI7CghEZWxldGVWbRIXLnZtbS52MS5EZWxldGVWbVJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSNwoGQm9vdFZtEhUudm1tLnYxLkJvb3RWbVJlcXVlc3QaFi52bW0udjEuQm9vdFZtUmVzcG9uc2USQwoKU2h1dGRvd25WbRIZLnZtbS52MS5TaHV0ZG93blZtUmVxdWVzdBoaLnZtbS52MS5TaHV0ZG93blZtUmVzcG9uc2USOgoHUGF1c2VWbRIWLnZtbS52MS5QYXVzZVZtUmVxdWVzdBoXLnZtbS52MS5QYXVzZVZtUmVzcG9uc2USPQoIUmVzdW1lVm0SFy52bW0udjEuUmVzdW1lVm1SZXF1ZXN0Ghgudm1tLnYxLlJlc3VtZVZtUmVzcG9uc2USPQoIUmVib290Vm0SFy52bW0udjEuUmVib290Vm1SZXF1ZXN0Ghgudm1tLnYxLlJlYm9vdFZtUmVzcG9uc2USQAoJR2V0Vm1JbmZvEhgudm1tLnYxLkdldFZtSW5mb1JlcXVlc3QaGS52bW0udjEuR2V0Vm1JbmZvUmVzcG9uc2USOgoHTGlzdFZtcxIWLnZtbS52MS5MaXN0Vm1zUmVxdWVzdBoXLnZtbS52MS5MaXN0Vm1zUmVzcG9uc2USVQoQR2V0Q29uc29sZU91dHB1dBIfLnZtbS52MS5HZXRDb25zb2xlT3V0cHV0UmVxdWVzdBogLnZtbS52MS5HZXRDb25zb2xlT3V0cHV0UmVzcG9uc2USRQoNU3RyZWFtQ29uc29sZRIcLnZtbS52MS5TdHJlYW1Db25zb2xlUmVxdWVzdBoULnZtbS52MS5Db25zb2xlQ2h1bmswARI2CghXYXRjaFZtcxIXLnZtbS52MS5XYXRjaFZtc1JlcXVlc3QaDy52bW0udjEuVm1FdmVudDABElUKEFByZXBhcmVNaWdyYXRpb24SHy52bW0udjEuUHJlcGFyZU1pZ3JhdGlvblJlcXVlc3QaIC52bW0udjEuUHJlcGFyZU1pZ3JhdGlvblJlc3BvbnNlEkIKCU1pZ3JhdGVWbRIYLnZtbS52MS5NaWdyYXRlVm1SZXF1ZXN0Ghkudm1tLnYxLk1pZ3JhdGVWbVByb2dyZXNzMAESUgoPQ2FuY2VsTWlncmF0aW9uEh4udm1tLnYxLkNhbmNlbE1pZ3JhdGlvblJlcXVlc3QaHy52bW0udjEuQ2FuY2VsTWlncmF0aW9uUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
+  fileDesc("Cg92bW0vdjEvdm0ucHJvdG8SBnZtbS52MSL3AgoIVm1Db25maWcSHgoDY3B1GAEgASgLMhEudm1tLnYxLkNwdUNvbmZpZxIkCgZtZW1vcnkYAiABKAsyFC52bW0udjEuTWVtb3J5Q29uZmlnEiAKBGJvb3QYAyABKAsyEi52bW0udjEuQm9vdENvbmZpZxImCgdzdG9yYWdlGAQgAygLMhUudm1tLnYxLlN0b3JhZ2VEZXZpY2USKQoHbmV0d29yaxgFIAMoCzIYLnZtbS52MS5OZXR3b3JrSW50ZXJmYWNlEiYKB2NvbnNvbGUYBiABKAsyFS52bW0udjEuQ29uc29sZUNvbmZpZxIwCghtZXRhZGF0YRgHIAMoCzIeLnZtbS52MS5WbUNvbmZpZy5NZXRhZGF0YUVudHJ5EiUKCmNsb3VkX2luaXQYCCABKAsyES52bW0udjEuQ2xvdWRJbml0Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJJCglDbG91ZEluaXQSEQoJdXNlcl9kYXRhGAEgASgJEhEKCW1ldGFfZGF0YRgCIAEoCRIWCg5uZXR3b3JrX2NvbmZpZxgDIAEoCSJeCglDcHVDb25maWcSEgoKdmNwdV9jb3VudBgBIAEoBRIWCg5tYXhfdmNwdV9jb3VudBgCIAEoBRIlCgh0b3BvbG9neRgDIAEoCzITLnZtbS52MS5DcHVUb3BvbG9neSJSCgtDcHVUb3BvbG9neRIPCgdzb2NrZXRzGAEgASgFEhgKEGNvcmVzX3Blcl9zb2NrZXQYAiABKAUSGAoQdGhyZWFkc19wZXJfY29yZRgDIAEoBSJTCgxNZW1vcnlDb25maWcSEgoKc2l6ZV9ieXRlcxgBIAEoAxIXCg9ob3RwbHVnX2VuYWJsZWQYAiABKAgSFgoObWF4X3NpemVfYnl0ZXMYAyABKAMiSwoKQm9vdENvbmZpZxITCgtrZXJuZWxfcGF0aBgBIAEoCRITCgtpbml0cmRfcGF0aBgCIAEoCRITCgtrZXJuZWxfYXJncxgDIAEoCSKKAQoNU3RvcmFnZURldmljZRIKCgJpZBgBIAEoCRIMCgRwYXRoGAIgASgJEhEKCXJlYWRfb25seRgDIAEoCBIWCg5pc19yb290X2RldmljZRgEIAEoCBI0Cg5pbnRlcmZhY2VfdHlwZRgFIAEoDjIcLnZtbS52MS5TdG9yYWdlSW50ZXJmYWNlVHlwZSJ9ChBOZXR3b3JrSW50ZXJmYWNlEgoKAmlkGAEgASgJEhMKC21hY19hZGRyZXNzGAIgASgJEhIKCnRhcF9kZXZpY2UYAyABKAkSNAoOaW50ZXJmYWNlX3R5cGUYBCABKA4yHC52bW0udjEuTmV0d29ya0ludGVyZmFjZVR5cGUicgoNQ29uc29sZUNvbmZpZxIPCgdlbmFibGVkGAEgASgIEiUKBm91dHB1dBgCIAEoDjIVLnZtbS52MS5Db25zb2xlT3V0cHV0EikKDGNvbnNvbGVfdHlwZRgDIAEoDjITLnZtbS52MS5Db25zb2xlVHlwZSJCCg9DcmVhdGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSIAoGY29uZmlnGAIgASgLMhAudm1tLnYxLlZtQ29uZmlnIkEKEENyZWF0ZVZtUmVzcG9uc2USDQoFdm1faWQYASABKAkSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIvCg9EZWxldGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgiHgoNQm9vdFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJBCg5Cb290Vm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiSgoRU2h1dGRvd25WbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgSFwoPdGltZW91dF9zZWNvbmRzGAMgASgFIkUKElNodXRkb3duVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiHwoOUGF1c2VWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQgoPUGF1c2VWbVJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIgCg9SZXN1bWVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQwoQUmVzdW1lVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiIQoQU3VzcGVuZFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJEChFTdXNwZW5kVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiLwoPUmVib290Vm1SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEg0KBWZvcmNlGAIgASgIIkMKEFJlYm9vdFZtUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIeCgVzdGF0ZRgCIAEoDjIPLnZtbS52MS5WbVN0YXRlIiEKEEdldFZtSW5mb1JlcXVlc3QSDQoFdm1faWQYASABKAkiswEKEUdldFZtSW5mb1Jlc3BvbnNlEg0KBXZtX2lkGAEgASgJEiAKBmNvbmZpZxgCIAEoCzIQLnZtbS52MS5WbUNvbmZpZxIeCgVzdGF0ZRgDIAEoDjIPLnZtbS52MS5WbVN0YXRlEiIKB21ldHJpY3MYBCABKAsyES52bW0udjEuVm1NZXRyaWNzEikKDGJhY2tlbmRfaW5mbxgFIAEoCzITLnZtbS52MS5CYWNrZW5kSW5mbyLQAgoJVm1NZXRyaWNzEhkKEWNwdV91c2FnZV9wZXJjZW50GAEgASgBEhoKEm1lbW9yeV91c2FnZV9ieXRlcxgCIAEoAxIWCg51cHRpbWVfc2Vjb25kcxgDIAEoAxIYCgtjcHVfc2Vjb25kcxgEIAEoAUgAiAEBEh0KEGJsb2NrX3JlYWRfYnl0ZXMYBSABKANIAYgBARIeChFibG9ja193cml0ZV9ieXRlcxgGIAEoA0gCiAEBEhsKDmJsb2NrX3JlYWRfb3BzGAcgASgDSAOIAQESHAoPYmxvY2tfd3JpdGVfb3BzGAggASgDSASIAQFCDgoMX2NwdV9zZWNvbmRzQhMKEV9ibG9ja19yZWFkX2J5dGVzQhQKEl9ibG9ja193cml0ZV9ieXRlc0IRCg9fYmxvY2tfcmVhZF9vcHNCEgoQX2Jsb2NrX3dyaXRlX29wcyJeCgtCYWNrZW5kSW5mbxIUCgxiYWNrZW5kX3R5cGUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIUCgxjYXBhYmlsaXRpZXMYAyADKAkSEgoKcHJvY2Vzc19pZBgEIAEoBSJwCg5MaXN0Vm1zUmVxdWVzdBIlCgxzdGF0ZV9maWx0ZXIYASABKA4yDy52bW0udjEuVm1TdGF0ZRIRCglwYWdlX3NpemUYCiABKAUSEgoKcGFnZV90b2tlbhgLIAEoCRIQCghvcmRlcl9ieRgMIAEoCSJfCg9MaXN0Vm1zUmVzcG9uc2USHgoDdm1zGAEgAygLMhEudm1tLnYxLlZtU3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAUiaQoJVm1TdW1tYXJ5Eg0KBXZtX2lkGAEgASgJEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUSEgoKdmNwdV9jb3VudBgDIAEoBRIZChFtZW1vcnlfc2l6ZV9ieXRlcxgEIAEoAyI8ChdHZXRDb25zb2xlT3V0cHV0UmVxdWVzdBINCgV2bV9pZBgBIAEoCRISCgp0YWlsX2J5dGVzGAIgASgFIksKGEdldENvbnNvbGVPdXRwdXRSZXNwb25zZRIMCgRkYXRhGAEgASgMEhEKCXRydW5jYXRlZBgCIAEoCBIOCgZvZmZzZXQYAyABKAQiTgoUU3RyZWFtQ29uc29sZVJlcXVlc3QSDQoFdm1faWQYASABKAkSEgoKdGFpbF9ieXRlcxgCIAEoBRITCgtmcm9tX29mZnNldBgDIAEoBCIsCgxDb25zb2xlQ2h1bmsSDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAQiEQoPV2F0Y2hWbXNSZXF1ZXN0IqECCgdWbUV2ZW50EiEKBHR5cGUYASABKA4yEy52bW0udjEuVm1FdmVudFR5cGUSDQoFdm1faWQYAiABKAkSHgoFc3RhdGUYAyABKA4yDy52bW0udjEuVm1TdGF0ZRIOCgZyZWFzb24YBCABKAkSEgoKcHJvY2Vzc19pZBgFIAEoBRIuCgpzdGFydGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCghtZXRhZGF0YRgHIAMoCzIdLnZtbS52MS5WbUV2ZW50Lk1ldGFkYXRhRW50cnkSDgoGc3luY2VkGAggASgIGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJKChdQcmVwYXJlTWlncmF0aW9uUmVxdWVzdBINCgV2bV9pZBgBIAEoCRIgCgZjb25maWcYAiABKAsyEC52bW0udjEuVm1Db25maWciPQoYUHJlcGFyZU1pZ3JhdGlvblJlc3BvbnNlEg0KBXZtX2lkGAEgASgJEhIKCnRhcmdldF91cmkYAiABKAkiZgoQTWlncmF0ZVZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCRISCgp0YXJnZXRfdXJpGAIgASgJEhcKD21heF9kb3dudGltZV9tcxgDIAEoDRIWCg5iYW5kd2lkdGhfbWJwcxgEIAEoDSKwAQoRTWlncmF0ZVZtUHJvZ3Jlc3MSDgoGc3RhdHVzGAEgASgJEhkKEXRyYW5zZmVycmVkX2J5dGVzGAIgASgEEhcKD3JlbWFpbmluZ19ieXRlcxgDIAEoBBITCgt0b3RhbF9ieXRlcxgEIAEoBBIRCgljb21wbGV0ZWQYBSABKAgSLwoKc3RhdGlzdGljcxgGIAEoCzIbLnZtbS52MS5NaWdyYXRpb25TdGF0aXN0aWNzIlwKE01pZ3JhdGlvblN0YXRpc3RpY3MSGQoRdHJhbnNmZXJyZWRfYnl0ZXMYASABKAQSEwoLZG93bnRpbWVfbXMYAiABKAQSFQoNdG90YWxfdGltZV9tcxgDIAEoBCInChZDYW5jZWxNaWdyYXRpb25SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJIiwKF0NhbmNlbE1pZ3JhdGlvblJlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoCCrPAQoUU3RvcmFnZUludGVyZmFjZVR5cGUSJgoiU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9VTlNQRUNJRklFRBAAEiUKIVNUT1JBR0VfSU5URVJGQUNFX1RZUEVfVklSVElPX0JMSxABEiYKIlNUT1JBR0VfSU5URVJGQUNFX1RZUEVfVklSVElPX1NDU0kQAhIfChtTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX05WTUUQAxIfChtTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX1NBVEEQBCqrAQoUTmV0d29ya0ludGVyZmFjZVR5cGUSJgoiTkVUV09SS19JTlRFUkZBQ0VfVFlQRV9VTlNQRUNJRklFRBAAEiUKIU5FVFdPUktfSU5URVJGQUNFX1RZUEVfVklSVElPX05FVBABEiAKHE5FVFdPUktfSU5URVJGQUNFX1RZUEVfRTEwMDAQAhIiCh5ORVRXT1JLX0lOVEVSRkFDRV9UWVBFX1JUTDgxMzkQAypjCg1Db25zb2xlT3V0cHV0Eh4KGkNPTlNPTEVfT1VUUFVUX1VOU1BFQ0lGSUVEEAASGQoVQ09OU09MRV9PVVRQVVRfQlVGRkVSEAESFwoTQ09OU09MRV9PVVRQVVRfTlVMTBACKl0KC0NvbnNvbGVUeXBlEhwKGENPTlNPTEVfVFlQRV9VTlNQRUNJRklFRBAAEhcKE0NPTlNPTEVfVFlQRV9TRVJJQUwQARIXChNDT05TT0xFX1RZUEVfVklSVElPEAIqqQEKB1ZtU3RhdGUSGAoUVk1fU1RBVEVfVU5TUEVDSUZJRUQQABIUChBWTV9TVEFURV9DUkVBVEVEEAESFAoQVk1fU1RBVEVfUlVOTklORxACEhMKD1ZNX1NUQVRFX1BBVVNFRBADEhUKEVZNX1NUQVRFX1NIVVRET1dOEAQSFAoQVk1fU1RBVEVfQ1JBU0hFRBAFEhYKElZNX1NUQVRFX1NVU1BFTkRFRBAGKpgBCgtWbUV2ZW50VHlwZRIdChlWTV9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGgoWVk1fRVZFTlRfVFlQRV9FWElTVElORxABEhgKFFZNX0VWRU5UX1RZUEVfU1lOQ0VEEAISGQoVVk1fRVZFTlRfVFlQRV9DSEFOR0VEEAMSGQoVVk1fRVZFTlRfVFlQRV9ERUxFVEVEEAQyxAgKCVZtU2VydmljZRI9CghDcmVhdGVWbRIXLnZtbS52MS5DcmVhdGVWbVJlcXVlc3QaGC52bW0udjEuQ3JlYXRlVm1SZXNwb25zZRI7CghEZWxldGVWbRIXLnZtbS52MS5EZWxldGVWbVJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSNwoGQm9vdFZtEhUudm1tLnYxLkJvb3RWbVJlcXVlc3QaFi52bW0udjEuQm9vdFZtUmVzcG9uc2USQwoKU2h1dGRvd25WbRIZLnZtbS52MS5TaHV0ZG93blZtUmVxdWVzdBoaLnZtbS52MS5TaHV0ZG93blZtUmVzcG9uc2USOgoHUGF1c2VWbRIWLnZtbS52MS5QYXVzZVZtUmVxdWVzdBoXLnZtbS52MS5QYXVzZVZtUmVzcG9uc2USPQoIUmVzdW1lVm0SFy52bW0udjEuUmVzdW1lVm1SZXF1ZXN0Ghgudm1tLnYxLlJlc3VtZVZtUmVzcG9uc2USQAoJU3VzcGVuZFZtEhgudm1tLnYxLlN1c3BlbmRWbVJlcXVlc3QaGS52bW0udjEuU3VzcGVuZFZtUmVzcG9uc2USPQoIUmVib290Vm0SFy52bW0udjEuUmVib290Vm1SZXF1ZXN0Ghgudm1tLnYxLlJlYm9vdFZtUmVzcG9uc2USQAoJR2V0Vm1JbmZvEhgudm1tLnYxLkdldFZtSW5mb1JlcXVlc3QaGS52bW0udjEuR2V0Vm1JbmZvUmVzcG9uc2USOgoHTGlzdFZtcxIWLnZtbS52MS5MaXN0Vm1zUmVxdWVzdBoXLnZtbS52MS5MaXN0Vm1zUmVzcG9uc2USVQoQR2V0Q29uc29sZU91dHB1dBIfLnZtbS52MS5HZXRDb25zb2xlT3V0cHV0UmVxdWVzdBogLnZtbS52MS5HZXRDb25zb2xlT3V0cHV0UmVzcG9uc2USRQoNU3RyZWFtQ29uc29sZRIcLnZtbS52MS5TdHJlYW1Db25zb2xlUmVxdWVzdBoULnZtbS52MS5Db25zb2xlQ2h1bmswARI2CghXYXRjaFZtcxIXLnZtbS52MS5XYXRjaFZtc1JlcXVlc3QaDy52bW0udjEuVm1FdmVudDABElUKEFByZXBhcmVNaWdyYXRpb24SHy52bW0udjEuUHJlcGFyZU1pZ3JhdGlvblJlcXVlc3QaIC52bW0udjEuUHJlcGFyZU1pZ3JhdGlvblJlc3BvbnNlEkIKCU1pZ3JhdGVWbRIYLnZtbS52MS5NaWdyYXRlVm1SZXF1ZXN0Ghkudm1tLnYxLk1pZ3JhdGVWbVByb2dyZXNzMAESUgoPQ2FuY2VsTWlncmF0aW9uEh4udm1tLnYxLkNhbmNlbE1pZ3JhdGlvblJlcXVlc3QaHy52bW0udjEuQ2FuY2VsTWlncmF0aW9uUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
 
 /**
  * The hypervisor-neutral configuration of a VM. Paths are paths on the host.
@@ -70,6 +70,14 @@ export type VmConfig = Message<"vmm.v1.VmConfig"> & {
    * @generated from field: map<string, string> metadata = 7;
    */
   metadata: { [key: string]: string };
+
+  /**
+   * cloud-init NoCloud data. When set, the agent builds a seed disk (volume label
+   * "cidata") in its state directory and attaches it read-only; unset means no seed.
+   *
+   * @generated from field: vmm.v1.CloudInit cloud_init = 8;
+   */
+  cloudInit?: CloudInit | undefined;
 };
 
 /**
@@ -78,6 +86,46 @@ export type VmConfig = Message<"vmm.v1.VmConfig"> & {
  */
 export const VmConfigSchema: GenMessage<VmConfig> = /*@__PURE__*/
   messageDesc(file_vmm_v1_vm, 0);
+
+/**
+ * cloud-init NoCloud data. The agent writes the seed's files itself: "user-data",
+ * "meta-data" (this meta_data with instance-id set to the VM id and local-hostname
+ * defaulting to the VM id) and "network-config" when given.
+ *
+ * @generated from message vmm.v1.CloudInit
+ */
+export type CloudInit = Message<"vmm.v1.CloudInit"> & {
+  /**
+   * user-data (#cloud-config, a script, ...), at most 64 KiB; written as given.
+   *
+   * @generated from field: string user_data = 1;
+   */
+  userData: string;
+
+  /**
+   * meta-data: a YAML mapping, at most 64 KiB; empty means none. It must not set
+   * instance-id (the agent derives it from the VM id); local-hostname, if set, must be
+   * a hostname (labels of letters, digits and '-', at most 253 characters).
+   *
+   * @generated from field: string meta_data = 2;
+   */
+  metaData: string;
+
+  /**
+   * network-config (version 1 or 2), at most 64 KiB; empty means none. Must be a YAML
+   * mapping when set.
+   *
+   * @generated from field: string network_config = 3;
+   */
+  networkConfig: string;
+};
+
+/**
+ * Describes the message vmm.v1.CloudInit.
+ * Use `create(CloudInitSchema)` to create a new message.
+ */
+export const CloudInitSchema: GenMessage<CloudInit> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 1);
 
 /**
  * vCPU allocation and topology.
@@ -115,7 +163,7 @@ export type CpuConfig = Message<"vmm.v1.CpuConfig"> & {
  * Use `create(CpuConfigSchema)` to create a new message.
  */
 export const CpuConfigSchema: GenMessage<CpuConfig> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 1);
+  messageDesc(file_vmm_v1_vm, 2);
 
 /**
  * The CPU topology presented to the guest.
@@ -150,7 +198,7 @@ export type CpuTopology = Message<"vmm.v1.CpuTopology"> & {
  * Use `create(CpuTopologySchema)` to create a new message.
  */
 export const CpuTopologySchema: GenMessage<CpuTopology> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 2);
+  messageDesc(file_vmm_v1_vm, 3);
 
 /**
  * Guest memory.
@@ -187,7 +235,7 @@ export type MemoryConfig = Message<"vmm.v1.MemoryConfig"> & {
  * Use `create(MemoryConfigSchema)` to create a new message.
  */
 export const MemoryConfigSchema: GenMessage<MemoryConfig> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 3);
+  messageDesc(file_vmm_v1_vm, 4);
 
 /**
  * Direct kernel boot.
@@ -225,7 +273,7 @@ export type BootConfig = Message<"vmm.v1.BootConfig"> & {
  * Use `create(BootConfigSchema)` to create a new message.
  */
 export const BootConfigSchema: GenMessage<BootConfig> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 4);
+  messageDesc(file_vmm_v1_vm, 5);
 
 /**
  * A disk.
@@ -277,7 +325,7 @@ export type StorageDevice = Message<"vmm.v1.StorageDevice"> & {
  * Use `create(StorageDeviceSchema)` to create a new message.
  */
 export const StorageDeviceSchema: GenMessage<StorageDevice> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 5);
+  messageDesc(file_vmm_v1_vm, 6);
 
 /**
  * A network interface backed by a tap device the caller has created.
@@ -320,7 +368,7 @@ export type NetworkInterface = Message<"vmm.v1.NetworkInterface"> & {
  * Use `create(NetworkInterfaceSchema)` to create a new message.
  */
 export const NetworkInterfaceSchema: GenMessage<NetworkInterface> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 6);
+  messageDesc(file_vmm_v1_vm, 7);
 
 /**
  * The guest console.
@@ -356,7 +404,7 @@ export type ConsoleConfig = Message<"vmm.v1.ConsoleConfig"> & {
  * Use `create(ConsoleConfigSchema)` to create a new message.
  */
 export const ConsoleConfigSchema: GenMessage<ConsoleConfig> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 7);
+  messageDesc(file_vmm_v1_vm, 8);
 
 /**
  * Request for CreateVm.
@@ -386,7 +434,7 @@ export type CreateVmRequest = Message<"vmm.v1.CreateVmRequest"> & {
  * Use `create(CreateVmRequestSchema)` to create a new message.
  */
 export const CreateVmRequestSchema: GenMessage<CreateVmRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 8);
+  messageDesc(file_vmm_v1_vm, 9);
 
 /**
  * Response for CreateVm.
@@ -414,7 +462,7 @@ export type CreateVmResponse = Message<"vmm.v1.CreateVmResponse"> & {
  * Use `create(CreateVmResponseSchema)` to create a new message.
  */
 export const CreateVmResponseSchema: GenMessage<CreateVmResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 9);
+  messageDesc(file_vmm_v1_vm, 10);
 
 /**
  * Request for DeleteVm.
@@ -442,7 +490,7 @@ export type DeleteVmRequest = Message<"vmm.v1.DeleteVmRequest"> & {
  * Use `create(DeleteVmRequestSchema)` to create a new message.
  */
 export const DeleteVmRequestSchema: GenMessage<DeleteVmRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 10);
+  messageDesc(file_vmm_v1_vm, 11);
 
 /**
  * Request for BootVm.
@@ -463,7 +511,7 @@ export type BootVmRequest = Message<"vmm.v1.BootVmRequest"> & {
  * Use `create(BootVmRequestSchema)` to create a new message.
  */
 export const BootVmRequestSchema: GenMessage<BootVmRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 11);
+  messageDesc(file_vmm_v1_vm, 12);
 
 /**
  * Response for BootVm.
@@ -492,7 +540,7 @@ export type BootVmResponse = Message<"vmm.v1.BootVmResponse"> & {
  * Use `create(BootVmResponseSchema)` to create a new message.
  */
 export const BootVmResponseSchema: GenMessage<BootVmResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 12);
+  messageDesc(file_vmm_v1_vm, 13);
 
 /**
  * Request for ShutdownVm.
@@ -528,7 +576,7 @@ export type ShutdownVmRequest = Message<"vmm.v1.ShutdownVmRequest"> & {
  * Use `create(ShutdownVmRequestSchema)` to create a new message.
  */
 export const ShutdownVmRequestSchema: GenMessage<ShutdownVmRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 13);
+  messageDesc(file_vmm_v1_vm, 14);
 
 /**
  * Response for ShutdownVm.
@@ -556,7 +604,7 @@ export type ShutdownVmResponse = Message<"vmm.v1.ShutdownVmResponse"> & {
  * Use `create(ShutdownVmResponseSchema)` to create a new message.
  */
 export const ShutdownVmResponseSchema: GenMessage<ShutdownVmResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 14);
+  messageDesc(file_vmm_v1_vm, 15);
 
 /**
  * Request for PauseVm.
@@ -577,7 +625,7 @@ export type PauseVmRequest = Message<"vmm.v1.PauseVmRequest"> & {
  * Use `create(PauseVmRequestSchema)` to create a new message.
  */
 export const PauseVmRequestSchema: GenMessage<PauseVmRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 15);
+  messageDesc(file_vmm_v1_vm, 16);
 
 /**
  * Response for PauseVm.
@@ -605,7 +653,7 @@ export type PauseVmResponse = Message<"vmm.v1.PauseVmResponse"> & {
  * Use `create(PauseVmResponseSchema)` to create a new message.
  */
 export const PauseVmResponseSchema: GenMessage<PauseVmResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 16);
+  messageDesc(file_vmm_v1_vm, 17);
 
 /**
  * Request for ResumeVm.
@@ -626,7 +674,7 @@ export type ResumeVmRequest = Message<"vmm.v1.ResumeVmRequest"> & {
  * Use `create(ResumeVmRequestSchema)` to create a new message.
  */
 export const ResumeVmRequestSchema: GenMessage<ResumeVmRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 17);
+  messageDesc(file_vmm_v1_vm, 18);
 
 /**
  * Response for ResumeVm.
@@ -654,7 +702,56 @@ export type ResumeVmResponse = Message<"vmm.v1.ResumeVmResponse"> & {
  * Use `create(ResumeVmResponseSchema)` to create a new message.
  */
 export const ResumeVmResponseSchema: GenMessage<ResumeVmResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 18);
+  messageDesc(file_vmm_v1_vm, 19);
+
+/**
+ * Request for SuspendVm.
+ *
+ * @generated from message vmm.v1.SuspendVmRequest
+ */
+export type SuspendVmRequest = Message<"vmm.v1.SuspendVmRequest"> & {
+  /**
+   * The VM's id.
+   *
+   * @generated from field: string vm_id = 1;
+   */
+  vmId: string;
+};
+
+/**
+ * Describes the message vmm.v1.SuspendVmRequest.
+ * Use `create(SuspendVmRequestSchema)` to create a new message.
+ */
+export const SuspendVmRequestSchema: GenMessage<SuspendVmRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 20);
+
+/**
+ * Response for SuspendVm.
+ *
+ * @generated from message vmm.v1.SuspendVmResponse
+ */
+export type SuspendVmResponse = Message<"vmm.v1.SuspendVmResponse"> & {
+  /**
+   * Always true on an OK response; failures are gRPC errors.
+   *
+   * @generated from field: bool success = 1;
+   */
+  success: boolean;
+
+  /**
+   * The VM's state afterwards.
+   *
+   * @generated from field: vmm.v1.VmState state = 2;
+   */
+  state: VmState;
+};
+
+/**
+ * Describes the message vmm.v1.SuspendVmResponse.
+ * Use `create(SuspendVmResponseSchema)` to create a new message.
+ */
+export const SuspendVmResponseSchema: GenMessage<SuspendVmResponse> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 21);
 
 /**
  * Request for RebootVm.
@@ -682,7 +779,7 @@ export type RebootVmRequest = Message<"vmm.v1.RebootVmRequest"> & {
  * Use `create(RebootVmRequestSchema)` to create a new message.
  */
 export const RebootVmRequestSchema: GenMessage<RebootVmRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 19);
+  messageDesc(file_vmm_v1_vm, 22);
 
 /**
  * Response for RebootVm.
@@ -710,7 +807,7 @@ export type RebootVmResponse = Message<"vmm.v1.RebootVmResponse"> & {
  * Use `create(RebootVmResponseSchema)` to create a new message.
  */
 export const RebootVmResponseSchema: GenMessage<RebootVmResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 20);
+  messageDesc(file_vmm_v1_vm, 23);
 
 /**
  * Request for GetVmInfo.
@@ -731,7 +828,7 @@ export type GetVmInfoRequest = Message<"vmm.v1.GetVmInfoRequest"> & {
  * Use `create(GetVmInfoRequestSchema)` to create a new message.
  */
 export const GetVmInfoRequestSchema: GenMessage<GetVmInfoRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 21);
+  messageDesc(file_vmm_v1_vm, 24);
 
 /**
  * Response for GetVmInfo.
@@ -780,7 +877,7 @@ export type GetVmInfoResponse = Message<"vmm.v1.GetVmInfoResponse"> & {
  * Use `create(GetVmInfoResponseSchema)` to create a new message.
  */
 export const GetVmInfoResponseSchema: GenMessage<GetVmInfoResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 22);
+  messageDesc(file_vmm_v1_vm, 25);
 
 /**
  * A VM's resource usage.
@@ -856,7 +953,7 @@ export type VmMetrics = Message<"vmm.v1.VmMetrics"> & {
  * Use `create(VmMetricsSchema)` to create a new message.
  */
 export const VmMetricsSchema: GenMessage<VmMetrics> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 23);
+  messageDesc(file_vmm_v1_vm, 26);
 
 /**
  * The hypervisor backend running a VM.
@@ -900,7 +997,7 @@ export type BackendInfo = Message<"vmm.v1.BackendInfo"> & {
  * Use `create(BackendInfoSchema)` to create a new message.
  */
 export const BackendInfoSchema: GenMessage<BackendInfo> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 24);
+  messageDesc(file_vmm_v1_vm, 27);
 
 /**
  * Request for ListVms.
@@ -942,7 +1039,7 @@ export type ListVmsRequest = Message<"vmm.v1.ListVmsRequest"> & {
  * Use `create(ListVmsRequestSchema)` to create a new message.
  */
 export const ListVmsRequestSchema: GenMessage<ListVmsRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 25);
+  messageDesc(file_vmm_v1_vm, 28);
 
 /**
  * Response for ListVms.
@@ -977,7 +1074,7 @@ export type ListVmsResponse = Message<"vmm.v1.ListVmsResponse"> & {
  * Use `create(ListVmsResponseSchema)` to create a new message.
  */
 export const ListVmsResponseSchema: GenMessage<ListVmsResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 26);
+  messageDesc(file_vmm_v1_vm, 29);
 
 /**
  * A VM in a list.
@@ -1019,7 +1116,7 @@ export type VmSummary = Message<"vmm.v1.VmSummary"> & {
  * Use `create(VmSummarySchema)` to create a new message.
  */
 export const VmSummarySchema: GenMessage<VmSummary> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 27);
+  messageDesc(file_vmm_v1_vm, 30);
 
 /**
  * Request for GetConsoleOutput.
@@ -1047,7 +1144,7 @@ export type GetConsoleOutputRequest = Message<"vmm.v1.GetConsoleOutputRequest"> 
  * Use `create(GetConsoleOutputRequestSchema)` to create a new message.
  */
 export const GetConsoleOutputRequestSchema: GenMessage<GetConsoleOutputRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 28);
+  messageDesc(file_vmm_v1_vm, 31);
 
 /**
  * Response for GetConsoleOutput.
@@ -1083,7 +1180,7 @@ export type GetConsoleOutputResponse = Message<"vmm.v1.GetConsoleOutputResponse"
  * Use `create(GetConsoleOutputResponseSchema)` to create a new message.
  */
 export const GetConsoleOutputResponseSchema: GenMessage<GetConsoleOutputResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 29);
+  messageDesc(file_vmm_v1_vm, 32);
 
 /**
  * Request for StreamConsole.
@@ -1120,7 +1217,7 @@ export type StreamConsoleRequest = Message<"vmm.v1.StreamConsoleRequest"> & {
  * Use `create(StreamConsoleRequestSchema)` to create a new message.
  */
 export const StreamConsoleRequestSchema: GenMessage<StreamConsoleRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 30);
+  messageDesc(file_vmm_v1_vm, 33);
 
 /**
  * A piece of console output.
@@ -1150,7 +1247,7 @@ export type ConsoleChunk = Message<"vmm.v1.ConsoleChunk"> & {
  * Use `create(ConsoleChunkSchema)` to create a new message.
  */
 export const ConsoleChunkSchema: GenMessage<ConsoleChunk> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 31);
+  messageDesc(file_vmm_v1_vm, 34);
 
 /**
  * Request for WatchVms.
@@ -1165,7 +1262,7 @@ export type WatchVmsRequest = Message<"vmm.v1.WatchVmsRequest"> & {
  * Use `create(WatchVmsRequestSchema)` to create a new message.
  */
 export const WatchVmsRequestSchema: GenMessage<WatchVmsRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 32);
+  messageDesc(file_vmm_v1_vm, 35);
 
 /**
  * One VM's state, or the end of the snapshot.
@@ -1237,7 +1334,7 @@ export type VmEvent = Message<"vmm.v1.VmEvent"> & {
  * Use `create(VmEventSchema)` to create a new message.
  */
 export const VmEventSchema: GenMessage<VmEvent> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 33);
+  messageDesc(file_vmm_v1_vm, 36);
 
 /**
  * Request for PrepareMigration.
@@ -1265,7 +1362,7 @@ export type PrepareMigrationRequest = Message<"vmm.v1.PrepareMigrationRequest"> 
  * Use `create(PrepareMigrationRequestSchema)` to create a new message.
  */
 export const PrepareMigrationRequestSchema: GenMessage<PrepareMigrationRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 34);
+  messageDesc(file_vmm_v1_vm, 37);
 
 /**
  * Response for PrepareMigration.
@@ -1294,7 +1391,7 @@ export type PrepareMigrationResponse = Message<"vmm.v1.PrepareMigrationResponse"
  * Use `create(PrepareMigrationResponseSchema)` to create a new message.
  */
 export const PrepareMigrationResponseSchema: GenMessage<PrepareMigrationResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 35);
+  messageDesc(file_vmm_v1_vm, 38);
 
 /**
  * Request for MigrateVm.
@@ -1337,7 +1434,7 @@ export type MigrateVmRequest = Message<"vmm.v1.MigrateVmRequest"> & {
  * Use `create(MigrateVmRequestSchema)` to create a new message.
  */
 export const MigrateVmRequestSchema: GenMessage<MigrateVmRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 36);
+  messageDesc(file_vmm_v1_vm, 39);
 
 /**
  * Progress of an outgoing migration.
@@ -1393,7 +1490,7 @@ export type MigrateVmProgress = Message<"vmm.v1.MigrateVmProgress"> & {
  * Use `create(MigrateVmProgressSchema)` to create a new message.
  */
 export const MigrateVmProgressSchema: GenMessage<MigrateVmProgress> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 37);
+  messageDesc(file_vmm_v1_vm, 40);
 
 /**
  * What a completed migration measured (the hypervisor's own numbers).
@@ -1428,7 +1525,7 @@ export type MigrationStatistics = Message<"vmm.v1.MigrationStatistics"> & {
  * Use `create(MigrationStatisticsSchema)` to create a new message.
  */
 export const MigrationStatisticsSchema: GenMessage<MigrationStatistics> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 38);
+  messageDesc(file_vmm_v1_vm, 41);
 
 /**
  * Request for CancelMigration.
@@ -1449,7 +1546,7 @@ export type CancelMigrationRequest = Message<"vmm.v1.CancelMigrationRequest"> & 
  * Use `create(CancelMigrationRequestSchema)` to create a new message.
  */
 export const CancelMigrationRequestSchema: GenMessage<CancelMigrationRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 39);
+  messageDesc(file_vmm_v1_vm, 42);
 
 /**
  * Response for CancelMigration.
@@ -1470,7 +1567,7 @@ export type CancelMigrationResponse = Message<"vmm.v1.CancelMigrationResponse"> 
  * Use `create(CancelMigrationResponseSchema)` to create a new message.
  */
 export const CancelMigrationResponseSchema: GenMessage<CancelMigrationResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 40);
+  messageDesc(file_vmm_v1_vm, 43);
 
 /**
  * How a disk is presented to the guest. An enum rather than a string, so that a typo
@@ -1681,6 +1778,14 @@ export enum VmState {
    * @generated from enum value: VM_STATE_CRASHED = 5;
    */
   CRASHED = 5,
+
+  /**
+   * Hibernated by SuspendVm: no hypervisor process runs, the guest's memory is saved in
+   * a file. ResumeVm or BootVm continue it where it was; ShutdownVm discards it.
+   *
+   * @generated from enum value: VM_STATE_SUSPENDED = 6;
+   */
+  SUSPENDED = 6,
 }
 
 /**
@@ -1762,10 +1867,10 @@ export const VmService: GenService<{
     output: typeof CreateVmResponseSchema;
   },
   /**
-   * Deletes a VM and frees its hypervisor process and console buffer (disk images and
-   * tap devices are the caller's and stay). Allowed in CREATED, SHUTDOWN and CRASHED;
-   * RUNNING and PAUSED need force (the VM is powered off first). Idempotent only in
-   * effect: a second delete gets NOT_FOUND.
+   * Deletes a VM and frees its hypervisor process, console buffer, cloud-init seed and
+   * saved memory (disk images and tap devices are the caller's and stay). Allowed in
+   * CREATED, SHUTDOWN, CRASHED and SUSPENDED; RUNNING and PAUSED need force (the VM is
+   * powered off first). Idempotent only in effect: a second delete gets NOT_FOUND.
    *
    * @generated from rpc vmm.v1.VmService.DeleteVm
    */
@@ -1775,8 +1880,10 @@ export const VmService: GenService<{
     output: typeof EmptySchema;
   },
   /**
-   * Starts a VM. Allowed in CREATED, SHUTDOWN and CRASHED (moves to RUNNING), and in
-   * RUNNING (succeeds and changes nothing: idempotent). PAUSED fails: use ResumeVm.
+   * Starts a VM. Allowed in CREATED, SHUTDOWN and CRASHED (moves to RUNNING), in
+   * SUSPENDED (restores the saved memory, as ResumeVm does: the guest continues where it
+   * was), and in RUNNING (succeeds and changes nothing: idempotent). PAUSED fails: use
+   * ResumeVm.
    *
    * @generated from rpc vmm.v1.VmService.BootVm
    */
@@ -1789,7 +1896,8 @@ export const VmService: GenService<{
    * Stops a VM: asks the guest to power off (ACPI) and waits up to timeout_seconds, then
    * powers it off; with force, powers it off at once. Allowed in RUNNING and PAUSED
    * (moves to SHUTDOWN), and in CREATED, SHUTDOWN and CRASHED (succeeds and changes
-   * nothing: idempotent).
+   * nothing: idempotent). In SUSPENDED it discards the saved memory (moves to SHUTDOWN):
+   * the next boot is a cold one.
    *
    * @generated from rpc vmm.v1.VmService.ShutdownVm
    */
@@ -1810,8 +1918,9 @@ export const VmService: GenService<{
     output: typeof PauseVmResponseSchema;
   },
   /**
-   * Resumes a paused VM. Allowed in PAUSED (moves to RUNNING) and RUNNING (succeeds and
-   * changes nothing: idempotent).
+   * Resumes a paused or suspended VM. Allowed in PAUSED (moves to RUNNING), SUSPENDED
+   * (starts the hypervisor from the saved memory, then removes the saved file; moves to
+   * RUNNING) and RUNNING (succeeds and changes nothing: idempotent).
    *
    * @generated from rpc vmm.v1.VmService.ResumeVm
    */
@@ -1819,6 +1928,20 @@ export const VmService: GenService<{
     methodKind: "unary";
     input: typeof ResumeVmRequestSchema;
     output: typeof ResumeVmResponseSchema;
+  },
+  /**
+   * Hibernates a VM: pauses it, saves its memory and device state to a file in the
+   * agent's state directory and ends the hypervisor process. Needs the backend
+   * capability "suspend" (FAILED_PRECONDITION naming it otherwise). Allowed in RUNNING
+   * and PAUSED (moves to SUSPENDED) and SUSPENDED (succeeds and changes nothing:
+   * idempotent). A failed save leaves the VM as it was. ResumeVm or BootVm restore it.
+   *
+   * @generated from rpc vmm.v1.VmService.SuspendVm
+   */
+  suspendVm: {
+    methodKind: "unary";
+    input: typeof SuspendVmRequestSchema;
+    output: typeof SuspendVmResponseSchema;
   },
   /**
    * Restarts a VM: asks the guest to reboot, or resets it at once with force. Allowed in

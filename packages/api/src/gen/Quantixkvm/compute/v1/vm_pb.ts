@@ -593,27 +593,29 @@ export const ProvisioningConfigSchema: GenMessage<ProvisioningConfig> = /*@__PUR
   messageDesc(file_Quantixkvm_compute_v1_vm, 10);
 
 /**
- * cloud-init NoCloud data, served to the guest on a config drive.
+ * cloud-init NoCloud data, served to the guest on a read-only seed disk (ISO 9660, volume
+ * label "cidata") that the node's agent builds.
  *
  * @generated from message Quantixkvm.compute.v1.CloudInit
  */
 export type CloudInit = Message<"Quantixkvm.compute.v1.CloudInit"> & {
   /**
-   * user-data (#cloud-config or a script), at most 64 KiB.
+   * user-data (#cloud-config or a script), at most 64 KiB; passed as given.
    *
    * @generated from field: string user_data = 1;
    */
   userData: string;
 
   /**
-   * meta-data, at most 64 KiB.
+   * meta-data, at most 64 KiB: a YAML mapping when set. It must not set instance-id (the
+   * VM's id is used); local-hostname, if set, must be a hostname (default: the VM's id).
    *
    * @generated from field: string meta_data = 2;
    */
   metaData: string;
 
   /**
-   * network-config (version 2), at most 64 KiB.
+   * network-config (version 1 or 2), at most 64 KiB: a YAML mapping when set.
    *
    * @generated from field: string network_config = 3;
    */
