@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { DiskBus, Firmware, NicModel, VmSpecSchema, type VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { DiskBus, Firmware, NicModel, ProvisioningConfigSchema, VmSpecSchema, type VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { ConsoleOutput, ConsoleType, NetworkInterfaceType, StorageInterfaceType } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { agentTapName, CONTROL_PLANE_VM_ID_KEY, toAgentVmConfig } from "./agent-vm-config.js";
 import { QuantixError } from "./errors.js";
@@ -50,6 +50,12 @@ describe("toAgentVmConfig", () => {
     assert.deepEqual([c.cpu?.topology?.sockets, c.cpu?.topology?.coresPerSocket, c.cpu?.topology?.threadsPerCore], [2, 2, 2]);
     assert.equal(c.memory?.hotplugEnabled, true);
     assert.equal(c.memory?.maxSizeBytes, 1024n * 1024n * 1024n);
+  });
+
+  it("carries cloud-init data as given, and none when the spec has none", () => {
+    const c = toAgentVmConfig(ID, spec((s) => (s.provisioning = create(ProvisioningConfigSchema, { cloudInit: { userData: "#cloud-config\n", metaData: "local-hostname: a\n", networkConfig: "version: 2\n" } }))));
+    assert.deepEqual([c.cloudInit?.userData, c.cloudInit?.metaData, c.cloudInit?.networkConfig], ["#cloud-config\n", "local-hostname: a\n", "version: 2\n"]);
+    assert.equal(toAgentVmConfig(ID, spec()).cloudInit, undefined);
   });
 
   it("boots firmware when there is no direct boot", () => {
