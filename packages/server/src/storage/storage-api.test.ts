@@ -141,6 +141,17 @@ describe("storage pools and volumes over the API", () => {
     assert.equal((await pools.listStoragePools({})).storagePools.length, 1);
   });
 
+  it("refuses to delete a volume a VM names as a disk, naming the VM, until the VM is gone", async () => {
+    const v = await volumes.createVolume({ name: "vm-disk", spec: { sizeGib: 1n } });
+    const vm = await s.vms.createVM({ name: "uses-volume", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, disks: [{ id: "data", volumeId: v.id }] } });
+    const e = await rejection(volumes.deleteVolume({ id: v.id }));
+    assert.equal(e.code, Code.FailedPrecondition);
+    assert.match(e.rawMessage, new RegExp(`in use by VM '${vm.id}'`));
+    assert.ok(await volumes.getVolume({ id: v.id }), "a refused delete changes nothing");
+    await s.vms.deleteVM({ id: vm.id });
+    await volumes.deleteVolume({ id: v.id });
+  });
+
   it("refuses to delete a pool that holds volumes, naming how many", async () => {
     const v = await volumes.createVolume({ name: "keeps-pool", spec: { sizeGib: 1n } });
     const e = await rejection(pools.deleteStoragePool({ id: poolId }));
