@@ -118,12 +118,10 @@ export function volumeController(deps: { store: Store; storages: NodeStorages; c
             if (state !== VolumeState.DELETING) await writeStatus(id, (cur) => void (cur.status!.state = VolumeState.DELETING));
             try {
               const storage = deps.storages.of(await nodeFor(v, pool));
-              {
-                // The service refused this delete while clones needed it, unless forced: clones still there mean force.
-                let forced = false;
-                for await (const c of allOf(volumes, { where: { source_volume_id: v.id } })) forced ||= c.id !== v.id;
-                await storage.deleteVolume({ poolId: pool.id, volumeId: v.id, force: forced });
-              }
+              // The service refused this delete while clones needed it, unless forced: clones still there mean force.
+              let forced = false;
+              for await (const c of allOf(volumes, { where: { source_volume_id: v.id } })) forced ||= c.id !== v.id;
+              await storage.deleteVolume({ poolId: pool.id, volumeId: v.id, force: forced });
             } catch (err) {
               if (!(err instanceof QuantixError && err.code === "not_found")) return fail(v, "Delete", err);
             }
