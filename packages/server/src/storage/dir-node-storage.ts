@@ -120,8 +120,9 @@ export class DirNodeStorage implements NodeStorage {
       if (!req.force) {
         for (const other of await this.volumeIds(dir)) {
           if (other.id === req.volumeId || other.format !== "qcow2") continue;
-          const info = await this.info(dir, other.id, other.format);
-          if (info.backingVolumeId === req.volumeId) throw new QuantixError("failed_precondition", `volume '${req.volumeId}' backs volume '${other.id}' (a linked clone) on node '${this.o.nodeId}'`);
+          // One deleted meanwhile backs nothing.
+          const info = await this.info(dir, other.id, other.format).catch(() => undefined);
+          if (info?.backingVolumeId === req.volumeId) throw new QuantixError("failed_precondition", `volume '${req.volumeId}' backs volume '${other.id}' (a linked clone) on node '${this.o.nodeId}'`);
         }
       }
       await rm(join(dir, `${req.volumeId}.${format}`));
@@ -140,7 +141,8 @@ export class DirNodeStorage implements NodeStorage {
     const fs = await statfs(dir, { bigint: true });
     const volumes = await this.volumeIds(dir);
     let provisioned = 0n;
-    for (const v of volumes) provisioned += (await this.info(dir, v.id, v.format)).virtualSizeBytes;
+    // A volume deleted (or still being renamed into place) while the pool is measured is not counted, nor an error.
+    for (const v of volumes) provisioned += await this.info(dir, v.id, v.format).then((i) => i.virtualSizeBytes, () => 0n);
     const capacity = fs.blocks * fs.bsize;
     return { poolId, capacityBytes: capacity, availableBytes: fs.bavail * fs.bsize, usedBytes: capacity - fs.bfree * fs.bsize, provisionedBytes: provisioned, volumeCount: volumes.length };
   }

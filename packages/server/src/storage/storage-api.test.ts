@@ -238,6 +238,19 @@ describe("storage pools and volumes over the API", () => {
     assert.ok(!(await readdir(join(dir, HV1))).includes(pool.id));
   });
 
+  it("accepts a pool type a node reports as a capability, and says why the pool is not usable yet", async () => {
+    const node = await s.nodes.registerNode({ hostname: "kvm-nfs", managementIp: "192.0.2.21", cpuInfo: { logicalCpus: 4 }, memoryInfo: { totalMib: 8192n }, hypervisor: { type: "qemu", capabilities: ["storage-pool-nfs"] }, agentEndpoint: "http://192.0.2.21:9090" });
+    const pool = await pools.createStoragePool({ name: "nfs-ok", spec: { type: StoragePoolType.NFS, nodeIds: [node.id], backend: { case: "nfs", value: { server: "nfs.example", exportPath: "/vms" } } } });
+    const seen = await until(async () => {
+      const p = await pools.getStoragePool({ id: pool.id });
+      return p.status?.state === StoragePoolState.UNAVAILABLE ? p : undefined;
+    }, "pool UNAVAILABLE");
+    assert.match(seen.status!.errorMessage, /drives LOCAL_DIR and SHARED_DIR pools only/);
+    const refused = await rejection(volumes.createVolume({ name: "on-nfs", spec: { sizeGib: 1n, poolId: pool.id } }));
+    assert.equal(refused.code, Code.FailedPrecondition);
+    assert.match(refused.rawMessage, /of type NFS, whose volumes the control plane cannot create yet/);
+  });
+
   it("answers on gRPC (@grpc/grpc-js) and gRPC-Web too", async () => {
     const got = await grpcJsUnary(new URL(s.url).host, grpc.credentials.createInsecure(), "/Quantixkvm.storage.v1.StoragePoolService/GetStoragePool", GetStoragePoolRequestSchema, StoragePoolSchema, { id: poolId });
     assert.equal(got.name, "local");
