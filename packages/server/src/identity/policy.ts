@@ -163,7 +163,7 @@ export const POLICY: Readonly<Record<string, Policy>> = {
 
   // The agent's API: the control plane only points to the agents; on an agent, only its control plane calls it.
   ...Object.fromEntries(
-    ["CreateVm", "DeleteVm", "BootVm", "ShutdownVm", "PauseVm", "ResumeVm", "RebootVm", "GetVmInfo", "ListVms", "GetConsoleOutput", "StreamConsole", "WatchVms", "PrepareMigration", "MigrateVm", "CancelMigration"].map((m) => [`${VMM}/${m}`, admin]),
+    ["CreateVm", "DeleteVm", "BootVm", "ShutdownVm", "PauseVm", "ResumeVm", "SuspendVm", "RebootVm", "GetVmInfo", "ListVms", "GetConsoleOutput", "StreamConsole", "WatchVms", "PrepareMigration", "MigrateVm", "CancelMigration"].map((m) => [`${VMM}/${m}`, admin]),
   ),
 
   // Storage: pools are the cluster's (operators), volumes, snapshots and images a project's.
