@@ -56,6 +56,13 @@ import { agentIdentityReader, agentPrincipalFromPeer } from "./enrollment/agent-
 import { EnrollmentService } from "./enrollment/enrollment-service.js";
 import { enrollmentServiceRoute } from "./enrollment/enrollment-routes.js";
 import { announceSecurityMode } from "./tls/security-mode.js";
+import { join } from "node:path";
+import { NodeStorages } from "./storage/node-storages.js";
+import { StoragePoolService } from "./services/storage-pool-service.js";
+import { VolumeService } from "./services/volume-service.js";
+import { storagePoolController } from "./controllers/storage-pool-controller.js";
+import { volumeController } from "./controllers/volume-controller.js";
+import { storagePoolServiceRoute, volumeServiceRoute } from "./rpc/storage-routes.js";
 
 /** A running control plane. */
 export interface ControlPlane {
@@ -136,6 +143,10 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const ledger = new QuotaLedger({ store, clock, defaults: config.defaultQuota });
   const vmService = new VmService({ store, clock, ids, ledger });
   const vmController = new VmController({ store, drivers, clock, log });
+  // The demo's simulated hosts keep their pools under the storage directory (real qemu-img files); agent nodes through their agent.
+  const storages = new NodeStorages({ storageDir: config.storageDir ?? (config.store.kind === "embedded" ? join(config.store.dataDir, "storage") : undefined), sharedDirs: config.sharedDirs });
+  const poolService = new StoragePoolService({ store, clock, ids });
+  const volumeService = new VolumeService({ store, clock, ids, ledger });
   const nodeService = new NodeService({ store, clock, ids, nodeLostAfterSec: config.nodeLostAfterSec, decommission: { drivers, holder: vmController, log } });
   const power = new VmPowerService(store, drivers);
   const migration = new VmMigrationService({ store, drivers, clock, ids, log, strategy: config.schedulerStrategy });
@@ -160,7 +171,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   const controllers = new ControllerManager({ store, log, onLost: () => process.exit(1) });
-  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), new EventRetention({ store, clock, log, retentionSec: config.auditRetentionSec, kept: AUDIT_RETAINED }), quotaUsageController({ store, clock, log }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
+  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), new EventRetention({ store, clock, log, retentionSec: config.auditRetentionSec, kept: AUDIT_RETAINED }), quotaUsageController({ store, clock, log }), storagePoolController({ store, storages, clock, log }), volumeController({ store, storages, clock, log }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
   await controllers.start();
 
   // Counted where each call is logged (the kit's observeCalls interceptor), read by GET /metrics.
@@ -175,6 +186,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     projectServiceRoute(store, projects, config.defaultDeadlineMs),
     quotaServiceRoute(store, clock),
     auditServiceRoute(store),
+    storagePoolServiceRoute(store, poolService, config.defaultDeadlineMs),
+    volumeServiceRoute(store, volumeService, config.defaultDeadlineMs),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
     ...SERVED_ELSEWHERE.map((p) => ({ service: p.service, impl: servedElsewhereImpl(p.service, p.where) })),
   ];

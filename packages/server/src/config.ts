@@ -31,6 +31,14 @@ export interface ControlPlaneConfig {
   readonly shutdownGraceMs: number;
   /** Timing of the simulated hypervisor's boot, in ms. */
   readonly simBootMs: number;
+  /**
+   * Where the demo's simulated hosts keep their storage pools (QUANTIX_STORAGE_DIR); by
+   * default `<dataDir>/storage` with the embedded store, and none otherwise (pools on
+   * simulated hosts then fail with the reason).
+   */
+  readonly storageDir: string | undefined;
+  /** Directories below which SHARED_DIR pools of simulated hosts may live (QUANTIX_SHARED_DIRS, ':'-separated absolute paths). */
+  readonly sharedDirs: readonly string[];
   readonly storeTuning: StoreTuning;
   /** How the scheduler ranks nodes that fit (QUANTIX_SCHEDULER_STRATEGY): spread (default), pack or balanced. */
   readonly schedulerStrategy: ScoringStrategy;
@@ -111,6 +119,8 @@ const DEFAULTS: ControlPlaneConfig = {
   maxConnectionsPerSource: 1024,
   shutdownGraceMs: 10_000,
   simBootMs: 300,
+  storageDir: undefined,
+  sharedDirs: [],
   schedulerStrategy: "spread",
   nodeLostAfterSec: 300,
   eventRetentionSec: 7 * 86_400,
@@ -178,6 +188,8 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
     maxConnectionsPerSource: int("QUANTIX_MAX_CONNECTIONS_PER_SOURCE", 1, 100_000, DEFAULTS.maxConnectionsPerSource),
     shutdownGraceMs: int("QUANTIX_SHUTDOWN_GRACE_MS", 0, 600_000, DEFAULTS.shutdownGraceMs),
     simBootMs: int("QUANTIX_SIM_BOOT_MS", 0, 600_000, DEFAULTS.simBootMs),
+    storageDir: parseStorageDir(env, problems),
+    sharedDirs: parseSharedDirs(env["QUANTIX_SHARED_DIRS"], problems),
     schedulerStrategy: strategy as ScoringStrategy,
     nodeLostAfterSec: int("QUANTIX_NODE_LOST_AFTER_SEC", 1, 86_400, DEFAULTS.nodeLostAfterSec),
     eventRetentionSec: int("QUANTIX_EVENT_RETENTION_SEC", 60, 366 * 86_400, DEFAULTS.eventRetentionSec),
@@ -313,4 +325,21 @@ export function redactUrl(raw: string): string {
   } catch {
     return raw.replace(/:\/\/([^:@/]*):[^@/]*@/, "://$1:***@");
   }
+}
+
+function parseStorageDir(env: Record<string, string | undefined>, problems: string[]): string | undefined {
+  const raw = env["QUANTIX_STORAGE_DIR"];
+  if (raw !== undefined && raw !== "") {
+    if (/[\0\n\r]/.test(raw)) problems.push("QUANTIX_STORAGE_DIR must be a path without control characters");
+    return raw;
+  }
+  // The default depends on the store (app.ts: `<dataDir>/storage` with the embedded one).
+  return undefined;
+}
+
+function parseSharedDirs(raw: string | undefined, problems: string[]): string[] {
+  if (raw === undefined || raw === "") return [];
+  const dirs = raw.split(":").filter((d) => d !== "");
+  for (const d of dirs) if (!d.startsWith("/") || /[\0\n\r]/.test(d)) problems.push(`QUANTIX_SHARED_DIRS: ${JSON.stringify(d)} must be an absolute path without control characters`);
+  return dirs;
 }

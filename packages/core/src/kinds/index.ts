@@ -13,6 +13,10 @@ export * from "./credential-kind.js";
 export * from "./quota-kind.js";
 export * from "./audit-record-kind.js";
 export * from "./join-token-kind.js";
+export * from "./storage-pool-kind.js";
+export * from "./volume-kind.js";
+export * from "./image-kind.js";
+export * from "./snapshot-kind.js";
 
 import type { Kind, Resource } from "../resource/kind.js";
 import { EVENT_KIND } from "./event-kind.js";
@@ -30,6 +34,10 @@ import { API_TOKEN_KIND } from "./api-token-kind.js";
 import { ROLE_BINDING_KIND } from "./role-binding-kind.js";
 import { SIGNING_KEY_KIND } from "./signing-key-kind.js";
 import { CREDENTIAL_KIND } from "./credential-kind.js";
+import { STORAGE_POOL_KIND } from "./storage-pool-kind.js";
+import { VOLUME_KIND } from "./volume-kind.js";
+import { IMAGE_KIND } from "./image-kind.js";
+import { SNAPSHOT_KIND } from "./snapshot-kind.js";
 
 /** Every kind the control plane keeps: each store registers them all. */
-export const ALL_KINDS: readonly Kind<Resource>[] = [VM_KIND, NODE_KIND, EVENT_KIND, MIGRATION_KIND, NODE_TOMBSTONE_KIND, PROJECT_KIND, USER_KIND, SERVICE_ACCOUNT_KIND, API_TOKEN_KIND, ROLE_BINDING_KIND, SIGNING_KEY_KIND, CREDENTIAL_KIND, QUOTA_KIND, AUDIT_RECORD_KIND, JOIN_TOKEN_KIND] as unknown as Kind<Resource>[];
+export const ALL_KINDS: readonly Kind<Resource>[] = [VM_KIND, NODE_KIND, EVENT_KIND, MIGRATION_KIND, NODE_TOMBSTONE_KIND, PROJECT_KIND, USER_KIND, SERVICE_ACCOUNT_KIND, API_TOKEN_KIND, ROLE_BINDING_KIND, SIGNING_KEY_KIND, CREDENTIAL_KIND, QUOTA_KIND, AUDIT_RECORD_KIND, JOIN_TOKEN_KIND, STORAGE_POOL_KIND, VOLUME_KIND, IMAGE_KIND, SNAPSHOT_KIND] as unknown as Kind<Resource>[];

@@ -37,6 +37,12 @@ export function vmUsage(vm: VirtualMachine | undefined): Usage {
   return { ...NO_USAGE, vms: 1, vcpus: d.vcpus, memory_mib: d.memoryMib };
 }
 
+/** What a volume counts against its project's quota: one volume and its size, until it is finally removed. */
+export function volumeUsage(v: { spec?: { sizeGib: bigint } | undefined } | undefined): Usage {
+  if (!v) return NO_USAGE;
+  return { ...NO_USAGE, volumes: 1, volume_gib: Number(v.spec?.sizeGib ?? 0n) };
+}
+
 /** `a - b`, per resource. */
 export function usageDelta(after: Usage, before: Usage): Usage {
   return Object.fromEntries(QUOTA_RESOURCES.map((r) => [r, after[r] - before[r]])) as Record<QuotaResource, number>;

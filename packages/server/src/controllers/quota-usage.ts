@@ -1,4 +1,4 @@
-import { allOf, newQuota, QUOTA_KIND, QuantixError, toQuotaUsage, usageSum, usedOf, VM_KIND, vmUsage, type Clock, type Resource, type Store, type Timers, type Usage } from "@quantix/core";
+import { allOf, newQuota, QUOTA_KIND, QuantixError, toQuotaUsage, usageSum, usedOf, VM_KIND, vmUsage, VOLUME_KIND, volumeUsage, type Clock, type Resource, type Store, type Timers, type Usage } from "@quantix/core";
 import type { Quota } from "@quantix/api/gen/Quantixkvm/quota/v1/quota_pb.js";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "@quantix/rpc";
@@ -7,8 +7,8 @@ import { Controller } from "../runtime/controller.js";
 /** The actor name of the quota usage controller. */
 export const QUOTA_USAGE = "quota-usage";
 
-/** The resources this controller recounts (those of kinds that exist: VMs). */
-const COUNTED = ["vms", "vcpus", "memory_mib"] as const;
+/** The resources this controller recounts (those of kinds that exist: VMs and volumes). */
+const COUNTED = ["vms", "vcpus", "memory_mib", "volumes", "volume_gib"] as const;
 
 /**
  * The safety net under the quota ledger: every `resyncMs` (and at start), on the leader,
@@ -22,6 +22,7 @@ const COUNTED = ["vms", "vcpus", "memory_mib"] as const;
 export function quotaUsageController(deps: { store: Store; clock: Clock; timers?: Timers; log: Logger; resyncMs?: number }): Controller {
   const quotas = deps.store.of(QUOTA_KIND);
   const vms = deps.store.of(VM_KIND);
+  const volumes = deps.store.of(VOLUME_KIND);
   return new Controller(
     {
       name: QUOTA_USAGE,
@@ -30,12 +31,14 @@ export function quotaUsageController(deps: { store: Store; clock: Clock; timers?
         const seen = new Set<string>();
         for await (const o of allOf(quotas)) seen.add(o.id);
         for await (const vm of allOf(vms)) seen.add(vm.projectId);
+        for await (const v of allOf(volumes)) seen.add(v.projectId);
         yield* seen;
       },
       reconcile: async (projectId) => {
         const q = await quotas.get(projectId);
         const list: Usage[] = [];
         for await (const vm of allOf(vms, { where: { project_id: projectId } })) list.push(vmUsage(vm));
+        for await (const v of allOf(volumes, { where: { project_id: projectId } })) list.push(volumeUsage(v));
         const actual = usageSum(list);
         const used = usedOf(q);
         const drift = COUNTED.filter((r) => used[r] !== actual[r]);

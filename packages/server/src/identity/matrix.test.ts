@@ -14,6 +14,9 @@ import { after, before, describe, test } from "node:test";
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+import { StoragePoolType } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
+import { StoragePoolService } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
+import { VolumeService } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
 import { PrincipalType, Role } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_pb.js";
 import { IdentityService } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_service_pb.js";
 import { ProjectService } from "@quantix/api/gen/Quantixkvm/identity/v1/project_service_pb.js";
@@ -132,7 +135,64 @@ async function requestFor(w: World, m: DescMethod, project: string, vm: string):
   if (s === "Quantixkvm.event.v1.EventService") return { projectId: project };
   if (s === "Quantixkvm.quota.v1.QuotaService") return m.name === "SetQuota" ? { projectId: project, limits: { vms: 100n } } : { projectId: project };
   if (s === "Quantixkvm.audit.v1.AuditService") return { projectId: project };
+  if (s === StoragePoolService.typeName) {
+    switch (m.name) {
+      case "CreateStoragePool":
+        return { name, spec: { type: StoragePoolType.LOCAL_DIR } };
+      case "DeleteStoragePool":
+        return { id: (await w.admin(StoragePoolService).createStoragePool({ name, spec: { type: StoragePoolType.LOCAL_DIR } })).id };
+      case "UpdateStoragePool":
+        return { id: await poolOf(w), description: "matrix", updateMask: { paths: ["description"] } };
+      default:
+        return m.name.startsWith("List") || m.name.startsWith("Watch") ? {} : { id: await poolOf(w) };
+    }
+  }
+  if (s === VolumeService.typeName) {
+    switch (m.name) {
+      case "CreateVolume":
+        return { name, projectId: project, spec: { sizeGib: 1n, poolId: await poolOf(w) } };
+      case "ListVolumes":
+      case "WatchVolumes":
+        return { projectId: project };
+      case "UpdateVolume":
+        return { id: await volumeIn(w, project), description: "matrix", updateMask: { paths: ["description"] } };
+      case "DeleteVolume":
+        return { id: (await w.admin(VolumeService).createVolume({ name, projectId: project, spec: { sizeGib: 1n, poolId: await poolOf(w) } })).id };
+      case "ResizeVolume":
+        return { id: await volumeIn(w, project), newSizeGib: 1n };
+      case "CloneVolume":
+        return { id: await volumeIn(w, project), name };
+      case "AttachVolume":
+      case "DetachVolume":
+        return { id: await volumeIn(w, project), vmId: project === w.projectA ? w.vmA : w.vmB };
+      default:
+        return { id: await volumeIn(w, project) };
+    }
+  }
   return {};
+}
+
+const pools = new Map<World, Promise<string>>();
+const volumesByProject = new Map<string, Promise<string>>();
+
+/** A storage pool of the world (made once). */
+function poolOf(w: World): Promise<string> {
+  let p = pools.get(w);
+  if (!p) {
+    p = w.admin(StoragePoolService).createStoragePool({ name: "matrix-pool", spec: { type: StoragePoolType.LOCAL_DIR } }).then((x) => x.id);
+    pools.set(w, p);
+  }
+  return p;
+}
+
+/** A volume in `project` (made once per project). */
+function volumeIn(w: World, project: string): Promise<string> {
+  let v = volumesByProject.get(project);
+  if (!v) {
+    v = poolOf(w).then(async (poolId) => (await w.admin(VolumeService).createVolume({ name: "matrix-volume", projectId: project, spec: { sizeGib: 1n, poolId } })).id);
+    volumesByProject.set(project, v);
+  }
+  return v;
 }
 
 async function serviceAccount(w: World): Promise<string> {

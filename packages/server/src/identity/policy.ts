@@ -1,4 +1,4 @@
-import { DEFAULT_PROJECT_ID, MIGRATION_KIND, VM_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
+import { DEFAULT_PROJECT_ID, MIGRATION_KIND, VM_KIND, VOLUME_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
 
 /**
  * Where a project-scoped RPC finds the project it acts in:
@@ -38,6 +38,7 @@ const authed: Policy = { access: "authenticated" };
 const clusterRead: Policy = { access: "cluster-read" };
 const admin: Policy = { access: "system-admin" };
 const agent: Policy = { access: "agent" };
+const volume = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: VOLUME_KIND as unknown as Kind<Resource>, field, after } });
 const vm = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: VM_KIND as unknown as Kind<Resource>, field, after } });
 const list = (role: ProjectRole = "reader", cluster = false): Policy => ({ access: "project", role, target: { from: "list", cluster } });
 const inRequest = (role: ProjectRole, field = "project_id", o: { dflt?: string; hide?: boolean } = {}): Policy => ({ access: "project", role, target: { from: "request", field, ...o } });
@@ -66,6 +67,7 @@ const AUDIT = "Quantixkvm.audit.v1.AuditService";
 const PROJECTS = "Quantixkvm.identity.v1.ProjectService";
 const VMM = "vmm.v1.VmService";
 const DOM = "virtualdom.v1.MemoryGateway";
+const VOLUMES = "Quantixkvm.storage.v1.VolumeService";
 
 /**
  * The policy of every RPC of every service the control plane serves or lists, by
@@ -174,14 +176,19 @@ export const POLICY: Readonly<Record<string, Policy>> = {
   "Quantixkvm.storage.v1.StoragePoolService/DeleteStoragePool": admin,
   "Quantixkvm.storage.v1.StoragePoolService/RefreshStoragePool": admin,
   "Quantixkvm.storage.v1.StoragePoolService/WatchStoragePools": clusterRead,
-  ...projectCrud("Quantixkvm.storage.v1.VolumeService", "Volumes", "Volume", {
-    ResizeVolume: pending("member"),
-    AttachVolume: pending("member"),
-    DetachVolume: pending("member"),
-    CloneVolume: pending("member"),
-    // Moving a volume between pools is an operator's action.
-    MigrateVolume: admin,
-  }),
+  // A volume's project decides: readers read, members write; a clone stays in its source's project.
+  [`${VOLUMES}/CreateVolume`]: inRequest("member", "project_id", { dflt: DEFAULT_PROJECT_ID }),
+  [`${VOLUMES}/GetVolume`]: volume("reader", "id", true),
+  [`${VOLUMES}/ListVolumes`]: list(),
+  [`${VOLUMES}/WatchVolumes`]: list(),
+  [`${VOLUMES}/UpdateVolume`]: volume("member"),
+  [`${VOLUMES}/DeleteVolume`]: volume("member"),
+  [`${VOLUMES}/ResizeVolume`]: volume("member"),
+  [`${VOLUMES}/AttachVolume`]: volume("member"),
+  [`${VOLUMES}/DetachVolume`]: volume("member"),
+  [`${VOLUMES}/CloneVolume`]: volume("member"),
+  // Moving a volume between pools is an operator's action.
+  [`${VOLUMES}/MigrateVolume`]: admin,
   ...projectCrud("Quantixkvm.storage.v1.SnapshotService", "Snapshots", "Snapshot", { RevertToSnapshot: pending("member") }),
   ...projectCrud("Quantixkvm.storage.v1.ImageService", "Images", "Image", { ImportImage: pending("member"), UploadImage: pending("member") }),
 

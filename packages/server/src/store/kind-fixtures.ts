@@ -10,6 +10,10 @@ import { AuditRecordSchema } from "@quantix/api/gen/Quantixkvm/audit/v1/audit_pb
 import { QuotaSchema } from "@quantix/api/gen/Quantixkvm/quota/v1/quota_pb.js";
 import { ApiTokenSchema, PrincipalType, Role, ServiceAccountSchema, SigningKeySchema, UserSchema } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_pb.js";
 import { CredentialSchema } from "@quantix/api/gen/Quantixkvm/identity/v1/credential_pb.js";
+import { StoragePoolSchema } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
+import { VolumeSchema } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
+import { ImageSchema } from "@quantix/api/gen/Quantixkvm/storage/v1/image_pb.js";
+import { SnapshotSchema } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_pb.js";
 import { ProjectSchema, RoleBindingSchema } from "@quantix/api/gen/Quantixkvm/identity/v1/project_pb.js";
 import {
   API_TOKEN_KIND,
@@ -25,6 +29,10 @@ import {
   ROLE_BINDING_KIND,
   SERVICE_ACCOUNT_KIND,
   SIGNING_KEY_KIND,
+  STORAGE_POOL_KIND,
+  VOLUME_KIND,
+  IMAGE_KIND,
+  SNAPSHOT_KIND,
   USER_KIND,
   VM_KIND,
   type FieldValue,
@@ -222,4 +230,75 @@ const joinToken: KindFixture = {
   scope: (tag) => ({ values: { node_name: tag }, where: { node_name: tag } }),
 };
 
-export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone, project, user, serviceAccount, apiToken, roleBinding, signingKey, credential, quota, auditRecord, joinToken];
+const storagePool: KindFixture = {
+  kind: STORAGE_POOL_KIND as unknown as Kind<Resource>,
+  make: (v, labels = {}) =>
+    create(StoragePoolSchema, {
+      id: randomUUID(),
+      name: str(v["name"], `pool-${short()}`),
+      labels,
+      spec: { type: int(v["type"], 1) },
+      status: { state: int(v["state"], 2) },
+      createdAt: ms(v["created_at"], NOW),
+      generation: 1n,
+    }),
+  scope: (tag) => ({ values: {}, labels: { scope: tag }, labelFilter: { scope: tag } }),
+};
+
+const volume: KindFixture = {
+  kind: VOLUME_KIND as unknown as Kind<Resource>,
+  make: (v, labels = {}) =>
+    create(VolumeSchema, {
+      id: randomUUID(),
+      projectId: str(v["project_id"], randomUUID()),
+      name: str(v["name"], `vol-${short()}`),
+      labels,
+      spec: {
+        sizeGib: BigInt(int(v["size_gib"], 1)),
+        poolId: str(v["pool_id"], randomUUID()),
+        bootable: typeof v["bootable"] === "boolean" ? v["bootable"] : false,
+        ...(str(v["source_volume_id"], "") !== "" ? { source: { source: { case: "volumeId" as const, value: str(v["source_volume_id"], "") } } } : {}),
+      },
+      status: { state: int(v["state"], 11), ...(str(v["vm_id"], "") !== "" ? { attachments: [{ vmId: str(v["vm_id"], "") }] } : {}) },
+      createdAt: ms(v["created_at"], NOW),
+      generation: 1n,
+    }),
+  scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
+  // A volume a node has started to create has a file to remove.
+  busy: { state: 2 },
+};
+
+const image: KindFixture = {
+  kind: IMAGE_KIND as unknown as Kind<Resource>,
+  make: (v, labels = {}) =>
+    create(ImageSchema, {
+      id: randomUUID(),
+      projectId: str(v["project_id"], randomUUID()),
+      name: str(v["name"], `img-${short()}`),
+      labels,
+      spec: { poolId: str(v["pool_id"], randomUUID()), source: { source: { case: "url", value: "https://example.com/debian.qcow2" } } },
+      status: { state: int(v["state"], 1) },
+      createdAt: ms(v["created_at"], NOW),
+      generation: 1n,
+    }),
+  scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
+};
+
+const snapshot: KindFixture = {
+  kind: SNAPSHOT_KIND as unknown as Kind<Resource>,
+  make: (v, labels = {}) => {
+    const vmId = str(v["vm_id"], "");
+    return create(SnapshotSchema, {
+      id: randomUUID(),
+      projectId: str(v["project_id"], randomUUID()),
+      name: str(v["name"], `snap-${short()}`),
+      labels,
+      spec: { target: vmId !== "" ? { case: "vmId", value: vmId } : { case: "volumeId", value: str(v["volume_id"], randomUUID()) } },
+      status: { state: int(v["state"], 1) },
+      createdAt: ms(v["created_at"], NOW),
+    });
+  },
+  scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
+};
+
+export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone, project, user, serviceAccount, apiToken, roleBinding, signingKey, credential, quota, auditRecord, joinToken, storagePool, volume, image, snapshot];

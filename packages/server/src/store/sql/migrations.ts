@@ -322,6 +322,115 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
       CREATE INDEX quantix_join_tokens_by_node_name_created_ms ON quantix_join_tokens (node_name, created_ms, id);
     `,
   },
+  {
+    version: 10,
+    name: "storage pools, volumes, images and snapshots",
+    // Pools are the cluster's (unique by name); volumes a project's (unique by name in it),
+    // found by pool, by the volume they were cloned from and by the VM they are attached to;
+    // images a project's; snapshots found by the volume or VM they were taken of.
+    sql: `
+      CREATE TABLE quantix_storage_pools (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        labels jsonb NOT NULL,
+        name text COLLATE "C" NOT NULL,
+        type int NOT NULL,
+        state int NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_storage_pools_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_storage_pools_by_name ON quantix_storage_pools (name, id);
+      CREATE INDEX quantix_storage_pools_by_created_ms ON quantix_storage_pools (created_ms, id);
+      CREATE INDEX quantix_storage_pools_by_name_created_ms ON quantix_storage_pools (name, created_ms, id);
+      CREATE INDEX quantix_storage_pools_labels ON quantix_storage_pools USING gin (labels jsonb_path_ops);
+      CREATE TABLE quantix_volumes (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        labels jsonb NOT NULL,
+        project_id text COLLATE "C" NOT NULL,
+        name text COLLATE "C" NOT NULL,
+        state int NOT NULL,
+        volume_id text COLLATE "C" NOT NULL,
+        pool_id text COLLATE "C" NOT NULL,
+        source_volume_id text COLLATE "C" NOT NULL,
+        vm_id text COLLATE "C" NOT NULL,
+        bootable boolean NOT NULL,
+        size_gib bigint NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_volumes_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_volumes_by_name ON quantix_volumes (name, id);
+      CREATE INDEX quantix_volumes_by_created_ms ON quantix_volumes (created_ms, id);
+      CREATE INDEX quantix_volumes_by_size_gib ON quantix_volumes (size_gib, id);
+      CREATE INDEX quantix_volumes_by_project_id_name ON quantix_volumes (project_id, name, id);
+      CREATE INDEX quantix_volumes_by_project_id_created_ms ON quantix_volumes (project_id, created_ms, id);
+      CREATE INDEX quantix_volumes_by_project_id_size_gib ON quantix_volumes (project_id, size_gib, id);
+      CREATE INDEX quantix_volumes_by_name_created_ms ON quantix_volumes (name, created_ms, id);
+      CREATE INDEX quantix_volumes_by_name_size_gib ON quantix_volumes (name, size_gib, id);
+      CREATE INDEX quantix_volumes_by_volume_id_name ON quantix_volumes (volume_id, name, id);
+      CREATE INDEX quantix_volumes_by_volume_id_created_ms ON quantix_volumes (volume_id, created_ms, id);
+      CREATE INDEX quantix_volumes_by_volume_id_size_gib ON quantix_volumes (volume_id, size_gib, id);
+      CREATE INDEX quantix_volumes_by_pool_id_name ON quantix_volumes (pool_id, name, id);
+      CREATE INDEX quantix_volumes_by_pool_id_created_ms ON quantix_volumes (pool_id, created_ms, id);
+      CREATE INDEX quantix_volumes_by_pool_id_size_gib ON quantix_volumes (pool_id, size_gib, id);
+      CREATE INDEX quantix_volumes_by_source_volume_id_name ON quantix_volumes (source_volume_id, name, id);
+      CREATE INDEX quantix_volumes_by_source_volume_id_created_ms ON quantix_volumes (source_volume_id, created_ms, id);
+      CREATE INDEX quantix_volumes_by_source_volume_id_size_gib ON quantix_volumes (source_volume_id, size_gib, id);
+      CREATE INDEX quantix_volumes_by_vm_id_name ON quantix_volumes (vm_id, name, id);
+      CREATE INDEX quantix_volumes_by_vm_id_created_ms ON quantix_volumes (vm_id, created_ms, id);
+      CREATE INDEX quantix_volumes_by_vm_id_size_gib ON quantix_volumes (vm_id, size_gib, id);
+      CREATE INDEX quantix_volumes_labels ON quantix_volumes USING gin (labels jsonb_path_ops);
+      CREATE TABLE quantix_images (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        labels jsonb NOT NULL,
+        project_id text COLLATE "C" NOT NULL,
+        name text COLLATE "C" NOT NULL,
+        state int NOT NULL,
+        pool_id text COLLATE "C" NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_images_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_images_by_name ON quantix_images (name, id);
+      CREATE INDEX quantix_images_by_created_ms ON quantix_images (created_ms, id);
+      CREATE INDEX quantix_images_by_project_id_name ON quantix_images (project_id, name, id);
+      CREATE INDEX quantix_images_by_project_id_created_ms ON quantix_images (project_id, created_ms, id);
+      CREATE INDEX quantix_images_by_name_created_ms ON quantix_images (name, created_ms, id);
+      CREATE INDEX quantix_images_by_pool_id_name ON quantix_images (pool_id, name, id);
+      CREATE INDEX quantix_images_by_pool_id_created_ms ON quantix_images (pool_id, created_ms, id);
+      CREATE INDEX quantix_images_labels ON quantix_images USING gin (labels jsonb_path_ops);
+      CREATE TABLE quantix_snapshots (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        labels jsonb NOT NULL,
+        project_id text COLLATE "C" NOT NULL,
+        name text COLLATE "C" NOT NULL,
+        state int NOT NULL,
+        volume_id text COLLATE "C" NOT NULL,
+        vm_id text COLLATE "C" NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_snapshots_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_snapshots_by_name ON quantix_snapshots (name, id);
+      CREATE INDEX quantix_snapshots_by_created_ms ON quantix_snapshots (created_ms, id);
+      CREATE INDEX quantix_snapshots_by_project_id_name ON quantix_snapshots (project_id, name, id);
+      CREATE INDEX quantix_snapshots_by_project_id_created_ms ON quantix_snapshots (project_id, created_ms, id);
+      CREATE INDEX quantix_snapshots_by_name_created_ms ON quantix_snapshots (name, created_ms, id);
+      CREATE INDEX quantix_snapshots_by_volume_id_name ON quantix_snapshots (volume_id, name, id);
+      CREATE INDEX quantix_snapshots_by_volume_id_created_ms ON quantix_snapshots (volume_id, created_ms, id);
+      CREATE INDEX quantix_snapshots_by_vm_id_name ON quantix_snapshots (vm_id, name, id);
+      CREATE INDEX quantix_snapshots_by_vm_id_created_ms ON quantix_snapshots (vm_id, created_ms, id);
+      CREATE INDEX quantix_snapshots_labels ON quantix_snapshots USING gin (labels jsonb_path_ops);
+    `,
+  },
 ];
 
 /** The newest schema version this binary knows. */

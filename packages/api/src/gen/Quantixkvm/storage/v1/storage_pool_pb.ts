@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file Quantixkvm/storage/v1/storage_pool.proto.
  */
 export const file_Quantixkvm_storage_v1_storage_pool: GenFile = /*@__PURE__*/
-  fileDesc("CihRdWFudGl4a3ZtL3N0b3JhZ2UvdjEvc3RvcmFnZV9wb29sLnByb3RvEhVRdWFudGl4a3ZtLnN0b3JhZ2UudjEiqQMKC1N0b3JhZ2VQb29sEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSPgoGbGFiZWxzGAMgAygLMi4uUXVhbnRpeGt2bS5zdG9yYWdlLnYxLlN0b3JhZ2VQb29sLkxhYmVsc0VudHJ5EhMKC2Rlc2NyaXB0aW9uGAQgASgJEjQKBHNwZWMYBSABKAsyJi5RdWFudGl4a3ZtLnN0b3JhZ2UudjEuU3RvcmFnZVBvb2xTcGVjEjgKBnN0YXR1cxgGIAEoCzIoLlF1YW50aXhrdm0uc3RvcmFnZS52MS5TdG9yYWdlUG9vbFN0YXR1cxIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChByZXNvdXJjZV92ZXJzaW9uGAkgASgEEhIKCmdlbmVyYXRpb24YCiABKAMaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLCBQoPU3RvcmFnZVBvb2xTcGVjEjQKBHR5cGUYASABKA4yJi5RdWFudGl4a3ZtLnN0b3JhZ2UudjEuU3RvcmFnZVBvb2xUeXBlEhgKEG92ZXJjb21taXRfcmF0aW8YAiABKAESEAoIbm9kZV9pZHMYAyADKAkSTwoNbm9kZV9zZWxlY3RvchgEIAMoCzI4LlF1YW50aXhrdm0uc3RvcmFnZS52MS5TdG9yYWdlUG9vbFNwZWMuTm9kZVNlbGVjdG9yRW50cnkSEgoKaXNfZGVmYXVsdBgFIAEoCBJCChVkZWZhdWx0X3ZvbHVtZV9mb3JtYXQYBiABKA4yIy5RdWFudGl4a3ZtLnN0b3JhZ2UudjEuVm9sdW1lRm9ybWF0EhAKCGRpc2FibGVkGAcgASgIEhQKDHJlc2VydmVkX2dpYhgIIAEoBBI6Cglsb2NhbF9kaXIYCiABKAsyJS5RdWFudGl4a3ZtLnN0b3JhZ2UudjEuTG9jYWxEaXJDb25maWdIABIvCgNsdm0YCyABKAsyIC5RdWFudGl4a3ZtLnN0b3JhZ2UudjEuTHZtQ29uZmlnSAASLwoDemZzGAwgASgLMiAuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLlpmc0NvbmZpZ0gAEjgKCGNlcGhfcmJkGA0gASgLMiQuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLkNlcGhSYmRDb25maWdIABIvCgNuZnMYDiABKAsyIC5RdWFudGl4a3ZtLnN0b3JhZ2UudjEuTmZzQ29uZmlnSAASMwoFaXNjc2kYDyABKAsyIi5RdWFudGl4a3ZtLnN0b3JhZ2UudjEuSXNjc2lDb25maWdIABozChFOb2RlU2VsZWN0b3JFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgkKB2JhY2tlbmQiHgoOTG9jYWxEaXJDb25maWcSDAoEcGF0aBgBIAEoCSI0CglMdm1Db25maWcSFAoMdm9sdW1lX2dyb3VwGAEgASgJEhEKCXRoaW5fcG9vbBgCIAEoCSJGCglaZnNDb25maWcSDwoHZGF0YXNldBgBIAEoCRIOCgZzcGFyc2UYAiABKAgSGAoQYmxvY2tfc2l6ZV9ieXRlcxgDIAEoDSJdCg1DZXBoUmJkQ29uZmlnEhAKCG1vbml0b3JzGAEgAygJEgwKBHBvb2wYAiABKAkSEQoJbmFtZXNwYWNlGAMgASgJEgwKBHVzZXIYBCABKAkSCwoDa2V5GAUgASgJIlgKCU5mc0NvbmZpZxIOCgZzZXJ2ZXIYASABKAkSEwoLZXhwb3J0X3BhdGgYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRIVCg1tb3VudF9vcHRpb25zGAQgASgJImoKC0lzY3NpQ29uZmlnEg4KBnBvcnRhbBgBIAEoCRISCgp0YXJnZXRfaXFuGAIgASgJEgsKA2x1bhgDIAEoDRIVCg1jaGFwX3VzZXJuYW1lGAQgASgJEhMKC2NoYXBfc2VjcmV0GAUgASgJIskDChFTdG9yYWdlUG9vbFN0YXR1cxI2CgVzdGF0ZRgBIAEoDjInLlF1YW50aXhrdm0uc3RvcmFnZS52MS5TdG9yYWdlUG9vbFN0YXRlEhYKDmNhcGFjaXR5X2J5dGVzGAIgASgEEhcKD2FsbG9jYXRlZF9ieXRlcxgDIAEoBBISCgp1c2VkX2J5dGVzGAQgASgEEhcKD2F2YWlsYWJsZV9ieXRlcxgFIAEoBBIbChNwcm92aXNpb25hYmxlX2J5dGVzGAYgASgEEhQKDHZvbHVtZV9jb3VudBgHIAEoBRIOCgZzaGFyZWQYCCABKAgSOwoFbm9kZXMYCSADKAsyLC5RdWFudGl4a3ZtLnN0b3JhZ2UudjEuU3RvcmFnZVBvb2xOb2RlU3RhdHVzEhUKDWVycm9yX21lc3NhZ2UYCiABKAkSMwoKY29uZGl0aW9ucxgLIAMoCzIfLlF1YW50aXhrdm0uY29tbW9uLnYxLkNvbmRpdGlvbhIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAwgASgDEjUKEWxhc3RfcmVmcmVzaGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKtAQoVU3RvcmFnZVBvb2xOb2RlU3RhdHVzEg8KB25vZGVfaWQYASABKAkSEQoJYXZhaWxhYmxlGAIgASgIEhYKDmNhcGFjaXR5X2J5dGVzGAMgASgEEhcKD2F2YWlsYWJsZV9ieXRlcxgEIAEoBBIPCgdtZXNzYWdlGAUgASgJEi4KCmNoZWNrZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKuMBCg9TdG9yYWdlUG9vbFR5cGUSIQodU1RPUkFHRV9QT09MX1RZUEVfVU5TUEVDSUZJRUQQABIfChtTVE9SQUdFX1BPT0xfVFlQRV9MT0NBTF9ESVIQARIZChVTVE9SQUdFX1BPT0xfVFlQRV9MVk0QAhIZChVTVE9SQUdFX1BPT0xfVFlQRV9aRlMQAxIeChpTVE9SQUdFX1BPT0xfVFlQRV9DRVBIX1JCRBAEEhkKFVNUT1JBR0VfUE9PTF9UWVBFX05GUxAFEhsKF1NUT1JBR0VfUE9PTF9UWVBFX0lTQ1NJEAYqXQoMVm9sdW1lRm9ybWF0Eh0KGVZPTFVNRV9GT1JNQVRfVU5TUEVDSUZJRUQQABIVChFWT0xVTUVfRk9STUFUX1JBVxABEhcKE1ZPTFVNRV9GT1JNQVRfUUNPVzIQAiraAQoQU3RvcmFnZVBvb2xTdGF0ZRIiCh5TVE9SQUdFX1BPT0xfU1RBVEVfVU5TUEVDSUZJRUQQABIeChpTVE9SQUdFX1BPT0xfU1RBVEVfUEVORElORxABEhwKGFNUT1JBR0VfUE9PTF9TVEFURV9SRUFEWRACEh8KG1NUT1JBR0VfUE9PTF9TVEFURV9ERUdSQURFRBADEiIKHlNUT1JBR0VfUE9PTF9TVEFURV9VTkFWQUlMQUJMRRAEEh8KG1NUT1JBR0VfUE9PTF9TVEFURV9ERUxFVElORxAFYgZwcm90bzM", [file_Quantixkvm_common_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("CihRdWFudGl4a3ZtL3N0b3JhZ2UvdjEvc3RvcmFnZV9wb29sLnByb3RvEhVRdWFudGl4a3ZtLnN0b3JhZ2UudjEi+AMKC1N0b3JhZ2VQb29sEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSPgoGbGFiZWxzGAMgAygLMi4uUXVhbnRpeGt2bS5zdG9yYWdlLnYxLlN0b3JhZ2VQb29sLkxhYmVsc0VudHJ5EhMKC2Rlc2NyaXB0aW9uGAQgASgJEjQKBHNwZWMYBSABKAsyJi5RdWFudGl4a3ZtLnN0b3JhZ2UudjEuU3RvcmFnZVBvb2xTcGVjEjgKBnN0YXR1cxgGIAEoCzIoLlF1YW50aXhrdm0uc3RvcmFnZS52MS5TdG9yYWdlUG9vbFN0YXR1cxIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChByZXNvdXJjZV92ZXJzaW9uGAkgASgEEhIKCmdlbmVyYXRpb24YCiABKAMSEgoKZmluYWxpemVycxgLIAMoCRI5ChVkZWxldGlvbl9yZXF1ZXN0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEigAYKD1N0b3JhZ2VQb29sU3BlYxI0CgR0eXBlGAEgASgOMiYuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLlN0b3JhZ2VQb29sVHlwZRIYChBvdmVyY29tbWl0X3JhdGlvGAIgASgBEhAKCG5vZGVfaWRzGAMgAygJEk8KDW5vZGVfc2VsZWN0b3IYBCADKAsyOC5RdWFudGl4a3ZtLnN0b3JhZ2UudjEuU3RvcmFnZVBvb2xTcGVjLk5vZGVTZWxlY3RvckVudHJ5EhIKCmlzX2RlZmF1bHQYBSABKAgSQgoVZGVmYXVsdF92b2x1bWVfZm9ybWF0GAYgASgOMiMuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLlZvbHVtZUZvcm1hdBIQCghkaXNhYmxlZBgHIAEoCBIUCgxyZXNlcnZlZF9naWIYCCABKAQSOgoJbG9jYWxfZGlyGAogASgLMiUuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLkxvY2FsRGlyQ29uZmlnSAASLwoDbHZtGAsgASgLMiAuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLkx2bUNvbmZpZ0gAEi8KA3pmcxgMIAEoCzIgLlF1YW50aXhrdm0uc3RvcmFnZS52MS5aZnNDb25maWdIABI4CghjZXBoX3JiZBgNIAEoCzIkLlF1YW50aXhrdm0uc3RvcmFnZS52MS5DZXBoUmJkQ29uZmlnSAASLwoDbmZzGA4gASgLMiAuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLk5mc0NvbmZpZ0gAEjMKBWlzY3NpGA8gASgLMiIuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLklzY3NpQ29uZmlnSAASPAoKc2hhcmVkX2RpchgQIAEoCzImLlF1YW50aXhrdm0uc3RvcmFnZS52MS5TaGFyZWREaXJDb25maWdIABozChFOb2RlU2VsZWN0b3JFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQgkKB2JhY2tlbmQiHgoOTG9jYWxEaXJDb25maWcSDAoEcGF0aBgBIAEoCSIfCg9TaGFyZWREaXJDb25maWcSDAoEcGF0aBgBIAEoCSI0CglMdm1Db25maWcSFAoMdm9sdW1lX2dyb3VwGAEgASgJEhEKCXRoaW5fcG9vbBgCIAEoCSJGCglaZnNDb25maWcSDwoHZGF0YXNldBgBIAEoCRIOCgZzcGFyc2UYAiABKAgSGAoQYmxvY2tfc2l6ZV9ieXRlcxgDIAEoDSJdCg1DZXBoUmJkQ29uZmlnEhAKCG1vbml0b3JzGAEgAygJEgwKBHBvb2wYAiABKAkSEQoJbmFtZXNwYWNlGAMgASgJEgwKBHVzZXIYBCABKAkSCwoDa2V5GAUgASgJIlgKCU5mc0NvbmZpZxIOCgZzZXJ2ZXIYASABKAkSEwoLZXhwb3J0X3BhdGgYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRIVCg1tb3VudF9vcHRpb25zGAQgASgJImoKC0lzY3NpQ29uZmlnEg4KBnBvcnRhbBgBIAEoCRISCgp0YXJnZXRfaXFuGAIgASgJEgsKA2x1bhgDIAEoDRIVCg1jaGFwX3VzZXJuYW1lGAQgASgJEhMKC2NoYXBfc2VjcmV0GAUgASgJIskDChFTdG9yYWdlUG9vbFN0YXR1cxI2CgVzdGF0ZRgBIAEoDjInLlF1YW50aXhrdm0uc3RvcmFnZS52MS5TdG9yYWdlUG9vbFN0YXRlEhYKDmNhcGFjaXR5X2J5dGVzGAIgASgEEhcKD2FsbG9jYXRlZF9ieXRlcxgDIAEoBBISCgp1c2VkX2J5dGVzGAQgASgEEhcKD2F2YWlsYWJsZV9ieXRlcxgFIAEoBBIbChNwcm92aXNpb25hYmxlX2J5dGVzGAYgASgEEhQKDHZvbHVtZV9jb3VudBgHIAEoBRIOCgZzaGFyZWQYCCABKAgSOwoFbm9kZXMYCSADKAsyLC5RdWFudGl4a3ZtLnN0b3JhZ2UudjEuU3RvcmFnZVBvb2xOb2RlU3RhdHVzEhUKDWVycm9yX21lc3NhZ2UYCiABKAkSMwoKY29uZGl0aW9ucxgLIAMoCzIfLlF1YW50aXhrdm0uY29tbW9uLnYxLkNvbmRpdGlvbhIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAwgASgDEjUKEWxhc3RfcmVmcmVzaGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKtAQoVU3RvcmFnZVBvb2xOb2RlU3RhdHVzEg8KB25vZGVfaWQYASABKAkSEQoJYXZhaWxhYmxlGAIgASgIEhYKDmNhcGFjaXR5X2J5dGVzGAMgASgEEhcKD2F2YWlsYWJsZV9ieXRlcxgEIAEoBBIPCgdtZXNzYWdlGAUgASgJEi4KCmNoZWNrZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKoUCCg9TdG9yYWdlUG9vbFR5cGUSIQodU1RPUkFHRV9QT09MX1RZUEVfVU5TUEVDSUZJRUQQABIfChtTVE9SQUdFX1BPT0xfVFlQRV9MT0NBTF9ESVIQARIZChVTVE9SQUdFX1BPT0xfVFlQRV9MVk0QAhIZChVTVE9SQUdFX1BPT0xfVFlQRV9aRlMQAxIeChpTVE9SQUdFX1BPT0xfVFlQRV9DRVBIX1JCRBAEEhkKFVNUT1JBR0VfUE9PTF9UWVBFX05GUxAFEhsKF1NUT1JBR0VfUE9PTF9UWVBFX0lTQ1NJEAYSIAocU1RPUkFHRV9QT09MX1RZUEVfU0hBUkVEX0RJUhAHKl0KDFZvbHVtZUZvcm1hdBIdChlWT0xVTUVfRk9STUFUX1VOU1BFQ0lGSUVEEAASFQoRVk9MVU1FX0ZPUk1BVF9SQVcQARIXChNWT0xVTUVfRk9STUFUX1FDT1cyEAIq2gEKEFN0b3JhZ2VQb29sU3RhdGUSIgoeU1RPUkFHRV9QT09MX1NUQVRFX1VOU1BFQ0lGSUVEEAASHgoaU1RPUkFHRV9QT09MX1NUQVRFX1BFTkRJTkcQARIcChhTVE9SQUdFX1BPT0xfU1RBVEVfUkVBRFkQAhIfChtTVE9SQUdFX1BPT0xfU1RBVEVfREVHUkFERUQQAxIiCh5TVE9SQUdFX1BPT0xfU1RBVEVfVU5BVkFJTEFCTEUQBBIfChtTVE9SQUdFX1BPT0xfU1RBVEVfREVMRVRJTkcQBWIGcHJvdG8z", [file_Quantixkvm_common_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * A storage pool: a place volumes, snapshots and images are stored (a directory, an LVM
@@ -94,6 +94,22 @@ export type StoragePool = Message<"Quantixkvm.storage.v1.StoragePool"> & {
    * @generated from field: int64 generation = 10;
    */
   generation: bigint;
+
+  /**
+   * Output only. What must happen before the pool goes: "quantix.io/pool" while its
+   * directory and marker may exist on a node (the pool controller removes them).
+   *
+   * @generated from field: repeated string finalizers = 11;
+   */
+  finalizers: string[];
+
+  /**
+   * Output only. When DeleteStoragePool was accepted; the pool then refuses new volumes
+   * and updates until its finalizers are removed, then it is deleted.
+   *
+   * @generated from field: google.protobuf.Timestamp deletion_requested_at = 12;
+   */
+  deletionRequestedAt?: Timestamp | undefined;
 };
 
 /**
@@ -225,6 +241,14 @@ export type StoragePoolSpec = Message<"Quantixkvm.storage.v1.StoragePoolSpec"> &
      */
     value: IscsiConfig;
     case: "iscsi";
+  } | {
+    /**
+     * Configuration for SHARED_DIR.
+     *
+     * @generated from field: Quantixkvm.storage.v1.SharedDirConfig shared_dir = 16;
+     */
+    value: SharedDirConfig;
+    case: "sharedDir";
   } | { case: undefined; value?: undefined };
 };
 
@@ -258,6 +282,29 @@ export const LocalDirConfigSchema: GenMessage<LocalDirConfig> = /*@__PURE__*/
   messageDesc(file_Quantixkvm_storage_v1_storage_pool, 2);
 
 /**
+ * A directory every node in the pool mounts at the same path.
+ *
+ * @generated from message Quantixkvm.storage.v1.SharedDirConfig
+ */
+export type SharedDirConfig = Message<"Quantixkvm.storage.v1.SharedDirConfig"> & {
+  /**
+   * Absolute path of the directory, the same on every node, at most 4096 characters, no
+   * "..", no control characters. Required. The nodes' agents accept only paths below the
+   * shared directories they are configured with.
+   *
+   * @generated from field: string path = 1;
+   */
+  path: string;
+};
+
+/**
+ * Describes the message Quantixkvm.storage.v1.SharedDirConfig.
+ * Use `create(SharedDirConfigSchema)` to create a new message.
+ */
+export const SharedDirConfigSchema: GenMessage<SharedDirConfig> = /*@__PURE__*/
+  messageDesc(file_Quantixkvm_storage_v1_storage_pool, 3);
+
+/**
  * An LVM volume group on each node.
  *
  * @generated from message Quantixkvm.storage.v1.LvmConfig
@@ -284,7 +331,7 @@ export type LvmConfig = Message<"Quantixkvm.storage.v1.LvmConfig"> & {
  * Use `create(LvmConfigSchema)` to create a new message.
  */
 export const LvmConfigSchema: GenMessage<LvmConfig> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_storage_v1_storage_pool, 3);
+  messageDesc(file_Quantixkvm_storage_v1_storage_pool, 4);
 
 /**
  * A ZFS dataset on each node.
@@ -319,7 +366,7 @@ export type ZfsConfig = Message<"Quantixkvm.storage.v1.ZfsConfig"> & {
  * Use `create(ZfsConfigSchema)` to create a new message.
  */
 export const ZfsConfigSchema: GenMessage<ZfsConfig> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_storage_v1_storage_pool, 4);
+  messageDesc(file_Quantixkvm_storage_v1_storage_pool, 5);
 
 /**
  * A Ceph RBD pool.
@@ -369,7 +416,7 @@ export type CephRbdConfig = Message<"Quantixkvm.storage.v1.CephRbdConfig"> & {
  * Use `create(CephRbdConfigSchema)` to create a new message.
  */
 export const CephRbdConfigSchema: GenMessage<CephRbdConfig> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_storage_v1_storage_pool, 5);
+  messageDesc(file_Quantixkvm_storage_v1_storage_pool, 6);
 
 /**
  * An NFS export.
@@ -411,7 +458,7 @@ export type NfsConfig = Message<"Quantixkvm.storage.v1.NfsConfig"> & {
  * Use `create(NfsConfigSchema)` to create a new message.
  */
 export const NfsConfigSchema: GenMessage<NfsConfig> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_storage_v1_storage_pool, 6);
+  messageDesc(file_Quantixkvm_storage_v1_storage_pool, 7);
 
 /**
  * An iSCSI LUN, carved into volumes with shared LVM.
@@ -461,7 +508,7 @@ export type IscsiConfig = Message<"Quantixkvm.storage.v1.IscsiConfig"> & {
  * Use `create(IscsiConfigSchema)` to create a new message.
  */
 export const IscsiConfigSchema: GenMessage<IscsiConfig> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_storage_v1_storage_pool, 7);
+  messageDesc(file_Quantixkvm_storage_v1_storage_pool, 8);
 
 /**
  * What is observed about a storage pool. Output only: written by the control plane and
@@ -570,7 +617,7 @@ export type StoragePoolStatus = Message<"Quantixkvm.storage.v1.StoragePoolStatus
  * Use `create(StoragePoolStatusSchema)` to create a new message.
  */
 export const StoragePoolStatusSchema: GenMessage<StoragePoolStatus> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_storage_v1_storage_pool, 8);
+  messageDesc(file_Quantixkvm_storage_v1_storage_pool, 9);
 
 /**
  * A storage pool as one node sees it.
@@ -626,7 +673,7 @@ export type StoragePoolNodeStatus = Message<"Quantixkvm.storage.v1.StoragePoolNo
  * Use `create(StoragePoolNodeStatusSchema)` to create a new message.
  */
 export const StoragePoolNodeStatusSchema: GenMessage<StoragePoolNodeStatus> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_storage_v1_storage_pool, 9);
+  messageDesc(file_Quantixkvm_storage_v1_storage_pool, 10);
 
 /**
  * The kind of storage backend.
@@ -682,6 +729,14 @@ export enum StoragePoolType {
    * @generated from enum value: STORAGE_POOL_TYPE_ISCSI = 6;
    */
   ISCSI = 6,
+
+  /**
+   * A directory every node in the pool mounts at the same path (shared_dir.path), holding
+   * raw or qcow2 files. Shared: VMs whose volumes are here migrate live without copying.
+   *
+   * @generated from enum value: STORAGE_POOL_TYPE_SHARED_DIR = 7;
+   */
+  SHARED_DIR = 7,
 }
 
 /**

@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file Quantixkvm/storage/v1/volume.proto.
  */
 export const file_Quantixkvm_storage_v1_volume: GenFile = /*@__PURE__*/
-  fileDesc("CiJRdWFudGl4a3ZtL3N0b3JhZ2UvdjEvdm9sdW1lLnByb3RvEhVRdWFudGl4a3ZtLnN0b3JhZ2UudjEiqQMKBlZvbHVtZRIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhIKCnByb2plY3RfaWQYAyABKAkSOQoGbGFiZWxzGAQgAygLMikuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLlZvbHVtZS5MYWJlbHNFbnRyeRITCgtkZXNjcmlwdGlvbhgFIAEoCRIvCgRzcGVjGAYgASgLMiEuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLlZvbHVtZVNwZWMSMwoGc3RhdHVzGAcgASgLMiMuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLlZvbHVtZVN0YXR1cxIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChByZXNvdXJjZV92ZXJzaW9uGAogASgEEhIKCmdlbmVyYXRpb24YCyABKAMaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKYAgoKVm9sdW1lU3BlYxIQCghzaXplX2dpYhgBIAEoBBIPCgdwb29sX2lkGAIgASgJEjMKBmZvcm1hdBgDIAEoDjIjLlF1YW50aXhrdm0uc3RvcmFnZS52MS5Wb2x1bWVGb3JtYXQSMwoGc291cmNlGAQgASgLMiMuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLlZvbHVtZVNvdXJjZRItCgNxb3MYBSABKAsyIC5RdWFudGl4a3ZtLnN0b3JhZ2UudjEuVm9sdW1lUW9zEhQKDG11bHRpX2F0dGFjaBgGIAEoCBIQCghib290YWJsZRgHIAEoCBITCgtwcmVhbGxvY2F0ZRgIIAEoCBIRCgllbmNyeXB0ZWQYCSABKAgiWAoMVm9sdW1lU291cmNlEhIKCGltYWdlX2lkGAEgASgJSAASFQoLc25hcHNob3RfaWQYAiABKAlIABITCgl2b2x1bWVfaWQYAyABKAlIAEIICgZzb3VyY2UinQIKCVZvbHVtZVFvcxIWCg5tYXhfdG90YWxfaW9wcxgBIAEoBBIVCg1tYXhfcmVhZF9pb3BzGAIgASgEEhYKDm1heF93cml0ZV9pb3BzGAMgASgEEiIKGm1heF90b3RhbF9ieXRlc19wZXJfc2Vjb25kGAQgASgEEiEKGW1heF9yZWFkX2J5dGVzX3Blcl9zZWNvbmQYBSABKAQSIgoabWF4X3dyaXRlX2J5dGVzX3Blcl9zZWNvbmQYBiABKAQSGAoQYnVyc3RfdG90YWxfaW9wcxgHIAEoBBIkChxidXJzdF90b3RhbF9ieXRlc19wZXJfc2Vjb25kGAggASgEEh4KFmJ1cnN0X2R1cmF0aW9uX3NlY29uZHMYCSABKA0ivwIKDFZvbHVtZVN0YXR1cxIxCgVzdGF0ZRgBIAEoDjIiLlF1YW50aXhrdm0uc3RvcmFnZS52MS5Wb2x1bWVTdGF0ZRI8CgthdHRhY2htZW50cxgCIAMoCzInLlF1YW50aXhrdm0uc3RvcmFnZS52MS5Wb2x1bWVBdHRhY2htZW50Eg8KB25vZGVfaWQYAyABKAkSEgoKdXNlZF9ieXRlcxgEIAEoBBIYChBwcm9ncmVzc19wZXJjZW50GAUgASgFEhUKDWVycm9yX21lc3NhZ2UYBiABKAkSMwoKY29uZGl0aW9ucxgHIAMoCzIfLlF1YW50aXhrdm0uY29tbW9uLnYxLkNvbmRpdGlvbhIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAggASgDEhYKDnNuYXBzaG90X2NvdW50GAkgASgFIs8BChBWb2x1bWVBdHRhY2htZW50Eg0KBXZtX2lkGAEgASgJEg8KB2Rpc2tfaWQYAiABKAkSKwoDYnVzGAMgASgOMh4uUXVhbnRpeGt2bS5jb21wdXRlLnYxLkRpc2tCdXMSEQoJcmVhZF9vbmx5GAQgASgIEg8KB25vZGVfaWQYBSABKAkSGQoRZ3Vlc3RfZGV2aWNlX2hpbnQYBiABKAkSLwoLYXR0YWNoZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKrkCCgtWb2x1bWVTdGF0ZRIcChhWT0xVTUVfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVWT0xVTUVfU1RBVEVfQ1JFQVRJTkcQARIaChZWT0xVTUVfU1RBVEVfQVZBSUxBQkxFEAISGgoWVk9MVU1FX1NUQVRFX0FUVEFDSElORxADEhcKE1ZPTFVNRV9TVEFURV9JTl9VU0UQBBIaChZWT0xVTUVfU1RBVEVfREVUQUNISU5HEAUSGQoVVk9MVU1FX1NUQVRFX1JFU0laSU5HEAYSGgoWVk9MVU1FX1NUQVRFX1JFVkVSVElORxAHEhoKFlZPTFVNRV9TVEFURV9NSUdSQVRJTkcQCBIZChVWT0xVTUVfU1RBVEVfREVMRVRJTkcQCRIWChJWT0xVTUVfU1RBVEVfRVJST1IQCmIGcHJvdG8z", [file_Quantixkvm_common_v1_common, file_Quantixkvm_compute_v1_vm, file_Quantixkvm_storage_v1_storage_pool, file_google_protobuf_timestamp]);
+  fileDesc("CiJRdWFudGl4a3ZtL3N0b3JhZ2UvdjEvdm9sdW1lLnByb3RvEhVRdWFudGl4a3ZtLnN0b3JhZ2UudjEi+AMKBlZvbHVtZRIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhIKCnByb2plY3RfaWQYAyABKAkSOQoGbGFiZWxzGAQgAygLMikuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLlZvbHVtZS5MYWJlbHNFbnRyeRITCgtkZXNjcmlwdGlvbhgFIAEoCRIvCgRzcGVjGAYgASgLMiEuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLlZvbHVtZVNwZWMSMwoGc3RhdHVzGAcgASgLMiMuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLlZvbHVtZVN0YXR1cxIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChByZXNvdXJjZV92ZXJzaW9uGAogASgEEhIKCmdlbmVyYXRpb24YCyABKAMSEgoKZmluYWxpemVycxgMIAMoCRI5ChVkZWxldGlvbl9yZXF1ZXN0ZWRfYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEimAIKClZvbHVtZVNwZWMSEAoIc2l6ZV9naWIYASABKAQSDwoHcG9vbF9pZBgCIAEoCRIzCgZmb3JtYXQYAyABKA4yIy5RdWFudGl4a3ZtLnN0b3JhZ2UudjEuVm9sdW1lRm9ybWF0EjMKBnNvdXJjZRgEIAEoCzIjLlF1YW50aXhrdm0uc3RvcmFnZS52MS5Wb2x1bWVTb3VyY2USLQoDcW9zGAUgASgLMiAuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLlZvbHVtZVFvcxIUCgxtdWx0aV9hdHRhY2gYBiABKAgSEAoIYm9vdGFibGUYByABKAgSEwoLcHJlYWxsb2NhdGUYCCABKAgSEQoJZW5jcnlwdGVkGAkgASgIImgKDFZvbHVtZVNvdXJjZRISCghpbWFnZV9pZBgBIAEoCUgAEhUKC3NuYXBzaG90X2lkGAIgASgJSAASEwoJdm9sdW1lX2lkGAMgASgJSAASDgoGbGlua2VkGAQgASgIQggKBnNvdXJjZSKdAgoJVm9sdW1lUW9zEhYKDm1heF90b3RhbF9pb3BzGAEgASgEEhUKDW1heF9yZWFkX2lvcHMYAiABKAQSFgoObWF4X3dyaXRlX2lvcHMYAyABKAQSIgoabWF4X3RvdGFsX2J5dGVzX3Blcl9zZWNvbmQYBCABKAQSIQoZbWF4X3JlYWRfYnl0ZXNfcGVyX3NlY29uZBgFIAEoBBIiChptYXhfd3JpdGVfYnl0ZXNfcGVyX3NlY29uZBgGIAEoBBIYChBidXJzdF90b3RhbF9pb3BzGAcgASgEEiQKHGJ1cnN0X3RvdGFsX2J5dGVzX3Blcl9zZWNvbmQYCCABKAQSHgoWYnVyc3RfZHVyYXRpb25fc2Vjb25kcxgJIAEoDSLbAgoMVm9sdW1lU3RhdHVzEjEKBXN0YXRlGAEgASgOMiIuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLlZvbHVtZVN0YXRlEjwKC2F0dGFjaG1lbnRzGAIgAygLMicuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLlZvbHVtZUF0dGFjaG1lbnQSDwoHbm9kZV9pZBgDIAEoCRISCgp1c2VkX2J5dGVzGAQgASgEEhgKEHByb2dyZXNzX3BlcmNlbnQYBSABKAUSFQoNZXJyb3JfbWVzc2FnZRgGIAEoCRIzCgpjb25kaXRpb25zGAcgAygLMh8uUXVhbnRpeGt2bS5jb21tb24udjEuQ29uZGl0aW9uEhsKE29ic2VydmVkX2dlbmVyYXRpb24YCCABKAMSFgoOc25hcHNob3RfY291bnQYCSABKAUSGgoSdmlydHVhbF9zaXplX2J5dGVzGAogASgEIs8BChBWb2x1bWVBdHRhY2htZW50Eg0KBXZtX2lkGAEgASgJEg8KB2Rpc2tfaWQYAiABKAkSKwoDYnVzGAMgASgOMh4uUXVhbnRpeGt2bS5jb21wdXRlLnYxLkRpc2tCdXMSEQoJcmVhZF9vbmx5GAQgASgIEg8KB25vZGVfaWQYBSABKAkSGQoRZ3Vlc3RfZGV2aWNlX2hpbnQYBiABKAkSLwoLYXR0YWNoZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKtMCCgtWb2x1bWVTdGF0ZRIcChhWT0xVTUVfU1RBVEVfVU5TUEVDSUZJRUQQABIZChVWT0xVTUVfU1RBVEVfQ1JFQVRJTkcQARIaChZWT0xVTUVfU1RBVEVfQVZBSUxBQkxFEAISGgoWVk9MVU1FX1NUQVRFX0FUVEFDSElORxADEhcKE1ZPTFVNRV9TVEFURV9JTl9VU0UQBBIaChZWT0xVTUVfU1RBVEVfREVUQUNISU5HEAUSGQoVVk9MVU1FX1NUQVRFX1JFU0laSU5HEAYSGgoWVk9MVU1FX1NUQVRFX1JFVkVSVElORxAHEhoKFlZPTFVNRV9TVEFURV9NSUdSQVRJTkcQCBIZChVWT0xVTUVfU1RBVEVfREVMRVRJTkcQCRIWChJWT0xVTUVfU1RBVEVfRVJST1IQChIYChRWT0xVTUVfU1RBVEVfUEVORElORxALYgZwcm90bzM", [file_Quantixkvm_common_v1_common, file_Quantixkvm_compute_v1_vm, file_Quantixkvm_storage_v1_storage_pool, file_google_protobuf_timestamp]);
 
 /**
  * A volume: a virtual disk in a storage pool, attachable to VMs. Users write spec,
@@ -105,6 +105,22 @@ export type Volume = Message<"Quantixkvm.storage.v1.Volume"> & {
    * @generated from field: int64 generation = 11;
    */
   generation: bigint;
+
+  /**
+   * Output only. What must happen before the volume goes: "quantix.io/volume" while its
+   * file may exist on a node (the volume controller removes it).
+   *
+   * @generated from field: repeated string finalizers = 12;
+   */
+  finalizers: string[];
+
+  /**
+   * Output only. When DeleteVolume was accepted; the volume then refuses every change
+   * until its finalizers are removed, then it is deleted.
+   *
+   * @generated from field: google.protobuf.Timestamp deletion_requested_at = 13;
+   */
+  deletionRequestedAt?: Timestamp | undefined;
 };
 
 /**
@@ -234,6 +250,15 @@ export type VolumeSource = Message<"Quantixkvm.storage.v1.VolumeSource"> & {
     value: string;
     case: "volumeId";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * With volume_id: make a linked (copy-on-write) clone, a qcow2 overlay on the source
+   * volume, which then cannot be deleted while the clone exists (CloneVolume's linked);
+   * false makes a full, independent copy.
+   *
+   * @generated from field: bool linked = 4;
+   */
+  linked: boolean;
 };
 
 /**
@@ -393,6 +418,14 @@ export type VolumeStatus = Message<"Quantixkvm.storage.v1.VolumeStatus"> & {
    * @generated from field: int32 snapshot_count = 9;
    */
   snapshotCount: number;
+
+  /**
+   * Output only. The size the guest sees, in bytes, as measured on the node (qemu-img);
+   * 0 until the volume exists there.
+   *
+   * @generated from field: uint64 virtual_size_bytes = 10;
+   */
+  virtualSizeBytes: bigint;
 };
 
 /**
@@ -549,6 +582,13 @@ export enum VolumeState {
    * @generated from enum value: VOLUME_STATE_ERROR = 10;
    */
   ERROR = 10,
+
+  /**
+   * Accepted and stored; no node has started to create it yet.
+   *
+   * @generated from enum value: VOLUME_STATE_PENDING = 11;
+   */
+  PENDING = 11,
 }
 
 /**

@@ -1,0 +1,209 @@
+import { VolumeFormat, type StoragePool } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
+import { VolumeState, type Volume } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
+import { allOf, isLocalPool, QuantixError, STORAGE_POOL_KIND, VOLUME_CONTROLLER, VOLUME_FINALIZER, VOLUME_KIND, NODE_KIND, type Clock, type Resource, type Store, type Timers } from "@quantix/core";
+import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import type { Logger } from "@quantix/rpc";
+import { Controller, watching } from "../runtime/controller.js";
+import { QuotaLedger } from "../quota/quota-ledger.js";
+import { volumeCharging } from "../services/volume-service.js";
+import type { NodeVolume } from "../storage/node-storage.js";
+import type { NodeStorages } from "../storage/node-storages.js";
+import { setCondition } from "./conditions.js";
+import { nodePoolType, poolNodes } from "./storage-pool-controller.js";
+
+
+const GIB = 1n << 30n;
+/** How soon a volume in ERROR is tried again (an agent wired, space freed, a node back). */
+const ERROR_RETRY_MS = 15_000;
+
+type V = Volume & Resource;
+
+/** A failure of a step on the node, as the Ready condition's reason. */
+function reasonOf(step: string, err: unknown): { reason: string; message: string } {
+  if (err instanceof QuantixError) {
+    const code = err.code.split("_").map((w) => w[0]!.toUpperCase() + w.slice(1)).join("");
+    return { reason: `${step}${code}`, message: err.message };
+  }
+  return { reason: `${step}Failed`, message: `the node failed to ${step.toLowerCase()} the volume` };
+}
+
+/**
+ * Makes each volume's node match its spec through NodeStorage, level-based: a PENDING
+ * volume is bound to a node (its own in a local pool) and marked CREATING; its pool is
+ * set up there and the file created (blank, or from its source volume); a spec larger
+ * than the file grows it (RESIZING); the observed sizes are written with AVAILABLE (or
+ * IN_USE when attached). A volume being deleted goes DELETING, its file is removed, and
+ * its finalizer dropped, which deletes it and releases its quota in the same commit.
+ * Every failure becomes ERROR with the Ready condition's reason (`CreateFailedPrecondition`,
+ * `ResizeResourceExhausted`, ...) and message, and is tried again later.
+ */
+export function volumeController(deps: { store: Store; storages: NodeStorages; clock: Clock; timers?: Timers; log: Logger; resyncMs?: number }): Controller {
+  const volumes = deps.store.of(VOLUME_KIND);
+  const ledger = new QuotaLedger({ store: deps.store, clock: deps.clock, defaults: {} });
+
+  /** Writes the status `change` makes (nothing when it changes nothing); undefined when the volume is gone. */
+  async function writeStatus(id: string, change: (v: V) => void): Promise<V | undefined> {
+    try {
+      return await volumes.update(
+        id,
+        (cur) => {
+          const before = JSON.stringify(cur.status ?? {}, big);
+          change(cur);
+          return JSON.stringify(cur.status ?? {}, big) === before ? undefined : cur;
+        },
+        { actor: VOLUME_CONTROLLER },
+      );
+    } catch (err) {
+      if (err instanceof QuantixError && err.code === "not_found") return undefined;
+      throw err;
+    }
+  }
+
+  async function fail(v: V, step: string, err: unknown): Promise<{ requeueAfterMs: number }> {
+    const { reason, message } = reasonOf(step, err);
+    if (!(err instanceof QuantixError)) deps.log.log("warn", "a volume step failed on its node", { volume_id: v.id, step, error: String(err) });
+    const nowMs = deps.clock.now();
+    await writeStatus(v.id, (cur) => {
+      const s = cur.status!;
+      // A volume no node has started to make stays PENDING (nothing exists anywhere), with the reason.
+      const waiting = s.state === VolumeState.PENDING || s.state === VolumeState.UNSPECIFIED;
+      s.state = cur.deletionRequestedAt ? VolumeState.DELETING : waiting ? VolumeState.PENDING : VolumeState.ERROR;
+      s.errorMessage = message;
+      s.progressPercent = 0;
+      s.conditions = setCondition(s.conditions, { type: "Ready", status: false, reason, message, generation: cur.generation }, nowMs);
+    });
+    return { requeueAfterMs: ERROR_RETRY_MS };
+  }
+
+  /**
+   * The node that holds (or will hold) the volume, with its pool set up there: its
+   * status.node_id, else the first node of the pool where the pool can be set up. A
+   * failure names every node's reason.
+   */
+  async function nodeFor(v: V, pool: StoragePool): Promise<Node> {
+    const shape = nodePoolType(pool);
+    const pinned = v.status?.nodeId ?? "";
+    const candidates = pinned !== "" ? [await deps.store.of(NODE_KIND).get(pinned)].filter((n): n is Node & Resource => n !== undefined) : await poolNodes(deps.store, pool);
+    if (candidates.length === 0) throw new QuantixError("unavailable", pinned !== "" ? `node '${pinned}' holding the volume is not registered` : `no node reaches storage pool '${pool.id}'`);
+    const why: string[] = [];
+    for (const n of candidates) {
+      try {
+        await deps.storages.of(n).ensurePool({ poolId: pool.id, ...shape });
+        return n;
+      } catch (err) {
+        if (candidates.length === 1) throw err;
+        why.push(`node '${n.id}': ${err instanceof QuantixError ? err.message : "failed to set the pool up"}`);
+      }
+    }
+    throw new QuantixError("unavailable", `storage pool '${pool.id}' is available on no node (${why.join("; ")})`);
+  }
+
+  return new Controller(
+    {
+      name: VOLUME_CONTROLLER,
+      watches: [
+        watching(volumes, (e) => (e.type === "DELETED" ? [] : [e.object.id])),
+      ],
+      keys: async function* () {
+        for await (const v of allOf(volumes)) yield v.id;
+      },
+      reconcile: async (id) => {
+        const v = await volumes.get(id);
+        if (!v) return;
+        const state = v.status?.state ?? VolumeState.UNSPECIFIED;
+        const pool = await deps.store.of(STORAGE_POOL_KIND).get(v.spec?.poolId ?? "");
+        if (v.deletionRequestedAt) {
+          if (!v.finalizers.includes(VOLUME_FINALIZER)) return;
+          if (pool) {
+            if (state !== VolumeState.DELETING) await writeStatus(id, (cur) => void (cur.status!.state = VolumeState.DELETING));
+            try {
+              const storage = deps.storages.of(await nodeFor(v, pool));
+              // The service refused this delete while clones needed it, unless forced: clones still there mean force.
+              let forced = false;
+              for await (const c of allOf(volumes, { where: { source_volume_id: v.id } })) forced ||= c.id !== v.id;
+              await storage.deleteVolume({ poolId: pool.id, volumeId: v.id, force: forced });
+            } catch (err) {
+              if (!(err instanceof QuantixError && err.code === "not_found")) return fail(v, "Delete", err);
+            }
+          }
+          // The update that drops the last finalizer deletes the volume, its quota released with it.
+          await ledger.update(
+            VOLUME_KIND,
+            id,
+            (cur) => {
+              if (!cur.finalizers.includes(VOLUME_FINALIZER)) return undefined;
+              cur.finalizers = cur.finalizers.filter((f) => f !== VOLUME_FINALIZER);
+              return cur;
+            },
+            volumeCharging(ledger),
+            { actor: VOLUME_CONTROLLER },
+          ).catch((err: unknown) => {
+            if (!(err instanceof QuantixError && err.code === "not_found")) throw err;
+          });
+          return;
+        }
+        if (!pool) return fail(v, "Create", new QuantixError("not_found", `storage pool '${v.spec?.poolId}' not found`));
+        let node: Node;
+        try {
+          node = await nodeFor(v, pool);
+        } catch (err) {
+          return fail(v, "Schedule", err);
+        }
+        if (state === VolumeState.PENDING || state === VolumeState.UNSPECIFIED) {
+          // Bound before anything is made: from now on its file may exist, and deleting it waits for the finalizer.
+          await writeStatus(id, (cur) => {
+            cur.status!.state = VolumeState.CREATING;
+            if (isLocalPool(pool.spec?.type ?? 0)) cur.status!.nodeId = node.id;
+          });
+          return;
+        }
+        const storage = deps.storages.of(node);
+        const ref = { poolId: pool.id, volumeId: v.id };
+        const want = (v.spec?.sizeGib ?? 0n) * GIB;
+        let info: NodeVolume | undefined;
+        let step = "Create";
+        try {
+          info = await storage.volumeInfo(ref);
+          if (!info) {
+            if (state !== VolumeState.CREATING && !(state === VolumeState.ERROR && (v.status?.virtualSizeBytes ?? 0n) === 0n)) {
+              return fail(v, "Observe", new QuantixError("failed_precondition", `the file of volume '${v.id}' is missing on node '${node.id}'`));
+            }
+            const src = v.spec?.source?.source;
+            info = await storage.createVolume({
+              ...ref,
+              format: v.spec?.format === VolumeFormat.RAW ? "raw" : "qcow2",
+              sizeBytes: want,
+              ...(src?.case === "volumeId" ? { source: { volumeId: src.value, linked: v.spec?.source?.linked ?? false } } : {}),
+            });
+          }
+          if (info.virtualSizeBytes < want) {
+            step = "Resize";
+            await writeStatus(id, (cur) => void (cur.status!.state = VolumeState.RESIZING));
+            info = await storage.resizeVolume({ ...ref, sizeBytes: want });
+          }
+        } catch (err) {
+          return fail(v, step, err);
+        }
+        const observed = info;
+        const nowMs = deps.clock.now();
+        await writeStatus(id, (cur) => {
+          const s = cur.status!;
+          s.state = s.attachments.length > 0 ? VolumeState.IN_USE : VolumeState.AVAILABLE;
+          s.usedBytes = observed.actualSizeBytes;
+          s.virtualSizeBytes = observed.virtualSizeBytes;
+          s.errorMessage = "";
+          s.progressPercent = 0;
+          s.observedGeneration = cur.generation;
+          s.conditions = setCondition(s.conditions, { type: "Ready", status: true, reason: "Available", message: `${observed.virtualSizeBytes} bytes on node '${node.id}'`, generation: cur.generation }, nowMs);
+        });
+      },
+      resyncMs: deps.resyncMs ?? 60_000,
+      concurrency: 4,
+    },
+    { clock: deps.clock, ...(deps.timers ? { timers: deps.timers } : {}), log: deps.log, revision: () => deps.store.revision() },
+  );
+}
+
+function big(_k: string, v: unknown): unknown {
+  return typeof v === "bigint" ? v.toString() : v;
+}

@@ -1,0 +1,255 @@
+import { clone, create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { StoragePoolType, VolumeFormat, type StoragePool } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
+import { VolumeSpecSchema, VolumeState, VolumeStatusSchema, type Volume } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
+import { UpdateVolumeRequestSchema, type CloneVolumeRequest, type CreateVolumeRequest, type DeleteVolumeRequest, type ResizeVolumeRequest, type UpdateVolumeRequest } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
+import {
+  allOf,
+  commonViolations,
+  DEFAULT_PROJECT_ID,
+  invalidArgument,
+  isLocalPool,
+  NODE_KIND,
+  notFound,
+  PROJECT_KIND,
+  QuantixError,
+  SERVED_POOL_TYPES,
+  STORAGE_LIMITS,
+  STORAGE_POOL_KIND,
+  throwIfViolations,
+  validateCreateVolume,
+  validateQos,
+  validateVolumeName,
+  Violations,
+  VM_KIND,
+  VOLUME_KIND,
+  volumeUsage,
+  type Clock,
+  type IdGenerator,
+  type Resource,
+  type Store,
+} from "@quantix/core";
+import { QuotaLedger, type Charging } from "../quota/quota-ledger.js";
+import { ResourceWriter, type Budget } from "../resources/resource-writer.js";
+import { defaultPool } from "./storage-pool-service.js";
+import { requireWellFormedId } from "../resources/resource-service.js";
+
+type V = Volume & Resource;
+
+/** How volumes count: one volume and its size in GiB, in its project, until it is finally removed. */
+export function volumeCharging(ledger: QuotaLedger): Charging<V> {
+  return { ledger, usage: volumeUsage, projectOf: (v) => v.projectId };
+}
+
+/**
+ * VolumeService's writes, the volume's own rules over the generic resource writer:
+ * create (blank, or a clone of a volume of the same pool) and grow, charged to the
+ * project's `volumes` and `volume_gib` quota in the same commit; delete refused while
+ * the volume is attached to a VM or backs a clone, unless forced. The volume controller
+ * then makes the node match (controllers/volume-controller.ts).
+ */
+export class VolumeService {
+  private readonly writer: ResourceWriter<V>;
+  private readonly charging: Charging<V>;
+
+  constructor(private readonly deps: { store: Store; clock: Clock; ids: IdGenerator; ledger?: QuotaLedger }) {
+    this.charging = volumeCharging(deps.ledger ?? new QuotaLedger({ store: deps.store, clock: deps.clock, defaults: {} }));
+    this.writer = new ResourceWriter(VOLUME_KIND, deps.store, deps.clock, deps.ids, {
+      writable: ["name", "labels", "description", "spec.qos", "spec.bootable", "spec.multi_attach"],
+      unmasked: (draft, req) => {
+        const r = req as unknown as UpdateVolumeRequest;
+        if (r.name !== "") draft["name"] = r.name;
+        if (Object.keys(r.labels).length > 0) draft["labels"] = { ...r.labels };
+        if (r.description !== "") draft["description"] = r.description;
+        if (r.spec) {
+          const spec = (draft["spec"] ??= create(VolumeSpecSchema)) as Volume["spec"] & object;
+          const given = clone(VolumeSpecSchema, r.spec);
+          if (given.qos) spec.qos = given.qos;
+          else delete spec.qos;
+          spec.bootable = given.bootable;
+          spec.multiAttach = given.multiAttach;
+        }
+      },
+      check: (next, cur) => {
+        if (!cur) return;
+        const v = new Violations();
+        validateVolumeName(v, next.name);
+        validateQos(v, next.spec?.qos);
+        if (cur.spec?.multiAttach && !next.spec?.multiAttach && (cur.status?.attachments.length ?? 0) > 1) {
+          v.add("spec.multi_attach", "CONFLICT", `cannot be turned off while the volume has ${cur.status?.attachments.length} attachments`);
+        }
+        throwIfViolations(v.list);
+      },
+      charging: this.charging,
+    });
+  }
+
+  async create(req: CreateVolumeRequest): Promise<Volume> {
+    throwIfViolations([...validateCreateVolume(req), ...commonViolations(req)]);
+    const projectId = req.projectId || DEFAULT_PROJECT_ID;
+    if (!(await this.deps.store.of(PROJECT_KIND).get(projectId))) throw notFound("project", projectId);
+    const spec = clone(VolumeSpecSchema, req.spec!);
+    const source = spec.source?.source;
+    if (source?.case === "imageId") throw new QuantixError("unimplemented", "volumes from images arrive with ImageService, which is not built yet");
+    if (source?.case === "snapshotId") throw new QuantixError("unimplemented", "volumes from snapshots arrive with SnapshotService, which is not built yet");
+    const src = source?.case === "volumeId" ? await this.sourceVolume(source.value, projectId) : undefined;
+    const pool = await this.pool(spec.poolId || src?.spec?.poolId || (await defaultPool(this.deps.store)).id);
+    spec.poolId = pool.id;
+    if (spec.format === VolumeFormat.UNSPECIFIED) spec.format = pool.spec?.defaultVolumeFormat || VolumeFormat.QCOW2;
+    let nodeId = req.nodeId;
+    if (src) {
+      const v = new Violations();
+      // The node side clones within one pool; MigrateVolume moves volumes between pools.
+      if (src.spec?.poolId !== pool.id) v.add("spec.pool_id", "CONFLICT", `a clone is made in its source's pool ('${src.spec?.poolId}')`);
+      if (spec.source?.linked && spec.format !== VolumeFormat.QCOW2) v.add("spec.format", "CONFLICT", "a linked clone is QCOW2");
+      if (spec.sizeGib === 0n) spec.sizeGib = src.spec?.sizeGib ?? 0n;
+      else if (spec.sizeGib < (src.spec?.sizeGib ?? 0n)) v.add("spec.size_gib", "OUT_OF_RANGE", `must be at least the source's size (${src.spec?.sizeGib} GiB)`);
+      const srcNode = src.status?.nodeId ?? "";
+      if (nodeId !== "" && srcNode !== "" && nodeId !== srcNode) v.add("node_id", "CONFLICT", `a clone in a local pool is on its source's node ('${srcNode}')`);
+      throwIfViolations(v.list);
+      if (srcNode !== "") nodeId = srcNode;
+    }
+    if (nodeId !== "") await this.checkNode(nodeId, pool);
+    refuseWithoutRoom(pool, spec.sizeGib);
+    return this.writer.create({
+      name: req.name,
+      projectId,
+      labels: req.labels,
+      description: req.description,
+      spec,
+      status: create(VolumeStatusSchema, { state: VolumeState.PENDING, nodeId: isLocalPool(pool.spec?.type ?? StoragePoolType.UNSPECIFIED) ? nodeId : "" }),
+    });
+  }
+
+  /** CloneVolume: CreateVolume with the source volume, in its pool and (by default) project. */
+  async cloneVolume(req: CloneVolumeRequest): Promise<Volume> {
+    requireWellFormedId("id", req.id);
+    const src = await this.deps.store.of(VOLUME_KIND).get(req.id);
+    if (!src) throw notFound("volume", req.id);
+    if (req.poolId !== "" && req.poolId !== src.spec?.poolId) throw invalidArgument([{ field: "pool_id", reason: "CONFLICT", description: `a clone is made in its source's pool ('${src.spec?.poolId}')` }]);
+    return this.create({
+      $typeName: "Quantixkvm.storage.v1.CreateVolumeRequest",
+      name: req.name,
+      projectId: req.projectId || src.projectId,
+      description: req.description,
+      labels: req.labels,
+      nodeId: "",
+      spec: create(VolumeSpecSchema, {
+        sizeGib: req.sizeGib,
+        poolId: src.spec?.poolId ?? "",
+        format: req.linked ? VolumeFormat.QCOW2 : (src.spec?.format ?? VolumeFormat.UNSPECIFIED),
+        source: { source: { case: "volumeId", value: src.id }, linked: req.linked },
+        bootable: src.spec?.bootable ?? false,
+      }),
+    });
+  }
+
+  update(req: UpdateVolumeRequest): Promise<Volume> {
+    return this.writer.update(req.id, UpdateVolumeRequestSchema, req);
+  }
+
+  /** ResizeVolume: grows the spec's size (the controller grows the file), charging `volume_gib` in the same commit. */
+  async resize(req: ResizeVolumeRequest): Promise<Volume> {
+    requireWellFormedId("id", req.id);
+    const v = new Violations();
+    v.range("new_size_gib", req.newSizeGib, STORAGE_LIMITS.volumeMinGib, STORAGE_LIMITS.volumeMaxGib, "GiB");
+    throwIfViolations(v.list);
+    const nowMs = this.deps.clock.now();
+    return this.charging.ledger.update(
+      VOLUME_KIND,
+      req.id,
+      (cur) => {
+        if (cur.deletionRequestedAt) throw new QuantixError("failed_precondition", `cannot resize volume '${cur.id}': it is being deleted`);
+        const size = cur.spec?.sizeGib ?? 0n;
+        if (req.newSizeGib < size) throw invalidArgument([{ field: "new_size_gib", reason: "OUT_OF_RANGE", description: `must be at least the current size (${size} GiB): volumes only grow` }]);
+        if (req.newSizeGib === size) return undefined;
+        const state = cur.status?.state ?? VolumeState.UNSPECIFIED;
+        if (state === VolumeState.IN_USE) throw new QuantixError("failed_precondition", `cannot resize volume '${cur.id}' while it is IN_USE: online resize is not built yet; stop the VM using it first`);
+        if (state !== VolumeState.AVAILABLE) throw new QuantixError("failed_precondition", `cannot resize volume '${cur.id}' while it is ${VolumeState[state]}: allowed in AVAILABLE`);
+        cur.spec!.sizeGib = req.newSizeGib;
+        cur.generation += 1n;
+        cur.updatedAt = timestampFromMs(nowMs);
+        return cur;
+      },
+      this.charging,
+      { actor: "api" },
+    );
+  }
+
+  /**
+   * DeleteVolume: refused while a VM's spec names the volume or it is attached, or while
+   * another volume is a linked clone of it (or a copy of it still being made), unless
+   * force. Then marked: the controller removes its file and the volume goes (its quota
+   * released then). Waits for that within `budget`.
+   */
+  async delete(req: DeleteVolumeRequest, budget: Budget): Promise<void> {
+    requireWellFormedId("id", req.id);
+    const cur = await this.deps.store.of(VOLUME_KIND).get(req.id);
+    if (!cur) throw notFound("volume", req.id);
+    const users = req.force || cur.deletionRequestedAt ? [] : await this.usersOf(cur);
+    const dependants = req.force || cur.deletionRequestedAt ? [] : await this.dependantsOf(cur.id);
+    await this.writer.delete(req.id, budget, (now) => {
+      const attached = [...new Set([...users, ...(now.status?.attachments ?? []).map((a) => a.vmId)])];
+      if (req.force) return;
+      if (attached.length > 0) throw new QuantixError("failed_precondition", `volume '${now.id}' is in use by VM ${attached.map((x) => `'${x}'`).join(", ")}: detach it first, or delete with force`);
+      if (dependants.length > 0) throw new QuantixError("failed_precondition", `volume '${now.id}' backs volume ${dependants.map((x) => `'${x}'`).join(", ")}: delete the clone first, or delete with force`);
+    });
+  }
+
+  /** The VMs of the volume's project whose spec names it as a disk. */
+  private async usersOf(v: V): Promise<string[]> {
+    const out: string[] = [];
+    for await (const vm of allOf(this.deps.store.of(VM_KIND), { where: { project_id: v.projectId } })) if (vm.spec?.disks.some((d) => d.volumeId === v.id)) out.push(vm.id);
+    return out;
+  }
+
+  /** Volumes that need this one: linked clones of it, and copies of it not made yet. */
+  private async dependantsOf(id: string): Promise<string[]> {
+    const out: string[] = [];
+    for await (const c of allOf(this.deps.store.of(VOLUME_KIND), { where: { source_volume_id: id } })) {
+      const s = c.status?.state ?? VolumeState.UNSPECIFIED;
+      if (c.spec?.source?.linked || s === VolumeState.PENDING || s === VolumeState.CREATING) out.push(c.id);
+    }
+    return out;
+  }
+
+  private async sourceVolume(id: string, projectId: string): Promise<V> {
+    const src = await this.deps.store.of(VOLUME_KIND).get(id);
+    // A volume of another project is not told apart from a missing one.
+    if (!src || src.projectId !== projectId) throw notFound("volume", id);
+    if (src.deletionRequestedAt) throw new QuantixError("failed_precondition", `source volume '${id}' is being deleted`);
+    const state = src.status?.state ?? VolumeState.UNSPECIFIED;
+    if (state !== VolumeState.AVAILABLE && state !== VolumeState.IN_USE) throw new QuantixError("failed_precondition", `source volume '${id}' is ${VolumeState[state]}: a clone needs it AVAILABLE or IN_USE`);
+    return src;
+  }
+
+  private async pool(id: string): Promise<StoragePool> {
+    const pool = await this.deps.store.of(STORAGE_POOL_KIND).get(id);
+    if (!pool) throw notFound("storage pool", id);
+    const type = pool.spec?.type ?? StoragePoolType.UNSPECIFIED;
+    if (pool.deletionRequestedAt) throw new QuantixError("failed_precondition", `storage pool '${id}' is being deleted`);
+    if (pool.spec?.disabled) throw new QuantixError("failed_precondition", `storage pool '${id}' is disabled: new volumes are not placed in it`);
+    if (!SERVED_POOL_TYPES.has(type)) throw new QuantixError("failed_precondition", `storage pool '${id}' is of type ${StoragePoolType[type]}, whose volumes the control plane cannot create yet (LOCAL_DIR and SHARED_DIR are served)`);
+    return pool;
+  }
+
+  private async checkNode(nodeId: string, pool: StoragePool): Promise<void> {
+    if (!(await this.deps.store.of(NODE_KIND).get(nodeId))) throw notFound("node", nodeId);
+    const ids = pool.spec?.nodeIds ?? [];
+    if (ids.length > 0 && !ids.includes(nodeId)) throw new QuantixError("failed_precondition", `node '${nodeId}' is not one of storage pool '${pool.id}''s nodes (spec.node_ids)`);
+  }
+}
+
+/**
+ * RESOURCE_EXHAUSTED naming the pool when its last measurement leaves less provisionable
+ * room than the volume's size (a linked clone too: it may grow to its size). A pool not
+ * measured yet is not refused here; its node refuses what does not fit.
+ */
+function refuseWithoutRoom(pool: StoragePool, sizeGib: bigint): void {
+  const s = pool.status;
+  if (!s || s.observedGeneration === 0n || s.capacityBytes === 0n) return;
+  const want = sizeGib << 30n;
+  if (want > s.provisionableBytes) {
+    throw new QuantixError("resource_exhausted", `storage pool '${pool.id}' has room for ${s.provisionableBytes >> 30n} GiB more (capacity, reserve and overcommit ratio counted), less than the ${sizeGib} GiB asked for`);
+  }
+}

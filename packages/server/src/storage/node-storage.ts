@@ -1,0 +1,67 @@
+/**
+ * The node side of storage as the control plane drives it: one node's pools and the
+ * volumes in them. Level-based and id-derived, as the agent's vmm.v1.StorageService
+ * (proto/vmm/v1/storage.proto on the storage-agent branch): every call states what should
+ * exist and the node makes it so, idempotently; every name on disk derives from ids
+ * (UUIDs), never from user strings. A failure throws a QuantixError whose code says what
+ * kind (FAILED_PRECONDITION, RESOURCE_EXHAUSTED, NOT_FOUND, ...) and whose message a user
+ * can act on; the volume controller writes it into a condition.
+ */
+export interface NodeStorage {
+  /** What serves this node's storage ("directory" for the demo's in-process hosts, "agent" for a host agent). */
+  readonly kind: string;
+  /** Makes the pool exist on the node (DIR: `<root>/<pool id>`; SHARED_DIR: adopts `path`) and measures it. */
+  ensurePool(req: PoolRef & { readonly type: NodePoolType; readonly path?: string }): Promise<NodePool>;
+  /** Removes the pool from the node (its marker; for DIR its directory); refused while it holds volumes; NOT_FOUND when it is not there. */
+  deletePool(req: PoolRef & { readonly type: NodePoolType; readonly path?: string }): Promise<void>;
+  /** Creates a volume (empty of `sizeBytes`, or from a volume of the same pool); the same request again returns it. */
+  createVolume(req: VolumeRef & { readonly format: NodeVolumeFormat; readonly sizeBytes: bigint; readonly source?: { readonly volumeId: string; readonly linked: boolean } }): Promise<NodeVolume>;
+  /** Grows a volume to `sizeBytes` (never shrinks); the current size again changes nothing. */
+  resizeVolume(req: VolumeRef & { readonly sizeBytes: bigint }): Promise<NodeVolume>;
+  /** Removes a volume's file; NOT_FOUND when it is not there. Refused while another volume uses it as backing file, unless `force`. */
+  deleteVolume(req: VolumeRef & { readonly force: boolean }): Promise<void>;
+  /** The volume as the node sees it now, or undefined when it does not exist there. */
+  volumeInfo(req: VolumeRef): Promise<NodeVolume | undefined>;
+}
+
+/** The pool types a node manages. */
+export type NodePoolType = "DIR" | "SHARED_DIR";
+
+/** The volume formats a node creates. */
+export type NodeVolumeFormat = "qcow2" | "raw";
+
+/** Names a pool on a node. */
+export interface PoolRef {
+  readonly poolId: string;
+}
+
+/** Names a volume on a node. */
+export interface VolumeRef extends PoolRef {
+  readonly volumeId: string;
+}
+
+/** A pool as the node measures it. */
+export interface NodePool {
+  readonly poolId: string;
+  readonly capacityBytes: bigint;
+  readonly availableBytes: bigint;
+  readonly usedBytes: bigint;
+  /** Sum of the pool's volumes' virtual sizes. */
+  readonly provisionedBytes: bigint;
+  readonly volumeCount: number;
+}
+
+/** A volume as the node sees it (qemu-img info). */
+export interface NodeVolume {
+  readonly volumeId: string;
+  readonly format: NodeVolumeFormat;
+  readonly virtualSizeBytes: bigint;
+  readonly actualSizeBytes: bigint;
+  /** The volume of the same pool this one is a linked clone of; empty when none. */
+  readonly backingVolumeId: string;
+  /** The volume's file on the node, for a VM's disk (VmConfig). */
+  readonly path: string;
+}
+
+/** Finds the NodeStorage of a node: undefined when this replica reaches none for it (the node is not connected). */
+export type NodeStorageLookup = (nodeId: string) => NodeStorage | undefined;
