@@ -7,6 +7,7 @@ export * from "./alive.js";
 export * from "./fake-clock.js";
 export * from "./prometheus-parse.js";
 export * from "./guest.js";
+export * from "./guest-console.js";
 export * from "./boot-sector.js";
 export * from "./test-agent.js";
 export * from "./zombie.js";

@@ -8,7 +8,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { create } from "@bufbuild/protobuf";
 import { VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { until, bootSector, BOOT_SECTOR_MARKER, buildTestGuest, ensureDebianPackages, GUEST_TICK, type TestGuest } from "@quantix/testing";
+import { until, bootSector, BOOT_SECTOR_MARKER, buildTestGuest, ensureDebianPackages, consoleText, guestVmConfig, lastTick, ticksPast, type TestGuest } from "@quantix/testing";
 import type { BackendEvent } from "../../backend.js";
 import { isProcessAlive } from "../../process-state.js";
 import { QemuBackend } from "./qemu-backend.js";
@@ -28,19 +28,7 @@ after(async () => {
   await rm(stateDir, { recursive: true, force: true });
 });
 
-function guestConfig(extra: Partial<Pick<VmConfig, "storage" | "network">> = {}): VmConfig {
-  const config = create(VmConfigSchema, {
-    cpu: { vcpuCount: 1 },
-    memory: { sizeBytes: 192n * 1048576n },
-    boot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, kernelArgs: guest.kernelArgs },
-  });
-  return Object.assign(config, extra);
-}
-
-const text = async (b: QemuBackend, vmId: string): Promise<string> => new TextDecoder().decode(await b.consoleTail(vmId, 1 << 20));
-/** The highest counter line printed so far. */
-const lastTick = async (b: QemuBackend, vmId: string): Promise<number> => Math.max(0, ...[...(await text(b, vmId)).matchAll(new RegExp(`${GUEST_TICK} (\\d+)`, "g"))].map((m) => Number(m[1])));
-const ticksPast = (b: QemuBackend, vmId: string, n: number, what: string) => until(async () => ((await lastTick(b, vmId)) > n ? true : undefined), what, BOOT_MS, 100);
+const guestConfig = (extra: Partial<Pick<VmConfig, "storage" | "network">> = {}): VmConfig => guestVmConfig(guest, 192, extra);
 
 test("a real guest: console, pause/resume, graceful shutdown, SIGKILL, agent restart, delete", { timeout: 180_000 }, async () => {
   let backend = new QemuBackend({ stateDir, kvm: false });
@@ -52,8 +40,8 @@ test("a real guest: console, pause/resume, graceful shutdown, SIGKILL, agent res
     assert.match(await backend.version(), /^QEMU emulator version \d+\.\d+/);
     await backend.createVM(vmId, guestConfig());
     await backend.bootVM(vmId);
-    await until(async () => ((await text(backend, vmId)).includes(guest.marker) ? true : undefined), "the boot marker", BOOT_MS, 100);
-    await ticksPast(backend, vmId, 2, "counter lines");
+    await until(async () => ((await consoleText(backend, vmId)).includes(guest.marker) ? true : undefined), "the boot marker", BOOT_MS, 100);
+    await ticksPast(backend, vmId, 2, "counter lines", BOOT_MS);
 
     await backend.pauseVM(vmId);
     assert.equal((await backend.getVMInfo(vmId)).state, "paused");
@@ -62,12 +50,12 @@ test("a real guest: console, pause/resume, graceful shutdown, SIGKILL, agent res
     await new Promise((r) => setTimeout(r, 1500));
     assert.equal(await lastTick(backend, vmId), frozen, "no output while paused");
     await backend.resumeVM(vmId);
-    await ticksPast(backend, vmId, frozen, "output after resume");
+    await ticksPast(backend, vmId, frozen, "output after resume", BOOT_MS);
 
     const started = Date.now();
     await backend.shutdownVM(vmId, { force: false, timeoutSeconds: 30 });
     assert.ok(Date.now() - started < 20_000, "the guest powered off before the timeout");
-    assert.match(await text(backend, vmId), /quantix-guest-powering-off/, "the guest itself handled the power button");
+    assert.match(await consoleText(backend, vmId), /quantix-guest-powering-off/, "the guest itself handled the power button");
     assert.equal((await backend.getVMInfo(vmId)).state, "shutdown");
 
     await backend.bootVM(vmId);
@@ -82,7 +70,7 @@ test("a real guest: console, pause/resume, graceful shutdown, SIGKILL, agent res
 
     await backend.bootVM(vmId);
     const before = await backend.getVMInfo(vmId);
-    await ticksPast(backend, vmId, 0, "counter lines after the reboot");
+    await ticksPast(backend, vmId, 0, "counter lines after the reboot", BOOT_MS);
     await backend.close();
     assert.ok(before.pid && isProcessAlive(before.pid), "close() leaves QEMU running");
 
@@ -91,7 +79,7 @@ test("a real guest: console, pause/resume, graceful shutdown, SIGKILL, agent res
     const adopted = await backend.getVMInfo(vmId);
     assert.equal(adopted.state, "running");
     assert.equal(adopted.pid, before.pid);
-    await ticksPast(backend, vmId, 0, "console output after re-adoption");
+    await ticksPast(backend, vmId, 0, "console output after re-adoption", BOOT_MS);
 
     await backend.shutdownVM(vmId, { force: true, timeoutSeconds: 1 });
     await backend.deleteVM(vmId);
@@ -117,7 +105,7 @@ test("firmware boot: SeaBIOS boots a disk image (the root device) without a kern
     });
     await backend.createVM(vmId, config);
     await backend.bootVM(vmId);
-    await until(async () => ((await text(backend, vmId)).includes(BOOT_SECTOR_MARKER) ? true : undefined), "the boot sector's marker on the serial console", BOOT_MS, 100);
+    await until(async () => ((await consoleText(backend, vmId)).includes(BOOT_SECTOR_MARKER) ? true : undefined), "the boot sector's marker on the serial console", BOOT_MS, 100);
     await backend.shutdownVM(vmId, { force: true, timeoutSeconds: 0 });
     await backend.deleteVM(vmId);
   } finally {

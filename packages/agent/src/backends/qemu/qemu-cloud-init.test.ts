@@ -5,9 +5,9 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { CloudInitSchema, VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { CloudInitSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError } from "@quantix/core";
-import { until, buildTestGuest, ensureDebianPackages, GUEST_TICK, type TestGuest } from "@quantix/testing";
+import { buildTestGuest, ensureDebianPackages, guestVmConfig, ticksPast, type TestGuest } from "@quantix/testing";
 import { QemuBackend } from "./qemu-backend.js";
 
 // The NoCloud seed on a real QEMU. The busybox test guest does not run cloud-init, so
@@ -27,18 +27,7 @@ after(async () => {
   await rm(stateDir, { recursive: true, force: true });
 });
 
-function guestConfig(extra: Partial<VmConfig> = {}): VmConfig {
-  const config = create(VmConfigSchema, {
-    cpu: { vcpuCount: 1 },
-    memory: { sizeBytes: 128n * 1048576n },
-    boot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, kernelArgs: guest.kernelArgs },
-  });
-  return Object.assign(config, extra);
-}
-
-const text = async (b: QemuBackend, vmId: string): Promise<string> => new TextDecoder().decode(await b.consoleTail(vmId, 1 << 20));
-const lastTick = async (b: QemuBackend, vmId: string): Promise<number> => Math.max(0, ...[...(await text(b, vmId)).matchAll(new RegExp(`${GUEST_TICK} (\\d+)`, "g"))].map((m) => Number(m[1])));
-const ticksPast = (b: QemuBackend, vmId: string, n: number, what: string) => until(async () => ((await lastTick(b, vmId)) > n ? true : undefined), what, BOOT_MS, 100);
+const guestConfig = (extra: Partial<VmConfig> = {}): VmConfig => guestVmConfig(guest, 128, extra);
 
 test("a VM with cloud_init boots with its NoCloud seed attached read-only; delete removes the seed", { timeout: 120_000 }, async () => {
   const backend = new QemuBackend({ stateDir, kvm: false });
@@ -55,7 +44,7 @@ test("a VM with cloud_init boots with its NoCloud seed attached read-only; delet
     const blocks = await backend.executeQmp<{ device: string; qdev?: string; inserted?: { file: string; ro: boolean } }[]>(vmId, "query-block");
     const attached = blocks.find((b) => b.inserted?.file === seed);
     assert.equal(attached?.inserted?.ro, true, "the seed is attached read-only");
-    await ticksPast(backend, vmId, 1, "the guest running with the seed attached");
+    await ticksPast(backend, vmId, 1, "the guest running with the seed attached", BOOT_MS);
     await backend.shutdownVM(vmId, { force: true, timeoutSeconds: 0 });
     await backend.deleteVM(vmId);
     assert.equal(existsSync(seed), false);
@@ -65,7 +54,6 @@ test("a VM with cloud_init boots with its NoCloud seed attached read-only; delet
     await backend.close();
   }
 });
-
 
 test("a host without the seed tool: CreateVm fails naming the package and leaves nothing", async () => {
   const backend = new QemuBackend({ stateDir, kvm: false, seedBinary: "/nonexistent/genisoimage" });

@@ -4,10 +4,9 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readdir, rm, stat, truncate } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { create } from "@bufbuild/protobuf";
-import { VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import type { VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError } from "@quantix/core";
-import { until, buildTestGuest, ensureDebianPackages, GUEST_TICK, type TestGuest } from "@quantix/testing";
+import { until, buildTestGuest, ensureDebianPackages, consoleText, guestTicks, guestVmConfig, lastTick, ticksPast, type TestGuest } from "@quantix/testing";
 import { isProcessAlive } from "../../process-state.js";
 import { QemuBackend } from "./qemu-backend.js";
 
@@ -28,19 +27,7 @@ after(async () => {
   await rm(stateDir, { recursive: true, force: true });
 });
 
-function guestConfig(extra: Partial<VmConfig> = {}): VmConfig {
-  const config = create(VmConfigSchema, {
-    cpu: { vcpuCount: 1 },
-    memory: { sizeBytes: 128n * 1048576n },
-    boot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, kernelArgs: guest.kernelArgs },
-  });
-  return Object.assign(config, extra);
-}
-
-const text = async (b: QemuBackend, vmId: string): Promise<string> => new TextDecoder().decode(await b.consoleTail(vmId, 1 << 20));
-const ticks = async (b: QemuBackend, vmId: string): Promise<number[]> => [...(await text(b, vmId)).matchAll(new RegExp(`${GUEST_TICK} (\\d+)`, "g"))].map((m) => Number(m[1]));
-const lastTick = async (b: QemuBackend, vmId: string): Promise<number> => Math.max(0, ...(await ticks(b, vmId)));
-const ticksPast = (b: QemuBackend, vmId: string, n: number, what: string) => until(async () => ((await lastTick(b, vmId)) > n ? true : undefined), what, BOOT_MS, 100);
+const guestConfig = (extra: Partial<VmConfig> = {}): VmConfig => guestVmConfig(guest, 128, extra);
 
 test("suspend saves the guest to a file and ends QEMU; after an agent restart, resume continues the guest where it was", { timeout: 240_000 }, async () => {
   let backend = new QemuBackend({ stateDir, kvm: false });
@@ -50,7 +37,7 @@ test("suspend saves the guest to a file and ends QEMU; after an agent restart, r
     assert.ok(backend.capabilities.has("suspend"));
     await backend.createVM(vmId, guestConfig());
     await backend.bootVM(vmId);
-    await ticksPast(backend, vmId, 5, "counter lines");
+    await ticksPast(backend, vmId, 5, "counter lines", BOOT_MS);
     const pid = (await backend.getVMInfo(vmId)).pid!;
 
     await backend.suspendVM(vmId);
@@ -70,10 +57,10 @@ test("suspend saves the guest to a file and ends QEMU; after an agent restart, r
 
     await backend.resumeVM(vmId);
     assert.equal((await backend.getVMInfo(vmId)).state, "running");
-    await ticksPast(backend, vmId, saved + 3, "the counter continuing past the saved value");
-    const after = await ticks(backend, vmId);
+    await ticksPast(backend, vmId, saved + 3, "the counter continuing past the saved value", BOOT_MS);
+    const after = await guestTicks(backend, vmId);
     assert.ok(after.length > 0 && after[0]! > saved - 2, `the guest continued (first tick after resume ${after[0]}, saved at ${saved}), not rebooted`);
-    assert.ok(!(await text(backend, vmId)).includes(guest.marker), "no boot marker: the guest did not boot again");
+    assert.ok(!(await consoleText(backend, vmId)).includes(guest.marker), "no boot marker: the guest did not boot again");
     assert.equal(existsSync(paths.state), false, "the saved file is removed after the restore");
 
     // Paused, suspended, then ShutdownVm discards the saved memory; the next boot is cold.
@@ -84,7 +71,7 @@ test("suspend saves the guest to a file and ends QEMU; after an agent restart, r
     assert.equal((await backend.getVMInfo(vmId)).state, "shutdown");
     assert.equal(existsSync(paths.state), false, "ShutdownVm discards the saved memory");
     await backend.bootVM(vmId);
-    await until(async () => ((await text(backend, vmId)).includes(guest.marker) ? true : undefined), "a cold boot's marker", BOOT_MS, 100);
+    await until(async () => ((await consoleText(backend, vmId)).includes(guest.marker) ? true : undefined), "a cold boot's marker", BOOT_MS, 100);
 
     // Suspended, then deleted: nothing stays.
     await backend.suspendVM(vmId);
@@ -97,7 +84,6 @@ test("suspend saves the guest to a file and ends QEMU; after an agent restart, r
   }
 });
 
-
 test("a QEMU that does not start, or a saved file it cannot load: resume fails (ABORTED for the file), the VM stays suspended with its file; ShutdownVm discards it", { timeout: 120_000 }, async () => {
   let refuseSpawn = false;
   const backend = new QemuBackend({ stateDir, kvm: false, beforeSpawn: async () => {
@@ -108,7 +94,7 @@ test("a QEMU that does not start, or a saved file it cannot load: resume fails (
   try {
     await backend.createVM(vmId, guestConfig());
     await backend.bootVM(vmId);
-    await ticksPast(backend, vmId, 1, "counter lines");
+    await ticksPast(backend, vmId, 1, "counter lines", BOOT_MS);
     await backend.suspendVM(vmId);
     // QEMU does not even start: that error as it is, and the VM is still suspended with its file.
     refuseSpawn = true;
