@@ -1,4 +1,5 @@
 import { execFile, type ExecFileException } from "node:child_process";
+import { basename } from "node:path";
 import { QuantixError } from "@quantix/core";
 
 /** The formats the agent names to qemu-img; always passed explicitly (`-f`, `-F`, `-O`), never probed. */
@@ -104,7 +105,9 @@ function run(binary: string, args: readonly string[], timeoutMs: number): Promis
   return new Promise((resolve, reject) => {
     execFile(binary, args, { timeout: timeoutMs, killSignal: "SIGKILL", maxBuffer: MAX_OUTPUT_BYTES, encoding: "utf8", env: { ...process.env, LC_ALL: "C" } }, (err, stdout, stderr) => {
       if (!err) return resolve(stdout);
-      reject(failure(args[0] === "--version" ? binary : `${binary} ${args[0] ?? ""}`, err, stderr));
+      const name = basename(binary === "prlimit" ? (args.find((a) => !a.startsWith("--")) ?? binary) : binary);
+      const op = args.find((a) => ["info", "create", "convert", "resize"].includes(a));
+      reject(failure(op === undefined ? name : `${name} ${op}`, err, stderr));
     });
   });
 }
