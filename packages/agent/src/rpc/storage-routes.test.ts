@@ -69,6 +69,10 @@ test("pools and volumes round trip: empty, linked and full clones, info, resize,
   const l = await c.createVolume({ poolId: pool, volumeId: linked, format: VolumeFormat.QCOW2, source: { volumeId: base, mode: CloneMode.LINKED } });
   assert.equal(l.backingVolumeId, base);
   assert.equal(l.virtualSizeBytes, 64n * MIB);
+  assert.equal((await c.createVolume({ poolId: pool, volumeId: linked, format: VolumeFormat.QCOW2, source: { volumeId: base, mode: CloneMode.LINKED } })).backingVolumeId, base, "a linked clone again: the same clone");
+  const notLinked = await rejection(c.createVolume({ poolId: pool, volumeId: linked, format: VolumeFormat.QCOW2, sizeBytes: 64n * MIB }));
+  assert.equal(notLinked.code, Code.AlreadyExists, "an empty volume of the same id is not that clone");
+  assert.match(notLinked.message, /linked to volume/);
   const info = JSON.parse(execFileSync("qemu-img", ["info", "--output=json", "-U", "-f", "qcow2", l.path], { encoding: "utf8" }));
   assert.equal(info["backing-filename"], `${base}.qcow2`, "the backing file is relative, so the pool can move or be mounted elsewhere");
   assert.equal(info["backing-filename-format"], "qcow2", "the backing format is explicit");
@@ -97,6 +101,9 @@ test("pools and volumes round trip: empty, linked and full clones, info, resize,
   assert.equal((await c.getVolume({ poolId: pool, volumeId: full })).virtualSizeBytes, 96n * MIB, "a refused shrink changes nothing");
   assert.equal((await c.resizeVolume({ poolId: pool, volumeId: full, sizeBytes: 32n * MIB, allowShrink: true })).virtualSizeBytes, 32n * MIB);
 
+  const shrinkBase = await rejection(c.resizeVolume({ poolId: pool, volumeId: base, sizeBytes: 32n * MIB, allowShrink: true }));
+  assert.equal(shrinkBase.code, Code.FailedPrecondition, "a backing file does not shrink under its clones");
+  assert.match(shrinkBase.message, new RegExp(linked));
   const inUse = await rejection(c.deleteVolume({ poolId: pool, volumeId: base }));
   assert.equal(inUse.code, Code.FailedPrecondition);
   assert.match(inUse.message, new RegExp(`backing file of volume '${linked}'`));
@@ -208,6 +215,13 @@ test("a hostile qcow2 in a pool (backing file outside it) is refused, and clonin
   assert.doesNotMatch(got.message, new RegExp(root), "no host path in the message");
   const clone = await rejection(c.createVolume({ poolId: pool, volumeId: uuid(), format: VolumeFormat.QCOW2, source: { volumeId: hostile, mode: CloneMode.FULL } }));
   assert.equal(clone.code, Code.FailedPrecondition);
+  // The listing names the file and its problem; the pool's capacity is still measured.
+  const listed = await c.listVolumes({ poolId: pool });
+  assert.equal(listed.volumes.length, 1);
+  assert.equal(listed.volumes[0]?.volumeId, hostile);
+  assert.match(listed.volumes[0]?.problem ?? "", /backing file/);
+  assert.equal(listed.volumes[0]?.virtualSizeBytes, 0n);
+  assert.equal((await c.getPool({ poolId: pool })).capacity?.provisionedBytes, 0n);
   assert.deepEqual(files(p.path), [".quantix-pool", `${hostile}.qcow2`]);
   rmSync(join(p.path, `${hostile}.qcow2`));
   await c.deletePool({ poolId: pool });

@@ -91,5 +91,6 @@ function toVolume(v: VolumeInfo): Volume {
     actualSizeBytes: v.actualSizeBytes,
     backingVolumeId: v.backingVolumeId ?? "",
     path: v.path,
+    problem: v.problem ?? "",
   });
 }

@@ -49,7 +49,7 @@ test("concurrent identical creates make one volume; a pool with a create in flig
   assert.deepEqual(readdirSync(dir).sort(), [".quantix-pool", `${id}.qcow2`]);
 });
 
-test("a volume a process holds open is not resized or deleted without force", async () => {
+test("a volume a process holds open is not resized, linked to or deleted without force", async () => {
   const s = storage("in-use");
   const pool = uuid();
   await s.pools.ensure(pool, "DIR", "");
@@ -67,6 +67,8 @@ test("a volume a process holds open is not resized or deleted without force", as
     const resize = await quantixRejection(s.volumes.resize(pool, id, 2n * MIB, false));
     assert.equal(resize.code, "failed_precondition");
     assert.match(resize.message, /in use/);
+    const clone = await quantixRejection(s.volumes.create({ poolId: pool, id: uuid(), format: "qcow2", sizeBytes: 0n, source: { volumeId: id, mode: "linked" } }));
+    assert.equal(clone.code, "failed_precondition", "no linked clone of a volume being written");
     await s.volumes.delete(pool, id, true);
     assert.equal((await quantixRejection(s.volumes.get(pool, id))).code, "not_found");
   } finally {

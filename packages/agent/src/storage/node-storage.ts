@@ -54,7 +54,7 @@ export class NodeStorage {
     let provisionedBytes = 0n;
     let allocatedBytes = 0n;
     for (const v of volumes) {
-      provisionedBytes += v.virtualSizeBytes;
+      provisionedBytes += v.virtualSizeBytes; // 0 for a file with a problem
       allocatedBytes += v.actualSizeBytes;
     }
     return { ...pool, capacity: { ...fs, provisionedBytes, allocatedBytes, volumeCount: volumes.length } };

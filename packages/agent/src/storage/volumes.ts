@@ -1,7 +1,7 @@
-import { access, readdir, rename, rm, unlink } from "node:fs/promises";
+import { access, readdir, rename, rm, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { notFound, QuantixError } from "@quantix/core";
-import { inspectImage } from "./inspect-image.js";
+import { ImageRefusedError, inspectImage } from "./inspect-image.js";
 import { KeyedLock } from "./keyed-lock.js";
 import type { Pools, ResolvedPool } from "./pools.js";
 import type { QemuImg } from "./qemu-img.js";
@@ -19,6 +19,8 @@ export interface VolumeInfo {
   /** The volume of the same pool it is a linked clone of. */
   readonly backingVolumeId: string | undefined;
   readonly path: string;
+  /** Why the agent refuses to use the file (listings only); sizes are then the file's. */
+  readonly problem?: string;
 }
 
 /** What to create; ids and sizes are validated by the caller (storage-validation.ts). */
@@ -57,7 +59,14 @@ export class Volumes {
   async list(poolId: string): Promise<VolumeInfo[]> {
     const pool = await this.pools.resolve(poolId);
     const out: VolumeInfo[] = [];
-    for (const [id, format] of await volumeFiles(pool.dir)) out.push(await this.#info(pool, id, format));
+    for (const [id, format] of await volumeFiles(pool.dir)) {
+      out.push(await this.#info(pool, id, format).catch(async (err: unknown) => {
+        if (!(err instanceof ImageRefusedError)) throw err;
+        const path = join(pool.dir, `${id}.${format}`);
+        const st = await stat(path, { bigint: true });
+        return { id, poolId: pool.id, format, virtualSizeBytes: 0n, actualSizeBytes: st.blocks * 512n, backingVolumeId: undefined, path, problem: err.message };
+      }));
+    }
     return out;
   }
 
@@ -69,8 +78,10 @@ export class Volumes {
       const existing = await this.#find(pool, spec.id);
       if (existing !== undefined) {
         const info = await this.#info(pool, spec.id, existing);
-        if (existing === spec.format && (spec.sizeBytes === 0n || info.virtualSizeBytes === spec.sizeBytes)) return info;
-        throw new QuantixError("already_exists", `volume '${spec.id}' exists as ${existing} of ${info.virtualSizeBytes} bytes`);
+        const backing = spec.source?.mode === "linked" ? spec.source.volumeId : undefined;
+        if (existing === spec.format && (spec.sizeBytes === 0n || info.virtualSizeBytes === spec.sizeBytes) && info.backingVolumeId === backing) return info;
+        const made = info.backingVolumeId === undefined ? "" : ` linked to volume '${info.backingVolumeId}'`;
+        throw new QuantixError("already_exists", `volume '${spec.id}' exists as ${existing} of ${info.virtualSizeBytes} bytes${made}`);
       }
       let source: VolumeInfo | undefined;
       if (spec.source) {
@@ -78,6 +89,9 @@ export class Volumes {
         if (spec.sizeBytes !== 0n && spec.sizeBytes < source.virtualSizeBytes) {
           throw invalid("size_bytes", "OUT_OF_RANGE", `must be 0 or at least the source volume's ${source.virtualSizeBytes} bytes, got ${spec.sizeBytes}`);
         }
+        // A linked clone reads its source for ever: a source a VM is writing would change
+        // under it. qemu-img needs the image's lock without -U, so this fails while one does.
+        if (spec.source.mode === "linked") await this.qemuImg.info(source.path, source.format, { shared: false });
       }
       const size = spec.sizeBytes !== 0n ? spec.sizeBytes : source!.virtualSizeBytes;
       const { availableBytes } = await this.pools.capacity(pool.dir);
@@ -112,6 +126,10 @@ export class Volumes {
       const shrink = sizeBytes < current.virtualSizeBytes;
       if (shrink && !allowShrink) {
         throw new QuantixError("failed_precondition", `volume '${id}' is ${current.virtualSizeBytes} bytes; shrinking it to ${sizeBytes} loses data past the new end and needs allow_shrink`);
+      }
+      if (shrink) {
+        const dependant = await this.#dependant(pool, `${id}.${current.format}`);
+        if (dependant !== undefined) throw new QuantixError("failed_precondition", `volume '${id}' is the backing file of volume '${dependant}' (a linked clone); it cannot shrink under it`);
       }
       if (!shrink) {
         const { availableBytes } = await this.pools.capacity(pool.dir);
