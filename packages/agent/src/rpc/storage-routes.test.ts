@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -188,6 +188,15 @@ test("a pool directory is taken only when it is empty or marked with its own id"
   assert.match(nonEmpty.message, /not empty/);
   assert.deepEqual(files(busy), ["someone-elses-file"]);
 
+  // A symlink below the shared directory that leads out of it is judged by where it leads.
+  symlinkSync(root, join(shared, "escape"));
+  assert.deepEqual(fields(await rejection(c.ensurePool({ poolId: other, type: StoragePoolType.SHARED_DIR, path: join(shared, "escape") }))), ["path"]);
+  assert.deepEqual(fields(await rejection(c.ensurePool({ poolId: other, type: StoragePoolType.SHARED_DIR, path: `${shared}/../etc` }))), ["path"], "paths are normalized");
+  assert.deepEqual(fields(await rejection(c.ensurePool({ poolId: other, type: StoragePoolType.SHARED_DIR, path: shared }))), ["path"], "strictly below, not the shared directory itself");
+  const missing = await rejection(c.ensurePool({ poolId: other, type: StoragePoolType.SHARED_DIR, path: join(shared, "not-mounted") }));
+  assert.equal(missing.code, Code.FailedPrecondition);
+  assert.equal(existsSync(join(poolRoot, other)), false, "refusals create no pool entry");
+
   const vol = uuid();
   assert.equal((await c.createVolume({ poolId: mine, volumeId: vol, format: VolumeFormat.QCOW2, sizeBytes: MIB })).path, join(dir, `${vol}.qcow2`));
   // The share "unmounted": its marker gone, the agent writes nothing there.
@@ -225,6 +234,17 @@ test("a hostile qcow2 in a pool (backing file outside it) is refused, and clonin
   assert.deepEqual(files(p.path), [".quantix-pool", `${hostile}.qcow2`]);
   rmSync(join(p.path, `${hostile}.qcow2`));
   await c.deletePool({ poolId: pool });
+});
+
+test("an agent started without storage answers UNIMPLEMENTED for StorageService", async () => {
+  const manager = new VmManager({ backend });
+  const bare = await startAgentServer(manager, { host: "127.0.0.1", port: 0, log: silentLogger });
+  try {
+    const e = await rejection(createClient(StorageService, createGrpcTransport({ baseUrl: bare.url })).getStorageCapabilities({}));
+    assert.equal(e.code, Code.Unimplemented);
+  } finally {
+    await bare.close();
+  }
 });
 
 test("capabilities: DIR and SHARED_DIR managed, the others probed with a reason", async () => {

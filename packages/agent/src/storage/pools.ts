@@ -44,6 +44,7 @@ export class Pools {
     await mkdir(this.root, { recursive: true, mode: 0o700 });
     const entry = join(this.root, id);
     const existing = await lstat(entry).catch(() => undefined);
+    if (existing && !existing.isDirectory() && !existing.isSymbolicLink()) throw new QuantixError("failed_precondition", `the pool root holds a file named '${id}' that is not a pool`);
     if (type === "DIR") {
       if (existing?.isSymbolicLink()) throw new QuantixError("failed_precondition", `pool '${id}' exists on this host as a SHARED_DIR pool`);
       if (!existing) {
@@ -58,7 +59,8 @@ export class Pools {
     const dir = await this.#sharedDir(path);
     if (existing && !existing.isSymbolicLink()) throw new QuantixError("failed_precondition", `pool '${id}' exists on this host as a DIR pool`);
     if (existing && (await realpath(entry).catch(() => undefined)) !== dir) {
-      throw new QuantixError("failed_precondition", `pool '${id}' is already on this host at another shared directory (${await readlink(entry)})`);
+      // A dangling link is the pool's own directory gone (an unmounted share): only that share can take it back.
+      throw new QuantixError("failed_precondition", `pool '${id}' is on this host at the shared directory ${await readlink(entry)}, which is not ${path}`);
     }
     await adopt(dir, id, "the shared directory");
     if (!existing) await symlink(dir, entry);
@@ -121,12 +123,14 @@ export class Pools {
     if (!isAbsolute(path) || normalize(path) !== path || path.endsWith("/") || /[\u0000-\u001f\u007f]/.test(path) || path.length > 1024) {
       throw bad("must be a normalized absolute path without a trailing '/' or control characters, at most 1024 characters");
     }
+    const outside = () =>
+      this.sharedDirs.length === 0 ? bad("this agent has no shared directory (VMCP_SHARED_DIRS), so it serves no SHARED_DIR pool") : bad(`must lie strictly below a shared directory of this agent (${this.sharedDirs.join(", ")})`);
+    // As written, then as it resolves: a symlink below a shared directory cannot lead out of it.
+    if (!this.sharedDirs.some((d) => d !== path && underShared(path, [d]))) throw outside();
     const dir = await realpath(path).catch(() => undefined);
     const st = dir === undefined ? undefined : await lstat(dir);
     if (dir === undefined || !st?.isDirectory()) throw new QuantixError("failed_precondition", `${path} is not an existing directory on this host (is the share mounted?)`);
-    if (!(await this.#underShared(dir))) {
-      throw this.sharedDirs.length === 0 ? bad("this agent has no shared directory (VMCP_SHARED_DIRS), so it serves no SHARED_DIR pool") : bad(`must lie strictly below a shared directory of this agent (${this.sharedDirs.join(", ")})`);
-    }
+    if (!(await this.#underShared(dir))) throw outside();
     return dir;
   }
 
