@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -211,7 +211,7 @@ test("a pool directory is taken only when it is empty or marked with its own id"
   assert.equal(existsSync(join(poolRoot, mine)), false);
 });
 
-test("a hostile qcow2 in a pool (backing file outside it) is refused, and cloning it creates nothing", async () => {
+test("hostile files in a pool (a qcow2 backed by a host file, a symlink to one) are refused, and cloning them creates nothing", async () => {
   const pool = uuid();
   const p = await c.ensurePool({ poolId: pool, type: StoragePoolType.DIR });
   const secret = join(root, "secret");
@@ -232,7 +232,19 @@ test("a hostile qcow2 in a pool (backing file outside it) is refused, and clonin
   assert.equal(listed.volumes[0]?.virtualSizeBytes, 0n);
   assert.equal((await c.getPool({ poolId: pool })).capacity?.provisionedBytes, 0n);
   assert.deepEqual(files(p.path), [".quantix-pool", `${hostile}.qcow2`]);
-  rmSync(join(p.path, `${hostile}.qcow2`));
+  // A volume-named symlink to a host file: refused, listed with its problem, and deleting it
+  // removes the link only.
+  const link = uuid();
+  symlinkSync(secret, join(p.path, `${link}.raw`));
+  const viaLink = await rejection(c.getVolume({ poolId: pool, volumeId: link }));
+  assert.equal(viaLink.code, Code.FailedPrecondition);
+  assert.match(viaLink.message, /not a regular file/);
+  assert.match((await c.listVolumes({ poolId: pool })).volumes.find((x) => x.volumeId === link)?.problem ?? "", /symlink/);
+  const linkClone = await rejection(c.createVolume({ poolId: pool, volumeId: uuid(), format: VolumeFormat.RAW, source: { volumeId: link, mode: CloneMode.FULL } }));
+  assert.equal(linkClone.code, Code.FailedPrecondition);
+  await c.deleteVolume({ poolId: pool, volumeId: link });
+  assert.equal(readFileSync(secret, "utf8"), "host data");
+  await c.deleteVolume({ poolId: pool, volumeId: hostile });
   await c.deletePool({ poolId: pool });
 });
 

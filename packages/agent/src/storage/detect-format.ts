@@ -1,3 +1,4 @@
+import { constants } from "node:fs";
 import { open } from "node:fs/promises";
 
 /** What a file's first bytes say it is. */
@@ -20,7 +21,8 @@ const starts = (head: Buffer, magic: string | Buffer, at = 0): boolean => {
  * refused by name; anything without a known magic is raw (an ISO is raw with `iso` set).
  */
 export async function detectFormat(path: string): Promise<DetectedFormat> {
-  const fh = await open(path, "r");
+  // O_NOFOLLOW and O_NONBLOCK: a symlink swapped in fails, a FIFO does not block the agent.
+  const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   let head: Buffer;
   try {
     const buf = Buffer.alloc(HEAD_BYTES);

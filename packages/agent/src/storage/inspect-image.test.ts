@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -67,6 +67,16 @@ test("a qcow2 with an external data file is refused", async () => {
 test("a VMDK whose extent is another file is refused", async () => {
   img("-f", "vmdk", "-o", "subformat=monolithicFlat", p("flat.vmdk"), "1M");
   await refused(p("flat.vmdk"), "EXTERNAL_EXTENT");
+});
+
+test("a symlink, a FIFO and a directory are refused without being opened", async () => {
+  img("-f", "raw", p("target.raw"), "1M");
+  symlinkSync(p("target.raw"), p("link.raw"));
+  await refused(p("link.raw"), "NOT_A_FILE", { format: "raw" });
+  execFileSync("mkfifo", [p("fifo")]);
+  await refused(p("fifo"), "NOT_A_FILE"); // opening it would block until a writer came
+  mkdirSync(p("dir"));
+  await refused(p("dir"), "NOT_A_FILE");
 });
 
 test("the corrupt flag, a format the agent does not take, a wrong claimed format and a size over the limit are refused", async () => {

@@ -1,4 +1,4 @@
-import { realpath } from "node:fs/promises";
+import { lstat, realpath } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { QuantixError } from "@quantix/core";
 import { detectFormat } from "./detect-format.js";
@@ -6,7 +6,7 @@ import { MAX_VOLUME_BYTES } from "./ids.js";
 import { QemuImg, type ImgFormat, type ImgInfo } from "./qemu-img.js";
 
 /** Why an image was refused, machine-readable. */
-export type RefusalReason = "UNKNOWN_FORMAT" | "FORMAT_MISMATCH" | "BACKING_FILE" | "DATA_FILE" | "EXTERNAL_EXTENT" | "CORRUPT" | "TOO_LARGE";
+export type RefusalReason = "NOT_A_FILE" | "UNKNOWN_FORMAT" | "FORMAT_MISMATCH" | "BACKING_FILE" | "DATA_FILE" | "EXTERNAL_EXTENT" | "CORRUPT" | "TOO_LARGE";
 
 /** An image the agent will not use, with the reason; FAILED_PRECONDITION to a caller. */
 export class ImageRefusedError extends QuantixError {
@@ -50,7 +50,8 @@ const VOLUME_FILE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
  * Inspects a file the agent did not necessarily write (an upload, a download, a file found
  * in a shared pool) before anything uses it: its format comes from its content (or must
  * be `options.format`), qemu-img reads it with that format named (`-f`, `-U`, under
- * prlimit), and it is refused with {@link ImageRefusedError} when it is of a format the
+ * prlimit), and it is refused with {@link ImageRefusedError} when it is not a regular file
+ * (a symlink, a device, a FIFO), of a format the
  * agent does not take, claims another format, has a backing file outside `backingDir` or
  * without an explicit format, an external data file, a VMDK extent in another file, the
  * corrupt flag, or a virtual size beyond the limit. These are the attacks qemu-img info
@@ -59,6 +60,9 @@ const VOLUME_FILE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
  */
 export async function inspectImage(path: string, options: InspectOptions = {}): Promise<ImageInspection> {
   const qemuImg = options.qemuImg ?? new QemuImg();
+  // Not followed: a symlink could name a host disk, and opening a FIFO would hang the agent.
+  const st = await lstat(path);
+  if (!st.isFile()) throw new ImageRefusedError("NOT_A_FILE", `it is not a regular file (a ${st.isSymbolicLink() ? "symlink" : "device, FIFO or directory"})`);
   // A raw volume holds whatever its guest wrote, a qcow2 header included: its content says
   // nothing about its format, and read as raw it cannot name another file.
   const detected = options.format === "raw" ? { kind: "known" as const, format: "raw" as const, iso: false } : await detectFormat(path);

@@ -1,4 +1,4 @@
-import { access, readdir, rename, rm, stat, unlink } from "node:fs/promises";
+import { lstat, readdir, rename, rm, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { notFound, QuantixError } from "@quantix/core";
 import { ImageRefusedError, inspectImage } from "./inspect-image.js";
@@ -63,7 +63,7 @@ export class Volumes {
       out.push(await this.#info(pool, id, format).catch(async (err: unknown) => {
         if (!(err instanceof ImageRefusedError)) throw err;
         const path = join(pool.dir, `${id}.${format}`);
-        const st = await stat(path, { bigint: true });
+        const st = await lstat(path, { bigint: true });
         return { id, poolId: pool.id, format, virtualSizeBytes: 0n, actualSizeBytes: st.blocks * 512n, backingVolumeId: undefined, path, problem: err.message };
       }));
     }
@@ -150,8 +150,9 @@ export class Volumes {
       if (!force) {
         const dependant = await this.#dependant(pool, `${id}.${format}`);
         if (dependant !== undefined) throw new QuantixError("failed_precondition", `volume '${id}' is the backing file of volume '${dependant}' (a linked clone); delete that first or use force`);
-        // Without -U qemu-img needs the image's lock: it fails while a VM has it open.
-        await this.qemuImg.info(path, format, { shared: false });
+        // Without -U qemu-img needs the image's lock: it fails while a VM has it open. Only
+        // for a regular file: a symlink or FIFO someone put in the pool is never opened.
+        if ((await lstat(path)).isFile()) await this.qemuImg.info(path, format, { shared: false });
       }
       await unlink(path);
     });
@@ -177,7 +178,7 @@ export class Volumes {
   async #find(pool: ResolvedPool, id: string, what: string): Promise<VolumeFormatName>;
   async #find(pool: ResolvedPool, id: string, what?: string): Promise<VolumeFormatName | undefined> {
     for (const format of ["qcow2", "raw"] as const) {
-      if (await access(join(pool.dir, `${id}.${format}`)).then(() => true, () => false)) return format;
+      if (await lstat(join(pool.dir, `${id}.${format}`)).then(() => true, () => false)) return format;
     }
     if (what !== undefined) throw notFound(what, id);
     return undefined;
