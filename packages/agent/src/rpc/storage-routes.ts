@@ -1,6 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
+  ImportPhase,
+  ImportVolumeProgressSchema,
   ListVolumesResponseSchema,
   PoolSchema,
   StorageCapabilitiesSchema,
@@ -13,7 +15,7 @@ import {
 } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 import { route, type Route } from "@quantix/rpc";
 import type { NodeStorage, PoolView } from "../storage/node-storage.js";
-import { checkResize, createVolumeSpec, ensurePoolArgs, requireIds } from "../storage/storage-validation.js";
+import { checkResize, createVolumeSpec, ensurePoolArgs, importSpec, requireIds } from "../storage/storage-validation.js";
 import type { VolumeInfo } from "../storage/volumes.js";
 
 /** vmm.v1 StorageService over a NodeStorage: validation and conversion; the rules live in storage/. */
@@ -50,6 +52,18 @@ export function storageServiceImpl(s: NodeStorage): ServiceImpl<typeof StorageSe
       await s.volumes.delete(req.poolId, req.volumeId, req.force);
       return {};
     },
+    async *importVolume(req, ctx) {
+      for await (const p of s.importVolume(importSpec(req), ctx.signal)) {
+        yield create(ImportVolumeProgressSchema, {
+          phase: PHASES[p.phase],
+          bytesDone: p.bytesDone,
+          bytesTotal: p.bytesTotal,
+          sha256: p.sha256 ?? "",
+          detectedFormat: p.detectedFormat ?? "",
+          ...(p.volume ? { volume: toVolume(p.volume) } : {}),
+        });
+      }
+    },
     async getStorageCapabilities() {
       const c = await s.capabilities();
       return create(StorageCapabilitiesSchema, {
@@ -60,6 +74,8 @@ export function storageServiceImpl(s: NodeStorage): ServiceImpl<typeof StorageSe
     },
   };
 }
+
+const PHASES = { downloading: ImportPhase.DOWNLOADING, verifying: ImportPhase.VERIFYING, converting: ImportPhase.CONVERTING, ready: ImportPhase.READY } as const;
 
 /** StorageService's route, for the agent's server. */
 export function storageRoute(s: NodeStorage): Route {

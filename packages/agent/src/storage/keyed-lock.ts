@@ -8,14 +8,21 @@ export class KeyedLock {
 
   /** Runs `fn` holding every key of `keys` (taken in sorted order, so two callers never deadlock). */
   async with<T>(keys: readonly string[], fn: () => Promise<T>): Promise<T> {
-    const sorted = [...new Set(keys)].sort();
-    const releases: (() => void)[] = [];
+    const release = await this.acquire(keys);
     try {
-      for (const key of sorted) releases.push(await this.#acquire(key));
       return await fn();
     } finally {
-      for (const release of releases.reverse()) release();
+      release();
     }
+  }
+
+  /** Takes every key of `keys` (in sorted order); the returned function releases them all. For work that cannot be one callback, e.g. a generator. */
+  async acquire(keys: readonly string[]): Promise<() => void> {
+    const releases: (() => void)[] = [];
+    for (const key of [...new Set(keys)].sort()) releases.push(await this.#acquire(key));
+    return () => {
+      for (const release of releases.reverse()) release();
+    };
   }
 
   /** Whether a key starting with `prefix` is held or waited on. */

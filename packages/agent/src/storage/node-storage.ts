@@ -1,5 +1,6 @@
 import { QuantixError } from "@quantix/core";
 import { probePoolTypes, type PoolTypeSupport } from "./capabilities.js";
+import { importVolume, type ImportProgress, type ImportSpec } from "./import-volume.js";
 import { Pools, type FsCapacity, type ManagedPoolType, type ResolvedPool } from "./pools.js";
 import { QemuImg } from "./qemu-img.js";
 import { Volumes, volumeFiles } from "./volumes.js";
@@ -69,6 +70,11 @@ export class NodeStorage {
       if (left.length > 0) throw new QuantixError("failed_precondition", `pool '${id}' holds ${left.length} volume(s), e.g. '${left[0]![0]}'; delete them first`);
       await this.pools.remove(pool);
     });
+  }
+
+  /** Imports an image from a URL into a new volume, yielding progress; see importVolume. */
+  importVolume(spec: ImportSpec, signal: AbortSignal): AsyncGenerator<ImportProgress> {
+    return importVolume({ pools: this.pools, volumes: this.volumes, qemuImg: this.#qemuImg }, spec, signal);
   }
 
   /** Which pool types this host supports, probed now. */

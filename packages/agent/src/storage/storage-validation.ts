@@ -1,7 +1,8 @@
-import { CloneMode, StoragePoolType, VolumeFormat, type CreateVolumeRequest, type EnsurePoolRequest, type ResizeVolumeRequest } from "@quantix/api/gen/vmm/v1/storage_pb.js";
+import { CloneMode, StoragePoolType, VolumeFormat, type CreateVolumeRequest, type EnsurePoolRequest, type ImportVolumeRequest, type ResizeVolumeRequest } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 import { QuantixError, throwIfViolations, Violations } from "@quantix/core";
 import { checkStorageId, checkVolumeSize } from "./ids.js";
 import type { ManagedPoolType } from "./pools.js";
+import type { ImportSpec } from "./import-volume.js";
 import type { CreateVolumeSpec, VolumeFormatName } from "./volumes.js";
 
 // Request validation of StorageService: every violation at once, with its field path
@@ -82,4 +83,26 @@ export function checkResize(req: ResizeVolumeRequest): void {
   checkStorageId(v, "volume_id", req.volumeId);
   checkVolumeSize(v, "size_bytes", req.sizeBytes);
   throwIfViolations(v.list);
+}
+
+/** An ImportVolume request as the import takes it: an http(s) URL without credentials, an optional sha256. */
+export function importSpec(req: ImportVolumeRequest): ImportSpec {
+  const v = new Violations();
+  checkStorageId(v, "pool_id", req.poolId);
+  checkStorageId(v, "volume_id", req.volumeId);
+  const format = FORMATS[req.format];
+  if (format === undefined) v.add("format", req.format === VolumeFormat.UNSPECIFIED ? "REQUIRED" : "INVALID_VALUE", "must be VOLUME_FORMAT_QCOW2 or VOLUME_FORMAT_RAW");
+  let url: URL | undefined;
+  if (v.required("url", req.url !== "", "is required: an http or https URL") && v.length("url", req.url, 1, 2048)) {
+    try {
+      url = new URL(req.url);
+    } catch {
+      url = undefined;
+    }
+    if (url === undefined || (url.protocol !== "http:" && url.protocol !== "https:")) v.add("url", "INVALID_FORMAT", "must be an http or https URL");
+    else if (url.username !== "" || url.password !== "") v.add("url", "NOT_ALLOWED", "must not carry credentials");
+  }
+  if (req.sha256 !== "") v.pattern("sha256", req.sha256, /^[0-9a-f]{64}$/, "must be 64 lowercase hex digits, or empty");
+  throwIfViolations(v.list);
+  return { poolId: req.poolId, id: req.volumeId, format: format!, url: url!, sha256: req.sha256 };
 }

@@ -158,6 +158,11 @@ export class Volumes {
     });
   }
 
+  /** Holds volume `id` of pool `poolId` until the returned function is called (for work outside this class, e.g. an import). */
+  lock(poolId: string, id: string): Promise<() => void> {
+    return this.#lock.acquire([key(poolId, id)]);
+  }
+
   /** Whether a call on a volume of pool `poolId` is running or waiting. */
   busy(poolId: string): boolean {
     return this.#lock.holds(`${poolId}/`);

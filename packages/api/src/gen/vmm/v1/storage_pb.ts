@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vmm/v1/storage.proto.
  */
 export const file_vmm_v1_storage: GenFile = /*@__PURE__*/
-  fileDesc("ChR2bW0vdjEvc3RvcmFnZS5wcm90bxIGdm1tLnYxInQKBFBvb2wSDwoHcG9vbF9pZBgBIAEoCRIlCgR0eXBlGAIgASgOMhcudm1tLnYxLlN0b3JhZ2VQb29sVHlwZRIMCgRwYXRoGAMgASgJEiYKCGNhcGFjaXR5GAQgASgLMhQudm1tLnYxLlBvb2xDYXBhY2l0eSKaAQoMUG9vbENhcGFjaXR5EhMKC3RvdGFsX2J5dGVzGAEgASgDEhcKD2F2YWlsYWJsZV9ieXRlcxgCIAEoAxISCgp1c2VkX2J5dGVzGAMgASgDEhkKEXByb3Zpc2lvbmVkX2J5dGVzGAQgASgDEhcKD2FsbG9jYXRlZF9ieXRlcxgFIAEoAxIUCgx2b2x1bWVfY291bnQYBiABKAUiwwEKBlZvbHVtZRIRCgl2b2x1bWVfaWQYASABKAkSDwoHcG9vbF9pZBgCIAEoCRIkCgZmb3JtYXQYAyABKA4yFC52bW0udjEuVm9sdW1lRm9ybWF0EhoKEnZpcnR1YWxfc2l6ZV9ieXRlcxgEIAEoAxIZChFhY3R1YWxfc2l6ZV9ieXRlcxgFIAEoAxIZChFiYWNraW5nX3ZvbHVtZV9pZBgGIAEoCRIMCgRwYXRoGAcgASgJEg8KB3Byb2JsZW0YCCABKAkiWQoRRW5zdXJlUG9vbFJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIlCgR0eXBlGAIgASgOMhcudm1tLnYxLlN0b3JhZ2VQb29sVHlwZRIMCgRwYXRoGAMgASgJIiEKDkdldFBvb2xSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkiJAoRRGVsZXRlUG9vbFJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCSJCCgxWb2x1bWVTb3VyY2USEQoJdm9sdW1lX2lkGAEgASgJEh8KBG1vZGUYAiABKA4yES52bW0udjEuQ2xvbmVNb2RlIpkBChNDcmVhdGVWb2x1bWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEiQKBmZvcm1hdBgDIAEoDjIULnZtbS52MS5Wb2x1bWVGb3JtYXQSEgoKc2l6ZV9ieXRlcxgEIAEoAxIkCgZzb3VyY2UYBSABKAsyFC52bW0udjEuVm9sdW1lU291cmNlIjYKEEdldFZvbHVtZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIRCgl2b2x1bWVfaWQYAiABKAkiJQoSTGlzdFZvbHVtZXNSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkiNgoTTGlzdFZvbHVtZXNSZXNwb25zZRIfCgd2b2x1bWVzGAEgAygLMg4udm1tLnYxLlZvbHVtZSJjChNSZXNpemVWb2x1bWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAMSFAoMYWxsb3dfc2hyaW5rGAQgASgIIkgKE0RlbGV0ZVZvbHVtZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIRCgl2b2x1bWVfaWQYAiABKAkSDQoFZm9yY2UYAyABKAgiHwodR2V0U3RvcmFnZUNhcGFiaWxpdGllc1JlcXVlc3QiigEKE1N0b3JhZ2VDYXBhYmlsaXRpZXMSKwoKcG9vbF90eXBlcxgBIAMoCzIXLnZtbS52MS5Qb29sVHlwZVN1cHBvcnQSLAoOdm9sdW1lX2Zvcm1hdHMYAiADKA4yFC52bW0udjEuVm9sdW1lRm9ybWF0EhgKEHFlbXVfaW1nX3ZlcnNpb24YAyABKAkibAoPUG9vbFR5cGVTdXBwb3J0EiUKBHR5cGUYASABKA4yFy52bW0udjEuU3RvcmFnZVBvb2xUeXBlEhEKCWF2YWlsYWJsZRgCIAEoCBIOCgZyZWFzb24YAyABKAkSDwoHbWFuYWdlZBgEIAEoCCrkAQoPU3RvcmFnZVBvb2xUeXBlEiEKHVNUT1JBR0VfUE9PTF9UWVBFX1VOU1BFQ0lGSUVEEAASGQoVU1RPUkFHRV9QT09MX1RZUEVfRElSEAESIAocU1RPUkFHRV9QT09MX1RZUEVfU0hBUkVEX0RJUhACEhkKFVNUT1JBR0VfUE9PTF9UWVBFX05GUxADEh4KGlNUT1JBR0VfUE9PTF9UWVBFX0NFUEhfUkJEEAQSGQoVU1RPUkFHRV9QT09MX1RZUEVfTFZNEAUSGwoXU1RPUkFHRV9QT09MX1RZUEVfSVNDU0kQBipdCgxWb2x1bWVGb3JtYXQSHQoZVk9MVU1FX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhcKE1ZPTFVNRV9GT1JNQVRfUUNPVzIQARIVChFWT0xVTUVfRk9STUFUX1JBVxACKlMKCUNsb25lTW9kZRIaChZDTE9ORV9NT0RFX1VOU1BFQ0lGSUVEEAASFQoRQ0xPTkVfTU9ERV9MSU5LRUQQARITCg9DTE9ORV9NT0RFX0ZVTEwQAjLVBAoOU3RvcmFnZVNlcnZpY2USNQoKRW5zdXJlUG9vbBIZLnZtbS52MS5FbnN1cmVQb29sUmVxdWVzdBoMLnZtbS52MS5Qb29sEi8KB0dldFBvb2wSFi52bW0udjEuR2V0UG9vbFJlcXVlc3QaDC52bW0udjEuUG9vbBI/CgpEZWxldGVQb29sEhkudm1tLnYxLkRlbGV0ZVBvb2xSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5EjsKDENyZWF0ZVZvbHVtZRIbLnZtbS52MS5DcmVhdGVWb2x1bWVSZXF1ZXN0Gg4udm1tLnYxLlZvbHVtZRI1CglHZXRWb2x1bWUSGC52bW0udjEuR2V0Vm9sdW1lUmVxdWVzdBoOLnZtbS52MS5Wb2x1bWUSRgoLTGlzdFZvbHVtZXMSGi52bW0udjEuTGlzdFZvbHVtZXNSZXF1ZXN0Ghsudm1tLnYxLkxpc3RWb2x1bWVzUmVzcG9uc2USOwoMUmVzaXplVm9sdW1lEhsudm1tLnYxLlJlc2l6ZVZvbHVtZVJlcXVlc3QaDi52bW0udjEuVm9sdW1lEkMKDERlbGV0ZVZvbHVtZRIbLnZtbS52MS5EZWxldGVWb2x1bWVSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5ElwKFkdldFN0b3JhZ2VDYXBhYmlsaXRpZXMSJS52bW0udjEuR2V0U3RvcmFnZUNhcGFiaWxpdGllc1JlcXVlc3QaGy52bW0udjEuU3RvcmFnZUNhcGFiaWxpdGllc2IGcHJvdG8z", [file_google_protobuf_empty]);
+  fileDesc("ChR2bW0vdjEvc3RvcmFnZS5wcm90bxIGdm1tLnYxInQKBFBvb2wSDwoHcG9vbF9pZBgBIAEoCRIlCgR0eXBlGAIgASgOMhcudm1tLnYxLlN0b3JhZ2VQb29sVHlwZRIMCgRwYXRoGAMgASgJEiYKCGNhcGFjaXR5GAQgASgLMhQudm1tLnYxLlBvb2xDYXBhY2l0eSKaAQoMUG9vbENhcGFjaXR5EhMKC3RvdGFsX2J5dGVzGAEgASgDEhcKD2F2YWlsYWJsZV9ieXRlcxgCIAEoAxISCgp1c2VkX2J5dGVzGAMgASgDEhkKEXByb3Zpc2lvbmVkX2J5dGVzGAQgASgDEhcKD2FsbG9jYXRlZF9ieXRlcxgFIAEoAxIUCgx2b2x1bWVfY291bnQYBiABKAUiwwEKBlZvbHVtZRIRCgl2b2x1bWVfaWQYASABKAkSDwoHcG9vbF9pZBgCIAEoCRIkCgZmb3JtYXQYAyABKA4yFC52bW0udjEuVm9sdW1lRm9ybWF0EhoKEnZpcnR1YWxfc2l6ZV9ieXRlcxgEIAEoAxIZChFhY3R1YWxfc2l6ZV9ieXRlcxgFIAEoAxIZChFiYWNraW5nX3ZvbHVtZV9pZBgGIAEoCRIMCgRwYXRoGAcgASgJEg8KB3Byb2JsZW0YCCABKAkiWQoRRW5zdXJlUG9vbFJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIlCgR0eXBlGAIgASgOMhcudm1tLnYxLlN0b3JhZ2VQb29sVHlwZRIMCgRwYXRoGAMgASgJIiEKDkdldFBvb2xSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkiJAoRRGVsZXRlUG9vbFJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCSJCCgxWb2x1bWVTb3VyY2USEQoJdm9sdW1lX2lkGAEgASgJEh8KBG1vZGUYAiABKA4yES52bW0udjEuQ2xvbmVNb2RlIpkBChNDcmVhdGVWb2x1bWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEiQKBmZvcm1hdBgDIAEoDjIULnZtbS52MS5Wb2x1bWVGb3JtYXQSEgoKc2l6ZV9ieXRlcxgEIAEoAxIkCgZzb3VyY2UYBSABKAsyFC52bW0udjEuVm9sdW1lU291cmNlIjYKEEdldFZvbHVtZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIRCgl2b2x1bWVfaWQYAiABKAkiJQoSTGlzdFZvbHVtZXNSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkiNgoTTGlzdFZvbHVtZXNSZXNwb25zZRIfCgd2b2x1bWVzGAEgAygLMg4udm1tLnYxLlZvbHVtZSJjChNSZXNpemVWb2x1bWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAMSFAoMYWxsb3dfc2hyaW5rGAQgASgIIkgKE0RlbGV0ZVZvbHVtZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIRCgl2b2x1bWVfaWQYAiABKAkSDQoFZm9yY2UYAyABKAgiHwodR2V0U3RvcmFnZUNhcGFiaWxpdGllc1JlcXVlc3QiigEKE1N0b3JhZ2VDYXBhYmlsaXRpZXMSKwoKcG9vbF90eXBlcxgBIAMoCzIXLnZtbS52MS5Qb29sVHlwZVN1cHBvcnQSLAoOdm9sdW1lX2Zvcm1hdHMYAiADKA4yFC52bW0udjEuVm9sdW1lRm9ybWF0EhgKEHFlbXVfaW1nX3ZlcnNpb24YAyABKAkibAoPUG9vbFR5cGVTdXBwb3J0EiUKBHR5cGUYASABKA4yFy52bW0udjEuU3RvcmFnZVBvb2xUeXBlEhEKCWF2YWlsYWJsZRgCIAEoCBIOCgZyZWFzb24YAyABKAkSDwoHbWFuYWdlZBgEIAEoCCJ8ChNJbXBvcnRWb2x1bWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEiQKBmZvcm1hdBgDIAEoDjIULnZtbS52MS5Wb2x1bWVGb3JtYXQSCwoDdXJsGAQgASgJEg4KBnNoYTI1NhgFIAEoCSKsAQoUSW1wb3J0Vm9sdW1lUHJvZ3Jlc3MSIgoFcGhhc2UYASABKA4yEy52bW0udjEuSW1wb3J0UGhhc2USEgoKYnl0ZXNfZG9uZRgCIAEoAxITCgtieXRlc190b3RhbBgDIAEoAxIOCgZzaGEyNTYYBCABKAkSFwoPZGV0ZWN0ZWRfZm9ybWF0GAUgASgJEh4KBnZvbHVtZRgGIAEoCzIOLnZtbS52MS5Wb2x1bWUq5AEKD1N0b3JhZ2VQb29sVHlwZRIhCh1TVE9SQUdFX1BPT0xfVFlQRV9VTlNQRUNJRklFRBAAEhkKFVNUT1JBR0VfUE9PTF9UWVBFX0RJUhABEiAKHFNUT1JBR0VfUE9PTF9UWVBFX1NIQVJFRF9ESVIQAhIZChVTVE9SQUdFX1BPT0xfVFlQRV9ORlMQAxIeChpTVE9SQUdFX1BPT0xfVFlQRV9DRVBIX1JCRBAEEhkKFVNUT1JBR0VfUE9PTF9UWVBFX0xWTRAFEhsKF1NUT1JBR0VfUE9PTF9UWVBFX0lTQ1NJEAYqXQoMVm9sdW1lRm9ybWF0Eh0KGVZPTFVNRV9GT1JNQVRfVU5TUEVDSUZJRUQQABIXChNWT0xVTUVfRk9STUFUX1FDT1cyEAESFQoRVk9MVU1FX0ZPUk1BVF9SQVcQAipTCglDbG9uZU1vZGUSGgoWQ0xPTkVfTU9ERV9VTlNQRUNJRklFRBAAEhUKEUNMT05FX01PREVfTElOS0VEEAESEwoPQ0xPTkVfTU9ERV9GVUxMEAIqmgEKC0ltcG9ydFBoYXNlEhwKGElNUE9SVF9QSEFTRV9VTlNQRUNJRklFRBAAEhwKGElNUE9SVF9QSEFTRV9ET1dOTE9BRElORxABEhoKFklNUE9SVF9QSEFTRV9WRVJJRllJTkcQAhIbChdJTVBPUlRfUEhBU0VfQ09OVkVSVElORxADEhYKEklNUE9SVF9QSEFTRV9SRUFEWRAEMqIFCg5TdG9yYWdlU2VydmljZRI1CgpFbnN1cmVQb29sEhkudm1tLnYxLkVuc3VyZVBvb2xSZXF1ZXN0Ggwudm1tLnYxLlBvb2wSLwoHR2V0UG9vbBIWLnZtbS52MS5HZXRQb29sUmVxdWVzdBoMLnZtbS52MS5Qb29sEj8KCkRlbGV0ZVBvb2wSGS52bW0udjEuRGVsZXRlUG9vbFJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSOwoMQ3JlYXRlVm9sdW1lEhsudm1tLnYxLkNyZWF0ZVZvbHVtZVJlcXVlc3QaDi52bW0udjEuVm9sdW1lEjUKCUdldFZvbHVtZRIYLnZtbS52MS5HZXRWb2x1bWVSZXF1ZXN0Gg4udm1tLnYxLlZvbHVtZRJGCgtMaXN0Vm9sdW1lcxIaLnZtbS52MS5MaXN0Vm9sdW1lc1JlcXVlc3QaGy52bW0udjEuTGlzdFZvbHVtZXNSZXNwb25zZRI7CgxSZXNpemVWb2x1bWUSGy52bW0udjEuUmVzaXplVm9sdW1lUmVxdWVzdBoOLnZtbS52MS5Wb2x1bWUSQwoMRGVsZXRlVm9sdW1lEhsudm1tLnYxLkRlbGV0ZVZvbHVtZVJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSSwoMSW1wb3J0Vm9sdW1lEhsudm1tLnYxLkltcG9ydFZvbHVtZVJlcXVlc3QaHC52bW0udjEuSW1wb3J0Vm9sdW1lUHJvZ3Jlc3MwARJcChZHZXRTdG9yYWdlQ2FwYWJpbGl0aWVzEiUudm1tLnYxLkdldFN0b3JhZ2VDYXBhYmlsaXRpZXNSZXF1ZXN0Ghsudm1tLnYxLlN0b3JhZ2VDYXBhYmlsaXRpZXNiBnByb3RvMw", [file_google_protobuf_empty]);
 
 /**
  * A storage pool on this host, as the agent observes it.
@@ -588,6 +588,114 @@ export const PoolTypeSupportSchema: GenMessage<PoolTypeSupport> = /*@__PURE__*/
   messageDesc(file_vmm_v1_storage, 15);
 
 /**
+ * Imports an image into a new volume.
+ *
+ * @generated from message vmm.v1.ImportVolumeRequest
+ */
+export type ImportVolumeRequest = Message<"vmm.v1.ImportVolumeRequest"> & {
+  /**
+   * The pool to create the volume in (a UUID). Required.
+   *
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+
+  /**
+   * The new volume's id (a UUID). Required.
+   *
+   * @generated from field: string volume_id = 2;
+   */
+  volumeId: string;
+
+  /**
+   * The volume's format, QCOW2 or RAW (the image is converted to it). Required.
+   *
+   * @generated from field: vmm.v1.VolumeFormat format = 3;
+   */
+  format: VolumeFormat;
+
+  /**
+   * Where to download the image from: an http or https URL without credentials, at most
+   * 2048 characters. Redirects are followed up to 5 times. Required.
+   *
+   * @generated from field: string url = 4;
+   */
+  url: string;
+
+  /**
+   * The expected SHA-256 of the downloaded bytes (before decompression), 64 lowercase
+   * hex digits; empty: not checked (the digest is still reported).
+   *
+   * @generated from field: string sha256 = 5;
+   */
+  sha256: string;
+};
+
+/**
+ * Describes the message vmm.v1.ImportVolumeRequest.
+ * Use `create(ImportVolumeRequestSchema)` to create a new message.
+ */
+export const ImportVolumeRequestSchema: GenMessage<ImportVolumeRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_storage, 16);
+
+/**
+ * One step of an import.
+ *
+ * @generated from message vmm.v1.ImportVolumeProgress
+ */
+export type ImportVolumeProgress = Message<"vmm.v1.ImportVolumeProgress"> & {
+  /**
+   * Output only. Where the import is.
+   *
+   * @generated from field: vmm.v1.ImportPhase phase = 1;
+   */
+  phase: ImportPhase;
+
+  /**
+   * Output only. Bytes downloaded so far.
+   *
+   * @generated from field: int64 bytes_done = 2;
+   */
+  bytesDone: bigint;
+
+  /**
+   * Output only. Bytes the server announced (Content-Length); 0 when unknown.
+   *
+   * @generated from field: int64 bytes_total = 3;
+   */
+  bytesTotal: bigint;
+
+  /**
+   * Output only. From VERIFYING on: the SHA-256 of the downloaded bytes, lowercase hex.
+   *
+   * @generated from field: string sha256 = 4;
+   */
+  sha256: string;
+
+  /**
+   * Output only. From VERIFYING on: the image's format as detected from its content
+   * (qcow2, raw, vmdk, vdi, vhdx, vpc; "iso" for an ISO 9660 image, which is raw).
+   *
+   * @generated from field: string detected_format = 5;
+   */
+  detectedFormat: string;
+
+  /**
+   * Output only. In the READY message: the new volume.
+   *
+   * @generated from field: vmm.v1.Volume volume = 6;
+   */
+  volume?: Volume | undefined;
+};
+
+/**
+ * Describes the message vmm.v1.ImportVolumeProgress.
+ * Use `create(ImportVolumeProgressSchema)` to create a new message.
+ */
+export const ImportVolumeProgressSchema: GenMessage<ImportVolumeProgress> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_storage, 17);
+
+/**
  * The kind of a storage pool.
  *
  * @generated from enum vmm.v1.StoragePoolType
@@ -720,6 +828,54 @@ export const CloneModeSchema: GenEnum<CloneMode> = /*@__PURE__*/
   enumDesc(file_vmm_v1_storage, 2);
 
 /**
+ * The phase of an import.
+ *
+ * @generated from enum vmm.v1.ImportPhase
+ */
+export enum ImportPhase {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: IMPORT_PHASE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Bytes are being downloaded.
+   *
+   * @generated from enum value: IMPORT_PHASE_DOWNLOADING = 1;
+   */
+  DOWNLOADING = 1,
+
+  /**
+   * The download is checked, decompressed and inspected.
+   *
+   * @generated from enum value: IMPORT_PHASE_VERIFYING = 2;
+   */
+  VERIFYING = 2,
+
+  /**
+   * qemu-img converts the image into the volume's format.
+   *
+   * @generated from enum value: IMPORT_PHASE_CONVERTING = 3;
+   */
+  CONVERTING = 3,
+
+  /**
+   * The volume exists; the last message.
+   *
+   * @generated from enum value: IMPORT_PHASE_READY = 4;
+   */
+  READY = 4,
+}
+
+/**
+ * Describes the enum vmm.v1.ImportPhase.
+ */
+export const ImportPhaseSchema: GenEnum<ImportPhase> = /*@__PURE__*/
+  enumDesc(file_vmm_v1_storage, 3);
+
+/**
  * The node side of storage: one host's storage pools and the volumes in them, served by
  * the host agent beside VmService on the same port; the control plane calls it.
  *
@@ -839,6 +995,27 @@ export const StorageService: GenService<{
     methodKind: "unary";
     input: typeof DeleteVolumeRequestSchema;
     output: typeof EmptySchema;
+  },
+  /**
+   * Imports an image from an http(s) URL into a new volume of a pool, streaming progress:
+   * DOWNLOADING (bytes_done of bytes_total, total 0 when the server sends no length),
+   * VERIFYING (sha256 compared when given; gzip or xz decompressed, detected from the
+   * content; the image inspected and refused if hostile: a backing or data file, an
+   * external extent, the corrupt flag, an unknown format, a virtual size beyond the pool's
+   * available bytes), CONVERTING (qemu-img convert from the detected format into format),
+   * then one READY message with the volume. A failure ends the stream with an error and
+   * leaves no file: INVALID_ARGUMENT for a malformed request, UNAVAILABLE for an
+   * unreachable URL, an HTTP error or a truncated download (a retry may work),
+   * FAILED_PRECONDITION for a sha256 mismatch, corrupt compressed data or a refused image,
+   * RESOURCE_EXHAUSTED when it does not fit. Idempotent: when the volume exists with that format, the stream is one READY
+   * message (nothing is downloaded); with another format, ALREADY_EXISTS.
+   *
+   * @generated from rpc vmm.v1.StorageService.ImportVolume
+   */
+  importVolume: {
+    methodKind: "server_streaming";
+    input: typeof ImportVolumeRequestSchema;
+    output: typeof ImportVolumeProgressSchema;
   },
   /**
    * Reports which pool types and volume formats this host supports, each with the reason,
