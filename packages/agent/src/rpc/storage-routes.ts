@@ -1,8 +1,10 @@
 import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   ImportPhase,
   ImportVolumeProgressSchema,
+  ListVolumeSnapshotsResponseSchema,
   ListVolumesResponseSchema,
   PoolSchema,
   StorageCapabilitiesSchema,
@@ -10,12 +12,15 @@ import {
   StorageService,
   VolumeFormat,
   VolumeSchema,
+  VolumeSnapshotSchema,
   type Pool,
   type Volume,
+  type VolumeSnapshot,
 } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 import { route, type Route } from "@quantix/rpc";
 import type { NodeStorage, PoolView } from "../storage/node-storage.js";
 import { checkResize, createVolumeSpec, ensurePoolArgs, importSpec, requireIds } from "../storage/storage-validation.js";
+import type { SnapshotInfo } from "../storage/snapshots.js";
 import type { VolumeInfo } from "../storage/volumes.js";
 
 /** vmm.v1 StorageService over a NodeStorage: validation and conversion; the rules live in storage/. */
@@ -50,6 +55,23 @@ export function storageServiceImpl(s: NodeStorage): ServiceImpl<typeof StorageSe
     async deleteVolume(req) {
       requireIds({ pool_id: req.poolId, volume_id: req.volumeId });
       await s.volumes.delete(req.poolId, req.volumeId, req.force);
+      return {};
+    },
+    async createVolumeSnapshot(req) {
+      requireIds({ pool_id: req.poolId, volume_id: req.volumeId, snapshot_id: req.snapshotId });
+      return toSnapshot(await s.snapshots.create(req.poolId, req.volumeId, req.snapshotId));
+    },
+    async listVolumeSnapshots(req) {
+      requireIds({ pool_id: req.poolId, volume_id: req.volumeId });
+      return create(ListVolumeSnapshotsResponseSchema, { snapshots: (await s.snapshots.list(req.poolId, req.volumeId)).map(toSnapshot) });
+    },
+    async revertVolumeSnapshot(req) {
+      requireIds({ pool_id: req.poolId, volume_id: req.volumeId, snapshot_id: req.snapshotId });
+      return toSnapshot(await s.snapshots.revert(req.poolId, req.volumeId, req.snapshotId));
+    },
+    async deleteVolumeSnapshot(req) {
+      requireIds({ pool_id: req.poolId, volume_id: req.volumeId, snapshot_id: req.snapshotId });
+      await s.snapshots.delete(req.poolId, req.volumeId, req.snapshotId);
       return {};
     },
     async *importVolume(req, ctx) {
@@ -96,6 +118,10 @@ function toPool(p: PoolView): Pool {
       volumeCount: p.capacity.volumeCount,
     },
   });
+}
+
+function toSnapshot(x: SnapshotInfo): VolumeSnapshot {
+  return create(VolumeSnapshotSchema, { snapshotId: x.id, volumeId: x.volumeId, poolId: x.poolId, createdAt: timestampFromMs(x.createdAtMs), vmStateBytes: x.vmStateBytes });
 }
 
 function toVolume(v: VolumeInfo): Volume {

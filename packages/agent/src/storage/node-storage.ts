@@ -3,6 +3,7 @@ import { probePoolTypes, type PoolTypeSupport } from "./capabilities.js";
 import { importVolume, type ImportProgress, type ImportSpec } from "./import-volume.js";
 import { Pools, type FsCapacity, type ManagedPoolType, type ResolvedPool } from "./pools.js";
 import { QemuImg } from "./qemu-img.js";
+import { VolumeSnapshots } from "./snapshots.js";
 import { Volumes, volumeFiles } from "./volumes.js";
 
 /** Where an agent keeps its pools. */
@@ -31,6 +32,7 @@ export interface StorageCapabilityView {
 export class NodeStorage {
   readonly pools: Pools;
   readonly volumes: Volumes;
+  readonly snapshots: VolumeSnapshots;
   readonly #qemuImg: QemuImg;
   readonly #binDirs: readonly string[] | undefined;
 
@@ -38,6 +40,7 @@ export class NodeStorage {
     this.#qemuImg = options.qemuImg ?? new QemuImg();
     this.pools = new Pools(options.poolRoot, options.sharedDirs);
     this.volumes = new Volumes(this.pools, this.#qemuImg);
+    this.snapshots = new VolumeSnapshots(this.pools, this.volumes, this.#qemuImg);
     this.#binDirs = options.binDirs;
   }
 

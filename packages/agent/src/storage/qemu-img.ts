@@ -30,6 +30,7 @@ export interface ImgInfo {
   readonly "full-backing-filename"?: string;
   readonly "backing-filename-format"?: string;
   readonly "format-specific"?: { readonly type?: string; readonly data?: Record<string, unknown> };
+  readonly snapshots?: readonly { readonly name: string; readonly "date-sec": number; readonly "date-nsec": number; readonly "vm-state-size": number }[];
 }
 
 /**
@@ -89,6 +90,16 @@ export class QemuImg {
     await run(this.#binary, ["convert", "-q", "-f", fromFormat, "-O", toFormat, absolute(from), absolute(to)], this.#timeoutMs);
   }
 
+  /**
+   * An internal snapshot operation on a qcow2 image (offline: it takes the image's lock).
+   * `qemu-img snapshot` has no `-f`, so the format is named through `--image-opts`
+   * (commas in the path doubled, as QEMU's option syntax escapes them).
+   */
+  async snapshot(path: string, op: "create" | "apply" | "delete", tag: string): Promise<void> {
+    const flag = { create: "-c", apply: "-a", delete: "-d" }[op];
+    await run(this.#binary, ["snapshot", "-q", "--image-opts", flag, tag, `driver=qcow2,file.driver=file,file.filename=${absolute(path).replaceAll(",", ",,")}`], this.#timeoutMs);
+  }
+
   /** Sets the virtual size offline; `shrink` allows a smaller size. */
   async resize(path: string, format: ImgFormat, size: bigint, shrink: boolean): Promise<void> {
     await run(this.#binary, ["resize", "-q", "-f", format, ...(shrink ? ["--shrink"] : []), absolute(path), String(size)], this.#timeoutMs);
@@ -106,7 +117,7 @@ function run(binary: string, args: readonly string[], timeoutMs: number): Promis
     execFile(binary, args, { timeout: timeoutMs, killSignal: "SIGKILL", maxBuffer: MAX_OUTPUT_BYTES, encoding: "utf8", env: { ...process.env, LC_ALL: "C" } }, (err, stdout, stderr) => {
       if (!err) return resolve(stdout);
       const name = basename(binary === "prlimit" ? (args.find((a) => !a.startsWith("--")) ?? binary) : binary);
-      const op = args.find((a) => ["info", "create", "convert", "resize"].includes(a));
+      const op = args.find((a) => ["info", "create", "convert", "resize", "snapshot"].includes(a));
       reject(failure(op === undefined ? name : `${name} ${op}`, err, stderr));
     });
   });

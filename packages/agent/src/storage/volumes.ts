@@ -163,6 +163,11 @@ export class Volumes {
     return this.#lock.acquire([key(poolId, id)]);
   }
 
+  /** The volume of `pool` that is a linked clone of `volume`, if any. */
+  dependantOf(pool: ResolvedPool, volume: VolumeInfo): Promise<string | undefined> {
+    return this.#dependant(pool, `${volume.id}.${volume.format}`);
+  }
+
   /** Whether a call on a volume of pool `poolId` is running or waiting. */
   busy(poolId: string): boolean {
     return this.#lock.holds(`${poolId}/`);

@@ -4,15 +4,15 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { EmptySchema } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_empty } from "@bufbuild/protobuf/wkt";
+import type { EmptySchema, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_empty, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file vmm/v1/storage.proto.
  */
 export const file_vmm_v1_storage: GenFile = /*@__PURE__*/
-  fileDesc("ChR2bW0vdjEvc3RvcmFnZS5wcm90bxIGdm1tLnYxInQKBFBvb2wSDwoHcG9vbF9pZBgBIAEoCRIlCgR0eXBlGAIgASgOMhcudm1tLnYxLlN0b3JhZ2VQb29sVHlwZRIMCgRwYXRoGAMgASgJEiYKCGNhcGFjaXR5GAQgASgLMhQudm1tLnYxLlBvb2xDYXBhY2l0eSKaAQoMUG9vbENhcGFjaXR5EhMKC3RvdGFsX2J5dGVzGAEgASgDEhcKD2F2YWlsYWJsZV9ieXRlcxgCIAEoAxISCgp1c2VkX2J5dGVzGAMgASgDEhkKEXByb3Zpc2lvbmVkX2J5dGVzGAQgASgDEhcKD2FsbG9jYXRlZF9ieXRlcxgFIAEoAxIUCgx2b2x1bWVfY291bnQYBiABKAUiwwEKBlZvbHVtZRIRCgl2b2x1bWVfaWQYASABKAkSDwoHcG9vbF9pZBgCIAEoCRIkCgZmb3JtYXQYAyABKA4yFC52bW0udjEuVm9sdW1lRm9ybWF0EhoKEnZpcnR1YWxfc2l6ZV9ieXRlcxgEIAEoAxIZChFhY3R1YWxfc2l6ZV9ieXRlcxgFIAEoAxIZChFiYWNraW5nX3ZvbHVtZV9pZBgGIAEoCRIMCgRwYXRoGAcgASgJEg8KB3Byb2JsZW0YCCABKAkiWQoRRW5zdXJlUG9vbFJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIlCgR0eXBlGAIgASgOMhcudm1tLnYxLlN0b3JhZ2VQb29sVHlwZRIMCgRwYXRoGAMgASgJIiEKDkdldFBvb2xSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkiJAoRRGVsZXRlUG9vbFJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCSJCCgxWb2x1bWVTb3VyY2USEQoJdm9sdW1lX2lkGAEgASgJEh8KBG1vZGUYAiABKA4yES52bW0udjEuQ2xvbmVNb2RlIpkBChNDcmVhdGVWb2x1bWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEiQKBmZvcm1hdBgDIAEoDjIULnZtbS52MS5Wb2x1bWVGb3JtYXQSEgoKc2l6ZV9ieXRlcxgEIAEoAxIkCgZzb3VyY2UYBSABKAsyFC52bW0udjEuVm9sdW1lU291cmNlIjYKEEdldFZvbHVtZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIRCgl2b2x1bWVfaWQYAiABKAkiJQoSTGlzdFZvbHVtZXNSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkiNgoTTGlzdFZvbHVtZXNSZXNwb25zZRIfCgd2b2x1bWVzGAEgAygLMg4udm1tLnYxLlZvbHVtZSJjChNSZXNpemVWb2x1bWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAMSFAoMYWxsb3dfc2hyaW5rGAQgASgIIkgKE0RlbGV0ZVZvbHVtZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIRCgl2b2x1bWVfaWQYAiABKAkSDQoFZm9yY2UYAyABKAgiHwodR2V0U3RvcmFnZUNhcGFiaWxpdGllc1JlcXVlc3QiigEKE1N0b3JhZ2VDYXBhYmlsaXRpZXMSKwoKcG9vbF90eXBlcxgBIAMoCzIXLnZtbS52MS5Qb29sVHlwZVN1cHBvcnQSLAoOdm9sdW1lX2Zvcm1hdHMYAiADKA4yFC52bW0udjEuVm9sdW1lRm9ybWF0EhgKEHFlbXVfaW1nX3ZlcnNpb24YAyABKAkibAoPUG9vbFR5cGVTdXBwb3J0EiUKBHR5cGUYASABKA4yFy52bW0udjEuU3RvcmFnZVBvb2xUeXBlEhEKCWF2YWlsYWJsZRgCIAEoCBIOCgZyZWFzb24YAyABKAkSDwoHbWFuYWdlZBgEIAEoCCJ8ChNJbXBvcnRWb2x1bWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEiQKBmZvcm1hdBgDIAEoDjIULnZtbS52MS5Wb2x1bWVGb3JtYXQSCwoDdXJsGAQgASgJEg4KBnNoYTI1NhgFIAEoCSKsAQoUSW1wb3J0Vm9sdW1lUHJvZ3Jlc3MSIgoFcGhhc2UYASABKA4yEy52bW0udjEuSW1wb3J0UGhhc2USEgoKYnl0ZXNfZG9uZRgCIAEoAxITCgtieXRlc190b3RhbBgDIAEoAxIOCgZzaGEyNTYYBCABKAkSFwoPZGV0ZWN0ZWRfZm9ybWF0GAUgASgJEh4KBnZvbHVtZRgGIAEoCzIOLnZtbS52MS5Wb2x1bWUq5AEKD1N0b3JhZ2VQb29sVHlwZRIhCh1TVE9SQUdFX1BPT0xfVFlQRV9VTlNQRUNJRklFRBAAEhkKFVNUT1JBR0VfUE9PTF9UWVBFX0RJUhABEiAKHFNUT1JBR0VfUE9PTF9UWVBFX1NIQVJFRF9ESVIQAhIZChVTVE9SQUdFX1BPT0xfVFlQRV9ORlMQAxIeChpTVE9SQUdFX1BPT0xfVFlQRV9DRVBIX1JCRBAEEhkKFVNUT1JBR0VfUE9PTF9UWVBFX0xWTRAFEhsKF1NUT1JBR0VfUE9PTF9UWVBFX0lTQ1NJEAYqXQoMVm9sdW1lRm9ybWF0Eh0KGVZPTFVNRV9GT1JNQVRfVU5TUEVDSUZJRUQQABIXChNWT0xVTUVfRk9STUFUX1FDT1cyEAESFQoRVk9MVU1FX0ZPUk1BVF9SQVcQAipTCglDbG9uZU1vZGUSGgoWQ0xPTkVfTU9ERV9VTlNQRUNJRklFRBAAEhUKEUNMT05FX01PREVfTElOS0VEEAESEwoPQ0xPTkVfTU9ERV9GVUxMEAIqmgEKC0ltcG9ydFBoYXNlEhwKGElNUE9SVF9QSEFTRV9VTlNQRUNJRklFRBAAEhwKGElNUE9SVF9QSEFTRV9ET1dOTE9BRElORxABEhoKFklNUE9SVF9QSEFTRV9WRVJJRllJTkcQAhIbChdJTVBPUlRfUEhBU0VfQ09OVkVSVElORxADEhYKEklNUE9SVF9QSEFTRV9SRUFEWRAEMqIFCg5TdG9yYWdlU2VydmljZRI1CgpFbnN1cmVQb29sEhkudm1tLnYxLkVuc3VyZVBvb2xSZXF1ZXN0Ggwudm1tLnYxLlBvb2wSLwoHR2V0UG9vbBIWLnZtbS52MS5HZXRQb29sUmVxdWVzdBoMLnZtbS52MS5Qb29sEj8KCkRlbGV0ZVBvb2wSGS52bW0udjEuRGVsZXRlUG9vbFJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSOwoMQ3JlYXRlVm9sdW1lEhsudm1tLnYxLkNyZWF0ZVZvbHVtZVJlcXVlc3QaDi52bW0udjEuVm9sdW1lEjUKCUdldFZvbHVtZRIYLnZtbS52MS5HZXRWb2x1bWVSZXF1ZXN0Gg4udm1tLnYxLlZvbHVtZRJGCgtMaXN0Vm9sdW1lcxIaLnZtbS52MS5MaXN0Vm9sdW1lc1JlcXVlc3QaGy52bW0udjEuTGlzdFZvbHVtZXNSZXNwb25zZRI7CgxSZXNpemVWb2x1bWUSGy52bW0udjEuUmVzaXplVm9sdW1lUmVxdWVzdBoOLnZtbS52MS5Wb2x1bWUSQwoMRGVsZXRlVm9sdW1lEhsudm1tLnYxLkRlbGV0ZVZvbHVtZVJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSSwoMSW1wb3J0Vm9sdW1lEhsudm1tLnYxLkltcG9ydFZvbHVtZVJlcXVlc3QaHC52bW0udjEuSW1wb3J0Vm9sdW1lUHJvZ3Jlc3MwARJcChZHZXRTdG9yYWdlQ2FwYWJpbGl0aWVzEiUudm1tLnYxLkdldFN0b3JhZ2VDYXBhYmlsaXRpZXNSZXF1ZXN0Ghsudm1tLnYxLlN0b3JhZ2VDYXBhYmlsaXRpZXNiBnByb3RvMw", [file_google_protobuf_empty]);
+  fileDesc("ChR2bW0vdjEvc3RvcmFnZS5wcm90bxIGdm1tLnYxInQKBFBvb2wSDwoHcG9vbF9pZBgBIAEoCRIlCgR0eXBlGAIgASgOMhcudm1tLnYxLlN0b3JhZ2VQb29sVHlwZRIMCgRwYXRoGAMgASgJEiYKCGNhcGFjaXR5GAQgASgLMhQudm1tLnYxLlBvb2xDYXBhY2l0eSKaAQoMUG9vbENhcGFjaXR5EhMKC3RvdGFsX2J5dGVzGAEgASgDEhcKD2F2YWlsYWJsZV9ieXRlcxgCIAEoAxISCgp1c2VkX2J5dGVzGAMgASgDEhkKEXByb3Zpc2lvbmVkX2J5dGVzGAQgASgDEhcKD2FsbG9jYXRlZF9ieXRlcxgFIAEoAxIUCgx2b2x1bWVfY291bnQYBiABKAUiwwEKBlZvbHVtZRIRCgl2b2x1bWVfaWQYASABKAkSDwoHcG9vbF9pZBgCIAEoCRIkCgZmb3JtYXQYAyABKA4yFC52bW0udjEuVm9sdW1lRm9ybWF0EhoKEnZpcnR1YWxfc2l6ZV9ieXRlcxgEIAEoAxIZChFhY3R1YWxfc2l6ZV9ieXRlcxgFIAEoAxIZChFiYWNraW5nX3ZvbHVtZV9pZBgGIAEoCRIMCgRwYXRoGAcgASgJEg8KB3Byb2JsZW0YCCABKAkiWQoRRW5zdXJlUG9vbFJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIlCgR0eXBlGAIgASgOMhcudm1tLnYxLlN0b3JhZ2VQb29sVHlwZRIMCgRwYXRoGAMgASgJIiEKDkdldFBvb2xSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkiJAoRRGVsZXRlUG9vbFJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCSJCCgxWb2x1bWVTb3VyY2USEQoJdm9sdW1lX2lkGAEgASgJEh8KBG1vZGUYAiABKA4yES52bW0udjEuQ2xvbmVNb2RlIpkBChNDcmVhdGVWb2x1bWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEiQKBmZvcm1hdBgDIAEoDjIULnZtbS52MS5Wb2x1bWVGb3JtYXQSEgoKc2l6ZV9ieXRlcxgEIAEoAxIkCgZzb3VyY2UYBSABKAsyFC52bW0udjEuVm9sdW1lU291cmNlIjYKEEdldFZvbHVtZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIRCgl2b2x1bWVfaWQYAiABKAkiJQoSTGlzdFZvbHVtZXNSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkiNgoTTGlzdFZvbHVtZXNSZXNwb25zZRIfCgd2b2x1bWVzGAEgAygLMg4udm1tLnYxLlZvbHVtZSJjChNSZXNpemVWb2x1bWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAMSFAoMYWxsb3dfc2hyaW5rGAQgASgIIkgKE0RlbGV0ZVZvbHVtZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIRCgl2b2x1bWVfaWQYAiABKAkSDQoFZm9yY2UYAyABKAgiHwodR2V0U3RvcmFnZUNhcGFiaWxpdGllc1JlcXVlc3QiigEKE1N0b3JhZ2VDYXBhYmlsaXRpZXMSKwoKcG9vbF90eXBlcxgBIAMoCzIXLnZtbS52MS5Qb29sVHlwZVN1cHBvcnQSLAoOdm9sdW1lX2Zvcm1hdHMYAiADKA4yFC52bW0udjEuVm9sdW1lRm9ybWF0EhgKEHFlbXVfaW1nX3ZlcnNpb24YAyABKAkibAoPUG9vbFR5cGVTdXBwb3J0EiUKBHR5cGUYASABKA4yFy52bW0udjEuU3RvcmFnZVBvb2xUeXBlEhEKCWF2YWlsYWJsZRgCIAEoCBIOCgZyZWFzb24YAyABKAkSDwoHbWFuYWdlZBgEIAEoCCJ8ChNJbXBvcnRWb2x1bWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEiQKBmZvcm1hdBgDIAEoDjIULnZtbS52MS5Wb2x1bWVGb3JtYXQSCwoDdXJsGAQgASgJEg4KBnNoYTI1NhgFIAEoCSKsAQoUSW1wb3J0Vm9sdW1lUHJvZ3Jlc3MSIgoFcGhhc2UYASABKA4yEy52bW0udjEuSW1wb3J0UGhhc2USEgoKYnl0ZXNfZG9uZRgCIAEoAxITCgtieXRlc190b3RhbBgDIAEoAxIOCgZzaGEyNTYYBCABKAkSFwoPZGV0ZWN0ZWRfZm9ybWF0GAUgASgJEh4KBnZvbHVtZRgGIAEoCzIOLnZtbS52MS5Wb2x1bWUikQEKDlZvbHVtZVNuYXBzaG90EhMKC3NuYXBzaG90X2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCRIPCgdwb29sX2lkGAMgASgJEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnZtX3N0YXRlX2J5dGVzGAUgASgDIlYKG0NyZWF0ZVZvbHVtZVNuYXBzaG90UmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCRITCgtzbmFwc2hvdF9pZBgDIAEoCSJAChpMaXN0Vm9sdW1lU25hcHNob3RzUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCSJIChtMaXN0Vm9sdW1lU25hcHNob3RzUmVzcG9uc2USKQoJc25hcHNob3RzGAEgAygLMhYudm1tLnYxLlZvbHVtZVNuYXBzaG90IlYKG1JldmVydFZvbHVtZVNuYXBzaG90UmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCRITCgtzbmFwc2hvdF9pZBgDIAEoCSJWChtEZWxldGVWb2x1bWVTbmFwc2hvdFJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIRCgl2b2x1bWVfaWQYAiABKAkSEwoLc25hcHNob3RfaWQYAyABKAkq5AEKD1N0b3JhZ2VQb29sVHlwZRIhCh1TVE9SQUdFX1BPT0xfVFlQRV9VTlNQRUNJRklFRBAAEhkKFVNUT1JBR0VfUE9PTF9UWVBFX0RJUhABEiAKHFNUT1JBR0VfUE9PTF9UWVBFX1NIQVJFRF9ESVIQAhIZChVTVE9SQUdFX1BPT0xfVFlQRV9ORlMQAxIeChpTVE9SQUdFX1BPT0xfVFlQRV9DRVBIX1JCRBAEEhkKFVNUT1JBR0VfUE9PTF9UWVBFX0xWTRAFEhsKF1NUT1JBR0VfUE9PTF9UWVBFX0lTQ1NJEAYqXQoMVm9sdW1lRm9ybWF0Eh0KGVZPTFVNRV9GT1JNQVRfVU5TUEVDSUZJRUQQABIXChNWT0xVTUVfRk9STUFUX1FDT1cyEAESFQoRVk9MVU1FX0ZPUk1BVF9SQVcQAipTCglDbG9uZU1vZGUSGgoWQ0xPTkVfTU9ERV9VTlNQRUNJRklFRBAAEhUKEUNMT05FX01PREVfTElOS0VEEAESEwoPQ0xPTkVfTU9ERV9GVUxMEAIqmgEKC0ltcG9ydFBoYXNlEhwKGElNUE9SVF9QSEFTRV9VTlNQRUNJRklFRBAAEhwKGElNUE9SVF9QSEFTRV9ET1dOTE9BRElORxABEhoKFklNUE9SVF9QSEFTRV9WRVJJRllJTkcQAhIbChdJTVBPUlRfUEhBU0VfQ09OVkVSVElORxADEhYKEklNUE9SVF9QSEFTRV9SRUFEWRAEMoEICg5TdG9yYWdlU2VydmljZRI1CgpFbnN1cmVQb29sEhkudm1tLnYxLkVuc3VyZVBvb2xSZXF1ZXN0Ggwudm1tLnYxLlBvb2wSLwoHR2V0UG9vbBIWLnZtbS52MS5HZXRQb29sUmVxdWVzdBoMLnZtbS52MS5Qb29sEj8KCkRlbGV0ZVBvb2wSGS52bW0udjEuRGVsZXRlUG9vbFJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSOwoMQ3JlYXRlVm9sdW1lEhsudm1tLnYxLkNyZWF0ZVZvbHVtZVJlcXVlc3QaDi52bW0udjEuVm9sdW1lEjUKCUdldFZvbHVtZRIYLnZtbS52MS5HZXRWb2x1bWVSZXF1ZXN0Gg4udm1tLnYxLlZvbHVtZRJGCgtMaXN0Vm9sdW1lcxIaLnZtbS52MS5MaXN0Vm9sdW1lc1JlcXVlc3QaGy52bW0udjEuTGlzdFZvbHVtZXNSZXNwb25zZRI7CgxSZXNpemVWb2x1bWUSGy52bW0udjEuUmVzaXplVm9sdW1lUmVxdWVzdBoOLnZtbS52MS5Wb2x1bWUSQwoMRGVsZXRlVm9sdW1lEhsudm1tLnYxLkRlbGV0ZVZvbHVtZVJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSSwoMSW1wb3J0Vm9sdW1lEhsudm1tLnYxLkltcG9ydFZvbHVtZVJlcXVlc3QaHC52bW0udjEuSW1wb3J0Vm9sdW1lUHJvZ3Jlc3MwARJTChRDcmVhdGVWb2x1bWVTbmFwc2hvdBIjLnZtbS52MS5DcmVhdGVWb2x1bWVTbmFwc2hvdFJlcXVlc3QaFi52bW0udjEuVm9sdW1lU25hcHNob3QSXgoTTGlzdFZvbHVtZVNuYXBzaG90cxIiLnZtbS52MS5MaXN0Vm9sdW1lU25hcHNob3RzUmVxdWVzdBojLnZtbS52MS5MaXN0Vm9sdW1lU25hcHNob3RzUmVzcG9uc2USUwoUUmV2ZXJ0Vm9sdW1lU25hcHNob3QSIy52bW0udjEuUmV2ZXJ0Vm9sdW1lU25hcHNob3RSZXF1ZXN0GhYudm1tLnYxLlZvbHVtZVNuYXBzaG90ElMKFERlbGV0ZVZvbHVtZVNuYXBzaG90EiMudm1tLnYxLkRlbGV0ZVZvbHVtZVNuYXBzaG90UmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJcChZHZXRTdG9yYWdlQ2FwYWJpbGl0aWVzEiUudm1tLnYxLkdldFN0b3JhZ2VDYXBhYmlsaXRpZXNSZXF1ZXN0Ghsudm1tLnYxLlN0b3JhZ2VDYXBhYmlsaXRpZXNiBnByb3RvMw", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
 
 /**
  * A storage pool on this host, as the agent observes it.
@@ -696,6 +696,210 @@ export const ImportVolumeProgressSchema: GenMessage<ImportVolumeProgress> = /*@_
   messageDesc(file_vmm_v1_storage, 17);
 
 /**
+ * An internal snapshot of a qcow2 volume.
+ *
+ * @generated from message vmm.v1.VolumeSnapshot
+ */
+export type VolumeSnapshot = Message<"vmm.v1.VolumeSnapshot"> & {
+  /**
+   * The snapshot's id (a UUID), its tag in the image.
+   *
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+
+  /**
+   * The volume it belongs to.
+   *
+   * @generated from field: string volume_id = 2;
+   */
+  volumeId: string;
+
+  /**
+   * The pool holding the volume.
+   *
+   * @generated from field: string pool_id = 3;
+   */
+  poolId: string;
+
+  /**
+   * Output only. When it was taken (from the image).
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 4;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * Output only. Bytes of VM memory state saved with it (0 for a disk-only snapshot,
+   * the only kind this service takes).
+   *
+   * @generated from field: int64 vm_state_bytes = 5;
+   */
+  vmStateBytes: bigint;
+};
+
+/**
+ * Describes the message vmm.v1.VolumeSnapshot.
+ * Use `create(VolumeSnapshotSchema)` to create a new message.
+ */
+export const VolumeSnapshotSchema: GenMessage<VolumeSnapshot> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_storage, 18);
+
+/**
+ * Takes a snapshot.
+ *
+ * @generated from message vmm.v1.CreateVolumeSnapshotRequest
+ */
+export type CreateVolumeSnapshotRequest = Message<"vmm.v1.CreateVolumeSnapshotRequest"> & {
+  /**
+   * The pool (a UUID). Required.
+   *
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+
+  /**
+   * The volume (a UUID). Required.
+   *
+   * @generated from field: string volume_id = 2;
+   */
+  volumeId: string;
+
+  /**
+   * The new snapshot's id (a UUID). Required.
+   *
+   * @generated from field: string snapshot_id = 3;
+   */
+  snapshotId: string;
+};
+
+/**
+ * Describes the message vmm.v1.CreateVolumeSnapshotRequest.
+ * Use `create(CreateVolumeSnapshotRequestSchema)` to create a new message.
+ */
+export const CreateVolumeSnapshotRequestSchema: GenMessage<CreateVolumeSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_storage, 19);
+
+/**
+ * Names a volume whose snapshots to list.
+ *
+ * @generated from message vmm.v1.ListVolumeSnapshotsRequest
+ */
+export type ListVolumeSnapshotsRequest = Message<"vmm.v1.ListVolumeSnapshotsRequest"> & {
+  /**
+   * The pool (a UUID). Required.
+   *
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+
+  /**
+   * The volume (a UUID). Required.
+   *
+   * @generated from field: string volume_id = 2;
+   */
+  volumeId: string;
+};
+
+/**
+ * Describes the message vmm.v1.ListVolumeSnapshotsRequest.
+ * Use `create(ListVolumeSnapshotsRequestSchema)` to create a new message.
+ */
+export const ListVolumeSnapshotsRequestSchema: GenMessage<ListVolumeSnapshotsRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_storage, 20);
+
+/**
+ * A volume's snapshots.
+ *
+ * @generated from message vmm.v1.ListVolumeSnapshotsResponse
+ */
+export type ListVolumeSnapshotsResponse = Message<"vmm.v1.ListVolumeSnapshotsResponse"> & {
+  /**
+   * Oldest first. Snapshots whose tag is not a UUID (not taken by the agent) are left out.
+   *
+   * @generated from field: repeated vmm.v1.VolumeSnapshot snapshots = 1;
+   */
+  snapshots: VolumeSnapshot[];
+};
+
+/**
+ * Describes the message vmm.v1.ListVolumeSnapshotsResponse.
+ * Use `create(ListVolumeSnapshotsResponseSchema)` to create a new message.
+ */
+export const ListVolumeSnapshotsResponseSchema: GenMessage<ListVolumeSnapshotsResponse> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_storage, 21);
+
+/**
+ * Names a snapshot to revert to.
+ *
+ * @generated from message vmm.v1.RevertVolumeSnapshotRequest
+ */
+export type RevertVolumeSnapshotRequest = Message<"vmm.v1.RevertVolumeSnapshotRequest"> & {
+  /**
+   * The pool (a UUID). Required.
+   *
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+
+  /**
+   * The volume (a UUID). Required.
+   *
+   * @generated from field: string volume_id = 2;
+   */
+  volumeId: string;
+
+  /**
+   * The snapshot (a UUID). Required.
+   *
+   * @generated from field: string snapshot_id = 3;
+   */
+  snapshotId: string;
+};
+
+/**
+ * Describes the message vmm.v1.RevertVolumeSnapshotRequest.
+ * Use `create(RevertVolumeSnapshotRequestSchema)` to create a new message.
+ */
+export const RevertVolumeSnapshotRequestSchema: GenMessage<RevertVolumeSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_storage, 22);
+
+/**
+ * Names a snapshot to delete.
+ *
+ * @generated from message vmm.v1.DeleteVolumeSnapshotRequest
+ */
+export type DeleteVolumeSnapshotRequest = Message<"vmm.v1.DeleteVolumeSnapshotRequest"> & {
+  /**
+   * The pool (a UUID). Required.
+   *
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+
+  /**
+   * The volume (a UUID). Required.
+   *
+   * @generated from field: string volume_id = 2;
+   */
+  volumeId: string;
+
+  /**
+   * The snapshot (a UUID). Required.
+   *
+   * @generated from field: string snapshot_id = 3;
+   */
+  snapshotId: string;
+};
+
+/**
+ * Describes the message vmm.v1.DeleteVolumeSnapshotRequest.
+ * Use `create(DeleteVolumeSnapshotRequestSchema)` to create a new message.
+ */
+export const DeleteVolumeSnapshotRequestSchema: GenMessage<DeleteVolumeSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_storage, 23);
+
+/**
  * The kind of a storage pool.
  *
  * @generated from enum vmm.v1.StoragePoolType
@@ -1016,6 +1220,54 @@ export const StorageService: GenService<{
     methodKind: "server_streaming";
     input: typeof ImportVolumeRequestSchema;
     output: typeof ImportVolumeProgressSchema;
+  },
+  /**
+   * Takes an internal snapshot of a qcow2 volume, offline (the volume must not be held
+   * open: FAILED_PRECONDITION "in use" otherwise; a running VM's snapshots are taken
+   * through QMP, not here). Its tag in the image is snapshot_id. Raw volumes have none
+   * (FAILED_PRECONDITION). Idempotent: an existing snapshot_id returns that snapshot.
+   *
+   * @generated from rpc vmm.v1.StorageService.CreateVolumeSnapshot
+   */
+  createVolumeSnapshot: {
+    methodKind: "unary";
+    input: typeof CreateVolumeSnapshotRequestSchema;
+    output: typeof VolumeSnapshotSchema;
+  },
+  /**
+   * Lists a volume's internal snapshots, oldest first (a raw volume has none). Read-only;
+   * works while a VM uses the volume.
+   *
+   * @generated from rpc vmm.v1.StorageService.ListVolumeSnapshots
+   */
+  listVolumeSnapshots: {
+    methodKind: "unary";
+    input: typeof ListVolumeSnapshotsRequestSchema;
+    output: typeof ListVolumeSnapshotsResponseSchema;
+  },
+  /**
+   * Reverts a qcow2 volume to a snapshot, offline; what was written since is lost.
+   * Refused with FAILED_PRECONDITION while the volume is held open or is the backing
+   * file of a linked clone (its data would change under the clone). Idempotent in
+   * effect. NOT_FOUND for an unknown snapshot_id.
+   *
+   * @generated from rpc vmm.v1.StorageService.RevertVolumeSnapshot
+   */
+  revertVolumeSnapshot: {
+    methodKind: "unary";
+    input: typeof RevertVolumeSnapshotRequestSchema;
+    output: typeof VolumeSnapshotSchema;
+  },
+  /**
+   * Deletes a snapshot of a qcow2 volume, offline. Idempotent only in effect: a second
+   * delete gets NOT_FOUND.
+   *
+   * @generated from rpc vmm.v1.StorageService.DeleteVolumeSnapshot
+   */
+  deleteVolumeSnapshot: {
+    methodKind: "unary";
+    input: typeof DeleteVolumeSnapshotRequestSchema;
+    output: typeof EmptySchema;
   },
   /**
    * Reports which pool types and volume formats this host supports, each with the reason,
