@@ -35,14 +35,30 @@ test("a qemu-img that fails midway leaves no partial file and no volume", async 
   assert.deepEqual(readdirSync(dir), [".quantix-pool"]);
 });
 
+/** Real qemu-img whose creates wait at a gate the test opens: a create held in flight. */
+class GatedQemuImg extends QemuImg {
+  entered!: () => void;
+  readonly inside = new Promise<void>((resolve) => (this.entered = resolve));
+  open!: () => void;
+  readonly gate = new Promise<void>((resolve) => (this.open = resolve));
+  override async create(...args: Parameters<QemuImg["create"]>): Promise<void> {
+    this.entered();
+    await this.gate;
+    return super.create(...args);
+  }
+}
+
 test("concurrent identical creates make one volume; a pool with a create in flight is not deleted", async () => {
-  const s = storage("concurrent");
+  const gated = new GatedQemuImg();
+  const s = storage("concurrent", gated);
   const pool = uuid();
   const { dir } = await s.pools.ensure(pool, "DIR", "");
   const id = uuid();
   const spec = { poolId: pool, id, format: "qcow2", sizeBytes: 8n * MIB } as const;
   const creating = Promise.all([s.volumes.create(spec), s.volumes.create(spec), s.volumes.create(spec)]);
+  await gated.inside;
   const refused = await quantixRejection(s.deletePool(pool));
+  gated.open();
   assert.equal(refused.code, "failed_precondition");
   const made = await creating;
   assert.deepEqual(new Set(made.map((v) => v.path)).size, 1);
