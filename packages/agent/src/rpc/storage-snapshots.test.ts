@@ -47,7 +47,7 @@ const uuid = () => `00000000-0000-4000-d000-${(++n).toString(16).padStart(12, "0
 const write = (path: string, pattern: number) => execFileSync("qemu-io", ["-f", "qcow2", path, "-c", `write -P ${pattern} 0 1M`], { stdio: "ignore" });
 const holds = (path: string, pattern: number) => !execFileSync("qemu-io", ["-f", "qcow2", "-r", path, "-c", `read -P ${pattern} 0 1M`], { encoding: "utf8" }).includes("Pattern verification failed");
 
-test("snapshot, write, revert: the data comes back; list, delete, idempotency", async () => {
+test("snapshot, write, a volume from the snapshot, revert: the data comes back; list, delete, idempotency", async () => {
   const vol = uuid();
   const v = await c.createVolume({ poolId: pool, volumeId: vol, format: VolumeFormat.QCOW2, sizeBytes: 8n * MIB });
   write(v.path, 0xaa);
@@ -59,6 +59,16 @@ test("snapshot, write, revert: the data comes back; list, delete, idempotency", 
   write(v.path, 0xbb);
   assert.ok(holds(v.path, 0xbb));
   assert.deepEqual((await c.listVolumeSnapshots({ poolId: pool, volumeId: vol })).snapshots.map((x) => x.snapshotId), [snap]);
+  // A new volume from the snapshot: the data as it was then, while the volume moved on.
+  const copy = await c.createVolume({ poolId: pool, volumeId: uuid(), format: VolumeFormat.QCOW2, sizeBytes: 16n * MIB, source: { volumeId: vol, mode: CloneMode.FULL, snapshotId: snap } });
+  assert.ok(holds(copy.path, 0xaa), "the copy holds the snapshot's data");
+  assert.equal(copy.virtualSizeBytes, 16n * MIB);
+  assert.equal(copy.backingVolumeId, "");
+  const unknown = await rejection(c.createVolume({ poolId: pool, volumeId: uuid(), format: VolumeFormat.QCOW2, source: { volumeId: vol, mode: CloneMode.FULL, snapshotId: uuid() } }));
+  assert.equal(unknown.code, Code.NotFound);
+  assert.match(unknown.message, /snapshot/);
+  const linked = await rejection(c.createVolume({ poolId: pool, volumeId: uuid(), format: VolumeFormat.QCOW2, source: { volumeId: vol, mode: CloneMode.LINKED, snapshotId: snap } }));
+  assert.deepEqual(linked.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations.map((x) => x.field)), ["source.snapshot_id"]);
   await c.revertVolumeSnapshot({ poolId: pool, volumeId: vol, snapshotId: snap });
   assert.ok(holds(v.path, 0xaa), "the revert brought the snapshot's data back");
   const ghost = uuid();

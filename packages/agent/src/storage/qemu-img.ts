@@ -85,9 +85,10 @@ export class QemuImg {
     await run(this.#binary, args, this.#timeoutMs);
   }
 
-  /** A full copy of `from` into a new file. Without `-U`: a source a running VM writes to is refused (its lock is held), not copied torn. */
-  async convert(from: string, fromFormat: ImgFormat, to: string, toFormat: "qcow2" | "raw"): Promise<void> {
-    await run(this.#binary, ["convert", "-q", "-f", fromFormat, "-O", toFormat, absolute(from), absolute(to)], this.#timeoutMs);
+  /** A full copy of `from` (as it was at internal snapshot `snapshot`, if given; the name is a validated id) into a new file. Without `-U`: a source a running VM writes to is refused (its lock is held), not copied torn. */
+  async convert(from: string, fromFormat: ImgFormat, to: string, toFormat: "qcow2" | "raw", snapshot?: string): Promise<void> {
+    const at = snapshot === undefined ? [] : ["-l", `snapshot.name=${snapshot}`];
+    await run(this.#binary, ["convert", "-q", "-f", fromFormat, ...at, "-O", toFormat, absolute(from), absolute(to)], this.#timeoutMs);
   }
 
   /**

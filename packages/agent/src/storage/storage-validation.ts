@@ -67,7 +67,11 @@ export function createVolumeSpec(req: CreateVolumeRequest): CreateVolumeSpec {
     const mode = req.source.mode === CloneMode.LINKED ? "linked" : req.source.mode === CloneMode.FULL ? "full" : undefined;
     if (mode === undefined) v.add("source.mode", req.source.mode === CloneMode.UNSPECIFIED ? "REQUIRED" : "INVALID_VALUE", "must be CLONE_MODE_LINKED or CLONE_MODE_FULL");
     if (mode === "linked" && format === "raw") v.add("format", "NOT_ALLOWED", "a linked clone is a qcow2 overlay: use VOLUME_FORMAT_QCOW2 or CLONE_MODE_FULL");
-    if (mode !== undefined) source = { volumeId: req.source.volumeId, mode };
+    if (req.source.snapshotId !== "") {
+      checkStorageId(v, "source.snapshot_id", req.source.snapshotId);
+      if (mode === "linked") v.add("source.snapshot_id", "NOT_ALLOWED", "a linked clone follows the source's current data; copy a snapshot with CLONE_MODE_FULL");
+    }
+    if (mode !== undefined) source = { volumeId: req.source.volumeId, mode, ...(req.source.snapshotId !== "" ? { snapshotId: req.source.snapshotId } : {}) };
     if (req.sizeBytes !== 0n) checkVolumeSize(v, "size_bytes", req.sizeBytes);
   } else {
     checkVolumeSize(v, "size_bytes", req.sizeBytes);

@@ -30,7 +30,8 @@ export interface CreateVolumeSpec {
   readonly format: VolumeFormatName;
   /** Virtual size; 0n for a clone means the source's. */
   readonly sizeBytes: bigint;
-  readonly source?: { readonly volumeId: string; readonly mode: "linked" | "full" };
+  /** A full copy may be of one of the source's snapshots. */
+  readonly source?: { readonly volumeId: string; readonly mode: "linked" | "full"; readonly snapshotId?: string };
 }
 
 const VOLUME_FILE = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.(qcow2|raw)$/;
@@ -92,6 +93,12 @@ export class Volumes {
         // A linked clone reads its source for ever: a source a VM is writing would change
         // under it. qemu-img needs the image's lock without -U, so this fails while one does.
         if (spec.source.mode === "linked") await this.qemuImg.info(source.path, source.format, { shared: false });
+        const snapshot = spec.source.snapshotId;
+        if (snapshot !== undefined) {
+          if (source.format !== "qcow2") throw new QuantixError("failed_precondition", `source volume '${source.id}' is raw: only qcow2 volumes have snapshots`);
+          const names = (await this.qemuImg.info(source.path, "qcow2")).snapshots?.map((x) => x.name) ?? [];
+          if (!names.includes(snapshot)) throw notFound("snapshot", snapshot);
+        }
       }
       const size = spec.sizeBytes !== 0n ? spec.sizeBytes : source!.virtualSizeBytes;
       const { availableBytes } = await this.pools.capacity(pool.dir);
@@ -105,8 +112,9 @@ export class Volumes {
         if (!source) await this.qemuImg.create(partial, spec.format, size);
         else if (spec.source!.mode === "linked") await this.qemuImg.create(partial, "qcow2", size, { file: `${source.id}.${source.format}`, format: source.format });
         else {
-          await this.qemuImg.convert(source.path, source.format, partial, spec.format);
-          if (size > source.virtualSizeBytes) await this.qemuImg.resize(partial, spec.format, size, false);
+          await this.qemuImg.convert(source.path, source.format, partial, spec.format, spec.source!.snapshotId);
+          const copied = BigInt((await this.qemuImg.info(partial, spec.format))["virtual-size"]);
+          if (size > copied) await this.qemuImg.resize(partial, spec.format, size, false);
         }
         await rename(partial, final);
       } catch (err) {
