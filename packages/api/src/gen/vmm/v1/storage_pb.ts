@@ -1151,11 +1151,11 @@ export const StorageService: GenService<{
   },
   /**
    * Creates a volume: empty of size_bytes, or from a volume of the same pool (a linked
-   * clone, a qcow2 overlay on it; or a full copy, of its current data or of one of its
-   * snapshots). Fails with RESOURCE_EXHAUSTED, and
+   * clone, a qcow2 overlay on it, refused while the source is held open; or a full copy,
+   * of its current data or of one of its snapshots). Fails with RESOURCE_EXHAUSTED, and
    * creates nothing, when the volume's virtual size exceeds the pool's available bytes.
-   * Idempotent: when the volume exists with the requested format (and size, if given) it
-   * is returned unchanged; when it exists otherwise, ALREADY_EXISTS.
+   * Idempotent: when the volume exists with the requested format, size (if given) and
+   * backing volume it is returned unchanged; when it exists otherwise, ALREADY_EXISTS.
    *
    * @generated from rpc vmm.v1.StorageService.CreateVolume
    */
@@ -1200,8 +1200,9 @@ export const StorageService: GenService<{
   },
   /**
    * Deletes a volume's file. Refused with FAILED_PRECONDITION while another volume of the
-   * pool uses it as its backing file (naming one of them), unless force (its dependants
-   * then become unreadable). Idempotent only in effect: a second delete gets NOT_FOUND.
+   * pool uses it as its backing file (naming one of them) or a process (a running VM)
+   * holds it open, unless force (dependants then become unreadable). Idempotent only in
+   * effect: a second delete gets NOT_FOUND.
    *
    * @generated from rpc vmm.v1.StorageService.DeleteVolume
    */
@@ -1221,8 +1222,9 @@ export const StorageService: GenService<{
    * leaves no file: INVALID_ARGUMENT for a malformed request, UNAVAILABLE for an
    * unreachable URL, an HTTP error or a truncated download (a retry may work),
    * FAILED_PRECONDITION for a sha256 mismatch, corrupt compressed data or a refused image,
-   * RESOURCE_EXHAUSTED when it does not fit. Idempotent: when the volume exists with that format, the stream is one READY
-   * message (nothing is downloaded); with another format, ALREADY_EXISTS.
+   * RESOURCE_EXHAUSTED when it does not fit. Idempotent: when the volume exists with
+   * that format, the stream is one READY message (nothing is downloaded); with another
+   * format, ALREADY_EXISTS.
    *
    * @generated from rpc vmm.v1.StorageService.ImportVolume
    */
