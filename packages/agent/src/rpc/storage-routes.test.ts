@@ -199,6 +199,11 @@ test("a pool directory is taken only when it is empty or marked with its own id"
 
   const vol = uuid();
   assert.equal((await c.createVolume({ poolId: mine, volumeId: vol, format: VolumeFormat.QCOW2, sizeBytes: MIB })).path, join(dir, `${vol}.qcow2`));
+  const measured = await c.getPool({ poolId: mine });
+  assert.equal(measured.type, StoragePoolType.SHARED_DIR, "found again through <pool root>/<pool id>");
+  assert.equal(measured.capacity?.volumeCount, 1);
+  assert.equal((await c.ensurePool({ poolId: mine, type: StoragePoolType.SHARED_DIR, path: dir })).path, dir, "EnsurePool again: the same pool");
+  assert.equal((await rejection(c.ensurePool({ poolId: mine, type: StoragePoolType.DIR }))).code, Code.FailedPrecondition, "nor is it a DIR pool");
   // The share "unmounted": its marker gone, the agent writes nothing there.
   rmSync(join(dir, ".quantix-pool"));
   const unmounted = await rejection(c.createVolume({ poolId: mine, volumeId: uuid(), format: VolumeFormat.QCOW2, sizeBytes: MIB }));
