@@ -46,6 +46,12 @@ export interface AgentConfig {
    */
   readonly imageDirs: readonly string[];
   /**
+   * Where the agent keeps its storage pools (VMCP_POOL_ROOT, an absolute path): a DIR pool
+   * is the directory `<pool root>/<pool id>`, a SHARED_DIR pool a symlink there to its
+   * shared directory. Volumes in it are allowed as VM disks. Default: `<state dir>/pools`.
+   */
+  readonly poolRoot: string;
+  /**
    * Enroll with the control plane at this base URL (https) before starting (VMCP_JOIN,
    * --join); it becomes the control plane the agent registers with unless
    * QUANTIX_CONTROL_PLANE says otherwise. Ignored once the state directory holds a certificate.
@@ -86,6 +92,8 @@ function endpointProblem(endpoint: string): string | undefined {
 
 /** The image directories when VMCP_IMAGE_DIRS is unset, as --help and the docs show them. */
 const IMAGE_DIRS_DEFAULT = "<state dir>/images,/var/lib/quantix/images";
+/** The pool root when VMCP_POOL_ROOT is unset. */
+const POOL_ROOT_DEFAULT = "<state dir>/pools";
 
 /** Each setting: its env var, its --flag, and its default (the seed's where it names one). */
 const SETTINGS = {
@@ -104,6 +112,7 @@ const SETTINGS = {
   nodeName: ["QUANTIX_NODE_NAME", "--node-name", ""],
   sharedDirs: ["VMCP_SHARED_DIRS", "--shared-dirs", ""],
   imageDirs: ["VMCP_IMAGE_DIRS", "--image-dirs", IMAGE_DIRS_DEFAULT],
+  poolRoot: ["VMCP_POOL_ROOT", "--pool-root", POOL_ROOT_DEFAULT],
   join: ["VMCP_JOIN", "--join", ""],
   joinToken: ["VMCP_JOIN_TOKEN", "--join-token", ""],
   caCert: ["VMCP_CA_CERT", "--ca-cert", ""],
@@ -202,6 +211,8 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
   };
   const sharedDirs = dirList("sharedDirs", get("sharedDirs"));
   const imageDirs = raw.has("imageDirs") ? dirList("imageDirs", get("imageDirs")) : [joinPath(resolve(stateDir), "images"), "/var/lib/quantix/images"];
+  const poolRoot = raw.has("poolRoot") ? get("poolRoot") : joinPath(resolve(stateDir), "pools");
+  if (!poolRoot.startsWith("/") || /[\u0000-\u001f]/.test(poolRoot)) problems.push(`${name("poolRoot")} must be an absolute directory path, got '${poolRoot}'`);
   if (problems.length > 0) throw new QuantixError("invalid_argument", `invalid agent configuration:\n  ${problems.join("\n  ")}`);
   return {
     backend: backend as BackendType,
@@ -219,6 +230,7 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
     nodeName,
     sharedDirs,
     imageDirs,
+    poolRoot: resolve(poolRoot),
     join: join === "" ? undefined : join.replace(/\/$/, ""),
     joinToken: joinToken === "" ? undefined : joinToken,
     caCert: caCert === "" ? undefined : caCert,

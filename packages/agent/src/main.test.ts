@@ -6,8 +6,9 @@ import { test } from "node:test";
 import { existsSync } from "node:fs";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
+import { StoragePoolType, StorageService, VolumeFormat } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 import { VmService, VmState } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { runNode, until } from "@quantix/testing";
+import { ensureDebianPackages, runNode, until } from "@quantix/testing";
 import { probeKvm } from "./backends/qemu/kvm-probe.js";
 import { standInBinary } from "./testing/stand-in-fixture.js";
 
@@ -15,7 +16,7 @@ const MAIN = new URL("./main.ts", import.meta.url).pathname;
 
 const run = (env: Record<string, string>) => runNode(["--import", "tsx", MAIN], env);
 
-test("the agent process serves health, and SIGTERM exits 0", async () => {
+test("the agent process serves health and StorageService, and SIGTERM exits 0", async () => {
   const stateDir = await mkdtemp(join(tmpdir(), "quantix-agent-"));
   const p = run({ VMCP_BACKEND: "simulated", VMCP_PORT: "0", VMCP_STATE_DIR: stateDir });
   try {
@@ -25,6 +26,17 @@ test("the agent process serves health, and SIGTERM exits 0", async () => {
     const body = (await res.json()) as { status: string; backend: { type: string } };
     assert.equal(body.status, "ok");
     assert.equal(body.backend.type, "simulated");
+    // StorageService on the same port, its DIR pools under <state dir>/pools.
+    const storage = createClient(StorageService, createConnectTransport({ baseUrl: url, httpVersion: "1.1" }));
+    const poolId = "3f2c8a1e-0b7d-4c5e-9a6f-1d2e3f4a5b6c";
+    assert.equal((await storage.ensurePool({ poolId, type: StoragePoolType.DIR })).path, join(stateDir, "pools", poolId));
+    // A volume of the agent's pool is a disk a VM may name, as a file of VMCP_IMAGE_DIRS is.
+    await ensureDebianPackages(["qemu-utils"]);
+    const volume = await storage.createVolume({ poolId, volumeId: "7d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6", format: VolumeFormat.RAW, sizeBytes: 1024n * 1024n });
+    await mkdir(join(stateDir, "images"));
+    await writeFile(join(stateDir, "images", "vmlinuz"), "kernel");
+    const vms = createClient(VmService, createConnectTransport({ baseUrl: url, httpVersion: "1.1" }));
+    await vms.createVm({ vmId: "on-a-volume", config: { cpu: { vcpuCount: 1 }, memory: { sizeBytes: 128n * 1024n * 1024n }, boot: { kernelPath: join(stateDir, "images", "vmlinuz") }, storage: [{ id: "d0", path: volume.path }] } });
     p.child.kill("SIGTERM");
     assert.equal(await p.exited, 0);
     await assert.rejects(fetch(`${url}/_/health`));

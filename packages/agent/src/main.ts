@@ -4,6 +4,7 @@ import { createJsonLogger } from "@quantix/rpc";
 import { createBackend } from "./backend-factory.js";
 import { loadAgentConfig, usage, type AgentConfig } from "./config.js";
 import { startAgentServer } from "./rpc/agent-server.js";
+import { NodeStorage } from "./storage/node-storage.js";
 import { lockStateDir } from "./state-dir-lock.js";
 import { startControlPlaneLink, type ControlPlaneLink } from "./sync/control-plane-link.js";
 import { fenceTargetOf } from "./sync/self-fence.js";
@@ -52,9 +53,11 @@ async function main(): Promise<void> {
     const migrationHost = config.address === "0.0.0.0" || config.address.includes(":") ? "127.0.0.1" : config.address;
     // Every backend's paths are checked alike, the simulator's too: what a test or a demo
     // shows on it is what a real hypervisor would be allowed.
-    manager = new VmManager({ backend, sharedDirs: config.sharedDirs, migrationHost, stateDir: config.stateDir, imageDirs: config.imageDirs });
+    // Volumes of the agent's pools are VM disks too (SHARED_DIR pools lie below a shared directory).
+    manager = new VmManager({ backend, sharedDirs: config.sharedDirs, migrationHost, stateDir: config.stateDir, imageDirs: [...config.imageDirs, config.poolRoot] });
     await manager.start();
-    server = await startAgentServer(manager, { host: config.address, port: config.port, log, problem: () => link?.problem(), ...(tls ? { tls } : {}) });
+    const storage = new NodeStorage({ poolRoot: config.poolRoot, sharedDirs: config.sharedDirs });
+    server = await startAgentServer(manager, { host: config.address, port: config.port, log, storage, problem: () => link?.problem(), ...(tls ? { tls } : {}) });
   } catch (err) {
     await backend?.close().catch(() => undefined);
     release();
@@ -64,7 +67,7 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const accel = config.backend === "qemu" ? { accel: config.qemuKvm ? "kvm" : "tcg" } : {};
-  log.log("info", "agent listening", { url: server.url, backend: backend.type, ...accel, node: config.nodeName, state_dir: config.stateDir, image_dirs: config.imageDirs.join(",") });
+  log.log("info", "agent listening", { url: server.url, backend: backend.type, ...accel, node: config.nodeName, state_dir: config.stateDir, image_dirs: config.imageDirs.join(","), pool_root: config.poolRoot });
   let stopping = false;
   const stop = (signal: string, status = 0) => {
     if (stopping) return;

@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type AgentTls, type Backend, startAgentServer, type AgentServer, startControlPlaneLink, type ControlPlaneLink, fenceTargetOf, VmManager } from "@quantix/agent";
+import { type AgentTls, type Backend, startAgentServer, type AgentServer, startControlPlaneLink, type ControlPlaneLink, fenceTargetOf, NodeStorage, VmManager } from "@quantix/agent";
 import { silentLogger } from "@quantix/rpc";
 
 /**
@@ -11,6 +11,8 @@ export class TestAgent<B extends Backend = Backend> {
   server!: AgentServer;
   link!: ControlPlaneLink;
   manager!: VmManager;
+  /** The agent's pools and volumes (vmm.v1.StorageService), under `<stateDir>/pools`; add that directory to imageDirs for VMs to use its volumes. */
+  readonly storage: NodeStorage;
   constructor(
     readonly backend: B,
     readonly stateDir: string,
@@ -21,14 +23,16 @@ export class TestAgent<B extends Backend = Backend> {
      * below these. By default the agent's own default, `<stateDir>/images`.
      */
     readonly imageDirs: readonly string[] = [join(stateDir, "images")],
-  ) {}
+  ) {
+    this.storage = new NodeStorage({ poolRoot: join(stateDir, "pools"), sharedDirs: [] });
+  }
 
-  /** Serves vmm.v1 on `port` (0: a free one) and links to the control plane at `cpUrl`; with `tls`, as an enrolled agent (mutual TLS both ways). */
+  /** Serves vmm.v1 (VmService and StorageService) on `port` (0: a free one) and links to the control plane at `cpUrl`; with `tls`, as an enrolled agent (mutual TLS both ways). */
   async start(cpUrl: string, port = 0, tls?: AgentTls): Promise<void> {
     this.manager = new VmManager({ backend: this.backend, imageDirs: this.imageDirs });
     await this.manager.start();
     const secure = tls ? { tls } : {};
-    this.server = await startAgentServer(this.manager, { host: "127.0.0.1", port, log: silentLogger, graceMs: 100, problem: () => this.link?.problem(), ...secure });
+    this.server = await startAgentServer(this.manager, { host: "127.0.0.1", port, log: silentLogger, graceMs: 100, storage: this.storage, problem: () => this.link?.problem(), ...secure });
     this.link = startControlPlaneLink({ controlPlane: cpUrl, agentUrl: this.server.url, nodeName: this.name, stateDir: this.stateDir, backend: this.backend, log: silentLogger, heartbeatMs: this.heartbeatMs, fenceTarget: fenceTargetOf(this.manager, this.backend), fenceCheckMs: 100, ...secure });
   }
 

@@ -1,10 +1,13 @@
+import { file_vmm_v1_storage } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 import { file_vmm_v1_vm } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { CONTROL_PLANE_URI, urisOfSubjectAltName } from "@quantix/core";
 import { peerKey, RpcMetrics, startRpcServer, type Logger } from "@quantix/rpc";
 import type { VmManager } from "../vm-manager.js";
 import type { AgentTls } from "../enroll/enrollment.js";
+import type { NodeStorage } from "../storage/node-storage.js";
 import { healthFallback } from "./health.js";
+import { storageRoute } from "./storage-routes.js";
 import { vmmRoute } from "./vmm-router.js";
 
 /** Where and how the agent serves vmm.v1. */
@@ -22,6 +25,11 @@ export interface AgentServerOptions {
    * answered only when it is the control plane's (CONTROL_PLANE_URI). Absent: cleartext.
    */
   readonly tls?: AgentTls;
+  /**
+   * This host's pools and volumes, served as vmm.v1 StorageService on the same port.
+   * Absent: StorageService is not served (its calls answer UNIMPLEMENTED).
+   */
+  readonly storage?: NodeStorage;
 }
 
 /** A listening agent. */
@@ -34,7 +42,7 @@ export interface AgentServer {
 }
 
 /**
- * Serves vmm.v1 VmService (Connect, gRPC and gRPC-web, over HTTP/1.1 and h2c on one
+ * Serves vmm.v1 VmService and StorageService (Connect, gRPC and gRPC-web, over HTTP/1.1 and h2c on one
  * port, with the RPC kit's listener, interceptors and gRPC fast path), gRPC server
  * reflection of it (so `buf curl --list-methods` and grpcurl work without the .proto
  * files) and /_/health.
@@ -45,8 +53,8 @@ export async function startAgentServer(manager: VmManager, options: AgentServerO
   const server = await startRpcServer({
     host: options.host,
     port: options.port,
-    routes: [vmmRoute(manager, backendVersion)],
-    reflection: [file_vmm_v1_vm],
+    routes: [vmmRoute(manager, backendVersion), ...(options.storage ? [storageRoute(options.storage)] : [])],
+    reflection: [file_vmm_v1_vm, ...(options.storage ? [file_vmm_v1_storage] : [])],
     log: options.log,
     metrics: rpc,
     fallback: healthFallback(manager.backend, backendVersion, { log: options.log, problem: options.problem, rpc }),

@@ -1,4 +1,6 @@
 import { DEFAULT_PROJECT_ID, MIGRATION_KIND, VM_KIND, VOLUME_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
+import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { StorageService } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 
 /**
  * Where a project-scoped RPC finds the project it acts in:
@@ -65,7 +67,6 @@ const IDENTITY = "Quantixkvm.identity.v1.IdentityService";
 const QUOTAS = "Quantixkvm.quota.v1.QuotaService";
 const AUDIT = "Quantixkvm.audit.v1.AuditService";
 const PROJECTS = "Quantixkvm.identity.v1.ProjectService";
-const VMM = "vmm.v1.VmService";
 const DOM = "virtualdom.v1.MemoryGateway";
 const VOLUMES = "Quantixkvm.storage.v1.VolumeService";
 
@@ -163,10 +164,9 @@ export const POLICY: Readonly<Record<string, Policy>> = {
   [`${AUDIT}/ListAuditRecords`]: list("admin"),
   [`${AUDIT}/WatchAuditRecords`]: list("admin"),
 
-  // The agent's API: the control plane only points to the agents; on an agent, only its control plane calls it.
-  ...Object.fromEntries(
-    ["CreateVm", "DeleteVm", "BootVm", "ShutdownVm", "PauseVm", "ResumeVm", "SuspendVm", "RebootVm", "GetVmInfo", "ListVms", "GetConsoleOutput", "StreamConsole", "WatchVms", "PrepareMigration", "MigrateVm", "CancelMigration"].map((m) => [`${VMM}/${m}`, admin]),
-  ),
+  // The agents' APIs (vmm.v1.VmService, vmm.v1.StorageService): the control plane only points to
+  // the agents; on an agent, only its control plane calls them. Every RPC of both, by descriptor.
+  ...Object.fromEntries([VmService, StorageService].flatMap((svc) => svc.methods.map((m) => [`${svc.typeName}/${m.name}`, admin]))),
 
   // Storage: pools are the cluster's (operators), volumes, snapshots and images a project's.
   "Quantixkvm.storage.v1.StoragePoolService/CreateStoragePool": admin,

@@ -19,6 +19,7 @@ import { file_Quantixkvm_storage_v1_snapshot_service, SnapshotService } from "@q
 import { file_Quantixkvm_storage_v1_storage_pool_service } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
 import { file_Quantixkvm_storage_v1_volume_service } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
 import { file_virtualdom_v1_gateway, MemoryGateway } from "@quantix/api/gen/virtualdom/v1/gateway_pb.js";
+import { file_vmm_v1_storage, StorageService } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 import { file_vmm_v1_vm, VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 
 /** Services of the API contract that later issues implement, with what brings each. */
@@ -44,6 +45,11 @@ export const SERVED_ELSEWHERE: readonly { service: DescService; where: string }[
     where:
       "each host's agent serves it (`npm run agent`, on port 9090 by default: VMCP_PORT); a registered node's agent address is its spec.agent_endpoint (GetNode)",
   },
+  {
+    service: StorageService,
+    where:
+      "each host's agent serves it beside vmm.v1.VmService (the node side of pools, volumes and images); users manage storage through Quantixkvm.storage.v1 (StoragePoolService, VolumeService) here",
+  },
 ];
 
 /** Every file of the contract whose services this server answers, for reflection. */
@@ -68,5 +74,6 @@ export const SERVED_FILES: readonly DescFile[] = [
   file_Quantixkvm_network_v1_load_balancer_service,
   file_Quantixkvm_network_v1_vpn_service_manager,
   file_vmm_v1_vm,
+  file_vmm_v1_storage,
   file_virtualdom_v1_gateway,
 ];

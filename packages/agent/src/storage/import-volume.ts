@@ -1,0 +1,200 @@
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { open, rename, rm } from "node:fs/promises";
+import http, { type IncomingMessage } from "node:http";
+import https from "node:https";
+import { join } from "node:path";
+import { Transform, type Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGunzip } from "node:zlib";
+import { QuantixError } from "@quantix/core";
+import { inspectImage } from "./inspect-image.js";
+import type { Pools } from "./pools.js";
+import type { QemuImg } from "./qemu-img.js";
+import type { VolumeFormatName, VolumeInfo, Volumes } from "./volumes.js";
+
+/** What to import; validated by the caller (storage-validation.ts). */
+export interface ImportSpec {
+  readonly poolId: string;
+  readonly id: string;
+  readonly format: VolumeFormatName;
+  readonly url: URL;
+  /** Expected SHA-256 of the downloaded bytes, lowercase hex; empty: not checked. */
+  readonly sha256: string;
+}
+
+/** One step of an import, as ImportVolumeProgress reports it. */
+export interface ImportProgress {
+  readonly phase: "downloading" | "verifying" | "converting" | "ready";
+  readonly bytesDone: bigint;
+  readonly bytesTotal: bigint;
+  readonly sha256?: string;
+  readonly detectedFormat?: string;
+  readonly volume?: VolumeInfo;
+}
+
+/** A progress message at most every this many downloaded bytes. */
+const PROGRESS_EVERY = 4n << 20n;
+const MAX_REDIRECTS = 5;
+const CONNECT_TIMEOUT_MS = 30_000;
+
+/**
+ * Imports an image from an http(s) URL into a new volume (see ImportVolume in
+ * storage.proto): download with hash and progress, sha256 check, gzip/xz decompression
+ * detected from the content, inspectImage (hostile images refused), a size check against
+ * the pool's free space, `qemu-img convert -f <detected> -O <format>`, then a rename into
+ * place. Holds the volume's lock throughout; every temporary file ends in `.partial` and is
+ * removed whatever happens, the client going away included.
+ */
+export async function* importVolume(deps: { pools: Pools; volumes: Volumes; qemuImg: QemuImg }, spec: ImportSpec, signal: AbortSignal): AsyncGenerator<ImportProgress> {
+  const release = await deps.volumes.lock(spec.poolId, spec.id);
+  const temps: string[] = [];
+  try {
+    const pool = await deps.pools.resolve(spec.poolId);
+    const existing = await deps.volumes.get(spec.poolId, spec.id).catch((err: unknown) => {
+      if (err instanceof QuantixError && err.code === "not_found") return undefined;
+      throw err;
+    });
+    if (existing) {
+      if (existing.format !== spec.format) throw new QuantixError("already_exists", `volume '${spec.id}' exists as ${existing.format}`);
+      yield { phase: "ready", bytesDone: 0n, bytesTotal: 0n, volume: existing };
+      return;
+    }
+    const temp = (what: string) => {
+      const path = join(pool.dir, `.${spec.id}.${what}.partial`);
+      temps.push(path);
+      return path;
+    };
+    const room = async () => (await deps.pools.capacity(pool.dir)).availableBytes;
+
+    // Download, hashing and counting as the bytes arrive.
+    const download = temp("download");
+    const res = await get(spec.url, signal, MAX_REDIRECTS);
+    const total = BigInt(Number(res.headers["content-length"] ?? 0) || 0);
+    const limit = await room();
+    if (total > limit) throw new QuantixError("resource_exhausted", `the image is ${total} bytes, more than the pool's ${limit} available bytes`);
+    const hash = createHash("sha256");
+    let done = 0n;
+    let reported = 0n;
+    yield { phase: "downloading", bytesDone: 0n, bytesTotal: total };
+    const fh = await open(download, "w", 0o600);
+    try {
+      for await (const chunk of res as AsyncIterable<Buffer>) {
+        hash.update(chunk);
+        await fh.write(chunk);
+        done += BigInt(chunk.length);
+        if (done > limit) throw new QuantixError("resource_exhausted", `the download passed the pool's ${limit} available bytes`);
+        if (done - reported >= PROGRESS_EVERY) {
+          reported = done;
+          yield { phase: "downloading", bytesDone: done, bytesTotal: total };
+        }
+      }
+    } catch (err) {
+      if (err instanceof QuantixError) throw err;
+      throw new QuantixError("unavailable", `the download ended early after ${done} bytes${total > 0n ? ` of ${total}` : ""}`, [], { cause: err });
+    } finally {
+      res.destroy();
+      await fh.close();
+    }
+    if (total > 0n && done !== total) throw new QuantixError("unavailable", `the download is truncated: ${done} of ${total} bytes`);
+    const sha256 = hash.digest("hex");
+    yield { phase: "downloading", bytesDone: done, bytesTotal: total, sha256 };
+    if (spec.sha256 !== "" && sha256 !== spec.sha256) throw new QuantixError("failed_precondition", `sha256 mismatch: expected ${spec.sha256}, the download is ${sha256}`);
+
+    // Decompress by magic bytes, bounded by the pool's free space; then inspect.
+    yield { phase: "verifying", bytesDone: done, bytesTotal: total, sha256 };
+    let image = download;
+    const compression = await compressionOf(download);
+    if (compression !== undefined) {
+      image = temp("image");
+      await decompress(compression, download, image, await room(), signal);
+    }
+    const inspected = await inspectImage(image, { qemuImg: deps.qemuImg });
+    const detectedFormat = inspected.iso ? "iso" : inspected.format;
+    const free = await room();
+    if (inspected.virtualSizeBytes > free) throw new QuantixError("resource_exhausted", `the image's virtual size ${inspected.virtualSizeBytes} bytes is more than the pool's ${free} available bytes`);
+    yield { phase: "converting", bytesDone: done, bytesTotal: total, sha256, detectedFormat };
+
+    const partial = temp(spec.format);
+    await deps.qemuImg.convert(image, inspected.format, partial, spec.format);
+    await rename(partial, join(pool.dir, `${spec.id}.${spec.format}`));
+    const volume = await deps.volumes.get(spec.poolId, spec.id);
+    yield { phase: "ready", bytesDone: done, bytesTotal: total, sha256, detectedFormat, volume };
+  } finally {
+    for (const t of temps) await rm(t, { force: true });
+    release();
+  }
+}
+
+/** GET `url`, following redirects to http(s) only; UNAVAILABLE for what cannot be fetched. */
+function get(url: URL, signal: AbortSignal, redirects: number): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const lib = url.protocol === "https:" ? https : http;
+    const req = lib.get(url, { signal, timeout: CONNECT_TIMEOUT_MS }, (res) => {
+      const status = res.statusCode ?? 0;
+      const location = res.headers.location;
+      if ([301, 302, 303, 307, 308].includes(status) && location !== undefined) {
+        res.resume();
+        const next = new URL(location, url);
+        if (redirects === 0) return reject(new QuantixError("unavailable", `the image URL redirects more than ${MAX_REDIRECTS} times`));
+        if (next.protocol !== "http:" && next.protocol !== "https:") return reject(new QuantixError("unavailable", `the image URL redirects to a ${next.protocol} URL`));
+        return resolve(get(next, signal, redirects - 1));
+      }
+      if (status !== 200) {
+        res.resume();
+        return reject(new QuantixError("unavailable", `the image server answered HTTP ${status}`));
+      }
+      resolve(res);
+    });
+    req.on("timeout", () => req.destroy(new Error(`no answer within ${CONNECT_TIMEOUT_MS / 1000} s`)));
+    req.on("error", (err: NodeJS.ErrnoException) => reject(new QuantixError("unavailable", `cannot download the image: ${err.code ?? err.message}`, [], { cause: err })));
+  });
+}
+
+async function compressionOf(path: string): Promise<"gzip" | "xz" | undefined> {
+  const fh = await open(path, "r");
+  try {
+    const head = Buffer.alloc(6);
+    const { bytesRead } = await fh.read(head, 0, 6, 0);
+    if (bytesRead >= 2 && head[0] === 0x1f && head[1] === 0x8b) return "gzip";
+    if (bytesRead === 6 && head.equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return "xz";
+    return undefined;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Decompresses `from` into `to`, failing with RESOURCE_EXHAUSTED past `limit` bytes (a decompression bomb) and FAILED_PRECONDITION for corrupt data. */
+async function decompress(kind: "gzip" | "xz", from: string, to: string, limit: bigint, signal: AbortSignal): Promise<void> {
+  let written = 0n;
+  const bound = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      written += BigInt(chunk.length);
+      if (written > limit) cb(new QuantixError("resource_exhausted", `the decompressed image passed the pool's ${limit} available bytes`));
+      else cb(null, chunk);
+    },
+  });
+  let source: Readable;
+  let xzDone: Promise<void> = Promise.resolve();
+  if (kind === "gzip") source = createReadStream(from).pipe(createGunzip());
+  else {
+    const xz = spawn("xz", ["-dc"], { stdio: ["pipe", "pipe", "pipe"], signal });
+    let stderr = "";
+    xz.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString("utf8")).slice(0, 300)));
+    // A feed that breaks (xz exited early) is reported by xz's exit status below.
+    pipeline(createReadStream(from), xz.stdin).catch(() => undefined);
+    xzDone = new Promise((resolve, reject) => {
+      xz.on("error", (err) => reject(new QuantixError("failed_precondition", "xz is not installed on this host (Debian: xz-utils)", [], { cause: err })));
+      xz.on("close", (code) => (code === 0 ? resolve() : reject(new QuantixError("failed_precondition", `the xz data is corrupt: ${stderr.trim()}`))));
+    });
+    source = xz.stdout;
+  }
+  try {
+    await pipeline(source, bound, createWriteStream(to, { mode: 0o600 }), { signal });
+    await xzDone;
+  } catch (err) {
+    if (err instanceof QuantixError) throw err;
+    throw new QuantixError("failed_precondition", `the ${kind} data is corrupt or truncated`, [], { cause: err });
+  }
+}

@@ -1,0 +1,89 @@
+import { QuantixError } from "@quantix/core";
+import { probePoolTypes, type PoolTypeSupport } from "./capabilities.js";
+import { importVolume, type ImportProgress, type ImportSpec } from "./import-volume.js";
+import { Pools, type FsCapacity, type ManagedPoolType, type ResolvedPool } from "./pools.js";
+import { QemuImg } from "./qemu-img.js";
+import { VolumeSnapshots } from "./snapshots.js";
+import { Volumes, volumeFiles } from "./volumes.js";
+
+/** Where an agent keeps its pools. */
+export interface NodeStorageOptions {
+  /** The directory of pool entries (VMCP_POOL_ROOT); DIR pools are `<poolRoot>/<pool id>`. */
+  readonly poolRoot: string;
+  /** The agent's shared directories (VMCP_SHARED_DIRS). */
+  readonly sharedDirs: readonly string[];
+  readonly qemuImg?: QemuImg;
+  /** Directories searched for the probed binaries (tests); default PATH, /usr/sbin, /sbin. */
+  readonly binDirs?: readonly string[];
+}
+
+/** A pool with its capacity measured now. */
+export interface PoolView extends ResolvedPool {
+  readonly capacity: FsCapacity & { readonly provisionedBytes: bigint; readonly allocatedBytes: bigint; readonly volumeCount: number };
+}
+
+/** What GetStorageCapabilities reports. */
+export interface StorageCapabilityView {
+  readonly poolTypes: PoolTypeSupport[];
+  readonly qemuImgVersion: string | undefined;
+}
+
+/** The node side of storage: the pools and volumes of this host (StorageService's use cases). */
+export class NodeStorage {
+  readonly pools: Pools;
+  readonly volumes: Volumes;
+  readonly snapshots: VolumeSnapshots;
+  readonly #qemuImg: QemuImg;
+  readonly #binDirs: readonly string[] | undefined;
+
+  constructor(options: NodeStorageOptions) {
+    this.#qemuImg = options.qemuImg ?? new QemuImg();
+    this.pools = new Pools(options.poolRoot, options.sharedDirs);
+    this.volumes = new Volumes(this.pools, this.#qemuImg);
+    this.snapshots = new VolumeSnapshots(this.pools, this.volumes, this.#qemuImg);
+    this.#binDirs = options.binDirs;
+  }
+
+  /** Makes a pool exist and returns it measured. */
+  async ensurePool(id: string, type: ManagedPoolType, path: string): Promise<PoolView> {
+    await this.pools.ensure(id, type, path);
+    return this.getPool(id);
+  }
+
+  /** A pool with its file system's capacity and its volumes' provisioned and allocated bytes. */
+  async getPool(id: string): Promise<PoolView> {
+    const pool = await this.pools.resolve(id);
+    const volumes = await this.volumes.list(id);
+    const fs = await this.pools.capacity(pool.dir);
+    let provisionedBytes = 0n;
+    let allocatedBytes = 0n;
+    for (const v of volumes) {
+      provisionedBytes += v.virtualSizeBytes; // 0 for a file with a problem
+      allocatedBytes += v.actualSizeBytes;
+    }
+    return { ...pool, capacity: { ...fs, provisionedBytes, allocatedBytes, volumeCount: volumes.length } };
+  }
+
+  /** Removes an empty pool; refused while it holds volumes or a volume call runs in it. */
+  async deletePool(id: string): Promise<void> {
+    const pool = await this.pools.resolve(id);
+    await this.pools.deleting(id, async () => {
+      if (this.volumes.busy(id)) throw new QuantixError("failed_precondition", `pool '${id}' has volume calls in progress; retry when they end`);
+      const left = await volumeFiles(pool.dir);
+      if (left.length > 0) throw new QuantixError("failed_precondition", `pool '${id}' holds ${left.length} volume(s), e.g. '${left[0]![0]}'; delete them first`);
+      await this.pools.remove(pool);
+    });
+  }
+
+  /** Imports an image from a URL into a new volume, yielding progress; see importVolume. */
+  importVolume(spec: ImportSpec, signal: AbortSignal): AsyncGenerator<ImportProgress> {
+    return importVolume({ pools: this.pools, volumes: this.volumes, qemuImg: this.#qemuImg }, spec, signal);
+  }
+
+  /** Which pool types this host supports, probed now. */
+  async capabilities(): Promise<StorageCapabilityView> {
+    const qemuImgVersion = await this.#qemuImg.version();
+    const poolTypes = await probePoolTypes({ sharedDirs: this.pools.sharedDirs, qemuImgVersion, ...(this.#binDirs ? { binDirs: this.#binDirs } : {}) });
+    return { poolTypes, qemuImgVersion };
+  }
+}
