@@ -3,7 +3,7 @@ import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { Code, createClient, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { StoragePoolState, StoragePoolType } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import { StoragePoolService } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
@@ -83,6 +83,8 @@ describe("storage on a host agent's node", () => {
     await until(async () => ((await volumes.getVolume({ id: clone.id })).status?.virtualSizeBytes === 2n * GIB ? true : undefined), "clone grown to 2 GiB by the agent");
 
     await volumes.deleteVolume({ id: clone.id });
+    // The clone goes when the agent has removed its file (the volume's finalizer); until then its source is still in use.
+    await until(() => volumes.getVolume({ id: clone.id }).then(() => undefined, (e: unknown) => (ConnectError.from(e).code === Code.NotFound ? true : undefined)), "the clone gone", 30_000);
     await volumes.deleteVolume({ id: v.id });
     await until(async () => ((await readdir(join(agent.stateDir, "pools", poolId))).filter((f) => f !== ".quantix-pool").length === 0 ? true : undefined), "the agent removed both files");
   });
