@@ -1,6 +1,6 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -53,4 +53,25 @@ test("a failed build leaves nothing, and the next caller builds again", async ()
   assert.deepEqual((await readdir(root)).filter((e) => e.includes("k3")), []);
   const dir = await cachedEntry(root, "k3", (d) => writeFile(path.join(d, "disk"), "image"));
   assert.ok(existsSync(path.join(dir, "disk")));
+});
+
+test("a dead build's mount and loop device are released before its directory is removed", { skip: process.getuid?.() !== 0 && "mounting a loop device needs root" }, async () => {
+  const work = path.join(root, ".k4-dead", "work");
+  const mnt = path.join(work, "mnt");
+  await mkdir(mnt, { recursive: true });
+  const part = path.join(work, "part.ext4");
+  execFileSync("mkfs.ext4", ["-q", "-F", part, "8M"]);
+  const loop = execFileSync("losetup", ["--find", "--show", part], { encoding: "utf8" }).trim();
+  try {
+    execFileSync("mount", [loop, mnt]);
+    await writeFile(path.join(mnt, "half-built"), "x");
+    await writeFile(path.join(root, "k4.lock"), `${spawnSync("true").pid!}\n`);
+    await cachedEntry(root, "k4", (d) => writeFile(path.join(d, "disk"), "image"));
+    assert.equal((await readFile("/proc/self/mountinfo", "utf8")).includes(root), false, "nothing stays mounted under the cache");
+    assert.equal(execFileSync("losetup", ["--associated", part], { encoding: "utf8" }).trim(), "", "the loop device is detached");
+    assert.deepEqual((await readdir(root)).filter((e) => e.includes("k4")), ["k4"]);
+  } finally {
+    spawnSync("umount", ["--lazy", mnt]);
+    spawnSync("losetup", ["--detach", loop]);
+  }
 });

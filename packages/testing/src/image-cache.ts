@@ -1,7 +1,9 @@
+import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { promisify } from "node:util";
 import { isProcessAlive } from "@quantix/agent";
 
 /**
@@ -9,7 +11,8 @@ import { isProcessAlive } from "@quantix/agent";
  * built in a temp directory beside it and renamed into place, so nobody ever sees half
  * of one; a lock file (`<key>.lock`, holding the builder's pid) makes a second test
  * process wait for the first instead of building too. A lock whose process is gone
- * (a build killed half-way) is taken over, and its leftover temp directory removed.
+ * (a build killed half-way) is taken over, and its leftover temp directory removed,
+ * after what the dead build still held there is released (mounts, loop devices).
  */
 
 /** Where built images are kept: `$QUANTIX_IMAGE_CACHE`, else `~/.cache/quantix/images`. */
@@ -42,7 +45,13 @@ export async function cachedEntry(root: string, key: string, build: (dir: string
   }
   try {
     if (existsSync(final)) return final;
-    for (const e of await readdir(root)) if (e.startsWith(`.${key}-`)) await rm(path.join(root, e), { recursive: true, force: true });
+    for (const e of await readdir(root)) {
+      if (!e.startsWith(`.${key}-`)) continue;
+      const leftover = path.join(root, e);
+      log(`removing ${leftover}, left by a build that did not finish`);
+      await releaseMountsAndLoops(leftover);
+      await rm(leftover, { recursive: true, force: true });
+    }
     const tmp = await mkdtemp(path.join(root, `.${key}-`));
     try {
       await build(tmp);
@@ -72,4 +81,20 @@ async function tryLock(lock: string): Promise<boolean> {
   if (Number.isInteger(owner) && owner > 0 ? isProcessAlive(owner) : young) return false;
   await rm(lock, { force: true });
   return false;
+}
+
+/**
+ * Unmounts whatever is mounted below `dir` (deepest first: a chroot's /proc inside its
+ * root) and detaches the loop devices whose backing file is below it. Removing the tree
+ * first would follow the mounts: into the chroot's /dev, for one.
+ */
+export async function releaseMountsAndLoops(dir: string): Promise<void> {
+  const run = promisify(execFile);
+  const inside = (p: string) => p === dir || p.startsWith(`${dir}/`);
+  // mountinfo's fifth field is the mount point, with space, tab, newline and backslash octal-escaped.
+  const mountinfo = await readFile("/proc/self/mountinfo", "utf8").catch(() => "");
+  const points = mountinfo.split("\n").map((l) => l.split(" ")[4]?.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)))).filter((p): p is string => p !== undefined && inside(p));
+  for (const p of points.sort((a, b) => b.length - a.length)) await run("umount", ["--lazy", p]).catch(() => {});
+  const loops = await run("losetup", ["--list", "--json"]).then((r) => (JSON.parse(r.stdout || "{}") as { loopdevices?: { name: string; "back-file"?: string }[] }).loopdevices ?? [], () => []);
+  for (const l of loops) if (l["back-file"] && inside(l["back-file"].replace(/ \(deleted\)$/, ""))) await run("losetup", ["--detach", l.name]).catch(() => {});
 }
