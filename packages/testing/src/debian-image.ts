@@ -54,7 +54,7 @@ export async function debianCloudImage(options: { cacheRoot?: string; log?: (lin
 async function buildImage(dir: string, log: (line: string) => void): Promise<void> {
   const started = Date.now();
   const step = (what: string) => log(`${what} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
-  if (process.getuid?.() !== 0) throw new Error("building the Debian test image needs root (mmdebstrap's root mode, losetup and mount for extlinux): run `npm run image:debian` as root once, then the cache serves every user who can read it");
+  if (process.getuid?.() !== 0) throw new Error("building the Debian test image needs root (mmdebstrap's root mode, losetup and mount for extlinux): run `npm run image:debian` as root once, with QUANTIX_IMAGE_CACHE set to a directory the tests can read and given to them too");
   await ensureDebianPackages(BUILD_PACKAGES);
   const work = path.join(dir, "work");
   const root = path.join(work, "root");
