@@ -28,6 +28,8 @@ export interface DebianCloudImage {
   readonly kernel: string;
   readonly initrd: string;
   readonly kernelArgs: string;
+  /** The kernel's release, e.g. 6.1.0-28-cloud-amd64. */
+  readonly kernelRelease: string;
   /** sha256 of the qcow2 file, hex. */
   readonly sha256: string;
   /** The qcow2 file's size, and the disk's virtual size. */
