@@ -22,6 +22,8 @@ export interface SimulatedNodesDeps {
   readonly hosts?: SimulatedHostFactory | undefined;
   /** How long a simulated guest takes to boot (QUANTIX_SIM_BOOT_MS). */
   readonly bootMs: number;
+  /** The directories holding a node's volume files (its DirNodeStorage root, the shared dirs): VM disks there are allowed. */
+  readonly volumeDirs?: (nodeId: string) => readonly string[];
 }
 
 /** A demo node's hypervisor as tests reach it: what the control plane observes, and a fault to inject. */
@@ -71,7 +73,7 @@ export class SimulatedNodes {
 
   private async attach(node: Node): Promise<void> {
     const name = node.hostname;
-    const host = await this.deps.hosts!({ bootMs: this.deps.bootMs, running: await this.seededGuests(node), log: this.hostLog(name), images: DEMO_IMAGES });
+    const host = await this.deps.hosts!({ bootMs: this.deps.bootMs, running: await this.seededGuests(node), log: this.hostLog(name), images: DEMO_IMAGES, volumeDirs: this.deps.volumeDirs?.(node.id) ?? [] });
     // The host registers as an agent would: its hypervisor's type, version and capabilities
     // reach the node's status through RegisterNode, their one writer.
     await this.deps.nodes.register(create(RegisterNodeRequestSchema, {
