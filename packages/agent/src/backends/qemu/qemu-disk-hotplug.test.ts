@@ -7,7 +7,13 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { Code, createClient, createRouterTransport, type Client } from "@connectrpc/connect";
 import { StorageInterfaceType, VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { buildTestGuest, consoleText, ensureDebianPackages, guestVmConfig, lastTick, rejection, ticksPast, until, type TestGuest } from "@quantix/testing";
+import { NodeStatus_Phase as NodePhase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { VmStatus_State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { StoragePoolType } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
+import { StoragePoolService } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
+import { VolumeState } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
+import { VolumeService } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
+import { buildTestGuest, consoleText, ensureDebianPackages, guestVmConfig, lastTick, rejection, startTestServer, TestAgent, ticksPast, until, type TestGuest } from "@quantix/testing";
 import { vmmRouter } from "../../rpc/vmm-router.js";
 import { VmManager } from "../../vm-manager.js";
 import { QemuBackend } from "./qemu-backend.js";
@@ -17,6 +23,7 @@ import { QemuBackend } from "./qemu-backend.js";
 // virtio-blk driver and no tools to list block devices, so what the guest is given is
 // checked from the agent's side with QMP (query-block, query-pci, query-named-block-nodes);
 // the guest's ACPI hot-plug is what releases the device on DetachDisk (DEVICE_DELETED).
+// The last case goes through the control plane (VolumeService on a TestAgent over QEMU).
 const run = promisify(execFile);
 const BOOT_MS = 60_000;
 const MIB = 1n << 20n;
@@ -59,7 +66,9 @@ async function volume(name: string, sizeMib: number): Promise<string> {
   return file;
 }
 
-const blocks = (vmId: string) => backend.executeQmp<BlockInfo[]>(vmId, "query-block");
+// Which backend runs the VM: the first two tests' own, or the control plane's agent's in the third.
+let blocksOf: QemuBackend | undefined;
+const blocks = (vmId: string) => (blocksOf ?? backend).executeQmp<BlockInfo[]>(vmId, "query-block");
 const pciIds = async (vmId: string) => (await backend.executeQmp<{ devices: { qdev_id?: string }[] }[]>(vmId, "query-pci")).flatMap((b) => b.devices.map((d) => d.qdev_id ?? ""));
 
 test("a running VM gets a disk hot-plugged, grown online and hot-unplugged; the guest keeps running", { timeout: 240_000 }, async () => {
@@ -132,4 +141,53 @@ test("a hot-plugged disk is in the VM's config at the next start; refusals name 
   assert.equal((await client.detachDisk({ vmId, diskId: "keep", timeoutSeconds: 60 })).hotUnplugged, true);
   assert.equal((await blocks(vmId)).some((b) => b.inserted?.["node-name"] === "disk0"), false);
   await client.deleteVm({ vmId, force: true });
+});
+
+test("through the control plane: a volume hot-attached to a VM running on a QEMU agent, grown online, and detached", { timeout: 300_000 }, async () => {
+  const cpState = await mkdtemp(path.join(os.tmpdir(), "quantix-hotplug-cp-"));
+  const s = await startTestServer({ demo: false, defaultQuota: {} });
+  const qemu = new QemuBackend({ stateDir: path.join(cpState, "agent"), kvm: false, imageDirs: [guest.imageDir, path.join(cpState, "agent", "pools")] });
+  const agent = new TestAgent(qemu, path.join(cpState, "agent"), `hotplug-agent-${process.pid}`, 200, [guest.imageDir]);
+  blocksOf = qemu;
+  try {
+    await agent.start(s.url);
+    const nodeId = await until(async () => (await s.nodes.listNodes({})).nodes.find((n) => n.hostname === agent.name && n.status?.phase === NodePhase.READY)?.id, "the agent's node READY", 30_000);
+    assert.ok((await s.nodes.getNode({ id: nodeId })).status?.hypervisor?.capabilities.includes("disk-hotplug"), "the QEMU agent registers disk-hotplug");
+    const pools = createClient(StoragePoolService, s.transport);
+    const volumes = createClient(VolumeService, s.transport);
+    const poolId = (await pools.createStoragePool({ name: "hp-local", spec: { type: StoragePoolType.LOCAL_DIR, nodeIds: [nodeId], isDefault: true } })).id;
+    const vol = await volumes.createVolume({ name: "hot", spec: { sizeGib: 1n, poolId } });
+    await until(async () => ((await volumes.getVolume({ id: vol.id })).status?.state === VolumeState.AVAILABLE ? true : undefined), "volume AVAILABLE", 30_000);
+    const vm = await s.vms.createVM({ name: "hp-vm", startOnCreate: true, spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, cmdline: guest.kernelArgs } } } });
+    await until(async () => ((await s.vms.getVM({ id: vm.id })).status?.state === VmStatus_State.RUNNING ? true : undefined), "VM RUNNING", BOOT_MS);
+    await ticksPast(qemu, vm.id, 3, "the guest booted", BOOT_MS);
+    const file = path.join(cpState, "agent", "pools", poolId, `${vol.id}.qcow2`);
+
+    const attached = await volumes.attachVolume({ id: vol.id, vmId: vm.id, diskId: "hot" });
+    assert.deepEqual(attached.status?.attachments.map((a) => [a.vmId, a.diskId, a.nodeId]), [[vm.id, "hot", nodeId]]);
+    assert.ok((await blocks(vm.id)).some((b) => b.inserted?.file === file), "QEMU has the volume's file open");
+    assert.deepEqual((await s.vms.getVM({ id: vm.id })).spec?.disks.map((d) => [d.id, d.volumeId]), [["hot", vol.id]]);
+    await until(async () => ((await volumes.getVolume({ id: vol.id })).status?.state === VolumeState.IN_USE ? true : undefined), "IN_USE");
+
+    await volumes.resizeVolume({ id: vol.id, newSizeGib: 2n });
+    const size = async () => BigInt((await blocks(vm.id)).find((b) => b.inserted?.file === file)?.inserted?.image["virtual-size"] ?? 0);
+    assert.equal(await size(), 2n << 30n, "the running VM's disk grew (block_resize)");
+    await until(async () => ((await volumes.getVolume({ id: vol.id })).status?.virtualSizeBytes === 2n << 30n ? true : undefined), "the volume's measured size follows");
+    assert.equal((await volumes.getVolume({ id: vol.id })).status?.state, VolumeState.IN_USE, "no offline resize was tried on the locked file");
+
+    const refused = await rejection(volumes.deleteVolume({ id: vol.id }));
+    assert.equal(refused.code, Code.FailedPrecondition);
+    const detached = await volumes.detachVolume({ id: vol.id });
+    assert.equal(detached.status?.attachments.length, 0);
+    assert.equal((await blocks(vm.id)).some((b) => b.inserted?.file === file), false, "QEMU let the file go");
+    assert.equal((await s.vms.getVM({ id: vm.id })).spec?.disks.length, 0);
+    await s.vms.deleteVM({ id: vm.id, force: true });
+    await volumes.deleteVolume({ id: vol.id });
+  } finally {
+    for (const v of await qemu.listVMs().catch(() => [])) if (v.pid) process.kill(v.pid, "SIGKILL");
+    await agent.kill().catch(() => undefined);
+    await qemu.close();
+    await s.close();
+    await rm(cpState, { recursive: true, force: true });
+  }
 });
