@@ -159,7 +159,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const drains = new NodeDrainService({ store, nodes: nodeService, clock, log });
   const drainController = new DrainController({ store, migrations: migration, power, clock, log });
   const scheduler = new VmScheduler({ store, clock, log, strategy: config.schedulerStrategy, isConnected: (id) => drivers.has(id) });
-  const simulated = new SimulatedNodes({ store, drivers, nodes: nodeService, log, hosts: deps.simulatedHosts, bootMs: config.simBootMs, volumeDirs: (nodeId) => (storageDir ? [join(storageDir, nodeId), ...config.sharedDirs] : []) });
+  const simulated = new SimulatedNodes({ store, drivers, nodes: nodeService, log, hosts: deps.simulatedHosts, bootMs: config.simBootMs, volumeDirs: (nodeId) => (storageDir ? [join(storageDir, nodeId), ...config.sharedDirs] : []), volumePaths: (vm) => resolveVolumePaths(store, storages, vm.status?.nodeId ?? "", vm.spec!) });
   const monitor = new NodeMonitor({ store, clock, log, offlineAfterSec: config.nodeLostAfterSec });
   const ha = new HaController({ store, drivers, clock, log });
   // Every replica connects to the agents (console, metrics, reboot and migrations are served

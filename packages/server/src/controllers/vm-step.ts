@@ -101,8 +101,17 @@ export function rebootDue(vm: VirtualMachine): boolean {
 
 /** Defines a VM on its node, telling a refused spec (terminal) apart from a passing failure. */
 async function define(d: HypervisorPort, vm: VirtualMachine, volumePaths: VolumePathResolver): Promise<void> {
+  let paths: ReadonlyMap<string, string>;
   try {
-    await d.createVM(vm.id, vm.spec!, await volumePaths(vm));
+    paths = await volumePaths(vm);
+  } catch (err) {
+    // A volume's file not reachable yet (its pool being set up again, its node's storage
+    // busy) passes: retried, with the reason in the VM's status meanwhile.
+    if (err instanceof QuantixError && err.code !== "unavailable") throw new StepFailure("VolumeUnavailable", `the VM's volumes cannot be used on its node yet: ${err.message}`, { cause: err });
+    throw err;
+  }
+  try {
+    await d.createVM(vm.id, vm.spec!, paths);
   } catch (err) {
     if (err instanceof QuantixError && (err.code === "failed_precondition" || err.code === "invalid_argument" || err.code === "already_exists")) {
       throw new TerminalError("HypervisorRejected", `node refused the VM: ${err.message}`, { cause: err });

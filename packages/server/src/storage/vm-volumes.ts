@@ -2,6 +2,7 @@ import type { VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import type { Volume } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
 import { claimVolume, guestDeviceHint, NODE_KIND, notFound, QuantixError, STORAGE_POOL_KIND, VOLUME_KIND, volumeNodeIds, type Resource, type Store, type TxOp, type VolumeReach } from "@quantix/core";
 import type { NodeStorages } from "./node-storages.js";
+import { nodePoolType } from "../controllers/storage-pool-controller.js";
 
 /**
  * The I/O half of a VM's volume disks (the rules are pure, in core's volume-attachments.ts):
@@ -57,7 +58,13 @@ export async function resolveVolumePaths(store: Store, storages: NodeStorages, n
   for (const d of disks) {
     const v = await store.of(VOLUME_KIND).get(d.volumeId);
     if (!v) throw new QuantixError("failed_precondition", `disk '${d.id}': volume '${d.volumeId}' no longer exists`);
-    const info = await storages.of(node).volumeInfo({ poolId: v.spec?.poolId ?? "", volumeId: v.id });
+    const pool = await store.of(STORAGE_POOL_KIND).get(v.spec?.poolId ?? "");
+    if (!pool) throw new QuantixError("failed_precondition", `disk '${d.id}': the pool of volume '${v.id}' no longer exists`);
+    // Level-based: the pool is made to exist on the node first (idempotent; after a restart
+    // the node's storage may not have been told of it yet).
+    const storage = storages.of(node);
+    await storage.ensurePool({ poolId: pool.id, ...nodePoolType(pool) });
+    const info = await storage.volumeInfo({ poolId: pool.id, volumeId: v.id });
     if (!info) throw new QuantixError("failed_precondition", `disk '${d.id}': volume '${v.id}' has no file on node '${node.id}'`);
     out.set(v.id, info.path);
   }
