@@ -11,7 +11,8 @@ type V = Volume & Resource;
  * whose VM's spec.disks no longer names the volume, is dropped from the volume's
  * status.attachments. The claims themselves are made in the commits that change a VM's
  * disks (CreateVM, AttachVolume); this is the release half of a VM's deletion, and the
- * safety net for anything missed. The volume controller then shows AVAILABLE.
+ * safety net for anything missed. The volume controller then shows AVAILABLE. It also
+ * keeps each attachment's node_id on the node its VM is bound to.
  */
 export function volumeAttachmentController(deps: { store: Store; clock: Clock; timers?: Timers; log: Logger; resyncMs?: number }): Controller {
   const volumes = deps.store.of(VOLUME_KIND);
@@ -31,24 +32,36 @@ export function volumeAttachmentController(deps: { store: Store; clock: Clock; t
         const v = await volumes.get(id);
         if (!v || (v.status?.attachments.length ?? 0) === 0) return;
         const stale: string[] = [];
+        // Where each attached VM runs now (claims made at CreateVM precede its placement).
+        const nodes = new Map<string, string>();
         for (const a of v.status!.attachments) {
           const vm = await vms.get(a.vmId);
           if (!vm || !vm.spec?.disks.some((d) => d.volumeId === id && d.id === a.diskId)) stale.push(keyOf(a));
+          else if ((vm.status?.nodeId ?? "") !== a.nodeId) nodes.set(keyOf(a), vm.status?.nodeId ?? "");
         }
-        if (stale.length === 0) return;
+        if (stale.length === 0 && nodes.size === 0) return;
         try {
           await volumes.update(
             id,
             (cur: V) => {
+              const before = cur.status?.attachments ?? [];
               // Only the attachments read as stale: one made since (a re-attach) stays.
-              const keep = (cur.status?.attachments ?? []).filter((a) => !stale.includes(keyOf(a)));
-              if (keep.length === cur.status?.attachments.length) return undefined;
+              const keep = before.filter((a) => !stale.includes(keyOf(a)));
+              let changed = keep.length !== before.length;
+              for (const a of keep) {
+                const node = nodes.get(keyOf(a));
+                if (node !== undefined && node !== a.nodeId) {
+                  a.nodeId = node;
+                  changed = true;
+                }
+              }
+              if (!changed) return undefined;
               cur.status!.attachments = keep;
               return cur;
             },
             { actor: VOLUME_ATTACHER },
           );
-          deps.log.log("info", "released a volume its VM no longer uses", { volume_id: id, attachments: stale.join(",") });
+          if (stale.length > 0) deps.log.log("info", "released a volume its VM no longer uses", { volume_id: id, attachments: stale.join(",") });
         } catch (err) {
           if (!(err instanceof QuantixError && err.code === "not_found")) throw err;
         }

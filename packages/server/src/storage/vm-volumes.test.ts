@@ -62,8 +62,11 @@ describe("VM disks from volumes, on the demo's simulated hosts", () => {
     await vmState(vm.id, State.RUNNING);
     assert.equal((await s.vms.getVM({ id: vm.id })).status?.nodeId, HV2, "pinned to the volume's node");
     await stateOf(a.id, VolumeState.IN_USE);
-    const att = (await volumes.getVolume({ id: a.id })).status!.attachments;
-    assert.deepEqual(att.map((x) => [x.vmId, x.diskId, x.guestDeviceHint]), [[vm.id, "data", "/dev/vda"]]);
+    const att = await until(async () => {
+      const x = (await volumes.getVolume({ id: a.id })).status!.attachments;
+      return x[0]?.nodeId === HV2 ? x : undefined;
+    }, "the attachment shows the VM's node");
+    assert.deepEqual(att.map((x) => [x.vmId, x.diskId, x.guestDeviceHint, x.nodeId]), [[vm.id, "data", "/dev/vda", HV2]]);
 
     const del = await rejection(volumes.deleteVolume({ id: a.id }));
     assert.equal(del.code, Code.FailedPrecondition);
