@@ -150,7 +150,7 @@ export class VolumeAttach {
       const disk = vm?.spec?.disks.find((d) => d.volumeId === vol.id);
       if (!vm || !disk) continue;
       const where = await this.where(vm);
-      if (where.kind === "defined") throw new QuantixError("failed_precondition", `cannot resize volume '${vol.id}' while VM '${vm.id}' holds it defined on node '${where.nodeId}'; start or delete the VM, or detach the volume`);
+      // A VM defined but not running holds no lock on the file: the controller grows it offline.
       if (where.kind === "live") {
         requireHotplug(where, vm.id);
         live.push({ vm, diskId: disk.id, where });

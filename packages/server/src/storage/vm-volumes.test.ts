@@ -151,6 +151,9 @@ describe("VM disks from volumes, on the demo's simulated hosts", () => {
     await s.vms.stopVM({ id: vm.id, force: true });
     await vmState(vm.id, State.STOPPED);
 
+    // Stopped after running: the VM is defined on its node but holds no lock; the file grows offline.
+    await volumes.resizeVolume({ id: c.id, newSizeGib: 3n });
+    await until(async () => ((await volumes.getVolume({ id: c.id })).status?.virtualSizeBytes === 3n * GIB ? true : undefined), "grown offline after a stop");
     const detached = await volumes.detachVolume({ id: c.id });
     assert.equal(detached.status?.attachments.length, 0);
     assert.deepEqual((await s.vms.getVM({ id: vm.id })).spec?.disks.map((d) => d.id), ["root"]);
