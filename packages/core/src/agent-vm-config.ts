@@ -57,7 +57,7 @@ export function toAgentVmConfig(vmId: string, spec: VmSpec, volumePaths: Readonl
     const what = d.imageId !== "" ? `an image (image_id '${d.imageId}')` : `a new ${d.sizeGib} GiB volume`;
     throw new QuantixError(
       "failed_precondition",
-      `disk '${d.id}' needs ${what}, which agent nodes cannot provide yet: create a volume (VolumeService) and name it in disks[].volume_id, give an image file on the node (disks[].host_path), or boot with spec.boot.direct_boot`,
+      `disk '${d.id}' needs ${what}, which agent nodes cannot provide yet: create a volume with the storage service (VolumeService) and name it in disks[].volume_id, give an image file on the node (disks[].host_path), or boot with spec.boot.direct_boot`,
     );
   }
   if (spec.boot?.firmware === Firmware.UEFI) {
