@@ -1,6 +1,6 @@
 import { clone, create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { DiskBus, DiskDeviceSchema, VmSpecSchema, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { DiskBus, DiskDeviceSchema, PowerState, VmSpecSchema, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import type { Volume } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
 import type { AttachVolumeRequest, DetachVolumeRequest } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
 import {
@@ -79,6 +79,7 @@ export class VolumeAttach {
     const { reaches } = await readVolumeDisks(this.deps.store, vm.projectId, next);
     volumePlacement(reaches.map((r) => (r.volumeId === vol.id ? { ...r, field: "id" } : r)), vm.status?.nodeId ?? "");
     const where = await this.where(vm);
+    if (where.kind !== "live") requireStopped(vm);
     let path = "";
     if (where.kind === "live") {
       requireHotplug(where, vm.id);
@@ -88,7 +89,7 @@ export class VolumeAttach {
     const nowMs = this.deps.clock.now();
     const nodeId = vm.status?.nodeId ?? "";
     await this.commit([
-      this.vmOp(vm.id, (cur) => {
+      this.vmOp(vm.id, where.kind === "live", (cur) => {
         const s = (cur.spec ??= create(VmSpecSchema));
         if (s.disks.some((d) => d.id === disk.id)) throw invalidArgument([{ field: "disk_id", reason: "ALREADY_EXISTS", description: `VM '${cur.id}' already has a disk '${disk.id}'` }]);
         s.disks.push(disk);
@@ -101,7 +102,7 @@ export class VolumeAttach {
         await where.driver.disks!.attach(vm.id, { id: disk.id, path, readOnly: disk.readonly });
       } catch (err) {
         // The node refused: the VM and the volume go back to how they were.
-        await this.commit([this.vmOp(vm.id, (cur) => withoutDisk(cur, disk.id)), claimOp(vol.id, (cur) => releaseVolume(cur, vm.id))]);
+        await this.commit([this.vmOp(vm.id, true, (cur) => withoutDisk(cur, disk.id)), claimOp(vol.id, (cur) => releaseVolume(cur, vm.id))]);
         throw err;
       }
     }
@@ -129,11 +130,12 @@ export class VolumeAttach {
       return vol;
     }
     const where = await this.where(vm);
+    if (where.kind !== "live") requireStopped(vm);
     if (where.kind === "live") {
       requireHotplug(where, vm.id);
       await where.driver.disks!.detach(vm.id, disk.id, req.force);
     }
-    await this.commit([this.vmOp(vm.id, (cur) => withoutDisk(cur, disk.id)), claimOp(vol.id, (cur) => releaseVolume(cur, vm.id))]);
+    await this.commit([this.vmOp(vm.id, where.kind === "live", (cur) => withoutDisk(cur, disk.id)), claimOp(vol.id, (cur) => releaseVolume(cur, vm.id))]);
     if (where.kind === "defined") await where.driver.deleteVM(vm.id);
     return (await this.deps.store.of(VOLUME_KIND).get(vol.id)) ?? vol;
   }
@@ -209,7 +211,7 @@ export class VolumeAttach {
   }
 
   /** An update of the VM's spec under the commit's lock (a new generation). */
-  private vmOp(vmId: string, change: (cur: Vm) => Vm | undefined): TxOp {
+  private vmOp(vmId: string, live: boolean, change: (cur: Vm) => Vm | undefined): TxOp {
     const nowMs = this.deps.clock.now();
     return {
       op: "update",
@@ -218,6 +220,8 @@ export class VolumeAttach {
       mutate: (cur) => {
         const vm = cur as Vm;
         if (vm.deletionRequestedAt) throw new QuantixError("failed_precondition", `VM '${vm.id}' is being deleted`);
+        // Read under the commit's lock: a StartVM that came first means its node may define the VM from the old spec.
+        if (!live) requireStopped(vm);
         const next = change(vm);
         if (!next) return undefined;
         next.generation += 1n;
@@ -237,6 +241,17 @@ function withoutDisk(vm: Vm, diskId: string): Vm | undefined {
   if (!disks.some((d) => d.id === diskId)) return undefined;
   vm.spec!.disks = disks.filter((d) => d.id !== diskId);
   return vm;
+}
+
+/**
+ * A VM that does not run gets its new disks from its spec at its next define: only while
+ * it is meant to stay stopped. One meant to run (starting, or waiting for a node) could
+ * be defined from the old spec meanwhile: FAILED_PRECONDITION, attach once it runs.
+ */
+function requireStopped(vm: Vm): void {
+  const desired = vm.spec?.desiredPowerState ?? PowerState.UNSPECIFIED;
+  if (desired === PowerState.STOPPED || desired === PowerState.UNSPECIFIED) return;
+  throw new QuantixError("failed_precondition", `VM '${vm.id}' is starting (desired ${PowerState[desired]}, not running yet): change its disks once it runs (hot-plug) or after StopVM`);
 }
 
 /** FAILED_PRECONDITION naming the capability when the VM's hypervisor cannot change a running VM's disks. */

@@ -134,6 +134,15 @@ describe("VM disks from volumes, on the demo's simulated hosts", () => {
     assert.equal(held.code, Code.FailedPrecondition);
     assert.match(held.rawMessage, new RegExp(`attached to VM '${vm.id}'`));
 
+    // A VM meant to run but not running yet (here: pinned away from its volume, so PENDING) could be defined
+    // from its old spec meanwhile: its disks change once it runs, or after StopVM.
+    const pending = await s.vms.createVM({ name: "pending", startOnCreate: true, nodeId: HV2, spec: spec([{ id: "root", volumeId: (await volume(HV1)).id }]) });
+    const starting = await rejection(volumes.attachVolume({ id: (await volume(HV1)).id, vmId: pending.id }));
+    assert.equal(starting.code, Code.FailedPrecondition);
+    assert.match(starting.rawMessage, /is starting/);
+    assert.match((await s.vms.getVM({ id: pending.id })).status?.conditions.find((x) => x.type === "Scheduled")?.message ?? "", /does not hold the VM's volumes/, "the scheduler says why");
+    await s.vms.deleteVM({ id: pending.id, force: true });
+
     // Offline growth of a stopped VM's volume: the file grows (qemu-img), no hypervisor needed.
     await volumes.resizeVolume({ id: c.id, newSizeGib: 2n });
     await until(async () => ((await volumes.getVolume({ id: c.id })).status?.virtualSizeBytes === 2n * GIB ? true : undefined), "grown offline");
