@@ -150,3 +150,21 @@ async function openOne(field: string, path: string, writable: boolean, allowed: 
     throw err;
   }
 }
+
+/**
+ * Checks one disk file and its backing chain as a boot would (the rules of
+ * {@link openHostFiles}), then closes them: for a disk hot-plugged by path, whose
+ * layers QEMU is then told by their resolved paths, nearest first. Refused as at boot.
+ */
+export async function checkDiskChain(field: string, path: string, writable: boolean, allowedDirs: readonly string[] | undefined): Promise<{ real: string; backing: { real: string; format: "qcow2" | "raw" }[] }> {
+  const allowed = allowedDirs && (await resolveDirs(allowedDirs));
+  const opened: HostFile[] = [];
+  try {
+    const disk = await openOne(field, path, writable, allowed);
+    opened.push(disk);
+    const chain = await openChain(disk, allowed, opened);
+    return { real: disk.real, backing: chain.map((b) => ({ real: b.real, format: b.format })) };
+  } finally {
+    for (const f of opened) closeSync(f.fd);
+  }
+}

@@ -6,7 +6,7 @@ import { ConsoleOutput, type StorageDevice, type VmConfig } from "@quantix/api/g
 import type { Backend, ConsoleChunk, BackendCapability, BackendEvent, BackendVmInfo, MigrationOptions, MigrationStats, ShutdownOptions } from "../../backend.js";
 import { buildCloudInitSeed } from "../../cloud-init-seed.js";
 import { ConsoleRing, DEFAULT_CONSOLE_BUFFER_BYTES } from "../../console-ring.js";
-import { openHostFiles, type HostFile } from "../../host-files.js";
+import { checkDiskChain, openHostFiles, type HostFile } from "../../host-files.js";
 import { detectDiskFormatOf, detectDiskSource } from "./disk-format.js";
 import { probeKvm, type KvmProbeResult } from "./kvm-probe.js";
 import { buildQemuArgs, hostPathViolation, qmpChardevOption, type DiskSource } from "./qemu-args.js";
@@ -379,7 +379,9 @@ export class QemuBackend implements Backend {
   async attachDisk(vmId: string, disk: StorageDevice): Promise<void> {
     const entry = this.entry(vmId);
     const rt = this.running(vmId);
-    const source = await hotPlugDisk(rt.qmp, disk, this.diskNames(entry, disk.id));
+    // The file and its backing chain are checked as at boot (host-files.ts); QEMU is told their resolved paths.
+    const checked = await checkDiskChain(`disk '${disk.id}'`, disk.path, !disk.readOnly, this.options.imageDirs);
+    const source = await hotPlugDisk(rt.qmp, disk, this.diskNames(entry, disk.id), checked);
     entry.record.config.storage.push(disk);
     entry.record.disks?.push(source);
     await saveRecord(entry.paths, entry.record);

@@ -114,6 +114,34 @@ test("a running VM gets a disk hot-plugged, grown online and hot-unplugged; the 
   await client.deleteVm({ vmId, force: true });
 });
 
+test("a linked clone hot-plugs with its backing volume as a read-only layer below it, and unplugs with it", { timeout: 240_000 }, async () => {
+  const vmId = `hp-clone-${process.pid}`;
+  // A pool's layout: the base as <uuid>.qcow2, the clone naming it by that bare name with its format.
+  const base = path.join(diskDir, "0f0f0f0f-0000-4000-8000-000000000001.qcow2");
+  const clone = path.join(diskDir, "0f0f0f0f-0000-4000-8000-000000000002.qcow2");
+  await run("qemu-img", ["create", "-q", "-f", "qcow2", base, "32M"]);
+  await run("qemu-img", ["create", "-q", "-f", "qcow2", "-b", path.basename(base), "-F", "qcow2", clone]);
+  await client.createVm({ vmId, config: guestVmConfig(guest, 128) });
+  await client.bootVm({ vmId });
+  await ticksPast(backend, vmId, 3, "the guest booted", BOOT_MS);
+  assert.equal((await client.attachDisk({ vmId, disk: { id: "clone", path: clone, interfaceType: StorageInterfaceType.VIRTIO_BLK } })).hotPlugged, true);
+  type Node = { "node-name": string; file: string; ro: boolean };
+  const nodes = () => backend.executeQmp<Node[]>(vmId, "query-named-block-nodes", { flat: true });
+  const plugged = await nodes();
+  // QEMU names a layered image by a json: description of its chain.
+  const top = plugged.find((n) => /^hp[0-9a-f]{12}$/.test(n["node-name"]) && n.file.includes(clone) && n.file.includes(base));
+  assert.ok(top, `the clone is a format node over its base: ${plugged.map((n) => `${n["node-name"]}=${n.file}`).join(", ")}`);
+  assert.equal(top.ro, false);
+  const layer = plugged.find((n) => n["node-name"] === `${top["node-name"]}-b0`);
+  assert.ok(layer, "its backing volume is a node of its own, named after the disk's");
+  assert.equal(layer.file, base);
+  assert.equal(layer.ro, true, "the backing volume is read-only");
+  await client.detachDisk({ vmId, diskId: "clone", timeoutSeconds: 60 });
+  const left = (await nodes()).filter((n) => n["node-name"].startsWith(top["node-name"]));
+  assert.deepEqual(left, [], "the unplug removed the clone's nodes and its layer's");
+  await client.deleteVm({ vmId, force: true });
+});
+
 test("a hot-plugged disk is in the VM's config at the next start; refusals name the state, the path or the capability", { timeout: 240_000 }, async () => {
   const vmId = `hp2-${process.pid}`;
   const file = await volume("keep", 32);

@@ -43,30 +43,45 @@ interface PciBus {
   devices: { slot: number; qdev_id?: string }[];
 }
 
+/** A hot-plugged disk as the agent checked it (host-files.ts checkDiskChain): its resolved path and its backing chain, nearest first. */
+export interface CheckedDisk {
+  readonly real: string;
+  readonly backing: readonly { readonly real: string; readonly format: DiskFormat }[];
+}
+
 /**
- * Hot-plugs a virtio-blk-pci disk: its file is opened by QEMU at its real path (the agent
- * checked it against the allow-list), its format given (detected from its magic, never
- * probed; a qcow2 opens no backing file), and the device put on the first free slot of
- * pci.0. A failure takes back what was added. Returns the detected source.
+ * Hot-plugs a virtio-blk-pci disk: its file is opened by QEMU at the resolved path the
+ * agent checked against the allow-list, its format given (detected from its magic, never
+ * probed), a linked clone's backing layers each added read-only below it (base first,
+ * `<format node>-b<j>`, as at boot) so a qcow2 opens no file by the name in its header,
+ * and the device put on the first free slot of pci.0. A failure takes back what was
+ * added. Returns the detected source.
  */
-export async function hotPlugDisk(qmp: QmpClient, disk: StorageDevice, names: DiskNodeNames): Promise<{ format: DiskFormat; blockDevice: boolean }> {
-  const path = await realpath(disk.path).catch(() => {
+export async function hotPlugDisk(qmp: QmpClient, disk: StorageDevice, names: DiskNodeNames, checked?: CheckedDisk): Promise<{ format: DiskFormat; blockDevice: boolean }> {
+  const path = checked?.real ?? (await realpath(disk.path).catch(() => {
     throw new QuantixError("not_found", `disk '${disk.id}': ${disk.path} does not exist or the agent cannot reach it`);
-  });
+  }));
   const source = await detectDiskSource(path);
   const ro = disk.readOnly;
-  await qmpCall(qmp, "blockdev-add", { driver: source.blockDevice ? "host_device" : "file", "node-name": names.file, filename: path, "read-only": ro });
+  const chain = checked?.backing ?? [];
+  const added: string[] = [];
+  const add = async (args: Record<string, unknown>) => {
+    await qmpCall(qmp, "blockdev-add", args);
+    added.push(args["node-name"] as string);
+  };
   try {
-    await qmpCall(qmp, "blockdev-add", { driver: source.format, "node-name": names.format, file: names.file, "read-only": ro, ...(source.format === "qcow2" ? { backing: null } : {}) });
-    try {
-      const slot = await freeSlot(qmp);
-      await qmpCall(qmp, "device_add", { driver: "virtio-blk-pci", id: names.device, drive: names.format, bus: "pci.0", addr: `0x${slot.toString(16)}` });
-    } catch (err) {
-      await qmp.execute("blockdev-del", { "node-name": names.format }).catch(() => undefined);
-      throw err;
+    for (let j = chain.length - 1; j >= 0; j--) {
+      const layer = chain[j]!;
+      const node = `${names.format}-b${j}`;
+      await add({ driver: "file", "node-name": `${node}-file`, filename: layer.real, "read-only": true });
+      await add({ driver: layer.format, "node-name": node, file: `${node}-file`, "read-only": true, ...(layer.format === "qcow2" ? { backing: j === chain.length - 1 ? null : `${names.format}-b${j + 1}` } : {}) });
     }
+    await add({ driver: source.blockDevice ? "host_device" : "file", "node-name": names.file, filename: path, "read-only": ro });
+    await add({ driver: source.format, "node-name": names.format, file: names.file, "read-only": ro, ...(source.format === "qcow2" ? { backing: chain.length > 0 ? `${names.format}-b0` : null } : {}) });
+    const slot = await freeSlot(qmp);
+    await qmpCall(qmp, "device_add", { driver: "virtio-blk-pci", id: names.device, drive: names.format, bus: "pci.0", addr: `0x${slot.toString(16)}` });
   } catch (err) {
-    await qmp.execute("blockdev-del", { "node-name": names.file }).catch(() => undefined);
+    for (const node of added.reverse()) await qmp.execute("blockdev-del", { "node-name": node }).catch(() => undefined);
     throw err;
   }
   return source;
@@ -104,6 +119,14 @@ export async function hotUnplugDisk(qmp: QmpClient, names: DiskNodeNames, timeou
   }
   await deleteNode(qmp, names.format);
   await deleteNode(qmp, names.file);
+  // A linked clone's backing layers, upper first (each is the backing of the one above).
+  const nodes = await qmp.execute<{ "node-name": string }[]>("query-named-block-nodes", { flat: true });
+  const layer = new RegExp(`^${names.format}-b(\\d+)$`);
+  const layers = nodes.map((n) => Number(layer.exec(n["node-name"])?.[1] ?? -1)).filter((j) => j >= 0).sort((a, b) => a - b);
+  for (const j of layers) {
+    await deleteNode(qmp, `${names.format}-b${j}`);
+    await deleteNode(qmp, `${names.format}-b${j}-file`);
+  }
 }
 
 /** How long blockdev-del is retried while QEMU still finishes releasing a node after DEVICE_DELETED. */
