@@ -26,6 +26,12 @@ export interface VmRecord {
   state: "created" | "running" | "shutdown" | "crashed" | "suspended";
   crashReason: string | undefined;
   startedAtMs: number | undefined;
+  /**
+   * Disk files an incoming migration created here and the source is still filling: they
+   * are removed with the VM until the migration completed (then the list is emptied and
+   * the disks are the VM's, which deleting it never removes).
+   */
+  incomingCopies?: string[] | undefined;
 }
 
 /** The files of one VM. */
@@ -76,6 +82,7 @@ export async function saveRecord(paths: VmPaths, record: VmRecord): Promise<void
     state: record.state,
     crashReason: record.crashReason,
     startedAtMs: record.startedAtMs,
+    incomingCopies: record.incomingCopies?.length ? record.incomingCopies : undefined,
   });
   const tmp = `${paths.recordFile}.tmp`;
   await writeFile(tmp, json, { mode: 0o600 });
@@ -93,6 +100,7 @@ export async function loadRecord(paths: VmPaths): Promise<VmRecord | undefined> 
       state: state === "running" || state === "shutdown" || state === "crashed" || state === "suspended" ? state : "created",
       crashReason: typeof raw["crashReason"] === "string" ? raw["crashReason"] : undefined,
       startedAtMs: typeof raw["startedAtMs"] === "number" ? raw["startedAtMs"] : undefined,
+      ...(Array.isArray(raw["incomingCopies"]) ? { incomingCopies: (raw["incomingCopies"] as unknown[]).filter((p): p is string => typeof p === "string") } : {}),
     };
   } catch {
     return undefined;
