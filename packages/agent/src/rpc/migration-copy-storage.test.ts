@@ -8,7 +8,7 @@ import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { Code, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { VmService, VmState, type MigrateVmProgress, type PrepareMigrationRequest } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { VmService, VmState, type MigrateVmProgress } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { silentLogger } from "@quantix/rpc";
 import { buildTestGuest, ensureDebianPackages, rejection, until, GUEST_TICK, type TestGuest } from "@quantix/testing";
 import { QemuBackend } from "../backends/qemu/qemu-backend.js";
@@ -102,7 +102,7 @@ test("a running guest with a node-local qcow2 disk moves live: the disk is copie
 
   const plan = await source.client.planMigration({ vmId });
   assert.deepEqual(plan.diskCopies.map((c) => [c.diskId, c.format, c.virtualSizeBytes]), [["data", "qcow2", 64n * MIB]]);
-  const prepare = (extra: Partial<PrepareMigrationRequest> = {}) => target.client.prepareMigration({ vmId, config: config(tgtDisk), copyStorage: true, diskCopies: plan.diskCopies, ...extra });
+  const prepare = () => target.client.prepareMigration({ vmId, config: config(tgtDisk), copyStorage: true, diskCopies: plan.diskCopies });
 
   // Refused up front, nothing created: a local disk neither shared nor copied.
   const uncopied = await rejection(target.client.prepareMigration({ vmId, config: config(tgtDisk), copyStorage: true }));
