@@ -205,15 +205,22 @@ export class VmManager {
     });
   }
 
-  /** PlanMigration: which disks a migration with copy_storage copies, measured (any state). */
+  /**
+   * PlanMigration: which disks a migration with copy_storage copies, measured (any state).
+   * A VM with nothing to copy gets an empty plan from any backend that migrates.
+   */
   async planMigration(vmId: string): Promise<{ diskId: string; format: string; virtualSizeBytes: bigint }[]> {
     throwIfViolations(validateVmId("vm_id", vmId));
-    const describe = this.backend.describeDisks?.bind(this.backend);
-    if (!describe) throw this.lacks("live-migration-copy-storage", "PlanMigration");
-    this.need("live-migration-copy-storage", "PlanMigration");
+    if (!this.backend.migrateOut) throw this.lacks("live-migration", "PlanMigration");
+    this.need("live-migration", "PlanMigration");
     return this.serial(vmId, async () => {
       const info = await this.backend.getVMInfo(vmId);
-      const disks = await describe(vmId, disksToCopy(info.config, this.sharedDirs));
+      const indexes = disksToCopy(info.config, this.sharedDirs);
+      if (indexes.length === 0) return [];
+      const describe = this.backend.describeDisks?.bind(this.backend);
+      if (!describe) throw this.lacks("live-migration-copy-storage", `a migration of VM '${vmId}' (its disk ${indexes.map((i) => info.config.storage[i]!.path).join(", ")} is not on shared storage)`);
+      this.need("live-migration-copy-storage", `a migration of VM '${vmId}' (its disk ${indexes.map((i) => info.config.storage[i]!.path).join(", ")} is not on shared storage)`);
+      const disks = await describe(vmId, indexes);
       return disks.map((d) => ({ diskId: info.config.storage[d.index]!.id, format: d.format, virtualSizeBytes: d.virtualSizeBytes }));
     });
   }

@@ -39,10 +39,10 @@ export class FakeNode implements HypervisorPort {
         if (this.prepareError) throw this.prepareError;
         if (this.vms.has(vmId)) throw new QuantixError("already_exists", `VM '${vmId}' already exists on this host`);
         this.vms.set(vmId, "paused");
-        return `fake://${id}`;
+        return { uri: `fake://${id}`, storageUri: "" };
       },
-      migrate: async (vmId, uri, _options, onProgress, signal) => {
-        const target = peers.get(uri.slice("fake://".length))!;
+      migrate: async (vmId, to, _options, onProgress, signal) => {
+        const target = peers.get(to.uri.slice("fake://".length))!;
         onProgress({ status: "active", transferredBytes: 0n, totalBytes: 1n << 20n });
         return this.behaviour({ vmId, source: this, target, signal });
       },
