@@ -258,7 +258,8 @@ export class VmManager {
   async cancelMigration(vmId: string): Promise<boolean> {
     throwIfViolations(validateVmId("vm_id", vmId));
     const info = await this.backend.getVMInfo(vmId);
-    if (info.state !== "running" || !this.backend.cancelMigration) return false;
+    // Paused too: a migration that copies disks stops the vCPUs while it completes them.
+    if ((info.state !== "running" && info.state !== "paused") || !this.backend.cancelMigration) return false;
     return this.backend.cancelMigration(vmId);
   }
 

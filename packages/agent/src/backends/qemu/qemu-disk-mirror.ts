@@ -91,7 +91,7 @@ export async function migrateOutCopyingDisks(qmp: Qmp, targetUri: string, plan: 
         await qmp.execute("migrate_cancel").catch(() => undefined);
       } else if (status === "pre-switchover" && jobs.length > 0) {
         // 3: the guest is stopped here; the mirrors' last writes land before the device state leaves.
-        await finishMirrors(qmp, jobs, disk);
+        await finishMirrors(qmp, jobs, disk, signal);
         jobs = [];
         while (added.length > 0) await qmp.execute("blockdev-del", { "node-name": added.pop()! });
         await qmp.execute("migrate-continue", { state: "pre-switchover" });
@@ -128,7 +128,7 @@ async function readJobs(qmp: Qmp, ids: readonly string[], disk: { done: bigint; 
 }
 
 /** Ends READY mirrors without a pivot (block-job-cancel), waits for them to conclude without error, and dismisses them. */
-async function finishMirrors(qmp: Qmp, ids: readonly string[], disk: { done: bigint; total: bigint }): Promise<void> {
+async function finishMirrors(qmp: Qmp, ids: readonly string[], disk: { done: bigint; total: bigint }, signal: AbortSignal): Promise<void> {
   for (const id of ids) await qmp.execute("block-job-cancel", { device: id });
   for (;;) {
     const all = await qmp.execute<QueryJob[]>("query-jobs");
@@ -140,6 +140,8 @@ async function finishMirrors(qmp: Qmp, ids: readonly string[], disk: { done: big
       disk.total = ours.reduce((n, j) => n + BigInt(j?.["total-progress"] ?? 0), 0n);
       break;
     }
+    // A target that stalls (not dead, not writing) would hold the guest stopped: a cancel gets it running again here.
+    if (signal.aborted) throw new QuantixError("aborted", "the migration was cancelled while the disks were being completed");
     await sleep(10);
   }
   for (const id of ids) await qmp.execute("job-dismiss", { id }).catch(() => undefined);
