@@ -17,13 +17,13 @@ const QCOW2_MAGIC = 0x514649fb;
 
 /** A disk's virtual size: QEMU's own answer while it runs, else the qcow2 header or the raw file's length. */
 export async function diskVirtualSize(path: string, format: DiskFormat, qmp: Qmp | undefined, node: string): Promise<bigint> {
+  const info = await stat(path);
+  if (!info.isFile()) throw new QuantixError("failed_precondition", `disk ${path} is not a regular file: only image files are copied by a migration; put it on shared storage`);
   if (qmp) {
     const blocks = await qmp.execute<{ inserted?: { "node-name"?: string; image?: { "virtual-size"?: number } } }[]>("query-block");
     const size = blocks.find((b) => b.inserted?.["node-name"] === node)?.inserted?.image?.["virtual-size"];
     if (size !== undefined) return BigInt(size);
   }
-  const info = await stat(path);
-  if (!info.isFile()) throw new QuantixError("failed_precondition", `disk ${path} is not a regular file: only image files are copied by a migration; put it on shared storage`);
   if (format === "raw") return BigInt(info.size);
   const handle = await open(path, "r");
   try {
