@@ -20,6 +20,7 @@ export const TEST_PACKAGES: readonly (readonly [name: string, why: string])[] = 
   ["iproute2", "ip makes the QEMU tests' TAP devices"],
   ["curl", "the README's curl examples run against a test server"],
   ["genisoimage", "builds cloud-init NoCloud seeds (the agent's tool) and reads them back (isoinfo)"],
+  ["xz-utils", "the agent decompresses xz images on import, and the import tests make them"],
 ];
 
 /** The test guest's kernel is the package this one depends on (`apt-get download`): the package lists must know it. */

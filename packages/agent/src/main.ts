@@ -29,6 +29,7 @@ async function main(): Promise<void> {
   let backend;
   let manager;
   let server;
+  let storage: NodeStorage | undefined;
   let link: ControlPlaneLink | undefined;
   let release: () => void;
   try {
@@ -56,7 +57,7 @@ async function main(): Promise<void> {
     // Volumes of the agent's pools are VM disks too (SHARED_DIR pools lie below a shared directory).
     manager = new VmManager({ backend, sharedDirs: config.sharedDirs, migrationHost, stateDir: config.stateDir, imageDirs: [...config.imageDirs, config.poolRoot] });
     await manager.start();
-    const storage = new NodeStorage({ poolRoot: config.poolRoot, sharedDirs: config.sharedDirs });
+    storage = new NodeStorage({ poolRoot: config.poolRoot, sharedDirs: config.sharedDirs });
     server = await startAgentServer(manager, { host: config.address, port: config.port, log, storage, problem: () => link?.problem(), ...(tls ? { tls } : {}) });
   } catch (err) {
     await backend?.close().catch(() => undefined);
@@ -91,7 +92,7 @@ async function main(): Promise<void> {
     process.stderr.write(`quantix-agent: ${message}\n`);
     stop("refused", 1);
   };
-  link = config.controlPlane ? startControlPlaneLink({ controlPlane: config.controlPlane, agentUrl: server.url, nodeName: config.nodeName, stateDir: config.stateDir, backend, log, fenceTarget: fenceTargetOf(manager, backend), onRefused: refused, ...(tls ? { tls } : {}) }) : undefined;
+  link = config.controlPlane ? startControlPlaneLink({ controlPlane: config.controlPlane, agentUrl: server.url, nodeName: config.nodeName, stateDir: config.stateDir, backend, log, fenceTarget: fenceTargetOf(manager, backend), onRefused: refused, storageCapabilities: () => storage?.capabilityNames() ?? Promise.resolve([]), ...(tls ? { tls } : {}) }) : undefined;
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
 }

@@ -144,7 +144,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const vmService = new VmService({ store, clock, ids, ledger });
   const vmController = new VmController({ store, drivers, clock, log });
   // The demo's simulated hosts keep their pools under the storage directory (real qemu-img files); agent nodes through their agent.
-  const storages = new NodeStorages({ storageDir: config.storageDir ?? (config.store.kind === "embedded" ? join(config.store.dataDir, "storage") : undefined), sharedDirs: config.sharedDirs });
+  const storages = new NodeStorages({ storageDir: config.storageDir ?? (config.store.kind === "embedded" ? join(config.store.dataDir, "storage") : undefined), sharedDirs: config.sharedDirs, agentStorage: (id) => agents.get(id)?.storage });
   const poolService = new StoragePoolService({ store, clock, ids });
   const volumeService = new VolumeService({ store, clock, ids, ledger });
   const nodeService = new NodeService({ store, clock, ids, nodeLostAfterSec: config.nodeLostAfterSec, decommission: { drivers, holder: vmController, log } });

@@ -11,7 +11,7 @@ export class TestAgent<B extends Backend = Backend> {
   server!: AgentServer;
   link!: ControlPlaneLink;
   manager!: VmManager;
-  /** The agent's pools and volumes (vmm.v1.StorageService), under `<stateDir>/pools`; add that directory to imageDirs for VMs to use its volumes. */
+  /** The agent's pools and volumes (vmm.v1.StorageService), under `<stateDir>/pools`. */
   readonly storage: NodeStorage;
   constructor(
     readonly backend: B,
@@ -29,11 +29,12 @@ export class TestAgent<B extends Backend = Backend> {
 
   /** Serves vmm.v1 (VmService and StorageService) on `port` (0: a free one) and links to the control plane at `cpUrl`; with `tls`, as an enrolled agent (mutual TLS both ways). */
   async start(cpUrl: string, port = 0, tls?: AgentTls): Promise<void> {
-    this.manager = new VmManager({ backend: this.backend, imageDirs: this.imageDirs });
+    // Volumes of the agent's pools are VM disks too, as on an agent process (VMCP_POOL_ROOT joins the allow-list).
+    this.manager = new VmManager({ backend: this.backend, imageDirs: [...this.imageDirs, join(this.stateDir, "pools")] });
     await this.manager.start();
     const secure = tls ? { tls } : {};
     this.server = await startAgentServer(this.manager, { host: "127.0.0.1", port, log: silentLogger, graceMs: 100, storage: this.storage, problem: () => this.link?.problem(), ...secure });
-    this.link = startControlPlaneLink({ controlPlane: cpUrl, agentUrl: this.server.url, nodeName: this.name, stateDir: this.stateDir, backend: this.backend, log: silentLogger, heartbeatMs: this.heartbeatMs, fenceTarget: fenceTargetOf(this.manager, this.backend), fenceCheckMs: 100, ...secure });
+    this.link = startControlPlaneLink({ controlPlane: cpUrl, agentUrl: this.server.url, nodeName: this.name, stateDir: this.stateDir, backend: this.backend, log: silentLogger, heartbeatMs: this.heartbeatMs, fenceTarget: fenceTargetOf(this.manager, this.backend), fenceCheckMs: 100, storageCapabilities: () => this.storage.capabilityNames(), ...secure });
   }
 
   /**

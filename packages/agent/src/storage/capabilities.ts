@@ -62,3 +62,15 @@ export async function probePoolTypes(env: ProbeEnv): Promise<PoolTypeSupport[]> 
   out.push(await probe("ISCSI", "iscsiadm", "open-iscsi"));
   return out;
 }
+
+/** The control plane's name of each pool type (Quantixkvm.storage.v1.StoragePoolType), where it differs. */
+const CONTROL_PLANE_NAME: Partial<Record<PoolTypeName, string>> = { DIR: "LOCAL_DIR" };
+
+/**
+ * The node capabilities that say which pools this host serves, as the control plane's
+ * StoragePoolService looks for them (`storage-pool-<type>`, e.g. storage-pool-local-dir):
+ * only types the agent both can and does manage; a probed-only type is not a promise.
+ */
+export function poolCapabilityNames(support: readonly PoolTypeSupport[]): string[] {
+  return support.filter((s) => s.available && s.managed).map((s) => `storage-pool-${(CONTROL_PLANE_NAME[s.type] ?? s.type).toLowerCase().replace(/_/g, "-")}`);
+}

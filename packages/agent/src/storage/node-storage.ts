@@ -1,5 +1,5 @@
 import { QuantixError } from "@quantix/core";
-import { probePoolTypes, type PoolTypeSupport } from "./capabilities.js";
+import { poolCapabilityNames, probePoolTypes, type PoolTypeSupport } from "./capabilities.js";
 import { importVolume, type ImportProgress, type ImportSpec } from "./import-volume.js";
 import { Pools, type FsCapacity, type ManagedPoolType, type ResolvedPool } from "./pools.js";
 import { QemuImg } from "./qemu-img.js";
@@ -85,5 +85,10 @@ export class NodeStorage {
     const qemuImgVersion = await this.#qemuImg.version();
     const poolTypes = await probePoolTypes({ sharedDirs: this.pools.sharedDirs, qemuImgVersion, ...(this.#binDirs ? { binDirs: this.#binDirs } : {}) });
     return { poolTypes, qemuImgVersion };
+  }
+
+  /** The node capabilities naming the pool types this host serves (registered with the control plane). */
+  async capabilityNames(): Promise<string[]> {
+    return poolCapabilityNames((await this.capabilities()).poolTypes);
   }
 }

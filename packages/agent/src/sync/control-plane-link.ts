@@ -38,6 +38,8 @@ export interface ControlPlaneLinkOptions {
   readonly onRefused?: (message: string) => void;
   /** An enrolled agent's certificate: its calls present it, and the control plane is verified with its CA. */
   readonly tls?: AgentTls;
+  /** The node's storage capabilities (`storage-pool-<type>`), registered with the backend's; probed at each registration. */
+  readonly storageCapabilities?: () => Promise<readonly string[]>;
 }
 
 /** A running link. */
@@ -92,7 +94,7 @@ export function startControlPlaneLink(o: ControlPlaneLinkOptions): ControlPlaneL
         memoryInfo: facts.memory,
         storageDevices: facts.storage,
         networkDevices: facts.network,
-        hypervisor: { type: o.backend.type, version: await o.backend.version(), capabilities: [...o.backend.capabilities].sort() },
+        hypervisor: { type: o.backend.type, version: await o.backend.version(), capabilities: [...o.backend.capabilities, ...((await o.storageCapabilities?.()) ?? [])].sort() },
         agentVersion: AGENT_VERSION,
         // The id it had: a node decommissioned meanwhile answers NOT_FOUND instead of coming back new.
         nodeId: nodeId ?? "",

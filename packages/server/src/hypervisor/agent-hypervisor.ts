@@ -8,6 +8,7 @@ import { fromAgentError } from "./agent-errors.js";
 import { agentMigration } from "./agent-migration.js";
 import { agentMetrics } from "./agent-usage.js";
 import { AgentWatch, type AgentVmEntry } from "./agent-watch.js";
+import { AgentNodeStorage } from "../storage/agent-node-storage.js";
 
 /** How to reach a node's agent and what the node registered. */
 export interface AgentHypervisorOptions {
@@ -56,6 +57,8 @@ export class AgentHypervisor implements HypervisorPort {
   readonly console: HypervisorConsole;
   readonly migration: HypervisorMigration;
   readonly metrics: HypervisorMetrics;
+  /** The node's pools and volumes, through the agent's vmm.v1.StorageService on the same connection. */
+  readonly storage: AgentNodeStorage;
   private readonly client: Client<typeof VmService>;
   private readonly watch: AgentWatch;
   private readonly listeners = new Set<(vmId: string) => void>();
@@ -71,6 +74,7 @@ export class AgentHypervisor implements HypervisorPort {
     this.endpoint = o.connection.endpoint;
     this.setCapabilities(o.capabilities);
     this.client = createClient(VmService, o.connection.transport);
+    this.storage = new AgentNodeStorage(o.connection.transport, (fn) => this.call(fn));
     this.watch = new AgentWatch(this.client, { changed: (id) => this.emit(id), connection: (up, reason) => this.onConnection(up, reason) }, o.log);
     this.console = {
       output: async (vmId, tailBytes) => {

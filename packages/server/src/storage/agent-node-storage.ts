@@ -1,65 +1,122 @@
+import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
+import { CloneMode, StoragePoolType, StorageService, VolumeFormat, type Pool, type Volume } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 import { QuantixError } from "@quantix/core";
-import type { NodePool, NodeStorage, NodeVolume } from "./node-storage.js";
+import type { NodePool, NodePoolType, NodeStorage, NodeVolume, NodeVolumeFormat } from "./node-storage.js";
+
+const POOL_TYPES: Record<NodePoolType, StoragePoolType> = { DIR: StoragePoolType.DIR, SHARED_DIR: StoragePoolType.SHARED_DIR };
+const FORMATS: Record<NodeVolumeFormat, VolumeFormat> = { qcow2: VolumeFormat.QCOW2, raw: VolumeFormat.RAW };
 
 /**
- * The adapter point for a host agent's vmm.v1.StorageService (the storage-agent branch):
- * at the merge, each method becomes the matching agent call over the node's connection
- * (EnsurePool, DeletePool, CreateVolume, ResizeVolume, DeleteVolume, GetVolume; byte sizes as they
- * are, formats and pool types mapped one to one). Until then every call answers
- * FAILED_PRECONDITION saying so, rather than pretending: a volume on an agent node then
- * shows ERROR with that reason.
+ * A host agent's storage, through its vmm.v1.StorageService on the node's agent
+ * connection (the same transport, TLS and identity checks as its VmService). Each method
+ * is the matching agent call, sizes in bytes as they are, pool types and formats mapped
+ * one to one; the agent's errors keep their code and words (`wrap`, the same mapping as
+ * the node's VM calls), so a RESOURCE_EXHAUSTED from the node reaches the volume's
+ * condition as it was said.
  */
 export class AgentNodeStorage implements NodeStorage {
   readonly kind = "agent";
+  private readonly client: Client<typeof StorageService>;
 
-  constructor(private readonly nodeId: string) {}
-
-  ensurePool(): Promise<NodePool> {
-    return Promise.reject(this.notWired());
-  }
-  deletePool(): Promise<void> {
-    return Promise.reject(this.notWired());
-  }
-  createVolume(): Promise<NodeVolume> {
-    return Promise.reject(this.notWired());
-  }
-  resizeVolume(): Promise<NodeVolume> {
-    return Promise.reject(this.notWired());
-  }
-  deleteVolume(): Promise<void> {
-    return Promise.reject(this.notWired());
-  }
-  volumeInfo(): Promise<NodeVolume | undefined> {
-    return Promise.reject(this.notWired());
+  constructor(
+    transport: Transport,
+    /** Runs an agent call: refuses at once while the node is unreachable, maps the agent's errors. */
+    private readonly wrap: <T>(fn: () => Promise<T>) => Promise<T>,
+  ) {
+    this.client = createClient(StorageService, transport);
   }
 
-  private notWired(): QuantixError {
-    return new QuantixError("failed_precondition", `node '${this.nodeId}' runs a host agent, and the agent's storage service is not wired yet`);
+  async ensurePool(req: { poolId: string; type: NodePoolType; path?: string }): Promise<NodePool> {
+    const p = await this.wrap(() => this.client.ensurePool({ poolId: req.poolId, type: POOL_TYPES[req.type], path: req.path ?? "" }));
+    return nodePool(p);
+  }
+
+  async deletePool(req: { poolId: string }): Promise<void> {
+    await this.wrap(() => this.client.deletePool({ poolId: req.poolId }));
+  }
+
+  async createVolume(req: { poolId: string; volumeId: string; format: NodeVolumeFormat; sizeBytes: bigint; source?: { volumeId: string; linked: boolean } }): Promise<NodeVolume> {
+    const v = await this.wrap(() =>
+      this.client.createVolume({
+        poolId: req.poolId,
+        volumeId: req.volumeId,
+        format: FORMATS[req.format],
+        sizeBytes: req.sizeBytes,
+        ...(req.source ? { source: { volumeId: req.source.volumeId, mode: req.source.linked ? CloneMode.LINKED : CloneMode.FULL } } : {}),
+      }),
+    );
+    return nodeVolume(v);
+  }
+
+  async resizeVolume(req: { poolId: string; volumeId: string; sizeBytes: bigint }): Promise<NodeVolume> {
+    return nodeVolume(await this.wrap(() => this.client.resizeVolume({ poolId: req.poolId, volumeId: req.volumeId, sizeBytes: req.sizeBytes })));
+  }
+
+  async deleteVolume(req: { poolId: string; volumeId: string; force: boolean }): Promise<void> {
+    await this.wrap(() => this.client.deleteVolume({ poolId: req.poolId, volumeId: req.volumeId, force: req.force }));
+  }
+
+  async volumeInfo(req: { poolId: string; volumeId: string }): Promise<NodeVolume | undefined> {
+    try {
+      return nodeVolume(await this.wrap(() => this.client.getVolume({ poolId: req.poolId, volumeId: req.volumeId })));
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
   }
 }
 
-/** NodeStorage of a node whose storage has no place to live (a simulated host without QUANTIX_STORAGE_DIR). */
+function isNotFound(err: unknown): boolean {
+  if (err instanceof QuantixError) return err.code === "not_found";
+  return err instanceof ConnectError && err.code === Code.NotFound;
+}
+
+function nodePool(p: Pool): NodePool {
+  const c = p.capacity;
+  return {
+    poolId: p.poolId,
+    capacityBytes: c?.totalBytes ?? 0n,
+    availableBytes: c?.availableBytes ?? 0n,
+    usedBytes: c?.usedBytes ?? 0n,
+    provisionedBytes: c?.provisionedBytes ?? 0n,
+    volumeCount: c?.volumeCount ?? 0,
+  };
+}
+
+function nodeVolume(v: Volume): NodeVolume {
+  if (v.problem !== "") throw new QuantixError("failed_precondition", `volume '${v.volumeId}' on the node is refused: ${v.problem}`);
+  const format: NodeVolumeFormat = v.format === VolumeFormat.RAW ? "raw" : "qcow2";
+  return { volumeId: v.volumeId, format, virtualSizeBytes: v.virtualSizeBytes, actualSizeBytes: v.actualSizeBytes, backingVolumeId: v.backingVolumeId, path: v.path };
+}
+
+/** NodeStorage of a node whose storage has no place to live (a simulated host without QUANTIX_STORAGE_DIR), or whose agent is not connected. */
 export class UnavailableNodeStorage implements NodeStorage {
   readonly kind = "unavailable";
 
-  constructor(private readonly reason: string) {}
+  constructor(
+    private readonly reason: string,
+    private readonly code: "failed_precondition" | "unavailable" = "failed_precondition",
+  ) {}
 
+  private refuse<T>(): Promise<T> {
+    return Promise.reject(new QuantixError(this.code, this.reason));
+  }
   ensurePool(): Promise<NodePool> {
-    return Promise.reject(new QuantixError("failed_precondition", this.reason));
+    return this.refuse();
   }
   deletePool(): Promise<void> {
-    return Promise.reject(new QuantixError("failed_precondition", this.reason));
+    return this.refuse();
   }
   createVolume(): Promise<NodeVolume> {
-    return Promise.reject(new QuantixError("failed_precondition", this.reason));
+    return this.refuse();
   }
   resizeVolume(): Promise<NodeVolume> {
-    return Promise.reject(new QuantixError("failed_precondition", this.reason));
+    return this.refuse();
   }
   deleteVolume(): Promise<void> {
-    return Promise.reject(new QuantixError("failed_precondition", this.reason));
+    return this.refuse();
   }
   volumeInfo(): Promise<NodeVolume | undefined> {
-    return Promise.reject(new QuantixError("failed_precondition", this.reason));
+    return this.refuse();
   }
 }

@@ -5,7 +5,9 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { QuantixError } from "@quantix/core";
 import { ensureDebianPackages } from "@quantix/testing";
-import { AgentNodeStorage } from "./agent-node-storage.js";
+import { create } from "@bufbuild/protobuf";
+import { NodeSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { NodeStorages } from "./node-storages.js";
 import { DirNodeStorage, POOL_MARKER } from "./dir-node-storage.js";
 
 // The directory NodeStorage with the real qemu-img: files named by ids only, markers,
@@ -83,8 +85,9 @@ describe("DirNodeStorage", () => {
     await assert.rejects(s.ensurePool({ poolId: POOL, type: "SHARED_DIR", path: join(dir, "shared", "full") }), (e) => code(e) === "failed_precondition" && /not empty/.test((e as Error).message));
   });
 
-  it("the agent adapter says it is not wired yet rather than pretending", async () => {
-    const a = new AgentNodeStorage("node-9");
-    await assert.rejects(a.ensurePool(), (e) => code(e) === "failed_precondition" && /the agent's storage service is not wired yet/.test((e as Error).message));
+  it("a node whose agent this control plane is not connected to answers UNAVAILABLE saying so, rather than pretending", async () => {
+    const storages = new NodeStorages({ storageDir: undefined, sharedDirs: [], agentStorage: () => undefined });
+    const node = create(NodeSchema, { id: "node-9", spec: { agentEndpoint: "http://192.0.2.9:9090" }, status: { hypervisor: { type: "qemu" } } });
+    await assert.rejects(storages.of(node).ensurePool({ poolId: POOL, type: "DIR" }), (e) => code(e) === "unavailable" && /node 'node-9' runs a host agent this control plane is not connected to/.test((e as Error).message));
   });
 });

@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
-import { AgentNodeStorage, UnavailableNodeStorage } from "./agent-node-storage.js";
+import { UnavailableNodeStorage } from "./agent-node-storage.js";
 import { DirNodeStorage } from "./dir-node-storage.js";
 import type { NodeStorage } from "./node-storage.js";
 
@@ -8,24 +8,31 @@ import type { NodeStorage } from "./node-storage.js";
  * Picks the NodeStorage of each node (one instance per node, kept): the demo's simulated
  * hosts (hypervisor "simulated", no agent endpoint) keep their pools in this process,
  * under `<storageDir>/<node id>` with the real qemu-img; a node with a host agent gets
- * the agent adapter (AgentNodeStorage), where the agent's StorageService is wired at
- * the merge with the storage-agent branch.
+ * its agent's StorageService (AgentNodeStorage, on the agent connection this replica
+ * keeps), or, while this replica is not connected to that agent, an answer saying so.
  */
 export class NodeStorages {
   private readonly byNode = new Map<string, NodeStorage>();
 
-  constructor(private readonly o: { storageDir: string | undefined; sharedDirs: readonly string[]; qemuImg?: string }) {}
+  constructor(
+    private readonly o: {
+      storageDir: string | undefined;
+      sharedDirs: readonly string[];
+      qemuImg?: string;
+      /** The storage of a node's connected agent; undefined while this replica has no connection to it. */
+      agentStorage: (nodeId: string) => NodeStorage | undefined;
+    },
+  ) {}
 
   /** The NodeStorage of `node`. */
   of(node: Node): NodeStorage {
     const simulated = node.status?.hypervisor?.type === "simulated" && (node.spec?.agentEndpoint ?? "") === "";
-    const key = `${node.id}/${simulated ? "sim" : "agent"}`;
-    let s = this.byNode.get(key);
+    if (!simulated) return this.o.agentStorage(node.id) ?? new UnavailableNodeStorage(`node '${node.id}' runs a host agent this control plane is not connected to (yet): see the node's status`, "unavailable");
+    let s = this.byNode.get(node.id);
     if (!s) {
-      if (!simulated) s = new AgentNodeStorage(node.id);
-      else if (!this.o.storageDir) s = new UnavailableNodeStorage(`simulated node '${node.id}' has no storage directory: start the control plane with the embedded store or QUANTIX_STORAGE_DIR`);
+      if (!this.o.storageDir) s = new UnavailableNodeStorage(`simulated node '${node.id}' has no storage directory: start the control plane with the embedded store or QUANTIX_STORAGE_DIR`);
       else s = new DirNodeStorage({ nodeId: node.id, root: join(this.o.storageDir, node.id), sharedDirs: this.o.sharedDirs, ...(this.o.qemuImg ? { qemuImg: this.o.qemuImg } : {}) });
-      this.byNode.set(key, s);
+      this.byNode.set(node.id, s);
     }
     return s;
   }

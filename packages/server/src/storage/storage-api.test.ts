@@ -195,14 +195,14 @@ describe("storage pools and volumes over the API", () => {
     await volumes.deleteVolume({ id: v.id });
   });
 
-  it("on a node with a host agent, says the agent's storage service is not wired yet, in the pool's status and the waiting volume's", async () => {
+  it("on a node whose host agent is unreachable, says so in the pool's status and the waiting volume's", async () => {
     const node = await s.nodes.registerNode({ hostname: "kvm-storage-agent", managementIp: "192.0.2.20", cpuInfo: { logicalCpus: 4 }, memoryInfo: { totalMib: 8192n }, hypervisor: { type: "qemu" }, agentEndpoint: "http://192.0.2.20:9090" });
     const pool = await pools.createStoragePool({ name: "on-agent", spec: { type: StoragePoolType.LOCAL_DIR, nodeIds: [node.id] } });
     const seen = await until(async () => {
       const p = await pools.getStoragePool({ id: pool.id });
       return p.status?.state === StoragePoolState.UNAVAILABLE ? p : undefined;
     }, "pool UNAVAILABLE");
-    assert.match(seen.status!.nodes[0]!.message, /the agent's storage service is not wired yet/);
+    assert.match(seen.status!.nodes[0]!.message, /node 'kvm-storage-agent' is unreachable/);
     assert.equal(seen.status!.conditions.find((c) => c.type === "Ready")?.reason, "NoNodeAvailable");
     const v = await volumes.createVolume({ name: "on-agent", spec: { sizeGib: 1n, poolId: pool.id } });
     // No node could start making it: it stays PENDING, with the reason.
@@ -212,8 +212,8 @@ describe("storage pools and volumes over the API", () => {
     }, "volume with a reason");
     assert.equal(failed.status?.state, VolumeState.PENDING);
     const ready = failed.status!.conditions.find((c) => c.type === "Ready")!;
-    assert.equal(ready.reason, "ScheduleFailedPrecondition");
-    assert.match(failed.status!.errorMessage, /not wired yet/);
+    assert.equal(ready.reason, "ScheduleUnavailable");
+    assert.match(failed.status!.errorMessage, /node 'kvm-storage-agent' is unreachable/);
     // Nothing was made on a node: the delete has nothing to wait for.
     await volumes.deleteVolume({ id: v.id });
     // The agent cannot be asked to remove it yet: the pool waits, DELETING, with the reason.
@@ -223,7 +223,7 @@ describe("storage pools and volumes over the API", () => {
       return p.status?.state === StoragePoolState.DELETING && p.status.errorMessage !== "" ? p : undefined;
     }, "pool DELETING with the reason");
     assert.equal(deleting.status!.conditions.find((c) => c.type === "Ready")?.reason, "RemoveFailed");
-    assert.match(deleting.status!.errorMessage, /not wired yet/);
+    assert.match(deleting.status!.errorMessage, /node 'kvm-storage-agent' is unreachable/);
     const refused = await rejection(volumes.createVolume({ name: "late", spec: { sizeGib: 1n, poolId: pool.id } }));
     assert.equal(refused.code, Code.FailedPrecondition);
     assert.match(refused.rawMessage, /is being deleted/);
