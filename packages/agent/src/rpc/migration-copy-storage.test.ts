@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
@@ -12,14 +13,17 @@ import { VmService, VmState, type MigrateVmProgress } from "@quantix/api/gen/vmm
 import { silentLogger } from "@quantix/rpc";
 import { buildTestGuest, ensureDebianPackages, rejection, until, GUEST_TICK, type TestGuest } from "@quantix/testing";
 import { QemuBackend } from "../backends/qemu/qemu-backend.js";
+import { NodeStorage } from "../storage/node-storage.js";
 import { isProcessAlive } from "../process-state.js";
 import { VmManager } from "../vm-manager.js";
 import { startAgentServer, type AgentServer } from "./agent-server.js";
 
 /**
  * Live migration with node-local disks between two QEMU agents on this machine: each has
- * its own state directory and disk directory, and no directory is shared, so the disk
- * must be copied (NBD + blockdev-mirror) while the guest runs.
+ * its own state directory and pool root, no directory is shared, and the VM's disk is a
+ * volume of the DIR pool "local" that both nodes have (`<pool root>/local/<volume>.qcow2`,
+ * the pool root differing per node), so it is copied (NBD + blockdev-mirror) into the
+ * target's pool while the guest runs, and becomes a volume there.
  */
 
 const run = promisify(execFile);
@@ -30,7 +34,9 @@ interface Agent {
   readonly backend: QemuBackend;
   readonly server: AgentServer;
   readonly client: Client<typeof VmService>;
-  readonly disks: string;
+  readonly storage: NodeStorage;
+  /** The "local" pool's directory on this node. */
+  readonly pool: string;
 }
 
 let root: string;
@@ -38,14 +44,15 @@ let guest: TestGuest;
 const agents: Agent[] = [];
 
 async function startAgent(name: string): Promise<Agent> {
-  const disks = path.join(root, name, "disks");
-  await mkdir(disks, { recursive: true });
+  const poolRoot = path.join(root, name, "pools");
+  const storage = new NodeStorage({ poolRoot, sharedDirs: [] });
+  const pool = (await storage.ensurePool("local", "DIR", "")).dir;
   const backend = new QemuBackend({ stateDir: path.join(root, name, "state"), kvm: false });
-  // Each agent may use the guest's kernel and its own disk directory; nothing is shared.
-  const manager = new VmManager({ backend, sharedDirs: [], imageDirs: [guest.imageDir, disks] });
+  // Each agent may use the guest's kernel and its own pools' volumes; nothing is shared.
+  const manager = new VmManager({ backend, sharedDirs: [], imageDirs: [guest.imageDir, poolRoot] });
   await manager.start();
-  const server = await startAgentServer(manager, { host: "127.0.0.1", port: 0, log: silentLogger });
-  const agent = { backend, server, disks, client: createClient(VmService, createGrpcTransport({ baseUrl: server.url })) };
+  const server = await startAgentServer(manager, { host: "127.0.0.1", port: 0, log: silentLogger, storage });
+  const agent = { backend, server, storage, pool, client: createClient(VmService, createGrpcTransport({ baseUrl: server.url })) };
   agents.push(agent);
   return agent;
 }
@@ -90,9 +97,10 @@ test("a running guest with a node-local qcow2 disk moves live: the disk is copie
   const source = await startAgent("a");
   const target = await startAgent("b");
   const vmId = `migcopy-${process.pid}`;
-  const srcDisk = path.join(source.disks, "data.qcow2");
-  const tgtDisk = path.join(target.disks, "data.qcow2");
-  await run("qemu-img", ["create", "-q", "-f", "qcow2", srcDisk, "64M"]);
+  const volumeId = randomUUID();
+  const srcDisk = (await source.storage.volumes.create({ poolId: "local", id: volumeId, format: "qcow2", sizeBytes: 64n * MIB })).path;
+  // The same volume in the target's pool: its own pool root, the same pool and volume ids.
+  const tgtDisk = path.join(target.pool, `${volumeId}.qcow2`);
   await qemuIo(srcDisk, "write -P 0x5a 0 4M"); // data on disk before the VM starts
   await source.client.createVm({ vmId, config: config(srcDisk) });
   await source.client.bootVm({ vmId });
@@ -165,6 +173,8 @@ test("a running guest with a node-local qcow2 disk moves live: the disk is copie
   // The copy holds every write, and the source's disk is intact.
   await target.client.deleteVm({ vmId, force: true });
   assert.ok(existsSync(tgtDisk), "a migrated VM's disk stays when the VM is deleted");
+  const volume = await target.storage.volumes.get("local", volumeId);
+  assert.deepEqual([volume.format, volume.virtualSizeBytes, volume.problem], ["qcow2", 64n * MIB, undefined], "the copy is a volume of the target's pool");
   await qemuIo(tgtDisk, "read -P 0x5a 0 4M", "-r");
   await qemuIo(tgtDisk, "read -P 0x3c 4M 1M", "-r");
   await qemuIo(tgtDisk, "read -P 0xc3 5M 1M", "-r");
