@@ -2191,9 +2191,10 @@ export const VmService: GenService<{
    * (its hypervisor process has ended; WatchVms reports it DELETED). A failed or cancelled
    * migration ends the stream with ABORTED and the reason, and the VM keeps running here.
    * Needs "live-migration" and the VM's host paths under a shared directory, or
-   * copy_storage: then every writable disk not under a shared directory is copied to the
-   * target's storage_uri while the guest runs (progress in disk_transferred_bytes), and
-   * the guest switches over once the disks and its memory are in step. Not idempotent.
+   * copy_storage ("live-migration-copy-storage"): then every writable disk not under a
+   * shared directory is copied to the target's storage_uri while the guest runs
+   * (progress in disk_transferred_bytes), and the guest switches over once the disks and
+   * its memory are in step. Not idempotent.
    *
    * @generated from rpc vmm.v1.VmService.MigrateVm
    */
@@ -2206,7 +2207,8 @@ export const VmService: GenService<{
    * The first step of a live migration that copies storage: which disks of a VM on this
    * host a migration with copy_storage copies (its writable disks not under a shared
    * directory), with their format and virtual size; pass them to PrepareMigration on the
-   * target. Allowed in every state; read-only and idempotent. Needs "live-migration".
+   * target. Allowed in every state; read-only and idempotent. Needs "live-migration",
+   * and "live-migration-copy-storage" when a disk is to be copied.
    *
    * @generated from rpc vmm.v1.VmService.PlanMigration
    */
