@@ -57,7 +57,9 @@ export async function migrateOutCopyingDisks(qmp: Qmp, targetUri: string, plan: 
   const cancelled = () => new QuantixError("aborted", "the migration was cancelled");
   try {
     for (const node of plan.nodes) {
-      await qmp.execute("blockdev-add", { driver: "nbd", "node-name": clientNode(node), server: { type: "inet", host: server.host, port: server.port }, export: node });
+      await qmp.execute("blockdev-add", { driver: "nbd", "node-name": clientNode(node), server: { type: "inet", host: server.host, port: server.port }, export: node }).catch((err: unknown) => {
+        throw new QuantixError("unavailable", `the target's disk ${node} cannot be reached at ${plan.storageUri}: ${err instanceof Error ? err.message : String(err)}`);
+      });
       added.push(clientNode(node));
       await qmp.execute("blockdev-mirror", { "job-id": jobId(node), device: node, target: clientNode(node), sync: "full", "auto-dismiss": false, ...(options.bandwidthMbps > 0 ? { speed: options.bandwidthMbps * 125_000 } : {}) });
       jobs.push(jobId(node));
