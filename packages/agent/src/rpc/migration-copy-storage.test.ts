@@ -149,6 +149,24 @@ test("a running guest with a node-local qcow2 disk moves live: the disk is copie
   await target.client.deleteVm({ vmId, force: true });
   assert.equal(existsSync(tgtDisk), false);
 
+  // 2b. The target's QEMU dies while the disk is being copied: the mirror fails, with the reason.
+  prepared = await prepare();
+  const targetPid = (await target.client.getVmInfo({ vmId })).backendInfo!.processId;
+  const midway = await rejection((async () => {
+    // Throttled so the copy is still running when the target dies; the mirror notices at its
+    // next write, after the throttle's pause for its first burst (some seconds at 2 MB/s).
+    for await (const p of source.client.migrateVm({ vmId, targetUri: prepared.targetUri, copyStorage: true, storageUri: prepared.storageUri, bandwidthMbps: 16 })) {
+      if (p.status === "copying-disks" && isProcessAlive(targetPid)) process.kill(targetPid, "SIGKILL");
+    }
+  })());
+  assert.equal(midway.code, Code.Aborted, midway.rawMessage);
+  // (On a machine slow enough for the copy to finish first, the memory migration fails instead.)
+  assert.match(midway.rawMessage, /copying disk disk0 to the target failed: |the migration failed: /);
+  assert.equal((await source.client.getVmInfo({ vmId })).state, VmState.RUNNING);
+  assert.deepEqual(await source.backend.executeQmp(vmId, "query-jobs"), []);
+  await target.client.deleteVm({ vmId, force: true });
+  assert.equal(existsSync(tgtDisk), false);
+
   // 3. The migration, with a write while the disk is being copied.
   prepared = await prepare();
   const before = await lastTick(source, vmId);
