@@ -351,10 +351,11 @@ export class QemuBackend implements Backend {
       const disks = record.disks.map((d, i) => ({ ...d, blockDevice: files.disks[i]!.blockDevice }));
       // The child's fds 3, 4, ... are files.all in order.
       const childFd = (f: HostFile | undefined) => (f ? 3 + files.all.indexOf(f) : undefined);
-      const fds = { kernel: childFd(files.kernel), initrd: childFd(files.initrd), disks: files.disks.map((f) => childFd(f)!) };
+      const fds = { kernel: childFd(files.kernel), initrd: childFd(files.initrd), disks: files.disks.map((f) => childFd(f)!), backing: files.backing.map((chain) => chain.map((f) => childFd(f)!)) };
+      const backing = files.backing.map((chain) => chain.map((f) => ({ format: f.format, blockDevice: f.blockDevice, path: f.real })));
       const seedFile = record.config.cloudInit ? paths.seedFile : undefined;
       if (record.config.cloudInit && !(await exists(paths.seedFile))) await buildCloudInitSeed(vmId, record.config.cloudInit, paths.seedFile, this.options.seedBinary);
-      const args = [...buildQemuArgs({ vmId, config: record.config, kvm: this.options.kvm, ...paths, disks, fds, seedFile }), ...extraArgs];
+      const args = [...buildQemuArgs({ vmId, config: record.config, kvm: this.options.kvm, ...paths, disks, backing, fds, seedFile }), ...extraArgs];
       extraFds = inherit.map((_, i) => 3 + files.all.length + i);
       await this.options.beforeSpawn?.(vmId);
       entry.stopping = false;
