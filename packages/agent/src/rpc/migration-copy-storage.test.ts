@@ -97,11 +97,16 @@ test("a running guest with a node-local qcow2 disk moves live: the disk is copie
   const source = await startAgent("a");
   const target = await startAgent("b");
   const vmId = `migcopy-${process.pid}`;
+  // The disk is a linked clone of a base volume (as a VM's disk made from an image is): the
+  // copy on the target is the whole disk as the guest sees it, flattened.
+  const baseId = randomUUID();
+  const base = (await source.storage.volumes.create({ poolId: "local", id: baseId, format: "qcow2", sizeBytes: 64n * MIB })).path;
+  await qemuIo(base, "write -P 0x5a 0 4M"); // data in the base image, under the clone
   const volumeId = randomUUID();
-  const srcDisk = (await source.storage.volumes.create({ poolId: "local", id: volumeId, format: "qcow2", sizeBytes: 64n * MIB })).path;
+  const srcDisk = (await source.storage.volumes.create({ poolId: "local", id: volumeId, format: "qcow2", sizeBytes: 0n, source: { volumeId: baseId, mode: "linked" } })).path;
   // The same volume in the target's pool: its own pool root, the same pool and volume ids.
   const tgtDisk = path.join(target.pool, `${volumeId}.qcow2`);
-  await qemuIo(srcDisk, "write -P 0x5a 0 4M"); // data on disk before the VM starts
+  await qemuIo(srcDisk, "write -P 0x5a 1M 1M"); // and in the clone itself, before the VM starts
   await source.client.createVm({ vmId, config: config(srcDisk) });
   await source.client.bootVm({ vmId });
   await until(async () => ((await lastTick(source, vmId)) >= 2 ? true : undefined), "the guest counting on the source", BOOT_MS, 200);
@@ -193,7 +198,7 @@ test("a running guest with a node-local qcow2 disk moves live: the disk is copie
   await target.client.deleteVm({ vmId, force: true });
   assert.ok(existsSync(tgtDisk), "a migrated VM's disk stays when the VM is deleted");
   const volume = await target.storage.volumes.get("local", volumeId);
-  assert.deepEqual([volume.format, volume.virtualSizeBytes, volume.problem], ["qcow2", 64n * MIB, undefined], "the copy is a volume of the target's pool");
+  assert.deepEqual([volume.format, volume.virtualSizeBytes, volume.backingVolumeId, volume.problem], ["qcow2", 64n * MIB, undefined, undefined], "the copy is a flat volume of the target's pool");
   await qemuIo(tgtDisk, "read -P 0x5a 0 4M", "-r");
   await qemuIo(tgtDisk, "read -P 0x3c 4M 1M", "-r");
   await qemuIo(tgtDisk, "read -P 0xc3 5M 1M", "-r");
