@@ -41,7 +41,9 @@ export type BackendCapability =
   /** getVMInfo measures the VM's usage (what it cannot measure it leaves out). */
   | "metrics"
   /** attachDisk, detachDisk and resizeDisk change the disks of a running VM (hot-plug, online resize). */
-  | "disk-hotplug";
+  | "disk-hotplug"
+  /** Live migration copies disks that are not on shared storage while the guest runs (MigrateVm's copy_storage). */
+  | "live-migration-copy-storage";
 
 /** One VM as the backend sees it now. */
 export interface BackendVmInfo {
@@ -109,6 +111,10 @@ export interface MigrationProgress {
   readonly transferredBytes: bigint;
   readonly remainingBytes: bigint;
   readonly totalBytes: bigint;
+  /** Bytes of copied disks written to the target so far; absent when no disk is copied. */
+  readonly diskTransferredBytes?: bigint;
+  /** Bytes of copied disks to write in all (it grows while the guest writes). */
+  readonly diskTotalBytes?: bigint;
 }
 
 /** What a completed migration measured. */
@@ -116,6 +122,32 @@ export interface MigrationStats {
   readonly transferredBytes: bigint;
   readonly downtimeMs: number;
   readonly totalTimeMs: number;
+  /** Bytes of disk copied to the target; absent when no disk was copied. */
+  readonly diskTransferredBytes?: bigint;
+}
+
+/** The disks an outgoing migration copies to the target, and where to. */
+export interface MigrationStorageCopy {
+  /** The target's storage_uri ("tcp:<host>:<port>", its hypervisor's NBD server). */
+  readonly uri: string;
+  /** Indexes in config.storage of the disks copied. */
+  readonly disks: readonly number[];
+}
+
+/** One disk an incoming migration receives: it is created empty, then written by the source. */
+export interface IncomingDiskCopy {
+  /** Index in config.storage; the disk's path there is where it is created. */
+  readonly index: number;
+  readonly format: "raw" | "qcow2";
+  readonly virtualSizeBytes: bigint;
+}
+
+/** Where an incoming migration is sent. */
+export interface IncomingMigration {
+  /** The migration stream's URI. */
+  readonly targetUri: string;
+  /** The copied disks' NBD server; empty when nothing is copied. */
+  readonly storageUri: string;
 }
 
 /** Settings of one outgoing migration. */
@@ -126,6 +158,8 @@ export interface MigrationOptions {
   readonly bandwidthMbps: number;
   /** Called about every 100 ms while the migration runs. */
   readonly onProgress: (progress: MigrationProgress) => void;
+  /** Disks to copy while the guest runs (needs "live-migration-copy-storage"); absent: storage is shared. */
+  readonly storage?: MigrationStorageCopy;
 }
 
 export interface Backend {
@@ -182,10 +216,18 @@ export interface Backend {
   /**
    * Live migration, target half (needs "live-migration"): defines the VM and starts its
    * hypervisor waiting for the incoming state on a TCP port of `listenHost`; answers the
-   * URI the source must send to. The VM is "paused" until the state has arrived, then
+   * URI the source must send to. With `copies` (needs "live-migration-copy-storage") those
+   * disks are created empty at their config paths first and served for the source to
+   * write (storageUri); they are removed again if the VM is deleted before the migration
+   * completed. The VM is "paused" until the state has arrived, then
    * "running" (reported through onEvent); a failed incoming migration leaves it crashed.
    */
-  prepareIncoming?(vmId: string, config: VmConfig, listenHost: string): Promise<string>;
+  prepareIncoming?(vmId: string, config: VmConfig, listenHost: string, copies?: readonly IncomingDiskCopy[]): Promise<IncomingMigration>;
+  /**
+   * The format and virtual size of each of `disks` (indexes in config.storage), for the
+   * target to create their copies (needs "live-migration-copy-storage"). Any state.
+   */
+  describeDisks?(vmId: string, disks: readonly number[]): Promise<IncomingDiskCopy[]>;
   /**
    * Live migration, source half (needs "live-migration"): sends a running VM to
    * `targetUri` and resolves with the statistics once it runs there; the VM is then

@@ -1,10 +1,10 @@
 import { clone, create, equals } from "@bufbuild/protobuf";
 import { StorageDeviceSchema, StorageInterfaceType, VmConfigSchema, type StorageDevice, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError, randomIds, systemClock, throwIfViolations, type Clock, type IdGenerator } from "@quantix/core";
-import type { Backend, BackendEvent, BackendVmInfo, BackendVmState, MigrationOptions, MigrationStats } from "./backend.js";
+import type { Backend, BackendEvent, BackendVmInfo, BackendVmState, IncomingDiskCopy, IncomingMigration, MigrationOptions, MigrationStats } from "./backend.js";
 import { CreatedAtStore } from "./created-at-store.js";
 import { checkImagePaths, type ImageCheck } from "./image-dirs.js";
-import { requireSharedStorage } from "./migration-storage.js";
+import { checkCopyPaths, checkCopies, disksToCopy, requireSharedStorage, type RequestedCopy } from "./migration-storage.js";
 import { consoleBuffered, requiredCapabilities, validateVmConfig, validateVmId } from "./vm-config-validation.js";
 import { pageVms, type ListPage, type ListQuery } from "./vm-list.js";
 import { decide, hint, type VmAction } from "./vm-state-table.js";
@@ -57,12 +57,15 @@ export class VmManager {
   private readonly sharedDirs: readonly string[];
   private readonly migrationHost: string;
   private readonly imageCheck: ImageCheck | undefined;
+  /** Where files of VMs may lie (image and shared directories); undefined: anywhere (unit tests). */
+  private readonly allowedDirs: readonly string[] | undefined;
 
   constructor(deps: VmManagerDeps) {
     this.backend = deps.backend;
     this.sharedDirs = deps.sharedDirs ?? [];
     const allowedDirs = deps.imageDirs && [...deps.imageDirs, ...this.sharedDirs];
     this.imageCheck = deps.imageCheck ?? (allowedDirs && ((config) => checkImagePaths(config, allowedDirs)));
+    this.allowedDirs = allowedDirs;
     this.migrationHost = deps.migrationHost ?? "127.0.0.1";
     this.clock = deps.clock ?? systemClock;
     this.ids = deps.ids ?? randomIds;
@@ -160,23 +163,42 @@ export class VmManager {
     return this.act(vmId, "reboot", force, () => this.backend.rebootVM(vmId, force));
   }
 
-  /** PrepareMigration: the target half of a live migration; answers the URI to send to. */
-  async prepareMigration(vmId: string, config: VmConfig | undefined): Promise<string> {
+  /**
+   * PrepareMigration: the target half of a live migration; answers where to send the
+   * state and, with disk copies, the disks. Without copy_storage every host path must be
+   * shared; with it, the disks in `copies` are created here and every other path must
+   * exist here (migration-storage.ts checks which).
+   */
+  async prepareMigration(vmId: string, config: VmConfig | undefined, copyStorage = false, requested: readonly RequestedCopy[] = []): Promise<IncomingMigration> {
     throwIfViolations([...validateVmId("vm_id", vmId), ...validateVmConfig(config)]);
     const prepare = this.backend.prepareIncoming?.bind(this.backend);
     if (!prepare) throw this.lacks("live-migration", "PrepareMigration");
     this.need("live-migration", "PrepareMigration");
-    requireSharedStorage(vmId, config!, this.sharedDirs);
-    await this.checkImages(config!);
+    let copies: IncomingDiskCopy[] = [];
+    if (!copyStorage) {
+      if (requested.length > 0) throw new QuantixError("invalid_argument", "disk_copies: only with copy_storage", [{ field: "disk_copies", reason: "NOT_ALLOWED", description: "only with copy_storage" }]);
+      requireSharedStorage(vmId, config!, this.sharedDirs);
+      await this.checkImages(config!);
+    } else {
+      this.need("live-migration-copy-storage", "PrepareMigration with copy_storage");
+      const { violations, unshared, indexes } = checkCopies(config!, requested, this.sharedDirs);
+      throwIfViolations(violations);
+      if (unshared.length > 0) throw new QuantixError("failed_precondition", `VM '${vmId}' cannot migrate here: ${unshared.join(", ")} ${unshared.length === 1 ? "is" : "are"} neither on shared storage nor among disk_copies (PlanMigration on the source lists the disks to copy)`);
+      copies = indexes.map((index, k) => ({ index, format: requested[k]!.format as "raw" | "qcow2", virtualSizeBytes: requested[k]!.virtualSizeBytes }));
+      // The copies do not exist yet: their paths are checked to lie where VM files may, the rest to exist.
+      if (this.allowedDirs) throwIfViolations(await checkCopyPaths(config!, indexes, this.allowedDirs));
+      await this.checkImages(create(VmConfigSchema, { ...config!, storage: config!.storage.filter((_, i) => !indexes.includes(i)) }));
+    }
     return this.serial(vmId, async () => {
       if (await this.find(vmId)) throw new QuantixError("already_exists", `VM '${vmId}' already exists on this host`);
       try {
-        const uri = await prepare(vmId, config!, this.migrationHost);
+        const prepared = await prepare(vmId, config!, this.migrationHost, copies);
         await this.createdAt.set(vmId, this.clock.now());
         await this.publish(vmId, "PrepareMigration");
-        return uri;
+        return prepared;
       } catch (err) {
-        // Nothing half-made stays behind: a later PrepareMigration must find the id free.
+        // Nothing half-made stays behind (the backend removes the copies it created with the
+        // VM): a later PrepareMigration must find the id free.
         if (await this.find(vmId)) await this.backend.deleteVM(vmId).catch(() => undefined);
         throw err;
       }
@@ -184,19 +206,47 @@ export class VmManager {
   }
 
   /**
-   * MigrateVm: the source half. Runs in the VM's queue (no other call changes it
-   * meanwhile); on success the VM is deleted here and watchers see it DELETED.
+   * PlanMigration: which disks a migration with copy_storage copies, measured (any state).
+   * A VM with nothing to copy gets an empty plan from any backend that migrates.
    */
-  async migrate(vmId: string, targetUri: string, options: MigrationOptions): Promise<MigrationStats> {
+  async planMigration(vmId: string): Promise<{ diskId: string; format: string; virtualSizeBytes: bigint }[]> {
+    throwIfViolations(validateVmId("vm_id", vmId));
+    if (!this.backend.migrateOut) throw this.lacks("live-migration", "PlanMigration");
+    this.need("live-migration", "PlanMigration");
+    return this.serial(vmId, async () => {
+      const info = await this.backend.getVMInfo(vmId);
+      const indexes = disksToCopy(info.config, this.sharedDirs);
+      if (indexes.length === 0) return [];
+      const describe = this.backend.describeDisks?.bind(this.backend);
+      if (!describe) throw this.lacks("live-migration-copy-storage", `a migration of VM '${vmId}' (its disk ${indexes.map((i) => info.config.storage[i]!.path).join(", ")} is not on shared storage)`);
+      this.need("live-migration-copy-storage", `a migration of VM '${vmId}' (its disk ${indexes.map((i) => info.config.storage[i]!.path).join(", ")} is not on shared storage)`);
+      const disks = await describe(vmId, indexes);
+      return disks.map((d) => ({ diskId: info.config.storage[d.index]!.id, format: d.format, virtualSizeBytes: d.virtualSizeBytes }));
+    });
+  }
+
+  /**
+   * MigrateVm: the source half. Runs in the VM's queue (no other call changes it
+   * meanwhile); on success the VM is deleted here and watchers see it DELETED. With
+   * `copy`, the writable disks not on shared storage are copied to its storage URI.
+   */
+  async migrate(vmId: string, targetUri: string, options: MigrationOptions, copy?: { storageUri: string }): Promise<MigrationStats> {
     throwIfViolations(validateVmId("vm_id", vmId));
     const migrateOut = this.backend.migrateOut?.bind(this.backend);
     if (!migrateOut) throw this.lacks("live-migration", "MigrateVm");
     this.need("live-migration", "MigrateVm");
+    if (copy) this.need("live-migration-copy-storage", "MigrateVm with copy_storage");
     return this.serial(vmId, async () => {
       const info = await this.backend.getVMInfo(vmId);
       if (info.state !== "running") throw new QuantixError("failed_precondition", `MigrateVm is not allowed: VM '${vmId}' is ${info.state.toUpperCase()}; only a RUNNING VM migrates live`);
-      requireSharedStorage(vmId, info.config, this.sharedDirs);
-      const stats = await migrateOut(vmId, targetUri, options);
+      let opts = options;
+      if (!copy) requireSharedStorage(vmId, info.config, this.sharedDirs);
+      else {
+        const disks = disksToCopy(info.config, this.sharedDirs);
+        if (disks.length > 0 && copy.storageUri === "") throw new QuantixError("invalid_argument", "storage_uri: required with copy_storage when a disk is copied (PrepareMigration answers it)", [{ field: "storage_uri", reason: "REQUIRED", description: "PrepareMigration on the target answers it" }]);
+        if (disks.length > 0) opts = { ...options, storage: { uri: copy.storageUri, disks } };
+      }
+      const stats = await migrateOut(vmId, targetUri, opts);
       await this.backend.deleteVM(vmId);
       await this.createdAt.delete(vmId);
       this.hub.publish({ type: "deleted", vmId, state: info.state, reason: "MigrateVm: the VM now runs on another host", metadata: info.config.metadata });
@@ -208,7 +258,8 @@ export class VmManager {
   async cancelMigration(vmId: string): Promise<boolean> {
     throwIfViolations(validateVmId("vm_id", vmId));
     const info = await this.backend.getVMInfo(vmId);
-    if (info.state !== "running" || !this.backend.cancelMigration) return false;
+    // Paused too: a migration that copies disks stops the vCPUs while it completes them.
+    if ((info.state !== "running" && info.state !== "paused") || !this.backend.cancelMigration) return false;
     return this.backend.cancelMigration(vmId);
   }
 

@@ -104,6 +104,10 @@ export interface MigrationProgress {
   readonly status: string;
   readonly transferredBytes: bigint;
   readonly totalBytes: bigint;
+  /** Bytes of copied disks written to the target so far; absent when no disk is copied. */
+  readonly diskTransferredBytes?: bigint;
+  /** Bytes of copied disks in all (it grows while the guest writes). */
+  readonly diskTotalBytes?: bigint;
 }
 
 /** What a completed migration measured. */
@@ -111,6 +115,24 @@ export interface MigrationStatistics {
   readonly transferredBytes: bigint;
   readonly downtimeMs: number;
   readonly durationMs: number;
+  /** Bytes of disk copied to the target; absent when no disk was copied. */
+  readonly diskTransferredBytes?: bigint;
+}
+
+/** One disk a migration copies because the target cannot reach it (node-local storage). */
+export interface MigrationDiskCopy {
+  /** The disk's id in the VM's spec. */
+  readonly diskId: string;
+  /** "raw" or "qcow2". */
+  readonly format: string;
+  readonly virtualSizeBytes: bigint;
+}
+
+/** A target prepared to receive a VM: where the source sends its state and, with copies, its disks. */
+export interface MigrationTarget {
+  readonly uri: string;
+  /** Where the copied disks go; empty when no disk is copied. */
+  readonly storageUri: string;
 }
 
 /**
@@ -118,14 +140,23 @@ export interface MigrationStatistics {
  * capability: the target is prepared first, then the source sends the VM to it.
  */
 export interface HypervisorMigration {
-  /** Defines the VM on this (target) node, waiting for its state; returns where the source sends it. */
-  prepare(vmId: string, spec: VmSpec): Promise<string>;
   /**
-   * Sends a running VM from this (source) node to `targetUri`, reporting progress; resolves
+   * Source node: the disks a migration of the VM has to copy, those on storage the other
+   * nodes cannot reach (empty: all shared). Absent: the hypervisor copies no disk.
+   */
+  planCopies?(vmId: string): Promise<readonly MigrationDiskCopy[]>;
+  /**
+   * Defines the VM on this (target) node, waiting for its state; with `copies`, creates
+   * those disks empty to receive them. Returns where the source sends it.
+   */
+  prepare(vmId: string, spec: VmSpec, copies?: readonly MigrationDiskCopy[]): Promise<MigrationTarget>;
+  /**
+   * Sends a running VM from this (source) node to `target` (copying the disks it was
+   * prepared for), reporting progress; resolves
    * once the guest runs on the target. Rejects (the VM keeps running here) when it fails or
    * `signal` cancels it.
    */
-  migrate(vmId: string, targetUri: string, options: MigrationOptions, onProgress: (p: MigrationProgress) => void, signal: AbortSignal): Promise<MigrationStatistics>;
+  migrate(vmId: string, target: MigrationTarget, options: MigrationOptions, onProgress: (p: MigrationProgress) => void, signal: AbortSignal): Promise<MigrationStatistics>;
 }
 
 /**

@@ -24,7 +24,7 @@ export async function* migrateVm(m: VmManager, req: MigrateVmRequest, ctx: Handl
       queue.push(p);
       wake?.();
     },
-  });
+  }, req.copyStorage ? { storageUri: req.storageUri } : undefined);
   void done.then(
     () => undefined,
     () => undefined,
@@ -39,7 +39,7 @@ export async function* migrateVm(m: VmManager, req: MigrateVmRequest, ctx: Handl
       const p = queue.shift();
       if (p) {
         // The "completed" poll is sent below, with the statistics, once the VM is deleted here.
-        if (p.status !== "completed") yield create(MigrateVmProgressSchema, { status: p.status, transferredBytes: p.transferredBytes, remainingBytes: p.remainingBytes, totalBytes: p.totalBytes });
+        if (p.status !== "completed") yield create(MigrateVmProgressSchema, { status: p.status, transferredBytes: p.transferredBytes, remainingBytes: p.remainingBytes, totalBytes: p.totalBytes, diskTransferredBytes: p.diskTransferredBytes ?? 0n, diskTotalBytes: p.diskTotalBytes ?? 0n });
         continue;
       }
       if (finished) break;
@@ -51,8 +51,10 @@ export async function* migrateVm(m: VmManager, req: MigrateVmRequest, ctx: Handl
       status: "completed",
       transferredBytes: s.transferredBytes,
       totalBytes: s.transferredBytes,
+      diskTransferredBytes: s.diskTransferredBytes ?? 0n,
+      diskTotalBytes: s.diskTransferredBytes ?? 0n,
       completed: true,
-      statistics: { transferredBytes: s.transferredBytes, downtimeMs: BigInt(s.downtimeMs), totalTimeMs: BigInt(s.totalTimeMs) },
+      statistics: { transferredBytes: s.transferredBytes, downtimeMs: BigInt(s.downtimeMs), totalTimeMs: BigInt(s.totalTimeMs), diskTransferredBytes: s.diskTransferredBytes ?? 0n },
     });
   } finally {
     ctx.signal.removeEventListener("abort", onAbort);

@@ -10,6 +10,7 @@ import {
   GetVmInfoResponseSchema,
   ListVmsResponseSchema,
   PauseVmResponseSchema,
+  PlanMigrationResponseSchema,
   PrepareMigrationResponseSchema,
   RebootVmResponseSchema,
   ResizeDiskResponseSchema,
@@ -69,7 +70,11 @@ export function vmServiceImpl(m: VmManager, backendVersion: string): ServiceImpl
     async *watchVms(_req, ctx) {
       for await (const c of m.watch(ctx.signal)) yield toVmEvent(c);
     },
-    prepareMigration: async (req) => create(PrepareMigrationResponseSchema, { vmId: req.vmId, targetUri: await m.prepareMigration(req.vmId, req.config) }),
+    prepareMigration: async (req) => {
+      const prepared = await m.prepareMigration(req.vmId, req.config, req.copyStorage, req.diskCopies);
+      return create(PrepareMigrationResponseSchema, { vmId: req.vmId, targetUri: prepared.targetUri, storageUri: prepared.storageUri });
+    },
+    planMigration: async (req) => create(PlanMigrationResponseSchema, { vmId: req.vmId, diskCopies: await m.planMigration(req.vmId) }),
     migrateVm: (req, ctx) => migrateVm(m, req, ctx),
     cancelMigration: async (req) => create(CancelMigrationResponseSchema, { cancelled: await m.cancelMigration(req.vmId) }),
     async attachDisk(req) {

@@ -84,14 +84,20 @@ export async function runMigration(deps: MigrationRunDeps, m: Migration, stop: A
       s.message = `migrating ${where}: preparing`;
     });
     if (stop.signal.aborted) throw new QuantixError("aborted", "cancelled before it started");
-    const uri = await dst.migration.prepare(vm.id, vm.spec!);
+    // Disks on node-local storage are copied while the guest runs; shared ones are used in place.
+    const copies = (await src.migration.planCopies?.(vm.id)) ?? [];
+    const target = await dst.migration.prepare(vm.id, vm.spec!, copies);
     prepared = true;
     await update(deps, m.id, (s) => (s.phase = MPhase.RUNNING));
-    stats = await src.migration.migrate(vm.id, uri, { maxDowntimeMs: m.spec?.maxDowntimeMs ?? 0, bandwidthMbps: m.spec?.bandwidthMbps ?? 0 }, (p) => {
+    stats = await src.migration.migrate(vm.id, target, { maxDowntimeMs: m.spec?.maxDowntimeMs ?? 0, bandwidthMbps: m.spec?.bandwidthMbps ?? 0 }, (p) => {
       progress.report(where, p);
       void update(deps, m.id, (s) => {
         s.transferredBytes = p.transferredBytes;
         s.totalBytes = p.totalBytes;
+        if (p.diskTotalBytes !== undefined) {
+          s.diskTransferredBytes = p.diskTransferredBytes ?? 0n;
+          s.diskTotalBytes = p.diskTotalBytes;
+        }
       }).catch(() => undefined);
     }, stop.signal);
   } catch (err) {
@@ -116,7 +122,8 @@ export async function runMigration(deps: MigrationRunDeps, m: Migration, stop: A
     }
   }
   if (outcome === "target") {
-    const measured = stats ? `${Number(stats.transferredBytes / 1048576n)} MiB in ${stats.durationMs} ms, ${stats.downtimeMs} ms downtime` : "completed while its caller was gone (no statistics)";
+    const disks = stats?.diskTransferredBytes !== undefined ? ` (and ${Number(stats.diskTransferredBytes / 1048576n)} MiB of disk copied)` : "";
+    const measured = stats ? `${Number(stats.transferredBytes / 1048576n)} MiB${disks} in ${stats.durationMs} ms, ${stats.downtimeMs} ms downtime` : "completed while its caller was gone (no statistics)";
     deps.log.log("info", "migration completed", { migration_id: m.id, vm_id: vm.id, source: sourceId, target: targetId, duration_ms: stats?.durationMs, downtime_ms: stats?.downtimeMs });
     return finish(deps, m, { phase: MPhase.SUCCEEDED, reason: "Completed", code: "", message: `migrated ${where}: ${measured}`, stats });
   }
@@ -150,6 +157,7 @@ export async function finish(
       s.transferredBytes = end.stats.transferredBytes;
       s.downtimeMs = BigInt(end.stats.downtimeMs);
       s.durationMs = BigInt(end.stats.durationMs);
+      if (end.stats.diskTransferredBytes !== undefined) s.diskTransferredBytes = s.diskTotalBytes = end.stats.diskTransferredBytes;
     }
   });
 }

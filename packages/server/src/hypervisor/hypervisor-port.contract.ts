@@ -241,10 +241,10 @@ export function hypervisorPortContract(name: string, open: () => Promise<OpenedH
       const peer = o.peer!;
       try {
         await booted(id);
-        const uri = await peer.migration!.prepare(id, o.spec);
+        const target = await peer.migration!.prepare(id, o.spec, (await o.port.migration!.planCopies?.(id)) ?? []);
         assert.notEqual((await peer.observe(id)).power, "absent", "the target defines the VM");
         const seen: string[] = [];
-        await o.port.migration!.migrate(id, uri, { maxDowntimeMs: 0, bandwidthMbps: 0 }, (p) => seen.push(p.status), new AbortController().signal);
+        await o.port.migration!.migrate(id, target, { maxDowntimeMs: 0, bandwidthMbps: 0 }, (p) => seen.push(p.status), new AbortController().signal);
         assert.ok(seen.length > 0, "progress was reported");
         await until(async () => ((await peer.observe(id)).power === "running" ? true : undefined), "the VM running on the peer", timeoutMs);
         await reaches(id, "absent");

@@ -41,7 +41,7 @@ function vmServiceImpl(vms: VmService, power: VmPowerService, migration: VmMigra
       const { vm, stats } = await migration.migrate({ vmId: req.vmId, targetNodeId: req.targetNodeId, live: req.live, maxDowntimeMs: req.maxDowntimeMs, bandwidthMbps: req.bandwidthMbps }, ctx.signal);
       return create(MigrateVMResponseSchema, {
         vm,
-        stats: create(MigrationStatsSchema, { bytesTransferred: stats.transferredBytes, downtimeMs: BigInt(stats.downtimeMs), durationMs: BigInt(stats.durationMs) }),
+        stats: create(MigrationStatsSchema, { bytesTransferred: stats.transferredBytes, downtimeMs: BigInt(stats.downtimeMs), durationMs: BigInt(stats.durationMs), diskBytesTransferred: stats.diskTransferredBytes ?? 0n }),
       });
     },
     getConsoleOutput: (req) => getConsoleOutput(power, req),

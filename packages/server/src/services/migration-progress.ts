@@ -37,7 +37,8 @@ export class MigrationProgressWriter {
   /** A progress report from the hypervisor; written unless one was written less than PROGRESS_EVERY_MS ago. */
   report(where: string, p: MigrationProgress): void {
     const mib = (b: bigint) => Number(b / 1048576n);
-    this.message = `migrating ${where}: ${p.status}, ${mib(p.transferredBytes)} of ${mib(p.totalBytes)} MiB sent`;
+    const disks = p.diskTotalBytes !== undefined ? `, ${mib(p.diskTransferredBytes ?? 0n)} of ${mib(p.diskTotalBytes)} MiB of disk copied` : "";
+    this.message = `migrating ${where}: ${p.status}, ${mib(p.transferredBytes)} of ${mib(p.totalBytes)} MiB sent${disks}`;
     if (this.clock.now() - this.last < PROGRESS_EVERY_MS) return;
     this.enqueue();
   }

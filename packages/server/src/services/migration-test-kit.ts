@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { NodeSchema, NodeStatus_Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { PowerState, VirtualMachineSchema, VmStatus_State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { QuantixError, randomIds, systemClock, type Capability, type HypervisorMigration, type HypervisorPort, type MigrationStatistics, type ObservedPower, type ShutdownOptions, type VmObservation, VM_KIND, NODE_KIND } from "@quantix/core";
+import { QuantixError, type MigrationDiskCopy, randomIds, systemClock, type Capability, type HypervisorMigration, type HypervisorPort, type MigrationStatistics, type ObservedPower, type ShutdownOptions, type VmObservation, VM_KIND, NODE_KIND } from "@quantix/core";
 import { NodeDrivers } from "../hypervisor/node-drivers.js";
 import { silentLogger } from "@quantix/rpc";
 import { MemoryStore } from "../store/memory-store.js";
@@ -30,21 +30,30 @@ export class FakeNode implements HypervisorPort {
   readonly shutdowns = new Map<string, ShutdownOptions>();
   behaviour: MigrateBehaviour = async ({ vmId, source, target }) => FakeNode.move(vmId, source, target);
   prepareError: Error | undefined;
+  /** Disks of a VM on this node's local storage, which a migration copies (planCopies answers them). */
+  readonly localDisks = new Map<string, MigrationDiskCopy[]>();
+  /** The copies each VM's prepare here was asked to create. */
+  readonly preparedCopies = new Map<string, readonly MigrationDiskCopy[]>();
   readonly migration: HypervisorMigration;
 
   constructor(readonly id: string, peers: Map<string, FakeNode>) {
     peers.set(id, this);
     this.migration = {
-      prepare: async (vmId) => {
+      planCopies: async (vmId) => this.localDisks.get(vmId) ?? [],
+      prepare: async (vmId, _spec, copies = []) => {
         if (this.prepareError) throw this.prepareError;
         if (this.vms.has(vmId)) throw new QuantixError("already_exists", `VM '${vmId}' already exists on this host`);
         this.vms.set(vmId, "paused");
-        return `fake://${id}`;
+        this.preparedCopies.set(vmId, copies);
+        return { uri: `fake://${id}`, storageUri: copies.length > 0 ? `fake-nbd://${id}` : "" };
       },
-      migrate: async (vmId, uri, _options, onProgress, signal) => {
-        const target = peers.get(uri.slice("fake://".length))!;
-        onProgress({ status: "active", transferredBytes: 0n, totalBytes: 1n << 20n });
-        return this.behaviour({ vmId, source: this, target, signal });
+      migrate: async (vmId, to, _options, onProgress, signal) => {
+        const target = peers.get(to.uri.slice("fake://".length))!;
+        const disk = (this.localDisks.get(vmId) ?? []).reduce((n, d) => n + d.virtualSizeBytes, 0n);
+        if (to.storageUri) onProgress({ status: "copying-disks", transferredBytes: 0n, totalBytes: 0n, diskTransferredBytes: disk / 2n, diskTotalBytes: disk });
+        onProgress({ status: "active", transferredBytes: 0n, totalBytes: 1n << 20n, ...(to.storageUri ? { diskTransferredBytes: disk, diskTotalBytes: disk } : {}) });
+        const stats = await this.behaviour({ vmId, source: this, target, signal });
+        return to.storageUri ? { ...stats, diskTransferredBytes: disk } : stats;
       },
     };
   }

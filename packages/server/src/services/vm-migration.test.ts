@@ -316,3 +316,23 @@ test("a migration survives a restart of the control plane: found interrupted, re
   assert.deepEqual(all.map((m) => [m.id, MigrationStatus_Phase[m.status!.phase]]), [[running.id, "SUCCEEDED"]], "one migration, which succeeded");
   await c.close();
 });
+
+test("a VM with disks on node-local storage: the source's plan reaches the target's prepare, and the disk bytes copied are in the Migration and MigrateVM's stats", async () => {
+  const c = await fakeCluster({ a: 8192, b: 8192 });
+  await c.runningVm("vm-1", "a");
+  const disks = [{ diskId: "root", format: "qcow2", virtualSizeBytes: 64n << 20n }];
+  c.node("a").localDisks.set("vm-1", disks);
+  const done = await c.migration.migrate(req("vm-1", "b"), never());
+  assert.equal(done.vm.status?.nodeId, "b");
+  assert.deepEqual(c.node("b").preparedCopies.get("vm-1"), disks, "the target was asked to create the copies");
+  assert.equal(done.stats.diskTransferredBytes, 64n << 20n);
+  const m = (await c.store.of(MIGRATION_KIND).list({ where: { vm_id: "vm-1" }, order: { field: "created_at", desc: true }, limit: 1, countTotal: false })).items[0]!;
+  assert.equal(m.status?.phase, MigrationStatus_Phase.SUCCEEDED);
+  assert.equal(m.status?.diskTransferredBytes, 64n << 20n);
+  assert.match(m.status!.message, /and 64 MiB of disk copied/);
+  // A VM whose storage is all shared: nothing is copied and no disk bytes appear.
+  await c.runningVm("vm-2", "a");
+  const plain = await c.migration.migrate(req("vm-2", "b"), never());
+  assert.deepEqual(c.node("b").preparedCopies.get("vm-2"), []);
+  assert.equal(plain.stats.diskTransferredBytes, undefined);
+});

@@ -130,7 +130,7 @@ export class VmMigrationService {
       });
       const s = end.status!;
       if (s.phase === MPhase.SUCCEEDED && vm) {
-        return { vm, stats: { transferredBytes: s.transferredBytes, downtimeMs: Number(s.downtimeMs), durationMs: Number(s.durationMs) } };
+        return { vm, stats: { transferredBytes: s.transferredBytes, downtimeMs: Number(s.downtimeMs), durationMs: Number(s.durationMs), ...(s.diskTransferredBytes > 0n ? { diskTransferredBytes: s.diskTransferredBytes } : {}) } };
       }
       if (s.phase === MPhase.SUCCEEDED) throw notFound("VM", m.vmId);
       throw new QuantixError((s.errorCode || "aborted") as ErrorCode, s.message);

@@ -3,15 +3,18 @@ import { access, constants, open, readFile, rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import { QuantixError, notFound, systemClock, type Clock } from "@quantix/core";
 import { ConsoleOutput, type StorageDevice, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import type { Backend, ConsoleChunk, BackendCapability, BackendEvent, BackendVmInfo, MigrationOptions, MigrationStats, ShutdownOptions } from "../../backend.js";
+import type { Backend, ConsoleChunk, BackendCapability, BackendEvent, BackendVmInfo, IncomingDiskCopy, IncomingMigration, MigrationOptions, MigrationStats, ShutdownOptions } from "../../backend.js";
 import { buildCloudInitSeed } from "../../cloud-init-seed.js";
 import { ConsoleRing, DEFAULT_CONSOLE_BUFFER_BYTES } from "../../console-ring.js";
 import { checkDiskChain, openHostFiles, type HostFile } from "../../host-files.js";
-import { detectDiskFormatOf, detectDiskSource } from "./disk-format.js";
+import { detectDiskFormat, detectDiskFormatOf, detectDiskSource } from "./disk-format.js";
 import { probeKvm, type KvmProbeResult } from "./kvm-probe.js";
 import { buildQemuArgs, hostPathViolation, qmpChardevOption, type DiskSource } from "./qemu-args.js";
 import { describeExit, isQemuProcess, killHard, readPidFile } from "./qemu-process.js";
 import { cancelOutgoing, listenIncoming, migrateOut } from "./qemu-migration.js";
+import { createDiskCopy, diskVirtualSize } from "./qemu-disk-copy.js";
+import { migrateOutCopyingDisks } from "./qemu-disk-mirror.js";
+import { exportDisks, stopDiskExports, type PortPicker } from "./qemu-nbd-export.js";
 import { stopRuntime } from "./qemu-stop.js";
 import { qemuVmInfo } from "./qemu-vm-info.js";
 import { diskNodeNames, hotPlugDisk, hotUnplugDisk, resizeDiskOnline } from "./qemu-disk-hotplug.js";
@@ -42,6 +45,10 @@ export interface QemuBackendOptions {
   readonly seedBinary?: string;
   /** Longest save or load of a suspended VM's memory; default 10 minutes. */
   readonly suspendTimeoutMs?: number;
+  /** The qemu-img binary that creates an incoming migration's disk copies; default qemu-img from PATH. */
+  readonly qemuImgBinary?: string;
+  /** Test seam: picks the port of an incoming migration's NBD server. */
+  readonly pickPort?: PortPicker;
 }
 
 interface Entry {
@@ -71,9 +78,11 @@ const MAX_SOCKET_PATH = 107;
  */
 export class QemuBackend implements Backend {
   readonly type = "qemu";
-  readonly capabilities: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "reboot", "graceful-shutdown", "console", "qcow2", "readopt", "live-migration", "firmware-boot", "metrics", "cloud-init", "suspend", "disk-hotplug"]);
+  readonly capabilities: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "reboot", "graceful-shutdown", "console", "qcow2", "readopt", "live-migration", "firmware-boot", "metrics", "cloud-init", "suspend", "disk-hotplug", "live-migration-copy-storage"]);
   private readonly entries = new Map<string, Entry>();
   private readonly listeners = new Set<(e: BackendEvent) => void>();
+  /** Outgoing migrations that copy disks, by VM: cancelMigration aborts them at any step. */
+  private readonly outgoing = new Map<string, AbortController>();
   private readonly binary: string;
   private readonly clock: Clock;
   private versionText: Promise<string> | undefined;
@@ -125,6 +134,10 @@ export class QemuBackend implements Backend {
       const paths = vmPaths(this.options.stateDir, vmId);
       const record = await loadRecord(paths);
       if (!record) continue;
+      // Copies an incoming migration was filling when the agent stopped: whether that
+      // migration completed is no longer known here, so they are kept as the VM's disks
+      // (a partial copy left behind is better than a completed one deleted).
+      record.incomingCopies = undefined;
       const entry = this.addEntry(vmId, paths, record);
       const pid = await readPidFile(paths.pidFile);
       if (pid && (await isQemuProcess(pid, qmpChardevOption(paths.qmpSocket)))) {
@@ -177,6 +190,8 @@ export class QemuBackend implements Backend {
     entry.ring.close();
     this.entries.delete(vmId);
     await removeVmDir(entry.paths);
+    // Copies a migration that did not complete created here: partial, nobody's data.
+    await Promise.all((entry.record.incomingCopies ?? []).map((f) => rm(f, { force: true })));
   }
 
   /** Boots; a suspended VM is restored from its saved memory instead. */
@@ -255,26 +270,63 @@ export class QemuBackend implements Backend {
    * QEMU's autostart while it waits for the incoming state, so the guest runs by itself
    * once the migration completed; QEMU's RESUME event then tells watchers.
    */
-  async prepareIncoming(vmId: string, config: VmConfig, listenHost: string): Promise<string> {
+  async prepareIncoming(vmId: string, config: VmConfig, listenHost: string, copies: readonly IncomingDiskCopy[] = []): Promise<IncomingMigration> {
     await this.createVM(vmId, config);
     const entry = this.entry(vmId);
+    for (const c of copies) {
+      const path = config.storage[c.index]!.path;
+      await createDiskCopy(path, c.format, c.virtualSizeBytes, this.options.qemuImgBinary);
+      // Recorded as soon as it exists, so a failure from here on removes it with the VM.
+      (entry.record.incomingCopies ??= []).push(path);
+      await saveRecord(entry.paths, entry.record);
+    }
     const rt = await this.launch(vmId, ["-incoming", "defer"]);
     rt.paused = true;
     rt.qmp.onEvent((e) => {
       if (e.event !== "RESUME" || this.entries.get(vmId) !== entry) return;
       entry.record.startedAtMs = this.clock.now();
+      // The disks are complete (the source flushed them before the switch-over) and now the VM's own.
+      entry.record.incomingCopies = undefined;
       void saveRecord(entry.paths, entry.record).catch(() => {});
+      if (copies.length > 0) void stopDiskExports(rt.qmp);
       const event: BackendEvent = { vmId, state: "running", reason: "the incoming migration completed" };
       for (const l of [...this.listeners]) l(event);
     });
-    return listenIncoming(rt.qmp, listenHost);
+    const storageUri = copies.length > 0 ? await exportDisks(rt.qmp, listenHost, copies.map((c) => `disk${c.index}`), this.options.pickPort) : "";
+    return { targetUri: await listenIncoming(rt.qmp, listenHost), storageUri };
+  }
+
+  /** Format and virtual size of disks of a VM: QEMU's answer while it runs, the files' otherwise. */
+  async describeDisks(vmId: string, disks: readonly number[]): Promise<IncomingDiskCopy[]> {
+    const entry = this.entry(vmId);
+    const qmp = entry.runtime?.qmp;
+    return Promise.all(disks.map(async (index) => {
+      const path = entry.record.config.storage[index]!.path;
+      const format = entry.record.disks?.[index]?.format ?? (await detectDiskFormat(path));
+      return { index, format, virtualSizeBytes: await diskVirtualSize(path, format, qmp, `disk${index}`) };
+    }));
   }
 
   async migrateOut(vmId: string, targetUri: string, options: MigrationOptions): Promise<MigrationStats> {
-    return migrateOut(this.running(vmId).qmp, targetUri, options);
+    const qmp = this.running(vmId).qmp;
+    if (!options.storage) return migrateOut(qmp, targetUri, options);
+    if (this.outgoing.has(vmId)) throw new QuantixError("failed_precondition", `VM '${vmId}' is already migrating`);
+    const abort = new AbortController();
+    this.outgoing.set(vmId, abort);
+    try {
+      return await migrateOutCopyingDisks(qmp, targetUri, { storageUri: options.storage.uri, nodes: options.storage.disks.map((i) => `disk${i}`) }, options, abort.signal);
+    } finally {
+      this.outgoing.delete(vmId);
+    }
   }
 
   async cancelMigration(vmId: string): Promise<boolean> {
+    const copying = this.outgoing.get(vmId);
+    if (copying) {
+      const was = copying.signal.aborted;
+      copying.abort();
+      return !was;
+    }
     return cancelOutgoing(this.running(vmId).qmp);
   }
 

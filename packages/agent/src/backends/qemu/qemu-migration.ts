@@ -9,7 +9,7 @@ import type { QmpClient } from "./qmp-client.js";
  */
 
 /** The part of query-migrate's answer we read. */
-interface QueryMigrate {
+export interface QueryMigrate {
   status?: string;
   "error-desc"?: string;
   "total-time"?: number;
@@ -18,11 +18,19 @@ interface QueryMigrate {
   "socket-address"?: { type: string; host?: string; port?: string }[];
 }
 
-const POLL_MS = 100;
+/** How often a running migration is polled. */
+export const POLL_MS = 100;
 /** QEMU's max-bandwidth when the caller asks for none: far above what any link here carries. */
 const UNLIMITED_BYTES_PER_SECOND = 1e12;
 /** "tcp:<IPv4 or host name>:<port>", the only URI form accepted: no other transport (exec:, file:) may reach QEMU. */
 const TCP_URI = /^tcp:([a-zA-Z0-9](?:[a-zA-Z0-9.-]{0,252})):(\d{1,5})$/;
+
+/** The host and port of a "tcp:<host>:<port>" URI; undefined for anything else. */
+export function parseTcpUri(uri: string): { host: string; port: string } | undefined {
+  const m = TCP_URI.exec(uri);
+  if (!m || !(Number(m[2]) > 0 && Number(m[2]) < 65536)) return undefined;
+  return { host: m[1]!, port: String(Number(m[2])) };
+}
 
 /** Whether `uri` is a migration target this agent sends to (see {@link TCP_URI}). */
 export function isMigrationUri(uri: string): boolean {
@@ -47,11 +55,9 @@ export async function listenIncoming(qmp: QmpClient, listenHost: string): Promis
  * Runs an outgoing migration to `targetUri` and resolves with QEMU's statistics once it
  * completed; rejects with ABORTED when QEMU reports it failed or cancelled.
  */
-export async function migrateOut(qmp: QmpClient, targetUri: string, options: MigrationOptions): Promise<MigrationStats> {
+export async function migrateOut(qmp: Pick<QmpClient, "execute">, targetUri: string, options: MigrationOptions): Promise<MigrationStats> {
   if (!isMigrationUri(targetUri)) throw new QuantixError("invalid_argument", `target_uri must be tcp:<host>:<port>, got '${targetUri}'`);
-  const params: Record<string, unknown> = { "max-bandwidth": options.bandwidthMbps > 0 ? options.bandwidthMbps * 125_000 : UNLIMITED_BYTES_PER_SECOND };
-  if (options.maxDowntimeMs > 0) params["downtime-limit"] = options.maxDowntimeMs;
-  await qmp.execute("migrate-set-parameters", params);
+  await qmp.execute("migrate-set-parameters", migrationParameters(options));
   await qmp.execute("migrate", { uri: targetUri });
   for (;;) {
     const q = await qmp.execute<QueryMigrate>("query-migrate");
@@ -67,6 +73,13 @@ export async function migrateOut(qmp: QmpClient, targetUri: string, options: Mig
   }
 }
 
+/** migrate-set-parameters' arguments for `options`. */
+export function migrationParameters(options: Pick<MigrationOptions, "bandwidthMbps" | "maxDowntimeMs">): Record<string, unknown> {
+  const params: Record<string, unknown> = { "max-bandwidth": options.bandwidthMbps > 0 ? options.bandwidthMbps * 125_000 : UNLIMITED_BYTES_PER_SECOND };
+  if (options.maxDowntimeMs > 0) params["downtime-limit"] = options.maxDowntimeMs;
+  return params;
+}
+
 /** Asks QEMU to stop an outgoing migration; false when none is running. */
 export async function cancelOutgoing(qmp: QmpClient): Promise<boolean> {
   const q = await qmp.execute<QueryMigrate>("query-migrate");
@@ -75,6 +88,7 @@ export async function cancelOutgoing(qmp: QmpClient): Promise<boolean> {
   return true;
 }
 
-function progressOf(status: string, q: QueryMigrate): MigrationProgress {
+/** A query-migrate answer as progress. */
+export function progressOf(status: string, q: QueryMigrate): MigrationProgress {
   return { status, transferredBytes: BigInt(q.ram?.transferred ?? 0), remainingBytes: BigInt(q.ram?.remaining ?? 0), totalBytes: BigInt(q.ram?.total ?? 0) };
 }

@@ -32,6 +32,12 @@ export interface VmRecord {
    * (qemu-disk-hotplug.ts). Undefined before the first start.
    */
   launchedDiskIds?: string[] | undefined;
+  /**
+   * Disk files an incoming migration created here and the source is still filling: they
+   * are removed with the VM until the migration completed (then the list is emptied and
+   * the disks are the VM's, which deleting it never removes).
+   */
+  incomingCopies?: string[] | undefined;
 }
 
 /** The files of one VM. */
@@ -83,6 +89,7 @@ export async function saveRecord(paths: VmPaths, record: VmRecord): Promise<void
     crashReason: record.crashReason,
     startedAtMs: record.startedAtMs,
     launchedDiskIds: record.launchedDiskIds,
+    incomingCopies: record.incomingCopies?.length ? record.incomingCopies : undefined,
   });
   const tmp = `${paths.recordFile}.tmp`;
   await writeFile(tmp, json, { mode: 0o600 });
@@ -101,6 +108,7 @@ export async function loadRecord(paths: VmPaths): Promise<VmRecord | undefined> 
       crashReason: typeof raw["crashReason"] === "string" ? raw["crashReason"] : undefined,
       startedAtMs: typeof raw["startedAtMs"] === "number" ? raw["startedAtMs"] : undefined,
       launchedDiskIds: Array.isArray(raw["launchedDiskIds"]) ? (raw["launchedDiskIds"] as unknown[]).filter((x): x is string => typeof x === "string") : undefined,
+      ...(Array.isArray(raw["incomingCopies"]) ? { incomingCopies: (raw["incomingCopies"] as unknown[]).filter((p): p is string => typeof p === "string") } : {}),
     };
   } catch {
     return undefined;

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vmm/v1/vm.proto.
  */
 export const file_vmm_v1_vm: GenFile = /*@__PURE__*/
-  fileDesc("Cg92bW0vdjEvdm0ucHJvdG8SBnZtbS52MSL3AgoIVm1Db25maWcSHgoDY3B1GAEgASgLMhEudm1tLnYxLkNwdUNvbmZpZxIkCgZtZW1vcnkYAiABKAsyFC52bW0udjEuTWVtb3J5Q29uZmlnEiAKBGJvb3QYAyABKAsyEi52bW0udjEuQm9vdENvbmZpZxImCgdzdG9yYWdlGAQgAygLMhUudm1tLnYxLlN0b3JhZ2VEZXZpY2USKQoHbmV0d29yaxgFIAMoCzIYLnZtbS52MS5OZXR3b3JrSW50ZXJmYWNlEiYKB2NvbnNvbGUYBiABKAsyFS52bW0udjEuQ29uc29sZUNvbmZpZxIwCghtZXRhZGF0YRgHIAMoCzIeLnZtbS52MS5WbUNvbmZpZy5NZXRhZGF0YUVudHJ5EiUKCmNsb3VkX2luaXQYCCABKAsyES52bW0udjEuQ2xvdWRJbml0Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJJCglDbG91ZEluaXQSEQoJdXNlcl9kYXRhGAEgASgJEhEKCW1ldGFfZGF0YRgCIAEoCRIWCg5uZXR3b3JrX2NvbmZpZxgDIAEoCSJeCglDcHVDb25maWcSEgoKdmNwdV9jb3VudBgBIAEoBRIWCg5tYXhfdmNwdV9jb3VudBgCIAEoBRIlCgh0b3BvbG9neRgDIAEoCzITLnZtbS52MS5DcHVUb3BvbG9neSJSCgtDcHVUb3BvbG9neRIPCgdzb2NrZXRzGAEgASgFEhgKEGNvcmVzX3Blcl9zb2NrZXQYAiABKAUSGAoQdGhyZWFkc19wZXJfY29yZRgDIAEoBSJTCgxNZW1vcnlDb25maWcSEgoKc2l6ZV9ieXRlcxgBIAEoAxIXCg9ob3RwbHVnX2VuYWJsZWQYAiABKAgSFgoObWF4X3NpemVfYnl0ZXMYAyABKAMiSwoKQm9vdENvbmZpZxITCgtrZXJuZWxfcGF0aBgBIAEoCRITCgtpbml0cmRfcGF0aBgCIAEoCRITCgtrZXJuZWxfYXJncxgDIAEoCSKKAQoNU3RvcmFnZURldmljZRIKCgJpZBgBIAEoCRIMCgRwYXRoGAIgASgJEhEKCXJlYWRfb25seRgDIAEoCBIWCg5pc19yb290X2RldmljZRgEIAEoCBI0Cg5pbnRlcmZhY2VfdHlwZRgFIAEoDjIcLnZtbS52MS5TdG9yYWdlSW50ZXJmYWNlVHlwZSJ9ChBOZXR3b3JrSW50ZXJmYWNlEgoKAmlkGAEgASgJEhMKC21hY19hZGRyZXNzGAIgASgJEhIKCnRhcF9kZXZpY2UYAyABKAkSNAoOaW50ZXJmYWNlX3R5cGUYBCABKA4yHC52bW0udjEuTmV0d29ya0ludGVyZmFjZVR5cGUicgoNQ29uc29sZUNvbmZpZxIPCgdlbmFibGVkGAEgASgIEiUKBm91dHB1dBgCIAEoDjIVLnZtbS52MS5Db25zb2xlT3V0cHV0EikKDGNvbnNvbGVfdHlwZRgDIAEoDjITLnZtbS52MS5Db25zb2xlVHlwZSJCCg9DcmVhdGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSIAoGY29uZmlnGAIgASgLMhAudm1tLnYxLlZtQ29uZmlnIkEKEENyZWF0ZVZtUmVzcG9uc2USDQoFdm1faWQYASABKAkSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIvCg9EZWxldGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgiHgoNQm9vdFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJBCg5Cb290Vm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiSgoRU2h1dGRvd25WbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgSFwoPdGltZW91dF9zZWNvbmRzGAMgASgFIkUKElNodXRkb3duVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiHwoOUGF1c2VWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQgoPUGF1c2VWbVJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIgCg9SZXN1bWVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQwoQUmVzdW1lVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiIQoQU3VzcGVuZFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJEChFTdXNwZW5kVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiLwoPUmVib290Vm1SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEg0KBWZvcmNlGAIgASgIIkMKEFJlYm9vdFZtUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIeCgVzdGF0ZRgCIAEoDjIPLnZtbS52MS5WbVN0YXRlIiEKEEdldFZtSW5mb1JlcXVlc3QSDQoFdm1faWQYASABKAkiswEKEUdldFZtSW5mb1Jlc3BvbnNlEg0KBXZtX2lkGAEgASgJEiAKBmNvbmZpZxgCIAEoCzIQLnZtbS52MS5WbUNvbmZpZxIeCgVzdGF0ZRgDIAEoDjIPLnZtbS52MS5WbVN0YXRlEiIKB21ldHJpY3MYBCABKAsyES52bW0udjEuVm1NZXRyaWNzEikKDGJhY2tlbmRfaW5mbxgFIAEoCzITLnZtbS52MS5CYWNrZW5kSW5mbyLQAgoJVm1NZXRyaWNzEhkKEWNwdV91c2FnZV9wZXJjZW50GAEgASgBEhoKEm1lbW9yeV91c2FnZV9ieXRlcxgCIAEoAxIWCg51cHRpbWVfc2Vjb25kcxgDIAEoAxIYCgtjcHVfc2Vjb25kcxgEIAEoAUgAiAEBEh0KEGJsb2NrX3JlYWRfYnl0ZXMYBSABKANIAYgBARIeChFibG9ja193cml0ZV9ieXRlcxgGIAEoA0gCiAEBEhsKDmJsb2NrX3JlYWRfb3BzGAcgASgDSAOIAQESHAoPYmxvY2tfd3JpdGVfb3BzGAggASgDSASIAQFCDgoMX2NwdV9zZWNvbmRzQhMKEV9ibG9ja19yZWFkX2J5dGVzQhQKEl9ibG9ja193cml0ZV9ieXRlc0IRCg9fYmxvY2tfcmVhZF9vcHNCEgoQX2Jsb2NrX3dyaXRlX29wcyJeCgtCYWNrZW5kSW5mbxIUCgxiYWNrZW5kX3R5cGUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIUCgxjYXBhYmlsaXRpZXMYAyADKAkSEgoKcHJvY2Vzc19pZBgEIAEoBSJwCg5MaXN0Vm1zUmVxdWVzdBIlCgxzdGF0ZV9maWx0ZXIYASABKA4yDy52bW0udjEuVm1TdGF0ZRIRCglwYWdlX3NpemUYCiABKAUSEgoKcGFnZV90b2tlbhgLIAEoCRIQCghvcmRlcl9ieRgMIAEoCSJfCg9MaXN0Vm1zUmVzcG9uc2USHgoDdm1zGAEgAygLMhEudm1tLnYxLlZtU3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAUiaQoJVm1TdW1tYXJ5Eg0KBXZtX2lkGAEgASgJEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUSEgoKdmNwdV9jb3VudBgDIAEoBRIZChFtZW1vcnlfc2l6ZV9ieXRlcxgEIAEoAyI8ChdHZXRDb25zb2xlT3V0cHV0UmVxdWVzdBINCgV2bV9pZBgBIAEoCRISCgp0YWlsX2J5dGVzGAIgASgFIksKGEdldENvbnNvbGVPdXRwdXRSZXNwb25zZRIMCgRkYXRhGAEgASgMEhEKCXRydW5jYXRlZBgCIAEoCBIOCgZvZmZzZXQYAyABKAQiTgoUU3RyZWFtQ29uc29sZVJlcXVlc3QSDQoFdm1faWQYASABKAkSEgoKdGFpbF9ieXRlcxgCIAEoBRITCgtmcm9tX29mZnNldBgDIAEoBCIsCgxDb25zb2xlQ2h1bmsSDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAQiEQoPV2F0Y2hWbXNSZXF1ZXN0IqECCgdWbUV2ZW50EiEKBHR5cGUYASABKA4yEy52bW0udjEuVm1FdmVudFR5cGUSDQoFdm1faWQYAiABKAkSHgoFc3RhdGUYAyABKA4yDy52bW0udjEuVm1TdGF0ZRIOCgZyZWFzb24YBCABKAkSEgoKcHJvY2Vzc19pZBgFIAEoBRIuCgpzdGFydGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCghtZXRhZGF0YRgHIAMoCzIdLnZtbS52MS5WbUV2ZW50Lk1ldGFkYXRhRW50cnkSDgoGc3luY2VkGAggASgIGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJKChdQcmVwYXJlTWlncmF0aW9uUmVxdWVzdBINCgV2bV9pZBgBIAEoCRIgCgZjb25maWcYAiABKAsyEC52bW0udjEuVm1Db25maWciPQoYUHJlcGFyZU1pZ3JhdGlvblJlc3BvbnNlEg0KBXZtX2lkGAEgASgJEhIKCnRhcmdldF91cmkYAiABKAkiZgoQTWlncmF0ZVZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCRISCgp0YXJnZXRfdXJpGAIgASgJEhcKD21heF9kb3dudGltZV9tcxgDIAEoDRIWCg5iYW5kd2lkdGhfbWJwcxgEIAEoDSKwAQoRTWlncmF0ZVZtUHJvZ3Jlc3MSDgoGc3RhdHVzGAEgASgJEhkKEXRyYW5zZmVycmVkX2J5dGVzGAIgASgEEhcKD3JlbWFpbmluZ19ieXRlcxgDIAEoBBITCgt0b3RhbF9ieXRlcxgEIAEoBBIRCgljb21wbGV0ZWQYBSABKAgSLwoKc3RhdGlzdGljcxgGIAEoCzIbLnZtbS52MS5NaWdyYXRpb25TdGF0aXN0aWNzIlwKE01pZ3JhdGlvblN0YXRpc3RpY3MSGQoRdHJhbnNmZXJyZWRfYnl0ZXMYASABKAQSEwoLZG93bnRpbWVfbXMYAiABKAQSFQoNdG90YWxfdGltZV9tcxgDIAEoBCInChZDYW5jZWxNaWdyYXRpb25SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJIiwKF0NhbmNlbE1pZ3JhdGlvblJlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoCCJHChFBdHRhY2hEaXNrUmVxdWVzdBINCgV2bV9pZBgBIAEoCRIjCgRkaXNrGAIgASgLMhUudm1tLnYxLlN0b3JhZ2VEZXZpY2UiSQoSQXR0YWNoRGlza1Jlc3BvbnNlEh4KBXN0YXRlGAEgASgOMg8udm1tLnYxLlZtU3RhdGUSEwoLaG90X3BsdWdnZWQYAiABKAgiTAoRRGV0YWNoRGlza1JlcXVlc3QSDQoFdm1faWQYASABKAkSDwoHZGlza19pZBgCIAEoCRIXCg90aW1lb3V0X3NlY29uZHMYAyABKAUiSwoSRGV0YWNoRGlza1Jlc3BvbnNlEh4KBXN0YXRlGAEgASgOMg8udm1tLnYxLlZtU3RhdGUSFQoNaG90X3VucGx1Z2dlZBgCIAEoCCJHChFSZXNpemVEaXNrUmVxdWVzdBINCgV2bV9pZBgBIAEoCRIPCgdkaXNrX2lkGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAQiKAoSUmVzaXplRGlza1Jlc3BvbnNlEhIKCnNpemVfYnl0ZXMYASABKAQqzwEKFFN0b3JhZ2VJbnRlcmZhY2VUeXBlEiYKIlNUT1JBR0VfSU5URVJGQUNFX1RZUEVfVU5TUEVDSUZJRUQQABIlCiFTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX1ZJUlRJT19CTEsQARImCiJTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX1ZJUlRJT19TQ1NJEAISHwobU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9OVk1FEAMSHwobU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9TQVRBEAQqqwEKFE5ldHdvcmtJbnRlcmZhY2VUeXBlEiYKIk5FVFdPUktfSU5URVJGQUNFX1RZUEVfVU5TUEVDSUZJRUQQABIlCiFORVRXT1JLX0lOVEVSRkFDRV9UWVBFX1ZJUlRJT19ORVQQARIgChxORVRXT1JLX0lOVEVSRkFDRV9UWVBFX0UxMDAwEAISIgoeTkVUV09SS19JTlRFUkZBQ0VfVFlQRV9SVEw4MTM5EAMqYwoNQ29uc29sZU91dHB1dBIeChpDT05TT0xFX09VVFBVVF9VTlNQRUNJRklFRBAAEhkKFUNPTlNPTEVfT1VUUFVUX0JVRkZFUhABEhcKE0NPTlNPTEVfT1VUUFVUX05VTEwQAipdCgtDb25zb2xlVHlwZRIcChhDT05TT0xFX1RZUEVfVU5TUEVDSUZJRUQQABIXChNDT05TT0xFX1RZUEVfU0VSSUFMEAESFwoTQ09OU09MRV9UWVBFX1ZJUlRJTxACKqkBCgdWbVN0YXRlEhgKFFZNX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQVk1fU1RBVEVfQ1JFQVRFRBABEhQKEFZNX1NUQVRFX1JVTk5JTkcQAhITCg9WTV9TVEFURV9QQVVTRUQQAxIVChFWTV9TVEFURV9TSFVURE9XThAEEhQKEFZNX1NUQVRFX0NSQVNIRUQQBRIWChJWTV9TVEFURV9TVVNQRU5ERUQQBiqYAQoLVm1FdmVudFR5cGUSHQoZVk1fRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhoKFlZNX0VWRU5UX1RZUEVfRVhJU1RJTkcQARIYChRWTV9FVkVOVF9UWVBFX1NZTkNFRBACEhkKFVZNX0VWRU5UX1RZUEVfQ0hBTkdFRBADEhkKFVZNX0VWRU5UX1RZUEVfREVMRVRFRBAEMpMKCglWbVNlcnZpY2USPQoIQ3JlYXRlVm0SFy52bW0udjEuQ3JlYXRlVm1SZXF1ZXN0Ghgudm1tLnYxLkNyZWF0ZVZtUmVzcG9uc2USOwoIRGVsZXRlVm0SFy52bW0udjEuRGVsZXRlVm1SZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5EjcKBkJvb3RWbRIVLnZtbS52MS5Cb290Vm1SZXF1ZXN0GhYudm1tLnYxLkJvb3RWbVJlc3BvbnNlEkMKClNodXRkb3duVm0SGS52bW0udjEuU2h1dGRvd25WbVJlcXVlc3QaGi52bW0udjEuU2h1dGRvd25WbVJlc3BvbnNlEjoKB1BhdXNlVm0SFi52bW0udjEuUGF1c2VWbVJlcXVlc3QaFy52bW0udjEuUGF1c2VWbVJlc3BvbnNlEj0KCFJlc3VtZVZtEhcudm1tLnYxLlJlc3VtZVZtUmVxdWVzdBoYLnZtbS52MS5SZXN1bWVWbVJlc3BvbnNlEkAKCVN1c3BlbmRWbRIYLnZtbS52MS5TdXNwZW5kVm1SZXF1ZXN0Ghkudm1tLnYxLlN1c3BlbmRWbVJlc3BvbnNlEj0KCFJlYm9vdFZtEhcudm1tLnYxLlJlYm9vdFZtUmVxdWVzdBoYLnZtbS52MS5SZWJvb3RWbVJlc3BvbnNlEkAKCUdldFZtSW5mbxIYLnZtbS52MS5HZXRWbUluZm9SZXF1ZXN0Ghkudm1tLnYxLkdldFZtSW5mb1Jlc3BvbnNlEjoKB0xpc3RWbXMSFi52bW0udjEuTGlzdFZtc1JlcXVlc3QaFy52bW0udjEuTGlzdFZtc1Jlc3BvbnNlElUKEEdldENvbnNvbGVPdXRwdXQSHy52bW0udjEuR2V0Q29uc29sZU91dHB1dFJlcXVlc3QaIC52bW0udjEuR2V0Q29uc29sZU91dHB1dFJlc3BvbnNlEkUKDVN0cmVhbUNvbnNvbGUSHC52bW0udjEuU3RyZWFtQ29uc29sZVJlcXVlc3QaFC52bW0udjEuQ29uc29sZUNodW5rMAESNgoIV2F0Y2hWbXMSFy52bW0udjEuV2F0Y2hWbXNSZXF1ZXN0Gg8udm1tLnYxLlZtRXZlbnQwARJVChBQcmVwYXJlTWlncmF0aW9uEh8udm1tLnYxLlByZXBhcmVNaWdyYXRpb25SZXF1ZXN0GiAudm1tLnYxLlByZXBhcmVNaWdyYXRpb25SZXNwb25zZRJCCglNaWdyYXRlVm0SGC52bW0udjEuTWlncmF0ZVZtUmVxdWVzdBoZLnZtbS52MS5NaWdyYXRlVm1Qcm9ncmVzczABElIKD0NhbmNlbE1pZ3JhdGlvbhIeLnZtbS52MS5DYW5jZWxNaWdyYXRpb25SZXF1ZXN0Gh8udm1tLnYxLkNhbmNlbE1pZ3JhdGlvblJlc3BvbnNlEkMKCkF0dGFjaERpc2sSGS52bW0udjEuQXR0YWNoRGlza1JlcXVlc3QaGi52bW0udjEuQXR0YWNoRGlza1Jlc3BvbnNlEkMKCkRldGFjaERpc2sSGS52bW0udjEuRGV0YWNoRGlza1JlcXVlc3QaGi52bW0udjEuRGV0YWNoRGlza1Jlc3BvbnNlEkMKClJlc2l6ZURpc2sSGS52bW0udjEuUmVzaXplRGlza1JlcXVlc3QaGi52bW0udjEuUmVzaXplRGlza1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
+  fileDesc("Cg92bW0vdjEvdm0ucHJvdG8SBnZtbS52MSL3AgoIVm1Db25maWcSHgoDY3B1GAEgASgLMhEudm1tLnYxLkNwdUNvbmZpZxIkCgZtZW1vcnkYAiABKAsyFC52bW0udjEuTWVtb3J5Q29uZmlnEiAKBGJvb3QYAyABKAsyEi52bW0udjEuQm9vdENvbmZpZxImCgdzdG9yYWdlGAQgAygLMhUudm1tLnYxLlN0b3JhZ2VEZXZpY2USKQoHbmV0d29yaxgFIAMoCzIYLnZtbS52MS5OZXR3b3JrSW50ZXJmYWNlEiYKB2NvbnNvbGUYBiABKAsyFS52bW0udjEuQ29uc29sZUNvbmZpZxIwCghtZXRhZGF0YRgHIAMoCzIeLnZtbS52MS5WbUNvbmZpZy5NZXRhZGF0YUVudHJ5EiUKCmNsb3VkX2luaXQYCCABKAsyES52bW0udjEuQ2xvdWRJbml0Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJJCglDbG91ZEluaXQSEQoJdXNlcl9kYXRhGAEgASgJEhEKCW1ldGFfZGF0YRgCIAEoCRIWCg5uZXR3b3JrX2NvbmZpZxgDIAEoCSJeCglDcHVDb25maWcSEgoKdmNwdV9jb3VudBgBIAEoBRIWCg5tYXhfdmNwdV9jb3VudBgCIAEoBRIlCgh0b3BvbG9neRgDIAEoCzITLnZtbS52MS5DcHVUb3BvbG9neSJSCgtDcHVUb3BvbG9neRIPCgdzb2NrZXRzGAEgASgFEhgKEGNvcmVzX3Blcl9zb2NrZXQYAiABKAUSGAoQdGhyZWFkc19wZXJfY29yZRgDIAEoBSJTCgxNZW1vcnlDb25maWcSEgoKc2l6ZV9ieXRlcxgBIAEoAxIXCg9ob3RwbHVnX2VuYWJsZWQYAiABKAgSFgoObWF4X3NpemVfYnl0ZXMYAyABKAMiSwoKQm9vdENvbmZpZxITCgtrZXJuZWxfcGF0aBgBIAEoCRITCgtpbml0cmRfcGF0aBgCIAEoCRITCgtrZXJuZWxfYXJncxgDIAEoCSKKAQoNU3RvcmFnZURldmljZRIKCgJpZBgBIAEoCRIMCgRwYXRoGAIgASgJEhEKCXJlYWRfb25seRgDIAEoCBIWCg5pc19yb290X2RldmljZRgEIAEoCBI0Cg5pbnRlcmZhY2VfdHlwZRgFIAEoDjIcLnZtbS52MS5TdG9yYWdlSW50ZXJmYWNlVHlwZSJ9ChBOZXR3b3JrSW50ZXJmYWNlEgoKAmlkGAEgASgJEhMKC21hY19hZGRyZXNzGAIgASgJEhIKCnRhcF9kZXZpY2UYAyABKAkSNAoOaW50ZXJmYWNlX3R5cGUYBCABKA4yHC52bW0udjEuTmV0d29ya0ludGVyZmFjZVR5cGUicgoNQ29uc29sZUNvbmZpZxIPCgdlbmFibGVkGAEgASgIEiUKBm91dHB1dBgCIAEoDjIVLnZtbS52MS5Db25zb2xlT3V0cHV0EikKDGNvbnNvbGVfdHlwZRgDIAEoDjITLnZtbS52MS5Db25zb2xlVHlwZSJCCg9DcmVhdGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSIAoGY29uZmlnGAIgASgLMhAudm1tLnYxLlZtQ29uZmlnIkEKEENyZWF0ZVZtUmVzcG9uc2USDQoFdm1faWQYASABKAkSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIvCg9EZWxldGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgiHgoNQm9vdFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJBCg5Cb290Vm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiSgoRU2h1dGRvd25WbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgSFwoPdGltZW91dF9zZWNvbmRzGAMgASgFIkUKElNodXRkb3duVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiHwoOUGF1c2VWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQgoPUGF1c2VWbVJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIgCg9SZXN1bWVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQwoQUmVzdW1lVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiIQoQU3VzcGVuZFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJEChFTdXNwZW5kVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiLwoPUmVib290Vm1SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEg0KBWZvcmNlGAIgASgIIkMKEFJlYm9vdFZtUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIeCgVzdGF0ZRgCIAEoDjIPLnZtbS52MS5WbVN0YXRlIiEKEEdldFZtSW5mb1JlcXVlc3QSDQoFdm1faWQYASABKAkiswEKEUdldFZtSW5mb1Jlc3BvbnNlEg0KBXZtX2lkGAEgASgJEiAKBmNvbmZpZxgCIAEoCzIQLnZtbS52MS5WbUNvbmZpZxIeCgVzdGF0ZRgDIAEoDjIPLnZtbS52MS5WbVN0YXRlEiIKB21ldHJpY3MYBCABKAsyES52bW0udjEuVm1NZXRyaWNzEikKDGJhY2tlbmRfaW5mbxgFIAEoCzITLnZtbS52MS5CYWNrZW5kSW5mbyLQAgoJVm1NZXRyaWNzEhkKEWNwdV91c2FnZV9wZXJjZW50GAEgASgBEhoKEm1lbW9yeV91c2FnZV9ieXRlcxgCIAEoAxIWCg51cHRpbWVfc2Vjb25kcxgDIAEoAxIYCgtjcHVfc2Vjb25kcxgEIAEoAUgAiAEBEh0KEGJsb2NrX3JlYWRfYnl0ZXMYBSABKANIAYgBARIeChFibG9ja193cml0ZV9ieXRlcxgGIAEoA0gCiAEBEhsKDmJsb2NrX3JlYWRfb3BzGAcgASgDSAOIAQESHAoPYmxvY2tfd3JpdGVfb3BzGAggASgDSASIAQFCDgoMX2NwdV9zZWNvbmRzQhMKEV9ibG9ja19yZWFkX2J5dGVzQhQKEl9ibG9ja193cml0ZV9ieXRlc0IRCg9fYmxvY2tfcmVhZF9vcHNCEgoQX2Jsb2NrX3dyaXRlX29wcyJeCgtCYWNrZW5kSW5mbxIUCgxiYWNrZW5kX3R5cGUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIUCgxjYXBhYmlsaXRpZXMYAyADKAkSEgoKcHJvY2Vzc19pZBgEIAEoBSJwCg5MaXN0Vm1zUmVxdWVzdBIlCgxzdGF0ZV9maWx0ZXIYASABKA4yDy52bW0udjEuVm1TdGF0ZRIRCglwYWdlX3NpemUYCiABKAUSEgoKcGFnZV90b2tlbhgLIAEoCRIQCghvcmRlcl9ieRgMIAEoCSJfCg9MaXN0Vm1zUmVzcG9uc2USHgoDdm1zGAEgAygLMhEudm1tLnYxLlZtU3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAUiaQoJVm1TdW1tYXJ5Eg0KBXZtX2lkGAEgASgJEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUSEgoKdmNwdV9jb3VudBgDIAEoBRIZChFtZW1vcnlfc2l6ZV9ieXRlcxgEIAEoAyI8ChdHZXRDb25zb2xlT3V0cHV0UmVxdWVzdBINCgV2bV9pZBgBIAEoCRISCgp0YWlsX2J5dGVzGAIgASgFIksKGEdldENvbnNvbGVPdXRwdXRSZXNwb25zZRIMCgRkYXRhGAEgASgMEhEKCXRydW5jYXRlZBgCIAEoCBIOCgZvZmZzZXQYAyABKAQiTgoUU3RyZWFtQ29uc29sZVJlcXVlc3QSDQoFdm1faWQYASABKAkSEgoKdGFpbF9ieXRlcxgCIAEoBRITCgtmcm9tX29mZnNldBgDIAEoBCIsCgxDb25zb2xlQ2h1bmsSDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAQiEQoPV2F0Y2hWbXNSZXF1ZXN0IqECCgdWbUV2ZW50EiEKBHR5cGUYASABKA4yEy52bW0udjEuVm1FdmVudFR5cGUSDQoFdm1faWQYAiABKAkSHgoFc3RhdGUYAyABKA4yDy52bW0udjEuVm1TdGF0ZRIOCgZyZWFzb24YBCABKAkSEgoKcHJvY2Vzc19pZBgFIAEoBRIuCgpzdGFydGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCghtZXRhZGF0YRgHIAMoCzIdLnZtbS52MS5WbUV2ZW50Lk1ldGFkYXRhRW50cnkSDgoGc3luY2VkGAggASgIGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKQAQoXUHJlcGFyZU1pZ3JhdGlvblJlcXVlc3QSDQoFdm1faWQYASABKAkSIAoGY29uZmlnGAIgASgLMhAudm1tLnYxLlZtQ29uZmlnEhQKDGNvcHlfc3RvcmFnZRgDIAEoCBIuCgtkaXNrX2NvcGllcxgEIAMoCzIZLnZtbS52MS5NaWdyYXRpb25EaXNrQ29weSJQChFNaWdyYXRpb25EaXNrQ29weRIPCgdkaXNrX2lkGAEgASgJEg4KBmZvcm1hdBgCIAEoCRIaChJ2aXJ0dWFsX3NpemVfYnl0ZXMYAyABKAQiJQoUUGxhbk1pZ3JhdGlvblJlcXVlc3QSDQoFdm1faWQYASABKAkiVgoVUGxhbk1pZ3JhdGlvblJlc3BvbnNlEg0KBXZtX2lkGAEgASgJEi4KC2Rpc2tfY29waWVzGAIgAygLMhkudm1tLnYxLk1pZ3JhdGlvbkRpc2tDb3B5IlIKGFByZXBhcmVNaWdyYXRpb25SZXNwb25zZRINCgV2bV9pZBgBIAEoCRISCgp0YXJnZXRfdXJpGAIgASgJEhMKC3N0b3JhZ2VfdXJpGAMgASgJIpEBChBNaWdyYXRlVm1SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEhIKCnRhcmdldF91cmkYAiABKAkSFwoPbWF4X2Rvd250aW1lX21zGAMgASgNEhYKDmJhbmR3aWR0aF9tYnBzGAQgASgNEhQKDGNvcHlfc3RvcmFnZRgFIAEoCBITCgtzdG9yYWdlX3VyaRgGIAEoCSLqAQoRTWlncmF0ZVZtUHJvZ3Jlc3MSDgoGc3RhdHVzGAEgASgJEhkKEXRyYW5zZmVycmVkX2J5dGVzGAIgASgEEhcKD3JlbWFpbmluZ19ieXRlcxgDIAEoBBITCgt0b3RhbF9ieXRlcxgEIAEoBBIRCgljb21wbGV0ZWQYBSABKAgSLwoKc3RhdGlzdGljcxgGIAEoCzIbLnZtbS52MS5NaWdyYXRpb25TdGF0aXN0aWNzEh4KFmRpc2tfdHJhbnNmZXJyZWRfYnl0ZXMYByABKAQSGAoQZGlza190b3RhbF9ieXRlcxgIIAEoBCJ8ChNNaWdyYXRpb25TdGF0aXN0aWNzEhkKEXRyYW5zZmVycmVkX2J5dGVzGAEgASgEEhMKC2Rvd250aW1lX21zGAIgASgEEhUKDXRvdGFsX3RpbWVfbXMYAyABKAQSHgoWZGlza190cmFuc2ZlcnJlZF9ieXRlcxgEIAEoBCInChZDYW5jZWxNaWdyYXRpb25SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJIiwKF0NhbmNlbE1pZ3JhdGlvblJlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoCCJHChFBdHRhY2hEaXNrUmVxdWVzdBINCgV2bV9pZBgBIAEoCRIjCgRkaXNrGAIgASgLMhUudm1tLnYxLlN0b3JhZ2VEZXZpY2UiSQoSQXR0YWNoRGlza1Jlc3BvbnNlEh4KBXN0YXRlGAEgASgOMg8udm1tLnYxLlZtU3RhdGUSEwoLaG90X3BsdWdnZWQYAiABKAgiTAoRRGV0YWNoRGlza1JlcXVlc3QSDQoFdm1faWQYASABKAkSDwoHZGlza19pZBgCIAEoCRIXCg90aW1lb3V0X3NlY29uZHMYAyABKAUiSwoSRGV0YWNoRGlza1Jlc3BvbnNlEh4KBXN0YXRlGAEgASgOMg8udm1tLnYxLlZtU3RhdGUSFQoNaG90X3VucGx1Z2dlZBgCIAEoCCJHChFSZXNpemVEaXNrUmVxdWVzdBINCgV2bV9pZBgBIAEoCRIPCgdkaXNrX2lkGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAQiKAoSUmVzaXplRGlza1Jlc3BvbnNlEhIKCnNpemVfYnl0ZXMYASABKAQqzwEKFFN0b3JhZ2VJbnRlcmZhY2VUeXBlEiYKIlNUT1JBR0VfSU5URVJGQUNFX1RZUEVfVU5TUEVDSUZJRUQQABIlCiFTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX1ZJUlRJT19CTEsQARImCiJTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX1ZJUlRJT19TQ1NJEAISHwobU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9OVk1FEAMSHwobU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9TQVRBEAQqqwEKFE5ldHdvcmtJbnRlcmZhY2VUeXBlEiYKIk5FVFdPUktfSU5URVJGQUNFX1RZUEVfVU5TUEVDSUZJRUQQABIlCiFORVRXT1JLX0lOVEVSRkFDRV9UWVBFX1ZJUlRJT19ORVQQARIgChxORVRXT1JLX0lOVEVSRkFDRV9UWVBFX0UxMDAwEAISIgoeTkVUV09SS19JTlRFUkZBQ0VfVFlQRV9SVEw4MTM5EAMqYwoNQ29uc29sZU91dHB1dBIeChpDT05TT0xFX09VVFBVVF9VTlNQRUNJRklFRBAAEhkKFUNPTlNPTEVfT1VUUFVUX0JVRkZFUhABEhcKE0NPTlNPTEVfT1VUUFVUX05VTEwQAipdCgtDb25zb2xlVHlwZRIcChhDT05TT0xFX1RZUEVfVU5TUEVDSUZJRUQQABIXChNDT05TT0xFX1RZUEVfU0VSSUFMEAESFwoTQ09OU09MRV9UWVBFX1ZJUlRJTxACKqkBCgdWbVN0YXRlEhgKFFZNX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQVk1fU1RBVEVfQ1JFQVRFRBABEhQKEFZNX1NUQVRFX1JVTk5JTkcQAhITCg9WTV9TVEFURV9QQVVTRUQQAxIVChFWTV9TVEFURV9TSFVURE9XThAEEhQKEFZNX1NUQVRFX0NSQVNIRUQQBRIWChJWTV9TVEFURV9TVVNQRU5ERUQQBiqYAQoLVm1FdmVudFR5cGUSHQoZVk1fRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhoKFlZNX0VWRU5UX1RZUEVfRVhJU1RJTkcQARIYChRWTV9FVkVOVF9UWVBFX1NZTkNFRBACEhkKFVZNX0VWRU5UX1RZUEVfQ0hBTkdFRBADEhkKFVZNX0VWRU5UX1RZUEVfREVMRVRFRBAEMuEKCglWbVNlcnZpY2USPQoIQ3JlYXRlVm0SFy52bW0udjEuQ3JlYXRlVm1SZXF1ZXN0Ghgudm1tLnYxLkNyZWF0ZVZtUmVzcG9uc2USOwoIRGVsZXRlVm0SFy52bW0udjEuRGVsZXRlVm1SZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5EjcKBkJvb3RWbRIVLnZtbS52MS5Cb290Vm1SZXF1ZXN0GhYudm1tLnYxLkJvb3RWbVJlc3BvbnNlEkMKClNodXRkb3duVm0SGS52bW0udjEuU2h1dGRvd25WbVJlcXVlc3QaGi52bW0udjEuU2h1dGRvd25WbVJlc3BvbnNlEjoKB1BhdXNlVm0SFi52bW0udjEuUGF1c2VWbVJlcXVlc3QaFy52bW0udjEuUGF1c2VWbVJlc3BvbnNlEj0KCFJlc3VtZVZtEhcudm1tLnYxLlJlc3VtZVZtUmVxdWVzdBoYLnZtbS52MS5SZXN1bWVWbVJlc3BvbnNlEkAKCVN1c3BlbmRWbRIYLnZtbS52MS5TdXNwZW5kVm1SZXF1ZXN0Ghkudm1tLnYxLlN1c3BlbmRWbVJlc3BvbnNlEj0KCFJlYm9vdFZtEhcudm1tLnYxLlJlYm9vdFZtUmVxdWVzdBoYLnZtbS52MS5SZWJvb3RWbVJlc3BvbnNlEkAKCUdldFZtSW5mbxIYLnZtbS52MS5HZXRWbUluZm9SZXF1ZXN0Ghkudm1tLnYxLkdldFZtSW5mb1Jlc3BvbnNlEjoKB0xpc3RWbXMSFi52bW0udjEuTGlzdFZtc1JlcXVlc3QaFy52bW0udjEuTGlzdFZtc1Jlc3BvbnNlElUKEEdldENvbnNvbGVPdXRwdXQSHy52bW0udjEuR2V0Q29uc29sZU91dHB1dFJlcXVlc3QaIC52bW0udjEuR2V0Q29uc29sZU91dHB1dFJlc3BvbnNlEkUKDVN0cmVhbUNvbnNvbGUSHC52bW0udjEuU3RyZWFtQ29uc29sZVJlcXVlc3QaFC52bW0udjEuQ29uc29sZUNodW5rMAESNgoIV2F0Y2hWbXMSFy52bW0udjEuV2F0Y2hWbXNSZXF1ZXN0Gg8udm1tLnYxLlZtRXZlbnQwARJVChBQcmVwYXJlTWlncmF0aW9uEh8udm1tLnYxLlByZXBhcmVNaWdyYXRpb25SZXF1ZXN0GiAudm1tLnYxLlByZXBhcmVNaWdyYXRpb25SZXNwb25zZRJCCglNaWdyYXRlVm0SGC52bW0udjEuTWlncmF0ZVZtUmVxdWVzdBoZLnZtbS52MS5NaWdyYXRlVm1Qcm9ncmVzczABEkwKDVBsYW5NaWdyYXRpb24SHC52bW0udjEuUGxhbk1pZ3JhdGlvblJlcXVlc3QaHS52bW0udjEuUGxhbk1pZ3JhdGlvblJlc3BvbnNlElIKD0NhbmNlbE1pZ3JhdGlvbhIeLnZtbS52MS5DYW5jZWxNaWdyYXRpb25SZXF1ZXN0Gh8udm1tLnYxLkNhbmNlbE1pZ3JhdGlvblJlc3BvbnNlEkMKCkF0dGFjaERpc2sSGS52bW0udjEuQXR0YWNoRGlza1JlcXVlc3QaGi52bW0udjEuQXR0YWNoRGlza1Jlc3BvbnNlEkMKCkRldGFjaERpc2sSGS52bW0udjEuRGV0YWNoRGlza1JlcXVlc3QaGi52bW0udjEuRGV0YWNoRGlza1Jlc3BvbnNlEkMKClJlc2l6ZURpc2sSGS52bW0udjEuUmVzaXplRGlza1JlcXVlc3QaGi52bW0udjEuUmVzaXplRGlza1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
 
 /**
  * The hypervisor-neutral configuration of a VM. Paths are paths on the host.
@@ -1350,11 +1350,28 @@ export type PrepareMigrationRequest = Message<"vmm.v1.PrepareMigrationRequest"> 
   vmId: string;
 
   /**
-   * The VM's config, the same as on the source host.
+   * The VM's config, the same as on the source host; with copy_storage, the paths of
+   * copied disks may differ (where this host keeps them).
    *
    * @generated from field: vmm.v1.VmConfig config = 2;
    */
   config?: VmConfig | undefined;
+
+  /**
+   * Copy the disks named in disk_copies from the source instead of finding them on shared
+   * storage; host paths of config that are not copied must exist on this host.
+   *
+   * @generated from field: bool copy_storage = 3;
+   */
+  copyStorage: boolean;
+
+  /**
+   * With copy_storage: the disks to create here and receive, as the source's
+   * PlanMigration answered them. At most 32.
+   *
+   * @generated from field: repeated vmm.v1.MigrationDiskCopy disk_copies = 4;
+   */
+  diskCopies: MigrationDiskCopy[];
 };
 
 /**
@@ -1363,6 +1380,91 @@ export type PrepareMigrationRequest = Message<"vmm.v1.PrepareMigrationRequest"> 
  */
 export const PrepareMigrationRequestSchema: GenMessage<PrepareMigrationRequest> = /*@__PURE__*/
   messageDesc(file_vmm_v1_vm, 37);
+
+/**
+ * One disk a migration copies from the source host.
+ *
+ * @generated from message vmm.v1.MigrationDiskCopy
+ */
+export type MigrationDiskCopy = Message<"vmm.v1.MigrationDiskCopy"> & {
+  /**
+   * The disk's id in config.storage.
+   *
+   * @generated from field: string disk_id = 1;
+   */
+  diskId: string;
+
+  /**
+   * The image format on the source host: "raw" or "qcow2" (the copy has the same).
+   *
+   * @generated from field: string format = 2;
+   */
+  format: string;
+
+  /**
+   * The disk's virtual size in bytes, as the guest sees it.
+   *
+   * @generated from field: uint64 virtual_size_bytes = 3;
+   */
+  virtualSizeBytes: bigint;
+};
+
+/**
+ * Describes the message vmm.v1.MigrationDiskCopy.
+ * Use `create(MigrationDiskCopySchema)` to create a new message.
+ */
+export const MigrationDiskCopySchema: GenMessage<MigrationDiskCopy> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 38);
+
+/**
+ * Request for PlanMigration.
+ *
+ * @generated from message vmm.v1.PlanMigrationRequest
+ */
+export type PlanMigrationRequest = Message<"vmm.v1.PlanMigrationRequest"> & {
+  /**
+   * The VM's id.
+   *
+   * @generated from field: string vm_id = 1;
+   */
+  vmId: string;
+};
+
+/**
+ * Describes the message vmm.v1.PlanMigrationRequest.
+ * Use `create(PlanMigrationRequestSchema)` to create a new message.
+ */
+export const PlanMigrationRequestSchema: GenMessage<PlanMigrationRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 39);
+
+/**
+ * Response for PlanMigration.
+ *
+ * @generated from message vmm.v1.PlanMigrationResponse
+ */
+export type PlanMigrationResponse = Message<"vmm.v1.PlanMigrationResponse"> & {
+  /**
+   * The VM's id.
+   *
+   * @generated from field: string vm_id = 1;
+   */
+  vmId: string;
+
+  /**
+   * The disks a migration with copy_storage copies; empty when every disk is on shared
+   * storage or read-only.
+   *
+   * @generated from field: repeated vmm.v1.MigrationDiskCopy disk_copies = 2;
+   */
+  diskCopies: MigrationDiskCopy[];
+};
+
+/**
+ * Describes the message vmm.v1.PlanMigrationResponse.
+ * Use `create(PlanMigrationResponseSchema)` to create a new message.
+ */
+export const PlanMigrationResponseSchema: GenMessage<PlanMigrationResponse> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 40);
 
 /**
  * Response for PrepareMigration.
@@ -1384,6 +1486,15 @@ export type PrepareMigrationResponse = Message<"vmm.v1.PrepareMigrationResponse"
    * @generated from field: string target_uri = 2;
    */
   targetUri: string;
+
+  /**
+   * With disk copies: where the source writes the disks (an NBD server of this host's
+   * hypervisor, "tcp:<address>:<port>", one export per copied disk); pass it to MigrateVm.
+   * Empty when nothing is copied.
+   *
+   * @generated from field: string storage_uri = 3;
+   */
+  storageUri: string;
 };
 
 /**
@@ -1391,7 +1502,7 @@ export type PrepareMigrationResponse = Message<"vmm.v1.PrepareMigrationResponse"
  * Use `create(PrepareMigrationResponseSchema)` to create a new message.
  */
 export const PrepareMigrationResponseSchema: GenMessage<PrepareMigrationResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 38);
+  messageDesc(file_vmm_v1_vm, 41);
 
 /**
  * Request for MigrateVm.
@@ -1422,11 +1533,26 @@ export type MigrateVmRequest = Message<"vmm.v1.MigrateVmRequest"> & {
   maxDowntimeMs: number;
 
   /**
-   * Bandwidth limit in Mbit/s; 0 means unlimited.
+   * Bandwidth limit in Mbit/s; 0 means unlimited. Applies to the disk copy too.
    *
    * @generated from field: uint32 bandwidth_mbps = 4;
    */
   bandwidthMbps: number;
+
+  /**
+   * Copy the writable disks that are not under a shared directory to storage_uri (see
+   * PlanMigration); without it every host path must be on shared storage.
+   *
+   * @generated from field: bool copy_storage = 5;
+   */
+  copyStorage: boolean;
+
+  /**
+   * The storage_uri PrepareMigration answered; required when a disk is copied.
+   *
+   * @generated from field: string storage_uri = 6;
+   */
+  storageUri: string;
 };
 
 /**
@@ -1434,7 +1560,7 @@ export type MigrateVmRequest = Message<"vmm.v1.MigrateVmRequest"> & {
  * Use `create(MigrateVmRequestSchema)` to create a new message.
  */
 export const MigrateVmRequestSchema: GenMessage<MigrateVmRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 39);
+  messageDesc(file_vmm_v1_vm, 42);
 
 /**
  * Progress of an outgoing migration.
@@ -1483,6 +1609,20 @@ export type MigrateVmProgress = Message<"vmm.v1.MigrateVmProgress"> & {
    * @generated from field: vmm.v1.MigrationStatistics statistics = 6;
    */
   statistics?: MigrationStatistics | undefined;
+
+  /**
+   * Bytes of the copied disks written to the target so far (with copy_storage).
+   *
+   * @generated from field: uint64 disk_transferred_bytes = 7;
+   */
+  diskTransferredBytes: bigint;
+
+  /**
+   * Bytes of the copied disks to write in all; it grows while the guest writes.
+   *
+   * @generated from field: uint64 disk_total_bytes = 8;
+   */
+  diskTotalBytes: bigint;
 };
 
 /**
@@ -1490,7 +1630,7 @@ export type MigrateVmProgress = Message<"vmm.v1.MigrateVmProgress"> & {
  * Use `create(MigrateVmProgressSchema)` to create a new message.
  */
 export const MigrateVmProgressSchema: GenMessage<MigrateVmProgress> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 40);
+  messageDesc(file_vmm_v1_vm, 43);
 
 /**
  * What a completed migration measured (the hypervisor's own numbers).
@@ -1513,11 +1653,19 @@ export type MigrationStatistics = Message<"vmm.v1.MigrationStatistics"> & {
   downtimeMs: bigint;
 
   /**
-   * How long the migration took from start to completion, in milliseconds.
+   * How long the migration took from start to completion, in milliseconds (the disk
+   * copy included).
    *
    * @generated from field: uint64 total_time_ms = 3;
    */
   totalTimeMs: bigint;
+
+  /**
+   * Bytes of disk copied to the target (with copy_storage); not in transferred_bytes.
+   *
+   * @generated from field: uint64 disk_transferred_bytes = 4;
+   */
+  diskTransferredBytes: bigint;
 };
 
 /**
@@ -1525,7 +1673,7 @@ export type MigrationStatistics = Message<"vmm.v1.MigrationStatistics"> & {
  * Use `create(MigrationStatisticsSchema)` to create a new message.
  */
 export const MigrationStatisticsSchema: GenMessage<MigrationStatistics> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 41);
+  messageDesc(file_vmm_v1_vm, 44);
 
 /**
  * Request for CancelMigration.
@@ -1546,7 +1694,7 @@ export type CancelMigrationRequest = Message<"vmm.v1.CancelMigrationRequest"> & 
  * Use `create(CancelMigrationRequestSchema)` to create a new message.
  */
 export const CancelMigrationRequestSchema: GenMessage<CancelMigrationRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 42);
+  messageDesc(file_vmm_v1_vm, 45);
 
 /**
  * Response for CancelMigration.
@@ -1567,7 +1715,7 @@ export type CancelMigrationResponse = Message<"vmm.v1.CancelMigrationResponse"> 
  * Use `create(CancelMigrationResponseSchema)` to create a new message.
  */
 export const CancelMigrationResponseSchema: GenMessage<CancelMigrationResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 43);
+  messageDesc(file_vmm_v1_vm, 46);
 
 /**
  * Request for AttachDisk.
@@ -1595,7 +1743,7 @@ export type AttachDiskRequest = Message<"vmm.v1.AttachDiskRequest"> & {
  * Use `create(AttachDiskRequestSchema)` to create a new message.
  */
 export const AttachDiskRequestSchema: GenMessage<AttachDiskRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 44);
+  messageDesc(file_vmm_v1_vm, 47);
 
 /**
  * Response for AttachDisk.
@@ -1623,7 +1771,7 @@ export type AttachDiskResponse = Message<"vmm.v1.AttachDiskResponse"> & {
  * Use `create(AttachDiskResponseSchema)` to create a new message.
  */
 export const AttachDiskResponseSchema: GenMessage<AttachDiskResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 45);
+  messageDesc(file_vmm_v1_vm, 48);
 
 /**
  * Request for DetachDisk.
@@ -1658,7 +1806,7 @@ export type DetachDiskRequest = Message<"vmm.v1.DetachDiskRequest"> & {
  * Use `create(DetachDiskRequestSchema)` to create a new message.
  */
 export const DetachDiskRequestSchema: GenMessage<DetachDiskRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 46);
+  messageDesc(file_vmm_v1_vm, 49);
 
 /**
  * Response for DetachDisk.
@@ -1686,7 +1834,7 @@ export type DetachDiskResponse = Message<"vmm.v1.DetachDiskResponse"> & {
  * Use `create(DetachDiskResponseSchema)` to create a new message.
  */
 export const DetachDiskResponseSchema: GenMessage<DetachDiskResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 47);
+  messageDesc(file_vmm_v1_vm, 50);
 
 /**
  * Request for ResizeDisk.
@@ -1721,7 +1869,7 @@ export type ResizeDiskRequest = Message<"vmm.v1.ResizeDiskRequest"> & {
  * Use `create(ResizeDiskRequestSchema)` to create a new message.
  */
 export const ResizeDiskRequestSchema: GenMessage<ResizeDiskRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 48);
+  messageDesc(file_vmm_v1_vm, 51);
 
 /**
  * Response for ResizeDisk.
@@ -1742,7 +1890,7 @@ export type ResizeDiskResponse = Message<"vmm.v1.ResizeDiskResponse"> & {
  * Use `create(ResizeDiskResponseSchema)` to create a new message.
  */
 export const ResizeDiskResponseSchema: GenMessage<ResizeDiskResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 49);
+  messageDesc(file_vmm_v1_vm, 52);
 
 /**
  * How a disk is presented to the guest. An enum rather than a string, so that a typo
@@ -2196,7 +2344,13 @@ export const VmService: GenService<{
    * until the migration completes, then RUNNING, with its console buffered here). Allowed
    * when vm_id does not exist on this host (ALREADY_EXISTS otherwise: not idempotent).
    * Needs "live-migration", and every host path of config (kernel, initrd, firmware,
-   * disks) under a directory this agent declares shared (VMCP_SHARED_DIRS).
+   * disks) under a directory this agent declares shared (VMCP_SHARED_DIRS). With
+   * copy_storage, the disks named in disk_copies are created empty here instead, at the
+   * paths config gives them on this host (which may differ from the source's: a volume
+   * of a node-local pool lies under each node's own pool root), below this agent's image
+   * directories and not existing yet; they are exported for the source to copy into
+   * (storage_uri). The other paths must exist here, shared or not. A failed preparation,
+   * or a DeleteVm before the migration completed, removes the disks it created.
    *
    * @generated from rpc vmm.v1.VmService.PrepareMigration
    */
@@ -2211,8 +2365,11 @@ export const VmService: GenService<{
    * completed set and the statistics. After success the VM no longer exists on this host
    * (its hypervisor process has ended; WatchVms reports it DELETED). A failed or cancelled
    * migration ends the stream with ABORTED and the reason, and the VM keeps running here.
-   * Needs "live-migration" and the VM's host paths under a shared directory. Not
-   * idempotent.
+   * Needs "live-migration" and the VM's host paths under a shared directory, or
+   * copy_storage ("live-migration-copy-storage"): then every writable disk not under a
+   * shared directory is copied to the target's storage_uri while the guest runs
+   * (progress in disk_transferred_bytes), and the guest switches over once the disks and
+   * its memory are in step. Not idempotent.
    *
    * @generated from rpc vmm.v1.VmService.MigrateVm
    */
@@ -2220,6 +2377,20 @@ export const VmService: GenService<{
     methodKind: "server_streaming";
     input: typeof MigrateVmRequestSchema;
     output: typeof MigrateVmProgressSchema;
+  },
+  /**
+   * The first step of a live migration that copies storage: which disks of a VM on this
+   * host a migration with copy_storage copies (its writable disks not under a shared
+   * directory), with their format and virtual size; pass them to PrepareMigration on the
+   * target. Allowed in every state; read-only and idempotent. Needs "live-migration",
+   * and "live-migration-copy-storage" when a disk is to be copied.
+   *
+   * @generated from rpc vmm.v1.VmService.PlanMigration
+   */
+  planMigration: {
+    methodKind: "unary";
+    input: typeof PlanMigrationRequestSchema;
+    output: typeof PlanMigrationResponseSchema;
   },
   /**
    * Cancels the outgoing migration of vm_id, if one runs (cancelled is false otherwise);
