@@ -18,6 +18,7 @@ import {
 import type { VmManager } from "../vm-manager.js";
 import { getConsoleOutput, streamConsole } from "./console-routes.js";
 import { migrateVm } from "./migration-routes.js";
+import { vmSnapshotRoutes } from "./vm-snapshot-routes.js";
 import { fromVmState, toVmEvent, toVmState } from "./vm-convert.js";
 import { toVmMetrics } from "./vm-metrics.js";
 
@@ -69,5 +70,6 @@ export function vmServiceImpl(m: VmManager, backendVersion: string): ServiceImpl
     prepareMigration: async (req) => create(PrepareMigrationResponseSchema, { vmId: req.vmId, targetUri: await m.prepareMigration(req.vmId, req.config) }),
     migrateVm: (req, ctx) => migrateVm(m, req, ctx),
     cancelMigration: async (req) => create(CancelMigrationResponseSchema, { cancelled: await m.cancelMigration(req.vmId) }),
+    ...vmSnapshotRoutes(m),
   };
 }

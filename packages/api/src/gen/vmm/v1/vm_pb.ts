@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vmm/v1/vm.proto.
  */
 export const file_vmm_v1_vm: GenFile = /*@__PURE__*/
-  fileDesc("Cg92bW0vdjEvdm0ucHJvdG8SBnZtbS52MSL3AgoIVm1Db25maWcSHgoDY3B1GAEgASgLMhEudm1tLnYxLkNwdUNvbmZpZxIkCgZtZW1vcnkYAiABKAsyFC52bW0udjEuTWVtb3J5Q29uZmlnEiAKBGJvb3QYAyABKAsyEi52bW0udjEuQm9vdENvbmZpZxImCgdzdG9yYWdlGAQgAygLMhUudm1tLnYxLlN0b3JhZ2VEZXZpY2USKQoHbmV0d29yaxgFIAMoCzIYLnZtbS52MS5OZXR3b3JrSW50ZXJmYWNlEiYKB2NvbnNvbGUYBiABKAsyFS52bW0udjEuQ29uc29sZUNvbmZpZxIwCghtZXRhZGF0YRgHIAMoCzIeLnZtbS52MS5WbUNvbmZpZy5NZXRhZGF0YUVudHJ5EiUKCmNsb3VkX2luaXQYCCABKAsyES52bW0udjEuQ2xvdWRJbml0Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJJCglDbG91ZEluaXQSEQoJdXNlcl9kYXRhGAEgASgJEhEKCW1ldGFfZGF0YRgCIAEoCRIWCg5uZXR3b3JrX2NvbmZpZxgDIAEoCSJeCglDcHVDb25maWcSEgoKdmNwdV9jb3VudBgBIAEoBRIWCg5tYXhfdmNwdV9jb3VudBgCIAEoBRIlCgh0b3BvbG9neRgDIAEoCzITLnZtbS52MS5DcHVUb3BvbG9neSJSCgtDcHVUb3BvbG9neRIPCgdzb2NrZXRzGAEgASgFEhgKEGNvcmVzX3Blcl9zb2NrZXQYAiABKAUSGAoQdGhyZWFkc19wZXJfY29yZRgDIAEoBSJTCgxNZW1vcnlDb25maWcSEgoKc2l6ZV9ieXRlcxgBIAEoAxIXCg9ob3RwbHVnX2VuYWJsZWQYAiABKAgSFgoObWF4X3NpemVfYnl0ZXMYAyABKAMiSwoKQm9vdENvbmZpZxITCgtrZXJuZWxfcGF0aBgBIAEoCRITCgtpbml0cmRfcGF0aBgCIAEoCRITCgtrZXJuZWxfYXJncxgDIAEoCSKKAQoNU3RvcmFnZURldmljZRIKCgJpZBgBIAEoCRIMCgRwYXRoGAIgASgJEhEKCXJlYWRfb25seRgDIAEoCBIWCg5pc19yb290X2RldmljZRgEIAEoCBI0Cg5pbnRlcmZhY2VfdHlwZRgFIAEoDjIcLnZtbS52MS5TdG9yYWdlSW50ZXJmYWNlVHlwZSJ9ChBOZXR3b3JrSW50ZXJmYWNlEgoKAmlkGAEgASgJEhMKC21hY19hZGRyZXNzGAIgASgJEhIKCnRhcF9kZXZpY2UYAyABKAkSNAoOaW50ZXJmYWNlX3R5cGUYBCABKA4yHC52bW0udjEuTmV0d29ya0ludGVyZmFjZVR5cGUicgoNQ29uc29sZUNvbmZpZxIPCgdlbmFibGVkGAEgASgIEiUKBm91dHB1dBgCIAEoDjIVLnZtbS52MS5Db25zb2xlT3V0cHV0EikKDGNvbnNvbGVfdHlwZRgDIAEoDjITLnZtbS52MS5Db25zb2xlVHlwZSJCCg9DcmVhdGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSIAoGY29uZmlnGAIgASgLMhAudm1tLnYxLlZtQ29uZmlnIkEKEENyZWF0ZVZtUmVzcG9uc2USDQoFdm1faWQYASABKAkSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIvCg9EZWxldGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgiHgoNQm9vdFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJBCg5Cb290Vm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiSgoRU2h1dGRvd25WbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgSFwoPdGltZW91dF9zZWNvbmRzGAMgASgFIkUKElNodXRkb3duVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiHwoOUGF1c2VWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQgoPUGF1c2VWbVJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIgCg9SZXN1bWVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQwoQUmVzdW1lVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiIQoQU3VzcGVuZFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJEChFTdXNwZW5kVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiLwoPUmVib290Vm1SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEg0KBWZvcmNlGAIgASgIIkMKEFJlYm9vdFZtUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIeCgVzdGF0ZRgCIAEoDjIPLnZtbS52MS5WbVN0YXRlIiEKEEdldFZtSW5mb1JlcXVlc3QSDQoFdm1faWQYASABKAkiswEKEUdldFZtSW5mb1Jlc3BvbnNlEg0KBXZtX2lkGAEgASgJEiAKBmNvbmZpZxgCIAEoCzIQLnZtbS52MS5WbUNvbmZpZxIeCgVzdGF0ZRgDIAEoDjIPLnZtbS52MS5WbVN0YXRlEiIKB21ldHJpY3MYBCABKAsyES52bW0udjEuVm1NZXRyaWNzEikKDGJhY2tlbmRfaW5mbxgFIAEoCzITLnZtbS52MS5CYWNrZW5kSW5mbyLQAgoJVm1NZXRyaWNzEhkKEWNwdV91c2FnZV9wZXJjZW50GAEgASgBEhoKEm1lbW9yeV91c2FnZV9ieXRlcxgCIAEoAxIWCg51cHRpbWVfc2Vjb25kcxgDIAEoAxIYCgtjcHVfc2Vjb25kcxgEIAEoAUgAiAEBEh0KEGJsb2NrX3JlYWRfYnl0ZXMYBSABKANIAYgBARIeChFibG9ja193cml0ZV9ieXRlcxgGIAEoA0gCiAEBEhsKDmJsb2NrX3JlYWRfb3BzGAcgASgDSAOIAQESHAoPYmxvY2tfd3JpdGVfb3BzGAggASgDSASIAQFCDgoMX2NwdV9zZWNvbmRzQhMKEV9ibG9ja19yZWFkX2J5dGVzQhQKEl9ibG9ja193cml0ZV9ieXRlc0IRCg9fYmxvY2tfcmVhZF9vcHNCEgoQX2Jsb2NrX3dyaXRlX29wcyJeCgtCYWNrZW5kSW5mbxIUCgxiYWNrZW5kX3R5cGUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIUCgxjYXBhYmlsaXRpZXMYAyADKAkSEgoKcHJvY2Vzc19pZBgEIAEoBSJwCg5MaXN0Vm1zUmVxdWVzdBIlCgxzdGF0ZV9maWx0ZXIYASABKA4yDy52bW0udjEuVm1TdGF0ZRIRCglwYWdlX3NpemUYCiABKAUSEgoKcGFnZV90b2tlbhgLIAEoCRIQCghvcmRlcl9ieRgMIAEoCSJfCg9MaXN0Vm1zUmVzcG9uc2USHgoDdm1zGAEgAygLMhEudm1tLnYxLlZtU3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAUiaQoJVm1TdW1tYXJ5Eg0KBXZtX2lkGAEgASgJEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUSEgoKdmNwdV9jb3VudBgDIAEoBRIZChFtZW1vcnlfc2l6ZV9ieXRlcxgEIAEoAyI8ChdHZXRDb25zb2xlT3V0cHV0UmVxdWVzdBINCgV2bV9pZBgBIAEoCRISCgp0YWlsX2J5dGVzGAIgASgFIksKGEdldENvbnNvbGVPdXRwdXRSZXNwb25zZRIMCgRkYXRhGAEgASgMEhEKCXRydW5jYXRlZBgCIAEoCBIOCgZvZmZzZXQYAyABKAQiTgoUU3RyZWFtQ29uc29sZVJlcXVlc3QSDQoFdm1faWQYASABKAkSEgoKdGFpbF9ieXRlcxgCIAEoBRITCgtmcm9tX29mZnNldBgDIAEoBCIsCgxDb25zb2xlQ2h1bmsSDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAQiEQoPV2F0Y2hWbXNSZXF1ZXN0IqECCgdWbUV2ZW50EiEKBHR5cGUYASABKA4yEy52bW0udjEuVm1FdmVudFR5cGUSDQoFdm1faWQYAiABKAkSHgoFc3RhdGUYAyABKA4yDy52bW0udjEuVm1TdGF0ZRIOCgZyZWFzb24YBCABKAkSEgoKcHJvY2Vzc19pZBgFIAEoBRIuCgpzdGFydGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCghtZXRhZGF0YRgHIAMoCzIdLnZtbS52MS5WbUV2ZW50Lk1ldGFkYXRhRW50cnkSDgoGc3luY2VkGAggASgIGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJKChdQcmVwYXJlTWlncmF0aW9uUmVxdWVzdBINCgV2bV9pZBgBIAEoCRIgCgZjb25maWcYAiABKAsyEC52bW0udjEuVm1Db25maWciPQoYUHJlcGFyZU1pZ3JhdGlvblJlc3BvbnNlEg0KBXZtX2lkGAEgASgJEhIKCnRhcmdldF91cmkYAiABKAkiZgoQTWlncmF0ZVZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCRISCgp0YXJnZXRfdXJpGAIgASgJEhcKD21heF9kb3dudGltZV9tcxgDIAEoDRIWCg5iYW5kd2lkdGhfbWJwcxgEIAEoDSKwAQoRTWlncmF0ZVZtUHJvZ3Jlc3MSDgoGc3RhdHVzGAEgASgJEhkKEXRyYW5zZmVycmVkX2J5dGVzGAIgASgEEhcKD3JlbWFpbmluZ19ieXRlcxgDIAEoBBITCgt0b3RhbF9ieXRlcxgEIAEoBBIRCgljb21wbGV0ZWQYBSABKAgSLwoKc3RhdGlzdGljcxgGIAEoCzIbLnZtbS52MS5NaWdyYXRpb25TdGF0aXN0aWNzIlwKE01pZ3JhdGlvblN0YXRpc3RpY3MSGQoRdHJhbnNmZXJyZWRfYnl0ZXMYASABKAQSEwoLZG93bnRpbWVfbXMYAiABKAQSFQoNdG90YWxfdGltZV9tcxgDIAEoBCInChZDYW5jZWxNaWdyYXRpb25SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJIiwKF0NhbmNlbE1pZ3JhdGlvblJlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoCCrPAQoUU3RvcmFnZUludGVyZmFjZVR5cGUSJgoiU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9VTlNQRUNJRklFRBAAEiUKIVNUT1JBR0VfSU5URVJGQUNFX1RZUEVfVklSVElPX0JMSxABEiYKIlNUT1JBR0VfSU5URVJGQUNFX1RZUEVfVklSVElPX1NDU0kQAhIfChtTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX05WTUUQAxIfChtTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX1NBVEEQBCqrAQoUTmV0d29ya0ludGVyZmFjZVR5cGUSJgoiTkVUV09SS19JTlRFUkZBQ0VfVFlQRV9VTlNQRUNJRklFRBAAEiUKIU5FVFdPUktfSU5URVJGQUNFX1RZUEVfVklSVElPX05FVBABEiAKHE5FVFdPUktfSU5URVJGQUNFX1RZUEVfRTEwMDAQAhIiCh5ORVRXT1JLX0lOVEVSRkFDRV9UWVBFX1JUTDgxMzkQAypjCg1Db25zb2xlT3V0cHV0Eh4KGkNPTlNPTEVfT1VUUFVUX1VOU1BFQ0lGSUVEEAASGQoVQ09OU09MRV9PVVRQVVRfQlVGRkVSEAESFwoTQ09OU09MRV9PVVRQVVRfTlVMTBACKl0KC0NvbnNvbGVUeXBlEhwKGENPTlNPTEVfVFlQRV9VTlNQRUNJRklFRBAAEhcKE0NPTlNPTEVfVFlQRV9TRVJJQUwQARIXChNDT05TT0xFX1RZUEVfVklSVElPEAIqqQEKB1ZtU3RhdGUSGAoUVk1fU1RBVEVfVU5TUEVDSUZJRUQQABIUChBWTV9TVEFURV9DUkVBVEVEEAESFAoQVk1fU1RBVEVfUlVOTklORxACEhMKD1ZNX1NUQVRFX1BBVVNFRBADEhUKEVZNX1NUQVRFX1NIVVRET1dOEAQSFAoQVk1fU1RBVEVfQ1JBU0hFRBAFEhYKElZNX1NUQVRFX1NVU1BFTkRFRBAGKpgBCgtWbUV2ZW50VHlwZRIdChlWTV9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGgoWVk1fRVZFTlRfVFlQRV9FWElTVElORxABEhgKFFZNX0VWRU5UX1RZUEVfU1lOQ0VEEAISGQoVVk1fRVZFTlRfVFlQRV9DSEFOR0VEEAMSGQoVVk1fRVZFTlRfVFlQRV9ERUxFVEVEEAQyxAgKCVZtU2VydmljZRI9CghDcmVhdGVWbRIXLnZtbS52MS5DcmVhdGVWbVJlcXVlc3QaGC52bW0udjEuQ3JlYXRlVm1SZXNwb25zZRI7CghEZWxldGVWbRIXLnZtbS52MS5EZWxldGVWbVJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSNwoGQm9vdFZtEhUudm1tLnYxLkJvb3RWbVJlcXVlc3QaFi52bW0udjEuQm9vdFZtUmVzcG9uc2USQwoKU2h1dGRvd25WbRIZLnZtbS52MS5TaHV0ZG93blZtUmVxdWVzdBoaLnZtbS52MS5TaHV0ZG93blZtUmVzcG9uc2USOgoHUGF1c2VWbRIWLnZtbS52MS5QYXVzZVZtUmVxdWVzdBoXLnZtbS52MS5QYXVzZVZtUmVzcG9uc2USPQoIUmVzdW1lVm0SFy52bW0udjEuUmVzdW1lVm1SZXF1ZXN0Ghgudm1tLnYxLlJlc3VtZVZtUmVzcG9uc2USQAoJU3VzcGVuZFZtEhgudm1tLnYxLlN1c3BlbmRWbVJlcXVlc3QaGS52bW0udjEuU3VzcGVuZFZtUmVzcG9uc2USPQoIUmVib290Vm0SFy52bW0udjEuUmVib290Vm1SZXF1ZXN0Ghgudm1tLnYxLlJlYm9vdFZtUmVzcG9uc2USQAoJR2V0Vm1JbmZvEhgudm1tLnYxLkdldFZtSW5mb1JlcXVlc3QaGS52bW0udjEuR2V0Vm1JbmZvUmVzcG9uc2USOgoHTGlzdFZtcxIWLnZtbS52MS5MaXN0Vm1zUmVxdWVzdBoXLnZtbS52MS5MaXN0Vm1zUmVzcG9uc2USVQoQR2V0Q29uc29sZU91dHB1dBIfLnZtbS52MS5HZXRDb25zb2xlT3V0cHV0UmVxdWVzdBogLnZtbS52MS5HZXRDb25zb2xlT3V0cHV0UmVzcG9uc2USRQoNU3RyZWFtQ29uc29sZRIcLnZtbS52MS5TdHJlYW1Db25zb2xlUmVxdWVzdBoULnZtbS52MS5Db25zb2xlQ2h1bmswARI2CghXYXRjaFZtcxIXLnZtbS52MS5XYXRjaFZtc1JlcXVlc3QaDy52bW0udjEuVm1FdmVudDABElUKEFByZXBhcmVNaWdyYXRpb24SHy52bW0udjEuUHJlcGFyZU1pZ3JhdGlvblJlcXVlc3QaIC52bW0udjEuUHJlcGFyZU1pZ3JhdGlvblJlc3BvbnNlEkIKCU1pZ3JhdGVWbRIYLnZtbS52MS5NaWdyYXRlVm1SZXF1ZXN0Ghkudm1tLnYxLk1pZ3JhdGVWbVByb2dyZXNzMAESUgoPQ2FuY2VsTWlncmF0aW9uEh4udm1tLnYxLkNhbmNlbE1pZ3JhdGlvblJlcXVlc3QaHy52bW0udjEuQ2FuY2VsTWlncmF0aW9uUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
+  fileDesc("Cg92bW0vdjEvdm0ucHJvdG8SBnZtbS52MSL3AgoIVm1Db25maWcSHgoDY3B1GAEgASgLMhEudm1tLnYxLkNwdUNvbmZpZxIkCgZtZW1vcnkYAiABKAsyFC52bW0udjEuTWVtb3J5Q29uZmlnEiAKBGJvb3QYAyABKAsyEi52bW0udjEuQm9vdENvbmZpZxImCgdzdG9yYWdlGAQgAygLMhUudm1tLnYxLlN0b3JhZ2VEZXZpY2USKQoHbmV0d29yaxgFIAMoCzIYLnZtbS52MS5OZXR3b3JrSW50ZXJmYWNlEiYKB2NvbnNvbGUYBiABKAsyFS52bW0udjEuQ29uc29sZUNvbmZpZxIwCghtZXRhZGF0YRgHIAMoCzIeLnZtbS52MS5WbUNvbmZpZy5NZXRhZGF0YUVudHJ5EiUKCmNsb3VkX2luaXQYCCABKAsyES52bW0udjEuQ2xvdWRJbml0Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJJCglDbG91ZEluaXQSEQoJdXNlcl9kYXRhGAEgASgJEhEKCW1ldGFfZGF0YRgCIAEoCRIWCg5uZXR3b3JrX2NvbmZpZxgDIAEoCSJeCglDcHVDb25maWcSEgoKdmNwdV9jb3VudBgBIAEoBRIWCg5tYXhfdmNwdV9jb3VudBgCIAEoBRIlCgh0b3BvbG9neRgDIAEoCzITLnZtbS52MS5DcHVUb3BvbG9neSJSCgtDcHVUb3BvbG9neRIPCgdzb2NrZXRzGAEgASgFEhgKEGNvcmVzX3Blcl9zb2NrZXQYAiABKAUSGAoQdGhyZWFkc19wZXJfY29yZRgDIAEoBSJTCgxNZW1vcnlDb25maWcSEgoKc2l6ZV9ieXRlcxgBIAEoAxIXCg9ob3RwbHVnX2VuYWJsZWQYAiABKAgSFgoObWF4X3NpemVfYnl0ZXMYAyABKAMiSwoKQm9vdENvbmZpZxITCgtrZXJuZWxfcGF0aBgBIAEoCRITCgtpbml0cmRfcGF0aBgCIAEoCRITCgtrZXJuZWxfYXJncxgDIAEoCSKKAQoNU3RvcmFnZURldmljZRIKCgJpZBgBIAEoCRIMCgRwYXRoGAIgASgJEhEKCXJlYWRfb25seRgDIAEoCBIWCg5pc19yb290X2RldmljZRgEIAEoCBI0Cg5pbnRlcmZhY2VfdHlwZRgFIAEoDjIcLnZtbS52MS5TdG9yYWdlSW50ZXJmYWNlVHlwZSJ9ChBOZXR3b3JrSW50ZXJmYWNlEgoKAmlkGAEgASgJEhMKC21hY19hZGRyZXNzGAIgASgJEhIKCnRhcF9kZXZpY2UYAyABKAkSNAoOaW50ZXJmYWNlX3R5cGUYBCABKA4yHC52bW0udjEuTmV0d29ya0ludGVyZmFjZVR5cGUicgoNQ29uc29sZUNvbmZpZxIPCgdlbmFibGVkGAEgASgIEiUKBm91dHB1dBgCIAEoDjIVLnZtbS52MS5Db25zb2xlT3V0cHV0EikKDGNvbnNvbGVfdHlwZRgDIAEoDjITLnZtbS52MS5Db25zb2xlVHlwZSJCCg9DcmVhdGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSIAoGY29uZmlnGAIgASgLMhAudm1tLnYxLlZtQ29uZmlnIkEKEENyZWF0ZVZtUmVzcG9uc2USDQoFdm1faWQYASABKAkSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIvCg9EZWxldGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgiHgoNQm9vdFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJBCg5Cb290Vm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiSgoRU2h1dGRvd25WbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgSFwoPdGltZW91dF9zZWNvbmRzGAMgASgFIkUKElNodXRkb3duVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiHwoOUGF1c2VWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQgoPUGF1c2VWbVJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIgCg9SZXN1bWVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQwoQUmVzdW1lVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiIQoQU3VzcGVuZFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJEChFTdXNwZW5kVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiLwoPUmVib290Vm1SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEg0KBWZvcmNlGAIgASgIIkMKEFJlYm9vdFZtUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIeCgVzdGF0ZRgCIAEoDjIPLnZtbS52MS5WbVN0YXRlIiEKEEdldFZtSW5mb1JlcXVlc3QSDQoFdm1faWQYASABKAkiswEKEUdldFZtSW5mb1Jlc3BvbnNlEg0KBXZtX2lkGAEgASgJEiAKBmNvbmZpZxgCIAEoCzIQLnZtbS52MS5WbUNvbmZpZxIeCgVzdGF0ZRgDIAEoDjIPLnZtbS52MS5WbVN0YXRlEiIKB21ldHJpY3MYBCABKAsyES52bW0udjEuVm1NZXRyaWNzEikKDGJhY2tlbmRfaW5mbxgFIAEoCzITLnZtbS52MS5CYWNrZW5kSW5mbyLQAgoJVm1NZXRyaWNzEhkKEWNwdV91c2FnZV9wZXJjZW50GAEgASgBEhoKEm1lbW9yeV91c2FnZV9ieXRlcxgCIAEoAxIWCg51cHRpbWVfc2Vjb25kcxgDIAEoAxIYCgtjcHVfc2Vjb25kcxgEIAEoAUgAiAEBEh0KEGJsb2NrX3JlYWRfYnl0ZXMYBSABKANIAYgBARIeChFibG9ja193cml0ZV9ieXRlcxgGIAEoA0gCiAEBEhsKDmJsb2NrX3JlYWRfb3BzGAcgASgDSAOIAQESHAoPYmxvY2tfd3JpdGVfb3BzGAggASgDSASIAQFCDgoMX2NwdV9zZWNvbmRzQhMKEV9ibG9ja19yZWFkX2J5dGVzQhQKEl9ibG9ja193cml0ZV9ieXRlc0IRCg9fYmxvY2tfcmVhZF9vcHNCEgoQX2Jsb2NrX3dyaXRlX29wcyJeCgtCYWNrZW5kSW5mbxIUCgxiYWNrZW5kX3R5cGUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIUCgxjYXBhYmlsaXRpZXMYAyADKAkSEgoKcHJvY2Vzc19pZBgEIAEoBSJwCg5MaXN0Vm1zUmVxdWVzdBIlCgxzdGF0ZV9maWx0ZXIYASABKA4yDy52bW0udjEuVm1TdGF0ZRIRCglwYWdlX3NpemUYCiABKAUSEgoKcGFnZV90b2tlbhgLIAEoCRIQCghvcmRlcl9ieRgMIAEoCSJfCg9MaXN0Vm1zUmVzcG9uc2USHgoDdm1zGAEgAygLMhEudm1tLnYxLlZtU3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAUiaQoJVm1TdW1tYXJ5Eg0KBXZtX2lkGAEgASgJEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUSEgoKdmNwdV9jb3VudBgDIAEoBRIZChFtZW1vcnlfc2l6ZV9ieXRlcxgEIAEoAyI8ChdHZXRDb25zb2xlT3V0cHV0UmVxdWVzdBINCgV2bV9pZBgBIAEoCRISCgp0YWlsX2J5dGVzGAIgASgFIksKGEdldENvbnNvbGVPdXRwdXRSZXNwb25zZRIMCgRkYXRhGAEgASgMEhEKCXRydW5jYXRlZBgCIAEoCBIOCgZvZmZzZXQYAyABKAQiTgoUU3RyZWFtQ29uc29sZVJlcXVlc3QSDQoFdm1faWQYASABKAkSEgoKdGFpbF9ieXRlcxgCIAEoBRITCgtmcm9tX29mZnNldBgDIAEoBCIsCgxDb25zb2xlQ2h1bmsSDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAQiEQoPV2F0Y2hWbXNSZXF1ZXN0IqECCgdWbUV2ZW50EiEKBHR5cGUYASABKA4yEy52bW0udjEuVm1FdmVudFR5cGUSDQoFdm1faWQYAiABKAkSHgoFc3RhdGUYAyABKA4yDy52bW0udjEuVm1TdGF0ZRIOCgZyZWFzb24YBCABKAkSEgoKcHJvY2Vzc19pZBgFIAEoBRIuCgpzdGFydGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCghtZXRhZGF0YRgHIAMoCzIdLnZtbS52MS5WbUV2ZW50Lk1ldGFkYXRhRW50cnkSDgoGc3luY2VkGAggASgIGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJKChdQcmVwYXJlTWlncmF0aW9uUmVxdWVzdBINCgV2bV9pZBgBIAEoCRIgCgZjb25maWcYAiABKAsyEC52bW0udjEuVm1Db25maWciPQoYUHJlcGFyZU1pZ3JhdGlvblJlc3BvbnNlEg0KBXZtX2lkGAEgASgJEhIKCnRhcmdldF91cmkYAiABKAkiZgoQTWlncmF0ZVZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCRISCgp0YXJnZXRfdXJpGAIgASgJEhcKD21heF9kb3dudGltZV9tcxgDIAEoDRIWCg5iYW5kd2lkdGhfbWJwcxgEIAEoDSKwAQoRTWlncmF0ZVZtUHJvZ3Jlc3MSDgoGc3RhdHVzGAEgASgJEhkKEXRyYW5zZmVycmVkX2J5dGVzGAIgASgEEhcKD3JlbWFpbmluZ19ieXRlcxgDIAEoBBITCgt0b3RhbF9ieXRlcxgEIAEoBBIRCgljb21wbGV0ZWQYBSABKAgSLwoKc3RhdGlzdGljcxgGIAEoCzIbLnZtbS52MS5NaWdyYXRpb25TdGF0aXN0aWNzIlwKE01pZ3JhdGlvblN0YXRpc3RpY3MSGQoRdHJhbnNmZXJyZWRfYnl0ZXMYASABKAQSEwoLZG93bnRpbWVfbXMYAiABKAQSFQoNdG90YWxfdGltZV9tcxgDIAEoBCInChZDYW5jZWxNaWdyYXRpb25SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJIiwKF0NhbmNlbE1pZ3JhdGlvblJlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoCCJPChFTbmFwc2hvdFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCRIWCg5pbmNsdWRlX21lbW9yeRgDIAEoCCK1AQoKVm1TbmFwc2hvdBITCgtzbmFwc2hvdF9pZBgBIAEoCRINCgV2bV9pZBgCIAEoCRIXCg9tZW1vcnlfaW5jbHVkZWQYAyABKAgSFgoOdm1fc3RhdGVfYnl0ZXMYBCABKAMSEAoIZGlza19pZHMYBSADKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIY29tcGxldGUYByABKAgiPQoXUmV2ZXJ0Vm1TbmFwc2hvdFJlcXVlc3QSDQoFdm1faWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkiPQoXRGVsZXRlVm1TbmFwc2hvdFJlcXVlc3QSDQoFdm1faWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkiJwoWTGlzdFZtU25hcHNob3RzUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJAChdMaXN0Vm1TbmFwc2hvdHNSZXNwb25zZRIlCglzbmFwc2hvdHMYASADKAsyEi52bW0udjEuVm1TbmFwc2hvdCrPAQoUU3RvcmFnZUludGVyZmFjZVR5cGUSJgoiU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9VTlNQRUNJRklFRBAAEiUKIVNUT1JBR0VfSU5URVJGQUNFX1RZUEVfVklSVElPX0JMSxABEiYKIlNUT1JBR0VfSU5URVJGQUNFX1RZUEVfVklSVElPX1NDU0kQAhIfChtTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX05WTUUQAxIfChtTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX1NBVEEQBCqrAQoUTmV0d29ya0ludGVyZmFjZVR5cGUSJgoiTkVUV09SS19JTlRFUkZBQ0VfVFlQRV9VTlNQRUNJRklFRBAAEiUKIU5FVFdPUktfSU5URVJGQUNFX1RZUEVfVklSVElPX05FVBABEiAKHE5FVFdPUktfSU5URVJGQUNFX1RZUEVfRTEwMDAQAhIiCh5ORVRXT1JLX0lOVEVSRkFDRV9UWVBFX1JUTDgxMzkQAypjCg1Db25zb2xlT3V0cHV0Eh4KGkNPTlNPTEVfT1VUUFVUX1VOU1BFQ0lGSUVEEAASGQoVQ09OU09MRV9PVVRQVVRfQlVGRkVSEAESFwoTQ09OU09MRV9PVVRQVVRfTlVMTBACKl0KC0NvbnNvbGVUeXBlEhwKGENPTlNPTEVfVFlQRV9VTlNQRUNJRklFRBAAEhcKE0NPTlNPTEVfVFlQRV9TRVJJQUwQARIXChNDT05TT0xFX1RZUEVfVklSVElPEAIqqQEKB1ZtU3RhdGUSGAoUVk1fU1RBVEVfVU5TUEVDSUZJRUQQABIUChBWTV9TVEFURV9DUkVBVEVEEAESFAoQVk1fU1RBVEVfUlVOTklORxACEhMKD1ZNX1NUQVRFX1BBVVNFRBADEhUKEVZNX1NUQVRFX1NIVVRET1dOEAQSFAoQVk1fU1RBVEVfQ1JBU0hFRBAFEhYKElZNX1NUQVRFX1NVU1BFTkRFRBAGKpgBCgtWbUV2ZW50VHlwZRIdChlWTV9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGgoWVk1fRVZFTlRfVFlQRV9FWElTVElORxABEhgKFFZNX0VWRU5UX1RZUEVfU1lOQ0VEEAISGQoVVk1fRVZFTlRfVFlQRV9DSEFOR0VEEAMSGQoVVk1fRVZFTlRfVFlQRV9ERUxFVEVEEAQy6woKCVZtU2VydmljZRI9CghDcmVhdGVWbRIXLnZtbS52MS5DcmVhdGVWbVJlcXVlc3QaGC52bW0udjEuQ3JlYXRlVm1SZXNwb25zZRI7CghEZWxldGVWbRIXLnZtbS52MS5EZWxldGVWbVJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSNwoGQm9vdFZtEhUudm1tLnYxLkJvb3RWbVJlcXVlc3QaFi52bW0udjEuQm9vdFZtUmVzcG9uc2USQwoKU2h1dGRvd25WbRIZLnZtbS52MS5TaHV0ZG93blZtUmVxdWVzdBoaLnZtbS52MS5TaHV0ZG93blZtUmVzcG9uc2USOgoHUGF1c2VWbRIWLnZtbS52MS5QYXVzZVZtUmVxdWVzdBoXLnZtbS52MS5QYXVzZVZtUmVzcG9uc2USPQoIUmVzdW1lVm0SFy52bW0udjEuUmVzdW1lVm1SZXF1ZXN0Ghgudm1tLnYxLlJlc3VtZVZtUmVzcG9uc2USQAoJU3VzcGVuZFZtEhgudm1tLnYxLlN1c3BlbmRWbVJlcXVlc3QaGS52bW0udjEuU3VzcGVuZFZtUmVzcG9uc2USPQoIUmVib290Vm0SFy52bW0udjEuUmVib290Vm1SZXF1ZXN0Ghgudm1tLnYxLlJlYm9vdFZtUmVzcG9uc2USQAoJR2V0Vm1JbmZvEhgudm1tLnYxLkdldFZtSW5mb1JlcXVlc3QaGS52bW0udjEuR2V0Vm1JbmZvUmVzcG9uc2USOgoHTGlzdFZtcxIWLnZtbS52MS5MaXN0Vm1zUmVxdWVzdBoXLnZtbS52MS5MaXN0Vm1zUmVzcG9uc2USVQoQR2V0Q29uc29sZU91dHB1dBIfLnZtbS52MS5HZXRDb25zb2xlT3V0cHV0UmVxdWVzdBogLnZtbS52MS5HZXRDb25zb2xlT3V0cHV0UmVzcG9uc2USRQoNU3RyZWFtQ29uc29sZRIcLnZtbS52MS5TdHJlYW1Db25zb2xlUmVxdWVzdBoULnZtbS52MS5Db25zb2xlQ2h1bmswARI2CghXYXRjaFZtcxIXLnZtbS52MS5XYXRjaFZtc1JlcXVlc3QaDy52bW0udjEuVm1FdmVudDABElUKEFByZXBhcmVNaWdyYXRpb24SHy52bW0udjEuUHJlcGFyZU1pZ3JhdGlvblJlcXVlc3QaIC52bW0udjEuUHJlcGFyZU1pZ3JhdGlvblJlc3BvbnNlEkIKCU1pZ3JhdGVWbRIYLnZtbS52MS5NaWdyYXRlVm1SZXF1ZXN0Ghkudm1tLnYxLk1pZ3JhdGVWbVByb2dyZXNzMAESUgoPQ2FuY2VsTWlncmF0aW9uEh4udm1tLnYxLkNhbmNlbE1pZ3JhdGlvblJlcXVlc3QaHy52bW0udjEuQ2FuY2VsTWlncmF0aW9uUmVzcG9uc2USOwoKU25hcHNob3RWbRIZLnZtbS52MS5TbmFwc2hvdFZtUmVxdWVzdBoSLnZtbS52MS5WbVNuYXBzaG90EkcKEFJldmVydFZtU25hcHNob3QSHy52bW0udjEuUmV2ZXJ0Vm1TbmFwc2hvdFJlcXVlc3QaEi52bW0udjEuVm1TbmFwc2hvdBJLChBEZWxldGVWbVNuYXBzaG90Eh8udm1tLnYxLkRlbGV0ZVZtU25hcHNob3RSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5ElIKD0xpc3RWbVNuYXBzaG90cxIeLnZtbS52MS5MaXN0Vm1TbmFwc2hvdHNSZXF1ZXN0Gh8udm1tLnYxLkxpc3RWbVNuYXBzaG90c1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
 
 /**
  * The hypervisor-neutral configuration of a VM. Paths are paths on the host.
@@ -1570,6 +1570,202 @@ export const CancelMigrationResponseSchema: GenMessage<CancelMigrationResponse> 
   messageDesc(file_vmm_v1_vm, 43);
 
 /**
+ * Request for SnapshotVm.
+ *
+ * @generated from message vmm.v1.SnapshotVmRequest
+ */
+export type SnapshotVmRequest = Message<"vmm.v1.SnapshotVmRequest"> & {
+  /**
+   * The VM's id.
+   *
+   * @generated from field: string vm_id = 1;
+   */
+  vmId: string;
+
+  /**
+   * The snapshot's id (a UUID): its tag in every disk. Required.
+   *
+   * @generated from field: string snapshot_id = 2;
+   */
+  snapshotId: string;
+
+  /**
+   * Also save memory and device state (RUNNING or PAUSED VMs only).
+   *
+   * @generated from field: bool include_memory = 3;
+   */
+  includeMemory: boolean;
+};
+
+/**
+ * Describes the message vmm.v1.SnapshotVmRequest.
+ * Use `create(SnapshotVmRequestSchema)` to create a new message.
+ */
+export const SnapshotVmRequestSchema: GenMessage<SnapshotVmRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 44);
+
+/**
+ * A snapshot of a whole VM.
+ *
+ * @generated from message vmm.v1.VmSnapshot
+ */
+export type VmSnapshot = Message<"vmm.v1.VmSnapshot"> & {
+  /**
+   * The snapshot's id (a UUID), its tag in every disk.
+   *
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+
+  /**
+   * The VM's id.
+   *
+   * @generated from field: string vm_id = 2;
+   */
+  vmId: string;
+
+  /**
+   * Whether memory and device state were saved.
+   *
+   * @generated from field: bool memory_included = 3;
+   */
+  memoryIncluded: boolean;
+
+  /**
+   * Bytes of memory and device state saved (0 without memory).
+   *
+   * @generated from field: int64 vm_state_bytes = 4;
+   */
+  vmStateBytes: bigint;
+
+  /**
+   * The disks (StorageDevice.id) holding the snapshot.
+   *
+   * @generated from field: repeated string disk_ids = 5;
+   */
+  diskIds: string[];
+
+  /**
+   * When it was taken (from the image).
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 6;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * Whether every disk of the VM holds it.
+   *
+   * @generated from field: bool complete = 7;
+   */
+  complete: boolean;
+};
+
+/**
+ * Describes the message vmm.v1.VmSnapshot.
+ * Use `create(VmSnapshotSchema)` to create a new message.
+ */
+export const VmSnapshotSchema: GenMessage<VmSnapshot> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 45);
+
+/**
+ * Request for RevertVmSnapshot.
+ *
+ * @generated from message vmm.v1.RevertVmSnapshotRequest
+ */
+export type RevertVmSnapshotRequest = Message<"vmm.v1.RevertVmSnapshotRequest"> & {
+  /**
+   * The VM's id.
+   *
+   * @generated from field: string vm_id = 1;
+   */
+  vmId: string;
+
+  /**
+   * The snapshot (a UUID). Required.
+   *
+   * @generated from field: string snapshot_id = 2;
+   */
+  snapshotId: string;
+};
+
+/**
+ * Describes the message vmm.v1.RevertVmSnapshotRequest.
+ * Use `create(RevertVmSnapshotRequestSchema)` to create a new message.
+ */
+export const RevertVmSnapshotRequestSchema: GenMessage<RevertVmSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 46);
+
+/**
+ * Request for DeleteVmSnapshot.
+ *
+ * @generated from message vmm.v1.DeleteVmSnapshotRequest
+ */
+export type DeleteVmSnapshotRequest = Message<"vmm.v1.DeleteVmSnapshotRequest"> & {
+  /**
+   * The VM's id.
+   *
+   * @generated from field: string vm_id = 1;
+   */
+  vmId: string;
+
+  /**
+   * The snapshot (a UUID). Required.
+   *
+   * @generated from field: string snapshot_id = 2;
+   */
+  snapshotId: string;
+};
+
+/**
+ * Describes the message vmm.v1.DeleteVmSnapshotRequest.
+ * Use `create(DeleteVmSnapshotRequestSchema)` to create a new message.
+ */
+export const DeleteVmSnapshotRequestSchema: GenMessage<DeleteVmSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 47);
+
+/**
+ * Request for ListVmSnapshots.
+ *
+ * @generated from message vmm.v1.ListVmSnapshotsRequest
+ */
+export type ListVmSnapshotsRequest = Message<"vmm.v1.ListVmSnapshotsRequest"> & {
+  /**
+   * The VM's id.
+   *
+   * @generated from field: string vm_id = 1;
+   */
+  vmId: string;
+};
+
+/**
+ * Describes the message vmm.v1.ListVmSnapshotsRequest.
+ * Use `create(ListVmSnapshotsRequestSchema)` to create a new message.
+ */
+export const ListVmSnapshotsRequestSchema: GenMessage<ListVmSnapshotsRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 48);
+
+/**
+ * Response for ListVmSnapshots.
+ *
+ * @generated from message vmm.v1.ListVmSnapshotsResponse
+ */
+export type ListVmSnapshotsResponse = Message<"vmm.v1.ListVmSnapshotsResponse"> & {
+  /**
+   * Oldest first.
+   *
+   * @generated from field: repeated vmm.v1.VmSnapshot snapshots = 1;
+   */
+  snapshots: VmSnapshot[];
+};
+
+/**
+ * Describes the message vmm.v1.ListVmSnapshotsResponse.
+ * Use `create(ListVmSnapshotsResponseSchema)` to create a new message.
+ */
+export const ListVmSnapshotsResponseSchema: GenMessage<ListVmSnapshotsResponse> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 49);
+
+/**
  * How a disk is presented to the guest. An enum rather than a string, so that a typo
  * fails validation and every backend maps every value in an exhaustive switch.
  *
@@ -2056,6 +2252,62 @@ export const VmService: GenService<{
     methodKind: "unary";
     input: typeof CancelMigrationRequestSchema;
     output: typeof CancelMigrationResponseSchema;
+  },
+  /**
+   * Takes a snapshot of a whole VM, consistent across all its disks: an internal
+   * snapshot tagged snapshot_id in every disk, taken at one instant. With
+   * include_memory and a RUNNING or PAUSED VM, its memory and device state are saved
+   * too (into its first disk), so a revert resumes the guest where it was. Needs the
+   * backend capability "vm-snapshot" (FAILED_PRECONDITION naming it otherwise); every
+   * disk must be qcow2 and writable (FAILED_PRECONDITION naming the disk otherwise).
+   * Allowed in CREATED, SHUTDOWN, CRASHED (disks only; include_memory is ignored),
+   * RUNNING and PAUSED (the guest is paused for the instant of the snapshot, or for
+   * the memory save, and left as it was). Idempotent: an existing snapshot_id on every
+   * disk returns it.
+   *
+   * @generated from rpc vmm.v1.VmService.SnapshotVm
+   */
+  snapshotVm: {
+    methodKind: "unary";
+    input: typeof SnapshotVmRequestSchema;
+    output: typeof VmSnapshotSchema;
+  },
+  /**
+   * Rolls every disk of the VM back to snapshot_id. A snapshot with memory is loaded
+   * into the running hypervisor: the guest continues from the snapshot point (a stopped
+   * VM is started paused, loaded and resumed). A snapshot without memory needs the VM
+   * stopped (CREATED, SHUTDOWN or CRASHED). Needs "vm-snapshot"; NOT_FOUND when a disk
+   * lacks the snapshot. Idempotent in effect.
+   *
+   * @generated from rpc vmm.v1.VmService.RevertVmSnapshot
+   */
+  revertVmSnapshot: {
+    methodKind: "unary";
+    input: typeof RevertVmSnapshotRequestSchema;
+    output: typeof VmSnapshotSchema;
+  },
+  /**
+   * Deletes snapshot_id from every disk of the VM (running or not). Needs
+   * "vm-snapshot". Idempotent only in effect: NOT_FOUND when no disk has it.
+   *
+   * @generated from rpc vmm.v1.VmService.DeleteVmSnapshot
+   */
+  deleteVmSnapshot: {
+    methodKind: "unary";
+    input: typeof DeleteVmSnapshotRequestSchema;
+    output: typeof EmptySchema;
+  },
+  /**
+   * Lists the snapshots (UUID tags) the VM's disks hold, oldest first; a snapshot
+   * missing from some disk is listed with complete false. Needs "vm-snapshot".
+   * Read-only.
+   *
+   * @generated from rpc vmm.v1.VmService.ListVmSnapshots
+   */
+  listVmSnapshots: {
+    methodKind: "unary";
+    input: typeof ListVmSnapshotsRequestSchema;
+    output: typeof ListVmSnapshotsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_vmm_v1_vm, 0);
