@@ -174,7 +174,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   const controllers = new ControllerManager({ store, log, onLost: () => process.exit(1) });
-  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), new EventRetention({ store, clock, log, retentionSec: config.auditRetentionSec, kept: AUDIT_RETAINED }), quotaUsageController({ store, clock, log }), storagePoolController({ store, storages, clock, log }), volumeController({ store, storages, clock, log }), snapshotController({ store, storages, clock, log }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
+  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), new EventRetention({ store, clock, log, retentionSec: config.auditRetentionSec, kept: AUDIT_RETAINED }), quotaUsageController({ store, clock, log }), storagePoolController({ store, storages, clock, log }), volumeController({ store, storages, clock, log }), snapshotController({ store, storages, drivers, clock, log }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
   await controllers.start();
 
   // Counted where each call is logged (the kit's observeCalls interceptor), read by GET /metrics.

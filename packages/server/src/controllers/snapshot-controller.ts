@@ -1,17 +1,28 @@
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { SnapshotState, type Snapshot } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_pb.js";
-import { allOf, QuantixError, SNAPSHOT_CONTROLLER, SNAPSHOT_FINALIZER, SNAPSHOT_KIND, SNAPSHOT_TAKING_PERCENT, STORAGE_POOL_KIND, VOLUME_KIND, type Clock, type Resource, type Store, type Timers } from "@quantix/core";
+import { allOf, QuantixError, SNAPSHOT_CONTROLLER, SNAPSHOT_FINALIZER, SNAPSHOT_KIND, SNAPSHOT_TAKING_PERCENT, STORAGE_POOL_KIND, VM_KIND, VOLUME_KIND, type Clock, type Kind, type Resource, type Store, type Timers } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
-import type { NodeStorage, SnapshotRef } from "../storage/node-storage.js";
+import type { SnapshotRef } from "../storage/node-storage.js";
 import type { NodeStorages } from "../storage/node-storages.js";
+import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import { setCondition } from "./conditions.js";
 import { reasonOf, transient, volumeNode, writeStatusOf } from "./storage-steps.js";
 
 /** How soon a step that failed for a passing reason (a node away) is tried again. */
 const RETRY_MS = 15_000;
-/** Keys of this prefix name a deleted volume whose snapshots go with it. */
-const VOLUME_KEY = "volume/";
+/** Keys that name a deleted volume or VM, whose snapshots go with it. */
+const GONE_KEYS = [
+  { prefix: "volume/", kind: VOLUME_KIND, field: "volume_id" },
+  { prefix: "vm/", kind: VM_KIND, field: "vm_id" },
+] as const;
+
+/** The steps on the node that holds a snapshot. */
+interface Site {
+  take(): Promise<{ readonly takenAtMs: number; readonly vmStateBytes: bigint; readonly memoryIncluded: boolean }>;
+  revert(): Promise<void>;
+  remove(): Promise<void>;
+}
 
 type S = Snapshot & Resource;
 
@@ -29,7 +40,7 @@ type S = Snapshot & Resource;
  * tried again; any other is final: a create goes ERROR, a revert leaves the snapshot
  * AVAILABLE with Reverted=False; each with its reason (`CreateFailedPrecondition`, ...).
  */
-export function snapshotController(deps: { store: Store; storages: NodeStorages; clock: Clock; timers?: Timers; log: Logger; resyncMs?: number }): Controller {
+export function snapshotController(deps: { store: Store; storages: NodeStorages; drivers: NodeDrivers; clock: Clock; timers?: Timers; log: Logger; resyncMs?: number }): Controller {
   const snaps = deps.store.of(SNAPSHOT_KIND);
   const writeStatus = (id: string, change: (s: S) => void) => writeStatusOf(deps.store, SNAPSHOT_KIND, SNAPSHOT_CONTROLLER, id, change);
   const chains = new Map<string, Promise<unknown>>();
@@ -43,10 +54,11 @@ export function snapshotController(deps: { store: Store; storages: NodeStorages;
     return next;
   }
 
-  /** The other snapshots of the same volume. */
+  /** The other snapshots of the same volume or VM. */
   async function siblings(s: S): Promise<S[]> {
     const out: S[] = [];
-    for await (const x of allOf(snaps, { where: { volume_id: volumeOf(s) } })) if (x.id !== s.id) out.push(x);
+    const where = s.spec?.target.case === "vmId" ? { vm_id: targetOf(s) } : { volume_id: targetOf(s) };
+    for await (const x of allOf(snaps, { where })) if (x.id !== s.id) out.push(x);
     return out;
   }
 
@@ -55,14 +67,37 @@ export function snapshotController(deps: { store: Store; storages: NodeStorages;
     for (const x of await siblings(s)) if (x.status?.current) await writeStatus(x.id, (cur) => void (cur.status!.current = false));
   }
 
-  /** The node storage of the snapshot's volume, and the snapshot's reference there. */
-  async function locate(s: S): Promise<{ storage: NodeStorage; ref: SnapshotRef } | undefined> {
-    const volume = await deps.store.of(VOLUME_KIND).get(volumeOf(s));
+  /**
+   * Where the snapshot lives and the steps there: the volume's node storage, or the VM's
+   * node hypervisor; undefined when its volume or VM is gone.
+   */
+  async function locate(s: S): Promise<Site | undefined> {
+    const t = s.spec?.target;
+    if (t?.case === "vmId") {
+      const vm = await deps.store.of(VM_KIND).get(t.value);
+      if (!vm) return undefined;
+      const nodeId = vm.status?.nodeId ?? "";
+      const driver = nodeId === "" ? undefined : deps.drivers.get(nodeId);
+      if (!driver) throw new QuantixError("unavailable", nodeId === "" ? `VM '${vm.id}' is on no node` : `node '${nodeId}' of VM '${vm.id}' is not connected`);
+      const snaps = driver.vmSnapshots;
+      if (!snaps || !driver.capabilities.has("vm-snapshot")) throw new QuantixError("failed_precondition", `node '${nodeId}''s ${driver.kind} hypervisor lacks the capability "vm-snapshot"`);
+      return {
+        take: async () => snaps.take(vm.id, s.id, s.spec?.includeMemory ?? false),
+        revert: async () => void (await snaps.revert(vm.id, s.id)),
+        remove: () => snaps.delete(vm.id, s.id),
+      };
+    }
+    const volume = await deps.store.of(VOLUME_KIND).get(targetOf(s));
     if (!volume) return undefined;
     const pool = await deps.store.of(STORAGE_POOL_KIND).get(volume.spec?.poolId ?? "");
     if (!pool) throw new QuantixError("failed_precondition", `storage pool '${volume.spec?.poolId}' of volume '${volume.id}' not found`);
-    const node = await volumeNode(deps.store, deps.storages, volume.status?.nodeId ?? "", pool);
-    return { storage: deps.storages.of(node), ref: { poolId: pool.id, volumeId: volume.id, snapshotId: s.id } };
+    const storage = deps.storages.of(await volumeNode(deps.store, deps.storages, volume.status?.nodeId ?? "", pool));
+    const ref: SnapshotRef = { poolId: pool.id, volumeId: volume.id, snapshotId: s.id };
+    return {
+      take: async () => ({ ...(await storage.createSnapshot(ref)), memoryIncluded: false, diskIds: [] }),
+      revert: async () => void (await storage.revertSnapshot(ref)),
+      remove: () => storage.deleteSnapshot(ref),
+    };
   }
 
   async function fail(s: S, step: "Create" | "Revert" | "Delete", err: unknown): Promise<{ requeueAfterMs: number } | void> {
@@ -91,8 +126,7 @@ export function snapshotController(deps: { store: Store; storages: NodeStorages;
     if (!s.finalizers.includes(SNAPSHOT_FINALIZER)) return;
     if (s.status?.state !== SnapshotState.DELETING) await writeStatus(s.id, (cur) => void (cur.status!.state = SnapshotState.DELETING));
     try {
-      const at = await locate(s);
-      if (at) await at.storage.deleteSnapshot(at.ref);
+      await (await locate(s))?.remove();
     } catch (err) {
       if (!(err instanceof QuantixError && err.code === "not_found")) return fail(s, "Delete", err);
     }
@@ -123,7 +157,7 @@ export function snapshotController(deps: { store: Store; storages: NodeStorages;
     try {
       const at = await locate(s);
       if (!at) return;
-      taken = await at.storage.createSnapshot(at.ref);
+      taken = await at.take();
     } catch (err) {
       return fail(s, "Create", err);
     }
@@ -134,12 +168,12 @@ export function snapshotController(deps: { store: Store; storages: NodeStorages;
       st.state = SnapshotState.AVAILABLE;
       st.current = true;
       st.takenAt = timestampFromMs(taken.takenAtMs || nowMs);
-      st.memoryIncluded = false;
+      st.memoryIncluded = taken.memoryIncluded;
       st.memorySizeBytes = taken.vmStateBytes;
       st.errorMessage = "";
       st.progressPercent = 100;
       st.observedGeneration = cur.generation;
-      st.conditions = setCondition(st.conditions, { type: "Ready", status: true, reason: "Taken", message: `snapshot of volume '${volumeOf(cur)}' taken`, generation: cur.generation }, nowMs);
+      st.conditions = setCondition(st.conditions, { type: "Ready", status: true, reason: "Taken", message: `snapshot of volume '${targetOf(cur)}' taken`, generation: cur.generation }, nowMs);
     });
   }
 
@@ -148,7 +182,7 @@ export function snapshotController(deps: { store: Store; storages: NodeStorages;
     try {
       const at = await locate(s);
       if (!at) return;
-      await at.storage.revertSnapshot(at.ref);
+      await at.revert();
     } catch (err) {
       return fail(s, "Revert", err);
     }
@@ -160,7 +194,7 @@ export function snapshotController(deps: { store: Store; storages: NodeStorages;
       st.current = true;
       st.errorMessage = "";
       st.observedGeneration = cur.generation;
-      st.conditions = setCondition(st.conditions, { type: "Reverted", status: true, reason: "Reverted", message: `volume '${volumeOf(cur)}' rolled back to this snapshot`, generation: cur.generation }, nowMs);
+      st.conditions = setCondition(st.conditions, { type: "Reverted", status: true, reason: "Reverted", message: `${what(cur)} rolled back to this snapshot`, generation: cur.generation }, nowMs);
     });
   }
 
@@ -169,26 +203,29 @@ export function snapshotController(deps: { store: Store; storages: NodeStorages;
       name: SNAPSHOT_CONTROLLER,
       watches: [
         watching(snaps, (e) => (e.type === "DELETED" ? [] : [e.object.id])),
-        watching(deps.store.of(VOLUME_KIND), (e) => (e.type === "DELETED" ? [`${VOLUME_KEY}${e.object.id}`] : [])),
+        watching(deps.store.of(VOLUME_KIND), (e) => (e.type === "DELETED" ? [`${GONE_KEYS[0].prefix}${e.object.id}`] : [])),
+        watching(deps.store.of(VM_KIND), (e) => (e.type === "DELETED" ? [`${GONE_KEYS[1].prefix}${e.object.id}`] : [])),
       ],
       keys: async function* () {
         for await (const s of allOf(snaps)) yield s.id;
       },
       reconcile: async (key) => {
-        if (key.startsWith(VOLUME_KEY)) {
-          const volumeId = key.slice(VOLUME_KEY.length);
-          if (await deps.store.of(VOLUME_KIND).get(volumeId)) return;
-          for await (const s of allOf(snaps, { where: { volume_id: volumeId } })) if (!s.deletionRequestedAt) await snaps.delete(s.id, undefined, { actor: SNAPSHOT_CONTROLLER }).catch(() => undefined);
+        const gone = GONE_KEYS.find((g) => key.startsWith(g.prefix));
+        if (gone) {
+          const id = key.slice(gone.prefix.length);
+          if (await deps.store.of(gone.kind as unknown as Kind<Resource>).get(id)) return;
+          for await (const s of allOf(snaps, { where: { [gone.field]: id } })) if (!s.deletionRequestedAt) await snaps.delete(s.id, undefined, { actor: SNAPSHOT_CONTROLLER }).catch(() => undefined);
           return;
         }
         const first = await snaps.get(key);
-        if (!first || first.spec?.target.case !== "volumeId") return;
-        return serial(volumeOf(first), async () => {
+        if (!first?.spec?.target.case) return;
+        return serial(`${first.spec.target.case}/${targetOf(first)}`, async () => {
           const s = await snaps.get(key);
           if (!s) return;
           if (s.deletionRequestedAt) return remove(s);
-          // The snapshot lived in its volume's file: it goes with the volume.
-          if (!(await deps.store.of(VOLUME_KIND).get(volumeOf(s)))) {
+          // A volume's snapshots lived in its file; a VM's are recorded no more once the VM is gone.
+          const kind = (s.spec?.target.case === "vmId" ? VM_KIND : VOLUME_KIND) as unknown as Kind<Resource>;
+          if (!(await deps.store.of(kind).get(targetOf(s)))) {
             await snaps.delete(s.id, undefined, { actor: SNAPSHOT_CONTROLLER }).catch(() => undefined);
             return;
           }
@@ -205,6 +242,10 @@ export function snapshotController(deps: { store: Store; storages: NodeStorages;
   );
 }
 
-function volumeOf(s: S): string {
-  return s.spec?.target.case === "volumeId" ? s.spec.target.value : "";
+function targetOf(s: S): string {
+  return s.spec?.target.value ?? "";
+}
+
+function what(s: S): string {
+  return `${s.spec?.target.case === "vmId" ? "VM" : "volume"} '${targetOf(s)}'`;
 }

@@ -7,6 +7,7 @@ import { VolumeFormat } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_poo
 import { VolumeState, type Volume } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
 import {
   allOf,
+  NODE_KIND,
   commonViolations,
   notFound,
   QuantixError,
@@ -56,14 +57,7 @@ export class SnapshotService {
   async create(req: CreateSnapshotRequest): Promise<Snapshot> {
     throwIfViolations([...validateCreateSnapshot(req), ...commonViolations(req)]);
     const target = req.spec!.target;
-    if (target.case === "vmId") {
-      const vm = await this.deps.store.of(VM_KIND).get(target.value);
-      if (!vm) throw notFound("VM", target.value);
-      throw new QuantixError(
-        "unimplemented",
-        "snapshots of a whole VM through the control plane arrive when VM disks name volumes (spec.disks[].volume_id); the node side (vmm.v1 SnapshotVm on QEMU agents) exists. Snapshot each volume (spec.volume_id) of a stopped VM meanwhile",
-      );
-    }
+    if (target.case === "vmId") return this.createOfVm(req, target.value);
     const volume = await this.volume(target.value ?? "");
     if (volume.spec?.format === VolumeFormat.RAW) throw new QuantixError("failed_precondition", `volume '${volume.id}' is RAW: only QCOW2 volumes have snapshots (make a QCOW2 copy with CloneVolume)`);
     await this.refuseInUse(volume, "snapshot");
@@ -74,6 +68,40 @@ export class SnapshotService {
       description: req.description,
       spec: req.spec,
       status: create(SnapshotStatusSchema, { state: SnapshotState.CREATING, sourceSizeGib: volume.spec?.sizeGib ?? 0n }),
+    });
+  }
+
+  /**
+   * A snapshot of a whole VM: placed on a node whose hypervisor has "vm-snapshot", not
+   * MIGRATING; every writable disk of the VM (as its node's config names them) at one
+   * instant, with memory when asked and the VM runs. Its volumes (spec.disks[].volume_id)
+   * are listed in status.volume_snapshots.
+   */
+  private async createOfVm(req: CreateSnapshotRequest, vmId: string): Promise<Snapshot> {
+    const vm = await this.deps.store.of(VM_KIND).get(vmId);
+    if (!vm) throw notFound("VM", vmId);
+    const spec = req.spec!;
+    if (spec.excludedDiskIds.length > 0) throw new QuantixError("unimplemented", "spec.excluded_disk_ids is not supported yet: a VM snapshot covers every writable disk");
+    if (vm.deletionRequestedAt) throw new QuantixError("failed_precondition", `VM '${vmId}' is being deleted`);
+    const state = vm.status?.state ?? VmStatus_State.STATE_UNSPECIFIED;
+    if (state === VmStatus_State.MIGRATING) throw new QuantixError("failed_precondition", `cannot snapshot VM '${vmId}' while it is MIGRATING`);
+    const nodeId = vm.status?.nodeId ?? "";
+    if (nodeId === "") throw new QuantixError("failed_precondition", `VM '${vmId}' is on no node yet (${VmStatus_State[state]}): it has nothing to snapshot`);
+    const node = await this.deps.store.of(NODE_KIND).get(nodeId);
+    const caps = node?.status?.hypervisor?.capabilities ?? [];
+    if (!caps.includes("vm-snapshot")) throw new QuantixError("failed_precondition", `VM '${vmId}' runs on node '${nodeId}', whose ${node?.status?.hypervisor?.type ?? "unknown"} hypervisor lacks the capability "vm-snapshot"`);
+    const disks = vm.spec?.disks ?? [];
+    return this.writer.create({
+      name: req.name,
+      projectId: vm.projectId,
+      labels: req.labels,
+      description: req.description,
+      spec,
+      status: create(SnapshotStatusSchema, {
+        state: SnapshotState.CREATING,
+        sourceSizeGib: disks.reduce((n, d) => n + d.sizeGib, 0n),
+        volumeSnapshots: disks.filter((d) => d.volumeId !== "" && !d.readonly).map((d) => ({ volumeId: d.volumeId, diskId: d.id, sizeGib: d.sizeGib })),
+      }),
     });
   }
 
@@ -91,6 +119,7 @@ export class SnapshotService {
     const cur = await this.deps.store.of(SNAPSHOT_KIND).get(req.id);
     if (!cur) throw notFound("snapshot", req.id);
     if (cur.spec?.target.case === "volumeId") await this.refuseInUse(await this.volume(cur.spec.target.value), "revert");
+    if (cur.spec?.target.case === "vmId") await this.refuseVmRevert(cur, cur.spec.target.value, req.startAfterRevert);
     return this.deps.store.of(SNAPSHOT_KIND).update(
       req.id,
       (s) => {
@@ -121,6 +150,20 @@ export class SnapshotService {
       if (made.length > 0) throw new QuantixError("failed_precondition", `snapshot '${now.id}' is the source of volume ${made.map((x) => `'${x}'`).join(", ")}: delete those volumes first`);
       if ((now.status?.state ?? SnapshotState.UNSPECIFIED) !== SnapshotState.ERROR) refuseUnlessIdle(now, "delete");
     });
+  }
+
+  /**
+   * A VM snapshot with memory is reverted into a running (or paused) VM, which continues
+   * from it; one without memory needs the VM STOPPED. start_after_revert is not built yet.
+   */
+  private async refuseVmRevert(s: S, vmId: string, startAfter: boolean): Promise<void> {
+    const vm = await this.deps.store.of(VM_KIND).get(vmId);
+    if (!vm) throw notFound("VM", vmId);
+    if (startAfter) throw new QuantixError("unimplemented", "start_after_revert is not built yet: StartVM once the snapshot's observed_generation reaches its generation");
+    const state = vm.status?.state ?? VmStatus_State.STATE_UNSPECIFIED;
+    const memory = s.status?.memoryIncluded ?? false;
+    const ok = memory ? state === VmStatus_State.RUNNING || state === VmStatus_State.PAUSED : state === VmStatus_State.STOPPED;
+    if (!ok) throw new QuantixError("failed_precondition", `cannot revert VM '${vmId}' while it is ${VmStatus_State[state]}: a snapshot ${memory ? "with memory is reverted into a RUNNING or PAUSED VM" : "without memory needs the VM STOPPED"}`);
   }
 
   /** The volume, not being deleted; NOT_FOUND naming it otherwise. */

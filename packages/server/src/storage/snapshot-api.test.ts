@@ -197,6 +197,17 @@ describe("volume snapshots over the API", () => {
     assert.equal(after.generation, 1n, "a refused revert changes nothing");
     await vms.deleteVM({ id: vm.id, force: true }).catch(() => undefined);
 
+    // A VM on a node whose hypervisor cannot snapshot VMs (the demo's simulated hosts): refused naming the capability; an unknown VM: NOT_FOUND.
+    const plain = await vms.createVM({ name: "plain", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n } } });
+    await vms.startVM({ id: plain.id });
+    const noCap = await rejection(snapshots.createSnapshot({ name: "vm", spec: { target: { case: "vmId", value: plain.id }, includeMemory: true } }));
+    assert.equal(noCap.code, Code.FailedPrecondition, noCap.message);
+    assert.match(noCap.message, /lacks the capability "vm-snapshot"/);
+    const noVm = await rejection(snapshots.createSnapshot({ name: "vm", spec: { target: { case: "vmId", value: missing } } }));
+    assert.equal(noVm.code, Code.NotFound);
+    assert.match(noVm.message, new RegExp(missing));
+    await vms.deleteVM({ id: plain.id, force: true }).catch(() => undefined);
+
     const renamed = await snapshots.updateSnapshot({ id: snap.id, name: "renamed", updateMask: { paths: ["name"] } });
     assert.equal(renamed.name, "renamed");
     const badName = await rejection(snapshots.updateSnapshot({ id: snap.id, name: "1bad", updateMask: { paths: ["name"] } }));

@@ -9,16 +9,22 @@ import { promisify } from "node:util";
 import { create } from "@bufbuild/protobuf";
 import { StorageDeviceSchema, type StorageDevice } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError } from "@quantix/core";
-import { buildTestGuest, consoleText, ensureDebianPackages, guestTicks, guestVmConfig, lastTick, ticksPast, until, type TestGuest } from "@quantix/testing";
-import { SimulatedBackend } from "../simulated/simulated-backend.js";
-import { VmManager } from "../../vm-manager.js";
-import { QemuBackend } from "./qemu-backend.js";
+import { mkdir } from "node:fs/promises";
+import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { VmStatus_State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { SnapshotState } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_pb.js";
+import { SnapshotService } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_service_pb.js";
+import { createClient } from "@connectrpc/connect";
+import { QemuBackend, SimulatedBackend, VmManager } from "@quantix/agent";
+import { buildTestGuest, consoleText, ensureDebianPackages, GUEST_TICK, guestTicks, guestVmConfig, lastTick, startTestServer, TestAgent, ticksPast, until, type TestGuest } from "@quantix/testing";
 
-// VM snapshots on a real TCG guest whose busybox init prints a counter 5 times a second:
-// a snapshot with memory taken at tick N, reverted after the guest counted on, makes the
-// guest count again from about N (into the running QEMU, and into a QEMU started for a
-// stopped VM); a disk-only snapshot of a stopped VM brings back the data qemu-io wrote;
-// raw disks and backends without the capability are refused, changing nothing.
+// VM snapshots on a real TCG guest whose busybox init prints a counter 5 times a second
+// (the one real-VM test file of snapshots): on the agent's QEMU backend, a snapshot with
+// memory taken at tick N, reverted after the guest counted on, makes the guest count again
+// from about N (into the running QEMU, and into a QEMU started for a stopped VM); a
+// disk-only snapshot of a stopped VM brings back the data qemu-io wrote; raw disks and
+// backends without the capability are refused, changing nothing. Then the same through
+// the control plane's SnapshotService, on a node whose in-process agent runs QEMU.
 
 const run = promisify(execFile);
 const BOOT_MS = 60_000;
@@ -154,4 +160,76 @@ test("a disk-only snapshot of a stopped VM brings back its disks' data; raw disk
     .then(() => sim.snapshotVm("vm-1", randomUUID(), true))
     .then(() => assert.fail("taken"), (x: unknown) => x);
   assert.ok(e instanceof QuantixError && e.code === "failed_precondition" && e.message.includes('"vm-snapshot"'), String(e));
+});
+
+test("through SnapshotService: a VM snapshot with memory on a QEMU agent's node, reverted, makes the guest count again from the snapshot point", { timeout: 240_000 }, async () => {
+  const stateDir = path.join(dir, "cp-agent");
+  await mkdir(path.join(stateDir, "images"), { recursive: true });
+  const s = await startTestServer({ demo: false, defaultQuota: {}, defaultDeadlineMs: 30_000 });
+  const agent = new TestAgent(new QemuBackend({ stateDir, kvm: false }), stateDir, `snap-qemu-${process.pid}`, 200, [path.join(stateDir, "images"), guest.imageDir]);
+  let vmId = "";
+  try {
+    await agent.start(s.url);
+    const nodeId = await until(async () => {
+      const n = (await s.nodes.listNodes({})).nodes.find((x) => x.hostname === agent.name);
+      return n?.status?.phase === Phase.READY && n.status.hypervisor?.capabilities.includes("vm-snapshot") ? n.id : undefined;
+    }, "the QEMU agent's node READY with vm-snapshot", 30_000);
+    const file = path.join(stateDir, "images", "root.qcow2");
+    await run("qemu-img", ["create", "-q", "-f", "qcow2", file, "64M"]);
+    const vm = await s.vms.createVM({
+      name: "snapshotted",
+      nodeId,
+      spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, cmdline: guest.kernelArgs } }, disks: [{ id: "root", hostPath: file }] },
+    });
+    vmId = vm.id;
+    await s.vms.startVM({ id: vm.id });
+    const text = async () => new TextDecoder().decode((await s.vms.getConsoleOutput({ vmId: vm.id, tailBytes: 1 << 20 })).data);
+    const ticks = async (from = 0) => [...(await text()).slice(from).matchAll(new RegExp(`${GUEST_TICK} (\\d+)`, "g"))].map((m) => Number(m[1]));
+    const last = async () => Math.max(0, ...(await ticks()));
+    await until(async () => ((await last()) > 5 ? true : undefined), "the counter running", BOOT_MS, 200);
+
+    const snapshots = createClient(SnapshotService, s.transport);
+    const before = await last();
+    const snap = await snapshots.createSnapshot({ name: "live", spec: { target: { case: "vmId", value: vm.id }, includeMemory: true } });
+    const taken = await until(async () => {
+      const x = await snapshots.getSnapshot({ id: snap.id });
+      if (x.status?.state === SnapshotState.ERROR) throw new Error(x.status.errorMessage);
+      return x.status?.state === SnapshotState.AVAILABLE ? x : undefined;
+    }, "the VM snapshot AVAILABLE", 60_000, 200);
+    const at = await last();
+    assert.equal(taken.projectId, vm.projectId);
+    assert.equal(taken.status?.memoryIncluded, true);
+    assert.ok((taken.status?.memorySizeBytes ?? 0n) > 0n);
+    assert.equal(taken.status?.current, true);
+    assert.equal((await s.vms.getVM({ id: vm.id })).status?.state, VmStatus_State.RUNNING);
+
+    await until(async () => ((await last()) > at + 10 ? true : undefined), "the counter past the snapshot", BOOT_MS, 200);
+    const past = await last();
+    const mark = (await text()).length;
+    await snapshots.revertToSnapshot({ id: snap.id });
+    const reverted = await until(async () => {
+      const x = await snapshots.getSnapshot({ id: snap.id });
+      return x.status?.observedGeneration === x.generation && x.status.state === SnapshotState.AVAILABLE ? x : undefined;
+    }, "the revert done", 60_000, 200);
+    assert.equal(reverted.status?.conditions.find((c) => c.type === "Reverted")?.status, 1 /* TRUE */, reverted.status?.errorMessage);
+    const again = await until(async () => {
+      const t = await ticks(mark);
+      return t.some((x) => x >= before && x <= at + 3) ? t : undefined;
+    }, `ticks back near the snapshot point (${before}..${at}, was at ${past})`, BOOT_MS, 200);
+    assert.ok(again.length > 0);
+
+    // A disk-only snapshot cannot be reverted into the running VM: refused, nothing changes.
+    const refused = await snapshots.revertToSnapshot({ id: (await snapshots.createSnapshot({ name: "disks", spec: { target: { case: "vmId", value: vm.id } } })).id }).then(() => undefined, (e: unknown) => e);
+    assert.ok(refused instanceof Error && /CREATING|STOPPED/.test(refused.message), String(refused));
+
+    await snapshots.deleteSnapshot({ id: snap.id });
+    const left = await agent.manager.listVmSnapshots(vm.id);
+    assert.ok(!left.some((x) => x.snapshotId === snap.id), "gone from the VM's disk");
+  } finally {
+    if (vmId) await s.vms.deleteVM({ id: vmId, force: true }).catch(() => undefined);
+    for (const v of await agent.backend.listVMs().catch(() => [])) if (v.pid) process.kill(v.pid, "SIGKILL");
+    await agent.kill().catch(() => undefined);
+    await agent.backend.close();
+    await s.close();
+  }
 });
