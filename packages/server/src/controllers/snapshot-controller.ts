@@ -173,6 +173,8 @@ export function snapshotController(deps: { store: Store; storages: NodeStorages;
       st.errorMessage = "";
       st.progressPercent = 100;
       st.observedGeneration = cur.generation;
+      // No guest agent is asked to freeze file systems yet: the contract's answer for one that does not answer.
+      if (cur.spec?.quiesce && cur.spec.target.case === "vmId") st.conditions = setCondition(st.conditions, { type: "Quiesced", status: false, reason: "NoGuestAgent", message: "no guest agent froze the file systems: the snapshot is crash-consistent", generation: cur.generation }, nowMs);
       st.conditions = setCondition(st.conditions, { type: "Ready", status: true, reason: "Taken", message: `snapshot of volume '${targetOf(cur)}' taken`, generation: cur.generation }, nowMs);
     });
   }
