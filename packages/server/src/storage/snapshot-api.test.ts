@@ -220,6 +220,28 @@ describe("volume snapshots over the API", () => {
     await volumes.deleteVolume({ id: raw.id });
   });
 
+  it("a revert the node refuses (the volume backs a linked clone) leaves the snapshot AVAILABLE with Reverted=False and the node's reason", async () => {
+    const site = sites[1]!;
+    const v = await volumes.createVolume({ name: "backing", spec: { sizeGib: 1n, poolId: site.poolId } });
+    await volumeReady(v.id);
+    const snap = await snapshots.createSnapshot({ name: "s", spec: { target: { case: "volumeId", value: v.id } } });
+    await available(snap.id, "snapshot AVAILABLE");
+    const clone = await volumes.cloneVolume({ id: v.id, name: "overlay", linked: true });
+    await volumeReady(clone.id);
+    await snapshots.revertToSnapshot({ id: snap.id });
+    const after = await until(async () => {
+      const x = await snapshots.getSnapshot({ id: snap.id });
+      return x.status?.observedGeneration === x.generation ? x : undefined;
+    }, "the revert answered");
+    assert.equal(after.status?.state, SnapshotState.AVAILABLE, "the snapshot itself is fine");
+    const c = after.status?.conditions.find((x) => x.type === "Reverted");
+    assert.equal(c?.status, 2 /* FALSE */);
+    assert.equal(c?.reason, "RevertFailedPrecondition");
+    assert.match(after.status?.errorMessage ?? "", /linked clone/);
+    await volumes.deleteVolume({ id: clone.id });
+    await volumes.deleteVolume({ id: v.id });
+  });
+
   it("WatchSnapshots follows a snapshot from CREATING to AVAILABLE", async () => {
     const site = sites[0]!;
     const v = await volumes.createVolume({ name: "watched", spec: { sizeGib: 1n, poolId: site.poolId } });
