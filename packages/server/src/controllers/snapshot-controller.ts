@@ -62,7 +62,7 @@ export function snapshotController(deps: { store: Store; storages: NodeStorages;
     return out;
   }
 
-  /** Makes `s` the volume's only current snapshot (the others first, so that a crash leaves none rather than two). */
+  /** Makes `s` its volume's or VM's only current snapshot (the others first, so that a crash leaves none rather than two). */
   async function makeCurrent(s: S): Promise<void> {
     for (const x of await siblings(s)) if (x.status?.current) await writeStatus(x.id, (cur) => void (cur.status!.current = false));
   }
