@@ -43,7 +43,23 @@ export type BackendCapability =
   /** attachDisk, detachDisk and resizeDisk change the disks of a running VM (hot-plug, online resize). */
   | "disk-hotplug"
   /** Live migration copies disks that are not on shared storage while the guest runs (MigrateVm's copy_storage). */
-  | "live-migration-copy-storage";
+  | "live-migration-copy-storage"
+  /** snapshotVM and friends: internal snapshots of every disk at one instant, optionally with memory. */
+  | "vm-snapshot";
+
+/** A snapshot of a whole VM as its disks hold it. */
+export interface VmSnapshotInfo {
+  readonly snapshotId: string;
+  /** Whether memory and device state were saved with it. */
+  readonly memoryIncluded: boolean;
+  readonly vmStateBytes: bigint;
+  /** The disks (StorageDevice.id) that hold it. */
+  readonly diskIds: readonly string[];
+  /** When it was taken (from the image), ms since the epoch. */
+  readonly createdAtMs: number;
+  /** Whether every snapshotted disk of the VM holds it. */
+  readonly complete: boolean;
+}
 
 /** One VM as the backend sees it now. */
 export interface BackendVmInfo {
@@ -191,6 +207,18 @@ export interface Backend {
    * save leaves the VM running or paused as it was.
    */
   suspendVM?(vmId: string): Promise<void>;
+  /**
+   * Takes snapshot `snapshotId` of every writable disk at one instant (needs
+   * "vm-snapshot"), with memory when `includeMemory` and QEMU runs. Called in
+   * created/shutdown/crashed/running/paused; idempotent for an existing id.
+   */
+  snapshotVM?(vmId: string, snapshotId: string, includeMemory: boolean): Promise<VmSnapshotInfo>;
+  /** Rolls every disk back to the snapshot; with memory, the guest continues from it (the VM runs afterwards). */
+  revertVMSnapshot?(vmId: string, snapshotId: string): Promise<VmSnapshotInfo>;
+  /** Deletes the snapshot from every disk holding it; NOT_FOUND when none does. */
+  deleteVMSnapshot?(vmId: string, snapshotId: string): Promise<void>;
+  /** The VM's snapshots (UUID tags), oldest first. */
+  listVMSnapshots?(vmId: string): Promise<VmSnapshotInfo[]>;
   /** Called in running; needs "reboot" (force = hard reset). */
   rebootVM(vmId: string, force: boolean): Promise<void>;
   /** NOT_FOUND (QuantixError) for an unknown id. */

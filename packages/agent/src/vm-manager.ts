@@ -1,7 +1,7 @@
 import { clone, create, equals } from "@bufbuild/protobuf";
 import { StorageDeviceSchema, StorageInterfaceType, VmConfigSchema, type StorageDevice, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError, randomIds, systemClock, throwIfViolations, type Clock, type IdGenerator } from "@quantix/core";
-import type { Backend, BackendEvent, BackendVmInfo, BackendVmState, IncomingDiskCopy, IncomingMigration, MigrationOptions, MigrationStats } from "./backend.js";
+import type { Backend, BackendEvent, BackendVmInfo, BackendVmState, IncomingDiskCopy, IncomingMigration, MigrationOptions, MigrationStats, VmSnapshotInfo } from "./backend.js";
 import { CreatedAtStore } from "./created-at-store.js";
 import { checkImagePaths, type ImageCheck } from "./image-dirs.js";
 import { checkCopyPaths, checkCopies, disksToCopy, requireSharedStorage, type RequestedCopy } from "./migration-storage.js";
@@ -155,6 +155,44 @@ export class VmManager {
     if (!suspendVM) throw this.lacks("suspend", "SuspendVm");
     this.need("suspend", "SuspendVm");
     return this.act(vmId, "suspend", false, () => suspendVM(vmId));
+  }
+
+  /**
+   * SnapshotVm (needs "vm-snapshot"): in every state but SUSPENDED (its memory is in a
+   * file; resume it first). Memory is saved only while QEMU runs (RUNNING or PAUSED).
+   */
+  snapshotVm(vmId: string, snapshotId: string, includeMemory: boolean): Promise<VmSnapshotInfo> {
+    return this.onSnapshot(vmId, snapshotId, "SnapshotVm", async (b, info) => b.snapshotVM!(vmId, snapshotId, includeMemory && (info.state === "running" || info.state === "paused")));
+  }
+
+  /** RevertVmSnapshot (needs "vm-snapshot"): the backend says which states a snapshot with or without memory allows; watchers see the new state. */
+  async revertVmSnapshot(vmId: string, snapshotId: string): Promise<VmSnapshotInfo> {
+    const snap = await this.onSnapshot(vmId, snapshotId, "RevertVmSnapshot", (b) => b.revertVMSnapshot!(vmId, snapshotId));
+    await this.publish(vmId, "RevertVmSnapshot").catch(() => undefined);
+    return snap;
+  }
+
+  /** DeleteVmSnapshot (needs "vm-snapshot"). */
+  async deleteVmSnapshot(vmId: string, snapshotId: string): Promise<void> {
+    await this.onSnapshot(vmId, snapshotId, "DeleteVmSnapshot", (b) => b.deleteVMSnapshot!(vmId, snapshotId));
+  }
+
+  /** ListVmSnapshots (needs "vm-snapshot"). */
+  listVmSnapshots(vmId: string): Promise<VmSnapshotInfo[]> {
+    return this.onSnapshot(vmId, undefined, "ListVmSnapshots", (b) => b.listVMSnapshots!(vmId));
+  }
+
+  /** Runs a VM snapshot call in the VM's queue: the capability first, then the ids, then the state. */
+  private onSnapshot<T>(vmId: string, snapshotId: string | undefined, rpc: string, fn: (b: Backend, info: BackendVmInfo) => Promise<T>): Promise<T> {
+    if (!this.backend.snapshotVM || !this.backend.capabilities.has("vm-snapshot")) throw this.lacks("vm-snapshot", rpc);
+    const v = validateVmId("vm_id", vmId);
+    if (snapshotId !== undefined && !SNAPSHOT_ID.test(snapshotId)) v.push({ field: "snapshot_id", reason: "INVALID_FORMAT", description: "must be a UUID in lowercase" });
+    throwIfViolations(v);
+    return this.serial(vmId, async () => {
+      const info = await this.backend.getVMInfo(vmId);
+      if (info.state === "suspended") throw new QuantixError("failed_precondition", `${rpc} is not allowed: VM '${vmId}' is SUSPENDED (its memory is in a file): resume it or shut it down first`);
+      return fn(this.backend, info);
+    });
   }
 
   /** RebootVm (force = reset). */
@@ -445,6 +483,8 @@ export class VmManager {
     );
   }
 }
+
+const SNAPSHOT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 function change(type: VmChange["type"], vm: BackendVmInfo, reason: string): VmChange {
   return { type, vmId: vm.vmId, state: vm.state, reason, pid: vm.pid, startedAtMs: vm.startedAtMs, metadata: vm.config.metadata };

@@ -27,7 +27,7 @@ export interface VmObservation {
 }
 
 /** Capabilities a hypervisor may declare (STYLE rule 4: branch on these, never on a name). */
-export type Capability = "pause" | "reboot" | "suspend" | "live-migration" | "hotplug" | "console" | "metrics" | "disk-hotplug";
+export type Capability = "pause" | "reboot" | "suspend" | "live-migration" | "hotplug" | "console" | "metrics" | "disk-hotplug" | "vm-snapshot";
 
 /** A disk to hot-plug: its id in the VM, its file on the node, and how the guest sees it. */
 export interface HotDisk {
@@ -159,6 +159,25 @@ export interface HypervisorMigration {
   migrate(vmId: string, target: MigrationTarget, options: MigrationOptions, onProgress: (p: MigrationProgress) => void, signal: AbortSignal): Promise<MigrationStatistics>;
 }
 
+/** A VM snapshot as the node's hypervisor holds it. */
+export interface NodeVmSnapshot {
+  readonly memoryIncluded: boolean;
+  readonly vmStateBytes: bigint;
+  /** The VM's disks (DiskDevice ids) that hold it. */
+  readonly diskIds: readonly string[];
+  readonly takenAtMs: number;
+}
+
+/** Snapshots of a whole VM on its node, tagged with the snapshot's id: every disk at one instant, optionally with memory. */
+export interface HypervisorVmSnapshots {
+  /** Takes it (idempotent for an existing id). */
+  take(vmId: string, snapshotId: string, includeMemory: boolean): Promise<NodeVmSnapshot>;
+  /** Rolls the VM back to it; with memory the guest continues from the snapshot point. */
+  revert(vmId: string, snapshotId: string): Promise<NodeVmSnapshot>;
+  /** Deletes it; NOT_FOUND when the VM's disks do not hold it. */
+  delete(vmId: string, snapshotId: string): Promise<void>;
+}
+
 /**
  * The control plane's port to one node's hypervisor, shaped like the seed's Backend
  * interface (CreateVM ... Ping) plus observation and declared capabilities. Every call
@@ -178,6 +197,8 @@ export interface HypervisorPort {
   readonly migration?: HypervisorMigration;
   /** Disk hot-plug and online resize of running VMs; callers check for the "disk-hotplug" capability first. */
   readonly disks?: HypervisorDisks;
+  /** Snapshots of whole VMs; callers check for the "vm-snapshot" capability first. */
+  readonly vmSnapshots?: HypervisorVmSnapshots;
   /**
    * Defines a VM (its process is not started: "created"). A VM already defined is left as
    * it is. `volumePaths` gives the files of the volumes its disks name (volume id to path

@@ -64,7 +64,9 @@ import { storagePoolController } from "./controllers/storage-pool-controller.js"
 import { volumeController } from "./controllers/volume-controller.js";
 import { volumeAttachmentController } from "./controllers/volume-attachment-controller.js";
 import { resolveVolumePaths } from "./storage/vm-volumes.js";
-import { storagePoolServiceRoute, volumeServiceRoute } from "./rpc/storage-routes.js";
+import { snapshotServiceRoute, storagePoolServiceRoute, volumeServiceRoute } from "./rpc/storage-routes.js";
+import { snapshotController } from "./controllers/snapshot-controller.js";
+import { SnapshotService } from "./services/snapshot-service.js";
 
 /** A running control plane. */
 export interface ControlPlane {
@@ -151,6 +153,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const vmController = new VmController({ store, drivers, clock, log, volumePaths: (vm) => resolveVolumePaths(store, storages, vm.status?.nodeId ?? "", vm.spec!) });
   const poolService = new StoragePoolService({ store, clock, ids });
   const volumeService = new VolumeService({ store, clock, ids, ledger, drivers, storages });
+  const snapshotService = new SnapshotService({ store, clock, ids });
   const nodeService = new NodeService({ store, clock, ids, nodeLostAfterSec: config.nodeLostAfterSec, decommission: { drivers, holder: vmController, log } });
   const power = new VmPowerService(store, drivers);
   const migration = new VmMigrationService({ store, drivers, clock, ids, log, strategy: config.schedulerStrategy });
@@ -175,7 +178,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   const controllers = new ControllerManager({ store, log, onLost: () => process.exit(1) });
-  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), new EventRetention({ store, clock, log, retentionSec: config.auditRetentionSec, kept: AUDIT_RETAINED }), quotaUsageController({ store, clock, log }), storagePoolController({ store, storages, clock, log }), volumeController({ store, storages, clock, log }), volumeAttachmentController({ store, clock, log }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
+  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), new EventRetention({ store, clock, log, retentionSec: config.auditRetentionSec, kept: AUDIT_RETAINED }), quotaUsageController({ store, clock, log }), storagePoolController({ store, storages, clock, log }), volumeController({ store, storages, clock, log }), volumeAttachmentController({ store, clock, log }), snapshotController({ store, storages, drivers, clock, log }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
   await controllers.start();
 
   // Counted where each call is logged (the kit's observeCalls interceptor), read by GET /metrics.
@@ -192,6 +195,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     auditServiceRoute(store),
     storagePoolServiceRoute(store, poolService, config.defaultDeadlineMs),
     volumeServiceRoute(store, volumeService, config.defaultDeadlineMs),
+    snapshotServiceRoute(store, snapshotService, config.defaultDeadlineMs),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
     ...SERVED_ELSEWHERE.map((p) => ({ service: p.service, impl: servedElsewhereImpl(p.service, p.where) })),
   ];

@@ -22,6 +22,7 @@ import {
 import type { VmManager } from "../vm-manager.js";
 import { getConsoleOutput, streamConsole } from "./console-routes.js";
 import { migrateVm } from "./migration-routes.js";
+import { vmSnapshotRoutes } from "./vm-snapshot-routes.js";
 import { fromVmState, toVmEvent, toVmState } from "./vm-convert.js";
 import { toVmMetrics } from "./vm-metrics.js";
 
@@ -86,5 +87,6 @@ export function vmServiceImpl(m: VmManager, backendVersion: string): ServiceImpl
       return create(DetachDiskResponseSchema, { state: toVmState(r.state), hotUnplugged: r.hotUnplugged });
     },
     resizeDisk: async (req) => create(ResizeDiskResponseSchema, { sizeBytes: await m.resizeDisk(req.vmId, req.diskId, req.sizeBytes) }),
+    ...vmSnapshotRoutes(m),
   };
 }

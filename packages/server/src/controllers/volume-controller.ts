@@ -1,15 +1,15 @@
 import { VolumeFormat, type StoragePool } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import { VolumeState, type Volume } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
-import { allOf, isLocalPool, QuantixError, STORAGE_POOL_KIND, VOLUME_CONTROLLER, VOLUME_FINALIZER, VOLUME_KIND, NODE_KIND, type Clock, type Resource, type Store, type Timers } from "@quantix/core";
+import { allOf, isLocalPool, QuantixError, SNAPSHOT_KIND, STORAGE_POOL_KIND, VOLUME_CONTROLLER, VOLUME_FINALIZER, VOLUME_KIND, type Clock, type Resource, type Store, type Timers } from "@quantix/core";
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
 import { QuotaLedger } from "../quota/quota-ledger.js";
 import { volumeCharging } from "../services/volume-service.js";
-import type { NodeVolume } from "../storage/node-storage.js";
+import type { NodeVolume, NodeVolumeSource } from "../storage/node-storage.js";
 import type { NodeStorages } from "../storage/node-storages.js";
 import { setCondition } from "./conditions.js";
-import { nodePoolType, poolNodes } from "./storage-pool-controller.js";
+import { reasonOf, volumeNode, writeStatusOf } from "./storage-steps.js";
 
 
 const GIB = 1n << 30n;
@@ -17,15 +17,6 @@ const GIB = 1n << 30n;
 const ERROR_RETRY_MS = 15_000;
 
 type V = Volume & Resource;
-
-/** A failure of a step on the node, as the Ready condition's reason. */
-function reasonOf(step: string, err: unknown): { reason: string; message: string } {
-  if (err instanceof QuantixError) {
-    const code = err.code.split("_").map((w) => w[0]!.toUpperCase() + w.slice(1)).join("");
-    return { reason: `${step}${code}`, message: err.message };
-  }
-  return { reason: `${step}Failed`, message: `the node failed to ${step.toLowerCase()} the volume` };
-}
 
 /**
  * Makes each volume's node match its spec through NodeStorage, level-based: a PENDING
@@ -42,22 +33,7 @@ export function volumeController(deps: { store: Store; storages: NodeStorages; c
   const ledger = new QuotaLedger({ store: deps.store, clock: deps.clock, defaults: {} });
 
   /** Writes the status `change` makes (nothing when it changes nothing); undefined when the volume is gone. */
-  async function writeStatus(id: string, change: (v: V) => void): Promise<V | undefined> {
-    try {
-      return await volumes.update(
-        id,
-        (cur) => {
-          const before = JSON.stringify(cur.status ?? {}, big);
-          change(cur);
-          return JSON.stringify(cur.status ?? {}, big) === before ? undefined : cur;
-        },
-        { actor: VOLUME_CONTROLLER },
-      );
-    } catch (err) {
-      if (err instanceof QuantixError && err.code === "not_found") return undefined;
-      throw err;
-    }
-  }
+  const writeStatus = (id: string, change: (v: V) => void) => writeStatusOf(deps.store, VOLUME_KIND, VOLUME_CONTROLLER, id, change);
 
   async function fail(v: V, step: string, err: unknown): Promise<{ requeueAfterMs: number }> {
     const { reason, message } = reasonOf(step, err);
@@ -75,27 +51,16 @@ export function volumeController(deps: { store: Store; storages: NodeStorages; c
     return { requeueAfterMs: ERROR_RETRY_MS };
   }
 
-  /**
-   * The node that holds (or will hold) the volume, with its pool set up there: its
-   * status.node_id, else the first node of the pool where the pool can be set up. A
-   * failure names every node's reason.
-   */
-  async function nodeFor(v: V, pool: StoragePool): Promise<Node> {
-    const shape = nodePoolType(pool);
-    const pinned = v.status?.nodeId ?? "";
-    const candidates = pinned !== "" ? [await deps.store.of(NODE_KIND).get(pinned)].filter((n): n is Node & Resource => n !== undefined) : await poolNodes(deps.store, pool);
-    if (candidates.length === 0) throw new QuantixError("unavailable", pinned !== "" ? `node '${pinned}' holding the volume is not registered` : `no node reaches storage pool '${pool.id}'`);
-    const why: string[] = [];
-    for (const n of candidates) {
-      try {
-        await deps.storages.of(n).ensurePool({ poolId: pool.id, ...shape });
-        return n;
-      } catch (err) {
-        if (candidates.length === 1) throw err;
-        why.push(`node '${n.id}': ${err instanceof QuantixError ? err.message : "failed to set the pool up"}`);
-      }
-    }
-    throw new QuantixError("unavailable", `storage pool '${pool.id}' is available on no node (${why.join("; ")})`);
+  const nodeFor = (v: V, pool: StoragePool) => volumeNode(deps.store, deps.storages, v.status?.nodeId ?? "", pool);
+
+  /** What the node makes the volume from: its source volume, or the volume a snapshot was taken of, at that snapshot. */
+  async function sourceOf(v: V): Promise<NodeVolumeSource | undefined> {
+    const src = v.spec?.source?.source;
+    if (src?.case === "volumeId") return { volumeId: src.value, linked: v.spec?.source?.linked ?? false };
+    if (src?.case !== "snapshotId") return undefined;
+    const snap = await deps.store.of(SNAPSHOT_KIND).get(src.value);
+    if (!snap || snap.spec?.target.case !== "volumeId") throw new QuantixError("failed_precondition", `snapshot '${src.value}' the volume is made from is gone`);
+    return { volumeId: snap.spec.target.value, linked: false, snapshotId: snap.id };
   }
 
   return new Controller(
@@ -168,13 +133,8 @@ export function volumeController(deps: { store: Store; storages: NodeStorages; c
             if (state !== VolumeState.CREATING && !(state === VolumeState.ERROR && (v.status?.virtualSizeBytes ?? 0n) === 0n)) {
               return fail(v, "Observe", new QuantixError("failed_precondition", `the file of volume '${v.id}' is missing on node '${node.id}'`));
             }
-            const src = v.spec?.source?.source;
-            info = await storage.createVolume({
-              ...ref,
-              format: v.spec?.format === VolumeFormat.RAW ? "raw" : "qcow2",
-              sizeBytes: want,
-              ...(src?.case === "volumeId" ? { source: { volumeId: src.value, linked: v.spec?.source?.linked ?? false } } : {}),
-            });
+            const source = await sourceOf(v);
+            info = await storage.createVolume({ ...ref, format: v.spec?.format === VolumeFormat.RAW ? "raw" : "qcow2", sizeBytes: want, ...(source ? { source } : {}) });
           }
           if (info.virtualSizeBytes < want) {
             step = "Resize";
@@ -202,8 +162,4 @@ export function volumeController(deps: { store: Store; storages: NodeStorages; c
     },
     { clock: deps.clock, ...(deps.timers ? { timers: deps.timers } : {}), log: deps.log, revision: () => deps.store.revision() },
   );
-}
-
-function big(_k: string, v: unknown): unknown {
-  return typeof v === "bigint" ? v.toString() : v;
 }

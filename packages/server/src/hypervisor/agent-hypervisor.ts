@@ -1,7 +1,8 @@
 import { createClient, type Client } from "@connectrpc/connect";
 import type { VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { StorageInterfaceType, VmService, VmState, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { CLUSTER_METADATA_KEY, QuantixError, toAgentVmConfig, type Capability, type HypervisorConsole, type HypervisorDisks, type HypervisorMetrics, type HypervisorMigration, type HypervisorPort, type ObservedPower, type ShutdownOptions, type VmObservation } from "@quantix/core";
+import { StorageInterfaceType, VmService, VmState, type VmConfig, type VmSnapshot } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { CLUSTER_METADATA_KEY, QuantixError, toAgentVmConfig, type Capability, type HypervisorConsole, type HypervisorDisks, type HypervisorMetrics, type HypervisorMigration, type HypervisorPort, type HypervisorVmSnapshots, type NodeVmSnapshot, type ObservedPower, type ShutdownOptions, type VmObservation } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
 import type { AgentConnection } from "./agent-connection.js";
 import { fromAgentError } from "./agent-errors.js";
@@ -38,11 +39,15 @@ const POWER: Record<VmState, ObservedPower> = {
 };
 
 /** The vmm.v1 capabilities that have a control-plane meaning, by their control-plane name. */
-const KNOWN: readonly Capability[] = ["pause", "reboot", "suspend", "live-migration", "console", "metrics", "disk-hotplug"];
+const KNOWN: readonly Capability[] = ["pause", "reboot", "suspend", "live-migration", "console", "metrics", "disk-hotplug", "vm-snapshot"];
 
 /** How long DetachVolume waits for a guest to release a disk (force: a short wait, then the agent gives up). */
 const DETACH_TIMEOUT_SEC = 30;
 const FORCED_DETACH_TIMEOUT_SEC = 5;
+
+function nodeVmSnapshot(s: VmSnapshot): NodeVmSnapshot {
+  return { memoryIncluded: s.memoryIncluded, vmStateBytes: s.vmStateBytes, diskIds: [...s.diskIds], takenAtMs: s.createdAt ? timestampMs(s.createdAt) : 0 };
+}
 
 /**
  * A node's hypervisor reached through its host agent's vmm.v1 VmService (gRPC over h2c,
@@ -62,6 +67,7 @@ export class AgentHypervisor implements HypervisorPort {
   readonly migration: HypervisorMigration;
   readonly metrics: HypervisorMetrics;
   readonly disks: HypervisorDisks;
+  readonly vmSnapshots: HypervisorVmSnapshots;
   /** The node's pools and volumes, through the agent's vmm.v1.StorageService on the same connection. */
   readonly storage: AgentNodeStorage;
   private readonly client: Client<typeof VmService>;
@@ -89,6 +95,11 @@ export class AgentHypervisor implements HypervisorPort {
       follow: (vmId, signal) => this.followConsole(vmId, signal),
     };
     this.migration = agentMigration(this.client, (fn) => this.call(fn), o.node, (config) => markOwner(config, o.clusterId));
+    this.vmSnapshots = {
+      take: async (vmId, snapshotId, includeMemory) => nodeVmSnapshot(await this.call(() => this.client.snapshotVm({ vmId, snapshotId, includeMemory }))),
+      revert: async (vmId, snapshotId) => nodeVmSnapshot(await this.call(() => this.client.revertVmSnapshot({ vmId, snapshotId }))),
+      delete: async (vmId, snapshotId) => void (await this.call(() => this.client.deleteVmSnapshot({ vmId, snapshotId }))),
+    };
     this.metrics = agentMetrics(this.client, (fn) => this.call(fn), (state) => POWER[state] ?? "absent");
     this.disks = {
       attach: async (vmId, disk) => {

@@ -203,13 +203,16 @@ function authorize(d: IdentityInterceptorDeps, p: Principal, policy: Policy, msg
       requireRole(p, project, need, t.hide ? () => notFound("project", project) : undefined);
       return undefined;
     }
+    case "target":
     case "object": {
-      const id = msg[camel(t.field)] as string;
-      if (!wellFormed(id, t.kind.idFormat ?? RESOURCE_ID_FORMAT)) return undefined;
-      const hidden = () => notFound(t.kind.name, id);
-      if (t.after) return (res) => requireRole(p, (res["projectId"] as string) ?? "", need, hidden);
+      const picked = t.from === "object" ? { kind: t.kind, id: msg[camel(t.field)] as string } : t.pick(msg);
+      if (!picked) return undefined;
+      const { kind, id } = picked;
+      if (!wellFormed(id, kind.idFormat ?? RESOURCE_ID_FORMAT)) return undefined;
+      const hidden = () => notFound(kind.name, id);
+      if (t.from === "object" && t.after) return (res) => requireRole(p, (res["projectId"] as string) ?? "", need, hidden);
       return d.store
-        .of(t.kind)
+        .of(kind)
         .get(id)
         .then((o) => {
           // A missing object is the handler's NOT_FOUND, the same words as a hidden one.

@@ -17,10 +17,13 @@ import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.
 import { StoragePoolType } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import { StoragePoolService } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
 import { VolumeService } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
+import { SnapshotService } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_service_pb.js";
+import { SnapshotSchema, SnapshotState } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_pb.js";
+import { create } from "@bufbuild/protobuf";
 import { PrincipalType, Role } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_pb.js";
 import { IdentityService } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_service_pb.js";
 import { ProjectService } from "@quantix/api/gen/Quantixkvm/identity/v1/project_service_pb.js";
-import type { ProjectRole } from "@quantix/core";
+import { SNAPSHOT_CONTROLLER, SNAPSHOT_KIND, type ProjectRole } from "@quantix/core";
 import { PENDING_SERVICES, SERVED_ELSEWHERE, SERVED_FILES } from "../rpc/catalog.js";
 import { CALLERS, PROTOCOLS, startWorld, USER_PASSWORD, type CallerName, type World } from "../testing/identity-world.js";
 import { POLICY, type Policy } from "./policy.js";
@@ -60,7 +63,7 @@ function expected(policy: Policy, caller: CallerName, project: string, w: World,
       if (t.from === "pending") return [...roles.values()].some((r) => roleIncludes(r, policy.role)) ? "allowed" : "denied";
       if (t.from === "list" && !req["projectId"]) return "allowed";
       if (roleIncludes(have, policy.role)) return "allowed";
-      if (!have && (t.from === "object" || (t.from === "request" && t.hide))) return "hidden";
+      if (!have && (t.from === "object" || t.from === "target" || (t.from === "request" && t.hide))) return "hidden";
       return "denied";
     }
   }
@@ -169,10 +172,47 @@ async function requestFor(w: World, m: DescMethod, project: string, vm: string):
         return { id: await volumeIn(w, project) };
     }
   }
+  if (s === SnapshotService.typeName) {
+    switch (m.name) {
+      case "CreateSnapshot":
+        return { name, spec: { target: { case: "volumeId", value: await volumeIn(w, project) } } };
+      case "ListSnapshots":
+      case "WatchSnapshots":
+        return { projectId: project };
+      case "UpdateSnapshot":
+        return { id: await snapshotIn(w, project), description: "matrix", updateMask: { paths: ["description"] } };
+      case "DeleteSnapshot":
+        return { id: await newSnapshot(w, project, name) };
+      default:
+        return { id: await snapshotIn(w, project) };
+    }
+  }
   return {};
 }
 
 const pools = new Map<World, Promise<string>>();
+const snapshotsByProject = new Map<string, Promise<string>>();
+
+/**
+ * A snapshot of the project's volume, recorded as the service records it (the matrix's
+ * world has no node to take it on, so no volume there ever becomes AVAILABLE): written
+ * to the store directly, AVAILABLE, by the snapshot controller's name.
+ */
+async function newSnapshot(w: World, project: string, name: string): Promise<string> {
+  const volumeId = await volumeIn(w, project);
+  const s = create(SnapshotSchema, { id: randomUUID(), name, projectId: project, generation: 1n, spec: { target: { case: "volumeId", value: volumeId } }, status: { state: SnapshotState.AVAILABLE, observedGeneration: 1n } });
+  return (await w.cp.store.of(SNAPSHOT_KIND).create(s as never, { actor: SNAPSHOT_CONTROLLER })).id;
+}
+
+/** A snapshot in `project` (made once per project). */
+function snapshotIn(w: World, project: string): Promise<string> {
+  let v = snapshotsByProject.get(project);
+  if (!v) {
+    v = newSnapshot(w, project, "matrix-snapshot");
+    snapshotsByProject.set(project, v);
+  }
+  return v;
+}
 const volumesByProject = new Map<string, Promise<string>>();
 
 /** A storage pool of the world (made once). */

@@ -1,4 +1,4 @@
-import { DEFAULT_PROJECT_ID, MIGRATION_KIND, VM_KIND, VOLUME_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
+import { DEFAULT_PROJECT_ID, MIGRATION_KIND, SNAPSHOT_KIND, VM_KIND, VOLUME_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { StorageService } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 
@@ -10,6 +10,8 @@ import { StorageService } from "@quantix/api/gen/vmm/v1/storage_pb.js";
  * - `object`: the request's `field` is the id of an object of `kind`, whose project counts;
  *   a caller with no role there gets NOT_FOUND, as for a missing object (OpenStack's 404);
  *   `after`: checked on the response (a read returns the object: no extra lookup);
+ * - `target`: as `object`, for a request that names one of several kinds of object
+ *   (`pick` finds which, e.g. CreateSnapshot's spec.volume_id or spec.vm_id);
  * - `list`: a List or Watch, filtered to the projects where the caller has the role (a
  *   `project_id` the request names must be one); `cluster` adds objects of no project
  *   (events of nodes);
@@ -19,6 +21,7 @@ import { StorageService } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 export type ProjectTarget =
   | { readonly from: "request"; readonly field: string; readonly dflt?: string; readonly hide?: boolean }
   | { readonly from: "object"; readonly kind: Kind<Resource>; readonly field: string; readonly after?: boolean }
+  | { readonly from: "target"; readonly pick: (msg: Readonly<Record<string, unknown>>) => { readonly kind: Kind<Resource>; readonly id: string } | undefined }
   | { readonly from: "list"; readonly cluster?: boolean }
   | { readonly from: "pending" };
 
@@ -42,6 +45,21 @@ const admin: Policy = { access: "system-admin" };
 const agent: Policy = { access: "agent" };
 const volume = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: VOLUME_KIND as unknown as Kind<Resource>, field, after } });
 const vm = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: VM_KIND as unknown as Kind<Resource>, field, after } });
+const snapshot = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: SNAPSHOT_KIND as unknown as Kind<Resource>, field, after } });
+/** CreateSnapshot acts in the project of the volume or VM it snapshots. */
+const snapshotTarget = (role: ProjectRole): Policy => ({
+  access: "project",
+  role,
+  target: {
+    from: "target",
+    pick: (msg) => {
+      const t = (msg["spec"] as { target?: { case?: string; value?: unknown } } | undefined)?.target;
+      if (t?.case === "volumeId" && typeof t.value === "string") return { kind: VOLUME_KIND as unknown as Kind<Resource>, id: t.value };
+      if (t?.case === "vmId" && typeof t.value === "string") return { kind: VM_KIND as unknown as Kind<Resource>, id: t.value };
+      return undefined;
+    },
+  },
+});
 const list = (role: ProjectRole = "reader", cluster = false): Policy => ({ access: "project", role, target: { from: "list", cluster } });
 const inRequest = (role: ProjectRole, field = "project_id", o: { dflt?: string; hide?: boolean } = {}): Policy => ({ access: "project", role, target: { from: "request", field, ...o } });
 const pending = (role: ProjectRole, scope?: Scope): Policy => ({ access: "project", role, target: { from: "pending" }, ...(scope ? { scope } : {}) });
@@ -69,6 +87,7 @@ const AUDIT = "Quantixkvm.audit.v1.AuditService";
 const PROJECTS = "Quantixkvm.identity.v1.ProjectService";
 const DOM = "virtualdom.v1.MemoryGateway";
 const VOLUMES = "Quantixkvm.storage.v1.VolumeService";
+const SNAPSHOTS = "Quantixkvm.storage.v1.SnapshotService";
 
 /**
  * The policy of every RPC of every service the control plane serves or lists, by
@@ -189,7 +208,14 @@ export const POLICY: Readonly<Record<string, Policy>> = {
   [`${VOLUMES}/CloneVolume`]: volume("member"),
   // Moving a volume between pools is an operator's action.
   [`${VOLUMES}/MigrateVolume`]: admin,
-  ...projectCrud("Quantixkvm.storage.v1.SnapshotService", "Snapshots", "Snapshot", { RevertToSnapshot: pending("member") }),
+  // A snapshot is its volume's (or VM's) project's: readers read, members write.
+  [`${SNAPSHOTS}/CreateSnapshot`]: snapshotTarget("member"),
+  [`${SNAPSHOTS}/GetSnapshot`]: snapshot("reader", "id", true),
+  [`${SNAPSHOTS}/ListSnapshots`]: list(),
+  [`${SNAPSHOTS}/WatchSnapshots`]: list(),
+  [`${SNAPSHOTS}/UpdateSnapshot`]: snapshot("member"),
+  [`${SNAPSHOTS}/DeleteSnapshot`]: snapshot("member"),
+  [`${SNAPSHOTS}/RevertToSnapshot`]: snapshot("member"),
   ...projectCrud("Quantixkvm.storage.v1.ImageService", "Images", "Image", { ImportImage: pending("member"), UploadImage: pending("member") }),
 
   ...projectCrud("Quantixkvm.network.v1.VirtualNetworkService", "VirtualNetworks", "VirtualNetwork"),

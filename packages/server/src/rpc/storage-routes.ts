@@ -2,11 +2,13 @@ import { create } from "@bufbuild/protobuf";
 import { EmptySchema } from "@bufbuild/protobuf/wkt";
 import { StoragePoolService } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
 import { VolumeService } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
-import { QuantixError, STORAGE_POOL_KIND, VOLUME_KIND, type Store } from "@quantix/core";
+import { SnapshotService } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_service_pb.js";
+import { QuantixError, SNAPSHOT_KIND, STORAGE_POOL_KIND, VOLUME_KIND, type Store } from "@quantix/core";
 import type { Route } from "@quantix/rpc";
 import { resourceRoute } from "../resources/resource-routes.js";
 import type { StoragePoolService as Pools } from "../services/storage-pool-service.js";
 import type { VolumeService as Volumes } from "../services/volume-service.js";
+import type { SnapshotService as Snapshots } from "../services/snapshot-service.js";
 import { budgetOf } from "./budget.js";
 
 /**
@@ -61,6 +63,25 @@ export function volumeServiceRoute(store: Store, volumes: Volumes, defaultDeadli
     },
     filters: {
       bootable_only: (value) => (value === true ? { bootable: true } : {}),
+    },
+  });
+}
+
+/**
+ * Quantixkvm.storage.v1.SnapshotService: Get, List and Watch are the snapshot kind's
+ * generic reads (list filters: project, labels, states, volume_id, vm_id); Create,
+ * Update, Delete and RevertToSnapshot have the snapshot's rules.
+ */
+export function snapshotServiceRoute(store: Store, snapshots: Snapshots, defaultDeadlineMs: number): Route {
+  return resourceRoute(SnapshotService, SNAPSHOT_KIND as never, store, {
+    impl: {
+      createSnapshot: (req) => snapshots.create(req),
+      updateSnapshot: (req) => snapshots.update(req),
+      deleteSnapshot: async (req, ctx) => {
+        await snapshots.delete(req, budgetOf(ctx, defaultDeadlineMs));
+        return create(EmptySchema);
+      },
+      revertToSnapshot: (req) => snapshots.revert(req),
     },
   });
 }

@@ -2,6 +2,8 @@ import { clone, create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { StoragePoolType, VolumeFormat, type StoragePool } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import { VolumeSpecSchema, VolumeState, VolumeStatusSchema, type Volume } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
+import { SnapshotState } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_pb.js";
+import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { UpdateVolumeRequestSchema, type AttachVolumeRequest, type CloneVolumeRequest, type DetachVolumeRequest, type CreateVolumeRequest, type DeleteVolumeRequest, type ResizeVolumeRequest, type UpdateVolumeRequest } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
 import {
   allOf,
@@ -14,6 +16,7 @@ import {
   PROJECT_KIND,
   QuantixError,
   SERVED_POOL_TYPES,
+  SNAPSHOT_KIND,
   STORAGE_LIMITS,
   STORAGE_POOL_KIND,
   throwIfViolations,
@@ -97,8 +100,8 @@ export class VolumeService {
     const spec = clone(VolumeSpecSchema, req.spec!);
     const source = spec.source?.source;
     if (source?.case === "imageId") throw new QuantixError("unimplemented", "volumes from images arrive with ImageService, which is not built yet");
-    if (source?.case === "snapshotId") throw new QuantixError("unimplemented", "volumes from snapshots arrive with SnapshotService, which is not built yet");
-    const src = source?.case === "volumeId" ? await this.sourceVolume(source.value, projectId) : undefined;
+    const snap = source?.case === "snapshotId" ? await this.sourceSnapshot(source.value, projectId, spec.source?.linked ?? false) : undefined;
+    const src = source?.case === "volumeId" ? await this.sourceVolume(source.value, projectId) : snap ? await this.sourceVolume(snap.volumeId, projectId, "snapshot's volume") : undefined;
     const pool = await this.pool(spec.poolId || src?.spec?.poolId || (await defaultPool(this.deps.store)).id);
     spec.poolId = pool.id;
     if (spec.format === VolumeFormat.UNSPECIFIED) spec.format = pool.spec?.defaultVolumeFormat || VolumeFormat.QCOW2;
@@ -108,8 +111,9 @@ export class VolumeService {
       // The node side clones within one pool; MigrateVolume moves volumes between pools.
       if (src.spec?.poolId !== pool.id) v.add("spec.pool_id", "CONFLICT", `a clone is made in its source's pool ('${src.spec?.poolId}')`);
       if (spec.source?.linked && spec.format !== VolumeFormat.QCOW2) v.add("spec.format", "CONFLICT", "a linked clone is QCOW2");
-      if (spec.sizeGib === 0n) spec.sizeGib = src.spec?.sizeGib ?? 0n;
-      else if (spec.sizeGib < (src.spec?.sizeGib ?? 0n)) v.add("spec.size_gib", "OUT_OF_RANGE", `must be at least the source's size (${src.spec?.sizeGib} GiB)`);
+      const least = snap ? snap.sizeGib : (src.spec?.sizeGib ?? 0n);
+      if (spec.sizeGib === 0n) spec.sizeGib = least;
+      else if (spec.sizeGib < least) v.add("spec.size_gib", "OUT_OF_RANGE", `must be at least the source's size (${least} GiB)`);
       const srcNode = src.status?.nodeId ?? "";
       if (nodeId !== "" && srcNode !== "" && nodeId !== srcNode) v.add("node_id", "CONFLICT", `a clone in a local pool is on its source's node ('${srcNode}')`);
       throwIfViolations(v.list);
@@ -222,9 +226,7 @@ export class VolumeService {
 
   /** The VMs of the volume's project whose spec names it as a disk. */
   private async usersOf(v: V): Promise<string[]> {
-    const out: string[] = [];
-    for await (const vm of allOf(this.deps.store.of(VM_KIND), { where: { project_id: v.projectId } })) if (vm.spec?.disks.some((d) => d.volumeId === v.id)) out.push(vm.id);
-    return out;
+    return (await vmsNamingVolume(this.deps.store, v)).map((vm) => vm.id);
   }
 
   /** Volumes that need this one: linked clones of it, and copies of it not made yet. */
@@ -237,14 +239,25 @@ export class VolumeService {
     return out;
   }
 
-  private async sourceVolume(id: string, projectId: string): Promise<V> {
+  private async sourceVolume(id: string, projectId: string, what = "source volume"): Promise<V> {
     const src = await this.deps.store.of(VOLUME_KIND).get(id);
     // A volume of another project is not told apart from a missing one.
     if (!src || src.projectId !== projectId) throw notFound("volume", id);
-    if (src.deletionRequestedAt) throw new QuantixError("failed_precondition", `source volume '${id}' is being deleted`);
+    if (src.deletionRequestedAt) throw new QuantixError("failed_precondition", `${what} '${id}' is being deleted`);
     const state = src.status?.state ?? VolumeState.UNSPECIFIED;
-    if (state !== VolumeState.AVAILABLE && state !== VolumeState.IN_USE) throw new QuantixError("failed_precondition", `source volume '${id}' is ${VolumeState[state]}: a clone needs it AVAILABLE or IN_USE`);
+    if (state !== VolumeState.AVAILABLE && state !== VolumeState.IN_USE) throw new QuantixError("failed_precondition", `${what} '${id}' is ${VolumeState[state]}: a clone needs it AVAILABLE or IN_USE`);
     return src;
+  }
+
+  /** A volume snapshot of the project to copy a new volume from: AVAILABLE, and never a linked clone (the node copies it in full). */
+  private async sourceSnapshot(id: string, projectId: string, linked: boolean): Promise<{ volumeId: string; sizeGib: bigint }> {
+    const snap = await this.deps.store.of(SNAPSHOT_KIND).get(id);
+    if (!snap || snap.projectId !== projectId) throw notFound("snapshot", id);
+    if (linked) throw invalidArgument([{ field: "spec.source.linked", reason: "CONFLICT", description: "a volume from a snapshot is a full copy: linked clones are of volumes" }]);
+    if (snap.spec?.target.case !== "volumeId") throw new QuantixError("failed_precondition", `snapshot '${id}' is of a VM: make a volume from one of its volumes' snapshots`);
+    const state = snap.status?.state ?? SnapshotState.UNSPECIFIED;
+    if (snap.deletionRequestedAt || state !== SnapshotState.AVAILABLE) throw new QuantixError("failed_precondition", `snapshot '${id}' is ${snap.deletionRequestedAt ? "being deleted" : SnapshotState[state]}: a volume is made from an AVAILABLE snapshot`);
+    return { volumeId: snap.spec.target.value, sizeGib: snap.status?.sourceSizeGib ?? 0n };
   }
 
   private async pool(id: string): Promise<StoragePool> {
@@ -262,6 +275,13 @@ export class VolumeService {
     const ids = pool.spec?.nodeIds ?? [];
     if (ids.length > 0 && !ids.includes(nodeId)) throw new QuantixError("failed_precondition", `node '${nodeId}' is not one of storage pool '${pool.id}''s nodes (spec.node_ids)`);
   }
+}
+
+/** The VMs of the volume's project whose spec names it as a disk (spec.disks[].volume_id). */
+export async function vmsNamingVolume(store: Store, v: { id: string; projectId: string }): Promise<(VirtualMachine & Resource)[]> {
+  const out: (VirtualMachine & Resource)[] = [];
+  for await (const vm of allOf(store.of(VM_KIND), { where: { project_id: v.projectId } })) if (vm.spec?.disks.some((d) => d.volumeId === v.id)) out.push(vm);
+  return out;
 }
 
 /**

@@ -1,7 +1,8 @@
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
-import { CloneMode, StoragePoolType, StorageService, VolumeFormat, type Pool, type Volume } from "@quantix/api/gen/vmm/v1/storage_pb.js";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { CloneMode, StoragePoolType, StorageService, VolumeFormat, type Pool, type Volume, type VolumeSnapshot } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 import { QuantixError } from "@quantix/core";
-import type { NodePool, NodePoolType, NodeStorage, NodeVolume, NodeVolumeFormat } from "./node-storage.js";
+import type { NodePool, NodePoolType, NodeSnapshot, NodeStorage, NodeVolume, NodeVolumeFormat, NodeVolumeSource, SnapshotRef, VolumeRef } from "./node-storage.js";
 
 const POOL_TYPES: Record<NodePoolType, StoragePoolType> = { DIR: StoragePoolType.DIR, SHARED_DIR: StoragePoolType.SHARED_DIR };
 const FORMATS: Record<NodeVolumeFormat, VolumeFormat> = { qcow2: VolumeFormat.QCOW2, raw: VolumeFormat.RAW };
@@ -35,14 +36,14 @@ export class AgentNodeStorage implements NodeStorage {
     await this.wrap(() => this.client.deletePool({ poolId: req.poolId }));
   }
 
-  async createVolume(req: { poolId: string; volumeId: string; format: NodeVolumeFormat; sizeBytes: bigint; source?: { volumeId: string; linked: boolean } }): Promise<NodeVolume> {
+  async createVolume(req: { poolId: string; volumeId: string; format: NodeVolumeFormat; sizeBytes: bigint; source?: NodeVolumeSource }): Promise<NodeVolume> {
     const v = await this.wrap(() =>
       this.client.createVolume({
         poolId: req.poolId,
         volumeId: req.volumeId,
         format: FORMATS[req.format],
         sizeBytes: req.sizeBytes,
-        ...(req.source ? { source: { volumeId: req.source.volumeId, mode: req.source.linked ? CloneMode.LINKED : CloneMode.FULL } } : {}),
+        ...(req.source ? { source: { volumeId: req.source.volumeId, mode: req.source.linked ? CloneMode.LINKED : CloneMode.FULL, snapshotId: req.source.snapshotId ?? "" } } : {}),
       }),
     );
     return nodeVolume(v);
@@ -64,6 +65,31 @@ export class AgentNodeStorage implements NodeStorage {
       throw err;
     }
   }
+
+  async createSnapshot(req: SnapshotRef): Promise<NodeSnapshot> {
+    return nodeSnapshot(await this.wrap(() => this.client.createVolumeSnapshot(snapshotRef(req))));
+  }
+
+  async revertSnapshot(req: SnapshotRef): Promise<NodeSnapshot> {
+    return nodeSnapshot(await this.wrap(() => this.client.revertVolumeSnapshot(snapshotRef(req))));
+  }
+
+  async deleteSnapshot(req: SnapshotRef): Promise<void> {
+    await this.wrap(() => this.client.deleteVolumeSnapshot(snapshotRef(req)));
+  }
+
+  async listSnapshots(req: VolumeRef): Promise<NodeSnapshot[]> {
+    const res = await this.wrap(() => this.client.listVolumeSnapshots({ poolId: req.poolId, volumeId: req.volumeId }));
+    return res.snapshots.map(nodeSnapshot);
+  }
+}
+
+function snapshotRef(req: SnapshotRef): { poolId: string; volumeId: string; snapshotId: string } {
+  return { poolId: req.poolId, volumeId: req.volumeId, snapshotId: req.snapshotId };
+}
+
+function nodeSnapshot(s: VolumeSnapshot): NodeSnapshot {
+  return { snapshotId: s.snapshotId, takenAtMs: s.createdAt ? timestampMs(s.createdAt) : 0, vmStateBytes: s.vmStateBytes };
 }
 
 function isNotFound(err: unknown): boolean {
@@ -117,6 +143,18 @@ export class UnavailableNodeStorage implements NodeStorage {
     return this.refuse();
   }
   volumeInfo(): Promise<NodeVolume | undefined> {
+    return this.refuse();
+  }
+  createSnapshot(): Promise<NodeSnapshot> {
+    return this.refuse();
+  }
+  revertSnapshot(): Promise<NodeSnapshot> {
+    return this.refuse();
+  }
+  deleteSnapshot(): Promise<void> {
+    return this.refuse();
+  }
+  listSnapshots(): Promise<NodeSnapshot[]> {
     return this.refuse();
   }
 }

@@ -3,7 +3,7 @@ import { mkdir, readdir, readFile, realpath, rename, rm, stat, statfs, writeFile
 import { basename, join, sep } from "node:path";
 import { promisify } from "node:util";
 import { ID_PATTERN, QuantixError } from "@quantix/core";
-import type { NodePool, NodePoolType, NodeStorage, NodeVolume, NodeVolumeFormat, PoolRef, VolumeRef } from "./node-storage.js";
+import type { NodePool, NodePoolType, NodeSnapshot, NodeStorage, NodeVolume, NodeVolumeFormat, NodeVolumeSource, PoolRef, SnapshotRef, VolumeRef } from "./node-storage.js";
 
 const run = promisify(execFile);
 
@@ -70,7 +70,7 @@ export class DirNodeStorage implements NodeStorage {
     this.pools.delete(req.poolId);
   }
 
-  createVolume(req: VolumeRef & { format: NodeVolumeFormat; sizeBytes: bigint; source?: { volumeId: string; linked: boolean } }): Promise<NodeVolume> {
+  createVolume(req: VolumeRef & { format: NodeVolumeFormat; sizeBytes: bigint; source?: NodeVolumeSource }): Promise<NodeVolume> {
     return this.locked(req, async () => {
       const dir = this.poolDir(req.poolId);
       checkId("volume_id", req.volumeId);
@@ -136,6 +136,65 @@ export class DirNodeStorage implements NodeStorage {
     return format ? this.info(dir, req.volumeId, format) : undefined;
   }
 
+  createSnapshot(req: SnapshotRef): Promise<NodeSnapshot> {
+    return this.withQcow2(req, async (path) => {
+      const existing = (await this.snapshotsOf(path, "qcow2")).find((x) => x.snapshotId === req.snapshotId);
+      if (existing) return existing;
+      await this.qemuImg(["snapshot", "-q", "--image-opts", "-c", req.snapshotId, qcow2Opts(path)]);
+      return this.findSnapshot(path, req);
+    });
+  }
+
+  revertSnapshot(req: SnapshotRef): Promise<NodeSnapshot> {
+    return this.withQcow2(req, async (path, dir) => {
+      const found = await this.findSnapshot(path, req);
+      for (const other of await this.volumeIds(dir)) {
+        if (other.id === req.volumeId || other.format !== "qcow2") continue;
+        const info = await this.info(dir, other.id, other.format).catch(() => undefined);
+        if (info?.backingVolumeId === req.volumeId) throw new QuantixError("failed_precondition", `volume '${req.volumeId}' backs volume '${other.id}' (a linked clone) on node '${this.o.nodeId}': reverting it would change the clone's data`);
+      }
+      await this.qemuImg(["snapshot", "-q", "--image-opts", "-a", req.snapshotId, qcow2Opts(path)]);
+      return found;
+    });
+  }
+
+  deleteSnapshot(req: SnapshotRef): Promise<void> {
+    return this.withQcow2(req, async (path) => {
+      await this.findSnapshot(path, req);
+      await this.qemuImg(["snapshot", "-q", "--image-opts", "-d", req.snapshotId, qcow2Opts(path)]);
+    });
+  }
+
+  async listSnapshots(req: VolumeRef): Promise<NodeSnapshot[]> {
+    const dir = this.poolDir(req.poolId);
+    const format = await this.existing(dir, req);
+    return this.snapshotsOf(join(dir, `${req.volumeId}.${format}`), format);
+  }
+
+  /** Runs `fn` on a qcow2 volume's file under the volume's lock; raw volumes have no snapshots. */
+  private withQcow2<R>(req: SnapshotRef, fn: (path: string, dir: string) => Promise<R>): Promise<R> {
+    return this.locked(req, async () => {
+      checkId("snapshot_id", req.snapshotId);
+      const dir = this.poolDir(req.poolId);
+      const format = await this.existing(dir, req);
+      if (format !== "qcow2") throw new QuantixError("failed_precondition", `volume '${req.volumeId}' is raw: only qcow2 volumes have snapshots`);
+      return fn(join(dir, `${req.volumeId}.qcow2`), dir);
+    });
+  }
+
+  private async findSnapshot(path: string, req: SnapshotRef): Promise<NodeSnapshot> {
+    const found = (await this.snapshotsOf(path, "qcow2")).find((x) => x.snapshotId === req.snapshotId);
+    if (!found) throw new QuantixError("not_found", `snapshot '${req.snapshotId}' is not in volume '${req.volumeId}' on node '${this.o.nodeId}'`);
+    return found;
+  }
+
+  /** The image's internal snapshots whose tags are ids (those the control plane took), oldest first. */
+  private async snapshotsOf(path: string, format: NodeVolumeFormat): Promise<NodeSnapshot[]> {
+    if (format !== "qcow2") return [];
+    const j = JSON.parse(await this.qemuImg(["info", "--output=json", "-U", "-f", format, path])) as { snapshots?: { name: string; "date-sec": number; "date-nsec": number; "vm-state-size": number }[] };
+    return (j.snapshots ?? []).filter((x) => ID_PATTERN.test(x.name)).map((x) => ({ snapshotId: x.name, takenAtMs: x["date-sec"] * 1000 + Math.floor(x["date-nsec"] / 1e6), vmStateBytes: BigInt(x["vm-state-size"]) }));
+  }
+
   /** A pool's capacity (statfs of its file system) and its volumes' provisioned sizes. */
   private async measure(poolId: string, dir: string): Promise<NodePool> {
     const fs = await statfs(dir, { bigint: true });
@@ -154,14 +213,24 @@ export class DirNodeStorage implements NodeStorage {
     if (bytes > free) throw new QuantixError("resource_exhausted", `pool '${poolId}' on node '${this.o.nodeId}' has ${free} bytes free, less than the ${bytes} bytes asked for`);
   }
 
-  private async cloneInto(dir: string, req: VolumeRef & { format: NodeVolumeFormat; sizeBytes: bigint; source?: { volumeId: string; linked: boolean } }, partial: string): Promise<void> {
+  private async cloneInto(dir: string, req: VolumeRef & { format: NodeVolumeFormat; sizeBytes: bigint; source?: NodeVolumeSource }, partial: string): Promise<void> {
     const src = req.source!;
     checkId("source.volume_id", src.volumeId);
+    if (src.snapshotId !== undefined) checkId("source.snapshot_id", src.snapshotId);
     const srcFormat = await this.find(dir, src.volumeId);
     if (!srcFormat) throw new QuantixError("not_found", `source volume '${src.volumeId}' does not exist in pool '${req.poolId}' on node '${this.o.nodeId}'`);
     const srcPath = join(dir, `${src.volumeId}.${srcFormat}`);
     const srcInfo = await this.info(dir, src.volumeId, srcFormat);
     const size = req.sizeBytes > srcInfo.virtualSizeBytes ? req.sizeBytes : srcInfo.virtualSizeBytes;
+    if (src.snapshotId !== undefined) {
+      if (src.linked) throw new QuantixError("failed_precondition", "a volume from a snapshot is a full copy, never a linked clone");
+      if (!(await this.snapshotsOf(srcPath, srcFormat)).some((x) => x.snapshotId === src.snapshotId)) throw new QuantixError("not_found", `snapshot '${src.snapshotId}' is not in volume '${src.volumeId}' on node '${this.o.nodeId}'`);
+      await this.roomFor(dir, req.poolId, size);
+      // The snapshot's id was checked against the id pattern: nothing else reaches the option.
+      await this.qemuImg(["convert", "-f", "qcow2", "-O", req.format, "-l", `snapshot.name=${src.snapshotId}`, srcPath, partial]);
+      if (size > srcInfo.virtualSizeBytes) await this.qemuImg(["resize", "-q", "-f", req.format, partial, String(size)]);
+      return;
+    }
     if (src.linked) {
       if (req.format !== "qcow2") throw new QuantixError("failed_precondition", "a linked clone must be QCOW2");
       await this.roomFor(dir, req.poolId, 0n);
@@ -245,6 +314,11 @@ export class DirNodeStorage implements NodeStorage {
     });
     return next;
   }
+}
+
+/** `qemu-img snapshot` has no `-f`: the format is named through --image-opts (a ',' in the path doubled, as the option syntax escapes it). */
+function qcow2Opts(path: string): string {
+  return `driver=qcow2,file.driver=file,file.filename=${path.replaceAll(",", ",,")}`;
 }
 
 function checkId(field: string, id: string): void {

@@ -15,13 +15,48 @@ export interface NodeStorage {
   /** Removes the pool from the node (its marker; for DIR its directory); refused while it holds volumes; NOT_FOUND when it is not there. */
   deletePool(req: PoolRef & { readonly type: NodePoolType; readonly path?: string }): Promise<void>;
   /** Creates a volume (empty of `sizeBytes`, or from a volume of the same pool); the same request again returns it. */
-  createVolume(req: VolumeRef & { readonly format: NodeVolumeFormat; readonly sizeBytes: bigint; readonly source?: { readonly volumeId: string; readonly linked: boolean } }): Promise<NodeVolume>;
+  createVolume(req: VolumeRef & { readonly format: NodeVolumeFormat; readonly sizeBytes: bigint; readonly source?: NodeVolumeSource }): Promise<NodeVolume>;
   /** Grows a volume to `sizeBytes` (never shrinks); the current size again changes nothing. */
   resizeVolume(req: VolumeRef & { readonly sizeBytes: bigint }): Promise<NodeVolume>;
   /** Removes a volume's file; NOT_FOUND when it is not there. Refused while another volume uses it as backing file, unless `force`. */
   deleteVolume(req: VolumeRef & { readonly force: boolean }): Promise<void>;
   /** The volume as the node sees it now, or undefined when it does not exist there. */
   volumeInfo(req: VolumeRef): Promise<NodeVolume | undefined>;
+  /**
+   * Takes an internal snapshot of a qcow2 volume, offline, tagged with `snapshotId` (a
+   * UUID); the same id again returns it. FAILED_PRECONDITION for a raw volume or one a
+   * running VM holds open.
+   */
+  createSnapshot(req: SnapshotRef): Promise<NodeSnapshot>;
+  /** Rolls the volume back to the snapshot, offline; NOT_FOUND when it has none of that id. Refused while the volume backs a linked clone. */
+  revertSnapshot(req: SnapshotRef): Promise<NodeSnapshot>;
+  /** Deletes the snapshot; NOT_FOUND when the volume has none of that id (or the volume is gone). */
+  deleteSnapshot(req: SnapshotRef): Promise<void>;
+  /** The volume's snapshots taken by the control plane (UUID tags), oldest first. */
+  listSnapshots(req: VolumeRef): Promise<NodeSnapshot[]>;
+}
+
+/** What a new volume is made from: a volume of the same pool, as it is now or at one of its snapshots. */
+export interface NodeVolumeSource {
+  readonly volumeId: string;
+  /** A qcow2 overlay on the source (never with `snapshotId`); otherwise a full copy. */
+  readonly linked: boolean;
+  /** Copy the source as it was at this snapshot of it. */
+  readonly snapshotId?: string;
+}
+
+/** Names a snapshot of a volume on a node. */
+export interface SnapshotRef extends VolumeRef {
+  readonly snapshotId: string;
+}
+
+/** An internal snapshot of a volume as the node sees it. */
+export interface NodeSnapshot {
+  readonly snapshotId: string;
+  /** When it was taken (from the image), ms since the epoch. */
+  readonly takenAtMs: number;
+  /** Bytes of VM memory state it holds (0 for a disk-only snapshot). */
+  readonly vmStateBytes: bigint;
 }
 
 /** The pool types a node manages. */

@@ -296,9 +296,12 @@ const snapshot: KindFixture = {
       spec: { target: vmId !== "" ? { case: "vmId", value: vmId } : { case: "volumeId", value: str(v["volume_id"], randomUUID()) } },
       status: { state: int(v["state"], 1) },
       createdAt: ms(v["created_at"], NOW),
+      generation: 1n,
     });
   },
   scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
+  // An AVAILABLE snapshot exists on its node.
+  busy: { state: 2 },
 };
 
 export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone, project, user, serviceAccount, apiToken, roleBinding, signingKey, credential, quota, auditRecord, joinToken, storagePool, volume, image, snapshot];

@@ -3,7 +3,7 @@ import { access, constants, open, readFile, rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import { QuantixError, notFound, systemClock, type Clock } from "@quantix/core";
 import { ConsoleOutput, type StorageDevice, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import type { Backend, ConsoleChunk, BackendCapability, BackendEvent, BackendVmInfo, IncomingDiskCopy, IncomingMigration, MigrationOptions, MigrationStats, ShutdownOptions } from "../../backend.js";
+import type { Backend, ConsoleChunk, BackendCapability, BackendEvent, BackendVmInfo, IncomingDiskCopy, IncomingMigration, MigrationOptions, MigrationStats, ShutdownOptions, VmSnapshotInfo } from "../../backend.js";
 import { buildCloudInitSeed } from "../../cloud-init-seed.js";
 import { ConsoleRing, DEFAULT_CONSOLE_BUFFER_BYTES } from "../../console-ring.js";
 import { checkDiskChain, openHostFiles, type HostFile } from "../../host-files.js";
@@ -20,6 +20,8 @@ import { qemuVmInfo } from "./qemu-vm-info.js";
 import { diskNodeNames, hotPlugDisk, hotUnplugDisk, resizeDiskOnline } from "./qemu-disk-hotplug.js";
 import { QemuRuntime, type RuntimeEnd } from "./qemu-runtime.js";
 import { loadState, saveState } from "./qemu-suspend.js";
+import { applyOffline, deleteLive, findSnapshot, listVmSnapshots, loadLive, saveLive, saveOffline, snapshotDisks } from "./qemu-vm-snapshot.js";
+import { QemuImg } from "../../storage/qemu-img.js";
 import { clearRuntimeFiles, listVmDirs, loadRecord, removeVmDir, saveRecord, vmPaths, type VmPaths, type VmRecord } from "./qemu-vm-dir.js";
 
 /** Settings of {@link QemuBackend} (VMCP_QEMU_BINARY, VMCP_QEMU_KVM, the agent's state dir). */
@@ -78,7 +80,8 @@ const MAX_SOCKET_PATH = 107;
  */
 export class QemuBackend implements Backend {
   readonly type = "qemu";
-  readonly capabilities: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "reboot", "graceful-shutdown", "console", "qcow2", "readopt", "live-migration", "firmware-boot", "metrics", "cloud-init", "suspend", "disk-hotplug", "live-migration-copy-storage"]);
+  readonly capabilities: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "reboot", "graceful-shutdown", "console", "qcow2", "readopt", "live-migration", "firmware-boot", "metrics", "cloud-init", "suspend", "disk-hotplug", "live-migration-copy-storage", "vm-snapshot"]);
+  private readonly img = new QemuImg();
   private readonly entries = new Map<string, Entry>();
   private readonly listeners = new Set<(e: BackendEvent) => void>();
   /** Outgoing migrations that copy disks, by VM: cancelMigration aborts them at any step. */
@@ -398,6 +401,59 @@ export class QemuBackend implements Backend {
     const rt = this.running(vmId);
     await rt.qmp.execute("cont");
     rt.paused = false;
+  }
+
+  /** A consistent snapshot of every writable qcow2 disk (qemu-vm-snapshot.ts): QMP while QEMU runs, qemu-img otherwise. */
+  async snapshotVM(vmId: string, snapshotId: string, includeMemory: boolean): Promise<VmSnapshotInfo> {
+    const entry = this.entry(vmId);
+    const disks = await snapshotDisks(vmId, entry.record.config, entry.record.disks);
+    const existing = (await listVmSnapshots(this.img, disks)).find((x) => x.snapshotId === snapshotId);
+    if (existing?.complete) return existing;
+    if (existing) throw new QuantixError("failed_precondition", `snapshot '${snapshotId}' of VM '${vmId}' is on some of its disks only (${existing.diskIds.join(", ")}): delete it first`);
+    const rt = entry.runtime;
+    if (rt) await saveLive(rt.qmp, disks, snapshotId, includeMemory, rt.paused);
+    else await saveOffline(this.img, disks, snapshotId);
+    return findSnapshot(await listVmSnapshots(this.img, disks), snapshotId);
+  }
+
+  /**
+   * Reverts every disk. With memory: loaded into the running QEMU, or into a QEMU started
+   * with `-loadvm` for a stopped VM; the guest continues from the snapshot point. Without
+   * memory: offline only, the VM stopped.
+   */
+  async revertVMSnapshot(vmId: string, snapshotId: string): Promise<VmSnapshotInfo> {
+    const entry = this.entry(vmId);
+    const disks = await snapshotDisks(vmId, entry.record.config, entry.record.disks);
+    const snap = findSnapshot(await listVmSnapshots(this.img, disks), snapshotId);
+    if (!snap.complete) throw new QuantixError("failed_precondition", `snapshot '${snapshotId}' of VM '${vmId}' is on some of its disks only (${snap.diskIds.join(", ")})`);
+    const rt = entry.runtime;
+    if (snap.memoryIncluded) {
+      if (rt) {
+        await loadLive(rt.qmp, disks, snapshotId, snap.diskIds[0]!);
+        rt.paused = false;
+      } else {
+        await rm(entry.paths.stateFile, { force: true });
+        await this.launch(vmId, ["-loadvm", snapshotId]);
+      }
+      return snap;
+    }
+    if (rt) throw new QuantixError("failed_precondition", `VM '${vmId}' runs: a snapshot without memory is reverted with the VM stopped`);
+    await applyOffline(this.img, disks, snapshotId, "apply", snap.diskIds);
+    return snap;
+  }
+
+  async deleteVMSnapshot(vmId: string, snapshotId: string): Promise<void> {
+    const entry = this.entry(vmId);
+    const disks = await snapshotDisks(vmId, entry.record.config, entry.record.disks);
+    const snap = findSnapshot(await listVmSnapshots(this.img, disks), snapshotId);
+    const rt = entry.runtime;
+    if (rt) await deleteLive(rt.qmp, disks.filter((d) => snap.diskIds.includes(d.id)), snapshotId);
+    else await applyOffline(this.img, disks, snapshotId, "delete", snap.diskIds);
+  }
+
+  async listVMSnapshots(vmId: string): Promise<VmSnapshotInfo[]> {
+    const entry = this.entry(vmId);
+    return listVmSnapshots(this.img, await snapshotDisks(vmId, entry.record.config, entry.record.disks));
   }
 
   async rebootVM(vmId: string, _force: boolean): Promise<void> {

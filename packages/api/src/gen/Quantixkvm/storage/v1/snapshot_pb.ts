@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file Quantixkvm/storage/v1/snapshot.proto.
  */
 export const file_Quantixkvm_storage_v1_snapshot: GenFile = /*@__PURE__*/
-  fileDesc("CiRRdWFudGl4a3ZtL3N0b3JhZ2UvdjEvc25hcHNob3QucHJvdG8SFVF1YW50aXhrdm0uc3RvcmFnZS52MSKdAwoIU25hcHNob3QSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRISCgpwcm9qZWN0X2lkGAMgASgJEjsKBmxhYmVscxgEIAMoCzIrLlF1YW50aXhrdm0uc3RvcmFnZS52MS5TbmFwc2hvdC5MYWJlbHNFbnRyeRITCgtkZXNjcmlwdGlvbhgFIAEoCRIxCgRzcGVjGAYgASgLMiMuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLlNuYXBzaG90U3BlYxI1CgZzdGF0dXMYByABKAsyJS5RdWFudGl4a3ZtLnN0b3JhZ2UudjEuU25hcHNob3RTdGF0dXMSLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQcmVzb3VyY2VfdmVyc2lvbhgKIAEoBBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIoIBCgxTbmFwc2hvdFNwZWMSEwoJdm9sdW1lX2lkGAEgASgJSAASDwoFdm1faWQYAiABKAlIABIWCg5pbmNsdWRlX21lbW9yeRgDIAEoCBIPCgdxdWllc2NlGAQgASgIEhkKEWV4Y2x1ZGVkX2Rpc2tfaWRzGAUgAygJQggKBnRhcmdldCKfAwoOU25hcHNob3RTdGF0dXMSMwoFc3RhdGUYASABKA4yJC5RdWFudGl4a3ZtLnN0b3JhZ2UudjEuU25hcHNob3RTdGF0ZRIRCglwYXJlbnRfaWQYAiABKAkSEgoKc2l6ZV9ieXRlcxgDIAEoBBIXCg9zb3VyY2Vfc2l6ZV9naWIYBCABKAQSFwoPbWVtb3J5X2luY2x1ZGVkGAUgASgIEhkKEW1lbW9yeV9zaXplX2J5dGVzGAYgASgEEj8KEHZvbHVtZV9zbmFwc2hvdHMYByADKAsyJS5RdWFudGl4a3ZtLnN0b3JhZ2UudjEuVm9sdW1lU25hcHNob3QSGAoQcHJvZ3Jlc3NfcGVyY2VudBgIIAEoBRIVCg1lcnJvcl9tZXNzYWdlGAkgASgJEjMKCmNvbmRpdGlvbnMYCiADKAsyHy5RdWFudGl4a3ZtLmNvbW1vbi52MS5Db25kaXRpb24SLAoIdGFrZW5fYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2N1cnJlbnQYDCABKAgiWgoOVm9sdW1lU25hcHNob3QSEQoJdm9sdW1lX2lkGAEgASgJEg8KB2Rpc2tfaWQYAiABKAkSEgoKc2l6ZV9ieXRlcxgDIAEoBBIQCghzaXplX2dpYhgEIAEoBCq/AQoNU25hcHNob3RTdGF0ZRIeChpTTkFQU0hPVF9TVEFURV9VTlNQRUNJRklFRBAAEhsKF1NOQVBTSE9UX1NUQVRFX0NSRUFUSU5HEAESHAoYU05BUFNIT1RfU1RBVEVfQVZBSUxBQkxFEAISHAoYU05BUFNIT1RfU1RBVEVfUkVWRVJUSU5HEAMSGwoXU05BUFNIT1RfU1RBVEVfREVMRVRJTkcQBBIYChRTTkFQU0hPVF9TVEFURV9FUlJPUhAFYgZwcm90bzM", [file_Quantixkvm_common_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("CiRRdWFudGl4a3ZtL3N0b3JhZ2UvdjEvc25hcHNob3QucHJvdG8SFVF1YW50aXhrdm0uc3RvcmFnZS52MSKcBAoIU25hcHNob3QSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRISCgpwcm9qZWN0X2lkGAMgASgJEjsKBmxhYmVscxgEIAMoCzIrLlF1YW50aXhrdm0uc3RvcmFnZS52MS5TbmFwc2hvdC5MYWJlbHNFbnRyeRITCgtkZXNjcmlwdGlvbhgFIAEoCRIxCgRzcGVjGAYgASgLMiMuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLlNuYXBzaG90U3BlYxI1CgZzdGF0dXMYByABKAsyJS5RdWFudGl4a3ZtLnN0b3JhZ2UudjEuU25hcHNob3RTdGF0dXMSLgoKY3JlYXRlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQcmVzb3VyY2VfdmVyc2lvbhgKIAEoBBISCgpnZW5lcmF0aW9uGAsgASgDEhIKCmZpbmFsaXplcnMYDCADKAkSOQoVZGVsZXRpb25fcmVxdWVzdGVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJzdGFydF9hZnRlcl9yZXZlcnQYDiABKAgaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKCAQoMU25hcHNob3RTcGVjEhMKCXZvbHVtZV9pZBgBIAEoCUgAEg8KBXZtX2lkGAIgASgJSAASFgoOaW5jbHVkZV9tZW1vcnkYAyABKAgSDwoHcXVpZXNjZRgEIAEoCBIZChFleGNsdWRlZF9kaXNrX2lkcxgFIAMoCUIICgZ0YXJnZXQivAMKDlNuYXBzaG90U3RhdHVzEjMKBXN0YXRlGAEgASgOMiQuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLlNuYXBzaG90U3RhdGUSEQoJcGFyZW50X2lkGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAQSFwoPc291cmNlX3NpemVfZ2liGAQgASgEEhcKD21lbW9yeV9pbmNsdWRlZBgFIAEoCBIZChFtZW1vcnlfc2l6ZV9ieXRlcxgGIAEoBBI/ChB2b2x1bWVfc25hcHNob3RzGAcgAygLMiUuUXVhbnRpeGt2bS5zdG9yYWdlLnYxLlZvbHVtZVNuYXBzaG90EhgKEHByb2dyZXNzX3BlcmNlbnQYCCABKAUSFQoNZXJyb3JfbWVzc2FnZRgJIAEoCRIzCgpjb25kaXRpb25zGAogAygLMh8uUXVhbnRpeGt2bS5jb21tb24udjEuQ29uZGl0aW9uEiwKCHRha2VuX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdjdXJyZW50GAwgASgIEhsKE29ic2VydmVkX2dlbmVyYXRpb24YDSABKAMiWgoOVm9sdW1lU25hcHNob3QSEQoJdm9sdW1lX2lkGAEgASgJEg8KB2Rpc2tfaWQYAiABKAkSEgoKc2l6ZV9ieXRlcxgDIAEoBBIQCghzaXplX2dpYhgEIAEoBCq/AQoNU25hcHNob3RTdGF0ZRIeChpTTkFQU0hPVF9TVEFURV9VTlNQRUNJRklFRBAAEhsKF1NOQVBTSE9UX1NUQVRFX0NSRUFUSU5HEAESHAoYU05BUFNIT1RfU1RBVEVfQVZBSUxBQkxFEAISHAoYU05BUFNIT1RfU1RBVEVfUkVWRVJUSU5HEAMSGwoXU05BUFNIT1RfU1RBVEVfREVMRVRJTkcQBBIYChRTTkFQU0hPVF9TVEFURV9FUlJPUhAFYgZwcm90bzM", [file_Quantixkvm_common_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * A point-in-time snapshot of one volume, or of a whole VM (all its volumes and,
@@ -95,6 +95,38 @@ export type Snapshot = Message<"Quantixkvm.storage.v1.Snapshot"> & {
    * @generated from field: uint64 resource_version = 10;
    */
   resourceVersion: bigint;
+
+  /**
+   * Output only. 1 at creation; each RevertToSnapshot accepted adds one (the spec itself
+   * is fixed). The snapshot controller reverts while status.observed_generation is less.
+   *
+   * @generated from field: int64 generation = 11;
+   */
+  generation: bigint;
+
+  /**
+   * Output only. What must happen before the snapshot goes: "quantix.io/snapshot" while
+   * it may exist on a node (the snapshot controller removes it there).
+   *
+   * @generated from field: repeated string finalizers = 12;
+   */
+  finalizers: string[];
+
+  /**
+   * Output only. When DeleteSnapshot was accepted; the snapshot then refuses every change
+   * until its finalizers are removed, then it is deleted.
+   *
+   * @generated from field: google.protobuf.Timestamp deletion_requested_at = 13;
+   */
+  deletionRequestedAt?: Timestamp | undefined;
+
+  /**
+   * Output only. For a VM snapshot without memory, whether the last RevertToSnapshot
+   * asked for the VM to be started once reverted (its start_after_revert).
+   *
+   * @generated from field: bool start_after_revert = 14;
+   */
+  startAfterRevert: boolean;
 };
 
 /**
@@ -260,6 +292,14 @@ export type SnapshotStatus = Message<"Quantixkvm.storage.v1.SnapshotStatus"> & {
    * @generated from field: bool current = 12;
    */
   current: boolean;
+
+  /**
+   * Output only. The generation the last completed revert (or, at 1, the creation)
+   * answered: a revert is under way while it is less than the snapshot's generation.
+   *
+   * @generated from field: int64 observed_generation = 13;
+   */
+  observedGeneration: bigint;
 };
 
 /**
