@@ -1,6 +1,6 @@
-import { VolumeFormat, type StoragePool } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
+import { VolumeFormat } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import { VolumeState, type Volume } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
-import { allOf, isLocalPool, QuantixError, STORAGE_POOL_KIND, VOLUME_CONTROLLER, VOLUME_FINALIZER, VOLUME_KIND, NODE_KIND, type Clock, type Resource, type Store, type Timers } from "@quantix/core";
+import { allOf, isLocalPool, QuantixError, STORAGE_POOL_KIND, VOLUME_CONTROLLER, VOLUME_FINALIZER, VOLUME_KIND, type Clock, type Resource, type Store, type Timers } from "@quantix/core";
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
@@ -9,23 +9,17 @@ import { volumeCharging } from "../services/volume-service.js";
 import type { NodeVolume } from "../storage/node-storage.js";
 import type { NodeStorages } from "../storage/node-storages.js";
 import { setCondition } from "./conditions.js";
-import { nodePoolType, poolNodes } from "./storage-pool-controller.js";
+import { imageCopyMissing } from "./image-copy.js";
+import { nodeFor, reasonOf } from "./pool-node.js";
 
 
 const GIB = 1n << 30n;
 /** How soon a volume in ERROR is tried again (an agent wired, space freed, a node back). */
 const ERROR_RETRY_MS = 15_000;
+/** How soon a volume waiting for its image's copy looks again. */
+const IMAGE_WAIT_MS = 500;
 
 type V = Volume & Resource;
-
-/** A failure of a step on the node, as the Ready condition's reason. */
-function reasonOf(step: string, err: unknown): { reason: string; message: string } {
-  if (err instanceof QuantixError) {
-    const code = err.code.split("_").map((w) => w[0]!.toUpperCase() + w.slice(1)).join("");
-    return { reason: `${step}${code}`, message: err.message };
-  }
-  return { reason: `${step}Failed`, message: `the node failed to ${step.toLowerCase()} the volume` };
-}
 
 /**
  * Makes each volume's node match its spec through NodeStorage, level-based: a PENDING
@@ -60,7 +54,7 @@ export function volumeController(deps: { store: Store; storages: NodeStorages; c
   }
 
   async function fail(v: V, step: string, err: unknown): Promise<{ requeueAfterMs: number }> {
-    const { reason, message } = reasonOf(step, err);
+    const { reason, message } = reasonOf(step, err, "volume");
     if (!(err instanceof QuantixError)) deps.log.log("warn", "a volume step failed on its node", { volume_id: v.id, step, error: String(err) });
     const nowMs = deps.clock.now();
     await writeStatus(v.id, (cur) => {
@@ -75,27 +69,11 @@ export function volumeController(deps: { store: Store; storages: NodeStorages; c
     return { requeueAfterMs: ERROR_RETRY_MS };
   }
 
-  /**
-   * The node that holds (or will hold) the volume, with its pool set up there: its
-   * status.node_id, else the first node of the pool where the pool can be set up. A
-   * failure names every node's reason.
-   */
-  async function nodeFor(v: V, pool: StoragePool): Promise<Node> {
-    const shape = nodePoolType(pool);
-    const pinned = v.status?.nodeId ?? "";
-    const candidates = pinned !== "" ? [await deps.store.of(NODE_KIND).get(pinned)].filter((n): n is Node & Resource => n !== undefined) : await poolNodes(deps.store, pool);
-    if (candidates.length === 0) throw new QuantixError("unavailable", pinned !== "" ? `node '${pinned}' holding the volume is not registered` : `no node reaches storage pool '${pool.id}'`);
-    const why: string[] = [];
-    for (const n of candidates) {
-      try {
-        await deps.storages.of(n).ensurePool({ poolId: pool.id, ...shape });
-        return n;
-      } catch (err) {
-        if (candidates.length === 1) throw err;
-        why.push(`node '${n.id}': ${err instanceof QuantixError ? err.message : "failed to set the pool up"}`);
-      }
-    }
-    throw new QuantixError("unavailable", `storage pool '${pool.id}' is available on no node (${why.join("; ")})`);
+  /** A volume waiting for something another controller makes (its image's copy): still CREATING, the Ready condition says why; looked at again soon. */
+  async function wait(v: V, w: { reason: string; message: string }): Promise<{ requeueAfterMs: number }> {
+    const nowMs = deps.clock.now();
+    await writeStatus(v.id, (cur) => void (cur.status!.conditions = setCondition(cur.status!.conditions, { type: "Ready", status: false, reason: w.reason, message: w.message, generation: cur.generation }, nowMs)));
+    return { requeueAfterMs: IMAGE_WAIT_MS };
   }
 
   return new Controller(
@@ -117,7 +95,7 @@ export function volumeController(deps: { store: Store; storages: NodeStorages; c
           if (pool) {
             if (state !== VolumeState.DELETING) await writeStatus(id, (cur) => void (cur.status!.state = VolumeState.DELETING));
             try {
-              const storage = deps.storages.of(await nodeFor(v, pool));
+              const storage = deps.storages.of(await nodeFor(deps, pool, v.status?.nodeId ?? ""));
               // The service refused this delete while clones needed it, unless forced: clones still there mean force.
               let forced = false;
               for await (const c of allOf(volumes, { where: { source_volume_id: v.id } })) forced ||= c.id !== v.id;
@@ -145,7 +123,7 @@ export function volumeController(deps: { store: Store; storages: NodeStorages; c
         if (!pool) return fail(v, "Create", new QuantixError("not_found", `storage pool '${v.spec?.poolId}' not found`));
         let node: Node;
         try {
-          node = await nodeFor(v, pool);
+          node = await nodeFor(deps, pool, v.status?.nodeId ?? "");
         } catch (err) {
           return fail(v, "Schedule", err);
         }
@@ -169,11 +147,17 @@ export function volumeController(deps: { store: Store; storages: NodeStorages; c
               return fail(v, "Observe", new QuantixError("failed_precondition", `the file of volume '${v.id}' is missing on node '${node.id}'`));
             }
             const src = v.spec?.source?.source;
+            if (src?.case === "imageId") {
+              // The image's copy on this node and pool is the clone's source; the image controller makes it.
+              const waiting = await imageCopyMissing(deps.store, src.value, { nodeId: isLocalPool(pool.spec?.type ?? 0) ? node.id : "", poolId: pool.id });
+              if (waiting?.reason === "ImageNotFound") return fail(v, "Create", new QuantixError("not_found", waiting.message));
+              if (waiting) return wait(v, waiting);
+            }
             info = await storage.createVolume({
               ...ref,
               format: v.spec?.format === VolumeFormat.RAW ? "raw" : "qcow2",
               sizeBytes: want,
-              ...(src?.case === "volumeId" ? { source: { volumeId: src.value, linked: v.spec?.source?.linked ?? false } } : {}),
+              ...(src?.case === "volumeId" || src?.case === "imageId" ? { source: { volumeId: src.value, linked: v.spec?.source?.linked ?? false } } : {}),
             });
           }
           if (info.virtualSizeBytes < want) {

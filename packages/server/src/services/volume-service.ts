@@ -13,9 +13,7 @@ import {
   notFound,
   PROJECT_KIND,
   QuantixError,
-  SERVED_POOL_TYPES,
   STORAGE_LIMITS,
-  STORAGE_POOL_KIND,
   throwIfViolations,
   validateCreateVolume,
   validateQos,
@@ -31,7 +29,8 @@ import {
 } from "@quantix/core";
 import { QuotaLedger, type Charging } from "../quota/quota-ledger.js";
 import { ResourceWriter, type Budget } from "../resources/resource-writer.js";
-import { defaultPool } from "./storage-pool-service.js";
+import { usablePool } from "./usable-pool.js";
+import { imageMinGib, sourceImage } from "./source-image.js";
 import { requireWellFormedId } from "../resources/resource-service.js";
 
 type V = Volume & Resource;
@@ -90,10 +89,10 @@ export class VolumeService {
     if (!(await this.deps.store.of(PROJECT_KIND).get(projectId))) throw notFound("project", projectId);
     const spec = clone(VolumeSpecSchema, req.spec!);
     const source = spec.source?.source;
-    if (source?.case === "imageId") throw new QuantixError("unimplemented", "volumes from images arrive with ImageService, which is not built yet");
     if (source?.case === "snapshotId") throw new QuantixError("unimplemented", "volumes from snapshots arrive with SnapshotService, which is not built yet");
     const src = source?.case === "volumeId" ? await this.sourceVolume(source.value, projectId) : undefined;
-    const pool = await this.pool(spec.poolId || src?.spec?.poolId || (await defaultPool(this.deps.store)).id);
+    const img = source?.case === "imageId" ? await sourceImage(this.deps.store, source.value, projectId) : undefined;
+    const pool = await usablePool(this.deps.store, spec.poolId || src?.spec?.poolId || img?.spec?.poolId || "");
     spec.poolId = pool.id;
     if (spec.format === VolumeFormat.UNSPECIFIED) spec.format = pool.spec?.defaultVolumeFormat || VolumeFormat.QCOW2;
     let nodeId = req.nodeId;
@@ -108,6 +107,16 @@ export class VolumeService {
       if (nodeId !== "" && srcNode !== "" && nodeId !== srcNode) v.add("node_id", "CONFLICT", `a clone in a local pool is on its source's node ('${srcNode}')`);
       throwIfViolations(v.list);
       if (srcNode !== "") nodeId = srcNode;
+    }
+    if (img) {
+      const v = new Violations();
+      if (spec.source?.linked && spec.format !== VolumeFormat.QCOW2) v.add("spec.format", "CONFLICT", "a linked clone is QCOW2");
+      const least = imageMinGib(img);
+      if (spec.sizeGib === 0n) spec.sizeGib = least;
+      else if (spec.sizeGib < least) v.add("spec.size_gib", "OUT_OF_RANGE", `must be at least the image's size (${least} GiB)`);
+      throwIfViolations(v.list);
+      // Where the image already has a copy in this pool, the volume goes there (no second copy).
+      if (nodeId === "") nodeId = img.status?.copies.find((c) => c.poolId === pool.id)?.nodeId ?? "";
     }
     if (nodeId !== "") await this.checkNode(nodeId, pool);
     refuseWithoutRoom(pool, spec.sizeGib);
@@ -221,16 +230,6 @@ export class VolumeService {
     const state = src.status?.state ?? VolumeState.UNSPECIFIED;
     if (state !== VolumeState.AVAILABLE && state !== VolumeState.IN_USE) throw new QuantixError("failed_precondition", `source volume '${id}' is ${VolumeState[state]}: a clone needs it AVAILABLE or IN_USE`);
     return src;
-  }
-
-  private async pool(id: string): Promise<StoragePool> {
-    const pool = await this.deps.store.of(STORAGE_POOL_KIND).get(id);
-    if (!pool) throw notFound("storage pool", id);
-    const type = pool.spec?.type ?? StoragePoolType.UNSPECIFIED;
-    if (pool.deletionRequestedAt) throw new QuantixError("failed_precondition", `storage pool '${id}' is being deleted`);
-    if (pool.spec?.disabled) throw new QuantixError("failed_precondition", `storage pool '${id}' is disabled: new volumes are not placed in it`);
-    if (!SERVED_POOL_TYPES.has(type)) throw new QuantixError("failed_precondition", `storage pool '${id}' is of type ${StoragePoolType[type]}, whose volumes the control plane cannot create yet (LOCAL_DIR and SHARED_DIR are served)`);
-    return pool;
   }
 
   private async checkNode(nodeId: string, pool: StoragePool): Promise<void> {
