@@ -62,6 +62,10 @@ import { StoragePoolService } from "./services/storage-pool-service.js";
 import { VolumeService } from "./services/volume-service.js";
 import { storagePoolController } from "./controllers/storage-pool-controller.js";
 import { volumeController } from "./controllers/volume-controller.js";
+import { imageController } from "./controllers/image-controller.js";
+import { imageServiceRoute } from "./rpc/image-routes.js";
+import { ImageService } from "./services/image-service.js";
+import type { DirImporterFactory } from "./storage/node-storage.js";
 import { storagePoolServiceRoute, volumeServiceRoute } from "./rpc/storage-routes.js";
 
 /** A running control plane. */
@@ -92,6 +96,8 @@ export interface ControlPlaneDeps {
   readonly store?: Store;
   /** Starts the simulated hosts of demo nodes (the agent package's createSimulatedHost); without it they stay unconnected. */
   readonly simulatedHosts?: SimulatedHostFactory;
+  /** The agent's image import for the simulated hosts' pools (the agent package's dirImporter); without it they refuse imports. */
+  readonly dirImporter?: DirImporterFactory;
   /** The first admin's password (QUANTIX_ADMIN_PASSWORD); without it one is generated and announced once. */
   readonly adminPassword?: string | undefined;
   /** Where a generated admin password is shown, once (default: stdout; never the log). */
@@ -144,9 +150,10 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const vmService = new VmService({ store, clock, ids, ledger });
   const vmController = new VmController({ store, drivers, clock, log });
   // The demo's simulated hosts keep their pools under the storage directory (real qemu-img files); agent nodes through their agent.
-  const storages = new NodeStorages({ storageDir: config.storageDir ?? (config.store.kind === "embedded" ? join(config.store.dataDir, "storage") : undefined), sharedDirs: config.sharedDirs, agentStorage: (id) => agents.get(id)?.storage });
+  const storages = new NodeStorages({ storageDir: config.storageDir ?? (config.store.kind === "embedded" ? join(config.store.dataDir, "storage") : undefined), sharedDirs: config.sharedDirs, agentStorage: (id) => agents.get(id)?.storage, ...(deps.dirImporter ? { dirImporter: deps.dirImporter } : {}) });
   const poolService = new StoragePoolService({ store, clock, ids });
   const volumeService = new VolumeService({ store, clock, ids, ledger });
+  const imageService = new ImageService({ store, clock, ids });
   const nodeService = new NodeService({ store, clock, ids, nodeLostAfterSec: config.nodeLostAfterSec, decommission: { drivers, holder: vmController, log } });
   const power = new VmPowerService(store, drivers);
   const migration = new VmMigrationService({ store, drivers, clock, ids, log, strategy: config.schedulerStrategy });
@@ -171,7 +178,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   const controllers = new ControllerManager({ store, log, onLost: () => process.exit(1) });
-  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), new EventRetention({ store, clock, log, retentionSec: config.auditRetentionSec, kept: AUDIT_RETAINED }), quotaUsageController({ store, clock, log }), storagePoolController({ store, storages, clock, log }), volumeController({ store, storages, clock, log }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
+  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), new EventRetention({ store, clock, log, retentionSec: config.auditRetentionSec, kept: AUDIT_RETAINED }), quotaUsageController({ store, clock, log }), storagePoolController({ store, storages, clock, log }), volumeController({ store, storages, clock, log }), imageController({ store, storages, clock, log }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
   await controllers.start();
 
   // Counted where each call is logged (the kit's observeCalls interceptor), read by GET /metrics.
@@ -188,6 +195,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     auditServiceRoute(store),
     storagePoolServiceRoute(store, poolService, config.defaultDeadlineMs),
     volumeServiceRoute(store, volumeService, config.defaultDeadlineMs),
+    imageServiceRoute(store, imageService, config.defaultDeadlineMs),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
     ...SERVED_ELSEWHERE.map((p) => ({ service: p.service, impl: servedElsewhereImpl(p.service, p.where) })),
   ];
