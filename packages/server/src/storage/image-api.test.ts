@@ -27,6 +27,7 @@ import { startImageServer, type ImageServer } from "../testing/image-server.js";
 
 const MIB = 1n << 20n;
 const HV1 = "00000000-0000-0000-0001-000000000001";
+const HV2 = "00000000-0000-0000-0001-000000000002";
 const fields = (e: ConnectError) => e.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations.map((v) => v.field));
 
 /** ImportImage's messages from a real @grpc/grpc-js client, until the stream ends. */
@@ -192,6 +193,30 @@ describe("images over the API, on the demo's simulated hosts", () => {
     await images.deleteImage({ id: img.id });
     assert.equal((await rejection(images.getImage({ id: img.id }))).code, Code.NotFound);
     assert.ok(!(await poolFiles()).includes(`${img.id}.qcow2`), "the image's copy removed");
+  });
+
+  it("a volume on another node of the pool gets the image copied there first (the per-node cache, in status.copies)", async () => {
+    const pools = createClient(StoragePoolService, s.transport);
+    const wide = (await pools.createStoragePool({ name: "two-nodes", spec: { type: StoragePoolType.LOCAL_DIR, nodeIds: [HV1, HV2] } })).id;
+    await until(async () => ((await pools.getStoragePool({ id: wide })).status?.state === StoragePoolState.READY ? true : undefined), "two-node pool READY");
+    const steps = await importAll({ target: { case: "create", value: { ...fromUrl("cached", "/a.qcow2"), spec: { ...fromUrl("cached", "/a.qcow2").spec, poolId: wide } } } });
+    const img = steps.at(-1)!.image!;
+    assert.equal(img.status?.state, ImageState.AVAILABLE, img.status?.errorMessage);
+    const first = img.status!.copies[0]!.nodeId;
+    const other = first === HV1 ? HV2 : HV1;
+    const v = await volumes.createVolume({ name: "on-the-other-node", nodeId: other, spec: { poolId: wide, source: { source: { case: "imageId", value: img.id }, linked: true } } });
+    const ready = await until(async () => {
+      const x = await volumes.getVolume({ id: v.id });
+      return x.status?.state === VolumeState.AVAILABLE || x.status?.state === VolumeState.ERROR ? x : undefined;
+    }, "volume on the other node AVAILABLE", 30_000);
+    assert.equal(ready.status?.state, VolumeState.AVAILABLE, ready.status?.errorMessage);
+    assert.equal(ready.status?.nodeId, other);
+    const copies = (await images.getImage({ id: img.id })).status!.copies.map((c) => c.nodeId).sort();
+    assert.deepEqual(copies, [HV1, HV2].sort());
+    assert.ok((await readdir(join(dir, "storage", other, wide))).includes(`${img.id}.qcow2`), "the copy is on the volume's node");
+    await volumes.deleteVolume({ id: v.id });
+    await images.deleteImage({ id: img.id });
+    for (const n of [HV1, HV2]) assert.ok(!(await readdir(join(dir, "storage", n, wide))).includes(`${img.id}.qcow2`), `both copies removed (${n})`);
   });
 
   it("a protected image is not deleted; ImportImage of an AVAILABLE image answers at once with it", async () => {
