@@ -12,6 +12,8 @@ const MIB = 1024 * 1024;
 export interface ImageServer {
   /** `http://127.0.0.1:<port>` */
   readonly base: string;
+  /** The paths requested so far, in order. */
+  readonly requests: readonly string[];
   /** The bytes served at a path. */
   readonly files: ReadonlyMap<string, Buffer>;
   sha256(path: string): string;
@@ -25,6 +27,8 @@ export interface ImageServer {
  * - `/big.raw` 12 MiB of incompressible raw data (several progress steps);
  * - `/evil.qcow2` a qcow2 whose backing file is the host's /etc/hostname;
  * - `/truncated` a Content-Length of 1 MiB and 100 KiB before the connection drops;
+ * - `/stall-once.qcow2` the first time 64 KiB of `/a.qcow2` and then nothing (a download
+ *   in progress), afterwards `/a.qcow2`;
  * anything else answers 404.
  */
 export async function startImageServer(dir: string): Promise<ImageServer> {
@@ -44,7 +48,16 @@ export async function startImageServer(dir: string): Promise<ImageServer> {
   execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-b", "/etc/hostname", "-F", "raw", evil, "1M"]);
   files.set("/evil.qcow2", readFileSync(evil));
 
+  const requests: string[] = [];
   const web: Server = createServer((req, res) => {
+    requests.push(req.url ?? "");
+    if (req.url === "/stall-once.qcow2") {
+      const body = files.get("/a.qcow2")!;
+      res.writeHead(200, { "content-length": String(body.length) });
+      if (requests.filter((r) => r === req.url).length === 1) res.write(body.subarray(0, 64 * 1024));
+      else res.end(body);
+      return;
+    }
     if (req.url === "/truncated") {
       res.writeHead(200, { "content-length": String(MIB) });
       res.write(Buffer.alloc(100 * 1024));
@@ -63,6 +76,7 @@ export async function startImageServer(dir: string): Promise<ImageServer> {
   await new Promise<void>((resolve) => web.listen(0, "127.0.0.1", resolve));
   return {
     base: `http://127.0.0.1:${(web.address() as AddressInfo).port}`,
+    requests,
     files,
     sha256: (path) => createHash("sha256").update(files.get(path)!).digest("hex"),
     close: () =>
