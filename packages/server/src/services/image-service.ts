@@ -147,7 +147,8 @@ export async function imageUsers(store: Store, imageId: string): Promise<string[
 export function progressOf(i: Image): ImportImageProgress {
   const s = i.status;
   const state = s?.state ?? ImageState.UNSPECIFIED;
-  const phase = s?.conditions.find((c) => c.type === "Imported")?.reason ?? "";
+  // The node's finer phase (downloading, verifying, converting) is the Imported condition's reason.
+  const phase = s?.conditions.find((c) => c.type === "Imported")?.reason ?? "Downloading";
   const message = state === ImageState.ERROR ? (s?.errorMessage ?? "") : state === ImageState.AVAILABLE ? "ready" : state === ImageState.QUEUED ? "queued" : phase.toLowerCase();
   return create(ImportImageProgressSchema, {
     imageId: i.id,
