@@ -85,7 +85,18 @@ export function imageController(deps: { store: Store; storages: NodeStorages; cl
       const node = await nodeFor(deps, pool, target.nodeId);
       const storage = deps.storages.of(node);
       const at = { nodeId: isLocalPool(pool.spec?.type ?? 0) ? node.id : "", poolId: pool.id };
-      if (first) await writeStatus(i.id, (cur) => void (cur.status!.state = ImageState.IMPORTING));
+      if (first) {
+        const nowMs = deps.clock.now();
+        // A retry starts clean: the last error goes, the phase is the download's.
+        await writeStatus(i.id, (cur) => {
+          const st = cur.status!;
+          st.state = ImageState.IMPORTING;
+          st.errorMessage = "";
+          st.transferredBytes = 0n;
+          st.importProgressPercent = 0;
+          st.conditions = setCondition(st.conditions, { type: "Imported", status: false, reason: "Downloading", message: `downloading on node '${node.id}'`, generation }, nowMs);
+        });
+      }
       for await (const p of storage.importImage({ poolId: pool.id, volumeId: i.id, format, url, sha256 }, signal)) {
         if (p.phase === "ready") {
           const declared = i.spec?.diskFormat ?? ImageFormat.UNSPECIFIED;

@@ -161,6 +161,19 @@ describe("images over the API, on the demo's simulated hosts", () => {
     assert.equal((await rejection(images.getImage({ id: results[0]!.at(-1)!.imageId }))).code, Code.NotFound);
   });
 
+  it("ImportImage with the id of an image in ERROR imports it again from the start", async () => {
+    const failed = await importAll({ target: { case: "create", value: fromUrl("later", "/later.qcow2") } });
+    const id = failed.at(-1)!.imageId;
+    assert.equal(failed.at(-1)!.image?.status?.state, ImageState.ERROR);
+    (web.files as Map<string, Buffer>).set("/later.qcow2", web.files.get("/a.qcow2")!);
+    const again = await importAll({ target: { case: "imageId", value: id } });
+    assert.equal(again.at(-1)!.image?.status?.state, ImageState.AVAILABLE, again.map((p) => `${ImageState[p.state]} ${p.message}`).join("; "));
+    assert.ok(again.some((p) => p.state === ImageState.IMPORTING && p.message === "downloading"), again.map((p) => `${ImageState[p.state]} ${p.message}`).join("; "));
+    assert.equal(again.at(-1)!.image?.status?.errorMessage, "");
+    assert.equal(again.at(-1)!.image?.generation, 2n);
+    await images.deleteImage({ id });
+  });
+
   it("bad requests are INVALID_ARGUMENT with the field path, and create nothing", async () => {
     const count = (await images.listImages({})).totalCount;
     const file = await rejection(importAll({ target: { case: "create", value: { name: "local-file", spec: { source: { source: { case: "url", value: "file:///etc/shadow" } } } } } }));
