@@ -7,7 +7,7 @@ import { allOf, IMAGE_CONTROLLER, IMAGE_FINALIZER, IMAGE_KIND, isLocalPool, Quan
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
 import type { NodeStorages } from "../storage/node-storages.js";
-import type { NodeVolumeFormat } from "../storage/node-storage.js";
+import type { NodeImportProgress, NodeVolumeFormat } from "../storage/node-storage.js";
 import { setCondition } from "./conditions.js";
 import { detectedFormat, ProgressThrottle, writeError, writeProgress, writeReady } from "./image-import.js";
 import { nodeFor, reasonOf } from "./pool-node.js";
@@ -88,7 +88,8 @@ export function imageController(deps: { store: Store; storages: NodeStorages; cl
       if (first) {
         const nowMs = deps.clock.now();
         // A retry starts clean: the last error goes, the phase is the download's.
-        await writeStatus(i.id, (cur) => {
+        const marked = await writeStatus(i.id, (cur) => {
+          if (cur.deletionRequestedAt) return;
           const st = cur.status!;
           st.state = ImageState.IMPORTING;
           st.errorMessage = "";
@@ -96,28 +97,34 @@ export function imageController(deps: { store: Store; storages: NodeStorages; cl
           st.importProgressPercent = 0;
           st.conditions = setCondition(st.conditions, { type: "Imported", status: false, reason: "Downloading", message: `downloading on node '${node.id}'`, generation }, nowMs);
         });
+        // Deleted before anything reached a node (it went at once, with no finalizer to wait for): nothing to import.
+        if (!marked || marked.deletionRequestedAt || marked.status?.state !== ImageState.IMPORTING) return;
       }
+      let ready: NodeImportProgress | undefined;
       for await (const p of storage.importImage({ poolId: pool.id, volumeId: i.id, format, url, sha256 }, signal)) {
-        if (p.phase === "ready") {
-          const declared = i.spec?.diskFormat ?? ImageFormat.UNSPECIFIED;
-          if (first && declared !== ImageFormat.UNSPECIFIED && declared !== detectedFormat(p.detectedFormat)) {
-            await storage.deleteVolume({ poolId: pool.id, volumeId: i.id, force: false }).catch(() => undefined);
-            throw new QuantixError("failed_precondition", `the data is ${p.detectedFormat}, not the ${ImageFormat[declared]} that spec.disk_format declares`);
-          }
-          const volume = p.volume ?? (await storage.volumeInfo({ poolId: pool.id, volumeId: i.id }));
-          if (!volume) throw new QuantixError("internal", `node '${node.id}' reported the import ready without its volume`);
-          const nowMs = deps.clock.now();
-          await writeStatus(i.id, (cur) => {
-            if (first) return writeReady(cur, p, volume, at, generation, nowMs);
-            cur.status!.copies = [...cur.status!.copies.filter((c) => c.nodeId !== at.nodeId || c.poolId !== at.poolId), create(ImageCopySchema, { ...at, createdAt: timestampFromMs(nowMs) })];
-            cur.status!.conditions = setCondition(cur.status!.conditions, { type: "Copied", status: true, reason: "Copied", message: `copied to node '${at.nodeId}' pool '${at.poolId}'`, generation: cur.generation }, nowMs);
-          });
-          failedCopies.delete(keyOf(i.id, target));
-        } else if (first && throttle.due(p)) {
+        if (p.phase === "ready") ready = p;
+        else if (first && throttle.due(p)) {
           const nowMs = deps.clock.now();
           await writeStatus(i.id, (cur) => writeProgress(cur.status!, p, generation, nowMs));
         }
       }
+      // Written once the node's stream has ended: by then the node has removed its temporary files.
+      if (!ready) throw new QuantixError("internal", `node '${node.id}' ended the import without the image`);
+      const p = ready;
+      const declared = i.spec?.diskFormat ?? ImageFormat.UNSPECIFIED;
+      if (first && declared !== ImageFormat.UNSPECIFIED && declared !== detectedFormat(p.detectedFormat)) {
+        await storage.deleteVolume({ poolId: pool.id, volumeId: i.id, force: false }).catch(() => undefined);
+        throw new QuantixError("failed_precondition", `the data is ${p.detectedFormat}, not the ${ImageFormat[declared]} that spec.disk_format declares`);
+      }
+      const volume = p.volume ?? (await storage.volumeInfo({ poolId: pool.id, volumeId: i.id }));
+      if (!volume) throw new QuantixError("internal", `node '${node.id}' reported the import ready without its volume`);
+      const nowMs = deps.clock.now();
+      await writeStatus(i.id, (cur) => {
+        if (first) return writeReady(cur, p, volume, at, generation, nowMs);
+        cur.status!.copies = [...cur.status!.copies.filter((c) => c.nodeId !== at.nodeId || c.poolId !== at.poolId), create(ImageCopySchema, { ...at, createdAt: timestampFromMs(nowMs) })];
+        cur.status!.conditions = setCondition(cur.status!.conditions, { type: "Copied", status: true, reason: "Copied", message: `copied to node '${at.nodeId}' pool '${at.poolId}'`, generation: cur.generation }, nowMs);
+      });
+      failedCopies.delete(keyOf(i.id, target));
     } catch (err) {
       if (signal.aborted) return;
       const { reason, message } = reasonOf(first ? "Import" : "Copy", err, "image");
