@@ -12,6 +12,7 @@ import { agentMigrate } from "./lib/agent-migrate.js";
 import { imageImport } from "./lib/image-import.js";
 import { controlPlaneMigrate } from "./lib/control-plane-migrate.js";
 import { controlPlaneBoot } from "./lib/control-plane-boot.js";
+import { storageClone } from "./lib/storage-clone.js";
 import { schedulerBench } from "./lib/scheduler-placement.js";
 import { fuzzControlPlane } from "./lib/fuzz.js";
 import { countsText } from "@quantix/testing";
@@ -29,9 +30,9 @@ if (process.env["QUANTIX_BENCH_PINNED"] !== "1" && hasProgram("taskset")) {
   const r = spawnSync("taskset", ["-c", "1", process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit", env: { ...process.env, QUANTIX_BENCH_PINNED: "1" } });
   process.exit(r.status ?? 1);
 }
-/** `npm run bench -- --only=fanout` (or unary, tls, creates, agent, migrate, scheduler, fuzz, auth, image; comma-separated) runs those groups alone. */
+/** `npm run bench -- --only=fanout` (or unary, tls, creates, agent, migrate, scheduler, fuzz, auth, storage, image; comma-separated) runs those groups alone. */
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
-const want = (group: "unary" | "tls" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz" | "auth" | "image") => !only || only.includes(group);
+const want = (group: "unary" | "tls" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz" | "auth" | "storage" | "image") => !only || only.includes(group);
 /** `--seed=N` changes the fuzz run's requests (the same seed always makes the same ones). */
 const fuzzSeed = Number(process.argv.find((a) => a.startsWith("--seed="))?.slice("--seed=".length) ?? 20261204);
 const httpGroups = want("unary") || want("tls") || want("creates") || want("fanout");
@@ -273,6 +274,14 @@ try {
       compare(`MigrateVM via the control plane, wall time, median of ${c.runs}`, c.controlPlane.medianWallMs, c.direct.medianWallMs, ms, "QEMU migrate over QMP"),
       compare(`MigrateVM via the control plane, guest downtime (QEMU's), median of ${c.runs}`, c.controlPlane.medianDowntimeMs, c.direct.medianDowntimeMs, ms, "QEMU migrate over QMP"),
     );
+  }
+  // Storage: a volume from an image as a linked clone through the agent, against the bare qemu-img command.
+  if (want("storage")) {
+    progress("storage: linked clone of a 1 GiB qcow2 through the agent's StorageService.CreateVolume vs a bare `qemu-img create -b`, 40 runs each in turns");
+    const r = await storageClone(40, progress);
+    details["storageClone"] = r;
+    const ms = (v: number) => `${num(v, 1)} ms`;
+    rows.push(compare(`Volume from image (linked clone) via the agent, median of ${r.runs}`, r.agent.medianMs, r.direct.medianMs, ms, "qemu-img create -b"));
   }
   // Scheduler: placements per second with every filter, against a capacity-only first-fit loop.
   if (want("scheduler")) {

@@ -20,6 +20,14 @@ export const TEST_PACKAGES: readonly (readonly [name: string, why: string])[] = 
   ["iproute2", "ip makes the QEMU tests' TAP devices"],
   ["curl", "the README's curl examples run against a test server"],
   ["genisoimage", "builds cloud-init NoCloud seeds (the agent's tool) and reads them back (isoinfo)"],
+  ["xz-utils", "the agent decompresses xz images on import, and the import tests make them"],
+  // The journey's Debian image (packages/testing/src/debian-image.ts, which installs them too when run alone).
+  ["mmdebstrap", "builds the journey's Debian image (a bookworm root file system)"],
+  ["e2fsprogs", "mkfs.ext4 makes the Debian image's root file system from the tree"],
+  ["fdisk", "sfdisk partitions the Debian image's disk"],
+  ["extlinux", "the Debian image's bootloader"],
+  ["syslinux-common", "the MBR boot code of the Debian image's disk"],
+  ["mount", "losetup and mount, for the moment extlinux is installed"],
 ];
 
 /** The test guest's kernel is the package this one depends on (`apt-get download`): the package lists must know it. */

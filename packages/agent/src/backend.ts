@@ -1,4 +1,4 @@
-import type { VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import type { StorageDevice, VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 
 /**
  * The host agent's port to one hypervisor, shaped like the seed's Backend interface
@@ -39,7 +39,9 @@ export type BackendCapability =
   /** suspendVM hibernates: memory saved to a file, the VMM process ended; resumeVM/bootVM restore it. */
   | "suspend"
   /** getVMInfo measures the VM's usage (what it cannot measure it leaves out). */
-  | "metrics";
+  | "metrics"
+  /** attachDisk, detachDisk and resizeDisk change the disks of a running VM (hot-plug, online resize). */
+  | "disk-hotplug";
 
 /** One VM as the backend sees it now. */
 export interface BackendVmInfo {
@@ -194,6 +196,18 @@ export interface Backend {
   /** Asks a running outgoing migration to stop; false when none runs. */
   cancelMigration?(vmId: string): Promise<boolean>;
   /** Calls `listener` on every change the backend observes by itself; returns an unsubscribe. */
+  /**
+   * Hot-plugs `disk` into the running (or paused) VM and adds it to the VM's config; the
+   * VM has no disk with its id. Declared with "disk-hotplug".
+   */
+  attachDisk?(vmId: string, disk: StorageDevice): Promise<void>;
+  /**
+   * Hot-unplugs the VM's disk `diskId` (waiting up to `timeoutMs` for the guest to release
+   * it: DEADLINE_EXCEEDED and still attached otherwise) and removes it from the config.
+   */
+  detachDisk?(vmId: string, diskId: string, timeoutMs: number): Promise<void>;
+  /** Grows the running VM's disk `diskId` to `sizeBytes` online; answers the size the hypervisor reports. */
+  resizeDisk?(vmId: string, diskId: string, sizeBytes: bigint): Promise<bigint>;
   onEvent(listener: (event: BackendEvent) => void): () => void;
   /** Releases the agent's hold (sockets, timers) and leaves running VMs running. */
   close(): Promise<void>;

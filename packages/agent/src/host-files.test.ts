@@ -69,3 +69,57 @@ test("refuses a qcow2 disk with a backing file (the hypervisor would open it by 
   files.close();
   await refused(config(join(images, "vmlinuz"), [{ path: join(images, "overlay.qcow2") }]), /storage\[0\]\.path .*overlay\.qcow2 is a qcow2 image with a backing file/);
 });
+
+test("opens a linked clone's backing chain read-only when every layer is a volume of its own pool, named by id with its format stated", async () => {
+  await ensureDebianPackages(["qemu-utils"]);
+  const pool = join(root, "pool");
+  mkdirSync(pool);
+  const [base, mid, top] = ["11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222", "33333333-3333-4333-8333-333333333333"];
+  execFileSync("qemu-img", ["create", "-q", "-f", "raw", join(pool, `${base}.raw`), "1M"]);
+  execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-b", `${base}.raw`, "-F", "raw", join(pool, `${mid}.qcow2`)]);
+  execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-b", `${mid}.qcow2`, "-F", "qcow2", join(pool, `${top}.qcow2`)]);
+  const files = await openHostFiles(config(join(images, "vmlinuz"), [{ path: join(pool, `${top}.qcow2`) }]), [images, pool]);
+  try {
+    const chain = files.backing[0]!;
+    assert.deepEqual(chain.map((b) => [b.field, b.real, b.format]), [
+      ["storage[0].path.backing[0]", join(pool, `${mid}.qcow2`), "qcow2"],
+      ["storage[0].path.backing[1]", join(pool, `${base}.raw`), "raw"],
+    ]);
+    assert.equal(files.all.length, 4, "kernel, disk and two layers, each its own descriptor");
+    for (const b of chain) assert.throws(() => writeFileSync(b.fd, "x"), /EBADF/, "a backing layer is opened read-only");
+  } finally {
+    files.close();
+  }
+});
+
+test("refuses a backing layer that is not a volume of the same pool, whose format is not stated or not what it is, an external data file, or a chain too deep", async () => {
+  await ensureDebianPackages(["qemu-utils"]);
+  const pool = join(root, "pool2");
+  mkdirSync(pool);
+  const id = (n: number) => `00000000-0000-4000-8000-${n.toString().padStart(12, "0")}`;
+  const disk = (name: string) => config(join(images, "vmlinuz"), [{ path: join(pool, name) }]);
+  const refusedIn = (cfg: ReturnType<typeof config>, pattern: RegExp) =>
+    assert.rejects(openHostFiles(cfg, [images, pool]), (e: unknown) => e instanceof QuantixError && e.code === "failed_precondition" && pattern.test(e.message));
+  execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", join(pool, `${id(1)}.qcow2`), "1M"]);
+  // An absolute name, even of a volume beside it, is a name QEMU would resolve: refused.
+  execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-b", join(pool, `${id(1)}.qcow2`), "-F", "qcow2", join(pool, `${id(2)}.qcow2`)]);
+  await refusedIn(disk(`${id(2)}.qcow2`), /backing file that is not a volume of its own pool/);
+  // The stated format must be the one the name gives.
+  execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-b", `${id(1)}.qcow2`, "-F", "raw", join(pool, `${id(3)}.qcow2`), "1M"]);
+  await refusedIn(disk(`${id(3)}.qcow2`), /backing file that is not a volume of its own pool/);
+  // A layer whose content is not what its name says (raw bytes under a .qcow2 name).
+  execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", join(pool, `${id(4)}.qcow2`), "1M"]);
+  execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-b", `${id(4)}.qcow2`, "-F", "qcow2", join(pool, `${id(5)}.qcow2`)]);
+  writeFileSync(join(pool, `${id(4)}.qcow2`), Buffer.alloc(1 << 20));
+  await refusedIn(disk(`${id(5)}.qcow2`), /whose content is not the qcow2 its name says/);
+  // An external data file is opened by name as well.
+  execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-o", `data_file=${join(root, "secret-data")}`, join(pool, `${id(6)}.qcow2`), "1M"]);
+  await refusedIn(disk(`${id(6)}.qcow2`), /external data file/);
+  // A chain of 18 layers.
+  let below = id(1);
+  for (let n = 100; n < 118; n++) {
+    execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-b", `${below}.qcow2`, "-F", "qcow2", join(pool, `${id(n)}.qcow2`)]);
+    below = id(n);
+  }
+  await refusedIn(disk(`${below}.qcow2`), /backing chain deeper than 16 layers/);
+});

@@ -1,5 +1,6 @@
 import { realpath, stat } from "node:fs/promises";
-import type { VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import type { FieldViolation } from "@quantix/core";
 import { underShared, vmHostPaths } from "./migration-storage.js";
 
@@ -61,12 +62,18 @@ const LISTED_IMAGES = 8;
  * exactly `images`, and a config naming any other path is refused as the agent process
  * refuses a file that is not there (NOT_FOUND, naming the field and what the host has).
  */
-export function simulatedImages(images: readonly string[]): ImageCheck {
+export function simulatedImages(images: readonly string[], volumeDirs: readonly string[] = []): ImageCheck {
   const have = new Set(images);
   const sorted = [...have].sort();
   const listed = sorted.length === 0 ? "it has no images" : `its images are ${sorted.slice(0, LISTED_IMAGES).join(", ")}${sorted.length > LISTED_IMAGES ? ` and ${sorted.length - LISTED_IMAGES} more` : ""}`;
-  return async (config) =>
-    vmHostPaths(config)
-      .filter(({ path }) => !have.has(path))
-      .map(({ field, path }) => ({ field: `config.${field}`, reason: "NOT_FOUND", description: `${path} is not an image on this simulated host; ${listed}` }));
+  return async (config) => {
+    const out: FieldViolation[] = [];
+    for (const { field, path } of vmHostPaths(config)) {
+      if (have.has(path)) continue;
+      // A volume's file: a real file below the host's volume directories, checked as an agent checks its pool root.
+      if (volumeDirs.length > 0 && field.startsWith("storage[") && (await checkImagePaths(create(VmConfigSchema, { storage: [{ id: "v", path }] }), volumeDirs)).length === 0) continue;
+      out.push({ field: `config.${field}`, reason: "NOT_FOUND", description: `${path} is not an image on this simulated host; ${listed}` });
+    }
+    return out;
+  };
 }

@@ -22,6 +22,8 @@ export interface SimulatedHostOptions {
    * is refused, as an agent process refuses a file that is not in its image directories.
    */
   readonly images: readonly string[];
+  /** Directories whose files (volumes the control plane made for this host) are allowed as disks. */
+  readonly volumeDirs?: readonly string[];
 }
 
 /** A host agent over the simulated backend, running in the caller's process. */
@@ -58,7 +60,7 @@ const HOST_CAPABILITIES: readonly BackendCapability[] = [
  */
 export async function createSimulatedHost(o: SimulatedHostOptions): Promise<SimulatedHost> {
   const backend = new SimulatedBackend({ bootMs: o.bootMs, consoleIntervalMs: 0, capabilities: HOST_CAPABILITIES, running: o.running });
-  const manager = new VmManager({ backend, imageCheck: simulatedImages(o.images) });
+  const manager = new VmManager({ backend, imageCheck: simulatedImages(o.images, o.volumeDirs ?? []) });
   await manager.start();
   const version = await backend.version();
   const vmm = vmmRouter(manager, version, o.log);

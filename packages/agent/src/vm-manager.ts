@@ -1,5 +1,5 @@
-import { equals } from "@bufbuild/protobuf";
-import { VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { clone, create, equals } from "@bufbuild/protobuf";
+import { StorageDeviceSchema, StorageInterfaceType, VmConfigSchema, type StorageDevice, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError, randomIds, systemClock, throwIfViolations, type Clock, type IdGenerator } from "@quantix/core";
 import type { Backend, BackendEvent, BackendVmInfo, BackendVmState, MigrationOptions, MigrationStats } from "./backend.js";
 import { CreatedAtStore } from "./created-at-store.js";
@@ -210,6 +210,79 @@ export class VmManager {
     const info = await this.backend.getVMInfo(vmId);
     if (info.state !== "running" || !this.backend.cancelMigration) return false;
     return this.backend.cancelMigration(vmId);
+  }
+
+  /**
+   * AttachDisk: hot-plugs `disk` into a RUNNING or PAUSED VM (needs "disk-hotplug"); the
+   * disk is checked as a disk of the VM's config (id, path under the allow-list). The
+   * same disk again is a no-op (false); the same id with other settings ALREADY_EXISTS.
+   */
+  async attachDisk(vmId: string, disk: StorageDevice | undefined): Promise<{ state: BackendVmState; hotPlugged: boolean }> {
+    throwIfViolations(validateVmId("vm_id", vmId));
+    if (!disk) throw new QuantixError("invalid_argument", "disk: is required", [{ field: "disk", reason: "REQUIRED", description: "is required" }]);
+    const attach = this.backend.attachDisk?.bind(this.backend);
+    if (!attach) throw this.lacks("disk-hotplug", "AttachDisk");
+    this.need("disk-hotplug", "AttachDisk");
+    const d = clone(StorageDeviceSchema, disk);
+    if (d.interfaceType === StorageInterfaceType.UNSPECIFIED) d.interfaceType = StorageInterfaceType.VIRTIO_BLK;
+    if (d.isRootDevice) throw new QuantixError("invalid_argument", "disk.is_root_device: a hot-plugged disk is never the root device", [{ field: "disk.is_root_device", reason: "CONFLICT", description: "a hot-plugged disk is never the root device" }]);
+    if (d.interfaceType !== StorageInterfaceType.VIRTIO_BLK) throw new QuantixError("failed_precondition", `disk.interface_type: only VIRTIO_BLK disks hot-plug on the ${this.backend.type} backend`);
+    return this.serial(vmId, async () => {
+      const info = await this.backend.getVMInfo(vmId);
+      const same = info.config.storage.find((x) => x.id === d.id);
+      if (same) {
+        if (equals(StorageDeviceSchema, same, d)) return { state: info.state, hotPlugged: false };
+        throw new QuantixError("already_exists", `VM '${vmId}' already has a disk '${d.id}' with other settings`);
+      }
+      this.requireLive(vmId, "AttachDisk", info.state);
+      // The disk is checked as part of the config it makes (field names say config.storage[i]).
+      const next = create(VmConfigSchema, { ...clone(VmConfigSchema, info.config), storage: [...info.config.storage, d] });
+      throwIfViolations(validateVmConfig(next));
+      await this.checkImages(next);
+      await attach(vmId, d);
+      return { state: (await this.publish(vmId, "AttachDisk")).state, hotPlugged: true };
+    });
+  }
+
+  /** DetachDisk: hot-unplugs a disk of a RUNNING or PAUSED VM; a disk it does not have is a no-op (false). */
+  async detachDisk(vmId: string, diskId: string, timeoutSeconds: number): Promise<{ state: BackendVmState; hotUnplugged: boolean }> {
+    throwIfViolations(validateVmId("vm_id", vmId));
+    if (diskId === "") throw new QuantixError("invalid_argument", "disk_id: is required", [{ field: "disk_id", reason: "REQUIRED", description: "is required" }]);
+    if (timeoutSeconds < 0 || timeoutSeconds > 600) throw new QuantixError("invalid_argument", "timeout_seconds: must be between 0 and 600", [{ field: "timeout_seconds", reason: "OUT_OF_RANGE", description: "must be between 1 and 600 (0 means 30)" }]);
+    const detach = this.backend.detachDisk?.bind(this.backend);
+    if (!detach) throw this.lacks("disk-hotplug", "DetachDisk");
+    this.need("disk-hotplug", "DetachDisk");
+    return this.serial(vmId, async () => {
+      const info = await this.backend.getVMInfo(vmId);
+      const disk = info.config.storage.find((x) => x.id === diskId);
+      if (!disk) return { state: info.state, hotUnplugged: false };
+      if (disk.isRootDevice) throw new QuantixError("failed_precondition", `disk '${diskId}' is VM '${vmId}''s root device, which does not hot-unplug`);
+      this.requireLive(vmId, "DetachDisk", info.state);
+      await detach(vmId, diskId, (timeoutSeconds || 30) * 1000);
+      return { state: (await this.publish(vmId, "DetachDisk")).state, hotUnplugged: true };
+    });
+  }
+
+  /** ResizeDisk: grows a disk of a RUNNING or PAUSED VM online. */
+  async resizeDisk(vmId: string, diskId: string, sizeBytes: bigint): Promise<bigint> {
+    throwIfViolations(validateVmId("vm_id", vmId));
+    if (diskId === "") throw new QuantixError("invalid_argument", "disk_id: is required", [{ field: "disk_id", reason: "REQUIRED", description: "is required" }]);
+    if (sizeBytes <= 0n || sizeBytes % 512n !== 0n) throw new QuantixError("invalid_argument", "size_bytes: must be a positive multiple of 512", [{ field: "size_bytes", reason: "OUT_OF_RANGE", description: "must be a positive multiple of 512" }]);
+    const resize = this.backend.resizeDisk?.bind(this.backend);
+    if (!resize) throw this.lacks("disk-hotplug", "ResizeDisk");
+    this.need("disk-hotplug", "ResizeDisk");
+    return this.serial(vmId, async () => {
+      const info = await this.backend.getVMInfo(vmId);
+      if (!info.config.storage.some((x) => x.id === diskId)) throw new QuantixError("not_found", `VM '${vmId}' has no disk '${diskId}'`);
+      this.requireLive(vmId, "ResizeDisk", info.state);
+      return resize(vmId, diskId, sizeBytes);
+    });
+  }
+
+  /** FAILED_PRECONDITION naming the state unless the VM runs (or is paused): its hypervisor holds the disks. */
+  private requireLive(vmId: string, rpc: string, state: BackendVmState): void {
+    if (state === "running" || state === "paused") return;
+    throw new QuantixError("failed_precondition", `${rpc} is not allowed: VM '${vmId}' is ${state.toUpperCase()}; a VM that does not run gets its disks from its config (CreateVm)`);
   }
 
   /** GetVmInfo. */

@@ -108,12 +108,22 @@ describe("toAgentVmConfig", () => {
     assert.match(ide.message, /IDE/);
   });
 
-  it("rejects disks with FAILED_PRECONDITION naming the storage service", () => {
-    for (const disk of [{ id: "root", imageId: "img-1" }, { id: "data", volumeId: "vol-1" }, { id: "blank", sizeGib: 10n }]) {
+  it("rejects image and blank disks with FAILED_PRECONDITION naming what to do instead", () => {
+    for (const disk of [{ id: "root", imageId: "img-1" }, { id: "blank", sizeGib: 10n }]) {
       const err = rejected(spec((s) => (s.disks = [create(VmSpecSchema, { disks: [disk] }).disks[0]!])));
       assert.equal(err.code, "failed_precondition");
-      assert.match(err.message, new RegExp(`disk '${disk.id}'.*storage service`));
+      assert.match(err.message, new RegExp(`disk '${disk.id}'.*volume_id`));
     }
+  });
+
+  it("gives a volume disk the path resolved for it, and refuses one whose path is not known", () => {
+    const withVolume = spec((s) => (s.disks = create(VmSpecSchema, { disks: [{ id: "data", volumeId: "vol-1", readonly: true }, { id: "boot", hostPath: "/images/root.raw", bootIndex: 1 }] }).disks));
+    const config = toAgentVmConfig(ID, withVolume, new Map([["vol-1", "/pools/p1/vol-1.qcow2"]]));
+    assert.deepEqual(config.storage.map((d) => [d.id, d.path, d.readOnly, d.isRootDevice]), [["data", "/pools/p1/vol-1.qcow2", true, false], ["boot", "/images/root.raw", false, false]]);
+    assert.deepEqual(toAgentVmConfig(ID, withVolume, new Map([["vol-1", "/pools/p1/vol-1.qcow2"]])), config, "pure: the same inputs give the same config");
+    const err = rejected(withVolume);
+    assert.equal(err.code, "failed_precondition");
+    assert.match(err.message, /disk 'data' names volume 'vol-1'/);
   });
 
   it("rejects UEFI firmware and a spec without cpu or memory", () => {

@@ -34,24 +34,30 @@ const NIC_TYPES: Record<NicModel, NetworkInterfaceType> = {
  * gives the same config, so CreateVm stays idempotent when the control plane sends it
  * again (after an agent restart or a lost answer).
  *
- * What an agent node cannot provide yet fails with FAILED_PRECONDITION naming it:
- * disks other than image files on the node (`host_path`; volumes come from the storage
- * service) and UEFI firmware (vmm.v1 has no firmware choice). The CPU model and huge pages have no
- * vmm.v1 field and are left to the node.
+ * A disk that names a volume (`volume_id`) takes the volume's file on the node from
+ * `volumePaths` (volume id to path, resolved by the caller from the volume's node storage:
+ * this stays pure); a volume missing there fails with FAILED_PRECONDITION naming it. What
+ * an agent node cannot provide yet fails with FAILED_PRECONDITION naming it: disks from
+ * an image (`image_id`) or a new blank disk (`size_gib`), and UEFI firmware (vmm.v1 has
+ * no firmware choice). The CPU model and huge pages have no vmm.v1 field and are left to
+ * the node.
  */
-export function toAgentVmConfig(vmId: string, spec: VmSpec): VmConfig {
+export function toAgentVmConfig(vmId: string, spec: VmSpec, volumePaths: ReadonlyMap<string, string> = new Map()): VmConfig {
   const cpu = spec.cpu;
   const mem = spec.memory;
   if (!cpu || !mem) throw new QuantixError("invalid_argument", `VM '${vmId}' has no cpu or memory in its spec`);
   for (const d of spec.disks) {
-    if (d.hostPath !== "") {
+    if (d.hostPath !== "" || d.volumeId !== "") {
       if (d.bus === DiskBus.IDE) throw new QuantixError("failed_precondition", `disk '${d.id}': the IDE bus is not offered on agent nodes; use virtio, scsi, sata or nvme`);
+      if (d.volumeId !== "" && !volumePaths.has(d.volumeId)) {
+        throw new QuantixError("failed_precondition", `disk '${d.id}' names volume '${d.volumeId}', whose file on the node is not known (the volume is not on the VM's node, or not created yet)`);
+      }
       continue;
     }
-    const what = d.imageId !== "" ? `an image (image_id '${d.imageId}')` : d.volumeId !== "" ? `a volume (volume_id '${d.volumeId}')` : `a new ${d.sizeGib} GiB volume`;
+    const what = d.imageId !== "" ? `an image (image_id '${d.imageId}')` : `a new ${d.sizeGib} GiB volume`;
     throw new QuantixError(
       "failed_precondition",
-      `disk '${d.id}' needs ${what}, but agent nodes get volumes from the storage service, which arrives with the storage issue; until then give an image file on the node (disks[].host_path) or boot with spec.boot.direct_boot`,
+      `disk '${d.id}' needs ${what}, which agent nodes cannot provide yet: create a volume with the storage service (VolumeService) and name it in disks[].volume_id, give an image file on the node (disks[].host_path), or boot with spec.boot.direct_boot`,
     );
   }
   if (spec.boot?.firmware === Firmware.UEFI) {
@@ -74,7 +80,7 @@ export function toAgentVmConfig(vmId: string, spec: VmSpec): VmConfig {
       ...(mem.maxSizeMib > mem.sizeMib ? { hotplugEnabled: true, maxSizeBytes: BigInt.asIntN(64, mem.maxSizeMib * MIB) } : {}),
     },
     boot: direct ? { kernelPath: direct.kernelPath, initrdPath: direct.initrdPath, kernelArgs: direct.cmdline } : {},
-    storage: agentDisks(spec),
+    storage: agentDisks(spec, volumePaths),
     network: spec.nics.map((n) => ({ id: n.id, macAddress: n.macAddress, tapDevice: agentTapName(vmId, n.id), interfaceType: NIC_TYPES[n.model] ?? NetworkInterfaceType.VIRTIO_NET })),
     console: { enabled: true, output: ConsoleOutput.BUFFER, consoleType: ConsoleType.SERIAL },
     metadata: { [CONTROL_PLANE_VM_ID_KEY]: vmId, ...(spec.haPolicy?.enabled ? { [HA_METADATA_KEY]: "1" } : {}) },
@@ -91,15 +97,15 @@ const DISK_TYPES: Record<Exclude<DiskBus, DiskBus.IDE>, StorageInterfaceType> = 
 };
 
 /**
- * The disks of an agent VM (only host_path disks reach here): in boot order, the disk
- * with the lowest boot_index (else the first) as the root device. A backend that lacks a
- * bus's capability refuses it by name.
+ * The disks of an agent VM (host_path disks, and volume disks at their resolved paths):
+ * in boot order, the disk with the lowest boot_index (else the first) as the root
+ * device. A backend that lacks a bus's capability refuses it by name.
  */
-function agentDisks(spec: VmSpec) {
+function agentDisks(spec: VmSpec, volumePaths: ReadonlyMap<string, string>) {
   const booted = spec.disks.filter((d) => d.bootIndex > 0).sort((a, b) => a.bootIndex - b.bootIndex)[0] ?? spec.disks[0];
   return spec.disks.map((d) => ({
     id: d.id,
-    path: d.hostPath,
+    path: d.volumeId !== "" ? volumePaths.get(d.volumeId)! : d.hostPath,
     readOnly: d.readonly,
     isRootDevice: d === booted && !spec.boot?.directBoot,
     interfaceType: DISK_TYPES[d.bus as Exclude<DiskBus, DiskBus.IDE>] ?? StorageInterfaceType.VIRTIO_BLK,

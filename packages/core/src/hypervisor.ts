@@ -27,7 +27,24 @@ export interface VmObservation {
 }
 
 /** Capabilities a hypervisor may declare (STYLE rule 4: branch on these, never on a name). */
-export type Capability = "pause" | "reboot" | "suspend" | "live-migration" | "hotplug" | "console" | "metrics";
+export type Capability = "pause" | "reboot" | "suspend" | "live-migration" | "hotplug" | "console" | "metrics" | "disk-hotplug";
+
+/** A disk to hot-plug: its id in the VM, its file on the node, and how the guest sees it. */
+export interface HotDisk {
+  readonly id: string;
+  readonly path: string;
+  readonly readOnly: boolean;
+}
+
+/** Changes to the disks of a running VM (the hypervisor's "disk-hotplug" capability). */
+export interface HypervisorDisks {
+  /** Hot-plugs `disk` (virtio) into the running VM; the same disk again changes nothing. */
+  attach(vmId: string, disk: HotDisk): Promise<void>;
+  /** Hot-unplugs disk `diskId`, waiting for the guest to release it (a short wait with force); a disk the VM lacks changes nothing. */
+  detach(vmId: string, diskId: string, force: boolean): Promise<void>;
+  /** Grows disk `diskId` of the running VM to `sizeBytes` online; answers the size the guest now sees. */
+  resize(vmId: string, diskId: string, sizeBytes: bigint): Promise<bigint>;
+}
 
 /** Options of a shutdown. */
 export interface ShutdownOptions {
@@ -128,8 +145,14 @@ export interface HypervisorPort {
   readonly metrics?: HypervisorMetrics;
   /** Live migration; callers check for the "live-migration" capability first. */
   readonly migration?: HypervisorMigration;
-  /** Defines a VM (its process is not started: "created"). A VM already defined is left as it is. */
-  createVM(vmId: string, spec: VmSpec): Promise<void>;
+  /** Disk hot-plug and online resize of running VMs; callers check for the "disk-hotplug" capability first. */
+  readonly disks?: HypervisorDisks;
+  /**
+   * Defines a VM (its process is not started: "created"). A VM already defined is left as
+   * it is. `volumePaths` gives the files of the volumes its disks name (volume id to path
+   * on the node), resolved by the caller.
+   */
+  createVM(vmId: string, spec: VmSpec, volumePaths?: ReadonlyMap<string, string>): Promise<void>;
   /** Removes a VM and its process; a VM that does not exist is not an error. */
   deleteVM(vmId: string): Promise<void>;
   /** Starts a created, shut-down, crashed or suspended VM; no-op when starting or running. FAILED_PRECONDITION otherwise. */

@@ -16,6 +16,7 @@ export * from "./placement.js";
 export * from "./freeze.js";
 export * from "./push-iterable.js";
 export * from "./agent-vm-config.js";
+export * from "./volume-attachments.js";
 export * from "./state-table.js";
 export * from "./resource/index.js";
 export * from "./kinds/index.js";

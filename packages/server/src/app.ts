@@ -66,6 +66,8 @@ import { imageController } from "./controllers/image-controller.js";
 import { imageServiceRoute } from "./rpc/image-routes.js";
 import { ImageService } from "./services/image-service.js";
 import type { DirImporterFactory } from "./storage/node-storage.js";
+import { volumeAttachmentController } from "./controllers/volume-attachment-controller.js";
+import { resolveVolumePaths } from "./storage/vm-volumes.js";
 import { storagePoolServiceRoute, volumeServiceRoute } from "./rpc/storage-routes.js";
 
 /** A running control plane. */
@@ -148,11 +150,13 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const drivers = new NodeDrivers();
   const ledger = new QuotaLedger({ store, clock, defaults: config.defaultQuota });
   const vmService = new VmService({ store, clock, ids, ledger });
-  const vmController = new VmController({ store, drivers, clock, log });
   // The demo's simulated hosts keep their pools under the storage directory (real qemu-img files); agent nodes through their agent.
-  const storages = new NodeStorages({ storageDir: config.storageDir ?? (config.store.kind === "embedded" ? join(config.store.dataDir, "storage") : undefined), sharedDirs: config.sharedDirs, agentStorage: (id) => agents.get(id)?.storage, ...(deps.dirImporter ? { dirImporter: deps.dirImporter } : {}) });
+  const storageDir = config.storageDir ?? (config.store.kind === "embedded" ? join(config.store.dataDir, "storage") : undefined);
+  const storages = new NodeStorages({ storageDir, sharedDirs: config.sharedDirs, agentStorage: (id) => agents.get(id)?.storage, ...(deps.dirImporter ? { dirImporter: deps.dirImporter } : {}) });
+  // A VM's volume disks are the volumes' files on its node, as the node's storage names them.
+  const vmController = new VmController({ store, drivers, clock, log, volumePaths: (vm) => resolveVolumePaths(store, storages, vm.status?.nodeId ?? "", vm.spec!) });
   const poolService = new StoragePoolService({ store, clock, ids });
-  const volumeService = new VolumeService({ store, clock, ids, ledger });
+  const volumeService = new VolumeService({ store, clock, ids, ledger, drivers, storages });
   const imageService = new ImageService({ store, clock, ids });
   const nodeService = new NodeService({ store, clock, ids, nodeLostAfterSec: config.nodeLostAfterSec, decommission: { drivers, holder: vmController, log } });
   const power = new VmPowerService(store, drivers);
@@ -162,7 +166,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const drains = new NodeDrainService({ store, nodes: nodeService, clock, log });
   const drainController = new DrainController({ store, migrations: migration, power, clock, log });
   const scheduler = new VmScheduler({ store, clock, log, strategy: config.schedulerStrategy, isConnected: (id) => drivers.has(id) });
-  const simulated = new SimulatedNodes({ store, drivers, nodes: nodeService, log, hosts: deps.simulatedHosts, bootMs: config.simBootMs });
+  const simulated = new SimulatedNodes({ store, drivers, nodes: nodeService, log, hosts: deps.simulatedHosts, bootMs: config.simBootMs, volumeDirs: (nodeId) => (storageDir ? [join(storageDir, nodeId), ...config.sharedDirs] : []), volumePaths: (vm) => resolveVolumePaths(store, storages, vm.status?.nodeId ?? "", vm.spec!) });
   const monitor = new NodeMonitor({ store, clock, log, offlineAfterSec: config.nodeLostAfterSec });
   const ha = new HaController({ store, drivers, clock, log });
   // Every replica connects to the agents (console, metrics, reboot and migrations are served
@@ -178,7 +182,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   const controllers = new ControllerManager({ store, log, onLost: () => process.exit(1) });
-  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), new EventRetention({ store, clock, log, retentionSec: config.auditRetentionSec, kept: AUDIT_RETAINED }), quotaUsageController({ store, clock, log }), storagePoolController({ store, storages, clock, log }), volumeController({ store, storages, clock, log }), imageController({ store, storages, clock, log }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
+  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), new EventRetention({ store, clock, log, retentionSec: config.auditRetentionSec, kept: AUDIT_RETAINED }), quotaUsageController({ store, clock, log }), storagePoolController({ store, storages, clock, log }), volumeController({ store, storages, clock, log }), volumeAttachmentController({ store, clock, log }), imageController({ store, storages, clock, log }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
   await controllers.start();
 
   // Counted where each call is logged (the kit's observeCalls interceptor), read by GET /metrics.

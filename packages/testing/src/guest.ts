@@ -37,7 +37,9 @@ export interface TestGuest {
 // button never reaches userspace. devtmpfs is mounted first because the initramfs has
 // no /dev/console node (building one would need mknod on the host). acpid stays in the
 // foreground (-f -d, backgrounded by the shell) because, daemonised, it exits at once
-// here (it wants a log file and syslog this initramfs does not have).
+// here (it wants a log file and syslog this initramfs does not have). The marker is
+// printed once acpid holds an input event device open (at most 10 s later), so a power
+// button pressed after the marker is never lost to a loaded machine's slow start.
 const INIT_SCRIPT = `#!/bin/busybox sh
 /bin/busybox mount -t devtmpfs dev /dev
 exec 0</dev/console 1>/dev/console 2>&1
@@ -47,6 +49,8 @@ mount -t sysfs sys /sys
 insmod /lib/modules/evdev.ko
 insmod /lib/modules/button.ko
 acpid -f -d -c /etc/acpi &
+n=0
+while [ $n -lt 200 ] && ! ls -l /proc/$!/fd 2>/dev/null | grep -q /dev/input/event; do n=$((n+1)); usleep 50000; done
 echo ${GUEST_MARKER}
 i=0
 while true; do i=$((i+1)); echo "${GUEST_TICK} $i"; usleep 200000; done

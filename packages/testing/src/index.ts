@@ -14,3 +14,6 @@ export * from "./zombie.js";
 export * from "./fuzz/index.js";
 export * from "./test-pki.js";
 export * from "./grpc-js.js";
+export * from "./debian-image.js";
+export * from "./debian-image-recipe.js";
+export * from "./image-cache.js";

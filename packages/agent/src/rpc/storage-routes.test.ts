@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,7 +9,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { BadRequestSchema } from "@quantix/api/gen/google/rpc/error_details_pb.js";
 import { CloneMode, StoragePoolType, StorageService, VolumeFormat } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 import { silentLogger } from "@quantix/rpc";
-import { ensureDebianPackages, rejection } from "@quantix/testing";
+import { ensureDebianPackages, rejection, until } from "@quantix/testing";
 import { SimulatedBackend } from "../backends/simulated/simulated-backend.js";
 import { NodeStorage } from "../storage/node-storage.js";
 import { VmManager } from "../vm-manager.js";
@@ -277,4 +277,28 @@ test("capabilities: DIR and SHARED_DIR managed, the others probed with a reason"
     assert.equal(s?.managed, false);
     assert.ok((s?.reason ?? "").length > 0);
   }
+});
+
+test("a volume a process holds open (a VM writing it) cannot become a linked clone's backing file, nor be deleted", { timeout: 60_000 }, async () => {
+  const pool = uuid();
+  await c.ensurePool({ poolId: pool, type: StoragePoolType.DIR });
+  const base = uuid();
+  const v = await c.createVolume({ poolId: pool, volumeId: base, format: VolumeFormat.QCOW2, sizeBytes: 16n * MIB });
+  // qemu-io in interactive mode opens the image read-write and holds QEMU's image lock, as a running VM does.
+  const holder = spawn("qemu-io", ["-f", "qcow2", v.path], { stdio: ["pipe", "ignore", "ignore"] });
+  try {
+    await until(async () => (spawnSync("qemu-img", ["info", "-f", "qcow2", v.path]).status !== 0 ? true : undefined), "qemu-io holding the image's lock", 20_000, 50);
+    const clone = uuid();
+    const refused = await rejection(c.createVolume({ poolId: pool, volumeId: clone, format: VolumeFormat.QCOW2, source: { volumeId: base, mode: CloneMode.LINKED } }));
+    assert.equal(refused.code, Code.FailedPrecondition, refused.message);
+    assert.deepEqual(files(join(poolRoot, pool)), [".quantix-pool", `${base}.qcow2`], "no clone, no partial file");
+    const busy = await rejection(c.deleteVolume({ poolId: pool, volumeId: base }));
+    assert.equal(busy.code, Code.FailedPrecondition, busy.message);
+    assert.ok(existsSync(v.path));
+  } finally {
+    holder.kill("SIGKILL");
+    await new Promise((resolve) => holder.once("exit", resolve));
+  }
+  const clone = await c.createVolume({ poolId: pool, volumeId: uuid(), format: VolumeFormat.QCOW2, source: { volumeId: base, mode: CloneMode.LINKED } });
+  assert.equal(clone.backingVolumeId, base, "once released, the clone is made");
 });

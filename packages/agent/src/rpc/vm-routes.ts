@@ -1,15 +1,18 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
+  AttachDiskResponseSchema,
   BackendInfoSchema,
   BootVmResponseSchema,
   CancelMigrationResponseSchema,
   CreateVmResponseSchema,
+  DetachDiskResponseSchema,
   GetVmInfoResponseSchema,
   ListVmsResponseSchema,
   PauseVmResponseSchema,
   PrepareMigrationResponseSchema,
   RebootVmResponseSchema,
+  ResizeDiskResponseSchema,
   ResumeVmResponseSchema,
   ShutdownVmResponseSchema,
   SuspendVmResponseSchema,
@@ -69,5 +72,14 @@ export function vmServiceImpl(m: VmManager, backendVersion: string): ServiceImpl
     prepareMigration: async (req) => create(PrepareMigrationResponseSchema, { vmId: req.vmId, targetUri: await m.prepareMigration(req.vmId, req.config) }),
     migrateVm: (req, ctx) => migrateVm(m, req, ctx),
     cancelMigration: async (req) => create(CancelMigrationResponseSchema, { cancelled: await m.cancelMigration(req.vmId) }),
+    async attachDisk(req) {
+      const r = await m.attachDisk(req.vmId, req.disk);
+      return create(AttachDiskResponseSchema, { state: toVmState(r.state), hotPlugged: r.hotPlugged });
+    },
+    async detachDisk(req) {
+      const r = await m.detachDisk(req.vmId, req.diskId, req.timeoutSeconds);
+      return create(DetachDiskResponseSchema, { state: toVmState(r.state), hotUnplugged: r.hotUnplugged });
+    },
+    resizeDisk: async (req) => create(ResizeDiskResponseSchema, { sizeBytes: await m.resizeDisk(req.vmId, req.diskId, req.sizeBytes) }),
   };
 }

@@ -42,6 +42,8 @@ export interface InspectOptions {
   /** Largest virtual size accepted (default 64 TiB). */
   readonly maxVirtualBytes?: bigint;
   readonly qemuImg?: QemuImg;
+  /** false: read without `-U`, so the inspection also fails while another process (a VM) holds the image's lock. Default true. */
+  readonly shared?: boolean;
 }
 
 const VOLUME_FILE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.(qcow2|raw)$/;
@@ -69,7 +71,7 @@ export async function inspectImage(path: string, options: InspectOptions = {}): 
   if (detected.kind === "refused") throw new ImageRefusedError("UNKNOWN_FORMAT", `${detected.format} images are not accepted (qcow2, raw, vmdk, vdi, vhdx and vpc are)`);
   const format = options.format ?? detected.format;
   if (detected.format !== format) throw new ImageRefusedError("FORMAT_MISMATCH", `the file should be ${format} but its content is ${detected.format}`);
-  const info = await qemuImg.info(path, format);
+  const info = await qemuImg.info(path, format, { shared: options.shared ?? true });
   if (info.format !== format) throw new ImageRefusedError("FORMAT_MISMATCH", `qemu-img reads it as ${info.format}, not ${format}`);
   const data = info["format-specific"]?.data ?? {};
   if (data["corrupt"] === true) throw new ImageRefusedError("CORRUPT", "the qcow2 corrupt flag is set (qemu-img check -r may repair it)");

@@ -1,4 +1,4 @@
-import { lstat, readdir, rename, rm, unlink } from "node:fs/promises";
+import { lstat, readdir, rename, rm, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { notFound, QuantixError } from "@quantix/core";
 import { ImageRefusedError, inspectImage } from "./inspect-image.js";
@@ -86,13 +86,13 @@ export class Volumes {
       }
       let source: VolumeInfo | undefined;
       if (spec.source) {
-        source = await this.#info(pool, spec.source.volumeId, await this.#find(pool, spec.source.volumeId, "source volume"));
+        // A linked clone reads its source for ever: a source a VM is writing would change
+        // under it. Read without -U, qemu-img needs the image's lock, so this fails while one does.
+        const linked = spec.source.mode === "linked";
+        source = await this.#info(pool, spec.source.volumeId, await this.#find(pool, spec.source.volumeId, "source volume"), !linked);
         if (spec.sizeBytes !== 0n && spec.sizeBytes < source.virtualSizeBytes) {
           throw invalid("size_bytes", "OUT_OF_RANGE", `must be 0 or at least the source volume's ${source.virtualSizeBytes} bytes, got ${spec.sizeBytes}`);
         }
-        // A linked clone reads its source for ever: a source a VM is writing would change
-        // under it. qemu-img needs the image's lock without -U, so this fails while one does.
-        if (spec.source.mode === "linked") await this.qemuImg.info(source.path, source.format, { shared: false });
         const snapshot = spec.source.snapshotId;
         if (snapshot !== undefined) {
           if (source.format !== "qcow2") throw new QuantixError("failed_precondition", `source volume '${source.id}' is raw: only qcow2 volumes have snapshots`);
@@ -120,6 +120,14 @@ export class Volumes {
       } catch (err) {
         await rm(partial, { force: true });
         throw err;
+      }
+      // A new empty volume or linked clone is what qemu-img was just told to make: its size
+      // and backing file are known, only the allocation is measured (one qemu-img run the
+      // less per create: the bench's linked-clone row). A copy, or a size qemu-img rounds up
+      // to whole sectors, is measured by qemu-img.
+      if ((!source || spec.source!.mode === "linked") && size % 512n === 0n) {
+        const st = await stat(final, { bigint: true });
+        return { id: spec.id, poolId: pool.id, format: spec.format, virtualSizeBytes: size, actualSizeBytes: st.blocks * 512n, backingVolumeId: source?.id, path: final };
       }
       return this.#info(pool, spec.id, spec.format);
     });
@@ -202,9 +210,9 @@ export class Volumes {
     return undefined;
   }
 
-  async #info(pool: ResolvedPool, id: string, format: VolumeFormatName): Promise<VolumeInfo> {
+  async #info(pool: ResolvedPool, id: string, format: VolumeFormatName, shared = true): Promise<VolumeInfo> {
     const path = join(pool.dir, `${id}.${format}`);
-    const image = await inspectImage(path, { format, backingDir: pool.dir, qemuImg: this.qemuImg });
+    const image = await inspectImage(path, { format, backingDir: pool.dir, qemuImg: this.qemuImg, shared });
     return {
       id,
       poolId: pool.id,

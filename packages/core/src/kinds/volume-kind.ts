@@ -4,8 +4,15 @@ import { boolField, defineKind, intField, textField, timeField } from "../resour
 /** The finalizer every volume carries until the volume controller has removed its file from its node. */
 export const VOLUME_FINALIZER = "quantix.io/volume";
 
-/** The component that alone writes a volume's status after its create (STYLE rule 2). */
+/** The component that alone writes a volume's status after its create, but its attachments (STYLE rule 2). */
 export const VOLUME_CONTROLLER = "volume-controller";
+
+/**
+ * The writer of a volume's status.attachments: the commits that claim a volume for a VM
+ * (CreateVM, AttachVolume: in the same commit as the VM's spec.disks) or release it
+ * (DetachVolume, and the volume-attachment controller once the VM is gone).
+ */
+export const VOLUME_ATTACHER = "volume-attachments";
 
 /** Volumes (Quantixkvm.storage.v1.Volume): virtual disks in a storage pool, in a project. */
 export const VOLUME_KIND = defineKind(VolumeSchema, {
@@ -33,7 +40,10 @@ export const VOLUME_KIND = defineKind(VolumeSchema, {
   unique: { key: (v) => `${v.projectId}/${v.name}`, describe: (v) => `a volume named '${v.name}' already exists in project '${v.projectId}'` },
   projectScoped: true,
   finalizers: [VOLUME_FINALIZER],
-  owned: [{ path: "status", value: (v) => v.status, owners: [VOLUME_CONTROLLER] }],
+  owned: [
+    { path: "status", value: (v) => (v.status ? { ...v.status, attachments: [] } : undefined), owners: [VOLUME_CONTROLLER] },
+    { path: "status.attachments", value: (v) => v.status?.attachments ?? [], owners: [VOLUME_ATTACHER] },
+  ],
   // A volume no node has started to create has no file anywhere (only the volume
   // controller creates files, after it marks the volume CREATING): nothing to wait for.
   pendingFinalizers: (v) => {

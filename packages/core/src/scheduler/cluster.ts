@@ -19,6 +19,11 @@ export interface SchedulableVm {
   readonly id: string;
   readonly labels: Readonly<Record<string, string>>;
   readonly spec?: VmSpec | undefined;
+  /**
+   * The nodes that reach every volume the VM's disks name (volumePlacement); undefined:
+   * any node. A volume in a local pool pins the VM to the volume's node.
+   */
+  readonly volumeNodeIds?: readonly string[] | undefined;
 }
 
 /** A VM already on a node, as affinity rules see it. */

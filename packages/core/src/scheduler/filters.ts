@@ -47,6 +47,9 @@ export const nodeIdsFilter: Filter = (ctx, node) => {
   return undefined;
 };
 
+/** The node reaches every volume the VM's disks name (a local pool's volume is on one node). */
+export const volumeFilter: Filter = (ctx, node) => (!ctx.vm.volumeNodeIds || ctx.vm.volumeNodeIds.includes(node.id) ? undefined : other("does not hold the VM's volumes"));
+
 /** The node's labels carry every node_selector pair. */
 export const nodeSelectorFilter: Filter = (ctx, node) => {
   const sel = ctx.vm.spec?.placement?.nodeSelector;
@@ -107,6 +110,7 @@ export const FILTERS: readonly Filter[] = [
   schedulableFilter,
   connectedFilter,
   nodeIdsFilter,
+  volumeFilter,
   nodeSelectorFilter,
   capabilitiesFilter,
   taintFilter,

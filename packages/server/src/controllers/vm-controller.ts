@@ -3,7 +3,7 @@ import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
 import { finalizeVm } from "./vm-finalize.js";
-import { StepFailure, stepVm } from "./vm-step.js";
+import { StepFailure, stepVm, type VolumePathResolver } from "./vm-step.js";
 import { VmStatusWriter } from "./vm-status-writer.js";
 import { desiredOf } from "./vm-status.js";
 
@@ -19,6 +19,8 @@ export interface VmControllerDeps {
   readonly log: Logger;
   /** Every VM is reconciled at least this often, as a safety net. */
   readonly resyncMs?: number;
+  /** The files of a VM's volume disks on its node, when it is defined there (default: none). */
+  readonly volumePaths?: VolumePathResolver;
 }
 
 /**
@@ -105,7 +107,7 @@ export class VmController {
     let stepped: Awaited<ReturnType<typeof stepVm>> = false;
     try {
       obs = await driver.observe(vm.id);
-      stepped = await stepVm(vm, desired, driver, obs);
+      stepped = await stepVm(vm, desired, driver, obs, this.deps.volumePaths);
       if (stepped) obs = await driver.observe(vm.id);
     } catch (err) {
       if (err instanceof QuantixError && err.code === "unavailable") {

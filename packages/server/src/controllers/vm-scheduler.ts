@@ -14,6 +14,7 @@ import {
   schedule,
   SCHEDULER,
   VM_KIND,
+  volumePlacement,
   type ChangeEvent,
   type Clock,
   type Placement,
@@ -27,6 +28,7 @@ import { haPriority } from "./ha-policy.js";
 import { markNoExecute } from "./no-execute.js";
 import { reviewBinding } from "./scheduler/binding-review.js";
 import { claimMigration } from "./scheduler/migration-claim.js";
+import { readVolumeDisks } from "../storage/vm-volumes.js";
 import { nodeChangeMatters, vmChangeMatters } from "./scheduler-triggers.js";
 import { desiredOf, withEditedStatus } from "./vm-status.js";
 import { eventOf, updateWithEvents } from "../events/record.js";
@@ -169,7 +171,14 @@ export class VmScheduler {
     let waitForConnect = false;
     for (const vm of pending) {
       if (this.abort.signal.aborted) return;
-      const placement = schedule(vm, cluster, { strategy: this.deps.strategy, isConnected: this.deps.isConnected });
+      let placement: Placement;
+      try {
+        placement = schedule({ ...vm, volumeNodeIds: await this.volumeNodesOf(vm) }, cluster, { strategy: this.deps.strategy, isConnected: this.deps.isConnected });
+      } catch (err) {
+        // Volumes no one node reaches (a volume moved since the VM was created): unschedulable, with the reason.
+        if (!(err instanceof QuantixError)) throw err;
+        placement = { ok: false, reason: "Unschedulable", message: err.violations[0]?.description ?? err.message };
+      }
       if (!placement.ok && placement.message.includes("no connected hypervisor")) waitForConnect = true;
       if (await this.record(vm, placement, now)) {
         if (placement.ok) cluster.assign(vm, placement.nodeId);
@@ -182,6 +191,13 @@ export class VmScheduler {
     await markNoExecute(this.deps.store, this.deps.clock, nodes, vms);
     if (waitForConnect) this.later("retry", this.deps.connectRetryMs ?? 1000);
     if (wakeAt !== Infinity) this.later("wake", Math.max(0, wakeAt - now));
+  }
+
+  /** The nodes that reach every volume the VM's disks name; undefined when it names none (or they are reachable anywhere). */
+  private async volumeNodesOf(vm: VirtualMachine): Promise<readonly string[] | undefined> {
+    if (!vm.spec?.disks.some((d) => d.volumeId !== "")) return undefined;
+    const { reaches } = await readVolumeDisks(this.deps.store, vm.projectId, vm.spec);
+    return volumePlacement(reaches);
   }
 
   /** Whether a placed VM, with its spec as it is now, still passes every filter on its node. */

@@ -21,6 +21,11 @@ export class StepFailure extends Error {
   }
 }
 
+/** The files, on the VM's node, of the volumes its disks name (volume id to path). */
+export type VolumePathResolver = (vm: VirtualMachine) => Promise<ReadonlyMap<string, string>>;
+
+const noVolumes: VolumePathResolver = async () => new Map();
+
 /** What a step did: nothing, a power change, or a reboot the spec asked for. */
 export type Step = false | true | "rebooted";
 
@@ -30,12 +35,12 @@ export type Step = false | true | "rebooted";
  * than status.reboot_sequence). The shutdown is done as spec.shutdown says (StopVM writes
  * its force and timeout there).
  */
-export async function stepVm(vm: VirtualMachine, desired: PowerState, d: HypervisorPort, obs: VmObservation): Promise<Step> {
+export async function stepVm(vm: VirtualMachine, desired: PowerState, d: HypervisorPort, obs: VmObservation, volumePaths: VolumePathResolver = noVolumes): Promise<Step> {
   const p = obs.power;
   switch (desired) {
     case PowerState.RUNNING:
       if (p === "absent") {
-        await define(d, vm);
+        await define(d, vm, volumePaths);
         await attempt("boot", () => d.bootVM(vm.id));
         return true;
       }
@@ -95,9 +100,18 @@ export function rebootDue(vm: VirtualMachine): boolean {
 }
 
 /** Defines a VM on its node, telling a refused spec (terminal) apart from a passing failure. */
-async function define(d: HypervisorPort, vm: VirtualMachine): Promise<void> {
+async function define(d: HypervisorPort, vm: VirtualMachine, volumePaths: VolumePathResolver): Promise<void> {
+  let paths: ReadonlyMap<string, string>;
   try {
-    await d.createVM(vm.id, vm.spec!);
+    paths = await volumePaths(vm);
+  } catch (err) {
+    // A volume's file not reachable yet (its pool being set up again, its node's storage
+    // busy) passes: retried, with the reason in the VM's status meanwhile.
+    if (err instanceof QuantixError && err.code !== "unavailable") throw new StepFailure("VolumeUnavailable", `the VM's volumes cannot be used on its node yet: ${err.message}`, { cause: err });
+    throw err;
+  }
+  try {
+    await d.createVM(vm.id, vm.spec!, paths);
   } catch (err) {
     if (err instanceof QuantixError && (err.code === "failed_precondition" || err.code === "invalid_argument" || err.code === "already_exists")) {
       throw new TerminalError("HypervisorRejected", `node refused the VM: ${err.message}`, { cause: err });

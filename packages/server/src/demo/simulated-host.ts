@@ -27,6 +27,7 @@ export interface SimulatedHost extends InProcessAgent {
  * Starts a simulated host. The control plane does not import the agent package: its
  * composition roots (main.ts, the tests' test-server.ts) pass the agent's
  * createSimulatedHost in. `images` are the files the host has (DEMO_IMAGES): a VM naming
- * another path is refused as an agent refuses a file outside its image directories.
+ * another path is refused as an agent refuses a file outside its image directories;
+ * files below `volumeDirs` (the node's volumes, real files) are allowed as disks.
  */
-export type SimulatedHostFactory = (options: { readonly bootMs: number; readonly running: readonly SeededGuest[]; readonly log: Logger; readonly images: readonly string[] }) => Promise<SimulatedHost>;
+export type SimulatedHostFactory = (options: { readonly bootMs: number; readonly running: readonly SeededGuest[]; readonly log: Logger; readonly images: readonly string[]; readonly volumeDirs?: readonly string[] }) => Promise<SimulatedHost>;

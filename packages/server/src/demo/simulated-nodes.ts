@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { RegisterNodeRequestSchema, UpdateHeartbeatRequestSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
-import { PowerState } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { PowerState, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { allOf, NODE_KIND, QuantixError, toAgentVmConfig, VM_KIND, type Store, type VmObservation } from "@quantix/core";
 import { inProcessConnection } from "../hypervisor/agent-connection.js";
 import { AgentHypervisor } from "../hypervisor/agent-hypervisor.js";
@@ -22,6 +22,10 @@ export interface SimulatedNodesDeps {
   readonly hosts?: SimulatedHostFactory | undefined;
   /** How long a simulated guest takes to boot (QUANTIX_SIM_BOOT_MS). */
   readonly bootMs: number;
+  /** The directories holding a node's volume files (its DirNodeStorage root, the shared dirs): VM disks there are allowed. */
+  readonly volumeDirs?: (nodeId: string) => readonly string[];
+  /** The files of a VM's volume disks on its node, for the guests a host re-adopts at start. */
+  readonly volumePaths?: (vm: VirtualMachine) => Promise<ReadonlyMap<string, string>>;
 }
 
 /** A demo node's hypervisor as tests reach it: what the control plane observes, and a fault to inject. */
@@ -71,7 +75,7 @@ export class SimulatedNodes {
 
   private async attach(node: Node): Promise<void> {
     const name = node.hostname;
-    const host = await this.deps.hosts!({ bootMs: this.deps.bootMs, running: await this.seededGuests(node), log: this.hostLog(name), images: DEMO_IMAGES });
+    const host = await this.deps.hosts!({ bootMs: this.deps.bootMs, running: await this.seededGuests(node), log: this.hostLog(name), images: DEMO_IMAGES, volumeDirs: this.deps.volumeDirs?.(node.id) ?? [] });
     // The host registers as an agent would: its hypervisor's type, version and capabilities
     // reach the node's status through RegisterNode, their one writer.
     await this.deps.nodes.register(create(RegisterNodeRequestSchema, {
@@ -108,7 +112,8 @@ export class SimulatedNodes {
     for await (const vm of allOf(this.deps.store.of(VM_KIND), { where: { node_id: node.id } })) {
       if (!vm.spec || vm.spec.desiredPowerState !== PowerState.RUNNING || !vm.status?.startedAt) continue;
       try {
-        out.push({ vmId: vm.id, config: toAgentVmConfig(vm.id, vm.spec), startedAtMs: timestampMs(vm.status.startedAt) });
+        const paths = this.deps.volumePaths && vm.spec.disks.some((d) => d.volumeId !== "") ? await this.deps.volumePaths(vm) : undefined;
+        out.push({ vmId: vm.id, config: toAgentVmConfig(vm.id, vm.spec, paths), startedAtMs: timestampMs(vm.status.startedAt) });
       } catch (err) {
         // Not a guest an agent can run (e.g. a disk that needs a volume): the reconciler reports why.
         this.deps.log.log("warn", "a running VM is not re-adopted by its simulated host", { vm_id: vm.id, node_id: node.id, error: String(err) });

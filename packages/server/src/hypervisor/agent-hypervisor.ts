@@ -1,7 +1,7 @@
 import { createClient, type Client } from "@connectrpc/connect";
 import type { VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { VmService, VmState, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { CLUSTER_METADATA_KEY, QuantixError, toAgentVmConfig, type Capability, type HypervisorConsole, type HypervisorMetrics, type HypervisorMigration, type HypervisorPort, type ObservedPower, type ShutdownOptions, type VmObservation } from "@quantix/core";
+import { StorageInterfaceType, VmService, VmState, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { CLUSTER_METADATA_KEY, QuantixError, toAgentVmConfig, type Capability, type HypervisorConsole, type HypervisorDisks, type HypervisorMetrics, type HypervisorMigration, type HypervisorPort, type ObservedPower, type ShutdownOptions, type VmObservation } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
 import type { AgentConnection } from "./agent-connection.js";
 import { fromAgentError } from "./agent-errors.js";
@@ -38,7 +38,11 @@ const POWER: Record<VmState, ObservedPower> = {
 };
 
 /** The vmm.v1 capabilities that have a control-plane meaning, by their control-plane name. */
-const KNOWN: readonly Capability[] = ["pause", "reboot", "suspend", "live-migration", "console", "metrics"];
+const KNOWN: readonly Capability[] = ["pause", "reboot", "suspend", "live-migration", "console", "metrics", "disk-hotplug"];
+
+/** How long DetachVolume waits for a guest to release a disk (force: a short wait, then the agent gives up). */
+const DETACH_TIMEOUT_SEC = 30;
+const FORCED_DETACH_TIMEOUT_SEC = 5;
 
 /**
  * A node's hypervisor reached through its host agent's vmm.v1 VmService (gRPC over h2c,
@@ -57,6 +61,7 @@ export class AgentHypervisor implements HypervisorPort {
   readonly console: HypervisorConsole;
   readonly migration: HypervisorMigration;
   readonly metrics: HypervisorMetrics;
+  readonly disks: HypervisorDisks;
   /** The node's pools and volumes, through the agent's vmm.v1.StorageService on the same connection. */
   readonly storage: AgentNodeStorage;
   private readonly client: Client<typeof VmService>;
@@ -85,6 +90,15 @@ export class AgentHypervisor implements HypervisorPort {
     };
     this.migration = agentMigration(this.client, (fn) => this.call(fn), o.node, (config) => markOwner(config, o.clusterId));
     this.metrics = agentMetrics(this.client, (fn) => this.call(fn), (state) => POWER[state] ?? "absent");
+    this.disks = {
+      attach: async (vmId, disk) => {
+        await this.call(() => this.client.attachDisk({ vmId, disk: { id: disk.id, path: disk.path, readOnly: disk.readOnly, interfaceType: StorageInterfaceType.VIRTIO_BLK } }));
+      },
+      detach: async (vmId, diskId, force) => {
+        await this.call(() => this.client.detachDisk({ vmId, diskId, timeoutSeconds: force ? FORCED_DETACH_TIMEOUT_SEC : DETACH_TIMEOUT_SEC }));
+      },
+      resize: async (vmId, diskId, sizeBytes) => (await this.call(() => this.client.resizeDisk({ vmId, diskId, sizeBytes }))).sizeBytes,
+    };
   }
 
   /** Starts following the agent's VMs. */
@@ -117,8 +131,8 @@ export class AgentHypervisor implements HypervisorPort {
     this.emit(vmId);
   }
 
-  async createVM(vmId: string, spec: VmSpec): Promise<void> {
-    const config = markOwner(toAgentVmConfig(vmId, spec), this.o.clusterId);
+  async createVM(vmId: string, spec: VmSpec, volumePaths?: ReadonlyMap<string, string>): Promise<void> {
+    const config = markOwner(toAgentVmConfig(vmId, spec, volumePaths), this.o.clusterId);
     await this.call(() => this.client.createVm({ vmId, config }));
   }
 

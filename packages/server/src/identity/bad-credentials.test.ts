@@ -7,7 +7,9 @@ import { RetryInfoSchema } from "@quantix/api/gen/google/rpc/error_details_pb.js
 import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { IdentityService } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_service_pb.js";
 import { Role } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_pb.js";
-import { allOf, ALL_KINDS, AUDIT_RECORD_KIND } from "@quantix/core";
+import { create, toJsonString } from "@bufbuild/protobuf";
+import { NodeSpecSchema, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { allOf, ALL_KINDS, AUDIT_RECORD_KIND, NODE_KIND } from "@quantix/core";
 import { SignJWT } from "jose";
 import { until } from "@quantix/testing";
 import { ADMIN_PASSWORD, PROTOCOLS, startWorld, USER_PASSWORD, type World } from "../testing/identity-world.js";
@@ -15,12 +17,21 @@ import { ADMIN_PASSWORD, PROTOCOLS, startWorld, USER_PASSWORD, type World } from
 const SPEC = { cpu: { cores: 1 }, memory: { sizeMib: 256n } };
 const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString("base64url");
 
-/** What the store holds, audit records aside (refused calls are recorded: that is the trail's point). */
+/**
+ * What the store holds, audit records aside (refused calls are recorded: that is the
+ * trail's point). A node is compared by its spec and labels: the demo's simulated hosts
+ * heartbeat on their own (a new resource version every interval), which no call made.
+ */
 async function state(w: World): Promise<string[]> {
   const out: string[] = [];
   for (const kind of ALL_KINDS) {
     if (kind === (AUDIT_RECORD_KIND as unknown)) continue;
-    for await (const o of allOf(w.cp.store.of(kind))) out.push(`${kind.name}/${o.id}@${o.resourceVersion}`);
+    for await (const o of allOf(w.cp.store.of(kind))) {
+      if (kind === (NODE_KIND as unknown)) {
+        const n = o as unknown as Node;
+        out.push(`${kind.name}/${n.id}:${toJsonString(NodeSpecSchema, n.spec ?? create(NodeSpecSchema))}:${JSON.stringify(n.labels)}`);
+      } else out.push(`${kind.name}/${o.id}@${o.resourceVersion}`);
+    }
   }
   return out.sort();
 }

@@ -39,13 +39,10 @@ export function storagePoolServiceRoute(store: Store, pools: Pools, defaultDeadl
 
 /**
  * Quantixkvm.storage.v1.VolumeService: Get, List and Watch are the volume kind's generic
- * reads; Create, Update, Delete, Resize and Clone have the volume's rules. Attach,
- * Detach and Migrate are not built yet (UNIMPLEMENTED saying so).
+ * reads; Create, Update, Delete, Resize, Clone, Attach and Detach have the volume's
+ * rules. Migrate is not built yet (UNIMPLEMENTED saying so).
  */
 export function volumeServiceRoute(store: Store, volumes: Volumes, defaultDeadlineMs: number): Route {
-  const notYet = (what: string) => () => {
-    throw new QuantixError("unimplemented", `${what} is not built yet (issue 13): a VM names a volume in spec.disks[].volume_id`);
-  };
   return resourceRoute(VolumeService, VOLUME_KIND as never, store, {
     impl: {
       createVolume: (req) => volumes.create(req),
@@ -56,8 +53,8 @@ export function volumeServiceRoute(store: Store, volumes: Volumes, defaultDeadli
       },
       resizeVolume: (req) => volumes.resize(req),
       cloneVolume: (req) => volumes.cloneVolume(req),
-      attachVolume: notYet("AttachVolume"),
-      detachVolume: notYet("DetachVolume"),
+      attachVolume: (req) => volumes.attach(req),
+      detachVolume: (req) => volumes.detach(req),
       migrateVolume: () => {
         throw new QuantixError("unimplemented", "MigrateVolume is not built yet (issue 13)");
       },

@@ -3,12 +3,13 @@ import { clone, create } from "@bufbuild/protobuf";
 import { UpdateVMRequestSchema, type CreateVMRequest, type DeleteVMRequest, type UpdateVMRequest } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 
 import { PlacementPolicySchema, PowerState, VmSpecSchema, VmStatusSchema, VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { checkPowerAction, DEFAULT_PROJECT_ID, invalidArgument, notFound, QuantixError, throwIfViolations, validateCreateVm, validateVmSpec, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND, PROJECT_KIND } from "@quantix/core";
+import { checkPowerAction, DEFAULT_PROJECT_ID, invalidArgument, notFound, QuantixError, throwIfViolations, validateCreateVm, validateVmSpec, volumePlacement, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND, PROJECT_KIND, VOLUME_ATTACHER } from "@quantix/core";
 
 import { ResourceWriter } from "../resources/resource-writer.js";
 import { QuotaLedger, vmCharging } from "../quota/quota-ledger.js";
 import { awaitsReview } from "../controllers/scheduler/binding-review.js";
 import { refuseNicsWithoutNetwork } from "./vm-networks.js";
+import { claimOps, readVolumeDisks } from "../storage/vm-volumes.js";
 
 /** Dependencies of the VM service. */
 export interface VmServiceDeps {
@@ -51,15 +52,22 @@ export class VmService {
     }
     pinToNode(spec, req.nodeId);
     const running = spec.desiredPowerState === PowerState.RUNNING;
-    return this.writer.create({
-      name: req.name,
-      projectId,
-      labels: req.labels,
-      description: req.description,
-      spec,
-      // No node yet, even when pinned: only the scheduler assigns nodes, with every filter.
-      status: create(VmStatusSchema, { state: running ? State.PENDING : State.STOPPED }),
-    });
+    // Volume disks: in the VM's project, reachable from one node; claimed in the VM's own commit.
+    const { reaches } = await readVolumeDisks(this.deps.store, projectId, spec);
+    volumePlacement(reaches);
+    const nowMs = this.deps.clock.now();
+    return this.writer.create(
+      {
+        name: req.name,
+        projectId,
+        labels: req.labels,
+        description: req.description,
+        spec,
+        // No node yet, even when pinned: only the scheduler assigns nodes, with every filter.
+        status: create(VmStatusSchema, { state: running ? State.PENDING : State.STOPPED }),
+      },
+      reaches.length > 0 ? { actor: VOLUME_ATTACHER, ops: (vm) => claimOps(vm.id, vm.spec!, "", nowMs) } : undefined,
+    );
   }
 
   /**
@@ -94,6 +102,7 @@ export class VmService {
     // Labels and description are every kind's rules (commonViolations, checked by the writer).
     throwIfViolations(validateVmSpec(spec));
     refuseNicsWithoutNetwork(spec, cur.spec);
+    refuseVolumeChanges(cur.spec, spec);
     checkHotChange(cur, spec);
   }
 
@@ -115,6 +124,17 @@ function pinToNode(spec: NonNullable<VirtualMachine["spec"]>, nodeId: string): v
     throw invalidArgument([{ field: "node_id", reason: "CONFLICT", description: "must be one of spec.placement.required_node_ids when both are set" }]);
   }
   placement.requiredNodeIds = [nodeId];
+}
+
+/**
+ * UpdateVM leaves volume disks as they are: AttachVolume and DetachVolume claim and
+ * release volumes (and hot-plug them) in the commit that changes spec.disks.
+ */
+function refuseVolumeChanges(cur: VirtualMachine["spec"], next: VirtualMachine["spec"]): void {
+  const key = (s: VirtualMachine["spec"]) => (s?.disks ?? []).filter((d) => d.volumeId !== "").map((d) => `${d.id}=${d.volumeId}`).sort().join(",");
+  if (key(cur) !== key(next)) {
+    throw new QuantixError("failed_precondition", "spec.disks: volume disks are added and removed with VolumeService AttachVolume and DetachVolume, not UpdateVM");
+  }
 }
 
 function checkHotChange(cur: VirtualMachine, spec: VirtualMachine["spec"]): void {

@@ -2,7 +2,7 @@ import { clone, create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { StoragePoolType, VolumeFormat, type StoragePool } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import { VolumeSpecSchema, VolumeState, VolumeStatusSchema, type Volume } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
-import { UpdateVolumeRequestSchema, type CloneVolumeRequest, type CreateVolumeRequest, type DeleteVolumeRequest, type ResizeVolumeRequest, type UpdateVolumeRequest } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
+import { UpdateVolumeRequestSchema, type AttachVolumeRequest, type CloneVolumeRequest, type DetachVolumeRequest, type CreateVolumeRequest, type DeleteVolumeRequest, type ResizeVolumeRequest, type UpdateVolumeRequest } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
 import {
   allOf,
   commonViolations,
@@ -32,6 +32,9 @@ import { ResourceWriter, type Budget } from "../resources/resource-writer.js";
 import { usablePool } from "./usable-pool.js";
 import { imageMinGib, sourceImage } from "./source-image.js";
 import { requireWellFormedId } from "../resources/resource-service.js";
+import type { NodeDrivers } from "../hypervisor/node-drivers.js";
+import type { NodeStorages } from "../storage/node-storages.js";
+import { VolumeAttach } from "./volume-attach.js";
 
 type V = Volume & Resource;
 
@@ -51,7 +54,10 @@ export class VolumeService {
   private readonly writer: ResourceWriter<V>;
   private readonly charging: Charging<V>;
 
-  constructor(private readonly deps: { store: Store; clock: Clock; ids: IdGenerator; ledger?: QuotaLedger }) {
+  private readonly attachments: VolumeAttach;
+
+  constructor(private readonly deps: { store: Store; clock: Clock; ids: IdGenerator; ledger?: QuotaLedger; drivers?: NodeDrivers; storages?: NodeStorages }) {
+    this.attachments = new VolumeAttach({ store: deps.store, clock: deps.clock, drivers: deps.drivers, storages: deps.storages });
     this.charging = volumeCharging(deps.ledger ?? new QuotaLedger({ store: deps.store, clock: deps.clock, defaults: {} }));
     this.writer = new ResourceWriter(VOLUME_KIND, deps.store, deps.clock, deps.ids, {
       writable: ["name", "labels", "description", "spec.qos", "spec.bootable", "spec.multi_attach"],
@@ -157,12 +163,31 @@ export class VolumeService {
     return this.writer.update(req.id, UpdateVolumeRequestSchema, req);
   }
 
-  /** ResizeVolume: grows the spec's size (the controller grows the file), charging `volume_gib` in the same commit. */
+  /** AttachVolume (services/volume-attach.ts). */
+  attach(req: AttachVolumeRequest): Promise<Volume> {
+    return this.attachments.attach(req);
+  }
+
+  /** DetachVolume (services/volume-attach.ts). */
+  detach(req: DetachVolumeRequest): Promise<Volume> {
+    return this.attachments.detach(req);
+  }
+
+  /**
+   * ResizeVolume: grows the spec's size, charging `volume_gib` in the same commit. The
+   * volume controller grows the file; a volume a running VM holds is grown first by that
+   * VM's hypervisor (block_resize: QEMU holds the image's lock), and the guest sees it.
+   */
   async resize(req: ResizeVolumeRequest): Promise<Volume> {
     requireWellFormedId("id", req.id);
     const v = new Violations();
     v.range("new_size_gib", req.newSizeGib, STORAGE_LIMITS.volumeMinGib, STORAGE_LIMITS.volumeMaxGib, "GiB");
     throwIfViolations(v.list);
+    const vol = await this.deps.store.of(VOLUME_KIND).get(req.id);
+    if (!vol) throw notFound("volume", req.id);
+    if (req.newSizeGib > (vol.spec?.sizeGib ?? 0n) && !vol.deletionRequestedAt && (vol.status?.attachments.length ?? 0) > 0) {
+      await this.attachments.resizeOnline(vol, req.newSizeGib << 30n);
+    }
     const nowMs = this.deps.clock.now();
     return this.charging.ledger.update(
       VOLUME_KIND,
@@ -173,8 +198,7 @@ export class VolumeService {
         if (req.newSizeGib < size) throw invalidArgument([{ field: "new_size_gib", reason: "OUT_OF_RANGE", description: `must be at least the current size (${size} GiB): volumes only grow` }]);
         if (req.newSizeGib === size) return undefined;
         const state = cur.status?.state ?? VolumeState.UNSPECIFIED;
-        if (state === VolumeState.IN_USE) throw new QuantixError("failed_precondition", `cannot resize volume '${cur.id}' while it is IN_USE: online resize is not built yet; stop the VM using it first`);
-        if (state !== VolumeState.AVAILABLE) throw new QuantixError("failed_precondition", `cannot resize volume '${cur.id}' while it is ${VolumeState[state]}: allowed in AVAILABLE`);
+        if (state !== VolumeState.AVAILABLE && state !== VolumeState.IN_USE) throw new QuantixError("failed_precondition", `cannot resize volume '${cur.id}' while it is ${VolumeState[state]}: allowed in AVAILABLE and IN_USE`);
         cur.spec!.sizeGib = req.newSizeGib;
         cur.generation += 1n;
         cur.updatedAt = timestampFromMs(nowMs);

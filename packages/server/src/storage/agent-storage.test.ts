@@ -3,8 +3,9 @@ import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { Code, createClient, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { VmStatus_State as VmState } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { StoragePoolState, StoragePoolType } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import { StoragePoolService } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
 import { VolumeState } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
@@ -83,6 +84,8 @@ describe("storage on a host agent's node", () => {
     await until(async () => ((await volumes.getVolume({ id: clone.id })).status?.virtualSizeBytes === 2n * GIB ? true : undefined), "clone grown to 2 GiB by the agent");
 
     await volumes.deleteVolume({ id: clone.id });
+    // The clone goes when the agent has removed its file (the volume's finalizer); until then its source is still in use.
+    await until(() => volumes.getVolume({ id: clone.id }).then(() => undefined, (e: unknown) => (ConnectError.from(e).code === Code.NotFound ? true : undefined)), "the clone gone", 30_000);
     await volumes.deleteVolume({ id: v.id });
     await until(async () => ((await readdir(join(agent.stateDir, "pools", poolId))).filter((f) => f !== ".quantix-pool").length === 0 ? true : undefined), "the agent removed both files");
   });
@@ -91,6 +94,26 @@ describe("storage on a host agent's node", () => {
     const e = await rejection(volumes.createVolume({ name: "too-big", spec: { sizeGib: 60_000n, poolId } }));
     assert.equal(e.code, Code.ResourceExhausted, e.message);
     assert.deepEqual((await readdir(join(agent.stateDir, "pools", poolId))).filter((f) => f !== ".quantix-pool"), []);
+  });
+
+  it("a VM whose disk is a volume runs on the agent with the volume's file as its disk; a running VM's disks need disk-hotplug, which the simulated backend lacks", async () => {
+    const v = await volumes.createVolume({ name: "vm-disk", spec: { sizeGib: 1n, poolId } });
+    await until(async () => ((await volumes.getVolume({ id: v.id })).status?.state === VolumeState.AVAILABLE ? true : undefined), "volume AVAILABLE");
+    const vm = await s.vms.createVM({ name: "agent-vm", startOnCreate: true, spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, disks: [{ id: "data", volumeId: v.id }] } });
+    await until(async () => ((await s.vms.getVM({ id: vm.id })).status?.state === VmState.RUNNING ? true : undefined), "VM RUNNING on the agent", 30_000);
+    const config = (await agent.backend.getVMInfo(vm.id)).config;
+    assert.deepEqual(config.storage.map((d) => [d.id, d.path]), [["data", join(agent.stateDir, "pools", poolId, `${v.id}.qcow2`)]], "the agent got the volume's file, from the agent's own answer");
+    await until(async () => ((await volumes.getVolume({ id: v.id })).status?.state === VolumeState.IN_USE ? true : undefined), "volume IN_USE");
+    const other = await volumes.createVolume({ name: "vm-disk-2", spec: { sizeGib: 1n, poolId } });
+    await until(async () => ((await volumes.getVolume({ id: other.id })).status?.state === VolumeState.AVAILABLE ? true : undefined), "second volume AVAILABLE");
+    const hot = await rejection(volumes.attachVolume({ id: other.id, vmId: vm.id }));
+    assert.equal(hot.code, Code.FailedPrecondition);
+    assert.match(hot.rawMessage, /lacks the 'disk-hotplug' capability/);
+    assert.equal((await volumes.getVolume({ id: other.id })).status?.attachments.length, 0, "a refused attach changes nothing");
+    await s.vms.deleteVM({ id: vm.id, force: true });
+    await until(async () => ((await volumes.getVolume({ id: v.id })).status?.state === VolumeState.AVAILABLE ? true : undefined), "released when the VM is gone");
+    await volumes.deleteVolume({ id: v.id });
+    await volumes.deleteVolume({ id: other.id });
   });
 
   it("deletes the pool from the agent", async () => {

@@ -143,6 +143,8 @@ describe("storage pools and volumes over the API", () => {
 
   it("refuses to delete a volume a VM names as a disk, naming the VM, until the VM is gone", async () => {
     const v = await volumes.createVolume({ name: "vm-disk", spec: { sizeGib: 1n } });
+    // A VM's disk needs its volume AVAILABLE (vm-volumes.test.ts has the rules).
+    await until(async () => ((await volumes.getVolume({ id: v.id })).status?.state === VolumeState.AVAILABLE ? true : undefined), "volume AVAILABLE");
     const vm = await s.vms.createVM({ name: "uses-volume", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, disks: [{ id: "data", volumeId: v.id }] } });
     const e = await rejection(volumes.deleteVolume({ id: v.id }));
     assert.equal(e.code, Code.FailedPrecondition);

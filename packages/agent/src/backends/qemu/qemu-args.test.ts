@@ -107,6 +107,25 @@ test("a qcow2 disk never opens a backing file (QEMU would open it by the name in
   assert.ok(format && "backing" in format && format["backing"] === null, JSON.stringify(format));
 });
 
+test("a linked clone's backing chain: each layer the agent opened is its own read-only node, base first, named by the layer above; QEMU opens no name", () => {
+  const base = { ...spec({ storage: [{ id: "root", path: "/pool/c.qcow2" }] }, [{ format: "qcow2", blockDevice: false }]) };
+  const args = buildQemuArgs({
+    ...base,
+    backing: [[{ format: "qcow2", blockDevice: false, path: "/pool/b.qcow2" }, { format: "raw", blockDevice: false, path: "/pool/a.raw" }]],
+    fds: { kernel: undefined, initrd: undefined, disks: [3], backing: [[4, 5]] },
+  });
+  assert.deepEqual(values(args, "-add-fd"), ["fd=3,set=1", "fd=5,set=1001", "fd=4,set=1000"]);
+  assert.deepEqual(values(args, "-blockdev").map((v) => JSON.parse(v) as Record<string, unknown>), [
+    { driver: "file", "node-name": "disk0-file", filename: "/dev/fdset/1", "read-only": false },
+    { driver: "file", "node-name": "disk0-b1-file", filename: "/dev/fdset/1001", "read-only": true },
+    { driver: "raw", "node-name": "disk0-b1", file: "disk0-b1-file", "read-only": true },
+    { driver: "file", "node-name": "disk0-b0-file", filename: "/dev/fdset/1000", "read-only": true },
+    { driver: "qcow2", "node-name": "disk0-b0", file: "disk0-b0-file", "read-only": true, backing: "disk0-b1" },
+    { driver: "qcow2", "node-name": "disk0", file: "disk0-file", "read-only": false, backing: "disk0-b0" },
+  ]);
+  assert.equal(args.filter((a) => a.includes("/pool/")).length, 0, "no layer's path reaches QEMU");
+});
+
 test("the cloud-init seed is a read-only virtio disk after the config's disks, named by the agent's path only", () => {
   const args = buildQemuArgs({ ...spec({ storage: [{ id: "root", path: "/d/root.raw" }] }), seedFile: "/state/vms/vm-1/cidata.iso" });
   const blockdevs = values(args, "-blockdev").map((v) => JSON.parse(v) as Record<string, unknown>);

@@ -35,6 +35,15 @@ export interface QemuHostFds {
   readonly initrd?: number | undefined;
   /** Parallel to config.storage. */
   readonly disks: readonly number[];
+  /** Parallel to config.storage: each disk's backing layers' descriptors, nearest first. */
+  readonly backing?: readonly (readonly number[])[];
+}
+
+/** A read-only layer under a qcow2 disk (a linked clone's backing volume), nearest first; host-files.ts checked it. */
+export interface BackingSource {
+  readonly format: DiskFormat;
+  readonly blockDevice: boolean;
+  readonly path: string;
 }
 
 /** Everything {@link buildQemuArgs} needs besides the config. */
@@ -48,6 +57,8 @@ export interface QemuLaunchSpec {
   readonly disks: readonly DiskSource[];
   /** The inherited descriptors of the host files; without them QEMU opens the config's paths (a command line built only to be checked). */
   readonly fds?: QemuHostFds;
+  /** Parallel to `disks`: each disk's backing chain (empty or absent: a disk without backing file, opened with backing: null). */
+  readonly backing?: readonly (readonly BackingSource[])[];
   /** The VM's cloud-init seed in its state directory (a path the agent built), attached read-only; absent: none. */
   readonly seedFile?: string | undefined;
 }
@@ -140,8 +151,25 @@ export function buildQemuArgs(spec: QemuLaunchSpec): string[] {
       filename = `/dev/fdset/${i + 1}`;
     }
     args.push("-blockdev", JSON.stringify({ driver: source.blockDevice ? "host_device" : "file", "node-name": `disk${i}-file`, filename, "read-only": ro }));
-    // No backing file is ever opened: QEMU would open it by the name the image's header gives.
-    const backing = source.format === "qcow2" ? { backing: null } : {};
+    // QEMU never opens a backing file by the name an image's header gives: each layer the
+    // agent opened and checked (host-files.ts) is its own read-only node, base first, and
+    // the layer above names it; the base, and a disk without one, get backing: null.
+    const chain = spec.backing?.[i] ?? [];
+    for (let j = chain.length - 1; j >= 0; j--) {
+      const layer = chain[j]!;
+      const node = `disk${i}-b${j}`;
+      let layerFile = layer.path;
+      if (fds) {
+        // Fd sets above 1000 hold backing layers: 1000 + 100 * disk + layer.
+        const set = 1000 + 100 * i + j;
+        args.push("-add-fd", `fd=${fdNumber(fds.backing?.[i]?.[j])},set=${set}`);
+        layerFile = `/dev/fdset/${set}`;
+      }
+      args.push("-blockdev", JSON.stringify({ driver: layer.blockDevice ? "host_device" : "file", "node-name": `${node}-file`, filename: layerFile, "read-only": true }));
+      const below = j === chain.length - 1 ? null : `disk${i}-b${j + 1}`;
+      args.push("-blockdev", JSON.stringify({ driver: layer.format, "node-name": node, file: `${node}-file`, "read-only": true, ...(layer.format === "qcow2" ? { backing: below } : {}) }));
+    }
+    const backing = source.format === "qcow2" ? { backing: chain.length > 0 ? `disk${i}-b0` : null } : {};
     args.push("-blockdev", JSON.stringify({ driver: source.format, "node-name": `disk${i}`, file: `disk${i}-file`, "read-only": ro, ...backing }));
     args.push("-device", JSON.stringify({ driver: diskDriver(disk.interfaceType, i), id: `disk${i}-dev`, drive: `disk${i}`, ...(disk.isRootDevice ? rootBootIndex : {}) }));
   });

@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import { access, constants, open, readFile, rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import { QuantixError, notFound, systemClock, type Clock } from "@quantix/core";
-import { ConsoleOutput, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { ConsoleOutput, type StorageDevice, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import type { Backend, ConsoleChunk, BackendCapability, BackendEvent, BackendVmInfo, MigrationOptions, MigrationStats, ShutdownOptions } from "../../backend.js";
 import { buildCloudInitSeed } from "../../cloud-init-seed.js";
 import { ConsoleRing, DEFAULT_CONSOLE_BUFFER_BYTES } from "../../console-ring.js";
@@ -14,6 +14,7 @@ import { describeExit, isQemuProcess, killHard, readPidFile } from "./qemu-proce
 import { cancelOutgoing, listenIncoming, migrateOut } from "./qemu-migration.js";
 import { stopRuntime } from "./qemu-stop.js";
 import { qemuVmInfo } from "./qemu-vm-info.js";
+import { diskNodeNames, hotPlugDisk, hotUnplugDisk, resizeDiskOnline } from "./qemu-disk-hotplug.js";
 import { QemuRuntime, type RuntimeEnd } from "./qemu-runtime.js";
 import { loadState, saveState } from "./qemu-suspend.js";
 import { clearRuntimeFiles, listVmDirs, loadRecord, removeVmDir, saveRecord, vmPaths, type VmPaths, type VmRecord } from "./qemu-vm-dir.js";
@@ -70,7 +71,7 @@ const MAX_SOCKET_PATH = 107;
  */
 export class QemuBackend implements Backend {
   readonly type = "qemu";
-  readonly capabilities: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "reboot", "graceful-shutdown", "console", "qcow2", "readopt", "live-migration", "firmware-boot", "metrics", "cloud-init", "suspend"]);
+  readonly capabilities: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "reboot", "graceful-shutdown", "console", "qcow2", "readopt", "live-migration", "firmware-boot", "metrics", "cloud-init", "suspend", "disk-hotplug"]);
   private readonly entries = new Map<string, Entry>();
   private readonly listeners = new Set<(e: BackendEvent) => void>();
   private readonly binary: string;
@@ -299,10 +300,11 @@ export class QemuBackend implements Backend {
       const disks = record.disks.map((d, i) => ({ ...d, blockDevice: files.disks[i]!.blockDevice }));
       // The child's fds 3, 4, ... are files.all in order.
       const childFd = (f: HostFile | undefined) => (f ? 3 + files.all.indexOf(f) : undefined);
-      const fds = { kernel: childFd(files.kernel), initrd: childFd(files.initrd), disks: files.disks.map((f) => childFd(f)!) };
+      const fds = { kernel: childFd(files.kernel), initrd: childFd(files.initrd), disks: files.disks.map((f) => childFd(f)!), backing: files.backing.map((chain) => chain.map((f) => childFd(f)!)) };
+      const backing = files.backing.map((chain) => chain.map((f) => ({ format: f.format, blockDevice: f.blockDevice, path: f.real })));
       const seedFile = record.config.cloudInit ? paths.seedFile : undefined;
       if (record.config.cloudInit && !(await exists(paths.seedFile))) await buildCloudInitSeed(vmId, record.config.cloudInit, paths.seedFile, this.options.seedBinary);
-      const args = [...buildQemuArgs({ vmId, config: record.config, kvm: this.options.kvm, ...paths, disks, fds, seedFile }), ...extraArgs];
+      const args = [...buildQemuArgs({ vmId, config: record.config, kvm: this.options.kvm, ...paths, disks, backing, fds, seedFile }), ...extraArgs];
       extraFds = inherit.map((_, i) => 3 + files.all.length + i);
       await this.options.beforeSpawn?.(vmId);
       entry.stopping = false;
@@ -314,7 +316,7 @@ export class QemuBackend implements Backend {
       // QEMU holds its own copies; the agent's are closed whether or not it started.
       files.close();
     }
-    Object.assign(record, { state: "running", crashReason: undefined, startedAtMs: this.clock.now() });
+    Object.assign(record, { state: "running", crashReason: undefined, startedAtMs: this.clock.now(), launchedDiskIds: record.config.storage.map((d) => d.id) });
     await saveRecord(paths, record);
     return { runtime: entry.runtime, extraFds };
   }
@@ -371,6 +373,38 @@ export class QemuBackend implements Backend {
 
   followConsole(vmId: string, signal: AbortSignal, fromOffset?: number): AsyncIterable<ConsoleChunk> {
     return this.entry(vmId).ring.follow(signal, fromOffset);
+  }
+
+  /** Hot-plugs a disk (qemu-disk-hotplug.ts) and records it in the VM's config and detected formats. */
+  async attachDisk(vmId: string, disk: StorageDevice): Promise<void> {
+    const entry = this.entry(vmId);
+    const rt = this.running(vmId);
+    const source = await hotPlugDisk(rt.qmp, disk, this.diskNames(entry, disk.id));
+    entry.record.config.storage.push(disk);
+    entry.record.disks?.push(source);
+    await saveRecord(entry.paths, entry.record);
+  }
+
+  /** Hot-unplugs a disk and drops it from the VM's config (the next start no longer has it). */
+  async detachDisk(vmId: string, diskId: string, timeoutMs: number): Promise<void> {
+    const entry = this.entry(vmId);
+    await hotUnplugDisk(this.running(vmId).qmp, this.diskNames(entry, diskId), timeoutMs);
+    const i = entry.record.config.storage.findIndex((d) => d.id === diskId);
+    if (i >= 0) {
+      entry.record.config.storage.splice(i, 1);
+      entry.record.disks?.splice(i, 1);
+    }
+    await saveRecord(entry.paths, entry.record);
+  }
+
+  /** Grows a disk of the running VM with block_resize (qemu-img cannot: QEMU holds the image's lock). */
+  async resizeDisk(vmId: string, diskId: string, sizeBytes: bigint): Promise<bigint> {
+    const entry = this.entry(vmId);
+    return resizeDiskOnline(this.running(vmId).qmp, this.diskNames(entry, diskId), sizeBytes);
+  }
+
+  private diskNames(entry: Entry, diskId: string) {
+    return diskNodeNames(diskId, entry.record.launchedDiskIds ?? entry.record.config.storage.map((d) => d.id));
   }
 
   /** Runs a QMP command on a running VM: for diagnostics and tests, not for the agent's logic. */

@@ -154,3 +154,55 @@ test("files swapped for symlinks after the agent opened and checked them: the gu
     await rm(stateDir, { recursive: true, force: true });
   }
 });
+
+test("two VMs on linked clones of one base volume run at once: each writes its own overlay, the base is shared read-only and unchanged", { timeout: 180_000 }, async () => {
+  await ensureDebianPackages(["qemu-utils"]);
+  const stateDir = await mkdtemp(path.join(os.tmpdir(), "quantix-host-files-state-"));
+  // A pool directory as the agent's StorageService lays it out: <volume id>.<format>, clones naming their base by that bare name.
+  const pool = path.join(images, "pool-11111111-1111-4111-8111-111111111111");
+  await mkdir(pool);
+  const base = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
+  const clones = ["bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb", "cccccccc-cccc-4ccc-8ccc-cccccccccccc"];
+  await writeFile(path.join(pool, `${base}.raw`), Buffer.concat([Buffer.from(CHECKED_DISK), Buffer.alloc(1 << 20)]));
+  for (const c of clones) await run("qemu-img", ["create", "-q", "-f", "qcow2", "-b", `${base}.raw`, "-F", "raw", path.join(pool, `${c}.qcow2`)]);
+  const backend = new QemuBackend({ stateDir, kvm: false, imageDirs: [images] });
+  const vmIds = clones.map((_, i) => `linked-${i}-${process.pid}`);
+  // No kernel: SeaBIOS finds no bootable disk and idles; QEMU's block layer is what is tested.
+  const configOf = (clone: string) => create(VmConfigSchema, { cpu: { vcpuCount: 1 }, memory: { sizeBytes: 64n * 1048576n }, storage: [{ id: "root", path: path.join(pool, `${clone}.qcow2`) }] });
+  /** The first 32 bytes of the VM's disk as its QEMU reads them (qemu-io through HMP prints into QEMU's log). */
+  const firstBytes = async (vmId: string, nth: number): Promise<string> => {
+    await backend.executeQmp(vmId, "human-monitor-command", { "command-line": 'qemu-io disk0 "read -v 0 32"' });
+    const log = await until(async () => {
+      const text = await readFile(vmPaths(stateDir, vmId).logFile, "utf8");
+      return text.split("read 32/32 bytes").length > nth ? text : undefined;
+    }, "qemu-io's answer in QEMU's log", 10_000);
+    const dumps = log.split("read 32/32 bytes")[nth - 1]!;
+    const hex = dumps.split("\n").flatMap((l) => (/^[0-9a-f]{8}:((?:\s+[0-9a-f]{2}){1,16})/.exec(l)?.[1] ?? "").trim().split(/\s+/).filter(Boolean));
+    return Buffer.from(hex.slice(-32).join(""), "hex").toString("latin1");
+  };
+  try {
+    for (const [i, vmId] of vmIds.entries()) {
+      await backend.createVM(vmId, configOf(clones[i]!));
+      await backend.bootVM(vmId);
+    }
+    for (const vmId of vmIds) assert.equal((await backend.getVMInfo(vmId)).state, "running", "both VMs run: the base's lock is shared");
+    assert.equal(await firstBytes(vmIds[0]!, 1), CHECKED_DISK, "a clone reads its base's bytes");
+    // Through the guest's device (-d: its QOM path), which holds the disk's write permission.
+    const wrote = await backend.executeQmp(vmIds[0]!, "human-monitor-command", { "command-line": 'qemu-io -d /machine/peripheral/disk0-dev/virtio-backend "write -P 0x41 0 512"' });
+    assert.equal(wrote, "", `qemu-io wrote without an error: ${JSON.stringify(wrote)}`);
+    assert.equal(await firstBytes(vmIds[0]!, 2), "A".repeat(32), "the write went to this VM's overlay");
+    assert.equal(await firstBytes(vmIds[1]!, 1), CHECKED_DISK, "the other clone still reads the base");
+    const pid = (await backend.getVMInfo(vmIds[0]!)).pid!;
+    const fds = await readdir(`/proc/${pid}/fd`);
+    const open = await Promise.all(fds.map(async (fd) => [await readlink(`/proc/${pid}/fd/${fd}`).catch(() => ""), (await readFile(`/proc/${pid}/fdinfo/${fd}`, "utf8").catch(() => "")).match(/flags:\s+(\d+)/)?.[1] ?? ""] as const));
+    const baseFd = open.find(([f]) => f === path.join(pool, `${base}.raw`));
+    assert.ok(baseFd, `QEMU holds the base open: ${open.map(([f]) => f).join(", ")}`);
+    assert.equal(Number.parseInt(baseFd[1], 8) & 3, 0, "the base is open read-only (O_RDONLY)");
+  } finally {
+    for (const vmId of vmIds) await backend.deleteVM(vmId).catch(() => undefined);
+    await backend.close();
+    await rm(stateDir, { recursive: true, force: true });
+  }
+  const bytes = await readFile(path.join(pool, `${base}.raw`));
+  assert.equal(bytes.subarray(0, CHECKED_DISK.length).toString(), CHECKED_DISK, "the base file is unchanged");
+});

@@ -26,6 +26,12 @@ export interface VmRecord {
   state: "created" | "running" | "shutdown" | "crashed" | "suspended";
   crashReason: string | undefined;
   startedAtMs: number | undefined;
+  /**
+   * The ids of config.storage when QEMU last started, in order: those disks carry
+   * positional names in that QEMU (disk<i>), disks hot-plugged since id-derived ones
+   * (qemu-disk-hotplug.ts). Undefined before the first start.
+   */
+  launchedDiskIds?: string[] | undefined;
 }
 
 /** The files of one VM. */
@@ -76,6 +82,7 @@ export async function saveRecord(paths: VmPaths, record: VmRecord): Promise<void
     state: record.state,
     crashReason: record.crashReason,
     startedAtMs: record.startedAtMs,
+    launchedDiskIds: record.launchedDiskIds,
   });
   const tmp = `${paths.recordFile}.tmp`;
   await writeFile(tmp, json, { mode: 0o600 });
@@ -93,6 +100,7 @@ export async function loadRecord(paths: VmPaths): Promise<VmRecord | undefined> 
       state: state === "running" || state === "shutdown" || state === "crashed" || state === "suspended" ? state : "created",
       crashReason: typeof raw["crashReason"] === "string" ? raw["crashReason"] : undefined,
       startedAtMs: typeof raw["startedAtMs"] === "number" ? raw["startedAtMs"] : undefined,
+      launchedDiskIds: Array.isArray(raw["launchedDiskIds"]) ? (raw["launchedDiskIds"] as unknown[]).filter((x): x is string => typeof x === "string") : undefined,
     };
   } catch {
     return undefined;

@@ -130,6 +130,9 @@ export class RestVmmBackend implements Backend {
     // The VMM gets the files opened and checked here, never their names (host-files.ts).
     const files = await openHostFiles(rec.config, this.options.imageDirs);
     try {
+      // These VMMs would open a backing file by the name in the image: linked clones run on QEMU only.
+      const layered = files.backing.findIndex((chain) => chain.length > 0);
+      if (layered >= 0) throw new QuantixError("failed_precondition", `storage[${layered}].path ${files.disks[layered]!.path} is a linked clone (a qcow2 image over a backing volume), which the ${this.type} backend does not open; use a full copy or a QEMU node`);
       await this.options.beforeSpawn?.(vmId);
       const proc = spawnVmm(this.options.binary, this.driver.args(vmId, rec.paths), rec.paths.vmmLog, undefined, files.all.map((f) => f.fd));
       rec.process = proc;

@@ -1,0 +1,179 @@
+import { realpath } from "node:fs/promises";
+import type { StorageDevice } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { QuantixError } from "@quantix/core";
+import { detectDiskSource, type DiskFormat } from "./disk-format.js";
+import { QmpError, type QmpClient } from "./qmp-client.js";
+
+/**
+ * Disk hot-plug, hot-unplug and online resize over QMP, for a running QEMU.
+ *
+ * Names: a disk that was in the config when QEMU started has the names buildQemuArgs gave
+ * it by position (`disk<i>` format node, `disk<i>-dev` device); a hot-plugged one gets
+ * names derived from its id (`hp<12 hex>`, `hp<12 hex>-file`, `hp<12 hex>-dev`), never the
+ * id itself, which is a user's string. Node names are at most 31 characters in QEMU.
+ */
+
+/** The QMP names of one disk in a running QEMU. */
+export interface DiskNodeNames {
+  /** The file (protocol) node. */
+  readonly file: string;
+  /** The format node the device reads through (block_resize names it). */
+  readonly format: string;
+  /** The device's qdev id (device_del names it). */
+  readonly device: string;
+}
+
+/**
+ * The names of disk `diskId` in a QEMU started with the disks `launchedIds` (in config
+ * order): positional for those, id-derived for a disk plugged in later.
+ */
+export function diskNodeNames(diskId: string, launchedIds: readonly string[]): DiskNodeNames {
+  const i = launchedIds.indexOf(diskId);
+  if (i >= 0) return { file: `disk${i}-file`, format: `disk${i}`, device: `disk${i}-dev` };
+  const h = `hp${hash48(diskId)}`;
+  return { file: `${h}-file`, format: h, device: `${h}-dev` };
+}
+
+/** The first PCI slots on bus 0 of the "pc" machine that no device uses; 0 and 1 are the host and ISA bridges. */
+const FIRST_SLOT = 2;
+const LAST_SLOT = 31;
+
+interface PciBus {
+  bus: number;
+  devices: { slot: number; qdev_id?: string }[];
+}
+
+/**
+ * Hot-plugs a virtio-blk-pci disk: its file is opened by QEMU at its real path (the agent
+ * checked it against the allow-list), its format given (detected from its magic, never
+ * probed; a qcow2 opens no backing file), and the device put on the first free slot of
+ * pci.0. A failure takes back what was added. Returns the detected source.
+ */
+export async function hotPlugDisk(qmp: QmpClient, disk: StorageDevice, names: DiskNodeNames): Promise<{ format: DiskFormat; blockDevice: boolean }> {
+  const path = await realpath(disk.path).catch(() => {
+    throw new QuantixError("not_found", `disk '${disk.id}': ${disk.path} does not exist or the agent cannot reach it`);
+  });
+  const source = await detectDiskSource(path);
+  const ro = disk.readOnly;
+  await qmpCall(qmp, "blockdev-add", { driver: source.blockDevice ? "host_device" : "file", "node-name": names.file, filename: path, "read-only": ro });
+  try {
+    await qmpCall(qmp, "blockdev-add", { driver: source.format, "node-name": names.format, file: names.file, "read-only": ro, ...(source.format === "qcow2" ? { backing: null } : {}) });
+    try {
+      const slot = await freeSlot(qmp);
+      await qmpCall(qmp, "device_add", { driver: "virtio-blk-pci", id: names.device, drive: names.format, bus: "pci.0", addr: `0x${slot.toString(16)}` });
+    } catch (err) {
+      await qmp.execute("blockdev-del", { "node-name": names.format }).catch(() => undefined);
+      throw err;
+    }
+  } catch (err) {
+    await qmp.execute("blockdev-del", { "node-name": names.file }).catch(() => undefined);
+    throw err;
+  }
+  return source;
+}
+
+/**
+ * Unplugs a disk: device_del asks the guest (ACPI PCI hot-plug) to release the device;
+ * once QEMU reports DEVICE_DELETED its block nodes are removed. A guest that does not
+ * release it within `timeoutMs` leaves it attached: DEADLINE_EXCEEDED.
+ */
+export async function hotUnplugDisk(qmp: QmpClient, names: DiskNodeNames, timeoutMs: number): Promise<void> {
+  let off: (() => void) | undefined;
+  const deleted = new Promise<void>((resolve) => {
+    off = qmp.onEvent((e) => {
+      const data = e.data as { device?: string } | undefined;
+      if (e.event === "DEVICE_DELETED" && data?.device === names.device) resolve();
+    });
+  });
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    try {
+      await qmpCall(qmp, "device_del", { id: names.device });
+    } catch (err) {
+      // Already gone (an earlier unplug completed after its caller gave up): go on to the nodes.
+      if (!(err instanceof QuantixError && err.code === "not_found")) throw err;
+    }
+    const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), timeoutMs)));
+    // An unplug that completed earlier (its caller gave up waiting) sends no event again.
+    const already = devicePresent(qmp, names.device).then((p) => (p ? new Promise<never>(() => {}) : ("gone" as const)));
+    const gone = await Promise.race([deleted.then(() => "gone" as const), late, already]);
+    if (gone === "late") throw new QuantixError("deadline_exceeded", `the guest did not release disk device ${names.device} within ${Math.round(timeoutMs / 1000)} s; the disk stays attached`);
+  } finally {
+    clearTimeout(timer);
+    off?.();
+  }
+  await deleteNode(qmp, names.format);
+  await deleteNode(qmp, names.file);
+}
+
+/** How long blockdev-del is retried while QEMU still finishes releasing a node after DEVICE_DELETED. */
+const NODE_RELEASE_MS = 5_000;
+
+/** blockdev-del of a node; one already gone is fine, one still "in use" right after its device left is tried again briefly. */
+async function deleteNode(qmp: QmpClient, nodeName: string): Promise<void> {
+  const deadline = Date.now() + NODE_RELEASE_MS;
+  for (;;) {
+    try {
+      await qmp.execute("blockdev-del", { "node-name": nodeName });
+      return;
+    } catch (err) {
+      if (err instanceof QmpError && /not found|Cannot find|no node/i.test(err.message)) return;
+      if (!(err instanceof QmpError && /in use/i.test(err.message)) || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+/** Grows the disk whose format node is `names.format` to `sizeBytes` (block_resize); answers the size QEMU reports after. */
+export async function resizeDiskOnline(qmp: QmpClient, names: DiskNodeNames, sizeBytes: bigint): Promise<bigint> {
+  const before = await virtualSize(qmp, names.format);
+  if (sizeBytes < before) throw new QuantixError("invalid_argument", `size_bytes: must be at least the disk's current size (${before} bytes): disks only grow`, [{ field: "size_bytes", reason: "OUT_OF_RANGE", description: `must be at least ${before}` }]);
+  if (sizeBytes === before) return before;
+  await qmpCall(qmp, "block_resize", { "node-name": names.format, size: Number(sizeBytes) });
+  return virtualSize(qmp, names.format);
+}
+
+/** The virtual size QEMU reports for a format node (query-named-block-nodes). */
+async function virtualSize(qmp: QmpClient, nodeName: string): Promise<bigint> {
+  const nodes = await qmp.execute<{ "node-name": string; image: { "virtual-size": number } }[]>("query-named-block-nodes", { flat: true });
+  const n = nodes.find((x) => x["node-name"] === nodeName);
+  if (!n) throw new QuantixError("not_found", `the running VM has no block node ${nodeName}`);
+  return BigInt(n.image["virtual-size"]);
+}
+
+async function devicePresent(qmp: QmpClient, device: string): Promise<boolean> {
+  const buses = await qmp.execute<PciBus[]>("query-pci");
+  return buses.some((b) => b.devices.some((d) => d.qdev_id === device));
+}
+
+/** The lowest slot of PCI bus 0 no device uses. */
+async function freeSlot(qmp: QmpClient): Promise<number> {
+  const buses = await qmp.execute<PciBus[]>("query-pci");
+  const used = new Set((buses.find((b) => b.bus === 0)?.devices ?? []).map((d) => d.slot));
+  for (let s = FIRST_SLOT; s <= LAST_SLOT; s++) if (!used.has(s)) return s;
+  throw new QuantixError("resource_exhausted", "the VM's PCI bus has no free slot for another disk");
+}
+
+/** A QMP command whose error becomes a QuantixError (a missing device or node NOT_FOUND, else FAILED_PRECONDITION with QEMU's words). */
+async function qmpCall(qmp: QmpClient, command: string, args: Record<string, unknown>): Promise<void> {
+  try {
+    await qmp.execute(command, args);
+  } catch (err) {
+    if (err instanceof QmpError) {
+      if (err.errorClass === "DeviceNotFound") throw new QuantixError("not_found", `QEMU ${command}: ${err.message}`);
+      throw new QuantixError("failed_precondition", `QEMU refused ${command}: ${err.message}`);
+    }
+    throw err;
+  }
+}
+
+/** 48 bits of two FNV-1a hashes, as 12 hex digits. */
+function hash48(text: string): string {
+  let a = 0x811c9dc5;
+  let b = 0x01000193;
+  for (let i = 0; i < text.length; i++) {
+    a = Math.imul(a ^ text.charCodeAt(i), 0x01000193) >>> 0;
+    b = Math.imul(b ^ text.charCodeAt(text.length - 1 - i), 0x01000193) >>> 0;
+  }
+  return (a.toString(16).padStart(8, "0") + b.toString(16).padStart(8, "0")).slice(0, 12);
+}
