@@ -9,6 +9,7 @@ import { H2LOAD_INSTALL, type Saturation } from "./lib/h2load.js";
 import { hasProgram, LOG_DIR, RESULTS_DIR, startServer, type Server } from "./lib/proc.js";
 import { agentBoot } from "./lib/agent-boot.js";
 import { agentMigrate } from "./lib/agent-migrate.js";
+import { imageImport } from "./lib/image-import.js";
 import { controlPlaneMigrate } from "./lib/control-plane-migrate.js";
 import { controlPlaneBoot } from "./lib/control-plane-boot.js";
 import { storageClone } from "./lib/storage-clone.js";
@@ -29,9 +30,9 @@ if (process.env["QUANTIX_BENCH_PINNED"] !== "1" && hasProgram("taskset")) {
   const r = spawnSync("taskset", ["-c", "1", process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit", env: { ...process.env, QUANTIX_BENCH_PINNED: "1" } });
   process.exit(r.status ?? 1);
 }
-/** `npm run bench -- --only=fanout` (or unary, tls, creates, agent, migrate, scheduler, fuzz, auth, storage; comma-separated) runs those groups alone. */
+/** `npm run bench -- --only=fanout` (or unary, tls, creates, agent, migrate, scheduler, fuzz, auth, storage, image; comma-separated) runs those groups alone. */
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
-const want = (group: "unary" | "tls" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz" | "auth" | "storage") => !only || only.includes(group);
+const want = (group: "unary" | "tls" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz" | "auth" | "storage" | "image") => !only || only.includes(group);
 /** `--seed=N` changes the fuzz run's requests (the same seed always makes the same ones). */
 const fuzzSeed = Number(process.argv.find((a) => a.startsWith("--seed="))?.slice("--seed=".length) ?? 20261204);
 const httpGroups = want("unary") || want("tls") || want("creates") || want("fanout");
@@ -245,6 +246,16 @@ try {
     const c = await controlPlaneBoot(15, progress);
     details["controlPlaneBoot"] = c;
     rows.push(compare(`StartVM via the control plane until QEMU runs, median of ${c.runs}`, c.controlPlane.medianMs, c.direct.medianMs, ms, "QEMU + QMP cont"));
+  }
+
+  // Image import: the agent's ImportVolume vs curl + qemu-img convert of the same file over loopback.
+  if (want("image")) {
+    const mib = Number(process.env["QUANTIX_BENCH_IMAGE_MIB"] ?? 256);
+    progress(`image: ImportVolume of a ${mib} MiB qcow2 over loopback through a real agent vs curl + qemu-img convert, 3 runs each in turns (QUANTIX_BENCH_IMAGE_MIB=1024 for 1 GiB)`);
+    const r = await imageImport(mib, 3, progress);
+    details["imageImport"] = r;
+    const mibps = (v: number) => `${num(v, 1)} MiB/s`;
+    rows.push(compare(`image import ${mib} MiB qcow2 over loopback, MiB/s (median of ${r.agentMs.length})`, (mib * 1000) / r.agentMedianMs, (mib * 1000) / r.directMedianMs, mibps, "curl + qemu-img convert", { op: ">=", value: 0.8, on: "ratio" }));
   }
 
   // Live migration: MigrateVm between two agent processes vs QEMU's own migration over QMP.

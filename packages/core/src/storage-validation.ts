@@ -135,7 +135,7 @@ export function validateCreateVolume(req: VolumeCreateInput): FieldViolation[] {
     if (spec.source?.linked) v.add("spec.source.linked", "CONFLICT", "needs spec.source.volume_id");
   } else {
     validateRef(v, `spec.source.${snake(source.case)}`, source.value, true);
-    if (spec.source?.linked && source.case !== "volumeId") v.add("spec.source.linked", "CONFLICT", "needs spec.source.volume_id");
+    if (spec.source?.linked && source.case !== "volumeId" && source.case !== "imageId") v.add("spec.source.linked", "CONFLICT", "needs spec.source.volume_id or spec.source.image_id");
   }
   if (spec.sizeGib !== 0n) v.range("spec.size_gib", spec.sizeGib, STORAGE_LIMITS.volumeMinGib, STORAGE_LIMITS.volumeMaxGib, "GiB");
   validateRef(v, "spec.pool_id", spec.poolId);

@@ -62,6 +62,10 @@ import { StoragePoolService } from "./services/storage-pool-service.js";
 import { VolumeService } from "./services/volume-service.js";
 import { storagePoolController } from "./controllers/storage-pool-controller.js";
 import { volumeController } from "./controllers/volume-controller.js";
+import { imageController } from "./controllers/image-controller.js";
+import { imageServiceRoute } from "./rpc/image-routes.js";
+import { ImageService } from "./services/image-service.js";
+import type { DirImporterFactory } from "./storage/node-storage.js";
 import { volumeAttachmentController } from "./controllers/volume-attachment-controller.js";
 import { resolveVolumePaths } from "./storage/vm-volumes.js";
 import { snapshotServiceRoute, storagePoolServiceRoute, volumeServiceRoute } from "./rpc/storage-routes.js";
@@ -96,6 +100,8 @@ export interface ControlPlaneDeps {
   readonly store?: Store;
   /** Starts the simulated hosts of demo nodes (the agent package's createSimulatedHost); without it they stay unconnected. */
   readonly simulatedHosts?: SimulatedHostFactory;
+  /** The agent's image import for the simulated hosts' pools (the agent package's dirImporter); without it they refuse imports. */
+  readonly dirImporter?: DirImporterFactory;
   /** The first admin's password (QUANTIX_ADMIN_PASSWORD); without it one is generated and announced once. */
   readonly adminPassword?: string | undefined;
   /** Where a generated admin password is shown, once (default: stdout; never the log). */
@@ -148,12 +154,13 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const vmService = new VmService({ store, clock, ids, ledger });
   // The demo's simulated hosts keep their pools under the storage directory (real qemu-img files); agent nodes through their agent.
   const storageDir = config.storageDir ?? (config.store.kind === "embedded" ? join(config.store.dataDir, "storage") : undefined);
-  const storages = new NodeStorages({ storageDir, sharedDirs: config.sharedDirs, agentStorage: (id) => agents.get(id)?.storage });
+  const storages = new NodeStorages({ storageDir, sharedDirs: config.sharedDirs, agentStorage: (id) => agents.get(id)?.storage, ...(deps.dirImporter ? { dirImporter: deps.dirImporter } : {}) });
   // A VM's volume disks are the volumes' files on its node, as the node's storage names them.
   const vmController = new VmController({ store, drivers, clock, log, volumePaths: (vm) => resolveVolumePaths(store, storages, vm.status?.nodeId ?? "", vm.spec!) });
   const poolService = new StoragePoolService({ store, clock, ids });
   const volumeService = new VolumeService({ store, clock, ids, ledger, drivers, storages });
   const snapshotService = new SnapshotService({ store, clock, ids });
+  const imageService = new ImageService({ store, clock, ids });
   const nodeService = new NodeService({ store, clock, ids, nodeLostAfterSec: config.nodeLostAfterSec, decommission: { drivers, holder: vmController, log } });
   const power = new VmPowerService(store, drivers);
   const migration = new VmMigrationService({ store, drivers, clock, ids, log, strategy: config.schedulerStrategy });
@@ -178,7 +185,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   const controllers = new ControllerManager({ store, log, onLost: () => process.exit(1) });
-  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), new EventRetention({ store, clock, log, retentionSec: config.auditRetentionSec, kept: AUDIT_RETAINED }), quotaUsageController({ store, clock, log }), storagePoolController({ store, storages, clock, log }), volumeController({ store, storages, clock, log }), volumeAttachmentController({ store, clock, log }), snapshotController({ store, storages, drivers, clock, log }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
+  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), new EventRetention({ store, clock, log, retentionSec: config.auditRetentionSec, kept: AUDIT_RETAINED }), quotaUsageController({ store, clock, log }), storagePoolController({ store, storages, clock, log }), volumeController({ store, storages, clock, log }), volumeAttachmentController({ store, clock, log }), snapshotController({ store, storages, drivers, clock, log }), imageController({ store, storages, clock, log }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
   await controllers.start();
 
   // Counted where each call is logged (the kit's observeCalls interceptor), read by GET /metrics.
@@ -196,6 +203,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     storagePoolServiceRoute(store, poolService, config.defaultDeadlineMs),
     volumeServiceRoute(store, volumeService, config.defaultDeadlineMs),
     snapshotServiceRoute(store, snapshotService, config.defaultDeadlineMs),
+    imageServiceRoute(store, imageService, config.defaultDeadlineMs),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
     ...SERVED_ELSEWHERE.map((p) => ({ service: p.service, impl: servedElsewhereImpl(p.service, p.where) })),
   ];

@@ -27,6 +27,8 @@ export const VOLUME_KIND = defineKind(VolumeSchema, {
     pool_id: textField((v) => v.spec?.poolId ?? "", { column: "pool_id", filter: "eq" }),
     // The volume this one was made from (a clone's source): a volume that backs others is found by it.
     source_volume_id: textField((v) => (v.spec?.source?.source.case === "volumeId" ? v.spec.source.source.value : ""), { column: "source_volume_id", filter: "eq" }),
+    // The image it was made from: the volumes that use an image (linked clones of its copy) are found by it.
+    source_image_id: textField((v) => (v.spec?.source?.source.case === "imageId" ? v.spec.source.source.value : ""), { column: "source_image_id", filter: "eq" }),
     // The first VM it is attached to (at most one unless multi_attach).
     vm_id: textField((v) => v.status?.attachments[0]?.vmId ?? "", { column: "vm_id", filter: "eq" }),
     bootable: boolField((v) => v.spec?.bootable ?? false, { column: "bootable", filter: "eq" }),

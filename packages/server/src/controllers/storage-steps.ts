@@ -5,7 +5,7 @@ import type { NodeStorages } from "../storage/node-storages.js";
 import { nodePoolType, poolNodes } from "./storage-pool-controller.js";
 
 /**
- * What the volume and snapshot controllers share: where a volume lives, how a failed
+ * What the volume, snapshot and image controllers share: where a volume lives, how a failed
  * node step becomes a condition's reason, and a status write that is a no-op when it
  * changes nothing.
  */
@@ -25,14 +25,14 @@ export function transient(err: unknown): boolean {
 }
 
 /**
- * The node that holds (or will hold) a volume, with its pool set up there: `pinned` (the
- * volume's status.node_id) when set, else the first node of the pool where the pool can
- * be set up. A failure names every node's reason.
+ * The node that holds (or will hold) a volume or an image's copy, with its pool set up
+ * there: `pinned` (the volume's status.node_id, the copy's node) when set, else the first
+ * node of the pool where the pool can be set up. A failure names every node's reason.
  */
 export async function volumeNode(store: Store, storages: NodeStorages, pinned: string, pool: StoragePool): Promise<Node> {
   const shape = nodePoolType(pool);
   const candidates = pinned !== "" ? [await store.of(NODE_KIND).get(pinned)].filter((n): n is Node & Resource => n !== undefined) : await poolNodes(store, pool);
-  if (candidates.length === 0) throw new QuantixError("unavailable", pinned !== "" ? `node '${pinned}' holding the volume is not registered` : `no node reaches storage pool '${pool.id}'`);
+  if (candidates.length === 0) throw new QuantixError("unavailable", pinned !== "" ? `node '${pinned}' is not registered` : `no node reaches storage pool '${pool.id}'`);
   const why: string[] = [];
   for (const n of candidates) {
     try {

@@ -9,12 +9,15 @@ import { volumeCharging } from "../services/volume-service.js";
 import type { NodeVolume, NodeVolumeSource } from "../storage/node-storage.js";
 import type { NodeStorages } from "../storage/node-storages.js";
 import { setCondition } from "./conditions.js";
+import { imageCopyMissing } from "./image-copy.js";
 import { reasonOf, volumeNode, writeStatusOf } from "./storage-steps.js";
 
 
 const GIB = 1n << 30n;
 /** How soon a volume in ERROR is tried again (an agent wired, space freed, a node back). */
 const ERROR_RETRY_MS = 15_000;
+/** How soon a volume waiting for its image's copy looks again. */
+const IMAGE_WAIT_MS = 500;
 
 type V = Volume & Resource;
 
@@ -36,7 +39,7 @@ export function volumeController(deps: { store: Store; storages: NodeStorages; c
   const writeStatus = (id: string, change: (v: V) => void) => writeStatusOf(deps.store, VOLUME_KIND, VOLUME_CONTROLLER, id, change);
 
   async function fail(v: V, step: string, err: unknown): Promise<{ requeueAfterMs: number }> {
-    const { reason, message } = reasonOf(step, err);
+    const { reason, message } = reasonOf(step, err, "volume");
     if (!(err instanceof QuantixError)) deps.log.log("warn", "a volume step failed on its node", { volume_id: v.id, step, error: String(err) });
     const nowMs = deps.clock.now();
     await writeStatus(v.id, (cur) => {
@@ -61,6 +64,13 @@ export function volumeController(deps: { store: Store; storages: NodeStorages; c
     const snap = await deps.store.of(SNAPSHOT_KIND).get(src.value);
     if (!snap || snap.spec?.target.case !== "volumeId") throw new QuantixError("failed_precondition", `snapshot '${src.value}' the volume is made from is gone`);
     return { volumeId: snap.spec.target.value, linked: false, snapshotId: snap.id };
+  }
+
+  /** A volume waiting for something another controller makes (its image's copy): still CREATING, the Ready condition says why; looked at again soon. */
+  async function wait(v: V, w: { reason: string; message: string }): Promise<{ requeueAfterMs: number }> {
+    const nowMs = deps.clock.now();
+    await writeStatus(v.id, (cur) => void (cur.status!.conditions = setCondition(cur.status!.conditions, { type: "Ready", status: false, reason: w.reason, message: w.message, generation: cur.generation }, nowMs)));
+    return { requeueAfterMs: IMAGE_WAIT_MS };
   }
 
   return new Controller(
@@ -133,7 +143,14 @@ export function volumeController(deps: { store: Store; storages: NodeStorages; c
             if (state !== VolumeState.CREATING && !(state === VolumeState.ERROR && (v.status?.virtualSizeBytes ?? 0n) === 0n)) {
               return fail(v, "Observe", new QuantixError("failed_precondition", `the file of volume '${v.id}' is missing on node '${node.id}'`));
             }
-            const source = await sourceOf(v);
+            const src = v.spec?.source?.source;
+            if (src?.case === "imageId") {
+              // The image's copy on this node and pool is the clone's source; the image controller makes it.
+              const waiting = await imageCopyMissing(deps.store, src.value, { nodeId: isLocalPool(pool.spec?.type ?? 0) ? node.id : "", poolId: pool.id });
+              if (waiting?.reason === "ImageNotFound") return fail(v, "Create", new QuantixError("not_found", waiting.message));
+              if (waiting) return wait(v, waiting);
+            }
+            const source = src?.case === "imageId" ? { volumeId: src.value, linked: v.spec?.source?.linked ?? false } : await sourceOf(v);
             info = await storage.createVolume({ ...ref, format: v.spec?.format === VolumeFormat.RAW ? "raw" : "qcow2", sizeBytes: want, ...(source ? { source } : {}) });
           }
           if (info.virtualSizeBytes < want) {

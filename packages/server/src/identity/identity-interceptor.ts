@@ -6,7 +6,7 @@ import { unauthenticated } from "./access-tokens.js";
 import type { Authenticator } from "./authenticator.js";
 import { cuttable, type Cut } from "./cuttable-stream.js";
 import type { IdentityIndex } from "./identity-index.js";
-import { policyOf, type Policy } from "./policy.js";
+import { policyOf, type Policy, type ProjectTarget } from "./policy.js";
 import { roleIncludes } from "./roles.js";
 import { visibleProjectsKey } from "./visible-projects.js";
 
@@ -190,14 +190,21 @@ function authorize(d: IdentityInterceptorDeps, p: Principal, policy: Policy, msg
       throw new Error(`unknown policy ${String(never)}`);
     }
   }
-  const need = policy.role;
-  const t = policy.target;
+  return authorizeTarget(d, p, policy.role, policy.target, msg, req);
+}
+
+/** The project check of one target of a project policy (see authorize). */
+function authorizeTarget(d: IdentityInterceptorDeps, p: Principal, need: ProjectRole, t: ProjectTarget, msg: Msg, req: Req): undefined | ((res: Msg) => void) | Promise<void> {
   switch (t.from) {
+    case "either": {
+      const chosen = t.targets.find((x) => fieldValue(msg, x.field.split(".")[0]!) !== undefined);
+      return chosen ? authorizeTarget(d, p, need, chosen, msg, req) : undefined;
+    }
     case "pending":
       if ([...p.projects.values()].some((r) => roleIncludes(r, need))) return undefined;
       throw new QuantixError("permission_denied", `requires role ${need} in a project`);
     case "request": {
-      const project = (msg[camel(t.field)] as string) || t.dflt || "";
+      const project = (fieldValue(msg, t.field) as string | undefined) || t.dflt || "";
       // An empty or malformed project id reaches the handler, which says what is wrong with it.
       if (!wellFormed(project, PROJECT_ID_FORMAT)) return undefined;
       requireRole(p, project, need, t.hide ? () => notFound("project", project) : undefined);
@@ -205,7 +212,7 @@ function authorize(d: IdentityInterceptorDeps, p: Principal, policy: Policy, msg
     }
     case "target":
     case "object": {
-      const picked = t.from === "object" ? { kind: t.kind, id: msg[camel(t.field)] as string } : t.pick(msg);
+      const picked = t.from === "object" ? { kind: t.kind, id: (fieldValue(msg, t.field) as string | undefined) ?? "" } : t.pick(msg);
       if (!picked) return undefined;
       const { kind, id } = picked;
       if (!wellFormed(id, kind.idFormat ?? RESOURCE_ID_FORMAT)) return undefined;
@@ -251,6 +258,22 @@ function wellFormed(id: string, format: IdFormat): boolean {
 }
 
 const camelCache = new Map<string, string>();
+/**
+ * A request's field by its proto path (`project_id`, `create.project_id`), through oneof
+ * members (`image_id` of ImportImage's `target`); undefined when not set.
+ */
+function fieldValue(msg: Msg, path: string): unknown {
+  let cur: unknown = msg;
+  for (const part of path.split(".")) {
+    if (cur === null || typeof cur !== "object") return undefined;
+    const o = cur as Record<string, unknown>;
+    const name = camel(part);
+    if (name in o) cur = o[name];
+    else cur = Object.values(o).find((v): v is { case: string; value: unknown } => typeof v === "object" && v !== null && (v as { case?: unknown }).case === name)?.value;
+  }
+  return cur;
+}
+
 function camel(field: string): string {
   let c = camelCache.get(field);
   if (c === undefined) camelCache.set(field, (c = field.replace(/_([a-z])/g, (_m, ch: string) => ch.toUpperCase())));

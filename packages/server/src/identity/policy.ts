@@ -1,4 +1,4 @@
-import { DEFAULT_PROJECT_ID, MIGRATION_KIND, SNAPSHOT_KIND, VM_KIND, VOLUME_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
+import { DEFAULT_PROJECT_ID, IMAGE_KIND, MIGRATION_KIND, SNAPSHOT_KIND, VM_KIND, VOLUME_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { StorageService } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 
@@ -23,7 +23,9 @@ export type ProjectTarget =
   | { readonly from: "object"; readonly kind: Kind<Resource>; readonly field: string; readonly after?: boolean }
   | { readonly from: "target"; readonly pick: (msg: Readonly<Record<string, unknown>>) => { readonly kind: Kind<Resource>; readonly id: string } | undefined }
   | { readonly from: "list"; readonly cluster?: boolean }
-  | { readonly from: "pending" };
+  | { readonly from: "pending" }
+  /** The first of `targets` whose field the request sets (a oneof: ImportImage's image_id or create); none set: the handler says what is missing. */
+  | { readonly from: "either"; readonly targets: readonly (ProjectTarget & { readonly from: "request" | "object" })[] };
 
 /** Who may call an RPC. */
 export type Policy = (
@@ -44,6 +46,7 @@ const clusterRead: Policy = { access: "cluster-read" };
 const admin: Policy = { access: "system-admin" };
 const agent: Policy = { access: "agent" };
 const volume = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: VOLUME_KIND as unknown as Kind<Resource>, field, after } });
+const image = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: IMAGE_KIND as unknown as Kind<Resource>, field, after } });
 const vm = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: VM_KIND as unknown as Kind<Resource>, field, after } });
 const snapshot = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: SNAPSHOT_KIND as unknown as Kind<Resource>, field, after } });
 /** CreateSnapshot acts in the project of the volume or VM it snapshots. */
@@ -88,6 +91,7 @@ const PROJECTS = "Quantixkvm.identity.v1.ProjectService";
 const DOM = "virtualdom.v1.MemoryGateway";
 const VOLUMES = "Quantixkvm.storage.v1.VolumeService";
 const SNAPSHOTS = "Quantixkvm.storage.v1.SnapshotService";
+const IMAGES = "Quantixkvm.storage.v1.ImageService";
 
 /**
  * The policy of every RPC of every service the control plane serves or lists, by
@@ -216,7 +220,26 @@ export const POLICY: Readonly<Record<string, Policy>> = {
   [`${SNAPSHOTS}/UpdateSnapshot`]: snapshot("member"),
   [`${SNAPSHOTS}/DeleteSnapshot`]: snapshot("member"),
   [`${SNAPSHOTS}/RevertToSnapshot`]: snapshot("member"),
-  ...projectCrud("Quantixkvm.storage.v1.ImageService", "Images", "Image", { ImportImage: pending("member"), UploadImage: pending("member") }),
+  [`${IMAGES}/CreateImage`]: inRequest("member", "project_id", { dflt: DEFAULT_PROJECT_ID }),
+  [`${IMAGES}/GetImage`]: image("reader", "id", true),
+  [`${IMAGES}/ListImages`]: list(),
+  [`${IMAGES}/WatchImages`]: list(),
+  [`${IMAGES}/UpdateImage`]: image("member"),
+  [`${IMAGES}/DeleteImage`]: image("member"),
+  // Follows (or retries) an image of the caller's project, or creates one there.
+  [`${IMAGES}/ImportImage`]: {
+    access: "project",
+    role: "member",
+    target: {
+      from: "either",
+      targets: [
+        { from: "object", kind: IMAGE_KIND as unknown as Kind<Resource>, field: "image_id" },
+        { from: "request", field: "create.project_id", dflt: DEFAULT_PROJECT_ID },
+      ],
+    },
+  },
+  // Not built yet (UNIMPLEMENTED): its header names the image once it is.
+  [`${IMAGES}/UploadImage`]: pending("member"),
 
   ...projectCrud("Quantixkvm.network.v1.VirtualNetworkService", "VirtualNetworks", "VirtualNetwork"),
   ...projectCrud("Quantixkvm.network.v1.PortService", "Ports", "Port"),

@@ -9,10 +9,10 @@ type Handler = (req: Record<string, unknown>, ctx: unknown) => unknown;
  * before the handler runs: a malformed id is INVALID_ARGUMENT naming its field, and never
  * reaches a store, a log line or an error message. The subject of a request (`id`,
  * `vm_id` of WatchVM) must be given, except where the request creates (Create, Register)
- * or reads a set (List, Watch of many) and an empty id means "none".
+ * or reads a set (List, Watch of many) and an empty id means "none", or names its subject in a oneof the handler checks (ImportImage).
  */
 export function checkingIds(m: DescMethod, kind: Kind<Resource>, handler: Handler): Handler {
-  const fields = requestIdFields(kind, m.input, !/^(Create|Register|List)/.test(m.name) && !(m.name.startsWith("Watch") && m.name.endsWith("s")));
+  const fields = requestIdFields(kind, m.input, !/^(Create|Register|List|Import)/.test(m.name) && !(m.name.startsWith("Watch") && m.name.endsWith("s")));
   if (fields.length === 0) return handler;
   const streaming = m.methodKind === "server_streaming" || m.methodKind === "bidi_streaming";
   return (req, ctx) => {

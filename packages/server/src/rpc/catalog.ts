@@ -14,7 +14,7 @@ import { file_Quantixkvm_network_v1_port_service, PortService } from "@quantix/a
 import { file_Quantixkvm_network_v1_security_group_service, SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
 import { file_Quantixkvm_network_v1_virtual_network_service, VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
 import { file_Quantixkvm_network_v1_vpn_service_manager, VpnServiceManager } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_manager_pb.js";
-import { file_Quantixkvm_storage_v1_image_service, ImageService } from "@quantix/api/gen/Quantixkvm/storage/v1/image_service_pb.js";
+import { file_Quantixkvm_storage_v1_image_service } from "@quantix/api/gen/Quantixkvm/storage/v1/image_service_pb.js";
 import { file_Quantixkvm_storage_v1_snapshot_service } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_service_pb.js";
 import { file_Quantixkvm_storage_v1_storage_pool_service } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
 import { file_Quantixkvm_storage_v1_volume_service } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
@@ -24,7 +24,6 @@ import { file_vmm_v1_vm, VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 
 /** Services of the API contract that later issues implement, with what brings each. */
 export const PENDING_SERVICES: readonly { service: DescService; arrivesWith: string }[] = [
-  { service: ImageService, arrivesWith: "the storage issue's image import (the Image kind and its validation exist; the download, checks and conversion on the nodes do not yet)" },
   { service: VirtualNetworkService, arrivesWith: "the networking issue (bridges, VXLAN, nftables)" },
   { service: PortService, arrivesWith: "the networking issue (bridges, VXLAN, nftables)" },
   { service: SecurityGroupService, arrivesWith: "the networking issue (nftables security groups)" },

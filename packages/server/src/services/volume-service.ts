@@ -15,10 +15,8 @@ import {
   notFound,
   PROJECT_KIND,
   QuantixError,
-  SERVED_POOL_TYPES,
   SNAPSHOT_KIND,
   STORAGE_LIMITS,
-  STORAGE_POOL_KIND,
   throwIfViolations,
   validateCreateVolume,
   validateQos,
@@ -34,7 +32,8 @@ import {
 } from "@quantix/core";
 import { QuotaLedger, type Charging } from "../quota/quota-ledger.js";
 import { ResourceWriter, type Budget } from "../resources/resource-writer.js";
-import { defaultPool } from "./storage-pool-service.js";
+import { usablePool } from "./usable-pool.js";
+import { imageMinGib, sourceImage } from "./source-image.js";
 import { requireWellFormedId } from "../resources/resource-service.js";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { NodeStorages } from "../storage/node-storages.js";
@@ -99,10 +98,10 @@ export class VolumeService {
     if (!(await this.deps.store.of(PROJECT_KIND).get(projectId))) throw notFound("project", projectId);
     const spec = clone(VolumeSpecSchema, req.spec!);
     const source = spec.source?.source;
-    if (source?.case === "imageId") throw new QuantixError("unimplemented", "volumes from images arrive with ImageService, which is not built yet");
     const snap = source?.case === "snapshotId" ? await this.sourceSnapshot(source.value, projectId, spec.source?.linked ?? false) : undefined;
     const src = source?.case === "volumeId" ? await this.sourceVolume(source.value, projectId) : snap ? await this.sourceVolume(snap.volumeId, projectId, "snapshot's volume") : undefined;
-    const pool = await this.pool(spec.poolId || src?.spec?.poolId || (await defaultPool(this.deps.store)).id);
+    const img = source?.case === "imageId" ? await sourceImage(this.deps.store, source.value, projectId) : undefined;
+    const pool = await usablePool(this.deps.store, spec.poolId || src?.spec?.poolId || img?.spec?.poolId || "");
     spec.poolId = pool.id;
     if (spec.format === VolumeFormat.UNSPECIFIED) spec.format = pool.spec?.defaultVolumeFormat || VolumeFormat.QCOW2;
     let nodeId = req.nodeId;
@@ -118,6 +117,16 @@ export class VolumeService {
       if (nodeId !== "" && srcNode !== "" && nodeId !== srcNode) v.add("node_id", "CONFLICT", `a clone in a local pool is on its source's node ('${srcNode}')`);
       throwIfViolations(v.list);
       if (srcNode !== "") nodeId = srcNode;
+    }
+    if (img) {
+      const v = new Violations();
+      if (spec.source?.linked && spec.format !== VolumeFormat.QCOW2) v.add("spec.format", "CONFLICT", "a linked clone is QCOW2");
+      const least = imageMinGib(img);
+      if (spec.sizeGib === 0n) spec.sizeGib = least;
+      else if (spec.sizeGib < least) v.add("spec.size_gib", "OUT_OF_RANGE", `must be at least the image's size (${least} GiB)`);
+      throwIfViolations(v.list);
+      // Where the image already has a copy in this pool, the volume goes there (no second copy).
+      if (nodeId === "") nodeId = img.status?.copies.find((c) => c.poolId === pool.id)?.nodeId ?? "";
     }
     if (nodeId !== "") await this.checkNode(nodeId, pool);
     refuseWithoutRoom(pool, spec.sizeGib);
@@ -258,16 +267,6 @@ export class VolumeService {
     const state = snap.status?.state ?? SnapshotState.UNSPECIFIED;
     if (snap.deletionRequestedAt || state !== SnapshotState.AVAILABLE) throw new QuantixError("failed_precondition", `snapshot '${id}' is ${snap.deletionRequestedAt ? "being deleted" : SnapshotState[state]}: a volume is made from an AVAILABLE snapshot`);
     return { volumeId: snap.spec.target.value, sizeGib: snap.status?.sourceSizeGib ?? 0n };
-  }
-
-  private async pool(id: string): Promise<StoragePool> {
-    const pool = await this.deps.store.of(STORAGE_POOL_KIND).get(id);
-    if (!pool) throw notFound("storage pool", id);
-    const type = pool.spec?.type ?? StoragePoolType.UNSPECIFIED;
-    if (pool.deletionRequestedAt) throw new QuantixError("failed_precondition", `storage pool '${id}' is being deleted`);
-    if (pool.spec?.disabled) throw new QuantixError("failed_precondition", `storage pool '${id}' is disabled: new volumes are not placed in it`);
-    if (!SERVED_POOL_TYPES.has(type)) throw new QuantixError("failed_precondition", `storage pool '${id}' is of type ${StoragePoolType[type]}, whose volumes the control plane cannot create yet (LOCAL_DIR and SHARED_DIR are served)`);
-    return pool;
   }
 
   private async checkNode(nodeId: string, pool: StoragePool): Promise<void> {

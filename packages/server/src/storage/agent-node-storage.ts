@@ -1,11 +1,17 @@
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { CloneMode, StoragePoolType, StorageService, VolumeFormat, type Pool, type Volume, type VolumeSnapshot } from "@quantix/api/gen/vmm/v1/storage_pb.js";
+import { CloneMode, ImportPhase, StoragePoolType, StorageService, VolumeFormat, type Pool, type Volume, type VolumeSnapshot } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 import { QuantixError } from "@quantix/core";
-import type { NodePool, NodePoolType, NodeSnapshot, NodeStorage, NodeVolume, NodeVolumeFormat, NodeVolumeSource, SnapshotRef, VolumeRef } from "./node-storage.js";
+import type { NodeImportProgress, NodeImportRequest, NodePool, NodePoolType, NodeSnapshot, NodeStorage, NodeVolume, NodeVolumeFormat, NodeVolumeSource, SnapshotRef, VolumeRef } from "./node-storage.js";
 
 const POOL_TYPES: Record<NodePoolType, StoragePoolType> = { DIR: StoragePoolType.DIR, SHARED_DIR: StoragePoolType.SHARED_DIR };
 const FORMATS: Record<NodeVolumeFormat, VolumeFormat> = { qcow2: VolumeFormat.QCOW2, raw: VolumeFormat.RAW };
+const PHASES: Partial<Record<ImportPhase, NodeImportProgress["phase"]>> = {
+  [ImportPhase.DOWNLOADING]: "downloading",
+  [ImportPhase.VERIFYING]: "verifying",
+  [ImportPhase.CONVERTING]: "converting",
+  [ImportPhase.READY]: "ready",
+};
 
 /**
  * A host agent's storage, through its vmm.v1.StorageService on the node's agent
@@ -64,6 +70,39 @@ export class AgentNodeStorage implements NodeStorage {
       if (isNotFound(err)) return undefined;
       throw err;
     }
+  }
+
+  /** The agent's ImportVolume stream; its errors mapped as every other call's (the stream is opened and read inside `wrap`). */
+  async *importImage(req: NodeImportRequest, signal: AbortSignal): AsyncIterable<NodeImportProgress> {
+    const steps: NodeImportProgress[] = [];
+    let wake: (() => void) | undefined;
+    let finished = false;
+    const done = this.wrap(async () => {
+      try {
+        for await (const p of this.client.importVolume({ poolId: req.poolId, volumeId: req.volumeId, format: FORMATS[req.format], url: req.url, sha256: req.sha256 }, { signal })) {
+          const phase = PHASES[p.phase];
+          if (!phase) continue;
+          steps.push({ phase, bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, sha256: p.sha256, detectedFormat: p.detectedFormat, ...(p.volume ? { volume: nodeVolume(p.volume) } : {}) });
+          wake?.();
+        }
+      } finally {
+        finished = true;
+        wake?.();
+      }
+    });
+    // The stream's failure surfaces once the steps before it are yielded.
+    done.catch(() => undefined);
+    for (;;) {
+      const next = steps.shift();
+      if (next) {
+        yield next;
+        continue;
+      }
+      if (finished) break;
+      await new Promise<void>((resolve) => (wake = resolve));
+      wake = undefined;
+    }
+    await done;
   }
 
   async createSnapshot(req: SnapshotRef): Promise<NodeSnapshot> {
@@ -144,6 +183,9 @@ export class UnavailableNodeStorage implements NodeStorage {
   }
   volumeInfo(): Promise<NodeVolume | undefined> {
     return this.refuse();
+  }
+  async *importImage(): AsyncIterable<NodeImportProgress> {
+    await this.refuse();
   }
   createSnapshot(): Promise<NodeSnapshot> {
     return this.refuse();

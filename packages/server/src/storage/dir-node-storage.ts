@@ -3,7 +3,7 @@ import { mkdir, readdir, readFile, realpath, rename, rm, stat, statfs, writeFile
 import { basename, join, sep } from "node:path";
 import { promisify } from "node:util";
 import { ID_PATTERN, QuantixError } from "@quantix/core";
-import type { NodePool, NodePoolType, NodeSnapshot, NodeStorage, NodeVolume, NodeVolumeFormat, NodeVolumeSource, PoolRef, SnapshotRef, VolumeRef } from "./node-storage.js";
+import type { NodeImportProgress, NodeImportRequest, NodePool, NodePoolType, NodeSnapshot, NodeStorage, NodeVolume, NodeVolumeFormat, NodeVolumeSource, PoolRef, SnapshotRef, VolumeRef } from "./node-storage.js";
 
 const run = promisify(execFile);
 
@@ -22,6 +22,12 @@ export interface DirNodeStorageOptions {
   readonly sharedDirs?: readonly string[];
   /** The qemu-img binary (default: from PATH). */
   readonly qemuImg?: string;
+  /**
+   * The agent's image import for the DIR pools under `root` (its layout is this class's:
+   * `<root>/<pool id>` with the pool marker), handed over by the composition root; absent:
+   * imports are refused saying so.
+   */
+  readonly importer?: (req: NodeImportRequest, signal: AbortSignal) => AsyncIterable<Omit<NodeImportProgress, "volume">>;
 }
 
 /**
@@ -134,6 +140,22 @@ export class DirNodeStorage implements NodeStorage {
     checkId("volume_id", req.volumeId);
     const format = await this.find(dir, req.volumeId);
     return format ? this.info(dir, req.volumeId, format) : undefined;
+  }
+
+  /**
+   * Imports an image with the agent's own import code (o.importer), into a DIR pool; the
+   * ready step carries the volume as this class sees it. SHARED_DIR pools of simulated
+   * hosts take no imports (the agent's code finds pools by their entry under the root).
+   */
+  async *importImage(req: NodeImportRequest, signal: AbortSignal): AsyncIterable<NodeImportProgress> {
+    const dir = this.poolDir(req.poolId);
+    checkId("volume_id", req.volumeId);
+    if (!this.o.importer) throw new QuantixError("failed_precondition", `simulated node '${this.o.nodeId}' has no image importer (the control plane was started without one)`);
+    if (dir !== join(this.o.root, req.poolId)) throw new QuantixError("failed_precondition", `simulated node '${this.o.nodeId}' imports images into directory pools only, not into shared ones`);
+    for await (const p of this.o.importer(req, signal)) {
+      if (p.phase !== "ready") yield p;
+      else yield { ...p, volume: await this.info(dir, req.volumeId, req.format) };
+    }
   }
 
   createSnapshot(req: SnapshotRef): Promise<NodeSnapshot> {

@@ -23,6 +23,14 @@ export interface NodeStorage {
   /** The volume as the node sees it now, or undefined when it does not exist there. */
   volumeInfo(req: VolumeRef): Promise<NodeVolume | undefined>;
   /**
+   * Imports an image from an http(s) URL into a new volume (the agent's ImportVolume):
+   * yields progress, at most every few MiB, ending with `ready` and the volume; a volume
+   * already there ends at once. Fails with the node's reason (UNAVAILABLE for what cannot be
+   * downloaded, FAILED_PRECONDITION for a checksum mismatch or a refused image,
+   * RESOURCE_EXHAUSTED for no room), leaving no partial file. `signal` cancels it.
+   */
+  importImage(req: NodeImportRequest, signal: AbortSignal): AsyncIterable<NodeImportProgress>;
+  /**
    * Takes an internal snapshot of a qcow2 volume, offline, tagged with `snapshotId` (a
    * UUID); the same id again returns it. FAILED_PRECONDITION for a raw volume or one a
    * running VM holds open.
@@ -58,6 +66,36 @@ export interface NodeSnapshot {
   /** Bytes of VM memory state it holds (0 for a disk-only snapshot). */
   readonly vmStateBytes: bigint;
 }
+
+/** What to import into a node's pool. */
+export interface NodeImportRequest extends VolumeRef {
+  readonly format: NodeVolumeFormat;
+  /** An http or https URL (validated by the caller). */
+  readonly url: string;
+  /** Expected SHA-256 of the downloaded bytes, lowercase hex; empty: not checked. */
+  readonly sha256: string;
+}
+
+/** One step of an import on a node. */
+export interface NodeImportProgress {
+  readonly phase: "downloading" | "verifying" | "converting" | "ready";
+  readonly bytesDone: bigint;
+  /** 0 when the server announced no length. */
+  readonly bytesTotal: bigint;
+  /** From verifying on: the SHA-256 of the downloaded bytes. */
+  readonly sha256: string;
+  /** From verifying on: qcow2, raw, vmdk, vdi, vhdx, vpc or iso. */
+  readonly detectedFormat: string;
+  /** In the ready step: the new volume. */
+  readonly volume?: NodeVolume;
+}
+
+/**
+ * The agent's import code for a directory of pools this process keeps itself (the demo's
+ * simulated hosts): given the pools' root, an importer into its DIR pools. The composition
+ * root hands it over (the server does not import the agent; see DirNodeStorage).
+ */
+export type DirImporterFactory = (root: string) => (req: NodeImportRequest, signal: AbortSignal) => AsyncIterable<NodeImportProgress>;
 
 /** The pool types a node manages. */
 export type NodePoolType = "DIR" | "SHARED_DIR";

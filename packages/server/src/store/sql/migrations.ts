@@ -431,6 +431,24 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
       CREATE INDEX quantix_snapshots_labels ON quantix_snapshots USING gin (labels jsonb_path_ops);
     `,
   },
+  {
+    version: 11,
+    name: "images found by id in a watch; volumes found by the image they were made from",
+    // No image or volume from an image existed before (ImageService answered UNIMPLEMENTED,
+    // CreateVolume refused image sources): image_id is filled from id, source_image_id is empty.
+    sql: `
+      ALTER TABLE quantix_images ADD COLUMN image_id text COLLATE "C" NOT NULL DEFAULT '';
+      UPDATE quantix_images SET image_id = id;
+      ALTER TABLE quantix_images ALTER COLUMN image_id DROP DEFAULT;
+      CREATE INDEX quantix_images_by_image_id_name ON quantix_images (image_id, name, id);
+      CREATE INDEX quantix_images_by_image_id_created_ms ON quantix_images (image_id, created_ms, id);
+      ALTER TABLE quantix_volumes ADD COLUMN source_image_id text COLLATE "C" NOT NULL DEFAULT '';
+      ALTER TABLE quantix_volumes ALTER COLUMN source_image_id DROP DEFAULT;
+      CREATE INDEX quantix_volumes_by_source_image_id_name ON quantix_volumes (source_image_id, name, id);
+      CREATE INDEX quantix_volumes_by_source_image_id_created_ms ON quantix_volumes (source_image_id, created_ms, id);
+      CREATE INDEX quantix_volumes_by_source_image_id_size_gib ON quantix_volumes (source_image_id, size_gib, id);
+    `,
+  },
 ];
 
 /** The newest schema version this binary knows. */
