@@ -306,18 +306,21 @@ export class QemuBackend implements Backend {
     return Promise.all(disks.map(async (index) => {
       const path = entry.record.config.storage[index]!.path;
       const format = entry.record.disks?.[index]?.format ?? (await detectDiskFormat(path));
-      return { index, format, virtualSizeBytes: await diskVirtualSize(path, format, qmp, `disk${index}`) };
+      return { index, format, virtualSizeBytes: await diskVirtualSize(path, format, qmp, this.diskNames(entry, entry.record.config.storage[index]!.id).format) };
     }));
   }
 
   async migrateOut(vmId: string, targetUri: string, options: MigrationOptions): Promise<MigrationStats> {
     const qmp = this.running(vmId).qmp;
     if (!options.storage) return migrateOut(qmp, targetUri, options);
+    const entry = this.entry(vmId);
+    // The source's node names: positional for the disks QEMU started with, id-derived for hot-plugged ones.
+    const nodes = options.storage.disks.map((i) => this.diskNames(entry, entry.record.config.storage[i]!.id).format);
     if (this.outgoing.has(vmId)) throw new QuantixError("failed_precondition", `VM '${vmId}' is already migrating`);
     const abort = new AbortController();
     this.outgoing.set(vmId, abort);
     try {
-      return await migrateOutCopyingDisks(qmp, targetUri, { storageUri: options.storage.uri, nodes: options.storage.disks.map((i) => `disk${i}`) }, options, abort.signal);
+      return await migrateOutCopyingDisks(qmp, targetUri, { storageUri: options.storage.uri, nodes }, options, abort.signal);
     } finally {
       this.outgoing.delete(vmId);
     }
@@ -406,7 +409,7 @@ export class QemuBackend implements Backend {
   /** A consistent snapshot of every writable qcow2 disk (qemu-vm-snapshot.ts): QMP while QEMU runs, qemu-img otherwise. */
   async snapshotVM(vmId: string, snapshotId: string, includeMemory: boolean): Promise<VmSnapshotInfo> {
     const entry = this.entry(vmId);
-    const disks = await snapshotDisks(vmId, entry.record.config, entry.record.disks);
+    const disks = await snapshotDisks(vmId, entry.record.config, entry.record.disks, (id) => this.diskNames(entry, id).format);
     const existing = (await listVmSnapshots(this.img, disks)).find((x) => x.snapshotId === snapshotId);
     if (existing?.complete) return existing;
     if (existing) throw new QuantixError("failed_precondition", `snapshot '${snapshotId}' of VM '${vmId}' is on some of its disks only (${existing.diskIds.join(", ")}): delete it first`);
@@ -423,7 +426,7 @@ export class QemuBackend implements Backend {
    */
   async revertVMSnapshot(vmId: string, snapshotId: string): Promise<VmSnapshotInfo> {
     const entry = this.entry(vmId);
-    const disks = await snapshotDisks(vmId, entry.record.config, entry.record.disks);
+    const disks = await snapshotDisks(vmId, entry.record.config, entry.record.disks, (id) => this.diskNames(entry, id).format);
     const snap = findSnapshot(await listVmSnapshots(this.img, disks), snapshotId);
     if (!snap.complete) throw new QuantixError("failed_precondition", `snapshot '${snapshotId}' of VM '${vmId}' is on some of its disks only (${snap.diskIds.join(", ")})`);
     const rt = entry.runtime;
@@ -444,7 +447,7 @@ export class QemuBackend implements Backend {
 
   async deleteVMSnapshot(vmId: string, snapshotId: string): Promise<void> {
     const entry = this.entry(vmId);
-    const disks = await snapshotDisks(vmId, entry.record.config, entry.record.disks);
+    const disks = await snapshotDisks(vmId, entry.record.config, entry.record.disks, (id) => this.diskNames(entry, id).format);
     const snap = findSnapshot(await listVmSnapshots(this.img, disks), snapshotId);
     const rt = entry.runtime;
     if (rt) await deleteLive(rt.qmp, disks.filter((d) => snap.diskIds.includes(d.id)), snapshotId);
@@ -453,7 +456,7 @@ export class QemuBackend implements Backend {
 
   async listVMSnapshots(vmId: string): Promise<VmSnapshotInfo[]> {
     const entry = this.entry(vmId);
-    return listVmSnapshots(this.img, await snapshotDisks(vmId, entry.record.config, entry.record.disks));
+    return listVmSnapshots(this.img, await snapshotDisks(vmId, entry.record.config, entry.record.disks, (id) => this.diskNames(entry, id).format));
   }
 
   async rebootVM(vmId: string, _force: boolean): Promise<void> {

@@ -29,14 +29,18 @@ export interface SnapshotDisk {
 const JOB_TIMEOUT_MS = 600_000;
 const POLL_MS = 50;
 
-/** The VM's writable disks, all qcow2 (FAILED_PRECONDITION naming a raw one). `formats` are the formats detected at first boot, when known. */
-export async function snapshotDisks(vmId: string, config: VmConfig, formats: readonly { format: DiskFormat }[] | undefined): Promise<SnapshotDisk[]> {
+/**
+ * The VM's writable disks, all qcow2 (FAILED_PRECONDITION naming a raw one). `formats` are
+ * the formats detected at first boot, when known; `nodeOf` names a disk's format node in
+ * the running QEMU (hot-plugged disks are not positional), by default `disk<i>`.
+ */
+export async function snapshotDisks(vmId: string, config: VmConfig, formats: readonly { format: DiskFormat }[] | undefined, nodeOf: (diskId: string, index: number) => string = (_id, i) => `disk${i}`): Promise<SnapshotDisk[]> {
   const out: SnapshotDisk[] = [];
   for (const [i, d] of config.storage.entries()) {
     if (d.readOnly) continue;
     const format = formats?.[i]?.format ?? (await detectDiskFormat(d.path));
     if (format !== "qcow2") throw new QuantixError("failed_precondition", `disk '${d.id}' of VM '${vmId}' is ${format}: internal snapshots need every writable disk in qcow2 (convert it, or attach it read-only)`);
-    out.push({ id: d.id, node: `disk${i}`, path: d.path });
+    out.push({ id: d.id, node: nodeOf(d.id, i), path: d.path });
   }
   if (out.length === 0) throw new QuantixError("failed_precondition", `VM '${vmId}' has no writable disk to snapshot`);
   return out;
