@@ -3,6 +3,7 @@ import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { MigrationSchema, MigrationStatus_Phase as MPhase, type Migration } from "@quantix/api/gen/Quantixkvm/compute/v1/migration_pb.js";
 import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { allOf, MIGRATION_KIND, migrationFinished, NODE_KIND, QuantixError, VM_KIND, type Clock, type IdGenerator, type Store, type Timers } from "@quantix/core";
+import type { NodeStorages } from "../storage/node-storages.js";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching, type ReconcileResult } from "../runtime/controller.js";
@@ -22,6 +23,8 @@ export interface MigrationControllerDeps {
   /** How often a quiet migration writes its progress again (tests). */
   readonly touchEveryMs?: number;
   readonly resyncMs?: number;
+  /** The nodes' storage, for VMs whose disks are volumes. */
+  readonly storages?: NodeStorages | undefined;
 }
 
 const VM_KEY = "vm:";
