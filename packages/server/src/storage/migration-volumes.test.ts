@@ -7,6 +7,7 @@ import { DiskDeviceSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.j
 import { StoragePoolSchema, StoragePoolType } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import { VolumeSchema, VolumeState } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
 import { MIGRATION_KIND, QuantixError, STORAGE_POOL_KIND, VM_KIND, VOLUME_KIND } from "@quantix/core";
+import { until } from "@quantix/testing";
 import { fakeCluster, FakeNode } from "../services/migration-test-kit.js";
 import type { NodePool, NodeStorage, NodeVolume, NodeVolumeFormat } from "./node-storage.js";
 import type { NodeStorages } from "./node-storages.js";
@@ -175,6 +176,29 @@ test("a stale copy of the volume on the target fails the migration before anythi
     assert.equal(c.node("b").vms.has("vm-1"), false);
     assert.equal((await volume(c)).status?.nodeId, "a");
     assert.equal(c.node("a").vms.get("vm-1"), "running");
+  } finally {
+    await c.close();
+  }
+});
+
+test("a local-volume migration that completed while the control plane restarted: resolved as completed, the volume moves to the target and the source's file goes", async () => {
+  const { c, mem } = await cluster({ a: 8192, b: 8192 }, { type: StoragePoolType.LOCAL_DIR });
+  try {
+    // The first attempt completes on the nodes (guest and copy on B) but its stream never ends, until the caller goes away.
+    c.node("a").behaviour = ({ vmId, source, target, signal }) => {
+      mem.get("b")!.files.set(`pool-1/${VOL}`, { format: "qcow2", backing: "" });
+      FakeNode.move(vmId, source, target);
+      return new Promise((_, reject) => signal.addEventListener("abort", () => reject(new QuantixError("aborted", "the caller went away")), { once: true }));
+    };
+    const moving = c.migration.migrate(req("vm-1", "b"), never()).catch((e: unknown) => e);
+    await until(async () => (c.node("b").vms.get("vm-1") === "running" ? true : undefined), "the guest on B");
+    await c.restart();
+    const done = await moving;
+    assert.ok(!(done instanceof Error), String(done));
+    await until(async () => ((await volume(c)).status?.nodeId === "b" ? true : undefined), "the volume moved to B");
+    assert.deepEqual(mem.get("a")!.deleted, [VOL]);
+    const m = (await c.store.of(MIGRATION_KIND).list({ order: { field: "created_at", desc: true }, limit: 1, countTotal: false })).items[0]!;
+    assert.equal(m.status?.phase, MigrationStatus_Phase.SUCCEEDED);
   } finally {
     await c.close();
   }

@@ -173,6 +173,19 @@ export async function completeVolumeMoves(deps: { store: Store; storages?: NodeS
   }
 }
 
+/**
+ * The moves of a migration that completed while no run of this process followed it (an
+ * interrupted migration resolved as completed): the VM's local-pool volumes still
+ * recorded on the source. The copies are on the target already (the agents made them).
+ */
+export async function interruptedVolumeMoves(store: Store, vm: VirtualMachine, sourceId: string): Promise<MigrationVolumePlan> {
+  const moves: VolumeMove[] = [];
+  for (const d of await volumeDisks(store, vm).catch(() => [])) {
+    if (isLocalPool(d.pool.spec?.type ?? 0) && (d.volume.status?.nodeId ?? "") === sourceId) moves.push({ volumeId: d.volume.id, poolId: d.pool.id, diskId: d.diskId, targetPath: "" });
+  }
+  return { targetPaths: new Map(), moves };
+}
+
 async function node(store: Store, id: string): Promise<Node> {
   const n = await store.of(NODE_KIND).get(id);
   if (!n) throw new QuantixError("failed_precondition", `node '${id}' no longer exists`);
