@@ -149,7 +149,8 @@ export interface HypervisorMigration {
    * Defines the VM on this (target) node, waiting for its state; with `copies`, creates
    * those disks empty to receive them. Returns where the source sends it.
    */
-  prepare(vmId: string, spec: VmSpec, copies?: readonly MigrationDiskCopy[]): Promise<MigrationTarget>;
+  /** `volumePaths`: the files of the VM's volume disks on the target (volume id to path; a copied volume's copy goes there). */
+  prepare(vmId: string, spec: VmSpec, copies?: readonly MigrationDiskCopy[], volumePaths?: ReadonlyMap<string, string>): Promise<MigrationTarget>;
   /**
    * Sends a running VM from this (source) node to `target` (copying the disks it was
    * prepared for), reporting progress; resolves

@@ -164,7 +164,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const nodeService = new NodeService({ store, clock, ids, nodeLostAfterSec: config.nodeLostAfterSec, decommission: { drivers, holder: vmController, log } });
   const power = new VmPowerService(store, drivers);
   const migration = new VmMigrationService({ store, drivers, clock, ids, log, strategy: config.schedulerStrategy });
-  const migrationController = new MigrationController({ store, drivers, clock, ids, log });
+  const migrationController = new MigrationController({ store, drivers, clock, ids, log, storages });
   const vmMetrics = new VmMetricsStream({ store, drivers, clock });
   const drains = new NodeDrainService({ store, nodes: nodeService, clock, log });
   const drainController = new DrainController({ store, migrations: migration, power, clock, log });

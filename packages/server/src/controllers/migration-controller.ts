@@ -3,6 +3,8 @@ import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { MigrationSchema, MigrationStatus_Phase as MPhase, type Migration } from "@quantix/api/gen/Quantixkvm/compute/v1/migration_pb.js";
 import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { allOf, MIGRATION_KIND, migrationFinished, NODE_KIND, QuantixError, VM_KIND, type Clock, type IdGenerator, type Store, type Timers } from "@quantix/core";
+import type { NodeStorages } from "../storage/node-storages.js";
+import { completeVolumeMoves, interruptedVolumeMoves } from "../storage/migration-volumes.js";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching, type ReconcileResult } from "../runtime/controller.js";
@@ -22,6 +24,8 @@ export interface MigrationControllerDeps {
   /** How often a quiet migration writes its progress again (tests). */
   readonly touchEveryMs?: number;
   readonly resyncMs?: number;
+  /** The nodes' storage, for VMs whose disks are volumes. */
+  readonly storages?: NodeStorages | undefined;
 }
 
 const VM_KEY = "vm:";
@@ -138,6 +142,10 @@ export class MigrationController {
       if (outcome === "source") await dst.deleteVM(m.vmId);
     }
     this.deps.log.log("warn", "resolved an interrupted migration", { migration_id: m.id, vm_id: m.vmId, source: sourceId, target: targetId, outcome });
+    if (outcome === "target" && vm) {
+      // Local volumes copied by the completed migration move to the target, as after a followed run.
+      await completeVolumeMoves(this.deps, await interruptedVolumeMoves(this.deps.store, vm, sourceId), sourceId, targetId);
+    }
     if (outcome === "target") return finish(this.deps, m, { phase: MPhase.SUCCEEDED, reason: "Interrupted", code: "", message: `the control plane stopped during the migration ${where}; it had completed, and the VM runs there ('${targetId}')` });
     const started = m.createdAt ? timestampMs(m.createdAt) : this.deps.clock.now();
     const timeoutMs = this.deps.timeoutMs ?? (m.spec?.timeoutSec ? m.spec.timeoutSec * 1000 : MIGRATION_TIMEOUT_MS);

@@ -8,6 +8,8 @@ import type { Logger } from "@quantix/rpc";
 import { migrationOutcome, type MigrationOutcome } from "../services/migration-outcome.js";
 import { MigrationProgressWriter } from "../services/migration-progress.js";
 import { setCondition } from "./conditions.js";
+import type { NodeStorages } from "../storage/node-storages.js";
+import { completeVolumeMoves, planMigrationVolumes, type MigrationVolumePlan } from "../storage/migration-volumes.js";
 
 /** The actor name of the migration controller. */
 export const MIGRATION_CONTROLLER = "migration-controller";
@@ -27,6 +29,8 @@ export interface MigrationRunDeps {
   readonly timeoutMs?: number;
   /** How often a quiet migration writes its progress again (tests). */
   readonly touchEveryMs?: number;
+  /** The nodes' storage, for VMs whose disks are volumes (absent: such VMs cannot migrate). */
+  readonly storages?: NodeStorages | undefined;
 }
 
 interface Side {
@@ -75,6 +79,7 @@ export async function runMigration(deps: MigrationRunDeps, m: Migration, stop: A
     deps.touchEveryMs,
   );
   let prepared = false;
+  let volumes: MigrationVolumePlan = { targetPaths: new Map(), moves: [] };
   let stats: MigrationStatistics | undefined;
   let failure: unknown;
   try {
@@ -85,8 +90,10 @@ export async function runMigration(deps: MigrationRunDeps, m: Migration, stop: A
     });
     if (stop.signal.aborted) throw new QuantixError("aborted", "cancelled before it started");
     // Disks on node-local storage are copied while the guest runs; shared ones are used in place.
+    // Volume disks: a shared volume's file on the target, a local volume's copy in the target's pool.
+    volumes = await planMigrationVolumes(deps.store, deps.storages, vm, sourceId, targetId);
     const copies = (await src.migration.planCopies?.(vm.id)) ?? [];
-    const target = await dst.migration.prepare(vm.id, vm.spec!, copies);
+    const target = await dst.migration.prepare(vm.id, vm.spec!, copies, volumes.targetPaths);
     prepared = true;
     await update(deps, m.id, (s) => (s.phase = MPhase.RUNNING));
     stats = await src.migration.migrate(vm.id, target, { maxDowntimeMs: m.spec?.maxDowntimeMs ?? 0, bandwidthMbps: m.spec?.bandwidthMbps ?? 0 }, (p) => {
@@ -122,6 +129,8 @@ export async function runMigration(deps: MigrationRunDeps, m: Migration, stop: A
     }
   }
   if (outcome === "target") {
+    // Copied volumes now live on the target: the record moves there, the source's file goes.
+    await completeVolumeMoves(deps, volumes, sourceId, targetId).catch((err: unknown) => deps.log.log("warn", "a migrated VM's volumes could not be moved to the target", { migration_id: m.id, vm_id: vm.id, error: String(err) }));
     const disks = stats?.diskTransferredBytes !== undefined ? ` (and ${Number(stats.diskTransferredBytes / 1048576n)} MiB of disk copied)` : "";
     const measured = stats ? `${Number(stats.transferredBytes / 1048576n)} MiB${disks} in ${stats.durationMs} ms, ${stats.downtimeMs} ms downtime` : "completed while its caller was gone (no statistics)";
     deps.log.log("info", "migration completed", { migration_id: m.id, vm_id: vm.id, source: sourceId, target: targetId, duration_ms: stats?.durationMs, downtime_ms: stats?.downtimeMs });

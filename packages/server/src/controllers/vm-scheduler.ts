@@ -29,6 +29,7 @@ import { markNoExecute } from "./no-execute.js";
 import { reviewBinding } from "./scheduler/binding-review.js";
 import { claimMigration } from "./scheduler/migration-claim.js";
 import { readVolumeDisks } from "../storage/vm-volumes.js";
+import { migrationVolumeNodes } from "../storage/migration-volumes.js";
 import { nodeChangeMatters, vmChangeMatters } from "./scheduler-triggers.js";
 import { desiredOf, withEditedStatus } from "./vm-status.js";
 import { eventOf, updateWithEvents } from "../events/record.js";
@@ -158,7 +159,15 @@ export class VmScheduler {
     for (const m of migrations.filter((x) => x.status?.phase === MPhase.PENDING).sort(oldestFirst)) {
       if (this.abort.signal.aborted) return;
       const vm = vmById.get(m.vmId);
-      const claim = claimMigration(m, vm, { nowMs: now, cluster, node: (id) => nodeById.get(id), strategy: this.deps.strategy, isConnected: this.deps.isConnected });
+      // Volume disks: a local-pool volume is copied to a node that has its pool, a shared one used on the pool's nodes.
+      let volumeNodeIds: readonly string[] | undefined;
+      try {
+        volumeNodeIds = vm && !vm.status?.migrationTargetNodeId ? await migrationVolumeNodes(this.deps.store, vm) : undefined;
+      } catch (err) {
+        await this.failMigration(m, "Unschedulable", err instanceof QuantixError ? err.code : "failed_precondition", err instanceof Error ? err.message : String(err), now);
+        continue;
+      }
+      const claim = claimMigration(m, vm, { nowMs: now, cluster, node: (id) => nodeById.get(id), strategy: this.deps.strategy, isConnected: this.deps.isConnected, volumeNodeIds });
       if (claim.kind === "claim") {
         if (await this.commitClaim(vm!, m, claim.vm, claim.migration)) cluster.assign(vm!, claim.target);
       } else {

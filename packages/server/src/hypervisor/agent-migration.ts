@@ -28,8 +28,9 @@ export function agentMigration(client: Client<typeof VmService>, call: AgentCall
       }
     },
 
-    async prepare(vmId: string, spec: VmSpec, copies: readonly MigrationDiskCopy[] = []): Promise<MigrationTarget> {
-      const config = mark(toAgentVmConfig(vmId, spec));
+    async prepare(vmId: string, spec: VmSpec, copies: readonly MigrationDiskCopy[] = [], volumePaths?: ReadonlyMap<string, string>): Promise<MigrationTarget> {
+      // Volume disks take the target's own files (a copied volume's copy goes there).
+      const config = mark(toAgentVmConfig(vmId, spec, volumePaths));
       const res = await call(() => client.prepareMigration({ vmId, config, copyStorage: copies.length > 0, diskCopies: [...copies] }));
       return { uri: res.targetUri, storageUri: res.storageUri };
     },

@@ -3,6 +3,7 @@ import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { PlacementPolicySchema, VmSpecSchema, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { ClusterState, QuantixError, schedule, type ScoringStrategy, type Store, NODE_KIND, allOf, VM_KIND } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
+import { migrationVolumeNodes } from "../storage/migration-volumes.js";
 
 /** What choosing a migration target reads. */
 export interface MigrationTargetDeps {
@@ -33,7 +34,9 @@ export async function scheduleMigration(deps: MigrationTargetDeps, vm: VirtualMa
   else placement.excludedNodeIds = [...new Set([...placement.excludedNodeIds, ...exclude])];
   // The node's reported capabilities explain a refusal; the connected driver is checked too.
   if (!placement.requiredCapabilities.includes("live-migration")) placement.requiredCapabilities.push("live-migration");
-  const placed = schedule({ id: vm.id, labels: vm.labels, spec }, ClusterState.of(nodes, vms), {
+  // Volume disks: a local-pool volume is copied to any node that has its pool, a shared one is used on the pool's nodes.
+  const volumeNodeIds = await migrationVolumeNodes(deps.store, vm);
+  const placed = schedule({ id: vm.id, labels: vm.labels, spec, volumeNodeIds }, ClusterState.of(nodes, vms), {
     strategy: deps.strategy ?? "spread",
     isConnected: (id) => deps.drivers.has(id),
   });

@@ -4,6 +4,7 @@ import { NodeSchema, NodeStatus_Phase } from "@quantix/api/gen/Quantixkvm/comput
 import { PowerState, VirtualMachineSchema, VmStatus_State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { QuantixError, type MigrationDiskCopy, randomIds, systemClock, type Capability, type HypervisorMigration, type HypervisorPort, type MigrationStatistics, type ObservedPower, type ShutdownOptions, type VmObservation, VM_KIND, NODE_KIND } from "@quantix/core";
 import { NodeDrivers } from "../hypervisor/node-drivers.js";
+import type { NodeStorages } from "../storage/node-storages.js";
 import { silentLogger } from "@quantix/rpc";
 import { MemoryStore } from "../store/memory-store.js";
 import { VmMigrationService } from "./vm-migration.js";
@@ -34,17 +35,20 @@ export class FakeNode implements HypervisorPort {
   readonly localDisks = new Map<string, MigrationDiskCopy[]>();
   /** The copies each VM's prepare here was asked to create. */
   readonly preparedCopies = new Map<string, readonly MigrationDiskCopy[]>();
+  /** The volume files each VM's prepare here was given (volume id to path on this node). */
+  readonly preparedVolumePaths = new Map<string, ReadonlyMap<string, string>>();
   readonly migration: HypervisorMigration;
 
   constructor(readonly id: string, peers: Map<string, FakeNode>) {
     peers.set(id, this);
     this.migration = {
       planCopies: async (vmId) => this.localDisks.get(vmId) ?? [],
-      prepare: async (vmId, _spec, copies = []) => {
+      prepare: async (vmId, _spec, copies = [], volumePaths = new Map()) => {
         if (this.prepareError) throw this.prepareError;
         if (this.vms.has(vmId)) throw new QuantixError("already_exists", `VM '${vmId}' already exists on this host`);
         this.vms.set(vmId, "paused");
         this.preparedCopies.set(vmId, copies);
+        this.preparedVolumePaths.set(vmId, volumePaths);
         return { uri: `fake://${id}`, storageUri: copies.length > 0 ? `fake-nbd://${id}` : "" };
       },
       migrate: async (vmId, to, _options, onProgress, signal) => {
@@ -108,6 +112,8 @@ export interface FakeClusterOptions {
   readonly touchEveryMs?: number;
   /** false: the controllers start only when start() is called (a control plane restarting onto what is there). */
   readonly started?: boolean;
+  /** The nodes' storage (VMs whose disks are volumes). */
+  readonly storages?: NodeStorages;
 }
 
 /**

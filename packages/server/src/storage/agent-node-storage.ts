@@ -145,6 +145,7 @@ function nodePool(p: Pool): NodePool {
     usedBytes: c?.usedBytes ?? 0n,
     provisionedBytes: c?.provisionedBytes ?? 0n,
     volumeCount: c?.volumeCount ?? 0,
+    ...(p.path !== "" ? { path: p.path } : {}),
   };
 }
 

@@ -225,7 +225,7 @@ export class DirNodeStorage implements NodeStorage {
     // A volume deleted (or still being renamed into place) while the pool is measured is not counted, nor an error.
     for (const v of volumes) provisioned += await this.info(dir, v.id, v.format).then((i) => i.virtualSizeBytes, () => 0n);
     const capacity = fs.blocks * fs.bsize;
-    return { poolId, capacityBytes: capacity, availableBytes: fs.bavail * fs.bsize, usedBytes: capacity - fs.bfree * fs.bsize, provisionedBytes: provisioned, volumeCount: volumes.length };
+    return { poolId, capacityBytes: capacity, availableBytes: fs.bavail * fs.bsize, usedBytes: capacity - fs.bfree * fs.bsize, provisionedBytes: provisioned, volumeCount: volumes.length, path: dir };
   }
 
   /** RESOURCE_EXHAUSTED, creating nothing, when `bytes` more would not fit in the pool's free space. */

@@ -122,6 +122,8 @@ export interface NodePool {
   /** Sum of the pool's volumes' virtual sizes. */
   readonly provisionedBytes: bigint;
   readonly volumeCount: number;
+  /** The pool's directory on the node (volumes are `<path>/<volume id>.<format>`), when the node reports it. */
+  readonly path?: string;
 }
 
 /** A volume as the node sees it (qemu-img info). */

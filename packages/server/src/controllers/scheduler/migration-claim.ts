@@ -13,6 +13,8 @@ export interface ClaimContext {
   readonly node: (id: string) => Node | undefined;
   readonly strategy: ScoringStrategy;
   readonly isConnected: (nodeId: string) => boolean;
+  /** The nodes the VM's volumes let it migrate to (undefined: any); see migrationVolumeNodes. */
+  readonly volumeNodeIds?: readonly string[] | undefined;
 }
 
 /** A pending migration's fate: its target reserved (both writes in one transaction), or refused with the reason. */
@@ -43,7 +45,7 @@ export function claimMigration(m: Migration, vm: VirtualMachine | undefined, ctx
   else placement.excludedNodeIds = [...new Set([...placement.excludedNodeIds, source])];
   // The node's reported capabilities explain a refusal; the connected driver is checked too.
   if (!placement.requiredCapabilities.includes("live-migration")) placement.requiredCapabilities.push("live-migration");
-  const placed = schedule({ id: vm.id, labels: vm.labels, spec }, ctx.cluster, { strategy: ctx.strategy, isConnected: ctx.isConnected });
+  const placed = schedule({ id: vm.id, labels: vm.labels, spec, volumeNodeIds: ctx.volumeNodeIds }, ctx.cluster, { strategy: ctx.strategy, isConnected: ctx.isConnected });
   if (!placed.ok) {
     const to = want ? `node '${ctx.node(want)?.hostname ?? want}'` : "any other node";
     return { kind: "fail", reason: "Unschedulable", code: "failed_precondition", message: `VM '${vm.id}' cannot migrate to ${to}: ${placed.message}` };

@@ -1,0 +1,108 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { copyFile, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { promisify } from "node:util";
+import { createClient } from "@connectrpc/connect";
+import { NodeStatus_Phase as Phase, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { StoragePoolState, StoragePoolType, VolumeFormat } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
+import { StoragePoolService } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
+import { VolumeState } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
+import { VolumeService } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
+import { QemuBackend } from "@quantix/agent";
+import { buildTestGuest, ensureDebianPackages, GUEST_TICK, startTestServer, TestAgent, until, type TestGuest, type TestServer } from "@quantix/testing";
+
+/*
+ * MigrateVM of a running VM whose disk is a volume of a node-local (LOCAL_DIR) pool, through
+ * the compute API. Two QEMU agents in this process, each with its own pool root
+ * (<stateDir>/pools): the same volume id is a different file on each node, as on two hosts.
+ * The disk is copied while the guest runs into the target's pool; afterwards the volume is
+ * the target's (status.node_id), its file is in the target's pool and no longer in the
+ * source's, and it holds the data written before the migration.
+ */
+
+const run = promisify(execFile);
+const BOOT_MS = 90_000;
+let s: TestServer;
+let dir: string;
+let guest: TestGuest;
+let a: TestAgent<QemuBackend>;
+let b: TestAgent<QemuBackend>;
+
+before(async () => {
+  await ensureDebianPackages(["qemu-system-x86", "qemu-utils", "busybox-static", "cpio"]);
+  guest = await buildTestGuest();
+  dir = await mkdtemp(join(tmpdir(), "quantix-migvol-"));
+  s = await startTestServer({ demo: false, defaultQuota: {} });
+  a = new TestAgent(new QemuBackend({ stateDir: join(dir, "a"), kvm: false }), join(dir, "a"), `migvol-a-${process.pid}`, 200, [guest.imageDir]);
+  b = new TestAgent(new QemuBackend({ stateDir: join(dir, "b"), kvm: false }), join(dir, "b"), `migvol-b-${process.pid}`, 200, [guest.imageDir]);
+  await a.start(s.url);
+  await b.start(s.url);
+});
+
+after(async () => {
+  for (const vm of (await s?.vms.listVMs({}).catch(() => ({ vms: [] })))?.vms ?? []) await s.vms.deleteVM({ id: vm.id, force: true }).catch(() => undefined);
+  await a?.kill().catch(() => undefined);
+  await b?.kill().catch(() => undefined);
+  await a?.backend.close().catch(() => undefined);
+  await b?.backend.close().catch(() => undefined);
+  await s?.close();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+async function node(name: string): Promise<Node> {
+  return until(async () => {
+    const n = (await s.nodes.listNodes({})).nodes.find((x) => x.hostname === name);
+    return n?.status?.phase === Phase.READY && s.cp.agents?.get(n.id)?.capabilities.has("live-migration") ? n : undefined;
+  }, `node ${name} READY with live-migration`, 30_000);
+}
+
+async function lastTick(vmId: string): Promise<number> {
+  const out = new TextDecoder().decode((await s.vms.getConsoleOutput({ vmId, tailBytes: 65536 })).data);
+  return Math.max(0, ...[...out.matchAll(new RegExp(`${GUEST_TICK} (\\d+)`, "g"))].map((m) => Number(m[1])));
+}
+const ticking = (vmId: string, above: number, ms: number) => until(async () => ((await lastTick(vmId)) > above ? true : undefined), `VM ${vmId} counting past ${above}`, ms, 200);
+
+test("MigrateVM of a VM on a local-pool volume: the disk is copied into the target's pool, the volume moves there, the source's file is removed", { timeout: 300_000 }, async () => {
+  const nodeA = await node(a.name);
+  const nodeB = await node(b.name);
+  const pools = createClient(StoragePoolService, s.transport);
+  const volumes = createClient(VolumeService, s.transport);
+  const poolId = (await pools.createStoragePool({ name: "migvol-local", spec: { type: StoragePoolType.LOCAL_DIR, nodeIds: [nodeA.id, nodeB.id] } })).id;
+  await until(async () => ((await pools.getStoragePool({ id: poolId })).status?.state === StoragePoolState.READY ? true : undefined), "the pool READY", 30_000);
+  const vol = await volumes.createVolume({ name: "migvol-data", nodeId: nodeA.id, spec: { sizeGib: 1n, poolId, format: VolumeFormat.QCOW2 } });
+  await until(async () => ((await volumes.getVolume({ id: vol.id })).status?.state === VolumeState.AVAILABLE ? true : undefined), "the volume AVAILABLE", 30_000);
+  const fileA = join(a.stateDir, "pools", poolId, `${vol.id}.qcow2`);
+  const fileB = join(b.stateDir, "pools", poolId, `${vol.id}.qcow2`);
+  assert.ok(existsSync(fileA), "the volume's file is in node A's pool");
+  // Data the guest's disk holds before the migration, and a copy of the disk as it was.
+  await run("qemu-io", ["-f", "qcow2", "-c", "write -P 0x5a 0 4M", "-c", "write -P 0xc3 512M 1M", fileA]);
+  const reference = join(dir, "reference.qcow2");
+  await copyFile(fileA, reference);
+
+  const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, cmdline: guest.kernelArgs } }, disks: [{ id: "data", volumeId: vol.id }] };
+  const created = await s.vms.createVM({ name: "migvol", spec, startOnCreate: true });
+  const onA = await until(async () => ((v) => (v.status?.state === State.RUNNING ? v : undefined))(await s.vms.getVM({ id: created.id })), "the VM RUNNING", 60_000);
+  assert.equal(onA.status?.nodeId, nodeA.id, "the volume pins the VM to node A");
+  await ticking(created.id, 2, BOOT_MS);
+  const before = await lastTick(created.id);
+
+  const res = await s.vms.migrateVM({ vmId: created.id, targetNodeId: nodeB.id, live: true });
+  assert.equal(res.vm?.status?.nodeId, nodeB.id);
+  assert.ok(res.stats!.diskBytesTransferred > 0n, `disk bytes copied: ${res.stats!.diskBytesTransferred}`);
+  await ticking(created.id, before + 2, 60_000);
+
+  const moved = await until(async () => ((v) => (v.status?.nodeId === nodeB.id ? v : undefined))(await volumes.getVolume({ id: vol.id })), "the volume's node is B", 30_000);
+  assert.equal(moved.status?.attachments[0]?.vmId, created.id);
+  await until(async () => ((await volumes.getVolume({ id: vol.id })).status?.attachments[0]?.nodeId === nodeB.id ? true : undefined), "the attachment follows the VM to B", 30_000);
+  assert.ok(existsSync(fileB), "the file is in node B's pool");
+  assert.ok(!existsSync(fileA), "and no longer in node A's");
+  const same = await run("qemu-img", ["compare", "-U", "-f", "qcow2", "-F", "qcow2", reference, fileB]);
+  assert.match(same.stdout, /identical/);
+  const info = JSON.parse((await run("qemu-img", ["info", "-U", "--output=json", fileB])).stdout) as { "backing-filename"?: string };
+  assert.equal(info["backing-filename"], undefined, "the copy is a standalone qcow2");
+});
