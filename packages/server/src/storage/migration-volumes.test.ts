@@ -6,7 +6,8 @@ import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { DiskDeviceSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { StoragePoolSchema, StoragePoolType } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import { VolumeSchema, VolumeState } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
-import { MIGRATION_KIND, QuantixError, STORAGE_POOL_KIND, VM_KIND, VOLUME_KIND } from "@quantix/core";
+import { MIGRATION_KIND, QuantixError, SNAPSHOT_KIND, STORAGE_POOL_KIND, VM_KIND, VOLUME_KIND } from "@quantix/core";
+import { SnapshotSchema } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_pb.js";
 import { until } from "@quantix/testing";
 import { fakeCluster, FakeNode } from "../services/migration-test-kit.js";
 import type { NodePool, NodeStorage, NodeVolume, NodeVolumeFormat } from "./node-storage.js";
@@ -157,6 +158,19 @@ test("a linked clone on a local pool is refused up front, naming the volume and 
   try {
     await assert.rejects(c.migration.migrate(req("vm-1", "b"), never()), failed("failed_precondition", new RegExp(`volume '${VOL}', a linked clone of volume 'base-vol'.*CloneVolume with linked false`)));
     assert.equal((await c.store.of(MIGRATION_KIND).list({ order: { field: "created_at", desc: true }, limit: 10, countTotal: false })).items.length, 0);
+    assert.equal((await volume(c)).status?.nodeId, "a");
+    assert.equal(c.node("b").vms.size, 0);
+    assert.ok(await mem.get("a")!.volumeInfo({ poolId: "pool-1", volumeId: VOL }));
+  } finally {
+    await c.close();
+  }
+});
+
+test("a local volume with snapshots is refused up front (they live inside the file a copy does not carry); nothing changes", async () => {
+  const { c, mem } = await cluster({ a: 8192, b: 8192 }, { type: StoragePoolType.LOCAL_DIR });
+  try {
+    await c.store.of(SNAPSHOT_KIND).create(create(SnapshotSchema, { id: "0b7c5e4a-2222-4c2e-9d0e-000000000001", projectId: "default", name: "before-upgrade", generation: 1n, spec: { target: { case: "volumeId", value: VOL } } }));
+    await assert.rejects(c.migration.migrate(req("vm-1", "b"), never()), failed("failed_precondition", /snapshot '0b7c5e4a-2222-4c2e-9d0e-000000000001' \(before-upgrade\) is kept inside the volume's file.*delete the snapshots first, or use a shared pool/));
     assert.equal((await volume(c)).status?.nodeId, "a");
     assert.equal(c.node("b").vms.size, 0);
     assert.ok(await mem.get("a")!.volumeInfo({ poolId: "pool-1", volumeId: VOL }));

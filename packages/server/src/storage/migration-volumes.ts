@@ -3,7 +3,7 @@ import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import type { StoragePool } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import type { Volume } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
-import { isLocalPool, NODE_KIND, QuantixError, STORAGE_POOL_KIND, VOLUME_CONTROLLER, VOLUME_KIND, volumePlacement, type Resource, type Store, type VolumeReach } from "@quantix/core";
+import { isLocalPool, NODE_KIND, QuantixError, SNAPSHOT_KIND, STORAGE_POOL_KIND, VOLUME_CONTROLLER, VOLUME_KIND, volumePlacement, type Resource, type Store, type VolumeReach } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
 import { nodePoolType, poolNodes } from "../controllers/storage-pool-controller.js";
 import { writeStatusOf } from "../controllers/storage-steps.js";
@@ -71,9 +71,15 @@ async function volumeDisks(store: Store, vm: VirtualMachine): Promise<VolumeDisk
 }
 
 /** Why a volume disk cannot migrate at all (wherever it goes), or undefined. */
-function refusal(vm: VirtualMachine, d: VolumeDisk): string | undefined {
+async function refusal(store: Store, vm: VirtualMachine, d: VolumeDisk): Promise<string | undefined> {
   const type = d.pool.spec?.type ?? 0;
   if (!isLocalPool(type)) return undefined;
+  // A copy made while the guest runs carries the disk's data, not its internal snapshots:
+  // the snapshots of the volume (or of the VM) would be lost with the source's file.
+  const snaps = store.of(SNAPSHOT_KIND);
+  const first = async (where: Record<string, string>) => (await snaps.list({ where, order: { field: "created_at", desc: false }, limit: 1 })).items[0];
+  const held = (await first({ volume_id: d.volume.id })) ?? (await first({ vm_id: vm.id }));
+  if (held) return `VM '${vm.id}' cannot migrate: disk '${d.diskId}' is volume '${d.volume.id}' on the node-local pool '${d.pool.id}', and snapshot '${held.id}' (${held.name}) is kept inside the volume's file, which a copy to another node does not carry; delete the snapshots first, or use a shared pool`;
   if (d.volume.spec?.source?.linked) {
     const of = d.volume.spec.source.source.case === "imageId" ? `image '${d.volume.spec.source.source.value}'` : `volume '${String(d.volume.spec.source.source.value ?? "")}'`;
     return `VM '${vm.id}' cannot migrate: disk '${d.diskId}' is volume '${d.volume.id}', a linked clone of ${of} on the node-local pool '${d.pool.id}'; copying it to another node would flatten it into a standalone disk. Use a full copy (CloneVolume with linked false) or a shared pool`;
@@ -93,7 +99,7 @@ export async function migrationVolumeNodes(store: Store, vm: VirtualMachine): Pr
   if (disks.length === 0) return undefined;
   const reaches: VolumeReach[] = [];
   for (const d of disks) {
-    const why = refusal(vm, d);
+    const why = await refusal(store, vm, d);
     if (why) throw new QuantixError("failed_precondition", why);
     nodePoolType(d.pool); // LOCAL_DIR or SHARED_DIR, else FAILED_PRECONDITION naming the type
     const ids = (await poolNodes(store, d.pool)).map((n) => n.id);
@@ -121,7 +127,7 @@ export async function planMigrationVolumes(store: Store, storages: NodeStorages 
   const target = await node(store, targetId);
   const storage = storages.of(target);
   for (const d of disks) {
-    const why = refusal(vm, d);
+    const why = await refusal(store, vm, d);
     if (why) throw new QuantixError("failed_precondition", why);
     const kind = nodePoolType(d.pool);
     const reach = (await poolNodes(store, d.pool)).map((n) => n.id);
