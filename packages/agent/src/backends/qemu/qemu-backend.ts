@@ -314,13 +314,14 @@ export class QemuBackend implements Backend {
     const qmp = this.running(vmId).qmp;
     if (!options.storage) return migrateOut(qmp, targetUri, options);
     const entry = this.entry(vmId);
-    // The source's node names: positional for the disks QEMU started with, id-derived for hot-plugged ones.
+    // The source's node names: positional for the disks QEMU started with, id-derived for hot-plugged ones;
+    // the target started with all of them and exports each by its position (disk<i>).
     const nodes = options.storage.disks.map((i) => this.diskNames(entry, entry.record.config.storage[i]!.id).format);
     if (this.outgoing.has(vmId)) throw new QuantixError("failed_precondition", `VM '${vmId}' is already migrating`);
     const abort = new AbortController();
     this.outgoing.set(vmId, abort);
     try {
-      return await migrateOutCopyingDisks(qmp, targetUri, { storageUri: options.storage.uri, nodes }, options, abort.signal);
+      return await migrateOutCopyingDisks(qmp, targetUri, { storageUri: options.storage.uri, nodes, exports: options.storage.disks.map((i) => `disk${i}`) }, options, abort.signal);
     } finally {
       this.outgoing.delete(vmId);
     }

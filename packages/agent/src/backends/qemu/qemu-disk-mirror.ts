@@ -23,7 +23,10 @@ import type { Qmp } from "./qemu-nbd-export.js";
 /** The disks to copy: their block nodes ("disk0", ...) and the target's NBD server. */
 export interface DiskMirrorPlan {
   readonly storageUri: string;
+  /** The source's format nodes to copy. */
   readonly nodes: readonly string[];
+  /** The target's NBD export of each, parallel to `nodes` (the target names its disks by position); default: the node's name. */
+  readonly exports?: readonly string[];
 }
 
 /** The part of query-jobs' answer read here. */
@@ -56,9 +59,10 @@ export async function migrateOutCopyingDisks(qmp: Qmp, targetUri: string, plan: 
   let migrating = false;
   const cancelled = () => new QuantixError("aborted", "the migration was cancelled");
   try {
-    for (const node of plan.nodes) {
-      await qmp.execute("blockdev-add", { driver: "nbd", "node-name": clientNode(node), server: { type: "inet", host: server.host, port: server.port }, export: node }).catch((err: unknown) => {
-        throw new QuantixError("unavailable", `the target's disk ${node} cannot be reached at ${plan.storageUri}: ${err instanceof Error ? err.message : String(err)}`);
+    for (const [k, node] of plan.nodes.entries()) {
+      const exported = plan.exports?.[k] ?? node;
+      await qmp.execute("blockdev-add", { driver: "nbd", "node-name": clientNode(node), server: { type: "inet", host: server.host, port: server.port }, export: exported }).catch((err: unknown) => {
+        throw new QuantixError("unavailable", `the target's disk ${exported} cannot be reached at ${plan.storageUri}: ${err instanceof Error ? err.message : String(err)}`);
       });
       added.push(clientNode(node));
       await qmp.execute("blockdev-mirror", { "job-id": jobId(node), device: node, target: clientNode(node), sync: "full", "auto-dismiss": false, ...(options.bandwidthMbps > 0 ? { speed: options.bandwidthMbps * 125_000 } : {}) });
