@@ -299,9 +299,23 @@ export class QemuBackend implements Backend {
     return { targetUri: await listenIncoming(rt.qmp, listenHost), storageUri };
   }
 
+  /**
+   * Refuses to migrate a VM whose disks were hot-plugged or unplugged since its QEMU
+   * started: the target starts with the config's disks in order, each on the next PCI
+   * slot, while the source has them where hot-plug put them, and a migration moves device
+   * state by slot. (Recording each disk's slot in the config would lift this.)
+   */
+  private requireLaunchLayout(vmId: string, entry: Entry): void {
+    const launched = entry.record.launchedDiskIds;
+    const now = entry.record.config.storage.map((d) => d.id);
+    if (!entry.runtime || !launched || (launched.length === now.length && launched.every((id, i) => id === now[i]))) return;
+    throw new QuantixError("failed_precondition", `VM '${vmId}' cannot migrate: its disks changed since it started (${launched.join(", ") || "none"} then, ${now.join(", ") || "none"} now), and the target cannot reproduce where hot-plug put them; detach the hot-plugged disks or restart the VM first`);
+  }
+
   /** Format and virtual size of disks of a VM: QEMU's answer while it runs, the files' otherwise. */
   async describeDisks(vmId: string, disks: readonly number[]): Promise<IncomingDiskCopy[]> {
     const entry = this.entry(vmId);
+    this.requireLaunchLayout(vmId, entry);
     const qmp = entry.runtime?.qmp;
     return Promise.all(disks.map(async (index) => {
       const path = entry.record.config.storage[index]!.path;
@@ -312,8 +326,9 @@ export class QemuBackend implements Backend {
 
   async migrateOut(vmId: string, targetUri: string, options: MigrationOptions): Promise<MigrationStats> {
     const qmp = this.running(vmId).qmp;
-    if (!options.storage) return migrateOut(qmp, targetUri, options);
     const entry = this.entry(vmId);
+    this.requireLaunchLayout(vmId, entry);
+    if (!options.storage) return migrateOut(qmp, targetUri, options);
     // The source's node names: positional for the disks QEMU started with, id-derived for hot-plugged ones;
     // the target started with all of them and exports each by its position (disk<i>).
     const nodes = options.storage.disks.map((i) => this.diskNames(entry, entry.record.config.storage[i]!.id).format);
