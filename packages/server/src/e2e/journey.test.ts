@@ -189,7 +189,7 @@ test("the journey: import a Debian image over HTTP, clone a volume from it, boot
     // The other node's console starts empty: its first lines come from the guest running there.
     await until(async () => (((await latest())?.n ?? 0) > beforeMove + 3 ? true : undefined), "the guest counting on the other node", 120_000, 500).catch(async (err: unknown) => {
       const info = await other.backend.getVMInfo(vm.id).catch((e: unknown) => String(e));
-      throw new Error(`${String(err)}; the other node's console: ${JSON.stringify((await text()).slice(-400))}; its VM: ${JSON.stringify(info)}`);
+      throw new Error(`${String(err)}; the other node's console: ${JSON.stringify((await text()).slice(-400))}; its VM: ${JSON.stringify(info, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v))}`);
     });
     for (const v of [root]) {
       await until(async () => ((await volumes.getVolume({ id: v.id })).status?.nodeId === otherId ? true : undefined), `volume ${v.name} moved to the other node`, 60_000);
