@@ -156,14 +156,14 @@ async function openOne(field: string, path: string, writable: boolean, allowed: 
  * {@link openHostFiles}), then closes them: for a disk hot-plugged by path, whose
  * layers QEMU is then told by their resolved paths, nearest first. Refused as at boot.
  */
-export async function checkDiskChain(field: string, path: string, writable: boolean, allowedDirs: readonly string[] | undefined): Promise<{ real: string; backing: { real: string; format: "qcow2" | "raw" }[] }> {
+export async function checkDiskChain(field: string, path: string, writable: boolean, allowedDirs: readonly string[] | undefined): Promise<{ real: string; backing: { real: string; format: "qcow2" | "raw"; blockDevice: boolean }[] }> {
   const allowed = allowedDirs && (await resolveDirs(allowedDirs));
   const opened: HostFile[] = [];
   try {
     const disk = await openOne(field, path, writable, allowed);
     opened.push(disk);
     const chain = await openChain(disk, allowed, opened);
-    return { real: disk.real, backing: chain.map((b) => ({ real: b.real, format: b.format })) };
+    return { real: disk.real, backing: chain.map((b) => ({ real: b.real, format: b.format, blockDevice: b.blockDevice })) };
   } finally {
     for (const f of opened) closeSync(f.fd);
   }

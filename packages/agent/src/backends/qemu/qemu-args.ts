@@ -63,6 +63,25 @@ export interface QemuLaunchSpec {
   readonly seedFile?: string | undefined;
 }
 
+/**
+ * The read-only block nodes of a disk's backing chain (nearest layer first in `chain`),
+ * in the order they must be created (base first): `<format node>-b<j>` over
+ * `<format node>-b<j>-file`, each naming the layer below as its backing, the base none.
+ * `top` is what the disk's own format node names as its backing (null: no chain). Used
+ * for the command line at boot and for blockdev-add when a disk is hot-plugged.
+ */
+export function backingLayerNodes(formatNode: string, chain: readonly BackingSource[]): { nodes: Record<string, unknown>[]; top: string | null } {
+  const nodes: Record<string, unknown>[] = [];
+  for (let j = chain.length - 1; j >= 0; j--) {
+    const layer = chain[j]!;
+    const node = `${formatNode}-b${j}`;
+    nodes.push({ driver: layer.blockDevice ? "host_device" : "file", "node-name": `${node}-file`, filename: layer.path, "read-only": true });
+    const below = j === chain.length - 1 ? null : `${formatNode}-b${j + 1}`;
+    nodes.push({ driver: layer.format, "node-name": node, file: `${node}-file`, "read-only": true, ...(layer.format === "qcow2" ? { backing: below } : {}) });
+  }
+  return { nodes, top: chain.length > 0 ? `${formatNode}-b0` : null };
+}
+
 // C0 controls, DEL and C1 controls: never valid in a host path or kernel command line.
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
@@ -154,22 +173,13 @@ export function buildQemuArgs(spec: QemuLaunchSpec): string[] {
     // QEMU never opens a backing file by the name an image's header gives: each layer the
     // agent opened and checked (host-files.ts) is its own read-only node, base first, and
     // the layer above names it; the base, and a disk without one, get backing: null.
+    // Fd sets above 1000 hold backing layers: 1000 + 100 * disk + layer (added base first, as the nodes are).
     const chain = spec.backing?.[i] ?? [];
-    for (let j = chain.length - 1; j >= 0; j--) {
-      const layer = chain[j]!;
-      const node = `disk${i}-b${j}`;
-      let layerFile = layer.path;
-      if (fds) {
-        // Fd sets above 1000 hold backing layers: 1000 + 100 * disk + layer.
-        const set = 1000 + 100 * i + j;
-        args.push("-add-fd", `fd=${fdNumber(fds.backing?.[i]?.[j])},set=${set}`);
-        layerFile = `/dev/fdset/${set}`;
-      }
-      args.push("-blockdev", JSON.stringify({ driver: layer.blockDevice ? "host_device" : "file", "node-name": `${node}-file`, filename: layerFile, "read-only": true }));
-      const below = j === chain.length - 1 ? null : `disk${i}-b${j + 1}`;
-      args.push("-blockdev", JSON.stringify({ driver: layer.format, "node-name": node, file: `${node}-file`, "read-only": true, ...(layer.format === "qcow2" ? { backing: below } : {}) }));
-    }
-    const backing = source.format === "qcow2" ? { backing: chain.length > 0 ? `disk${i}-b0` : null } : {};
+    const set = (j: number) => 1000 + 100 * i + j;
+    if (fds) for (let j = chain.length - 1; j >= 0; j--) args.push("-add-fd", `fd=${fdNumber(fds.backing?.[i]?.[j])},set=${set(j)}`);
+    const layers = backingLayerNodes(`disk${i}`, fds ? chain.map((layer, j) => ({ ...layer, path: `/dev/fdset/${set(j)}` })) : chain);
+    for (const node of layers.nodes) args.push("-blockdev", JSON.stringify(node));
+    const backing = source.format === "qcow2" ? { backing: layers.top } : {};
     args.push("-blockdev", JSON.stringify({ driver: source.format, "node-name": `disk${i}`, file: `disk${i}-file`, "read-only": ro, ...backing }));
     args.push("-device", JSON.stringify({ driver: diskDriver(disk.interfaceType, i), id: `disk${i}-dev`, drive: `disk${i}`, ...(disk.isRootDevice ? rootBootIndex : {}) }));
   });

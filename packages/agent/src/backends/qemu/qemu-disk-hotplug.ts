@@ -1,7 +1,7 @@
-import { realpath } from "node:fs/promises";
 import type { StorageDevice } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError } from "@quantix/core";
 import { detectDiskSource, type DiskFormat } from "./disk-format.js";
+import { backingLayerNodes } from "./qemu-args.js";
 import { QmpError, type QmpClient } from "./qmp-client.js";
 
 /**
@@ -46,38 +46,30 @@ interface PciBus {
 /** A hot-plugged disk as the agent checked it (host-files.ts checkDiskChain): its resolved path and its backing chain, nearest first. */
 export interface CheckedDisk {
   readonly real: string;
-  readonly backing: readonly { readonly real: string; readonly format: DiskFormat }[];
+  readonly backing: readonly { readonly real: string; readonly format: DiskFormat; readonly blockDevice: boolean }[];
 }
 
 /**
  * Hot-plugs a virtio-blk-pci disk: its file is opened by QEMU at the resolved path the
  * agent checked against the allow-list, its format given (detected from its magic, never
  * probed), a linked clone's backing layers each added read-only below it (base first,
- * `<format node>-b<j>`, as at boot) so a qcow2 opens no file by the name in its header,
- * and the device put on the first free slot of pci.0. A failure takes back what was
- * added. Returns the detected source.
+ * the nodes a boot gives them: backingLayerNodes) so a qcow2 opens no file by the name in
+ * its header, and the device put on the first free slot of pci.0. A failure takes back
+ * what was added. Returns the detected source.
  */
-export async function hotPlugDisk(qmp: QmpClient, disk: StorageDevice, names: DiskNodeNames, checked?: CheckedDisk): Promise<{ format: DiskFormat; blockDevice: boolean }> {
-  const path = checked?.real ?? (await realpath(disk.path).catch(() => {
-    throw new QuantixError("not_found", `disk '${disk.id}': ${disk.path} does not exist or the agent cannot reach it`);
-  }));
-  const source = await detectDiskSource(path);
+export async function hotPlugDisk(qmp: QmpClient, disk: StorageDevice, names: DiskNodeNames, checked: CheckedDisk): Promise<{ format: DiskFormat; blockDevice: boolean }> {
+  const source = await detectDiskSource(checked.real);
   const ro = disk.readOnly;
-  const chain = checked?.backing ?? [];
+  const layers = backingLayerNodes(names.format, checked.backing.map((b) => ({ format: b.format, blockDevice: b.blockDevice, path: b.real })));
   const added: string[] = [];
   const add = async (args: Record<string, unknown>) => {
     await qmpCall(qmp, "blockdev-add", args);
     added.push(args["node-name"] as string);
   };
   try {
-    for (let j = chain.length - 1; j >= 0; j--) {
-      const layer = chain[j]!;
-      const node = `${names.format}-b${j}`;
-      await add({ driver: "file", "node-name": `${node}-file`, filename: layer.real, "read-only": true });
-      await add({ driver: layer.format, "node-name": node, file: `${node}-file`, "read-only": true, ...(layer.format === "qcow2" ? { backing: j === chain.length - 1 ? null : `${names.format}-b${j + 1}` } : {}) });
-    }
-    await add({ driver: source.blockDevice ? "host_device" : "file", "node-name": names.file, filename: path, "read-only": ro });
-    await add({ driver: source.format, "node-name": names.format, file: names.file, "read-only": ro, ...(source.format === "qcow2" ? { backing: chain.length > 0 ? `${names.format}-b0` : null } : {}) });
+    for (const node of layers.nodes) await add(node);
+    await add({ driver: source.blockDevice ? "host_device" : "file", "node-name": names.file, filename: checked.real, "read-only": ro });
+    await add({ driver: source.format, "node-name": names.format, file: names.file, "read-only": ro, ...(source.format === "qcow2" ? { backing: layers.top } : {}) });
     const slot = await freeSlot(qmp);
     await qmpCall(qmp, "device_add", { driver: "virtio-blk-pci", id: names.device, drive: names.format, bus: "pci.0", addr: `0x${slot.toString(16)}` });
   } catch (err) {
