@@ -9,11 +9,11 @@ import { promisify } from "node:util";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { MIGRATION_KIND } from "@quantix/core";
-import { NodeStatus_Phase as Phase, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QemuBackend, isProcessAlive, startAgentServer, startControlPlaneLink, VmManager } from "@quantix/agent";
-import { buildTestGuest, ensureDebianPackages, GUEST_TICK, REPO_ROOT, startTestServer, until, type TestGuest, type TestServer } from "@quantix/testing";
+import { buildTestGuest, ensureDebianPackages, REPO_ROOT, startTestServer, until, type TestGuest, type TestServer } from "@quantix/testing";
+import { lastTick, migratableNode, ticking } from "../testing/migration-nodes.js";
 import { silentLogger } from "@quantix/rpc";
 
 /*
@@ -91,23 +91,11 @@ after(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-async function node(name: string): Promise<Node> {
-  return until(async () => {
-    const n = (await s.nodes.listNodes({})).nodes.find((x) => x.hostname === name);
-    return n?.status?.phase === Phase.READY && s.cp.agents?.get(n.id)?.capabilities.has("live-migration") ? n : undefined;
-  }, `node ${name} READY with live-migration`, 30_000);
-}
-
-async function lastTick(vmId: string): Promise<number> {
-  const out = new TextDecoder().decode((await s.vms.getConsoleOutput({ vmId, tailBytes: 65536 })).data);
-  return Math.max(0, ...[...out.matchAll(new RegExp(`${GUEST_TICK} (\\d+)`, "g"))].map((m) => Number(m[1])));
-}
-const ticking = (vmId: string, above: number, ms: number) => until(async () => ((await lastTick(vmId)) > above ? true : undefined), `VM ${vmId} counting past ${above}`, ms, 200);
 
 test("MigrateVM copies a node-local disk while the guest runs; the guest keeps counting on the target, whose copy equals the source's disk", { timeout: 300_000 }, async (t) => {
   if (skip) return t.skip(skip);
-  const nodeA = await node(`migdisk-a-${process.pid}`);
-  const nodeB = await node(`migdisk-b-${process.pid}`);
+  const nodeA = await migratableNode(s, `migdisk-a-${process.pid}`);
+  const nodeB = await migratableNode(s, `migdisk-b-${process.pid}`);
   const disk = join(local, "data.qcow2");
   await run("qemu-img", ["create", "-q", "-f", "qcow2", disk, "64M"]);
   await run("qemu-io", ["-f", "qcow2", "-c", "write -P 0x5a 0 4M", disk]);
@@ -116,10 +104,10 @@ test("MigrateVM copies a node-local disk while the guest runs; the guest keeps c
   const created = await s.vms.createVM({ name: "migdisk", spec, startOnCreate: true });
   const onA = await until(async () => ((v) => (v.status?.state === State.RUNNING ? v : undefined))(await s.vms.getVM({ id: created.id })), "the VM RUNNING", 30_000);
   assert.equal(onA.status?.nodeId, nodeA.id);
-  await ticking(created.id, 2, BOOT_MS);
+  await ticking(s, created.id, 2, BOOT_MS);
   const sourcePid = (await agentA!.backend.getVMInfo(created.id)).pid!;
   pids.add(sourcePid);
-  const before = await lastTick(created.id);
+  const before = await lastTick(s, created.id);
 
   const res = await s.vms.migrateVM({ vmId: created.id, targetNodeId: nodeB.id, live: true });
   assert.equal(res.vm?.status?.nodeId, nodeB.id);
@@ -128,7 +116,7 @@ test("MigrateVM copies a node-local disk while the guest runs; the guest keeps c
   const m = (await s.cp.store.of(MIGRATION_KIND).list({ where: { vm_id: created.id }, order: { field: "created_at", desc: true }, limit: 1, countTotal: false })).items[0]!;
   assert.equal(m.status?.diskTransferredBytes, res.stats!.diskBytesTransferred);
 
-  await ticking(created.id, before + 2, 30_000);
+  await ticking(s, created.id, before + 2, 30_000);
   pids.add((await agentB!.client.getVmInfo({ vmId: created.id })).backendInfo!.processId);
   await until(async () => (isProcessAlive(sourcePid) ? undefined : true), "the source QEMU gone", 10_000, 50);
   // Node B's copy is its own file (root/b-local), equal to the source's disk, which is intact.

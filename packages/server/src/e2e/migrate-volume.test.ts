@@ -7,14 +7,14 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { createClient } from "@connectrpc/connect";
-import { NodeStatus_Phase as Phase, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { StoragePoolState, StoragePoolType, VolumeFormat } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import { StoragePoolService } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
 import { VolumeState } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
 import { VolumeService } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
 import { QemuBackend } from "@quantix/agent";
-import { buildTestGuest, ensureDebianPackages, GUEST_TICK, startTestServer, TestAgent, until, type TestGuest, type TestServer } from "@quantix/testing";
+import { buildTestGuest, ensureDebianPackages, startTestServer, TestAgent, until, type TestGuest, type TestServer } from "@quantix/testing";
+import { lastTick, migratableNode, ticking } from "../testing/migration-nodes.js";
 
 /*
  * MigrateVM of a running VM whose disk is a volume of a node-local (LOCAL_DIR) pool, through
@@ -54,22 +54,10 @@ after(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-async function node(name: string): Promise<Node> {
-  return until(async () => {
-    const n = (await s.nodes.listNodes({})).nodes.find((x) => x.hostname === name);
-    return n?.status?.phase === Phase.READY && s.cp.agents?.get(n.id)?.capabilities.has("live-migration") ? n : undefined;
-  }, `node ${name} READY with live-migration`, 30_000);
-}
-
-async function lastTick(vmId: string): Promise<number> {
-  const out = new TextDecoder().decode((await s.vms.getConsoleOutput({ vmId, tailBytes: 65536 })).data);
-  return Math.max(0, ...[...out.matchAll(new RegExp(`${GUEST_TICK} (\\d+)`, "g"))].map((m) => Number(m[1])));
-}
-const ticking = (vmId: string, above: number, ms: number) => until(async () => ((await lastTick(vmId)) > above ? true : undefined), `VM ${vmId} counting past ${above}`, ms, 200);
 
 test("MigrateVM of a VM on a local-pool volume: the disk is copied into the target's pool, the volume moves there, the source's file is removed", { timeout: 300_000 }, async () => {
-  const nodeA = await node(a.name);
-  const nodeB = await node(b.name);
+  const nodeA = await migratableNode(s, a.name);
+  const nodeB = await migratableNode(s, b.name);
   const pools = createClient(StoragePoolService, s.transport);
   const volumes = createClient(VolumeService, s.transport);
   const poolId = (await pools.createStoragePool({ name: "migvol-local", spec: { type: StoragePoolType.LOCAL_DIR, nodeIds: [nodeA.id, nodeB.id] } })).id;
@@ -88,13 +76,13 @@ test("MigrateVM of a VM on a local-pool volume: the disk is copied into the targ
   const created = await s.vms.createVM({ name: "migvol", spec, startOnCreate: true });
   const onA = await until(async () => ((v) => (v.status?.state === State.RUNNING ? v : undefined))(await s.vms.getVM({ id: created.id })), "the VM RUNNING", 60_000);
   assert.equal(onA.status?.nodeId, nodeA.id, "the volume pins the VM to node A");
-  await ticking(created.id, 2, BOOT_MS);
-  const before = await lastTick(created.id);
+  await ticking(s, created.id, 2, BOOT_MS);
+  const before = await lastTick(s, created.id);
 
   const res = await s.vms.migrateVM({ vmId: created.id, targetNodeId: nodeB.id, live: true });
   assert.equal(res.vm?.status?.nodeId, nodeB.id);
   assert.ok(res.stats!.diskBytesTransferred > 0n, `disk bytes copied: ${res.stats!.diskBytesTransferred}`);
-  await ticking(created.id, before + 2, 60_000);
+  await ticking(s, created.id, before + 2, 60_000);
 
   const moved = await until(async () => ((v) => (v.status?.nodeId === nodeB.id ? v : undefined))(await volumes.getVolume({ id: vol.id })), "the volume's node is B", 30_000);
   assert.equal(moved.status?.attachments[0]?.vmId, created.id);
