@@ -37,8 +37,9 @@ const NIC_TYPES: Record<NicModel, NetworkInterfaceType> = {
  * A disk that names a volume (`volume_id`) takes the volume's file on the node from
  * `volumePaths` (volume id to path, resolved by the caller from the volume's node storage:
  * this stays pure); a volume missing there fails with FAILED_PRECONDITION naming it. What
- * an agent node cannot provide yet fails with FAILED_PRECONDITION naming it: disks from
- * an image (`image_id`) or a new blank disk (`size_gib`), and UEFI firmware (vmm.v1 has
+ * an agent node cannot provide fails with FAILED_PRECONDITION naming it: disks from an
+ * image (`image_id`) or a new blank disk (`size_gib`) that CreateVM did not turn into
+ * volumes (no default storage pool), and UEFI firmware (vmm.v1 has
  * no firmware choice). The CPU model and huge pages have no vmm.v1 field and are left to
  * the node.
  */
@@ -54,10 +55,10 @@ export function toAgentVmConfig(vmId: string, spec: VmSpec, volumePaths: Readonl
       }
       continue;
     }
-    const what = d.imageId !== "" ? `an image (image_id '${d.imageId}')` : `a new ${d.sizeGib} GiB volume`;
+    const what = d.imageId !== "" ? `a new volume from image '${d.imageId}'` : `a new ${d.sizeGib} GiB volume`;
     throw new QuantixError(
       "failed_precondition",
-      `disk '${d.id}' needs ${what}, which agent nodes cannot provide yet: create a volume with the storage service (VolumeService) and name it in disks[].volume_id, give an image file on the node (disks[].host_path), or boot with spec.boot.direct_boot`,
+      `disk '${d.id}' needs ${what}, which CreateVM makes only when the storage service has a default pool (StoragePoolService, spec.is_default): make a pool the default and create the VM again, name a volume (VolumeService) in disks[].volume_id, give an image file on the node (disks[].host_path), or boot with spec.boot.direct_boot`,
     );
   }
   if (spec.boot?.firmware === Firmware.UEFI) {

@@ -139,6 +139,7 @@ export function validateCreateVolume(req: VolumeCreateInput): FieldViolation[] {
   }
   if (spec.sizeGib !== 0n) v.range("spec.size_gib", spec.sizeGib, STORAGE_LIMITS.volumeMinGib, STORAGE_LIMITS.volumeMaxGib, "GiB");
   validateRef(v, "spec.pool_id", spec.poolId);
+  if (spec.ownerVmId !== "") v.add("spec.owner_vm_id", "OUTPUT_ONLY", "is set by CreateVM for the volumes it makes; leave it empty");
   if (![VolumeFormat.UNSPECIFIED, VolumeFormat.RAW, VolumeFormat.QCOW2].includes(spec.format)) v.add("spec.format", "INVALID_ENUM", `unknown value ${spec.format}`);
   validateQos(v, spec.qos);
   // Not built yet: refused rather than stored and ignored.

@@ -113,7 +113,8 @@ function validateDisks(v: Violations, p: string, spec: VmSpec): void {
   spec.disks.forEach((d, i) => {
     const f = `${p}.disks[${i}]`;
     checkDeviceId(v, `${f}.id`, d.id, ids);
-    if ((d.volumeId === "" && d.hostPath === "") || d.sizeGib !== 0n) {
+    // A new disk needs its size, but one from an image may take the image's (size_gib 0).
+    if ((d.volumeId === "" && d.hostPath === "" && d.imageId === "") || d.sizeGib !== 0n) {
       v.range(`${f}.size_gib`, d.sizeGib, VM_LIMITS.diskMinGib, VM_LIMITS.diskMaxGib, "GiB");
     }
     if (d.hostPath !== "") {

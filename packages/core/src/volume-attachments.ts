@@ -67,6 +67,8 @@ export interface VolumeClaim {
   readonly nowMs: number;
   /** The device name the guest most likely gives the disk (guestDeviceHint). */
   readonly guestDeviceHint?: string;
+  /** The volume was made for this VM (spec.owner_vm_id): claimed while it is still being made. */
+  readonly owned?: boolean;
 }
 
 /**
@@ -91,7 +93,7 @@ export function claimVolume(volume: Volume, claim: VolumeClaim): Volume | undefi
   if (volume.deletionRequestedAt) throw new QuantixError("failed_precondition", `volume '${volume.id}' is being deleted`);
   const state = status.state;
   // IN_USE without attachments is a state the volume controller has not rewritten yet.
-  if (state !== VolumeState.AVAILABLE && state !== VolumeState.IN_USE) {
+  if (state !== VolumeState.AVAILABLE && state !== VolumeState.IN_USE && !(claim.owned && volume.spec?.ownerVmId === claim.vmId)) {
     throw new QuantixError("failed_precondition", `volume '${volume.id}' is ${VolumeState[state]}: a VM's disk needs it AVAILABLE`);
   }
   const holders = [...new Set(status.attachments.filter((a) => a.vmId !== claim.vmId).map((a) => a.vmId))];

@@ -1,4 +1,4 @@
-import { allOf, QuantixError, VM_KIND, type Clock, type Store, type Timers, type VmObservation } from "@quantix/core";
+import { allOf, QuantixError, VM_KIND, VOLUME_KIND, type Clock, type Store, type Timers, type VmObservation } from "@quantix/core";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
@@ -6,6 +6,10 @@ import { finalizeVm } from "./vm-finalize.js";
 import { StepFailure, stepVm, type VolumePathResolver } from "./vm-step.js";
 import { VmStatusWriter } from "./vm-status-writer.js";
 import { desiredOf } from "./vm-status.js";
+import { VolumesNotReady } from "../storage/vm-volumes.js";
+
+/** How soon a VM waiting for its volumes is looked at again without a volume event. */
+const PROVISIONING_RECHECK_MS = 5_000;
 
 /** The actor name of the VM controller (it owns a VM's observed state, conditions and hypervisor fields). */
 export const VM_CONTROLLER = "vm-controller";
@@ -43,7 +47,11 @@ export class VmController {
     this.controller = new Controller(
       {
         name: VM_CONTROLLER,
-        watches: [watching(vms, (ev) => [ev.object.id])],
+        watches: [
+          watching(vms, (ev) => [ev.object.id]),
+          // A VM waiting for its volumes goes on as soon as one of them changes.
+          watching(deps.store.of(VOLUME_KIND), (ev) => (ev.type === "DELETED" ? [] : (ev.object.status?.attachments ?? []).map((a) => a.vmId))),
+        ],
         events: [(enqueue) => deps.drivers.onChange((_node, vmId) => enqueue(vmId))],
         keys: async function* () {
           for await (const vm of allOf(vms)) yield vm.id;
@@ -90,7 +98,7 @@ export class VmController {
   }
 
   /** One level-based pass for one VM. */
-  private async reconcile(vmId: string): Promise<void> {
+  private async reconcile(vmId: string): Promise<void | { requeueAfterMs: number }> {
     if (this.migrating.has(vmId)) return;
     const vm = await this.deps.store.of(VM_KIND).get(vmId);
     if (!vm) return;
@@ -110,6 +118,11 @@ export class VmController {
       stepped = await stepVm(vm, desired, driver, obs, this.deps.volumePaths);
       if (stepped) obs = await driver.observe(vm.id);
     } catch (err) {
+      if (err instanceof VolumesNotReady) {
+        // Its volumes are being made on the node: PROVISIONING, looked at again when one changes (and soon anyway).
+        await this.status.provisioning(vm, err.message);
+        return { requeueAfterMs: PROVISIONING_RECHECK_MS };
+      }
       if (err instanceof QuantixError && err.code === "unavailable") {
         // Retryable: say so in status, then fail the pass so the queue retries with backoff.
         await this.status.unreachable(vm, err.message);

@@ -10,6 +10,8 @@ import { stateOf, withEditedStatus } from "./vm-status.js";
 
 /** The condition a failed step of the VM's node sets (False, with the step's reason). */
 export const POWER_STATE_REACHED = "PowerStateReached";
+/** The condition a VM waiting for its volumes carries (PROVISIONING). */
+export const VOLUMES_READY = "VolumesReady";
 
 /** The VM controller's writer of a VM's observed status (one owner, STYLE rule 2). */
 export class VmStatusWriter {
@@ -59,7 +61,7 @@ export class VmStatusWriter {
       } else if (obs.power === "running") {
         s.conditions = removeCondition(s.conditions, "Crashed");
       }
-      s.conditions = removeCondition(removeCondition(removeCondition(s.conditions, "NodeReachable"), "SpecAccepted"), POWER_STATE_REACHED);
+      s.conditions = removeCondition(removeCondition(removeCondition(removeCondition(s.conditions, "NodeReachable"), "SpecAccepted"), POWER_STATE_REACHED), VOLUMES_READY);
       // Migrating=True outside a running migration is left from a control plane that stopped mid-way.
       if (s.conditions.some((c) => c.type === "Migrating" && c.status === ConditionStatus.TRUE)) {
         s.conditions = setCondition(s.conditions, { type: "Migrating", status: false, reason: "Interrupted", message: `the control plane stopped during the migration; the VM is observed on node '${s.nodeId}'`, generation: vm.generation }, now);
@@ -76,6 +78,20 @@ export class VmStatusWriter {
   rebooted(vm: VirtualMachine): Promise<void> {
     return this.write(vm, (s) => {
       s.rebootSequence = vm.spec?.reboot?.sequence ?? s.rebootSequence;
+    });
+  }
+
+  /**
+   * Placed, and waiting for its volumes to be made on its node (a VM's own new disks, an
+   * image being copied there): PROVISIONING with VolumesReady=False saying which. Removed
+   * once the VM is observed on its node.
+   */
+  provisioning(vm: VirtualMachine, why: string): Promise<void> {
+    const now = this.clock.now();
+    return this.write(vm, (s) => {
+      s.state = State.PROVISIONING;
+      s.errorMessage = "";
+      s.conditions = setCondition(s.conditions, { type: VOLUMES_READY, status: false, reason: "WaitingForVolumes", message: why, generation: vm.generation }, now);
     });
   }
 

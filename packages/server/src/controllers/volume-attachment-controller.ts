@@ -12,7 +12,8 @@ type V = Volume & Resource;
  * status.attachments. The claims themselves are made in the commits that change a VM's
  * disks (CreateVM, AttachVolume); this is the release half of a VM's deletion, and the
  * safety net for anything missed. The volume controller then shows AVAILABLE. It also
- * keeps each attachment's node_id on the node its VM is bound to.
+ * keeps each attachment's node_id on the node its VM is bound to, and deletes the volumes
+ * CreateVM made for a VM (spec.owner_vm_id) once that VM is gone.
  */
 export function volumeAttachmentController(deps: { store: Store; clock: Clock; timers?: Timers; log: Logger; resyncMs?: number }): Controller {
   const volumes = deps.store.of(VOLUME_KIND);
@@ -21,16 +22,25 @@ export function volumeAttachmentController(deps: { store: Store; clock: Clock; t
     {
       name: VOLUME_ATTACHER,
       watches: [
-        watching(volumes, (e) => (e.type === "DELETED" || (e.object.status?.attachments.length ?? 0) === 0 ? [] : [e.object.id])),
+        watching(volumes, (e) => (e.type === "DELETED" || ((e.object.status?.attachments.length ?? 0) === 0 && ownedBy(e.object) === "") ? [] : [e.object.id])),
         // A VM that goes, or whose disks change, may release volumes it named.
         watching(vms, (e) => [...new Set([...(e.object.spec?.disks ?? []), ...(e.previous?.spec?.disks ?? [])].map((d) => d.volumeId).filter((id) => id !== ""))]),
       ],
       keys: async function* () {
-        for await (const v of allOf(volumes)) if ((v.status?.attachments.length ?? 0) > 0) yield v.id;
+        for await (const v of allOf(volumes)) if ((v.status?.attachments.length ?? 0) > 0 || ownedBy(v) !== "") yield v.id;
       },
       reconcile: async (id) => {
         const v = await volumes.get(id);
-        if (!v || (v.status?.attachments.length ?? 0) === 0) return;
+        if (!v) return;
+        // A VM's own volume goes with its VM.
+        if (ownedBy(v) !== "" && !v.deletionRequestedAt && !(await vms.get(ownedBy(v)))) {
+          await volumes.delete(id, undefined, { actor: VOLUME_ATTACHER }).catch((err: unknown) => {
+            if (!(err instanceof QuantixError && err.code === "not_found")) throw err;
+          });
+          deps.log.log("info", "deleting a volume whose VM is gone", { volume_id: id, vm_id: ownedBy(v) });
+          return;
+        }
+        if ((v.status?.attachments.length ?? 0) === 0) return;
         const stale: string[] = [];
         // Where each attached VM runs now (claims made at CreateVM precede its placement).
         const nodes = new Map<string, string>();
@@ -71,6 +81,11 @@ export function volumeAttachmentController(deps: { store: Store; clock: Clock; t
     },
     { clock: deps.clock, ...(deps.timers ? { timers: deps.timers } : {}), log: deps.log, revision: () => deps.store.revision() },
   );
+}
+
+/** The VM a volume was made for (spec.owner_vm_id), or "". */
+function ownedBy(v: Volume): string {
+  return v.spec?.ownerVmId ?? "";
 }
 
 /** An attachment's identity: its VM, disk and the moment it was made. */

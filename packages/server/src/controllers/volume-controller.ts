@@ -1,6 +1,6 @@
 import { VolumeFormat, type StoragePool } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import { VolumeState, type Volume } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
-import { allOf, isLocalPool, QuantixError, SNAPSHOT_KIND, STORAGE_POOL_KIND, VOLUME_CONTROLLER, VOLUME_FINALIZER, VOLUME_KIND, type Clock, type Resource, type Store, type Timers } from "@quantix/core";
+import { allOf, isLocalPool, QuantixError, SNAPSHOT_KIND, STORAGE_POOL_KIND, VOLUME_CONTROLLER, VM_KIND, VOLUME_FINALIZER, VOLUME_KIND, type Clock, type Resource, type Store, type Timers } from "@quantix/core";
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
@@ -78,6 +78,8 @@ export function volumeController(deps: { store: Store; storages: NodeStorages; c
       name: VOLUME_CONTROLLER,
       watches: [
         watching(volumes, (e) => (e.type === "DELETED" ? [] : [e.object.id])),
+        // A VM's own volumes follow its placement.
+        watching(deps.store.of(VM_KIND), (e) => (e.type === "DELETED" || (e.object.status?.nodeId ?? "") === (e.previous?.status?.nodeId ?? "") ? [] : (e.object.spec?.disks ?? []).map((d) => d.volumeId).filter((x) => x !== ""))),
       ],
       keys: async function* () {
         for await (const v of allOf(volumes)) yield v.id;
@@ -118,6 +120,14 @@ export function volumeController(deps: { store: Store; storages: NodeStorages; c
           return;
         }
         if (!pool) return fail(v, "Create", new QuantixError("not_found", `storage pool '${v.spec?.poolId}' not found`));
+        // A VM's own new disk in a local pool is made on the node the scheduler places the VM on.
+        if ((state === VolumeState.PENDING || state === VolumeState.UNSPECIFIED) && (v.spec?.ownerVmId ?? "") !== "" && (v.status?.nodeId ?? "") === "" && isLocalPool(pool.spec?.type ?? 0)) {
+          const owner = await deps.store.of(VM_KIND).get(v.spec!.ownerVmId);
+          const placed = owner?.status?.nodeId ?? "";
+          if (placed === "") return wait(v, { reason: "WaitingForVm", message: `made on the node VM '${v.spec!.ownerVmId}' is placed on, once the scheduler has placed it` });
+          const pinned = await writeStatus(id, (cur) => void (cur.status!.nodeId = placed));
+          if (pinned) return;
+        }
         let node: Node;
         try {
           node = await nodeFor(v, pool);

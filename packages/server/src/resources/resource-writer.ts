@@ -1,6 +1,6 @@
 import { clone, create, equals, type DescField, type DescMessage } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { applyUpdateMask, commonViolations, invalidArgument, QuantixError, throwIfViolations, type Clock, type IdGenerator, type Kind, type Resource, type Store, type TxOp } from "@quantix/core";
+import { applyUpdateMask, commonViolations, invalidArgument, QuantixError, throwIfViolations, usageSum, type Clock, type IdGenerator, type Kind, type Resource, type Store, type TxOp, type Usage } from "@quantix/core";
 import type { Charging } from "../quota/quota-ledger.js";
 import { waitFor, waitGone } from "../services/wait.js";
 import { requireWellFormedId } from "./resource-service.js";
@@ -52,7 +52,7 @@ export class ResourceWriter<T extends Resource> {
    * `also`, when given, adds writes to the same commit (written as `also.actor`): e.g. the
    * claims of the volumes a new VM names, which refuse the whole commit when they fail.
    */
-  async create(fields: Record<string, unknown>, also?: { readonly ops: (created: T) => readonly TxOp[]; readonly actor: string }): Promise<T> {
+  async create(fields: Record<string, unknown>, also?: { readonly ops: (created: T) => readonly TxOp[]; readonly actor: string; readonly usage?: readonly Usage[] }): Promise<T> {
     const now = timestampFromMs(this.clock.now());
     const o = create(this.kind.schema, fields as never) as unknown as T;
     const w = o as unknown as Record<string, unknown>;
@@ -66,7 +66,8 @@ export class ResourceWriter<T extends Resource> {
     const actor = also?.actor ?? "api";
     if (!c && extra.length === 0) return this.store.of(this.kind).create(o, { actor });
     const ops: TxOp[] = [{ op: "create", kind: this.kind as never, object: o }, ...extra];
-    const [created] = c ? await c.ledger.commit(c.projectOf(o), c.usage(o), ops, actor) : await this.store.commit(ops, { actor });
+    // The other objects the ops create (a VM's own volumes) are charged with it.
+    const [created] = c ? await c.ledger.commit(c.projectOf(o), usageSum([c.usage(o), ...(also?.usage ?? [])]), ops, actor) : await this.store.commit(ops, { actor });
     return created as T;
   }
 

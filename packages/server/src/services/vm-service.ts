@@ -10,6 +10,7 @@ import { QuotaLedger, vmCharging } from "../quota/quota-ledger.js";
 import { awaitsReview } from "../controllers/scheduler/binding-review.js";
 import { refuseNicsWithoutNetwork } from "./vm-networks.js";
 import { claimOps, readVolumeDisks } from "../storage/vm-volumes.js";
+import { ownedVolumeOps, planOwnedVolumes } from "../storage/vm-owned-volumes.js";
 
 /** Dependencies of the VM service. */
 export interface VmServiceDeps {
@@ -54,8 +55,12 @@ export class VmService {
     const running = spec.desiredPowerState === PowerState.RUNNING;
     // Volume disks: in the VM's project, reachable from one node; claimed in the VM's own commit.
     const { reaches } = await readVolumeDisks(this.deps.store, projectId, spec);
-    volumePlacement(reaches);
     const nowMs = this.deps.clock.now();
+    // New disks (size_gib, image_id) become volumes of the VM's own, made in the same commit.
+    const owned = await planOwnedVolumes({ store: this.deps.store, ids: this.deps.ids, nowMs }, projectId, req.name, spec);
+    volumePlacement([...reaches, ...owned.reaches]);
+    const ownedIds = new Set(owned.volumes.map((v) => v.id));
+    const claimed = (vm: VirtualMachine) => create(VmSpecSchema, { ...vm.spec!, disks: vm.spec!.disks.filter((d) => !ownedIds.has(d.volumeId)) });
     return this.writer.create(
       {
         name: req.name,
@@ -66,7 +71,9 @@ export class VmService {
         // No node yet, even when pinned: only the scheduler assigns nodes, with every filter.
         status: create(VmStatusSchema, { state: running ? State.PENDING : State.STOPPED }),
       },
-      reaches.length > 0 ? { actor: VOLUME_ATTACHER, ops: (vm) => claimOps(vm.id, vm.spec!, "", nowMs) } : undefined,
+      reaches.length + owned.volumes.length > 0
+        ? { actor: VOLUME_ATTACHER, usage: owned.usage, ops: (vm) => [...ownedVolumeOps(owned, vm.id, vm.spec!, nowMs), ...claimOps(vm.id, claimed(vm), "", nowMs)] }
+        : undefined,
     );
   }
 

@@ -129,6 +129,7 @@ export class VolumeAttach {
       if (!vm) throw notFound("VM", vmId);
       return vol;
     }
+    if (vol.spec?.ownerVmId === vm.id) throw new QuantixError("failed_precondition", `volume '${vol.id}' is disk '${disk.id}' that CreateVM made for VM '${vm.id}': it goes with the VM (DeleteVM); detach volumes made with CreateVolume`);
     const where = await this.where(vm);
     if (where.kind !== "live") requireStopped(vm);
     if (where.kind === "live") {

@@ -1,5 +1,6 @@
 import type { VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import type { Volume } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
+import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
+import { VolumeState, type Volume } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
 import { claimVolume, guestDeviceHint, NODE_KIND, notFound, QuantixError, STORAGE_POOL_KIND, VOLUME_KIND, volumeNodeIds, type Resource, type Store, type TxOp, type VolumeReach } from "@quantix/core";
 import type { NodeStorages } from "./node-storages.js";
 import { nodePoolType } from "../controllers/storage-pool-controller.js";
@@ -44,10 +45,16 @@ export function claimOps(vmId: string, spec: VmSpec, nodeId: string, nowMs: numb
     }));
 }
 
+/** A VM's volumes are still being made: the VM waits (PROVISIONING), it has not failed. */
+export class VolumesNotReady extends Error {
+  override readonly name = "VolumesNotReady";
+}
+
 /**
  * The files of the volumes `spec` names, on node `nodeId`, for toAgentVmConfig: asked of
  * the node's storage (its own paths, derived from ids). FAILED_PRECONDITION naming a
- * volume whose file the node does not have.
+ * volume whose file the node does not have, or that is ERROR; VolumesNotReady for one
+ * still being made.
  */
 export async function resolveVolumePaths(store: Store, storages: NodeStorages, nodeId: string, spec: VmSpec): Promise<Map<string, string>> {
   const out = new Map<string, string>();
@@ -58,6 +65,13 @@ export async function resolveVolumePaths(store: Store, storages: NodeStorages, n
   for (const d of disks) {
     const v = await store.of(VOLUME_KIND).get(d.volumeId);
     if (!v) throw new QuantixError("failed_precondition", `disk '${d.id}': volume '${d.volumeId}' no longer exists`);
+    const state = v.status?.state ?? VolumeState.UNSPECIFIED;
+    // A volume still being made (a VM's own new disk, its image being copied to the node): the VM waits for it.
+    if (state === VolumeState.PENDING || state === VolumeState.CREATING || state === VolumeState.UNSPECIFIED) {
+      const why = v.status?.conditions.find((c) => c.type === "Ready" && c.status !== ConditionStatus.TRUE)?.message;
+      throw new VolumesNotReady(`disk '${d.id}': volume '${v.id}' is being made (${VolumeState[state]}${why ? `: ${why}` : ""}); the VM starts once it is AVAILABLE`);
+    }
+    if (state === VolumeState.ERROR) throw new QuantixError("failed_precondition", `disk '${d.id}': volume '${v.id}' is ERROR${v.status?.errorMessage ? `: ${v.status.errorMessage}` : ""}`);
     const pool = await store.of(STORAGE_POOL_KIND).get(v.spec?.poolId ?? "");
     if (!pool) throw new QuantixError("failed_precondition", `disk '${d.id}': the pool of volume '${v.id}' no longer exists`);
     // Level-based: the pool is made to exist on the node first (idempotent; after a restart

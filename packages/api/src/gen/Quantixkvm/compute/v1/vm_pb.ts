@@ -357,11 +357,12 @@ export const MemoryConfigSchema: GenMessage<MemoryConfig> = /*@__PURE__*/
   messageDesc(file_Quantixkvm_compute_v1_vm, 5);
 
 /**
- * A virtual disk. On nodes run by a host agent, disks need volumes from the storage
- * service, which is not built yet: until it is, a VM with any disk (image_id, volume_id
- * or a new blank size_gib volume) is refused by its node, and the VM shows state ERROR
- * with a SpecAccepted=False condition saying so. Boot such VMs with
- * boot.direct_boot and no disks.
+ * A virtual disk: a volume (volume_id), a new volume CreateVM makes (size_gib, from
+ * image_id when set: it then fills in volume_id, and the volume, owned by the VM, is
+ * made on the VM's node and deleted with the VM; this needs a default storage pool), or
+ * a file already on the node (host_path). Without a default pool, a disk with size_gib or
+ * image_id and no volume_id is refused by agent nodes (the VM shows ERROR with a
+ * SpecAccepted=False condition saying so).
  *
  * @generated from message Quantixkvm.compute.v1.DiskDevice
  */
@@ -381,7 +382,8 @@ export type DiskDevice = Message<"Quantixkvm.compute.v1.DiskDevice"> & {
   sizeGib: bigint;
 
   /**
-   * The storage volume backing the disk; empty creates a new volume of size_gib.
+   * The storage volume backing the disk; empty makes CreateVM create a new volume of
+   * size_gib (from image_id when set) in the default pool and fill this in.
    *
    * @generated from field: string volume_id = 3;
    */
