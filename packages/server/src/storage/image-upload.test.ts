@@ -13,6 +13,8 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { BadRequestSchema } from "@quantix/api/gen/google/rpc/error_details_pb.js";
+import { TolerationOperator, VmStatus_State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { ImageFormat, ImageState, ImageSchema, type Image } from "@quantix/api/gen/Quantixkvm/storage/v1/image_pb.js";
 import { ImageService, UploadImageRequestSchema, type UploadImageRequest } from "@quantix/api/gen/Quantixkvm/storage/v1/image_service_pb.js";
 import { SnapshotState } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_pb.js";
@@ -340,6 +342,16 @@ describe("UploadImage and images from volumes, on the demo's simulated hosts", (
     assert.equal(wrong.status?.state, ImageState.ERROR);
     assert.match(wrong.status!.errorMessage, /sha256 mismatch/);
     assert.ok((await readdir(poolDir)).every((f) => !f.includes(wrong.id)));
+
+    // A volume a running VM uses is refused (there is no force flag): the copy would not be consistent.
+    const vms = createClient(VMService, s.transport);
+    const vm = await vms.createVM({ name: "uses-the-source", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, disks: [{ id: "root", volumeId: v.id }], placement: { tolerations: [{ key: "quantix.io/simulated", operator: TolerationOperator.EXISTS }] } } });
+    await vms.startVM({ id: vm.id });
+    await until(async () => ((await vms.getVM({ id: vm.id })).status?.state === VmStatus_State.RUNNING ? true : undefined), "the VM using the volume RUNNING", 30_000);
+    const busy = await rejection(images.createImage({ name: "from-busy-volume", spec: { source: { source: { case: "volumeId", value: v.id } } } }));
+    assert.equal(busy.code, Code.FailedPrecondition);
+    assert.match(busy.rawMessage, new RegExp(`IN_USE|VM '${vm.id}'`));
+    await vms.deleteVM({ id: vm.id, force: true }).catch(() => undefined);
 
     await volumes.deleteVolume({ id: clone.id });
   });
