@@ -160,6 +160,8 @@ export class ImageUploads {
         throw e;
       }
       if (err instanceof QuantixError && err.code === "aborted") throw err;
+      // Stopped here because DeleteImage came: that is the reason, not the node's words for the cut stream.
+      if (ac.signal.aborted) throw new QuantixError("aborted", `image '${i.id}' was deleted during its upload`);
       const { reason, message } = reasonOf("Upload", err, "image");
       if (!(err instanceof QuantixError)) this.deps.log.log("warn", "an image upload failed on its node", { image_id: i.id, error: String(err) });
       await this.write(i.id, (cur) => {

@@ -226,6 +226,24 @@ describe("UploadImage and images from volumes, on the demo's simulated hosts", (
     assert.equal(done.status?.state, ImageState.AVAILABLE, done.status?.errorMessage);
     assert.equal(done.status?.errorMessage, "");
 
+    // DeleteImage during an upload: the upload stops (ABORTED, saying why) and the node keeps nothing.
+    const doomed = await uploadable("up-deleted");
+    async function* endless(): AsyncGenerator<UploadImageRequest> {
+      yield create(UploadImageRequestSchema, { content: { case: "header", value: { imageId: doomed.id } } });
+      // Chunks go on after the delete (the next progress write stops the upload); a bound keeps the test finite.
+      for (let i = 0; i < 64; i++) {
+        yield create(UploadImageRequestSchema, { content: { case: "chunk", value: Buffer.alloc(1 << 20, i) } });
+        if (i === 2) {
+          await until(async () => ((await images.getImage({ id: doomed.id })).status?.state === ImageState.IMPORTING ? true : undefined), "the doomed upload IMPORTING");
+          await createClient(ImageService, s.transport).deleteImage({ id: doomed.id });
+        }
+      }
+    }
+    const gone = await rejection(images.uploadImage(endless(), { timeoutMs: 60_000 }));
+    assert.equal(gone.code, Code.Aborted, gone.message);
+    assert.match(gone.rawMessage, /deleted during its upload/);
+    await until(async () => ((await readdir(poolDir)).every((f) => !f.includes(doomed.id)) ? true : undefined), "no file of the deleted upload");
+
     // Without a declared size, a cancelled stream is still not taken for a complete one.
     const unsized = await uploadable("up-unsized");
     const ac2 = new AbortController();
