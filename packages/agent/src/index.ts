@@ -16,6 +16,6 @@ export { startControlPlaneLink, type ControlPlaneLink } from "./sync/control-pla
 export { fenceTargetOf } from "./sync/self-fence.js";
 export { VmManager } from "./vm-manager.js";
 export { NodeStorage, type NodeStorageOptions } from "./storage/node-storage.js";
-export { dirImporter, type DirImportStep } from "./storage/dir-importer.js";
+export { dirImporter, dirUploader, type DirImportStep, type DirUploadResult } from "./storage/dir-importer.js";
 export { inspectImage, ImageRefusedError, type ImageInspection, type InspectOptions } from "./storage/inspect-image.js";
 export { withVmmStateTable } from "./vm-state-table-doc.js";

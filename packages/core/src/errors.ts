@@ -10,6 +10,8 @@ export type ErrorCode =
   | "failed_precondition"
   | "aborted"
   | "out_of_range"
+  /** Data went missing on the way (a stream ended short of the size it declared). */
+  | "data_loss"
   | "unimplemented"
   | "resource_exhausted"
   | "deadline_exceeded"

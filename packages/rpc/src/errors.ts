@@ -10,6 +10,7 @@ const CODES: Record<ErrorCode, Code> = {
   failed_precondition: Code.FailedPrecondition,
   aborted: Code.Aborted,
   out_of_range: Code.OutOfRange,
+  data_loss: Code.DataLoss,
   unimplemented: Code.Unimplemented,
   resource_exhausted: Code.ResourceExhausted,
   deadline_exceeded: Code.DeadlineExceeded,

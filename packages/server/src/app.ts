@@ -64,8 +64,9 @@ import { storagePoolController } from "./controllers/storage-pool-controller.js"
 import { volumeController } from "./controllers/volume-controller.js";
 import { imageController } from "./controllers/image-controller.js";
 import { imageServiceRoute } from "./rpc/image-routes.js";
+import { ImageUploads } from "./services/image-upload.js";
 import { ImageService } from "./services/image-service.js";
-import type { DirImporterFactory } from "./storage/node-storage.js";
+import type { DirImporterFactory, DirUploaderFactory } from "./storage/node-storage.js";
 import { volumeAttachmentController } from "./controllers/volume-attachment-controller.js";
 import { resolveVolumePaths } from "./storage/vm-volumes.js";
 import { snapshotServiceRoute, storagePoolServiceRoute, volumeServiceRoute } from "./rpc/storage-routes.js";
@@ -102,6 +103,8 @@ export interface ControlPlaneDeps {
   readonly simulatedHosts?: SimulatedHostFactory;
   /** The agent's image import for the simulated hosts' pools (the agent package's dirImporter); without it they refuse imports. */
   readonly dirImporter?: DirImporterFactory;
+  /** The agent's image upload for the simulated hosts' pools (the agent package's dirUploader); without it they refuse uploads. */
+  readonly dirUploader?: DirUploaderFactory;
   /** The first admin's password (QUANTIX_ADMIN_PASSWORD); without it one is generated and announced once. */
   readonly adminPassword?: string | undefined;
   /** Where a generated admin password is shown, once (default: stdout; never the log). */
@@ -154,13 +157,14 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const vmService = new VmService({ store, clock, ids, ledger });
   // The demo's simulated hosts keep their pools under the storage directory (real qemu-img files); agent nodes through their agent.
   const storageDir = config.storageDir ?? (config.store.kind === "embedded" ? join(config.store.dataDir, "storage") : undefined);
-  const storages = new NodeStorages({ storageDir, sharedDirs: config.sharedDirs, agentStorage: (id) => agents.get(id)?.storage, ...(deps.dirImporter ? { dirImporter: deps.dirImporter } : {}) });
+  const storages = new NodeStorages({ storageDir, sharedDirs: config.sharedDirs, agentStorage: (id) => agents.get(id)?.storage, ...(deps.dirImporter ? { dirImporter: deps.dirImporter } : {}), ...(deps.dirUploader ? { dirUploader: deps.dirUploader } : {}) });
   // A VM's volume disks are the volumes' files on its node, as the node's storage names them.
   const vmController = new VmController({ store, drivers, clock, log, volumePaths: (vm) => resolveVolumePaths(store, storages, vm.status?.nodeId ?? "", vm.spec!) });
   const poolService = new StoragePoolService({ store, clock, ids });
   const volumeService = new VolumeService({ store, clock, ids, ledger, drivers, storages });
   const snapshotService = new SnapshotService({ store, clock, ids });
   const imageService = new ImageService({ store, clock, ids });
+  const imageUploads = new ImageUploads({ store, storages, clock, log });
   const nodeService = new NodeService({ store, clock, ids, nodeLostAfterSec: config.nodeLostAfterSec, decommission: { drivers, holder: vmController, log } });
   const power = new VmPowerService(store, drivers);
   const migration = new VmMigrationService({ store, drivers, clock, ids, log, strategy: config.schedulerStrategy });
@@ -203,7 +207,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     storagePoolServiceRoute(store, poolService, config.defaultDeadlineMs),
     volumeServiceRoute(store, volumeService, config.defaultDeadlineMs),
     snapshotServiceRoute(store, snapshotService, config.defaultDeadlineMs),
-    imageServiceRoute(store, imageService, config.defaultDeadlineMs),
+    imageServiceRoute(store, imageService, imageUploads, config.defaultDeadlineMs),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
     ...SERVED_ELSEWHERE.map((p) => ({ service: p.service, impl: servedElsewhereImpl(p.service, p.where) })),
   ];

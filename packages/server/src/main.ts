@@ -1,4 +1,4 @@
-import { createSimulatedHost, dirImporter } from "@quantix/agent";
+import { createSimulatedHost, dirImporter, dirUploader } from "@quantix/agent";
 import { QuantixError } from "@quantix/core";
 import { startControlPlane } from "./app.js";
 import { loadConfig } from "./config.js";
@@ -15,7 +15,7 @@ async function main(): Promise<void> {
   let cp;
   try {
     // The composition root picks the demo nodes' hosts: the agent's simulator, in process.
-    cp = await startControlPlane(config, { simulatedHosts: createSimulatedHost, dirImporter, adminPassword: process.env["QUANTIX_ADMIN_PASSWORD"] });
+    cp = await startControlPlane(config, { simulatedHosts: createSimulatedHost, dirImporter, dirUploader, adminPassword: process.env["QUANTIX_ADMIN_PASSWORD"] });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const hint =

@@ -1,5 +1,5 @@
 import type { Client, Interceptor, Transport } from "@connectrpc/connect";
-import { createSimulatedHost, dirImporter } from "@quantix/agent";
+import { createSimulatedHost, dirImporter, dirUploader } from "@quantix/agent";
 import { createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
@@ -53,7 +53,7 @@ export interface TestServer {
 export async function startTestServer(overrides: Partial<ControlPlaneConfig> = {}, store?: Store, caPem?: string): Promise<TestServer> {
   const config = loadConfig({}, { host: "127.0.0.1", port: 0, store: { kind: "memory" }, logLevel: "silent", simBootMs: 40, defaultDeadlineMs: 5000, shutdownGraceMs: 2000, ...overrides });
   // The first start's generated admin password is not shown in the test's output.
-  const cp = await startControlPlane(config, { log: silentLogger, simulatedHosts: createSimulatedHost, dirImporter, adminPassword: TEST_ADMIN_PASSWORD, announce: () => undefined, ...(store ? { store } : {}) });
+  const cp = await startControlPlane(config, { log: silentLogger, simulatedHosts: createSimulatedHost, dirImporter, dirUploader, adminPassword: TEST_ADMIN_PASSWORD, announce: () => undefined, ...(store ? { store } : {}) });
   let adminToken: string | undefined;
   try {
     adminToken = config.localTrust ? undefined : await loginAsAdmin(cp.url, caPem);

@@ -10,6 +10,7 @@ import {
   StorageCapabilitiesSchema,
   StoragePoolType,
   StorageService,
+  UploadVolumeResponseSchema,
   VolumeFormat,
   VolumeSchema,
   VolumeSnapshotSchema,
@@ -17,9 +18,10 @@ import {
   type Volume,
   type VolumeSnapshot,
 } from "@quantix/api/gen/vmm/v1/storage_pb.js";
+import { QuantixError } from "@quantix/core";
 import { route, type Route } from "@quantix/rpc";
 import type { NodeStorage, PoolView } from "../storage/node-storage.js";
-import { checkResize, createVolumeSpec, ensurePoolArgs, importSpec, requireIds } from "../storage/storage-validation.js";
+import { checkResize, createVolumeSpec, ensurePoolArgs, importSpec, requireIds, uploadSpec } from "../storage/storage-validation.js";
 import type { SnapshotInfo } from "../storage/snapshots.js";
 import type { VolumeInfo } from "../storage/volumes.js";
 
@@ -42,6 +44,10 @@ export function storageServiceImpl(s: NodeStorage): ServiceImpl<typeof StorageSe
     createVolume: async (req) => toVolume(await s.volumes.create(createVolumeSpec(req))),
     async getVolume(req) {
       requireIds({ pool_id: req.poolId, volume_id: req.volumeId });
+      if (req.sha256) {
+        const { volume, sha256 } = await s.volumeWithSha256(req.poolId, req.volumeId);
+        return create(VolumeSchema, { ...toVolume(volume), sha256 });
+      }
       return toVolume(await s.volumes.get(req.poolId, req.volumeId));
     },
     async listVolumes(req) {
@@ -85,6 +91,22 @@ export function storageServiceImpl(s: NodeStorage): ServiceImpl<typeof StorageSe
           ...(p.volume ? { volume: toVolume(p.volume) } : {}),
         });
       }
+    },
+    async uploadVolume(reqs, ctx) {
+      const it = reqs[Symbol.asyncIterator]();
+      const first = await it.next();
+      const spec = uploadSpec(first.done ? undefined : first.value);
+      // Every message after the header is a chunk.
+      const chunks = async function* (): AsyncGenerator<Uint8Array> {
+        for (;;) {
+          const r = await it.next();
+          if (r.done) return;
+          if (r.value.content.case !== "chunk") throw new QuantixError("invalid_argument", "only the first message carries the header; the others carry chunks", [{ field: "chunk", reason: "REQUIRED", description: "every message after the header must carry a chunk" }]);
+          yield r.value.content.value;
+        }
+      };
+      const r = await s.uploadVolume(spec, chunks(), ctx.signal);
+      return create(UploadVolumeResponseSchema, { volume: toVolume(r.volume), bytesReceived: r.bytesReceived, sha256: r.sha256, detectedFormat: r.detectedFormat });
     },
     async getStorageCapabilities() {
       const c = await s.capabilities();

@@ -25,3 +25,26 @@ export function dirImporter(root: string): (req: { poolId: string; volumeId: str
     }
   };
 }
+
+/** What an upload made, with plain fields (the control plane's NodeUploadResult, without the volume). */
+export interface DirUploadResult {
+  readonly bytesReceived: bigint;
+  readonly sha256: string;
+  readonly detectedFormat: string;
+}
+
+/**
+ * The agent's upload (uploadVolume: the bytes hashed into a temporary file, bounded by the
+ * declared size, the limit and the pool's free space, then the import's verify, inspect and
+ * convert; no partial file left) for the DIR pools under `root`, handed over like
+ * dirImporter. The request was validated by the caller.
+ */
+export function dirUploader(
+  root: string,
+): (req: { poolId: string; volumeId: string; format: VolumeFormatName; sizeBytes: bigint; sha256: string; expectedFormat: string }, chunks: AsyncIterable<Uint8Array>, signal: AbortSignal) => Promise<DirUploadResult> {
+  const storage = new NodeStorage({ poolRoot: root, sharedDirs: [] });
+  return async (req, chunks, signal) => {
+    const r = await storage.uploadVolume({ poolId: req.poolId, id: req.volumeId, format: req.format, sizeBytes: req.sizeBytes, sha256: req.sha256, expectedFormat: req.expectedFormat }, chunks, signal);
+    return { bytesReceived: r.bytesReceived, sha256: r.sha256, detectedFormat: r.detectedFormat };
+  };
+}

@@ -1,18 +1,13 @@
-import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
-import { open, rename, rm } from "node:fs/promises";
+import { open, rm } from "node:fs/promises";
 import http, { type IncomingMessage } from "node:http";
 import https from "node:https";
 import { join } from "node:path";
-import { Transform, type Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
-import { createGunzip } from "node:zlib";
 import { QuantixError } from "@quantix/core";
-import { inspectImage } from "./inspect-image.js";
+import { finishImport, type ImportProgress } from "./finish-import.js";
 import type { Pools } from "./pools.js";
 import type { QemuImg } from "./qemu-img.js";
-import type { VolumeFormatName, VolumeInfo, Volumes } from "./volumes.js";
+import type { VolumeFormatName, Volumes } from "./volumes.js";
 
 /** What to import; validated by the caller (storage-validation.ts). */
 export interface ImportSpec {
@@ -24,15 +19,7 @@ export interface ImportSpec {
   readonly sha256: string;
 }
 
-/** One step of an import, as ImportVolumeProgress reports it. */
-export interface ImportProgress {
-  readonly phase: "downloading" | "verifying" | "converting" | "ready";
-  readonly bytesDone: bigint;
-  readonly bytesTotal: bigint;
-  readonly sha256?: string;
-  readonly detectedFormat?: string;
-  readonly volume?: VolumeInfo;
-}
+export type { ImportProgress } from "./finish-import.js";
 
 /** A progress message at most every this many downloaded bytes. */
 const PROGRESS_EVERY = 4n << 20n;
@@ -100,27 +87,7 @@ export async function* importVolume(deps: { pools: Pools; volumes: Volumes; qemu
     if (total > 0n && done !== total) throw new QuantixError("unavailable", `the download is truncated: ${done} of ${total} bytes`);
     const sha256 = hash.digest("hex");
     yield { phase: "downloading", bytesDone: done, bytesTotal: total, sha256 };
-    if (spec.sha256 !== "" && sha256 !== spec.sha256) throw new QuantixError("failed_precondition", `sha256 mismatch: expected ${spec.sha256}, the download is ${sha256}`);
-
-    // Decompress by magic bytes, bounded by the pool's free space; then inspect.
-    yield { phase: "verifying", bytesDone: done, bytesTotal: total, sha256 };
-    let image = download;
-    const compression = await compressionOf(download);
-    if (compression !== undefined) {
-      image = temp("image");
-      await decompress(compression, download, image, await room(), signal);
-    }
-    const inspected = await inspectImage(image, { qemuImg: deps.qemuImg });
-    const detectedFormat = inspected.iso ? "iso" : inspected.format;
-    const free = await room();
-    if (inspected.virtualSizeBytes > free) throw new QuantixError("resource_exhausted", `the image's virtual size ${inspected.virtualSizeBytes} bytes is more than the pool's ${free} available bytes`);
-    yield { phase: "converting", bytesDone: done, bytesTotal: total, sha256, detectedFormat };
-
-    const partial = temp(spec.format);
-    await deps.qemuImg.convert(image, inspected.format, partial, spec.format);
-    await rename(partial, join(pool.dir, `${spec.id}.${spec.format}`));
-    const volume = await deps.volumes.get(spec.poolId, spec.id);
-    yield { phase: "ready", bytesDone: done, bytesTotal: total, sha256, detectedFormat, volume };
+    yield* finishImport(deps, { poolId: spec.poolId, poolDir: pool.dir, id: spec.id, format: spec.format, expectedSha256: spec.sha256 }, { path: download, sha256, bytesDone: done, bytesTotal: total }, temp, signal);
   } finally {
     for (const t of temps) await rm(t, { force: true });
     release();
@@ -150,51 +117,4 @@ function get(url: URL, signal: AbortSignal, redirects: number): Promise<Incoming
     req.on("timeout", () => req.destroy(new Error(`no answer within ${CONNECT_TIMEOUT_MS / 1000} s`)));
     req.on("error", (err: NodeJS.ErrnoException) => reject(new QuantixError("unavailable", `cannot download the image: ${err.code ?? err.message}`, [], { cause: err })));
   });
-}
-
-async function compressionOf(path: string): Promise<"gzip" | "xz" | undefined> {
-  const fh = await open(path, "r");
-  try {
-    const head = Buffer.alloc(6);
-    const { bytesRead } = await fh.read(head, 0, 6, 0);
-    if (bytesRead >= 2 && head[0] === 0x1f && head[1] === 0x8b) return "gzip";
-    if (bytesRead === 6 && head.equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return "xz";
-    return undefined;
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Decompresses `from` into `to`, failing with RESOURCE_EXHAUSTED past `limit` bytes (a decompression bomb) and FAILED_PRECONDITION for corrupt data. */
-async function decompress(kind: "gzip" | "xz", from: string, to: string, limit: bigint, signal: AbortSignal): Promise<void> {
-  let written = 0n;
-  const bound = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      written += BigInt(chunk.length);
-      if (written > limit) cb(new QuantixError("resource_exhausted", `the decompressed image passed the pool's ${limit} available bytes`));
-      else cb(null, chunk);
-    },
-  });
-  let source: Readable;
-  let xzDone: Promise<void> = Promise.resolve();
-  if (kind === "gzip") source = createReadStream(from).pipe(createGunzip());
-  else {
-    const xz = spawn("xz", ["-dc"], { stdio: ["pipe", "pipe", "pipe"], signal });
-    let stderr = "";
-    xz.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString("utf8")).slice(0, 300)));
-    // A feed that breaks (xz exited early) is reported by xz's exit status below.
-    pipeline(createReadStream(from), xz.stdin).catch(() => undefined);
-    xzDone = new Promise((resolve, reject) => {
-      xz.on("error", (err) => reject(new QuantixError("failed_precondition", "xz is not installed on this host (Debian: xz-utils)", [], { cause: err })));
-      xz.on("close", (code) => (code === 0 ? resolve() : reject(new QuantixError("failed_precondition", `the xz data is corrupt: ${stderr.trim()}`))));
-    });
-    source = xz.stdout;
-  }
-  try {
-    await pipeline(source, bound, createWriteStream(to, { mode: 0o600 }), { signal });
-    await xzDone;
-  } catch (err) {
-    if (err instanceof QuantixError) throw err;
-    throw new QuantixError("failed_precondition", `the ${kind} data is corrupt or truncated`, [], { cause: err });
-  }
 }

@@ -1,10 +1,14 @@
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { pipeline } from "node:stream/promises";
 import { QuantixError } from "@quantix/core";
 import { poolCapabilityNames, probePoolTypes, type PoolTypeSupport } from "./capabilities.js";
 import { importVolume, type ImportProgress, type ImportSpec } from "./import-volume.js";
 import { Pools, type FsCapacity, type ManagedPoolType, type ResolvedPool } from "./pools.js";
 import { QemuImg } from "./qemu-img.js";
+import { uploadVolume, type UploadResult, type UploadSpec } from "./upload-volume.js";
 import { VolumeSnapshots } from "./snapshots.js";
-import { Volumes, volumeFiles } from "./volumes.js";
+import { Volumes, volumeFiles, type VolumeInfo } from "./volumes.js";
 
 /** Where an agent keeps its pools. */
 export interface NodeStorageOptions {
@@ -78,6 +82,24 @@ export class NodeStorage {
   /** Imports an image from a URL into a new volume, yielding progress; see importVolume. */
   importVolume(spec: ImportSpec, signal: AbortSignal): AsyncGenerator<ImportProgress> {
     return importVolume({ pools: this.pools, volumes: this.volumes, qemuImg: this.#qemuImg }, spec, signal);
+  }
+
+  /** Receives an image's bytes into a new volume; see uploadVolume. */
+  uploadVolume(spec: UploadSpec, chunks: AsyncIterable<Uint8Array>, signal: AbortSignal): Promise<UploadResult> {
+    return uploadVolume({ pools: this.pools, volumes: this.volumes, qemuImg: this.#qemuImg }, spec, chunks, signal);
+  }
+
+  /** A volume with the SHA-256 of its file (read whole, under the volume's lock). */
+  async volumeWithSha256(poolId: string, id: string): Promise<{ volume: VolumeInfo; sha256: string }> {
+    const release = await this.volumes.lock(poolId, id);
+    try {
+      const volume = await this.volumes.get(poolId, id);
+      const hash = createHash("sha256");
+      await pipeline(createReadStream(volume.path), hash);
+      return { volume, sha256: hash.digest("hex") };
+    } finally {
+      release();
+    }
   }
 
   /** Which pool types this host supports, probed now. */

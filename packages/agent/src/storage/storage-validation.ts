@@ -1,8 +1,9 @@
-import { CloneMode, StoragePoolType, VolumeFormat, type CreateVolumeRequest, type EnsurePoolRequest, type ImportVolumeRequest, type ResizeVolumeRequest } from "@quantix/api/gen/vmm/v1/storage_pb.js";
+import { CloneMode, StoragePoolType, VolumeFormat, type CreateVolumeRequest, type EnsurePoolRequest, type ImportVolumeRequest, type ResizeVolumeRequest, type UploadVolumeRequest } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 import { QuantixError, throwIfViolations, Violations } from "@quantix/core";
 import { checkStorageId, checkVolumeSize } from "./ids.js";
 import type { ManagedPoolType } from "./pools.js";
 import type { ImportSpec } from "./import-volume.js";
+import { UPLOAD_LIMITS, type UploadSpec } from "./upload-volume.js";
 import type { CreateVolumeSpec, VolumeFormatName } from "./volumes.js";
 
 // Request validation of StorageService: every violation at once, with its field path
@@ -109,4 +110,26 @@ export function importSpec(req: ImportVolumeRequest): ImportSpec {
   if (req.sha256 !== "") v.pattern("sha256", req.sha256, /^[0-9a-f]{64}$/, "must be 64 lowercase hex digits, or empty");
   throwIfViolations(v.list);
   return { poolId: req.poolId, id: req.volumeId, format: format!, url: url!, sha256: req.sha256 };
+}
+
+/** The formats a sender may declare for an upload (what the content detection names). */
+const DETECTED_FORMATS = ["qcow2", "raw", "vmdk", "vdi", "vhdx", "vpc", "iso"];
+
+/** UploadVolume's first message as the upload takes it: the header, every field checked (paths under `header.`). */
+export function uploadSpec(first: UploadVolumeRequest | undefined): UploadSpec {
+  const v = new Violations();
+  if (first?.content.case !== "header") {
+    v.add("header", "REQUIRED", "the first message must carry the header (pool_id, volume_id, format, size_bytes); the data follows in chunks");
+    throwIfViolations(v.list);
+  }
+  const h = first!.content.value as Extract<UploadVolumeRequest["content"], { case: "header" }>["value"];
+  checkStorageId(v, "header.pool_id", h.poolId);
+  checkStorageId(v, "header.volume_id", h.volumeId);
+  const format = FORMATS[h.format];
+  if (format === undefined) v.add("header.format", h.format === VolumeFormat.UNSPECIFIED ? "REQUIRED" : "INVALID_VALUE", "must be VOLUME_FORMAT_QCOW2 or VOLUME_FORMAT_RAW");
+  if (h.sizeBytes < 0n || h.sizeBytes > UPLOAD_LIMITS.maxBytes) v.add("header.size_bytes", "OUT_OF_RANGE", `must be 0 (not known) to ${UPLOAD_LIMITS.maxBytes} bytes`);
+  if (h.sha256 !== "") v.pattern("header.sha256", h.sha256, /^[0-9a-f]{64}$/, "must be 64 lowercase hex digits, or empty");
+  if (h.expectedFormat !== "" && !DETECTED_FORMATS.includes(h.expectedFormat)) v.add("header.expected_format", "INVALID_VALUE", `must be empty or one of ${DETECTED_FORMATS.join(", ")}`);
+  throwIfViolations(v.list);
+  return { poolId: h.poolId, id: h.volumeId, format: format!, sizeBytes: h.sizeBytes, sha256: h.sha256, expectedFormat: h.expectedFormat };
 }

@@ -4,8 +4,11 @@ import { defineKind, intField, textField, timeField } from "../resource/kind.js"
 /** The finalizer every image carries until the image controller has removed its copies from the nodes. */
 export const IMAGE_FINALIZER = "quantix.io/image";
 
-/** The component that alone writes an image's status after its create (STYLE rule 2). */
+/** The component that writes an image's status after its create (STYLE rule 2). */
 export const IMAGE_CONTROLLER = "image-controller";
+
+/** UploadImage's handler, which alone has an upload's data: it writes the status of an image with an upload source while the upload runs. */
+export const IMAGE_UPLOAD = "image-upload";
 
 /** Images (Quantixkvm.storage.v1.Image): OS images a project imports, to make volumes from. */
 export const IMAGE_KIND = defineKind(ImageSchema, {
@@ -25,7 +28,7 @@ export const IMAGE_KIND = defineKind(ImageSchema, {
   unique: { key: (i) => `${i.projectId}/${i.name}`, describe: (i) => `an image named '${i.name}' already exists in project '${i.projectId}'` },
   projectScoped: true,
   finalizers: [IMAGE_FINALIZER],
-  owned: [{ path: "status", value: (i) => i.status, owners: [IMAGE_CONTROLLER] }],
+  owned: [{ path: "status", value: (i) => i.status, owners: [IMAGE_CONTROLLER, IMAGE_UPLOAD] }],
   // An image no node is importing and none holds has no file anywhere (only the image
   // controller writes files, after it marks the image IMPORTING; a failed import leaves
   // none): nothing to wait for.

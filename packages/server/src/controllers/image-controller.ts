@@ -1,16 +1,17 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ImageCopySchema, ImageFormat, ImageState, type Image } from "@quantix/api/gen/Quantixkvm/storage/v1/image_pb.js";
-import { VolumeFormat, type StoragePool } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
+import type { StoragePool } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import { VolumeState } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
 import { allOf, IMAGE_CONTROLLER, IMAGE_FINALIZER, IMAGE_KIND, isLocalPool, QuantixError, STORAGE_POOL_KIND, VOLUME_KIND, type Clock, type Resource, type Store, type Timers } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
 import type { NodeStorages } from "../storage/node-storages.js";
-import type { NodeImportProgress, NodeVolumeFormat } from "../storage/node-storage.js";
+import type { NodeImportProgress } from "../storage/node-storage.js";
 import { setCondition } from "./conditions.js";
-import { detectedFormat, ProgressThrottle, writeError, writeProgress, writeReady } from "./image-import.js";
+import { detectedFormat, ProgressThrottle, storedFormatOf, writeError, writeProgress, writeReady } from "./image-import.js";
 import { reasonOf, volumeNode } from "./storage-steps.js";
+import { imageSourceVolume } from "../services/image-source.js";
 import { poolNodes } from "./storage-pool-controller.js";
 
 type I = Image & Resource;
@@ -79,15 +80,22 @@ export function imageController(deps: { store: Store; storages: NodeStorages; cl
     const url = i.spec?.source?.source.case === "url" ? i.spec.source.source.value : "";
     // A copy for a node must be the same data: the first import's digest, verified.
     const sha256 = first ? (i.spec?.source?.expectedSha256 ?? "") : (i.status?.checksumSha256 ?? "");
-    const format: NodeVolumeFormat = i.spec?.diskFormat === ImageFormat.ISO || pool.spec?.defaultVolumeFormat === VolumeFormat.RAW ? "raw" : "qcow2";
+    const format = storedFormatOf(i, pool);
     const throttle = new ProgressThrottle(deps.clock);
     try {
-      const node = await volumeNode(deps.store, deps.storages, target.nodeId, pool);
+      const src = i.spec?.source?.source;
+      // An image from a volume or a snapshot is copied on the volume's node, checked again now.
+      const from = first && (src?.case === "volumeId" || src?.case === "snapshotId") ? await imageSourceVolume(deps.store, src, i.projectId) : undefined;
+      if (!first && src?.case !== "url") {
+        const holders = (i.status?.copies ?? []).map((c) => `node '${c.nodeId}' pool '${c.poolId}'`).join(", ");
+        throw new QuantixError("failed_precondition", `image '${i.id}' was ${src?.case === "upload" ? "uploaded" : "copied from a volume"}: there is no URL to copy it to node '${target.nodeId}' from; make the volume where the image is (${holders})`);
+      }
+      const node = await volumeNode(deps.store, deps.storages, from ? (from.volume.status?.nodeId ?? "") : target.nodeId, pool);
       const storage = deps.storages.of(node);
       const at = { nodeId: isLocalPool(pool.spec?.type ?? 0) ? node.id : "", poolId: pool.id };
       if (first) {
         const nowMs = deps.clock.now();
-        // A retry starts clean: the last error goes, the phase is the download's.
+        // A retry starts clean: the last error goes, the phase is the download's (or the copy's).
         const marked = await writeStatus(i.id, (cur) => {
           if (cur.deletionRequestedAt) return;
           const st = cur.status!;
@@ -95,10 +103,25 @@ export function imageController(deps: { store: Store; storages: NodeStorages; cl
           st.errorMessage = "";
           st.transferredBytes = 0n;
           st.importProgressPercent = 0;
-          st.conditions = setCondition(st.conditions, { type: "Imported", status: false, reason: "Downloading", message: `downloading on node '${node.id}'`, generation }, nowMs);
+          st.conditions = setCondition(st.conditions, from ? { type: "Imported", status: false, reason: "Copying", message: `copying volume '${from.node.volumeId}'${from.node.snapshotId ? ` at snapshot '${from.node.snapshotId}'` : ""} on node '${node.id}'`, generation } : { type: "Imported", status: false, reason: "Downloading", message: `downloading on node '${node.id}'`, generation }, nowMs);
         });
         // Deleted before anything reached a node (it went at once, with no finalizer to wait for): nothing to import.
         if (!marked || marked.deletionRequestedAt || marked.status?.state !== ImageState.IMPORTING) return;
+      }
+      if (from) {
+        // A flat copy (qemu-img convert; at a snapshot with -l snapshot.name=) into the image's volume, then its file's sha256.
+        const volume = await storage.createVolume({ poolId: pool.id, volumeId: i.id, format, sizeBytes: 0n, source: from.node });
+        const sha256 = await storage.volumeSha256({ poolId: pool.id, volumeId: i.id });
+        const expected = i.spec?.source?.expectedSha256 ?? "";
+        if (expected !== "" && expected !== sha256) {
+          await storage.deleteVolume({ poolId: pool.id, volumeId: i.id, force: false }).catch(() => undefined);
+          throw new QuantixError("failed_precondition", `sha256 mismatch: expected ${expected}, the copy is ${sha256}`);
+        }
+        const detected = (await storage.volumeInfo({ poolId: pool.id, volumeId: from.node.volumeId }))?.format ?? volume.format;
+        const p: NodeImportProgress = { phase: "ready", bytesDone: volume.actualSizeBytes, bytesTotal: volume.actualSizeBytes, sha256, detectedFormat: detected, volume };
+        const nowMs = deps.clock.now();
+        await writeStatus(i.id, (cur) => writeReady(cur, p, volume, at, generation, nowMs));
+        return;
       }
       let ready: NodeImportProgress | undefined;
       for await (const p of storage.importImage({ poolId: pool.id, volumeId: i.id, format, url, sha256 }, signal)) {
@@ -207,6 +230,20 @@ export function imageController(deps: { store: Store; storages: NodeStorages; cl
         }
       }
       return retryIn === undefined ? undefined : { requeueAfterMs: retryIn };
+    }
+    if (i.spec?.source?.source.case === "upload") {
+      // UploadImage's handler imports it (only it has the data). A retry (ImportImage on ERROR) waits for the upload again.
+      if (state === ImageState.ERROR && !current) {
+        const nowMs = deps.clock.now();
+        await writeStatus(id, (cur) => {
+          const st = cur.status!;
+          st.state = ImageState.QUEUED;
+          st.errorMessage = "";
+          st.observedGeneration = cur.generation;
+          st.conditions = setCondition(st.conditions, { type: "Imported", status: false, reason: "WaitingForUpload", message: "send the data with UploadImage", generation: cur.generation }, nowMs);
+        });
+      }
+      return;
     }
     if (state === ImageState.ERROR && current) return;
     if (mine.length > 0) return;

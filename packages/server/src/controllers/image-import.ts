@@ -2,7 +2,8 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ImageCopySchema, ImageFormat, ImageState, ImageSpecSchema, type Image, type ImageStatus } from "@quantix/api/gen/Quantixkvm/storage/v1/image_pb.js";
 import type { Clock } from "@quantix/core";
-import type { NodeImportProgress, NodeVolume } from "../storage/node-storage.js";
+import { VolumeFormat, type StoragePool } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
+import type { NodeImportProgress, NodeVolume, NodeVolumeFormat } from "../storage/node-storage.js";
 import { setCondition } from "./conditions.js";
 
 /** A progress write at most this often, or after this many more bytes (phase changes are always written). */
@@ -27,6 +28,16 @@ const DETECTED: Record<string, ImageFormat> = {
   vpc: ImageFormat.VHD,
   iso: ImageFormat.ISO,
 };
+
+/** The detected-format name (qemu-img's) of a declared API format; "" for UNSPECIFIED. */
+export function formatName(f: ImageFormat): string {
+  return Object.entries(DETECTED).find(([, v]) => v === f)?.[0] ?? "";
+}
+
+/** The format an image is stored in on its node: raw for an ISO or in a pool whose default format is RAW, else qcow2. */
+export function storedFormatOf(i: Image, pool: StoragePool): NodeVolumeFormat {
+  return i.spec?.diskFormat === ImageFormat.ISO || pool.spec?.defaultVolumeFormat === VolumeFormat.RAW ? "raw" : "qcow2";
+}
 
 /** The API's format of a detected one (UNSPECIFIED for one the node did not name). */
 export function detectedFormat(name: string): ImageFormat {

@@ -8,6 +8,7 @@ const CODES: Partial<Record<Code, ErrorCode>> = {
   [Code.FailedPrecondition]: "failed_precondition",
   [Code.Aborted]: "aborted",
   [Code.OutOfRange]: "out_of_range",
+  [Code.DataLoss]: "data_loss",
   [Code.Unimplemented]: "unimplemented",
   [Code.ResourceExhausted]: "resource_exhausted",
   [Code.DeadlineExceeded]: "unavailable",

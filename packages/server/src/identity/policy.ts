@@ -238,8 +238,8 @@ export const POLICY: Readonly<Record<string, Policy>> = {
       ],
     },
   },
-  // Not built yet (UNIMPLEMENTED): its header names the image once it is.
-  [`${IMAGES}/UploadImage`]: pending("member"),
+  // Sends the data of an image of the caller's project: its first message's header names it.
+  [`${IMAGES}/UploadImage`]: image("member", "header.image_id"),
 
   ...projectCrud("Quantixkvm.network.v1.VirtualNetworkService", "VirtualNetworks", "VirtualNetwork"),
   ...projectCrud("Quantixkvm.network.v1.PortService", "Ports", "Port"),

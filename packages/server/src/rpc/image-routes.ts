@@ -5,6 +5,7 @@ import { IMAGE_KIND, invalidArgument, QuantixError, type Store } from "@quantix/
 import type { Route } from "@quantix/rpc";
 import { resourceRoute } from "../resources/resource-routes.js";
 import { importEnded, progressOf, type ImageService as Images } from "../services/image-service.js";
+import type { ImageUploads } from "../services/image-upload.js";
 import { budgetOf } from "./budget.js";
 
 /** ListImages filters no index answers yet: refused when set rather than ignored. */
@@ -18,9 +19,9 @@ const notYet = (field: string, empty: unknown) => (value: unknown) => {
  * reads; Create, Update and Delete have the image's rules; ImportImage creates (or
  * retries) an import and follows the image's changes until it is AVAILABLE or ERROR (the
  * import is the image controller's: a client that goes away cancels nothing).
- * UploadImage is not built yet (UNIMPLEMENTED saying why).
+ * UploadImage receives an image's data and forwards it to a node as it comes (ImageUploads).
  */
-export function imageServiceRoute(store: Store, images: Images, defaultDeadlineMs: number): Route {
+export function imageServiceRoute(store: Store, images: Images, uploads: ImageUploads, defaultDeadlineMs: number): Route {
   return resourceRoute(ImageService, IMAGE_KIND as never, store, {
     impl: {
       createImage: (req) => images.create(req),
@@ -30,9 +31,7 @@ export function imageServiceRoute(store: Store, images: Images, defaultDeadlineM
         return create(EmptySchema);
       },
       importImage: (req, ctx) => importImage(store, images, req, ctx.signal),
-      uploadImage: () => {
-        throw new QuantixError("unimplemented", "UploadImage is not built yet: the agents have no client-streamed upload RPC (vmm.v1.StorageService) to receive the data; import from an http(s) URL with ImportImage");
-      },
+      uploadImage: (reqs, ctx) => uploads.upload(reqs, ctx.signal),
     },
     filters: {
       visibility: notYet("visibility", 0),

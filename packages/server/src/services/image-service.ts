@@ -9,6 +9,7 @@ import {
   DEFAULT_PROJECT_ID,
   IMAGE_KIND,
   IMAGE_LIMITS,
+  invalidArgument,
   notFound,
   PROJECT_KIND,
   QuantixError,
@@ -23,6 +24,7 @@ import {
 } from "@quantix/core";
 import { ResourceWriter, type Budget } from "../resources/resource-writer.js";
 import { requireWellFormedId } from "../resources/resource-service.js";
+import { imageSourceVolume } from "./image-source.js";
 import { usablePool } from "./usable-pool.js";
 
 type I = Image & Resource;
@@ -69,18 +71,27 @@ export class ImageService {
     });
   }
 
-  /** CreateImage: the image in QUEUED, in its pool (the default pool when none is named). */
+  /**
+   * CreateImage: the image in QUEUED, in its pool (the default pool when none is named;
+   * for a volume or snapshot source, the volume's pool). With an upload source it waits for
+   * UploadImage; otherwise the image controller takes it.
+   */
   async create(req: CreateImageRequest): Promise<Image> {
     throwIfViolations([...validateCreateImage(req), ...commonViolations(req)]);
     const projectId = req.projectId || DEFAULT_PROJECT_ID;
     if (!(await this.deps.store.of(PROJECT_KIND).get(projectId))) throw notFound("project", projectId);
     const spec = clone(ImageSpecSchema, req.spec!);
     const source = spec.source!.source;
-    if (source.case === "upload") throw new QuantixError("unimplemented", "images from an upload are not built yet (UploadImage needs a client-streamed upload RPC on the agents): import from an http(s) URL");
-    if (source.case === "volumeId" || source.case === "snapshotId") throw new QuantixError("unimplemented", "images from a volume or a snapshot are not built yet: import from an http(s) URL");
     const v = new Violations();
     checkVisibility(v, { spec });
     throwIfViolations(v.list);
+    if (source.case === "volumeId" || source.case === "snapshotId") {
+      // The node copies the volume within its pool, on its node: the image goes there.
+      const from = await imageSourceVolume(this.deps.store, source, projectId);
+      const poolId = from.volume.spec?.poolId ?? "";
+      if (spec.poolId !== "" && spec.poolId !== poolId) throw invalidArgument([{ field: "spec.pool_id", reason: "CONFLICT", description: `must be empty or the source volume's pool '${poolId}': an image from a volume is copied within its pool` }]);
+      spec.poolId = poolId;
+    }
     spec.poolId = (await usablePool(this.deps.store, spec.poolId)).id;
     return this.writer.create({ name: req.name, projectId, labels: req.labels, description: req.description, spec, status: create(ImageStatusSchema, { state: ImageState.QUEUED }) });
   }

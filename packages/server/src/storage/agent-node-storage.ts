@@ -1,8 +1,9 @@
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { CloneMode, ImportPhase, StoragePoolType, StorageService, VolumeFormat, type Pool, type Volume, type VolumeSnapshot } from "@quantix/api/gen/vmm/v1/storage_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { CloneMode, ImportPhase, StoragePoolType, StorageService, VolumeFormat, type UploadVolumeRequestSchema, type Pool, type Volume, type VolumeSnapshot } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 import { QuantixError } from "@quantix/core";
-import type { NodeImportProgress, NodeImportRequest, NodePool, NodePoolType, NodeSnapshot, NodeStorage, NodeVolume, NodeVolumeFormat, NodeVolumeSource, SnapshotRef, VolumeRef } from "./node-storage.js";
+import type { NodeImportProgress, NodeImportRequest, NodeUploadRequest, NodeUploadResult, NodePool, NodePoolType, NodeSnapshot, NodeStorage, NodeVolume, NodeVolumeFormat, NodeVolumeSource, SnapshotRef, VolumeRef } from "./node-storage.js";
 
 const POOL_TYPES: Record<NodePoolType, StoragePoolType> = { DIR: StoragePoolType.DIR, SHARED_DIR: StoragePoolType.SHARED_DIR };
 const FORMATS: Record<NodeVolumeFormat, VolumeFormat> = { qcow2: VolumeFormat.QCOW2, raw: VolumeFormat.RAW };
@@ -105,6 +106,21 @@ export class AgentNodeStorage implements NodeStorage {
     await done;
   }
 
+  /** The agent's UploadVolume: a header, then `chunks` as they come (a client stream over the agent connection). */
+  async uploadImage(req: NodeUploadRequest, chunks: AsyncIterable<Uint8Array>, signal: AbortSignal): Promise<NodeUploadResult> {
+    async function* messages(): AsyncGenerator<MessageInitShape<typeof UploadVolumeRequestSchema>> {
+      yield { content: { case: "header", value: { poolId: req.poolId, volumeId: req.volumeId, format: FORMATS[req.format], sizeBytes: req.sizeBytes, sha256: req.sha256, expectedFormat: req.expectedFormat } } };
+      for await (const c of chunks) yield { content: { case: "chunk", value: c } };
+    }
+    const res = await this.wrap(() => this.client.uploadVolume(messages(), { signal }));
+    if (!res.volume) throw new QuantixError("internal", "the agent ended the upload without the volume");
+    return { bytesReceived: res.bytesReceived, sha256: res.sha256, detectedFormat: res.detectedFormat, volume: nodeVolume(res.volume) };
+  }
+
+  async volumeSha256(req: VolumeRef): Promise<string> {
+    return (await this.wrap(() => this.client.getVolume({ poolId: req.poolId, volumeId: req.volumeId, sha256: true }))).sha256;
+  }
+
   async createSnapshot(req: SnapshotRef): Promise<NodeSnapshot> {
     return nodeSnapshot(await this.wrap(() => this.client.createVolumeSnapshot(snapshotRef(req))));
   }
@@ -187,6 +203,12 @@ export class UnavailableNodeStorage implements NodeStorage {
   }
   async *importImage(): AsyncIterable<NodeImportProgress> {
     await this.refuse();
+  }
+  uploadImage(): Promise<NodeUploadResult> {
+    return this.refuse();
+  }
+  volumeSha256(): Promise<string> {
+    return this.refuse();
   }
   createSnapshot(): Promise<NodeSnapshot> {
     return this.refuse();

@@ -1,9 +1,12 @@
 import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { pipeline } from "node:stream/promises";
 import { mkdir, readdir, readFile, realpath, rename, rm, stat, statfs, writeFile } from "node:fs/promises";
 import { basename, join, sep } from "node:path";
 import { promisify } from "node:util";
 import { ID_PATTERN, QuantixError } from "@quantix/core";
-import type { NodeImportProgress, NodeImportRequest, NodePool, NodePoolType, NodeSnapshot, NodeStorage, NodeVolume, NodeVolumeFormat, NodeVolumeSource, PoolRef, SnapshotRef, VolumeRef } from "./node-storage.js";
+import type { NodeImportProgress, NodeImportRequest, NodeUploadRequest, NodeUploadResult, NodePool, NodePoolType, NodeSnapshot, NodeStorage, NodeVolume, NodeVolumeFormat, NodeVolumeSource, PoolRef, SnapshotRef, VolumeRef } from "./node-storage.js";
 
 const run = promisify(execFile);
 
@@ -28,6 +31,8 @@ export interface DirNodeStorageOptions {
    * imports are refused saying so.
    */
   readonly importer?: (req: NodeImportRequest, signal: AbortSignal) => AsyncIterable<Omit<NodeImportProgress, "volume">>;
+  /** The agent's upload code for the same DIR pools, handed over likewise; absent: uploads are refused saying so. */
+  readonly uploader?: (req: NodeUploadRequest, chunks: AsyncIterable<Uint8Array>, signal: AbortSignal) => Promise<Omit<NodeUploadResult, "volume">>;
 }
 
 /**
@@ -157,6 +162,26 @@ export class DirNodeStorage implements NodeStorage {
       else yield { ...p, volume: await this.info(dir, req.volumeId, req.format) };
     }
   }
+  /** Receives an upload with the agent's own upload code (o.uploader), into a DIR pool, as importImage does. */
+  async uploadImage(req: NodeUploadRequest, chunks: AsyncIterable<Uint8Array>, signal: AbortSignal): Promise<NodeUploadResult> {
+    const dir = this.poolDir(req.poolId);
+    checkId("volume_id", req.volumeId);
+    if (!this.o.uploader) throw new QuantixError("failed_precondition", `simulated node '${this.o.nodeId}' has no image uploader (the control plane was started without one)`);
+    if (dir !== join(this.o.root, req.poolId)) throw new QuantixError("failed_precondition", `simulated node '${this.o.nodeId}' takes uploads into directory pools only, not into shared ones`);
+    const r = await this.o.uploader(req, chunks, signal);
+    return { ...r, volume: await this.info(dir, req.volumeId, req.format) };
+  }
+
+  async volumeSha256(req: VolumeRef): Promise<string> {
+    return this.locked(req, async () => {
+      const dir = this.poolDir(req.poolId);
+      const format = await this.existing(dir, req);
+      const hash = createHash("sha256");
+      await pipeline(createReadStream(join(dir, `${req.volumeId}.${format}`)), hash);
+      return hash.digest("hex");
+    });
+  }
+
 
   createSnapshot(req: SnapshotRef): Promise<NodeSnapshot> {
     return this.withQcow2(req, async (path) => {

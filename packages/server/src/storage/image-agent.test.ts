@@ -1,9 +1,13 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, createClient, type Client } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { ImageFormat, ImageState } from "@quantix/api/gen/Quantixkvm/storage/v1/image_pb.js";
 import { ImageService, type ImportImageProgress } from "@quantix/api/gen/Quantixkvm/storage/v1/image_service_pb.js";
@@ -18,7 +22,8 @@ import { startImageServer, type ImageServer } from "../testing/image-server.js";
 // Images on a node that runs a real host agent: the image controller imports through the
 // agent's vmm.v1.StorageService ImportVolume stream (over the node's agent connection),
 // the image lands in the agent's pool directory, a linked clone is made there, and a
-// hostile image is refused by the agent with its reason.
+// hostile image is refused by the agent with its reason; UploadImage is forwarded to the
+// agent's UploadVolume client stream, and an image from a volume is copied by the agent.
 
 describe("images on a host agent's node", () => {
   let s: TestServer;
@@ -80,6 +85,52 @@ describe("images on a host agent's node", () => {
     await volumes.deleteVolume({ id: v.id });
     await images.deleteImage({ id: img.id });
     await until(async () => ((await poolFiles()).length === 0 ? true : undefined), "the agent removed the clone and the image");
+  });
+
+  it("UploadImage forwards the client's stream to the agent's UploadVolume: AVAILABLE in the agent's pool; a short stream leaves nothing", async () => {
+    const up = createClient(ImageService, createConnectTransport({ baseUrl: s.url, httpVersion: "2" }));
+    const data = web.files.get("/a.qcow2")!;
+    const send = (id: string, bytes: Buffer, sizeBytes: bigint) =>
+      up.uploadImage(
+        (async function* () {
+          yield { content: { case: "header" as const, value: { imageId: id, sizeBytes } } };
+          for (let i = 0; i < bytes.length; i += 256 * 1024) yield { content: { case: "chunk" as const, value: bytes.subarray(i, i + 256 * 1024) } };
+        })(),
+        { timeoutMs: 60_000 },
+      );
+    const short = await images.createImage({ name: "agent-upload-short", spec: { source: { source: { case: "upload", value: { sizeBytes: BigInt(data.length) } } } } });
+    const err = await rejection(send(short.id, data.subarray(0, 5000), 0n));
+    assert.equal(err.code, Code.DataLoss);
+    assert.equal((await images.getImage({ id: short.id })).status?.state, ImageState.QUEUED);
+    assert.deepEqual(await poolFiles(), []);
+
+    const img = await images.createImage({ name: "agent-upload", spec: { source: { source: { case: "upload", value: {} }, expectedSha256: web.sha256("/a.qcow2") } } });
+    const done = await send(img.id, data, BigInt(data.length));
+    assert.equal(done.status?.state, ImageState.AVAILABLE, done.status?.errorMessage);
+    assert.equal(done.status?.checksumSha256, web.sha256("/a.qcow2"));
+    assert.equal(done.status?.virtualSizeBytes, 16n << 20n);
+    const pattern = execFileSync("qemu-io", ["-f", "qcow2", "-r", join(poolDir, `${img.id}.qcow2`), "-c", "read -P 0xab 0 1M"], { encoding: "utf8" });
+    assert.doesNotMatch(pattern, /Pattern verification failed/);
+
+    // An image from a volume of the agent's node: copied there, its sha256 computed by the agent.
+    const v = await volumes.createVolume({ name: "agent-image-source", spec: { sizeGib: 1n } });
+    await until(async () => ((await volumes.getVolume({ id: v.id })).status?.state === VolumeState.AVAILABLE ? true : undefined), "volume AVAILABLE on the agent");
+    execFileSync("qemu-io", ["-f", "qcow2", "-c", "write -P 0x33 0 64k", join(poolDir, `${v.id}.qcow2`)], { stdio: "ignore" });
+    const fromVolume = await images.createImage({ name: "agent-from-volume", spec: { source: { source: { case: "volumeId", value: v.id } } } });
+    const copied = await until(async () => {
+      const x = await images.getImage({ id: fromVolume.id });
+      return x.status?.state === ImageState.AVAILABLE || x.status?.state === ImageState.ERROR ? x : undefined;
+    }, "the image from the volume imported", 30_000);
+    assert.equal(copied.status?.state, ImageState.AVAILABLE, copied.status?.errorMessage);
+    const file = join(poolDir, `${fromVolume.id}.qcow2`);
+    assert.equal(copied.status?.checksumSha256, createHash("sha256").update(readFileSync(file)).digest("hex"));
+    assert.doesNotMatch(execFileSync("qemu-io", ["-f", "qcow2", "-r", file, "-c", "read -P 0x33 0 64k"], { encoding: "utf8" }), /Pattern verification failed/);
+
+    await images.deleteImage({ id: img.id });
+    await images.deleteImage({ id: fromVolume.id });
+    await images.deleteImage({ id: short.id });
+    await volumes.deleteVolume({ id: v.id });
+    await until(async () => ((await poolFiles()).length === 0 ? true : undefined), "the agent removed the images and the volume");
   });
 
   it("a hostile image is refused by the agent: ERROR with its reason, nothing left in the pool", async () => {

@@ -182,8 +182,9 @@ describe("images over the API, on the demo's simulated hosts", () => {
     const bad = await rejection(images.createImage({ name: "", spec: { source: { source: { case: "url", value: "ftp://example.org/x" } }, expectedSha256: "XYZ" } } as never));
     assert.equal(bad.code, Code.InvalidArgument);
     assert.deepEqual(fields(bad).sort(), ["name", "spec.source.url"]);
-    const upload = await rejection(images.createImage({ name: "up", spec: { source: { source: { case: "upload", value: {} } } } }));
-    assert.equal(upload.code, Code.Unimplemented);
+    const upload = await rejection(importAll({ target: { case: "create", value: { name: "up", spec: { source: { source: { case: "upload", value: {} } } } } } }));
+    assert.equal(upload.code, Code.InvalidArgument);
+    assert.deepEqual(fields(upload), ["create.spec.source"]);
     assert.equal((await images.listImages({})).totalCount, count);
   });
 

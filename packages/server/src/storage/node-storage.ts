@@ -31,6 +31,17 @@ export interface NodeStorage {
    */
   importImage(req: NodeImportRequest, signal: AbortSignal): AsyncIterable<NodeImportProgress>;
   /**
+   * Receives an image's bytes into a new volume (the agent's UploadVolume): `chunks` in
+   * order, each 1 byte to 4 MiB; then the import's verify, inspect and convert. Resolves with
+   * the volume once it exists. Fails with the node's reason (OUT_OF_RANGE for more data than
+   * declared, DATA_LOSS for less, RESOURCE_EXHAUSTED for no room, FAILED_PRECONDITION for a
+   * checksum mismatch or a refused image, ALREADY_EXISTS when the volume exists), leaving
+   * no partial file; a `chunks` that throws or `signal` ends it the same way.
+   */
+  uploadImage(req: NodeUploadRequest, chunks: AsyncIterable<Uint8Array>, signal: AbortSignal): Promise<NodeUploadResult>;
+  /** The SHA-256 of a volume's file, read whole on the node (an image made from a volume records it). */
+  volumeSha256(req: VolumeRef): Promise<string>;
+  /**
    * Takes an internal snapshot of a qcow2 volume, offline, tagged with `snapshotId` (a
    * UUID); the same id again returns it. FAILED_PRECONDITION for a raw volume or one a
    * running VM holds open.
@@ -76,6 +87,27 @@ export interface NodeImportRequest extends VolumeRef {
   readonly sha256: string;
 }
 
+/** What to upload into a node's pool. */
+export interface NodeUploadRequest extends VolumeRef {
+  readonly format: NodeVolumeFormat;
+  /** The data's size; 0n when not known. */
+  readonly sizeBytes: bigint;
+  /** Expected SHA-256 of the data, lowercase hex; empty: not checked. */
+  readonly sha256: string;
+  /** The format the sender declares (qcow2, raw, vmdk, vdi, vhdx, vpc, iso); empty: any. Checked against the content. */
+  readonly expectedFormat: string;
+}
+
+/** What an upload made on a node. */
+export interface NodeUploadResult {
+  readonly bytesReceived: bigint;
+  /** The SHA-256 of the data received. */
+  readonly sha256: string;
+  /** qcow2, raw, vmdk, vdi, vhdx, vpc or iso. */
+  readonly detectedFormat: string;
+  readonly volume: NodeVolume;
+}
+
 /** One step of an import on a node. */
 export interface NodeImportProgress {
   readonly phase: "downloading" | "verifying" | "converting" | "ready";
@@ -96,6 +128,9 @@ export interface NodeImportProgress {
  * root hands it over (the server does not import the agent; see DirNodeStorage).
  */
 export type DirImporterFactory = (root: string) => (req: NodeImportRequest, signal: AbortSignal) => AsyncIterable<NodeImportProgress>;
+
+/** The agent's upload code for a directory of pools this process keeps itself (as DirImporterFactory). */
+export type DirUploaderFactory = (root: string) => (req: NodeUploadRequest, chunks: AsyncIterable<Uint8Array>, signal: AbortSignal) => Promise<Omit<NodeUploadResult, "volume">>;
 
 /** The pool types a node manages. */
 export type NodePoolType = "DIR" | "SHARED_DIR";

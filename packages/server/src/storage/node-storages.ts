@@ -2,7 +2,7 @@ import { join } from "node:path";
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { UnavailableNodeStorage } from "./agent-node-storage.js";
 import { DirNodeStorage } from "./dir-node-storage.js";
-import type { DirImporterFactory, NodeStorage } from "./node-storage.js";
+import type { DirImporterFactory, DirUploaderFactory, NodeStorage } from "./node-storage.js";
 
 /**
  * Picks the NodeStorage of each node (one instance per node, kept): the demo's simulated
@@ -21,6 +21,8 @@ export class NodeStorages {
       qemuImg?: string;
       /** The agent's import code for the simulated hosts' pools (the composition root's); absent: they refuse imports. */
       dirImporter?: DirImporterFactory;
+      /** The agent's upload code for the simulated hosts' pools (the composition root's); absent: they refuse uploads. */
+      dirUploader?: DirUploaderFactory;
       /** The storage of a node's connected agent; undefined while this replica has no connection to it. */
       agentStorage: (nodeId: string) => NodeStorage | undefined;
     },
@@ -33,7 +35,17 @@ export class NodeStorages {
     let s = this.byNode.get(node.id);
     if (!s) {
       if (!this.o.storageDir) s = new UnavailableNodeStorage(`simulated node '${node.id}' has no storage directory: start the control plane with the embedded store or QUANTIX_STORAGE_DIR`);
-      else s = new DirNodeStorage({ nodeId: node.id, root: join(this.o.storageDir, node.id), sharedDirs: this.o.sharedDirs, ...(this.o.qemuImg ? { qemuImg: this.o.qemuImg } : {}), ...(this.o.dirImporter ? { importer: this.o.dirImporter(join(this.o.storageDir, node.id)) } : {}) });
+      else {
+        const root = join(this.o.storageDir, node.id);
+        s = new DirNodeStorage({
+          nodeId: node.id,
+          root,
+          sharedDirs: this.o.sharedDirs,
+          ...(this.o.qemuImg ? { qemuImg: this.o.qemuImg } : {}),
+          ...(this.o.dirImporter ? { importer: this.o.dirImporter(root) } : {}),
+          ...(this.o.dirUploader ? { uploader: this.o.dirUploader(root) } : {}),
+        });
+      }
       this.byNode.set(node.id, s);
     }
     return s;

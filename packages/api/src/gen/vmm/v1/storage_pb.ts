@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vmm/v1/storage.proto.
  */
 export const file_vmm_v1_storage: GenFile = /*@__PURE__*/
-  fileDesc("ChR2bW0vdjEvc3RvcmFnZS5wcm90bxIGdm1tLnYxInQKBFBvb2wSDwoHcG9vbF9pZBgBIAEoCRIlCgR0eXBlGAIgASgOMhcudm1tLnYxLlN0b3JhZ2VQb29sVHlwZRIMCgRwYXRoGAMgASgJEiYKCGNhcGFjaXR5GAQgASgLMhQudm1tLnYxLlBvb2xDYXBhY2l0eSKaAQoMUG9vbENhcGFjaXR5EhMKC3RvdGFsX2J5dGVzGAEgASgDEhcKD2F2YWlsYWJsZV9ieXRlcxgCIAEoAxISCgp1c2VkX2J5dGVzGAMgASgDEhkKEXByb3Zpc2lvbmVkX2J5dGVzGAQgASgDEhcKD2FsbG9jYXRlZF9ieXRlcxgFIAEoAxIUCgx2b2x1bWVfY291bnQYBiABKAUiwwEKBlZvbHVtZRIRCgl2b2x1bWVfaWQYASABKAkSDwoHcG9vbF9pZBgCIAEoCRIkCgZmb3JtYXQYAyABKA4yFC52bW0udjEuVm9sdW1lRm9ybWF0EhoKEnZpcnR1YWxfc2l6ZV9ieXRlcxgEIAEoAxIZChFhY3R1YWxfc2l6ZV9ieXRlcxgFIAEoAxIZChFiYWNraW5nX3ZvbHVtZV9pZBgGIAEoCRIMCgRwYXRoGAcgASgJEg8KB3Byb2JsZW0YCCABKAkiWQoRRW5zdXJlUG9vbFJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIlCgR0eXBlGAIgASgOMhcudm1tLnYxLlN0b3JhZ2VQb29sVHlwZRIMCgRwYXRoGAMgASgJIiEKDkdldFBvb2xSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkiJAoRRGVsZXRlUG9vbFJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCSJXCgxWb2x1bWVTb3VyY2USEQoJdm9sdW1lX2lkGAEgASgJEh8KBG1vZGUYAiABKA4yES52bW0udjEuQ2xvbmVNb2RlEhMKC3NuYXBzaG90X2lkGAMgASgJIpkBChNDcmVhdGVWb2x1bWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEiQKBmZvcm1hdBgDIAEoDjIULnZtbS52MS5Wb2x1bWVGb3JtYXQSEgoKc2l6ZV9ieXRlcxgEIAEoAxIkCgZzb3VyY2UYBSABKAsyFC52bW0udjEuVm9sdW1lU291cmNlIjYKEEdldFZvbHVtZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIRCgl2b2x1bWVfaWQYAiABKAkiJQoSTGlzdFZvbHVtZXNSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkiNgoTTGlzdFZvbHVtZXNSZXNwb25zZRIfCgd2b2x1bWVzGAEgAygLMg4udm1tLnYxLlZvbHVtZSJjChNSZXNpemVWb2x1bWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAMSFAoMYWxsb3dfc2hyaW5rGAQgASgIIkgKE0RlbGV0ZVZvbHVtZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIRCgl2b2x1bWVfaWQYAiABKAkSDQoFZm9yY2UYAyABKAgiHwodR2V0U3RvcmFnZUNhcGFiaWxpdGllc1JlcXVlc3QiigEKE1N0b3JhZ2VDYXBhYmlsaXRpZXMSKwoKcG9vbF90eXBlcxgBIAMoCzIXLnZtbS52MS5Qb29sVHlwZVN1cHBvcnQSLAoOdm9sdW1lX2Zvcm1hdHMYAiADKA4yFC52bW0udjEuVm9sdW1lRm9ybWF0EhgKEHFlbXVfaW1nX3ZlcnNpb24YAyABKAkibAoPUG9vbFR5cGVTdXBwb3J0EiUKBHR5cGUYASABKA4yFy52bW0udjEuU3RvcmFnZVBvb2xUeXBlEhEKCWF2YWlsYWJsZRgCIAEoCBIOCgZyZWFzb24YAyABKAkSDwoHbWFuYWdlZBgEIAEoCCJ8ChNJbXBvcnRWb2x1bWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEiQKBmZvcm1hdBgDIAEoDjIULnZtbS52MS5Wb2x1bWVGb3JtYXQSCwoDdXJsGAQgASgJEg4KBnNoYTI1NhgFIAEoCSKsAQoUSW1wb3J0Vm9sdW1lUHJvZ3Jlc3MSIgoFcGhhc2UYASABKA4yEy52bW0udjEuSW1wb3J0UGhhc2USEgoKYnl0ZXNfZG9uZRgCIAEoAxITCgtieXRlc190b3RhbBgDIAEoAxIOCgZzaGEyNTYYBCABKAkSFwoPZGV0ZWN0ZWRfZm9ybWF0GAUgASgJEh4KBnZvbHVtZRgGIAEoCzIOLnZtbS52MS5Wb2x1bWUikQEKDlZvbHVtZVNuYXBzaG90EhMKC3NuYXBzaG90X2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCRIPCgdwb29sX2lkGAMgASgJEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnZtX3N0YXRlX2J5dGVzGAUgASgDIlYKG0NyZWF0ZVZvbHVtZVNuYXBzaG90UmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCRITCgtzbmFwc2hvdF9pZBgDIAEoCSJAChpMaXN0Vm9sdW1lU25hcHNob3RzUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCSJIChtMaXN0Vm9sdW1lU25hcHNob3RzUmVzcG9uc2USKQoJc25hcHNob3RzGAEgAygLMhYudm1tLnYxLlZvbHVtZVNuYXBzaG90IlYKG1JldmVydFZvbHVtZVNuYXBzaG90UmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCRITCgtzbmFwc2hvdF9pZBgDIAEoCSJWChtEZWxldGVWb2x1bWVTbmFwc2hvdFJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIRCgl2b2x1bWVfaWQYAiABKAkSEwoLc25hcHNob3RfaWQYAyABKAkq5AEKD1N0b3JhZ2VQb29sVHlwZRIhCh1TVE9SQUdFX1BPT0xfVFlQRV9VTlNQRUNJRklFRBAAEhkKFVNUT1JBR0VfUE9PTF9UWVBFX0RJUhABEiAKHFNUT1JBR0VfUE9PTF9UWVBFX1NIQVJFRF9ESVIQAhIZChVTVE9SQUdFX1BPT0xfVFlQRV9ORlMQAxIeChpTVE9SQUdFX1BPT0xfVFlQRV9DRVBIX1JCRBAEEhkKFVNUT1JBR0VfUE9PTF9UWVBFX0xWTRAFEhsKF1NUT1JBR0VfUE9PTF9UWVBFX0lTQ1NJEAYqXQoMVm9sdW1lRm9ybWF0Eh0KGVZPTFVNRV9GT1JNQVRfVU5TUEVDSUZJRUQQABIXChNWT0xVTUVfRk9STUFUX1FDT1cyEAESFQoRVk9MVU1FX0ZPUk1BVF9SQVcQAipTCglDbG9uZU1vZGUSGgoWQ0xPTkVfTU9ERV9VTlNQRUNJRklFRBAAEhUKEUNMT05FX01PREVfTElOS0VEEAESEwoPQ0xPTkVfTU9ERV9GVUxMEAIqmgEKC0ltcG9ydFBoYXNlEhwKGElNUE9SVF9QSEFTRV9VTlNQRUNJRklFRBAAEhwKGElNUE9SVF9QSEFTRV9ET1dOTE9BRElORxABEhoKFklNUE9SVF9QSEFTRV9WRVJJRllJTkcQAhIbChdJTVBPUlRfUEhBU0VfQ09OVkVSVElORxADEhYKEklNUE9SVF9QSEFTRV9SRUFEWRAEMoEICg5TdG9yYWdlU2VydmljZRI1CgpFbnN1cmVQb29sEhkudm1tLnYxLkVuc3VyZVBvb2xSZXF1ZXN0Ggwudm1tLnYxLlBvb2wSLwoHR2V0UG9vbBIWLnZtbS52MS5HZXRQb29sUmVxdWVzdBoMLnZtbS52MS5Qb29sEj8KCkRlbGV0ZVBvb2wSGS52bW0udjEuRGVsZXRlUG9vbFJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSOwoMQ3JlYXRlVm9sdW1lEhsudm1tLnYxLkNyZWF0ZVZvbHVtZVJlcXVlc3QaDi52bW0udjEuVm9sdW1lEjUKCUdldFZvbHVtZRIYLnZtbS52MS5HZXRWb2x1bWVSZXF1ZXN0Gg4udm1tLnYxLlZvbHVtZRJGCgtMaXN0Vm9sdW1lcxIaLnZtbS52MS5MaXN0Vm9sdW1lc1JlcXVlc3QaGy52bW0udjEuTGlzdFZvbHVtZXNSZXNwb25zZRI7CgxSZXNpemVWb2x1bWUSGy52bW0udjEuUmVzaXplVm9sdW1lUmVxdWVzdBoOLnZtbS52MS5Wb2x1bWUSQwoMRGVsZXRlVm9sdW1lEhsudm1tLnYxLkRlbGV0ZVZvbHVtZVJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSSwoMSW1wb3J0Vm9sdW1lEhsudm1tLnYxLkltcG9ydFZvbHVtZVJlcXVlc3QaHC52bW0udjEuSW1wb3J0Vm9sdW1lUHJvZ3Jlc3MwARJTChRDcmVhdGVWb2x1bWVTbmFwc2hvdBIjLnZtbS52MS5DcmVhdGVWb2x1bWVTbmFwc2hvdFJlcXVlc3QaFi52bW0udjEuVm9sdW1lU25hcHNob3QSXgoTTGlzdFZvbHVtZVNuYXBzaG90cxIiLnZtbS52MS5MaXN0Vm9sdW1lU25hcHNob3RzUmVxdWVzdBojLnZtbS52MS5MaXN0Vm9sdW1lU25hcHNob3RzUmVzcG9uc2USUwoUUmV2ZXJ0Vm9sdW1lU25hcHNob3QSIy52bW0udjEuUmV2ZXJ0Vm9sdW1lU25hcHNob3RSZXF1ZXN0GhYudm1tLnYxLlZvbHVtZVNuYXBzaG90ElMKFERlbGV0ZVZvbHVtZVNuYXBzaG90EiMudm1tLnYxLkRlbGV0ZVZvbHVtZVNuYXBzaG90UmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJcChZHZXRTdG9yYWdlQ2FwYWJpbGl0aWVzEiUudm1tLnYxLkdldFN0b3JhZ2VDYXBhYmlsaXRpZXNSZXF1ZXN0Ghsudm1tLnYxLlN0b3JhZ2VDYXBhYmlsaXRpZXNiBnByb3RvMw", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
+  fileDesc("ChR2bW0vdjEvc3RvcmFnZS5wcm90bxIGdm1tLnYxInQKBFBvb2wSDwoHcG9vbF9pZBgBIAEoCRIlCgR0eXBlGAIgASgOMhcudm1tLnYxLlN0b3JhZ2VQb29sVHlwZRIMCgRwYXRoGAMgASgJEiYKCGNhcGFjaXR5GAQgASgLMhQudm1tLnYxLlBvb2xDYXBhY2l0eSKaAQoMUG9vbENhcGFjaXR5EhMKC3RvdGFsX2J5dGVzGAEgASgDEhcKD2F2YWlsYWJsZV9ieXRlcxgCIAEoAxISCgp1c2VkX2J5dGVzGAMgASgDEhkKEXByb3Zpc2lvbmVkX2J5dGVzGAQgASgDEhcKD2FsbG9jYXRlZF9ieXRlcxgFIAEoAxIUCgx2b2x1bWVfY291bnQYBiABKAUi0wEKBlZvbHVtZRIRCgl2b2x1bWVfaWQYASABKAkSDwoHcG9vbF9pZBgCIAEoCRIkCgZmb3JtYXQYAyABKA4yFC52bW0udjEuVm9sdW1lRm9ybWF0EhoKEnZpcnR1YWxfc2l6ZV9ieXRlcxgEIAEoAxIZChFhY3R1YWxfc2l6ZV9ieXRlcxgFIAEoAxIZChFiYWNraW5nX3ZvbHVtZV9pZBgGIAEoCRIMCgRwYXRoGAcgASgJEg8KB3Byb2JsZW0YCCABKAkSDgoGc2hhMjU2GAkgASgJIlkKEUVuc3VyZVBvb2xSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSJQoEdHlwZRgCIAEoDjIXLnZtbS52MS5TdG9yYWdlUG9vbFR5cGUSDAoEcGF0aBgDIAEoCSIhCg5HZXRQb29sUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJIiQKEURlbGV0ZVBvb2xSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkiVwoMVm9sdW1lU291cmNlEhEKCXZvbHVtZV9pZBgBIAEoCRIfCgRtb2RlGAIgASgOMhEudm1tLnYxLkNsb25lTW9kZRITCgtzbmFwc2hvdF9pZBgDIAEoCSKZAQoTQ3JlYXRlVm9sdW1lUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCRIkCgZmb3JtYXQYAyABKA4yFC52bW0udjEuVm9sdW1lRm9ybWF0EhIKCnNpemVfYnl0ZXMYBCABKAMSJAoGc291cmNlGAUgASgLMhQudm1tLnYxLlZvbHVtZVNvdXJjZSJGChBHZXRWb2x1bWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEg4KBnNoYTI1NhgDIAEoCCIlChJMaXN0Vm9sdW1lc1JlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCSI2ChNMaXN0Vm9sdW1lc1Jlc3BvbnNlEh8KB3ZvbHVtZXMYASADKAsyDi52bW0udjEuVm9sdW1lImMKE1Jlc2l6ZVZvbHVtZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIRCgl2b2x1bWVfaWQYAiABKAkSEgoKc2l6ZV9ieXRlcxgDIAEoAxIUCgxhbGxvd19zaHJpbmsYBCABKAgiSAoTRGVsZXRlVm9sdW1lUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCRINCgVmb3JjZRgDIAEoCCIfCh1HZXRTdG9yYWdlQ2FwYWJpbGl0aWVzUmVxdWVzdCKKAQoTU3RvcmFnZUNhcGFiaWxpdGllcxIrCgpwb29sX3R5cGVzGAEgAygLMhcudm1tLnYxLlBvb2xUeXBlU3VwcG9ydBIsCg52b2x1bWVfZm9ybWF0cxgCIAMoDjIULnZtbS52MS5Wb2x1bWVGb3JtYXQSGAoQcWVtdV9pbWdfdmVyc2lvbhgDIAEoCSJsCg9Qb29sVHlwZVN1cHBvcnQSJQoEdHlwZRgBIAEoDjIXLnZtbS52MS5TdG9yYWdlUG9vbFR5cGUSEQoJYXZhaWxhYmxlGAIgASgIEg4KBnJlYXNvbhgDIAEoCRIPCgdtYW5hZ2VkGAQgASgIInwKE0ltcG9ydFZvbHVtZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIRCgl2b2x1bWVfaWQYAiABKAkSJAoGZm9ybWF0GAMgASgOMhQudm1tLnYxLlZvbHVtZUZvcm1hdBILCgN1cmwYBCABKAkSDgoGc2hhMjU2GAUgASgJIqwBChRJbXBvcnRWb2x1bWVQcm9ncmVzcxIiCgVwaGFzZRgBIAEoDjITLnZtbS52MS5JbXBvcnRQaGFzZRISCgpieXRlc19kb25lGAIgASgDEhMKC2J5dGVzX3RvdGFsGAMgASgDEg4KBnNoYTI1NhgEIAEoCRIXCg9kZXRlY3RlZF9mb3JtYXQYBSABKAkSHgoGdm9sdW1lGAYgASgLMg4udm1tLnYxLlZvbHVtZSKRAQoOVm9sdW1lU25hcHNob3QSEwoLc25hcHNob3RfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEg8KB3Bvb2xfaWQYAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOdm1fc3RhdGVfYnl0ZXMYBSABKAMiVgobQ3JlYXRlVm9sdW1lU25hcHNob3RSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEhMKC3NuYXBzaG90X2lkGAMgASgJIkAKGkxpc3RWb2x1bWVTbmFwc2hvdHNSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJIkgKG0xpc3RWb2x1bWVTbmFwc2hvdHNSZXNwb25zZRIpCglzbmFwc2hvdHMYASADKAsyFi52bW0udjEuVm9sdW1lU25hcHNob3QiVgobUmV2ZXJ0Vm9sdW1lU25hcHNob3RSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEhMKC3NuYXBzaG90X2lkGAMgASgJIlYKG0RlbGV0ZVZvbHVtZVNuYXBzaG90UmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCRITCgtzbmFwc2hvdF9pZBgDIAEoCSJfChNVcGxvYWRWb2x1bWVSZXF1ZXN0EiwKBmhlYWRlchgBIAEoCzIaLnZtbS52MS5VcGxvYWRWb2x1bWVIZWFkZXJIABIPCgVjaHVuaxgCIAEoDEgAQgkKB2NvbnRlbnQimwEKElVwbG9hZFZvbHVtZUhlYWRlchIPCgdwb29sX2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCRIkCgZmb3JtYXQYAyABKA4yFC52bW0udjEuVm9sdW1lRm9ybWF0EhIKCnNpemVfYnl0ZXMYBCABKAMSDgoGc2hhMjU2GAUgASgJEhcKD2V4cGVjdGVkX2Zvcm1hdBgGIAEoCSJ3ChRVcGxvYWRWb2x1bWVSZXNwb25zZRIeCgZ2b2x1bWUYASABKAsyDi52bW0udjEuVm9sdW1lEhYKDmJ5dGVzX3JlY2VpdmVkGAIgASgDEg4KBnNoYTI1NhgDIAEoCRIXCg9kZXRlY3RlZF9mb3JtYXQYBCABKAkq5AEKD1N0b3JhZ2VQb29sVHlwZRIhCh1TVE9SQUdFX1BPT0xfVFlQRV9VTlNQRUNJRklFRBAAEhkKFVNUT1JBR0VfUE9PTF9UWVBFX0RJUhABEiAKHFNUT1JBR0VfUE9PTF9UWVBFX1NIQVJFRF9ESVIQAhIZChVTVE9SQUdFX1BPT0xfVFlQRV9ORlMQAxIeChpTVE9SQUdFX1BPT0xfVFlQRV9DRVBIX1JCRBAEEhkKFVNUT1JBR0VfUE9PTF9UWVBFX0xWTRAFEhsKF1NUT1JBR0VfUE9PTF9UWVBFX0lTQ1NJEAYqXQoMVm9sdW1lRm9ybWF0Eh0KGVZPTFVNRV9GT1JNQVRfVU5TUEVDSUZJRUQQABIXChNWT0xVTUVfRk9STUFUX1FDT1cyEAESFQoRVk9MVU1FX0ZPUk1BVF9SQVcQAipTCglDbG9uZU1vZGUSGgoWQ0xPTkVfTU9ERV9VTlNQRUNJRklFRBAAEhUKEUNMT05FX01PREVfTElOS0VEEAESEwoPQ0xPTkVfTU9ERV9GVUxMEAIqmgEKC0ltcG9ydFBoYXNlEhwKGElNUE9SVF9QSEFTRV9VTlNQRUNJRklFRBAAEhwKGElNUE9SVF9QSEFTRV9ET1dOTE9BRElORxABEhoKFklNUE9SVF9QSEFTRV9WRVJJRllJTkcQAhIbChdJTVBPUlRfUEhBU0VfQ09OVkVSVElORxADEhYKEklNUE9SVF9QSEFTRV9SRUFEWRAEMs4ICg5TdG9yYWdlU2VydmljZRI1CgpFbnN1cmVQb29sEhkudm1tLnYxLkVuc3VyZVBvb2xSZXF1ZXN0Ggwudm1tLnYxLlBvb2wSLwoHR2V0UG9vbBIWLnZtbS52MS5HZXRQb29sUmVxdWVzdBoMLnZtbS52MS5Qb29sEj8KCkRlbGV0ZVBvb2wSGS52bW0udjEuRGVsZXRlUG9vbFJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSOwoMQ3JlYXRlVm9sdW1lEhsudm1tLnYxLkNyZWF0ZVZvbHVtZVJlcXVlc3QaDi52bW0udjEuVm9sdW1lEjUKCUdldFZvbHVtZRIYLnZtbS52MS5HZXRWb2x1bWVSZXF1ZXN0Gg4udm1tLnYxLlZvbHVtZRJGCgtMaXN0Vm9sdW1lcxIaLnZtbS52MS5MaXN0Vm9sdW1lc1JlcXVlc3QaGy52bW0udjEuTGlzdFZvbHVtZXNSZXNwb25zZRI7CgxSZXNpemVWb2x1bWUSGy52bW0udjEuUmVzaXplVm9sdW1lUmVxdWVzdBoOLnZtbS52MS5Wb2x1bWUSQwoMRGVsZXRlVm9sdW1lEhsudm1tLnYxLkRlbGV0ZVZvbHVtZVJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSSwoMSW1wb3J0Vm9sdW1lEhsudm1tLnYxLkltcG9ydFZvbHVtZVJlcXVlc3QaHC52bW0udjEuSW1wb3J0Vm9sdW1lUHJvZ3Jlc3MwARJLCgxVcGxvYWRWb2x1bWUSGy52bW0udjEuVXBsb2FkVm9sdW1lUmVxdWVzdBocLnZtbS52MS5VcGxvYWRWb2x1bWVSZXNwb25zZSgBElMKFENyZWF0ZVZvbHVtZVNuYXBzaG90EiMudm1tLnYxLkNyZWF0ZVZvbHVtZVNuYXBzaG90UmVxdWVzdBoWLnZtbS52MS5Wb2x1bWVTbmFwc2hvdBJeChNMaXN0Vm9sdW1lU25hcHNob3RzEiIudm1tLnYxLkxpc3RWb2x1bWVTbmFwc2hvdHNSZXF1ZXN0GiMudm1tLnYxLkxpc3RWb2x1bWVTbmFwc2hvdHNSZXNwb25zZRJTChRSZXZlcnRWb2x1bWVTbmFwc2hvdBIjLnZtbS52MS5SZXZlcnRWb2x1bWVTbmFwc2hvdFJlcXVlc3QaFi52bW0udjEuVm9sdW1lU25hcHNob3QSUwoURGVsZXRlVm9sdW1lU25hcHNob3QSIy52bW0udjEuRGVsZXRlVm9sdW1lU25hcHNob3RSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5ElwKFkdldFN0b3JhZ2VDYXBhYmlsaXRpZXMSJS52bW0udjEuR2V0U3RvcmFnZUNhcGFiaWxpdGllc1JlcXVlc3QaGy52bW0udjEuU3RvcmFnZUNhcGFiaWxpdGllc2IGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
 
 /**
  * A storage pool on this host, as the agent observes it.
@@ -179,6 +179,14 @@ export type Volume = Message<"vmm.v1.Volume"> & {
    * @generated from field: string problem = 8;
    */
   problem: string;
+
+  /**
+   * Output only. Set only by GetVolume with sha256: the SHA-256 of the volume's file,
+   * lowercase hex.
+   *
+   * @generated from field: string sha256 = 9;
+   */
+  sha256: string;
 };
 
 /**
@@ -374,6 +382,14 @@ export type GetVolumeRequest = Message<"vmm.v1.GetVolumeRequest"> & {
    * @generated from field: string volume_id = 2;
    */
   volumeId: string;
+
+  /**
+   * Also compute the SHA-256 of the volume's file (reads the whole file), reported in
+   * Volume.sha256.
+   *
+   * @generated from field: bool sha256 = 3;
+   */
+  sha256: boolean;
 };
 
 /**
@@ -909,6 +925,148 @@ export const DeleteVolumeSnapshotRequestSchema: GenMessage<DeleteVolumeSnapshotR
   messageDesc(file_vmm_v1_storage, 23);
 
 /**
+ * One message of UploadVolume: the header first, then the data.
+ *
+ * @generated from message vmm.v1.UploadVolumeRequest
+ */
+export type UploadVolumeRequest = Message<"vmm.v1.UploadVolumeRequest"> & {
+  /**
+   * The message's content.
+   *
+   * @generated from oneof vmm.v1.UploadVolumeRequest.content
+   */
+  content: {
+    /**
+     * What the data is for. The first message, and only the first.
+     *
+     * @generated from field: vmm.v1.UploadVolumeHeader header = 1;
+     */
+    value: UploadVolumeHeader;
+    case: "header";
+  } | {
+    /**
+     * The next piece of the data, 1 byte to 4 MiB less 16 bytes. Every message after the
+     * first.
+     *
+     * @generated from field: bytes chunk = 2;
+     */
+    value: Uint8Array;
+    case: "chunk";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message vmm.v1.UploadVolumeRequest.
+ * Use `create(UploadVolumeRequestSchema)` to create a new message.
+ */
+export const UploadVolumeRequestSchema: GenMessage<UploadVolumeRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_storage, 24);
+
+/**
+ * Where an upload goes and what it must be.
+ *
+ * @generated from message vmm.v1.UploadVolumeHeader
+ */
+export type UploadVolumeHeader = Message<"vmm.v1.UploadVolumeHeader"> & {
+  /**
+   * The pool to create the volume in (a UUID). Required; the pool must exist on this host.
+   *
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+
+  /**
+   * The new volume's id (a UUID). Required.
+   *
+   * @generated from field: string volume_id = 2;
+   */
+  volumeId: string;
+
+  /**
+   * The volume's format, QCOW2 or RAW (the image is converted to it). Required.
+   *
+   * @generated from field: vmm.v1.VolumeFormat format = 3;
+   */
+  format: VolumeFormat;
+
+  /**
+   * The data's size in bytes, at most 1 TiB; 0 when not known in advance (the data is
+   * then bounded by the limit and the pool's available bytes). More data fails with
+   * OUT_OF_RANGE, less with DATA_LOSS.
+   *
+   * @generated from field: int64 size_bytes = 4;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * The expected SHA-256 of the data as sent (before decompression), 64 lowercase hex
+   * digits; empty: not checked (the digest is still reported).
+   *
+   * @generated from field: string sha256 = 5;
+   */
+  sha256: string;
+
+  /**
+   * The format the sender says the data has (qcow2, raw, vmdk, vdi, vhdx, vpc or iso);
+   * empty: any. Never used to read the data: the format is detected from the content,
+   * and a different one fails with FAILED_PRECONDITION.
+   *
+   * @generated from field: string expected_format = 6;
+   */
+  expectedFormat: string;
+};
+
+/**
+ * Describes the message vmm.v1.UploadVolumeHeader.
+ * Use `create(UploadVolumeHeaderSchema)` to create a new message.
+ */
+export const UploadVolumeHeaderSchema: GenMessage<UploadVolumeHeader> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_storage, 25);
+
+/**
+ * The result of an upload.
+ *
+ * @generated from message vmm.v1.UploadVolumeResponse
+ */
+export type UploadVolumeResponse = Message<"vmm.v1.UploadVolumeResponse"> & {
+  /**
+   * Output only. The new volume.
+   *
+   * @generated from field: vmm.v1.Volume volume = 1;
+   */
+  volume?: Volume | undefined;
+
+  /**
+   * Output only. Bytes received.
+   *
+   * @generated from field: int64 bytes_received = 2;
+   */
+  bytesReceived: bigint;
+
+  /**
+   * Output only. The SHA-256 of the data received, lowercase hex.
+   *
+   * @generated from field: string sha256 = 3;
+   */
+  sha256: string;
+
+  /**
+   * Output only. The image's format as detected from its content (qcow2, raw, vmdk,
+   * vdi, vhdx, vpc; "iso" for an ISO 9660 image).
+   *
+   * @generated from field: string detected_format = 4;
+   */
+  detectedFormat: string;
+};
+
+/**
+ * Describes the message vmm.v1.UploadVolumeResponse.
+ * Use `create(UploadVolumeResponseSchema)` to create a new message.
+ */
+export const UploadVolumeResponseSchema: GenMessage<UploadVolumeResponse> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_storage, 26);
+
+/**
  * The kind of a storage pool.
  *
  * @generated from enum vmm.v1.StoragePoolType
@@ -1232,6 +1390,30 @@ export const StorageService: GenService<{
     methodKind: "server_streaming";
     input: typeof ImportVolumeRequestSchema;
     output: typeof ImportVolumeProgressSchema;
+  },
+  /**
+   * Receives an image's bytes from the caller into a new volume of a pool: the first
+   * message a header (pool, volume, format, the data's size and optional sha256), then
+   * the data in order, in chunks of 1 byte to 4 MiB less 16 bytes (a message is at most
+   * 4 MiB with its framing). The bytes go to a temporary file in
+   * the pool and are hashed as they arrive; then the same path as ImportVolume's after its
+   * download (sha256 compared when given; gzip or xz decompressed; the format detected
+   * from the content, never from the header; the image inspected and refused if hostile;
+   * qemu-img convert into format). Returns once the volume exists. A failure leaves no
+   * file: INVALID_ARGUMENT for a malformed header or chunk (naming the field, e.g.
+   * header.pool_id, chunk), OUT_OF_RANGE for data beyond size_bytes or beyond the limit
+   * (1 TiB), DATA_LOSS for a stream that ends short of size_bytes, RESOURCE_EXHAUSTED
+   * (saying how many bytes are available) when the data or the image does not fit the
+   * pool, FAILED_PRECONDITION for a sha256 mismatch, corrupt compressed data, a refused
+   * image or a format other than expected_format, ALREADY_EXISTS when the volume exists.
+   * A stream the caller cancels or breaks ends the upload the same way.
+   *
+   * @generated from rpc vmm.v1.StorageService.UploadVolume
+   */
+  uploadVolume: {
+    methodKind: "client_streaming";
+    input: typeof UploadVolumeRequestSchema;
+    output: typeof UploadVolumeResponseSchema;
   },
   /**
    * Takes an internal snapshot of a qcow2 volume, offline (the volume must not be held

@@ -427,7 +427,8 @@ export type UploadImageRequest = Message<"Quantixkvm.storage.v1.UploadImageReque
     case: "header";
   } | {
     /**
-     * The next piece of data, 1 byte to 4 MiB.
+     * The next piece of data, 1 byte to 4 MiB less 16 bytes (a request message is at most
+     * 4 MiB with its framing).
      *
      * @generated from field: bytes chunk = 2;
      */

@@ -1,0 +1,136 @@
+import { spawn } from "node:child_process";
+import { createReadStream, createWriteStream } from "node:fs";
+import { open, rename } from "node:fs/promises";
+import { join } from "node:path";
+import { Transform, type Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGunzip } from "node:zlib";
+import { QuantixError } from "@quantix/core";
+import { inspectImage } from "./inspect-image.js";
+import type { Pools } from "./pools.js";
+import type { QemuImg } from "./qemu-img.js";
+import type { VolumeFormatName, VolumeInfo, Volumes } from "./volumes.js";
+
+/** One step of an import, as ImportVolumeProgress reports it. */
+export interface ImportProgress {
+  readonly phase: "downloading" | "verifying" | "converting" | "ready";
+  readonly bytesDone: bigint;
+  readonly bytesTotal: bigint;
+  readonly sha256?: string;
+  readonly detectedFormat?: string;
+  readonly volume?: VolumeInfo;
+}
+
+/** The volume an import makes, in a pool already resolved (the caller holds the volume's lock). */
+export interface ImportTarget {
+  readonly poolId: string;
+  readonly poolDir: string;
+  readonly id: string;
+  readonly format: VolumeFormatName;
+  /** Expected SHA-256 of the received bytes, lowercase hex; empty: not checked. */
+  readonly expectedSha256: string;
+  /** The format the sender declared (qcow2, raw, vmdk, vdi, vhdx, vpc, iso); absent: any. Checked against the content, never used to read it. */
+  readonly expectedFormat?: string;
+}
+
+/** The received bytes, in a temporary file of the pool. */
+export interface Received {
+  readonly path: string;
+  /** The SHA-256 of the bytes as received. */
+  readonly sha256: string;
+  readonly bytesDone: bigint;
+  readonly bytesTotal: bigint;
+  /** How the bytes came, for messages: "download" or "upload". */
+  readonly what?: string;
+}
+
+/**
+ * The second half of an import, once the bytes are in a temporary file of the pool
+ * (ImportVolume's download, UploadVolume's stream): sha256 check, gzip/xz decompression
+ * detected from the content and bounded by the pool's free space, inspectImage (hostile
+ * images refused), the virtual size against the pool's free space, `qemu-img convert -f
+ * <detected> -O <format>` into a `.partial` file, then a rename into place. Yields
+ * verifying, converting and ready. Temporary files come from `temp`, whose caller removes
+ * them whatever happens.
+ */
+export async function* finishImport(
+  deps: { pools: Pools; volumes: Volumes; qemuImg: QemuImg },
+  target: ImportTarget,
+  received: Received,
+  temp: (what: string) => string,
+  signal: AbortSignal,
+): AsyncGenerator<ImportProgress> {
+  const { sha256, bytesDone: done, bytesTotal: total } = received;
+  const room = async () => (await deps.pools.capacity(target.poolDir)).availableBytes;
+  if (target.expectedSha256 !== "" && sha256 !== target.expectedSha256) throw new QuantixError("failed_precondition", `sha256 mismatch: expected ${target.expectedSha256}, the ${received.what ?? "download"} is ${sha256}`);
+
+  // Decompress by magic bytes, bounded by the pool's free space; then inspect.
+  yield { phase: "verifying", bytesDone: done, bytesTotal: total, sha256 };
+  let image = received.path;
+  const compression = await compressionOf(received.path);
+  if (compression !== undefined) {
+    image = temp("image");
+    await decompress(compression, received.path, image, await room(), signal);
+  }
+  const inspected = await inspectImage(image, { qemuImg: deps.qemuImg });
+  const detectedFormat = inspected.iso ? "iso" : inspected.format;
+  if (target.expectedFormat !== undefined && target.expectedFormat !== "" && target.expectedFormat !== detectedFormat) {
+    throw new QuantixError("failed_precondition", `the data is ${detectedFormat}, not the ${target.expectedFormat} the sender declared`);
+  }
+  const free = await room();
+  if (inspected.virtualSizeBytes > free) throw new QuantixError("resource_exhausted", `the image's virtual size ${inspected.virtualSizeBytes} bytes is more than the pool's ${free} available bytes`);
+  yield { phase: "converting", bytesDone: done, bytesTotal: total, sha256, detectedFormat };
+
+  const partial = temp(target.format);
+  await deps.qemuImg.convert(image, inspected.format, partial, target.format);
+  await rename(partial, join(target.poolDir, `${target.id}.${target.format}`));
+  const volume = await deps.volumes.get(target.poolId, target.id);
+  yield { phase: "ready", bytesDone: done, bytesTotal: total, sha256, detectedFormat, volume };
+}
+
+async function compressionOf(path: string): Promise<"gzip" | "xz" | undefined> {
+  const fh = await open(path, "r");
+  try {
+    const head = Buffer.alloc(6);
+    const { bytesRead } = await fh.read(head, 0, 6, 0);
+    if (bytesRead >= 2 && head[0] === 0x1f && head[1] === 0x8b) return "gzip";
+    if (bytesRead === 6 && head.equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return "xz";
+    return undefined;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Decompresses `from` into `to`, failing with RESOURCE_EXHAUSTED past `limit` bytes (a decompression bomb) and FAILED_PRECONDITION for corrupt data. */
+async function decompress(kind: "gzip" | "xz", from: string, to: string, limit: bigint, signal: AbortSignal): Promise<void> {
+  let written = 0n;
+  const bound = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      written += BigInt(chunk.length);
+      if (written > limit) cb(new QuantixError("resource_exhausted", `the decompressed image passed the pool's ${limit} available bytes`));
+      else cb(null, chunk);
+    },
+  });
+  let source: Readable;
+  let xzDone: Promise<void> = Promise.resolve();
+  if (kind === "gzip") source = createReadStream(from).pipe(createGunzip());
+  else {
+    const xz = spawn("xz", ["-dc"], { stdio: ["pipe", "pipe", "pipe"], signal });
+    let stderr = "";
+    xz.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString("utf8")).slice(0, 300)));
+    // A feed that breaks (xz exited early) is reported by xz's exit status below.
+    pipeline(createReadStream(from), xz.stdin).catch(() => undefined);
+    xzDone = new Promise((resolve, reject) => {
+      xz.on("error", (err) => reject(new QuantixError("failed_precondition", "xz is not installed on this host (Debian: xz-utils)", [], { cause: err })));
+      xz.on("close", (code) => (code === 0 ? resolve() : reject(new QuantixError("failed_precondition", `the xz data is corrupt: ${stderr.trim()}`))));
+    });
+    source = xz.stdout;
+  }
+  try {
+    await pipeline(source, bound, createWriteStream(to, { mode: 0o600 }), { signal });
+    await xzDone;
+  } catch (err) {
+    if (err instanceof QuantixError) throw err;
+    throw new QuantixError("failed_precondition", `the ${kind} data is corrupt or truncated`, [], { cause: err });
+  }
+}
