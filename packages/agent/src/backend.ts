@@ -209,13 +209,13 @@ export interface Backend {
    */
   suspendVM?(vmId: string): Promise<void>;
   /**
-   * Takes snapshot `snapshotId` of every writable disk at one instant (needs
-   * "vm-snapshot"), with memory when `includeMemory` and QEMU runs. Called in
+   * Takes snapshot `snapshotId` of every writable disk (or of those `diskIds` names) at one
+   * instant (needs "vm-snapshot"), with memory when `includeMemory` and QEMU runs. Called in
    * created/shutdown/crashed/running/paused; idempotent for an existing id.
    */
-  snapshotVM?(vmId: string, snapshotId: string, includeMemory: boolean): Promise<VmSnapshotInfo>;
-  /** Rolls every disk back to the snapshot; with memory, the guest continues from it (the VM runs afterwards). */
-  revertVMSnapshot?(vmId: string, snapshotId: string): Promise<VmSnapshotInfo>;
+  snapshotVM?(vmId: string, snapshotId: string, includeMemory: boolean, diskIds?: readonly string[]): Promise<VmSnapshotInfo>;
+  /** Rolls every disk (or those of `diskIds`) back to the snapshot; with memory, the guest continues from it (the VM runs afterwards). */
+  revertVMSnapshot?(vmId: string, snapshotId: string, diskIds?: readonly string[]): Promise<VmSnapshotInfo>;
   /** Deletes the snapshot from every disk holding it; NOT_FOUND when none does. */
   deleteVMSnapshot?(vmId: string, snapshotId: string): Promise<void>;
   /** The VM's snapshots (UUID tags), oldest first. */

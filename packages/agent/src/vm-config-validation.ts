@@ -9,7 +9,7 @@ import { CONTROL_CHARS, validateCloudInit, Violations, type FieldViolation } fro
 
 import { VM_ID_PATTERN } from "./vm-id.js";
 
-const DEVICE_ID = /^[a-zA-Z][a-zA-Z0-9_-]{0,62}$/;
+export const DEVICE_ID = /^[a-zA-Z][a-zA-Z0-9_-]{0,62}$/;
 const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 /** Linux interface names: no '/', whitespace or ':'; "." and ".." are not names. */
 const TAP = /^(?!\.{1,2}$)[a-zA-Z0-9_.-]{1,15}$/;

@@ -6,7 +6,7 @@ import { CreatedAtStore } from "./created-at-store.js";
 import { checkImagePaths, type ImageCheck } from "./image-dirs.js";
 import { checkDeviceLayout } from "./migration-layout.js";
 import { checkCopyPaths, checkCopies, disksToCopy, requireSharedStorage, type RequestedCopy } from "./migration-storage.js";
-import { consoleBuffered, requiredCapabilities, validateVmConfig, validateVmId } from "./vm-config-validation.js";
+import { consoleBuffered, DEVICE_ID, requiredCapabilities, validateVmConfig, validateVmId } from "./vm-config-validation.js";
 import { pageVms, type ListPage, type ListQuery } from "./vm-list.js";
 import { decide, hint, type VmAction } from "./vm-state-table.js";
 import { VmWatchHub, type VmChange } from "./vm-watch-hub.js";
@@ -162,13 +162,13 @@ export class VmManager {
    * SnapshotVm (needs "vm-snapshot"): in every state but SUSPENDED (its memory is in a
    * file; resume it first). Memory is saved only while QEMU runs (RUNNING or PAUSED).
    */
-  snapshotVm(vmId: string, snapshotId: string, includeMemory: boolean): Promise<VmSnapshotInfo> {
-    return this.onSnapshot(vmId, snapshotId, "SnapshotVm", async (b, info) => b.snapshotVM!(vmId, snapshotId, includeMemory && (info.state === "running" || info.state === "paused")));
+  snapshotVm(vmId: string, snapshotId: string, includeMemory: boolean, diskIds: readonly string[] = []): Promise<VmSnapshotInfo> {
+    return this.onSnapshot(vmId, snapshotId, "SnapshotVm", async (b, info) => b.snapshotVM!(vmId, snapshotId, includeMemory && (info.state === "running" || info.state === "paused"), diskIds), diskIds);
   }
 
   /** RevertVmSnapshot (needs "vm-snapshot"): the backend says which states a snapshot with or without memory allows; watchers see the new state. */
-  async revertVmSnapshot(vmId: string, snapshotId: string): Promise<VmSnapshotInfo> {
-    const snap = await this.onSnapshot(vmId, snapshotId, "RevertVmSnapshot", (b) => b.revertVMSnapshot!(vmId, snapshotId));
+  async revertVmSnapshot(vmId: string, snapshotId: string, diskIds: readonly string[] = []): Promise<VmSnapshotInfo> {
+    const snap = await this.onSnapshot(vmId, snapshotId, "RevertVmSnapshot", (b) => b.revertVMSnapshot!(vmId, snapshotId, diskIds), diskIds);
     await this.publish(vmId, "RevertVmSnapshot").catch(() => undefined);
     return snap;
   }
@@ -184,10 +184,15 @@ export class VmManager {
   }
 
   /** Runs a VM snapshot call in the VM's queue: the capability first, then the ids, then the state. */
-  private onSnapshot<T>(vmId: string, snapshotId: string | undefined, rpc: string, fn: (b: Backend, info: BackendVmInfo) => Promise<T>): Promise<T> {
+  private onSnapshot<T>(vmId: string, snapshotId: string | undefined, rpc: string, fn: (b: Backend, info: BackendVmInfo) => Promise<T>, diskIds: readonly string[] = []): Promise<T> {
     if (!this.backend.snapshotVM || !this.backend.capabilities.has("vm-snapshot")) throw this.lacks("vm-snapshot", rpc);
     const v = validateVmId("vm_id", vmId);
     if (snapshotId !== undefined && !SNAPSHOT_ID.test(snapshotId)) v.push({ field: "snapshot_id", reason: "INVALID_FORMAT", description: "must be a UUID in lowercase" });
+    if (diskIds.length > MAX_SNAPSHOT_DISK_IDS) v.push({ field: "disk_ids", reason: "TOO_MANY", description: `at most ${MAX_SNAPSHOT_DISK_IDS} disks` });
+    for (const [i, id] of diskIds.entries()) {
+      if (!DEVICE_ID.test(id)) v.push({ field: `disk_ids[${i}]`, reason: "INVALID_FORMAT", description: "must be a disk id: a letter, then letters, digits, '_' or '-', at most 63 characters" });
+      else if (diskIds.indexOf(id) !== i) v.push({ field: `disk_ids[${i}]`, reason: "DUPLICATE", description: `disk '${id}' is named twice` });
+    }
     throwIfViolations(v);
     return this.serial(vmId, async () => {
       const info = await this.backend.getVMInfo(vmId);
@@ -489,6 +494,8 @@ export class VmManager {
   }
 }
 
+/** At most this many disks in a SnapshotVm / RevertVmSnapshot request. */
+const MAX_SNAPSHOT_DISK_IDS = 64;
 const SNAPSHOT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 function change(type: VmChange["type"], vm: BackendVmInfo, reason: string): VmChange {

@@ -199,10 +199,13 @@ export interface NodeVmSnapshot {
 
 /** Snapshots of a whole VM on its node, tagged with the snapshot's id: every disk at one instant, optionally with memory. */
 export interface HypervisorVmSnapshots {
-  /** Takes it (idempotent for an existing id). */
-  take(vmId: string, snapshotId: string, includeMemory: boolean): Promise<NodeVmSnapshot>;
-  /** Rolls the VM back to it; with memory the guest continues from the snapshot point. */
-  revert(vmId: string, snapshotId: string): Promise<NodeVmSnapshot>;
+  /**
+   * Takes it (idempotent for an existing id), on every writable disk or only on `diskIds`
+   * (one disk of a running VM: a live snapshot of the volume attached there).
+   */
+  take(vmId: string, snapshotId: string, includeMemory: boolean, diskIds?: readonly string[]): Promise<NodeVmSnapshot>;
+  /** Rolls the VM (the disks `diskIds` names, or every one) back to it; with memory the guest continues from the snapshot point. */
+  revert(vmId: string, snapshotId: string, diskIds?: readonly string[]): Promise<NodeVmSnapshot>;
   /** Deletes it; NOT_FOUND when the VM's disks do not hold it. */
   delete(vmId: string, snapshotId: string): Promise<void>;
 }

@@ -10,8 +10,8 @@ type SnapshotMethods = Pick<ServiceImpl<typeof VmService>, "snapshotVm" | "rever
 /** vmm.v1 VmService's VM snapshot RPCs over the VmManager: conversion only. */
 export function vmSnapshotRoutes(m: VmManager): SnapshotMethods {
   return {
-    snapshotVm: async (req) => toVmSnapshot(req.vmId, await m.snapshotVm(req.vmId, req.snapshotId, req.includeMemory)),
-    revertVmSnapshot: async (req) => toVmSnapshot(req.vmId, await m.revertVmSnapshot(req.vmId, req.snapshotId)),
+    snapshotVm: async (req) => toVmSnapshot(req.vmId, await m.snapshotVm(req.vmId, req.snapshotId, req.includeMemory, req.diskIds)),
+    revertVmSnapshot: async (req) => toVmSnapshot(req.vmId, await m.revertVmSnapshot(req.vmId, req.snapshotId, req.diskIds)),
     async deleteVmSnapshot(req) {
       await m.deleteVmSnapshot(req.vmId, req.snapshotId);
       return {};

@@ -1,11 +1,13 @@
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { PowerState, VmStatus_State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { SnapshotState, type Snapshot } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_pb.js";
-import { allOf, QuantixError, SNAPSHOT_CONTROLLER, SNAPSHOT_FINALIZER, SNAPSHOT_KIND, SNAPSHOT_TAKING_PERCENT, STORAGE_POOL_KIND, VM_KIND, VOLUME_KIND, type Clock, type Kind, type Resource, type Store, type Timers } from "@quantix/core";
+import { allOf, QuantixError, SNAPSHOT_CONTROLLER, SNAPSHOT_FINALIZER, SNAPSHOT_KIND, SNAPSHOT_TAKING_PERCENT, STORAGE_POOL_KIND, VM_KIND, VOLUME_KIND, type Clock, type HypervisorVmSnapshots, type Kind, type Resource, type Store, type Timers } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
 import type { SnapshotRef } from "../storage/node-storage.js";
 import type { NodeStorages } from "../storage/node-storages.js";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
+import { vmsNamingVolume } from "../services/volume-service.js";
 import { setCondition } from "./conditions.js";
 import { reasonOf, transient, volumeNode, writeStatusOf } from "./storage-steps.js";
 
@@ -76,19 +78,28 @@ export function snapshotController(deps: { store: Store; storages: NodeStorages;
     if (t?.case === "vmId") {
       const vm = await deps.store.of(VM_KIND).get(t.value);
       if (!vm) return undefined;
-      const nodeId = vm.status?.nodeId ?? "";
-      const driver = nodeId === "" ? undefined : deps.drivers.get(nodeId);
-      if (!driver) throw new QuantixError("unavailable", nodeId === "" ? `VM '${vm.id}' is on no node` : `node '${nodeId}' of VM '${vm.id}' is not connected`);
-      const snaps = driver.vmSnapshots;
-      if (!snaps || !driver.capabilities.has("vm-snapshot")) throw new QuantixError("failed_precondition", `node '${nodeId}''s ${driver.kind} hypervisor lacks the capability "vm-snapshot"`);
+      const snaps = vmSnapshotsOf(vm);
+      const disks = snapshotDiskIds(vm, s.spec?.excludedDiskIds ?? []);
       return {
-        take: async () => snaps.take(vm.id, s.id, s.spec?.includeMemory ?? false),
-        revert: async () => void (await snaps.revert(vm.id, s.id)),
+        take: async () => snaps.take(vm.id, s.id, s.spec?.includeMemory ?? false, disks),
+        revert: async () => void (await snaps.revert(vm.id, s.id, disks)),
         remove: () => snaps.delete(vm.id, s.id),
       };
     }
     const volume = await deps.store.of(VOLUME_KIND).get(targetOf(s));
     if (!volume) return undefined;
+    // A volume a running VM holds open is snapshotted (and its snapshot deleted) through that VM's QEMU, on that disk alone.
+    const holder = await liveHolder(volume);
+    if (holder) {
+      const snaps = vmSnapshotsOf(holder.vm);
+      return {
+        take: async () => ({ ...(await snaps.take(holder.vm.id, s.id, false, [holder.diskId])), memoryIncluded: false }),
+        revert: async () => {
+          throw new QuantixError("failed_precondition", `volume '${volume.id}' is in use by running VM '${holder.vm.id}': stop the VM or detach the volume to revert it`);
+        },
+        remove: () => snaps.delete(holder.vm.id, s.id),
+      };
+    }
     const pool = await deps.store.of(STORAGE_POOL_KIND).get(volume.spec?.poolId ?? "");
     if (!pool) throw new QuantixError("failed_precondition", `storage pool '${volume.spec?.poolId}' of volume '${volume.id}' not found`);
     const storage = deps.storages.of(await volumeNode(deps.store, deps.storages, volume.status?.nodeId ?? "", pool));
@@ -98,6 +109,54 @@ export function snapshotController(deps: { store: Store; storages: NodeStorages;
       revert: async () => void (await storage.revertSnapshot(ref)),
       remove: () => storage.deleteSnapshot(ref),
     };
+  }
+
+  /**
+   * RevertToSnapshot's start_after_revert: asks for the VM to run (desired power state
+   * RUNNING, a new generation), as StartVM would; the VM controller starts it. A VM that
+   * already runs (a snapshot with memory) or is asked to is left as it is.
+   */
+  async function startVm(vmId: string): Promise<void> {
+    await deps.store
+      .of(VM_KIND)
+      .update(
+        vmId,
+        (vm) => {
+          if (vm.deletionRequestedAt || !vm.spec || vm.spec.desiredPowerState === PowerState.RUNNING) return undefined;
+          vm.spec.desiredPowerState = PowerState.RUNNING;
+          vm.generation += 1n;
+          return vm;
+        },
+        { actor: SNAPSHOT_CONTROLLER },
+      )
+      .catch((err: unknown) => {
+        if (!(err instanceof QuantixError && err.code === "not_found")) throw err;
+      });
+  }
+
+  /** The VM snapshot steps of the VM's node; UNAVAILABLE while it is on no connected node. */
+  function vmSnapshotsOf(vm: VirtualMachine & Resource): HypervisorVmSnapshots {
+    const nodeId = vm.status?.nodeId ?? "";
+    const driver = nodeId === "" ? undefined : deps.drivers.get(nodeId);
+    if (!driver) throw new QuantixError("unavailable", nodeId === "" ? `VM '${vm.id}' is on no node` : `node '${nodeId}' of VM '${vm.id}' is not connected`);
+    const snaps = driver.vmSnapshots;
+    if (!snaps || !driver.capabilities.has("vm-snapshot")) throw new QuantixError("failed_precondition", `node '${nodeId}''s ${driver.kind} hypervisor lacks the capability "vm-snapshot"`);
+    return snaps;
+  }
+
+  /**
+   * The VM whose QEMU holds the volume open (RUNNING or PAUSED), with the disk it is there;
+   * undefined when no VM runs with it. A VM between states is UNAVAILABLE: tried again.
+   */
+  async function liveHolder(volume: Resource & { projectId: string }): Promise<{ vm: VirtualMachine & Resource; diskId: string } | undefined> {
+    for (const vm of await vmsNamingVolume(deps.store, volume)) {
+      const state = vm.status?.state ?? VmStatus_State.STATE_UNSPECIFIED;
+      if (OFFLINE.has(state)) continue;
+      if (state !== VmStatus_State.RUNNING && state !== VmStatus_State.PAUSED) throw new QuantixError("unavailable", `VM '${vm.id}', which uses volume '${volume.id}', is ${VmStatus_State[state]}: tried again once it runs or stops`);
+      const disk = vm.spec?.disks.find((d) => d.volumeId === volume.id);
+      if (disk) return { vm, diskId: disk.id };
+    }
+    return undefined;
   }
 
   async function fail(s: S, step: "Create" | "Revert" | "Delete", err: unknown): Promise<{ requeueAfterMs: number } | void> {
@@ -189,6 +248,7 @@ export function snapshotController(deps: { store: Store; storages: NodeStorages;
       return fail(s, "Revert", err);
     }
     await makeCurrent(s);
+    if (s.startAfterRevert && s.spec?.target.case === "vmId") await startVm(s.spec.target.value);
     const nowMs = deps.clock.now();
     await writeStatus(s.id, (cur) => {
       const st = cur.status!;
@@ -242,6 +302,15 @@ export function snapshotController(deps: { store: Store; storages: NodeStorages;
     },
     { clock: deps.clock, ...(deps.timers ? { timers: deps.timers } : {}), log: deps.log, revision: () => deps.store.revision() },
   );
+}
+
+/** VM states in which no QEMU holds the VM's disks: a volume there is snapshotted on its own node, offline. */
+const OFFLINE: ReadonlySet<VmStatus_State> = new Set([VmStatus_State.STATE_UNSPECIFIED, VmStatus_State.PENDING, VmStatus_State.STOPPED, VmStatus_State.CRASHED, VmStatus_State.ERROR]);
+
+/** The disks a VM snapshot is taken on: empty (every writable disk) unless some are excluded. */
+function snapshotDiskIds(vm: VirtualMachine, excluded: readonly string[]): string[] {
+  if (excluded.length === 0) return [];
+  return (vm.spec?.disks ?? []).filter((d) => !d.readonly && !excluded.includes(d.id)).map((d) => d.id);
 }
 
 function targetOf(s: S): string {

@@ -14,9 +14,14 @@ import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v
 import { VmStatus_State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { SnapshotState } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_pb.js";
 import { SnapshotService } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_service_pb.js";
-import { createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { BadRequestSchema } from "@quantix/api/gen/google/rpc/error_details_pb.js";
+import { StoragePoolService } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
+import { StoragePoolState, StoragePoolType } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
+import { VolumeState } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
+import { VolumeService } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
 import { QemuBackend, SimulatedBackend, VmManager } from "@quantix/agent";
-import { buildTestGuest, consoleText, ensureDebianPackages, GUEST_TICK, guestTicks, guestVmConfig, lastTick, startTestServer, TestAgent, ticksPast, until, type TestGuest } from "@quantix/testing";
+import { buildTestGuest, consoleText, ensureDebianPackages, GUEST_TICK, guestTicks, guestVmConfig, lastTick, rejection, startTestServer, TestAgent, ticksPast, until, type TestGuest, type TestServer } from "@quantix/testing";
 
 // VM snapshots on a real TCG guest whose busybox init prints a counter 5 times a second
 // (the one real-VM test file of snapshots): on the agent's QEMU backend, a snapshot with
@@ -48,6 +53,33 @@ async function disk(name: string, format: "qcow2" | "raw" = "qcow2"): Promise<st
 }
 
 const dev = (id: string, file: string): StorageDevice => create(StorageDeviceSchema, { id, path: file });
+
+/**
+ * A control plane and one in-process agent on QEMU whose node is READY with "vm-snapshot";
+ * `fn` runs there (`ctx.vmId`: a VM to delete afterwards), then every QEMU, the agent and
+ * the control plane are stopped.
+ */
+async function onQemuNode(name: string, label: string, fn: (n: { s: TestServer; agent: TestAgent; stateDir: string; nodeId: string }, ctx: { vmId: string }) => Promise<void>): Promise<void> {
+  const stateDir = path.join(dir, name);
+  await mkdir(path.join(stateDir, "images"), { recursive: true });
+  const s = await startTestServer({ demo: false, defaultQuota: {}, defaultDeadlineMs: 30_000 });
+  const agent = new TestAgent(new QemuBackend({ stateDir, kvm: false }), stateDir, `${label}-${process.pid}`, 200, [path.join(stateDir, "images"), guest.imageDir]);
+  const ctx = { vmId: "" };
+  try {
+    await agent.start(s.url);
+    const nodeId = await until(async () => {
+      const n = (await s.nodes.listNodes({})).nodes.find((x) => x.hostname === agent.name);
+      return n?.status?.phase === Phase.READY && n.status.hypervisor?.capabilities.includes("vm-snapshot") ? n.id : undefined;
+    }, "the QEMU agent's node READY with vm-snapshot", 30_000);
+    await fn({ s, agent, stateDir, nodeId }, ctx);
+  } finally {
+    if (ctx.vmId) await s.vms.deleteVM({ id: ctx.vmId, force: true }).catch(() => undefined);
+    for (const v of await agent.backend.listVMs().catch(() => [])) if (v.pid) process.kill(v.pid, "SIGKILL");
+    await agent.kill().catch(() => undefined);
+    await agent.backend.close();
+    await s.close();
+  }
+}
 
 /** The ticks the guest printed after the first `from` characters of its console. */
 async function ticksAfter(b: QemuBackend, vmId: string, from: number): Promise<number[]> {
@@ -163,17 +195,7 @@ test("a disk-only snapshot of a stopped VM brings back its disks' data; raw disk
 });
 
 test("through SnapshotService: a VM snapshot with memory on a QEMU agent's node, reverted, makes the guest count again from the snapshot point", { timeout: 240_000 }, async () => {
-  const stateDir = path.join(dir, "cp-agent");
-  await mkdir(path.join(stateDir, "images"), { recursive: true });
-  const s = await startTestServer({ demo: false, defaultQuota: {}, defaultDeadlineMs: 30_000 });
-  const agent = new TestAgent(new QemuBackend({ stateDir, kvm: false }), stateDir, `snap-qemu-${process.pid}`, 200, [path.join(stateDir, "images"), guest.imageDir]);
-  let vmId = "";
-  try {
-    await agent.start(s.url);
-    const nodeId = await until(async () => {
-      const n = (await s.nodes.listNodes({})).nodes.find((x) => x.hostname === agent.name);
-      return n?.status?.phase === Phase.READY && n.status.hypervisor?.capabilities.includes("vm-snapshot") ? n.id : undefined;
-    }, "the QEMU agent's node READY with vm-snapshot", 30_000);
+  await onQemuNode("cp-agent", "snap-qemu", async ({ s, agent, stateDir, nodeId }, ctx) => {
     const file = path.join(stateDir, "images", "root.qcow2");
     await run("qemu-img", ["create", "-q", "-f", "qcow2", file, "64M"]);
     const vm = await s.vms.createVM({
@@ -181,7 +203,7 @@ test("through SnapshotService: a VM snapshot with memory on a QEMU agent's node,
       nodeId,
       spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, cmdline: guest.kernelArgs } }, disks: [{ id: "root", hostPath: file }] },
     });
-    vmId = vm.id;
+    ctx.vmId = vm.id;
     await s.vms.startVM({ id: vm.id });
     const text = async () => new TextDecoder().decode((await s.vms.getConsoleOutput({ vmId: vm.id, tailBytes: 1 << 20 })).data);
     const ticks = async (from = 0) => [...(await text()).slice(from).matchAll(new RegExp(`${GUEST_TICK} (\\d+)`, "g"))].map((m) => Number(m[1]));
@@ -225,11 +247,88 @@ test("through SnapshotService: a VM snapshot with memory on a QEMU agent's node,
     await snapshots.deleteSnapshot({ id: snap.id });
     const left = await agent.manager.listVmSnapshots(vm.id);
     assert.ok(!left.some((x) => x.snapshotId === snap.id), "gone from the VM's disk");
-  } finally {
-    if (vmId) await s.vms.deleteVM({ id: vmId, force: true }).catch(() => undefined);
-    for (const v of await agent.backend.listVMs().catch(() => [])) if (v.pid) process.kill(v.pid, "SIGKILL");
-    await agent.kill().catch(() => undefined);
-    await agent.backend.close();
-    await s.close();
-  }
+  });
+});
+
+test("through SnapshotService: a volume a running VM uses is snapshotted live on that disk alone, deleted live, and reverted once free; a VM snapshot can leave disks out and start the VM after its revert", { timeout: 240_000 }, async () => {
+  await onQemuNode("cp-agent-live", "snap-live", async ({ s, stateDir, nodeId }, ctx) => {
+    const pools = createClient(StoragePoolService, s.transport);
+    const volumes = createClient(VolumeService, s.transport);
+    const snapshots = createClient(SnapshotService, s.transport);
+    const pool = await pools.createStoragePool({ name: "local", spec: { type: StoragePoolType.LOCAL_DIR, nodeIds: [nodeId] } });
+    await until(async () => ((await pools.getStoragePool({ id: pool.id })).status?.state === StoragePoolState.READY ? true : undefined), "the pool READY");
+    const data = await volumes.createVolume({ name: "data", spec: { sizeGib: 1n, poolId: pool.id } });
+    await until(async () => ((await volumes.getVolume({ id: data.id })).status?.state === VolumeState.AVAILABLE ? true : undefined), "the data volume AVAILABLE");
+    const dataFile = path.join(stateDir, "pools", pool.id, `${data.id}.qcow2`);
+    await run("qemu-io", ["-f", "qcow2", "-c", "write -P 0x11 0 64k", dataFile]);
+    const root = path.join(stateDir, "images", "root.qcow2");
+    await run("qemu-img", ["create", "-q", "-f", "qcow2", root, "64M"]);
+    const tags = async (file: string) => ((await run("qemu-img", ["snapshot", "-U", "-l", file])).stdout.match(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g) ?? []);
+    const settled = (id: string, what: string) =>
+      until(async () => {
+        const x = await snapshots.getSnapshot({ id });
+        if (x.status?.state === SnapshotState.ERROR) throw new Error(x.status.errorMessage);
+        return x.status?.state === SnapshotState.AVAILABLE && x.status.observedGeneration === x.generation ? x : undefined;
+      }, what, 60_000, 200);
+
+    const vm = await s.vms.createVM({
+      name: "live-volume",
+      nodeId,
+      spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, cmdline: guest.kernelArgs } }, disks: [{ id: "root", hostPath: root }, { id: "data", volumeId: data.id }] },
+    });
+    ctx.vmId = vm.id;
+    await s.vms.startVM({ id: vm.id });
+    const text = async () => new TextDecoder().decode((await s.vms.getConsoleOutput({ vmId: vm.id, tailBytes: 1 << 20 })).data);
+    await until(async () => (new RegExp(`${GUEST_TICK} \\d+`).test(await text()) ? true : undefined), "the guest counting", BOOT_MS, 200);
+    assert.equal((await volumes.getVolume({ id: data.id })).status?.state, VolumeState.IN_USE);
+
+    // 1. A snapshot of the IN_USE volume, taken through the running QEMU, on that disk only.
+    const live = await snapshots.createSnapshot({ name: "live", spec: { target: { case: "volumeId", value: data.id } } });
+    const taken = await settled(live.id, "the live volume snapshot AVAILABLE");
+    assert.equal(taken.status?.memoryIncluded, false);
+    assert.equal((await s.vms.getVM({ id: vm.id })).status?.state, VmStatus_State.RUNNING, "the VM kept running");
+    assert.deepEqual(await tags(dataFile), [live.id], "the tag is in the volume's file");
+    assert.deepEqual(await tags(root), [], "and in no other disk of the VM");
+
+    // 2. A VM snapshot leaving the data disk out: the root disk alone holds it.
+    const badExclude = await rejection(snapshots.createSnapshot({ name: "bad", spec: { target: { case: "vmId", value: vm.id }, excludedDiskIds: ["nope"] } }));
+    assert.equal(badExclude.code, Code.InvalidArgument);
+    assert.deepEqual(badExclude.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations.map((f) => f.field)), ["spec.excluded_disk_ids[0]"]);
+    const noDisk = await rejection(snapshots.createSnapshot({ name: "bad", spec: { target: { case: "vmId", value: vm.id }, excludedDiskIds: ["root", "data"] } }));
+    assert.equal(noDisk.code, Code.FailedPrecondition, noDisk.message);
+    const rootOnly = await snapshots.createSnapshot({ name: "root-only", spec: { target: { case: "vmId", value: vm.id }, excludedDiskIds: ["data"] } });
+    const rootTaken = await settled(rootOnly.id, "the VM snapshot without its data disk AVAILABLE");
+    assert.deepEqual(rootTaken.status?.volumeSnapshots.map((v) => v.diskId), [], "no volume of the VM is in it");
+    assert.deepEqual(await tags(root), [rootOnly.id]);
+    assert.deepEqual(await tags(dataFile), [live.id], "the excluded disk was left alone");
+
+    // 3. A live volume snapshot deleted while the VM runs goes from the file; a revert of one is refused while the VM uses the volume.
+    const doomed = await snapshots.createSnapshot({ name: "doomed", spec: { target: { case: "volumeId", value: data.id } } });
+    await settled(doomed.id, "the second live snapshot AVAILABLE");
+    assert.deepEqual((await tags(dataFile)).sort(), [live.id, doomed.id].sort());
+    await snapshots.deleteSnapshot({ id: doomed.id });
+    await until(() => snapshots.getSnapshot({ id: doomed.id }).then(() => undefined, (e: unknown) => (ConnectError.from(e).code === Code.NotFound ? true : undefined)), "the deleted snapshot gone", 60_000, 200);
+    assert.deepEqual(await tags(dataFile), [live.id], "deleted from the running VM's disk");
+    const busy = await rejection(snapshots.revertToSnapshot({ id: live.id }));
+    assert.equal(busy.code, Code.FailedPrecondition);
+    assert.match(busy.message, new RegExp(`in use|IN_USE`));
+
+    // 4. The VM stopped, its disk-only snapshot reverted with start_after_revert: the VM runs again.
+    await s.vms.stopVM({ id: vm.id, force: true });
+    await until(async () => ((await s.vms.getVM({ id: vm.id })).status?.state === VmStatus_State.STOPPED ? true : undefined), "the VM STOPPED", 60_000, 200);
+    await snapshots.revertToSnapshot({ id: rootOnly.id, startAfterRevert: true });
+    const back = await settled(rootOnly.id, "the revert of the VM snapshot done");
+    assert.equal(back.status?.conditions.find((c) => c.type === "Reverted")?.status, 1 /* TRUE */, back.status?.errorMessage);
+    assert.equal(back.startAfterRevert, true);
+    await until(async () => ((await s.vms.getVM({ id: vm.id })).status?.state === VmStatus_State.RUNNING ? true : undefined), "the VM started after the revert", 60_000, 200);
+
+    // 5. The VM gone, the volume is free: data written after the live snapshot goes with its revert.
+    await s.vms.deleteVM({ id: vm.id, force: true });
+    ctx.vmId = "";
+    await until(async () => ((await volumes.getVolume({ id: data.id })).status?.state === VolumeState.AVAILABLE ? true : undefined), "the volume AVAILABLE again", 60_000, 200);
+    await run("qemu-io", ["-f", "qcow2", "-c", "write -P 0x22 0 64k", dataFile]);
+    await snapshots.revertToSnapshot({ id: live.id });
+    await settled(live.id, "the volume reverted to its live snapshot");
+    await run("qemu-io", ["-f", "qcow2", "-c", "read -P 0x11 0 64k", dataFile]);
+  });
 });

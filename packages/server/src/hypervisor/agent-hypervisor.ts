@@ -96,8 +96,8 @@ export class AgentHypervisor implements HypervisorPort {
     };
     this.migration = agentMigration(this.client, (fn) => this.call(fn), o.node, (config) => markOwner(config, o.clusterId));
     this.vmSnapshots = {
-      take: async (vmId, snapshotId, includeMemory) => nodeVmSnapshot(await this.call(() => this.client.snapshotVm({ vmId, snapshotId, includeMemory }))),
-      revert: async (vmId, snapshotId) => nodeVmSnapshot(await this.call(() => this.client.revertVmSnapshot({ vmId, snapshotId }))),
+      take: async (vmId, snapshotId, includeMemory, diskIds = []) => nodeVmSnapshot(await this.call(() => this.client.snapshotVm({ vmId, snapshotId, includeMemory, diskIds: [...diskIds] }))),
+      revert: async (vmId, snapshotId, diskIds = []) => nodeVmSnapshot(await this.call(() => this.client.revertVmSnapshot({ vmId, snapshotId, diskIds: [...diskIds] }))),
       delete: async (vmId, snapshotId) => void (await this.call(() => this.client.deleteVmSnapshot({ vmId, snapshotId }))),
     };
     this.metrics = agentMetrics(this.client, (fn) => this.call(fn), (state) => POWER[state] ?? "absent");

@@ -138,7 +138,7 @@ export async function imageUsers(store: Store, imageId: string): Promise<string[
   const out: string[] = [];
   for await (const v of allOf(store.of(VOLUME_KIND), { where: { source_image_id: imageId } })) {
     const s = v.status?.state ?? VolumeState.UNSPECIFIED;
-    if (v.spec?.source?.linked || s === VolumeState.PENDING || s === VolumeState.CREATING) out.push(v.id);
+    if ((v.spec?.source?.linked && !v.status?.flattened) || s === VolumeState.PENDING || s === VolumeState.CREATING) out.push(v.id);
   }
   return out;
 }

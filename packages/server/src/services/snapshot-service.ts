@@ -60,7 +60,7 @@ export class SnapshotService {
     if (target.case === "vmId") return this.createOfVm(req, target.value);
     const volume = await this.volume(target.value ?? "");
     if (volume.spec?.format === VolumeFormat.RAW) throw new QuantixError("failed_precondition", `volume '${volume.id}' is RAW: only QCOW2 volumes have snapshots (make a QCOW2 copy with CloneVolume)`);
-    await this.refuseInUse(volume, "snapshot");
+    await this.refuseSnapshotOfUsed(volume);
     return this.writer.create({
       name: req.name,
       projectId: volume.projectId,
@@ -81,7 +81,6 @@ export class SnapshotService {
     const vm = await this.deps.store.of(VM_KIND).get(vmId);
     if (!vm) throw notFound("VM", vmId);
     const spec = req.spec!;
-    if (spec.excludedDiskIds.length > 0) throw new QuantixError("unimplemented", "spec.excluded_disk_ids is not supported yet: a VM snapshot covers every writable disk");
     if (vm.deletionRequestedAt) throw new QuantixError("failed_precondition", `VM '${vmId}' is being deleted`);
     const state = vm.status?.state ?? VmStatus_State.STATE_UNSPECIFIED;
     if (state === VmStatus_State.MIGRATING) throw new QuantixError("failed_precondition", `cannot snapshot VM '${vmId}' while it is MIGRATING`);
@@ -90,7 +89,17 @@ export class SnapshotService {
     const node = await this.deps.store.of(NODE_KIND).get(nodeId);
     const caps = node?.status?.hypervisor?.capabilities ?? [];
     if (!caps.includes("vm-snapshot")) throw new QuantixError("failed_precondition", `VM '${vmId}' runs on node '${nodeId}', whose ${node?.status?.hypervisor?.type ?? "unknown"} hypervisor lacks the capability "vm-snapshot"`);
-    const disks = vm.spec?.disks ?? [];
+    const all = vm.spec?.disks ?? [];
+    const v = new Violations();
+    for (const [i, id] of spec.excludedDiskIds.entries()) {
+      const d = all.find((x) => x.id === id);
+      if (!d) v.add(`spec.excluded_disk_ids[${i}]`, "NOT_FOUND", `VM '${vmId}' has no disk '${id}'`);
+      else if (d.readonly) v.add(`spec.excluded_disk_ids[${i}]`, "READ_ONLY", `disk '${id}' is read-only: a snapshot leaves it out anyway`);
+      else if (spec.excludedDiskIds.indexOf(id) !== i) v.add(`spec.excluded_disk_ids[${i}]`, "DUPLICATE", `disk '${id}' is named twice`);
+    }
+    throwIfViolations(v.list);
+    const disks = all.filter((d) => !spec.excludedDiskIds.includes(d.id));
+    if (!disks.some((d) => !d.readonly)) throw new QuantixError("failed_precondition", `VM '${vmId}' would have no writable disk left in the snapshot: exclude fewer disks`);
     return this.writer.create({
       name: req.name,
       projectId: vm.projectId,
@@ -119,7 +128,7 @@ export class SnapshotService {
     const cur = await this.deps.store.of(SNAPSHOT_KIND).get(req.id);
     if (!cur) throw notFound("snapshot", req.id);
     if (cur.spec?.target.case === "volumeId") await this.refuseInUse(await this.volume(cur.spec.target.value), "revert");
-    if (cur.spec?.target.case === "vmId") await this.refuseVmRevert(cur, cur.spec.target.value, req.startAfterRevert);
+    if (cur.spec?.target.case === "vmId") await this.refuseVmRevert(cur, cur.spec.target.value);
     return this.deps.store.of(SNAPSHOT_KIND).update(
       req.id,
       (s) => {
@@ -154,12 +163,13 @@ export class SnapshotService {
 
   /**
    * A VM snapshot with memory is reverted into a running (or paused) VM, which continues
-   * from it; one without memory needs the VM STOPPED. start_after_revert is not built yet.
+   * from it; one without memory needs the VM STOPPED, and with start_after_revert the
+   * snapshot controller starts it once its disks are rolled back (a VM with memory runs
+   * anyway).
    */
-  private async refuseVmRevert(s: S, vmId: string, startAfter: boolean): Promise<void> {
+  private async refuseVmRevert(s: S, vmId: string): Promise<void> {
     const vm = await this.deps.store.of(VM_KIND).get(vmId);
     if (!vm) throw notFound("VM", vmId);
-    if (startAfter) throw new QuantixError("unimplemented", "start_after_revert is not built yet: StartVM once the snapshot's observed_generation reaches its generation");
     const state = vm.status?.state ?? VmStatus_State.STATE_UNSPECIFIED;
     const memory = s.status?.memoryIncluded ?? false;
     const ok = memory ? state === VmStatus_State.RUNNING || state === VmStatus_State.PAUSED : state === VmStatus_State.STOPPED;
@@ -175,19 +185,34 @@ export class SnapshotService {
   }
 
   /**
-   * FAILED_PRECONDITION unless the volume is AVAILABLE and no VM that may be running names
-   * it: an offline snapshot or revert needs the file closed (a VM's disks are snapshotted
-   * with the VM, spec.vm_id).
+   * A volume snapshot is taken offline on the volume's node when no VM runs with it, and
+   * live through the QEMU of the one RUNNING or PAUSED VM that has it as a disk (that disk
+   * alone, crash-consistent), which needs the capability "vm-snapshot" on its node.
+   * FAILED_PRECONDITION for a volume neither AVAILABLE nor IN_USE, or a VM using it that is
+   * between states (starting, stopping, migrating, suspended).
    */
-  private async refuseInUse(v: Volume & Resource, what: "snapshot" | "revert"): Promise<void> {
+  private async refuseSnapshotOfUsed(v: Volume & Resource): Promise<void> {
     const state = v.status?.state ?? VolumeState.UNSPECIFIED;
-    if (state === VolumeState.IN_USE) throw new QuantixError("failed_precondition", `cannot ${what} volume '${v.id}' while it is IN_USE: detach it first${what === "snapshot" ? ", or snapshot its VM (spec.vm_id)" : ""}`);
-    if (state !== VolumeState.AVAILABLE) throw new QuantixError("failed_precondition", `cannot ${what} volume '${v.id}' while it is ${VolumeState[state]}: allowed in AVAILABLE`);
-    const users: string[] = [];
+    if (state !== VolumeState.AVAILABLE && state !== VolumeState.IN_USE) throw new QuantixError("failed_precondition", `cannot snapshot volume '${v.id}' while it is ${VolumeState[state]}: allowed in AVAILABLE or IN_USE`);
     for (const vm of await vmsNamingVolume(this.deps.store, v)) {
-      // A revert changes what a VM's spec expects even while it is stopped: refused for any VM naming it.
-      if (what === "revert" || !VM_STOPPED.has(vm.status?.state ?? VmStatus_State.STATE_UNSPECIFIED)) users.push(vm.id);
+      const vmState = vm.status?.state ?? VmStatus_State.STATE_UNSPECIFIED;
+      if (VM_STOPPED.has(vmState)) continue;
+      if (vmState !== VmStatus_State.RUNNING && vmState !== VmStatus_State.PAUSED) throw new QuantixError("failed_precondition", `cannot snapshot volume '${v.id}' while VM '${vm.id}', which uses it, is ${VmStatus_State[vmState]}: try again once it runs or is stopped`);
+      const nodeId = vm.status?.nodeId ?? "";
+      const node = nodeId === "" ? undefined : await this.deps.store.of(NODE_KIND).get(nodeId);
+      if (!node?.status?.hypervisor?.capabilities.includes("vm-snapshot")) throw new QuantixError("failed_precondition", `cannot snapshot volume '${v.id}' while VM '${vm.id}' runs with it: its node '${nodeId}''s ${node?.status?.hypervisor?.type ?? "unknown"} hypervisor lacks the capability "vm-snapshot" (stop the VM or detach the volume first)`);
     }
+  }
+
+  /**
+   * FAILED_PRECONDITION unless the volume is AVAILABLE and no VM names it: a revert needs
+   * the file closed, and changes what a VM's spec expects even while it is stopped.
+   */
+  private async refuseInUse(v: Volume & Resource, what: "revert"): Promise<void> {
+    const state = v.status?.state ?? VolumeState.UNSPECIFIED;
+    if (state === VolumeState.IN_USE) throw new QuantixError("failed_precondition", `cannot ${what} volume '${v.id}' while it is IN_USE: detach it first`);
+    if (state !== VolumeState.AVAILABLE) throw new QuantixError("failed_precondition", `cannot ${what} volume '${v.id}' while it is ${VolumeState[state]}: allowed in AVAILABLE`);
+    const users = (await vmsNamingVolume(this.deps.store, v)).map((vm) => vm.id);
     if (users.length > 0) throw new QuantixError("failed_precondition", `cannot ${what} volume '${v.id}': it is in use by VM ${users.map((x) => `'${x}'`).join(", ")}`);
   }
 }

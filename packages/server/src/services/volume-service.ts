@@ -243,7 +243,7 @@ export class VolumeService {
     const out: string[] = [];
     for await (const c of allOf(this.deps.store.of(VOLUME_KIND), { where: { source_volume_id: id } })) {
       const s = c.status?.state ?? VolumeState.UNSPECIFIED;
-      if (c.spec?.source?.linked || s === VolumeState.PENDING || s === VolumeState.CREATING) out.push(c.id);
+      if ((c.spec?.source?.linked && !c.status?.flattened) || s === VolumeState.PENDING || s === VolumeState.CREATING) out.push(c.id);
     }
     return out;
   }

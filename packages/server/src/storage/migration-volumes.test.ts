@@ -100,6 +100,7 @@ test("a VM on a LOCAL_DIR volume migrates: the copy goes to the target's pool di
     assert.equal(c.node("b").preparedVolumePaths.get("vm-1")?.get(VOL), `/n/b/pools/pool-1/${VOL}.qcow2`, "the target's config names the target's own pool file");
     const v = await volume(c);
     assert.equal(v.status?.nodeId, "b", "the volume record moved to the target");
+    assert.equal(v.status?.flattened, false, "a volume that was not a linked clone is never flattened");
     assert.deepEqual(mem.get("a")!.deleted, [VOL], "the source's file was removed through the source's storage");
     assert.equal(await mem.get("a")!.volumeInfo({ poolId: "pool-1", volumeId: VOL }), undefined);
     assert.ok(await mem.get("b")!.volumeInfo({ poolId: "pool-1", volumeId: VOL }), "the target holds the volume");
@@ -153,14 +154,16 @@ test("the target must reach the volume's pool: the scheduler picks only the pool
   }
 });
 
-test("a linked clone on a local pool is refused up front, naming the volume and what it is a clone of; nothing changes", async () => {
+test("a linked clone on a local pool migrates like any local volume and arrives flattened: its record says so, and it no longer holds its base", async () => {
   const { c, mem } = await cluster({ a: 8192, b: 8192 }, { type: StoragePoolType.LOCAL_DIR }, { linked: true });
   try {
-    await assert.rejects(c.migration.migrate(req("vm-1", "b"), never()), failed("failed_precondition", new RegExp(`volume '${VOL}', a linked clone of volume 'base-vol'.*CloneVolume with linked false`)));
-    assert.equal((await c.store.of(MIGRATION_KIND).list({ order: { field: "created_at", desc: true }, limit: 10, countTotal: false })).items.length, 0);
-    assert.equal((await volume(c)).status?.nodeId, "a");
-    assert.equal(c.node("b").vms.size, 0);
-    assert.ok(await mem.get("a")!.volumeInfo({ poolId: "pool-1", volumeId: VOL }));
+    const done = await c.migration.migrate(req("vm-1", "b"), never());
+    assert.equal(done.vm.status?.nodeId, "b");
+    const v = await volume(c);
+    assert.equal(v.status?.nodeId, "b");
+    assert.equal(v.status?.flattened, true);
+    assert.ok(await mem.get("b")!.volumeInfo({ poolId: "pool-1", volumeId: VOL }), "the target holds the copy");
+    assert.deepEqual(mem.get("a")!.deleted, [VOL], "the source's overlay was removed");
   } finally {
     await c.close();
   }

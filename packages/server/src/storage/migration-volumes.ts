@@ -23,9 +23,11 @@ import type { NodeStorages } from "./node-storages.js";
  *   or cancelled one nothing moves; the target's partial copy goes with the target's VM
  *   (DeleteVm removes a migration's incoming copies).
  * - A linked clone on a local pool (`spec.source.linked`: an overlay on a volume or on an
- *   image's per-node copy) is refused: the copy on the target would be a standalone
- *   qcow2 (blockdev-mirror sync=full flattens the chain), while the volume record and the
- *   delete protection of its backing volume or image say it is linked.
+ *   image's per-node copy) is copied like any other local volume: blockdev-mirror
+ *   sync=full reads through the chain, so the target's copy is a standalone qcow2. After
+ *   the move the volume says so (`status.flattened`), and no longer holds its source
+ *   volume or image against deletion. (As Proxmox and OpenStack do: a migrated local
+ *   clone arrives flattened.)
  */
 
 type V = Volume & Resource;
@@ -80,10 +82,6 @@ async function refusal(store: Store, vm: VirtualMachine, d: VolumeDisk): Promise
   const first = async (where: Record<string, string>) => (await snaps.list({ where, order: { field: "created_at", desc: false }, limit: 1 })).items[0];
   const held = (await first({ volume_id: d.volume.id })) ?? (await first({ vm_id: vm.id }));
   if (held) return `VM '${vm.id}' cannot migrate: disk '${d.diskId}' is volume '${d.volume.id}' on the node-local pool '${d.pool.id}', and snapshot '${held.id}' (${held.name}) is kept inside the volume's file, which a copy to another node does not carry; delete the snapshots first, or use a shared pool`;
-  if (d.volume.spec?.source?.linked) {
-    const of = d.volume.spec.source.source.case === "imageId" ? `image '${d.volume.spec.source.source.value}'` : `volume '${String(d.volume.spec.source.source.value ?? "")}'`;
-    return `VM '${vm.id}' cannot migrate: disk '${d.diskId}' is volume '${d.volume.id}', a linked clone of ${of} on the node-local pool '${d.pool.id}'; copying it to another node would flatten it into a standalone disk. Use a full copy (CloneVolume with linked false) or a shared pool`;
-  }
   return undefined;
 }
 
@@ -91,8 +89,8 @@ async function refusal(store: Store, vm: VirtualMachine, d: VolumeDisk): Promise
  * The nodes a VM's volumes let it migrate to (undefined: any node), for the scheduler's
  * volume filter. A volume's pool must reach the node (node_ids and node_selector): a
  * local-pool volume is copied to any node that has the pool, a shared one is used on the
- * pool's nodes. FAILED_PRECONDITION for a volume that cannot migrate at all (a linked
- * clone on a local pool) or when no node reaches them all.
+ * pool's nodes. FAILED_PRECONDITION for a volume that cannot migrate at all (a local one
+ * whose file keeps snapshots) or when no node reaches them all.
  */
 export async function migrationVolumeNodes(store: Store, vm: VirtualMachine): Promise<readonly string[] | undefined> {
   const disks = await volumeDisks(store, vm);
@@ -156,7 +154,8 @@ export async function planMigrationVolumes(store: Store, storages: NodeStorages 
 
 /**
  * After a successful migration: each copied volume's record moves to the target
- * (`status.node_id`), then the source's file is removed through the source's storage. A
+ * (`status.node_id`; a linked clone is `status.flattened` from then on), then the
+ * source's file is removed through the source's storage. A
  * source file that cannot be removed is logged and left (the record already names the
  * target, which holds the data); it is not a volume any more.
  */
@@ -165,6 +164,8 @@ export async function completeVolumeMoves(deps: { store: Store; storages?: NodeS
   for (const m of plan.moves) {
     await writeStatusOf(deps.store, VOLUME_KIND, VOLUME_CONTROLLER, m.volumeId, (v) => {
       v.status!.nodeId = targetId;
+      // The copy was made through the chain: a linked clone arrives standalone.
+      if (v.spec?.source?.linked) v.status!.flattened = true;
     });
   }
   const source = await deps.store.of(NODE_KIND).get(sourceId);

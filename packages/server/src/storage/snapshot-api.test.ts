@@ -187,7 +187,7 @@ describe("volume snapshots over the API", () => {
     assert.equal(linked.code, Code.InvalidArgument);
     assert.deepEqual(fields(linked), ["spec.source.linked"]);
 
-    // A VM that names the volume holds it: reverting it (or snapshotting it alone) is refused.
+    // A VM that names the volume holds it: reverting it is refused.
     const vms = createClient(VMService, s.transport);
     const vm = await vms.createVM({ name: "uses-the-volume", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, disks: [{ id: "root", volumeId: v.id }] } });
     const busy = await rejection(snapshots.revertToSnapshot({ id: snap.id }));

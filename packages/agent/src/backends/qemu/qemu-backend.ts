@@ -442,16 +442,22 @@ export class QemuBackend implements Backend {
   }
 
   /** A consistent snapshot of every writable qcow2 disk (qemu-vm-snapshot.ts): QMP while QEMU runs, qemu-img otherwise. */
-  async snapshotVM(vmId: string, snapshotId: string, includeMemory: boolean): Promise<VmSnapshotInfo> {
+  async snapshotVM(vmId: string, snapshotId: string, includeMemory: boolean, diskIds: readonly string[] = []): Promise<VmSnapshotInfo> {
     const entry = this.entry(vmId);
-    const disks = await snapshotDisks(vmId, entry.record.config, entry.record.disks, (id) => this.diskNames(entry, id).format);
+    const disks = await snapshotDisks(vmId, entry.record.config, entry.record.disks, (id) => this.diskNames(entry, id).format, diskIds);
     const existing = (await listVmSnapshots(this.img, disks)).find((x) => x.snapshotId === snapshotId);
-    if (existing?.complete) return existing;
+    if (existing?.complete) return this.snapshotOfVm(entry, existing);
     if (existing) throw new QuantixError("failed_precondition", `snapshot '${snapshotId}' of VM '${vmId}' is on some of its disks only (${existing.diskIds.join(", ")}): delete it first`);
     const rt = entry.runtime;
     if (rt) await saveLive(rt.qmp, disks, snapshotId, includeMemory, rt.paused);
     else await saveOffline(this.img, disks, snapshotId);
-    return findSnapshot(await listVmSnapshots(this.img, disks), snapshotId);
+    return this.snapshotOfVm(entry, findSnapshot(await listVmSnapshots(this.img, disks), snapshotId));
+  }
+
+  /** A snapshot found among some of the VM's disks, with `complete` saying whether every writable disk holds it. */
+  private snapshotOfVm(entry: Entry, snap: VmSnapshotInfo): VmSnapshotInfo {
+    const writable = entry.record.config.storage.filter((d) => !d.readOnly).length;
+    return { ...snap, complete: snap.diskIds.length === writable };
   }
 
   /**
@@ -459,30 +465,32 @@ export class QemuBackend implements Backend {
    * with `-loadvm` for a stopped VM; the guest continues from the snapshot point. Without
    * memory: offline only, the VM stopped.
    */
-  async revertVMSnapshot(vmId: string, snapshotId: string): Promise<VmSnapshotInfo> {
+  async revertVMSnapshot(vmId: string, snapshotId: string, diskIds: readonly string[] = []): Promise<VmSnapshotInfo> {
     const entry = this.entry(vmId);
-    const disks = await snapshotDisks(vmId, entry.record.config, entry.record.disks, (id) => this.diskNames(entry, id).format);
+    const disks = await snapshotDisks(vmId, entry.record.config, entry.record.disks, (id) => this.diskNames(entry, id).format, diskIds);
     const snap = findSnapshot(await listVmSnapshots(this.img, disks), snapshotId);
-    if (!snap.complete) throw new QuantixError("failed_precondition", `snapshot '${snapshotId}' of VM '${vmId}' is on some of its disks only (${snap.diskIds.join(", ")})`);
+    if (!snap.complete) throw new QuantixError("failed_precondition", `snapshot '${snapshotId}' of VM '${vmId}' is on some of ${diskIds.length > 0 ? "the disks named" : "its disks"} only (${snap.diskIds.join(", ")})`);
     const rt = entry.runtime;
     if (snap.memoryIncluded) {
       if (rt) {
         await loadLive(rt.qmp, disks, snapshotId, snap.diskIds[0]!);
         rt.paused = false;
       } else {
+        // QEMU's -loadvm wants the snapshot on every writable disk.
+        if (diskIds.length > 0) throw new QuantixError("failed_precondition", `snapshot '${snapshotId}' of VM '${vmId}' with memory is on some of its disks only: revert it while the VM runs`);
         await rm(entry.paths.stateFile, { force: true });
         await this.launch(vmId, ["-loadvm", snapshotId]);
       }
-      return snap;
+      return this.snapshotOfVm(entry, snap);
     }
     if (rt) throw new QuantixError("failed_precondition", `VM '${vmId}' runs: a snapshot without memory is reverted with the VM stopped`);
     await applyOffline(this.img, disks, snapshotId, "apply", snap.diskIds);
-    return snap;
+    return this.snapshotOfVm(entry, snap);
   }
 
   async deleteVMSnapshot(vmId: string, snapshotId: string): Promise<void> {
     const entry = this.entry(vmId);
-    const disks = await snapshotDisks(vmId, entry.record.config, entry.record.disks, (id) => this.diskNames(entry, id).format);
+    const disks = await snapshotDisks(vmId, entry.record.config, entry.record.disks, (id) => this.diskNames(entry, id).format, [], "skip");
     const snap = findSnapshot(await listVmSnapshots(this.img, disks), snapshotId);
     const rt = entry.runtime;
     if (rt) await deleteLive(rt.qmp, disks.filter((d) => snap.diskIds.includes(d.id)), snapshotId);
@@ -491,7 +499,8 @@ export class QemuBackend implements Backend {
 
   async listVMSnapshots(vmId: string): Promise<VmSnapshotInfo[]> {
     const entry = this.entry(vmId);
-    return listVmSnapshots(this.img, await snapshotDisks(vmId, entry.record.config, entry.record.disks, (id) => this.diskNames(entry, id).format));
+    const all = await listVmSnapshots(this.img, await snapshotDisks(vmId, entry.record.config, entry.record.disks, (id) => this.diskNames(entry, id).format, [], "skip"));
+    return all.map((s) => this.snapshotOfVm(entry, s));
   }
 
   async rebootVM(vmId: string, _force: boolean): Promise<void> {

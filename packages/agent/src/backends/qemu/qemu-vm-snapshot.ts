@@ -30,15 +30,23 @@ const JOB_TIMEOUT_MS = 600_000;
 const POLL_MS = 50;
 
 /**
- * The VM's writable disks, all qcow2 (FAILED_PRECONDITION naming a raw one). `formats` are
- * the formats detected at first boot, when known; `nodeOf` names a disk's format node in
- * the running QEMU (hot-plugged disks are not positional), by default `disk<i>`.
+ * The VM's writable disks, all qcow2 (FAILED_PRECONDITION naming a raw one), or only those
+ * named by `only` (NOT_FOUND for a disk the VM lacks); `raw: "skip"` leaves raw disks out
+ * instead (they hold no snapshots: for listing and deleting). `formats` are the formats detected
+ * at first boot, when known; `nodeOf` names a disk's format node in the running QEMU
+ * (hot-plugged disks are not positional), by default `disk<i>`.
  */
-export async function snapshotDisks(vmId: string, config: VmConfig, formats: readonly { format: DiskFormat }[] | undefined, nodeOf: (diskId: string, index: number) => string = (_id, i) => `disk${i}`): Promise<SnapshotDisk[]> {
+export async function snapshotDisks(vmId: string, config: VmConfig, formats: readonly { format: DiskFormat }[] | undefined, nodeOf: (diskId: string, index: number) => string = (_id, i) => `disk${i}`, only: readonly string[] = [], raw: "refuse" | "skip" = "refuse"): Promise<SnapshotDisk[]> {
+  for (const id of only) {
+    const d = config.storage.find((x) => x.id === id);
+    if (!d) throw new QuantixError("not_found", `VM '${vmId}' has no disk '${id}'`);
+    if (d.readOnly) throw new QuantixError("failed_precondition", `disk '${id}' of VM '${vmId}' is read-only: it has nothing to snapshot`);
+  }
   const out: SnapshotDisk[] = [];
   for (const [i, d] of config.storage.entries()) {
-    if (d.readOnly) continue;
+    if (d.readOnly || (only.length > 0 && !only.includes(d.id))) continue;
     const format = formats?.[i]?.format ?? (await detectDiskFormat(d.path));
+    if (format !== "qcow2" && raw === "skip") continue;
     if (format !== "qcow2") throw new QuantixError("failed_precondition", `disk '${d.id}' of VM '${vmId}' is ${format}: internal snapshots need every writable disk in qcow2 (convert it, or attach it read-only)`);
     out.push({ id: d.id, node: nodeOf(d.id, i), path: d.path });
   }
