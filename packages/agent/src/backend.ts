@@ -1,4 +1,5 @@
 import type { StorageDevice, VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import type { PciPlacement } from "@quantix/core";
 
 /**
  * The host agent's port to one hypervisor, shaped like the seed's Backend interface
@@ -249,8 +250,16 @@ export interface Backend {
    * write (storageUri); they are removed again if the VM is deleted before the migration
    * completed. The VM is "paused" until the state has arrived, then
    * "running" (reported through onEvent); a failed incoming migration leaves it crashed.
+   * With `layout` (the source's deviceLayout) the VM starts with its PCI devices where
+   * the source has them.
    */
-  prepareIncoming?(vmId: string, config: VmConfig, listenHost: string, copies?: readonly IncomingDiskCopy[]): Promise<IncomingMigration>;
+  prepareIncoming?(vmId: string, config: VmConfig, listenHost: string, copies?: readonly IncomingDiskCopy[], layout?: readonly PciPlacement[]): Promise<IncomingMigration>;
+  /**
+   * Where the VM's PCI devices sit (while it runs, as the hypervisor reports its bus), for
+   * a migration's target to start with the same layout. FAILED_PRECONDITION when a device
+   * is not where the backend can say. Absent: the backend does not place devices.
+   */
+  deviceLayout?(vmId: string): Promise<PciPlacement[]>;
   /**
    * The format and virtual size of each of `disks` (indexes in config.storage), for the
    * target to create their copies (needs "live-migration-copy-storage"). Any state.

@@ -1,9 +1,10 @@
 import { clone, create, equals } from "@bufbuild/protobuf";
-import { StorageDeviceSchema, StorageInterfaceType, VmConfigSchema, type StorageDevice, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { QuantixError, randomIds, systemClock, throwIfViolations, type Clock, type IdGenerator } from "@quantix/core";
+import { StorageDeviceSchema, StorageInterfaceType, VmConfigSchema, type PciSlot, type StorageDevice, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { QuantixError, randomIds, systemClock, throwIfViolations, type Clock, type IdGenerator, type PciPlacement } from "@quantix/core";
 import type { Backend, BackendEvent, BackendVmInfo, BackendVmState, IncomingDiskCopy, IncomingMigration, MigrationOptions, MigrationStats, VmSnapshotInfo } from "./backend.js";
 import { CreatedAtStore } from "./created-at-store.js";
 import { checkImagePaths, type ImageCheck } from "./image-dirs.js";
+import { checkDeviceLayout } from "./migration-layout.js";
 import { checkCopyPaths, checkCopies, disksToCopy, requireSharedStorage, type RequestedCopy } from "./migration-storage.js";
 import { consoleBuffered, DEVICE_ID, requiredCapabilities, validateVmConfig, validateVmId } from "./vm-config-validation.js";
 import { pageVms, type ListPage, type ListQuery } from "./vm-list.js";
@@ -212,8 +213,10 @@ export class VmManager {
    * shared; with it, the disks in `copies` are created here and every other path must
    * exist here (migration-storage.ts checks which).
    */
-  async prepareMigration(vmId: string, config: VmConfig | undefined, copyStorage = false, requested: readonly RequestedCopy[] = []): Promise<IncomingMigration> {
+  async prepareMigration(vmId: string, config: VmConfig | undefined, copyStorage = false, requested: readonly RequestedCopy[] = [], deviceLayout: readonly PciSlot[] = []): Promise<IncomingMigration> {
     throwIfViolations([...validateVmId("vm_id", vmId), ...validateVmConfig(config)]);
+    const layout = checkDeviceLayout(config!, deviceLayout);
+    throwIfViolations(layout.violations);
     const prepare = this.backend.prepareIncoming?.bind(this.backend);
     if (!prepare) throw this.lacks("live-migration", "PrepareMigration");
     this.need("live-migration", "PrepareMigration");
@@ -235,7 +238,7 @@ export class VmManager {
     return this.serial(vmId, async () => {
       if (await this.find(vmId)) throw new QuantixError("already_exists", `VM '${vmId}' already exists on this host`);
       try {
-        const prepared = await prepare(vmId, config!, this.migrationHost, copies);
+        const prepared = await prepare(vmId, config!, this.migrationHost, copies, layout.placements);
         await this.createdAt.set(vmId, this.clock.now());
         await this.publish(vmId, "PrepareMigration");
         return prepared;
@@ -249,22 +252,24 @@ export class VmManager {
   }
 
   /**
-   * PlanMigration: which disks a migration with copy_storage copies, measured (any state).
-   * A VM with nothing to copy gets an empty plan from any backend that migrates.
+   * PlanMigration: which disks a migration with copy_storage copies, measured (any state),
+   * and where the VM's PCI devices sit (backends that place them). A VM with nothing to
+   * copy gets an empty list of copies from any backend that migrates.
    */
-  async planMigration(vmId: string): Promise<{ diskId: string; format: string; virtualSizeBytes: bigint }[]> {
+  async planMigration(vmId: string): Promise<{ copies: { diskId: string; format: string; virtualSizeBytes: bigint }[]; layout: PciPlacement[] }> {
     throwIfViolations(validateVmId("vm_id", vmId));
     if (!this.backend.migrateOut) throw this.lacks("live-migration", "PlanMigration");
     this.need("live-migration", "PlanMigration");
     return this.serial(vmId, async () => {
       const info = await this.backend.getVMInfo(vmId);
+      const layout = (await this.backend.deviceLayout?.(vmId)) ?? [];
       const indexes = disksToCopy(info.config, this.sharedDirs);
-      if (indexes.length === 0) return [];
+      if (indexes.length === 0) return { copies: [], layout };
       const describe = this.backend.describeDisks?.bind(this.backend);
       if (!describe) throw this.lacks("live-migration-copy-storage", `a migration of VM '${vmId}' (its disk ${indexes.map((i) => info.config.storage[i]!.path).join(", ")} is not on shared storage)`);
       this.need("live-migration-copy-storage", `a migration of VM '${vmId}' (its disk ${indexes.map((i) => info.config.storage[i]!.path).join(", ")} is not on shared storage)`);
       const disks = await describe(vmId, indexes);
-      return disks.map((d) => ({ diskId: info.config.storage[d.index]!.id, format: d.format, virtualSizeBytes: d.virtualSizeBytes }));
+      return { copies: disks.map((d) => ({ diskId: info.config.storage[d.index]!.id, format: d.format, virtualSizeBytes: d.virtualSizeBytes })), layout };
     });
   }
 

@@ -128,6 +128,28 @@ export interface MigrationDiskCopy {
   readonly virtualSizeBytes: bigint;
 }
 
+/**
+ * Where one PCI device of a VM sits on its guest's root bus. A source reports its VM's
+ * layout (hot-plugged disks included) and the target starts the VM with the same one:
+ * the migration stream names devices by their address. The control plane passes it on
+ * as it is.
+ */
+export interface PciPlacement {
+  /** A disk, a network interface, or the cloud-init seed disk the hypervisor adds. */
+  readonly kind: "disk" | "nic" | "cloud-init-seed";
+  /** The disk's or interface's id; empty for the seed. */
+  readonly id: string;
+  /** Slot 2 to 31 of bus 0. */
+  readonly slot: number;
+}
+
+/** What the source of a migration says the target needs: the disks to copy and the device layout to reproduce. */
+export interface MigrationPlan {
+  readonly copies: readonly MigrationDiskCopy[];
+  /** Empty: the hypervisor does not place devices itself (the target uses its default layout). */
+  readonly devices: readonly PciPlacement[];
+}
+
 /** A target prepared to receive a VM: where the source sends its state and, with copies, its disks. */
 export interface MigrationTarget {
   readonly uri: string;
@@ -146,11 +168,17 @@ export interface HypervisorMigration {
    */
   planCopies?(vmId: string): Promise<readonly MigrationDiskCopy[]>;
   /**
+   * Source node: the disks to copy (as planCopies) and where the VM's PCI devices sit, for
+   * the target to reproduce. Absent: planCopies, and no layout.
+   */
+  plan?(vmId: string): Promise<MigrationPlan>;
+  /**
    * Defines the VM on this (target) node, waiting for its state; with `copies`, creates
    * those disks empty to receive them. Returns where the source sends it.
    */
   /** `volumePaths`: the files of the VM's volume disks on the target (volume id to path; a copied volume's copy goes there). */
-  prepare(vmId: string, spec: VmSpec, copies?: readonly MigrationDiskCopy[], volumePaths?: ReadonlyMap<string, string>): Promise<MigrationTarget>;
+  /** `devices`: the source's PCI layout (MigrationPlan.devices), which the target starts with. */
+  prepare(vmId: string, spec: VmSpec, copies?: readonly MigrationDiskCopy[], volumePaths?: ReadonlyMap<string, string>, devices?: readonly PciPlacement[]): Promise<MigrationTarget>;
   /**
    * Sends a running VM from this (source) node to `target` (copying the disks it was
    * prepared for), reporting progress; resolves

@@ -23,14 +23,21 @@ export class TestAgent<B extends Backend = Backend> {
      * below these. By default the agent's own default, `<stateDir>/images`.
      */
     readonly imageDirs: readonly string[] = [join(stateDir, "images")],
+    /**
+     * The shared directories, as an agent process's VMCP_SHARED_DIRS: storage every agent
+     * naming it reaches (SHARED_DIR pools lie below one; a migration uses what lies there
+     * in place). Two TestAgents given the same directory share it as two hosts would.
+     */
+    readonly sharedDirs: readonly string[] = [],
   ) {
-    this.storage = new NodeStorage({ poolRoot: join(stateDir, "pools"), sharedDirs: [] });
+    this.storage = new NodeStorage({ poolRoot: join(stateDir, "pools"), sharedDirs });
   }
 
   /** Serves vmm.v1 (VmService and StorageService) on `port` (0: a free one) and links to the control plane at `cpUrl`; with `tls`, as an enrolled agent (mutual TLS both ways). */
   async start(cpUrl: string, port = 0, tls?: AgentTls): Promise<void> {
     // Volumes of the agent's pools are VM disks too, as on an agent process (VMCP_POOL_ROOT joins the allow-list).
-    this.manager = new VmManager({ backend: this.backend, imageDirs: [...this.imageDirs, join(this.stateDir, "pools")] });
+    // The shared directories join the allow-list too (VmManager adds them), and decide what a migration copies.
+    this.manager = new VmManager({ backend: this.backend, imageDirs: [...this.imageDirs, join(this.stateDir, "pools")], sharedDirs: this.sharedDirs });
     await this.manager.start();
     const secure = tls ? { tls } : {};
     this.server = await startAgentServer(this.manager, { host: "127.0.0.1", port, log: silentLogger, graceMs: 100, storage: this.storage, problem: () => this.link?.problem(), ...secure });

@@ -1,3 +1,4 @@
+import { toPciSlot } from "../migration-layout.js";
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
@@ -72,10 +73,13 @@ export function vmServiceImpl(m: VmManager, backendVersion: string): ServiceImpl
       for await (const c of m.watch(ctx.signal)) yield toVmEvent(c);
     },
     prepareMigration: async (req) => {
-      const prepared = await m.prepareMigration(req.vmId, req.config, req.copyStorage, req.diskCopies);
+      const prepared = await m.prepareMigration(req.vmId, req.config, req.copyStorage, req.diskCopies, req.deviceLayout);
       return create(PrepareMigrationResponseSchema, { vmId: req.vmId, targetUri: prepared.targetUri, storageUri: prepared.storageUri });
     },
-    planMigration: async (req) => create(PlanMigrationResponseSchema, { vmId: req.vmId, diskCopies: await m.planMigration(req.vmId) }),
+    planMigration: async (req) => {
+      const plan = await m.planMigration(req.vmId);
+      return create(PlanMigrationResponseSchema, { vmId: req.vmId, diskCopies: plan.copies, deviceLayout: plan.layout.map(toPciSlot) });
+    },
     migrateVm: (req, ctx) => migrateVm(m, req, ctx),
     cancelMigration: async (req) => create(CancelMigrationResponseSchema, { cancelled: await m.cancelMigration(req.vmId) }),
     async attachDisk(req) {

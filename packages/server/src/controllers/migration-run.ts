@@ -92,8 +92,9 @@ export async function runMigration(deps: MigrationRunDeps, m: Migration, stop: A
     // Disks on node-local storage are copied while the guest runs; shared ones are used in place.
     // Volume disks: a shared volume's file on the target, a local volume's copy in the target's pool.
     volumes = await planMigrationVolumes(deps.store, deps.storages, vm, sourceId, targetId);
-    const copies = (await src.migration.planCopies?.(vm.id)) ?? [];
-    const target = await dst.migration.prepare(vm.id, vm.spec!, copies, volumes.targetPaths);
+    // The target also starts with the source's PCI layout (disks hot-plugged since it started sit elsewhere).
+    const plan = src.migration.plan ? await src.migration.plan(vm.id) : { copies: (await src.migration.planCopies?.(vm.id)) ?? [], devices: [] };
+    const target = await dst.migration.prepare(vm.id, vm.spec!, plan.copies, volumes.targetPaths, plan.devices);
     prepared = true;
     await update(deps, m.id, (s) => (s.phase = MPhase.RUNNING));
     stats = await src.migration.migrate(vm.id, target, { maxDowntimeMs: m.spec?.maxDowntimeMs ?? 0, bandwidthMbps: m.spec?.bandwidthMbps ?? 0 }, (p) => {

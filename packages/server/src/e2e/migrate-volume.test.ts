@@ -12,9 +12,9 @@ import { StoragePoolState, StoragePoolType, VolumeFormat } from "@quantix/api/ge
 import { StoragePoolService } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
 import { VolumeState } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
 import { VolumeService } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
-import { QemuBackend } from "@quantix/agent";
-import { buildTestGuest, ensureDebianPackages, startTestServer, TestAgent, until, type TestGuest, type TestServer } from "@quantix/testing";
-import { lastTick, migratableNode, ticking } from "../testing/migration-nodes.js";
+import type { QemuBackend } from "@quantix/agent";
+import { buildTestGuest, ensureDebianPackages, startTestServer, until, type TestAgent, type TestGuest, type TestServer } from "@quantix/testing";
+import { lastTick, migratableNode, startQemuAgentPair, stopQemuAgents, ticking } from "../testing/migration-nodes.js";
 
 /*
  * MigrateVM of a running VM whose disk is a volume of a node-local (LOCAL_DIR) pool, through
@@ -38,22 +38,14 @@ before(async () => {
   guest = await buildTestGuest();
   dir = await mkdtemp(join(tmpdir(), "quantix-migvol-"));
   s = await startTestServer({ demo: false, defaultQuota: {} });
-  a = new TestAgent(new QemuBackend({ stateDir: join(dir, "a"), kvm: false }), join(dir, "a"), `migvol-a-${process.pid}`, 200, [guest.imageDir]);
-  b = new TestAgent(new QemuBackend({ stateDir: join(dir, "b"), kvm: false }), join(dir, "b"), `migvol-b-${process.pid}`, 200, [guest.imageDir]);
-  await a.start(s.url);
-  await b.start(s.url);
+  [a, b] = await startQemuAgentPair(s, dir, "migvol", [guest.imageDir]);
 });
 
 after(async () => {
-  for (const vm of (await s?.vms.listVMs({}).catch(() => ({ vms: [] })))?.vms ?? []) await s.vms.deleteVM({ id: vm.id, force: true }).catch(() => undefined);
-  await a?.kill().catch(() => undefined);
-  await b?.kill().catch(() => undefined);
-  await a?.backend.close().catch(() => undefined);
-  await b?.backend.close().catch(() => undefined);
+  await stopQemuAgents(s, [a, b]);
   await s?.close();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
-
 
 test("MigrateVM of a VM on a local-pool volume: the disk is copied into the target's pool, the volume moves there, the source's file is removed", { timeout: 300_000 }, async () => {
   const nodeA = await migratableNode(s, a.name);

@@ -1,6 +1,8 @@
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
-import { GUEST_TICK, until, type TestServer } from "@quantix/testing";
+import { join } from "node:path";
+import { QemuBackend } from "@quantix/agent";
+import { GUEST_TICK, TestAgent, until, type TestServer } from "@quantix/testing";
 
 /** Helpers of the live-migration tests on real agents: a node ready to migrate, and the test guest's counter seen through the API. */
 
@@ -20,3 +22,23 @@ export async function lastTick(s: TestServer, vmId: string): Promise<number> {
 
 /** Waits (up to `ms`) until the VM's guest counts past `above`. */
 export const ticking = (s: TestServer, vmId: string, above: number, ms: number) => until(async () => ((await lastTick(s, vmId)) > above ? true : undefined), `VM ${vmId} counting past ${above}`, ms, 200);
+
+/**
+ * Two QEMU agents (TCG) in this process, linked to `s`, each with its own state directory
+ * `<dir>/a` and `<dir>/b` (so its own pool root, as on two hosts), the image directories
+ * `imageDirs` and the shared directories `sharedDirs` (VMCP_SHARED_DIRS) of both.
+ */
+export async function startQemuAgentPair(s: TestServer, dir: string, prefix: string, imageDirs: readonly string[], sharedDirs: readonly string[] = []): Promise<[TestAgent<QemuBackend>, TestAgent<QemuBackend>]> {
+  const agent = (name: string) => new TestAgent(new QemuBackend({ stateDir: join(dir, name), kvm: false }), join(dir, name), `${prefix}-${name}-${process.pid}`, 200, imageDirs, sharedDirs);
+  const pair: [TestAgent<QemuBackend>, TestAgent<QemuBackend>] = [agent("a"), agent("b")];
+  for (const a of pair) await a.start(s.url);
+  return pair;
+}
+
+/** Teardown of a test on such agents: deletes every VM through the API, ends whatever QEMU is left, stops the agents. */
+export async function stopQemuAgents(s: TestServer | undefined, agents: readonly (TestAgent<QemuBackend> | undefined)[]): Promise<void> {
+  for (const vm of (await s?.vms.listVMs({}).catch(() => ({ vms: [] })))?.vms ?? []) await s!.vms.deleteVM({ id: vm.id, force: true }).catch(() => undefined);
+  for (const a of agents) for (const v of (await a?.backend.listVMs().catch(() => [])) ?? []) if (v.pid) process.kill(v.pid, "SIGKILL");
+  for (const a of agents) await a?.kill().catch(() => undefined);
+  for (const a of agents) await a?.backend.close().catch(() => undefined);
+}

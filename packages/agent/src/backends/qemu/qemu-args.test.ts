@@ -5,6 +5,7 @@ import { QuantixError } from "@quantix/core";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { CpuConfigSchema, MemoryConfigSchema, StorageInterfaceType, VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { buildQemuArgs, qmpChardevOption, type DiskSource, type QemuLaunchSpec } from "./qemu-args.js";
+import { assignPciSlots } from "./qemu-pci-layout.js";
 
 const MiB = 1048576n;
 
@@ -40,8 +41,8 @@ test("qcow2, read-only, block devices and NICs map to explicit drivers", () => {
   assert.equal(blockdevs[1]?.["read-only"], true);
   assert.equal(blockdevs[2]?.["driver"], "host_device");
   const devices = values(args, "-device").map((v) => JSON.parse(v) as Record<string, unknown>);
-  assert.deepEqual(devices[0], { driver: "virtio-blk-pci", id: "disk0-dev", drive: "disk0", bootindex: 0 });
-  assert.deepEqual(devices[2], { driver: "virtio-net-pci", id: "nic0", netdev: "net0", mac: "52:54:00:aa:bb:01" });
+  assert.deepEqual(devices[0], { driver: "virtio-blk-pci", id: "disk0-dev", drive: "disk0", bootindex: 0, bus: "pci.0", addr: "0x2" });
+  assert.deepEqual(devices[2], { driver: "virtio-net-pci", id: "nic0", netdev: "net0", mac: "52:54:00:aa:bb:01", bus: "pci.0", addr: "0x4" });
   assert.deepEqual(JSON.parse(values(args, "-netdev")[0] ?? ""), { type: "tap", id: "net0", ifname: "qtap0", script: "no", downscript: "no" });
   assert.deepEqual(values(args, "-accel"), ["tcg"]);
   assert.deepEqual(values(args, "-m"), ["256M"]);
@@ -134,6 +135,22 @@ test("the cloud-init seed is a read-only virtio disk after the config's disks, n
     { driver: "raw", "node-name": "cidata", file: "cidata-file", "read-only": true },
   ]);
   const devices = values(args, "-device").map((v) => JSON.parse(v) as Record<string, unknown>);
-  assert.deepEqual(devices.at(-1), { driver: "virtio-blk-pci", id: "cidata-dev", drive: "cidata" });
+  assert.deepEqual(devices.at(-1), { driver: "virtio-blk-pci", id: "cidata-dev", drive: "cidata", bus: "pci.0", addr: "0x3" });
   assert.equal(values(buildQemuArgs(spec({})), "-blockdev").some((v) => v.includes("cidata")), false, "no seed without one");
+});
+
+test("every PCI device at an explicit address: by default disks, seed, NICs from slot 2; a recorded layout is kept and the rest fill the free slots", () => {
+  const config = {
+    storage: [{ id: "root", path: "/d/root.raw" }, { id: "data", path: "/d/data.raw" }],
+    network: [{ id: "eth0", macAddress: "52:54:00:aa:bb:01", tapDevice: "qtap0" }],
+  };
+  const raw: DiskSource[] = [{ format: "raw", blockDevice: false }, { format: "raw", blockDevice: false }];
+  const addrs = (s: QemuLaunchSpec) => values(buildQemuArgs(s), "-device").map((v) => { const d = JSON.parse(v) as Record<string, unknown>; return `${String(d["id"])}@${String(d["bus"])}:${String(d["addr"])}`; });
+  assert.deepEqual(addrs({ ...spec(config, raw), seedFile: "/state/vms/vm-1/cidata.iso" }), ["disk0-dev@pci.0:0x2", "disk1-dev@pci.0:0x3", "cidata-dev@pci.0:0x4", "nic0@pci.0:0x5"]);
+  // As a migration's source had them: "data" hot-plugged at 0x6 after the seed and the NIC.
+  const pciSlots = [{ kind: "disk" as const, id: "root", slot: 2 }, { kind: "cloud-init-seed" as const, id: "", slot: 3 }, { kind: "nic" as const, id: "eth0", slot: 4 }, { kind: "disk" as const, id: "data", slot: 6 }];
+  assert.deepEqual(addrs({ ...spec(config, raw), seedFile: "/state/vms/vm-1/cidata.iso", pciSlots }), ["disk0-dev@pci.0:0x2", "disk1-dev@pci.0:0x6", "cidata-dev@pci.0:0x3", "nic0@pci.0:0x4"]);
+  // Partly recorded (a disk added while stopped): the others take the lowest free slots; a taken or unknown slot is not reused.
+  assert.deepEqual(addrs({ ...spec(config, raw), pciSlots: [{ kind: "disk", id: "data", slot: 2 }, { kind: "disk", id: "gone", slot: 3 }, { kind: "nic", id: "eth0", slot: 2 }] }), ["disk0-dev@pci.0:0x3", "disk1-dev@pci.0:0x2", "nic0@pci.0:0x4"]);
+  assert.throws(() => assignPciSlots(Array.from({ length: 31 }, (_, i) => ({ kind: "disk" as const, id: `d${i}` }))), (e: unknown) => e instanceof QuantixError && e.code === "resource_exhausted");
 });

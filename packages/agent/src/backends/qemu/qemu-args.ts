@@ -6,7 +6,9 @@ import {
   StorageInterfaceType,
   type VmConfig,
 } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import type { PciPlacement } from "@quantix/core";
 import type { DiskFormat } from "./disk-format.js";
+import { assignPciSlots, pciAddr, pciDevices } from "./qemu-pci-layout.js";
 
 /**
  * Builds a QEMU command line from a VmConfig. Injection-proof by construction: disks and
@@ -61,6 +63,19 @@ export interface QemuLaunchSpec {
   readonly backing?: readonly (readonly BackingSource[])[];
   /** The VM's cloud-init seed in its state directory (a path the agent built), attached read-only; absent: none. */
   readonly seedFile?: string | undefined;
+  /**
+   * Where the disks, the seed and the NICs sit on pci.0 (qemu-pci-layout.ts): each device
+   * named here keeps its slot, the others take the lowest free ones in order. Absent: the
+   * default layout (disks, seed, NICs from slot 2 on).
+   */
+  readonly pciSlots?: readonly PciPlacement[] | undefined;
+  /**
+   * For an incoming migration: no -S, so QEMU starts the guest by itself once the state
+   * has arrived. (A "cont" while QEMU waits for it would activate, and lock, the disks
+   * the source still runs on: a disk on shared storage then fails with "Failed to get
+   * write lock".)
+   */
+  readonly autostart?: boolean | undefined;
 }
 
 /**
@@ -142,7 +157,7 @@ export function buildQemuArgs(spec: QemuLaunchSpec): string[] {
     "-m", `${memMiB}M`,
     "-nodefaults", "-no-user-config", "-display", "none",
     // Started paused: the agent attaches QMP and the console first, then sends "cont".
-    "-S",
+    ...(spec.autostart ? [] : ["-S"]),
     "-pidfile", spec.pidFile,
     "-chardev", qmpChardevOption(spec.qmpSocket),
     "-mon", "chardev=qmp0,mode=control",
@@ -159,6 +174,9 @@ export function buildQemuArgs(spec: QemuLaunchSpec): string[] {
   // stops QEMU ("The bootindex 0 has already been used"); the kernel boots anyway, so the
   // root disk gets a boot index only when the firmware boots from disk.
   const rootBootIndex = boot?.kernelPath ? {} : { bootindex: 0 };
+  // Every PCI device at an explicit address, so that a migration's target (or a restore)
+  // can start with the layout this QEMU has, hot-plugged disks included.
+  const layout = assignPciSlots(pciDevices(config, spec.seedFile !== undefined), spec.pciSlots ?? []);
   config.storage.forEach((disk, i) => {
     const source = spec.disks[i];
     if (!source) throw new QuantixError("internal", `no detected format for disk ${i}`);
@@ -181,17 +199,17 @@ export function buildQemuArgs(spec: QemuLaunchSpec): string[] {
     for (const node of layers.nodes) args.push("-blockdev", JSON.stringify(node));
     const backing = source.format === "qcow2" ? { backing: layers.top } : {};
     args.push("-blockdev", JSON.stringify({ driver: source.format, "node-name": `disk${i}`, file: `disk${i}-file`, "read-only": ro, ...backing }));
-    args.push("-device", JSON.stringify({ driver: diskDriver(disk.interfaceType, i), id: `disk${i}-dev`, drive: `disk${i}`, ...(disk.isRootDevice ? rootBootIndex : {}) }));
+    args.push("-device", JSON.stringify({ driver: diskDriver(disk.interfaceType, i), id: `disk${i}-dev`, drive: `disk${i}`, ...(disk.isRootDevice ? rootBootIndex : {}), ...pciAddr(layout, { kind: "disk", id: disk.id }) }));
   });
   if (spec.seedFile !== undefined) {
     // The NoCloud seed: a read-only virtio disk after the config's disks; cloud-init finds it by its label.
     args.push("-blockdev", JSON.stringify({ driver: "file", "node-name": "cidata-file", filename: spec.seedFile, "read-only": true }));
     args.push("-blockdev", JSON.stringify({ driver: "raw", "node-name": "cidata", file: "cidata-file", "read-only": true }));
-    args.push("-device", JSON.stringify({ driver: "virtio-blk-pci", id: "cidata-dev", drive: "cidata" }));
+    args.push("-device", JSON.stringify({ driver: "virtio-blk-pci", id: "cidata-dev", drive: "cidata", ...pciAddr(layout, { kind: "cloud-init-seed", id: "" }) }));
   }
   config.network.forEach((nic, i) => {
     args.push("-netdev", JSON.stringify({ type: "tap", id: `net${i}`, ifname: nic.tapDevice, script: "no", downscript: "no" }));
-    args.push("-device", JSON.stringify({ driver: nicDriver(nic.interfaceType, i), id: `nic${i}`, netdev: `net${i}`, mac: nic.macAddress.toLowerCase() }));
+    args.push("-device", JSON.stringify({ driver: nicDriver(nic.interfaceType, i), id: `nic${i}`, netdev: `net${i}`, mac: nic.macAddress.toLowerCase(), ...pciAddr(layout, { kind: "nic", id: nic.id }) }));
   });
   return args;
 }

@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process";
 import { access, constants, open, readFile, rm } from "node:fs/promises";
 import { promisify } from "node:util";
-import { QuantixError, notFound, systemClock, type Clock } from "@quantix/core";
+import { QuantixError, notFound, systemClock, type Clock, type PciPlacement } from "@quantix/core";
 import { ConsoleOutput, type StorageDevice, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import type { Backend, ConsoleChunk, BackendCapability, BackendEvent, BackendVmInfo, IncomingDiskCopy, IncomingMigration, MigrationOptions, MigrationStats, ShutdownOptions, VmSnapshotInfo } from "../../backend.js";
 import { buildCloudInitSeed } from "../../cloud-init-seed.js";
@@ -19,6 +19,7 @@ import { stopRuntime } from "./qemu-stop.js";
 import { qemuVmInfo } from "./qemu-vm-info.js";
 import { diskNodeNames, hotPlugDisk, hotUnplugDisk, resizeDiskOnline } from "./qemu-disk-hotplug.js";
 import { QemuRuntime, type RuntimeEnd } from "./qemu-runtime.js";
+import { assignPciSlots, pciDevices } from "./qemu-pci-layout.js";
 import { loadState, saveState } from "./qemu-suspend.js";
 import { applyOffline, deleteLive, findSnapshot, listVmSnapshots, loadLive, saveLive, saveOffline, snapshotDisks } from "./qemu-vm-snapshot.js";
 import { QemuImg } from "../../storage/qemu-img.js";
@@ -269,13 +270,19 @@ export class QemuBackend implements Backend {
   }
 
   /**
-   * Defines the VM and starts QEMU with `-incoming defer`. The runtime's "cont" only sets
-   * QEMU's autostart while it waits for the incoming state, so the guest runs by itself
-   * once the migration completed; QEMU's RESUME event then tells watchers.
+   * Defines the VM and starts QEMU with `-incoming defer` and without -S: QEMU takes over
+   * the disks (activates them) and starts the guest by itself once the migration
+   * completed; QEMU's RESUME event then tells watchers. (A "cont" while it waits would
+   * take the disks' locks from under the source, which fails for disks on shared storage.)
    */
-  async prepareIncoming(vmId: string, config: VmConfig, listenHost: string, copies: readonly IncomingDiskCopy[] = []): Promise<IncomingMigration> {
+  async prepareIncoming(vmId: string, config: VmConfig, listenHost: string, copies: readonly IncomingDiskCopy[] = [], layout: readonly PciPlacement[] = []): Promise<IncomingMigration> {
     await this.createVM(vmId, config);
     const entry = this.entry(vmId);
+    // The source's PCI layout (VmManager checked that it places every device): QEMU starts with it.
+    if (layout.length > 0) {
+      entry.record.pciSlots = layout.map((p) => ({ kind: p.kind, id: p.id, slot: p.slot }));
+      await saveRecord(entry.paths, entry.record);
+    }
     for (const c of copies) {
       const path = config.storage[c.index]!.path;
       await createDiskCopy(path, c.format, c.virtualSizeBytes, this.options.qemuImgBinary);
@@ -283,7 +290,7 @@ export class QemuBackend implements Backend {
       (entry.record.incomingCopies ??= []).push(path);
       await saveRecord(entry.paths, entry.record);
     }
-    const rt = await this.launch(vmId, ["-incoming", "defer"]);
+    const rt = (await this.launchWith(vmId, ["-incoming", "defer"], [], true)).runtime;
     rt.paused = true;
     rt.qmp.onEvent((e) => {
       if (e.event !== "RESUME" || this.entries.get(vmId) !== entry) return;
@@ -300,22 +307,31 @@ export class QemuBackend implements Backend {
   }
 
   /**
-   * Refuses to migrate a VM whose disks were hot-plugged or unplugged since its QEMU
-   * started: the target starts with the config's disks in order, each on the next PCI
-   * slot, while the source has them where hot-plug put them, and a migration moves device
-   * state by slot. (Recording each disk's slot in the config would lift this.)
+   * Where the VM's PCI devices sit. While QEMU runs, its own answer (query-pci), found by
+   * the qdev ids the agent gave them: positional for the disks QEMU started with,
+   * id-derived for hot-plugged ones (qemu-disk-hotplug.ts), `cidata-dev` and `nic<i>`; so
+   * a VM started by an agent from before explicit addresses is described right too.
+   * Otherwise the layout its next start gets. A device of the config that is not on the
+   * bus cannot be reproduced on a target: FAILED_PRECONDITION naming it.
    */
-  private requireLaunchLayout(vmId: string, entry: Entry): void {
-    const launched = entry.record.launchedDiskIds;
-    const now = entry.record.config.storage.map((d) => d.id);
-    if (!entry.runtime || !launched || (launched.length === now.length && launched.every((id, i) => id === now[i]))) return;
-    throw new QuantixError("failed_precondition", `VM '${vmId}' cannot migrate: its disks changed since it started (${launched.join(", ") || "none"} then, ${now.join(", ") || "none"} now), and the target cannot reproduce where hot-plug put them; detach the hot-plugged disks or restart the VM first`);
+  async deviceLayout(vmId: string): Promise<PciPlacement[]> {
+    const entry = this.entry(vmId);
+    const devices = pciDevices(entry.record.config, !!entry.record.config.cloudInit);
+    const rt = entry.runtime;
+    if (!rt) return assignPciSlots(devices, entry.record.pciSlots ?? []);
+    const onBus = new Map((await rt.qmp.execute<{ bus: number; devices: { slot: number; function: number; qdev_id?: string }[] }[]>("query-pci"))
+      .filter((b) => b.bus === 0).flatMap((b) => b.devices).filter((d) => d.function === 0 && d.qdev_id).map((d) => [d.qdev_id!, d.slot]));
+    return devices.map((d) => {
+      const qdev = d.kind === "disk" ? this.diskNames(entry, d.id).device : d.kind === "cloud-init-seed" ? "cidata-dev" : `nic${entry.record.config.network.findIndex((n) => n.id === d.id)}`;
+      const slot = onBus.get(qdev);
+      if (slot === undefined) throw new QuantixError("failed_precondition", `VM '${vmId}' cannot migrate: its ${d.kind}${d.id ? ` '${d.id}'` : ""} is not on its PCI bus as ${qdev}, so a target cannot start with the same device layout; restart the VM first`);
+      return { ...d, slot };
+    });
   }
 
   /** Format and virtual size of disks of a VM: QEMU's answer while it runs, the files' otherwise. */
   async describeDisks(vmId: string, disks: readonly number[]): Promise<IncomingDiskCopy[]> {
     const entry = this.entry(vmId);
-    this.requireLaunchLayout(vmId, entry);
     const qmp = entry.runtime?.qmp;
     return Promise.all(disks.map(async (index) => {
       const path = entry.record.config.storage[index]!.path;
@@ -327,7 +343,6 @@ export class QemuBackend implements Backend {
   async migrateOut(vmId: string, targetUri: string, options: MigrationOptions): Promise<MigrationStats> {
     const qmp = this.running(vmId).qmp;
     const entry = this.entry(vmId);
-    this.requireLaunchLayout(vmId, entry);
     if (!options.storage) return migrateOut(qmp, targetUri, options);
     // The source's node names: positional for the disks QEMU started with, id-derived for hot-plugged ones;
     // the target started with all of them and exports each by its position (disk<i>).
@@ -360,15 +375,17 @@ export class QemuBackend implements Backend {
 
   /**
    * Starts QEMU with `extraArgs`; `inherit` descriptors are passed after the host files,
-   * and `extraFds` answers their numbers in QEMU's process.
+   * and `extraFds` answers their numbers in QEMU's process. `incoming`: for a migration's
+   * target, QEMU starts the guest itself when the state has arrived (no -S, no "cont").
    */
-  private async launchWith(vmId: string, extraArgs: readonly string[], inherit: readonly number[]): Promise<{ runtime: QemuRuntime; extraFds: number[] }> {
+  private async launchWith(vmId: string, extraArgs: readonly string[], inherit: readonly number[], incoming = false): Promise<{ runtime: QemuRuntime; extraFds: number[] }> {
     const entry = this.entry(vmId);
     if (entry.runtime) throw new QuantixError("failed_precondition", `VM '${vmId}' already runs`);
     const { record, paths } = entry;
     // QEMU gets the files opened and checked here, never their names (host-files.ts).
     const files = await openHostFiles(record.config, this.options.imageDirs);
     let extraFds: number[] = [];
+    let pciSlots: PciPlacement[] = [];
     try {
       record.disks ??= files.disks.map((f) => ({ format: detectDiskFormatOf(f.fd), blockDevice: f.blockDevice }));
       const disks = record.disks.map((d, i) => ({ ...d, blockDevice: files.disks[i]!.blockDevice }));
@@ -378,11 +395,13 @@ export class QemuBackend implements Backend {
       const backing = files.backing.map((chain) => chain.map((f) => ({ format: f.format, blockDevice: f.blockDevice, path: f.real })));
       const seedFile = record.config.cloudInit ? paths.seedFile : undefined;
       if (record.config.cloudInit && !(await exists(paths.seedFile))) await buildCloudInitSeed(vmId, record.config.cloudInit, paths.seedFile, this.options.seedBinary);
-      const args = [...buildQemuArgs({ vmId, config: record.config, kvm: this.options.kvm, ...paths, disks, backing, fds, seedFile }), ...extraArgs];
+      // The slots recorded (a previous start, hot-plug, or a migration's source) are kept; new devices fill free ones.
+      pciSlots = assignPciSlots(pciDevices(record.config, seedFile !== undefined), record.pciSlots ?? []);
+      const args = [...buildQemuArgs({ vmId, config: record.config, kvm: this.options.kvm, ...paths, disks, backing, fds, seedFile, pciSlots, autostart: incoming }), ...extraArgs];
       extraFds = inherit.map((_, i) => 3 + files.all.length + i);
       await this.options.beforeSpawn?.(vmId);
       entry.stopping = false;
-      entry.runtime = await QemuRuntime.start(this.binary, args, this.runtimeOptions(vmId, entry), [...files.all.map((f) => f.fd), ...inherit]).catch((err: unknown) => {
+      entry.runtime = await QemuRuntime.start(this.binary, args, this.runtimeOptions(vmId, entry), [...files.all.map((f) => f.fd), ...inherit], !incoming).catch((err: unknown) => {
         if (!this.options.kvm || !(err instanceof QuantixError)) throw err;
         throw new QuantixError(err.code, `${err.message}; if KVM cannot run guests on this host, set VMCP_QEMU_KVM=false`);
       });
@@ -390,7 +409,7 @@ export class QemuBackend implements Backend {
       // QEMU holds its own copies; the agent's are closed whether or not it started.
       files.close();
     }
-    Object.assign(record, { state: "running", crashReason: undefined, startedAtMs: this.clock.now(), launchedDiskIds: record.config.storage.map((d) => d.id) });
+    Object.assign(record, { state: "running", crashReason: undefined, startedAtMs: this.clock.now(), launchedDiskIds: record.config.storage.map((d) => d.id), pciSlots });
     await saveRecord(paths, record);
     return { runtime: entry.runtime, extraFds };
   }
@@ -517,9 +536,11 @@ export class QemuBackend implements Backend {
     const rt = this.running(vmId);
     // The file and its backing chain are checked as at boot (host-files.ts); QEMU is told their resolved paths.
     const checked = await checkDiskChain(`disk '${disk.id}'`, disk.path, !disk.readOnly, this.options.imageDirs);
-    const source = await hotPlugDisk(rt.qmp, disk, this.diskNames(entry, disk.id), checked);
+    const { slot, ...source } = await hotPlugDisk(rt.qmp, disk, this.diskNames(entry, disk.id), checked);
     entry.record.config.storage.push(disk);
     entry.record.disks?.push(source);
+    // Where it went, so that a restore, a restart or a migration's target puts it there again.
+    entry.record.pciSlots?.push({ kind: "disk", id: disk.id, slot });
     await saveRecord(entry.paths, entry.record);
   }
 
@@ -532,6 +553,7 @@ export class QemuBackend implements Backend {
       entry.record.config.storage.splice(i, 1);
       entry.record.disks?.splice(i, 1);
     }
+    if (entry.record.pciSlots) entry.record.pciSlots = entry.record.pciSlots.filter((p) => !(p.kind === "disk" && p.id === diskId));
     await saveRecord(entry.paths, entry.record);
   }
 

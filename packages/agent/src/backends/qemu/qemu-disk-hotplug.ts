@@ -2,6 +2,7 @@ import type { StorageDevice } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError } from "@quantix/core";
 import { detectDiskSource, type DiskFormat } from "./disk-format.js";
 import { backingLayerNodes } from "./qemu-args.js";
+import { FIRST_PCI_SLOT, LAST_PCI_SLOT } from "./qemu-pci-layout.js";
 import { QmpError, type QmpClient } from "./qmp-client.js";
 
 /**
@@ -34,9 +35,6 @@ export function diskNodeNames(diskId: string, launchedIds: readonly string[]): D
   return { file: `${h}-file`, format: h, device: `${h}-dev` };
 }
 
-/** The first PCI slots on bus 0 of the "pc" machine that no device uses; 0 and 1 are the host and ISA bridges. */
-const FIRST_SLOT = 2;
-const LAST_SLOT = 31;
 
 interface PciBus {
   bus: number;
@@ -55,13 +53,14 @@ export interface CheckedDisk {
  * probed), a linked clone's backing layers each added read-only below it (base first,
  * the nodes a boot gives them: backingLayerNodes) so a qcow2 opens no file by the name in
  * its header, and the device put on the first free slot of pci.0. A failure takes back
- * what was added. Returns the detected source.
+ * what was added. Returns the detected source and the slot.
  */
-export async function hotPlugDisk(qmp: QmpClient, disk: StorageDevice, names: DiskNodeNames, checked: CheckedDisk): Promise<{ format: DiskFormat; blockDevice: boolean }> {
+export async function hotPlugDisk(qmp: QmpClient, disk: StorageDevice, names: DiskNodeNames, checked: CheckedDisk): Promise<{ format: DiskFormat; blockDevice: boolean; slot: number }> {
   const source = await detectDiskSource(checked.real);
   const ro = disk.readOnly;
   const layers = backingLayerNodes(names.format, checked.backing.map((b) => ({ format: b.format, blockDevice: b.blockDevice, path: b.real })));
   const added: string[] = [];
+  let slot = 0;
   const add = async (args: Record<string, unknown>) => {
     await qmpCall(qmp, "blockdev-add", args);
     added.push(args["node-name"] as string);
@@ -70,13 +69,13 @@ export async function hotPlugDisk(qmp: QmpClient, disk: StorageDevice, names: Di
     for (const node of layers.nodes) await add(node);
     await add({ driver: source.blockDevice ? "host_device" : "file", "node-name": names.file, filename: checked.real, "read-only": ro });
     await add({ driver: source.format, "node-name": names.format, file: names.file, "read-only": ro, ...(source.format === "qcow2" ? { backing: layers.top } : {}) });
-    const slot = await freeSlot(qmp);
+    slot = await freeSlot(qmp);
     await qmpCall(qmp, "device_add", { driver: "virtio-blk-pci", id: names.device, drive: names.format, bus: "pci.0", addr: `0x${slot.toString(16)}` });
   } catch (err) {
     for (const node of added.reverse()) await qmp.execute("blockdev-del", { "node-name": node }).catch(() => undefined);
     throw err;
   }
-  return source;
+  return { ...source, slot };
 }
 
 /**
@@ -165,7 +164,7 @@ async function devicePresent(qmp: QmpClient, device: string): Promise<boolean> {
 async function freeSlot(qmp: QmpClient): Promise<number> {
   const buses = await qmp.execute<PciBus[]>("query-pci");
   const used = new Set((buses.find((b) => b.bus === 0)?.devices ?? []).map((d) => d.slot));
-  for (let s = FIRST_SLOT; s <= LAST_SLOT; s++) if (!used.has(s)) return s;
+  for (let s = FIRST_PCI_SLOT; s <= LAST_PCI_SLOT; s++) if (!used.has(s)) return s;
   throw new QuantixError("resource_exhausted", "the VM's PCI bus has no free slot for another disk");
 }
 

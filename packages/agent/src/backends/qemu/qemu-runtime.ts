@@ -50,8 +50,13 @@ export class QemuRuntime {
     });
   }
 
-  /** Spawns QEMU paused (inheriting `inherit` as its fds 3, 4, ...), attaches QMP and the console, then lets the guest run. */
-  static async start(binary: string, args: readonly string[], options: RuntimeOptions, inherit: readonly number[] = []): Promise<QemuRuntime> {
+  /**
+   * Spawns QEMU paused (inheriting `inherit` as its fds 3, 4, ...), attaches QMP and the
+   * console, then lets the guest run. With `cont` false (a QEMU started without -S to
+   * receive an incoming migration) no "cont" is sent: QEMU starts the guest itself once
+   * the state has arrived, after taking over the disks from the source.
+   */
+  static async start(binary: string, args: readonly string[], options: RuntimeOptions, inherit: readonly number[] = [], cont = true): Promise<QemuRuntime> {
     await clearRuntimeFiles(options.paths);
     const child = await spawnQemu(binary, args, options.paths.logFile, inherit).catch((err: unknown) => {
       throw new QuantixError("unavailable", `cannot start QEMU (${binary}): ${String(err)}; install qemu-system-x86`);
@@ -75,7 +80,7 @@ export class QemuRuntime {
     void child.exited.then((exit) => runtime.end(exit));
     try {
       await runtime.attachConsole();
-      await qmp.execute("cont");
+      if (cont) await qmp.execute("cont");
     } catch (err) {
       // QEMU dying at the first vCPU run closes QMP under "cont": its log says why.
       const why = await Promise.race([early.then(() => undefined, (e: unknown) => e), new Promise((r) => setTimeout(r, 5000, undefined))]);

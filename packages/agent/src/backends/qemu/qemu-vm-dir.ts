@@ -4,6 +4,7 @@ import path from "node:path";
 import { QuantixError } from "@quantix/core";
 import { VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { VM_ID_PATTERN } from "../../vm-id.js";
+import type { PciPlacement } from "@quantix/core";
 import type { DiskSource } from "./qemu-args.js";
 
 /**
@@ -32,6 +33,13 @@ export interface VmRecord {
    * (qemu-disk-hotplug.ts). Undefined before the first start.
    */
   launchedDiskIds?: string[] | undefined;
+  /**
+   * Where the VM's disks, cloud-init seed and NICs sit on pci.0 (qemu-pci-layout.ts): set
+   * when QEMU starts (each start keeps the slots recorded here), changed by hot-plug and
+   * unplug, and given by a migration's source on an incoming VM. Undefined before the
+   * first start (and on records of agents from before explicit addresses).
+   */
+  pciSlots?: PciPlacement[] | undefined;
   /**
    * Disk files an incoming migration created here and the source is still filling: they
    * are removed with the VM until the migration completed (then the list is emptied and
@@ -89,6 +97,7 @@ export async function saveRecord(paths: VmPaths, record: VmRecord): Promise<void
     crashReason: record.crashReason,
     startedAtMs: record.startedAtMs,
     launchedDiskIds: record.launchedDiskIds,
+    pciSlots: record.pciSlots,
     incomingCopies: record.incomingCopies?.length ? record.incomingCopies : undefined,
   });
   const tmp = `${paths.recordFile}.tmp`;
@@ -108,11 +117,17 @@ export async function loadRecord(paths: VmPaths): Promise<VmRecord | undefined> 
       crashReason: typeof raw["crashReason"] === "string" ? raw["crashReason"] : undefined,
       startedAtMs: typeof raw["startedAtMs"] === "number" ? raw["startedAtMs"] : undefined,
       launchedDiskIds: Array.isArray(raw["launchedDiskIds"]) ? (raw["launchedDiskIds"] as unknown[]).filter((x): x is string => typeof x === "string") : undefined,
+      ...(Array.isArray(raw["pciSlots"]) ? { pciSlots: (raw["pciSlots"] as unknown[]).filter(isPlacement) } : {}),
       ...(Array.isArray(raw["incomingCopies"]) ? { incomingCopies: (raw["incomingCopies"] as unknown[]).filter((p): p is string => typeof p === "string") } : {}),
     };
   } catch {
     return undefined;
   }
+}
+
+function isPlacement(x: unknown): x is PciPlacement {
+  const p = x as Partial<PciPlacement> | null;
+  return typeof p === "object" && p !== null && (p.kind === "disk" || p.kind === "nic" || p.kind === "cloud-init-seed") && typeof p.id === "string" && Number.isInteger(p.slot);
 }
 
 /** Removes the sockets and pid file a previous QEMU left, before starting a new one. */

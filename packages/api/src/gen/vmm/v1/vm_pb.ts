@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vmm/v1/vm.proto.
  */
 export const file_vmm_v1_vm: GenFile = /*@__PURE__*/
-  fileDesc("Cg92bW0vdjEvdm0ucHJvdG8SBnZtbS52MSL3AgoIVm1Db25maWcSHgoDY3B1GAEgASgLMhEudm1tLnYxLkNwdUNvbmZpZxIkCgZtZW1vcnkYAiABKAsyFC52bW0udjEuTWVtb3J5Q29uZmlnEiAKBGJvb3QYAyABKAsyEi52bW0udjEuQm9vdENvbmZpZxImCgdzdG9yYWdlGAQgAygLMhUudm1tLnYxLlN0b3JhZ2VEZXZpY2USKQoHbmV0d29yaxgFIAMoCzIYLnZtbS52MS5OZXR3b3JrSW50ZXJmYWNlEiYKB2NvbnNvbGUYBiABKAsyFS52bW0udjEuQ29uc29sZUNvbmZpZxIwCghtZXRhZGF0YRgHIAMoCzIeLnZtbS52MS5WbUNvbmZpZy5NZXRhZGF0YUVudHJ5EiUKCmNsb3VkX2luaXQYCCABKAsyES52bW0udjEuQ2xvdWRJbml0Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJJCglDbG91ZEluaXQSEQoJdXNlcl9kYXRhGAEgASgJEhEKCW1ldGFfZGF0YRgCIAEoCRIWCg5uZXR3b3JrX2NvbmZpZxgDIAEoCSJeCglDcHVDb25maWcSEgoKdmNwdV9jb3VudBgBIAEoBRIWCg5tYXhfdmNwdV9jb3VudBgCIAEoBRIlCgh0b3BvbG9neRgDIAEoCzITLnZtbS52MS5DcHVUb3BvbG9neSJSCgtDcHVUb3BvbG9neRIPCgdzb2NrZXRzGAEgASgFEhgKEGNvcmVzX3Blcl9zb2NrZXQYAiABKAUSGAoQdGhyZWFkc19wZXJfY29yZRgDIAEoBSJTCgxNZW1vcnlDb25maWcSEgoKc2l6ZV9ieXRlcxgBIAEoAxIXCg9ob3RwbHVnX2VuYWJsZWQYAiABKAgSFgoObWF4X3NpemVfYnl0ZXMYAyABKAMiSwoKQm9vdENvbmZpZxITCgtrZXJuZWxfcGF0aBgBIAEoCRITCgtpbml0cmRfcGF0aBgCIAEoCRITCgtrZXJuZWxfYXJncxgDIAEoCSKKAQoNU3RvcmFnZURldmljZRIKCgJpZBgBIAEoCRIMCgRwYXRoGAIgASgJEhEKCXJlYWRfb25seRgDIAEoCBIWCg5pc19yb290X2RldmljZRgEIAEoCBI0Cg5pbnRlcmZhY2VfdHlwZRgFIAEoDjIcLnZtbS52MS5TdG9yYWdlSW50ZXJmYWNlVHlwZSJ9ChBOZXR3b3JrSW50ZXJmYWNlEgoKAmlkGAEgASgJEhMKC21hY19hZGRyZXNzGAIgASgJEhIKCnRhcF9kZXZpY2UYAyABKAkSNAoOaW50ZXJmYWNlX3R5cGUYBCABKA4yHC52bW0udjEuTmV0d29ya0ludGVyZmFjZVR5cGUicgoNQ29uc29sZUNvbmZpZxIPCgdlbmFibGVkGAEgASgIEiUKBm91dHB1dBgCIAEoDjIVLnZtbS52MS5Db25zb2xlT3V0cHV0EikKDGNvbnNvbGVfdHlwZRgDIAEoDjITLnZtbS52MS5Db25zb2xlVHlwZSJCCg9DcmVhdGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSIAoGY29uZmlnGAIgASgLMhAudm1tLnYxLlZtQ29uZmlnIkEKEENyZWF0ZVZtUmVzcG9uc2USDQoFdm1faWQYASABKAkSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIvCg9EZWxldGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgiHgoNQm9vdFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJBCg5Cb290Vm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiSgoRU2h1dGRvd25WbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgSFwoPdGltZW91dF9zZWNvbmRzGAMgASgFIkUKElNodXRkb3duVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiHwoOUGF1c2VWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQgoPUGF1c2VWbVJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIgCg9SZXN1bWVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQwoQUmVzdW1lVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiIQoQU3VzcGVuZFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJEChFTdXNwZW5kVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiLwoPUmVib290Vm1SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEg0KBWZvcmNlGAIgASgIIkMKEFJlYm9vdFZtUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIeCgVzdGF0ZRgCIAEoDjIPLnZtbS52MS5WbVN0YXRlIiEKEEdldFZtSW5mb1JlcXVlc3QSDQoFdm1faWQYASABKAkiswEKEUdldFZtSW5mb1Jlc3BvbnNlEg0KBXZtX2lkGAEgASgJEiAKBmNvbmZpZxgCIAEoCzIQLnZtbS52MS5WbUNvbmZpZxIeCgVzdGF0ZRgDIAEoDjIPLnZtbS52MS5WbVN0YXRlEiIKB21ldHJpY3MYBCABKAsyES52bW0udjEuVm1NZXRyaWNzEikKDGJhY2tlbmRfaW5mbxgFIAEoCzITLnZtbS52MS5CYWNrZW5kSW5mbyLQAgoJVm1NZXRyaWNzEhkKEWNwdV91c2FnZV9wZXJjZW50GAEgASgBEhoKEm1lbW9yeV91c2FnZV9ieXRlcxgCIAEoAxIWCg51cHRpbWVfc2Vjb25kcxgDIAEoAxIYCgtjcHVfc2Vjb25kcxgEIAEoAUgAiAEBEh0KEGJsb2NrX3JlYWRfYnl0ZXMYBSABKANIAYgBARIeChFibG9ja193cml0ZV9ieXRlcxgGIAEoA0gCiAEBEhsKDmJsb2NrX3JlYWRfb3BzGAcgASgDSAOIAQESHAoPYmxvY2tfd3JpdGVfb3BzGAggASgDSASIAQFCDgoMX2NwdV9zZWNvbmRzQhMKEV9ibG9ja19yZWFkX2J5dGVzQhQKEl9ibG9ja193cml0ZV9ieXRlc0IRCg9fYmxvY2tfcmVhZF9vcHNCEgoQX2Jsb2NrX3dyaXRlX29wcyJeCgtCYWNrZW5kSW5mbxIUCgxiYWNrZW5kX3R5cGUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIUCgxjYXBhYmlsaXRpZXMYAyADKAkSEgoKcHJvY2Vzc19pZBgEIAEoBSJwCg5MaXN0Vm1zUmVxdWVzdBIlCgxzdGF0ZV9maWx0ZXIYASABKA4yDy52bW0udjEuVm1TdGF0ZRIRCglwYWdlX3NpemUYCiABKAUSEgoKcGFnZV90b2tlbhgLIAEoCRIQCghvcmRlcl9ieRgMIAEoCSJfCg9MaXN0Vm1zUmVzcG9uc2USHgoDdm1zGAEgAygLMhEudm1tLnYxLlZtU3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAUiaQoJVm1TdW1tYXJ5Eg0KBXZtX2lkGAEgASgJEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUSEgoKdmNwdV9jb3VudBgDIAEoBRIZChFtZW1vcnlfc2l6ZV9ieXRlcxgEIAEoAyI8ChdHZXRDb25zb2xlT3V0cHV0UmVxdWVzdBINCgV2bV9pZBgBIAEoCRISCgp0YWlsX2J5dGVzGAIgASgFIksKGEdldENvbnNvbGVPdXRwdXRSZXNwb25zZRIMCgRkYXRhGAEgASgMEhEKCXRydW5jYXRlZBgCIAEoCBIOCgZvZmZzZXQYAyABKAQiTgoUU3RyZWFtQ29uc29sZVJlcXVlc3QSDQoFdm1faWQYASABKAkSEgoKdGFpbF9ieXRlcxgCIAEoBRITCgtmcm9tX29mZnNldBgDIAEoBCIsCgxDb25zb2xlQ2h1bmsSDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAQiEQoPV2F0Y2hWbXNSZXF1ZXN0IqECCgdWbUV2ZW50EiEKBHR5cGUYASABKA4yEy52bW0udjEuVm1FdmVudFR5cGUSDQoFdm1faWQYAiABKAkSHgoFc3RhdGUYAyABKA4yDy52bW0udjEuVm1TdGF0ZRIOCgZyZWFzb24YBCABKAkSEgoKcHJvY2Vzc19pZBgFIAEoBRIuCgpzdGFydGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCghtZXRhZGF0YRgHIAMoCzIdLnZtbS52MS5WbUV2ZW50Lk1ldGFkYXRhRW50cnkSDgoGc3luY2VkGAggASgIGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKQAQoXUHJlcGFyZU1pZ3JhdGlvblJlcXVlc3QSDQoFdm1faWQYASABKAkSIAoGY29uZmlnGAIgASgLMhAudm1tLnYxLlZtQ29uZmlnEhQKDGNvcHlfc3RvcmFnZRgDIAEoCBIuCgtkaXNrX2NvcGllcxgEIAMoCzIZLnZtbS52MS5NaWdyYXRpb25EaXNrQ29weSJQChFNaWdyYXRpb25EaXNrQ29weRIPCgdkaXNrX2lkGAEgASgJEg4KBmZvcm1hdBgCIAEoCRIaChJ2aXJ0dWFsX3NpemVfYnl0ZXMYAyABKAQiJQoUUGxhbk1pZ3JhdGlvblJlcXVlc3QSDQoFdm1faWQYASABKAkiVgoVUGxhbk1pZ3JhdGlvblJlc3BvbnNlEg0KBXZtX2lkGAEgASgJEi4KC2Rpc2tfY29waWVzGAIgAygLMhkudm1tLnYxLk1pZ3JhdGlvbkRpc2tDb3B5IlIKGFByZXBhcmVNaWdyYXRpb25SZXNwb25zZRINCgV2bV9pZBgBIAEoCRISCgp0YXJnZXRfdXJpGAIgASgJEhMKC3N0b3JhZ2VfdXJpGAMgASgJIpEBChBNaWdyYXRlVm1SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEhIKCnRhcmdldF91cmkYAiABKAkSFwoPbWF4X2Rvd250aW1lX21zGAMgASgNEhYKDmJhbmR3aWR0aF9tYnBzGAQgASgNEhQKDGNvcHlfc3RvcmFnZRgFIAEoCBITCgtzdG9yYWdlX3VyaRgGIAEoCSLqAQoRTWlncmF0ZVZtUHJvZ3Jlc3MSDgoGc3RhdHVzGAEgASgJEhkKEXRyYW5zZmVycmVkX2J5dGVzGAIgASgEEhcKD3JlbWFpbmluZ19ieXRlcxgDIAEoBBITCgt0b3RhbF9ieXRlcxgEIAEoBBIRCgljb21wbGV0ZWQYBSABKAgSLwoKc3RhdGlzdGljcxgGIAEoCzIbLnZtbS52MS5NaWdyYXRpb25TdGF0aXN0aWNzEh4KFmRpc2tfdHJhbnNmZXJyZWRfYnl0ZXMYByABKAQSGAoQZGlza190b3RhbF9ieXRlcxgIIAEoBCJ8ChNNaWdyYXRpb25TdGF0aXN0aWNzEhkKEXRyYW5zZmVycmVkX2J5dGVzGAEgASgEEhMKC2Rvd250aW1lX21zGAIgASgEEhUKDXRvdGFsX3RpbWVfbXMYAyABKAQSHgoWZGlza190cmFuc2ZlcnJlZF9ieXRlcxgEIAEoBCInChZDYW5jZWxNaWdyYXRpb25SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJIiwKF0NhbmNlbE1pZ3JhdGlvblJlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoCCJHChFBdHRhY2hEaXNrUmVxdWVzdBINCgV2bV9pZBgBIAEoCRIjCgRkaXNrGAIgASgLMhUudm1tLnYxLlN0b3JhZ2VEZXZpY2UiSQoSQXR0YWNoRGlza1Jlc3BvbnNlEh4KBXN0YXRlGAEgASgOMg8udm1tLnYxLlZtU3RhdGUSEwoLaG90X3BsdWdnZWQYAiABKAgiTAoRRGV0YWNoRGlza1JlcXVlc3QSDQoFdm1faWQYASABKAkSDwoHZGlza19pZBgCIAEoCRIXCg90aW1lb3V0X3NlY29uZHMYAyABKAUiSwoSRGV0YWNoRGlza1Jlc3BvbnNlEh4KBXN0YXRlGAEgASgOMg8udm1tLnYxLlZtU3RhdGUSFQoNaG90X3VucGx1Z2dlZBgCIAEoCCJHChFSZXNpemVEaXNrUmVxdWVzdBINCgV2bV9pZBgBIAEoCRIPCgdkaXNrX2lkGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAQiKAoSUmVzaXplRGlza1Jlc3BvbnNlEhIKCnNpemVfYnl0ZXMYASABKAQiYQoRU25hcHNob3RWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkSFgoOaW5jbHVkZV9tZW1vcnkYAyABKAgSEAoIZGlza19pZHMYBCADKAkitQEKClZtU25hcHNob3QSEwoLc25hcHNob3RfaWQYASABKAkSDQoFdm1faWQYAiABKAkSFwoPbWVtb3J5X2luY2x1ZGVkGAMgASgIEhYKDnZtX3N0YXRlX2J5dGVzGAQgASgDEhAKCGRpc2tfaWRzGAUgAygJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGNvbXBsZXRlGAcgASgIIk8KF1JldmVydFZtU25hcHNob3RSZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEhMKC3NuYXBzaG90X2lkGAIgASgJEhAKCGRpc2tfaWRzGAMgAygJIj0KF0RlbGV0ZVZtU25hcHNob3RSZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEhMKC3NuYXBzaG90X2lkGAIgASgJIicKFkxpc3RWbVNuYXBzaG90c1JlcXVlc3QSDQoFdm1faWQYASABKAkiQAoXTGlzdFZtU25hcHNob3RzUmVzcG9uc2USJQoJc25hcHNob3RzGAEgAygLMhIudm1tLnYxLlZtU25hcHNob3QqzwEKFFN0b3JhZ2VJbnRlcmZhY2VUeXBlEiYKIlNUT1JBR0VfSU5URVJGQUNFX1RZUEVfVU5TUEVDSUZJRUQQABIlCiFTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX1ZJUlRJT19CTEsQARImCiJTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX1ZJUlRJT19TQ1NJEAISHwobU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9OVk1FEAMSHwobU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9TQVRBEAQqqwEKFE5ldHdvcmtJbnRlcmZhY2VUeXBlEiYKIk5FVFdPUktfSU5URVJGQUNFX1RZUEVfVU5TUEVDSUZJRUQQABIlCiFORVRXT1JLX0lOVEVSRkFDRV9UWVBFX1ZJUlRJT19ORVQQARIgChxORVRXT1JLX0lOVEVSRkFDRV9UWVBFX0UxMDAwEAISIgoeTkVUV09SS19JTlRFUkZBQ0VfVFlQRV9SVEw4MTM5EAMqYwoNQ29uc29sZU91dHB1dBIeChpDT05TT0xFX09VVFBVVF9VTlNQRUNJRklFRBAAEhkKFUNPTlNPTEVfT1VUUFVUX0JVRkZFUhABEhcKE0NPTlNPTEVfT1VUUFVUX05VTEwQAipdCgtDb25zb2xlVHlwZRIcChhDT05TT0xFX1RZUEVfVU5TUEVDSUZJRUQQABIXChNDT05TT0xFX1RZUEVfU0VSSUFMEAESFwoTQ09OU09MRV9UWVBFX1ZJUlRJTxACKqkBCgdWbVN0YXRlEhgKFFZNX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQVk1fU1RBVEVfQ1JFQVRFRBABEhQKEFZNX1NUQVRFX1JVTk5JTkcQAhITCg9WTV9TVEFURV9QQVVTRUQQAxIVChFWTV9TVEFURV9TSFVURE9XThAEEhQKEFZNX1NUQVRFX0NSQVNIRUQQBRIWChJWTV9TVEFURV9TVVNQRU5ERUQQBiqYAQoLVm1FdmVudFR5cGUSHQoZVk1fRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhoKFlZNX0VWRU5UX1RZUEVfRVhJU1RJTkcQARIYChRWTV9FVkVOVF9UWVBFX1NZTkNFRBACEhkKFVZNX0VWRU5UX1RZUEVfQ0hBTkdFRBADEhkKFVZNX0VWRU5UX1RZUEVfREVMRVRFRBAEMogNCglWbVNlcnZpY2USPQoIQ3JlYXRlVm0SFy52bW0udjEuQ3JlYXRlVm1SZXF1ZXN0Ghgudm1tLnYxLkNyZWF0ZVZtUmVzcG9uc2USOwoIRGVsZXRlVm0SFy52bW0udjEuRGVsZXRlVm1SZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5EjcKBkJvb3RWbRIVLnZtbS52MS5Cb290Vm1SZXF1ZXN0GhYudm1tLnYxLkJvb3RWbVJlc3BvbnNlEkMKClNodXRkb3duVm0SGS52bW0udjEuU2h1dGRvd25WbVJlcXVlc3QaGi52bW0udjEuU2h1dGRvd25WbVJlc3BvbnNlEjoKB1BhdXNlVm0SFi52bW0udjEuUGF1c2VWbVJlcXVlc3QaFy52bW0udjEuUGF1c2VWbVJlc3BvbnNlEj0KCFJlc3VtZVZtEhcudm1tLnYxLlJlc3VtZVZtUmVxdWVzdBoYLnZtbS52MS5SZXN1bWVWbVJlc3BvbnNlEkAKCVN1c3BlbmRWbRIYLnZtbS52MS5TdXNwZW5kVm1SZXF1ZXN0Ghkudm1tLnYxLlN1c3BlbmRWbVJlc3BvbnNlEj0KCFJlYm9vdFZtEhcudm1tLnYxLlJlYm9vdFZtUmVxdWVzdBoYLnZtbS52MS5SZWJvb3RWbVJlc3BvbnNlEkAKCUdldFZtSW5mbxIYLnZtbS52MS5HZXRWbUluZm9SZXF1ZXN0Ghkudm1tLnYxLkdldFZtSW5mb1Jlc3BvbnNlEjoKB0xpc3RWbXMSFi52bW0udjEuTGlzdFZtc1JlcXVlc3QaFy52bW0udjEuTGlzdFZtc1Jlc3BvbnNlElUKEEdldENvbnNvbGVPdXRwdXQSHy52bW0udjEuR2V0Q29uc29sZU91dHB1dFJlcXVlc3QaIC52bW0udjEuR2V0Q29uc29sZU91dHB1dFJlc3BvbnNlEkUKDVN0cmVhbUNvbnNvbGUSHC52bW0udjEuU3RyZWFtQ29uc29sZVJlcXVlc3QaFC52bW0udjEuQ29uc29sZUNodW5rMAESNgoIV2F0Y2hWbXMSFy52bW0udjEuV2F0Y2hWbXNSZXF1ZXN0Gg8udm1tLnYxLlZtRXZlbnQwARJVChBQcmVwYXJlTWlncmF0aW9uEh8udm1tLnYxLlByZXBhcmVNaWdyYXRpb25SZXF1ZXN0GiAudm1tLnYxLlByZXBhcmVNaWdyYXRpb25SZXNwb25zZRJCCglNaWdyYXRlVm0SGC52bW0udjEuTWlncmF0ZVZtUmVxdWVzdBoZLnZtbS52MS5NaWdyYXRlVm1Qcm9ncmVzczABEkwKDVBsYW5NaWdyYXRpb24SHC52bW0udjEuUGxhbk1pZ3JhdGlvblJlcXVlc3QaHS52bW0udjEuUGxhbk1pZ3JhdGlvblJlc3BvbnNlElIKD0NhbmNlbE1pZ3JhdGlvbhIeLnZtbS52MS5DYW5jZWxNaWdyYXRpb25SZXF1ZXN0Gh8udm1tLnYxLkNhbmNlbE1pZ3JhdGlvblJlc3BvbnNlEkMKCkF0dGFjaERpc2sSGS52bW0udjEuQXR0YWNoRGlza1JlcXVlc3QaGi52bW0udjEuQXR0YWNoRGlza1Jlc3BvbnNlEkMKCkRldGFjaERpc2sSGS52bW0udjEuRGV0YWNoRGlza1JlcXVlc3QaGi52bW0udjEuRGV0YWNoRGlza1Jlc3BvbnNlEkMKClJlc2l6ZURpc2sSGS52bW0udjEuUmVzaXplRGlza1JlcXVlc3QaGi52bW0udjEuUmVzaXplRGlza1Jlc3BvbnNlEjsKClNuYXBzaG90Vm0SGS52bW0udjEuU25hcHNob3RWbVJlcXVlc3QaEi52bW0udjEuVm1TbmFwc2hvdBJHChBSZXZlcnRWbVNuYXBzaG90Eh8udm1tLnYxLlJldmVydFZtU25hcHNob3RSZXF1ZXN0GhIudm1tLnYxLlZtU25hcHNob3QSSwoQRGVsZXRlVm1TbmFwc2hvdBIfLnZtbS52MS5EZWxldGVWbVNuYXBzaG90UmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJSCg9MaXN0Vm1TbmFwc2hvdHMSHi52bW0udjEuTGlzdFZtU25hcHNob3RzUmVxdWVzdBofLnZtbS52MS5MaXN0Vm1TbmFwc2hvdHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
+  fileDesc("Cg92bW0vdjEvdm0ucHJvdG8SBnZtbS52MSL3AgoIVm1Db25maWcSHgoDY3B1GAEgASgLMhEudm1tLnYxLkNwdUNvbmZpZxIkCgZtZW1vcnkYAiABKAsyFC52bW0udjEuTWVtb3J5Q29uZmlnEiAKBGJvb3QYAyABKAsyEi52bW0udjEuQm9vdENvbmZpZxImCgdzdG9yYWdlGAQgAygLMhUudm1tLnYxLlN0b3JhZ2VEZXZpY2USKQoHbmV0d29yaxgFIAMoCzIYLnZtbS52MS5OZXR3b3JrSW50ZXJmYWNlEiYKB2NvbnNvbGUYBiABKAsyFS52bW0udjEuQ29uc29sZUNvbmZpZxIwCghtZXRhZGF0YRgHIAMoCzIeLnZtbS52MS5WbUNvbmZpZy5NZXRhZGF0YUVudHJ5EiUKCmNsb3VkX2luaXQYCCABKAsyES52bW0udjEuQ2xvdWRJbml0Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJJCglDbG91ZEluaXQSEQoJdXNlcl9kYXRhGAEgASgJEhEKCW1ldGFfZGF0YRgCIAEoCRIWCg5uZXR3b3JrX2NvbmZpZxgDIAEoCSJeCglDcHVDb25maWcSEgoKdmNwdV9jb3VudBgBIAEoBRIWCg5tYXhfdmNwdV9jb3VudBgCIAEoBRIlCgh0b3BvbG9neRgDIAEoCzITLnZtbS52MS5DcHVUb3BvbG9neSJSCgtDcHVUb3BvbG9neRIPCgdzb2NrZXRzGAEgASgFEhgKEGNvcmVzX3Blcl9zb2NrZXQYAiABKAUSGAoQdGhyZWFkc19wZXJfY29yZRgDIAEoBSJTCgxNZW1vcnlDb25maWcSEgoKc2l6ZV9ieXRlcxgBIAEoAxIXCg9ob3RwbHVnX2VuYWJsZWQYAiABKAgSFgoObWF4X3NpemVfYnl0ZXMYAyABKAMiSwoKQm9vdENvbmZpZxITCgtrZXJuZWxfcGF0aBgBIAEoCRITCgtpbml0cmRfcGF0aBgCIAEoCRITCgtrZXJuZWxfYXJncxgDIAEoCSKKAQoNU3RvcmFnZURldmljZRIKCgJpZBgBIAEoCRIMCgRwYXRoGAIgASgJEhEKCXJlYWRfb25seRgDIAEoCBIWCg5pc19yb290X2RldmljZRgEIAEoCBI0Cg5pbnRlcmZhY2VfdHlwZRgFIAEoDjIcLnZtbS52MS5TdG9yYWdlSW50ZXJmYWNlVHlwZSJ9ChBOZXR3b3JrSW50ZXJmYWNlEgoKAmlkGAEgASgJEhMKC21hY19hZGRyZXNzGAIgASgJEhIKCnRhcF9kZXZpY2UYAyABKAkSNAoOaW50ZXJmYWNlX3R5cGUYBCABKA4yHC52bW0udjEuTmV0d29ya0ludGVyZmFjZVR5cGUicgoNQ29uc29sZUNvbmZpZxIPCgdlbmFibGVkGAEgASgIEiUKBm91dHB1dBgCIAEoDjIVLnZtbS52MS5Db25zb2xlT3V0cHV0EikKDGNvbnNvbGVfdHlwZRgDIAEoDjITLnZtbS52MS5Db25zb2xlVHlwZSJCCg9DcmVhdGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSIAoGY29uZmlnGAIgASgLMhAudm1tLnYxLlZtQ29uZmlnIkEKEENyZWF0ZVZtUmVzcG9uc2USDQoFdm1faWQYASABKAkSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIvCg9EZWxldGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgiHgoNQm9vdFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJBCg5Cb290Vm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiSgoRU2h1dGRvd25WbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgSFwoPdGltZW91dF9zZWNvbmRzGAMgASgFIkUKElNodXRkb3duVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiHwoOUGF1c2VWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQgoPUGF1c2VWbVJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIgCg9SZXN1bWVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQwoQUmVzdW1lVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiIQoQU3VzcGVuZFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJEChFTdXNwZW5kVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiLwoPUmVib290Vm1SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEg0KBWZvcmNlGAIgASgIIkMKEFJlYm9vdFZtUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIeCgVzdGF0ZRgCIAEoDjIPLnZtbS52MS5WbVN0YXRlIiEKEEdldFZtSW5mb1JlcXVlc3QSDQoFdm1faWQYASABKAkiswEKEUdldFZtSW5mb1Jlc3BvbnNlEg0KBXZtX2lkGAEgASgJEiAKBmNvbmZpZxgCIAEoCzIQLnZtbS52MS5WbUNvbmZpZxIeCgVzdGF0ZRgDIAEoDjIPLnZtbS52MS5WbVN0YXRlEiIKB21ldHJpY3MYBCABKAsyES52bW0udjEuVm1NZXRyaWNzEikKDGJhY2tlbmRfaW5mbxgFIAEoCzITLnZtbS52MS5CYWNrZW5kSW5mbyLQAgoJVm1NZXRyaWNzEhkKEWNwdV91c2FnZV9wZXJjZW50GAEgASgBEhoKEm1lbW9yeV91c2FnZV9ieXRlcxgCIAEoAxIWCg51cHRpbWVfc2Vjb25kcxgDIAEoAxIYCgtjcHVfc2Vjb25kcxgEIAEoAUgAiAEBEh0KEGJsb2NrX3JlYWRfYnl0ZXMYBSABKANIAYgBARIeChFibG9ja193cml0ZV9ieXRlcxgGIAEoA0gCiAEBEhsKDmJsb2NrX3JlYWRfb3BzGAcgASgDSAOIAQESHAoPYmxvY2tfd3JpdGVfb3BzGAggASgDSASIAQFCDgoMX2NwdV9zZWNvbmRzQhMKEV9ibG9ja19yZWFkX2J5dGVzQhQKEl9ibG9ja193cml0ZV9ieXRlc0IRCg9fYmxvY2tfcmVhZF9vcHNCEgoQX2Jsb2NrX3dyaXRlX29wcyJeCgtCYWNrZW5kSW5mbxIUCgxiYWNrZW5kX3R5cGUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIUCgxjYXBhYmlsaXRpZXMYAyADKAkSEgoKcHJvY2Vzc19pZBgEIAEoBSJwCg5MaXN0Vm1zUmVxdWVzdBIlCgxzdGF0ZV9maWx0ZXIYASABKA4yDy52bW0udjEuVm1TdGF0ZRIRCglwYWdlX3NpemUYCiABKAUSEgoKcGFnZV90b2tlbhgLIAEoCRIQCghvcmRlcl9ieRgMIAEoCSJfCg9MaXN0Vm1zUmVzcG9uc2USHgoDdm1zGAEgAygLMhEudm1tLnYxLlZtU3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAUiaQoJVm1TdW1tYXJ5Eg0KBXZtX2lkGAEgASgJEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUSEgoKdmNwdV9jb3VudBgDIAEoBRIZChFtZW1vcnlfc2l6ZV9ieXRlcxgEIAEoAyI8ChdHZXRDb25zb2xlT3V0cHV0UmVxdWVzdBINCgV2bV9pZBgBIAEoCRISCgp0YWlsX2J5dGVzGAIgASgFIksKGEdldENvbnNvbGVPdXRwdXRSZXNwb25zZRIMCgRkYXRhGAEgASgMEhEKCXRydW5jYXRlZBgCIAEoCBIOCgZvZmZzZXQYAyABKAQiTgoUU3RyZWFtQ29uc29sZVJlcXVlc3QSDQoFdm1faWQYASABKAkSEgoKdGFpbF9ieXRlcxgCIAEoBRITCgtmcm9tX29mZnNldBgDIAEoBCIsCgxDb25zb2xlQ2h1bmsSDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAQiEQoPV2F0Y2hWbXNSZXF1ZXN0IqECCgdWbUV2ZW50EiEKBHR5cGUYASABKA4yEy52bW0udjEuVm1FdmVudFR5cGUSDQoFdm1faWQYAiABKAkSHgoFc3RhdGUYAyABKA4yDy52bW0udjEuVm1TdGF0ZRIOCgZyZWFzb24YBCABKAkSEgoKcHJvY2Vzc19pZBgFIAEoBRIuCgpzdGFydGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCghtZXRhZGF0YRgHIAMoCzIdLnZtbS52MS5WbUV2ZW50Lk1ldGFkYXRhRW50cnkSDgoGc3luY2VkGAggASgIGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASK4AQoXUHJlcGFyZU1pZ3JhdGlvblJlcXVlc3QSDQoFdm1faWQYASABKAkSIAoGY29uZmlnGAIgASgLMhAudm1tLnYxLlZtQ29uZmlnEhQKDGNvcHlfc3RvcmFnZRgDIAEoCBIuCgtkaXNrX2NvcGllcxgEIAMoCzIZLnZtbS52MS5NaWdyYXRpb25EaXNrQ29weRImCg1kZXZpY2VfbGF5b3V0GAUgAygLMg8udm1tLnYxLlBjaVNsb3QiTwoHUGNpU2xvdBIjCgRraW5kGAEgASgOMhUudm1tLnYxLlBjaURldmljZUtpbmQSEQoJZGV2aWNlX2lkGAIgASgJEgwKBHNsb3QYAyABKA0iUAoRTWlncmF0aW9uRGlza0NvcHkSDwoHZGlza19pZBgBIAEoCRIOCgZmb3JtYXQYAiABKAkSGgoSdmlydHVhbF9zaXplX2J5dGVzGAMgASgEIiUKFFBsYW5NaWdyYXRpb25SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJIn4KFVBsYW5NaWdyYXRpb25SZXNwb25zZRINCgV2bV9pZBgBIAEoCRIuCgtkaXNrX2NvcGllcxgCIAMoCzIZLnZtbS52MS5NaWdyYXRpb25EaXNrQ29weRImCg1kZXZpY2VfbGF5b3V0GAMgAygLMg8udm1tLnYxLlBjaVNsb3QiUgoYUHJlcGFyZU1pZ3JhdGlvblJlc3BvbnNlEg0KBXZtX2lkGAEgASgJEhIKCnRhcmdldF91cmkYAiABKAkSEwoLc3RvcmFnZV91cmkYAyABKAkikQEKEE1pZ3JhdGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSEgoKdGFyZ2V0X3VyaRgCIAEoCRIXCg9tYXhfZG93bnRpbWVfbXMYAyABKA0SFgoOYmFuZHdpZHRoX21icHMYBCABKA0SFAoMY29weV9zdG9yYWdlGAUgASgIEhMKC3N0b3JhZ2VfdXJpGAYgASgJIuoBChFNaWdyYXRlVm1Qcm9ncmVzcxIOCgZzdGF0dXMYASABKAkSGQoRdHJhbnNmZXJyZWRfYnl0ZXMYAiABKAQSFwoPcmVtYWluaW5nX2J5dGVzGAMgASgEEhMKC3RvdGFsX2J5dGVzGAQgASgEEhEKCWNvbXBsZXRlZBgFIAEoCBIvCgpzdGF0aXN0aWNzGAYgASgLMhsudm1tLnYxLk1pZ3JhdGlvblN0YXRpc3RpY3MSHgoWZGlza190cmFuc2ZlcnJlZF9ieXRlcxgHIAEoBBIYChBkaXNrX3RvdGFsX2J5dGVzGAggASgEInwKE01pZ3JhdGlvblN0YXRpc3RpY3MSGQoRdHJhbnNmZXJyZWRfYnl0ZXMYASABKAQSEwoLZG93bnRpbWVfbXMYAiABKAQSFQoNdG90YWxfdGltZV9tcxgDIAEoBBIeChZkaXNrX3RyYW5zZmVycmVkX2J5dGVzGAQgASgEIicKFkNhbmNlbE1pZ3JhdGlvblJlcXVlc3QSDQoFdm1faWQYASABKAkiLAoXQ2FuY2VsTWlncmF0aW9uUmVzcG9uc2USEQoJY2FuY2VsbGVkGAEgASgIIkcKEUF0dGFjaERpc2tSZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEiMKBGRpc2sYAiABKAsyFS52bW0udjEuU3RvcmFnZURldmljZSJJChJBdHRhY2hEaXNrUmVzcG9uc2USHgoFc3RhdGUYASABKA4yDy52bW0udjEuVm1TdGF0ZRITCgtob3RfcGx1Z2dlZBgCIAEoCCJMChFEZXRhY2hEaXNrUmVxdWVzdBINCgV2bV9pZBgBIAEoCRIPCgdkaXNrX2lkGAIgASgJEhcKD3RpbWVvdXRfc2Vjb25kcxgDIAEoBSJLChJEZXRhY2hEaXNrUmVzcG9uc2USHgoFc3RhdGUYASABKA4yDy52bW0udjEuVm1TdGF0ZRIVCg1ob3RfdW5wbHVnZ2VkGAIgASgIIkcKEVJlc2l6ZURpc2tSZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEg8KB2Rpc2tfaWQYAiABKAkSEgoKc2l6ZV9ieXRlcxgDIAEoBCIoChJSZXNpemVEaXNrUmVzcG9uc2USEgoKc2l6ZV9ieXRlcxgBIAEoBCJhChFTbmFwc2hvdFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCRIWCg5pbmNsdWRlX21lbW9yeRgDIAEoCBIQCghkaXNrX2lkcxgEIAMoCSK1AQoKVm1TbmFwc2hvdBITCgtzbmFwc2hvdF9pZBgBIAEoCRINCgV2bV9pZBgCIAEoCRIXCg9tZW1vcnlfaW5jbHVkZWQYAyABKAgSFgoOdm1fc3RhdGVfYnl0ZXMYBCABKAMSEAoIZGlza19pZHMYBSADKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIY29tcGxldGUYByABKAgiTwoXUmV2ZXJ0Vm1TbmFwc2hvdFJlcXVlc3QSDQoFdm1faWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkSEAoIZGlza19pZHMYAyADKAkiPQoXRGVsZXRlVm1TbmFwc2hvdFJlcXVlc3QSDQoFdm1faWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkiJwoWTGlzdFZtU25hcHNob3RzUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJAChdMaXN0Vm1TbmFwc2hvdHNSZXNwb25zZRIlCglzbmFwc2hvdHMYASADKAsyEi52bW0udjEuVm1TbmFwc2hvdCrPAQoUU3RvcmFnZUludGVyZmFjZVR5cGUSJgoiU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9VTlNQRUNJRklFRBAAEiUKIVNUT1JBR0VfSU5URVJGQUNFX1RZUEVfVklSVElPX0JMSxABEiYKIlNUT1JBR0VfSU5URVJGQUNFX1RZUEVfVklSVElPX1NDU0kQAhIfChtTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX05WTUUQAxIfChtTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX1NBVEEQBCqrAQoUTmV0d29ya0ludGVyZmFjZVR5cGUSJgoiTkVUV09SS19JTlRFUkZBQ0VfVFlQRV9VTlNQRUNJRklFRBAAEiUKIU5FVFdPUktfSU5URVJGQUNFX1RZUEVfVklSVElPX05FVBABEiAKHE5FVFdPUktfSU5URVJGQUNFX1RZUEVfRTEwMDAQAhIiCh5ORVRXT1JLX0lOVEVSRkFDRV9UWVBFX1JUTDgxMzkQAypjCg1Db25zb2xlT3V0cHV0Eh4KGkNPTlNPTEVfT1VUUFVUX1VOU1BFQ0lGSUVEEAASGQoVQ09OU09MRV9PVVRQVVRfQlVGRkVSEAESFwoTQ09OU09MRV9PVVRQVVRfTlVMTBACKl0KC0NvbnNvbGVUeXBlEhwKGENPTlNPTEVfVFlQRV9VTlNQRUNJRklFRBAAEhcKE0NPTlNPTEVfVFlQRV9TRVJJQUwQARIXChNDT05TT0xFX1RZUEVfVklSVElPEAIqqQEKB1ZtU3RhdGUSGAoUVk1fU1RBVEVfVU5TUEVDSUZJRUQQABIUChBWTV9TVEFURV9DUkVBVEVEEAESFAoQVk1fU1RBVEVfUlVOTklORxACEhMKD1ZNX1NUQVRFX1BBVVNFRBADEhUKEVZNX1NUQVRFX1NIVVRET1dOEAQSFAoQVk1fU1RBVEVfQ1JBU0hFRBAFEhYKElZNX1NUQVRFX1NVU1BFTkRFRBAGKpgBCgtWbUV2ZW50VHlwZRIdChlWTV9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGgoWVk1fRVZFTlRfVFlQRV9FWElTVElORxABEhgKFFZNX0VWRU5UX1RZUEVfU1lOQ0VEEAISGQoVVk1fRVZFTlRfVFlQRV9DSEFOR0VEEAMSGQoVVk1fRVZFTlRfVFlQRV9ERUxFVEVEEAQqiAEKDVBjaURldmljZUtpbmQSHwobUENJX0RFVklDRV9LSU5EX1VOU1BFQ0lGSUVEEAASGAoUUENJX0RFVklDRV9LSU5EX0RJU0sQARIXChNQQ0lfREVWSUNFX0tJTkRfTklDEAISIwofUENJX0RFVklDRV9LSU5EX0NMT1VEX0lOSVRfU0VFRBADMogNCglWbVNlcnZpY2USPQoIQ3JlYXRlVm0SFy52bW0udjEuQ3JlYXRlVm1SZXF1ZXN0Ghgudm1tLnYxLkNyZWF0ZVZtUmVzcG9uc2USOwoIRGVsZXRlVm0SFy52bW0udjEuRGVsZXRlVm1SZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5EjcKBkJvb3RWbRIVLnZtbS52MS5Cb290Vm1SZXF1ZXN0GhYudm1tLnYxLkJvb3RWbVJlc3BvbnNlEkMKClNodXRkb3duVm0SGS52bW0udjEuU2h1dGRvd25WbVJlcXVlc3QaGi52bW0udjEuU2h1dGRvd25WbVJlc3BvbnNlEjoKB1BhdXNlVm0SFi52bW0udjEuUGF1c2VWbVJlcXVlc3QaFy52bW0udjEuUGF1c2VWbVJlc3BvbnNlEj0KCFJlc3VtZVZtEhcudm1tLnYxLlJlc3VtZVZtUmVxdWVzdBoYLnZtbS52MS5SZXN1bWVWbVJlc3BvbnNlEkAKCVN1c3BlbmRWbRIYLnZtbS52MS5TdXNwZW5kVm1SZXF1ZXN0Ghkudm1tLnYxLlN1c3BlbmRWbVJlc3BvbnNlEj0KCFJlYm9vdFZtEhcudm1tLnYxLlJlYm9vdFZtUmVxdWVzdBoYLnZtbS52MS5SZWJvb3RWbVJlc3BvbnNlEkAKCUdldFZtSW5mbxIYLnZtbS52MS5HZXRWbUluZm9SZXF1ZXN0Ghkudm1tLnYxLkdldFZtSW5mb1Jlc3BvbnNlEjoKB0xpc3RWbXMSFi52bW0udjEuTGlzdFZtc1JlcXVlc3QaFy52bW0udjEuTGlzdFZtc1Jlc3BvbnNlElUKEEdldENvbnNvbGVPdXRwdXQSHy52bW0udjEuR2V0Q29uc29sZU91dHB1dFJlcXVlc3QaIC52bW0udjEuR2V0Q29uc29sZU91dHB1dFJlc3BvbnNlEkUKDVN0cmVhbUNvbnNvbGUSHC52bW0udjEuU3RyZWFtQ29uc29sZVJlcXVlc3QaFC52bW0udjEuQ29uc29sZUNodW5rMAESNgoIV2F0Y2hWbXMSFy52bW0udjEuV2F0Y2hWbXNSZXF1ZXN0Gg8udm1tLnYxLlZtRXZlbnQwARJVChBQcmVwYXJlTWlncmF0aW9uEh8udm1tLnYxLlByZXBhcmVNaWdyYXRpb25SZXF1ZXN0GiAudm1tLnYxLlByZXBhcmVNaWdyYXRpb25SZXNwb25zZRJCCglNaWdyYXRlVm0SGC52bW0udjEuTWlncmF0ZVZtUmVxdWVzdBoZLnZtbS52MS5NaWdyYXRlVm1Qcm9ncmVzczABEkwKDVBsYW5NaWdyYXRpb24SHC52bW0udjEuUGxhbk1pZ3JhdGlvblJlcXVlc3QaHS52bW0udjEuUGxhbk1pZ3JhdGlvblJlc3BvbnNlElIKD0NhbmNlbE1pZ3JhdGlvbhIeLnZtbS52MS5DYW5jZWxNaWdyYXRpb25SZXF1ZXN0Gh8udm1tLnYxLkNhbmNlbE1pZ3JhdGlvblJlc3BvbnNlEkMKCkF0dGFjaERpc2sSGS52bW0udjEuQXR0YWNoRGlza1JlcXVlc3QaGi52bW0udjEuQXR0YWNoRGlza1Jlc3BvbnNlEkMKCkRldGFjaERpc2sSGS52bW0udjEuRGV0YWNoRGlza1JlcXVlc3QaGi52bW0udjEuRGV0YWNoRGlza1Jlc3BvbnNlEkMKClJlc2l6ZURpc2sSGS52bW0udjEuUmVzaXplRGlza1JlcXVlc3QaGi52bW0udjEuUmVzaXplRGlza1Jlc3BvbnNlEjsKClNuYXBzaG90Vm0SGS52bW0udjEuU25hcHNob3RWbVJlcXVlc3QaEi52bW0udjEuVm1TbmFwc2hvdBJHChBSZXZlcnRWbVNuYXBzaG90Eh8udm1tLnYxLlJldmVydFZtU25hcHNob3RSZXF1ZXN0GhIudm1tLnYxLlZtU25hcHNob3QSSwoQRGVsZXRlVm1TbmFwc2hvdBIfLnZtbS52MS5EZWxldGVWbVNuYXBzaG90UmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJSCg9MaXN0Vm1TbmFwc2hvdHMSHi52bW0udjEuTGlzdFZtU25hcHNob3RzUmVxdWVzdBofLnZtbS52MS5MaXN0Vm1TbmFwc2hvdHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
 
 /**
  * The hypervisor-neutral configuration of a VM. Paths are paths on the host.
@@ -1372,6 +1372,18 @@ export type PrepareMigrationRequest = Message<"vmm.v1.PrepareMigrationRequest"> 
    * @generated from field: repeated vmm.v1.MigrationDiskCopy disk_copies = 4;
    */
   diskCopies: MigrationDiskCopy[];
+
+  /**
+   * Where each PCI device sits on the source, as its PlanMigration answered
+   * (device_layout): the VM starts here with the same addresses, so that the migration
+   * stream, which names devices by address, finds each where the source had it (disks
+   * hot-plugged or unplugged since the source started included). When given it must place
+   * every disk, network interface and the cloud-init seed of config, each on its own slot.
+   * Empty: the hypervisor's default layout (the config's devices in order), as before.
+   *
+   * @generated from field: repeated vmm.v1.PciSlot device_layout = 5;
+   */
+  deviceLayout: PciSlot[];
 };
 
 /**
@@ -1380,6 +1392,41 @@ export type PrepareMigrationRequest = Message<"vmm.v1.PrepareMigrationRequest"> 
  */
 export const PrepareMigrationRequestSchema: GenMessage<PrepareMigrationRequest> = /*@__PURE__*/
   messageDesc(file_vmm_v1_vm, 37);
+
+/**
+ * Where one device of a VM sits on the guest's PCI bus.
+ *
+ * @generated from message vmm.v1.PciSlot
+ */
+export type PciSlot = Message<"vmm.v1.PciSlot"> & {
+  /**
+   * What the device is.
+   *
+   * @generated from field: vmm.v1.PciDeviceKind kind = 1;
+   */
+  kind: PciDeviceKind;
+
+  /**
+   * The disk's or interface's id; empty for the cloud-init seed.
+   *
+   * @generated from field: string device_id = 2;
+   */
+  deviceId: string;
+
+  /**
+   * Its slot on the root PCI bus (QEMU: pci.0 of the "pc" machine, function 0): 2 to 31.
+   *
+   * @generated from field: uint32 slot = 3;
+   */
+  slot: number;
+};
+
+/**
+ * Describes the message vmm.v1.PciSlot.
+ * Use `create(PciSlotSchema)` to create a new message.
+ */
+export const PciSlotSchema: GenMessage<PciSlot> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 38);
 
 /**
  * One disk a migration copies from the source host.
@@ -1414,7 +1461,7 @@ export type MigrationDiskCopy = Message<"vmm.v1.MigrationDiskCopy"> & {
  * Use `create(MigrationDiskCopySchema)` to create a new message.
  */
 export const MigrationDiskCopySchema: GenMessage<MigrationDiskCopy> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 38);
+  messageDesc(file_vmm_v1_vm, 39);
 
 /**
  * Request for PlanMigration.
@@ -1435,7 +1482,7 @@ export type PlanMigrationRequest = Message<"vmm.v1.PlanMigrationRequest"> & {
  * Use `create(PlanMigrationRequestSchema)` to create a new message.
  */
 export const PlanMigrationRequestSchema: GenMessage<PlanMigrationRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 39);
+  messageDesc(file_vmm_v1_vm, 40);
 
 /**
  * Response for PlanMigration.
@@ -1457,6 +1504,15 @@ export type PlanMigrationResponse = Message<"vmm.v1.PlanMigrationResponse"> & {
    * @generated from field: repeated vmm.v1.MigrationDiskCopy disk_copies = 2;
    */
   diskCopies: MigrationDiskCopy[];
+
+  /**
+   * Where the VM's PCI devices sit now (while it runs: as the hypervisor reports its bus),
+   * hot-plugged disks included; pass it to PrepareMigration's device_layout. Empty when the
+   * backend does not place devices itself.
+   *
+   * @generated from field: repeated vmm.v1.PciSlot device_layout = 3;
+   */
+  deviceLayout: PciSlot[];
 };
 
 /**
@@ -1464,7 +1520,7 @@ export type PlanMigrationResponse = Message<"vmm.v1.PlanMigrationResponse"> & {
  * Use `create(PlanMigrationResponseSchema)` to create a new message.
  */
 export const PlanMigrationResponseSchema: GenMessage<PlanMigrationResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 40);
+  messageDesc(file_vmm_v1_vm, 41);
 
 /**
  * Response for PrepareMigration.
@@ -1502,7 +1558,7 @@ export type PrepareMigrationResponse = Message<"vmm.v1.PrepareMigrationResponse"
  * Use `create(PrepareMigrationResponseSchema)` to create a new message.
  */
 export const PrepareMigrationResponseSchema: GenMessage<PrepareMigrationResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 41);
+  messageDesc(file_vmm_v1_vm, 42);
 
 /**
  * Request for MigrateVm.
@@ -1560,7 +1616,7 @@ export type MigrateVmRequest = Message<"vmm.v1.MigrateVmRequest"> & {
  * Use `create(MigrateVmRequestSchema)` to create a new message.
  */
 export const MigrateVmRequestSchema: GenMessage<MigrateVmRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 42);
+  messageDesc(file_vmm_v1_vm, 43);
 
 /**
  * Progress of an outgoing migration.
@@ -1630,7 +1686,7 @@ export type MigrateVmProgress = Message<"vmm.v1.MigrateVmProgress"> & {
  * Use `create(MigrateVmProgressSchema)` to create a new message.
  */
 export const MigrateVmProgressSchema: GenMessage<MigrateVmProgress> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 43);
+  messageDesc(file_vmm_v1_vm, 44);
 
 /**
  * What a completed migration measured (the hypervisor's own numbers).
@@ -1673,7 +1729,7 @@ export type MigrationStatistics = Message<"vmm.v1.MigrationStatistics"> & {
  * Use `create(MigrationStatisticsSchema)` to create a new message.
  */
 export const MigrationStatisticsSchema: GenMessage<MigrationStatistics> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 44);
+  messageDesc(file_vmm_v1_vm, 45);
 
 /**
  * Request for CancelMigration.
@@ -1694,7 +1750,7 @@ export type CancelMigrationRequest = Message<"vmm.v1.CancelMigrationRequest"> & 
  * Use `create(CancelMigrationRequestSchema)` to create a new message.
  */
 export const CancelMigrationRequestSchema: GenMessage<CancelMigrationRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 45);
+  messageDesc(file_vmm_v1_vm, 46);
 
 /**
  * Response for CancelMigration.
@@ -1715,7 +1771,7 @@ export type CancelMigrationResponse = Message<"vmm.v1.CancelMigrationResponse"> 
  * Use `create(CancelMigrationResponseSchema)` to create a new message.
  */
 export const CancelMigrationResponseSchema: GenMessage<CancelMigrationResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 46);
+  messageDesc(file_vmm_v1_vm, 47);
 
 /**
  * Request for AttachDisk.
@@ -1743,7 +1799,7 @@ export type AttachDiskRequest = Message<"vmm.v1.AttachDiskRequest"> & {
  * Use `create(AttachDiskRequestSchema)` to create a new message.
  */
 export const AttachDiskRequestSchema: GenMessage<AttachDiskRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 47);
+  messageDesc(file_vmm_v1_vm, 48);
 
 /**
  * Response for AttachDisk.
@@ -1771,7 +1827,7 @@ export type AttachDiskResponse = Message<"vmm.v1.AttachDiskResponse"> & {
  * Use `create(AttachDiskResponseSchema)` to create a new message.
  */
 export const AttachDiskResponseSchema: GenMessage<AttachDiskResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 48);
+  messageDesc(file_vmm_v1_vm, 49);
 
 /**
  * Request for DetachDisk.
@@ -1806,7 +1862,7 @@ export type DetachDiskRequest = Message<"vmm.v1.DetachDiskRequest"> & {
  * Use `create(DetachDiskRequestSchema)` to create a new message.
  */
 export const DetachDiskRequestSchema: GenMessage<DetachDiskRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 49);
+  messageDesc(file_vmm_v1_vm, 50);
 
 /**
  * Response for DetachDisk.
@@ -1834,7 +1890,7 @@ export type DetachDiskResponse = Message<"vmm.v1.DetachDiskResponse"> & {
  * Use `create(DetachDiskResponseSchema)` to create a new message.
  */
 export const DetachDiskResponseSchema: GenMessage<DetachDiskResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 50);
+  messageDesc(file_vmm_v1_vm, 51);
 
 /**
  * Request for ResizeDisk.
@@ -1869,7 +1925,7 @@ export type ResizeDiskRequest = Message<"vmm.v1.ResizeDiskRequest"> & {
  * Use `create(ResizeDiskRequestSchema)` to create a new message.
  */
 export const ResizeDiskRequestSchema: GenMessage<ResizeDiskRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 51);
+  messageDesc(file_vmm_v1_vm, 52);
 
 /**
  * Response for ResizeDisk.
@@ -1890,7 +1946,7 @@ export type ResizeDiskResponse = Message<"vmm.v1.ResizeDiskResponse"> & {
  * Use `create(ResizeDiskResponseSchema)` to create a new message.
  */
 export const ResizeDiskResponseSchema: GenMessage<ResizeDiskResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 52);
+  messageDesc(file_vmm_v1_vm, 53);
 
 /**
  * Request for SnapshotVm.
@@ -1934,7 +1990,7 @@ export type SnapshotVmRequest = Message<"vmm.v1.SnapshotVmRequest"> & {
  * Use `create(SnapshotVmRequestSchema)` to create a new message.
  */
 export const SnapshotVmRequestSchema: GenMessage<SnapshotVmRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 53);
+  messageDesc(file_vmm_v1_vm, 54);
 
 /**
  * A snapshot of a whole VM.
@@ -1997,7 +2053,7 @@ export type VmSnapshot = Message<"vmm.v1.VmSnapshot"> & {
  * Use `create(VmSnapshotSchema)` to create a new message.
  */
 export const VmSnapshotSchema: GenMessage<VmSnapshot> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 54);
+  messageDesc(file_vmm_v1_vm, 55);
 
 /**
  * Request for RevertVmSnapshot.
@@ -2033,7 +2089,7 @@ export type RevertVmSnapshotRequest = Message<"vmm.v1.RevertVmSnapshotRequest"> 
  * Use `create(RevertVmSnapshotRequestSchema)` to create a new message.
  */
 export const RevertVmSnapshotRequestSchema: GenMessage<RevertVmSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 55);
+  messageDesc(file_vmm_v1_vm, 56);
 
 /**
  * Request for DeleteVmSnapshot.
@@ -2061,7 +2117,7 @@ export type DeleteVmSnapshotRequest = Message<"vmm.v1.DeleteVmSnapshotRequest"> 
  * Use `create(DeleteVmSnapshotRequestSchema)` to create a new message.
  */
 export const DeleteVmSnapshotRequestSchema: GenMessage<DeleteVmSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 56);
+  messageDesc(file_vmm_v1_vm, 57);
 
 /**
  * Request for ListVmSnapshots.
@@ -2082,7 +2138,7 @@ export type ListVmSnapshotsRequest = Message<"vmm.v1.ListVmSnapshotsRequest"> & 
  * Use `create(ListVmSnapshotsRequestSchema)` to create a new message.
  */
 export const ListVmSnapshotsRequestSchema: GenMessage<ListVmSnapshotsRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 57);
+  messageDesc(file_vmm_v1_vm, 58);
 
 /**
  * Response for ListVmSnapshots.
@@ -2103,7 +2159,7 @@ export type ListVmSnapshotsResponse = Message<"vmm.v1.ListVmSnapshotsResponse"> 
  * Use `create(ListVmSnapshotsResponseSchema)` to create a new message.
  */
 export const ListVmSnapshotsResponseSchema: GenMessage<ListVmSnapshotsResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 58);
+  messageDesc(file_vmm_v1_vm, 59);
 
 /**
  * How a disk is presented to the guest. An enum rather than a string, so that a typo
@@ -2377,6 +2433,45 @@ export enum VmEventType {
  */
 export const VmEventTypeSchema: GenEnum<VmEventType> = /*@__PURE__*/
   enumDesc(file_vmm_v1_vm, 5);
+
+/**
+ * The kind of a VM's PCI device in a PciSlot.
+ *
+ * @generated from enum vmm.v1.PciDeviceKind
+ */
+export enum PciDeviceKind {
+  /**
+   * @generated from enum value: PCI_DEVICE_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A disk of config.storage; device_id is its id.
+   *
+   * @generated from enum value: PCI_DEVICE_KIND_DISK = 1;
+   */
+  DISK = 1,
+
+  /**
+   * A network interface of config.network; device_id is its id.
+   *
+   * @generated from enum value: PCI_DEVICE_KIND_NIC = 2;
+   */
+  NIC = 2,
+
+  /**
+   * The cloud-init NoCloud seed disk the hypervisor adds for config.cloud_init; no device_id.
+   *
+   * @generated from enum value: PCI_DEVICE_KIND_CLOUD_INIT_SEED = 3;
+   */
+  CLOUD_INIT_SEED = 3,
+}
+
+/**
+ * Describes the enum vmm.v1.PciDeviceKind.
+ */
+export const PciDeviceKindSchema: GenEnum<PciDeviceKind> = /*@__PURE__*/
+  enumDesc(file_vmm_v1_vm, 6);
 
 /**
  * The VMM API: one host's virtual machines, run by one hypervisor backend (Cloud
