@@ -21,6 +21,7 @@ export const TEST_PACKAGES: readonly (readonly [name: string, why: string])[] = 
   ["curl", "the README's curl examples run against a test server"],
   ["genisoimage", "builds cloud-init NoCloud seeds (the agent's tool) and reads them back (isoinfo)"],
   ["xz-utils", "the agent decompresses xz images on import, and the import tests make them"],
+  ["zstd", "the agent decompresses zstd images on import, and the import tests make them"],
   // The journey's Debian image (packages/testing/src/debian-image.ts, which installs them too when run alone).
   ["mmdebstrap", "builds the journey's Debian image (a bookworm root file system)"],
   ["e2fsprogs", "mkfs.ext4 makes the Debian image's root file system from the tree"],

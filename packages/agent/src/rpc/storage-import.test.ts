@@ -36,7 +36,7 @@ const pool = "00000000-0000-4000-a000-000000000001";
 let poolDir: string;
 
 before(async () => {
-  await ensureDebianPackages(["qemu-utils", "xz-utils"]);
+  await ensureDebianPackages(["qemu-utils", "xz-utils", "zstd"]);
   // A qcow2 with data (a 0xab pattern in its first MiB), gzipped; a 10 MiB raw with
   // incompressible data (several progress messages), xz-compressed; a hostile qcow2.
   const img = join(root, "img");
@@ -50,6 +50,10 @@ before(async () => {
   writeFileSync(join(img, "b.raw"), raw);
   execFileSync("xz", ["-k", "-0", join(img, "b.raw")]);
   fixtures.set("/b.raw.xz", readFileSync(join(img, "b.raw.xz")));
+  execFileSync("zstd", ["-q", "-k", join(img, "a.qcow2"), "-o", join(img, "a.qcow2.zst")]);
+  fixtures.set("/a.qcow2.zst", readFileSync(join(img, "a.qcow2.zst")));
+  // zstd's magic bytes, then garbage: refused as corrupt.
+  fixtures.set("/bad.zst", Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.alloc(4096, 7)]));
   execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-b", "/etc/hostname", "-F", "raw", join(img, "evil.qcow2"), "1M"]);
   fixtures.set("/evil.qcow2", readFileSync(join(img, "evil.qcow2")));
   execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", join(img, "huge.qcow2"), "60T"]);
@@ -144,6 +148,19 @@ test("an xz-compressed raw image into a raw volume; download progress; a redirec
   assert.ok(downloading.length >= 3, `progress while downloading: ${downloading.map((s) => s.bytesDone).join(", ")}`);
   assert.ok(downloading.every((s) => s.bytesTotal === BigInt(10 * MIB)));
   assert.equal((await all({ poolId: pool, volumeId: uuid(), format: VolumeFormat.QCOW2, url: `${base}/moved` })).at(-1)?.detectedFormat, "qcow2", "redirects are followed");
+});
+
+test("a zstd-compressed qcow2 (told from its magic bytes, not its name) becomes a volume with its data; corrupt zstd data is refused", async () => {
+  const steps = await all({ poolId: pool, volumeId: uuid(), format: VolumeFormat.QCOW2, url: `${base}/a.qcow2.zst` });
+  const last = steps.at(-1)!;
+  assert.equal(last.phase, ImportPhase.READY);
+  assert.equal(last.detectedFormat, "qcow2");
+  assert.match(execFileSync("qemu-io", ["-f", "qcow2", "-r", last.volume!.path, "-c", "read -P 0xab 0 1M"], { encoding: "utf8" }), /read 1048576\/1048576 bytes/);
+  const before = poolFiles();
+  const bad = await failed({ poolId: pool, volumeId: uuid(), format: VolumeFormat.QCOW2, url: `${base}/bad.zst` });
+  assert.equal(bad.code, Code.FailedPrecondition);
+  assert.match(bad.rawMessage, /zstd data is corrupt/);
+  assert.deepEqual(poolFiles(), before, "no file left");
 });
 
 test("bad downloads end with a clear error and leave no file", async () => {

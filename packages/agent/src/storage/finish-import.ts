@@ -46,7 +46,7 @@ export interface Received {
 
 /**
  * The second half of an import, once the bytes are in a temporary file of the pool
- * (ImportVolume's download, UploadVolume's stream): sha256 check, gzip/xz decompression
+ * (ImportVolume's download, UploadVolume's stream): sha256 check, gzip/xz/zstd decompression
  * detected from the content and bounded by the pool's free space, inspectImage (hostile
  * images refused), the virtual size against the pool's free space, `qemu-img convert -f
  * <detected> -O <format>` into a `.partial` file, then a rename into place. Yields
@@ -88,13 +88,23 @@ export async function* finishImport(
   yield { phase: "ready", bytesDone: done, bytesTotal: total, sha256, detectedFormat, volume };
 }
 
-async function compressionOf(path: string): Promise<"gzip" | "xz" | undefined> {
+type Compression = "gzip" | "xz" | "zstd";
+
+/** The decompressors run as processes: the command and the Debian package that has it. */
+const TOOLS: Record<Exclude<Compression, "gzip">, { readonly command: string; readonly pkg: string }> = {
+  xz: { command: "xz", pkg: "xz-utils" },
+  zstd: { command: "zstd", pkg: "zstd" },
+};
+
+/** The compression of a file, from its magic bytes (never its name). */
+async function compressionOf(path: string): Promise<Compression | undefined> {
   const fh = await open(path, "r");
   try {
     const head = Buffer.alloc(6);
     const { bytesRead } = await fh.read(head, 0, 6, 0);
     if (bytesRead >= 2 && head[0] === 0x1f && head[1] === 0x8b) return "gzip";
     if (bytesRead === 6 && head.equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return "xz";
+    if (bytesRead >= 4 && head.readUInt32LE(0) === 0xfd2fb528) return "zstd";
     return undefined;
   } finally {
     await fh.close();
@@ -102,7 +112,7 @@ async function compressionOf(path: string): Promise<"gzip" | "xz" | undefined> {
 }
 
 /** Decompresses `from` into `to`, failing with RESOURCE_EXHAUSTED past `limit` bytes (a decompression bomb) and FAILED_PRECONDITION for corrupt data. */
-async function decompress(kind: "gzip" | "xz", from: string, to: string, limit: bigint, signal: AbortSignal): Promise<void> {
+async function decompress(kind: Compression, from: string, to: string, limit: bigint, signal: AbortSignal): Promise<void> {
   let written = 0n;
   const bound = new Transform({
     transform(chunk: Buffer, _enc, cb) {
@@ -112,25 +122,35 @@ async function decompress(kind: "gzip" | "xz", from: string, to: string, limit: 
     },
   });
   let source: Readable;
-  let xzDone: Promise<void> = Promise.resolve();
+  // The decompressing process's failure (undefined when it succeeded), always observed.
+  let toolFailure: Promise<unknown> = Promise.resolve(undefined);
+  let stop = (): void => {};
   if (kind === "gzip") source = createReadStream(from).pipe(createGunzip());
   else {
-    const xz = spawn("xz", ["-dc"], { stdio: ["pipe", "pipe", "pipe"], signal });
+    const tool = TOOLS[kind];
+    // Fixed arguments only: the data comes on stdin, the output goes to stdout.
+    const proc = spawn(tool.command, ["-dc"], { stdio: ["pipe", "pipe", "pipe"], signal });
     let stderr = "";
-    xz.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString("utf8")).slice(0, 300)));
-    // A feed that breaks (xz exited early) is reported by xz's exit status below.
-    pipeline(createReadStream(from), xz.stdin).catch(() => undefined);
-    xzDone = new Promise((resolve, reject) => {
-      xz.on("error", (err) => reject(new QuantixError("failed_precondition", "xz is not installed on this host (Debian: xz-utils)", [], { cause: err })));
-      xz.on("close", (code) => (code === 0 ? resolve() : reject(new QuantixError("failed_precondition", `the xz data is corrupt: ${stderr.trim()}`))));
+    proc.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString("utf8")).slice(0, 300)));
+    // A feed that breaks (the tool exited early) is reported by its exit status below.
+    pipeline(createReadStream(from), proc.stdin).catch(() => undefined);
+    toolFailure = new Promise((resolve) => {
+      proc.on("error", (err) => resolve(new QuantixError("failed_precondition", `${tool.command} is not installed on this host (Debian: ${tool.pkg})`, [], { cause: err })));
+      proc.on("close", (code) => resolve(code === 0 ? undefined : new QuantixError("failed_precondition", `the ${kind} data is corrupt: ${stderr.trim()}`)));
     });
-    source = xz.stdout;
+    stop = () => void proc.kill("SIGKILL");
+    source = proc.stdout;
   }
   try {
     await pipeline(source, bound, createWriteStream(to, { mode: 0o600 }), { signal });
-    await xzDone;
   } catch (err) {
-    if (err instanceof QuantixError) throw err;
-    throw new QuantixError("failed_precondition", `the ${kind} data is corrupt or truncated`, [], { cause: err });
+    // Ours (past the limit): the process is not waited for. Else the process says why, if it failed.
+    if (err instanceof QuantixError) {
+      stop();
+      throw err;
+    }
+    throw (await toolFailure) ?? new QuantixError("failed_precondition", `the ${kind} data is corrupt or truncated`, [], { cause: err });
   }
+  const failure = await toolFailure;
+  if (failure) throw failure;
 }
