@@ -11,7 +11,7 @@ import { gzipSync } from "node:zlib";
 import { Code, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { BadRequestSchema } from "@quantix/api/gen/google/rpc/error_details_pb.js";
-import { ImportPhase, StoragePoolType, StorageService, VolumeFormat, type ImportVolumeProgress } from "@quantix/api/gen/vmm/v1/storage_pb.js";
+import { CloneMode, ImportPhase, StoragePoolType, StorageService, VolumeFormat, type ImportVolumeProgress } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 import { silentLogger } from "@quantix/rpc";
 import { ensureDebianPackages, rejection, until } from "@quantix/testing";
 import { SimulatedBackend } from "../backends/simulated/simulated-backend.js";
@@ -203,4 +203,24 @@ test("malformed imports are INVALID_ARGUMENT with field paths, before any downlo
   const creds = await failed({ poolId: pool, volumeId: uuid(), format: VolumeFormat.RAW, url: "http://user:pw@127.0.0.1/x" });
   assert.match(creds.message, /credentials/);
   assert.equal(requests.length, before);
+});
+
+test("ReadVolume streams a volume's file as stored, in chunks of at most 1 MiB; a linked clone and an unknown volume are refused", async () => {
+  const id = (await all({ poolId: pool, volumeId: uuid(), format: VolumeFormat.RAW, url: `${base}/b.raw` })).at(-1)!.volume!.volumeId;
+  const chunks: Uint8Array[] = [];
+  for await (const m of c.readVolume({ poolId: pool, volumeId: id })) chunks.push(m.data);
+  assert.ok(chunks.length >= 10 && chunks.every((x) => x.length > 0 && x.length <= MIB), `chunk sizes: ${chunks.map((x) => x.length).join(",")}`);
+  assert.ok(Buffer.concat(chunks).equals(readFileSync(join(poolDir, `${id}.raw`))), "the bytes of the file, in order");
+
+  const base2 = (await all({ poolId: pool, volumeId: uuid(), format: VolumeFormat.QCOW2, url: `${base}/a.qcow2.gz` })).at(-1)!.volume!;
+  const clone = await c.createVolume({ poolId: pool, volumeId: uuid(), format: VolumeFormat.QCOW2, sizeBytes: 0n, source: { volumeId: base2.volumeId, mode: CloneMode.LINKED } });
+  const linked = await rejection((async () => {
+    for await (const _ of c.readVolume({ poolId: pool, volumeId: clone.volumeId })) void _;
+  })());
+  assert.equal(linked.code, Code.FailedPrecondition);
+  assert.match(linked.rawMessage, /linked clone/);
+  const unknown = await rejection((async () => {
+    for await (const _ of c.readVolume({ poolId: pool, volumeId: uuid() })) void _;
+  })());
+  assert.equal(unknown.code, Code.NotFound);
 });

@@ -6,6 +6,7 @@ import {
   ImportVolumeProgressSchema,
   ListVolumeSnapshotsResponseSchema,
   ListVolumesResponseSchema,
+  ReadVolumeResponseSchema,
   PoolSchema,
   StorageCapabilitiesSchema,
   StoragePoolType,
@@ -49,6 +50,10 @@ export function storageServiceImpl(s: NodeStorage): ServiceImpl<typeof StorageSe
         return create(VolumeSchema, { ...toVolume(volume), sha256 });
       }
       return toVolume(await s.volumes.get(req.poolId, req.volumeId));
+    },
+    async *readVolume(req, ctx) {
+      requireIds({ pool_id: req.poolId, volume_id: req.volumeId });
+      for await (const data of s.readVolume(req.poolId, req.volumeId, ctx.signal)) yield create(ReadVolumeResponseSchema, { data });
     },
     async listVolumes(req) {
       requireIds({ pool_id: req.poolId });

@@ -33,6 +33,9 @@ export interface StorageCapabilityView {
 }
 
 /** The node side of storage: the pools and volumes of this host (StorageService's use cases). */
+/** ReadVolume's largest chunk. */
+export const READ_CHUNK_BYTES = 1 << 20;
+
 export class NodeStorage {
   readonly pools: Pools;
   readonly volumes: Volumes;
@@ -97,6 +100,22 @@ export class NodeStorage {
       const hash = createHash("sha256");
       await pipeline(createReadStream(volume.path), hash);
       return { volume, sha256: hash.digest("hex") };
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * A volume's file as stored, in chunks of at most `READ_CHUNK_BYTES`, under the volume's
+   * lock (released when the reader finishes or stops). FAILED_PRECONDITION for a volume
+   * with a backing file.
+   */
+  async *readVolume(poolId: string, id: string, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+    const release = await this.volumes.lock(poolId, id);
+    try {
+      const volume = await this.volumes.get(poolId, id);
+      if (volume.backingVolumeId !== undefined) throw new QuantixError("failed_precondition", `volume '${id}' is a linked clone of volume '${volume.backingVolumeId}': its data is not in one file`);
+      for await (const chunk of createReadStream(volume.path, { highWaterMark: READ_CHUNK_BYTES, ...(signal ? { signal } : {}) })) yield chunk as Buffer;
     } finally {
       release();
     }

@@ -7,7 +7,7 @@ import { allOf, IMAGE_CONTROLLER, IMAGE_FINALIZER, IMAGE_KIND, isLocalPool, Quan
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
 import type { NodeStorages } from "../storage/node-storages.js";
-import type { NodeImportProgress } from "../storage/node-storage.js";
+import type { NodeImportProgress, NodeStorage, NodeVolumeFormat } from "../storage/node-storage.js";
 import { setCondition } from "./conditions.js";
 import { detectedFormat, ProgressThrottle, storedFormatOf, writeError, writeProgress, writeReady } from "./image-import.js";
 import { reasonOf, volumeNode } from "./storage-steps.js";
@@ -86,10 +86,6 @@ export function imageController(deps: { store: Store; storages: NodeStorages; cl
       const src = i.spec?.source?.source;
       // An image from a volume or a snapshot is copied on the volume's node, checked again now.
       const from = first && (src?.case === "volumeId" || src?.case === "snapshotId") ? await imageSourceVolume(deps.store, src, i.projectId) : undefined;
-      if (!first && src?.case !== "url") {
-        const holders = (i.status?.copies ?? []).map((c) => `node '${c.nodeId}' pool '${c.poolId}'`).join(", ");
-        throw new QuantixError("failed_precondition", `image '${i.id}' was ${src?.case === "upload" ? "uploaded" : "copied from a volume"}: there is no URL to copy it to node '${target.nodeId}' from; make the volume where the image is (${holders})`);
-      }
       const node = await volumeNode(deps.store, deps.storages, from ? (from.volume.status?.nodeId ?? "") : target.nodeId, pool);
       const storage = deps.storages.of(node);
       const at = { nodeId: isLocalPool(pool.spec?.type ?? 0) ? node.id : "", poolId: pool.id };
@@ -107,6 +103,13 @@ export function imageController(deps: { store: Store; storages: NodeStorages; cl
         });
         // Deleted before anything reached a node (it went at once, with no finalizer to wait for): nothing to import.
         if (!marked || marked.deletionRequestedAt || marked.status?.state !== ImageState.IMPORTING) return;
+      }
+      if (!first && src?.case !== "url") {
+        // No URL to fetch again (uploaded, or made from a volume): the stored file of a node that has it, streamed into this one's upload.
+        await copyFromHolder(i, pool.id, storage, format, signal);
+        await recordCopy(i.id, at);
+        failedCopies.delete(keyOf(i.id, target));
+        return;
       }
       if (from) {
         // A flat copy (qemu-img convert; at a snapshot with -l snapshot.name=) into the image's volume, then its file's sha256.
@@ -142,11 +145,8 @@ export function imageController(deps: { store: Store; storages: NodeStorages; cl
       const volume = p.volume ?? (await storage.volumeInfo({ poolId: pool.id, volumeId: i.id }));
       if (!volume) throw new QuantixError("internal", `node '${node.id}' reported the import ready without its volume`);
       const nowMs = deps.clock.now();
-      await writeStatus(i.id, (cur) => {
-        if (first) return writeReady(cur, p, volume, at, generation, nowMs);
-        cur.status!.copies = [...cur.status!.copies.filter((c) => c.nodeId !== at.nodeId || c.poolId !== at.poolId), create(ImageCopySchema, { ...at, createdAt: timestampFromMs(nowMs) })];
-        cur.status!.conditions = setCondition(cur.status!.conditions, { type: "Copied", status: true, reason: "Copied", message: `copied to node '${at.nodeId}' pool '${at.poolId}'`, generation: cur.generation }, nowMs);
-      });
+      if (first) await writeStatus(i.id, (cur) => writeReady(cur, p, volume, at, generation, nowMs));
+      else await recordCopy(i.id, at);
       failedCopies.delete(keyOf(i.id, target));
     } catch (err) {
       if (signal.aborted) return;
@@ -159,6 +159,33 @@ export function imageController(deps: { store: Store; storages: NodeStorages; cl
         await writeStatus(i.id, (cur) => void (cur.status!.conditions = setCondition(cur.status!.conditions, { type: "Copied", status: false, reason, message: `node '${target.nodeId}' pool '${target.poolId}': ${message}`, generation: cur.generation }, nowMs)));
       }
     }
+  }
+
+  /** Records a copy of the image made on a node and pool (status.copies, Copied=True). */
+  async function recordCopy(imageId: string, at: { nodeId: string; poolId: string }): Promise<void> {
+    const nowMs = deps.clock.now();
+    await writeStatus(imageId, (cur) => {
+      cur.status!.copies = [...cur.status!.copies.filter((c) => c.nodeId !== at.nodeId || c.poolId !== at.poolId), create(ImageCopySchema, { ...at, createdAt: timestampFromMs(nowMs) })];
+      cur.status!.conditions = setCondition(cur.status!.conditions, { type: "Copied", status: true, reason: "Copied", message: `copied to node '${at.nodeId}' pool '${at.poolId}'`, generation: cur.generation }, nowMs);
+    });
+  }
+
+  /**
+   * Copies an image that has no URL from a node holding it into `storage`: the holder's
+   * file (ReadVolume) streamed into the target's upload (UploadVolume: checked against the
+   * holder's file's sha256 and its format, inspected and converted as any upload).
+   */
+  async function copyFromHolder(i: I, poolId: string, storage: NodeStorage, format: NodeVolumeFormat, signal: AbortSignal): Promise<void> {
+    const holder = i.status?.copies[0];
+    if (!holder) throw new QuantixError("failed_precondition", `image '${i.id}' has no copy on any node to copy from`);
+    const holderPool = await deps.store.of(STORAGE_POOL_KIND).get(holder.poolId);
+    if (!holderPool) throw new QuantixError("failed_precondition", `the pool '${holder.poolId}' of image '${i.id}''s copy no longer exists`);
+    const from = deps.storages.of(await volumeNode(deps.store, deps.storages, holder.nodeId, holderPool));
+    const ref = { poolId: holder.poolId, volumeId: i.id };
+    const info = await from.volumeInfo(ref);
+    if (!info) throw new QuantixError("failed_precondition", `image '${i.id}''s copy on node '${holder.nodeId}' pool '${holder.poolId}' is missing`);
+    const sha256 = await from.volumeSha256(ref);
+    await storage.uploadImage({ poolId, volumeId: i.id, format, sizeBytes: 0n, sha256, expectedFormat: info.format }, from.readVolume(ref, signal), signal);
   }
 
   /** Where volumes being made from the image need a copy of it that is not there yet. */

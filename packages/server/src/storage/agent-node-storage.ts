@@ -121,6 +121,16 @@ export class AgentNodeStorage implements NodeStorage {
     return (await this.wrap(() => this.client.getVolume({ poolId: req.poolId, volumeId: req.volumeId, sha256: true }))).sha256;
   }
 
+  async *readVolume(req: VolumeRef, signal: AbortSignal): AsyncIterable<Uint8Array> {
+    const stream = this.client.readVolume({ poolId: req.poolId, volumeId: req.volumeId }, { signal });
+    try {
+      for await (const m of stream) yield m.data;
+    } catch (err) {
+      // The agent's words and code, as for the unary calls.
+      await this.wrap(() => Promise.reject(err));
+    }
+  }
+
   async createSnapshot(req: SnapshotRef): Promise<NodeSnapshot> {
     return nodeSnapshot(await this.wrap(() => this.client.createVolumeSnapshot(snapshotRef(req))));
   }
@@ -209,6 +219,10 @@ export class UnavailableNodeStorage implements NodeStorage {
   }
   volumeSha256(): Promise<string> {
     return this.refuse();
+  }
+  // eslint-disable-next-line require-yield
+  async *readVolume(): AsyncIterable<Uint8Array> {
+    await this.refuse();
   }
   createSnapshot(): Promise<NodeSnapshot> {
     return this.refuse();

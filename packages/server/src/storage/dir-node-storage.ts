@@ -183,6 +183,28 @@ export class DirNodeStorage implements NodeStorage {
   }
 
 
+  /** The file under the volume's lock (held until the reader finishes or stops). */
+  async *readVolume(req: VolumeRef, signal: AbortSignal): AsyncIterable<Uint8Array> {
+    let release = (): void => {};
+    const held = new Promise<void>((r) => (release = r));
+    let started = (): void => {};
+    const locked = new Promise<void>((r) => (started = r));
+    void this.locked(req, async () => {
+      started();
+      await held;
+    });
+    await locked;
+    try {
+      const dir = this.poolDir(req.poolId);
+      const format = await this.existing(dir, req);
+      const info = await this.info(dir, req.volumeId, format);
+      if (info.backingVolumeId !== "") throw new QuantixError("failed_precondition", `volume '${req.volumeId}' is a linked clone of volume '${info.backingVolumeId}': its data is not in one file`);
+      for await (const chunk of createReadStream(info.path, { highWaterMark: 1 << 20, signal })) yield chunk as Buffer;
+    } finally {
+      release();
+    }
+  }
+
   createSnapshot(req: SnapshotRef): Promise<NodeSnapshot> {
     return this.withQcow2(req, async (path) => {
       const existing = (await this.snapshotsOf(path, "qcow2")).find((x) => x.snapshotId === req.snapshotId);

@@ -309,6 +309,35 @@ describe("UploadImage and images from volumes, on the demo's simulated hosts", (
     assert.ok((await poolFiles()).every((f) => !f.includes(img.id)));
   });
 
+  it("an uploaded image is copied to another node of its pool when a volume there needs it: the holder's file streamed into that node's upload, checked by sha256", async () => {
+    const HV2 = "00000000-0000-0000-0001-000000000002";
+    const pools = createClient(StoragePoolService, s.transport);
+    const twoNodes = (await pools.createStoragePool({ name: "two-nodes", spec: { type: StoragePoolType.LOCAL_DIR, nodeIds: [HV1, HV2] } })).id;
+    await until(async () => ((await pools.getStoragePool({ id: twoNodes })).status?.state === StoragePoolState.READY ? true : undefined), "the second pool READY");
+    const data = web.files.get("/a.qcow2")!;
+    const img = await images.createImage({ name: "up-copied", spec: { poolId: twoNodes, source: { source: { case: "upload", value: { sizeBytes: BigInt(data.length) } } } } });
+    const done = await upload(messages(img.id, data));
+    assert.equal(done.status?.state, ImageState.AVAILABLE, done.status?.errorMessage);
+    const first = done.status!.copies[0]!.nodeId;
+    const other = first === HV1 ? HV2 : HV1;
+    const v = await volumes.createVolume({ name: "clone-elsewhere", nodeId: other, spec: { poolId: twoNodes, source: { source: { case: "imageId", value: img.id }, linked: true } } });
+    const ready = await until(async () => {
+      const x = await volumes.getVolume({ id: v.id });
+      if (x.status?.state === VolumeState.ERROR) throw new Error(x.status.errorMessage);
+      return x.status?.state === VolumeState.AVAILABLE ? x : undefined;
+    }, "the clone on the other node AVAILABLE", 60_000);
+    assert.equal(ready.status?.nodeId, other);
+    const copied = await images.getImage({ id: img.id });
+    assert.deepEqual(copied.status?.copies.map((c) => c.nodeId).sort(), [HV1, HV2].sort(), "the image has a copy on both nodes now");
+    assert.equal(copied.status?.conditions.find((c) => c.type === "Copied")?.status, 1 /* TRUE */);
+    const otherDir = join(dir, "storage", other, twoNodes);
+    assert.doesNotMatch(execFileSync("qemu-io", ["-f", "qcow2", "-r", join(otherDir, `${v.id}.qcow2`), "-c", "read -P 0xab 0 1M"], { encoding: "utf8" }), /Pattern verification failed/, "the clone reads the uploaded data on the other node");
+    assert.deepEqual((await readdir(otherDir)).filter((f) => f.startsWith(".") && f !== ".quantix-pool"), [], "no partial file left there");
+    await volumes.deleteVolume({ id: v.id });
+    await until(() => volumes.getVolume({ id: v.id }).then(() => undefined, (e: unknown) => (ConnectError.from(e).code === Code.NotFound ? true : undefined)), "the clone gone", 30_000);
+    await images.deleteImage({ id: img.id });
+  });
+
   it("images from a volume and from a snapshot: flat copies on the volume's node with their sha256; a linked clone of one reads the data", async () => {
     const snapshots = createClient(SnapshotService, s.transport);
     const v = await volumes.createVolume({ name: "image-source", spec: { sizeGib: 1n, poolId, format: VolumeFormat.QCOW2 } });

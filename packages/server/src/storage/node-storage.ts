@@ -42,6 +42,12 @@ export interface NodeStorage {
   /** The SHA-256 of a volume's file, read whole on the node (an image made from a volume records it). */
   volumeSha256(req: VolumeRef): Promise<string>;
   /**
+   * A volume's file as stored, in order, in chunks of at most 1 MiB (the agent's
+   * ReadVolume): how an image without a URL is copied to another node. FAILED_PRECONDITION
+   * for a linked clone.
+   */
+  readVolume(req: VolumeRef, signal: AbortSignal): AsyncIterable<Uint8Array>;
+  /**
    * Takes an internal snapshot of a qcow2 volume, offline, tagged with `snapshotId` (a
    * UUID); the same id again returns it. FAILED_PRECONDITION for a raw volume or one a
    * running VM holds open.

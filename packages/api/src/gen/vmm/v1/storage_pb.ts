@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vmm/v1/storage.proto.
  */
 export const file_vmm_v1_storage: GenFile = /*@__PURE__*/
-  fileDesc("ChR2bW0vdjEvc3RvcmFnZS5wcm90bxIGdm1tLnYxInQKBFBvb2wSDwoHcG9vbF9pZBgBIAEoCRIlCgR0eXBlGAIgASgOMhcudm1tLnYxLlN0b3JhZ2VQb29sVHlwZRIMCgRwYXRoGAMgASgJEiYKCGNhcGFjaXR5GAQgASgLMhQudm1tLnYxLlBvb2xDYXBhY2l0eSKaAQoMUG9vbENhcGFjaXR5EhMKC3RvdGFsX2J5dGVzGAEgASgDEhcKD2F2YWlsYWJsZV9ieXRlcxgCIAEoAxISCgp1c2VkX2J5dGVzGAMgASgDEhkKEXByb3Zpc2lvbmVkX2J5dGVzGAQgASgDEhcKD2FsbG9jYXRlZF9ieXRlcxgFIAEoAxIUCgx2b2x1bWVfY291bnQYBiABKAUi0wEKBlZvbHVtZRIRCgl2b2x1bWVfaWQYASABKAkSDwoHcG9vbF9pZBgCIAEoCRIkCgZmb3JtYXQYAyABKA4yFC52bW0udjEuVm9sdW1lRm9ybWF0EhoKEnZpcnR1YWxfc2l6ZV9ieXRlcxgEIAEoAxIZChFhY3R1YWxfc2l6ZV9ieXRlcxgFIAEoAxIZChFiYWNraW5nX3ZvbHVtZV9pZBgGIAEoCRIMCgRwYXRoGAcgASgJEg8KB3Byb2JsZW0YCCABKAkSDgoGc2hhMjU2GAkgASgJIlkKEUVuc3VyZVBvb2xSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSJQoEdHlwZRgCIAEoDjIXLnZtbS52MS5TdG9yYWdlUG9vbFR5cGUSDAoEcGF0aBgDIAEoCSIhCg5HZXRQb29sUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJIiQKEURlbGV0ZVBvb2xSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkiVwoMVm9sdW1lU291cmNlEhEKCXZvbHVtZV9pZBgBIAEoCRIfCgRtb2RlGAIgASgOMhEudm1tLnYxLkNsb25lTW9kZRITCgtzbmFwc2hvdF9pZBgDIAEoCSKZAQoTQ3JlYXRlVm9sdW1lUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCRIkCgZmb3JtYXQYAyABKA4yFC52bW0udjEuVm9sdW1lRm9ybWF0EhIKCnNpemVfYnl0ZXMYBCABKAMSJAoGc291cmNlGAUgASgLMhQudm1tLnYxLlZvbHVtZVNvdXJjZSJGChBHZXRWb2x1bWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEg4KBnNoYTI1NhgDIAEoCCIlChJMaXN0Vm9sdW1lc1JlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCSI2ChNMaXN0Vm9sdW1lc1Jlc3BvbnNlEh8KB3ZvbHVtZXMYASADKAsyDi52bW0udjEuVm9sdW1lImMKE1Jlc2l6ZVZvbHVtZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIRCgl2b2x1bWVfaWQYAiABKAkSEgoKc2l6ZV9ieXRlcxgDIAEoAxIUCgxhbGxvd19zaHJpbmsYBCABKAgiSAoTRGVsZXRlVm9sdW1lUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCRINCgVmb3JjZRgDIAEoCCIfCh1HZXRTdG9yYWdlQ2FwYWJpbGl0aWVzUmVxdWVzdCKKAQoTU3RvcmFnZUNhcGFiaWxpdGllcxIrCgpwb29sX3R5cGVzGAEgAygLMhcudm1tLnYxLlBvb2xUeXBlU3VwcG9ydBIsCg52b2x1bWVfZm9ybWF0cxgCIAMoDjIULnZtbS52MS5Wb2x1bWVGb3JtYXQSGAoQcWVtdV9pbWdfdmVyc2lvbhgDIAEoCSJsCg9Qb29sVHlwZVN1cHBvcnQSJQoEdHlwZRgBIAEoDjIXLnZtbS52MS5TdG9yYWdlUG9vbFR5cGUSEQoJYXZhaWxhYmxlGAIgASgIEg4KBnJlYXNvbhgDIAEoCRIPCgdtYW5hZ2VkGAQgASgIInwKE0ltcG9ydFZvbHVtZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIRCgl2b2x1bWVfaWQYAiABKAkSJAoGZm9ybWF0GAMgASgOMhQudm1tLnYxLlZvbHVtZUZvcm1hdBILCgN1cmwYBCABKAkSDgoGc2hhMjU2GAUgASgJIqwBChRJbXBvcnRWb2x1bWVQcm9ncmVzcxIiCgVwaGFzZRgBIAEoDjITLnZtbS52MS5JbXBvcnRQaGFzZRISCgpieXRlc19kb25lGAIgASgDEhMKC2J5dGVzX3RvdGFsGAMgASgDEg4KBnNoYTI1NhgEIAEoCRIXCg9kZXRlY3RlZF9mb3JtYXQYBSABKAkSHgoGdm9sdW1lGAYgASgLMg4udm1tLnYxLlZvbHVtZSKRAQoOVm9sdW1lU25hcHNob3QSEwoLc25hcHNob3RfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEg8KB3Bvb2xfaWQYAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOdm1fc3RhdGVfYnl0ZXMYBSABKAMiVgobQ3JlYXRlVm9sdW1lU25hcHNob3RSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEhMKC3NuYXBzaG90X2lkGAMgASgJIkAKGkxpc3RWb2x1bWVTbmFwc2hvdHNSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJIkgKG0xpc3RWb2x1bWVTbmFwc2hvdHNSZXNwb25zZRIpCglzbmFwc2hvdHMYASADKAsyFi52bW0udjEuVm9sdW1lU25hcHNob3QiVgobUmV2ZXJ0Vm9sdW1lU25hcHNob3RSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEhMKC3NuYXBzaG90X2lkGAMgASgJIlYKG0RlbGV0ZVZvbHVtZVNuYXBzaG90UmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCRITCgtzbmFwc2hvdF9pZBgDIAEoCSJfChNVcGxvYWRWb2x1bWVSZXF1ZXN0EiwKBmhlYWRlchgBIAEoCzIaLnZtbS52MS5VcGxvYWRWb2x1bWVIZWFkZXJIABIPCgVjaHVuaxgCIAEoDEgAQgkKB2NvbnRlbnQimwEKElVwbG9hZFZvbHVtZUhlYWRlchIPCgdwb29sX2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCRIkCgZmb3JtYXQYAyABKA4yFC52bW0udjEuVm9sdW1lRm9ybWF0EhIKCnNpemVfYnl0ZXMYBCABKAMSDgoGc2hhMjU2GAUgASgJEhcKD2V4cGVjdGVkX2Zvcm1hdBgGIAEoCSJ3ChRVcGxvYWRWb2x1bWVSZXNwb25zZRIeCgZ2b2x1bWUYASABKAsyDi52bW0udjEuVm9sdW1lEhYKDmJ5dGVzX3JlY2VpdmVkGAIgASgDEg4KBnNoYTI1NhgDIAEoCRIXCg9kZXRlY3RlZF9mb3JtYXQYBCABKAkq5AEKD1N0b3JhZ2VQb29sVHlwZRIhCh1TVE9SQUdFX1BPT0xfVFlQRV9VTlNQRUNJRklFRBAAEhkKFVNUT1JBR0VfUE9PTF9UWVBFX0RJUhABEiAKHFNUT1JBR0VfUE9PTF9UWVBFX1NIQVJFRF9ESVIQAhIZChVTVE9SQUdFX1BPT0xfVFlQRV9ORlMQAxIeChpTVE9SQUdFX1BPT0xfVFlQRV9DRVBIX1JCRBAEEhkKFVNUT1JBR0VfUE9PTF9UWVBFX0xWTRAFEhsKF1NUT1JBR0VfUE9PTF9UWVBFX0lTQ1NJEAYqXQoMVm9sdW1lRm9ybWF0Eh0KGVZPTFVNRV9GT1JNQVRfVU5TUEVDSUZJRUQQABIXChNWT0xVTUVfRk9STUFUX1FDT1cyEAESFQoRVk9MVU1FX0ZPUk1BVF9SQVcQAipTCglDbG9uZU1vZGUSGgoWQ0xPTkVfTU9ERV9VTlNQRUNJRklFRBAAEhUKEUNMT05FX01PREVfTElOS0VEEAESEwoPQ0xPTkVfTU9ERV9GVUxMEAIqmgEKC0ltcG9ydFBoYXNlEhwKGElNUE9SVF9QSEFTRV9VTlNQRUNJRklFRBAAEhwKGElNUE9SVF9QSEFTRV9ET1dOTE9BRElORxABEhoKFklNUE9SVF9QSEFTRV9WRVJJRllJTkcQAhIbChdJTVBPUlRfUEhBU0VfQ09OVkVSVElORxADEhYKEklNUE9SVF9QSEFTRV9SRUFEWRAEMs4ICg5TdG9yYWdlU2VydmljZRI1CgpFbnN1cmVQb29sEhkudm1tLnYxLkVuc3VyZVBvb2xSZXF1ZXN0Ggwudm1tLnYxLlBvb2wSLwoHR2V0UG9vbBIWLnZtbS52MS5HZXRQb29sUmVxdWVzdBoMLnZtbS52MS5Qb29sEj8KCkRlbGV0ZVBvb2wSGS52bW0udjEuRGVsZXRlUG9vbFJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSOwoMQ3JlYXRlVm9sdW1lEhsudm1tLnYxLkNyZWF0ZVZvbHVtZVJlcXVlc3QaDi52bW0udjEuVm9sdW1lEjUKCUdldFZvbHVtZRIYLnZtbS52MS5HZXRWb2x1bWVSZXF1ZXN0Gg4udm1tLnYxLlZvbHVtZRJGCgtMaXN0Vm9sdW1lcxIaLnZtbS52MS5MaXN0Vm9sdW1lc1JlcXVlc3QaGy52bW0udjEuTGlzdFZvbHVtZXNSZXNwb25zZRI7CgxSZXNpemVWb2x1bWUSGy52bW0udjEuUmVzaXplVm9sdW1lUmVxdWVzdBoOLnZtbS52MS5Wb2x1bWUSQwoMRGVsZXRlVm9sdW1lEhsudm1tLnYxLkRlbGV0ZVZvbHVtZVJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSSwoMSW1wb3J0Vm9sdW1lEhsudm1tLnYxLkltcG9ydFZvbHVtZVJlcXVlc3QaHC52bW0udjEuSW1wb3J0Vm9sdW1lUHJvZ3Jlc3MwARJLCgxVcGxvYWRWb2x1bWUSGy52bW0udjEuVXBsb2FkVm9sdW1lUmVxdWVzdBocLnZtbS52MS5VcGxvYWRWb2x1bWVSZXNwb25zZSgBElMKFENyZWF0ZVZvbHVtZVNuYXBzaG90EiMudm1tLnYxLkNyZWF0ZVZvbHVtZVNuYXBzaG90UmVxdWVzdBoWLnZtbS52MS5Wb2x1bWVTbmFwc2hvdBJeChNMaXN0Vm9sdW1lU25hcHNob3RzEiIudm1tLnYxLkxpc3RWb2x1bWVTbmFwc2hvdHNSZXF1ZXN0GiMudm1tLnYxLkxpc3RWb2x1bWVTbmFwc2hvdHNSZXNwb25zZRJTChRSZXZlcnRWb2x1bWVTbmFwc2hvdBIjLnZtbS52MS5SZXZlcnRWb2x1bWVTbmFwc2hvdFJlcXVlc3QaFi52bW0udjEuVm9sdW1lU25hcHNob3QSUwoURGVsZXRlVm9sdW1lU25hcHNob3QSIy52bW0udjEuRGVsZXRlVm9sdW1lU25hcHNob3RSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5ElwKFkdldFN0b3JhZ2VDYXBhYmlsaXRpZXMSJS52bW0udjEuR2V0U3RvcmFnZUNhcGFiaWxpdGllc1JlcXVlc3QaGy52bW0udjEuU3RvcmFnZUNhcGFiaWxpdGllc2IGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
+  fileDesc("ChR2bW0vdjEvc3RvcmFnZS5wcm90bxIGdm1tLnYxInQKBFBvb2wSDwoHcG9vbF9pZBgBIAEoCRIlCgR0eXBlGAIgASgOMhcudm1tLnYxLlN0b3JhZ2VQb29sVHlwZRIMCgRwYXRoGAMgASgJEiYKCGNhcGFjaXR5GAQgASgLMhQudm1tLnYxLlBvb2xDYXBhY2l0eSKaAQoMUG9vbENhcGFjaXR5EhMKC3RvdGFsX2J5dGVzGAEgASgDEhcKD2F2YWlsYWJsZV9ieXRlcxgCIAEoAxISCgp1c2VkX2J5dGVzGAMgASgDEhkKEXByb3Zpc2lvbmVkX2J5dGVzGAQgASgDEhcKD2FsbG9jYXRlZF9ieXRlcxgFIAEoAxIUCgx2b2x1bWVfY291bnQYBiABKAUi0wEKBlZvbHVtZRIRCgl2b2x1bWVfaWQYASABKAkSDwoHcG9vbF9pZBgCIAEoCRIkCgZmb3JtYXQYAyABKA4yFC52bW0udjEuVm9sdW1lRm9ybWF0EhoKEnZpcnR1YWxfc2l6ZV9ieXRlcxgEIAEoAxIZChFhY3R1YWxfc2l6ZV9ieXRlcxgFIAEoAxIZChFiYWNraW5nX3ZvbHVtZV9pZBgGIAEoCRIMCgRwYXRoGAcgASgJEg8KB3Byb2JsZW0YCCABKAkSDgoGc2hhMjU2GAkgASgJIlkKEUVuc3VyZVBvb2xSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSJQoEdHlwZRgCIAEoDjIXLnZtbS52MS5TdG9yYWdlUG9vbFR5cGUSDAoEcGF0aBgDIAEoCSIhCg5HZXRQb29sUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJIiQKEURlbGV0ZVBvb2xSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkiVwoMVm9sdW1lU291cmNlEhEKCXZvbHVtZV9pZBgBIAEoCRIfCgRtb2RlGAIgASgOMhEudm1tLnYxLkNsb25lTW9kZRITCgtzbmFwc2hvdF9pZBgDIAEoCSKZAQoTQ3JlYXRlVm9sdW1lUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCRIkCgZmb3JtYXQYAyABKA4yFC52bW0udjEuVm9sdW1lRm9ybWF0EhIKCnNpemVfYnl0ZXMYBCABKAMSJAoGc291cmNlGAUgASgLMhQudm1tLnYxLlZvbHVtZVNvdXJjZSJGChBHZXRWb2x1bWVSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEg4KBnNoYTI1NhgDIAEoCCI3ChFSZWFkVm9sdW1lUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCSIiChJSZWFkVm9sdW1lUmVzcG9uc2USDAoEZGF0YRgBIAEoDCIlChJMaXN0Vm9sdW1lc1JlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCSI2ChNMaXN0Vm9sdW1lc1Jlc3BvbnNlEh8KB3ZvbHVtZXMYASADKAsyDi52bW0udjEuVm9sdW1lImMKE1Jlc2l6ZVZvbHVtZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIRCgl2b2x1bWVfaWQYAiABKAkSEgoKc2l6ZV9ieXRlcxgDIAEoAxIUCgxhbGxvd19zaHJpbmsYBCABKAgiSAoTRGVsZXRlVm9sdW1lUmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCRINCgVmb3JjZRgDIAEoCCIfCh1HZXRTdG9yYWdlQ2FwYWJpbGl0aWVzUmVxdWVzdCKKAQoTU3RvcmFnZUNhcGFiaWxpdGllcxIrCgpwb29sX3R5cGVzGAEgAygLMhcudm1tLnYxLlBvb2xUeXBlU3VwcG9ydBIsCg52b2x1bWVfZm9ybWF0cxgCIAMoDjIULnZtbS52MS5Wb2x1bWVGb3JtYXQSGAoQcWVtdV9pbWdfdmVyc2lvbhgDIAEoCSJsCg9Qb29sVHlwZVN1cHBvcnQSJQoEdHlwZRgBIAEoDjIXLnZtbS52MS5TdG9yYWdlUG9vbFR5cGUSEQoJYXZhaWxhYmxlGAIgASgIEg4KBnJlYXNvbhgDIAEoCRIPCgdtYW5hZ2VkGAQgASgIInwKE0ltcG9ydFZvbHVtZVJlcXVlc3QSDwoHcG9vbF9pZBgBIAEoCRIRCgl2b2x1bWVfaWQYAiABKAkSJAoGZm9ybWF0GAMgASgOMhQudm1tLnYxLlZvbHVtZUZvcm1hdBILCgN1cmwYBCABKAkSDgoGc2hhMjU2GAUgASgJIqwBChRJbXBvcnRWb2x1bWVQcm9ncmVzcxIiCgVwaGFzZRgBIAEoDjITLnZtbS52MS5JbXBvcnRQaGFzZRISCgpieXRlc19kb25lGAIgASgDEhMKC2J5dGVzX3RvdGFsGAMgASgDEg4KBnNoYTI1NhgEIAEoCRIXCg9kZXRlY3RlZF9mb3JtYXQYBSABKAkSHgoGdm9sdW1lGAYgASgLMg4udm1tLnYxLlZvbHVtZSKRAQoOVm9sdW1lU25hcHNob3QSEwoLc25hcHNob3RfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEg8KB3Bvb2xfaWQYAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOdm1fc3RhdGVfYnl0ZXMYBSABKAMiVgobQ3JlYXRlVm9sdW1lU25hcHNob3RSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEhMKC3NuYXBzaG90X2lkGAMgASgJIkAKGkxpc3RWb2x1bWVTbmFwc2hvdHNSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJIkgKG0xpc3RWb2x1bWVTbmFwc2hvdHNSZXNwb25zZRIpCglzbmFwc2hvdHMYASADKAsyFi52bW0udjEuVm9sdW1lU25hcHNob3QiVgobUmV2ZXJ0Vm9sdW1lU25hcHNob3RSZXF1ZXN0Eg8KB3Bvb2xfaWQYASABKAkSEQoJdm9sdW1lX2lkGAIgASgJEhMKC3NuYXBzaG90X2lkGAMgASgJIlYKG0RlbGV0ZVZvbHVtZVNuYXBzaG90UmVxdWVzdBIPCgdwb29sX2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCRITCgtzbmFwc2hvdF9pZBgDIAEoCSJfChNVcGxvYWRWb2x1bWVSZXF1ZXN0EiwKBmhlYWRlchgBIAEoCzIaLnZtbS52MS5VcGxvYWRWb2x1bWVIZWFkZXJIABIPCgVjaHVuaxgCIAEoDEgAQgkKB2NvbnRlbnQimwEKElVwbG9hZFZvbHVtZUhlYWRlchIPCgdwb29sX2lkGAEgASgJEhEKCXZvbHVtZV9pZBgCIAEoCRIkCgZmb3JtYXQYAyABKA4yFC52bW0udjEuVm9sdW1lRm9ybWF0EhIKCnNpemVfYnl0ZXMYBCABKAMSDgoGc2hhMjU2GAUgASgJEhcKD2V4cGVjdGVkX2Zvcm1hdBgGIAEoCSJ3ChRVcGxvYWRWb2x1bWVSZXNwb25zZRIeCgZ2b2x1bWUYASABKAsyDi52bW0udjEuVm9sdW1lEhYKDmJ5dGVzX3JlY2VpdmVkGAIgASgDEg4KBnNoYTI1NhgDIAEoCRIXCg9kZXRlY3RlZF9mb3JtYXQYBCABKAkq5AEKD1N0b3JhZ2VQb29sVHlwZRIhCh1TVE9SQUdFX1BPT0xfVFlQRV9VTlNQRUNJRklFRBAAEhkKFVNUT1JBR0VfUE9PTF9UWVBFX0RJUhABEiAKHFNUT1JBR0VfUE9PTF9UWVBFX1NIQVJFRF9ESVIQAhIZChVTVE9SQUdFX1BPT0xfVFlQRV9ORlMQAxIeChpTVE9SQUdFX1BPT0xfVFlQRV9DRVBIX1JCRBAEEhkKFVNUT1JBR0VfUE9PTF9UWVBFX0xWTRAFEhsKF1NUT1JBR0VfUE9PTF9UWVBFX0lTQ1NJEAYqXQoMVm9sdW1lRm9ybWF0Eh0KGVZPTFVNRV9GT1JNQVRfVU5TUEVDSUZJRUQQABIXChNWT0xVTUVfRk9STUFUX1FDT1cyEAESFQoRVk9MVU1FX0ZPUk1BVF9SQVcQAipTCglDbG9uZU1vZGUSGgoWQ0xPTkVfTU9ERV9VTlNQRUNJRklFRBAAEhUKEUNMT05FX01PREVfTElOS0VEEAESEwoPQ0xPTkVfTU9ERV9GVUxMEAIqmgEKC0ltcG9ydFBoYXNlEhwKGElNUE9SVF9QSEFTRV9VTlNQRUNJRklFRBAAEhwKGElNUE9SVF9QSEFTRV9ET1dOTE9BRElORxABEhoKFklNUE9SVF9QSEFTRV9WRVJJRllJTkcQAhIbChdJTVBPUlRfUEhBU0VfQ09OVkVSVElORxADEhYKEklNUE9SVF9QSEFTRV9SRUFEWRAEMpUJCg5TdG9yYWdlU2VydmljZRI1CgpFbnN1cmVQb29sEhkudm1tLnYxLkVuc3VyZVBvb2xSZXF1ZXN0Ggwudm1tLnYxLlBvb2wSLwoHR2V0UG9vbBIWLnZtbS52MS5HZXRQb29sUmVxdWVzdBoMLnZtbS52MS5Qb29sEj8KCkRlbGV0ZVBvb2wSGS52bW0udjEuRGVsZXRlUG9vbFJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSOwoMQ3JlYXRlVm9sdW1lEhsudm1tLnYxLkNyZWF0ZVZvbHVtZVJlcXVlc3QaDi52bW0udjEuVm9sdW1lEjUKCUdldFZvbHVtZRIYLnZtbS52MS5HZXRWb2x1bWVSZXF1ZXN0Gg4udm1tLnYxLlZvbHVtZRJGCgtMaXN0Vm9sdW1lcxIaLnZtbS52MS5MaXN0Vm9sdW1lc1JlcXVlc3QaGy52bW0udjEuTGlzdFZvbHVtZXNSZXNwb25zZRI7CgxSZXNpemVWb2x1bWUSGy52bW0udjEuUmVzaXplVm9sdW1lUmVxdWVzdBoOLnZtbS52MS5Wb2x1bWUSQwoMRGVsZXRlVm9sdW1lEhsudm1tLnYxLkRlbGV0ZVZvbHVtZVJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSSwoMSW1wb3J0Vm9sdW1lEhsudm1tLnYxLkltcG9ydFZvbHVtZVJlcXVlc3QaHC52bW0udjEuSW1wb3J0Vm9sdW1lUHJvZ3Jlc3MwARJLCgxVcGxvYWRWb2x1bWUSGy52bW0udjEuVXBsb2FkVm9sdW1lUmVxdWVzdBocLnZtbS52MS5VcGxvYWRWb2x1bWVSZXNwb25zZSgBEkUKClJlYWRWb2x1bWUSGS52bW0udjEuUmVhZFZvbHVtZVJlcXVlc3QaGi52bW0udjEuUmVhZFZvbHVtZVJlc3BvbnNlMAESUwoUQ3JlYXRlVm9sdW1lU25hcHNob3QSIy52bW0udjEuQ3JlYXRlVm9sdW1lU25hcHNob3RSZXF1ZXN0GhYudm1tLnYxLlZvbHVtZVNuYXBzaG90El4KE0xpc3RWb2x1bWVTbmFwc2hvdHMSIi52bW0udjEuTGlzdFZvbHVtZVNuYXBzaG90c1JlcXVlc3QaIy52bW0udjEuTGlzdFZvbHVtZVNuYXBzaG90c1Jlc3BvbnNlElMKFFJldmVydFZvbHVtZVNuYXBzaG90EiMudm1tLnYxLlJldmVydFZvbHVtZVNuYXBzaG90UmVxdWVzdBoWLnZtbS52MS5Wb2x1bWVTbmFwc2hvdBJTChREZWxldGVWb2x1bWVTbmFwc2hvdBIjLnZtbS52MS5EZWxldGVWb2x1bWVTbmFwc2hvdFJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSXAoWR2V0U3RvcmFnZUNhcGFiaWxpdGllcxIlLnZtbS52MS5HZXRTdG9yYWdlQ2FwYWJpbGl0aWVzUmVxdWVzdBobLnZtbS52MS5TdG9yYWdlQ2FwYWJpbGl0aWVzYgZwcm90bzM", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
 
 /**
  * A storage pool on this host, as the agent observes it.
@@ -400,6 +400,55 @@ export const GetVolumeRequestSchema: GenMessage<GetVolumeRequest> = /*@__PURE__*
   messageDesc(file_vmm_v1_storage, 8);
 
 /**
+ * Names the volume ReadVolume streams.
+ *
+ * @generated from message vmm.v1.ReadVolumeRequest
+ */
+export type ReadVolumeRequest = Message<"vmm.v1.ReadVolumeRequest"> & {
+  /**
+   * The pool holding it (a UUID). Required.
+   *
+   * @generated from field: string pool_id = 1;
+   */
+  poolId: string;
+
+  /**
+   * The volume's id (a UUID). Required.
+   *
+   * @generated from field: string volume_id = 2;
+   */
+  volumeId: string;
+};
+
+/**
+ * Describes the message vmm.v1.ReadVolumeRequest.
+ * Use `create(ReadVolumeRequestSchema)` to create a new message.
+ */
+export const ReadVolumeRequestSchema: GenMessage<ReadVolumeRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_storage, 9);
+
+/**
+ * One chunk of a volume's file.
+ *
+ * @generated from message vmm.v1.ReadVolumeResponse
+ */
+export type ReadVolumeResponse = Message<"vmm.v1.ReadVolumeResponse"> & {
+  /**
+   * The next bytes of the file, 1 byte to 1 MiB.
+   *
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message vmm.v1.ReadVolumeResponse.
+ * Use `create(ReadVolumeResponseSchema)` to create a new message.
+ */
+export const ReadVolumeResponseSchema: GenMessage<ReadVolumeResponse> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_storage, 10);
+
+/**
  * Names a pool whose volumes to list.
  *
  * @generated from message vmm.v1.ListVolumesRequest
@@ -418,7 +467,7 @@ export type ListVolumesRequest = Message<"vmm.v1.ListVolumesRequest"> & {
  * Use `create(ListVolumesRequestSchema)` to create a new message.
  */
 export const ListVolumesRequestSchema: GenMessage<ListVolumesRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_storage, 9);
+  messageDesc(file_vmm_v1_storage, 11);
 
 /**
  * Every volume of a pool.
@@ -439,7 +488,7 @@ export type ListVolumesResponse = Message<"vmm.v1.ListVolumesResponse"> & {
  * Use `create(ListVolumesResponseSchema)` to create a new message.
  */
 export const ListVolumesResponseSchema: GenMessage<ListVolumesResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_storage, 10);
+  messageDesc(file_vmm_v1_storage, 12);
 
 /**
  * Sets a volume's virtual size.
@@ -481,7 +530,7 @@ export type ResizeVolumeRequest = Message<"vmm.v1.ResizeVolumeRequest"> & {
  * Use `create(ResizeVolumeRequestSchema)` to create a new message.
  */
 export const ResizeVolumeRequestSchema: GenMessage<ResizeVolumeRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_storage, 11);
+  messageDesc(file_vmm_v1_storage, 13);
 
 /**
  * Names a volume to delete.
@@ -516,7 +565,7 @@ export type DeleteVolumeRequest = Message<"vmm.v1.DeleteVolumeRequest"> & {
  * Use `create(DeleteVolumeRequestSchema)` to create a new message.
  */
 export const DeleteVolumeRequestSchema: GenMessage<DeleteVolumeRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_storage, 12);
+  messageDesc(file_vmm_v1_storage, 14);
 
 /**
  * Asks for this host's storage capabilities.
@@ -531,7 +580,7 @@ export type GetStorageCapabilitiesRequest = Message<"vmm.v1.GetStorageCapabiliti
  * Use `create(GetStorageCapabilitiesRequestSchema)` to create a new message.
  */
 export const GetStorageCapabilitiesRequestSchema: GenMessage<GetStorageCapabilitiesRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_storage, 13);
+  messageDesc(file_vmm_v1_storage, 15);
 
 /**
  * What this host can do with storage.
@@ -566,7 +615,7 @@ export type StorageCapabilities = Message<"vmm.v1.StorageCapabilities"> & {
  * Use `create(StorageCapabilitiesSchema)` to create a new message.
  */
 export const StorageCapabilitiesSchema: GenMessage<StorageCapabilities> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_storage, 14);
+  messageDesc(file_vmm_v1_storage, 16);
 
 /**
  * Whether this host supports one pool type, and why.
@@ -610,7 +659,7 @@ export type PoolTypeSupport = Message<"vmm.v1.PoolTypeSupport"> & {
  * Use `create(PoolTypeSupportSchema)` to create a new message.
  */
 export const PoolTypeSupportSchema: GenMessage<PoolTypeSupport> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_storage, 15);
+  messageDesc(file_vmm_v1_storage, 17);
 
 /**
  * Imports an image into a new volume.
@@ -661,7 +710,7 @@ export type ImportVolumeRequest = Message<"vmm.v1.ImportVolumeRequest"> & {
  * Use `create(ImportVolumeRequestSchema)` to create a new message.
  */
 export const ImportVolumeRequestSchema: GenMessage<ImportVolumeRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_storage, 16);
+  messageDesc(file_vmm_v1_storage, 18);
 
 /**
  * One step of an import.
@@ -718,7 +767,7 @@ export type ImportVolumeProgress = Message<"vmm.v1.ImportVolumeProgress"> & {
  * Use `create(ImportVolumeProgressSchema)` to create a new message.
  */
 export const ImportVolumeProgressSchema: GenMessage<ImportVolumeProgress> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_storage, 17);
+  messageDesc(file_vmm_v1_storage, 19);
 
 /**
  * An internal snapshot of a qcow2 volume.
@@ -768,7 +817,7 @@ export type VolumeSnapshot = Message<"vmm.v1.VolumeSnapshot"> & {
  * Use `create(VolumeSnapshotSchema)` to create a new message.
  */
 export const VolumeSnapshotSchema: GenMessage<VolumeSnapshot> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_storage, 18);
+  messageDesc(file_vmm_v1_storage, 20);
 
 /**
  * Takes a snapshot.
@@ -803,7 +852,7 @@ export type CreateVolumeSnapshotRequest = Message<"vmm.v1.CreateVolumeSnapshotRe
  * Use `create(CreateVolumeSnapshotRequestSchema)` to create a new message.
  */
 export const CreateVolumeSnapshotRequestSchema: GenMessage<CreateVolumeSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_storage, 19);
+  messageDesc(file_vmm_v1_storage, 21);
 
 /**
  * Names a volume whose snapshots to list.
@@ -831,7 +880,7 @@ export type ListVolumeSnapshotsRequest = Message<"vmm.v1.ListVolumeSnapshotsRequ
  * Use `create(ListVolumeSnapshotsRequestSchema)` to create a new message.
  */
 export const ListVolumeSnapshotsRequestSchema: GenMessage<ListVolumeSnapshotsRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_storage, 20);
+  messageDesc(file_vmm_v1_storage, 22);
 
 /**
  * A volume's snapshots.
@@ -852,7 +901,7 @@ export type ListVolumeSnapshotsResponse = Message<"vmm.v1.ListVolumeSnapshotsRes
  * Use `create(ListVolumeSnapshotsResponseSchema)` to create a new message.
  */
 export const ListVolumeSnapshotsResponseSchema: GenMessage<ListVolumeSnapshotsResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_storage, 21);
+  messageDesc(file_vmm_v1_storage, 23);
 
 /**
  * Names a snapshot to revert to.
@@ -887,7 +936,7 @@ export type RevertVolumeSnapshotRequest = Message<"vmm.v1.RevertVolumeSnapshotRe
  * Use `create(RevertVolumeSnapshotRequestSchema)` to create a new message.
  */
 export const RevertVolumeSnapshotRequestSchema: GenMessage<RevertVolumeSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_storage, 22);
+  messageDesc(file_vmm_v1_storage, 24);
 
 /**
  * Names a snapshot to delete.
@@ -922,7 +971,7 @@ export type DeleteVolumeSnapshotRequest = Message<"vmm.v1.DeleteVolumeSnapshotRe
  * Use `create(DeleteVolumeSnapshotRequestSchema)` to create a new message.
  */
 export const DeleteVolumeSnapshotRequestSchema: GenMessage<DeleteVolumeSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_storage, 23);
+  messageDesc(file_vmm_v1_storage, 25);
 
 /**
  * One message of UploadVolume: the header first, then the data.
@@ -960,7 +1009,7 @@ export type UploadVolumeRequest = Message<"vmm.v1.UploadVolumeRequest"> & {
  * Use `create(UploadVolumeRequestSchema)` to create a new message.
  */
 export const UploadVolumeRequestSchema: GenMessage<UploadVolumeRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_storage, 24);
+  messageDesc(file_vmm_v1_storage, 26);
 
 /**
  * Where an upload goes and what it must be.
@@ -1021,7 +1070,7 @@ export type UploadVolumeHeader = Message<"vmm.v1.UploadVolumeHeader"> & {
  * Use `create(UploadVolumeHeaderSchema)` to create a new message.
  */
 export const UploadVolumeHeaderSchema: GenMessage<UploadVolumeHeader> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_storage, 25);
+  messageDesc(file_vmm_v1_storage, 27);
 
 /**
  * The result of an upload.
@@ -1064,7 +1113,7 @@ export type UploadVolumeResponse = Message<"vmm.v1.UploadVolumeResponse"> & {
  * Use `create(UploadVolumeResponseSchema)` to create a new message.
  */
 export const UploadVolumeResponseSchema: GenMessage<UploadVolumeResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_storage, 26);
+  messageDesc(file_vmm_v1_storage, 28);
 
 /**
  * The kind of a storage pool.
@@ -1414,6 +1463,21 @@ export const StorageService: GenService<{
     methodKind: "client_streaming";
     input: typeof UploadVolumeRequestSchema;
     output: typeof UploadVolumeResponseSchema;
+  },
+  /**
+   * Streams a volume's file as it is stored (the bytes of its qcow2 or raw file), in
+   * order, in chunks of at most 1 MiB, holding the volume's lock meanwhile (no clone,
+   * resize or delete of it interleaves). The control plane copies an image with no URL
+   * (uploaded, or made from a volume) to another node this way, into that node's
+   * UploadVolume. FAILED_PRECONDITION for a volume with a backing file (a linked clone:
+   * its data is not in one file); NOT_FOUND for an unknown pool or volume. Read-only.
+   *
+   * @generated from rpc vmm.v1.StorageService.ReadVolume
+   */
+  readVolume: {
+    methodKind: "server_streaming";
+    input: typeof ReadVolumeRequestSchema;
+    output: typeof ReadVolumeResponseSchema;
   },
   /**
    * Takes an internal snapshot of a qcow2 volume, offline (the volume must not be held
