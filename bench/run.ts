@@ -17,7 +17,7 @@ import { schedulerBench } from "./lib/scheduler-placement.js";
 import { fuzzControlPlane } from "./lib/fuzz.js";
 import { countsText } from "@quantix/testing";
 import { absolute, compare, formatTable, machine, num, type Row } from "./lib/report.js";
-import { percentile, sleep } from "./lib/stats.js";
+import { median, percentile, sleep } from "./lib/stats.js";
 import { streamOnce, streamRates, type StreamRate } from "./lib/stream-rate.js";
 import { authLoad, BENCH_ADMIN_PASSWORD, memberTokens } from "./lib/auth.js";
 import { measureTlsUnary, tlsServerEnv } from "./lib/tls-unary.js";
@@ -251,11 +251,22 @@ try {
   // Image import: the agent's ImportVolume vs curl + qemu-img convert of the same file over loopback.
   if (want("image")) {
     const mib = Number(process.env["QUANTIX_BENCH_IMAGE_MIB"] ?? 256);
-    progress(`image: ImportVolume of a ${mib} MiB qcow2 over loopback through a real agent vs curl + qemu-img convert, 3 runs each in turns (QUANTIX_BENCH_IMAGE_MIB=1024 for 1 GiB)`);
-    const r = await imageImport(mib, 3, progress);
+    const runs = Number(process.env["QUANTIX_BENCH_IMAGE_RUNS"] ?? 3);
+    progress(`image: ImportVolume of a ${mib} MiB qcow2 over loopback through a real agent vs curl + qemu-img convert, ${runs} runs each in turns (QUANTIX_BENCH_IMAGE_MIB=1024 for 1 GiB, QUANTIX_BENCH_IMAGE_RUNS for more runs)`);
+    const r = await imageImport(mib, runs, progress);
     details["imageImport"] = r;
     const mibps = (v: number) => `${num(v, 1)} MiB/s`;
-    rows.push(compare(`image import ${mib} MiB qcow2 over loopback, MiB/s (median of ${r.agentMs.length})`, (mib * 1000) / r.agentMedianMs, (mib * 1000) / r.directMedianMs, mibps, "curl + qemu-img convert", { op: ">=", value: 0.8, on: "ratio" }));
+    const phases = {
+      agentDownloadMs: median(r.agentPhases.map((p) => p.downloadMs)),
+      agentVerifyMs: median(r.agentPhases.map((p) => p.verifyMs)),
+      agentConvertMs: median(r.agentPhases.map((p) => p.convertMs)),
+      curlMs: median(r.directPhases.map((p) => p.curlMs)),
+      directConvertMs: median(r.directPhases.map((p) => p.convertMs)),
+      agentCpuSec: median(r.agentCpuSec),
+      directCpuSec: median(r.directCpuSec),
+    };
+    progress(`image: medians: agent download ${phases.agentDownloadMs.toFixed(0)} ms, verify ${phases.agentVerifyMs.toFixed(0)} ms, convert ${phases.agentConvertMs.toFixed(0)} ms; curl ${phases.curlMs.toFixed(0)} ms, convert ${phases.directConvertMs.toFixed(0)} ms; CPU agent ${phases.agentCpuSec.toFixed(2)} s, baseline ${phases.directCpuSec.toFixed(2)} s`);
+    rows.push(compare(`image import ${mib} MiB qcow2 over loopback, MiB/s (median of ${r.agentMs.length})`, (mib * 1000) / r.agentMedianMs, (mib * 1000) / r.directMedianMs, mibps, "curl + qemu-img convert", { op: ">=", value: 0.8, on: "ratio" }, { phases }));
   }
 
   // Live migration: MigrateVm between two agent processes vs QEMU's own migration over QMP.
@@ -280,7 +291,6 @@ try {
     progress("storage: linked clone of a 1 GiB qcow2 through the agent's StorageService.CreateVolume vs a bare `qemu-img create -b`, 40 runs each in turns");
     const r = await storageClone(40, progress);
     details["storageClone"] = r;
-    const ms = (v: number) => `${num(v, 1)} ms`;
     rows.push(compare(`Volume from image (linked clone) via the agent, median of ${r.runs}`, r.agent.medianMs, r.direct.medianMs, ms, "qemu-img create -b"));
   }
   // Scheduler: placements per second with every filter, against a capacity-only first-fit loop.
