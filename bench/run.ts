@@ -13,6 +13,7 @@ import { imageImport } from "./lib/image-import.js";
 import { controlPlaneMigrate } from "./lib/control-plane-migrate.js";
 import { controlPlaneBoot } from "./lib/control-plane-boot.js";
 import { storageClone } from "./lib/storage-clone.js";
+import { hotAttach } from "./lib/hot-attach.js";
 import { schedulerBench } from "./lib/scheduler-placement.js";
 import { fuzzControlPlane } from "./lib/fuzz.js";
 import { countsText } from "@quantix/testing";
@@ -30,9 +31,9 @@ if (process.env["QUANTIX_BENCH_PINNED"] !== "1" && hasProgram("taskset")) {
   const r = spawnSync("taskset", ["-c", "1", process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit", env: { ...process.env, QUANTIX_BENCH_PINNED: "1" } });
   process.exit(r.status ?? 1);
 }
-/** `npm run bench -- --only=fanout` (or unary, tls, creates, agent, migrate, scheduler, fuzz, auth, storage, image; comma-separated) runs those groups alone. */
+/** `npm run bench -- --only=fanout` (or unary, tls, creates, agent, migrate, scheduler, fuzz, auth, storage, image, hotplug; comma-separated) runs those groups alone. */
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
-const want = (group: "unary" | "tls" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz" | "auth" | "storage" | "image") => !only || only.includes(group);
+const want = (group: "unary" | "tls" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz" | "auth" | "storage" | "image" | "hotplug") => !only || only.includes(group);
 /** `--seed=N` changes the fuzz run's requests (the same seed always makes the same ones). */
 const fuzzSeed = Number(process.argv.find((a) => a.startsWith("--seed="))?.slice("--seed=".length) ?? 20261204);
 const httpGroups = want("unary") || want("tls") || want("creates") || want("fanout");
@@ -292,6 +293,19 @@ try {
     const r = await storageClone(40, progress);
     details["storageClone"] = r;
     rows.push(compare(`Volume from image (linked clone) via the agent, median of ${r.runs}`, r.agent.medianMs, r.direct.medianMs, ms, "qemu-img create -b"));
+  }
+  // Hot attach: AttachDisk + DetachDisk through the agent against the same QMP commands sent directly.
+  if (want("hotplug")) {
+    const cycles = Number(process.env["QUANTIX_BENCH_HOTPLUG_CYCLES"] ?? 10);
+    progress(`hotplug: ${cycles} hot attach + detach cycles of a qcow2 on a running test guest (TCG) through the agent's AttachDisk/DetachDisk vs blockdev-add, device_add, device_del, blockdev-del over QMP, in turns`);
+    const r = await hotAttach(cycles, progress);
+    details["hotAttach"] = r;
+    progress(`hotplug: QMP round trips (median of 10): ${Object.entries(r.qmpRoundTripMs).map(([c, v]) => `${c} ${v.toFixed(1)} ms`).join(", ")}`);
+    rows.push(
+      compare(`hot attach + detach via the agent, median of ${r.cycles}`, r.agent.medianMs, r.direct.medianMs, ms, "the same QMP commands sent directly"),
+      compare(`  of which attach (AttachDisk)`, r.agent.attachMedianMs, r.direct.attachMedianMs, ms, "blockdev-add ×2 + device_add"),
+      compare(`  of which detach (DetachDisk)`, r.agent.detachMedianMs, r.direct.detachMedianMs, ms, "device_del, DEVICE_DELETED, blockdev-del ×2"),
+    );
   }
   // Scheduler: placements per second with every filter, against a capacity-only first-fit loop.
   if (want("scheduler")) {
