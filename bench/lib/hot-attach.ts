@@ -1,6 +1,7 @@
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync } from "node:fs";
 import { createConnection } from "node:net";
+import { createInterface } from "node:readline";
 import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -8,7 +9,7 @@ import { StorageInterfaceType, VmService, type VmConfig } from "@quantix/api/gen
 import { buildQemuArgs, vmPaths, QmpClient } from "@quantix/agent";
 import { buildTestGuest, GUEST_TICK } from "@quantix/testing";
 import { guestConfig } from "./agent-boot.js";
-import { startServer } from "./proc.js";
+import { ROOT, startServer } from "./proc.js";
 import { median, nowMs, sleep, withTimeout } from "./stats.js";
 
 /** One side's attach + detach cycles, in ms. */
@@ -49,11 +50,13 @@ const BOOTED_TICKS = 3;
  *   h2c): validation, the VM's queue, the file and its chain checked against the allow-list,
  *   a free PCI slot looked up, the record saved, the state published; DetachDisk waits
  *   for DEVICE_DELETED before removing the block nodes;
- * - baseline: the bench's own QMP connection to a QEMU started with the very command line
- *   the agent builds for the same config: blockdev-add (file), blockdev-add (qcow2),
- *   device_add (virtio-blk-pci on a slot known to be free), then device_del, waiting for
- *   DEVICE_DELETED, blockdev-del ×2 (a node QEMU still holds right after the event is
- *   deleted again, as the agent does).
+ * - baseline: a QEMU started with the very command line the agent builds for the same
+ *   config, driven over QMP by `qmp-cycle-driver.ts`, a process pinned to CPU 0 like the
+ *   agent (so a guest's TCG vCPU competes with both clients alike): blockdev-add (file),
+ *   blockdev-add (qcow2), device_add (virtio-blk-pci on a slot known to be free), then
+ *   device_del, waiting for DEVICE_DELETED, blockdev-del ×2 (a node QEMU still holds right
+ *   after the event is deleted again, as the agent does). The driver times each cycle
+ *   itself; the agent's cycles are timed here, gRPC included (the agent's API is remote).
  * One untimed warm-up cycle each, then turns, who goes first alternating; medians.
  */
 export async function hotAttach(cycles: number, progress: (msg: string) => void): Promise<HotAttachResult> {
@@ -73,6 +76,7 @@ export async function hotAttach(cycles: number, progress: (msg: string) => void)
   const client = createClient(VmService, createGrpcTransport({ baseUrl: agent.url }));
   const vmId = "bench-hp";
   let direct: DirectVm | undefined;
+  let driver: ChildProcess | undefined;
   const agentMs: number[][] = [];
   const directMs: number[][] = [];
   const qmpRoundTripMs: Record<string, number> = {};
@@ -93,25 +97,31 @@ export async function hotAttach(cycles: number, progress: (msg: string) => void)
       if (!a.hotPlugged || !d.hotUnplugged) throw new Error(`AttachDisk hotPlugged=${a.hotPlugged}, DetachDisk hotUnplugged=${d.hotUnplugged}`);
       return [t2 - t0, t1 - t0, t2 - t1];
     };
+    // The bench's own QMP connection has served its purpose (boot, the free slot, the round
+    // trips); the baseline's cycles are driven from a process pinned to CPU 0, as the agent is.
+    for (const command of ["query-blockstats", "query-pci", "query-named-block-nodes"]) {
+      const samples: number[] = [];
+      for (let i = 0; i < 10; i++) {
+        const t0 = nowMs();
+        await direct.qmp.execute(command, command === "query-named-block-nodes" ? { flat: true } : undefined);
+        samples.push(nowMs() - t0);
+      }
+      qmpRoundTripMs[command] = median(samples);
+    }
+    direct.qmp.close();
+    driver = spawn("taskset", ["-c", "0", process.execPath, "--import", "tsx", "bench/lib/qmp-cycle-driver.ts", direct.qmpSocket, directDisk, String(slot)], { cwd: ROOT, stdio: ["pipe", "pipe", "inherit"] });
+    const lines = createInterface({ input: driver.stdout! })[Symbol.asyncIterator]();
+    const answer = async (): Promise<{ ready?: boolean; ms?: number[] }> => {
+      const next = await withTimeout(lines.next(), 120_000, "the QMP driver to answer");
+      if (next.done) throw new Error("the QMP driver exited");
+      return JSON.parse(next.value) as { ready?: boolean; ms?: number[] };
+    };
+    if (!(await answer()).ready) throw new Error("the QMP driver did not start");
     const viaQmp = async (): Promise<number[]> => {
-      const qmp = direct!.qmp;
-      const t0 = nowMs();
-      await qmp.execute("blockdev-add", { driver: "file", "node-name": "bd-file", filename: directDisk, "read-only": false });
-      await qmp.execute("blockdev-add", { driver: "qcow2", "node-name": "bd", file: "bd-file", "read-only": false, backing: null });
-      await qmp.execute("device_add", { driver: "virtio-blk-pci", id: "bd-dev", drive: "bd", bus: "pci.0", addr: `0x${slot.toString(16)}` });
-      const t1 = nowMs();
-      let off = (): void => undefined;
-      const deleted = new Promise<void>((resolve) => {
-        off = qmp.onEvent((e) => {
-          if (e.event === "DEVICE_DELETED" && (e.data as { device?: string } | undefined)?.device === "bd-dev") resolve();
-        });
-      });
-      await qmp.execute("device_del", { id: "bd-dev" });
-      await withTimeout(deleted, UNPLUG_MS, "DEVICE_DELETED").finally(off);
-      await blockdevDel(qmp, "bd");
-      await blockdevDel(qmp, "bd-file");
-      const t2 = nowMs();
-      return [t2 - t0, t1 - t0, t2 - t1];
+      driver!.stdin!.write("cycle\n");
+      const { ms } = await answer();
+      if (!ms) throw new Error("the QMP driver answered no times");
+      return ms;
     };
     for (let i = 0; i <= cycles; i++) {
       let o: number[];
@@ -128,17 +138,11 @@ export async function hotAttach(cycles: number, progress: (msg: string) => void)
       directMs.push(d);
       progress(`  cycle ${i}/${cycles}: agent ${o[0]!.toFixed(1)} ms (attach ${o[1]!.toFixed(1)}, detach ${o[2]!.toFixed(1)}), QMP ${d[0]!.toFixed(1)} ms (attach ${d[1]!.toFixed(1)}, detach ${d[2]!.toFixed(1)})`);
     }
-    for (const command of ["query-blockstats", "query-pci", "query-named-block-nodes"]) {
-      const samples: number[] = [];
-      for (let i = 0; i < 10; i++) {
-        const t0 = nowMs();
-        await direct.qmp.execute(command, command === "query-named-block-nodes" ? { flat: true } : undefined);
-        samples.push(nowMs() - t0);
-      }
-      qmpRoundTripMs[command] = median(samples);
-    }
+    driver.stdin!.end("quit\n");
+    await withTimeout(new Promise((resolve) => driver!.once("exit", resolve)), 10_000, "the QMP driver to exit");
     await client.deleteVm({ vmId, force: true });
   } finally {
+    driver?.kill("SIGKILL");
     await direct?.stop();
     await agent.stop();
     rmSync(dir, { recursive: true, force: true });
@@ -149,6 +153,7 @@ export async function hotAttach(cycles: number, progress: (msg: string) => void)
 
 interface DirectVm {
   readonly qmp: QmpClient;
+  readonly qmpSocket: string;
   console(): string;
   stop(): Promise<void>;
 }
@@ -171,12 +176,16 @@ async function startDirect(config: VmConfig, stateDir: string): Promise<DirectVm
   await qmp.execute("cont");
   return {
     qmp,
+    qmpSocket: paths.qmpSocket,
     console: () => text,
     stop: async () => {
       sock.destroy();
-      await qmp.execute("quit").catch(() => undefined);
-      await withTimeout(exited, 10_000, "QEMU to quit").catch(() => child.kill("SIGKILL"));
       qmp.close();
+      // A connection of its own: the bench's first one was handed over to the cycle driver.
+      const last = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 10_000 }).catch(() => undefined);
+      await last?.execute("quit").catch(() => undefined);
+      await withTimeout(exited, 10_000, "QEMU to quit").catch(() => child.kill("SIGKILL"));
+      last?.close();
     },
   };
 }
@@ -197,18 +206,4 @@ async function freeSlot(qmp: QmpClient): Promise<number> {
   const used = new Set((buses.find((b) => b.bus === 0)?.devices ?? []).map((d) => d.slot));
   for (let s = 2; s <= 31; s++) if (!used.has(s)) return s;
   throw new Error("no free PCI slot");
-}
-
-/** blockdev-del, again every 10 ms while QEMU still reports the node in use right after DEVICE_DELETED. */
-async function blockdevDel(qmp: QmpClient, node: string): Promise<void> {
-  const deadline = Date.now() + 5_000;
-  for (;;) {
-    try {
-      await qmp.execute("blockdev-del", { "node-name": node });
-      return;
-    } catch (err) {
-      if (!/in use/i.test(String(err)) || Date.now() > deadline) throw err;
-      await sleep(10);
-    }
-  }
 }
