@@ -13,11 +13,12 @@ import { imageImport } from "./lib/image-import.js";
 import { controlPlaneMigrate } from "./lib/control-plane-migrate.js";
 import { controlPlaneBoot } from "./lib/control-plane-boot.js";
 import { storageClone } from "./lib/storage-clone.js";
+import { hotAttach } from "./lib/hot-attach.js";
 import { schedulerBench } from "./lib/scheduler-placement.js";
 import { fuzzControlPlane } from "./lib/fuzz.js";
 import { countsText } from "@quantix/testing";
 import { absolute, compare, formatTable, machine, num, type Row } from "./lib/report.js";
-import { percentile, sleep } from "./lib/stats.js";
+import { median, percentile, sleep } from "./lib/stats.js";
 import { streamOnce, streamRates, type StreamRate } from "./lib/stream-rate.js";
 import { authLoad, BENCH_ADMIN_PASSWORD, memberTokens } from "./lib/auth.js";
 import { measureTlsUnary, tlsServerEnv } from "./lib/tls-unary.js";
@@ -30,9 +31,9 @@ if (process.env["QUANTIX_BENCH_PINNED"] !== "1" && hasProgram("taskset")) {
   const r = spawnSync("taskset", ["-c", "1", process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit", env: { ...process.env, QUANTIX_BENCH_PINNED: "1" } });
   process.exit(r.status ?? 1);
 }
-/** `npm run bench -- --only=fanout` (or unary, tls, creates, agent, migrate, scheduler, fuzz, auth, storage, image; comma-separated) runs those groups alone. */
+/** `npm run bench -- --only=fanout` (or unary, tls, creates, agent, migrate, scheduler, fuzz, auth, storage, image, hotplug; comma-separated) runs those groups alone. */
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
-const want = (group: "unary" | "tls" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz" | "auth" | "storage" | "image") => !only || only.includes(group);
+const want = (group: "unary" | "tls" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz" | "auth" | "storage" | "image" | "hotplug") => !only || only.includes(group);
 /** `--seed=N` changes the fuzz run's requests (the same seed always makes the same ones). */
 const fuzzSeed = Number(process.argv.find((a) => a.startsWith("--seed="))?.slice("--seed=".length) ?? 20261204);
 const httpGroups = want("unary") || want("tls") || want("creates") || want("fanout");
@@ -251,11 +252,22 @@ try {
   // Image import: the agent's ImportVolume vs curl + qemu-img convert of the same file over loopback.
   if (want("image")) {
     const mib = Number(process.env["QUANTIX_BENCH_IMAGE_MIB"] ?? 256);
-    progress(`image: ImportVolume of a ${mib} MiB qcow2 over loopback through a real agent vs curl + qemu-img convert, 3 runs each in turns (QUANTIX_BENCH_IMAGE_MIB=1024 for 1 GiB)`);
-    const r = await imageImport(mib, 3, progress);
+    const runs = Number(process.env["QUANTIX_BENCH_IMAGE_RUNS"] ?? 3);
+    progress(`image: ImportVolume of a ${mib} MiB qcow2 over loopback through a real agent vs curl + qemu-img convert, ${runs} runs each in turns (QUANTIX_BENCH_IMAGE_MIB=1024 for 1 GiB, QUANTIX_BENCH_IMAGE_RUNS for more runs)`);
+    const r = await imageImport(mib, runs, progress);
     details["imageImport"] = r;
     const mibps = (v: number) => `${num(v, 1)} MiB/s`;
-    rows.push(compare(`image import ${mib} MiB qcow2 over loopback, MiB/s (median of ${r.agentMs.length})`, (mib * 1000) / r.agentMedianMs, (mib * 1000) / r.directMedianMs, mibps, "curl + qemu-img convert", { op: ">=", value: 0.8, on: "ratio" }));
+    const phases = {
+      agentDownloadMs: median(r.agentPhases.map((p) => p.downloadMs)),
+      agentVerifyMs: median(r.agentPhases.map((p) => p.verifyMs)),
+      agentConvertMs: median(r.agentPhases.map((p) => p.convertMs)),
+      curlMs: median(r.directPhases.map((p) => p.curlMs)),
+      directConvertMs: median(r.directPhases.map((p) => p.convertMs)),
+      agentCpuSec: median(r.agentCpuSec),
+      directCpuSec: median(r.directCpuSec),
+    };
+    progress(`image: medians: agent download ${phases.agentDownloadMs.toFixed(0)} ms, verify ${phases.agentVerifyMs.toFixed(0)} ms, convert ${phases.agentConvertMs.toFixed(0)} ms; curl ${phases.curlMs.toFixed(0)} ms, convert ${phases.directConvertMs.toFixed(0)} ms; CPU agent ${phases.agentCpuSec.toFixed(2)} s, baseline ${phases.directCpuSec.toFixed(2)} s`);
+    rows.push(compare(`image import ${mib} MiB qcow2 over loopback, MiB/s (median of ${r.agentMs.length})`, (mib * 1000) / r.agentMedianMs, (mib * 1000) / r.directMedianMs, mibps, "curl + qemu-img convert", { op: ">=", value: 0.8, on: "ratio" }, { phases }));
   }
 
   // Live migration: MigrateVm between two agent processes vs QEMU's own migration over QMP.
@@ -280,8 +292,20 @@ try {
     progress("storage: linked clone of a 1 GiB qcow2 through the agent's StorageService.CreateVolume vs a bare `qemu-img create -b`, 40 runs each in turns");
     const r = await storageClone(40, progress);
     details["storageClone"] = r;
-    const ms = (v: number) => `${num(v, 1)} ms`;
     rows.push(compare(`Volume from image (linked clone) via the agent, median of ${r.runs}`, r.agent.medianMs, r.direct.medianMs, ms, "qemu-img create -b"));
+  }
+  // Hot attach: AttachDisk + DetachDisk through the agent against the same QMP commands sent directly.
+  if (want("hotplug")) {
+    const cycles = Number(process.env["QUANTIX_BENCH_HOTPLUG_CYCLES"] ?? 10);
+    progress(`hotplug: ${cycles} hot attach + detach cycles of a qcow2 on a running test guest (TCG) through the agent's AttachDisk/DetachDisk vs blockdev-add, device_add, device_del, blockdev-del over QMP, in turns`);
+    const r = await hotAttach(cycles, progress);
+    details["hotAttach"] = r;
+    progress(`hotplug: QMP round trips (median of 10): ${Object.entries(r.qmpRoundTripMs).map(([c, v]) => `${c} ${v.toFixed(1)} ms`).join(", ")}`);
+    rows.push(
+      compare(`hot attach + detach via the agent, median of ${r.cycles}`, r.agent.medianMs, r.direct.medianMs, ms, "the same QMP commands sent directly"),
+      compare(`  of which attach (AttachDisk)`, r.agent.attachMedianMs, r.direct.attachMedianMs, ms, "blockdev-add ×2 + device_add"),
+      compare(`  of which detach (DetachDisk)`, r.agent.detachMedianMs, r.direct.detachMedianMs, ms, "device_del, DEVICE_DELETED, blockdev-del ×2"),
+    );
   }
   // Scheduler: placements per second with every filter, against a capacity-only first-fit loop.
   if (want("scheduler")) {

@@ -46,7 +46,8 @@ export async function bootDirect(config: VmConfig, stateDir: string, run: number
   const paths = vmPaths(stateDir, `direct-${run}`);
   rmSync(paths.dir, { recursive: true, force: true });
   mkdirSync(paths.dir, { recursive: true });
-  const args = buildQemuArgs({ vmId: `direct-${run}`, config, kvm: false, ...paths, disks: [] });
+  // As the agent: no cloud-init seed for a config without cloud_init (vmPaths names where one would be).
+  const args = buildQemuArgs({ vmId: `direct-${run}`, config, kvm: false, ...paths, seedFile: undefined, disks: [] });
   const log = openSync(paths.logFile, "a");
   const t0 = nowMs();
   const child = spawn("taskset", ["-c", "0", QEMU, ...args], { stdio: ["ignore", log, log] });

@@ -36,7 +36,7 @@ export async function qemu(config: VmConfig, dir: string, name: string, extra: s
   rmSync(paths.dir, { recursive: true, force: true });
   mkdirSync(paths.dir, { recursive: true });
   const log = openSync(paths.logFile, "a");
-  const child = spawn("qemu-system-x86_64", [...buildQemuArgs({ vmId: name, config, kvm: false, ...paths, disks: [] }), ...extra], { stdio: ["ignore", log, log] });
+  const child = spawn("qemu-system-x86_64", [...buildQemuArgs({ vmId: name, config, kvm: false, ...paths, seedFile: undefined, disks: [] }), ...extra], { stdio: ["ignore", log, log] });
   closeSync(log);
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const qmp = await QmpClient.connect(paths.qmpSocket, { timeoutMs: 30_000 });

@@ -102,3 +102,23 @@ export function rssBytes(pid: number): number {
 export function hasProgram(name: string): boolean {
   return spawnSync("sh", ["-c", `command -v ${name}`], { stdio: "ignore" }).status === 0;
 }
+
+/**
+ * CPU seconds a process has used (user + system), with those of its children it has waited
+ * for (`/proc/<pid>/stat` utime, stime, cutime, cstime; clock ticks of 1/100 s). The
+ * difference over a span is what a step cost in CPU, whatever else the machine runs.
+ */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command name in parentheses (which may hold spaces): state is field 3.
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = [11, 12, 13, 14].reduce((sum, i) => sum + Number(f[i]), 0);
+  return ticks / 100;
+}
+
+/** CPU seconds of the children this process has waited for (cutime + cstime of /proc/self/stat). */
+export function childCpuSeconds(): number {
+  const stat = readFileSync("/proc/self/stat", "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[13]) + Number(f[14])) / 100;
+}

@@ -1,5 +1,7 @@
 import { createHash } from "node:crypto";
-import { open, rm } from "node:fs/promises";
+import { createWriteStream } from "node:fs";
+import { rm } from "node:fs/promises";
+import { pipeline } from "node:stream/promises";
 import http, { type IncomingMessage } from "node:http";
 import https from "node:https";
 import { join } from "node:path";
@@ -25,6 +27,8 @@ export type { ImportProgress } from "./finish-import.js";
 const PROGRESS_EVERY = 4n << 20n;
 const MAX_REDIRECTS = 5;
 const CONNECT_TIMEOUT_MS = 30_000;
+/** How much of a download the file's write stream buffers: chunks that arrive during a write go out together in the next (`writev`). Larger is slower: the bytes are no longer in the CPU's cache when written (8 MiB measured 1.5-2.5x slower than 256 KiB). */
+const WRITE_BUFFER_BYTES = 256 << 10;
 
 /**
  * Imports an image from an http(s) URL into a new volume (see ImportVolume in
@@ -61,31 +65,8 @@ export async function* importVolume(deps: { pools: Pools; volumes: Volumes; qemu
     const total = BigInt(Number(res.headers["content-length"] ?? 0) || 0);
     const limit = await room();
     if (total > limit) throw new QuantixError("resource_exhausted", `the image is ${total} bytes, more than the pool's ${limit} available bytes`);
-    const hash = createHash("sha256");
-    let done = 0n;
-    let reported = 0n;
     yield { phase: "downloading", bytesDone: 0n, bytesTotal: total };
-    const fh = await open(download, "w", 0o600);
-    try {
-      for await (const chunk of res as AsyncIterable<Buffer>) {
-        hash.update(chunk);
-        await fh.write(chunk);
-        done += BigInt(chunk.length);
-        if (done > limit) throw new QuantixError("resource_exhausted", `the download passed the pool's ${limit} available bytes`);
-        if (done - reported >= PROGRESS_EVERY) {
-          reported = done;
-          yield { phase: "downloading", bytesDone: done, bytesTotal: total };
-        }
-      }
-    } catch (err) {
-      if (err instanceof QuantixError) throw err;
-      throw new QuantixError("unavailable", `the download ended early after ${done} bytes${total > 0n ? ` of ${total}` : ""}`, [], { cause: err });
-    } finally {
-      res.destroy();
-      await fh.close();
-    }
-    if (total > 0n && done !== total) throw new QuantixError("unavailable", `the download is truncated: ${done} of ${total} bytes`);
-    const sha256 = hash.digest("hex");
+    const { done, sha256 } = yield* downloadTo(res, download, limit, total);
     yield { phase: "downloading", bytesDone: done, bytesTotal: total, sha256 };
     yield* finishImport(deps, { poolId: spec.poolId, poolDir: pool.dir, id: spec.id, format: spec.format, expectedSha256: spec.sha256 }, { path: download, sha256, bytesDone: done, bytesTotal: total }, temp, signal);
   } finally {
@@ -117,4 +98,64 @@ function get(url: URL, signal: AbortSignal, redirects: number): Promise<Incoming
     req.on("timeout", () => req.destroy(new Error(`no answer within ${CONNECT_TIMEOUT_MS / 1000} s`)));
     req.on("error", (err: NodeJS.ErrnoException) => reject(new QuantixError("unavailable", `cannot download the image: ${err.code ?? err.message}`, [], { cause: err })));
   });
+}
+
+/** The bytes and digest of a finished download. */
+interface Downloaded {
+  readonly done: bigint;
+  readonly sha256: string;
+}
+
+/**
+ * Streams the response body into `path` (a new file, mode 0600) through one pipeline:
+ * the file's write stream takes the chunks as they come and writes what piled up during
+ * a write in one `writev` (no round trip to the file system per chunk holds the socket
+ * back); each chunk is hashed and counted as it passes, in the same turn it is queued for
+ * writing, so the digest is of exactly the bytes written and there is no second pass over
+ * the file. Yields the byte count at most every PROGRESS_EVERY bytes; the download does
+ * not wait for its consumer. UNAVAILABLE when the body ends early or the connection
+ * breaks, RESOURCE_EXHAUSTED past `limit` bytes. When it fails, or its consumer goes away,
+ * the pipeline is stopped and settled before this returns, so nothing writes the file after
+ * the caller removes it.
+ */
+async function* downloadTo(res: IncomingMessage, path: string, limit: bigint, total: bigint): AsyncGenerator<ImportProgress, Downloaded> {
+  const hash = createHash("sha256");
+  let done = 0n;
+  let woken = 0n;
+  let wake = (): void => undefined;
+  // Beside the pipeline's own listener, which writes the same chunks in the same order.
+  res.on("data", (chunk: Buffer) => {
+    done += BigInt(chunk.length);
+    if (done > limit) return res.destroy(new QuantixError("resource_exhausted", `the download passed the pool's ${limit} available bytes`));
+    hash.update(chunk);
+    if (done - woken >= PROGRESS_EVERY) {
+      woken = done;
+      wake();
+    }
+  });
+  const stop = new AbortController();
+  const file = createWriteStream(path, { mode: 0o600, highWaterMark: WRITE_BUFFER_BYTES });
+  let settled = false;
+  const finished = pipeline(res, file, { signal: stop.signal }).finally(() => (settled = true));
+  try {
+    let reported = 0n;
+    while (!settled) {
+      const progressed = new Promise<void>((resolve) => (wake = resolve));
+      await Promise.race([finished, progressed]);
+      if (!settled && done - reported >= PROGRESS_EVERY) {
+        reported = done;
+        yield { phase: "downloading", bytesDone: done, bytesTotal: total };
+      }
+    }
+    await finished;
+  } catch (err) {
+    if (err instanceof QuantixError) throw err;
+    throw new QuantixError("unavailable", `the download ended early after ${done} bytes${total > 0n ? ` of ${total}` : ""}`, [], { cause: err });
+  } finally {
+    stop.abort();
+    await finished.catch(() => undefined);
+    res.destroy();
+  }
+  if (total > 0n && done !== total) throw new QuantixError("unavailable", `the download is truncated: ${done} of ${total} bytes`);
+  return { done, sha256: hash.digest("hex") };
 }

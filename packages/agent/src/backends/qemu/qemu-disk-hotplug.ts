@@ -93,15 +93,19 @@ export async function hotUnplugDisk(qmp: QmpClient, names: DiskNodeNames, timeou
   });
   let timer: NodeJS.Timeout | undefined;
   try {
+    // The device was there when device_del took it (the event is listened for since before), so
+    // DEVICE_DELETED will come; only a device_del that found no device needs a look at the bus.
+    let present = true;
     try {
       await qmpCall(qmp, "device_del", { id: names.device });
     } catch (err) {
-      // Already gone (an earlier unplug completed after its caller gave up): go on to the nodes.
       if (!(err instanceof QuantixError && err.code === "not_found")) throw err;
+      present = false;
     }
     const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), timeoutMs)));
-    // An unplug that completed earlier (its caller gave up waiting) sends no event again.
-    const already = devicePresent(qmp, names.device).then((p) => (p ? new Promise<never>(() => {}) : ("gone" as const)));
+    // Not found: already gone (an earlier unplug completed after its caller gave up: it sends no
+    // event again), or still leaving as the guest releases it (its event comes).
+    const already = present ? new Promise<never>(() => {}) : devicePresent(qmp, names.device).then((p) => (p ? new Promise<never>(() => {}) : ("gone" as const)));
     const gone = await Promise.race([deleted.then(() => "gone" as const), late, already]);
     if (gone === "late") throw new QuantixError("deadline_exceeded", `the guest did not release disk device ${names.device} within ${Math.round(timeoutMs / 1000)} s; the disk stays attached`);
   } finally {
@@ -122,6 +126,8 @@ export async function hotUnplugDisk(qmp: QmpClient, names: DiskNodeNames, timeou
 
 /** How long blockdev-del is retried while QEMU still finishes releasing a node after DEVICE_DELETED. */
 const NODE_RELEASE_MS = 5_000;
+/** How often meanwhile (it was 50 ms: most of a hot-unplug on an idle guest). */
+const NODE_RELEASE_POLL_MS = 10;
 
 /** blockdev-del of a node; one already gone is fine, one still "in use" right after its device left is tried again briefly. */
 async function deleteNode(qmp: QmpClient, nodeName: string): Promise<void> {
@@ -133,7 +139,7 @@ async function deleteNode(qmp: QmpClient, nodeName: string): Promise<void> {
     } catch (err) {
       if (err instanceof QmpError && /not found|Cannot find|no node/i.test(err.message)) return;
       if (!(err instanceof QmpError && /in use/i.test(err.message)) || Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, NODE_RELEASE_POLL_MS));
     }
   }
 }
