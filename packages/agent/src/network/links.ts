@@ -104,10 +104,11 @@ async function ensureFdb(h: HostExec, n: NetworkDesired): Promise<void> {
 }
 
 /** Makes one port's TAP exist (persistent, so QEMU opens it with script=no), up on the bridge. */
-export async function ensureTap(h: HostExec, n: NetworkDesired, portId: string, links: Map<string, LinkView>): Promise<void> {
+export async function ensureTap(h: HostExec, n: NetworkDesired, portId: string, links: Map<string, LinkView>, adoptVeth = false): Promise<void> {
   const t = tapName(portId);
   let l = links.get(t);
-  if (l && (l.linkinfo?.info_kind !== "tun" || l.linkinfo.info_data?.["type"] !== "tap")) {
+  const isTap = l?.linkinfo?.info_kind === "tun" && l.linkinfo.info_data?.["type"] === "tap";
+  if (l && !isTap && !(adoptVeth && l.linkinfo?.info_kind === "veth")) {
     await h.ip(["link", "del", "dev", t]);
     l = undefined;
   }

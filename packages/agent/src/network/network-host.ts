@@ -46,6 +46,11 @@ export interface NetworkHostOptions {
   readonly netns?: string;
   /** How often converge() runs by itself (restarting a dead dnsmasq, recreating a deleted link); 0: never. */
   readonly resyncMs?: number;
+  /**
+   * Tests only: a veth found under a port's TAP name is kept as the port's device (its
+   * peer is a namespace standing in for a guest) instead of being replaced by a TAP.
+   */
+  readonly adoptVethPorts?: boolean;
 }
 
 const EMPTY: HostNetworkState = { networks: {}, securityGroups: {} };
@@ -255,7 +260,7 @@ export class NetworkHost {
       await step("BridgeReady", () => ensureBridge(this.h, n, links));
       links = await observeLinks(this.h);
       await step("VxlanReady", () => ensureVxlan(this.h, n, links));
-      for (const p of n.ports) await step(`TapReady/${p.portId}`, () => ensureTap(this.h, n, p.portId, links));
+      for (const p of n.ports) await step(`TapReady/${p.portId}`, () => ensureTap(this.h, n, p.portId, links, this.o.adoptVethPorts ?? false));
     }
     // Filtering before dnsmasq: a port is never on a bridge without its rules for longer than this transaction takes.
     try {
