@@ -8,6 +8,7 @@ import { after, before, test } from "node:test";
 import { Code, createClient, type Client, type ConnectError } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { BadRequestSchema } from "@quantix/api/gen/google/rpc/error_details_pb.js";
+import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { NetworkService, PortState, RuleDirection, RuleProtocol, type NetworkSpec } from "@quantix/api/gen/vmm/v1/network_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { NetworkSpecSchema } from "@quantix/api/gen/vmm/v1/network_pb.js";
@@ -43,6 +44,7 @@ interface Side {
   server: AgentServer;
   backend: SimulatedBackend;
   c: Client<typeof NetworkService>;
+  vm: Client<typeof VmService>;
 }
 const sides: Partial<Record<"h1" | "h2", Side>> = {};
 const listeners: ChildProcess[] = [];
@@ -56,10 +58,11 @@ async function startSide(name: "h1" | "h2", ns: string): Promise<Side> {
   const host = new NetworkHost({ stateDir: join(root, name), netns: ns, adoptVethPorts: true });
   await host.start();
   const backend = new SimulatedBackend({ bootMs: 20 });
-  const manager = new VmManager({ backend });
+  const manager = new VmManager({ backend, portTaps: (id) => host.portTap(id) });
   await manager.start();
   const server = await startAgentServer(manager, { host: "127.0.0.1", port: 0, log: silentLogger, network: { host, features: () => probeNetworkFeatures(ns) } });
-  return { host, server, backend, c: createClient(NetworkService, createGrpcTransport({ baseUrl: server.url })) };
+  const transport = createGrpcTransport({ baseUrl: server.url });
+  return { host, server, backend, c: createClient(NetworkService, transport), vm: createClient(VmService, transport) };
 }
 
 async function stopSide(s: Side | undefined, stopDnsmasq: boolean): Promise<void> {
@@ -232,6 +235,20 @@ test("anti-spoofing: a guest sending from another IP is dropped", async () => {
   sh(["ip", "-n", G.g3, "addr", "add", "10.20.0.99/24", "dev", "eth0"]);
   assert.equal(await pings(G.g3, IP.g1, ["-I", "10.20.0.99"]), false, "g3 spoofing 10.20.0.99");
   sh(["ip", "-n", G.g3, "addr", "del", "10.20.0.99/24", "dev", "eth0"]);
+});
+
+test("a VM NIC naming a port gets the port's TAP; an unknown port or another MAC is refused", async () => {
+  const vm = sides.h1!.vm;
+  const config = (nic: Record<string, string>) => ({ cpu: { vcpuCount: 1 }, memory: { sizeBytes: 128n << 20n }, boot: { kernelPath: "/boot/vmlinuz" }, network: [{ id: "nic0", ...nic }] });
+  await vm.createVm({ vmId: "portvm", config: config({ macAddress: MAC.g1, portId: PORT.g1 }) });
+  const info = await vm.getVmInfo({ vmId: "portvm" });
+  assert.equal(info.config?.network[0]?.tapDevice, tapName(PORT.g1));
+  await vm.deleteVm({ vmId: "portvm" });
+  assert.equal((await rejection(vm.createVm({ vmId: "portvm2", config: config({ macAddress: MAC.g2, portId: PORT.g2 }) }))).code, Code.FailedPrecondition, "g2's port lives on h2");
+  const mac = await rejection(vm.createVm({ vmId: "portvm3", config: config({ macAddress: "02:00:00:00:00:99", portId: PORT.g1 }) }));
+  assert.deepEqual(fields(mac), ["config.network[0].mac_address"]);
+  const id = await rejection(vm.createVm({ vmId: "portvm4", config: config({ macAddress: MAC.g1, portId: "not-a-uuid" }) }));
+  assert.deepEqual(fields(id), ["config.network[0].port_id"]);
 });
 
 test("converge after a restart: a new instance on the same state re-applies; a hand-deleted bridge comes back", async () => {
