@@ -17,6 +17,7 @@ import { ensureDebianPackages, rejection, until } from "@quantix/testing";
 import { SimulatedBackend } from "../backends/simulated/simulated-backend.js";
 import { startAgentServer, type AgentServer } from "../rpc/agent-server.js";
 import { VmManager } from "../vm-manager.js";
+import { buildDhcpGuest, DHCP_GUEST_LEASE } from "../testing/dhcp-guest.js";
 import { probeNetworkFeatures } from "./capabilities.js";
 import { NetworkHost } from "./network-host.js";
 import { bridgeName, tapName } from "./names.js";
@@ -79,7 +80,10 @@ function guest(g: keyof typeof G, hostNs: string): void {
   sh(["ip", "-n", G[g], "link", "set", "lo", "up"]);
 }
 
-function spec(host: "h1" | "h2", sg: string[] = [SG_WEB]): MessageInitShape<typeof NetworkSpecSchema> {
+/** The QEMU guest's port (on h1, declared only by the QEMU test). */
+const QPORT = { portId: "c4000000-0000-4000-8000-000000000004", macAddress: "52:54:00:00:00:14", fixedIps: ["10.20.0.14"], securityGroupIds: [], hostname: "qemu1" };
+
+function spec(host: "h1" | "h2", sg: string[] = [SG_WEB], extra: (typeof QPORT)[] = []): MessageInitShape<typeof NetworkSpecSchema> {
   const local = host === "h1" ? "192.0.2.1" : "192.0.2.2";
   const peer = host === "h1" ? "192.0.2.2" : "192.0.2.1";
   const all = [
@@ -94,7 +98,7 @@ function spec(host: "h1" | "h2", sg: string[] = [SG_WEB]): MessageInitShape<type
     localUnderlayAddress: local,
     peerUnderlayAddresses: [peer],
     subnets: [{ cidr: "10.20.0.0/24", gatewayIp: "10.20.0.1", dhcpEnabled: true, serviceAddress: host === "h1" ? "10.20.0.2" : "10.20.0.3" }],
-    ports: all.filter((p) => p.on === host).map(({ on: _on, ...p }) => p),
+    ports: [...all.filter((p) => p.on === host).map(({ on: _on, ...p }) => p), ...extra],
     remotePorts: all.filter((p) => p.on !== host).map((p) => ({ macAddress: p.macAddress, underlayAddress: peer, ipAddresses: p.fixedIps, hostname: p.hostname })),
     dnsDomain: "net1.internal",
   };
@@ -249,6 +253,31 @@ test("a VM NIC naming a port gets the port's TAP; an unknown port or another MAC
   assert.deepEqual(fields(mac), ["config.network[0].mac_address"]);
   const id = await rejection(vm.createVm({ vmId: "portvm4", config: config({ macAddress: MAC.g1, portId: "not-a-uuid" }) }));
   assert.deepEqual(fields(id), ["config.network[0].port_id"]);
+});
+
+test("a real QEMU guest on a port's TAP (QEMU run in the host's namespace) gets its DHCP lease", async () => {
+  const guestFiles = await buildDhcpGuest();
+  const st = await sides.h1!.c.applyNetwork({ spec: spec("h1", [SG_WEB], [QPORT]), generation: 3n });
+  const port = st.ports.find((p) => p.portId === QPORT.portId)!;
+  assert.equal(port.state, PortState.ACTIVE);
+  assert.equal(port.carrier, false, "no VM holds the TAP yet");
+  // The args QEMU's backend builds for a NIC (qemu-args.ts), with the TAP the port resolves to.
+  const netdev = JSON.stringify({ type: "tap", id: "net0", ifname: port.tapDevice, script: "no", downscript: "no" });
+  const device = JSON.stringify({ driver: "virtio-net-pci", id: "nic0", netdev: "net0", mac: QPORT.macAddress });
+  const qemu = spawn("ip", ["netns", "exec", H1, "qemu-system-x86_64", "-accel", "tcg", "-m", "256M", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+    "-serial", "stdio", "-kernel", guestFiles.kernelPath, "-initrd", guestFiles.initrdPath, "-append", "console=ttyS0 quiet panic=-1", "-netdev", netdev, "-device", device], { stdio: ["ignore", "pipe", "pipe"] });
+  listeners.push(qemu);
+  let out = "";
+  qemu.stdout.on("data", (b: Buffer) => (out += b.toString()));
+  qemu.stderr.on("data", (b: Buffer) => (out += b.toString()));
+  try {
+    const line = await until(() => new RegExp(`${DHCP_GUEST_LEASE} [^\r\n]*\r?\n`).exec(out)?.[0], "the guest's DHCP answer", 150_000, 200).catch((err: unknown) => {
+      throw new Error(`${String(err)}; the guest's console ended with: ${out.slice(-1500)}`);
+    });
+    assert.match(line, /ip=10\.20\.0\.14 mtu=1450 router=10\.20\.0\.1 dns=10\.20\.0\.2/, out.slice(-2000));
+  } finally {
+    qemu.kill("SIGKILL");
+  }
 });
 
 test("converge after a restart: a new instance on the same state re-applies; a hand-deleted bridge comes back", async () => {
