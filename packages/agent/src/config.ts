@@ -52,6 +52,18 @@ export interface AgentConfig {
    */
   readonly poolRoot: string;
   /**
+   * Whether the agent programs this host's networking and serves vmm.v1 NetworkService
+   * (VMCP_NETWORK, "on" or "off"). Off by default: the data plane owns nftables tables and
+   * links named `qb…`/`qv…`/`qt…` in its namespace, and two agents in one namespace (a
+   * test machine's) would fight over them.
+   */
+  readonly network: boolean;
+  /**
+   * The network namespace the data plane programs (VMCP_NETWORK_NETNS, a name under
+   * /run/netns); empty: the agent's own, as in production. For hosts simulated as namespaces.
+   */
+  readonly networkNetns: string | undefined;
+  /**
    * Enroll with the control plane at this base URL (https) before starting (VMCP_JOIN,
    * --join); it becomes the control plane the agent registers with unless
    * QUANTIX_CONTROL_PLANE says otherwise. Ignored once the state directory holds a certificate.
@@ -113,6 +125,8 @@ const SETTINGS = {
   sharedDirs: ["VMCP_SHARED_DIRS", "--shared-dirs", ""],
   imageDirs: ["VMCP_IMAGE_DIRS", "--image-dirs", IMAGE_DIRS_DEFAULT],
   poolRoot: ["VMCP_POOL_ROOT", "--pool-root", POOL_ROOT_DEFAULT],
+  network: ["VMCP_NETWORK", "--network", "off"],
+  networkNetns: ["VMCP_NETWORK_NETNS", "--network-netns", ""],
   join: ["VMCP_JOIN", "--join", ""],
   joinToken: ["VMCP_JOIN_TOKEN", "--join-token", ""],
   caCert: ["VMCP_CA_CERT", "--ca-cert", ""],
@@ -213,6 +227,8 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
   const imageDirs = raw.has("imageDirs") ? dirList("imageDirs", get("imageDirs")) : [joinPath(resolve(stateDir), "images"), "/var/lib/quantix/images"];
   const poolRoot = raw.has("poolRoot") ? get("poolRoot") : joinPath(resolve(stateDir), "pools");
   if (!poolRoot.startsWith("/") || /[\u0000-\u001f]/.test(poolRoot)) problems.push(`${name("poolRoot")} must be an absolute directory path, got '${poolRoot}'`);
+  if (!["on", "off"].includes(get("network"))) problems.push(`${name("network")} must be on or off, got '${get("network")}'`);
+  if (get("networkNetns") !== "" && !/^[a-zA-Z0-9_.-]{1,64}$/.test(get("networkNetns"))) problems.push(`${name("networkNetns")} must be a network namespace name (letters, digits, '_', '.', '-'), got '${get("networkNetns")}'`);
   if (problems.length > 0) throw new QuantixError("invalid_argument", `invalid agent configuration:\n  ${problems.join("\n  ")}`);
   return {
     backend: backend as BackendType,
@@ -231,6 +247,8 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
     sharedDirs,
     imageDirs,
     poolRoot: resolve(poolRoot),
+    network: get("network") === "on",
+    networkNetns: get("networkNetns") === "" ? undefined : get("networkNetns"),
     join: join === "" ? undefined : join.replace(/\/$/, ""),
     joinToken: joinToken === "" ? undefined : joinToken,
     caCert: caCert === "" ? undefined : caCert,

@@ -5,6 +5,8 @@ import { createBackend } from "./backend-factory.js";
 import { loadAgentConfig, usage, type AgentConfig } from "./config.js";
 import { startAgentServer } from "./rpc/agent-server.js";
 import { NodeStorage } from "./storage/node-storage.js";
+import { probeNetworkFeatures } from "./network/capabilities.js";
+import { NetworkHost } from "./network/network-host.js";
 import { lockStateDir } from "./state-dir-lock.js";
 import { startControlPlaneLink, type ControlPlaneLink } from "./sync/control-plane-link.js";
 import { fenceTargetOf } from "./sync/self-fence.js";
@@ -30,6 +32,7 @@ async function main(): Promise<void> {
   let manager;
   let server;
   let storage: NodeStorage | undefined;
+  let network: NetworkHost | undefined;
   let link: ControlPlaneLink | undefined;
   let release: () => void;
   try {
@@ -52,13 +55,20 @@ async function main(): Promise<void> {
     await backend.ping();
     // Incoming migrations listen where vmm.v1 does; a wildcard address is no place to send to.
     const migrationHost = config.address === "0.0.0.0" || config.address.includes(":") ? "127.0.0.1" : config.address;
+    const features = () => probeNetworkFeatures(config.networkNetns);
+    if (config.network) {
+      // Converges from its state file at once: what it programmed before a restart comes back, what it no longer wants goes.
+      network = new NetworkHost({ stateDir: config.stateDir, resyncMs: 30_000, ...(config.networkNetns ? { netns: config.networkNetns } : {}) });
+      await network.start();
+    }
+    const ports = network;
     // Every backend's paths are checked alike, the simulator's too: what a test or a demo
     // shows on it is what a real hypervisor would be allowed.
     // Volumes of the agent's pools are VM disks too (SHARED_DIR pools lie below a shared directory).
-    manager = new VmManager({ backend, sharedDirs: config.sharedDirs, migrationHost, stateDir: config.stateDir, imageDirs: [...config.imageDirs, config.poolRoot] });
+    manager = new VmManager({ backend, ...(ports ? { portTaps: (id: string) => ports.portTap(id) } : {}), sharedDirs: config.sharedDirs, migrationHost, stateDir: config.stateDir, imageDirs: [...config.imageDirs, config.poolRoot] });
     await manager.start();
     storage = new NodeStorage({ poolRoot: config.poolRoot, sharedDirs: config.sharedDirs });
-    server = await startAgentServer(manager, { host: config.address, port: config.port, log, storage, problem: () => link?.problem(), ...(tls ? { tls } : {}) });
+    server = await startAgentServer(manager, { host: config.address, port: config.port, log, storage, problem: () => link?.problem(), ...(network ? { network: { host: network, features } } : {}), ...(tls ? { tls } : {}) });
   } catch (err) {
     await backend?.close().catch(() => undefined);
     release();
@@ -77,6 +87,8 @@ async function main(): Promise<void> {
     void (async () => {
       await link?.stop();
       await server.close();
+      // dnsmasq keeps serving DHCP and DNS; the next agent adopts it.
+      await network?.close();
       await backend.close();
       release();
     })().then(
@@ -92,7 +104,7 @@ async function main(): Promise<void> {
     process.stderr.write(`quantix-agent: ${message}\n`);
     stop("refused", 1);
   };
-  link = config.controlPlane ? startControlPlaneLink({ controlPlane: config.controlPlane, agentUrl: server.url, nodeName: config.nodeName, stateDir: config.stateDir, backend, log, fenceTarget: fenceTargetOf(manager, backend), onRefused: refused, storageCapabilities: () => storage?.capabilityNames() ?? Promise.resolve([]), ...(tls ? { tls } : {}) }) : undefined;
+  link = config.controlPlane ? startControlPlaneLink({ controlPlane: config.controlPlane, agentUrl: server.url, nodeName: config.nodeName, stateDir: config.stateDir, backend, log, fenceTarget: fenceTargetOf(manager, backend), onRefused: refused, storageCapabilities: async () => [...((await storage?.capabilityNames()) ?? []), ...(network ? (await probeNetworkFeatures(config.networkNetns)).filter((f) => f.available).map((f) => f.name) : [])], ...(tls ? { tls } : {}) }) : undefined;
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
 }

@@ -13,6 +13,7 @@ export const DEVICE_ID = /^[a-zA-Z][a-zA-Z0-9_-]{0,62}$/;
 const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 /** Linux interface names: no '/', whitespace or ':'; "." and ".." are not names. */
 const TAP = /^(?!\.{1,2}$)[a-zA-Z0-9_.-]{1,15}$/;
+const PORT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const MIB = 1024n * 1024n;
 const MAX_PATH = 4096;
 
@@ -74,7 +75,10 @@ export function validateVmConfig(config: VmConfig | undefined, prefix = "config"
     if (v.required(`${f}.mac_address`, n.macAddress !== "") && v.pattern(`${f}.mac_address`, n.macAddress, MAC, "must be six colon-separated hex bytes, e.g. 52:54:00:12:34:56")) {
       if ((parseInt(n.macAddress.slice(0, 2), 16) & 1) === 1) v.add(`${f}.mac_address`, "INVALID_FORMAT", "must be a unicast address (the first byte's lowest bit clear)");
     }
-    if (v.required(`${f}.tap_device`, n.tapDevice !== "")) v.pattern(`${f}.tap_device`, n.tapDevice, TAP, "must be an interface name: 1-15 letters, digits, '_', '.' or '-'");
+    if (n.portId !== "") v.pattern(`${f}.port_id`, n.portId, PORT_ID, "must be a lowercase canonical UUID");
+    if (n.tapDevice !== "" || v.required(`${f}.tap_device`, n.portId !== "", "is required unless port_id is set")) {
+      if (n.tapDevice !== "") v.pattern(`${f}.tap_device`, n.tapDevice, TAP, "must be an interface name: 1-15 letters, digits, '_', '.' or '-'");
+    }
     v.enumValue(`${f}.interface_type`, n.interfaceType, Object.values(NetworkInterfaceType).filter((x) => typeof x === "number"));
   });
   if (config.console) {

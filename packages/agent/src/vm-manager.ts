@@ -3,6 +3,7 @@ import { StorageDeviceSchema, StorageInterfaceType, VmConfigSchema, type PciSlot
 import { QuantixError, randomIds, systemClock, throwIfViolations, type Clock, type IdGenerator, type PciPlacement } from "@quantix/core";
 import type { Backend, BackendEvent, BackendVmInfo, BackendVmState, IncomingDiskCopy, IncomingMigration, MigrationOptions, MigrationStats, VmSnapshotInfo } from "./backend.js";
 import { CreatedAtStore } from "./created-at-store.js";
+import { resolvePortNics, type PortTapLookup } from "./nic-ports.js";
 import { checkImagePaths, type ImageCheck } from "./image-dirs.js";
 import { checkDeviceLayout } from "./migration-layout.js";
 import { checkCopyPaths, checkCopies, disksToCopy, requireSharedStorage, type RequestedCopy } from "./migration-storage.js";
@@ -14,6 +15,8 @@ import { VmWatchHub, type VmChange } from "./vm-watch-hub.js";
 /** What the manager needs. */
 export interface VmManagerDeps {
   readonly backend: Backend;
+  /** The TAPs of NetworkService's ports, for NICs that name a port (NetworkInterface.port_id); absent: such NICs are refused. */
+  readonly portTaps?: PortTapLookup;
   readonly clock?: Clock;
   readonly ids?: IdGenerator;
   /** Directories whose files the other hosts reach at the same paths (VMCP_SHARED_DIRS). */
@@ -56,6 +59,7 @@ export class VmManager {
   private readonly hub = new VmWatchHub();
   private unsubscribe: (() => void) | undefined;
   private readonly sharedDirs: readonly string[];
+  private readonly portTaps: PortTapLookup | undefined;
   private readonly migrationHost: string;
   private readonly imageCheck: ImageCheck | undefined;
   /** Where files of VMs may lie (image and shared directories); undefined: anywhere (unit tests). */
@@ -64,6 +68,7 @@ export class VmManager {
   constructor(deps: VmManagerDeps) {
     this.backend = deps.backend;
     this.sharedDirs = deps.sharedDirs ?? [];
+    this.portTaps = deps.portTaps;
     const allowedDirs = deps.imageDirs && [...deps.imageDirs, ...this.sharedDirs];
     this.imageCheck = deps.imageCheck ?? (allowedDirs && ((config) => checkImagePaths(config, allowedDirs)));
     this.allowedDirs = allowedDirs;
@@ -88,7 +93,7 @@ export class VmManager {
   /** CreateVm: idempotent per vm_id; an empty id gets a new UUID. */
   async create(vmId: string, config: VmConfig | undefined): Promise<{ vmId: string; state: BackendVmState }> {
     throwIfViolations([...(vmId === "" ? [] : validateVmId("vm_id", vmId)), ...validateVmConfig(config)]);
-    const cfg = config!;
+    const cfg = resolvePortNics(config!, this.portTaps);
     const missing = requiredCapabilities(cfg).filter((n) => !(this.backend.capabilities as ReadonlySet<string>).has(n.capability));
     if (missing.length > 0) {
       const what = missing.map((n) => `${n.field} needs the capability "${n.capability}"`).join("; ");
@@ -213,10 +218,12 @@ export class VmManager {
    * shared; with it, the disks in `copies` are created here and every other path must
    * exist here (migration-storage.ts checks which).
    */
-  async prepareMigration(vmId: string, config: VmConfig | undefined, copyStorage = false, requested: readonly RequestedCopy[] = [], deviceLayout: readonly PciSlot[] = []): Promise<IncomingMigration> {
-    throwIfViolations([...validateVmId("vm_id", vmId), ...validateVmConfig(config)]);
-    const layout = checkDeviceLayout(config!, deviceLayout);
+  async prepareMigration(vmId: string, given: VmConfig | undefined, copyStorage = false, requested: readonly RequestedCopy[] = [], deviceLayout: readonly PciSlot[] = []): Promise<IncomingMigration> {
+    throwIfViolations([...validateVmId("vm_id", vmId), ...validateVmConfig(given)]);
+    const layout = checkDeviceLayout(given!, deviceLayout);
     throwIfViolations(layout.violations);
+    // A port NIC opens the port's TAP here, which the control plane applied on this host first.
+    const config = resolvePortNics(given!, this.portTaps);
     const prepare = this.backend.prepareIncoming?.bind(this.backend);
     if (!prepare) throw this.lacks("live-migration", "PrepareMigration");
     this.need("live-migration", "PrepareMigration");

@@ -1,3 +1,4 @@
+import { file_vmm_v1_network } from "@quantix/api/gen/vmm/v1/network_pb.js";
 import { file_vmm_v1_storage } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 import { file_vmm_v1_vm } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
@@ -6,6 +7,9 @@ import { peerKey, RpcMetrics, startRpcServer, type Logger } from "@quantix/rpc";
 import type { VmManager } from "../vm-manager.js";
 import type { AgentTls } from "../enroll/enrollment.js";
 import type { NodeStorage } from "../storage/node-storage.js";
+import type { NetworkFeatureSupport } from "../network/capabilities.js";
+import type { NetworkHost } from "../network/network-host.js";
+import { networkRoute } from "./network-routes.js";
 import { healthFallback } from "./health.js";
 import { storageRoute } from "./storage-routes.js";
 import { vmmRoute } from "./vmm-router.js";
@@ -30,6 +34,11 @@ export interface AgentServerOptions {
    * Absent: StorageService is not served (its calls answer UNIMPLEMENTED).
    */
   readonly storage?: NodeStorage;
+  /**
+   * This host's network data plane, served as vmm.v1 NetworkService on the same port, with
+   * its feature probe. Absent: NetworkService is not served (its calls answer UNIMPLEMENTED).
+   */
+  readonly network?: { readonly host: NetworkHost; readonly features: () => Promise<NetworkFeatureSupport[]> };
 }
 
 /** A listening agent. */
@@ -42,7 +51,7 @@ export interface AgentServer {
 }
 
 /**
- * Serves vmm.v1 VmService and StorageService (Connect, gRPC and gRPC-web, over HTTP/1.1 and h2c on one
+ * Serves vmm.v1 VmService, StorageService and NetworkService (Connect, gRPC and gRPC-web, over HTTP/1.1 and h2c on one
  * port, with the RPC kit's listener, interceptors and gRPC fast path), gRPC server
  * reflection of it (so `buf curl --list-methods` and grpcurl work without the .proto
  * files) and /_/health.
@@ -53,8 +62,12 @@ export async function startAgentServer(manager: VmManager, options: AgentServerO
   const server = await startRpcServer({
     host: options.host,
     port: options.port,
-    routes: [vmmRoute(manager, backendVersion), ...(options.storage ? [storageRoute(options.storage)] : [])],
-    reflection: [file_vmm_v1_vm, ...(options.storage ? [file_vmm_v1_storage] : [])],
+    routes: [
+      vmmRoute(manager, backendVersion),
+      ...(options.storage ? [storageRoute(options.storage)] : []),
+      ...(options.network ? [networkRoute(options.network.host, options.network.features)] : []),
+    ],
+    reflection: [file_vmm_v1_vm, ...(options.storage ? [file_vmm_v1_storage] : []), ...(options.network ? [file_vmm_v1_network] : [])],
     log: options.log,
     metrics: rpc,
     fallback: healthFallback(manager.backend, backendVersion, { log: options.log, problem: options.problem, rpc }),

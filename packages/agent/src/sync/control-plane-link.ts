@@ -38,7 +38,7 @@ export interface ControlPlaneLinkOptions {
   readonly onRefused?: (message: string) => void;
   /** An enrolled agent's certificate: its calls present it, and the control plane is verified with its CA. */
   readonly tls?: AgentTls;
-  /** The node's storage capabilities (`storage-pool-<type>`), registered with the backend's; probed at each registration. */
+  /** The node's storage and network capabilities (`storage-pool-<type>`, `network-vxlan`, ...), registered with the backend's; probed at each registration. */
   readonly storageCapabilities?: () => Promise<readonly string[]>;
 }
 

@@ -1,5 +1,6 @@
 import { DEFAULT_PROJECT_ID, IMAGE_KIND, MIGRATION_KIND, SNAPSHOT_KIND, VM_KIND, VOLUME_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { NetworkService } from "@quantix/api/gen/vmm/v1/network_pb.js";
 import { StorageService } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 
 /**
@@ -187,9 +188,9 @@ export const POLICY: Readonly<Record<string, Policy>> = {
   [`${AUDIT}/ListAuditRecords`]: list("admin"),
   [`${AUDIT}/WatchAuditRecords`]: list("admin"),
 
-  // The agents' APIs (vmm.v1.VmService, vmm.v1.StorageService): the control plane only points to
-  // the agents; on an agent, only its control plane calls them. Every RPC of both, by descriptor.
-  ...Object.fromEntries([VmService, StorageService].flatMap((svc) => svc.methods.map((m) => [`${svc.typeName}/${m.name}`, admin]))),
+  // The agents' APIs (vmm.v1.VmService, StorageService, NetworkService): the control plane only points
+  // to the agents; on an agent, only its control plane calls them. Every RPC of each, by descriptor.
+  ...Object.fromEntries([VmService, StorageService, NetworkService].flatMap((svc) => svc.methods.map((m) => [`${svc.typeName}/${m.name}`, admin]))),
 
   // Storage: pools are the cluster's (operators), volumes, snapshots and images a project's.
   "Quantixkvm.storage.v1.StoragePoolService/CreateStoragePool": admin,

@@ -19,6 +19,7 @@ import { file_Quantixkvm_storage_v1_snapshot_service } from "@quantix/api/gen/Qu
 import { file_Quantixkvm_storage_v1_storage_pool_service } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
 import { file_Quantixkvm_storage_v1_volume_service } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
 import { file_virtualdom_v1_gateway, MemoryGateway } from "@quantix/api/gen/virtualdom/v1/gateway_pb.js";
+import { file_vmm_v1_network, NetworkService } from "@quantix/api/gen/vmm/v1/network_pb.js";
 import { file_vmm_v1_storage, StorageService } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 import { file_vmm_v1_vm, VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 
@@ -48,6 +49,11 @@ export const SERVED_ELSEWHERE: readonly { service: DescService; where: string }[
     where:
       "each host's agent serves it beside vmm.v1.VmService (the node side of pools, volumes and images); users manage storage through Quantixkvm.storage.v1 (StoragePoolService, VolumeService) here",
   },
+  {
+    service: NetworkService,
+    where:
+      "each host's agent started with VMCP_NETWORK=on serves it beside vmm.v1.VmService (the node side of networks, ports and security groups: bridges, VXLAN, TAPs, nftables, dnsmasq)",
+  },
 ];
 
 /** Every file of the contract whose services this server answers, for reflection. */
@@ -73,5 +79,6 @@ export const SERVED_FILES: readonly DescFile[] = [
   file_Quantixkvm_network_v1_vpn_service_manager,
   file_vmm_v1_vm,
   file_vmm_v1_storage,
+  file_vmm_v1_network,
   file_virtualdom_v1_gateway,
 ];

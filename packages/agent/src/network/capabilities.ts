@@ -1,0 +1,59 @@
+import { access, constants } from "node:fs/promises";
+import { HostExec } from "./host-exec.js";
+
+/** One probed network feature (a node capability name) and why. */
+export interface NetworkFeatureSupport {
+  readonly name: string;
+  readonly available: boolean;
+  readonly reason: string;
+}
+
+async function tryCmd(fn: () => Promise<unknown>): Promise<string | undefined> {
+  try {
+    await fn();
+    return undefined;
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
+}
+
+/**
+ * Probes the primitives the data plane needs in the agent's namespace: a VXLAN device
+ * can be created (a throwaway `qxp…` link, deleted at once), nft answers and
+ * br_netfilter exists (security groups), dnsmasq is installed (DHCP/DNS). VLAN is
+ * probed the same way and reported, not used: this data plane has no VLAN networks yet.
+ */
+export async function probeNetworkFeatures(netns?: string): Promise<NetworkFeatureSupport[]> {
+  const h = new HostExec(netns);
+  const probe = `qxp${process.pid.toString(16).slice(-6)}`;
+  const vx = await tryCmd(async () => {
+    await h.ip(["link", "add", "name", probe, "type", "vxlan", "id", "1", "dstport", "4789", "nolearning"]);
+    await h.ip(["link", "del", "dev", probe]);
+  });
+  const br = await tryCmd(async () => {
+    await h.ip(["link", "add", "name", probe, "type", "bridge"]);
+    await h.ip(["link", "del", "dev", probe]);
+  });
+  const nft = await tryCmd(() => h.inNs("nft", ["list", "tables"]));
+  const brnf = await tryCmd(() => access("/proc/sys/net/bridge/bridge-nf-call-iptables", constants.R_OK));
+  const dnsmasq = await tryCmd(() => h.inNs("dnsmasq", ["--version"]));
+  const vlan = await tryCmd(async () => {
+    await h.ip(["link", "add", "name", probe, "type", "dummy"]);
+    try {
+      await h.ip(["link", "add", "link", probe, "name", `${probe}v`, "type", "vlan", "id", "2"]);
+    } finally {
+      await h.ip(["link", "del", "dev", probe]).catch(() => undefined);
+    }
+  });
+  const l2 = br ?? vx;
+  return [
+    { name: "network-vxlan", available: l2 === undefined, reason: l2 === undefined ? "bridge and VXLAN (nolearning, dstport 4789) devices can be created" : `cannot create the devices: ${l2}` },
+    {
+      name: "network-security-groups",
+      available: nft === undefined && brnf === undefined,
+      reason: nft !== undefined ? `nft does not answer (Debian: nftables): ${nft}` : brnf !== undefined ? "br_netfilter is missing (no /proc/sys/net/bridge): bridged traffic would bypass the inet table" : "nft answers and br_netfilter is on",
+    },
+    { name: "network-dhcp", available: dnsmasq === undefined, reason: dnsmasq === undefined ? "dnsmasq is installed" : `dnsmasq is missing (Debian: dnsmasq-base): ${dnsmasq}` },
+    { name: "network-vlan", available: false, reason: vlan === undefined ? "the kernel can create VLAN devices, but this data plane has no VLAN networks yet" : `the kernel cannot create VLAN devices: ${vlan}` },
+  ];
+}

@@ -1,0 +1,26 @@
+/**
+ * Host object names, derived from ids only (Linux interface names are at most 15
+ * characters): `qb`, `qv` and `qt` plus the first 12 hex digits of a canonical UUID.
+ * No user string ever becomes part of a name.
+ */
+
+/** A lowercase canonical UUID (8-4-4-4-12 hex digits). */
+export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** The 12 hex digits of an id that host names carry. */
+export function shortId(id: string): string {
+  if (!UUID.test(id)) throw new Error(`not a canonical UUID: ${JSON.stringify(id)}`);
+  return id.replaceAll("-", "").slice(0, 12);
+}
+
+/** The network's bridge. */
+export const bridgeName = (networkId: string): string => `qb${shortId(networkId)}`;
+/** The network's VXLAN device. */
+export const vxlanName = (networkId: string): string => `qv${shortId(networkId)}`;
+/** A port's TAP device. */
+export const tapName = (portId: string): string => `qt${shortId(portId)}`;
+/** A security group's nftables name stem (chains `sg_<hex>_in`/`_out`, member set `sgm_<hex>`). */
+export const sgName = (sgId: string): string => shortId(sgId);
+
+/** Interface names the agent owns: the ones it may delete when no network wants them. */
+export const OWNED_LINK = /^q[bvt][0-9a-f]{12}$/;

@@ -1,0 +1,340 @@
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { notFound, QuantixError } from "@quantix/core";
+import { addnHosts, dhcpHosts, dhcpOpts, dnsmasqArgs, wantsDnsmasq } from "./dnsmasq-config.js";
+import { DnsmasqSupervisor, type DnsmasqState } from "./dnsmasq-process.js";
+import { HostCommandError, HostExec } from "./host-exec.js";
+import { ensureBridge, ensureTap, ensureVxlan, observeFdb, observeLinks, removeStaleLinks, desiredFdb, wantedLinks, VXLAN_OVERHEAD, type LinkView } from "./links.js";
+import type { HostNetworkState, NetworkDesired, SecurityGroupDesired } from "./model.js";
+import { bridgeName, shortId, tapName, vxlanName } from "./names.js";
+import { emptyRuleset, hostRuleset, memberDelta } from "./nft-ruleset.js";
+
+/** One observed condition. */
+export interface Condition {
+  readonly type: string;
+  readonly status: boolean;
+  readonly reason: string;
+  readonly message: string;
+}
+
+/** A port as observed. */
+export interface PortView {
+  readonly portId: string;
+  readonly networkId: string;
+  readonly tap: string;
+  readonly state: "down" | "active" | "error";
+  readonly carrier: boolean;
+  readonly conditions: readonly Condition[];
+}
+
+/** A network as observed. */
+export interface NetworkView {
+  readonly spec: NetworkDesired;
+  readonly generation: string;
+  readonly bridge: string;
+  readonly vxlan: string;
+  readonly dnsmasqPid: number;
+  readonly conditions: readonly Condition[];
+  readonly ports: readonly PortView[];
+}
+
+/** Where the host's networking lives. */
+export interface NetworkHostOptions {
+  /** The agent's state directory: the state file and dnsmasq's files go below `<stateDir>/network`. */
+  readonly stateDir: string;
+  /** The network namespace to program; undefined (production) is the agent's own. */
+  readonly netns?: string;
+  /** How often converge() runs by itself (restarting a dead dnsmasq, recreating a deleted link); 0: never. */
+  readonly resyncMs?: number;
+  /**
+   * Tests only: a veth found under a port's TAP name is kept as the port's device (its
+   * peer is a namespace standing in for a guest) instead of being replaced by a TAP.
+   */
+  readonly adoptVethPorts?: boolean;
+}
+
+const EMPTY: HostNetworkState = { networks: {}, securityGroups: {} };
+
+/**
+ * This host's network data plane: keeps the desired state (a state file, written before
+ * the host is touched) and converges the kernel to it, level-based: every apply, delete
+ * and resync runs the same converge over all networks and groups. Calls are serialised.
+ */
+export class NetworkHost {
+  private state: HostNetworkState = EMPTY;
+  private chain: Promise<unknown> = Promise.resolve();
+  private readonly h: HostExec;
+  private readonly dir: string;
+  /** Per network: the last converge's failures, by condition type. */
+  private readonly errors = new Map<string, Map<string, string>>();
+  private firewallError = "";
+  private dnsmasq = new Map<string, DnsmasqState>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly o: NetworkHostOptions) {
+    this.h = new HostExec(o.netns);
+    this.dir = join(o.stateDir, "network");
+  }
+
+  /** Loads the state file and converges (an agent's start: re-applies what it had, removes what it does not want). */
+  async start(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const text = await readFile(join(this.dir, "state.json"), "utf8").catch(() => undefined);
+    if (text !== undefined) this.state = JSON.parse(text) as HostNetworkState;
+    await this.serial(() => this.converge());
+    if (this.o.resyncMs) {
+      this.timer = setInterval(() => void this.serial(() => this.converge()).catch(() => undefined), this.o.resyncMs);
+      this.timer.unref();
+    }
+  }
+
+  /** Stops the resync; `stopDnsmasq` also ends the networks' dnsmasq (tests; the production agent leaves them serving). */
+  async close(stopDnsmasq = false): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.serial(async () => {
+      if (stopDnsmasq) for (const id of Object.keys(this.state.networks)) await this.supervisor(id).stop();
+    });
+  }
+
+  /** ApplyNetwork with a validated spec. */
+  applyNetwork(spec: NetworkDesired, generation: bigint): Promise<NetworkView> {
+    return this.serial(async () => {
+      this.checkAgainstOthers(spec);
+      await this.checkUnderlay(spec);
+      await this.save({ ...this.state, networks: { ...this.state.networks, [spec.networkId]: { spec, generation: String(generation) } } });
+      await this.converge();
+      return this.view(spec.networkId);
+    });
+  }
+
+  /** DeleteNetwork. */
+  deleteNetwork(networkId: string): Promise<void> {
+    return this.serial(async () => {
+      if (!this.state.networks[networkId]) throw notFound("network", networkId);
+      const { [networkId]: _gone, ...rest } = this.state.networks;
+      await this.save({ ...this.state, networks: rest });
+      await this.supervisor(networkId).remove();
+      this.dnsmasq.delete(networkId);
+      this.errors.delete(networkId);
+      await this.converge();
+    });
+  }
+
+  getNetwork(networkId: string): Promise<NetworkView> {
+    return this.serial(async () => {
+      if (!this.state.networks[networkId]) throw notFound("network", networkId);
+      return this.view(networkId);
+    });
+  }
+
+  listNetworks(): Promise<NetworkView[]> {
+    return this.serial(async () => {
+      const out: NetworkView[] = [];
+      for (const id of Object.keys(this.state.networks).sort()) out.push(await this.view(id));
+      return out;
+    });
+  }
+
+  getPort(portId: string): Promise<PortView> {
+    return this.serial(async () => {
+      const net = Object.values(this.state.networks).find((n) => n.spec.ports.some((p) => p.portId === portId));
+      if (!net) throw notFound("port", portId);
+      return (await this.view(net.spec.networkId)).ports.find((p) => p.portId === portId)!;
+    });
+  }
+
+  /** The TAP and MAC of a port declared on this host, for a VM's NIC; undefined when unknown. */
+  portTap(portId: string): { tap: string; mac: string } | undefined {
+    for (const n of Object.values(this.state.networks)) {
+      const p = n.spec.ports.find((x) => x.portId === portId);
+      if (p) return { tap: tapName(p.portId), mac: p.mac };
+    }
+    return undefined;
+  }
+
+  applySecurityGroup(spec: SecurityGroupDesired, generation: bigint): Promise<{ spec: SecurityGroupDesired; generation: string; conditions: Condition[] }> {
+    return this.serial(async () => {
+      await this.save({ ...this.state, securityGroups: { ...this.state.securityGroups, [spec.securityGroupId]: { spec, generation: String(generation) } } });
+      await this.converge();
+      return this.sgView(spec.securityGroupId);
+    });
+  }
+
+  /** Membership delta: nft add/delete element only, no rule touched. */
+  updateMembers(sgId: string, add: readonly string[], remove: readonly string[]): Promise<{ spec: SecurityGroupDesired; generation: string; conditions: Condition[] }> {
+    return this.serial(async () => {
+      const g = this.state.securityGroups[sgId];
+      if (!g) throw notFound("security group", sgId);
+      const both = add.filter((a) => remove.includes(a));
+      if (both.length > 0) throw new QuantixError("invalid_argument", `invalid request: remove_ips: ${both[0]} is also in add_ips`, [{ field: "remove_ips", reason: "INVALID_VALUE", description: `${both[0]} is also in add_ips` }]);
+      const have = new Set(g.spec.members);
+      const toAdd = [...new Set(add)].filter((a) => !have.has(a));
+      const toRemove = [...new Set(remove)].filter((a) => have.has(a));
+      const members = [...new Set([...g.spec.members.filter((m) => !toRemove.includes(m)), ...toAdd])].sort();
+      await this.save({ ...this.state, securityGroups: { ...this.state.securityGroups, [sgId]: { ...g, spec: { ...g.spec, members } } } });
+      if (toAdd.length + toRemove.length > 0) {
+        try {
+          await this.h.nft(memberDelta(sgId, toAdd, toRemove));
+        } catch {
+          // The delta needs the set as the last full transaction made it; rebuild everything instead.
+          await this.converge();
+        }
+      }
+      return this.sgView(sgId);
+    });
+  }
+
+  deleteSecurityGroup(sgId: string): Promise<void> {
+    return this.serial(async () => {
+      if (!this.state.securityGroups[sgId]) throw notFound("security group", sgId);
+      const { [sgId]: _gone, ...rest } = this.state.securityGroups;
+      await this.save({ ...this.state, securityGroups: rest });
+      await this.converge();
+    });
+  }
+
+  listSecurityGroups(): Promise<{ spec: SecurityGroupDesired; generation: string; conditions: Condition[] }[]> {
+    return this.serial(async () => Object.keys(this.state.securityGroups).sort().map((id) => this.sgView(id)));
+  }
+
+  /** Converges now (what the resync timer runs); exposed for tests and the agent's start. */
+  resync(): Promise<void> {
+    return this.serial(() => this.converge());
+  }
+
+  // --- internals -------------------------------------------------------------------
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.chain.then(fn, fn);
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+
+  private supervisor(networkId: string): DnsmasqSupervisor {
+    return new DnsmasqSupervisor(this.h, join(this.dir, networkId));
+  }
+
+  private async save(next: HostNetworkState): Promise<void> {
+    const path = join(this.dir, "state.json");
+    await writeFile(`${path}.tmp`, JSON.stringify(next), { mode: 0o600 });
+    await rename(`${path}.tmp`, path);
+    this.state = next;
+  }
+
+  /** Refuses a network whose host names or VNI clash with another network's here. */
+  private checkAgainstOthers(spec: NetworkDesired): void {
+    for (const { spec: o } of Object.values(this.state.networks)) {
+      if (o.networkId === spec.networkId) continue;
+      if (shortId(o.networkId) === shortId(spec.networkId)) throw new QuantixError("failed_precondition", `network '${spec.networkId}' shares its first 12 hex digits (its bridge name) with network '${o.networkId}' on this host`);
+      if (o.vni === spec.vni) throw new QuantixError("failed_precondition", `VNI ${spec.vni} is already network '${o.networkId}''s on this host`);
+      const ports = new Set(o.ports.map((p) => shortId(p.portId)));
+      const clash = spec.ports.find((p) => ports.has(shortId(p.portId)));
+      if (clash) throw new QuantixError("failed_precondition", `port '${clash.portId}' (or one sharing its TAP name) is already declared by network '${o.networkId}' on this host`);
+    }
+  }
+
+  /** The underlay address must be on an interface whose MTU leaves room for VXLAN. */
+  private async checkUnderlay(spec: NetworkDesired): Promise<void> {
+    const addrs = await this.h.ipJson<{ ifname: string; mtu: number; addr_info?: { family: string; local: string }[] }[]>(["addr", "show"]);
+    const dev = addrs.find((l) => (l.addr_info ?? []).some((a) => a.family === "inet" && a.local === spec.localUnderlay));
+    if (!dev) throw new QuantixError("failed_precondition", `local_underlay_address ${spec.localUnderlay} is not configured on any interface of this host`);
+    if (dev.mtu < spec.mtu + VXLAN_OVERHEAD) throw new QuantixError("failed_precondition", `mtu ${spec.mtu} needs an underlay MTU of at least ${spec.mtu + VXLAN_OVERHEAD} for VXLAN, but ${dev.ifname} has ${dev.mtu}`);
+  }
+
+  /** The one reconcile: links of every network, stale links removed, the firewall, dnsmasq. */
+  private async converge(): Promise<void> {
+    const nets = Object.values(this.state.networks).map((x) => x.spec);
+    let links = await observeLinks(this.h);
+    const wanted = new Set(nets.flatMap(wantedLinks));
+    await removeStaleLinks(this.h, links, wanted);
+    for (const n of nets) {
+      const errs = new Map<string, string>();
+      this.errors.set(n.networkId, errs);
+      const step = async (type: string, fn: () => Promise<void>) => {
+        try {
+          await fn();
+        } catch (err) {
+          errs.set(type, err instanceof HostCommandError ? err.message : String(err));
+        }
+      };
+      await step("BridgeReady", () => ensureBridge(this.h, n, links));
+      links = await observeLinks(this.h);
+      await step("VxlanReady", () => ensureVxlan(this.h, n, links));
+      for (const p of n.ports) await step(`TapReady/${p.portId}`, () => ensureTap(this.h, n, p.portId, links, this.o.adoptVethPorts ?? false));
+    }
+    // Filtering before dnsmasq: a port is never on a bridge without its rules for longer than this transaction takes.
+    try {
+      await this.h.nft(nets.length === 0 && Object.keys(this.state.securityGroups).length === 0 ? emptyRuleset() : hostRuleset(this.state));
+      this.firewallError = "";
+    } catch (err) {
+      this.firewallError = err instanceof HostCommandError ? err.stderr : String(err);
+    }
+    for (const n of nets) {
+      const sup = this.supervisor(n.networkId);
+      if (!wantsDnsmasq(n)) {
+        await sup.stop();
+        this.dnsmasq.delete(n.networkId);
+        continue;
+      }
+      this.dnsmasq.set(n.networkId, await sup.ensure(dnsmasqArgs(n, sup.dir), { hosts: dhcpHosts(n), opts: dhcpOpts(n), addnHosts: addnHosts(n) }).catch((err: unknown) => ({ pid: 0, problem: String(err) })));
+    }
+  }
+
+  private sgView(sgId: string): { spec: SecurityGroupDesired; generation: string; conditions: Condition[] } {
+    const g = this.state.securityGroups[sgId]!;
+    return { ...g, conditions: [this.firewallCondition()] };
+  }
+
+  private firewallCondition(): Condition {
+    return this.firewallError === ""
+      ? { type: "FirewallReady", status: true, reason: "Applied", message: "the host's nftables tables match the desired state" }
+      : { type: "FirewallReady", status: false, reason: "NftTransactionRefused", message: `nft refused the transaction (nothing of it was applied): ${this.firewallError}` };
+  }
+
+  /** Observes a network now: links, FDB, dnsmasq, and the last converge's failures. */
+  private async view(networkId: string): Promise<NetworkView> {
+    const { spec: n, generation } = this.state.networks[networkId]!;
+    const links = await observeLinks(this.h);
+    const errs = this.errors.get(networkId) ?? new Map<string, string>();
+    const br = bridgeName(networkId);
+    const vx = vxlanName(networkId);
+    const conds: Condition[] = [];
+    const bl = links.get(br);
+    conds.push(errs.has("BridgeReady") ? { type: "BridgeReady", status: false, reason: "BridgeSetupFailed", message: errs.get("BridgeReady")! } : linkCondition("BridgeReady", br, bl, undefined));
+    const vl = links.get(vx);
+    let vxc = errs.has("VxlanReady") ? { type: "VxlanReady", status: false, reason: "VxlanSetupFailed", message: errs.get("VxlanReady")! } : linkCondition("VxlanReady", vx, vl, br);
+    if (vxc.status) {
+      const have = await observeFdb(this.h, vx).catch(() => new Set<string>());
+      const missing = [...desiredFdb(n)].filter((e) => !have.has(e));
+      if (missing.length > 0) vxc = { type: "VxlanReady", status: false, reason: "FdbIncomplete", message: `${missing.length} forwarding entries missing, e.g. ${missing[0]}` };
+    }
+    conds.push(vxc);
+    conds.push(this.firewallCondition());
+    let pid = 0;
+    if (wantsDnsmasq(n)) {
+      const d = await this.supervisor(networkId).observe();
+      pid = d.pid;
+      const last = this.dnsmasq.get(networkId);
+      conds.push(d.pid ? { type: "DhcpReady", status: true, reason: "DnsmasqRunning", message: `dnsmasq runs as pid ${d.pid}` } : { type: "DhcpReady", status: false, reason: "DnsmasqNotRunning", message: last?.problem || d.problem });
+    } else conds.push({ type: "DhcpReady", status: true, reason: "NoDhcp", message: "no subnet has a service address: no dnsmasq runs for this network" });
+    const bad = conds.filter((c) => !c.status);
+    conds.unshift({ type: "Ready", status: bad.length === 0, reason: bad.length === 0 ? "Converged" : bad[0]!.reason, message: bad.length === 0 ? "the host matches the spec" : bad.map((c) => `${c.type}: ${c.message}`).join("; ") });
+    const ports = n.ports.map((p): PortView => {
+      const t = tapName(p.portId);
+      const l = links.get(t);
+      const err = errs.get(`TapReady/${p.portId}`);
+      const tc: Condition = err ? { type: "TapReady", status: false, reason: "TapSetupFailed", message: err } : linkCondition("TapReady", t, l, br);
+      const fw = this.firewallCondition();
+      const state = err || (p.portSecurity && !fw.status) ? "error" : tc.status ? "active" : "down";
+      return { portId: p.portId, networkId, tap: t, state, carrier: l?.flags.includes("LOWER_UP") ?? false, conditions: [tc, ...(p.portSecurity ? [fw] : [])] };
+    });
+    return { spec: n, generation, bridge: br, vxlan: vx, dnsmasqPid: pid, conditions: conds, ports };
+  }
+}
+
+function linkCondition(type: string, name: string, l: LinkView | undefined, master: string | undefined): Condition {
+  if (!l) return { type, status: false, reason: "LinkMissing", message: `${name} does not exist (the next resync creates it)` };
+  if (master !== undefined && l.master !== master) return { type, status: false, reason: "NotOnBridge", message: `${name} is not on ${master}` };
+  if (!l.flags.includes("UP")) return { type, status: false, reason: "LinkDown", message: `${name} is down` };
+  return { type, status: true, reason: "Up", message: `${name} is up${master ? ` on ${master}` : ""}` };
+}

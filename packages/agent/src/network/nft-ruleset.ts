@@ -1,0 +1,190 @@
+import { formatPrefix4, parsePrefix4 } from "./ipv4.js";
+import type { HostNetworkState, NetworkDesired, PortDesired, RuleDesired } from "./model.js";
+import { bridgeName, sgName, shortId, tapName } from "./names.js";
+
+/**
+ * The host's whole filtering as one nft script (pure), applied in one `nft -f`
+ * transaction that replaces both tables atomically:
+ *
+ * - `bridge quantix_l2`: stateless anti-spoofing keyed on the port's TAP (this kernel has
+ *   no conntrack in the bridge family): a port sends only from its MAC and addresses
+ *   (or an allowed pair), DHCP requests from 0.0.0.0 pass, DHCP server replies and IPv6
+ *   from ports are dropped.
+ * - `inet quantix`: stateful security groups. br_netfilter shows bridged packets to the
+ *   inet family with the *bridge* as iif/oif, so ports are found by `bridge . ip` verdict
+ *   maps (sound only with the anti-spoofing above). Egress runs at priority -10 and
+ *   ingress at 0: an accept ends only its own base chain, so both apply. Remote groups
+ *   are named sets (`sgm_<hex>`) that UpdateSecurityGroupMembers changes by element.
+ *   An input chain lets ports reach the host's service addresses for DHCP, DNS and ping
+ *   only.
+ *
+ * Every value written here comes from the validated state (canonical addresses,
+ * lowercase MACs, names derived from UUIDs): no user string reaches nft.
+ */
+
+export const L2_TABLE = "quantix_l2";
+export const SG_TABLE = "quantix";
+
+/** The member set of a group. */
+export const memberSet = (sgId: string): string => `sgm_${sgName(sgId)}`;
+
+function elements(items: readonly string[]): string {
+  return items.length === 0 ? "" : ` elements = { ${items.join(", ")} };`;
+}
+
+function ruleText(r: RuleDesired): string {
+  const peer = r.direction === "ingress" ? "saddr" : "daddr";
+  const parts: string[] = [];
+  if (r.remotePrefix) parts.push(`ip ${peer} ${r.remotePrefix}`);
+  if (r.remoteGroupId) parts.push(`ip ${peer} @${memberSet(r.remoteGroupId)}`);
+  if (r.protocol === "tcp" || r.protocol === "udp") {
+    if (r.portMin !== undefined) parts.push(`${r.protocol} dport ${r.portMin === r.portMax ? r.portMin : `${r.portMin}-${r.portMax!}`}`);
+    else parts.push(`meta l4proto ${r.protocol}`);
+  } else if (r.protocol === "icmp") {
+    if (r.icmpType !== undefined) parts.push(`icmp type ${r.icmpType}`);
+    if (r.icmpCode !== undefined) parts.push(`icmp code ${r.icmpCode}`);
+    if (r.icmpType === undefined) parts.push("meta l4proto icmp");
+  }
+  return `${parts.join(" ")} accept`.trim();
+}
+
+/** The addresses a port may use: fixed IPs as /32 and its allowed pairs' prefixes. */
+function portPrefixes(p: PortDesired): string[] {
+  return [...new Set([...p.fixedIps.map((ip) => `${ip}/32`), ...p.pairs.map((x) => x.ipPrefix)])].map((s) => formatPrefix4(parsePrefix4(s, { strict: true })!));
+}
+
+function secured(n: NetworkDesired): PortDesired[] {
+  return n.ports.filter((p) => p.portSecurity);
+}
+
+/** The bridge-family anti-spoofing table. */
+function l2Table(nets: readonly NetworkDesired[]): string {
+  const ports: string[] = [];
+  const macs: string[] = [];
+  const ips: string[] = [];
+  for (const n of nets) {
+    for (const p of secured(n)) {
+      const t = `"${tapName(p.portId)}"`;
+      ports.push(t);
+      for (const m of new Set([p.mac, ...p.pairs.map((x) => x.mac)])) macs.push(`${t} . ${m}`);
+      for (const pre of portPrefixes(p)) ips.push(`${t} . ${pre}`);
+    }
+  }
+  return [
+    `table bridge ${L2_TABLE} {`,
+    `  set ports { type ifname;${elements(ports)} }`,
+    `  set port_mac { type ifname . ether_addr;${elements(macs)} }`,
+    `  set port_ip { type ifname . ipv4_addr; flags interval;${elements(ips)} }`,
+    `  chain prerouting {`,
+    `    type filter hook prerouting priority -300; policy accept;`,
+    `    iifname != @ports accept`,
+    `    iifname . ether saddr != @port_mac drop`,
+    `    ether type ip6 drop`,
+    `    ether type arp iifname . arp saddr ether != @port_mac drop`,
+    `    ether type arp arp saddr ip 0.0.0.0 accept`,
+    `    ether type arp iifname . arp saddr ip != @port_ip drop`,
+    `    ether type ip udp sport 67 drop`,
+    `    ether type ip ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept`,
+    `    ether type ip iifname . ip saddr != @port_ip drop`,
+    `    ether type != { ip, arp } drop`,
+    `  }`,
+    `}`,
+  ].join("\n");
+}
+
+/** The inet security-group table. */
+function sgTable(state: HostNetworkState): string {
+  const nets = Object.values(state.networks).map((x) => x.spec);
+  const groups = Object.values(state.securityGroups).map((x) => x.spec);
+  const known = new Map(groups.map((g) => [g.securityGroupId, g]));
+  const referenced = new Set<string>(groups.map((g) => g.securityGroupId));
+  for (const g of groups) for (const r of g.rules) if (r.remoteGroupId) referenced.add(r.remoteGroupId);
+  const lines: string[] = [`table inet ${SG_TABLE} {`];
+  const bridges = nets.map((n) => `"${bridgeName(n.networkId)}"`);
+  lines.push(`  set bridges { type ifname;${elements(bridges)} }`);
+  for (const id of [...referenced].sort()) {
+    const members = known.get(id)?.members ?? [];
+    lines.push(`  set ${memberSet(id)} { type ipv4_addr;${elements([...members])} }`);
+  }
+  for (const g of [...groups].sort((a, b) => a.securityGroupId.localeCompare(b.securityGroupId))) {
+    for (const dir of ["ingress", "egress"] as const) {
+      lines.push(`  chain sg_${sgName(g.securityGroupId)}_${dir === "ingress" ? "in" : "out"} {`);
+      for (const r of g.rules.filter((x) => x.direction === dir)) lines.push(`    ${ruleText(r)}`);
+      lines.push("  }");
+    }
+  }
+  const ingress: string[] = [];
+  const egress: string[] = [];
+  for (const n of nets) {
+    const br = `"${bridgeName(n.networkId)}"`;
+    for (const p of secured(n)) {
+      if (p.securityGroupIds.length === 0) continue;
+      const groupsOf = p.securityGroupIds.filter((id) => known.has(id));
+      const hasEgress = groupsOf.some((id) => known.get(id)!.rules.some((r) => r.direction === "egress"));
+      const c = `port_${shortId(p.portId)}`;
+      lines.push(`  chain ${c}_in {`, ...groupsOf.map((id) => `    jump sg_${sgName(id)}_in`), "    drop", "  }");
+      lines.push(`  chain ${c}_out {`, ...(hasEgress ? [...groupsOf.map((id) => `    jump sg_${sgName(id)}_out`), "    drop"] : ["    accept"]), "  }");
+      for (const pre of portPrefixes(p)) {
+        ingress.push(`${br} . ${pre} : jump ${c}_in`);
+        egress.push(`${br} . ${pre} : jump ${c}_out`);
+      }
+    }
+  }
+  lines.push(`  map ingress { type ifname . ipv4_addr : verdict; flags interval;${elements(ingress)} }`);
+  lines.push(`  map egress { type ifname . ipv4_addr : verdict; flags interval;${elements(egress)} }`);
+  lines.push(
+    "  chain fwd_egress {",
+    "    type filter hook forward priority -10; policy accept;",
+    "    ct state established,related accept",
+    "    ct state invalid drop",
+    "    meta nfproto ipv4 iifname . ip saddr vmap @egress",
+    "  }",
+    "  chain fwd_ingress {",
+    "    type filter hook forward priority 0; policy accept;",
+    "    ct state established,related accept",
+    "    ct state invalid drop",
+    "    meta nfproto ipv4 oifname . ip daddr vmap @ingress",
+    "  }",
+    "  chain input {",
+    "    type filter hook input priority 0; policy accept;",
+    "    iifname != @bridges accept",
+    "    ct state established,related accept",
+    "    udp dport { 53, 67 } accept",
+    "    tcp dport 53 accept",
+    "    icmp type echo-request accept",
+    "    drop",
+    "  }",
+    "}",
+  );
+  return lines.join("\n");
+}
+
+/**
+ * The script that makes the host's filtering match `state`: both tables declared (so the
+ * deletes cannot fail), deleted and re-created, all in one transaction.
+ */
+export function hostRuleset(state: HostNetworkState): string {
+  const nets = Object.values(state.networks).map((x) => x.spec);
+  return [
+    `table bridge ${L2_TABLE} {}`,
+    `delete table bridge ${L2_TABLE}`,
+    `table inet ${SG_TABLE} {}`,
+    `delete table inet ${SG_TABLE}`,
+    l2Table(nets),
+    sgTable(state),
+    "",
+  ].join("\n");
+}
+
+/** The script that removes both tables (an agent with no networks and no groups). */
+export function emptyRuleset(): string {
+  return [`table bridge ${L2_TABLE} {}`, `delete table bridge ${L2_TABLE}`, `table inet ${SG_TABLE} {}`, `delete table inet ${SG_TABLE}`, ""].join("\n");
+}
+
+/** A membership delta as elements added and deleted in place. */
+export function memberDelta(sgId: string, add: readonly string[], remove: readonly string[]): string {
+  const out: string[] = [];
+  if (add.length > 0) out.push(`add element inet ${SG_TABLE} ${memberSet(sgId)} { ${add.join(", ")} }`);
+  if (remove.length > 0) out.push(`delete element inet ${SG_TABLE} ${memberSet(sgId)} { ${remove.join(", ")} }`);
+  return `${out.join("\n")}\n`;
+}
