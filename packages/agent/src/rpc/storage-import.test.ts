@@ -44,6 +44,11 @@ before(async () => {
   execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", join(img, "a.qcow2"), "16M"]);
   execFileSync("qemu-io", ["-f", "qcow2", join(img, "a.qcow2"), "-c", "write -P 0xab 0 1M"], { stdio: "ignore" });
   fixtures.set("/a.qcow2.gz", gzipSync(readFileSync(join(img, "a.qcow2"))));
+  fixtures.set("/a.qcow2", readFileSync(join(img, "a.qcow2")));
+  // The same image with an internal snapshot: converted on import (the snapshot dropped).
+  execFileSync("cp", [join(img, "a.qcow2"), join(img, "snap.qcow2")]);
+  execFileSync("qemu-img", ["snapshot", "-c", "before", join(img, "snap.qcow2")]);
+  fixtures.set("/snap.qcow2", readFileSync(join(img, "snap.qcow2")));
   const raw = Buffer.alloc(10 * MIB);
   for (let i = 0; i < raw.length; i += 32) createHash("sha256").update(String(i)).digest().copy(raw, i);
   fixtures.set("/b.raw", raw);
@@ -161,6 +166,16 @@ test("a zstd-compressed qcow2 (told from its magic bytes, not its name) becomes 
   assert.equal(bad.code, Code.FailedPrecondition);
   assert.match(bad.rawMessage, /zstd data is corrupt/);
   assert.deepEqual(poolFiles(), before, "no file left");
+});
+
+test("a clean qcow2 for a qcow2 volume is kept as it came; one with internal snapshots is converted, the snapshots dropped", async () => {
+  const kept = (await all({ poolId: pool, volumeId: uuid(), format: VolumeFormat.QCOW2, url: `${base}/a.qcow2` })).at(-1)!;
+  assert.equal(kept.phase, ImportPhase.READY);
+  assert.ok(readFileSync(kept.volume!.path).equals(fixtures.get("/a.qcow2")!), "the volume's file is the downloaded file, byte for byte");
+  const converted = (await all({ poolId: pool, volumeId: uuid(), format: VolumeFormat.QCOW2, url: `${base}/snap.qcow2` })).at(-1)!;
+  assert.equal(converted.phase, ImportPhase.READY);
+  assert.doesNotMatch(execFileSync("qemu-img", ["snapshot", "-l", converted.volume!.path], { encoding: "utf8" }), /before/, "converted: no internal snapshot came along");
+  assert.match(execFileSync("qemu-io", ["-f", "qcow2", "-r", converted.volume!.path, "-c", "read -P 0xab 0 1M"], { encoding: "utf8" }), /read 1048576\/1048576 bytes/);
 });
 
 test("bad downloads end with a clear error and leave no file", async () => {

@@ -6,7 +6,7 @@ import { Transform, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { QuantixError } from "@quantix/core";
-import { inspectImage } from "./inspect-image.js";
+import { inspectImage, type ImageInspection } from "./inspect-image.js";
 import type { Pools } from "./pools.js";
 import type { QemuImg } from "./qemu-img.js";
 import type { VolumeFormatName, VolumeInfo, Volumes } from "./volumes.js";
@@ -48,8 +48,10 @@ export interface Received {
  * The second half of an import, once the bytes are in a temporary file of the pool
  * (ImportVolume's download, UploadVolume's stream): sha256 check, gzip/xz/zstd decompression
  * detected from the content and bounded by the pool's free space, inspectImage (hostile
- * images refused), the virtual size against the pool's free space, `qemu-img convert -f
- * <detected> -O <format>` into a `.partial` file, then a rename into place. Yields
+ * images refused), the virtual size against the pool's free space, then either the image
+ * itself renamed into place when it is already a clean image of the volume's format
+ * (storableAsIs), or `qemu-img convert -f <detected> -O <format>` into a `.partial` file
+ * renamed into place. Yields
  * verifying, converting and ready. Temporary files come from `temp`, whose caller removes
  * them whatever happens.
  */
@@ -81,11 +83,30 @@ export async function* finishImport(
   if (inspected.virtualSizeBytes > free) throw new QuantixError("resource_exhausted", `the image's virtual size ${inspected.virtualSizeBytes} bytes is more than the pool's ${free} available bytes`);
   yield { phase: "converting", bytesDone: done, bytesTotal: total, sha256, detectedFormat };
 
-  const partial = temp(target.format);
-  await deps.qemuImg.convert(image, inspected.format, partial, target.format);
-  await rename(partial, join(target.poolDir, `${target.id}.${target.format}`));
+  const final = join(target.poolDir, `${target.id}.${target.format}`);
+  if (await storableAsIs(image, inspected, target.format, deps.qemuImg)) {
+    // Already a clean, self-contained image of the pool's format: kept as it came (as
+    // Glance stores images), without a second full pass over the data.
+    await rename(image, final);
+  } else {
+    const partial = temp(target.format);
+    await deps.qemuImg.convert(image, inspected.format, partial, target.format);
+    await rename(partial, final);
+  }
   const volume = await deps.volumes.get(target.poolId, target.id);
   yield { phase: "ready", bytesDone: done, bytesTotal: total, sha256, detectedFormat, volume };
+}
+
+/**
+ * Whether an inspected image can become the volume unchanged: raw data for a raw volume; a
+ * qcow2 for a qcow2 volume when it has no backing file, is not encrypted, carries no
+ * internal snapshots (a convert drops them) and `qemu-img check` finds it consistent.
+ * Anything else is converted.
+ */
+async function storableAsIs(path: string, inspected: ImageInspection, format: "qcow2" | "raw", qemuImg: QemuImg): Promise<boolean> {
+  if (inspected.format !== format || inspected.backing !== undefined || inspected.encrypted) return false;
+  if (format === "raw") return true;
+  return inspected.internalSnapshots === 0 && (await qemuImg.consistent(path, "qcow2"));
 }
 
 type Compression = "gzip" | "xz" | "zstd";

@@ -27,6 +27,10 @@ export interface ImageInspection {
   readonly actualSizeBytes: bigint;
   /** The backing file, only ever a sibling in `backingDir` (see {@link InspectOptions}). */
   readonly backing?: { readonly file: string; readonly format: "qcow2" | "raw" };
+  /** The image is encrypted (qcow2 AES or LUKS): unusable without its key. */
+  readonly encrypted: boolean;
+  /** How many internal snapshots it carries. */
+  readonly internalSnapshots: number;
 }
 
 /** How to inspect. */
@@ -86,7 +90,7 @@ export async function inspectImage(path: string, options: InspectOptions = {}): 
   const max = options.maxVirtualBytes ?? MAX_VOLUME_BYTES;
   const virtual = BigInt(info["virtual-size"]);
   if (virtual > max) throw new ImageRefusedError("TOO_LARGE", `its virtual size ${virtual} bytes is above the limit of ${max}`);
-  return { format, iso: detected.iso, virtualSizeBytes: virtual, actualSizeBytes: BigInt(info["actual-size"] ?? 0), ...(backing ? { backing } : {}) };
+  return { format, iso: detected.iso, virtualSizeBytes: virtual, actualSizeBytes: BigInt(info["actual-size"] ?? 0), ...(backing ? { backing } : {}), encrypted: info.encrypted === true, internalSnapshots: info.snapshots?.length ?? 0 };
 }
 
 async function checkBacking(info: ImgInfo, backingDir: string | undefined): Promise<ImageInspection["backing"]> {

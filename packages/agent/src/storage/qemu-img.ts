@@ -31,6 +31,7 @@ export interface ImgInfo {
   readonly "backing-filename-format"?: string;
   readonly "format-specific"?: { readonly type?: string; readonly data?: Record<string, unknown> };
   readonly snapshots?: readonly { readonly name: string; readonly "date-sec": number; readonly "date-nsec": number; readonly "vm-state-size": number }[];
+  readonly encrypted?: boolean;
 }
 
 /**
@@ -74,6 +75,18 @@ export class QemuImg {
     } catch (err) {
       throw new QuantixError("internal", "qemu-img info printed something that is not JSON", [], { cause: err });
     }
+  }
+
+  /**
+   * `qemu-img check -f <format>`: whether the image's metadata is consistent (no
+   * corruption, no leaked clusters, no check error). Any failure to check counts as not
+   * consistent.
+   */
+  async consistent(path: string, format: ImgFormat): Promise<boolean> {
+    return run(this.#binary, ["check", "-q", "-f", format, absolute(path)], this.#timeoutMs).then(
+      () => true,
+      () => false,
+    );
   }
 
   /** An empty image of `size` bytes; or, with `backing`, an overlay on it (relative to `path`'s directory). */
