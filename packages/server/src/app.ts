@@ -69,6 +69,7 @@ import type { DirImporterFactory } from "./storage/node-storage.js";
 import { volumeAttachmentController } from "./controllers/volume-attachment-controller.js";
 import { resolveVolumePaths } from "./storage/vm-volumes.js";
 import { snapshotServiceRoute, storagePoolServiceRoute, volumeServiceRoute } from "./rpc/storage-routes.js";
+import { networkRoutes } from "./rpc/network-routes.js";
 import { snapshotController } from "./controllers/snapshot-controller.js";
 import { SnapshotService } from "./services/snapshot-service.js";
 
@@ -204,6 +205,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     volumeServiceRoute(store, volumeService, config.defaultDeadlineMs),
     snapshotServiceRoute(store, snapshotService, config.defaultDeadlineMs),
     imageServiceRoute(store, imageService, config.defaultDeadlineMs),
+    // Networking (issue 14): VirtualNetworkService, PortService, SecurityGroupService.
+    ...networkRoutes({ store, clock, ids, ledger, defaultDeadlineMs: config.defaultDeadlineMs }),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
     ...SERVED_ELSEWHERE.map((p) => ({ service: p.service, impl: servedElsewhereImpl(p.service, p.where) })),
   ];
