@@ -175,8 +175,9 @@ export class PortService {
         if (!(err instanceof QuantixError) || (err.code !== "already_exists" && err.code !== "aborted") || attempt >= ATTEMPTS) throw err;
         if (err.code === "already_exists") {
           const lost = await this.lostAddress(net.id, addresses.map((a) => a.address));
+          // A requested address is refused naming its holder; an allocated one is picked again.
           if (lost) {
-            if (lost.requested) throw takenAddress(net, lost.address, lost.holder);
+            if (spec.fixedIps.length > 0) throw takenAddress(net, lost.address, lost.holder);
           } else if (macGiven) throw err;
         }
       }
@@ -184,10 +185,10 @@ export class PortService {
   }
 
   /** The first of `addresses` another port holds now (the claim a failed commit lost), if any. */
-  private async lostAddress(networkId: string, addresses: readonly string[]): Promise<{ address: string; holder: string; requested: boolean } | undefined> {
+  private async lostAddress(networkId: string, addresses: readonly string[]): Promise<{ address: string; holder: string } | undefined> {
     for (const address of addresses) {
       const a = await this.deps.store.of(NETWORK_ALLOCATION_KIND).get(addressAllocationId(networkId, address));
-      if (a) return { address, holder: a.portId, requested: true };
+      if (a) return { address, holder: a.portId };
     }
     return undefined;
   }
