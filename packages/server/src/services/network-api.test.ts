@@ -10,6 +10,8 @@ import { PortState } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
 import { SecurityGroupRuleDirection, SecurityGroupRuleProtocol, EtherType } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_pb.js";
 import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
+import { ProjectService } from "@quantix/api/gen/Quantixkvm/identity/v1/project_service_pb.js";
+import { QuotaService } from "@quantix/api/gen/Quantixkvm/quota/v1/quota_service_pb.js";
 import { DEFAULT_PROJECT_ID } from "@quantix/core";
 import { grpcJsUnary, rejection, startTestServer, type TestServer } from "@quantix/testing";
 
@@ -180,6 +182,20 @@ describe("virtual networks, ports and security groups over the API", () => {
     const ok = await nets.updateVirtualNetwork({ id: n.id, spec: { mtu: 1400 }, updateMask: { paths: ["spec.mtu"] } });
     assert.equal(ok.spec!.mtu, 1400);
     assert.equal(ok.generation, 2n);
+  });
+
+  it("networks count against the project's networks quota, returned on delete", async () => {
+    const project = await createClient(ProjectService, s.transport).createProject({ name: "net-quota" });
+    const quotas = createClient(QuotaService, s.transport);
+    await quotas.setQuota({ projectId: project.id, limits: { networks: 1n } });
+    const first = await nets.createVirtualNetwork({ name: "one", projectId: project.id, spec: { type: NetworkType.VXLAN, cidr: "10.6.0.0/24" } });
+    const e = await rejection(nets.createVirtualNetwork({ name: "two", projectId: project.id, spec: { type: NetworkType.VXLAN, cidr: "10.7.0.0/24" } }));
+    assert.equal(e.code, Code.ResourceExhausted);
+    assert.match(e.message, /quota networks of project .* exceeded: limit 1, used 1, requested 1/);
+    assert.equal((await quotas.getQuota({ projectId: project.id })).used?.networks, 1n);
+    await nets.deleteVirtualNetwork({ id: first.id });
+    assert.equal((await quotas.getQuota({ projectId: project.id })).used?.networks, 0n);
+    await nets.createVirtualNetwork({ name: "two", projectId: project.id, spec: { type: NetworkType.VXLAN, cidr: "10.7.0.0/24" } });
   });
 
   it("security groups: default rules, added and removed rules, bad rules with field paths, and no delete while ports use them", async () => {
