@@ -184,6 +184,27 @@ describe("virtual networks, ports and security groups over the API", () => {
     assert.equal(ok.generation, 2n);
   });
 
+  it("a range shrink racing port creates never strands an address: it is refused, or every address from the range is inside the new one", async () => {
+    const n = await nets.createVirtualNetwork({ name: "shrink-race", spec: { type: NetworkType.VXLAN, cidr: "10.8.0.0/24" } });
+    const creates = Promise.allSettled(Array.from({ length: 30 }, () => ports.createPort({ spec: { networkId: n.id } })));
+    const shrink = nets.updateVirtualNetwork({ id: n.id, spec: { dhcp: { enabled: true, rangeStart: "10.8.0.2", rangeEnd: "10.8.0.40" } }, updateMask: { paths: ["spec.dhcp"] } }).then(
+      () => "applied" as const,
+      (e: unknown) => ConnectError.from(e),
+    );
+    await creates;
+    const outcome = await shrink;
+    const end = (await nets.getVirtualNetwork({ id: n.id })).spec!.dhcp!.rangeEnd;
+    const addresses = (await ports.listPorts({ networkId: n.id, pageSize: 100 })).ports.map((p) => Number(p.spec!.fixedIps[0]!.split(".")[3]));
+    if (outcome === "applied") {
+      assert.equal(end, "10.8.0.40");
+      assert.ok(addresses.every((a) => a >= 2 && a <= 40), `addresses outside the new range: ${addresses.filter((a) => a > 40).join(", ")}`);
+    } else {
+      assert.ok(outcome instanceof ConnectError);
+      assert.equal(outcome.code, Code.FailedPrecondition, outcome.message);
+      assert.equal(end, "10.8.0.254");
+    }
+  });
+
   it("networks count against the project's networks quota, returned on delete", async () => {
     const project = await createClient(ProjectService, s.transport).createProject({ name: "net-quota" });
     const quotas = createClient(QuotaService, s.transport);

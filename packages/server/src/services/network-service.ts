@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { randomInt } from "node:crypto";
 import { clone, create } from "@bufbuild/protobuf";
 import { VirtualNetworkSpecSchema, VirtualNetworkState, VirtualNetworkStatusSchema, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
@@ -45,6 +46,9 @@ const MUTABLE_LOCAL = ["gatewayIp", "dhcp", "dnsServers", "mtu", "dnsDomain", "r
 /** Attempts at a claim that lost to a concurrent one (a random VNI taken meanwhile, a network changed). */
 const ATTEMPTS = 8;
 
+/** Why an update is tried again: ports took or released addresses between its read of them and its commit. */
+const HELD_CHANGED = "the network's ports changed while it was being updated; retry";
+
 /** What a network counts against its project's quota: one network, until it is removed. */
 export function networkUsage(n: N | undefined): Usage {
   return n ? { ...NO_USAGE, networks: 1 } : NO_USAGE;
@@ -65,8 +69,8 @@ export function networkCharging(ledger: QuotaLedger): Charging<N> {
 export class VirtualNetworkService {
   private readonly writer: ResourceWriter<N>;
   private readonly charging: Charging<N>;
-  /** The addresses held on networks being updated, read just before their update (its check uses them). */
-  private readonly held = new Map<string, ReadonlyMap<string, { portId: string; requested: boolean }>>();
+  /** The addresses the network an update changes holds, read just before it (its check uses them), per call. */
+  private readonly held = new AsyncLocalStorage<ReadonlyMap<string, { portId: string; requested: boolean }>>();
 
   constructor(private readonly deps: { store: Store; clock: Clock; ids: IdGenerator; ledger?: QuotaLedger; ensureDefaultGroup?: (projectId: string) => Promise<unknown> }) {
     this.charging = networkCharging(deps.ledger ?? new QuotaLedger({ store: deps.store, clock: deps.clock, defaults: {} }));
@@ -87,8 +91,12 @@ export class VirtualNetworkService {
         const v = new Violations();
         checkVirtualNetwork(v, next, cur);
         throwIfViolations(v.list);
-        const held = cur && this.held.get(cur.id);
-        if (held) VirtualNetworkService.checkHeld(next, held);
+        const held = cur && this.held.getStore();
+        if (held) {
+          // The addresses were read before this commit: a port created or deleted since changed the count in its own commit.
+          if ((cur.status?.allocatedIpCount ?? 0) !== held.size + 1) throw new QuantixError("aborted", HELD_CHANGED);
+          VirtualNetworkService.checkHeld(next, held);
+        }
       },
       charging: this.charging,
     });
@@ -133,11 +141,13 @@ export class VirtualNetworkService {
    */
   async update(req: UpdateVirtualNetworkRequest): Promise<VirtualNetwork> {
     requireWellFormedId("id", req.id);
-    this.held.set(req.id, await allocationsOf(this.deps.store, req.id));
-    try {
-      return await this.writer.update(req.id, UpdateVirtualNetworkRequestSchema, req);
-    } finally {
-      this.held.delete(req.id);
+    for (let attempt = 1; ; attempt++) {
+      const held = await allocationsOf(this.deps.store, req.id);
+      try {
+        return await this.held.run(held, () => this.writer.update(req.id, UpdateVirtualNetworkRequestSchema, req));
+      } catch (err) {
+        if (!(err instanceof QuantixError && err.code === "aborted" && err.message === HELD_CHANGED) || attempt >= ATTEMPTS) throw err;
+      }
     }
   }
 

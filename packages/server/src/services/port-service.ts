@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { randomBytes, randomInt } from "node:crypto";
 import { clone, create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -60,8 +61,8 @@ const ATTEMPTS = 64;
  */
 export class PortService {
   private readonly writer: ResourceWriter<P>;
-  /** Security groups an update names, read just before it (its check looks them up). */
-  private readonly known = new Map<string, Resource & { projectId: string }>();
+  /** Security groups an update names, read just before it (its check looks them up), per call. */
+  private readonly known = new AsyncLocalStorage<ReadonlyMap<string, Resource & { projectId: string }>>();
 
   constructor(
     private readonly deps: {
@@ -96,7 +97,7 @@ export class PortService {
         if (spec.fixedIps.join() !== was.fixedIps.join()) v.add("spec.fixed_ips", "NOT_SUPPORTED", "changing a port's fixed IPs is not built yet: create a new port");
         const added = spec.securityGroupIds.filter((id) => !was.securityGroupIds.includes(id));
         added.forEach((id) => {
-          const g = this.known.get(id);
+          const g = this.known.getStore()?.get(id);
           if (!g || g.projectId !== next.projectId) v.add(`spec.security_group_ids[${spec.securityGroupIds.indexOf(id)}]`, "NOT_FOUND", `security group '${id}' does not exist in project '${next.projectId}'`);
         });
         throwIfViolations(v.list);
@@ -207,23 +208,22 @@ export class PortService {
   async update(req: UpdatePortRequest): Promise<Port> {
     requireWellFormedId("id", req.id);
     const ids = (req.spec?.securityGroupIds ?? []).filter((id) => /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/.test(id));
+    const known = new Map<string, Resource & { projectId: string }>();
     for (const id of ids) {
       const g = await this.deps.store.of(SECURITY_GROUP_KIND).get(id);
-      if (g) this.known.set(id, g);
+      if (g) known.set(id, g);
     }
-    try {
-      const nowMs = this.deps.clock.now();
-      return await this.writer.update(req.id, UpdatePortRequestSchema, req, {
+    const nowMs = this.deps.clock.now();
+    return this.known.run(known, () =>
+      this.writer.update(req.id, UpdatePortRequestSchema, req, {
         actor: NETWORK_IPAM,
         extra: (before, after) => {
           const was = before.spec?.securityGroupIds ?? [];
           const now = after.spec?.securityGroupIds ?? [];
           return [...groupCountOps(now.filter((id) => !was.includes(id)), 1, nowMs), ...groupCountOps(was.filter((id) => !now.includes(id)), -1, nowMs)];
         },
-      });
-    } finally {
-      for (const id of ids) this.known.delete(id);
-    }
+      }),
+    );
   }
 
   /**

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { clone, create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EtherType, SecurityGroupRuleDirection, SecurityGroupRuleSchema, SecurityGroupSchema, type SecurityGroup, type SecurityGroupRule } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_pb.js";
@@ -47,8 +48,8 @@ const ANY_EGRESS = [EtherType.IPV4, EtherType.IPV6].map((ethertype) => ({ direct
  */
 export class SecurityGroupService {
   private readonly writer: ResourceWriter<G>;
-  /** Remote groups a write names, read just before it (its check looks them up). */
-  private readonly known = new Map<string, G>();
+  /** Remote groups a write names, read just before it (its check looks them up), per call. */
+  private readonly known = new AsyncLocalStorage<ReadonlyMap<string, G>>();
 
   constructor(private readonly deps: { store: Store; clock: Clock; ids: IdGenerator }) {
     this.writer = new ResourceWriter(SECURITY_GROUP_KIND, deps.store, deps.clock, deps.ids, {
@@ -81,7 +82,7 @@ export class SecurityGroupService {
       const n = v.list.length;
       checkRule(v, f, r);
       if (r.remote.case === "remoteGroupId" && r.remote.value !== g.id) {
-        const remote = this.known.get(r.remote.value);
+        const remote = this.known.getStore()?.get(r.remote.value);
         if (!remote || remote.projectId !== g.projectId) v.add(`${f}.remote_group_id`, "NOT_FOUND", `security group '${r.remote.value}' does not exist in project '${g.projectId}'`);
       }
       if (v.list.length > n) return;
@@ -92,18 +93,15 @@ export class SecurityGroupService {
     });
   }
 
-  /** Reads the remote groups `rules` name into `known` (for the check). */
-  private async learnRemotes(rules: readonly SecurityGroupRule[]): Promise<string[]> {
+  /** Runs `write` with the remote groups `rules` name read (the check looks them up). */
+  private async withRemotes<R>(rules: readonly SecurityGroupRule[], write: () => Promise<R>): Promise<R> {
     const ids = [...new Set(rules.flatMap((r) => (r.remote.case === "remoteGroupId" ? [r.remote.value] : [])))].filter((id) => /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/.test(id));
+    const known = new Map<string, G>();
     for (const id of ids) {
       const g = await this.deps.store.of(SECURITY_GROUP_KIND).get(id);
-      if (g) this.known.set(id, g);
+      if (g) known.set(id, g);
     }
-    return ids;
-  }
-
-  private forget(ids: readonly string[]): void {
-    for (const id of ids) this.known.delete(id);
+    return this.known.run(known, write);
   }
 
   async create(req: CreateSecurityGroupRequest): Promise<SecurityGroup> {
@@ -114,22 +112,12 @@ export class SecurityGroupService {
     if (!(await this.deps.store.of(PROJECT_KIND).get(projectId))) throw notFound("project", projectId);
     await this.ensureDefault(projectId);
     const rules = req.rules.length > 0 ? req.rules.map((r) => clone(SecurityGroupRuleSchema, r)) : ANY_EGRESS.map((r) => create(SecurityGroupRuleSchema, r));
-    const remotes = await this.learnRemotes(rules);
-    try {
-      return await this.writer.create({ name: req.name, projectId, labels: req.labels, description: req.description, rules, stateless: req.stateless });
-    } finally {
-      this.forget(remotes);
-    }
+    return this.withRemotes(rules, () => this.writer.create({ name: req.name, projectId, labels: req.labels, description: req.description, rules, stateless: req.stateless }));
   }
 
   async update(req: UpdateSecurityGroupRequest): Promise<SecurityGroup> {
     requireWellFormedId("id", req.id);
-    const remotes = await this.learnRemotes(req.rules);
-    try {
-      return await this.writer.update(req.id, UpdateSecurityGroupRequestSchema, req);
-    } finally {
-      this.forget(remotes);
-    }
+    return this.withRemotes(req.rules, () => this.writer.update(req.id, UpdateSecurityGroupRequestSchema, req));
   }
 
   /** AddSecurityGroupRules: 1-100 rules; one equal to a rule of the group (ignoring id and description) is not added again. */
@@ -138,9 +126,8 @@ export class SecurityGroupService {
     const v = new Violations();
     if (req.rules.length < 1 || req.rules.length > NETWORK_LIMITS.rulesPerCallMax) v.add("rules", "OUT_OF_RANGE", `must be 1-${NETWORK_LIMITS.rulesPerCallMax} rules, got ${req.rules.length}`);
     throwIfViolations(v.list);
-    const remotes = await this.learnRemotes(req.rules);
-    try {
-      return await this.changeRules(req.securityGroupId, (g) => {
+    return this.withRemotes(req.rules, () =>
+      this.changeRules(req.securityGroupId, (g) => {
         const have = new Set(g.rules.map(ruleKey));
         const adding = create(SecurityGroupSchema, { id: g.id, projectId: g.projectId, rules: req.rules.map((r) => clone(SecurityGroupRuleSchema, r)) }) as G;
         const check = new Violations();
@@ -153,10 +140,8 @@ export class SecurityGroupService {
         }
         g.rules.push(...fresh);
         return g;
-      });
-    } finally {
-      this.forget(remotes);
-    }
+      }),
+    );
   }
 
   /** RemoveSecurityGroupRules: 1-100 rule ids; ids not in the group are ignored. */
