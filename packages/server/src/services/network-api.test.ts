@@ -265,7 +265,20 @@ describe("virtual networks, ports and security groups over the API", () => {
     assert.deepEqual(moved.spec!.securityGroupIds, [dflt.id]);
     assert.equal((await groups.getSecurityGroup({ id: g.id })).portCount, 0);
     assert.deepEqual(fields(await rejection(ports.updatePort({ id: p.id, spec: { securityGroupIds: ["no-such-group"] }, updateMask: { paths: ["spec.security_group_ids"] } }))), ["spec.security_group_ids[0]"]);
-    assert.equal((await rejection(ports.updatePort({ id: p.id, spec: { fixedIps: ["10.5.0.77"] }, updateMask: { paths: ["spec.fixed_ips"] } }))).code, Code.InvalidArgument);
+    // Fixed IPs change atomically: the new address claimed, the old one released, the counts kept.
+    const oldIp = p.spec!.fixedIps[0]!;
+    const readdressed = await ports.updatePort({ id: p.id, spec: { fixedIps: ["10.5.0.77"] }, updateMask: { paths: ["spec.fixed_ips"] } });
+    assert.deepEqual(readdressed.spec!.fixedIps, ["10.5.0.77"]);
+    const other = await ports.createPort({ spec: { networkId: n.id, fixedIps: [oldIp] } });
+    assert.deepEqual(other.spec!.fixedIps, [oldIp], "the old address was released");
+    const held = await rejection(ports.updatePort({ id: p.id, spec: { fixedIps: [oldIp] }, updateMask: { paths: ["spec.fixed_ips"] } }));
+    assert.equal(held.code, Code.AlreadyExists, held.message);
+    assert.match(held.message, new RegExp(other.id));
+    assert.deepEqual(fields(await rejection(ports.updatePort({ id: p.id, spec: { fixedIps: ["10.5.0.1"] }, updateMask: { paths: ["spec.fixed_ips"] } }))), ["spec.fixed_ips[0]"]);
+    assert.deepEqual((await ports.getPort({ id: p.id })).spec!.fixedIps, ["10.5.0.77"]);
+    const counts = (await nets.getVirtualNetwork({ id: n.id })).status!;
+    assert.deepEqual([counts.portCount, counts.allocatedIpCount], [2, 3]);
+    await ports.deletePort({ id: other.id });
     await groups.deleteSecurityGroup({ id: g.id });
     assert.equal((await rejection(groups.getSecurityGroup({ id: g.id }))).code, Code.NotFound);
     // The project's default group stays.

@@ -5,6 +5,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { PortDeviceOwner, PortSchema, PortSpecSchema, PortState, PortStatusSchema, type Port } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { UpdatePortRequestSchema, type CreatePortRequest, type DeletePortRequest, type UpdatePortRequest } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
 import type { VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import { NetworkAllocationSchema } from "@quantix/api/gen/Quantixkvm/network/v1/network_allocation_pb.js";
 import {
   addressAllocationId,
   addressPlanOf,
@@ -31,6 +32,7 @@ import {
   type Resource,
   type Store,
   type TxOp,
+  type AddressPlan,
 } from "@quantix/core";
 import { QuotaLedger } from "../quota/quota-ledger.js";
 import { ResourceWriter } from "../resources/resource-writer.js";
@@ -40,9 +42,9 @@ import { allocationsOf, claimOps, exhausted, groupCountOps, networkCountOp, notR
 type P = Port & Resource;
 type N = VirtualNetwork & Resource;
 
-/** The spec fields an update may change (fixed IPs not yet: they change with a new port). */
-const MUTABLE_SPEC = ["mac_address", "security_group_ids", "port_security_disabled", "allowed_address_pairs", "disabled", "max_ingress_mbps", "max_egress_mbps"] as const;
-const MUTABLE_LOCAL = ["macAddress", "securityGroupIds", "portSecurityDisabled", "allowedAddressPairs", "disabled", "maxIngressMbps", "maxEgressMbps"] as const;
+/** The spec fields an update may change (the network is fixed). */
+const MUTABLE_SPEC = ["mac_address", "fixed_ips", "security_group_ids", "port_security_disabled", "allowed_address_pairs", "disabled", "max_ingress_mbps", "max_egress_mbps"] as const;
+const MUTABLE_LOCAL = ["macAddress", "fixedIps", "securityGroupIds", "portSecurityDisabled", "allowedAddressPairs", "disabled", "maxIngressMbps", "maxEgressMbps"] as const;
 
 /**
  * Attempts at a create whose address (or generated MAC) a concurrent create took first.
@@ -62,7 +64,7 @@ const ATTEMPTS = 64;
 export class PortService {
   private readonly writer: ResourceWriter<P>;
   /** Security groups an update names, read just before it (its check looks them up), per call. */
-  private readonly known = new AsyncLocalStorage<ReadonlyMap<string, Resource & { projectId: string }>>();
+  private readonly known = new AsyncLocalStorage<{ groups: ReadonlyMap<string, Resource & { projectId: string }>; plan: AddressPlan | undefined }>();
 
   constructor(
     private readonly deps: {
@@ -84,7 +86,8 @@ export class PortService {
         if (r.spec) {
           const spec = (draft["spec"] ??= create(PortSpecSchema)) as Record<string, unknown>;
           const given = clone(PortSpecSchema, r.spec) as unknown as Record<string, unknown>;
-          for (const f of MUTABLE_LOCAL) if (f !== "macAddress" || given[f] !== "") spec[f] = given[f];
+          // Without a mask, an empty MAC or address list keeps the port's.
+          for (const f of MUTABLE_LOCAL) if ((f !== "macAddress" || given[f] !== "") && (f !== "fixedIps" || (given[f] as string[]).length > 0)) spec[f] = given[f];
         }
       },
       check: (next, cur) => {
@@ -94,10 +97,17 @@ export class PortService {
         const was = cur.spec!;
         const spec = next.spec!;
         if (spec.networkId !== was.networkId) v.add("spec.network_id", "IMMUTABLE", "is fixed after creation");
-        if (spec.fixedIps.join() !== was.fixedIps.join()) v.add("spec.fixed_ips", "NOT_SUPPORTED", "changing a port's fixed IPs is not built yet: create a new port");
+        if (spec.fixedIps.join() !== was.fixedIps.join()) {
+          const plan = this.known.getStore()?.plan;
+          if (spec.fixedIps.length === 0) v.add("spec.fixed_ips", "REQUIRED", "a port keeps at least one address");
+          spec.fixedIps.forEach((ip, i) => {
+            const why = plan && !was.fixedIps.includes(ip) ? unusableAddress(plan, ip) : undefined;
+            if (why) v.add(`spec.fixed_ips[${i}]`, "OUT_OF_RANGE", why);
+          });
+        }
         const added = spec.securityGroupIds.filter((id) => !was.securityGroupIds.includes(id));
         added.forEach((id) => {
-          const g = this.known.getStore()?.get(id);
+          const g = this.known.getStore()?.groups.get(id);
           if (!g || g.projectId !== next.projectId) v.add(`spec.security_group_ids[${spec.securityGroupIds.indexOf(id)}]`, "NOT_FOUND", `security group '${id}' does not exist in project '${next.projectId}'`);
         });
         throwIfViolations(v.list);
@@ -203,7 +213,8 @@ export class PortService {
   /**
    * UpdatePort: name, labels, description, security groups (their use counts changed in
    * the same commit), port security, allowed address pairs, disabled, bandwidth limits;
-   * the MAC while no device uses it. Fixed IPs do not change yet (INVALID_ARGUMENT).
+   * the MAC while no device uses it; fixed IPs, whose allocations are claimed and released
+   * in the same commit (an address another port holds: ALREADY_EXISTS naming it).
    */
   async update(req: UpdatePortRequest): Promise<Port> {
     requireWellFormedId("id", req.id);
@@ -213,17 +224,41 @@ export class PortService {
       const g = await this.deps.store.of(SECURITY_GROUP_KIND).get(id);
       if (g) known.set(id, g);
     }
+    const port = await this.deps.store.of(PORT_KIND).get(req.id);
+    const net = port ? await this.deps.store.of(VIRTUAL_NETWORK_KIND).get(port.spec?.networkId ?? "") : undefined;
     const nowMs = this.deps.clock.now();
-    return this.known.run(known, () =>
-      this.writer.update(req.id, UpdatePortRequestSchema, req, {
-        actor: NETWORK_IPAM,
-        extra: (before, after) => {
-          const was = before.spec?.securityGroupIds ?? [];
-          const now = after.spec?.securityGroupIds ?? [];
-          return [...groupCountOps(now.filter((id) => !was.includes(id)), 1, nowMs), ...groupCountOps(was.filter((id) => !now.includes(id)), -1, nowMs)];
-        },
-      }),
-    );
+    try {
+      return await this.known.run({ groups: known, plan: net ? addressPlanOf(net) : undefined }, () =>
+        this.writer.update(req.id, UpdatePortRequestSchema, req, {
+          actor: NETWORK_IPAM,
+          extra: (before, after) => {
+            const was = before.spec?.securityGroupIds ?? [];
+            const now = after.spec?.securityGroupIds ?? [];
+            const networkId = after.spec?.networkId ?? "";
+            const had = before.spec?.fixedIps ?? [];
+            const has = after.spec?.fixedIps ?? [];
+            const added = has.filter((a) => !had.includes(a));
+            const dropped = had.filter((a) => !has.includes(a));
+            const addressOps: TxOp[] =
+              added.length + dropped.length === 0
+                ? []
+                : [
+                    ...claimOps({ id: networkId } as N, after.id, after.projectId, added.map((address) => ({ address, requested: true })), nowMs),
+                    ...dropped.map((a) => ({ op: "delete" as const, kind: NETWORK_ALLOCATION_KIND as never, object: create(NetworkAllocationSchema, { id: addressAllocationId(networkId, a) }) as Resource })),
+                    networkCountOp(networkId, 0, added.length - dropped.length, added, nowMs),
+                  ];
+            return [...groupCountOps(now.filter((id) => !was.includes(id)), 1, nowMs), ...groupCountOps(was.filter((id) => !now.includes(id)), -1, nowMs), ...addressOps];
+          },
+        }),
+      );
+    } catch (err) {
+      // An address asked for that another port holds: name it and its holder.
+      if (err instanceof QuantixError && err.code === "already_exists" && net) {
+        const lost = await this.lostAddress(net.id, (req.spec?.fixedIps ?? []).filter((a) => !(port?.spec?.fixedIps ?? []).includes(a)));
+        if (lost) throw takenAddress(net, lost.address, lost.holder);
+      }
+      throw err;
+    }
   }
 
   /**
