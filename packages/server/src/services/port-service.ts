@@ -13,6 +13,7 @@ import {
   checkPortSpec,
   commonViolations,
   DEFAULT_PROJECT_ID,
+  ID_PATTERN,
   invalidArgument,
   macFromBytes,
   NETWORK_ALLOCATION_KIND,
@@ -218,7 +219,7 @@ export class PortService {
    */
   async update(req: UpdatePortRequest): Promise<Port> {
     requireWellFormedId("id", req.id);
-    const ids = (req.spec?.securityGroupIds ?? []).filter((id) => /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/.test(id));
+    const ids = (req.spec?.securityGroupIds ?? []).filter((id) => ID_PATTERN.test(id));
     const known = new Map<string, Resource & { projectId: string }>();
     for (const id of ids) {
       const g = await this.deps.store.of(SECURITY_GROUP_KIND).get(id);

@@ -16,6 +16,7 @@ import {
   checkRule,
   commonViolations,
   DEFAULT_PROJECT_ID,
+  ID_PATTERN,
   DEFAULT_SECURITY_GROUP,
   NETWORK_LIMITS,
   notFound,
@@ -95,7 +96,7 @@ export class SecurityGroupService {
 
   /** Runs `write` with the remote groups `rules` name read (the check looks them up). */
   private async withRemotes<R>(rules: readonly SecurityGroupRule[], write: () => Promise<R>): Promise<R> {
-    const ids = [...new Set(rules.flatMap((r) => (r.remote.case === "remoteGroupId" ? [r.remote.value] : [])))].filter((id) => /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/.test(id));
+    const ids = [...new Set(rules.flatMap((r) => (r.remote.case === "remoteGroupId" ? [r.remote.value] : [])))].filter((id) => ID_PATTERN.test(id));
     const known = new Map<string, G>();
     for (const id of ids) {
       const g = await this.deps.store.of(SECURITY_GROUP_KIND).get(id);
