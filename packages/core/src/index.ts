@@ -3,6 +3,7 @@ export * from "./ports.js";
 export * from "./violations.js";
 export * from "./vm-validation.js";
 export * from "./storage-validation.js";
+export * from "./network-validation.js";
 export * from "./image-snapshot-validation.js";
 export * from "./cloud-init.js";
 export * from "./power-actions.js";

@@ -70,6 +70,7 @@ import type { DirImporterFactory, DirUploaderFactory } from "./storage/node-stor
 import { volumeAttachmentController } from "./controllers/volume-attachment-controller.js";
 import { resolveVolumePaths } from "./storage/vm-volumes.js";
 import { snapshotServiceRoute, storagePoolServiceRoute, volumeServiceRoute } from "./rpc/storage-routes.js";
+import { networkRoutes } from "./rpc/network-routes.js";
 import { snapshotController } from "./controllers/snapshot-controller.js";
 import { SnapshotService } from "./services/snapshot-service.js";
 
@@ -208,6 +209,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     volumeServiceRoute(store, volumeService, config.defaultDeadlineMs),
     snapshotServiceRoute(store, snapshotService, config.defaultDeadlineMs),
     imageServiceRoute(store, imageService, imageUploads, config.defaultDeadlineMs),
+    // Networking (issue 14): VirtualNetworkService, PortService, SecurityGroupService.
+    ...networkRoutes({ store, clock, ids, ledger, defaultDeadlineMs: config.defaultDeadlineMs }),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
     ...SERVED_ELSEWHERE.map((p) => ({ service: p.service, impl: servedElsewhereImpl(p.service, p.where) })),
   ];

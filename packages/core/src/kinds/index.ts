@@ -17,6 +17,10 @@ export * from "./storage-pool-kind.js";
 export * from "./volume-kind.js";
 export * from "./image-kind.js";
 export * from "./snapshot-kind.js";
+export * from "./virtual-network-kind.js";
+export * from "./port-kind.js";
+export * from "./security-group-kind.js";
+export * from "./network-allocation-kind.js";
 
 import type { Kind, Resource } from "../resource/kind.js";
 import { EVENT_KIND } from "./event-kind.js";
@@ -38,6 +42,10 @@ import { STORAGE_POOL_KIND } from "./storage-pool-kind.js";
 import { VOLUME_KIND } from "./volume-kind.js";
 import { IMAGE_KIND } from "./image-kind.js";
 import { SNAPSHOT_KIND } from "./snapshot-kind.js";
+import { VIRTUAL_NETWORK_KIND } from "./virtual-network-kind.js";
+import { PORT_KIND } from "./port-kind.js";
+import { SECURITY_GROUP_KIND } from "./security-group-kind.js";
+import { NETWORK_ALLOCATION_KIND } from "./network-allocation-kind.js";
 
 /** Every kind the control plane keeps: each store registers them all. */
-export const ALL_KINDS: readonly Kind<Resource>[] = [VM_KIND, NODE_KIND, EVENT_KIND, MIGRATION_KIND, NODE_TOMBSTONE_KIND, PROJECT_KIND, USER_KIND, SERVICE_ACCOUNT_KIND, API_TOKEN_KIND, ROLE_BINDING_KIND, SIGNING_KEY_KIND, CREDENTIAL_KIND, QUOTA_KIND, AUDIT_RECORD_KIND, JOIN_TOKEN_KIND, STORAGE_POOL_KIND, VOLUME_KIND, IMAGE_KIND, SNAPSHOT_KIND] as unknown as Kind<Resource>[];
+export const ALL_KINDS: readonly Kind<Resource>[] = [VM_KIND, NODE_KIND, EVENT_KIND, MIGRATION_KIND, NODE_TOMBSTONE_KIND, PROJECT_KIND, USER_KIND, SERVICE_ACCOUNT_KIND, API_TOKEN_KIND, ROLE_BINDING_KIND, SIGNING_KEY_KIND, CREDENTIAL_KIND, QUOTA_KIND, AUDIT_RECORD_KIND, JOIN_TOKEN_KIND, STORAGE_POOL_KIND, VOLUME_KIND, IMAGE_KIND, SNAPSHOT_KIND, VIRTUAL_NETWORK_KIND, PORT_KIND, SECURITY_GROUP_KIND, NETWORK_ALLOCATION_KIND] as unknown as Kind<Resource>[];

@@ -17,6 +17,10 @@ import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.
 import { StoragePoolType } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import { StoragePoolService } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
 import { VolumeService } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
+import { VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
+import { NetworkType } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
+import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
 import { SnapshotService } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_service_pb.js";
 import { SnapshotSchema, SnapshotState } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_pb.js";
 import { create } from "@bufbuild/protobuf";
@@ -207,7 +211,92 @@ async function requestFor(w: World, m: DescMethod, project: string, vm: string):
         return { id: await imageIn(w, project) };
     }
   }
+  if (s === VirtualNetworkService.typeName) {
+    switch (m.name) {
+      case "CreateVirtualNetwork":
+        return { name, projectId: project, spec: NET_SPEC };
+      case "ListVirtualNetworks":
+      case "WatchVirtualNetworks":
+        return { projectId: project };
+      case "UpdateVirtualNetwork":
+        return { id: await networkIn(w, project), description: "matrix", updateMask: { paths: ["description"] } };
+      case "DeleteVirtualNetwork":
+        return { id: (await w.admin(VirtualNetworkService).createVirtualNetwork({ name, projectId: project, spec: NET_SPEC })).id };
+      default:
+        return { id: await networkIn(w, project) };
+    }
+  }
+  if (s === PortService.typeName) {
+    switch (m.name) {
+      case "CreatePort":
+        return { projectId: project, spec: { networkId: await networkIn(w, project) } };
+      case "ListPorts":
+      case "WatchPorts":
+        return { projectId: project };
+      case "UpdatePort":
+        return { id: await portIn(w, project), description: "matrix", updateMask: { paths: ["description"] } };
+      case "DeletePort":
+        return { id: (await w.admin(PortService).createPort({ projectId: project, spec: { networkId: await networkIn(w, project) } })).id };
+      default:
+        return { id: await portIn(w, project) };
+    }
+  }
+  if (s === SecurityGroupService.typeName) {
+    switch (m.name) {
+      case "CreateSecurityGroup":
+        return { name, projectId: project };
+      case "ListSecurityGroups":
+      case "WatchSecurityGroups":
+        return { projectId: project };
+      case "UpdateSecurityGroup":
+        return { id: await groupIn(w, project), description: "matrix", updateMask: { paths: ["description"] } };
+      case "DeleteSecurityGroup":
+        return { id: (await w.admin(SecurityGroupService).createSecurityGroup({ name, projectId: project })).id };
+      case "AddSecurityGroupRules":
+        return { securityGroupId: await groupIn(w, project), rules: [{ direction: 1, protocol: 1, portRangeMin: 22 }] };
+      case "RemoveSecurityGroupRules":
+        return { securityGroupId: await groupIn(w, project), ruleIds: [randomUUID()] };
+      default:
+        return { id: await groupIn(w, project) };
+    }
+  }
   return {};
+}
+
+/** A /20: room for every port the matrix creates in a project. */
+const NET_SPEC = { type: NetworkType.VXLAN, cidr: "10.20.0.0/20" };
+const networksByProject = new Map<string, Promise<string>>();
+const portsByProject = new Map<string, Promise<string>>();
+const groupsByProject = new Map<string, Promise<string>>();
+
+/** A virtual network in `project` (made once per project). */
+function networkIn(w: World, project: string): Promise<string> {
+  let v = networksByProject.get(project);
+  if (!v) {
+    v = w.admin(VirtualNetworkService).createVirtualNetwork({ name: "matrix-net", projectId: project, spec: NET_SPEC }).then((n) => n.id);
+    networksByProject.set(project, v);
+  }
+  return v;
+}
+
+/** A port in `project` (made once per project). */
+function portIn(w: World, project: string): Promise<string> {
+  let v = portsByProject.get(project);
+  if (!v) {
+    v = networkIn(w, project).then(async (networkId) => (await w.admin(PortService).createPort({ name: "matrix-port", projectId: project, spec: { networkId } })).id);
+    portsByProject.set(project, v);
+  }
+  return v;
+}
+
+/** A security group in `project` (made once per project). */
+function groupIn(w: World, project: string): Promise<string> {
+  let v = groupsByProject.get(project);
+  if (!v) {
+    v = w.admin(SecurityGroupService).createSecurityGroup({ name: "matrix-group", projectId: project }).then((g) => g.id);
+    groupsByProject.set(project, v);
+  }
+  return v;
 }
 
 const pools = new Map<World, Promise<string>>();

@@ -1,4 +1,4 @@
-import { DEFAULT_PROJECT_ID, IMAGE_KIND, MIGRATION_KIND, SNAPSHOT_KIND, VM_KIND, VOLUME_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
+import { DEFAULT_PROJECT_ID, IMAGE_KIND, MIGRATION_KIND, PORT_KIND, SECURITY_GROUP_KIND, SNAPSHOT_KIND, VIRTUAL_NETWORK_KIND, VM_KIND, VOLUME_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { NetworkService } from "@quantix/api/gen/vmm/v1/network_pb.js";
 import { StorageService } from "@quantix/api/gen/vmm/v1/storage_pb.js";
@@ -49,6 +49,9 @@ const agent: Policy = { access: "agent" };
 const volume = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: VOLUME_KIND as unknown as Kind<Resource>, field, after } });
 const image = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: IMAGE_KIND as unknown as Kind<Resource>, field, after } });
 const vm = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: VM_KIND as unknown as Kind<Resource>, field, after } });
+const network = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: VIRTUAL_NETWORK_KIND as unknown as Kind<Resource>, field, after } });
+const port = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: PORT_KIND as unknown as Kind<Resource>, field, after } });
+const group = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: SECURITY_GROUP_KIND as unknown as Kind<Resource>, field, after } });
 const snapshot = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: SNAPSHOT_KIND as unknown as Kind<Resource>, field, after } });
 /** CreateSnapshot acts in the project of the volume or VM it snapshots. */
 const snapshotTarget = (role: ProjectRole): Policy => ({
@@ -93,6 +96,9 @@ const DOM = "virtualdom.v1.MemoryGateway";
 const VOLUMES = "Quantixkvm.storage.v1.VolumeService";
 const SNAPSHOTS = "Quantixkvm.storage.v1.SnapshotService";
 const IMAGES = "Quantixkvm.storage.v1.ImageService";
+const NETWORKS = "Quantixkvm.network.v1.VirtualNetworkService";
+const PORTS = "Quantixkvm.network.v1.PortService";
+const GROUPS = "Quantixkvm.network.v1.SecurityGroupService";
 
 /**
  * The policy of every RPC of every service the control plane serves or lists, by
@@ -242,9 +248,28 @@ export const POLICY: Readonly<Record<string, Policy>> = {
   // Sends the data of an image of the caller's project: its first message's header names it.
   [`${IMAGES}/UploadImage`]: image("member", "header.image_id"),
 
-  ...projectCrud("Quantixkvm.network.v1.VirtualNetworkService", "VirtualNetworks", "VirtualNetwork"),
-  ...projectCrud("Quantixkvm.network.v1.PortService", "Ports", "Port"),
-  ...projectCrud("Quantixkvm.network.v1.SecurityGroupService", "SecurityGroups", "SecurityGroup", { AddSecurityGroupRules: pending("member"), RemoveSecurityGroupRules: pending("member") }),
+  // Networks, ports and security groups are a project's, as volumes: readers read, members write.
+  [`${NETWORKS}/CreateVirtualNetwork`]: inRequest("member", "project_id", { dflt: DEFAULT_PROJECT_ID }),
+  [`${NETWORKS}/GetVirtualNetwork`]: network("reader", "id", true),
+  [`${NETWORKS}/ListVirtualNetworks`]: list(),
+  [`${NETWORKS}/WatchVirtualNetworks`]: list(),
+  [`${NETWORKS}/UpdateVirtualNetwork`]: network("member"),
+  [`${NETWORKS}/DeleteVirtualNetwork`]: network("member"),
+  // A port is created in the project the request names, on a network of that project.
+  [`${PORTS}/CreatePort`]: inRequest("member", "project_id", { dflt: DEFAULT_PROJECT_ID }),
+  [`${PORTS}/GetPort`]: port("reader", "id", true),
+  [`${PORTS}/ListPorts`]: list(),
+  [`${PORTS}/WatchPorts`]: list(),
+  [`${PORTS}/UpdatePort`]: port("member"),
+  [`${PORTS}/DeletePort`]: port("member"),
+  [`${GROUPS}/CreateSecurityGroup`]: inRequest("member", "project_id", { dflt: DEFAULT_PROJECT_ID }),
+  [`${GROUPS}/GetSecurityGroup`]: group("reader", "id", true),
+  [`${GROUPS}/ListSecurityGroups`]: list(),
+  [`${GROUPS}/WatchSecurityGroups`]: list(),
+  [`${GROUPS}/UpdateSecurityGroup`]: group("member"),
+  [`${GROUPS}/DeleteSecurityGroup`]: group("member"),
+  [`${GROUPS}/AddSecurityGroupRules`]: group("member", "security_group_id"),
+  [`${GROUPS}/RemoveSecurityGroupRules`]: group("member", "security_group_id"),
   ...projectCrud("Quantixkvm.network.v1.FloatingIpService", "FloatingIps", "FloatingIp", { AssociateFloatingIp: pending("member"), DisassociateFloatingIp: pending("member") }),
   ...projectCrud("Quantixkvm.network.v1.LoadBalancerService", "LoadBalancers", "LoadBalancer", {
     AddPoolMembers: pending("member"),

@@ -75,9 +75,17 @@ export class ResourceWriter<T extends Resource> {
    * Updates an object from an Update<X> request (`schema` its descriptor): its
    * `update_mask`, `resource_version` and the writable fields it carries. `settled`, when
    * given, makes the answer wait (within `budget`) until it holds for the object (a
-   * controller's decision the answer should show).
+   * controller's decision the answer should show). `extra`, when given, adds writes to
+   * the update's commit (written as `actor`, then run again on fresh reads when the object
+   * changed meanwhile): e.g. the use counts of the security groups a port joins and leaves.
+   * It needs the kind's `charging` (a kind that charges nothing uses a zero usage).
    */
-  async update(id: string, schema: DescMessage, req: Record<string, unknown> & { resourceVersion: bigint; updateMask?: { paths: string[] } | undefined }, options: { budget?: Budget; settled?: (o: T) => boolean } = {}): Promise<T> {
+  async update(
+    id: string,
+    schema: DescMessage,
+    req: Record<string, unknown> & { resourceVersion: bigint; updateMask?: { paths: string[] } | undefined },
+    options: { budget?: Budget; settled?: (o: T) => boolean; extra?: (before: T, after: T) => readonly TxOp[]; actor?: string } = {},
+  ): Promise<T> {
     requireWellFormedId("id", id, this.kind.idFormat);
     const top = this.topFields(schema);
     const mutate = (cur: T): T | undefined => {
@@ -102,8 +110,10 @@ export class ResourceWriter<T extends Resource> {
       return nextT;
     };
     const c = this.rules.charging;
+    if (options.extra && !c) throw new Error(`${this.kind.name}: an update with extra writes needs the kind's charging`);
+    const actor = options.actor ?? "api";
     const updated = c
-      ? await c.ledger.update(this.kind, id, mutate, c, { expectedVersion: req.resourceVersion, actor: "api" })
+      ? await c.ledger.update(this.kind, id, mutate, c, { expectedVersion: req.resourceVersion, actor, ...(options.extra ? { extra: options.extra } : {}) })
       : await this.store.of(this.kind).update(id, mutate, { expectedVersion: req.resourceVersion, actor: "api" });
     const { budget, settled } = options;
     if (!budget || !settled || settled(updated)) return updated;

@@ -10,9 +10,9 @@ import { file_Quantixkvm_quota_v1_quota_service } from "@quantix/api/gen/Quantix
 import { file_Quantixkvm_audit_v1_audit_service } from "@quantix/api/gen/Quantixkvm/audit/v1/audit_service_pb.js";
 import { file_Quantixkvm_network_v1_floating_ip_service, FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
 import { file_Quantixkvm_network_v1_load_balancer_service, LoadBalancerService } from "@quantix/api/gen/Quantixkvm/network/v1/load_balancer_service_pb.js";
-import { file_Quantixkvm_network_v1_port_service, PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
-import { file_Quantixkvm_network_v1_security_group_service, SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
-import { file_Quantixkvm_network_v1_virtual_network_service, VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
+import { file_Quantixkvm_network_v1_port_service } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
+import { file_Quantixkvm_network_v1_security_group_service } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
+import { file_Quantixkvm_network_v1_virtual_network_service } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
 import { file_Quantixkvm_network_v1_vpn_service_manager, VpnServiceManager } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_manager_pb.js";
 import { file_Quantixkvm_storage_v1_image_service } from "@quantix/api/gen/Quantixkvm/storage/v1/image_service_pb.js";
 import { file_Quantixkvm_storage_v1_snapshot_service } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_service_pb.js";
@@ -25,9 +25,6 @@ import { file_vmm_v1_vm, VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 
 /** Services of the API contract that later issues implement, with what brings each. */
 export const PENDING_SERVICES: readonly { service: DescService; arrivesWith: string }[] = [
-  { service: VirtualNetworkService, arrivesWith: "the networking issue (bridges, VXLAN, nftables)" },
-  { service: PortService, arrivesWith: "the networking issue (bridges, VXLAN, nftables)" },
-  { service: SecurityGroupService, arrivesWith: "the networking issue (nftables security groups)" },
   { service: FloatingIpService, arrivesWith: "the networking issue (NAT maps)" },
   { service: LoadBalancerService, arrivesWith: "the networking issue (nftables load balancing)" },
   { service: VpnServiceManager, arrivesWith: "the networking issue (WireGuard and IPsec in userspace)" },

@@ -14,6 +14,10 @@ import { StoragePoolSchema } from "@quantix/api/gen/Quantixkvm/storage/v1/storag
 import { VolumeSchema } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
 import { ImageSchema } from "@quantix/api/gen/Quantixkvm/storage/v1/image_pb.js";
 import { SnapshotSchema } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_pb.js";
+import { VirtualNetworkSchema } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import { PortSchema } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
+import { SecurityGroupSchema } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_pb.js";
+import { NetworkAllocationSchema } from "@quantix/api/gen/Quantixkvm/network/v1/network_allocation_pb.js";
 import { ProjectSchema, RoleBindingSchema } from "@quantix/api/gen/Quantixkvm/identity/v1/project_pb.js";
 import {
   API_TOKEN_KIND,
@@ -33,6 +37,10 @@ import {
   VOLUME_KIND,
   IMAGE_KIND,
   SNAPSHOT_KIND,
+  VIRTUAL_NETWORK_KIND,
+  PORT_KIND,
+  SECURITY_GROUP_KIND,
+  NETWORK_ALLOCATION_KIND,
   USER_KIND,
   VM_KIND,
   type FieldValue,
@@ -304,4 +312,68 @@ const snapshot: KindFixture = {
   busy: { state: 2 },
 };
 
-export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone, project, user, serviceAccount, apiToken, roleBinding, signingKey, credential, quota, auditRecord, joinToken, storagePool, volume, image, snapshot];
+const virtualNetwork: KindFixture = {
+  kind: VIRTUAL_NETWORK_KIND as unknown as Kind<Resource>,
+  make: (v, labels = {}) =>
+    create(VirtualNetworkSchema, {
+      id: randomUUID(),
+      projectId: str(v["project_id"], randomUUID()),
+      name: str(v["name"], `net-${short()}`),
+      labels,
+      spec: { type: int(v["type"], 3), cidr: "10.0.0.0/24" },
+      status: { state: int(v["state"], 1) },
+      createdAt: ms(v["created_at"], NOW),
+      generation: 1n,
+    }),
+  scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
+};
+
+const mac = () => `52:54:00:${randomUUID().slice(0, 6).match(/../g)!.join(":")}`;
+
+const port: KindFixture = {
+  kind: PORT_KIND as unknown as Kind<Resource>,
+  make: (v, labels = {}) =>
+    create(PortSchema, {
+      id: randomUUID(),
+      projectId: str(v["project_id"], randomUUID()),
+      name: str(v["name"], `port-${short()}`),
+      labels,
+      spec: { networkId: str(v["network_id"], randomUUID()), macAddress: str(v["mac_address"], mac()), fixedIps: [str(v["ip_address"], "10.0.0.2")] },
+      status: { state: int(v["state"], 1), deviceId: str(v["device_id"], ""), deviceOwner: int(v["device_owner"], 0), nodeId: str(v["node_id"], "") },
+      createdAt: ms(v["created_at"], NOW),
+      generation: 1n,
+    }),
+  scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
+};
+
+const securityGroup: KindFixture = {
+  kind: SECURITY_GROUP_KIND as unknown as Kind<Resource>,
+  make: (v, labels = {}) =>
+    create(SecurityGroupSchema, {
+      id: randomUUID(),
+      projectId: str(v["project_id"], randomUUID()),
+      name: str(v["name"], `sg-${short()}`),
+      labels,
+      rules: [{ id: randomUUID(), direction: 2, ethertype: 1 }],
+      createdAt: ms(v["created_at"], NOW),
+    }),
+  scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
+};
+
+const networkAllocation: KindFixture = {
+  kind: NETWORK_ALLOCATION_KIND as unknown as Kind<Resource>,
+  make: (v) =>
+    create(NetworkAllocationSchema, {
+      id: randomUUID(),
+      projectId: str(v["project_id"], randomUUID()),
+      networkId: str(v["network_id"], randomUUID()),
+      address: "10.0.0.2",
+      vni: int(v["vni"], 0),
+      portId: str(v["port_id"], randomUUID()),
+      requested: typeof v["requested"] === "boolean" ? v["requested"] : false,
+      createdAt: ms(v["created_at"], NOW),
+    }),
+  scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
+};
+
+export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone, project, user, serviceAccount, apiToken, roleBinding, signingKey, credential, quota, auditRecord, joinToken, storagePool, volume, image, snapshot, virtualNetwork, port, securityGroup, networkAllocation];

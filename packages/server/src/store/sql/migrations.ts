@@ -449,6 +449,103 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
       CREATE INDEX quantix_volumes_by_source_image_id_size_gib ON quantix_volumes (source_image_id, size_gib, id);
     `,
   },
+  {
+    version: 12,
+    name: "virtual networks, ports, security groups and their IPAM records",
+    // Nothing of these existed before (the network services answered UNIMPLEMENTED).
+    sql: `
+      CREATE TABLE quantix_virtual_networks (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        labels jsonb NOT NULL,
+        project_id text COLLATE "C" NOT NULL,
+        name text COLLATE "C" NOT NULL,
+        type int NOT NULL,
+        state int NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_virtual_networks_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_virtual_networks_by_name ON quantix_virtual_networks (name, id);
+      CREATE INDEX quantix_virtual_networks_by_created_ms ON quantix_virtual_networks (created_ms, id);
+      CREATE INDEX quantix_virtual_networks_by_project_id_name ON quantix_virtual_networks (project_id, name, id);
+      CREATE INDEX quantix_virtual_networks_by_project_id_created_ms ON quantix_virtual_networks (project_id, created_ms, id);
+      CREATE INDEX quantix_virtual_networks_by_name_created_ms ON quantix_virtual_networks (name, created_ms, id);
+      CREATE INDEX quantix_virtual_networks_labels ON quantix_virtual_networks USING gin (labels jsonb_path_ops);
+      CREATE TABLE quantix_ports (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        labels jsonb NOT NULL,
+        project_id text COLLATE "C" NOT NULL,
+        name text COLLATE "C" NOT NULL,
+        network_id text COLLATE "C" NOT NULL,
+        device_id text COLLATE "C" NOT NULL,
+        device_owner int NOT NULL,
+        state int NOT NULL,
+        mac_address text COLLATE "C" NOT NULL,
+        ip_address text COLLATE "C" NOT NULL,
+        node_id text COLLATE "C" NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_ports_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_ports_by_created_ms ON quantix_ports (created_ms, id);
+      CREATE INDEX quantix_ports_by_name ON quantix_ports (name, id);
+      CREATE INDEX quantix_ports_by_project_id_created_ms ON quantix_ports (project_id, created_ms, id);
+      CREATE INDEX quantix_ports_by_project_id_name ON quantix_ports (project_id, name, id);
+      CREATE INDEX quantix_ports_by_name_created_ms ON quantix_ports (name, created_ms, id);
+      CREATE INDEX quantix_ports_by_network_id_created_ms ON quantix_ports (network_id, created_ms, id);
+      CREATE INDEX quantix_ports_by_network_id_name ON quantix_ports (network_id, name, id);
+      CREATE INDEX quantix_ports_by_device_id_created_ms ON quantix_ports (device_id, created_ms, id);
+      CREATE INDEX quantix_ports_by_device_id_name ON quantix_ports (device_id, name, id);
+      CREATE INDEX quantix_ports_by_device_owner_created_ms ON quantix_ports (device_owner, created_ms, id);
+      CREATE INDEX quantix_ports_by_device_owner_name ON quantix_ports (device_owner, name, id);
+      CREATE INDEX quantix_ports_by_mac_address_created_ms ON quantix_ports (mac_address, created_ms, id);
+      CREATE INDEX quantix_ports_by_mac_address_name ON quantix_ports (mac_address, name, id);
+      CREATE INDEX quantix_ports_by_ip_address_created_ms ON quantix_ports (ip_address, created_ms, id);
+      CREATE INDEX quantix_ports_by_ip_address_name ON quantix_ports (ip_address, name, id);
+      CREATE INDEX quantix_ports_by_node_id_created_ms ON quantix_ports (node_id, created_ms, id);
+      CREATE INDEX quantix_ports_by_node_id_name ON quantix_ports (node_id, name, id);
+      CREATE INDEX quantix_ports_labels ON quantix_ports USING gin (labels jsonb_path_ops);
+      CREATE TABLE quantix_security_groups (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        labels jsonb NOT NULL,
+        project_id text COLLATE "C" NOT NULL,
+        name text COLLATE "C" NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_security_groups_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_security_groups_by_name ON quantix_security_groups (name, id);
+      CREATE INDEX quantix_security_groups_by_created_ms ON quantix_security_groups (created_ms, id);
+      CREATE INDEX quantix_security_groups_by_project_id_name ON quantix_security_groups (project_id, name, id);
+      CREATE INDEX quantix_security_groups_by_project_id_created_ms ON quantix_security_groups (project_id, created_ms, id);
+      CREATE INDEX quantix_security_groups_by_name_created_ms ON quantix_security_groups (name, created_ms, id);
+      CREATE INDEX quantix_security_groups_labels ON quantix_security_groups USING gin (labels jsonb_path_ops);
+      CREATE TABLE quantix_network_allocations (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        project_id text COLLATE "C" NOT NULL,
+        network_id text COLLATE "C" NOT NULL,
+        port_id text COLLATE "C" NOT NULL,
+        vni int NOT NULL,
+        requested boolean NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_network_allocations_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_network_allocations_by_created_ms ON quantix_network_allocations (created_ms, id);
+      CREATE INDEX quantix_network_allocations_by_project_id_created_ms ON quantix_network_allocations (project_id, created_ms, id);
+      CREATE INDEX quantix_network_allocations_by_network_id_created_ms ON quantix_network_allocations (network_id, created_ms, id);
+      CREATE INDEX quantix_network_allocations_by_port_id_created_ms ON quantix_network_allocations (port_id, created_ms, id);
+      CREATE INDEX quantix_network_allocations_by_vni_created_ms ON quantix_network_allocations (vni, created_ms, id);
+    `,
+  },
 ];
 
 /** The newest schema version this binary knows. */

@@ -1,0 +1,356 @@
+import ipaddr from "ipaddr.js";
+import { create } from "@bufbuild/protobuf";
+import { DhcpConfigSchema, NetworkType, type VirtualNetwork, type VirtualNetworkSpec } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import type { PortSpec } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
+import { EtherType, SecurityGroupRuleDirection, SecurityGroupRuleProtocol, type SecurityGroupRule } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_pb.js";
+import { CONTROL_CHARS, ID_DESCRIPTION, ID_PATTERN, NAME_PATTERN, Violations } from "./violations.js";
+
+/** Limits of networks, ports and security groups (the contract's, and this control plane's own where it sets none). */
+export const NETWORK_LIMITS = {
+  networkNameMax: 63,
+  prefixMin: 8,
+  prefixMax: 30,
+  mtuMin: 576,
+  mtuMax: 9000,
+  /** VXLAN and ISOLATED: room for the 50-byte overlay header on a 1500-byte underlay. */
+  overlayMtu: 1450,
+  vniMax: 16_777_215,
+  dnsServersMax: 5,
+  hostRoutesMax: 32,
+  leaseMin: 120,
+  leaseMax: 31_536_000,
+  leaseDefault: 86_400,
+  dnsDomainMax: 253,
+  portNameMax: 255,
+  fixedIpsMax: 16,
+  securityGroupsPerPortMax: 16,
+  addressPairsMax: 10,
+  groupNameMax: 255,
+  rulesMax: 500,
+  rulesPerCallMax: 100,
+  ruleDescriptionMax: 255,
+} as const;
+
+/** Port names: a letter or digit, then letters, digits, '_', '.' or '-' (may be empty). */
+export const PORT_NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+/** MAC addresses as the contract writes them: six colon-separated lowercase hex bytes. */
+export const MAC_PATTERN = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** An IPv4 address as a number (0 .. 2^32-1), or undefined when `s` is not a dotted quad of decimal numbers. */
+export function ipv4ToInt(s: string): number | undefined {
+  if (!ipaddr.IPv4.isValidFourPartDecimal(s)) return undefined;
+  return ipaddr.IPv4.parse(s).toByteArray().reduce((n, b) => n * 256 + b, 0);
+}
+
+/** A number (0 .. 2^32-1) as a dotted-quad IPv4 address. */
+export function intToIpv4(n: number): string {
+  return [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join(".");
+}
+
+/** An IPv4 subnet: its network and broadcast addresses and its usable hosts, as numbers. */
+export interface Ipv4Subnet {
+  readonly cidr: string;
+  readonly prefix: number;
+  readonly network: number;
+  readonly broadcast: number;
+  readonly firstHost: number;
+  readonly lastHost: number;
+}
+
+/** Parses "a.b.c.d/n" (the network address, host bits zero); a string says what is wrong. */
+export function parseIpv4Cidr(s: string, prefixMin = 0, prefixMax = 32): Ipv4Subnet | string {
+  const m = /^([0-9.]+)\/([0-9]{1,2})$/.exec(s);
+  const addr = m ? ipv4ToInt(m[1]!) : undefined;
+  if (!m || addr === undefined) return `must be an IPv4 subnet in CIDR notation, e.g. "10.0.0.0/24", got "${s}"`;
+  const prefix = Number(m[2]);
+  if (prefix < prefixMin || prefix > prefixMax) return `the prefix must be /${prefixMin} to /${prefixMax}, got /${prefix}`;
+  const size = 2 ** (32 - prefix);
+  const network = addr - (addr % size);
+  if (network !== addr) return `has host bits set: the subnet is "${intToIpv4(network)}/${prefix}"`;
+  const broadcast = network + size - 1;
+  return { cidr: s, prefix, network, broadcast, firstHost: prefix >= 31 ? network : network + 1, lastHost: prefix >= 31 ? broadcast : broadcast - 1 };
+}
+
+/** Whether two IPv4 subnets share an address. */
+export function ipv4Overlap(a: Ipv4Subnet, b: Ipv4Subnet): boolean {
+  return a.network <= b.broadcast && b.network <= a.broadcast;
+}
+
+/** An IPv4 or IPv6 subnet in CIDR notation with its host bits zero, and its version; a string says what is wrong. */
+function parseAnyCidr(s: string): { version: 4 | 6 } | string {
+  if (!s.includes("/")) return `must be a subnet in CIDR notation, e.g. "203.0.113.0/24", got "${s}"`;
+  if (/^[0-9.]+\//.test(s)) {
+    const v4 = parseIpv4Cidr(s);
+    return typeof v4 === "string" ? v4 : { version: 4 };
+  }
+  try {
+    const [addr, prefix] = ipaddr.IPv6.parseCIDR(s);
+    const net = ipaddr.IPv6.networkAddressFromCIDR(s);
+    if (net.toNormalizedString() !== addr.toNormalizedString()) return `has host bits set: the subnet is "${net.toString()}/${prefix}"`;
+    return { version: 6 };
+  } catch {
+    return `must be a subnet in CIDR notation, e.g. "203.0.113.0/24" or "2001:db8::/64", got "${s}"`;
+  }
+}
+
+/** Whether `s` is an IPv4 dotted quad or an IPv6 address. */
+function isIp(s: string): boolean {
+  return ipaddr.IPv4.isValidFourPartDecimal(s) || (s.includes(":") && ipaddr.IPv6.isValid(s));
+}
+
+/** Network types this control plane builds: overlays (no uplink to map yet). */
+export const SERVED_NETWORK_TYPES: ReadonlySet<NetworkType> = new Set([NetworkType.VXLAN, NetworkType.ISOLATED]);
+
+/**
+ * Checks a network as a user writes it (create, and update with `current`) and completes
+ * it: the gateway, the DHCP settings and range, the MTU and the DNS domain get their
+ * defaults, so reads return the effective values. Fields fixed after creation may not
+ * change. The VNI is the service's (it claims one).
+ */
+export function checkVirtualNetwork(v: Violations, n: VirtualNetwork, current?: VirtualNetwork): void {
+  if (v.required("name", n.name !== "") && v.length("name", n.name, 1, NETWORK_LIMITS.networkNameMax)) {
+    v.pattern("name", n.name, NAME_PATTERN, "must start with a letter and contain only letters, digits, '-' and '_'");
+  }
+  const spec = n.spec;
+  if (!spec) return v.add("spec", "REQUIRED", "is required");
+  if (current?.spec) {
+    const was = current.spec;
+    const fixed: [string, unknown, unknown][] = [
+      ["spec.type", spec.type, was.type],
+      ["spec.cidr", spec.cidr, was.cidr],
+      ["spec.ipv6_cidr", spec.ipv6Cidr, was.ipv6Cidr],
+      ["spec.vni", spec.vni, was.vni],
+      ["spec.vlan_id", spec.vlanId, was.vlanId],
+      ["spec.physical_network", spec.physicalNetwork, was.physicalNetwork],
+    ];
+    for (const [field, now, before] of fixed) if (now !== before) v.add(field, "IMMUTABLE", `is fixed after creation (was ${JSON.stringify(before)})`);
+  }
+  if (v.required("spec.type", spec.type !== NetworkType.UNSPECIFIED, "is required: VXLAN or ISOLATED")) {
+    if (NetworkType[spec.type] === undefined) v.add("spec.type", "INVALID_ENUM", `unknown value ${spec.type}`);
+    else if (!SERVED_NETWORK_TYPES.has(spec.type)) {
+      v.add("spec.type", "NOT_SUPPORTED", `${NetworkType[spec.type]} networks need an uplink mapping on the nodes, which is not built yet: use VXLAN or ISOLATED`);
+    }
+  }
+  if (spec.vlanId !== 0) v.add("spec.vlan_id", "NOT_SUPPORTED", "is for VLAN networks, which are not built yet");
+  if (spec.physicalNetwork !== "") v.add("spec.physical_network", "NOT_SUPPORTED", "is for BRIDGE, VLAN and EXTERNAL networks, which are not built yet");
+  if (spec.ipv6Cidr !== "") v.add("spec.ipv6_cidr", "NOT_SUPPORTED", "IPv6 subnets are not built yet: networks are IPv4");
+  if (spec.ipv6GatewayIp !== "") v.add("spec.ipv6_gateway_ip", "NOT_SUPPORTED", "IPv6 subnets are not built yet: networks are IPv4");
+  if (spec.router) v.add("spec.router", "NOT_SUPPORTED", "routers are not built yet: networks are isolated (leave spec.router unset)");
+  if (spec.shared) v.add("spec.shared", "NOT_SUPPORTED", "shared networks are not built yet: a network's ports are in its project");
+  if (spec.vni > NETWORK_LIMITS.vniMax) v.add("spec.vni", "OUT_OF_RANGE", `must be between 1 and ${NETWORK_LIMITS.vniMax}, or 0 to allocate one; got ${spec.vni}`);
+  if (spec.mtu === 0) spec.mtu = NETWORK_LIMITS.overlayMtu;
+  else v.range("spec.mtu", spec.mtu, NETWORK_LIMITS.mtuMin, NETWORK_LIMITS.mtuMax, "bytes");
+  checkDnsServers(v, spec);
+  if (spec.dnsDomain === "") spec.dnsDomain = `${n.name.toLowerCase()}.quantix.internal`;
+  checkDnsDomain(v, spec.dnsDomain);
+  if (!v.required("spec.cidr", spec.cidr !== "", 'is required: the IPv4 subnet, e.g. "10.0.0.0/24"')) return;
+  const subnet = parseIpv4Cidr(spec.cidr, NETWORK_LIMITS.prefixMin, NETWORK_LIMITS.prefixMax);
+  if (typeof subnet === "string") {
+    v.add("spec.cidr", "INVALID_FORMAT", subnet);
+    return;
+  }
+  checkSubnet(v, spec, subnet);
+}
+
+function checkDnsServers(v: Violations, spec: VirtualNetworkSpec): void {
+  if (spec.dnsServers.length > NETWORK_LIMITS.dnsServersMax) v.add("spec.dns_servers", "TOO_MANY", `at most ${NETWORK_LIMITS.dnsServersMax}, got ${spec.dnsServers.length}`);
+  const seen = new Set<string>();
+  spec.dnsServers.forEach((s, i) => {
+    if (!isIp(s)) v.add(`spec.dns_servers[${i}]`, "INVALID_FORMAT", `must be an IP address, got ${JSON.stringify(s)}`);
+    else if (seen.has(s)) v.add(`spec.dns_servers[${i}]`, "DUPLICATE", `${s} is listed twice`);
+    seen.add(s);
+  });
+}
+
+function checkDnsDomain(v: Violations, d: string): void {
+  if (d.length > NETWORK_LIMITS.dnsDomainMax || !d.split(".").every((l) => DNS_LABEL.test(l))) {
+    v.add("spec.dns_domain", "INVALID_FORMAT", `must be a DNS domain of lowercase labels (letters, digits, '-') separated by '.', at most ${NETWORK_LIMITS.dnsDomainMax} characters`);
+  }
+}
+
+/** The gateway, the DHCP range and its routes against the subnet; fills their defaults. */
+function checkSubnet(v: Violations, spec: VirtualNetworkSpec, subnet: Ipv4Subnet): void {
+  const inside = (field: string, s: string): number | undefined => {
+    const a = ipv4ToInt(s);
+    if (a === undefined) v.add(field, "INVALID_FORMAT", `must be an IPv4 address, got ${JSON.stringify(s)}`);
+    else if (a < subnet.network || a > subnet.broadcast) v.add(field, "OUT_OF_RANGE", `${s} is outside the subnet ${subnet.cidr}`);
+    else if (a === subnet.network || a === subnet.broadcast) v.add(field, "OUT_OF_RANGE", `${s} is the subnet's ${a === subnet.network ? "network" : "broadcast"} address`);
+    else return a;
+    return undefined;
+  };
+  if (spec.gatewayIp === "") spec.gatewayIp = intToIpv4(subnet.firstHost);
+  const gw = inside("spec.gateway_ip", spec.gatewayIp);
+  const dhcp = (spec.dhcp ??= create(DhcpConfigSchema, { enabled: true }));
+  if (dhcp.leaseSeconds === 0) dhcp.leaseSeconds = NETWORK_LIMITS.leaseDefault;
+  else v.range("spec.dhcp.lease_seconds", dhcp.leaseSeconds, NETWORK_LIMITS.leaseMin, NETWORK_LIMITS.leaseMax, "s");
+  const given = dhcp.rangeStart !== "" || dhcp.rangeEnd !== "";
+  if (dhcp.rangeStart === "") dhcp.rangeStart = intToIpv4(gw === subnet.firstHost ? subnet.firstHost + 1 : subnet.firstHost);
+  if (dhcp.rangeEnd === "") dhcp.rangeEnd = intToIpv4(gw === subnet.lastHost ? subnet.lastHost - 1 : subnet.lastHost);
+  const start = inside("spec.dhcp.range_start", dhcp.rangeStart);
+  const end = inside("spec.dhcp.range_end", dhcp.rangeEnd);
+  if (start !== undefined && end !== undefined) {
+    if (start > end) v.add("spec.dhcp.range_end", "OUT_OF_RANGE", `must not come before range_start (${dhcp.rangeStart})`);
+    else if (given && gw !== undefined && gw >= start && gw <= end) v.add("spec.dhcp.range_start", "CONFLICT", `the range ${dhcp.rangeStart}-${dhcp.rangeEnd} contains the gateway ${spec.gatewayIp}`);
+  }
+  if (dhcp.ipv6Mode !== 0) v.add("spec.dhcp.ipv6_mode", "NOT_SUPPORTED", "IPv6 subnets are not built yet");
+  if (dhcp.hostRoutes.length > NETWORK_LIMITS.hostRoutesMax) v.add("spec.dhcp.host_routes", "TOO_MANY", `at most ${NETWORK_LIMITS.hostRoutesMax}, got ${dhcp.hostRoutes.length}`);
+  dhcp.hostRoutes.forEach((r, i) => {
+    const dest = parseIpv4Cidr(r.destinationCidr, 0, 32);
+    if (typeof dest === "string") v.add(`spec.dhcp.host_routes[${i}].destination_cidr`, "INVALID_FORMAT", dest);
+    inside(`spec.dhcp.host_routes[${i}].next_hop_ip`, r.nextHopIp);
+  });
+}
+
+/** The network's subnet (its spec checked and completed). */
+export function subnetOf(n: VirtualNetwork): Ipv4Subnet {
+  const s = parseIpv4Cidr(n.spec?.cidr ?? "");
+  if (typeof s === "string") throw new Error(`network ${n.id}: ${s}`);
+  return s;
+}
+
+/** What IPAM needs of a network: its subnet, gateway and DHCP range as numbers. */
+export interface AddressPlan {
+  readonly subnet: Ipv4Subnet;
+  readonly gateway: number;
+  readonly rangeStart: number;
+  readonly rangeEnd: number;
+}
+
+/** The address plan of a stored (checked, completed) network. */
+export function addressPlanOf(n: VirtualNetwork): AddressPlan {
+  const subnet = subnetOf(n);
+  const num = (s: string | undefined, d: number) => ipv4ToInt(s ?? "") ?? d;
+  return { subnet, gateway: num(n.spec?.gatewayIp, subnet.firstHost), rangeStart: num(n.spec?.dhcp?.rangeStart, subnet.firstHost), rangeEnd: num(n.spec?.dhcp?.rangeEnd, subnet.lastHost) };
+}
+
+/** How many addresses ports may hold: the subnet's hosts but the gateway. */
+export function assignableCount(p: AddressPlan): number {
+  return p.subnet.lastHost - p.subnet.firstHost + 1 - 1;
+}
+
+/**
+ * Why `address` cannot be a port's fixed IP on the network (outside the subnet, its
+ * network, broadcast or gateway address), or undefined when it can be.
+ */
+export function unusableAddress(p: AddressPlan, address: string): string | undefined {
+  const a = ipv4ToInt(address);
+  if (a === undefined) return `must be an IPv4 address, got ${JSON.stringify(address)}`;
+  if (a < p.subnet.network || a > p.subnet.broadcast) return `${address} is outside the network's subnet ${p.subnet.cidr}`;
+  if (a === p.subnet.network || a === p.subnet.broadcast) return `${address} is the subnet's ${a === p.subnet.network ? "network" : "broadcast"} address`;
+  if (a === p.gateway) return `${address} is the network's gateway`;
+  return undefined;
+}
+
+/** Checks the parts of a port's spec that need no other object: formats, limits, combinations. */
+export function checkPortSpec(v: Violations, name: string, spec: PortSpec | undefined): void {
+  if (name !== "" && v.length("name", name, 1, NETWORK_LIMITS.portNameMax)) {
+    v.pattern("name", name, PORT_NAME_PATTERN, "must start with a letter or digit and contain only letters, digits, '_', '.' and '-'");
+  }
+  if (!spec) return v.add("spec", "REQUIRED", "is required");
+  if (v.required("spec.network_id", spec.networkId !== "")) v.pattern("spec.network_id", spec.networkId, ID_PATTERN, ID_DESCRIPTION);
+  if (spec.macAddress !== "") checkMac(v, "spec.mac_address", spec.macAddress);
+  if (spec.fixedIps.length > NETWORK_LIMITS.fixedIpsMax) v.add("spec.fixed_ips", "TOO_MANY", `at most ${NETWORK_LIMITS.fixedIpsMax}, got ${spec.fixedIps.length}`);
+  const ips = new Set<string>();
+  spec.fixedIps.forEach((ip, i) => {
+    if (ipaddr.IPv4.isValidFourPartDecimal(ip)) {
+      if (ips.has(ip)) v.add(`spec.fixed_ips[${i}]`, "DUPLICATE", `${ip} is listed twice`);
+      ips.add(ip);
+    } else if (ip.includes(":") && ipaddr.IPv6.isValid(ip)) v.add(`spec.fixed_ips[${i}]`, "NOT_SUPPORTED", "IPv6 subnets are not built yet: fixed IPs are IPv4");
+    else v.add(`spec.fixed_ips[${i}]`, "INVALID_FORMAT", `must be an IPv4 address, got ${JSON.stringify(ip)}`);
+  });
+  if (spec.securityGroupIds.length > NETWORK_LIMITS.securityGroupsPerPortMax) v.add("spec.security_group_ids", "TOO_MANY", `at most ${NETWORK_LIMITS.securityGroupsPerPortMax}, got ${spec.securityGroupIds.length}`);
+  const groups = new Set<string>();
+  spec.securityGroupIds.forEach((id, i) => {
+    if (v.pattern(`spec.security_group_ids[${i}]`, id, ID_PATTERN, ID_DESCRIPTION) && groups.has(id)) v.add(`spec.security_group_ids[${i}]`, "DUPLICATE", `'${id}' is listed twice`);
+    groups.add(id);
+  });
+  if (spec.portSecurityDisabled && spec.securityGroupIds.length > 0) v.add("spec.security_group_ids", "CONFLICT", "must be empty when port_security_disabled is set (no filtering applies)");
+  if (spec.allowedAddressPairs.length > NETWORK_LIMITS.addressPairsMax) v.add("spec.allowed_address_pairs", "TOO_MANY", `at most ${NETWORK_LIMITS.addressPairsMax}, got ${spec.allowedAddressPairs.length}`);
+  spec.allowedAddressPairs.forEach((p, i) => {
+    const f = `spec.allowed_address_pairs[${i}]`;
+    if (!isIp(p.ipAddress)) {
+      const c = p.ipAddress.includes("/") ? parseAnyCidr(p.ipAddress) : "must be an IP address or a subnet in CIDR notation";
+      if (typeof c === "string") v.add(`${f}.ip_address`, "INVALID_FORMAT", `${c} (got ${JSON.stringify(p.ipAddress)})`);
+    }
+    if (p.macAddress !== "") checkMac(v, `${f}.mac_address`, p.macAddress);
+  });
+}
+
+/** A unicast MAC address in the contract's form (not all zeros). */
+export function checkMac(v: Violations, field: string, mac: string): void {
+  if (!v.pattern(field, mac, MAC_PATTERN, `must be six colon-separated lowercase hex bytes, e.g. "52:54:00:12:34:56", got ${JSON.stringify(mac)}`)) return;
+  const first = parseInt(mac.slice(0, 2), 16);
+  if (first & 1) v.add(field, "INVALID_FORMAT", `${mac} is a multicast address: a port's MAC is unicast`);
+  else if (mac === "00:00:00:00:00:00") v.add(field, "INVALID_FORMAT", "must not be all zeros");
+}
+
+/** A MAC address from `random` (3 bytes): QEMU's locally administered unicast prefix 52:54:00. */
+export function macFromBytes(random: Uint8Array): string {
+  return ["52", "54", "00", ...[...random.slice(0, 3)].map((b) => b.toString(16).padStart(2, "0"))].join(":");
+}
+
+const PORTED = new Set([SecurityGroupRuleProtocol.TCP, SecurityGroupRuleProtocol.UDP, SecurityGroupRuleProtocol.SCTP]);
+
+/**
+ * Checks one security group rule (`field` its path) and completes it: the ether type
+ * from remote_cidr (or IPv4), port_range_max from port_range_min. The remote group's
+ * existence is the service's.
+ */
+export function checkRule(v: Violations, field: string, r: SecurityGroupRule): void {
+  if (r.direction === SecurityGroupRuleDirection.UNSPECIFIED) v.add(`${field}.direction`, "REQUIRED", "is required: INGRESS or EGRESS");
+  else v.enumValue(`${field}.direction`, r.direction, [SecurityGroupRuleDirection.INGRESS, SecurityGroupRuleDirection.EGRESS]);
+  v.enumValue(`${field}.ethertype`, r.ethertype, [EtherType.IPV4, EtherType.IPV6]);
+  v.enumValue(`${field}.protocol`, r.protocol, Object.values(SecurityGroupRuleProtocol).filter((x): x is number => typeof x === "number" && x !== 0));
+  if (r.description.length > NETWORK_LIMITS.ruleDescriptionMax || CONTROL_CHARS.test(r.description)) v.add(`${field}.description`, "INVALID_FORMAT", `at most ${NETWORK_LIMITS.ruleDescriptionMax} characters, no control characters`);
+  const remote = r.remote;
+  if (remote.case === "remoteCidr") {
+    const c = parseAnyCidr(remote.value);
+    if (typeof c === "string") v.add(`${field}.remote_cidr`, "INVALID_FORMAT", c);
+    else {
+      const et = c.version === 4 ? EtherType.IPV4 : EtherType.IPV6;
+      if (r.ethertype === EtherType.UNSPECIFIED) r.ethertype = et;
+      else if (r.ethertype !== et) v.add(`${field}.remote_cidr`, "CONFLICT", `is IPv${c.version}, the rule's ethertype ${EtherType[r.ethertype]}`);
+    }
+  } else if (remote.case === "remoteGroupId") {
+    v.pattern(`${field}.remote_group_id`, remote.value, ID_PATTERN, ID_DESCRIPTION);
+  }
+  if (r.ethertype === EtherType.UNSPECIFIED) r.ethertype = EtherType.IPV4;
+  if (r.protocol === SecurityGroupRuleProtocol.OTHER) v.range(`${field}.protocol_number`, r.protocolNumber, 0, 255);
+  else if (r.protocolNumber !== 0) v.add(`${field}.protocol_number`, "CONFLICT", "is only for protocol OTHER");
+  if (PORTED.has(r.protocol)) {
+    if (r.portRangeMin === 0 && r.portRangeMax !== 0) v.add(`${field}.port_range_min`, "REQUIRED", "is required with port_range_max");
+    else if (r.portRangeMin !== 0) {
+      v.range(`${field}.port_range_min`, r.portRangeMin, 1, 65535);
+      if (r.portRangeMax === 0) r.portRangeMax = r.portRangeMin;
+      else if (r.portRangeMax < r.portRangeMin || r.portRangeMax > 65535) v.add(`${field}.port_range_max`, "OUT_OF_RANGE", `must be between port_range_min (${r.portRangeMin}) and 65535, got ${r.portRangeMax}`);
+    }
+  } else if (r.portRangeMin !== 0 || r.portRangeMax !== 0) {
+    v.add(`${field}.port_range_min`, "CONFLICT", "port ranges are only for TCP, UDP and SCTP");
+  }
+  const icmp = r.protocol === SecurityGroupRuleProtocol.ICMP || r.protocol === SecurityGroupRuleProtocol.ICMPV6;
+  if (icmp) {
+    if (r.protocol === SecurityGroupRuleProtocol.ICMP && r.ethertype !== EtherType.IPV4) v.add(`${field}.protocol`, "CONFLICT", "ICMP is IPv4: use ICMPV6 for IPv6");
+    if (r.protocol === SecurityGroupRuleProtocol.ICMPV6 && r.ethertype !== EtherType.IPV6) v.add(`${field}.protocol`, "CONFLICT", "ICMPV6 is IPv6: use ICMP for IPv4");
+    if (r.icmpType !== undefined) v.range(`${field}.icmp_type`, r.icmpType, 0, 255);
+    if (r.icmpCode !== undefined) {
+      if (r.icmpType === undefined) v.add(`${field}.icmp_code`, "REQUIRED", "needs icmp_type");
+      else v.range(`${field}.icmp_code`, r.icmpCode, 0, 255);
+    }
+  } else {
+    if (r.icmpType !== undefined) v.add(`${field}.icmp_type`, "CONFLICT", "is only for ICMP and ICMPV6");
+    if (r.icmpCode !== undefined) v.add(`${field}.icmp_code`, "CONFLICT", "is only for ICMP and ICMPV6");
+  }
+}
+
+/** What makes two rules the same (ignoring id and description): equal rules are one. */
+export function ruleKey(r: SecurityGroupRule): string {
+  return JSON.stringify([r.direction, r.ethertype, r.protocol, r.protocolNumber, r.portRangeMin, r.portRangeMax, r.icmpType ?? -1, r.icmpCode ?? -1, r.remote.case ?? "", r.remote.value ?? ""]);
+}
+
+/** Checks a group's name (1-255 characters, no control characters). */
+export function checkGroupName(v: Violations, name: string): void {
+  if (v.required("name", name !== "") && v.length("name", name, 1, NETWORK_LIMITS.groupNameMax) && CONTROL_CHARS.test(name)) {
+    v.add("name", "INVALID_FORMAT", "must not contain control characters");
+  }
+}

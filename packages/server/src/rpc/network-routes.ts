@@ -1,0 +1,87 @@
+import { create } from "@bufbuild/protobuf";
+import { EmptySchema } from "@bufbuild/protobuf/wkt";
+import { VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
+import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
+import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
+import { PORT_KIND, QuantixError, SECURITY_GROUP_KIND, VIRTUAL_NETWORK_KIND, type Clock, type IdGenerator, type Store } from "@quantix/core";
+import type { Route } from "@quantix/rpc";
+import { resourceRoute } from "../resources/resource-routes.js";
+import type { QuotaLedger } from "../quota/quota-ledger.js";
+import { VirtualNetworkService as Networks } from "../services/network-service.js";
+import { PortService as Ports, randomFraction } from "../services/port-service.js";
+import { SecurityGroupService as Groups } from "../services/security-group-service.js";
+import { budgetOf } from "./budget.js";
+
+/**
+ * Quantixkvm.network.v1.VirtualNetworkService: Get, List and Watch are the network kind's
+ * generic reads; Create, Update and Delete have the network's rules. Networks are stored
+ * and their addresses managed; no node sets them up yet (status says so).
+ */
+export function virtualNetworkServiceRoute(store: Store, networks: Networks): Route {
+  return resourceRoute(VirtualNetworkService, VIRTUAL_NETWORK_KIND as never, store, {
+    impl: {
+      createVirtualNetwork: (req) => networks.create(req),
+      updateVirtualNetwork: (req) => networks.update(req),
+      deleteVirtualNetwork: async (req) => {
+        await networks.delete(req);
+        return create(EmptySchema);
+      },
+    },
+    // No network is shared yet (spec.shared is refused): there are no other projects' networks to leave out.
+    filters: { exclude_shared: () => ({}) },
+  });
+}
+
+/** Quantixkvm.network.v1.PortService: generic reads (ListPorts' ip_address matches a port's first fixed IP); writes with IPAM. */
+export function portServiceRoute(store: Store, ports: Ports): Route {
+  return resourceRoute(PortService, PORT_KIND as never, store, {
+    impl: {
+      createPort: (req) => ports.create(req),
+      updatePort: (req) => ports.update(req),
+      deletePort: async (req) => {
+        await ports.delete(req);
+        return create(EmptySchema);
+      },
+    },
+    filters: {
+      // Unspecified: any device, or none.
+      device_owner: (value) => (value === 0 ? {} : { device_owner: value as number }),
+    },
+  });
+}
+
+/** Quantixkvm.network.v1.SecurityGroupService: generic reads; writes and rule changes with the group's rules. */
+export function securityGroupServiceRoute(store: Store, groups: Groups, defaultDeadlineMs: number): Route {
+  return resourceRoute(SecurityGroupService, SECURITY_GROUP_KIND as never, store, {
+    impl: {
+      createSecurityGroup: (req) => groups.create(req),
+      updateSecurityGroup: (req) => groups.update(req),
+      deleteSecurityGroup: async (req, ctx) => {
+        await groups.delete(req, budgetOf(ctx, defaultDeadlineMs));
+        return create(EmptySchema);
+      },
+      addSecurityGroupRules: (req) => groups.addRules(req),
+      removeSecurityGroupRules: (req) => groups.removeRules(req),
+    },
+    filters: {
+      port_id: (value) => {
+        if (value !== "") throw new QuantixError("unimplemented", "ListSecurityGroups.port_id is not supported yet: read the port's spec.security_group_ids (GetPort)");
+        return {};
+      },
+    },
+  });
+}
+
+/**
+ * The three network services' routes, their services built over `store` (one call in the
+ * composition root): networks charge the `networks` quota through `ledger`; every
+ * project's "default" security group is made with its first network, port or group.
+ */
+export function networkRoutes(deps: { store: Store; clock: Clock; ids: IdGenerator; ledger: QuotaLedger; defaultDeadlineMs: number }): Route[] {
+  const { store, clock, ids, ledger } = deps;
+  const groups = new Groups({ store, clock, ids });
+  const ensureDefaultGroup = (projectId: string) => groups.ensureDefault(projectId);
+  const networks = new Networks({ store, clock, ids, ledger, ensureDefaultGroup });
+  const ports = new Ports({ store, clock, ids, ensureDefaultGroup, random: randomFraction });
+  return [virtualNetworkServiceRoute(store, networks), portServiceRoute(store, ports), securityGroupServiceRoute(store, groups, deps.defaultDeadlineMs)];
+}

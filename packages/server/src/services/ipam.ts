@@ -1,0 +1,136 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { ConditionStatus, type Condition } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
+import { ConditionSchema } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
+import type { VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import { NetworkAllocationSchema, type NetworkAllocation } from "@quantix/api/gen/Quantixkvm/network/v1/network_allocation_pb.js";
+import {
+  addressAllocationId,
+  addressPlanOf,
+  allOf,
+  assignableCount,
+  intToIpv4,
+  ipv4ToInt,
+  NETWORK_ALLOCATION_KIND,
+  QuantixError,
+  SECURITY_GROUP_KIND,
+  unusableAddress,
+  VIRTUAL_NETWORK_KIND,
+  type AddressPlan,
+  type Resource,
+  type Store,
+  type TxOp,
+} from "@quantix/core";
+
+type A = NetworkAllocation & Resource;
+type N = VirtualNetwork & Resource;
+
+/**
+ * The condition every network and port carries until a controller sets them up on nodes:
+ * the control plane stores them and allocates their addresses, and no agent builds the
+ * bridges, tunnels and TAPs yet.
+ */
+export function notRealized(what: "network" | "port", nowMs: number): Condition {
+  return create(ConditionSchema, {
+    type: "Ready",
+    status: ConditionStatus.FALSE,
+    reason: "NotRealized",
+    message: `no node has set this ${what} up: the network data plane is not connected to the control plane yet (the ${what} is stored${what === "port" ? " and its addresses are allocated" : ""}, nothing more)`,
+    lastTransitionTime: timestampFromMs(nowMs),
+  });
+}
+
+/** A network's address counts with `allocations` addresses held by ports (the gateway counts as allocated). */
+export function addressCounts(plan: AddressPlan, allocations: number): { allocatedIpCount: number; availableIpCount: number } {
+  const allocated = allocations + 1;
+  return { allocatedIpCount: allocated, availableIpCount: assignableCount(plan) + 1 - allocated };
+}
+
+/** Every address allocation of a network, by address. */
+export async function allocationsOf(store: Store, networkId: string): Promise<Map<string, A>> {
+  const out = new Map<string, A>();
+  for await (const a of allOf(store.of(NETWORK_ALLOCATION_KIND), { where: { network_id: networkId } })) if (a.address !== "") out.set(a.address, a);
+  return out;
+}
+
+/**
+ * A free address of the network's DHCP range: from a random place in the range onwards
+ * (so that concurrent creates, which all read the same allocations, mostly pick different
+ * addresses), never the gateway; undefined when every address of the range is taken.
+ */
+export function pickFree(plan: AddressPlan, taken: ReadonlySet<string>, random: () => number): string | undefined {
+  const size = plan.rangeEnd - plan.rangeStart + 1;
+  const start = Math.floor(random() * size);
+  for (let i = 0; i < size; i++) {
+    const a = plan.rangeStart + ((start + i) % size);
+    if (a === plan.gateway) continue;
+    const s = intToIpv4(a);
+    if (!taken.has(s)) return s;
+  }
+  return undefined;
+}
+
+/** RESOURCE_EXHAUSTED naming the network's subnet and range. */
+export function exhausted(n: N, plan: AddressPlan): QuantixError {
+  return new QuantixError(
+    "resource_exhausted",
+    `subnet ${plan.subnet.cidr} of virtual network '${n.id}' has no free address in its DHCP range ${intToIpv4(plan.rangeStart)}-${intToIpv4(plan.rangeEnd)}: every address is allocated (ask for a fixed IP outside the range, or delete ports)`,
+  );
+}
+
+/** The creates of a port's address allocations. */
+export function claimOps(n: N, portId: string, projectId: string, addresses: readonly { address: string; requested: boolean }[], nowMs: number): TxOp[] {
+  return addresses.map(({ address, requested }) => ({
+    op: "create" as const,
+    kind: NETWORK_ALLOCATION_KIND as never,
+    object: create(NetworkAllocationSchema, { id: addressAllocationId(n.id, address), networkId: n.id, address, portId, projectId, requested, createdAt: timestampFromMs(nowMs) }) as A,
+  }));
+}
+
+/**
+ * The network's counts changed by `ports` ports and `addresses` addresses, read and
+ * written under the commit's lock; the addresses a port takes are checked against the
+ * network as it is then (a gateway or range changed meanwhile refuses the commit).
+ */
+export function networkCountOp(networkId: string, ports: number, addresses: number, taking: readonly string[], nowMs: number): TxOp {
+  return {
+    op: "update",
+    kind: VIRTUAL_NETWORK_KIND as never,
+    object: { id: networkId, resourceVersion: 0n },
+    mutate: (cur) => {
+      const n = cur as N;
+      const plan = addressPlanOf(n);
+      for (const a of taking) {
+        const why = unusableAddress(plan, a);
+        if (why) throw new QuantixError("aborted", `virtual network '${n.id}' changed meanwhile: ${why}; retry`);
+      }
+      const s = n.status!;
+      const held = s.allocatedIpCount - 1 + addresses;
+      s.portCount += ports;
+      Object.assign(s, addressCounts(plan, held));
+      n.updatedAt = timestampFromMs(nowMs);
+      return n;
+    },
+  };
+}
+
+/** The use counts of security groups changed by `delta` (a port joins: 1; leaves: -1). */
+export function groupCountOps(groupIds: readonly string[], delta: number, nowMs: number): TxOp[] {
+  return groupIds.map((id) => ({
+    op: "update" as const,
+    kind: SECURITY_GROUP_KIND as never,
+    object: { id, resourceVersion: 0n },
+    mutate: (cur: Resource) => {
+      const g = cur as Resource & { portCount: number; updatedAt?: unknown };
+      g.portCount = Math.max(0, g.portCount + delta);
+      g.updatedAt = timestampFromMs(nowMs);
+      return g;
+    },
+  }));
+}
+
+/** Whether `a` is an IPv4 address inside the network's DHCP range. */
+export function inRange(plan: AddressPlan, a: string): boolean {
+  const x = ipv4ToInt(a);
+  return x !== undefined && x >= plan.rangeStart && x <= plan.rangeEnd;
+}

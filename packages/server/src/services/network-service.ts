@@ -1,0 +1,194 @@
+import { AsyncLocalStorage } from "node:async_hooks";
+import { randomInt } from "node:crypto";
+import { clone, create } from "@bufbuild/protobuf";
+import { VirtualNetworkSpecSchema, VirtualNetworkState, VirtualNetworkStatusSchema, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import { NetworkAllocationSchema } from "@quantix/api/gen/Quantixkvm/network/v1/network_allocation_pb.js";
+import { UpdateVirtualNetworkRequestSchema, type CreateVirtualNetworkRequest, type DeleteVirtualNetworkRequest, type UpdateVirtualNetworkRequest } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
+import {
+  addressPlanOf,
+  allOf,
+  checkVirtualNetwork,
+  commonViolations,
+  DEFAULT_PROJECT_ID,
+  invalidArgument,
+  NETWORK_ALLOCATION_KIND,
+  NETWORK_LIMITS,
+  NO_USAGE,
+  notFound,
+  PORT_KIND,
+  PROJECT_KIND,
+  QuantixError,
+  throwIfViolations,
+  unusableAddress,
+  usageDelta,
+  VIRTUAL_NETWORK_KIND,
+  Violations,
+  vniAllocationId,
+  type Clock,
+  type IdGenerator,
+  type Resource,
+  type Store,
+  type TxOp,
+  type Usage,
+} from "@quantix/core";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { QuotaLedger, type Charging } from "../quota/quota-ledger.js";
+import { ResourceWriter } from "../resources/resource-writer.js";
+import { requireWellFormedId } from "../resources/resource-service.js";
+import { addressCounts, allocationsOf, inRange, notRealized } from "./ipam.js";
+
+type N = VirtualNetwork & Resource;
+
+/** The spec fields an update may change (type, subnet and segment are fixed). */
+const MUTABLE_SPEC = ["gateway_ip", "dhcp", "dns_servers", "mtu", "dns_domain", "router", "shared"] as const;
+const MUTABLE_LOCAL = ["gatewayIp", "dhcp", "dnsServers", "mtu", "dnsDomain", "router", "shared"] as const;
+
+/** Attempts at a claim that lost to a concurrent one (a random VNI taken meanwhile, a network changed). */
+const ATTEMPTS = 8;
+
+/** Why an update is tried again: ports took or released addresses between its read of them and its commit. */
+const HELD_CHANGED = "the network's ports changed while it was being updated; retry";
+
+/** What a network counts against its project's quota: one network, until it is removed. */
+export function networkUsage(n: N | undefined): Usage {
+  return n ? { ...NO_USAGE, networks: 1 } : NO_USAGE;
+}
+
+/** How networks count against the `networks` quota. */
+export function networkCharging(ledger: QuotaLedger): Charging<N> {
+  return { ledger, usage: networkUsage, projectOf: (n) => n.projectId };
+}
+
+/**
+ * VirtualNetworkService's writes: an IPv4 subnet on an overlay (VXLAN or ISOLATED) in a
+ * project, its gateway, DHCP range, DNS and MTU checked and completed, a VNI claimed in the
+ * same commit (a NetworkAllocation whose id is the VNI), the project's `networks` quota
+ * charged. Status is honest: PENDING with Ready=False (NotRealized) since no controller
+ * sets networks up on nodes yet; the address counts are kept by the ports' commits.
+ */
+export class VirtualNetworkService {
+  private readonly writer: ResourceWriter<N>;
+  private readonly charging: Charging<N>;
+  /** The addresses the network an update changes holds, read just before it (its check uses them), per call. */
+  private readonly held = new AsyncLocalStorage<ReadonlyMap<string, { portId: string; requested: boolean }>>();
+
+  constructor(private readonly deps: { store: Store; clock: Clock; ids: IdGenerator; ledger?: QuotaLedger; ensureDefaultGroup?: (projectId: string) => Promise<unknown> }) {
+    this.charging = networkCharging(deps.ledger ?? new QuotaLedger({ store: deps.store, clock: deps.clock, defaults: {} }));
+    this.writer = new ResourceWriter(VIRTUAL_NETWORK_KIND, deps.store, deps.clock, deps.ids, {
+      writable: ["name", "labels", "description", ...MUTABLE_SPEC.map((f) => `spec.${f}`)],
+      unmasked: (draft, req) => {
+        const r = req as unknown as UpdateVirtualNetworkRequest;
+        if (r.name !== "") draft["name"] = r.name;
+        if (Object.keys(r.labels).length > 0) draft["labels"] = { ...r.labels };
+        if (r.description !== "") draft["description"] = r.description;
+        if (r.spec) {
+          const spec = (draft["spec"] ??= create(VirtualNetworkSpecSchema)) as Record<string, unknown>;
+          const given = clone(VirtualNetworkSpecSchema, r.spec) as unknown as Record<string, unknown>;
+          for (const f of MUTABLE_LOCAL) spec[f] = given[f];
+        }
+      },
+      check: (next, cur) => {
+        const v = new Violations();
+        checkVirtualNetwork(v, next, cur);
+        throwIfViolations(v.list);
+        const held = cur && this.held.getStore();
+        if (held) {
+          // The addresses were read before this commit: a port created or deleted since changed the count in its own commit.
+          if ((cur.status?.allocatedIpCount ?? 0) !== held.size + 1) throw new QuantixError("aborted", HELD_CHANGED);
+          VirtualNetworkService.checkHeld(next, held);
+        }
+      },
+      charging: this.charging,
+    });
+  }
+
+  async create(req: CreateVirtualNetworkRequest): Promise<VirtualNetwork> {
+    const projectId = req.projectId || DEFAULT_PROJECT_ID;
+    const draft = create(VirtualNetworkStatusSchema);
+    const n = { name: req.name, projectId, labels: req.labels, description: req.description, spec: req.spec ? clone(VirtualNetworkSpecSchema, req.spec) : undefined } as unknown as N;
+    const v = new Violations();
+    checkVirtualNetwork(v, n);
+    throwIfViolations([...v.list, ...commonViolations(req)]);
+    if (!(await this.deps.store.of(PROJECT_KIND).get(projectId))) throw notFound("project", projectId);
+    const spec = n.spec!;
+    const given = spec.vni;
+    const nowMs = this.deps.clock.now();
+    Object.assign(draft, { state: VirtualNetworkState.PENDING, conditions: [notRealized("network", nowMs)], ...addressCounts(addressPlanOf(n), 0) });
+    for (let attempt = 1; ; attempt++) {
+      const vni = given !== 0 ? given : randomInt(1, NETWORK_LIMITS.vniMax + 1);
+      const s = clone(VirtualNetworkSpecSchema, spec);
+      s.vni = vni;
+      try {
+        const created = await this.writer.create(
+          { name: req.name, projectId, labels: req.labels, description: req.description, spec: s, status: draft },
+          { ops: (o) => [{ op: "create", kind: NETWORK_ALLOCATION_KIND as never, object: create(NetworkAllocationSchema, { id: vniAllocationId(vni), networkId: o.id, vni, projectId, createdAt: timestampFromMs(nowMs) }) as never }], actor: "api" },
+        );
+        await this.deps.ensureDefaultGroup?.(projectId);
+        return created;
+      } catch (err) {
+        if (!(err instanceof QuantixError && err.code === "already_exists") || !(await this.deps.store.of(NETWORK_ALLOCATION_KIND).get(vniAllocationId(vni)))) throw err;
+        const holder = (await this.deps.store.of(NETWORK_ALLOCATION_KIND).get(vniAllocationId(vni)))?.networkId ?? "";
+        if (given !== 0) throw invalidArgument([{ field: "spec.vni", reason: "ALREADY_EXISTS", description: `VNI ${vni} is taken by virtual network '${holder}': leave it 0 to allocate one` }]);
+        if (attempt >= ATTEMPTS) throw new QuantixError("aborted", `no free VNI found in ${ATTEMPTS} attempts; retry`);
+      }
+    }
+  }
+
+  /**
+   * UpdateVirtualNetwork: name, labels, description and the mutable spec fields. A
+   * gateway that a port holds, or a DHCP range that leaves out addresses ports took from
+   * it, is refused with FAILED_PRECONDITION naming them.
+   */
+  async update(req: UpdateVirtualNetworkRequest): Promise<VirtualNetwork> {
+    requireWellFormedId("id", req.id);
+    for (let attempt = 1; ; attempt++) {
+      const held = await allocationsOf(this.deps.store, req.id);
+      try {
+        return await this.held.run(held, () => this.writer.update(req.id, UpdateVirtualNetworkRequestSchema, req));
+      } catch (err) {
+        if (!(err instanceof QuantixError && err.code === "aborted" && err.message === HELD_CHANGED) || attempt >= ATTEMPTS) throw err;
+      }
+    }
+  }
+
+  /** Checks a network's new gateway and range against the addresses its ports hold (the writer's check, with them read first). */
+  static checkHeld(next: N, held: ReadonlyMap<string, { portId: string; requested: boolean }>): void {
+    const plan = addressPlanOf(next);
+    const gw = held.get(next.spec?.gatewayIp ?? "");
+    if (gw) throw new QuantixError("failed_precondition", `the gateway ${next.spec?.gatewayIp} is held by port '${gw.portId}': choose another address, or delete the port first`);
+    const outside = [...held.entries()].filter(([a, h]) => !h.requested && !inRange(plan, a)).map(([a, h]) => `${a} (port '${h.portId}')`);
+    if (outside.length > 0) throw new QuantixError("failed_precondition", `the DHCP range ${next.spec?.dhcp?.rangeStart}-${next.spec?.dhcp?.rangeEnd} leaves out addresses ports took from it: ${outside.slice(0, 10).join(", ")}${outside.length > 10 ? ", ..." : ""}`);
+    for (const a of held.keys()) {
+      const why = unusableAddress(plan, a);
+      if (why) throw new QuantixError("failed_precondition", `port '${held.get(a)!.portId}' holds ${why}`);
+    }
+  }
+
+  /**
+   * DeleteVirtualNetwork: refused with FAILED_PRECONDITION naming its ports while it has
+   * any (its status.port_count, kept by the ports' commits, makes the refusal race-free:
+   * a port created meanwhile changes the network, and the conditional delete fails and is
+   * tried again). Its VNI is released and its quota returned in the same commit.
+   */
+  async delete(req: DeleteVirtualNetworkRequest): Promise<void> {
+    requireWellFormedId("id", req.id);
+    for (let attempt = 1; ; attempt++) {
+      const cur = await this.deps.store.of(VIRTUAL_NETWORK_KIND).get(req.id);
+      if (!cur) throw notFound("virtual network", req.id);
+      if ((cur.status?.portCount ?? 0) > 0) {
+        const ports: string[] = [];
+        for await (const p of allOf(this.deps.store.of(PORT_KIND), { where: { network_id: cur.id } })) ports.push(`'${p.id}'${p.name ? ` (${p.name})` : ""}`);
+        throw new QuantixError("failed_precondition", `virtual network '${cur.id}' has ${ports.length || cur.status?.portCount} port(s): ${ports.slice(0, 20).join(", ")}${ports.length > 20 ? ", ..." : ""}; delete them first`);
+      }
+      const ops: TxOp[] = [{ op: "delete", kind: VIRTUAL_NETWORK_KIND as never, object: cur }];
+      const vni = await this.deps.store.of(NETWORK_ALLOCATION_KIND).get(vniAllocationId(cur.spec?.vni ?? 0));
+      if (vni && vni.networkId === cur.id) ops.push({ op: "delete", kind: NETWORK_ALLOCATION_KIND as never, object: vni });
+      try {
+        await this.charging.ledger.commit(cur.projectId, usageDelta(NO_USAGE, networkUsage(cur)), ops, "api");
+        return;
+      } catch (err) {
+        if (!(err instanceof QuantixError && err.code === "aborted") || attempt >= ATTEMPTS) throw err;
+      }
+    }
+  }
+}

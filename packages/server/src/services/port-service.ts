@@ -1,0 +1,303 @@
+import { AsyncLocalStorage } from "node:async_hooks";
+import { randomBytes, randomInt } from "node:crypto";
+import { clone, create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { PortDeviceOwner, PortSchema, PortSpecSchema, PortState, PortStatusSchema, type Port } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
+import { UpdatePortRequestSchema, type CreatePortRequest, type DeletePortRequest, type UpdatePortRequest } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
+import type { VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import { NetworkAllocationSchema } from "@quantix/api/gen/Quantixkvm/network/v1/network_allocation_pb.js";
+import {
+  addressAllocationId,
+  addressPlanOf,
+  allOf,
+  checkPortSpec,
+  commonViolations,
+  DEFAULT_PROJECT_ID,
+  ID_PATTERN,
+  invalidArgument,
+  macFromBytes,
+  NETWORK_ALLOCATION_KIND,
+  NETWORK_IPAM,
+  NO_USAGE,
+  notFound,
+  PORT_KIND,
+  QuantixError,
+  SECURITY_GROUP_KIND,
+  throwIfViolations,
+  unusableAddress,
+  VIRTUAL_NETWORK_KIND,
+  Violations,
+  type Clock,
+  type FieldViolation,
+  type IdGenerator,
+  type Resource,
+  type Store,
+  type TxOp,
+  type AddressPlan,
+} from "@quantix/core";
+import { QuotaLedger } from "../quota/quota-ledger.js";
+import { ResourceWriter } from "../resources/resource-writer.js";
+import { requireWellFormedId } from "../resources/resource-service.js";
+import { allocationsOf, claimOps, exhausted, groupCountOps, networkCountOp, notRealized, pickFree } from "./ipam.js";
+
+type P = Port & Resource;
+type N = VirtualNetwork & Resource;
+
+/** The spec fields an update may change (the network is fixed). */
+const MUTABLE_SPEC = ["mac_address", "fixed_ips", "security_group_ids", "port_security_disabled", "allowed_address_pairs", "disabled", "max_ingress_mbps", "max_egress_mbps"] as const;
+const MUTABLE_LOCAL = ["macAddress", "fixedIps", "securityGroupIds", "portSecurityDisabled", "allowedAddressPairs", "disabled", "maxIngressMbps", "maxEgressMbps"] as const;
+
+/**
+ * Attempts at a create whose address (or generated MAC) a concurrent create took first.
+ * Each attempt reads the allocations again, so it only fails again when yet another
+ * create won the same address; a /24 full of concurrent creates settles well within it.
+ */
+const ATTEMPTS = 64;
+
+/**
+ * PortService's writes, with IPAM. A port's addresses are NetworkAllocation records whose
+ * ids derive from (network, address), created in the port's own commit together with the
+ * port, the network's counts and the use counts of its security groups: a second claim
+ * of an address, on this replica or another, fails that whole commit (ALREADY_EXISTS),
+ * which is then tried again with a fresh read (an allocated address) or refused naming
+ * the holder (a requested one). DeletePort releases them in its commit.
+ */
+export class PortService {
+  private readonly writer: ResourceWriter<P>;
+  /** Security groups an update names, read just before it (its check looks them up), per call. */
+  private readonly known = new AsyncLocalStorage<{ groups: ReadonlyMap<string, Resource & { projectId: string }>; plan: AddressPlan | undefined }>();
+
+  constructor(
+    private readonly deps: {
+      store: Store;
+      clock: Clock;
+      ids: IdGenerator;
+      ensureDefaultGroup: (projectId: string) => Promise<{ id: string }>;
+      random?: () => number;
+    },
+  ) {
+    const ledger = new QuotaLedger({ store: deps.store, clock: deps.clock, defaults: {} });
+    this.writer = new ResourceWriter(PORT_KIND, deps.store, deps.clock, deps.ids, {
+      writable: ["name", "labels", "description", ...MUTABLE_SPEC.map((f) => `spec.${f}`)],
+      unmasked: (draft, req) => {
+        const r = req as unknown as UpdatePortRequest;
+        if (r.name !== "") draft["name"] = r.name;
+        if (Object.keys(r.labels).length > 0) draft["labels"] = { ...r.labels };
+        if (r.description !== "") draft["description"] = r.description;
+        if (r.spec) {
+          const spec = (draft["spec"] ??= create(PortSpecSchema)) as Record<string, unknown>;
+          const given = clone(PortSpecSchema, r.spec) as unknown as Record<string, unknown>;
+          // Without a mask, an empty MAC or address list keeps the port's.
+          for (const f of MUTABLE_LOCAL) if ((f !== "macAddress" || given[f] !== "") && (f !== "fixedIps" || (given[f] as string[]).length > 0)) spec[f] = given[f];
+        }
+      },
+      check: (next, cur) => {
+        if (!cur) return;
+        const v = new Violations();
+        checkPortSpec(v, next.name, next.spec);
+        const was = cur.spec!;
+        const spec = next.spec!;
+        if (spec.networkId !== was.networkId) v.add("spec.network_id", "IMMUTABLE", "is fixed after creation");
+        if (spec.fixedIps.join() !== was.fixedIps.join()) {
+          const plan = this.known.getStore()?.plan;
+          if (spec.fixedIps.length === 0) v.add("spec.fixed_ips", "REQUIRED", "a port keeps at least one address");
+          spec.fixedIps.forEach((ip, i) => {
+            const why = plan && !was.fixedIps.includes(ip) ? unusableAddress(plan, ip) : undefined;
+            if (why) v.add(`spec.fixed_ips[${i}]`, "OUT_OF_RANGE", why);
+          });
+        }
+        const added = spec.securityGroupIds.filter((id) => !was.securityGroupIds.includes(id));
+        added.forEach((id) => {
+          const g = this.known.getStore()?.groups.get(id);
+          if (!g || g.projectId !== next.projectId) v.add(`spec.security_group_ids[${spec.securityGroupIds.indexOf(id)}]`, "NOT_FOUND", `security group '${id}' does not exist in project '${next.projectId}'`);
+        });
+        throwIfViolations(v.list);
+        if (spec.macAddress !== was.macAddress && (cur.status?.deviceId ?? "") !== "") {
+          throw new QuantixError("failed_precondition", `port '${cur.id}' is used by '${cur.status?.deviceId}': its MAC address changes only while no device uses it`);
+        }
+      },
+      // Ports count against no quota; the zero charging lets updates carry their groups' counts.
+      charging: { ledger, usage: () => NO_USAGE, projectOf: (p) => p.projectId },
+    });
+  }
+
+  async create(req: CreatePortRequest): Promise<Port> {
+    const v = new Violations();
+    checkPortSpec(v, req.name, req.spec);
+    throwIfViolations([...v.list, ...commonViolations(req)]);
+    const spec = clone(PortSpecSchema, req.spec!);
+    const projectId = req.projectId || DEFAULT_PROJECT_ID;
+    const net = await this.deps.store.of(VIRTUAL_NETWORK_KIND).get(spec.networkId);
+    // A network of another project is not told apart from a missing one.
+    if (!net || net.projectId !== projectId) throw notFound("virtual network", spec.networkId);
+    const plan = addressPlanOf(net);
+    const bad: FieldViolation[] = [];
+    spec.fixedIps.forEach((ip, i) => {
+      const why = unusableAddress(plan, ip);
+      if (why) bad.push({ field: `spec.fixed_ips[${i}]`, reason: "OUT_OF_RANGE", description: why });
+    });
+    throwIfViolations(bad);
+    if (spec.securityGroupIds.length === 0 && !spec.portSecurityDisabled) spec.securityGroupIds = [(await this.deps.ensureDefaultGroup(projectId)).id];
+    for (const [i, id] of spec.securityGroupIds.entries()) {
+      const g = await this.deps.store.of(SECURITY_GROUP_KIND).get(id);
+      if (!g || g.projectId !== projectId) throw invalidArgument([{ field: `spec.security_group_ids[${i}]`, reason: "NOT_FOUND", description: `security group '${id}' does not exist in project '${projectId}'` }]);
+    }
+    if (req.name !== "") await this.refuseTakenName(net, req.name);
+    const macGiven = spec.macAddress !== "";
+    const random = this.deps.random ?? Math.random;
+    for (let attempt = 1; ; attempt++) {
+      if (!macGiven) spec.macAddress = macFromBytes(randomBytes(3));
+      const held = await allocationsOf(this.deps.store, net.id);
+      let addresses: { address: string; requested: boolean }[];
+      if (spec.fixedIps.length > 0) {
+        for (const ip of spec.fixedIps) {
+          const h = held.get(ip);
+          if (h) throw takenAddress(net, ip, h.portId);
+        }
+        addresses = spec.fixedIps.map((address) => ({ address, requested: true }));
+      } else {
+        const free = pickFree(plan, new Set(held.keys()), random);
+        if (!free) throw exhausted(net, plan);
+        addresses = [{ address: free, requested: false }];
+      }
+      const nowMs = this.deps.clock.now();
+      const ts = timestampFromMs(nowMs);
+      const port = create(PortSchema, {
+        id: this.deps.ids.newId(),
+        name: req.name,
+        projectId,
+        labels: req.labels,
+        description: req.description,
+        spec: { ...spec, fixedIps: addresses.map((a) => a.address) },
+        status: create(PortStatusSchema, { state: PortState.DOWN, conditions: [notRealized("port", nowMs)] }),
+        createdAt: ts,
+        updatedAt: ts,
+        generation: 1n,
+      }) as P;
+      const ops: TxOp[] = [
+        { op: "create", kind: PORT_KIND as never, object: port },
+        ...claimOps(net, port.id, projectId, addresses, nowMs),
+        networkCountOp(net.id, 1, addresses.length, port.spec!.fixedIps, nowMs),
+        ...groupCountOps(spec.securityGroupIds, 1, nowMs),
+      ];
+      try {
+        const [created] = await this.deps.store.commit(ops, { actor: NETWORK_IPAM });
+        return created as P;
+      } catch (err) {
+        if (!(err instanceof QuantixError) || (err.code !== "already_exists" && err.code !== "aborted") || attempt >= ATTEMPTS) throw err;
+        if (err.code === "already_exists") {
+          const lost = await this.lostAddress(net.id, addresses.map((a) => a.address));
+          // A requested address is refused naming its holder; an allocated one is picked again.
+          if (lost) {
+            if (spec.fixedIps.length > 0) throw takenAddress(net, lost.address, lost.holder);
+          } else if (macGiven) throw err;
+        }
+      }
+    }
+  }
+
+  /** The first of `addresses` another port holds now (the claim a failed commit lost), if any. */
+  private async lostAddress(networkId: string, addresses: readonly string[]): Promise<{ address: string; holder: string } | undefined> {
+    for (const address of addresses) {
+      const a = await this.deps.store.of(NETWORK_ALLOCATION_KIND).get(addressAllocationId(networkId, address));
+      if (a) return { address, holder: a.portId };
+    }
+    return undefined;
+  }
+
+  private async refuseTakenName(net: N, name: string): Promise<void> {
+    const page = await this.deps.store.of(PORT_KIND).list({ where: { network_id: net.id, name }, order: { field: "created_at", desc: false }, limit: 1 });
+    const other = page.items[0];
+    if (other) throw new QuantixError("already_exists", `a port named '${name}' already exists on virtual network '${net.id}' (port '${other.id}')`);
+  }
+
+  /**
+   * UpdatePort: name, labels, description, security groups (their use counts changed in
+   * the same commit), port security, allowed address pairs, disabled, bandwidth limits;
+   * the MAC while no device uses it; fixed IPs, whose allocations are claimed and released
+   * in the same commit (an address another port holds: ALREADY_EXISTS naming it).
+   */
+  async update(req: UpdatePortRequest): Promise<Port> {
+    requireWellFormedId("id", req.id);
+    const ids = (req.spec?.securityGroupIds ?? []).filter((id) => ID_PATTERN.test(id));
+    const known = new Map<string, Resource & { projectId: string }>();
+    for (const id of ids) {
+      const g = await this.deps.store.of(SECURITY_GROUP_KIND).get(id);
+      if (g) known.set(id, g);
+    }
+    const port = await this.deps.store.of(PORT_KIND).get(req.id);
+    const net = port ? await this.deps.store.of(VIRTUAL_NETWORK_KIND).get(port.spec?.networkId ?? "") : undefined;
+    const nowMs = this.deps.clock.now();
+    try {
+      return await this.known.run({ groups: known, plan: net ? addressPlanOf(net) : undefined }, () =>
+        this.writer.update(req.id, UpdatePortRequestSchema, req, {
+          actor: NETWORK_IPAM,
+          extra: (before, after) => {
+            const was = before.spec?.securityGroupIds ?? [];
+            const now = after.spec?.securityGroupIds ?? [];
+            const networkId = after.spec?.networkId ?? "";
+            const had = before.spec?.fixedIps ?? [];
+            const has = after.spec?.fixedIps ?? [];
+            const added = has.filter((a) => !had.includes(a));
+            const dropped = had.filter((a) => !has.includes(a));
+            const addressOps: TxOp[] =
+              added.length + dropped.length === 0
+                ? []
+                : [
+                    ...claimOps({ id: networkId } as N, after.id, after.projectId, added.map((address) => ({ address, requested: true })), nowMs),
+                    ...dropped.map((a) => ({ op: "delete" as const, kind: NETWORK_ALLOCATION_KIND as never, object: create(NetworkAllocationSchema, { id: addressAllocationId(networkId, a) }) as Resource })),
+                    networkCountOp(networkId, 0, added.length - dropped.length, added, nowMs),
+                  ];
+            return [...groupCountOps(now.filter((id) => !was.includes(id)), 1, nowMs), ...groupCountOps(was.filter((id) => !now.includes(id)), -1, nowMs), ...addressOps];
+          },
+        }),
+      );
+    } catch (err) {
+      // An address asked for that another port holds: name it and its holder.
+      if (err instanceof QuantixError && err.code === "already_exists" && net) {
+        const lost = await this.lostAddress(net.id, (req.spec?.fixedIps ?? []).filter((a) => !(port?.spec?.fixedIps ?? []).includes(a)));
+        if (lost) throw takenAddress(net, lost.address, lost.holder);
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * DeletePort: refused with FAILED_PRECONDITION while a device uses the port or the
+   * system owns it; otherwise the port, its address allocations, the network's counts and
+   * its groups' use counts change in one commit.
+   */
+  async delete(req: DeletePortRequest): Promise<void> {
+    requireWellFormedId("id", req.id);
+    for (let attempt = 1; ; attempt++) {
+      const cur = await this.deps.store.of(PORT_KIND).get(req.id);
+      if (!cur) throw notFound("port", req.id);
+      const owner = cur.status?.deviceOwner ?? PortDeviceOwner.UNSPECIFIED;
+      if (owner !== PortDeviceOwner.UNSPECIFIED && owner !== PortDeviceOwner.VM) throw new QuantixError("failed_precondition", `port '${cur.id}' belongs to the system (${PortDeviceOwner[owner]} of '${cur.status?.deviceId}')`);
+      if ((cur.status?.deviceId ?? "") !== "") throw new QuantixError("failed_precondition", `port '${cur.id}' is used by VM '${cur.status?.deviceId}': remove the NIC from the VM first`);
+      const claims: Resource[] = [];
+      for await (const a of allOf(this.deps.store.of(NETWORK_ALLOCATION_KIND), { where: { port_id: cur.id } })) claims.push(a);
+      const nowMs = this.deps.clock.now();
+      const ops: TxOp[] = [
+        { op: "delete", kind: PORT_KIND as never, object: cur },
+        ...claims.map((a) => ({ op: "delete" as const, kind: NETWORK_ALLOCATION_KIND as never, object: a })),
+        networkCountOp(cur.spec?.networkId ?? "", -1, -claims.length, [], nowMs),
+        ...groupCountOps(cur.spec?.securityGroupIds ?? [], -1, nowMs),
+      ];
+      try {
+        await this.deps.store.commit(ops, { actor: NETWORK_IPAM });
+        return;
+      } catch (err) {
+        if (!(err instanceof QuantixError && err.code === "aborted") || attempt >= 8) throw err;
+      }
+    }
+  }
+}
+
+/** ALREADY_EXISTS naming the address and the port holding it. */
+function takenAddress(net: N, address: string, holder: string): QuantixError {
+  return new QuantixError("already_exists", `address ${address} on virtual network '${net.id}' is already held by port '${holder}'`);
+}
+
+/** A random number source for address picks (tests may make it fixed). */
+export const randomFraction = (): number => randomInt(0, 2 ** 31) / 2 ** 31;
