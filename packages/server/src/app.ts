@@ -56,7 +56,7 @@ import { agentIdentityReader, agentPrincipalFromPeer } from "./enrollment/agent-
 import { EnrollmentService } from "./enrollment/enrollment-service.js";
 import { enrollmentServiceRoute } from "./enrollment/enrollment-routes.js";
 import { announceSecurityMode } from "./tls/security-mode.js";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { NodeStorages } from "./storage/node-storages.js";
 import { StoragePoolService } from "./services/storage-pool-service.js";
 import { VolumeService } from "./services/volume-service.js";
@@ -157,7 +157,10 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const ledger = new QuotaLedger({ store, clock, defaults: config.defaultQuota });
   const vmService = new VmService({ store, clock, ids, ledger });
   // The demo's simulated hosts keep their pools under the storage directory (real qemu-img files); agent nodes through their agent.
-  const storageDir = config.storageDir ?? (config.store.kind === "embedded" ? join(config.store.dataDir, "storage") : undefined);
+  // Absolute: the simulated hosts' agents take volume files as disks only by absolute path
+  // (QUANTIX_DATA_DIR defaults to a relative ./.quantix-data).
+  const chosenStorageDir = config.storageDir ?? (config.store.kind === "embedded" ? join(config.store.dataDir, "storage") : undefined);
+  const storageDir = chosenStorageDir === undefined ? undefined : resolve(chosenStorageDir);
   const storages = new NodeStorages({ storageDir, sharedDirs: config.sharedDirs, agentStorage: (id) => agents.get(id)?.storage, ...(deps.dirImporter ? { dirImporter: deps.dirImporter } : {}), ...(deps.dirUploader ? { dirUploader: deps.dirUploader } : {}) });
   // A VM's volume disks are the volumes' files on its node, as the node's storage names them.
   const vmController = new VmController({ store, drivers, clock, log, volumePaths: (vm) => resolveVolumePaths(store, storages, vm.status?.nodeId ?? "", vm.spec!) });
