@@ -39,8 +39,8 @@ test("an import cut by a control-plane restart is carried on by the next one", a
     const images = createClient(ImageService, s.transport);
     poolId = (await pools.createStoragePool({ name: "durable", spec: { type: StoragePoolType.LOCAL_DIR, nodeIds: [HV2] } })).id;
     imageId = (await images.createImage({ name: "interrupted", spec: { poolId, source: { source: { case: "url", value: `${web.base}/stall-once.qcow2` } } } })).id;
-    // The first download stalls for good after 64 KiB, so the deadline only bounds how long a loaded
-    // machine takes to elect a leader and start the image controller.
+    // The first download trickles for as long as its client stays, so the deadline only bounds
+    // how long a loaded machine takes to elect a leader and start the image controller.
     await until(async () => ((await images.getImage({ id: imageId })).status?.state === ImageState.IMPORTING && web.requests.includes("/stall-once.qcow2") ? true : undefined), "downloading before the restart", 60_000);
   } finally {
     await s.close();

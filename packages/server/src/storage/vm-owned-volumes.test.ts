@@ -123,12 +123,19 @@ test("a VM placed on a node waits PROVISIONING while its image is copied there, 
   assert.equal(root.status?.virtualSizeBytes, 3n << 30n, "grown to the disk's size");
   assert.ok(!seen.has(State.ERROR), `never ERROR on the way: ${[...seen].map((x) => State[x]).join(",")}`);
   await s.vms.deleteVM({ id: vm.id, force: true }, { timeoutMs: 60_000 });
+  await until(() => volumes.getVolume({ id: root.id }).then(() => undefined, (e: unknown) => (ConnectError.from(e).code === Code.NotFound ? true : undefined)), "the VM's volume deleted with it", 30_000);
 });
 
 test("bad new disks are refused with the field, and nothing is created", async () => {
   const volumes = createClient(VolumeService, s.transport);
-  const count = async () => ({ vms: (await s.vms.listVMs({})).vms.length, volumes: (await volumes.listVolumes({})).volumes.length });
+  // What the refused creates would have made: VMs of these names, and volumes named after them.
+  const names = ["bad-image", "too-small", "too-big"];
+  const count = async () => ({
+    vms: (await s.vms.listVMs({})).vms.filter((v) => names.includes(v.name)).length,
+    volumes: (await volumes.listVolumes({})).volumes.filter((v) => names.some((n) => v.name.startsWith(`${n}-`))).length,
+  });
   const before = await count();
+  assert.deepEqual(before, { vms: 0, volumes: 0 });
   const missing = "6f0c0b5e-0000-4000-8000-000000000000";
   const noImage = await rejection(s.vms.createVM({ name: "bad-image", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, placement: ON_SIMULATED_NODES, disks: [{ id: "root", imageId: missing }] } }));
   assert.equal(noImage.code, Code.NotFound);

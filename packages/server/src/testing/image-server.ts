@@ -27,8 +27,8 @@ export interface ImageServer {
  * - `/big.raw` 12 MiB of incompressible raw data (several progress steps);
  * - `/evil.qcow2` a qcow2 whose backing file is the host's /etc/hostname;
  * - `/truncated` a Content-Length of 1 MiB and 100 KiB before the connection drops;
- * - `/stall-once.qcow2` the first time 64 KiB of `/a.qcow2` and then nothing (a download
- *   in progress), afterwards `/a.qcow2`;
+ * - `/stall-once.qcow2` the first time 64 KiB of `/a.qcow2` and then a byte a second (a
+ *   download in progress for as long as the client stays), afterwards `/a.qcow2`;
  * anything else answers 404.
  */
 export async function startImageServer(dir: string): Promise<ImageServer> {
@@ -54,8 +54,15 @@ export async function startImageServer(dir: string): Promise<ImageServer> {
     if (req.url === "/stall-once.qcow2") {
       const body = files.get("/a.qcow2")!;
       res.writeHead(200, { "content-length": String(body.length) });
-      if (requests.filter((r) => r === req.url).length === 1) res.write(body.subarray(0, 64 * 1024));
-      else res.end(body);
+      if (requests.filter((r) => r === req.url).length > 1) return void res.end(body);
+      // The first time: 64 KiB, then a byte a second, so that the download stays under way
+      // (never idle long enough for the client's 30 s timeout) until the client goes away.
+      let sent = 64 * 1024;
+      res.write(body.subarray(0, sent));
+      const trickle = setInterval(() => {
+        if (sent < body.length) res.write(body.subarray(sent, ++sent));
+      }, 1000);
+      res.on("close", () => clearInterval(trickle));
       return;
     }
     if (req.url === "/truncated") {
