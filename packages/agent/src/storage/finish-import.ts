@@ -1,13 +1,13 @@
 import { spawn } from "node:child_process";
 import { createReadStream, createWriteStream } from "node:fs";
-import { open, rename } from "node:fs/promises";
+import { open, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Transform, type Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { QuantixError } from "@quantix/core";
 import { inspectImage, type ImageInspection } from "./inspect-image.js";
-import type { Pools } from "./pools.js";
+import type { Pools, ResolvedPool } from "./pools.js";
 import type { QemuImg } from "./qemu-img.js";
 import type { VolumeFormatName, VolumeInfo, Volumes } from "./volumes.js";
 
@@ -42,6 +42,43 @@ export interface Received {
   readonly bytesTotal: bigint;
   /** How the bytes came, for messages: "download" or "upload". */
   readonly what?: string;
+}
+
+/** Where an import or upload writes: its pool, the volume if it exists, and temporary files that `close` removes. */
+export interface ImportSite {
+  readonly pool: ResolvedPool;
+  /** The volume as it exists already; undefined when it does not. */
+  readonly existing: VolumeInfo | undefined;
+  /** A new temporary file's path in the pool (`.<volume>.<what>.partial`), removed by `close`. */
+  temp(what: string): string;
+  /** Removes every temporary file, then releases the volume's lock. */
+  close(): Promise<void>;
+}
+
+/** The start ImportVolume and UploadVolume share: the volume's lock (held until `close`), its pool, and whether it exists. */
+export async function openImportSite(deps: { pools: Pools; volumes: Volumes }, poolId: string, id: string): Promise<ImportSite> {
+  const release = await deps.volumes.lock(poolId, id);
+  const temps: string[] = [];
+  const close = async () => {
+    for (const t of temps) await rm(t, { force: true });
+    release();
+  };
+  try {
+    const pool = await deps.pools.resolve(poolId);
+    const existing = await deps.volumes.get(poolId, id).catch((err: unknown) => {
+      if (err instanceof QuantixError && err.code === "not_found") return undefined;
+      throw err;
+    });
+    const temp = (what: string) => {
+      const path = join(pool.dir, `.${id}.${what}.partial`);
+      temps.push(path);
+      return path;
+    };
+    return { pool, existing, temp, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
 }
 
 /**

@@ -1,12 +1,10 @@
 import { createHash } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { rm } from "node:fs/promises";
 import { pipeline } from "node:stream/promises";
 import http, { type IncomingMessage } from "node:http";
 import https from "node:https";
-import { join } from "node:path";
 import { QuantixError } from "@quantix/core";
-import { finishImport, type ImportProgress } from "./finish-import.js";
+import { finishImport, openImportSite, type ImportProgress } from "./finish-import.js";
 import type { Pools } from "./pools.js";
 import type { QemuImg } from "./qemu-img.js";
 import type { VolumeFormatName, Volumes } from "./volumes.js";
@@ -39,24 +37,14 @@ const WRITE_BUFFER_BYTES = 256 << 10;
  * removed whatever happens, the client going away included.
  */
 export async function* importVolume(deps: { pools: Pools; volumes: Volumes; qemuImg: QemuImg }, spec: ImportSpec, signal: AbortSignal): AsyncGenerator<ImportProgress> {
-  const release = await deps.volumes.lock(spec.poolId, spec.id);
-  const temps: string[] = [];
+  const site = await openImportSite(deps, spec.poolId, spec.id);
   try {
-    const pool = await deps.pools.resolve(spec.poolId);
-    const existing = await deps.volumes.get(spec.poolId, spec.id).catch((err: unknown) => {
-      if (err instanceof QuantixError && err.code === "not_found") return undefined;
-      throw err;
-    });
+    const { pool, existing, temp } = site;
     if (existing) {
       if (existing.format !== spec.format) throw new QuantixError("already_exists", `volume '${spec.id}' exists as ${existing.format}`);
       yield { phase: "ready", bytesDone: 0n, bytesTotal: 0n, volume: existing };
       return;
     }
-    const temp = (what: string) => {
-      const path = join(pool.dir, `.${spec.id}.${what}.partial`);
-      temps.push(path);
-      return path;
-    };
     const room = async () => (await deps.pools.capacity(pool.dir)).availableBytes;
 
     // Download, hashing and counting as the bytes arrive.
@@ -70,8 +58,7 @@ export async function* importVolume(deps: { pools: Pools; volumes: Volumes; qemu
     yield { phase: "downloading", bytesDone: done, bytesTotal: total, sha256 };
     yield* finishImport(deps, { poolId: spec.poolId, poolDir: pool.dir, id: spec.id, format: spec.format, expectedSha256: spec.sha256 }, { path: download, sha256, bytesDone: done, bytesTotal: total }, temp, signal);
   } finally {
-    for (const t of temps) await rm(t, { force: true });
-    release();
+    await site.close();
   }
 }
 

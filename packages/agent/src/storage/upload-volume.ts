@@ -1,8 +1,7 @@
 import { createHash } from "node:crypto";
-import { open, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { open } from "node:fs/promises";
 import { QuantixError } from "@quantix/core";
-import { finishImport, type ImportProgress } from "./finish-import.js";
+import { finishImport, openImportSite, type ImportProgress } from "./finish-import.js";
 import type { Pools } from "./pools.js";
 import type { QemuImg } from "./qemu-img.js";
 import type { VolumeFormatName, VolumeInfo, Volumes } from "./volumes.js";
@@ -51,20 +50,10 @@ export async function uploadVolume(
   signal: AbortSignal,
   limits: { readonly maxChunkBytes: number; readonly maxBytes: bigint } = UPLOAD_LIMITS,
 ): Promise<UploadResult> {
-  const release = await deps.volumes.lock(spec.poolId, spec.id);
-  const temps: string[] = [];
+  const site = await openImportSite(deps, spec.poolId, spec.id);
   try {
-    const pool = await deps.pools.resolve(spec.poolId);
-    const existing = await deps.volumes.get(spec.poolId, spec.id).catch((err: unknown) => {
-      if (err instanceof QuantixError && err.code === "not_found") return undefined;
-      throw err;
-    });
-    if (existing) throw new QuantixError("already_exists", `volume '${spec.id}' exists in pool '${spec.poolId}'; delete it before uploading again`);
-    const temp = (what: string) => {
-      const path = join(pool.dir, `.${spec.id}.${what}.partial`);
-      temps.push(path);
-      return path;
-    };
+    const { pool, temp } = site;
+    if (site.existing) throw new QuantixError("already_exists", `volume '${spec.id}' exists in pool '${spec.poolId}'; delete it before uploading again`);
     if (spec.sizeBytes > limits.maxBytes) throw new QuantixError("out_of_range", `the upload is ${spec.sizeBytes} bytes, more than the limit of ${limits.maxBytes} bytes`);
     const available = (await deps.pools.capacity(pool.dir)).availableBytes;
     if (spec.sizeBytes > available) throw new QuantixError("resource_exhausted", `the upload is ${spec.sizeBytes} bytes, more than the pool's ${available} available bytes`);
@@ -105,7 +94,6 @@ export async function uploadVolume(
     if (!last || last.phase !== "ready" || !last.volume) throw new QuantixError("internal", "the upload ended without its volume");
     return { volume: last.volume, bytesReceived: done, sha256, detectedFormat: last.detectedFormat ?? "" };
   } finally {
-    for (const t of temps) await rm(t, { force: true });
-    release();
+    await site.close();
   }
 }
