@@ -7,6 +7,7 @@ import { Controller, watching } from "../runtime/controller.js";
 import type { SnapshotRef } from "../storage/node-storage.js";
 import type { NodeStorages } from "../storage/node-storages.js";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
+import { VM_STOPPED } from "../services/snapshot-service.js";
 import { vmsNamingVolume } from "../services/volume-service.js";
 import { setCondition } from "./conditions.js";
 import { reasonOf, transient, volumeNode, writeStatusOf } from "./storage-steps.js";
@@ -305,7 +306,7 @@ export function snapshotController(deps: { store: Store; storages: NodeStorages;
 }
 
 /** VM states in which no QEMU holds the VM's disks: a volume there is snapshotted on its own node, offline. */
-const OFFLINE: ReadonlySet<VmStatus_State> = new Set([VmStatus_State.STATE_UNSPECIFIED, VmStatus_State.PENDING, VmStatus_State.STOPPED, VmStatus_State.CRASHED, VmStatus_State.ERROR]);
+const OFFLINE: ReadonlySet<VmStatus_State> = new Set([VmStatus_State.STATE_UNSPECIFIED, ...VM_STOPPED]);
 
 /** The disks a VM snapshot is taken on: empty (every writable disk) unless some are excluded. */
 function snapshotDiskIds(vm: VirtualMachine, excluded: readonly string[]): string[] {

@@ -30,7 +30,7 @@ import { vmsNamingVolume } from "./volume-service.js";
 type S = Snapshot & Resource;
 
 /** VM states in which its disks are not held open by a hypervisor. */
-const VM_STOPPED: ReadonlySet<VmStatus_State> = new Set([VmStatus_State.PENDING, VmStatus_State.STOPPED, VmStatus_State.CRASHED, VmStatus_State.ERROR]);
+export const VM_STOPPED: ReadonlySet<VmStatus_State> = new Set([VmStatus_State.PENDING, VmStatus_State.STOPPED, VmStatus_State.CRASHED, VmStatus_State.ERROR]);
 
 /**
  * SnapshotService's writes, the snapshot's own rules over the generic resource writer.
