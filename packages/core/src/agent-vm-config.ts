@@ -82,7 +82,8 @@ export function toAgentVmConfig(vmId: string, spec: VmSpec, volumePaths: Readonl
     },
     boot: direct ? { kernelPath: direct.kernelPath, initrdPath: direct.initrdPath, kernelArgs: direct.cmdline } : {},
     storage: agentDisks(spec, volumePaths),
-    network: spec.nics.map((n) => ({ id: n.id, macAddress: n.macAddress, tapDevice: agentTapName(vmId, n.id), interfaceType: NIC_TYPES[n.model] ?? NetworkInterfaceType.VIRTIO_NET })),
+    // A NIC on a port (PortService) opens the port's TAP, which the node's network data plane made; others get a TAP of their own.
+    network: spec.nics.map((n) => ({ id: n.id, macAddress: n.macAddress, ...(n.portId !== "" ? { portId: n.portId } : { tapDevice: agentTapName(vmId, n.id) }), interfaceType: NIC_TYPES[n.model] ?? NetworkInterfaceType.VIRTIO_NET })),
     console: { enabled: true, output: ConsoleOutput.BUFFER, consoleType: ConsoleType.SERIAL },
     metadata: { [CONTROL_PLANE_VM_ID_KEY]: vmId, ...(spec.haPolicy?.enabled ? { [HA_METADATA_KEY]: "1" } : {}) },
     ...(ci ? { cloudInit: { userData: ci.userData, metaData: ci.metaData, networkConfig: ci.networkConfig } } : {}),

@@ -265,6 +265,7 @@ export function checkPortSpec(v: Violations, name: string, spec: PortSpec | unde
     if (v.pattern(`spec.security_group_ids[${i}]`, id, ID_PATTERN, ID_DESCRIPTION) && groups.has(id)) v.add(`spec.security_group_ids[${i}]`, "DUPLICATE", `'${id}' is listed twice`);
     groups.add(id);
   });
+  if (spec.ownerVmId !== "") v.add("spec.owner_vm_id", "OUTPUT_ONLY", "is set by CreateVM for the ports it makes for a VM's NICs, never by a client");
   if (spec.portSecurityDisabled && spec.securityGroupIds.length > 0) v.add("spec.security_group_ids", "CONFLICT", "must be empty when port_security_disabled is set (no filtering applies)");
   if (spec.allowedAddressPairs.length > NETWORK_LIMITS.addressPairsMax) v.add("spec.allowed_address_pairs", "TOO_MANY", `at most ${NETWORK_LIMITS.addressPairsMax}, got ${spec.allowedAddressPairs.length}`);
   spec.allowedAddressPairs.forEach((p, i) => {

@@ -107,13 +107,13 @@ export function checkNetworkSpec(spec: NetworkSpec | undefined, p = "spec"): Che
       return x;
     };
     const gw = s.gatewayIp === "" ? undefined : inside(`${f}.gateway_ip`, s.gatewayIp);
-    many(v, `${f}.dns_servers`, s.dnsServers.length, 4);
+    many(v, `${f}.dns_servers`, s.dnsServers.length, 8);
     const dns = s.dnsServers.map((d, j) => ip(v, `${f}.dns_servers[${j}]`, d)).filter((d): d is string => d !== undefined);
     let svc: string | undefined;
     if (s.serviceAddress !== "") svc = inside(`${f}.service_address`, s.serviceAddress);
     else if (s.dhcpEnabled) v.add(`${f}.service_address`, "REQUIRED", "is required when dhcp_enabled (dnsmasq answers there)");
     if (svc !== undefined && svc === gw) v.add(`${f}.service_address`, "INVALID_VALUE", "must not be the gateway's address");
-    if (s.leaseSeconds !== 0) v.range(`${f}.lease_seconds`, s.leaseSeconds, 120, 2592000, "s");
+    if (s.leaseSeconds !== 0) v.range(`${f}.lease_seconds`, s.leaseSeconds, 120, 31536000, "s");
     subnets.push({ cidr: formatPrefix4(pre), gatewayIp: gw, dnsServers: dns, dhcp: s.dhcpEnabled, serviceAddress: svc, leaseSeconds: s.leaseSeconds || DEFAULT_LEASE });
   });
   const inSubnet = (x: string) => prefixes.some((q) => contains4(q, parseIp4(x)!));

@@ -1,6 +1,7 @@
 import { SecurityGroupSchema } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_pb.js";
 import { defineKind, textField, timeField } from "../resource/kind.js";
 import { NETWORK_IPAM } from "./virtual-network-kind.js";
+import { VOLUME_ATTACHER } from "./volume-kind.js";
 
 /** The name of the group every project has (created with the project's first network, port or group). */
 export const DEFAULT_SECURITY_GROUP = "default";
@@ -19,5 +20,5 @@ export const SECURITY_GROUP_KIND = defineKind(SecurityGroupSchema, {
   unique: { key: (g) => `${g.projectId}/${g.name}`, describe: (g) => `a security group named '${g.name}' already exists in project '${g.projectId}'` },
   projectScoped: true,
   // How many ports use the group: counted in the ports' own transactions.
-  owned: [{ path: "port_count", value: (g) => g.portCount, owners: [NETWORK_IPAM] }],
+  owned: [{ path: "port_count", value: (g) => g.portCount, owners: [NETWORK_IPAM, VOLUME_ATTACHER] }],
 });

@@ -1,5 +1,6 @@
 import { VirtualNetworkSchema } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import { defineKind, intField, textField, timeField } from "../resource/kind.js";
+import { VOLUME_ATTACHER } from "./volume-kind.js";
 
 /** The component that alone will write a network's observed state (state, nodes, conditions), once the data plane is connected. */
 export const NETWORK_CONTROLLER = "network-controller";
@@ -35,7 +36,8 @@ export const VIRTUAL_NETWORK_KIND = defineKind(VirtualNetworkSchema, {
     {
       path: "status.port_count",
       value: (n) => [n.status?.portCount ?? 0, n.status?.allocatedIpCount ?? 0, n.status?.availableIpCount ?? 0],
-      owners: [NETWORK_IPAM],
+      // CreateVM's commit (written as the attacher, which claims a VM's volumes and ports) makes its NICs' ports.
+      owners: [NETWORK_IPAM, VOLUME_ATTACHER],
     },
   ],
 });

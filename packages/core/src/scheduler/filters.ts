@@ -57,13 +57,23 @@ export const nodeSelectorFilter: Filter = (ctx, node) => {
 };
 
 /**
+ * The capabilities a NIC on a port needs of its node: the agent's network data plane
+ * (VMCP_NETWORK=on) with VXLAN (the overlay), security groups (nftables) and DHCP.
+ */
+export const PORT_NIC_CAPABILITIES = ["network-vxlan", "network-security-groups", "network-dhcp"] as const;
+
+/**
  * The node's hypervisor declares every capability the VM requires: those its placement
  * names, and those its spec implies (cloud-init data needs "cloud-init": the node's
- * agent builds the seed disk).
+ * agent builds the seed disk; a NIC on a port needs the network data plane).
  */
 export const capabilitiesFilter: Filter = (ctx, node) => {
   const caps = node.status?.hypervisor?.capabilities ?? [];
-  const required = [...(ctx.vm.spec?.placement?.requiredCapabilities ?? []), ...(ctx.vm.spec?.provisioning?.cloudInit ? ["cloud-init"] : [])];
+  const required = [
+    ...(ctx.vm.spec?.placement?.requiredCapabilities ?? []),
+    ...(ctx.vm.spec?.provisioning?.cloudInit ? ["cloud-init"] : []),
+    ...(ctx.vm.spec?.nics.some((n) => n.portId !== "") ? PORT_NIC_CAPABILITIES : []),
+  ];
   const missing = required.find((c) => !caps.includes(c));
   return missing === undefined ? undefined : other(`missing capability '${missing}'`);
 };

@@ -120,7 +120,7 @@ export class VmController {
     } catch (err) {
       if (err instanceof VolumesNotReady) {
         // Its volumes are being made on the node: PROVISIONING, looked at again when one changes (and soon anyway).
-        await this.status.provisioning(vm, err.message);
+        await this.status.provisioning(vm, err.message, err.condition);
         return { requeueAfterMs: PROVISIONING_RECHECK_MS };
       }
       if (err instanceof QuantixError && err.code === "unavailable") {

@@ -12,6 +12,8 @@ import { stateOf, withEditedStatus } from "./vm-status.js";
 export const POWER_STATE_REACHED = "PowerStateReached";
 /** The condition a VM waiting for its volumes carries (PROVISIONING). */
 export const VOLUMES_READY = "VolumesReady";
+/** The condition of a VM whose NICs' ports are being set up on its node (False while it waits). */
+export const NETWORKS_READY = "NetworksReady";
 
 /** The VM controller's writer of a VM's observed status (one owner, STYLE rule 2). */
 export class VmStatusWriter {
@@ -61,7 +63,7 @@ export class VmStatusWriter {
       } else if (obs.power === "running") {
         s.conditions = removeCondition(s.conditions, "Crashed");
       }
-      s.conditions = removeCondition(removeCondition(removeCondition(removeCondition(s.conditions, "NodeReachable"), "SpecAccepted"), POWER_STATE_REACHED), VOLUMES_READY);
+      s.conditions = [NETWORKS_READY, VOLUMES_READY, POWER_STATE_REACHED, "SpecAccepted", "NodeReachable"].reduce((list, type) => removeCondition(list, type), s.conditions);
       // Migrating=True outside a running migration is left from a control plane that stopped mid-way.
       if (s.conditions.some((c) => c.type === "Migrating" && c.status === ConditionStatus.TRUE)) {
         s.conditions = setCondition(s.conditions, { type: "Migrating", status: false, reason: "Interrupted", message: `the control plane stopped during the migration; the VM is observed on node '${s.nodeId}'`, generation: vm.generation }, now);
@@ -86,12 +88,12 @@ export class VmStatusWriter {
    * image being copied there): PROVISIONING with VolumesReady=False saying which. Removed
    * once the VM is observed on its node.
    */
-  provisioning(vm: VirtualMachine, why: string): Promise<void> {
+  provisioning(vm: VirtualMachine, why: string, condition: { type: string; reason: string } = { type: VOLUMES_READY, reason: "WaitingForVolumes" }): Promise<void> {
     const now = this.clock.now();
     return this.write(vm, (s) => {
       s.state = State.PROVISIONING;
       s.errorMessage = "";
-      s.conditions = setCondition(s.conditions, { type: VOLUMES_READY, status: false, reason: "WaitingForVolumes", message: why, generation: vm.generation }, now);
+      s.conditions = setCondition(s.conditions, { type: condition.type, status: false, reason: condition.reason, message: why, generation: vm.generation }, now);
     });
   }
 

@@ -25,19 +25,15 @@ import {
 type A = NetworkAllocation & Resource;
 type N = VirtualNetwork & Resource;
 
-/**
- * The condition every network and port carries until a controller sets them up on nodes:
- * the control plane stores them and allocates their addresses, and no agent builds the
- * bridges, tunnels and TAPs yet.
- */
+/** Why a network is on no node: no VM uses one of its ports (the network controller writes the same). */
+export const NETWORK_UNUSED = { reason: "NoPorts", message: "no VM uses a port of this network yet: it is set up on a node when a VM with a NIC on it is placed there" } as const;
+/** Why a port is on no node: no VM's NIC names it. */
+export const PORT_UNBOUND = { reason: "NotBound", message: "no VM uses this port: it is set up on a node when a VM's NIC names it (spec.nics[].port_id)" } as const;
+
+/** The Ready=False condition of a new network or port: on no node until a VM uses it. */
 export function notRealized(what: "network" | "port", nowMs: number): Condition {
-  return create(ConditionSchema, {
-    type: "Ready",
-    status: ConditionStatus.FALSE,
-    reason: "NotRealized",
-    message: `no node has set this ${what} up: the network data plane is not connected to the control plane yet (the ${what} is stored${what === "port" ? " and its addresses are allocated" : ""}, nothing more)`,
-    lastTransitionTime: timestampFromMs(nowMs),
-  });
+  const why = what === "network" ? NETWORK_UNUSED : PORT_UNBOUND;
+  return create(ConditionSchema, { type: "Ready", status: ConditionStatus.FALSE, reason: why.reason, message: why.message, lastTransitionTime: timestampFromMs(nowMs) });
 }
 
 /** A network's address counts with `allocations` addresses held by ports (the gateway counts as allocated). */

@@ -49,8 +49,8 @@ describe("virtual networks, ports and security groups over the API", () => {
     assert.equal(n.status!.state, VirtualNetworkState.PENDING);
     const ready = n.status!.conditions.find((c) => c.type === "Ready");
     assert.equal(ready?.status, ConditionStatus.FALSE);
-    assert.equal(ready?.reason, "NotRealized");
-    assert.match(ready!.message, /data plane is not connected/);
+    assert.equal(ready?.reason, "NoPorts");
+    assert.match(ready!.message, /no VM uses a port of this network yet/);
     assert.equal(n.status!.allocatedIpCount, 1, "the gateway");
     assert.equal(n.status!.availableIpCount, 253);
     const dflt = (await groups.listSecurityGroups({ projectId: DEFAULT_PROJECT_ID })).securityGroups.filter((g) => g.name === "default");
@@ -111,7 +111,7 @@ describe("virtual networks, ports and security groups over the API", () => {
     for (const p of ok) {
       assert.match(p.spec!.macAddress, /^52:54:00(:[0-9a-f]{2}){3}$/);
       assert.equal(p.status!.state, PortState.DOWN);
-      assert.equal(p.status!.conditions[0]?.reason, "NotRealized");
+      assert.equal(p.status!.conditions[0]?.reason, "NotBound");
       assert.equal(p.spec!.securityGroupIds.length, 1, "the project's default group");
     }
     assert.equal(new Set(ok.map((p) => p.spec!.macAddress)).size, 5);

@@ -3,6 +3,7 @@ import { randomInt } from "node:crypto";
 import { clone, create } from "@bufbuild/protobuf";
 import { VirtualNetworkSpecSchema, VirtualNetworkState, VirtualNetworkStatusSchema, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import { NetworkAllocationSchema } from "@quantix/api/gen/Quantixkvm/network/v1/network_allocation_pb.js";
+import { PortDeviceOwner } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { UpdateVirtualNetworkRequestSchema, type CreateVirtualNetworkRequest, type DeleteVirtualNetworkRequest, type UpdateVirtualNetworkRequest } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
 import {
   addressPlanOf,
@@ -175,12 +176,21 @@ export class VirtualNetworkService {
     for (let attempt = 1; ; attempt++) {
       const cur = await this.deps.store.of(VIRTUAL_NETWORK_KIND).get(req.id);
       if (!cur) throw notFound("virtual network", req.id);
+      // The system's DHCP ports (one per node the network is on) go with the network; any other port refuses the delete.
+      const system: Resource[] = [];
       if ((cur.status?.portCount ?? 0) > 0) {
         const ports: string[] = [];
-        for await (const p of allOf(this.deps.store.of(PORT_KIND), { where: { network_id: cur.id } })) ports.push(`'${p.id}'${p.name ? ` (${p.name})` : ""}`);
-        throw new QuantixError("failed_precondition", `virtual network '${cur.id}' has ${ports.length || cur.status?.portCount} port(s): ${ports.slice(0, 20).join(", ")}${ports.length > 20 ? ", ..." : ""}; delete them first`);
+        for await (const p of allOf(this.deps.store.of(PORT_KIND), { where: { network_id: cur.id } })) {
+          if (p.status?.deviceOwner === PortDeviceOwner.DHCP) system.push(p);
+          else ports.push(`'${p.id}'${p.name ? ` (${p.name})` : ""}${p.status?.deviceId ? ` used by VM '${p.status.deviceId}'` : ""}`);
+        }
+        if (ports.length > 0 || system.length === 0) throw new QuantixError("failed_precondition", `virtual network '${cur.id}' has ${ports.length || cur.status?.portCount} port(s): ${ports.slice(0, 20).join(", ")}${ports.length > 20 ? ", ..." : ""}; delete them first`);
       }
       const ops: TxOp[] = [{ op: "delete", kind: VIRTUAL_NETWORK_KIND as never, object: cur }];
+      for (const p of system) {
+        ops.push({ op: "delete", kind: PORT_KIND as never, object: p });
+        for await (const a of allOf(this.deps.store.of(NETWORK_ALLOCATION_KIND), { where: { port_id: p.id } })) ops.push({ op: "delete", kind: NETWORK_ALLOCATION_KIND as never, object: a });
+      }
       const vni = await this.deps.store.of(NETWORK_ALLOCATION_KIND).get(vniAllocationId(cur.spec?.vni ?? 0));
       if (vni && vni.networkId === cur.id) ops.push({ op: "delete", kind: NETWORK_ALLOCATION_KIND as never, object: vni });
       try {

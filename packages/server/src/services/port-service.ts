@@ -1,8 +1,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
-import { randomBytes, randomInt } from "node:crypto";
+import { randomInt } from "node:crypto";
 import { clone, create } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { PortDeviceOwner, PortSchema, PortSpecSchema, PortState, PortStatusSchema, type Port } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
+import { PortDeviceOwner, PortSpecSchema, type Port } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { UpdatePortRequestSchema, type CreatePortRequest, type DeletePortRequest, type UpdatePortRequest } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
 import type { VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import { NetworkAllocationSchema } from "@quantix/api/gen/Quantixkvm/network/v1/network_allocation_pb.js";
@@ -14,8 +13,6 @@ import {
   commonViolations,
   DEFAULT_PROJECT_ID,
   ID_PATTERN,
-  invalidArgument,
-  macFromBytes,
   NETWORK_ALLOCATION_KIND,
   NETWORK_IPAM,
   NO_USAGE,
@@ -28,7 +25,6 @@ import {
   VIRTUAL_NETWORK_KIND,
   Violations,
   type Clock,
-  type FieldViolation,
   type IdGenerator,
   type Resource,
   type Store,
@@ -38,7 +34,8 @@ import {
 import { QuotaLedger } from "../quota/quota-ledger.js";
 import { ResourceWriter } from "../resources/resource-writer.js";
 import { requireWellFormedId } from "../resources/resource-service.js";
-import { allocationsOf, claimOps, exhausted, groupCountOps, networkCountOp, notRealized, pickFree } from "./ipam.js";
+import { claimOps, groupCountOps, networkCountOp } from "./ipam.js";
+import { PortDraft, takenAddress } from "./port-draft.js";
 
 type P = Port & Resource;
 type N = VirtualNetwork & Resource;
@@ -127,70 +124,23 @@ export class PortService {
     throwIfViolations([...v.list, ...commonViolations(req)]);
     const spec = clone(PortSpecSchema, req.spec!);
     const projectId = req.projectId || DEFAULT_PROJECT_ID;
-    const net = await this.deps.store.of(VIRTUAL_NETWORK_KIND).get(spec.networkId);
-    // A network of another project is not told apart from a missing one.
-    if (!net || net.projectId !== projectId) throw notFound("virtual network", spec.networkId);
-    const plan = addressPlanOf(net);
-    const bad: FieldViolation[] = [];
-    spec.fixedIps.forEach((ip, i) => {
-      const why = unusableAddress(plan, ip);
-      if (why) bad.push({ field: `spec.fixed_ips[${i}]`, reason: "OUT_OF_RANGE", description: why });
-    });
-    throwIfViolations(bad);
-    if (spec.securityGroupIds.length === 0 && !spec.portSecurityDisabled) spec.securityGroupIds = [(await this.deps.ensureDefaultGroup(projectId)).id];
-    for (const [i, id] of spec.securityGroupIds.entries()) {
-      const g = await this.deps.store.of(SECURITY_GROUP_KIND).get(id);
-      if (!g || g.projectId !== projectId) throw invalidArgument([{ field: `spec.security_group_ids[${i}]`, reason: "NOT_FOUND", description: `security group '${id}' does not exist in project '${projectId}'` }]);
-    }
-    if (req.name !== "") await this.refuseTakenName(net, req.name);
-    const macGiven = spec.macAddress !== "";
-    const random = this.deps.random ?? Math.random;
+    const draft = await PortDraft.open(
+      { store: this.deps.store, ids: this.deps.ids, ensureDefaultGroup: this.deps.ensureDefaultGroup, random: this.deps.random ?? Math.random },
+      { projectId, name: req.name, labels: req.labels, description: req.description },
+      spec,
+    );
+    if (req.name !== "") await this.refuseTakenName(draft.net, req.name);
     for (let attempt = 1; ; attempt++) {
-      if (!macGiven) spec.macAddress = macFromBytes(randomBytes(3));
-      const held = await allocationsOf(this.deps.store, net.id);
-      let addresses: { address: string; requested: boolean }[];
-      if (spec.fixedIps.length > 0) {
-        for (const ip of spec.fixedIps) {
-          const h = held.get(ip);
-          if (h) throw takenAddress(net, ip, h.portId);
-        }
-        addresses = spec.fixedIps.map((address) => ({ address, requested: true }));
-      } else {
-        const free = pickFree(plan, new Set(held.keys()), random);
-        if (!free) throw exhausted(net, plan);
-        addresses = [{ address: free, requested: false }];
-      }
-      const nowMs = this.deps.clock.now();
-      const ts = timestampFromMs(nowMs);
-      const port = create(PortSchema, {
-        id: this.deps.ids.newId(),
-        name: req.name,
-        projectId,
-        labels: req.labels,
-        description: req.description,
-        spec: { ...spec, fixedIps: addresses.map((a) => a.address) },
-        status: create(PortStatusSchema, { state: PortState.DOWN, conditions: [notRealized("port", nowMs)] }),
-        createdAt: ts,
-        updatedAt: ts,
-        generation: 1n,
-      }) as P;
-      const ops: TxOp[] = [
-        { op: "create", kind: PORT_KIND as never, object: port },
-        ...claimOps(net, port.id, projectId, addresses, nowMs),
-        networkCountOp(net.id, 1, addresses.length, port.spec!.fixedIps, nowMs),
-        ...groupCountOps(spec.securityGroupIds, 1, nowMs),
-      ];
+      const tried = await draft.attempt({ nowMs: this.deps.clock.now() });
       try {
-        const [created] = await this.deps.store.commit(ops, { actor: NETWORK_IPAM });
+        const [created] = await this.deps.store.commit(tried.ops, { actor: NETWORK_IPAM });
         return created as P;
       } catch (err) {
         if (!(err instanceof QuantixError) || (err.code !== "already_exists" && err.code !== "aborted") || attempt >= ATTEMPTS) throw err;
         if (err.code === "already_exists") {
-          const lost = await this.lostAddress(net.id, addresses.map((a) => a.address));
-          // A requested address is refused naming its holder; an allocated one is picked again.
-          if (lost) {
-            if (spec.fixedIps.length > 0) throw takenAddress(net, lost.address, lost.holder);
-          } else if (macGiven) throw err;
+          // A requested address is refused naming its holder; an allocated one (or a drawn MAC) is picked again.
+          const why = await draft.explain(tried.port);
+          if (why !== "retry") throw why ?? err;
         }
       }
     }
@@ -275,15 +225,7 @@ export class PortService {
       const owner = cur.status?.deviceOwner ?? PortDeviceOwner.UNSPECIFIED;
       if (owner !== PortDeviceOwner.UNSPECIFIED && owner !== PortDeviceOwner.VM) throw new QuantixError("failed_precondition", `port '${cur.id}' belongs to the system (${PortDeviceOwner[owner]} of '${cur.status?.deviceId}')`);
       if ((cur.status?.deviceId ?? "") !== "") throw new QuantixError("failed_precondition", `port '${cur.id}' is used by VM '${cur.status?.deviceId}': remove the NIC from the VM first`);
-      const claims: Resource[] = [];
-      for await (const a of allOf(this.deps.store.of(NETWORK_ALLOCATION_KIND), { where: { port_id: cur.id } })) claims.push(a);
-      const nowMs = this.deps.clock.now();
-      const ops: TxOp[] = [
-        { op: "delete", kind: PORT_KIND as never, object: cur },
-        ...claims.map((a) => ({ op: "delete" as const, kind: NETWORK_ALLOCATION_KIND as never, object: a })),
-        networkCountOp(cur.spec?.networkId ?? "", -1, -claims.length, [], nowMs),
-        ...groupCountOps(cur.spec?.securityGroupIds ?? [], -1, nowMs),
-      ];
+      const ops = await portDeleteOps(this.deps.store, cur, this.deps.clock.now());
       try {
         await this.deps.store.commit(ops, { actor: NETWORK_IPAM });
         return;
@@ -294,10 +236,21 @@ export class PortService {
   }
 }
 
-/** ALREADY_EXISTS naming the address and the port holding it. */
-function takenAddress(net: N, address: string, holder: string): QuantixError {
-  return new QuantixError("already_exists", `address ${address} on virtual network '${net.id}' is already held by port '${holder}'`);
-}
 
 /** A random number source for address picks (tests may make it fixed). */
 export const randomFraction = (): number => randomInt(0, 2 ** 31) / 2 ** 31;
+
+/**
+ * The ops that delete port `cur` (as read; the commit fails ABORTED if it changed): the
+ * port, its address allocations, the network's counts and its groups' use counts.
+ */
+export async function portDeleteOps(store: Store, cur: P, nowMs: number): Promise<TxOp[]> {
+  const claims: Resource[] = [];
+  for await (const a of allOf(store.of(NETWORK_ALLOCATION_KIND), { where: { port_id: cur.id } })) claims.push(a);
+  return [
+    { op: "delete", kind: PORT_KIND as never, object: cur },
+    ...claims.map((a) => ({ op: "delete" as const, kind: NETWORK_ALLOCATION_KIND as never, object: a })),
+    networkCountOp(cur.spec?.networkId ?? "", -1, -claims.length, [], nowMs),
+    ...groupCountOps(cur.spec?.securityGroupIds ?? [], -1, nowMs),
+  ];
+}

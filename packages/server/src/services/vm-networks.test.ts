@@ -1,36 +1,117 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { Code } from "@connectrpc/connect";
+import { Code, createClient, type Client, type ConnectError } from "@connectrpc/connect";
 import { BadRequestSchema } from "@quantix/api/gen/google/rpc/error_details_pb.js";
-import { rejection, startTestServer, type TestServer } from "@quantix/testing";
+import { NetworkType } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import { VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
+import { PortDeviceOwner } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
+import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
+import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
+import { VmStatus_State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
 
 const WEB = "11111111-1111-1111-1111-111111111111";
 const spec = { cpu: { cores: 1 }, memory: { sizeMib: 512n } };
+const fields = (e: ConnectError) => e.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations.map((v) => v.field));
 
-// No network exists until the networking service is built: a NIC would boot with a TAP
-// that is down and on no bridge, so the API refuses it instead of reporting RUNNING.
-describe("NICs on networks that do not exist", () => {
+// A VM's NICs on virtual networks, through the real API (memory store, the demo's
+// simulated hosts, which have no network data plane): CreateVM makes or binds the NICs'
+// ports in its own commit, refuses bad references naming the field, and the network
+// controller deletes a VM's own ports (and unbinds others) when the VM goes.
+describe("VM NICs on virtual networks", () => {
   let s: TestServer;
+  let nets: Client<typeof VirtualNetworkService>;
+  let ports: Client<typeof PortService>;
+  let groups: Client<typeof SecurityGroupService>;
+  let netId: string;
+
   before(async () => {
     s = await startTestServer();
+    nets = createClient(VirtualNetworkService, s.transport);
+    ports = createClient(PortService, s.transport);
+    groups = createClient(SecurityGroupService, s.transport);
+    netId = (await nets.createVirtualNetwork({ name: "vmnets", spec: { type: NetworkType.VXLAN, cidr: "10.60.0.0/24" } })).id;
   });
   after(() => s.close());
 
-  it("CreateVM with a NIC is FAILED_PRECONDITION naming the network and the NIC's field path, and creates nothing", async () => {
-    const err = await rejection(s.vms.createVM({ name: "nic-vm", spec: { ...spec, nics: [{ id: "eth0", networkId: "no-such-net" }] }, startOnCreate: true }));
+  it("CreateVM with a NIC naming a network makes the VM's own port, bound to the NIC, in the same commit", async () => {
+    const before = (await nets.getVirtualNetwork({ id: netId })).status!.portCount;
+    const vm = await s.vms.createVM({ name: "nic-vm", spec: { ...spec, nics: [{ id: "eth0", networkId: netId }] } });
+    const nic = vm.spec!.nics[0]!;
+    assert.match(nic.portId, /^[0-9a-f-]{36}$/);
+    assert.match(nic.macAddress, /^52:54:00(:[0-9a-f]{2}){3}$/);
+    const port = await ports.getPort({ id: nic.portId });
+    assert.equal(port.spec!.ownerVmId, vm.id);
+    assert.equal(port.spec!.macAddress, nic.macAddress);
+    assert.equal(port.spec!.networkId, netId);
+    assert.equal(port.spec!.fixedIps.length, 1);
+    assert.equal(port.spec!.securityGroupIds.length, 1, "the project's default group");
+    assert.equal(port.status!.deviceOwner, PortDeviceOwner.VM);
+    assert.equal(port.status!.deviceId, vm.id);
+    assert.equal(port.status!.nicId, "eth0");
+    assert.equal((await nets.getVirtualNetwork({ id: netId })).status!.portCount, before + 1);
+    // A port a VM uses cannot be deleted.
+    const err = await rejection(ports.deletePort({ id: port.id }));
     assert.equal(err.code, Code.FailedPrecondition, err.message);
-    assert.match(err.rawMessage, /spec\.nics\[0\]\.network_id/);
-    assert.match(err.rawMessage, /network 'no-such-net', which does not exist/);
-    const fields = err.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations.map((v) => v.field));
-    assert.deepEqual(fields, ["spec.nics[0].network_id"]);
-    assert.equal((await s.vms.listVMs({})).vms.some((v) => v.name === "nic-vm"), false);
+    // Deleting the VM deletes its own port (the network controller, once the VM is gone) and frees the address.
+    await s.vms.deleteVM({ id: vm.id });
+    await until(async () => ((await rejection(ports.getPort({ id: port.id }))).code === Code.NotFound ? true : undefined), "the VM's port is deleted", 15_000, 50);
+    assert.equal((await nets.getVirtualNetwork({ id: netId })).status!.portCount, before);
   });
 
-  it("UpdateVM that adds a NIC is refused the same way; the VM is unchanged", async () => {
-    const vm = await s.vms.createVM({ name: "no-nic-vm", spec });
-    const err = await rejection(s.vms.updateVM({ id: vm.id, spec: { ...spec, nics: [{ id: "eth0", networkId: "default" }] }, updateMask: { paths: ["spec.nics"] } }));
+  it("a NIC naming an existing port binds it; a second VM naming it is FAILED_PRECONDITION; the port is unbound when its VM goes", async () => {
+    const port = await ports.createPort({ name: "pre", spec: { networkId: netId, fixedIps: ["10.60.0.77"] } });
+    const vm = await s.vms.createVM({ name: "port-vm", spec: { ...spec, nics: [{ id: "eth0", portId: port.id }] } });
+    assert.equal(vm.spec!.nics[0]!.networkId, netId);
+    assert.equal(vm.spec!.nics[0]!.macAddress, port.spec!.macAddress);
+    const bound = await ports.getPort({ id: port.id });
+    assert.equal(bound.status!.deviceId, vm.id);
+    const err = await rejection(s.vms.createVM({ name: "thief", spec: { ...spec, nics: [{ id: "eth0", portId: port.id }] } }));
     assert.equal(err.code, Code.FailedPrecondition, err.message);
-    assert.match(err.rawMessage, /spec\.nics\[0\]\.network_id: attaches to network 'default'/);
+    assert.match(err.rawMessage, new RegExp(`spec\\.nics\\[0\\]\\.port_id: port '${port.id}' is used by VM '${vm.id}'`));
+    assert.equal((await s.vms.listVMs({})).vms.some((v) => v.name === "thief"), false);
+    await s.vms.deleteVM({ id: vm.id });
+    const freed = await until(async () => {
+      const p = await ports.getPort({ id: port.id });
+      return p.status!.deviceId === "" ? p : undefined;
+    }, "the port is unbound", 15_000, 50);
+    assert.equal(freed.spec!.fixedIps[0], "10.60.0.77", "a port made with CreatePort outlives the VM");
+    await ports.deletePort({ id: port.id });
+  });
+
+  it("bad NIC references are refused naming the field, and nothing is created", async () => {
+    const countBefore = (await nets.getVirtualNetwork({ id: netId })).status!.portCount;
+    const missing = await rejection(s.vms.createVM({ name: "nic-bad", spec: { ...spec, nics: [{ id: "eth0", networkId: "0a0a0a0a-0000-4000-8000-000000000000" }] } }));
+    assert.equal(missing.code, Code.NotFound, missing.message);
+    assert.match(missing.rawMessage, /spec\.nics\[0\]\.network_id: virtual network '0a0a0a0a-0000-4000-8000-000000000000' not found/);
+    const badGroup = await rejection(s.vms.createVM({ name: "nic-bad", spec: { ...spec, nics: [{ id: "eth0", networkId: netId, securityGroups: ["0b0b0b0b-0000-4000-8000-000000000000"] }] } }));
+    assert.equal(badGroup.code, Code.InvalidArgument, badGroup.message);
+    assert.deepEqual(fields(badGroup), ["spec.nics[0].security_groups[0]"]);
+    const port = await ports.createPort({ spec: { networkId: netId } });
+    const contradict = await rejection(s.vms.createVM({ name: "nic-bad", spec: { ...spec, nics: [{ id: "eth0", portId: port.id, macAddress: "02:00:00:00:00:99", securityGroups: [(await groups.listSecurityGroups({})).securityGroups[0]!.id] }] } }));
+    assert.equal(contradict.code, Code.InvalidArgument, contradict.message);
+    assert.deepEqual(fields(contradict), ["spec.nics[0].mac_address", "spec.nics[0].security_groups"]);
+    assert.equal((await s.vms.listVMs({})).vms.some((v) => v.name === "nic-bad"), false);
+    await ports.deletePort({ id: port.id });
+    assert.equal((await nets.getVirtualNetwork({ id: netId })).status!.portCount, countBefore);
+  });
+
+  it("a VM with a NIC on a port waits for a node with a network data plane: the demo's simulated hosts have none", async () => {
+    const vm = await s.vms.createVM({ name: "nic-wait", spec: { ...spec, nics: [{ id: "eth0", networkId: netId }] }, startOnCreate: true });
+    const seen = await until(async () => {
+      const v = await s.vms.getVM({ id: vm.id });
+      const c = v.status?.conditions.find((x) => x.type === "Scheduled");
+      return c && /missing capability 'network-vxlan'/.test(c.message) ? v : undefined;
+    }, "the scheduler says why", 15_000, 50);
+    assert.equal(seen.status!.state, VmStatus_State.PENDING);
+    await s.vms.deleteVM({ id: vm.id, force: true });
+  });
+
+  it("UpdateVM that adds a NIC is UNIMPLEMENTED naming it; the VM is unchanged", async () => {
+    const vm = await s.vms.createVM({ name: "no-nic-vm", spec });
+    const err = await rejection(s.vms.updateVM({ id: vm.id, spec: { ...spec, nics: [{ id: "eth0", networkId: netId }] }, updateMask: { paths: ["spec.nics"] } }));
+    assert.equal(err.code, Code.Unimplemented, err.message);
+    assert.match(err.rawMessage, /NIC 'eth0'/);
     const now = await s.vms.getVM({ id: vm.id });
     assert.equal(now.spec?.nics.length, 0);
     assert.equal(now.resourceVersion, vm.resourceVersion);

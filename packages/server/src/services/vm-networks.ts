@@ -1,26 +1,157 @@
-import type { VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { QuantixError, type FieldViolation } from "@quantix/core";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { VmSpec, VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { PortDeviceOwner, PortSpecSchema, type Port } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
+import { invalidArgument, PORT_KIND, QuantixError, type FieldViolation, type IdGenerator, type Resource, type Store, type TxOp } from "@quantix/core";
+import { boundStatus, PortDraft, type PortAttempt } from "./port-draft.js";
+
+type P = Port & Resource;
+
+/** What CreateVM needs to make and bind its NICs' ports. */
+export interface NicPortDeps {
+  readonly store: Store;
+  readonly ids: IdGenerator;
+  readonly ensureDefaultGroup: (projectId: string) => Promise<{ id: string }>;
+  readonly random?: () => number;
+}
 
 /**
- * Refuses NICs that cannot work: a NIC attaches to a virtual network, and networks and
- * ports exist only in the control plane so far (no node sets them up, no NIC is bound to
- * a port), so a VM with a NIC would boot with a TAP device that is down and on no
- * bridge, and be reported RUNNING. FAILED_PRECONDITION names each NIC's field path and
- * network. Only NICs the write adds or moves to another network are checked (`cur` is
- * the VM before an update): VMs stored with NICs before (the demo's) can still be updated.
+ * A VM's NICs on ports (issue 14), planned before CreateVM's commit: a NIC naming a
+ * network gets a new port of the VM's own (spec.owner_vm_id, deleted with the VM; its
+ * address from the network's range, its MAC the NIC's or drawn, its security groups the
+ * NIC's or the project's default); a NIC naming a port (port_id) binds that port, which
+ * must be in the VM's project and unused. Either way the NIC's port_id, network_id and
+ * mac_address are filled in from the port, and the ports are created or bound in the
+ * VM's own commit: a VM never exists with a NIC whose port does not, and no port is
+ * left behind by a create that failed.
  */
-export function refuseNicsWithoutNetwork(spec: VmSpec, cur: VmSpec | undefined): void {
-  const before = new Map((cur?.nics ?? []).map((n) => [n.id, n.networkId]));
-  const violations: FieldViolation[] = [];
-  spec.nics.forEach((nic, i) => {
-    if (before.has(nic.id) && before.get(nic.id) === nic.networkId) return;
-    const what = nic.networkId === "" ? "names no network" : `attaches to network '${nic.networkId}', which does not exist or cannot take a VM's NIC yet`;
-    violations.push({
-      field: `spec.nics[${i}].network_id`,
-      reason: "NETWORK_NOT_FOUND",
-      description: `${what}: VirtualNetworkService and PortService store networks and ports, but no NIC is bound to a port until the network data plane is connected; create the VM without spec.nics`,
-    });
-  });
-  if (violations.length === 0) return;
-  throw new QuantixError("failed_precondition", `cannot attach the VM's NICs: ${violations.map((v) => `${v.field}: ${v.description}`).join("; ")}`, violations);
+export class NicPorts {
+  private constructor(
+    private readonly drafts: ReadonlyMap<number, PortDraft>,
+    private readonly bound: ReadonlyMap<number, P>,
+  ) {}
+
+  /** Whether the VM has NICs on ports at all. */
+  get empty(): boolean {
+    return this.drafts.size + this.bound.size === 0;
+  }
+
+  /**
+   * Reads and checks the NICs of `spec` (which is changed: NICs naming a port get its
+   * network and MAC). NOT_FOUND naming `spec.nics[i].network_id` or `.port_id` for a
+   * network or port missing or of another project; FAILED_PRECONDITION for a port another
+   * VM uses; INVALID_ARGUMENT for a NIC that contradicts its port.
+   */
+  static async plan(deps: NicPortDeps, projectId: string, vmName: string, spec: VmSpec): Promise<NicPorts> {
+    const drafts = new Map<number, PortDraft>();
+    const bound = new Map<number, P>();
+    const bad: FieldViolation[] = [];
+    const seen = new Map<string, number>();
+    for (const [i, nic] of spec.nics.entries()) {
+      const f = `spec.nics[${i}]`;
+      if (nic.portId !== "") {
+        const port = await deps.store.of(PORT_KIND).get(nic.portId);
+        // A port of another project is not told apart from a missing one.
+        if (!port || port.projectId !== projectId) throw new QuantixError("not_found", `${f}.port_id: port '${nic.portId}' not found in the VM's project`);
+        if (seen.has(port.id)) bad.push({ field: `${f}.port_id`, reason: "DUPLICATE", description: `port '${port.id}' is also spec.nics[${seen.get(port.id)}]'s: a port is one NIC` });
+        seen.set(port.id, i);
+        const user = port.status?.deviceId ?? "";
+        if (user !== "") throw new QuantixError("failed_precondition", `${f}.port_id: port '${port.id}' is used by ${PortDeviceOwner[port.status!.deviceOwner]} '${user}'`);
+        if (nic.networkId !== "" && nic.networkId !== port.spec?.networkId) bad.push({ field: `${f}.network_id`, reason: "CONFLICT", description: `port '${port.id}' is on virtual network '${port.spec?.networkId}', not '${nic.networkId}' (leave network_id empty)` });
+        if (nic.macAddress !== "" && nic.macAddress !== port.spec?.macAddress) bad.push({ field: `${f}.mac_address`, reason: "CONFLICT", description: `port '${port.id}' has MAC ${port.spec?.macAddress} (leave mac_address empty, or change the port's)` });
+        if (nic.securityGroups.length > 0) bad.push({ field: `${f}.security_groups`, reason: "CONFLICT", description: `a NIC on an existing port uses the port's security groups: set them with UpdatePort (spec.security_group_ids of port '${port.id}')` });
+        nic.networkId = port.spec?.networkId ?? "";
+        nic.macAddress = port.spec?.macAddress ?? "";
+        bound.set(i, port);
+        continue;
+      }
+      const portSpec = create(PortSpecSchema, { networkId: nic.networkId, macAddress: nic.macAddress, securityGroupIds: [...nic.securityGroups] });
+      drafts.set(
+        i,
+        await PortDraft.open(
+          { store: deps.store, ids: deps.ids, ensureDefaultGroup: deps.ensureDefaultGroup, random: deps.random ?? Math.random },
+          { projectId, name: "", labels: {}, description: `NIC ${nic.id} of VM '${vmName}'` },
+          portSpec,
+          { networkId: `${f}.network_id`, fixedIps: `${f}.fixed_ips`, securityGroupIds: `${f}.security_groups` },
+        ),
+      );
+    }
+    if (bad.length > 0) throw invalidArgument(bad);
+    return new NicPorts(drafts, bound);
+  }
+
+  /**
+   * One try: new ports picked afresh (their ids, addresses and MACs written into `spec`'s
+   * NICs) and the commit ops, given the VM once it has its id: the new ports created bound
+   * to it, the existing ones bound under the commit's lock (a port another VM took
+   * meanwhile refuses the commit, naming that VM).
+   */
+  async attempt(spec: VmSpec, nowMs: number): Promise<{ tried: PortAttempt[]; ops: (vm: VirtualMachine) => TxOp[] }> {
+    const tried: PortAttempt[] = [];
+    for (const [i, draft] of this.drafts) {
+      const t = await draft.attempt({ nowMs });
+      const nic = spec.nics[i]!;
+      nic.portId = t.port.id;
+      nic.macAddress = t.port.spec!.macAddress;
+      tried.push(t);
+    }
+    const nicOf = new Map(tried.map((t, k) => [t.port.id, [...this.drafts.keys()][k]!]));
+    return {
+      tried,
+      ops: (vm) => [
+        ...tried.flatMap((t) => {
+          const nic = vm.spec!.nics[nicOf.get(t.port.id)!]!;
+          t.port.spec!.ownerVmId = vm.id;
+          t.port.status = boundStatus(vm.id, nic.id, nowMs);
+          return t.ops;
+        }),
+        ...[...this.bound].map(([i, port]) => bindOp(port.id, vm.id, vm.spec!.nics[i]!.id, nowMs)),
+      ],
+    };
+  }
+
+  /** After the VM's commit failed ALREADY_EXISTS: "retry", the error to answer, or undefined (not a port's). */
+  async explain(tried: readonly PortAttempt[]): Promise<"retry" | QuantixError | undefined> {
+    const drafts = [...this.drafts.values()];
+    for (const [k, t] of tried.entries()) {
+      const why = await drafts[k]!.explain(t.port);
+      if (why !== undefined) return why;
+    }
+    return undefined;
+  }
 }
+
+/** Binds port `portId` to NIC `nicId` of VM `vmId` under the commit's lock (FAILED_PRECONDITION when another device took it). */
+function bindOp(portId: string, vmId: string, nicId: string, nowMs: number): TxOp {
+  return {
+    op: "update",
+    kind: PORT_KIND as never,
+    object: { id: portId, resourceVersion: 0n },
+    mutate: (cur) => {
+      const p = cur as P;
+      const user = p.status?.deviceId ?? "";
+      if (user !== "" && user !== vmId) throw new QuantixError("failed_precondition", `port '${p.id}' is used by '${user}'`);
+      p.status = { ...boundStatus(vmId, nicId, nowMs), observedGeneration: p.status?.observedGeneration ?? 0n };
+      p.updatedAt = timestampFromMs(nowMs);
+      return p;
+    },
+  };
+}
+
+/**
+ * Refuses NIC changes after creation: adding, removing or moving a NIC would need its
+ * port made, bound or released in the update and, on a running VM, hot-plugged, which is
+ * not built yet (UNIMPLEMENTED naming the NICs). Only NICs the write changes are checked.
+ */
+export function refuseNicChanges(spec: VmSpec, cur: VmSpec): void {
+  const key = (n: VmSpec["nics"][number]) => `${n.id}|${n.networkId}|${n.portId}|${n.macAddress}|${n.model}|${n.securityGroups.join(",")}`;
+  const before = new Set(cur.nics.map(key));
+  const after = new Set(spec.nics.map(key));
+  const changed = [...spec.nics.filter((n) => !before.has(key(n))).map((n) => n.id), ...cur.nics.filter((n) => !after.has(key(n))).map((n) => n.id)];
+  if (changed.length === 0) return;
+  throw new QuantixError(
+    "unimplemented",
+    `changing a VM's NICs after it was created is not built yet (NIC ${[...new Set(changed)].map((id) => `'${id}'`).join(", ")}): create the VM with its NICs in spec.nics (a network_id makes a port, a port_id uses one)`,
+  );
+}
+

@@ -8,7 +8,7 @@ import { checkPowerAction, DEFAULT_PROJECT_ID, invalidArgument, notFound, Quanti
 import { ResourceWriter } from "../resources/resource-writer.js";
 import { QuotaLedger, vmCharging } from "../quota/quota-ledger.js";
 import { awaitsReview } from "../controllers/scheduler/binding-review.js";
-import { refuseNicsWithoutNetwork } from "./vm-networks.js";
+import { NicPorts, refuseNicChanges } from "./vm-networks.js";
 import { claimOps, readVolumeDisks } from "../storage/vm-volumes.js";
 import { ownedVolumeOps, planOwnedVolumes } from "../storage/vm-owned-volumes.js";
 
@@ -19,7 +19,12 @@ export interface VmServiceDeps {
   readonly ids: IdGenerator;
   /** Charges creates, resizes and removals to the project's quota (default: use counted, only the absent defaults as limits). */
   readonly ledger?: QuotaLedger;
+  /** The project's default security group, made on first use (a NIC's new port without security groups gets it). */
+  readonly ensureDefaultGroup?: (projectId: string) => Promise<{ id: string }>;
 }
+
+/** Tries at a CreateVM whose NIC's port lost its picked address (or drawn MAC) to a concurrent commit. */
+const PORT_ATTEMPTS = 64;
 
 /**
  * VM create, update and delete, the VM's own rules over the generic resource writer
@@ -61,20 +66,32 @@ export class VmService {
     volumePlacement([...reaches, ...owned.reaches]);
     const ownedIds = new Set(owned.volumes.map((v) => v.id));
     const claimed = (vm: VirtualMachine) => create(VmSpecSchema, { ...vm.spec!, disks: vm.spec!.disks.filter((d) => !ownedIds.has(d.volumeId)) });
-    return this.writer.create(
-      {
-        name: req.name,
-        projectId,
-        labels: req.labels,
-        description: req.description,
-        spec,
-        // No node yet, even when pinned: only the scheduler assigns nodes, with every filter.
-        status: create(VmStatusSchema, { state: running ? State.PENDING : State.STOPPED }),
-      },
-      reaches.length + owned.volumes.length > 0
-        ? { actor: VOLUME_ATTACHER, usage: owned.usage, ops: (vm) => [...ownedVolumeOps(owned, vm.id, vm.spec!, nowMs), ...claimOps(vm.id, claimed(vm), "", nowMs)] }
-        : undefined,
-    );
+    // NICs: a port made for each NIC naming a network, or the port it names, bound in the same commit.
+    const ports = await NicPorts.plan({ store: this.deps.store, ids: this.deps.ids, ensureDefaultGroup: this.deps.ensureDefaultGroup ?? noDefaultGroup }, projectId, req.name, spec);
+    const volumeOps = (vm: VirtualMachine) => [...ownedVolumeOps(owned, vm.id, vm.spec!, nowMs), ...claimOps(vm.id, claimed(vm), "", nowMs)];
+    for (let attempt = 1; ; attempt++) {
+      const tried = ports.empty ? undefined : await ports.attempt(spec, nowMs);
+      const any = reaches.length + owned.volumes.length > 0 || tried !== undefined;
+      try {
+        return await this.writer.create(
+          {
+            name: req.name,
+            projectId,
+            labels: req.labels,
+            description: req.description,
+            spec,
+            // No node yet, even when pinned: only the scheduler assigns nodes, with every filter.
+            status: create(VmStatusSchema, { state: running ? State.PENDING : State.STOPPED }),
+          },
+          any ? { actor: VOLUME_ATTACHER, usage: owned.usage, ops: (vm) => [...volumeOps(vm), ...(tried ? tried.ops(vm) : [])] } : undefined,
+        );
+      } catch (err) {
+        if (!tried || !(err instanceof QuantixError) || err.code !== "already_exists" || attempt >= PORT_ATTEMPTS) throw err;
+        // A NIC's port lost its address to another port's commit: pick again; an address asked for is refused naming its holder.
+        const why = await ports.explain(tried.tried);
+        if (why !== "retry") throw why ?? err;
+      }
+    }
   }
 
   /**
@@ -105,10 +122,10 @@ export class VmService {
       else delete spec.reboot;
     }
     for (const nic of spec.nics) if (nic.macAddress === "") nic.macAddress = this.newMac();
-    if (!cur) return refuseNicsWithoutNetwork(spec, undefined);
+    if (!cur) return;
     // Labels and description are every kind's rules (commonViolations, checked by the writer).
     throwIfViolations(validateVmSpec(spec));
-    refuseNicsWithoutNetwork(spec, cur.spec);
+    if (cur.spec) refuseNicChanges(spec, cur.spec);
     refuseVolumeChanges(cur.spec, spec);
     checkHotChange(cur, spec);
   }
@@ -163,4 +180,9 @@ function sameJson(a: unknown, b: unknown): boolean {
 /** INVALID_ARGUMENT when a required id is empty. */
 export function requireId(field: string, id: string): void {
   if (id === "") throw invalidArgument([{ field, reason: "REQUIRED", description: "is required" }]);
+}
+
+/** Without identity's security groups wired (tests of the VM service alone): a NIC's new port must name its groups. */
+async function noDefaultGroup(projectId: string): Promise<{ id: string }> {
+  throw new QuantixError("failed_precondition", `project '${projectId}' has no default security group here: name the NIC's security_groups`);
 }

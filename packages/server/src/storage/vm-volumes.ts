@@ -45,9 +45,18 @@ export function claimOps(vmId: string, spec: VmSpec, nodeId: string, nowMs: numb
     }));
 }
 
-/** A VM's volumes are still being made: the VM waits (PROVISIONING), it has not failed. */
+/**
+ * A VM's volumes are still being made, or its NICs' ports set up on its node: the VM
+ * waits (PROVISIONING, with the condition named here False), it has not failed.
+ */
 export class VolumesNotReady extends Error {
   override readonly name = "VolumesNotReady";
+  constructor(
+    message: string,
+    readonly condition: { readonly type: string; readonly reason: string } = { type: "VolumesReady", reason: "WaitingForVolumes" },
+  ) {
+    super(message);
+  }
 }
 
 /**

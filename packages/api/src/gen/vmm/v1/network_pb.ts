@@ -120,7 +120,7 @@ export type Subnet = Message<"vmm.v1.Subnet"> & {
   gatewayIp: string;
 
   /**
-   * The DNS servers handed out by DHCP (option 6), at most 4; empty means this host's
+   * The DNS servers handed out by DHCP (option 6), at most 8; empty means this host's
    * service_address (dnsmasq answers the network's names there).
    *
    * @generated from field: repeated string dns_servers = 3;
@@ -144,7 +144,7 @@ export type Subnet = Message<"vmm.v1.Subnet"> & {
   serviceAddress: string;
 
   /**
-   * The DHCP lease time in seconds, 120 to 2592000; 0 means 43200.
+   * The DHCP lease time in seconds, 120 to 31536000 (a year); 0 means 43200.
    *
    * @generated from field: uint32 lease_seconds = 6;
    */
