@@ -73,6 +73,9 @@ import { snapshotServiceRoute, storagePoolServiceRoute, volumeServiceRoute } fro
 import { networkRoutes } from "./rpc/network-routes.js";
 import { snapshotController } from "./controllers/snapshot-controller.js";
 import { SnapshotService } from "./services/snapshot-service.js";
+import { SecurityGroupService } from "./services/security-group-service.js";
+import { networkController } from "./network/network-controller.js";
+import { requireNicPorts, waitNicPortsOn } from "./network/vm-nic-ports.js";
 
 /** A running control plane. */
 export interface ControlPlane {
@@ -155,15 +158,25 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
 
   const drivers = new NodeDrivers();
   const ledger = new QuotaLedger({ store, clock, defaults: config.defaultQuota });
-  const vmService = new VmService({ store, clock, ids, ledger });
+  const defaultGroups = new SecurityGroupService({ store, clock, ids });
+  const vmService = new VmService({ store, clock, ids, ledger, ensureDefaultGroup: (projectId) => defaultGroups.ensureDefault(projectId) });
   // The demo's simulated hosts keep their pools under the storage directory (real qemu-img files); agent nodes through their agent.
   // Absolute: the simulated hosts' agents take volume files as disks only by absolute path
   // (QUANTIX_DATA_DIR defaults to a relative ./.quantix-data).
   const chosenStorageDir = config.storageDir ?? (config.store.kind === "embedded" ? join(config.store.dataDir, "storage") : undefined);
   const storageDir = chosenStorageDir === undefined ? undefined : resolve(chosenStorageDir);
   const storages = new NodeStorages({ storageDir, sharedDirs: config.sharedDirs, agentStorage: (id) => agents.get(id)?.storage, ...(deps.dirImporter ? { dirImporter: deps.dirImporter } : {}), ...(deps.dirUploader ? { dirUploader: deps.dirUploader } : {}) });
-  // A VM's volume disks are the volumes' files on its node, as the node's storage names them.
-  const vmController = new VmController({ store, drivers, clock, log, volumePaths: (vm) => resolveVolumePaths(store, storages, vm.status?.nodeId ?? "", vm.spec!) });
+  // A VM's volume disks are the volumes' files on its node; its NICs on ports wait for the ports to be set up there.
+  const vmController = new VmController({
+    store,
+    drivers,
+    clock,
+    log,
+    volumePaths: async (vm) => {
+      await requireNicPorts(store, vm, vm.status?.nodeId ?? "");
+      return resolveVolumePaths(store, storages, vm.status?.nodeId ?? "", vm.spec!);
+    },
+  });
   const poolService = new StoragePoolService({ store, clock, ids });
   const volumeService = new VolumeService({ store, clock, ids, ledger, drivers, storages });
   const snapshotService = new SnapshotService({ store, clock, ids });
@@ -172,7 +185,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const nodeService = new NodeService({ store, clock, ids, nodeLostAfterSec: config.nodeLostAfterSec, decommission: { drivers, holder: vmController, log } });
   const power = new VmPowerService(store, drivers);
   const migration = new VmMigrationService({ store, drivers, clock, ids, log, strategy: config.schedulerStrategy });
-  const migrationController = new MigrationController({ store, drivers, clock, ids, log, storages });
+  const migrationController = new MigrationController({ store, drivers, clock, ids, log, storages, nicsReadyOn: (vm, nodeId, signal) => waitNicPortsOn((id) => agents.get(id)?.network, vm, nodeId, signal) });
   const vmMetrics = new VmMetricsStream({ store, drivers, clock });
   const drains = new NodeDrainService({ store, nodes: nodeService, clock, log });
   const drainController = new DrainController({ store, migrations: migration, power, clock, log });
@@ -193,7 +206,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   });
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   const controllers = new ControllerManager({ store, log, onLost: () => process.exit(1) });
-  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), new EventRetention({ store, clock, log, retentionSec: config.auditRetentionSec, kept: AUDIT_RETAINED }), quotaUsageController({ store, clock, log }), storagePoolController({ store, storages, clock, log }), volumeController({ store, storages, clock, log }), volumeAttachmentController({ store, clock, log }), snapshotController({ store, storages, drivers, clock, log }), imageController({ store, storages, clock, log }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
+  controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), new EventRetention({ store, clock, log, retentionSec: config.auditRetentionSec, kept: AUDIT_RETAINED }), quotaUsageController({ store, clock, log }), storagePoolController({ store, storages, clock, log }), volumeController({ store, storages, clock, log }), volumeAttachmentController({ store, clock, log }), snapshotController({ store, storages, drivers, clock, log }), imageController({ store, storages, clock, log }), networkController({ store, clock, ids, log, network: (id) => agents.get(id)?.network }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
   await controllers.start();
 
   // Counted where each call is logged (the kit's observeCalls interceptor), read by GET /metrics.

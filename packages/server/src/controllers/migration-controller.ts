@@ -24,6 +24,8 @@ export interface MigrationControllerDeps {
   /** How often a quiet migration writes its progress again (tests). */
   readonly touchEveryMs?: number;
   readonly resyncMs?: number;
+  /** Waits until the VM's NICs' ports are set up on the target (the network controller applies them there once the migration is claimed). */
+  readonly nicsReadyOn?: (vm: VirtualMachine, nodeId: string, signal: AbortSignal) => Promise<void>;
   /** The nodes' storage, for VMs whose disks are volumes. */
   readonly storages?: NodeStorages | undefined;
 }

@@ -31,6 +31,8 @@ export interface MigrationRunDeps {
   readonly touchEveryMs?: number;
   /** The nodes' storage, for VMs whose disks are volumes (absent: such VMs cannot migrate). */
   readonly storages?: NodeStorages | undefined;
+  /** Waits until the VM's NICs' ports are set up on the target (absent: VMs have no NICs on ports). */
+  readonly nicsReadyOn?: ((vm: VirtualMachine, nodeId: string, signal: AbortSignal) => Promise<void>) | undefined;
 }
 
 interface Side {
@@ -94,6 +96,8 @@ export async function runMigration(deps: MigrationRunDeps, m: Migration, stop: A
     volumes = await planMigrationVolumes(deps.store, deps.storages, vm, sourceId, targetId);
     // The target also starts with the source's PCI layout (disks hot-plugged since it started sit elsewhere).
     const plan = src.migration.plan ? await src.migration.plan(vm.id) : { copies: (await src.migration.planCopies?.(vm.id)) ?? [], devices: [] };
+    // NICs on ports: their TAPs must exist on the target before it opens them (the network controller puts them there).
+    if (vm.spec!.nics.some((n) => n.portId !== "")) await deps.nicsReadyOn?.(vm, targetId, stop.signal);
     const target = await dst.migration.prepare(vm.id, vm.spec!, plan.copies, volumes.targetPaths, plan.devices);
     prepared = true;
     await update(deps, m.id, (s) => (s.phase = MPhase.RUNNING));

@@ -10,6 +10,7 @@ import { agentMigration } from "./agent-migration.js";
 import { agentMetrics } from "./agent-usage.js";
 import { AgentWatch, type AgentVmEntry } from "./agent-watch.js";
 import { AgentNodeStorage } from "../storage/agent-node-storage.js";
+import { AgentNodeNetwork } from "../network/node-network.js";
 
 /** How to reach a node's agent and what the node registered. */
 export interface AgentHypervisorOptions {
@@ -70,6 +71,8 @@ export class AgentHypervisor implements HypervisorPort {
   readonly vmSnapshots: HypervisorVmSnapshots;
   /** The node's pools and volumes, through the agent's vmm.v1.StorageService on the same connection. */
   readonly storage: AgentNodeStorage;
+  /** The node's network data plane, through the agent's vmm.v1.NetworkService on the same connection. */
+  readonly network: AgentNodeNetwork;
   private readonly client: Client<typeof VmService>;
   private readonly watch: AgentWatch;
   private readonly listeners = new Set<(vmId: string) => void>();
@@ -86,6 +89,7 @@ export class AgentHypervisor implements HypervisorPort {
     this.setCapabilities(o.capabilities);
     this.client = createClient(VmService, o.connection.transport);
     this.storage = new AgentNodeStorage(o.connection.transport, (fn) => this.call(fn));
+    this.network = new AgentNodeNetwork(o.connection.transport, (fn) => this.call(fn));
     this.watch = new AgentWatch(this.client, { changed: (id) => this.emit(id), connection: (up, reason) => this.onConnection(up, reason) }, o.log);
     this.console = {
       output: async (vmId, tailBytes) => {

@@ -1,0 +1,472 @@
+import { create, equals } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { ConditionSchema, ConditionStatus, type Condition } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
+import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { PortDeviceOwner, PortSpecSchema, PortState, PortStatusSchema, type Port } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
+import { NetworkNodeStatusSchema, VirtualNetworkState, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import { PortState as AgentPortState, type NetworkStatus, type PortStatus as AgentPortStatus } from "@quantix/api/gen/vmm/v1/network_pb.js";
+import {
+  allOf,
+  NETWORK_CONTROLLER,
+  NETWORK_IPAM,
+  NODE_KIND,
+  PORT_KIND,
+  QuantixError,
+  SECURITY_GROUP_KIND,
+  VIRTUAL_NETWORK_KIND,
+  VM_KIND,
+  type Clock,
+  type IdGenerator,
+  type Resource,
+  type Store,
+  type Timers,
+} from "@quantix/core";
+import type { Logger } from "@quantix/rpc";
+import { Controller, watching } from "../runtime/controller.js";
+import { PortDraft } from "../services/port-draft.js";
+import { NETWORK_UNUSED, PORT_UNBOUND } from "../services/ipam.js";
+import { portDeleteOps } from "../services/port-service.js";
+import type { NodeNetwork } from "./node-network.js";
+import { dhcpPorts, neededPairs, placedPorts, planNodes, type GroupSpecInit, type NetworkSpecInit, type NodePlan, type PlanInput } from "./network-plan.js";
+
+type P = Port & Resource;
+type N = VirtualNetwork & Resource;
+
+/** The node capability of an agent whose network data plane is on (VMCP_NETWORK=on). */
+export const NETWORK_CAPABILITY = "network-vxlan";
+
+/** How long a node's underlay address is trusted before it is asked again. */
+const UNDERLAY_TTL_MS = 60_000;
+
+/** Attempts at making a DHCP port whose picked address a concurrent commit took. */
+const DHCP_PORT_ATTEMPTS = 16;
+
+export interface NetworkControllerDeps {
+  readonly store: Store;
+  readonly clock: Clock;
+  readonly ids: IdGenerator;
+  readonly timers?: Timers;
+  readonly log: Logger;
+  /** The network data plane of a node's connected agent; undefined while this replica has no connection to it. */
+  readonly network: (nodeId: string) => NodeNetwork | undefined;
+  /** Enqueue a pass when an agent connects (its data plane may have been wiped). */
+  readonly onConnect?: (listener: () => void) => () => void;
+  readonly resyncMs?: number;
+}
+
+/** What one node did in a pass: its networks' agent status, and why a network is not set up there. */
+interface NodeOutcome {
+  readonly statuses: Map<string, NetworkStatus>;
+  readonly failed: Map<string, string>;
+  /** The node holds no network its plan does not want (the pass deleted the others). */
+  cleaned: boolean;
+}
+
+/**
+ * The network controller (issue 14): joins the control plane's networks, ports and
+ * security groups to the nodes' data planes. Level-based, one pass for the cluster: read
+ * everything, make the DHCP ports the (network, node) pairs need, compute every node's
+ * plan (network-plan.ts), and per node (in parallel) apply the security groups, then the
+ * networks, whose desired state changed or the agent lost, and delete what the agent
+ * holds that no plan wants; then write what was observed back: each VM port's node, TAP
+ * and state, each network's per-node status and state. A node that cannot be reached or
+ * refuses a spec shows in the statuses with its reason; the next pass tries again.
+ */
+export function networkController(deps: NetworkControllerDeps): Controller {
+  const applied = new Map<string, string>(); // `${node}/${kind}/${id}` → JSON of what was applied
+  const underlays = new Map<string, { address: string; at: number; why: string }>();
+  const nets = deps.store.of(VIRTUAL_NETWORK_KIND);
+  const ports = deps.store.of(PORT_KIND);
+  const groups = deps.store.of(SECURITY_GROUP_KIND);
+  const vms = deps.store.of(VM_KIND);
+  const nodes = deps.store.of(NODE_KIND);
+  const all = () => ["cluster"];
+
+  async function underlayOf(node: Node, nn: NodeNetwork): Promise<{ address: string; why: string }> {
+    const now = deps.clock.now();
+    const cached = underlays.get(node.id);
+    if (cached && now - cached.at < UNDERLAY_TTL_MS && cached.address !== "") return cached;
+    try {
+      const caps = await nn.capabilities();
+      const vx = caps.features.find((f) => f.name === NETWORK_CAPABILITY);
+      const address = (caps as { underlayAddress?: string }).underlayAddress ?? "";
+      const why = vx && !vx.available ? `node '${node.id}' cannot carry VXLAN: ${vx.reason}` : address === "" ? `node '${node.id}' reports no underlay address for VXLAN (set VMCP_NETWORK_UNDERLAY_ADDRESS on its agent)` : "";
+      const r = { address: why === "" ? address : "", at: now, why };
+      underlays.set(node.id, r);
+      return r;
+    } catch (err) {
+      return { address: "", why: `node '${node.id}' did not tell its network capabilities: ${String((err as Error).message ?? err)}` };
+    }
+  }
+
+  async function ensureDhcpPort(net: N, nodeId: string): Promise<string | undefined> {
+    const draft = await PortDraft.open(
+      { store: deps.store, ids: deps.ids, ensureDefaultGroup: async () => ({ id: "" }), random: Math.random },
+      { projectId: net.projectId, name: "", labels: {}, description: `DHCP and DNS of virtual network '${net.id}' on node '${nodeId}'` },
+      create(PortSpecSchema, { networkId: net.id, portSecurityDisabled: true }),
+    );
+    for (let attempt = 1; ; attempt++) {
+      const nowMs = deps.clock.now();
+      const tried = await draft.attempt({ nowMs, status: { state: PortState.BUILD, deviceOwner: PortDeviceOwner.DHCP, deviceId: nodeId, nodeId, conditions: [] } });
+      try {
+        await deps.store.commit(tried.ops, { actor: NETWORK_IPAM });
+        return undefined;
+      } catch (err) {
+        if (!(err instanceof QuantixError) || (err.code !== "already_exists" && err.code !== "aborted") || attempt >= DHCP_PORT_ATTEMPTS) return `cannot make the network's DHCP port on node '${nodeId}': ${String((err as Error).message ?? err)}`;
+      }
+    }
+  }
+
+  async function reconcile(): Promise<void> {
+    const input: PlanInput & { networks: N[]; ports: P[] } = { networks: [], ports: [], groups: [], vms: [] };
+    for await (const n of allOf(nets)) input.networks.push(n);
+    for await (const p of allOf(ports)) input.ports.push(p);
+    for await (const g of allOf(groups)) (input.groups as unknown[]).push(g);
+    for await (const v of allOf(vms)) (input.vms as unknown[]).push(v);
+    const nodeList: Node[] = [];
+    for await (const n of allOf(nodes)) nodeList.push(n);
+    const netById = new Map(input.networks.map((n) => [n.id, n]));
+
+    // 0. Ports whose VM is gone or no longer names them: a VM's own port goes, another is unbound.
+    if (await releasePorts(input)) {
+      input.ports.length = 0;
+      for await (const p of allOf(ports)) input.ports.push(p);
+    }
+
+    // 1. The DHCP ports the (network, node) pairs need; those no pair needs go once their node has dropped the network.
+    const needed = neededPairs(placedPorts(input));
+    const dhcp = dhcpPorts(input.ports);
+    const dhcpProblems = new Map<string, string>();
+    let made = false;
+    for (const key of needed) {
+      const [networkId, nodeId] = key.split("/") as [string, string];
+      const net = netById.get(networkId);
+      if (!net || !(net.spec?.dhcp?.enabled ?? true) || dhcp.has(key)) continue;
+      const why = await ensureDhcpPort(net, nodeId);
+      if (why) dhcpProblems.set(key, why);
+      else made = true;
+    }
+    if (made) {
+      input.ports.length = 0;
+      for await (const p of allOf(ports)) input.ports.push(p);
+    }
+
+    // 2. Each node's underlay address and plan.
+    const byId = new Map(nodeList.map((n) => [n.id, n]));
+    const involved = new Set<string>([...needed].map((k) => k.split("/")[1]!));
+    for (const n of nodeList) if ((n.status?.hypervisor?.capabilities ?? []).includes(NETWORK_CAPABILITY) && deps.network(n.id)) involved.add(n.id);
+    const underlay = new Map<string, string>();
+    const unreachable = new Map<string, string>();
+    for (const id of involved) {
+      const node = byId.get(id);
+      const nn = deps.network(id);
+      if (!node || !nn) {
+        unreachable.set(id, node ? `node '${id}' has no network data plane this control plane reaches (an agent started with VMCP_NETWORK=on, connected)` : `node '${id}' does not exist`);
+        continue;
+      }
+      const u = await underlayOf(node, nn);
+      if (u.address !== "") underlay.set(id, u.address);
+      else unreachable.set(id, u.why);
+    }
+    const plans = planNodes(input, underlay);
+
+    // 3. Apply, per node, in parallel.
+    const outcomes = new Map<string, NodeOutcome>();
+    await Promise.all(
+      [...involved].map(async (nodeId) => {
+        const nn = deps.network(nodeId);
+        const plan = plans.get(nodeId) ?? { networks: new Map(), groups: new Map(), blocked: new Map() };
+        const out: NodeOutcome = { statuses: new Map(), failed: new Map(plan.blocked), cleaned: false };
+        for (const [key, why] of dhcpProblems) if (key.endsWith(`/${nodeId}`)) out.failed.set(key.split("/")[0]!, why);
+        outcomes.set(nodeId, out);
+        if (!nn || unreachable.has(nodeId)) {
+          for (const id of plan.networks.keys()) out.failed.set(id, unreachable.get(nodeId) ?? `node '${nodeId}' is not reachable`);
+          return;
+        }
+        try {
+          await applyNode(nodeId, nn, plan, out);
+        } catch (err) {
+          const why = `node '${nodeId}': ${String((err as Error).message ?? err)}`;
+          for (const id of plan.networks.keys()) if (!out.statuses.has(id)) out.failed.set(id, why);
+          deps.log.log("warn", "could not set the node's networks up", { node_id: nodeId, error: why });
+        }
+      }),
+    );
+
+    // 4. DHCP ports no (network, node) needs any more, once that node dropped the network (or is gone).
+    for (const [key, port] of dhcpPorts(input.ports)) {
+      if (needed.has(key)) continue;
+      const nodeId = port.status?.deviceId ?? "";
+      if (byId.has(nodeId) && !outcomes.get(nodeId)?.cleaned) continue;
+      try {
+        await deps.store.commit(await portDeleteOps(deps.store, port as P, deps.clock.now()), { actor: NETWORK_IPAM });
+      } catch (err) {
+        if (!(err instanceof QuantixError && (err.code === "not_found" || err.code === "aborted"))) throw err;
+      }
+    }
+
+    // 5. What was observed, back to the ports and networks.
+    await writePortStatuses(input, outcomes, unreachable);
+    await writeNetworkStatuses(input.networks, needed, outcomes);
+  }
+
+  async function releasePorts(input: { ports: P[]; vms: PlanInput["vms"] }): Promise<boolean> {
+    const vmById = new Map(input.vms.map((v) => [v.id, v]));
+    let changed = false;
+    for (const port of input.ports) {
+      if (port.status?.deviceOwner !== PortDeviceOwner.VM) continue;
+      const vmId = port.status.deviceId;
+      const vm = vmById.get(vmId);
+      if (vm && vm.spec?.nics.some((n) => n.portId === port.id)) continue;
+      try {
+        if ((port.spec?.ownerVmId ?? "") !== "") {
+          await deps.store.commit(await portDeleteOps(deps.store, port, deps.clock.now()), { actor: NETWORK_IPAM });
+          deps.log.log("info", "deleted a port whose VM is gone", { port_id: port.id, vm_id: vmId });
+        } else {
+          const nowMs = deps.clock.now();
+          await ports.update(
+            port.id,
+            (cur: P) => {
+              if (cur.status?.deviceId !== vmId) return undefined;
+              cur.status = create(PortStatusSchema, {
+                state: PortState.DOWN,
+                conditions: [condition([], "Ready", false, PORT_UNBOUND.reason, PORT_UNBOUND.message, nowMs)],
+                observedGeneration: cur.generation,
+              });
+              return cur;
+            },
+            { actor: NETWORK_CONTROLLER },
+          );
+          deps.log.log("info", "released a port its VM no longer uses", { port_id: port.id, vm_id: vmId });
+        }
+        changed = true;
+      } catch (err) {
+        if (!(err instanceof QuantixError && (err.code === "not_found" || err.code === "aborted"))) throw err;
+      }
+    }
+    return changed;
+  }
+
+  async function applyNode(nodeId: string, nn: NodeNetwork, plan: NodePlan, out: NodeOutcome): Promise<void> {
+    const have = new Map((await nn.listNetworks()).map((s) => [s.networkId, s]));
+    const haveGroups = new Set((await nn.listSecurityGroups()).map((g) => g.securityGroupId));
+    // Groups first: the networks' ports jump to their chains.
+    for (const [id, spec] of plan.groups) {
+      const key = `${nodeId}/sg/${id}`;
+      const json = canon(spec);
+      if (applied.get(key) === json && haveGroups.has(id)) continue;
+      const before = applied.get(key);
+      try {
+        const prev = before === undefined ? undefined : (JSON.parse(before) as GroupSpecInit);
+        if (prev && haveGroups.has(id) && canon({ ...prev, memberIps: [] }) === canon({ ...spec, memberIps: [] })) {
+          // Only the members changed: a delta of set elements, no rule touched.
+          const was = new Set(prev.memberIps ?? []);
+          const now = new Set(spec.memberIps ?? []);
+          await nn.updateSecurityGroupMembers(id, [...now].filter((a) => !was.has(a)), [...was].filter((a) => !now.has(a)));
+        } else {
+          await nn.applySecurityGroup(spec, 0n);
+        }
+        applied.set(key, json);
+      } catch (err) {
+        applied.delete(key);
+        const why = `security group '${id}' on node '${nodeId}': ${String((err as Error).message ?? err)}`;
+        for (const [netId, ns] of plan.networks) if ((ns.ports ?? []).some((p) => (p.securityGroupIds ?? []).includes(id))) out.failed.set(netId, why);
+      }
+    }
+    for (const [id, spec] of plan.networks) {
+      if (out.failed.has(id)) continue;
+      const key = `${nodeId}/net/${id}`;
+      const json = canon(spec);
+      const cur = have.get(id);
+      if (applied.get(key) === json && cur) {
+        out.statuses.set(id, cur);
+        continue;
+      }
+      try {
+        out.statuses.set(id, await nn.applyNetwork(spec, 0n));
+        applied.set(key, json);
+      } catch (err) {
+        applied.delete(key);
+        out.failed.set(id, `node '${nodeId}' refused the network: ${String((err as Error).message ?? err)}`);
+      }
+    }
+    // What the node holds that no plan wants: networks, then groups.
+    for (const id of have.keys()) {
+      if (plan.networks.has(id) || plan.blocked.has(id)) continue;
+      await nn.deleteNetwork(id).catch((err: unknown) => {
+        if (!(err instanceof QuantixError && err.code === "not_found")) throw err;
+      });
+      applied.delete(`${nodeId}/net/${id}`);
+    }
+    for (const id of haveGroups) {
+      if (plan.groups.has(id)) continue;
+      await nn.deleteSecurityGroup(id).catch((err: unknown) => {
+        if (!(err instanceof QuantixError && err.code === "not_found")) throw err;
+      });
+      applied.delete(`${nodeId}/sg/${id}`);
+    }
+    out.cleaned = true;
+  }
+
+  async function writePortStatuses(input: { ports: P[]; vms: PlanInput["vms"] }, outcomes: Map<string, NodeOutcome>, unreachable: Map<string, string>): Promise<void> {
+    const placed = new Map(placedPorts({ ...input, networks: [], groups: [] }).map((p) => [p.port.id, p]));
+    const nowMs = deps.clock.now();
+    for (const port of input.ports) {
+      const owner = port.status?.deviceOwner ?? PortDeviceOwner.UNSPECIFIED;
+      const networkId = port.spec?.networkId ?? "";
+      let want: { state: PortState; nodeId: string; tap: string; ready: boolean; reason: string; message: string };
+      if (owner === PortDeviceOwner.DHCP) {
+        const nodeId = port.status?.deviceId ?? "";
+        const o = outcomes.get(nodeId);
+        const s = o?.statuses.get(networkId);
+        const failed = o?.failed.get(networkId) ?? unreachable.get(nodeId);
+        want = s
+          ? { state: PortState.ACTIVE, nodeId, tap: s.bridge, ready: true, reason: "Serving", message: `node '${nodeId}' answers DHCP and DNS here (dnsmasq pid ${s.dnsmasqPid})` }
+          : { state: failed ? PortState.ERROR : PortState.BUILD, nodeId, tap: "", ready: false, reason: failed ? "NodeFailed" : "Pending", message: failed ?? `node '${nodeId}' has not set the network up yet` };
+      } else {
+        const p = placed.get(port.id);
+        if (!p) {
+          if (owner !== PortDeviceOwner.UNSPECIFIED && owner !== PortDeviceOwner.VM) continue;
+          const bound = (port.status?.deviceId ?? "") !== "";
+          want = { state: PortState.DOWN, nodeId: "", tap: "", ready: false, reason: bound ? "WaitingForNode" : PORT_UNBOUND.reason, message: bound ? `VM '${port.status?.deviceId}' uses this port; it is set up on the VM's node once the VM is placed` : PORT_UNBOUND.message };
+        } else {
+          const o = outcomes.get(p.nodeId);
+          const s = o?.statuses.get(networkId)?.ports.find((x) => x.portId === port.id);
+          const failed = o?.failed.get(networkId) ?? unreachable.get(p.nodeId);
+          want = s ? fromAgent(s, p.nodeId) : { state: failed ? PortState.ERROR : PortState.BUILD, nodeId: p.nodeId, tap: "", ready: false, reason: failed ? "NodeFailed" : "Pending", message: failed ?? `node '${p.nodeId}' is setting the port up` };
+        }
+      }
+      const st = port.status;
+      const cond = st?.conditions.find((c) => c.type === "Ready");
+      const same = st && st.state === want.state && st.nodeId === want.nodeId && st.tapDevice === want.tap && cond && (cond.status === ConditionStatus.TRUE) === want.ready && cond.reason === want.reason && cond.message === want.message;
+      if (same) continue;
+      await ports
+        .update(
+          port.id,
+          (cur: P) => {
+            if ((cur.status?.deviceId ?? "") !== (port.status?.deviceId ?? "")) return undefined; // bound or released meanwhile: the next pass
+            const s = cur.status ?? create(PortStatusSchema);
+            s.state = want.state;
+            s.nodeId = want.nodeId;
+            s.tapDevice = want.tap;
+            s.errorMessage = want.ready ? "" : want.state === PortState.ERROR ? want.message : "";
+            s.conditions = [condition(s.conditions, "Ready", want.ready, want.reason, want.message, nowMs), ...s.conditions.filter((c) => c.type !== "Ready")];
+            s.observedGeneration = cur.generation;
+            cur.status = s;
+            return cur;
+          },
+          { actor: NETWORK_CONTROLLER },
+        )
+        .catch((err: unknown) => {
+          if (!(err instanceof QuantixError && (err.code === "not_found" || err.code === "aborted"))) throw err;
+        });
+    }
+  }
+
+  async function writeNetworkStatuses(networks: N[], needed: Set<string>, outcomes: Map<string, NodeOutcome>): Promise<void> {
+    const nowMs = deps.clock.now();
+    for (const net of networks) {
+      const nodeIds = [...needed].filter((k) => k.startsWith(`${net.id}/`)).map((k) => k.slice(net.id.length + 1)).sort();
+      const entries = nodeIds.map((nodeId) => {
+        const o = outcomes.get(nodeId);
+        const s = o?.statuses.get(net.id);
+        const failed = o?.failed.get(net.id);
+        const ready = !!s && !failed && s.conditions.every((c) => c.status || c.type === "Ready");
+        const bad = s?.conditions.filter((c) => !c.status && c.type !== "Ready").map((c) => `${c.type}: ${c.reason}: ${c.message}`) ?? [];
+        const message = ready ? "" : (failed ?? (bad.length > 0 ? bad.join("; ") : `node '${nodeId}' has not set the network up yet`));
+        return { nodeId, ready, message };
+      });
+      const readyAll = entries.length > 0 && entries.every((e) => e.ready);
+      const state = entries.length === 0 ? VirtualNetworkState.PENDING : readyAll ? VirtualNetworkState.ACTIVE : entries.some((e) => e.ready) ? VirtualNetworkState.DEGRADED : VirtualNetworkState.PENDING;
+      const problems = entries.filter((e) => !e.ready).map((e) => e.message);
+      const cond =
+        entries.length === 0
+          ? { ready: false, ...NETWORK_UNUSED }
+          : readyAll
+            ? { ready: true, reason: "Realized", message: `set up on ${entries.length} node(s): ${entries.map((e) => `'${e.nodeId}'`).join(", ")}` }
+            : { ready: false, reason: "NodeNotReady", message: problems.join("; ") };
+      const st = net.status;
+      const old = st?.conditions.find((c) => c.type === "Ready");
+      const sameNodes = (st?.nodes.length ?? 0) === entries.length && entries.every((e, i) => st!.nodes[i]!.nodeId === e.nodeId && st!.nodes[i]!.ready === e.ready && st!.nodes[i]!.message === e.message);
+      if (st && st.state === state && sameNodes && old && (old.status === ConditionStatus.TRUE) === cond.ready && old.reason === cond.reason && old.message === cond.message) continue;
+      await nets
+        .update(
+          net.id,
+          (cur: N) => {
+            const s = cur.status!;
+            s.state = state;
+            s.nodes = entries.map((e) => create(NetworkNodeStatusSchema, { nodeId: e.nodeId, ready: e.ready, message: e.message, reportedAt: timestampFromMs(nowMs) }));
+            s.errorMessage = cond.ready || entries.length === 0 ? "" : cond.message;
+            s.conditions = [condition(s.conditions, "Ready", cond.ready, cond.reason, cond.message, nowMs), ...s.conditions.filter((c) => c.type !== "Ready")];
+            s.observedGeneration = cur.generation;
+            return cur;
+          },
+          { actor: NETWORK_CONTROLLER },
+        )
+        .catch((err: unknown) => {
+          if (!(err instanceof QuantixError && (err.code === "not_found" || err.code === "aborted"))) throw err;
+        });
+    }
+  }
+
+  return new Controller(
+    {
+      name: NETWORK_CONTROLLER,
+      watches: [watching(nets, all), watching(ports, all), watching(groups, all), watching(vms, (e) => ((networkRelevant(e.object) || (e.previous && networkRelevant(e.previous))) && (e.type !== "MODIFIED" || vmShape(e.object) !== vmShape(e.previous)) ? ["cluster"] : [])), watching(nodes, (e) => (e.type !== "MODIFIED" || nodeShape(e.object) !== nodeShape(e.previous) ? ["cluster"] : []))],
+      ...(deps.onConnect ? { events: [(enqueue: (key: string) => void) => deps.onConnect!(() => enqueue("cluster"))] } : {}),
+      keys: async function* () {
+        yield "cluster";
+      },
+      reconcile: async () => {
+        await reconcile();
+        return undefined;
+      },
+      resyncMs: deps.resyncMs ?? 30_000,
+      concurrency: 1,
+    },
+    { clock: deps.clock, ...(deps.timers ? { timers: deps.timers } : {}), log: deps.log, revision: () => deps.store.revision() },
+  );
+}
+
+/** What of a node the networks depend on (not its heartbeats): phase, capabilities, agent endpoint. */
+function nodeShape(n: Node | undefined): string {
+  return JSON.stringify([n?.status?.phase ?? 0, n?.status?.hypervisor?.capabilities ?? [], n?.spec?.agentEndpoint ?? ""]);
+}
+
+/** What of a VM the networks depend on (not its power state or metrics): its node, a migration's target, its name, its NICs' ports. */
+function vmShape(vm: { name: string; status?: { nodeId: string; migrationTargetNodeId: string } | undefined; spec?: { nics: { portId: string }[] } | undefined } | undefined): string {
+  return JSON.stringify([vm?.name, vm?.status?.nodeId ?? "", vm?.status?.migrationTargetNodeId ?? "", (vm?.spec?.nics ?? []).map((n) => n.portId)]);
+}
+
+/** Whether a VM change can change the networks: it has NICs on ports. */
+function networkRelevant(vm: { spec?: { nics: { portId: string }[] } | undefined }): boolean {
+  return (vm.spec?.nics ?? []).some((n) => n.portId !== "");
+}
+
+/** A port's state as its node's agent reports it. */
+function fromAgent(s: AgentPortStatus, nodeId: string): { state: PortState; nodeId: string; tap: string; ready: boolean; reason: string; message: string } {
+  const bad = s.conditions.filter((c) => !c.status).map((c) => `${c.type}: ${c.reason}: ${c.message}`);
+  switch (s.state) {
+    case AgentPortState.ACTIVE:
+      return { state: PortState.ACTIVE, nodeId, tap: s.tapDevice, ready: true, reason: "Active", message: `TAP ${s.tapDevice} on node '${nodeId}' is on the network's bridge with its filtering applied${s.carrier ? "; the VM holds it" : ""}` };
+    case AgentPortState.ERROR:
+      return { state: PortState.ERROR, nodeId, tap: s.tapDevice, ready: false, reason: "NodeFailed", message: bad.join("; ") || `node '${nodeId}' reports the port in error` };
+    case AgentPortState.BUILD:
+      return { state: PortState.BUILD, nodeId, tap: s.tapDevice, ready: false, reason: "Building", message: bad.join("; ") || `node '${nodeId}' is setting the port up` };
+    default:
+      return { state: PortState.DOWN, nodeId, tap: s.tapDevice, ready: false, reason: "Down", message: bad.join("; ") || `the port's TAP on node '${nodeId}' is down or not on the bridge` };
+  }
+}
+
+/** `list`'s condition `type` set as given, its transition time kept when its status did not change. */
+function condition(list: readonly Condition[], type: string, ok: boolean, reason: string, message: string, nowMs: number): Condition {
+  const status = ok ? ConditionStatus.TRUE : ConditionStatus.FALSE;
+  const old = list.find((c) => c.type === type);
+  const next = create(ConditionSchema, { type, status, reason, message, lastTransitionTime: old && old.status === status && old.lastTransitionTime ? old.lastTransitionTime : timestampFromMs(nowMs) });
+  return old && equals(ConditionSchema, old, next) ? old : next;
+}
+
+/** A stable JSON of a spec (what was applied), bigints as strings. */
+function canon(x: NetworkSpecInit | GroupSpecInit): string {
+  return JSON.stringify(x, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v));
+}
