@@ -1,6 +1,7 @@
 import { hostname } from "node:os";
 import { join as joinPath, resolve } from "node:path";
 import { QuantixError } from "@quantix/core";
+import { NETNS_NAME } from "./network/names.js";
 
 /** The hypervisor backends an agent can drive. */
 export const BACKEND_TYPES = ["qemu", "cloud-hypervisor", "firecracker", "simulated"] as const;
@@ -228,7 +229,7 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
   const poolRoot = raw.has("poolRoot") ? get("poolRoot") : joinPath(resolve(stateDir), "pools");
   if (!poolRoot.startsWith("/") || /[\u0000-\u001f]/.test(poolRoot)) problems.push(`${name("poolRoot")} must be an absolute directory path, got '${poolRoot}'`);
   if (!["on", "off"].includes(get("network"))) problems.push(`${name("network")} must be on or off, got '${get("network")}'`);
-  if (get("networkNetns") !== "" && !/^[a-zA-Z0-9_.-]{1,64}$/.test(get("networkNetns"))) problems.push(`${name("networkNetns")} must be a network namespace name (letters, digits, '_', '.', '-'), got '${get("networkNetns")}'`);
+  if (get("networkNetns") !== "" && !NETNS_NAME.test(get("networkNetns"))) problems.push(`${name("networkNetns")} must be a network namespace name (letters, digits, '_', '.', '-'), got '${get("networkNetns")}'`);
   if (problems.length > 0) throw new QuantixError("invalid_argument", `invalid agent configuration:\n  ${problems.join("\n  ")}`);
   return {
     backend: backend as BackendType,
