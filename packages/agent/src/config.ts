@@ -1,6 +1,7 @@
 import { hostname } from "node:os";
 import { join as joinPath, resolve } from "node:path";
 import { QuantixError } from "@quantix/core";
+import { parseIp4 } from "./network/ipv4.js";
 import { NETNS_NAME } from "./network/names.js";
 
 /** The hypervisor backends an agent can drive. */
@@ -65,6 +66,12 @@ export interface AgentConfig {
    */
   readonly networkNetns: string | undefined;
   /**
+   * This host's VXLAN source address (VMCP_NETWORK_UNDERLAY_ADDRESS, IPv4), reported in
+   * GetNetworkCapabilities for the control plane to use. Undefined: the first global-scope
+   * IPv4 address of the data plane's namespace, looked up at each probe.
+   */
+  readonly networkUnderlayAddress: string | undefined;
+  /**
    * Enroll with the control plane at this base URL (https) before starting (VMCP_JOIN,
    * --join); it becomes the control plane the agent registers with unless
    * QUANTIX_CONTROL_PLANE says otherwise. Ignored once the state directory holds a certificate.
@@ -128,6 +135,7 @@ const SETTINGS = {
   poolRoot: ["VMCP_POOL_ROOT", "--pool-root", POOL_ROOT_DEFAULT],
   network: ["VMCP_NETWORK", "--network", "off"],
   networkNetns: ["VMCP_NETWORK_NETNS", "--network-netns", ""],
+  networkUnderlayAddress: ["VMCP_NETWORK_UNDERLAY_ADDRESS", "--network-underlay-address", ""],
   join: ["VMCP_JOIN", "--join", ""],
   joinToken: ["VMCP_JOIN_TOKEN", "--join-token", ""],
   caCert: ["VMCP_CA_CERT", "--ca-cert", ""],
@@ -230,6 +238,8 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
   if (!poolRoot.startsWith("/") || /[\u0000-\u001f]/.test(poolRoot)) problems.push(`${name("poolRoot")} must be an absolute directory path, got '${poolRoot}'`);
   if (!["on", "off"].includes(get("network"))) problems.push(`${name("network")} must be on or off, got '${get("network")}'`);
   if (get("networkNetns") !== "" && !NETNS_NAME.test(get("networkNetns"))) problems.push(`${name("networkNetns")} must be a network namespace name (letters, digits, '_', '.', '-'), got '${get("networkNetns")}'`);
+  const underlay = get("networkUnderlayAddress");
+  if (underlay !== "" && parseIp4(underlay) === undefined) problems.push(`${name("networkUnderlayAddress")} must be an IPv4 address, got '${underlay}'`);
   if (problems.length > 0) throw new QuantixError("invalid_argument", `invalid agent configuration:\n  ${problems.join("\n  ")}`);
   return {
     backend: backend as BackendType,
@@ -250,6 +260,7 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
     poolRoot: resolve(poolRoot),
     network: get("network") === "on",
     networkNetns: get("networkNetns") === "" ? undefined : get("networkNetns"),
+    networkUnderlayAddress: underlay === "" ? undefined : underlay,
     join: join === "" ? undefined : join.replace(/\/$/, ""),
     joinToken: joinToken === "" ? undefined : joinToken,
     caCert: caCert === "" ? undefined : caCert,
