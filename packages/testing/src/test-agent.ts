@@ -13,6 +13,8 @@ export interface TestAgentNetwork {
   readonly netns: string;
   /** This host's VXLAN source address (VMCP_NETWORK_UNDERLAY_ADDRESS); default: the namespace's first global-scope IPv4 address. */
   readonly underlayAddress?: string;
+  /** How often the data plane converges by itself (restarting a dead dnsmasq, recreating a deleted link); default 30 s as an agent process, 0: never. */
+  readonly resyncMs?: number;
 }
 
 /** The settings of a {@link TestAgent} past its backend, state directory and name. */
@@ -82,7 +84,7 @@ export class TestAgent<B extends Backend = Backend> {
   async start(cpUrl: string, port = 0, tls?: AgentTls): Promise<void> {
     const net = this.network;
     // Converges from its state file at once, as an agent process's does.
-    const host = net ? new NetworkHost({ stateDir: this.stateDir, netns: net.netns }) : undefined;
+    const host = net ? new NetworkHost({ stateDir: this.stateDir, netns: net.netns, resyncMs: net.resyncMs ?? 30_000 }) : undefined;
     await host?.start();
     this.networkHost = host;
     const features = net ? () => probeNetworkCapabilities(net.netns, net.underlayAddress) : undefined;
