@@ -24,7 +24,7 @@ export async function createBackend(config: AgentConfig): Promise<Backend> {
     }
     case "qemu": {
       const { QemuBackend } = await import("./backends/qemu/qemu-backend.js");
-      return new QemuBackend({ stateDir: join(resolve(config.stateDir), "qemu"), binary: config.qemuBinary, kvm: config.qemuKvm, imageDirs: allowedDirs(config) });
+      return new QemuBackend({ stateDir: join(resolve(config.stateDir), "qemu"), binary: config.qemuBinary, kvm: config.qemuKvm, imageDirs: allowedDirs(config), ...qemuNetns(config) });
     }
     default: {
       const never: never = config.backend;
@@ -44,4 +44,9 @@ async function socketPrefix(endpoint: string): Promise<string> {
 /** Where a VM's host files may lie: each real backend hands its VMM only files it opened and checked against these (host-files.ts). */
 function allowedDirs(config: AgentConfig): string[] {
   return [...config.imageDirs, ...config.sharedDirs];
+}
+
+/** QEMU runs in the data plane's namespace when the agent programs one (VMCP_NETWORK=on with VMCP_NETWORK_NETNS): its TAPs are there. */
+function qemuNetns(config: AgentConfig): { netns?: string } {
+  return config.network && config.networkNetns !== undefined ? { netns: config.networkNetns } : {};
 }

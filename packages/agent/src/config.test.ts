@@ -84,3 +84,12 @@ test("--join needs --join-token and --ca-cert, takes https only, and is the cont
   assert.throws(() => loadAgentConfig({}, ["--join", "http://cp:8080", "--join-token", "t", "--ca-cert", "/ca"]), /VMCP_JOIN \(--join\) must be a base URL such as https:/);
   assert.equal(loadAgentConfig({}).join, undefined);
 });
+
+test("VMCP_NETWORK_UNDERLAY_ADDRESS: an IPv4 address, or unset (detected at each probe)", () => {
+  assert.equal(loadAgentConfig({}).networkUnderlayAddress, undefined);
+  assert.equal(loadAgentConfig({ VMCP_NETWORK_UNDERLAY_ADDRESS: "192.0.2.1" }).networkUnderlayAddress, "192.0.2.1");
+  assert.equal(loadAgentConfig({}, ["--network-underlay-address", "10.0.0.5"]).networkUnderlayAddress, "10.0.0.5");
+  for (const bad of ["192.0.2", "::1", "192.0.2.1/24", "host.example", "01.2.3.4"]) {
+    assert.throws(() => loadAgentConfig({ VMCP_NETWORK_UNDERLAY_ADDRESS: bad }), /VMCP_NETWORK_UNDERLAY_ADDRESS \(--network-underlay-address\) must be an IPv4 address/, bad);
+  }
+});

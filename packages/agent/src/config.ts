@@ -1,6 +1,8 @@
 import { hostname } from "node:os";
 import { join as joinPath, resolve } from "node:path";
 import { QuantixError } from "@quantix/core";
+import { parseIp4 } from "./network/ipv4.js";
+import { NETNS_NAME } from "./network/names.js";
 
 /** The hypervisor backends an agent can drive. */
 export const BACKEND_TYPES = ["qemu", "cloud-hypervisor", "firecracker", "simulated"] as const;
@@ -63,6 +65,12 @@ export interface AgentConfig {
    * /run/netns); empty: the agent's own, as in production. For hosts simulated as namespaces.
    */
   readonly networkNetns: string | undefined;
+  /**
+   * This host's VXLAN source address (VMCP_NETWORK_UNDERLAY_ADDRESS, IPv4), reported in
+   * GetNetworkCapabilities for the control plane to use. Undefined: the first global-scope
+   * IPv4 address of the data plane's namespace, looked up at each probe.
+   */
+  readonly networkUnderlayAddress: string | undefined;
   /**
    * Enroll with the control plane at this base URL (https) before starting (VMCP_JOIN,
    * --join); it becomes the control plane the agent registers with unless
@@ -127,6 +135,7 @@ const SETTINGS = {
   poolRoot: ["VMCP_POOL_ROOT", "--pool-root", POOL_ROOT_DEFAULT],
   network: ["VMCP_NETWORK", "--network", "off"],
   networkNetns: ["VMCP_NETWORK_NETNS", "--network-netns", ""],
+  networkUnderlayAddress: ["VMCP_NETWORK_UNDERLAY_ADDRESS", "--network-underlay-address", ""],
   join: ["VMCP_JOIN", "--join", ""],
   joinToken: ["VMCP_JOIN_TOKEN", "--join-token", ""],
   caCert: ["VMCP_CA_CERT", "--ca-cert", ""],
@@ -228,7 +237,9 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
   const poolRoot = raw.has("poolRoot") ? get("poolRoot") : joinPath(resolve(stateDir), "pools");
   if (!poolRoot.startsWith("/") || /[\u0000-\u001f]/.test(poolRoot)) problems.push(`${name("poolRoot")} must be an absolute directory path, got '${poolRoot}'`);
   if (!["on", "off"].includes(get("network"))) problems.push(`${name("network")} must be on or off, got '${get("network")}'`);
-  if (get("networkNetns") !== "" && !/^[a-zA-Z0-9_.-]{1,64}$/.test(get("networkNetns"))) problems.push(`${name("networkNetns")} must be a network namespace name (letters, digits, '_', '.', '-'), got '${get("networkNetns")}'`);
+  if (get("networkNetns") !== "" && !NETNS_NAME.test(get("networkNetns"))) problems.push(`${name("networkNetns")} must be a network namespace name (letters, digits, '_', '.', '-'), got '${get("networkNetns")}'`);
+  const underlay = get("networkUnderlayAddress");
+  if (underlay !== "" && parseIp4(underlay) === undefined) problems.push(`${name("networkUnderlayAddress")} must be an IPv4 address, got '${underlay}'`);
   if (problems.length > 0) throw new QuantixError("invalid_argument", `invalid agent configuration:\n  ${problems.join("\n  ")}`);
   return {
     backend: backend as BackendType,
@@ -249,6 +260,7 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
     poolRoot: resolve(poolRoot),
     network: get("network") === "on",
     networkNetns: get("networkNetns") === "" ? undefined : get("networkNetns"),
+    networkUnderlayAddress: underlay === "" ? undefined : underlay,
     join: join === "" ? undefined : join.replace(/\/$/, ""),
     joinToken: joinToken === "" ? undefined : joinToken,
     caCert: caCert === "" ? undefined : caCert,

@@ -1,7 +1,7 @@
 // The public entry of @quantix/agent: the backend port, the pieces a host agent is made of
 // (to run one in a process: tests, @quantix/testing's TestAgent), the simulated host a
 // control plane runs in its own process for its demo nodes (its composition root passes it
-// in), the node's storage (pools, volumes, the hostile-image check), and the QEMU command line and QMP client the agent bench compares the agent with.
+// in), the node's storage (pools, volumes, the hostile-image check), its network data plane, and the QEMU command line and QMP client the agent bench compares the agent with.
 export * from "./backend.js";
 export * from "./simulated-host.js";
 export { QemuBackend } from "./backends/qemu/qemu-backend.js";
@@ -18,4 +18,6 @@ export { VmManager } from "./vm-manager.js";
 export { NodeStorage, type NodeStorageOptions } from "./storage/node-storage.js";
 export { dirImporter, dirUploader, type DirImportStep, type DirUploadResult } from "./storage/dir-importer.js";
 export { inspectImage, ImageRefusedError, type ImageInspection, type InspectOptions } from "./storage/inspect-image.js";
+export { NetworkHost, type NetworkHostOptions } from "./network/network-host.js";
+export { probeNetworkCapabilities, type NetworkCapabilityProbe, type NetworkFeatureSupport } from "./network/capabilities.js";
 export { withVmmStateTable } from "./vm-state-table-doc.js";

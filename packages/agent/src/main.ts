@@ -5,7 +5,7 @@ import { createBackend } from "./backend-factory.js";
 import { loadAgentConfig, usage, type AgentConfig } from "./config.js";
 import { startAgentServer } from "./rpc/agent-server.js";
 import { NodeStorage } from "./storage/node-storage.js";
-import { probeNetworkFeatures } from "./network/capabilities.js";
+import { probeNetworkCapabilities } from "./network/capabilities.js";
 import { NetworkHost } from "./network/network-host.js";
 import { lockStateDir } from "./state-dir-lock.js";
 import { startControlPlaneLink, type ControlPlaneLink } from "./sync/control-plane-link.js";
@@ -42,6 +42,8 @@ async function main(): Promise<void> {
     process.stderr.write(`quantix-agent: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);
   }
+  // What GetNetworkCapabilities answers and the node's network capabilities come from: probed each time.
+  const features = () => probeNetworkCapabilities(config.networkNetns, config.networkUnderlayAddress);
   let tls: AgentTls | undefined;
   try {
     tls = await enrolled(config, log);
@@ -55,7 +57,6 @@ async function main(): Promise<void> {
     await backend.ping();
     // Incoming migrations listen where vmm.v1 does; a wildcard address is no place to send to.
     const migrationHost = config.address === "0.0.0.0" || config.address.includes(":") ? "127.0.0.1" : config.address;
-    const features = () => probeNetworkFeatures(config.networkNetns);
     if (config.network) {
       // Converges from its state file at once: what it programmed before a restart comes back, what it no longer wants goes.
       network = new NetworkHost({ stateDir: config.stateDir, resyncMs: 30_000, ...(config.networkNetns ? { netns: config.networkNetns } : {}) });
@@ -104,7 +105,7 @@ async function main(): Promise<void> {
     process.stderr.write(`quantix-agent: ${message}\n`);
     stop("refused", 1);
   };
-  link = config.controlPlane ? startControlPlaneLink({ controlPlane: config.controlPlane, agentUrl: server.url, nodeName: config.nodeName, stateDir: config.stateDir, backend, log, fenceTarget: fenceTargetOf(manager, backend), onRefused: refused, storageCapabilities: async () => [...((await storage?.capabilityNames()) ?? []), ...(network ? (await probeNetworkFeatures(config.networkNetns)).filter((f) => f.available).map((f) => f.name) : [])], ...(tls ? { tls } : {}) }) : undefined;
+  link = config.controlPlane ? startControlPlaneLink({ controlPlane: config.controlPlane, agentUrl: server.url, nodeName: config.nodeName, stateDir: config.stateDir, backend, log, fenceTarget: fenceTargetOf(manager, backend), onRefused: refused, storageCapabilities: async () => [...((await storage?.capabilityNames()) ?? []), ...(network ? (await features()).features.filter((f) => f.available).map((f) => f.name) : [])], ...(tls ? { tls } : {}) }) : undefined;
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
 }

@@ -10,6 +10,7 @@ export * from "./guest.js";
 export * from "./guest-console.js";
 export * from "./boot-sector.js";
 export * from "./test-agent.js";
+export * from "./net-probe-guest.js";
 export * from "./zombie.js";
 export * from "./fuzz/index.js";
 export * from "./test-pki.js";

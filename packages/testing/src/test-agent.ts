@@ -1,7 +1,37 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type AgentTls, type Backend, startAgentServer, type AgentServer, startControlPlaneLink, type ControlPlaneLink, fenceTargetOf, NodeStorage, VmManager } from "@quantix/agent";
+import { type AgentTls, type Backend, startAgentServer, type AgentServer, startControlPlaneLink, type ControlPlaneLink, fenceTargetOf, NetworkHost, NodeStorage, probeNetworkCapabilities, VmManager } from "@quantix/agent";
 import { silentLogger } from "@quantix/rpc";
+
+/** The data plane of a {@link TestAgent}: a host simulated as a network namespace. */
+export interface TestAgentNetwork {
+  /**
+   * The namespace (under /run/netns, made by the test) the agent's NetworkHost programs,
+   * as an agent process's VMCP_NETWORK_NETNS. The agent's QEMUs must open their TAPs there:
+   * a test that builds the agent's QemuBackend passes it the same name as `netns`.
+   */
+  readonly netns: string;
+  /** This host's VXLAN source address (VMCP_NETWORK_UNDERLAY_ADDRESS); default: the namespace's first global-scope IPv4 address. */
+  readonly underlayAddress?: string;
+  /** How often the data plane converges by itself (restarting a dead dnsmasq, recreating a deleted link); default 30 s as an agent process, 0: never. */
+  readonly resyncMs?: number;
+}
+
+/** The settings of a {@link TestAgent} past its backend, state directory and name. */
+export interface TestAgentOptions {
+  /** How often the link heartbeats; default 200 ms. */
+  readonly heartbeatMs?: number;
+  /** See {@link TestAgent.imageDirs}. */
+  readonly imageDirs?: readonly string[];
+  /** See {@link TestAgent.sharedDirs}. */
+  readonly sharedDirs?: readonly string[];
+  /**
+   * Serve vmm.v1 NetworkService over a NetworkHost in this namespace (state in
+   * `<stateDir>/network`), put VM NICs naming a port on its TAP, and register the network
+   * features the probe finds as node capabilities, as an agent with VMCP_NETWORK=on.
+   */
+  readonly network?: TestAgentNetwork;
+}
 
 /**
  * A host agent in this process (vmm.v1 server plus the link that registers and heartbeats),
@@ -13,35 +43,59 @@ export class TestAgent<B extends Backend = Backend> {
   manager!: VmManager;
   /** The agent's pools and volumes (vmm.v1.StorageService), under `<stateDir>/pools`. */
   readonly storage: NodeStorage;
+  /** The network data plane, from start() on, when the agent was given `network`. */
+  networkHost: NetworkHost | undefined;
+  /**
+   * The image allow-list, as an agent process's VMCP_IMAGE_DIRS: VMs may name only files
+   * below these. By default the agent's own default, `<stateDir>/images`.
+   */
+  readonly imageDirs: readonly string[];
+  /**
+   * The shared directories, as an agent process's VMCP_SHARED_DIRS: storage every agent
+   * naming it reaches (SHARED_DIR pools lie below one; a migration uses what lies there
+   * in place). Two TestAgents given the same directory share it as two hosts would.
+   */
+  readonly sharedDirs: readonly string[];
+  /** The data plane's settings, when it has one. */
+  readonly network: TestAgentNetwork | undefined;
+  private readonly heartbeatMs: number;
+
+  /**
+   * `options`: the heartbeat period alone (then `imageDirs` and `sharedDirs` follow as
+   * positional arguments, as older callers pass them), or {@link TestAgentOptions}.
+   */
   constructor(
     readonly backend: B,
     readonly stateDir: string,
     readonly name: string,
-    private readonly heartbeatMs = 200,
-    /**
-     * The image allow-list, as an agent process's VMCP_IMAGE_DIRS: VMs may name only files
-     * below these. By default the agent's own default, `<stateDir>/images`.
-     */
-    readonly imageDirs: readonly string[] = [join(stateDir, "images")],
-    /**
-     * The shared directories, as an agent process's VMCP_SHARED_DIRS: storage every agent
-     * naming it reaches (SHARED_DIR pools lie below one; a migration uses what lies there
-     * in place). Two TestAgents given the same directory share it as two hosts would.
-     */
-    readonly sharedDirs: readonly string[] = [],
+    options: number | TestAgentOptions = 200,
+    imageDirs?: readonly string[],
+    sharedDirs?: readonly string[],
   ) {
-    this.storage = new NodeStorage({ poolRoot: join(stateDir, "pools"), sharedDirs });
+    const o: TestAgentOptions = typeof options === "number" ? { heartbeatMs: options, ...(imageDirs ? { imageDirs } : {}), ...(sharedDirs ? { sharedDirs } : {}) } : options;
+    this.heartbeatMs = o.heartbeatMs ?? 200;
+    this.imageDirs = o.imageDirs ?? [join(stateDir, "images")];
+    this.sharedDirs = o.sharedDirs ?? [];
+    this.network = o.network;
+    this.storage = new NodeStorage({ poolRoot: join(stateDir, "pools"), sharedDirs: this.sharedDirs });
   }
 
-  /** Serves vmm.v1 (VmService and StorageService) on `port` (0: a free one) and links to the control plane at `cpUrl`; with `tls`, as an enrolled agent (mutual TLS both ways). */
+  /** Serves vmm.v1 (VmService and StorageService, NetworkService with `network`) on `port` (0: a free one) and links to the control plane at `cpUrl`; with `tls`, as an enrolled agent (mutual TLS both ways). */
   async start(cpUrl: string, port = 0, tls?: AgentTls): Promise<void> {
+    const net = this.network;
+    // Converges from its state file at once, as an agent process's does.
+    const host = net ? new NetworkHost({ stateDir: this.stateDir, netns: net.netns, resyncMs: net.resyncMs ?? 30_000 }) : undefined;
+    await host?.start();
+    this.networkHost = host;
+    const features = net ? () => probeNetworkCapabilities(net.netns, net.underlayAddress) : undefined;
     // Volumes of the agent's pools are VM disks too, as on an agent process (VMCP_POOL_ROOT joins the allow-list).
     // The shared directories join the allow-list too (VmManager adds them), and decide what a migration copies.
-    this.manager = new VmManager({ backend: this.backend, imageDirs: [...this.imageDirs, join(this.stateDir, "pools")], sharedDirs: this.sharedDirs });
+    this.manager = new VmManager({ backend: this.backend, ...(host ? { portTaps: (id: string) => host.portTap(id) } : {}), imageDirs: [...this.imageDirs, join(this.stateDir, "pools")], sharedDirs: this.sharedDirs });
     await this.manager.start();
     const secure = tls ? { tls } : {};
-    this.server = await startAgentServer(this.manager, { host: "127.0.0.1", port, log: silentLogger, graceMs: 100, storage: this.storage, problem: () => this.link?.problem(), ...secure });
-    this.link = startControlPlaneLink({ controlPlane: cpUrl, agentUrl: this.server.url, nodeName: this.name, stateDir: this.stateDir, backend: this.backend, log: silentLogger, heartbeatMs: this.heartbeatMs, fenceTarget: fenceTargetOf(this.manager, this.backend), fenceCheckMs: 100, storageCapabilities: () => this.storage.capabilityNames(), ...secure });
+    this.server = await startAgentServer(this.manager, { host: "127.0.0.1", port, log: silentLogger, graceMs: 100, storage: this.storage, problem: () => this.link?.problem(), ...(host && features ? { network: { host, features } } : {}), ...secure });
+    const capabilities = async () => [...(await this.storage.capabilityNames()), ...(features ? (await features()).features.filter((f) => f.available).map((f) => f.name) : [])];
+    this.link = startControlPlaneLink({ controlPlane: cpUrl, agentUrl: this.server.url, nodeName: this.name, stateDir: this.stateDir, backend: this.backend, log: silentLogger, heartbeatMs: this.heartbeatMs, fenceTarget: fenceTargetOf(this.manager, this.backend), fenceCheckMs: 100, storageCapabilities: capabilities, ...secure });
   }
 
   /**
@@ -58,9 +112,21 @@ export class TestAgent<B extends Backend = Backend> {
     return path;
   }
 
-  /** What a dead agent looks like from outside: no answers, no heartbeats (its VMs live on). */
+  /** What a dead agent looks like from outside: no answers, no heartbeats (its VMs live on, and its networks' dnsmasq). */
   async kill(): Promise<void> {
     await this.link.stop();
     await this.server.close();
+    await this.networkHost?.close(false);
+  }
+
+  /**
+   * The end of a test: as {@link kill}, and the networks' dnsmasq processes are stopped
+   * too. The backend (and its VMs) stays the caller's to close; the namespace's links stay
+   * until the test deletes the namespace.
+   */
+  async stop(): Promise<void> {
+    await this.link?.stop();
+    await this.server?.close();
+    await this.networkHost?.close(true);
   }
 }

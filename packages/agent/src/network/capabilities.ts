@@ -57,3 +57,37 @@ export async function probeNetworkFeatures(netns?: string): Promise<NetworkFeatu
     { name: "network-vlan", available: false, reason: vlan === undefined ? "the kernel can create VLAN devices, but this data plane has no VLAN networks yet" : `the kernel cannot create VLAN devices: ${vlan}` },
   ];
 }
+
+/** What GetNetworkCapabilities answers: the probed features and this host's underlay address. */
+export interface NetworkCapabilityProbe {
+  readonly features: NetworkFeatureSupport[];
+  /** This host's VXLAN source address; empty when it has none ("network-vxlan" is then unavailable). */
+  readonly underlayAddress: string;
+}
+
+/** The global-scope IPv4 addresses of the namespace, in `ip`'s order. */
+export async function globalIpv4Addresses(netns?: string): Promise<string[]> {
+  const links = await new HostExec(netns).ipJson<{ addr_info?: { family?: string; local?: string }[] }[]>(["-4", "addr", "show", "scope", "global"]);
+  return links.flatMap((l) => (l.addr_info ?? []).filter((a) => a.family === "inet" && a.local).map((a) => a.local!));
+}
+
+/**
+ * The features ({@link probeNetworkFeatures}) and the underlay address: `configured`
+ * (VMCP_NETWORK_UNDERLAY_ADDRESS) when given, else the namespace's first global-scope
+ * IPv4 address. Without one, or with a configured one the namespace does not have, VXLAN
+ * cannot work here: "network-vxlan" is reported unavailable saying why.
+ */
+export async function probeNetworkCapabilities(netns?: string, configured?: string): Promise<NetworkCapabilityProbe> {
+  const [features, addresses] = await Promise.all([probeNetworkFeatures(netns), globalIpv4Addresses(netns).catch(() => [] as string[])]);
+  const underlayAddress = configured ?? addresses[0] ?? "";
+  const problem =
+    underlayAddress === ""
+      ? "no underlay address: this host has no global-scope IPv4 address; set VMCP_NETWORK_UNDERLAY_ADDRESS"
+      : !addresses.includes(underlayAddress)
+        ? `the underlay address ${underlayAddress} (VMCP_NETWORK_UNDERLAY_ADDRESS) is not on any interface of this host`
+        : undefined;
+  return {
+    underlayAddress,
+    features: features.map((f) => (f.name === "network-vxlan" && f.available && problem ? { ...f, available: false, reason: problem } : f)),
+  };
+}

@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { NETNS_NAME } from "./names.js";
 
 /**
  * Runs the host's network tools (ip, bridge, nft, dnsmasq, sysctl) in one network
@@ -8,7 +9,7 @@ import { execFile } from "node:child_process";
 export class HostExec {
   /** `netns`: a namespace name from the agent's configuration (never a request's), or undefined for the root namespace. */
   constructor(readonly netns?: string) {
-    if (netns !== undefined && !/^[a-zA-Z0-9_.-]{1,64}$/.test(netns)) throw new Error(`bad network namespace name ${JSON.stringify(netns)}`);
+    if (netns !== undefined && !NETNS_NAME.test(netns)) throw new Error(`bad network namespace name ${JSON.stringify(netns)}`);
   }
 
   /** `ip` with `-n <netns>`. */

@@ -4,6 +4,12 @@
  * No user string ever becomes part of a name.
  */
 
+/**
+ * A network namespace name (under /run/netns) the agent accepts from its configuration:
+ * VMCP_NETWORK_NETNS, the data plane's namespace, and the QEMU backend's `netns`.
+ */
+export const NETNS_NAME = /^[a-zA-Z0-9_.-]{1,64}$/;
+
 /** A lowercase canonical UUID (8-4-4-4-12 hex digits). */
 export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 

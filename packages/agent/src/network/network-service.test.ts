@@ -18,7 +18,7 @@ import { SimulatedBackend } from "../backends/simulated/simulated-backend.js";
 import { startAgentServer, type AgentServer } from "../rpc/agent-server.js";
 import { VmManager } from "../vm-manager.js";
 import { buildDhcpGuest, DHCP_GUEST_LEASE } from "../testing/dhcp-guest.js";
-import { probeNetworkFeatures } from "./capabilities.js";
+import { probeNetworkCapabilities } from "./capabilities.js";
 import { NetworkHost } from "./network-host.js";
 import { bridgeName, tapName } from "./names.js";
 
@@ -61,7 +61,7 @@ async function startSide(name: "h1" | "h2", ns: string): Promise<Side> {
   const backend = new SimulatedBackend({ bootMs: 20 });
   const manager = new VmManager({ backend, portTaps: (id) => host.portTap(id) });
   await manager.start();
-  const server = await startAgentServer(manager, { host: "127.0.0.1", port: 0, log: silentLogger, network: { host, features: () => probeNetworkFeatures(ns) } });
+  const server = await startAgentServer(manager, { host: "127.0.0.1", port: 0, log: silentLogger, network: { host, features: () => probeNetworkCapabilities(ns) } });
   const transport = createGrpcTransport({ baseUrl: server.url });
   return { host, server, backend, c: createClient(NetworkService, transport), vm: createClient(VmService, transport) };
 }
@@ -148,6 +148,7 @@ test("capabilities are probed from the kernel and the binaries", async () => {
   assert.equal(by.get("network-security-groups")?.available, true, by.get("network-security-groups")?.reason);
   assert.equal(by.get("network-dhcp")?.available, true);
   assert.equal(by.get("network-vlan")?.available, false);
+  assert.equal(caps.underlayAddress, "192.0.2.1", "the namespace's global IPv4 address");
 });
 
 test("bad input is INVALID_ARGUMENT with the field paths and changes nothing", async () => {

@@ -7,7 +7,7 @@ import { peerKey, RpcMetrics, startRpcServer, type Logger } from "@quantix/rpc";
 import type { VmManager } from "../vm-manager.js";
 import type { AgentTls } from "../enroll/enrollment.js";
 import type { NodeStorage } from "../storage/node-storage.js";
-import type { NetworkFeatureSupport } from "../network/capabilities.js";
+import type { NetworkCapabilityProbe } from "../network/capabilities.js";
 import type { NetworkHost } from "../network/network-host.js";
 import { networkRoute } from "./network-routes.js";
 import { healthFallback } from "./health.js";
@@ -36,9 +36,9 @@ export interface AgentServerOptions {
   readonly storage?: NodeStorage;
   /**
    * This host's network data plane, served as vmm.v1 NetworkService on the same port, with
-   * its feature probe. Absent: NetworkService is not served (its calls answer UNIMPLEMENTED).
+   * its capability probe (features and this host's underlay address, probeNetworkCapabilities). Absent: NetworkService is not served (its calls answer UNIMPLEMENTED).
    */
-  readonly network?: { readonly host: NetworkHost; readonly features: () => Promise<NetworkFeatureSupport[]> };
+  readonly network?: { readonly host: NetworkHost; readonly features: () => Promise<NetworkCapabilityProbe> };
 }
 
 /** A listening agent. */

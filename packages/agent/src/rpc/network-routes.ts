@@ -19,7 +19,7 @@ import {
 } from "@quantix/api/gen/vmm/v1/network_pb.js";
 import { invalidArgument, Violations } from "@quantix/core";
 import { route, type Route } from "@quantix/rpc";
-import type { NetworkFeatureSupport } from "../network/capabilities.js";
+import type { NetworkCapabilityProbe } from "../network/capabilities.js";
 import type { SecurityGroupDesired } from "../network/model.js";
 import type { Condition, NetworkHost, NetworkView, PortView } from "../network/network-host.js";
 import { UUID } from "../network/names.js";
@@ -32,7 +32,7 @@ function requireId(field: string, value: string): void {
 }
 
 /** vmm.v1 NetworkService over a NetworkHost: validation and conversion; the data plane lives in network/. */
-export function networkServiceImpl(host: NetworkHost, features: () => Promise<NetworkFeatureSupport[]>): ServiceImpl<typeof NetworkService> {
+export function networkServiceImpl(host: NetworkHost, features: () => Promise<NetworkCapabilityProbe>): ServiceImpl<typeof NetworkService> {
   return {
     async applyNetwork(req) {
       const c = checkNetworkSpec(req.spec);
@@ -72,12 +72,12 @@ export function networkServiceImpl(host: NetworkHost, features: () => Promise<Ne
       return {};
     },
     listSecurityGroups: async () => create(ListSecurityGroupsResponseSchema, { securityGroups: (await host.listSecurityGroups()).map(toGroup) }),
-    getNetworkCapabilities: async () => create(NetworkCapabilitiesSchema, { features: await features() }),
+    getNetworkCapabilities: async () => create(NetworkCapabilitiesSchema, await features()),
   };
 }
 
 /** NetworkService's route, for the agent server. */
-export function networkRoute(host: NetworkHost, features: () => Promise<NetworkFeatureSupport[]>): Route {
+export function networkRoute(host: NetworkHost, features: () => Promise<NetworkCapabilityProbe>): Route {
   return route(NetworkService, networkServiceImpl(host, features));
 }
 

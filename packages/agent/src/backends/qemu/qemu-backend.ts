@@ -23,6 +23,7 @@ import { assignPciSlots, pciDevices } from "./qemu-pci-layout.js";
 import { loadState, saveState } from "./qemu-suspend.js";
 import { applyOffline, deleteLive, findSnapshot, listVmSnapshots, loadLive, saveLive, saveOffline, snapshotDisks } from "./qemu-vm-snapshot.js";
 import { QemuImg } from "../../storage/qemu-img.js";
+import { NETNS_NAME } from "../../network/names.js";
 import { clearRuntimeFiles, listVmDirs, loadRecord, removeVmDir, saveRecord, vmPaths, type VmPaths, type VmRecord } from "./qemu-vm-dir.js";
 
 /** Settings of {@link QemuBackend} (VMCP_QEMU_BINARY, VMCP_QEMU_KVM, the agent's state dir). */
@@ -52,6 +53,14 @@ export interface QemuBackendOptions {
   readonly qemuImgBinary?: string;
   /** Test seam: picks the port of an incoming migration's NBD server. */
   readonly pickPort?: PortPicker;
+  /**
+   * The network namespace QEMU runs in (a name under /run/netns, as VMCP_NETWORK_NETNS):
+   * QEMU is started as `ip netns exec <netns> <binary> ...`, so it opens the TAPs the
+   * data plane made there. `ip netns exec` execs QEMU in place (same pid). Everything
+   * QEMU listens on (an incoming migration, its NBD server) is then in that namespace.
+   * Undefined: the agent's own namespace.
+   */
+  readonly netns?: string;
 }
 
 interface Entry {
@@ -96,6 +105,7 @@ export class QemuBackend implements Backend {
   constructor(private readonly options: QemuBackendOptions) {
     const bad = hostPathViolation("stateDir", options.stateDir);
     if (bad) throw new QuantixError("invalid_argument", `QEMU backend state directory ${bad.description}`);
+    if (options.netns !== undefined && !NETNS_NAME.test(options.netns)) throw new QuantixError("invalid_argument", `QEMU backend netns must be a network namespace name (letters, digits, '_', '.', '-'), got '${options.netns}'`);
     this.binary = options.binary ?? "qemu-system-x86_64";
     this.clock = options.clock ?? systemClock;
   }
@@ -401,7 +411,9 @@ export class QemuBackend implements Backend {
       extraFds = inherit.map((_, i) => 3 + files.all.length + i);
       await this.options.beforeSpawn?.(vmId);
       entry.stopping = false;
-      entry.runtime = await QemuRuntime.start(this.binary, args, this.runtimeOptions(vmId, entry), [...files.all.map((f) => f.fd), ...inherit], !incoming).catch((err: unknown) => {
+      // In a namespace, `ip` switches into it and execs QEMU: the pid spawned is QEMU's.
+      const [bin, argv] = this.options.netns === undefined ? [this.binary, args] : ["ip", ["netns", "exec", this.options.netns, this.binary, ...args]];
+      entry.runtime = await QemuRuntime.start(bin, argv, this.runtimeOptions(vmId, entry), [...files.all.map((f) => f.fd), ...inherit], !incoming).catch((err: unknown) => {
         if (!this.options.kvm || !(err instanceof QuantixError)) throw err;
         throw new QuantixError(err.code, `${err.message}; if KVM cannot run guests on this host, set VMCP_QEMU_KVM=false`);
       });
