@@ -11,7 +11,7 @@ export interface TestAgentNetwork {
    * a test that builds the agent's QemuBackend passes it the same name as `netns`.
    */
   readonly netns: string;
-  /** This host's VXLAN source address (VMCP_NETWORK_UNDERLAY_ADDRESS); default: the namespace's first global-scope IPv4 address. */
+  /** This host's VXLAN source address (VMCP_NETWORK_UNDERLAY_ADDRESS), also where its incoming migrations listen; default: the namespace's first global-scope IPv4 address (migrations then listen on 127.0.0.1). */
   readonly underlayAddress?: string;
   /** How often the data plane converges by itself (restarting a dead dnsmasq, recreating a deleted link); default 30 s as an agent process, 0: never. */
   readonly resyncMs?: number;
@@ -90,7 +90,7 @@ export class TestAgent<B extends Backend = Backend> {
     const features = net ? () => probeNetworkCapabilities(net.netns, net.underlayAddress) : undefined;
     // Volumes of the agent's pools are VM disks too, as on an agent process (VMCP_POOL_ROOT joins the allow-list).
     // The shared directories join the allow-list too (VmManager adds them), and decide what a migration copies.
-    this.manager = new VmManager({ backend: this.backend, ...(host ? { portTaps: (id: string) => host.portTap(id) } : {}), imageDirs: [...this.imageDirs, join(this.stateDir, "pools")], sharedDirs: this.sharedDirs });
+    this.manager = new VmManager({ backend: this.backend, ...(host ? { portTaps: (id: string) => host.portTap(id) } : {}), ...(net?.underlayAddress ? { migrationHost: net.underlayAddress } : {}), imageDirs: [...this.imageDirs, join(this.stateDir, "pools")], sharedDirs: this.sharedDirs });
     await this.manager.start();
     const secure = tls ? { tls } : {};
     this.server = await startAgentServer(this.manager, { host: "127.0.0.1", port, log: silentLogger, graceMs: 100, storage: this.storage, problem: () => this.link?.problem(), ...(host && features ? { network: { host, features } } : {}), ...secure });

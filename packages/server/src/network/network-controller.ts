@@ -89,7 +89,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
     try {
       const caps = await nn.capabilities();
       const vx = caps.features.find((f) => f.name === NETWORK_CAPABILITY);
-      const address = (caps as { underlayAddress?: string }).underlayAddress ?? "";
+      const address = caps.underlayAddress;
       const why = vx && !vx.available ? `node '${node.id}' cannot carry VXLAN: ${vx.reason}` : address === "" ? `node '${node.id}' reports no underlay address for VXLAN (set VMCP_NETWORK_UNDERLAY_ADDRESS on its agent)` : "";
       const r = { address: why === "" ? address : "", at: now, why };
       underlays.set(node.id, r);

@@ -64,8 +64,8 @@ export function networkCharging(ledger: QuotaLedger): Charging<N> {
  * VirtualNetworkService's writes: an IPv4 subnet on an overlay (VXLAN or ISOLATED) in a
  * project, its gateway, DHCP range, DNS and MTU checked and completed, a VNI claimed in the
  * same commit (a NetworkAllocation whose id is the VNI), the project's `networks` quota
- * charged. Status is honest: PENDING with Ready=False (NotRealized) since no controller
- * sets networks up on nodes yet; the address counts are kept by the ports' commits.
+ * charged. Status is honest: PENDING with Ready=False (NoPorts) until the network controller
+ * sets it up on the nodes of the VMs that use it; the address counts are kept by the ports' commits.
  */
 export class VirtualNetworkService {
   private readonly writer: ResourceWriter<N>;

@@ -1,0 +1,194 @@
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { createClient, type Client } from "@connectrpc/connect";
+import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { NetworkType, VirtualNetworkState } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import { VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
+import { PortState } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
+import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
+import { SecurityGroupRuleDirection as Dir, SecurityGroupRuleProtocol as Proto } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_pb.js";
+import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
+import { QemuBackend } from "@quantix/agent";
+import { buildNetProbeGuest, consoleText, ensureDebianPackages, netProbeKernelArgs, parseNetProbeConsole, startTestServer, TestAgent, until, type NetProbeConsole, type NetProbeGuest, type TestServer } from "@quantix/testing";
+
+// Issue 14 end to end, through the control plane's API only: two hosts simulated as
+// network namespaces joined by a veth underlay, each a host agent (its network data plane
+// and its QEMUs in that namespace). Networks, ports and security groups are made with the
+// API; VMs name them in spec.nics; the network controller programs the hosts. Real QEMU
+// guests (the net probe guest) report DHCP leases, pings, TCP connects to port 22, DNS
+// and a spoofed ping on their consoles, round after round.
+
+const P = `qxe${(process.pid & 0xffff).toString(16)}`;
+const H = { a: `${P}a`, b: `${P}b` };
+const UNDERLAY = { a: "192.0.2.11", b: "192.0.2.12" };
+const IP = { a: "10.41.0.11", b: "10.41.0.12" };
+const SPOOFED = "10.41.0.99";
+const sh = (args: string[]) => execFileSync(args[0]!, args.slice(1), { stdio: ["ignore", "pipe", "pipe"], timeout: 15_000 }).toString();
+
+let s: TestServer | undefined;
+let dir: string;
+let guest: NetProbeGuest;
+const agents: Partial<Record<"a" | "b", TestAgent<QemuBackend>>> = {};
+const nodeId = { a: "", b: "" };
+
+before(async () => {
+  await ensureDebianPackages(["qemu-system-x86", "iproute2", "nftables", "dnsmasq-base", "busybox-static", "cpio"]);
+  guest = await buildNetProbeGuest();
+  dir = await mkdtemp(join(tmpdir(), "quantix-net-e2e-"));
+  for (const ns of [H.a, H.b]) {
+    sh(["ip", "netns", "add", ns]);
+    sh(["ip", "-n", ns, "link", "set", "lo", "up"]);
+  }
+  sh(["ip", "-n", H.a, "link", "add", `${P}u1`, "type", "veth", "peer", "name", `${P}u2`, "netns", H.b]);
+  sh(["ip", "-n", H.a, "addr", "add", `${UNDERLAY.a}/24`, "dev", `${P}u1`]);
+  sh(["ip", "-n", H.b, "addr", "add", `${UNDERLAY.b}/24`, "dev", `${P}u2`]);
+  sh(["ip", "-n", H.a, "link", "set", `${P}u1`, "up"]);
+  sh(["ip", "-n", H.b, "link", "set", `${P}u2`, "up"]);
+  s = await startTestServer({ demo: false });
+  for (const k of ["a", "b"] as const) {
+    const stateDir = join(dir, k);
+    const agent = new TestAgent(new QemuBackend({ stateDir: join(stateDir, "qemu"), kvm: false, netns: H[k] }), stateDir, `${P}-${k}`, { imageDirs: [guest.imageDir], network: { netns: H[k], underlayAddress: UNDERLAY[k] } });
+    await agent.start(s.url);
+    agents[k] = agent;
+  }
+  for (const k of ["a", "b"] as const) {
+    nodeId[k] = await until(async () => (await s!.nodes.listNodes({})).nodes.find((n) => n.hostname === `${P}-${k}` && n.status?.hypervisor?.capabilities.includes("network-vxlan"))?.id, `node ${k} registered with its network capabilities`, 30_000, 100);
+  }
+});
+
+after(async () => {
+  for (const k of ["a", "b"] as const) {
+    const agent = agents[k];
+    if (!agent) continue;
+    for (const vm of await agent.backend.listVMs().catch(() => [])) await agent.backend.deleteVM(vm.vmId).catch(() => undefined);
+    await agent.stop().catch(() => undefined);
+    await agent.backend.close();
+  }
+  await s?.close();
+  for (const ns of [H.a, H.b]) {
+    try {
+      sh(["ip", "netns", "del", ns]);
+    } catch {
+      // already gone
+    }
+  }
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+/** The net probe guest's console of VM `vmId` on host `k`, parsed, once `done` holds for it. */
+function probe(k: "a" | "b", vmId: string, what: string, done: (p: NetProbeConsole) => boolean, timeoutMs = 300_000): Promise<NetProbeConsole> {
+  return until(
+    async () => {
+      const text = await consoleText(agents[k]!.backend, vmId).catch(() => "");
+      const p = parseNetProbeConsole(text);
+      return done(p) ? p : undefined;
+    },
+    what,
+    timeoutMs,
+    500,
+  ).catch(async (err: unknown) => {
+    throw new Error(`${String(err)}; the console of ${vmId} ended with: ${(await consoleText(agents[k]!.backend, vmId).catch(() => "")).slice(-1500)}`);
+  });
+}
+
+/** The results of a round that began after `after` (a later round than the one given). */
+const laterRound = (after: number | undefined, check: (p: NetProbeConsole) => boolean) => (p: NetProbeConsole) => (p.round?.round ?? 0) > (after ?? 0) + 1 && check(p);
+
+test("VMs on virtual networks through the API: DHCP, ping and DNS across hosts, another network isolated, security groups by remote group changed live, spoofing dropped", { timeout: 600_000 }, async () => {
+  const nets: Client<typeof VirtualNetworkService> = createClient(VirtualNetworkService, s!.transport);
+  const ports: Client<typeof PortService> = createClient(PortService, s!.transport);
+  const groups: Client<typeof SecurityGroupService> = createClient(SecurityGroupService, s!.transport);
+
+  // Two networks with the same subnet: isolation is the overlay's, not routing's.
+  const n1 = await nets.createVirtualNetwork({ name: "e2e-one", spec: { type: NetworkType.VXLAN, cidr: "10.41.0.0/24" } });
+  const n2 = await nets.createVirtualNetwork({ name: "e2e-two", spec: { type: NetworkType.VXLAN, cidr: "10.41.0.0/24", dhcp: { enabled: true, rangeStart: "10.41.0.100", rangeEnd: "10.41.0.200" } } });
+  // "web" (a's group) lets "clients" (b's group) ping and reach TCP 22; "clients" lets "web" ping only.
+  const web = await groups.createSecurityGroup({ name: "e2e-web", rules: [{ direction: Dir.EGRESS }] });
+  const clients = await groups.createSecurityGroup({ name: "e2e-clients", rules: [{ direction: Dir.EGRESS }, { direction: Dir.INGRESS, protocol: Proto.ICMP, remote: { case: "remoteGroupId", value: web.id } }] });
+  const webRules = await groups.addSecurityGroupRules({
+    securityGroupId: web.id,
+    rules: [
+      { direction: Dir.INGRESS, protocol: Proto.ICMP, remote: { case: "remoteGroupId", value: clients.id } },
+      { direction: Dir.INGRESS, protocol: Proto.TCP, portRangeMin: 22, remote: { case: "remoteGroupId", value: clients.id } },
+    ],
+  });
+  const pa = await ports.createPort({ name: "e2e-a", spec: { networkId: n1.id, fixedIps: [IP.a], securityGroupIds: [web.id] } });
+  const pb = await ports.createPort({ name: "e2e-b", spec: { networkId: n1.id, fixedIps: [IP.b], securityGroupIds: [clients.id] } });
+
+  const boot = (args: Parameters<typeof netProbeKernelArgs>[0]) => ({ directBoot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, cmdline: netProbeKernelArgs(args) } });
+  const on = (k: "a" | "b") => ({ requiredNodeIds: [nodeId[k]] });
+  const base = { cpu: { cores: 1 }, memory: { sizeMib: 256n } };
+  const [va, vb, vc] = await Promise.all([
+    s!.vms.createVM({ name: "e2e-a", spec: { ...base, boot: boot({ ping: [IP.b], tcp: [IP.b], spoof: SPOOFED, dns: "e2e-b" }), nics: [{ id: "eth0", portId: pa.id }], placement: on("a") }, startOnCreate: true }),
+    s!.vms.createVM({ name: "e2e-b", spec: { ...base, boot: boot({ ping: [IP.a], tcp: [IP.a], dns: "e2e-a.e2e-one.quantix.internal" }), nics: [{ id: "eth0", portId: pb.id }], placement: on("b") }, startOnCreate: true }),
+    // On the other network, on a's host: it reaches neither, though the addresses are in its own subnet.
+    s!.vms.createVM({ name: "e2e-c", spec: { ...base, boot: boot({ ping: [IP.a, IP.b], tcp: [IP.a] }), nics: [{ id: "eth0", networkId: n2.id }], placement: on("a") }, startOnCreate: true }),
+  ]);
+  const cPort = await ports.getPort({ id: vc.spec!.nics[0]!.portId });
+  assert.equal(cPort.spec!.ownerVmId, vc.id);
+
+  // The VMs run once their ports are ACTIVE on their nodes; the networks are ACTIVE on their nodes.
+  for (const vm of [va, vb, vc]) await until(async () => ((await s!.vms.getVM({ id: vm.id })).status?.state === State.RUNNING ? true : undefined), `${vm.name} RUNNING`, 120_000, 200);
+  const n1Now = await until(async () => {
+    const n = await nets.getVirtualNetwork({ id: n1.id });
+    return n.status?.state === VirtualNetworkState.ACTIVE && n.status.nodes.length === 2 ? n : undefined;
+  }, "network one ACTIVE on both nodes", 60_000, 200);
+  assert.deepEqual(n1Now.status!.nodes.map((x) => x.nodeId).sort(), [nodeId.a, nodeId.b].sort());
+  for (const [p, k] of [[pa, "a"], [pb, "b"]] as const) {
+    const got = await until(async () => {
+      const x = await ports.getPort({ id: p.id });
+      return x.status?.state === PortState.ACTIVE ? x : undefined;
+    }, `port ${k} ACTIVE`, 60_000, 200).catch(async () => ports.getPort({ id: p.id }));
+    assert.equal(got.status!.state, PortState.ACTIVE, `${PortState[got.status!.state]}: ${got.status?.conditions.map((c) => `${c.type} ${c.reason}: ${c.message}`).join("; ")}`);
+    assert.equal(got.status!.nodeId, nodeId[k]);
+    assert.match(got.status!.tapDevice, /^qt[0-9a-f]{12}$/);
+  }
+
+  // Leases, reachability, DNS and spoofing, from the guests' own reports.
+  const a1 = await probe("a", va.id, "guest a pings b and resolves its name", (p) => p.round?.ping[IP.b] === true && p.round.dns["e2e-b"] !== undefined && p.round.dns["e2e-b"] !== "fail");
+  const b1 = await probe("b", vb.id, "guest b pings a and connects to its TCP 22", (p) => p.round?.ping[IP.a] === true && p.round.tcp[IP.a] === true && p.round.dns["e2e-a.e2e-one.quantix.internal"] !== undefined);
+  const c1 = await probe("a", vc.id, "guest c's rounds", (p) => p.lease !== undefined && p.round !== undefined);
+  assert.equal(a1.lease?.ip, IP.a);
+  assert.equal(a1.lease?.hostname, "e2e-a");
+  assert.equal(a1.lease?.router, "10.41.0.1");
+  assert.equal(a1.lease?.mtu, "1450");
+  assert.equal(b1.lease?.ip, IP.b);
+  assert.equal(a1.round!.dns["e2e-b"], IP.b, "b's name resolves on a's host");
+  assert.equal(b1.round!.dns["e2e-a.e2e-one.quantix.internal"], IP.a);
+  assert.equal(a1.round!.tcp[IP.b], false, "clients allow no TCP 22 from web");
+  assert.equal(a1.round!.spoof[IP.b], false, "a ping from a spoofed source is dropped in the round where the real one passes");
+  assert.equal(c1.lease?.ip, cPort.spec!.fixedIps[0]);
+  assert.deepEqual(c1.round!.ping, { [IP.a]: false, [IP.b]: false }, "another network reaches neither");
+  assert.equal(c1.round!.tcp[IP.a], false);
+
+  // Rules changed live: web drops its TCP 22 rule, clients gain one; nothing restarts.
+  const tcpRule = webRules.rules.find((r) => r.protocol === Proto.TCP)!;
+  await groups.removeSecurityGroupRules({ securityGroupId: web.id, ruleIds: [tcpRule.id] });
+  await groups.addSecurityGroupRules({ securityGroupId: clients.id, rules: [{ direction: Dir.INGRESS, protocol: Proto.TCP, portRangeMin: 22, remote: { case: "remoteGroupId", value: web.id } }] });
+  const b2 = await probe("b", vb.id, "guest b no longer reaches a's TCP 22", laterRound(b1.round?.round, (p) => p.round?.tcp[IP.a] === false && p.round.ping[IP.a] === true));
+  const a2 = await probe("a", va.id, "guest a now reaches b's TCP 22", laterRound(a1.round?.round, (p) => p.round?.tcp[IP.b] === true));
+  assert.equal(b2.round!.ping[IP.a], true, "ICMP is still allowed");
+  assert.equal(a2.round!.ping[IP.b], true);
+  // The guests kept running through it all.
+  for (const vm of [va, vb]) assert.equal((await s!.vms.getVM({ id: vm.id })).status?.state, State.RUNNING);
+
+  // Deleting the VMs deletes c's own port and unbinds a's and b's; the hosts drop the networks.
+  for (const vm of [va, vb, vc]) await s!.vms.deleteVM({ id: vm.id, force: true });
+  await until(async () => ((await ports.getPort({ id: pa.id })).status?.deviceId === "" && (await ports.listPorts({ networkId: n2.id })).ports.length === 0 ? true : undefined), "ports released", 60_000, 200);
+  await until(async () => ((await nets.getVirtualNetwork({ id: n1.id })).status?.state === VirtualNetworkState.PENDING ? true : undefined), "network one on no node", 60_000, 200);
+  for (const k of ["a", "b"] as const) {
+    const left = await until(async () => {
+      const links = sh(["ip", "-n", H[k], "-o", "link", "show"]);
+      return /: q[bvt][0-9a-f]{12}[@:]/.test(links) ? undefined : links;
+    }, `host ${k} holds no bridge, VXLAN or TAP of the networks`, 60_000, 200);
+    assert.doesNotMatch(left, /qb[0-9a-f]{12}/);
+  }
+  await ports.deletePort({ id: pa.id });
+  await ports.deletePort({ id: pb.id });
+  await nets.deleteVirtualNetwork({ id: n1.id });
+  await nets.deleteVirtualNetwork({ id: n2.id });
+});
