@@ -20,7 +20,8 @@ import { buildNetProbeGuest, consoleText, ensureDebianPackages, netProbeKernelAr
 // and its QEMUs in that namespace). Networks, ports and security groups are made with the
 // API; VMs name them in spec.nics; the network controller programs the hosts. Real QEMU
 // guests (the net probe guest) report DHCP leases, pings, TCP connects to port 22, DNS
-// and a spoofed ping on their consoles, round after round.
+// and a spoofed ping on their consoles, round after round. The guest's kernel and initrd lie
+// in a directory both agents share (as VMCP_SHARED_DIRS), so a VM can live-migrate.
 
 const P = `qxe${(process.pid & 0xffff).toString(16)}`;
 const H = { a: `${P}a`, b: `${P}b` };
@@ -51,7 +52,7 @@ before(async () => {
   s = await startTestServer({ demo: false });
   for (const k of ["a", "b"] as const) {
     const stateDir = join(dir, k);
-    const agent = new TestAgent(new QemuBackend({ stateDir: join(stateDir, "qemu"), kvm: false, netns: H[k] }), stateDir, `${P}-${k}`, { imageDirs: [guest.imageDir], network: { netns: H[k], underlayAddress: UNDERLAY[k] } });
+    const agent = new TestAgent(new QemuBackend({ stateDir: join(stateDir, "qemu"), kvm: false, netns: H[k] }), stateDir, `${P}-${k}`, { imageDirs: [guest.imageDir], sharedDirs: [guest.imageDir], network: { netns: H[k], underlayAddress: UNDERLAY[k] } });
     await agent.start(s.url);
     agents[k] = agent;
   }
@@ -191,4 +192,42 @@ test("VMs on virtual networks through the API: DHCP, ping and DNS across hosts, 
   await ports.deletePort({ id: pb.id });
   await nets.deleteVirtualNetwork({ id: n1.id });
   await nets.deleteVirtualNetwork({ id: n2.id });
+});
+
+test("a VM live-migrated to another host keeps its address and reaches its peer across the hosts afterwards", { timeout: 600_000 }, async () => {
+  const nets = createClient(VirtualNetworkService, s!.transport);
+  const ports = createClient(PortService, s!.transport);
+  const net = await nets.createVirtualNetwork({ name: "e2e-move", spec: { type: NetworkType.VXLAN, cidr: "10.43.0.0/24" } });
+  const pm = await ports.createPort({ name: "mover", spec: { networkId: net.id, fixedIps: ["10.43.0.21"] } });
+  const pp = await ports.createPort({ name: "peer", spec: { networkId: net.id, fixedIps: ["10.43.0.22"] } });
+  const boot = (args: Parameters<typeof netProbeKernelArgs>[0]) => ({ directBoot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, cmdline: netProbeKernelArgs(args) } });
+  const base = { cpu: { cores: 1 }, memory: { sizeMib: 256n } };
+  // Both start on a (the project's default group: members reach each other).
+  const [mover, peer] = await Promise.all([
+    s!.vms.createVM({ name: "mover", spec: { ...base, boot: boot({ ping: ["10.43.0.22"] }), nics: [{ id: "eth0", portId: pm.id }], placement: { requiredNodeIds: [nodeId.a, nodeId.b] } }, nodeId: nodeId.a, startOnCreate: true }),
+    s!.vms.createVM({ name: "peer", spec: { ...base, boot: boot({ ping: ["10.43.0.21"] }), nics: [{ id: "eth0", portId: pp.id }], placement: { requiredNodeIds: [nodeId.a] } }, startOnCreate: true }),
+  ]);
+  for (const vm of [mover, peer]) await until(async () => ((await s!.vms.getVM({ id: vm.id })).status?.state === State.RUNNING ? true : undefined), `${vm.name} RUNNING`, 120_000, 200);
+  const before = await probe("a", mover.id, "the mover pings its peer on the same host", (p) => p.round?.ping["10.43.0.22"] === true);
+  assert.equal(before.lease?.ip, "10.43.0.21");
+
+  const moved = await s!.vms.migrateVM({ vmId: mover.id, targetNodeId: nodeId.b, live: true }, { timeoutMs: 5 * 60_000 });
+  assert.equal(moved.vm?.status?.nodeId, nodeId.b);
+  // The guest runs on b now: its console is b's. Its rounds go on with the same address, its peer on a reached across VXLAN.
+  const after1 = await probe("b", mover.id, "the migrated VM pings its peer across the hosts", (p) => p.round !== undefined && p.round.ping["10.43.0.22"] === true, 120_000);
+  // The target's console starts at the move (no lease line again); a ping answered through anti-spoofing is from the port's address.
+  assert.equal(after1.round!.ping["10.43.0.22"], true);
+  const seenByPeer = await probe("a", peer.id, "the peer still reaches the migrated VM", laterRound(undefined, (p) => p.round?.ping["10.43.0.21"] === true), 120_000);
+  assert.equal(seenByPeer.round!.ping["10.43.0.21"], true);
+  const port = await until(async () => {
+    const x = await ports.getPort({ id: pm.id });
+    return x.status?.nodeId === nodeId.b && x.status.state === PortState.ACTIVE ? x : undefined;
+  }, "the mover's port ACTIVE on b", 60_000, 200);
+  assert.equal(port.spec!.fixedIps[0], "10.43.0.21");
+
+  for (const vm of [mover, peer]) await s!.vms.deleteVM({ id: vm.id, force: true });
+  await until(async () => ((await ports.getPort({ id: pm.id })).status?.deviceId === "" && (await ports.getPort({ id: pp.id })).status?.deviceId === "" ? true : undefined), "ports released", 60_000, 200);
+  await ports.deletePort({ id: pm.id });
+  await ports.deletePort({ id: pp.id });
+  await nets.deleteVirtualNetwork({ id: net.id });
 });

@@ -216,7 +216,16 @@ describe("virtual networks, ports and security groups over the API", () => {
     assert.equal((await quotas.getQuota({ projectId: project.id })).used?.networks, 1n);
     await nets.deleteVirtualNetwork({ id: first.id });
     assert.equal((await quotas.getQuota({ projectId: project.id })).used?.networks, 0n);
-    await nets.createVirtualNetwork({ name: "two", projectId: project.id, spec: { type: NetworkType.VXLAN, cidr: "10.7.0.0/24" } });
+    const two = await nets.createVirtualNetwork({ name: "two", projectId: project.id, spec: { type: NetworkType.VXLAN, cidr: "10.7.0.0/24" } });
+    // DeleteProject is refused while the project holds networks, naming them; its default group goes with it.
+    const projects = createClient(ProjectService, s.transport);
+    const held = await rejection(projects.deleteProject({ id: project.id }));
+    assert.equal(held.code, Code.FailedPrecondition, held.message);
+    assert.match(held.rawMessage, /still holds 1 virtual network: delete them first/);
+    const defaultGroup = (await groups.listSecurityGroups({ projectId: project.id })).securityGroups.find((x) => x.name === "default")!;
+    await nets.deleteVirtualNetwork({ id: two.id });
+    await projects.deleteProject({ id: project.id });
+    assert.equal((await rejection(groups.getSecurityGroup({ id: defaultGroup.id }))).code, Code.NotFound);
   });
 
   it("security groups: default rules, added and removed rules, bad rules with field paths, and no delete while ports use them", async () => {
