@@ -139,7 +139,7 @@ class Connection implements HttpDownload {
     const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
     const connect = { host, port: Number(url.port) || (secure ? 443 : 80), signal: options.signal, onread: { buffer: () => this.block.subarray(this.fill), callback: (n: number) => this.received(n) } };
     // tls.connect takes net's options too (onread and signal included), which its types do not list.
-    const tlsOptions: tls.ConnectionOptions = { ...connect, ALPNProtocols: ["http/1.1"], ...(options.ca !== undefined ? { ca: options.ca } : {}), ...(net.isIP(host) === 0 ? { servername: host } : {}) };
+    const tlsOptions: tls.ConnectionOptions = { ...connect, ...(options.ca !== undefined ? { ca: options.ca } : {}), ...(net.isIP(host) === 0 ? { servername: host } : {}) };
     this.socket = secure ? tls.connect(tlsOptions) : net.connect(connect);
     this.socket.setTimeout(options.idleTimeoutMs, () => this.socket.destroy(new Error(`no data for ${options.idleTimeoutMs / 1000} s`)));
     this.socket.once(secure ? "secureConnect" : "connect", () => this.socket.write(req));
