@@ -266,6 +266,10 @@ export function checkPortSpec(v: Violations, name: string, spec: PortSpec | unde
     groups.add(id);
   });
   if (spec.ownerVmId !== "") v.add("spec.owner_vm_id", "OUTPUT_ONLY", "is set by CreateVM for the ports it makes for a VM's NICs, never by a client");
+  // Not applied by the data plane yet: refused rather than stored and ignored.
+  if (spec.disabled) v.add("spec.disabled", "NOT_SUPPORTED", "administratively disabling a port is not built yet: delete the port, or stop the VM");
+  if (spec.maxIngressMbps !== 0) v.add("spec.max_ingress_mbps", "NOT_SUPPORTED", "bandwidth limits are not built yet: leave 0 (unlimited)");
+  if (spec.maxEgressMbps !== 0) v.add("spec.max_egress_mbps", "NOT_SUPPORTED", "bandwidth limits are not built yet: leave 0 (unlimited)");
   if (spec.portSecurityDisabled && spec.securityGroupIds.length > 0) v.add("spec.security_group_ids", "CONFLICT", "must be empty when port_security_disabled is set (no filtering applies)");
   if (spec.allowedAddressPairs.length > NETWORK_LIMITS.addressPairsMax) v.add("spec.allowed_address_pairs", "TOO_MANY", `at most ${NETWORK_LIMITS.addressPairsMax}, got ${spec.allowedAddressPairs.length}`);
   spec.allowedAddressPairs.forEach((p, i) => {

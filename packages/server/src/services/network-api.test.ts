@@ -146,6 +146,8 @@ describe("virtual networks, ports and security groups over the API", () => {
     assert.equal((await rejection(ports.createPort({ name: "again", spec: { networkId: n.id } }))).code, Code.AlreadyExists);
     assert.deepEqual(fields(await rejection(ports.createPort({ spec: { networkId: n.id, macAddress: "53:54:00:00:00:01" } }))), ["spec.mac_address"]);
     assert.equal((await rejection(ports.createPort({ spec: { networkId: "no-such-network" } }))).code, Code.NotFound);
+    // What the data plane does not apply yet is refused, not stored and ignored.
+    assert.deepEqual(fields(await rejection(ports.createPort({ spec: { networkId: n.id, disabled: true, maxIngressMbps: 100, maxEgressMbps: 10 } }))), ["spec.disabled", "spec.max_ingress_mbps", "spec.max_egress_mbps"]);
     // None of the refusals wrote anything.
     net = await nets.getVirtualNetwork({ id: n.id });
     assert.deepEqual([net.status!.portCount, net.status!.allocatedIpCount], [5, 6]);
