@@ -5,6 +5,7 @@ import { addnHosts, dhcpHosts, dhcpOpts, dnsmasqArgs, wantsDnsmasq } from "./dns
 import { DnsmasqSupervisor, type DnsmasqState } from "./dnsmasq-process.js";
 import { HostCommandError, HostExec } from "./host-exec.js";
 import { bridgeAddresses, ensureBridge, ensureForwarding, ensureTap, ensureVxlan, forwardingOn, observeFdb, observeLinks, removeStaleLinks, desiredFdb, wantedLinks, VXLAN_OVERHEAD, type LinkView } from "./links.js";
+import { overlaps4, parsePrefix4 } from "./ipv4.js";
 import type { HostNetworkState, NetworkDesired, SecurityGroupDesired } from "./model.js";
 import { bridgeName, gatewayMac, shortId, tapName, vxlanName } from "./names.js";
 import { emptyRuleset, hostRuleset, memberDelta } from "./nft-ruleset.js";
@@ -227,6 +228,9 @@ export class NetworkHost {
       if (o.networkId === spec.networkId) continue;
       if (shortId(o.networkId) === shortId(spec.networkId)) throw new QuantixError("failed_precondition", `network '${spec.networkId}' shares its first 12 hex digits (its bridge name) with network '${o.networkId}' on this host`);
       if (o.vni === spec.vni) throw new QuantixError("failed_precondition", `VNI ${spec.vni} is already network '${o.networkId}''s on this host`);
+      // Two gateways on one host share its routing table: their subnets must not overlap.
+      const routed = spec.gateway && o.gateway ? spec.subnets.find((s) => o.subnets.some((x) => overlaps4(parsePrefix4(s.cidr, { strict: true })!, parsePrefix4(x.cidr, { strict: true })!))) : undefined;
+      if (routed) throw new QuantixError("failed_precondition", `subnet ${routed.cidr} overlaps a subnet of network '${o.networkId}', which also has a gateway on this host (both would be routed by this host)`);
       const ports = new Set(o.ports.map((p) => shortId(p.portId)));
       const clash = spec.ports.find((p) => ports.has(shortId(p.portId)));
       if (clash) throw new QuantixError("failed_precondition", `port '${clash.portId}' (or one sharing its TAP name) is already declared by network '${o.networkId}' on this host`);

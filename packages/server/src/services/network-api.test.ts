@@ -116,6 +116,15 @@ describe("virtual networks, ports and security groups over the API", () => {
     assert.equal((await nets.listVirtualNetworks({})).totalCount, before, "nothing created");
     const u = await rejection(nets.updateVirtualNetwork({ id: n.id, spec: { router: { externalIp: "203.0.113.5" } }, updateMask: { paths: ["spec.router"] } }));
     assert.deepEqual(fields(u), ["spec.router.external_ip"]);
+    // Routed networks share the nodes' routing tables: their subnets may not overlap (unrouted ones may).
+    await nets.updateVirtualNetwork({ id: n.id, spec: { router: { snatEnabled: true } }, updateMask: { paths: ["spec.router"] } });
+    const overlap = await rejection(nets.createVirtualNetwork({ name: "natted2", spec: { type: NetworkType.VXLAN, cidr: "10.60.0.128/25", router: {} } }));
+    assert.deepEqual(fields(overlap), ["spec.router"]);
+    assert.match(overlap.message, new RegExp(n.id));
+    const plain = await nets.createVirtualNetwork({ name: "natted3", spec: { type: NetworkType.VXLAN, cidr: "10.60.0.0/24" } });
+    assert.deepEqual(fields(await rejection(nets.updateVirtualNetwork({ id: plain.id, spec: { router: {} }, updateMask: { paths: ["spec.router"] } }))), ["spec.router"]);
+    await nets.deleteVirtualNetwork({ id: plain.id });
+    await nets.deleteVirtualNetwork({ id: n.id });
   });
 
   it("allocates each port an address atomically, refuses taken and unusable ones naming them, and releases them on delete", async () => {
