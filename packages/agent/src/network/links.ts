@@ -41,6 +41,9 @@ async function setLink(h: HostExec, name: string, l: LinkView | undefined, mtu: 
   if (args.length > 0) await h.ip(["link", "set", "dev", name, ...args]);
 }
 
+/** The metric of the subnet routes of networks without a gateway (a gateway's get the kernel's 0). */
+export const UNROUTED_METRIC = 1024;
+
 /** The addresses the bridge carries, as "a.b.c.d/len": service addresses, and gateway IPs with a gateway. */
 export function bridgeAddresses(n: NetworkDesired): Set<string> {
   const out = new Set<string>();
@@ -77,7 +80,10 @@ export async function ensureBridge(h: HostExec, n: NetworkDesired, links: Map<st
   const shown = await h.ipJson<{ addr_info?: { family: string; local: string; prefixlen: number }[] }[]>(["addr", "show", "dev", br]);
   const have = new Set((shown[0]?.addr_info ?? []).filter((a) => a.family === "inet").map((a) => `${a.local}/${a.prefixlen}`));
   for (const a of have) if (!want.has(a)) await h.ip(["addr", "del", a, "dev", br]);
-  for (const a of want) if (!have.has(a)) await h.ip(["addr", "add", a, "dev", br]);
+  // Networks may share a subnet (isolated overlays). A network with a gateway routes its
+  // guests through this host, so its subnet's route wins: the others' get a worse metric.
+  const metric = n.gateway ? [] : ["metric", String(UNROUTED_METRIC)];
+  for (const a of want) if (!have.has(a)) await h.ip(["addr", "add", a, "dev", br, ...metric]);
   return replaced;
 }
 
