@@ -375,7 +375,8 @@ export function networkController(deps: NetworkControllerDeps): Controller {
         const bad = s?.conditions.filter((c) => !c.status && c.type !== "Ready").map((c) => `${c.type}: ${c.reason}: ${c.message}`) ?? [];
         const message = ready ? "" : (failed ?? (bad.length > 0 ? bad.join("; ") : `node '${nodeId}' has not set the network up yet`));
         const gw = s?.conditions.find((c) => c.type === "GatewayReady");
-        return { nodeId, ready, message, gateway: gw && !failed ? { ready: gw.status && gw.reason !== "NoGateway", message: `${gw.reason}: ${gw.message}` } : undefined };
+        const gateway = failed ? { ready: false, message: failed } : gw ? { ready: gw.status && gw.reason !== "NoGateway", message: `${gw.reason}: ${gw.message}` } : undefined;
+        return { nodeId, ready, message, gateway };
       });
       const gateway = net.spec?.router ? gatewayCondition(entries, net.spec.router.snatEnabled) : undefined;
       const readyAll = entries.length > 0 && entries.every((e) => e.ready);
