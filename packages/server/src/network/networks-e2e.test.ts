@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { createClient, type Client } from "@connectrpc/connect";
 import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { NetworkType, VirtualNetworkState } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import { VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
 import { PortState } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
@@ -28,6 +29,7 @@ const H = { a: `${P}a`, b: `${P}b` };
 const UNDERLAY = { a: "192.0.2.11", b: "192.0.2.12" };
 const IP = { a: "10.41.0.11", b: "10.41.0.12" };
 const SPOOFED = "10.41.0.99";
+const GATEWAY = "10.41.0.1";
 const sh = (args: string[]) => execFileSync(args[0]!, args.slice(1), { stdio: ["ignore", "pipe", "pipe"], timeout: 15_000 }).toString();
 
 let s: TestServer | undefined;
@@ -124,7 +126,7 @@ test("VMs on virtual networks through the API: DHCP, ping and DNS across hosts, 
   const on = (k: "a" | "b") => ({ requiredNodeIds: [nodeId[k]] });
   const base = { cpu: { cores: 1 }, memory: { sizeMib: 256n } };
   const [va, vb, vc] = await Promise.all([
-    s!.vms.createVM({ name: "e2e-a", spec: { ...base, boot: boot({ ping: [IP.b], tcp: [IP.b], spoof: SPOOFED, dns: "e2e-b" }), nics: [{ id: "eth0", portId: pa.id }], placement: on("a") }, startOnCreate: true }),
+    s!.vms.createVM({ name: "e2e-a", spec: { ...base, boot: boot({ ping: [IP.b, GATEWAY, UNDERLAY.b], tcp: [IP.b], spoof: SPOOFED, dns: "e2e-b" }), nics: [{ id: "eth0", portId: pa.id }], placement: on("a") }, startOnCreate: true }),
     s!.vms.createVM({ name: "e2e-b", spec: { ...base, boot: boot({ ping: [IP.a], tcp: [IP.a], dns: "e2e-a.e2e-one.quantix.internal" }), nics: [{ id: "eth0", portId: pb.id }], placement: on("b") }, startOnCreate: true }),
     // On the other network, on a's host: it reaches neither, though the addresses are in its own subnet.
     s!.vms.createVM({ name: "e2e-c", spec: { ...base, boot: boot({ ping: [IP.a, IP.b], tcp: [IP.a] }), nics: [{ id: "eth0", networkId: n2.id }], placement: on("a") }, startOnCreate: true }),
@@ -155,7 +157,8 @@ test("VMs on virtual networks through the API: DHCP, ping and DNS across hosts, 
   const c1 = await probe("a", vc.id, "guest c's rounds", (p) => p.lease !== undefined && p.round !== undefined);
   assert.equal(a1.lease?.ip, IP.a);
   assert.equal(a1.lease?.hostname, "e2e-a");
-  assert.equal(a1.lease?.router, "10.41.0.1");
+  assert.equal(a1.lease?.router, GATEWAY);
+  assert.equal(a1.round!.ping[GATEWAY], false, "no router yet: nothing answers on the gateway");
   assert.equal(a1.lease?.mtu, "1450");
   assert.equal(b1.lease?.ip, IP.b);
   assert.equal(a1.round!.dns["e2e-b"], IP.b, "b's name resolves on a's host");
@@ -174,6 +177,26 @@ test("VMs on virtual networks through the API: DHCP, ping and DNS across hosts, 
   const a2 = await probe("a", va.id, "guest a now reaches b's TCP 22", laterRound(a1.round?.round, (p) => p.round?.tcp[IP.b] === true));
   assert.equal(b2.round!.ping[IP.a], true, "ICMP is still allowed");
   assert.equal(a2.round!.ping[IP.b], true);
+  // A router with SNAT: each host becomes its guests' gateway; a reaches b's host's
+  // underlay address (outside the network) through its own host, masqueraded.
+  await nets.updateVirtualNetwork({ id: n1.id, spec: { router: { snatEnabled: true } }, updateMask: { paths: ["spec.router"] } });
+  const gwReady = await until(async () => {
+    const n = await nets.getVirtualNetwork({ id: n1.id });
+    const c = n.status?.conditions.find((x) => x.type === "GatewayReady");
+    return c?.status === ConditionStatus.TRUE && n.status?.state === VirtualNetworkState.ACTIVE ? c : undefined;
+  }, "GatewayReady on the network", 60_000, 200);
+  assert.equal(gwReady.reason, "Nat");
+  const a3 = await probe("a", va.id, "guest a pings its gateway and the outside", laterRound(a2.round?.round, (p) => p.round?.ping[GATEWAY] === true && p.round.ping[UNDERLAY.b] === true));
+  assert.equal(a3.round!.ping[IP.b], true, "and still b");
+  // The router removed: nothing answers on the gateway again; the network stays ACTIVE
+  // (the hosts recreate the bridge without the gateway MAC and re-attach the VMs' TAPs).
+  await nets.updateVirtualNetwork({ id: n1.id, spec: {}, updateMask: { paths: ["spec.router"] } });
+  const a4 = await probe("a", va.id, "guest a no longer reaches its gateway, still b", laterRound(a3.round?.round, (p) => p.round?.ping[GATEWAY] === false && p.round.ping[UNDERLAY.b] === false && p.round.ping[IP.b] === true));
+  assert.equal(a4.round!.tcp[IP.b], true);
+  await until(async () => {
+    const n = await nets.getVirtualNetwork({ id: n1.id });
+    return !n.status?.conditions.some((x) => x.type === "GatewayReady") && n.status?.state === VirtualNetworkState.ACTIVE ? true : undefined;
+  }, "no GatewayReady condition without a router", 60_000, 200);
   // The guests kept running through it all.
   for (const vm of [va, vb]) assert.equal((await s!.vms.getVM({ id: vm.id })).status?.state, State.RUNNING);
 

@@ -96,6 +96,37 @@ describe("virtual networks, ports and security groups over the API", () => {
     assert.equal((await nets.listVirtualNetworks({})).totalCount, before);
   });
 
+  it("accepts a router uplinked to the nodes' own stack (NAT or routed) and refuses what is not built, naming the fields", async () => {
+    const n = await nets.createVirtualNetwork({ name: "natted", spec: { type: NetworkType.VXLAN, cidr: "10.60.0.0/24", router: { snatEnabled: true } } });
+    assert.equal(n.spec!.router?.snatEnabled, true);
+    assert.equal(n.spec!.gatewayIp, "10.60.0.1", "the gateway the nodes answer on");
+    assert.equal((await nets.getVirtualNetwork({ id: n.id })).spec!.router?.snatEnabled, true);
+    // Routed instead, then no router: both are updates of spec.router.
+    const routed = await nets.updateVirtualNetwork({ id: n.id, spec: { router: { snatEnabled: false } }, updateMask: { paths: ["spec.router"] } });
+    assert.equal(routed.spec!.router?.snatEnabled, false);
+    const none = await nets.updateVirtualNetwork({ id: n.id, spec: {}, updateMask: { paths: ["spec.router"] } });
+    assert.equal(none.spec!.router, undefined);
+    const before = (await nets.listVirtualNetworks({})).totalCount;
+    const e = await rejection(
+      nets.createVirtualNetwork({ name: "external", spec: { type: NetworkType.VXLAN, cidr: "10.61.0.0/24", router: { externalNetworkId: "0d000000-0000-4000-8000-000000000001", snatEnabled: true, routes: [{ destinationCidr: "192.168.0.0/16", nextHopIp: "10.61.0.5" }], externalIp: "203.0.113.5" } } }),
+    );
+    assert.equal(e.code, Code.InvalidArgument);
+    assert.deepEqual(fields(e).sort(), ["spec.router.external_ip", "spec.router.external_network_id", "spec.router.routes"]);
+    assert.match(e.message, /NOT_SUPPORTED|not built/);
+    assert.equal((await nets.listVirtualNetworks({})).totalCount, before, "nothing created");
+    const u = await rejection(nets.updateVirtualNetwork({ id: n.id, spec: { router: { externalIp: "203.0.113.5" } }, updateMask: { paths: ["spec.router"] } }));
+    assert.deepEqual(fields(u), ["spec.router.external_ip"]);
+    // Routed networks share the nodes' routing tables: their subnets may not overlap (unrouted ones may).
+    await nets.updateVirtualNetwork({ id: n.id, spec: { router: { snatEnabled: true } }, updateMask: { paths: ["spec.router"] } });
+    const overlap = await rejection(nets.createVirtualNetwork({ name: "natted2", spec: { type: NetworkType.VXLAN, cidr: "10.60.0.128/25", router: {} } }));
+    assert.deepEqual(fields(overlap), ["spec.router"]);
+    assert.match(overlap.message, new RegExp(n.id));
+    const plain = await nets.createVirtualNetwork({ name: "natted3", spec: { type: NetworkType.VXLAN, cidr: "10.60.0.0/24" } });
+    assert.deepEqual(fields(await rejection(nets.updateVirtualNetwork({ id: plain.id, spec: { router: {} }, updateMask: { paths: ["spec.router"] } }))), ["spec.router"]);
+    await nets.deleteVirtualNetwork({ id: plain.id });
+    await nets.deleteVirtualNetwork({ id: n.id });
+  });
+
   it("allocates each port an address atomically, refuses taken and unusable ones naming them, and releases them on delete", async () => {
     const n = await nets.createVirtualNetwork({ name: "ipam", spec: { type: NetworkType.ISOLATED, cidr: "192.168.10.0/29" } });
     // /29: hosts .1-.6, gateway .1, range .2-.6: five addresses.
