@@ -28,7 +28,8 @@ const UNDERLAYS = ["192.0.2.21", "192.0.2.22", "192.0.2.23"];
  * rule in chain `sg_<12 hex>_in` of `inet quantix`: the commit of the transaction that has it. Baseline: three more namespaces loaded with the hosts' rulesets as they were
  * before the round (rebuilt from the agents' state files), then one `nft -f` per host in
  * parallel with the ruleset each agent wrote for the rule (the agent replaces its tables
- * whole in one transaction), watched the same way. In turns, the control plane first.
+ * whole in one transaction), watched the same way. In turns, the control plane first,
+ * after one warm-up round of both.
  */
 export async function sgChange(ports: number, rounds: number, progress: (msg: string) => void): Promise<SgChangeResult> {
   const hosts = makeJoinedHosts(`${NET_PREFIX}s`, UNDERLAYS);
@@ -75,27 +76,31 @@ export async function sgChange(ports: number, rounds: number, progress: (msg: st
     const agentsTook: number[][] = [];
     const d: number[] = [];
     const dHosts: number[][] = [];
-    for (let r = 1; r <= rounds; r++) {
+    // Round 0 is a warm-up (both sides), as the other sections' first runs: not counted.
+    for (let r = 0; r <= rounds; r++) {
       const port = 2000 + r;
       const t0 = nowMs();
       const shown = seen(hostWatch, port, t0);
       // When each agent took the rule: its state file has it.
       const took = dirs.map((dir) => watchStateFile(dir, (text) => text.includes(`"portMin":${port},`)));
       await cl.groups.addSecurityGroupRules({ securityGroupId: group.id, rules: [{ direction: SecurityGroupRuleDirection.INGRESS, protocol: SecurityGroupRuleProtocol.TCP, portRangeMin: port, remote: { case: "remoteCidr", value: "0.0.0.0/0" } }] });
-      answers.push(nowMs() - t0);
+      const answer = nowMs() - t0;
       const per = await shown.finally(() => took.forEach((w) => w.stop()));
-      agentsTook.push(took.map((w) => w.at() - t0));
-      qHosts.push(per);
-      q.push(Math.max(...per));
+      const agents = took.map((w) => w.at() - t0);
 
       const scripts = dirs.map((dir) => hostRuleset(readHostState(dir)));
       const t1 = nowMs();
       const shownDirect = seen(mirrorWatch, port, t1);
       await Promise.all(mirrors.map((ns, i) => run(["ip", "netns", "exec", ns, "nft", "-f", "-"], scripts[i])));
       const perDirect = await shownDirect;
+      progress(`network: rule ${r === 0 ? "warm-up" : `${r}/${rounds}`}: on all ${hosts.length} hosts via the control plane after ${Math.max(...per).toFixed(0)} ms (AddSecurityGroupRules answered at ${answer.toFixed(0)} ms, the agents had it at ${agents.map((v) => v.toFixed(0)).join(", ")} ms), one nft -f per host ${Math.max(...perDirect).toFixed(0)} ms`);
+      if (r === 0) continue;
+      answers.push(answer);
+      agentsTook.push(agents);
+      qHosts.push(per);
+      q.push(Math.max(...per));
       dHosts.push(perDirect);
       d.push(Math.max(...perDirect));
-      progress(`network: rule ${r}/${rounds}: on all ${hosts.length} hosts via the control plane after ${q.at(-1)!.toFixed(0)} ms (AddSecurityGroupRules answered at ${answers.at(-1)!.toFixed(0)} ms, the agents had it at ${agentsTook.at(-1)!.map((v) => v.toFixed(0)).join(", ")} ms), one nft -f per host ${d.at(-1)!.toFixed(0)} ms`);
     }
     return { ports, hosts: hosts.length, rounds, quantix: { samplesMs: q, medianMs: median(q), perHostMs: qHosts, answerMs: answers, agentsHadRuleMs: agentsTook }, direct: { samplesMs: d, medianMs: median(d), perHostMs: dHosts }, setupMs };
   } finally {
