@@ -39,7 +39,8 @@ export async function portForwarding(runs: number, progress: (msg: string) => vo
     const cl = c;
     const nodeId = cl.nodeIds[0]!;
     const agentDir = cl.agents[0]!.stateDir;
-    const net = await cl.nets.createVirtualNetwork({ name: "bench-port", spec: { type: NetworkType.VXLAN, cidr: CIDR } });
+    // The DHCP range ends below the bench's fixed addresses (.100 on): the network's DHCP port takes a random one of the range.
+    const net = await cl.nets.createVirtualNetwork({ name: "bench-port", spec: { type: NetworkType.VXLAN, cidr: CIDR, dhcp: { enabled: true, rangeStart: "10.77.0.2", rangeEnd: "10.77.0.99" } } });
 
     const portOf = (i: number) => ({ mac: `02:00:00:77:00:${(i + 16).toString(16).padStart(2, "0")}`, ip: `10.77.0.${100 + i}` });
     const makeVm = async (i: number, portId: string, mac: string) =>
