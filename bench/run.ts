@@ -14,6 +14,8 @@ import { controlPlaneMigrate } from "./lib/control-plane-migrate.js";
 import { controlPlaneBoot } from "./lib/control-plane-boot.js";
 import { storageClone } from "./lib/storage-clone.js";
 import { hotAttach } from "./lib/hot-attach.js";
+import { portForwarding } from "./lib/net-port-forwarding.js";
+import { sgChange } from "./lib/net-sg-change.js";
 import { schedulerBench } from "./lib/scheduler-placement.js";
 import { fuzzControlPlane } from "./lib/fuzz.js";
 import { countsText } from "@quantix/testing";
@@ -31,9 +33,9 @@ if (process.env["QUANTIX_BENCH_PINNED"] !== "1" && hasProgram("taskset")) {
   const r = spawnSync("taskset", ["-c", "1", process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit", env: { ...process.env, QUANTIX_BENCH_PINNED: "1" } });
   process.exit(r.status ?? 1);
 }
-/** `npm run bench -- --only=fanout` (or unary, tls, creates, agent, migrate, scheduler, fuzz, auth, storage, image, hotplug; comma-separated) runs those groups alone. */
+/** `npm run bench -- --only=fanout` (or unary, tls, creates, agent, migrate, scheduler, fuzz, auth, storage, image, hotplug, network; comma-separated) runs those groups alone. */
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
-const want = (group: "unary" | "tls" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz" | "auth" | "storage" | "image" | "hotplug") => !only || only.includes(group);
+const want = (group: "unary" | "tls" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz" | "auth" | "storage" | "image" | "hotplug" | "network") => !only || only.includes(group);
 /** `--seed=N` changes the fuzz run's requests (the same seed always makes the same ones). */
 const fuzzSeed = Number(process.argv.find((a) => a.startsWith("--seed="))?.slice("--seed=".length) ?? 20261204);
 const httpGroups = want("unary") || want("tls") || want("creates") || want("fanout");
@@ -305,6 +307,21 @@ try {
       compare(`hot attach + detach via the agent, median of ${r.cycles}`, r.agent.medianMs, r.direct.medianMs, ms, "the same QMP commands sent directly"),
       compare(`  of which attach (AttachDisk)`, r.agent.attachMedianMs, r.direct.attachMedianMs, ms, "blockdev-add ×2 + device_add"),
       compare(`  of which detach (DetachDisk)`, r.agent.detachMedianMs, r.direct.detachMedianMs, ms, "device_del, DEVICE_DELETED, blockdev-del ×2"),
+    );
+  }
+  // Networks (issue 14): a new port forwarding, and a security-group rule reaching 100 ports on 3 hosts.
+  if (want("network")) {
+    const runs = Number(process.env["QUANTIX_BENCH_NET_RUNS"] ?? 9);
+    progress(`network: CreatePort + CreateVM through the control plane until a ping through the port's TAP is answered (one namespace host, SimulatedBackend) vs the agent's ip + nft commands for one port run directly, ${runs} runs each in turns`);
+    const p = await portForwarding(runs, progress);
+    details["networkPort"] = p;
+    const rounds = Number(process.env["QUANTIX_BENCH_NET_SG_ROUNDS"] ?? 5);
+    progress(`network: AddSecurityGroupRules until the rule is in every host's nftables, 100 ports on 3 namespace hosts, vs one nft -f per host in parallel, ${rounds} rounds in turns`);
+    const g = await sgChange(100, rounds, progress);
+    details["networkSecurityGroup"] = g;
+    rows.push(
+      compare(`port to forwarding: CreatePort + CreateVM until the TAP forwards, median of ${p.runs}`, p.quantix.medianMs, p.direct.medianMs, ms, "ip tuntap, ip link, nft -f", { op: "<=", value: 5, on: "ratio" }),
+      compare(`security-group rule on ${g.ports} ports over ${g.hosts} hosts, until in every host's nftables, median of ${g.rounds}`, g.quantix.medianMs, g.direct.medianMs, ms, `${g.hosts} x nft -f in parallel`, { op: "<=", value: 5, on: "ratio" }),
     );
   }
   // Scheduler: placements per second with every filter, against a capacity-only first-fit loop.

@@ -20,4 +20,8 @@ export { dirImporter, dirUploader, type DirImportStep, type DirUploadResult } fr
 export { inspectImage, ImageRefusedError, type ImageInspection, type InspectOptions } from "./storage/inspect-image.js";
 export { NetworkHost, type NetworkHostOptions } from "./network/network-host.js";
 export { probeNetworkCapabilities, type NetworkCapabilityProbe, type NetworkFeatureSupport } from "./network/capabilities.js";
+// The network bench replays the data plane's own commands and ruleset (from the agent's state file) as its baseline.
+export { hostRuleset, L2_TABLE, SG_TABLE } from "./network/nft-ruleset.js";
+export { bridgeName, sgName, tapName, vxlanName } from "./network/names.js";
+export type { HostNetworkState } from "./network/model.js";
 export { withVmmStateTable } from "./vm-state-table-doc.js";
