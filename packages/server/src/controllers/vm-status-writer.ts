@@ -6,6 +6,7 @@ import { updateWithEvents } from "../events/record.js";
 import { vmEvents } from "../events/vm-events.js";
 import { removeCondition, setCondition } from "./conditions.js";
 import { rebootDue } from "./vm-step.js";
+import { NICS_PLUGGED } from "./vm-nic-step.js";
 import { stateOf, withEditedStatus } from "./vm-status.js";
 
 /** The condition a failed step of the VM's node sets (False, with the step's reason). */
@@ -73,6 +74,18 @@ export class VmStatusWriter {
       // A reboot asked for while the guest was not running has nothing to do.
       if (rebootDue(vm) && obs.power !== "running" && obs.power !== "starting") s.rebootSequence = vm.spec!.reboot!.sequence;
       s.observedGeneration = vm.generation;
+    });
+  }
+
+  /**
+   * Whether the VM's NICs on its node are its spec's (vm-nic-step.ts): NicsPlugged=False
+   * with the reason while NICs are being plugged or unplugged or cannot be, removed once
+   * they are.
+   */
+  nics(vm: VirtualMachine, pending: { reason: string; message: string } | undefined): Promise<void> {
+    const now = this.clock.now();
+    return this.write(vm, (s) => {
+      s.conditions = pending ? setCondition(s.conditions, { type: NICS_PLUGGED, status: false, reason: pending.reason, message: pending.message, generation: vm.generation }, now) : removeCondition(s.conditions, NICS_PLUGGED);
     });
   }
 

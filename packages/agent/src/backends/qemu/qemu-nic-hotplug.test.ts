@@ -5,7 +5,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { Code, createClient, createRouterTransport, type Client } from "@connectrpc/connect";
+import { Code, createClient, createRouterTransport, type Client, type ConnectError } from "@connectrpc/connect";
 import { BadRequestSchema } from "@quantix/api/gen/google/rpc/error_details_pb.js";
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { buildTestGuest, consoleText, ensureDebianPackages, guestVmConfig, lastTick, rejection, ticksPast, until, type TestGuest } from "@quantix/testing";
@@ -58,7 +58,7 @@ interface PciDevice {
 }
 const pci = async (vmId: string) => (await backend.executeQmp<{ bus: number; devices: PciDevice[] }[]>(vmId, "query-pci")).filter((b) => b.bus === 0).flatMap((b) => b.devices);
 const rxMacs = async (vmId: string) => (await backend.executeQmp<{ name: string; "main-mac": string }[]>(vmId, "query-rx-filter")).map((f) => `${f.name}=${f["main-mac"]}`);
-const fields = (e: { findDetails: (s: typeof BadRequestSchema) => { fieldViolations: { field: string }[] }[] }) => e.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations.map((v) => v.field));
+const fields = (e: ConnectError) => e.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations.map((v) => v.field));
 
 test("a running VM gets a NIC on a port hot-plugged and hot-unplugged, kept across a restart at its slot; the guest keeps running", { timeout: 300_000 }, async () => {
   const vmId = `hn-${process.pid}`;
