@@ -444,11 +444,11 @@ export const DiskDeviceSchema: GenMessage<DiskDevice> = /*@__PURE__*/
   messageDesc(file_Quantixkvm_compute_v1_vm, 6);
 
 /**
- * A network interface. On nodes run by a host agent, the NIC uses the tap device
- * "qx" followed by 13 hex digits derived from the VM and NIC ids; the networking service
- * creates it and its network's bridge. Until that service exists no network does, and
- * CreateVM and UpdateVM refuse a NIC they add (or move to another network) with
- * FAILED_PRECONDITION naming its field path and network.
+ * A network interface, on a port of a virtual network: CreateVM and UpdateVM make a port
+ * of the VM's own for a NIC naming network_id, or bind the port port_id names, in their
+ * commit. UpdateVM adds and removes NICs (a running VM's are hot-plugged, on nodes with
+ * the capability "nic-hotplug"); a kept NIC's network_id, port_id and mac_address do not
+ * change (INVALID_ARGUMENT naming the field: remove the NIC and add a new one).
  *
  * @generated from message Quantixkvm.compute.v1.NetworkInterface
  */
