@@ -1,6 +1,7 @@
+import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
-import { PowerState, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { PowerState, VmNicStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VM_KIND, type Clock, type HypervisorPort, type Store, type VmObservation } from "@quantix/core";
 import { updateWithEvents } from "../events/record.js";
 import { vmEvents } from "../events/vm-events.js";
@@ -30,6 +31,7 @@ export class VmStatusWriter {
     if (desired === PowerState.STOPPED) {
       return this.write(vm, (s) => {
         s.state = State.STOPPED;
+        s.nics = [];
         // A stopped VM needs no placement; keep only the reason it lost its node, if any.
         if (s.conditions.find((c) => c.type === "Scheduled")?.reason !== "NodeDecommissioned") s.conditions = removeCondition(s.conditions, "Scheduled");
         if (rebootDue(vm)) s.rebootSequence = vm.spec!.reboot!.sequence;
@@ -69,6 +71,9 @@ export class VmStatusWriter {
       if (s.conditions.some((c) => c.type === "Migrating" && c.status === ConditionStatus.TRUE)) {
         s.conditions = setCondition(s.conditions, { type: "Migrating", status: false, reason: "Interrupted", message: `the control plane stopped during the migration; the VM is observed on node '${s.nodeId}'`, generation: vm.generation }, now);
       }
+      // The NICs the node has for it: a removed NIC's port is released once it is gone from here (network-controller.ts).
+      if (obs.power === "absent") s.nics = [];
+      else if (obs.nics) s.nics = obs.nics.map((n) => create(VmNicStatusSchema, { id: n.id, portId: n.portId }));
       if (obs.startedAt !== undefined) s.startedAt = timestampFromMs(obs.startedAt);
       else delete s.startedAt;
       // A reboot asked for while the guest was not running has nothing to do.
