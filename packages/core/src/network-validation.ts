@@ -1,6 +1,6 @@
 import ipaddr from "ipaddr.js";
 import { create } from "@bufbuild/protobuf";
-import { DhcpConfigSchema, NetworkType, type VirtualNetwork, type VirtualNetworkSpec } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import { DhcpConfigSchema, NetworkType, type RouterConfig, type VirtualNetwork, type VirtualNetworkSpec } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import type { PortSpec } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { EtherType, SecurityGroupRuleDirection, SecurityGroupRuleProtocol, type SecurityGroupRule } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_pb.js";
 import { CONTROL_CHARS, ID_DESCRIPTION, ID_PATTERN, NAME_PATTERN, Violations } from "./violations.js";
@@ -136,7 +136,7 @@ export function checkVirtualNetwork(v: Violations, n: VirtualNetwork, current?: 
   if (spec.physicalNetwork !== "") v.add("spec.physical_network", "NOT_SUPPORTED", "is for BRIDGE, VLAN and EXTERNAL networks, which are not built yet");
   if (spec.ipv6Cidr !== "") v.add("spec.ipv6_cidr", "NOT_SUPPORTED", "IPv6 subnets are not built yet: networks are IPv4");
   if (spec.ipv6GatewayIp !== "") v.add("spec.ipv6_gateway_ip", "NOT_SUPPORTED", "IPv6 subnets are not built yet: networks are IPv4");
-  if (spec.router) v.add("spec.router", "NOT_SUPPORTED", "routers are not built yet: networks are isolated (leave spec.router unset)");
+  if (spec.router) checkRouter(v, spec.router);
   if (spec.shared) v.add("spec.shared", "NOT_SUPPORTED", "shared networks are not built yet: a network's ports are in its project");
   if (spec.vni > NETWORK_LIMITS.vniMax) v.add("spec.vni", "OUT_OF_RANGE", `must be between 1 and ${NETWORK_LIMITS.vniMax}, or 0 to allocate one; got ${spec.vni}`);
   if (spec.mtu === 0) spec.mtu = NETWORK_LIMITS.overlayMtu;
@@ -151,6 +151,17 @@ export function checkVirtualNetwork(v: Violations, n: VirtualNetwork, current?: 
     return;
   }
   checkSubnet(v, spec, subnet);
+}
+
+/**
+ * A router as built today: uplinked to each node's own network stack (a distributed
+ * gateway, NAT when snat_enabled). External networks, static routes and an external IP
+ * are not built, each refused naming its field.
+ */
+function checkRouter(v: Violations, r: RouterConfig): void {
+  if (r.externalNetworkId !== "") v.add("spec.router.external_network_id", "NOT_SUPPORTED", "external networks are not built yet: leave it empty for a router that uplinks to each node's own network stack");
+  if (r.routes.length > 0) v.add("spec.router.routes", "NOT_SUPPORTED", "static routes on the router are not built yet");
+  if (r.externalIp !== "") v.add("spec.router.external_ip", "NOT_SUPPORTED", "an external IP needs an external network, which is not built yet (with snat_enabled, guests leave behind their node's address)");
 }
 
 function checkDnsServers(v: Violations, spec: VirtualNetworkSpec): void {
@@ -266,6 +277,10 @@ export function checkPortSpec(v: Violations, name: string, spec: PortSpec | unde
     groups.add(id);
   });
   if (spec.ownerVmId !== "") v.add("spec.owner_vm_id", "OUTPUT_ONLY", "is set by CreateVM for the ports it makes for a VM's NICs, never by a client");
+  // Not applied by the data plane yet: refused rather than stored and ignored.
+  if (spec.disabled) v.add("spec.disabled", "NOT_SUPPORTED", "administratively disabling a port is not built yet: delete the port, or stop the VM");
+  if (spec.maxIngressMbps !== 0) v.add("spec.max_ingress_mbps", "NOT_SUPPORTED", "bandwidth limits are not built yet: leave 0 (unlimited)");
+  if (spec.maxEgressMbps !== 0) v.add("spec.max_egress_mbps", "NOT_SUPPORTED", "bandwidth limits are not built yet: leave 0 (unlimited)");
   if (spec.portSecurityDisabled && spec.securityGroupIds.length > 0) v.add("spec.security_group_ids", "CONFLICT", "must be empty when port_security_disabled is set (no filtering applies)");
   if (spec.allowedAddressPairs.length > NETWORK_LIMITS.addressPairsMax) v.add("spec.allowed_address_pairs", "TOO_MANY", `at most ${NETWORK_LIMITS.addressPairsMax}, got ${spec.allowedAddressPairs.length}`);
   spec.allowedAddressPairs.forEach((p, i) => {

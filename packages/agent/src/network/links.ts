@@ -1,12 +1,13 @@
 import type { HostExec } from "./host-exec.js";
 import type { NetworkDesired } from "./model.js";
-import { bridgeName, OWNED_LINK, tapName, vxlanName } from "./names.js";
+import { bridgeName, gatewayMac, OWNED_LINK, tapName, vxlanName } from "./names.js";
 import { parsePrefix4 } from "./ipv4.js";
 
 /**
  * The links of a network on this host (pure reads of `ip -json`, idempotent writes):
  * bridge `qb…` with br_netfilter on (nf_call_iptables, so the inet table sees bridged
- * IPv4) and the subnets' service addresses; VXLAN `qv…` (nolearning, dstport 4789,
+ * IPv4) and the subnets' service addresses (and, with a gateway, the gateway addresses
+ * and MAC); VXLAN `qv…` (nolearning, dstport 4789,
  * MTU accounted) on the bridge with static FDB entries; a TAP `qt…` per port, up on
  * the bridge. Each step only runs when what `ip` shows differs from the spec.
  */
@@ -14,6 +15,7 @@ import { parsePrefix4 } from "./ipv4.js";
 /** A link as `ip -json -d link show` reports it (the fields used). */
 export interface LinkView {
   readonly ifname: string;
+  readonly address?: string;
   readonly master?: string;
   readonly mtu: number;
   readonly flags: readonly string[];
@@ -39,22 +41,60 @@ async function setLink(h: HostExec, name: string, l: LinkView | undefined, mtu: 
   if (args.length > 0) await h.ip(["link", "set", "dev", name, ...args]);
 }
 
-/** Makes the bridge exist, up, with br_netfilter on and exactly the service addresses. */
-export async function ensureBridge(h: HostExec, n: NetworkDesired, links: Map<string, LinkView>): Promise<void> {
+/** The metric of the subnet routes of networks without a gateway (a gateway's get the kernel's 0). */
+export const UNROUTED_METRIC = 1024;
+
+/** The addresses the bridge carries, as "a.b.c.d/len": service addresses, and gateway IPs with a gateway. */
+export function bridgeAddresses(n: NetworkDesired): Set<string> {
+  const out = new Set<string>();
+  for (const s of n.subnets) {
+    const len = parsePrefix4(s.cidr, { strict: true })!.len;
+    if (s.serviceAddress) out.add(`${s.serviceAddress}/${len}`);
+    if (n.gateway && s.gatewayIp) out.add(`${s.gatewayIp}/${len}`);
+  }
+  return out;
+}
+
+/**
+ * Makes the bridge exist, up, with br_netfilter on, exactly the wanted addresses, and
+ * the gateway's MAC when the network has a gateway. A bridge still carrying the gateway
+ * MAC when the network has none is recreated (Linux cannot hand a set MAC back to the
+ * kernel's choice); the caller re-attaches its ports. Returns whether an existing bridge
+ * was replaced (a missing one is just created).
+ */
+export async function ensureBridge(h: HostExec, n: NetworkDesired, links: Map<string, LinkView>): Promise<boolean> {
   const br = bridgeName(n.networkId);
+  const gwMac = gatewayMac(n.networkId);
   let l = links.get(br);
-  if (l && l.linkinfo?.info_kind !== "bridge") {
+  let replaced = false;
+  if (l && (l.linkinfo?.info_kind !== "bridge" || (!n.gateway && l.address === gwMac))) {
     await h.ip(["link", "del", "dev", br]);
     l = undefined;
+    replaced = true;
   }
   if (!l) await h.ip(["link", "add", "name", br, "type", "bridge", "nf_call_iptables", "1", "stp_state", "0"]);
   else if (l.linkinfo?.info_data?.["nf_call_iptables"] !== 1) await h.ip(["link", "set", "dev", br, "type", "bridge", "nf_call_iptables", "1"]);
+  if (n.gateway && l?.address !== gwMac) await h.ip(["link", "set", "dev", br, "address", gwMac]);
   await setLink(h, br, l, n.mtu, undefined);
-  const want = new Set(n.subnets.filter((s) => s.serviceAddress).map((s) => `${s.serviceAddress!}/${parsePrefix4(s.cidr, { strict: true })!.len}`));
+  const want = bridgeAddresses(n);
   const shown = await h.ipJson<{ addr_info?: { family: string; local: string; prefixlen: number }[] }[]>(["addr", "show", "dev", br]);
   const have = new Set((shown[0]?.addr_info ?? []).filter((a) => a.family === "inet").map((a) => `${a.local}/${a.prefixlen}`));
   for (const a of have) if (!want.has(a)) await h.ip(["addr", "del", a, "dev", br]);
-  for (const a of want) if (!have.has(a)) await h.ip(["addr", "add", a, "dev", br]);
+  // Networks may share a subnet (isolated overlays). A network with a gateway routes its
+  // guests through this host, so its subnet's route wins: the others' get a worse metric.
+  const metric = n.gateway ? [] : ["metric", String(UNROUTED_METRIC)];
+  for (const a of want) if (!have.has(a)) await h.ip(["addr", "add", a, "dev", br, ...metric]);
+  return replaced;
+}
+
+/** Turns IPv4 forwarding on in the namespace (never off: other things may route here too). */
+export async function ensureForwarding(h: HostExec): Promise<void> {
+  if ((await h.inNs("sysctl", ["-n", "net.ipv4.ip_forward"])).trim() !== "1") await h.inNs("sysctl", ["-w", "net.ipv4.ip_forward=1"]);
+}
+
+/** Whether IPv4 forwarding is on in the namespace. */
+export async function forwardingOn(h: HostExec): Promise<boolean> {
+  return (await h.inNs("sysctl", ["-n", "net.ipv4.ip_forward"]).catch(() => "")).trim() === "1";
 }
 
 /** Makes the VXLAN device match (recreated when its VNI, local address or port differ). */

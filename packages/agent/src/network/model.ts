@@ -43,6 +43,15 @@ export interface RemotePortDesired {
   readonly hostname?: string | undefined;
 }
 
+/**
+ * The network's gateway on this host: every subnet's gateway IP on the bridge, the
+ * bridge's MAC derived from the network id, IPv4 forwarding; "nat" also masquerades the
+ * subnets' traffic leaving through any other interface.
+ */
+export interface GatewayDesired {
+  readonly mode: "routed" | "nat";
+}
+
 /** One network's desired state on this host. */
 export interface NetworkDesired {
   readonly networkId: string;
@@ -54,6 +63,8 @@ export interface NetworkDesired {
   readonly ports: readonly PortDesired[];
   readonly remotePorts: readonly RemotePortDesired[];
   readonly dnsDomain?: string | undefined;
+  /** Absent: no gateway (also in state files written before gateways existed). */
+  readonly gateway?: GatewayDesired | undefined;
 }
 
 /** One allow rule of a security group. */

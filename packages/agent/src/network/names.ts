@@ -25,6 +25,11 @@ export const bridgeName = (networkId: string): string => `qb${shortId(networkId)
 export const vxlanName = (networkId: string): string => `qv${shortId(networkId)}`;
 /** A port's TAP device. */
 export const tapName = (portId: string): string => `qt${shortId(portId)}`;
+/**
+ * The MAC of a network's gateway, the same on every host: 02 (locally administered,
+ * unicast) and the id's first 10 hex digits.
+ */
+export const gatewayMac = (networkId: string): string => `02${shortId(networkId).slice(0, 10)}`.replace(/(..)(?!$)/g, "$1:");
 /** A security group's nftables name stem (chains `sg_<hex>_in`/`_out`, member set `sgm_<hex>`). */
 export const sgName = (sgId: string): string => shortId(sgId);
 

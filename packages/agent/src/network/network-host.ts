@@ -4,9 +4,10 @@ import { notFound, QuantixError } from "@quantix/core";
 import { addnHosts, dhcpHosts, dhcpOpts, dnsmasqArgs, wantsDnsmasq } from "./dnsmasq-config.js";
 import { DnsmasqSupervisor, type DnsmasqState } from "./dnsmasq-process.js";
 import { HostCommandError, HostExec } from "./host-exec.js";
-import { ensureBridge, ensureTap, ensureVxlan, observeFdb, observeLinks, removeStaleLinks, desiredFdb, wantedLinks, VXLAN_OVERHEAD, type LinkView } from "./links.js";
+import { bridgeAddresses, ensureBridge, ensureForwarding, ensureTap, ensureVxlan, forwardingOn, observeFdb, observeLinks, removeStaleLinks, desiredFdb, wantedLinks, VXLAN_OVERHEAD, type LinkView } from "./links.js";
+import { overlaps4, parsePrefix4 } from "./ipv4.js";
 import type { HostNetworkState, NetworkDesired, SecurityGroupDesired } from "./model.js";
-import { bridgeName, shortId, tapName, vxlanName } from "./names.js";
+import { bridgeName, gatewayMac, shortId, tapName, vxlanName } from "./names.js";
 import { emptyRuleset, hostRuleset, memberDelta } from "./nft-ruleset.js";
 
 /** One observed condition. */
@@ -227,6 +228,9 @@ export class NetworkHost {
       if (o.networkId === spec.networkId) continue;
       if (shortId(o.networkId) === shortId(spec.networkId)) throw new QuantixError("failed_precondition", `network '${spec.networkId}' shares its first 12 hex digits (its bridge name) with network '${o.networkId}' on this host`);
       if (o.vni === spec.vni) throw new QuantixError("failed_precondition", `VNI ${spec.vni} is already network '${o.networkId}''s on this host`);
+      // Two gateways on one host share its routing table: their subnets must not overlap.
+      const routed = spec.gateway && o.gateway ? spec.subnets.find((s) => o.subnets.some((x) => overlaps4(parsePrefix4(s.cidr, { strict: true })!, parsePrefix4(x.cidr, { strict: true })!))) : undefined;
+      if (routed) throw new QuantixError("failed_precondition", `subnet ${routed.cidr} overlaps a subnet of network '${o.networkId}', which also has a gateway on this host (both would be routed by this host)`);
       const ports = new Set(o.ports.map((p) => shortId(p.portId)));
       const clash = spec.ports.find((p) => ports.has(shortId(p.portId)));
       if (clash) throw new QuantixError("failed_precondition", `port '${clash.portId}' (or one sharing its TAP name) is already declared by network '${o.networkId}' on this host`);
@@ -247,6 +251,7 @@ export class NetworkHost {
     let links = await observeLinks(this.h);
     const wanted = new Set(nets.flatMap(wantedLinks));
     await removeStaleLinks(this.h, links, wanted);
+    const recreated = new Set<string>();
     for (const n of nets) {
       const errs = new Map<string, string>();
       this.errors.set(n.networkId, errs);
@@ -257,7 +262,10 @@ export class NetworkHost {
           errs.set(type, err instanceof HostCommandError ? err.message : String(err));
         }
       };
-      await step("BridgeReady", () => ensureBridge(this.h, n, links));
+      await step("BridgeReady", async () => {
+        if (await ensureBridge(this.h, n, links)) recreated.add(n.networkId);
+      });
+      if (n.gateway) await step("GatewayReady", () => ensureForwarding(this.h));
       links = await observeLinks(this.h);
       await step("VxlanReady", () => ensureVxlan(this.h, n, links));
       for (const p of n.ports) await step(`TapReady/${p.portId}`, () => ensureTap(this.h, n, p.portId, links, this.o.adoptVethPorts ?? false));
@@ -271,6 +279,8 @@ export class NetworkHost {
     }
     for (const n of nets) {
       const sup = this.supervisor(n.networkId);
+      // The agent replaced the bridge (the gateway MAC went): dnsmasq, bound to the old one, starts again.
+      if (recreated.has(n.networkId)) await sup.stop();
       if (!wantsDnsmasq(n)) {
         await sup.stop();
         this.dnsmasq.delete(n.networkId);
@@ -278,6 +288,24 @@ export class NetworkHost {
       }
       this.dnsmasq.set(n.networkId, await sup.ensure(dnsmasqArgs(n, sup.dir), { hosts: dhcpHosts(n), opts: dhcpOpts(n), addnHosts: addnHosts(n) }).catch((err: unknown) => ({ pid: 0, problem: String(err) })));
     }
+  }
+
+  /** GatewayReady: the bridge carries the gateway addresses and MAC, forwarding is on, the firewall (and NAT) applied. */
+  private async gatewayCondition(n: NetworkDesired, bl: LinkView | undefined, err: string | undefined): Promise<Condition> {
+    const type = "GatewayReady";
+    if (!n.gateway) return { type, status: true, reason: "NoGateway", message: "the network has no gateway on this host" };
+    if (err) return { type, status: false, reason: "GatewaySetupFailed", message: err };
+    if (!bl) return { type, status: false, reason: "LinkMissing", message: `${bridgeName(n.networkId)} does not exist` };
+    const mac = gatewayMac(n.networkId);
+    if (bl.address !== mac) return { type, status: false, reason: "MacMissing", message: `${bridgeName(n.networkId)} has MAC ${bl.address ?? "none"}, not the gateway's ${mac}` };
+    const shown = await this.h.ipJson<{ addr_info?: { family: string; local: string; prefixlen: number }[] }[]>(["addr", "show", "dev", bridgeName(n.networkId)]).catch(() => []);
+    const have = new Set((shown[0]?.addr_info ?? []).filter((a) => a.family === "inet").map((a) => `${a.local}/${a.prefixlen}`));
+    const missing = [...bridgeAddresses(n)].filter((a) => !have.has(a));
+    if (missing.length > 0) return { type, status: false, reason: "AddressMissing", message: `${bridgeName(n.networkId)} lacks ${missing.join(", ")}` };
+    if (!(await forwardingOn(this.h))) return { type, status: false, reason: "ForwardingOff", message: "net.ipv4.ip_forward is 0 in the data plane's namespace" };
+    if (this.firewallError !== "") return { type, status: false, reason: "NftTransactionRefused", message: "the gateway's filtering and NAT are not applied (see FirewallReady)" };
+    const gws = n.subnets.map((s) => s.gatewayIp).join(", ");
+    return { type, status: true, reason: n.gateway.mode === "nat" ? "Nat" : "Routed", message: `this host answers on ${gws} (MAC ${mac}) and ${n.gateway.mode === "nat" ? "masquerades the subnets' traffic leaving through other interfaces" : "routes the guests' traffic with their own addresses"}` };
   }
 
   private sgView(sgId: string): { spec: SecurityGroupDesired; generation: string; conditions: Condition[] } {
@@ -317,6 +345,7 @@ export class NetworkHost {
       const last = this.dnsmasq.get(networkId);
       conds.push(d.pid ? { type: "DhcpReady", status: true, reason: "DnsmasqRunning", message: `dnsmasq runs as pid ${d.pid}` } : { type: "DhcpReady", status: false, reason: "DnsmasqNotRunning", message: last?.problem || d.problem });
     } else conds.push({ type: "DhcpReady", status: true, reason: "NoDhcp", message: "no subnet has a service address: no dnsmasq runs for this network" });
+    conds.push(await this.gatewayCondition(n, bl, errs.get("GatewayReady")));
     const bad = conds.filter((c) => !c.status);
     conds.unshift({ type: "Ready", status: bad.length === 0, reason: bad.length === 0 ? "Converged" : bad[0]!.reason, message: bad.length === 0 ? "the host matches the spec" : bad.map((c) => `${c.type}: ${c.message}`).join("; ") });
     const ports = n.ports.map((p): PortView => {

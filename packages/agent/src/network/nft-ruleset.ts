@@ -1,10 +1,10 @@
 import { formatPrefix4, parsePrefix4 } from "./ipv4.js";
 import type { HostNetworkState, NetworkDesired, PortDesired, RuleDesired } from "./model.js";
-import { bridgeName, sgName, shortId, tapName } from "./names.js";
+import { bridgeName, gatewayMac, sgName, shortId, tapName, vxlanName } from "./names.js";
 
 /**
  * The host's whole filtering as one nft script (pure), applied in one `nft -f`
- * transaction that replaces both tables atomically:
+ * transaction that replaces our tables atomically:
  *
  * - `bridge quantix_l2`: stateless anti-spoofing keyed on the port's TAP (this kernel has
  *   no conntrack in the bridge family): a port sends only from its MAC and addresses
@@ -17,6 +17,11 @@ import { bridgeName, sgName, shortId, tapName } from "./names.js";
  *   are named sets (`sgm_<hex>`) that UpdateSecurityGroupMembers changes by element.
  *   An input chain lets ports reach the host's service addresses for DHCP, DNS and ping
  *   only.
+ * - `ip quantix_nat`: per network whose gateway is "nat", postrouting masquerade of its
+ *   subnets' traffic leaving through any interface other than its bridge.
+ * - Gateways (in `bridge quantix_l2`): ARP for or from a gateway address and frames from
+ *   or to a gateway MAC are dropped on the network's VXLAN device, both ways, so each
+ *   host's guests reach their own host's gateway and never another's.
  *
  * Every value written here comes from the validated state (canonical addresses,
  * lowercase MACs, names derived from UUIDs): no user string reaches nft.
@@ -24,6 +29,7 @@ import { bridgeName, sgName, shortId, tapName } from "./names.js";
 
 export const L2_TABLE = "quantix_l2";
 export const SG_TABLE = "quantix";
+export const NAT_TABLE = "quantix_nat";
 
 /** The member set of a group. */
 export const memberSet = (sgId: string): string => `sgm_${sgName(sgId)}`;
@@ -70,8 +76,32 @@ function l2Table(nets: readonly NetworkDesired[]): string {
       for (const pre of portPrefixes(p)) ips.push(`${t} . ${pre}`);
     }
   }
+  const gwIps: string[] = [];
+  const gwMacs: string[] = [];
+  for (const n of nets) {
+    if (!n.gateway) continue;
+    const vx = `"${vxlanName(n.networkId)}"`;
+    gwMacs.push(`${vx} . ${gatewayMac(n.networkId)}`);
+    for (const s of n.subnets) if (s.gatewayIp) gwIps.push(`${vx} . ${s.gatewayIp}`);
+  }
+  const gwRules = (dir: "iifname" | "oifname") => [
+    `    ${dir} . ether saddr @gw_mac drop`,
+    `    ${dir} . ether daddr @gw_mac drop`,
+    `    ether type arp ${dir} . arp saddr ip @gw_ip drop`,
+    `    ether type arp ${dir} . arp daddr ip @gw_ip drop`,
+  ];
   return [
     `table bridge ${L2_TABLE} {`,
+    `  set gw_mac { type ifname . ether_addr;${elements(gwMacs)} }`,
+    `  set gw_ip { type ifname . ipv4_addr;${elements(gwIps)} }`,
+    `  chain gw_in {`,
+    `    type filter hook prerouting priority -310; policy accept;`,
+    ...gwRules("iifname"),
+    `  }`,
+    `  chain gw_out {`,
+    `    type filter hook postrouting priority 0; policy accept;`,
+    ...gwRules("oifname"),
+    `  }`,
     `  set ports { type ifname;${elements(ports)} }`,
     `  set port_mac { type ifname . ether_addr;${elements(macs)} }`,
     `  set port_ip { type ifname . ipv4_addr; flags interval;${elements(ips)} }`,
@@ -159,26 +189,40 @@ function sgTable(state: HostNetworkState): string {
   return lines.join("\n");
 }
 
-/**
- * The script that makes the host's filtering match `state`: both tables declared (so the
- * deletes cannot fail), deleted and re-created, all in one transaction.
- */
-export function hostRuleset(state: HostNetworkState): string {
-  const nets = Object.values(state.networks).map((x) => x.spec);
+/** The NAT table: masquerade per "nat" gateway; undefined when no network wants it. */
+function natTable(nets: readonly NetworkDesired[]): string | undefined {
+  const rules = nets
+    .filter((n) => n.gateway?.mode === "nat")
+    .flatMap((n) => n.subnets.map((s) => `    ip saddr ${s.cidr} oifname != "${bridgeName(n.networkId)}" masquerade`));
+  if (rules.length === 0) return undefined;
+  return [`table ip ${NAT_TABLE} {`, "  chain postrouting {", "    type nat hook postrouting priority srcnat; policy accept;", ...rules, "  }", "}"].join("\n");
+}
+
+/** Declares and deletes the host's tables (declaring first, so the deletes cannot fail). */
+function dropTables(): string[] {
   return [
     `table bridge ${L2_TABLE} {}`,
     `delete table bridge ${L2_TABLE}`,
     `table inet ${SG_TABLE} {}`,
     `delete table inet ${SG_TABLE}`,
-    l2Table(nets),
-    sgTable(state),
-    "",
-  ].join("\n");
+    `table ip ${NAT_TABLE} {}`,
+    `delete table ip ${NAT_TABLE}`,
+  ];
 }
 
-/** The script that removes both tables (an agent with no networks and no groups). */
+/**
+ * The script that makes the host's filtering match `state`: our tables declared (so the
+ * deletes cannot fail), deleted and re-created, all in one transaction.
+ */
+export function hostRuleset(state: HostNetworkState): string {
+  const nets = Object.values(state.networks).map((x) => x.spec);
+  const nat = natTable(nets);
+  return [...dropTables(), l2Table(nets), sgTable(state), ...(nat ? [nat] : []), ""].join("\n");
+}
+
+/** The script that removes the tables (an agent with no networks and no groups). */
 export function emptyRuleset(): string {
-  return [`table bridge ${L2_TABLE} {}`, `delete table bridge ${L2_TABLE}`, `table inet ${SG_TABLE} {}`, `delete table inet ${SG_TABLE}`, ""].join("\n");
+  return [...dropTables(), ""].join("\n");
 }
 
 /** A membership delta as elements added and deleted in place. */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { NetworkSpecSchema, RuleDirection, RuleProtocol, SecurityGroupSpecSchema } from "@quantix/api/gen/vmm/v1/network_pb.js";
+import { GatewayMode, NetworkSpecSchema, RuleDirection, RuleProtocol, SecurityGroupSpecSchema } from "@quantix/api/gen/vmm/v1/network_pb.js";
 import { hostRuleset, memberDelta } from "./nft-ruleset.js";
 import { dhcpHosts, dhcpOpts, dnsmasqArgs } from "./dnsmasq-config.js";
 import { checkNetworkSpec, checkSecurityGroupSpec } from "./validation.js";
@@ -96,4 +96,35 @@ test("dnsmasq: static DHCP for this host's ports, MTU and router options, files 
   const args = dnsmasqArgs(n.value, "/state/network/x");
   assert.ok(args.includes("--dhcp-range=set:s0,10.1.0.0,static,255.255.255.0,43200s"));
   assert.ok(args.includes("--interface=qb0a0000000000") && args.includes("--listen-address=10.1.0.2"));
+});
+
+test("a gateway needs a mode and every subnet's gateway_ip; its MAC is the network's own", () => {
+  const s = good();
+  s.gateway = { $typeName: "vmm.v1.Gateway", mode: GatewayMode.UNSPECIFIED };
+  s.subnets[0]!.gatewayIp = "";
+  s.ports[0]!.macAddress = "02:0a:00:00:00:00";
+  const c = checkNetworkSpec(s);
+  assert.ok(!c.ok);
+  assert.deepEqual(c.violations.map((v) => v.field).sort(), ["spec.gateway.mode", "spec.ports[0].mac_address", "spec.subnets[0].gateway_ip"]);
+  const g = good();
+  g.gateway = { $typeName: "vmm.v1.Gateway", mode: GatewayMode.NAT };
+  const ok = checkNetworkSpec(g);
+  assert.ok(ok.ok);
+  assert.deepEqual(ok.value.gateway, { mode: "nat" });
+});
+
+test("the nft script with a NAT gateway: masquerade off the bridge, gateway frames kept off the VXLAN device", () => {
+  const g = good();
+  g.gateway = { $typeName: "vmm.v1.Gateway", mode: GatewayMode.NAT };
+  const n = checkNetworkSpec(g);
+  assert.ok(n.ok);
+  const script = hostRuleset({ networks: { [NET]: { spec: n.value, generation: "1" } }, securityGroups: {} });
+  assert.ok(script.includes("table ip quantix_nat {}\ndelete table ip quantix_nat\n"), "the NAT table is replaced in the same transaction");
+  assert.ok(script.includes('ip saddr 10.1.0.0/24 oifname != "qb0a0000000000" masquerade'));
+  assert.ok(script.includes('set gw_mac { type ifname . ether_addr; elements = { "qv0a0000000000" . 02:0a:00:00:00:00 }; }'));
+  assert.ok(script.includes('set gw_ip { type ifname . ipv4_addr; elements = { "qv0a0000000000" . 10.1.0.1 }; }'));
+  const routed = checkNetworkSpec({ ...g, gateway: { $typeName: "vmm.v1.Gateway", mode: GatewayMode.ROUTED } });
+  assert.ok(routed.ok);
+  const r = hostRuleset({ networks: { [NET]: { spec: routed.value, generation: "1" } }, securityGroups: {} });
+  assert.ok(!r.includes("masquerade") && !r.includes("table ip quantix_nat {\n"), "routed: no NAT table, only its deletion");
 });

@@ -1,8 +1,8 @@
-import { EtherType, RuleDirection, RuleProtocol, type NetworkSpec, type SecurityGroupSpec } from "@quantix/api/gen/vmm/v1/network_pb.js";
+import { EtherType, GatewayMode, RuleDirection, RuleProtocol, type NetworkSpec, type SecurityGroupSpec } from "@quantix/api/gen/vmm/v1/network_pb.js";
 import { Violations, type FieldViolation } from "@quantix/core";
 import { contains4, formatIp4, formatPrefix4, overlaps4, parseIp4, parsePrefix4, type Prefix4 } from "./ipv4.js";
-import type { NetworkDesired, PortDesired, RemotePortDesired, RuleDesired, SecurityGroupDesired, SubnetDesired } from "./model.js";
-import { UUID } from "./names.js";
+import type { GatewayDesired, NetworkDesired, PortDesired, RemotePortDesired, RuleDesired, SecurityGroupDesired, SubnetDesired } from "./model.js";
+import { gatewayMac, UUID } from "./names.js";
 
 /**
  * Validation of NetworkService requests into the canonical desired state (pure): every
@@ -168,10 +168,29 @@ export function checkNetworkSpec(spec: NetworkSpec | undefined, p = "spec"): Che
     if (m && u) remotePorts.push({ mac: m, underlay: u, ips, hostname });
   });
   const dnsDomain = domain(v, `${p}.dns_domain`, spec.dnsDomain);
+  let gateway: GatewayDesired | undefined;
+  if (spec.gateway) {
+    const mode = spec.gateway.mode === GatewayMode.ROUTED ? "routed" : spec.gateway.mode === GatewayMode.NAT ? "nat" : undefined;
+    if (!mode) v.add(`${p}.gateway.mode`, spec.gateway.mode === GatewayMode.UNSPECIFIED ? "REQUIRED" : "INVALID_VALUE", "must be ROUTED or NAT");
+    else gateway = { mode };
+    if (spec.subnets.length === 0) v.add(`${p}.subnets`, "REQUIRED", "a gateway needs a subnet with a gateway_ip");
+    spec.subnets.forEach((s, i) => {
+      if (s.gatewayIp === "") v.add(`${p}.subnets[${i}].gateway_ip`, "REQUIRED", "is required when spec.gateway is set: the host answers on it");
+    });
+    if (UUID.test(spec.networkId)) {
+      const gm = gatewayMac(spec.networkId);
+      spec.ports.forEach((x, i) => {
+        if (x.macAddress.toLowerCase() === gm) v.add(`${p}.ports[${i}].mac_address`, "CONFLICT", `is the network's gateway MAC ${gm}`);
+      });
+      spec.remotePorts.forEach((x, i) => {
+        if (x.macAddress.toLowerCase() === gm) v.add(`${p}.remote_ports[${i}].mac_address`, "CONFLICT", `is the network's gateway MAC ${gm}`);
+      });
+    }
+  }
   if (v.list.length > 0) return { ok: false, violations: v.list };
   return {
     ok: true,
-    value: { networkId: spec.networkId, vni: spec.vni, mtu, localUnderlay: local!, peers: [...peers].sort(), subnets, ports: [...ports].sort((a, b) => a.portId.localeCompare(b.portId)), remotePorts, dnsDomain },
+    value: { networkId: spec.networkId, vni: spec.vni, mtu, localUnderlay: local!, peers: [...peers].sort(), subnets, ports: [...ports].sort((a, b) => a.portId.localeCompare(b.portId)), remotePorts, dnsDomain, gateway },
   };
 }
 

@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   EtherType,
+  GatewayMode,
   ListNetworksResponseSchema,
   ListSecurityGroupsResponseSchema,
   NetworkCapabilitiesSchema,
@@ -83,6 +84,8 @@ export function networkRoute(host: NetworkHost, features: () => Promise<NetworkC
 
 const cond = (c: Condition): NetworkCondition => ({ $typeName: "vmm.v1.NetworkCondition", ...c });
 
+const GATEWAY_MODES = { routed: GatewayMode.ROUTED, nat: GatewayMode.NAT } as const;
+
 const PORT_STATES = { down: PortState.DOWN, active: PortState.ACTIVE, error: PortState.ERROR } as const;
 
 function toPort(p: PortView): PortStatus {
@@ -111,6 +114,7 @@ function toNetwork(v: NetworkView): NetworkStatus {
       })),
       remotePorts: n.remotePorts.map((r) => ({ macAddress: r.mac, underlayAddress: r.underlay, ipAddresses: [...r.ips], hostname: r.hostname ?? "" })),
       dnsDomain: n.dnsDomain ?? "",
+      ...(n.gateway ? { gateway: { mode: GATEWAY_MODES[n.gateway.mode] } } : {}),
     },
     observedGeneration: BigInt(v.generation),
     bridge: v.bridge,

@@ -1,10 +1,6 @@
-import { createHash } from "node:crypto";
-import { createWriteStream } from "node:fs";
-import { pipeline } from "node:stream/promises";
-import http, { type IncomingMessage } from "node:http";
-import https from "node:https";
 import { QuantixError } from "@quantix/core";
 import { finishImport, openImportSite, type ImportProgress } from "./finish-import.js";
+import { httpGet, type HttpDownload } from "./http-download.js";
 import type { Pools } from "./pools.js";
 import type { QemuImg } from "./qemu-img.js";
 import type { VolumeFormatName, Volumes } from "./volumes.js";
@@ -24,9 +20,8 @@ export type { ImportProgress } from "./finish-import.js";
 /** A progress message at most every this many downloaded bytes. */
 const PROGRESS_EVERY = 4n << 20n;
 const MAX_REDIRECTS = 5;
-const CONNECT_TIMEOUT_MS = 30_000;
-/** How much of a download the file's write stream buffers: chunks that arrive during a write go out together in the next (`writev`). Larger is slower: the bytes are no longer in the CPU's cache when written (8 MiB measured 1.5-2.5x slower than 256 KiB). */
-const WRITE_BUFFER_BYTES = 256 << 10;
+/** The longest wait for a byte of the download, from connecting to the body's end. */
+const IDLE_TIMEOUT_MS = 30_000;
 
 /**
  * Imports an image from an http(s) URL into a new volume (see ImportVolume in
@@ -49,12 +44,18 @@ export async function* importVolume(deps: { pools: Pools; volumes: Volumes; qemu
 
     // Download, hashing and counting as the bytes arrive.
     const download = temp("download");
-    const res = await get(spec.url, signal, MAX_REDIRECTS);
-    const total = BigInt(Number(res.headers["content-length"] ?? 0) || 0);
-    const limit = await room();
-    if (total > limit) throw new QuantixError("resource_exhausted", `the image is ${total} bytes, more than the pool's ${limit} available bytes`);
-    yield { phase: "downloading", bytesDone: 0n, bytesTotal: total };
-    const { done, sha256 } = yield* downloadTo(res, download, limit, total);
+    const res = await httpGet(spec.url, { signal, maxRedirects: MAX_REDIRECTS, idleTimeoutMs: IDLE_TIMEOUT_MS });
+    const total = res.length ?? 0n;
+    let received: { done: bigint; sha256: string };
+    try {
+      const limit = await room();
+      if (total > limit) throw new QuantixError("resource_exhausted", `the image is ${total} bytes, more than the pool's ${limit} available bytes`);
+      yield { phase: "downloading", bytesDone: 0n, bytesTotal: total };
+      received = yield* downloadTo(res, download, limit, total);
+    } finally {
+      res.close();
+    }
+    const { done, sha256 } = received;
     yield { phase: "downloading", bytesDone: done, bytesTotal: total, sha256 };
     yield* finishImport(deps, { poolId: spec.poolId, poolDir: pool.dir, id: spec.id, format: spec.format, expectedSha256: spec.sha256 }, { path: download, sha256, bytesDone: done, bytesTotal: total }, temp, signal);
   } finally {
@@ -62,87 +63,35 @@ export async function* importVolume(deps: { pools: Pools; volumes: Volumes; qemu
   }
 }
 
-/** GET `url`, following redirects to http(s) only; UNAVAILABLE for what cannot be fetched. */
-function get(url: URL, signal: AbortSignal, redirects: number): Promise<IncomingMessage> {
-  return new Promise((resolve, reject) => {
-    const lib = url.protocol === "https:" ? https : http;
-    const req = lib.get(url, { signal, timeout: CONNECT_TIMEOUT_MS }, (res) => {
-      const status = res.statusCode ?? 0;
-      const location = res.headers.location;
-      if ([301, 302, 303, 307, 308].includes(status) && location !== undefined) {
-        res.resume();
-        const next = new URL(location, url);
-        if (redirects === 0) return reject(new QuantixError("unavailable", `the image URL redirects more than ${MAX_REDIRECTS} times`));
-        if (next.protocol !== "http:" && next.protocol !== "https:") return reject(new QuantixError("unavailable", `the image URL redirects to a ${next.protocol} URL`));
-        return resolve(get(next, signal, redirects - 1));
-      }
-      if (status !== 200) {
-        res.resume();
-        return reject(new QuantixError("unavailable", `the image server answered HTTP ${status}`));
-      }
-      resolve(res);
-    });
-    req.on("timeout", () => req.destroy(new Error(`no answer within ${CONNECT_TIMEOUT_MS / 1000} s`)));
-    req.on("error", (err: NodeJS.ErrnoException) => reject(new QuantixError("unavailable", `cannot download the image: ${err.code ?? err.message}`, [], { cause: err })));
-  });
-}
-
-/** The bytes and digest of a finished download. */
-interface Downloaded {
-  readonly done: bigint;
-  readonly sha256: string;
-}
-
 /**
- * Streams the response body into `path` (a new file, mode 0600) through one pipeline:
- * the file's write stream takes the chunks as they come and writes what piled up during
- * a write in one `writev` (no round trip to the file system per chunk holds the socket
- * back); each chunk is hashed and counted as it passes, in the same turn it is queued for
- * writing, so the digest is of exactly the bytes written and there is no second pass over
- * the file. Yields the byte count at most every PROGRESS_EVERY bytes; the download does
- * not wait for its consumer. UNAVAILABLE when the body ends early or the connection
- * breaks, RESOURCE_EXHAUSTED past `limit` bytes. When it fails, or its consumer goes away,
- * the pipeline is stopped and settled before this returns, so nothing writes the file after
- * the caller removes it.
+ * Saves the response body into `path` (httpGet's saveTo: the socket reads into blocks, each
+ * read hashed and counted as it lands, full blocks written while the next fills), yielding
+ * the byte count at most every PROGRESS_EVERY bytes; the download does not wait for its
+ * consumer. UNAVAILABLE when the body ends early or the connection breaks,
+ * RESOURCE_EXHAUSTED past `limit` bytes. When it fails, or its consumer goes away, the
+ * download is stopped and settled before this returns, so nothing writes the file after the
+ * caller removes it.
  */
-async function* downloadTo(res: IncomingMessage, path: string, limit: bigint, total: bigint): AsyncGenerator<ImportProgress, Downloaded> {
-  const hash = createHash("sha256");
+async function* downloadTo(res: HttpDownload, path: string, limit: bigint, total: bigint): AsyncGenerator<ImportProgress, { done: bigint; sha256: string }> {
   let done = 0n;
-  let woken = 0n;
   let wake = (): void => undefined;
-  // Beside the pipeline's own listener, which writes the same chunks in the same order.
-  res.on("data", (chunk: Buffer) => {
-    done += BigInt(chunk.length);
-    if (done > limit) return res.destroy(new QuantixError("resource_exhausted", `the download passed the pool's ${limit} available bytes`));
-    hash.update(chunk);
-    if (done - woken >= PROGRESS_EVERY) {
-      woken = done;
-      wake();
-    }
-  });
   const stop = new AbortController();
-  const file = createWriteStream(path, { mode: 0o600, highWaterMark: WRITE_BUFFER_BYTES });
   let settled = false;
-  const finished = pipeline(res, file, { signal: stop.signal }).finally(() => (settled = true));
+  const saving = res.saveTo(path, { limit, progressEvery: PROGRESS_EVERY, stop: stop.signal, onProgress: (bytes) => ((done = bytes), wake()) }).finally(() => (settled = true));
   try {
     let reported = 0n;
     while (!settled) {
       const progressed = new Promise<void>((resolve) => (wake = resolve));
-      await Promise.race([finished, progressed]);
+      await Promise.race([saving, progressed]);
       if (!settled && done - reported >= PROGRESS_EVERY) {
         reported = done;
         yield { phase: "downloading", bytesDone: done, bytesTotal: total };
       }
     }
-    await finished;
-  } catch (err) {
-    if (err instanceof QuantixError) throw err;
-    throw new QuantixError("unavailable", `the download ended early after ${done} bytes${total > 0n ? ` of ${total}` : ""}`, [], { cause: err });
+    const saved = await saving;
+    return { done: saved.bytes, sha256: saved.sha256 };
   } finally {
     stop.abort();
-    await finished.catch(() => undefined);
-    res.destroy();
+    await saving.catch(() => undefined);
   }
-  if (total > 0n && done !== total) throw new QuantixError("unavailable", `the download is truncated: ${done} of ${total} bytes`);
-  return { done, sha256: hash.digest("hex") };
 }

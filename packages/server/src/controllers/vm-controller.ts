@@ -1,4 +1,5 @@
 import { allOf, PORT_KIND, QuantixError, VM_KIND, VOLUME_KIND, type Clock, type Store, type Timers, type VmObservation } from "@quantix/core";
+import { PortDeviceOwner, PortState } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
@@ -55,8 +56,8 @@ export class VmController {
           watching(vms, (ev) => [ev.object.id]),
           // A VM waiting for its volumes goes on as soon as one of them changes.
           watching(deps.store.of(VOLUME_KIND), (ev) => (ev.type === "DELETED" ? [] : (ev.object.status?.attachments ?? []).map((a) => a.vmId))),
-          // A NIC waiting for its port to be set up on the VM's node is plugged in as soon as it is.
-          watching(deps.store.of(PORT_KIND), (ev) => (ev.type === "DELETED" || !ev.object.status?.deviceId ? [] : [ev.object.status.deviceId])),
+          // A VM waiting for its NICs (to be defined, or a NIC to be hot-plugged) goes on as soon as a port of its turns ACTIVE on its node.
+          watching(deps.store.of(PORT_KIND), (ev) => (ev.type !== "DELETED" && ev.object.status?.deviceOwner === PortDeviceOwner.VM && ev.object.status.state === PortState.ACTIVE && ev.previous?.status?.state !== PortState.ACTIVE ? [ev.object.status.deviceId] : [])),
         ],
         events: [(enqueue) => deps.drivers.onChange((_node, vmId) => enqueue(vmId))],
         keys: async function* () {

@@ -59,7 +59,7 @@ async function startAgent(): Promise<Client<typeof VmService>> {
   child.stderr!.setEncoding("utf8").on("data", (d: string) => (agentLog = (agentLog + d).slice(-20_000)));
   agent = child;
   const client = createClient(VmService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` }));
-  await until(() => client.listVms({}).then(() => true), `the agent answering on port ${port}; its log: ${agentLog}`, 20_000, 100);
+  await until(() => client.listVms({}).then(() => true), `the agent answering on port ${port}; its log: ${agentLog}`, 60_000, 100);
   return client;
 }
 

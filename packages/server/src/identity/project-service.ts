@@ -22,6 +22,14 @@ import {
   USER_KIND,
   Violations,
   VM_KIND,
+  VOLUME_KIND,
+  IMAGE_KIND,
+  VIRTUAL_NETWORK_KIND,
+  PORT_KIND,
+  SECURITY_GROUP_KIND,
+  DEFAULT_SECURITY_GROUP,
+  type Kind,
+  type Resource,
   type Clock,
   type IdGenerator,
   type Principal,
@@ -74,12 +82,26 @@ export class ProjectService {
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
-  /** DeleteProject: refused while it holds VMs; its role bindings, tokens and quota go with it. */
+  /** DeleteProject: refused while it holds VMs, volumes, images, networks, ports or security groups (but its default one); its role bindings, tokens, quota and default security group go with it. */
   async delete(id: string, budget: Budget): Promise<void> {
     if (id === DEFAULT_PROJECT_ID) throw new QuantixError("failed_precondition", "the default project cannot be deleted");
     const vms = await this.d.store.of(VM_KIND).list({ where: { project_id: id }, order: { field: "name", desc: false }, limit: 0 });
     if (vms.totalCount > 0) throw new QuantixError("failed_precondition", `project '${id}' still holds ${vms.totalCount} VM${vms.totalCount === 1 ? "" : "s"}: delete them first`);
-    const ops: TxOp[] = [];
+    // What else a project holds that would be left without it: named, so the caller knows what to delete.
+    const held: string[] = [];
+    for (const [kind, what] of [[VOLUME_KIND, "volume"], [IMAGE_KIND, "image"], [VIRTUAL_NETWORK_KIND, "virtual network"], [PORT_KIND, "port"]] as const) {
+      const n = (await this.d.store.of(kind as Kind<Resource>).list({ where: { project_id: id }, order: { field: "created_at", desc: false }, limit: 0 })).totalCount;
+      if (n > 0) held.push(`${n} ${what}${n === 1 ? "" : "s"}`);
+    }
+    const groups: Resource[] = [];
+    let otherGroups = 0;
+    for await (const g of allOf(this.d.store.of(SECURITY_GROUP_KIND), { where: { project_id: id } })) {
+      if (g.name === DEFAULT_SECURITY_GROUP) groups.push(g);
+      else otherGroups++;
+    }
+    if (otherGroups > 0) held.push(`${otherGroups} security group${otherGroups === 1 ? "" : "s"} besides "${DEFAULT_SECURITY_GROUP}"`);
+    if (held.length > 0) throw new QuantixError("failed_precondition", `project '${id}' still holds ${held.join(", ")}: delete them first`);
+    const ops: TxOp[] = groups.map((g) => ({ op: "delete" as const, kind: kindOf(SECURITY_GROUP_KIND), object: g }));
     for await (const b of allOf(this.d.store.of(ROLE_BINDING_KIND), { where: { project_id: id } })) ops.push({ op: "delete", kind: kindOf(ROLE_BINDING_KIND), object: b });
     for await (const t of allOf(this.d.store.of(API_TOKEN_KIND), { where: { project_id: id } })) {
       ops.push({ op: "delete", kind: kindOf(API_TOKEN_KIND), object: t });

@@ -376,8 +376,11 @@ export function networkController(deps: NetworkControllerDeps): Controller {
         const ready = !!s && !failed && s.conditions.every((c) => c.status || c.type === "Ready");
         const bad = s?.conditions.filter((c) => !c.status && c.type !== "Ready").map((c) => `${c.type}: ${c.reason}: ${c.message}`) ?? [];
         const message = ready ? "" : (failed ?? (bad.length > 0 ? bad.join("; ") : `node '${nodeId}' has not set the network up yet`));
-        return { nodeId, ready, message };
+        const gw = s?.conditions.find((c) => c.type === "GatewayReady");
+        const gateway = failed ? { ready: false, message: failed } : gw ? { ready: gw.status && gw.reason !== "NoGateway", message: `${gw.reason}: ${gw.message}` } : undefined;
+        return { nodeId, ready, message, gateway };
       });
+      const gateway = net.spec?.router ? gatewayCondition(entries, net.spec.router.snatEnabled) : undefined;
       const readyAll = entries.length > 0 && entries.every((e) => e.ready);
       const state = entries.length === 0 ? VirtualNetworkState.PENDING : readyAll ? VirtualNetworkState.ACTIVE : entries.some((e) => e.ready) ? VirtualNetworkState.DEGRADED : VirtualNetworkState.PENDING;
       const problems = entries.filter((e) => !e.ready).map((e) => e.message);
@@ -390,7 +393,9 @@ export function networkController(deps: NetworkControllerDeps): Controller {
       const st = net.status;
       const old = st?.conditions.find((c) => c.type === "Ready");
       const sameNodes = (st?.nodes.length ?? 0) === entries.length && entries.every((e, i) => st!.nodes[i]!.nodeId === e.nodeId && st!.nodes[i]!.ready === e.ready && st!.nodes[i]!.message === e.message);
-      if (st && st.state === state && sameNodes && old && (old.status === ConditionStatus.TRUE) === cond.ready && old.reason === cond.reason && old.message === cond.message) continue;
+      const oldGw = st?.conditions.find((c) => c.type === "GatewayReady");
+      const sameGw = gateway ? !!oldGw && (oldGw.status === ConditionStatus.TRUE) === gateway.ready && oldGw.reason === gateway.reason && oldGw.message === gateway.message : !oldGw;
+      if (st && st.state === state && sameNodes && sameGw && old && (old.status === ConditionStatus.TRUE) === cond.ready && old.reason === cond.reason && old.message === cond.message) continue;
       await nets
         .update(
           net.id,
@@ -399,7 +404,11 @@ export function networkController(deps: NetworkControllerDeps): Controller {
             s.state = state;
             s.nodes = entries.map((e) => create(NetworkNodeStatusSchema, { nodeId: e.nodeId, ready: e.ready, message: e.message, reportedAt: timestampFromMs(nowMs) }));
             s.errorMessage = cond.ready || entries.length === 0 ? "" : cond.message;
-            s.conditions = [condition(s.conditions, "Ready", cond.ready, cond.reason, cond.message, nowMs), ...s.conditions.filter((c) => c.type !== "Ready")];
+            s.conditions = [
+              condition(s.conditions, "Ready", cond.ready, cond.reason, cond.message, nowMs),
+              ...(gateway ? [condition(s.conditions, "GatewayReady", gateway.ready, gateway.reason, gateway.message, nowMs)] : []),
+              ...s.conditions.filter((c) => c.type !== "Ready" && c.type !== "GatewayReady"),
+            ];
             s.observedGeneration = cur.generation;
             return cur;
           },
@@ -428,6 +437,18 @@ export function networkController(deps: NetworkControllerDeps): Controller {
     },
     { clock: deps.clock, ...(deps.timers ? { timers: deps.timers } : {}), log: deps.log, revision: () => deps.store.revision() },
   );
+}
+
+/**
+ * A network's GatewayReady from its nodes' agents: true when every node with the network
+ * answers on the gateway (the agents' GatewayReady); false naming the nodes that do not,
+ * or while no node has the network.
+ */
+function gatewayCondition(entries: readonly { nodeId: string; gateway?: { ready: boolean; message: string } | undefined }[], nat: boolean): { ready: boolean; reason: string; message: string } {
+  if (entries.length === 0) return { ready: false, reason: "NoPorts", message: "the gateway is set up with the network, on the nodes of the VMs that use it" };
+  const bad = entries.filter((e) => !e.gateway?.ready);
+  if (bad.length === 0) return { ready: true, reason: nat ? "Nat" : "Routed", message: `every node with the network (${entries.map((e) => `'${e.nodeId}'`).join(", ")}) is the gateway of its own guests${nat ? ", masquerading their traffic behind its address" : ""}` };
+  return { ready: false, reason: "NodeNotReady", message: bad.map((e) => `node '${e.nodeId}': ${e.gateway?.message ?? "has not reported the gateway yet"}`).join("; ") };
 }
 
 /** What of a node the networks depend on (not its heartbeats): phase, capabilities, agent endpoint. */

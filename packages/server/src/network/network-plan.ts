@@ -3,7 +3,7 @@ import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_p
 import { PortDeviceOwner, type Port } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { EtherType as CpEtherType, SecurityGroupRuleDirection, SecurityGroupRuleProtocol, type SecurityGroup, type SecurityGroupRule } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_pb.js";
 import type { VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
-import { EtherType, RuleDirection, RuleProtocol, type NetworkSpecSchema, type SecurityGroupRuleSchema, type SecurityGroupSpecSchema } from "@quantix/api/gen/vmm/v1/network_pb.js";
+import { EtherType, GatewayMode, RuleDirection, RuleProtocol, type NetworkSpecSchema, type SecurityGroupRuleSchema, type SecurityGroupSpecSchema } from "@quantix/api/gen/vmm/v1/network_pb.js";
 
 /**
  * What every node's network data plane should hold, computed from the store (pure: the
@@ -12,6 +12,8 @@ import { EtherType, RuleDirection, RuleProtocol, type NetworkSpecSchema, type Se
  * such (network, node) has a DHCP port of the system's (its service address, where that
  * node's dnsmasq answers). Security groups go to the nodes whose ports use them, with
  * the groups their rules name as remote groups (whose member addresses the rules match).
+ * A network with a router gets a gateway on every node that has it (NAT when the router's
+ * snat_enabled, else ROUTED).
  */
 
 export type NetworkSpecInit = MessageInitShape<typeof NetworkSpecSchema>;
@@ -151,6 +153,8 @@ export function planNodes(input: PlanInput, underlay: ReadonlyMap<string, string
           .filter((p) => (underlay.get(p.nodeId) ?? "") !== "")
           .map((p) => ({ macAddress: p.port.spec?.macAddress ?? "", underlayAddress: underlay.get(p.nodeId)!, ipAddresses: [...(p.port.spec?.fixedIps ?? [])], hostname: hostnameOf(p.vm.name) })),
         dnsDomain: net.spec?.dnsDomain ?? "",
+        // A router uplinks to each node's own stack: every node is the gateway of its own guests.
+        ...(net.spec?.router ? { gateway: { mode: net.spec.router.snatEnabled ? GatewayMode.NAT : GatewayMode.ROUTED } } : {}),
       };
       plan.networks.set(networkId, spec);
       // The groups its ports use, and the groups their rules name (their members are matched).

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { createClient, type Client } from "@connectrpc/connect";
 import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { NetworkType, VirtualNetworkState } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import { VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
 import { PortState } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
@@ -20,13 +21,15 @@ import { buildNetProbeGuest, consoleText, ensureDebianPackages, netProbeKernelAr
 // and its QEMUs in that namespace). Networks, ports and security groups are made with the
 // API; VMs name them in spec.nics; the network controller programs the hosts. Real QEMU
 // guests (the net probe guest) report DHCP leases, pings, TCP connects to port 22, DNS
-// and a spoofed ping on their consoles, round after round.
+// and a spoofed ping on their consoles, round after round. The guest's kernel and initrd lie
+// in a directory both agents share (as VMCP_SHARED_DIRS), so a VM can live-migrate.
 
 const P = `qxe${(process.pid & 0xffff).toString(16)}`;
 const H = { a: `${P}a`, b: `${P}b` };
 const UNDERLAY = { a: "192.0.2.11", b: "192.0.2.12" };
 const IP = { a: "10.41.0.11", b: "10.41.0.12" };
 const SPOOFED = "10.41.0.99";
+const GATEWAY = "10.41.0.1";
 const sh = (args: string[]) => execFileSync(args[0]!, args.slice(1), { stdio: ["ignore", "pipe", "pipe"], timeout: 15_000 }).toString();
 
 let s: TestServer | undefined;
@@ -51,7 +54,7 @@ before(async () => {
   s = await startTestServer({ demo: false });
   for (const k of ["a", "b"] as const) {
     const stateDir = join(dir, k);
-    const agent = new TestAgent(new QemuBackend({ stateDir: join(stateDir, "qemu"), kvm: false, netns: H[k] }), stateDir, `${P}-${k}`, { imageDirs: [guest.imageDir], network: { netns: H[k], underlayAddress: UNDERLAY[k] } });
+    const agent = new TestAgent(new QemuBackend({ stateDir: join(stateDir, "qemu"), kvm: false, netns: H[k] }), stateDir, `${P}-${k}`, { imageDirs: [guest.imageDir], sharedDirs: [guest.imageDir], network: { netns: H[k], underlayAddress: UNDERLAY[k] } });
     await agent.start(s.url);
     agents[k] = agent;
   }
@@ -123,7 +126,7 @@ test("VMs on virtual networks through the API: DHCP, ping and DNS across hosts, 
   const on = (k: "a" | "b") => ({ requiredNodeIds: [nodeId[k]] });
   const base = { cpu: { cores: 1 }, memory: { sizeMib: 256n } };
   const [va, vb, vc] = await Promise.all([
-    s!.vms.createVM({ name: "e2e-a", spec: { ...base, boot: boot({ ping: [IP.b], tcp: [IP.b], spoof: SPOOFED, dns: "e2e-b" }), nics: [{ id: "eth0", portId: pa.id }], placement: on("a") }, startOnCreate: true }),
+    s!.vms.createVM({ name: "e2e-a", spec: { ...base, boot: boot({ ping: [IP.b, GATEWAY, UNDERLAY.b], tcp: [IP.b], spoof: SPOOFED, dns: "e2e-b" }), nics: [{ id: "eth0", portId: pa.id }], placement: on("a") }, startOnCreate: true }),
     s!.vms.createVM({ name: "e2e-b", spec: { ...base, boot: boot({ ping: [IP.a], tcp: [IP.a], dns: "e2e-a.e2e-one.quantix.internal" }), nics: [{ id: "eth0", portId: pb.id }], placement: on("b") }, startOnCreate: true }),
     // On the other network, on a's host: it reaches neither, though the addresses are in its own subnet.
     s!.vms.createVM({ name: "e2e-c", spec: { ...base, boot: boot({ ping: [IP.a, IP.b], tcp: [IP.a] }), nics: [{ id: "eth0", networkId: n2.id }], placement: on("a") }, startOnCreate: true }),
@@ -154,7 +157,8 @@ test("VMs on virtual networks through the API: DHCP, ping and DNS across hosts, 
   const c1 = await probe("a", vc.id, "guest c's rounds", (p) => p.lease !== undefined && p.round !== undefined);
   assert.equal(a1.lease?.ip, IP.a);
   assert.equal(a1.lease?.hostname, "e2e-a");
-  assert.equal(a1.lease?.router, "10.41.0.1");
+  assert.equal(a1.lease?.router, GATEWAY);
+  assert.equal(a1.round!.ping[GATEWAY], false, "no router yet: nothing answers on the gateway");
   assert.equal(a1.lease?.mtu, "1450");
   assert.equal(b1.lease?.ip, IP.b);
   assert.equal(a1.round!.dns["e2e-b"], IP.b, "b's name resolves on a's host");
@@ -173,6 +177,26 @@ test("VMs on virtual networks through the API: DHCP, ping and DNS across hosts, 
   const a2 = await probe("a", va.id, "guest a now reaches b's TCP 22", laterRound(a1.round?.round, (p) => p.round?.tcp[IP.b] === true));
   assert.equal(b2.round!.ping[IP.a], true, "ICMP is still allowed");
   assert.equal(a2.round!.ping[IP.b], true);
+  // A router with SNAT: each host becomes its guests' gateway; a reaches b's host's
+  // underlay address (outside the network) through its own host, masqueraded.
+  await nets.updateVirtualNetwork({ id: n1.id, spec: { router: { snatEnabled: true } }, updateMask: { paths: ["spec.router"] } });
+  const gwReady = await until(async () => {
+    const n = await nets.getVirtualNetwork({ id: n1.id });
+    const c = n.status?.conditions.find((x) => x.type === "GatewayReady");
+    return c?.status === ConditionStatus.TRUE && n.status?.state === VirtualNetworkState.ACTIVE ? c : undefined;
+  }, "GatewayReady on the network", 60_000, 200);
+  assert.equal(gwReady.reason, "Nat");
+  const a3 = await probe("a", va.id, "guest a pings its gateway and the outside", laterRound(a2.round?.round, (p) => p.round?.ping[GATEWAY] === true && p.round.ping[UNDERLAY.b] === true));
+  assert.equal(a3.round!.ping[IP.b], true, "and still b");
+  // The router removed: nothing answers on the gateway again; the network stays ACTIVE
+  // (the hosts recreate the bridge without the gateway MAC and re-attach the VMs' TAPs).
+  await nets.updateVirtualNetwork({ id: n1.id, spec: {}, updateMask: { paths: ["spec.router"] } });
+  const a4 = await probe("a", va.id, "guest a no longer reaches its gateway, still b", laterRound(a3.round?.round, (p) => p.round?.ping[GATEWAY] === false && p.round.ping[UNDERLAY.b] === false && p.round.ping[IP.b] === true));
+  assert.equal(a4.round!.tcp[IP.b], true);
+  await until(async () => {
+    const n = await nets.getVirtualNetwork({ id: n1.id });
+    return !n.status?.conditions.some((x) => x.type === "GatewayReady") && n.status?.state === VirtualNetworkState.ACTIVE ? true : undefined;
+  }, "no GatewayReady condition without a router", 60_000, 200);
   // The guests kept running through it all.
   for (const vm of [va, vb]) assert.equal((await s!.vms.getVM({ id: vm.id })).status?.state, State.RUNNING);
 
@@ -191,4 +215,42 @@ test("VMs on virtual networks through the API: DHCP, ping and DNS across hosts, 
   await ports.deletePort({ id: pb.id });
   await nets.deleteVirtualNetwork({ id: n1.id });
   await nets.deleteVirtualNetwork({ id: n2.id });
+});
+
+test("a VM live-migrated to another host keeps its address and reaches its peer across the hosts afterwards", { timeout: 600_000 }, async () => {
+  const nets = createClient(VirtualNetworkService, s!.transport);
+  const ports = createClient(PortService, s!.transport);
+  const net = await nets.createVirtualNetwork({ name: "e2e-move", spec: { type: NetworkType.VXLAN, cidr: "10.43.0.0/24" } });
+  const pm = await ports.createPort({ name: "mover", spec: { networkId: net.id, fixedIps: ["10.43.0.21"] } });
+  const pp = await ports.createPort({ name: "peer", spec: { networkId: net.id, fixedIps: ["10.43.0.22"] } });
+  const boot = (args: Parameters<typeof netProbeKernelArgs>[0]) => ({ directBoot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, cmdline: netProbeKernelArgs(args) } });
+  const base = { cpu: { cores: 1 }, memory: { sizeMib: 256n } };
+  // Both start on a (the project's default group: members reach each other).
+  const [mover, peer] = await Promise.all([
+    s!.vms.createVM({ name: "mover", spec: { ...base, boot: boot({ ping: ["10.43.0.22"] }), nics: [{ id: "eth0", portId: pm.id }], placement: { requiredNodeIds: [nodeId.a, nodeId.b] } }, nodeId: nodeId.a, startOnCreate: true }),
+    s!.vms.createVM({ name: "peer", spec: { ...base, boot: boot({ ping: ["10.43.0.21"] }), nics: [{ id: "eth0", portId: pp.id }], placement: { requiredNodeIds: [nodeId.a] } }, startOnCreate: true }),
+  ]);
+  for (const vm of [mover, peer]) await until(async () => ((await s!.vms.getVM({ id: vm.id })).status?.state === State.RUNNING ? true : undefined), `${vm.name} RUNNING`, 120_000, 200);
+  const before = await probe("a", mover.id, "the mover pings its peer on the same host", (p) => p.round?.ping["10.43.0.22"] === true);
+  assert.equal(before.lease?.ip, "10.43.0.21");
+
+  const moved = await s!.vms.migrateVM({ vmId: mover.id, targetNodeId: nodeId.b, live: true }, { timeoutMs: 5 * 60_000 });
+  assert.equal(moved.vm?.status?.nodeId, nodeId.b);
+  // The guest runs on b now: its console is b's. Its rounds go on with the same address, its peer on a reached across VXLAN.
+  const after1 = await probe("b", mover.id, "the migrated VM pings its peer across the hosts", (p) => p.round !== undefined && p.round.ping["10.43.0.22"] === true, 120_000);
+  // The target's console starts at the move (no lease line again); a ping answered through anti-spoofing is from the port's address.
+  assert.equal(after1.round!.ping["10.43.0.22"], true);
+  const seenByPeer = await probe("a", peer.id, "the peer still reaches the migrated VM", laterRound(undefined, (p) => p.round?.ping["10.43.0.21"] === true), 120_000);
+  assert.equal(seenByPeer.round!.ping["10.43.0.21"], true);
+  const port = await until(async () => {
+    const x = await ports.getPort({ id: pm.id });
+    return x.status?.nodeId === nodeId.b && x.status.state === PortState.ACTIVE ? x : undefined;
+  }, "the mover's port ACTIVE on b", 60_000, 200);
+  assert.equal(port.spec!.fixedIps[0], "10.43.0.21");
+
+  for (const vm of [mover, peer]) await s!.vms.deleteVM({ id: vm.id, force: true });
+  await until(async () => ((await ports.getPort({ id: pm.id })).status?.deviceId === "" && (await ports.getPort({ id: pp.id })).status?.deviceId === "" ? true : undefined), "ports released", 60_000, 200);
+  await ports.deletePort({ id: pm.id });
+  await ports.deletePort({ id: pp.id });
+  await nets.deleteVirtualNetwork({ id: net.id });
 });

@@ -96,6 +96,37 @@ describe("virtual networks, ports and security groups over the API", () => {
     assert.equal((await nets.listVirtualNetworks({})).totalCount, before);
   });
 
+  it("accepts a router uplinked to the nodes' own stack (NAT or routed) and refuses what is not built, naming the fields", async () => {
+    const n = await nets.createVirtualNetwork({ name: "natted", spec: { type: NetworkType.VXLAN, cidr: "10.60.0.0/24", router: { snatEnabled: true } } });
+    assert.equal(n.spec!.router?.snatEnabled, true);
+    assert.equal(n.spec!.gatewayIp, "10.60.0.1", "the gateway the nodes answer on");
+    assert.equal((await nets.getVirtualNetwork({ id: n.id })).spec!.router?.snatEnabled, true);
+    // Routed instead, then no router: both are updates of spec.router.
+    const routed = await nets.updateVirtualNetwork({ id: n.id, spec: { router: { snatEnabled: false } }, updateMask: { paths: ["spec.router"] } });
+    assert.equal(routed.spec!.router?.snatEnabled, false);
+    const none = await nets.updateVirtualNetwork({ id: n.id, spec: {}, updateMask: { paths: ["spec.router"] } });
+    assert.equal(none.spec!.router, undefined);
+    const before = (await nets.listVirtualNetworks({})).totalCount;
+    const e = await rejection(
+      nets.createVirtualNetwork({ name: "external", spec: { type: NetworkType.VXLAN, cidr: "10.61.0.0/24", router: { externalNetworkId: "0d000000-0000-4000-8000-000000000001", snatEnabled: true, routes: [{ destinationCidr: "192.168.0.0/16", nextHopIp: "10.61.0.5" }], externalIp: "203.0.113.5" } } }),
+    );
+    assert.equal(e.code, Code.InvalidArgument);
+    assert.deepEqual(fields(e).sort(), ["spec.router.external_ip", "spec.router.external_network_id", "spec.router.routes"]);
+    assert.match(e.message, /NOT_SUPPORTED|not built/);
+    assert.equal((await nets.listVirtualNetworks({})).totalCount, before, "nothing created");
+    const u = await rejection(nets.updateVirtualNetwork({ id: n.id, spec: { router: { externalIp: "203.0.113.5" } }, updateMask: { paths: ["spec.router"] } }));
+    assert.deepEqual(fields(u), ["spec.router.external_ip"]);
+    // Routed networks share the nodes' routing tables: their subnets may not overlap (unrouted ones may).
+    await nets.updateVirtualNetwork({ id: n.id, spec: { router: { snatEnabled: true } }, updateMask: { paths: ["spec.router"] } });
+    const overlap = await rejection(nets.createVirtualNetwork({ name: "natted2", spec: { type: NetworkType.VXLAN, cidr: "10.60.0.128/25", router: {} } }));
+    assert.deepEqual(fields(overlap), ["spec.router"]);
+    assert.match(overlap.message, new RegExp(n.id));
+    const plain = await nets.createVirtualNetwork({ name: "natted3", spec: { type: NetworkType.VXLAN, cidr: "10.60.0.0/24" } });
+    assert.deepEqual(fields(await rejection(nets.updateVirtualNetwork({ id: plain.id, spec: { router: {} }, updateMask: { paths: ["spec.router"] } }))), ["spec.router"]);
+    await nets.deleteVirtualNetwork({ id: plain.id });
+    await nets.deleteVirtualNetwork({ id: n.id });
+  });
+
   it("allocates each port an address atomically, refuses taken and unusable ones naming them, and releases them on delete", async () => {
     const n = await nets.createVirtualNetwork({ name: "ipam", spec: { type: NetworkType.ISOLATED, cidr: "192.168.10.0/29" } });
     // /29: hosts .1-.6, gateway .1, range .2-.6: five addresses.
@@ -146,6 +177,8 @@ describe("virtual networks, ports and security groups over the API", () => {
     assert.equal((await rejection(ports.createPort({ name: "again", spec: { networkId: n.id } }))).code, Code.AlreadyExists);
     assert.deepEqual(fields(await rejection(ports.createPort({ spec: { networkId: n.id, macAddress: "53:54:00:00:00:01" } }))), ["spec.mac_address"]);
     assert.equal((await rejection(ports.createPort({ spec: { networkId: "no-such-network" } }))).code, Code.NotFound);
+    // What the data plane does not apply yet is refused, not stored and ignored.
+    assert.deepEqual(fields(await rejection(ports.createPort({ spec: { networkId: n.id, disabled: true, maxIngressMbps: 100, maxEgressMbps: 10 } }))), ["spec.disabled", "spec.max_ingress_mbps", "spec.max_egress_mbps"]);
     // None of the refusals wrote anything.
     net = await nets.getVirtualNetwork({ id: n.id });
     assert.deepEqual([net.status!.portCount, net.status!.allocatedIpCount], [5, 6]);
@@ -216,7 +249,16 @@ describe("virtual networks, ports and security groups over the API", () => {
     assert.equal((await quotas.getQuota({ projectId: project.id })).used?.networks, 1n);
     await nets.deleteVirtualNetwork({ id: first.id });
     assert.equal((await quotas.getQuota({ projectId: project.id })).used?.networks, 0n);
-    await nets.createVirtualNetwork({ name: "two", projectId: project.id, spec: { type: NetworkType.VXLAN, cidr: "10.7.0.0/24" } });
+    const two = await nets.createVirtualNetwork({ name: "two", projectId: project.id, spec: { type: NetworkType.VXLAN, cidr: "10.7.0.0/24" } });
+    // DeleteProject is refused while the project holds networks, naming them; its default group goes with it.
+    const projects = createClient(ProjectService, s.transport);
+    const held = await rejection(projects.deleteProject({ id: project.id }));
+    assert.equal(held.code, Code.FailedPrecondition, held.message);
+    assert.match(held.rawMessage, /still holds 1 virtual network: delete them first/);
+    const defaultGroup = (await groups.listSecurityGroups({ projectId: project.id })).securityGroups.find((x) => x.name === "default")!;
+    await nets.deleteVirtualNetwork({ id: two.id });
+    await projects.deleteProject({ id: project.id });
+    assert.equal((await rejection(groups.getSecurityGroup({ id: defaultGroup.id }))).code, Code.NotFound);
   });
 
   it("security groups: default rules, added and removed rules, bad rules with field paths, and no delete while ports use them", async () => {

@@ -12,10 +12,12 @@ import {
   commonViolations,
   DEFAULT_PROJECT_ID,
   invalidArgument,
+  ipv4Overlap,
   NETWORK_ALLOCATION_KIND,
   NETWORK_LIMITS,
   NO_USAGE,
   notFound,
+  parseIpv4Cidr,
   PORT_KIND,
   PROJECT_KIND,
   QuantixError,
@@ -112,6 +114,7 @@ export class VirtualNetworkService {
     throwIfViolations([...v.list, ...commonViolations(req)]);
     if (!(await this.deps.store.of(PROJECT_KIND).get(projectId))) throw notFound("project", projectId);
     const spec = n.spec!;
+    if (spec.router) await this.checkRoutedOverlap(spec.cidr, "");
     const given = spec.vni;
     const nowMs = this.deps.clock.now();
     Object.assign(draft, { state: VirtualNetworkState.PENDING, conditions: [notRealized("network", nowMs)], ...addressCounts(addressPlanOf(n), 0) });
@@ -142,12 +145,36 @@ export class VirtualNetworkService {
    */
   async update(req: UpdateVirtualNetworkRequest): Promise<VirtualNetwork> {
     requireWellFormedId("id", req.id);
+    const paths = req.updateMask?.paths ?? [];
+    if (req.spec?.router && (paths.length === 0 || paths.includes("spec.router") || paths.includes("spec"))) {
+      const cur = await this.deps.store.of(VIRTUAL_NETWORK_KIND).get(req.id);
+      if (cur?.spec && !cur.spec.router) await this.checkRoutedOverlap(cur.spec.cidr, cur.id);
+    }
     for (let attempt = 1; ; attempt++) {
       const held = await allocationsOf(this.deps.store, req.id);
       try {
         return await this.held.run(held, () => this.writer.update(req.id, UpdateVirtualNetworkRequestSchema, req));
       } catch (err) {
         if (!(err instanceof QuantixError && err.code === "aborted" && err.message === HELD_CHANGED) || attempt >= ATTEMPTS) throw err;
+      }
+    }
+  }
+
+  /**
+   * Networks with routers share each node's routing table (every node routes its own
+   * guests), so their subnets must not overlap: the contract's rule for networks behind
+   * one router. Checked against the stored networks before the write (two concurrent
+   * writes can both pass; the agents then refuse the second network on a node holding
+   * both, FAILED_PRECONDITION in its node status).
+   */
+  private async checkRoutedOverlap(cidr: string, selfId: string): Promise<void> {
+    const mine = parseIpv4Cidr(cidr);
+    if (typeof mine === "string") return;
+    for await (const o of allOf(this.deps.store.of(VIRTUAL_NETWORK_KIND))) {
+      if (o.id === selfId || !o.spec?.router) continue;
+      const theirs = parseIpv4Cidr(o.spec.cidr);
+      if (typeof theirs !== "string" && ipv4Overlap(mine, theirs)) {
+        throw invalidArgument([{ field: "spec.router", reason: "OVERLAP", description: `the subnet ${cidr} overlaps ${o.spec.cidr} of virtual network '${o.id}', which also has a router: routed networks share each node's routing table` }]);
       }
     }
   }

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vmm/v1/network.proto.
  */
 export const file_vmm_v1_network: GenFile = /*@__PURE__*/
-  fileDesc("ChR2bW0vdjEvbmV0d29yay5wcm90bxIGdm1tLnYxIv0BCgtOZXR3b3JrU3BlYxISCgpuZXR3b3JrX2lkGAEgASgJEgsKA3ZuaRgCIAEoDRILCgNtdHUYAyABKA0SHgoWbG9jYWxfdW5kZXJsYXlfYWRkcmVzcxgEIAEoCRIfChdwZWVyX3VuZGVybGF5X2FkZHJlc3NlcxgFIAMoCRIfCgdzdWJuZXRzGAYgAygLMg4udm1tLnYxLlN1Ym5ldBIgCgVwb3J0cxgHIAMoCzIRLnZtbS52MS5Mb2NhbFBvcnQSKAoMcmVtb3RlX3BvcnRzGAggAygLMhIudm1tLnYxLlJlbW90ZVBvcnQSEgoKZG5zX2RvbWFpbhgJIAEoCSKFAQoGU3VibmV0EgwKBGNpZHIYASABKAkSEgoKZ2F0ZXdheV9pcBgCIAEoCRITCgtkbnNfc2VydmVycxgDIAMoCRIUCgxkaGNwX2VuYWJsZWQYBCABKAgSFwoPc2VydmljZV9hZGRyZXNzGAUgASgJEhUKDWxlYXNlX3NlY29uZHMYBiABKA0izQEKCUxvY2FsUG9ydBIPCgdwb3J0X2lkGAEgASgJEhMKC21hY19hZGRyZXNzGAIgASgJEhEKCWZpeGVkX2lwcxgDIAMoCRI5ChVhbGxvd2VkX2FkZHJlc3NfcGFpcnMYBCADKAsyGi52bW0udjEuQWxsb3dlZEFkZHJlc3NQYWlyEhoKEnNlY3VyaXR5X2dyb3VwX2lkcxgFIAMoCRIeChZwb3J0X3NlY3VyaXR5X2Rpc2FibGVkGAYgASgIEhAKCGhvc3RuYW1lGAcgASgJIjwKEkFsbG93ZWRBZGRyZXNzUGFpchIRCglpcF9wcmVmaXgYASABKAkSEwoLbWFjX2FkZHJlc3MYAiABKAkiYwoKUmVtb3RlUG9ydBITCgttYWNfYWRkcmVzcxgBIAEoCRIYChB1bmRlcmxheV9hZGRyZXNzGAIgASgJEhQKDGlwX2FkZHJlc3NlcxgDIAMoCRIQCghob3N0bmFtZRgEIAEoCSJsChFTZWN1cml0eUdyb3VwU3BlYxIZChFzZWN1cml0eV9ncm91cF9pZBgBIAEoCRIoCgVydWxlcxgCIAMoCzIZLnZtbS52MS5TZWN1cml0eUdyb3VwUnVsZRISCgptZW1iZXJfaXBzGAMgAygJIroCChFTZWN1cml0eUdyb3VwUnVsZRIoCglkaXJlY3Rpb24YASABKA4yFS52bW0udjEuUnVsZURpcmVjdGlvbhIkCglldGhlcnR5cGUYAiABKA4yES52bW0udjEuRXRoZXJUeXBlEiYKCHByb3RvY29sGAMgASgOMhQudm1tLnYxLlJ1bGVQcm90b2NvbBIWCg5wb3J0X3JhbmdlX21pbhgEIAEoDRIWCg5wb3J0X3JhbmdlX21heBgFIAEoDRIWCglpY21wX3R5cGUYBiABKA1IAIgBARIWCglpY21wX2NvZGUYByABKA1IAYgBARIYChByZW1vdGVfaXBfcHJlZml4GAggASgJEhcKD3JlbW90ZV9ncm91cF9pZBgJIAEoCUIMCgpfaWNtcF90eXBlQgwKCl9pY21wX2NvZGUiTAoTQXBwbHlOZXR3b3JrUmVxdWVzdBIhCgRzcGVjGAEgASgLMhMudm1tLnYxLk5ldHdvcmtTcGVjEhIKCmdlbmVyYXRpb24YAiABKAQiKgoURGVsZXRlTmV0d29ya1JlcXVlc3QSEgoKbmV0d29ya19pZBgBIAEoCSInChFHZXROZXR3b3JrUmVxdWVzdBISCgpuZXR3b3JrX2lkGAEgASgJIhUKE0xpc3ROZXR3b3Jrc1JlcXVlc3QiPwoUTGlzdE5ldHdvcmtzUmVzcG9uc2USJwoIbmV0d29ya3MYASADKAsyFS52bW0udjEuTmV0d29ya1N0YXR1cyIhCg5HZXRQb3J0UmVxdWVzdBIPCgdwb3J0X2lkGAEgASgJIlgKGUFwcGx5U2VjdXJpdHlHcm91cFJlcXVlc3QSJwoEc3BlYxgBIAEoCzIZLnZtbS52MS5TZWN1cml0eUdyb3VwU3BlYxISCgpnZW5lcmF0aW9uGAIgASgEImMKIVVwZGF0ZVNlY3VyaXR5R3JvdXBNZW1iZXJzUmVxdWVzdBIZChFzZWN1cml0eV9ncm91cF9pZBgBIAEoCRIPCgdhZGRfaXBzGAIgAygJEhIKCnJlbW92ZV9pcHMYAyADKAkiNwoaRGVsZXRlU2VjdXJpdHlHcm91cFJlcXVlc3QSGQoRc2VjdXJpdHlfZ3JvdXBfaWQYASABKAkiGwoZTGlzdFNlY3VyaXR5R3JvdXBzUmVxdWVzdCJSChpMaXN0U2VjdXJpdHlHcm91cHNSZXNwb25zZRI0Cg9zZWN1cml0eV9ncm91cHMYASADKAsyGy52bW0udjEuU2VjdXJpdHlHcm91cFN0YXR1cyIfCh1HZXROZXR3b3JrQ2FwYWJpbGl0aWVzUmVxdWVzdCJRChBOZXR3b3JrQ29uZGl0aW9uEgwKBHR5cGUYASABKAkSDgoGc3RhdHVzGAIgASgIEg4KBnJlYXNvbhgDIAEoCRIPCgdtZXNzYWdlGAQgASgJIu8BCg1OZXR3b3JrU3RhdHVzEhIKCm5ldHdvcmtfaWQYASABKAkSIQoEc3BlYxgCIAEoCzITLnZtbS52MS5OZXR3b3JrU3BlYxIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAMgASgEEg4KBmJyaWRnZRgEIAEoCRIUCgx2eGxhbl9kZXZpY2UYBSABKAkSEwoLZG5zbWFzcV9waWQYBiABKA0SLAoKY29uZGl0aW9ucxgHIAMoCzIYLnZtbS52MS5OZXR3b3JrQ29uZGl0aW9uEiEKBXBvcnRzGAggAygLMhIudm1tLnYxLlBvcnRTdGF0dXMipgEKClBvcnRTdGF0dXMSDwoHcG9ydF9pZBgBIAEoCRISCgpuZXR3b3JrX2lkGAIgASgJEhIKCnRhcF9kZXZpY2UYAyABKAkSIAoFc3RhdGUYBCABKA4yES52bW0udjEuUG9ydFN0YXRlEg8KB2NhcnJpZXIYBSABKAgSLAoKY29uZGl0aW9ucxgGIAMoCzIYLnZtbS52MS5OZXR3b3JrQ29uZGl0aW9uIqQBChNTZWN1cml0eUdyb3VwU3RhdHVzEhkKEXNlY3VyaXR5X2dyb3VwX2lkGAEgASgJEicKBHNwZWMYAiABKAsyGS52bW0udjEuU2VjdXJpdHlHcm91cFNwZWMSGwoTb2JzZXJ2ZWRfZ2VuZXJhdGlvbhgDIAEoBBIsCgpjb25kaXRpb25zGAQgAygLMhgudm1tLnYxLk5ldHdvcmtDb25kaXRpb24iWQoTTmV0d29ya0NhcGFiaWxpdGllcxIoCghmZWF0dXJlcxgBIAMoCzIWLnZtbS52MS5OZXR3b3JrRmVhdHVyZRIYChB1bmRlcmxheV9hZGRyZXNzGAIgASgJIkEKDk5ldHdvcmtGZWF0dXJlEgwKBG5hbWUYASABKAkSEQoJYXZhaWxhYmxlGAIgASgIEg4KBnJlYXNvbhgDIAEoCSpmCg1SdWxlRGlyZWN0aW9uEh4KGlJVTEVfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASGgoWUlVMRV9ESVJFQ1RJT05fSU5HUkVTUxABEhkKFVJVTEVfRElSRUNUSU9OX0VHUkVTUxACKlEKCUV0aGVyVHlwZRIaChZFVEhFUl9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPRVRIRVJfVFlQRV9JUFY0EAESEwoPRVRIRVJfVFlQRV9JUFY2EAIqcwoMUnVsZVByb3RvY29sEh0KGVJVTEVfUFJPVE9DT0xfVU5TUEVDSUZJRUQQABIVChFSVUxFX1BST1RPQ09MX1RDUBABEhUKEVJVTEVfUFJPVE9DT0xfVURQEAISFgoSUlVMRV9QUk9UT0NPTF9JQ01QEAMqfwoJUG9ydFN0YXRlEhoKFlBPUlRfU1RBVEVfVU5TUEVDSUZJRUQQABITCg9QT1JUX1NUQVRFX0RPV04QARIUChBQT1JUX1NUQVRFX0JVSUxEEAISFQoRUE9SVF9TVEFURV9BQ1RJVkUQAxIUChBQT1JUX1NUQVRFX0VSUk9SEAQypwYKDk5ldHdvcmtTZXJ2aWNlEkIKDEFwcGx5TmV0d29yaxIbLnZtbS52MS5BcHBseU5ldHdvcmtSZXF1ZXN0GhUudm1tLnYxLk5ldHdvcmtTdGF0dXMSRQoNRGVsZXRlTmV0d29yaxIcLnZtbS52MS5EZWxldGVOZXR3b3JrUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRI+CgpHZXROZXR3b3JrEhkudm1tLnYxLkdldE5ldHdvcmtSZXF1ZXN0GhUudm1tLnYxLk5ldHdvcmtTdGF0dXMSSQoMTGlzdE5ldHdvcmtzEhsudm1tLnYxLkxpc3ROZXR3b3Jrc1JlcXVlc3QaHC52bW0udjEuTGlzdE5ldHdvcmtzUmVzcG9uc2USNQoHR2V0UG9ydBIWLnZtbS52MS5HZXRQb3J0UmVxdWVzdBoSLnZtbS52MS5Qb3J0U3RhdHVzElQKEkFwcGx5U2VjdXJpdHlHcm91cBIhLnZtbS52MS5BcHBseVNlY3VyaXR5R3JvdXBSZXF1ZXN0Ghsudm1tLnYxLlNlY3VyaXR5R3JvdXBTdGF0dXMSZAoaVXBkYXRlU2VjdXJpdHlHcm91cE1lbWJlcnMSKS52bW0udjEuVXBkYXRlU2VjdXJpdHlHcm91cE1lbWJlcnNSZXF1ZXN0Ghsudm1tLnYxLlNlY3VyaXR5R3JvdXBTdGF0dXMSUQoTRGVsZXRlU2VjdXJpdHlHcm91cBIiLnZtbS52MS5EZWxldGVTZWN1cml0eUdyb3VwUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJbChJMaXN0U2VjdXJpdHlHcm91cHMSIS52bW0udjEuTGlzdFNlY3VyaXR5R3JvdXBzUmVxdWVzdBoiLnZtbS52MS5MaXN0U2VjdXJpdHlHcm91cHNSZXNwb25zZRJcChZHZXROZXR3b3JrQ2FwYWJpbGl0aWVzEiUudm1tLnYxLkdldE5ldHdvcmtDYXBhYmlsaXRpZXNSZXF1ZXN0Ghsudm1tLnYxLk5ldHdvcmtDYXBhYmlsaXRpZXNiBnByb3RvMw", [file_google_protobuf_empty]);
+  fileDesc("ChR2bW0vdjEvbmV0d29yay5wcm90bxIGdm1tLnYxIp8CCgtOZXR3b3JrU3BlYxISCgpuZXR3b3JrX2lkGAEgASgJEgsKA3ZuaRgCIAEoDRILCgNtdHUYAyABKA0SHgoWbG9jYWxfdW5kZXJsYXlfYWRkcmVzcxgEIAEoCRIfChdwZWVyX3VuZGVybGF5X2FkZHJlc3NlcxgFIAMoCRIfCgdzdWJuZXRzGAYgAygLMg4udm1tLnYxLlN1Ym5ldBIgCgVwb3J0cxgHIAMoCzIRLnZtbS52MS5Mb2NhbFBvcnQSKAoMcmVtb3RlX3BvcnRzGAggAygLMhIudm1tLnYxLlJlbW90ZVBvcnQSEgoKZG5zX2RvbWFpbhgJIAEoCRIgCgdnYXRld2F5GAogASgLMg8udm1tLnYxLkdhdGV3YXkiLAoHR2F0ZXdheRIhCgRtb2RlGAEgASgOMhMudm1tLnYxLkdhdGV3YXlNb2RlIoUBCgZTdWJuZXQSDAoEY2lkchgBIAEoCRISCgpnYXRld2F5X2lwGAIgASgJEhMKC2Ruc19zZXJ2ZXJzGAMgAygJEhQKDGRoY3BfZW5hYmxlZBgEIAEoCBIXCg9zZXJ2aWNlX2FkZHJlc3MYBSABKAkSFQoNbGVhc2Vfc2Vjb25kcxgGIAEoDSLNAQoJTG9jYWxQb3J0Eg8KB3BvcnRfaWQYASABKAkSEwoLbWFjX2FkZHJlc3MYAiABKAkSEQoJZml4ZWRfaXBzGAMgAygJEjkKFWFsbG93ZWRfYWRkcmVzc19wYWlycxgEIAMoCzIaLnZtbS52MS5BbGxvd2VkQWRkcmVzc1BhaXISGgoSc2VjdXJpdHlfZ3JvdXBfaWRzGAUgAygJEh4KFnBvcnRfc2VjdXJpdHlfZGlzYWJsZWQYBiABKAgSEAoIaG9zdG5hbWUYByABKAkiPAoSQWxsb3dlZEFkZHJlc3NQYWlyEhEKCWlwX3ByZWZpeBgBIAEoCRITCgttYWNfYWRkcmVzcxgCIAEoCSJjCgpSZW1vdGVQb3J0EhMKC21hY19hZGRyZXNzGAEgASgJEhgKEHVuZGVybGF5X2FkZHJlc3MYAiABKAkSFAoMaXBfYWRkcmVzc2VzGAMgAygJEhAKCGhvc3RuYW1lGAQgASgJImwKEVNlY3VyaXR5R3JvdXBTcGVjEhkKEXNlY3VyaXR5X2dyb3VwX2lkGAEgASgJEigKBXJ1bGVzGAIgAygLMhkudm1tLnYxLlNlY3VyaXR5R3JvdXBSdWxlEhIKCm1lbWJlcl9pcHMYAyADKAkiugIKEVNlY3VyaXR5R3JvdXBSdWxlEigKCWRpcmVjdGlvbhgBIAEoDjIVLnZtbS52MS5SdWxlRGlyZWN0aW9uEiQKCWV0aGVydHlwZRgCIAEoDjIRLnZtbS52MS5FdGhlclR5cGUSJgoIcHJvdG9jb2wYAyABKA4yFC52bW0udjEuUnVsZVByb3RvY29sEhYKDnBvcnRfcmFuZ2VfbWluGAQgASgNEhYKDnBvcnRfcmFuZ2VfbWF4GAUgASgNEhYKCWljbXBfdHlwZRgGIAEoDUgAiAEBEhYKCWljbXBfY29kZRgHIAEoDUgBiAEBEhgKEHJlbW90ZV9pcF9wcmVmaXgYCCABKAkSFwoPcmVtb3RlX2dyb3VwX2lkGAkgASgJQgwKCl9pY21wX3R5cGVCDAoKX2ljbXBfY29kZSJMChNBcHBseU5ldHdvcmtSZXF1ZXN0EiEKBHNwZWMYASABKAsyEy52bW0udjEuTmV0d29ya1NwZWMSEgoKZ2VuZXJhdGlvbhgCIAEoBCIqChREZWxldGVOZXR3b3JrUmVxdWVzdBISCgpuZXR3b3JrX2lkGAEgASgJIicKEUdldE5ldHdvcmtSZXF1ZXN0EhIKCm5ldHdvcmtfaWQYASABKAkiFQoTTGlzdE5ldHdvcmtzUmVxdWVzdCI/ChRMaXN0TmV0d29ya3NSZXNwb25zZRInCghuZXR3b3JrcxgBIAMoCzIVLnZtbS52MS5OZXR3b3JrU3RhdHVzIiEKDkdldFBvcnRSZXF1ZXN0Eg8KB3BvcnRfaWQYASABKAkiWAoZQXBwbHlTZWN1cml0eUdyb3VwUmVxdWVzdBInCgRzcGVjGAEgASgLMhkudm1tLnYxLlNlY3VyaXR5R3JvdXBTcGVjEhIKCmdlbmVyYXRpb24YAiABKAQiYwohVXBkYXRlU2VjdXJpdHlHcm91cE1lbWJlcnNSZXF1ZXN0EhkKEXNlY3VyaXR5X2dyb3VwX2lkGAEgASgJEg8KB2FkZF9pcHMYAiADKAkSEgoKcmVtb3ZlX2lwcxgDIAMoCSI3ChpEZWxldGVTZWN1cml0eUdyb3VwUmVxdWVzdBIZChFzZWN1cml0eV9ncm91cF9pZBgBIAEoCSIbChlMaXN0U2VjdXJpdHlHcm91cHNSZXF1ZXN0IlIKGkxpc3RTZWN1cml0eUdyb3Vwc1Jlc3BvbnNlEjQKD3NlY3VyaXR5X2dyb3VwcxgBIAMoCzIbLnZtbS52MS5TZWN1cml0eUdyb3VwU3RhdHVzIh8KHUdldE5ldHdvcmtDYXBhYmlsaXRpZXNSZXF1ZXN0IlEKEE5ldHdvcmtDb25kaXRpb24SDAoEdHlwZRgBIAEoCRIOCgZzdGF0dXMYAiABKAgSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAki7wEKDU5ldHdvcmtTdGF0dXMSEgoKbmV0d29ya19pZBgBIAEoCRIhCgRzcGVjGAIgASgLMhMudm1tLnYxLk5ldHdvcmtTcGVjEhsKE29ic2VydmVkX2dlbmVyYXRpb24YAyABKAQSDgoGYnJpZGdlGAQgASgJEhQKDHZ4bGFuX2RldmljZRgFIAEoCRITCgtkbnNtYXNxX3BpZBgGIAEoDRIsCgpjb25kaXRpb25zGAcgAygLMhgudm1tLnYxLk5ldHdvcmtDb25kaXRpb24SIQoFcG9ydHMYCCADKAsyEi52bW0udjEuUG9ydFN0YXR1cyKmAQoKUG9ydFN0YXR1cxIPCgdwb3J0X2lkGAEgASgJEhIKCm5ldHdvcmtfaWQYAiABKAkSEgoKdGFwX2RldmljZRgDIAEoCRIgCgVzdGF0ZRgEIAEoDjIRLnZtbS52MS5Qb3J0U3RhdGUSDwoHY2FycmllchgFIAEoCBIsCgpjb25kaXRpb25zGAYgAygLMhgudm1tLnYxLk5ldHdvcmtDb25kaXRpb24ipAEKE1NlY3VyaXR5R3JvdXBTdGF0dXMSGQoRc2VjdXJpdHlfZ3JvdXBfaWQYASABKAkSJwoEc3BlYxgCIAEoCzIZLnZtbS52MS5TZWN1cml0eUdyb3VwU3BlYxIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAMgASgEEiwKCmNvbmRpdGlvbnMYBCADKAsyGC52bW0udjEuTmV0d29ya0NvbmRpdGlvbiJZChNOZXR3b3JrQ2FwYWJpbGl0aWVzEigKCGZlYXR1cmVzGAEgAygLMhYudm1tLnYxLk5ldHdvcmtGZWF0dXJlEhgKEHVuZGVybGF5X2FkZHJlc3MYAiABKAkiQQoOTmV0d29ya0ZlYXR1cmUSDAoEbmFtZRgBIAEoCRIRCglhdmFpbGFibGUYAiABKAgSDgoGcmVhc29uGAMgASgJKloKC0dhdGV3YXlNb2RlEhwKGEdBVEVXQVlfTU9ERV9VTlNQRUNJRklFRBAAEhcKE0dBVEVXQVlfTU9ERV9ST1VURUQQARIUChBHQVRFV0FZX01PREVfTkFUEAIqZgoNUnVsZURpcmVjdGlvbhIeChpSVUxFX0RJUkVDVElPTl9VTlNQRUNJRklFRBAAEhoKFlJVTEVfRElSRUNUSU9OX0lOR1JFU1MQARIZChVSVUxFX0RJUkVDVElPTl9FR1JFU1MQAipRCglFdGhlclR5cGUSGgoWRVRIRVJfVFlQRV9VTlNQRUNJRklFRBAAEhMKD0VUSEVSX1RZUEVfSVBWNBABEhMKD0VUSEVSX1RZUEVfSVBWNhACKnMKDFJ1bGVQcm90b2NvbBIdChlSVUxFX1BST1RPQ09MX1VOU1BFQ0lGSUVEEAASFQoRUlVMRV9QUk9UT0NPTF9UQ1AQARIVChFSVUxFX1BST1RPQ09MX1VEUBACEhYKElJVTEVfUFJPVE9DT0xfSUNNUBADKn8KCVBvcnRTdGF0ZRIaChZQT1JUX1NUQVRFX1VOU1BFQ0lGSUVEEAASEwoPUE9SVF9TVEFURV9ET1dOEAESFAoQUE9SVF9TVEFURV9CVUlMRBACEhUKEVBPUlRfU1RBVEVfQUNUSVZFEAMSFAoQUE9SVF9TVEFURV9FUlJPUhAEMqcGCg5OZXR3b3JrU2VydmljZRJCCgxBcHBseU5ldHdvcmsSGy52bW0udjEuQXBwbHlOZXR3b3JrUmVxdWVzdBoVLnZtbS52MS5OZXR3b3JrU3RhdHVzEkUKDURlbGV0ZU5ldHdvcmsSHC52bW0udjEuRGVsZXRlTmV0d29ya1JlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSPgoKR2V0TmV0d29yaxIZLnZtbS52MS5HZXROZXR3b3JrUmVxdWVzdBoVLnZtbS52MS5OZXR3b3JrU3RhdHVzEkkKDExpc3ROZXR3b3JrcxIbLnZtbS52MS5MaXN0TmV0d29ya3NSZXF1ZXN0Ghwudm1tLnYxLkxpc3ROZXR3b3Jrc1Jlc3BvbnNlEjUKB0dldFBvcnQSFi52bW0udjEuR2V0UG9ydFJlcXVlc3QaEi52bW0udjEuUG9ydFN0YXR1cxJUChJBcHBseVNlY3VyaXR5R3JvdXASIS52bW0udjEuQXBwbHlTZWN1cml0eUdyb3VwUmVxdWVzdBobLnZtbS52MS5TZWN1cml0eUdyb3VwU3RhdHVzEmQKGlVwZGF0ZVNlY3VyaXR5R3JvdXBNZW1iZXJzEikudm1tLnYxLlVwZGF0ZVNlY3VyaXR5R3JvdXBNZW1iZXJzUmVxdWVzdBobLnZtbS52MS5TZWN1cml0eUdyb3VwU3RhdHVzElEKE0RlbGV0ZVNlY3VyaXR5R3JvdXASIi52bW0udjEuRGVsZXRlU2VjdXJpdHlHcm91cFJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSWwoSTGlzdFNlY3VyaXR5R3JvdXBzEiEudm1tLnYxLkxpc3RTZWN1cml0eUdyb3Vwc1JlcXVlc3QaIi52bW0udjEuTGlzdFNlY3VyaXR5R3JvdXBzUmVzcG9uc2USXAoWR2V0TmV0d29ya0NhcGFiaWxpdGllcxIlLnZtbS52MS5HZXROZXR3b3JrQ2FwYWJpbGl0aWVzUmVxdWVzdBobLnZtbS52MS5OZXR3b3JrQ2FwYWJpbGl0aWVzYgZwcm90bzM", [file_google_protobuf_empty]);
 
 /**
  * The desired state of one network on this host.
@@ -89,6 +89,15 @@ export type NetworkSpec = Message<"vmm.v1.NetworkSpec"> & {
    * @generated from field: string dns_domain = 9;
    */
   dnsDomain: string;
+
+  /**
+   * A gateway from the network to this host's own network stack (a distributed gateway:
+   * every host with the network routes its own guests). Unset means none: the subnets'
+   * gateway_ip is only handed out by DHCP and nothing on this host answers on it.
+   *
+   * @generated from field: vmm.v1.Gateway gateway = 10;
+   */
+  gateway?: Gateway | undefined;
 };
 
 /**
@@ -97,6 +106,41 @@ export type NetworkSpec = Message<"vmm.v1.NetworkSpec"> & {
  */
 export const NetworkSpecSchema: GenMessage<NetworkSpec> = /*@__PURE__*/
   messageDesc(file_vmm_v1_network, 0);
+
+/**
+ * The network's gateway on this host. With it, every subnet's gateway_ip (required:
+ * INVALID_ARGUMENT naming spec.subnets[i].gateway_ip otherwise) is put on the bridge as
+ * <gateway_ip>/<prefix>, and the bridge's MAC is set to one derived from network_id,
+ * the same on every host: 02 followed by the id's first 10 hex digits (locally
+ * administered unicast; a port or remote port with that MAC is INVALID_ARGUMENT). Frames
+ * for or from the gateway never cross hosts: on the VXLAN device, ARP whose sender or
+ * target address is a gateway_ip and frames from or to the gateway MAC are dropped, so
+ * each host's guests use their own host's gateway. IPv4 forwarding is turned on in the
+ * data plane's namespace (net.ipv4.ip_forward=1; it is left on when the gateway goes).
+ * Security groups apply to routed traffic as to bridged: a guest's egress rules to what
+ * it reaches through the gateway, its ingress rules (default deny) to what the host
+ * routes to it; replies pass (stateful). The host reaches and routes to the guests on
+ * itself only (a remote guest's traffic must reach its own host). Removing the gateway
+ * (or the network) removes the addresses, the MAC (the bridge is recreated with the
+ * kernel's choice) and the NAT rules. Status: the "GatewayReady" condition.
+ *
+ * @generated from message vmm.v1.Gateway
+ */
+export type Gateway = Message<"vmm.v1.Gateway"> & {
+  /**
+   * How guests' traffic leaves through the host. Required.
+   *
+   * @generated from field: vmm.v1.GatewayMode mode = 1;
+   */
+  mode: GatewayMode;
+};
+
+/**
+ * Describes the message vmm.v1.Gateway.
+ * Use `create(GatewaySchema)` to create a new message.
+ */
+export const GatewaySchema: GenMessage<Gateway> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 1);
 
 /**
  * An IPv4 subnet of a network.
@@ -113,7 +157,8 @@ export type Subnet = Message<"vmm.v1.Subnet"> & {
 
   /**
    * The router handed out by DHCP (option 3), an address inside cidr; empty means none.
-   * This host does not configure it: the router lives elsewhere.
+   * Without NetworkSpec.gateway this host does not configure it (the router lives
+   * elsewhere); with it, this host answers on it (see Gateway).
    *
    * @generated from field: string gateway_ip = 2;
    */
@@ -156,7 +201,7 @@ export type Subnet = Message<"vmm.v1.Subnet"> & {
  * Use `create(SubnetSchema)` to create a new message.
  */
 export const SubnetSchema: GenMessage<Subnet> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 1);
+  messageDesc(file_vmm_v1_network, 2);
 
 /**
  * A port bound to this host.
@@ -224,7 +269,7 @@ export type LocalPort = Message<"vmm.v1.LocalPort"> & {
  * Use `create(LocalPortSchema)` to create a new message.
  */
 export const LocalPortSchema: GenMessage<LocalPort> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 2);
+  messageDesc(file_vmm_v1_network, 3);
 
 /**
  * An address a port may use besides its fixed IPs.
@@ -252,7 +297,7 @@ export type AllowedAddressPair = Message<"vmm.v1.AllowedAddressPair"> & {
  * Use `create(AllowedAddressPairSchema)` to create a new message.
  */
 export const AllowedAddressPairSchema: GenMessage<AllowedAddressPair> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 3);
+  messageDesc(file_vmm_v1_network, 4);
 
 /**
  * A port of the network on another host.
@@ -294,7 +339,7 @@ export type RemotePort = Message<"vmm.v1.RemotePort"> & {
  * Use `create(RemotePortSchema)` to create a new message.
  */
 export const RemotePortSchema: GenMessage<RemotePort> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 4);
+  messageDesc(file_vmm_v1_network, 5);
 
 /**
  * The desired state of one security group on this host.
@@ -332,7 +377,7 @@ export type SecurityGroupSpec = Message<"vmm.v1.SecurityGroupSpec"> & {
  * Use `create(SecurityGroupSpecSchema)` to create a new message.
  */
 export const SecurityGroupSpecSchema: GenMessage<SecurityGroupSpec> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 5);
+  messageDesc(file_vmm_v1_network, 6);
 
 /**
  * One allow rule.
@@ -413,7 +458,7 @@ export type SecurityGroupRule = Message<"vmm.v1.SecurityGroupRule"> & {
  * Use `create(SecurityGroupRuleSchema)` to create a new message.
  */
 export const SecurityGroupRuleSchema: GenMessage<SecurityGroupRule> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 6);
+  messageDesc(file_vmm_v1_network, 7);
 
 /**
  * ApplyNetwork's request.
@@ -441,7 +486,7 @@ export type ApplyNetworkRequest = Message<"vmm.v1.ApplyNetworkRequest"> & {
  * Use `create(ApplyNetworkRequestSchema)` to create a new message.
  */
 export const ApplyNetworkRequestSchema: GenMessage<ApplyNetworkRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 7);
+  messageDesc(file_vmm_v1_network, 8);
 
 /**
  * DeleteNetwork's request.
@@ -462,7 +507,7 @@ export type DeleteNetworkRequest = Message<"vmm.v1.DeleteNetworkRequest"> & {
  * Use `create(DeleteNetworkRequestSchema)` to create a new message.
  */
 export const DeleteNetworkRequestSchema: GenMessage<DeleteNetworkRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 8);
+  messageDesc(file_vmm_v1_network, 9);
 
 /**
  * GetNetwork's request.
@@ -483,7 +528,7 @@ export type GetNetworkRequest = Message<"vmm.v1.GetNetworkRequest"> & {
  * Use `create(GetNetworkRequestSchema)` to create a new message.
  */
 export const GetNetworkRequestSchema: GenMessage<GetNetworkRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 9);
+  messageDesc(file_vmm_v1_network, 10);
 
 /**
  * ListNetworks' request.
@@ -498,7 +543,7 @@ export type ListNetworksRequest = Message<"vmm.v1.ListNetworksRequest"> & {
  * Use `create(ListNetworksRequestSchema)` to create a new message.
  */
 export const ListNetworksRequestSchema: GenMessage<ListNetworksRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 10);
+  messageDesc(file_vmm_v1_network, 11);
 
 /**
  * ListNetworks' response.
@@ -519,7 +564,7 @@ export type ListNetworksResponse = Message<"vmm.v1.ListNetworksResponse"> & {
  * Use `create(ListNetworksResponseSchema)` to create a new message.
  */
 export const ListNetworksResponseSchema: GenMessage<ListNetworksResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 11);
+  messageDesc(file_vmm_v1_network, 12);
 
 /**
  * GetPort's request.
@@ -540,7 +585,7 @@ export type GetPortRequest = Message<"vmm.v1.GetPortRequest"> & {
  * Use `create(GetPortRequestSchema)` to create a new message.
  */
 export const GetPortRequestSchema: GenMessage<GetPortRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 12);
+  messageDesc(file_vmm_v1_network, 13);
 
 /**
  * ApplySecurityGroup's request.
@@ -568,7 +613,7 @@ export type ApplySecurityGroupRequest = Message<"vmm.v1.ApplySecurityGroupReques
  * Use `create(ApplySecurityGroupRequestSchema)` to create a new message.
  */
 export const ApplySecurityGroupRequestSchema: GenMessage<ApplySecurityGroupRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 13);
+  messageDesc(file_vmm_v1_network, 14);
 
 /**
  * UpdateSecurityGroupMembers' request.
@@ -603,7 +648,7 @@ export type UpdateSecurityGroupMembersRequest = Message<"vmm.v1.UpdateSecurityGr
  * Use `create(UpdateSecurityGroupMembersRequestSchema)` to create a new message.
  */
 export const UpdateSecurityGroupMembersRequestSchema: GenMessage<UpdateSecurityGroupMembersRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 14);
+  messageDesc(file_vmm_v1_network, 15);
 
 /**
  * DeleteSecurityGroup's request.
@@ -624,7 +669,7 @@ export type DeleteSecurityGroupRequest = Message<"vmm.v1.DeleteSecurityGroupRequ
  * Use `create(DeleteSecurityGroupRequestSchema)` to create a new message.
  */
 export const DeleteSecurityGroupRequestSchema: GenMessage<DeleteSecurityGroupRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 15);
+  messageDesc(file_vmm_v1_network, 16);
 
 /**
  * ListSecurityGroups' request.
@@ -639,7 +684,7 @@ export type ListSecurityGroupsRequest = Message<"vmm.v1.ListSecurityGroupsReques
  * Use `create(ListSecurityGroupsRequestSchema)` to create a new message.
  */
 export const ListSecurityGroupsRequestSchema: GenMessage<ListSecurityGroupsRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 16);
+  messageDesc(file_vmm_v1_network, 17);
 
 /**
  * ListSecurityGroups' response.
@@ -660,7 +705,7 @@ export type ListSecurityGroupsResponse = Message<"vmm.v1.ListSecurityGroupsRespo
  * Use `create(ListSecurityGroupsResponseSchema)` to create a new message.
  */
 export const ListSecurityGroupsResponseSchema: GenMessage<ListSecurityGroupsResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 17);
+  messageDesc(file_vmm_v1_network, 18);
 
 /**
  * GetNetworkCapabilities' request.
@@ -675,7 +720,7 @@ export type GetNetworkCapabilitiesRequest = Message<"vmm.v1.GetNetworkCapabiliti
  * Use `create(GetNetworkCapabilitiesRequestSchema)` to create a new message.
  */
 export const GetNetworkCapabilitiesRequestSchema: GenMessage<GetNetworkCapabilitiesRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 18);
+  messageDesc(file_vmm_v1_network, 19);
 
 /**
  * A condition of a network or port, as observed: e.g. type "DhcpReady", status false,
@@ -686,7 +731,7 @@ export const GetNetworkCapabilitiesRequestSchema: GenMessage<GetNetworkCapabilit
 export type NetworkCondition = Message<"vmm.v1.NetworkCondition"> & {
   /**
    * The aspect: "Ready", "BridgeReady", "VxlanReady", "DhcpReady", "FirewallReady",
-   * "TapReady".
+   * "GatewayReady", "TapReady".
    *
    * @generated from field: string type = 1;
    */
@@ -719,7 +764,7 @@ export type NetworkCondition = Message<"vmm.v1.NetworkCondition"> & {
  * Use `create(NetworkConditionSchema)` to create a new message.
  */
 export const NetworkConditionSchema: GenMessage<NetworkCondition> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 19);
+  messageDesc(file_vmm_v1_network, 20);
 
 /**
  * A network on this host, as observed.
@@ -789,7 +834,7 @@ export type NetworkStatus = Message<"vmm.v1.NetworkStatus"> & {
  * Use `create(NetworkStatusSchema)` to create a new message.
  */
 export const NetworkStatusSchema: GenMessage<NetworkStatus> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 20);
+  messageDesc(file_vmm_v1_network, 21);
 
 /**
  * A port on this host, as observed.
@@ -845,7 +890,7 @@ export type PortStatus = Message<"vmm.v1.PortStatus"> & {
  * Use `create(PortStatusSchema)` to create a new message.
  */
 export const PortStatusSchema: GenMessage<PortStatus> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 21);
+  messageDesc(file_vmm_v1_network, 22);
 
 /**
  * A security group on this host.
@@ -887,7 +932,7 @@ export type SecurityGroupStatus = Message<"vmm.v1.SecurityGroupStatus"> & {
  * Use `create(SecurityGroupStatusSchema)` to create a new message.
  */
 export const SecurityGroupStatusSchema: GenMessage<SecurityGroupStatus> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 22);
+  messageDesc(file_vmm_v1_network, 23);
 
 /**
  * The network features of this host.
@@ -919,7 +964,7 @@ export type NetworkCapabilities = Message<"vmm.v1.NetworkCapabilities"> & {
  * Use `create(NetworkCapabilitiesSchema)` to create a new message.
  */
 export const NetworkCapabilitiesSchema: GenMessage<NetworkCapabilities> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 23);
+  messageDesc(file_vmm_v1_network, 24);
 
 /**
  * One network feature: e.g. "network-vxlan", "network-security-groups", "network-dhcp",
@@ -955,7 +1000,46 @@ export type NetworkFeature = Message<"vmm.v1.NetworkFeature"> & {
  * Use `create(NetworkFeatureSchema)` to create a new message.
  */
 export const NetworkFeatureSchema: GenMessage<NetworkFeature> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 24);
+  messageDesc(file_vmm_v1_network, 25);
+
+/**
+ * How a network's gateway forwards.
+ *
+ * @generated from enum vmm.v1.GatewayMode
+ */
+export enum GatewayMode {
+  /**
+   * Not set; invalid when the gateway is set.
+   *
+   * @generated from enum value: GATEWAY_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Routed: guests reach the host and whatever it routes, with their own addresses (no
+   * address translation); whoever answers needs a route back to the subnet via the
+   * guest's host.
+   *
+   * @generated from enum value: GATEWAY_MODE_ROUTED = 1;
+   */
+  ROUTED = 1,
+
+  /**
+   * Routed, and guests' traffic leaving through any interface other than the network's
+   * bridge is masqueraded behind that interface's address (nftables `ip quantix_nat`,
+   * postrouting `ip saddr <cidr> oifname != <bridge> masquerade`, in the same atomic
+   * transaction as the rest of the host's filtering).
+   *
+   * @generated from enum value: GATEWAY_MODE_NAT = 2;
+   */
+  NAT = 2,
+}
+
+/**
+ * Describes the enum vmm.v1.GatewayMode.
+ */
+export const GatewayModeSchema: GenEnum<GatewayMode> = /*@__PURE__*/
+  enumDesc(file_vmm_v1_network, 0);
 
 /**
  * The direction of a rule, relative to the port.
@@ -989,7 +1073,7 @@ export enum RuleDirection {
  * Describes the enum vmm.v1.RuleDirection.
  */
 export const RuleDirectionSchema: GenEnum<RuleDirection> = /*@__PURE__*/
-  enumDesc(file_vmm_v1_network, 0);
+  enumDesc(file_vmm_v1_network, 1);
 
 /**
  * The layer-3 protocol of a rule.
@@ -1023,7 +1107,7 @@ export enum EtherType {
  * Describes the enum vmm.v1.EtherType.
  */
 export const EtherTypeSchema: GenEnum<EtherType> = /*@__PURE__*/
-  enumDesc(file_vmm_v1_network, 1);
+  enumDesc(file_vmm_v1_network, 2);
 
 /**
  * The layer-4 protocol of a rule.
@@ -1064,7 +1148,7 @@ export enum RuleProtocol {
  * Describes the enum vmm.v1.RuleProtocol.
  */
 export const RuleProtocolSchema: GenEnum<RuleProtocol> = /*@__PURE__*/
-  enumDesc(file_vmm_v1_network, 2);
+  enumDesc(file_vmm_v1_network, 3);
 
 /**
  * The state of a port on this host.
@@ -1112,7 +1196,7 @@ export enum PortState {
  * Describes the enum vmm.v1.PortState.
  */
 export const PortStateSchema: GenEnum<PortState> = /*@__PURE__*/
-  enumDesc(file_vmm_v1_network, 3);
+  enumDesc(file_vmm_v1_network, 4);
 
 /**
  * The node side of networking: one host's part of the virtual networks, served by the

@@ -206,9 +206,11 @@ export type VirtualNetworkSpec = Message<"Quantixkvm.network.v1.VirtualNetworkSp
   physicalNetwork: string;
 
   /**
-   * A router connecting the network to an external network, with NAT. Unset means no
-   * router: guests reach only the network itself (and, on BRIDGE, VLAN and EXTERNAL,
-   * whatever the upstream gateway routes).
+   * A router connecting the network to the outside. Unset means no router: guests reach
+   * only the network itself (and, on BRIDGE, VLAN and EXTERNAL, whatever the upstream
+   * gateway routes). Today a router is a distributed gateway: every node with the
+   * network answers on gateway_ip for its own guests and routes them through its own
+   * network stack (see RouterConfig).
    *
    * @generated from field: Quantixkvm.network.v1.RouterConfig router = 12;
    */
@@ -326,36 +328,48 @@ export const StaticRouteSchema: GenMessage<StaticRoute> = /*@__PURE__*/
   messageDesc(file_Quantixkvm_network_v1_virtual_network, 3);
 
 /**
- * A network's router: the gateway address, NAT to an external network, extra routes.
+ * A network's router: the gateway address, NAT, extra routes.
+ *
+ * What is built: a router with an empty external_network_id uplinks to each node's own
+ * network stack. Every node that has the network puts gateway_ip on the network's bridge
+ * (with a MAC derived from the network's id, the same on every node; gateway traffic
+ * never crosses nodes), turns on IPv4 forwarding, and routes its own guests to whatever
+ * it reaches. Security groups apply to that traffic (egress rules to guests' outbound
+ * connections, ingress rules, default deny, to what the node routes to them).
  *
  * @generated from message Quantixkvm.network.v1.RouterConfig
  */
 export type RouterConfig = Message<"Quantixkvm.network.v1.RouterConfig"> & {
   /**
-   * The EXTERNAL network the router uplinks to; empty makes a router that only routes
-   * between the network and static routes (no outbound access, no floating IPs).
+   * The EXTERNAL network the router uplinks to. Only empty is accepted: the router
+   * uplinks to each node's own network stack (above). A non-empty value is
+   * INVALID_ARGUMENT NOT_SUPPORTED (external networks are not built).
    *
    * @generated from field: string external_network_id = 1;
    */
   externalNetworkId: string;
 
   /**
-   * Masquerade guests' outbound traffic behind the router's external address (SNAT).
-   * Floating IPs work either way.
+   * true: guests' traffic leaving a node through any interface other than the
+   * network's bridge is masqueraded behind that node's address (NAT); false: routed
+   * with the guests' own addresses (the outside needs a route back to the subnet via
+   * the guest's node).
    *
    * @generated from field: bool snat_enabled = 2;
    */
   snatEnabled: boolean;
 
   /**
-   * Extra routes on the router, at most 64.
+   * Extra routes on the router, at most 64. Not built: a non-empty list is
+   * INVALID_ARGUMENT NOT_SUPPORTED naming spec.router.routes.
    *
    * @generated from field: repeated Quantixkvm.network.v1.StaticRoute routes = 3;
    */
   routes: StaticRoute[];
 
   /**
-   * Request this external address for the router; empty allocates one; reads return it.
+   * Request this external address for the router. Not built: a non-empty value is
+   * INVALID_ARGUMENT NOT_SUPPORTED naming spec.router.external_ip.
    *
    * @generated from field: string external_ip = 4;
    */
@@ -418,7 +432,7 @@ export type VirtualNetworkStatus = Message<"Quantixkvm.network.v1.VirtualNetwork
   errorMessage: string;
 
   /**
-   * Output only. Observed conditions (Ready, RouterReady, ...).
+   * Output only. Observed conditions (Ready, GatewayReady, ...).
    *
    * @generated from field: repeated Quantixkvm.common.v1.Condition conditions = 7;
    */
