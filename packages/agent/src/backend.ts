@@ -1,4 +1,4 @@
-import type { StorageDevice, VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import type { NetworkInterface, StorageDevice, VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import type { PciPlacement } from "@quantix/core";
 
 /**
@@ -43,6 +43,8 @@ export type BackendCapability =
   | "metrics"
   /** attachDisk, detachDisk and resizeDisk change the disks of a running VM (hot-plug, online resize). */
   | "disk-hotplug"
+  /** attachNic and detachNic change the network interfaces of a running VM (hot-plug). */
+  | "nic-hotplug"
   /** Live migration copies disks that are not on shared storage while the guest runs (MigrateVm's copy_storage). */
   | "live-migration-copy-storage"
   /** snapshotVM and friends: internal snapshots of every disk at one instant, optionally with memory. */
@@ -287,6 +289,17 @@ export interface Backend {
   detachDisk?(vmId: string, diskId: string, timeoutMs: number): Promise<void>;
   /** Grows the running VM's disk `diskId` to `sizeBytes` online; answers the size the hypervisor reports. */
   resizeDisk?(vmId: string, diskId: string, sizeBytes: bigint): Promise<bigint>;
+  /**
+   * Hot-plugs `nic` (its tap_device resolved: the TAP exists on the host) into the running
+   * (or paused) VM and adds it to the VM's config; the VM has no NIC with its id. Declared
+   * with "nic-hotplug".
+   */
+  attachNic?(vmId: string, nic: NetworkInterface): Promise<void>;
+  /**
+   * Hot-unplugs the VM's NIC `nicId` (waiting up to `timeoutMs` for the guest to release
+   * it: DEADLINE_EXCEEDED and still attached otherwise) and removes it from the config.
+   */
+  detachNic?(vmId: string, nicId: string, timeoutMs: number): Promise<void>;
   onEvent(listener: (event: BackendEvent) => void): () => void;
   /** Releases the agent's hold (sockets, timers) and leaves running VMs running. */
   close(): Promise<void>;

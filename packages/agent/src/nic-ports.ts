@@ -1,5 +1,5 @@
 import { clone } from "@bufbuild/protobuf";
-import { VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { NetworkInterfaceSchema, VmConfigSchema, type NetworkInterface, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { invalidArgument, QuantixError, type FieldViolation } from "@quantix/core";
 
 /** A port's TAP and MAC on this host, from NetworkService (NetworkHost.portTap); undefined when unknown. */
@@ -17,22 +17,38 @@ export function resolvePortNics(config: VmConfig, lookup: PortTapLookup | undefi
   const out = clone(VmConfigSchema, config);
   const violations: FieldViolation[] = [];
   const missing: string[] = [];
-  out.network.forEach((n, i) => {
-    if (n.portId === "") return;
-    const port = lookup?.(n.portId);
-    if (!port) {
-      missing.push(n.portId);
-      return;
-    }
-    const f = `${prefix}.network[${i}]`;
-    if (n.tapDevice !== "" && n.tapDevice !== port.tap) violations.push({ field: `${f}.tap_device`, reason: "INVALID_VALUE", description: `must be empty or the port's TAP ${port.tap}` });
-    if (n.macAddress.toLowerCase() !== port.mac) violations.push({ field: `${f}.mac_address`, reason: "INVALID_VALUE", description: `must be the port's MAC ${port.mac}` });
-    n.tapDevice = port.tap;
-  });
+  out.network.forEach((n, i) => resolveOne(n, lookup, `${prefix}.network[${i}]`, violations, missing));
+  throwUnresolved(violations, missing, lookup);
+  return out;
+}
+
+/** One NIC (AttachNic's `nic`), as resolvePortNics resolves those of a config; fields named from `field`. */
+export function resolvePortNic(nic: NetworkInterface, lookup: PortTapLookup | undefined, field = "nic"): NetworkInterface {
+  if (nic.portId === "") return nic;
+  const out = clone(NetworkInterfaceSchema, nic);
+  const violations: FieldViolation[] = [];
+  const missing: string[] = [];
+  resolveOne(out, lookup, field, violations, missing);
+  throwUnresolved(violations, missing, lookup);
+  return out;
+}
+
+function resolveOne(n: NetworkInterface, lookup: PortTapLookup | undefined, f: string, violations: FieldViolation[], missing: string[]): void {
+  if (n.portId === "") return;
+  const port = lookup?.(n.portId);
+  if (!port) {
+    missing.push(n.portId);
+    return;
+  }
+  if (n.tapDevice !== "" && n.tapDevice !== port.tap) violations.push({ field: `${f}.tap_device`, reason: "INVALID_VALUE", description: `must be empty or the port's TAP ${port.tap}` });
+  if (n.macAddress.toLowerCase() !== port.mac) violations.push({ field: `${f}.mac_address`, reason: "INVALID_VALUE", description: `must be the port's MAC ${port.mac}` });
+  n.tapDevice = port.tap;
+}
+
+function throwUnresolved(violations: FieldViolation[], missing: string[], lookup: PortTapLookup | undefined): void {
   if (violations.length > 0) throw invalidArgument(violations);
   if (missing.length > 0) {
     const why = lookup ? "is not declared on this host (ApplyNetwork with the port first)" : "cannot be used: this agent does not manage networking (VMCP_NETWORK=on)";
     throw new QuantixError("failed_precondition", `port '${missing[0]}' ${why}`);
   }
-  return out;
 }

@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { test } from "node:test";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import { CloudInitSchema, ConsoleType, VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { CloudInitSchema, ConsoleType, NetworkInterfaceSchema, VmConfigSchema, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError } from "@quantix/core";
 import { collect } from "@quantix/testing";
 import { SimulatedBackend } from "./backends/simulated/simulated-backend.js";
@@ -85,6 +85,20 @@ test("SuspendVm on a backend without 'suspend' is refused naming it and changes 
   assert.equal(err.code, "failed_precondition");
   assert.match(err.message, /SuspendVm needs the capability "suspend"/);
   assert.equal((await w.backend.getVMInfo("vm-su")).state, "running");
+});
+
+test("AttachNic and DetachNic on a backend without 'nic-hotplug' are refused naming it and change nothing", async () => {
+  await using w = await manager();
+  await w.m.create("vm-nic", smallConfig());
+  await w.m.boot("vm-nic");
+  const attach = await failure(w.m.attachNic("vm-nic", create(NetworkInterfaceSchema, { id: "eth0", macAddress: "52:54:00:00:00:01", tapDevice: "tap0" })));
+  assert.equal(attach.code, "failed_precondition");
+  assert.match(attach.message, /AttachNic needs the capability "nic-hotplug"/);
+  const detach = await failure(w.m.detachNic("vm-nic", "eth0", 0));
+  assert.match(detach.message, /DetachNic needs the capability "nic-hotplug"/);
+  assert.equal((await w.backend.getVMInfo("vm-nic")).config.network.length, 0);
+  const missing = await failure(w.m.attachNic("vm-nic", undefined));
+  assert.equal(missing.code, "invalid_argument");
 });
 
 test("CreateVm is idempotent for the same config and refuses a different one", async () => {

@@ -1,9 +1,9 @@
 import { clone, create, equals } from "@bufbuild/protobuf";
-import { StorageDeviceSchema, StorageInterfaceType, VmConfigSchema, type PciSlot, type StorageDevice, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { NetworkInterfaceSchema, NetworkInterfaceType, StorageDeviceSchema, StorageInterfaceType, VmConfigSchema, type NetworkInterface, type PciSlot, type StorageDevice, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { QuantixError, randomIds, systemClock, throwIfViolations, type Clock, type IdGenerator, type PciPlacement } from "@quantix/core";
 import type { Backend, BackendEvent, BackendVmInfo, BackendVmState, IncomingDiskCopy, IncomingMigration, MigrationOptions, MigrationStats, VmSnapshotInfo } from "./backend.js";
 import { CreatedAtStore } from "./created-at-store.js";
-import { resolvePortNics, type PortTapLookup } from "./nic-ports.js";
+import { resolvePortNic, resolvePortNics, type PortTapLookup } from "./nic-ports.js";
 import { checkImagePaths, type ImageCheck } from "./image-dirs.js";
 import { checkDeviceLayout } from "./migration-layout.js";
 import { checkCopyPaths, checkCopies, disksToCopy, requireSharedStorage, type RequestedCopy } from "./migration-storage.js";
@@ -385,10 +385,66 @@ export class VmManager {
     });
   }
 
-  /** FAILED_PRECONDITION naming the state unless the VM runs (or is paused): its hypervisor holds the disks. */
+  /**
+   * AttachNic: hot-plugs `nic` into a RUNNING or PAUSED VM (needs "nic-hotplug"); a NIC
+   * naming a port opens the port's TAP (resolvePortNic, as CreateVm), and the NIC is
+   * checked as an interface of the VM's config. The same NIC again is a no-op (false); the
+   * same id with other settings ALREADY_EXISTS.
+   */
+  async attachNic(vmId: string, nic: NetworkInterface | undefined): Promise<{ state: BackendVmState; hotPlugged: boolean }> {
+    throwIfViolations(validateVmId("vm_id", vmId));
+    if (!nic) throw new QuantixError("invalid_argument", "nic: is required", [{ field: "nic", reason: "REQUIRED", description: "is required" }]);
+    const attach = this.backend.attachNic?.bind(this.backend);
+    if (!attach) throw this.lacks("nic-hotplug", "AttachNic");
+    this.need("nic-hotplug", "AttachNic");
+    const given = clone(NetworkInterfaceSchema, nic);
+    if (given.interfaceType === NetworkInterfaceType.UNSPECIFIED) given.interfaceType = NetworkInterfaceType.VIRTIO_NET;
+    given.macAddress = given.macAddress.toLowerCase();
+    return this.serial(vmId, async () => {
+      const info = await this.backend.getVMInfo(vmId);
+      const same = info.config.network.find((x) => x.id === given.id);
+      if (same) {
+        // A NIC on a port was stored with the port's TAP: the request may leave it out.
+        const tap = given.tapDevice === "" && given.portId !== "" ? same.tapDevice : given.tapDevice;
+        if (equals(NetworkInterfaceSchema, { ...same, macAddress: same.macAddress.toLowerCase() }, { ...given, tapDevice: tap })) return { state: info.state, hotPlugged: false };
+        throw new QuantixError("already_exists", `VM '${vmId}' already has a network interface '${given.id}' with other settings`);
+      }
+      this.requireLive(vmId, "AttachNic", info.state);
+      // The NIC is checked as part of the config it makes (field names say config.network[i]).
+      const k = info.config.network.length;
+      const next = create(VmConfigSchema, { ...clone(VmConfigSchema, info.config), network: [...info.config.network, given] });
+      throwIfViolations(validateVmConfig(next));
+      const twin = info.config.network.find((x) => x.macAddress.toLowerCase() === given.macAddress);
+      if (twin) throw new QuantixError("invalid_argument", `config.network[${k}].mac_address: ${given.macAddress} is the MAC of the VM's interface '${twin.id}'`, [{ field: `config.network[${k}].mac_address`, reason: "DUPLICATE", description: `is the MAC of interface '${twin.id}'` }]);
+      const missing = requiredCapabilities(next).filter((c) => c.field.startsWith(`config.network[${k}]`) && !(this.backend.capabilities as ReadonlySet<string>).has(c.capability));
+      if (missing.length > 0) throw this.lacks(missing[0]!.capability, `${missing[0]!.field} ${NetworkInterfaceType[given.interfaceType]}`);
+      const n = resolvePortNic(given, this.portTaps, `config.network[${k}]`);
+      await attach(vmId, n);
+      return { state: (await this.publish(vmId, "AttachNic")).state, hotPlugged: true };
+    });
+  }
+
+  /** DetachNic: hot-unplugs a NIC of a RUNNING or PAUSED VM; a NIC it does not have is a no-op (false). */
+  async detachNic(vmId: string, nicId: string, timeoutSeconds: number): Promise<{ state: BackendVmState; hotUnplugged: boolean }> {
+    throwIfViolations(validateVmId("vm_id", vmId));
+    if (nicId === "") throw new QuantixError("invalid_argument", "nic_id: is required", [{ field: "nic_id", reason: "REQUIRED", description: "is required" }]);
+    if (timeoutSeconds < 0 || timeoutSeconds > 600) throw new QuantixError("invalid_argument", "timeout_seconds: must be between 0 and 600", [{ field: "timeout_seconds", reason: "OUT_OF_RANGE", description: "must be between 1 and 600 (0 means 30)" }]);
+    const detach = this.backend.detachNic?.bind(this.backend);
+    if (!detach) throw this.lacks("nic-hotplug", "DetachNic");
+    this.need("nic-hotplug", "DetachNic");
+    return this.serial(vmId, async () => {
+      const info = await this.backend.getVMInfo(vmId);
+      if (!info.config.network.some((x) => x.id === nicId)) return { state: info.state, hotUnplugged: false };
+      this.requireLive(vmId, "DetachNic", info.state);
+      await detach(vmId, nicId, (timeoutSeconds || 30) * 1000);
+      return { state: (await this.publish(vmId, "DetachNic")).state, hotUnplugged: true };
+    });
+  }
+
+  /** FAILED_PRECONDITION naming the state unless the VM runs (or is paused): its hypervisor holds the devices. */
   private requireLive(vmId: string, rpc: string, state: BackendVmState): void {
     if (state === "running" || state === "paused") return;
-    throw new QuantixError("failed_precondition", `${rpc} is not allowed: VM '${vmId}' is ${state.toUpperCase()}; a VM that does not run gets its disks from its config (CreateVm)`);
+    throw new QuantixError("failed_precondition", `${rpc} is not allowed: VM '${vmId}' is ${state.toUpperCase()}; a VM that does not run gets its devices from its config (CreateVm)`);
   }
 
   /** GetVmInfo. */

@@ -43,6 +43,11 @@ const NIC_TYPES: Record<NicModel, NetworkInterfaceType> = {
  * no firmware choice). The CPU model and huge pages have no vmm.v1 field and are left to
  * the node.
  */
+/** The agent's interface type for a NIC model of the API (VIRTIO_NET when unspecified). */
+export function agentNicType(model: NicModel): NetworkInterfaceType {
+  return NIC_TYPES[model] ?? NetworkInterfaceType.VIRTIO_NET;
+}
+
 export function toAgentVmConfig(vmId: string, spec: VmSpec, volumePaths: ReadonlyMap<string, string> = new Map()): VmConfig {
   const cpu = spec.cpu;
   const mem = spec.memory;

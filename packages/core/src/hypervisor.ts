@@ -1,4 +1,4 @@
-import type { VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import type { NicModel, VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 
 /** What a hypervisor reports about one VM's process. */
 export type ObservedPower =
@@ -24,10 +24,19 @@ export interface VmObservation {
   /** The cluster whose control plane created the VM on this node (its metadata), when the hypervisor says. */
   readonly owner?: string;
   readonly usage?: { readonly cpuPercent: number; readonly memoryUsedMib: number };
+  /** The VM's network interfaces as the hypervisor has them (its definition, hot-plugs included); absent when it does not say. */
+  readonly nics?: readonly ObservedNic[];
+}
+
+/** One network interface of a VM as its node's hypervisor has it. */
+export interface ObservedNic {
+  readonly id: string;
+  /** The port whose TAP it opens; empty for a NIC with a TAP of its own. */
+  readonly portId: string;
 }
 
 /** Capabilities a hypervisor may declare (STYLE rule 4: branch on these, never on a name). */
-export type Capability = "pause" | "reboot" | "suspend" | "live-migration" | "hotplug" | "console" | "metrics" | "disk-hotplug" | "vm-snapshot";
+export type Capability = "pause" | "reboot" | "suspend" | "live-migration" | "hotplug" | "console" | "metrics" | "disk-hotplug" | "nic-hotplug" | "vm-snapshot";
 
 /** A disk to hot-plug: its id in the VM, its file on the node, and how the guest sees it. */
 export interface HotDisk {
@@ -44,6 +53,22 @@ export interface HypervisorDisks {
   detach(vmId: string, diskId: string, force: boolean): Promise<void>;
   /** Grows disk `diskId` of the running VM to `sizeBytes` online; answers the size the guest now sees. */
   resize(vmId: string, diskId: string, sizeBytes: bigint): Promise<bigint>;
+}
+
+/** A NIC to hot-plug: its id in the VM, the port whose TAP it opens on the node, its MAC and model. */
+export interface HotNic {
+  readonly id: string;
+  readonly portId: string;
+  readonly macAddress: string;
+  readonly model: NicModel;
+}
+
+/** Changes to the network interfaces of a running VM (the hypervisor's "nic-hotplug" capability). */
+export interface HypervisorNics {
+  /** Hot-plugs `nic` into the running VM (its port must be set up on the node); the same NIC again changes nothing. */
+  attach(vmId: string, nic: HotNic): Promise<void>;
+  /** Hot-unplugs NIC `nicId`, waiting for the guest to release it; a NIC the VM lacks changes nothing. */
+  detach(vmId: string, nicId: string): Promise<void>;
 }
 
 /** Options of a shutdown. */
@@ -229,6 +254,8 @@ export interface HypervisorPort {
   readonly migration?: HypervisorMigration;
   /** Disk hot-plug and online resize of running VMs; callers check for the "disk-hotplug" capability first. */
   readonly disks?: HypervisorDisks;
+  /** NIC hot-plug of running VMs; callers check for the "nic-hotplug" capability first. */
+  readonly nics?: HypervisorNics;
   /** Snapshots of whole VMs; callers check for the "vm-snapshot" capability first. */
   readonly vmSnapshots?: HypervisorVmSnapshots;
   /**

@@ -3,6 +3,8 @@ import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   AttachDiskResponseSchema,
+  AttachNicResponseSchema,
+  DetachNicResponseSchema,
   BackendInfoSchema,
   BootVmResponseSchema,
   CancelMigrationResponseSchema,
@@ -89,6 +91,14 @@ export function vmServiceImpl(m: VmManager, backendVersion: string): ServiceImpl
     async detachDisk(req) {
       const r = await m.detachDisk(req.vmId, req.diskId, req.timeoutSeconds);
       return create(DetachDiskResponseSchema, { state: toVmState(r.state), hotUnplugged: r.hotUnplugged });
+    },
+    async attachNic(req) {
+      const r = await m.attachNic(req.vmId, req.nic);
+      return create(AttachNicResponseSchema, { state: toVmState(r.state), hotPlugged: r.hotPlugged });
+    },
+    async detachNic(req) {
+      const r = await m.detachNic(req.vmId, req.nicId, req.timeoutSeconds);
+      return create(DetachNicResponseSchema, { state: toVmState(r.state), hotUnplugged: r.hotUnplugged });
     },
     resizeDisk: async (req) => create(ResizeDiskResponseSchema, { sizeBytes: await m.resizeDisk(req.vmId, req.diskId, req.sizeBytes) }),
     ...vmSnapshotRoutes(m),

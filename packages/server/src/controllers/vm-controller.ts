@@ -6,11 +6,15 @@ import { Controller, watching } from "../runtime/controller.js";
 import { finalizeVm } from "./vm-finalize.js";
 import { StepFailure, stepVm, type VolumePathResolver } from "./vm-step.js";
 import { VmStatusWriter } from "./vm-status-writer.js";
+import { NicStepFailure, stepNics, type NicStep } from "./vm-nic-step.js";
 import { desiredOf } from "./vm-status.js";
 import { VolumesNotReady } from "../storage/vm-volumes.js";
 
 /** How soon a VM waiting for its volumes is looked at again without a volume event. */
 const PROVISIONING_RECHECK_MS = 5_000;
+
+/** How soon a VM whose new NIC waits for its port is looked at again without a port event. */
+const NIC_RECHECK_MS = 5_000;
 
 /** The actor name of the VM controller (it owns a VM's observed state, conditions and hypervisor fields). */
 export const VM_CONTROLLER = "vm-controller";
@@ -52,7 +56,7 @@ export class VmController {
           watching(vms, (ev) => [ev.object.id]),
           // A VM waiting for its volumes goes on as soon as one of them changes.
           watching(deps.store.of(VOLUME_KIND), (ev) => (ev.type === "DELETED" ? [] : (ev.object.status?.attachments ?? []).map((a) => a.vmId))),
-          // A VM waiting for its NICs goes on as soon as a port of its turns ACTIVE on its node.
+          // A VM waiting for its NICs (to be defined, or a NIC to be hot-plugged) goes on as soon as a port of its turns ACTIVE on its node.
           watching(deps.store.of(PORT_KIND), (ev) => (ev.type !== "DELETED" && ev.object.status?.deviceOwner === PortDeviceOwner.VM && ev.object.status.state === PortState.ACTIVE && ev.previous?.status?.state !== PortState.ACTIVE ? [ev.object.status.deviceId] : [])),
         ],
         events: [(enqueue) => deps.drivers.onChange((_node, vmId) => enqueue(vmId))],
@@ -116,8 +120,12 @@ export class VmController {
     if (!driver) return this.status.notConnected(vm, nodeId);
     let obs: VmObservation;
     let stepped: Awaited<ReturnType<typeof stepVm>> = false;
+    let nics: NicStep = { stepped: false };
     try {
       obs = await driver.observe(vm.id);
+      // NICs added or removed since the node got the VM: hot-plugged, or its stale definition dropped (vm-nic-step.ts).
+      nics = await stepNics(this.deps.store, vm, driver, obs);
+      if (nics.stepped) obs = await driver.observe(vm.id);
       stepped = await stepVm(vm, desired, driver, obs, this.deps.volumePaths);
       if (stepped) obs = await driver.observe(vm.id);
     } catch (err) {
@@ -125,6 +133,11 @@ export class VmController {
         // Its volumes are being made on the node: PROVISIONING, looked at again when one changes (and soon anyway).
         await this.status.provisioning(vm, err.message, err.condition);
         return { requeueAfterMs: PROVISIONING_RECHECK_MS };
+      }
+      if (err instanceof NicStepFailure) {
+        // The guest keeps running as it is; the reason is on the VM and the pass is retried with backoff.
+        await this.status.nics(vm, { reason: err.reason, message: err.message });
+        throw err;
       }
       if (err instanceof QuantixError && err.code === "unavailable") {
         // Retryable: say so in status, then fail the pass so the queue retries with backoff.
@@ -139,5 +152,7 @@ export class VmController {
     }
     if (stepped === "rebooted") await this.status.rebooted(vm);
     await this.status.observed(vm, desired, driver, obs);
+    await this.status.nics(vm, nics.pending);
+    if (nics.pending?.reason === "WaitingForNetwork") return { requeueAfterMs: NIC_RECHECK_MS };
   }
 }

@@ -1,11 +1,13 @@
+import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
-import { PowerState, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { PowerState, VmNicStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VM_KIND, type Clock, type HypervisorPort, type Store, type VmObservation } from "@quantix/core";
 import { updateWithEvents } from "../events/record.js";
 import { vmEvents } from "../events/vm-events.js";
 import { removeCondition, setCondition } from "./conditions.js";
 import { rebootDue } from "./vm-step.js";
+import { NICS_PLUGGED } from "./vm-nic-step.js";
 import { stateOf, withEditedStatus } from "./vm-status.js";
 
 /** The condition a failed step of the VM's node sets (False, with the step's reason). */
@@ -29,6 +31,7 @@ export class VmStatusWriter {
     if (desired === PowerState.STOPPED) {
       return this.write(vm, (s) => {
         s.state = State.STOPPED;
+        s.nics = [];
         // A stopped VM needs no placement; keep only the reason it lost its node, if any.
         if (s.conditions.find((c) => c.type === "Scheduled")?.reason !== "NodeDecommissioned") s.conditions = removeCondition(s.conditions, "Scheduled");
         if (rebootDue(vm)) s.rebootSequence = vm.spec!.reboot!.sequence;
@@ -68,11 +71,26 @@ export class VmStatusWriter {
       if (s.conditions.some((c) => c.type === "Migrating" && c.status === ConditionStatus.TRUE)) {
         s.conditions = setCondition(s.conditions, { type: "Migrating", status: false, reason: "Interrupted", message: `the control plane stopped during the migration; the VM is observed on node '${s.nodeId}'`, generation: vm.generation }, now);
       }
+      // The NICs the node has for it: a removed NIC's port is released once it is gone from here (network-controller.ts).
+      if (obs.power === "absent") s.nics = [];
+      else if (obs.nics) s.nics = obs.nics.map((n) => create(VmNicStatusSchema, { id: n.id, portId: n.portId }));
       if (obs.startedAt !== undefined) s.startedAt = timestampFromMs(obs.startedAt);
       else delete s.startedAt;
       // A reboot asked for while the guest was not running has nothing to do.
       if (rebootDue(vm) && obs.power !== "running" && obs.power !== "starting") s.rebootSequence = vm.spec!.reboot!.sequence;
       s.observedGeneration = vm.generation;
+    });
+  }
+
+  /**
+   * Whether the VM's NICs on its node are its spec's (vm-nic-step.ts): NicsPlugged=False
+   * with the reason while NICs are being plugged or unplugged or cannot be, removed once
+   * they are.
+   */
+  nics(vm: VirtualMachine, pending: { reason: string; message: string } | undefined): Promise<void> {
+    const now = this.clock.now();
+    return this.write(vm, (s) => {
+      s.conditions = pending ? setCondition(s.conditions, { type: NICS_PLUGGED, status: false, reason: pending.reason, message: pending.message, generation: vm.generation }, now) : removeCondition(s.conditions, NICS_PLUGGED);
     });
   }
 

@@ -2,7 +2,7 @@ import { createClient, type Client } from "@connectrpc/connect";
 import type { VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { StorageInterfaceType, VmService, VmState, type VmConfig, type VmSnapshot } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { CLUSTER_METADATA_KEY, QuantixError, toAgentVmConfig, type Capability, type HypervisorConsole, type HypervisorDisks, type HypervisorMetrics, type HypervisorMigration, type HypervisorPort, type HypervisorVmSnapshots, type NodeVmSnapshot, type ObservedPower, type ShutdownOptions, type VmObservation } from "@quantix/core";
+import { agentNicType, CLUSTER_METADATA_KEY, QuantixError, toAgentVmConfig, type Capability, type HypervisorConsole, type HypervisorDisks, type HypervisorNics, type HypervisorMetrics, type HypervisorMigration, type HypervisorPort, type HypervisorVmSnapshots, type NodeVmSnapshot, type ObservedPower, type ShutdownOptions, type VmObservation } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
 import type { AgentConnection } from "./agent-connection.js";
 import { fromAgentError } from "./agent-errors.js";
@@ -40,7 +40,7 @@ const POWER: Record<VmState, ObservedPower> = {
 };
 
 /** The vmm.v1 capabilities that have a control-plane meaning, by their control-plane name. */
-const KNOWN: readonly Capability[] = ["pause", "reboot", "suspend", "live-migration", "console", "metrics", "disk-hotplug", "vm-snapshot"];
+const KNOWN: readonly Capability[] = ["pause", "reboot", "suspend", "live-migration", "console", "metrics", "disk-hotplug", "nic-hotplug", "vm-snapshot"];
 
 /** How long DetachVolume waits for a guest to release a disk (force: a short wait, then the agent gives up). */
 const DETACH_TIMEOUT_SEC = 30;
@@ -68,6 +68,7 @@ export class AgentHypervisor implements HypervisorPort {
   readonly migration: HypervisorMigration;
   readonly metrics: HypervisorMetrics;
   readonly disks: HypervisorDisks;
+  readonly nics: HypervisorNics;
   readonly vmSnapshots: HypervisorVmSnapshots;
   /** The node's pools and volumes, through the agent's vmm.v1.StorageService on the same connection. */
   readonly storage: AgentNodeStorage;
@@ -113,6 +114,14 @@ export class AgentHypervisor implements HypervisorPort {
         await this.call(() => this.client.detachDisk({ vmId, diskId, timeoutSeconds: force ? FORCED_DETACH_TIMEOUT_SEC : DETACH_TIMEOUT_SEC }));
       },
       resize: async (vmId, diskId, sizeBytes) => (await this.call(() => this.client.resizeDisk({ vmId, diskId, sizeBytes }))).sizeBytes,
+    };
+    this.nics = {
+      attach: async (vmId, nic) => {
+        await this.call(() => this.client.attachNic({ vmId, nic: { id: nic.id, portId: nic.portId, macAddress: nic.macAddress, interfaceType: agentNicType(nic.model) } }));
+      },
+      detach: async (vmId, nicId) => {
+        await this.call(() => this.client.detachNic({ vmId, nicId, timeoutSeconds: DETACH_TIMEOUT_SEC }));
+      },
     };
   }
 
@@ -200,14 +209,15 @@ export class AgentHypervisor implements HypervisorPort {
   }
 
   async observe(vmId: string): Promise<VmObservation> {
-    let state: VmState;
+    let info: Awaited<ReturnType<typeof this.client.getVmInfo>>;
     try {
-      state = (await this.call(() => this.client.getVmInfo({ vmId }))).state;
+      info = await this.call(() => this.client.getVmInfo({ vmId }));
     } catch (err) {
       if (err instanceof QuantixError && err.code === "not_found") return { vmId, power: "absent" };
       throw err;
     }
-    return this.observation(vmId, state, this.watch.vms.get(vmId));
+    // The NICs the agent has for the VM (hot-plugs included): the VM controller plugs or unplugs what the spec changed.
+    return { ...this.observation(vmId, info.state, this.watch.vms.get(vmId)), nics: (info.config?.network ?? []).map((n) => ({ id: n.id, portId: n.portId })) };
   }
 
   /** The VMs of the last snapshot and events; never fails, so a resync survives an unreachable node. */

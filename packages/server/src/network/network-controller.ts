@@ -218,6 +218,8 @@ export function networkController(deps: NetworkControllerDeps): Controller {
       const vmId = port.status.deviceId;
       const vm = vmById.get(vmId);
       if (vm && vm.spec?.nics.some((n) => n.portId === port.id)) continue;
+      // A NIC removed from a VM whose node still has it (a running guest's, being unplugged) keeps its port until the node let it go.
+      if (vm && vm.status?.nics.some((n) => n.portId === port.id)) continue;
       try {
         if ((port.spec?.ownerVmId ?? "") !== "") {
           await deps.store.commit(await portDeleteOps(deps.store, port, deps.clock.now()), { actor: NETWORK_IPAM });
@@ -455,13 +457,13 @@ function nodeShape(n: Node | undefined): string {
 }
 
 /** What of a VM the networks depend on (not its power state or metrics): its node, a migration's target, its name, its NICs' ports. */
-function vmShape(vm: { name: string; status?: { nodeId: string; migrationTargetNodeId: string } | undefined; spec?: { nics: { portId: string }[] } | undefined } | undefined): string {
-  return JSON.stringify([vm?.name, vm?.status?.nodeId ?? "", vm?.status?.migrationTargetNodeId ?? "", (vm?.spec?.nics ?? []).map((n) => n.portId)]);
+function vmShape(vm: { name: string; status?: { nodeId: string; migrationTargetNodeId: string; nics: { portId: string }[] } | undefined; spec?: { nics: { portId: string }[] } | undefined } | undefined): string {
+  return JSON.stringify([vm?.name, vm?.status?.nodeId ?? "", vm?.status?.migrationTargetNodeId ?? "", (vm?.spec?.nics ?? []).map((n) => n.portId), (vm?.status?.nics ?? []).map((n) => n.portId)]);
 }
 
-/** Whether a VM change can change the networks: it has NICs on ports. */
-function networkRelevant(vm: { spec?: { nics: { portId: string }[] } | undefined }): boolean {
-  return (vm.spec?.nics ?? []).some((n) => n.portId !== "");
+/** Whether a VM change can change the networks: it has NICs on ports (in its spec, or still on its node). */
+function networkRelevant(vm: { spec?: { nics: { portId: string }[] } | undefined; status?: { nics: { portId: string }[] } | undefined }): boolean {
+  return [...(vm.spec?.nics ?? []), ...(vm.status?.nics ?? [])].some((n) => n.portId !== "");
 }
 
 /** A port's state as its node's agent reports it. */

@@ -43,7 +43,9 @@ export function placedPorts(input: PlanInput): PlacedPort[] {
   for (const port of input.ports) {
     if (port.status?.deviceOwner !== PortDeviceOwner.VM) continue;
     const vm = vms.get(port.status.deviceId);
-    if (!vm || !vm.spec?.nics.some((n) => n.portId === port.id)) continue;
+    // A NIC removed from the spec that its node still has (being unplugged) keeps its TAP until it is gone.
+    const named = (nics: readonly { portId: string }[] | undefined) => (nics ?? []).some((n) => n.portId === port.id);
+    if (!vm || !(named(vm.spec?.nics) || named(vm.status?.nics))) continue;
     const nodeId = vm.status?.nodeId ?? "";
     const target = vm.status?.migrationTargetNodeId ?? "";
     const nodeIds = [nodeId, target].filter((n, i, all) => n !== "" && all.indexOf(n) === i);

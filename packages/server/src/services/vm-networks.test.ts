@@ -8,7 +8,7 @@ import { PortDeviceOwner } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.
 import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
 import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
 import { VmStatus_State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
+import { ON_SIMULATED_NODES, rejection, startTestServer, until, type TestServer } from "@quantix/testing";
 
 const WEB = "11111111-1111-1111-1111-111111111111";
 const spec = { cpu: { cores: 1 }, memory: { sizeMib: 512n } };
@@ -107,14 +107,82 @@ describe("VM NICs on virtual networks", () => {
     await s.vms.deleteVM({ id: vm.id, force: true });
   });
 
-  it("UpdateVM that adds a NIC is UNIMPLEMENTED naming it; the VM is unchanged", async () => {
-    const vm = await s.vms.createVM({ name: "no-nic-vm", spec });
-    const err = await rejection(s.vms.updateVM({ id: vm.id, spec: { ...spec, nics: [{ id: "eth0", networkId: netId }] }, updateMask: { paths: ["spec.nics"] } }));
-    assert.equal(err.code, Code.Unimplemented, err.message);
-    assert.match(err.rawMessage, /NIC 'eth0'/);
+  it("UpdateVM of a stopped VM adds NICs: a new VM-owned port for a network, an existing port bound, in the update's commit", async () => {
+    const vm = await s.vms.createVM({ name: "cold-add", spec });
+    const pre = await ports.createPort({ name: "cold-pre", spec: { networkId: netId } });
+    const countBefore = (await nets.getVirtualNetwork({ id: netId })).status!.portCount;
+    const up = await s.vms.updateVM({ id: vm.id, spec: { ...spec, nics: [{ id: "eth0", networkId: netId }, { id: "eth1", portId: pre.id }] }, updateMask: { paths: ["spec.nics"] } });
+    const [eth0, eth1] = up.spec!.nics;
+    assert.match(eth0!.portId, /^[0-9a-f-]{36}$/);
+    const own = await ports.getPort({ id: eth0!.portId });
+    assert.equal(own.spec!.ownerVmId, vm.id);
+    assert.equal(own.spec!.macAddress, eth0!.macAddress);
+    assert.equal(own.status!.deviceId, vm.id);
+    assert.equal(own.status!.nicId, "eth0");
+    assert.equal(eth1!.portId, pre.id);
+    assert.equal(eth1!.networkId, netId);
+    assert.equal(eth1!.macAddress, pre.spec!.macAddress);
+    const bound = await ports.getPort({ id: pre.id });
+    assert.equal(bound.status!.deviceId, vm.id);
+    assert.equal(bound.status!.nicId, "eth1");
+    assert.equal(bound.spec!.ownerVmId, "", "a port made with CreatePort stays the user's");
+    assert.equal((await nets.getVirtualNetwork({ id: netId })).status!.portCount, countBefore + 1);
+
+    // An update that sends the NICs back without their port fields keeps them (filled in from the stored NICs).
+    const same = await s.vms.updateVM({ id: vm.id, description: "kept", spec: { ...spec, nics: [{ id: "eth0" , networkId: netId }, { id: "eth1", portId: pre.id }] } });
+    assert.deepEqual(same.spec!.nics.map((n) => n.portId), [eth0!.portId, pre.id]);
+
+    // Removing them: the VM's own port is deleted, the user's port unbound (the network controller).
+    await s.vms.updateVM({ id: vm.id, spec: { ...spec, nics: [] }, updateMask: { paths: ["spec.nics"] } });
+    await until(async () => ((await rejection(ports.getPort({ id: own.id }))).code === Code.NotFound ? true : undefined), "the removed NIC's own port is deleted", 15_000, 50);
+    const freed = await until(async () => {
+      const p = await ports.getPort({ id: pre.id });
+      return p.status!.deviceId === "" ? p : undefined;
+    }, "the removed NIC's port is unbound", 15_000, 50);
+    assert.equal(freed.spec!.macAddress, pre.spec!.macAddress);
+    assert.equal((await nets.getVirtualNetwork({ id: netId })).status!.portCount, countBefore);
+    await s.vms.deleteVM({ id: vm.id });
+    await ports.deletePort({ id: pre.id });
+  });
+
+  it("UpdateVM refuses changing a kept NIC's network, port or MAC, and bad added NICs, naming the field; nothing changes", async () => {
+    const vm = await s.vms.createVM({ name: "cold-bad", spec: { ...spec, nics: [{ id: "eth0", networkId: netId }] } });
+    const eth0 = vm.spec!.nics[0]!;
+    const countBefore = (await nets.getVirtualNetwork({ id: netId })).status!.portCount;
+    const moved = await rejection(s.vms.updateVM({ id: vm.id, spec: { ...spec, nics: [{ ...eth0, macAddress: "52:54:00:aa:bb:cc" }] }, updateMask: { paths: ["spec.nics"] } }));
+    assert.equal(moved.code, Code.InvalidArgument, moved.message);
+    assert.deepEqual(fields(moved), ["spec.nics[0].mac_address"]);
+    assert.match(moved.rawMessage, /remove the NIC and add a new one/);
+    const other = await ports.createPort({ spec: { networkId: netId } });
+    const repointed = await rejection(s.vms.updateVM({ id: vm.id, spec: { ...spec, nics: [{ id: "eth0", portId: other.id }] }, updateMask: { paths: ["spec.nics"] } }));
+    assert.equal(repointed.code, Code.InvalidArgument, repointed.message);
+    assert.deepEqual(fields(repointed), ["spec.nics[0].port_id"], "the port's network and MAC are filled in from the stored NIC, the port is not");
+    const missing = await rejection(s.vms.updateVM({ id: vm.id, spec: { ...spec, nics: [eth0, { id: "eth1", networkId: "0a0a0a0a-0000-4000-8000-000000000000" }] }, updateMask: { paths: ["spec.nics"] } }));
+    assert.equal(missing.code, Code.NotFound, missing.message);
+    assert.match(missing.rawMessage, /spec\.nics\[1\]\.network_id: virtual network '0a0a0a0a-0000-4000-8000-000000000000' not found/);
+    const thief = await s.vms.createVM({ name: "cold-thief", spec });
+    const taken = await rejection(s.vms.updateVM({ id: thief.id, spec: { ...spec, nics: [{ id: "eth0", portId: eth0.portId }] }, updateMask: { paths: ["spec.nics"] } }));
+    assert.equal(taken.code, Code.FailedPrecondition, taken.message);
+    assert.match(taken.rawMessage, new RegExp(`spec\\.nics\\[0\\]\\.port_id: port '${eth0.portId}' is used by VM '${vm.id}'`));
+    assert.equal((await s.vms.getVM({ id: thief.id })).resourceVersion, thief.resourceVersion);
+    await s.vms.deleteVM({ id: thief.id });
     const now = await s.vms.getVM({ id: vm.id });
-    assert.equal(now.spec?.nics.length, 0);
     assert.equal(now.resourceVersion, vm.resourceVersion);
+    assert.equal((await nets.getVirtualNetwork({ id: netId })).status!.portCount, countBefore + 1, "only the port made with CreatePort");
+    await ports.deletePort({ id: other.id });
+    await s.vms.deleteVM({ id: vm.id });
+  });
+
+  it("a running VM on a node without 'nic-hotplug' gets no NIC: FAILED_PRECONDITION naming the capability", async () => {
+    // The demo's simulated nodes are tainted (this VM tolerates it) and declare no 'nic-hotplug'.
+    const vm = await s.vms.createVM({ name: "hot-none", spec: { ...spec, placement: ON_SIMULATED_NODES } });
+    assert.equal((await s.vms.startVM({ id: vm.id })).status?.state, VmStatus_State.RUNNING);
+    const err = await rejection(s.vms.updateVM({ id: vm.id, spec: { ...spec, placement: ON_SIMULATED_NODES, nics: [{ id: "eth0", networkId: netId }] }, updateMask: { paths: ["spec.nics"] } }));
+    assert.equal(err.code, Code.FailedPrecondition, err.message);
+    assert.match(err.rawMessage, /lacks the 'nic-hotplug' capability; stop the VM first/);
+    assert.equal((await s.vms.getVM({ id: vm.id })).spec!.nics.length, 0);
+    assert.equal((await ports.listPorts({})).ports.some((p) => p.spec!.ownerVmId === vm.id), false, "no port left behind");
+    await s.vms.deleteVM({ id: vm.id, force: true });
   });
 
   it("a demo VM stored with a NIC can still be updated where its NICs do not change", async () => {

@@ -42,12 +42,14 @@ export class NicPorts {
    * network or port missing or of another project; FAILED_PRECONDITION for a port another
    * VM uses; INVALID_ARGUMENT for a NIC that contradicts its port.
    */
-  static async plan(deps: NicPortDeps, projectId: string, vmName: string, spec: VmSpec): Promise<NicPorts> {
+  static async plan(deps: NicPortDeps, projectId: string, vmName: string, spec: VmSpec, only?: { readonly indices: ReadonlySet<number>; readonly vmId: string }): Promise<NicPorts> {
     const drafts = new Map<number, PortDraft>();
     const bound = new Map<number, P>();
     const bad: FieldViolation[] = [];
     const seen = new Map<string, number>();
     for (const [i, nic] of spec.nics.entries()) {
+      // An update plans only the NICs it adds (`only`); the others keep their ports.
+      if (only && !only.indices.has(i)) continue;
       const f = `spec.nics[${i}]`;
       if (nic.portId !== "") {
         const port = await deps.store.of(PORT_KIND).get(nic.portId);
@@ -56,7 +58,8 @@ export class NicPorts {
         if (seen.has(port.id)) bad.push({ field: `${f}.port_id`, reason: "DUPLICATE", description: `port '${port.id}' is also spec.nics[${seen.get(port.id)}]'s: a port is one NIC` });
         seen.set(port.id, i);
         const user = port.status?.deviceId ?? "";
-        if (user !== "") throw new QuantixError("failed_precondition", `${f}.port_id: port '${port.id}' is used by ${PortDeviceOwner[port.status!.deviceOwner]} '${user}'`);
+        // A port the VM itself holds may move to a NIC the update adds (the NIC that had it goes).
+        if (user !== "" && user !== only?.vmId) throw new QuantixError("failed_precondition", `${f}.port_id: port '${port.id}' is used by ${PortDeviceOwner[port.status!.deviceOwner]} '${user}'`);
         if (nic.networkId !== "" && nic.networkId !== port.spec?.networkId) bad.push({ field: `${f}.network_id`, reason: "CONFLICT", description: `port '${port.id}' is on virtual network '${port.spec?.networkId}', not '${nic.networkId}' (leave network_id empty)` });
         if (nic.macAddress !== "" && nic.macAddress !== port.spec?.macAddress) bad.push({ field: `${f}.mac_address`, reason: "CONFLICT", description: `port '${port.id}' has MAC ${port.spec?.macAddress} (leave mac_address empty, or change the port's)` });
         if (nic.securityGroups.length > 0) bad.push({ field: `${f}.security_groups`, reason: "CONFLICT", description: `a NIC on an existing port uses the port's security groups: set them with UpdatePort (spec.security_group_ids of port '${port.id}')` });
@@ -86,26 +89,28 @@ export class NicPorts {
    * to it, the existing ones bound under the commit's lock (a port another VM took
    * meanwhile refuses the commit, naming that VM).
    */
-  async attempt(spec: VmSpec, nowMs: number): Promise<{ tried: PortAttempt[]; ops: (vm: VirtualMachine) => TxOp[] }> {
-    const tried: PortAttempt[] = [];
+  async attempt(spec: VmSpec, nowMs: number): Promise<{ tried: PortAttempt[]; ops: (vm: VirtualMachine, nicIds?: ReadonlySet<string>) => TxOp[] }> {
+    const tried: { nicId: string; t: PortAttempt }[] = [];
     for (const [i, draft] of this.drafts) {
       const t = await draft.attempt({ nowMs });
       const nic = spec.nics[i]!;
       nic.portId = t.port.id;
       nic.macAddress = t.port.spec!.macAddress;
-      tried.push(t);
+      tried.push({ nicId: nic.id, t });
     }
-    const nicOf = new Map(tried.map((t, k) => [t.port.id, [...this.drafts.keys()][k]!]));
+    const bound = [...this.bound].map(([i, port]) => ({ nicId: spec.nics[i]!.id, port }));
     return {
-      tried,
-      ops: (vm) => [
-        ...tried.flatMap((t) => {
-          const nic = vm.spec!.nics[nicOf.get(t.port.id)!]!;
-          t.port.spec!.ownerVmId = vm.id;
-          t.port.status = boundStatus(vm.id, nic.id, nowMs);
-          return t.ops;
-        }),
-        ...[...this.bound].map(([i, port]) => bindOp(port.id, vm.id, vm.spec!.nics[i]!.id, nowMs)),
+      tried: tried.map((x) => x.t),
+      // `nicIds`: only the ports of these NICs (an update whose other NICs turned out to be there already).
+      ops: (vm, nicIds) => [
+        ...tried
+          .filter((x) => !nicIds || nicIds.has(x.nicId))
+          .flatMap(({ nicId, t }) => {
+            t.port.spec!.ownerVmId = vm.id;
+            t.port.status = boundStatus(vm.id, nicId, nowMs);
+            return t.ops;
+          }),
+        ...bound.filter((x) => !nicIds || nicIds.has(x.nicId)).map((x) => bindOp(x.port.id, vm.id, x.nicId, nowMs)),
       ],
     };
   }
@@ -137,21 +142,3 @@ function bindOp(portId: string, vmId: string, nicId: string, nowMs: number): TxO
     },
   };
 }
-
-/**
- * Refuses NIC changes after creation: adding, removing or moving a NIC would need its
- * port made, bound or released in the update and, on a running VM, hot-plugged, which is
- * not built yet (UNIMPLEMENTED naming the NICs). Only NICs the write changes are checked.
- */
-export function refuseNicChanges(spec: VmSpec, cur: VmSpec): void {
-  const key = (n: VmSpec["nics"][number]) => `${n.id}|${n.networkId}|${n.portId}|${n.macAddress}|${n.model}|${n.securityGroups.join(",")}`;
-  const before = new Set(cur.nics.map(key));
-  const after = new Set(spec.nics.map(key));
-  const changed = [...spec.nics.filter((n) => !before.has(key(n))).map((n) => n.id), ...cur.nics.filter((n) => !after.has(key(n))).map((n) => n.id)];
-  if (changed.length === 0) return;
-  throw new QuantixError(
-    "unimplemented",
-    `changing a VM's NICs after it was created is not built yet (NIC ${[...new Set(changed)].map((id) => `'${id}'`).join(", ")}): create the VM with its NICs in spec.nics (a network_id makes a port, a port_id uses one)`,
-  );
-}
-

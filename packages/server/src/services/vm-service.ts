@@ -1,14 +1,16 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { clone, create } from "@bufbuild/protobuf";
 
 import { UpdateVMRequestSchema, type CreateVMRequest, type DeleteVMRequest, type UpdateVMRequest } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 
 import { PlacementPolicySchema, PowerState, VmSpecSchema, VmStatusSchema, VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { checkPowerAction, DEFAULT_PROJECT_ID, invalidArgument, notFound, QuantixError, throwIfViolations, validateCreateVm, validateVmSpec, volumePlacement, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND, PROJECT_KIND, VOLUME_ATTACHER } from "@quantix/core";
+import { checkPowerAction, DEFAULT_PROJECT_ID, invalidArgument, notFound, QuantixError, throwIfViolations, validateCreateVm, validateVmSpec, volumePlacement, type Clock, type IdGenerator, type Store, type TxOp, VM_KIND, NODE_KIND, PROJECT_KIND, VOLUME_ATTACHER } from "@quantix/core";
 
 import { ResourceWriter } from "../resources/resource-writer.js";
 import { QuotaLedger, vmCharging } from "../quota/quota-ledger.js";
 import { awaitsReview } from "../controllers/scheduler/binding-review.js";
-import { NicPorts, refuseNicChanges } from "./vm-networks.js";
+import { NicPorts } from "./vm-networks.js";
+import { checkNicChanges, nicDiff, nodeHotplugs, planAddedNics, touchesNics } from "./vm-nic-changes.js";
 import { claimOps, readVolumeDisks } from "../storage/vm-volumes.js";
 import { ownedVolumeOps, planOwnedVolumes } from "../storage/vm-owned-volumes.js";
 
@@ -33,6 +35,8 @@ const PORT_ATTEMPTS = 64;
  */
 export class VmService {
   private readonly writer: ResourceWriter<VirtualMachine>;
+  /** What an update read before its commit: whether the VM's node hot-plugs NICs (undefined: not running). */
+  private readonly nicContext = new AsyncLocalStorage<{ hotplug: boolean | undefined }>();
 
   constructor(private readonly deps: VmServiceDeps) {
     this.writer = new ResourceWriter(VM_KIND, deps.store, deps.clock, deps.ids, {
@@ -67,7 +71,7 @@ export class VmService {
     const ownedIds = new Set(owned.volumes.map((v) => v.id));
     const claimed = (vm: VirtualMachine) => create(VmSpecSchema, { ...vm.spec!, disks: vm.spec!.disks.filter((d) => !ownedIds.has(d.volumeId)) });
     // NICs: a port made for each NIC naming a network, or the port it names, bound in the same commit.
-    const ports = await NicPorts.plan({ store: this.deps.store, ids: this.deps.ids, ensureDefaultGroup: this.deps.ensureDefaultGroup ?? noDefaultGroup }, projectId, req.name, spec);
+    const ports = await NicPorts.plan(this.nicPortDeps(), projectId, req.name, spec);
     const volumeOps = (vm: VirtualMachine) => [...ownedVolumeOps(owned, vm.id, vm.spec!, nowMs), ...claimOps(vm.id, claimed(vm), "", nowMs)];
     for (let attempt = 1; ; attempt++) {
       const tried = ports.empty ? undefined : await ports.attempt(spec, nowMs);
@@ -99,8 +103,30 @@ export class VmService {
    * fits there; the scheduler, which alone moves VMs, decides, and the answer waits for
    * that decision (within `budget`), so it shows whether the node was given up.
    */
-  update(req: UpdateVMRequest, budget?: { ms: number; signal: AbortSignal }): Promise<VirtualMachine> {
-    return this.writer.update(req.id, UpdateVMRequestSchema, req, { ...(budget ? { budget } : {}), settled: (x) => !awaitsReview(x) });
+  async update(req: UpdateVMRequest, budget?: { ms: number; signal: AbortSignal }): Promise<VirtualMachine> {
+    const options = { ...(budget ? { budget } : {}), settled: (x: VirtualMachine) => !awaitsReview(x) };
+    const cur = touchesNics(req) && req.spec ? await this.deps.store.of(VM_KIND).get(req.id) : undefined;
+    if (!cur) return this.writer.update(req.id, UpdateVMRequestSchema, req, options);
+    const hotplug = await nodeHotplugs(this.deps.store, cur);
+    const spec = clone(VmSpecSchema, req.spec!);
+    // NICs added: a port made for each naming a network, or the port it names bound, in the update's commit (as CreateVM).
+    const ports = await planAddedNics(this.nicPortDeps(), cur, spec);
+    const run = (r: UpdateVMRequest, extra?: (before: VirtualMachine, after: VirtualMachine) => readonly TxOp[]) =>
+      this.nicContext.run({ hotplug }, () => this.writer.update(req.id, UpdateVMRequestSchema, r, { ...options, ...(extra ? { extra, actor: VOLUME_ATTACHER } : {}) }));
+    if (!ports) return run({ ...req, spec });
+    const nowMs = this.deps.clock.now();
+    for (let attempt = 1; ; attempt++) {
+      const next = clone(VmSpecSchema, spec);
+      const tried = await ports.attempt(next, nowMs);
+      try {
+        // Only the ports of NICs the commit really adds (one already there, written meanwhile, keeps its own).
+        return await run({ ...req, spec: next }, (before, after) => tried.ops(after, new Set(nicDiff(before.spec, after.spec).added)));
+      } catch (err) {
+        if (!(err instanceof QuantixError) || err.code !== "already_exists" || attempt >= PORT_ATTEMPTS) throw err;
+        const why = await ports.explain(tried.tried);
+        if (why !== "retry") throw why ?? err;
+      }
+    }
   }
 
   /**
@@ -121,13 +147,20 @@ export class VmService {
       if (cur.spec?.reboot) spec.reboot = cur.spec.reboot;
       else delete spec.reboot;
     }
-    for (const nic of spec.nics) if (nic.macAddress === "") nic.macAddress = this.newMac();
-    if (!cur) return;
+    if (!cur) {
+      for (const nic of spec.nics) if (nic.macAddress === "") nic.macAddress = this.newMac();
+      return;
+    }
+    // Kept NICs get their port's fields back before the spec is validated (an update may leave them empty).
+    checkNicChanges(next, spec, cur, this.nicContext.getStore()?.hotplug);
     // Labels and description are every kind's rules (commonViolations, checked by the writer).
     throwIfViolations(validateVmSpec(spec));
-    if (cur.spec) refuseNicChanges(spec, cur.spec);
     refuseVolumeChanges(cur.spec, spec);
     checkHotChange(cur, spec);
+  }
+
+  private nicPortDeps() {
+    return { store: this.deps.store, ids: this.deps.ids, ensureDefaultGroup: this.deps.ensureDefaultGroup ?? noDefaultGroup };
   }
 
   private newMac(): string {

@@ -258,7 +258,8 @@ function diskDriver(type: StorageInterfaceType, i: number): string {
   }
 }
 
-function nicDriver(type: NetworkInterfaceType, i: number): string {
+/** The QEMU device driver of a NIC model (FAILED_PRECONDITION for a model the backend lacks; `i` names config.network[i]). */
+export function nicDriver(type: NetworkInterfaceType, i: number): string {
   switch (type) {
     case NetworkInterfaceType.UNSPECIFIED:
     case NetworkInterfaceType.VIRTIO_NET:

@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import { access, constants, open, readFile, rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import { QuantixError, notFound, systemClock, type Clock, type PciPlacement } from "@quantix/core";
-import { ConsoleOutput, type StorageDevice, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { ConsoleOutput, type NetworkInterface, type StorageDevice, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import type { Backend, ConsoleChunk, BackendCapability, BackendEvent, BackendVmInfo, IncomingDiskCopy, IncomingMigration, MigrationOptions, MigrationStats, ShutdownOptions, VmSnapshotInfo } from "../../backend.js";
 import { buildCloudInitSeed } from "../../cloud-init-seed.js";
 import { ConsoleRing, DEFAULT_CONSOLE_BUFFER_BYTES } from "../../console-ring.js";
@@ -18,6 +18,7 @@ import { exportDisks, stopDiskExports, type PortPicker } from "./qemu-nbd-export
 import { stopRuntime } from "./qemu-stop.js";
 import { qemuVmInfo } from "./qemu-vm-info.js";
 import { diskNodeNames, hotPlugDisk, hotUnplugDisk, resizeDiskOnline } from "./qemu-disk-hotplug.js";
+import { hotPlugNic, hotUnplugNic, nicNames } from "./qemu-nic-hotplug.js";
 import { QemuRuntime, type RuntimeEnd } from "./qemu-runtime.js";
 import { assignPciSlots, pciDevices } from "./qemu-pci-layout.js";
 import { loadState, saveState } from "./qemu-suspend.js";
@@ -90,7 +91,7 @@ const MAX_SOCKET_PATH = 107;
  */
 export class QemuBackend implements Backend {
   readonly type = "qemu";
-  readonly capabilities: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "reboot", "graceful-shutdown", "console", "qcow2", "readopt", "live-migration", "firmware-boot", "metrics", "cloud-init", "suspend", "disk-hotplug", "live-migration-copy-storage", "vm-snapshot"]);
+  readonly capabilities: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "reboot", "graceful-shutdown", "console", "qcow2", "readopt", "live-migration", "firmware-boot", "metrics", "cloud-init", "suspend", "disk-hotplug", "nic-hotplug", "live-migration-copy-storage", "vm-snapshot"]);
   private readonly img = new QemuImg();
   private readonly entries = new Map<string, Entry>();
   private readonly listeners = new Set<(e: BackendEvent) => void>();
@@ -332,7 +333,7 @@ export class QemuBackend implements Backend {
     const onBus = new Map((await rt.qmp.execute<{ bus: number; devices: { slot: number; function: number; qdev_id?: string }[] }[]>("query-pci"))
       .filter((b) => b.bus === 0).flatMap((b) => b.devices).filter((d) => d.function === 0 && d.qdev_id).map((d) => [d.qdev_id!, d.slot]));
     return devices.map((d) => {
-      const qdev = d.kind === "disk" ? this.diskNames(entry, d.id).device : d.kind === "cloud-init-seed" ? "cidata-dev" : `nic${entry.record.config.network.findIndex((n) => n.id === d.id)}`;
+      const qdev = d.kind === "disk" ? this.diskNames(entry, d.id).device : d.kind === "cloud-init-seed" ? "cidata-dev" : this.nicNames(entry, d.id).device;
       const slot = onBus.get(qdev);
       if (slot === undefined) throw new QuantixError("failed_precondition", `VM '${vmId}' cannot migrate: its ${d.kind}${d.id ? ` '${d.id}'` : ""} is not on its PCI bus as ${qdev}, so a target cannot start with the same device layout; restart the VM first`);
       return { ...d, slot };
@@ -421,7 +422,7 @@ export class QemuBackend implements Backend {
       // QEMU holds its own copies; the agent's are closed whether or not it started.
       files.close();
     }
-    Object.assign(record, { state: "running", crashReason: undefined, startedAtMs: this.clock.now(), launchedDiskIds: record.config.storage.map((d) => d.id), pciSlots });
+    Object.assign(record, { state: "running", crashReason: undefined, startedAtMs: this.clock.now(), launchedDiskIds: record.config.storage.map((d) => d.id), launchedNicIds: record.config.network.map((n) => n.id), pciSlots });
     await saveRecord(paths, record);
     return { runtime: entry.runtime, extraFds };
   }
@@ -573,6 +574,29 @@ export class QemuBackend implements Backend {
   async resizeDisk(vmId: string, diskId: string, sizeBytes: bigint): Promise<bigint> {
     const entry = this.entry(vmId);
     return resizeDiskOnline(this.running(vmId).qmp, this.diskNames(entry, diskId), sizeBytes);
+  }
+
+  /** Hot-plugs a NIC (qemu-nic-hotplug.ts) and records it in the VM's config and PCI layout. */
+  async attachNic(vmId: string, nic: NetworkInterface): Promise<void> {
+    const entry = this.entry(vmId);
+    const slot = await hotPlugNic(this.running(vmId).qmp, nic, this.nicNames(entry, nic.id));
+    entry.record.config.network.push(nic);
+    // Where it went, so that a restore, a restart or a migration's target puts it there again.
+    entry.record.pciSlots?.push({ kind: "nic", id: nic.id, slot });
+    await saveRecord(entry.paths, entry.record);
+  }
+
+  /** Hot-unplugs a NIC and drops it from the VM's config (the next start no longer has it). */
+  async detachNic(vmId: string, nicId: string, timeoutMs: number): Promise<void> {
+    const entry = this.entry(vmId);
+    await hotUnplugNic(this.running(vmId).qmp, this.nicNames(entry, nicId), timeoutMs);
+    entry.record.config.network = entry.record.config.network.filter((n) => n.id !== nicId);
+    if (entry.record.pciSlots) entry.record.pciSlots = entry.record.pciSlots.filter((p) => !(p.kind === "nic" && p.id === nicId));
+    await saveRecord(entry.paths, entry.record);
+  }
+
+  private nicNames(entry: Entry, nicId: string) {
+    return nicNames(nicId, entry.record.launchedNicIds ?? entry.record.config.network.map((n) => n.id));
   }
 
   private diskNames(entry: Entry, diskId: string) {

@@ -84,6 +84,26 @@ export async function hotPlugDisk(qmp: QmpClient, disk: StorageDevice, names: Di
  * release it within `timeoutMs` leaves it attached: DEADLINE_EXCEEDED.
  */
 export async function hotUnplugDisk(qmp: QmpClient, names: DiskNodeNames, timeoutMs: number): Promise<void> {
+  await waitDeviceDeleted(qmp, names.device, timeoutMs, "disk");
+  await deleteNode(qmp, names.format);
+  await deleteNode(qmp, names.file);
+  // A linked clone's backing layers, upper first (each is the backing of the one above).
+  const nodes = await qmp.execute<{ "node-name": string }[]>("query-named-block-nodes", { flat: true });
+  const layer = new RegExp(`^${names.format}-b(\\d+)$`);
+  const layers = nodes.map((n) => Number(layer.exec(n["node-name"])?.[1] ?? -1)).filter((j) => j >= 0).sort((a, b) => a - b);
+  for (const j of layers) {
+    await deleteNode(qmp, `${names.format}-b${j}`);
+    await deleteNode(qmp, `${names.format}-b${j}-file`);
+  }
+}
+
+/**
+ * device_del of `device`, then waits for QEMU's DEVICE_DELETED (the guest released it).
+ * A device already gone is fine; one still there after `timeoutMs` is DEADLINE_EXCEEDED
+ * (it stays attached). Disk and NIC hot-unplug share it.
+ */
+export async function waitDeviceDeleted(qmp: QmpClient, device: string, timeoutMs: number, what: string): Promise<void> {
+  const names = { device };
   let off: (() => void) | undefined;
   const deleted = new Promise<void>((resolve) => {
     off = qmp.onEvent((e) => {
@@ -107,20 +127,10 @@ export async function hotUnplugDisk(qmp: QmpClient, names: DiskNodeNames, timeou
     // event again), or still leaving as the guest releases it (its event comes).
     const already = present ? new Promise<never>(() => {}) : devicePresent(qmp, names.device).then((p) => (p ? new Promise<never>(() => {}) : ("gone" as const)));
     const gone = await Promise.race([deleted.then(() => "gone" as const), late, already]);
-    if (gone === "late") throw new QuantixError("deadline_exceeded", `the guest did not release disk device ${names.device} within ${Math.round(timeoutMs / 1000)} s; the disk stays attached`);
+    if (gone === "late") throw new QuantixError("deadline_exceeded", `the guest did not release ${what} device ${names.device} within ${Math.round(timeoutMs / 1000)} s; it stays attached`);
   } finally {
     clearTimeout(timer);
     off?.();
-  }
-  await deleteNode(qmp, names.format);
-  await deleteNode(qmp, names.file);
-  // A linked clone's backing layers, upper first (each is the backing of the one above).
-  const nodes = await qmp.execute<{ "node-name": string }[]>("query-named-block-nodes", { flat: true });
-  const layer = new RegExp(`^${names.format}-b(\\d+)$`);
-  const layers = nodes.map((n) => Number(layer.exec(n["node-name"])?.[1] ?? -1)).filter((j) => j >= 0).sort((a, b) => a - b);
-  for (const j of layers) {
-    await deleteNode(qmp, `${names.format}-b${j}`);
-    await deleteNode(qmp, `${names.format}-b${j}-file`);
   }
 }
 
@@ -166,16 +176,16 @@ async function devicePresent(qmp: QmpClient, device: string): Promise<boolean> {
   return buses.some((b) => b.devices.some((d) => d.qdev_id === device));
 }
 
-/** The lowest slot of PCI bus 0 no device uses. */
-async function freeSlot(qmp: QmpClient): Promise<number> {
+/** The lowest slot of PCI bus 0 no device uses (RESOURCE_EXHAUSTED naming `what` when none is free). */
+export async function freeSlot(qmp: QmpClient, what = "disk"): Promise<number> {
   const buses = await qmp.execute<PciBus[]>("query-pci");
   const used = new Set((buses.find((b) => b.bus === 0)?.devices ?? []).map((d) => d.slot));
   for (let s = FIRST_PCI_SLOT; s <= LAST_PCI_SLOT; s++) if (!used.has(s)) return s;
-  throw new QuantixError("resource_exhausted", "the VM's PCI bus has no free slot for another disk");
+  throw new QuantixError("resource_exhausted", `the VM's PCI bus has no free slot for another ${what}`);
 }
 
 /** A QMP command whose error becomes a QuantixError (a missing device or node NOT_FOUND, else FAILED_PRECONDITION with QEMU's words). */
-async function qmpCall(qmp: QmpClient, command: string, args: Record<string, unknown>): Promise<void> {
+export async function qmpCall(qmp: QmpClient, command: string, args: Record<string, unknown>): Promise<void> {
   try {
     await qmp.execute(command, args);
   } catch (err) {
@@ -188,7 +198,7 @@ async function qmpCall(qmp: QmpClient, command: string, args: Record<string, unk
 }
 
 /** 48 bits of two FNV-1a hashes, as 12 hex digits. */
-function hash48(text: string): string {
+export function hash48(text: string): string {
   let a = 0x811c9dc5;
   let b = 0x01000193;
   for (let i = 0; i < text.length; i++) {

@@ -33,6 +33,8 @@ export interface VmRecord {
    * (qemu-disk-hotplug.ts). Undefined before the first start.
    */
   launchedDiskIds?: string[] | undefined;
+  /** The ids of config.network when QEMU last started, in order: positional names (net<i>, nic<i>) there, id-derived for NICs hot-plugged since (qemu-nic-hotplug.ts). */
+  launchedNicIds?: string[] | undefined;
   /**
    * Where the VM's disks, cloud-init seed and NICs sit on pci.0 (qemu-pci-layout.ts): set
    * when QEMU starts (each start keeps the slots recorded here), changed by hot-plug and
@@ -97,6 +99,7 @@ export async function saveRecord(paths: VmPaths, record: VmRecord): Promise<void
     crashReason: record.crashReason,
     startedAtMs: record.startedAtMs,
     launchedDiskIds: record.launchedDiskIds,
+    launchedNicIds: record.launchedNicIds,
     pciSlots: record.pciSlots,
     incomingCopies: record.incomingCopies?.length ? record.incomingCopies : undefined,
   });
@@ -117,6 +120,7 @@ export async function loadRecord(paths: VmPaths): Promise<VmRecord | undefined> 
       crashReason: typeof raw["crashReason"] === "string" ? raw["crashReason"] : undefined,
       startedAtMs: typeof raw["startedAtMs"] === "number" ? raw["startedAtMs"] : undefined,
       launchedDiskIds: Array.isArray(raw["launchedDiskIds"]) ? (raw["launchedDiskIds"] as unknown[]).filter((x): x is string => typeof x === "string") : undefined,
+      launchedNicIds: Array.isArray(raw["launchedNicIds"]) ? (raw["launchedNicIds"] as unknown[]).filter((x): x is string => typeof x === "string") : undefined,
       ...(Array.isArray(raw["pciSlots"]) ? { pciSlots: (raw["pciSlots"] as unknown[]).filter(isPlacement) } : {}),
       ...(Array.isArray(raw["incomingCopies"]) ? { incomingCopies: (raw["incomingCopies"] as unknown[]).filter((p): p is string => typeof p === "string") } : {}),
     };

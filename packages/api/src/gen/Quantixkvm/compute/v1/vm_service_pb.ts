@@ -842,7 +842,9 @@ export const VMService: GenService<{
   },
   /**
    * Updates labels, description and spec, honouring update_mask and resource_version
-   * (a stale version fails with ABORTED). CPU or memory changes need the VM stopped.
+   * (a stale version fails with ABORTED). CPU or memory changes need the VM stopped;
+   * NICs added or removed are hot-plugged into a running VM (node capability
+   * "nic-hotplug", else FAILED_PRECONDITION naming it).
    *
    * @generated from rpc Quantixkvm.compute.v1.VMService.UpdateVM
    */
