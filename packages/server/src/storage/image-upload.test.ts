@@ -373,7 +373,7 @@ describe("UploadImage and images from volumes, on the demo's simulated hosts", (
     assert.match(fromSnap.status?.checksumSha256 ?? "", /^[0-9a-f]{64}$/);
 
     const clone = await volumes.createVolume({ name: "from-snapshot-image", spec: { source: { source: { case: "imageId", value: fromSnap.id }, linked: true } } });
-    await until(async () => ((await volumes.getVolume({ id: clone.id })).status?.state === VolumeState.AVAILABLE ? true : undefined), "linked clone AVAILABLE");
+    await until(async () => ((await volumes.getVolume({ id: clone.id })).status?.state === VolumeState.AVAILABLE ? true : undefined), "linked clone AVAILABLE", 60_000, 50);
     assert.ok(await readsAs(join(poolDir, `${clone.id}.qcow2`), "0x11"), "the clone reads the image's data");
 
     // Bad sources: another pool named, an unknown volume, a wrong sha256.
