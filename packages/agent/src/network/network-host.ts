@@ -68,6 +68,8 @@ export class NetworkHost {
   private readonly dir: string;
   /** Per network: the last converge's failures, by condition type. */
   private readonly errors = new Map<string, Map<string, string>>();
+  /** Why the last flush of connections failed ("" when it did not). */
+  private conntrackError = "";
   private firewallError = "";
   private dnsmasq = new Map<string, DnsmasqState>();
   private timer: NodeJS.Timeout | undefined;
@@ -155,8 +157,16 @@ export class NetworkHost {
 
   applySecurityGroup(spec: SecurityGroupDesired, generation: bigint): Promise<{ spec: SecurityGroupDesired; generation: string; conditions: Condition[] }> {
     return this.serial(async () => {
+      const before = this.state.securityGroups[spec.securityGroupId]?.spec;
       await this.save({ ...this.state, securityGroups: { ...this.state.securityGroups, [spec.securityGroupId]: { spec, generation: String(generation) } } });
       await this.converge();
+      if (before) {
+        // A rule gone, or a member gone: connections it allowed must not outlive it.
+        const now = new Set(spec.rules.map((r) => JSON.stringify(r)));
+        const ruleGone = before.rules.some((r) => !now.has(JSON.stringify(r)));
+        const membersGone = before.members.filter((m) => !spec.members.includes(m));
+        await this.flushConnections([...(ruleGone ? this.portAddressesOf(spec.securityGroupId) : []), ...membersGone]);
+      }
       return this.sgView(spec.securityGroupId);
     });
   }
@@ -181,6 +191,8 @@ export class NetworkHost {
           await this.converge();
         }
       }
+      // A member gone: its connections that membership allowed must not outlive it.
+      await this.flushConnections(toRemove);
       return this.sgView(sgId);
     });
   }
@@ -310,7 +322,41 @@ export class NetworkHost {
 
   private sgView(sgId: string): { spec: SecurityGroupDesired; generation: string; conditions: Condition[] } {
     const g = this.state.securityGroups[sgId]!;
-    return { ...g, conditions: [this.firewallCondition()] };
+    const flushed: Condition[] =
+      this.conntrackError === ""
+        ? []
+        : [{ type: "ConnectionsFlushed", status: false, reason: "ConntrackFailed", message: `connections a removed rule or member allowed could not be cut (they last until they end): ${this.conntrackError}` }];
+    return { ...g, conditions: [this.firewallCondition(), ...flushed] };
+  }
+
+  /** The addresses of this host's secured ports that use group `sgId`. */
+  private portAddressesOf(sgId: string): string[] {
+    return Object.values(this.state.networks).flatMap((n) => n.spec.ports.filter((p) => p.portSecurity && p.securityGroupIds.includes(sgId)).flatMap((p) => p.fixedIps));
+  }
+
+  /**
+   * Deletes the conntrack entries from and to `addresses` in the data plane's namespace,
+   * after the rules changed: an established connection is otherwise passed by `ct state
+   * established` whatever the rules now say. A connection the rules still allow goes on
+   * (its next packet is tracked again, nf_conntrack_tcp_loose, and passes the rules); one
+   * they no longer allow is dropped. Needs `conntrack` (Debian package conntrack); a
+   * failure shows as ConnectionsFlushed=False on the group.
+   */
+  private async flushConnections(addresses: readonly string[]): Promise<void> {
+    this.conntrackError = "";
+    for (const ip of [...new Set(addresses)].sort()) {
+      for (const dir of ["--orig-src", "--orig-dst"]) {
+        try {
+          await this.h.inNs("conntrack", ["-D", "-f", "ipv4", dir, ip]);
+        } catch (err) {
+          // conntrack exits 1 when no entry matched: that is no failure.
+          if (err instanceof HostCommandError && /0 flow entries have been deleted/.test(err.message)) continue;
+          this.conntrackError = err instanceof HostCommandError ? err.message : String(err);
+          if (/ENOENT|not found/i.test(this.conntrackError)) this.conntrackError += " (install the conntrack package)";
+          return;
+        }
+      }
+    }
   }
 
   private firewallCondition(): Condition {

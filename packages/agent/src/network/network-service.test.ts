@@ -110,7 +110,7 @@ const connects = (from: string, ip: string, port: number) =>
 const pings = (from: string, ip: string, extra: string[] = []) => ok(inNs(from, ["ping", "-c", "1", "-W", "1", ...extra, ip]));
 
 before(async () => {
-  await ensureDebianPackages(["nftables", "dnsmasq-base", "busybox-static", "dnsutils", "iputils-ping"]);
+  await ensureDebianPackages(["nftables", "dnsmasq-base", "busybox-static", "dnsutils", "iputils-ping", "conntrack"]);
   for (const ns of [H1, H2]) {
     sh(["ip", "netns", "add", ns]);
     sh(["ip", "-n", ns, "link", "set", "lo", "up"]);
@@ -229,6 +229,75 @@ test("security groups: tcp/22 allowed, 8080 dropped, remote-group membership by 
   assert.equal(await connects(G.g2, IP.g1, 80), false, "and dropped again once it left");
   // Egress is allowed by default, and the replies come back: g1 reaches g3 (no groups).
   assert.equal(await pings(G.g1, IP.g3), true);
+});
+
+test("a removed rule ends the connections it allowed (their conntrack entries go); a connection another rule still allows goes on", async () => {
+  const { h1, h2 } = sides as Required<typeof sides>;
+  const web = (extra: { portRangeMin: number }[]) => ({
+    spec: {
+      securityGroupId: SG_WEB,
+      rules: [
+        { direction: RuleDirection.INGRESS, protocol: RuleProtocol.TCP, portRangeMin: 22 },
+        { direction: RuleDirection.INGRESS, protocol: RuleProtocol.ICMP },
+        { direction: RuleDirection.INGRESS, protocol: RuleProtocol.TCP, portRangeMin: 80, remoteGroupId: SG_CLIENTS },
+        ...extra.map((x) => ({ direction: RuleDirection.INGRESS, protocol: RuleProtocol.TCP, ...x })),
+      ],
+      memberIps: [IP.g1],
+    },
+    generation: 2n,
+  });
+  for (const h of [h1, h2]) await h.c.applySecurityGroup(web([{ portRangeMin: 2222 }, { portRangeMin: 2223 }]));
+  // An echo server on 2222 and 2223 in g1 that keeps its connections open.
+  const echoServer = [
+    "import socket, threading",
+    "def serve(c):",
+    "    while True:",
+    "        d = c.recv(16)",
+    "        if not d: return",
+    "        c.sendall(d)",
+    "def accept(s):",
+    "    while True:",
+    "        c, _ = s.accept()",
+    "        threading.Thread(target=serve, args=(c,), daemon=True).start()",
+    "for p in (2222, 2223):",
+    "    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', p)); s.listen(4)",
+    "    threading.Thread(target=accept, args=(s,), daemon=True).start()",
+    "threading.Event().wait()",
+  ].join("\n");
+  const echo = spawn("ip", ["netns", "exec", G.g1, "python3", "-c", echoServer], { stdio: "ignore" });
+  listeners.push(echo);
+  assert.ok(await until(async () => ((await connects(G.g1, "127.0.0.1", 2223)) ? true : undefined), "the echo server in g1"));
+  // A client in g2 holding one connection to each port; it checks both when told to.
+  const clientScript = [
+    "import socket, sys",
+    `cs = [socket.create_connection(("${IP.g1}", p), timeout=3) for p in (2222, 2223)]`,
+    "for c in cs:",
+    "    c.sendall(b'x'); assert c.recv(1) == b'x'",
+    "print('connected', flush=True)",
+    "sys.stdin.readline()",
+    "out = []",
+    "for c in cs:",
+    "    try:",
+    "        c.settimeout(4); c.sendall(b'y'); out.append('ok' if c.recv(1) == b'y' else 'closed')",
+    "    except Exception:",
+    "        out.append('dead')",
+    "print(' '.join(out), flush=True)",
+  ].join("\n");
+  const client = spawn("ip", ["netns", "exec", G.g2, "python3", "-c", clientScript], { stdio: ["pipe", "pipe", "inherit"] });
+  listeners.push(client);
+  let out = "";
+  client.stdout!.setEncoding("utf8").on("data", (d: string) => (out += d));
+  await until(() => (out.includes("connected") ? true : undefined), "both connections established", 15_000);
+  const tracked = (await inNs(H1, ["conntrack", "-L", "-f", "ipv4", "--orig-dst", IP.g1, "-p", "tcp", "--dport", "2222"])).stdout;
+  assert.match(tracked, /ESTABLISHED/, "the connection is tracked on the host that filters it");
+  // The 2222 rule goes; 2223 stays.
+  for (const h of [h1, h2]) {
+    const st = await h.c.applySecurityGroup(web([{ portRangeMin: 2223 }]));
+    assert.deepEqual(st.conditions.filter((c) => !c.status), [], JSON.stringify(st.conditions));
+  }
+  client.stdin!.write("\n");
+  const result = await until(() => /^(ok|dead|closed) (ok|dead|closed)$/m.exec(out)?.[0], "the client's verdict", 20_000);
+  assert.equal(result, "dead ok", "the connection the removed rule allowed is cut; the other goes on");
 });
 
 test("anti-spoofing: a guest sending from another IP is dropped", async () => {
