@@ -38,8 +38,8 @@ export const NET_PROBE = {
   dns: "QX-DNS",
 } as const;
 
-// Debian's kernel has virtio and virtio-net as modules: loaded in dependency order.
-const MODULES = [
+/** Debian's kernel has virtio and virtio-net as modules: these, loaded in this order, give a guest eth0. */
+export const VIRTIO_NET_MODULES: readonly string[] = [
   "kernel/drivers/virtio/virtio_ring.ko",
   "kernel/drivers/virtio/virtio.ko",
   "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
@@ -63,7 +63,7 @@ exec 0</dev/console 1>/dev/console 2>&1
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mkdir -p /tmp
-${MODULES.map((m) => `insmod /lib/modules/${path.basename(m)}`).join("\n")}
+${VIRTIO_NET_MODULES.map((m) => `insmod /lib/modules/${path.basename(m)}`).join("\n")}
 ip link set lo up
 ip link set eth0 up
 PINGS=
@@ -156,7 +156,7 @@ export async function buildNetProbeGuest(): Promise<NetProbeGuest> {
     const root = path.join(work, "root");
     for (const d of ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "lib/modules"]) await mkdir(path.join(root, d), { recursive: true });
     await copyFile("/bin/busybox", path.join(root, "bin/busybox"));
-    for (const m of MODULES) await copyFile(path.join(x, "lib/modules", version, m), path.join(root, "lib/modules", path.basename(m)));
+    for (const m of VIRTIO_NET_MODULES) await copyFile(path.join(x, "lib/modules", version, m), path.join(root, "lib/modules", path.basename(m)));
     await writeFile(path.join(root, "init"), INIT, { mode: 0o755 });
     await run("sh", ["-c", "find . | cpio -o -H newc --quiet | gzip -1 > ../initrd.gz"], { cwd: root, maxBuffer: 64 << 20 });
     // Built aside and renamed into place: a concurrent builder never sees half a guest.

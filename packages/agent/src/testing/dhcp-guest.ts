@@ -5,24 +5,14 @@ import { chmod, copyFile, mkdir, mkdtemp, readdir, rename, rm, writeFile } from 
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { ensureDebianPackages } from "@quantix/testing";
+import { ensureDebianPackages, VIRTIO_NET_MODULES } from "@quantix/testing";
 
 const run = promisify(execFile);
 
 /** The line the DHCP guest prints with the address its lease gave, then it powers off. */
 export const DHCP_GUEST_LEASE = "QUANTIX-DHCP-LEASE";
 
-// Debian's kernel has virtio and virtio-net as modules: loaded in dependency order.
-const MODULES = [
-  "kernel/drivers/virtio/virtio_ring.ko",
-  "kernel/drivers/virtio/virtio.ko",
-  "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
-  "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
-  "kernel/drivers/virtio/virtio_pci.ko",
-  "kernel/net/core/failover.ko",
-  "kernel/drivers/net/net_failover.ko",
-  "kernel/drivers/net/virtio_net.ko",
-];
+const MODULES = VIRTIO_NET_MODULES;
 
 const INIT = `#!/bin/busybox sh
 /bin/busybox mount -t devtmpfs dev /dev
