@@ -13,7 +13,6 @@ import { ensureDebianPackages } from "./guest.js";
 import { consoleText } from "./guest-console.js";
 import { buildNetProbeGuest, netProbeKernelArgs, parseNetProbeConsole, type NetProbeConsole, type NetProbeGuest } from "./net-probe-guest.js";
 import { TestAgent } from "./test-agent.js";
-import { startTestServer, type TestServer } from "./test-server.js";
 import { until } from "./until.js";
 
 test("parseNetProbeConsole: the last lease and the latest complete round, other lines ignored", () => {
@@ -67,7 +66,6 @@ const VM = {
 const NOBODY = "10.40.0.77";
 const SPOOFED = "10.40.0.99";
 const sh = (args: string[]) => execFileSync(args[0]!, args.slice(1), { stdio: ["ignore", "pipe", "pipe"], timeout: 15_000 }).toString();
-let s: TestServer | undefined;
 let dir: string;
 let guest: NetProbeGuest;
 const agents: Partial<Record<"a" | "b", TestAgent<QemuBackend>>> = {};
@@ -85,12 +83,12 @@ before(async () => {
   sh(["ip", "-n", H.b, "addr", "add", `${VM.b.underlay}/24`, "dev", `${P}u2`]);
   sh(["ip", "-n", H.a, "link", "set", `${P}u1`, "up"]);
   sh(["ip", "-n", H.b, "link", "set", `${P}u2`, "up"]);
-  s = await startTestServer({ demo: false });
   for (const k of ["a", "b"] as const) {
     const stateDir = join(dir, k);
     // The test builds the QEMU backend, so it gives it the namespace itself.
     const agent = new TestAgent(new QemuBackend({ stateDir: join(stateDir, "qemu"), kvm: false, netns: H[k] }), stateDir, `${P}-${k}`, { imageDirs: [guest.imageDir], network: { netns: H[k] } });
-    await agent.start(s.url);
+    // No control plane: this test drives the agents' NetworkService itself (a control plane's network controller would own it).
+    await agent.startStandalone();
     agents[k] = agent;
   }
 });
@@ -103,7 +101,6 @@ after(async () => {
     await agent.stop().catch(() => undefined);
     await agent.backend.close();
   }
-  await s?.close();
   for (const ns of [H.a, H.b]) {
     try {
       sh(["ip", "netns", "del", ns]);

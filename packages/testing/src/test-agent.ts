@@ -45,6 +45,8 @@ export class TestAgent<B extends Backend = Backend> {
   readonly storage: NodeStorage;
   /** The network data plane, from start() on, when the agent was given `network`. */
   networkHost: NetworkHost | undefined;
+  /** The network probe of the data plane (its features and underlay address), when the agent was given `network`. */
+  private features: (() => ReturnType<typeof probeNetworkCapabilities>) | undefined;
   /**
    * The image allow-list, as an agent process's VMCP_IMAGE_DIRS: VMs may name only files
    * below these. By default the agent's own default, `<stateDir>/images`.
@@ -82,6 +84,20 @@ export class TestAgent<B extends Backend = Backend> {
 
   /** Serves vmm.v1 (VmService and StorageService, NetworkService with `network`) on `port` (0: a free one) and links to the control plane at `cpUrl`; with `tls`, as an enrolled agent (mutual TLS both ways). */
   async start(cpUrl: string, port = 0, tls?: AgentTls): Promise<void> {
+    await this.serve(port, tls);
+    this.link = startControlPlaneLink({ controlPlane: cpUrl, agentUrl: this.server.url, nodeName: this.name, stateDir: this.stateDir, backend: this.backend, log: silentLogger, heartbeatMs: this.heartbeatMs, fenceTarget: fenceTargetOf(this.manager, this.backend), fenceCheckMs: 100, storageCapabilities: () => this.capabilities(), ...(tls ? { tls } : {}) });
+  }
+
+  /**
+   * Serves vmm.v1 without a control plane (no link: `link` stays unset): for a test that
+   * drives the agent's services itself, e.g. NetworkService, which a control plane's
+   * network controller would otherwise own (it deletes what no plan of its wants).
+   */
+  async startStandalone(port = 0): Promise<void> {
+    await this.serve(port);
+  }
+
+  private async serve(port: number, tls?: AgentTls): Promise<void> {
     const net = this.network;
     // Converges from its state file at once, as an agent process's does.
     const host = net ? new NetworkHost({ stateDir: this.stateDir, netns: net.netns, resyncMs: net.resyncMs ?? 30_000 }) : undefined;
@@ -94,8 +110,12 @@ export class TestAgent<B extends Backend = Backend> {
     await this.manager.start();
     const secure = tls ? { tls } : {};
     this.server = await startAgentServer(this.manager, { host: "127.0.0.1", port, log: silentLogger, graceMs: 100, storage: this.storage, problem: () => this.link?.problem(), ...(host && features ? { network: { host, features } } : {}), ...secure });
-    const capabilities = async () => [...(await this.storage.capabilityNames()), ...(features ? (await features()).features.filter((f) => f.available).map((f) => f.name) : [])];
-    this.link = startControlPlaneLink({ controlPlane: cpUrl, agentUrl: this.server.url, nodeName: this.name, stateDir: this.stateDir, backend: this.backend, log: silentLogger, heartbeatMs: this.heartbeatMs, fenceTarget: fenceTargetOf(this.manager, this.backend), fenceCheckMs: 100, storageCapabilities: capabilities, ...secure });
+    this.features = features;
+  }
+
+  /** The node capabilities the link registers: the storage's, and the available network features. */
+  private async capabilities(): Promise<string[]> {
+    return [...(await this.storage.capabilityNames()), ...(this.features ? (await this.features()).features.filter((f) => f.available).map((f) => f.name) : [])];
   }
 
   /**
@@ -114,7 +134,7 @@ export class TestAgent<B extends Backend = Backend> {
 
   /** What a dead agent looks like from outside: no answers, no heartbeats (its VMs live on, and its networks' dnsmasq). */
   async kill(): Promise<void> {
-    await this.link.stop();
+    await this.link?.stop();
     await this.server.close();
     await this.networkHost?.close(false);
   }
