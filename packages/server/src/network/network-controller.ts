@@ -1,6 +1,6 @@
-import { create, equals } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { ConditionSchema, ConditionStatus, type Condition } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
+import { ConditionStatus, type Condition } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { PortDeviceOwner, PortSpecSchema, PortState, PortStatusSchema, type Port } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { NetworkNodeStatusSchema, VirtualNetworkState, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
@@ -16,6 +16,7 @@ import {
   VIRTUAL_NETWORK_KIND,
   VM_KIND,
   type Clock,
+  type Collection,
   type IdGenerator,
   type Resource,
   type Store,
@@ -23,11 +24,12 @@ import {
 } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
+import { removeCondition, setCondition } from "../controllers/conditions.js";
 import { PortDraft } from "../services/port-draft.js";
 import { NETWORK_UNUSED, PORT_UNBOUND } from "../services/ipam.js";
 import { portDeleteOps } from "../services/port-service.js";
 import type { NodeNetwork } from "./node-network.js";
-import { dhcpPorts, neededPairs, placedPorts, planNodes, type GroupSpecInit, type NetworkSpecInit, type NodePlan, type PlanInput } from "./network-plan.js";
+import { dhcpPorts, neededPairs, placedPorts, planNodes, type PlacedPort, type GroupSpecInit, type NetworkSpecInit, type NodePlan, type PlanInput } from "./network-plan.js";
 
 type P = Port & Resource;
 type N = VirtualNetwork & Resource;
@@ -118,23 +120,17 @@ export function networkController(deps: NetworkControllerDeps): Controller {
   }
 
   async function reconcile(): Promise<void> {
-    const input: PlanInput & { networks: N[]; ports: P[] } = { networks: [], ports: [], groups: [], vms: [] };
-    for await (const n of allOf(nets)) input.networks.push(n);
-    for await (const p of allOf(ports)) input.ports.push(p);
-    for await (const g of allOf(groups)) (input.groups as unknown[]).push(g);
-    for await (const v of allOf(vms)) (input.vms as unknown[]).push(v);
-    const nodeList: Node[] = [];
-    for await (const n of allOf(nodes)) nodeList.push(n);
+    // Ports are read before VMs: a port bound in a VM's commit is never seen without its VM.
+    const input: PlanInput & { networks: N[]; ports: P[] } = { networks: await readAll(nets), ports: await readAll(ports), groups: await readAll(groups), vms: await readAll(vms) };
+    const nodeList: Node[] = await readAll(nodes);
     const netById = new Map(input.networks.map((n) => [n.id, n]));
 
     // 0. Ports whose VM is gone or no longer names them: a VM's own port goes, another is unbound.
-    if (await releasePorts(input)) {
-      input.ports.length = 0;
-      for await (const p of allOf(ports)) input.ports.push(p);
-    }
+    if (await releasePorts(input)) input.ports = await readAll(ports);
 
     // 1. The DHCP ports the (network, node) pairs need; those no pair needs go once their node has dropped the network.
-    const needed = neededPairs(placedPorts(input));
+    const placed = placedPorts(input);
+    const needed = neededPairs(placed);
     const dhcp = dhcpPorts(input.ports);
     const dhcpProblems = new Map<string, string>();
     let made = false;
@@ -146,10 +142,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
       if (why) dhcpProblems.set(key, why);
       else made = true;
     }
-    if (made) {
-      input.ports.length = 0;
-      for await (const p of allOf(ports)) input.ports.push(p);
-    }
+    if (made) input.ports = await readAll(ports);
 
     // 2. Each node's underlay address and plan.
     const byId = new Map(nodeList.map((n) => [n.id, n]));
@@ -206,7 +199,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
     }
 
     // 5. What was observed, back to the ports and networks.
-    await writePortStatuses(input, outcomes, unreachable);
+    await writePortStatuses(input.ports, placed, outcomes, unreachable);
     await writeNetworkStatuses(input.networks, needed, outcomes);
   }
 
@@ -232,7 +225,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
               if (cur.status?.deviceId !== vmId) return undefined;
               cur.status = create(PortStatusSchema, {
                 state: PortState.DOWN,
-                conditions: [condition([], "Ready", false, PORT_UNBOUND.reason, PORT_UNBOUND.message, nowMs)],
+                conditions: setCondition([], { type: "Ready", status: false, ...PORT_UNBOUND, generation: cur.generation }, nowMs),
                 observedGeneration: cur.generation,
               });
               return cur;
@@ -310,10 +303,10 @@ export function networkController(deps: NetworkControllerDeps): Controller {
     out.cleaned = true;
   }
 
-  async function writePortStatuses(input: { ports: P[]; vms: PlanInput["vms"] }, outcomes: Map<string, NodeOutcome>, unreachable: Map<string, string>): Promise<void> {
-    const placed = new Map(placedPorts({ ...input, networks: [], groups: [] }).map((p) => [p.port.id, p]));
+  async function writePortStatuses(all: readonly P[], placedList: readonly PlacedPort[], outcomes: Map<string, NodeOutcome>, unreachable: Map<string, string>): Promise<void> {
+    const placed = new Map(placedList.map((p) => [p.port.id, p]));
     const nowMs = deps.clock.now();
-    for (const port of input.ports) {
+    for (const port of all) {
       const owner = port.status?.deviceOwner ?? PortDeviceOwner.UNSPECIFIED;
       const networkId = port.spec?.networkId ?? "";
       let want: { state: PortState; nodeId: string; tap: string; ready: boolean; reason: string; message: string };
@@ -339,9 +332,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
         }
       }
       const st = port.status;
-      const cond = st?.conditions.find((c) => c.type === "Ready");
-      const same = st && st.state === want.state && st.nodeId === want.nodeId && st.tapDevice === want.tap && cond && (cond.status === ConditionStatus.TRUE) === want.ready && cond.reason === want.reason && cond.message === want.message;
-      if (same) continue;
+      if (st && st.state === want.state && st.nodeId === want.nodeId && st.tapDevice === want.tap && hasCondition(st.conditions, "Ready", want.ready, want.reason, want.message)) continue;
       await ports
         .update(
           port.id,
@@ -352,7 +343,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
             s.nodeId = want.nodeId;
             s.tapDevice = want.tap;
             s.errorMessage = want.ready ? "" : want.state === PortState.ERROR ? want.message : "";
-            s.conditions = [condition(s.conditions, "Ready", want.ready, want.reason, want.message, nowMs), ...s.conditions.filter((c) => c.type !== "Ready")];
+            s.conditions = setCondition(s.conditions, { type: "Ready", status: want.ready, reason: want.reason, message: want.message, generation: cur.generation }, nowMs);
             s.observedGeneration = cur.generation;
             cur.status = s;
             return cur;
@@ -391,11 +382,9 @@ export function networkController(deps: NetworkControllerDeps): Controller {
             ? { ready: true, reason: "Realized", message: `set up on ${entries.length} node(s): ${entries.map((e) => `'${e.nodeId}'`).join(", ")}` }
             : { ready: false, reason: "NodeNotReady", message: problems.join("; ") };
       const st = net.status;
-      const old = st?.conditions.find((c) => c.type === "Ready");
       const sameNodes = (st?.nodes.length ?? 0) === entries.length && entries.every((e, i) => st!.nodes[i]!.nodeId === e.nodeId && st!.nodes[i]!.ready === e.ready && st!.nodes[i]!.message === e.message);
-      const oldGw = st?.conditions.find((c) => c.type === "GatewayReady");
-      const sameGw = gateway ? !!oldGw && (oldGw.status === ConditionStatus.TRUE) === gateway.ready && oldGw.reason === gateway.reason && oldGw.message === gateway.message : !oldGw;
-      if (st && st.state === state && sameNodes && sameGw && old && (old.status === ConditionStatus.TRUE) === cond.ready && old.reason === cond.reason && old.message === cond.message) continue;
+      const sameGw = gateway ? hasCondition(st?.conditions ?? [], "GatewayReady", gateway.ready, gateway.reason, gateway.message) : !st?.conditions.some((c) => c.type === "GatewayReady");
+      if (st && st.state === state && sameNodes && sameGw && hasCondition(st.conditions, "Ready", cond.ready, cond.reason, cond.message)) continue;
       await nets
         .update(
           net.id,
@@ -404,11 +393,8 @@ export function networkController(deps: NetworkControllerDeps): Controller {
             s.state = state;
             s.nodes = entries.map((e) => create(NetworkNodeStatusSchema, { nodeId: e.nodeId, ready: e.ready, message: e.message, reportedAt: timestampFromMs(nowMs) }));
             s.errorMessage = cond.ready || entries.length === 0 ? "" : cond.message;
-            s.conditions = [
-              condition(s.conditions, "Ready", cond.ready, cond.reason, cond.message, nowMs),
-              ...(gateway ? [condition(s.conditions, "GatewayReady", gateway.ready, gateway.reason, gateway.message, nowMs)] : []),
-              ...s.conditions.filter((c) => c.type !== "Ready" && c.type !== "GatewayReady"),
-            ];
+            const ready = setCondition(s.conditions, { type: "Ready", status: cond.ready, reason: cond.reason, message: cond.message, generation: cur.generation }, nowMs);
+            s.conditions = gateway ? setCondition(ready, { type: "GatewayReady", status: gateway.ready, reason: gateway.reason, message: gateway.message, generation: cur.generation }, nowMs) : removeCondition(ready, "GatewayReady");
             s.observedGeneration = cur.generation;
             return cur;
           },
@@ -461,6 +447,13 @@ function vmShape(vm: { name: string; status?: { nodeId: string; migrationTargetN
   return JSON.stringify([vm?.name, vm?.status?.nodeId ?? "", vm?.status?.migrationTargetNodeId ?? "", (vm?.spec?.nics ?? []).map((n) => n.portId), (vm?.status?.nics ?? []).map((n) => n.portId)]);
 }
 
+/** Every object of a collection. */
+async function readAll<T extends Resource>(coll: Collection<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of allOf(coll)) out.push(x);
+  return out;
+}
+
 /** Whether a VM change can change the networks: it has NICs on ports (in its spec, or still on its node). */
 function networkRelevant(vm: { spec?: { nics: { portId: string }[] } | undefined; status?: { nics: { portId: string }[] } | undefined }): boolean {
   return [...(vm.spec?.nics ?? []), ...(vm.status?.nics ?? [])].some((n) => n.portId !== "");
@@ -481,12 +474,10 @@ function fromAgent(s: AgentPortStatus, nodeId: string): { state: PortState; node
   }
 }
 
-/** `list`'s condition `type` set as given, its transition time kept when its status did not change. */
-function condition(list: readonly Condition[], type: string, ok: boolean, reason: string, message: string, nowMs: number): Condition {
-  const status = ok ? ConditionStatus.TRUE : ConditionStatus.FALSE;
-  const old = list.find((c) => c.type === type);
-  const next = create(ConditionSchema, { type, status, reason, message, lastTransitionTime: old && old.status === status && old.lastTransitionTime ? old.lastTransitionTime : timestampFromMs(nowMs) });
-  return old && equals(ConditionSchema, old, next) ? old : next;
+/** Whether `list` holds condition `type` with this status, reason and message already (then nothing is written). */
+function hasCondition(list: readonly Condition[], type: string, ok: boolean, reason: string, message: string): boolean {
+  const c = list.find((x) => x.type === type);
+  return !!c && (c.status === ConditionStatus.TRUE) === ok && c.reason === reason && c.message === message;
 }
 
 /** A stable JSON of a spec (what was applied), bigints as strings. */
