@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { SecurityGroupRuleSchema, EtherType, SecurityGroupRuleDirection, SecurityGroupRuleProtocol } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_pb.js";
-import { checkMac, checkRule, intToIpv4, ipv4ToInt, macFromBytes, parseIpv4Cidr, ruleKey } from "./network-validation.js";
+import { intToIpv4, ipv4ToInt, parseIpv4Cidr } from "./ipv4.js";
+import { checkMac, checkRule, macFromBytes, ruleKey } from "./network-validation.js";
 import { Violations } from "./violations.js";
 
 test("IPv4 addresses and subnets: strict dotted quads, host bits zero, network and broadcast", () => {

@@ -1,25 +1,20 @@
 import ipaddr from "ipaddr.js";
-import { create } from "@bufbuild/protobuf";
-import { DhcpConfigSchema, NetworkType, type RouterConfig, type VirtualNetwork, type VirtualNetworkSpec } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import { NetworkType, type RouterConfig, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import type { PortSpec } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { EtherType, SecurityGroupRuleDirection, SecurityGroupRuleProtocol, type SecurityGroupRule } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_pb.js";
+import { checkDnsList, checkSubnets, isIp, SUBNET_LIMITS } from "./address-plan.js";
+import { parseIpv4Cidr } from "./ipv4.js";
 import { CONTROL_CHARS, ID_DESCRIPTION, ID_PATTERN, NAME_PATTERN, Violations } from "./violations.js";
 
 /** Limits of networks, ports and security groups (the contract's, and this control plane's own where it sets none). */
 export const NETWORK_LIMITS = {
+  ...SUBNET_LIMITS,
   networkNameMax: 63,
-  prefixMin: 8,
-  prefixMax: 30,
   mtuMin: 576,
   mtuMax: 9000,
   /** VXLAN and ISOLATED: room for the 50-byte overlay header on a 1500-byte underlay. */
   overlayMtu: 1450,
   vniMax: 16_777_215,
-  dnsServersMax: 5,
-  hostRoutesMax: 32,
-  leaseMin: 120,
-  leaseMax: 31_536_000,
-  leaseDefault: 86_400,
   dnsDomainMax: 253,
   portNameMax: 255,
   fixedIpsMax: 16,
@@ -37,46 +32,6 @@ export const PORT_NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 export const MAC_PATTERN = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
-/** An IPv4 address as a number (0 .. 2^32-1), or undefined when `s` is not a dotted quad of decimal numbers. */
-export function ipv4ToInt(s: string): number | undefined {
-  if (!ipaddr.IPv4.isValidFourPartDecimal(s)) return undefined;
-  return ipaddr.IPv4.parse(s).toByteArray().reduce((n, b) => n * 256 + b, 0);
-}
-
-/** A number (0 .. 2^32-1) as a dotted-quad IPv4 address. */
-export function intToIpv4(n: number): string {
-  return [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join(".");
-}
-
-/** An IPv4 subnet: its network and broadcast addresses and its usable hosts, as numbers. */
-export interface Ipv4Subnet {
-  readonly cidr: string;
-  readonly prefix: number;
-  readonly network: number;
-  readonly broadcast: number;
-  readonly firstHost: number;
-  readonly lastHost: number;
-}
-
-/** Parses "a.b.c.d/n" (the network address, host bits zero); a string says what is wrong. */
-export function parseIpv4Cidr(s: string, prefixMin = 0, prefixMax = 32): Ipv4Subnet | string {
-  const m = /^([0-9.]+)\/([0-9]{1,2})$/.exec(s);
-  const addr = m ? ipv4ToInt(m[1]!) : undefined;
-  if (!m || addr === undefined) return `must be an IPv4 subnet in CIDR notation, e.g. "10.0.0.0/24", got "${s}"`;
-  const prefix = Number(m[2]);
-  if (prefix < prefixMin || prefix > prefixMax) return `the prefix must be /${prefixMin} to /${prefixMax}, got /${prefix}`;
-  const size = 2 ** (32 - prefix);
-  const network = addr - (addr % size);
-  if (network !== addr) return `has host bits set: the subnet is "${intToIpv4(network)}/${prefix}"`;
-  const broadcast = network + size - 1;
-  return { cidr: s, prefix, network, broadcast, firstHost: prefix >= 31 ? network : network + 1, lastHost: prefix >= 31 ? broadcast : broadcast - 1 };
-}
-
-/** Whether two IPv4 subnets share an address. */
-export function ipv4Overlap(a: Ipv4Subnet, b: Ipv4Subnet): boolean {
-  return a.network <= b.broadcast && b.network <= a.broadcast;
-}
-
 /** An IPv4 or IPv6 subnet in CIDR notation with its host bits zero, and its version; a string says what is wrong. */
 function parseAnyCidr(s: string): { version: 4 | 6 } | string {
   if (!s.includes("/")) return `must be a subnet in CIDR notation, e.g. "203.0.113.0/24", got "${s}"`;
@@ -92,11 +47,6 @@ function parseAnyCidr(s: string): { version: 4 | 6 } | string {
   } catch {
     return `must be a subnet in CIDR notation, e.g. "203.0.113.0/24" or "2001:db8::/64", got "${s}"`;
   }
-}
-
-/** Whether `s` is an IPv4 dotted quad or an IPv6 address. */
-function isIp(s: string): boolean {
-  return ipaddr.IPv4.isValidFourPartDecimal(s) || (s.includes(":") && ipaddr.IPv6.isValid(s));
 }
 
 /** Network types this control plane builds: overlays (no uplink to map yet). */
@@ -141,16 +91,10 @@ export function checkVirtualNetwork(v: Violations, n: VirtualNetwork, current?: 
   if (spec.vni > NETWORK_LIMITS.vniMax) v.add("spec.vni", "OUT_OF_RANGE", `must be between 1 and ${NETWORK_LIMITS.vniMax}, or 0 to allocate one; got ${spec.vni}`);
   if (spec.mtu === 0) spec.mtu = NETWORK_LIMITS.overlayMtu;
   else v.range("spec.mtu", spec.mtu, NETWORK_LIMITS.mtuMin, NETWORK_LIMITS.mtuMax, "bytes");
-  checkDnsServers(v, spec);
+  checkDnsList(v, "spec.dns_servers", spec.dnsServers);
   if (spec.dnsDomain === "") spec.dnsDomain = `${n.name.toLowerCase()}.quantix.internal`;
   checkDnsDomain(v, spec.dnsDomain);
-  if (!v.required("spec.cidr", spec.cidr !== "", 'is required: the IPv4 subnet, e.g. "10.0.0.0/24"')) return;
-  const subnet = parseIpv4Cidr(spec.cidr, NETWORK_LIMITS.prefixMin, NETWORK_LIMITS.prefixMax);
-  if (typeof subnet === "string") {
-    v.add("spec.cidr", "INVALID_FORMAT", subnet);
-    return;
-  }
-  checkSubnet(v, spec, subnet);
+  checkSubnets(v, spec);
 }
 
 /**
@@ -164,93 +108,10 @@ function checkRouter(v: Violations, r: RouterConfig): void {
   if (r.externalIp !== "") v.add("spec.router.external_ip", "NOT_SUPPORTED", "an external IP needs an external network, which is not built yet (with snat_enabled, guests leave behind their node's address)");
 }
 
-function checkDnsServers(v: Violations, spec: VirtualNetworkSpec): void {
-  if (spec.dnsServers.length > NETWORK_LIMITS.dnsServersMax) v.add("spec.dns_servers", "TOO_MANY", `at most ${NETWORK_LIMITS.dnsServersMax}, got ${spec.dnsServers.length}`);
-  const seen = new Set<string>();
-  spec.dnsServers.forEach((s, i) => {
-    if (!isIp(s)) v.add(`spec.dns_servers[${i}]`, "INVALID_FORMAT", `must be an IP address, got ${JSON.stringify(s)}`);
-    else if (seen.has(s)) v.add(`spec.dns_servers[${i}]`, "DUPLICATE", `${s} is listed twice`);
-    seen.add(s);
-  });
-}
-
 function checkDnsDomain(v: Violations, d: string): void {
   if (d.length > NETWORK_LIMITS.dnsDomainMax || !d.split(".").every((l) => DNS_LABEL.test(l))) {
     v.add("spec.dns_domain", "INVALID_FORMAT", `must be a DNS domain of lowercase labels (letters, digits, '-') separated by '.', at most ${NETWORK_LIMITS.dnsDomainMax} characters`);
   }
-}
-
-/** The gateway, the DHCP range and its routes against the subnet; fills their defaults. */
-function checkSubnet(v: Violations, spec: VirtualNetworkSpec, subnet: Ipv4Subnet): void {
-  const inside = (field: string, s: string): number | undefined => {
-    const a = ipv4ToInt(s);
-    if (a === undefined) v.add(field, "INVALID_FORMAT", `must be an IPv4 address, got ${JSON.stringify(s)}`);
-    else if (a < subnet.network || a > subnet.broadcast) v.add(field, "OUT_OF_RANGE", `${s} is outside the subnet ${subnet.cidr}`);
-    else if (a === subnet.network || a === subnet.broadcast) v.add(field, "OUT_OF_RANGE", `${s} is the subnet's ${a === subnet.network ? "network" : "broadcast"} address`);
-    else return a;
-    return undefined;
-  };
-  if (spec.gatewayIp === "") spec.gatewayIp = intToIpv4(subnet.firstHost);
-  const gw = inside("spec.gateway_ip", spec.gatewayIp);
-  const dhcp = (spec.dhcp ??= create(DhcpConfigSchema, { enabled: true }));
-  if (dhcp.leaseSeconds === 0) dhcp.leaseSeconds = NETWORK_LIMITS.leaseDefault;
-  else v.range("spec.dhcp.lease_seconds", dhcp.leaseSeconds, NETWORK_LIMITS.leaseMin, NETWORK_LIMITS.leaseMax, "s");
-  const given = dhcp.rangeStart !== "" || dhcp.rangeEnd !== "";
-  if (dhcp.rangeStart === "") dhcp.rangeStart = intToIpv4(gw === subnet.firstHost ? subnet.firstHost + 1 : subnet.firstHost);
-  if (dhcp.rangeEnd === "") dhcp.rangeEnd = intToIpv4(gw === subnet.lastHost ? subnet.lastHost - 1 : subnet.lastHost);
-  const start = inside("spec.dhcp.range_start", dhcp.rangeStart);
-  const end = inside("spec.dhcp.range_end", dhcp.rangeEnd);
-  if (start !== undefined && end !== undefined) {
-    if (start > end) v.add("spec.dhcp.range_end", "OUT_OF_RANGE", `must not come before range_start (${dhcp.rangeStart})`);
-    else if (given && gw !== undefined && gw >= start && gw <= end) v.add("spec.dhcp.range_start", "CONFLICT", `the range ${dhcp.rangeStart}-${dhcp.rangeEnd} contains the gateway ${spec.gatewayIp}`);
-  }
-  if (dhcp.ipv6Mode !== 0) v.add("spec.dhcp.ipv6_mode", "NOT_SUPPORTED", "IPv6 subnets are not built yet");
-  if (dhcp.hostRoutes.length > NETWORK_LIMITS.hostRoutesMax) v.add("spec.dhcp.host_routes", "TOO_MANY", `at most ${NETWORK_LIMITS.hostRoutesMax}, got ${dhcp.hostRoutes.length}`);
-  dhcp.hostRoutes.forEach((r, i) => {
-    const dest = parseIpv4Cidr(r.destinationCidr, 0, 32);
-    if (typeof dest === "string") v.add(`spec.dhcp.host_routes[${i}].destination_cidr`, "INVALID_FORMAT", dest);
-    inside(`spec.dhcp.host_routes[${i}].next_hop_ip`, r.nextHopIp);
-  });
-}
-
-/** The network's subnet (its spec checked and completed). */
-export function subnetOf(n: VirtualNetwork): Ipv4Subnet {
-  const s = parseIpv4Cidr(n.spec?.cidr ?? "");
-  if (typeof s === "string") throw new Error(`network ${n.id}: ${s}`);
-  return s;
-}
-
-/** What IPAM needs of a network: its subnet, gateway and DHCP range as numbers. */
-export interface AddressPlan {
-  readonly subnet: Ipv4Subnet;
-  readonly gateway: number;
-  readonly rangeStart: number;
-  readonly rangeEnd: number;
-}
-
-/** The address plan of a stored (checked, completed) network. */
-export function addressPlanOf(n: VirtualNetwork): AddressPlan {
-  const subnet = subnetOf(n);
-  const num = (s: string | undefined, d: number) => ipv4ToInt(s ?? "") ?? d;
-  return { subnet, gateway: num(n.spec?.gatewayIp, subnet.firstHost), rangeStart: num(n.spec?.dhcp?.rangeStart, subnet.firstHost), rangeEnd: num(n.spec?.dhcp?.rangeEnd, subnet.lastHost) };
-}
-
-/** How many addresses ports may hold: the subnet's hosts but the gateway. */
-export function assignableCount(p: AddressPlan): number {
-  return p.subnet.lastHost - p.subnet.firstHost + 1 - 1;
-}
-
-/**
- * Why `address` cannot be a port's fixed IP on the network (outside the subnet, its
- * network, broadcast or gateway address), or undefined when it can be.
- */
-export function unusableAddress(p: AddressPlan, address: string): string | undefined {
-  const a = ipv4ToInt(address);
-  if (a === undefined) return `must be an IPv4 address, got ${JSON.stringify(address)}`;
-  if (a < p.subnet.network || a > p.subnet.broadcast) return `${address} is outside the network's subnet ${p.subnet.cidr}`;
-  if (a === p.subnet.network || a === p.subnet.broadcast) return `${address} is the subnet's ${a === p.subnet.network ? "network" : "broadcast"} address`;
-  if (a === p.gateway) return `${address} is the network's gateway`;
-  return undefined;
 }
 
 /** Checks the parts of a port's spec that need no other object: formats, limits, combinations. */

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ConditionStatus, type Condition } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
-import { PortDeviceOwner, PortSpecSchema, PortState, PortStatusSchema, type Port } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
+import { PortDeviceOwner, PortState, PortStatusSchema, type Port } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { NetworkNodeStatusSchema, VirtualNetworkState, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import { PortState as AgentPortState, type NetworkStatus, type PortStatus as AgentPortStatus } from "@quantix/api/gen/vmm/v1/network_pb.js";
 import {
@@ -25,7 +25,7 @@ import {
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
 import { removeCondition, setCondition } from "../controllers/conditions.js";
-import { PortDraft } from "../services/port-draft.js";
+import { ensureDhcpPort, reshapeDhcpPort } from "./dhcp-ports.js";
 import { NETWORK_UNUSED, PORT_UNBOUND } from "../services/ipam.js";
 import { portDeleteOps } from "../services/port-service.js";
 import type { NodeNetwork } from "./node-network.js";
@@ -39,9 +39,6 @@ export const NETWORK_CAPABILITY = "network-vxlan";
 
 /** How long a node's underlay address is trusted before it is asked again. */
 const UNDERLAY_TTL_MS = 60_000;
-
-/** Attempts at making a DHCP port whose picked address a concurrent commit took. */
-const DHCP_PORT_ATTEMPTS = 16;
 
 export interface NetworkControllerDeps {
   readonly store: Store;
@@ -60,6 +57,8 @@ export interface NetworkControllerDeps {
 interface NodeOutcome {
   readonly statuses: Map<string, NetworkStatus>;
   readonly failed: Map<string, string>;
+  /** Networks set up, but not wholly (a subnet without DHCP there), and why, by network id. */
+  readonly degraded: Map<string, string>;
   /** The node holds no network its plan does not want (the pass deleted the others). */
   cleaned: boolean;
 }
@@ -101,24 +100,6 @@ export function networkController(deps: NetworkControllerDeps): Controller {
     }
   }
 
-  async function ensureDhcpPort(net: N, nodeId: string): Promise<string | undefined> {
-    const draft = await PortDraft.open(
-      { store: deps.store, ids: deps.ids, ensureDefaultGroup: async () => ({ id: "" }), random: Math.random },
-      { projectId: net.projectId, name: "", labels: {}, description: `DHCP and DNS of virtual network '${net.id}' on node '${nodeId}'` },
-      create(PortSpecSchema, { networkId: net.id, portSecurityDisabled: true }),
-    );
-    for (let attempt = 1; ; attempt++) {
-      const nowMs = deps.clock.now();
-      const tried = await draft.attempt({ nowMs, status: { state: PortState.BUILD, deviceOwner: PortDeviceOwner.DHCP, deviceId: nodeId, nodeId, conditions: [] } });
-      try {
-        await deps.store.commit(tried.ops, { actor: NETWORK_IPAM });
-        return undefined;
-      } catch (err) {
-        if (!(err instanceof QuantixError) || (err.code !== "already_exists" && err.code !== "aborted") || attempt >= DHCP_PORT_ATTEMPTS) return `cannot make the network's DHCP port on node '${nodeId}': ${String((err as Error).message ?? err)}`;
-      }
-    }
-  }
-
   async function reconcile(): Promise<void> {
     // Ports are read before VMs: a port bound in a VM's commit is never seen without its VM.
     const input: PlanInput & { networks: N[]; ports: P[] } = { networks: await readAll(nets), ports: await readAll(ports), groups: await readAll(groups), vms: await readAll(vms) };
@@ -133,14 +114,18 @@ export function networkController(deps: NetworkControllerDeps): Controller {
     const needed = neededPairs(placed);
     const dhcp = dhcpPorts(input.ports);
     const dhcpProblems = new Map<string, string>();
+    const dhcpDegraded = new Map<string, string>();
     let made = false;
     for (const key of needed) {
       const [networkId, nodeId] = key.split("/") as [string, string];
       const net = netById.get(networkId);
-      if (!net || !(net.spec?.dhcp?.enabled ?? true) || dhcp.has(key)) continue;
-      const why = await ensureDhcpPort(net, nodeId);
-      if (why) dhcpProblems.set(key, why);
-      else made = true;
+      if (!net || !(net.spec?.dhcp?.enabled ?? true)) continue;
+      const have = dhcp.get(key);
+      // A port made, or given an address in a subnet added since (or its address in a removed one taken away).
+      const why = have ? undefined : await ensureDhcpPort(deps, net, nodeId);
+      const { changed, problem } = have ? await reshapeDhcpPort(deps, net, have as P) : { changed: why === undefined, problem: why };
+      if (changed) made = true;
+      if (problem) (have ? dhcpDegraded : dhcpProblems).set(key, problem);
     }
     if (made) input.ports = await readAll(ports);
 
@@ -169,8 +154,9 @@ export function networkController(deps: NetworkControllerDeps): Controller {
       [...involved].map(async (nodeId) => {
         const nn = deps.network(nodeId);
         const plan = plans.get(nodeId) ?? { networks: new Map(), groups: new Map(), blocked: new Map() };
-        const out: NodeOutcome = { statuses: new Map(), failed: new Map(plan.blocked), cleaned: false };
+        const out: NodeOutcome = { statuses: new Map(), failed: new Map(plan.blocked), degraded: new Map(), cleaned: false };
         for (const [key, why] of dhcpProblems) if (key.endsWith(`/${nodeId}`)) out.failed.set(key.split("/")[0]!, why);
+        for (const [key, why] of dhcpDegraded) if (key.endsWith(`/${nodeId}`)) out.degraded.set(key.split("/")[0]!, why);
         outcomes.set(nodeId, out);
         if (!nn || unreachable.has(nodeId)) {
           for (const id of plan.networks.keys()) out.failed.set(id, unreachable.get(nodeId) ?? `node '${nodeId}' is not reachable`);
@@ -364,8 +350,10 @@ export function networkController(deps: NetworkControllerDeps): Controller {
         const o = outcomes.get(nodeId);
         const s = o?.statuses.get(net.id);
         const failed = o?.failed.get(net.id);
-        const ready = !!s && !failed && s.conditions.every((c) => c.status || c.type === "Ready");
+        const partial = o?.degraded.get(net.id);
+        const ready = !!s && !failed && !partial && s.conditions.every((c) => c.status || c.type === "Ready");
         const bad = s?.conditions.filter((c) => !c.status && c.type !== "Ready").map((c) => `${c.type}: ${c.reason}: ${c.message}`) ?? [];
+        if (partial) bad.push(partial);
         const message = ready ? "" : (failed ?? (bad.length > 0 ? bad.join("; ") : `node '${nodeId}' has not set the network up yet`));
         const gw = s?.conditions.find((c) => c.type === "GatewayReady");
         const gateway = failed ? { ready: false, message: failed } : gw ? { ready: gw.status && gw.reason !== "NoGateway", message: `${gw.reason}: ${gw.message}` } : undefined;

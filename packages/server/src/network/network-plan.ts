@@ -3,6 +3,7 @@ import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_p
 import { PortDeviceOwner, type Port } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { EtherType as CpEtherType, SecurityGroupRuleDirection, SecurityGroupRuleProtocol, type SecurityGroup, type SecurityGroupRule } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_pb.js";
 import type { VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import { addressPlanOf, intToIpv4, ipv4ToInt, subnetContaining } from "@quantix/core";
 import { EtherType, GatewayMode, RuleDirection, RuleProtocol, type NetworkSpecSchema, type SecurityGroupRuleSchema, type SecurityGroupSpecSchema } from "@quantix/api/gen/vmm/v1/network_pb.js";
 
 /**
@@ -111,13 +112,13 @@ export function planNodes(input: PlanInput, underlay: ReadonlyMap<string, string
     for (const nodeId of nodes) {
       const plan = planOf(nodeId);
       const local = underlay.get(nodeId) ?? "";
-      const service = dhcp.get(pairKey(networkId, nodeId))?.spec?.fixedIps[0] ?? "";
+      const dhcpPort = dhcp.get(pairKey(networkId, nodeId));
       if (local === "") {
         plan.blocked.set(networkId, `node '${nodeId}' reports no underlay address for VXLAN (set VMCP_NETWORK_UNDERLAY_ADDRESS on its agent)`);
         continue;
       }
       const dhcpOn = net.spec?.dhcp?.enabled ?? true;
-      if (dhcpOn && service === "") {
+      if (dhcpOn && (dhcpPort?.spec?.fixedIps.length ?? 0) === 0) {
         plan.blocked.set(networkId, `the network's DHCP port on node '${nodeId}' is being made`);
         continue;
       }
@@ -129,17 +130,7 @@ export function planNodes(input: PlanInput, underlay: ReadonlyMap<string, string
         mtu: net.spec?.mtu ?? 0,
         localUnderlayAddress: local,
         peerUnderlayAddresses: nodes.filter((n) => n !== nodeId).map((n) => underlay.get(n) ?? "").filter((a) => a !== "" && a !== local),
-        subnets: [
-          {
-            cidr: net.spec?.cidr ?? "",
-            gatewayIp: net.spec?.gatewayIp ?? "",
-            // DHCPv4 hands out IPv4 servers only.
-            dnsServers: (net.spec?.dnsServers ?? []).filter((d) => !d.includes(":")),
-            dhcpEnabled: dhcpOn && service !== "",
-            serviceAddress: service,
-            leaseSeconds: net.spec?.dhcp?.leaseSeconds ?? 0,
-          },
-        ],
+        subnets: agentSubnets(net, dhcpOn ? (dhcpPort?.spec?.fixedIps ?? []) : []),
         ports: mine.map((p) => ({
           portId: p.port.id,
           macAddress: p.port.spec?.macAddress ?? "",
@@ -172,6 +163,30 @@ export function planNodes(input: PlanInput, underlay: ReadonlyMap<string, string
     }
   }
   return plans;
+}
+
+/**
+ * A network's subnets as a node's agent takes them: each with its gateway, its DNS
+ * servers (an additional subnet's own, else the network's; DHCPv4 hands out IPv4 servers
+ * only), and DHCP where the node's DHCP port has an address in it (`service`: that port's
+ * addresses; dnsmasq answers there).
+ */
+export function agentSubnets(net: VirtualNetwork, service: readonly string[]): NonNullable<NetworkSpecInit["subnets"]> {
+  const plan = addressPlanOf(net);
+  const spec = net.spec!;
+  const v4 = (list: readonly string[]) => list.filter((d) => !d.includes(":"));
+  return plan.subnets.map((sp, i) => {
+    const extra = i === 0 ? undefined : spec.additionalSubnets[i - 1];
+    const address = service.find((a) => subnetContaining({ subnets: [sp] }, ipv4ToInt(a) ?? -1)) ?? "";
+    return {
+      cidr: sp.subnet.cidr,
+      gatewayIp: intToIpv4(sp.gateway),
+      dnsServers: v4(extra && extra.dnsServers.length > 0 ? extra.dnsServers : spec.dnsServers),
+      dhcpEnabled: address !== "",
+      serviceAddress: address,
+      leaseSeconds: spec.dhcp?.leaseSeconds ?? 0,
+    };
+  });
 }
 
 /**

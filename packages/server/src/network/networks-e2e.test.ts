@@ -9,12 +9,12 @@ import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/
 import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { NetworkType, VirtualNetworkState } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import { VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
-import { PortState } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
+import { PortDeviceOwner, PortState } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
 import { SecurityGroupRuleDirection as Dir, SecurityGroupRuleProtocol as Proto } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_pb.js";
 import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
 import { QemuBackend } from "@quantix/agent";
-import { buildNetProbeGuest, consoleText, ensureDebianPackages, netProbeKernelArgs, parseNetProbeConsole, startTestServer, TestAgent, until, type NetProbeConsole, type NetProbeGuest, type TestServer } from "@quantix/testing";
+import { buildNetProbeGuest, consoleText, ensureDebianPackages, netProbeKernelArgs, parseNetProbeConsole, rejection, startTestServer, TestAgent, until, type NetProbeConsole, type NetProbeGuest, type TestServer } from "@quantix/testing";
 
 // Issue 14 end to end, through the control plane's API only: two hosts simulated as
 // network namespaces joined by a veth underlay, each a host agent (its network data plane
@@ -252,5 +252,56 @@ test("a VM live-migrated to another host keeps its address and reaches its peer 
   await until(async () => ((await ports.getPort({ id: pm.id })).status?.deviceId === "" && (await ports.getPort({ id: pp.id })).status?.deviceId === "" ? true : undefined), "ports released", 60_000, 200);
   await ports.deletePort({ id: pm.id });
   await ports.deletePort({ id: pp.id });
+  await nets.deleteVirtualNetwork({ id: net.id });
+});
+
+test("a full network grows by a second subnet: a VM there gets its lease from that subnet's DHCP and reaches a VM on the first subnet through the router", { timeout: 600_000 }, async () => {
+  const nets = createClient(VirtualNetworkService, s!.transport);
+  const ports = createClient(PortService, s!.transport);
+  // /28 with a DHCP range of two addresses: one for the host's DHCP port, one for a filler
+  // port. Both VMs run on one host: its gateway routes between the subnets (a host
+  // routes to its own guests only: see docs/api/network.md).
+  const A = "10.44.0.10";
+  const net = await nets.createVirtualNetwork({ name: "e2e-grow", spec: { type: NetworkType.VXLAN, cidr: "10.44.0.0/28", dhcp: { enabled: true, rangeStart: "10.44.0.2", rangeEnd: "10.44.0.3" }, router: { snatEnabled: true } } });
+  const pa = await ports.createPort({ name: "grow-a", spec: { networkId: net.id, fixedIps: [A] } });
+  const boot = (args: Parameters<typeof netProbeKernelArgs>[0]) => ({ directBoot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, cmdline: netProbeKernelArgs(args) } });
+  const base = { cpu: { cores: 1 }, memory: { sizeMib: 256n } };
+  const va = await s!.vms.createVM({ name: "grow-a", spec: { ...base, boot: boot({ ping: ["10.44.0.1"] }), nics: [{ id: "eth0", portId: pa.id }], placement: { requiredNodeIds: [nodeId.a] } }, startOnCreate: true });
+  await until(async () => ((await s!.vms.getVM({ id: va.id })).status?.state === State.RUNNING ? true : undefined), "grow-a RUNNING", 120_000, 200);
+  const a1 = await probe("a", va.id, "guest a has its lease on the first subnet", (p) => p.lease !== undefined && p.round?.ping["10.44.0.1"] === true);
+  assert.equal(a1.lease?.ip, A);
+  // The range is full once a filler takes what a's DHCP port left.
+  const filler = await ports.createPort({ name: "grow-filler", spec: { networkId: net.id } });
+  const full = await rejection(ports.createPort({ spec: { networkId: net.id } }));
+  assert.match(full.message, /subnet 10\.44\.0\.0\/28 \(DHCP range 10\.44\.0\.2-10\.44\.0\.3\)/);
+
+  // Grown by a subnet: the next port's address comes from it.
+  await nets.updateVirtualNetwork({ id: net.id, spec: { additionalSubnets: [{ cidr: "10.44.1.0/24", allocationPools: [{ start: "10.44.1.100", end: "10.44.1.120" }] }] }, updateMask: { paths: ["spec.additional_subnets"] } });
+  const pb = await ports.createPort({ name: "grow-b", spec: { networkId: net.id } });
+  const B = pb.spec!.fixedIps[0]!;
+  assert.match(B, /^10\.44\.1\.1[0-2][0-9]$/);
+  const vb = await s!.vms.createVM({ name: "grow-b", spec: { ...base, boot: boot({ ping: [A, "10.44.1.1"] }), nics: [{ id: "eth0", portId: pb.id }], placement: { requiredNodeIds: [nodeId.a] } }, startOnCreate: true });
+  await until(async () => ((await s!.vms.getVM({ id: vb.id })).status?.state === State.RUNNING ? true : undefined), "grow-b RUNNING", 120_000, 200);
+  const b1 = await probe("a", vb.id, "guest b, on the second subnet, pings a on the first subnet through their host's gateway", (p) => p.lease !== undefined && p.round?.ping[A] === true);
+  assert.equal(b1.lease?.ip, B);
+  assert.equal(b1.lease?.router, "10.44.1.1", "the second subnet's gateway");
+  assert.equal(b1.round!.ping["10.44.1.1"], true, "the host answers on the second subnet's gateway");
+  // The host's DHCP port, made before the subnet was added, was given an address in it (its first one kept).
+  const dhcp = (await ports.listPorts({ networkId: net.id, deviceOwner: PortDeviceOwner.DHCP })).ports;
+  assert.equal(dhcp.length, 1);
+  assert.deepEqual(dhcp[0]!.spec!.fixedIps.map((ip) => ip.split(".").slice(0, 3).join(".")), ["10.44.0", "10.44.1"]);
+  const active = await until(async () => {
+    const n = await nets.getVirtualNetwork({ id: net.id });
+    return n.status?.state === VirtualNetworkState.ACTIVE ? n : undefined;
+  }, "the grown network ACTIVE", 60_000, 200);
+  assert.deepEqual(active.status!.nodes.map((x) => x.nodeId), [nodeId.a]);
+  // The second subnet is in use: it stays.
+  const busy = await rejection(nets.updateVirtualNetwork({ id: net.id, spec: { additionalSubnets: [] }, updateMask: { paths: ["spec.additional_subnets"] } }));
+  assert.match(busy.message, new RegExp(pb.id));
+
+  for (const vm of [va, vb]) await s!.vms.deleteVM({ id: vm.id, force: true });
+  await until(async () => ((await ports.getPort({ id: pa.id })).status?.deviceId === "" && (await ports.getPort({ id: pb.id })).status?.deviceId === "" ? true : undefined), "ports released", 60_000, 200);
+  for (const p of [pa, pb, filler]) await ports.deletePort({ id: p.id });
+  await until(async () => ((await ports.listPorts({ networkId: net.id })).ports.length === 0 ? true : undefined), "the DHCP ports gone with the hosts' copies", 60_000, 200);
   await nets.deleteVirtualNetwork({ id: net.id });
 });

@@ -9,14 +9,15 @@ import {
   addressPlanOf,
   allOf,
   assignableCount,
+  gatewayCount,
   intToIpv4,
-  ipv4ToInt,
   NETWORK_ALLOCATION_KIND,
   QuantixError,
   SECURITY_GROUP_KIND,
   unusableAddress,
   VIRTUAL_NETWORK_KIND,
   type AddressPlan,
+  type SubnetPlan,
   type Resource,
   type Store,
   type TxOp,
@@ -36,10 +37,9 @@ export function notRealized(what: "network" | "port", nowMs: number): Condition 
   return create(ConditionSchema, { type: "Ready", status: ConditionStatus.FALSE, reason: why.reason, message: why.message, lastTransitionTime: timestampFromMs(nowMs) });
 }
 
-/** A network's address counts with `allocations` addresses held by ports (the gateway counts as allocated). */
+/** A network's address counts with `allocations` addresses held by ports (the subnets' gateways count as allocated). */
 export function addressCounts(plan: AddressPlan, allocations: number): { allocatedIpCount: number; availableIpCount: number } {
-  const allocated = allocations + 1;
-  return { allocatedIpCount: allocated, availableIpCount: assignableCount(plan) + 1 - allocated };
+  return { allocatedIpCount: allocations + gatewayCount(plan), availableIpCount: assignableCount(plan) - allocations };
 }
 
 /** Every address allocation of a network, by address. */
@@ -50,27 +50,52 @@ export async function allocationsOf(store: Store, networkId: string): Promise<Ma
 }
 
 /**
- * A free address of the network's DHCP range: from a random place in the range onwards
- * (so that concurrent creates, which all read the same allocations, mostly pick different
- * addresses), never the gateway; undefined when every address of the range is taken.
+ * A free address of one subnet's pools: from a random place in them onwards (so that
+ * concurrent creates, which all read the same allocations, mostly pick different
+ * addresses), never the gateway; undefined when every address of the pools is taken.
  */
-export function pickFree(plan: AddressPlan, taken: ReadonlySet<string>, random: () => number): string | undefined {
-  const size = plan.rangeEnd - plan.rangeStart + 1;
+export function pickFreeIn(s: SubnetPlan, taken: ReadonlySet<string>, random: () => number): string | undefined {
+  const size = s.pools.reduce((n, p) => n + p.end - p.start + 1, 0);
+  if (size <= 0) return undefined;
+  const at = (k: number): number => {
+    for (const p of s.pools) {
+      const len = p.end - p.start + 1;
+      if (k < len) return p.start + k;
+      k -= len;
+    }
+    throw new Error("unreachable: k is below the pools' size");
+  };
   const start = Math.floor(random() * size);
   for (let i = 0; i < size; i++) {
-    const a = plan.rangeStart + ((start + i) % size);
-    if (a === plan.gateway) continue;
-    const s = intToIpv4(a);
-    if (!taken.has(s)) return s;
+    const a = at((start + i) % size);
+    if (a === s.gateway) continue;
+    const str = intToIpv4(a);
+    if (!taken.has(str)) return str;
   }
   return undefined;
 }
 
-/** RESOURCE_EXHAUSTED naming the network's subnet and range. */
+/** A free address of the network: from the first subnet, in order, whose pools have one. */
+export function pickFree(plan: AddressPlan, taken: ReadonlySet<string>, random: () => number): string | undefined {
+  for (const s of plan.subnets) {
+    const a = pickFreeIn(s, taken, random);
+    if (a) return a;
+  }
+  return undefined;
+}
+
+/** A subnet with its pools, as "subnet 10.0.0.0/24 (pool 10.0.0.2-10.0.0.254)". */
+export function describeSubnet(s: SubnetPlan): string {
+  const pools = s.pools.map((p) => `${intToIpv4(p.start)}-${intToIpv4(p.end)}`);
+  return `subnet ${s.subnet.cidr} (${s.field === "spec.cidr" ? "DHCP range" : pools.length === 1 ? "pool" : "pools"} ${pools.join(", ")})`;
+}
+
+/** RESOURCE_EXHAUSTED naming the network's subnets and their pools. */
 export function exhausted(n: N, plan: AddressPlan): QuantixError {
+  const what = plan.subnets.map(describeSubnet).join(", ");
   return new QuantixError(
     "resource_exhausted",
-    `subnet ${plan.subnet.cidr} of virtual network '${n.id}' has no free address in its DHCP range ${intToIpv4(plan.rangeStart)}-${intToIpv4(plan.rangeEnd)}: every address is allocated (ask for a fixed IP outside the range, or delete ports)`,
+    `${what} of virtual network '${n.id}': every address is allocated (add a subnet with UpdateVirtualNetwork spec.additional_subnets, ask for a fixed IP outside the pools, or delete ports)`,
   );
 }
 
@@ -101,7 +126,7 @@ export function networkCountOp(networkId: string, ports: number, addresses: numb
         if (why) throw new QuantixError("aborted", `virtual network '${n.id}' changed meanwhile: ${why}; retry`);
       }
       const s = n.status!;
-      const held = s.allocatedIpCount - 1 + addresses;
+      const held = s.allocatedIpCount - gatewayCount(plan) + addresses;
       s.portCount += ports;
       Object.assign(s, addressCounts(plan, held));
       n.updatedAt = timestampFromMs(nowMs);
@@ -123,10 +148,4 @@ export function groupCountOps(groupIds: readonly string[], delta: number, nowMs:
       return g;
     },
   }));
-}
-
-/** Whether `a` is an IPv4 address inside the network's DHCP range. */
-export function inRange(plan: AddressPlan, a: string): boolean {
-  const x = ipv4ToInt(a);
-  return x !== undefined && x >= plan.rangeStart && x <= plan.rangeEnd;
 }

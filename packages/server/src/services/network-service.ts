@@ -8,12 +8,20 @@ import { UpdateVirtualNetworkRequestSchema, type CreateVirtualNetworkRequest, ty
 import {
   addressPlanOf,
   allOf,
+  cidrList,
+  gatewayCount,
+  inPools,
+  intToIpv4,
+  ipv4ToInt,
+  subnetContaining,
+  type Ipv4Subnet,
   checkVirtualNetwork,
   commonViolations,
   DEFAULT_PROJECT_ID,
   invalidArgument,
   ipv4Overlap,
   NETWORK_ALLOCATION_KIND,
+  NETWORK_IPAM,
   NETWORK_LIMITS,
   NO_USAGE,
   notFound,
@@ -38,13 +46,24 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { QuotaLedger, type Charging } from "../quota/quota-ledger.js";
 import { ResourceWriter } from "../resources/resource-writer.js";
 import { requireWellFormedId } from "../resources/resource-service.js";
-import { addressCounts, allocationsOf, inRange, notRealized } from "./ipam.js";
+import { addressCounts, allocationsOf, notRealized } from "./ipam.js";
 
 type N = VirtualNetwork & Resource;
 
+/** The addresses the network's ports hold, by address, and which ports are the system's DHCP ports. */
+interface Held {
+  readonly addresses: ReadonlyMap<string, { portId: string; requested: boolean }>;
+  readonly system: ReadonlySet<string>;
+}
+
+/** Every IPv4 subnet of a network's spec, the first one first. */
+function subnetCidrs(spec: { cidr: string; additionalSubnets: readonly { cidr: string }[] }): string[] {
+  return [spec.cidr, ...spec.additionalSubnets.map((a) => a.cidr)];
+}
+
 /** The spec fields an update may change (type, subnet and segment are fixed). */
-const MUTABLE_SPEC = ["gateway_ip", "dhcp", "dns_servers", "mtu", "dns_domain", "router", "shared"] as const;
-const MUTABLE_LOCAL = ["gatewayIp", "dhcp", "dnsServers", "mtu", "dnsDomain", "router", "shared"] as const;
+const MUTABLE_SPEC = ["gateway_ip", "dhcp", "dns_servers", "mtu", "dns_domain", "router", "shared", "additional_subnets"] as const;
+const MUTABLE_LOCAL = ["gatewayIp", "dhcp", "dnsServers", "mtu", "dnsDomain", "router", "shared", "additionalSubnets"] as const;
 
 /** Attempts at a claim that lost to a concurrent one (a random VNI taken meanwhile, a network changed). */
 const ATTEMPTS = 8;
@@ -73,7 +92,7 @@ export class VirtualNetworkService {
   private readonly writer: ResourceWriter<N>;
   private readonly charging: Charging<N>;
   /** The addresses the network an update changes holds, read just before it (its check uses them), per call. */
-  private readonly held = new AsyncLocalStorage<ReadonlyMap<string, { portId: string; requested: boolean }>>();
+  private readonly held = new AsyncLocalStorage<Held>();
 
   constructor(private readonly deps: { store: Store; clock: Clock; ids: IdGenerator; ledger?: QuotaLedger; ensureDefaultGroup?: (projectId: string) => Promise<unknown> }) {
     this.charging = networkCharging(deps.ledger ?? new QuotaLedger({ store: deps.store, clock: deps.clock, defaults: {} }));
@@ -97,8 +116,10 @@ export class VirtualNetworkService {
         const held = cur && this.held.getStore();
         if (held) {
           // The addresses were read before this commit: a port created or deleted since changed the count in its own commit.
-          if ((cur.status?.allocatedIpCount ?? 0) !== held.size + 1) throw new QuantixError("aborted", HELD_CHANGED);
+          if ((cur.status?.allocatedIpCount ?? 0) !== held.addresses.size + gatewayCount(addressPlanOf(cur))) throw new QuantixError("aborted", HELD_CHANGED);
           VirtualNetworkService.checkHeld(next, held);
+          // Subnets added or removed change the counts (this commit is written as IPAM, their writer).
+          if (next.status) Object.assign(next.status, addressCounts(addressPlanOf(next), held.addresses.size));
         }
       },
       charging: this.charging,
@@ -114,7 +135,7 @@ export class VirtualNetworkService {
     throwIfViolations([...v.list, ...commonViolations(req)]);
     if (!(await this.deps.store.of(PROJECT_KIND).get(projectId))) throw notFound("project", projectId);
     const spec = n.spec!;
-    if (spec.router) await this.checkRoutedOverlap(spec.cidr, "");
+    if (spec.router) await this.checkRoutedOverlap(subnetCidrs(spec), "");
     const given = spec.vni;
     const nowMs = this.deps.clock.now();
     Object.assign(draft, { state: VirtualNetworkState.PENDING, conditions: [notRealized("network", nowMs)], ...addressCounts(addressPlanOf(n), 0) });
@@ -146,14 +167,21 @@ export class VirtualNetworkService {
   async update(req: UpdateVirtualNetworkRequest): Promise<VirtualNetwork> {
     requireWellFormedId("id", req.id);
     const paths = req.updateMask?.paths ?? [];
-    if (req.spec?.router && (paths.length === 0 || paths.includes("spec.router") || paths.includes("spec"))) {
+    const touches = (f: string) => req.spec !== undefined && (paths.length === 0 || paths.includes(f) || paths.includes("spec"));
+    if (touches("spec.router") || touches("spec.additional_subnets")) {
       const cur = await this.deps.store.of(VIRTUAL_NETWORK_KIND).get(req.id);
-      if (cur?.spec && !cur.spec.router) await this.checkRoutedOverlap(cur.spec.cidr, cur.id);
+      if (cur?.spec) {
+        const router = touches("spec.router") ? req.spec!.router : cur.spec.router;
+        const additional = touches("spec.additional_subnets") ? req.spec!.additionalSubnets : cur.spec.additionalSubnets;
+        if (router) await this.checkRoutedOverlap([cur.spec.cidr, ...additional.map((a) => a.cidr)], cur.id);
+      }
     }
     for (let attempt = 1; ; attempt++) {
-      const held = await allocationsOf(this.deps.store, req.id);
+      const addresses = await allocationsOf(this.deps.store, req.id);
+      const system = new Set<string>();
+      for await (const p of allOf(this.deps.store.of(PORT_KIND), { where: { network_id: req.id, device_owner: PortDeviceOwner.DHCP } })) system.add(p.id);
       try {
-        return await this.held.run(held, () => this.writer.update(req.id, UpdateVirtualNetworkRequestSchema, req));
+        return await this.held.run({ addresses, system }, () => this.writer.update(req.id, UpdateVirtualNetworkRequestSchema, req, { actor: NETWORK_IPAM }));
       } catch (err) {
         if (!(err instanceof QuantixError && err.code === "aborted" && err.message === HELD_CHANGED) || attempt >= ATTEMPTS) throw err;
       }
@@ -167,28 +195,44 @@ export class VirtualNetworkService {
    * writes can both pass; the agents then refuse the second network on a node holding
    * both, FAILED_PRECONDITION in its node status).
    */
-  private async checkRoutedOverlap(cidr: string, selfId: string): Promise<void> {
-    const mine = parseIpv4Cidr(cidr);
-    if (typeof mine === "string") return;
+  private async checkRoutedOverlap(cidrs: readonly string[], selfId: string): Promise<void> {
+    const mine = cidrs.map((c) => parseIpv4Cidr(c)).filter((c): c is Ipv4Subnet => typeof c !== "string");
     for await (const o of allOf(this.deps.store.of(VIRTUAL_NETWORK_KIND))) {
       if (o.id === selfId || !o.spec?.router) continue;
-      const theirs = parseIpv4Cidr(o.spec.cidr);
-      if (typeof theirs !== "string" && ipv4Overlap(mine, theirs)) {
-        throw invalidArgument([{ field: "spec.router", reason: "OVERLAP", description: `the subnet ${cidr} overlaps ${o.spec.cidr} of virtual network '${o.id}', which also has a router: routed networks share each node's routing table` }]);
+      for (const theirs of subnetCidrs(o.spec).map((c) => parseIpv4Cidr(c))) {
+        const clash = typeof theirs === "string" ? undefined : mine.find((m) => ipv4Overlap(m, theirs));
+        if (clash && typeof theirs !== "string") {
+          throw invalidArgument([{ field: "spec.router", reason: "OVERLAP", description: `the subnet ${clash.cidr} overlaps ${theirs.cidr} of virtual network '${o.id}', which also has a router: routed networks share each node's routing table` }]);
+        }
       }
     }
   }
 
-  /** Checks a network's new gateway and range against the addresses its ports hold (the writer's check, with them read first). */
-  static checkHeld(next: N, held: ReadonlyMap<string, { portId: string; requested: boolean }>): void {
+  /**
+   * Checks a network's new gateways, pools and subnets against the addresses its ports
+   * hold (the writer's check, with them read first): a gateway a port holds, a pool that
+   * leaves out addresses ports took from it, a subnet removed while ports hold addresses
+   * in it are FAILED_PRECONDITION naming them. The system's DHCP ports are left out but
+   * for the gateways: the network controller moves their addresses into the subnets as
+   * they are.
+   */
+  static checkHeld(next: N, held: Held): void {
     const plan = addressPlanOf(next);
-    const gw = held.get(next.spec?.gatewayIp ?? "");
-    if (gw) throw new QuantixError("failed_precondition", `the gateway ${next.spec?.gatewayIp} is held by port '${gw.portId}': choose another address, or delete the port first`);
-    const outside = [...held.entries()].filter(([a, h]) => !h.requested && !inRange(plan, a)).map(([a, h]) => `${a} (port '${h.portId}')`);
-    if (outside.length > 0) throw new QuantixError("failed_precondition", `the DHCP range ${next.spec?.dhcp?.rangeStart}-${next.spec?.dhcp?.rangeEnd} leaves out addresses ports took from it: ${outside.slice(0, 10).join(", ")}${outside.length > 10 ? ", ..." : ""}`);
-    for (const a of held.keys()) {
+    const list = (xs: string[]) => `${xs.slice(0, 10).join(", ")}${xs.length > 10 ? ", ..." : ""}`;
+    for (const s of plan.subnets) {
+      const gw = held.addresses.get(intToIpv4(s.gateway));
+      if (gw) throw new QuantixError("failed_precondition", `the gateway ${intToIpv4(s.gateway)} of subnet ${s.subnet.cidr} is held by port '${gw.portId}': choose another address, or delete the port first`);
+    }
+    const users = [...held.addresses.entries()].filter(([, h]) => !held.system.has(h.portId));
+    const orphans = users.filter(([a]) => { const x = ipv4ToInt(a); return x === undefined || !subnetContaining(plan, x); });
+    if (orphans.length > 0) {
+      throw new QuantixError("failed_precondition", `ports hold addresses outside the network's subnets ${cidrList(plan)} as updated (a subnet they use would be removed): ${list(orphans.map(([a, h]) => `${a} (port '${h.portId}')`))}; delete or re-address those ports first`);
+    }
+    const outside = users.filter(([a, h]) => !h.requested && !inPools(plan, a)).map(([a, h]) => `${a} (port '${h.portId}')`);
+    if (outside.length > 0) throw new QuantixError("failed_precondition", `the DHCP range or allocation pools as updated leave out addresses ports took from them: ${list(outside)}`);
+    for (const [a, h] of users) {
       const why = unusableAddress(plan, a);
-      if (why) throw new QuantixError("failed_precondition", `port '${held.get(a)!.portId}' holds ${why}`);
+      if (why) throw new QuantixError("failed_precondition", `port '${h.portId}' holds ${why}`);
     }
   }
 

@@ -24,7 +24,7 @@ import {
   type Store,
   type TxOp,
 } from "@quantix/core";
-import { allocationsOf, claimOps, exhausted, groupCountOps, networkCountOp, notRealized, pickFree } from "./ipam.js";
+import { allocationsOf, claimOps, exhausted, groupCountOps, networkCountOp, notRealized, pickFree, pickFreeIn } from "./ipam.js";
 
 type P = Port & Resource;
 type N = VirtualNetwork & Resource;
@@ -99,11 +99,13 @@ export class PortDraft {
 
   /**
    * A new port (a new id, its address picked from a fresh read of the allocations, its MAC
-   * drawn unless given) and the ops that create it: the port, its allocation records, the
-   * network's counts, its groups' use counts. RESOURCE_EXHAUSTED when the range is full;
+   * drawn unless given; `everySubnet`: one address in each subnet with a free one, for
+   * the system's DHCP ports) and the ops that create it: the port, its allocation
+   * records, the network's counts, its groups' use counts. RESOURCE_EXHAUSTED when the
+   * pools are full;
    * ALREADY_EXISTS naming the holder of a requested address held now.
    */
-  async attempt(extra: { status?: MessageInitShape<typeof PortStatusSchema>; ownerVmId?: string; nowMs: number }): Promise<PortAttempt> {
+  async attempt(extra: { status?: MessageInitShape<typeof PortStatusSchema>; ownerVmId?: string; nowMs: number; everySubnet?: boolean }): Promise<PortAttempt> {
     const mac = this.macGiven ? this.spec.macAddress : macFromBytes(randomBytes(3));
     const held = await allocationsOf(this.store, this.net.id);
     let addresses: { address: string; requested: boolean }[];
@@ -113,6 +115,14 @@ export class PortDraft {
         if (h) throw takenAddress(this.net, ip, h.portId);
       }
       addresses = this.spec.fixedIps.map((address) => ({ address, requested: true }));
+    } else if (extra.everySubnet) {
+      // The system's DHCP port: an address in every subnet that has a free one (dnsmasq answers there).
+      const taken = new Set(held.keys());
+      addresses = this.plan.subnets.flatMap((s) => {
+        const free = pickFreeIn(s, taken, this.random);
+        return free ? [{ address: free, requested: false }] : [];
+      });
+      if (addresses.length === 0) throw exhausted(this.net, this.plan);
     } else {
       const free = pickFree(this.plan, new Set(held.keys()), this.random);
       if (!free) throw exhausted(this.net, this.plan);

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file Quantixkvm/network/v1/virtual_network.proto.
  */
 export const file_Quantixkvm_network_v1_virtual_network: GenFile = /*@__PURE__*/
-  fileDesc("CitRdWFudGl4a3ZtL25ldHdvcmsvdjEvdmlydHVhbF9uZXR3b3JrLnByb3RvEhVRdWFudGl4a3ZtLm5ldHdvcmsudjEiyQMKDlZpcnR1YWxOZXR3b3JrEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKcHJvamVjdF9pZBgDIAEoCRJBCgZsYWJlbHMYBCADKAsyMS5RdWFudGl4a3ZtLm5ldHdvcmsudjEuVmlydHVhbE5ldHdvcmsuTGFiZWxzRW50cnkSEwoLZGVzY3JpcHRpb24YBSABKAkSNwoEc3BlYxgGIAEoCzIpLlF1YW50aXhrdm0ubmV0d29yay52MS5WaXJ0dWFsTmV0d29ya1NwZWMSOwoGc3RhdHVzGAcgASgLMisuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLlZpcnR1YWxOZXR3b3JrU3RhdHVzEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEHJlc291cmNlX3ZlcnNpb24YCiABKAQSEgoKZ2VuZXJhdGlvbhgLIAEoAxotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIvgCChJWaXJ0dWFsTmV0d29ya1NwZWMSMAoEdHlwZRgBIAEoDjIiLlF1YW50aXhrdm0ubmV0d29yay52MS5OZXR3b3JrVHlwZRIMCgRjaWRyGAIgASgJEhIKCmdhdGV3YXlfaXAYAyABKAkSEQoJaXB2Nl9jaWRyGAQgASgJEhcKD2lwdjZfZ2F0ZXdheV9pcBgFIAEoCRIvCgRkaGNwGAYgASgLMiEuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkRoY3BDb25maWcSEwoLZG5zX3NlcnZlcnMYByADKAkSCwoDbXR1GAggASgFEgsKA3ZuaRgJIAEoDRIPCgd2bGFuX2lkGAogASgNEhgKEHBoeXNpY2FsX25ldHdvcmsYCyABKAkSMwoGcm91dGVyGAwgASgLMiMuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLlJvdXRlckNvbmZpZxIOCgZzaGFyZWQYDSABKAgSEgoKZG5zX2RvbWFpbhgOIAEoCSLQAQoKRGhjcENvbmZpZxIPCgdlbmFibGVkGAEgASgIEhMKC3JhbmdlX3N0YXJ0GAIgASgJEhEKCXJhbmdlX2VuZBgDIAEoCRIVCg1sZWFzZV9zZWNvbmRzGAQgASgNEjcKC2hvc3Rfcm91dGVzGAUgAygLMiIuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLlN0YXRpY1JvdXRlEjkKCWlwdjZfbW9kZRgGIAEoDjImLlF1YW50aXhrdm0ubmV0d29yay52MS5JcHY2QWRkcmVzc01vZGUiPAoLU3RhdGljUm91dGUSGAoQZGVzdGluYXRpb25fY2lkchgBIAEoCRITCgtuZXh0X2hvcF9pcBgCIAEoCSKKAQoMUm91dGVyQ29uZmlnEhsKE2V4dGVybmFsX25ldHdvcmtfaWQYASABKAkSFAoMc25hdF9lbmFibGVkGAIgASgIEjIKBnJvdXRlcxgDIAMoCzIiLlF1YW50aXhrdm0ubmV0d29yay52MS5TdGF0aWNSb3V0ZRITCgtleHRlcm5hbF9pcBgEIAEoCSK/AgoUVmlydHVhbE5ldHdvcmtTdGF0dXMSOQoFc3RhdGUYASABKA4yKi5RdWFudGl4a3ZtLm5ldHdvcmsudjEuVmlydHVhbE5ldHdvcmtTdGF0ZRISCgpwb3J0X2NvdW50GAIgASgFEhoKEmFsbG9jYXRlZF9pcF9jb3VudBgDIAEoBRIaChJhdmFpbGFibGVfaXBfY291bnQYBCABKAUSNwoFbm9kZXMYBSADKAsyKC5RdWFudGl4a3ZtLm5ldHdvcmsudjEuTmV0d29ya05vZGVTdGF0dXMSFQoNZXJyb3JfbWVzc2FnZRgGIAEoCRIzCgpjb25kaXRpb25zGAcgAygLMh8uUXVhbnRpeGt2bS5jb21tb24udjEuQ29uZGl0aW9uEhsKE29ic2VydmVkX2dlbmVyYXRpb24YCCABKAMidQoRTmV0d29ya05vZGVTdGF0dXMSDwoHbm9kZV9pZBgBIAEoCRINCgVyZWFkeRgCIAEoCBIPCgdtZXNzYWdlGAMgASgJEi8KC3JlcG9ydGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqpAQoLTmV0d29ya1R5cGUSHAoYTkVUV09SS19UWVBFX1VOU1BFQ0lGSUVEEAASFwoTTkVUV09SS19UWVBFX0JSSURHRRABEhUKEU5FVFdPUktfVFlQRV9WTEFOEAISFgoSTkVUV09SS19UWVBFX1ZYTEFOEAMSGQoVTkVUV09SS19UWVBFX0lTT0xBVEVEEAQSGQoVTkVUV09SS19UWVBFX0VYVEVSTkFMEAUqoAEKD0lwdjZBZGRyZXNzTW9kZRIhCh1JUFY2X0FERFJFU1NfTU9ERV9VTlNQRUNJRklFRBAAEhsKF0lQVjZfQUREUkVTU19NT0RFX1NMQUFDEAESJQohSVBWNl9BRERSRVNTX01PREVfREhDUFY2X1NUQVRFRlVMEAISJgoiSVBWNl9BRERSRVNTX01PREVfREhDUFY2X1NUQVRFTEVTUxADKuoBChNWaXJ0dWFsTmV0d29ya1N0YXRlEiUKIVZJUlRVQUxfTkVUV09SS19TVEFURV9VTlNQRUNJRklFRBAAEiEKHVZJUlRVQUxfTkVUV09SS19TVEFURV9QRU5ESU5HEAESIAocVklSVFVBTF9ORVRXT1JLX1NUQVRFX0FDVElWRRACEiIKHlZJUlRVQUxfTkVUV09SS19TVEFURV9ERUdSQURFRBADEiIKHlZJUlRVQUxfTkVUV09SS19TVEFURV9ERUxFVElORxAEEh8KG1ZJUlRVQUxfTkVUV09SS19TVEFURV9FUlJPUhAFYgZwcm90bzM", [file_Quantixkvm_common_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("CitRdWFudGl4a3ZtL25ldHdvcmsvdjEvdmlydHVhbF9uZXR3b3JrLnByb3RvEhVRdWFudGl4a3ZtLm5ldHdvcmsudjEiyQMKDlZpcnR1YWxOZXR3b3JrEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKcHJvamVjdF9pZBgDIAEoCRJBCgZsYWJlbHMYBCADKAsyMS5RdWFudGl4a3ZtLm5ldHdvcmsudjEuVmlydHVhbE5ldHdvcmsuTGFiZWxzRW50cnkSEwoLZGVzY3JpcHRpb24YBSABKAkSNwoEc3BlYxgGIAEoCzIpLlF1YW50aXhrdm0ubmV0d29yay52MS5WaXJ0dWFsTmV0d29ya1NwZWMSOwoGc3RhdHVzGAcgASgLMisuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLlZpcnR1YWxOZXR3b3JrU3RhdHVzEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEHJlc291cmNlX3ZlcnNpb24YCiABKAQSEgoKZ2VuZXJhdGlvbhgLIAEoAxotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrMDChJWaXJ0dWFsTmV0d29ya1NwZWMSMAoEdHlwZRgBIAEoDjIiLlF1YW50aXhrdm0ubmV0d29yay52MS5OZXR3b3JrVHlwZRIMCgRjaWRyGAIgASgJEhIKCmdhdGV3YXlfaXAYAyABKAkSEQoJaXB2Nl9jaWRyGAQgASgJEhcKD2lwdjZfZ2F0ZXdheV9pcBgFIAEoCRIvCgRkaGNwGAYgASgLMiEuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkRoY3BDb25maWcSEwoLZG5zX3NlcnZlcnMYByADKAkSCwoDbXR1GAggASgFEgsKA3ZuaRgJIAEoDRIPCgd2bGFuX2lkGAogASgNEhgKEHBoeXNpY2FsX25ldHdvcmsYCyABKAkSMwoGcm91dGVyGAwgASgLMiMuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLlJvdXRlckNvbmZpZxIOCgZzaGFyZWQYDSABKAgSEgoKZG5zX2RvbWFpbhgOIAEoCRI5ChJhZGRpdGlvbmFsX3N1Ym5ldHMYDyADKAsyHS5RdWFudGl4a3ZtLm5ldHdvcmsudjEuU3VibmV0IoABCgZTdWJuZXQSDAoEY2lkchgBIAEoCRISCgpnYXRld2F5X2lwGAIgASgJEj8KEGFsbG9jYXRpb25fcG9vbHMYAyADKAsyJS5RdWFudGl4a3ZtLm5ldHdvcmsudjEuQWxsb2NhdGlvblBvb2wSEwoLZG5zX3NlcnZlcnMYBCADKAkiLAoOQWxsb2NhdGlvblBvb2wSDQoFc3RhcnQYASABKAkSCwoDZW5kGAIgASgJItABCgpEaGNwQ29uZmlnEg8KB2VuYWJsZWQYASABKAgSEwoLcmFuZ2Vfc3RhcnQYAiABKAkSEQoJcmFuZ2VfZW5kGAMgASgJEhUKDWxlYXNlX3NlY29uZHMYBCABKA0SNwoLaG9zdF9yb3V0ZXMYBSADKAsyIi5RdWFudGl4a3ZtLm5ldHdvcmsudjEuU3RhdGljUm91dGUSOQoJaXB2Nl9tb2RlGAYgASgOMiYuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLklwdjZBZGRyZXNzTW9kZSI8CgtTdGF0aWNSb3V0ZRIYChBkZXN0aW5hdGlvbl9jaWRyGAEgASgJEhMKC25leHRfaG9wX2lwGAIgASgJIooBCgxSb3V0ZXJDb25maWcSGwoTZXh0ZXJuYWxfbmV0d29ya19pZBgBIAEoCRIUCgxzbmF0X2VuYWJsZWQYAiABKAgSMgoGcm91dGVzGAMgAygLMiIuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLlN0YXRpY1JvdXRlEhMKC2V4dGVybmFsX2lwGAQgASgJIr8CChRWaXJ0dWFsTmV0d29ya1N0YXR1cxI5CgVzdGF0ZRgBIAEoDjIqLlF1YW50aXhrdm0ubmV0d29yay52MS5WaXJ0dWFsTmV0d29ya1N0YXRlEhIKCnBvcnRfY291bnQYAiABKAUSGgoSYWxsb2NhdGVkX2lwX2NvdW50GAMgASgFEhoKEmF2YWlsYWJsZV9pcF9jb3VudBgEIAEoBRI3CgVub2RlcxgFIAMoCzIoLlF1YW50aXhrdm0ubmV0d29yay52MS5OZXR3b3JrTm9kZVN0YXR1cxIVCg1lcnJvcl9tZXNzYWdlGAYgASgJEjMKCmNvbmRpdGlvbnMYByADKAsyHy5RdWFudGl4a3ZtLmNvbW1vbi52MS5Db25kaXRpb24SGwoTb2JzZXJ2ZWRfZ2VuZXJhdGlvbhgIIAEoAyJ1ChFOZXR3b3JrTm9kZVN0YXR1cxIPCgdub2RlX2lkGAEgASgJEg0KBXJlYWR5GAIgASgIEg8KB21lc3NhZ2UYAyABKAkSLwoLcmVwb3J0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKqkBCgtOZXR3b3JrVHlwZRIcChhORVRXT1JLX1RZUEVfVU5TUEVDSUZJRUQQABIXChNORVRXT1JLX1RZUEVfQlJJREdFEAESFQoRTkVUV09SS19UWVBFX1ZMQU4QAhIWChJORVRXT1JLX1RZUEVfVlhMQU4QAxIZChVORVRXT1JLX1RZUEVfSVNPTEFURUQQBBIZChVORVRXT1JLX1RZUEVfRVhURVJOQUwQBSqgAQoPSXB2NkFkZHJlc3NNb2RlEiEKHUlQVjZfQUREUkVTU19NT0RFX1VOU1BFQ0lGSUVEEAASGwoXSVBWNl9BRERSRVNTX01PREVfU0xBQUMQARIlCiFJUFY2X0FERFJFU1NfTU9ERV9ESENQVjZfU1RBVEVGVUwQAhImCiJJUFY2X0FERFJFU1NfTU9ERV9ESENQVjZfU1RBVEVMRVNTEAMq6gEKE1ZpcnR1YWxOZXR3b3JrU3RhdGUSJQohVklSVFVBTF9ORVRXT1JLX1NUQVRFX1VOU1BFQ0lGSUVEEAASIQodVklSVFVBTF9ORVRXT1JLX1NUQVRFX1BFTkRJTkcQARIgChxWSVJUVUFMX05FVFdPUktfU1RBVEVfQUNUSVZFEAISIgoeVklSVFVBTF9ORVRXT1JLX1NUQVRFX0RFR1JBREVEEAMSIgoeVklSVFVBTF9ORVRXT1JLX1NUQVRFX0RFTEVUSU5HEAQSHwobVklSVFVBTF9ORVRXT1JLX1NUQVRFX0VSUk9SEAViBnByb3RvMw", [file_Quantixkvm_common_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * A virtual network: an L2 segment with an IPv4 (and optionally IPv6) subnet, DHCP,
@@ -126,9 +126,10 @@ export type VirtualNetworkSpec = Message<"Quantixkvm.network.v1.VirtualNetworkSp
   type: NetworkType;
 
   /**
-   * The IPv4 subnet in CIDR notation, prefix /8 to /30, e.g. "10.0.0.0/24". Required
-   * except for an EXTERNAL network used only for IPv6. Fixed. May not overlap another
-   * network routed through the same router.
+   * The network's first IPv4 subnet in CIDR notation, prefix /8 to /30, e.g.
+   * "10.0.0.0/24" (further ones: additional_subnets). Required except for an EXTERNAL
+   * network used only for IPv6. Fixed. May not overlap another network routed through
+   * the same router.
    *
    * @generated from field: string cidr = 2;
    */
@@ -231,6 +232,22 @@ export type VirtualNetworkSpec = Message<"Quantixkvm.network.v1.VirtualNetworkSp
    * @generated from field: string dns_domain = 14;
    */
   dnsDomain: string;
+
+  /**
+   * Further IPv4 subnets on the network's segment, after the first one (cidr,
+   * gateway_ip, the dhcp range), at most 7; no two of the network's subnets may overlap.
+   * UpdateVirtualNetwork may add and remove them (a network that ran out of addresses
+   * grows this way): removing one in which ports hold addresses is FAILED_PRECONDITION
+   * naming them, and a listed subnet's cidr is its identity (to change it, remove it and
+   * add another). A port without fixed_ips takes its address from the first subnet, in
+   * order (the first one, then these), that has a free address in its pools. DHCP
+   * serves every subnet (dhcp.enabled, the lease time and the host routes are the
+   * network's), and guests on different subnets of one network reach each other through
+   * the router only, as on any L2 segment with several subnets.
+   *
+   * @generated from field: repeated Quantixkvm.network.v1.Subnet additional_subnets = 15;
+   */
+  additionalSubnets: Subnet[];
 };
 
 /**
@@ -239,6 +256,82 @@ export type VirtualNetworkSpec = Message<"Quantixkvm.network.v1.VirtualNetworkSp
  */
 export const VirtualNetworkSpecSchema: GenMessage<VirtualNetworkSpec> = /*@__PURE__*/
   messageDesc(file_Quantixkvm_network_v1_virtual_network, 1);
+
+/**
+ * A further IPv4 subnet of a virtual network (VirtualNetworkSpec.additional_subnets).
+ *
+ * @generated from message Quantixkvm.network.v1.Subnet
+ */
+export type Subnet = Message<"Quantixkvm.network.v1.Subnet"> & {
+  /**
+   * The subnet in CIDR notation, prefix /8 to /30, e.g. "10.0.1.0/24". Required.
+   *
+   * @generated from field: string cidr = 1;
+   */
+  cidr: string;
+
+  /**
+   * The subnet's gateway: the address DHCP hands its guests as their router, and (with
+   * the network's router) the address every node with the network answers on. Empty
+   * means the subnet's first host address; reads return it.
+   *
+   * @generated from field: string gateway_ip = 2;
+   */
+  gatewayIp: string;
+
+  /**
+   * The ranges the control plane allocates addresses from for ports without fixed_ips,
+   * at most 16, inside the subnet, not overlapping each other or the gateway. Empty
+   * means the whole subnet but the gateway; reads return them. Fixed IPs may be
+   * anywhere in the subnet outside them.
+   *
+   * @generated from field: repeated Quantixkvm.network.v1.AllocationPool allocation_pools = 3;
+   */
+  allocationPools: AllocationPool[];
+
+  /**
+   * DNS servers handed to this subnet's guests by DHCP, at most 5 IP addresses; empty
+   * means the network's dns_servers (and their default).
+   *
+   * @generated from field: repeated string dns_servers = 4;
+   */
+  dnsServers: string[];
+};
+
+/**
+ * Describes the message Quantixkvm.network.v1.Subnet.
+ * Use `create(SubnetSchema)` to create a new message.
+ */
+export const SubnetSchema: GenMessage<Subnet> = /*@__PURE__*/
+  messageDesc(file_Quantixkvm_network_v1_virtual_network, 2);
+
+/**
+ * A range of IPv4 addresses, both ends included.
+ *
+ * @generated from message Quantixkvm.network.v1.AllocationPool
+ */
+export type AllocationPool = Message<"Quantixkvm.network.v1.AllocationPool"> & {
+  /**
+   * The first address. Required.
+   *
+   * @generated from field: string start = 1;
+   */
+  start: string;
+
+  /**
+   * The last address, not before start. Required.
+   *
+   * @generated from field: string end = 2;
+   */
+  end: string;
+};
+
+/**
+ * Describes the message Quantixkvm.network.v1.AllocationPool.
+ * Use `create(AllocationPoolSchema)` to create a new message.
+ */
+export const AllocationPoolSchema: GenMessage<AllocationPool> = /*@__PURE__*/
+  messageDesc(file_Quantixkvm_network_v1_virtual_network, 3);
 
 /**
  * DHCP service on a network.
@@ -297,7 +390,7 @@ export type DhcpConfig = Message<"Quantixkvm.network.v1.DhcpConfig"> & {
  * Use `create(DhcpConfigSchema)` to create a new message.
  */
 export const DhcpConfigSchema: GenMessage<DhcpConfig> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_network_v1_virtual_network, 2);
+  messageDesc(file_Quantixkvm_network_v1_virtual_network, 4);
 
 /**
  * A static route.
@@ -325,7 +418,7 @@ export type StaticRoute = Message<"Quantixkvm.network.v1.StaticRoute"> & {
  * Use `create(StaticRouteSchema)` to create a new message.
  */
 export const StaticRouteSchema: GenMessage<StaticRoute> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_network_v1_virtual_network, 3);
+  messageDesc(file_Quantixkvm_network_v1_virtual_network, 5);
 
 /**
  * A network's router: the gateway address, NAT, extra routes.
@@ -381,7 +474,7 @@ export type RouterConfig = Message<"Quantixkvm.network.v1.RouterConfig"> & {
  * Use `create(RouterConfigSchema)` to create a new message.
  */
 export const RouterConfigSchema: GenMessage<RouterConfig> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_network_v1_virtual_network, 4);
+  messageDesc(file_Quantixkvm_network_v1_virtual_network, 6);
 
 /**
  * What is observed about a virtual network. Output only.
@@ -404,14 +497,15 @@ export type VirtualNetworkStatus = Message<"Quantixkvm.network.v1.VirtualNetwork
   portCount: number;
 
   /**
-   * Output only. IPv4 addresses allocated to ports, including the gateway.
+   * Output only. IPv4 addresses allocated to ports, including the gateways, over all
+   * the network's subnets.
    *
    * @generated from field: int32 allocated_ip_count = 3;
    */
   allocatedIpCount: number;
 
   /**
-   * Output only. IPv4 addresses still free in the subnet.
+   * Output only. IPv4 addresses still free in the network's subnets.
    *
    * @generated from field: int32 available_ip_count = 4;
    */
@@ -451,7 +545,7 @@ export type VirtualNetworkStatus = Message<"Quantixkvm.network.v1.VirtualNetwork
  * Use `create(VirtualNetworkStatusSchema)` to create a new message.
  */
 export const VirtualNetworkStatusSchema: GenMessage<VirtualNetworkStatus> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_network_v1_virtual_network, 5);
+  messageDesc(file_Quantixkvm_network_v1_virtual_network, 7);
 
 /**
  * A network as one node has set it up.
@@ -493,7 +587,7 @@ export type NetworkNodeStatus = Message<"Quantixkvm.network.v1.NetworkNodeStatus
  * Use `create(NetworkNodeStatusSchema)` to create a new message.
  */
 export const NetworkNodeStatusSchema: GenMessage<NetworkNodeStatus> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_network_v1_virtual_network, 6);
+  messageDesc(file_Quantixkvm_network_v1_virtual_network, 8);
 
 /**
  * How a virtual network is built.
