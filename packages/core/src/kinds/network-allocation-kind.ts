@@ -6,6 +6,15 @@ export function addressAllocationId(networkId: string, address: string): string 
   return `${networkId}.${address}`;
 }
 
+/**
+ * The id of the claim of port name `name` on network `networkId` (names are unique per
+ * network; a network id has no dot, so no two (network, name) pairs share an id, and
+ * "name." is never the start of an address).
+ */
+export function portNameAllocationId(networkId: string, name: string): string {
+  return `${networkId}.name.${name}`;
+}
+
 /** The id of the allocation of a VXLAN network identifier, cluster-wide. */
 export function vniAllocationId(vni: number): string {
   return `vni.${vni}`;
@@ -13,9 +22,10 @@ export function vniAllocationId(vni: number): string {
 
 /**
  * IPAM records (Quantixkvm.network.v1.NetworkAllocation): an address of a network held by
- * a port, or a VNI held by a network. Their ids derive from what they hold, so the store's
- * id uniqueness is what keeps two ports (on any replica) from one address: the claim is
- * created in the port's transaction, and the second of two fails as a whole.
+ * a port, a VNI held by a network, or a port name on a network held by a port. Their ids
+ * derive from what they hold, so the store's id uniqueness is what keeps two ports (on any
+ * replica) from one address or one name: the claim is created in the port's transaction,
+ * and the second of two fails as a whole.
  */
 export const NETWORK_ALLOCATION_KIND = defineKind(NetworkAllocationSchema, {
   name: "network allocation",

@@ -1,14 +1,15 @@
 import { matchesLabels } from "../labels.js";
 import type { Cursor, Order } from "../pagination.js";
 import { QuantixError } from "../errors.js";
-import type { FieldValue, Kind, Resource } from "./kind.js";
+import type { FieldDecl, FieldValue, Kind, Resource } from "./kind.js";
 
 /** A filter on one field: one value (eq) or any of several (in). */
 export type FilterValue = FieldValue | readonly FieldValue[];
 
 /**
  * A filter and a page of one kind, in the terms of its declaration: `where` names
- * declared fields. Every store gives it the same meaning (matchesQuery).
+ * declared fields, or `id` (every kind's key: one id, or any of a list; an empty list
+ * matches nothing). Every store gives it the same meaning (matchesQuery).
  */
 export interface Query {
   readonly where?: Readonly<Record<string, FilterValue>> | undefined;
@@ -40,7 +41,7 @@ export function matchesQuery<T extends Resource>(kind: Kind<T>, o: T, q: Pick<Qu
   if (q.where) {
     for (const name in q.where) {
       const want = q.where[name]!;
-      const have = fieldOf(kind, name).value(o);
+      const have = whereFieldOf(kind, name).value(o);
       if (Array.isArray(want) ? !want.includes(have) : have !== want) return false;
     }
   }
@@ -52,6 +53,18 @@ export function matchesQuery<T extends Resource>(kind: Kind<T>, o: T, q: Pick<Qu
 export function sortKeyOf<T extends Resource>(kind: Kind<T>, o: T, field: string): string | number {
   const v = fieldOf(kind, field).value(o);
   return typeof v === "boolean" ? Number(v) : v;
+}
+
+/**
+ * The id, as a where names it: every kind has it and every store keys objects by it (the
+ * SQL tables' `id` column), so it needs no declaration. It is no order field: pages are
+ * ordered by declared fields, with the id only breaking ties.
+ */
+export const ID_FIELD: FieldDecl<Resource> = { column: "id", type: "text", value: (o) => o.id, filter: "in" };
+
+/** The field a where names: `id` (ID_FIELD) or a declared one. */
+export function whereFieldOf<T extends Resource>(kind: Kind<T>, name: string): FieldDecl<T> {
+  return name === "id" ? (ID_FIELD as FieldDecl<T>) : fieldOf(kind, name);
 }
 
 /** A declared field; an undeclared name is a programming error (INTERNAL), never user input. */

@@ -4,8 +4,33 @@ import { checkId, CONTROL_CHARS, PROJECT_ID_FORMAT, QuantixError, RESOURCE_ID_FO
 /** Request fields that page or resume rather than filter. */
 const NOT_FILTERS = new Set(["page_size", "page_token", "order_by", "resource_version"]);
 
-/** How a List or Watch request field that is not named after a kind field filters. */
-export type CustomFilter = (value: unknown) => Readonly<Record<string, FilterValue>>;
+/**
+ * How a List or Watch request field that is not named after a kind field filters: a
+ * where of its own (`schedulable_only`), or a lookup (LookupFilter).
+ */
+export type CustomFilter = ((value: unknown) => Readonly<Record<string, FilterValue>>) | LookupFilter;
+
+/**
+ * A List request field that filters by what another object says (ListSecurityGroups'
+ * port_id: the groups that port uses), read from the store when the List is served,
+ * within the projects the List covers; it may refuse (NOT_FOUND for an object outside
+ * them). Page tokens are bound to the value asked, not to what it gave: the next page
+ * reads the object again. Watch requests have none (a lookup made once would go stale
+ * while the watch runs): a Watch request field with one is refused when routes are built.
+ */
+export interface LookupFilter {
+  readonly lookup: (value: unknown, scope: ListScope) => Promise<Readonly<Record<string, FilterValue>>>;
+}
+
+/** The projects a List covers: its project_id when given, else the caller's visible projects (undefined: every project). */
+export interface ListScope {
+  readonly projects: readonly string[] | undefined;
+}
+
+/** Whether a custom filter is a lookup. */
+export function isLookup(c: CustomFilter | undefined): c is LookupFilter {
+  return typeof c === "object" && c !== null;
+}
 
 /** A filter read from a request: the store's query part, and the canonical form page tokens are bound to. */
 export interface RequestFilter {
@@ -13,6 +38,8 @@ export interface RequestFilter {
   readonly labels: Record<string, string> | undefined;
   /** Time bounds (`<field>_from`, `<field>_to` request fields), in milliseconds. */
   readonly range?: Record<string, Range>;
+  /** The values asked of lookup filters (by request field name), not yet resolved into `where` (resolveLookups). */
+  readonly lookups?: Record<string, FieldValue>;
 }
 
 /**
@@ -31,6 +58,7 @@ export function filterOf(kind: Kind<Resource>, schema: DescMessage, req: Record<
   const where: Record<string, FilterValue> = {};
   let labels: Record<string, string> | undefined;
   const range: Record<string, { min?: number; max?: number }> = {};
+  const lookups: Record<string, FieldValue> = {};
   for (const f of filterFields(kind, schema, custom)) {
     const value = req[f.localName];
     if (f.name === "labels") {
@@ -50,6 +78,10 @@ export function filterOf(kind: Kind<Resource>, schema: DescMessage, req: Record<
       continue;
     }
     const c = custom[f.name];
+    if (isLookup(c)) {
+      if (value !== "" && value !== 0 && value !== false && value !== undefined) lookups[f.name] = value as FieldValue;
+      continue;
+    }
     if (c) {
       Object.assign(where, c(value));
       continue;
@@ -69,7 +101,27 @@ export function filterOf(kind: Kind<Resource>, schema: DescMessage, req: Record<
     if (r.min !== undefined && r.max !== undefined && r.min > r.max) v.add(`${field}_to`, "OUT_OF_RANGE", `must not be before ${field}_from`);
   }
   throwIfViolations(v.list);
-  return Object.keys(range).length > 0 ? { where, labels, range } : { where, labels };
+  return { where, labels, ...(Object.keys(range).length > 0 ? { range } : {}), ...(Object.keys(lookups).length > 0 ? { lookups } : {}) };
+}
+
+/**
+ * `filter` with its lookups (LookupFilter) made, in the projects its where covers: what
+ * each gives joins the where (two that give the same field is a programming error).
+ */
+export async function resolveLookups(filter: RequestFilter, custom: Readonly<Record<string, CustomFilter>>): Promise<RequestFilter> {
+  if (!filter.lookups) return filter;
+  const project = filter.where["project_id"];
+  const scope: ListScope = { projects: project === undefined ? undefined : Array.isArray(project) ? (project as string[]) : [project as string] };
+  const where = { ...filter.where };
+  for (const [field, value] of Object.entries(filter.lookups)) {
+    const c = custom[field];
+    if (!isLookup(c)) throw new QuantixError("internal", `request field ${field} has no lookup`);
+    for (const [name, v] of Object.entries(await c.lookup(value, scope))) {
+      if (name in where) throw new QuantixError("internal", `the lookup of ${field} filters ${name}, which the request filters already`);
+      where[name] = v;
+    }
+  }
+  return { where, labels: filter.labels, ...(filter.range ? { range: filter.range } : {}) };
 }
 
 /** The time field a `<f>_from` / `<f>_to` Timestamp request field bounds, and which side. */

@@ -5,7 +5,7 @@ import { budgetOf } from "../rpc/budget.js";
 import type { ResourceWriter } from "./resource-writer.js";
 import type { Kind, Resource, Store } from "@quantix/core";
 import { route, type Route } from "@quantix/rpc";
-import { filterFields, type CustomFilter } from "./request-filter.js";
+import { filterFields, isLookup, type CustomFilter } from "./request-filter.js";
 import { checkingIds } from "./request-ids.js";
 import { ResourceReader } from "./resource-service.js";
 
@@ -13,7 +13,7 @@ import { ResourceReader } from "./resource-service.js";
 export interface ResourceRouteOptions<S extends DescService> {
   /** The methods with rules of their own (Create, Update, Delete, actions): they win over the generic ones. */
   readonly impl?: Partial<ServiceImpl<S>>;
-  /** Request fields that filter otherwise than by a kind field of their name (e.g. schedulable_only). */
+  /** Request fields that filter otherwise than by a kind field of their name (e.g. schedulable_only), or by a lookup (List only). */
   readonly filters?: Readonly<Record<string, CustomFilter>>;
   /** The kind's writes: with it, Create<X>, Update<X> and Delete<X> are served generically too. */
   readonly writer?: ResourceWriter<Resource>;
@@ -76,7 +76,8 @@ function generic(m: DescMethod, reader: ResourceReader<Resource>, filters: Reado
     if (idField) {
       return (req: Req, ctx: { signal: AbortSignal }) => reader.watchOne(m.output, req[idField.localName] as string, idField.name, req.resourceVersion, ctx.signal);
     }
-    filterFields(kind, m.input, filters);
+    const lookup = filterFields(kind, m.input, filters).find((f) => isLookup(filters[f.name]));
+    if (lookup) throw new Error(`${m.input.typeName}.${lookup.name} has a lookup filter, which a Watch cannot keep current: give it a where filter`);
     return (req: Req, ctx: HandlerContext) => reader.watchMany(m.input, m.output, req, ctx.signal, filters, ctx);
   }
   throw new Error(`${m.parent.typeName}/${m.name} has no implementation: give it in the route's impl`);

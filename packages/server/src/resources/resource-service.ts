@@ -3,7 +3,7 @@ import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { checkId, matchesQuery, notFound, RESOURCE_ID_FORMAT, throwIfViolations, Violations, type IdFormat, type Kind, type Resource, type Store } from "@quantix/core";
 import { listPage } from "../services/paging.js";
 import { filterEvent, SharedUpdates, watchFiltered, type FilteredEvent } from "../services/watch-filter.js";
-import { filterOf, queryOf, type CustomFilter, type RequestFilter } from "./request-filter.js";
+import { filterOf, queryOf, resolveLookups, type CustomFilter, type RequestFilter } from "./request-filter.js";
 import { visibleFilter } from "../identity/visible-projects.js";
 import type { HandlerContext } from "@connectrpc/connect";
 
@@ -46,8 +46,10 @@ export class ResourceReader<T extends Resource> {
 
   /** A List RPC: `input` and `output` are its messages' descriptors. */
   async list(input: DescMessage, output: DescMessage, req: Record<string, unknown> & { pageSize: number; pageToken: string; orderBy: string }, custom?: Readonly<Record<string, CustomFilter>>, ctx?: HandlerContext): Promise<unknown> {
-    const filter = this.visible(filterOf(this.kind as unknown as Kind<Resource>, input, req, custom), ctx);
-    const page = await listPage(this.kind, req, filter, (order, after, limit, countTotal) => this.store.of(this.kind).list({ ...queryOf(filter), order, after, limit, countTotal }));
+    const asked = this.visible(filterOf(this.kind as unknown as Kind<Resource>, input, req, custom), ctx);
+    // Lookups are made for each page; the page token is bound to what was asked.
+    const filter = await resolveLookups(asked, custom ?? {});
+    const page = await listPage(this.kind, req, asked, (order, after, limit, countTotal) => this.store.of(this.kind).list({ ...queryOf(filter), order, after, limit, countTotal }));
     const items = objectField(output, this.kind as unknown as Kind<Resource>, true);
     return create(output, { [items.localName]: page.items, nextPageToken: page.nextPageToken, totalCount: page.totalCount, resourceVersion: page.resourceVersion } as never);
   }

@@ -3,7 +3,7 @@ import { EmptySchema } from "@bufbuild/protobuf/wkt";
 import { VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
 import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
 import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
-import { PORT_KIND, QuantixError, SECURITY_GROUP_KIND, VIRTUAL_NETWORK_KIND, type Clock, type IdGenerator, type Store } from "@quantix/core";
+import { notFound, PORT_KIND, SECURITY_GROUP_KIND, VIRTUAL_NETWORK_KIND, type Clock, type IdGenerator, type Store } from "@quantix/core";
 import type { Route } from "@quantix/rpc";
 import { resourceRoute } from "../resources/resource-routes.js";
 import type { QuotaLedger } from "../quota/quota-ledger.js";
@@ -50,7 +50,11 @@ export function portServiceRoute(store: Store, ports: Ports): Route {
   });
 }
 
-/** Quantixkvm.network.v1.SecurityGroupService: generic reads; writes and rule changes with the group's rules. */
+/**
+ * Quantixkvm.network.v1.SecurityGroupService: generic reads (ListSecurityGroups' port_id
+ * lists the groups of that port's spec.security_group_ids); writes and rule changes with
+ * the group's rules.
+ */
 export function securityGroupServiceRoute(store: Store, groups: Groups, defaultDeadlineMs: number): Route {
   return resourceRoute(SecurityGroupService, SECURITY_GROUP_KIND as never, store, {
     impl: {
@@ -64,9 +68,15 @@ export function securityGroupServiceRoute(store: Store, groups: Groups, defaultD
       removeSecurityGroupRules: (req) => groups.removeRules(req),
     },
     filters: {
-      port_id: (value) => {
-        if (value !== "") throw new QuantixError("unimplemented", "ListSecurityGroups.port_id is not supported yet: read the port's spec.security_group_ids (GetPort)");
-        return {};
+      port_id: {
+        // The groups the port uses. A port the List does not cover (another project's, or
+        // none) is NOT_FOUND in the words GetPort uses for a missing one: nothing is told.
+        lookup: async (value, scope) => {
+          const id = value as string;
+          const port = await store.of(PORT_KIND).get(id);
+          if (!port || (scope.projects && !scope.projects.includes(port.projectId))) throw notFound(PORT_KIND.name, id);
+          return { id: [...new Set(port.spec?.securityGroupIds ?? [])].sort() };
+        },
       },
     },
   });

@@ -13,12 +13,15 @@ import { rejection, startPostgres, startTestServer, type TestPostgres, type Test
 // through one control plane (embedded) and through two replicas sharing one PostgreSQL,
 // never gives one address to two ports, fills the DHCP range exactly, and refuses the rest
 // with RESOURCE_EXHAUSTED naming the subnet. A requested address is refused to the second
-// caller; a released one is handed out again.
+// caller; a released one is handed out again. A port name is given to one of many
+// concurrent creates or renames, and freed by a delete or a rename.
 
 /** A /26: hosts .1-.62, the gateway .1, the DHCP range .2-.62: 61 addresses. */
 const CIDR = "10.77.0.0/26";
 const POOL = 61;
 const CALLERS = 80;
+/** Callers racing for one port name. */
+const NAMERS = 20;
 
 function ipamUnderConcurrency(name: string, open: () => Promise<TestServer[]>): void {
   describe(`IPAM under concurrency (${name})`, () => {
@@ -66,6 +69,41 @@ function ipamUnderConcurrency(name: string, open: () => Promise<TestServer[]>): 
       const reused = await clients[0]!.createPort({ spec: { networkId: net.id } });
       assert.equal(reused.spec!.fixedIps[0], freed[1]!.spec!.fixedIps[0]);
       assert.equal((await rejection(clients[0]!.createPort({ spec: { networkId: net.id } }))).code, Code.ResourceExhausted);
+    });
+
+    it(`${NAMERS} concurrent CreatePort of one name, and as many renames to one name, through every replica: exactly one wins, the others ALREADY_EXISTS naming it`, async () => {
+      const net = await createClient(VirtualNetworkService, servers[0]!.transport).createVirtualNetwork({ name: "names", spec: { type: NetworkType.VXLAN, cidr: "10.78.0.0/24" } });
+      const clients = servers.map((s) => createClient(PortService, s.transport));
+      const named = (name: string) => async () => (await clients[0]!.listPorts({ networkId: net.id, pageSize: 1000 })).ports.filter((p) => p.name === name);
+      const oneWinner = async (settled: PromiseSettledResult<{ id: string }>[], name: string) => {
+        const won = settled.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+        const refused = settled.flatMap((r) => (r.status === "rejected" ? [ConnectError.from(r.reason)] : []));
+        assert.equal(won.length, 1, `${won.length} won; refusals: ${[...new Set(refused.map((e) => e.message))].join(" | ")}`);
+        for (const e of refused) {
+          assert.equal(e.code, Code.AlreadyExists, e.message);
+          assert.equal(e.rawMessage, `a port named '${name}' already exists on virtual network '${net.id}' (port '${won[0]!.id}')`);
+        }
+        assert.deepEqual((await named(name)()).map((p) => p.id), [won[0]!.id], "one port has the name");
+        return won[0]!;
+      };
+
+      const created = await oneWinner(await Promise.allSettled(Array.from({ length: NAMERS }, (_, i) => clients[i % clients.length]!.createPort({ name: "same", spec: { networkId: net.id } }))), "same");
+      // Unnamed ports claim nothing: any number of them share the network.
+      const unnamed = await Promise.all(Array.from({ length: NAMERS }, (_, i) => clients[i % clients.length]!.createPort({ spec: { networkId: net.id } })));
+      const renamed = await oneWinner(
+        await Promise.allSettled(unnamed.map((p, i) => clients[i % clients.length]!.updatePort({ id: p.id, name: "moved", updateMask: { paths: ["name"] } }))),
+        "moved",
+      );
+      // The name goes with a delete, and with a rename away from it.
+      await clients[0]!.deletePort({ id: created.id });
+      await clients[clients.length - 1]!.updatePort({ id: renamed.id, name: "away", updateMask: { paths: ["name"] } });
+      const again = await oneWinner(await Promise.allSettled(Array.from({ length: 4 }, (_, i) => clients[i % clients.length]!.createPort({ name: "same", spec: { networkId: net.id } }))), "same");
+      await oneWinner(await Promise.allSettled(unnamed.filter((p) => p.id !== renamed.id).slice(0, 4).map((p, i) => clients[i % clients.length]!.updatePort({ id: p.id, name: "moved", updateMask: { paths: ["name"] } }))), "moved");
+      assert.equal((await rejection(clients[0]!.createPort({ name: "away", spec: { networkId: net.id } }))).code, Code.AlreadyExists);
+      assert.notEqual(again.id, created.id);
+      // The claims never count as addresses.
+      const n = await createClient(VirtualNetworkService, servers[servers.length - 1]!.transport).getVirtualNetwork({ id: net.id });
+      assert.deepEqual([n.status!.portCount, n.status!.allocatedIpCount], [NAMERS + 1, NAMERS + 2]);
     });
   });
 }

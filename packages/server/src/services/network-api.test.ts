@@ -196,6 +196,52 @@ describe("virtual networks, ports and security groups over the API", () => {
     assert.equal((await rejection(nets.getVirtualNetwork({ id: n.id }))).code, Code.NotFound);
   });
 
+  it("a port name is unique on its network, claimed in the commit that gives it: creates and renames race for it, a rename or a delete frees it", async () => {
+    const n = await nets.createVirtualNetwork({ name: "names", spec: { type: NetworkType.VXLAN, cidr: "10.8.0.0/24" } });
+    const n2 = await nets.createVirtualNetwork({ name: "names2", spec: { type: NetworkType.VXLAN, cidr: "10.9.0.0/24" } });
+    const taken = (name: string, holder: string) => `a port named '${name}' already exists on virtual network '${n.id}' (port '${holder}')`;
+    const refusedFor = async (p: Promise<unknown>, name: string, holder: string) => {
+      const e = await rejection(p);
+      assert.deepEqual([e.code, e.rawMessage], [Code.AlreadyExists, taken(name, holder)]);
+    };
+    // Ten creates of one name at once: one port has it.
+    const raced = await Promise.allSettled(Array.from({ length: 10 }, () => ports.createPort({ name: "web", spec: { networkId: n.id } })));
+    const won = raced.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+    assert.equal(won.length, 1, `${won.length} creates won`);
+    const web = won[0]!;
+    for (const r of raced) if (r.status === "rejected") assert.equal(ConnectError.from(r.reason).rawMessage, taken("web", web.id));
+    // Another network's names are its own.
+    assert.equal((await ports.createPort({ name: "web", spec: { networkId: n2.id } })).name, "web");
+    // A rename to a taken name is refused naming the holder, and changes nothing.
+    const db = await ports.createPort({ name: "db", spec: { networkId: n.id } });
+    await refusedFor(ports.updatePort({ id: db.id, name: "web", updateMask: { paths: ["name"] } }), "web", web.id);
+    await refusedFor(ports.updatePort({ id: db.id, name: "web" }), "web", web.id);
+    assert.equal((await ports.getPort({ id: db.id })).name, "db");
+    // Renames at once to one free name: one wins.
+    const spare = await Promise.all(Array.from({ length: 5 }, () => ports.createPort({ spec: { networkId: n.id } })));
+    const renames = await Promise.allSettled(spare.map((p) => ports.updatePort({ id: p.id, name: "front", updateMask: { paths: ["name"] } })));
+    assert.equal(renames.filter((r) => r.status === "fulfilled").length, 1);
+    const front = (renames.find((r) => r.status === "fulfilled") as PromiseFulfilledResult<{ id: string }>).value;
+    await refusedFor(ports.createPort({ name: "front", spec: { networkId: n.id } }), "front", front.id);
+    // A rename frees the old name; a rename to the empty name too; keeping one's own name is no conflict.
+    await ports.updatePort({ id: web.id, name: "web-old", updateMask: { paths: ["name"] } });
+    const web2 = await ports.createPort({ name: "web", spec: { networkId: n.id } });
+    await ports.updatePort({ id: front.id, name: "", updateMask: { paths: ["name"] } });
+    assert.equal((await ports.getPort({ id: front.id })).name, "");
+    const front2 = await ports.createPort({ name: "front", spec: { networkId: n.id } });
+    assert.equal((await ports.updatePort({ id: front2.id, name: "front", description: "kept", updateMask: { paths: ["name", "description"] } })).description, "kept");
+    await refusedFor(ports.updatePort({ id: db.id, name: "web-old" }), "web-old", web.id);
+    // A delete frees the name, and the network's counts hold only addresses.
+    await ports.deletePort({ id: web2.id });
+    const web3 = await ports.createPort({ name: "web", spec: { networkId: n.id } });
+    const count = (await ports.listPorts({ networkId: n.id })).totalCount;
+    const net = (await nets.getVirtualNetwork({ id: n.id })).status!;
+    assert.deepEqual([net.portCount, net.allocatedIpCount], [count, count + 1]);
+    for (const p of (await ports.listPorts({ networkId: n.id, pageSize: 100 })).ports) await ports.deletePort({ id: p.id });
+    assert.deepEqual([(await nets.getVirtualNetwork({ id: n.id })).status!.allocatedIpCount], [1]);
+    assert.equal((await ports.createPort({ name: "web", spec: { networkId: n.id } })).name, "web", `free again after ${web3.id} went`);
+  });
+
   it("a fixed address outside the DHCP range is allowed, and a range shrink that would leave out allocated addresses is refused", async () => {
     const n = await nets.createVirtualNetwork({ name: "fixed", spec: { type: NetworkType.VXLAN, cidr: "10.3.0.0/24", dhcp: { enabled: true, rangeStart: "10.3.0.100", rangeEnd: "10.3.0.200" } } });
     const fixed = await ports.createPort({ spec: { networkId: n.id, fixedIps: ["10.3.0.5"] } });

@@ -18,6 +18,7 @@ import {
   NO_USAGE,
   notFound,
   PORT_KIND,
+  PORT_NAME_PATTERN,
   QuantixError,
   SECURITY_GROUP_KIND,
   throwIfViolations,
@@ -36,6 +37,7 @@ import { ResourceWriter } from "../resources/resource-writer.js";
 import { requireWellFormedId } from "../resources/resource-service.js";
 import { claimOps, groupCountOps, networkCountOp } from "./ipam.js";
 import { PortDraft, takenAddress } from "./port-draft.js";
+import { lostName, nameClaimOf, nameClaimOps, refuseTakenName, renameOps } from "./port-names.js";
 
 type P = Port & Resource;
 type N = VirtualNetwork & Resource;
@@ -57,7 +59,8 @@ const ATTEMPTS = 64;
  * port, the network's counts and the use counts of its security groups: a second claim
  * of an address, on this replica or another, fails that whole commit (ALREADY_EXISTS),
  * which is then tried again with a fresh read (an allocated address) or refused naming
- * the holder (a requested one). DeletePort releases them in its commit.
+ * the holder (a requested one). DeletePort releases them in its commit. A port's name is
+ * claimed the same way (port-names.ts): unique on its network, whatever the replica.
  */
 export class PortService {
   private readonly writer: ResourceWriter<P>;
@@ -129,15 +132,21 @@ export class PortService {
       { projectId, name: req.name, labels: req.labels, description: req.description },
       spec,
     );
-    if (req.name !== "") await this.refuseTakenName(draft.net, req.name);
+    // A quick answer, and the one check that sees ports stored before names were claimed.
+    await refuseTakenName(this.deps.store, draft.net.id, req.name);
     for (let attempt = 1; ; attempt++) {
-      const tried = await draft.attempt({ nowMs: this.deps.clock.now() });
+      const nowMs = this.deps.clock.now();
+      const tried = await draft.attempt({ nowMs });
       try {
-        const [created] = await this.deps.store.commit(tried.ops, { actor: NETWORK_IPAM });
+        // The name's claim in the port's commit: of two creates of one name, the second fails whole.
+        const [created] = await this.deps.store.commit([...tried.ops, ...nameClaimOps(tried.port, nowMs)], { actor: NETWORK_IPAM });
         return created as P;
       } catch (err) {
         if (!(err instanceof QuantixError) || (err.code !== "already_exists" && err.code !== "aborted") || attempt >= ATTEMPTS) throw err;
         if (err.code === "already_exists") {
+          // A name another create took first is refused naming that port.
+          const name = await lostName(this.deps.store, draft.net.id, req.name, tried.port.id);
+          if (name) throw name;
           // A requested address is refused naming its holder; an allocated one (or a drawn MAC) is picked again.
           const why = await draft.explain(tried.port);
           if (why !== "retry") throw why ?? err;
@@ -155,20 +164,26 @@ export class PortService {
     return undefined;
   }
 
-  private async refuseTakenName(net: N, name: string): Promise<void> {
-    const page = await this.deps.store.of(PORT_KIND).list({ where: { network_id: net.id, name }, order: { field: "created_at", desc: false }, limit: 1 });
-    const other = page.items[0];
-    if (other) throw new QuantixError("already_exists", `a port named '${name}' already exists on virtual network '${net.id}' (port '${other.id}')`);
-  }
-
   /**
    * UpdatePort: name, labels, description, security groups (their use counts changed in
    * the same commit), port security, allowed address pairs, disabled, bandwidth limits;
    * the MAC while no device uses it; fixed IPs, whose allocations are claimed and released
-   * in the same commit (an address another port holds: ALREADY_EXISTS naming it).
+   * in the same commit (an address another port holds: ALREADY_EXISTS naming it); a new
+   * name is claimed and the old one released in the same commit (a name another port
+   * holds: ALREADY_EXISTS naming it).
    */
   async update(req: UpdatePortRequest): Promise<Port> {
     requireWellFormedId("id", req.id);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.updateOnce(req);
+      } catch (err) {
+        if (err !== STALE_NAME_CLAIM || attempt >= ATTEMPTS) throw err === STALE_NAME_CLAIM ? new QuantixError("aborted", `port '${req.id}' kept changing while it was renamed; try again`) : err;
+      }
+    }
+  }
+
+  private async updateOnce(req: UpdatePortRequest): Promise<Port> {
     const ids = (req.spec?.securityGroupIds ?? []).filter((id) => ID_PATTERN.test(id));
     const known = new Map<string, Resource & { projectId: string }>();
     for (const id of ids) {
@@ -177,12 +192,22 @@ export class PortService {
     }
     const port = await this.deps.store.of(PORT_KIND).get(req.id);
     const net = port ? await this.deps.store.of(VIRTUAL_NETWORK_KIND).get(port.spec?.networkId ?? "") : undefined;
+    const networkOfPort = port?.spec?.networkId ?? "";
+    // The name the update asks for (the writer's rule: a mask naming `name`, or a non-empty name).
+    const paths = req.updateMask?.paths ?? [];
+    const asked = port && (paths.length === 0 ? req.name !== "" : paths.includes("name")) ? req.name : port?.name ?? "";
+    // A malformed name is left to the update's check, which names the field.
+    if (port && asked !== port.name && PORT_NAME_PATTERN.test(asked)) await refuseTakenName(this.deps.store, networkOfPort, asked, port.id);
+    // The claim of the port's name as read now; a rename whose commit finds the port
+    // changed since (so perhaps renamed, and this claim no longer its) reads it again.
+    const held = port ? await nameClaimOf(this.deps.store, networkOfPort, port.name) : undefined;
     const nowMs = this.deps.clock.now();
     try {
       return await this.known.run({ groups: known, plan: net ? addressPlanOf(net) : undefined }, () =>
         this.writer.update(req.id, UpdatePortRequestSchema, req, {
           actor: NETWORK_IPAM,
           extra: (before, after) => {
+            if (before.name !== after.name && before.resourceVersion !== port?.resourceVersion) throw STALE_NAME_CLAIM;
             const was = before.spec?.securityGroupIds ?? [];
             const now = after.spec?.securityGroupIds ?? [];
             const networkId = after.spec?.networkId ?? "";
@@ -198,11 +223,16 @@ export class PortService {
                     ...dropped.map((a) => ({ op: "delete" as const, kind: NETWORK_ALLOCATION_KIND as never, object: create(NetworkAllocationSchema, { id: addressAllocationId(networkId, a) }) as Resource })),
                     networkCountOp(networkId, 0, added.length - dropped.length, added, nowMs),
                   ];
-            return [...groupCountOps(now.filter((id) => !was.includes(id)), 1, nowMs), ...groupCountOps(was.filter((id) => !now.includes(id)), -1, nowMs), ...addressOps];
+            return [...groupCountOps(now.filter((id) => !was.includes(id)), 1, nowMs), ...groupCountOps(was.filter((id) => !now.includes(id)), -1, nowMs), ...addressOps, ...renameOps(before, after, held, nowMs)];
           },
         }),
       );
     } catch (err) {
+      // A name another port took first: name that port.
+      if (err instanceof QuantixError && err.code === "already_exists" && port && asked !== port.name) {
+        const lost = await lostName(this.deps.store, networkOfPort, asked, port.id);
+        if (lost) throw lost;
+      }
       // An address asked for that another port holds: name it and its holder.
       if (err instanceof QuantixError && err.code === "already_exists" && net) {
         const lost = await this.lostAddress(net.id, (req.spec?.fixedIps ?? []).filter((a) => !(port?.spec?.fixedIps ?? []).includes(a)));
@@ -214,7 +244,7 @@ export class PortService {
 
   /**
    * DeletePort: refused with FAILED_PRECONDITION while a device uses the port or the
-   * system owns it; otherwise the port, its address allocations, the network's counts and
+   * system owns it; otherwise the port, its address allocations and name claim, the network's counts and
    * its groups' use counts change in one commit.
    */
   async delete(req: DeletePortRequest): Promise<void> {
@@ -237,20 +267,24 @@ export class PortService {
 }
 
 
+/** Thrown out of an update's commit when the port changed after its name's claim was read: the update reads again. */
+const STALE_NAME_CLAIM = new Error("the port changed after its name's claim was read");
+
 /** A random number source for address picks (tests may make it fixed). */
 export const randomFraction = (): number => randomInt(0, 2 ** 31) / 2 ** 31;
 
 /**
  * The ops that delete port `cur` (as read; the commit fails ABORTED if it changed): the
- * port, its address allocations, the network's counts and its groups' use counts.
+ * port, its address allocations and name claim, the network's counts and its groups' use counts.
  */
 export async function portDeleteOps(store: Store, cur: P, nowMs: number): Promise<TxOp[]> {
-  const claims: Resource[] = [];
+  // Its addresses and its name's claim: the name is free with the port.
+  const claims: (Resource & { address: string })[] = [];
   for await (const a of allOf(store.of(NETWORK_ALLOCATION_KIND), { where: { port_id: cur.id } })) claims.push(a);
   return [
     { op: "delete", kind: PORT_KIND as never, object: cur },
     ...claims.map((a) => ({ op: "delete" as const, kind: NETWORK_ALLOCATION_KIND as never, object: a })),
-    networkCountOp(cur.spec?.networkId ?? "", -1, -claims.length, [], nowMs),
+    networkCountOp(cur.spec?.networkId ?? "", -1, -claims.filter((a) => a.address !== "").length, [], nowMs),
     ...groupCountOps(cur.spec?.securityGroupIds ?? [], -1, nowMs),
   ];
 }

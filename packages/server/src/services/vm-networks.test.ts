@@ -59,6 +59,23 @@ describe("VM NICs on virtual networks", () => {
     assert.equal((await nets.getVirtualNetwork({ id: netId })).status!.portCount, before);
   });
 
+  it("a VM's own ports are unnamed and claim no name: two NICs on one network beside a named port, deleted with the VM, the counts kept", async () => {
+    const named = await ports.createPort({ name: "beside", spec: { networkId: netId } });
+    const vm = await s.vms.createVM({ name: "two-nics", spec: { ...spec, nics: [{ id: "eth0", networkId: netId }, { id: "eth1", networkId: netId }] } });
+    const own = await Promise.all(vm.spec!.nics.map((n) => ports.getPort({ id: n.portId })));
+    assert.deepEqual(own.map((p) => p.name), ["", ""]);
+    await s.vms.deleteVM({ id: vm.id });
+    for (const p of own) await until(async () => ((await rejection(ports.getPort({ id: p.id }))).code === Code.NotFound ? true : undefined), "the VM's port is deleted", 15_000, 50);
+    const taken = await rejection(ports.createPort({ name: "beside", spec: { networkId: netId } }));
+    assert.equal(taken.code, Code.AlreadyExists, taken.message);
+    assert.match(taken.rawMessage, new RegExp(named.id));
+    await ports.deletePort({ id: named.id });
+    const again = await ports.createPort({ name: "beside", spec: { networkId: netId } });
+    const n = (await nets.getVirtualNetwork({ id: netId })).status!;
+    assert.equal(n.allocatedIpCount, n.portCount + 1, "names are not addresses");
+    await ports.deletePort({ id: again.id });
+  });
+
   it("a NIC naming an existing port binds it; a second VM naming it is FAILED_PRECONDITION; the port is unbound when its VM goes", async () => {
     const port = await ports.createPort({ name: "pre", spec: { networkId: netId, fixedIps: ["10.60.0.77"] } });
     const vm = await s.vms.createVM({ name: "port-vm", spec: { ...spec, nics: [{ id: "eth0", portId: port.id }] } });

@@ -148,6 +148,30 @@ function perKind(fx: KindFixture, storeOf: () => Store): void {
       });
     }
 
+    it("filters by id: one id, or any of a list (counted and paged); an empty list matches nothing", async () => {
+      const c = storeOf().of(kind);
+      const objs: Resource[] = [];
+      for (let i = 0; i < 4; i++) objs.push(await c.create(fx.make({})));
+      const field = kind.orderBy[0]!;
+      const order = { field, desc: false };
+      const one = await c.list({ where: { id: objs[0]!.id }, order, limit: 10 });
+      assert.deepEqual(one.items.map((o) => o.id), [objs[0]!.id]);
+      assert.equal(one.totalCount, 1);
+      const three = objs.slice(0, 3).map((o) => o.id).sort();
+      const all = await c.list({ where: { id: three }, order, limit: 10 });
+      assert.deepEqual(all.items.map((o) => o.id).sort(), three);
+      assert.equal(all.totalCount, 3);
+      // Two pages of two and one, each object once.
+      const first = await c.list({ where: { id: three }, order, limit: 2 });
+      assert.equal(first.hasMore, true);
+      const last = first.items[1]!;
+      const second = await c.list({ where: { id: three }, order, limit: 2, after: { key: sortKeyOf(kind, last, field), id: last.id }, countTotal: false });
+      assert.equal(second.hasMore, false);
+      assert.deepEqual([...first.items, ...second.items].map((o) => o.id).sort(), three);
+      const none = await c.list({ where: { id: [] }, order, limit: 10 });
+      assert.deepEqual([none.items.length, none.totalCount], [0, 0]);
+    });
+
     it("filters by labels: all pairs must match", { skip: !kind.labels && `kind ${kind.name} has no labels` }, async () => {
       const c = storeOf().of(kind);
       const tag = `l${randomUUID().slice(0, 8)}`;

@@ -16,6 +16,7 @@ import {
   type Resource,
   type WatchEvent,
   type WriteOptions,
+  whereFieldOf,
 } from "@quantix/core";
 import { WatchHub, type WatchHubLimits } from "../watch-hub.js";
 import type { ChangeTailer } from "./change-tailer.js";
@@ -223,7 +224,7 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
   private conditions(q: Query, params: Param[]): string[] {
     const out: string[] = [];
     for (const name in q.where ?? {}) {
-      const f = fieldOf(this.kind, name);
+      const f = whereFieldOf(this.kind, name);
       const want = q.where![name]!;
       if (Array.isArray(want)) out.push(`${f.column} = ANY($${params.push(want as (string | number)[])}::${sqlType(f.type)}[])`);
       else out.push(`${f.column} = $${params.push(want as Param)}`);

@@ -12,15 +12,16 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file Quantixkvm/network/v1/network_allocation.proto.
  */
 export const file_Quantixkvm_network_v1_network_allocation: GenFile = /*@__PURE__*/
-  fileDesc("Ci5RdWFudGl4a3ZtL25ldHdvcmsvdjEvbmV0d29ya19hbGxvY2F0aW9uLnByb3RvEhVRdWFudGl4a3ZtLm5ldHdvcmsudjEi0wEKEU5ldHdvcmtBbGxvY2F0aW9uEgoKAmlkGAEgASgJEhIKCm5ldHdvcmtfaWQYAiABKAkSDwoHYWRkcmVzcxgDIAEoCRILCgN2bmkYBCABKA0SDwoHcG9ydF9pZBgFIAEoCRISCgpwcm9qZWN0X2lkGAYgASgJEhEKCXJlcXVlc3RlZBgHIAEoCBIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChByZXNvdXJjZV92ZXJzaW9uGAkgASgEYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ci5RdWFudGl4a3ZtL25ldHdvcmsvdjEvbmV0d29ya19hbGxvY2F0aW9uLnByb3RvEhVRdWFudGl4a3ZtLm5ldHdvcmsudjEi5gEKEU5ldHdvcmtBbGxvY2F0aW9uEgoKAmlkGAEgASgJEhIKCm5ldHdvcmtfaWQYAiABKAkSDwoHYWRkcmVzcxgDIAEoCRILCgN2bmkYBCABKA0SDwoHcG9ydF9pZBgFIAEoCRISCgpwcm9qZWN0X2lkGAYgASgJEhEKCXJlcXVlc3RlZBgHIAEoCBIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChByZXNvdXJjZV92ZXJzaW9uGAkgASgEEhEKCXBvcnRfbmFtZRgKIAEoCWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * A value of the network layer that one holder has alone, kept by the control plane's
- * IPAM: an IPv4 address of a virtual network (held by a port) or a VXLAN network
- * identifier (held by a network). The id derives from what is held, so a second claim
- * of the same value fails in the store's transaction (ALREADY_EXISTS) and nothing of
- * that transaction is written: "<network id>.<address>" for an address, "vni.<vni>" for
- * a VNI. Not served by any RPC; ports and networks show what they hold.
+ * IPAM: an IPv4 address of a virtual network (held by a port), a VXLAN network
+ * identifier (held by a network) or a port name on a virtual network (held by a port).
+ * The id derives from what is held, so a second claim of the same value fails in the
+ * store's transaction (ALREADY_EXISTS) and nothing of that transaction is written:
+ * "<network id>.<address>" for an address, "vni.<vni>" for a VNI, "<network id>.name.<name>"
+ * for a port name. Not served by any RPC; ports and networks show what they hold.
  *
  * @generated from message Quantixkvm.network.v1.NetworkAllocation
  */
@@ -40,7 +41,7 @@ export type NetworkAllocation = Message<"Quantixkvm.network.v1.NetworkAllocation
   networkId: string;
 
   /**
-   * The IPv4 address held, in dotted-quad form; empty for a VNI.
+   * The IPv4 address held, in dotted-quad form; empty for a VNI or a port name.
    *
    * @generated from field: string address = 3;
    */
@@ -54,7 +55,7 @@ export type NetworkAllocation = Message<"Quantixkvm.network.v1.NetworkAllocation
   vni: number;
 
   /**
-   * The port holding the address; empty for a VNI.
+   * The port holding the address or the name; empty for a VNI.
    *
    * @generated from field: string port_id = 5;
    */
@@ -88,6 +89,14 @@ export type NetworkAllocation = Message<"Quantixkvm.network.v1.NetworkAllocation
    * @generated from field: uint64 resource_version = 9;
    */
   resourceVersion: bigint;
+
+  /**
+   * The port name held on the network (ports' names are unique per network); empty for
+   * an address or a VNI. Unnamed ports hold none.
+   *
+   * @generated from field: string port_name = 10;
+   */
+  portName: string;
 };
 
 /**
