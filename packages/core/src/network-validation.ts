@@ -52,6 +52,16 @@ function parseAnyCidr(s: string): { version: 4 | 6 } | string {
 /** Network types this control plane builds: overlays (no uplink to map yet). */
 export const SERVED_NETWORK_TYPES: ReadonlySet<NetworkType> = new Set([NetworkType.VXLAN, NetworkType.ISOLATED]);
 
+/** The node network feature (agent capability) each network type needs. */
+export const NETWORK_TYPE_FEATURE: Readonly<Record<NetworkType, string>> = {
+  [NetworkType.UNSPECIFIED]: "",
+  [NetworkType.VXLAN]: "network-vxlan",
+  [NetworkType.ISOLATED]: "network-vxlan",
+  [NetworkType.VLAN]: "network-vlan",
+  [NetworkType.BRIDGE]: "network-uplink",
+  [NetworkType.EXTERNAL]: "network-uplink",
+};
+
 /**
  * Checks a network as a user writes it (create, and update with `current`) and completes
  * it: the gateway, the DHCP settings and range, the MTU and the DNS domain get their

@@ -226,7 +226,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     snapshotServiceRoute(store, snapshotService, config.defaultDeadlineMs),
     imageServiceRoute(store, imageService, imageUploads, config.defaultDeadlineMs),
     // Networking (issue 14): VirtualNetworkService, PortService, SecurityGroupService.
-    ...networkRoutes({ store, clock, ids, ledger, defaultDeadlineMs: config.defaultDeadlineMs }),
+    ...networkRoutes({ store, clock, ids, ledger, defaultDeadlineMs: config.defaultDeadlineMs, network: (id) => agents.get(id)?.network }),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
     ...SERVED_ELSEWHERE.map((p) => ({ service: p.service, impl: servedElsewhereImpl(p.service, p.where) })),
   ];

@@ -55,6 +55,7 @@ export async function probeNetworkFeatures(netns?: string): Promise<NetworkFeatu
     },
     { name: "network-dhcp", available: dnsmasq === undefined, reason: dnsmasq === undefined ? "dnsmasq is installed" : `dnsmasq is missing (Debian: dnsmasq-base): ${dnsmasq}` },
     { name: "network-vlan", available: false, reason: vlan === undefined ? "the kernel can create VLAN devices, but this data plane has no VLAN networks yet" : `the kernel cannot create VLAN devices: ${vlan}` },
+    { name: "network-uplink", available: false, reason: "this data plane maps no physical network to a host interface yet (BRIDGE and EXTERNAL networks need one): it builds overlay networks only" },
   ];
 }
 

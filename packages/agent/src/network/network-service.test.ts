@@ -148,6 +148,8 @@ test("capabilities are probed from the kernel and the binaries", async () => {
   assert.equal(by.get("network-security-groups")?.available, true, by.get("network-security-groups")?.reason);
   assert.equal(by.get("network-dhcp")?.available, true);
   assert.equal(by.get("network-vlan")?.available, false);
+  assert.equal(by.get("network-uplink")?.available, false);
+  assert.match(by.get("network-uplink")?.reason ?? "", /overlay networks only/);
   assert.equal(caps.underlayAddress, "192.0.2.1", "the namespace's global IPv4 address");
 });
 

@@ -258,6 +258,12 @@ test("a VM live-migrated to another host keeps its address and reaches its peer 
 test("a full network grows by a second subnet: a VM there gets its lease from that subnet's DHCP and reaches a VM on the first subnet through the router", { timeout: 600_000 }, async () => {
   const nets = createClient(VirtualNetworkService, s!.transport);
   const ports = createClient(PortService, s!.transport);
+  // A network type no node supports is refused with each node's reason, from its agent's probe.
+  const vlan = await rejection(nets.createVirtualNetwork({ name: "e2e-vlan", spec: { type: NetworkType.VLAN, cidr: "10.45.0.0/24", vlanId: 0 } }));
+  assert.match(vlan.message, /no node supports VLAN networks \(network-vlan\)/);
+  for (const k of ["a", "b"] as const) assert.match(vlan.message, new RegExp(`node '${P}-${k}': the kernel (can|cannot) create VLAN devices`));
+  const bridge = await rejection(nets.createVirtualNetwork({ name: "e2e-bridge", spec: { type: NetworkType.BRIDGE, cidr: "10.45.0.0/24" } }));
+  assert.match(bridge.message, new RegExp(`node '${P}-a': this data plane maps no physical network to a host interface yet`));
   // /28 with a DHCP range of two addresses: one for the host's DHCP port, one for a filler
   // port. Both VMs run on one host: its gateway routes between the subnets (a host
   // routes to its own guests only: see docs/api/network.md).

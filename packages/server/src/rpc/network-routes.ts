@@ -11,6 +11,8 @@ import { VirtualNetworkService as Networks } from "../services/network-service.j
 import { PortService as Ports, randomFraction } from "../services/port-service.js";
 import { SecurityGroupService as Groups } from "../services/security-group-service.js";
 import { budgetOf } from "./budget.js";
+import { featureSupport } from "../network/node-features.js";
+import type { NodeNetwork } from "../network/node-network.js";
 
 /**
  * Quantixkvm.network.v1.VirtualNetworkService: Get, List and Watch are the network kind's
@@ -87,11 +89,12 @@ export function securityGroupServiceRoute(store: Store, groups: Groups, defaultD
  * composition root): networks charge the `networks` quota through `ledger`; every
  * project's "default" security group is made with its first network, port or group.
  */
-export function networkRoutes(deps: { store: Store; clock: Clock; ids: IdGenerator; ledger: QuotaLedger; defaultDeadlineMs: number }): Route[] {
+export function networkRoutes(deps: { store: Store; clock: Clock; ids: IdGenerator; ledger: QuotaLedger; defaultDeadlineMs: number; network?: (nodeId: string) => NodeNetwork | undefined }): Route[] {
   const { store, clock, ids, ledger } = deps;
   const groups = new Groups({ store, clock, ids });
   const ensureDefaultGroup = (projectId: string) => groups.ensureDefault(projectId);
-  const networks = new Networks({ store, clock, ids, ledger, ensureDefaultGroup });
+  const network = deps.network ?? (() => undefined);
+  const networks = new Networks({ store, clock, ids, ledger, ensureDefaultGroup, featureSupport: (feature) => featureSupport(store, network, feature) });
   const ports = new Ports({ store, clock, ids, ensureDefaultGroup, random: randomFraction });
   return [virtualNetworkServiceRoute(store, networks), portServiceRoute(store, ports), securityGroupServiceRoute(store, groups, deps.defaultDeadlineMs)];
 }

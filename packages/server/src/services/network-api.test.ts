@@ -90,6 +90,10 @@ describe("virtual networks, ports and security groups over the API", () => {
       assert.equal(e.code, Code.InvalidArgument, `${b.field}: ${e.message}`);
       assert.ok(fields(e).includes(b.field), `${b.field} in ${fields(e).join(", ")}: ${e.message}`);
     }
+    // A type no node supports says so (this cluster has no nodes; the e2e test shows the nodes' own reasons).
+    const vlan = await rejection(nets.createVirtualNetwork({ name: "vlan", spec: { type: NetworkType.VLAN, cidr: "10.0.0.0/24" } }));
+    assert.deepEqual(fields(vlan), ["spec.type"]);
+    assert.match(vlan.message, /no node supports VLAN networks \(network-vlan\): the cluster has no nodes yet/);
     // Several at once: all reported.
     const e = await rejection(nets.createVirtualNetwork({ name: "1bad", labels: { "": "x" }, spec: { type: NetworkType.VXLAN, cidr: "10.0.0.0/24", gatewayIp: "x", mtu: 10 } }));
     assert.deepEqual(fields(e).sort(), ["labels[\"\"]", "name", "spec.gateway_ip", "spec.mtu"].sort());

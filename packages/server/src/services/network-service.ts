@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { randomInt } from "node:crypto";
 import { clone, create } from "@bufbuild/protobuf";
-import { VirtualNetworkSpecSchema, VirtualNetworkState, VirtualNetworkStatusSchema, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import { NetworkType, VirtualNetworkSpecSchema, VirtualNetworkState, VirtualNetworkStatusSchema, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import { NetworkAllocationSchema } from "@quantix/api/gen/Quantixkvm/network/v1/network_allocation_pb.js";
 import { PortDeviceOwner } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { UpdateVirtualNetworkRequestSchema, type CreateVirtualNetworkRequest, type DeleteVirtualNetworkRequest, type UpdateVirtualNetworkRequest } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
@@ -23,6 +23,7 @@ import {
   NETWORK_ALLOCATION_KIND,
   NETWORK_IPAM,
   NETWORK_LIMITS,
+  NETWORK_TYPE_FEATURE,
   NO_USAGE,
   notFound,
   parseIpv4Cidr,
@@ -36,6 +37,7 @@ import {
   Violations,
   vniAllocationId,
   type Clock,
+  type FieldViolation,
   type IdGenerator,
   type Resource,
   type Store,
@@ -94,7 +96,17 @@ export class VirtualNetworkService {
   /** The addresses the network an update changes holds, read just before it (its check uses them), per call. */
   private readonly held = new AsyncLocalStorage<Held>();
 
-  constructor(private readonly deps: { store: Store; clock: Clock; ids: IdGenerator; ledger?: QuotaLedger; ensureDefaultGroup?: (projectId: string) => Promise<unknown> }) {
+  constructor(
+    private readonly deps: {
+      store: Store;
+      clock: Clock;
+      ids: IdGenerator;
+      ledger?: QuotaLedger;
+      ensureDefaultGroup?: (projectId: string) => Promise<unknown>;
+      /** Which nodes have a network feature, and why the others lack it (network/node-features.ts). */
+      featureSupport?: (feature: string) => Promise<{ supported: string[]; reasons: string[] }>;
+    },
+  ) {
     this.charging = networkCharging(deps.ledger ?? new QuotaLedger({ store: deps.store, clock: deps.clock, defaults: {} }));
     this.writer = new ResourceWriter(VIRTUAL_NETWORK_KIND, deps.store, deps.clock, deps.ids, {
       writable: ["name", "labels", "description", ...MUTABLE_SPEC.map((f) => `spec.${f}`)],
@@ -132,7 +144,7 @@ export class VirtualNetworkService {
     const n = { name: req.name, projectId, labels: req.labels, description: req.description, spec: req.spec ? clone(VirtualNetworkSpecSchema, req.spec) : undefined } as unknown as N;
     const v = new Violations();
     checkVirtualNetwork(v, n);
-    throwIfViolations([...v.list, ...commonViolations(req)]);
+    throwIfViolations(await this.withNodeReasons([...v.list, ...commonViolations(req)], n.spec?.type ?? NetworkType.UNSPECIFIED));
     if (!(await this.deps.store.of(PROJECT_KIND).get(projectId))) throw notFound("project", projectId);
     const spec = n.spec!;
     if (spec.router) await this.checkRoutedOverlap(subnetCidrs(spec), "");
@@ -157,6 +169,27 @@ export class VirtualNetworkService {
         if (attempt >= ATTEMPTS) throw new QuantixError("aborted", `no free VNI found in ${ATTEMPTS} attempts; retry`);
       }
     }
+  }
+
+  /**
+   * A type this control plane does not build is refused naming spec.type; with the
+   * nodes' network features known (`featureSupport`), the refusal says what each node's
+   * probe found, e.g. "node 'h1': the kernel can create VLAN devices, but this data plane
+   * has no VLAN networks yet".
+   */
+  private async withNodeReasons(list: FieldViolation[], type: NetworkType): Promise<FieldViolation[]> {
+    const i = list.findIndex((x) => x.field === "spec.type" && x.reason === "NOT_SUPPORTED");
+    const feature = NETWORK_TYPE_FEATURE[type];
+    if (i < 0 || !this.deps.featureSupport || !feature) return list;
+    const { supported, reasons } = await this.deps.featureSupport(feature);
+    const name = NetworkType[type];
+    const description =
+      supported.length > 0
+        ? `${supported.length} node(s) report ${feature}, but this control plane does not build ${name} networks yet: use VXLAN or ISOLATED`
+        : reasons.length > 0
+          ? `no node supports ${name} networks (${feature}): ${reasons.join("; ")}. Use VXLAN or ISOLATED`
+          : `no node supports ${name} networks (${feature}): the cluster has no nodes yet. Use VXLAN or ISOLATED`;
+    return list.map((x, j) => (j === i ? { ...x, description } : x));
   }
 
   /**
