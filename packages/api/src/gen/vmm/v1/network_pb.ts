@@ -967,8 +967,11 @@ export const NetworkCapabilitiesSchema: GenMessage<NetworkCapabilities> = /*@__P
   messageDesc(file_vmm_v1_network, 24);
 
 /**
- * One network feature: e.g. "network-vxlan", "network-security-groups", "network-dhcp",
- * "network-vlan" (unavailable on kernels without 8021q).
+ * One network feature: "network-vxlan", "network-security-groups", "network-dhcp",
+ * "network-vlan" and "network-uplink" (VLAN networks, and BRIDGE and EXTERNAL networks
+ * on a host interface: both unavailable today, as this data plane builds overlay networks
+ * only; the reason also says whether the kernel could create VLAN devices). The control
+ * plane refuses a network type no node supports with the nodes' reasons.
  *
  * @generated from message vmm.v1.NetworkFeature
  */

@@ -347,8 +347,9 @@ export type DhcpConfig = Message<"Quantixkvm.network.v1.DhcpConfig"> & {
   enabled: boolean;
 
   /**
-   * First address handed out; empty means the subnet's first host address after the
-   * gateway.
+   * First address handed out (of the first subnet: this range is its allocation pool;
+   * additional subnets have their own allocation_pools); empty means the subnet's first
+   * host address after the gateway.
    *
    * @generated from field: string range_start = 2;
    */
