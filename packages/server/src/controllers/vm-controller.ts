@@ -8,7 +8,7 @@ import { StepFailure, stepVm, type VolumePathResolver } from "./vm-step.js";
 import { VmStatusWriter } from "./vm-status-writer.js";
 import { NicStepFailure, stepNics, type NicStep } from "./vm-nic-step.js";
 import { desiredOf } from "./vm-status.js";
-import { VolumesNotReady } from "../storage/vm-volumes.js";
+import { NotReadyYet } from "./not-ready.js";
 
 /** How soon a VM waiting for its volumes is looked at again without a volume event. */
 const PROVISIONING_RECHECK_MS = 5_000;
@@ -129,7 +129,7 @@ export class VmController {
       stepped = await stepVm(vm, desired, driver, obs, this.deps.volumePaths);
       if (stepped) obs = await driver.observe(vm.id);
     } catch (err) {
-      if (err instanceof VolumesNotReady) {
+      if (err instanceof NotReadyYet) {
         // Its volumes are being made on the node: PROVISIONING, looked at again when one changes (and soon anyway).
         await this.status.provisioning(vm, err.message, err.condition);
         return { requeueAfterMs: PROVISIONING_RECHECK_MS };

@@ -107,7 +107,7 @@ async function define(d: HypervisorPort, vm: VirtualMachine, volumePaths: Volume
   } catch (err) {
     // A volume's file not reachable yet (its pool being set up again, its node's storage
     // busy) passes: retried, with the reason in the VM's status meanwhile. A volume still
-    // being made (VolumesNotReady) is waited for by the caller.
+    // being made (NotReadyYet) is waited for by the caller.
     if (err instanceof QuantixError && err.code !== "unavailable") throw new StepFailure("VolumeUnavailable", `the VM's volumes cannot be used on its node yet: ${err.message}`, { cause: err });
     throw err;
   }

@@ -2,7 +2,7 @@ import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_p
 import { PortState } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { PORT_KIND, QuantixError, type Store } from "@quantix/core";
 import { NETWORKS_READY } from "../controllers/vm-status-writer.js";
-import { VolumesNotReady } from "../storage/vm-volumes.js";
+import { NotReadyYet } from "../controllers/not-ready.js";
 import { PortState as AgentPortState } from "@quantix/api/gen/vmm/v1/network_pb.js";
 import type { NodeNetwork } from "./node-network.js";
 
@@ -10,7 +10,7 @@ import type { NodeNetwork } from "./node-network.js";
  * Before a VM with NICs on ports is defined on node `nodeId`: every port must be set up
  * there (the network controller applied its network to the node and the agent reports
  * its TAP ACTIVE). While one is not, the VM waits in PROVISIONING with NetworksReady=False
- * naming each NIC and what its port is waiting for (VolumesNotReady with that condition);
+ * naming each NIC and what its port is waiting for (NotReadyYet with that condition);
  * a port that is missing or bound to another device is FAILED_PRECONDITION.
  */
 export async function requireNicPorts(store: Store, vm: VirtualMachine, nodeId: string): Promise<void> {
@@ -23,7 +23,7 @@ export async function requireNicPorts(store: Store, vm: VirtualMachine, nodeId: 
     const why = p.status.conditions.find((c) => c.type === "Ready")?.message || "the network controller has not set it up yet";
     waiting.push(`NIC '${nic.id}' (port '${p.id}'): ${p.status.nodeId === nodeId ? why : `not set up on node '${nodeId}' yet (${why})`}`);
   }
-  if (waiting.length > 0) throw new VolumesNotReady(`the VM's NICs are being set up on node '${nodeId}': ${waiting.join("; ")}`, { type: NETWORKS_READY, reason: "WaitingForNetwork" });
+  if (waiting.length > 0) throw new NotReadyYet(`the VM's NICs are being set up on node '${nodeId}': ${waiting.join("; ")}`, { type: NETWORKS_READY, reason: "WaitingForNetwork" });
 }
 
 /** How long a migration waits for its target to set the VM's ports up. */

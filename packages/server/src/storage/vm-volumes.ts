@@ -3,6 +3,7 @@ import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb
 import { VolumeState, type Volume } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
 import { claimVolume, guestDeviceHint, NODE_KIND, notFound, QuantixError, STORAGE_POOL_KIND, VOLUME_KIND, volumeNodeIds, type Resource, type Store, type TxOp, type VolumeReach } from "@quantix/core";
 import type { NodeStorages } from "./node-storages.js";
+import { NotReadyYet } from "../controllers/not-ready.js";
 import { nodePoolType } from "../controllers/storage-pool-controller.js";
 
 /**
@@ -46,23 +47,9 @@ export function claimOps(vmId: string, spec: VmSpec, nodeId: string, nowMs: numb
 }
 
 /**
- * A VM's volumes are still being made, or its NICs' ports set up on its node: the VM
- * waits (PROVISIONING, with the condition named here False), it has not failed.
- */
-export class VolumesNotReady extends Error {
-  override readonly name = "VolumesNotReady";
-  constructor(
-    message: string,
-    readonly condition: { readonly type: string; readonly reason: string } = { type: "VolumesReady", reason: "WaitingForVolumes" },
-  ) {
-    super(message);
-  }
-}
-
-/**
  * The files of the volumes `spec` names, on node `nodeId`, for toAgentVmConfig: asked of
  * the node's storage (its own paths, derived from ids). FAILED_PRECONDITION naming a
- * volume whose file the node does not have, or that is ERROR; VolumesNotReady for one
+ * volume whose file the node does not have, or that is ERROR; NotReadyYet for one
  * still being made.
  */
 export async function resolveVolumePaths(store: Store, storages: NodeStorages, nodeId: string, spec: VmSpec): Promise<Map<string, string>> {
@@ -78,7 +65,7 @@ export async function resolveVolumePaths(store: Store, storages: NodeStorages, n
     // A volume still being made (a VM's own new disk, its image being copied to the node): the VM waits for it.
     if (state === VolumeState.PENDING || state === VolumeState.CREATING || state === VolumeState.UNSPECIFIED) {
       const why = v.status?.conditions.find((c) => c.type === "Ready" && c.status !== ConditionStatus.TRUE)?.message;
-      throw new VolumesNotReady(`disk '${d.id}': volume '${v.id}' is being made (${VolumeState[state]}${why ? `: ${why}` : ""}); the VM starts once it is AVAILABLE`);
+      throw new NotReadyYet(`disk '${d.id}': volume '${v.id}' is being made (${VolumeState[state]}${why ? `: ${why}` : ""}); the VM starts once it is AVAILABLE`);
     }
     if (state === VolumeState.ERROR) throw new QuantixError("failed_precondition", `disk '${d.id}': volume '${v.id}' is ERROR${v.status?.errorMessage ? `: ${v.status.errorMessage}` : ""}`);
     const pool = await store.of(STORAGE_POOL_KIND).get(v.spec?.poolId ?? "");
