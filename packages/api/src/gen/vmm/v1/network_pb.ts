@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vmm/v1/network.proto.
  */
 export const file_vmm_v1_network: GenFile = /*@__PURE__*/
-  fileDesc("ChR2bW0vdjEvbmV0d29yay5wcm90bxIGdm1tLnYxIp8CCgtOZXR3b3JrU3BlYxISCgpuZXR3b3JrX2lkGAEgASgJEgsKA3ZuaRgCIAEoDRILCgNtdHUYAyABKA0SHgoWbG9jYWxfdW5kZXJsYXlfYWRkcmVzcxgEIAEoCRIfChdwZWVyX3VuZGVybGF5X2FkZHJlc3NlcxgFIAMoCRIfCgdzdWJuZXRzGAYgAygLMg4udm1tLnYxLlN1Ym5ldBIgCgVwb3J0cxgHIAMoCzIRLnZtbS52MS5Mb2NhbFBvcnQSKAoMcmVtb3RlX3BvcnRzGAggAygLMhIudm1tLnYxLlJlbW90ZVBvcnQSEgoKZG5zX2RvbWFpbhgJIAEoCRIgCgdnYXRld2F5GAogASgLMg8udm1tLnYxLkdhdGV3YXkiLAoHR2F0ZXdheRIhCgRtb2RlGAEgASgOMhMudm1tLnYxLkdhdGV3YXlNb2RlIoUBCgZTdWJuZXQSDAoEY2lkchgBIAEoCRISCgpnYXRld2F5X2lwGAIgASgJEhMKC2Ruc19zZXJ2ZXJzGAMgAygJEhQKDGRoY3BfZW5hYmxlZBgEIAEoCBIXCg9zZXJ2aWNlX2FkZHJlc3MYBSABKAkSFQoNbGVhc2Vfc2Vjb25kcxgGIAEoDSLNAQoJTG9jYWxQb3J0Eg8KB3BvcnRfaWQYASABKAkSEwoLbWFjX2FkZHJlc3MYAiABKAkSEQoJZml4ZWRfaXBzGAMgAygJEjkKFWFsbG93ZWRfYWRkcmVzc19wYWlycxgEIAMoCzIaLnZtbS52MS5BbGxvd2VkQWRkcmVzc1BhaXISGgoSc2VjdXJpdHlfZ3JvdXBfaWRzGAUgAygJEh4KFnBvcnRfc2VjdXJpdHlfZGlzYWJsZWQYBiABKAgSEAoIaG9zdG5hbWUYByABKAkiPAoSQWxsb3dlZEFkZHJlc3NQYWlyEhEKCWlwX3ByZWZpeBgBIAEoCRITCgttYWNfYWRkcmVzcxgCIAEoCSJjCgpSZW1vdGVQb3J0EhMKC21hY19hZGRyZXNzGAEgASgJEhgKEHVuZGVybGF5X2FkZHJlc3MYAiABKAkSFAoMaXBfYWRkcmVzc2VzGAMgAygJEhAKCGhvc3RuYW1lGAQgASgJImwKEVNlY3VyaXR5R3JvdXBTcGVjEhkKEXNlY3VyaXR5X2dyb3VwX2lkGAEgASgJEigKBXJ1bGVzGAIgAygLMhkudm1tLnYxLlNlY3VyaXR5R3JvdXBSdWxlEhIKCm1lbWJlcl9pcHMYAyADKAkiugIKEVNlY3VyaXR5R3JvdXBSdWxlEigKCWRpcmVjdGlvbhgBIAEoDjIVLnZtbS52MS5SdWxlRGlyZWN0aW9uEiQKCWV0aGVydHlwZRgCIAEoDjIRLnZtbS52MS5FdGhlclR5cGUSJgoIcHJvdG9jb2wYAyABKA4yFC52bW0udjEuUnVsZVByb3RvY29sEhYKDnBvcnRfcmFuZ2VfbWluGAQgASgNEhYKDnBvcnRfcmFuZ2VfbWF4GAUgASgNEhYKCWljbXBfdHlwZRgGIAEoDUgAiAEBEhYKCWljbXBfY29kZRgHIAEoDUgBiAEBEhgKEHJlbW90ZV9pcF9wcmVmaXgYCCABKAkSFwoPcmVtb3RlX2dyb3VwX2lkGAkgASgJQgwKCl9pY21wX3R5cGVCDAoKX2ljbXBfY29kZSJMChNBcHBseU5ldHdvcmtSZXF1ZXN0EiEKBHNwZWMYASABKAsyEy52bW0udjEuTmV0d29ya1NwZWMSEgoKZ2VuZXJhdGlvbhgCIAEoBCIqChREZWxldGVOZXR3b3JrUmVxdWVzdBISCgpuZXR3b3JrX2lkGAEgASgJIicKEUdldE5ldHdvcmtSZXF1ZXN0EhIKCm5ldHdvcmtfaWQYASABKAkiFQoTTGlzdE5ldHdvcmtzUmVxdWVzdCI/ChRMaXN0TmV0d29ya3NSZXNwb25zZRInCghuZXR3b3JrcxgBIAMoCzIVLnZtbS52MS5OZXR3b3JrU3RhdHVzIiEKDkdldFBvcnRSZXF1ZXN0Eg8KB3BvcnRfaWQYASABKAkiWAoZQXBwbHlTZWN1cml0eUdyb3VwUmVxdWVzdBInCgRzcGVjGAEgASgLMhkudm1tLnYxLlNlY3VyaXR5R3JvdXBTcGVjEhIKCmdlbmVyYXRpb24YAiABKAQiYwohVXBkYXRlU2VjdXJpdHlHcm91cE1lbWJlcnNSZXF1ZXN0EhkKEXNlY3VyaXR5X2dyb3VwX2lkGAEgASgJEg8KB2FkZF9pcHMYAiADKAkSEgoKcmVtb3ZlX2lwcxgDIAMoCSI3ChpEZWxldGVTZWN1cml0eUdyb3VwUmVxdWVzdBIZChFzZWN1cml0eV9ncm91cF9pZBgBIAEoCSIbChlMaXN0U2VjdXJpdHlHcm91cHNSZXF1ZXN0IlIKGkxpc3RTZWN1cml0eUdyb3Vwc1Jlc3BvbnNlEjQKD3NlY3VyaXR5X2dyb3VwcxgBIAMoCzIbLnZtbS52MS5TZWN1cml0eUdyb3VwU3RhdHVzIh8KHUdldE5ldHdvcmtDYXBhYmlsaXRpZXNSZXF1ZXN0IlEKEE5ldHdvcmtDb25kaXRpb24SDAoEdHlwZRgBIAEoCRIOCgZzdGF0dXMYAiABKAgSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAki7wEKDU5ldHdvcmtTdGF0dXMSEgoKbmV0d29ya19pZBgBIAEoCRIhCgRzcGVjGAIgASgLMhMudm1tLnYxLk5ldHdvcmtTcGVjEhsKE29ic2VydmVkX2dlbmVyYXRpb24YAyABKAQSDgoGYnJpZGdlGAQgASgJEhQKDHZ4bGFuX2RldmljZRgFIAEoCRITCgtkbnNtYXNxX3BpZBgGIAEoDRIsCgpjb25kaXRpb25zGAcgAygLMhgudm1tLnYxLk5ldHdvcmtDb25kaXRpb24SIQoFcG9ydHMYCCADKAsyEi52bW0udjEuUG9ydFN0YXR1cyKmAQoKUG9ydFN0YXR1cxIPCgdwb3J0X2lkGAEgASgJEhIKCm5ldHdvcmtfaWQYAiABKAkSEgoKdGFwX2RldmljZRgDIAEoCRIgCgVzdGF0ZRgEIAEoDjIRLnZtbS52MS5Qb3J0U3RhdGUSDwoHY2FycmllchgFIAEoCBIsCgpjb25kaXRpb25zGAYgAygLMhgudm1tLnYxLk5ldHdvcmtDb25kaXRpb24ipAEKE1NlY3VyaXR5R3JvdXBTdGF0dXMSGQoRc2VjdXJpdHlfZ3JvdXBfaWQYASABKAkSJwoEc3BlYxgCIAEoCzIZLnZtbS52MS5TZWN1cml0eUdyb3VwU3BlYxIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAMgASgEEiwKCmNvbmRpdGlvbnMYBCADKAsyGC52bW0udjEuTmV0d29ya0NvbmRpdGlvbiJZChNOZXR3b3JrQ2FwYWJpbGl0aWVzEigKCGZlYXR1cmVzGAEgAygLMhYudm1tLnYxLk5ldHdvcmtGZWF0dXJlEhgKEHVuZGVybGF5X2FkZHJlc3MYAiABKAkiQQoOTmV0d29ya0ZlYXR1cmUSDAoEbmFtZRgBIAEoCRIRCglhdmFpbGFibGUYAiABKAgSDgoGcmVhc29uGAMgASgJKloKC0dhdGV3YXlNb2RlEhwKGEdBVEVXQVlfTU9ERV9VTlNQRUNJRklFRBAAEhcKE0dBVEVXQVlfTU9ERV9ST1VURUQQARIUChBHQVRFV0FZX01PREVfTkFUEAIqZgoNUnVsZURpcmVjdGlvbhIeChpSVUxFX0RJUkVDVElPTl9VTlNQRUNJRklFRBAAEhoKFlJVTEVfRElSRUNUSU9OX0lOR1JFU1MQARIZChVSVUxFX0RJUkVDVElPTl9FR1JFU1MQAipRCglFdGhlclR5cGUSGgoWRVRIRVJfVFlQRV9VTlNQRUNJRklFRBAAEhMKD0VUSEVSX1RZUEVfSVBWNBABEhMKD0VUSEVSX1RZUEVfSVBWNhACKnMKDFJ1bGVQcm90b2NvbBIdChlSVUxFX1BST1RPQ09MX1VOU1BFQ0lGSUVEEAASFQoRUlVMRV9QUk9UT0NPTF9UQ1AQARIVChFSVUxFX1BST1RPQ09MX1VEUBACEhYKElJVTEVfUFJPVE9DT0xfSUNNUBADKn8KCVBvcnRTdGF0ZRIaChZQT1JUX1NUQVRFX1VOU1BFQ0lGSUVEEAASEwoPUE9SVF9TVEFURV9ET1dOEAESFAoQUE9SVF9TVEFURV9CVUlMRBACEhUKEVBPUlRfU1RBVEVfQUNUSVZFEAMSFAoQUE9SVF9TVEFURV9FUlJPUhAEMqcGCg5OZXR3b3JrU2VydmljZRJCCgxBcHBseU5ldHdvcmsSGy52bW0udjEuQXBwbHlOZXR3b3JrUmVxdWVzdBoVLnZtbS52MS5OZXR3b3JrU3RhdHVzEkUKDURlbGV0ZU5ldHdvcmsSHC52bW0udjEuRGVsZXRlTmV0d29ya1JlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSPgoKR2V0TmV0d29yaxIZLnZtbS52MS5HZXROZXR3b3JrUmVxdWVzdBoVLnZtbS52MS5OZXR3b3JrU3RhdHVzEkkKDExpc3ROZXR3b3JrcxIbLnZtbS52MS5MaXN0TmV0d29ya3NSZXF1ZXN0Ghwudm1tLnYxLkxpc3ROZXR3b3Jrc1Jlc3BvbnNlEjUKB0dldFBvcnQSFi52bW0udjEuR2V0UG9ydFJlcXVlc3QaEi52bW0udjEuUG9ydFN0YXR1cxJUChJBcHBseVNlY3VyaXR5R3JvdXASIS52bW0udjEuQXBwbHlTZWN1cml0eUdyb3VwUmVxdWVzdBobLnZtbS52MS5TZWN1cml0eUdyb3VwU3RhdHVzEmQKGlVwZGF0ZVNlY3VyaXR5R3JvdXBNZW1iZXJzEikudm1tLnYxLlVwZGF0ZVNlY3VyaXR5R3JvdXBNZW1iZXJzUmVxdWVzdBobLnZtbS52MS5TZWN1cml0eUdyb3VwU3RhdHVzElEKE0RlbGV0ZVNlY3VyaXR5R3JvdXASIi52bW0udjEuRGVsZXRlU2VjdXJpdHlHcm91cFJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSWwoSTGlzdFNlY3VyaXR5R3JvdXBzEiEudm1tLnYxLkxpc3RTZWN1cml0eUdyb3Vwc1JlcXVlc3QaIi52bW0udjEuTGlzdFNlY3VyaXR5R3JvdXBzUmVzcG9uc2USXAoWR2V0TmV0d29ya0NhcGFiaWxpdGllcxIlLnZtbS52MS5HZXROZXR3b3JrQ2FwYWJpbGl0aWVzUmVxdWVzdBobLnZtbS52MS5OZXR3b3JrQ2FwYWJpbGl0aWVzYgZwcm90bzM", [file_google_protobuf_empty]);
+  fileDesc("ChR2bW0vdjEvbmV0d29yay5wcm90bxIGdm1tLnYxIp8CCgtOZXR3b3JrU3BlYxISCgpuZXR3b3JrX2lkGAEgASgJEgsKA3ZuaRgCIAEoDRILCgNtdHUYAyABKA0SHgoWbG9jYWxfdW5kZXJsYXlfYWRkcmVzcxgEIAEoCRIfChdwZWVyX3VuZGVybGF5X2FkZHJlc3NlcxgFIAMoCRIfCgdzdWJuZXRzGAYgAygLMg4udm1tLnYxLlN1Ym5ldBIgCgVwb3J0cxgHIAMoCzIRLnZtbS52MS5Mb2NhbFBvcnQSKAoMcmVtb3RlX3BvcnRzGAggAygLMhIudm1tLnYxLlJlbW90ZVBvcnQSEgoKZG5zX2RvbWFpbhgJIAEoCRIgCgdnYXRld2F5GAogASgLMg8udm1tLnYxLkdhdGV3YXkiLAoHR2F0ZXdheRIhCgRtb2RlGAEgASgOMhMudm1tLnYxLkdhdGV3YXlNb2RlIoUBCgZTdWJuZXQSDAoEY2lkchgBIAEoCRISCgpnYXRld2F5X2lwGAIgASgJEhMKC2Ruc19zZXJ2ZXJzGAMgAygJEhQKDGRoY3BfZW5hYmxlZBgEIAEoCBIXCg9zZXJ2aWNlX2FkZHJlc3MYBSABKAkSFQoNbGVhc2Vfc2Vjb25kcxgGIAEoDSLNAQoJTG9jYWxQb3J0Eg8KB3BvcnRfaWQYASABKAkSEwoLbWFjX2FkZHJlc3MYAiABKAkSEQoJZml4ZWRfaXBzGAMgAygJEjkKFWFsbG93ZWRfYWRkcmVzc19wYWlycxgEIAMoCzIaLnZtbS52MS5BbGxvd2VkQWRkcmVzc1BhaXISGgoSc2VjdXJpdHlfZ3JvdXBfaWRzGAUgAygJEh4KFnBvcnRfc2VjdXJpdHlfZGlzYWJsZWQYBiABKAgSEAoIaG9zdG5hbWUYByABKAkiPAoSQWxsb3dlZEFkZHJlc3NQYWlyEhEKCWlwX3ByZWZpeBgBIAEoCRITCgttYWNfYWRkcmVzcxgCIAEoCSJjCgpSZW1vdGVQb3J0EhMKC21hY19hZGRyZXNzGAEgASgJEhgKEHVuZGVybGF5X2FkZHJlc3MYAiABKAkSFAoMaXBfYWRkcmVzc2VzGAMgAygJEhAKCGhvc3RuYW1lGAQgASgJImwKEVNlY3VyaXR5R3JvdXBTcGVjEhkKEXNlY3VyaXR5X2dyb3VwX2lkGAEgASgJEigKBXJ1bGVzGAIgAygLMhkudm1tLnYxLlNlY3VyaXR5R3JvdXBSdWxlEhIKCm1lbWJlcl9pcHMYAyADKAkiugIKEVNlY3VyaXR5R3JvdXBSdWxlEigKCWRpcmVjdGlvbhgBIAEoDjIVLnZtbS52MS5SdWxlRGlyZWN0aW9uEiQKCWV0aGVydHlwZRgCIAEoDjIRLnZtbS52MS5FdGhlclR5cGUSJgoIcHJvdG9jb2wYAyABKA4yFC52bW0udjEuUnVsZVByb3RvY29sEhYKDnBvcnRfcmFuZ2VfbWluGAQgASgNEhYKDnBvcnRfcmFuZ2VfbWF4GAUgASgNEhYKCWljbXBfdHlwZRgGIAEoDUgAiAEBEhYKCWljbXBfY29kZRgHIAEoDUgBiAEBEhgKEHJlbW90ZV9pcF9wcmVmaXgYCCABKAkSFwoPcmVtb3RlX2dyb3VwX2lkGAkgASgJQgwKCl9pY21wX3R5cGVCDAoKX2ljbXBfY29kZSJMChNBcHBseU5ldHdvcmtSZXF1ZXN0EiEKBHNwZWMYASABKAsyEy52bW0udjEuTmV0d29ya1NwZWMSEgoKZ2VuZXJhdGlvbhgCIAEoBCIqChREZWxldGVOZXR3b3JrUmVxdWVzdBISCgpuZXR3b3JrX2lkGAEgASgJIicKEUdldE5ldHdvcmtSZXF1ZXN0EhIKCm5ldHdvcmtfaWQYASABKAkiFQoTTGlzdE5ldHdvcmtzUmVxdWVzdCI/ChRMaXN0TmV0d29ya3NSZXNwb25zZRInCghuZXR3b3JrcxgBIAMoCzIVLnZtbS52MS5OZXR3b3JrU3RhdHVzIiEKDkdldFBvcnRSZXF1ZXN0Eg8KB3BvcnRfaWQYASABKAkiWAoZQXBwbHlTZWN1cml0eUdyb3VwUmVxdWVzdBInCgRzcGVjGAEgASgLMhkudm1tLnYxLlNlY3VyaXR5R3JvdXBTcGVjEhIKCmdlbmVyYXRpb24YAiABKAQiYwohVXBkYXRlU2VjdXJpdHlHcm91cE1lbWJlcnNSZXF1ZXN0EhkKEXNlY3VyaXR5X2dyb3VwX2lkGAEgASgJEg8KB2FkZF9pcHMYAiADKAkSEgoKcmVtb3ZlX2lwcxgDIAMoCSI3ChpEZWxldGVTZWN1cml0eUdyb3VwUmVxdWVzdBIZChFzZWN1cml0eV9ncm91cF9pZBgBIAEoCSIbChlMaXN0U2VjdXJpdHlHcm91cHNSZXF1ZXN0IlIKGkxpc3RTZWN1cml0eUdyb3Vwc1Jlc3BvbnNlEjQKD3NlY3VyaXR5X2dyb3VwcxgBIAMoCzIbLnZtbS52MS5TZWN1cml0eUdyb3VwU3RhdHVzIh8KHUdldE5ldHdvcmtDYXBhYmlsaXRpZXNSZXF1ZXN0IlEKEE5ldHdvcmtDb25kaXRpb24SDAoEdHlwZRgBIAEoCRIOCgZzdGF0dXMYAiABKAgSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAki7wEKDU5ldHdvcmtTdGF0dXMSEgoKbmV0d29ya19pZBgBIAEoCRIhCgRzcGVjGAIgASgLMhMudm1tLnYxLk5ldHdvcmtTcGVjEhsKE29ic2VydmVkX2dlbmVyYXRpb24YAyABKAQSDgoGYnJpZGdlGAQgASgJEhQKDHZ4bGFuX2RldmljZRgFIAEoCRITCgtkbnNtYXNxX3BpZBgGIAEoDRIsCgpjb25kaXRpb25zGAcgAygLMhgudm1tLnYxLk5ldHdvcmtDb25kaXRpb24SIQoFcG9ydHMYCCADKAsyEi52bW0udjEuUG9ydFN0YXR1cyKmAQoKUG9ydFN0YXR1cxIPCgdwb3J0X2lkGAEgASgJEhIKCm5ldHdvcmtfaWQYAiABKAkSEgoKdGFwX2RldmljZRgDIAEoCRIgCgVzdGF0ZRgEIAEoDjIRLnZtbS52MS5Qb3J0U3RhdGUSDwoHY2FycmllchgFIAEoCBIsCgpjb25kaXRpb25zGAYgAygLMhgudm1tLnYxLk5ldHdvcmtDb25kaXRpb24ipAEKE1NlY3VyaXR5R3JvdXBTdGF0dXMSGQoRc2VjdXJpdHlfZ3JvdXBfaWQYASABKAkSJwoEc3BlYxgCIAEoCzIZLnZtbS52MS5TZWN1cml0eUdyb3VwU3BlYxIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAMgASgEEiwKCmNvbmRpdGlvbnMYBCADKAsyGC52bW0udjEuTmV0d29ya0NvbmRpdGlvbiJ0ChNOZXR3b3JrQ2FwYWJpbGl0aWVzEigKCGZlYXR1cmVzGAEgAygLMhYudm1tLnYxLk5ldHdvcmtGZWF0dXJlEhgKEHVuZGVybGF5X2FkZHJlc3MYAiABKAkSGQoRcGh5c2ljYWxfbmV0d29ya3MYAyADKAkiQQoOTmV0d29ya0ZlYXR1cmUSDAoEbmFtZRgBIAEoCRIRCglhdmFpbGFibGUYAiABKAgSDgoGcmVhc29uGAMgASgJIr0BCgpSb3V0ZXJTcGVjEhEKCXJvdXRlcl9pZBgBIAEoCRIoCghleHRlcm5hbBgCIAEoCzIWLnZtbS52MS5Sb3V0ZXJFeHRlcm5hbBIrCgppbnRlcmZhY2VzGAMgAygLMhcudm1tLnYxLlJvdXRlckludGVyZmFjZRIUCgxzbmF0X2VuYWJsZWQYBCABKAgSLwoMZmxvYXRpbmdfaXBzGAUgAygLMhkudm1tLnYxLkZsb2F0aW5nSXBNYXBwaW5nImQKDlJvdXRlckV4dGVybmFsEhgKEHBoeXNpY2FsX25ldHdvcmsYASABKAkSDwoHYWRkcmVzcxgCIAEoCRISCgpnYXRld2F5X2lwGAMgASgJEhMKC21hY19hZGRyZXNzGAQgASgJIk0KD1JvdXRlckludGVyZmFjZRISCgpuZXR3b3JrX2lkGAEgASgJEhMKC21hY19hZGRyZXNzGAIgASgJEhEKCWFkZHJlc3NlcxgDIAMoCSI6ChFGbG9hdGluZ0lwTWFwcGluZxITCgtmbG9hdGluZ19pcBgBIAEoCRIQCghmaXhlZF9pcBgCIAEoCSJKChJBcHBseVJvdXRlclJlcXVlc3QSIAoEc3BlYxgBIAEoCzISLnZtbS52MS5Sb3V0ZXJTcGVjEhIKCmdlbmVyYXRpb24YAiABKAQiKAoTRGVsZXRlUm91dGVyUmVxdWVzdBIRCglyb3V0ZXJfaWQYASABKAkiJQoQR2V0Um91dGVyUmVxdWVzdBIRCglyb3V0ZXJfaWQYASABKAkiFAoSTGlzdFJvdXRlcnNSZXF1ZXN0IjwKE0xpc3RSb3V0ZXJzUmVzcG9uc2USJQoHcm91dGVycxgBIAMoCzIULnZtbS52MS5Sb3V0ZXJTdGF0dXMi0QEKDFJvdXRlclN0YXR1cxIRCglyb3V0ZXJfaWQYASABKAkSIAoEc3BlYxgCIAEoCzISLnZtbS52MS5Sb3V0ZXJTcGVjEhsKE29ic2VydmVkX2dlbmVyYXRpb24YAyABKAQSEQoJbmFtZXNwYWNlGAQgASgJEiwKCmNvbmRpdGlvbnMYBSADKAsyGC52bW0udjEuTmV0d29ya0NvbmRpdGlvbhIuCgxmbG9hdGluZ19pcHMYBiADKAsyGC52bW0udjEuRmxvYXRpbmdJcFN0YXR1cyJKChBGbG9hdGluZ0lwU3RhdHVzEhMKC2Zsb2F0aW5nX2lwGAEgASgJEhAKCGZpeGVkX2lwGAIgASgJEg8KB2FwcGxpZWQYAyABKAgqWgoLR2F0ZXdheU1vZGUSHAoYR0FURVdBWV9NT0RFX1VOU1BFQ0lGSUVEEAASFwoTR0FURVdBWV9NT0RFX1JPVVRFRBABEhQKEEdBVEVXQVlfTU9ERV9OQVQQAipmCg1SdWxlRGlyZWN0aW9uEh4KGlJVTEVfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASGgoWUlVMRV9ESVJFQ1RJT05fSU5HUkVTUxABEhkKFVJVTEVfRElSRUNUSU9OX0VHUkVTUxACKlEKCUV0aGVyVHlwZRIaChZFVEhFUl9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPRVRIRVJfVFlQRV9JUFY0EAESEwoPRVRIRVJfVFlQRV9JUFY2EAIqcwoMUnVsZVByb3RvY29sEh0KGVJVTEVfUFJPVE9DT0xfVU5TUEVDSUZJRUQQABIVChFSVUxFX1BST1RPQ09MX1RDUBABEhUKEVJVTEVfUFJPVE9DT0xfVURQEAISFgoSUlVMRV9QUk9UT0NPTF9JQ01QEAMqfwoJUG9ydFN0YXRlEhoKFlBPUlRfU1RBVEVfVU5TUEVDSUZJRUQQABITCg9QT1JUX1NUQVRFX0RPV04QARIUChBQT1JUX1NUQVRFX0JVSUxEEAISFQoRUE9SVF9TVEFURV9BQ1RJVkUQAxIUChBQT1JUX1NUQVRFX0VSUk9SEAQysggKDk5ldHdvcmtTZXJ2aWNlEkIKDEFwcGx5TmV0d29yaxIbLnZtbS52MS5BcHBseU5ldHdvcmtSZXF1ZXN0GhUudm1tLnYxLk5ldHdvcmtTdGF0dXMSRQoNRGVsZXRlTmV0d29yaxIcLnZtbS52MS5EZWxldGVOZXR3b3JrUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRI+CgpHZXROZXR3b3JrEhkudm1tLnYxLkdldE5ldHdvcmtSZXF1ZXN0GhUudm1tLnYxLk5ldHdvcmtTdGF0dXMSSQoMTGlzdE5ldHdvcmtzEhsudm1tLnYxLkxpc3ROZXR3b3Jrc1JlcXVlc3QaHC52bW0udjEuTGlzdE5ldHdvcmtzUmVzcG9uc2USNQoHR2V0UG9ydBIWLnZtbS52MS5HZXRQb3J0UmVxdWVzdBoSLnZtbS52MS5Qb3J0U3RhdHVzElQKEkFwcGx5U2VjdXJpdHlHcm91cBIhLnZtbS52MS5BcHBseVNlY3VyaXR5R3JvdXBSZXF1ZXN0Ghsudm1tLnYxLlNlY3VyaXR5R3JvdXBTdGF0dXMSZAoaVXBkYXRlU2VjdXJpdHlHcm91cE1lbWJlcnMSKS52bW0udjEuVXBkYXRlU2VjdXJpdHlHcm91cE1lbWJlcnNSZXF1ZXN0Ghsudm1tLnYxLlNlY3VyaXR5R3JvdXBTdGF0dXMSUQoTRGVsZXRlU2VjdXJpdHlHcm91cBIiLnZtbS52MS5EZWxldGVTZWN1cml0eUdyb3VwUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJbChJMaXN0U2VjdXJpdHlHcm91cHMSIS52bW0udjEuTGlzdFNlY3VyaXR5R3JvdXBzUmVxdWVzdBoiLnZtbS52MS5MaXN0U2VjdXJpdHlHcm91cHNSZXNwb25zZRJcChZHZXROZXR3b3JrQ2FwYWJpbGl0aWVzEiUudm1tLnYxLkdldE5ldHdvcmtDYXBhYmlsaXRpZXNSZXF1ZXN0Ghsudm1tLnYxLk5ldHdvcmtDYXBhYmlsaXRpZXMSPwoLQXBwbHlSb3V0ZXISGi52bW0udjEuQXBwbHlSb3V0ZXJSZXF1ZXN0GhQudm1tLnYxLlJvdXRlclN0YXR1cxJDCgxEZWxldGVSb3V0ZXISGy52bW0udjEuRGVsZXRlUm91dGVyUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRI7CglHZXRSb3V0ZXISGC52bW0udjEuR2V0Um91dGVyUmVxdWVzdBoULnZtbS52MS5Sb3V0ZXJTdGF0dXMSRgoLTGlzdFJvdXRlcnMSGi52bW0udjEuTGlzdFJvdXRlcnNSZXF1ZXN0Ghsudm1tLnYxLkxpc3RSb3V0ZXJzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_empty]);
 
 /**
  * The desired state of one network on this host.
@@ -957,6 +957,15 @@ export type NetworkCapabilities = Message<"vmm.v1.NetworkCapabilities"> & {
    * @generated from field: string underlay_address = 2;
    */
   underlayAddress: string;
+
+  /**
+   * The physical networks this host can reach: the names of the agent's configuration
+   * (VMCP_NETWORK_PHYSICAL_NETWORKS, name=interface) whose interface exists in the data
+   * plane's namespace, sorted. What RouterSpec.external.physical_network may name here.
+   *
+   * @generated from field: repeated string physical_networks = 3;
+   */
+  physicalNetworks: string[];
 };
 
 /**
@@ -968,10 +977,11 @@ export const NetworkCapabilitiesSchema: GenMessage<NetworkCapabilities> = /*@__P
 
 /**
  * One network feature: "network-vxlan", "network-security-groups", "network-dhcp",
- * "network-vlan" and "network-uplink" (VLAN networks, and BRIDGE and EXTERNAL networks
- * on a host interface: both unavailable today, as this data plane builds overlay networks
- * only; the reason also says whether the kernel could create VLAN devices). The control
- * plane refuses a network type no node supports with the nodes' reasons.
+ * "network-vlan" (unavailable today: this data plane has no VLAN networks; the reason
+ * says whether the kernel could create VLAN devices) and "network-uplink" (this host
+ * reaches a physical network: available when at least one configured physical
+ * network's interface exists, the reason naming them; a router's external side needs
+ * it). The control plane refuses a network type no node supports with the nodes' reasons.
  *
  * @generated from message vmm.v1.NetworkFeature
  */
@@ -1004,6 +1014,401 @@ export type NetworkFeature = Message<"vmm.v1.NetworkFeature"> & {
  */
 export const NetworkFeatureSchema: GenMessage<NetworkFeature> = /*@__PURE__*/
   messageDesc(file_vmm_v1_network, 25);
+
+/**
+ * The desired state of one router on this host: a network namespace of its own,
+ * `qr<first 12 hex of router_id>`, that routes between the internal networks' subnets and
+ * one external (physical) network, with SNAT for the subnets and floating IPs.
+ *
+ * Data plane: per physical network a Linux bridge `qe<12 hex of the SHA-256 of its
+ * name>` in the data plane's namespace with the configured host interface enslaved (the
+ * interface must carry no IPv4 address: the bridge takes it over); the router's
+ * external interface `qre` is one end of a veth whose other end, `qg<first 12 hex of
+ * router_id>`, is on that bridge. Each internal interface `qn<first 12 hex of
+ * network_id>` is one end of a veth whose other end, `qi<12 hex of the SHA-256 of router
+ * and network ids>`, is on the network's bridge `qb…`, with the network bridge's MTU.
+ * IPv4 forwarding is on in the router's namespace; its default route is via
+ * external.gateway_ip. NAT is one `ip quantix_router` nftables table in the router's
+ * namespace, replaced in one `nft -f` transaction per change: maps `fip_dnat` (floating
+ * → fixed, prerouting and output) and `fip_snat` (fixed → floating, postrouting on `qre`
+ * only), then, with snat_enabled, `snat to <external address>` of the internal subnets
+ * leaving through `qre` only (traffic leaving by any other interface, e.g. a later VPN,
+ * is not translated); an internal client reaching a floating IP of the same router is
+ * masqueraded behind the router's internal address (hairpin), so the reply comes back
+ * through the router.
+ *
+ * @generated from message vmm.v1.RouterSpec
+ */
+export type RouterSpec = Message<"vmm.v1.RouterSpec"> & {
+  /**
+   * The router's id, a lowercase canonical UUID. Required. Its namespace and link names
+   * derive from its first 12 hex digits, which must be unique among this host's routers.
+   *
+   * @generated from field: string router_id = 1;
+   */
+  routerId: string;
+
+  /**
+   * The external side: where SNAT and floating IPs lead. Required.
+   *
+   * @generated from field: vmm.v1.RouterExternal external = 2;
+   */
+  external?: RouterExternal | undefined;
+
+  /**
+   * The internal networks the router serves, at most 16, one per network.
+   *
+   * @generated from field: repeated vmm.v1.RouterInterface interfaces = 3;
+   */
+  interfaces: RouterInterface[];
+
+  /**
+   * Translate the internal subnets' traffic leaving through the external interface to the
+   * router's external address (a guest with a floating IP leaves as its floating IP
+   * whatever this says).
+   *
+   * @generated from field: bool snat_enabled = 4;
+   */
+  snatEnabled: boolean;
+
+  /**
+   * The floating IPs, at most 1024: each maps one external address to one internal
+   * address, inbound (DNAT) and outbound (SNAT). A floating IP added, or moved to another
+   * fixed IP, is announced with a gratuitous ARP from the external interface (iputils
+   * `arping`, else busybox's; without either the neighbours learn it when they next ask);
+   * the connections of a removed or moved mapping are deleted from conntrack, so they
+   * cannot go on using it.
+   *
+   * @generated from field: repeated vmm.v1.FloatingIpMapping floating_ips = 5;
+   */
+  floatingIps: FloatingIpMapping[];
+};
+
+/**
+ * Describes the message vmm.v1.RouterSpec.
+ * Use `create(RouterSpecSchema)` to create a new message.
+ */
+export const RouterSpecSchema: GenMessage<RouterSpec> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 26);
+
+/**
+ * A router's external side.
+ *
+ * @generated from message vmm.v1.RouterExternal
+ */
+export type RouterExternal = Message<"vmm.v1.RouterExternal"> & {
+  /**
+   * The physical network, a name of the agent's configuration
+   * (VMCP_NETWORK_PHYSICAL_NETWORKS, [a-z][a-z0-9-]{0,31}) mapped to a host interface;
+   * NetworkCapabilities.physical_networks lists the ones present. Required.
+   *
+   * @generated from field: string physical_network = 1;
+   */
+  physicalNetwork: string;
+
+  /**
+   * The router's external IPv4 address with its subnet's prefix length, e.g.
+   * "203.0.113.5/24" (a host address, prefix 8 to 30). Required.
+   *
+   * @generated from field: string address = 2;
+   */
+  address: string;
+
+  /**
+   * The next hop of the router's default route, a host address inside address's subnet,
+   * not the address itself. Required.
+   *
+   * @generated from field: string gateway_ip = 3;
+   */
+  gatewayIp: string;
+
+  /**
+   * The external interface's MAC, six colon-separated hex bytes, unicast. Required.
+   *
+   * @generated from field: string mac_address = 4;
+   */
+  macAddress: string;
+};
+
+/**
+ * Describes the message vmm.v1.RouterExternal.
+ * Use `create(RouterExternalSchema)` to create a new message.
+ */
+export const RouterExternalSchema: GenMessage<RouterExternal> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 27);
+
+/**
+ * One internal interface of a router.
+ *
+ * @generated from message vmm.v1.RouterInterface
+ */
+export type RouterInterface = Message<"vmm.v1.RouterInterface"> & {
+  /**
+   * The network, a lowercase canonical UUID; it must be applied on this host (its bridge
+   * exists). At most one interface per network. Required.
+   *
+   * @generated from field: string network_id = 1;
+   */
+  networkId: string;
+
+  /**
+   * The interface's MAC, six colon-separated hex bytes, unicast. Required.
+   *
+   * @generated from field: string mac_address = 2;
+   */
+  macAddress: string;
+
+  /**
+   * The router's addresses on the network, one per subnet it serves, with the subnet's
+   * prefix length, e.g. "10.0.0.1/24" (the subnet's gateway_ip): 1 to 8, host addresses,
+   * prefix 8 to 30; no two subnets of the router (internal or external) overlap.
+   *
+   * @generated from field: repeated string addresses = 3;
+   */
+  addresses: string[];
+};
+
+/**
+ * Describes the message vmm.v1.RouterInterface.
+ * Use `create(RouterInterfaceSchema)` to create a new message.
+ */
+export const RouterInterfaceSchema: GenMessage<RouterInterface> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 28);
+
+/**
+ * A floating IP: an external address standing for an internal one.
+ *
+ * @generated from message vmm.v1.FloatingIpMapping
+ */
+export type FloatingIpMapping = Message<"vmm.v1.FloatingIpMapping"> & {
+  /**
+   * The floating address, a host address inside the external subnet, neither the
+   * router's external address nor its gateway; unique among the router's mappings. Required.
+   *
+   * @generated from field: string floating_ip = 1;
+   */
+  floatingIp: string;
+
+  /**
+   * The internal address it stands for, inside one of the interfaces' subnets and not an
+   * interface's own address; at most one floating IP per fixed IP. Required.
+   *
+   * @generated from field: string fixed_ip = 2;
+   */
+  fixedIp: string;
+};
+
+/**
+ * Describes the message vmm.v1.FloatingIpMapping.
+ * Use `create(FloatingIpMappingSchema)` to create a new message.
+ */
+export const FloatingIpMappingSchema: GenMessage<FloatingIpMapping> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 29);
+
+/**
+ * ApplyRouter's request.
+ *
+ * @generated from message vmm.v1.ApplyRouterRequest
+ */
+export type ApplyRouterRequest = Message<"vmm.v1.ApplyRouterRequest"> & {
+  /**
+   * The router's desired state on this host. Required.
+   *
+   * @generated from field: vmm.v1.RouterSpec spec = 1;
+   */
+  spec?: RouterSpec | undefined;
+
+  /**
+   * The control plane's version of the spec, echoed as observed_generation.
+   *
+   * @generated from field: uint64 generation = 2;
+   */
+  generation: bigint;
+};
+
+/**
+ * Describes the message vmm.v1.ApplyRouterRequest.
+ * Use `create(ApplyRouterRequestSchema)` to create a new message.
+ */
+export const ApplyRouterRequestSchema: GenMessage<ApplyRouterRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 30);
+
+/**
+ * DeleteRouter's request.
+ *
+ * @generated from message vmm.v1.DeleteRouterRequest
+ */
+export type DeleteRouterRequest = Message<"vmm.v1.DeleteRouterRequest"> & {
+  /**
+   * The router's id. Required.
+   *
+   * @generated from field: string router_id = 1;
+   */
+  routerId: string;
+};
+
+/**
+ * Describes the message vmm.v1.DeleteRouterRequest.
+ * Use `create(DeleteRouterRequestSchema)` to create a new message.
+ */
+export const DeleteRouterRequestSchema: GenMessage<DeleteRouterRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 31);
+
+/**
+ * GetRouter's request.
+ *
+ * @generated from message vmm.v1.GetRouterRequest
+ */
+export type GetRouterRequest = Message<"vmm.v1.GetRouterRequest"> & {
+  /**
+   * The router's id. Required.
+   *
+   * @generated from field: string router_id = 1;
+   */
+  routerId: string;
+};
+
+/**
+ * Describes the message vmm.v1.GetRouterRequest.
+ * Use `create(GetRouterRequestSchema)` to create a new message.
+ */
+export const GetRouterRequestSchema: GenMessage<GetRouterRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 32);
+
+/**
+ * ListRouters' request.
+ *
+ * @generated from message vmm.v1.ListRoutersRequest
+ */
+export type ListRoutersRequest = Message<"vmm.v1.ListRoutersRequest"> & {
+};
+
+/**
+ * Describes the message vmm.v1.ListRoutersRequest.
+ * Use `create(ListRoutersRequestSchema)` to create a new message.
+ */
+export const ListRoutersRequestSchema: GenMessage<ListRoutersRequest> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 33);
+
+/**
+ * ListRouters' response.
+ *
+ * @generated from message vmm.v1.ListRoutersResponse
+ */
+export type ListRoutersResponse = Message<"vmm.v1.ListRoutersResponse"> & {
+  /**
+   * Every router on this host, ordered by router_id.
+   *
+   * @generated from field: repeated vmm.v1.RouterStatus routers = 1;
+   */
+  routers: RouterStatus[];
+};
+
+/**
+ * Describes the message vmm.v1.ListRoutersResponse.
+ * Use `create(ListRoutersResponseSchema)` to create a new message.
+ */
+export const ListRoutersResponseSchema: GenMessage<ListRoutersResponse> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 34);
+
+/**
+ * A router on this host, as observed.
+ *
+ * @generated from message vmm.v1.RouterStatus
+ */
+export type RouterStatus = Message<"vmm.v1.RouterStatus"> & {
+  /**
+   * The router's id.
+   *
+   * @generated from field: string router_id = 1;
+   */
+  routerId: string;
+
+  /**
+   * Output only. The last applied spec.
+   *
+   * @generated from field: vmm.v1.RouterSpec spec = 2;
+   */
+  spec?: RouterSpec | undefined;
+
+  /**
+   * Output only. The generation of the spec last applied.
+   *
+   * @generated from field: uint64 observed_generation = 3;
+   */
+  observedGeneration: bigint;
+
+  /**
+   * Output only. The router's network namespace, `qr<first 12 hex of router_id>`.
+   *
+   * @generated from field: string namespace = 4;
+   */
+  namespace: string;
+
+  /**
+   * Output only. The conditions: "NamespaceReady" (the namespace exists, forwarding on),
+   * "ExternalReady" (the physical network's interface on its bridge, `qre` up with its
+   * addresses, MAC and default route), "InterfacesReady" (every internal interface up
+   * with its addresses on its network's bridge), "NatReady" (the nftables table
+   * applied), "ConnectionsFlushed" (only when deleting a removed mapping's connections
+   * failed); "Ready" is true when every other one is. Each false one has a CamelCase
+   * reason, e.g. "PhysicalInterfaceMissing", "BridgeMissing", "NftTransactionRefused".
+   *
+   * @generated from field: repeated vmm.v1.NetworkCondition conditions = 5;
+   */
+  conditions: NetworkCondition[];
+
+  /**
+   * Output only. Each floating IP of the spec, ordered by floating_ip, and whether it is
+   * in effect now.
+   *
+   * @generated from field: repeated vmm.v1.FloatingIpStatus floating_ips = 6;
+   */
+  floatingIps: FloatingIpStatus[];
+};
+
+/**
+ * Describes the message vmm.v1.RouterStatus.
+ * Use `create(RouterStatusSchema)` to create a new message.
+ */
+export const RouterStatusSchema: GenMessage<RouterStatus> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 35);
+
+/**
+ * A floating IP of a router, as observed.
+ *
+ * @generated from message vmm.v1.FloatingIpStatus
+ */
+export type FloatingIpStatus = Message<"vmm.v1.FloatingIpStatus"> & {
+  /**
+   * The floating address.
+   *
+   * @generated from field: string floating_ip = 1;
+   */
+  floatingIp: string;
+
+  /**
+   * The internal address it stands for.
+   *
+   * @generated from field: string fixed_ip = 2;
+   */
+  fixedIp: string;
+
+  /**
+   * Output only. Whether the mapping is in both nftables maps and the address is on the
+   * external interface.
+   *
+   * @generated from field: bool applied = 3;
+   */
+  applied: boolean;
+};
+
+/**
+ * Describes the message vmm.v1.FloatingIpStatus.
+ * Use `create(FloatingIpStatusSchema)` to create a new message.
+ */
+export const FloatingIpStatusSchema: GenMessage<FloatingIpStatus> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 36);
 
 /**
  * How a network's gateway forwards.
@@ -1343,6 +1748,55 @@ export const NetworkService: GenService<{
     methodKind: "unary";
     input: typeof GetNetworkCapabilitiesRequestSchema;
     output: typeof NetworkCapabilitiesSchema;
+  },
+  /**
+   * Makes a router on this host match the spec: its namespace, its external and internal
+   * interfaces, its routes, SNAT and floating IPs (see RouterSpec), and returns the status
+   * observed afterwards. Every network an interface names must be applied on this host
+   * first (ApplyNetwork): FAILED_PRECONDITION naming the network and the field otherwise.
+   * A physical network this agent does not map to an interface is FAILED_PRECONDITION
+   * naming spec.external.physical_network. Idempotent: the same spec again changes
+   * nothing; a changed spec changes only what differs (floating IPs are associated,
+   * disassociated and moved in one nftables transaction).
+   *
+   * @generated from rpc vmm.v1.NetworkService.ApplyRouter
+   */
+  applyRouter: {
+    methodKind: "unary";
+    input: typeof ApplyRouterRequestSchema;
+    output: typeof RouterStatusSchema;
+  },
+  /**
+   * Removes a router from this host: its namespace (and with it the router's ends of its
+   * interfaces), its links on the networks' bridges, and its state. NOT_FOUND naming the
+   * id when the host has no such router (idempotent in effect, as DeleteNetwork).
+   *
+   * @generated from rpc vmm.v1.NetworkService.DeleteRouter
+   */
+  deleteRouter: {
+    methodKind: "unary";
+    input: typeof DeleteRouterRequestSchema;
+    output: typeof EmptySchema;
+  },
+  /**
+   * Returns a router's status as observed now. NOT_FOUND naming the id when unknown. Read-only.
+   *
+   * @generated from rpc vmm.v1.NetworkService.GetRouter
+   */
+  getRouter: {
+    methodKind: "unary";
+    input: typeof GetRouterRequestSchema;
+    output: typeof RouterStatusSchema;
+  },
+  /**
+   * Lists the status of every router on this host, ordered by router_id. Read-only.
+   *
+   * @generated from rpc vmm.v1.NetworkService.ListRouters
+   */
+  listRouters: {
+    methodKind: "unary";
+    input: typeof ListRoutersRequestSchema;
+    output: typeof ListRoutersResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_vmm_v1_network, 0);
