@@ -93,3 +93,12 @@ test("VMCP_NETWORK_UNDERLAY_ADDRESS: an IPv4 address, or unset (detected at each
     assert.throws(() => loadAgentConfig({ VMCP_NETWORK_UNDERLAY_ADDRESS: bad }), /VMCP_NETWORK_UNDERLAY_ADDRESS \(--network-underlay-address\) must be an IPv4 address/, bad);
   }
 });
+
+test("VMCP_NETWORK_PHYSICAL_NETWORKS: name=interface pairs, validated, empty by default", () => {
+  assert.deepEqual([...loadAgentConfig({}).networkPhysicalNetworks], []);
+  assert.deepEqual([...loadAgentConfig({ VMCP_NETWORK_PHYSICAL_NETWORKS: "ext=eth1, physnet2=bond0.100" }).networkPhysicalNetworks], [["ext", "eth1"], ["physnet2", "bond0.100"]]);
+  assert.deepEqual([...loadAgentConfig({}, ["--network-physical-networks", "ext=qrtveth0"]).networkPhysicalNetworks], [["ext", "qrtveth0"]]);
+  for (const [bad, why] of [["Ext=eth1", /not a physical network name/], ["ext", /needs '=<interface>'/], ["ext=eth 1", /needs '=<interface>'/], ["ext=averyveryverylongname", /needs '=<interface>'/], ["ext=eth1,ext=eth2", /given twice/], ["a=eth1,b=eth1", /interface 'eth1' is given to both/], ["ext=$(reboot)", /needs '=<interface>'/]] as const) {
+    assert.throws(() => loadAgentConfig({ VMCP_NETWORK_PHYSICAL_NETWORKS: bad }), (e: Error) => /VMCP_NETWORK_PHYSICAL_NETWORKS \(--network-physical-networks\)/.test(e.message) && why.test(e.message), bad);
+  }
+});

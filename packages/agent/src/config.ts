@@ -3,6 +3,7 @@ import { join as joinPath, resolve } from "node:path";
 import { QuantixError } from "@quantix/core";
 import { parseIp4 } from "./network/ipv4.js";
 import { NETNS_NAME } from "./network/names.js";
+import { parsePhysicalNetworks } from "./network/physical-networks.js";
 
 /** The hypervisor backends an agent can drive. */
 export const BACKEND_TYPES = ["qemu", "cloud-hypervisor", "firecracker", "simulated"] as const;
@@ -72,6 +73,12 @@ export interface AgentConfig {
    */
   readonly networkUnderlayAddress: string | undefined;
   /**
+   * The physical networks this host reaches, name → host interface in the data plane's
+   * namespace (VMCP_NETWORK_PHYSICAL_NETWORKS, "ext=eth1,physnet2=bond0"): what a router's
+   * external side names. Empty: none ("network-uplink" is unavailable).
+   */
+  readonly networkPhysicalNetworks: ReadonlyMap<string, string>;
+  /**
    * Enroll with the control plane at this base URL (https) before starting (VMCP_JOIN,
    * --join); it becomes the control plane the agent registers with unless
    * QUANTIX_CONTROL_PLANE says otherwise. Ignored once the state directory holds a certificate.
@@ -136,6 +143,7 @@ const SETTINGS = {
   network: ["VMCP_NETWORK", "--network", "off"],
   networkNetns: ["VMCP_NETWORK_NETNS", "--network-netns", ""],
   networkUnderlayAddress: ["VMCP_NETWORK_UNDERLAY_ADDRESS", "--network-underlay-address", ""],
+  networkPhysicalNetworks: ["VMCP_NETWORK_PHYSICAL_NETWORKS", "--network-physical-networks", ""],
   join: ["VMCP_JOIN", "--join", ""],
   joinToken: ["VMCP_JOIN_TOKEN", "--join-token", ""],
   caCert: ["VMCP_CA_CERT", "--ca-cert", ""],
@@ -240,6 +248,8 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
   if (get("networkNetns") !== "" && !NETNS_NAME.test(get("networkNetns"))) problems.push(`${name("networkNetns")} must be a network namespace name (letters, digits, '_', '.', '-'), got '${get("networkNetns")}'`);
   const underlay = get("networkUnderlayAddress");
   if (underlay !== "" && parseIp4(underlay) === undefined) problems.push(`${name("networkUnderlayAddress")} must be an IPv4 address, got '${underlay}'`);
+  const physical = parsePhysicalNetworks(get("networkPhysicalNetworks"));
+  for (const p of physical.problems) problems.push(`${name("networkPhysicalNetworks")}: ${p}`);
   if (problems.length > 0) throw new QuantixError("invalid_argument", `invalid agent configuration:\n  ${problems.join("\n  ")}`);
   return {
     backend: backend as BackendType,
@@ -261,6 +271,7 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
     network: get("network") === "on",
     networkNetns: get("networkNetns") === "" ? undefined : get("networkNetns"),
     networkUnderlayAddress: underlay === "" ? undefined : underlay,
+    networkPhysicalNetworks: physical.map,
     join: join === "" ? undefined : join.replace(/\/$/, ""),
     joinToken: joinToken === "" ? undefined : joinToken,
     caCert: caCert === "" ? undefined : caCert,

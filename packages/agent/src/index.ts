@@ -19,6 +19,7 @@ export { NodeStorage, type NodeStorageOptions } from "./storage/node-storage.js"
 export { dirImporter, dirUploader, type DirImportStep, type DirUploadResult } from "./storage/dir-importer.js";
 export { inspectImage, ImageRefusedError, type ImageInspection, type InspectOptions } from "./storage/inspect-image.js";
 export { NetworkHost, type NetworkHostOptions } from "./network/network-host.js";
+export { RouterHost, type RouterHostOptions } from "./network/router-host.js";
 export { probeNetworkCapabilities, type NetworkCapabilityProbe, type NetworkFeatureSupport } from "./network/capabilities.js";
 // The network bench replays the data plane's own commands and ruleset (from the agent's state file) as its baseline.
 export { hostRuleset, L2_TABLE, SG_TABLE } from "./network/nft-ruleset.js";

@@ -7,6 +7,7 @@ import { startAgentServer } from "./rpc/agent-server.js";
 import { NodeStorage } from "./storage/node-storage.js";
 import { probeNetworkCapabilities } from "./network/capabilities.js";
 import { NetworkHost } from "./network/network-host.js";
+import { RouterHost } from "./network/router-host.js";
 import { lockStateDir } from "./state-dir-lock.js";
 import { startControlPlaneLink, type ControlPlaneLink } from "./sync/control-plane-link.js";
 import { fenceTargetOf } from "./sync/self-fence.js";
@@ -33,6 +34,7 @@ async function main(): Promise<void> {
   let server;
   let storage: NodeStorage | undefined;
   let network: NetworkHost | undefined;
+  let routers: RouterHost | undefined;
   let link: ControlPlaneLink | undefined;
   let release: () => void;
   try {
@@ -43,7 +45,7 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   // What GetNetworkCapabilities answers and the node's network capabilities come from: probed each time.
-  const features = () => probeNetworkCapabilities(config.networkNetns, config.networkUnderlayAddress);
+  const features = () => probeNetworkCapabilities(config.networkNetns, config.networkUnderlayAddress, config.networkPhysicalNetworks);
   let tls: AgentTls | undefined;
   try {
     tls = await enrolled(config, log);
@@ -61,6 +63,9 @@ async function main(): Promise<void> {
       // Converges from its state file at once: what it programmed before a restart comes back, what it no longer wants goes.
       network = new NetworkHost({ stateDir: config.stateDir, resyncMs: 30_000, ...(config.networkNetns ? { netns: config.networkNetns } : {}) });
       await network.start();
+      // The routers converge from their own state file the same way (their namespaces keep forwarding while the agent is down).
+      routers = new RouterHost({ stateDir: config.stateDir, resyncMs: 30_000, physicalNetworks: config.networkPhysicalNetworks, ...(config.networkNetns ? { netns: config.networkNetns } : {}) });
+      await routers.start();
     }
     const ports = network;
     // Every backend's paths are checked alike, the simulator's too: what a test or a demo
@@ -69,7 +74,7 @@ async function main(): Promise<void> {
     manager = new VmManager({ backend, ...(ports ? { portTaps: (id: string) => ports.portTap(id) } : {}), sharedDirs: config.sharedDirs, migrationHost, stateDir: config.stateDir, imageDirs: [...config.imageDirs, config.poolRoot] });
     await manager.start();
     storage = new NodeStorage({ poolRoot: config.poolRoot, sharedDirs: config.sharedDirs });
-    server = await startAgentServer(manager, { host: config.address, port: config.port, log, storage, problem: () => link?.problem(), ...(network ? { network: { host: network, features } } : {}), ...(tls ? { tls } : {}) });
+    server = await startAgentServer(manager, { host: config.address, port: config.port, log, storage, problem: () => link?.problem(), ...(network ? { network: { host: network, features, ...(routers ? { routers } : {}) } } : {}), ...(tls ? { tls } : {}) });
   } catch (err) {
     await backend?.close().catch(() => undefined);
     release();
@@ -90,6 +95,7 @@ async function main(): Promise<void> {
       await server.close();
       // dnsmasq keeps serving DHCP and DNS; the next agent adopts it.
       await network?.close();
+      await routers?.close();
       await backend.close();
       release();
     })().then(

@@ -51,3 +51,19 @@ test("the first global-scope IPv4 address by default; a configured one wins if t
   assert.equal(vxlan(absent).available, false);
   assert.match(vxlan(absent).reason, /203\.0\.113\.5 .*not on any interface/);
 });
+
+test("network-uplink: unavailable without physical networks; available, naming them, when a configured interface exists", async () => {
+  const uplink = (p: Awaited<ReturnType<typeof probeNetworkCapabilities>>) => p.features.find((f) => f.name === "network-uplink")!;
+  const none = await probeNetworkCapabilities(NS);
+  assert.equal(uplink(none).available, false);
+  assert.match(uplink(none).reason, /overlay networks only/);
+  assert.deepEqual(none.physicalNetworks, []);
+  const missing = await probeNetworkCapabilities(NS, undefined, new Map([["ext", `${NS}x`]]));
+  assert.equal(uplink(missing).available, false);
+  assert.match(uplink(missing).reason, new RegExp(`no configured physical network's interface exists: ext \\(${NS}x\\)`));
+  sh(["ip", "-n", NS, "link", "add", `${NS}x`, "type", "veth", "peer", "name", `${NS}y`]);
+  const some = await probeNetworkCapabilities(NS, undefined, new Map([["physnet2", `${NS}z`], ["ext", `${NS}x`]]));
+  assert.equal(uplink(some).available, true, uplink(some).reason);
+  assert.match(uplink(some).reason, new RegExp(`ext \\(${NS}x\\) are reachable; missing: physnet2 \\(${NS}z\\)`));
+  assert.deepEqual(some.physicalNetworks, ["ext"]);
+});

@@ -55,13 +55,38 @@ export async function probeNetworkFeatures(netns?: string): Promise<NetworkFeatu
     },
     { name: "network-dhcp", available: dnsmasq === undefined, reason: dnsmasq === undefined ? "dnsmasq is installed" : `dnsmasq is missing (Debian: dnsmasq-base): ${dnsmasq}` },
     { name: "network-vlan", available: false, reason: vlan === undefined ? "the kernel can create VLAN devices, but this data plane has no VLAN networks yet" : `the kernel cannot create VLAN devices: ${vlan}` },
-    { name: "network-uplink", available: false, reason: "this data plane maps no physical network to a host interface yet (BRIDGE and EXTERNAL networks need one): it builds overlay networks only" },
+    { name: "network-uplink", available: false, reason: UNLINKED },
   ];
+}
+
+/** "network-uplink" without a configured physical network. */
+const UNLINKED = "no physical network is mapped to a host interface (VMCP_NETWORK_PHYSICAL_NETWORKS is empty): routers' external sides and BRIDGE and EXTERNAL networks need one; this host builds overlay networks only";
+
+/**
+ * "network-uplink" from the configured physical networks (name → interface): available
+ * when at least one interface exists in the namespace; `present` lists their names.
+ */
+export async function probeUplink(netns: string | undefined, physical: ReadonlyMap<string, string>): Promise<{ feature: NetworkFeatureSupport; present: string[] }> {
+  const name = "network-uplink";
+  if (physical.size === 0) return { feature: { name, available: false, reason: UNLINKED }, present: [] };
+  const links = await new HostExec(netns).ipJson<{ ifname: string }[]>(["link", "show"]).catch(() => [] as { ifname: string }[]);
+  const have = new Set(links.map((l) => l.ifname));
+  const all = [...physical].sort(([a], [b]) => a.localeCompare(b));
+  const present = all.filter(([, i]) => have.has(i));
+  const absent = all.filter(([, i]) => !have.has(i));
+  const list = (xs: [string, string][]) => xs.map(([n, i]) => `${n} (${i})`).join(", ");
+  const reason =
+    present.length === 0
+      ? `no configured physical network's interface exists: ${list(absent)}`
+      : `physical networks ${list(present)} are reachable${absent.length > 0 ? `; missing: ${list(absent)}` : ""}`;
+  return { feature: { name, available: present.length > 0, reason }, present: present.map(([n]) => n) };
 }
 
 /** What GetNetworkCapabilities answers: the probed features and this host's underlay address. */
 export interface NetworkCapabilityProbe {
   readonly features: NetworkFeatureSupport[];
+  /** The configured physical networks whose interface exists, sorted. */
+  readonly physicalNetworks: string[];
   /** This host's VXLAN source address; empty when it has none ("network-vxlan" is then unavailable). */
   readonly underlayAddress: string;
 }
@@ -76,10 +101,11 @@ export async function globalIpv4Addresses(netns?: string): Promise<string[]> {
  * The features ({@link probeNetworkFeatures}) and the underlay address: `configured`
  * (VMCP_NETWORK_UNDERLAY_ADDRESS) when given, else the namespace's first global-scope
  * IPv4 address. Without one, or with a configured one the namespace does not have, VXLAN
- * cannot work here: "network-vxlan" is reported unavailable saying why.
+ * cannot work here: "network-vxlan" is reported unavailable saying why. `physical`
+ * (VMCP_NETWORK_PHYSICAL_NETWORKS) decides "network-uplink" ({@link probeUplink}).
  */
-export async function probeNetworkCapabilities(netns?: string, configured?: string): Promise<NetworkCapabilityProbe> {
-  const [features, addresses] = await Promise.all([probeNetworkFeatures(netns), globalIpv4Addresses(netns).catch(() => [] as string[])]);
+export async function probeNetworkCapabilities(netns?: string, configured?: string, physical: ReadonlyMap<string, string> = new Map()): Promise<NetworkCapabilityProbe> {
+  const [features, addresses, uplink] = await Promise.all([probeNetworkFeatures(netns), globalIpv4Addresses(netns).catch(() => [] as string[]), probeUplink(netns, physical)]);
   const underlayAddress = configured ?? addresses[0] ?? "";
   const problem =
     underlayAddress === ""
@@ -89,6 +115,7 @@ export async function probeNetworkCapabilities(netns?: string, configured?: stri
         : undefined;
   return {
     underlayAddress,
-    features: features.map((f) => (f.name === "network-vxlan" && f.available && problem ? { ...f, available: false, reason: problem } : f)),
+    physicalNetworks: uplink.present,
+    features: features.map((f) => (f.name === "network-vxlan" && f.available && problem ? { ...f, available: false, reason: problem } : f.name === "network-uplink" ? uplink.feature : f)),
   };
 }

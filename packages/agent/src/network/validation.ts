@@ -18,11 +18,11 @@ const DEFAULT_LEASE = 43200;
 /** The result of a validation: the desired state, or the violations. */
 export type Checked<T> = { ok: true; value: T } | { ok: false; violations: FieldViolation[] };
 
-function uuid(v: Violations, field: string, value: string): boolean {
+export function uuid(v: Violations, field: string, value: string): boolean {
   return v.required(field, value !== "") && v.pattern(field, value, UUID, "must be a lowercase canonical UUID");
 }
 
-function mac(v: Violations, field: string, value: string): string | undefined {
+export function mac(v: Violations, field: string, value: string): string | undefined {
   const m = value.toLowerCase();
   if (!v.required(field, value !== "") || !v.pattern(field, m, MAC, "must be six colon-separated hex bytes, e.g. 52:54:00:12:34:56")) return undefined;
   if ((parseInt(m.slice(0, 2), 16) & 1) === 1 || m === "00:00:00:00:00:00") {
@@ -32,7 +32,7 @@ function mac(v: Violations, field: string, value: string): string | undefined {
   return m;
 }
 
-function ip(v: Violations, field: string, value: string): string | undefined {
+export function ip(v: Violations, field: string, value: string): string | undefined {
   const n = parseIp4(value);
   if (n === undefined) {
     v.add(field, "INVALID_FORMAT", "must be an IPv4 address in dotted-quad form, e.g. 10.0.0.5");

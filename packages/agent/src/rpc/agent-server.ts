@@ -10,6 +10,7 @@ import type { NodeStorage } from "../storage/node-storage.js";
 import type { NetworkCapabilityProbe } from "../network/capabilities.js";
 import type { NetworkHost } from "../network/network-host.js";
 import { networkRoute } from "./network-routes.js";
+import type { RouterHost } from "../network/router-host.js";
 import { healthFallback } from "./health.js";
 import { storageRoute } from "./storage-routes.js";
 import { vmmRoute } from "./vmm-router.js";
@@ -38,7 +39,12 @@ export interface AgentServerOptions {
    * This host's network data plane, served as vmm.v1 NetworkService on the same port, with
    * its capability probe (features and this host's underlay address, probeNetworkCapabilities). Absent: NetworkService is not served (its calls answer UNIMPLEMENTED).
    */
-  readonly network?: { readonly host: NetworkHost; readonly features: () => Promise<NetworkCapabilityProbe> };
+  readonly network?: {
+    readonly host: NetworkHost;
+    readonly features: () => Promise<NetworkCapabilityProbe>;
+    /** This host's routers (ApplyRouter and the like); absent: those calls are FAILED_PRECONDITION. */
+    readonly routers?: RouterHost;
+  };
 }
 
 /** A listening agent. */
@@ -65,7 +71,7 @@ export async function startAgentServer(manager: VmManager, options: AgentServerO
     routes: [
       vmmRoute(manager, backendVersion),
       ...(options.storage ? [storageRoute(options.storage)] : []),
-      ...(options.network ? [networkRoute(options.network.host, options.network.features)] : []),
+      ...(options.network ? [networkRoute(options.network.host, options.network.features, options.network.routers)] : []),
     ],
     reflection: [file_vmm_v1_vm, ...(options.storage ? [file_vmm_v1_storage] : []), ...(options.network ? [file_vmm_v1_network] : [])],
     log: options.log,

@@ -24,6 +24,8 @@ import type { NetworkCapabilityProbe } from "../network/capabilities.js";
 import type { SecurityGroupDesired } from "../network/model.js";
 import type { Condition, NetworkHost, NetworkView, PortView } from "../network/network-host.js";
 import { UUID } from "../network/names.js";
+import type { RouterHost } from "../network/router-host.js";
+import { routerMethods } from "./router-routes.js";
 import { checkMemberIps, checkNetworkSpec, checkSecurityGroupSpec } from "../network/validation.js";
 
 function requireId(field: string, value: string): void {
@@ -33,8 +35,9 @@ function requireId(field: string, value: string): void {
 }
 
 /** vmm.v1 NetworkService over a NetworkHost: validation and conversion; the data plane lives in network/. */
-export function networkServiceImpl(host: NetworkHost, features: () => Promise<NetworkCapabilityProbe>): ServiceImpl<typeof NetworkService> {
+export function networkServiceImpl(host: NetworkHost, features: () => Promise<NetworkCapabilityProbe>, routers?: RouterHost): ServiceImpl<typeof NetworkService> {
   return {
+    ...routerMethods(routers),
     async applyNetwork(req) {
       const c = checkNetworkSpec(req.spec);
       if (!c.ok) throw invalidArgument(c.violations);
@@ -78,8 +81,8 @@ export function networkServiceImpl(host: NetworkHost, features: () => Promise<Ne
 }
 
 /** NetworkService's route, for the agent server. */
-export function networkRoute(host: NetworkHost, features: () => Promise<NetworkCapabilityProbe>): Route {
-  return route(NetworkService, networkServiceImpl(host, features));
+export function networkRoute(host: NetworkHost, features: () => Promise<NetworkCapabilityProbe>, routers?: RouterHost): Route {
+  return route(NetworkService, networkServiceImpl(host, features, routers));
 }
 
 const cond = (c: Condition): NetworkCondition => ({ $typeName: "vmm.v1.NetworkCondition", ...c });

@@ -1,0 +1,316 @@
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { notFound, QuantixError } from "@quantix/core";
+import { HostCommandError, HostExec } from "./host-exec.js";
+import { observeLinks } from "./links.js";
+import { bridgeName, shortId } from "./names.js";
+import type { Condition } from "./network-host.js";
+import { addressesOf, ensureExternal, ensureInterfaces, ensureNamespace, externalAddresses, namespaces, problemOf, removeStaleRouterLinks, routerForwarding, wantedRouterLinks, type RouterProblem } from "./router-links.js";
+import { externalBridgeName, externalLegName, internalLegName, ROUTER_EXTERNAL_DEVICE, routerInterfaceName, routerNetns, type FloatingIpDesired, type RouterDesired, type RouterHostState } from "./router-model.js";
+import { ROUTER_TABLE, routerRuleset } from "./router-ruleset.js";
+
+/** A floating IP as observed. */
+export interface FloatingIpView extends FloatingIpDesired {
+  readonly applied: boolean;
+}
+
+/** A router as observed. */
+export interface RouterView {
+  readonly spec: RouterDesired;
+  readonly generation: string;
+  readonly namespace: string;
+  readonly conditions: readonly Condition[];
+  readonly floatingIps: readonly FloatingIpView[];
+}
+
+/** Where the routers live. */
+export interface RouterHostOptions {
+  /** The agent's state directory: the routers' state file is `<stateDir>/network/routers.json`. */
+  readonly stateDir: string;
+  /** The data plane's namespace (the networks' bridges, the physical interfaces); undefined: the agent's own. */
+  readonly netns?: string;
+  /** The agent's physical networks: name → host interface (VMCP_NETWORK_PHYSICAL_NETWORKS). */
+  readonly physicalNetworks: ReadonlyMap<string, string>;
+  /** How often converge() runs by itself; 0: never. */
+  readonly resyncMs?: number;
+}
+
+const EMPTY: RouterHostState = { routers: {}, leftovers: [] };
+
+/** Per router: the last converge's problems, by condition type. */
+type Problems = Map<string, RouterProblem>;
+
+/**
+ * This host's routers (issue 15's network node): the desired state in a state file,
+ * written before the host is touched, and one level-based converge over all routers for
+ * every apply, delete, resync and start. Its objects are disjoint from NetworkHost's
+ * (namespaces `qr…`, links `qe…`/`qg…`/`qi…`, an nftables table in each router's own
+ * namespace); it only puts links on the networks' bridges. Calls are serialised.
+ */
+export class RouterHost {
+  private state: RouterHostState = EMPTY;
+  private chain: Promise<unknown> = Promise.resolve();
+  private readonly dp: HostExec;
+  private readonly root = new HostExec();
+  private readonly dir: string;
+  private readonly problems = new Map<string, Problems>();
+  private readonly conntrackErrors = new Map<string, string>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly o: RouterHostOptions) {
+    this.dp = new HostExec(o.netns);
+    this.dir = join(o.stateDir, "network");
+  }
+
+  /** Loads the state file and converges (the agent's start). */
+  async start(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const text = await readFile(join(this.dir, "routers.json"), "utf8").catch(() => undefined);
+    if (text !== undefined) this.state = JSON.parse(text) as RouterHostState;
+    await this.serial(() => this.converge());
+    if (this.o.resyncMs) {
+      this.timer = setInterval(() => void this.serial(() => this.converge()).catch(() => undefined), this.o.resyncMs);
+      this.timer.unref();
+    }
+  }
+
+  /** Stops the resync (the routers stay: they forward without the agent). */
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.serial(async () => undefined);
+  }
+
+  /** ApplyRouter with a validated spec. */
+  applyRouter(spec: RouterDesired, generation: bigint): Promise<RouterView> {
+    return this.serial(async () => {
+      await this.check(spec);
+      const before = this.state.routers[spec.routerId]?.spec;
+      await this.save({ ...this.state, routers: { ...this.state.routers, [spec.routerId]: { spec, generation: String(generation) } } });
+      await this.converge();
+      const now = new Map(spec.floatingIps.map((f) => [f.floatingIp, f.fixedIp]));
+      const was = new Map((before?.floatingIps ?? []).map((f) => [f.floatingIp, f.fixedIp]));
+      // A mapping removed or moved: its connections must not go on using it.
+      await this.flush(spec.routerId, [...was].filter(([fl, fx]) => now.get(fl) !== fx).map(([fl]) => fl));
+      // A mapping added or moved: tell the neighbours at once.
+      for (const [fl, fx] of now) if (was.get(fl) !== fx) await this.announce(spec.routerId, fl);
+      return this.view(spec.routerId);
+    });
+  }
+
+  /** DeleteRouter. */
+  deleteRouter(routerId: string): Promise<void> {
+    return this.serial(async () => {
+      if (!this.state.routers[routerId]) throw notFound("router", routerId);
+      const { [routerId]: _gone, ...rest } = this.state.routers;
+      await this.save({ routers: rest, leftovers: [...new Set([...this.state.leftovers, routerId])] });
+      this.problems.delete(routerId);
+      this.conntrackErrors.delete(routerId);
+      await this.converge();
+    });
+  }
+
+  getRouter(routerId: string): Promise<RouterView> {
+    return this.serial(async () => {
+      if (!this.state.routers[routerId]) throw notFound("router", routerId);
+      return this.view(routerId);
+    });
+  }
+
+  listRouters(): Promise<RouterView[]> {
+    return this.serial(async () => {
+      const out: RouterView[] = [];
+      for (const id of Object.keys(this.state.routers).sort()) out.push(await this.view(id));
+      return out;
+    });
+  }
+
+  /** Converges now (what the resync timer runs). */
+  resync(): Promise<void> {
+    return this.serial(() => this.converge());
+  }
+
+  // --- internals -------------------------------------------------------------------
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.chain.then(fn, fn);
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+
+  private async save(next: RouterHostState): Promise<void> {
+    const path = join(this.dir, "routers.json");
+    await writeFile(`${path}.tmp`, JSON.stringify(next), { mode: 0o600 });
+    await rename(`${path}.tmp`, path);
+    this.state = next;
+  }
+
+  /** What the host must offer before a spec is accepted: nothing is saved or changed otherwise. */
+  private async check(spec: RouterDesired): Promise<void> {
+    const pn = spec.external.physicalNetwork;
+    if (!this.o.physicalNetworks.has(pn)) {
+      const known = [...this.o.physicalNetworks.keys()].sort();
+      const description = `'${pn}' is not a physical network of this host (configured: ${known.length > 0 ? known.join(", ") : "none; set VMCP_NETWORK_PHYSICAL_NETWORKS"})`;
+      throw new QuantixError("failed_precondition", `spec.external.physical_network: ${description}`, [{ field: "spec.external.physical_network", reason: "UNKNOWN_PHYSICAL_NETWORK", description }]);
+    }
+    for (const o of Object.values(this.state.routers)) {
+      if (o.spec.routerId !== spec.routerId && shortId(o.spec.routerId) === shortId(spec.routerId)) throw new QuantixError("failed_precondition", `router '${spec.routerId}' shares its first 12 hex digits (its namespace name) with router '${o.spec.routerId}' on this host`);
+    }
+    const links = await observeLinks(this.dp);
+    const missing = spec.interfaces.map((itf, i) => ({ itf, i })).filter(({ itf }) => links.get(bridgeName(itf.networkId))?.linkinfo?.info_kind !== "bridge");
+    if (missing.length > 0) {
+      const violations = missing.map(({ itf, i }) => ({ field: `spec.interfaces[${i}].network_id`, reason: "NETWORK_NOT_ON_HOST", description: `network '${itf.networkId}' is not applied on this host (no bridge ${bridgeName(itf.networkId)}): ApplyNetwork first` }));
+      throw new QuantixError("failed_precondition", violations.map((v) => `${v.field}: ${v.description}`).join("; "), violations);
+    }
+  }
+
+  /** The one reconcile: leftovers removed, every router's namespace, links and NAT, stale links removed. */
+  private async converge(): Promise<void> {
+    const routers = Object.values(this.state.routers).map((x) => x.spec);
+    const have = await namespaces(this.root).catch(() => new Set<string>());
+    const left: string[] = [];
+    for (const id of this.state.leftovers) {
+      if (this.state.routers[id]) continue;
+      const ns = routerNetns(id);
+      if (have.has(ns)) await this.root.ip(["netns", "del", ns]).catch(() => left.push(id));
+    }
+    if (left.length !== this.state.leftovers.length) await this.save({ ...this.state, leftovers: left });
+    for (const r of routers) {
+      const probs: Problems = new Map();
+      this.problems.set(r.routerId, probs);
+      const ns = routerNetns(r.routerId);
+      const rt = new HostExec(ns);
+      const p = await problemOf(() => ensureNamespace(this.root, rt, ns));
+      if (p) {
+        probs.set("NamespaceReady", p);
+        continue;
+      }
+      const ext = await problemOf(() => ensureExternal(this.dp, rt, ns, r, this.o.physicalNetworks.get(r.external.physicalNetwork)));
+      if (ext) probs.set("ExternalReady", ext);
+      const itfs = await ensureInterfaces(this.dp, rt, ns, r).catch((err: unknown) => new Map([["*", String(err)]]));
+      if (itfs.size > 0) probs.set("InterfacesReady", { name: "RouterProblem", reason: "InterfaceSetupFailed", message: [...itfs.values()].join("; ") } as RouterProblem);
+      const nat = await problemOf(() => rt.nft(routerRuleset(r)));
+      if (nat) probs.set("NatReady", { ...nat, reason: "NftTransactionRefused", message: nat.message });
+    }
+    await removeStaleRouterLinks(this.dp, new Set(routers.flatMap(wantedRouterLinks))).catch(() => undefined);
+  }
+
+  /** Deletes the conntrack entries of floating IPs whose mapping went or moved (inbound: orig dst; outbound: reply dst). */
+  private async flush(routerId: string, floating: readonly string[]): Promise<void> {
+    const rt = new HostExec(routerNetns(routerId));
+    this.conntrackErrors.delete(routerId);
+    for (const ip of floating) {
+      for (const dir of ["--orig-dst", "--reply-dst"]) {
+        try {
+          await rt.inNs("conntrack", ["-D", "-f", "ipv4", dir, ip]);
+        } catch (err) {
+          // conntrack exits 1 when no entry matched: that is no failure.
+          if (err instanceof HostCommandError && /0 flow entries have been deleted/.test(err.message)) continue;
+          this.conntrackErrors.set(routerId, `${err instanceof Error ? err.message : String(err)}${/No such file|ENOENT/.test(String(err)) ? " (install the conntrack package)" : ""}`);
+          return;
+        }
+      }
+    }
+  }
+
+  /**
+   * A gratuitous ARP for a floating IP from the external interface, so the neighbours'
+   * caches follow a move at once: iputils `arping -U`, else busybox's. Without either
+   * (or when it fails) nothing is reported: the neighbours learn the address when their
+   * cache entry expires and they ask again, which the router answers.
+   */
+  private async announce(routerId: string, floatingIp: string): Promise<void> {
+    const rt = new HostExec(routerNetns(routerId));
+    const args = ["-U", "-c", "1", "-w", "1", "-I", ROUTER_EXTERNAL_DEVICE, "-s", floatingIp, floatingIp];
+    try {
+      await rt.inNs("arping", args);
+    } catch (err) {
+      if (!/No such file|ENOENT/.test(String(err))) return;
+      await rt.inNs("busybox", ["arping", ...args]).catch(() => undefined);
+    }
+  }
+
+  /** Observes a router now. */
+  private async view(routerId: string): Promise<RouterView> {
+    const { spec: r, generation } = this.state.routers[routerId]!;
+    const ns = routerNetns(routerId);
+    const rt = new HostExec(ns);
+    const probs = this.problems.get(routerId) ?? new Map<string, RouterProblem>();
+    const conds: Condition[] = [];
+    const failed = (type: string): Condition | undefined => {
+      const p = probs.get(type);
+      return p ? { type, status: false, reason: p.reason, message: p.message } : undefined;
+    };
+    const nsUp = (await namespaces(this.root).catch(() => new Set<string>())).has(ns);
+    conds.push(
+      failed("NamespaceReady") ??
+        (!nsUp
+          ? { type: "NamespaceReady", status: false, reason: "NamespaceMissing", message: `${ns} does not exist (the next resync creates it)` }
+          : !(await routerForwarding(rt))
+            ? { type: "NamespaceReady", status: false, reason: "ForwardingOff", message: `net.ipv4.ip_forward is 0 in ${ns}` }
+            : { type: "NamespaceReady", status: true, reason: "Forwarding", message: `${ns} exists and forwards IPv4` }),
+    );
+    const dpLinks = await observeLinks(this.dp).catch(() => new Map());
+    const rtLinks = nsUp ? await observeLinks(rt).catch(() => new Map()) : new Map();
+    const extAddrs = nsUp ? await addressesOf(rt, ROUTER_EXTERNAL_DEVICE).catch(() => new Set<string>()) : new Set<string>();
+    conds.push(failed("ExternalReady") ?? (await this.externalCondition(r, rt, dpLinks, rtLinks, extAddrs)));
+    conds.push(failed("InterfacesReady") ?? (await this.interfacesCondition(r, rt, dpLinks, rtLinks)));
+    const elems = nsUp ? await mapElements(rt).catch(() => undefined) : undefined;
+    conds.push(
+      failed("NatReady") ??
+        (elems === undefined
+          ? { type: "NatReady", status: false, reason: "TableMissing", message: `no table ip ${ROUTER_TABLE} in ${ns}` }
+          : { type: "NatReady", status: true, reason: "Applied", message: `${r.floatingIps.length} floating IPs; SNAT ${r.snat ? "on" : "off"}` }),
+    );
+    const ct = this.conntrackErrors.get(routerId);
+    if (ct) conds.push({ type: "ConnectionsFlushed", status: false, reason: "ConntrackFailed", message: `connections of a removed or moved floating IP could not be cut (they last until they end): ${ct}` });
+    const bad = conds.filter((c) => !c.status);
+    conds.unshift({ type: "Ready", status: bad.length === 0, reason: bad.length === 0 ? "Converged" : bad[0]!.reason, message: bad.length === 0 ? "the router matches the spec" : bad.map((c) => `${c.type}: ${c.message}`).join("; ") });
+    const floatingIps = r.floatingIps.map((f) => ({ ...f, applied: elems !== undefined && elems.dnat.get(f.floatingIp) === f.fixedIp && elems.snat.get(f.fixedIp) === f.floatingIp && extAddrs.has(`${f.floatingIp}/32`) }));
+    return { spec: r, generation, namespace: ns, conditions: conds, floatingIps };
+  }
+
+  private async externalCondition(r: RouterDesired, rt: HostExec, dp: Map<string, { master?: string; flags: readonly string[]; address?: string }>, inside: Map<string, { flags: readonly string[]; address?: string }>, addrs: Set<string>): Promise<Condition> {
+    const type = "ExternalReady";
+    const iface = this.o.physicalNetworks.get(r.external.physicalNetwork);
+    const br = externalBridgeName(r.external.physicalNetwork);
+    const leg = externalLegName(r.routerId);
+    const no = (reason: string, message: string): Condition => ({ type, status: false, reason, message });
+    if (iface === undefined) return no("PhysicalNetworkUnknown", `physical network '${r.external.physicalNetwork}' is not configured`);
+    if (dp.get(iface)?.master !== br) return no("PhysicalInterfaceNotOnBridge", `${iface} is not on ${br}`);
+    if (dp.get(leg)?.master !== br || !dp.get(leg)?.flags.includes("UP")) return no("LinkMissing", `${leg} is not up on ${br}`);
+    const q = inside.get(ROUTER_EXTERNAL_DEVICE);
+    if (!q?.flags.includes("UP") || q.address !== r.external.mac) return no("LinkMissing", `${ROUTER_EXTERNAL_DEVICE} is not up with MAC ${r.external.mac}`);
+    const missing = [...externalAddresses(r)].filter((a) => !addrs.has(a));
+    if (missing.length > 0) return no("AddressMissing", `${ROUTER_EXTERNAL_DEVICE} lacks ${missing.join(", ")}`);
+    const routes = await rt.ipJson<{ dst: string; gateway?: string }[]>(["route", "show", "default"]).catch(() => []);
+    if (!routes.some((x) => x.gateway === r.external.gatewayIp)) return no("RouteMissing", `no default route via ${r.external.gatewayIp}`);
+    return { type, status: true, reason: "Up", message: `${ROUTER_EXTERNAL_DEVICE} has ${r.external.address} on physical network '${r.external.physicalNetwork}' (${iface}), default via ${r.external.gatewayIp}` };
+  }
+
+  private async interfacesCondition(r: RouterDesired, rt: HostExec, dp: Map<string, { master?: string; flags: readonly string[] }>, inside: Map<string, { flags: readonly string[]; address?: string }>): Promise<Condition> {
+    const type = "InterfacesReady";
+    for (const itf of r.interfaces) {
+      const leg = internalLegName(r.routerId, itf.networkId);
+      const dev = routerInterfaceName(itf.networkId);
+      const br = bridgeName(itf.networkId);
+      if (!dp.has(br)) return { type, status: false, reason: "BridgeMissing", message: `network ${itf.networkId} has no bridge ${br} on this host` };
+      if (dp.get(leg)?.master !== br || !dp.get(leg)?.flags.includes("UP")) return { type, status: false, reason: "NotOnBridge", message: `${leg} is not up on ${br}` };
+      const l = inside.get(dev);
+      if (!l?.flags.includes("UP") || l.address !== itf.mac) return { type, status: false, reason: "LinkMissing", message: `${dev} is not up with MAC ${itf.mac}` };
+      const have = await addressesOf(rt, dev).catch(() => new Set<string>());
+      const missing = itf.addresses.filter((a) => !have.has(a));
+      if (missing.length > 0) return { type, status: false, reason: "AddressMissing", message: `${dev} lacks ${missing.join(", ")}` };
+    }
+    return { type, status: true, reason: "Up", message: `${r.interfaces.length} interfaces up on their networks' bridges` };
+  }
+}
+
+/** The floating IP maps as nft shows them; throws when the table is missing. */
+async function mapElements(rt: HostExec): Promise<{ dnat: Map<string, string>; snat: Map<string, string> }> {
+  const read = async (name: string) => {
+    const out = JSON.parse(await rt.inNs("nft", ["-j", "list", "map", "ip", ROUTER_TABLE, name])) as { nftables: { map?: { elem?: [string, string][] } }[] };
+    const m = out.nftables.find((x) => x.map)?.map;
+    return new Map((m?.elem ?? []).map(([k, v]) => [String(k), String(v)]));
+  };
+  return { dnat: await read("fip_dnat"), snat: await read("fip_snat") };
+}

@@ -1,0 +1,58 @@
+import { create } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { ListRoutersResponseSchema, RouterStatusSchema, type NetworkService, type RouterStatus } from "@quantix/api/gen/vmm/v1/network_pb.js";
+import { invalidArgument, QuantixError, Violations } from "@quantix/core";
+import { UUID } from "../network/names.js";
+import type { RouterHost, RouterView } from "../network/router-host.js";
+import { checkRouterSpec } from "../network/router-validation.js";
+
+type RouterMethods = Pick<ServiceImpl<typeof NetworkService>, "applyRouter" | "deleteRouter" | "getRouter" | "listRouters">;
+
+function requireRouterId(value: string): void {
+  const v = new Violations();
+  if (v.required("router_id", value !== "")) v.pattern("router_id", value, UUID, "must be a lowercase canonical UUID");
+  if (v.list.length > 0) throw invalidArgument(v.list);
+}
+
+/** NetworkService's router methods over a RouterHost (undefined: this agent has none, FAILED_PRECONDITION). */
+export function routerMethods(routers: RouterHost | undefined): RouterMethods {
+  const host = (): RouterHost => {
+    if (!routers) throw new QuantixError("failed_precondition", "this agent runs no routers (its network data plane was started without them)");
+    return routers;
+  };
+  return {
+    async applyRouter(req) {
+      const c = checkRouterSpec(req.spec);
+      if (!c.ok) throw invalidArgument(c.violations);
+      return toRouter(await host().applyRouter(c.value, req.generation));
+    },
+    async deleteRouter(req) {
+      requireRouterId(req.routerId);
+      await host().deleteRouter(req.routerId);
+      return {};
+    },
+    async getRouter(req) {
+      requireRouterId(req.routerId);
+      return toRouter(await host().getRouter(req.routerId));
+    },
+    listRouters: async () => create(ListRoutersResponseSchema, { routers: routers ? (await routers.listRouters()).map(toRouter) : [] }),
+  };
+}
+
+function toRouter(v: RouterView): RouterStatus {
+  const r = v.spec;
+  return create(RouterStatusSchema, {
+    routerId: r.routerId,
+    spec: {
+      routerId: r.routerId,
+      external: { physicalNetwork: r.external.physicalNetwork, address: r.external.address, gatewayIp: r.external.gatewayIp, macAddress: r.external.mac },
+      interfaces: r.interfaces.map((i) => ({ networkId: i.networkId, macAddress: i.mac, addresses: [...i.addresses] })),
+      snatEnabled: r.snat,
+      floatingIps: r.floatingIps.map((f) => ({ floatingIp: f.floatingIp, fixedIp: f.fixedIp })),
+    },
+    observedGeneration: BigInt(v.generation),
+    namespace: v.namespace,
+    conditions: v.conditions.map((c) => ({ ...c })),
+    floatingIps: v.floatingIps.map((f) => ({ floatingIp: f.floatingIp, fixedIp: f.fixedIp, applied: f.applied })),
+  });
+}
