@@ -5,7 +5,7 @@ import { HostCommandError, HostExec } from "./host-exec.js";
 import { observeLinks } from "./links.js";
 import { bridgeName, shortId } from "./names.js";
 import type { Condition } from "./network-host.js";
-import { addressesOf, ensureExternal, ensureInterfaces, ensureNamespace, externalAddresses, namespaces, problemOf, removeStaleRouterLinks, routerForwarding, wantedRouterLinks, type RouterProblem } from "./router-links.js";
+import { addressesOf, ensureExternal, ensureInterfaces, ensureNamespace, externalAddresses, namespaces, problemOf, removeStaleRouterLinks, routerForwarding, RouterProblem, wantedRouterLinks } from "./router-links.js";
 import { externalBridgeName, externalLegName, internalLegName, ROUTER_EXTERNAL_DEVICE, routerInterfaceName, routerNetns, type FloatingIpDesired, type RouterDesired, type RouterHostState } from "./router-model.js";
 import { ROUTER_TABLE, routerRuleset } from "./router-ruleset.js";
 
@@ -66,7 +66,10 @@ export class RouterHost {
   async start(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     const text = await readFile(join(this.dir, "routers.json"), "utf8").catch(() => undefined);
-    if (text !== undefined) this.state = JSON.parse(text) as RouterHostState;
+    if (text !== undefined) {
+      const saved = JSON.parse(text) as Partial<RouterHostState>;
+      this.state = { routers: saved.routers ?? {}, leftovers: saved.leftovers ?? [] };
+    }
     await this.serial(() => this.converge());
     if (this.o.resyncMs) {
       this.timer = setInterval(() => void this.serial(() => this.converge()).catch(() => undefined), this.o.resyncMs);
@@ -187,9 +190,9 @@ export class RouterHost {
       const ext = await problemOf(() => ensureExternal(this.dp, rt, ns, r, this.o.physicalNetworks.get(r.external.physicalNetwork)));
       if (ext) probs.set("ExternalReady", ext);
       const itfs = await ensureInterfaces(this.dp, rt, ns, r).catch((err: unknown) => new Map([["*", String(err)]]));
-      if (itfs.size > 0) probs.set("InterfacesReady", { name: "RouterProblem", reason: "InterfaceSetupFailed", message: [...itfs.values()].join("; ") } as RouterProblem);
+      if (itfs.size > 0) probs.set("InterfacesReady", new RouterProblem(/BridgeMissing|no bridge/.test([...itfs.values()].join()) ? "BridgeMissing" : "InterfaceSetupFailed", [...itfs.values()].join("; ")));
       const nat = await problemOf(() => rt.nft(routerRuleset(r)));
-      if (nat) probs.set("NatReady", { ...nat, reason: "NftTransactionRefused", message: nat.message });
+      if (nat) probs.set("NatReady", new RouterProblem("NftTransactionRefused", `nft refused the transaction (nothing of it was applied): ${nat.message}`));
     }
     await removeStaleRouterLinks(this.dp, new Set(routers.flatMap(wantedRouterLinks))).catch(() => undefined);
   }
