@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type AgentTls, type Backend, startAgentServer, type AgentServer, startControlPlaneLink, type ControlPlaneLink, fenceTargetOf, NetworkHost, NodeStorage, probeNetworkCapabilities, VmManager } from "@quantix/agent";
+import { type AgentTls, type Backend, startAgentServer, type AgentServer, startControlPlaneLink, type ControlPlaneLink, fenceTargetOf, NetworkHost, NodeStorage, probeNetworkCapabilities, RouterHost, VmManager } from "@quantix/agent";
 import { silentLogger } from "@quantix/rpc";
 
 /** The data plane of a {@link TestAgent}: a host simulated as a network namespace. */
@@ -15,6 +15,8 @@ export interface TestAgentNetwork {
   readonly underlayAddress?: string;
   /** How often the data plane converges by itself (restarting a dead dnsmasq, recreating a deleted link); default 30 s as an agent process, 0: never. */
   readonly resyncMs?: number;
+  /** The physical networks, name → interface in the namespace (VMCP_NETWORK_PHYSICAL_NETWORKS): what the agent's routers' external sides name. Default: none. */
+  readonly physicalNetworks?: ReadonlyMap<string, string>;
 }
 
 /** The settings of a {@link TestAgent} past its backend, state directory and name. */
@@ -45,6 +47,8 @@ export class TestAgent<B extends Backend = Backend> {
   readonly storage: NodeStorage;
   /** The network data plane, from start() on, when the agent was given `network`. */
   networkHost: NetworkHost | undefined;
+  /** The routers (ApplyRouter and the like), from start() on, when the agent was given `network`. */
+  routerHost: RouterHost | undefined;
   /** The network probe of the data plane (its features and underlay address), when the agent was given `network`. */
   private features: (() => ReturnType<typeof probeNetworkCapabilities>) | undefined;
   /**
@@ -103,13 +107,17 @@ export class TestAgent<B extends Backend = Backend> {
     const host = net ? new NetworkHost({ stateDir: this.stateDir, netns: net.netns, resyncMs: net.resyncMs ?? 30_000 }) : undefined;
     await host?.start();
     this.networkHost = host;
-    const features = net ? () => probeNetworkCapabilities(net.netns, net.underlayAddress) : undefined;
+    const physical = net?.physicalNetworks ?? new Map<string, string>();
+    const routers = net ? new RouterHost({ stateDir: this.stateDir, netns: net.netns, physicalNetworks: physical, resyncMs: net.resyncMs ?? 30_000 }) : undefined;
+    await routers?.start();
+    this.routerHost = routers;
+    const features = net ? () => probeNetworkCapabilities(net.netns, net.underlayAddress, physical) : undefined;
     // Volumes of the agent's pools are VM disks too, as on an agent process (VMCP_POOL_ROOT joins the allow-list).
     // The shared directories join the allow-list too (VmManager adds them), and decide what a migration copies.
     this.manager = new VmManager({ backend: this.backend, ...(host ? { portTaps: (id: string) => host.portTap(id) } : {}), ...(net?.underlayAddress ? { migrationHost: net.underlayAddress } : {}), imageDirs: [...this.imageDirs, join(this.stateDir, "pools")], sharedDirs: this.sharedDirs });
     await this.manager.start();
     const secure = tls ? { tls } : {};
-    this.server = await startAgentServer(this.manager, { host: "127.0.0.1", port, log: silentLogger, graceMs: 100, storage: this.storage, problem: () => this.link?.problem(), ...(host && features ? { network: { host, features } } : {}), ...secure });
+    this.server = await startAgentServer(this.manager, { host: "127.0.0.1", port, log: silentLogger, graceMs: 100, storage: this.storage, problem: () => this.link?.problem(), ...(host && features ? { network: { host, features, ...(routers ? { routers } : {}) } } : {}), ...secure });
     this.features = features;
   }
 
@@ -136,6 +144,7 @@ export class TestAgent<B extends Backend = Backend> {
   async kill(): Promise<void> {
     await this.link?.stop();
     await this.server.close();
+    await this.routerHost?.close();
     await this.networkHost?.close(false);
   }
 
@@ -147,6 +156,7 @@ export class TestAgent<B extends Backend = Backend> {
   async stop(): Promise<void> {
     await this.link?.stop();
     await this.server?.close();
+    await this.routerHost?.close();
     await this.networkHost?.close(true);
   }
 }

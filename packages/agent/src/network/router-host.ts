@@ -127,6 +127,11 @@ export class RouterHost {
     });
   }
 
+  /** Whether a router here has an interface on the network (its bridge changing concerns the router). */
+  servesNetwork(networkId: string): boolean {
+    return Object.values(this.state.routers).some((r) => r.spec.interfaces.some((i) => i.networkId === networkId));
+  }
+
   /** Converges now (what the resync timer runs). */
   resync(): Promise<void> {
     return this.serial(() => this.converge());

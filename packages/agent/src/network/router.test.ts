@@ -9,7 +9,7 @@ import { Code, createClient, type Client, type ConnectError } from "@connectrpc/
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { BadRequestSchema } from "@quantix/api/gen/google/rpc/error_details_pb.js";
-import { NetworkService, type RouterSpecSchema, type RouterStatus } from "@quantix/api/gen/vmm/v1/network_pb.js";
+import { NetworkService, type NetworkSpecSchema, type RouterSpecSchema, type RouterStatus } from "@quantix/api/gen/vmm/v1/network_pb.js";
 import { silentLogger } from "@quantix/rpc";
 import { ensureDebianPackages, rejection, until } from "@quantix/testing";
 import { SimulatedBackend } from "../backends/simulated/simulated-backend.js";
@@ -95,6 +95,18 @@ function routerSpec(over: Partial<MessageInitShape<typeof RouterSpecSchema>> = {
   } as MessageInitShape<typeof RouterSpecSchema>;
 }
 
+/** The network: no gateway of its own (the router answers on the subnet's gateway_ip), ports without security groups. */
+function networkSpec(): MessageInitShape<typeof NetworkSpecSchema> {
+  return {
+    networkId: NET,
+    vni: 4545,
+    mtu: 1450,
+    localUnderlayAddress: "192.0.2.1",
+    subnets: [{ cidr: "10.40.0.0/24", gatewayIp: ROUTER_IN }],
+    ports: (["g1", "g2"] as const).map((g) => ({ portId: PORT[g], macAddress: MAC[g], fixedIps: [IP[g]] })),
+  };
+}
+
 async function startAgent(): Promise<void> {
   host = new NetworkHost({ stateDir: root, netns: HOST, adoptVethPorts: true });
   await host.start();
@@ -140,17 +152,7 @@ before(async () => {
     sh(["ip", "-n", G[g], "route", "add", "default", "via", ROUTER_IN]);
     serve(G[g], g, "0.0.0.0");
   }
-  const s = await c.applyNetwork({
-    spec: {
-      networkId: NET,
-      vni: 4545,
-      mtu: 1450,
-      localUnderlayAddress: "192.0.2.1",
-      subnets: [{ cidr: "10.40.0.0/24", gatewayIp: ROUTER_IN }],
-      ports: (["g1", "g2"] as const).map((g) => ({ portId: PORT[g], macAddress: MAC[g], fixedIps: [IP[g]] })),
-    },
-    generation: 1n,
-  });
+  const s = await c.applyNetwork({ spec: networkSpec(), generation: 1n });
   assert.deepEqual(s.conditions.filter((x) => !x.status), [], JSON.stringify(s.conditions));
 });
 
@@ -255,6 +257,16 @@ test("(d) a floating IP moved to another guest in one ApplyRouter reaches the ne
   assert.equal(await ask(G.g1, EXT_GW), `outside ${ROUTER_EXT}`);
 });
 
+test("ApplyNetwork of a network a router serves re-attaches the router's leg to its bridge at once", async () => {
+  sh(["ip", "-n", HOST, "link", "set", internalLegName(ROUTER, NET), "nomaster"]);
+  assert.equal(await ask(OUT, FIP), undefined, "off the bridge, the router cannot reach g2");
+  const bad = await c.getRouter({ routerId: ROUTER });
+  assert.deepEqual(bad.conditions.filter((x) => !x.status).map((x) => [x.type, x.reason]), [["Ready", "NotOnBridge"], ["InterfacesReady", "NotOnBridge"]]);
+  await c.applyNetwork({ spec: networkSpec(), generation: 2n });
+  assert.equal(links(HOST).find((l) => l.ifname === internalLegName(ROUTER, NET))?.master, bridgeName(NET));
+  assert.equal(await ask(OUT, FIP), `g2 ${EXT_GW}`);
+});
+
 test("(e) an agent restart converges the router from its state file", async () => {
   await stopAgent();
   // While the agent is down the kernel loses parts of the router.
@@ -266,6 +278,7 @@ test("(e) an agent restart converges the router from its state file", async () =
   const s = await c.getRouter({ routerId: ROUTER });
   assert.deepEqual(notReady(s), [], JSON.stringify(s.conditions));
   assert.equal(s.observedGeneration, 7n);
+  assert.equal((await c.getNetwork({ networkId: NET })).observedGeneration, 2n);
   assert.deepEqual(s.floatingIps.map((f) => [f.floatingIp, f.fixedIp, f.applied]), [[FIP, IP.g2, true]]);
   assert.equal(await until(() => ask(OUT, FIP), "g2 by FIP after the restart", 15_000), `g2 ${EXT_GW}`);
   assert.equal(await ask(G.g1, EXT_GW), `outside ${ROUTER_EXT}`);

@@ -41,7 +41,10 @@ export function networkServiceImpl(host: NetworkHost, features: () => Promise<Ne
     async applyNetwork(req) {
       const c = checkNetworkSpec(req.spec);
       if (!c.ok) throw invalidArgument(c.violations);
-      return toNetwork(await host.applyNetwork(c.value, req.generation));
+      const status = toNetwork(await host.applyNetwork(c.value, req.generation));
+      // The network's bridge may have been recreated (its ports re-attached): so are the routers' legs on it, now rather than at the next resync.
+      if (routers?.servesNetwork(c.value.networkId)) await routers.resync();
+      return status;
     },
     async deleteNetwork(req) {
       requireId("network_id", req.networkId);
