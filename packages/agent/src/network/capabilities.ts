@@ -60,7 +60,7 @@ export async function probeNetworkFeatures(netns?: string): Promise<NetworkFeatu
 }
 
 /** "network-uplink" without a configured physical network. */
-const UNLINKED = "no physical network is mapped to a host interface (VMCP_NETWORK_PHYSICAL_NETWORKS is empty): routers' external sides and BRIDGE and EXTERNAL networks need one; this host builds overlay networks only";
+const UNLINKED = "this data plane maps no physical network to a host interface yet (VMCP_NETWORK_PHYSICAL_NETWORKS is empty; routers' external sides, BRIDGE and EXTERNAL networks need one): it builds overlay networks only";
 
 /**
  * "network-uplink" from the configured physical networks (name → interface): available

@@ -37,6 +37,9 @@ export interface RouterHostOptions {
 
 const EMPTY: RouterHostState = { routers: {}, leftovers: [] };
 
+/** How many gratuitous ARPs run at once. */
+const ANNOUNCE_BATCH = 64;
+
 /** Per router: the last converge's problems, by condition type. */
 type Problems = Map<string, RouterProblem>;
 
@@ -94,8 +97,11 @@ export class RouterHost {
       const was = new Map((before?.floatingIps ?? []).map((f) => [f.floatingIp, f.fixedIp]));
       // A mapping removed or moved: its connections must not go on using it.
       await this.flush(spec.routerId, [...was].filter(([fl, fx]) => now.get(fl) !== fx).map(([fl]) => fl));
-      // A mapping added or moved: tell the neighbours at once.
-      for (const [fl, fx] of now) if (was.get(fl) !== fx) await this.announce(spec.routerId, fl);
+      // A mapping added or moved, or the router's own address new here (a router moved to this host): tell the neighbours at once.
+      const fresh = [...now].filter(([fl, fx]) => was.get(fl) !== fx).map(([fl]) => fl);
+      if (before?.external.address !== spec.external.address) fresh.unshift(spec.external.address.split("/")[0]!);
+      // Each arping takes about a second (its deadline): in parallel, a bounded number at a time.
+      for (let i = 0; i < fresh.length; i += ANNOUNCE_BATCH) await Promise.all(fresh.slice(i, i + ANNOUNCE_BATCH).map((ip) => this.announce(spec.routerId, ip)));
       return this.view(spec.routerId);
     });
   }
@@ -221,14 +227,14 @@ export class RouterHost {
   }
 
   /**
-   * A gratuitous ARP for a floating IP from the external interface, so the neighbours'
-   * caches follow a move at once: iputils `arping -U`, else busybox's. Without either
+   * A gratuitous ARP for an address of the external interface (a floating IP, the
+   * router's own) so the neighbours' caches (and switches' tables) follow a move at once: iputils `arping -U`, else busybox's. Without either
    * (or when it fails) nothing is reported: the neighbours learn the address when their
    * cache entry expires and they ask again, which the router answers.
    */
-  private async announce(routerId: string, floatingIp: string): Promise<void> {
+  private async announce(routerId: string, address: string): Promise<void> {
     const rt = new HostExec(routerNetns(routerId));
-    const args = ["-U", "-c", "1", "-w", "1", "-I", ROUTER_EXTERNAL_DEVICE, "-s", floatingIp, floatingIp];
+    const args = ["-U", "-c", "1", "-w", "1", "-I", ROUTER_EXTERNAL_DEVICE, "-s", address, address];
     try {
       await rt.inNs("arping", args);
     } catch (err) {

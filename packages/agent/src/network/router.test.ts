@@ -178,6 +178,8 @@ test("(a) a guest without a floating IP reaches the outside behind the router's 
   assert.deepEqual(notReady(s), [], JSON.stringify(s.conditions));
   assert.equal(s.namespace, NS);
   assert.equal(s.observedGeneration, 1n);
+  // Before any traffic, the outside knows the router's address: a new router announces it.
+  assert.equal((JSON.parse(sh(["ip", "-n", OUT, "-json", "neigh", "show", ROUTER_EXT])) as { lladdr?: string }[])[0]?.lladdr, ROUTER_EXT_MAC);
   assert.ok(netnsList().includes(NS));
   // The host's interface went onto the physical network's bridge, with the router's leg.
   const hl = links(HOST);
