@@ -28,7 +28,7 @@ import { bridgeName, gatewayMac, hostGatewayMac, sgName, shortId, tapName, vxlan
  *   before the drops on the way out: an IPv4 frame the host routes to a remote port (from
  *   the gateway MAC to a MAC of `gw_remote`) gets this host's own MAC (`gw_router`,
  *   names.ts hostGatewayMac) as source and crosses, so the host routes to guests on other
- *   hosts (Neutron DVR's scheme; links to remote ports' addresses are permanent
+ *   hosts (Neutron DVR's scheme; the remote ports' addresses are permanent
  *   neighbours, remote-neighbours.ts). The other host's bridge never sees the gateway MAC.
  * - Routed traffic between guests on different hosts is asymmetric: the request is routed
  *   by the sender's host, the reply by the receiver's. Each host still sees both
