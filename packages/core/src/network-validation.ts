@@ -1,5 +1,6 @@
 import ipaddr from "ipaddr.js";
-import { NetworkType, type RouterConfig, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { DhcpConfigSchema, NetworkType, type RouterConfig, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import type { PortSpec } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { EtherType, SecurityGroupRuleDirection, SecurityGroupRuleProtocol, type SecurityGroupRule } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_pb.js";
 import { checkDnsList, checkSubnets, isIp, SUBNET_LIMITS } from "./address-plan.js";
@@ -14,6 +15,8 @@ export const NETWORK_LIMITS = {
   mtuMax: 9000,
   /** VXLAN and ISOLATED: room for the 50-byte overlay header on a 1500-byte underlay. */
   overlayMtu: 1450,
+  /** EXTERNAL (a host interface's own segment). */
+  uplinkMtu: 1500,
   vniMax: 16_777_215,
   dnsDomainMax: 253,
   portNameMax: 255,
@@ -88,23 +91,44 @@ export function checkVirtualNetwork(v: Violations, n: VirtualNetwork, current?: 
   }
   if (v.required("spec.type", spec.type !== NetworkType.UNSPECIFIED, "is required: VXLAN or ISOLATED")) {
     if (NetworkType[spec.type] === undefined) v.add("spec.type", "INVALID_ENUM", `unknown value ${spec.type}`);
-    else if (!SERVED_NETWORK_TYPES.has(spec.type)) {
+    else if (!SERVED_NETWORK_TYPES.has(spec.type) && spec.type !== NetworkType.EXTERNAL) {
       v.add("spec.type", "NOT_SUPPORTED", `${NetworkType[spec.type]} networks need an uplink mapping on the nodes, which is not built yet: use VXLAN or ISOLATED`);
     }
   }
   if (spec.vlanId !== 0) v.add("spec.vlan_id", "NOT_SUPPORTED", "is for VLAN networks, which are not built yet");
-  if (spec.physicalNetwork !== "") v.add("spec.physical_network", "NOT_SUPPORTED", "is for BRIDGE, VLAN and EXTERNAL networks, which are not built yet");
+  const external = spec.type === NetworkType.EXTERNAL;
+  if (external) checkExternal(v, spec);
+  else if (spec.physicalNetwork !== "") v.add("spec.physical_network", "NOT_SUPPORTED", "is for BRIDGE, VLAN and EXTERNAL networks: of these only EXTERNAL is built");
   if (spec.ipv6Cidr !== "") v.add("spec.ipv6_cidr", "NOT_SUPPORTED", "IPv6 subnets are not built yet: networks are IPv4");
   if (spec.ipv6GatewayIp !== "") v.add("spec.ipv6_gateway_ip", "NOT_SUPPORTED", "IPv6 subnets are not built yet: networks are IPv4");
   if (spec.router) checkRouter(v, spec.router);
   if (spec.shared) v.add("spec.shared", "NOT_SUPPORTED", "shared networks are not built yet: a network's ports are in its project");
   if (spec.vni > NETWORK_LIMITS.vniMax) v.add("spec.vni", "OUT_OF_RANGE", `must be between 1 and ${NETWORK_LIMITS.vniMax}, or 0 to allocate one; got ${spec.vni}`);
-  if (spec.mtu === 0) spec.mtu = NETWORK_LIMITS.overlayMtu;
+  if (spec.mtu === 0) spec.mtu = external ? NETWORK_LIMITS.uplinkMtu : NETWORK_LIMITS.overlayMtu;
   else v.range("spec.mtu", spec.mtu, NETWORK_LIMITS.mtuMin, NETWORK_LIMITS.mtuMax, "bytes");
   checkDnsList(v, "spec.dns_servers", spec.dnsServers);
   if (spec.dnsDomain === "") spec.dnsDomain = `${n.name.toLowerCase()}.quantix.internal`;
   checkDnsDomain(v, spec.dnsDomain);
   checkSubnets(v, spec);
+}
+
+/** Physical network names: the agents' VMCP_NETWORK_PHYSICAL_NETWORKS keys. */
+export const PHYSICAL_NETWORK_PATTERN = /^[a-z][a-z0-9-]{0,31}$/;
+
+/**
+ * An EXTERNAL network: the upstream segment routers and floating IPs take their
+ * addresses from. It names its `physical_network` (which host interface each node maps
+ * it to), has no VNI, no router and no DHCP (its DHCP range is the pool of addresses the
+ * control plane hands out; default DHCP off).
+ */
+function checkExternal(v: Violations, spec: VirtualNetwork["spec"] & object): void {
+  if (v.required("spec.physical_network", spec.physicalNetwork !== "", 'is required for an EXTERNAL network: the name each node maps to a host interface (VMCP_NETWORK_PHYSICAL_NETWORKS), e.g. "ext"')) {
+    v.pattern("spec.physical_network", spec.physicalNetwork, PHYSICAL_NETWORK_PATTERN, "must be a lowercase letter, then lowercase letters, digits or '-', at most 32 characters");
+  }
+  if (spec.vni !== 0) v.add("spec.vni", "CONFLICT", "EXTERNAL networks are no overlay: leave it 0");
+  if (spec.router) v.add("spec.router", "CONFLICT", "an EXTERNAL network is what routers uplink to: it has no router of its own");
+  spec.dhcp ??= create(DhcpConfigSchema, { enabled: false });
+  if (spec.dhcp.enabled) v.add("spec.dhcp.enabled", "CONFLICT", "EXTERNAL networks serve no DHCP: their range is the pool routers and floating IPs take addresses from");
 }
 
 /**

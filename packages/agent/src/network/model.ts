@@ -45,8 +45,9 @@ export interface RemotePortDesired {
 
 /**
  * The network's gateway on this host: every subnet's gateway IP on the bridge, the
- * bridge's MAC derived from the network id, IPv4 forwarding; "nat" also masquerades the
- * subnets' traffic leaving through any other interface.
+ * bridge's MAC derived from the network id, IPv4 forwarding, permanent neighbours for the
+ * remote ports (routed to through their hosts); "nat" also masquerades the subnets'
+ * traffic leaving through any interface but the bridges of networks with a gateway.
  */
 export interface GatewayDesired {
   readonly mode: "routed" | "nat";

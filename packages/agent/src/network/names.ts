@@ -30,6 +30,17 @@ export const tapName = (portId: string): string => `qt${shortId(portId)}`;
  * unicast) and the id's first 10 hex digits.
  */
 export const gatewayMac = (networkId: string): string => `02${shortId(networkId).slice(0, 10)}`.replace(/(..)(?!$)/g, "$1:");
+/**
+ * The MAC this host's routed frames carry across the tunnel (a distributed gateway's
+ * per-host MAC, as Neutron DVR's host MAC): 06 (locally administered, unicast; never the
+ * gateway MAC's 02), the network id's first byte, then the four bytes of the host's
+ * underlay IPv4 address, so it differs between the hosts of a network.
+ */
+export function hostGatewayMac(networkId: string, underlay: string): string {
+  const octets = underlay.split(".").map((o) => Number(o));
+  if (octets.length !== 4 || octets.some((o) => !Number.isInteger(o) || o < 0 || o > 255)) throw new Error(`not an IPv4 address: ${JSON.stringify(underlay)}`);
+  return ["06", shortId(networkId).slice(0, 2), ...octets.map((o) => o.toString(16).padStart(2, "0"))].join(":");
+}
 /** A security group's nftables name stem (chains `sg_<hex>_in`/`_out`, member set `sgm_<hex>`). */
 export const sgName = (sgId: string): string => shortId(sgId);
 

@@ -9,6 +9,7 @@ import { overlaps4, parsePrefix4 } from "./ipv4.js";
 import type { HostNetworkState, NetworkDesired, SecurityGroupDesired } from "./model.js";
 import { bridgeName, gatewayMac, shortId, tapName, vxlanName } from "./names.js";
 import { emptyRuleset, hostRuleset, memberDelta } from "./nft-ruleset.js";
+import { ensureRemoteNeighbours, remoteNeighboursProblem } from "./remote-neighbours.js";
 
 /** One observed condition. */
 export interface Condition {
@@ -280,6 +281,8 @@ export class NetworkHost {
       if (n.gateway) await step("GatewayReady", () => ensureForwarding(this.h));
       links = await observeLinks(this.h);
       await step("VxlanReady", () => ensureVxlan(this.h, n, links));
+      // With a gateway: the remote ports' neighbours and bridge FDB entries; without: none left over.
+      await step(n.gateway ? "GatewayReady" : "VxlanReady", () => ensureRemoteNeighbours(this.h, n));
       for (const p of n.ports) await step(`TapReady/${p.portId}`, () => ensureTap(this.h, n, p.portId, links, this.o.adoptVethPorts ?? false));
     }
     // Filtering before dnsmasq: a port is never on a bridge without its rules for longer than this transaction takes.
@@ -302,7 +305,7 @@ export class NetworkHost {
     }
   }
 
-  /** GatewayReady: the bridge carries the gateway addresses and MAC, forwarding is on, the firewall (and NAT) applied. */
+  /** GatewayReady: the bridge carries the gateway addresses and MAC, the remote ports' neighbours, forwarding is on, the firewall (and NAT) applied. */
   private async gatewayCondition(n: NetworkDesired, bl: LinkView | undefined, err: string | undefined): Promise<Condition> {
     const type = "GatewayReady";
     if (!n.gateway) return { type, status: true, reason: "NoGateway", message: "the network has no gateway on this host" };
@@ -315,9 +318,12 @@ export class NetworkHost {
     const missing = [...bridgeAddresses(n)].filter((a) => !have.has(a));
     if (missing.length > 0) return { type, status: false, reason: "AddressMissing", message: `${bridgeName(n.networkId)} lacks ${missing.join(", ")}` };
     if (!(await forwardingOn(this.h))) return { type, status: false, reason: "ForwardingOff", message: "net.ipv4.ip_forward is 0 in the data plane's namespace" };
+    const neighbours = await remoteNeighboursProblem(this.h, n);
+    if (neighbours !== "") return { type, status: false, reason: "NeighboursIncomplete", message: neighbours };
     if (this.firewallError !== "") return { type, status: false, reason: "NftTransactionRefused", message: "the gateway's filtering and NAT are not applied (see FirewallReady)" };
     const gws = n.subnets.map((s) => s.gatewayIp).join(", ");
-    return { type, status: true, reason: n.gateway.mode === "nat" ? "Nat" : "Routed", message: `this host answers on ${gws} (MAC ${mac}) and ${n.gateway.mode === "nat" ? "masquerades the subnets' traffic leaving through other interfaces" : "routes the guests' traffic with their own addresses"}` };
+    const remote = n.remotePorts.length > 0 ? `, and routes to the network's ${n.remotePorts.length} remote ports through their hosts` : "";
+    return { type, status: true, reason: n.gateway.mode === "nat" ? "Nat" : "Routed", message: `this host answers on ${gws} (MAC ${mac}) and ${n.gateway.mode === "nat" ? "masquerades the subnets' traffic leaving through interfaces other than this host's gateway bridges" : "routes the guests' traffic with their own addresses"}${remote}` };
   }
 
   private sgView(sgId: string): { spec: SecurityGroupDesired; generation: string; conditions: Condition[] } {

@@ -1,6 +1,6 @@
 import { formatPrefix4, parsePrefix4 } from "./ipv4.js";
 import type { HostNetworkState, NetworkDesired, PortDesired, RuleDesired } from "./model.js";
-import { bridgeName, gatewayMac, sgName, shortId, tapName, vxlanName } from "./names.js";
+import { bridgeName, gatewayMac, hostGatewayMac, sgName, shortId, tapName, vxlanName } from "./names.js";
 
 /**
  * The host's whole filtering as one nft script (pure), applied in one `nft -f`
@@ -18,10 +18,26 @@ import { bridgeName, gatewayMac, sgName, shortId, tapName, vxlanName } from "./n
  *   An input chain lets ports reach the host's service addresses for DHCP, DNS and ping
  *   only.
  * - `ip quantix_nat`: per network whose gateway is "nat", postrouting masquerade of its
- *   subnets' traffic leaving through any interface other than its bridge.
+ *   subnets' traffic leaving through any interface other than the bridges of this host's
+ *   networks with a gateway (traffic between guests of routed networks keeps its
+ *   addresses: the receiving guest answers through its own host, which could not undo
+ *   another host's translation).
  * - Gateways (in `bridge quantix_l2`): ARP for or from a gateway address and frames from
  *   or to a gateway MAC are dropped on the network's VXLAN device, both ways, so each
- *   host's guests reach their own host's gateway and never another's.
+ *   host's guests reach their own host's gateway and never another's. One exception,
+ *   before the drops on the way out: an IPv4 frame the host routes to a remote port (from
+ *   the gateway MAC to a MAC of `gw_remote`) gets this host's own MAC (`gw_router`,
+ *   names.ts hostGatewayMac) as source and crosses, so the host routes to guests on other
+ *   hosts (Neutron DVR's scheme; the remote ports' addresses are permanent
+ *   neighbours, remote-neighbours.ts). The other host's bridge never sees the gateway MAC.
+ * - Routed traffic between guests on different hosts is asymmetric: the request is routed
+ *   by the sender's host, the reply by the receiver's. Each host still sees both
+ *   directions in its one conntrack table, one routed and the other bridged (br_netfilter
+ *   passes bridged IPv4 through the inet hooks and conntrack), so `ct state
+ *   established,related` lets the replies through and no rule differs for this case. The
+ *   inet `output` chain drops ICMP redirects leaving through our bridges: a host routing
+ *   between two subnets of one network would otherwise tell the guest to go straight to
+ *   the other subnet's guest over L2, past its gateway.
  *
  * Every value written here comes from the validated state (canonical addresses,
  * lowercase MACs, names derived from UUIDs): no user string reaches nft.
@@ -78,11 +94,15 @@ function l2Table(nets: readonly NetworkDesired[]): string {
   }
   const gwIps: string[] = [];
   const gwMacs: string[] = [];
+  const gwRemote: string[] = [];
+  const gwRouter: string[] = [];
   for (const n of nets) {
     if (!n.gateway) continue;
     const vx = `"${vxlanName(n.networkId)}"`;
     gwMacs.push(`${vx} . ${gatewayMac(n.networkId)}`);
     for (const s of n.subnets) if (s.gatewayIp) gwIps.push(`${vx} . ${s.gatewayIp}`);
+    for (const mac of new Set(n.remotePorts.map((r) => r.mac))) gwRemote.push(`${vx} . ${mac}`);
+    gwRouter.push(`${vx} : ${hostGatewayMac(n.networkId, n.localUnderlay)}`);
   }
   const gwRules = (dir: "iifname" | "oifname") => [
     `    ${dir} . ether saddr @gw_mac drop`,
@@ -94,12 +114,15 @@ function l2Table(nets: readonly NetworkDesired[]): string {
     `table bridge ${L2_TABLE} {`,
     `  set gw_mac { type ifname . ether_addr;${elements(gwMacs)} }`,
     `  set gw_ip { type ifname . ipv4_addr;${elements(gwIps)} }`,
+    `  set gw_remote { type ifname . ether_addr;${elements(gwRemote)} }`,
+    `  map gw_router { type ifname : ether_addr;${elements(gwRouter)} }`,
     `  chain gw_in {`,
     `    type filter hook prerouting priority -310; policy accept;`,
     ...gwRules("iifname"),
     `  }`,
     `  chain gw_out {`,
     `    type filter hook postrouting priority 0; policy accept;`,
+    `    ether type ip oifname . ether saddr @gw_mac oifname . ether daddr @gw_remote ether saddr set oifname map @gw_router`,
     ...gwRules("oifname"),
     `  }`,
     `  set ports { type ifname;${elements(ports)} }`,
@@ -184,6 +207,10 @@ function sgTable(state: HostNetworkState): string {
     "    icmp type echo-request accept",
     "    drop",
     "  }",
+    "  chain output {",
+    "    type filter hook output priority 0; policy accept;",
+    "    oifname @bridges icmp type redirect drop",
+    "  }",
     "}",
   );
   return lines.join("\n");
@@ -191,9 +218,10 @@ function sgTable(state: HostNetworkState): string {
 
 /** The NAT table: masquerade per "nat" gateway; undefined when no network wants it. */
 function natTable(nets: readonly NetworkDesired[]): string | undefined {
+  const routed = nets.filter((n) => n.gateway).map((n) => `"${bridgeName(n.networkId)}"`);
   const rules = nets
     .filter((n) => n.gateway?.mode === "nat")
-    .flatMap((n) => n.subnets.map((s) => `    ip saddr ${s.cidr} oifname != "${bridgeName(n.networkId)}" masquerade`));
+    .flatMap((n) => n.subnets.map((s) => `    ip saddr ${s.cidr} oifname != { ${routed.join(", ")} } masquerade`));
   if (rules.length === 0) return undefined;
   return [`table ip ${NAT_TABLE} {`, "  chain postrouting {", "    type nat hook postrouting priority srcnat; policy accept;", ...rules, "  }", "}"].join("\n");
 }

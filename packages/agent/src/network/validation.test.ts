@@ -111,6 +111,15 @@ test("a gateway needs a mode and every subnet's gateway_ip; its MAC is the netwo
   const ok = checkNetworkSpec(g);
   assert.ok(ok.ok);
   assert.deepEqual(ok.value.gateway, { mode: "nat" });
+  // A host's own gateway MAC (06, the id's first byte, the underlay address) is reserved too, the peer's as well.
+  const h = good();
+  h.gateway = { $typeName: "vmm.v1.Gateway", mode: GatewayMode.ROUTED };
+  h.ports[0]!.macAddress = "06:0a:c0:00:02:01";
+  h.remotePorts = [{ $typeName: "vmm.v1.RemotePort", macAddress: "06:0A:C0:00:02:02", underlayAddress: "192.0.2.2", ipAddresses: ["10.1.0.20"], hostname: "" }];
+  const hc = checkNetworkSpec(h);
+  assert.ok(!hc.ok);
+  assert.deepEqual(hc.violations.map((v) => v.field).sort(), ["spec.ports[0].mac_address", "spec.remote_ports[0].mac_address"]);
+  assert.match(hc.violations.find((v) => v.field === "spec.remote_ports[0].mac_address")!.description, /gateway MAC of the host at 192\.0\.2\.2/);
 });
 
 test("the nft script with a NAT gateway: masquerade off the bridge, gateway frames kept off the VXLAN device", () => {
@@ -120,9 +129,13 @@ test("the nft script with a NAT gateway: masquerade off the bridge, gateway fram
   assert.ok(n.ok);
   const script = hostRuleset({ networks: { [NET]: { spec: n.value, generation: "1" } }, securityGroups: {} });
   assert.ok(script.includes("table ip quantix_nat {}\ndelete table ip quantix_nat\n"), "the NAT table is replaced in the same transaction");
-  assert.ok(script.includes('ip saddr 10.1.0.0/24 oifname != "qb0a0000000000" masquerade'));
+  assert.ok(script.includes('ip saddr 10.1.0.0/24 oifname != { "qb0a0000000000" } masquerade'));
   assert.ok(script.includes('set gw_mac { type ifname . ether_addr; elements = { "qv0a0000000000" . 02:0a:00:00:00:00 }; }'));
   assert.ok(script.includes('set gw_ip { type ifname . ipv4_addr; elements = { "qv0a0000000000" . 10.1.0.1 }; }'));
+  // Routed frames to remote ports leave with this host's own MAC, before the gateway-MAC drop.
+  assert.ok(script.includes('map gw_router { type ifname : ether_addr; elements = { "qv0a0000000000" : 06:0a:c0:00:02:01 }; }'));
+  const out = script.slice(script.indexOf("chain gw_out"));
+  assert.ok(out.indexOf("ether saddr set oifname map @gw_router") < out.indexOf("oifname . ether saddr @gw_mac drop"));
   const routed = checkNetworkSpec({ ...g, gateway: { $typeName: "vmm.v1.Gateway", mode: GatewayMode.ROUTED } });
   assert.ok(routed.ok);
   const r = hostRuleset({ networks: { [NET]: { spec: routed.value, generation: "1" } }, securityGroups: {} });

@@ -2,7 +2,7 @@ import { EtherType, GatewayMode, RuleDirection, RuleProtocol, type NetworkSpec, 
 import { Violations, type FieldViolation } from "@quantix/core";
 import { contains4, formatIp4, formatPrefix4, overlaps4, parseIp4, parsePrefix4, type Prefix4 } from "./ipv4.js";
 import type { GatewayDesired, NetworkDesired, PortDesired, RemotePortDesired, RuleDesired, SecurityGroupDesired, SubnetDesired } from "./model.js";
-import { gatewayMac, UUID } from "./names.js";
+import { gatewayMac, hostGatewayMac, UUID } from "./names.js";
 
 /**
  * Validation of NetworkService requests into the canonical desired state (pure): every
@@ -178,13 +178,15 @@ export function checkNetworkSpec(spec: NetworkSpec | undefined, p = "spec"): Che
       if (s.gatewayIp === "") v.add(`${p}.subnets[${i}].gateway_ip`, "REQUIRED", "is required when spec.gateway is set: the host answers on it");
     });
     if (UUID.test(spec.networkId)) {
-      const gm = gatewayMac(spec.networkId);
-      spec.ports.forEach((x, i) => {
-        if (x.macAddress.toLowerCase() === gm) v.add(`${p}.ports[${i}].mac_address`, "CONFLICT", `is the network's gateway MAC ${gm}`);
-      });
-      spec.remotePorts.forEach((x, i) => {
-        if (x.macAddress.toLowerCase() === gm) v.add(`${p}.remote_ports[${i}].mac_address`, "CONFLICT", `is the network's gateway MAC ${gm}`);
-      });
+      // The gateway MAC, and each host's own MAC for the frames it routes across the tunnel.
+      const reserved = new Map([[gatewayMac(spec.networkId), "the network's gateway MAC"]]);
+      for (const u of [local, ...peers]) if (u !== undefined) reserved.set(hostGatewayMac(spec.networkId, u), `the gateway MAC of the host at ${u}`);
+      const check = (field: string, value: string) => {
+        const what = reserved.get(value.toLowerCase());
+        if (what) v.add(field, "CONFLICT", `is ${what} (${value.toLowerCase()})`);
+      };
+      spec.ports.forEach((x, i) => check(`${p}.ports[${i}].mac_address`, x.macAddress));
+      spec.remotePorts.forEach((x, i) => check(`${p}.remote_ports[${i}].mac_address`, x.macAddress));
     }
   }
   if (v.list.length > 0) return { ok: false, violations: v.list };

@@ -3,7 +3,8 @@ import { test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { VirtualMachineSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VolumeSchema } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_pb.js";
-import { newQuota, QUOTA_KIND, usedOf, VM_KIND, VOLUME_KIND, type Store } from "@quantix/core";
+import { FloatingIpSchema } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_pb.js";
+import { FLOATING_IP_KIND, newQuota, QUOTA_KIND, usedOf, VM_KIND, VOLUME_KIND, type Store } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
 import { FakeClock } from "@quantix/testing";
 import { MemoryStore } from "../store/memory-store.js";
@@ -20,6 +21,7 @@ test("the usage controller recounts each project from the VMs that exist and cor
   for (const cores of [1, 2, 3]) await store.of(VM_KIND).create(vm("p-none", cores));
   await store.of(VM_KIND).create(vm("p-wrong", 4));
   await store.of(VOLUME_KIND).create(create(VolumeSchema, { id: crypto.randomUUID(), projectId: "p-none", name: "v", spec: { sizeGib: 7n, poolId: "pool" } }));
+  await store.of(FLOATING_IP_KIND).create(create(FloatingIpSchema, { id: crypto.randomUUID(), projectId: "p-wrong", externalNetworkId: crypto.randomUUID(), address: "203.0.113.10" }));
   await store.of(QUOTA_KIND).create({ ...newQuota("p-wrong", clock.now()), used: { $typeName: "Quantixkvm.quota.v1.QuotaUsage", vms: 7n, vcpus: 1n, memoryMib: 0n, volumes: 2n, volumeGib: 0n, networks: 3n, floatingIps: 2n } });
   await store.of(QUOTA_KIND).create(newQuota("p-empty", clock.now()));
   const c = quotaUsageController({ store, clock, timers: clock, log });
@@ -29,7 +31,7 @@ test("the usage controller recounts each project from the VMs that exist and cor
   const none = usedOf(await store.of(QUOTA_KIND).get("p-none"));
   assert.deepEqual([none.vms, none.vcpus, none.memory_mib, none.volumes, none.volume_gib], [3, 6, 1536, 1, 7]);
   const wrong = usedOf(await store.of(QUOTA_KIND).get("p-wrong"));
-  assert.deepEqual([wrong.vms, wrong.vcpus, wrong.memory_mib, wrong.volumes, wrong.networks, wrong.floating_ips], [1, 4, 512, 0, 0, 2], "VM, volume and network use corrected; what it does not count (floating IPs) is left");
+  assert.deepEqual([wrong.vms, wrong.vcpus, wrong.memory_mib, wrong.volumes, wrong.networks, wrong.floating_ips], [1, 4, 512, 0, 0, 1], "VM, volume, network and floating IP use corrected");
   assert.deepEqual(usedOf(await store.of(QUOTA_KIND).get("p-empty")).vms, 0);
   assert.deepEqual(warnings.map((w) => w["project_id"]).sort(), ["p-none", "p-wrong"]);
   assert.equal(warnings.find((w) => w["project_id"] === "p-wrong")?.["vms"], "7 -> 1");

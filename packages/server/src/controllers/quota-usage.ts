@@ -1,4 +1,4 @@
-import { allOf, newQuota, NO_USAGE, QUOTA_KIND, QuantixError, toQuotaUsage, usageSum, usedOf, VIRTUAL_NETWORK_KIND, VM_KIND, vmUsage, VOLUME_KIND, volumeUsage, type Clock, type Resource, type Store, type Timers, type Usage } from "@quantix/core";
+import { allOf, FLOATING_IP_KIND, newQuota, NO_USAGE, QUOTA_KIND, QuantixError, toQuotaUsage, usageSum, usedOf, VIRTUAL_NETWORK_KIND, VM_KIND, vmUsage, VOLUME_KIND, volumeUsage, type Clock, type Resource, type Store, type Timers, type Usage } from "@quantix/core";
 import type { Quota } from "@quantix/api/gen/Quantixkvm/quota/v1/quota_pb.js";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "@quantix/rpc";
@@ -7,8 +7,8 @@ import { Controller } from "../runtime/controller.js";
 /** The actor name of the quota usage controller. */
 export const QUOTA_USAGE = "quota-usage";
 
-/** The resources this controller recounts (those of kinds that exist: VMs, volumes and virtual networks). */
-const COUNTED = ["vms", "vcpus", "memory_mib", "volumes", "volume_gib", "networks"] as const;
+/** The resources this controller recounts (those of kinds that exist: VMs, volumes, virtual networks and floating IPs). */
+const COUNTED = ["vms", "vcpus", "memory_mib", "volumes", "volume_gib", "networks", "floating_ips"] as const;
 
 /**
  * The safety net under the quota ledger: every `resyncMs` (and at start), on the leader,
@@ -24,6 +24,7 @@ export function quotaUsageController(deps: { store: Store; clock: Clock; timers?
   const vms = deps.store.of(VM_KIND);
   const volumes = deps.store.of(VOLUME_KIND);
   const networks = deps.store.of(VIRTUAL_NETWORK_KIND);
+  const floatingIps = deps.store.of(FLOATING_IP_KIND);
   return new Controller(
     {
       name: QUOTA_USAGE,
@@ -34,6 +35,7 @@ export function quotaUsageController(deps: { store: Store; clock: Clock; timers?
         for await (const vm of allOf(vms)) seen.add(vm.projectId);
         for await (const v of allOf(volumes)) seen.add(v.projectId);
         for await (const n of allOf(networks)) seen.add(n.projectId);
+        for await (const f of allOf(floatingIps)) seen.add(f.projectId);
         yield* seen;
       },
       reconcile: async (projectId) => {
@@ -43,6 +45,8 @@ export function quotaUsageController(deps: { store: Store; clock: Clock; timers?
         for await (const v of allOf(volumes, { where: { project_id: projectId } })) list.push(volumeUsage(v));
         // What networkUsage (services/network-service.ts) charges: one per network.
         for await (const _n of allOf(networks, { where: { project_id: projectId } })) list.push({ ...NO_USAGE, networks: 1 });
+        // What floatingIpUsage (services/floating-ip-service.ts) charges: one per floating IP.
+        for await (const _f of allOf(floatingIps, { where: { project_id: projectId } })) list.push({ ...NO_USAGE, floating_ips: 1 });
         const actual = usageSum(list);
         const used = usedOf(q);
         const drift = COUNTED.filter((r) => used[r] !== actual[r]);

@@ -17,10 +17,12 @@ import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.
 import { StoragePoolType } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import { StoragePoolService } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
 import { VolumeService } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
-import { VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
+import { CreateVirtualNetworkRequestSchema, VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
 import { NetworkType } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
 import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
+import { FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
+import { VirtualNetworkService as Networks } from "../services/network-service.js";
 import { SnapshotService } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_service_pb.js";
 import { SnapshotSchema, SnapshotState } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_pb.js";
 import { create } from "@bufbuild/protobuf";
@@ -28,7 +30,7 @@ import { ImageService } from "@quantix/api/gen/Quantixkvm/storage/v1/image_servi
 import { PrincipalType, Role } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_pb.js";
 import { IdentityService } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_service_pb.js";
 import { ProjectService } from "@quantix/api/gen/Quantixkvm/identity/v1/project_service_pb.js";
-import { SNAPSHOT_CONTROLLER, SNAPSHOT_KIND, type ProjectRole } from "@quantix/core";
+import { randomIds, SNAPSHOT_CONTROLLER, SNAPSHOT_KIND, systemClock, type ProjectRole } from "@quantix/core";
 import { PENDING_SERVICES, SERVED_ELSEWHERE, SERVED_FILES } from "../rpc/catalog.js";
 import { CALLERS, PROTOCOLS, startWorld, USER_PASSWORD, type CallerName, type World } from "../testing/identity-world.js";
 import { POLICY, type Policy } from "./policy.js";
@@ -260,7 +262,52 @@ async function requestFor(w: World, m: DescMethod, project: string, vm: string):
         return { id: await groupIn(w, project) };
     }
   }
+  if (s === FloatingIpService.typeName) {
+    switch (m.name) {
+      case "CreateFloatingIp":
+        return { projectId: project, externalNetworkId: await externalNetworkOf(w) };
+      case "ListFloatingIps":
+      case "WatchFloatingIps":
+        return { projectId: project };
+      case "UpdateFloatingIp":
+        return { id: await fipIn(w, project), description: "matrix", updateMask: { paths: ["description"] } };
+      case "DeleteFloatingIp":
+        return { id: (await w.admin(FloatingIpService).createFloatingIp({ projectId: project, externalNetworkId: await externalNetworkOf(w) })).id };
+      case "AssociateFloatingIp":
+        return { id: await fipIn(w, project), portId: await portIn(w, project) };
+      default:
+        return { id: await fipIn(w, project) };
+    }
+  }
   return {};
+}
+
+const externalNetworks = new Map<World, Promise<string>>();
+const fipsByProject = new Map<string, Promise<string>>();
+
+/**
+ * The world's EXTERNAL network (made once): the matrix's world has no node with a
+ * physical network, so it is made by the service the API runs with the nodes' support
+ * answered. A /20: room for every floating IP the matrix allocates.
+ */
+function externalNetworkOf(w: World): Promise<string> {
+  let v = externalNetworks.get(w);
+  if (!v) {
+    const nets = new Networks({ store: w.cp.store, clock: systemClock, ids: randomIds, featureSupport: async () => ({ supported: ["matrix-node"], reasons: [] }) });
+    v = nets.create(create(CreateVirtualNetworkRequestSchema, { name: "matrix-external", spec: { type: NetworkType.EXTERNAL, cidr: "198.18.0.0/20", physicalNetwork: "ext" } })).then((n) => n.id);
+    externalNetworks.set(w, v);
+  }
+  return v;
+}
+
+/** A floating IP of `project` (made once per project). */
+function fipIn(w: World, project: string): Promise<string> {
+  let v = fipsByProject.get(project);
+  if (!v) {
+    v = externalNetworkOf(w).then(async (externalNetworkId) => (await w.admin(FloatingIpService).createFloatingIp({ projectId: project, externalNetworkId })).id);
+    fipsByProject.set(project, v);
+  }
+  return v;
 }
 
 /** A /20: room for every port the matrix creates in a project. */

@@ -1,4 +1,4 @@
-import { DEFAULT_PROJECT_ID, IMAGE_KIND, MIGRATION_KIND, PORT_KIND, SECURITY_GROUP_KIND, SNAPSHOT_KIND, VIRTUAL_NETWORK_KIND, VM_KIND, VOLUME_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
+import { DEFAULT_PROJECT_ID, FLOATING_IP_KIND, IMAGE_KIND, MIGRATION_KIND, PORT_KIND, SECURITY_GROUP_KIND, SNAPSHOT_KIND, VIRTUAL_NETWORK_KIND, VM_KIND, VOLUME_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { NetworkService } from "@quantix/api/gen/vmm/v1/network_pb.js";
 import { StorageService } from "@quantix/api/gen/vmm/v1/storage_pb.js";
@@ -52,6 +52,7 @@ const vm = (role: ProjectRole, field = "id", after = false): Policy => ({ access
 const network = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: VIRTUAL_NETWORK_KIND as unknown as Kind<Resource>, field, after } });
 const port = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: PORT_KIND as unknown as Kind<Resource>, field, after } });
 const group = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: SECURITY_GROUP_KIND as unknown as Kind<Resource>, field, after } });
+const fip = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: FLOATING_IP_KIND as unknown as Kind<Resource>, field, after } });
 const snapshot = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: SNAPSHOT_KIND as unknown as Kind<Resource>, field, after } });
 /** CreateSnapshot acts in the project of the volume or VM it snapshots. */
 const snapshotTarget = (role: ProjectRole): Policy => ({
@@ -97,6 +98,7 @@ const VOLUMES = "Quantixkvm.storage.v1.VolumeService";
 const SNAPSHOTS = "Quantixkvm.storage.v1.SnapshotService";
 const IMAGES = "Quantixkvm.storage.v1.ImageService";
 const NETWORKS = "Quantixkvm.network.v1.VirtualNetworkService";
+const FIPS = "Quantixkvm.network.v1.FloatingIpService";
 const PORTS = "Quantixkvm.network.v1.PortService";
 const GROUPS = "Quantixkvm.network.v1.SecurityGroupService";
 
@@ -270,7 +272,16 @@ export const POLICY: Readonly<Record<string, Policy>> = {
   [`${GROUPS}/DeleteSecurityGroup`]: group("member"),
   [`${GROUPS}/AddSecurityGroupRules`]: group("member", "security_group_id"),
   [`${GROUPS}/RemoveSecurityGroupRules`]: group("member", "security_group_id"),
-  ...projectCrud("Quantixkvm.network.v1.FloatingIpService", "FloatingIps", "FloatingIp", { AssociateFloatingIp: pending("member"), DisassociateFloatingIp: pending("member") }),
+  // Floating IPs belong to the project they are allocated to; the EXTERNAL network they
+  // come from is any project's (the service reads it itself).
+  [`${FIPS}/CreateFloatingIp`]: inRequest("member", "project_id", { dflt: DEFAULT_PROJECT_ID }),
+  [`${FIPS}/GetFloatingIp`]: fip("reader", "id", true),
+  [`${FIPS}/ListFloatingIps`]: list(),
+  [`${FIPS}/WatchFloatingIps`]: list(),
+  [`${FIPS}/UpdateFloatingIp`]: fip("member"),
+  [`${FIPS}/DeleteFloatingIp`]: fip("member"),
+  [`${FIPS}/AssociateFloatingIp`]: fip("member"),
+  [`${FIPS}/DisassociateFloatingIp`]: fip("member"),
   ...projectCrud("Quantixkvm.network.v1.LoadBalancerService", "LoadBalancers", "LoadBalancer", {
     AddPoolMembers: pending("member"),
     RemovePoolMembers: pending("member"),

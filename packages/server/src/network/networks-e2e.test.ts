@@ -264,9 +264,9 @@ test("a full network grows by a second subnet: a VM there gets its lease from th
   for (const k of ["a", "b"] as const) assert.match(vlan.message, new RegExp(`node '${P}-${k}': the kernel (can|cannot) create VLAN devices`));
   const bridge = await rejection(nets.createVirtualNetwork({ name: "e2e-bridge", spec: { type: NetworkType.BRIDGE, cidr: "10.45.0.0/24" } }));
   assert.match(bridge.message, new RegExp(`node '${P}-a': this data plane maps no physical network to a host interface yet`));
-  // /28 with a DHCP range of two addresses: one for the host's DHCP port, one for a filler
-  // port. Both VMs run on one host: its gateway routes between the subnets (a host
-  // routes to its own guests only: see docs/api/network.md).
+  // /28 with a DHCP range of two addresses: one for host a's DHCP port, one for a filler
+  // port. The VMs run on different hosts: each host's gateway routes between the subnets
+  // for its own guests, across the overlay to the other host's.
   const A = "10.44.0.10";
   const net = await nets.createVirtualNetwork({ name: "e2e-grow", spec: { type: NetworkType.VXLAN, cidr: "10.44.0.0/28", dhcp: { enabled: true, rangeStart: "10.44.0.2", rangeEnd: "10.44.0.3" }, router: { snatEnabled: true } } });
   const pa = await ports.createPort({ name: "grow-a", spec: { networkId: net.id, fixedIps: [A] } });
@@ -286,28 +286,35 @@ test("a full network grows by a second subnet: a VM there gets its lease from th
   const pb = await ports.createPort({ name: "grow-b", spec: { networkId: net.id } });
   const B = pb.spec!.fixedIps[0]!;
   assert.match(B, /^10\.44\.1\.1[0-2][0-9]$/);
-  const vb = await s!.vms.createVM({ name: "grow-b", spec: { ...base, boot: boot({ ping: [A, "10.44.1.1"] }), nics: [{ id: "eth0", portId: pb.id }], placement: { requiredNodeIds: [nodeId.a] } }, startOnCreate: true });
+  // The filler goes: host b's DHCP port (made when b's VM is placed) takes its address in the first subnet.
+  await ports.deletePort({ id: filler.id });
+  const vb = await s!.vms.createVM({ name: "grow-b", spec: { ...base, boot: boot({ ping: [A, "10.44.1.1"] }), nics: [{ id: "eth0", portId: pb.id }], placement: { requiredNodeIds: [nodeId.b] } }, startOnCreate: true });
   await until(async () => ((await s!.vms.getVM({ id: vb.id })).status?.state === State.RUNNING ? true : undefined), "grow-b RUNNING", 120_000, 200);
-  const b1 = await probe("a", vb.id, "guest b, on the second subnet, pings a on the first subnet through their host's gateway", (p) => p.lease !== undefined && p.round?.ping[A] === true);
+  const b1 = await probe("b", vb.id, "guest b, on the second subnet on host b, pings a on the first subnet on host a through its host's gateway", (p) => p.lease !== undefined && p.round?.ping[A] === true);
   assert.equal(b1.lease?.ip, B);
   assert.equal(b1.lease?.router, "10.44.1.1", "the second subnet's gateway");
-  assert.equal(b1.round!.ping["10.44.1.1"], true, "the host answers on the second subnet's gateway");
-  // The host's DHCP port, made before the subnet was added, was given an address in it (its first one kept).
-  const dhcp = (await ports.listPorts({ networkId: net.id, deviceOwner: PortDeviceOwner.DHCP })).ports;
-  assert.equal(dhcp.length, 1);
-  assert.deepEqual(dhcp[0]!.spec!.fixedIps.map((ip) => ip.split(".").slice(0, 3).join(".")), ["10.44.0", "10.44.1"]);
+  assert.equal(b1.round!.ping["10.44.1.1"], true, "host b answers on the second subnet's gateway");
+  // a reaches b back across the hosts (its host routes to the other subnet over the overlay).
+  const a2 = await probe("a", va.id, "guest a still reaches its gateway", laterRound(a1.round?.round, (p) => p.round?.ping["10.44.0.1"] === true));
+  assert.equal(a2.lease?.ip, A);
+  // Each host's DHCP port has an address in both subnets (a's, made before the subnet was added, was given one; its first kept).
+  const dhcp = await until(async () => {
+    const list = (await ports.listPorts({ networkId: net.id, deviceOwner: PortDeviceOwner.DHCP })).ports;
+    return list.length === 2 && list.every((p) => p.spec!.fixedIps.length === 2) ? list : undefined;
+  }, "a DHCP port on each host with an address in both subnets", 60_000, 200);
+  for (const p of dhcp) assert.deepEqual(p.spec!.fixedIps.map((ip) => ip.split(".").slice(0, 3).join(".")), ["10.44.0", "10.44.1"], `DHCP port on ${p.status?.deviceId}`);
   const active = await until(async () => {
     const n = await nets.getVirtualNetwork({ id: net.id });
-    return n.status?.state === VirtualNetworkState.ACTIVE ? n : undefined;
-  }, "the grown network ACTIVE", 60_000, 200);
-  assert.deepEqual(active.status!.nodes.map((x) => x.nodeId), [nodeId.a]);
+    return n.status?.state === VirtualNetworkState.ACTIVE && n.status.nodes.length === 2 ? n : undefined;
+  }, "the grown network ACTIVE on both hosts", 60_000, 200);
+  assert.deepEqual(active.status!.nodes.map((x) => x.nodeId).sort(), [nodeId.a, nodeId.b].sort());
   // The second subnet is in use: it stays.
   const busy = await rejection(nets.updateVirtualNetwork({ id: net.id, spec: { additionalSubnets: [] }, updateMask: { paths: ["spec.additional_subnets"] } }));
   assert.match(busy.message, new RegExp(pb.id));
 
   for (const vm of [va, vb]) await s!.vms.deleteVM({ id: vm.id, force: true });
   await until(async () => ((await ports.getPort({ id: pa.id })).status?.deviceId === "" && (await ports.getPort({ id: pb.id })).status?.deviceId === "" ? true : undefined), "ports released", 60_000, 200);
-  for (const p of [pa, pb, filler]) await ports.deletePort({ id: p.id });
+  for (const p of [pa, pb]) await ports.deletePort({ id: p.id });
   await until(async () => ((await ports.listPorts({ networkId: net.id })).ports.length === 0 ? true : undefined), "the DHCP ports gone with the hosts' copies", 60_000, 200);
   await nets.deleteVirtualNetwork({ id: net.id });
 });

@@ -3,14 +3,17 @@ import { EmptySchema } from "@bufbuild/protobuf/wkt";
 import { VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
 import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
 import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
-import { notFound, PORT_KIND, SECURITY_GROUP_KIND, VIRTUAL_NETWORK_KIND, type Clock, type IdGenerator, type Store } from "@quantix/core";
+import { FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
+import { FLOATING_IP_KIND, notFound, PORT_KIND, SECURITY_GROUP_KIND, VIRTUAL_NETWORK_KIND, type Clock, type IdGenerator, type Store } from "@quantix/core";
 import type { Route } from "@quantix/rpc";
 import { resourceRoute } from "../resources/resource-routes.js";
 import type { QuotaLedger } from "../quota/quota-ledger.js";
 import { VirtualNetworkService as Networks } from "../services/network-service.js";
 import { PortService as Ports, randomFraction } from "../services/port-service.js";
 import { SecurityGroupService as Groups } from "../services/security-group-service.js";
+import { FloatingIpService as FloatingIps } from "../services/floating-ip-service.js";
 import { budgetOf } from "./budget.js";
+import { callerOf } from "../identity/principals.js";
 import { featureSupport } from "../network/node-features.js";
 import type { NodeNetwork } from "../network/node-network.js";
 
@@ -22,7 +25,7 @@ import type { NodeNetwork } from "../network/node-network.js";
 export function virtualNetworkServiceRoute(store: Store, networks: Networks): Route {
   return resourceRoute(VirtualNetworkService, VIRTUAL_NETWORK_KIND as never, store, {
     impl: {
-      createVirtualNetwork: (req) => networks.create(req),
+      createVirtualNetwork: (req, ctx) => networks.create(req, callerOf(ctx).systemAdmin),
       updateVirtualNetwork: (req) => networks.update(req),
       deleteVirtualNetwork: async (req) => {
         await networks.delete(req);
@@ -85,7 +88,27 @@ export function securityGroupServiceRoute(store: Store, groups: Groups, defaultD
 }
 
 /**
- * The three network services' routes, their services built over `store` (one call in the
+ * Quantixkvm.network.v1.FloatingIpService: generic reads (filters by external network,
+ * port, VM and address); allocation with IPAM on the external network; associations are
+ * checked and refused while routers to external networks are not built.
+ */
+export function floatingIpServiceRoute(store: Store, fips: FloatingIps): Route {
+  return resourceRoute(FloatingIpService, FLOATING_IP_KIND as never, store, {
+    impl: {
+      createFloatingIp: (req, ctx) => fips.create(req, callerOf(ctx).systemAdmin),
+      updateFloatingIp: (req) => fips.update(req),
+      deleteFloatingIp: async (req) => {
+        await fips.delete(req);
+        return create(EmptySchema);
+      },
+      associateFloatingIp: (req) => fips.associate(req),
+      disassociateFloatingIp: (req) => fips.disassociate(req),
+    },
+  });
+}
+
+/**
+ * The network services' routes, their services built over `store` (one call in the
  * composition root): networks charge the `networks` quota through `ledger`; every
  * project's "default" security group is made with its first network, port or group.
  */
@@ -96,5 +119,6 @@ export function networkRoutes(deps: { store: Store; clock: Clock; ids: IdGenerat
   const network = deps.network ?? (() => undefined);
   const networks = new Networks({ store, clock, ids, ledger, ensureDefaultGroup, featureSupport: (feature) => featureSupport(store, network, feature) });
   const ports = new Ports({ store, clock, ids, ensureDefaultGroup, random: randomFraction });
-  return [virtualNetworkServiceRoute(store, networks), portServiceRoute(store, ports), securityGroupServiceRoute(store, groups, deps.defaultDeadlineMs)];
+  const fips = new FloatingIps({ store, clock, ids, ledger });
+  return [virtualNetworkServiceRoute(store, networks), portServiceRoute(store, ports), securityGroupServiceRoute(store, groups, deps.defaultDeadlineMs), floatingIpServiceRoute(store, fips)];
 }

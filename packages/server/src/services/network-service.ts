@@ -138,19 +138,26 @@ export class VirtualNetworkService {
     });
   }
 
-  async create(req: CreateVirtualNetworkRequest): Promise<VirtualNetwork> {
+  /** CreateVirtualNetwork; `systemAdmin`: whether the caller is one (EXTERNAL networks need it). */
+  async create(req: CreateVirtualNetworkRequest, systemAdmin = true): Promise<VirtualNetwork> {
     const projectId = req.projectId || DEFAULT_PROJECT_ID;
     const draft = create(VirtualNetworkStatusSchema);
     const n = { name: req.name, projectId, labels: req.labels, description: req.description, spec: req.spec ? clone(VirtualNetworkSpecSchema, req.spec) : undefined } as unknown as N;
     const v = new Violations();
     checkVirtualNetwork(v, n);
     throwIfViolations(await this.withNodeReasons([...v.list, ...commonViolations(req)], n.spec?.type ?? NetworkType.UNSPECIFIED));
-    if (!(await this.deps.store.of(PROJECT_KIND).get(projectId))) throw notFound("project", projectId);
     const spec = n.spec!;
+    const external = spec.type === NetworkType.EXTERNAL;
+    if (external && !systemAdmin) throw new QuantixError("permission_denied", "creating an EXTERNAL network needs the system administrator role");
+    if (!(await this.deps.store.of(PROJECT_KIND).get(projectId))) throw notFound("project", projectId);
     if (spec.router) await this.checkRoutedOverlap(subnetCidrs(spec), "");
     const given = spec.vni;
     const nowMs = this.deps.clock.now();
     Object.assign(draft, { state: VirtualNetworkState.PENDING, conditions: [notRealized("network", nowMs)], ...addressCounts(addressPlanOf(n), 0) });
+    if (external) {
+      // No overlay: no VNI to claim.
+      return this.writer.create({ name: req.name, projectId, labels: req.labels, description: req.description, spec, status: draft });
+    }
     for (let attempt = 1; ; attempt++) {
       const vni = given !== 0 ? given : randomInt(1, NETWORK_LIMITS.vniMax + 1);
       const s = clone(VirtualNetworkSpecSchema, spec);
@@ -178,9 +185,18 @@ export class VirtualNetworkService {
    * has no VLAN networks yet".
    */
   private async withNodeReasons(list: FieldViolation[], type: NetworkType): Promise<FieldViolation[]> {
-    const i = list.findIndex((x) => x.field === "spec.type" && x.reason === "NOT_SUPPORTED");
     const feature = NETWORK_TYPE_FEATURE[type];
-    if (i < 0 || !this.deps.featureSupport || !feature) return list;
+    if (!this.deps.featureSupport || !feature) return list;
+    if (type === NetworkType.EXTERNAL) {
+      // Built where a node maps a physical network: refused only when no node can.
+      if (list.some((x) => x.field.startsWith("spec."))) return list;
+      const { supported, reasons } = await this.deps.featureSupport(feature);
+      if (supported.length > 0) return list;
+      const why = reasons.length > 0 ? reasons.join("; ") : "the cluster has no nodes yet";
+      return [...list, { field: "spec.type", reason: "NOT_SUPPORTED", description: `no node supports EXTERNAL networks (${feature}: a physical network mapped to a host interface): ${why}` }];
+    }
+    const i = list.findIndex((x) => x.field === "spec.type" && x.reason === "NOT_SUPPORTED");
+    if (i < 0) return list;
     const { supported, reasons } = await this.deps.featureSupport(feature);
     const name = NetworkType[type];
     const description =

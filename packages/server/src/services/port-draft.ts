@@ -3,7 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { PortDeviceOwner, PortSchema, PortState, PortStatusSchema, type Port, type PortSpec, type PortStatus } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
-import type { VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import { NetworkType, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import {
   addressAllocationId,
@@ -77,6 +77,9 @@ export class PortDraft {
     const net = await deps.store.of(VIRTUAL_NETWORK_KIND).get(spec.networkId);
     // A network of another project is not told apart from a missing one.
     if (!net || net.projectId !== meta.projectId) throw new QuantixError("not_found", `${paths === PORT_FIELDS ? "" : `${paths.networkId}: `}virtual network '${spec.networkId}' not found`);
+    if (net.spec?.type === NetworkType.EXTERNAL) {
+      throw new QuantixError("failed_precondition", `${paths === PORT_FIELDS ? "" : `${paths.networkId}: `}virtual network '${net.id}' is EXTERNAL: it carries routers' and floating IPs' addresses, not ports; attach VMs to a VXLAN or ISOLATED network and give them a floating IP`);
+    }
     const plan = addressPlanOf(net);
     const bad: FieldViolation[] = [];
     spec.fixedIps.forEach((ip, i) => {

@@ -18,6 +18,7 @@ import { VirtualNetworkSchema } from "@quantix/api/gen/Quantixkvm/network/v1/vir
 import { PortSchema } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { SecurityGroupSchema } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_pb.js";
 import { NetworkAllocationSchema } from "@quantix/api/gen/Quantixkvm/network/v1/network_allocation_pb.js";
+import { FloatingIpSchema } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_pb.js";
 import { ProjectSchema, RoleBindingSchema } from "@quantix/api/gen/Quantixkvm/identity/v1/project_pb.js";
 import {
   API_TOKEN_KIND,
@@ -41,6 +42,7 @@ import {
   PORT_KIND,
   SECURITY_GROUP_KIND,
   NETWORK_ALLOCATION_KIND,
+  FLOATING_IP_KIND,
   USER_KIND,
   VM_KIND,
   type FieldValue,
@@ -376,4 +378,20 @@ const networkAllocation: KindFixture = {
   scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
 };
 
-export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone, project, user, serviceAccount, apiToken, roleBinding, signingKey, credential, quota, auditRecord, joinToken, storagePool, volume, image, snapshot, virtualNetwork, port, securityGroup, networkAllocation];
+const floatingIp: KindFixture = {
+  kind: FLOATING_IP_KIND as unknown as Kind<Resource>,
+  make: (v, labels = {}) =>
+    create(FloatingIpSchema, {
+      id: randomUUID(),
+      projectId: str(v["project_id"], randomUUID()),
+      externalNetworkId: str(v["external_network_id"], randomUUID()),
+      address: str(v["address"], "203.0.113.10"),
+      portId: str(v["port_id"], ""),
+      vmId: str(v["vm_id"], ""),
+      labels,
+      createdAt: ms(v["created_at"], NOW),
+    }),
+  scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
+};
+
+export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone, project, user, serviceAccount, apiToken, roleBinding, signingKey, credential, quota, auditRecord, joinToken, storagePool, volume, image, snapshot, virtualNetwork, port, securityGroup, networkAllocation, floatingIp];

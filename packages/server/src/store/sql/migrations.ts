@@ -546,6 +546,34 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
       CREATE INDEX quantix_network_allocations_by_vni_created_ms ON quantix_network_allocations (vni, created_ms, id);
     `,
   },
+  {
+    version: 13,
+    name: "floating IPs",
+    // Nothing of these existed before (FloatingIpService answered UNIMPLEMENTED).
+    sql: `
+      CREATE TABLE quantix_floating_ips (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        labels jsonb NOT NULL,
+        project_id text COLLATE "C" NOT NULL,
+        external_network_id text COLLATE "C" NOT NULL,
+        port_id text COLLATE "C" NOT NULL,
+        vm_id text COLLATE "C" NOT NULL,
+        address text COLLATE "C" NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_floating_ips_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_floating_ips_by_created_ms ON quantix_floating_ips (created_ms, id);
+      CREATE INDEX quantix_floating_ips_by_project_id_created_ms ON quantix_floating_ips (project_id, created_ms, id);
+      CREATE INDEX quantix_floating_ips_by_external_network_id_created_ms ON quantix_floating_ips (external_network_id, created_ms, id);
+      CREATE INDEX quantix_floating_ips_by_port_id_created_ms ON quantix_floating_ips (port_id, created_ms, id);
+      CREATE INDEX quantix_floating_ips_by_vm_id_created_ms ON quantix_floating_ips (vm_id, created_ms, id);
+      CREATE INDEX quantix_floating_ips_by_address_created_ms ON quantix_floating_ips (address, created_ms, id);
+      CREATE INDEX quantix_floating_ips_labels ON quantix_floating_ips USING gin (labels jsonb_path_ops);
+    `,
+  },
 ];
 
 /** The newest schema version this binary knows. */

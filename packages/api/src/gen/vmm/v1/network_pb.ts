@@ -117,12 +117,24 @@ export const NetworkSpecSchema: GenMessage<NetworkSpec> = /*@__PURE__*/
  * target address is a gateway_ip and frames from or to the gateway MAC are dropped, so
  * each host's guests use their own host's gateway. IPv4 forwarding is turned on in the
  * data plane's namespace (net.ipv4.ip_forward=1; it is left on when the gateway goes).
- * Security groups apply to routed traffic as to bridged: a guest's egress rules to what
- * it reaches through the gateway, its ingress rules (default deny) to what the host
- * routes to it; replies pass (stateful). The host reaches and routes to the guests on
- * itself only (a remote guest's traffic must reach its own host). Removing the gateway
- * (or the network) removes the addresses, the MAC (the bridge is recreated with the
- * kernel's choice) and the NAT rules. Status: the "GatewayReady" condition.
+ * The host also routes to the guests on other hosts (as Neutron DVR): each remote port's
+ * ip_addresses become permanent neighbour entries on the bridge (the host never ARPs
+ * across the tunnel) and its MAC a static entry of the bridge's forwarding table, and
+ * an IPv4 frame the host routes to a remote port leaves the VXLAN device with a MAC of
+ * this host's own instead of the gateway MAC: 06, the id's first 2 hex digits, then the
+ * 4 bytes of local_underlay_address (locally administered unicast, different on every
+ * host; a port or remote port with any host's such MAC is INVALID_ARGUMENT). So a guest
+ * reaches a guest of another subnet, or of another network with a gateway on its host,
+ * wherever that guest runs; the reply is routed by the receiving guest's own host
+ * (asymmetric, each host still tracks both directions). ICMP redirects from the host to
+ * guests are dropped. Security groups apply to routed traffic as to bridged: a guest's
+ * egress rules to what it reaches through the gateway, its ingress rules (default deny)
+ * to what reaches it (from a guest on another host, bridged through the guest's host);
+ * replies pass (stateful). The host's own traffic reaches only the guests on itself (a
+ * remote guest answers through its own host), and traffic from outside must enter
+ * through the guest's own host. Removing the gateway (or the network) removes the
+ * addresses, the MAC (the bridge is recreated with the kernel's choice), the neighbour
+ * and forwarding entries and the NAT rules. Status: the "GatewayReady" condition.
  *
  * @generated from message vmm.v1.Gateway
  */
@@ -1433,10 +1445,11 @@ export enum GatewayMode {
   ROUTED = 1,
 
   /**
-   * Routed, and guests' traffic leaving through any interface other than the network's
-   * bridge is masqueraded behind that interface's address (nftables `ip quantix_nat`,
-   * postrouting `ip saddr <cidr> oifname != <bridge> masquerade`, in the same atomic
-   * transaction as the rest of the host's filtering).
+   * Routed, and guests' traffic leaving through any interface other than the bridges of
+   * this host's networks with a gateway is masqueraded behind that interface's address
+   * (nftables `ip quantix_nat`, postrouting `ip saddr <cidr> oifname != { <bridges> }
+   * masquerade`, in the same atomic transaction as the rest of the host's filtering);
+   * traffic between those networks' guests keeps its addresses.
    *
    * @generated from enum value: GATEWAY_MODE_NAT = 2;
    */

@@ -12,11 +12,12 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file Quantixkvm/network/v1/network_allocation.proto.
  */
 export const file_Quantixkvm_network_v1_network_allocation: GenFile = /*@__PURE__*/
-  fileDesc("Ci5RdWFudGl4a3ZtL25ldHdvcmsvdjEvbmV0d29ya19hbGxvY2F0aW9uLnByb3RvEhVRdWFudGl4a3ZtLm5ldHdvcmsudjEi5gEKEU5ldHdvcmtBbGxvY2F0aW9uEgoKAmlkGAEgASgJEhIKCm5ldHdvcmtfaWQYAiABKAkSDwoHYWRkcmVzcxgDIAEoCRILCgN2bmkYBCABKA0SDwoHcG9ydF9pZBgFIAEoCRISCgpwcm9qZWN0X2lkGAYgASgJEhEKCXJlcXVlc3RlZBgHIAEoCBIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChByZXNvdXJjZV92ZXJzaW9uGAkgASgEEhEKCXBvcnRfbmFtZRgKIAEoCWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Ci5RdWFudGl4a3ZtL25ldHdvcmsvdjEvbmV0d29ya19hbGxvY2F0aW9uLnByb3RvEhVRdWFudGl4a3ZtLm5ldHdvcmsudjEi/gEKEU5ldHdvcmtBbGxvY2F0aW9uEgoKAmlkGAEgASgJEhIKCm5ldHdvcmtfaWQYAiABKAkSDwoHYWRkcmVzcxgDIAEoCRILCgN2bmkYBCABKA0SDwoHcG9ydF9pZBgFIAEoCRISCgpwcm9qZWN0X2lkGAYgASgJEhEKCXJlcXVlc3RlZBgHIAEoCBIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChByZXNvdXJjZV92ZXJzaW9uGAkgASgEEhEKCXBvcnRfbmFtZRgKIAEoCRIWCg5mbG9hdGluZ19pcF9pZBgLIAEoCWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * A value of the network layer that one holder has alone, kept by the control plane's
- * IPAM: an IPv4 address of a virtual network (held by a port), a VXLAN network
+ * IPAM: an IPv4 address of a virtual network (held by a port, or by a floating IP on an
+ * EXTERNAL network), a VXLAN network
  * identifier (held by a network) or a port name on a virtual network (held by a port).
  * The id derives from what is held, so a second claim of the same value fails in the
  * store's transaction (ALREADY_EXISTS) and nothing of that transaction is written:
@@ -97,6 +98,14 @@ export type NetworkAllocation = Message<"Quantixkvm.network.v1.NetworkAllocation
    * @generated from field: string port_name = 10;
    */
   portName: string;
+
+  /**
+   * The floating IP holding the address (an address of an EXTERNAL network); empty for
+   * an address a port holds, a VNI or a port name.
+   *
+   * @generated from field: string floating_ip_id = 11;
+   */
+  floatingIpId: string;
 };
 
 /**
