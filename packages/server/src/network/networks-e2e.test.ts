@@ -13,6 +13,7 @@ import { PortDeviceOwner, PortState } from "@quantix/api/gen/Quantixkvm/network/
 import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
 import { SecurityGroupRuleDirection as Dir, SecurityGroupRuleProtocol as Proto } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_pb.js";
 import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
+import { FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
 import { QemuBackend } from "@quantix/agent";
 import { buildNetProbeGuest, consoleText, ensureDebianPackages, netProbeKernelArgs, parseNetProbeConsole, rejection, startTestServer, TestAgent, until, type NetProbeConsole, type NetProbeGuest, type TestServer } from "@quantix/testing";
 
@@ -50,11 +51,13 @@ before(async () => {
   sh(["ip", "-n", H.a, "addr", "add", `${UNDERLAY.a}/24`, "dev", `${P}u1`]);
   sh(["ip", "-n", H.b, "addr", "add", `${UNDERLAY.b}/24`, "dev", `${P}u2`]);
   sh(["ip", "-n", H.a, "link", "set", `${P}u1`, "up"]);
+  // Host a maps physical network "ext" to an interface of its own (an EXTERNAL network's uplink).
+  sh(["ip", "-n", H.a, "link", "add", `${P}x`, "type", "veth", "peer", "name", `${P}y`]);
   sh(["ip", "-n", H.b, "link", "set", `${P}u2`, "up"]);
   s = await startTestServer({ demo: false });
   for (const k of ["a", "b"] as const) {
     const stateDir = join(dir, k);
-    const agent = new TestAgent(new QemuBackend({ stateDir: join(stateDir, "qemu"), kvm: false, netns: H[k] }), stateDir, `${P}-${k}`, { imageDirs: [guest.imageDir], sharedDirs: [guest.imageDir], network: { netns: H[k], underlayAddress: UNDERLAY[k] } });
+    const agent = new TestAgent(new QemuBackend({ stateDir: join(stateDir, "qemu"), kvm: false, netns: H[k] }), stateDir, `${P}-${k}`, { imageDirs: [guest.imageDir], sharedDirs: [guest.imageDir], network: { netns: H[k], underlayAddress: UNDERLAY[k], ...(k === "a" ? { physicalNetworks: new Map([["ext", `${P}x`]]) } : {}) } });
     await agent.start(s.url);
     agents[k] = agent;
   }
@@ -263,7 +266,8 @@ test("a full network grows by a second subnet: a VM there gets its lease from th
   assert.match(vlan.message, /no node supports VLAN networks \(network-vlan\)/);
   for (const k of ["a", "b"] as const) assert.match(vlan.message, new RegExp(`node '${P}-${k}': the kernel (can|cannot) create VLAN devices`));
   const bridge = await rejection(nets.createVirtualNetwork({ name: "e2e-bridge", spec: { type: NetworkType.BRIDGE, cidr: "10.45.0.0/24" } }));
-  assert.match(bridge.message, new RegExp(`node '${P}-a': this data plane maps no physical network to a host interface yet`));
+  // Host a maps a physical network (network-uplink), but bridged networks are not built: said so.
+  assert.match(bridge.message, /1 node\(s\) report network-uplink, but this control plane does not build BRIDGE networks yet/);
   // /28 with a DHCP range of two addresses: one for host a's DHCP port, one for a filler
   // port. The VMs run on different hosts: each host's gateway routes between the subnets
   // for its own guests, across the overlay to the other host's.
@@ -317,4 +321,21 @@ test("a full network grows by a second subnet: a VM there gets its lease from th
   for (const p of [pa, pb]) await ports.deletePort({ id: p.id });
   await until(async () => ((await ports.listPorts({ networkId: net.id })).ports.length === 0 ? true : undefined), "the DHCP ports gone with the hosts' copies", 60_000, 200);
   await nets.deleteVirtualNetwork({ id: net.id });
+});
+
+test("an EXTERNAL network is made where a node maps its physical network, and floating IPs are allocated from it", { timeout: 120_000 }, async () => {
+  const nets = createClient(VirtualNetworkService, s!.transport);
+  const fips = createClient(FloatingIpService, s!.transport);
+  // No node maps "other": refused, with what each node maps or why it has no uplink.
+  const other = await rejection(nets.createVirtualNetwork({ name: "e2e-ext-other", spec: { type: NetworkType.EXTERNAL, cidr: "198.51.100.0/24", physicalNetwork: "other" } }));
+  assert.match(other.message, /no node maps physical network 'other'/);
+  assert.match(other.message, new RegExp(`node '${P}-a': maps no physical network 'other' \\(it maps 'ext'`));
+  assert.match(other.message, new RegExp(`node '${P}-b': .*overlay networks only`));
+  const ext = await nets.createVirtualNetwork({ name: "e2e-ext", spec: { type: NetworkType.EXTERNAL, cidr: "198.51.100.0/24", physicalNetwork: "ext", dhcp: { rangeStart: "198.51.100.20", rangeEnd: "198.51.100.29" } } });
+  assert.equal(ext.spec!.dhcp!.enabled, false);
+  const fip = await fips.createFloatingIp({ externalNetworkId: ext.id });
+  assert.match(fip.address, /^198\.51\.100\.2[0-9]$/);
+  assert.equal((await nets.getVirtualNetwork({ id: ext.id })).status!.allocatedIpCount, 2, "the upstream gateway and the floating IP");
+  await fips.deleteFloatingIp({ id: fip.id });
+  await nets.deleteVirtualNetwork({ id: ext.id });
 });

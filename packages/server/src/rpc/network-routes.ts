@@ -117,7 +117,7 @@ export function networkRoutes(deps: { store: Store; clock: Clock; ids: IdGenerat
   const groups = new Groups({ store, clock, ids });
   const ensureDefaultGroup = (projectId: string) => groups.ensureDefault(projectId);
   const network = deps.network ?? (() => undefined);
-  const networks = new Networks({ store, clock, ids, ledger, ensureDefaultGroup, featureSupport: (feature) => featureSupport(store, network, feature) });
+  const networks = new Networks({ store, clock, ids, ledger, ensureDefaultGroup, featureSupport: (feature, physicalNetwork) => featureSupport(store, network, feature, physicalNetwork) });
   const ports = new Ports({ store, clock, ids, ensureDefaultGroup, random: randomFraction });
   const fips = new FloatingIps({ store, clock, ids, ledger });
   return [virtualNetworkServiceRoute(store, networks), portServiceRoute(store, ports), securityGroupServiceRoute(store, groups, deps.defaultDeadlineMs), floatingIpServiceRoute(store, fips)];

@@ -43,8 +43,8 @@ describe("floating IPs and EXTERNAL networks", () => {
   it("an EXTERNAL network needs a node with a physical network, a physical_network name, no VNI, router or DHCP", async () => {
     const none = await rejection(nets.createVirtualNetwork({ name: "public2", spec: { type: NetworkType.EXTERNAL, cidr: "198.51.100.0/24", physicalNetwork: "ext" } }));
     assert.equal(none.code, Code.InvalidArgument);
-    assert.deepEqual(fields(none), ["spec.type"]);
-    assert.match(none.message, /no node supports EXTERNAL networks \(network-uplink: a physical network mapped to a host interface\): the cluster has no nodes yet/);
+    assert.deepEqual(fields(none), ["spec.physical_network"]);
+    assert.match(none.message, /no node maps physical network 'ext' \(network-uplink: a physical network mapped to a host interface\): the cluster has no nodes yet/);
     const bad = await rejection(nets.createVirtualNetwork({ name: "public3", spec: { type: NetworkType.EXTERNAL, cidr: "198.51.100.0/24", physicalNetwork: "Ext!", vni: 5, dhcp: { enabled: true }, router: { snatEnabled: true } } }));
     assert.deepEqual(fields(bad).sort(), ["spec.dhcp.enabled", "spec.physical_network", "spec.router", "spec.vni"]);
     assert.deepEqual(fields(await rejection(nets.createVirtualNetwork({ name: "public4", spec: { type: NetworkType.EXTERNAL, cidr: "198.51.100.0/24" } }))), ["spec.physical_network"]);

@@ -104,7 +104,7 @@ export class VirtualNetworkService {
       ledger?: QuotaLedger;
       ensureDefaultGroup?: (projectId: string) => Promise<unknown>;
       /** Which nodes have a network feature, and why the others lack it (network/node-features.ts). */
-      featureSupport?: (feature: string) => Promise<{ supported: string[]; reasons: string[] }>;
+      featureSupport?: (feature: string, physicalNetwork?: string) => Promise<{ supported: string[]; reasons: string[] }>;
     },
   ) {
     this.charging = networkCharging(deps.ledger ?? new QuotaLedger({ store: deps.store, clock: deps.clock, defaults: {} }));
@@ -145,7 +145,7 @@ export class VirtualNetworkService {
     const n = { name: req.name, projectId, labels: req.labels, description: req.description, spec: req.spec ? clone(VirtualNetworkSpecSchema, req.spec) : undefined } as unknown as N;
     const v = new Violations();
     checkVirtualNetwork(v, n);
-    throwIfViolations(await this.withNodeReasons([...v.list, ...commonViolations(req)], n.spec?.type ?? NetworkType.UNSPECIFIED));
+    throwIfViolations(await this.withNodeReasons([...v.list, ...commonViolations(req)], n.spec?.type ?? NetworkType.UNSPECIFIED, n.spec?.physicalNetwork ?? ""));
     const spec = n.spec!;
     const external = spec.type === NetworkType.EXTERNAL;
     if (external && !systemAdmin) throw new QuantixError("permission_denied", "creating an EXTERNAL network needs the system administrator role");
@@ -184,16 +184,16 @@ export class VirtualNetworkService {
    * probe found, e.g. "node 'h1': the kernel can create VLAN devices, but this data plane
    * has no VLAN networks yet".
    */
-  private async withNodeReasons(list: FieldViolation[], type: NetworkType): Promise<FieldViolation[]> {
+  private async withNodeReasons(list: FieldViolation[], type: NetworkType, physicalNetwork: string): Promise<FieldViolation[]> {
     const feature = NETWORK_TYPE_FEATURE[type];
     if (!this.deps.featureSupport || !feature) return list;
     if (type === NetworkType.EXTERNAL) {
       // Built where a node maps a physical network: refused only when no node can.
       if (list.some((x) => x.field.startsWith("spec."))) return list;
-      const { supported, reasons } = await this.deps.featureSupport(feature);
+      const { supported, reasons } = await this.deps.featureSupport(feature, physicalNetwork);
       if (supported.length > 0) return list;
       const why = reasons.length > 0 ? reasons.join("; ") : "the cluster has no nodes yet";
-      return [...list, { field: "spec.type", reason: "NOT_SUPPORTED", description: `no node supports EXTERNAL networks (${feature}: a physical network mapped to a host interface): ${why}` }];
+      return [...list, { field: "spec.physical_network", reason: "NOT_SUPPORTED", description: `no node maps physical network '${physicalNetwork}' (${feature}: a physical network mapped to a host interface): ${why}` }];
     }
     const i = list.findIndex((x) => x.field === "spec.type" && x.reason === "NOT_SUPPORTED");
     if (i < 0) return list;
