@@ -103,12 +103,13 @@ export class PortDraft {
   /**
    * A new port (a new id, its address picked from a fresh read of the allocations, its MAC
    * drawn unless given; `everySubnet`: one address in each subnet with a free one, for
-   * the system's DHCP ports) and the ops that create it: the port, its allocation
+   * the system's DHCP ports; never one of `exclude`, the addresses other ports of the
+   * same commit picked) and the ops that create it: the port, its allocation
    * records, the network's counts, its groups' use counts. RESOURCE_EXHAUSTED when the
    * pools are full;
    * ALREADY_EXISTS naming the holder of a requested address held now.
    */
-  async attempt(extra: { status?: MessageInitShape<typeof PortStatusSchema>; ownerVmId?: string; nowMs: number; everySubnet?: boolean }): Promise<PortAttempt> {
+  async attempt(extra: { status?: MessageInitShape<typeof PortStatusSchema>; ownerVmId?: string; nowMs: number; everySubnet?: boolean; exclude?: ReadonlySet<string> }): Promise<PortAttempt> {
     const mac = this.macGiven ? this.spec.macAddress : macFromBytes(randomBytes(3));
     const held = await allocationsOf(this.store, this.net.id);
     let addresses: { address: string; requested: boolean }[];
@@ -120,14 +121,14 @@ export class PortDraft {
       addresses = this.spec.fixedIps.map((address) => ({ address, requested: true }));
     } else if (extra.everySubnet) {
       // The system's DHCP port: an address in every subnet that has a free one (dnsmasq answers there).
-      const taken = new Set(held.keys());
+      const taken = new Set([...held.keys(), ...(extra.exclude ?? [])]);
       addresses = this.plan.subnets.flatMap((s) => {
         const free = pickFreeIn(s, taken, this.random);
         return free ? [{ address: free, requested: false }] : [];
       });
       if (addresses.length === 0) throw exhausted(this.net, this.plan);
     } else {
-      const free = pickFree(this.plan, new Set(held.keys()), this.random);
+      const free = pickFree(this.plan, new Set([...held.keys(), ...(extra.exclude ?? [])]), this.random);
       if (!free) throw exhausted(this.net, this.plan);
       addresses = [{ address: free, requested: false }];
     }

@@ -91,8 +91,11 @@ export class NicPorts {
    */
   async attempt(spec: VmSpec, nowMs: number): Promise<{ tried: PortAttempt[]; ops: (vm: VirtualMachine, nicIds?: ReadonlySet<string>) => TxOp[] }> {
     const tried: { nicId: string; t: PortAttempt }[] = [];
+    // Two NICs on one network are two ports of one commit: the second never picks the first's address.
+    const picked = new Set<string>();
     for (const [i, draft] of this.drafts) {
-      const t = await draft.attempt({ nowMs });
+      const t = await draft.attempt({ nowMs, exclude: picked });
+      for (const a of t.port.spec!.fixedIps) picked.add(a);
       const nic = spec.nics[i]!;
       nic.portId = t.port.id;
       nic.macAddress = t.port.spec!.macAddress;

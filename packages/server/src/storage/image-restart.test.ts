@@ -41,7 +41,7 @@ test("an import cut by a control-plane restart is carried on by the next one", a
     imageId = (await images.createImage({ name: "interrupted", spec: { poolId, source: { source: { case: "url", value: `${web.base}/stall-once.qcow2` } } } })).id;
     // The first download trickles for as long as its client stays, so the deadline only bounds
     // how long a loaded machine takes to elect a leader and start the image controller.
-    await until(async () => ((await images.getImage({ id: imageId })).status?.state === ImageState.IMPORTING && web.requests.includes("/stall-once.qcow2") ? true : undefined), "downloading before the restart", 60_000);
+    await until(async () => ((await images.getImage({ id: imageId })).status?.state === ImageState.IMPORTING && web.requests.includes("/stall-once.qcow2") ? true : undefined), "downloading before the restart", 120_000);
   } finally {
     await s.close();
   }
