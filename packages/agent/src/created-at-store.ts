@@ -1,4 +1,5 @@
-import { readFile, rename, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
+import { replacePrivateFile } from "./private-file.js";
 import { join } from "node:path";
 
 /**
@@ -45,9 +46,7 @@ export class CreatedAtStore {
     const file = this.file;
     if (!file) return Promise.resolve();
     const run = async () => {
-      const tmp = `${file}.${process.pid}.tmp`;
-      await writeFile(tmp, JSON.stringify(Object.fromEntries(this.times)), { mode: 0o600 });
-      await rename(tmp, file);
+      await replacePrivateFile(file, JSON.stringify(Object.fromEntries(this.times)), `${file}.${process.pid}.tmp`);
     };
     this.writes = this.writes.then(run, run);
     return this.writes;

@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { replacePrivateFile } from "../private-file.js";
 import { join } from "node:path";
 import type { HostExec } from "./host-exec.js";
 import { DNSMASQ_FILES } from "./dnsmasq-config.js";
@@ -120,8 +121,7 @@ export class DnsmasqSupervisor {
   private async write(name: string, content: string): Promise<boolean> {
     const path = join(this.dir, name);
     if ((await readFile(path, "utf8").catch(() => undefined)) === content) return false;
-    await writeFile(`${path}.tmp`, content, { mode: 0o600 });
-    await rename(`${path}.tmp`, path);
+    await replacePrivateFile(path, content);
     return true;
   }
 }

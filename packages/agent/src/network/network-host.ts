@@ -1,4 +1,5 @@
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
+import { replacePrivateFile, SerialQueue } from "../private-file.js";
 import { join } from "node:path";
 import { notFound, QuantixError } from "@quantix/core";
 import { addnHosts, dhcpHosts, dhcpOpts, dnsmasqArgs, wantsDnsmasq } from "./dnsmasq-config.js";
@@ -64,7 +65,7 @@ const EMPTY: HostNetworkState = { networks: {}, securityGroups: {} };
  */
 export class NetworkHost {
   private state: HostNetworkState = EMPTY;
-  private chain: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   private readonly h: HostExec;
   private readonly dir: string;
   /** Per network: the last converge's failures, by condition type. */
@@ -219,9 +220,7 @@ export class NetworkHost {
   // --- internals -------------------------------------------------------------------
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.chain.then(fn, fn);
-    this.chain = next.catch(() => undefined);
-    return next;
+    return this.queue.run(fn);
   }
 
   private supervisor(networkId: string): DnsmasqSupervisor {
@@ -229,9 +228,7 @@ export class NetworkHost {
   }
 
   private async save(next: HostNetworkState): Promise<void> {
-    const path = join(this.dir, "state.json");
-    await writeFile(`${path}.tmp`, JSON.stringify(next), { mode: 0o600 });
-    await rename(`${path}.tmp`, path);
+    await replacePrivateFile(join(this.dir, "state.json"), JSON.stringify(next));
     this.state = next;
   }
 

@@ -1,4 +1,5 @@
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
+import { replacePrivateFile, SerialQueue } from "../private-file.js";
 import { join } from "node:path";
 import { notFound, QuantixError } from "@quantix/core";
 import { HostCommandError, HostExec } from "./host-exec.js";
@@ -52,7 +53,7 @@ type Problems = Map<string, RouterProblem>;
  */
 export class RouterHost {
   private state: RouterHostState = EMPTY;
-  private chain: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
   private readonly dp: HostExec;
   private readonly root = new HostExec();
   private readonly dir: string;
@@ -146,15 +147,11 @@ export class RouterHost {
   // --- internals -------------------------------------------------------------------
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.chain.then(fn, fn);
-    this.chain = next.catch(() => undefined);
-    return next;
+    return this.queue.run(fn);
   }
 
   private async save(next: RouterHostState): Promise<void> {
-    const path = join(this.dir, "routers.json");
-    await writeFile(`${path}.tmp`, JSON.stringify(next), { mode: 0o600 });
-    await rename(`${path}.tmp`, path);
+    await replacePrivateFile(join(this.dir, "routers.json"), JSON.stringify(next));
     this.state = next;
   }
 

@@ -1,4 +1,5 @@
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
+import { replacePrivateFile } from "../private-file.js";
 import { join } from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
@@ -104,8 +105,7 @@ export function startControlPlaneLink(o: ControlPlaneLinkOptions): ControlPlaneL
     if (nodeId !== undefined && nodeId !== node.id) o.log.log("warn", "the control plane gave this host a new node id", { previous: nodeId, node_id: node.id });
     nodeId = node.id;
     await mkdir(o.stateDir, { recursive: true });
-    await writeFile(`${idFile}.tmp`, `${node.id}\n`, { mode: 0o600 });
-    await rename(`${idFile}.tmp`, idFile);
+    await replacePrivateFile(idFile, `${node.id}\n`);
     o.log.log("info", "registered with the control plane", { control_plane: o.controlPlane, node_id: node.id, hostname: o.nodeName });
   };
 

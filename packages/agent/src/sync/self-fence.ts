@@ -1,4 +1,5 @@
-import { readFile, rename, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
+import { replacePrivateFile } from "../private-file.js";
 import { join } from "node:path";
 import { HA_METADATA_KEY } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
@@ -89,8 +90,7 @@ export class SelfFence {
     this.lostAfterSec = lostAfterSec;
     this.lastAnsweredMs = this.now();
     const p: Persisted = { lostAfterSec, lastAnsweredMs: this.lastAnsweredMs };
-    await writeFile(`${this.file}.tmp`, JSON.stringify(p), { mode: 0o600 });
-    await rename(`${this.file}.tmp`, this.file);
+    await replacePrivateFile(this.file, JSON.stringify(p));
   }
 
   /** Powers off the HA VMs if the deadline has passed; returns the ids powered off. */
