@@ -11,7 +11,6 @@ import {
   PORT_KIND,
   QuantixError,
   subnetContaining,
-  type AddressPlan,
   type Clock,
   type IdGenerator,
   type Resource,
@@ -61,20 +60,14 @@ export async function ensureDhcpPort(deps: DhcpPortDeps, net: N, nodeId: string)
   }
 }
 
-/** The subnets (their cidrs) of `plan` in which `ips` has no address. */
-export function subnetsLacking(plan: AddressPlan, ips: readonly string[]): string[] {
-  const have = new Set(ips.map((a) => subnetContaining(plan, ipv4ToInt(a) ?? -1)?.subnet.cidr));
-  return plan.subnets.filter((s) => !have.has(s.subnet.cidr)).map((s) => s.subnet.cidr);
-}
-
 /**
  * Brings a DHCP port's addresses in line with its network's subnets: keeps one per
  * subnet, picks one in each subnet it lacks (when the subnet's pools have one), releases
- * those in no subnet. Undefined when nothing is to be done, else the commit's ops (the
- * port's fixed IPs, changed only if they are still what was read; the allocation records;
- * the network's counts).
+ * those in no subnet. `ops`: the commit's (the port's fixed IPs, changed only if they are
+ * still what was read; the allocation records; the network's counts), absent when nothing
+ * is to be done; `lacking`: the subnets (cidrs) the port still has no address in after it.
  */
-export async function reshapeOps(store: Store, net: N, port: P, nowMs: number, random: () => number = Math.random): Promise<TxOp[] | undefined> {
+export async function reshapeOps(store: Store, net: N, port: P, nowMs: number, random: () => number = Math.random): Promise<{ ops?: TxOp[]; lacking: string[] }> {
   const plan = addressPlanOf(net);
   const was = [...(port.spec?.fixedIps ?? [])];
   const keep: string[] = [];
@@ -86,20 +79,22 @@ export async function reshapeOps(store: Store, net: N, port: P, nowMs: number, r
     else drop.push(a);
   }
   const lacking = plan.subnets.filter((s) => !seen.has(s.subnet.cidr));
-  if (lacking.length === 0 && drop.length === 0) return undefined;
+  if (lacking.length === 0 && drop.length === 0) return { lacking: [] };
   const taken = new Set((await allocationsOf(store, net.id)).keys());
   const add: string[] = [];
+  const still: string[] = [];
   for (const s of lacking) {
     const free = pickFreeIn(s, taken, random);
     if (free) add.push(free), taken.add(free);
+    else still.push(s.subnet.cidr);
   }
-  if (add.length === 0 && drop.length === 0) return undefined;
+  if (add.length === 0 && drop.length === 0) return { lacking: still };
   const released: Resource[] = [];
   for (const a of drop) {
     const rec = await store.of(NETWORK_ALLOCATION_KIND).get(addressAllocationId(net.id, a));
     if (rec && rec.portId === port.id) released.push(rec);
   }
-  return [
+  const ops: TxOp[] = [
     {
       op: "update",
       kind: PORT_KIND as never,
@@ -116,6 +111,7 @@ export async function reshapeOps(store: Store, net: N, port: P, nowMs: number, r
     ...released.map((object) => ({ op: "delete" as const, kind: NETWORK_ALLOCATION_KIND as never, object })),
     networkCountOp(net.id, 0, add.length - released.length, add, nowMs),
   ];
+  return { ops, lacking: still };
 }
 
 /**
@@ -128,10 +124,8 @@ export async function reshapeDhcpPort(deps: DhcpPortDeps, net: N, port: P): Prom
     try {
       const cur = attempt === 1 ? port : ((await deps.store.of(PORT_KIND).get(port.id)) as P | undefined);
       if (!cur) return { changed: false };
-      const ops = await reshapeOps(deps.store, net, cur, deps.clock.now());
+      const { ops, lacking } = await reshapeOps(deps.store, net, cur, deps.clock.now());
       if (ops) await deps.store.commit(ops, { actor: NETWORK_IPAM });
-      const after = ops ? ((await deps.store.of(PORT_KIND).get(port.id)) as P | undefined) : cur;
-      const lacking = subnetsLacking(addressPlanOf(net), after?.spec?.fixedIps ?? []);
       const problem = lacking.length > 0 ? `the network's DHCP port '${port.id}' has no address in subnet ${lacking.join(", ")} (its pools are full): guests there get no DHCP lease on this node until an address is free` : undefined;
       return { changed: ops !== undefined, ...(problem ? { problem } : {}) };
     } catch (err) {

@@ -112,6 +112,8 @@ export class PortDraft {
   async attempt(extra: { status?: MessageInitShape<typeof PortStatusSchema>; ownerVmId?: string; nowMs: number; everySubnet?: boolean; exclude?: ReadonlySet<string> }): Promise<PortAttempt> {
     const mac = this.macGiven ? this.spec.macAddress : macFromBytes(randomBytes(3));
     const held = await allocationsOf(this.store, this.net.id);
+    // What this port may not pick: the held addresses and those other ports of the same commit picked.
+    const taken = new Set([...held.keys(), ...(extra.exclude ?? [])]);
     let addresses: { address: string; requested: boolean }[];
     if (this.spec.fixedIps.length > 0) {
       for (const ip of this.spec.fixedIps) {
@@ -121,14 +123,13 @@ export class PortDraft {
       addresses = this.spec.fixedIps.map((address) => ({ address, requested: true }));
     } else if (extra.everySubnet) {
       // The system's DHCP port: an address in every subnet that has a free one (dnsmasq answers there).
-      const taken = new Set([...held.keys(), ...(extra.exclude ?? [])]);
       addresses = this.plan.subnets.flatMap((s) => {
         const free = pickFreeIn(s, taken, this.random);
         return free ? [{ address: free, requested: false }] : [];
       });
       if (addresses.length === 0) throw exhausted(this.net, this.plan);
     } else {
-      const free = pickFree(this.plan, new Set([...held.keys(), ...(extra.exclude ?? [])]), this.random);
+      const free = pickFree(this.plan, taken, this.random);
       if (!free) throw exhausted(this.net, this.plan);
       addresses = [{ address: free, requested: false }];
     }
