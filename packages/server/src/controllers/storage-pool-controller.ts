@@ -144,7 +144,10 @@ export function storagePoolController(deps: { store: Store; storages: NodeStorag
           } catch (err) {
             const message = err instanceof QuantixError ? err.message : "the node failed to set the pool up";
             if (!(err instanceof QuantixError)) deps.log.log("warn", "setting a storage pool up failed", { pool_id: pool.id, node_id: n.id, error: String(err) });
-            perNode.push(create(StoragePoolNodeStatusSchema, { nodeId: n.id, available: false, message }));
+            // The node's last measurement stays (marked unavailable): a node that missed a
+            // heartbeat does not make the pool look empty, so the room check still counts it.
+            const last = pool.status?.nodes.find((x) => x.nodeId === n.id);
+            perNode.push(create(StoragePoolNodeStatusSchema, { nodeId: n.id, available: false, message, capacityBytes: last?.capacityBytes ?? 0n, availableBytes: last?.availableBytes ?? 0n }));
           }
         }
         let allocated = 0n;
@@ -155,9 +158,11 @@ export function storagePoolController(deps: { store: Store; storages: NodeStorag
         }
         const up = perNode.filter((x) => x.available);
         const local = isLocalPool(pool.spec?.type ?? 0);
-        // A shared pool is one file system: measured once, not summed over its nodes.
-        const capacity = local ? up.reduce((s, x) => s + x.capacityBytes, 0n) : (up[0]?.capacityBytes ?? 0n);
-        const free = local ? up.reduce((s, x) => s + x.availableBytes, 0n) : (up[0]?.availableBytes ?? 0n);
+        // Capacity counts each node's latest measurement (a node unreachable now keeps its
+        // last one); a shared pool is one file system: measured once, not summed over its nodes.
+        const measured = perNode.filter((x) => x.capacityBytes > 0n).sort((a, b) => Number(b.available) - Number(a.available));
+        const capacity = local ? measured.reduce((s, x) => s + x.capacityBytes, 0n) : (measured[0]?.capacityBytes ?? 0n);
+        const free = local ? measured.reduce((s, x) => s + x.availableBytes, 0n) : (measured[0]?.availableBytes ?? 0n);
         const reserved = (pool.spec?.reservedGib ?? 0n) * GIB;
         const ratio = pool.spec?.overcommitRatio || 1;
         const room = capacity > reserved ? BigInt(Math.floor(Number(capacity - reserved) * ratio)) - allocated : 0n;

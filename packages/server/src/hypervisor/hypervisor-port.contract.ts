@@ -104,9 +104,12 @@ export function hypervisorPortContract(name: string, open: () => Promise<OpenedH
     run("graceful-shutdown", "shutdownVM asks the guest to power off: shut down, a second call changes nothing, bootVM starts it again", async (id) => {
       await booted(id);
       await o.guestReady?.(id);
-      await o.port.shutdownVM(id, { force: false, timeoutSec: 60 });
+      // The grace period is shorter than `reaches` waits: a guest too loaded to act on the
+      // button in time is still seen shut down (QEMU quit after the grace), not a timeout.
+      const graceSec = Math.max(1, Math.floor(timeoutMs / 2000));
+      await o.port.shutdownVM(id, { force: false, timeoutSec: graceSec });
       await reaches(id, "shutdown");
-      await o.port.shutdownVM(id, { force: false, timeoutSec: 60 });
+      await o.port.shutdownVM(id, { force: false, timeoutSec: graceSec });
       await reaches(id, "shutdown");
       await o.port.bootVM(id);
       await reaches(id, "running");
