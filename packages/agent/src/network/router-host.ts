@@ -119,6 +119,25 @@ export class RouterHost {
     });
   }
 
+  /**
+   * Deletes every router here (self-fencing: an agent cut off from the control plane for
+   * its lost-after time drops its routers, which the control plane moves to another
+   * network node, so no two copies answer on one external address). Returns their ids.
+   */
+  dropAll(): Promise<string[]> {
+    return this.serial(async () => {
+      const ids = Object.keys(this.state.routers).sort();
+      if (ids.length === 0) return [];
+      await this.save({ routers: {}, leftovers: [...new Set([...this.state.leftovers, ...ids])] });
+      for (const id of ids) {
+        this.problems.delete(id);
+        this.conntrackErrors.delete(id);
+      }
+      await this.converge();
+      return ids;
+    });
+  }
+
   getRouter(routerId: string): Promise<RouterView> {
     return this.serial(async () => {
       if (!this.state.routers[routerId]) throw notFound("router", routerId);
