@@ -22,6 +22,8 @@ import { NetworkType } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_netw
 import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
 import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
 import { FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
+import { LoadBalancerService } from "@quantix/api/gen/Quantixkvm/network/v1/load_balancer_service_pb.js";
+import { BackendProtocol, ListenerProtocol } from "@quantix/api/gen/Quantixkvm/network/v1/load_balancer_pb.js";
 import { VirtualNetworkService as Networks } from "../services/network-service.js";
 import { SnapshotService } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_service_pb.js";
 import { SnapshotSchema, SnapshotState } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_pb.js";
@@ -279,7 +281,68 @@ async function requestFor(w: World, m: DescMethod, project: string, vm: string):
         return { id: await fipIn(w, project) };
     }
   }
+  if (s === LoadBalancerService.typeName) {
+    switch (m.name) {
+      case "CreateLoadBalancer":
+        return { name, projectId: project, spec: await lbSpecIn(w, project) };
+      case "ListLoadBalancers":
+      case "WatchLoadBalancers":
+        return { projectId: project };
+      case "UpdateLoadBalancer":
+        return { id: await lbIn(w, project), description: "matrix", updateMask: { paths: ["description"] } };
+      case "DeleteLoadBalancer":
+        return { id: (await w.admin(LoadBalancerService).createLoadBalancer({ name, projectId: project, spec: await lbSpecIn(w, project) })).id };
+      case "AddPoolMembers":
+        return { id: await lbIn(w, project), poolName: "web", members: [{ name: "matrix", address: `10.${await lbOctetOf(w, project)}.0.9`, port: 8080 }] };
+      case "RemovePoolMembers":
+        return { id: await lbIn(w, project), poolName: "web", memberNames: ["absent"] };
+      default:
+        return { id: await lbIn(w, project) };
+    }
+  }
   return {};
+}
+
+const routedNetworksByProject = new Map<string, Promise<string>>();
+const lbsByProject = new Map<string, Promise<string>>();
+
+const lbOctets = new Map<string, number>();
+
+/** The second octet of `project`'s routed network (10.<octet>.0.0/16). */
+async function lbOctetOf(w: World, project: string): Promise<number> {
+  await routedNetworkIn(w, project);
+  return lbOctets.get(project)!;
+}
+
+/**
+ * A network of `project` with a central router to the world's EXTERNAL network (made
+ * once per project; routed networks may not overlap, so each project's is its own
+ * 10.<octet>.0.0/16).
+ */
+function routedNetworkIn(w: World, project: string): Promise<string> {
+  let v = routedNetworksByProject.get(project);
+  if (!v) {
+    const second = 100 + routedNetworksByProject.size;
+    lbOctets.set(project, second);
+    v = externalNetworkOf(w).then(async (externalNetworkId) => (await w.admin(VirtualNetworkService).createVirtualNetwork({ name: "matrix-lb-net", projectId: project, spec: { type: NetworkType.VXLAN, cidr: `10.${second}.0.0/16`, router: { externalNetworkId, snatEnabled: true } } })).id);
+    routedNetworksByProject.set(project, v);
+  }
+  return v;
+}
+
+/** A load balancer's spec on `project`'s routed network: one TCP listener to an empty TCP pool "web". */
+async function lbSpecIn(w: World, project: string) {
+  return { vipNetworkId: await routedNetworkIn(w, project), listeners: [{ name: "http", protocol: ListenerProtocol.TCP, port: 80, defaultPool: "web" }], pools: [{ name: "web", protocol: BackendProtocol.TCP }] };
+}
+
+/** A load balancer in `project` (made once per project). */
+function lbIn(w: World, project: string): Promise<string> {
+  let v = lbsByProject.get(project);
+  if (!v) {
+    v = lbSpecIn(w, project).then(async (spec) => (await w.admin(LoadBalancerService).createLoadBalancer({ name: "matrix-lb", projectId: project, spec })).id);
+    lbsByProject.set(project, v);
+  }
+  return v;
 }
 
 const externalNetworks = new Map<World, Promise<string>>();

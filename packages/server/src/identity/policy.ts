@@ -1,4 +1,4 @@
-import { DEFAULT_PROJECT_ID, FLOATING_IP_KIND, IMAGE_KIND, MIGRATION_KIND, PORT_KIND, SECURITY_GROUP_KIND, SNAPSHOT_KIND, VIRTUAL_NETWORK_KIND, VM_KIND, VOLUME_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
+import { DEFAULT_PROJECT_ID, FLOATING_IP_KIND, IMAGE_KIND, LOAD_BALANCER_KIND, MIGRATION_KIND, PORT_KIND, SECURITY_GROUP_KIND, SNAPSHOT_KIND, VIRTUAL_NETWORK_KIND, VM_KIND, VOLUME_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { NetworkService } from "@quantix/api/gen/vmm/v1/network_pb.js";
 import { StorageService } from "@quantix/api/gen/vmm/v1/storage_pb.js";
@@ -53,6 +53,7 @@ const network = (role: ProjectRole, field = "id", after = false): Policy => ({ a
 const port = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: PORT_KIND as unknown as Kind<Resource>, field, after } });
 const group = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: SECURITY_GROUP_KIND as unknown as Kind<Resource>, field, after } });
 const fip = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: FLOATING_IP_KIND as unknown as Kind<Resource>, field, after } });
+const lb = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: LOAD_BALANCER_KIND as unknown as Kind<Resource>, field, after } });
 const snapshot = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: SNAPSHOT_KIND as unknown as Kind<Resource>, field, after } });
 /** CreateSnapshot acts in the project of the volume or VM it snapshots. */
 const snapshotTarget = (role: ProjectRole): Policy => ({
@@ -99,6 +100,7 @@ const SNAPSHOTS = "Quantixkvm.storage.v1.SnapshotService";
 const IMAGES = "Quantixkvm.storage.v1.ImageService";
 const NETWORKS = "Quantixkvm.network.v1.VirtualNetworkService";
 const FIPS = "Quantixkvm.network.v1.FloatingIpService";
+const LBS = "Quantixkvm.network.v1.LoadBalancerService";
 const PORTS = "Quantixkvm.network.v1.PortService";
 const GROUPS = "Quantixkvm.network.v1.SecurityGroupService";
 
@@ -282,11 +284,15 @@ export const POLICY: Readonly<Record<string, Policy>> = {
   [`${FIPS}/DeleteFloatingIp`]: fip("member"),
   [`${FIPS}/AssociateFloatingIp`]: fip("member"),
   [`${FIPS}/DisassociateFloatingIp`]: fip("member"),
-  ...projectCrud("Quantixkvm.network.v1.LoadBalancerService", "LoadBalancers", "LoadBalancer", {
-    AddPoolMembers: pending("member"),
-    RemovePoolMembers: pending("member"),
-    GetLoadBalancerStats: pending("reader"),
-  }),
+  [`${LBS}/CreateLoadBalancer`]: inRequest("member", "project_id", { dflt: DEFAULT_PROJECT_ID }),
+  [`${LBS}/GetLoadBalancer`]: lb("reader", "id", true),
+  [`${LBS}/ListLoadBalancers`]: list(),
+  [`${LBS}/WatchLoadBalancers`]: list(),
+  [`${LBS}/UpdateLoadBalancer`]: lb("member"),
+  [`${LBS}/DeleteLoadBalancer`]: lb("member"),
+  [`${LBS}/AddPoolMembers`]: lb("member"),
+  [`${LBS}/RemovePoolMembers`]: lb("member"),
+  [`${LBS}/GetLoadBalancerStats`]: lb("reader"),
   ...projectCrud("Quantixkvm.network.v1.VpnServiceManager", "VpnServices", "VpnService", { AddVpnPeer: pending("member"), RemoveVpnPeer: pending("member") }),
 
   // The document gateway (adr-0001): dom.read to read, dom.write to write.

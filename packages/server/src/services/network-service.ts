@@ -361,6 +361,7 @@ export class VirtualNetworkService {
         const ports: string[] = [];
         for await (const p of allOf(this.deps.store.of(PORT_KIND), { where: { network_id: cur.id } })) {
           if (p.status?.deviceOwner === PortDeviceOwner.DHCP) system.push(p);
+          else if (p.status?.deviceOwner === PortDeviceOwner.LOAD_BALANCER) ports.push(`'${p.id}'${p.name ? ` (${p.name})` : ""} the VIP of load balancer '${p.status.deviceId}' (delete the load balancer)`);
           else ports.push(`'${p.id}'${p.name ? ` (${p.name})` : ""}${p.status?.deviceId ? ` used by VM '${p.status.deviceId}'` : ""}`);
         }
         if (ports.length > 0 || system.length === 0) throw new QuantixError("failed_precondition", `virtual network '${cur.id}' has ${ports.length || cur.status?.portCount} port(s): ${ports.slice(0, 20).join(", ")}${ports.length > 20 ? ", ..." : ""}; delete them first`);
