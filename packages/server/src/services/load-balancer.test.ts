@@ -362,9 +362,16 @@ describe("load balancers", () => {
     const e = await rejection(ports.deletePort({ id: portId }));
     assert.equal(e.code, Code.FailedPrecondition);
     assert.match(e.message, new RegExp(`the VIP of load balancer '${lb.id}'.*DeleteLoadBalancer`));
+    const readdress = await rejection(ports.updatePort({ id: portId, spec: { fixedIps: ["10.60.0.240"] }, updateMask: { paths: ["spec.fixed_ips"] } }));
+    assert.equal(readdress.code, Code.FailedPrecondition);
+    assert.match(readdress.message, /the VIP of load balancer/);
     // A floating IP on the VIP: disassociated (not released) with the load balancer.
     const fip = await fips.createFloatingIp({ externalNetworkId: ext.id, portId });
     assert.equal(fip.fixedIp, lb.spec!.vipAddress);
+    // Its router stays while the load balancer is there.
+    const noRouter = await rejection(nets.updateVirtualNetwork({ id: net.id, spec: {}, updateMask: { paths: ["spec.router"] } }));
+    assert.equal(noRouter.code, Code.FailedPrecondition);
+    assert.match(noRouter.message, new RegExp(`load balancers on this network are hosted by its router: '${lb.id}' \\(gone\\); delete them first`));
     // The network holding the VIP port is not deleted; the refusal names the load balancer.
     const netDel = await rejection(nets.deleteVirtualNetwork({ id: net.id }));
     assert.equal(netDel.code, Code.FailedPrecondition);

@@ -115,6 +115,9 @@ export class PortService {
           if (!g || g.projectId !== next.projectId) v.add(`spec.security_group_ids[${spec.securityGroupIds.indexOf(id)}]`, "NOT_FOUND", `security group '${id}' does not exist in project '${next.projectId}'`);
         });
         throwIfViolations(v.list);
+        if (cur.status?.deviceOwner === PortDeviceOwner.LOAD_BALANCER && (spec.fixedIps.join() !== was.fixedIps.join() || spec.macAddress !== was.macAddress)) {
+          throw new QuantixError("failed_precondition", `port '${cur.id}' is the VIP of load balancer '${cur.status.deviceId}': its address and MAC are the load balancer's (fixed while it exists)`);
+        }
         if (spec.macAddress !== was.macAddress && (cur.status?.deviceId ?? "") !== "") {
           throw new QuantixError("failed_precondition", `port '${cur.id}' is used by '${cur.status?.deviceId}': its MAC address changes only while no device uses it`);
         }
