@@ -15,7 +15,7 @@ import {
   SessionPersistenceType,
   type LoadBalancer,
 } from "@quantix/api/gen/Quantixkvm/network/v1/load_balancer_pb.js";
-import { GetLoadBalancerRequestSchema, LoadBalancerService } from "@quantix/api/gen/Quantixkvm/network/v1/load_balancer_service_pb.js";
+import { CreateLoadBalancerRequestSchema, DeleteLoadBalancerRequestSchema, GetLoadBalancerRequestSchema, LoadBalancerService } from "@quantix/api/gen/Quantixkvm/network/v1/load_balancer_service_pb.js";
 import { FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
 import { PortDeviceOwner } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
@@ -23,8 +23,9 @@ import { NetworkType, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/ne
 import { CreateVirtualNetworkRequestSchema, VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
 import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { DEFAULT_PROJECT_ID, randomIds, systemClock } from "@quantix/core";
-import { grpcJsUnary, rejection, startTestServer, type TestServer } from "@quantix/testing";
+import { grpcJsUnary, rejection, startTestServer, until, type TestServer } from "@quantix/testing";
 import { VirtualNetworkService as Networks } from "./network-service.js";
+import { LoadBalancerService as LoadBalancers } from "./load-balancer-service.js";
 
 // LoadBalancerService over the real API (memory store, no nodes): a load balancer on a
 // network with a central router to an EXTERNAL network, its VIP a port of that network
@@ -278,6 +279,36 @@ describe("load balancers", () => {
     assert.deepEqual(fields(onExt), ["spec.vip_network_id"]);
     assert.equal((await vipPorts()).length, before);
     assert.equal((await lbs.listLoadBalancers({})).loadBalancers.length, 0);
+  });
+
+  it("concurrent creates get distinct VIPs; of two creates of one name, one wins; a watch sees them", async () => {
+    const watch = new AbortController();
+    const seen: string[] = [];
+    const watching = (async () => {
+      try {
+        for await (const u of lbs.watchLoadBalancers({ labels: { race: "yes" } }, { signal: watch.signal })) if (u.loadBalancer) seen.push(u.loadBalancer.name);
+      } catch {
+        // aborted
+      }
+    })();
+    const made = await Promise.all(Array.from({ length: 10 }, (_, i) => lbs.createLoadBalancer({ name: `race-${i}`, labels: { race: "yes" }, spec: spec({ pools: [{ name: "web", protocol: BackendProtocol.TCP }] }) })));
+    assert.equal(new Set(made.map((l) => l.spec!.vipAddress)).size, 10);
+    // The service itself with a fixed random: every create picks the same first free address, so all but one lose it and pick again.
+    const fixed = new LoadBalancers({ store: s.cp.store, clock: systemClock, ids: randomIds, random: () => 0 });
+    const raced = await Promise.all(Array.from({ length: 5 }, (_, i) => fixed.create(create(CreateLoadBalancerRequestSchema, { name: `fixed-${i}`, spec: spec({ pools: [{ name: "web", protocol: BackendProtocol.TCP }] }) }))));
+    assert.equal(new Set(raced.map((l) => l.spec!.vipAddress)).size, 5);
+    for (const l of raced) await fixed.delete(create(DeleteLoadBalancerRequestSchema, { id: l.id }));
+    const twins = await Promise.allSettled([0, 1].map(() => lbs.createLoadBalancer({ name: "twin", spec: spec() })));
+    assert.deepEqual(twins.map((t) => t.status).sort(), ["fulfilled", "rejected"]);
+    const lost = twins.find((t) => t.status === "rejected") as PromiseRejectedResult;
+    assert.equal(ConnectError.from(lost.reason).code, Code.AlreadyExists);
+    assert.equal((await vipPorts()).length, 11);
+    await until(() => (new Set(seen).size >= 10 ? true : undefined), "the watch to see the ten load balancers");
+    watch.abort();
+    await watching;
+    assert.deepEqual([...new Set(seen)].sort(), made.map((l) => l.name).sort());
+    for (const l of [...made, (twins.find((t) => t.status === "fulfilled") as PromiseFulfilledResult<LoadBalancer>).value]) await lbs.deleteLoadBalancer({ id: l.id });
+    assert.equal((await vipPorts()).length, 0);
   });
 
   it("a network without a central router is refused FAILED_PRECONDITION; an unknown one NOT_FOUND", async () => {
