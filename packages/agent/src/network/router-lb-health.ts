@@ -12,6 +12,15 @@ import { lbMemberKey, type RouterDesired } from "./router-model.js";
  * restart every member starts again as new.
  */
 
+/** Runs `fn` after `ms`; returns how to cancel it. */
+export type Schedule = (fn: () => void, ms: number) => () => void;
+
+const timers: Schedule = (fn, ms) => {
+  const t = setTimeout(fn, ms);
+  t.unref();
+  return () => clearTimeout(t);
+};
+
 /** A member's health as last decided. */
 export interface MemberHealthView {
   readonly healthy: boolean;
@@ -36,7 +45,7 @@ interface Tracked {
   checked: boolean;
   reason: string;
   streak: number;
-  timer: NodeJS.Timeout | undefined;
+  cancel: (() => void) | undefined;
   stopped: boolean;
 }
 
@@ -47,6 +56,7 @@ export class LbHealth {
   constructor(
     private readonly prober: Prober,
     private readonly changed: (routerId: string) => void,
+    private readonly schedule_: Schedule = timers,
   ) {}
 
   /** Makes the checked members of `routerId` those of `r` (undefined: the router is gone). */
@@ -69,7 +79,7 @@ export class LbHealth {
     }
     for (const [key, target] of want) {
       if (this.tracked.has(key)) continue;
-      const t: Tracked = { target, sig: signature(target), healthy: true, checked: false, reason: "NotCheckedYet", streak: 0, timer: undefined, stopped: false };
+      const t: Tracked = { target, sig: signature(target), healthy: true, checked: false, reason: "NotCheckedYet", streak: 0, cancel: undefined, stopped: false };
       this.tracked.set(key, t);
     }
     if (![...this.tracked.values()].some((t) => t.target.routerId === routerId)) this.prober.stop(routerId);
@@ -77,7 +87,7 @@ export class LbHealth {
 
   /** Starts the router's new members' first checks (once its namespace exists). */
   start(routerId: string): void {
-    for (const [key, t] of this.tracked) if (t.target.routerId === routerId && !t.timer) this.schedule(key, t, 0);
+    for (const [key, t] of this.tracked) if (t.target.routerId === routerId && !t.cancel) this.schedule(key, t, 0);
   }
 
   /** A member's health: undefined when it has no health check (always in). */
@@ -100,13 +110,12 @@ export class LbHealth {
     const t = this.tracked.get(key);
     if (!t) return;
     t.stopped = true;
-    if (t.timer) clearTimeout(t.timer);
+    t.cancel?.();
     this.tracked.delete(key);
   }
 
   private schedule(key: string, t: Tracked, ms: number): void {
-    t.timer = setTimeout(() => void this.check(key, t), ms);
-    t.timer.unref();
+    t.cancel = this.schedule_(() => void this.check(key, t), ms);
   }
 
   private async check(key: string, t: Tracked): Promise<void> {

@@ -345,7 +345,7 @@ test("(g) removing a member keeps the others' established connections and cuts t
 
 test("(i) bad input: INVALID_ARGUMENT with the field paths, nothing changed", async () => {
   const was = await c.getRouter({ routerId: ROUTER });
-  const lb = (over: Partial<LbInit>): LbInit => ({ ...intLb(), ...over });
+  const lb = (over: Record<string, unknown>): LbInit => ({ ...intLb(), ...over }) as LbInit;
   const cases: [MessageInitShape<typeof RouterSpecSchema>, string[]][] = [
     [routerSpec([lb({ vip: "198.51.100.7" })]), ["spec.load_balancers[0].vip"]],
     [routerSpec([lb({ listeners: [{ protocol: TCP, port: 80, members: [member("m1", { address: "10.51.0.5" })] }] })]), ["spec.load_balancers[0].listeners[0].members[0].address"]],
@@ -355,7 +355,7 @@ test("(i) bad input: INVALID_ARGUMENT with the field paths, nothing changed", as
     [routerSpec([lb({ vip: ROUTER_IN })]), ["spec.load_balancers[0].vip"]],
     [routerSpec([extLb(), lb({ vip: VIP })]), ["spec.load_balancers[1].vip"]],
     [
-      routerSpec([lb({ listeners: [{ protocol: 0, port: 0, algorithm: 9, members: [member("m1", { memberId: "x;y", port: 70000, weight: 300 })], healthCheck: { intervalSeconds: 2, timeoutSeconds: 5, rise: 11 } }] })]),
+      routerSpec([lb({ listeners: [{ protocol: 0, port: 0, algorithm: 9 as RouterLoadBalancerAlgorithm, members: [member("m1", { memberId: "x;y", port: 70000, weight: 300 })], healthCheck: { intervalSeconds: 2, timeoutSeconds: 5, rise: 11 } }] })]),
       [
         "spec.load_balancers[0].listeners[0].algorithm",
         "spec.load_balancers[0].listeners[0].health_check.rise",
