@@ -290,6 +290,8 @@ test("(d) a client on the members' network reaches the internal VIP behind the r
   assert.match((await until(() => ask(NSOF.c1, VIP_IN, 80), "c1 reaches the internal VIP", 15_000)) ?? "", new RegExp(`^m[123] ${ROUTER_IN}$`));
   const names = await askMany(NSOF.c1, VIP_IN, 80, 9);
   assert.deepEqual([...tally(names)].sort(), [["m1", 3], ["m2", 3], ["m3", 3]], names.join(" "));
+  // A guest reaches the external VIP too (hairpin through the router).
+  assert.match((await ask(NSOF.c1, VIP, 80)) ?? "", new RegExp(`^m[123] ${ROUTER_IN}$`));
   // A member reaches the VIP too, even when it picks itself.
   assert.deepEqual((await askMany(NSOF.m1, VIP_IN, 80, 3)).sort(), ["m1", "m2", "m3"]);
 });
