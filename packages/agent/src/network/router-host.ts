@@ -74,7 +74,12 @@ export class RouterHost {
   constructor(private readonly o: RouterHostOptions) {
     this.dp = new HostExec(o.netns);
     this.dir = join(o.stateDir, "network");
-    this.health = new LbHealth(o.prober ?? new NamespaceProber(), (id) => this.healthChanged(id));
+    this.health = new LbHealth(o.prober ?? new NamespaceProber((id) => this.nsOf(id)), (id) => this.healthChanged(id));
+  }
+
+  /** A router's namespace on this host. */
+  private nsOf(routerId: string): string {
+    return routerNetns(routerId, this.o.netns ?? "");
   }
 
   /** Loads the state file and converges (the agent's start). */
@@ -147,6 +152,26 @@ export class RouterHost {
     });
   }
 
+  /**
+   * Deletes every router here (self-fencing: an agent cut off from the control plane for
+   * its lost-after time drops its routers, which the control plane moves to another
+   * network node, so no two copies answer on one external address). Returns their ids.
+   */
+  dropAll(): Promise<string[]> {
+    return this.serial(async () => {
+      const ids = Object.keys(this.state.routers).sort();
+      if (ids.length === 0) return [];
+      await this.save({ routers: {}, leftovers: [...new Set([...this.state.leftovers, ...ids])] });
+      for (const id of ids) {
+        this.health.sync(id, undefined);
+        this.problems.delete(id);
+        this.conntrackErrors.delete(id);
+      }
+      await this.converge();
+      return ids;
+    });
+  }
+
   getRouter(routerId: string): Promise<RouterView> {
     return this.serial(async () => {
       if (!this.state.routers[routerId]) throw notFound("router", routerId);
@@ -209,14 +234,14 @@ export class RouterHost {
     const left: string[] = [];
     for (const id of this.state.leftovers) {
       if (this.state.routers[id]) continue;
-      const ns = routerNetns(id);
+      const ns = this.nsOf(id);
       if (have.has(ns)) await this.root.ip(["netns", "del", ns]).catch(() => left.push(id));
     }
     if (left.length !== this.state.leftovers.length) await this.save({ ...this.state, leftovers: left });
     for (const r of routers) {
       const probs: Problems = new Map();
       this.problems.set(r.routerId, probs);
-      const ns = routerNetns(r.routerId);
+      const ns = this.nsOf(r.routerId);
       const rt = new HostExec(ns);
       const p = await problemOf(() => ensureNamespace(this.root, rt, ns));
       if (p) {
@@ -235,7 +260,7 @@ export class RouterHost {
 
   /** Applies the router's table (one transaction), with the members' health now; its problem, if any. */
   private async render(r: RouterDesired): Promise<RouterProblem | undefined> {
-    const rt = new HostExec(routerNetns(r.routerId));
+    const rt = new HostExec(this.nsOf(r.routerId));
     const wanted = new Set(lbCounters(r.loadBalancers));
     const have = await readLbCounters(rt).catch(() => new Map<string, unknown>());
     const staleCounters = [...have.keys()].filter((c) => !wanted.has(c));
@@ -260,7 +285,7 @@ export class RouterHost {
 
   /** Deletes the conntrack entries of load balancer bindings ("vip proto port member mport") gone from the spec. */
   private async flushLb(routerId: string, bindings: readonly string[]): Promise<void> {
-    const rt = new HostExec(routerNetns(routerId));
+    const rt = new HostExec(this.nsOf(routerId));
     for (const b of bindings) {
       const [vip, proto, port, member, mport] = b.split(" ") as [string, string, string, string, string];
       try {
@@ -275,7 +300,7 @@ export class RouterHost {
 
   /** Deletes the conntrack entries of floating IPs whose mapping went or moved (inbound: orig dst; outbound: reply dst). */
   private async flush(routerId: string, floating: readonly string[]): Promise<void> {
-    const rt = new HostExec(routerNetns(routerId));
+    const rt = new HostExec(this.nsOf(routerId));
     this.conntrackErrors.delete(routerId);
     for (const ip of floating) {
       for (const dir of ["--orig-dst", "--reply-dst"]) {
@@ -292,13 +317,13 @@ export class RouterHost {
   }
 
   /**
-   * A gratuitous ARP for an address of the external interface (a floating IP, the
-   * router's own) so the neighbours' caches (and switches' tables) follow a move at once: iputils `arping -U`, else busybox's. Without either
+   * A gratuitous ARP for an address of the router (a floating IP, the router's own, a
+   * VIP) on its interface so the neighbours' caches (and switches' tables) follow a move at once: iputils `arping -U`, else busybox's. Without either
    * (or when it fails) nothing is reported: the neighbours learn the address when their
    * cache entry expires and they ask again, which the router answers.
    */
   private async announce(routerId: string, address: string, dev: string): Promise<void> {
-    const rt = new HostExec(routerNetns(routerId));
+    const rt = new HostExec(this.nsOf(routerId));
     const args = ["-U", "-c", "1", "-w", "1", "-I", dev, "-s", address, address];
     try {
       await rt.inNs("arping", args);
@@ -311,7 +336,7 @@ export class RouterHost {
   /** Observes a router now. */
   private async view(routerId: string): Promise<RouterView> {
     const { spec: r, generation } = this.state.routers[routerId]!;
-    const ns = routerNetns(routerId);
+    const ns = this.nsOf(routerId);
     const rt = new HostExec(ns);
     const probs = this.problems.get(routerId) ?? new Map<string, RouterProblem>();
     const conds: Condition[] = [];

@@ -2,7 +2,6 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { HostExec } from "./host-exec.js";
 import { parseIp4 } from "./ipv4.js";
-import { routerNetns } from "./router-model.js";
 
 /**
  * TCP connect checks from inside a router's namespace: one small Node process per router
@@ -57,6 +56,9 @@ export class NamespaceProber implements Prober {
   private readonly helpers = new Map<string, Helper>();
   private next = 1;
 
+  /** `netnsOf`: the router's namespace name (derived from ids by the router host). */
+  constructor(private readonly netnsOf: (routerId: string) => string) {}
+
   probe(routerId: string, address: string, port: number, timeoutMs: number): Promise<ProbeResult> {
     if (parseIp4(address) === undefined || !Number.isInteger(port) || port < 1 || port > 65535) return Promise.resolve({ ok: false, reason: "bad target", inconclusive: true });
     const h = this.helper(routerId);
@@ -83,7 +85,7 @@ export class NamespaceProber implements Prober {
   private helper(routerId: string): Helper {
     const have = this.helpers.get(routerId);
     if (have) return have;
-    const [bin, args] = new HostExec(routerNetns(routerId)).argv(process.execPath, ["-e", HELPER]);
+    const [bin, args] = new HostExec(this.netnsOf(routerId)).argv(process.execPath, ["-e", HELPER]);
     const env = { ...process.env };
     delete env["NODE_OPTIONS"];
     const child = spawn(bin, args, { stdio: ["pipe", "pipe", "ignore"], env });

@@ -57,7 +57,7 @@ const EXT_GW = "203.0.113.1";
 const VIP = "203.0.113.100";
 const VIP_IN = "10.50.0.100";
 const FIP = "203.0.113.10";
-const NS = routerNetns(ROUTER);
+const NS = routerNetns(ROUTER, HOST);
 const MEMBERS = ["m1", "m2", "m3"] as const;
 
 let host: NetworkHost;
