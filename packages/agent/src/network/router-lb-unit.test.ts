@@ -89,6 +89,12 @@ test("every bad load balancer field is named", () => {
     "spec.load_balancers[2].load_balancer_id",
     "spec.load_balancers[2].vip",
   ]);
+  // A UDP listener's TCP check needs its port.
+  const u = spec();
+  u.loadBalancers[0]!.listeners[0]!.healthCheck = create(RouterSpecSchema, { loadBalancers: [{ listeners: [{ healthCheck: {} }] }] }).loadBalancers[0]!.listeners[0]!.healthCheck!;
+  const e = checkRouterSpec(u);
+  assert.ok(!e.ok);
+  assert.deepEqual(e.violations.map((v) => v.field), ["spec.load_balancers[0].listeners[0].health_check.port"]);
   // A member at a VIP is the router itself.
   const t = spec();
   t.loadBalancers[1]!.listeners[1]!.members[0]!.address = "10.1.0.100";

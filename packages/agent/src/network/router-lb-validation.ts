@@ -118,7 +118,7 @@ export function checkLoadBalancers(v: Violations, p: string, lbs: readonly Route
         const timeoutSeconds = bounded(v, `${fh}.timeout_seconds`, h.timeoutSeconds, 1, Math.max(1, intervalSeconds), Math.min(2, intervalSeconds));
         const rise = bounded(v, `${fh}.rise`, h.rise, 1, 10, 2);
         const fall = bounded(v, `${fh}.fall`, h.fall, 1, 10, 3);
-        port(v, `${fh}.port`, h.port, true);
+        if (port(v, `${fh}.port`, h.port, true) && h.port === 0 && protocol === "udp") v.add(`${fh}.port`, "REQUIRED", "a UDP listener's TCP health check needs the TCP port its members open");
         healthCheck = { intervalSeconds, timeoutSeconds, rise, fall, port: h.port };
       }
       if (l.members.length > MAX_MEMBERS) v.add(`${fl}.members`, "TOO_MANY", `at most ${MAX_MEMBERS}, got ${l.members.length}`);

@@ -94,6 +94,18 @@ const ask = (from: string, ip: string, port: number) =>
   );
 const tally = (names: readonly string[]) => names.reduce((m, n) => m.set(n, (m.get(n) ?? 0) + 1), new Map<string, number>());
 
+/** Member `g`'s UDP service on 8053: answers each datagram with "<g> <peer>". */
+function serveUdp(g: Guest): void {
+  const code = `import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 8053))\nwhile True:\n d,a=s.recvfrom(100); s.sendto(("${g} "+a[0]).encode(), a)\n`;
+  children.push(spawn("ip", ["netns", "exec", NSOF[g], "python3", "-c", code], { stdio: "ignore" }));
+}
+/** The members answering `n` UDP datagrams, each from a new socket (a new flow), from `from` to ip:port. */
+async function askUdp(from: string, ip: string, port: number, n: number): Promise<string[]> {
+  const code = `import socket\nout=[]\nfor i in range(${n}):\n s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)\n try:\n  s.sendto(b"q", ("${ip}", ${port})); out.append(s.recvfrom(100)[0].decode().split()[0])\n except Exception:\n  out.append("-")\n s.close()\nprint(" ".join(out))\n`;
+  const r = await run("ip", ["netns", "exec", from, "python3", "-c", code], { timeout: 30_000 + n * 2500 });
+  return r.stdout.trim().split(" ");
+}
+
 /** Starts member `g`'s service: greets with "<g> <peer>", then echoes each message as "<g> echo <msg>". */
 function serve(g: Guest): void {
   const code = `import socket, threading\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 8080)); s.listen(64)\ndef h(c, a):\n try:\n  c.sendall(("${g} "+a[0]+"\\n").encode())\n  while True:\n   d=c.recv(100)\n   if not d: break\n   c.sendall(("${g} echo "+d.decode().strip()+"\\n").encode())\n except Exception:\n  pass\n c.close()\nwhile True:\n c,a=s.accept(); threading.Thread(target=h, args=(c, a), daemon=True).start()\n`;
@@ -149,8 +161,15 @@ function extLb(members: readonly Guest[] = MEMBERS): LbInit {
     ],
   };
 }
-/** The internal load balancer: 80 round robin over m1..m3. */
-const intLb = (): LbInit => ({ loadBalancerId: LB_INT, vip: VIP_IN, listeners: [{ protocol: TCP, port: 80, members: MEMBERS.map((g) => member(g)) }] });
+/** The internal load balancer: TCP 80 round robin over m1..m3's 8080, UDP 53 round robin over their 8053 (checked on TCP 8080). */
+const intLb = (): LbInit => ({
+  loadBalancerId: LB_INT,
+  vip: VIP_IN,
+  listeners: [
+    { protocol: TCP, port: 80, members: MEMBERS.map((g) => member(g)) },
+    { protocol: RouterLoadBalancerProtocol.UDP, port: 53, members: MEMBERS.map((g) => member(g, { port: 8053 })), healthCheck: { ...CHECK, port: 8080 } },
+  ],
+});
 
 function routerSpec(loadBalancers: LbInit[], over: Partial<MessageInitShape<typeof RouterSpecSchema>> = {}): MessageInitShape<typeof RouterSpecSchema> {
   return {
@@ -222,7 +241,10 @@ before(async () => {
     sh(["ip", "-n", NSOF[g], "link", "set", "eth0", "address", MAC(g), "mtu", "1450", "up"]);
     sh(["ip", "-n", NSOF[g], "addr", "add", `${IP(g)}/24`, "dev", "eth0"]);
     sh(["ip", "-n", NSOF[g], "route", "add", "default", "via", ROUTER_IN]);
-    if (g !== "c1") serve(g);
+    if (g !== "c1") {
+      serve(g);
+      serveUdp(g);
+    }
   }
   const s = await c.applyNetwork({ spec: networkSpec(), generation: 1n });
   assert.deepEqual(s.conditions.filter((x) => !x.status), [], JSON.stringify(s.conditions));
@@ -294,6 +316,11 @@ test("(d) a client on the members' network reaches the internal VIP behind the r
   assert.match((await ask(NSOF.c1, VIP, 80)) ?? "", new RegExp(`^m[123] ${ROUTER_IN}$`));
   // A member reaches the VIP too, even when it picks itself.
   assert.deepEqual((await askMany(NSOF.m1, VIP_IN, 80, 3)).sort(), ["m1", "m2", "m3"]);
+  // UDP: each new flow (a new source port) goes round robin, listener 53 to members' 8053.
+  const udp = await askUdp(NSOF.c1, VIP_IN, 53, 6);
+  assert.deepEqual([...tally(udp)].sort(), [["m1", 2], ["m2", 2], ["m3", 2]], udp.join(" "));
+  const u = (await c.getRouter({ routerId: ROUTER })).loadBalancers.find((l) => l.loadBalancerId === LB_INT)!.listeners.find((l) => l.protocol === RouterLoadBalancerProtocol.UDP)!;
+  assert.equal(u.connections, 6n, "UDP flows counted");
 });
 
 test("(c) a member whose service dies leaves within the fall time and comes back when it answers again", async () => {

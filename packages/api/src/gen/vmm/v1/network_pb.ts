@@ -1302,8 +1302,8 @@ export type RouterLoadBalancerHealthCheck = Message<"vmm.v1.RouterLoadBalancerHe
   fall: number;
 
   /**
-   * The port checked, 1 to 65535; 0 means each member's port (what a UDP listener must
-   * override with a TCP port its members open).
+   * The port checked, 1 to 65535; 0 means each member's port (not allowed for a UDP
+   * listener: its check needs a TCP port its members open).
    *
    * @generated from field: uint32 port = 6;
    */
