@@ -10,7 +10,8 @@ import { addressesOf, ensureExternal, ensureInterfaces, ensureNamespace, externa
 import { LbHealth } from "./router-lb-health.js";
 import { NamespaceProber, type Prober } from "./router-lb-probe.js";
 import { lbCounters } from "./router-lb-ruleset.js";
-import { lbCondition, lbViews, readLbCounters, type LoadBalancerView } from "./router-lb-status.js";
+import { deleteLbConnections, lbBindings } from "./router-lb-conntrack.js";
+import { lbCondition, observeLoadBalancers, readLbCounters, type LoadBalancerView } from "./router-lb-status.js";
 import { externalBridgeName, externalLegName, internalLegName, ROUTER_EXTERNAL_DEVICE, routerInterfaceName, routerNetns, type FloatingIpDesired, type RouterDesired, type RouterHostState } from "./router-model.js";
 import { ROUTER_TABLE, routerRuleset } from "./router-ruleset.js";
 
@@ -118,13 +119,14 @@ export class RouterHost {
       this.health.sync(spec.routerId, spec);
       await this.converge();
       this.health.start(spec.routerId);
-      // A member (or listener, or load balancer) gone: its connections through the VIP end; the others keep theirs.
-      const kept = new Set(lbBindings(spec));
-      await this.flushLb(spec.routerId, lbBindings(before).filter((b) => !kept.has(b)));
       const now = new Map(spec.floatingIps.map((f) => [f.floatingIp, f.fixedIp]));
       const was = new Map((before?.floatingIps ?? []).map((f) => [f.floatingIp, f.fixedIp]));
       // A mapping removed or moved: its connections must not go on using it.
       await this.flush(spec.routerId, [...was].filter(([fl, fx]) => now.get(fl) !== fx).map(([fl]) => fl));
+      // A member (or listener, or load balancer) gone: its connections through the VIP end; the others keep theirs.
+      const kept = new Set(lbBindings(spec));
+      const lbErr = await deleteLbConnections(new HostExec(this.nsOf(spec.routerId)), lbBindings(before).filter((b) => !kept.has(b)));
+      if (lbErr) this.conntrackErrors.set(spec.routerId, lbErr);
       // A mapping added or moved, or the router's own address new here (a router moved to this host): tell the neighbours at once.
       const fresh = [...now].filter(([fl, fx]) => was.get(fl) !== fx).map(([fl]) => fl);
       if (before?.external.address !== spec.external.address) fresh.unshift(spec.external.address.split("/")[0]!);
@@ -283,21 +285,6 @@ export class RouterHost {
     }).catch(() => undefined);
   }
 
-  /** Deletes the conntrack entries of load balancer bindings ("vip proto port member mport") gone from the spec. */
-  private async flushLb(routerId: string, bindings: readonly string[]): Promise<void> {
-    const rt = new HostExec(this.nsOf(routerId));
-    for (const b of bindings) {
-      const [vip, proto, port, member, mport] = b.split(" ") as [string, string, string, string, string];
-      try {
-        await rt.inNs("conntrack", ["-D", "-f", "ipv4", "-p", proto, "--orig-dst", vip, "--dport", port, "--reply-src", member, "--reply-port-src", mport]);
-      } catch (err) {
-        if (err instanceof HostCommandError && /0 flow entries have been deleted/.test(err.message)) continue;
-        this.conntrackErrors.set(routerId, `${err instanceof Error ? err.message : String(err)}${/No such file|ENOENT/.test(String(err)) ? " (install the conntrack package)" : ""}`);
-        return;
-      }
-    }
-  }
-
   /** Deletes the conntrack entries of floating IPs whose mapping went or moved (inbound: orig dst; outbound: reply dst). */
   private async flush(routerId: string, floating: readonly string[]): Promise<void> {
     const rt = new HostExec(this.nsOf(routerId));
@@ -371,14 +358,7 @@ export class RouterHost {
     conds.unshift({ type: "Ready", status: bad.length === 0, reason: bad.length === 0 ? "Converged" : bad[0]!.reason, message: bad.length === 0 ? "the router matches the spec" : bad.map((c) => `${c.type}: ${c.message}`).join("; ") });
     const floatingIps = r.floatingIps.map((f) => ({ ...f, applied: elems !== undefined && elems.dnat.get(f.floatingIp) === f.fixedIp && elems.snat.get(f.fixedIp) === f.floatingIp && extAddrs.has(`${f.floatingIp}/32`) }));
     // Load balancers: their health and counters; their condition is not part of Ready (it is the members', not the router's).
-    const counters = elems === undefined ? new Map() : await readLbCounters(rt).catch(() => new Map());
-    const onItf = new Map<string, Set<string>>();
-    for (const itf of r.interfaces) if (r.loadBalancers.some((lb) => lb.networkId === itf.networkId)) onItf.set(itf.networkId, nsUp ? await addressesOf(rt, routerInterfaceName(itf.networkId)).catch(() => new Set<string>()) : new Set<string>());
-    const nat = !probs.has("NatReady") && elems !== undefined;
-    const loadBalancers = lbViews(r, (key) => this.health.view(routerId, key), counters, (id) => {
-      const lb = r.loadBalancers.find((x) => x.loadBalancerId === id)!;
-      return nat && (lb.networkId === undefined ? extAddrs : (onItf.get(lb.networkId) ?? new Set())).has(`${lb.vip}/32`);
-    });
+    const loadBalancers = await observeLoadBalancers(r, rt, { nsUp, nat: !probs.has("NatReady") && elems !== undefined, external: extAddrs }, (key) => this.health.view(routerId, key));
     const lbc = lbCondition(loadBalancers);
     if (lbc) conds.push(lbc);
     return { spec: r, generation, namespace: ns, conditions: conds, floatingIps, loadBalancers };
@@ -430,7 +410,3 @@ async function mapElements(rt: HostExec): Promise<{ dnat: Map<string, string>; s
   return { dnat: await read("fip_dnat"), snat: await read("fip_snat") };
 }
 
-/** A router's load balancer bindings, "vip proto port member mport" each (what conntrack entries of a member match). */
-function lbBindings(r: RouterDesired | undefined): string[] {
-  return (r?.loadBalancers ?? []).flatMap((lb) => lb.listeners.flatMap((l) => l.members.map((m) => `${lb.vip} ${l.protocol} ${l.port} ${m.address} ${m.port}`)));
-}

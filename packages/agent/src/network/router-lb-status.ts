@@ -1,7 +1,8 @@
 import type { HostExec } from "./host-exec.js";
+import { addressesOf } from "./router-links.js";
 import type { Condition } from "./network-host.js";
 import type { MemberHealthView } from "./router-lb-health.js";
-import { lbCounterNames, lbMemberKey, OWNED_LB_COUNTER, type LbProtocol, type RouterDesired } from "./router-model.js";
+import { lbCounterNames, lbMemberKey, OWNED_LB_COUNTER, routerInterfaceName, type LbProtocol, type RouterDesired } from "./router-model.js";
 import { ROUTER_TABLE } from "./router-ruleset.js";
 
 /** A named counter's values. */
@@ -65,6 +66,25 @@ export function lbViews(r: RouterDesired, health: (memberKey: string) => MemberH
       return { protocol: l.protocol, port: l.port, healthyMembers: members.filter((m) => m.healthy).length, connections: sum((m) => m.connections), packets: sum((m) => m.packets), bytes: sum((m) => m.bytes), members };
     }),
   }));
+}
+
+/**
+ * Observes the router's load balancers now: counters from the table (when `nat`: the table
+ * applied), whether each VIP is on its interface (`external`: qre's addresses).
+ */
+export async function observeLoadBalancers(r: RouterDesired, rt: HostExec, seen: { nsUp: boolean; nat: boolean; external: ReadonlySet<string> }, health: (memberKey: string) => MemberHealthView | undefined): Promise<LoadBalancerView[]> {
+  if (r.loadBalancers.length === 0) return [];
+  const counters = seen.nat ? await readLbCounters(rt).catch(() => new Map<string, CounterValue>()) : new Map<string, CounterValue>();
+  const onItf = new Map<string, ReadonlySet<string>>([["", seen.external]]);
+  for (const lb of r.loadBalancers) {
+    const id = lb.networkId ?? "";
+    if (!onItf.has(id)) onItf.set(id, seen.nsUp ? await addressesOf(rt, routerInterfaceName(id)).catch(() => new Set<string>()) : new Set<string>());
+  }
+  const byId = new Map(r.loadBalancers.map((lb) => [lb.loadBalancerId, lb]));
+  return lbViews(r, health, counters, (id) => {
+    const lb = byId.get(id)!;
+    return seen.nat && onItf.get(lb.networkId ?? "")!.has(`${lb.vip}/32`);
+  });
 }
 
 /** The "LoadBalancersReady" condition (undefined without load balancers). */
