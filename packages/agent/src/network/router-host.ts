@@ -409,4 +409,3 @@ async function mapElements(rt: HostExec): Promise<{ dnat: Map<string, string>; s
   };
   return { dnat: await read("fip_dnat"), snat: await read("fip_snat") };
 }
-
