@@ -4,6 +4,7 @@ import { contains4, formatIp4, formatPrefix4, mask4, overlaps4, parseIp4, parseP
 import { PHYSICAL_NETWORK, type FloatingIpDesired, type RouterDesired, type RouterInterfaceDesired } from "./router-model.js";
 import { ip, mac, uuid, type Checked } from "./validation.js";
 import { shortId } from "./names.js";
+import { checkLoadBalancers } from "./router-lb-validation.js";
 
 /**
  * Validation of ApplyRouter's spec into the canonical desired state (pure): every
@@ -74,7 +75,7 @@ export function checkRouterSpec(spec: RouterSpec | undefined, p = "spec"): Check
   if (spec.interfaces.length > 16) v.add(`${p}.interfaces`, "TOO_MANY", `at most 16, got ${spec.interfaces.length}`);
   const nets = new Set<string>();
   const macs = new Map<string, string>(emac ? [[emac, `${f}.mac_address`]] : []);
-  const internal: IfAddr[] = [];
+  const internal: (IfAddr & { networkId: string })[] = [];
   const interfaces: RouterInterfaceDesired[] = [];
   spec.interfaces.forEach((itf, i) => {
     const fi = `${p}.interfaces[${i}]`;
@@ -92,7 +93,7 @@ export function checkRouterSpec(spec: RouterSpec | undefined, p = "spec"): Check
       const x = ifAddress(v, `${fi}.addresses[${j}]`, a);
       if (!x) return;
       claim(x.subnet, `${fi}.addresses[${j}]`);
-      internal.push(x);
+      internal.push({ ...x, networkId: itf.networkId });
       addrs.push(text(x));
     });
     if (m) interfaces.push({ networkId: itf.networkId, mac: m, addresses: addrs });
@@ -123,6 +124,7 @@ export function checkRouterSpec(spec: RouterSpec | undefined, p = "spec"): Check
     }
     if (fl !== undefined && fx !== undefined) fips.push({ floatingIp: fl, fixedIp: fx });
   });
+  const loadBalancers = checkLoadBalancers(v, `${p}.load_balancers`, spec.loadBalancers, { ...(ext ? { external: ext } : {}), ...(gw !== undefined ? { gatewayIp: gw } : {}), internal, floating, fixed });
   if (v.list.length > 0) return { ok: false, violations: v.list };
   return {
     ok: true,
@@ -132,6 +134,7 @@ export function checkRouterSpec(spec: RouterSpec | undefined, p = "spec"): Check
       interfaces: interfaces.sort((a, b) => a.networkId.localeCompare(b.networkId)),
       snat: spec.snatEnabled,
       floatingIps: fips.sort((a, b) => parseIp4(a.floatingIp)! - parseIp4(b.floatingIp)!),
+      loadBalancers,
     },
   };
 }

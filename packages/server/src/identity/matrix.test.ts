@@ -24,6 +24,8 @@ import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/sec
 import { FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
 import { LoadBalancerService } from "@quantix/api/gen/Quantixkvm/network/v1/load_balancer_service_pb.js";
 import { BackendProtocol, ListenerProtocol } from "@quantix/api/gen/Quantixkvm/network/v1/load_balancer_pb.js";
+import { VpnServiceManager } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_manager_pb.js";
+import { VpnType } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_pb.js";
 import { VirtualNetworkService as Networks } from "../services/network-service.js";
 import { SnapshotService } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_service_pb.js";
 import { SnapshotSchema, SnapshotState } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_pb.js";
@@ -281,6 +283,27 @@ async function requestFor(w: World, m: DescMethod, project: string, vm: string):
         return { id: await fipIn(w, project) };
     }
   }
+  if (s === VpnServiceManager.typeName) {
+    // IPsec services without peers: any number fit one router (no WireGuard port to share).
+    const vpnSpec = async () => ({ type: VpnType.IPSEC, networkId: await routedNetworkIn(w, project) });
+    switch (m.name) {
+      case "CreateVpnService":
+        return { name, projectId: project, spec: await vpnSpec() };
+      case "ListVpnServices":
+      case "WatchVpnServices":
+        return { projectId: project };
+      case "UpdateVpnService":
+        return { id: await vpnIn(w, project), description: "matrix", updateMask: { paths: ["description"] } };
+      case "DeleteVpnService":
+        return { id: (await w.admin(VpnServiceManager).createVpnService({ name, projectId: project, spec: await vpnSpec() })).id };
+      case "AddVpnPeer":
+        return { id: await vpnIn(w, project), peer: { name: `p${randomUUID().slice(0, 8)}`, endpoint: "198.51.100.5", remoteSubnets: [`10.${100 + Math.floor(Math.random() * 100)}.${Math.floor(Math.random() * 250)}.0/24`], presharedKey: "matrix-pre-shared-key-0001" } };
+      case "RemoveVpnPeer":
+        return { id: await vpnIn(w, project), peerName: "nobody" };
+      default:
+        return { id: await vpnIn(w, project) };
+    }
+  }
   if (s === LoadBalancerService.typeName) {
     switch (m.name) {
       case "CreateLoadBalancer":
@@ -293,7 +316,7 @@ async function requestFor(w: World, m: DescMethod, project: string, vm: string):
       case "DeleteLoadBalancer":
         return { id: (await w.admin(LoadBalancerService).createLoadBalancer({ name, projectId: project, spec: await lbSpecIn(w, project) })).id };
       case "AddPoolMembers":
-        return { id: await lbIn(w, project), poolName: "web", members: [{ name: "matrix", address: `10.${await lbOctetOf(w, project)}.0.9`, port: 8080 }] };
+        return { id: await lbIn(w, project), poolName: "web", members: [{ name: "matrix", address: "10.30.0.9", port: 8080 }] };
       case "RemovePoolMembers":
         return { id: await lbIn(w, project), poolName: "web", memberNames: ["absent"] };
       default:
@@ -303,32 +326,7 @@ async function requestFor(w: World, m: DescMethod, project: string, vm: string):
   return {};
 }
 
-const routedNetworksByProject = new Map<string, Promise<string>>();
 const lbsByProject = new Map<string, Promise<string>>();
-
-const lbOctets = new Map<string, number>();
-
-/** The second octet of `project`'s routed network (10.<octet>.0.0/16). */
-async function lbOctetOf(w: World, project: string): Promise<number> {
-  await routedNetworkIn(w, project);
-  return lbOctets.get(project)!;
-}
-
-/**
- * A network of `project` with a central router to the world's EXTERNAL network (made
- * once per project; routed networks may not overlap, so each project's is its own
- * 10.<octet>.0.0/16).
- */
-function routedNetworkIn(w: World, project: string): Promise<string> {
-  let v = routedNetworksByProject.get(project);
-  if (!v) {
-    const second = 100 + routedNetworksByProject.size;
-    lbOctets.set(project, second);
-    v = externalNetworkOf(w).then(async (externalNetworkId) => (await w.admin(VirtualNetworkService).createVirtualNetwork({ name: "matrix-lb-net", projectId: project, spec: { type: NetworkType.VXLAN, cidr: `10.${second}.0.0/16`, router: { externalNetworkId, snatEnabled: true } } })).id);
-    routedNetworksByProject.set(project, v);
-  }
-  return v;
-}
 
 /** A load balancer's spec on `project`'s routed network: one TCP listener to an empty TCP pool "web". */
 async function lbSpecIn(w: World, project: string) {
@@ -341,6 +339,29 @@ function lbIn(w: World, project: string): Promise<string> {
   if (!v) {
     v = lbSpecIn(w, project).then(async (spec) => (await w.admin(LoadBalancerService).createLoadBalancer({ name: "matrix-lb", projectId: project, spec })).id);
     lbsByProject.set(project, v);
+  }
+  return v;
+}
+
+const routedByProject = new Map<string, Promise<string>>();
+const vpnsByProject = new Map<string, Promise<string>>();
+
+/** A network of `project` with a central router to the world's EXTERNAL network (made once per project). */
+function routedNetworkIn(w: World, project: string): Promise<string> {
+  let v = routedByProject.get(project);
+  if (!v) {
+    v = externalNetworkOf(w).then(async (externalNetworkId) => (await w.admin(VirtualNetworkService).createVirtualNetwork({ name: "matrix-routed", projectId: project, spec: { ...NET_SPEC, cidr: "10.30.0.0/20", router: { externalNetworkId } } })).id);
+    routedByProject.set(project, v);
+  }
+  return v;
+}
+
+/** A VPN service of `project` (made once per project). */
+function vpnIn(w: World, project: string): Promise<string> {
+  let v = vpnsByProject.get(project);
+  if (!v) {
+    v = routedNetworkIn(w, project).then(async (networkId) => (await w.admin(VpnServiceManager).createVpnService({ name: "matrix-vpn", projectId: project, spec: { type: VpnType.IPSEC, networkId } })).id);
+    vpnsByProject.set(project, v);
   }
   return v;
 }

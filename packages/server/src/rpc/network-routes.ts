@@ -4,8 +4,9 @@ import { VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/vi
 import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
 import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
 import { FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
+import { VpnServiceManager } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_manager_pb.js";
 import { LoadBalancerService } from "@quantix/api/gen/Quantixkvm/network/v1/load_balancer_service_pb.js";
-import { FLOATING_IP_KIND, invalidArgument, LOAD_BALANCER_KIND, notFound, PORT_KIND, SECURITY_GROUP_KIND, VIRTUAL_NETWORK_KIND, type Clock, type IdGenerator, type Store } from "@quantix/core";
+import { FLOATING_IP_KIND, VPN_SERVICE_KIND, invalidArgument, LOAD_BALANCER_KIND, notFound, PORT_KIND, SECURITY_GROUP_KIND, VIRTUAL_NETWORK_KIND, type Clock, type IdGenerator, type Store } from "@quantix/core";
 import type { Route } from "@quantix/rpc";
 import { resourceRoute } from "../resources/resource-routes.js";
 import type { QuotaLedger } from "../quota/quota-ledger.js";
@@ -13,6 +14,7 @@ import { VirtualNetworkService as Networks } from "../services/network-service.j
 import { PortService as Ports, randomFraction } from "../services/port-service.js";
 import { SecurityGroupService as Groups } from "../services/security-group-service.js";
 import { FloatingIpService as FloatingIps } from "../services/floating-ip-service.js";
+import { VpnServiceService as Vpns } from "../services/vpn-service.js";
 import { LoadBalancerService as LoadBalancers, type LoadBalancerStatsSource } from "../services/load-balancer-service.js";
 import { budgetOf } from "./budget.js";
 import { callerOf } from "../identity/principals.js";
@@ -110,6 +112,25 @@ export function floatingIpServiceRoute(store: Store, fips: FloatingIps): Route {
 }
 
 /**
+ * Quantixkvm.network.v1.VpnServiceManager: generic reads (filters by network, type and
+ * state; secrets emptied by the kind), writes through the VPN service's rules.
+ */
+export function vpnServiceManagerRoute(store: Store, vpns: Vpns, defaultDeadlineMs = 30_000): Route {
+  return resourceRoute(VpnServiceManager, VPN_SERVICE_KIND as never, store, {
+    impl: {
+      createVpnService: (req) => vpns.create(req),
+      updateVpnService: (req) => vpns.update(req),
+      deleteVpnService: async (req, ctx) => {
+        await vpns.delete(req, budgetOf(ctx, defaultDeadlineMs));
+        return create(EmptySchema);
+      },
+      addVpnPeer: (req) => vpns.addPeer(req),
+      removeVpnPeer: (req) => vpns.removePeer(req),
+    },
+  });
+}
+
+/**
  * Quantixkvm.network.v1.LoadBalancerService: generic reads (filters by project, labels,
  * VIP network and states; member_vm_id is refused NOT_SUPPORTED: members live inside the
  * load balancer's record, which no column indexes); writes with their VIP port.
@@ -151,6 +172,14 @@ export function networkRoutes(deps: { store: Store; clock: Clock; ids: IdGenerat
   const networks = new Networks({ store, clock, ids, ledger, ensureDefaultGroup, featureSupport: (feature, physicalNetwork) => featureSupport(store, network, feature, physicalNetwork) });
   const ports = new Ports({ store, clock, ids, ensureDefaultGroup, random: randomFraction });
   const fips = new FloatingIps({ store, clock, ids, ledger });
+  const vpns = new Vpns({ store, clock, ids });
   const lbs = new LoadBalancers({ store, clock, ids, random: randomFraction, ...(deps.loadBalancerStats ? { stats: deps.loadBalancerStats } : {}) });
-  return [virtualNetworkServiceRoute(store, networks), portServiceRoute(store, ports), securityGroupServiceRoute(store, groups, deps.defaultDeadlineMs), floatingIpServiceRoute(store, fips), loadBalancerServiceRoute(store, lbs)];
+  return [
+    virtualNetworkServiceRoute(store, networks),
+    portServiceRoute(store, ports),
+    securityGroupServiceRoute(store, groups, deps.defaultDeadlineMs),
+    floatingIpServiceRoute(store, fips),
+    vpnServiceManagerRoute(store, vpns, deps.defaultDeadlineMs),
+    loadBalancerServiceRoute(store, lbs),
+  ];
 }
