@@ -156,7 +156,11 @@ function checkPool(v: Violations, f: string, p: BackendPool, ctx: VipContext | u
       else targets.set(t, j);
     }
   });
-  if (p.healthMonitor) checkHealthMonitor(v, `${f}.health_monitor`, p.healthMonitor);
+  if (p.healthMonitor) {
+    checkHealthMonitor(v, `${f}.health_monitor`, p.healthMonitor);
+    // The routers check members by a TCP connect: a UDP service would need a TCP port of its own to check, which the contract cannot name.
+    if (p.protocol === BackendProtocol.UDP) v.add(`${f}.health_monitor`, "NOT_SUPPORTED", "UDP pools have no health checks: the routers check members by a TCP connection, and the contract has no field for a UDP member's TCP check port; leave it unset (members are then always in)");
+  }
 }
 
 /**
@@ -190,9 +194,9 @@ export function checkMember(v: Violations, f: string, m: PoolMember, ctx: VipCon
 }
 
 function checkHealthMonitor(v: Violations, f: string, h: HealthMonitor): void {
-  if (h.type === HealthMonitorType.UNSPECIFIED) v.add(`${f}.type`, "REQUIRED", "is required: TCP or PING");
+  if (h.type === HealthMonitorType.UNSPECIFIED) v.add(`${f}.type`, "REQUIRED", "is required: TCP");
   else if (HealthMonitorType[h.type] === undefined) v.add(`${f}.type`, "INVALID_ENUM", `unknown value ${h.type}`);
-  else if (h.type !== HealthMonitorType.TCP && h.type !== HealthMonitorType.PING) v.add(`${f}.type`, "NOT_SUPPORTED", `${HealthMonitorType[h.type]} checks are not built: use TCP (a connection is accepted) or PING`);
+  else if (h.type !== HealthMonitorType.TCP) v.add(`${f}.type`, "NOT_SUPPORTED", `${HealthMonitorType[h.type]} checks are not built: the routers check members by a TCP connection (use TCP)`);
   if (h.delaySeconds === 0) h.delaySeconds = LB_DEFAULTS.delaySeconds;
   else v.range(`${f}.delay_seconds`, h.delaySeconds, 1, LB_LIMITS.delayMaxSeconds, "seconds");
   if (h.timeoutSeconds === 0) h.timeoutSeconds = Math.min(LB_DEFAULTS.timeoutSeconds, h.delaySeconds);
@@ -202,7 +206,7 @@ function checkHealthMonitor(v: Violations, f: string, h: HealthMonitor): void {
   if (h.unhealthyThreshold === 0) h.unhealthyThreshold = LB_DEFAULTS.unhealthyThreshold;
   else v.range(`${f}.unhealthy_threshold`, h.unhealthyThreshold, 1, LB_LIMITS.thresholdMax);
   const http = (field: string, value: string) => {
-    if (value !== "") v.add(`${f}.${field}`, "NOT_SUPPORTED", "HTTP checks are not built: TCP and PING checks have no HTTP fields");
+    if (value !== "") v.add(`${f}.${field}`, "NOT_SUPPORTED", "HTTP checks are not built: TCP checks have no HTTP fields");
   };
   http("http_method", h.httpMethod);
   http("url_path", h.urlPath);

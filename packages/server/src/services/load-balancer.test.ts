@@ -122,21 +122,30 @@ describe("load balancers", () => {
       name: "given",
       spec: spec({
         vipAddress: "10.60.0.200",
-        pools: [{ name: "web", protocol: BackendProtocol.TCP, algorithm: LoadBalancingAlgorithm.SOURCE_IP_PORT, healthMonitor: { type: HealthMonitorType.TCP } }, { name: "dns", protocol: BackendProtocol.UDP, sessionPersistence: { type: SessionPersistenceType.SOURCE_IP }, healthMonitor: { type: HealthMonitorType.PING, delaySeconds: 2 } }],
-        listeners: [{ name: "http", protocol: TCP, port: 80, defaultPool: "web" }, { name: "dns", protocol: ListenerProtocol.UDP, port: 53, defaultPool: "dns" }, { name: "dns-tcp", protocol: TCP, port: 53 }],
+        pools: [{ name: "web", protocol: BackendProtocol.TCP, algorithm: LoadBalancingAlgorithm.SOURCE_IP_PORT, healthMonitor: { type: HealthMonitorType.TCP } }, { name: "dns", protocol: BackendProtocol.UDP, sessionPersistence: { type: SessionPersistenceType.SOURCE_IP } }, { name: "alt", protocol: BackendProtocol.TCP, healthMonitor: { type: HealthMonitorType.TCP, delaySeconds: 2 } }],
+        listeners: [{ name: "http", protocol: TCP, port: 80, defaultPool: "web" }, { name: "dns", protocol: ListenerProtocol.UDP, port: 53, defaultPool: "dns" }, { name: "dns-tcp", protocol: TCP, port: 53 }, { name: "alt", protocol: TCP, port: 8080, defaultPool: "alt" }],
       }),
     });
     assert.equal(lb.spec?.vipAddress, "10.60.0.200");
-    const [web, dns] = lb.spec!.pools;
+    const [web, dns, alt] = lb.spec!.pools;
     const hm = (p: typeof web) => [p!.healthMonitor!.delaySeconds, p!.healthMonitor!.timeoutSeconds, p!.healthMonitor!.healthyThreshold, p!.healthMonitor!.unhealthyThreshold];
     assert.deepEqual(hm(web), [5, 3, 2, 3]);
-    assert.deepEqual(hm(dns), [2, 2, 2, 3]);
+    assert.deepEqual(hm(alt), [2, 2, 2, 3]);
     assert.equal(dns!.algorithm, LoadBalancingAlgorithm.ROUND_ROBIN);
     // The address is held: another load balancer (or port) asking for it is refused naming the holder.
     const taken = await rejection(lbs.createLoadBalancer({ name: "again", spec: spec({ vipAddress: "10.60.0.200" }) }));
     assert.equal(taken.code, Code.AlreadyExists);
     assert.match(taken.message, new RegExp(`10\\.60\\.0\\.200 .* held by port '${lb.status!.vipPortId}'`));
     await lbs.deleteLoadBalancer({ id: lb.id });
+    // The routers check members by a TCP connection only: PING checks, and checks of UDP pools, are refused by field.
+    const checks = await rejection(
+      lbs.createLoadBalancer({
+        name: "checks",
+        spec: spec({ pools: [{ name: "web", protocol: BackendProtocol.TCP, healthMonitor: { type: HealthMonitorType.PING } }, { name: "dns", protocol: BackendProtocol.UDP, healthMonitor: { type: HealthMonitorType.TCP } }], listeners: [{ name: "http", protocol: TCP, port: 80, defaultPool: "web" }, { name: "dns", protocol: ListenerProtocol.UDP, port: 53, defaultPool: "dns" }] }),
+      }),
+    );
+    assert.equal(checks.code, Code.InvalidArgument);
+    assert.deepEqual(fields(checks).sort(), ["spec.pools[0].health_monitor.type", "spec.pools[1].health_monitor"]);
   });
 
   it("every bad field is named at once, and nothing is created (no port left behind)", async () => {
