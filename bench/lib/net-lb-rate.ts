@@ -6,7 +6,6 @@ import { createInterface } from "node:readline";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { NetworkService, RouterLoadBalancerAlgorithm, RouterLoadBalancerProtocol } from "@quantix/api/gen/vmm/v1/network_pb.js";
-import { silentLogger } from "@quantix/rpc";
 import { NetworkHost, probeNetworkCapabilities, RouterHost, routerNetns, SimulatedBackend, startAgentServer, tapName, VmManager, type AgentServer } from "@quantix/agent";
 import { makeNamespace, removeNamespaces, run, sh } from "./net-hosts.js";
 import { ROOT } from "./proc.js";
@@ -114,7 +113,7 @@ export async function lbRate(rounds: number, seconds: number, loops: number, pro
     const h = host;
     const manager = new VmManager({ backend, portTaps: (id) => h.portTap(id) });
     await manager.start();
-    server = await startAgentServer(manager, { host: "127.0.0.1", port: 0, log: silentLogger, network: { host, routers, features: () => probeNetworkCapabilities(HOST, undefined, physical) } });
+    server = await startAgentServer(manager, { host: "127.0.0.1", port: 0, log: { log: () => undefined }, network: { host, routers, features: () => probeNetworkCapabilities(HOST, undefined, physical) } });
     const agent = createClient(NetworkService, createGrpcTransport({ baseUrl: server.url }));
     c = agent;
     for (const m of MEMBERS) {
