@@ -1,3 +1,4 @@
+import { loadBalancerStats } from "./network/load-balancer-stats.js";
 import { randomIds, systemClock, vmUsage, type Clock, type IdGenerator, type Store, VM_KIND, NODE_KIND } from "@quantix/core";
 import type { ControlPlaneConfig } from "./config.js";
 import { VmController } from "./controllers/vm-controller.js";
@@ -226,7 +227,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     snapshotServiceRoute(store, snapshotService, config.defaultDeadlineMs),
     imageServiceRoute(store, imageService, imageUploads, config.defaultDeadlineMs),
     // Networking (issue 14): VirtualNetworkService, PortService, SecurityGroupService.
-    ...networkRoutes({ store, clock, ids, ledger, defaultDeadlineMs: config.defaultDeadlineMs, network: (id) => agents.get(id)?.network }),
+    ...networkRoutes({ store, clock, ids, ledger, defaultDeadlineMs: config.defaultDeadlineMs, network: (id) => agents.get(id)?.network, loadBalancerStats: (lb) => loadBalancerStats({ store, clock, network: (id) => agents.get(id)?.network }, lb) }),
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
     ...SERVED_ELSEWHERE.map((p) => ({ service: p.service, impl: servedElsewhereImpl(p.service, p.where) })),
   ];

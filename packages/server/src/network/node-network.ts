@@ -18,6 +18,7 @@ export interface NodeNetwork {
   capabilities(): Promise<NetworkCapabilities>;
   applyRouter(spec: MessageInitShape<typeof RouterSpecSchema>, generation: bigint): Promise<RouterStatus>;
   deleteRouter(routerId: string): Promise<void>;
+  getRouter(routerId: string): Promise<RouterStatus>;
   listRouters(): Promise<RouterStatus[]>;
 }
 
@@ -70,6 +71,10 @@ export class AgentNodeNetwork implements NodeNetwork {
 
   async deleteRouter(routerId: string): Promise<void> {
     await this.wrap(() => this.client.deleteRouter({ routerId }));
+  }
+
+  getRouter(routerId: string): Promise<RouterStatus> {
+    return this.wrap(() => this.client.getRouter({ routerId }));
   }
 
   async listRouters(): Promise<RouterStatus[]> {
