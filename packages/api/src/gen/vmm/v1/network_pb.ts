@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vmm/v1/network.proto.
  */
 export const file_vmm_v1_network: GenFile = /*@__PURE__*/
-  fileDesc("ChR2bW0vdjEvbmV0d29yay5wcm90bxIGdm1tLnYxIp8CCgtOZXR3b3JrU3BlYxISCgpuZXR3b3JrX2lkGAEgASgJEgsKA3ZuaRgCIAEoDRILCgNtdHUYAyABKA0SHgoWbG9jYWxfdW5kZXJsYXlfYWRkcmVzcxgEIAEoCRIfChdwZWVyX3VuZGVybGF5X2FkZHJlc3NlcxgFIAMoCRIfCgdzdWJuZXRzGAYgAygLMg4udm1tLnYxLlN1Ym5ldBIgCgVwb3J0cxgHIAMoCzIRLnZtbS52MS5Mb2NhbFBvcnQSKAoMcmVtb3RlX3BvcnRzGAggAygLMhIudm1tLnYxLlJlbW90ZVBvcnQSEgoKZG5zX2RvbWFpbhgJIAEoCRIgCgdnYXRld2F5GAogASgLMg8udm1tLnYxLkdhdGV3YXkiLAoHR2F0ZXdheRIhCgRtb2RlGAEgASgOMhMudm1tLnYxLkdhdGV3YXlNb2RlIoUBCgZTdWJuZXQSDAoEY2lkchgBIAEoCRISCgpnYXRld2F5X2lwGAIgASgJEhMKC2Ruc19zZXJ2ZXJzGAMgAygJEhQKDGRoY3BfZW5hYmxlZBgEIAEoCBIXCg9zZXJ2aWNlX2FkZHJlc3MYBSABKAkSFQoNbGVhc2Vfc2Vjb25kcxgGIAEoDSLNAQoJTG9jYWxQb3J0Eg8KB3BvcnRfaWQYASABKAkSEwoLbWFjX2FkZHJlc3MYAiABKAkSEQoJZml4ZWRfaXBzGAMgAygJEjkKFWFsbG93ZWRfYWRkcmVzc19wYWlycxgEIAMoCzIaLnZtbS52MS5BbGxvd2VkQWRkcmVzc1BhaXISGgoSc2VjdXJpdHlfZ3JvdXBfaWRzGAUgAygJEh4KFnBvcnRfc2VjdXJpdHlfZGlzYWJsZWQYBiABKAgSEAoIaG9zdG5hbWUYByABKAkiPAoSQWxsb3dlZEFkZHJlc3NQYWlyEhEKCWlwX3ByZWZpeBgBIAEoCRITCgttYWNfYWRkcmVzcxgCIAEoCSJjCgpSZW1vdGVQb3J0EhMKC21hY19hZGRyZXNzGAEgASgJEhgKEHVuZGVybGF5X2FkZHJlc3MYAiABKAkSFAoMaXBfYWRkcmVzc2VzGAMgAygJEhAKCGhvc3RuYW1lGAQgASgJImwKEVNlY3VyaXR5R3JvdXBTcGVjEhkKEXNlY3VyaXR5X2dyb3VwX2lkGAEgASgJEigKBXJ1bGVzGAIgAygLMhkudm1tLnYxLlNlY3VyaXR5R3JvdXBSdWxlEhIKCm1lbWJlcl9pcHMYAyADKAkiugIKEVNlY3VyaXR5R3JvdXBSdWxlEigKCWRpcmVjdGlvbhgBIAEoDjIVLnZtbS52MS5SdWxlRGlyZWN0aW9uEiQKCWV0aGVydHlwZRgCIAEoDjIRLnZtbS52MS5FdGhlclR5cGUSJgoIcHJvdG9jb2wYAyABKA4yFC52bW0udjEuUnVsZVByb3RvY29sEhYKDnBvcnRfcmFuZ2VfbWluGAQgASgNEhYKDnBvcnRfcmFuZ2VfbWF4GAUgASgNEhYKCWljbXBfdHlwZRgGIAEoDUgAiAEBEhYKCWljbXBfY29kZRgHIAEoDUgBiAEBEhgKEHJlbW90ZV9pcF9wcmVmaXgYCCABKAkSFwoPcmVtb3RlX2dyb3VwX2lkGAkgASgJQgwKCl9pY21wX3R5cGVCDAoKX2ljbXBfY29kZSJMChNBcHBseU5ldHdvcmtSZXF1ZXN0EiEKBHNwZWMYASABKAsyEy52bW0udjEuTmV0d29ya1NwZWMSEgoKZ2VuZXJhdGlvbhgCIAEoBCIqChREZWxldGVOZXR3b3JrUmVxdWVzdBISCgpuZXR3b3JrX2lkGAEgASgJIicKEUdldE5ldHdvcmtSZXF1ZXN0EhIKCm5ldHdvcmtfaWQYASABKAkiFQoTTGlzdE5ldHdvcmtzUmVxdWVzdCI/ChRMaXN0TmV0d29ya3NSZXNwb25zZRInCghuZXR3b3JrcxgBIAMoCzIVLnZtbS52MS5OZXR3b3JrU3RhdHVzIiEKDkdldFBvcnRSZXF1ZXN0Eg8KB3BvcnRfaWQYASABKAkiWAoZQXBwbHlTZWN1cml0eUdyb3VwUmVxdWVzdBInCgRzcGVjGAEgASgLMhkudm1tLnYxLlNlY3VyaXR5R3JvdXBTcGVjEhIKCmdlbmVyYXRpb24YAiABKAQiYwohVXBkYXRlU2VjdXJpdHlHcm91cE1lbWJlcnNSZXF1ZXN0EhkKEXNlY3VyaXR5X2dyb3VwX2lkGAEgASgJEg8KB2FkZF9pcHMYAiADKAkSEgoKcmVtb3ZlX2lwcxgDIAMoCSI3ChpEZWxldGVTZWN1cml0eUdyb3VwUmVxdWVzdBIZChFzZWN1cml0eV9ncm91cF9pZBgBIAEoCSIbChlMaXN0U2VjdXJpdHlHcm91cHNSZXF1ZXN0IlIKGkxpc3RTZWN1cml0eUdyb3Vwc1Jlc3BvbnNlEjQKD3NlY3VyaXR5X2dyb3VwcxgBIAMoCzIbLnZtbS52MS5TZWN1cml0eUdyb3VwU3RhdHVzIh8KHUdldE5ldHdvcmtDYXBhYmlsaXRpZXNSZXF1ZXN0IlEKEE5ldHdvcmtDb25kaXRpb24SDAoEdHlwZRgBIAEoCRIOCgZzdGF0dXMYAiABKAgSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAki7wEKDU5ldHdvcmtTdGF0dXMSEgoKbmV0d29ya19pZBgBIAEoCRIhCgRzcGVjGAIgASgLMhMudm1tLnYxLk5ldHdvcmtTcGVjEhsKE29ic2VydmVkX2dlbmVyYXRpb24YAyABKAQSDgoGYnJpZGdlGAQgASgJEhQKDHZ4bGFuX2RldmljZRgFIAEoCRITCgtkbnNtYXNxX3BpZBgGIAEoDRIsCgpjb25kaXRpb25zGAcgAygLMhgudm1tLnYxLk5ldHdvcmtDb25kaXRpb24SIQoFcG9ydHMYCCADKAsyEi52bW0udjEuUG9ydFN0YXR1cyKmAQoKUG9ydFN0YXR1cxIPCgdwb3J0X2lkGAEgASgJEhIKCm5ldHdvcmtfaWQYAiABKAkSEgoKdGFwX2RldmljZRgDIAEoCRIgCgVzdGF0ZRgEIAEoDjIRLnZtbS52MS5Qb3J0U3RhdGUSDwoHY2FycmllchgFIAEoCBIsCgpjb25kaXRpb25zGAYgAygLMhgudm1tLnYxLk5ldHdvcmtDb25kaXRpb24ipAEKE1NlY3VyaXR5R3JvdXBTdGF0dXMSGQoRc2VjdXJpdHlfZ3JvdXBfaWQYASABKAkSJwoEc3BlYxgCIAEoCzIZLnZtbS52MS5TZWN1cml0eUdyb3VwU3BlYxIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAMgASgEEiwKCmNvbmRpdGlvbnMYBCADKAsyGC52bW0udjEuTmV0d29ya0NvbmRpdGlvbiJ0ChNOZXR3b3JrQ2FwYWJpbGl0aWVzEigKCGZlYXR1cmVzGAEgAygLMhYudm1tLnYxLk5ldHdvcmtGZWF0dXJlEhgKEHVuZGVybGF5X2FkZHJlc3MYAiABKAkSGQoRcGh5c2ljYWxfbmV0d29ya3MYAyADKAkiQQoOTmV0d29ya0ZlYXR1cmUSDAoEbmFtZRgBIAEoCRIRCglhdmFpbGFibGUYAiABKAgSDgoGcmVhc29uGAMgASgJIr0BCgpSb3V0ZXJTcGVjEhEKCXJvdXRlcl9pZBgBIAEoCRIoCghleHRlcm5hbBgCIAEoCzIWLnZtbS52MS5Sb3V0ZXJFeHRlcm5hbBIrCgppbnRlcmZhY2VzGAMgAygLMhcudm1tLnYxLlJvdXRlckludGVyZmFjZRIUCgxzbmF0X2VuYWJsZWQYBCABKAgSLwoMZmxvYXRpbmdfaXBzGAUgAygLMhkudm1tLnYxLkZsb2F0aW5nSXBNYXBwaW5nImQKDlJvdXRlckV4dGVybmFsEhgKEHBoeXNpY2FsX25ldHdvcmsYASABKAkSDwoHYWRkcmVzcxgCIAEoCRISCgpnYXRld2F5X2lwGAMgASgJEhMKC21hY19hZGRyZXNzGAQgASgJIk0KD1JvdXRlckludGVyZmFjZRISCgpuZXR3b3JrX2lkGAEgASgJEhMKC21hY19hZGRyZXNzGAIgASgJEhEKCWFkZHJlc3NlcxgDIAMoCSI6ChFGbG9hdGluZ0lwTWFwcGluZxITCgtmbG9hdGluZ19pcBgBIAEoCRIQCghmaXhlZF9pcBgCIAEoCSJKChJBcHBseVJvdXRlclJlcXVlc3QSIAoEc3BlYxgBIAEoCzISLnZtbS52MS5Sb3V0ZXJTcGVjEhIKCmdlbmVyYXRpb24YAiABKAQiKAoTRGVsZXRlUm91dGVyUmVxdWVzdBIRCglyb3V0ZXJfaWQYASABKAkiJQoQR2V0Um91dGVyUmVxdWVzdBIRCglyb3V0ZXJfaWQYASABKAkiFAoSTGlzdFJvdXRlcnNSZXF1ZXN0IjwKE0xpc3RSb3V0ZXJzUmVzcG9uc2USJQoHcm91dGVycxgBIAMoCzIULnZtbS52MS5Sb3V0ZXJTdGF0dXMi0QEKDFJvdXRlclN0YXR1cxIRCglyb3V0ZXJfaWQYASABKAkSIAoEc3BlYxgCIAEoCzISLnZtbS52MS5Sb3V0ZXJTcGVjEhsKE29ic2VydmVkX2dlbmVyYXRpb24YAyABKAQSEQoJbmFtZXNwYWNlGAQgASgJEiwKCmNvbmRpdGlvbnMYBSADKAsyGC52bW0udjEuTmV0d29ya0NvbmRpdGlvbhIuCgxmbG9hdGluZ19pcHMYBiADKAsyGC52bW0udjEuRmxvYXRpbmdJcFN0YXR1cyJKChBGbG9hdGluZ0lwU3RhdHVzEhMKC2Zsb2F0aW5nX2lwGAEgASgJEhAKCGZpeGVkX2lwGAIgASgJEg8KB2FwcGxpZWQYAyABKAgqWgoLR2F0ZXdheU1vZGUSHAoYR0FURVdBWV9NT0RFX1VOU1BFQ0lGSUVEEAASFwoTR0FURVdBWV9NT0RFX1JPVVRFRBABEhQKEEdBVEVXQVlfTU9ERV9OQVQQAipmCg1SdWxlRGlyZWN0aW9uEh4KGlJVTEVfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASGgoWUlVMRV9ESVJFQ1RJT05fSU5HUkVTUxABEhkKFVJVTEVfRElSRUNUSU9OX0VHUkVTUxACKlEKCUV0aGVyVHlwZRIaChZFVEhFUl9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPRVRIRVJfVFlQRV9JUFY0EAESEwoPRVRIRVJfVFlQRV9JUFY2EAIqcwoMUnVsZVByb3RvY29sEh0KGVJVTEVfUFJPVE9DT0xfVU5TUEVDSUZJRUQQABIVChFSVUxFX1BST1RPQ09MX1RDUBABEhUKEVJVTEVfUFJPVE9DT0xfVURQEAISFgoSUlVMRV9QUk9UT0NPTF9JQ01QEAMqfwoJUG9ydFN0YXRlEhoKFlBPUlRfU1RBVEVfVU5TUEVDSUZJRUQQABITCg9QT1JUX1NUQVRFX0RPV04QARIUChBQT1JUX1NUQVRFX0JVSUxEEAISFQoRUE9SVF9TVEFURV9BQ1RJVkUQAxIUChBQT1JUX1NUQVRFX0VSUk9SEAQysggKDk5ldHdvcmtTZXJ2aWNlEkIKDEFwcGx5TmV0d29yaxIbLnZtbS52MS5BcHBseU5ldHdvcmtSZXF1ZXN0GhUudm1tLnYxLk5ldHdvcmtTdGF0dXMSRQoNRGVsZXRlTmV0d29yaxIcLnZtbS52MS5EZWxldGVOZXR3b3JrUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRI+CgpHZXROZXR3b3JrEhkudm1tLnYxLkdldE5ldHdvcmtSZXF1ZXN0GhUudm1tLnYxLk5ldHdvcmtTdGF0dXMSSQoMTGlzdE5ldHdvcmtzEhsudm1tLnYxLkxpc3ROZXR3b3Jrc1JlcXVlc3QaHC52bW0udjEuTGlzdE5ldHdvcmtzUmVzcG9uc2USNQoHR2V0UG9ydBIWLnZtbS52MS5HZXRQb3J0UmVxdWVzdBoSLnZtbS52MS5Qb3J0U3RhdHVzElQKEkFwcGx5U2VjdXJpdHlHcm91cBIhLnZtbS52MS5BcHBseVNlY3VyaXR5R3JvdXBSZXF1ZXN0Ghsudm1tLnYxLlNlY3VyaXR5R3JvdXBTdGF0dXMSZAoaVXBkYXRlU2VjdXJpdHlHcm91cE1lbWJlcnMSKS52bW0udjEuVXBkYXRlU2VjdXJpdHlHcm91cE1lbWJlcnNSZXF1ZXN0Ghsudm1tLnYxLlNlY3VyaXR5R3JvdXBTdGF0dXMSUQoTRGVsZXRlU2VjdXJpdHlHcm91cBIiLnZtbS52MS5EZWxldGVTZWN1cml0eUdyb3VwUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJbChJMaXN0U2VjdXJpdHlHcm91cHMSIS52bW0udjEuTGlzdFNlY3VyaXR5R3JvdXBzUmVxdWVzdBoiLnZtbS52MS5MaXN0U2VjdXJpdHlHcm91cHNSZXNwb25zZRJcChZHZXROZXR3b3JrQ2FwYWJpbGl0aWVzEiUudm1tLnYxLkdldE5ldHdvcmtDYXBhYmlsaXRpZXNSZXF1ZXN0Ghsudm1tLnYxLk5ldHdvcmtDYXBhYmlsaXRpZXMSPwoLQXBwbHlSb3V0ZXISGi52bW0udjEuQXBwbHlSb3V0ZXJSZXF1ZXN0GhQudm1tLnYxLlJvdXRlclN0YXR1cxJDCgxEZWxldGVSb3V0ZXISGy52bW0udjEuRGVsZXRlUm91dGVyUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRI7CglHZXRSb3V0ZXISGC52bW0udjEuR2V0Um91dGVyUmVxdWVzdBoULnZtbS52MS5Sb3V0ZXJTdGF0dXMSRgoLTGlzdFJvdXRlcnMSGi52bW0udjEuTGlzdFJvdXRlcnNSZXF1ZXN0Ghsudm1tLnYxLkxpc3RSb3V0ZXJzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_empty]);
+  fileDesc("ChR2bW0vdjEvbmV0d29yay5wcm90bxIGdm1tLnYxIp8CCgtOZXR3b3JrU3BlYxISCgpuZXR3b3JrX2lkGAEgASgJEgsKA3ZuaRgCIAEoDRILCgNtdHUYAyABKA0SHgoWbG9jYWxfdW5kZXJsYXlfYWRkcmVzcxgEIAEoCRIfChdwZWVyX3VuZGVybGF5X2FkZHJlc3NlcxgFIAMoCRIfCgdzdWJuZXRzGAYgAygLMg4udm1tLnYxLlN1Ym5ldBIgCgVwb3J0cxgHIAMoCzIRLnZtbS52MS5Mb2NhbFBvcnQSKAoMcmVtb3RlX3BvcnRzGAggAygLMhIudm1tLnYxLlJlbW90ZVBvcnQSEgoKZG5zX2RvbWFpbhgJIAEoCRIgCgdnYXRld2F5GAogASgLMg8udm1tLnYxLkdhdGV3YXkiLAoHR2F0ZXdheRIhCgRtb2RlGAEgASgOMhMudm1tLnYxLkdhdGV3YXlNb2RlIoUBCgZTdWJuZXQSDAoEY2lkchgBIAEoCRISCgpnYXRld2F5X2lwGAIgASgJEhMKC2Ruc19zZXJ2ZXJzGAMgAygJEhQKDGRoY3BfZW5hYmxlZBgEIAEoCBIXCg9zZXJ2aWNlX2FkZHJlc3MYBSABKAkSFQoNbGVhc2Vfc2Vjb25kcxgGIAEoDSLNAQoJTG9jYWxQb3J0Eg8KB3BvcnRfaWQYASABKAkSEwoLbWFjX2FkZHJlc3MYAiABKAkSEQoJZml4ZWRfaXBzGAMgAygJEjkKFWFsbG93ZWRfYWRkcmVzc19wYWlycxgEIAMoCzIaLnZtbS52MS5BbGxvd2VkQWRkcmVzc1BhaXISGgoSc2VjdXJpdHlfZ3JvdXBfaWRzGAUgAygJEh4KFnBvcnRfc2VjdXJpdHlfZGlzYWJsZWQYBiABKAgSEAoIaG9zdG5hbWUYByABKAkiPAoSQWxsb3dlZEFkZHJlc3NQYWlyEhEKCWlwX3ByZWZpeBgBIAEoCRITCgttYWNfYWRkcmVzcxgCIAEoCSJjCgpSZW1vdGVQb3J0EhMKC21hY19hZGRyZXNzGAEgASgJEhgKEHVuZGVybGF5X2FkZHJlc3MYAiABKAkSFAoMaXBfYWRkcmVzc2VzGAMgAygJEhAKCGhvc3RuYW1lGAQgASgJImwKEVNlY3VyaXR5R3JvdXBTcGVjEhkKEXNlY3VyaXR5X2dyb3VwX2lkGAEgASgJEigKBXJ1bGVzGAIgAygLMhkudm1tLnYxLlNlY3VyaXR5R3JvdXBSdWxlEhIKCm1lbWJlcl9pcHMYAyADKAkiugIKEVNlY3VyaXR5R3JvdXBSdWxlEigKCWRpcmVjdGlvbhgBIAEoDjIVLnZtbS52MS5SdWxlRGlyZWN0aW9uEiQKCWV0aGVydHlwZRgCIAEoDjIRLnZtbS52MS5FdGhlclR5cGUSJgoIcHJvdG9jb2wYAyABKA4yFC52bW0udjEuUnVsZVByb3RvY29sEhYKDnBvcnRfcmFuZ2VfbWluGAQgASgNEhYKDnBvcnRfcmFuZ2VfbWF4GAUgASgNEhYKCWljbXBfdHlwZRgGIAEoDUgAiAEBEhYKCWljbXBfY29kZRgHIAEoDUgBiAEBEhgKEHJlbW90ZV9pcF9wcmVmaXgYCCABKAkSFwoPcmVtb3RlX2dyb3VwX2lkGAkgASgJQgwKCl9pY21wX3R5cGVCDAoKX2ljbXBfY29kZSJMChNBcHBseU5ldHdvcmtSZXF1ZXN0EiEKBHNwZWMYASABKAsyEy52bW0udjEuTmV0d29ya1NwZWMSEgoKZ2VuZXJhdGlvbhgCIAEoBCIqChREZWxldGVOZXR3b3JrUmVxdWVzdBISCgpuZXR3b3JrX2lkGAEgASgJIicKEUdldE5ldHdvcmtSZXF1ZXN0EhIKCm5ldHdvcmtfaWQYASABKAkiFQoTTGlzdE5ldHdvcmtzUmVxdWVzdCI/ChRMaXN0TmV0d29ya3NSZXNwb25zZRInCghuZXR3b3JrcxgBIAMoCzIVLnZtbS52MS5OZXR3b3JrU3RhdHVzIiEKDkdldFBvcnRSZXF1ZXN0Eg8KB3BvcnRfaWQYASABKAkiWAoZQXBwbHlTZWN1cml0eUdyb3VwUmVxdWVzdBInCgRzcGVjGAEgASgLMhkudm1tLnYxLlNlY3VyaXR5R3JvdXBTcGVjEhIKCmdlbmVyYXRpb24YAiABKAQiYwohVXBkYXRlU2VjdXJpdHlHcm91cE1lbWJlcnNSZXF1ZXN0EhkKEXNlY3VyaXR5X2dyb3VwX2lkGAEgASgJEg8KB2FkZF9pcHMYAiADKAkSEgoKcmVtb3ZlX2lwcxgDIAMoCSI3ChpEZWxldGVTZWN1cml0eUdyb3VwUmVxdWVzdBIZChFzZWN1cml0eV9ncm91cF9pZBgBIAEoCSIbChlMaXN0U2VjdXJpdHlHcm91cHNSZXF1ZXN0IlIKGkxpc3RTZWN1cml0eUdyb3Vwc1Jlc3BvbnNlEjQKD3NlY3VyaXR5X2dyb3VwcxgBIAMoCzIbLnZtbS52MS5TZWN1cml0eUdyb3VwU3RhdHVzIh8KHUdldE5ldHdvcmtDYXBhYmlsaXRpZXNSZXF1ZXN0IlEKEE5ldHdvcmtDb25kaXRpb24SDAoEdHlwZRgBIAEoCRIOCgZzdGF0dXMYAiABKAgSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAki7wEKDU5ldHdvcmtTdGF0dXMSEgoKbmV0d29ya19pZBgBIAEoCRIhCgRzcGVjGAIgASgLMhMudm1tLnYxLk5ldHdvcmtTcGVjEhsKE29ic2VydmVkX2dlbmVyYXRpb24YAyABKAQSDgoGYnJpZGdlGAQgASgJEhQKDHZ4bGFuX2RldmljZRgFIAEoCRITCgtkbnNtYXNxX3BpZBgGIAEoDRIsCgpjb25kaXRpb25zGAcgAygLMhgudm1tLnYxLk5ldHdvcmtDb25kaXRpb24SIQoFcG9ydHMYCCADKAsyEi52bW0udjEuUG9ydFN0YXR1cyKmAQoKUG9ydFN0YXR1cxIPCgdwb3J0X2lkGAEgASgJEhIKCm5ldHdvcmtfaWQYAiABKAkSEgoKdGFwX2RldmljZRgDIAEoCRIgCgVzdGF0ZRgEIAEoDjIRLnZtbS52MS5Qb3J0U3RhdGUSDwoHY2FycmllchgFIAEoCBIsCgpjb25kaXRpb25zGAYgAygLMhgudm1tLnYxLk5ldHdvcmtDb25kaXRpb24ipAEKE1NlY3VyaXR5R3JvdXBTdGF0dXMSGQoRc2VjdXJpdHlfZ3JvdXBfaWQYASABKAkSJwoEc3BlYxgCIAEoCzIZLnZtbS52MS5TZWN1cml0eUdyb3VwU3BlYxIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAMgASgEEiwKCmNvbmRpdGlvbnMYBCADKAsyGC52bW0udjEuTmV0d29ya0NvbmRpdGlvbiJ0ChNOZXR3b3JrQ2FwYWJpbGl0aWVzEigKCGZlYXR1cmVzGAEgAygLMhYudm1tLnYxLk5ldHdvcmtGZWF0dXJlEhgKEHVuZGVybGF5X2FkZHJlc3MYAiABKAkSGQoRcGh5c2ljYWxfbmV0d29ya3MYAyADKAkiQQoOTmV0d29ya0ZlYXR1cmUSDAoEbmFtZRgBIAEoCRIRCglhdmFpbGFibGUYAiABKAgSDgoGcmVhc29uGAMgASgJIvMBCgpSb3V0ZXJTcGVjEhEKCXJvdXRlcl9pZBgBIAEoCRIoCghleHRlcm5hbBgCIAEoCzIWLnZtbS52MS5Sb3V0ZXJFeHRlcm5hbBIrCgppbnRlcmZhY2VzGAMgAygLMhcudm1tLnYxLlJvdXRlckludGVyZmFjZRIUCgxzbmF0X2VuYWJsZWQYBCABKAgSLwoMZmxvYXRpbmdfaXBzGAUgAygLMhkudm1tLnYxLkZsb2F0aW5nSXBNYXBwaW5nEjQKD3Zwbl9jb25uZWN0aW9ucxgHIAMoCzIbLnZtbS52MS5Sb3V0ZXJWcG5Db25uZWN0aW9uImQKDlJvdXRlckV4dGVybmFsEhgKEHBoeXNpY2FsX25ldHdvcmsYASABKAkSDwoHYWRkcmVzcxgCIAEoCRISCgpnYXRld2F5X2lwGAMgASgJEhMKC21hY19hZGRyZXNzGAQgASgJIk0KD1JvdXRlckludGVyZmFjZRISCgpuZXR3b3JrX2lkGAEgASgJEhMKC21hY19hZGRyZXNzGAIgASgJEhEKCWFkZHJlc3NlcxgDIAMoCSI6ChFGbG9hdGluZ0lwTWFwcGluZxITCgtmbG9hdGluZ19pcBgBIAEoCRIQCghmaXhlZF9pcBgCIAEoCSJKChJBcHBseVJvdXRlclJlcXVlc3QSIAoEc3BlYxgBIAEoCzISLnZtbS52MS5Sb3V0ZXJTcGVjEhIKCmdlbmVyYXRpb24YAiABKAQiKAoTRGVsZXRlUm91dGVyUmVxdWVzdBIRCglyb3V0ZXJfaWQYASABKAkiJQoQR2V0Um91dGVyUmVxdWVzdBIRCglyb3V0ZXJfaWQYASABKAkiFAoSTGlzdFJvdXRlcnNSZXF1ZXN0IjwKE0xpc3RSb3V0ZXJzUmVzcG9uc2USJQoHcm91dGVycxgBIAMoCzIULnZtbS52MS5Sb3V0ZXJTdGF0dXMigwIKDFJvdXRlclN0YXR1cxIRCglyb3V0ZXJfaWQYASABKAkSIAoEc3BlYxgCIAEoCzISLnZtbS52MS5Sb3V0ZXJTcGVjEhsKE29ic2VydmVkX2dlbmVyYXRpb24YAyABKAQSEQoJbmFtZXNwYWNlGAQgASgJEiwKCmNvbmRpdGlvbnMYBSADKAsyGC52bW0udjEuTmV0d29ya0NvbmRpdGlvbhIuCgxmbG9hdGluZ19pcHMYBiADKAsyGC52bW0udjEuRmxvYXRpbmdJcFN0YXR1cxIwCg92cG5fY29ubmVjdGlvbnMYCCADKAsyFy52bW0udjEuUm91dGVyVnBuU3RhdHVzIkoKEEZsb2F0aW5nSXBTdGF0dXMSEwoLZmxvYXRpbmdfaXAYASABKAkSEAoIZml4ZWRfaXAYAiABKAkSDwoHYXBwbGllZBgDIAEoCCLKAQoTUm91dGVyVnBuQ29ubmVjdGlvbhIVCg1jb25uZWN0aW9uX2lkGAEgASgJEiMKBHR5cGUYAiABKA4yFS52bW0udjEuUm91dGVyVnBuVHlwZRIVCg1sb2NhbF9zdWJuZXRzGAMgAygJEhMKC2xpc3Rlbl9wb3J0GAQgASgNEhMKC3ByaXZhdGVfa2V5GAUgASgJEiQKBXBlZXJzGAYgAygLMhUudm1tLnYxLlJvdXRlclZwblBlZXISEAoIbG9jYWxfaWQYByABKAkirgEKDVJvdXRlclZwblBlZXISDwoHcGVlcl9pZBgBIAEoCRIQCghlbmRwb2ludBgCIAEoCRIWCg5yZW1vdGVfc3VibmV0cxgDIAMoCRISCgpwdWJsaWNfa2V5GAQgASgJEhUKDXByZXNoYXJlZF9rZXkYBSABKAkSJAoccGVyc2lzdGVudF9rZWVwYWxpdmVfc2Vjb25kcxgGIAEoDRIRCglyZW1vdGVfaWQYByABKAki3AEKD1JvdXRlclZwblN0YXR1cxIVCg1jb25uZWN0aW9uX2lkGAEgASgJEiMKBHR5cGUYAiABKA4yFS52bW0udjEuUm91dGVyVnBuVHlwZRIWCg5pbnRlcmZhY2VfbmFtZRgDIAEoCRISCgpwdWJsaWNfa2V5GAQgASgJEhMKC2xpc3Rlbl9wb3J0GAUgASgNEg8KB2FwcGxpZWQYBiABKAgSDwoHbWVzc2FnZRgHIAEoCRIqCgVwZWVycxgIIAMoCzIbLnZtbS52MS5Sb3V0ZXJWcG5QZWVyU3RhdHVzIqQBChNSb3V0ZXJWcG5QZWVyU3RhdHVzEg8KB3BlZXJfaWQYASABKAkSKQoFc3RhdGUYAiABKA4yGi52bW0udjEuUm91dGVyVnBuUGVlclN0YXRlEhsKE2xhc3RfaGFuZHNoYWtlX3VuaXgYAyABKAMSEAoIcnhfYnl0ZXMYBCABKAQSEAoIdHhfYnl0ZXMYBSABKAQSEAoIZW5kcG9pbnQYBiABKAkqWgoLR2F0ZXdheU1vZGUSHAoYR0FURVdBWV9NT0RFX1VOU1BFQ0lGSUVEEAASFwoTR0FURVdBWV9NT0RFX1JPVVRFRBABEhQKEEdBVEVXQVlfTU9ERV9OQVQQAipmCg1SdWxlRGlyZWN0aW9uEh4KGlJVTEVfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASGgoWUlVMRV9ESVJFQ1RJT05fSU5HUkVTUxABEhkKFVJVTEVfRElSRUNUSU9OX0VHUkVTUxACKlEKCUV0aGVyVHlwZRIaChZFVEhFUl9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPRVRIRVJfVFlQRV9JUFY0EAESEwoPRVRIRVJfVFlQRV9JUFY2EAIqcwoMUnVsZVByb3RvY29sEh0KGVJVTEVfUFJPVE9DT0xfVU5TUEVDSUZJRUQQABIVChFSVUxFX1BST1RPQ09MX1RDUBABEhUKEVJVTEVfUFJPVE9DT0xfVURQEAISFgoSUlVMRV9QUk9UT0NPTF9JQ01QEAMqfwoJUG9ydFN0YXRlEhoKFlBPUlRfU1RBVEVfVU5TUEVDSUZJRUQQABITCg9QT1JUX1NUQVRFX0RPV04QARIUChBQT1JUX1NUQVRFX0JVSUxEEAISFQoRUE9SVF9TVEFURV9BQ1RJVkUQAxIUChBQT1JUX1NUQVRFX0VSUk9SEAQqagoNUm91dGVyVnBuVHlwZRIfChtST1VURVJfVlBOX1RZUEVfVU5TUEVDSUZJRUQQABIdChlST1VURVJfVlBOX1RZUEVfV0lSRUdVQVJEEAESGQoVUk9VVEVSX1ZQTl9UWVBFX0lQU0VDEAIqnwEKElJvdXRlclZwblBlZXJTdGF0ZRIlCiFST1VURVJfVlBOX1BFRVJfU1RBVEVfVU5TUEVDSUZJRUQQABIkCiBST1VURVJfVlBOX1BFRVJfU1RBVEVfQ09OTkVDVElORxABEhwKGFJPVVRFUl9WUE5fUEVFUl9TVEFURV9VUBACEh4KGlJPVVRFUl9WUE5fUEVFUl9TVEFURV9ET1dOEAMysggKDk5ldHdvcmtTZXJ2aWNlEkIKDEFwcGx5TmV0d29yaxIbLnZtbS52MS5BcHBseU5ldHdvcmtSZXF1ZXN0GhUudm1tLnYxLk5ldHdvcmtTdGF0dXMSRQoNRGVsZXRlTmV0d29yaxIcLnZtbS52MS5EZWxldGVOZXR3b3JrUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRI+CgpHZXROZXR3b3JrEhkudm1tLnYxLkdldE5ldHdvcmtSZXF1ZXN0GhUudm1tLnYxLk5ldHdvcmtTdGF0dXMSSQoMTGlzdE5ldHdvcmtzEhsudm1tLnYxLkxpc3ROZXR3b3Jrc1JlcXVlc3QaHC52bW0udjEuTGlzdE5ldHdvcmtzUmVzcG9uc2USNQoHR2V0UG9ydBIWLnZtbS52MS5HZXRQb3J0UmVxdWVzdBoSLnZtbS52MS5Qb3J0U3RhdHVzElQKEkFwcGx5U2VjdXJpdHlHcm91cBIhLnZtbS52MS5BcHBseVNlY3VyaXR5R3JvdXBSZXF1ZXN0Ghsudm1tLnYxLlNlY3VyaXR5R3JvdXBTdGF0dXMSZAoaVXBkYXRlU2VjdXJpdHlHcm91cE1lbWJlcnMSKS52bW0udjEuVXBkYXRlU2VjdXJpdHlHcm91cE1lbWJlcnNSZXF1ZXN0Ghsudm1tLnYxLlNlY3VyaXR5R3JvdXBTdGF0dXMSUQoTRGVsZXRlU2VjdXJpdHlHcm91cBIiLnZtbS52MS5EZWxldGVTZWN1cml0eUdyb3VwUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJbChJMaXN0U2VjdXJpdHlHcm91cHMSIS52bW0udjEuTGlzdFNlY3VyaXR5R3JvdXBzUmVxdWVzdBoiLnZtbS52MS5MaXN0U2VjdXJpdHlHcm91cHNSZXNwb25zZRJcChZHZXROZXR3b3JrQ2FwYWJpbGl0aWVzEiUudm1tLnYxLkdldE5ldHdvcmtDYXBhYmlsaXRpZXNSZXF1ZXN0Ghsudm1tLnYxLk5ldHdvcmtDYXBhYmlsaXRpZXMSPwoLQXBwbHlSb3V0ZXISGi52bW0udjEuQXBwbHlSb3V0ZXJSZXF1ZXN0GhQudm1tLnYxLlJvdXRlclN0YXR1cxJDCgxEZWxldGVSb3V0ZXISGy52bW0udjEuRGVsZXRlUm91dGVyUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRI7CglHZXRSb3V0ZXISGC52bW0udjEuR2V0Um91dGVyUmVxdWVzdBoULnZtbS52MS5Sb3V0ZXJTdGF0dXMSRgoLTGlzdFJvdXRlcnMSGi52bW0udjEuTGlzdFJvdXRlcnNSZXF1ZXN0Ghsudm1tLnYxLkxpc3RSb3V0ZXJzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_empty]);
 
 /**
  * The desired state of one network on this host.
@@ -993,7 +993,10 @@ export const NetworkCapabilitiesSchema: GenMessage<NetworkCapabilities> = /*@__P
  * says whether the kernel could create VLAN devices) and "network-uplink" (this host
  * reaches a physical network: available when at least one configured physical
  * network's interface exists, the reason naming them; a router's external side needs
- * it). The control plane refuses a network type no node supports with the nodes' reasons.
+ * it). "vpn-wireguard": routers' WIREGUARD connections can run here (/dev/net/tun,
+ * wireguard-go and wg are present; the reason names what is missing). "vpn-ipsec":
+ * unavailable today (this agent runs no IKE daemon; the reason says so). The control
+ * plane refuses a network type no node supports with the nodes' reasons.
  *
  * @generated from message vmm.v1.NetworkFeature
  */
@@ -1094,6 +1097,14 @@ export type RouterSpec = Message<"vmm.v1.RouterSpec"> & {
    * @generated from field: repeated vmm.v1.FloatingIpMapping floating_ips = 5;
    */
   floatingIps: FloatingIpMapping[];
+
+  /**
+   * Site-to-site VPN connections, at most 16 (see RouterVpnConnection). Field 6 is
+   * reserved for another feature.
+   *
+   * @generated from field: repeated vmm.v1.RouterVpnConnection vpn_connections = 7;
+   */
+  vpnConnections: RouterVpnConnection[];
 };
 
 /**
@@ -1363,7 +1374,9 @@ export type RouterStatus = Message<"vmm.v1.RouterStatus"> & {
    * addresses, MAC and default route), "InterfacesReady" (every internal interface up
    * with its addresses on its network's bridge), "NatReady" (the nftables table
    * applied), "ConnectionsFlushed" (only when deleting a removed mapping's connections
-   * failed); "Ready" is true when every other one is. Each false one has a CamelCase
+   * failed), "VpnReady" (only with vpn_connections: every connection applied; reasons
+   * "Applied", "TunnelNotApplied"; peers' handshakes do not count, see
+   * RouterVpnPeerStatus.state); "Ready" is true when every other one is. Each false one has a CamelCase
    * reason, e.g. "PhysicalInterfaceMissing", "BridgeMissing", "NftTransactionRefused".
    *
    * @generated from field: repeated vmm.v1.NetworkCondition conditions = 5;
@@ -1377,6 +1390,14 @@ export type RouterStatus = Message<"vmm.v1.RouterStatus"> & {
    * @generated from field: repeated vmm.v1.FloatingIpStatus floating_ips = 6;
    */
   floatingIps: FloatingIpStatus[];
+
+  /**
+   * Output only. Each VPN connection of the spec, ordered by connection_id, as observed.
+   * Field 7 is reserved for another feature.
+   *
+   * @generated from field: repeated vmm.v1.RouterVpnStatus vpn_connections = 8;
+   */
+  vpnConnections: RouterVpnStatus[];
 };
 
 /**
@@ -1421,6 +1442,284 @@ export type FloatingIpStatus = Message<"vmm.v1.FloatingIpStatus"> & {
  */
 export const FloatingIpStatusSchema: GenMessage<FloatingIpStatus> = /*@__PURE__*/
   messageDesc(file_vmm_v1_network, 36);
+
+/**
+ * One site-to-site VPN connection of a router: the router's local_subnets reach each
+ * peer's remote_subnets through an encrypted tunnel to the peer's endpoint, without
+ * SNAT (the router's SNAT only translates traffic leaving through its external
+ * interface), so both sides see each other's private addresses.
+ *
+ * WireGuard: a TUN device `qw<first 12 hex of connection_id>` in the router's namespace,
+ * made and served by a `wireguard-go -f qw…` process the agent supervises (restarted
+ * when it dies, ended when the connection goes); its UDP socket listens on listen_port
+ * on every address of the router (the external one included); keys reach it through
+ * `wg syncconf` from a 0600 file in the agent's state directory, deleted right after.
+ * Each peer's remote_subnets are its allowed IPs and are routed into the device.
+ *
+ * @generated from message vmm.v1.RouterVpnConnection
+ */
+export type RouterVpnConnection = Message<"vmm.v1.RouterVpnConnection"> & {
+  /**
+   * The connection's id, a lowercase canonical UUID, unique on this host by its first 12
+   * hex digits (its device's name derives from them). Required.
+   *
+   * @generated from field: string connection_id = 1;
+   */
+  connectionId: string;
+
+  /**
+   * The protocol. Required.
+   *
+   * @generated from field: vmm.v1.RouterVpnType type = 2;
+   */
+  type: RouterVpnType;
+
+  /**
+   * The router's side of the tunnel: 1 to 16 IPv4 CIDRs, each inside one of the router's
+   * internal subnets. Only traffic from them enters the tunnel, and traffic out of the
+   * tunnel may only go to them.
+   *
+   * @generated from field: repeated string local_subnets = 3;
+   */
+  localSubnets: string[];
+
+  /**
+   * WireGuard: the UDP port it listens on (1 to 65535), unique among the router's
+   * connections. Required for WIREGUARD.
+   *
+   * @generated from field: uint32 listen_port = 4;
+   */
+  listenPort: number;
+
+  /**
+   * WireGuard: the router's private key, base64 of 32 bytes. Required for WIREGUARD.
+   * Secret: never returned (RouterStatus.spec has it empty), never logged; the agent's
+   * state file keeping it is mode 0600. RouterVpnStatus.public_key is its public key.
+   *
+   * @generated from field: string private_key = 5;
+   */
+  privateKey: string;
+
+  /**
+   * The peers (the other sites), 1 to 32.
+   *
+   * @generated from field: repeated vmm.v1.RouterVpnPeer peers = 6;
+   */
+  peers: RouterVpnPeer[];
+
+  /**
+   * IPsec: the router's IKE identity; empty: its external address.
+   *
+   * @generated from field: string local_id = 7;
+   */
+  localId: string;
+};
+
+/**
+ * Describes the message vmm.v1.RouterVpnConnection.
+ * Use `create(RouterVpnConnectionSchema)` to create a new message.
+ */
+export const RouterVpnConnectionSchema: GenMessage<RouterVpnConnection> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 37);
+
+/**
+ * One remote site of a VPN connection.
+ *
+ * @generated from message vmm.v1.RouterVpnPeer
+ */
+export type RouterVpnPeer = Message<"vmm.v1.RouterVpnPeer"> & {
+  /**
+   * The peer's id within its connection: 1 to 63 letters, digits, '.', '_' or '-',
+   * starting with a letter or digit (a UUID fits); unique within the connection. Required.
+   *
+   * @generated from field: string peer_id = 1;
+   */
+  peerId: string;
+
+  /**
+   * Where the peer listens: "a.b.c.d:port", an IPv4 literal (no host names) and a port
+   * 1 to 65535. Required for IPSEC; optional for WIREGUARD (empty: the peer connects to
+   * this router, which learns its endpoint from its first handshake).
+   *
+   * @generated from field: string endpoint = 2;
+   */
+  endpoint: string;
+
+  /**
+   * The networks behind the peer: 1 to 16 IPv4 CIDRs (network addresses), overlapping
+   * none of the router's own subnets nor another peer's remote subnets (of any of the
+   * router's connections).
+   *
+   * @generated from field: repeated string remote_subnets = 3;
+   */
+  remoteSubnets: string[];
+
+  /**
+   * WireGuard: the peer's public key, base64 of 32 bytes, unique within the connection.
+   * Required for WIREGUARD.
+   *
+   * @generated from field: string public_key = 4;
+   */
+  publicKey: string;
+
+  /**
+   * WireGuard: an optional preshared key (base64 of 32 bytes). IPsec: the PSK (8 to 128
+   * printable ASCII characters), required. Secret: never returned, never logged.
+   *
+   * @generated from field: string preshared_key = 5;
+   */
+  presharedKey: string;
+
+  /**
+   * WireGuard: send a keepalive after this many idle seconds (0: off, at most 65535).
+   *
+   * @generated from field: uint32 persistent_keepalive_seconds = 6;
+   */
+  persistentKeepaliveSeconds: number;
+
+  /**
+   * IPsec: the peer's IKE identity; empty: its endpoint's address.
+   *
+   * @generated from field: string remote_id = 7;
+   */
+  remoteId: string;
+};
+
+/**
+ * Describes the message vmm.v1.RouterVpnPeer.
+ * Use `create(RouterVpnPeerSchema)` to create a new message.
+ */
+export const RouterVpnPeerSchema: GenMessage<RouterVpnPeer> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 38);
+
+/**
+ * A VPN connection of a router, as observed.
+ *
+ * @generated from message vmm.v1.RouterVpnStatus
+ */
+export type RouterVpnStatus = Message<"vmm.v1.RouterVpnStatus"> & {
+  /**
+   * The connection's id.
+   *
+   * @generated from field: string connection_id = 1;
+   */
+  connectionId: string;
+
+  /**
+   * The protocol.
+   *
+   * @generated from field: vmm.v1.RouterVpnType type = 2;
+   */
+  type: RouterVpnType;
+
+  /**
+   * Output only. The tunnel device in the router's namespace (`qw…` for WireGuard).
+   *
+   * @generated from field: string interface_name = 3;
+   */
+  interfaceName: string;
+
+  /**
+   * Output only. WireGuard: the public key of private_key (what the peers configure).
+   *
+   * @generated from field: string public_key = 4;
+   */
+  publicKey: string;
+
+  /**
+   * Output only. WireGuard: the UDP port the device listens on now (0: not running).
+   *
+   * @generated from field: uint32 listen_port = 5;
+   */
+  listenPort: number;
+
+  /**
+   * Output only. Whether the tunnel is configured as the spec says: the process runs, the
+   * device is up with the spec's keys, peers and allowed IPs, the routes are in place.
+   *
+   * @generated from field: bool applied = 6;
+   */
+  applied: boolean;
+
+  /**
+   * Output only. Why it is not applied (empty when it is).
+   *
+   * @generated from field: string message = 7;
+   */
+  message: string;
+
+  /**
+   * Output only. Each peer of the spec, in the spec's order.
+   *
+   * @generated from field: repeated vmm.v1.RouterVpnPeerStatus peers = 8;
+   */
+  peers: RouterVpnPeerStatus[];
+};
+
+/**
+ * Describes the message vmm.v1.RouterVpnStatus.
+ * Use `create(RouterVpnStatusSchema)` to create a new message.
+ */
+export const RouterVpnStatusSchema: GenMessage<RouterVpnStatus> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 39);
+
+/**
+ * A VPN peer, as observed.
+ *
+ * @generated from message vmm.v1.RouterVpnPeerStatus
+ */
+export type RouterVpnPeerStatus = Message<"vmm.v1.RouterVpnPeerStatus"> & {
+  /**
+   * The peer's id.
+   *
+   * @generated from field: string peer_id = 1;
+   */
+  peerId: string;
+
+  /**
+   * Output only. UP, CONNECTING or DOWN.
+   *
+   * @generated from field: vmm.v1.RouterVpnPeerState state = 2;
+   */
+  state: RouterVpnPeerState;
+
+  /**
+   * Output only. The last completed handshake, Unix seconds; 0: none yet.
+   *
+   * @generated from field: int64 last_handshake_unix = 3;
+   */
+  lastHandshakeUnix: bigint;
+
+  /**
+   * Output only. Bytes received from and sent to the peer through the tunnel (counted
+   * since the tunnel process started).
+   *
+   * @generated from field: uint64 rx_bytes = 4;
+   */
+  rxBytes: bigint;
+
+  /**
+   * Output only. See rx_bytes.
+   *
+   * @generated from field: uint64 tx_bytes = 5;
+   */
+  txBytes: bigint;
+
+  /**
+   * Output only. The endpoint the tunnel uses now ("a.b.c.d:port"; the configured one,
+   * or where the peer's last packet came from); empty when none is known.
+   *
+   * @generated from field: string endpoint = 6;
+   */
+  endpoint: string;
+};
+
+/**
+ * Describes the message vmm.v1.RouterVpnPeerStatus.
+ * Use `create(RouterVpnPeerStatusSchema)` to create a new message.
+ */
+export const RouterVpnPeerStatusSchema: GenMessage<RouterVpnPeerStatus> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 40);
 
 /**
  * How a network's gateway forwards.
@@ -1618,6 +1917,83 @@ export enum PortState {
  */
 export const PortStateSchema: GenEnum<PortState> = /*@__PURE__*/
   enumDesc(file_vmm_v1_network, 4);
+
+/**
+ * A VPN connection's protocol.
+ *
+ * @generated from enum vmm.v1.RouterVpnType
+ */
+export enum RouterVpnType {
+  /**
+   * Invalid.
+   *
+   * @generated from enum value: ROUTER_VPN_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * WireGuard, run in user space by wireguard-go inside the router's namespace.
+   *
+   * @generated from enum value: ROUTER_VPN_TYPE_WIREGUARD = 1;
+   */
+  WIREGUARD = 1,
+
+  /**
+   * IPsec (IKEv2, PSK). Validated, but refused by ApplyRouter with FAILED_PRECONDITION
+   * (field `spec.vpn_connections[i].type`): this agent does not run an IKE daemon yet;
+   * NetworkCapabilities' "vpn-ipsec" feature says so.
+   *
+   * @generated from enum value: ROUTER_VPN_TYPE_IPSEC = 2;
+   */
+  IPSEC = 2,
+}
+
+/**
+ * Describes the enum vmm.v1.RouterVpnType.
+ */
+export const RouterVpnTypeSchema: GenEnum<RouterVpnType> = /*@__PURE__*/
+  enumDesc(file_vmm_v1_network, 5);
+
+/**
+ * A VPN peer's state.
+ *
+ * @generated from enum vmm.v1.RouterVpnPeerState
+ */
+export enum RouterVpnPeerState {
+  /**
+   * Invalid.
+   *
+   * @generated from enum value: ROUTER_VPN_PEER_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Configured, no handshake yet.
+   *
+   * @generated from enum value: ROUTER_VPN_PEER_STATE_CONNECTING = 1;
+   */
+  CONNECTING = 1,
+
+  /**
+   * A handshake happened within the last 180 s.
+   *
+   * @generated from enum value: ROUTER_VPN_PEER_STATE_UP = 2;
+   */
+  UP = 2,
+
+  /**
+   * The last handshake is older than 180 s, or the tunnel is not applied.
+   *
+   * @generated from enum value: ROUTER_VPN_PEER_STATE_DOWN = 3;
+   */
+  DOWN = 3,
+}
+
+/**
+ * Describes the enum vmm.v1.RouterVpnPeerState.
+ */
+export const RouterVpnPeerStateSchema: GenEnum<RouterVpnPeerState> = /*@__PURE__*/
+  enumDesc(file_vmm_v1_network, 6);
 
 /**
  * The node side of networking: one host's part of the virtual networks, served by the
