@@ -40,6 +40,8 @@ export interface RouterDesired {
   readonly snat: boolean;
   /** Ordered by floating IP. */
   readonly floatingIps: readonly FloatingIpDesired[];
+  /** Ordered by connection id; absent in state files written before VPNs existed. */
+  readonly vpnConnections?: readonly VpnConnectionDesired[];
 }
 
 /** The router state file: the desired routers, and the ids whose host objects may still exist. */
@@ -72,3 +74,39 @@ export const routerInterfaceName = (networkId: string): string => `qn${shortId(n
 /** Names the router code owns: in the data plane's namespace, and in a router's. */
 export const OWNED_ROUTER_LINK = /^q[egi][0-9a-f]{12}$/;
 export const OWNED_ROUTER_INSIDE_LINK = /^qn[0-9a-f]{12}$/;
+
+/** One peer of a VPN connection. */
+export interface VpnPeerDesired {
+  readonly peerId: string;
+  /** "a.b.c.d:port", or "" (WireGuard: learnt from the peer's handshake). */
+  readonly endpoint: string;
+  /** Canonical CIDRs, in the spec's order. */
+  readonly remoteSubnets: readonly string[];
+  /** WireGuard: base64 of 32 bytes; "" for IPsec. */
+  readonly publicKey: string;
+  /** Secret. WireGuard: base64 of 32 bytes or ""; IPsec: the PSK. */
+  readonly presharedKey: string;
+  readonly keepalive: number;
+  readonly remoteId: string;
+}
+
+/** One VPN connection. */
+export interface VpnConnectionDesired {
+  readonly connectionId: string;
+  readonly type: "wireguard" | "ipsec";
+  /** Canonical CIDRs. */
+  readonly localSubnets: readonly string[];
+  readonly listenPort: number;
+  /** Secret: base64 of 32 bytes ("" for IPsec). */
+  readonly privateKey: string;
+  readonly peers: readonly VpnPeerDesired[];
+  readonly localId: string;
+}
+
+/** A WireGuard connection's device in its router's namespace (and its UAPI socket name, host-wide). */
+export const vpnInterfaceName = (connectionId: string): string => `qw${shortId(connectionId)}`;
+/** Names of VPN devices the router code owns. */
+export const OWNED_VPN_LINK = /^qw[0-9a-f]{12}$/;
+
+/** Why IPSEC connections are refused (FAILED_PRECONDITION) and "vpn-ipsec" is unavailable. */
+export const IPSEC_UNAVAILABLE = "IPsec is not built in this agent: it runs no IKE daemon (strongSwan's charon) per router namespace yet; use WIREGUARD";

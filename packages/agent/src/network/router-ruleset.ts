@@ -1,5 +1,5 @@
 import { formatPrefix4, parsePrefix4 } from "./ipv4.js";
-import { ROUTER_EXTERNAL_DEVICE, type RouterDesired } from "./router-model.js";
+import { ROUTER_EXTERNAL_DEVICE, vpnInterfaceName, type RouterDesired } from "./router-model.js";
 
 /**
  * A router's NAT as one nft script (pure), applied in one `nft -f` transaction in the
@@ -30,6 +30,24 @@ export function internalSubnets(r: RouterDesired): string[] {
   return [...new Set(r.interfaces.flatMap((i) => i.addresses.map((a) => formatPrefix4(parsePrefix4(a, { strict: false })!))))].sort();
 }
 
+/**
+ * With VPN connections: only a connection's local subnets enter its tunnel and traffic out
+ * of it only reaches them; TCP's MSS is clamped to the tunnel's MTU (SYN and SYN-ACK
+ * entering it; each side clamps its own). Nothing here translates: the SNAT above only
+ * matches `qre`, so tunnelled traffic keeps its private addresses. The tunnel's UDP port
+ * needs no rule: no chain of this table drops input.
+ */
+function vpnChain(r: RouterDesired): string[] {
+  const conns = (r.vpnConnections ?? []).filter((c) => c.type === "wireguard");
+  if (conns.length === 0) return [];
+  const rules = conns.flatMap((c) => {
+    const dev = `"${vpnInterfaceName(c.connectionId)}"`;
+    const local = `{ ${c.localSubnets.join(", ")} }`;
+    return [`    oifname ${dev} ip saddr != ${local} drop`, `    iifname ${dev} ip daddr != ${local} drop`, `    oifname ${dev} tcp flags syn tcp option maxseg size set rt mtu`];
+  });
+  return ["  chain vpn_forward {", "    type filter hook forward priority filter; policy accept;", ...rules, "  }"];
+}
+
 /** The script that makes the router's table match `r`. */
 export function routerRuleset(r: RouterDesired): string {
   const ext = `"${ROUTER_EXTERNAL_DEVICE}"`;
@@ -56,6 +74,7 @@ export function routerRuleset(r: RouterDesired): string {
     ...(r.snat ? [`    oifname ${ext} ip saddr @internal snat to ${own}`] : []),
     `    oifname != ${ext} ct status dnat ip saddr @internal masquerade`,
     "  }",
+    ...vpnChain(r),
     "}",
     "",
   ].join("\n");

@@ -4,6 +4,7 @@ import { contains4, formatIp4, formatPrefix4, mask4, overlaps4, parseIp4, parseP
 import { PHYSICAL_NETWORK, type FloatingIpDesired, type RouterDesired, type RouterInterfaceDesired } from "./router-model.js";
 import { ip, mac, uuid, type Checked } from "./validation.js";
 import { shortId } from "./names.js";
+import { checkVpnConnections } from "./router-vpn-validation.js";
 
 /**
  * Validation of ApplyRouter's spec into the canonical desired state (pure): every
@@ -123,6 +124,7 @@ export function checkRouterSpec(spec: RouterSpec | undefined, p = "spec"): Check
     }
     if (fl !== undefined && fx !== undefined) fips.push({ floatingIp: fl, fixedIp: fx });
   });
+  const vpn = checkVpnConnections(v, `${p}.vpn_connections`, spec.vpnConnections, internal.map((a) => a.subnet), subnets);
   if (v.list.length > 0) return { ok: false, violations: v.list };
   return {
     ok: true,
@@ -132,6 +134,7 @@ export function checkRouterSpec(spec: RouterSpec | undefined, p = "spec"): Check
       interfaces: interfaces.sort((a, b) => a.networkId.localeCompare(b.networkId)),
       snat: spec.snatEnabled,
       floatingIps: fips.sort((a, b) => parseIp4(a.floatingIp)! - parseIp4(b.floatingIp)!),
+      vpnConnections: vpn,
     },
   };
 }
