@@ -1,6 +1,6 @@
 import { access, constants } from "node:fs/promises";
 import { HostExec } from "./host-exec.js";
-import { IPSEC_UNAVAILABLE } from "./router-model.js";
+import { ipsecProblem } from "./router-ipsec.js";
 
 /** One probed network feature (a node capability name) and why. */
 export interface NetworkFeatureSupport {
@@ -47,6 +47,7 @@ export async function probeNetworkFeatures(netns?: string): Promise<NetworkFeatu
     }
   });
   const wg = await probeWireguard(h);
+  const ipsec = await ipsecProblem();
   const l2 = br ?? vx;
   return [
     { name: "network-vxlan", available: l2 === undefined, reason: l2 === undefined ? "bridge and VXLAN (nolearning, dstport 4789) devices can be created" : `cannot create the devices: ${l2}` },
@@ -59,7 +60,7 @@ export async function probeNetworkFeatures(netns?: string): Promise<NetworkFeatu
     { name: "network-vlan", available: false, reason: vlan === undefined ? "the kernel can create VLAN devices, but this data plane has no VLAN networks yet" : `the kernel cannot create VLAN devices: ${vlan}` },
     { name: "network-uplink", available: false, reason: UNLINKED },
     { name: "vpn-wireguard", available: wg === undefined, reason: wg ?? "routers' WireGuard connections run in user space: /dev/net/tun, wireguard-go and wg are present" },
-    { name: "vpn-ipsec", available: false, reason: IPSEC_UNAVAILABLE },
+    { name: "vpn-ipsec", available: ipsec === undefined, reason: ipsec ?? "routers' IPsec connections run in strongSwan's charon per router namespace, ESP in user space (kernel-libipsec, UDP-encapsulated): charon, its kernel-libipsec plugin, swanctl and /dev/net/tun are present" },
   ];
 }
 

@@ -7,8 +7,9 @@ import { observeLinks } from "./links.js";
 import { bridgeName, shortId } from "./names.js";
 import type { Condition } from "./network-host.js";
 import { addressesOf, ensureExternal, ensureInterfaces, ensureNamespace, externalAddresses, namespaces, problemOf, removeStaleRouterLinks, routerForwarding, RouterProblem, wantedRouterLinks } from "./router-links.js";
-import { externalBridgeName, externalLegName, internalLegName, ROUTER_EXTERNAL_DEVICE, routerInterfaceName, IPSEC_UNAVAILABLE, routerNetns, vpnInterfaceName, type FloatingIpDesired, type RouterDesired, type RouterHostState, type VpnConnectionDesired } from "./router-model.js";
+import { externalBridgeName, externalLegName, internalLegName, ROUTER_EXTERNAL_DEVICE, routerInterfaceName, routerNetns, vpnInterfaceName, type FloatingIpDesired, type RouterDesired, type RouterHostState, type VpnConnectionDesired } from "./router-model.js";
 import { WireguardTunnels, wgPublicKey } from "./router-vpn.js";
+import { IPSEC_DEVICE, IpsecDaemons, ikeName, ipsecProblem, type IkeSaView } from "./router-ipsec.js";
 import { ROUTER_TABLE, routerRuleset } from "./router-ruleset.js";
 
 /** A floating IP as observed. */
@@ -89,17 +90,20 @@ export class RouterHost {
   private readonly conntrackErrors = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
   private readonly tunnels: WireguardTunnels;
+  private readonly ipsec: IpsecDaemons;
 
   constructor(private readonly o: RouterHostOptions) {
     this.dp = new HostExec(o.netns);
     this.dir = join(o.stateDir, "network");
     // A tunnel process that died: converge soon (it restarts it).
     this.tunnels = new WireguardTunnels(join(this.dir, "vpn"), () => void this.serial(() => this.converge()).catch(() => undefined));
+    this.ipsec = new IpsecDaemons(join(this.dir, "ipsec"));
   }
 
   /** Loads the state file and converges (the agent's start). */
   async start(): Promise<void> {
     await mkdir(join(this.dir, "vpn"), { recursive: true, mode: 0o700 });
+    await mkdir(join(this.dir, "ipsec"), { recursive: true, mode: 0o700 });
     const text = await readFile(join(this.dir, "routers.json"), "utf8").catch(() => undefined);
     if (text !== undefined) {
       const saved = JSON.parse(text) as Partial<RouterHostState>;
@@ -200,8 +204,9 @@ export class RouterHost {
     }
     const vpn = spec.vpnConnections ?? [];
     const ipsec = vpn.map((c, i) => ({ c, i })).filter(({ c }) => c.type === "ipsec");
-    if (ipsec.length > 0) {
-      const violations = ipsec.map(({ i }) => ({ field: `spec.vpn_connections[${i}].type`, reason: "IPSEC_UNAVAILABLE", description: IPSEC_UNAVAILABLE }));
+    const noIpsec = ipsec.length > 0 ? await ipsecProblem() : undefined;
+    if (noIpsec) {
+      const violations = ipsec.map(({ i }) => ({ field: `spec.vpn_connections[${i}].type`, reason: "IPSEC_UNAVAILABLE", description: `IPsec cannot run on this host: ${noIpsec}` }));
       throw new QuantixError("failed_precondition", violations.map((v) => `${v.field}: ${v.description}`).join("; "), violations);
     }
     for (const [i, c] of vpn.entries()) {
@@ -227,6 +232,7 @@ export class RouterHost {
     const routers = Object.values(this.state.routers).map((x) => x.spec);
     // Tunnels no router wants end first: a process holding a deleted router's namespace would keep it (and its device) alive.
     await this.tunnels.removeExcept(new Set(routers.flatMap(wantedTunnels))).catch(() => undefined);
+    await this.ipsec.removeExcept(new Set(routers.filter((r) => ipsecOf(r).length > 0).map((r) => routerNetns(r.routerId)))).catch(() => undefined);
     const have = await namespaces(this.root).catch(() => new Set<string>());
     const left: string[] = [];
     for (const id of this.state.leftovers) {
@@ -257,6 +263,11 @@ export class RouterHost {
         if (c.type !== "wireguard") continue;
         const p = await problemOf(() => this.tunnels.ensure(rt, c));
         if (p) vpnProblems.push(`${c.connectionId}: ${p.message}`);
+      }
+      const ipsecConns = ipsecOf(r);
+      if (ipsecConns.length > 0) {
+        const p = await problemOf(() => this.ipsec.ensure(ns, r, ipsecConns));
+        if (p) vpnProblems.push(`IPsec: ${p.message}`);
       }
       if (vpnProblems.length > 0) probs.set("VpnReady", new RouterProblem("TunnelSetupFailed", vpnProblems.join("; ")));
     }
@@ -333,7 +344,8 @@ export class RouterHost {
     const ct = this.conntrackErrors.get(routerId);
     if (ct) conds.push({ type: "ConnectionsFlushed", status: false, reason: "ConntrackFailed", message: `connections of a removed or moved floating IP could not be cut (they last until they end): ${ct}` });
     const vpnConnections: VpnView[] = [];
-    for (const c of r.vpnConnections ?? []) vpnConnections.push(await this.vpnView(rt, c, nsUp));
+    const sas = nsUp && ipsecOf(r).length > 0 ? await this.ipsec.observe(ns).catch(() => undefined) : undefined;
+    for (const c of r.vpnConnections ?? []) vpnConnections.push(c.type === "ipsec" ? ipsecView(c, nsUp, sas) : await this.vpnView(rt, c, nsUp));
     if (vpnConnections.length > 0) {
       const off = vpnConnections.filter((x) => !x.applied);
       conds.push(
@@ -353,7 +365,6 @@ export class RouterHost {
   private async vpnView(rt: HostExec, c: VpnConnectionDesired, nsUp: boolean): Promise<VpnView> {
     const base = { connectionId: c.connectionId, type: c.type, interfaceName: "", publicKey: "", listenPort: 0 };
     const down = (message: string): VpnView => ({ ...base, applied: false, message, peers: c.peers.map((p) => ({ peerId: p.peerId, state: "down", lastHandshake: 0, rx: 0n, tx: 0n, endpoint: "" })) });
-    if (c.type !== "wireguard") return down(IPSEC_UNAVAILABLE);
     const publicKey = wgPublicKey(c.privateKey);
     if (!nsUp) return { ...down(`the router's namespace ${rt.netns ?? ""} does not exist`), interfaceName: vpnInterfaceName(c.connectionId), publicKey };
     const t = await this.tunnels.observe(rt, c);
@@ -401,6 +412,22 @@ export class RouterHost {
     }
     return { type, status: true, reason: "Up", message: `${r.interfaces.length} interfaces up on their networks' bridges` };
   }
+}
+
+/** A router's IPsec connections. */
+function ipsecOf(r: RouterDesired): VpnConnectionDesired[] {
+  return (r.vpnConnections ?? []).filter((c) => c.type === "ipsec");
+}
+
+/** An IPsec connection now, from its router's IKE SAs (undefined: charon is not running). */
+function ipsecView(c: VpnConnectionDesired, nsUp: boolean, sas: Map<string, IkeSaView> | undefined): VpnView {
+  const running = nsUp && sas !== undefined;
+  const peers = c.peers.map((p, i): VpnPeerView => {
+    const sa = sas?.get(ikeName(c, i));
+    const up = sa?.state === "ESTABLISHED" && sa.installed;
+    return { peerId: p.peerId, state: !running ? "down" : up ? "up" : "connecting", lastHandshake: sa?.established ?? 0, rx: sa?.rx ?? 0n, tx: sa?.tx ?? 0n, endpoint: sa?.remote ?? "" };
+  });
+  return { connectionId: c.connectionId, type: "ipsec", interfaceName: IPSEC_DEVICE, publicKey: "", listenPort: 0, applied: running, message: running ? "" : "charon is not running in the router's namespace", peers };
 }
 
 /** The WireGuard devices a router wants. */

@@ -107,6 +107,3 @@ export interface VpnConnectionDesired {
 export const vpnInterfaceName = (connectionId: string): string => `qw${shortId(connectionId)}`;
 /** Names of VPN devices the router code owns. */
 export const OWNED_VPN_LINK = /^qw[0-9a-f]{12}$/;
-
-/** Why IPSEC connections are refused (FAILED_PRECONDITION) and "vpn-ipsec" is unavailable. */
-export const IPSEC_UNAVAILABLE = "IPsec is not built in this agent: it runs no IKE daemon (strongSwan's charon) per router namespace yet; use WIREGUARD";

@@ -1,4 +1,5 @@
 import { formatPrefix4, parsePrefix4 } from "./ipv4.js";
+import { IPSEC_DEVICE } from "./router-ipsec.js";
 import { ROUTER_EXTERNAL_DEVICE, vpnInterfaceName, type RouterDesired } from "./router-model.js";
 
 /**
@@ -39,12 +40,15 @@ export function internalSubnets(r: RouterDesired): string[] {
  */
 function vpnChain(r: RouterDesired): string[] {
   const conns = (r.vpnConnections ?? []).filter((c) => c.type === "wireguard");
-  if (conns.length === 0) return [];
+  const ipsec = (r.vpnConnections ?? []).some((c) => c.type === "ipsec");
+  if (conns.length === 0 && !ipsec) return [];
   const rules = conns.flatMap((c) => {
     const dev = `"${vpnInterfaceName(c.connectionId)}"`;
     const local = `{ ${c.localSubnets.join(", ")} }`;
     return [`    oifname ${dev} ip saddr != ${local} drop`, `    iifname ${dev} ip daddr != ${local} drop`, `    oifname ${dev} tcp flags syn tcp option maxseg size set rt mtu`];
   });
+  // IPsec's traffic selectors (in charon) already bound what enters and leaves its device.
+  if (ipsec) rules.push(`    oifname "${IPSEC_DEVICE}" tcp flags syn tcp option maxseg size set rt mtu`);
   return ["  chain vpn_forward {", "    type filter hook forward priority filter; policy accept;", ...rules, "  }"];
 }
 

@@ -121,6 +121,25 @@ function tunnelPid(s: Site): number | undefined {
   const pid = Number(readFileSync(file, "utf8"));
   return alive(pid) ? pid : undefined;
 }
+/** The router's charon, when it runs. */
+function charonPid(s: Site): number | undefined {
+  const file = join(s.root, "network", "ipsec", routerNetns(s.router), "run", "charon.pid");
+  if (!existsSync(file)) return undefined;
+  const pid = Number(readFileSync(file, "utf8"));
+  try {
+    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, "utf8")) && readFileSync(`/proc/${pid}/cmdline`, "utf8").startsWith("/usr/lib/ipsec/charon") ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+/** Whether a process runs (not a zombie). */
+function runs(pid: number): boolean {
+  try {
+    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
+  }
+}
 function alive(pid: number): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -190,7 +209,7 @@ async function stopAgent(s: Site): Promise<void> {
 const c = (s: Site) => s.agent!.c;
 
 before(async () => {
-  await ensureDebianPackages(["nftables", "conntrack", "iputils-ping", "wireguard-go", "wireguard-tools"]);
+  await ensureDebianPackages(["nftables", "conntrack", "iputils-ping", "wireguard-go", "wireguard-tools", "strongswan-charon", "strongswan-swanctl", "libcharon-extra-plugins"]);
   assert.ok(existsSync("/dev/net/tun"), "userspace WireGuard needs /dev/net/tun");
   sh(["ip", "netns", "add", INET]);
   sh(["ip", "-n", INET, "link", "set", "lo", "up"]);
@@ -230,17 +249,18 @@ after(async () => {
     const pid = tunnelPid(s);
     if (pid) process.kill(pid, "SIGKILL");
     rmSync(`/var/run/wireguard/${dev(s)}.sock`, { force: true });
+    const charon = charonPid(s);
+    if (charon) process.kill(charon, "SIGKILL");
   }
   for (const s of [A, B]) for (const ns of [s.guest, s.host, routerNetns(s.router)]) quiet(["ip", "netns", "del", ns]);
   quiet(["ip", "netns", "del", INET]);
   for (const s of [A, B]) rmSync(s.root, { recursive: true, force: true });
 });
 
-test("capabilities: vpn-wireguard available, vpn-ipsec not (and why)", async () => {
+test("capabilities: vpn-wireguard and vpn-ipsec available", async () => {
   const by = new Map((await c(A).getNetworkCapabilities({})).features.map((f) => [f.name, f]));
   assert.equal(by.get("vpn-wireguard")?.available, true, by.get("vpn-wireguard")?.reason);
-  assert.equal(by.get("vpn-ipsec")?.available, false);
-  assert.match(by.get("vpn-ipsec")?.reason ?? "", /no IKE daemon/);
+  assert.equal(by.get("vpn-ipsec")?.available, true, by.get("vpn-ipsec")?.reason);
 });
 
 test("(a) without a VPN, a guest reaches the internet but not the other site's private address", async () => {
@@ -314,7 +334,7 @@ test("(e) bad input: INVALID_ARGUMENT (or FAILED_PRECONDITION for IPsec) with fi
     [vpn(A, B, { peers: [{ ...peer, endpoint: "site-b.example:51822" }] }), Code.InvalidArgument, [`${f}.peers[0].endpoint`]],
     [vpn(A, B, { peers: [{ ...peer, endpoint: B.ext }] }), Code.InvalidArgument, [`${f}.peers[0].endpoint`]],
     [vpn(A, B, { connectionId: "Not-A-UUID", listenPort: 0 }), Code.InvalidArgument, [`${f}.connection_id`, `${f}.listen_port`]],
-    [vpn(A, B, { type: RouterVpnType.IPSEC, listenPort: 0, privateKey: "", peers: [{ peerId: "site-b", endpoint: `${B.ext}:500`, remoteSubnets: [B.subnet], presharedKey: "a long shared secret" }] }), Code.FailedPrecondition, [`${f}.type`]],
+    [vpn(A, B, { type: RouterVpnType.IPSEC, privateKey: "", peers: [{ peerId: "site-b", remoteSubnets: [B.subnet], presharedKey: "short" }] }), Code.InvalidArgument, [`${f}.listen_port`, `${f}.peers[0].endpoint`, `${f}.peers[0].preshared_key`]],
   ];
   for (const [conn, code, want] of cases) {
     const e = await rejection(c(A).applyRouter({ spec: routerSpec(A, { vpnConnections: [conn] }), generation: 99n }));
@@ -378,4 +398,46 @@ test("(d) the connection removed from the spec: no tunnel, no process, no device
   assert.equal(alive(pb), false, "site B's wireguard-go ended with its router");
   assert.ok(!(JSON.parse(sh(["ip", "-json", "netns", "list"]) || "[]") as { name: string }[]).some((n) => n.name === routerNetns(B.router)));
   assert.equal(existsSync(`/var/run/wireguard/${dev(B)}.sock`), false);
+});
+
+test("IPsec (PSK, IKEv2, ESP in user space): each guest reaches the other as itself, peers UP; removed: no more, charon gone", async () => {
+  const ipsec = (s: Site, other: Site): VpnInit => ({
+    connectionId: s.conn,
+    type: RouterVpnType.IPSEC,
+    localSubnets: [s.subnet],
+    peers: [{ peerId: `site-${other.name}`, endpoint: `${other.ext}:500`, remoteSubnets: [other.subnet], presharedKey: "an IPsec shared secret 1234" }],
+  });
+  const sb = await c(B).applyRouter({ spec: routerSpec(B, { vpnConnections: [ipsec(B, A)] }), generation: 10n });
+  const sa = await c(A).applyRouter({ spec: routerSpec(A, { vpnConnections: [ipsec(A, B)] }), generation: 10n });
+  for (const st of [sa, sb]) assert.deepEqual(notReady(st), [], JSON.stringify(st.conditions));
+  assert.equal(sa.vpnConnections[0]?.interfaceName, "ipsec0");
+  assert.equal(await until(() => ask(A.guest, B.ip), "ga reaches gb through IPsec", 30_000), `gb ${A.ip}`);
+  assert.equal(await ask(B.guest, A.ip), `ga ${B.ip}`);
+  assert.equal(await ping(A.guest, B.ip), true);
+  assert.equal(await ask(A.guest, EXT_GW), `internet ${A.ext}`);
+  for (const [s, other] of [[A, B], [B, A]] as const) {
+    // Both sides initiate: the duplicate IKE SA is settled within seconds.
+    const st = await until(async () => {
+      const x = await c(s).getRouter({ routerId: s.router });
+      return x.vpnConnections[0]?.peers[0]?.state === RouterVpnPeerState.UP ? x : undefined;
+    }, `site ${s.name}'s IPsec peer UP`);
+    const v = st.vpnConnections[0]!;
+    assert.equal(v.applied, true, v.message);
+    const p = v.peers[0]!;
+    assert.ok(Math.abs(Date.now() / 1000 - Number(p.lastHandshakeUnix)) < 180, `handshake at ${p.lastHandshakeUnix}`);
+    assert.ok(p.rxBytes > 0n && p.txBytes > 0n, `rx ${p.rxBytes} tx ${p.txBytes}`);
+    assert.match(p.endpoint, new RegExp(`^${other.ext.replace(/\./g, "\\.")}:(500|4500)$`));
+    assert.ok(!toJsonString(RouterStatusSchema, st).includes("an IPsec shared secret"), "the PSK is not returned");
+  }
+  const pa = charonPid(A)!;
+  assert.ok(pa);
+  const off = await c(A).applyRouter({ spec: routerSpec(A), generation: 11n });
+  assert.deepEqual(notReady(off), [], JSON.stringify(off.conditions));
+  assert.equal(runs(pa), false, "A's charon ended");
+  assert.equal(existsSync(join(A.root, "network", "ipsec", routerNetns(A.router))), false);
+  assert.equal(await ask(A.guest, B.ip), undefined);
+  const pb = charonPid(B)!;
+  await c(B).deleteRouter({ routerId: B.router });
+  assert.equal(charonPid(B), undefined);
+  assert.equal(runs(pb), false, "B's charon ended with its router");
 });
