@@ -420,14 +420,15 @@ function ipsecOf(r: RouterDesired): VpnConnectionDesired[] {
 }
 
 /** An IPsec connection now, from its router's IKE SAs (undefined: charon is not running). */
-function ipsecView(c: VpnConnectionDesired, nsUp: boolean, sas: Map<string, IkeSaView> | undefined): VpnView {
-  const running = nsUp && sas !== undefined;
+function ipsecView(c: VpnConnectionDesired, nsUp: boolean, seen: { conns: Set<string>; sas: Map<string, IkeSaView> } | undefined): VpnView {
+  const running = nsUp && seen !== undefined;
+  const unloaded = c.peers.map((p, i) => ({ p, name: ikeName(c, i) })).filter((x) => !seen?.conns.has(x.name));
   const peers = c.peers.map((p, i): VpnPeerView => {
-    const sa = sas?.get(ikeName(c, i));
+    const sa = seen?.sas.get(ikeName(c, i));
     const up = sa?.state === "ESTABLISHED" && sa.installed;
     return { peerId: p.peerId, state: !running ? "down" : up ? "up" : "connecting", lastHandshake: sa?.established ?? 0, rx: sa?.rx ?? 0n, tx: sa?.tx ?? 0n, endpoint: sa?.remote ?? "" };
   });
-  return { connectionId: c.connectionId, type: "ipsec", interfaceName: IPSEC_DEVICE, publicKey: "", listenPort: 0, applied: running, message: running ? "" : "charon is not running in the router's namespace", peers };
+  return { connectionId: c.connectionId, type: "ipsec", interfaceName: IPSEC_DEVICE, publicKey: "", listenPort: 0, applied: running && unloaded.length === 0, message: !running ? "charon is not running in the router's namespace" : unloaded.length > 0 ? `charon has not loaded the connection of peer ${unloaded.map((x) => x.p.peerId).join(", ")}` : "", peers };
 }
 
 /** The WireGuard devices a router wants. */

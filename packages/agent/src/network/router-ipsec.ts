@@ -188,10 +188,11 @@ export class IpsecDaemons {
     this.loaded.set(ns, hash);
   }
 
-  /** The router's IKE SAs by connection name; undefined when its charon is not running. */
-  async observe(ns: string): Promise<Map<string, IkeSaView> | undefined> {
+  /** The router's loaded connections and IKE SAs by connection name; undefined when its charon is not running. */
+  async observe(ns: string): Promise<{ conns: Set<string>; sas: Map<string, IkeSaView> } | undefined> {
     if (!(await this.runningPid(ns))) return undefined;
-    return parseSas(await this.swanctl(ns, ["--list-sas"]).catch(() => ""));
+    const conns = new Set([...(await this.swanctl(ns, ["--list-conns"]).catch(() => "")).matchAll(/^(\S+): IKEv/gm)].map((m) => m[1]!));
+    return { conns, sas: parseSas(await this.swanctl(ns, ["--list-sas"]).catch(() => "")) };
   }
 
   /** Whether the router's charon runs. */

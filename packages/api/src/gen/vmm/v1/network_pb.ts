@@ -995,8 +995,9 @@ export const NetworkCapabilitiesSchema: GenMessage<NetworkCapabilities> = /*@__P
  * network's interface exists, the reason naming them; a router's external side needs
  * it). "vpn-wireguard": routers' WIREGUARD connections can run here (/dev/net/tun,
  * wireguard-go and wg are present; the reason names what is missing). "vpn-ipsec":
- * unavailable today (this agent runs no IKE daemon; the reason says so). The control
- * plane refuses a network type no node supports with the nodes' reasons.
+ * routers' IPSEC connections can run here (strongSwan's charon with its kernel-libipsec
+ * plugin, swanctl and /dev/net/tun are present; the reason names what is missing). The
+ * control plane refuses a network type no node supports with the nodes' reasons.
  *
  * @generated from message vmm.v1.NetworkFeature
  */
@@ -1456,6 +1457,12 @@ export const FloatingIpStatusSchema: GenMessage<FloatingIpStatus> = /*@__PURE__*
  * `wg syncconf` from a 0600 file in the agent's state directory, deleted right after.
  * Each peer's remote_subnets are its allowed IPs and are routed into the device.
  *
+ * IPsec: one charon per router (for all its IPSEC connections) with its own /run
+ * (`<state dir>/network/ipsec/qr…/run`); per peer one IKEv2 connection from the
+ * router's external address to the peer's endpoint, child SA local_subnets <->
+ * remote_subnets, started by both sides and restarted on dead peer detection; the
+ * PSKs reach it through `swanctl --load-all` from a 0600 file deleted right after.
+ *
  * @generated from message vmm.v1.RouterVpnConnection
  */
 export type RouterVpnConnection = Message<"vmm.v1.RouterVpnConnection"> & {
@@ -1613,7 +1620,8 @@ export type RouterVpnStatus = Message<"vmm.v1.RouterVpnStatus"> & {
   type: RouterVpnType;
 
   /**
-   * Output only. The tunnel device in the router's namespace (`qw…` for WireGuard).
+   * Output only. The tunnel device in the router's namespace (`qw…` for WireGuard,
+   * `ipsec0` for IPsec, shared by the router's IPSEC connections).
    *
    * @generated from field: string interface_name = 3;
    */
@@ -1634,8 +1642,9 @@ export type RouterVpnStatus = Message<"vmm.v1.RouterVpnStatus"> & {
   listenPort: number;
 
   /**
-   * Output only. Whether the tunnel is configured as the spec says: the process runs, the
-   * device is up with the spec's keys, peers and allowed IPs, the routes are in place.
+   * Output only. Whether the tunnel is configured as the spec says. WireGuard: the
+   * process runs, the device is up with the spec's keys, peers and allowed IPs, the routes
+   * are in place. IPsec: charon runs with every peer's connection loaded.
    *
    * @generated from field: bool applied = 6;
    */
@@ -1684,15 +1693,16 @@ export type RouterVpnPeerStatus = Message<"vmm.v1.RouterVpnPeerStatus"> & {
   state: RouterVpnPeerState;
 
   /**
-   * Output only. The last completed handshake, Unix seconds; 0: none yet.
+   * Output only. The last completed handshake, Unix seconds (IPsec: when the current IKE
+   * SA was established); 0: none yet.
    *
    * @generated from field: int64 last_handshake_unix = 3;
    */
   lastHandshakeUnix: bigint;
 
   /**
-   * Output only. Bytes received from and sent to the peer through the tunnel (counted
-   * since the tunnel process started).
+   * Output only. Bytes received from and sent to the peer through the tunnel (WireGuard:
+   * since the tunnel process started; IPsec: of the current child SAs).
    *
    * @generated from field: uint64 rx_bytes = 4;
    */
@@ -1707,7 +1717,8 @@ export type RouterVpnPeerStatus = Message<"vmm.v1.RouterVpnPeerStatus"> & {
 
   /**
    * Output only. The endpoint the tunnel uses now ("a.b.c.d:port"; the configured one,
-   * or where the peer's last packet came from); empty when none is known.
+   * or where the peer's last packet came from; IPsec: port 4500 once NAT-T is in use);
+   * empty when none is known.
    *
    * @generated from field: string endpoint = 6;
    */
@@ -1939,9 +1950,11 @@ export enum RouterVpnType {
   WIREGUARD = 1,
 
   /**
-   * IPsec (IKEv2, PSK). Validated, but refused by ApplyRouter with FAILED_PRECONDITION
-   * (field `spec.vpn_connections[i].type`): this agent does not run an IKE daemon yet;
-   * NetworkCapabilities' "vpn-ipsec" feature says so.
+   * IPsec: IKEv2 with a PSK per peer, run by strongSwan's charon inside the router's
+   * namespace; ESP runs in user space (charon's kernel-libipsec, a TUN device `ipsec0`),
+   * always UDP-encapsulated (port 4500), which the peer must accept. Refused with
+   * FAILED_PRECONDITION (field `spec.vpn_connections[i].type`) on a host without it
+   * (NetworkCapabilities' "vpn-ipsec" says why).
    *
    * @generated from enum value: ROUTER_VPN_TYPE_IPSEC = 2;
    */
@@ -1968,14 +1981,16 @@ export enum RouterVpnPeerState {
   UNSPECIFIED = 0,
 
   /**
-   * Configured, no handshake yet.
+   * Configured, no handshake yet (IPsec: no established IKE SA with an installed
+   * child SA).
    *
    * @generated from enum value: ROUTER_VPN_PEER_STATE_CONNECTING = 1;
    */
   CONNECTING = 1,
 
   /**
-   * A handshake happened within the last 180 s.
+   * WireGuard: a handshake happened within the last 180 s. IPsec: the IKE SA is
+   * established and its child SA installed.
    *
    * @generated from enum value: ROUTER_VPN_PEER_STATE_UP = 2;
    */
