@@ -111,7 +111,7 @@ async function main(): Promise<void> {
     process.stderr.write(`quantix-agent: ${message}\n`);
     stop("refused", 1);
   };
-  link = config.controlPlane ? startControlPlaneLink({ controlPlane: config.controlPlane, agentUrl: server.url, nodeName: config.nodeName, stateDir: config.stateDir, backend, log, fenceTarget: fenceTargetOf(manager, backend), onRefused: refused, storageCapabilities: async () => [...((await storage?.capabilityNames()) ?? []), ...(network ? (await features()).features.filter((f) => f.available).map((f) => f.name) : [])], ...(tls ? { tls } : {}) }) : undefined;
+  link = config.controlPlane ? startControlPlaneLink({ controlPlane: config.controlPlane, agentUrl: server.url, nodeName: config.nodeName, stateDir: config.stateDir, backend, log, fenceTarget: fenceTargetOf(manager, backend, routers), onRefused: refused, storageCapabilities: async () => [...((await storage?.capabilityNames()) ?? []), ...(network ? (await features()).features.filter((f) => f.available).map((f) => f.name) : [])], ...(tls ? { tls } : {}) }) : undefined;
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
 }

@@ -4,7 +4,7 @@ import { DhcpConfigSchema, NetworkType, type RouterConfig, type VirtualNetwork }
 import type { PortSpec } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { EtherType, SecurityGroupRuleDirection, SecurityGroupRuleProtocol, type SecurityGroupRule } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_pb.js";
 import { checkDnsList, checkSubnets, isIp, SUBNET_LIMITS } from "./address-plan.js";
-import { parseIpv4Cidr } from "./ipv4.js";
+import { ipv4ToInt, parseIpv4Cidr } from "./ipv4.js";
 import { CONTROL_CHARS, ID_DESCRIPTION, ID_PATTERN, NAME_PATTERN, Violations } from "./violations.js";
 
 /** Limits of networks, ports and security groups (the contract's, and this control plane's own where it sets none). */
@@ -132,14 +132,18 @@ function checkExternal(v: Violations, spec: VirtualNetwork["spec"] & object): vo
 }
 
 /**
- * A router as built today: uplinked to each node's own network stack (a distributed
- * gateway, NAT when snat_enabled). External networks, static routes and an external IP
- * are not built, each refused naming its field.
+ * A router's own fields: a central router's external network is a well-formed id (that
+ * it exists and is EXTERNAL is the service's check) and its external IP an IPv4 address
+ * (its place in the external network's pools too); a distributed gateway has no external
+ * IP. Static routes are not built: refused naming the field.
  */
 function checkRouter(v: Violations, r: RouterConfig): void {
-  if (r.externalNetworkId !== "") v.add("spec.router.external_network_id", "NOT_SUPPORTED", "external networks are not built yet: leave it empty for a router that uplinks to each node's own network stack");
+  if (r.externalNetworkId !== "") v.pattern("spec.router.external_network_id", r.externalNetworkId, ID_PATTERN, ID_DESCRIPTION);
   if (r.routes.length > 0) v.add("spec.router.routes", "NOT_SUPPORTED", "static routes on the router are not built yet");
-  if (r.externalIp !== "") v.add("spec.router.external_ip", "NOT_SUPPORTED", "an external IP needs an external network, which is not built yet (with snat_enabled, guests leave behind their node's address)");
+  if (r.externalIp !== "") {
+    if (r.externalNetworkId === "") v.add("spec.router.external_ip", "CONFLICT", "needs spec.router.external_network_id: a router that uplinks to each node's own stack has no external address of its own (with snat_enabled, guests leave behind their node's address)");
+    else if (ipv4ToInt(r.externalIp) === undefined) v.add("spec.router.external_ip", "INVALID_FORMAT", `must be an IPv4 address, got ${JSON.stringify(r.externalIp)}`);
+  }
 }
 
 function checkDnsDomain(v: Violations, d: string): void {

@@ -89,7 +89,7 @@ export class TestAgent<B extends Backend = Backend> {
   /** Serves vmm.v1 (VmService and StorageService, NetworkService with `network`) on `port` (0: a free one) and links to the control plane at `cpUrl`; with `tls`, as an enrolled agent (mutual TLS both ways). */
   async start(cpUrl: string, port = 0, tls?: AgentTls): Promise<void> {
     await this.serve(port, tls);
-    this.link = startControlPlaneLink({ controlPlane: cpUrl, agentUrl: this.server.url, nodeName: this.name, stateDir: this.stateDir, backend: this.backend, log: silentLogger, heartbeatMs: this.heartbeatMs, fenceTarget: fenceTargetOf(this.manager, this.backend), fenceCheckMs: 100, storageCapabilities: () => this.capabilities(), ...(tls ? { tls } : {}) });
+    this.link = startControlPlaneLink({ controlPlane: cpUrl, agentUrl: this.server.url, nodeName: this.name, stateDir: this.stateDir, backend: this.backend, log: silentLogger, heartbeatMs: this.heartbeatMs, fenceTarget: fenceTargetOf(this.manager, this.backend, this.routerHost), fenceCheckMs: 100, storageCapabilities: () => this.capabilities(), ...(tls ? { tls } : {}) });
   }
 
   /**

@@ -100,6 +100,11 @@ export class RouterHost {
     this.ipsec = new IpsecDaemons(join(this.dir, "ipsec"));
   }
 
+  /** A router's namespace on this host. */
+  private nsOf(routerId: string): string {
+    return routerNetns(routerId, this.o.netns ?? "");
+  }
+
   /** Loads the state file and converges (the agent's start). */
   async start(): Promise<void> {
     await mkdir(join(this.dir, "vpn"), { recursive: true, mode: 0o700 });
@@ -152,6 +157,25 @@ export class RouterHost {
       this.problems.delete(routerId);
       this.conntrackErrors.delete(routerId);
       await this.converge();
+    });
+  }
+
+  /**
+   * Deletes every router here (self-fencing: an agent cut off from the control plane for
+   * its lost-after time drops its routers, which the control plane moves to another
+   * network node, so no two copies answer on one external address). Returns their ids.
+   */
+  dropAll(): Promise<string[]> {
+    return this.serial(async () => {
+      const ids = Object.keys(this.state.routers).sort();
+      if (ids.length === 0) return [];
+      await this.save({ routers: {}, leftovers: [...new Set([...this.state.leftovers, ...ids])] });
+      for (const id of ids) {
+        this.problems.delete(id);
+        this.conntrackErrors.delete(id);
+      }
+      await this.converge();
+      return ids;
     });
   }
 
@@ -237,14 +261,14 @@ export class RouterHost {
     const left: string[] = [];
     for (const id of this.state.leftovers) {
       if (this.state.routers[id]) continue;
-      const ns = routerNetns(id);
+      const ns = this.nsOf(id);
       if (have.has(ns)) await this.root.ip(["netns", "del", ns]).catch(() => left.push(id));
     }
     if (left.length !== this.state.leftovers.length) await this.save({ ...this.state, leftovers: left });
     for (const r of routers) {
       const probs: Problems = new Map();
       this.problems.set(r.routerId, probs);
-      const ns = routerNetns(r.routerId);
+      const ns = this.nsOf(r.routerId);
       const rt = new HostExec(ns);
       const p = await problemOf(() => ensureNamespace(this.root, rt, ns));
       if (p) {
@@ -276,7 +300,7 @@ export class RouterHost {
 
   /** Deletes the conntrack entries of floating IPs whose mapping went or moved (inbound: orig dst; outbound: reply dst). */
   private async flush(routerId: string, floating: readonly string[]): Promise<void> {
-    const rt = new HostExec(routerNetns(routerId));
+    const rt = new HostExec(this.nsOf(routerId));
     this.conntrackErrors.delete(routerId);
     for (const ip of floating) {
       for (const dir of ["--orig-dst", "--reply-dst"]) {
@@ -299,7 +323,7 @@ export class RouterHost {
    * cache entry expires and they ask again, which the router answers.
    */
   private async announce(routerId: string, address: string): Promise<void> {
-    const rt = new HostExec(routerNetns(routerId));
+    const rt = new HostExec(this.nsOf(routerId));
     const args = ["-U", "-c", "1", "-w", "1", "-I", ROUTER_EXTERNAL_DEVICE, "-s", address, address];
     try {
       await rt.inNs("arping", args);
@@ -312,7 +336,7 @@ export class RouterHost {
   /** Observes a router now. */
   private async view(routerId: string): Promise<RouterView> {
     const { spec: r, generation } = this.state.routers[routerId]!;
-    const ns = routerNetns(routerId);
+    const ns = this.nsOf(routerId);
     const rt = new HostExec(ns);
     const probs = this.problems.get(routerId) ?? new Map<string, RouterProblem>();
     const conds: Condition[] = [];

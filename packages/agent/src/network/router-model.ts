@@ -58,8 +58,13 @@ export const INTERFACE_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}$/;
 
 const hash12 = (text: string): string => createHash("sha256").update(text).digest("hex").slice(0, 12);
 
-/** The router's namespace. */
-export const routerNetns = (routerId: string): string => `qr${shortId(routerId)}`;
+/**
+ * The router's namespace: `qr<12 hex of the id>`, with `-<8 hex>` of the data plane's
+ * namespace when the agent keeps its data plane in one (VMCP_NETWORK_NETNS): named
+ * namespaces are the machine's, so several agents on one machine (tests, a lab) each keep
+ * their own copy of a router apart.
+ */
+export const routerNetns = (routerId: string, dataPlaneNetns = ""): string => `qr${shortId(routerId)}${dataPlaneNetns === "" ? "" : `-${hash12(`netns/${dataPlaneNetns}`).slice(0, 8)}`}`;
 /** The external bridge of a physical network, in the data plane's namespace. */
 export const externalBridgeName = (physicalNetwork: string): string => `qe${hash12(`physnet/${physicalNetwork}`)}`;
 /** The data plane's end of the router's external veth (on the external bridge). */

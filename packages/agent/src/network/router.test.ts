@@ -50,7 +50,7 @@ const ROUTER_EXT_MAC = "02:aa:00:00:00:05";
 const EXT_GW = "203.0.113.1";
 const FIP = "203.0.113.10";
 const FIP2 = "203.0.113.11";
-const NS = routerNetns(ROUTER);
+const NS = routerNetns(ROUTER, HOST);
 
 let host: NetworkHost;
 let routers: RouterHost;

@@ -63,13 +63,21 @@ test("an agent restarted after its deadline fences at once, from what it persist
   const dir = await mkdtemp(join(tmpdir(), "quantix-self-fence-"));
   const off: string[] = [];
   const vm = (vmId: string, ha: boolean) => ({ vmId, state: "running" as const, config: create(VmConfigSchema, { metadata: ha ? { [HA_METADATA_KEY]: "1" } : {} }) });
-  const target = { list: async () => [vm("a", true), vm("b", false)] as never, powerOff: async (id: string) => void off.push(id) };
+  const target = {
+    list: async () => [vm("a", true), vm("b", false)] as never,
+    powerOff: async (id: string) => void off.push(id),
+    // The host's routers go too (the control plane moves them to another network node).
+    dropRouters: async () => {
+      off.push("routers");
+      return ["r1"];
+    },
+  };
   try {
     await writeFile(join(dir, "self-fence.json"), JSON.stringify({ lostAfterSec: 60, lastAnsweredMs: Date.now() - 50_000 }));
     const fence = new SelfFence({ target, stateDir: dir, log: silentLogger, checkMs: 60_000 });
     await fence.start();
     fence.stop();
-    assert.deepEqual(off, ["a"]);
+    assert.deepEqual(off, ["a", "routers"]);
 
     // Within the deadline nothing is touched.
     off.length = 0;

@@ -10,15 +10,18 @@ import type { VmManager } from "../vm-manager.js";
 export interface FenceTarget {
   list(): Promise<readonly BackendVmInfo[]>;
   powerOff(vmId: string): Promise<void>;
+  /** Deletes the host's routers (their external addresses move to another node); returns their ids. */
+  dropRouters?(): Promise<string[]>;
 }
 
 /** The fence target of an agent: its backend's VMs, powered off through its VM manager (which serialises per VM). */
-export function fenceTargetOf(manager: VmManager, backend: Backend): FenceTarget {
+export function fenceTargetOf(manager: VmManager, backend: Backend, routers?: { dropAll(): Promise<string[]> }): FenceTarget {
   return {
     list: () => backend.listVMs(),
     powerOff: async (vmId) => {
       await manager.shutdown(vmId, true, 0);
     },
+    ...(routers ? { dropRouters: () => routers.dropAll() } : {}),
   };
 }
 
@@ -48,7 +51,8 @@ interface Persisted {
 /**
  * Agent-side fencing: every `checkMs`, if the control plane named a lost-after time and
  * has not answered a heartbeat for `selfFenceAfterMs` of it, every live VM whose
- * metadata carries HA_METADATA_KEY is powered off (each logged). VMs without an HA
+ * metadata carries HA_METADATA_KEY is powered off (each logged), and the host's routers
+ * are deleted (the control plane places them on another network node). VMs without an HA
  * policy keep running: the control plane never restarts them elsewhere. Once heartbeats
  * are answered again, the control plane's reconciler decides what runs.
  */
@@ -107,6 +111,8 @@ export class SelfFence {
         await this.o.target.powerOff(vm.vmId);
         off.push(vm.vmId);
       }
+      const dropped = (await this.o.target.dropRouters?.()) ?? [];
+      if (dropped.length > 0) this.o.log.log("warn", "self-fencing: dropped this host's routers, cut off from the control plane for too long (the control plane moves them)", { router_ids: dropped.join(","), silent_ms: silentMs });
     } catch (err) {
       this.o.log.log("error", "self-fencing failed; will retry", { error: String(err) });
     } finally {

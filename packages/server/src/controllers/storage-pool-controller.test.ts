@@ -26,7 +26,7 @@ test("a node that cannot be reached keeps its last measurement in the pool's cap
     },
   } as unknown as NodeStorage;
   const storages = { of: () => storage } as unknown as NodeStorages;
-  await store.of(NODE_KIND).create(create(NodeSchema, { id: "n1", name: "n1" }));
+  await store.of(NODE_KIND).create(create(NodeSchema, { id: "n1" }));
   await store.of(STORAGE_POOL_KIND).create(create(StoragePoolSchema, { id: "p1", name: "p1", generation: 1n, spec: { type: StoragePoolType.LOCAL_DIR, nodeIds: ["n1"] }, status: {} }));
   const run = async () => {
     const c = storagePoolController({ store, storages, clock, timers: clock, log });

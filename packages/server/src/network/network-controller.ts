@@ -3,16 +3,23 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ConditionStatus, type Condition } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { PortDeviceOwner, PortState, PortStatusSchema, type Port } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
-import { NetworkNodeStatusSchema, VirtualNetworkState, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
-import { PortState as AgentPortState, type NetworkStatus, type PortStatus as AgentPortStatus } from "@quantix/api/gen/vmm/v1/network_pb.js";
+import { FloatingIpState, type FloatingIp } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_pb.js";
+import { NetworkAllocationSchema } from "@quantix/api/gen/Quantixkvm/network/v1/network_allocation_pb.js";
+import { NetworkNodeStatusSchema, NetworkRouterStatusSchema, NetworkType, VirtualNetworkState, type NetworkRouterStatus, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import { PortState as AgentPortState, type NetworkStatus, type PortStatus as AgentPortStatus, type RouterStatus } from "@quantix/api/gen/vmm/v1/network_pb.js";
 import {
+  addressAllocationId,
+  addressPlanOf,
   allOf,
+  FLOATING_IP_KIND,
+  NETWORK_ALLOCATION_KIND,
   NETWORK_CONTROLLER,
   NETWORK_IPAM,
   NODE_KIND,
   PORT_KIND,
   QuantixError,
   SECURITY_GROUP_KIND,
+  unusableAddress,
   VIRTUAL_NETWORK_KIND,
   VM_KIND,
   type Clock,
@@ -21,18 +28,31 @@ import {
   type Resource,
   type Store,
   type Timers,
+  type TxOp,
 } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
 import { removeCondition, setCondition } from "../controllers/conditions.js";
 import { ensureDhcpPort, reshapeDhcpPort } from "./dhcp-ports.js";
-import { NETWORK_UNUSED, PORT_UNBOUND } from "../services/ipam.js";
+import { allocationsOf, exhausted, NETWORK_UNUSED, networkCountOp, pickFree, PORT_UNBOUND } from "../services/ipam.js";
 import { portDeleteOps } from "../services/port-service.js";
 import type { NodeNetwork } from "./node-network.js";
-import { dhcpPorts, neededPairs, placedPorts, planNodes, type PlacedPort, type GroupSpecInit, type NetworkSpecInit, type NodePlan, type PlanInput } from "./network-plan.js";
+import { dhcpPorts, neededPairs, placedPorts, planNodes, type PlacedPort, type PlacedRouter, type GroupSpecInit, type NetworkSpecInit, type NodePlan, type PlanInput } from "./network-plan.js";
+import { centralRouterNetworks, gatewayAddresses, placeRouters, routerInternalMac, routerSpecOf, type RouterSpecInit } from "./routers.js";
 
 type P = Port & Resource;
 type N = VirtualNetwork & Resource;
+type F = FloatingIp & Resource;
+
+/** A central router as this pass saw it: where, its address, and what its node reported. */
+interface RouterOutcome {
+  readonly externalNetworkId: string;
+  readonly nodeId: string;
+  readonly externalIp: string;
+  readonly status?: RouterStatus;
+  /** Why it is not (wholly) in effect; empty when its node reports it Ready. */
+  readonly why: string;
+}
 
 /** The node capability of an agent whose network data plane is on (VMCP_NETWORK=on). */
 export const NETWORK_CAPABILITY = "network-vxlan";
@@ -61,6 +81,9 @@ interface NodeOutcome {
   readonly degraded: Map<string, string>;
   /** The node holds no network its plan does not want (the pass deleted the others). */
   cleaned: boolean;
+  /** Its central routers as applied, and why one could not be, by network id. */
+  readonly routers: Map<string, RouterStatus>;
+  readonly routerFailed: Map<string, string>;
 }
 
 /**
@@ -75,7 +98,7 @@ interface NodeOutcome {
  */
 export function networkController(deps: NetworkControllerDeps): Controller {
   const applied = new Map<string, string>(); // `${node}/${kind}/${id}` → JSON of what was applied
-  const underlays = new Map<string, { address: string; at: number; why: string }>();
+  const underlays = new Map<string, { address: string; at: number; why: string; physicalNetworks: readonly string[] }>();
   const nets = deps.store.of(VIRTUAL_NETWORK_KIND);
   const ports = deps.store.of(PORT_KIND);
   const groups = deps.store.of(SECURITY_GROUP_KIND);
@@ -83,7 +106,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
   const nodes = deps.store.of(NODE_KIND);
   const all = () => ["cluster"];
 
-  async function underlayOf(node: Node, nn: NodeNetwork): Promise<{ address: string; why: string }> {
+  async function underlayOf(node: Node, nn: NodeNetwork): Promise<{ address: string; why: string; physicalNetworks: readonly string[] }> {
     const now = deps.clock.now();
     const cached = underlays.get(node.id);
     if (cached && now - cached.at < UNDERLAY_TTL_MS && cached.address !== "") return cached;
@@ -92,11 +115,11 @@ export function networkController(deps: NetworkControllerDeps): Controller {
       const vx = caps.features.find((f) => f.name === NETWORK_CAPABILITY);
       const address = caps.underlayAddress;
       const why = vx && !vx.available ? `node '${node.id}' cannot carry VXLAN: ${vx.reason}` : address === "" ? `node '${node.id}' reports no underlay address for VXLAN (set VMCP_NETWORK_UNDERLAY_ADDRESS on its agent)` : "";
-      const r = { address: why === "" ? address : "", at: now, why };
+      const r = { address: why === "" ? address : "", at: now, why, physicalNetworks: [...caps.physicalNetworks] };
       underlays.set(node.id, r);
       return r;
     } catch (err) {
-      return { address: "", why: `node '${node.id}' did not tell its network capabilities: ${String((err as Error).message ?? err)}` };
+      return { address: "", why: `node '${node.id}' did not tell its network capabilities: ${String((err as Error).message ?? err)}`, physicalNetworks: [] };
     }
   }
 
@@ -135,6 +158,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
     for (const n of nodeList) if ((n.status?.hypervisor?.capabilities ?? []).includes(NETWORK_CAPABILITY) && deps.network(n.id)) involved.add(n.id);
     const underlay = new Map<string, string>();
     const unreachable = new Map<string, string>();
+    const physnets = new Map<string, readonly string[]>();
     for (const id of involved) {
       const node = byId.get(id);
       const nn = deps.network(id);
@@ -143,10 +167,32 @@ export function networkController(deps: NetworkControllerDeps): Controller {
         continue;
       }
       const u = await underlayOf(node, nn);
+      physnets.set(id, u.physicalNetworks);
       if (u.address !== "") underlay.set(id, u.address);
       else unreachable.set(id, u.why);
     }
-    const plans = planNodes(input, underlay);
+
+    // 2b. Central routers: each one's node (kept while it can, else another network node) and external address.
+    const central = centralRouterNetworks(input.networks);
+    const candidates = nodeList.filter((n) => involved.has(n.id)).map((node) => ({ node, physicalNetworks: physnets.get(node.id) ?? [], why: unreachable.get(node.id) ?? "" }));
+    const placement = placeRouters(central, new Map(central.map((c) => [c.network.id, c.network.status?.router?.nodeId ?? ""])), candidates);
+    const addresses = await routerAddresses(central, input.networks);
+    const placedRouters = new Map<string, PlacedRouter>();
+    const routerPlans = new Map<string, Map<string, RouterSpecInit>>();
+    const fips: F[] = await readAll(deps.store.of(FLOATING_IP_KIND));
+    const routerWhy = new Map<string, string>();
+    for (const c of central) {
+      const at = placement.get(c.network.id)!;
+      const addr = addresses.get(c.network.id) ?? { ip: "", why: "no external address is held yet" };
+      if (at.nodeId === "") routerWhy.set(c.network.id, at.why);
+      else if (addr.ip === "") routerWhy.set(c.network.id, addr.why);
+      if (at.nodeId === "") continue;
+      placedRouters.set(c.network.id, { nodeId: at.nodeId, mac: routerInternalMac(c.network.id), addresses: gatewayAddresses(c.network) });
+      const spec = addr.ip === "" ? undefined : routerSpecOf(c.network, c.external, addr.ip, fips);
+      if (spec) (routerPlans.get(at.nodeId) ?? routerPlans.set(at.nodeId, new Map()).get(at.nodeId)!).set(c.network.id, spec);
+      else if (addr.ip !== "") routerWhy.set(c.network.id, `the external address ${addr.ip} is no longer in external network '${c.external.id}'`);
+    }
+    const plans = planNodes(input, underlay, placedRouters);
 
     // 3. Apply, per node, in parallel.
     const outcomes = new Map<string, NodeOutcome>();
@@ -154,19 +200,23 @@ export function networkController(deps: NetworkControllerDeps): Controller {
       [...involved].map(async (nodeId) => {
         const nn = deps.network(nodeId);
         const plan = plans.get(nodeId) ?? { networks: new Map(), groups: new Map(), blocked: new Map() };
-        const out: NodeOutcome = { statuses: new Map(), failed: new Map(plan.blocked), degraded: new Map(), cleaned: false };
+        const out: NodeOutcome = { statuses: new Map(), failed: new Map(plan.blocked), degraded: new Map(), cleaned: false, routers: new Map(), routerFailed: new Map() };
+        const wantRouters = routerPlans.get(nodeId) ?? new Map<string, RouterSpecInit>();
         for (const [key, why] of dhcpProblems) if (key.endsWith(`/${nodeId}`)) out.failed.set(key.split("/")[0]!, why);
         for (const [key, why] of dhcpDegraded) if (key.endsWith(`/${nodeId}`)) out.degraded.set(key.split("/")[0]!, why);
         outcomes.set(nodeId, out);
         if (!nn || unreachable.has(nodeId)) {
           for (const id of plan.networks.keys()) out.failed.set(id, unreachable.get(nodeId) ?? `node '${nodeId}' is not reachable`);
+          for (const id of wantRouters.keys()) out.routerFailed.set(id, unreachable.get(nodeId) ?? `node '${nodeId}' is not reachable`);
           return;
         }
         try {
           await applyNode(nodeId, nn, plan, out);
+          await applyRouters(nodeId, nn, wantRouters, out);
         } catch (err) {
           const why = `node '${nodeId}': ${String((err as Error).message ?? err)}`;
           for (const id of plan.networks.keys()) if (!out.statuses.has(id)) out.failed.set(id, why);
+          for (const id of wantRouters.keys()) if (!out.routers.has(id)) out.routerFailed.set(id, why);
           deps.log.log("warn", "could not set the node's networks up", { node_id: nodeId, error: why });
         }
       }),
@@ -184,9 +234,150 @@ export function networkController(deps: NetworkControllerDeps): Controller {
       }
     }
 
-    // 5. What was observed, back to the ports and networks.
+    // 5. What was observed, back to the ports, networks and floating IPs.
+    const routerOutcomes = new Map<string, RouterOutcome>();
+    for (const c of central) {
+      const nodeId = placement.get(c.network.id)?.nodeId ?? "";
+      const o = outcomes.get(nodeId);
+      const status = o?.routers.get(c.network.id);
+      const bad = status?.conditions.filter((x) => !x.status && x.type !== "Ready").map((x) => `${x.type}: ${x.reason}: ${x.message}`) ?? [];
+      const why = routerWhy.get(c.network.id) ?? o?.routerFailed.get(c.network.id) ?? (status ? (bad.length > 0 ? `node '${nodeId}': ${bad.join("; ")}` : "") : `node '${nodeId}' has not set the router up yet`);
+      routerOutcomes.set(c.network.id, { externalNetworkId: c.external.id, nodeId, externalIp: addresses.get(c.network.id)?.ip ?? "", ...(status ? { status } : {}), why });
+    }
     await writePortStatuses(input.ports, placed, outcomes, unreachable);
-    await writeNetworkStatuses(input.networks, needed, outcomes);
+    await writeNetworkStatuses(input.networks, needed, outcomes, routerOutcomes);
+    await writeFloatingIpStatuses(fips, input.ports, routerOutcomes);
+  }
+
+  /**
+   * The external address of each central router: the one it holds (a NetworkAllocation of
+   * its external network naming it in router_network_id), else the one spec.router.external_ip
+   * asks for, else a free one of the external network's pools, claimed here (one commit
+   * with the external network's counts). Claims no router wants any more (its network
+   * gone, moved to another external network, another address asked for) are released.
+   */
+  async function routerAddresses(central: readonly { network: VirtualNetwork; external: VirtualNetwork }[], networks: readonly N[]): Promise<Map<string, { ip: string; why: string }>> {
+    const out = new Map<string, { ip: string; why: string }>();
+    const wanted = new Map(central.map((c) => [c.network.id, c]));
+    const nowMs = deps.clock.now();
+    for (const ext of networks) {
+      if (ext.spec?.type !== NetworkType.EXTERNAL) continue;
+      for (const a of (await allocationsOf(deps.store, ext.id)).values()) {
+        if (a.routerNetworkId === "") continue;
+        const c = wanted.get(a.routerNetworkId);
+        const asked = c?.network.spec?.router?.externalIp ?? "";
+        if (c && c.external.id === ext.id && (asked === "" || asked === a.address) && !out.has(c.network.id)) {
+          out.set(c.network.id, { ip: a.address, why: "" });
+          continue;
+        }
+        await commitQuietly([{ op: "delete", kind: NETWORK_ALLOCATION_KIND as never, object: a }, networkCountOp(ext.id, 0, -1, [], nowMs)]);
+        deps.log.log("info", "released a router's external address", { network_id: a.routerNetworkId, external_network_id: ext.id, address: a.address });
+      }
+    }
+    for (const c of central) {
+      if (out.has(c.network.id)) continue;
+      const held = await allocationsOf(deps.store, c.external.id);
+      const plan = addressPlanOf(c.external);
+      const asked = c.network.spec?.router?.externalIp ?? "";
+      const taken = asked !== "" ? held.get(asked) : undefined;
+      const why = asked !== "" ? (unusableAddress(plan, asked) ?? (taken ? `spec.router.external_ip ${asked} is held by ${taken.floatingIpId !== "" ? `floating IP '${taken.floatingIpId}'` : taken.routerNetworkId !== "" ? `the router of virtual network '${taken.routerNetworkId}'` : `port '${taken.portId}'`}` : undefined)) : undefined;
+      const ip = asked !== "" ? asked : (pickFree(plan, new Set(held.keys()), Math.random) ?? "");
+      if (why || ip === "") {
+        out.set(c.network.id, { ip: "", why: why ?? exhausted(c.external as N, plan).message });
+        continue;
+      }
+      const claim = create(NetworkAllocationSchema, { id: addressAllocationId(c.external.id, ip), networkId: c.external.id, address: ip, routerNetworkId: c.network.id, projectId: c.network.projectId, requested: asked !== "", createdAt: timestampFromMs(nowMs) });
+      const ok = await commitQuietly([{ op: "create", kind: NETWORK_ALLOCATION_KIND as never, object: claim as never }, networkCountOp(c.external.id, 0, 1, [ip], nowMs)]);
+      out.set(c.network.id, ok ? { ip, why: "" } : { ip: "", why: `the external address ${ip} was taken meanwhile; another is picked` });
+    }
+    return out;
+  }
+
+  /** Commits `ops` as IPAM; false when a concurrent write won (not found, taken, changed): the next pass reads again. */
+  async function commitQuietly(ops: TxOp[]): Promise<boolean> {
+    try {
+      await deps.store.commit(ops, { actor: NETWORK_IPAM });
+      return true;
+    } catch (err) {
+      if (err instanceof QuantixError && (err.code === "not_found" || err.code === "aborted" || err.code === "already_exists")) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * A node's central routers: each planned one applied when its spec changed or the node
+   * lost it (after the node's networks, whose bridges they join), and every router the
+   * node holds that no plan puts there deleted (a router moved away after its node was
+   * lost is dropped when the node is back).
+   */
+  async function applyRouters(nodeId: string, nn: NodeNetwork, want: ReadonlyMap<string, RouterSpecInit>, out: NodeOutcome): Promise<void> {
+    const have = new Map((await nn.listRouters()).map((r) => [r.routerId, r]));
+    for (const [id, spec] of want) {
+      const failed = out.failed.get(id);
+      if (failed) {
+        out.routerFailed.set(id, failed);
+        continue;
+      }
+      const key = `${nodeId}/router/${id}`;
+      const json = canon(spec);
+      const cur = have.get(id);
+      if (applied.get(key) === json && cur) {
+        out.routers.set(id, cur);
+        continue;
+      }
+      try {
+        out.routers.set(id, await nn.applyRouter(spec, 0n));
+        applied.set(key, json);
+      } catch (err) {
+        applied.delete(key);
+        out.routerFailed.set(id, `node '${nodeId}' refused the router: ${String((err as Error).message ?? err)}`);
+      }
+    }
+    for (const id of have.keys()) {
+      if (want.has(id)) continue;
+      await nn.deleteRouter(id).catch((err: unknown) => {
+        if (!(err instanceof QuantixError && err.code === "not_found")) throw err;
+      });
+      applied.delete(`${nodeId}/router/${id}`);
+    }
+  }
+
+  /**
+   * Each associated floating IP's state from its router's report: ACTIVE when the node
+   * reports the mapping applied; ERROR when the port's network has no router to the
+   * floating IP's external network, or the router cannot be set up (the reason); DOWN
+   * while the node has not applied it yet. Its vm_id follows the port's VM.
+   */
+  async function writeFloatingIpStatuses(fips: readonly F[], allPorts: readonly P[], routers: ReadonlyMap<string, RouterOutcome>): Promise<void> {
+    const portById = new Map(allPorts.map((p) => [p.id, p]));
+    const nowMs = deps.clock.now();
+    for (const f of fips) {
+      if (f.portId === "") continue;
+      const r = routers.get(f.networkId);
+      const port = portById.get(f.portId);
+      const vmId = port?.status?.deviceOwner === PortDeviceOwner.VM ? port.status.deviceId : "";
+      let want: { state: FloatingIpState; error: string };
+      if (!r || r.externalNetworkId !== f.externalNetworkId) want = { state: FloatingIpState.ERROR, error: `the port's network '${f.networkId}' has no router to external network '${f.externalNetworkId}' (spec.router.external_network_id)` };
+      else if (r.status?.floatingIps.some((x) => x.floatingIp === f.address && x.fixedIp === f.fixedIp && x.applied)) want = { state: FloatingIpState.ACTIVE, error: "" };
+      else if (r.why !== "") want = { state: FloatingIpState.ERROR, error: `the router of network '${f.networkId}': ${r.why}` };
+      else want = { state: FloatingIpState.DOWN, error: `node '${r.nodeId}' has not applied the mapping yet` };
+      if (f.state === want.state && f.errorMessage === want.error && f.vmId === vmId) continue;
+      await deps.store
+        .of(FLOATING_IP_KIND)
+        .update(
+          f.id,
+          (cur: F) => {
+            if (cur.portId !== f.portId || cur.fixedIp !== f.fixedIp) return undefined; // moved meanwhile: the next pass
+            if (cur.state === want.state && cur.errorMessage === want.error && cur.vmId === vmId) return undefined;
+            Object.assign(cur, { state: want.state, errorMessage: want.error, vmId, updatedAt: timestampFromMs(nowMs) });
+            return cur;
+          },
+          { actor: NETWORK_CONTROLLER },
+        )
+        .catch((err: unknown) => {
+          if (!(err instanceof QuantixError && (err.code === "not_found" || err.code === "aborted"))) throw err;
+        });
+    }
   }
 
   async function releasePorts(input: { ports: P[]; vms: PlanInput["vms"] }): Promise<boolean> {
@@ -342,7 +533,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
     }
   }
 
-  async function writeNetworkStatuses(networks: N[], needed: Set<string>, outcomes: Map<string, NodeOutcome>): Promise<void> {
+  async function writeNetworkStatuses(networks: N[], needed: Set<string>, outcomes: Map<string, NodeOutcome>, routers: ReadonlyMap<string, RouterOutcome>): Promise<void> {
     const nowMs = deps.clock.now();
     for (const net of networks) {
       const nodeIds = [...needed].filter((k) => k.startsWith(`${net.id}/`)).map((k) => k.slice(net.id.length + 1)).sort();
@@ -359,7 +550,20 @@ export function networkController(deps: NetworkControllerDeps): Controller {
         const gateway = failed ? { ready: false, message: failed } : gw ? { ready: gw.status && gw.reason !== "NoGateway", message: `${gw.reason}: ${gw.message}` } : undefined;
         return { nodeId, ready, message, gateway };
       });
-      const gateway = net.spec?.router ? gatewayCondition(entries, net.spec.router.snatEnabled) : undefined;
+      const central = routers.get(net.id);
+      const gateway = central ? centralGatewayCondition(central, net.spec?.router?.snatEnabled ?? false) : net.spec?.router ? gatewayCondition(entries, net.spec.router.snatEnabled) : undefined;
+      const prevRouter = net.status?.router;
+      const router = central
+        ? create(NetworkRouterStatusSchema, {
+            externalNetworkId: central.externalNetworkId,
+            nodeId: central.nodeId,
+            externalIp: central.externalIp,
+            ready: central.why === "",
+            message: central.why,
+            ...(prevRouter?.placedAt && prevRouter.nodeId === central.nodeId ? { placedAt: prevRouter.placedAt } : central.nodeId !== "" ? { placedAt: timestampFromMs(nowMs) } : {}),
+          })
+        : undefined;
+      const sameRouter = sameRouterStatus(prevRouter, router);
       const readyAll = entries.length > 0 && entries.every((e) => e.ready);
       const state = entries.length === 0 ? VirtualNetworkState.PENDING : readyAll ? VirtualNetworkState.ACTIVE : entries.some((e) => e.ready) ? VirtualNetworkState.DEGRADED : VirtualNetworkState.PENDING;
       const problems = entries.filter((e) => !e.ready).map((e) => e.message);
@@ -372,7 +576,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
       const st = net.status;
       const sameNodes = (st?.nodes.length ?? 0) === entries.length && entries.every((e, i) => st!.nodes[i]!.nodeId === e.nodeId && st!.nodes[i]!.ready === e.ready && st!.nodes[i]!.message === e.message);
       const sameGw = gateway ? hasCondition(st?.conditions ?? [], "GatewayReady", gateway.ready, gateway.reason, gateway.message) : !st?.conditions.some((c) => c.type === "GatewayReady");
-      if (st && st.state === state && sameNodes && sameGw && hasCondition(st.conditions, "Ready", cond.ready, cond.reason, cond.message)) continue;
+      if (st && st.state === state && sameNodes && sameGw && sameRouter && hasCondition(st.conditions, "Ready", cond.ready, cond.reason, cond.message)) continue;
       await nets
         .update(
           net.id,
@@ -383,6 +587,8 @@ export function networkController(deps: NetworkControllerDeps): Controller {
             s.errorMessage = cond.ready || entries.length === 0 ? "" : cond.message;
             const ready = setCondition(s.conditions, { type: "Ready", status: cond.ready, reason: cond.reason, message: cond.message, generation: cur.generation }, nowMs);
             s.conditions = gateway ? setCondition(ready, { type: "GatewayReady", status: gateway.ready, reason: gateway.reason, message: gateway.message, generation: cur.generation }, nowMs) : removeCondition(ready, "GatewayReady");
+            if (router) s.router = router;
+            else delete s.router;
             s.observedGeneration = cur.generation;
             return cur;
           },
@@ -397,7 +603,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
   return new Controller(
     {
       name: NETWORK_CONTROLLER,
-      watches: [watching(nets, all), watching(ports, all), watching(groups, all), watching(vms, (e) => ((networkRelevant(e.object) || (e.previous && networkRelevant(e.previous))) && (e.type !== "MODIFIED" || vmShape(e.object) !== vmShape(e.previous)) ? ["cluster"] : [])), watching(nodes, (e) => (e.type !== "MODIFIED" || nodeShape(e.object) !== nodeShape(e.previous) ? ["cluster"] : []))],
+      watches: [watching(nets, all), watching(ports, all), watching(deps.store.of(FLOATING_IP_KIND), (e) => (e.type !== "MODIFIED" || fipShape(e.object) !== fipShape(e.previous) ? ["cluster"] : [])), watching(groups, all), watching(vms, (e) => ((networkRelevant(e.object) || (e.previous && networkRelevant(e.previous))) && (e.type !== "MODIFIED" || vmShape(e.object) !== vmShape(e.previous)) ? ["cluster"] : [])), watching(nodes, (e) => (e.type !== "MODIFIED" || nodeShape(e.object) !== nodeShape(e.previous) ? ["cluster"] : []))],
       ...(deps.onConnect ? { events: [(enqueue: (key: string) => void) => deps.onConnect!(() => enqueue("cluster"))] } : {}),
       keys: async function* () {
         yield "cluster";
@@ -425,6 +631,18 @@ function gatewayCondition(entries: readonly { nodeId: string; gateway?: { ready:
   return { ready: false, reason: "NodeNotReady", message: bad.map((e) => `node '${e.nodeId}': ${e.gateway?.message ?? "has not reported the gateway yet"}`).join("; ") };
 }
 
+/** A central router's GatewayReady: true when its node reports it Ready, else why not. */
+function centralGatewayCondition(r: RouterOutcome, snat: boolean): { ready: boolean; reason: string; message: string } {
+  if (r.why === "") return { ready: true, reason: "RouterReady", message: `the router on node '${r.nodeId}' is the gateway, uplinked to external network '${r.externalNetworkId}' as ${r.externalIp}${snat ? " (guests' traffic leaves as that address)" : ""}` };
+  return { ready: false, reason: r.nodeId === "" ? "NoNetworkNode" : r.externalIp === "" ? "NoExternalAddress" : "RouterNotReady", message: r.why };
+}
+
+/** Whether two router statuses say the same (placed_at aside when the node is the same). */
+function sameRouterStatus(a: NetworkRouterStatus | undefined, b: NetworkRouterStatus | undefined): boolean {
+  if (!a || !b) return !a && !b;
+  return a.externalNetworkId === b.externalNetworkId && a.nodeId === b.nodeId && a.externalIp === b.externalIp && a.ready === b.ready && a.message === b.message && (a.placedAt !== undefined) === (b.placedAt !== undefined);
+}
+
 /** What of a node the networks depend on (not its heartbeats): phase, capabilities, agent endpoint. */
 function nodeShape(n: Node | undefined): string {
   return JSON.stringify([n?.status?.phase ?? 0, n?.status?.hypervisor?.capabilities ?? [], n?.spec?.agentEndpoint ?? ""]);
@@ -433,6 +651,11 @@ function nodeShape(n: Node | undefined): string {
 /** What of a VM the networks depend on (not its power state or metrics): its node, a migration's target, its name, its NICs' ports. */
 function vmShape(vm: { name: string; status?: { nodeId: string; migrationTargetNodeId: string; nics: { portId: string }[] } | undefined; spec?: { nics: { portId: string }[] } | undefined } | undefined): string {
   return JSON.stringify([vm?.name, vm?.status?.nodeId ?? "", vm?.status?.migrationTargetNodeId ?? "", (vm?.spec?.nics ?? []).map((n) => n.portId), (vm?.status?.nics ?? []).map((n) => n.portId)]);
+}
+
+/** What of a floating IP the routers depend on (not the state this controller writes). */
+function fipShape(f: FloatingIp | undefined): string {
+  return JSON.stringify([f?.portId ?? "", f?.fixedIp ?? "", f?.networkId ?? "", f?.address ?? ""]);
 }
 
 /** Every object of a collection. */
@@ -469,6 +692,6 @@ function hasCondition(list: readonly Condition[], type: string, ok: boolean, rea
 }
 
 /** A stable JSON of a spec (what was applied), bigints as strings. */
-function canon(x: NetworkSpecInit | GroupSpecInit): string {
+function canon(x: NetworkSpecInit | GroupSpecInit | RouterSpecInit): string {
   return JSON.stringify(x, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v));
 }

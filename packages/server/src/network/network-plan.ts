@@ -84,7 +84,14 @@ export interface NodePlan {
  * Every node's plan. `underlay` gives each node's VXLAN address (absent: the network
  * cannot be set up there, said in `blocked`).
  */
-export function planNodes(input: PlanInput, underlay: ReadonlyMap<string, string>): Map<string, NodePlan> {
+/** A central router as the networks' plans see it: on `nodeId`, answering on `addresses` (the gateways) with `mac`. */
+export interface PlacedRouter {
+  readonly nodeId: string;
+  readonly mac: string;
+  readonly addresses: readonly string[];
+}
+
+export function planNodes(input: PlanInput, underlay: ReadonlyMap<string, string>, routers: ReadonlyMap<string, PlacedRouter> = new Map()): Map<string, NodePlan> {
   const placed = placedPorts(input);
   const dhcp = dhcpPorts(input.ports);
   const networks = new Map(input.networks.map((n) => [n.id, n]));
@@ -103,6 +110,13 @@ export function planNodes(input: PlanInput, underlay: ReadonlyMap<string, string
     for (const n of p.nodeIds) if (!list.includes(n)) list.push(n);
     holders.set(nid, list.sort());
   }
+  // A central router's node has its network too (its leg is on the network's bridge).
+  for (const [nid, r] of routers) {
+    if (r.nodeId === "") continue;
+    const list = holders.get(nid) ?? [];
+    if (!list.includes(r.nodeId)) list.push(r.nodeId);
+    holders.set(nid, list.sort());
+  }
   // Group members: every address of every VM port using the group, wherever it runs.
   const members = new Map<string, Set<string>>();
   for (const p of placed) for (const g of p.port.spec?.securityGroupIds ?? []) for (const ip of p.port.spec?.fixedIps ?? []) (members.get(g) ?? members.set(g, new Set()).get(g)!).add(ip);
@@ -117,13 +131,16 @@ export function planNodes(input: PlanInput, underlay: ReadonlyMap<string, string
         plan.blocked.set(networkId, `node '${nodeId}' reports no underlay address for VXLAN (set VMCP_NETWORK_UNDERLAY_ADDRESS on its agent)`);
         continue;
       }
-      const dhcpOn = net.spec?.dhcp?.enabled ?? true;
+      const mine = placed.filter((p) => p.port.spec?.networkId === networkId && p.nodeIds.includes(nodeId));
+      const remote = placed.filter((p) => p.port.spec?.networkId === networkId && !p.nodeIds.includes(nodeId));
+      // A node that has the network for its router only serves no DHCP (no guest of it is there).
+      const dhcpOn = (net.spec?.dhcp?.enabled ?? true) && mine.length > 0;
       if (dhcpOn && (dhcpPort?.spec?.fixedIps.length ?? 0) === 0) {
         plan.blocked.set(networkId, `the network's DHCP port on node '${nodeId}' is being made`);
         continue;
       }
-      const mine = placed.filter((p) => p.port.spec?.networkId === networkId && p.nodeIds.includes(nodeId));
-      const remote = placed.filter((p) => p.port.spec?.networkId === networkId && !p.nodeIds.includes(nodeId));
+      const router = routers.get(networkId);
+      const routerRemote = router && router.nodeId !== "" && router.nodeId !== nodeId && (underlay.get(router.nodeId) ?? "") !== "" ? [{ macAddress: router.mac, underlayAddress: underlay.get(router.nodeId)!, ipAddresses: [...router.addresses], hostname: "" }] : [];
       const spec: NetworkSpecInit = {
         networkId,
         vni: net.spec?.vni ?? 0,
@@ -142,10 +159,12 @@ export function planNodes(input: PlanInput, underlay: ReadonlyMap<string, string
         })),
         remotePorts: remote
           .filter((p) => (underlay.get(p.nodeId) ?? "") !== "")
-          .map((p) => ({ macAddress: p.port.spec?.macAddress ?? "", underlayAddress: underlay.get(p.nodeId)!, ipAddresses: [...(p.port.spec?.fixedIps ?? [])], hostname: hostnameOf(p.vm.name) })),
+          .map((p) => ({ macAddress: p.port.spec?.macAddress ?? "", underlayAddress: underlay.get(p.nodeId)!, ipAddresses: [...(p.port.spec?.fixedIps ?? [])], hostname: hostnameOf(p.vm.name) }))
+          // A central router on another node is reached across the overlay like a remote guest.
+          .concat(routerRemote),
         dnsDomain: net.spec?.dnsDomain ?? "",
-        // A router uplinks to each node's own stack: every node is the gateway of its own guests.
-        ...(net.spec?.router ? { gateway: { mode: net.spec.router.snatEnabled ? GatewayMode.NAT : GatewayMode.ROUTED } } : {}),
+        // A distributed gateway uplinks to each node's own stack: every node is the gateway of its own guests.
+        ...(net.spec?.router && net.spec.router.externalNetworkId === "" ? { gateway: { mode: net.spec.router.snatEnabled ? GatewayMode.NAT : GatewayMode.ROUTED } } : {}),
       };
       plan.networks.set(networkId, spec);
       // The groups its ports use, and the groups their rules name (their members are matched).

@@ -14,6 +14,7 @@ import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service
 import { SecurityGroupRuleDirection as Dir, SecurityGroupRuleProtocol as Proto } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_pb.js";
 import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
 import { FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
+import { FloatingIpState } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_pb.js";
 import { QemuBackend } from "@quantix/agent";
 import { buildNetProbeGuest, consoleText, ensureDebianPackages, netProbeKernelArgs, parseNetProbeConsole, rejection, startTestServer, TestAgent, until, type NetProbeConsole, type NetProbeGuest, type TestServer } from "@quantix/testing";
 
@@ -27,6 +28,9 @@ import { buildNetProbeGuest, consoleText, ensureDebianPackages, netProbeKernelAr
 
 const P = `qxe${(process.pid & 0xffff).toString(16)}`;
 const H = { a: `${P}a`, b: `${P}b` };
+/** The "internet": a namespace on host a's physical network "ext", holding the upstream gateway. */
+const OUT = `${P}o`;
+const UPSTREAM = "198.51.100.1";
 const UNDERLAY = { a: "192.0.2.11", b: "192.0.2.12" };
 const IP = { a: "10.41.0.11", b: "10.41.0.12" };
 const SPOOFED = "10.41.0.99";
@@ -75,7 +79,7 @@ after(async () => {
     await agent.backend.close();
   }
   await s?.close();
-  for (const ns of [H.a, H.b]) {
+  for (const ns of [H.a, H.b, OUT]) {
     try {
       sh(["ip", "netns", "del", ns]);
     } catch {
@@ -338,4 +342,96 @@ test("an EXTERNAL network is made where a node maps its physical network, and fl
   assert.equal((await nets.getVirtualNetwork({ id: ext.id })).status!.allocatedIpCount, 2, "the upstream gateway and the floating IP");
   await fips.deleteFloatingIp({ id: fip.id });
   await nets.deleteVirtualNetwork({ id: ext.id });
+});
+
+/** Whether namespace `ns` gets an answer to one ping of `ip` within a second. */
+function pings(ns: string, ip: string): boolean {
+  try {
+    sh(["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "1", ip]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Whether namespace `ns` completes a TCP handshake with `ip`:22 within two seconds (bash's /dev/tcp; the address is an argument, not code). */
+function connects(ns: string, ip: string): boolean {
+  try {
+    sh(["ip", "netns", "exec", ns, "timeout", "2", "bash", "-c", 'exec 3<>"/dev/tcp/$0/22"', ip]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test("a guest behind its network's central router reaches the outside through SNAT; the outside reaches it through its floating IP, and no longer after disassociation", { timeout: 600_000 }, async () => {
+  const nets = createClient(VirtualNetworkService, s!.transport);
+  const ports = createClient(PortService, s!.transport);
+  const groups = createClient(SecurityGroupService, s!.transport);
+  const fips = createClient(FloatingIpService, s!.transport);
+  // The outside: host a's uplink's other end, with the upstream gateway and no route to any guest subnet.
+  sh(["ip", "netns", "add", OUT]);
+  sh(["ip", "-n", OUT, "link", "set", "lo", "up"]);
+  sh(["ip", "-n", H.a, "link", "set", `${P}y`, "netns", OUT]);
+  sh(["ip", "-n", OUT, "addr", "add", `${UPSTREAM}/24`, "dev", `${P}y`]);
+  sh(["ip", "-n", OUT, "link", "set", `${P}y`, "up"]);
+  sh(["ip", "-n", H.a, "link", "set", `${P}x`, "up"]);
+
+  const ext = await nets.createVirtualNetwork({ name: "e2e-internet", spec: { type: NetworkType.EXTERNAL, cidr: "198.51.100.0/24", physicalNetwork: "ext", dhcp: { rangeStart: "198.51.100.40", rangeEnd: "198.51.100.49" } } });
+  const net = await nets.createVirtualNetwork({ name: "e2e-routed", spec: { type: NetworkType.VXLAN, cidr: "10.47.0.0/24", router: { externalNetworkId: ext.id, snatEnabled: true } } });
+  const open = await groups.createSecurityGroup({
+    name: "e2e-public",
+    rules: [{ direction: Dir.EGRESS }, { direction: Dir.INGRESS, protocol: Proto.ICMP, remote: { case: "remoteCidr", value: "0.0.0.0/0" } }, { direction: Dir.INGRESS, protocol: Proto.TCP, portRangeMin: 22, portRangeMax: 22, remote: { case: "remoteCidr", value: "0.0.0.0/0" } }],
+  });
+  const port = await ports.createPort({ name: "e2e-web", spec: { networkId: net.id, fixedIps: ["10.47.0.10"], securityGroupIds: [open.id] } });
+  // The router can only be on host a (the one node mapping "ext"); the guest runs on b, so every packet crosses the overlay.
+  const routed = await until(async () => {
+    const n = await nets.getVirtualNetwork({ id: net.id });
+    return n.status?.router?.ready ? n : undefined;
+  }, "the router ready on host a", 60_000, 200).catch(async (err: unknown) => {
+    throw new Error(`${String(err)}; router: ${JSON.stringify((await nets.getVirtualNetwork({ id: net.id })).status?.router)}`);
+  });
+  assert.equal(routed.status!.router!.nodeId, nodeId.a);
+  const routerIp = routed.status!.router!.externalIp;
+  assert.match(routerIp, /^198\.51\.100\.4[0-9]$/);
+  await until(async () => (pings(OUT, routerIp) ? true : undefined), "the outside pings the router", 30_000, 200);
+
+  const boot = { directBoot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, cmdline: netProbeKernelArgs({ ping: [UPSTREAM], tcp: [] }) } };
+  const vm = await s!.vms.createVM({ name: "e2e-web", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot, nics: [{ id: "eth0", portId: port.id }], placement: { requiredNodeIds: [nodeId.b] } }, startOnCreate: true });
+  await until(async () => ((await s!.vms.getVM({ id: vm.id })).status?.state === State.RUNNING ? true : undefined), "the guest RUNNING", 120_000, 200);
+  // The outside has no route to 10.47.0.0/24: an answer means the router translated the guest's address.
+  const p1 = await probe("b", vm.id, "the guest pings the outside through the router's SNAT", (p) => p.lease !== undefined && p.round?.ping[UPSTREAM] === true);
+  assert.equal(p1.lease?.router, "10.47.0.1");
+  assert.equal(pings(OUT, "10.47.0.10"), false, "nothing routes the guest's own address from outside");
+
+  // A floating IP: the outside reaches the guest on it (ICMP and TCP 22), wherever the guest runs.
+  const fip = await fips.createFloatingIp({ externalNetworkId: ext.id, portId: port.id });
+  assert.deepEqual([fip.portId, fip.fixedIp, fip.vmId], [port.id, "10.47.0.10", vm.id]);
+  const active = await until(async () => {
+    const f = await fips.getFloatingIp({ id: fip.id });
+    return f.state === FloatingIpState.ACTIVE ? f : undefined;
+  }, "the floating IP ACTIVE", 60_000, 200).catch(async (err: unknown) => {
+    throw new Error(`${String(err)}; ${JSON.stringify(await fips.getFloatingIp({ id: fip.id }))}`);
+  });
+  assert.equal(active.errorMessage, "");
+  await until(async () => (pings(OUT, fip.address) ? true : undefined), "the outside pings the guest's floating IP", 60_000, 200);
+  await until(async () => (connects(OUT, fip.address) ? true : undefined), "the outside connects to the guest's TCP 22 on its floating IP", 30_000, 200);
+
+  // Disassociated: the outside reaches it no more; the guest still gets out (behind the router's address).
+  const off = await fips.disassociateFloatingIp({ id: fip.id });
+  assert.equal(off.state, FloatingIpState.DOWN);
+  await until(async () => (!pings(OUT, fip.address) ? true : undefined), "the floating IP no longer reaches the guest", 30_000, 200);
+  assert.equal(connects(OUT, fip.address), false);
+  const p2 = await probe("b", vm.id, "the guest still reaches the outside", laterRound(p1.round?.round, (p) => p.round?.ping[UPSTREAM] === true));
+  assert.ok(p2.round);
+
+  await s!.vms.deleteVM({ id: vm.id, force: true });
+  await until(async () => ((await ports.getPort({ id: port.id })).status?.deviceId === "" ? true : undefined), "the port released", 60_000, 200);
+  await ports.deletePort({ id: port.id });
+  await fips.deleteFloatingIp({ id: fip.id });
+  await nets.updateVirtualNetwork({ id: net.id, spec: {}, updateMask: { paths: ["spec.router"] } });
+  await until(async () => ((await agents.a!.routerHost!.listRouters()).length === 0 ? true : undefined), "the router removed from host a", 30_000, 200);
+  await nets.deleteVirtualNetwork({ id: net.id });
+  await nets.deleteVirtualNetwork({ id: ext.id });
+  await groups.deleteSecurityGroup({ id: open.id });
 });

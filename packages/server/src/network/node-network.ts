@@ -1,6 +1,6 @@
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { NetworkService, type NetworkCapabilities, type NetworkSpecSchema, type NetworkStatus, type SecurityGroupSpecSchema, type SecurityGroupStatus } from "@quantix/api/gen/vmm/v1/network_pb.js";
+import { NetworkService, type NetworkCapabilities, type NetworkSpecSchema, type NetworkStatus, type RouterSpecSchema, type RouterStatus, type SecurityGroupSpecSchema, type SecurityGroupStatus } from "@quantix/api/gen/vmm/v1/network_pb.js";
 
 /**
  * One node's network data plane as the network controller drives it: the agent's
@@ -16,6 +16,9 @@ export interface NodeNetwork {
   deleteSecurityGroup(securityGroupId: string): Promise<void>;
   listSecurityGroups(): Promise<SecurityGroupStatus[]>;
   capabilities(): Promise<NetworkCapabilities>;
+  applyRouter(spec: MessageInitShape<typeof RouterSpecSchema>, generation: bigint): Promise<RouterStatus>;
+  deleteRouter(routerId: string): Promise<void>;
+  listRouters(): Promise<RouterStatus[]>;
 }
 
 /** NodeNetwork over a host agent's NetworkService; `wrap` refuses at once while the node is unreachable and maps the agent's errors (as its VM calls). */
@@ -59,5 +62,17 @@ export class AgentNodeNetwork implements NodeNetwork {
 
   capabilities(): Promise<NetworkCapabilities> {
     return this.wrap(() => this.client.getNetworkCapabilities({}));
+  }
+
+  applyRouter(spec: MessageInitShape<typeof RouterSpecSchema>, generation: bigint): Promise<RouterStatus> {
+    return this.wrap(() => this.client.applyRouter({ spec, generation }));
+  }
+
+  async deleteRouter(routerId: string): Promise<void> {
+    await this.wrap(() => this.client.deleteRouter({ routerId }));
+  }
+
+  async listRouters(): Promise<RouterStatus[]> {
+    return (await this.wrap(() => this.client.listRouters({}))).routers;
   }
 }

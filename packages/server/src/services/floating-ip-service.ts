@@ -11,6 +11,7 @@ import {
 } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
 import { NetworkAllocationSchema } from "@quantix/api/gen/Quantixkvm/network/v1/network_allocation_pb.js";
 import { NetworkType, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import { PortDeviceOwner } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import {
   addressAllocationId,
   addressPlanOf,
@@ -61,10 +62,11 @@ export function floatingIpUsage(f: F | undefined): Usage {
  * a project, held by a NetworkAllocation record of that network created in the floating
  * IP's own commit (so no two floating IPs, on any replica, get one address), the
  * project's `floating_ips` quota charged, the network's address counts kept. A floating
- * IP maps to a port's fixed IP only through a router of the port's network uplinked to
- * the floating IP's external network; until such routers are built, AssociateFloatingIp
- * (and CreateFloatingIp with a port) checks everything and then answers
- * FAILED_PRECONDITION saying that the port's network has no such router.
+ * IP maps to a port's fixed IP through the central router of the port's network
+ * (spec.router.external_network_id, the floating IP's external network): the mapping is
+ * the floating IP's record (one write moves it), and the network controller pushes it to
+ * the router's node and writes the state back (ACTIVE once applied). The port need not
+ * belong to a VM.
  */
 export class FloatingIpService {
   private readonly writer: ResourceWriter<F>;
@@ -111,7 +113,7 @@ export class FloatingIpService {
       if (why) throw invalidArgument([{ field: "address", reason: "OUT_OF_RANGE", description: why }]);
     }
     // Associating at once needs what AssociateFloatingIp needs: checked before anything is allocated.
-    if (req.portId !== "") throw await this.checkAssociation({ projectId, externalNetworkId: net.id, portId: "", address: "" }, req.portId, req.fixedIp, false);
+    const mapping = req.portId !== "" ? await this.checkAssociation({ projectId, externalNetworkId: net.id, portId: "", address: "" }, req.portId, req.fixedIp, false) : undefined;
     for (let attempt = 1; ; attempt++) {
       const held = await allocationsOf(this.deps.store, net.id);
       let address = req.address;
@@ -131,6 +133,7 @@ export class FloatingIpService {
         description: req.description,
         externalNetworkId: net.id,
         address,
+        ...(mapping ?? {}),
         state: FloatingIpState.DOWN,
         createdAt: ts,
         updatedAt: ts,
@@ -174,10 +177,9 @@ export class FloatingIpService {
   /**
    * AssociateFloatingIp: the port (of the floating IP's project), the fixed IP (one of
    * the port's; default its first), no other floating IP on that fixed IP, the floating
-   * IP free or `reassign`, and a router of the port's network uplinked to the floating
-   * IP's external network. The last condition cannot hold yet (routers to external
-   * networks are not built): every association is refused saying why, after the other
-   * checks, so that a caller learns what else is wrong.
+   * IP free or `reassign` (then it moves in this one write), and a central router of the
+   * port's network uplinked to the floating IP's external network. The state is DOWN
+   * until the router's node reports the mapping applied (ACTIVE).
    */
   async associate(req: AssociateFloatingIpRequest): Promise<FloatingIp> {
     requireWellFormedId("id", req.id);
@@ -187,7 +189,18 @@ export class FloatingIpService {
     throwIfViolations(v.list);
     const cur = await this.deps.store.of(FLOATING_IP_KIND).get(req.id);
     if (!cur) throw notFound("floating IP", req.id);
-    throw await this.checkAssociation(cur, req.portId, req.fixedIp, req.reassign);
+    const mapping = await this.checkAssociation(cur, req.portId, req.fixedIp, req.reassign);
+    if (cur.portId === mapping.portId && cur.fixedIp === mapping.fixedIp) return cur;
+    return this.deps.store.of(FLOATING_IP_KIND).update(
+      cur.id,
+      (f: F) => {
+        // Associated elsewhere meanwhile (another call won): refused as the check would have.
+        if (f.portId !== cur.portId && !req.reassign) throw new QuantixError("failed_precondition", `the floating IP is associated with port '${f.portId}': set reassign to move it, or disassociate it first`);
+        Object.assign(f, mapping, { state: FloatingIpState.DOWN, errorMessage: "", updatedAt: timestampFromMs(this.deps.clock.now()) });
+        return f;
+      },
+      { actor: NETWORK_IPAM },
+    );
   }
 
   /** DisassociateFloatingIp: removes the mapping; an unassociated floating IP is returned unchanged. */
@@ -218,11 +231,10 @@ export class FloatingIpService {
 
   /**
    * Everything an association needs, in the order a user fixes it: the port, the fixed
-   * IP, the floating IP's current mapping, other floating IPs on that fixed IP (each
-   * refusal thrown), then the router: the FAILED_PRECONDITION returned says the port's
-   * network has none to the external network (none can be made yet).
+   * IP, the floating IP's current mapping, other floating IPs on that fixed IP, then the
+   * router (each refusal thrown). Returns the mapping's fields.
    */
-  private async checkAssociation(fip: { projectId: string; externalNetworkId: string; portId: string; address: string }, portId: string, fixedIp: string, reassign: boolean): Promise<QuantixError> {
+  private async checkAssociation(fip: { projectId: string; externalNetworkId: string; portId: string; address: string }, portId: string, fixedIp: string, reassign: boolean): Promise<{ portId: string; fixedIp: string; networkId: string; vmId: string }> {
     const port = await this.deps.store.of(PORT_KIND).get(portId);
     if (!port || port.projectId !== fip.projectId) throw new QuantixError("not_found", `port_id: port '${portId}' not found`);
     const ips = (port.spec?.fixedIps ?? []).filter((a) => ipv4ToInt(a) !== undefined);
@@ -237,9 +249,14 @@ export class FloatingIpService {
         throw new QuantixError("failed_precondition", `${ip} of port '${portId}' is already mapped by floating IP '${other.id}' (${other.address}): disassociate it first`);
       }
     }
-    return new QuantixError(
-      "failed_precondition",
-      `the port's network '${port.spec?.networkId ?? ""}' has no router to external network '${fip.externalNetworkId}' (spec.router.external_network_id): a floating IP reaches a port through such a router, and routers to external networks are not built yet`,
-    );
+    const networkId = port.spec?.networkId ?? "";
+    const net = await this.deps.store.of(VIRTUAL_NETWORK_KIND).get(networkId);
+    if (net?.spec?.router?.externalNetworkId !== fip.externalNetworkId) {
+      throw new QuantixError(
+        "failed_precondition",
+        `the port's network '${networkId}' has no router to external network '${fip.externalNetworkId}': a floating IP reaches a port through its network's router; set the network's spec.router.external_network_id to '${fip.externalNetworkId}' (UpdateVirtualNetwork)`,
+      );
+    }
+    return { portId, fixedIp: ip, networkId, vmId: port.status?.deviceOwner === PortDeviceOwner.VM ? port.status.deviceId : "" };
   }
 }

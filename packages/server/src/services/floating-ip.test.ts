@@ -11,14 +11,15 @@ import { CreateVirtualNetworkRequestSchema, VirtualNetworkService } from "@quant
 import { ProjectService } from "@quantix/api/gen/Quantixkvm/identity/v1/project_service_pb.js";
 import { QuotaService } from "@quantix/api/gen/Quantixkvm/quota/v1/quota_service_pb.js";
 import { randomIds, systemClock } from "@quantix/core";
-import { rejection, startTestServer, type TestServer } from "@quantix/testing";
+import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
 import { VirtualNetworkService as Networks } from "./network-service.js";
 
 // Floating IPs and EXTERNAL networks over the real API (memory store): an EXTERNAL network
 // only where a node maps a physical network (this server has no node, so one made here
 // goes through the service with the nodes' support given), addresses from its pool never
-// given twice, the project's floating_ips quota, and associations checked field by field
-// and then refused while routers to external networks are not built.
+// given twice, the project's floating_ips quota, and associations checked field by field,
+// made through a network's central router (which no node here can host: the floating IP
+// and the network say so), moved, and dropped with their port.
 
 const fields = (e: ConnectError) => e.findDetails(BadRequestSchema).flatMap((d) => d.fieldViolations.map((v) => v.field));
 
@@ -124,13 +125,13 @@ describe("floating IPs and EXTERNAL networks", () => {
     await nets.deleteVirtualNetwork({ id: overlay.id });
   });
 
-  it("an association is checked field by field, then refused: the port's network has no router to the external network", async () => {
+  it("an association is checked field by field, needs the port's network's router to the external network, moves in one write, and goes with the port", async () => {
     const overlay = await nets.createVirtualNetwork({ name: "apps", spec: { type: NetworkType.VXLAN, cidr: "10.121.0.0/24" } });
     const port = await ports.createPort({ spec: { networkId: overlay.id, fixedIps: ["10.121.0.5", "10.121.0.6"] } });
     const fip = await fips.createFloatingIp({ externalNetworkId: ext.id });
     const noRouter = await rejection(fips.associateFloatingIp({ id: fip.id, portId: port.id, fixedIp: "10.121.0.6" }));
     assert.equal(noRouter.code, Code.FailedPrecondition);
-    assert.match(noRouter.message, new RegExp(`the port's network '${overlay.id}' has no router to external network '${ext.id}'.*routers to external networks are not built yet`));
+    assert.match(noRouter.message, new RegExp(`the port's network '${overlay.id}' has no router to external network '${ext.id}'.*set the network's spec.router.external_network_id`));
     const notMine = await rejection(fips.associateFloatingIp({ id: fip.id, portId: port.id, fixedIp: "10.121.0.7" }));
     assert.deepEqual(fields(notMine), ["fixed_ip"]);
     assert.equal((await rejection(fips.associateFloatingIp({ id: fip.id, portId: "0f000000-0000-4000-8000-000000000002" }))).code, Code.NotFound);
@@ -143,7 +144,60 @@ describe("floating IPs and EXTERNAL networks", () => {
     // Disassociating an unassociated address changes nothing.
     const same = await fips.disassociateFloatingIp({ id: fip.id });
     assert.equal(same.resourceVersion, fip.resourceVersion);
-    await fips.deleteFloatingIp({ id: fip.id });
+
+    // With a router to the external network, it maps (to a port without a VM too).
+    await nets.updateVirtualNetwork({ id: overlay.id, spec: { router: { externalNetworkId: ext.id, snatEnabled: true } }, updateMask: { paths: ["spec.router"] } });
+    const mapped = await fips.associateFloatingIp({ id: fip.id, portId: port.id, fixedIp: "10.121.0.6" });
+    assert.deepEqual([mapped.portId, mapped.fixedIp, mapped.networkId, mapped.vmId], [port.id, "10.121.0.6", overlay.id, ""]);
+    // No node here can host the router: the floating IP says so, and the network's router status too.
+    const stuck = await until(async () => {
+      const f = await fips.getFloatingIp({ id: fip.id });
+      return f.state === FloatingIpState.ERROR ? f : undefined;
+    }, "the floating IP in ERROR with the router's reason");
+    assert.match(stuck.errorMessage, /no node can host the router to external network/);
+    const routed = await until(async () => {
+      const n = await nets.getVirtualNetwork({ id: overlay.id });
+      return n.status?.router?.externalIp ? n : undefined;
+    }, "the router's external address claimed");
+    assert.equal(routed.status!.router!.externalNetworkId, ext.id);
+    assert.equal(routed.status!.router!.ready, false);
+    assert.match(routed.status!.router!.externalIp, /^203\.0\.113\.1[0-2]$/, "from the external network's pool");
+    assert.notEqual(routed.status!.router!.externalIp, fip.address);
+    const gw = routed.status!.conditions.find((c) => c.type === "GatewayReady");
+    assert.equal(gw?.reason, "NoNetworkNode");
+
+    // A second floating IP on the same fixed IP: refused; on the other one: fine. Moving one needs reassign.
+    const other = await fips.createFloatingIp({ externalNetworkId: ext.id, address: "203.0.113.60" });
+    const double = await rejection(fips.associateFloatingIp({ id: other.id, portId: port.id, fixedIp: "10.121.0.6" }));
+    assert.equal(double.code, Code.FailedPrecondition);
+    assert.match(double.message, new RegExp(`already mapped by floating IP '${fip.id}'`));
+    const port2 = await ports.createPort({ spec: { networkId: overlay.id, fixedIps: ["10.121.0.9"] } });
+    const taken = await rejection(fips.associateFloatingIp({ id: fip.id, portId: port2.id }));
+    assert.equal(taken.code, Code.FailedPrecondition);
+    assert.match(taken.message, /set reassign to move it/);
+    const moved = await fips.associateFloatingIp({ id: fip.id, portId: port2.id, reassign: true });
+    assert.deepEqual([moved.portId, moved.fixedIp], [port2.id, "10.121.0.9"]);
+    // The router may not leave the external network while floating IPs map through it; the external network may not go either.
+    const leave = await rejection(nets.updateVirtualNetwork({ id: overlay.id, spec: { router: { snatEnabled: true } }, updateMask: { paths: ["spec.router"] } }));
+    assert.equal(leave.code, Code.FailedPrecondition);
+    assert.match(leave.message, new RegExp(`floating IPs of external network '${ext.id}' map to ports of this network.*'${fip.id}'`));
+    const inUse = await rejection(nets.deleteVirtualNetwork({ id: ext.id }));
+    assert.equal(inUse.code, Code.FailedPrecondition);
+    assert.match(inUse.message, new RegExp(`in use by floating IP '${fip.id}'.*the router of virtual network '${overlay.id}'`));
+    // The port goes: its floating IP is disassociated in the same commit.
+    await ports.deletePort({ id: port2.id });
+    const freed = await fips.getFloatingIp({ id: fip.id });
+    assert.deepEqual([freed.portId, freed.fixedIp, freed.networkId, freed.state], ["", "", "", FloatingIpState.DOWN]);
+    // Now the router may go, and its external address is released.
+    const claimed = routed.status!.router!.externalIp;
+    await nets.updateVirtualNetwork({ id: overlay.id, spec: {}, updateMask: { paths: ["spec.router"] } });
+    await until(async () => ((await nets.getVirtualNetwork({ id: overlay.id })).status?.router === undefined ? true : undefined), "the router's status gone");
+    const again = await until(async () => {
+      const f = await fips.createFloatingIp({ externalNetworkId: ext.id, address: claimed }).catch(() => undefined);
+      return f;
+    }, "the router's old address free again");
+    for (const f of [fip, other, again]) await fips.deleteFloatingIp({ id: f.id });
     await ports.deletePort({ id: port.id });
+    await nets.deleteVirtualNetwork({ id: overlay.id });
   });
 });

@@ -115,8 +115,17 @@ describe("virtual networks, ports and security groups over the API", () => {
       nets.createVirtualNetwork({ name: "external", spec: { type: NetworkType.VXLAN, cidr: "10.61.0.0/24", router: { externalNetworkId: "0d000000-0000-4000-8000-000000000001", snatEnabled: true, routes: [{ destinationCidr: "192.168.0.0/16", nextHopIp: "10.61.0.5" }], externalIp: "203.0.113.5" } } }),
     );
     assert.equal(e.code, Code.InvalidArgument);
-    assert.deepEqual(fields(e).sort(), ["spec.router.external_ip", "spec.router.external_network_id", "spec.router.routes"]);
+    assert.deepEqual(fields(e), ["spec.router.routes"], "static routes are not built; the uplink's fields are well formed");
     assert.match(e.message, /NOT_SUPPORTED|not built/);
+    const malformed = await rejection(nets.createVirtualNetwork({ name: "external", spec: { type: NetworkType.VXLAN, cidr: "10.61.0.0/24", router: { externalNetworkId: "public net!", externalIp: "203.0.113" } } }));
+    assert.deepEqual(fields(malformed).sort(), ["spec.router.external_ip", "spec.router.external_network_id"]);
+    // A well-formed external network that does not exist, or is no EXTERNAL network: named.
+    const missing = await rejection(nets.createVirtualNetwork({ name: "external", spec: { type: NetworkType.VXLAN, cidr: "10.61.0.0/24", router: { externalNetworkId: "0d000000-0000-4000-8000-000000000001" } } }));
+    assert.equal(missing.code, Code.NotFound);
+    assert.match(missing.message, /spec\.router\.external_network_id: virtual network '0d000000-0000-4000-8000-000000000001' not found/);
+    const overlay = await rejection(nets.createVirtualNetwork({ name: "external", spec: { type: NetworkType.VXLAN, cidr: "10.61.0.0/24", router: { externalNetworkId: n.id } } }));
+    assert.deepEqual(fields(overlay), ["spec.router.external_network_id"]);
+    assert.match(overlay.message, /is VXLAN, not EXTERNAL/);
     assert.equal((await nets.listVirtualNetworks({})).totalCount, before, "nothing created");
     const u = await rejection(nets.updateVirtualNetwork({ id: n.id, spec: { router: { externalIp: "203.0.113.5" } }, updateMask: { paths: ["spec.router"] } }));
     assert.deepEqual(fields(u), ["spec.router.external_ip"]);

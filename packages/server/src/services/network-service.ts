@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { randomInt } from "node:crypto";
 import { clone, create } from "@bufbuild/protobuf";
-import { NetworkType, VirtualNetworkSpecSchema, VirtualNetworkState, VirtualNetworkStatusSchema, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import { NetworkType, VirtualNetworkSpecSchema, type RouterConfig, VirtualNetworkState, VirtualNetworkStatusSchema, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import { NetworkAllocationSchema } from "@quantix/api/gen/Quantixkvm/network/v1/network_allocation_pb.js";
 import { PortDeviceOwner } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { UpdateVirtualNetworkRequestSchema, type CreateVirtualNetworkRequest, type DeleteVirtualNetworkRequest, type UpdateVirtualNetworkRequest } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
@@ -18,6 +18,7 @@ import {
   checkVirtualNetwork,
   commonViolations,
   DEFAULT_PROJECT_ID,
+  FLOATING_IP_KIND,
   invalidArgument,
   ipv4Overlap,
   NETWORK_ALLOCATION_KIND,
@@ -48,7 +49,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { QuotaLedger, type Charging } from "../quota/quota-ledger.js";
 import { ResourceWriter } from "../resources/resource-writer.js";
 import { requireWellFormedId } from "../resources/resource-service.js";
-import { addressCounts, allocationsOf, notRealized } from "./ipam.js";
+import { addressCounts, allocationsOf, exhausted, notRealized, pickFree } from "./ipam.js";
 
 type N = VirtualNetwork & Resource;
 
@@ -150,7 +151,8 @@ export class VirtualNetworkService {
     const external = spec.type === NetworkType.EXTERNAL;
     if (external && !systemAdmin) throw new QuantixError("permission_denied", "creating an EXTERNAL network needs the system administrator role");
     if (!(await this.deps.store.of(PROJECT_KIND).get(projectId))) throw notFound("project", projectId);
-    if (spec.router) await this.checkRoutedOverlap(subnetCidrs(spec), "");
+    if (spec.router?.externalNetworkId) await this.checkUplink(spec.router, undefined);
+    else if (spec.router) await this.checkRoutedOverlap(subnetCidrs(spec), "");
     const given = spec.vni;
     const nowMs = this.deps.clock.now();
     Object.assign(draft, { state: VirtualNetworkState.PENDING, conditions: [notRealized("network", nowMs)], ...addressCounts(addressPlanOf(n), 0) });
@@ -222,7 +224,9 @@ export class VirtualNetworkService {
       if (cur?.spec) {
         const router = touches("spec.router") ? req.spec!.router : cur.spec.router;
         const additional = touches("spec.additional_subnets") ? req.spec!.additionalSubnets : cur.spec.additionalSubnets;
-        if (router) await this.checkRoutedOverlap([cur.spec.cidr, ...additional.map((a) => a.cidr)], cur.id);
+        if (touches("spec.router")) await this.checkUplinkChange(cur, router);
+        if (router?.externalNetworkId && touches("spec.router")) await this.checkUplink(router, cur);
+        else if (router && !router.externalNetworkId) await this.checkRoutedOverlap([cur.spec.cidr, ...additional.map((a) => a.cidr)], cur.id);
       }
     }
     for (let attempt = 1; ; attempt++) {
@@ -235,6 +239,60 @@ export class VirtualNetworkService {
         if (!(err instanceof QuantixError && err.code === "aborted" && err.message === HELD_CHANGED) || attempt >= ATTEMPTS) throw err;
       }
     }
+  }
+
+  /**
+   * A central router's uplink, checked before the write: the external network exists
+   * (NOT_FOUND naming the field) and is EXTERNAL; a requested external_ip is a usable
+   * address of it that nothing else holds; without one, the external network has a free
+   * address (RESOURCE_EXHAUSTED naming its pools otherwise). The router controller claims
+   * the address (a NetworkAllocation of the external network) when it places the router.
+   */
+  private async checkUplink(router: RouterConfig, cur: N | undefined): Promise<void> {
+    const field = "spec.router.external_network_id";
+    const ext = await this.deps.store.of(VIRTUAL_NETWORK_KIND).get(router.externalNetworkId);
+    if (!ext) throw new QuantixError("not_found", `${field}: virtual network '${router.externalNetworkId}' not found`);
+    if (ext.spec?.type !== NetworkType.EXTERNAL) {
+      throw invalidArgument([{ field, reason: "INVALID_VALUE", description: `virtual network '${ext.id}' is ${NetworkType[ext.spec?.type ?? 0]}, not EXTERNAL: a router uplinks to an EXTERNAL network` }]);
+    }
+    const plan = addressPlanOf(ext);
+    const held = await allocationsOf(this.deps.store, ext.id);
+    const mine = (a: { routerNetworkId: string }) => cur !== undefined && a.routerNetworkId === cur.id;
+    if (router.externalIp !== "") {
+      const why = unusableAddress(plan, router.externalIp);
+      if (why) throw invalidArgument([{ field: "spec.router.external_ip", reason: "OUT_OF_RANGE", description: why }]);
+      const h = held.get(router.externalIp);
+      if (h && !mine(h)) {
+        const by = h.floatingIpId !== "" ? `floating IP '${h.floatingIpId}'` : h.routerNetworkId !== "" ? `the router of virtual network '${h.routerNetworkId}'` : `port '${h.portId}'`;
+        throw new QuantixError("already_exists", `spec.router.external_ip: ${router.externalIp} of external network '${ext.id}' is held by ${by}`);
+      }
+      return;
+    }
+    if ([...held.values()].some(mine)) return;
+    if (pickFree(plan, new Set(held.keys()), () => 0) === undefined) throw exhausted(ext, plan);
+  }
+
+  /**
+   * A central router may move to another external network, or go, only while no floating
+   * IP maps to a port of the network through it (FAILED_PRECONDITION naming them):
+   * Neutron refuses to clear a gateway in use the same way.
+   */
+  private async checkUplinkChange(cur: N, next: RouterConfig | undefined): Promise<void> {
+    const was = cur.spec?.router?.externalNetworkId ?? "";
+    if (was === "" || next?.externalNetworkId === was) return;
+    const mapped: string[] = [];
+    for await (const f of allOf(this.deps.store.of(FLOATING_IP_KIND), { where: { external_network_id: was } })) if (f.networkId === cur.id) mapped.push(`'${f.id}' (${f.address} to ${f.fixedIp})`);
+    if (mapped.length > 0) {
+      throw new QuantixError("failed_precondition", `floating IPs of external network '${was}' map to ports of this network through its router: ${mapped.slice(0, 20).join(", ")}${mapped.length > 20 ? ", ..." : ""}; disassociate them first`);
+    }
+  }
+
+  /** An EXTERNAL network stays while floating IPs are allocated from it or routers uplink to it (FAILED_PRECONDITION naming them). */
+  private async refuseUplinkInUse(ext: N): Promise<void> {
+    const users: string[] = [];
+    for await (const f of allOf(this.deps.store.of(FLOATING_IP_KIND), { where: { external_network_id: ext.id } })) users.push(`floating IP '${f.id}' (${f.address})`);
+    for await (const n of allOf(this.deps.store.of(VIRTUAL_NETWORK_KIND))) if (n.spec?.router?.externalNetworkId === ext.id) users.push(`the router of virtual network '${n.id}'`);
+    if (users.length > 0) throw new QuantixError("failed_precondition", `external network '${ext.id}' is in use by ${users.slice(0, 20).join(", ")}${users.length > 20 ? ", ..." : ""}; delete the floating IPs and clear those routers' spec.router.external_network_id first`);
   }
 
   /**
@@ -296,6 +354,7 @@ export class VirtualNetworkService {
     for (let attempt = 1; ; attempt++) {
       const cur = await this.deps.store.of(VIRTUAL_NETWORK_KIND).get(req.id);
       if (!cur) throw notFound("virtual network", req.id);
+      if (cur.spec?.type === NetworkType.EXTERNAL) await this.refuseUplinkInUse(cur);
       // The system's DHCP ports (one per node the network is on) go with the network; any other port refuses the delete.
       const system: Resource[] = [];
       if ((cur.status?.portCount ?? 0) > 0) {
@@ -311,6 +370,8 @@ export class VirtualNetworkService {
         ops.push({ op: "delete", kind: PORT_KIND as never, object: p });
         for await (const a of allOf(this.deps.store.of(NETWORK_ALLOCATION_KIND), { where: { port_id: p.id } })) ops.push({ op: "delete", kind: NETWORK_ALLOCATION_KIND as never, object: a });
       }
+      // An external network's addresses held for routers that are gone (the controller releases them a pass later) go with it.
+      if (cur.spec?.type === NetworkType.EXTERNAL) for (const a of (await allocationsOf(this.deps.store, cur.id)).values()) if (a.routerNetworkId !== "") ops.push({ op: "delete", kind: NETWORK_ALLOCATION_KIND as never, object: a });
       const vni = await this.deps.store.of(NETWORK_ALLOCATION_KIND).get(vniAllocationId(cur.spec?.vni ?? 0));
       if (vni && vni.networkId === cur.id) ops.push({ op: "delete", kind: NETWORK_ALLOCATION_KIND as never, object: vni });
       try {

@@ -5,6 +5,8 @@ import { PortDeviceOwner, PortSpecSchema, type Port } from "@quantix/api/gen/Qua
 import { UpdatePortRequestSchema, type CreatePortRequest, type DeletePortRequest, type UpdatePortRequest } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
 import type { VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import { NetworkAllocationSchema } from "@quantix/api/gen/Quantixkvm/network/v1/network_allocation_pb.js";
+import { FloatingIpState, type FloatingIp } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_pb.js";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
   addressAllocationId,
   addressPlanOf,
@@ -12,6 +14,7 @@ import {
   checkPortSpec,
   commonViolations,
   DEFAULT_PROJECT_ID,
+  FLOATING_IP_KIND,
   ID_PATTERN,
   NETWORK_ALLOCATION_KIND,
   NETWORK_IPAM,
@@ -281,10 +284,25 @@ export async function portDeleteOps(store: Store, cur: P, nowMs: number): Promis
   // Its addresses and its name's claim: the name is free with the port.
   const claims: (Resource & { address: string })[] = [];
   for await (const a of allOf(store.of(NETWORK_ALLOCATION_KIND), { where: { port_id: cur.id } })) claims.push(a);
+  // Floating IPs mapped to it are disassociated in the same commit (as Neutron does): its
+  // addresses are free again, and no router may go on mapping to whoever takes them next.
+  const mapped: Resource[] = [];
+  for await (const f of allOf(store.of(FLOATING_IP_KIND), { where: { port_id: cur.id } })) mapped.push(f);
   return [
     { op: "delete", kind: PORT_KIND as never, object: cur },
     ...claims.map((a) => ({ op: "delete" as const, kind: NETWORK_ALLOCATION_KIND as never, object: a })),
     networkCountOp(cur.spec?.networkId ?? "", -1, -claims.filter((a) => a.address !== "").length, [], nowMs),
     ...groupCountOps(cur.spec?.securityGroupIds ?? [], -1, nowMs),
+    ...mapped.map((f) => ({
+      op: "update" as const,
+      kind: FLOATING_IP_KIND as never,
+      object: { id: f.id, resourceVersion: 0n } as Resource,
+      mutate: (x: Resource) => {
+        const fip = x as unknown as FloatingIp;
+        if (fip.portId !== cur.id) return undefined;
+        Object.assign(fip, { portId: "", fixedIp: "", vmId: "", networkId: "", state: FloatingIpState.DOWN, errorMessage: "", updatedAt: timestampFromMs(nowMs) });
+        return x;
+      },
+    })),
   ];
 }

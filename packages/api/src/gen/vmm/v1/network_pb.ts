@@ -1363,7 +1363,9 @@ export type RouterStatus = Message<"vmm.v1.RouterStatus"> & {
   observedGeneration: bigint;
 
   /**
-   * Output only. The router's network namespace, `qr<first 12 hex of router_id>`.
+   * Output only. The router's network namespace, `qr<first 12 hex of router_id>`, with
+   * `-<8 hex>` derived from the data plane's namespace when the agent keeps its data plane
+   * in one (VMCP_NETWORK_NETNS), so that several agents on one machine keep theirs apart.
    *
    * @generated from field: string namespace = 4;
    */

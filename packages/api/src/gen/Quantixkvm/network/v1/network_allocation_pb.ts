@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file Quantixkvm/network/v1/network_allocation.proto.
  */
 export const file_Quantixkvm_network_v1_network_allocation: GenFile = /*@__PURE__*/
-  fileDesc("Ci5RdWFudGl4a3ZtL25ldHdvcmsvdjEvbmV0d29ya19hbGxvY2F0aW9uLnByb3RvEhVRdWFudGl4a3ZtLm5ldHdvcmsudjEi/gEKEU5ldHdvcmtBbGxvY2F0aW9uEgoKAmlkGAEgASgJEhIKCm5ldHdvcmtfaWQYAiABKAkSDwoHYWRkcmVzcxgDIAEoCRILCgN2bmkYBCABKA0SDwoHcG9ydF9pZBgFIAEoCRISCgpwcm9qZWN0X2lkGAYgASgJEhEKCXJlcXVlc3RlZBgHIAEoCBIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChByZXNvdXJjZV92ZXJzaW9uGAkgASgEEhEKCXBvcnRfbmFtZRgKIAEoCRIWCg5mbG9hdGluZ19pcF9pZBgLIAEoCWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Ci5RdWFudGl4a3ZtL25ldHdvcmsvdjEvbmV0d29ya19hbGxvY2F0aW9uLnByb3RvEhVRdWFudGl4a3ZtLm5ldHdvcmsudjEimQIKEU5ldHdvcmtBbGxvY2F0aW9uEgoKAmlkGAEgASgJEhIKCm5ldHdvcmtfaWQYAiABKAkSDwoHYWRkcmVzcxgDIAEoCRILCgN2bmkYBCABKA0SDwoHcG9ydF9pZBgFIAEoCRISCgpwcm9qZWN0X2lkGAYgASgJEhEKCXJlcXVlc3RlZBgHIAEoCBIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChByZXNvdXJjZV92ZXJzaW9uGAkgASgEEhEKCXBvcnRfbmFtZRgKIAEoCRIWCg5mbG9hdGluZ19pcF9pZBgLIAEoCRIZChFyb3V0ZXJfbmV0d29ya19pZBgMIAEoCWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * A value of the network layer that one holder has alone, kept by the control plane's
@@ -106,6 +106,14 @@ export type NetworkAllocation = Message<"Quantixkvm.network.v1.NetworkAllocation
    * @generated from field: string floating_ip_id = 11;
    */
   floatingIpId: string;
+
+  /**
+   * The network whose central router holds the address (its external address on this
+   * EXTERNAL network); empty otherwise.
+   *
+   * @generated from field: string router_network_id = 12;
+   */
+  routerNetworkId: string;
 };
 
 /**

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file Quantixkvm/network/v1/virtual_network.proto.
  */
 export const file_Quantixkvm_network_v1_virtual_network: GenFile = /*@__PURE__*/
-  fileDesc("CitRdWFudGl4a3ZtL25ldHdvcmsvdjEvdmlydHVhbF9uZXR3b3JrLnByb3RvEhVRdWFudGl4a3ZtLm5ldHdvcmsudjEiyQMKDlZpcnR1YWxOZXR3b3JrEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKcHJvamVjdF9pZBgDIAEoCRJBCgZsYWJlbHMYBCADKAsyMS5RdWFudGl4a3ZtLm5ldHdvcmsudjEuVmlydHVhbE5ldHdvcmsuTGFiZWxzRW50cnkSEwoLZGVzY3JpcHRpb24YBSABKAkSNwoEc3BlYxgGIAEoCzIpLlF1YW50aXhrdm0ubmV0d29yay52MS5WaXJ0dWFsTmV0d29ya1NwZWMSOwoGc3RhdHVzGAcgASgLMisuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLlZpcnR1YWxOZXR3b3JrU3RhdHVzEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEHJlc291cmNlX3ZlcnNpb24YCiABKAQSEgoKZ2VuZXJhdGlvbhgLIAEoAxotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrMDChJWaXJ0dWFsTmV0d29ya1NwZWMSMAoEdHlwZRgBIAEoDjIiLlF1YW50aXhrdm0ubmV0d29yay52MS5OZXR3b3JrVHlwZRIMCgRjaWRyGAIgASgJEhIKCmdhdGV3YXlfaXAYAyABKAkSEQoJaXB2Nl9jaWRyGAQgASgJEhcKD2lwdjZfZ2F0ZXdheV9pcBgFIAEoCRIvCgRkaGNwGAYgASgLMiEuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkRoY3BDb25maWcSEwoLZG5zX3NlcnZlcnMYByADKAkSCwoDbXR1GAggASgFEgsKA3ZuaRgJIAEoDRIPCgd2bGFuX2lkGAogASgNEhgKEHBoeXNpY2FsX25ldHdvcmsYCyABKAkSMwoGcm91dGVyGAwgASgLMiMuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLlJvdXRlckNvbmZpZxIOCgZzaGFyZWQYDSABKAgSEgoKZG5zX2RvbWFpbhgOIAEoCRI5ChJhZGRpdGlvbmFsX3N1Ym5ldHMYDyADKAsyHS5RdWFudGl4a3ZtLm5ldHdvcmsudjEuU3VibmV0IoABCgZTdWJuZXQSDAoEY2lkchgBIAEoCRISCgpnYXRld2F5X2lwGAIgASgJEj8KEGFsbG9jYXRpb25fcG9vbHMYAyADKAsyJS5RdWFudGl4a3ZtLm5ldHdvcmsudjEuQWxsb2NhdGlvblBvb2wSEwoLZG5zX3NlcnZlcnMYBCADKAkiLAoOQWxsb2NhdGlvblBvb2wSDQoFc3RhcnQYASABKAkSCwoDZW5kGAIgASgJItABCgpEaGNwQ29uZmlnEg8KB2VuYWJsZWQYASABKAgSEwoLcmFuZ2Vfc3RhcnQYAiABKAkSEQoJcmFuZ2VfZW5kGAMgASgJEhUKDWxlYXNlX3NlY29uZHMYBCABKA0SNwoLaG9zdF9yb3V0ZXMYBSADKAsyIi5RdWFudGl4a3ZtLm5ldHdvcmsudjEuU3RhdGljUm91dGUSOQoJaXB2Nl9tb2RlGAYgASgOMiYuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLklwdjZBZGRyZXNzTW9kZSI8CgtTdGF0aWNSb3V0ZRIYChBkZXN0aW5hdGlvbl9jaWRyGAEgASgJEhMKC25leHRfaG9wX2lwGAIgASgJIooBCgxSb3V0ZXJDb25maWcSGwoTZXh0ZXJuYWxfbmV0d29ya19pZBgBIAEoCRIUCgxzbmF0X2VuYWJsZWQYAiABKAgSMgoGcm91dGVzGAMgAygLMiIuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLlN0YXRpY1JvdXRlEhMKC2V4dGVybmFsX2lwGAQgASgJIr8CChRWaXJ0dWFsTmV0d29ya1N0YXR1cxI5CgVzdGF0ZRgBIAEoDjIqLlF1YW50aXhrdm0ubmV0d29yay52MS5WaXJ0dWFsTmV0d29ya1N0YXRlEhIKCnBvcnRfY291bnQYAiABKAUSGgoSYWxsb2NhdGVkX2lwX2NvdW50GAMgASgFEhoKEmF2YWlsYWJsZV9pcF9jb3VudBgEIAEoBRI3CgVub2RlcxgFIAMoCzIoLlF1YW50aXhrdm0ubmV0d29yay52MS5OZXR3b3JrTm9kZVN0YXR1cxIVCg1lcnJvcl9tZXNzYWdlGAYgASgJEjMKCmNvbmRpdGlvbnMYByADKAsyHy5RdWFudGl4a3ZtLmNvbW1vbi52MS5Db25kaXRpb24SGwoTb2JzZXJ2ZWRfZ2VuZXJhdGlvbhgIIAEoAyJ1ChFOZXR3b3JrTm9kZVN0YXR1cxIPCgdub2RlX2lkGAEgASgJEg0KBXJlYWR5GAIgASgIEg8KB21lc3NhZ2UYAyABKAkSLwoLcmVwb3J0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKqkBCgtOZXR3b3JrVHlwZRIcChhORVRXT1JLX1RZUEVfVU5TUEVDSUZJRUQQABIXChNORVRXT1JLX1RZUEVfQlJJREdFEAESFQoRTkVUV09SS19UWVBFX1ZMQU4QAhIWChJORVRXT1JLX1RZUEVfVlhMQU4QAxIZChVORVRXT1JLX1RZUEVfSVNPTEFURUQQBBIZChVORVRXT1JLX1RZUEVfRVhURVJOQUwQBSqgAQoPSXB2NkFkZHJlc3NNb2RlEiEKHUlQVjZfQUREUkVTU19NT0RFX1VOU1BFQ0lGSUVEEAASGwoXSVBWNl9BRERSRVNTX01PREVfU0xBQUMQARIlCiFJUFY2X0FERFJFU1NfTU9ERV9ESENQVjZfU1RBVEVGVUwQAhImCiJJUFY2X0FERFJFU1NfTU9ERV9ESENQVjZfU1RBVEVMRVNTEAMq6gEKE1ZpcnR1YWxOZXR3b3JrU3RhdGUSJQohVklSVFVBTF9ORVRXT1JLX1NUQVRFX1VOU1BFQ0lGSUVEEAASIQodVklSVFVBTF9ORVRXT1JLX1NUQVRFX1BFTkRJTkcQARIgChxWSVJUVUFMX05FVFdPUktfU1RBVEVfQUNUSVZFEAISIgoeVklSVFVBTF9ORVRXT1JLX1NUQVRFX0RFR1JBREVEEAMSIgoeVklSVFVBTF9ORVRXT1JLX1NUQVRFX0RFTEVUSU5HEAQSHwobVklSVFVBTF9ORVRXT1JLX1NUQVRFX0VSUk9SEAViBnByb3RvMw", [file_Quantixkvm_common_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("CitRdWFudGl4a3ZtL25ldHdvcmsvdjEvdmlydHVhbF9uZXR3b3JrLnByb3RvEhVRdWFudGl4a3ZtLm5ldHdvcmsudjEiyQMKDlZpcnR1YWxOZXR3b3JrEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEgoKcHJvamVjdF9pZBgDIAEoCRJBCgZsYWJlbHMYBCADKAsyMS5RdWFudGl4a3ZtLm5ldHdvcmsudjEuVmlydHVhbE5ldHdvcmsuTGFiZWxzRW50cnkSEwoLZGVzY3JpcHRpb24YBSABKAkSNwoEc3BlYxgGIAEoCzIpLlF1YW50aXhrdm0ubmV0d29yay52MS5WaXJ0dWFsTmV0d29ya1NwZWMSOwoGc3RhdHVzGAcgASgLMisuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLlZpcnR1YWxOZXR3b3JrU3RhdHVzEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEHJlc291cmNlX3ZlcnNpb24YCiABKAQSEgoKZ2VuZXJhdGlvbhgLIAEoAxotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrMDChJWaXJ0dWFsTmV0d29ya1NwZWMSMAoEdHlwZRgBIAEoDjIiLlF1YW50aXhrdm0ubmV0d29yay52MS5OZXR3b3JrVHlwZRIMCgRjaWRyGAIgASgJEhIKCmdhdGV3YXlfaXAYAyABKAkSEQoJaXB2Nl9jaWRyGAQgASgJEhcKD2lwdjZfZ2F0ZXdheV9pcBgFIAEoCRIvCgRkaGNwGAYgASgLMiEuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkRoY3BDb25maWcSEwoLZG5zX3NlcnZlcnMYByADKAkSCwoDbXR1GAggASgFEgsKA3ZuaRgJIAEoDRIPCgd2bGFuX2lkGAogASgNEhgKEHBoeXNpY2FsX25ldHdvcmsYCyABKAkSMwoGcm91dGVyGAwgASgLMiMuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLlJvdXRlckNvbmZpZxIOCgZzaGFyZWQYDSABKAgSEgoKZG5zX2RvbWFpbhgOIAEoCRI5ChJhZGRpdGlvbmFsX3N1Ym5ldHMYDyADKAsyHS5RdWFudGl4a3ZtLm5ldHdvcmsudjEuU3VibmV0IoABCgZTdWJuZXQSDAoEY2lkchgBIAEoCRISCgpnYXRld2F5X2lwGAIgASgJEj8KEGFsbG9jYXRpb25fcG9vbHMYAyADKAsyJS5RdWFudGl4a3ZtLm5ldHdvcmsudjEuQWxsb2NhdGlvblBvb2wSEwoLZG5zX3NlcnZlcnMYBCADKAkiLAoOQWxsb2NhdGlvblBvb2wSDQoFc3RhcnQYASABKAkSCwoDZW5kGAIgASgJItABCgpEaGNwQ29uZmlnEg8KB2VuYWJsZWQYASABKAgSEwoLcmFuZ2Vfc3RhcnQYAiABKAkSEQoJcmFuZ2VfZW5kGAMgASgJEhUKDWxlYXNlX3NlY29uZHMYBCABKA0SNwoLaG9zdF9yb3V0ZXMYBSADKAsyIi5RdWFudGl4a3ZtLm5ldHdvcmsudjEuU3RhdGljUm91dGUSOQoJaXB2Nl9tb2RlGAYgASgOMiYuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLklwdjZBZGRyZXNzTW9kZSI8CgtTdGF0aWNSb3V0ZRIYChBkZXN0aW5hdGlvbl9jaWRyGAEgASgJEhMKC25leHRfaG9wX2lwGAIgASgJIooBCgxSb3V0ZXJDb25maWcSGwoTZXh0ZXJuYWxfbmV0d29ya19pZBgBIAEoCRIUCgxzbmF0X2VuYWJsZWQYAiABKAgSMgoGcm91dGVzGAMgAygLMiIuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLlN0YXRpY1JvdXRlEhMKC2V4dGVybmFsX2lwGAQgASgJIqcBChNOZXR3b3JrUm91dGVyU3RhdHVzEhsKE2V4dGVybmFsX25ldHdvcmtfaWQYASABKAkSDwoHbm9kZV9pZBgCIAEoCRITCgtleHRlcm5hbF9pcBgDIAEoCRINCgVyZWFkeRgEIAEoCBIPCgdtZXNzYWdlGAUgASgJEi0KCXBsYWNlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi+wIKFFZpcnR1YWxOZXR3b3JrU3RhdHVzEjkKBXN0YXRlGAEgASgOMiouUXVhbnRpeGt2bS5uZXR3b3JrLnYxLlZpcnR1YWxOZXR3b3JrU3RhdGUSEgoKcG9ydF9jb3VudBgCIAEoBRIaChJhbGxvY2F0ZWRfaXBfY291bnQYAyABKAUSGgoSYXZhaWxhYmxlX2lwX2NvdW50GAQgASgFEjcKBW5vZGVzGAUgAygLMiguUXVhbnRpeGt2bS5uZXR3b3JrLnYxLk5ldHdvcmtOb2RlU3RhdHVzEhUKDWVycm9yX21lc3NhZ2UYBiABKAkSMwoKY29uZGl0aW9ucxgHIAMoCzIfLlF1YW50aXhrdm0uY29tbW9uLnYxLkNvbmRpdGlvbhIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAggASgDEjoKBnJvdXRlchgJIAEoCzIqLlF1YW50aXhrdm0ubmV0d29yay52MS5OZXR3b3JrUm91dGVyU3RhdHVzInUKEU5ldHdvcmtOb2RlU3RhdHVzEg8KB25vZGVfaWQYASABKAkSDQoFcmVhZHkYAiABKAgSDwoHbWVzc2FnZRgDIAEoCRIvCgtyZXBvcnRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqqQEKC05ldHdvcmtUeXBlEhwKGE5FVFdPUktfVFlQRV9VTlNQRUNJRklFRBAAEhcKE05FVFdPUktfVFlQRV9CUklER0UQARIVChFORVRXT1JLX1RZUEVfVkxBThACEhYKEk5FVFdPUktfVFlQRV9WWExBThADEhkKFU5FVFdPUktfVFlQRV9JU09MQVRFRBAEEhkKFU5FVFdPUktfVFlQRV9FWFRFUk5BTBAFKqABCg9JcHY2QWRkcmVzc01vZGUSIQodSVBWNl9BRERSRVNTX01PREVfVU5TUEVDSUZJRUQQABIbChdJUFY2X0FERFJFU1NfTU9ERV9TTEFBQxABEiUKIUlQVjZfQUREUkVTU19NT0RFX0RIQ1BWNl9TVEFURUZVTBACEiYKIklQVjZfQUREUkVTU19NT0RFX0RIQ1BWNl9TVEFURUxFU1MQAyrqAQoTVmlydHVhbE5ldHdvcmtTdGF0ZRIlCiFWSVJUVUFMX05FVFdPUktfU1RBVEVfVU5TUEVDSUZJRUQQABIhCh1WSVJUVUFMX05FVFdPUktfU1RBVEVfUEVORElORxABEiAKHFZJUlRVQUxfTkVUV09SS19TVEFURV9BQ1RJVkUQAhIiCh5WSVJUVUFMX05FVFdPUktfU1RBVEVfREVHUkFERUQQAxIiCh5WSVJUVUFMX05FVFdPUktfU1RBVEVfREVMRVRJTkcQBBIfChtWSVJUVUFMX05FVFdPUktfU1RBVEVfRVJST1IQBWIGcHJvdG8z", [file_Quantixkvm_common_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * A virtual network: an L2 segment with an IPv4 (and optionally IPv6) subnet, DHCP,
@@ -424,30 +424,41 @@ export const StaticRouteSchema: GenMessage<StaticRoute> = /*@__PURE__*/
 /**
  * A network's router: the gateway address, NAT, extra routes.
  *
- * What is built: a router with an empty external_network_id uplinks to each node's own
- * network stack. Every node that has the network puts gateway_ip on the network's bridge
- * (with a MAC derived from the network's id, the same on every node; gateway traffic
- * never crosses nodes), turns on IPv4 forwarding, and routes its own guests to whatever
- * it reaches. Security groups apply to that traffic (egress rules to guests' outbound
- * connections, ingress rules, default deny, to what the node routes to them).
+ * Two kinds, chosen by external_network_id (docs/adr/0011-network-edge.md).
+ *
+ * Empty: a distributed gateway. Every node that has the network puts gateway_ip on the
+ * network's bridge (with a MAC derived from the network's id, the same on every node;
+ * gateway traffic never crosses nodes), turns on IPv4 forwarding, and routes its own
+ * guests to whatever it reaches. Security groups apply to that traffic (egress rules to
+ * guests' outbound connections, ingress rules, default deny, to what the node routes to
+ * them).
+ *
+ * Set: a central router uplinked to that EXTERNAL network, in its own network namespace
+ * on one network node (a node whose agent maps the external network's physical network),
+ * chosen by the control plane and moved to another such node when its node is lost
+ * (status.router says where it is). It holds every subnet's gateway_ip, an address of
+ * the external network (external_ip), SNAT of the guests' traffic to that address when
+ * snat_enabled, and the floating IPs of the network's ports (FloatingIpService).
  *
  * @generated from message Quantixkvm.network.v1.RouterConfig
  */
 export type RouterConfig = Message<"Quantixkvm.network.v1.RouterConfig"> & {
   /**
-   * The EXTERNAL network the router uplinks to. Only empty is accepted: the router
-   * uplinks to each node's own network stack (above). A non-empty value is
-   * INVALID_ARGUMENT NOT_SUPPORTED (external networks are not built).
+   * The EXTERNAL network the router uplinks to (any project's networks may name one);
+   * empty: the distributed gateway above. It may change only while no floating IP maps to
+   * a port of the network.
    *
    * @generated from field: string external_network_id = 1;
    */
   externalNetworkId: string;
 
   /**
-   * true: guests' traffic leaving a node through any interface other than the
-   * network's bridge is masqueraded behind that node's address (NAT); false: routed
-   * with the guests' own addresses (the outside needs a route back to the subnet via
-   * the guest's node).
+   * Distributed: true masquerades guests' traffic leaving a node through any interface
+   * other than the network's bridge behind that node's address (NAT); false routes it
+   * with the guests' own addresses (the outside needs a route back to the subnet via the
+   * guest's node). Central: true translates the guests' traffic leaving to the external
+   * network to the router's external_ip (a guest with a floating IP leaves as it); false
+   * routes it untranslated.
    *
    * @generated from field: bool snat_enabled = 2;
    */
@@ -462,8 +473,10 @@ export type RouterConfig = Message<"Quantixkvm.network.v1.RouterConfig"> & {
   routes: StaticRoute[];
 
   /**
-   * Request this external address for the router. Not built: a non-empty value is
-   * INVALID_ARGUMENT NOT_SUPPORTED naming spec.router.external_ip.
+   * The router's address on its external network (central routers only): a usable
+   * address of the external network's subnets, not held by anything else. Empty: the
+   * control plane takes a free one from the external network's pools; status.router
+   * says which.
    *
    * @generated from field: string external_ip = 4;
    */
@@ -476,6 +489,65 @@ export type RouterConfig = Message<"Quantixkvm.network.v1.RouterConfig"> & {
  */
 export const RouterConfigSchema: GenMessage<RouterConfig> = /*@__PURE__*/
   messageDesc(file_Quantixkvm_network_v1_virtual_network, 6);
+
+/**
+ * Where a network's central router is, as observed. Output only.
+ *
+ * @generated from message Quantixkvm.network.v1.NetworkRouterStatus
+ */
+export type NetworkRouterStatus = Message<"Quantixkvm.network.v1.NetworkRouterStatus"> & {
+  /**
+   * Output only. The EXTERNAL network it uplinks to.
+   *
+   * @generated from field: string external_network_id = 1;
+   */
+  externalNetworkId: string;
+
+  /**
+   * Output only. The node it runs on (its network node); empty while no node can host it.
+   *
+   * @generated from field: string node_id = 2;
+   */
+  nodeId: string;
+
+  /**
+   * Output only. Its address on the external network (held by a NetworkAllocation
+   * record of that network whose router_network_id is this network).
+   *
+   * @generated from field: string external_ip = 3;
+   */
+  externalIp: string;
+
+  /**
+   * Output only. Whether the node reports it applied in full (namespace, external and
+   * internal interfaces, NAT).
+   *
+   * @generated from field: bool ready = 4;
+   */
+  ready: boolean;
+
+  /**
+   * Output only. Why not, in words a user can act on; empty when ready.
+   *
+   * @generated from field: string message = 5;
+   */
+  message: string;
+
+  /**
+   * Output only. When it was last placed on a node (created, or moved after its node
+   * was lost).
+   *
+   * @generated from field: google.protobuf.Timestamp placed_at = 6;
+   */
+  placedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message Quantixkvm.network.v1.NetworkRouterStatus.
+ * Use `create(NetworkRouterStatusSchema)` to create a new message.
+ */
+export const NetworkRouterStatusSchema: GenMessage<NetworkRouterStatus> = /*@__PURE__*/
+  messageDesc(file_Quantixkvm_network_v1_virtual_network, 7);
 
 /**
  * What is observed about a virtual network. Output only.
@@ -539,6 +611,14 @@ export type VirtualNetworkStatus = Message<"Quantixkvm.network.v1.VirtualNetwork
    * @generated from field: int64 observed_generation = 8;
    */
   observedGeneration: bigint;
+
+  /**
+   * Output only. The central router (spec.router.external_network_id set): its node,
+   * external address and health; absent for a distributed gateway or no router.
+   *
+   * @generated from field: Quantixkvm.network.v1.NetworkRouterStatus router = 9;
+   */
+  router?: NetworkRouterStatus | undefined;
 };
 
 /**
@@ -546,7 +626,7 @@ export type VirtualNetworkStatus = Message<"Quantixkvm.network.v1.VirtualNetwork
  * Use `create(VirtualNetworkStatusSchema)` to create a new message.
  */
 export const VirtualNetworkStatusSchema: GenMessage<VirtualNetworkStatus> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_network_v1_virtual_network, 7);
+  messageDesc(file_Quantixkvm_network_v1_virtual_network, 8);
 
 /**
  * A network as one node has set it up.
@@ -588,7 +668,7 @@ export type NetworkNodeStatus = Message<"Quantixkvm.network.v1.NetworkNodeStatus
  * Use `create(NetworkNodeStatusSchema)` to create a new message.
  */
 export const NetworkNodeStatusSchema: GenMessage<NetworkNodeStatus> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_network_v1_virtual_network, 8);
+  messageDesc(file_Quantixkvm_network_v1_virtual_network, 9);
 
 /**
  * How a virtual network is built.
