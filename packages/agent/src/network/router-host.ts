@@ -256,7 +256,7 @@ export class RouterHost {
     const routers = Object.values(this.state.routers).map((x) => x.spec);
     // Tunnels no router wants end first: a process holding a deleted router's namespace would keep it (and its device) alive.
     await this.tunnels.removeExcept(new Set(routers.flatMap(wantedTunnels))).catch(() => undefined);
-    await this.ipsec.removeExcept(new Set(routers.filter((r) => ipsecOf(r).length > 0).map((r) => routerNetns(r.routerId)))).catch(() => undefined);
+    await this.ipsec.removeExcept(new Set(routers.filter((r) => ipsecOf(r).length > 0).map((r) => this.nsOf(r.routerId)))).catch(() => undefined);
     const have = await namespaces(this.root).catch(() => new Set<string>());
     const left: string[] = [];
     for (const id of this.state.leftovers) {

@@ -203,7 +203,7 @@ export class IpsecDaemons {
   /** Ends the charons (and removes the directories) of the namespaces not in `wanted`. */
   async removeExcept(wanted: ReadonlySet<string>): Promise<void> {
     for (const ns of await readdir(this.dir).catch(() => [] as string[])) {
-      if (!/^qr[0-9a-f]{12}$/.test(ns) || wanted.has(ns)) continue;
+      if (!/^qr[0-9a-f]{12}(-[0-9a-f]{8})?$/.test(ns) || wanted.has(ns)) continue;
       // Its namespace may be gone already: the pid file and the command line suffice here.
       const pid = await this.runningPid(ns, false);
       if (pid) await this.kill(ns, pid);

@@ -123,7 +123,7 @@ function tunnelPid(s: Site): number | undefined {
 }
 /** The router's charon, when it runs. */
 function charonPid(s: Site): number | undefined {
-  const file = join(s.root, "network", "ipsec", routerNetns(s.router), "run", "charon.pid");
+  const file = join(s.root, "network", "ipsec", routerNetns(s.router, s.host), "run", "charon.pid");
   if (!existsSync(file)) return undefined;
   const pid = Number(readFileSync(file, "utf8"));
   try {
@@ -252,7 +252,7 @@ after(async () => {
     const charon = charonPid(s);
     if (charon) process.kill(charon, "SIGKILL");
   }
-  for (const s of [A, B]) for (const ns of [s.guest, s.host, routerNetns(s.router)]) quiet(["ip", "netns", "del", ns]);
+  for (const s of [A, B]) for (const ns of [s.guest, s.host, routerNetns(s.router, s.host)]) quiet(["ip", "netns", "del", ns]);
   quiet(["ip", "netns", "del", INET]);
   for (const s of [A, B]) rmSync(s.root, { recursive: true, force: true });
 });
@@ -283,7 +283,7 @@ test("(b) a WireGuard connection on both routers: each guest reaches the other's
   assert.equal(sa.vpnConnections[0]?.publicKey, A.key.pub, "the status tells the public key of the private key");
   assert.equal(sa.vpnConnections[0]?.interfaceName, dev(A));
   assert.equal(sa.vpnConnections[0]?.listenPort, A.listen);
-  assert.ok(linkNames(routerNetns(A.router)).includes(dev(A)));
+  assert.ok(linkNames(routerNetns(A.router, A.host)).includes(dev(A)));
   assert.equal(await until(() => ask(A.guest, B.ip), "ga reaches gb through the tunnel", 20_000), `gb ${A.ip}`);
   assert.equal(await ask(B.guest, A.ip), `ga ${B.ip}`);
   assert.equal(await ping(A.guest, B.ip), true);
@@ -386,8 +386,8 @@ test("(d) the connection removed from the spec: no tunnel, no process, no device
   assert.deepEqual(notReady(s), [], JSON.stringify(s.conditions));
   assert.deepEqual(s.vpnConnections, []);
   assert.equal(alive(pid), false, "wireguard-go ended");
-  assert.ok(!linkNames(routerNetns(A.router)).includes(dev(A)), "no wg device");
-  assert.ok(!sh(["ip", "-n", routerNetns(A.router), "route", "show"]).includes("10.52.0.0/24"), "no route to the other site");
+  assert.ok(!linkNames(routerNetns(A.router, A.host)).includes(dev(A)), "no wg device");
+  assert.ok(!sh(["ip", "-n", routerNetns(A.router, A.host), "route", "show"]).includes("10.52.0.0/24"), "no route to the other site");
   assert.equal(existsSync(join(A.root, "network", "vpn", dev(A))), false);
   assert.equal(await ask(A.guest, B.ip), undefined);
   assert.equal(await ping(A.guest, B.ip), false);
@@ -396,7 +396,7 @@ test("(d) the connection removed from the spec: no tunnel, no process, no device
   const pb = tunnelPid(B)!;
   await c(B).deleteRouter({ routerId: B.router });
   assert.equal(alive(pb), false, "site B's wireguard-go ended with its router");
-  assert.ok(!(JSON.parse(sh(["ip", "-json", "netns", "list"]) || "[]") as { name: string }[]).some((n) => n.name === routerNetns(B.router)));
+  assert.ok(!(JSON.parse(sh(["ip", "-json", "netns", "list"]) || "[]") as { name: string }[]).some((n) => n.name === routerNetns(B.router, B.host)));
   assert.equal(existsSync(`/var/run/wireguard/${dev(B)}.sock`), false);
 });
 
@@ -434,7 +434,7 @@ test("IPsec (PSK, IKEv2, ESP in user space): each guest reaches the other as its
   const off = await c(A).applyRouter({ spec: routerSpec(A), generation: 11n });
   assert.deepEqual(notReady(off), [], JSON.stringify(off.conditions));
   assert.equal(runs(pa), false, "A's charon ended");
-  assert.equal(existsSync(join(A.root, "network", "ipsec", routerNetns(A.router))), false);
+  assert.equal(existsSync(join(A.root, "network", "ipsec", routerNetns(A.router, A.host))), false);
   assert.equal(await ask(A.guest, B.ip), undefined);
   const pb = charonPid(B)!;
   await c(B).deleteRouter({ routerId: B.router });
