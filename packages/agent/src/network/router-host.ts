@@ -97,7 +97,7 @@ export class RouterHost {
     this.dir = join(o.stateDir, "network");
     // A tunnel process that died: converge soon (it restarts it).
     this.tunnels = new WireguardTunnels(join(this.dir, "vpn"), () => void this.serial(() => this.converge()).catch(() => undefined));
-    this.ipsec = new IpsecDaemons(join(this.dir, "ipsec"));
+    this.ipsec = new IpsecDaemons(join(this.dir, "ipsec"), () => void this.serial(() => this.converge()).catch(() => undefined));
   }
 
   /** A router's namespace on this host. */
@@ -125,6 +125,7 @@ export class RouterHost {
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.tunnels.close();
+    this.ipsec.close();
     await this.serial(async () => undefined);
   }
 

@@ -117,12 +117,15 @@ export interface IkeSaView {
 export function parseSas(text: string, now = Math.floor(Date.now() / 1000)): Map<string, IkeSaView> {
   const out = new Map<string, IkeSaView>();
   let cur: { name: string; v: { state: string; established: number; remote: string; installed: boolean; rx: bigint; tx: bigint } } | undefined;
-  // Both sides initiate, so a name may have two IKE SAs for a while (one is then deleted): keep the better.
+  // Both sides initiate, so a name may have two IKE SAs (each with child SAs carrying
+  // traffic): the better state counts, the bytes add up, the latest establishment shows.
   const rank = (v: IkeSaView) => (v.state === "ESTABLISHED" ? 2 : 0) + (v.installed ? 1 : 0);
   const flush = () => {
     if (!cur) return;
     const had = out.get(cur.name);
-    if (!had || rank(cur.v) > rank(had)) out.set(cur.name, cur.v);
+    if (!had) return void out.set(cur.name, cur.v);
+    const best = rank(cur.v) > rank(had) ? cur.v : had;
+    out.set(cur.name, { ...best, established: Math.max(had.established, cur.v.established), rx: had.rx + cur.v.rx, tx: had.tx + cur.v.tx });
   };
   for (const line of text.split("\n")) {
     const head = /^(\S+): #\d+, (\w+),/.exec(line);
@@ -150,11 +153,21 @@ export function parseSas(text: string, now = Math.floor(Date.now() / 1000)): Map
 /** The IPsec daemons of every router of one RouterHost. */
 export class IpsecDaemons {
   private readonly loaded = new Map<string, string>();
+  /** Pids this object ended on purpose (their exit is no failure). */
+  private readonly ended = new Set<number>();
+  private closed = false;
 
   constructor(
     /** `<stateDir>/network/ipsec`. */
     private readonly dir: string,
+    /** Called when a charon this object started exits by itself. */
+    private readonly onExit: () => void,
   ) {}
+
+  /** Stops reacting to exits (the daemons go on). */
+  close(): void {
+    this.closed = true;
+  }
 
   private runDir(ns: string): string {
     return join(this.dir, ns, "run");
@@ -227,7 +240,11 @@ export class IpsecDaemons {
     closeSync(logFd);
     let exited: string | undefined;
     child.on("error", (err) => (exited = err.message));
-    child.on("exit", (code, signal) => (exited = signal ?? String(code)));
+    child.on("exit", (code, signal) => {
+      exited = signal ?? String(code);
+      if (child.pid !== undefined && this.ended.delete(child.pid)) return;
+      if (!this.closed) setTimeout(() => this.closed || this.onExit(), 1000).unref();
+    });
     child.unref();
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline && exited === undefined) {
@@ -254,6 +271,7 @@ export class IpsecDaemons {
   }
 
   private async kill(ns: string, pid: number): Promise<void> {
+    this.ended.add(pid);
     try {
       process.kill(pid, "SIGTERM");
     } catch {

@@ -429,8 +429,15 @@ test("IPsec (PSK, IKEv2, ESP in user space): each guest reaches the other as its
     assert.match(p.endpoint, new RegExp(`^${other.ext.replace(/\./g, "\\.")}:(500|4500)$`));
     assert.ok(!toJsonString(RouterStatusSchema, st).includes("an IPsec shared secret"), "the PSK is not returned");
   }
-  const pa = charonPid(A)!;
-  assert.ok(pa);
+  // A charon that dies is restarted by the agent, and the tunnel comes back.
+  const first = charonPid(A)!;
+  assert.ok(first);
+  process.kill(first, "SIGKILL");
+  const pa = await until(() => {
+    const p = charonPid(A);
+    return p !== undefined && p !== first ? p : undefined;
+  }, "a new charon for site A", 20_000);
+  assert.equal(await until(() => ask(A.guest, B.ip), "ga reaches gb again through IPsec", 40_000), `gb ${A.ip}`);
   const off = await c(A).applyRouter({ spec: routerSpec(A), generation: 11n });
   assert.deepEqual(notReady(off), [], JSON.stringify(off.conditions));
   assert.equal(runs(pa), false, "A's charon ended");

@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { replacePrivateFile } from "../private-file.js";
 import { HostCommandError, type HostExec } from "./host-exec.js";
@@ -206,7 +207,27 @@ export class WireguardTunnels {
     }
   }
 
+  /**
+   * Removes the UAPI socket a dead process left: otherwise wireguard-go's own clean-up of
+   * it races with `wg` (which unlinks a socket it cannot connect to) and fails with
+   * ENOENT. A socket something still answers on belongs to another process: refused.
+   */
+  private async clearStaleSocket(dev: string): Promise<void> {
+    const path = `/var/run/wireguard/${dev}.sock`;
+    const answer = await new Promise<"live" | "dead" | "none">((resolve) => {
+      const sock = connect(path);
+      sock.once("connect", () => {
+        sock.destroy();
+        resolve("live");
+      });
+      sock.once("error", (err: NodeJS.ErrnoException) => resolve(err.code === "ENOENT" ? "none" : "dead"));
+    });
+    if (answer === "live") throw new HostCommandError("wireguard-go", ["-f", dev], `${path} is served by a process this agent did not start`);
+    if (answer === "dead") await rm(path, { force: true });
+  }
+
   private async start(rt: HostExec, dev: string): Promise<void> {
+    await this.clearStaleSocket(dev);
     const d = join(this.dir, dev);
     await mkdir(d, { recursive: true, mode: 0o700 });
     await rm(join(d, "pid"), { force: true });
