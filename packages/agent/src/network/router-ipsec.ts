@@ -21,6 +21,7 @@ import type { RouterDesired, VpnConnectionDesired } from "./router-model.js";
 
 const CHARON = "/usr/lib/ipsec/charon";
 const LIBIPSEC = "/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so";
+const OPENSSL = "/usr/lib/ipsec/plugins/libstrongswan-openssl.so";
 /** The device kernel-libipsec creates in the router's namespace. */
 export const IPSEC_DEVICE = "ipsec0";
 
@@ -31,6 +32,7 @@ export async function ipsecProblem(): Promise<string | undefined> {
   if (!(await has("/dev/net/tun", constants.R_OK | constants.W_OK))) missing.push("/dev/net/tun");
   if (!(await has(CHARON))) missing.push(`${CHARON} (Debian: strongswan-charon)`);
   if (!(await has(LIBIPSEC, constants.R_OK))) missing.push("charon's kernel-libipsec plugin (Debian: libcharon-extra-plugins)");
+  if (!(await has(OPENSSL, constants.R_OK))) missing.push("charon's openssl plugin (Debian: libstrongswan-standard-plugins)");
   if (!(await has("/usr/sbin/swanctl"))) missing.push("swanctl (Debian: strongswan-swanctl)");
   return missing.length === 0 ? undefined : `missing: ${missing.join(", ")}`;
 }

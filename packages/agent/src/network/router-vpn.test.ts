@@ -209,7 +209,7 @@ async function stopAgent(s: Site): Promise<void> {
 const c = (s: Site) => s.agent!.c;
 
 before(async () => {
-  await ensureDebianPackages(["nftables", "conntrack", "iputils-ping", "wireguard-go", "wireguard-tools", "strongswan-charon", "strongswan-swanctl", "libcharon-extra-plugins"]);
+  await ensureDebianPackages(["nftables", "conntrack", "iputils-ping", "wireguard-go", "wireguard-tools", "strongswan-charon", "strongswan-swanctl", "libcharon-extra-plugins", "libstrongswan-standard-plugins"]);
   assert.ok(existsSync("/dev/net/tun"), "userspace WireGuard needs /dev/net/tun");
   sh(["ip", "netns", "add", INET]);
   sh(["ip", "-n", INET, "link", "set", "lo", "up"]);
