@@ -4,6 +4,7 @@ export * from "./violations.js";
 export * from "./vm-validation.js";
 export * from "./storage-validation.js";
 export * from "./network-validation.js";
+export * from "./vpn-validation.js";
 export * from "./address-plan.js";
 export * from "./ipv4.js";
 export * from "./image-snapshot-validation.js";

@@ -51,14 +51,33 @@ function copyPath(schema: DescMessage, target: Record<string, unknown>, source: 
   let msg = schema;
   for (const [i, f] of fields.entries()) {
     const last = i === fields.length - 1;
+    // A oneof member lives in its oneof's { case, value } (protobuf-es v2).
+    const oneof = f.oneof;
+    const read = (o: Record<string, unknown> | undefined): unknown => {
+      if (!oneof) return o?.[f.localName];
+      const sel = o?.[oneof.localName] as { case?: string; value?: unknown } | undefined;
+      return sel?.case === f.localName ? sel.value : undefined;
+    };
     if (last) {
-      t[f.localName] = s === undefined ? create(msg)[f.localName as keyof object] : copyValue(f, s[f.localName]);
+      const value = s === undefined ? (oneof ? undefined : create(msg)[f.localName as keyof object]) : read(s) === undefined && oneof ? undefined : copyValue(f, read(s));
+      if (oneof) {
+        // An absent member clears the oneof only when it is the one set (another member stays).
+        if (value !== undefined) t[oneof.localName] = { case: f.localName, value };
+        else if ((t[oneof.localName] as { case?: string } | undefined)?.case === f.localName) t[oneof.localName] = { case: undefined };
+      }
+      else t[f.localName] = value;
       return;
     }
     if (f.fieldKind !== "message") return;
-    if (t[f.localName] === undefined) t[f.localName] = create(f.message);
-    t = t[f.localName] as Record<string, unknown>;
-    s = s?.[f.localName] as Record<string, unknown> | undefined;
+    if (oneof) {
+      const sel = t[oneof.localName] as { case?: string; value?: unknown } | undefined;
+      if (sel?.case !== f.localName) t[oneof.localName] = { case: f.localName, value: create(f.message) };
+      t = (t[oneof.localName] as { value: Record<string, unknown> }).value;
+    } else {
+      if (t[f.localName] === undefined) t[f.localName] = create(f.message);
+      t = t[f.localName] as Record<string, unknown>;
+    }
+    s = read(s) as Record<string, unknown> | undefined;
     msg = f.message;
   }
 }

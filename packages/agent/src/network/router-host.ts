@@ -6,7 +6,12 @@ import { HostCommandError, HostExec } from "./host-exec.js";
 import { observeLinks } from "./links.js";
 import { bridgeName, shortId } from "./names.js";
 import type { Condition } from "./network-host.js";
-import { addressesOf, ensureExternal, ensureInterfaces, ensureNamespace, externalAddresses, namespaces, problemOf, removeStaleRouterLinks, routerForwarding, RouterProblem, wantedRouterLinks } from "./router-links.js";
+import { addressesOf, ensureExternal, ensureInterfaces, ensureNamespace, externalAddresses, interfaceAddresses, namespaces, problemOf, removeStaleRouterLinks, routerForwarding, RouterProblem, wantedRouterLinks } from "./router-links.js";
+import { LbHealth } from "./router-lb-health.js";
+import { NamespaceProber, type Prober } from "./router-lb-probe.js";
+import { lbCounters } from "./router-lb-ruleset.js";
+import { deleteLbConnections, lbBindings } from "./router-lb-conntrack.js";
+import { lbCondition, observeLoadBalancers, readLbCounters, type LoadBalancerView } from "./router-lb-status.js";
 import { externalBridgeName, externalLegName, internalLegName, ROUTER_EXTERNAL_DEVICE, routerInterfaceName, routerNetns, vpnInterfaceName, type FloatingIpDesired, type RouterDesired, type RouterHostState, type VpnConnectionDesired } from "./router-model.js";
 import { WireguardTunnels, wgPublicKey } from "./router-vpn.js";
 import { IPSEC_DEVICE, IpsecDaemons, ikeName, ipsecProblem, type IkeSaView } from "./router-ipsec.js";
@@ -51,6 +56,7 @@ export interface RouterView {
   readonly conditions: readonly Condition[];
   readonly floatingIps: readonly FloatingIpView[];
   readonly vpnConnections: readonly VpnView[];
+  readonly loadBalancers: readonly LoadBalancerView[];
 }
 
 /** Where the routers live. */
@@ -63,6 +69,8 @@ export interface RouterHostOptions {
   readonly physicalNetworks: ReadonlyMap<string, string>;
   /** How often converge() runs by itself; 0: never. */
   readonly resyncMs?: number;
+  /** How load balancer members are checked (default: a helper process in each router's namespace). */
+  readonly prober?: Prober;
 }
 
 const EMPTY: RouterHostState = { routers: {}, leftovers: [] };
@@ -91,6 +99,9 @@ export class RouterHost {
   private timer: NodeJS.Timeout | undefined;
   private readonly tunnels: WireguardTunnels;
   private readonly ipsec: IpsecDaemons;
+  private readonly health: LbHealth;
+  /** Routers whose table a health change wants re-rendered (one queued render each). */
+  private readonly rerender = new Set<string>();
 
   constructor(private readonly o: RouterHostOptions) {
     this.dp = new HostExec(o.netns);
@@ -98,6 +109,7 @@ export class RouterHost {
     // A tunnel process that died: converge soon (it restarts it).
     this.tunnels = new WireguardTunnels(join(this.dir, "vpn"), () => void this.serial(() => this.converge()).catch(() => undefined));
     this.ipsec = new IpsecDaemons(join(this.dir, "ipsec"), () => void this.serial(() => this.converge()).catch(() => undefined));
+    this.health = new LbHealth(o.prober ?? new NamespaceProber((id) => this.nsOf(id)), (id) => this.healthChanged(id));
   }
 
   /** A router's namespace on this host. */
@@ -112,9 +124,14 @@ export class RouterHost {
     const text = await readFile(join(this.dir, "routers.json"), "utf8").catch(() => undefined);
     if (text !== undefined) {
       const saved = JSON.parse(text) as Partial<RouterHostState>;
-      this.state = { routers: saved.routers ?? {}, leftovers: saved.leftovers ?? [] };
+      // A state file from before load balancers has none.
+      const routers = Object.fromEntries(Object.entries(saved.routers ?? {}).map(([id, x]) => [id, { ...x, spec: { ...x.spec, loadBalancers: x.spec.loadBalancers ?? [] } }]));
+      this.state = { routers, leftovers: saved.leftovers ?? [] };
     }
+    for (const [id, x] of Object.entries(this.state.routers)) this.health.sync(id, x.spec);
     await this.serial(() => this.converge());
+    // Checks start once the routers' namespaces exist (until then every member is in).
+    for (const id of Object.keys(this.state.routers)) this.health.start(id);
     if (this.o.resyncMs) {
       this.timer = setInterval(() => void this.serial(() => this.converge()).catch(() => undefined), this.o.resyncMs);
       this.timer.unref();
@@ -126,6 +143,7 @@ export class RouterHost {
     if (this.timer) clearInterval(this.timer);
     this.tunnels.close();
     this.ipsec.close();
+    this.health.close();
     await this.serial(async () => undefined);
   }
 
@@ -135,16 +153,26 @@ export class RouterHost {
       await this.check(spec);
       const before = this.state.routers[spec.routerId]?.spec;
       await this.save({ ...this.state, routers: { ...this.state.routers, [spec.routerId]: { spec, generation: String(generation) } } });
+      this.health.sync(spec.routerId, spec);
       await this.converge();
+      this.health.start(spec.routerId);
       const now = new Map(spec.floatingIps.map((f) => [f.floatingIp, f.fixedIp]));
       const was = new Map((before?.floatingIps ?? []).map((f) => [f.floatingIp, f.fixedIp]));
       // A mapping removed or moved: its connections must not go on using it.
       await this.flush(spec.routerId, [...was].filter(([fl, fx]) => now.get(fl) !== fx).map(([fl]) => fl));
+      // A member (or listener, or load balancer) gone: its connections through the VIP end; the others keep theirs.
+      const kept = new Set(lbBindings(spec));
+      const lbErr = await deleteLbConnections(new HostExec(this.nsOf(spec.routerId)), lbBindings(before).filter((b) => !kept.has(b)));
+      if (lbErr) this.conntrackErrors.set(spec.routerId, lbErr);
       // A mapping added or moved, or the router's own address new here (a router moved to this host): tell the neighbours at once.
       const fresh = [...now].filter(([fl, fx]) => was.get(fl) !== fx).map(([fl]) => fl);
       if (before?.external.address !== spec.external.address) fresh.unshift(spec.external.address.split("/")[0]!);
+      const announce: [string, string][] = fresh.map((ip) => [ip, ROUTER_EXTERNAL_DEVICE]);
+      // A VIP new here, or moved to another side: announced on its interface.
+      const vipWas = new Map((before?.loadBalancers ?? []).map((lb) => [lb.vip, lb.networkId]));
+      for (const lb of spec.loadBalancers) if (!vipWas.has(lb.vip) || vipWas.get(lb.vip) !== lb.networkId) announce.push([lb.vip, lb.networkId === undefined ? ROUTER_EXTERNAL_DEVICE : routerInterfaceName(lb.networkId)]);
       // Each arping takes about a second (its deadline): in parallel, a bounded number at a time.
-      for (let i = 0; i < fresh.length; i += ANNOUNCE_BATCH) await Promise.all(fresh.slice(i, i + ANNOUNCE_BATCH).map((ip) => this.announce(spec.routerId, ip)));
+      for (let i = 0; i < announce.length; i += ANNOUNCE_BATCH) await Promise.all(announce.slice(i, i + ANNOUNCE_BATCH).map(([ip, dev]) => this.announce(spec.routerId, ip, dev)));
       return this.view(spec.routerId);
     });
   }
@@ -155,6 +183,8 @@ export class RouterHost {
       if (!this.state.routers[routerId]) throw notFound("router", routerId);
       const { [routerId]: _gone, ...rest } = this.state.routers;
       await this.save({ routers: rest, leftovers: [...new Set([...this.state.leftovers, routerId])] });
+      // Its health checks (and their helper process, which would keep the namespace alive) stop first.
+      this.health.sync(routerId, undefined);
       this.problems.delete(routerId);
       this.conntrackErrors.delete(routerId);
       await this.converge();
@@ -172,6 +202,7 @@ export class RouterHost {
       if (ids.length === 0) return [];
       await this.save({ routers: {}, leftovers: [...new Set([...this.state.leftovers, ...ids])] });
       for (const id of ids) {
+        this.health.sync(id, undefined);
         this.problems.delete(id);
         this.conntrackErrors.delete(id);
       }
@@ -280,8 +311,8 @@ export class RouterHost {
       if (ext) probs.set("ExternalReady", ext);
       const itfs = await ensureInterfaces(this.dp, rt, ns, r).catch((err: unknown) => new Map([["*", String(err)]]));
       if (itfs.size > 0) probs.set("InterfacesReady", new RouterProblem(/BridgeMissing|no bridge/.test([...itfs.values()].join()) ? "BridgeMissing" : "InterfaceSetupFailed", [...itfs.values()].join("; ")));
-      const nat = await problemOf(() => rt.nft(routerRuleset(r)));
-      if (nat) probs.set("NatReady", new RouterProblem("NftTransactionRefused", `nft refused the transaction (nothing of it was applied): ${nat.message}`));
+      const nat = await this.render(r);
+      if (nat) probs.set("NatReady", nat);
       await this.tunnels.removeStaleDevices(rt, new Set(wantedTunnels(r))).catch(() => undefined);
       const vpnProblems: string[] = [];
       for (const c of r.vpnConnections ?? []) {
@@ -297,6 +328,31 @@ export class RouterHost {
       if (vpnProblems.length > 0) probs.set("VpnReady", new RouterProblem("TunnelSetupFailed", vpnProblems.join("; ")));
     }
     await removeStaleRouterLinks(this.dp, new Set(routers.flatMap(wantedRouterLinks))).catch(() => undefined);
+  }
+
+  /** Applies the router's table (one transaction), with the members' health now; its problem, if any. */
+  private async render(r: RouterDesired): Promise<RouterProblem | undefined> {
+    const rt = new HostExec(this.nsOf(r.routerId));
+    const wanted = new Set(lbCounters(r.loadBalancers));
+    const have = await readLbCounters(rt).catch(() => new Map<string, unknown>());
+    const staleCounters = [...have.keys()].filter((c) => !wanted.has(c));
+    const p = await problemOf(() => rt.nft(routerRuleset(r, { healthy: (key) => this.health.healthy(r.routerId, key), staleCounters })));
+    return p ? new RouterProblem("NftTransactionRefused", `nft refused the transaction (nothing of it was applied): ${p.message}`) : undefined;
+  }
+
+  /** A member's health changed: the router's table again (one render queued per router). */
+  private healthChanged(routerId: string): void {
+    if (this.rerender.has(routerId)) return;
+    this.rerender.add(routerId);
+    void this.serial(async () => {
+      this.rerender.delete(routerId);
+      const x = this.state.routers[routerId];
+      if (!x) return;
+      const probs = this.problems.get(routerId);
+      const p = await this.render(x.spec);
+      if (p) probs?.set("NatReady", p);
+      else probs?.delete("NatReady");
+    }).catch(() => undefined);
   }
 
   /** Deletes the conntrack entries of floating IPs whose mapping went or moved (inbound: orig dst; outbound: reply dst). */
@@ -318,14 +374,14 @@ export class RouterHost {
   }
 
   /**
-   * A gratuitous ARP for an address of the external interface (a floating IP, the
-   * router's own) so the neighbours' caches (and switches' tables) follow a move at once: iputils `arping -U`, else busybox's. Without either
+   * A gratuitous ARP for an address of the router (a floating IP, the router's own, a
+   * VIP) on its interface so the neighbours' caches (and switches' tables) follow a move at once: iputils `arping -U`, else busybox's. Without either
    * (or when it fails) nothing is reported: the neighbours learn the address when their
    * cache entry expires and they ask again, which the router answers.
    */
-  private async announce(routerId: string, address: string): Promise<void> {
+  private async announce(routerId: string, address: string, dev: string): Promise<void> {
     const rt = new HostExec(this.nsOf(routerId));
-    const args = ["-U", "-c", "1", "-w", "1", "-I", ROUTER_EXTERNAL_DEVICE, "-s", address, address];
+    const args = ["-U", "-c", "1", "-w", "1", "-I", dev, "-s", address, address];
     try {
       await rt.inNs("arping", args);
     } catch (err) {
@@ -367,7 +423,7 @@ export class RouterHost {
           : { type: "NatReady", status: true, reason: "Applied", message: `${r.floatingIps.length} floating IPs; SNAT ${r.snat ? "on" : "off"}` }),
     );
     const ct = this.conntrackErrors.get(routerId);
-    if (ct) conds.push({ type: "ConnectionsFlushed", status: false, reason: "ConntrackFailed", message: `connections of a removed or moved floating IP could not be cut (they last until they end): ${ct}` });
+    if (ct) conds.push({ type: "ConnectionsFlushed", status: false, reason: "ConntrackFailed", message: `connections of a removed or moved floating IP or load balancer member could not be cut (they last until they end): ${ct}` });
     const vpnConnections: VpnView[] = [];
     const sas = nsUp && ipsecOf(r).length > 0 ? await this.ipsec.observe(ns).catch(() => undefined) : undefined;
     for (const c of r.vpnConnections ?? []) vpnConnections.push(c.type === "ipsec" ? ipsecView(c, nsUp, sas) : await this.vpnView(rt, c, nsUp));
@@ -383,7 +439,11 @@ export class RouterHost {
     const bad = conds.filter((c) => !c.status);
     conds.unshift({ type: "Ready", status: bad.length === 0, reason: bad.length === 0 ? "Converged" : bad[0]!.reason, message: bad.length === 0 ? "the router matches the spec" : bad.map((c) => `${c.type}: ${c.message}`).join("; ") });
     const floatingIps = r.floatingIps.map((f) => ({ ...f, applied: elems !== undefined && elems.dnat.get(f.floatingIp) === f.fixedIp && elems.snat.get(f.fixedIp) === f.floatingIp && extAddrs.has(`${f.floatingIp}/32`) }));
-    return { spec: r, generation, namespace: ns, conditions: conds, floatingIps, vpnConnections };
+    // Load balancers: their health and counters; their condition is not part of Ready (it is the members', not the router's).
+    const loadBalancers = await observeLoadBalancers(r, rt, { nsUp, nat: !probs.has("NatReady") && elems !== undefined, external: extAddrs }, (key) => this.health.view(routerId, key));
+    const lbc = lbCondition(loadBalancers);
+    if (lbc) conds.push(lbc);
+    return { spec: r, generation, namespace: ns, conditions: conds, floatingIps, loadBalancers, vpnConnections };
   }
 
   /** One VPN connection now. */
@@ -432,7 +492,7 @@ export class RouterHost {
       const l = inside.get(dev);
       if (!l?.flags.includes("UP") || l.address !== itf.mac) return { type, status: false, reason: "LinkMissing", message: `${dev} is not up with MAC ${itf.mac}` };
       const have = await addressesOf(rt, dev).catch(() => new Set<string>());
-      const missing = itf.addresses.filter((a) => !have.has(a));
+      const missing = [...interfaceAddresses(r, itf.networkId)].filter((a) => !have.has(a));
       if (missing.length > 0) return { type, status: false, reason: "AddressMissing", message: `${dev} lacks ${missing.join(", ")}` };
     }
     return { type, status: true, reason: "Up", message: `${r.interfaces.length} interfaces up on their networks' bridges` };

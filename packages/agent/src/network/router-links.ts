@@ -87,9 +87,15 @@ async function setLink(h: HostExec, dev: string, l: LinkView | undefined, want: 
   if (args.length > 0) await h.ip(["link", "set", "dev", dev, ...args]);
 }
 
-/** The addresses the external interface carries: the router's and each floating IP's /32. */
+/** The addresses the external interface carries: the router's, each floating IP's and each external VIP's /32. */
 export function externalAddresses(r: RouterDesired): Set<string> {
-  return new Set([r.external.address, ...r.floatingIps.map((f) => `${f.floatingIp}/32`)]);
+  return new Set([r.external.address, ...r.floatingIps.map((f) => `${f.floatingIp}/32`), ...r.loadBalancers.filter((lb) => lb.networkId === undefined).map((lb) => `${lb.vip}/32`)]);
+}
+
+/** The addresses an internal interface carries: its own, and each VIP on its network as a /32. */
+export function interfaceAddresses(r: RouterDesired, networkId: string): Set<string> {
+  const itf = r.interfaces.find((i) => i.networkId === networkId);
+  return new Set([...(itf?.addresses ?? []), ...r.loadBalancers.filter((lb) => lb.networkId === networkId).map((lb) => `${lb.vip}/32`)]);
 }
 
 /**
@@ -146,7 +152,7 @@ export async function ensureInterfaces(dp: HostExec, rt: HostExec, ns: string, r
       }
       await setLink(dp, leg, links.get(leg), { mtu: bl.mtu, master: br });
       await setLink(rt, inside, rtLinks.get(inside), { mac: itf.mac, mtu: bl.mtu });
-      await ensureAddresses(rt, inside, new Set(itf.addresses));
+      await ensureAddresses(rt, inside, interfaceAddresses(r, itf.networkId));
     } catch (err) {
       problems.set(itf.networkId, err instanceof Error ? err.message : String(err));
     }

@@ -31,6 +31,48 @@ export interface FloatingIpDesired {
   readonly fixedIp: string;
 }
 
+/** A load balancer listener's transport protocol. */
+export type LbProtocol = "tcp" | "udp";
+/** How a listener picks a new connection's member. */
+export type LbAlgorithm = "round_robin" | "source_ip" | "source_ip_port";
+
+/** A listener's member, defaults filled in. */
+export interface LbMemberDesired {
+  readonly memberId: string;
+  readonly address: string;
+  readonly port: number;
+  readonly weight: number;
+}
+
+/** A listener's TCP health check, defaults filled in (port 0: each member's port). */
+export interface LbHealthCheckDesired {
+  readonly intervalSeconds: number;
+  readonly timeoutSeconds: number;
+  readonly rise: number;
+  readonly fall: number;
+  readonly port: number;
+}
+
+/** A listener. */
+export interface LbListenerDesired {
+  readonly protocol: LbProtocol;
+  readonly port: number;
+  readonly algorithm: LbAlgorithm;
+  /** Ordered by member id (the order of the round robin's slots). */
+  readonly members: readonly LbMemberDesired[];
+  readonly healthCheck?: LbHealthCheckDesired;
+}
+
+/** A load balancer. */
+export interface LoadBalancerDesired {
+  readonly loadBalancerId: string;
+  readonly vip: string;
+  /** The internal network whose interface carries the VIP; undefined: the external side (`qre`). */
+  readonly networkId?: string;
+  /** Ordered by protocol, then port. */
+  readonly listeners: readonly LbListenerDesired[];
+}
+
 /** A router's desired state. */
 export interface RouterDesired {
   readonly routerId: string;
@@ -42,6 +84,8 @@ export interface RouterDesired {
   readonly floatingIps: readonly FloatingIpDesired[];
   /** Ordered by connection id; absent in state files written before VPNs existed. */
   readonly vpnConnections?: readonly VpnConnectionDesired[];
+  /** Ordered by load balancer id. */
+  readonly loadBalancers: readonly LoadBalancerDesired[];
 }
 
 /** The router state file: the desired routers, and the ids whose host objects may still exist. */
@@ -112,3 +156,13 @@ export interface VpnConnectionDesired {
 export const vpnInterfaceName = (connectionId: string): string => `qw${shortId(connectionId)}`;
 /** Names of VPN devices the router code owns. */
 export const OWNED_VPN_LINK = /^qw[0-9a-f]{12}$/;
+/** A member's key within its router: load balancer, listener, member (the health checker's and the counters' identity). */
+export const lbMemberKey = (lbId: string, l: { protocol: LbProtocol; port: number }, memberId: string): string => `${lbId}/${l.protocol}${l.port}/${memberId}`;
+
+/** The named nftables counters of a member: new connections, and packets/bytes of its connections. */
+export function lbCounterNames(lbId: string, l: { protocol: LbProtocol; port: number }, memberId: string): { connections: string; traffic: string } {
+  const tail = `${lbId.replaceAll("-", "")}_${l.protocol[0]}${l.port}_${memberId.replaceAll("-", "")}`;
+  return { connections: `lbn_${tail}`, traffic: `lbt_${tail}` };
+}
+/** Counter names the router code owns. */
+export const OWNED_LB_COUNTER = /^lb[nt]_[0-9a-f]{32}_[tu][0-9]{1,5}_[0-9a-f]{32}$/;

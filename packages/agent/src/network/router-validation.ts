@@ -5,6 +5,7 @@ import { PHYSICAL_NETWORK, type FloatingIpDesired, type RouterDesired, type Rout
 import { ip, mac, uuid, type Checked } from "./validation.js";
 import { shortId } from "./names.js";
 import { checkVpnConnections } from "./router-vpn-validation.js";
+import { checkLoadBalancers } from "./router-lb-validation.js";
 
 /**
  * Validation of ApplyRouter's spec into the canonical desired state (pure): every
@@ -75,7 +76,7 @@ export function checkRouterSpec(spec: RouterSpec | undefined, p = "spec"): Check
   if (spec.interfaces.length > 16) v.add(`${p}.interfaces`, "TOO_MANY", `at most 16, got ${spec.interfaces.length}`);
   const nets = new Set<string>();
   const macs = new Map<string, string>(emac ? [[emac, `${f}.mac_address`]] : []);
-  const internal: IfAddr[] = [];
+  const internal: (IfAddr & { networkId: string })[] = [];
   const interfaces: RouterInterfaceDesired[] = [];
   spec.interfaces.forEach((itf, i) => {
     const fi = `${p}.interfaces[${i}]`;
@@ -93,7 +94,7 @@ export function checkRouterSpec(spec: RouterSpec | undefined, p = "spec"): Check
       const x = ifAddress(v, `${fi}.addresses[${j}]`, a);
       if (!x) return;
       claim(x.subnet, `${fi}.addresses[${j}]`);
-      internal.push(x);
+      internal.push({ ...x, networkId: itf.networkId });
       addrs.push(text(x));
     });
     if (m) interfaces.push({ networkId: itf.networkId, mac: m, addresses: addrs });
@@ -125,6 +126,7 @@ export function checkRouterSpec(spec: RouterSpec | undefined, p = "spec"): Check
     if (fl !== undefined && fx !== undefined) fips.push({ floatingIp: fl, fixedIp: fx });
   });
   const vpn = checkVpnConnections(v, `${p}.vpn_connections`, spec.vpnConnections, internal.map((a) => a.subnet), subnets);
+  const loadBalancers = checkLoadBalancers(v, `${p}.load_balancers`, spec.loadBalancers, { ...(ext ? { external: ext } : {}), ...(gw !== undefined ? { gatewayIp: gw } : {}), internal, floating, fixed });
   if (v.list.length > 0) return { ok: false, violations: v.list };
   return {
     ok: true,
@@ -135,6 +137,7 @@ export function checkRouterSpec(spec: RouterSpec | undefined, p = "spec"): Check
       snat: spec.snatEnabled,
       floatingIps: fips.sort((a, b) => parseIp4(a.floatingIp)! - parseIp4(b.floatingIp)!),
       vpnConnections: vpn,
+      loadBalancers,
     },
   };
 }

@@ -1,9 +1,11 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { ListRoutersResponseSchema, RouterStatusSchema, RouterVpnPeerState, RouterVpnType, type NetworkService, type RouterStatus } from "@quantix/api/gen/vmm/v1/network_pb.js";
+import { ListRoutersResponseSchema, RouterLoadBalancerAlgorithm, RouterLoadBalancerHealthCheckType, RouterLoadBalancerProtocol, RouterStatusSchema, RouterVpnPeerState, RouterVpnType, type NetworkService, type RouterStatus } from "@quantix/api/gen/vmm/v1/network_pb.js";
 import { invalidArgument, QuantixError, Violations } from "@quantix/core";
 import { UUID } from "../network/names.js";
 import type { RouterHost, RouterView } from "../network/router-host.js";
+import type { LbAlgorithm, LbProtocol, LoadBalancerDesired } from "../network/router-model.js";
+import type { LoadBalancerView } from "../network/router-lb-status.js";
 import { checkRouterSpec } from "../network/router-validation.js";
 
 type RouterMethods = Pick<ServiceImpl<typeof NetworkService>, "applyRouter" | "deleteRouter" | "getRouter" | "listRouters">;
@@ -52,6 +54,7 @@ function toRouter(v: RouterView): RouterStatus {
       interfaces: r.interfaces.map((i) => ({ networkId: i.networkId, macAddress: i.mac, addresses: [...i.addresses] })),
       snatEnabled: r.snat,
       floatingIps: r.floatingIps.map((f) => ({ floatingIp: f.floatingIp, fixedIp: f.fixedIp })),
+      loadBalancers: r.loadBalancers.map(lbSpec),
       // Secrets (private_key, preshared_key) are never returned.
       vpnConnections: (r.vpnConnections ?? []).map((c) => ({
         connectionId: c.connectionId,
@@ -66,6 +69,7 @@ function toRouter(v: RouterView): RouterStatus {
     namespace: v.namespace,
     conditions: v.conditions.map((c) => ({ ...c })),
     floatingIps: v.floatingIps.map((f) => ({ floatingIp: f.floatingIp, fixedIp: f.fixedIp, applied: f.applied })),
+    loadBalancers: v.loadBalancers.map(lbStatus),
     vpnConnections: v.vpnConnections.map((c) => ({
       connectionId: c.connectionId,
       type: VPN_TYPE[c.type],
@@ -77,4 +81,35 @@ function toRouter(v: RouterView): RouterStatus {
       peers: c.peers.map((p) => ({ peerId: p.peerId, state: PEER_STATE[p.state], lastHandshakeUnix: BigInt(p.lastHandshake), rxBytes: p.rx, txBytes: p.tx, endpoint: p.endpoint })),
     })),
   });
+}
+
+const PROTOCOL: Record<LbProtocol, RouterLoadBalancerProtocol> = { tcp: RouterLoadBalancerProtocol.TCP, udp: RouterLoadBalancerProtocol.UDP };
+const ALGORITHM: Record<LbAlgorithm, RouterLoadBalancerAlgorithm> = {
+  round_robin: RouterLoadBalancerAlgorithm.ROUND_ROBIN,
+  source_ip: RouterLoadBalancerAlgorithm.SOURCE_IP,
+  source_ip_port: RouterLoadBalancerAlgorithm.SOURCE_IP_PORT,
+};
+
+/** A load balancer's spec as applied (defaults filled in). */
+function lbSpec(lb: LoadBalancerDesired) {
+  return {
+    loadBalancerId: lb.loadBalancerId,
+    vip: lb.vip,
+    listeners: lb.listeners.map((l) => ({
+      protocol: PROTOCOL[l.protocol],
+      port: l.port,
+      algorithm: ALGORITHM[l.algorithm],
+      members: l.members.map((m) => ({ memberId: m.memberId, address: m.address, port: m.port, weight: m.weight })),
+      ...(l.healthCheck ? { healthCheck: { type: RouterLoadBalancerHealthCheckType.TCP, ...l.healthCheck } } : {}),
+    })),
+  };
+}
+
+function lbStatus(v: LoadBalancerView) {
+  return {
+    loadBalancerId: v.loadBalancerId,
+    vip: v.vip,
+    applied: v.applied,
+    listeners: v.listeners.map((l) => ({ ...l, protocol: PROTOCOL[l.protocol], members: l.members.map((m) => ({ ...m })) })),
+  };
 }

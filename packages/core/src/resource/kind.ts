@@ -80,6 +80,8 @@ export interface Kind<T extends Resource = Resource> {
   readonly idFormat?: IdFormat;
   /** Checks an object as a user would write it (create and update); the service adds its own rules. */
   readonly validate?: (o: T) => FieldViolation[];
+  /** What reads (Get, List, Watch) return of an object: a copy with its write-only fields (secrets) emptied. */
+  readonly redact?: (o: Resource) => Resource;
 }
 
 /** A Kind's object type. */

@@ -22,6 +22,8 @@ import { NetworkType } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_netw
 import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
 import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
 import { FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
+import { VpnServiceManager } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_manager_pb.js";
+import { VpnType } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_pb.js";
 import { VirtualNetworkService as Networks } from "../services/network-service.js";
 import { SnapshotService } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_service_pb.js";
 import { SnapshotSchema, SnapshotState } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_pb.js";
@@ -279,7 +281,51 @@ async function requestFor(w: World, m: DescMethod, project: string, vm: string):
         return { id: await fipIn(w, project) };
     }
   }
+  if (s === VpnServiceManager.typeName) {
+    // IPsec services without peers: any number fit one router (no WireGuard port to share).
+    const vpnSpec = async () => ({ type: VpnType.IPSEC, networkId: await routedNetworkIn(w, project) });
+    switch (m.name) {
+      case "CreateVpnService":
+        return { name, projectId: project, spec: await vpnSpec() };
+      case "ListVpnServices":
+      case "WatchVpnServices":
+        return { projectId: project };
+      case "UpdateVpnService":
+        return { id: await vpnIn(w, project), description: "matrix", updateMask: { paths: ["description"] } };
+      case "DeleteVpnService":
+        return { id: (await w.admin(VpnServiceManager).createVpnService({ name, projectId: project, spec: await vpnSpec() })).id };
+      case "AddVpnPeer":
+        return { id: await vpnIn(w, project), peer: { name: `p${randomUUID().slice(0, 8)}`, endpoint: "198.51.100.5", remoteSubnets: [`10.${100 + Math.floor(Math.random() * 100)}.${Math.floor(Math.random() * 250)}.0/24`], presharedKey: "matrix-pre-shared-key-0001" } };
+      case "RemoveVpnPeer":
+        return { id: await vpnIn(w, project), peerName: "nobody" };
+      default:
+        return { id: await vpnIn(w, project) };
+    }
+  }
   return {};
+}
+
+const routedByProject = new Map<string, Promise<string>>();
+const vpnsByProject = new Map<string, Promise<string>>();
+
+/** A network of `project` with a central router to the world's EXTERNAL network (made once per project). */
+function routedNetworkIn(w: World, project: string): Promise<string> {
+  let v = routedByProject.get(project);
+  if (!v) {
+    v = externalNetworkOf(w).then(async (externalNetworkId) => (await w.admin(VirtualNetworkService).createVirtualNetwork({ name: "matrix-routed", projectId: project, spec: { ...NET_SPEC, cidr: "10.30.0.0/20", router: { externalNetworkId } } })).id);
+    routedByProject.set(project, v);
+  }
+  return v;
+}
+
+/** A VPN service of `project` (made once per project). */
+function vpnIn(w: World, project: string): Promise<string> {
+  let v = vpnsByProject.get(project);
+  if (!v) {
+    v = routedNetworkIn(w, project).then(async (networkId) => (await w.admin(VpnServiceManager).createVpnService({ name: "matrix-vpn", projectId: project, spec: { type: VpnType.IPSEC, networkId } })).id);
+    vpnsByProject.set(project, v);
+  }
+  return v;
 }
 
 const externalNetworks = new Map<World, Promise<string>>();

@@ -1,4 +1,4 @@
-import { DEFAULT_PROJECT_ID, FLOATING_IP_KIND, IMAGE_KIND, MIGRATION_KIND, PORT_KIND, SECURITY_GROUP_KIND, SNAPSHOT_KIND, VIRTUAL_NETWORK_KIND, VM_KIND, VOLUME_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
+import { DEFAULT_PROJECT_ID, FLOATING_IP_KIND, VPN_SERVICE_KIND, IMAGE_KIND, MIGRATION_KIND, PORT_KIND, SECURITY_GROUP_KIND, SNAPSHOT_KIND, VIRTUAL_NETWORK_KIND, VM_KIND, VOLUME_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { NetworkService } from "@quantix/api/gen/vmm/v1/network_pb.js";
 import { StorageService } from "@quantix/api/gen/vmm/v1/storage_pb.js";
@@ -53,6 +53,7 @@ const network = (role: ProjectRole, field = "id", after = false): Policy => ({ a
 const port = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: PORT_KIND as unknown as Kind<Resource>, field, after } });
 const group = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: SECURITY_GROUP_KIND as unknown as Kind<Resource>, field, after } });
 const fip = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: FLOATING_IP_KIND as unknown as Kind<Resource>, field, after } });
+const vpn = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: VPN_SERVICE_KIND as unknown as Kind<Resource>, field, after } });
 const snapshot = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: SNAPSHOT_KIND as unknown as Kind<Resource>, field, after } });
 /** CreateSnapshot acts in the project of the volume or VM it snapshots. */
 const snapshotTarget = (role: ProjectRole): Policy => ({
@@ -99,6 +100,7 @@ const SNAPSHOTS = "Quantixkvm.storage.v1.SnapshotService";
 const IMAGES = "Quantixkvm.storage.v1.ImageService";
 const NETWORKS = "Quantixkvm.network.v1.VirtualNetworkService";
 const FIPS = "Quantixkvm.network.v1.FloatingIpService";
+const VPNS = "Quantixkvm.network.v1.VpnServiceManager";
 const PORTS = "Quantixkvm.network.v1.PortService";
 const GROUPS = "Quantixkvm.network.v1.SecurityGroupService";
 
@@ -287,7 +289,15 @@ export const POLICY: Readonly<Record<string, Policy>> = {
     RemovePoolMembers: pending("member"),
     GetLoadBalancerStats: pending("reader"),
   }),
-  ...projectCrud("Quantixkvm.network.v1.VpnServiceManager", "VpnServices", "VpnService", { AddVpnPeer: pending("member"), RemoveVpnPeer: pending("member") }),
+  // VPN services belong to their network's project (the service checks the network is there).
+  [`${VPNS}/CreateVpnService`]: inRequest("member", "project_id", { dflt: DEFAULT_PROJECT_ID }),
+  [`${VPNS}/GetVpnService`]: vpn("reader", "id", true),
+  [`${VPNS}/ListVpnServices`]: list(),
+  [`${VPNS}/WatchVpnServices`]: list(),
+  [`${VPNS}/UpdateVpnService`]: vpn("member"),
+  [`${VPNS}/DeleteVpnService`]: vpn("member"),
+  [`${VPNS}/AddVpnPeer`]: vpn("member"),
+  [`${VPNS}/RemoveVpnPeer`]: vpn("member"),
 
   // The document gateway (adr-0001): dom.read to read, dom.write to write.
   [`${DOM}/WriteDiff`]: pending("member", "dom.write"),

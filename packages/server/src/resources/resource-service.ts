@@ -41,7 +41,12 @@ export class ResourceReader<T extends Resource> {
     requireWellFormedId(field, id, this.kind.idFormat);
     const o = await this.store.of(this.kind).get(id);
     if (!o) throw notFound(this.kind.name, id);
-    return o;
+    return this.present(o);
+  }
+
+  /** What a read returns of `o`: the kind's redaction (secrets emptied), if it has one. */
+  present(o: T): T {
+    return this.kind.redact ? (this.kind.redact(o) as T) : o;
   }
 
   /** A List RPC: `input` and `output` are its messages' descriptors. */
@@ -51,7 +56,7 @@ export class ResourceReader<T extends Resource> {
     const filter = await resolveLookups(asked, custom ?? {});
     const page = await listPage(this.kind, req, asked, (order, after, limit, countTotal) => this.store.of(this.kind).list({ ...queryOf(filter), order, after, limit, countTotal }));
     const items = objectField(output, this.kind as unknown as Kind<Resource>, true);
-    return create(output, { [items.localName]: page.items, nextPageToken: page.nextPageToken, totalCount: page.totalCount, resourceVersion: page.resourceVersion } as never);
+    return create(output, { [items.localName]: this.kind.redact ? page.items.map((o) => this.present(o)) : page.items, nextPageToken: page.nextPageToken, totalCount: page.totalCount, resourceVersion: page.resourceVersion } as never);
   }
 
   /** A Watch RPC over a filtered set of objects. */
@@ -98,7 +103,7 @@ export class ResourceReader<T extends Resource> {
     let u = this.updates.get(output);
     if (!u) {
       const objField = objectField(output, this.kind as unknown as Kind<Resource>, false);
-      u = new SharedUpdates<T, unknown>((f) => create(output, { type: EVENT_TYPE[f.type], ...(f.object ? { [objField.localName]: f.object } : {}), resourceVersion: f.revision } as never));
+      u = new SharedUpdates<T, unknown>((f) => create(output, { type: EVENT_TYPE[f.type], ...(f.object ? { [objField.localName]: this.present(f.object) } : {}), resourceVersion: f.revision } as never));
       this.updates.set(output, u);
     }
     return u;

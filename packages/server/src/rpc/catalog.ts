@@ -13,7 +13,7 @@ import { file_Quantixkvm_network_v1_load_balancer_service, LoadBalancerService }
 import { file_Quantixkvm_network_v1_port_service } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
 import { file_Quantixkvm_network_v1_security_group_service } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
 import { file_Quantixkvm_network_v1_virtual_network_service } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
-import { file_Quantixkvm_network_v1_vpn_service_manager, VpnServiceManager } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_manager_pb.js";
+import { file_Quantixkvm_network_v1_vpn_service_manager } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_manager_pb.js";
 import { file_Quantixkvm_storage_v1_image_service } from "@quantix/api/gen/Quantixkvm/storage/v1/image_service_pb.js";
 import { file_Quantixkvm_storage_v1_snapshot_service } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_service_pb.js";
 import { file_Quantixkvm_storage_v1_storage_pool_service } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
@@ -26,7 +26,6 @@ import { file_vmm_v1_vm, VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 /** Services of the API contract that later issues implement, with what brings each. */
 export const PENDING_SERVICES: readonly { service: DescService; arrivesWith: string }[] = [
   { service: LoadBalancerService, arrivesWith: "the networking issue (nftables load balancing)" },
-  { service: VpnServiceManager, arrivesWith: "the networking issue (WireGuard and IPsec in userspace)" },
   { service: MemoryGateway, arrivesWith: "the MemoryGateway issue (versioned BSON documents)" },
 ];
 

@@ -4,7 +4,8 @@ import { VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/vi
 import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
 import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
 import { FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
-import { FLOATING_IP_KIND, notFound, PORT_KIND, SECURITY_GROUP_KIND, VIRTUAL_NETWORK_KIND, type Clock, type IdGenerator, type Store } from "@quantix/core";
+import { VpnServiceManager } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_manager_pb.js";
+import { FLOATING_IP_KIND, VPN_SERVICE_KIND, notFound, PORT_KIND, SECURITY_GROUP_KIND, VIRTUAL_NETWORK_KIND, type Clock, type IdGenerator, type Store } from "@quantix/core";
 import type { Route } from "@quantix/rpc";
 import { resourceRoute } from "../resources/resource-routes.js";
 import type { QuotaLedger } from "../quota/quota-ledger.js";
@@ -12,6 +13,7 @@ import { VirtualNetworkService as Networks } from "../services/network-service.j
 import { PortService as Ports, randomFraction } from "../services/port-service.js";
 import { SecurityGroupService as Groups } from "../services/security-group-service.js";
 import { FloatingIpService as FloatingIps } from "../services/floating-ip-service.js";
+import { VpnServiceService as Vpns } from "../services/vpn-service.js";
 import { budgetOf } from "./budget.js";
 import { callerOf } from "../identity/principals.js";
 import { featureSupport } from "../network/node-features.js";
@@ -108,6 +110,25 @@ export function floatingIpServiceRoute(store: Store, fips: FloatingIps): Route {
 }
 
 /**
+ * Quantixkvm.network.v1.VpnServiceManager: generic reads (filters by network, type and
+ * state; secrets emptied by the kind), writes through the VPN service's rules.
+ */
+export function vpnServiceManagerRoute(store: Store, vpns: Vpns, defaultDeadlineMs = 30_000): Route {
+  return resourceRoute(VpnServiceManager, VPN_SERVICE_KIND as never, store, {
+    impl: {
+      createVpnService: (req) => vpns.create(req),
+      updateVpnService: (req) => vpns.update(req),
+      deleteVpnService: async (req, ctx) => {
+        await vpns.delete(req, budgetOf(ctx, defaultDeadlineMs));
+        return create(EmptySchema);
+      },
+      addVpnPeer: (req) => vpns.addPeer(req),
+      removeVpnPeer: (req) => vpns.removePeer(req),
+    },
+  });
+}
+
+/**
  * The network services' routes, their services built over `store` (one call in the
  * composition root): networks charge the `networks` quota through `ledger`; every
  * project's "default" security group is made with its first network, port or group.
@@ -120,5 +141,6 @@ export function networkRoutes(deps: { store: Store; clock: Clock; ids: IdGenerat
   const networks = new Networks({ store, clock, ids, ledger, ensureDefaultGroup, featureSupport: (feature, physicalNetwork) => featureSupport(store, network, feature, physicalNetwork) });
   const ports = new Ports({ store, clock, ids, ensureDefaultGroup, random: randomFraction });
   const fips = new FloatingIps({ store, clock, ids, ledger });
-  return [virtualNetworkServiceRoute(store, networks), portServiceRoute(store, ports), securityGroupServiceRoute(store, groups, deps.defaultDeadlineMs), floatingIpServiceRoute(store, fips)];
+  const vpns = new Vpns({ store, clock, ids });
+  return [virtualNetworkServiceRoute(store, networks), portServiceRoute(store, ports), securityGroupServiceRoute(store, groups, deps.defaultDeadlineMs), floatingIpServiceRoute(store, fips), vpnServiceManagerRoute(store, vpns, deps.defaultDeadlineMs)];
 }

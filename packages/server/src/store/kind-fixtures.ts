@@ -19,6 +19,7 @@ import { PortSchema } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { SecurityGroupSchema } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_pb.js";
 import { NetworkAllocationSchema } from "@quantix/api/gen/Quantixkvm/network/v1/network_allocation_pb.js";
 import { FloatingIpSchema } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_pb.js";
+import { VpnServiceSchema } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_pb.js";
 import { ProjectSchema, RoleBindingSchema } from "@quantix/api/gen/Quantixkvm/identity/v1/project_pb.js";
 import {
   API_TOKEN_KIND,
@@ -43,6 +44,7 @@ import {
   SECURITY_GROUP_KIND,
   NETWORK_ALLOCATION_KIND,
   FLOATING_IP_KIND,
+  VPN_SERVICE_KIND,
   USER_KIND,
   VM_KIND,
   type FieldValue,
@@ -394,4 +396,20 @@ const floatingIp: KindFixture = {
   scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
 };
 
-export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone, project, user, serviceAccount, apiToken, roleBinding, signingKey, credential, quota, auditRecord, joinToken, storagePool, volume, image, snapshot, virtualNetwork, port, securityGroup, networkAllocation, floatingIp];
+const vpnService: KindFixture = {
+  kind: VPN_SERVICE_KIND as unknown as Kind<Resource>,
+  make: (v, labels = {}) =>
+    create(VpnServiceSchema, {
+      id: randomUUID(),
+      projectId: str(v["project_id"], randomUUID()),
+      name: str(v["name"], `vpn-${short()}`),
+      labels,
+      spec: { type: int(v["type"], 1), networkId: str(v["network_id"], randomUUID()) },
+      status: { state: int(v["state"], 1) },
+      createdAt: ms(v["created_at"], NOW),
+      generation: 1n,
+    }),
+  scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
+};
+
+export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone, project, user, serviceAccount, apiToken, roleBinding, signingKey, credential, quota, auditRecord, joinToken, storagePool, volume, image, snapshot, virtualNetwork, port, securityGroup, networkAllocation, floatingIp, vpnService];

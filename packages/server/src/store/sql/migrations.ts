@@ -574,6 +574,37 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
       CREATE INDEX quantix_floating_ips_labels ON quantix_floating_ips USING gin (labels jsonb_path_ops);
     `,
   },
+  {
+    version: 14,
+    name: "VPN services",
+    // Nothing of these existed before (VpnServiceManager answered UNIMPLEMENTED).
+    sql: `
+      CREATE TABLE quantix_vpn_services (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        labels jsonb NOT NULL,
+        project_id text COLLATE "C" NOT NULL,
+        name text COLLATE "C" NOT NULL,
+        network_id text COLLATE "C" NOT NULL,
+        type int NOT NULL,
+        state int NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_vpn_services_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_vpn_services_by_name ON quantix_vpn_services (name, id);
+      CREATE INDEX quantix_vpn_services_by_created_ms ON quantix_vpn_services (created_ms, id);
+      CREATE INDEX quantix_vpn_services_by_project_id_name ON quantix_vpn_services (project_id, name, id);
+      CREATE INDEX quantix_vpn_services_by_project_id_created_ms ON quantix_vpn_services (project_id, created_ms, id);
+      CREATE INDEX quantix_vpn_services_by_name_created_ms ON quantix_vpn_services (name, created_ms, id);
+      CREATE INDEX quantix_vpn_services_by_network_id_name ON quantix_vpn_services (network_id, name, id);
+      CREATE INDEX quantix_vpn_services_by_network_id_created_ms ON quantix_vpn_services (network_id, created_ms, id);
+      CREATE INDEX quantix_vpn_services_by_type_name ON quantix_vpn_services (type, name, id);
+      CREATE INDEX quantix_vpn_services_by_type_created_ms ON quantix_vpn_services (type, created_ms, id);
+      CREATE INDEX quantix_vpn_services_labels ON quantix_vpn_services USING gin (labels jsonb_path_ops);
+    `,
+  },
 ];
 
 /** The newest schema version this binary knows. */

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vmm/v1/network.proto.
  */
 export const file_vmm_v1_network: GenFile = /*@__PURE__*/
-  fileDesc("ChR2bW0vdjEvbmV0d29yay5wcm90bxIGdm1tLnYxIp8CCgtOZXR3b3JrU3BlYxISCgpuZXR3b3JrX2lkGAEgASgJEgsKA3ZuaRgCIAEoDRILCgNtdHUYAyABKA0SHgoWbG9jYWxfdW5kZXJsYXlfYWRkcmVzcxgEIAEoCRIfChdwZWVyX3VuZGVybGF5X2FkZHJlc3NlcxgFIAMoCRIfCgdzdWJuZXRzGAYgAygLMg4udm1tLnYxLlN1Ym5ldBIgCgVwb3J0cxgHIAMoCzIRLnZtbS52MS5Mb2NhbFBvcnQSKAoMcmVtb3RlX3BvcnRzGAggAygLMhIudm1tLnYxLlJlbW90ZVBvcnQSEgoKZG5zX2RvbWFpbhgJIAEoCRIgCgdnYXRld2F5GAogASgLMg8udm1tLnYxLkdhdGV3YXkiLAoHR2F0ZXdheRIhCgRtb2RlGAEgASgOMhMudm1tLnYxLkdhdGV3YXlNb2RlIoUBCgZTdWJuZXQSDAoEY2lkchgBIAEoCRISCgpnYXRld2F5X2lwGAIgASgJEhMKC2Ruc19zZXJ2ZXJzGAMgAygJEhQKDGRoY3BfZW5hYmxlZBgEIAEoCBIXCg9zZXJ2aWNlX2FkZHJlc3MYBSABKAkSFQoNbGVhc2Vfc2Vjb25kcxgGIAEoDSLNAQoJTG9jYWxQb3J0Eg8KB3BvcnRfaWQYASABKAkSEwoLbWFjX2FkZHJlc3MYAiABKAkSEQoJZml4ZWRfaXBzGAMgAygJEjkKFWFsbG93ZWRfYWRkcmVzc19wYWlycxgEIAMoCzIaLnZtbS52MS5BbGxvd2VkQWRkcmVzc1BhaXISGgoSc2VjdXJpdHlfZ3JvdXBfaWRzGAUgAygJEh4KFnBvcnRfc2VjdXJpdHlfZGlzYWJsZWQYBiABKAgSEAoIaG9zdG5hbWUYByABKAkiPAoSQWxsb3dlZEFkZHJlc3NQYWlyEhEKCWlwX3ByZWZpeBgBIAEoCRITCgttYWNfYWRkcmVzcxgCIAEoCSJjCgpSZW1vdGVQb3J0EhMKC21hY19hZGRyZXNzGAEgASgJEhgKEHVuZGVybGF5X2FkZHJlc3MYAiABKAkSFAoMaXBfYWRkcmVzc2VzGAMgAygJEhAKCGhvc3RuYW1lGAQgASgJImwKEVNlY3VyaXR5R3JvdXBTcGVjEhkKEXNlY3VyaXR5X2dyb3VwX2lkGAEgASgJEigKBXJ1bGVzGAIgAygLMhkudm1tLnYxLlNlY3VyaXR5R3JvdXBSdWxlEhIKCm1lbWJlcl9pcHMYAyADKAkiugIKEVNlY3VyaXR5R3JvdXBSdWxlEigKCWRpcmVjdGlvbhgBIAEoDjIVLnZtbS52MS5SdWxlRGlyZWN0aW9uEiQKCWV0aGVydHlwZRgCIAEoDjIRLnZtbS52MS5FdGhlclR5cGUSJgoIcHJvdG9jb2wYAyABKA4yFC52bW0udjEuUnVsZVByb3RvY29sEhYKDnBvcnRfcmFuZ2VfbWluGAQgASgNEhYKDnBvcnRfcmFuZ2VfbWF4GAUgASgNEhYKCWljbXBfdHlwZRgGIAEoDUgAiAEBEhYKCWljbXBfY29kZRgHIAEoDUgBiAEBEhgKEHJlbW90ZV9pcF9wcmVmaXgYCCABKAkSFwoPcmVtb3RlX2dyb3VwX2lkGAkgASgJQgwKCl9pY21wX3R5cGVCDAoKX2ljbXBfY29kZSJMChNBcHBseU5ldHdvcmtSZXF1ZXN0EiEKBHNwZWMYASABKAsyEy52bW0udjEuTmV0d29ya1NwZWMSEgoKZ2VuZXJhdGlvbhgCIAEoBCIqChREZWxldGVOZXR3b3JrUmVxdWVzdBISCgpuZXR3b3JrX2lkGAEgASgJIicKEUdldE5ldHdvcmtSZXF1ZXN0EhIKCm5ldHdvcmtfaWQYASABKAkiFQoTTGlzdE5ldHdvcmtzUmVxdWVzdCI/ChRMaXN0TmV0d29ya3NSZXNwb25zZRInCghuZXR3b3JrcxgBIAMoCzIVLnZtbS52MS5OZXR3b3JrU3RhdHVzIiEKDkdldFBvcnRSZXF1ZXN0Eg8KB3BvcnRfaWQYASABKAkiWAoZQXBwbHlTZWN1cml0eUdyb3VwUmVxdWVzdBInCgRzcGVjGAEgASgLMhkudm1tLnYxLlNlY3VyaXR5R3JvdXBTcGVjEhIKCmdlbmVyYXRpb24YAiABKAQiYwohVXBkYXRlU2VjdXJpdHlHcm91cE1lbWJlcnNSZXF1ZXN0EhkKEXNlY3VyaXR5X2dyb3VwX2lkGAEgASgJEg8KB2FkZF9pcHMYAiADKAkSEgoKcmVtb3ZlX2lwcxgDIAMoCSI3ChpEZWxldGVTZWN1cml0eUdyb3VwUmVxdWVzdBIZChFzZWN1cml0eV9ncm91cF9pZBgBIAEoCSIbChlMaXN0U2VjdXJpdHlHcm91cHNSZXF1ZXN0IlIKGkxpc3RTZWN1cml0eUdyb3Vwc1Jlc3BvbnNlEjQKD3NlY3VyaXR5X2dyb3VwcxgBIAMoCzIbLnZtbS52MS5TZWN1cml0eUdyb3VwU3RhdHVzIh8KHUdldE5ldHdvcmtDYXBhYmlsaXRpZXNSZXF1ZXN0IlEKEE5ldHdvcmtDb25kaXRpb24SDAoEdHlwZRgBIAEoCRIOCgZzdGF0dXMYAiABKAgSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAki7wEKDU5ldHdvcmtTdGF0dXMSEgoKbmV0d29ya19pZBgBIAEoCRIhCgRzcGVjGAIgASgLMhMudm1tLnYxLk5ldHdvcmtTcGVjEhsKE29ic2VydmVkX2dlbmVyYXRpb24YAyABKAQSDgoGYnJpZGdlGAQgASgJEhQKDHZ4bGFuX2RldmljZRgFIAEoCRITCgtkbnNtYXNxX3BpZBgGIAEoDRIsCgpjb25kaXRpb25zGAcgAygLMhgudm1tLnYxLk5ldHdvcmtDb25kaXRpb24SIQoFcG9ydHMYCCADKAsyEi52bW0udjEuUG9ydFN0YXR1cyKmAQoKUG9ydFN0YXR1cxIPCgdwb3J0X2lkGAEgASgJEhIKCm5ldHdvcmtfaWQYAiABKAkSEgoKdGFwX2RldmljZRgDIAEoCRIgCgVzdGF0ZRgEIAEoDjIRLnZtbS52MS5Qb3J0U3RhdGUSDwoHY2FycmllchgFIAEoCBIsCgpjb25kaXRpb25zGAYgAygLMhgudm1tLnYxLk5ldHdvcmtDb25kaXRpb24ipAEKE1NlY3VyaXR5R3JvdXBTdGF0dXMSGQoRc2VjdXJpdHlfZ3JvdXBfaWQYASABKAkSJwoEc3BlYxgCIAEoCzIZLnZtbS52MS5TZWN1cml0eUdyb3VwU3BlYxIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAMgASgEEiwKCmNvbmRpdGlvbnMYBCADKAsyGC52bW0udjEuTmV0d29ya0NvbmRpdGlvbiJ0ChNOZXR3b3JrQ2FwYWJpbGl0aWVzEigKCGZlYXR1cmVzGAEgAygLMhYudm1tLnYxLk5ldHdvcmtGZWF0dXJlEhgKEHVuZGVybGF5X2FkZHJlc3MYAiABKAkSGQoRcGh5c2ljYWxfbmV0d29ya3MYAyADKAkiQQoOTmV0d29ya0ZlYXR1cmUSDAoEbmFtZRgBIAEoCRIRCglhdmFpbGFibGUYAiABKAgSDgoGcmVhc29uGAMgASgJIvMBCgpSb3V0ZXJTcGVjEhEKCXJvdXRlcl9pZBgBIAEoCRIoCghleHRlcm5hbBgCIAEoCzIWLnZtbS52MS5Sb3V0ZXJFeHRlcm5hbBIrCgppbnRlcmZhY2VzGAMgAygLMhcudm1tLnYxLlJvdXRlckludGVyZmFjZRIUCgxzbmF0X2VuYWJsZWQYBCABKAgSLwoMZmxvYXRpbmdfaXBzGAUgAygLMhkudm1tLnYxLkZsb2F0aW5nSXBNYXBwaW5nEjQKD3Zwbl9jb25uZWN0aW9ucxgHIAMoCzIbLnZtbS52MS5Sb3V0ZXJWcG5Db25uZWN0aW9uImQKDlJvdXRlckV4dGVybmFsEhgKEHBoeXNpY2FsX25ldHdvcmsYASABKAkSDwoHYWRkcmVzcxgCIAEoCRISCgpnYXRld2F5X2lwGAMgASgJEhMKC21hY19hZGRyZXNzGAQgASgJIk0KD1JvdXRlckludGVyZmFjZRISCgpuZXR3b3JrX2lkGAEgASgJEhMKC21hY19hZGRyZXNzGAIgASgJEhEKCWFkZHJlc3NlcxgDIAMoCSI6ChFGbG9hdGluZ0lwTWFwcGluZxITCgtmbG9hdGluZ19pcBgBIAEoCRIQCghmaXhlZF9pcBgCIAEoCSJKChJBcHBseVJvdXRlclJlcXVlc3QSIAoEc3BlYxgBIAEoCzISLnZtbS52MS5Sb3V0ZXJTcGVjEhIKCmdlbmVyYXRpb24YAiABKAQiKAoTRGVsZXRlUm91dGVyUmVxdWVzdBIRCglyb3V0ZXJfaWQYASABKAkiJQoQR2V0Um91dGVyUmVxdWVzdBIRCglyb3V0ZXJfaWQYASABKAkiFAoSTGlzdFJvdXRlcnNSZXF1ZXN0IjwKE0xpc3RSb3V0ZXJzUmVzcG9uc2USJQoHcm91dGVycxgBIAMoCzIULnZtbS52MS5Sb3V0ZXJTdGF0dXMigwIKDFJvdXRlclN0YXR1cxIRCglyb3V0ZXJfaWQYASABKAkSIAoEc3BlYxgCIAEoCzISLnZtbS52MS5Sb3V0ZXJTcGVjEhsKE29ic2VydmVkX2dlbmVyYXRpb24YAyABKAQSEQoJbmFtZXNwYWNlGAQgASgJEiwKCmNvbmRpdGlvbnMYBSADKAsyGC52bW0udjEuTmV0d29ya0NvbmRpdGlvbhIuCgxmbG9hdGluZ19pcHMYBiADKAsyGC52bW0udjEuRmxvYXRpbmdJcFN0YXR1cxIwCg92cG5fY29ubmVjdGlvbnMYCCADKAsyFy52bW0udjEuUm91dGVyVnBuU3RhdHVzIkoKEEZsb2F0aW5nSXBTdGF0dXMSEwoLZmxvYXRpbmdfaXAYASABKAkSEAoIZml4ZWRfaXAYAiABKAkSDwoHYXBwbGllZBgDIAEoCCLKAQoTUm91dGVyVnBuQ29ubmVjdGlvbhIVCg1jb25uZWN0aW9uX2lkGAEgASgJEiMKBHR5cGUYAiABKA4yFS52bW0udjEuUm91dGVyVnBuVHlwZRIVCg1sb2NhbF9zdWJuZXRzGAMgAygJEhMKC2xpc3Rlbl9wb3J0GAQgASgNEhMKC3ByaXZhdGVfa2V5GAUgASgJEiQKBXBlZXJzGAYgAygLMhUudm1tLnYxLlJvdXRlclZwblBlZXISEAoIbG9jYWxfaWQYByABKAkirgEKDVJvdXRlclZwblBlZXISDwoHcGVlcl9pZBgBIAEoCRIQCghlbmRwb2ludBgCIAEoCRIWCg5yZW1vdGVfc3VibmV0cxgDIAMoCRISCgpwdWJsaWNfa2V5GAQgASgJEhUKDXByZXNoYXJlZF9rZXkYBSABKAkSJAoccGVyc2lzdGVudF9rZWVwYWxpdmVfc2Vjb25kcxgGIAEoDRIRCglyZW1vdGVfaWQYByABKAki3AEKD1JvdXRlclZwblN0YXR1cxIVCg1jb25uZWN0aW9uX2lkGAEgASgJEiMKBHR5cGUYAiABKA4yFS52bW0udjEuUm91dGVyVnBuVHlwZRIWCg5pbnRlcmZhY2VfbmFtZRgDIAEoCRISCgpwdWJsaWNfa2V5GAQgASgJEhMKC2xpc3Rlbl9wb3J0GAUgASgNEg8KB2FwcGxpZWQYBiABKAgSDwoHbWVzc2FnZRgHIAEoCRIqCgVwZWVycxgIIAMoCzIbLnZtbS52MS5Sb3V0ZXJWcG5QZWVyU3RhdHVzIqQBChNSb3V0ZXJWcG5QZWVyU3RhdHVzEg8KB3BlZXJfaWQYASABKAkSKQoFc3RhdGUYAiABKA4yGi52bW0udjEuUm91dGVyVnBuUGVlclN0YXRlEhsKE2xhc3RfaGFuZHNoYWtlX3VuaXgYAyABKAMSEAoIcnhfYnl0ZXMYBCABKAQSEAoIdHhfYnl0ZXMYBSABKAQSEAoIZW5kcG9pbnQYBiABKAkqWgoLR2F0ZXdheU1vZGUSHAoYR0FURVdBWV9NT0RFX1VOU1BFQ0lGSUVEEAASFwoTR0FURVdBWV9NT0RFX1JPVVRFRBABEhQKEEdBVEVXQVlfTU9ERV9OQVQQAipmCg1SdWxlRGlyZWN0aW9uEh4KGlJVTEVfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASGgoWUlVMRV9ESVJFQ1RJT05fSU5HUkVTUxABEhkKFVJVTEVfRElSRUNUSU9OX0VHUkVTUxACKlEKCUV0aGVyVHlwZRIaChZFVEhFUl9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPRVRIRVJfVFlQRV9JUFY0EAESEwoPRVRIRVJfVFlQRV9JUFY2EAIqcwoMUnVsZVByb3RvY29sEh0KGVJVTEVfUFJPVE9DT0xfVU5TUEVDSUZJRUQQABIVChFSVUxFX1BST1RPQ09MX1RDUBABEhUKEVJVTEVfUFJPVE9DT0xfVURQEAISFgoSUlVMRV9QUk9UT0NPTF9JQ01QEAMqfwoJUG9ydFN0YXRlEhoKFlBPUlRfU1RBVEVfVU5TUEVDSUZJRUQQABITCg9QT1JUX1NUQVRFX0RPV04QARIUChBQT1JUX1NUQVRFX0JVSUxEEAISFQoRUE9SVF9TVEFURV9BQ1RJVkUQAxIUChBQT1JUX1NUQVRFX0VSUk9SEAQqagoNUm91dGVyVnBuVHlwZRIfChtST1VURVJfVlBOX1RZUEVfVU5TUEVDSUZJRUQQABIdChlST1VURVJfVlBOX1RZUEVfV0lSRUdVQVJEEAESGQoVUk9VVEVSX1ZQTl9UWVBFX0lQU0VDEAIqnwEKElJvdXRlclZwblBlZXJTdGF0ZRIlCiFST1VURVJfVlBOX1BFRVJfU1RBVEVfVU5TUEVDSUZJRUQQABIkCiBST1VURVJfVlBOX1BFRVJfU1RBVEVfQ09OTkVDVElORxABEhwKGFJPVVRFUl9WUE5fUEVFUl9TVEFURV9VUBACEh4KGlJPVVRFUl9WUE5fUEVFUl9TVEFURV9ET1dOEAMysggKDk5ldHdvcmtTZXJ2aWNlEkIKDEFwcGx5TmV0d29yaxIbLnZtbS52MS5BcHBseU5ldHdvcmtSZXF1ZXN0GhUudm1tLnYxLk5ldHdvcmtTdGF0dXMSRQoNRGVsZXRlTmV0d29yaxIcLnZtbS52MS5EZWxldGVOZXR3b3JrUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRI+CgpHZXROZXR3b3JrEhkudm1tLnYxLkdldE5ldHdvcmtSZXF1ZXN0GhUudm1tLnYxLk5ldHdvcmtTdGF0dXMSSQoMTGlzdE5ldHdvcmtzEhsudm1tLnYxLkxpc3ROZXR3b3Jrc1JlcXVlc3QaHC52bW0udjEuTGlzdE5ldHdvcmtzUmVzcG9uc2USNQoHR2V0UG9ydBIWLnZtbS52MS5HZXRQb3J0UmVxdWVzdBoSLnZtbS52MS5Qb3J0U3RhdHVzElQKEkFwcGx5U2VjdXJpdHlHcm91cBIhLnZtbS52MS5BcHBseVNlY3VyaXR5R3JvdXBSZXF1ZXN0Ghsudm1tLnYxLlNlY3VyaXR5R3JvdXBTdGF0dXMSZAoaVXBkYXRlU2VjdXJpdHlHcm91cE1lbWJlcnMSKS52bW0udjEuVXBkYXRlU2VjdXJpdHlHcm91cE1lbWJlcnNSZXF1ZXN0Ghsudm1tLnYxLlNlY3VyaXR5R3JvdXBTdGF0dXMSUQoTRGVsZXRlU2VjdXJpdHlHcm91cBIiLnZtbS52MS5EZWxldGVTZWN1cml0eUdyb3VwUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJbChJMaXN0U2VjdXJpdHlHcm91cHMSIS52bW0udjEuTGlzdFNlY3VyaXR5R3JvdXBzUmVxdWVzdBoiLnZtbS52MS5MaXN0U2VjdXJpdHlHcm91cHNSZXNwb25zZRJcChZHZXROZXR3b3JrQ2FwYWJpbGl0aWVzEiUudm1tLnYxLkdldE5ldHdvcmtDYXBhYmlsaXRpZXNSZXF1ZXN0Ghsudm1tLnYxLk5ldHdvcmtDYXBhYmlsaXRpZXMSPwoLQXBwbHlSb3V0ZXISGi52bW0udjEuQXBwbHlSb3V0ZXJSZXF1ZXN0GhQudm1tLnYxLlJvdXRlclN0YXR1cxJDCgxEZWxldGVSb3V0ZXISGy52bW0udjEuRGVsZXRlUm91dGVyUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRI7CglHZXRSb3V0ZXISGC52bW0udjEuR2V0Um91dGVyUmVxdWVzdBoULnZtbS52MS5Sb3V0ZXJTdGF0dXMSRgoLTGlzdFJvdXRlcnMSGi52bW0udjEuTGlzdFJvdXRlcnNSZXF1ZXN0Ghsudm1tLnYxLkxpc3RSb3V0ZXJzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_empty]);
+  fileDesc("ChR2bW0vdjEvbmV0d29yay5wcm90bxIGdm1tLnYxIp8CCgtOZXR3b3JrU3BlYxISCgpuZXR3b3JrX2lkGAEgASgJEgsKA3ZuaRgCIAEoDRILCgNtdHUYAyABKA0SHgoWbG9jYWxfdW5kZXJsYXlfYWRkcmVzcxgEIAEoCRIfChdwZWVyX3VuZGVybGF5X2FkZHJlc3NlcxgFIAMoCRIfCgdzdWJuZXRzGAYgAygLMg4udm1tLnYxLlN1Ym5ldBIgCgVwb3J0cxgHIAMoCzIRLnZtbS52MS5Mb2NhbFBvcnQSKAoMcmVtb3RlX3BvcnRzGAggAygLMhIudm1tLnYxLlJlbW90ZVBvcnQSEgoKZG5zX2RvbWFpbhgJIAEoCRIgCgdnYXRld2F5GAogASgLMg8udm1tLnYxLkdhdGV3YXkiLAoHR2F0ZXdheRIhCgRtb2RlGAEgASgOMhMudm1tLnYxLkdhdGV3YXlNb2RlIoUBCgZTdWJuZXQSDAoEY2lkchgBIAEoCRISCgpnYXRld2F5X2lwGAIgASgJEhMKC2Ruc19zZXJ2ZXJzGAMgAygJEhQKDGRoY3BfZW5hYmxlZBgEIAEoCBIXCg9zZXJ2aWNlX2FkZHJlc3MYBSABKAkSFQoNbGVhc2Vfc2Vjb25kcxgGIAEoDSLNAQoJTG9jYWxQb3J0Eg8KB3BvcnRfaWQYASABKAkSEwoLbWFjX2FkZHJlc3MYAiABKAkSEQoJZml4ZWRfaXBzGAMgAygJEjkKFWFsbG93ZWRfYWRkcmVzc19wYWlycxgEIAMoCzIaLnZtbS52MS5BbGxvd2VkQWRkcmVzc1BhaXISGgoSc2VjdXJpdHlfZ3JvdXBfaWRzGAUgAygJEh4KFnBvcnRfc2VjdXJpdHlfZGlzYWJsZWQYBiABKAgSEAoIaG9zdG5hbWUYByABKAkiPAoSQWxsb3dlZEFkZHJlc3NQYWlyEhEKCWlwX3ByZWZpeBgBIAEoCRITCgttYWNfYWRkcmVzcxgCIAEoCSJjCgpSZW1vdGVQb3J0EhMKC21hY19hZGRyZXNzGAEgASgJEhgKEHVuZGVybGF5X2FkZHJlc3MYAiABKAkSFAoMaXBfYWRkcmVzc2VzGAMgAygJEhAKCGhvc3RuYW1lGAQgASgJImwKEVNlY3VyaXR5R3JvdXBTcGVjEhkKEXNlY3VyaXR5X2dyb3VwX2lkGAEgASgJEigKBXJ1bGVzGAIgAygLMhkudm1tLnYxLlNlY3VyaXR5R3JvdXBSdWxlEhIKCm1lbWJlcl9pcHMYAyADKAkiugIKEVNlY3VyaXR5R3JvdXBSdWxlEigKCWRpcmVjdGlvbhgBIAEoDjIVLnZtbS52MS5SdWxlRGlyZWN0aW9uEiQKCWV0aGVydHlwZRgCIAEoDjIRLnZtbS52MS5FdGhlclR5cGUSJgoIcHJvdG9jb2wYAyABKA4yFC52bW0udjEuUnVsZVByb3RvY29sEhYKDnBvcnRfcmFuZ2VfbWluGAQgASgNEhYKDnBvcnRfcmFuZ2VfbWF4GAUgASgNEhYKCWljbXBfdHlwZRgGIAEoDUgAiAEBEhYKCWljbXBfY29kZRgHIAEoDUgBiAEBEhgKEHJlbW90ZV9pcF9wcmVmaXgYCCABKAkSFwoPcmVtb3RlX2dyb3VwX2lkGAkgASgJQgwKCl9pY21wX3R5cGVCDAoKX2ljbXBfY29kZSJMChNBcHBseU5ldHdvcmtSZXF1ZXN0EiEKBHNwZWMYASABKAsyEy52bW0udjEuTmV0d29ya1NwZWMSEgoKZ2VuZXJhdGlvbhgCIAEoBCIqChREZWxldGVOZXR3b3JrUmVxdWVzdBISCgpuZXR3b3JrX2lkGAEgASgJIicKEUdldE5ldHdvcmtSZXF1ZXN0EhIKCm5ldHdvcmtfaWQYASABKAkiFQoTTGlzdE5ldHdvcmtzUmVxdWVzdCI/ChRMaXN0TmV0d29ya3NSZXNwb25zZRInCghuZXR3b3JrcxgBIAMoCzIVLnZtbS52MS5OZXR3b3JrU3RhdHVzIiEKDkdldFBvcnRSZXF1ZXN0Eg8KB3BvcnRfaWQYASABKAkiWAoZQXBwbHlTZWN1cml0eUdyb3VwUmVxdWVzdBInCgRzcGVjGAEgASgLMhkudm1tLnYxLlNlY3VyaXR5R3JvdXBTcGVjEhIKCmdlbmVyYXRpb24YAiABKAQiYwohVXBkYXRlU2VjdXJpdHlHcm91cE1lbWJlcnNSZXF1ZXN0EhkKEXNlY3VyaXR5X2dyb3VwX2lkGAEgASgJEg8KB2FkZF9pcHMYAiADKAkSEgoKcmVtb3ZlX2lwcxgDIAMoCSI3ChpEZWxldGVTZWN1cml0eUdyb3VwUmVxdWVzdBIZChFzZWN1cml0eV9ncm91cF9pZBgBIAEoCSIbChlMaXN0U2VjdXJpdHlHcm91cHNSZXF1ZXN0IlIKGkxpc3RTZWN1cml0eUdyb3Vwc1Jlc3BvbnNlEjQKD3NlY3VyaXR5X2dyb3VwcxgBIAMoCzIbLnZtbS52MS5TZWN1cml0eUdyb3VwU3RhdHVzIh8KHUdldE5ldHdvcmtDYXBhYmlsaXRpZXNSZXF1ZXN0IlEKEE5ldHdvcmtDb25kaXRpb24SDAoEdHlwZRgBIAEoCRIOCgZzdGF0dXMYAiABKAgSDgoGcmVhc29uGAMgASgJEg8KB21lc3NhZ2UYBCABKAki7wEKDU5ldHdvcmtTdGF0dXMSEgoKbmV0d29ya19pZBgBIAEoCRIhCgRzcGVjGAIgASgLMhMudm1tLnYxLk5ldHdvcmtTcGVjEhsKE29ic2VydmVkX2dlbmVyYXRpb24YAyABKAQSDgoGYnJpZGdlGAQgASgJEhQKDHZ4bGFuX2RldmljZRgFIAEoCRITCgtkbnNtYXNxX3BpZBgGIAEoDRIsCgpjb25kaXRpb25zGAcgAygLMhgudm1tLnYxLk5ldHdvcmtDb25kaXRpb24SIQoFcG9ydHMYCCADKAsyEi52bW0udjEuUG9ydFN0YXR1cyKmAQoKUG9ydFN0YXR1cxIPCgdwb3J0X2lkGAEgASgJEhIKCm5ldHdvcmtfaWQYAiABKAkSEgoKdGFwX2RldmljZRgDIAEoCRIgCgVzdGF0ZRgEIAEoDjIRLnZtbS52MS5Qb3J0U3RhdGUSDwoHY2FycmllchgFIAEoCBIsCgpjb25kaXRpb25zGAYgAygLMhgudm1tLnYxLk5ldHdvcmtDb25kaXRpb24ipAEKE1NlY3VyaXR5R3JvdXBTdGF0dXMSGQoRc2VjdXJpdHlfZ3JvdXBfaWQYASABKAkSJwoEc3BlYxgCIAEoCzIZLnZtbS52MS5TZWN1cml0eUdyb3VwU3BlYxIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAMgASgEEiwKCmNvbmRpdGlvbnMYBCADKAsyGC52bW0udjEuTmV0d29ya0NvbmRpdGlvbiJ0ChNOZXR3b3JrQ2FwYWJpbGl0aWVzEigKCGZlYXR1cmVzGAEgAygLMhYudm1tLnYxLk5ldHdvcmtGZWF0dXJlEhgKEHVuZGVybGF5X2FkZHJlc3MYAiABKAkSGQoRcGh5c2ljYWxfbmV0d29ya3MYAyADKAkiQQoOTmV0d29ya0ZlYXR1cmUSDAoEbmFtZRgBIAEoCRIRCglhdmFpbGFibGUYAiABKAgSDgoGcmVhc29uGAMgASgJIqcCCgpSb3V0ZXJTcGVjEhEKCXJvdXRlcl9pZBgBIAEoCRIoCghleHRlcm5hbBgCIAEoCzIWLnZtbS52MS5Sb3V0ZXJFeHRlcm5hbBIrCgppbnRlcmZhY2VzGAMgAygLMhcudm1tLnYxLlJvdXRlckludGVyZmFjZRIUCgxzbmF0X2VuYWJsZWQYBCABKAgSLwoMZmxvYXRpbmdfaXBzGAUgAygLMhkudm1tLnYxLkZsb2F0aW5nSXBNYXBwaW5nEjIKDmxvYWRfYmFsYW5jZXJzGAYgAygLMhoudm1tLnYxLlJvdXRlckxvYWRCYWxhbmNlchI0Cg92cG5fY29ubmVjdGlvbnMYByADKAsyGy52bW0udjEuUm91dGVyVnBuQ29ubmVjdGlvbiJyChJSb3V0ZXJMb2FkQmFsYW5jZXISGAoQbG9hZF9iYWxhbmNlcl9pZBgBIAEoCRILCgN2aXAYAiABKAkSNQoJbGlzdGVuZXJzGAMgAygLMiIudm1tLnYxLlJvdXRlckxvYWRCYWxhbmNlckxpc3RlbmVyIogCChpSb3V0ZXJMb2FkQmFsYW5jZXJMaXN0ZW5lchI0Cghwcm90b2NvbBgBIAEoDjIiLnZtbS52MS5Sb3V0ZXJMb2FkQmFsYW5jZXJQcm90b2NvbBIMCgRwb3J0GAIgASgNEjYKCWFsZ29yaXRobRgDIAEoDjIjLnZtbS52MS5Sb3V0ZXJMb2FkQmFsYW5jZXJBbGdvcml0aG0SMQoHbWVtYmVycxgEIAMoCzIgLnZtbS52MS5Sb3V0ZXJMb2FkQmFsYW5jZXJNZW1iZXISOwoMaGVhbHRoX2NoZWNrGAUgASgLMiUudm1tLnYxLlJvdXRlckxvYWRCYWxhbmNlckhlYWx0aENoZWNrIlwKGFJvdXRlckxvYWRCYWxhbmNlck1lbWJlchIRCgltZW1iZXJfaWQYASABKAkSDwoHYWRkcmVzcxgCIAEoCRIMCgRwb3J0GAMgASgNEg4KBndlaWdodBgEIAEoDSK1AQodUm91dGVyTG9hZEJhbGFuY2VySGVhbHRoQ2hlY2sSNwoEdHlwZRgBIAEoDjIpLnZtbS52MS5Sb3V0ZXJMb2FkQmFsYW5jZXJIZWFsdGhDaGVja1R5cGUSGAoQaW50ZXJ2YWxfc2Vjb25kcxgCIAEoDRIXCg90aW1lb3V0X3NlY29uZHMYAyABKA0SDAoEcmlzZRgEIAEoDRIMCgRmYWxsGAUgASgNEgwKBHBvcnQYBiABKA0iZAoOUm91dGVyRXh0ZXJuYWwSGAoQcGh5c2ljYWxfbmV0d29yaxgBIAEoCRIPCgdhZGRyZXNzGAIgASgJEhIKCmdhdGV3YXlfaXAYAyABKAkSEwoLbWFjX2FkZHJlc3MYBCABKAkiTQoPUm91dGVySW50ZXJmYWNlEhIKCm5ldHdvcmtfaWQYASABKAkSEwoLbWFjX2FkZHJlc3MYAiABKAkSEQoJYWRkcmVzc2VzGAMgAygJIjoKEUZsb2F0aW5nSXBNYXBwaW5nEhMKC2Zsb2F0aW5nX2lwGAEgASgJEhAKCGZpeGVkX2lwGAIgASgJIkoKEkFwcGx5Um91dGVyUmVxdWVzdBIgCgRzcGVjGAEgASgLMhIudm1tLnYxLlJvdXRlclNwZWMSEgoKZ2VuZXJhdGlvbhgCIAEoBCIoChNEZWxldGVSb3V0ZXJSZXF1ZXN0EhEKCXJvdXRlcl9pZBgBIAEoCSIlChBHZXRSb3V0ZXJSZXF1ZXN0EhEKCXJvdXRlcl9pZBgBIAEoCSIUChJMaXN0Um91dGVyc1JlcXVlc3QiPAoTTGlzdFJvdXRlcnNSZXNwb25zZRIlCgdyb3V0ZXJzGAEgAygLMhQudm1tLnYxLlJvdXRlclN0YXR1cyK9AgoMUm91dGVyU3RhdHVzEhEKCXJvdXRlcl9pZBgBIAEoCRIgCgRzcGVjGAIgASgLMhIudm1tLnYxLlJvdXRlclNwZWMSGwoTb2JzZXJ2ZWRfZ2VuZXJhdGlvbhgDIAEoBBIRCgluYW1lc3BhY2UYBCABKAkSLAoKY29uZGl0aW9ucxgFIAMoCzIYLnZtbS52MS5OZXR3b3JrQ29uZGl0aW9uEi4KDGZsb2F0aW5nX2lwcxgGIAMoCzIYLnZtbS52MS5GbG9hdGluZ0lwU3RhdHVzEjgKDmxvYWRfYmFsYW5jZXJzGAcgAygLMiAudm1tLnYxLlJvdXRlckxvYWRCYWxhbmNlclN0YXR1cxIwCg92cG5fY29ubmVjdGlvbnMYCCADKAsyFy52bW0udjEuUm91dGVyVnBuU3RhdHVzIo8BChhSb3V0ZXJMb2FkQmFsYW5jZXJTdGF0dXMSGAoQbG9hZF9iYWxhbmNlcl9pZBgBIAEoCRILCgN2aXAYAiABKAkSDwoHYXBwbGllZBgDIAEoCBI7CglsaXN0ZW5lcnMYBCADKAsyKC52bW0udjEuUm91dGVyTG9hZEJhbGFuY2VyTGlzdGVuZXJTdGF0dXMi7QEKIFJvdXRlckxvYWRCYWxhbmNlckxpc3RlbmVyU3RhdHVzEjQKCHByb3RvY29sGAEgASgOMiIudm1tLnYxLlJvdXRlckxvYWRCYWxhbmNlclByb3RvY29sEgwKBHBvcnQYAiABKA0SFwoPaGVhbHRoeV9tZW1iZXJzGAMgASgNEhMKC2Nvbm5lY3Rpb25zGAQgASgEEg8KB3BhY2tldHMYBSABKAQSDQoFYnl0ZXMYBiABKAQSNwoHbWVtYmVycxgHIAMoCzImLnZtbS52MS5Sb3V0ZXJMb2FkQmFsYW5jZXJNZW1iZXJTdGF0dXMirwEKHlJvdXRlckxvYWRCYWxhbmNlck1lbWJlclN0YXR1cxIRCgltZW1iZXJfaWQYASABKAkSDwoHYWRkcmVzcxgCIAEoCRIMCgRwb3J0GAMgASgNEg8KB2hlYWx0aHkYBCABKAgSFQoNaGVhbHRoX3JlYXNvbhgFIAEoCRITCgtjb25uZWN0aW9ucxgGIAEoBBIPCgdwYWNrZXRzGAcgASgEEg0KBWJ5dGVzGAggASgEIkoKEEZsb2F0aW5nSXBTdGF0dXMSEwoLZmxvYXRpbmdfaXAYASABKAkSEAoIZml4ZWRfaXAYAiABKAkSDwoHYXBwbGllZBgDIAEoCCLKAQoTUm91dGVyVnBuQ29ubmVjdGlvbhIVCg1jb25uZWN0aW9uX2lkGAEgASgJEiMKBHR5cGUYAiABKA4yFS52bW0udjEuUm91dGVyVnBuVHlwZRIVCg1sb2NhbF9zdWJuZXRzGAMgAygJEhMKC2xpc3Rlbl9wb3J0GAQgASgNEhMKC3ByaXZhdGVfa2V5GAUgASgJEiQKBXBlZXJzGAYgAygLMhUudm1tLnYxLlJvdXRlclZwblBlZXISEAoIbG9jYWxfaWQYByABKAkirgEKDVJvdXRlclZwblBlZXISDwoHcGVlcl9pZBgBIAEoCRIQCghlbmRwb2ludBgCIAEoCRIWCg5yZW1vdGVfc3VibmV0cxgDIAMoCRISCgpwdWJsaWNfa2V5GAQgASgJEhUKDXByZXNoYXJlZF9rZXkYBSABKAkSJAoccGVyc2lzdGVudF9rZWVwYWxpdmVfc2Vjb25kcxgGIAEoDRIRCglyZW1vdGVfaWQYByABKAki3AEKD1JvdXRlclZwblN0YXR1cxIVCg1jb25uZWN0aW9uX2lkGAEgASgJEiMKBHR5cGUYAiABKA4yFS52bW0udjEuUm91dGVyVnBuVHlwZRIWCg5pbnRlcmZhY2VfbmFtZRgDIAEoCRISCgpwdWJsaWNfa2V5GAQgASgJEhMKC2xpc3Rlbl9wb3J0GAUgASgNEg8KB2FwcGxpZWQYBiABKAgSDwoHbWVzc2FnZRgHIAEoCRIqCgVwZWVycxgIIAMoCzIbLnZtbS52MS5Sb3V0ZXJWcG5QZWVyU3RhdHVzIqQBChNSb3V0ZXJWcG5QZWVyU3RhdHVzEg8KB3BlZXJfaWQYASABKAkSKQoFc3RhdGUYAiABKA4yGi52bW0udjEuUm91dGVyVnBuUGVlclN0YXRlEhsKE2xhc3RfaGFuZHNoYWtlX3VuaXgYAyABKAMSEAoIcnhfYnl0ZXMYBCABKAQSEAoIdHhfYnl0ZXMYBSABKAQSEAoIZW5kcG9pbnQYBiABKAkqWgoLR2F0ZXdheU1vZGUSHAoYR0FURVdBWV9NT0RFX1VOU1BFQ0lGSUVEEAASFwoTR0FURVdBWV9NT0RFX1JPVVRFRBABEhQKEEdBVEVXQVlfTU9ERV9OQVQQAipmCg1SdWxlRGlyZWN0aW9uEh4KGlJVTEVfRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASGgoWUlVMRV9ESVJFQ1RJT05fSU5HUkVTUxABEhkKFVJVTEVfRElSRUNUSU9OX0VHUkVTUxACKlEKCUV0aGVyVHlwZRIaChZFVEhFUl9UWVBFX1VOU1BFQ0lGSUVEEAASEwoPRVRIRVJfVFlQRV9JUFY0EAESEwoPRVRIRVJfVFlQRV9JUFY2EAIqcwoMUnVsZVByb3RvY29sEh0KGVJVTEVfUFJPVE9DT0xfVU5TUEVDSUZJRUQQABIVChFSVUxFX1BST1RPQ09MX1RDUBABEhUKEVJVTEVfUFJPVE9DT0xfVURQEAISFgoSUlVMRV9QUk9UT0NPTF9JQ01QEAMqfwoJUG9ydFN0YXRlEhoKFlBPUlRfU1RBVEVfVU5TUEVDSUZJRUQQABITCg9QT1JUX1NUQVRFX0RPV04QARIUChBQT1JUX1NUQVRFX0JVSUxEEAISFQoRUE9SVF9TVEFURV9BQ1RJVkUQAxIUChBQT1JUX1NUQVRFX0VSUk9SEAQqmQEKGlJvdXRlckxvYWRCYWxhbmNlclByb3RvY29sEi0KKVJPVVRFUl9MT0FEX0JBTEFOQ0VSX1BST1RPQ09MX1VOU1BFQ0lGSUVEEAASJQohUk9VVEVSX0xPQURfQkFMQU5DRVJfUFJPVE9DT0xfVENQEAESJQohUk9VVEVSX0xPQURfQkFMQU5DRVJfUFJPVE9DT0xfVURQEAIq3gEKG1JvdXRlckxvYWRCYWxhbmNlckFsZ29yaXRobRIuCipST1VURVJfTE9BRF9CQUxBTkNFUl9BTEdPUklUSE1fVU5TUEVDSUZJRUQQABIuCipST1VURVJfTE9BRF9CQUxBTkNFUl9BTEdPUklUSE1fUk9VTkRfUk9CSU4QARIsCihST1VURVJfTE9BRF9CQUxBTkNFUl9BTEdPUklUSE1fU09VUkNFX0lQEAISMQotUk9VVEVSX0xPQURfQkFMQU5DRVJfQUxHT1JJVEhNX1NPVVJDRV9JUF9QT1JUEAMqiwEKIVJvdXRlckxvYWRCYWxhbmNlckhlYWx0aENoZWNrVHlwZRI2CjJST1VURVJfTE9BRF9CQUxBTkNFUl9IRUFMVEhfQ0hFQ0tfVFlQRV9VTlNQRUNJRklFRBAAEi4KKlJPVVRFUl9MT0FEX0JBTEFOQ0VSX0hFQUxUSF9DSEVDS19UWVBFX1RDUBABKmoKDVJvdXRlclZwblR5cGUSHwobUk9VVEVSX1ZQTl9UWVBFX1VOU1BFQ0lGSUVEEAASHQoZUk9VVEVSX1ZQTl9UWVBFX1dJUkVHVUFSRBABEhkKFVJPVVRFUl9WUE5fVFlQRV9JUFNFQxACKp8BChJSb3V0ZXJWcG5QZWVyU3RhdGUSJQohUk9VVEVSX1ZQTl9QRUVSX1NUQVRFX1VOU1BFQ0lGSUVEEAASJAogUk9VVEVSX1ZQTl9QRUVSX1NUQVRFX0NPTk5FQ1RJTkcQARIcChhST1VURVJfVlBOX1BFRVJfU1RBVEVfVVAQAhIeChpST1VURVJfVlBOX1BFRVJfU1RBVEVfRE9XThADMrIICg5OZXR3b3JrU2VydmljZRJCCgxBcHBseU5ldHdvcmsSGy52bW0udjEuQXBwbHlOZXR3b3JrUmVxdWVzdBoVLnZtbS52MS5OZXR3b3JrU3RhdHVzEkUKDURlbGV0ZU5ldHdvcmsSHC52bW0udjEuRGVsZXRlTmV0d29ya1JlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSPgoKR2V0TmV0d29yaxIZLnZtbS52MS5HZXROZXR3b3JrUmVxdWVzdBoVLnZtbS52MS5OZXR3b3JrU3RhdHVzEkkKDExpc3ROZXR3b3JrcxIbLnZtbS52MS5MaXN0TmV0d29ya3NSZXF1ZXN0Ghwudm1tLnYxLkxpc3ROZXR3b3Jrc1Jlc3BvbnNlEjUKB0dldFBvcnQSFi52bW0udjEuR2V0UG9ydFJlcXVlc3QaEi52bW0udjEuUG9ydFN0YXR1cxJUChJBcHBseVNlY3VyaXR5R3JvdXASIS52bW0udjEuQXBwbHlTZWN1cml0eUdyb3VwUmVxdWVzdBobLnZtbS52MS5TZWN1cml0eUdyb3VwU3RhdHVzEmQKGlVwZGF0ZVNlY3VyaXR5R3JvdXBNZW1iZXJzEikudm1tLnYxLlVwZGF0ZVNlY3VyaXR5R3JvdXBNZW1iZXJzUmVxdWVzdBobLnZtbS52MS5TZWN1cml0eUdyb3VwU3RhdHVzElEKE0RlbGV0ZVNlY3VyaXR5R3JvdXASIi52bW0udjEuRGVsZXRlU2VjdXJpdHlHcm91cFJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSWwoSTGlzdFNlY3VyaXR5R3JvdXBzEiEudm1tLnYxLkxpc3RTZWN1cml0eUdyb3Vwc1JlcXVlc3QaIi52bW0udjEuTGlzdFNlY3VyaXR5R3JvdXBzUmVzcG9uc2USXAoWR2V0TmV0d29ya0NhcGFiaWxpdGllcxIlLnZtbS52MS5HZXROZXR3b3JrQ2FwYWJpbGl0aWVzUmVxdWVzdBobLnZtbS52MS5OZXR3b3JrQ2FwYWJpbGl0aWVzEj8KC0FwcGx5Um91dGVyEhoudm1tLnYxLkFwcGx5Um91dGVyUmVxdWVzdBoULnZtbS52MS5Sb3V0ZXJTdGF0dXMSQwoMRGVsZXRlUm91dGVyEhsudm1tLnYxLkRlbGV0ZVJvdXRlclJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSOwoJR2V0Um91dGVyEhgudm1tLnYxLkdldFJvdXRlclJlcXVlc3QaFC52bW0udjEuUm91dGVyU3RhdHVzEkYKC0xpc3RSb3V0ZXJzEhoudm1tLnYxLkxpc3RSb3V0ZXJzUmVxdWVzdBobLnZtbS52MS5MaXN0Um91dGVyc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_empty]);
 
 /**
  * The desired state of one network on this host.
@@ -1100,8 +1100,14 @@ export type RouterSpec = Message<"vmm.v1.RouterSpec"> & {
   floatingIps: FloatingIpMapping[];
 
   /**
-   * Site-to-site VPN connections, at most 16 (see RouterVpnConnection). Field 6 is
-   * reserved for another feature.
+   * The L4 load balancers, at most 64, each with its own VIP. See RouterLoadBalancer.
+   *
+   * @generated from field: repeated vmm.v1.RouterLoadBalancer load_balancers = 6;
+   */
+  loadBalancers: RouterLoadBalancer[];
+
+  /**
+   * Site-to-site VPN connections, at most 16 (see RouterVpnConnection).
    *
    * @generated from field: repeated vmm.v1.RouterVpnConnection vpn_connections = 7;
    */
@@ -1114,6 +1120,213 @@ export type RouterSpec = Message<"vmm.v1.RouterSpec"> & {
  */
 export const RouterSpecSchema: GenMessage<RouterSpec> = /*@__PURE__*/
   messageDesc(file_vmm_v1_network, 26);
+
+/**
+ * An L4 load balancer in a router: connections to vip:listener port are DNATed, in the
+ * router's nftables table, to one of the listener's healthy members, chosen per new
+ * connection by the listener's algorithm (nftables `numgen inc` or `jhash`, each member
+ * taking `weight` slots of a map over the total weight of the healthy members).
+ * Established connections keep their member (conntrack holds their NAT); a member
+ * removed from the spec loses its connections through the VIP (their conntrack entries
+ * are deleted), the others keep theirs. A listener with no healthy member has no DNAT
+ * rule: its connections reach the router's own VIP address, where nothing listens, so
+ * TCP is refused (RST) and UDP gets ICMP port unreachable. A client inside the router's
+ * internal subnets reaching the VIP is masqueraded behind the router's address on the
+ * member's interface (hairpin), so the reply comes back through the router; a client from
+ * outside keeps its address (members see it).
+ *
+ * @generated from message vmm.v1.RouterLoadBalancer
+ */
+export type RouterLoadBalancer = Message<"vmm.v1.RouterLoadBalancer"> & {
+  /**
+   * The load balancer's id, a lowercase canonical UUID, unique among the router's load
+   * balancers. Required. Host object names (nftables counters) derive from it.
+   *
+   * @generated from field: string load_balancer_id = 1;
+   */
+  loadBalancerId: string;
+
+  /**
+   * The virtual IPv4 address, a host address either of the external subnet (then it is
+   * put on `qre` as a /32 and announced by gratuitous ARP, like a floating IP) or of one
+   * of the internal interfaces' subnets (then it is put as a /32 on that interface, so
+   * the network's guests reach it). Neither the router's own address (external or
+   * internal), the external gateway, a floating IP, a floating IP's fixed IP nor another
+   * load balancer's VIP. Required.
+   *
+   * @generated from field: string vip = 2;
+   */
+  vip: string;
+
+  /**
+   * The listeners, at most 16; (protocol, port) unique. Required (at least one).
+   *
+   * @generated from field: repeated vmm.v1.RouterLoadBalancerListener listeners = 3;
+   */
+  listeners: RouterLoadBalancerListener[];
+};
+
+/**
+ * Describes the message vmm.v1.RouterLoadBalancer.
+ * Use `create(RouterLoadBalancerSchema)` to create a new message.
+ */
+export const RouterLoadBalancerSchema: GenMessage<RouterLoadBalancer> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 27);
+
+/**
+ * A load balancer listener: one protocol and port of the VIP.
+ *
+ * @generated from message vmm.v1.RouterLoadBalancerListener
+ */
+export type RouterLoadBalancerListener = Message<"vmm.v1.RouterLoadBalancerListener"> & {
+  /**
+   * TCP or UDP. Required.
+   *
+   * @generated from field: vmm.v1.RouterLoadBalancerProtocol protocol = 1;
+   */
+  protocol: RouterLoadBalancerProtocol;
+
+  /**
+   * The VIP's port, 1 to 65535, unique per protocol within the load balancer. Required.
+   *
+   * @generated from field: uint32 port = 2;
+   */
+  port: number;
+
+  /**
+   * How members are picked; UNSPECIFIED means ROUND_ROBIN (read back as ROUND_ROBIN).
+   *
+   * @generated from field: vmm.v1.RouterLoadBalancerAlgorithm algorithm = 3;
+   */
+  algorithm: RouterLoadBalancerAlgorithm;
+
+  /**
+   * The members, at most 256 (none: the listener refuses connections).
+   *
+   * @generated from field: repeated vmm.v1.RouterLoadBalancerMember members = 4;
+   */
+  members: RouterLoadBalancerMember[];
+
+  /**
+   * The members' health check; absent: every member is always in.
+   *
+   * @generated from field: vmm.v1.RouterLoadBalancerHealthCheck health_check = 5;
+   */
+  healthCheck?: RouterLoadBalancerHealthCheck | undefined;
+};
+
+/**
+ * Describes the message vmm.v1.RouterLoadBalancerListener.
+ * Use `create(RouterLoadBalancerListenerSchema)` to create a new message.
+ */
+export const RouterLoadBalancerListenerSchema: GenMessage<RouterLoadBalancerListener> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 28);
+
+/**
+ * A member (backend) of a listener.
+ *
+ * @generated from message vmm.v1.RouterLoadBalancerMember
+ */
+export type RouterLoadBalancerMember = Message<"vmm.v1.RouterLoadBalancerMember"> & {
+  /**
+   * The member's id, a lowercase canonical UUID, unique within the listener. Required.
+   *
+   * @generated from field: string member_id = 1;
+   */
+  memberId: string;
+
+  /**
+   * The member's IPv4 address, a host address inside one of the router's internal
+   * interfaces' subnets, not a router or VIP address. Required.
+   *
+   * @generated from field: string address = 2;
+   */
+  address: string;
+
+  /**
+   * The member's port, 1 to 65535; 0 means the listener's port (read back filled in).
+   * (address, port) is unique within the listener.
+   *
+   * @generated from field: uint32 port = 3;
+   */
+  port: number;
+
+  /**
+   * The member's weight, 1 to 256; 0 means 1 (read back filled in).
+   *
+   * @generated from field: uint32 weight = 4;
+   */
+  weight: number;
+};
+
+/**
+ * Describes the message vmm.v1.RouterLoadBalancerMember.
+ * Use `create(RouterLoadBalancerMemberSchema)` to create a new message.
+ */
+export const RouterLoadBalancerMemberSchema: GenMessage<RouterLoadBalancerMember> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 29);
+
+/**
+ * How the agent checks a listener's members. A member starts in (healthy, reason
+ * "NotCheckedYet") and is checked at once; a member not yet seen healthy goes out at its
+ * first failed check; after that it goes out after `fall` consecutive failures and comes
+ * back after `rise` consecutive successes. Each change re-renders the router's nftables
+ * table in one transaction.
+ *
+ * @generated from message vmm.v1.RouterLoadBalancerHealthCheck
+ */
+export type RouterLoadBalancerHealthCheck = Message<"vmm.v1.RouterLoadBalancerHealthCheck"> & {
+  /**
+   * TCP (the default, and the only kind).
+   *
+   * @generated from field: vmm.v1.RouterLoadBalancerHealthCheckType type = 1;
+   */
+  type: RouterLoadBalancerHealthCheckType;
+
+  /**
+   * Seconds between two checks of a member, 1 to 3600; 0 means 5.
+   *
+   * @generated from field: uint32 interval_seconds = 2;
+   */
+  intervalSeconds: number;
+
+  /**
+   * Seconds a check may take, 1 to interval_seconds; 0 means the smaller of 2 and
+   * interval_seconds.
+   *
+   * @generated from field: uint32 timeout_seconds = 3;
+   */
+  timeoutSeconds: number;
+
+  /**
+   * Consecutive successes that bring an unhealthy member back, 1 to 10; 0 means 2.
+   *
+   * @generated from field: uint32 rise = 4;
+   */
+  rise: number;
+
+  /**
+   * Consecutive failures that take a healthy member out, 1 to 10; 0 means 3.
+   *
+   * @generated from field: uint32 fall = 5;
+   */
+  fall: number;
+
+  /**
+   * The port checked, 1 to 65535; 0 means each member's port (not allowed for a UDP
+   * listener: its check needs a TCP port its members open).
+   *
+   * @generated from field: uint32 port = 6;
+   */
+  port: number;
+};
+
+/**
+ * Describes the message vmm.v1.RouterLoadBalancerHealthCheck.
+ * Use `create(RouterLoadBalancerHealthCheckSchema)` to create a new message.
+ */
+export const RouterLoadBalancerHealthCheckSchema: GenMessage<RouterLoadBalancerHealthCheck> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 30);
 
 /**
  * A router's external side.
@@ -1159,7 +1372,7 @@ export type RouterExternal = Message<"vmm.v1.RouterExternal"> & {
  * Use `create(RouterExternalSchema)` to create a new message.
  */
 export const RouterExternalSchema: GenMessage<RouterExternal> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 27);
+  messageDesc(file_vmm_v1_network, 31);
 
 /**
  * One internal interface of a router.
@@ -1197,7 +1410,7 @@ export type RouterInterface = Message<"vmm.v1.RouterInterface"> & {
  * Use `create(RouterInterfaceSchema)` to create a new message.
  */
 export const RouterInterfaceSchema: GenMessage<RouterInterface> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 28);
+  messageDesc(file_vmm_v1_network, 32);
 
 /**
  * A floating IP: an external address standing for an internal one.
@@ -1227,7 +1440,7 @@ export type FloatingIpMapping = Message<"vmm.v1.FloatingIpMapping"> & {
  * Use `create(FloatingIpMappingSchema)` to create a new message.
  */
 export const FloatingIpMappingSchema: GenMessage<FloatingIpMapping> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 29);
+  messageDesc(file_vmm_v1_network, 33);
 
 /**
  * ApplyRouter's request.
@@ -1255,7 +1468,7 @@ export type ApplyRouterRequest = Message<"vmm.v1.ApplyRouterRequest"> & {
  * Use `create(ApplyRouterRequestSchema)` to create a new message.
  */
 export const ApplyRouterRequestSchema: GenMessage<ApplyRouterRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 30);
+  messageDesc(file_vmm_v1_network, 34);
 
 /**
  * DeleteRouter's request.
@@ -1276,7 +1489,7 @@ export type DeleteRouterRequest = Message<"vmm.v1.DeleteRouterRequest"> & {
  * Use `create(DeleteRouterRequestSchema)` to create a new message.
  */
 export const DeleteRouterRequestSchema: GenMessage<DeleteRouterRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 31);
+  messageDesc(file_vmm_v1_network, 35);
 
 /**
  * GetRouter's request.
@@ -1297,7 +1510,7 @@ export type GetRouterRequest = Message<"vmm.v1.GetRouterRequest"> & {
  * Use `create(GetRouterRequestSchema)` to create a new message.
  */
 export const GetRouterRequestSchema: GenMessage<GetRouterRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 32);
+  messageDesc(file_vmm_v1_network, 36);
 
 /**
  * ListRouters' request.
@@ -1312,7 +1525,7 @@ export type ListRoutersRequest = Message<"vmm.v1.ListRoutersRequest"> & {
  * Use `create(ListRoutersRequestSchema)` to create a new message.
  */
 export const ListRoutersRequestSchema: GenMessage<ListRoutersRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 33);
+  messageDesc(file_vmm_v1_network, 37);
 
 /**
  * ListRouters' response.
@@ -1333,7 +1546,7 @@ export type ListRoutersResponse = Message<"vmm.v1.ListRoutersResponse"> & {
  * Use `create(ListRoutersResponseSchema)` to create a new message.
  */
 export const ListRoutersResponseSchema: GenMessage<ListRoutersResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 34);
+  messageDesc(file_vmm_v1_network, 38);
 
 /**
  * A router on this host, as observed.
@@ -1381,6 +1594,9 @@ export type RouterStatus = Message<"vmm.v1.RouterStatus"> & {
    * "Applied", "TunnelNotApplied"; peers' handshakes do not count, see
    * RouterVpnPeerStatus.state); "Ready" is true when every other one is. Each false one has a CamelCase
    * reason, e.g. "PhysicalInterfaceMissing", "BridgeMissing", "NftTransactionRefused".
+   * With load balancers also "LoadBalancersReady": false with reason "NoHealthyMembers"
+   * naming each listener without a healthy member (its VIP refuses connections); it
+   * reports the members' health, not the router's convergence, so "Ready" ignores it.
    *
    * @generated from field: repeated vmm.v1.NetworkCondition conditions = 5;
    */
@@ -1395,8 +1611,14 @@ export type RouterStatus = Message<"vmm.v1.RouterStatus"> & {
   floatingIps: FloatingIpStatus[];
 
   /**
+   * Output only. Each load balancer of the spec, ordered by load_balancer_id.
+   *
+   * @generated from field: repeated vmm.v1.RouterLoadBalancerStatus load_balancers = 7;
+   */
+  loadBalancers: RouterLoadBalancerStatus[];
+
+  /**
    * Output only. Each VPN connection of the spec, ordered by connection_id, as observed.
-   * Field 7 is reserved for another feature.
    *
    * @generated from field: repeated vmm.v1.RouterVpnStatus vpn_connections = 8;
    */
@@ -1408,7 +1630,188 @@ export type RouterStatus = Message<"vmm.v1.RouterStatus"> & {
  * Use `create(RouterStatusSchema)` to create a new message.
  */
 export const RouterStatusSchema: GenMessage<RouterStatus> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 35);
+  messageDesc(file_vmm_v1_network, 39);
+
+/**
+ * A load balancer of a router, as observed.
+ *
+ * @generated from message vmm.v1.RouterLoadBalancerStatus
+ */
+export type RouterLoadBalancerStatus = Message<"vmm.v1.RouterLoadBalancerStatus"> & {
+  /**
+   * The load balancer's id.
+   *
+   * @generated from field: string load_balancer_id = 1;
+   */
+  loadBalancerId: string;
+
+  /**
+   * The VIP.
+   *
+   * @generated from field: string vip = 2;
+   */
+  vip: string;
+
+  /**
+   * Output only. Whether the VIP is on its interface (qre or the internal one) and the
+   * nftables table is applied.
+   *
+   * @generated from field: bool applied = 3;
+   */
+  applied: boolean;
+
+  /**
+   * Output only. Each listener, ordered by protocol then port.
+   *
+   * @generated from field: repeated vmm.v1.RouterLoadBalancerListenerStatus listeners = 4;
+   */
+  listeners: RouterLoadBalancerListenerStatus[];
+};
+
+/**
+ * Describes the message vmm.v1.RouterLoadBalancerStatus.
+ * Use `create(RouterLoadBalancerStatusSchema)` to create a new message.
+ */
+export const RouterLoadBalancerStatusSchema: GenMessage<RouterLoadBalancerStatus> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 40);
+
+/**
+ * A listener of a load balancer, as observed.
+ *
+ * @generated from message vmm.v1.RouterLoadBalancerListenerStatus
+ */
+export type RouterLoadBalancerListenerStatus = Message<"vmm.v1.RouterLoadBalancerListenerStatus"> & {
+  /**
+   * The listener's protocol.
+   *
+   * @generated from field: vmm.v1.RouterLoadBalancerProtocol protocol = 1;
+   */
+  protocol: RouterLoadBalancerProtocol;
+
+  /**
+   * The listener's port.
+   *
+   * @generated from field: uint32 port = 2;
+   */
+  port: number;
+
+  /**
+   * Output only. How many members are healthy (in the DNAT map).
+   *
+   * @generated from field: uint32 healthy_members = 3;
+   */
+  healthyMembers: number;
+
+  /**
+   * Output only. The sums of the members' counters below (members in the spec now).
+   *
+   * @generated from field: uint64 connections = 4;
+   */
+  connections: bigint;
+
+  /**
+   * Output only. See connections.
+   *
+   * @generated from field: uint64 packets = 5;
+   */
+  packets: bigint;
+
+  /**
+   * Output only. See connections.
+   *
+   * @generated from field: uint64 bytes = 6;
+   */
+  bytes: bigint;
+
+  /**
+   * Output only. Each member, ordered by member_id.
+   *
+   * @generated from field: repeated vmm.v1.RouterLoadBalancerMemberStatus members = 7;
+   */
+  members: RouterLoadBalancerMemberStatus[];
+};
+
+/**
+ * Describes the message vmm.v1.RouterLoadBalancerListenerStatus.
+ * Use `create(RouterLoadBalancerListenerStatusSchema)` to create a new message.
+ */
+export const RouterLoadBalancerListenerStatusSchema: GenMessage<RouterLoadBalancerListenerStatus> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 41);
+
+/**
+ * A member of a listener, as observed.
+ *
+ * @generated from message vmm.v1.RouterLoadBalancerMemberStatus
+ */
+export type RouterLoadBalancerMemberStatus = Message<"vmm.v1.RouterLoadBalancerMemberStatus"> & {
+  /**
+   * The member's id.
+   *
+   * @generated from field: string member_id = 1;
+   */
+  memberId: string;
+
+  /**
+   * The member's address.
+   *
+   * @generated from field: string address = 2;
+   */
+  address: string;
+
+  /**
+   * The member's port.
+   *
+   * @generated from field: uint32 port = 3;
+   */
+  port: number;
+
+  /**
+   * Output only. Whether the member is in the listener's DNAT map: always without a
+   * health check; else as the health check last decided.
+   *
+   * @generated from field: bool healthy = 4;
+   */
+  healthy: boolean;
+
+  /**
+   * Output only. Why, e.g. "NoHealthCheck", "NotCheckedYet", "connected (2/2 to rise)",
+   * "ECONNREFUSED (3/3 to fall)", "timeout after 2000 ms".
+   *
+   * @generated from field: string health_reason = 5;
+   */
+  healthReason: string;
+
+  /**
+   * Output only. New connections (conntrack flows) through the VIP to this member, from
+   * a named nftables counter in the router's forward hook. Counters live as long as the
+   * member stays in the spec (they survive re-applies and agent restarts, not a router
+   * recreated).
+   *
+   * @generated from field: uint64 connections = 6;
+   */
+  connections: bigint;
+
+  /**
+   * Output only. Packets of those connections, both directions.
+   *
+   * @generated from field: uint64 packets = 7;
+   */
+  packets: bigint;
+
+  /**
+   * Output only. Bytes of those connections (IP packets' lengths), both directions.
+   *
+   * @generated from field: uint64 bytes = 8;
+   */
+  bytes: bigint;
+};
+
+/**
+ * Describes the message vmm.v1.RouterLoadBalancerMemberStatus.
+ * Use `create(RouterLoadBalancerMemberStatusSchema)` to create a new message.
+ */
+export const RouterLoadBalancerMemberStatusSchema: GenMessage<RouterLoadBalancerMemberStatus> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_network, 42);
 
 /**
  * A floating IP of a router, as observed.
@@ -1444,7 +1847,7 @@ export type FloatingIpStatus = Message<"vmm.v1.FloatingIpStatus"> & {
  * Use `create(FloatingIpStatusSchema)` to create a new message.
  */
 export const FloatingIpStatusSchema: GenMessage<FloatingIpStatus> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 36);
+  messageDesc(file_vmm_v1_network, 43);
 
 /**
  * One site-to-site VPN connection of a router: the router's local_subnets reach each
@@ -1529,7 +1932,7 @@ export type RouterVpnConnection = Message<"vmm.v1.RouterVpnConnection"> & {
  * Use `create(RouterVpnConnectionSchema)` to create a new message.
  */
 export const RouterVpnConnectionSchema: GenMessage<RouterVpnConnection> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 37);
+  messageDesc(file_vmm_v1_network, 44);
 
 /**
  * One remote site of a VPN connection.
@@ -1599,7 +2002,7 @@ export type RouterVpnPeer = Message<"vmm.v1.RouterVpnPeer"> & {
  * Use `create(RouterVpnPeerSchema)` to create a new message.
  */
 export const RouterVpnPeerSchema: GenMessage<RouterVpnPeer> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 38);
+  messageDesc(file_vmm_v1_network, 45);
 
 /**
  * A VPN connection of a router, as observed.
@@ -1672,7 +2075,7 @@ export type RouterVpnStatus = Message<"vmm.v1.RouterVpnStatus"> & {
  * Use `create(RouterVpnStatusSchema)` to create a new message.
  */
 export const RouterVpnStatusSchema: GenMessage<RouterVpnStatus> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 39);
+  messageDesc(file_vmm_v1_network, 46);
 
 /**
  * A VPN peer, as observed.
@@ -1732,7 +2135,7 @@ export type RouterVpnPeerStatus = Message<"vmm.v1.RouterVpnPeerStatus"> & {
  * Use `create(RouterVpnPeerStatusSchema)` to create a new message.
  */
 export const RouterVpnPeerStatusSchema: GenMessage<RouterVpnPeerStatus> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_network, 40);
+  messageDesc(file_vmm_v1_network, 47);
 
 /**
  * How a network's gateway forwards.
@@ -1932,6 +2335,114 @@ export const PortStateSchema: GenEnum<PortState> = /*@__PURE__*/
   enumDesc(file_vmm_v1_network, 4);
 
 /**
+ * A transport protocol of a load balancer listener.
+ *
+ * @generated from enum vmm.v1.RouterLoadBalancerProtocol
+ */
+export enum RouterLoadBalancerProtocol {
+  /**
+   * Not allowed.
+   *
+   * @generated from enum value: ROUTER_LOAD_BALANCER_PROTOCOL_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * TCP.
+   *
+   * @generated from enum value: ROUTER_LOAD_BALANCER_PROTOCOL_TCP = 1;
+   */
+  TCP = 1,
+
+  /**
+   * UDP (each new conntrack flow is balanced).
+   *
+   * @generated from enum value: ROUTER_LOAD_BALANCER_PROTOCOL_UDP = 2;
+   */
+  UDP = 2,
+}
+
+/**
+ * Describes the enum vmm.v1.RouterLoadBalancerProtocol.
+ */
+export const RouterLoadBalancerProtocolSchema: GenEnum<RouterLoadBalancerProtocol> = /*@__PURE__*/
+  enumDesc(file_vmm_v1_network, 5);
+
+/**
+ * How a listener picks the member of a new connection.
+ *
+ * @generated from enum vmm.v1.RouterLoadBalancerAlgorithm
+ */
+export enum RouterLoadBalancerAlgorithm {
+  /**
+   * The default: ROUND_ROBIN.
+   *
+   * @generated from enum value: ROUTER_LOAD_BALANCER_ALGORITHM_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Weighted round robin: `numgen inc mod <total weight>`, each member taking `weight`
+   * consecutive slots (members ordered by member_id), so over any run of <total weight>
+   * new connections each member gets exactly its weight (while membership and health
+   * stay the same).
+   *
+   * @generated from enum value: ROUTER_LOAD_BALANCER_ALGORITHM_ROUND_ROBIN = 1;
+   */
+  ROUND_ROBIN = 1,
+
+  /**
+   * Source-IP affinity: `jhash ip saddr mod <total weight>` with a seed derived from the
+   * load balancer's id: one client address lands on one member while the healthy members
+   * stay the same.
+   *
+   * @generated from enum value: ROUTER_LOAD_BALANCER_ALGORITHM_SOURCE_IP = 2;
+   */
+  SOURCE_IP = 2,
+
+  /**
+   * As SOURCE_IP, hashing the source address and port.
+   *
+   * @generated from enum value: ROUTER_LOAD_BALANCER_ALGORITHM_SOURCE_IP_PORT = 3;
+   */
+  SOURCE_IP_PORT = 3,
+}
+
+/**
+ * Describes the enum vmm.v1.RouterLoadBalancerAlgorithm.
+ */
+export const RouterLoadBalancerAlgorithmSchema: GenEnum<RouterLoadBalancerAlgorithm> = /*@__PURE__*/
+  enumDesc(file_vmm_v1_network, 6);
+
+/**
+ * The kind of a health check.
+ *
+ * @generated from enum vmm.v1.RouterLoadBalancerHealthCheckType
+ */
+export enum RouterLoadBalancerHealthCheckType {
+  /**
+   * The default: TCP.
+   *
+   * @generated from enum value: ROUTER_LOAD_BALANCER_HEALTH_CHECK_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A TCP connect from inside the router's namespace to the member's address and the
+   * check's port: healthy when the connection is established within the timeout.
+   *
+   * @generated from enum value: ROUTER_LOAD_BALANCER_HEALTH_CHECK_TYPE_TCP = 1;
+   */
+  TCP = 1,
+}
+
+/**
+ * Describes the enum vmm.v1.RouterLoadBalancerHealthCheckType.
+ */
+export const RouterLoadBalancerHealthCheckTypeSchema: GenEnum<RouterLoadBalancerHealthCheckType> = /*@__PURE__*/
+  enumDesc(file_vmm_v1_network, 7);
+
+/**
  * A VPN connection's protocol.
  *
  * @generated from enum vmm.v1.RouterVpnType
@@ -1967,7 +2478,7 @@ export enum RouterVpnType {
  * Describes the enum vmm.v1.RouterVpnType.
  */
 export const RouterVpnTypeSchema: GenEnum<RouterVpnType> = /*@__PURE__*/
-  enumDesc(file_vmm_v1_network, 5);
+  enumDesc(file_vmm_v1_network, 8);
 
 /**
  * A VPN peer's state.
@@ -2010,7 +2521,7 @@ export enum RouterVpnPeerState {
  * Describes the enum vmm.v1.RouterVpnPeerState.
  */
 export const RouterVpnPeerStateSchema: GenEnum<RouterVpnPeerState> = /*@__PURE__*/
-  enumDesc(file_vmm_v1_network, 6);
+  enumDesc(file_vmm_v1_network, 9);
 
 /**
  * The node side of networking: one host's part of the virtual networks, served by the
