@@ -70,15 +70,18 @@ function swanctlConf(r: RouterDesired, conns: readonly VpnConnectionDesired[]): 
       const name = ikeName(c, i);
       const lid = c.localId || own;
       const rid = p.remoteId || addr!;
+      const t = c.ipsec;
       out.push(
         `  ${name} {`,
-        "    version = 2",
+        `    version = ${t?.ikeVersion ?? 2}`,
+        ...(t && t.ikeProposals.length > 0 ? [`    proposals = ${t.ikeProposals.join(",")}`] : []),
+        ...(t && t.ikeLifetime > 0 ? [`    rekey_time = ${t.ikeLifetime}s`] : []),
         `    local_addrs = ${own}`,
         `    remote_addrs = ${addr}`,
         `    remote_port = ${port}`,
         "    encap = yes",
         "    keyingtries = 0",
-        "    dpd_delay = 10s",
+        `    dpd_delay = ${t?.dpd || 10}s`,
         `    local {`,
         "      auth = psk",
         `      id = "${lid}"`,
@@ -91,6 +94,8 @@ function swanctlConf(r: RouterDesired, conns: readonly VpnConnectionDesired[]): 
         "      net {",
         `        local_ts = ${c.localSubnets.join(",")}`,
         `        remote_ts = ${p.remoteSubnets.join(",")}`,
+        ...(t && t.espProposals.length > 0 ? [`        esp_proposals = ${t.espProposals.join(",")}`] : []),
+        ...(t && t.ipsecLifetime > 0 ? [`        rekey_time = ${t.ipsecLifetime}s`] : []),
         "        start_action = start",
         "        dpd_action = restart",
         "        close_action = start",

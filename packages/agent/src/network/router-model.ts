@@ -150,6 +150,8 @@ export interface VpnConnectionDesired {
   readonly privateKey: string;
   readonly peers: readonly VpnPeerDesired[];
   readonly localId: string;
+  /** IPsec tuning (0 / empty: defaults); absent in state files written before it existed. */
+  readonly ipsec?: { readonly ikeVersion: 1 | 2; readonly ikeProposals: readonly string[]; readonly espProposals: readonly string[]; readonly ikeLifetime: number; readonly ipsecLifetime: number; readonly dpd: number };
 }
 
 /** A WireGuard connection's device in its router's namespace (and its UAPI socket name, host-wide). */

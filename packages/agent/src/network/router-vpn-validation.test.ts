@@ -95,8 +95,19 @@ test("IPsec connections: endpoint and PSK required, WireGuard fields refused", (
     "spec.vpn_connections[0].peers[0].public_key",
     "spec.vpn_connections[0].private_key",
   ]);
-  const ok = checkRouterSpec(spec({ connectionId: CONN, type: RouterVpnType.IPSEC, localSubnets: ["10.1.0.0/24"], peers: [{ peerId: "b", endpoint: "198.51.100.7:500", remoteSubnets: ["10.20.0.0/16"], presharedKey: "a long enough secret", remoteId: "gw.example" }] }));
+  const ok = checkRouterSpec(spec({ connectionId: CONN, type: RouterVpnType.IPSEC, localSubnets: ["10.1.0.0/24"], ikeProposals: ["aes256-sha256-modp2048"], dpdIntervalSeconds: 30, peers: [{ peerId: "b", endpoint: "198.51.100.7:500", remoteSubnets: ["10.20.0.0/16"], presharedKey: "a long enough secret", remoteId: "gw.example" }] }));
   assert.ok(ok.ok, JSON.stringify(!ok.ok && ok.violations));
+  assert.deepEqual(ok.value.vpnConnections![0]!.ipsec, { ikeVersion: 2, ikeProposals: ["aes256-sha256-modp2048"], espProposals: [], ikeLifetime: 0, ipsecLifetime: 0, dpd: 30 });
+  const tuning = violations(spec({ connectionId: CONN, type: RouterVpnType.IPSEC, localSubnets: ["10.1.0.0/24"], ikeVersion: 3, ikeProposals: ["aes256 sha256"], espProposals: ["AES"], ikeLifetimeSeconds: 10, ipsecLifetimeSeconds: 100_000, dpdIntervalSeconds: 1, peers: [{ peerId: "b", endpoint: "198.51.100.7:500", remoteSubnets: ["10.20.0.0/16"], presharedKey: "a long enough secret" }] }));
+  assert.deepEqual(tuning.map((v) => v.field).sort(), [
+    "spec.vpn_connections[0].dpd_interval_seconds",
+    "spec.vpn_connections[0].esp_proposals[0]",
+    "spec.vpn_connections[0].ike_lifetime_seconds",
+    "spec.vpn_connections[0].ike_proposals[0]",
+    "spec.vpn_connections[0].ike_version",
+    "spec.vpn_connections[0].ipsec_lifetime_seconds",
+  ]);
+  assert.deepEqual(violations(spec(wg({ espProposals: ["aes128-sha256"] }))).map((v) => v.field), ["spec.vpn_connections[0].esp_proposals"]);
 });
 
 test("the nft script: an empty VPN chain without VPNs; with one, the tunnel only carries the local subnets and SNAT stays on qre", () => {

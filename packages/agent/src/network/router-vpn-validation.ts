@@ -21,7 +21,10 @@ const PSK = /^[\x20-\x21\x23-\x5b\x5d-\x7e]{8,128}$/;
 
 const MAX_CONNECTIONS = 16;
 const MAX_PEERS = 32;
-const MAX_SUBNETS = 16;
+const MAX_SUBNETS = 32;
+const MAX_PROPOSALS = 8;
+/** A strongSwan proposal: algorithm names joined by '-'. */
+const PROPOSAL = /^[a-z0-9]+(-[a-z0-9]+)*$/;
 
 /** "a.b.c.d:port" canonical, or undefined (a violation added). */
 function endpoint(v: Violations, field: string, value: string): string | undefined {
@@ -79,7 +82,17 @@ export function checkVpnConnections(v: Violations, p: string, conns: readonly Ro
       else ports.set(c.listenPort, `${f}.listen_port`);
       if (v.required(`${f}.private_key`, c.privateKey !== "")) v.pattern(`${f}.private_key`, c.privateKey, WG_KEY, "must be a WireGuard key: base64 of 32 bytes (44 characters ending in '=')");
       if (c.localId !== "") v.add(`${f}.local_id`, "INVALID_VALUE", "is for IPSEC connections only");
+      const ipsecOnly = [["ike_version", c.ikeVersion !== 0], ["ike_proposals", c.ikeProposals.length > 0], ["esp_proposals", c.espProposals.length > 0], ["ike_lifetime_seconds", c.ikeLifetimeSeconds !== 0], ["ipsec_lifetime_seconds", c.ipsecLifetimeSeconds !== 0], ["dpd_interval_seconds", c.dpdIntervalSeconds !== 0]] as const;
+      for (const [name, set] of ipsecOnly) if (set) v.add(`${f}.${name}`, "INVALID_VALUE", "is for IPSEC connections only");
     } else if (type === "ipsec") {
+      if (c.ikeVersion > 2) v.add(`${f}.ike_version`, "OUT_OF_RANGE", "must be 1 or 2 (0 means 2)");
+      for (const [name, list] of [["ike_proposals", c.ikeProposals], ["esp_proposals", c.espProposals]] as const) {
+        if (list.length > MAX_PROPOSALS) v.add(`${f}.${name}`, "TOO_MANY", `at most ${MAX_PROPOSALS}, got ${list.length}`);
+        list.forEach((x, k) => v.pattern(`${f}.${name}[${k}]`, x, PROPOSAL, 'must be a strongSwan proposal: algorithm names joined by "-", e.g. "aes256-sha256-modp2048"'));
+      }
+      if (c.ikeLifetimeSeconds !== 0 && (c.ikeLifetimeSeconds < 600 || c.ikeLifetimeSeconds > 86_400)) v.add(`${f}.ike_lifetime_seconds`, "OUT_OF_RANGE", "must be 600-86400 (0: strongSwan's default)");
+      if (c.ipsecLifetimeSeconds !== 0 && (c.ipsecLifetimeSeconds < 300 || c.ipsecLifetimeSeconds > 86_400)) v.add(`${f}.ipsec_lifetime_seconds`, "OUT_OF_RANGE", "must be 300-86400 (0: strongSwan's default)");
+      if (c.dpdIntervalSeconds !== 0 && (c.dpdIntervalSeconds < 5 || c.dpdIntervalSeconds > 3_600)) v.add(`${f}.dpd_interval_seconds`, "OUT_OF_RANGE", "must be 5-3600 (0 means 10)");
       if (c.listenPort !== 0) v.add(`${f}.listen_port`, "INVALID_VALUE", "is for WIREGUARD connections only (IKE uses UDP 500 and 4500)");
       if (c.privateKey !== "") v.add(`${f}.private_key`, "INVALID_VALUE", "is for WIREGUARD connections only");
       if (c.localId !== "") v.pattern(`${f}.local_id`, c.localId, IKE_ID, "must be 1 to 128 of letters, digits and @._:=,+-");
@@ -122,7 +135,10 @@ export function checkVpnConnections(v: Violations, p: string, conns: readonly Ro
       }
       peers.push({ peerId: x.peerId, endpoint: ep, remoteSubnets: subnets.map((s) => s.text), publicKey: x.publicKey, presharedKey: x.presharedKey, keepalive: x.persistentKeepaliveSeconds, remoteId: x.remoteId });
     });
-    if (v.list.length === before && type) out.push({ connectionId: c.connectionId, type, localSubnets: local.map((l) => l.text), listenPort: c.listenPort, privateKey: c.privateKey, peers, localId: c.localId });
+    if (v.list.length === before && type) {
+      const ipsec = type === "ipsec" ? { ipsec: { ikeVersion: c.ikeVersion === 1 ? (1 as const) : (2 as const), ikeProposals: [...c.ikeProposals], espProposals: [...c.espProposals], ikeLifetime: c.ikeLifetimeSeconds, ipsecLifetime: c.ipsecLifetimeSeconds, dpd: c.dpdIntervalSeconds } } : {};
+      out.push({ connectionId: c.connectionId, type, localSubnets: local.map((l) => l.text), listenPort: c.listenPort, privateKey: c.privateKey, peers, localId: c.localId, ...ipsec });
+    }
   });
   return out.sort((a, b) => a.connectionId.localeCompare(b.connectionId));
 }

@@ -405,6 +405,11 @@ test("IPsec (PSK, IKEv2, ESP in user space): each guest reaches the other as its
     connectionId: s.conn,
     type: RouterVpnType.IPSEC,
     localSubnets: [s.subnet],
+    ikeProposals: ["aes256-sha256-modp2048"],
+    espProposals: ["aes128-sha256"],
+    ikeLifetimeSeconds: 3600,
+    ipsecLifetimeSeconds: 1200,
+    dpdIntervalSeconds: 15,
     peers: [{ peerId: `site-${other.name}`, endpoint: `${other.ext}:500`, remoteSubnets: [other.subnet], presharedKey: "an IPsec shared secret 1234" }],
   });
   const sb = await c(B).applyRouter({ spec: routerSpec(B, { vpnConnections: [ipsec(B, A)] }), generation: 10n });
@@ -429,6 +434,10 @@ test("IPsec (PSK, IKEv2, ESP in user space): each guest reaches the other as its
     assert.match(p.endpoint, new RegExp(`^${other.ext.replace(/\./g, "\\.")}:(500|4500)$`));
     assert.ok(!toJsonString(RouterStatusSchema, st).includes("an IPsec shared secret"), "the PSK is not returned");
   }
+  // The proposals given are the ones negotiated.
+  const sas = sh(["swanctl", "--list-sas", "--uri", `unix://${join(A.root, "network", "ipsec", routerNetns(A.router, A.host), "run", "charon.vici")}`]);
+  assert.match(sas, /AES_CBC-256\/HMAC_SHA2_256_128\/PRF_HMAC_SHA2_256\/MODP_2048/);
+  assert.match(sas, /ESP:AES_CBC-128\/HMAC_SHA2_256_128/);
   // A charon that dies is restarted by the agent, and the tunnel comes back.
   const first = charonPid(A)!;
   assert.ok(first);

@@ -62,6 +62,7 @@ function toRouter(v: RouterView): RouterStatus {
         localSubnets: [...c.localSubnets],
         listenPort: c.listenPort,
         localId: c.localId,
+        ...(c.ipsec ? { ikeVersion: c.ipsec.ikeVersion, ikeProposals: [...c.ipsec.ikeProposals], espProposals: [...c.ipsec.espProposals], ikeLifetimeSeconds: c.ipsec.ikeLifetime, ipsecLifetimeSeconds: c.ipsec.ipsecLifetime, dpdIntervalSeconds: c.ipsec.dpd } : {}),
         peers: c.peers.map((p) => ({ peerId: p.peerId, endpoint: p.endpoint, remoteSubnets: [...p.remoteSubnets], publicKey: p.publicKey, persistentKeepaliveSeconds: p.keepalive, remoteId: p.remoteId })),
       })),
     },
