@@ -16,6 +16,8 @@ import { storageClone } from "./lib/storage-clone.js";
 import { hotAttach } from "./lib/hot-attach.js";
 import { portForwarding } from "./lib/net-port-forwarding.js";
 import { sgChange } from "./lib/net-sg-change.js";
+import { lbRate } from "./lib/net-lb-rate.js";
+import { fipAssoc } from "./lib/net-fip-assoc.js";
 import { schedulerBench } from "./lib/scheduler-placement.js";
 import { fuzzControlPlane } from "./lib/fuzz.js";
 import { countsText } from "@quantix/testing";
@@ -309,7 +311,7 @@ try {
       compare(`  of which detach (DetachDisk)`, r.agent.detachMedianMs, r.direct.detachMedianMs, ms, "device_del, DEVICE_DELETED, blockdev-del ×2"),
     );
   }
-  // Networks (issue 14): a new port forwarding, and a security-group rule reaching 100 ports on 3 hosts.
+  // Networks (issue 14): a new port forwarding, and a security-group rule reaching 100 ports on 3 hosts; (issue 15) a load balancer's rate and a floating IP's association.
   if (want("network")) {
     const runs = Number(process.env["QUANTIX_BENCH_NET_RUNS"] ?? 9);
     progress(`network: CreatePort + CreateVM through the control plane until a ping through the port's TAP is answered (one namespace host, SimulatedBackend) vs the agent's ip + nft commands for one port run directly, ${runs} runs each in turns`);
@@ -322,6 +324,23 @@ try {
     rows.push(
       compare(`port to forwarding: CreatePort + CreateVM until the TAP forwards, median of ${p.runs}`, p.quantix.medianMs, p.direct.medianMs, ms, "ip tuntap, ip link, nft -f", { op: "<=", value: 5, on: "ratio" }),
       compare(`security-group rule on ${g.ports} ports over ${g.hosts} hosts, until in every host's nftables, median of ${g.rounds}`, g.quantix.medianMs, g.direct.medianMs, ms, `${g.hosts} x nft -f in parallel`, { op: "<=", value: 5, on: "ratio" }),
+    );
+    // Issue 15 (the network's edge): a router's load balancer, and a floating IP's association.
+    const lbRounds = Number(process.env["QUANTIX_BENCH_NET_LB_ROUNDS"] ?? 3);
+    const lbSeconds = 4;
+    const lbLoops = 16;
+    progress(`network: TCP connections per second (connect, read one byte, close; ${lbLoops} loops, ${lbSeconds} s) from outside through a router's load balancer VIP (round robin over 3 member namespaces) vs straight to one member through the same router, ${lbRounds} rounds in turns`);
+    const lb = await lbRate(lbRounds, lbSeconds, lbLoops, progress);
+    details["networkLoadBalancer"] = lb;
+    const fipRounds = Number(process.env["QUANTIX_BENCH_NET_FIP_ROUNDS"] ?? 5);
+    progress(`network: AssociateFloatingIp through the control plane until ACTIVE (and until the mapping is in the router's nftables) vs nft -f + ip addr add in a scratch namespace, ${fipRounds} rounds in turns`);
+    const f = await fipAssoc(fipRounds, progress);
+    details["networkFloatingIp"] = f;
+    const conns = (v: number) => `${num(v)} conn/s`;
+    rows.push(
+      compare(`load-balanced TCP connections/s through the VIP (3 members, round robin), median of ${lb.rounds}`, lb.lb.medianPerSec, lb.direct.medianPerSec, conns, "straight to one member via the router", { op: ">=", value: 0.5, on: "ratio" }),
+      compare(`floating IP association: AssociateFloatingIp until ACTIVE, median of ${f.rounds}`, f.quantix.medianActiveMs, f.direct.medianMs, ms, "nft -f + ip addr add", { op: "<=", value: 5, on: "ratio" }),
+      compare(`  of which until the mapping is in the router's nftables`, f.quantix.medianNftMs, f.direct.medianMs, ms, "nft -f + ip addr add"),
     );
   }
   // Scheduler: placements per second with every filter, against a capacity-only first-fit loop.

@@ -31,7 +31,10 @@ export interface NetCluster {
   stop(): Promise<void>;
 }
 
-export async function startNetCluster(name: string, namespaces: readonly string[]): Promise<NetCluster> {
+/** Per host (by index), the physical networks its agent maps (name → interface in its namespace); none by default. */
+export type PhysicalNetworksOf = (i: number) => ReadonlyMap<string, string> | undefined;
+
+export async function startNetCluster(name: string, namespaces: readonly string[], physicalNetworksOf: PhysicalNetworksOf = () => undefined): Promise<NetCluster> {
   const dir = mkdtempSync("/tmp/qx-bench-net-");
   const agents: TestAgent<SimulatedBackend>[] = [];
   let cp: Server | undefined;
@@ -49,7 +52,8 @@ export async function startNetCluster(name: string, namespaces: readonly string[
     const nodes = createClient(NodeService, transport);
     for (const [i, ns] of namespaces.entries()) {
       // resyncMs 0: the data plane's 30 s self-repair pass would land in some runs and not others.
-      const a = new TestAgent(new SimulatedBackend({ bootMs: 20 }), join(dir, `agent${i}`), `${name}-${i}`, { heartbeatMs: 1000, network: { netns: ns, resyncMs: 0 } });
+      const physicalNetworks = physicalNetworksOf(i);
+      const a = new TestAgent(new SimulatedBackend({ bootMs: 20 }), join(dir, `agent${i}`), `${name}-${i}`, { heartbeatMs: 1000, network: { netns: ns, resyncMs: 0, ...(physicalNetworks ? { physicalNetworks } : {}) } });
       agents.push(a);
       await a.start(cp.url);
     }

@@ -123,14 +123,20 @@ export async function poll<T>(fn: () => Promise<T | undefined>, what: string, ms
 
 /** `nft monitor new rules` in a namespace: when each rule change is committed, without loading the host by polling. */
 export interface NftMonitor {
-  /** Resolves with {@link nowMs} at the first announced line (since the monitor started) that matches `re`. */
-  waitFor(re: RegExp, ms?: number): Promise<number>;
+  /** Resolves with {@link nowMs} at the first announced line (since the monitor started, or since line `from`: see {@link mark}) that matches `re`. */
+  waitFor(re: RegExp, ms?: number, from?: number): Promise<number>;
+  /** How many lines it has announced so far (for a later waitFor to look only at what comes next). */
+  mark(): number;
   kill(): void;
 }
 
-export async function startNftMonitor(ns: string): Promise<NftMonitor> {
-  // Rules only: nft 1.0.6's monitor dies ("Memory allocation failure") on some of the agent's set element events.
-  const child = spawn("ip", ["netns", "exec", ns, "nft", "monitor", "new", "rules"], { stdio: ["ignore", "pipe", "pipe"] });
+/**
+ * `what` is `rules` by default (nft 1.0.6's monitor dies, "Memory allocation failure",
+ * on some of the host agent's bridge set element events); `new` (rules, sets and their
+ * elements) watches a router's table, whose maps are plain addresses.
+ */
+export async function startNftMonitor(ns: string, what: "rules" | "all" = "rules"): Promise<NftMonitor> {
+  const child = spawn("ip", ["netns", "exec", ns, "nft", "monitor", "new", ...(what === "rules" ? ["rules"] : [])], { stdio: ["ignore", "pipe", "pipe"] });
   let err = "";
   child.stderr.on("data", (b: Buffer) => (err += b.toString()));
   const seen: { line: string; at: number }[] = [];
@@ -140,10 +146,10 @@ export async function startNftMonitor(ns: string): Promise<NftMonitor> {
     for (const w of waiters) w();
   });
   const mon: NftMonitor = {
-    waitFor(re, ms = 60_000) {
+    waitFor(re, ms = 60_000, from = 0) {
       return new Promise((resolve, reject) => {
         const check = () => {
-          const hit = seen.find((s) => re.test(s.line));
+          const hit = seen.slice(from).find((s) => re.test(s.line));
           if (!hit) return;
           waiters.delete(check);
           clearTimeout(timer);
@@ -157,6 +163,7 @@ export async function startNftMonitor(ns: string): Promise<NftMonitor> {
         check();
       });
     },
+    mark: () => seen.length,
     kill: () => child.kill("SIGKILL"),
   };
   // Subscribed once it reports a change to a table of our own (no table of the agent's is touched).
@@ -172,17 +179,17 @@ export async function startNftMonitor(ns: string): Promise<NftMonitor> {
 }
 
 /**
- * Calls `check` on each change of an agent's state file (inotify on its directory; the
+ * Calls `check` on each change of an agent's state file (`file`: the networks' or the routers'; inotify on its directory; the
  * agent renames the file into place before it touches the host) until it returns true,
  * and records {@link nowMs} then. Event-driven, so it costs the agents (in this process) nothing while idle.
  */
-export function watchStateFile(stateDir: string, check: (text: string) => boolean): { readonly at: () => number; stop(): void } {
+export function watchStateFile(stateDir: string, check: (text: string) => boolean, file: "state.json" | "routers.json" = "state.json"): { readonly at: () => number; stop(): void } {
   const dir = join(stateDir, "network");
   let at = NaN;
   const look = () => {
     if (!Number.isNaN(at)) return;
     try {
-      if (check(readFileSync(join(dir, "state.json"), "utf8"))) at = nowMs();
+      if (check(readFileSync(join(dir, file), "utf8"))) at = nowMs();
     } catch {
       // between the agent's write and rename: the next event
     }

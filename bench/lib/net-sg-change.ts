@@ -65,8 +65,8 @@ export async function sgChange(ports: number, rounds: number, progress: (msg: st
     // The baseline's hosts start as the agents' hosts are now.
     for (const [i, ns] of mirrors.entries()) sh(["ip", "netns", "exec", ns, "nft", "-f", "-"], hostRuleset(readHostState(dirs[i]!)));
     // `nft monitor` per namespace, started before any clock: the rule shows as "add rule inet quantix sg_…_in … dport N accept".
-    const hostWatch = await Promise.all(hosts.map(startNftMonitor));
-    const mirrorWatch = await Promise.all(mirrors.map(startNftMonitor));
+    const hostWatch = await Promise.all(hosts.map((ns) => startNftMonitor(ns)));
+    const mirrorWatch = await Promise.all(mirrors.map((ns) => startNftMonitor(ns)));
     stops.push(() => [...hostWatch, ...mirrorWatch].forEach((w) => w.kill()));
     const seen = (which: NftMonitor[], port: number, t0: number) => Promise.all(which.map(async (w) => (await w.waitFor(new RegExp(`^add rule inet ${SG_TABLE} ${chain} .*dport ${port} accept`))) - t0));
 

@@ -25,4 +25,7 @@ export { probeNetworkCapabilities, type NetworkCapabilityProbe, type NetworkFeat
 export { hostRuleset, L2_TABLE, SG_TABLE } from "./network/nft-ruleset.js";
 export { bridgeName, sgName, tapName, vxlanName } from "./network/names.js";
 export type { HostNetworkState } from "./network/model.js";
+// The edge bench (issue 15) renders a router's table as the agent does and finds its namespace.
+export { routerRuleset, ROUTER_TABLE } from "./network/router-ruleset.js";
+export { routerNetns, ROUTER_EXTERNAL_DEVICE, type RouterDesired } from "./network/router-model.js";
 export { withVmmStateTable } from "./vm-state-table-doc.js";

@@ -148,7 +148,7 @@ describe("bad input over the wire", () => {
   });
 
   it("RPCs not built yet are unimplemented and say so", async () => {
-    const e = expectError(await post(s.url, "/Quantixkvm.network.v1.LoadBalancerService/ListLoadBalancers", "{}"), 501, "unimplemented");
+    const e = expectError(await post(s.url, "/virtualdom.v1.MemoryGateway/ListNodes", "{}"), 501, "unimplemented");
     assert.match(e.message, /not implemented yet/);
   });
 

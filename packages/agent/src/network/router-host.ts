@@ -6,7 +6,7 @@ import { HostCommandError, HostExec } from "./host-exec.js";
 import { observeLinks } from "./links.js";
 import { bridgeName, shortId } from "./names.js";
 import type { Condition } from "./network-host.js";
-import { addressesOf, ensureExternal, ensureInterfaces, ensureNamespace, externalAddresses, interfaceAddresses, namespaces, problemOf, removeStaleRouterLinks, routerForwarding, RouterProblem, wantedRouterLinks } from "./router-links.js";
+import { addressesOf, ensureExternal, ensureRouterAddresses, ensureInterfaces, ensureNamespace, externalAddresses, interfaceAddresses, namespaces, problemOf, removeStaleRouterLinks, routerForwarding, RouterProblem, wantedRouterLinks } from "./router-links.js";
 import { LbHealth } from "./router-lb-health.js";
 import { NamespaceProber, type Prober } from "./router-lb-probe.js";
 import { lbCounters } from "./router-lb-ruleset.js";
@@ -154,7 +154,10 @@ export class RouterHost {
       const before = this.state.routers[spec.routerId]?.spec;
       await this.save({ ...this.state, routers: { ...this.state.routers, [spec.routerId]: { spec, generation: String(generation) } } });
       this.health.sync(spec.routerId, spec);
-      await this.converge();
+      // Only mappings, SNAT or load balancers changed on a router that was whole: its
+      // addresses and its table, not every router's links (a floating IP's association is
+      // this path). Anything else, or a failure here, converges everything.
+      if (!before || !sameLinks(before, spec) || (this.problems.get(spec.routerId)?.size ?? 1) > 0 || !(await this.quickApply(spec))) await this.converge();
       this.health.start(spec.routerId);
       const now = new Map(spec.floatingIps.map((f) => [f.floatingIp, f.fixedIp]));
       const was = new Map((before?.floatingIps ?? []).map((f) => [f.floatingIp, f.fixedIp]));
@@ -171,8 +174,10 @@ export class RouterHost {
       // A VIP new here, or moved to another side: announced on its interface.
       const vipWas = new Map((before?.loadBalancers ?? []).map((lb) => [lb.vip, lb.networkId]));
       for (const lb of spec.loadBalancers) if (!vipWas.has(lb.vip) || vipWas.get(lb.vip) !== lb.networkId) announce.push([lb.vip, lb.networkId === undefined ? ROUTER_EXTERNAL_DEVICE : routerInterfaceName(lb.networkId)]);
-      // Each arping takes about a second (its deadline): in parallel, a bounded number at a time.
-      for (let i = 0; i < announce.length; i += ANNOUNCE_BATCH) await Promise.all(announce.slice(i, i + ANNOUNCE_BATCH).map(([ip, dev]) => this.announce(spec.routerId, ip, dev)));
+      // Each arping takes about a second (its deadline): after the answer, in parallel, a bounded number at a time.
+      void (async () => {
+        for (let i = 0; i < announce.length; i += ANNOUNCE_BATCH) await Promise.all(announce.slice(i, i + ANNOUNCE_BATCH).map(([ip, dev]) => this.announce(spec.routerId, ip, dev)));
+      })().catch(() => undefined);
       return this.view(spec.routerId);
     });
   }
@@ -328,6 +333,16 @@ export class RouterHost {
       if (vpnProblems.length > 0) probs.set("VpnReady", new RouterProblem("TunnelSetupFailed", vpnProblems.join("; ")));
     }
     await removeStaleRouterLinks(this.dp, new Set(routers.flatMap(wantedRouterLinks))).catch(() => undefined);
+  }
+
+  /** The quick path of ApplyRouter: addresses, then the table; false when it failed (then everything converges). */
+  private async quickApply(r: RouterDesired): Promise<boolean> {
+    const probs = this.problems.get(r.routerId)!;
+    if (await problemOf(() => ensureRouterAddresses(new HostExec(this.nsOf(r.routerId)), r))) return false;
+    const nat = await this.render(r);
+    if (nat) probs.set("NatReady", nat);
+    else probs.delete("NatReady");
+    return true;
   }
 
   /** Applies the router's table (one transaction), with the members' health now; its problem, if any. */
@@ -529,4 +544,9 @@ async function mapElements(rt: HostExec): Promise<{ dnat: Map<string, string>; s
     return new Map((m?.elem ?? []).map(([k, v]) => [String(k), String(v)]));
   };
   return { dnat: await read("fip_dnat"), snat: await read("fip_snat") };
+}
+
+/** Whether two specs of a router have the same links: external side and internal interfaces (addresses, MACs, networks). */
+function sameLinks(a: RouterDesired, b: RouterDesired): boolean {
+  return JSON.stringify([a.external, a.interfaces]) === JSON.stringify([b.external, b.interfaces]);
 }

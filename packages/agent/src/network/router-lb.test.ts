@@ -270,7 +270,7 @@ test("(a) round robin through an external VIP spreads 30 connections exactly 10/
   assert.deepEqual(s.spec?.loadBalancers[0]?.listeners[2]?.members.map((m) => m.weight), [1, 1, 1]);
   // The VIP is on qre, and the outside learned it from the gratuitous ARP.
   assert.match(sh(["ip", "-n", NS, "-4", "addr", "show", "dev", "qre"]), new RegExp(`${VIP}/32`));
-  assert.equal((JSON.parse(sh(["ip", "-n", OUT, "-json", "neigh", "show", VIP])) as { lladdr?: string }[])[0]?.lladdr, "02:ab:00:00:00:05");
+  assert.equal(await until(async () => (JSON.parse(sh(["ip", "-n", OUT, "-json", "neigh", "show", VIP])) as { lladdr?: string }[])[0]?.lladdr, "the VIP's announcement seen outside", 10_000, 50), "02:ab:00:00:00:05");
   // The members answer once their health checks passed (they start in anyway).
   await until(async () => ((await memberStatus(LB_EXT, 80, "m3")).member?.healthReason === "connected" ? true : undefined), "m3 checked healthy", 15_000);
   assert.match((await until(() => ask(OUT, VIP, 80), "the VIP answers", 15_000)) ?? "", new RegExp(`^m[123] ${EXT_GW}$`), "members see the outside client's address");

@@ -99,6 +99,16 @@ export function interfaceAddresses(r: RouterDesired, networkId: string): Set<str
 }
 
 /**
+ * Only the addresses of a router whose links are in place: `qre`'s (its own, floating
+ * IPs', external VIPs') and each internal interface's (its own, its VIPs'). ApplyRouter's
+ * quick path when only mappings and load balancers changed.
+ */
+export async function ensureRouterAddresses(rt: HostExec, r: RouterDesired): Promise<void> {
+  await ensureAddresses(rt, ROUTER_EXTERNAL_DEVICE, externalAddresses(r));
+  for (const itf of r.interfaces) await ensureAddresses(rt, routerInterfaceName(itf.networkId), interfaceAddresses(r, itf.networkId));
+}
+
+/**
  * The external side: the physical network's bridge with `iface` on it, the router's
  * veth on the bridge, `qre` with its MAC and addresses, the default route.
  */

@@ -178,8 +178,9 @@ test("(a) a guest without a floating IP reaches the outside behind the router's 
   assert.deepEqual(notReady(s), [], JSON.stringify(s.conditions));
   assert.equal(s.namespace, NS);
   assert.equal(s.observedGeneration, 1n);
-  // Before any traffic, the outside knows the router's address: a new router announces it.
-  assert.equal((JSON.parse(sh(["ip", "-n", OUT, "-json", "neigh", "show", ROUTER_EXT])) as { lladdr?: string }[])[0]?.lladdr, ROUTER_EXT_MAC);
+  // Before any traffic, the outside learns the router's address: a new router announces it (right after its answer).
+  const learnt = (ip: string) => (JSON.parse(sh(["ip", "-n", OUT, "-json", "neigh", "show", ip])) as { lladdr?: string }[])[0]?.lladdr;
+  assert.equal(await until(async () => learnt(ROUTER_EXT), "the outside learns the router's address from its announcement", 10_000, 50), ROUTER_EXT_MAC);
   assert.ok(netnsList().includes(NS));
   // The host's interface went onto the physical network's bridge, with the router's leg.
   const hl = links(HOST);
@@ -228,9 +229,9 @@ test("(b) a floating IP: the outside reaches the guest, the guest leaves as it, 
   const s = await c.applyRouter({ spec: routerSpec({ floatingIps: [{ floatingIp: FIP, fixedIp: IP.g1 }, { floatingIp: FIP2, fixedIp: IP.g2 }] }), generation: 4n });
   assert.deepEqual(notReady(s), [], JSON.stringify(s.conditions));
   assert.deepEqual(s.floatingIps.map((f) => [f.floatingIp, f.fixedIp, f.applied]), [[FIP, IP.g1, true], [FIP2, IP.g2, true]]);
-  // The outside never asked for FIP2 yet knows it: the router announced it.
-  const neigh = JSON.parse(sh(["ip", "-n", OUT, "-json", "neigh", "show", FIP2])) as { lladdr?: string }[];
-  assert.equal(neigh[0]?.lladdr, ROUTER_EXT_MAC, `gratuitous ARP: ${JSON.stringify(neigh)}`);
+  // The outside never asked for FIP2 yet learns it: the router announces it (right after its answer).
+  const neigh = () => (JSON.parse(sh(["ip", "-n", OUT, "-json", "neigh", "show", FIP2])) as { lladdr?: string }[])[0]?.lladdr;
+  assert.equal(await until(async () => neigh(), "gratuitous ARP of FIP2 seen outside", 10_000, 50), ROUTER_EXT_MAC);
   assert.equal(await until(() => ask(OUT, FIP), "the outside reaches g1 by its floating IP", 15_000), `g1 ${EXT_GW}`);
   assert.equal(await ask(OUT, FIP2), `g2 ${EXT_GW}`);
   assert.equal(await ask(G.g1, EXT_GW), `outside ${FIP}`, "g1 leaves as its floating IP");

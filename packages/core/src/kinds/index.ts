@@ -23,6 +23,7 @@ export * from "./security-group-kind.js";
 export * from "./network-allocation-kind.js";
 export * from "./floating-ip-kind.js";
 export * from "./vpn-service-kind.js";
+export * from "./load-balancer-kind.js";
 
 import type { Kind, Resource } from "../resource/kind.js";
 import { EVENT_KIND } from "./event-kind.js";
@@ -50,6 +51,7 @@ import { SECURITY_GROUP_KIND } from "./security-group-kind.js";
 import { NETWORK_ALLOCATION_KIND } from "./network-allocation-kind.js";
 import { FLOATING_IP_KIND } from "./floating-ip-kind.js";
 import { VPN_SERVICE_KIND } from "./vpn-service-kind.js";
+import { LOAD_BALANCER_KIND } from "./load-balancer-kind.js";
 
 /** Every kind the control plane keeps: each store registers them all. */
-export const ALL_KINDS: readonly Kind<Resource>[] = [VM_KIND, NODE_KIND, EVENT_KIND, MIGRATION_KIND, NODE_TOMBSTONE_KIND, PROJECT_KIND, USER_KIND, SERVICE_ACCOUNT_KIND, API_TOKEN_KIND, ROLE_BINDING_KIND, SIGNING_KEY_KIND, CREDENTIAL_KIND, QUOTA_KIND, AUDIT_RECORD_KIND, JOIN_TOKEN_KIND, STORAGE_POOL_KIND, VOLUME_KIND, IMAGE_KIND, SNAPSHOT_KIND, VIRTUAL_NETWORK_KIND, PORT_KIND, SECURITY_GROUP_KIND, NETWORK_ALLOCATION_KIND, FLOATING_IP_KIND, VPN_SERVICE_KIND] as unknown as Kind<Resource>[];
+export const ALL_KINDS: readonly Kind<Resource>[] = [VM_KIND, NODE_KIND, EVENT_KIND, MIGRATION_KIND, NODE_TOMBSTONE_KIND, PROJECT_KIND, USER_KIND, SERVICE_ACCOUNT_KIND, API_TOKEN_KIND, ROLE_BINDING_KIND, SIGNING_KEY_KIND, CREDENTIAL_KIND, QUOTA_KIND, AUDIT_RECORD_KIND, JOIN_TOKEN_KIND, STORAGE_POOL_KIND, VOLUME_KIND, IMAGE_KIND, SNAPSHOT_KIND, VIRTUAL_NETWORK_KIND, PORT_KIND, SECURITY_GROUP_KIND, NETWORK_ALLOCATION_KIND, FLOATING_IP_KIND, VPN_SERVICE_KIND, LOAD_BALANCER_KIND] as unknown as Kind<Resource>[];

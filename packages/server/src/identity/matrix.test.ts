@@ -22,6 +22,8 @@ import { NetworkType } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_netw
 import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
 import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
 import { FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
+import { LoadBalancerService } from "@quantix/api/gen/Quantixkvm/network/v1/load_balancer_service_pb.js";
+import { BackendProtocol, ListenerProtocol } from "@quantix/api/gen/Quantixkvm/network/v1/load_balancer_pb.js";
 import { VpnServiceManager } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_manager_pb.js";
 import { VpnType } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_pb.js";
 import { VirtualNetworkService as Networks } from "../services/network-service.js";
@@ -302,7 +304,43 @@ async function requestFor(w: World, m: DescMethod, project: string, vm: string):
         return { id: await vpnIn(w, project) };
     }
   }
+  if (s === LoadBalancerService.typeName) {
+    switch (m.name) {
+      case "CreateLoadBalancer":
+        return { name, projectId: project, spec: await lbSpecIn(w, project) };
+      case "ListLoadBalancers":
+      case "WatchLoadBalancers":
+        return { projectId: project };
+      case "UpdateLoadBalancer":
+        return { id: await lbIn(w, project), description: "matrix", updateMask: { paths: ["description"] } };
+      case "DeleteLoadBalancer":
+        return { id: (await w.admin(LoadBalancerService).createLoadBalancer({ name, projectId: project, spec: await lbSpecIn(w, project) })).id };
+      case "AddPoolMembers":
+        return { id: await lbIn(w, project), poolName: "web", members: [{ name: "matrix", address: "10.30.0.9", port: 8080 }] };
+      case "RemovePoolMembers":
+        return { id: await lbIn(w, project), poolName: "web", memberNames: ["absent"] };
+      default:
+        return { id: await lbIn(w, project) };
+    }
+  }
   return {};
+}
+
+const lbsByProject = new Map<string, Promise<string>>();
+
+/** A load balancer's spec on `project`'s routed network: one TCP listener to an empty TCP pool "web". */
+async function lbSpecIn(w: World, project: string) {
+  return { vipNetworkId: await routedNetworkIn(w, project), listeners: [{ name: "http", protocol: ListenerProtocol.TCP, port: 80, defaultPool: "web" }], pools: [{ name: "web", protocol: BackendProtocol.TCP }] };
+}
+
+/** A load balancer in `project` (made once per project). */
+function lbIn(w: World, project: string): Promise<string> {
+  let v = lbsByProject.get(project);
+  if (!v) {
+    v = lbSpecIn(w, project).then(async (spec) => (await w.admin(LoadBalancerService).createLoadBalancer({ name: "matrix-lb", projectId: project, spec })).id);
+    lbsByProject.set(project, v);
+  }
+  return v;
 }
 
 const routedByProject = new Map<string, Promise<string>>();

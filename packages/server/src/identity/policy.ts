@@ -1,4 +1,4 @@
-import { DEFAULT_PROJECT_ID, FLOATING_IP_KIND, VPN_SERVICE_KIND, IMAGE_KIND, MIGRATION_KIND, PORT_KIND, SECURITY_GROUP_KIND, SNAPSHOT_KIND, VIRTUAL_NETWORK_KIND, VM_KIND, VOLUME_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
+import { DEFAULT_PROJECT_ID, FLOATING_IP_KIND, VPN_SERVICE_KIND, IMAGE_KIND, LOAD_BALANCER_KIND, MIGRATION_KIND, PORT_KIND, SECURITY_GROUP_KIND, SNAPSHOT_KIND, VIRTUAL_NETWORK_KIND, VM_KIND, VOLUME_KIND, type Kind, type ProjectRole, type Resource, type Scope } from "@quantix/core";
 import { VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { NetworkService } from "@quantix/api/gen/vmm/v1/network_pb.js";
 import { StorageService } from "@quantix/api/gen/vmm/v1/storage_pb.js";
@@ -53,6 +53,7 @@ const network = (role: ProjectRole, field = "id", after = false): Policy => ({ a
 const port = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: PORT_KIND as unknown as Kind<Resource>, field, after } });
 const group = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: SECURITY_GROUP_KIND as unknown as Kind<Resource>, field, after } });
 const fip = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: FLOATING_IP_KIND as unknown as Kind<Resource>, field, after } });
+const lb = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: LOAD_BALANCER_KIND as unknown as Kind<Resource>, field, after } });
 const vpn = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: VPN_SERVICE_KIND as unknown as Kind<Resource>, field, after } });
 const snapshot = (role: ProjectRole, field = "id", after = false): Policy => ({ access: "project", role, target: { from: "object", kind: SNAPSHOT_KIND as unknown as Kind<Resource>, field, after } });
 /** CreateSnapshot acts in the project of the volume or VM it snapshots. */
@@ -73,19 +74,6 @@ const list = (role: ProjectRole = "reader", cluster = false): Policy => ({ acces
 const inRequest = (role: ProjectRole, field = "project_id", o: { dflt?: string; hide?: boolean } = {}): Policy => ({ access: "project", role, target: { from: "request", field, ...o } });
 const pending = (role: ProjectRole, scope?: Scope): Policy => ({ access: "project", role, target: { from: "pending" }, ...(scope ? { scope } : {}) });
 
-/** A service not built yet whose objects belong to projects: readers read, members write. */
-function projectCrud(service: string, plural: string, singular: string, extra: Record<string, Policy> = {}): Record<string, Policy> {
-  return {
-    [`${service}/Create${singular}`]: pending("member"),
-    [`${service}/Get${singular}`]: pending("reader"),
-    [`${service}/List${plural}`]: pending("reader"),
-    [`${service}/Update${singular}`]: pending("member"),
-    [`${service}/Delete${singular}`]: pending("member"),
-    [`${service}/Watch${plural}`]: pending("reader"),
-    ...Object.fromEntries(Object.entries(extra).map(([m, p]) => [`${service}/${m}`, p])),
-  };
-}
-
 const VMS = "Quantixkvm.compute.v1.VMService";
 const NODES = "Quantixkvm.compute.v1.NodeService";
 const MIGRATIONS = "Quantixkvm.compute.v1.MigrationService";
@@ -101,6 +89,7 @@ const IMAGES = "Quantixkvm.storage.v1.ImageService";
 const NETWORKS = "Quantixkvm.network.v1.VirtualNetworkService";
 const FIPS = "Quantixkvm.network.v1.FloatingIpService";
 const VPNS = "Quantixkvm.network.v1.VpnServiceManager";
+const LBS = "Quantixkvm.network.v1.LoadBalancerService";
 const PORTS = "Quantixkvm.network.v1.PortService";
 const GROUPS = "Quantixkvm.network.v1.SecurityGroupService";
 
@@ -284,11 +273,16 @@ export const POLICY: Readonly<Record<string, Policy>> = {
   [`${FIPS}/DeleteFloatingIp`]: fip("member"),
   [`${FIPS}/AssociateFloatingIp`]: fip("member"),
   [`${FIPS}/DisassociateFloatingIp`]: fip("member"),
-  ...projectCrud("Quantixkvm.network.v1.LoadBalancerService", "LoadBalancers", "LoadBalancer", {
-    AddPoolMembers: pending("member"),
-    RemovePoolMembers: pending("member"),
-    GetLoadBalancerStats: pending("reader"),
-  }),
+  // Load balancers belong to their VIP network's project (the service checks the network is there).
+  [`${LBS}/CreateLoadBalancer`]: inRequest("member", "project_id", { dflt: DEFAULT_PROJECT_ID }),
+  [`${LBS}/GetLoadBalancer`]: lb("reader", "id", true),
+  [`${LBS}/ListLoadBalancers`]: list(),
+  [`${LBS}/WatchLoadBalancers`]: list(),
+  [`${LBS}/UpdateLoadBalancer`]: lb("member"),
+  [`${LBS}/DeleteLoadBalancer`]: lb("member"),
+  [`${LBS}/AddPoolMembers`]: lb("member"),
+  [`${LBS}/RemovePoolMembers`]: lb("member"),
+  [`${LBS}/GetLoadBalancerStats`]: lb("reader"),
   // VPN services belong to their network's project (the service checks the network is there).
   [`${VPNS}/CreateVpnService`]: inRequest("member", "project_id", { dflt: DEFAULT_PROJECT_ID }),
   [`${VPNS}/GetVpnService`]: vpn("reader", "id", true),

@@ -4,6 +4,7 @@ import { ConditionStatus, type Condition } from "@quantix/api/gen/Quantixkvm/com
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { PortDeviceOwner, PortState, PortStatusSchema, type Port } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { FloatingIpState, type FloatingIp } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_pb.js";
+import { LoadBalancerState, MemberHealth, MemberStatusSchema, type LoadBalancer } from "@quantix/api/gen/Quantixkvm/network/v1/load_balancer_pb.js";
 import { NetworkAllocationSchema } from "@quantix/api/gen/Quantixkvm/network/v1/network_allocation_pb.js";
 import { NetworkNodeStatusSchema, NetworkRouterStatusSchema, NetworkType, VirtualNetworkState, type NetworkRouterStatus, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import { PortState as AgentPortState, type NetworkStatus, type PortStatus as AgentPortStatus, type RouterStatus } from "@quantix/api/gen/vmm/v1/network_pb.js";
@@ -12,6 +13,7 @@ import {
   addressPlanOf,
   allOf,
   FLOATING_IP_KIND,
+  LOAD_BALANCER_KIND,
   NETWORK_ALLOCATION_KIND,
   NETWORK_CONTROLLER,
   NETWORK_IPAM,
@@ -39,10 +41,12 @@ import { portDeleteOps } from "../services/port-service.js";
 import type { NodeNetwork } from "./node-network.js";
 import { dhcpPorts, neededPairs, placedPorts, planNodes, type PlacedPort, type PlacedRouter, type GroupSpecInit, type NetworkSpecInit, type NodePlan, type PlanInput } from "./network-plan.js";
 import { centralRouterNetworks, gatewayAddresses, placeRouters, routerInternalMac, routerSpecOf, type RouterSpecInit } from "./routers.js";
+import { externalLbUuid, memberUuid, routerLoadBalancers } from "./load-balancers.js";
 
 type P = Port & Resource;
 type N = VirtualNetwork & Resource;
 type F = FloatingIp & Resource;
+type L = LoadBalancer & Resource;
 
 /** A central router as this pass saw it: where, its address, and what its node reported. */
 interface RouterOutcome {
@@ -180,6 +184,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
     const placedRouters = new Map<string, PlacedRouter>();
     const routerPlans = new Map<string, Map<string, RouterSpecInit>>();
     const fips: F[] = await readAll(deps.store.of(FLOATING_IP_KIND));
+    const lbs: L[] = await readAll(deps.store.of(LOAD_BALANCER_KIND));
     const routerWhy = new Map<string, string>();
     for (const c of central) {
       const at = placement.get(c.network.id)!;
@@ -188,7 +193,8 @@ export function networkController(deps: NetworkControllerDeps): Controller {
       else if (addr.ip === "") routerWhy.set(c.network.id, addr.why);
       if (at.nodeId === "") continue;
       placedRouters.set(c.network.id, { nodeId: at.nodeId, mac: routerInternalMac(c.network.id), addresses: gatewayAddresses(c.network) });
-      const spec = addr.ip === "" ? undefined : routerSpecOf(c.network, c.external, addr.ip, fips);
+      const served = routerLoadBalancers(lbs.filter((l) => l.spec?.vipNetworkId === c.network.id), fips.filter((f) => f.networkId === c.network.id && f.externalNetworkId === c.external.id));
+      const spec = addr.ip === "" ? undefined : routerSpecOf(c.network, c.external, addr.ip, fips.filter((f) => !served.servedFips.has(f.id)), served.entries);
       if (spec) (routerPlans.get(at.nodeId) ?? routerPlans.set(at.nodeId, new Map()).get(at.nodeId)!).set(c.network.id, spec);
       else if (addr.ip !== "") routerWhy.set(c.network.id, `the external address ${addr.ip} is no longer in external network '${c.external.id}'`);
     }
@@ -246,7 +252,69 @@ export function networkController(deps: NetworkControllerDeps): Controller {
     }
     await writePortStatuses(input.ports, placed, outcomes, unreachable);
     await writeNetworkStatuses(input.networks, needed, outcomes, routerOutcomes);
-    await writeFloatingIpStatuses(fips, input.ports, routerOutcomes);
+    await writeFloatingIpStatuses(fips, input.ports, routerOutcomes, lbs);
+    await writeLoadBalancerStatuses(lbs, routerOutcomes);
+  }
+
+  /**
+   * Each load balancer's status from its network's router: ACTIVE when the router applied
+   * it (this generation) and every listener has a healthy member, DEGRADED when one has
+   * none, OFFLINE when disabled, ERROR with the reason when the network has no central
+   * router or the router cannot be set up, PENDING while its node has not applied it;
+   * each member's health as the router's checks see it; the router's node.
+   */
+  async function writeLoadBalancerStatuses(all: readonly L[], routers: ReadonlyMap<string, RouterOutcome>): Promise<void> {
+    const nowMs = deps.clock.now();
+    for (const lb of all) {
+      const netId = lb.spec?.vipNetworkId ?? "";
+      const r = routers.get(netId);
+      const seen = r?.status?.loadBalancers.find((x) => x.loadBalancerId === lb.id);
+      const byMember = new Map((seen?.listeners ?? []).flatMap((l) => l.members.map((m) => [m.memberId, m] as const)));
+      const pools = new Map((lb.spec?.pools ?? []).map((p) => [p.name, p]));
+      const used = new Set((lb.spec?.listeners ?? []).map((l) => l.defaultPool));
+      const members = [...pools.values()]
+        .filter((p) => used.has(p.name))
+        .flatMap((p) =>
+          p.members.map((m) => {
+            const agent = byMember.get(memberUuid(lb.id, p.name, m.name));
+            const health = m.disabled ? MemberHealth.DRAINING : !agent ? MemberHealth.UNSPECIFIED : !p.healthMonitor ? MemberHealth.NO_MONITOR : agent.healthy ? MemberHealth.ONLINE : MemberHealth.UNHEALTHY;
+            return create(MemberStatusSchema, { poolName: p.name, memberName: m.name, address: m.address, port: m.port, health, message: agent && !agent.healthy ? agent.healthReason : "" });
+          }),
+        );
+      const empty = (seen?.listeners ?? []).filter((l) => l.healthyMembers === 0).map((l) => `${l.protocol === 2 ? "UDP" : "TCP"} ${l.port}`);
+      let want: { state: LoadBalancerState; ready: boolean; reason: string; message: string };
+      if (lb.spec?.disabled) want = { state: LoadBalancerState.OFFLINE, ready: false, reason: "Disabled", message: "spec.disabled: the router does not serve it" };
+      else if (!r) want = { state: LoadBalancerState.ERROR, ready: false, reason: "NoRouter", message: `network '${netId}' has no central router (spec.router.external_network_id) to serve it` };
+      else if (r.why !== "" && !seen?.applied) want = { state: LoadBalancerState.ERROR, ready: false, reason: "RouterNotReady", message: `the router of network '${netId}': ${r.why}` };
+      else if (!seen?.applied) want = { state: LoadBalancerState.PENDING, ready: false, reason: "Pending", message: `node '${r.nodeId}' has not applied it yet` };
+      else if (empty.length > 0) want = { state: LoadBalancerState.DEGRADED, ready: false, reason: "NoHealthyMembers", message: `no healthy member behind listener(s) ${empty.join(", ")}: their connections are refused` };
+      else want = { state: LoadBalancerState.ACTIVE, ready: true, reason: "Serving", message: `served by the router on node '${r.nodeId}' at ${lb.spec?.vipAddress ?? ""}` };
+      const nodeIds = r && r.nodeId !== "" ? [r.nodeId] : [];
+      const st = lb.status;
+      const sameMembers = JSON.stringify((st?.members ?? []).map((m) => [m.poolName, m.memberName, m.health, m.message])) === JSON.stringify(members.map((m) => [m.poolName, m.memberName, m.health, m.message]));
+      if (st && st.state === want.state && sameMembers && st.nodeIds.join() === nodeIds.join() && hasCondition(st.conditions, "Ready", want.ready, want.reason, want.message) && (!seen?.applied || st.observedGeneration === lb.generation)) continue;
+      await deps.store
+        .of(LOAD_BALANCER_KIND)
+        .update(
+          lb.id,
+          (cur: L) => {
+            // Changed meanwhile (a new spec): the next pass reports on it.
+            if (cur.generation !== lb.generation) return undefined;
+            const s = cur.status!;
+            s.state = want.state;
+            s.members = members.map((m) => ({ ...m, ...(m.health === MemberHealth.ONLINE || m.health === MemberHealth.UNHEALTHY ? { checkedAt: timestampFromMs(nowMs) } : {}) }));
+            s.nodeIds = nodeIds;
+            s.errorMessage = want.ready || want.state === LoadBalancerState.PENDING ? "" : want.message;
+            s.conditions = setCondition(s.conditions, { type: "Ready", status: want.ready, reason: want.reason, message: want.message, generation: cur.generation }, nowMs);
+            if (seen?.applied) s.observedGeneration = cur.generation;
+            return cur;
+          },
+          { actor: NETWORK_CONTROLLER },
+        )
+        .catch((err: unknown) => {
+          if (!(err instanceof QuantixError && (err.code === "not_found" || err.code === "aborted"))) throw err;
+        });
+    }
   }
 
   /**
@@ -348,7 +416,8 @@ export function networkController(deps: NetworkControllerDeps): Controller {
    * floating IP's external network, or the router cannot be set up (the reason); DOWN
    * while the node has not applied it yet. Its vm_id follows the port's VM.
    */
-  async function writeFloatingIpStatuses(fips: readonly F[], allPorts: readonly P[], routers: ReadonlyMap<string, RouterOutcome>): Promise<void> {
+  async function writeFloatingIpStatuses(fips: readonly F[], allPorts: readonly P[], routers: ReadonlyMap<string, RouterOutcome>, lbs: readonly L[]): Promise<void> {
+    const lbByPort = new Map(lbs.filter((l) => l.status?.vipPortId).map((l) => [l.status!.vipPortId, l]));
     const portById = new Map(allPorts.map((p) => [p.id, p]));
     const nowMs = deps.clock.now();
     for (const f of fips) {
@@ -359,6 +428,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
       let want: { state: FloatingIpState; error: string };
       if (!r || r.externalNetworkId !== f.externalNetworkId) want = { state: FloatingIpState.ERROR, error: `the port's network '${f.networkId}' has no router to external network '${f.externalNetworkId}' (spec.router.external_network_id)` };
       else if (r.status?.floatingIps.some((x) => x.floatingIp === f.address && x.fixedIp === f.fixedIp && x.applied)) want = { state: FloatingIpState.ACTIVE, error: "" };
+      else if (lbByPort.has(f.portId) && r.status?.loadBalancers.some((x) => x.loadBalancerId === externalLbUuid(lbByPort.get(f.portId)!.id) && x.applied)) want = { state: FloatingIpState.ACTIVE, error: "" };
       else if (r.why !== "") want = { state: FloatingIpState.ERROR, error: `the router of network '${f.networkId}': ${r.why}` };
       else want = { state: FloatingIpState.DOWN, error: `node '${r.nodeId}' has not applied the mapping yet` };
       if (f.state === want.state && f.errorMessage === want.error && f.vmId === vmId) continue;
@@ -603,7 +673,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
   return new Controller(
     {
       name: NETWORK_CONTROLLER,
-      watches: [watching(nets, all), watching(ports, all), watching(deps.store.of(FLOATING_IP_KIND), (e) => (e.type !== "MODIFIED" || fipShape(e.object) !== fipShape(e.previous) ? ["cluster"] : [])), watching(groups, all), watching(vms, (e) => ((networkRelevant(e.object) || (e.previous && networkRelevant(e.previous))) && (e.type !== "MODIFIED" || vmShape(e.object) !== vmShape(e.previous)) ? ["cluster"] : [])), watching(nodes, (e) => (e.type !== "MODIFIED" || nodeShape(e.object) !== nodeShape(e.previous) ? ["cluster"] : []))],
+      watches: [watching(nets, all), watching(ports, all), watching(deps.store.of(LOAD_BALANCER_KIND), (e) => (e.type !== "MODIFIED" || lbShape(e.object) !== lbShape(e.previous) ? ["cluster"] : [])), watching(deps.store.of(FLOATING_IP_KIND), (e) => (e.type !== "MODIFIED" || fipShape(e.object) !== fipShape(e.previous) ? ["cluster"] : [])), watching(groups, all), watching(vms, (e) => ((networkRelevant(e.object) || (e.previous && networkRelevant(e.previous))) && (e.type !== "MODIFIED" || vmShape(e.object) !== vmShape(e.previous)) ? ["cluster"] : [])), watching(nodes, (e) => (e.type !== "MODIFIED" || nodeShape(e.object) !== nodeShape(e.previous) ? ["cluster"] : []))],
       ...(deps.onConnect ? { events: [(enqueue: (key: string) => void) => deps.onConnect!(() => enqueue("cluster"))] } : {}),
       keys: async function* () {
         yield "cluster";
@@ -651,6 +721,11 @@ function nodeShape(n: Node | undefined): string {
 /** What of a VM the networks depend on (not its power state or metrics): its node, a migration's target, its name, its NICs' ports. */
 function vmShape(vm: { name: string; status?: { nodeId: string; migrationTargetNodeId: string; nics: { portId: string }[] } | undefined; spec?: { nics: { portId: string }[] } | undefined } | undefined): string {
   return JSON.stringify([vm?.name, vm?.status?.nodeId ?? "", vm?.status?.migrationTargetNodeId ?? "", (vm?.spec?.nics ?? []).map((n) => n.portId), (vm?.status?.nics ?? []).map((n) => n.portId)]);
+}
+
+/** What of a load balancer the routers depend on (its spec and VIP port, not the status this controller writes). */
+function lbShape(l: LoadBalancer | undefined): string {
+  return JSON.stringify([String(l?.generation ?? 0), l?.status?.vipPortId ?? ""]);
 }
 
 /** What of a floating IP the routers depend on (not the state this controller writes). */

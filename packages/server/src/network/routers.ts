@@ -118,9 +118,9 @@ export function placeRouters(
  * its subnet's prefix and gateway; SNAT as spec.router.snat_enabled; the floating IPs of
  * the network's ports on that external network. Undefined when `externalIp` is not in
  * the external network's subnets (the claim is checked before, so only a network changed
- * meanwhile gets here).
+ * meanwhile gets here). `loadBalancers`: the network's load balancers (load-balancers.ts).
  */
-export function routerSpecOf(net: VirtualNetwork, ext: VirtualNetwork, externalIp: string, floatingIps: readonly FloatingIp[]): RouterSpecInit | undefined {
+export function routerSpecOf(net: VirtualNetwork, ext: VirtualNetwork, externalIp: string, floatingIps: readonly FloatingIp[], loadBalancers: NonNullable<RouterSpecInit["loadBalancers"]> = []): RouterSpecInit | undefined {
   const extPlan = addressPlanOf(ext);
   const at = subnetContaining(extPlan, ipv4ToInt(externalIp) ?? -1);
   if (!at) return undefined;
@@ -134,5 +134,6 @@ export function routerSpecOf(net: VirtualNetwork, ext: VirtualNetwork, externalI
       .filter((f) => f.networkId === net.id && f.externalNetworkId === ext.id && f.portId !== "" && f.fixedIp !== "")
       .map((f) => ({ floatingIp: f.address, fixedIp: f.fixedIp }))
       .sort((a, b) => (ipv4ToInt(a.floatingIp) ?? 0) - (ipv4ToInt(b.floatingIp) ?? 0)),
+    loadBalancers: [...loadBalancers],
   };
 }

@@ -9,7 +9,7 @@ import { file_Quantixkvm_identity_v1_project_service } from "@quantix/api/gen/Qu
 import { file_Quantixkvm_quota_v1_quota_service } from "@quantix/api/gen/Quantixkvm/quota/v1/quota_service_pb.js";
 import { file_Quantixkvm_audit_v1_audit_service } from "@quantix/api/gen/Quantixkvm/audit/v1/audit_service_pb.js";
 import { file_Quantixkvm_network_v1_floating_ip_service } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
-import { file_Quantixkvm_network_v1_load_balancer_service, LoadBalancerService } from "@quantix/api/gen/Quantixkvm/network/v1/load_balancer_service_pb.js";
+import { file_Quantixkvm_network_v1_load_balancer_service } from "@quantix/api/gen/Quantixkvm/network/v1/load_balancer_service_pb.js";
 import { file_Quantixkvm_network_v1_port_service } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
 import { file_Quantixkvm_network_v1_security_group_service } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
 import { file_Quantixkvm_network_v1_virtual_network_service } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
@@ -25,7 +25,6 @@ import { file_vmm_v1_vm, VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 
 /** Services of the API contract that later issues implement, with what brings each. */
 export const PENDING_SERVICES: readonly { service: DescService; arrivesWith: string }[] = [
-  { service: LoadBalancerService, arrivesWith: "the networking issue (nftables load balancing)" },
   { service: MemoryGateway, arrivesWith: "the MemoryGateway issue (versioned BSON documents)" },
 ];
 

@@ -5,7 +5,8 @@ import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service
 import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
 import { FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
 import { VpnServiceManager } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_manager_pb.js";
-import { FLOATING_IP_KIND, VPN_SERVICE_KIND, notFound, PORT_KIND, SECURITY_GROUP_KIND, VIRTUAL_NETWORK_KIND, type Clock, type IdGenerator, type Store } from "@quantix/core";
+import { LoadBalancerService } from "@quantix/api/gen/Quantixkvm/network/v1/load_balancer_service_pb.js";
+import { FLOATING_IP_KIND, VPN_SERVICE_KIND, invalidArgument, LOAD_BALANCER_KIND, notFound, PORT_KIND, SECURITY_GROUP_KIND, VIRTUAL_NETWORK_KIND, type Clock, type IdGenerator, type Store } from "@quantix/core";
 import type { Route } from "@quantix/rpc";
 import { resourceRoute } from "../resources/resource-routes.js";
 import type { QuotaLedger } from "../quota/quota-ledger.js";
@@ -14,6 +15,7 @@ import { PortService as Ports, randomFraction } from "../services/port-service.j
 import { SecurityGroupService as Groups } from "../services/security-group-service.js";
 import { FloatingIpService as FloatingIps } from "../services/floating-ip-service.js";
 import { VpnServiceService as Vpns } from "../services/vpn-service.js";
+import { LoadBalancerService as LoadBalancers, type LoadBalancerStatsSource } from "../services/load-balancer-service.js";
 import { budgetOf } from "./budget.js";
 import { callerOf } from "../identity/principals.js";
 import { featureSupport } from "../network/node-features.js";
@@ -129,11 +131,40 @@ export function vpnServiceManagerRoute(store: Store, vpns: Vpns, defaultDeadline
 }
 
 /**
+ * Quantixkvm.network.v1.LoadBalancerService: generic reads (filters by project, labels,
+ * VIP network and states; member_vm_id is refused NOT_SUPPORTED: members live inside the
+ * load balancer's record, which no column indexes); writes with their VIP port.
+ */
+export function loadBalancerServiceRoute(store: Store, lbs: LoadBalancers): Route {
+  return resourceRoute(LoadBalancerService, LOAD_BALANCER_KIND as never, store, {
+    filters: {
+      member_vm_id: (value) => {
+        if (value !== "" && value !== undefined) {
+          throw invalidArgument([{ field: "member_vm_id", reason: "NOT_SUPPORTED", description: "filtering by a member's VM is not built yet: list the project's load balancers and look at spec.pools[].members[].vm_id" }]);
+        }
+        return {};
+      },
+    },
+    impl: {
+      createLoadBalancer: (req) => lbs.create(req),
+      updateLoadBalancer: (req) => lbs.update(req),
+      deleteLoadBalancer: async (req) => {
+        await lbs.delete(req);
+        return create(EmptySchema);
+      },
+      addPoolMembers: (req) => lbs.addPoolMembers(req),
+      removePoolMembers: (req) => lbs.removePoolMembers(req),
+      getLoadBalancerStats: (req) => lbs.getStats(req),
+    },
+  });
+}
+
+/**
  * The network services' routes, their services built over `store` (one call in the
  * composition root): networks charge the `networks` quota through `ledger`; every
  * project's "default" security group is made with its first network, port or group.
  */
-export function networkRoutes(deps: { store: Store; clock: Clock; ids: IdGenerator; ledger: QuotaLedger; defaultDeadlineMs: number; network?: (nodeId: string) => NodeNetwork | undefined }): Route[] {
+export function networkRoutes(deps: { store: Store; clock: Clock; ids: IdGenerator; ledger: QuotaLedger; defaultDeadlineMs: number; network?: (nodeId: string) => NodeNetwork | undefined; loadBalancerStats?: LoadBalancerStatsSource }): Route[] {
   const { store, clock, ids, ledger } = deps;
   const groups = new Groups({ store, clock, ids });
   const ensureDefaultGroup = (projectId: string) => groups.ensureDefault(projectId);
@@ -142,5 +173,13 @@ export function networkRoutes(deps: { store: Store; clock: Clock; ids: IdGenerat
   const ports = new Ports({ store, clock, ids, ensureDefaultGroup, random: randomFraction });
   const fips = new FloatingIps({ store, clock, ids, ledger });
   const vpns = new Vpns({ store, clock, ids });
-  return [virtualNetworkServiceRoute(store, networks), portServiceRoute(store, ports), securityGroupServiceRoute(store, groups, deps.defaultDeadlineMs), floatingIpServiceRoute(store, fips), vpnServiceManagerRoute(store, vpns, deps.defaultDeadlineMs)];
+  const lbs = new LoadBalancers({ store, clock, ids, random: randomFraction, ...(deps.loadBalancerStats ? { stats: deps.loadBalancerStats } : {}) });
+  return [
+    virtualNetworkServiceRoute(store, networks),
+    portServiceRoute(store, ports),
+    securityGroupServiceRoute(store, groups, deps.defaultDeadlineMs),
+    floatingIpServiceRoute(store, fips),
+    vpnServiceManagerRoute(store, vpns, deps.defaultDeadlineMs),
+    loadBalancerServiceRoute(store, lbs),
+  ];
 }

@@ -19,6 +19,7 @@ import {
   commonViolations,
   DEFAULT_PROJECT_ID,
   FLOATING_IP_KIND,
+  LOAD_BALANCER_KIND,
   invalidArgument,
   ipv4Overlap,
   NETWORK_ALLOCATION_KIND,
@@ -280,6 +281,12 @@ export class VirtualNetworkService {
   private async checkUplinkChange(cur: N, next: RouterConfig | undefined): Promise<void> {
     const was = cur.spec?.router?.externalNetworkId ?? "";
     if (was === "" || next?.externalNetworkId === was) return;
+    if ((next?.externalNetworkId ?? "") === "") {
+      // Moving to another external network keeps the router; going leaves its load balancers without a host.
+      const lbs: string[] = [];
+      for await (const l of allOf(this.deps.store.of(LOAD_BALANCER_KIND), { where: { vip_network_id: cur.id } })) lbs.push(`'${l.id}' (${l.name})`);
+      if (lbs.length > 0) throw new QuantixError("failed_precondition", `load balancers on this network are hosted by its router: ${lbs.slice(0, 20).join(", ")}${lbs.length > 20 ? ", ..." : ""}; delete them first`);
+    }
     const mapped: string[] = [];
     for await (const f of allOf(this.deps.store.of(FLOATING_IP_KIND), { where: { external_network_id: was } })) if (f.networkId === cur.id) mapped.push(`'${f.id}' (${f.address} to ${f.fixedIp})`);
     if (mapped.length > 0) {
@@ -361,6 +368,7 @@ export class VirtualNetworkService {
         const ports: string[] = [];
         for await (const p of allOf(this.deps.store.of(PORT_KIND), { where: { network_id: cur.id } })) {
           if (p.status?.deviceOwner === PortDeviceOwner.DHCP) system.push(p);
+          else if (p.status?.deviceOwner === PortDeviceOwner.LOAD_BALANCER) ports.push(`'${p.id}'${p.name ? ` (${p.name})` : ""} the VIP of load balancer '${p.status.deviceId}' (delete the load balancer)`);
           else ports.push(`'${p.id}'${p.name ? ` (${p.name})` : ""}${p.status?.deviceId ? ` used by VM '${p.status.deviceId}'` : ""}`);
         }
         if (ports.length > 0 || system.length === 0) throw new QuantixError("failed_precondition", `virtual network '${cur.id}' has ${ports.length || cur.status?.portCount} port(s): ${ports.slice(0, 20).join(", ")}${ports.length > 20 ? ", ..." : ""}; delete them first`);

@@ -115,6 +115,9 @@ export class PortService {
           if (!g || g.projectId !== next.projectId) v.add(`spec.security_group_ids[${spec.securityGroupIds.indexOf(id)}]`, "NOT_FOUND", `security group '${id}' does not exist in project '${next.projectId}'`);
         });
         throwIfViolations(v.list);
+        if (cur.status?.deviceOwner === PortDeviceOwner.LOAD_BALANCER && (spec.fixedIps.join() !== was.fixedIps.join() || spec.macAddress !== was.macAddress)) {
+          throw new QuantixError("failed_precondition", `port '${cur.id}' is the VIP of load balancer '${cur.status.deviceId}': its address and MAC are the load balancer's (fixed while it exists)`);
+        }
         if (spec.macAddress !== was.macAddress && (cur.status?.deviceId ?? "") !== "") {
           throw new QuantixError("failed_precondition", `port '${cur.id}' is used by '${cur.status?.deviceId}': its MAC address changes only while no device uses it`);
         }
@@ -256,6 +259,9 @@ export class PortService {
       const cur = await this.deps.store.of(PORT_KIND).get(req.id);
       if (!cur) throw notFound("port", req.id);
       const owner = cur.status?.deviceOwner ?? PortDeviceOwner.UNSPECIFIED;
+      if (owner === PortDeviceOwner.LOAD_BALANCER) {
+        throw new QuantixError("failed_precondition", `port '${cur.id}' is the VIP of load balancer '${cur.status?.deviceId}': it goes with the load balancer (DeleteLoadBalancer)`);
+      }
       if (owner !== PortDeviceOwner.UNSPECIFIED && owner !== PortDeviceOwner.VM) throw new QuantixError("failed_precondition", `port '${cur.id}' belongs to the system (${PortDeviceOwner[owner]} of '${cur.status?.deviceId}')`);
       if ((cur.status?.deviceId ?? "") !== "") throw new QuantixError("failed_precondition", `port '${cur.id}' is used by VM '${cur.status?.deviceId}': remove the NIC from the VM first`);
       const ops = await portDeleteOps(this.deps.store, cur, this.deps.clock.now());

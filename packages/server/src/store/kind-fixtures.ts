@@ -20,6 +20,7 @@ import { SecurityGroupSchema } from "@quantix/api/gen/Quantixkvm/network/v1/secu
 import { NetworkAllocationSchema } from "@quantix/api/gen/Quantixkvm/network/v1/network_allocation_pb.js";
 import { FloatingIpSchema } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_pb.js";
 import { VpnServiceSchema } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_pb.js";
+import { LoadBalancerSchema } from "@quantix/api/gen/Quantixkvm/network/v1/load_balancer_pb.js";
 import { ProjectSchema, RoleBindingSchema } from "@quantix/api/gen/Quantixkvm/identity/v1/project_pb.js";
 import {
   API_TOKEN_KIND,
@@ -45,6 +46,7 @@ import {
   NETWORK_ALLOCATION_KIND,
   FLOATING_IP_KIND,
   VPN_SERVICE_KIND,
+  LOAD_BALANCER_KIND,
   USER_KIND,
   VM_KIND,
   type FieldValue,
@@ -412,4 +414,20 @@ const vpnService: KindFixture = {
   scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
 };
 
-export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone, project, user, serviceAccount, apiToken, roleBinding, signingKey, credential, quota, auditRecord, joinToken, storagePool, volume, image, snapshot, virtualNetwork, port, securityGroup, networkAllocation, floatingIp, vpnService];
+const loadBalancer: KindFixture = {
+  kind: LOAD_BALANCER_KIND as unknown as Kind<Resource>,
+  make: (v, labels = {}) =>
+    create(LoadBalancerSchema, {
+      id: randomUUID(),
+      projectId: str(v["project_id"], randomUUID()),
+      name: str(v["name"], `lb-${short()}`),
+      labels,
+      spec: { vipNetworkId: str(v["vip_network_id"], randomUUID()), vipAddress: "10.0.0.5" },
+      status: { state: int(v["state"], 1), vipPortId: str(v["vip_port_id"], randomUUID()) },
+      createdAt: ms(v["created_at"], NOW),
+      generation: 1n,
+    }),
+  scope: (tag) => ({ values: { project_id: tag }, where: { project_id: tag } }),
+};
+
+export const KIND_FIXTURES: readonly KindFixture[] = [vm, node, event, migration, nodeTombstone, project, user, serviceAccount, apiToken, roleBinding, signingKey, credential, quota, auditRecord, joinToken, storagePool, volume, image, snapshot, virtualNetwork, port, securityGroup, networkAllocation, floatingIp, vpnService, loadBalancer];

@@ -605,6 +605,37 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
       CREATE INDEX quantix_vpn_services_labels ON quantix_vpn_services USING gin (labels jsonb_path_ops);
     `,
   },
+  {
+    version: 15,
+    name: "load balancers",
+    // Nothing of these existed before (LoadBalancerService answered UNIMPLEMENTED).
+    sql: `
+      CREATE TABLE quantix_load_balancers (
+        id text COLLATE "C" PRIMARY KEY,
+        unique_key text COLLATE "C",
+        labels jsonb NOT NULL,
+        project_id text COLLATE "C" NOT NULL,
+        name text COLLATE "C" NOT NULL,
+        vip_network_id text COLLATE "C" NOT NULL,
+        vip_port_id text COLLATE "C" NOT NULL,
+        state int NOT NULL,
+        created_ms bigint NOT NULL,
+        resource_version bigint NOT NULL,
+        data bytea NOT NULL,
+        CONSTRAINT quantix_load_balancers_unique_key UNIQUE (unique_key)
+      );
+      CREATE INDEX quantix_load_balancers_by_name ON quantix_load_balancers (name, id);
+      CREATE INDEX quantix_load_balancers_by_created_ms ON quantix_load_balancers (created_ms, id);
+      CREATE INDEX quantix_load_balancers_by_project_id_name ON quantix_load_balancers (project_id, name, id);
+      CREATE INDEX quantix_load_balancers_by_project_id_created_ms ON quantix_load_balancers (project_id, created_ms, id);
+      CREATE INDEX quantix_load_balancers_by_name_created_ms ON quantix_load_balancers (name, created_ms, id);
+      CREATE INDEX quantix_load_balancers_by_vip_network_id_name ON quantix_load_balancers (vip_network_id, name, id);
+      CREATE INDEX quantix_load_balancers_by_vip_network_id_created_ms ON quantix_load_balancers (vip_network_id, created_ms, id);
+      CREATE INDEX quantix_load_balancers_by_vip_port_id_name ON quantix_load_balancers (vip_port_id, name, id);
+      CREATE INDEX quantix_load_balancers_by_vip_port_id_created_ms ON quantix_load_balancers (vip_port_id, created_ms, id);
+      CREATE INDEX quantix_load_balancers_labels ON quantix_load_balancers USING gin (labels jsonb_path_ops);
+    `,
+  },
 ];
 
 /** The newest schema version this binary knows. */

@@ -68,6 +68,7 @@ const PINNED: Record<number, string> = {
   12: "b3347967073c0c54",
   13: "4dfc3b6aba758219",
   14: "bd3ee68f1193a73f",
+  15: "14248ac302b0b813",
 };
 
 it("no shipped migration has changed", () => {

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file Quantixkvm/network/v1/load_balancer_service.proto.
  */
 export const file_Quantixkvm_network_v1_load_balancer_service: GenFile = /*@__PURE__*/
-  fileDesc("CjFRdWFudGl4a3ZtL25ldHdvcmsvdjEvbG9hZF9iYWxhbmNlcl9zZXJ2aWNlLnByb3RvEhVRdWFudGl4a3ZtLm5ldHdvcmsudjEihgIKGUNyZWF0ZUxvYWRCYWxhbmNlclJlcXVlc3QSDAoEbmFtZRgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEkwKBmxhYmVscxgEIAMoCzI8LlF1YW50aXhrdm0ubmV0d29yay52MS5DcmVhdGVMb2FkQmFsYW5jZXJSZXF1ZXN0LkxhYmVsc0VudHJ5EjUKBHNwZWMYBSABKAsyJy5RdWFudGl4a3ZtLm5ldHdvcmsudjEuTG9hZEJhbGFuY2VyU3BlYxotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIiQKFkdldExvYWRCYWxhbmNlclJlcXVlc3QSCgoCaWQYASABKAkiywIKGExpc3RMb2FkQmFsYW5jZXJzUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEksKBmxhYmVscxgCIAMoCzI7LlF1YW50aXhrdm0ubmV0d29yay52MS5MaXN0TG9hZEJhbGFuY2Vyc1JlcXVlc3QuTGFiZWxzRW50cnkSFgoOdmlwX25ldHdvcmtfaWQYAyABKAkSOAoGc3RhdGVzGAQgAygOMiguUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkxvYWRCYWxhbmNlclN0YXRlEhQKDG1lbWJlcl92bV9pZBgFIAEoCRIRCglwYWdlX3NpemUYCiABKAUSEgoKcGFnZV90b2tlbhgLIAEoCRIQCghvcmRlcl9ieRgMIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqABChlMaXN0TG9hZEJhbGFuY2Vyc1Jlc3BvbnNlEjsKDmxvYWRfYmFsYW5jZXJzGAEgAygLMiMuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkxvYWRCYWxhbmNlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAUSGAoQcmVzb3VyY2VfdmVyc2lvbhgEIAEoBCLJAgoZVXBkYXRlTG9hZEJhbGFuY2VyUmVxdWVzdBIKCgJpZBgBIAEoCRI1CgRzcGVjGAIgASgLMicuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkxvYWRCYWxhbmNlclNwZWMSLwoLdXBkYXRlX21hc2sYAyABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEkwKBmxhYmVscxgEIAMoCzI8LlF1YW50aXhrdm0ubmV0d29yay52MS5VcGRhdGVMb2FkQmFsYW5jZXJSZXF1ZXN0LkxhYmVsc0VudHJ5EhMKC2Rlc2NyaXB0aW9uGAUgASgJEhgKEHJlc291cmNlX3ZlcnNpb24YBiABKAQSDAoEbmFtZRgHIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIicKGURlbGV0ZUxvYWRCYWxhbmNlclJlcXVlc3QSCgoCaWQYASABKAkiagoVQWRkUG9vbE1lbWJlcnNSZXF1ZXN0EgoKAmlkGAEgASgJEhEKCXBvb2xfbmFtZRgCIAEoCRIyCgdtZW1iZXJzGAMgAygLMiEuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLlBvb2xNZW1iZXIiTwoYUmVtb3ZlUG9vbE1lbWJlcnNSZXF1ZXN0EgoKAmlkGAEgASgJEhEKCXBvb2xfbmFtZRgCIAEoCRIUCgxtZW1iZXJfbmFtZXMYAyADKAkiKQobR2V0TG9hZEJhbGFuY2VyU3RhdHNSZXF1ZXN0EgoKAmlkGAEgASgJIpYBChFMb2FkQmFsYW5jZXJTdGF0cxIYChBsb2FkX2JhbGFuY2VyX2lkGAEgASgJEjcKCWxpc3RlbmVycxgCIAMoCzIkLlF1YW50aXhrdm0ubmV0d29yay52MS5MaXN0ZW5lclN0YXRzEi4KCnNhbXBsZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpoBCg1MaXN0ZW5lclN0YXRzEhUKDWxpc3RlbmVyX25hbWUYASABKAkSGgoSYWN0aXZlX2Nvbm5lY3Rpb25zGAIgASgEEhkKEXRvdGFsX2Nvbm5lY3Rpb25zGAMgASgEEhAKCGJ5dGVzX2luGAQgASgEEhEKCWJ5dGVzX291dBgFIAEoBBIWCg5yZXF1ZXN0X2Vycm9ycxgGIAEoBCLGAQoZV2F0Y2hMb2FkQmFsYW5jZXJzUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEkwKBmxhYmVscxgCIAMoCzI8LlF1YW50aXhrdm0ubmV0d29yay52MS5XYXRjaExvYWRCYWxhbmNlcnNSZXF1ZXN0LkxhYmVsc0VudHJ5EhgKEHJlc291cmNlX3ZlcnNpb24YAyABKAQaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKZAQoSTG9hZEJhbGFuY2VyVXBkYXRlEi0KBHR5cGUYASABKA4yHy5RdWFudGl4a3ZtLmNvbW1vbi52MS5FdmVudFR5cGUSOgoNbG9hZF9iYWxhbmNlchgCIAEoCzIjLlF1YW50aXhrdm0ubmV0d29yay52MS5Mb2FkQmFsYW5jZXISGAoQcmVzb3VyY2VfdmVyc2lvbhgDIAEoBDLpBwoTTG9hZEJhbGFuY2VyU2VydmljZRJrChJDcmVhdGVMb2FkQmFsYW5jZXISMC5RdWFudGl4a3ZtLm5ldHdvcmsudjEuQ3JlYXRlTG9hZEJhbGFuY2VyUmVxdWVzdBojLlF1YW50aXhrdm0ubmV0d29yay52MS5Mb2FkQmFsYW5jZXISZQoPR2V0TG9hZEJhbGFuY2VyEi0uUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkdldExvYWRCYWxhbmNlclJlcXVlc3QaIy5RdWFudGl4a3ZtLm5ldHdvcmsudjEuTG9hZEJhbGFuY2VyEnYKEUxpc3RMb2FkQmFsYW5jZXJzEi8uUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkxpc3RMb2FkQmFsYW5jZXJzUmVxdWVzdBowLlF1YW50aXhrdm0ubmV0d29yay52MS5MaXN0TG9hZEJhbGFuY2Vyc1Jlc3BvbnNlEmsKElVwZGF0ZUxvYWRCYWxhbmNlchIwLlF1YW50aXhrdm0ubmV0d29yay52MS5VcGRhdGVMb2FkQmFsYW5jZXJSZXF1ZXN0GiMuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkxvYWRCYWxhbmNlchJeChJEZWxldGVMb2FkQmFsYW5jZXISMC5RdWFudGl4a3ZtLm5ldHdvcmsudjEuRGVsZXRlTG9hZEJhbGFuY2VyUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJjCg5BZGRQb29sTWVtYmVycxIsLlF1YW50aXhrdm0ubmV0d29yay52MS5BZGRQb29sTWVtYmVyc1JlcXVlc3QaIy5RdWFudGl4a3ZtLm5ldHdvcmsudjEuTG9hZEJhbGFuY2VyEmkKEVJlbW92ZVBvb2xNZW1iZXJzEi8uUXVhbnRpeGt2bS5uZXR3b3JrLnYxLlJlbW92ZVBvb2xNZW1iZXJzUmVxdWVzdBojLlF1YW50aXhrdm0ubmV0d29yay52MS5Mb2FkQmFsYW5jZXISdAoUR2V0TG9hZEJhbGFuY2VyU3RhdHMSMi5RdWFudGl4a3ZtLm5ldHdvcmsudjEuR2V0TG9hZEJhbGFuY2VyU3RhdHNSZXF1ZXN0GiguUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkxvYWRCYWxhbmNlclN0YXRzEnMKEldhdGNoTG9hZEJhbGFuY2VycxIwLlF1YW50aXhrdm0ubmV0d29yay52MS5XYXRjaExvYWRCYWxhbmNlcnNSZXF1ZXN0GikuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkxvYWRCYWxhbmNlclVwZGF0ZTABYgZwcm90bzM", [file_Quantixkvm_common_v1_common, file_Quantixkvm_network_v1_load_balancer, file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("CjFRdWFudGl4a3ZtL25ldHdvcmsvdjEvbG9hZF9iYWxhbmNlcl9zZXJ2aWNlLnByb3RvEhVRdWFudGl4a3ZtLm5ldHdvcmsudjEihgIKGUNyZWF0ZUxvYWRCYWxhbmNlclJlcXVlc3QSDAoEbmFtZRgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEkwKBmxhYmVscxgEIAMoCzI8LlF1YW50aXhrdm0ubmV0d29yay52MS5DcmVhdGVMb2FkQmFsYW5jZXJSZXF1ZXN0LkxhYmVsc0VudHJ5EjUKBHNwZWMYBSABKAsyJy5RdWFudGl4a3ZtLm5ldHdvcmsudjEuTG9hZEJhbGFuY2VyU3BlYxotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIiQKFkdldExvYWRCYWxhbmNlclJlcXVlc3QSCgoCaWQYASABKAkiywIKGExpc3RMb2FkQmFsYW5jZXJzUmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEksKBmxhYmVscxgCIAMoCzI7LlF1YW50aXhrdm0ubmV0d29yay52MS5MaXN0TG9hZEJhbGFuY2Vyc1JlcXVlc3QuTGFiZWxzRW50cnkSFgoOdmlwX25ldHdvcmtfaWQYAyABKAkSOAoGc3RhdGVzGAQgAygOMiguUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkxvYWRCYWxhbmNlclN0YXRlEhQKDG1lbWJlcl92bV9pZBgFIAEoCRIRCglwYWdlX3NpemUYCiABKAUSEgoKcGFnZV90b2tlbhgLIAEoCRIQCghvcmRlcl9ieRgMIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqABChlMaXN0TG9hZEJhbGFuY2Vyc1Jlc3BvbnNlEjsKDmxvYWRfYmFsYW5jZXJzGAEgAygLMiMuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkxvYWRCYWxhbmNlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAUSGAoQcmVzb3VyY2VfdmVyc2lvbhgEIAEoBCLJAgoZVXBkYXRlTG9hZEJhbGFuY2VyUmVxdWVzdBIKCgJpZBgBIAEoCRI1CgRzcGVjGAIgASgLMicuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkxvYWRCYWxhbmNlclNwZWMSLwoLdXBkYXRlX21hc2sYAyABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEkwKBmxhYmVscxgEIAMoCzI8LlF1YW50aXhrdm0ubmV0d29yay52MS5VcGRhdGVMb2FkQmFsYW5jZXJSZXF1ZXN0LkxhYmVsc0VudHJ5EhMKC2Rlc2NyaXB0aW9uGAUgASgJEhgKEHJlc291cmNlX3ZlcnNpb24YBiABKAQSDAoEbmFtZRgHIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIicKGURlbGV0ZUxvYWRCYWxhbmNlclJlcXVlc3QSCgoCaWQYASABKAkiagoVQWRkUG9vbE1lbWJlcnNSZXF1ZXN0EgoKAmlkGAEgASgJEhEKCXBvb2xfbmFtZRgCIAEoCRIyCgdtZW1iZXJzGAMgAygLMiEuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLlBvb2xNZW1iZXIiTwoYUmVtb3ZlUG9vbE1lbWJlcnNSZXF1ZXN0EgoKAmlkGAEgASgJEhEKCXBvb2xfbmFtZRgCIAEoCRIUCgxtZW1iZXJfbmFtZXMYAyADKAkiKQobR2V0TG9hZEJhbGFuY2VyU3RhdHNSZXF1ZXN0EgoKAmlkGAEgASgJIpYBChFMb2FkQmFsYW5jZXJTdGF0cxIYChBsb2FkX2JhbGFuY2VyX2lkGAEgASgJEjcKCWxpc3RlbmVycxgCIAMoCzIkLlF1YW50aXhrdm0ubmV0d29yay52MS5MaXN0ZW5lclN0YXRzEi4KCnNhbXBsZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIu8BCg1MaXN0ZW5lclN0YXRzEhUKDWxpc3RlbmVyX25hbWUYASABKAkSGgoSYWN0aXZlX2Nvbm5lY3Rpb25zGAIgASgEEhkKEXRvdGFsX2Nvbm5lY3Rpb25zGAMgASgEEhAKCGJ5dGVzX2luGAQgASgEEhEKCWJ5dGVzX291dBgFIAEoBBIWCg5yZXF1ZXN0X2Vycm9ycxgGIAEoBBIPCgdwYWNrZXRzGAcgASgEEg0KBWJ5dGVzGAggASgEEjMKB21lbWJlcnMYCSADKAsyIi5RdWFudGl4a3ZtLm5ldHdvcmsudjEuTWVtYmVyU3RhdHMicAoLTWVtYmVyU3RhdHMSEQoJcG9vbF9uYW1lGAEgASgJEhMKC21lbWJlcl9uYW1lGAIgASgJEhkKEXRvdGFsX2Nvbm5lY3Rpb25zGAMgASgEEg8KB3BhY2tldHMYBCABKAQSDQoFYnl0ZXMYBSABKAQixgEKGVdhdGNoTG9hZEJhbGFuY2Vyc1JlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRJMCgZsYWJlbHMYAiADKAsyPC5RdWFudGl4a3ZtLm5ldHdvcmsudjEuV2F0Y2hMb2FkQmFsYW5jZXJzUmVxdWVzdC5MYWJlbHNFbnRyeRIYChByZXNvdXJjZV92ZXJzaW9uGAMgASgEGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEimQEKEkxvYWRCYWxhbmNlclVwZGF0ZRItCgR0eXBlGAEgASgOMh8uUXVhbnRpeGt2bS5jb21tb24udjEuRXZlbnRUeXBlEjoKDWxvYWRfYmFsYW5jZXIYAiABKAsyIy5RdWFudGl4a3ZtLm5ldHdvcmsudjEuTG9hZEJhbGFuY2VyEhgKEHJlc291cmNlX3ZlcnNpb24YAyABKAQy6QcKE0xvYWRCYWxhbmNlclNlcnZpY2USawoSQ3JlYXRlTG9hZEJhbGFuY2VyEjAuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkNyZWF0ZUxvYWRCYWxhbmNlclJlcXVlc3QaIy5RdWFudGl4a3ZtLm5ldHdvcmsudjEuTG9hZEJhbGFuY2VyEmUKD0dldExvYWRCYWxhbmNlchItLlF1YW50aXhrdm0ubmV0d29yay52MS5HZXRMb2FkQmFsYW5jZXJSZXF1ZXN0GiMuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkxvYWRCYWxhbmNlchJ2ChFMaXN0TG9hZEJhbGFuY2VycxIvLlF1YW50aXhrdm0ubmV0d29yay52MS5MaXN0TG9hZEJhbGFuY2Vyc1JlcXVlc3QaMC5RdWFudGl4a3ZtLm5ldHdvcmsudjEuTGlzdExvYWRCYWxhbmNlcnNSZXNwb25zZRJrChJVcGRhdGVMb2FkQmFsYW5jZXISMC5RdWFudGl4a3ZtLm5ldHdvcmsudjEuVXBkYXRlTG9hZEJhbGFuY2VyUmVxdWVzdBojLlF1YW50aXhrdm0ubmV0d29yay52MS5Mb2FkQmFsYW5jZXISXgoSRGVsZXRlTG9hZEJhbGFuY2VyEjAuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkRlbGV0ZUxvYWRCYWxhbmNlclJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSYwoOQWRkUG9vbE1lbWJlcnMSLC5RdWFudGl4a3ZtLm5ldHdvcmsudjEuQWRkUG9vbE1lbWJlcnNSZXF1ZXN0GiMuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkxvYWRCYWxhbmNlchJpChFSZW1vdmVQb29sTWVtYmVycxIvLlF1YW50aXhrdm0ubmV0d29yay52MS5SZW1vdmVQb29sTWVtYmVyc1JlcXVlc3QaIy5RdWFudGl4a3ZtLm5ldHdvcmsudjEuTG9hZEJhbGFuY2VyEnQKFEdldExvYWRCYWxhbmNlclN0YXRzEjIuUXVhbnRpeGt2bS5uZXR3b3JrLnYxLkdldExvYWRCYWxhbmNlclN0YXRzUmVxdWVzdBooLlF1YW50aXhrdm0ubmV0d29yay52MS5Mb2FkQmFsYW5jZXJTdGF0cxJzChJXYXRjaExvYWRCYWxhbmNlcnMSMC5RdWFudGl4a3ZtLm5ldHdvcmsudjEuV2F0Y2hMb2FkQmFsYW5jZXJzUmVxdWVzdBopLlF1YW50aXhrdm0ubmV0d29yay52MS5Mb2FkQmFsYW5jZXJVcGRhdGUwAWIGcHJvdG8z", [file_Quantixkvm_common_v1_common, file_Quantixkvm_network_v1_load_balancer, file_google_protobuf_empty, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * Request for CreateLoadBalancer.
@@ -428,7 +428,7 @@ export type ListenerStats = Message<"Quantixkvm.network.v1.ListenerStats"> & {
   listenerName: string;
 
   /**
-   * Output only. Connections open now.
+   * Output only. Connections open now. Not measured yet: 0.
    *
    * @generated from field: uint64 active_connections = 2;
    */
@@ -442,14 +442,14 @@ export type ListenerStats = Message<"Quantixkvm.network.v1.ListenerStats"> & {
   totalConnections: bigint;
 
   /**
-   * Output only. Bytes received from clients.
+   * Output only. Bytes received from clients. Not measured apart yet: 0 (see bytes).
    *
    * @generated from field: uint64 bytes_in = 4;
    */
   bytesIn: bigint;
 
   /**
-   * Output only. Bytes sent to clients.
+   * Output only. Bytes sent to clients. Not measured apart yet: 0 (see bytes).
    *
    * @generated from field: uint64 bytes_out = 5;
    */
@@ -457,11 +457,33 @@ export type ListenerStats = Message<"Quantixkvm.network.v1.ListenerStats"> & {
 
   /**
    * Output only. Requests or connections that failed (no healthy member, limits, bad
-   * HTTP).
+   * HTTP). Not measured yet: 0.
    *
    * @generated from field: uint64 request_errors = 6;
    */
   requestErrors: bigint;
+
+  /**
+   * Output only. Packets of the listener's connections, both directions (the router's
+   * nftables counters).
+   *
+   * @generated from field: uint64 packets = 7;
+   */
+  packets: bigint;
+
+  /**
+   * Output only. Bytes of the listener's connections, both directions.
+   *
+   * @generated from field: uint64 bytes = 8;
+   */
+  bytes: bigint;
+
+  /**
+   * Output only. Per member of the listener's pool.
+   *
+   * @generated from field: repeated Quantixkvm.network.v1.MemberStats members = 9;
+   */
+  members: MemberStats[];
 };
 
 /**
@@ -470,6 +492,55 @@ export type ListenerStats = Message<"Quantixkvm.network.v1.ListenerStats"> & {
  */
 export const ListenerStatsSchema: GenMessage<ListenerStats> = /*@__PURE__*/
   messageDesc(file_Quantixkvm_network_v1_load_balancer_service, 10);
+
+/**
+ * Traffic counters of one member of a listener's pool.
+ *
+ * @generated from message Quantixkvm.network.v1.MemberStats
+ */
+export type MemberStats = Message<"Quantixkvm.network.v1.MemberStats"> & {
+  /**
+   * Output only. The member's pool.
+   *
+   * @generated from field: string pool_name = 1;
+   */
+  poolName: string;
+
+  /**
+   * Output only. The member's name.
+   *
+   * @generated from field: string member_name = 2;
+   */
+  memberName: string;
+
+  /**
+   * Output only. Connections sent to it in all.
+   *
+   * @generated from field: uint64 total_connections = 3;
+   */
+  totalConnections: bigint;
+
+  /**
+   * Output only. Packets of its connections, both directions.
+   *
+   * @generated from field: uint64 packets = 4;
+   */
+  packets: bigint;
+
+  /**
+   * Output only. Bytes of its connections, both directions.
+   *
+   * @generated from field: uint64 bytes = 5;
+   */
+  bytes: bigint;
+};
+
+/**
+ * Describes the message Quantixkvm.network.v1.MemberStats.
+ * Use `create(MemberStatsSchema)` to create a new message.
+ */
+export const MemberStatsSchema: GenMessage<MemberStats> = /*@__PURE__*/
+  messageDesc(file_Quantixkvm_network_v1_load_balancer_service, 11);
 
 /**
  * Request for WatchLoadBalancers.
@@ -505,7 +576,7 @@ export type WatchLoadBalancersRequest = Message<"Quantixkvm.network.v1.WatchLoad
  * Use `create(WatchLoadBalancersRequestSchema)` to create a new message.
  */
 export const WatchLoadBalancersRequestSchema: GenMessage<WatchLoadBalancersRequest> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_network_v1_load_balancer_service, 11);
+  messageDesc(file_Quantixkvm_network_v1_load_balancer_service, 12);
 
 /**
  * One change to a load balancer.
@@ -540,7 +611,7 @@ export type LoadBalancerUpdate = Message<"Quantixkvm.network.v1.LoadBalancerUpda
  * Use `create(LoadBalancerUpdateSchema)` to create a new message.
  */
 export const LoadBalancerUpdateSchema: GenMessage<LoadBalancerUpdate> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_network_v1_load_balancer_service, 12);
+  messageDesc(file_Quantixkvm_network_v1_load_balancer_service, 13);
 
 /**
  * Load balancers. Spec changes return once stored (state PENDING); the instances are
