@@ -157,7 +157,7 @@ export class RouterHost {
       // Only mappings, SNAT or load balancers changed on a router that was whole: its
       // addresses and its table, not every router's links (a floating IP's association is
       // this path). Anything else, or a failure here, converges everything.
-      if (!before || !sameLinks(before, spec) || (this.problems.get(spec.routerId)?.size ?? 1) > 0 || !(await this.quickApply(spec))) await this.converge();
+      if (!before || !sameLinks(before, spec) || !sameVpn(before, spec) || (this.problems.get(spec.routerId)?.size ?? 1) > 0 || !(await this.quickApply(spec))) await this.converge();
       this.health.start(spec.routerId);
       const now = new Map(spec.floatingIps.map((f) => [f.floatingIp, f.fixedIp]));
       const was = new Map((before?.floatingIps ?? []).map((f) => [f.floatingIp, f.fixedIp]));
@@ -544,6 +544,11 @@ async function mapElements(rt: HostExec): Promise<{ dnat: Map<string, string>; s
     return new Map((m?.elem ?? []).map(([k, v]) => [String(k), String(v)]));
   };
   return { dnat: await read("fip_dnat"), snat: await read("fip_snat") };
+}
+
+/** Whether two specs of a router have the same VPN connections (a change needs the full converge: processes, devices, routes). */
+function sameVpn(a: RouterDesired, b: RouterDesired): boolean {
+  return JSON.stringify(a.vpnConnections ?? []) === JSON.stringify(b.vpnConnections ?? []);
 }
 
 /** Whether two specs of a router have the same links: external side and internal interfaces (addresses, MACs, networks). */
