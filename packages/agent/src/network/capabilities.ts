@@ -1,5 +1,6 @@
 import { access, constants } from "node:fs/promises";
 import { HostExec } from "./host-exec.js";
+import { ipsecProblem } from "./router-ipsec.js";
 
 /** One probed network feature (a node capability name) and why. */
 export interface NetworkFeatureSupport {
@@ -45,6 +46,8 @@ export async function probeNetworkFeatures(netns?: string): Promise<NetworkFeatu
       await h.ip(["link", "del", "dev", probe]).catch(() => undefined);
     }
   });
+  const wg = await probeWireguard(h);
+  const ipsec = await ipsecProblem();
   const l2 = br ?? vx;
   return [
     { name: "network-vxlan", available: l2 === undefined, reason: l2 === undefined ? "bridge and VXLAN (nolearning, dstport 4789) devices can be created" : `cannot create the devices: ${l2}` },
@@ -56,7 +59,18 @@ export async function probeNetworkFeatures(netns?: string): Promise<NetworkFeatu
     { name: "network-dhcp", available: dnsmasq === undefined, reason: dnsmasq === undefined ? "dnsmasq is installed" : `dnsmasq is missing (Debian: dnsmasq-base): ${dnsmasq}` },
     { name: "network-vlan", available: false, reason: vlan === undefined ? "the kernel can create VLAN devices, but this data plane has no VLAN networks yet" : `the kernel cannot create VLAN devices: ${vlan}` },
     { name: "network-uplink", available: false, reason: UNLINKED },
+    { name: "vpn-wireguard", available: wg === undefined, reason: wg ?? "routers' WireGuard connections run in user space: /dev/net/tun, wireguard-go and wg are present" },
+    { name: "vpn-ipsec", available: ipsec === undefined, reason: ipsec ?? "routers' IPsec connections run in strongSwan's charon per router namespace, ESP in user space (kernel-libipsec, UDP-encapsulated): charon, its kernel-libipsec plugin, swanctl and /dev/net/tun are present" },
   ];
+}
+
+/** Why WireGuard tunnels cannot run here (user space: the TUN device and the two tools), or undefined. */
+async function probeWireguard(h: HostExec): Promise<string | undefined> {
+  const missing: string[] = [];
+  if (await tryCmd(() => access("/dev/net/tun", constants.R_OK | constants.W_OK))) missing.push("/dev/net/tun");
+  if (await tryCmd(() => h.inNs("wireguard-go", ["--version"]))) missing.push("wireguard-go (Debian: wireguard-go)");
+  if (await tryCmd(() => h.inNs("wg", ["--version"]))) missing.push("wg (Debian: wireguard-tools)");
+  return missing.length === 0 ? undefined : `missing: ${missing.join(", ")}`;
 }
 
 /** "network-uplink" without a configured physical network. */

@@ -12,13 +12,41 @@ import { NamespaceProber, type Prober } from "./router-lb-probe.js";
 import { lbCounters } from "./router-lb-ruleset.js";
 import { deleteLbConnections, lbBindings } from "./router-lb-conntrack.js";
 import { lbCondition, observeLoadBalancers, readLbCounters, type LoadBalancerView } from "./router-lb-status.js";
-import { externalBridgeName, externalLegName, internalLegName, ROUTER_EXTERNAL_DEVICE, routerInterfaceName, routerNetns, type FloatingIpDesired, type RouterDesired, type RouterHostState } from "./router-model.js";
+import { externalBridgeName, externalLegName, internalLegName, ROUTER_EXTERNAL_DEVICE, routerInterfaceName, routerNetns, vpnInterfaceName, type FloatingIpDesired, type RouterDesired, type RouterHostState, type VpnConnectionDesired } from "./router-model.js";
+import { WireguardTunnels, wgPublicKey } from "./router-vpn.js";
+import { IPSEC_DEVICE, IpsecDaemons, ikeName, ipsecProblem, type IkeSaView } from "./router-ipsec.js";
 import { ROUTER_TABLE, routerRuleset } from "./router-ruleset.js";
 
 /** A floating IP as observed. */
 export interface FloatingIpView extends FloatingIpDesired {
   readonly applied: boolean;
 }
+
+/** A VPN peer as observed. */
+export interface VpnPeerView {
+  readonly peerId: string;
+  readonly state: "up" | "connecting" | "down";
+  /** Unix seconds, 0: never. */
+  readonly lastHandshake: number;
+  readonly rx: bigint;
+  readonly tx: bigint;
+  readonly endpoint: string;
+}
+
+/** A VPN connection as observed (no secret in it). */
+export interface VpnView {
+  readonly connectionId: string;
+  readonly type: "wireguard" | "ipsec";
+  readonly interfaceName: string;
+  readonly publicKey: string;
+  readonly listenPort: number;
+  readonly applied: boolean;
+  readonly message: string;
+  readonly peers: readonly VpnPeerView[];
+}
+
+/** A handshake younger than this makes a peer UP (WireGuard rekeys every 2 minutes while traffic flows). */
+const HANDSHAKE_FRESH_S = 180;
 
 /** A router as observed. */
 export interface RouterView {
@@ -27,6 +55,7 @@ export interface RouterView {
   readonly namespace: string;
   readonly conditions: readonly Condition[];
   readonly floatingIps: readonly FloatingIpView[];
+  readonly vpnConnections: readonly VpnView[];
   readonly loadBalancers: readonly LoadBalancerView[];
 }
 
@@ -68,6 +97,8 @@ export class RouterHost {
   private readonly problems = new Map<string, Problems>();
   private readonly conntrackErrors = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
+  private readonly tunnels: WireguardTunnels;
+  private readonly ipsec: IpsecDaemons;
   private readonly health: LbHealth;
   /** Routers whose table a health change wants re-rendered (one queued render each). */
   private readonly rerender = new Set<string>();
@@ -75,6 +106,9 @@ export class RouterHost {
   constructor(private readonly o: RouterHostOptions) {
     this.dp = new HostExec(o.netns);
     this.dir = join(o.stateDir, "network");
+    // A tunnel process that died: converge soon (it restarts it).
+    this.tunnels = new WireguardTunnels(join(this.dir, "vpn"), () => void this.serial(() => this.converge()).catch(() => undefined));
+    this.ipsec = new IpsecDaemons(join(this.dir, "ipsec"), () => void this.serial(() => this.converge()).catch(() => undefined));
     this.health = new LbHealth(o.prober ?? new NamespaceProber((id) => this.nsOf(id)), (id) => this.healthChanged(id));
   }
 
@@ -85,7 +119,8 @@ export class RouterHost {
 
   /** Loads the state file and converges (the agent's start). */
   async start(): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await mkdir(join(this.dir, "vpn"), { recursive: true, mode: 0o700 });
+    await mkdir(join(this.dir, "ipsec"), { recursive: true, mode: 0o700 });
     const text = await readFile(join(this.dir, "routers.json"), "utf8").catch(() => undefined);
     if (text !== undefined) {
       const saved = JSON.parse(text) as Partial<RouterHostState>;
@@ -106,6 +141,8 @@ export class RouterHost {
   /** Stops the resync (the routers stay: they forward without the agent). */
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    this.tunnels.close();
+    this.ipsec.close();
     this.health.close();
     await this.serial(async () => undefined);
   }
@@ -120,7 +157,7 @@ export class RouterHost {
       // Only mappings, SNAT or load balancers changed on a router that was whole: its
       // addresses and its table, not every router's links (a floating IP's association is
       // this path). Anything else, or a failure here, converges everything.
-      if (!before || !sameLinks(before, spec) || (this.problems.get(spec.routerId)?.size ?? 1) > 0 || !(await this.quickApply(spec))) await this.converge();
+      if (!before || !sameLinks(before, spec) || !sameVpn(before, spec) || (this.problems.get(spec.routerId)?.size ?? 1) > 0 || !(await this.quickApply(spec))) await this.converge();
       this.health.start(spec.routerId);
       const now = new Map(spec.floatingIps.map((f) => [f.floatingIp, f.fixedIp]));
       const was = new Map((before?.floatingIps ?? []).map((f) => [f.floatingIp, f.fixedIp]));
@@ -226,6 +263,23 @@ export class RouterHost {
     for (const o of Object.values(this.state.routers)) {
       if (o.spec.routerId !== spec.routerId && shortId(o.spec.routerId) === shortId(spec.routerId)) throw new QuantixError("failed_precondition", `router '${spec.routerId}' shares its first 12 hex digits (its namespace name) with router '${o.spec.routerId}' on this host`);
     }
+    const vpn = spec.vpnConnections ?? [];
+    const ipsec = vpn.map((c, i) => ({ c, i })).filter(({ c }) => c.type === "ipsec");
+    const noIpsec = ipsec.length > 0 ? await ipsecProblem() : undefined;
+    if (noIpsec) {
+      const violations = ipsec.map(({ i }) => ({ field: `spec.vpn_connections[${i}].type`, reason: "IPSEC_UNAVAILABLE", description: `IPsec cannot run on this host: ${noIpsec}` }));
+      throw new QuantixError("failed_precondition", violations.map((v) => `${v.field}: ${v.description}`).join("; "), violations);
+    }
+    for (const [i, c] of vpn.entries()) {
+      const other = Object.values(this.state.routers)
+        .filter((o) => o.spec.routerId !== spec.routerId)
+        .flatMap((o) => (o.spec.vpnConnections ?? []).map((x) => ({ x, router: o.spec.routerId })))
+        .find(({ x }) => shortId(x.connectionId) === shortId(c.connectionId));
+      if (other) {
+        const description = `shares its first 12 hex digits (its device's name, unique on the host) with connection '${other.x.connectionId}' of router '${other.router}'`;
+        throw new QuantixError("failed_precondition", `spec.vpn_connections[${i}].connection_id: ${description}`, [{ field: `spec.vpn_connections[${i}].connection_id`, reason: "DUPLICATE_ON_HOST", description }]);
+      }
+    }
     const links = await observeLinks(this.dp);
     const missing = spec.interfaces.map((itf, i) => ({ itf, i })).filter(({ itf }) => links.get(bridgeName(itf.networkId))?.linkinfo?.info_kind !== "bridge");
     if (missing.length > 0) {
@@ -237,6 +291,9 @@ export class RouterHost {
   /** The one reconcile: leftovers removed, every router's namespace, links and NAT, stale links removed. */
   private async converge(): Promise<void> {
     const routers = Object.values(this.state.routers).map((x) => x.spec);
+    // Tunnels no router wants end first: a process holding a deleted router's namespace would keep it (and its device) alive.
+    await this.tunnels.removeExcept(new Set(routers.flatMap(wantedTunnels))).catch(() => undefined);
+    await this.ipsec.removeExcept(new Set(routers.filter((r) => ipsecOf(r).length > 0).map((r) => this.nsOf(r.routerId)))).catch(() => undefined);
     const have = await namespaces(this.root).catch(() => new Set<string>());
     const left: string[] = [];
     for (const id of this.state.leftovers) {
@@ -261,6 +318,19 @@ export class RouterHost {
       if (itfs.size > 0) probs.set("InterfacesReady", new RouterProblem(/BridgeMissing|no bridge/.test([...itfs.values()].join()) ? "BridgeMissing" : "InterfaceSetupFailed", [...itfs.values()].join("; ")));
       const nat = await this.render(r);
       if (nat) probs.set("NatReady", nat);
+      await this.tunnels.removeStaleDevices(rt, new Set(wantedTunnels(r))).catch(() => undefined);
+      const vpnProblems: string[] = [];
+      for (const c of r.vpnConnections ?? []) {
+        if (c.type !== "wireguard") continue;
+        const p = await problemOf(() => this.tunnels.ensure(rt, c));
+        if (p) vpnProblems.push(`${c.connectionId}: ${p.message}`);
+      }
+      const ipsecConns = ipsecOf(r);
+      if (ipsecConns.length > 0) {
+        const p = await problemOf(() => this.ipsec.ensure(ns, r, ipsecConns));
+        if (p) vpnProblems.push(`IPsec: ${p.message}`);
+      }
+      if (vpnProblems.length > 0) probs.set("VpnReady", new RouterProblem("TunnelSetupFailed", vpnProblems.join("; ")));
     }
     await removeStaleRouterLinks(this.dp, new Set(routers.flatMap(wantedRouterLinks))).catch(() => undefined);
   }
@@ -369,6 +439,18 @@ export class RouterHost {
     );
     const ct = this.conntrackErrors.get(routerId);
     if (ct) conds.push({ type: "ConnectionsFlushed", status: false, reason: "ConntrackFailed", message: `connections of a removed or moved floating IP or load balancer member could not be cut (they last until they end): ${ct}` });
+    const vpnConnections: VpnView[] = [];
+    const sas = nsUp && ipsecOf(r).length > 0 ? await this.ipsec.observe(ns).catch(() => undefined) : undefined;
+    for (const c of r.vpnConnections ?? []) vpnConnections.push(c.type === "ipsec" ? ipsecView(c, nsUp, sas) : await this.vpnView(rt, c, nsUp));
+    if (vpnConnections.length > 0) {
+      const off = vpnConnections.filter((x) => !x.applied);
+      conds.push(
+        failed("VpnReady") ??
+          (off.length === 0
+            ? { type: "VpnReady", status: true, reason: "Applied", message: `${vpnConnections.length} VPN connections configured (peers' handshakes: see each peer's state)` }
+            : { type: "VpnReady", status: false, reason: "TunnelNotApplied", message: off.map((x) => `${x.connectionId}: ${x.message}`).join("; ") }),
+      );
+    }
     const bad = conds.filter((c) => !c.status);
     conds.unshift({ type: "Ready", status: bad.length === 0, reason: bad.length === 0 ? "Converged" : bad[0]!.reason, message: bad.length === 0 ? "the router matches the spec" : bad.map((c) => `${c.type}: ${c.message}`).join("; ") });
     const floatingIps = r.floatingIps.map((f) => ({ ...f, applied: elems !== undefined && elems.dnat.get(f.floatingIp) === f.fixedIp && elems.snat.get(f.fixedIp) === f.floatingIp && extAddrs.has(`${f.floatingIp}/32`) }));
@@ -376,7 +458,24 @@ export class RouterHost {
     const loadBalancers = await observeLoadBalancers(r, rt, { nsUp, nat: !probs.has("NatReady") && elems !== undefined, external: extAddrs }, (key) => this.health.view(routerId, key));
     const lbc = lbCondition(loadBalancers);
     if (lbc) conds.push(lbc);
-    return { spec: r, generation, namespace: ns, conditions: conds, floatingIps, loadBalancers };
+    return { spec: r, generation, namespace: ns, conditions: conds, floatingIps, loadBalancers, vpnConnections };
+  }
+
+  /** One VPN connection now. */
+  private async vpnView(rt: HostExec, c: VpnConnectionDesired, nsUp: boolean): Promise<VpnView> {
+    const base = { connectionId: c.connectionId, type: c.type, interfaceName: "", publicKey: "", listenPort: 0 };
+    const down = (message: string): VpnView => ({ ...base, applied: false, message, peers: c.peers.map((p) => ({ peerId: p.peerId, state: "down", lastHandshake: 0, rx: 0n, tx: 0n, endpoint: "" })) });
+    const publicKey = wgPublicKey(c.privateKey);
+    if (!nsUp) return { ...down(`the router's namespace ${rt.netns ?? ""} does not exist`), interfaceName: vpnInterfaceName(c.connectionId), publicKey };
+    const t = await this.tunnels.observe(rt, c);
+    const now = Math.floor(Date.now() / 1000);
+    const peers = c.peers.map((p): VpnPeerView => {
+      const w = t.wg?.peers.find((x) => x.publicKey === p.publicKey);
+      const hs = w?.latestHandshake ?? 0;
+      const state = !t.running || !w ? "down" : hs === 0 ? "connecting" : now - hs <= HANDSHAKE_FRESH_S ? "up" : "down";
+      return { peerId: p.peerId, state, lastHandshake: hs, rx: w?.rx ?? 0n, tx: w?.tx ?? 0n, endpoint: w?.endpoint ?? "" };
+    });
+    return { ...base, interfaceName: t.interfaceName, publicKey, listenPort: t.wg?.listenPort ?? 0, applied: t.problem === "", message: t.problem, peers };
   }
 
   private async externalCondition(r: RouterDesired, rt: HostExec, dp: Map<string, { master?: string; flags: readonly string[]; address?: string }>, inside: Map<string, { flags: readonly string[]; address?: string }>, addrs: Set<string>): Promise<Condition> {
@@ -415,6 +514,28 @@ export class RouterHost {
   }
 }
 
+/** A router's IPsec connections. */
+function ipsecOf(r: RouterDesired): VpnConnectionDesired[] {
+  return (r.vpnConnections ?? []).filter((c) => c.type === "ipsec");
+}
+
+/** An IPsec connection now, from its router's IKE SAs (undefined: charon is not running). */
+function ipsecView(c: VpnConnectionDesired, nsUp: boolean, seen: { conns: Set<string>; sas: Map<string, IkeSaView> } | undefined): VpnView {
+  const running = nsUp && seen !== undefined;
+  const unloaded = c.peers.map((p, i) => ({ p, name: ikeName(c, i) })).filter((x) => !seen?.conns.has(x.name));
+  const peers = c.peers.map((p, i): VpnPeerView => {
+    const sa = seen?.sas.get(ikeName(c, i));
+    const up = sa?.state === "ESTABLISHED" && sa.installed;
+    return { peerId: p.peerId, state: !running ? "down" : up ? "up" : "connecting", lastHandshake: sa?.established ?? 0, rx: sa?.rx ?? 0n, tx: sa?.tx ?? 0n, endpoint: sa?.remote ?? "" };
+  });
+  return { connectionId: c.connectionId, type: "ipsec", interfaceName: IPSEC_DEVICE, publicKey: "", listenPort: 0, applied: running && unloaded.length === 0, message: !running ? "charon is not running in the router's namespace" : unloaded.length > 0 ? `charon has not loaded the connection of peer ${unloaded.map((x) => x.p.peerId).join(", ")}` : "", peers };
+}
+
+/** The WireGuard devices a router wants. */
+function wantedTunnels(r: RouterDesired): string[] {
+  return (r.vpnConnections ?? []).filter((c) => c.type === "wireguard").map((c) => vpnInterfaceName(c.connectionId));
+}
+
 /** The floating IP maps as nft shows them; throws when the table is missing. */
 async function mapElements(rt: HostExec): Promise<{ dnat: Map<string, string>; snat: Map<string, string> }> {
   const read = async (name: string) => {
@@ -423,6 +544,11 @@ async function mapElements(rt: HostExec): Promise<{ dnat: Map<string, string>; s
     return new Map((m?.elem ?? []).map(([k, v]) => [String(k), String(v)]));
   };
   return { dnat: await read("fip_dnat"), snat: await read("fip_snat") };
+}
+
+/** Whether two specs of a router have the same VPN connections (a change needs the full converge: processes, devices, routes). */
+function sameVpn(a: RouterDesired, b: RouterDesired): boolean {
+  return JSON.stringify(a.vpnConnections ?? []) === JSON.stringify(b.vpnConnections ?? []);
 }
 
 /** Whether two specs of a router have the same links: external side and internal interfaces (addresses, MACs, networks). */

@@ -82,6 +82,8 @@ export interface RouterDesired {
   readonly snat: boolean;
   /** Ordered by floating IP. */
   readonly floatingIps: readonly FloatingIpDesired[];
+  /** Ordered by connection id; absent in state files written before VPNs existed. */
+  readonly vpnConnections?: readonly VpnConnectionDesired[];
   /** Ordered by load balancer id. */
   readonly loadBalancers: readonly LoadBalancerDesired[];
 }
@@ -122,6 +124,40 @@ export const routerInterfaceName = (networkId: string): string => `qn${shortId(n
 export const OWNED_ROUTER_LINK = /^q[egi][0-9a-f]{12}$/;
 export const OWNED_ROUTER_INSIDE_LINK = /^qn[0-9a-f]{12}$/;
 
+/** One peer of a VPN connection. */
+export interface VpnPeerDesired {
+  readonly peerId: string;
+  /** "a.b.c.d:port", or "" (WireGuard: learnt from the peer's handshake). */
+  readonly endpoint: string;
+  /** Canonical CIDRs, in the spec's order. */
+  readonly remoteSubnets: readonly string[];
+  /** WireGuard: base64 of 32 bytes; "" for IPsec. */
+  readonly publicKey: string;
+  /** Secret. WireGuard: base64 of 32 bytes or ""; IPsec: the PSK. */
+  readonly presharedKey: string;
+  readonly keepalive: number;
+  readonly remoteId: string;
+}
+
+/** One VPN connection. */
+export interface VpnConnectionDesired {
+  readonly connectionId: string;
+  readonly type: "wireguard" | "ipsec";
+  /** Canonical CIDRs. */
+  readonly localSubnets: readonly string[];
+  readonly listenPort: number;
+  /** Secret: base64 of 32 bytes ("" for IPsec). */
+  readonly privateKey: string;
+  readonly peers: readonly VpnPeerDesired[];
+  readonly localId: string;
+  /** IPsec tuning (0 / empty: defaults); absent in state files written before it existed. */
+  readonly ipsec?: { readonly ikeVersion: 1 | 2; readonly ikeProposals: readonly string[]; readonly espProposals: readonly string[]; readonly ikeLifetime: number; readonly ipsecLifetime: number; readonly dpd: number };
+}
+
+/** A WireGuard connection's device in its router's namespace (and its UAPI socket name, host-wide). */
+export const vpnInterfaceName = (connectionId: string): string => `qw${shortId(connectionId)}`;
+/** Names of VPN devices the router code owns. */
+export const OWNED_VPN_LINK = /^qw[0-9a-f]{12}$/;
 /** A member's key within its router: load balancer, listener, member (the health checker's and the counters' identity). */
 export const lbMemberKey = (lbId: string, l: { protocol: LbProtocol; port: number }, memberId: string): string => `${lbId}/${l.protocol}${l.port}/${memberId}`;
 

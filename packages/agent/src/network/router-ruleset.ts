@@ -1,6 +1,7 @@
 import { formatPrefix4, parsePrefix4 } from "./ipv4.js";
+import { IPSEC_DEVICE } from "./router-ipsec.js";
 import { lbCounters, lbCountRules, lbDnatRules, type MemberHealth } from "./router-lb-ruleset.js";
-import { ROUTER_EXTERNAL_DEVICE, type RouterDesired } from "./router-model.js";
+import { ROUTER_EXTERNAL_DEVICE, vpnInterfaceName, type RouterDesired } from "./router-model.js";
 
 /**
  * A router's NAT and load balancers as one nft script (pure), applied in one `nft -f`
@@ -34,6 +35,26 @@ export function internalSubnets(r: RouterDesired): string[] {
   return [...new Set(r.interfaces.flatMap((i) => i.addresses.map((a) => formatPrefix4(parsePrefix4(a, { strict: false })!))))].sort();
 }
 
+/**
+ * With VPN connections: only a connection's local subnets enter its tunnel and traffic out
+ * of it only reaches them; TCP's MSS is clamped to the tunnel's MTU (SYN and SYN-ACK
+ * entering it; each side clamps its own). Nothing here translates: the SNAT above only
+ * matches `qre`, so tunnelled traffic keeps its private addresses. The tunnel's UDP port
+ * needs no rule: no chain of this table drops input.
+ */
+function vpnRules(r: RouterDesired): string[] {
+  const conns = (r.vpnConnections ?? []).filter((c) => c.type === "wireguard");
+  const ipsec = (r.vpnConnections ?? []).some((c) => c.type === "ipsec");
+  const rules = conns.flatMap((c) => {
+    const dev = `"${vpnInterfaceName(c.connectionId)}"`;
+    const local = `{ ${c.localSubnets.join(", ")} }`;
+    return [`    oifname ${dev} ip saddr != ${local} drop`, `    iifname ${dev} ip daddr != ${local} drop`, `    oifname ${dev} tcp flags syn tcp option maxseg size set rt mtu`];
+  });
+  // IPsec's traffic selectors (in charon) already bound what enters and leaves its device.
+  if (ipsec) rules.push(`    oifname "${IPSEC_DEVICE}" tcp flags syn tcp option maxseg size set rt mtu`);
+  return rules;
+}
+
 /** What the router's table holds besides the spec: the members' health, the counters to drop. */
 export interface RulesetContext {
   /** Whether a member is in its listener's map; default: every member. */
@@ -47,6 +68,7 @@ const CHAINS = [
   ["output", "type nat hook output priority -100; policy accept;"],
   ["postrouting", "type nat hook postrouting priority srcnat; policy accept;"],
   ["lb_forward", "type filter hook forward priority filter; policy accept;"],
+  ["vpn_forward", "type filter hook forward priority filter; policy accept;"],
 ] as const;
 const SETS = [
   ["map", "fip_dnat", "type ipv4_addr : ipv4_addr;"],
@@ -95,6 +117,9 @@ export function routerRuleset(r: RouterDesired, ctx: RulesetContext = {}): strin
     "  }",
     "  chain lb_forward {",
     ...lbCountRules(lbs),
+    "  }",
+    "  chain vpn_forward {",
+    ...vpnRules(r),
     "  }",
     "}",
     "",

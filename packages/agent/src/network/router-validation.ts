@@ -4,6 +4,7 @@ import { contains4, formatIp4, formatPrefix4, mask4, overlaps4, parseIp4, parseP
 import { PHYSICAL_NETWORK, type FloatingIpDesired, type RouterDesired, type RouterInterfaceDesired } from "./router-model.js";
 import { ip, mac, uuid, type Checked } from "./validation.js";
 import { shortId } from "./names.js";
+import { checkVpnConnections } from "./router-vpn-validation.js";
 import { checkLoadBalancers } from "./router-lb-validation.js";
 
 /**
@@ -124,6 +125,7 @@ export function checkRouterSpec(spec: RouterSpec | undefined, p = "spec"): Check
     }
     if (fl !== undefined && fx !== undefined) fips.push({ floatingIp: fl, fixedIp: fx });
   });
+  const vpn = checkVpnConnections(v, `${p}.vpn_connections`, spec.vpnConnections, internal.map((a) => a.subnet), subnets);
   const loadBalancers = checkLoadBalancers(v, `${p}.load_balancers`, spec.loadBalancers, { ...(ext ? { external: ext } : {}), ...(gw !== undefined ? { gatewayIp: gw } : {}), internal, floating, fixed });
   if (v.list.length > 0) return { ok: false, violations: v.list };
   return {
@@ -134,6 +136,7 @@ export function checkRouterSpec(spec: RouterSpec | undefined, p = "spec"): Check
       interfaces: interfaces.sort((a, b) => a.networkId.localeCompare(b.networkId)),
       snat: spec.snatEnabled,
       floatingIps: fips.sort((a, b) => parseIp4(a.floatingIp)! - parseIp4(b.floatingIp)!),
+      vpnConnections: vpn,
       loadBalancers,
     },
   };

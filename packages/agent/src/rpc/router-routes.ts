@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { ListRoutersResponseSchema, RouterLoadBalancerAlgorithm, RouterLoadBalancerHealthCheckType, RouterLoadBalancerProtocol, RouterStatusSchema, type NetworkService, type RouterStatus } from "@quantix/api/gen/vmm/v1/network_pb.js";
+import { ListRoutersResponseSchema, RouterLoadBalancerAlgorithm, RouterLoadBalancerHealthCheckType, RouterLoadBalancerProtocol, RouterStatusSchema, RouterVpnPeerState, RouterVpnType, type NetworkService, type RouterStatus } from "@quantix/api/gen/vmm/v1/network_pb.js";
 import { invalidArgument, QuantixError, Violations } from "@quantix/core";
 import { UUID } from "../network/names.js";
 import type { RouterHost, RouterView } from "../network/router-host.js";
@@ -41,6 +41,9 @@ export function routerMethods(routers: RouterHost | undefined): RouterMethods {
   };
 }
 
+const VPN_TYPE = { wireguard: RouterVpnType.WIREGUARD, ipsec: RouterVpnType.IPSEC } as const;
+const PEER_STATE = { up: RouterVpnPeerState.UP, connecting: RouterVpnPeerState.CONNECTING, down: RouterVpnPeerState.DOWN } as const;
+
 function toRouter(v: RouterView): RouterStatus {
   const r = v.spec;
   return create(RouterStatusSchema, {
@@ -52,12 +55,32 @@ function toRouter(v: RouterView): RouterStatus {
       snatEnabled: r.snat,
       floatingIps: r.floatingIps.map((f) => ({ floatingIp: f.floatingIp, fixedIp: f.fixedIp })),
       loadBalancers: r.loadBalancers.map(lbSpec),
+      // Secrets (private_key, preshared_key) are never returned.
+      vpnConnections: (r.vpnConnections ?? []).map((c) => ({
+        connectionId: c.connectionId,
+        type: VPN_TYPE[c.type],
+        localSubnets: [...c.localSubnets],
+        listenPort: c.listenPort,
+        localId: c.localId,
+        ...(c.ipsec ? { ikeVersion: c.ipsec.ikeVersion, ikeProposals: [...c.ipsec.ikeProposals], espProposals: [...c.ipsec.espProposals], ikeLifetimeSeconds: c.ipsec.ikeLifetime, ipsecLifetimeSeconds: c.ipsec.ipsecLifetime, dpdIntervalSeconds: c.ipsec.dpd } : {}),
+        peers: c.peers.map((p) => ({ peerId: p.peerId, endpoint: p.endpoint, remoteSubnets: [...p.remoteSubnets], publicKey: p.publicKey, persistentKeepaliveSeconds: p.keepalive, remoteId: p.remoteId })),
+      })),
     },
     observedGeneration: BigInt(v.generation),
     namespace: v.namespace,
     conditions: v.conditions.map((c) => ({ ...c })),
     floatingIps: v.floatingIps.map((f) => ({ floatingIp: f.floatingIp, fixedIp: f.fixedIp, applied: f.applied })),
     loadBalancers: v.loadBalancers.map(lbStatus),
+    vpnConnections: v.vpnConnections.map((c) => ({
+      connectionId: c.connectionId,
+      type: VPN_TYPE[c.type],
+      interfaceName: c.interfaceName,
+      publicKey: c.publicKey,
+      listenPort: c.listenPort,
+      applied: c.applied,
+      message: c.message,
+      peers: c.peers.map((p) => ({ peerId: p.peerId, state: PEER_STATE[p.state], lastHandshakeUnix: BigInt(p.lastHandshake), rxBytes: p.rx, txBytes: p.tx, endpoint: p.endpoint })),
+    })),
   });
 }
 
