@@ -7,8 +7,9 @@ import { NAME_PATTERN, Violations } from "./violations.js";
 export const VPN_LIMITS = {
   localSubnetsMax: 32,
   remoteSubnetsMax: 32,
-  wireguardPeersMax: 1000,
-  ipsecPeersMax: 50,
+  /** The contract allows 1000 WireGuard and 50 IPsec peers; the routers serve 32 per service. */
+  wireguardPeersMax: 32,
+  ipsecPeersMax: 32,
   nameMax: 63,
   defaultWireguardPort: 51820,
   pskMinIpsec: 20,
@@ -99,7 +100,7 @@ export function checkVpnSpec(v: Violations, spec: VpnServiceSpec | undefined, ne
     if (c.localId !== "" && (c.localId.length > VPN_LIMITS.idMax || !IKE_ID.test(c.localId))) v.add("spec.ipsec.local_id", "INVALID_FORMAT", `must be an IKE identity (an address or "@fqdn"), at most ${VPN_LIMITS.idMax} characters, no spaces or quotes`);
   }
   const maxPeers = ipsec ? VPN_LIMITS.ipsecPeersMax : VPN_LIMITS.wireguardPeersMax;
-  if (spec.peers.length > maxPeers) v.add("spec.peers", "TOO_MANY", `at most ${maxPeers} for ${ipsec ? "IPSEC" : "WIREGUARD"}, got ${spec.peers.length}`);
+  if (spec.peers.length > maxPeers) v.add("spec.peers", "TOO_MANY", `at most ${maxPeers} per service (what a router serves in one connection; use another service for more), got ${spec.peers.length}`);
   const names = new Map<string, number>();
   const remote: { s: Ipv4Subnet; field: string }[] = [];
   spec.peers.forEach((peer, i) => {

@@ -5,6 +5,7 @@ import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { PortDeviceOwner, PortState, PortStatusSchema, type Port } from "@quantix/api/gen/Quantixkvm/network/v1/port_pb.js";
 import { FloatingIpState, type FloatingIp } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_pb.js";
 import { LoadBalancerState, MemberHealth, MemberStatusSchema, type LoadBalancer } from "@quantix/api/gen/Quantixkvm/network/v1/load_balancer_pb.js";
+import { VpnPeerState, VpnPeerStatusSchema, VpnServiceState, type VpnService } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_pb.js";
 import { NetworkAllocationSchema } from "@quantix/api/gen/Quantixkvm/network/v1/network_allocation_pb.js";
 import { NetworkNodeStatusSchema, NetworkRouterStatusSchema, NetworkType, VirtualNetworkState, type NetworkRouterStatus, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import { PortState as AgentPortState, type NetworkStatus, type PortStatus as AgentPortStatus, type RouterStatus } from "@quantix/api/gen/vmm/v1/network_pb.js";
@@ -15,6 +16,7 @@ import {
   FLOATING_IP_KIND,
   LOAD_BALANCER_KIND,
   NETWORK_ALLOCATION_KIND,
+  VPN_SERVICE_KIND,
   NETWORK_CONTROLLER,
   NETWORK_IPAM,
   NODE_KIND,
@@ -42,11 +44,13 @@ import type { NodeNetwork } from "./node-network.js";
 import { dhcpPorts, neededPairs, placedPorts, planNodes, type PlacedPort, type PlacedRouter, type GroupSpecInit, type NetworkSpecInit, type NodePlan, type PlanInput } from "./network-plan.js";
 import { centralRouterNetworks, gatewayAddresses, placeRouters, routerInternalMac, routerSpecOf, type RouterSpecInit } from "./routers.js";
 import { externalLbUuid, memberUuid, routerLoadBalancers } from "./load-balancers.js";
+import { peerStatuses, routerVpnConnections } from "./vpns.js";
 
 type P = Port & Resource;
 type N = VirtualNetwork & Resource;
 type F = FloatingIp & Resource;
 type L = LoadBalancer & Resource;
+type V = VpnService & Resource;
 
 /** A central router as this pass saw it: where, its address, and what its node reported. */
 interface RouterOutcome {
@@ -60,6 +64,9 @@ interface RouterOutcome {
 
 /** The node capability of an agent whose network data plane is on (VMCP_NETWORK=on). */
 export const NETWORK_CAPABILITY = "network-vxlan";
+
+/** How often routers with load balancers or VPNs are looked at again (health checks, handshakes). */
+const ROUTER_OBSERVE_MS = 3_000;
 
 /** How long a node's underlay address is trusted before it is asked again. */
 const UNDERLAY_TTL_MS = 60_000;
@@ -127,7 +134,8 @@ export function networkController(deps: NetworkControllerDeps): Controller {
     }
   }
 
-  async function reconcile(): Promise<void> {
+  /** One pass; true when routers serve load balancers or VPNs, whose health and handshakes change without a write (then the pass runs again soon). */
+  async function reconcile(): Promise<boolean> {
     // Ports are read before VMs: a port bound in a VM's commit is never seen without its VM.
     const input: PlanInput & { networks: N[]; ports: P[] } = { networks: await readAll(nets), ports: await readAll(ports), groups: await readAll(groups), vms: await readAll(vms) };
     const nodeList: Node[] = await readAll(nodes);
@@ -185,6 +193,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
     const routerPlans = new Map<string, Map<string, RouterSpecInit>>();
     const fips: F[] = await readAll(deps.store.of(FLOATING_IP_KIND));
     const lbs: L[] = await readAll(deps.store.of(LOAD_BALANCER_KIND));
+    const vpns: V[] = await readAll(deps.store.of(VPN_SERVICE_KIND));
     const routerWhy = new Map<string, string>();
     for (const c of central) {
       const at = placement.get(c.network.id)!;
@@ -194,7 +203,8 @@ export function networkController(deps: NetworkControllerDeps): Controller {
       if (at.nodeId === "") continue;
       placedRouters.set(c.network.id, { nodeId: at.nodeId, mac: routerInternalMac(c.network.id), addresses: gatewayAddresses(c.network) });
       const served = routerLoadBalancers(lbs.filter((l) => l.spec?.vipNetworkId === c.network.id), fips.filter((f) => f.networkId === c.network.id && f.externalNetworkId === c.external.id));
-      const spec = addr.ip === "" ? undefined : routerSpecOf(c.network, c.external, addr.ip, fips.filter((f) => !served.servedFips.has(f.id)), served.entries);
+      const tunnels = routerVpnConnections(vpns.filter((v) => v.spec?.networkId === c.network.id));
+      const spec = addr.ip === "" ? undefined : routerSpecOf(c.network, c.external, addr.ip, fips.filter((f) => !served.servedFips.has(f.id)), served.entries, tunnels);
       if (spec) (routerPlans.get(at.nodeId) ?? routerPlans.set(at.nodeId, new Map()).get(at.nodeId)!).set(c.network.id, spec);
       else if (addr.ip !== "") routerWhy.set(c.network.id, `the external address ${addr.ip} is no longer in external network '${c.external.id}'`);
     }
@@ -254,6 +264,61 @@ export function networkController(deps: NetworkControllerDeps): Controller {
     await writeNetworkStatuses(input.networks, needed, outcomes, routerOutcomes);
     await writeFloatingIpStatuses(fips, input.ports, routerOutcomes, lbs);
     await writeLoadBalancerStatuses(lbs, routerOutcomes);
+    await writeVpnStatuses(vpns, routerOutcomes);
+    return [...routerPlans.values()].some((m) => [...m.values()].some((r) => (r.loadBalancers?.length ?? 0) > 0 || (r.vpnConnections?.length ?? 0) > 0));
+  }
+
+  /**
+   * Each VPN service's status from its network's router: ACTIVE when the router applied
+   * it and every enabled peer is UP (a handshake within 180 s), DEGRADED when some are
+   * not, DOWN when disabled or none is up, ERROR with the reason when the router cannot
+   * set it up, PENDING before; the peers', the router's node and external address.
+   */
+  async function writeVpnStatuses(all: readonly V[], routers: ReadonlyMap<string, RouterOutcome>): Promise<void> {
+    const nowMs = deps.clock.now();
+    for (const v of all) {
+      const netId = v.spec?.networkId ?? "";
+      const r = routers.get(netId);
+      const seen = r?.status?.vpnConnections.find((x) => x.connectionId === v.id);
+      const peers = peerStatuses(v, seen).map((p) => create(VpnPeerStatusSchema, p));
+      const enabled = peers.filter((p) => p.state !== VpnPeerState.DISABLED);
+      const up = enabled.filter((p) => p.state === VpnPeerState.UP).length;
+      let want: { state: VpnServiceState; ready: boolean; reason: string; message: string };
+      if (v.spec?.disabled) want = { state: VpnServiceState.DOWN, ready: false, reason: "Disabled", message: "spec.disabled: its tunnels are torn down" };
+      else if (enabled.length === 0) want = { state: VpnServiceState.DOWN, ready: false, reason: "NoPeers", message: "no enabled peer: nothing to connect to" };
+      else if (!r) want = { state: VpnServiceState.ERROR, ready: false, reason: "NoRouter", message: `network '${netId}' has no central router (spec.router.external_network_id)` };
+      else if (seen && !seen.applied) want = { state: VpnServiceState.ERROR, ready: false, reason: "TunnelNotApplied", message: `the router on node '${r.nodeId}': ${seen.message}` };
+      else if (!seen) want = r.why !== "" ? { state: VpnServiceState.ERROR, ready: false, reason: "RouterNotReady", message: `the router of network '${netId}': ${r.why}` } : { state: VpnServiceState.PENDING, ready: false, reason: "Pending", message: `node '${r.nodeId}' has not applied it yet` };
+      else if (up === enabled.length) want = { state: VpnServiceState.ACTIVE, ready: true, reason: "Up", message: `every peer's tunnel is up, on the router on node '${r.nodeId}'` };
+      else if (up > 0) want = { state: VpnServiceState.DEGRADED, ready: false, reason: "PeersDown", message: `peers without a recent handshake: ${enabled.filter((p) => p.state !== VpnPeerState.UP).map((p) => p.name).join(", ")}` };
+      else want = { state: VpnServiceState.DOWN, ready: false, reason: "NoHandshake", message: "no peer has completed a handshake yet" };
+      const st = v.status;
+      const shape = (list: readonly { name: string; state: VpnPeerState; rxBytes: bigint; txBytes: bigint; message: string }[]) => JSON.stringify(list.map((p) => [p.name, p.state, String(p.rxBytes), String(p.txBytes), p.message]));
+      const externalAddress = r?.externalIp ?? "";
+      const nodeId = r?.nodeId ?? "";
+      if (st && st.state === want.state && shape(st.peers) === shape(peers) && st.nodeId === nodeId && st.externalAddress === externalAddress && hasCondition(st.conditions, "Ready", want.ready, want.reason, want.message) && (!seen?.applied || st.observedGeneration === v.generation)) continue;
+      await deps.store
+        .of(VPN_SERVICE_KIND)
+        .update(
+          v.id,
+          (cur: V) => {
+            if (cur.generation !== v.generation) return undefined; // a new spec: the next pass reports on it
+            const s = cur.status!;
+            s.state = want.state;
+            s.peers = peers;
+            s.nodeId = nodeId;
+            s.externalAddress = externalAddress;
+            s.errorMessage = want.state === VpnServiceState.ERROR ? want.message : "";
+            s.conditions = setCondition(s.conditions, { type: "Ready", status: want.ready, reason: want.reason, message: want.message, generation: cur.generation }, nowMs);
+            if (seen?.applied) s.observedGeneration = cur.generation;
+            return cur;
+          },
+          { actor: NETWORK_CONTROLLER },
+        )
+        .catch((err: unknown) => {
+          if (!(err instanceof QuantixError && (err.code === "not_found" || err.code === "aborted"))) throw err;
+        });
+    }
   }
 
   /**
@@ -673,14 +738,14 @@ export function networkController(deps: NetworkControllerDeps): Controller {
   return new Controller(
     {
       name: NETWORK_CONTROLLER,
-      watches: [watching(nets, all), watching(ports, all), watching(deps.store.of(LOAD_BALANCER_KIND), (e) => (e.type !== "MODIFIED" || lbShape(e.object) !== lbShape(e.previous) ? ["cluster"] : [])), watching(deps.store.of(FLOATING_IP_KIND), (e) => (e.type !== "MODIFIED" || fipShape(e.object) !== fipShape(e.previous) ? ["cluster"] : [])), watching(groups, all), watching(vms, (e) => ((networkRelevant(e.object) || (e.previous && networkRelevant(e.previous))) && (e.type !== "MODIFIED" || vmShape(e.object) !== vmShape(e.previous)) ? ["cluster"] : [])), watching(nodes, (e) => (e.type !== "MODIFIED" || nodeShape(e.object) !== nodeShape(e.previous) ? ["cluster"] : []))],
+      watches: [watching(nets, all), watching(ports, all), watching(deps.store.of(VPN_SERVICE_KIND), (e) => (e.type !== "MODIFIED" || String(e.object.generation) !== String(e.previous?.generation) ? ["cluster"] : [])), watching(deps.store.of(LOAD_BALANCER_KIND), (e) => (e.type !== "MODIFIED" || lbShape(e.object) !== lbShape(e.previous) ? ["cluster"] : [])), watching(deps.store.of(FLOATING_IP_KIND), (e) => (e.type !== "MODIFIED" || fipShape(e.object) !== fipShape(e.previous) ? ["cluster"] : [])), watching(groups, all), watching(vms, (e) => ((networkRelevant(e.object) || (e.previous && networkRelevant(e.previous))) && (e.type !== "MODIFIED" || vmShape(e.object) !== vmShape(e.previous)) ? ["cluster"] : [])), watching(nodes, (e) => (e.type !== "MODIFIED" || nodeShape(e.object) !== nodeShape(e.previous) ? ["cluster"] : []))],
       ...(deps.onConnect ? { events: [(enqueue: (key: string) => void) => deps.onConnect!(() => enqueue("cluster"))] } : {}),
       keys: async function* () {
         yield "cluster";
       },
       reconcile: async () => {
-        await reconcile();
-        return undefined;
+        // Members' health and tunnels' handshakes are observed, not written: looked at again every few seconds while there are any.
+        return (await reconcile()) ? { requeueAfterMs: ROUTER_OBSERVE_MS } : undefined;
       },
       resyncMs: deps.resyncMs ?? 30_000,
       concurrency: 1,

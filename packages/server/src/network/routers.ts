@@ -118,9 +118,9 @@ export function placeRouters(
  * its subnet's prefix and gateway; SNAT as spec.router.snat_enabled; the floating IPs of
  * the network's ports on that external network. Undefined when `externalIp` is not in
  * the external network's subnets (the claim is checked before, so only a network changed
- * meanwhile gets here). `loadBalancers`: the network's load balancers (load-balancers.ts).
+ * meanwhile gets here). `loadBalancers`: the network's load balancers (load-balancers.ts); `vpnConnections`: its VPN services (vpns.ts).
  */
-export function routerSpecOf(net: VirtualNetwork, ext: VirtualNetwork, externalIp: string, floatingIps: readonly FloatingIp[], loadBalancers: NonNullable<RouterSpecInit["loadBalancers"]> = []): RouterSpecInit | undefined {
+export function routerSpecOf(net: VirtualNetwork, ext: VirtualNetwork, externalIp: string, floatingIps: readonly FloatingIp[], loadBalancers: NonNullable<RouterSpecInit["loadBalancers"]> = [], vpnConnections: NonNullable<RouterSpecInit["vpnConnections"]> = []): RouterSpecInit | undefined {
   const extPlan = addressPlanOf(ext);
   const at = subnetContaining(extPlan, ipv4ToInt(externalIp) ?? -1);
   if (!at) return undefined;
@@ -135,5 +135,6 @@ export function routerSpecOf(net: VirtualNetwork, ext: VirtualNetwork, externalI
       .map((f) => ({ floatingIp: f.address, fixedIp: f.fixedIp }))
       .sort((a, b) => (ipv4ToInt(a.floatingIp) ?? 0) - (ipv4ToInt(b.floatingIp) ?? 0)),
     loadBalancers: [...loadBalancers],
+    vpnConnections: [...vpnConnections],
   };
 }
