@@ -13,7 +13,7 @@ export { isProcessAlive } from "./process-state.js";
 export { startAgentServer, type AgentServer, type AgentServerOptions } from "./rpc/agent-server.js";
 export { enroll, loadEnrollment, type AgentTls, type EnrollOptions } from "./enroll/enrollment.js";
 export { startControlPlaneLink, type ControlPlaneLink } from "./sync/control-plane-link.js";
-export { fenceTargetOf } from "./sync/self-fence.js";
+export { fenceTargetOf, pastFenceDeadline } from "./sync/self-fence.js";
 export { VmManager } from "./vm-manager.js";
 export { NodeStorage, type NodeStorageOptions } from "./storage/node-storage.js";
 export { dirImporter, dirUploader, type DirImportStep, type DirUploadResult } from "./storage/dir-importer.js";

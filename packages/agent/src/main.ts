@@ -10,7 +10,7 @@ import { NetworkHost } from "./network/network-host.js";
 import { RouterHost } from "./network/router-host.js";
 import { lockStateDir } from "./state-dir-lock.js";
 import { startControlPlaneLink, type ControlPlaneLink } from "./sync/control-plane-link.js";
-import { fenceTargetOf } from "./sync/self-fence.js";
+import { fenceTargetOf, pastFenceDeadline } from "./sync/self-fence.js";
 import { VmManager } from "./vm-manager.js";
 import { enroll, loadEnrollment, type AgentTls } from "./enroll/enrollment.js";
 
@@ -65,7 +65,7 @@ async function main(): Promise<void> {
       await network.start();
       // The routers converge from their own state file the same way (their namespaces keep forwarding while the agent is down).
       routers = new RouterHost({ stateDir: config.stateDir, resyncMs: 30_000, physicalNetworks: config.networkPhysicalNetworks, ...(config.networkNetns ? { netns: config.networkNetns } : {}) });
-      await routers.start();
+      await routers.start({ fenced: await pastFenceDeadline(config.stateDir) });
     }
     const ports = network;
     // Every backend's paths are checked alike, the simulator's too: what a test or a demo

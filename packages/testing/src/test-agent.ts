@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type AgentTls, type Backend, startAgentServer, type AgentServer, startControlPlaneLink, type ControlPlaneLink, fenceTargetOf, NetworkHost, NodeStorage, probeNetworkCapabilities, RouterHost, VmManager } from "@quantix/agent";
+import { type AgentTls, type Backend, startAgentServer, type AgentServer, startControlPlaneLink, type ControlPlaneLink, fenceTargetOf, pastFenceDeadline, NetworkHost, NodeStorage, probeNetworkCapabilities, RouterHost, VmManager } from "@quantix/agent";
 import { silentLogger } from "@quantix/rpc";
 
 /** The data plane of a {@link TestAgent}: a host simulated as a network namespace. */
@@ -109,7 +109,7 @@ export class TestAgent<B extends Backend = Backend> {
     this.networkHost = host;
     const physical = net?.physicalNetworks ?? new Map<string, string>();
     const routers = net ? new RouterHost({ stateDir: this.stateDir, netns: net.netns, physicalNetworks: physical, resyncMs: net.resyncMs ?? 30_000 }) : undefined;
-    await routers?.start();
+    await routers?.start({ fenced: await pastFenceDeadline(this.stateDir) });
     this.routerHost = routers;
     const features = net ? () => probeNetworkCapabilities(net.netns, net.underlayAddress, physical) : undefined;
     // Volumes of the agent's pools are VM disks too, as on an agent process (VMCP_POOL_ROOT joins the allow-list).

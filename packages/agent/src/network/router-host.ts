@@ -118,7 +118,7 @@ export class RouterHost {
   }
 
   /** Loads the state file and converges (the agent's start). */
-  async start(): Promise<void> {
+  async start(options: { fenced?: boolean } = {}): Promise<void> {
     await mkdir(join(this.dir, "vpn"), { recursive: true, mode: 0o700 });
     await mkdir(join(this.dir, "ipsec"), { recursive: true, mode: 0o700 });
     const text = await readFile(join(this.dir, "routers.json"), "utf8").catch(() => undefined);
@@ -127,6 +127,12 @@ export class RouterHost {
       // A state file from before load balancers has none.
       const routers = Object.fromEntries(Object.entries(saved.routers ?? {}).map(([id, x]) => [id, { ...x, spec: { ...x.spec, loadBalancers: x.spec.loadBalancers ?? [] } }]));
       this.state = { routers, leftovers: saved.leftovers ?? [] };
+    }
+    // An agent that starts past its self-fencing deadline (cut off, or down, longer than
+    // the control plane's lost-after time) must not bring its routers back: the control
+    // plane has moved them, and two copies would answer for one external address.
+    if (options.fenced && Object.keys(this.state.routers).length > 0) {
+      await this.save({ routers: {}, leftovers: [...new Set([...this.state.leftovers, ...Object.keys(this.state.routers)])] });
     }
     for (const [id, x] of Object.entries(this.state.routers)) this.health.sync(id, x.spec);
     await this.serial(() => this.converge());

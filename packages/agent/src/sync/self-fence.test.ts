@@ -12,7 +12,7 @@ import { HA_METADATA_KEY } from "@quantix/core";
 import { silentLogger } from "@quantix/rpc";
 import { startTestServer, until, TestAgent } from "@quantix/testing";
 import { SimulatedBackend } from "../backends/simulated/simulated-backend.js";
-import { SelfFence, selfFenceAfterMs } from "./self-fence.js";
+import { pastFenceDeadline, SelfFence, selfFenceAfterMs } from "./self-fence.js";
 
 test("the self-fence deadline is strictly before lost-after, with room for the check and the power-off", () => {
   assert.equal(selfFenceAfterMs(300), 240_000);
@@ -79,6 +79,8 @@ test("an agent restarted after its deadline fences at once, from what it persist
     fence.stop();
     assert.deepEqual(off, ["a", "routers"]);
 
+    assert.equal(await pastFenceDeadline(dir), true, "what the routers ask before they come back at start");
+
     // Within the deadline nothing is touched.
     off.length = 0;
     await writeFile(join(dir, "self-fence.json"), JSON.stringify({ lostAfterSec: 60, lastAnsweredMs: Date.now() - 10_000 }));
@@ -86,6 +88,8 @@ test("an agent restarted after its deadline fences at once, from what it persist
     await fresh.start();
     fresh.stop();
     assert.deepEqual(off, []);
+    assert.equal(await pastFenceDeadline(dir), false);
+    assert.equal(await pastFenceDeadline(join(dir, "never-heard")), false, "nothing heard yet: no deadline");
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

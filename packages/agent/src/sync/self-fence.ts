@@ -42,6 +42,21 @@ export function selfFenceAfterMs(lostAfterSec: number): number {
   return lostMs - margin;
 }
 
+/**
+ * Whether an agent starting now is past its self-fencing deadline, from what it persisted
+ * (`<stateDir>/self-fence.json`): what it must not bring back before it has heard from the
+ * control plane (its routers). False when nothing was heard yet.
+ */
+export async function pastFenceDeadline(stateDir: string, nowMs = Date.now()): Promise<boolean> {
+  try {
+    const p = JSON.parse(await readFile(join(stateDir, "self-fence.json"), "utf8")) as Partial<Persisted>;
+    if (typeof p.lostAfterSec !== "number" || typeof p.lastAnsweredMs !== "number" || p.lostAfterSec <= 0 || p.lastAnsweredMs === 0) return false;
+    return nowMs - p.lastAnsweredMs >= selfFenceAfterMs(p.lostAfterSec);
+  } catch {
+    return false;
+  }
+}
+
 /** What is kept in the state dir, so an agent restarted while cut off still fences in time. */
 interface Persisted {
   readonly lostAfterSec: number;

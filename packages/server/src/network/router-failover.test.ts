@@ -19,8 +19,8 @@ import { ensureDebianPackages, startTestServer, TestAgent, until, type TestServe
 // them; the outside pings its external address. That host is then lost (its agent killed
 // and its uplink cut): once the node is OFFLINE the router is placed on the other host,
 // with the same address and MACs, and the outside reaches it there. When the lost host
-// comes back, its agent has dropped its copy (self-fencing), and the control plane does not
-// put it back.
+// comes back, its agent does not bring its copy back from its state file (it starts past
+// its self-fencing deadline), and the control plane does not put it back.
 
 const P = `qrf${(process.pid & 0xffff).toString(16)}`;
 const H = { a: `${P}a`, b: `${P}b` } as const;
@@ -106,8 +106,10 @@ test("a central router runs on a network node, answers on its external address, 
   await until(async () => (pings(OUT, first.externalIp) ? true : undefined), "the outside pings the router's external address", 30_000, 200);
   assert.equal((await nets.getVirtualNetwork({ id: ext.id })).status!.allocatedIpCount, 2, "the upstream gateway and the router's address");
 
-  // The router's host is lost: its agent dies and its uplink is cut.
+  // The router's host is lost (a power loss): its agent dies, its router's namespace is gone, its uplink is cut.
+  const lostNs = (await agents[host]!.routerHost!.listRouters())[0]!.namespace;
   await agents[host]!.kill();
+  sh(["ip", "netns", "del", lostNs]);
   sh(["ip", "-n", H[host], "link", "set", `${P}x${host}`, "down"]);
   const moved = await until(async () => {
     const n = await nets.getVirtualNetwork({ id: net.id });
@@ -121,16 +123,20 @@ test("a central router runs on a network node, answers on its external address, 
   assert.equal((await agents[other]!.routerHost!.listRouters()).map((r) => r.spec.routerId).join(), net.id);
   await until(async () => (pings(OUT, first.externalIp) ? true : undefined), "the outside pings the router on its new node", 30_000, 200);
 
-  // The lost host comes back: its agent fenced itself (dropped its router) and the control plane keeps the router where it is.
+  // The lost host comes back (its network first, then its agent): the agent starts past its
+  // self-fencing deadline, so it does not bring the router back from its state file, and
+  // the control plane keeps the router where it is.
   sh(["ip", "-n", H[host], "link", "set", `${P}x${host}`, "up"]);
   agents[host] = made(host);
   await agents[host]!.start(s!.url);
+  assert.ok(!sh(["ip", "netns", "list"]).includes(lostNs), "the returning agent did not bring its copy of the router back");
   await until(async () => ((await agents[host]!.routerHost!.listRouters()).length === 0 ? true : undefined), "the returned host holds no copy of the router", 30_000, 200);
   await until(async () => ((await s!.nodes.getNode({ id: first.nodeId })).status?.phase === NodeStatus_Phase.READY ? true : undefined), "the returned node READY", 30_000, 200);
   const after = await nets.getVirtualNetwork({ id: net.id });
   assert.equal(after.status!.router!.nodeId, second.nodeId, "the router stays on its new node");
   assert.deepEqual(await agents[host]!.routerHost!.listRouters(), []);
-  assert.ok(pings(OUT, first.externalIp), "still reached");
+  await until(async () => (pings(OUT, first.externalIp) ? true : undefined), "still reached, on the new node", 10_000, 200);
+  assert.ok(!sh(["ip", "netns", "list"]).includes(lostNs), "the lost host's copy never came back");
 
   // Gone with the router: the namespace on its node, and the address.
   await nets.updateVirtualNetwork({ id: net.id, spec: {}, updateMask: { paths: ["spec.router"] } });

@@ -97,7 +97,14 @@ describe("load balancers", () => {
     );
     const got = await lbs.getLoadBalancer({ id: lb.id });
     assert.equal(got.spec?.vipAddress, vip);
-    const listed = await lbs.listLoadBalancers({ vipNetworkId: net.id, states: [LoadBalancerState.PENDING], labels: { tier: "front" } });
+    // No node here can host the network's router: the controller says so (ERROR, the router's reason), and it lists by that state.
+    const stuck = await until(async () => {
+      const x = await lbs.getLoadBalancer({ id: lb.id });
+      return x.status?.state === LoadBalancerState.ERROR ? x : undefined;
+    }, "the load balancer in ERROR with its router's reason");
+    assert.equal(stuck.status!.conditions.find((c) => c.type === "Ready")?.reason, "RouterNotReady");
+    assert.match(stuck.status!.errorMessage, /no node can host the router/);
+    const listed = await lbs.listLoadBalancers({ vipNetworkId: net.id, states: [LoadBalancerState.ERROR], labels: { tier: "front" } });
     assert.deepEqual(listed.loadBalancers.map((l) => l.id), [lb.id]);
     assert.equal((await lbs.listLoadBalancers({ states: [LoadBalancerState.ACTIVE] })).loadBalancers.length, 0);
     const byVm = await rejection(lbs.listLoadBalancers({ memberVmId: "0b5e8b8e-0000-4000-8000-000000000001" }));
@@ -110,10 +117,10 @@ describe("load balancers", () => {
     const twin = await rejection(lbs.createLoadBalancer({ name: "web", spec: spec() }));
     assert.equal(twin.code, Code.AlreadyExists);
     assert.match(twin.message, /a load balancer named 'web' already exists/);
-    // Stats wait for the router.
+    // Stats come from the router, which no node here can host: refused, saying why.
     const stats = await rejection(lbs.getLoadBalancerStats({ id: lb.id }));
     assert.equal(stats.code, Code.FailedPrecondition);
-    assert.match(stats.message, /not been applied by its router yet/);
+    assert.match(stats.message, new RegExp(`has not been applied: the router of network '${net.id}' runs on no node yet \\(no node can host the router`));
     await lbs.deleteLoadBalancer({ id: lb.id });
   });
 
@@ -353,14 +360,17 @@ describe("load balancers", () => {
     const after = await lbs.getLoadBalancer({ id: lb.id });
     const names = after.spec!.pools[0]!.members.map((m) => m.name);
     for (let i = 0; i < 12; i++) assert.ok(names.includes(`10.60.0.${100 + i}:9000`), names.join());
-    assert.equal(after.status?.state, LoadBalancerState.PENDING);
+    // Not applied (no node hosts the router here): PENDING after the change, then ERROR with the router's reason; never ACTIVE.
+    assert.ok([LoadBalancerState.PENDING, LoadBalancerState.ERROR].includes(after.status!.state), LoadBalancerState[after.status!.state]);
+    assert.ok(after.status!.observedGeneration < after.generation, "the new spec is not applied");
     // Remove by name; unknown names are ignored.
     const removed = await lbs.removePoolMembers({ id: lb.id, poolName: "web", memberNames: ["a", "10.60.0.100:9000", "never"] });
     const left = removed.spec!.pools[0]!.members.map((m) => m.name);
     assert.ok(!left.includes("a") && !left.includes("10.60.0.100:9000"));
     assert.equal(left.length, names.length - 2);
     const again = await lbs.removePoolMembers({ id: lb.id, poolName: "web", memberNames: ["a"] });
-    assert.equal(again.resourceVersion, removed.resourceVersion);
+    // (The network controller writes the status meanwhile: the spec's generation is what must not move.)
+    assert.equal(again.generation, removed.generation);
     // A VM on the network: its address there is the member's when none is given.
     const vms = createClient(VMService, s.transport);
     const vm = await vms.createVM({ name: "backend", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, nics: [{ id: "nic0", networkId: net.id }] } });
