@@ -85,8 +85,10 @@ before(async () => {
 
 after(async () => {
   for (const c of [...servers.values(), ...clients]) c.kill("SIGKILL");
-  await agent?.stop().catch(() => undefined);
   await s?.close();
+  // The routers' namespaces are the machine's: dropped before the agent stops (a router outlives its agent by design).
+  await agent?.routerHost?.dropAll().catch(() => undefined);
+  await agent?.stop().catch(() => undefined);
   for (const ns of [HOST, OUT, CLIENT, ...MEMBERS.map((_, i) => memberNs(i))]) {
     try {
       sh(["ip", "netns", "del", ns]);

@@ -75,6 +75,8 @@ after(async () => {
     const agent = agents[k];
     if (!agent) continue;
     for (const vm of await agent.backend.listVMs().catch(() => [])) await agent.backend.deleteVM(vm.vmId).catch(() => undefined);
+    // The routers' namespaces are the machine's: dropped before the agent stops (a router outlives its agent by design).
+    await agent.routerHost?.dropAll().catch(() => undefined);
     await agent.stop().catch(() => undefined);
     await agent.backend.close();
   }

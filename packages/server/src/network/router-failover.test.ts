@@ -73,8 +73,10 @@ before(async () => {
 });
 
 after(async () => {
-  for (const k of ["a", "b"] as const) await agents[k]?.stop().catch(() => undefined);
   await s?.close();
+  // The routers' namespaces are the machine's: dropped before the agents stop (a router outlives its agent by design).
+  for (const k of ["a", "b"] as const) await agents[k]?.routerHost?.dropAll().catch(() => undefined);
+  for (const k of ["a", "b"] as const) await agents[k]?.stop().catch(() => undefined);
   for (const ns of [H.a, H.b, OUT]) {
     try {
       sh(["ip", "netns", "del", ns]);

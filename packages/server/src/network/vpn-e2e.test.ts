@@ -78,8 +78,10 @@ before(async () => {
 
 after(async () => {
   for (const c of children) c.kill("SIGKILL");
-  await agent?.stop().catch(() => undefined);
   await s?.close();
+  // The routers' namespaces are the machine's: dropped before the agent stops (a router outlives its agent by design).
+  await agent?.routerHost?.dropAll().catch(() => undefined);
+  await agent?.stop().catch(() => undefined);
   for (const ns of [HOST, OUT, SITE.a.ns, SITE.b.ns]) {
     try {
       sh(["ip", "netns", "del", ns]);
