@@ -5,6 +5,7 @@ export * from "./vm-validation.js";
 export * from "./storage-validation.js";
 export * from "./network-validation.js";
 export * from "./vpn-validation.js";
+export * from "./wireguard-keys.js";
 export * from "./address-plan.js";
 export * from "./ipv4.js";
 export * from "./image-snapshot-validation.js";

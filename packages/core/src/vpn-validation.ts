@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { IkeVersion, IpsecConfigSchema, VpnType, WireGuardConfigSchema, type VpnServiceSpec } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_pb.js";
 import { ipv4Overlap, ipv4ToInt, parseIpv4Cidr, type Ipv4Subnet } from "./ipv4.js";
 import { NAME_PATTERN, Violations } from "./violations.js";
+import { WIREGUARD_KEY } from "./wireguard-keys.js";
 
 /** Limits of a VPN service (VpnServiceSpec's comments). */
 export const VPN_LIMITS = {
@@ -17,8 +18,6 @@ export const VPN_LIMITS = {
   idMax: 128,
 } as const;
 
-/** A WireGuard key: base64 of 32 bytes (44 characters, one '=' of padding). */
-export const WIREGUARD_KEY = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
 /** An IKE or ESP proposal in strongSwan syntax: algorithm names joined by '-'. */
 const PROPOSAL = /^[a-z0-9]+(-[a-z0-9]+)*$/;
 /** An IKE identity: an address, a FQDN ("@vpn.example.com") or a user FQDN; no spaces or quotes. */

@@ -1,7 +1,7 @@
 import { mkdir, readFile } from "node:fs/promises";
 import { replacePrivateFile, SerialQueue } from "../private-file.js";
 import { join } from "node:path";
-import { notFound, QuantixError } from "@quantix/core";
+import { notFound, QuantixError, wireguardPublicKey } from "@quantix/core";
 import { HostCommandError, HostExec } from "./host-exec.js";
 import { observeLinks } from "./links.js";
 import { bridgeName, shortId } from "./names.js";
@@ -13,7 +13,7 @@ import { lbCounters } from "./router-lb-ruleset.js";
 import { deleteLbConnections, lbBindings } from "./router-lb-conntrack.js";
 import { lbCondition, observeLoadBalancers, readLbCounters, type LoadBalancerView } from "./router-lb-status.js";
 import { externalBridgeName, externalLegName, internalLegName, ROUTER_EXTERNAL_DEVICE, routerInterfaceName, routerNetns, vpnInterfaceName, type FloatingIpDesired, type RouterDesired, type RouterHostState, type VpnConnectionDesired } from "./router-model.js";
-import { WireguardTunnels, wgPublicKey } from "./router-vpn.js";
+import { WireguardTunnels } from "./router-vpn.js";
 import { IPSEC_DEVICE, IpsecDaemons, ikeName, ipsecProblem, type IkeSaView } from "./router-ipsec.js";
 import { ROUTER_TABLE, routerRuleset } from "./router-ruleset.js";
 
@@ -471,7 +471,7 @@ export class RouterHost {
   private async vpnView(rt: HostExec, c: VpnConnectionDesired, nsUp: boolean): Promise<VpnView> {
     const base = { connectionId: c.connectionId, type: c.type, interfaceName: "", publicKey: "", listenPort: 0 };
     const down = (message: string): VpnView => ({ ...base, applied: false, message, peers: c.peers.map((p) => ({ peerId: p.peerId, state: "down", lastHandshake: 0, rx: 0n, tx: 0n, endpoint: "" })) });
-    const publicKey = wgPublicKey(c.privateKey);
+    const publicKey = wireguardPublicKey(c.privateKey);
     if (!nsUp) return { ...down(`the router's namespace ${rt.netns ?? ""} does not exist`), interfaceName: vpnInterfaceName(c.connectionId), publicKey };
     const t = await this.tunnels.observe(rt, c);
     const now = Math.floor(Date.now() / 1000);

@@ -7,7 +7,7 @@ import { RouterSpecSchema, RouterVpnType } from "@quantix/api/gen/vmm/v1/network
 import { parseSas } from "./router-ipsec.js";
 import { routerRuleset } from "./router-ruleset.js";
 import { checkRouterSpec } from "./router-validation.js";
-import { wgPublicKey } from "./router-vpn.js";
+import { wireguardPublicKey } from "@quantix/core";
 
 // The pure half of routers' VPN connections: validation, the nft chain, the public key
 // of a private key, the reading of swanctl's SA list. Real tunnels: router-vpn.test.ts.
@@ -125,14 +125,14 @@ test("the nft script: an empty VPN chain without VPNs; with one, the tunnel only
 });
 
 test("the public key of a private key is WireGuard's (as wg pubkey says)", () => {
-  assert.equal(wgPublicKey(K.priv), K.pub);
+  assert.equal(wireguardPublicKey(K.priv), K.pub);
   let fromWg: string | undefined;
   try {
     fromWg = execFileSync("wg", ["pubkey"], { input: `${K.priv}\n` }).toString().trim();
   } catch {
     // wg not installed here: node's X25519 above is the reference.
   }
-  if (fromWg !== undefined) assert.equal(wgPublicKey(K.priv), fromWg);
+  if (fromWg !== undefined) assert.equal(wireguardPublicKey(K.priv), fromWg);
 });
 
 test("swanctl --list-sas: state, establishment, endpoint and bytes; two SAs of one name add up", () => {

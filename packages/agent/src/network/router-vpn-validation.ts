@@ -1,5 +1,5 @@
 import { RouterVpnType, type RouterVpnConnection } from "@quantix/api/gen/vmm/v1/network_pb.js";
-import type { Violations } from "@quantix/core";
+import { WIREGUARD_KEY, type Violations } from "@quantix/core";
 import { contains4, formatIp4, formatPrefix4, overlaps4, parseIp4, parsePrefix4, type Prefix4 } from "./ipv4.js";
 import { shortId } from "./names.js";
 import type { VpnConnectionDesired, VpnPeerDesired } from "./router-model.js";
@@ -11,7 +11,6 @@ import { uuid } from "./validation.js";
  */
 
 /** Base64 of exactly 32 bytes (a WireGuard key). */
-const WG_KEY = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
 /** A peer's id: a name or a UUID. */
 const PEER_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 /** An IKE identity: printable, no spaces or quotes (it goes into a config file). */
@@ -80,7 +79,7 @@ export function checkVpnConnections(v: Violations, p: string, conns: readonly Ro
       if (c.listenPort < 1 || c.listenPort > 65535) v.add(`${f}.listen_port`, "OUT_OF_RANGE", "must be a UDP port, 1 to 65535");
       else if (ports.has(c.listenPort)) v.add(`${f}.listen_port`, "DUPLICATE", `is ${ports.get(c.listenPort)!}'s port already`);
       else ports.set(c.listenPort, `${f}.listen_port`);
-      if (v.required(`${f}.private_key`, c.privateKey !== "")) v.pattern(`${f}.private_key`, c.privateKey, WG_KEY, "must be a WireGuard key: base64 of 32 bytes (44 characters ending in '=')");
+      if (v.required(`${f}.private_key`, c.privateKey !== "")) v.pattern(`${f}.private_key`, c.privateKey, WIREGUARD_KEY, "must be a WireGuard key: base64 of 32 bytes (44 characters ending in '=')");
       if (c.localId !== "") v.add(`${f}.local_id`, "INVALID_VALUE", "is for IPSEC connections only");
       const ipsecOnly = [["ike_version", c.ikeVersion !== 0], ["ike_proposals", c.ikeProposals.length > 0], ["esp_proposals", c.espProposals.length > 0], ["ike_lifetime_seconds", c.ikeLifetimeSeconds !== 0], ["ipsec_lifetime_seconds", c.ipsecLifetimeSeconds !== 0], ["dpd_interval_seconds", c.dpdIntervalSeconds !== 0]] as const;
       for (const [name, set] of ipsecOnly) if (set) v.add(`${f}.${name}`, "INVALID_VALUE", "is for IPSEC connections only");
@@ -120,11 +119,11 @@ export function checkVpnConnections(v: Violations, p: string, conns: readonly Ro
         remote.push(s);
       }
       if (type === "wireguard") {
-        if (v.required(`${fp}.public_key`, x.publicKey !== "") && v.pattern(`${fp}.public_key`, x.publicKey, WG_KEY, "must be a WireGuard key: base64 of 32 bytes (44 characters ending in '=')")) {
+        if (v.required(`${fp}.public_key`, x.publicKey !== "") && v.pattern(`${fp}.public_key`, x.publicKey, WIREGUARD_KEY, "must be a WireGuard key: base64 of 32 bytes (44 characters ending in '=')")) {
           if (keys.has(x.publicKey)) v.add(`${fp}.public_key`, "DUPLICATE", `is ${keys.get(x.publicKey)!}'s key already`);
           keys.set(x.publicKey, `${fp}.public_key`);
         }
-        if (x.presharedKey !== "") v.pattern(`${fp}.preshared_key`, x.presharedKey, WG_KEY, "must be a WireGuard key: base64 of 32 bytes (44 characters ending in '=')");
+        if (x.presharedKey !== "") v.pattern(`${fp}.preshared_key`, x.presharedKey, WIREGUARD_KEY, "must be a WireGuard key: base64 of 32 bytes (44 characters ending in '=')");
         if (x.persistentKeepaliveSeconds > 65535) v.add(`${fp}.persistent_keepalive_seconds`, "OUT_OF_RANGE", "at most 65535");
         if (x.remoteId !== "") v.add(`${fp}.remote_id`, "INVALID_VALUE", "is for IPSEC connections only");
       } else if (type === "ipsec") {

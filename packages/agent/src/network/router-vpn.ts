@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
+import { createHash } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
@@ -51,14 +51,6 @@ export interface TunnelView {
   readonly wg: WgView | undefined;
   /** "" when the tunnel matches the spec; else why not. */
   readonly problem: string;
-}
-
-const PKCS8_X25519 = Buffer.from("302e020100300506032b656e04220420", "hex");
-
-/** The WireGuard public key of a (validated) private key. */
-export function wgPublicKey(privateKey: string): string {
-  const key = createPrivateKey({ key: Buffer.concat([PKCS8_X25519, Buffer.from(privateKey, "base64")]), format: "der", type: "pkcs8" });
-  return (createPublicKey(key).export({ format: "der", type: "spki" }) as Buffer).subarray(-32).toString("base64");
 }
 
 /** The `wg setconf` text of a connection (values validated: no line breaks, no '='-less keys). */

@@ -1,5 +1,4 @@
 import { AsyncLocalStorage } from "node:async_hooks";
-import { createPrivateKey, createPublicKey, generateKeyPairSync } from "node:crypto";
 import { clone, create } from "@bufbuild/protobuf";
 import { NetworkType, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import { VpnServiceSchema, VpnServiceSpecSchema, VpnServiceState, VpnServiceStatusSchema, VpnType, type VpnService, type VpnServiceSpec } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_pb.js";
@@ -25,6 +24,8 @@ import {
   Violations,
   VPN_LIMITS,
   VPN_SERVICE_KIND,
+  newWireguardKey,
+  wireguardPublicKey,
   withoutVpnSecrets,
   type Clock,
   type IdGenerator,
@@ -40,21 +41,6 @@ import type { Budget } from "../resources/resource-writer.js";
 
 type V = VpnService & Resource;
 type N = VirtualNetwork & Resource;
-
-/** The PKCS#8 DER prefix of a raw 32-byte X25519 private key. */
-const X25519_PKCS8 = Buffer.from("302e020100300506032b656e04220420", "hex");
-
-/** A new WireGuard private key (X25519, base64 of 32 bytes, as `wg genkey`). */
-export function newWireguardKey(): string {
-  const { privateKey } = generateKeyPairSync("x25519");
-  return Buffer.from(privateKey.export({ format: "jwk" }).d!, "base64url").toString("base64");
-}
-
-/** The public key of a WireGuard private key (as `wg pubkey`). */
-export function wireguardPublicKey(privateKey: string): string {
-  const key = createPrivateKey({ key: Buffer.concat([X25519_PKCS8, Buffer.from(privateKey, "base64")]), format: "der", type: "pkcs8" });
-  return Buffer.from(createPublicKey(key).export({ format: "jwk" }).x!, "base64url").toString("base64");
-}
 
 /** The subnets of a network, as CIDRs. */
 const subnetsOf = (n: VirtualNetwork): string[] => addressPlanOf(n).subnets.map((s) => s.subnet.cidr);

@@ -8,10 +8,9 @@ import { NetworkType, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/ne
 import { CreateVirtualNetworkRequestSchema, VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
 import { VpnServiceState, VpnType } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_pb.js";
 import { VpnServiceManager } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_manager_pb.js";
-import { randomIds, systemClock, VPN_SERVICE_KIND } from "@quantix/core";
+import { randomIds, systemClock, VPN_SERVICE_KIND, wireguardPublicKey } from "@quantix/core";
 import { rejection, startTestServer, type TestServer } from "@quantix/testing";
 import { VirtualNetworkService as Networks } from "./network-service.js";
-import { wireguardPublicKey } from "./vpn-service.js";
 
 // VpnServiceManager over the real API (memory store): services on a network's central
 // router, secrets generated, kept and never read back, every bad field named, and the
