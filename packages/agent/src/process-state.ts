@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 
 /** The state letter of a /proc/<pid>/stat line ("R", "S", "Z" for a zombie, ...); the name in parentheses may hold anything. */
 export function processState(stat: string): string {
@@ -26,4 +27,27 @@ export function isProcessAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * The process a pid file names, when it runs and `ours` recognises its command line (a
+ * later process given the same pid is someone else's); 0 otherwise.
+ */
+export async function pidFileProcess(file: string, ours: (argv: readonly string[]) => boolean): Promise<number> {
+  const pid = Number((await readFile(file, "utf8").catch(() => "")).trim());
+  if (!Number.isInteger(pid) || pid <= 1 || !isProcessAlive(pid)) return 0;
+  const argv = (await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")).split("\0");
+  return ours(argv) ? pid : 0;
+}
+
+/** Ends a daemon: SIGTERM, then SIGKILL when `still()` holds after `graceMs`. Nothing when it is already gone. */
+export async function endProcess(pid: number, still: () => Promise<boolean>, graceMs = 3000): Promise<void> {
+  try {
+    process.kill(pid, "SIGTERM");
+  } catch {
+    return;
+  }
+  const deadline = Date.now() + graceMs;
+  while (Date.now() < deadline && (await still())) await new Promise((r) => setTimeout(r, 20));
+  if (await still()) process.kill(pid, "SIGKILL");
 }

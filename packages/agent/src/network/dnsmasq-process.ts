@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { replacePrivateFile } from "../private-file.js";
+import { endProcess, pidFileProcess } from "../process-state.js";
 import { join } from "node:path";
 import type { HostExec } from "./host-exec.js";
 import { DNSMASQ_FILES } from "./dnsmasq-config.js";
@@ -94,26 +95,13 @@ export class DnsmasqSupervisor {
     return { pid: 0, problem: `dnsmasq did not start (${exited === undefined ? "no pid file after 5 s" : `exited: ${exited}`})${lastLines(log)}` };
   }
 
-  private async runningPid(): Promise<number> {
-    const text = await readFile(join(this.dir, DNSMASQ_FILES.pid), "utf8").catch(() => "");
-    const pid = Number(text.trim());
-    if (!Number.isInteger(pid) || pid <= 1) return 0;
-    const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
-    const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
-    // A zombie (state Z) is not running; another process reusing the pid lacks our hostsfile argument.
-    if (/\) Z /.test(stat)) return 0;
-    return cmdline.split("\0").includes(`--dhcp-hostsfile=${join(this.dir, DNSMASQ_FILES.hosts)}`) ? pid : 0;
+  private runningPid(): Promise<number> {
+    // Another process reusing the pid lacks our hostsfile argument.
+    return pidFileProcess(join(this.dir, DNSMASQ_FILES.pid), (argv) => argv.includes(`--dhcp-hostsfile=${join(this.dir, DNSMASQ_FILES.hosts)}`));
   }
 
   private async kill(pid: number): Promise<void> {
-    try {
-      process.kill(pid, "SIGTERM");
-    } catch {
-      return;
-    }
-    const deadline = Date.now() + 3000;
-    while (Date.now() < deadline && (await this.runningPid()) === pid) await new Promise((r) => setTimeout(r, 20));
-    if ((await this.runningPid()) === pid) process.kill(pid, "SIGKILL");
+    await endProcess(pid, async () => (await this.runningPid()) === pid);
     await rm(join(this.dir, DNSMASQ_FILES.pid), { force: true });
   }
 

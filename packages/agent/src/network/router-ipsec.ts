@@ -4,6 +4,7 @@ import { closeSync, openSync } from "node:fs";
 import { access, constants, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { replacePrivateFile } from "../private-file.js";
+import { endProcess, isProcessAlive, pidFileProcess } from "../process-state.js";
 import { HostCommandError, HostExec } from "./host-exec.js";
 import type { RouterDesired, VpnConnectionDesired } from "./router-model.js";
 
@@ -266,31 +267,15 @@ export class IpsecDaemons {
 
   /** The router's charon (its pid file, checked: charon's command line, in the router's network namespace), 0 when none. */
   private async runningPid(ns: string, sameNetns = true): Promise<number> {
-    const pid = Number((await readFile(join(this.runDir(ns), "charon.pid"), "utf8").catch(() => "")).trim());
-    if (!Number.isInteger(pid) || pid <= 1) return 0;
-    const st = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
-    if (st === "" || /\) Z /.test(st)) return 0;
-    const argv0 = (await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")).split("\0")[0];
-    if (argv0 !== CHARON) return 0;
-    if (!sameNetns) return pid;
+    const pid = await pidFileProcess(join(this.runDir(ns), "charon.pid"), (argv) => argv[0] === CHARON);
+    if (!pid || !sameNetns) return pid;
     const [a, b] = await Promise.all([stat(`/proc/${pid}/ns/net`).catch(() => undefined), stat(`/run/netns/${ns}`).catch(() => undefined)]);
     return a && b && a.ino === b.ino && a.dev === b.dev ? pid : 0;
   }
 
   private async kill(ns: string, pid: number): Promise<void> {
     this.ended.add(pid);
-    try {
-      process.kill(pid, "SIGTERM");
-    } catch {
-      return;
-    }
-    const alive = async () => {
-      const st = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
-      return st !== "" && !/\) Z /.test(st);
-    };
-    const deadline = Date.now() + 3000;
-    while (Date.now() < deadline && (await alive())) await new Promise((r) => setTimeout(r, 20));
-    if (await alive()) process.kill(pid, "SIGKILL");
+    await endProcess(pid, async () => isProcessAlive(pid));
     await rm(join(this.runDir(ns), "charon.pid"), { force: true });
   }
 }

@@ -5,6 +5,7 @@ import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { replacePrivateFile } from "../private-file.js";
+import { endProcess, pidFileProcess } from "../process-state.js";
 import { HostCommandError, type HostExec } from "./host-exec.js";
 import { observeLinks } from "./links.js";
 import { OWNED_VPN_LINK, vpnInterfaceName, type VpnConnectionDesired } from "./router-model.js";
@@ -247,25 +248,13 @@ export class WireguardTunnels {
   }
 
   /** The running wireguard-go of `dev` (by its pid file, checked by its command line), 0 when none. */
-  private async runningPid(dev: string): Promise<number> {
-    const pid = Number((await readFile(join(this.dir, dev, "pid"), "utf8").catch(() => "")).trim());
-    if (!Number.isInteger(pid) || pid <= 1) return 0;
-    const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
-    if (stat === "" || /\) Z /.test(stat)) return 0;
-    const argv = (await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")).split("\0");
-    return /(^|\/)wireguard-go$/.test(argv[0] ?? "") && argv.includes("-f") && argv.includes(dev) ? pid : 0;
+  private runningPid(dev: string): Promise<number> {
+    return pidFileProcess(join(this.dir, dev, "pid"), (argv) => /(^|\/)wireguard-go$/.test(argv[0] ?? "") && argv.includes("-f") && argv.includes(dev));
   }
 
   private async kill(dev: string, pid: number): Promise<void> {
     this.ended.add(pid);
-    try {
-      process.kill(pid, "SIGTERM");
-    } catch {
-      return;
-    }
-    const deadline = Date.now() + 3000;
-    while (Date.now() < deadline && (await this.runningPid(dev)) === pid) await new Promise((r) => setTimeout(r, 20));
-    if ((await this.runningPid(dev)) === pid) process.kill(pid, "SIGKILL");
+    await endProcess(pid, async () => (await this.runningPid(dev)) === pid);
     await rm(join(this.dir, dev, "pid"), { force: true });
   }
 
