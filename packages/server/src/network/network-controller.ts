@@ -117,6 +117,24 @@ export function networkController(deps: NetworkControllerDeps): Controller {
   const nodes = deps.store.of(NODE_KIND);
   const all = () => ["cluster"];
 
+  /**
+   * Applies `spec` on a node unless the node holds what was last applied there (`cur`, as
+   * it reports it: then that report); what was applied is remembered under `key`, and
+   * forgotten when the apply fails (the next pass tries again).
+   */
+  async function applyOnce<S>(key: string, spec: NetworkSpecInit | RouterSpecInit, cur: S | undefined, apply: () => Promise<S>): Promise<S> {
+    const json = canon(spec);
+    if (applied.get(key) === json && cur) return cur;
+    try {
+      const status = await apply();
+      applied.set(key, json);
+      return status;
+    } catch (err) {
+      applied.delete(key);
+      throw err;
+    }
+  }
+
   async function underlayOf(node: Node, nn: NodeNetwork): Promise<{ address: string; why: string; physicalNetworks: readonly string[] }> {
     const now = deps.clock.now();
     const cached = underlays.get(node.id);
@@ -246,7 +264,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
       try {
         await deps.store.commit(await portDeleteOps(deps.store, port as P, deps.clock.now()), { actor: NETWORK_IPAM });
       } catch (err) {
-        if (!(err instanceof QuantixError && (err.code === "not_found" || err.code === "aborted"))) throw err;
+        ignoreGone(err);
       }
     }
 
@@ -315,9 +333,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
           },
           { actor: NETWORK_CONTROLLER },
         )
-        .catch((err: unknown) => {
-          if (!(err instanceof QuantixError && (err.code === "not_found" || err.code === "aborted"))) throw err;
-        });
+        .catch(ignoreGone);
     }
   }
 
@@ -376,9 +392,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
           },
           { actor: NETWORK_CONTROLLER },
         )
-        .catch((err: unknown) => {
-          if (!(err instanceof QuantixError && (err.code === "not_found" || err.code === "aborted"))) throw err;
-        });
+        .catch(ignoreGone);
     }
   }
 
@@ -451,26 +465,15 @@ export function networkController(deps: NetworkControllerDeps): Controller {
         out.routerFailed.set(id, failed);
         continue;
       }
-      const key = `${nodeId}/router/${id}`;
-      const json = canon(spec);
-      const cur = have.get(id);
-      if (applied.get(key) === json && cur) {
-        out.routers.set(id, cur);
-        continue;
-      }
       try {
-        out.routers.set(id, await nn.applyRouter(spec, 0n));
-        applied.set(key, json);
+        out.routers.set(id, await applyOnce(`${nodeId}/router/${id}`, spec, have.get(id), () => nn.applyRouter(spec, 0n)));
       } catch (err) {
-        applied.delete(key);
         out.routerFailed.set(id, `node '${nodeId}' refused the router: ${String((err as Error).message ?? err)}`);
       }
     }
     for (const id of have.keys()) {
       if (want.has(id)) continue;
-      await nn.deleteRouter(id).catch((err: unknown) => {
-        if (!(err instanceof QuantixError && err.code === "not_found")) throw err;
-      });
+      await nn.deleteRouter(id).catch(ignoreNotFound);
       applied.delete(`${nodeId}/router/${id}`);
     }
   }
@@ -509,9 +512,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
           },
           { actor: NETWORK_CONTROLLER },
         )
-        .catch((err: unknown) => {
-          if (!(err instanceof QuantixError && (err.code === "not_found" || err.code === "aborted"))) throw err;
-        });
+        .catch(ignoreGone);
     }
   }
 
@@ -548,7 +549,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
         }
         changed = true;
       } catch (err) {
-        if (!(err instanceof QuantixError && (err.code === "not_found" || err.code === "aborted"))) throw err;
+        ignoreGone(err);
       }
     }
     return changed;
@@ -582,34 +583,21 @@ export function networkController(deps: NetworkControllerDeps): Controller {
     }
     for (const [id, spec] of plan.networks) {
       if (out.failed.has(id)) continue;
-      const key = `${nodeId}/net/${id}`;
-      const json = canon(spec);
-      const cur = have.get(id);
-      if (applied.get(key) === json && cur) {
-        out.statuses.set(id, cur);
-        continue;
-      }
       try {
-        out.statuses.set(id, await nn.applyNetwork(spec, 0n));
-        applied.set(key, json);
+        out.statuses.set(id, await applyOnce(`${nodeId}/net/${id}`, spec, have.get(id), () => nn.applyNetwork(spec, 0n)));
       } catch (err) {
-        applied.delete(key);
         out.failed.set(id, `node '${nodeId}' refused the network: ${String((err as Error).message ?? err)}`);
       }
     }
     // What the node holds that no plan wants: networks, then groups.
     for (const id of have.keys()) {
       if (plan.networks.has(id) || plan.blocked.has(id)) continue;
-      await nn.deleteNetwork(id).catch((err: unknown) => {
-        if (!(err instanceof QuantixError && err.code === "not_found")) throw err;
-      });
+      await nn.deleteNetwork(id).catch(ignoreNotFound);
       applied.delete(`${nodeId}/net/${id}`);
     }
     for (const id of haveGroups) {
       if (plan.groups.has(id)) continue;
-      await nn.deleteSecurityGroup(id).catch((err: unknown) => {
-        if (!(err instanceof QuantixError && err.code === "not_found")) throw err;
-      });
+      await nn.deleteSecurityGroup(id).catch(ignoreNotFound);
       applied.delete(`${nodeId}/sg/${id}`);
     }
     out.cleaned = true;
@@ -662,9 +650,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
           },
           { actor: NETWORK_CONTROLLER },
         )
-        .catch((err: unknown) => {
-          if (!(err instanceof QuantixError && (err.code === "not_found" || err.code === "aborted"))) throw err;
-        });
+        .catch(ignoreGone);
     }
   }
 
@@ -729,9 +715,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
           },
           { actor: NETWORK_CONTROLLER },
         )
-        .catch((err: unknown) => {
-          if (!(err instanceof QuantixError && (err.code === "not_found" || err.code === "aborted"))) throw err;
-        });
+        .catch(ignoreGone);
     }
   }
 
@@ -796,6 +780,16 @@ function lbShape(l: LoadBalancer | undefined): string {
 /** What of a floating IP the routers depend on (not the state this controller writes). */
 function fipShape(f: FloatingIp | undefined): string {
   return JSON.stringify([f?.portId ?? "", f?.fixedIp ?? "", f?.networkId ?? "", f?.address ?? ""]);
+}
+
+/** A write that lost to a concurrent one (its object gone or changed meanwhile): the next pass reads again. */
+function ignoreGone(err: unknown): void {
+  if (!(err instanceof QuantixError && (err.code === "not_found" || err.code === "aborted"))) throw err;
+}
+
+/** A delete of what is already gone. */
+function ignoreNotFound(err: unknown): void {
+  if (!(err instanceof QuantixError && err.code === "not_found")) throw err;
 }
 
 /** Every object of a collection. */
