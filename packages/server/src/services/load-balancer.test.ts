@@ -339,7 +339,8 @@ describe("load balancers", () => {
   });
 
   it("adds and removes pool members in single writes; concurrent adds all survive; a VM member takes its address", async () => {
-    const lb = await lbs.createLoadBalancer({ name: "members", spec: spec() });
+    // A VIP of its own choosing: a random one could be an address the members below take.
+    const lb = await lbs.createLoadBalancer({ name: "members", spec: spec({ vipAddress: "10.60.0.250" }) });
     const added = await lbs.addPoolMembers({ id: lb.id, poolName: "web", members: [{ name: "a", address: "10.60.0.21", port: 8080 }, { address: "10.60.0.11", port: 8080, weight: 7 }] });
     assert.equal(added.generation, 2n);
     assert.deepEqual(
