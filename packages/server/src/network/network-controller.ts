@@ -38,7 +38,7 @@ import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
 import { removeCondition, setCondition } from "../controllers/conditions.js";
 import { ensureDhcpPort, reshapeDhcpPort } from "./dhcp-ports.js";
-import { allocationsOf, exhausted, NETWORK_UNUSED, networkCountOp, pickFree, PORT_UNBOUND } from "../services/ipam.js";
+import { allocationsOf, exhausted, holderOf, NETWORK_UNUSED, networkCountOp, pickFree, PORT_UNBOUND } from "../services/ipam.js";
 import { portDeleteOps } from "../services/port-service.js";
 import type { NodeNetwork } from "./node-network.js";
 import { dhcpPorts, neededPairs, placedPorts, planNodes, type PlacedPort, type PlacedRouter, type GroupSpecInit, type NetworkSpecInit, type NodePlan, type PlanInput } from "./network-plan.js";
@@ -427,7 +427,7 @@ export function networkController(deps: NetworkControllerDeps): Controller {
       const plan = addressPlanOf(c.external);
       const asked = c.network.spec?.router?.externalIp ?? "";
       const taken = asked !== "" ? held.get(asked) : undefined;
-      const why = asked !== "" ? (unusableAddress(plan, asked) ?? (taken ? `spec.router.external_ip ${asked} is held by ${taken.floatingIpId !== "" ? `floating IP '${taken.floatingIpId}'` : taken.routerNetworkId !== "" ? `the router of virtual network '${taken.routerNetworkId}'` : `port '${taken.portId}'`}` : undefined)) : undefined;
+      const why = asked !== "" ? (unusableAddress(plan, asked) ?? (taken ? `spec.router.external_ip ${asked} is held by ${holderOf(taken)}` : undefined)) : undefined;
       const ip = asked !== "" ? asked : (pickFree(plan, new Set(held.keys()), Math.random) ?? "");
       if (why || ip === "") {
         out.set(c.network.id, { ip: "", why: why ?? exhausted(c.external as N, plan).message });

@@ -44,13 +44,18 @@ import {
 import { QuotaLedger, type Charging } from "../quota/quota-ledger.js";
 import { ResourceWriter } from "../resources/resource-writer.js";
 import { requireWellFormedId } from "../resources/resource-service.js";
-import { allocationsOf, exhausted, networkCountOp, pickFree } from "./ipam.js";
+import { allocationsOf, exhausted, holderOf, networkCountOp, pickFree } from "./ipam.js";
 
 type F = FloatingIp & Resource;
 type N = VirtualNetwork & Resource;
 
 /** Attempts at an allocation whose picked address a concurrent commit took. */
 const ATTEMPTS = 16;
+
+/** A floating IP without its mapping (DisassociateFloatingIp, and its port's delete): DOWN, no port, fixed IP, VM or network. */
+export function unmap(f: FloatingIp, nowMs: number): void {
+  Object.assign(f, { portId: "", fixedIp: "", vmId: "", networkId: "", state: FloatingIpState.DOWN, errorMessage: "", updatedAt: timestampFromMs(nowMs) });
+}
 
 /** What a floating IP counts against its project's quota: one, until it is released. */
 export function floatingIpUsage(f: F | undefined): Usage {
@@ -119,7 +124,7 @@ export class FloatingIpService {
       let address = req.address;
       if (address !== "") {
         const h = held.get(address);
-        if (h) throw new QuantixError("already_exists", `address ${address} of external network '${net.id}' is already held by ${h.portId !== "" ? `port '${h.portId}'` : "another floating IP"}`);
+        if (h) throw new QuantixError("already_exists", `address ${address} of external network '${net.id}' is already held by ${holderOf(h)}`);
       } else {
         address = pickFree(plan, new Set(held.keys()), this.deps.random ?? Math.random) ?? "";
         if (address === "") throw exhausted(net, plan);
@@ -212,7 +217,7 @@ export class FloatingIpService {
     return this.deps.store.of(FLOATING_IP_KIND).update(
       cur.id,
       (f: F) => {
-        Object.assign(f, { portId: "", fixedIp: "", vmId: "", networkId: "", state: FloatingIpState.DOWN, errorMessage: "", updatedAt: timestampFromMs(this.deps.clock.now()) });
+        unmap(f, this.deps.clock.now());
         return f;
       },
       { actor: NETWORK_IPAM },

@@ -42,6 +42,11 @@ export function addressCounts(plan: AddressPlan, allocations: number): { allocat
   return { allocatedIpCount: allocations + gatewayCount(plan), availableIpCount: assignableCount(plan) - allocations };
 }
 
+/** What holds an address, in words: a floating IP, a network's router (its external address) or a port. */
+export function holderOf(a: { portId: string; floatingIpId: string; routerNetworkId: string }): string {
+  return a.floatingIpId !== "" ? `floating IP '${a.floatingIpId}'` : a.routerNetworkId !== "" ? `the router of virtual network '${a.routerNetworkId}'` : `port '${a.portId}'`;
+}
+
 /** Every address allocation of a network, by address. */
 export async function allocationsOf(store: Store, networkId: string): Promise<Map<string, A>> {
   const out = new Map<string, A>();

@@ -50,7 +50,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { QuotaLedger, type Charging } from "../quota/quota-ledger.js";
 import { ResourceWriter } from "../resources/resource-writer.js";
 import { requireWellFormedId } from "../resources/resource-service.js";
-import { addressCounts, allocationsOf, exhausted, notRealized, pickFree } from "./ipam.js";
+import { addressCounts, allocationsOf, exhausted, holderOf, notRealized, pickFree } from "./ipam.js";
 
 type N = VirtualNetwork & Resource;
 
@@ -264,8 +264,7 @@ export class VirtualNetworkService {
       if (why) throw invalidArgument([{ field: "spec.router.external_ip", reason: "OUT_OF_RANGE", description: why }]);
       const h = held.get(router.externalIp);
       if (h && !mine(h)) {
-        const by = h.floatingIpId !== "" ? `floating IP '${h.floatingIpId}'` : h.routerNetworkId !== "" ? `the router of virtual network '${h.routerNetworkId}'` : `port '${h.portId}'`;
-        throw new QuantixError("already_exists", `spec.router.external_ip: ${router.externalIp} of external network '${ext.id}' is held by ${by}`);
+        throw new QuantixError("already_exists", `spec.router.external_ip: ${router.externalIp} of external network '${ext.id}' is held by ${holderOf(h)}`);
       }
       return;
     }

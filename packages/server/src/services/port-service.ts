@@ -5,8 +5,7 @@ import { PortDeviceOwner, PortSpecSchema, type Port } from "@quantix/api/gen/Qua
 import { UpdatePortRequestSchema, type CreatePortRequest, type DeletePortRequest, type UpdatePortRequest } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
 import type { VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import { NetworkAllocationSchema } from "@quantix/api/gen/Quantixkvm/network/v1/network_allocation_pb.js";
-import { FloatingIpState, type FloatingIp } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_pb.js";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { FloatingIp } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_pb.js";
 import {
   addressAllocationId,
   addressPlanOf,
@@ -38,6 +37,7 @@ import {
 import { QuotaLedger } from "../quota/quota-ledger.js";
 import { ResourceWriter } from "../resources/resource-writer.js";
 import { requireWellFormedId } from "../resources/resource-service.js";
+import { unmap } from "./floating-ip-service.js";
 import { claimOps, groupCountOps, networkCountOp } from "./ipam.js";
 import { PortDraft, takenAddress } from "./port-draft.js";
 import { lostName, nameClaimOf, nameClaimOps, refuseTakenName, renameOps } from "./port-names.js";
@@ -306,7 +306,7 @@ export async function portDeleteOps(store: Store, cur: P, nowMs: number): Promis
       mutate: (x: Resource) => {
         const fip = x as unknown as FloatingIp;
         if (fip.portId !== cur.id) return undefined;
-        Object.assign(fip, { portId: "", fixedIp: "", vmId: "", networkId: "", state: FloatingIpState.DOWN, errorMessage: "", updatedAt: timestampFromMs(nowMs) });
+        unmap(fip, nowMs);
         return x;
       },
     })),
