@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file virtualdom/v1/gateway.proto.
  */
 export const file_virtualdom_v1_gateway: GenFile = /*@__PURE__*/
-  fileDesc("Cht2aXJ0dWFsZG9tL3YxL2dhdGV3YXkucHJvdG8SDXZpcnR1YWxkb20udjEidwoLVmVjdG9yQ2xvY2sSOAoHZW50cmllcxgBIAMoCzInLnZpcnR1YWxkb20udjEuVmVjdG9yQ2xvY2suRW50cmllc0VudHJ5Gi4KDEVudHJpZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAQ6AjgBItoBChBXcml0ZURpZmZSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAwSEQoJZGlmZl9ic29uGAIgASgMEjAKDHZlY3Rvcl9jbG9jaxgDIAEoCzIaLnZpcnR1YWxkb20udjEuVmVjdG9yQ2xvY2sSPwoIbWV0YWRhdGEYBCADKAsyLS52aXJ0dWFsZG9tLnYxLldyaXRlRGlmZlJlcXVlc3QuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiOQoRV3JpdGVEaWZmUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBITCgtuZXdfdmVyc2lvbhgCIAEoBCI3ChNSZWFkU25hcHNob3RSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAwSDwoHdmVyc2lvbhgCIAEoBCKnAgoUUmVhZFNuYXBzaG90UmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoDBIPCgd2ZXJzaW9uGAIgASgEEhUKDXNuYXBzaG90X2Jzb24YAyABKAwSMAoMdmVjdG9yX2Nsb2NrGAQgASgLMhoudmlydHVhbGRvbS52MS5WZWN0b3JDbG9jaxJDCghtZXRhZGF0YRgFIAMoCzIxLnZpcnR1YWxkb20udjEuUmVhZFNuYXBzaG90UmVzcG9uc2UuTWV0YWRhdGFFbnRyeRIuCgp1cGRhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEibQoQU3Vic2NyaWJlUmVxdWVzdBIQCghub2RlX2lkcxgBIAMoDBIWCg5ub2RlX2lkX3ByZWZpeBgCIAEoDBIUCgxmcm9tX3ZlcnNpb24YAyABKAQSGQoRaW5jbHVkZV9zbmFwc2hvdHMYBCABKAgi0wIKC0NoYW5nZUV2ZW50EicKBHR5cGUYASABKA4yGS52aXJ0dWFsZG9tLnYxLkNoYW5nZVR5cGUSDwoHbm9kZV9pZBgCIAEoDBIPCgd2ZXJzaW9uGAMgASgEEhEKCWRpZmZfYnNvbhgEIAEoDBIVCg1zbmFwc2hvdF9ic29uGAUgASgMEjAKDHZlY3Rvcl9jbG9jaxgGIAEoCzIaLnZpcnR1YWxkb20udjEuVmVjdG9yQ2xvY2sSOgoIbWV0YWRhdGEYByADKAsyKC52aXJ0dWFsZG9tLnYxLkNoYW5nZUV2ZW50Lk1ldGFkYXRhRW50cnkSMAoMY29tbWl0dGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiygEKDlNlc3Npb25NZXNzYWdlEioKBGpvaW4YASABKAsyGi52aXJ0dWFsZG9tLnYxLkpvaW5TZXNzaW9uSAASKgoEZWRpdBgCIAEoCzIaLnZpcnR1YWxkb20udjEuU2Vzc2lvbkVkaXRIABInCgZjdXJzb3IYAyABKAsyFS52aXJ0dWFsZG9tLnYxLkN1cnNvckgAEiwKBWxlYXZlGAQgASgLMhsudmlydHVhbGRvbS52MS5MZWF2ZVNlc3Npb25IAEIJCgdtZXNzYWdlIs8BCgtKb2luU2Vzc2lvbhIPCgdub2RlX2lkGAEgASgMEhYKDnBhcnRpY2lwYW50X2lkGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIUCgxmcm9tX3ZlcnNpb24YBCABKAQSOgoIbWV0YWRhdGEYBSADKAsyKC52aXJ0dWFsZG9tLnYxLkpvaW5TZXNzaW9uLk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBItABCgtTZXNzaW9uRWRpdBIPCgdlZGl0X2lkGAEgASgJEhEKCWRpZmZfYnNvbhgCIAEoDBIwCgx2ZWN0b3JfY2xvY2sYAyABKAsyGi52aXJ0dWFsZG9tLnYxLlZlY3RvckNsb2NrEjoKCG1ldGFkYXRhGAQgAygLMigudmlydHVhbGRvbS52MS5TZXNzaW9uRWRpdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJCCgZDdXJzb3ISDAoEcGF0aBgBIAEoCRIVCg1hbmNob3Jfb2Zmc2V0GAIgASgNEhMKC2hlYWRfb2Zmc2V0GAMgASgNIh4KDExlYXZlU2Vzc2lvbhIOCgZyZWFzb24YASABKAkizQIKDVNlc3Npb25VcGRhdGUSLgoGam9pbmVkGAEgASgLMhwudmlydHVhbGRvbS52MS5TZXNzaW9uSm9pbmVkSAASOAoScGFydGljaXBhbnRfam9pbmVkGAIgASgLMhoudmlydHVhbGRvbS52MS5QYXJ0aWNpcGFudEgAEjoKEHBhcnRpY2lwYW50X2xlZnQYAyABKAsyHi52aXJ0dWFsZG9tLnYxLlBhcnRpY2lwYW50TGVmdEgAEiwKBmNoYW5nZRgEIAEoCzIaLnZpcnR1YWxkb20udjEuQ2hhbmdlRXZlbnRIABIqCghlZGl0X2FjaxgFIAEoCzIWLnZpcnR1YWxkb20udjEuRWRpdEFja0gAEjIKDGN1cnNvcl9tb3ZlZBgGIAEoCzIaLnZpcnR1YWxkb20udjEuQ3Vyc29yTW92ZWRIAEIICgZ1cGRhdGUirwEKDVNlc3Npb25Kb2luZWQSEgoKc2Vzc2lvbl9pZBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgEEhUKDXNuYXBzaG90X2Jzb24YAyABKAwSMAoMdmVjdG9yX2Nsb2NrGAQgASgLMhoudmlydHVhbGRvbS52MS5WZWN0b3JDbG9jaxIwCgxwYXJ0aWNpcGFudHMYBSADKAsyGi52aXJ0dWFsZG9tLnYxLlBhcnRpY2lwYW50Iv4BCgtQYXJ0aWNpcGFudBIWCg5wYXJ0aWNpcGFudF9pZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSJQoGY3Vyc29yGAMgASgLMhUudmlydHVhbGRvbS52MS5DdXJzb3ISOgoIbWV0YWRhdGEYBCADKAsyKC52aXJ0dWFsZG9tLnYxLlBhcnRpY2lwYW50Lk1ldGFkYXRhRW50cnkSLQoJam9pbmVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiOQoPUGFydGljaXBhbnRMZWZ0EhYKDnBhcnRpY2lwYW50X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJXCgdFZGl0QWNrEg8KB2VkaXRfaWQYASABKAkSEAoIYWNjZXB0ZWQYAiABKAgSDwoHdmVyc2lvbhgDIAEoBBIYChByZWplY3Rpb25fcmVhc29uGAQgASgJIkwKC0N1cnNvck1vdmVkEhYKDnBhcnRpY2lwYW50X2lkGAEgASgJEiUKBmN1cnNvchgCIAEoCzIVLnZpcnR1YWxkb20udjEuQ3Vyc29yImMKEExpc3ROb2Rlc1JlcXVlc3QSFgoObm9kZV9pZF9wcmVmaXgYASABKAwSEQoJcGFnZV9zaXplGAogASgFEhIKCnBhZ2VfdG9rZW4YCyABKAkSEAoIb3JkZXJfYnkYDCABKAkiaQoRTGlzdE5vZGVzUmVzcG9uc2USJgoFbm9kZXMYASADKAsyFy52aXJ0dWFsZG9tLnYxLk5vZGVJbmZvEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRITCgt0b3RhbF9jb3VudBgDIAEoBSK8AgoITm9kZUluZm8SDwoHbm9kZV9pZBgBIAEoDBIPCgd2ZXJzaW9uGAIgASgEEjAKDHZlY3Rvcl9jbG9jaxgDIAEoCzIaLnZpcnR1YWxkb20udjEuVmVjdG9yQ2xvY2sSEgoKc2l6ZV9ieXRlcxgEIAEoBBI3CghtZXRhZGF0YRgFIAMoCzIlLnZpcnR1YWxkb20udjEuTm9kZUluZm8uTWV0YWRhdGFFbnRyeRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiXwoTTGlzdFZlcnNpb25zUmVxdWVzdBIPCgdub2RlX2lkGAEgASgMEhEKCXBhZ2Vfc2l6ZRgKIAEoBRISCgpwYWdlX3Rva2VuGAsgASgJEhAKCG9yZGVyX2J5GAwgASgJInIKFExpc3RWZXJzaW9uc1Jlc3BvbnNlEiwKCHZlcnNpb25zGAEgAygLMhoudmlydHVhbGRvbS52MS5WZXJzaW9uSW5mbxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAUisQIKC1ZlcnNpb25JbmZvEg8KB3ZlcnNpb24YASABKAQSJwoEdHlwZRgCIAEoDjIZLnZpcnR1YWxkb20udjEuQ2hhbmdlVHlwZRIwCgx2ZWN0b3JfY2xvY2sYAyABKAsyGi52aXJ0dWFsZG9tLnYxLlZlY3RvckNsb2NrEjoKCG1ldGFkYXRhGAQgAygLMigudmlydHVhbGRvbS52MS5WZXJzaW9uSW5mby5NZXRhZGF0YUVudHJ5EjAKDGNvbW1pdHRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPZGlmZl9zaXplX2J5dGVzGAYgASgEGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKxAQoRRGVsZXRlTm9kZVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoDBIYChBleHBlY3RlZF92ZXJzaW9uGAIgASgEEkAKCG1ldGFkYXRhGAMgAygLMi4udmlydHVhbGRvbS52MS5EZWxldGVOb2RlUmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASqKAQoKQ2hhbmdlVHlwZRIbChdDSEFOR0VfVFlQRV9VTlNQRUNJRklFRBAAEhQKEENIQU5HRV9UWVBFX0RJRkYQARIYChRDSEFOR0VfVFlQRV9TTkFQU0hPVBACEhcKE0NIQU5HRV9UWVBFX0RFTEVURUQQAxIWChJDSEFOR0VfVFlQRV9TWU5DRUQQBDLVBAoNTWVtb3J5R2F0ZXdheRJOCglXcml0ZURpZmYSHy52aXJ0dWFsZG9tLnYxLldyaXRlRGlmZlJlcXVlc3QaIC52aXJ0dWFsZG9tLnYxLldyaXRlRGlmZlJlc3BvbnNlElcKDFJlYWRTbmFwc2hvdBIiLnZpcnR1YWxkb20udjEuUmVhZFNuYXBzaG90UmVxdWVzdBojLnZpcnR1YWxkb20udjEuUmVhZFNuYXBzaG90UmVzcG9uc2USUQoQU3Vic2NyaWJlQ2hhbmdlcxIfLnZpcnR1YWxkb20udjEuU3Vic2NyaWJlUmVxdWVzdBoaLnZpcnR1YWxkb20udjEuQ2hhbmdlRXZlbnQwARJXChRDb2xsYWJvcmF0aXZlU2Vzc2lvbhIdLnZpcnR1YWxkb20udjEuU2Vzc2lvbk1lc3NhZ2UaHC52aXJ0dWFsZG9tLnYxLlNlc3Npb25VcGRhdGUoATABEk4KCUxpc3ROb2RlcxIfLnZpcnR1YWxkb20udjEuTGlzdE5vZGVzUmVxdWVzdBogLnZpcnR1YWxkb20udjEuTGlzdE5vZGVzUmVzcG9uc2USVwoMTGlzdFZlcnNpb25zEiIudmlydHVhbGRvbS52MS5MaXN0VmVyc2lvbnNSZXF1ZXN0GiMudmlydHVhbGRvbS52MS5MaXN0VmVyc2lvbnNSZXNwb25zZRJGCgpEZWxldGVOb2RlEiAudmlydHVhbGRvbS52MS5EZWxldGVOb2RlUmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eWIGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
+  fileDesc("Cht2aXJ0dWFsZG9tL3YxL2dhdGV3YXkucHJvdG8SDXZpcnR1YWxkb20udjEidwoLVmVjdG9yQ2xvY2sSOAoHZW50cmllcxgBIAMoCzInLnZpcnR1YWxkb20udjEuVmVjdG9yQ2xvY2suRW50cmllc0VudHJ5Gi4KDEVudHJpZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAQ6AjgBIqECChBXcml0ZURpZmZSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAwSEQoJZGlmZl9ic29uGAIgASgMEjAKDHZlY3Rvcl9jbG9jaxgDIAEoCzIaLnZpcnR1YWxkb20udjEuVmVjdG9yQ2xvY2sSPwoIbWV0YWRhdGEYBCADKAsyLS52aXJ0dWFsZG9tLnYxLldyaXRlRGlmZlJlcXVlc3QuTWV0YWRhdGFFbnRyeRIRCgl3cml0ZXJfaWQYBSABKAkSMgoLb25fY29uZmxpY3QYBiABKA4yHS52aXJ0dWFsZG9tLnYxLkNvbmZsaWN0UG9saWN5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI4CgxQYXRoQ29uZmxpY3QSDAoEcGF0aBgBIAEoCRIaChJjb25jdXJyZW50X3ZlcnNpb24YAiABKAQi5gEKEVdyaXRlRGlmZlJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSEwoLbmV3X3ZlcnNpb24YAiABKAQSLAoHb3V0Y29tZRgDIAEoDjIbLnZpcnR1YWxkb20udjEuV3JpdGVPdXRjb21lEhsKE2NvbmN1cnJlbnRfdmVyc2lvbnMYBCADKAQSLgoJY29uZmxpY3RzGAUgAygLMhsudmlydHVhbGRvbS52MS5QYXRoQ29uZmxpY3QSMAoMdmVjdG9yX2Nsb2NrGAYgASgLMhoudmlydHVhbGRvbS52MS5WZWN0b3JDbG9jayI3ChNSZWFkU25hcHNob3RSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAwSDwoHdmVyc2lvbhgCIAEoBCKnAgoUUmVhZFNuYXBzaG90UmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoDBIPCgd2ZXJzaW9uGAIgASgEEhUKDXNuYXBzaG90X2Jzb24YAyABKAwSMAoMdmVjdG9yX2Nsb2NrGAQgASgLMhoudmlydHVhbGRvbS52MS5WZWN0b3JDbG9jaxJDCghtZXRhZGF0YRgFIAMoCzIxLnZpcnR1YWxkb20udjEuUmVhZFNuYXBzaG90UmVzcG9uc2UuTWV0YWRhdGFFbnRyeRIuCgp1cGRhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEibQoQU3Vic2NyaWJlUmVxdWVzdBIQCghub2RlX2lkcxgBIAMoDBIWCg5ub2RlX2lkX3ByZWZpeBgCIAEoDBIUCgxmcm9tX3ZlcnNpb24YAyABKAQSGQoRaW5jbHVkZV9zbmFwc2hvdHMYBCABKAgi9gIKC0NoYW5nZUV2ZW50EicKBHR5cGUYASABKA4yGS52aXJ0dWFsZG9tLnYxLkNoYW5nZVR5cGUSDwoHbm9kZV9pZBgCIAEoDBIPCgd2ZXJzaW9uGAMgASgEEhEKCWRpZmZfYnNvbhgEIAEoDBIVCg1zbmFwc2hvdF9ic29uGAUgASgMEjAKDHZlY3Rvcl9jbG9jaxgGIAEoCzIaLnZpcnR1YWxkb20udjEuVmVjdG9yQ2xvY2sSOgoIbWV0YWRhdGEYByADKAsyKC52aXJ0dWFsZG9tLnYxLkNoYW5nZUV2ZW50Lk1ldGFkYXRhRW50cnkSMAoMY29tbWl0dGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZhdXRob3IYCSABKAkSEQoJd3JpdGVyX2lkGAogASgJGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLKAQoOU2Vzc2lvbk1lc3NhZ2USKgoEam9pbhgBIAEoCzIaLnZpcnR1YWxkb20udjEuSm9pblNlc3Npb25IABIqCgRlZGl0GAIgASgLMhoudmlydHVhbGRvbS52MS5TZXNzaW9uRWRpdEgAEicKBmN1cnNvchgDIAEoCzIVLnZpcnR1YWxkb20udjEuQ3Vyc29ySAASLAoFbGVhdmUYBCABKAsyGy52aXJ0dWFsZG9tLnYxLkxlYXZlU2Vzc2lvbkgAQgkKB21lc3NhZ2UizwEKC0pvaW5TZXNzaW9uEg8KB25vZGVfaWQYASABKAwSFgoOcGFydGljaXBhbnRfaWQYAiABKAkSFAoMZGlzcGxheV9uYW1lGAMgASgJEhQKDGZyb21fdmVyc2lvbhgEIAEoBBI6CghtZXRhZGF0YRgFIAMoCzIoLnZpcnR1YWxkb20udjEuSm9pblNlc3Npb24uTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEihAIKC1Nlc3Npb25FZGl0Eg8KB2VkaXRfaWQYASABKAkSEQoJZGlmZl9ic29uGAIgASgMEjAKDHZlY3Rvcl9jbG9jaxgDIAEoCzIaLnZpcnR1YWxkb20udjEuVmVjdG9yQ2xvY2sSOgoIbWV0YWRhdGEYBCADKAsyKC52aXJ0dWFsZG9tLnYxLlNlc3Npb25FZGl0Lk1ldGFkYXRhRW50cnkSMgoLb25fY29uZmxpY3QYBSABKA4yHS52aXJ0dWFsZG9tLnYxLkNvbmZsaWN0UG9saWN5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJCCgZDdXJzb3ISDAoEcGF0aBgBIAEoCRIVCg1hbmNob3Jfb2Zmc2V0GAIgASgNEhMKC2hlYWRfb2Zmc2V0GAMgASgNIh4KDExlYXZlU2Vzc2lvbhIOCgZyZWFzb24YASABKAkizQIKDVNlc3Npb25VcGRhdGUSLgoGam9pbmVkGAEgASgLMhwudmlydHVhbGRvbS52MS5TZXNzaW9uSm9pbmVkSAASOAoScGFydGljaXBhbnRfam9pbmVkGAIgASgLMhoudmlydHVhbGRvbS52MS5QYXJ0aWNpcGFudEgAEjoKEHBhcnRpY2lwYW50X2xlZnQYAyABKAsyHi52aXJ0dWFsZG9tLnYxLlBhcnRpY2lwYW50TGVmdEgAEiwKBmNoYW5nZRgEIAEoCzIaLnZpcnR1YWxkb20udjEuQ2hhbmdlRXZlbnRIABIqCghlZGl0X2FjaxgFIAEoCzIWLnZpcnR1YWxkb20udjEuRWRpdEFja0gAEjIKDGN1cnNvcl9tb3ZlZBgGIAEoCzIaLnZpcnR1YWxkb20udjEuQ3Vyc29yTW92ZWRIAEIICgZ1cGRhdGUirwEKDVNlc3Npb25Kb2luZWQSEgoKc2Vzc2lvbl9pZBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgEEhUKDXNuYXBzaG90X2Jzb24YAyABKAwSMAoMdmVjdG9yX2Nsb2NrGAQgASgLMhoudmlydHVhbGRvbS52MS5WZWN0b3JDbG9jaxIwCgxwYXJ0aWNpcGFudHMYBSADKAsyGi52aXJ0dWFsZG9tLnYxLlBhcnRpY2lwYW50Iv4BCgtQYXJ0aWNpcGFudBIWCg5wYXJ0aWNpcGFudF9pZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSJQoGY3Vyc29yGAMgASgLMhUudmlydHVhbGRvbS52MS5DdXJzb3ISOgoIbWV0YWRhdGEYBCADKAsyKC52aXJ0dWFsZG9tLnYxLlBhcnRpY2lwYW50Lk1ldGFkYXRhRW50cnkSLQoJam9pbmVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiOQoPUGFydGljaXBhbnRMZWZ0EhYKDnBhcnRpY2lwYW50X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSLqAQoHRWRpdEFjaxIPCgdlZGl0X2lkGAEgASgJEhAKCGFjY2VwdGVkGAIgASgIEg8KB3ZlcnNpb24YAyABKAQSGAoQcmVqZWN0aW9uX3JlYXNvbhgEIAEoCRIsCgdvdXRjb21lGAUgASgOMhsudmlydHVhbGRvbS52MS5Xcml0ZU91dGNvbWUSGwoTY29uY3VycmVudF92ZXJzaW9ucxgGIAMoBBIuCgljb25mbGljdHMYByADKAsyGy52aXJ0dWFsZG9tLnYxLlBhdGhDb25mbGljdBIWCg5yZWplY3Rpb25fY29kZRgIIAEoCSJMCgtDdXJzb3JNb3ZlZBIWCg5wYXJ0aWNpcGFudF9pZBgBIAEoCRIlCgZjdXJzb3IYAiABKAsyFS52aXJ0dWFsZG9tLnYxLkN1cnNvciJjChBMaXN0Tm9kZXNSZXF1ZXN0EhYKDm5vZGVfaWRfcHJlZml4GAEgASgMEhEKCXBhZ2Vfc2l6ZRgKIAEoBRISCgpwYWdlX3Rva2VuGAsgASgJEhAKCG9yZGVyX2J5GAwgASgJImkKEUxpc3ROb2Rlc1Jlc3BvbnNlEiYKBW5vZGVzGAEgAygLMhcudmlydHVhbGRvbS52MS5Ob2RlSW5mbxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAUivAIKCE5vZGVJbmZvEg8KB25vZGVfaWQYASABKAwSDwoHdmVyc2lvbhgCIAEoBBIwCgx2ZWN0b3JfY2xvY2sYAyABKAsyGi52aXJ0dWFsZG9tLnYxLlZlY3RvckNsb2NrEhIKCnNpemVfYnl0ZXMYBCABKAQSNwoIbWV0YWRhdGEYBSADKAsyJS52aXJ0dWFsZG9tLnYxLk5vZGVJbmZvLk1ldGFkYXRhRW50cnkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIl8KE0xpc3RWZXJzaW9uc1JlcXVlc3QSDwoHbm9kZV9pZBgBIAEoDBIRCglwYWdlX3NpemUYCiABKAUSEgoKcGFnZV90b2tlbhgLIAEoCRIQCghvcmRlcl9ieRgMIAEoCSJyChRMaXN0VmVyc2lvbnNSZXNwb25zZRIsCgh2ZXJzaW9ucxgBIAMoCzIaLnZpcnR1YWxkb20udjEuVmVyc2lvbkluZm8SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhMKC3RvdGFsX2NvdW50GAMgASgFItQCCgtWZXJzaW9uSW5mbxIPCgd2ZXJzaW9uGAEgASgEEicKBHR5cGUYAiABKA4yGS52aXJ0dWFsZG9tLnYxLkNoYW5nZVR5cGUSMAoMdmVjdG9yX2Nsb2NrGAMgASgLMhoudmlydHVhbGRvbS52MS5WZWN0b3JDbG9jaxI6CghtZXRhZGF0YRgEIAMoCzIoLnZpcnR1YWxkb20udjEuVmVyc2lvbkluZm8uTWV0YWRhdGFFbnRyeRIwCgxjb21taXR0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhcKD2RpZmZfc2l6ZV9ieXRlcxgGIAEoBBIOCgZhdXRob3IYByABKAkSEQoJd3JpdGVyX2lkGAggASgJGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKxAQoRRGVsZXRlTm9kZVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoDBIYChBleHBlY3RlZF92ZXJzaW9uGAIgASgEEkAKCG1ldGFkYXRhGAMgAygLMi4udmlydHVhbGRvbS52MS5EZWxldGVOb2RlUmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASpzCg5Db25mbGljdFBvbGljeRIfChtDT05GTElDVF9QT0xJQ1lfVU5TUEVDSUZJRUQQABIkCiBDT05GTElDVF9QT0xJQ1lfTEFTVF9XUklURVJfV0lOUxABEhoKFkNPTkZMSUNUX1BPTElDWV9SRUpFQ1QQAiqbAQoMV3JpdGVPdXRjb21lEh0KGVdSSVRFX09VVENPTUVfVU5TUEVDSUZJRUQQABIZChVXUklURV9PVVRDT01FX0FQUExJRUQQARIYChRXUklURV9PVVRDT01FX01FUkdFRBACEhoKFldSSVRFX09VVENPTUVfQ09ORkxJQ1QQAxIbChdXUklURV9PVVRDT01FX0RVUExJQ0FURRAEKooBCgpDaGFuZ2VUeXBlEhsKF0NIQU5HRV9UWVBFX1VOU1BFQ0lGSUVEEAASFAoQQ0hBTkdFX1RZUEVfRElGRhABEhgKFENIQU5HRV9UWVBFX1NOQVBTSE9UEAISFwoTQ0hBTkdFX1RZUEVfREVMRVRFRBADEhYKEkNIQU5HRV9UWVBFX1NZTkNFRBAEMtUECg1NZW1vcnlHYXRld2F5Ek4KCVdyaXRlRGlmZhIfLnZpcnR1YWxkb20udjEuV3JpdGVEaWZmUmVxdWVzdBogLnZpcnR1YWxkb20udjEuV3JpdGVEaWZmUmVzcG9uc2USVwoMUmVhZFNuYXBzaG90EiIudmlydHVhbGRvbS52MS5SZWFkU25hcHNob3RSZXF1ZXN0GiMudmlydHVhbGRvbS52MS5SZWFkU25hcHNob3RSZXNwb25zZRJRChBTdWJzY3JpYmVDaGFuZ2VzEh8udmlydHVhbGRvbS52MS5TdWJzY3JpYmVSZXF1ZXN0GhoudmlydHVhbGRvbS52MS5DaGFuZ2VFdmVudDABElcKFENvbGxhYm9yYXRpdmVTZXNzaW9uEh0udmlydHVhbGRvbS52MS5TZXNzaW9uTWVzc2FnZRocLnZpcnR1YWxkb20udjEuU2Vzc2lvblVwZGF0ZSgBMAESTgoJTGlzdE5vZGVzEh8udmlydHVhbGRvbS52MS5MaXN0Tm9kZXNSZXF1ZXN0GiAudmlydHVhbGRvbS52MS5MaXN0Tm9kZXNSZXNwb25zZRJXCgxMaXN0VmVyc2lvbnMSIi52aXJ0dWFsZG9tLnYxLkxpc3RWZXJzaW9uc1JlcXVlc3QaIy52aXJ0dWFsZG9tLnYxLkxpc3RWZXJzaW9uc1Jlc3BvbnNlEkYKCkRlbGV0ZU5vZGUSIC52aXJ0dWFsZG9tLnYxLkRlbGV0ZU5vZGVSZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5YgZwcm90bzM", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
 
 /**
  * A vector clock: for each writer id, the number of that writer's writes observed.
@@ -73,6 +73,24 @@ export type WriteDiffRequest = Message<"virtualdom.v1.WriteDiffRequest"> & {
    * @generated from field: map<string, string> metadata = 4;
    */
   metadata: { [key: string]: string };
+
+  /**
+   * The writer's id: its key in vector_clock (1-128 characters). Optional; when set, the
+   * clock must have that entry, and a write whose own entry does not advance past what
+   * the node has seen from this writer (a clock gone backwards) fails with
+   * INVALID_ARGUMENT, unless the node's clock covers the whole clock (a retry).
+   *
+   * @generated from field: string writer_id = 5;
+   */
+  writerId: string;
+
+  /**
+   * What to do when the write conflicts with a concurrent change (see the service
+   * comment); unspecified means CONFLICT_POLICY_LAST_WRITER_WINS.
+   *
+   * @generated from field: virtualdom.v1.ConflictPolicy on_conflict = 6;
+   */
+  onConflict: ConflictPolicy;
 };
 
 /**
@@ -81,6 +99,36 @@ export type WriteDiffRequest = Message<"virtualdom.v1.WriteDiffRequest"> & {
  */
 export const WriteDiffRequestSchema: GenMessage<WriteDiffRequest> = /*@__PURE__*/
   messageDesc(file_virtualdom_v1_gateway, 1);
+
+/**
+ * A path that a write and a concurrent change both touched.
+ *
+ * @generated from message virtualdom.v1.PathConflict
+ */
+export type PathConflict = Message<"virtualdom.v1.PathConflict"> & {
+  /**
+   * The dot-separated path (the write's, or the concurrent change's when that is the
+   * longer one).
+   *
+   * @generated from field: string path = 1;
+   */
+  path: string;
+
+  /**
+   * The version of the concurrent change whose value on path was overwritten (under
+   * the default policy) or would have been (CONFLICT_POLICY_REJECT).
+   *
+   * @generated from field: uint64 concurrent_version = 2;
+   */
+  concurrentVersion: bigint;
+};
+
+/**
+ * Describes the message virtualdom.v1.PathConflict.
+ * Use `create(PathConflictSchema)` to create a new message.
+ */
+export const PathConflictSchema: GenMessage<PathConflict> = /*@__PURE__*/
+  messageDesc(file_virtualdom_v1_gateway, 2);
 
 /**
  * Response for WriteDiff.
@@ -103,6 +151,36 @@ export type WriteDiffResponse = Message<"virtualdom.v1.WriteDiffResponse"> & {
    * @generated from field: uint64 new_version = 2;
    */
   newVersion: bigint;
+
+  /**
+   * What happened: APPLIED, MERGED, CONFLICT or DUPLICATE.
+   *
+   * @generated from field: virtualdom.v1.WriteOutcome outcome = 3;
+   */
+  outcome: WriteOutcome;
+
+  /**
+   * For MERGED and CONFLICT: the versions of the concurrent changes, oldest first (at
+   * most 100).
+   *
+   * @generated from field: repeated uint64 concurrent_versions = 4;
+   */
+  concurrentVersions: bigint[];
+
+  /**
+   * For CONFLICT: each path both touched, with the concurrent change's version (at most
+   * 100); the other version is new_version.
+   *
+   * @generated from field: repeated virtualdom.v1.PathConflict conflicts = 5;
+   */
+  conflicts: PathConflict[];
+
+  /**
+   * The node's vector clock after the write (the merge of its clock and the write's).
+   *
+   * @generated from field: virtualdom.v1.VectorClock vector_clock = 6;
+   */
+  vectorClock?: VectorClock | undefined;
 };
 
 /**
@@ -110,7 +188,7 @@ export type WriteDiffResponse = Message<"virtualdom.v1.WriteDiffResponse"> & {
  * Use `create(WriteDiffResponseSchema)` to create a new message.
  */
 export const WriteDiffResponseSchema: GenMessage<WriteDiffResponse> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 2);
+  messageDesc(file_virtualdom_v1_gateway, 3);
 
 /**
  * Request for ReadSnapshot.
@@ -138,7 +216,7 @@ export type ReadSnapshotRequest = Message<"virtualdom.v1.ReadSnapshotRequest"> &
  * Use `create(ReadSnapshotRequestSchema)` to create a new message.
  */
 export const ReadSnapshotRequestSchema: GenMessage<ReadSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 3);
+  messageDesc(file_virtualdom_v1_gateway, 4);
 
 /**
  * Response for ReadSnapshot.
@@ -194,7 +272,7 @@ export type ReadSnapshotResponse = Message<"virtualdom.v1.ReadSnapshotResponse">
  * Use `create(ReadSnapshotResponseSchema)` to create a new message.
  */
 export const ReadSnapshotResponseSchema: GenMessage<ReadSnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 4);
+  messageDesc(file_virtualdom_v1_gateway, 5);
 
 /**
  * Request for SubscribeChanges. A node matches if it is in node_ids or its id starts
@@ -239,7 +317,7 @@ export type SubscribeRequest = Message<"virtualdom.v1.SubscribeRequest"> & {
  * Use `create(SubscribeRequestSchema)` to create a new message.
  */
 export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 5);
+  messageDesc(file_virtualdom_v1_gateway, 6);
 
 /**
  * A change to a node, or a marker in a change stream.
@@ -303,6 +381,22 @@ export type ChangeEvent = Message<"virtualdom.v1.ChangeEvent"> & {
    * @generated from field: google.protobuf.Timestamp committed_at = 8;
    */
   committedAt?: Timestamp | undefined;
+
+  /**
+   * Who made the change: the caller's name (a user, a service account, or "local
+   * operator" in local trust mode); empty for SNAPSHOT and SYNCED.
+   *
+   * @generated from field: string author = 9;
+   */
+  author: string;
+
+  /**
+   * The change's writer id (WriteDiffRequest.writer_id, or the session participant's
+   * id), when it had one.
+   *
+   * @generated from field: string writer_id = 10;
+   */
+  writerId: string;
 };
 
 /**
@@ -310,7 +404,7 @@ export type ChangeEvent = Message<"virtualdom.v1.ChangeEvent"> & {
  * Use `create(ChangeEventSchema)` to create a new message.
  */
 export const ChangeEventSchema: GenMessage<ChangeEvent> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 6);
+  messageDesc(file_virtualdom_v1_gateway, 7);
 
 /**
  * A message from a session participant.
@@ -363,7 +457,7 @@ export type SessionMessage = Message<"virtualdom.v1.SessionMessage"> & {
  * Use `create(SessionMessageSchema)` to create a new message.
  */
 export const SessionMessageSchema: GenMessage<SessionMessage> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 7);
+  messageDesc(file_virtualdom_v1_gateway, 8);
 
 /**
  * Joins a collaborative session on a node.
@@ -415,7 +509,7 @@ export type JoinSession = Message<"virtualdom.v1.JoinSession"> & {
  * Use `create(JoinSessionSchema)` to create a new message.
  */
 export const JoinSessionSchema: GenMessage<JoinSession> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 8);
+  messageDesc(file_virtualdom_v1_gateway, 9);
 
 /**
  * An edit in a session.
@@ -450,6 +544,14 @@ export type SessionEdit = Message<"virtualdom.v1.SessionEdit"> & {
    * @generated from field: map<string, string> metadata = 4;
    */
   metadata: { [key: string]: string };
+
+  /**
+   * What to do when the edit conflicts with a concurrent change (see the service
+   * comment); unspecified means CONFLICT_POLICY_LAST_WRITER_WINS.
+   *
+   * @generated from field: virtualdom.v1.ConflictPolicy on_conflict = 5;
+   */
+  onConflict: ConflictPolicy;
 };
 
 /**
@@ -457,7 +559,7 @@ export type SessionEdit = Message<"virtualdom.v1.SessionEdit"> & {
  * Use `create(SessionEditSchema)` to create a new message.
  */
 export const SessionEditSchema: GenMessage<SessionEdit> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 9);
+  messageDesc(file_virtualdom_v1_gateway, 10);
 
 /**
  * A participant's cursor or selection in the document.
@@ -493,7 +595,7 @@ export type Cursor = Message<"virtualdom.v1.Cursor"> & {
  * Use `create(CursorSchema)` to create a new message.
  */
 export const CursorSchema: GenMessage<Cursor> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 10);
+  messageDesc(file_virtualdom_v1_gateway, 11);
 
 /**
  * Leaves a session.
@@ -514,7 +616,7 @@ export type LeaveSession = Message<"virtualdom.v1.LeaveSession"> & {
  * Use `create(LeaveSessionSchema)` to create a new message.
  */
 export const LeaveSessionSchema: GenMessage<LeaveSession> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 11);
+  messageDesc(file_virtualdom_v1_gateway, 12);
 
 /**
  * A message from the server to a session participant.
@@ -583,7 +685,7 @@ export type SessionUpdate = Message<"virtualdom.v1.SessionUpdate"> & {
  * Use `create(SessionUpdateSchema)` to create a new message.
  */
 export const SessionUpdateSchema: GenMessage<SessionUpdate> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 12);
+  messageDesc(file_virtualdom_v1_gateway, 13);
 
 /**
  * Confirms a join.
@@ -633,7 +735,7 @@ export type SessionJoined = Message<"virtualdom.v1.SessionJoined"> & {
  * Use `create(SessionJoinedSchema)` to create a new message.
  */
 export const SessionJoinedSchema: GenMessage<SessionJoined> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 13);
+  messageDesc(file_virtualdom_v1_gateway, 14);
 
 /**
  * A session participant.
@@ -682,7 +784,7 @@ export type Participant = Message<"virtualdom.v1.Participant"> & {
  * Use `create(ParticipantSchema)` to create a new message.
  */
 export const ParticipantSchema: GenMessage<Participant> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 14);
+  messageDesc(file_virtualdom_v1_gateway, 15);
 
 /**
  * Reports that a participant left.
@@ -710,7 +812,7 @@ export type ParticipantLeft = Message<"virtualdom.v1.ParticipantLeft"> & {
  * Use `create(ParticipantLeftSchema)` to create a new message.
  */
 export const ParticipantLeftSchema: GenMessage<ParticipantLeft> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 15);
+  messageDesc(file_virtualdom_v1_gateway, 16);
 
 /**
  * The outcome of an edit.
@@ -746,6 +848,35 @@ export type EditAck = Message<"virtualdom.v1.EditAck"> & {
    * @generated from field: string rejection_reason = 4;
    */
   rejectionReason: string;
+
+  /**
+   * What happened, as WriteDiffResponse.outcome; unspecified when not accepted.
+   *
+   * @generated from field: virtualdom.v1.WriteOutcome outcome = 5;
+   */
+  outcome: WriteOutcome;
+
+  /**
+   * As WriteDiffResponse.concurrent_versions (also for a rejected conflict).
+   *
+   * @generated from field: repeated uint64 concurrent_versions = 6;
+   */
+  concurrentVersions: bigint[];
+
+  /**
+   * As WriteDiffResponse.conflicts (also for a rejected conflict).
+   *
+   * @generated from field: repeated virtualdom.v1.PathConflict conflicts = 7;
+   */
+  conflicts: PathConflict[];
+
+  /**
+   * The rejection's gRPC status code name, e.g. "INVALID_ARGUMENT", "ABORTED"; empty
+   * when accepted.
+   *
+   * @generated from field: string rejection_code = 8;
+   */
+  rejectionCode: string;
 };
 
 /**
@@ -753,7 +884,7 @@ export type EditAck = Message<"virtualdom.v1.EditAck"> & {
  * Use `create(EditAckSchema)` to create a new message.
  */
 export const EditAckSchema: GenMessage<EditAck> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 16);
+  messageDesc(file_virtualdom_v1_gateway, 17);
 
 /**
  * Reports another participant's cursor move.
@@ -781,7 +912,7 @@ export type CursorMoved = Message<"virtualdom.v1.CursorMoved"> & {
  * Use `create(CursorMovedSchema)` to create a new message.
  */
 export const CursorMovedSchema: GenMessage<CursorMoved> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 17);
+  messageDesc(file_virtualdom_v1_gateway, 18);
 
 /**
  * Request for ListNodes.
@@ -823,7 +954,7 @@ export type ListNodesRequest = Message<"virtualdom.v1.ListNodesRequest"> & {
  * Use `create(ListNodesRequestSchema)` to create a new message.
  */
 export const ListNodesRequestSchema: GenMessage<ListNodesRequest> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 18);
+  messageDesc(file_virtualdom_v1_gateway, 19);
 
 /**
  * Response for ListNodes.
@@ -858,7 +989,7 @@ export type ListNodesResponse = Message<"virtualdom.v1.ListNodesResponse"> & {
  * Use `create(ListNodesResponseSchema)` to create a new message.
  */
 export const ListNodesResponseSchema: GenMessage<ListNodesResponse> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 19);
+  messageDesc(file_virtualdom_v1_gateway, 20);
 
 /**
  * A node's summary.
@@ -921,7 +1052,7 @@ export type NodeInfo = Message<"virtualdom.v1.NodeInfo"> & {
  * Use `create(NodeInfoSchema)` to create a new message.
  */
 export const NodeInfoSchema: GenMessage<NodeInfo> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 20);
+  messageDesc(file_virtualdom_v1_gateway, 21);
 
 /**
  * Request for ListVersions.
@@ -963,7 +1094,7 @@ export type ListVersionsRequest = Message<"virtualdom.v1.ListVersionsRequest"> &
  * Use `create(ListVersionsRequestSchema)` to create a new message.
  */
 export const ListVersionsRequestSchema: GenMessage<ListVersionsRequest> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 21);
+  messageDesc(file_virtualdom_v1_gateway, 22);
 
 /**
  * Response for ListVersions.
@@ -998,7 +1129,7 @@ export type ListVersionsResponse = Message<"virtualdom.v1.ListVersionsResponse">
  * Use `create(ListVersionsResponseSchema)` to create a new message.
  */
 export const ListVersionsResponseSchema: GenMessage<ListVersionsResponse> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 22);
+  messageDesc(file_virtualdom_v1_gateway, 23);
 
 /**
  * One change in a node's history.
@@ -1047,6 +1178,20 @@ export type VersionInfo = Message<"virtualdom.v1.VersionInfo"> & {
    * @generated from field: uint64 diff_size_bytes = 6;
    */
   diffSizeBytes: bigint;
+
+  /**
+   * Who made the change (see ChangeEvent.author).
+   *
+   * @generated from field: string author = 7;
+   */
+  author: string;
+
+  /**
+   * The change's writer id, when it had one.
+   *
+   * @generated from field: string writer_id = 8;
+   */
+  writerId: string;
 };
 
 /**
@@ -1054,7 +1199,7 @@ export type VersionInfo = Message<"virtualdom.v1.VersionInfo"> & {
  * Use `create(VersionInfoSchema)` to create a new message.
  */
 export const VersionInfoSchema: GenMessage<VersionInfo> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 23);
+  messageDesc(file_virtualdom_v1_gateway, 24);
 
 /**
  * Request for DeleteNode.
@@ -1090,7 +1235,92 @@ export type DeleteNodeRequest = Message<"virtualdom.v1.DeleteNodeRequest"> & {
  * Use `create(DeleteNodeRequestSchema)` to create a new message.
  */
 export const DeleteNodeRequestSchema: GenMessage<DeleteNodeRequest> = /*@__PURE__*/
-  messageDesc(file_virtualdom_v1_gateway, 24);
+  messageDesc(file_virtualdom_v1_gateway, 25);
+
+/**
+ * What to do with a write that conflicts with a concurrent change.
+ *
+ * @generated from enum virtualdom.v1.ConflictPolicy
+ */
+export enum ConflictPolicy {
+  /**
+   * Not set: CONFLICT_POLICY_LAST_WRITER_WINS.
+   *
+   * @generated from enum value: CONFLICT_POLICY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Apply it: on the paths both touched, the later version wins; the response reports
+   * the conflict.
+   *
+   * @generated from enum value: CONFLICT_POLICY_LAST_WRITER_WINS = 1;
+   */
+  LAST_WRITER_WINS = 1,
+
+  /**
+   * Refuse it with ABORTED naming the paths and versions; nothing is applied.
+   *
+   * @generated from enum value: CONFLICT_POLICY_REJECT = 2;
+   */
+  REJECT = 2,
+}
+
+/**
+ * Describes the enum virtualdom.v1.ConflictPolicy.
+ */
+export const ConflictPolicySchema: GenEnum<ConflictPolicy> = /*@__PURE__*/
+  enumDesc(file_virtualdom_v1_gateway, 0);
+
+/**
+ * What happened to a write.
+ *
+ * @generated from enum virtualdom.v1.WriteOutcome
+ */
+export enum WriteOutcome {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: WRITE_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Applied; its clock covered every earlier change of the node.
+   *
+   * @generated from enum value: WRITE_OUTCOME_APPLIED = 1;
+   */
+  APPLIED = 1,
+
+  /**
+   * Applied beside concurrent changes to other paths (concurrent_versions).
+   *
+   * @generated from enum value: WRITE_OUTCOME_MERGED = 2;
+   */
+  MERGED = 2,
+
+  /**
+   * Applied, and it overwrote what concurrent changes wrote on the same paths
+   * (conflicts).
+   *
+   * @generated from enum value: WRITE_OUTCOME_CONFLICT = 3;
+   */
+  CONFLICT = 3,
+
+  /**
+   * A retry of a write already applied (the node's clock covers its clock): not applied
+   * again.
+   *
+   * @generated from enum value: WRITE_OUTCOME_DUPLICATE = 4;
+   */
+  DUPLICATE = 4,
+}
+
+/**
+ * Describes the enum virtualdom.v1.WriteOutcome.
+ */
+export const WriteOutcomeSchema: GenEnum<WriteOutcome> = /*@__PURE__*/
+  enumDesc(file_virtualdom_v1_gateway, 1);
 
 /**
  * What a change event carries.
@@ -1138,7 +1368,7 @@ export enum ChangeType {
  * Describes the enum virtualdom.v1.ChangeType.
  */
 export const ChangeTypeSchema: GenEnum<ChangeType> = /*@__PURE__*/
-  enumDesc(file_virtualdom_v1_gateway, 0);
+  enumDesc(file_virtualdom_v1_gateway, 2);
 
 /**
  * The Virtual-DOM memory gateway: a versioned store of BSON documents ("nodes"), each
@@ -1156,6 +1386,15 @@ export const ChangeTypeSchema: GenEnum<ChangeType> = /*@__PURE__*/
  * A write whose clock the node's clock already covers is a retry of a write already
  * applied, and is not applied again; this makes writes idempotent under retries.
  * Concurrent writes (neither clock covers the other) are both applied, in version order.
+ *
+ * Concurrency, precisely (docs/api/memory-gateway.md): a change the write's clock does
+ * not cover is concurrent with it. A write concurrent with no change is APPLIED; one
+ * concurrent only with changes to other paths is MERGED (diffs on disjoint paths commute,
+ * so the order does not matter); one that sets or unsets a path a concurrent change also
+ * touched (the same path, or one inside the other) is a CONFLICT: under the default policy
+ * it is applied, the later version winning on those paths, and the response names each
+ * path with both versions (the overwritten value stays readable at its version); under
+ * CONFLICT_POLICY_REJECT it fails with ABORTED naming them and changes nothing.
  *
  * @generated from service virtualdom.v1.MemoryGateway
  */
