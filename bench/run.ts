@@ -20,6 +20,7 @@ import { lbRate } from "./lib/net-lb-rate.js";
 import { fipAssoc } from "./lib/net-fip-assoc.js";
 import { schedulerBench } from "./lib/scheduler-placement.js";
 import { fuzzControlPlane } from "./lib/fuzz.js";
+import { captureGateway, gatewayBench } from "./lib/gateway.js";
 import { countsText } from "@quantix/testing";
 import { absolute, compare, formatTable, machine, num, type Row } from "./lib/report.js";
 import { median, percentile, sleep } from "./lib/stats.js";
@@ -35,9 +36,9 @@ if (process.env["QUANTIX_BENCH_PINNED"] !== "1" && hasProgram("taskset")) {
   const r = spawnSync("taskset", ["-c", "1", process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit", env: { ...process.env, QUANTIX_BENCH_PINNED: "1" } });
   process.exit(r.status ?? 1);
 }
-/** `npm run bench -- --only=fanout` (or unary, tls, creates, agent, migrate, scheduler, fuzz, auth, storage, image, hotplug, network; comma-separated) runs those groups alone. */
+/** `npm run bench -- --only=fanout` (or unary, tls, creates, agent, migrate, scheduler, fuzz, auth, storage, image, hotplug, network, gateway; comma-separated) runs those groups alone. */
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
-const want = (group: "unary" | "tls" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz" | "auth" | "storage" | "image" | "hotplug" | "network") => !only || only.includes(group);
+const want = (group: "unary" | "tls" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz" | "auth" | "storage" | "image" | "hotplug" | "network" | "gateway") => !only || only.includes(group);
 /** `--seed=N` changes the fuzz run's requests (the same seed always makes the same ones). */
 const fuzzSeed = Number(process.argv.find((a) => a.startsWith("--seed="))?.slice("--seed=".length) ?? 20261204);
 const httpGroups = want("unary") || want("tls") || want("creates") || want("fanout");
@@ -341,6 +342,37 @@ try {
       compare(`load-balanced TCP connections/s through the VIP (3 members, round robin), median of ${lb.rounds}`, lb.lb.medianPerSec, lb.direct.medianPerSec, conns, "straight to one member via the router", { op: ">=", value: 0.5, on: "ratio" }),
       compare(`floating IP association: AssociateFloatingIp until ACTIVE, median of ${f.rounds}`, f.quantix.medianActiveMs, f.direct.medianMs, ms, "nft -f + ip addr add", { op: "<=", value: 5, on: "ratio" }),
       compare(`  of which until the mapping is in the router's nftables`, f.quantix.medianNftMs, f.direct.medianMs, ms, "nft -f + ip addr add"),
+    );
+  }
+  // MemoryGateway (issue 16): the seed's table, ours (a control plane, memory store, the full
+  // interceptor chain) against a bare node:http2 server returning the bytes ours returned,
+  // the same raw node:http2 client for both; each row also against the seed's own figure.
+  if (want("gateway")) {
+    progress("gateway: starting our control plane (memory store) and capturing a WriteDiff response and its ChangeEvents");
+    const s = await up(ours("quantix-gateway", false));
+    const captured = await captureGateway(s.url, LOG_DIR);
+    const bare = await up(baseline("bare-gateway", "bare-gateway.ts", [LOG_DIR, JSON.stringify(captured.settings)]));
+    const r = await gatewayBench(s.url, bare.url, progress);
+    await down(s, bare);
+    details["gateway"] = { ...r, settings: captured.settings, diffEventBytes: captured.diffEventBytes };
+    // The target column holds the seed's figure; "met" says whether ours reached it.
+    const seedRow = (name: string, ours: number, base: number, fmt: (v: number) => string, seed: number, lowerIsBetter: boolean): Row => ({
+      ...compare(`${name}; ours/seed ${(ours / seed).toFixed(2)}`, ours, base, fmt, "bare http2", undefined, { seed }),
+      target: `${lowerIsBetter ? "≤" : "≥"} ${fmt(seed)} (seed)`,
+      met: Number.isFinite(ours) ? ((lowerIsBetter ? ours <= seed : ours >= seed) ? "yes" : "NO") : "",
+    });
+    const msf = (v: number) => `${num(v, v < 1 ? 3 : 1)} ms`;
+    const persec = (unit: string) => (v: number) => `${num(v)} ${unit}/s`;
+    rows.push(
+      seedRow("gateway: small WriteDiff p50, concurrency 1", r.smallWriteP50Ms[0], r.smallWriteP50Ms[1], msf, 0.5, true),
+      seedRow(`gateway: ${r.largeWriteMiB} MiB WriteDiff p50, concurrency 1`, r.largeWriteP50Ms[0], r.largeWriteP50Ms[1], msf, 50, true),
+      seedRow("gateway: SubscribeChanges setup p50, request to SYNCED", r.subscribeSetupP50Ms[0], r.subscribeSetupP50Ms[1], msf, 5, true),
+      seedRow("gateway: stream message p50, WriteDiff sent to ChangeEvent received", r.streamMessageP50Ms[0], r.streamMessageP50Ms[1], msf, 0.05, true),
+      compare("gateway:   the same from the WriteDiff response to the ChangeEvent", r.streamMessageAckP50Ms[0], r.streamMessageAckP50Ms[1], msf, "bare http2"),
+      seedRow(`gateway: unary WriteDiff calls/s, ${r.unaryConcurrency} in flight (median of 3)`, r.unaryPerSec[0], r.unaryPerSec[1], persec("req"), 50_000, false),
+      seedRow(`gateway: streamed messages/s, ${num(r.streamedMessages)} changes to SYNCED (median of 5)`, r.streamedPerSec[0], r.streamedPerSec[1], persec("msg"), 1_000_000, false),
+      { ...compare(`gateway: ${num(r.fanoutStreams)} SubscribeChanges on one connection: open all, to every SYNCED`, r.fanoutOpenMs[0], r.fanoutOpenMs[1], msf, "bare http2"), ...(r.fanoutNotes[0] ? { ours: `n/a: ${r.fanoutNotes[0]}` } : {}) },
+      { ...compare(`gateway: ${num(r.fanoutStreams)} streams on one connection (seed: 10,000 per connection): one write reaching all, median of 3`, r.fanoutAllMs[0], r.fanoutAllMs[1], msf, "bare http2"), ...(r.fanoutNotes[0] ? { ours: `n/a: ${r.fanoutNotes[0]}` } : {}) },
     );
   }
   // Scheduler: placements per second with every filter, against a capacity-only first-fit loop.
