@@ -59,6 +59,17 @@ const PREFACE = Buffer.from("PRI * HTTP/2.0");
  * connection reach the same two servers, with the same limits, stream hook (the gRPC fast
  * path) and session guard as cleartext ones.
  */
+/**
+ * HTTP/2 flow control and frames as adr-0001 (the MemoryGateway's seed) sets them, for
+ * every service on the port: a 2 MiB window per stream and 10 MiB per connection (a
+ * large document is not held to the 64 KiB default's round trips), and frames up to
+ * 16 MiB (the protocol's largest). Concurrent streams are ListenerLimits'.
+ */
+export const H2_WINDOWS = {
+  settings: { initialWindowSize: 2 * 1024 * 1024, maxFrameSize: 16 * 1024 * 1024 - 1 },
+  connectionWindowBytes: 10 * 1024 * 1024,
+} as const;
+
 export async function listenDual(host: string, port: number, handler: Handler, limits: ListenerLimits, hook?: StreamHook, tlsOptions?: ListenerTls): Promise<DualListener> {
   const h1 = http.createServer(
     { maxHeaderSize: limits.maxHeaderBytes, headersTimeout: limits.headersTimeoutMs, connectionsCheckingInterval: Math.min(30_000, Math.max(50, limits.headersTimeoutMs / 2)) },
@@ -70,7 +81,7 @@ export async function listenDual(host: string, port: number, handler: Handler, l
   h1.emit("listening");
   // No 'request' listener: streams the hook does not take get the compatibility
   // request/response pair here, as http2's own compat layer would build it.
-  const h2 = http2.createServer({ settings: { maxConcurrentStreams: limits.maxConcurrentStreams, maxHeaderListSize: limits.maxHeaderBytes }, maxSessionMemory: 64, maxHeaderListPairs: 256 });
+  const h2 = http2.createServer({ settings: { ...H2_WINDOWS.settings, maxConcurrentStreams: limits.maxConcurrentStreams, maxHeaderListSize: limits.maxHeaderBytes }, maxSessionMemory: 64, maxHeaderListPairs: 256 });
   const guard = new SessionGuard(limits);
   h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
     guard.delivered(stream);
@@ -89,6 +100,7 @@ export async function listenDual(host: string, port: number, handler: Handler, l
   h2.on("session", (s: http2.ServerHttp2Session) => {
     sessions.add(s);
     guard.add(s);
+    s.setLocalWindowSize(H2_WINDOWS.connectionWindowBytes);
     s.on("close", () => sessions.delete(s));
     s.on("error", () => s.destroy());
   });

@@ -5,16 +5,18 @@ import type { DescService } from "@bufbuild/protobuf";
 export interface Route {
   readonly service: DescService;
   readonly impl: Partial<ServiceImpl<DescService>>;
+  /** Message size limits of this service, when they differ from the server's (the MemoryGateway's 100 MiB documents). */
+  readonly limits?: { readonly readMaxBytes: number; readonly writeMaxBytes: number };
 }
 
 /** Pairs a service with its implementation, keeping the implementation's type checked. */
-export function route<T extends DescService>(service: T, impl: Partial<ServiceImpl<T>>): Route {
-  return { service, impl: impl as Partial<ServiceImpl<DescService>> };
+export function route<T extends DescService>(service: T, impl: Partial<ServiceImpl<T>>, limits?: Route["limits"]): Route {
+  return { service, impl: impl as Partial<ServiceImpl<DescService>>, ...(limits ? { limits } : {}) };
 }
 
 /** Registers every route on a Connect router; returns the procedures served ("pkg.Service/Method"). */
 export function registerRoutes(router: ConnectRouter, routes: readonly Route[]): string[] {
-  for (const r of routes) router.service(r.service, r.impl);
+  for (const r of routes) router.service(r.service, r.impl, r.limits);
   return procedures(routes.map((r) => r.service));
 }
 

@@ -77,6 +77,7 @@ import { SnapshotService } from "./services/snapshot-service.js";
 import { SecurityGroupService } from "./services/security-group-service.js";
 import { networkController } from "./network/network-controller.js";
 import { requireNicPorts, waitNicPortsOn } from "./network/vm-nic-ports.js";
+import { openGateway } from "./gateway/gateway.js";
 
 /** A running control plane. */
 export interface ControlPlane {
@@ -210,6 +211,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), new EventRetention({ store, clock, log, retentionSec: config.auditRetentionSec, kept: AUDIT_RETAINED }), quotaUsageController({ store, clock, log }), storagePoolController({ store, storages, clock, log }), volumeController({ store, storages, clock, log }), volumeAttachmentController({ store, clock, log }), snapshotController({ store, storages, drivers, clock, log }), imageController({ store, storages, clock, log }), networkController({ store, clock, ids, log, network: (id) => agents.get(id)?.network }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
   await controllers.start();
 
+  // The MemoryGateway's documents live in the same store (its own tables and versions).
+  const gateway = await openGateway(store, log);
   // Counted where each call is logged (the kit's observeCalls interceptor), read by GET /metrics.
   const rpcMetrics = new RpcMetrics();
   const routes: Route[] = [
@@ -228,6 +231,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     imageServiceRoute(store, imageService, imageUploads, config.defaultDeadlineMs),
     // Networking (issue 14): VirtualNetworkService, PortService, SecurityGroupService.
     ...networkRoutes({ store, clock, ids, ledger, defaultDeadlineMs: config.defaultDeadlineMs, network: (id) => agents.get(id)?.network, loadBalancerStats: (lb) => loadBalancerStats({ store, clock, network: (id) => agents.get(id)?.network }, lb) }),
+    gateway.route,
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
     ...SERVED_ELSEWHERE.map((p) => ({ service: p.service, impl: servedElsewhereImpl(p.service, p.where) })),
   ];
@@ -275,6 +279,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     await agents.stop();
     identity.stop();
     await audit.close();
+    await gateway.close();
     await store.close();
     throw err;
   }
@@ -302,6 +307,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
         await controllers.stop();
         await agents.stop();
         identity.stop();
+        await gateway.close();
         await store.close();
       })();
       return closing;

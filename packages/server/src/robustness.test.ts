@@ -4,6 +4,9 @@ import { after, before, describe, it } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { BadRequestSchema, type BadRequest } from "@quantix/api/gen/google/rpc/error_details_pb.js";
 import { startTestServer, type TestServer } from "@quantix/testing";
+import { MemoryGateway } from "@quantix/api/gen/virtualdom/v1/gateway_pb.js";
+import type { QuantixError } from "@quantix/core";
+import { unimplementedImpl } from "./rpc/unimplemented-routes.js";
 
 // Bad input over the wire (Connect JSON on HTTP/1.1, plain fetch): each gets a clear
 // error, changes nothing, and the server keeps serving.
@@ -148,8 +151,13 @@ describe("bad input over the wire", () => {
   });
 
   it("RPCs not built yet are unimplemented and say so", async () => {
-    const e = expectError(await post(s.url, "/virtualdom.v1.MemoryGateway/ListNodes", "{}"), 501, "unimplemented");
-    assert.match(e.message, /not implemented yet/);
+    // Every service of the contract is served now; a service a later issue adds is listed
+    // in PENDING_SERVICES and answered by unimplementedImpl, which says what brings it.
+    const impl = unimplementedImpl(MemoryGateway, "a later issue") as unknown as { listNodes: () => Promise<unknown> };
+    await assert.rejects(impl.listNodes(), (e: QuantixError) => e.code === "unimplemented" && /virtualdom\.v1\.MemoryGateway\/ListNodes is not implemented yet: it arrives with a later issue/.test(e.message));
+    // And the MemoryGateway itself now answers (an empty list, not UNIMPLEMENTED).
+    const res = await post(s.url, "/virtualdom.v1.MemoryGateway/ListNodes", "{}");
+    assert.equal(res.status, 200);
   });
 
   it("vmm.v1.VmService is unimplemented here and the message says the host agent serves it", async () => {

@@ -32,6 +32,8 @@ const GRPC_CONTENT_TYPE = /^application\/grpc(\+proto)?$/;
  */
 export class GrpcFastPath {
   private readonly methods = new Map<string, Served>();
+  /** Per-service message limits (Route.limits), by path. */
+  private readonly limits = new Map<string, { readonly readMaxBytes: number; readonly writeMaxBytes: number }>();
   private readonly live = new Set<FastContext>();
 
   constructor(routes: readonly Route[], private readonly opts: FastPathOptions) {
@@ -41,7 +43,9 @@ export class GrpcFastPath {
     for (const r of routes) {
       const spec = createServiceImplSpec(r.service, r.impl);
       for (const m of Object.values(spec.methods)) {
-        if (m.kind === "unary" || m.kind === "server_streaming") this.methods.set(`/${r.service.typeName}/${m.method.name}`, m);
+        if (m.kind !== "unary" && m.kind !== "server_streaming") continue;
+        this.methods.set(`/${r.service.typeName}/${m.method.name}`, m);
+        if (r.limits) this.limits.set(`/${r.service.typeName}/${m.method.name}`, r.limits);
       }
     }
   }
@@ -58,17 +62,18 @@ export class GrpcFastPath {
     const timeout = parseTimeout(typeof rawTimeout === "string" ? rawTimeout : null, Number.MAX_SAFE_INTEGER);
     if (timeout.error) return false;
     const ctx = new FastContext(spec.method.parent, spec.method, path, stream, headers, timeout.timeoutMs, this.opts.shutdownSignal, this.live);
-    void (spec.kind === "unary" ? this.serveUnary(stream, spec, ctx) : this.serveStreaming(stream, spec, ctx));
+    const limits = this.limits.get(path) ?? this.opts;
+    void (spec.kind === "unary" ? this.serveUnary(stream, spec, ctx, limits) : this.serveStreaming(stream, spec, ctx, limits));
     return true;
   }
 
   // A request that fails before the chain (too large, undecodable) is refused as the Connect
   // router refuses it there: with its status, unseen by the interceptors, and reported.
-  private async serveUnary(stream: ServerHttp2Stream, spec: Extract<Served, { kind: "unary" }>, ctx: FastContext): Promise<void> {
+  private async serveUnary(stream: ServerHttp2Stream, spec: Extract<Served, { kind: "unary" }>, ctx: FastContext, limits: Route["limits"] & {}): Promise<void> {
     const start = performance.now();
     let req;
     try {
-      req = fastRequest(ctx, false, decodeMessage(spec.method.input, await readMessage(stream, this.opts.readMaxBytes)));
+      req = fastRequest(ctx, false, decodeMessage(spec.method.input, await readMessage(stream, limits.readMaxBytes)));
     } catch (err) {
       const e = ctx.expired() ? DEADLINE : toConnectError(err);
       finish(stream, ctx, e);
@@ -79,7 +84,7 @@ export class GrpcFastPath {
     try {
       const res = await applyInterceptors(invokeUnary(spec, ctx, req), this.opts.interceptors)(req);
       adoptResponse(ctx, res);
-      const bytes = envelope(spec.method.output, res.message as object, this.opts.writeMaxBytes);
+      const bytes = envelope(spec.method.output, res.message as object, limits.writeMaxBytes);
       respond(stream, ctx);
       stream.write(bytes);
       finish(stream, ctx, undefined);
@@ -90,9 +95,9 @@ export class GrpcFastPath {
     }
   }
 
-  private async serveStreaming(stream: ServerHttp2Stream, spec: Extract<Served, { kind: "server_streaming" }>, ctx: FastContext): Promise<void> {
+  private async serveStreaming(stream: ServerHttp2Stream, spec: Extract<Served, { kind: "server_streaming" }>, ctx: FastContext, limits: Route["limits"] & {}): Promise<void> {
     // Read from now on; a bad request message fails the call when its implementation's end of the chain reads it.
-    const body = readMessage(stream, this.opts.readMaxBytes);
+    const body = readMessage(stream, limits.readMaxBytes);
     body.catch(() => undefined);
     const input = spec.method.input;
     const req = fastRequest(ctx, true, {
@@ -104,7 +109,7 @@ export class GrpcFastPath {
       const res = await applyInterceptors(invokeServerStreaming(spec, ctx, req), this.opts.interceptors)(req);
       adoptResponse(ctx, res);
       respond(stream, ctx);
-      await pump(stream, res.message as AsyncIterable<unknown>, spec.method.output, this.opts.writeMaxBytes);
+      await pump(stream, res.message as AsyncIterable<unknown>, spec.method.output, limits.writeMaxBytes);
       finish(stream, ctx, undefined);
     } catch (err) {
       finish(stream, ctx, ctx.expired() ? DEADLINE : toConnectError(err));

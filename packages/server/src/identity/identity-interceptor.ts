@@ -89,7 +89,7 @@ export function identityInterceptor(d: IdentityInterceptorDeps): Interceptor {
       if (principal.systemAdmin) return principal.kind === "local" ? next(req) : next(req).then((res) => streamed(principal, res));
       if (req.stream) {
         // A streaming request's message is read only when the policy needs it (never for a service not built yet).
-        if (known.access !== "project" || known.target.from === "pending") return Promise.resolve(settled(authorize(d, principal, known, {}, req))).then(() => next(req)).then((res) => streamed(principal, res));
+        if (known.access !== "project" || known.target.from === "any-project") return Promise.resolve(settled(authorize(d, principal, known, {}, req))).then(() => next(req)).then((res) => streamed(principal, res));
         return firstMessage(req).then(async ({ message, req: forward }) => {
           await settled(authorize(d, principal, known, message, forward));
           return streamed(principal, await next(forward));
@@ -200,7 +200,7 @@ function authorizeTarget(d: IdentityInterceptorDeps, p: Principal, need: Project
       const chosen = t.targets.find((x) => fieldValue(msg, x.field.split(".")[0]!) !== undefined);
       return chosen ? authorizeTarget(d, p, need, chosen, msg, req) : undefined;
     }
-    case "pending":
+    case "any-project":
       if ([...p.projects.values()].some((r) => roleIncludes(r, need))) return undefined;
       throw new QuantixError("permission_denied", `requires role ${need} in a project`);
     case "request": {

@@ -72,7 +72,7 @@ function expected(policy: Policy, caller: CallerName, project: string, w: World,
       const have = roles.get(project);
       // ImportImage's oneof: the matrix sends image_id (an image of the project).
       const t = policy.target.from === "either" ? policy.target.targets[0]! : policy.target;
-      if (t.from === "pending") return [...roles.values()].some((r) => roleIncludes(r, policy.role)) ? "allowed" : "denied";
+      if (t.from === "any-project") return [...roles.values()].some((r) => roleIncludes(r, policy.role)) ? "allowed" : "denied";
       if (t.from === "list" && !req["projectId"]) return "allowed";
       if (roleIncludes(have, policy.role)) return "allowed";
       if (!have && (t.from === "object" || t.from === "target" || (t.from === "request" && t.hide))) return "hidden";

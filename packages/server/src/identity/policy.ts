@@ -16,15 +16,16 @@ import { StorageService } from "@quantix/api/gen/vmm/v1/storage_pb.js";
  * - `list`: a List or Watch, filtered to the projects where the caller has the role (a
  *   `project_id` the request names must be one); `cluster` adds objects of no project
  *   (events of nodes);
- * - `pending`: a service not built yet: the role in any project lets the call through to
- *   its UNIMPLEMENTED answer; the service's own target comes with it.
+ * - `any-project`: objects of no project (the MemoryGateway's documents): the role in any
+ *   project lets the call through (a service not built yet uses it too, until its own
+ *   target comes with it).
  */
 export type ProjectTarget =
   | { readonly from: "request"; readonly field: string; readonly dflt?: string; readonly hide?: boolean }
   | { readonly from: "object"; readonly kind: Kind<Resource>; readonly field: string; readonly after?: boolean }
   | { readonly from: "target"; readonly pick: (msg: Readonly<Record<string, unknown>>) => { readonly kind: Kind<Resource>; readonly id: string } | undefined }
   | { readonly from: "list"; readonly cluster?: boolean }
-  | { readonly from: "pending" }
+  | { readonly from: "any-project" }
   /** The first of `targets` whose field the request sets (a oneof: ImportImage's image_id or create); none set: the handler says what is missing. */
   | { readonly from: "either"; readonly targets: readonly (ProjectTarget & { readonly from: "request" | "object" })[] };
 
@@ -72,7 +73,7 @@ const snapshotTarget = (role: ProjectRole): Policy => ({
 });
 const list = (role: ProjectRole = "reader", cluster = false): Policy => ({ access: "project", role, target: { from: "list", cluster } });
 const inRequest = (role: ProjectRole, field = "project_id", o: { dflt?: string; hide?: boolean } = {}): Policy => ({ access: "project", role, target: { from: "request", field, ...o } });
-const pending = (role: ProjectRole, scope?: Scope): Policy => ({ access: "project", role, target: { from: "pending" }, ...(scope ? { scope } : {}) });
+const anyProject = (role: ProjectRole, scope?: Scope): Policy => ({ access: "project", role, target: { from: "any-project" }, ...(scope ? { scope } : {}) });
 
 const VMS = "Quantixkvm.compute.v1.VMService";
 const NODES = "Quantixkvm.compute.v1.NodeService";
@@ -294,13 +295,13 @@ export const POLICY: Readonly<Record<string, Policy>> = {
   [`${VPNS}/RemoveVpnPeer`]: vpn("member"),
 
   // The document gateway (adr-0001): dom.read to read, dom.write to write.
-  [`${DOM}/WriteDiff`]: pending("member", "dom.write"),
-  [`${DOM}/ReadSnapshot`]: pending("reader", "dom.read"),
-  [`${DOM}/SubscribeChanges`]: pending("reader", "dom.read"),
-  [`${DOM}/CollaborativeSession`]: pending("member", "dom.write"),
-  [`${DOM}/ListNodes`]: pending("reader", "dom.read"),
-  [`${DOM}/ListVersions`]: pending("reader", "dom.read"),
-  [`${DOM}/DeleteNode`]: pending("member", "dom.write"),
+  [`${DOM}/WriteDiff`]: anyProject("member", "dom.write"),
+  [`${DOM}/ReadSnapshot`]: anyProject("reader", "dom.read"),
+  [`${DOM}/SubscribeChanges`]: anyProject("reader", "dom.read"),
+  [`${DOM}/CollaborativeSession`]: anyProject("member", "dom.write"),
+  [`${DOM}/ListNodes`]: anyProject("reader", "dom.read"),
+  [`${DOM}/ListVersions`]: anyProject("reader", "dom.read"),
+  [`${DOM}/DeleteNode`]: anyProject("member", "dom.write"),
 };
 
 /** The policy of a procedure ("pkg.Service/Method"), or undefined (then the call is refused). */

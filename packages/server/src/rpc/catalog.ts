@@ -18,15 +18,13 @@ import { file_Quantixkvm_storage_v1_image_service } from "@quantix/api/gen/Quant
 import { file_Quantixkvm_storage_v1_snapshot_service } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_service_pb.js";
 import { file_Quantixkvm_storage_v1_storage_pool_service } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
 import { file_Quantixkvm_storage_v1_volume_service } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
-import { file_virtualdom_v1_gateway, MemoryGateway } from "@quantix/api/gen/virtualdom/v1/gateway_pb.js";
+import { file_virtualdom_v1_gateway } from "@quantix/api/gen/virtualdom/v1/gateway_pb.js";
 import { file_vmm_v1_network, NetworkService } from "@quantix/api/gen/vmm/v1/network_pb.js";
 import { file_vmm_v1_storage, StorageService } from "@quantix/api/gen/vmm/v1/storage_pb.js";
 import { file_vmm_v1_vm, VmService } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 
 /** Services of the API contract that later issues implement, with what brings each. */
-export const PENDING_SERVICES: readonly { service: DescService; arrivesWith: string }[] = [
-  { service: MemoryGateway, arrivesWith: "the MemoryGateway issue (versioned BSON documents)" },
-];
+export const PENDING_SERVICES: readonly { service: DescService; arrivesWith: string }[] = [];
 
 /**
  * Services of the contract that another process serves, with where: the control plane

@@ -636,6 +636,70 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
       CREATE INDEX quantix_load_balancers_labels ON quantix_load_balancers USING gin (labels jsonb_path_ops);
     `,
   },
+  {
+    version: 16,
+    name: "MemoryGateway documents",
+    // The MemoryGateway's own tables (packages/server/src/gateway/sql-doc-engine.ts): its
+    // versions are a counter of their own, +1 per document change (gateway.proto).
+    sql: `
+      CREATE TABLE quantix_dom_meta (
+        id int PRIMARY KEY CHECK (id = 1),
+        -- The latest version. Every change increments it in its own transaction, which locks
+        -- this row until commit: versions commit in order.
+        version bigint NOT NULL,
+        -- Changes at or below this version have been compacted away.
+        compacted_version bigint NOT NULL
+      );
+      INSERT INTO quantix_dom_meta (id, version, compacted_version) VALUES (1, 0, 0);
+
+      CREATE TABLE quantix_dom_nodes (
+        node_id bytea PRIMARY KEY,
+        version bigint NOT NULL,
+        created_version bigint NOT NULL,
+        created_ms bigint NOT NULL,
+        updated_ms bigint NOT NULL,
+        clock jsonb NOT NULL,
+        metadata jsonb NOT NULL,
+        size_bytes bigint NOT NULL,
+        since_checkpoint int NOT NULL,
+        since_checkpoint_bytes bigint NOT NULL,
+        document bytea NOT NULL
+      );
+      CREATE INDEX quantix_dom_nodes_by_updated ON quantix_dom_nodes (updated_ms, node_id);
+
+      CREATE TABLE quantix_dom_changes (
+        version bigint PRIMARY KEY,
+        node_id bytea NOT NULL,
+        type text NOT NULL,
+        created boolean NOT NULL,
+        diff bytea NOT NULL,
+        paths jsonb NOT NULL,
+        clock jsonb NOT NULL,
+        writer_clock jsonb NOT NULL,
+        metadata jsonb NOT NULL,
+        author text NOT NULL,
+        writer_id text NOT NULL,
+        committed_ms bigint NOT NULL,
+        -- The whole document after the change, on some changes: reads at older versions
+        -- start from the nearest one instead of the node's first change.
+        checkpoint bytea
+      );
+      CREATE INDEX quantix_dom_changes_by_node ON quantix_dom_changes (node_id, version);
+
+      -- Who is in each collaborative session, on which replica (presence across replicas).
+      CREATE TABLE quantix_dom_participants (
+        node_id bytea NOT NULL,
+        participant_id text NOT NULL,
+        connection_id text NOT NULL,
+        display_name text NOT NULL,
+        metadata jsonb NOT NULL,
+        cursor jsonb,
+        joined_ms bigint NOT NULL,
+        seen_ms bigint NOT NULL,
+        PRIMARY KEY (node_id, participant_id)
+      );
+    `,
+  },
 ];
 
 /** The newest schema version this binary knows. */

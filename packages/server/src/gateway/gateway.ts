@@ -1,0 +1,52 @@
+import type { Store } from "@quantix/core";
+import type { Logger, Route } from "@quantix/rpc";
+import { SqlStore } from "../store/sql/sql-store.js";
+import { DIFF_LIMITS } from "./diff.js";
+import type { DocEngine } from "./doc-engine.js";
+import { DocStore } from "./doc-store.js";
+import { memoryGatewayRoute } from "./gateway-routes.js";
+import { MemoryDocEngine } from "./memory-doc-engine.js";
+import { LocalPresence, SqlPresence, type PresenceBus } from "./presence.js";
+import { SessionHub } from "./sessions.js";
+import { SqlDocEngine } from "./sql-doc-engine.js";
+
+/** Room in a message beyond its document or diff: ids, clocks (1024 entries) and metadata (64 × 4 KiB). */
+const ENVELOPE_BYTES = 1024 * 1024;
+
+/** The MemoryGateway of one process: its documents, sessions, and the route that serves them. */
+export interface Gateway {
+  readonly docs: DocStore;
+  readonly sessions: SessionHub;
+  readonly route: Route;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the gateway on a store: documents in the store's database (the embedded one or
+ * PostgreSQL: tables of migration 16), or in memory with the memory store; sessions'
+ * presence shared through PostgreSQL when replicas share it.
+ */
+export async function openGateway(store: Store, log: Logger): Promise<Gateway> {
+  let engine: DocEngine;
+  let presence: PresenceBus;
+  const onError = (err: unknown) => log.log("warn", "MemoryGateway: reading the document history failed; retrying", { error: String((err as Error)?.message ?? err) });
+  if (store instanceof SqlStore) {
+    engine = await SqlDocEngine.open(store.driver, { onError });
+    presence = store.driver.kind === "postgres" ? await SqlPresence.open(store.driver, { onError }) : new LocalPresence();
+  } else {
+    engine = new MemoryDocEngine();
+    presence = new LocalPresence();
+  }
+  const docs = new DocStore(engine);
+  const sessions = new SessionHub(docs, presence);
+  const base = memoryGatewayRoute(docs, sessions);
+  return {
+    docs,
+    sessions,
+    route: { ...base, limits: { readMaxBytes: DIFF_LIMITS.maxDiffBytes + ENVELOPE_BYTES, writeMaxBytes: DIFF_LIMITS.maxDocumentBytes + ENVELOPE_BYTES } },
+    async close() {
+      await presence.close();
+      await engine.close();
+    },
+  };
+}

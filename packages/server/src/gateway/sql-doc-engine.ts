@@ -1,0 +1,341 @@
+import { QuantixError } from "@quantix/core";
+import { WatchHub } from "../store/watch-hub.js";
+import { big, type Param, type Queryable, type SqlDriver } from "../store/sql/sql-driver.js";
+import { clockFromJson, clockToJson } from "./clock.js";
+import type { DocChange, DocEngine, DocNode, DocNodeInfo, DocTx, NodeListQuery } from "./doc-engine.js";
+import { tooMany } from "./memory-doc-engine.js";
+
+/** The channel a commit notifies (payload: the new version). */
+export const DOC_CHANNEL = "quantix_dom_changes";
+/** Changes read per query when following the history. */
+const BATCH = 64;
+
+const CHANGE_COLUMNS = "version, node_id, type, created, diff, paths, clock, writer_clock, metadata, author, writer_id, committed_ms";
+const NODE_COLUMNS = "node_id, version, created_version, created_ms, updated_ms, clock, metadata, size_bytes, since_checkpoint, since_checkpoint_bytes";
+
+type ChangeRow = {
+  version: unknown;
+  node_id: Uint8Array;
+  type: string;
+  created: boolean;
+  diff: Uint8Array;
+  paths: string[] | string;
+  clock: Record<string, string> | string;
+  writer_clock: Record<string, string> | string;
+  metadata: Record<string, string> | string;
+  author: string;
+  writer_id: string;
+  committed_ms: unknown;
+};
+
+type NodeRow = {
+  node_id: Uint8Array;
+  version: unknown;
+  created_version: unknown;
+  created_ms: unknown;
+  updated_ms: unknown;
+  clock: Record<string, string> | string;
+  metadata: Record<string, string> | string;
+  size_bytes: unknown;
+  since_checkpoint: number;
+  since_checkpoint_bytes: unknown;
+  document?: Uint8Array;
+};
+
+const json = <T>(v: T | string): T => (typeof v === "string" ? (JSON.parse(v) as T) : v);
+const bytes = (v: Uint8Array) => (v instanceof Uint8Array ? v : new Uint8Array(v as ArrayLike<number>));
+
+function toChange(r: ChangeRow): DocChange {
+  return {
+    version: big(r.version),
+    nodeId: bytes(r.node_id),
+    type: r.type === "DELETED" ? "DELETED" : "DIFF",
+    diff: bytes(r.diff),
+    paths: json<string[]>(r.paths),
+    clock: clockFromJson(json(r.clock)),
+    writerClock: clockFromJson(json(r.writer_clock)),
+    metadata: json<Record<string, string>>(r.metadata),
+    author: r.author,
+    writerId: r.writer_id,
+    committedMs: Number(big(r.committed_ms)),
+    created: r.created,
+  };
+}
+
+function toNode(r: NodeRow): DocNode {
+  return {
+    nodeId: bytes(r.node_id),
+    version: big(r.version),
+    createdVersion: big(r.created_version),
+    createdMs: Number(big(r.created_ms)),
+    updatedMs: Number(big(r.updated_ms)),
+    clock: clockFromJson(json(r.clock)),
+    metadata: json<Record<string, string>>(r.metadata),
+    document: r.document ? bytes(r.document) : new Uint8Array(0),
+    sinceCheckpoint: r.since_checkpoint,
+    sinceCheckpointBytes: Number(big(r.since_checkpoint_bytes)),
+  };
+}
+
+function toInfo(r: NodeRow): DocNodeInfo {
+  const n = toNode(r);
+  return { nodeId: n.nodeId, version: n.version, createdVersion: n.createdVersion, createdMs: n.createdMs, updatedMs: n.updatedMs, clock: n.clock, metadata: n.metadata, sizeBytes: Number(big(r.size_bytes)) };
+}
+
+/**
+ * Documents in SQL (migration 16), on the embedded database or PostgreSQL. A write's
+ * transaction locks quantix_dom_meta first, so writes (from every replica) take versions
+ * and commit in order; each notifies DOC_CHANNEL, and every replica follows the change
+ * table into its hub (woken by the notification, or by a poll as a safety net): a reader
+ * that reads `version > last` never skips a change that commits later.
+ */
+export class SqlDocEngine implements DocEngine {
+  readonly hub: WatchHub<DocChange>;
+  private last: bigint;
+  private running: Promise<void> | undefined;
+  private again = false;
+  private timer: NodeJS.Timeout | undefined;
+  private unlisten: (() => Promise<void>) | undefined;
+  private failure: unknown;
+
+  private constructor(
+    private readonly db: SqlDriver,
+    start: bigint,
+    private readonly pollMs: number,
+    private readonly onError: (err: unknown) => void,
+  ) {
+    this.last = start;
+    this.hub = new WatchHub<DocChange>("document", () => this.last, { historySize: 64, maxBacklog: 1000 }, start);
+  }
+
+  get kind(): string {
+    return this.db.kind;
+  }
+
+  /** Opens the engine on a migrated database and starts following its changes. */
+  static async open(db: SqlDriver, options: { pollMs?: number; onError?: (err: unknown) => void } = {}): Promise<SqlDocEngine> {
+    const { rows } = await db.query<{ version: unknown }>("SELECT version FROM quantix_dom_meta WHERE id = 1");
+    const engine = new SqlDocEngine(db, big(rows[0]?.version ?? 0), options.pollMs ?? 1000, options.onError ?? (() => undefined));
+    await engine.start();
+    return engine;
+  }
+
+  private async start(): Promise<void> {
+    try {
+      this.unlisten = await this.db.listen(DOC_CHANNEL, () => void this.kick(), () => (this.unlisten = undefined));
+    } catch (err) {
+      this.onError(err);
+    }
+    this.timer = setInterval(() => {
+      if (!this.unlisten) void this.db.listen(DOC_CHANNEL, () => void this.kick(), () => (this.unlisten = undefined)).then((u) => (this.unlisten = u), this.onError);
+      void this.kick();
+    }, this.pollMs);
+    this.timer.unref();
+  }
+
+  private kick(): Promise<void> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      try {
+        do {
+          this.again = false;
+          while ((await this.readBatch()) === BATCH);
+        } while (this.again);
+        this.failure = undefined;
+      } catch (err) {
+        this.failure = err;
+        this.onError(err);
+      } finally {
+        this.running = undefined;
+      }
+    })();
+    return this.running;
+  }
+
+  private async readBatch(): Promise<number> {
+    const { rows } = await this.db.query<ChangeRow>(`SELECT ${CHANGE_COLUMNS} FROM quantix_dom_changes WHERE version > $1 ORDER BY version LIMIT $2`, [this.last, BATCH]);
+    for (const r of rows) {
+      const change = toChange(r);
+      this.last = change.version;
+      this.hub.publish({ type: "MODIFIED", object: change, revision: change.version });
+    }
+    return rows.length;
+  }
+
+  async syncLatest(): Promise<bigint> {
+    const { rows } = await this.db.query<{ version: unknown }>("SELECT version FROM quantix_dom_meta WHERE id = 1");
+    const latest = big(rows[0]?.version ?? 0);
+    for (let i = 0; i < 3 && this.last < latest; i++) await this.kick();
+    if (this.last < latest) throw new QuantixError("unavailable", `could not read the document history up to version ${latest}: ${String(this.failure ?? "unknown error")}; retry`);
+    return latest;
+  }
+
+  async transact<R>(fn: (tx: DocTx) => Promise<R>): Promise<R> {
+    const out = await this.db.transaction(async (q) => {
+      const { rows } = await q.query<{ version: unknown }>("SELECT version FROM quantix_dom_meta WHERE id = 1 FOR UPDATE");
+      const start = big(rows[0]?.version ?? 0);
+      let next = start;
+      const result = await fn(this.tx(q, () => ++next));
+      if (next > start) {
+        await q.query("UPDATE quantix_dom_meta SET version = $1 WHERE id = 1", [next]);
+        await q.query("SELECT pg_notify($1, $2)", [DOC_CHANNEL, next.toString()]);
+      }
+      return { result, wrote: next > start };
+    });
+    // This replica's own writes reach its watchers without waiting for the notification.
+    if (out.wrote) void this.kick();
+    return out.result;
+  }
+
+  private tx(q: Queryable, next: () => bigint): DocTx {
+    return {
+      node: (id) => this.readNode(q, id),
+      changesNewestFirst: async (id, since, before, limit) => {
+        const { rows } = await q.query<ChangeRow>(
+          `SELECT ${CHANGE_COLUMNS} FROM quantix_dom_changes WHERE node_id = $1 AND version >= $2 AND version < $3 ORDER BY version DESC LIMIT $4`,
+          [id, since, before, limit],
+        );
+        return rows.map(toChange);
+      },
+      nextVersion: async () => next(),
+      putNode: async (n) => {
+        await q.query(
+          `INSERT INTO quantix_dom_nodes (${NODE_COLUMNS}, document) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11)
+           ON CONFLICT (node_id) DO UPDATE SET version = EXCLUDED.version, created_version = EXCLUDED.created_version, created_ms = EXCLUDED.created_ms,
+             updated_ms = EXCLUDED.updated_ms, clock = EXCLUDED.clock, metadata = EXCLUDED.metadata, size_bytes = EXCLUDED.size_bytes,
+             since_checkpoint = EXCLUDED.since_checkpoint, since_checkpoint_bytes = EXCLUDED.since_checkpoint_bytes, document = EXCLUDED.document`,
+          [n.nodeId, n.version, n.createdVersion, n.createdMs, n.updatedMs, clockToJson(n.clock), JSON.stringify(n.metadata), n.document.length, n.sinceCheckpoint, n.sinceCheckpointBytes, n.document],
+        );
+      },
+      removeNode: async (id) => void (await q.query("DELETE FROM quantix_dom_nodes WHERE node_id = $1", [id])),
+      addChange: async (c, checkpoint) => {
+        const params: Param[] = [c.version, c.nodeId, c.type, c.created, c.diff, JSON.stringify(c.paths), clockToJson(c.clock), clockToJson(c.writerClock), JSON.stringify(c.metadata), c.author, c.writerId, c.committedMs, checkpoint ?? null];
+        await q.query(`INSERT INTO quantix_dom_changes (${CHANGE_COLUMNS}, checkpoint) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8::jsonb, $9::jsonb, $10, $11, $12, $13)`, params);
+      },
+    };
+  }
+
+  private async readNode(q: Queryable, id: Uint8Array): Promise<DocNode | undefined> {
+    const { rows } = await q.query<NodeRow>(`SELECT ${NODE_COLUMNS}, document FROM quantix_dom_nodes WHERE node_id = $1`, [id]);
+    return rows[0] ? toNode(rows[0]) : undefined;
+  }
+
+  node(id: Uint8Array): Promise<DocNode | undefined> {
+    return this.readNode(this.db, id);
+  }
+
+  async lastChange(id: Uint8Array, version: bigint): Promise<DocChange | undefined> {
+    const { rows } = await this.db.query<ChangeRow>(`SELECT ${CHANGE_COLUMNS} FROM quantix_dom_changes WHERE node_id = $1 AND version <= $2 ORDER BY version DESC LIMIT 1`, [id, version]);
+    return rows[0] ? toChange(rows[0]) : undefined;
+  }
+
+  rebuildFrom(id: Uint8Array, version: bigint): Promise<{ base: Uint8Array | undefined; diffs: Uint8Array[] }> {
+    // One snapshot: the nearest checkpoint (or creation) and the diffs after it.
+    return this.db.transaction(
+      async (q) => {
+        const { rows: start } = await q.query<{ version: unknown; created: boolean; checkpoint: Uint8Array | null }>(
+          `SELECT version, created, checkpoint FROM quantix_dom_changes WHERE node_id = $1 AND version <= $2 AND (checkpoint IS NOT NULL OR created) ORDER BY version DESC LIMIT 1`,
+          [id, version],
+        );
+        const from = start[0];
+        if (!from) return { base: undefined, diffs: [] };
+        const cp = from.checkpoint ? bytes(from.checkpoint) : undefined;
+        // From a checkpoint: the diffs after it; from a creation: its own diff too.
+        const { rows } = await q.query<{ diff: Uint8Array }>(
+          `SELECT diff FROM quantix_dom_changes WHERE node_id = $1 AND version ${cp ? ">" : ">="} $2 AND version <= $3 AND type = 'DIFF' ORDER BY version`,
+          [id, big(from.version), version],
+        );
+        return { base: cp, diffs: rows.map((r) => bytes(r.diff)) };
+      },
+      { repeatableRead: true },
+    );
+  }
+
+  async listNodes(q: NodeListQuery): Promise<{ nodes: DocNodeInfo[]; total: number }> {
+    const params: Param[] = [];
+    const where: string[] = [];
+    if (q.prefix.length > 0) {
+      params.push(q.prefix);
+      // substring on bytea: the first bytes equal the prefix.
+      where.push(`substring(node_id from 1 for ${q.prefix.length}) = $${params.length}`);
+    }
+    const total = q.count ? Number(big((await this.db.query<{ n: unknown }>(`SELECT count(*) AS n FROM quantix_dom_nodes ${where.length ? `WHERE ${where.join(" AND ")}` : ""}`, params)).rows[0]?.n ?? 0)) : -1;
+    const cmp = q.desc ? "<" : ">";
+    const dir = q.desc ? "DESC" : "ASC";
+    const page = [...where];
+    const pageParams = [...params];
+    if (q.after) {
+      if (q.order === "updated_at") {
+        pageParams.push(q.after.updatedMs, q.after.nodeId);
+        page.push(`(updated_ms, node_id) ${cmp} ($${pageParams.length - 1}, $${pageParams.length})`);
+      } else {
+        pageParams.push(q.after.nodeId);
+        page.push(`node_id ${cmp} $${pageParams.length}`);
+      }
+    }
+    pageParams.push(q.limit);
+    const order = q.order === "updated_at" ? `updated_ms ${dir}, node_id ${dir}` : `node_id ${dir}`;
+    const { rows } = await this.db.query<NodeRow>(`SELECT ${NODE_COLUMNS} FROM quantix_dom_nodes ${page.length ? `WHERE ${page.join(" AND ")}` : ""} ORDER BY ${order} LIMIT $${pageParams.length}`, pageParams);
+    return { nodes: rows.map(toInfo), total };
+  }
+
+  async listVersions(id: Uint8Array, desc: boolean, after: bigint | undefined, limit: number): Promise<{ changes: DocChange[]; total: number }> {
+    const { rows: n } = await this.db.query<{ n: unknown }>("SELECT count(*) AS n FROM quantix_dom_changes WHERE node_id = $1", [id]);
+    const params: Param[] = [id];
+    let cond = "";
+    if (after !== undefined) {
+      params.push(after);
+      cond = `AND version ${desc ? "<" : ">"} $2`;
+    }
+    params.push(limit);
+    const { rows } = await this.db.query<ChangeRow>(
+      `SELECT version, node_id, type, created, ''::bytea AS diff, paths, clock, writer_clock, metadata, author, writer_id, committed_ms, length(diff) AS diff_size
+       FROM quantix_dom_changes WHERE node_id = $1 ${cond} ORDER BY version ${desc ? "DESC" : "ASC"} LIMIT $${params.length}`,
+      params,
+    );
+    return { changes: rows.map((r) => ({ ...toChange(r), diffSize: Number(big((r as unknown as { diff_size: unknown }).diff_size)) })), total: Number(big(n[0]?.n ?? 0)) };
+  }
+
+  async changesAfter(after: bigint, through: bigint, limit: number): Promise<DocChange[]> {
+    const { rows } = await this.db.query<ChangeRow>(`SELECT ${CHANGE_COLUMNS} FROM quantix_dom_changes WHERE version > $1 AND version <= $2 ORDER BY version LIMIT $3`, [after, through, limit]);
+    return rows.map(toChange);
+  }
+
+  snapshotNodes(match: (id: Uint8Array) => boolean, sql: { ids: Uint8Array[]; prefix: Uint8Array | undefined }, limit: number): Promise<{ version: bigint; nodes: DocNode[] }> {
+    return this.db.transaction(
+      async (q) => {
+        const { rows: m } = await q.query<{ version: unknown }>("SELECT version FROM quantix_dom_meta WHERE id = 1");
+        const where: string[] = [];
+        const params: Param[] = [];
+        if (sql.prefix) {
+          params.push(sql.prefix);
+          where.push(`substring(node_id from 1 for ${sql.prefix.length}) = $1`);
+        }
+        for (const id of sql.ids) {
+          params.push(id);
+          where.push(`node_id = $${params.length}`);
+        }
+        params.push(limit + 1);
+        const { rows } = await q.query<NodeRow>(`SELECT ${NODE_COLUMNS}, document FROM quantix_dom_nodes ${where.length ? `WHERE ${where.join(" OR ")}` : ""} ORDER BY node_id LIMIT $${params.length}`, params);
+        if (rows.length > limit) throw tooMany(rows.length, limit);
+        return { version: big(m[0]?.version ?? 0), nodes: rows.map(toNode).filter((n) => match(n.nodeId)) };
+      },
+      { repeatableRead: true },
+    );
+  }
+
+  async compactedVersion(): Promise<bigint> {
+    const { rows } = await this.db.query<{ v: unknown }>("SELECT compacted_version AS v FROM quantix_dom_meta WHERE id = 1");
+    return big(rows[0]?.v ?? 0);
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    await this.running;
+    await this.unlisten?.();
+    this.unlisten = undefined;
+  }
+}
