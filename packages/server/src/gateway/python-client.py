@@ -26,8 +26,9 @@ msg = lambda name: factory.GetPrototype(pool.FindMessageTypeByName("virtualdom.v
 WriteDiffRequest, WriteDiffResponse = msg("WriteDiffRequest"), msg("WriteDiffResponse")
 ReadSnapshotRequest, ReadSnapshotResponse = msg("ReadSnapshotRequest"), msg("ReadSnapshotResponse")
 SubscribeRequest, ChangeEvent = msg("SubscribeRequest"), msg("ChangeEvent")
-outcome_name = pool.FindEnumTypeByName("virtualdom.v1.WriteOutcome").values_by_number
-change_name = pool.FindEnumTypeByName("virtualdom.v1.ChangeType").values_by_number
+# Enum values by number, named without their prefix: WRITE_OUTCOME_MERGED -> MERGED.
+outcome_name = {n: v.name.removeprefix("WRITE_OUTCOME_") for n, v in pool.FindEnumTypeByName("virtualdom.v1.WriteOutcome").values_by_number.items()}
+change_name = {n: v.name.removeprefix("CHANGE_TYPE_") for n, v in pool.FindEnumTypeByName("virtualdom.v1.ChangeType").values_by_number.items()}
 
 channel = grpc.insecure_channel(target)
 service = "/virtualdom.v1.MemoryGateway/"
@@ -55,7 +56,7 @@ class Writer:
         if barrier:
             barrier.wait()
         res = write_diff(req, timeout=10)
-        return {"writer": self.id, "outcome": outcome_name[res.outcome].name, "version": res.new_version, "conflicts": [[c.path, c.concurrent_version] for c in res.conflicts], "concurrent": list(res.concurrent_versions)}
+        return {"writer": self.id, "outcome": outcome_name[res.outcome], "version": res.new_version, "conflicts": [[c.path, c.concurrent_version] for c in res.conflicts], "concurrent": list(res.concurrent_versions)}
 
 
 # The TypeScript side wrote the node first; both Python writers start from that clock.
@@ -101,8 +102,8 @@ stream = subscribe(SubscribeRequest(node_ids=[node_id], from_version=from_versio
 seen_ts_live = False
 synced = False
 for ev in stream:
-    kind = change_name[ev.type].name
-    if kind == "CHANGE_TYPE_SYNCED":
+    kind = change_name[ev.type]
+    if kind == "SYNCED":
         synced = True
         say(event="synced", version=ev.version)
         continue
