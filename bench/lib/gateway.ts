@@ -1,9 +1,10 @@
 import * as http2 from "node:http2";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ChangeType } from "@quantix/api/gen/virtualdom/v1/gateway_pb.js";
+import { fromBinary } from "@bufbuild/protobuf";
+import { ChangeEventSchema, ChangeType } from "@quantix/api/gen/virtualdom/v1/gateway_pb.js";
 import { EnvelopeReader, envelope } from "./grpc-frame.js";
-import { connect } from "./h2-client.js";
+import { connect, grpcHeaders } from "./h2-client.js";
 import { RawH2 } from "./raw-h2.js";
 import { isSynced, largeDiff, setDiff, SMALL, subscribe, subscribeBody, SUBSCRIBE, writeBody, writeOnce } from "./gateway-wire.js";
 import { median, nowMs, percentile, sleep } from "./stats.js";
@@ -62,6 +63,8 @@ export interface GatewayResult {
   readonly unaryConcurrency: number;
   readonly streamedPerSec: [number, number];
   readonly streamedMessages: number;
+  /** Ours' catch-up on every change of the rate test from version 1, resuming after RESOURCE_EXHAUSTED. */
+  readonly fullCatchUp: { readonly messages: number; readonly ms: number; readonly resumes: number; readonly stalled: string };
   readonly fanoutStreams: number;
   /** One write reaching every stream: from sending it to the last delivery (median of the writes). */
   readonly fanoutAllMs: [number, number];
@@ -123,8 +126,8 @@ export async function gatewayBench(oursUrl: string, bareUrl: string, progress: (
     const rates = sides.map((): number[] => []);
     for (let r = 0; r < 3; r++) for (const i of [0, 1]) rates[i]!.push(await unaryRate(sides[i]!, concurrency, 2000));
 
-    progress("gateway: streamed messages per second: SubscribeChanges from the first version over every change of the rate test, to SYNCED (5 each, in turns)");
-    const streamed = await streamedRate(sides, 5);
+    progress("gateway: streamed messages per second: SubscribeChanges catching up on the last 900 changes, to SYNCED (9 each, in turns); then a catch-up on every change from version 1");
+    const streamed = await streamedRate(sides, 9, 900);
 
     const n = 10_000;
     progress(`gateway: ${n.toLocaleString("en-US")} SubscribeChanges streams on one connection, then one write reaching all (3 writes)`);
@@ -140,7 +143,8 @@ export async function gatewayBench(oursUrl: string, bareUrl: string, progress: (
       unaryPerSec: [median(rates[0]!), median(rates[1]!)],
       unaryConcurrency: concurrency,
       streamedPerSec: [streamed.perSec[0], streamed.perSec[1]],
-      streamedMessages: streamed.messages,
+      streamedMessages: 900,
+      fullCatchUp: streamed.full,
       fanoutStreams: n,
       fanoutAllMs: [fan[0].allMs, fan[1].allMs],
       fanoutOpenMs: [fan[0].openMs, fan[1].openMs],
@@ -213,30 +217,84 @@ async function unaryRate(side: Side, concurrency: number, ms: number): Promise<n
   }
 }
 
-/** Every change of the rate test's nodes streamed from version 0 (ours) or as many same-size events from a write loop (bare), to SYNCED. */
-async function streamedRate(sides: readonly Side[], runs: number): Promise<{ perSec: [number, number]; messages: number }> {
-  const once = async (i: number, count: number): Promise<{ messages: number; ms: number }> => {
-    const s = await connect(sides[i]!.url);
-    s.setLocalWindowSize(64 * 1024 * 1024);
-    try {
-      let messages = 0;
-      const t0 = nowMs();
-      const sub = subscribe(s, subscribeBody({ prefix: "bench-rps-", fromVersion: 1n }), () => void messages++, (len) => len < SMALL, i === 1 ? { "x-count": String(count) } : {});
-      const t = await sub.synced;
-      sub.close();
-      return { messages: messages - 1, ms: t - t0 };
-    } finally {
-      s.close();
+/** How one SubscribeChanges call ended: at SYNCED, or with a gRPC status (8: RESOURCE_EXHAUSTED). */
+interface CatchUp {
+  readonly ended: "synced" | "status";
+  readonly status: string;
+  readonly messages: number;
+  readonly last: bigint;
+  readonly syncedVersion: bigint;
+  readonly ms: number;
+}
+
+/** Reads one SubscribeChanges call for the rate test's nodes after `from`, every event decoded, until SYNCED or its status. */
+function catchUp(s: http2.ClientHttp2Session, from: bigint, headers: http2.OutgoingHttpHeaders = {}): Promise<CatchUp> {
+  return new Promise((resolve, reject) => {
+    let messages = 0;
+    let last = from;
+    const t0 = nowMs();
+    const req = s.request({ ...grpcHeaders(SUBSCRIBE), ...headers });
+    const reader = new EnvelopeReader((_len, payload) => {
+      const ev = fromBinary(ChangeEventSchema, payload!);
+      if (ev.type === ChangeType.SYNCED) {
+        req.close(http2.constants.NGHTTP2_CANCEL);
+        return resolve({ ended: "synced", status: "0", messages, last, syncedVersion: ev.version, ms: nowMs() - t0 });
+      }
+      messages++;
+      if (ev.version > last) last = ev.version;
+    }, () => true);
+    req.on("data", (c: Buffer) => reader.push(c));
+    req.on("error", reject);
+    const status = (h: http2.IncomingHttpHeaders) => {
+      const code = h["grpc-status"];
+      if (code !== undefined) resolve({ ended: "status", status: `${String(code)} ${decodeURIComponent(String(h["grpc-message"] ?? ""))}`, messages, last, syncedVersion: 0n, ms: nowMs() - t0 });
+    };
+    req.on("response", status);
+    req.on("trailers", status);
+    req.end(subscribeBody({ prefix: "bench-rps-", fromVersion: from }));
+  });
+}
+
+/**
+ * Streamed messages per second: ours catches up on the last `count` changes of the rate
+ * test's nodes (from_version = latest - count, to SYNCED), the bare server writes as many
+ * same-size events in a loop; every event decoded on both sides. `count` stays under ours'
+ * subscriber backlog (1000 changes). Beside it, one catch-up on every change of the rate
+ * test from version 1, resuming from the last version received after RESOURCE_EXHAUSTED
+ * as the contract says, and given up when a resume delivers nothing.
+ */
+async function streamedRate(sides: readonly Side[], runs: number, count: number): Promise<{ perSec: [number, number]; full: { messages: number; ms: number; resumes: number; stalled: string } }> {
+  const s = await Promise.all(sides.map((x) => connect(x.url)));
+  for (const x of s) x.setLocalWindowSize(64 * 1024 * 1024);
+  try {
+    const latest = (await catchUp(s[0]!, 0n)).syncedVersion;
+    const results = sides.map((): number[] => []);
+    for (let r = 0; r < runs; r++)
+      for (const i of [0, 1]) {
+        const x = await catchUp(s[i]!, latest - BigInt(count), i === 1 ? { "x-count": String(count) } : {});
+        if (x.ended !== "synced" || x.messages !== count) throw new Error(`streamed rate: ${sides[i]!.tag} delivered ${x.messages} of ${count} changes, then ${x.ended === "synced" ? "SYNCED" : `grpc-status ${x.status}`}`);
+        results[i]!.push((x.messages / x.ms) * 1000);
+      }
+    let from = 1n;
+    let messages = 0;
+    let resumes = 0;
+    let stalled = "";
+    const t0 = nowMs();
+    for (;;) {
+      const x = await catchUp(s[0]!, from);
+      messages += x.messages;
+      from = x.last;
+      if (x.ended === "synced") break;
+      if (x.messages === 0) {
+        stalled = `ended grpc-status ${x.status} before sending any change (from_version ${from}); a resume makes no progress`;
+        break;
+      }
+      resumes++;
     }
-  };
-  const first = await once(0, 0);
-  const results = sides.map((): number[] => []);
-  for (let r = 0; r < runs; r++)
-    for (const i of [0, 1]) {
-      const x = await once(i, first.messages);
-      results[i]!.push((x.messages / x.ms) * 1000);
-    }
-  return { perSec: [median(results[0]!), median(results[1]!)], messages: first.messages };
+    return { perSec: [median(results[0]!), median(results[1]!)], full: { messages, ms: nowMs() - t0, resumes, stalled } };
+  } finally {
+    for (const x of s) x.close();
+  }
 }
 
 interface FanoutRun {
