@@ -109,10 +109,12 @@ describe("$inc", () => {
     assert.deepEqual(inc(new Int32(2 ** 31 - 1), new Int32(1)), Long.fromNumber(2 ** 31));
     assert.deepEqual(inc(new Int32(-(2 ** 31)), new Int32(-1)), Long.fromNumber(-(2 ** 31) - 1));
   });
-  test("int64 with int32 or int64 is int64, overflowing to double", () => {
+  test("int64 with int32 or int64 is int64; an int64 overflow fails, as in MongoDB", () => {
     assert.deepEqual(inc(Long.fromNumber(5), new Int32(1)), Long.fromNumber(6));
     assert.deepEqual(inc(new Int32(5), Long.fromNumber(1)), Long.fromNumber(6));
-    assert.deepEqual(inc(Long.MAX_VALUE, Long.fromNumber(2)), new Double(2 ** 63));
+    assert.deepEqual(inc(Long.MAX_VALUE, Long.fromNumber(-1)), Long.MAX_VALUE.subtract(1));
+    cannotApply({ n: Long.MAX_VALUE }, { $inc: { n: new Int32(1) } }, "diff_bson.$inc.n", /would overflow int64/);
+    cannotApply({ n: Long.MIN_VALUE }, { $inc: { n: Long.fromNumber(-1) } }, "diff_bson.$inc.n", /would overflow int64/);
   });
   test("anything with a double is a double", () => {
     assert.deepEqual(inc(new Int32(1), new Double(1)), new Double(2));
@@ -240,6 +242,21 @@ test("pathsOverlap: equal, or a prefix at a segment boundary", () => {
 });
 
 describe("applyDiff", () => {
+  test("the example of docs/api/memory-gateway.md", () => {
+    const out = applyDiff(
+      bson({ title: "Draft", counts: { views: 7 }, tags: ["a", "b"] }),
+      parseDiff(bson({
+        $set: { title: "Final", "meta.author": "ann", "tags.3": "d" },
+        $inc: { "counts.views": 1 },
+        $push: { history: { $each: ["v1", "v2"] } },
+        $unset: { obsolete: "" },
+      })),
+    );
+    assert.deepEqual(Buffer.from(out), Buffer.from(bson({
+      title: "Final", counts: { views: 8 }, tags: ["a", "b", null, "d"], meta: { author: "ann" }, history: ["v1", "v2"],
+    })));
+  });
+
   test("unchanged values keep their exact bytes and types, and integer-like keys their order", () => {
     const fields: [string, unknown][] = [
       ["b", new Int32(1)], ["2", Long.fromString("9007199254740993")], ["a", new Double(1)], ["1", new Double(-0)],

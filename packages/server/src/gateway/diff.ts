@@ -426,13 +426,15 @@ function applyOp(root: Doc, op: DiffOp, diff: ParsedDiff): void {
       if (current === undefined) return put(parent, last, encodeNumber(op.amount), op, diff);
       const n = current.kind === "raw" ? readNumber(current) : undefined;
       if (!n) throw cannot(diff, op, `$inc needs a number there, found ${describe(current)}`);
-      return put(parent, last, encodeNumber(addNumbers(n, op.amount)), op, diff);
+      const sum = addNumbers(n, op.amount);
+      if (!sum) throw cannot(diff, op, `$inc of ${op.amount.value} on the int64 ${n.value} would overflow int64`);
+      return put(parent, last, encodeNumber(sum), op, diff);
     }
     case "$push": {
       if (current === undefined) return put(parent, last, { kind: "arr", items: [...op.values] }, op, diff);
       const arr = current.kind === "raw" && current.type === T.array ? open(current, op.path) : current;
       if (arr.kind !== "arr") throw cannot(diff, op, `$push needs an array there, found ${describe(current)}`);
-      arr.items.push(...op.values);
+      for (const item of op.values) arr.items.push(item); // not push(...): $each may hold millions
       return put(parent, last, arr, op, diff);
     }
     case "$pop": {
@@ -512,17 +514,18 @@ const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 
 /**
- * int32 + int32 is int32, or int64 when it overflows; int64 with int32 or int64 is int64,
- * or double when it overflows; anything with a double is a double.
+ * MongoDB's SafeNum rules: int32 + int32 is int32, or int64 when it overflows; int64 with
+ * int32 or int64 is int64, and undefined when that overflows (MongoDB fails the update);
+ * anything with a double is a double.
  */
-export function addNumbers(a: IncAmount, b: IncAmount): IncAmount {
+function addNumbers(a: IncAmount, b: IncAmount): IncAmount | undefined {
   if (a.type === T.double || b.type === T.double) return { type: T.double, value: Number(a.value) + Number(b.value) };
   if (a.type === T.int32 && b.type === T.int32) {
     const sum = a.value + b.value;
     return sum >= INT32_MIN && sum <= INT32_MAX ? { type: T.int32, value: sum } : { type: T.int64, value: BigInt(sum) };
   }
   const sum = BigInt(a.value) + BigInt(b.value);
-  return sum >= INT64_MIN && sum <= INT64_MAX ? { type: T.int64, value: sum } : { type: T.double, value: Number(a.value) + Number(b.value) };
+  return sum >= INT64_MIN && sum <= INT64_MAX ? { type: T.int64, value: sum } : undefined;
 }
 
 function encodeNumber(n: IncAmount): RawValue {
