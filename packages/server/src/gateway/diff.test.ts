@@ -98,7 +98,7 @@ describe("$unset", () => {
     assert.deepEqual(Object.keys(doc.b), ["d"]);
     assert.deepEqual(doc.arr.map(String), ["1", "null", "3"]);
     const noop = applyDiff(before, parseDiff(bson({ $unset: { nothing: "" } })));
-    assert.deepEqual(noop, Buffer.from(before), "unchanged bytes");
+    assert.deepEqual(Buffer.from(noop), Buffer.from(before), "unchanged bytes");
   });
 });
 
@@ -229,6 +229,97 @@ describe("parseDiff rejects", () => {
   });
 });
 
+/** MongoDB's semantics on plain values (int32 numbers only), to compare applyDiff with. */
+function reference(document: Document, diff: Record<string, Record<string, unknown>>): Document | "cannot" {
+  const doc = structuredClone(document);
+  const index = /^(0|[1-9][0-9]*)$/;
+  for (const [op, args] of Object.entries(diff)) {
+    for (const [path, arg] of Object.entries(args)) {
+      const segs = path.split(".");
+      const creates = op !== "$unset" && op !== "$pop";
+      let c: Document | undefined = doc;
+      for (const k of segs.slice(0, -1)) {
+        const at: Document = c!;
+        const fields = at as Record<string, unknown>;
+        let next: unknown = Array.isArray(at) && !index.test(k) ? "not an index" : fields[k];
+        if (next === undefined && creates) {
+          next = {};
+          if (Array.isArray(at)) while (at.length < Number(k)) at.push(null);
+          fields[k] = next;
+        } else if (next === null || typeof next !== "object") {
+          if (creates) return "cannot";
+          c = undefined;
+          break;
+        }
+        c = next as Document;
+      }
+      if (c === undefined) continue;
+      const k = segs[segs.length - 1]!;
+      if (Array.isArray(c) && !index.test(k)) {
+        if (creates) return "cannot";
+        continue;
+      }
+      const at: Document = c;
+      const set = (v: unknown) => {
+        if (Array.isArray(at)) while (at.length < Number(k)) at.push(null);
+        at[k] = v;
+      };
+      const cur = Object.hasOwn(at, k) ? at[k] : undefined;
+      if (op === "$set") set(arg);
+      else if (op === "$unset" && cur !== undefined) Array.isArray(at) ? (at[Number(k)] = null) : delete at[k];
+      else if (op === "$inc") {
+        if (cur !== undefined && typeof cur !== "number") return "cannot";
+        set((cur ?? 0) + (arg as number));
+      } else if (op === "$push") {
+        if (cur !== undefined && !Array.isArray(cur)) return "cannot";
+        set([...(cur ?? []), arg]);
+      } else if (op === "$pop" && cur !== undefined) {
+        if (!Array.isArray(cur)) return "cannot";
+        if (arg === 1) cur.pop();
+        else cur.shift();
+      }
+    }
+  }
+  return doc;
+}
+
+test("agrees with MongoDB's semantics (a reference on plain values) on random diffs", () => {
+  let seed = 7;
+  const random = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+  const pick = <T>(a: readonly T[]): T => a[Math.floor(random() * a.length)]!;
+  const path = () => Array.from({ length: 1 + Math.floor(random() * 3) }, () => pick(["a", "b", "0", "1", "3"])).join(".");
+  const argument: Record<string, () => unknown> = {
+    $set: () => pick([3, "s", null, [1, 2], { a: 1 }]), $unset: () => "", $inc: () => 2, $push: () => pick([1, { b: 2 }]), $pop: () => pick([1, -1]),
+  };
+  let doc: Document = {};
+  let agreed = 0;
+  for (let i = 0; i < 3000; i++) {
+    const diff: Record<string, Record<string, unknown>> = {};
+    for (let j = 0; j < 1 + Math.floor(random() * 3); j++) {
+      const op = pick(Object.keys(argument));
+      (diff[op] ??= {})[path()] = argument[op]!();
+    }
+    let parsed;
+    try {
+      parsed = parseDiff(bson(diff));
+    } catch {
+      continue; // overlapping paths
+    }
+    const expected = reference(doc, diff);
+    let got: Document | "cannot";
+    try {
+      got = BSON.deserialize(applyDiff(bson(doc), parsed));
+    } catch (e) {
+      if (!(e instanceof QuantixError) || e.code !== "failed_precondition") throw e;
+      got = "cannot";
+    }
+    assert.deepEqual(got, expected, `${JSON.stringify(doc)} with ${JSON.stringify(diff)}`);
+    agreed++;
+    if (got !== "cannot") doc = JSON.stringify(got).length < 400 ? got : {};
+  }
+  assert.ok(agreed > 2000, `${agreed} diffs compared`);
+});
+
 test("pathsOverlap: equal, or a prefix at a segment boundary", () => {
   assert.ok(pathsOverlap("a.b", "a.b"));
   assert.ok(pathsOverlap("a.b", "a.b.c"));
@@ -291,6 +382,7 @@ describe("applyDiff", () => {
     assert.deepEqual(Buffer.from(doc), docCopy);
     assert.deepEqual(Buffer.from(diffBytes), diffCopy);
     assert.deepEqual(read(first).a.map(String), ["1", "2", "3"]);
+    assert.equal(first.buffer.byteLength, first.length, "its own memory, not a slice of a shared pool");
   });
 
   test("a stored document that is not BSON is DATA_LOSS", () => {

@@ -396,8 +396,10 @@ export function applyDiff(document: Uint8Array, diff: ParsedDiff): Uint8Array {
       `the document would be ${size} bytes after the diff, over the limit of ${DIFF_LIMITS.maxDocumentBytes} bytes (128 MiB)`,
     );
   }
-  const out = Buffer.allocUnsafe(size);
-  const end = write(out, 0, root);
+  // A plain Uint8Array of its own memory (not a slice of Node's shared Buffer pool), so a
+  // caller may keep it or its .buffer; written through a Buffer view for UTF-8 names.
+  const out = new Uint8Array(size);
+  const end = write(Buffer.from(out.buffer, 0, size), 0, root);
   if (end !== size) throw new Error(`internal: wrote ${end} of ${size} bytes`);
   return out;
 }
