@@ -198,7 +198,8 @@ describe("parseDiff rejects", () => {
     rejects(bson({ $set: many(DIFF_LIMITS.maxPaths - 1), $unset: { x: "", y: "" } }), "diff_bson", /at most 10000 paths/);
   });
   test("the same path twice or overlapping paths, across operators", () => {
-    rejects(bson({ $set: { a: 1 }, $unset: { a: "" } }), "diff_bson.$unset.a", /overlaps path 'a'.*conflict/);
+    rejects(bson({ $set: { a: 1 }, $unset: { a: "" } }), "diff_bson.$unset.a", /path 'a' given twice.*conflict/);
+    rejects(bson({ $set: { "a.b": 1 }, $unset: { "a.b.c": "", "a.c": "" } }), "diff_bson.$unset.a.b.c", /'a.b.c' overlaps path 'a.b'/);
     rejects(bson({ $set: { "a.b": 1 }, $inc: { a: 1 } }), "diff_bson.$inc.a", /'a' overlaps path 'a.b'/);
     rejects(bson({ $set: { a: 1, "a.b.c": 1 } }), "diff_bson.$set.a.b.c", /overlaps path 'a'/);
     const ok = parseDiff(bson({ $set: { "a.b": 1, "a.bc": 2 }, $push: { "a.c": 1 } }));

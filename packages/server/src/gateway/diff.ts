@@ -147,7 +147,7 @@ function parseInto(bytes: Uint8Array, field: string, v: Collector, ops: DiffOp[]
   const top = elements(bytes, field);
   if (top.length === 0) return v.add(field, "REQUIRED", `an empty diff changes nothing; give at least one of ${DIFF_OPERATORS.join(", ")}`);
   const seenOps = new Set<string>();
-  const seenPaths = new Set<string>();
+  const paths: PathTree = { children: new Map() };
   let pathCount = 0;
   for (const el of top) {
     const opField = `${field}.${el.name}`;
@@ -176,7 +176,7 @@ function parseInto(bytes: Uint8Array, field: string, v: Collector, ops: DiffOp[]
       const pathField = `${opField}.${arg.name}`;
       const segments = checkPath(arg.name, pathField, v);
       if (!segments) continue;
-      if (checkOverlap(arg.name, seenPaths, pathField, v)) continue;
+      if (checkOverlap(arg.name, segments, paths, pathField, v)) continue;
       const parsed = parseArgument(op, arg.name, segments, arg.value, pathField, v);
       if (parsed) ops.push(parsed);
     }
@@ -204,24 +204,37 @@ function checkPath(path: string, field: string, v: Collector): string[] | undefi
   return segments;
 }
 
-/** Records a violation (and returns true) when path equals or overlaps one already given. */
-function checkOverlap(path: string, seen: Set<string>, field: string, v: Collector): boolean {
+/** The paths of a diff so far, as a tree of segments (memory in proportion to the paths' size). */
+interface PathTree {
+  /** The path that ends here, if one does. */
+  path?: string;
+  readonly children: Map<string, PathTree>;
+}
+
+/** Adds a path; records a violation (and returns true) when it equals or overlaps one already given. */
+function checkOverlap(path: string, segments: readonly string[], tree: PathTree, field: string, v: Collector): boolean {
   const conflict = (other: string) => {
-    v.add(field, "CONFLICT", `path '${path}' overlaps path '${other}' of the same diff (would create a conflict)`);
+    const what = other === path ? `path '${path}' given twice` : `path '${path}' overlaps path '${other}'`;
+    v.add(field, "CONFLICT", `${what} in the same diff (would create a conflict)`);
     return true;
   };
-  if (seen.has(path)) return conflict(path);
-  for (let i = path.indexOf("."); i >= 0; i = path.indexOf(".", i + 1)) {
-    if (seen.has(path.slice(0, i))) return conflict(path.slice(0, i));
+  let node = tree;
+  for (const s of segments) {
+    if (node.path !== undefined) return conflict(node.path); // a shorter path given earlier
+    let next = node.children.get(s);
+    if (!next) node.children.set(s, (next = { children: new Map() }));
+    node = next;
   }
-  // A longer path given earlier: every prefix of earlier paths is indexed under a marker.
-  if (seen.has(`\0${path}`)) {
-    const other = [...seen].find((p) => !p.startsWith("\0") && pathsOverlap(p, path));
-    return conflict(other ?? path);
-  }
-  seen.add(path);
-  for (let i = path.indexOf("."); i >= 0; i = path.indexOf(".", i + 1)) seen.add(`\0${path.slice(0, i)}`);
+  if (node.path !== undefined) return conflict(node.path);
+  if (node.children.size > 0) return conflict(firstPath(node)); // a longer path given earlier
+  node.path = path;
   return false;
+}
+
+function firstPath(node: PathTree): string {
+  if (node.path !== undefined) return node.path;
+  const [child] = node.children.values();
+  return child ? firstPath(child) : "";
 }
 
 function parseArgument(op: DiffOperator, path: string, segments: string[], value: RawValue, field: string, v: Collector): DiffOp | undefined {
