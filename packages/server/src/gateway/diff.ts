@@ -42,11 +42,13 @@ export const DIFF_OPERATORS = ["$set", "$unset", "$inc", "$push", "$pop"] as con
 /** One of {@link DIFF_OPERATORS}. */
 export type DiffOperator = (typeof DIFF_OPERATORS)[number];
 
-/** A BSON value as it was written: its type byte and a view of its value bytes. */
+/** A BSON value as it was written: its type byte, and its value bytes at src[start, end). */
 export interface RawValue {
   readonly kind: "raw";
   readonly type: number;
-  readonly bytes: Uint8Array;
+  readonly src: Uint8Array;
+  readonly start: number;
+  readonly end: number;
 }
 
 /** A number $inc can add: int32, int64 or double. */
@@ -144,10 +146,10 @@ function parseInto(bytes: Uint8Array, field: string, v: Collector, ops: DiffOp[]
   } catch (e) {
     return v.add(field, "INVALID_FORMAT", `does not parse as a BSON document: ${e instanceof Error ? e.message : String(e)}`);
   }
-  const top = elements(bytes, field);
+  const top = elements({ kind: "raw", type: T.document, src: bytes, start: 0, end: bytes.length }, field);
   if (top.length === 0) return v.add(field, "REQUIRED", `an empty diff changes nothing; give at least one of ${DIFF_OPERATORS.join(", ")}`);
   const seenOps = new Set<string>();
-  const paths: PathTree = { children: new Map() };
+  const given: GivenPath[] = [];
   let pathCount = 0;
   for (const el of top) {
     const opField = `${field}.${el.name}`;
@@ -169,18 +171,19 @@ function parseInto(bytes: Uint8Array, field: string, v: Collector, ops: DiffOp[]
       v.add(opField, "INVALID_FORMAT", `the argument of ${op} must be a document {path: value}, got ${typeName(el.value.type)}`);
       continue;
     }
-    const args = elements(el.value.bytes, opField);
+    const args = elements(el.value, opField);
     if (args.length === 0) v.add(opField, "REQUIRED", `the argument of ${op} is empty; give at least one path`);
     for (const arg of args) {
       if (++pathCount > DIFF_LIMITS.maxPaths) return v.add(field, "TOO_MANY", `a diff changes at most ${DIFF_LIMITS.maxPaths} paths`);
       const pathField = `${opField}.${arg.name}`;
       const segments = checkPath(arg.name, pathField, v);
       if (!segments) continue;
-      if (checkOverlap(arg.name, segments, paths, pathField, v)) continue;
+      given.push({ path: arg.name, segments, field: pathField });
       const parsed = parseArgument(op, arg.name, segments, arg.value, pathField, v);
       if (parsed) ops.push(parsed);
     }
   }
+  checkOverlaps(given, v);
 }
 
 /** Splits and checks a path; undefined when it is invalid (a violation is recorded). */
@@ -204,37 +207,36 @@ function checkPath(path: string, field: string, v: Collector): string[] | undefi
   return segments;
 }
 
-/** The paths of a diff so far, as a tree of segments (memory in proportion to the paths' size). */
-interface PathTree {
-  /** The path that ends here, if one does. */
-  path?: string;
-  readonly children: Map<string, PathTree>;
+/** A path of the diff and where it was given, for the overlap check. */
+interface GivenPath {
+  readonly path: string;
+  readonly segments: readonly string[];
+  readonly field: string;
 }
 
-/** Adds a path; records a violation (and returns true) when it equals or overlaps one already given. */
-function checkOverlap(path: string, segments: readonly string[], tree: PathTree, field: string, v: Collector): boolean {
-  const conflict = (other: string) => {
-    const what = other === path ? `path '${path}' given twice` : `path '${path}' overlaps path '${other}'`;
-    v.add(field, "CONFLICT", `${what} in the same diff (would create a conflict)`);
-    return true;
-  };
-  let node = tree;
-  for (const s of segments) {
-    if (node.path !== undefined) return conflict(node.path); // a shorter path given earlier
-    let next = node.children.get(s);
-    if (!next) node.children.set(s, (next = { children: new Map() }));
-    node = next;
+/**
+ * Records a violation on each path that equals or overlaps a path given before it. Sorted
+ * by segments, a path is followed by the paths it is a prefix of, so comparing neighbours
+ * finds every overlapping diff without an index of all prefixes (10,000 paths of 100
+ * segments would make a million).
+ */
+function checkOverlaps(given: readonly GivenPath[], v: Collector): void {
+  const order = given.map((_, i) => i).sort((x, y) => compareSegments(given[x]!.segments, given[y]!.segments) || x - y);
+  for (let k = 1; k < order.length; k++) {
+    const [i, j] = [order[k - 1]!, order[k]!];
+    const [a, b] = [given[i]!, given[j]!];
+    if (!a.segments.every((s, n) => b.segments[n] === s)) continue; // a sorts first: only it can be the prefix
+    const [earlier, later] = i < j ? [a, b] : [b, a];
+    const what = a.path === b.path ? `path '${later.path}' given twice` : `path '${later.path}' overlaps path '${earlier.path}'`;
+    v.add(later.field, "CONFLICT", `${what} in the same diff (would create a conflict)`);
   }
-  if (node.path !== undefined) return conflict(node.path);
-  if (node.children.size > 0) return conflict(firstPath(node)); // a longer path given earlier
-  node.path = path;
-  return false;
 }
 
-function firstPath(node: PathTree): string {
-  if (node.path !== undefined) return node.path;
-  const [child] = node.children.values();
-  return child ? firstPath(child) : "";
+function compareSegments(a: readonly string[], b: readonly string[]): number {
+  for (let n = 0; n < a.length && n < b.length; n++) {
+    if (a[n] !== b[n]) return a[n]! < b[n]! ? -1 : 1;
+  }
+  return a.length - b.length;
 }
 
 function parseArgument(op: DiffOperator, path: string, segments: string[], value: RawValue, field: string, v: Collector): DiffOp | undefined {
@@ -251,7 +253,7 @@ function parseArgument(op: DiffOperator, path: string, segments: string[], value
       return { ...base, op, amount };
     }
     case "$push": {
-      const each = value.type === T.document ? elements(value.bytes, field) : [];
+      const each = value.type === T.document ? elements(value, field) : [];
       if (each.some((e) => e.name.startsWith("$"))) {
         const [first] = each;
         if (each.length !== 1 || first?.name !== "$each") {
@@ -259,7 +261,7 @@ function parseArgument(op: DiffOperator, path: string, segments: string[], value
         }
         if (first.value.type !== T.array) return void v.add(`${field}.$each`, "INVALID_FORMAT", `$each needs an array, got ${typeName(first.value.type)}`);
         if (!checkValue(first.value, segments.length, `${field}.$each`, v)) return undefined;
-        return { ...base, op, values: elements(first.value.bytes, field).map((e) => e.value) };
+        return { ...base, op, values: (open(first.value, field) as Arr).items as RawValue[] };
       }
       return checkValue(value, segments.length + 1, field, v) ? { ...base, op, values: [value] } : undefined;
     }
@@ -287,24 +289,48 @@ function checkValue(value: RawValue, level: number, field: string, v: Collector)
   if (value.type !== T.document && value.type !== T.array) return true;
   if (level + 1 > DIFF_LIMITS.maxDepth) return v.fail(field, "OUT_OF_RANGE", `nested deeper than ${DIFF_LIMITS.maxDepth} levels`);
   const names = new Set<string>();
+  const src = value.src;
   let ok = true;
-  elements(value.bytes, field).forEach((el, i) => {
-    const at = `${field}.${el.name}`;
+  let i = 0;
+  scan(value, field, (type, nameStart, nameEnd, start, end) => {
+    if (!ok) return;
     if (value.type === T.array) {
-      if (el.name !== String(i)) ok = v.fail(at, "INVALID_FORMAT", `array keys must be 0, 1, 2, ... in order; key ${i} is '${el.name}'`);
-    } else if (el.name === "" || el.name.includes(".") || el.name.startsWith("$")) {
-      ok = v.fail(at, "INVALID_FORMAT", "a field name must be non-empty, without '.', and not start with '$' (a path could not address it)");
-    } else if (names.has(el.name)) {
-      ok = v.fail(at, "INVALID_FORMAT", `field name '${el.name}' given twice`);
+      if (!isIndexName(src, nameStart, nameEnd, i)) {
+        ok = v.fail(`${field}.${decodeName(src, nameStart, nameEnd, field)}`, "INVALID_FORMAT", `array keys must be 0, 1, 2, ... in order; key ${i} is not`);
+      }
+      i++;
+      if (ok && (type === T.document || type === T.array || type === T.undefined || type === T.dbPointer)) {
+        ok = checkValue({ kind: "raw", type, src, start, end }, level + 1, `${field}.${i - 1}`, v);
+      }
+      return;
     }
-    names.add(el.name);
-    if (ok) ok = checkValue(el.value, level + 1, at, v);
+    const name = decodeName(src, nameStart, nameEnd, field);
+    const at = `${field}.${name}`;
+    if (name === "" || name.includes(".") || name.startsWith("$")) {
+      ok = v.fail(at, "INVALID_FORMAT", "a field name must be non-empty, without '.', and not start with '$' (a path could not address it)");
+    } else if (names.has(name)) {
+      ok = v.fail(at, "INVALID_FORMAT", `field name '${name}' given twice`);
+    }
+    names.add(name);
+    if (ok) ok = checkValue({ kind: "raw", type, src, start, end }, level + 1, at, v);
   });
   return ok;
 }
 
+/** Whether the name at src[start, end) is the array index i written in decimal. */
+function isIndexName(src: Uint8Array, start: number, end: number, i: number): boolean {
+  if (end === start || (src[start] === 0x30 && end - start > 1)) return false;
+  let n = 0;
+  for (let k = start; k < end; k++) {
+    const d = src[k]! - 0x30;
+    if (d < 0 || d > 9) return false;
+    n = n * 10 + d;
+  }
+  return n === i;
+}
+
 function readNumber(value: RawValue): IncAmount | undefined {
-  const view = new DataView(value.bytes.buffer, value.bytes.byteOffset, value.bytes.byteLength);
+  const view = new DataView(value.src.buffer, value.src.byteOffset + value.start, value.end - value.start);
   if (value.type === T.int32) return { type: T.int32, value: view.getInt32(0, true) };
   if (value.type === T.double) return { type: T.double, value: view.getFloat64(0, true) };
   if (value.type === T.int64) return { type: T.int64, value: view.getBigInt64(0, true) };
@@ -313,13 +339,17 @@ function readNumber(value: RawValue): IncAmount | undefined {
 
 // ---- the element tree ----
 
-/** An opened document: its fields in order; removed fields are undefined until written. */
+/**
+ * An opened document: its fields in order; removed fields are undefined until written.
+ * A document of a few fields is searched in place; a larger one gets an index by name.
+ */
 interface Doc {
   readonly kind: "doc";
   readonly names: string[];
   readonly values: (Value | undefined)[];
-  readonly index: Map<string, number>;
+  index: Map<string, number> | undefined;
 }
+const INDEX_FROM_FIELDS = 16;
 /** An opened array. */
 interface Arr {
   readonly kind: "arr";
@@ -333,54 +363,129 @@ interface Element {
   readonly value: RawValue;
 }
 
-/** The elements of a BSON document (bytes: exactly the document), values as views. */
-function elements(bytes: Uint8Array, where: string): Element[] {
-  let list: Iterable<[number, number, number, number, number]>;
+const corrupt = (where: string, what: string) => new QuantixError("data_loss", `${where}: not a valid BSON document: ${what}`);
+
+/**
+ * Calls visit with each element of the document (or array) `doc`, checking that every
+ * value lies inside it. Allocates nothing per element: documents may hold millions.
+ */
+function scan(doc: RawValue, where: string, visit: (type: number, nameStart: number, nameEnd: number, start: number, end: number) => void): void {
+  const { src, start, end } = doc;
+  const int32 = (at: number) => (at + 4 <= last ? src[at]! | (src[at + 1]! << 8) | (src[at + 2]! << 16) | (src[at + 3]! << 24) : -1);
+  const last = end - 1; // the terminating NUL
+  if (end - start < 5 || int32(start) !== end - start || src[last] !== 0) throw corrupt(where, `its size does not match its ${end - start} bytes`);
+  let i = start + 4;
+  while (i < last) {
+    const type = src[i++]!;
+    const nameStart = i;
+    while (i < last && src[i] !== 0) i++;
+    if (i >= last) throw corrupt(where, "a field name runs past the end");
+    const nameEnd = i++;
+    let length: number;
+    switch (type) {
+      case T.double: case T.date: case T.timestamp: case T.int64: length = 8; break;
+      case T.int32: length = 4; break;
+      case T.objectId: length = 12; break;
+      case T.decimal128: length = 16; break;
+      case T.bool: length = 1; break;
+      case T.undefined: case T.null: case T.minKey: case T.maxKey: length = 0; break;
+      case T.regex: {
+        let j = i;
+        while (j < last && src[j] !== 0) j++;
+        j++;
+        while (j < last && src[j] !== 0) j++;
+        length = j + 1 - i;
+        break;
+      }
+      case T.document: case T.array: case T.javascriptWithScope: length = int32(i); break;
+      case T.string: case T.javascript: case T.symbol: case T.binary: case T.dbPointer: {
+        const n = int32(i);
+        length = n < 0 ? -1 : n + 4 + (type === T.binary ? 1 : type === T.dbPointer ? 12 : 0);
+        break;
+      }
+      default:
+        throw corrupt(where, `unknown element type 0x${type.toString(16)}`);
+    }
+    if (length < 0 || i + length > last) throw corrupt(where, "a value runs past the end of its document");
+    visit(type, nameStart, nameEnd, i, i + length);
+    i += length;
+  }
+}
+
+/** A field name: short ASCII names without a TextDecoder call (most names). */
+function decodeName(src: Uint8Array, start: number, end: number, where: string): string {
+  if (end - start <= 32) {
+    let name = "";
+    for (let k = start; k < end; k++) {
+      const b = src[k]!;
+      if (b >= 0x80) return decodeUtf8(src, start, end, where);
+      name += String.fromCharCode(b);
+    }
+    return name;
+  }
+  return decodeUtf8(src, start, end, where);
+}
+
+function decodeUtf8(src: Uint8Array, start: number, end: number, where: string): string {
   try {
-    if (bytes.length < 5 || new DataView(bytes.buffer, bytes.byteOffset, 4).getInt32(0, true) !== bytes.length) {
-      throw new Error(`document size does not match its ${bytes.length} bytes`);
-    }
-    list = BSON.onDemand.parseToElements(bytes, 0);
-  } catch (e) {
-    throw new QuantixError("data_loss", `${where}: not a valid BSON document: ${e instanceof Error ? e.message : String(e)}`);
+    return utf8.decode(src.subarray(start, end));
+  } catch {
+    throw corrupt(where, "a field name is not valid UTF-8");
   }
+}
+
+/** The elements of a document with their names (for documents of a handful of fields). */
+function elements(doc: RawValue, where: string): Element[] {
   const out: Element[] = [];
-  for (const [type, nameOffset, nameLength, offset, length] of list) {
-    let name: string;
-    try {
-      name = utf8.decode(bytes.subarray(nameOffset, nameOffset + nameLength));
-    } catch {
-      throw new QuantixError("data_loss", `${where}: a field name is not valid UTF-8`);
-    }
-    out.push({ name, value: { kind: "raw", type, bytes: bytes.subarray(offset, offset + length) } });
-  }
+  const src = doc.src;
+  scan(doc, where, (type, nameStart, nameEnd, start, end) => {
+    out.push({ name: decodeName(src, nameStart, nameEnd, where), value: { kind: "raw", type, src, start, end } });
+  });
   return out;
 }
 
 function open(raw: RawValue, where: string): Container {
-  const els = elements(raw.bytes, where);
-  if (raw.type === T.array) return { kind: "arr", items: els.map((e) => e.value) };
+  const src = raw.src;
+  if (raw.type === T.array) {
+    const items: Value[] = [];
+    scan(raw, where, (type, _ns, _ne, start, end) => items.push({ kind: "raw", type, src, start, end }));
+    return { kind: "arr", items };
+  }
   const doc = newDoc();
-  for (const e of els) setField(doc, e.name, e.value);
+  scan(raw, where, (type, nameStart, nameEnd, start, end) => {
+    doc.names.push(decodeName(src, nameStart, nameEnd, where));
+    doc.values.push({ kind: "raw", type, src, start, end });
+  });
   return doc;
 }
 
 function newDoc(): Doc {
-  return { kind: "doc", names: [], values: [], index: new Map() };
+  return { kind: "doc", names: [], values: [], index: undefined };
+}
+
+/** Where a field is (the first, should a stored document repeat a name). */
+function fieldIndex(doc: Doc, name: string): number | undefined {
+  if (!doc.index && doc.names.length > INDEX_FROM_FIELDS) {
+    doc.index = new Map();
+    for (let i = doc.names.length - 1; i >= 0; i--) if (doc.values[i] !== undefined) doc.index.set(doc.names[i]!, i);
+  }
+  if (doc.index) return doc.index.get(name);
+  for (let i = 0; i < doc.names.length; i++) if (doc.names[i] === name && doc.values[i] !== undefined) return i;
+  return undefined;
 }
 
 function setField(doc: Doc, name: string, value: Value): void {
-  const i = doc.index.get(name);
-  if (i === undefined) {
-    doc.index.set(name, doc.names.length);
-    doc.names.push(name);
-    doc.values.push(value);
-  } else {
+  const i = fieldIndex(doc, name);
+  if (i !== undefined) {
     doc.values[i] = value;
+    return;
   }
+  doc.index?.set(name, doc.names.length);
+  doc.names.push(name);
+  doc.values.push(value);
 }
 
-const NULL: RawValue = { kind: "raw", type: T.null, bytes: new Uint8Array(0) };
+const NULL: RawValue = { kind: "raw", type: T.null, src: EMPTY_DOCUMENT, start: 0, end: 0 };
 const describe = (v: Value): string => (v.kind === "raw" ? typeName(v.type) : v.kind === "doc" ? "document" : "array");
 
 // ---- apply ----
@@ -400,7 +505,8 @@ function cannot(diff: ParsedDiff, op: DiffOp, description: string): QuantixError
  * RESOURCE_EXHAUSTED when the result would exceed maxDocumentBytes. Never mutates its inputs.
  */
 export function applyDiff(document: Uint8Array, diff: ParsedDiff): Uint8Array {
-  const root = open({ kind: "raw", type: T.document, bytes: document.length === 0 ? EMPTY_DOCUMENT : document }, "document") as Doc;
+  const src = document.length === 0 ? EMPTY_DOCUMENT : document;
+  const root = open({ kind: "raw", type: T.document, src, start: 0, end: src.length }, "document") as Doc;
   for (const op of diff.ops) applyOp(root, op, diff);
   const size = sizeOf(root);
   if (size > DIFF_LIMITS.maxDocumentBytes) {
@@ -428,9 +534,9 @@ function applyOp(root: Doc, op: DiffOp, diff: ParsedDiff): void {
       return put(parent, last, op.value, op, diff);
     case "$unset":
       if (parent.kind === "doc") {
-        const i = parent.index.get(last);
+        const i = fieldIndex(parent, last);
         if (i !== undefined) {
-          parent.index.delete(last);
+          parent.index?.delete(last);
           parent.values[i] = undefined;
         }
       } else if (current !== undefined) {
@@ -476,22 +582,21 @@ function walk(root: Doc, op: DiffOp, diff: ParsedDiff, create: boolean): Contain
   let at: Container = root;
   for (let i = 0; i < op.segments.length - 1; i++) {
     const seg = op.segments[i]!;
-    const here = op.segments.slice(0, i + 1).join(".");
     let next = child(at, seg);
     if (next === undefined || (next.kind === "raw" && next.type === T.null && create)) {
       if (!create) return undefined;
-      if (next !== undefined) throw cannot(diff, op, `cannot create field '${op.segments[i + 1]}' in '${here}': it is null`);
+      if (next !== undefined) throw cannot(diff, op, `cannot create field '${op.segments[i + 1]}' in '${prefix(op, i + 1)}': it is null`);
       if (at.kind === "arr" && !NUMERIC_SEGMENT.test(seg)) {
-        throw cannot(diff, op, `cannot create field '${seg}' in '${op.segments.slice(0, i).join(".")}': it is an array (use a numeric index)`);
+        throw cannot(diff, op, `cannot create field '${seg}' in '${prefix(op, i)}': it is an array (use a numeric index)`);
       }
       next = newDoc();
       put(at, seg, next, op, diff);
     } else if (next.kind === "raw" && (next.type === T.document || next.type === T.array)) {
-      next = open(next, here);
+      next = open(next, op.path);
       put(at, seg, next, op, diff);
     } else if (next.kind === "raw") {
       if (!create) return undefined;
-      throw cannot(diff, op, `cannot create field '${op.segments[i + 1]}' in '${here}': it is ${typeName(next.type)}, not a document or array`);
+      throw cannot(diff, op, `cannot create field '${op.segments[i + 1]}' in '${prefix(op, i + 1)}': it is ${typeName(next.type)}, not a document or array`);
     }
     at = next;
   }
@@ -504,9 +609,12 @@ function walk(root: Doc, op: DiffOp, diff: ParsedDiff, create: boolean): Contain
   return at;
 }
 
+/** The path's first n segments, for messages. */
+const prefix = (op: DiffOp, n: number) => op.segments.slice(0, n).join(".");
+
 function child(c: Container, seg: string): Value | undefined {
   if (c.kind === "doc") {
-    const i = c.index.get(seg);
+    const i = fieldIndex(c, seg);
     return i === undefined ? undefined : c.values[i];
   }
   return NUMERIC_SEGMENT.test(seg) ? c.items[Number(seg)] : undefined;
@@ -549,13 +657,13 @@ function encodeNumber(n: IncAmount): RawValue {
   if (n.type === T.int64) view.setBigInt64(0, n.value, true);
   else if (n.type === T.int32) view.setInt32(0, n.value, true);
   else view.setFloat64(0, n.value, true);
-  return { kind: "raw", type: n.type, bytes };
+  return { kind: "raw", type: n.type, src: bytes, start: 0, end: bytes.length };
 }
 
 // ---- writing ----
 
 function sizeOf(v: Value): number {
-  if (v.kind === "raw") return v.bytes.length;
+  if (v.kind === "raw") return v.end - v.start;
   let size = 5;
   if (v.kind === "arr") {
     v.items.forEach((item, i) => (size += 2 + String(i).length + sizeOf(item)));
@@ -574,20 +682,42 @@ function typeOf(v: Value): number {
 /** Writes a value's bytes at offset; returns the offset after them. */
 function write(out: Buffer, offset: number, v: Value): number {
   if (v.kind === "raw") {
-    out.set(v.bytes, offset);
-    return offset + v.bytes.length;
+    const { src, start, end } = v;
+    if (end - start > 16) {
+      out.set(src.subarray(start, end), offset);
+      return offset + end - start;
+    }
+    for (let k = start; k < end; k++) out[offset++] = src[k]!; // for a few bytes a view costs more than the copy
+    return offset;
   }
   const start = offset;
   offset += 4;
-  const element = (name: string, item: Value) => {
-    out[offset++] = typeOf(item);
-    offset += out.write(name, offset, "utf8");
-    out[offset++] = 0;
-    offset = write(out, offset, item);
-  };
-  if (v.kind === "arr") v.items.forEach((item, i) => element(String(i), item));
-  else v.values.forEach((item, i) => item !== undefined && element(v.names[i]!, item));
+  if (v.kind === "arr") {
+    for (let i = 0; i < v.items.length; i++) offset = writeElement(out, offset, String(i), v.items[i]!);
+  } else {
+    for (let i = 0; i < v.names.length; i++) {
+      const item = v.values[i];
+      if (item !== undefined) offset = writeElement(out, offset, v.names[i]!, item);
+    }
+  }
   out[offset++] = 0;
   out.writeInt32LE(offset - start, start);
+  return offset;
+}
+
+function writeElement(out: Buffer, offset: number, name: string, item: Value): number {
+  out[offset++] = typeOf(item);
+  offset = writeName(out, offset, name);
+  out[offset++] = 0;
+  return write(out, offset, item);
+}
+
+/** Writes a field name, ASCII byte by byte (most names: cheaper than a UTF-8 encoder call). */
+function writeName(out: Buffer, offset: number, name: string): number {
+  for (let k = 0; k < name.length; k++) {
+    const c = name.charCodeAt(k);
+    if (c >= 0x80) return offset - k + out.write(name, offset - k, "utf8");
+    out[offset++] = c;
+  }
   return offset;
 }
