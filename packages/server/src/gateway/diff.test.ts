@@ -167,6 +167,12 @@ describe("parseDiff rejects", () => {
     rejects(Uint8Array.of(9, 0, 0, 0, 0, 0, 0, 0, 0), "diff_bson", /does not parse as a BSON document/);
     rejects(new Uint8Array(0), "diff_bson", /is required/);
     rejects(bson({}), "diff_bson", /empty diff/);
+    const badName = Buffer.from(bson({ $set: { "aé": 1 } }));
+    badName[badName.indexOf(Buffer.from("é"))! + 1] = 0x28; // not a UTF-8 continuation byte
+    rejects(badName, "diff_bson", /field name is not valid UTF-8/);
+    const badString = Buffer.from(bson({ $set: { a: "é" } }));
+    badString[badString.indexOf(Buffer.from("é")) + 1] = 0x28;
+    rejects(badString, "diff_bson", /does not parse as a BSON document: .*UTF-8/i);
     rejects(bson({}), "edit.diff_bson", /empty diff/, "edit.diff_bson");
   });
   test("operators: unknown (listing the supported), empty or non-document arguments, given twice, replacement fields", () => {

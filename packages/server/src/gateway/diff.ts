@@ -4,16 +4,17 @@
  * {@link parseDiff} and applied to a BSON document by {@link applyDiff}. Pure: no I/O.
  *
  * Why raw bytes rather than BSON.deserialize/serialize: a JS object reorders integer-like
- * keys ({b, "2"} comes back as {"2", b}) and loses duplicate keys, and a deserialize +
- * serialize round trip copies every value. Here a document is read as a tree of BSON
- * elements whose values stay views into the input; only the documents and arrays on a
+ * keys ({b, "2"} comes back as {"2", b}) and loses repeated keys, and a round trip
+ * allocates an object per value and copies every value. Here a document is a tree of BSON
+ * elements whose values stay offsets into the input; only the documents and arrays on a
  * changed path are opened, and the result is written once into a buffer of its exact
  * size. Unchanged values are copied byte for byte, so types (int32, int64, double,
  * decimal128, binary subtypes, dates...) and key order survive exactly, and a 100 MB
- * binary $set costs one copy of its payload. The diff itself is fully validated once
- * with BSON.deserialize (structure, lengths, UTF-8), which keeps binaries as views.
+ * binary $set costs one copy of its payload. The diff itself is fully validated once with
+ * BSON.deserialize (lengths, terminators, UTF-8 of strings), which keeps binaries as views.
  *
- * One file on purpose (the lead's brief): parsing and applying share the element tree.
+ * One file on purpose (the lead's brief), hence over 400 lines: parsing and applying share
+ * the element scan and tree.
  */
 import { BSON } from "bson";
 import { QuantixError, type FieldViolation } from "@quantix/core";
