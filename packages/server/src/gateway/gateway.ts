@@ -43,7 +43,8 @@ export async function openGateway(store: Store, log: Logger): Promise<Gateway> {
   return {
     docs,
     sessions,
-    route: { ...base, limits: { readMaxBytes: DIFF_LIMITS.maxDiffBytes + ENVELOPE_BYTES, writeMaxBytes: DIFF_LIMITS.maxDocumentBytes + ENVELOPE_BYTES } },
+    // Documents may be large, and often compress: responses over 1 KiB are gzipped for clients that accept it (adr-0001).
+    route: { ...base, limits: { readMaxBytes: DIFF_LIMITS.maxDiffBytes + ENVELOPE_BYTES, writeMaxBytes: DIFF_LIMITS.maxDocumentBytes + ENVELOPE_BYTES }, compressMinBytes: 1024 },
     async close() {
       await presence.close();
       await engine.close();
