@@ -3,6 +3,7 @@
 // one port, with one interceptor chain on every path.
 export { DEFAULT_LIMITS, startRpcServer, type Fallback, type RpcLimits, type RpcServer, type RpcServerOptions } from "./rpc-server.js";
 export { route, type Route } from "./routes.js";
+export { gzipWherePays } from "./fast-path/response-compression.js";
 export type { ListenerTls } from "./listener.js";
 export { mapErrors } from "./interceptors/map-errors.js";
 export { observeCalls, type ObserveOptions } from "./interceptors/observe-calls.js";

@@ -1,5 +1,7 @@
 import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import type { DescService } from "@bufbuild/protobuf";
+import { compressionBrotli } from "@connectrpc/connect-node";
+import { gzipWherePays } from "./fast-path/response-compression.js";
 
 /** One service and its implementation: served by Connect's router and by the gRPC fast path alike. */
 export interface Route {
@@ -7,6 +9,13 @@ export interface Route {
   readonly impl: Partial<ServiceImpl<DescService>>;
   /** Message size limits of this service, when they differ from the server's (the MemoryGateway's 100 MiB documents). */
   readonly limits?: { readonly readMaxBytes: number; readonly writeMaxBytes: number };
+  /**
+   * Gzip unary gRPC responses of at least this many bytes on the fast path, for clients
+   * that accept gzip, where it pays (fast-path/response-compression.ts); the Connect
+   * router compresses by size (connect-es's compressMinBytes), with incompressible
+   * messages in gzip's stored blocks (gzipWherePays).
+   */
+  readonly compressMinBytes?: number;
 }
 
 /** Pairs a service with its implementation, keeping the implementation's type checked. */
@@ -16,7 +25,7 @@ export function route<T extends DescService>(service: T, impl: Partial<ServiceIm
 
 /** Registers every route on a Connect router; returns the procedures served ("pkg.Service/Method"). */
 export function registerRoutes(router: ConnectRouter, routes: readonly Route[]): string[] {
-  for (const r of routes) router.service(r.service, r.impl, r.limits);
+  for (const r of routes) router.service(r.service, r.impl, { ...r.limits, ...(r.compressMinBytes !== undefined ? { compressMinBytes: r.compressMinBytes, acceptCompression: [gzipWherePays, compressionBrotli] } : {}) });
   return procedures(routes.map((r) => r.service));
 }
 

@@ -212,7 +212,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   await controllers.start();
 
   // The MemoryGateway's documents live in the same store (its own tables and versions).
-  const gateway = await openGateway(store, log);
+  // Documents over 256 KiB go to files under the embedded store's data directory.
+  const gateway = await openGateway(store, log, { blobDir: config.store.kind === "embedded" ? join(config.store.dataDir, "documents") : undefined });
   // Counted where each call is logged (the kit's observeCalls interceptor), read by GET /metrics.
   const rpcMetrics = new RpcMetrics();
   const routes: Route[] = [

@@ -4,6 +4,7 @@ import { parseTimeout } from "@connectrpc/connect/protocol-grpc";
 import { toConnectError } from "../errors.js";
 import { applyInterceptors } from "../interceptors/apply-interceptors.js";
 import type { Route } from "../routes.js";
+import { acceptsGzip, gzipFrameIfItPays } from "./response-compression.js";
 import { DEADLINE, FastContext } from "./fast-context.js";
 import { adoptResponse, fastRequest, invokeServerStreaming, invokeUnary } from "./fast-request.js";
 import { decodeMessage, envelope, finish, readMessage, respond } from "./grpc-wire.js";
@@ -34,6 +35,8 @@ export class GrpcFastPath {
   private readonly methods = new Map<string, Served>();
   /** Per-service message limits (Route.limits), by path. */
   private readonly limits = new Map<string, { readonly readMaxBytes: number; readonly writeMaxBytes: number }>();
+  /** Routes whose unary responses are gzipped where it pays (Route.compressMinBytes), by path. */
+  private readonly compress = new Map<string, number>();
   private readonly live = new Set<FastContext>();
 
   constructor(routes: readonly Route[], private readonly opts: FastPathOptions) {
@@ -46,6 +49,7 @@ export class GrpcFastPath {
         if (m.kind !== "unary" && m.kind !== "server_streaming") continue;
         this.methods.set(`/${r.service.typeName}/${m.method.name}`, m);
         if (r.limits) this.limits.set(`/${r.service.typeName}/${m.method.name}`, r.limits);
+        if (r.compressMinBytes !== undefined) this.compress.set(`/${r.service.typeName}/${m.method.name}`, r.compressMinBytes);
       }
     }
   }
@@ -63,13 +67,15 @@ export class GrpcFastPath {
     if (timeout.error) return false;
     const ctx = new FastContext(spec.method.parent, spec.method, path, stream, headers, timeout.timeoutMs, this.opts.shutdownSignal, this.live);
     const limits = this.limits.get(path) ?? this.opts;
-    void (spec.kind === "unary" ? this.serveUnary(stream, spec, ctx, limits) : this.serveStreaming(stream, spec, ctx, limits));
+    const compressMin = this.compress.get(path);
+    const gzipAbove = compressMin !== undefined && acceptsGzip(headers["grpc-accept-encoding"]) ? compressMin : undefined;
+    void (spec.kind === "unary" ? this.serveUnary(stream, spec, ctx, limits, gzipAbove) : this.serveStreaming(stream, spec, ctx, limits));
     return true;
   }
 
   // A request that fails before the chain (too large, undecodable) is refused as the Connect
   // router refuses it there: with its status, unseen by the interceptors, and reported.
-  private async serveUnary(stream: ServerHttp2Stream, spec: Extract<Served, { kind: "unary" }>, ctx: FastContext, limits: Route["limits"] & {}): Promise<void> {
+  private async serveUnary(stream: ServerHttp2Stream, spec: Extract<Served, { kind: "unary" }>, ctx: FastContext, limits: Route["limits"] & {}, gzipAbove: number | undefined): Promise<void> {
     const start = performance.now();
     let req;
     try {
@@ -84,7 +90,12 @@ export class GrpcFastPath {
     try {
       const res = await applyInterceptors(invokeUnary(spec, ctx, req), this.opts.interceptors)(req);
       adoptResponse(ctx, res);
-      const bytes = envelope(spec.method.output, res.message as object, limits.writeMaxBytes);
+      let bytes = envelope(spec.method.output, res.message as object, limits.writeMaxBytes);
+      const packed = gzipAbove === undefined ? undefined : await gzipFrameIfItPays(bytes, gzipAbove);
+      if (packed) {
+        bytes = packed;
+        ctx.responseHeader.set("grpc-encoding", "gzip");
+      }
       respond(stream, ctx);
       stream.write(bytes);
       finish(stream, ctx, undefined);

@@ -1,6 +1,7 @@
 import type { Store } from "@quantix/core";
 import type { Logger, Route } from "@quantix/rpc";
 import { SqlStore } from "../store/sql/sql-store.js";
+import { FileBlobs, SqlBlobs } from "./blobs.js";
 import { DIFF_LIMITS } from "./diff.js";
 import type { DocEngine } from "./doc-engine.js";
 import { DocStore } from "./doc-store.js";
@@ -26,12 +27,14 @@ export interface Gateway {
  * PostgreSQL: tables of migration 16), or in memory with the memory store; sessions'
  * presence shared through PostgreSQL when replicas share it.
  */
-export async function openGateway(store: Store, log: Logger): Promise<Gateway> {
+export async function openGateway(store: Store, log: Logger, options: { blobDir?: string | undefined } = {}): Promise<Gateway> {
   let engine: DocEngine;
   let presence: PresenceBus;
   const onError = (err: unknown) => log.log("warn", "MemoryGateway: reading the document history failed; retrying", { error: String((err as Error)?.message ?? err) });
   if (store instanceof SqlStore) {
-    engine = await SqlDocEngine.open(store.driver, { onError });
+    // Large documents: files beside the embedded database (one process owns it), rows every PostgreSQL replica reads.
+    const blobs = store.driver.kind === "embedded" && options.blobDir ? new FileBlobs(options.blobDir) : new SqlBlobs();
+    engine = await SqlDocEngine.open(store.driver, blobs, { onError });
     presence = store.driver.kind === "postgres" ? await SqlPresence.open(store.driver, { onError }) : new LocalPresence();
   } else {
     engine = new MemoryDocEngine();
@@ -43,7 +46,8 @@ export async function openGateway(store: Store, log: Logger): Promise<Gateway> {
   return {
     docs,
     sessions,
-    route: { ...base, limits: { readMaxBytes: DIFF_LIMITS.maxDiffBytes + ENVELOPE_BYTES, writeMaxBytes: DIFF_LIMITS.maxDocumentBytes + ENVELOPE_BYTES } },
+    // Documents may be large, and often compress: responses over 1 KiB are gzipped for clients that accept it (adr-0001).
+    route: { ...base, limits: { readMaxBytes: DIFF_LIMITS.maxDiffBytes + ENVELOPE_BYTES, writeMaxBytes: DIFF_LIMITS.maxDocumentBytes + ENVELOPE_BYTES }, compressMinBytes: 1024 },
     async close() {
       await presence.close();
       await engine.close();

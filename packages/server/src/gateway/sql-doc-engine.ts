@@ -4,21 +4,27 @@ import { big, type Param, type Queryable, type SqlDriver } from "../store/sql/sq
 import { clockFromJson, clockToJson } from "./clock.js";
 import type { DocChange, DocEngine, DocNode, DocNodeInfo, DocTx, NodeListQuery } from "./doc-engine.js";
 import { tooMany } from "./memory-doc-engine.js";
+import { BlobGone, INLINE_MAX_BYTES, type BlobStore } from "./blobs.js";
 
 /** The channel a commit notifies (payload: the new version). */
 export const DOC_CHANNEL = "quantix_dom_changes";
 /** Changes read per query when following the history. */
 const BATCH = 64;
 
-const CHANGE_COLUMNS = "version, node_id, type, created, diff, paths, clock, writer_clock, metadata, author, writer_id, committed_ms";
+/** A change's columns, without its diff. */
+const CHANGE_COLUMNS = "version, node_id, type, created, diff_size, paths, clock, writer_clock, metadata, author, writer_id, committed_ms";
 const NODE_COLUMNS = "node_id, version, created_version, created_ms, updated_ms, clock, metadata, size_bytes, since_checkpoint, since_checkpoint_bytes";
+/** A value in its row, or a blob's ref. */
+type Stored = { readonly inline: Uint8Array | null; readonly ref: string | null };
 
 type ChangeRow = {
   version: unknown;
   node_id: Uint8Array;
   type: string;
   created: boolean;
-  diff: Uint8Array;
+  diff_size: unknown;
+  diff?: Uint8Array | null;
+  diff_ref?: string | null;
   paths: string[] | string;
   clock: Record<string, string> | string;
   writer_clock: Record<string, string> | string;
@@ -39,18 +45,20 @@ type NodeRow = {
   size_bytes: unknown;
   since_checkpoint: number;
   since_checkpoint_bytes: unknown;
-  document?: Uint8Array;
+  document?: Uint8Array | null;
+  document_ref?: string | null;
 };
 
 const json = <T>(v: T | string): T => (typeof v === "string" ? (JSON.parse(v) as T) : v);
 const bytes = (v: Uint8Array) => (v instanceof Uint8Array ? v : new Uint8Array(v as ArrayLike<number>));
 
-function toChange(r: ChangeRow): DocChange {
+function toChange(r: ChangeRow, diff: Uint8Array = new Uint8Array(0)): DocChange {
   return {
     version: big(r.version),
     nodeId: bytes(r.node_id),
     type: r.type === "DELETED" ? "DELETED" : "DIFF",
-    diff: bytes(r.diff),
+    diff,
+    diffSize: Number(big(r.diff_size)),
     paths: json<string[]>(r.paths),
     clock: clockFromJson(json(r.clock)),
     writerClock: clockFromJson(json(r.writer_clock)),
@@ -62,7 +70,7 @@ function toChange(r: ChangeRow): DocChange {
   };
 }
 
-function toNode(r: NodeRow): DocNode {
+function toNode(r: NodeRow, document: Uint8Array = new Uint8Array(0)): DocNode {
   return {
     nodeId: bytes(r.node_id),
     version: big(r.version),
@@ -71,7 +79,7 @@ function toNode(r: NodeRow): DocNode {
     updatedMs: Number(big(r.updated_ms)),
     clock: clockFromJson(json(r.clock)),
     metadata: json<Record<string, string>>(r.metadata),
-    document: r.document ? bytes(r.document) : new Uint8Array(0),
+    document,
     sinceCheckpoint: r.since_checkpoint,
     sinceCheckpointBytes: Number(big(r.since_checkpoint_bytes)),
   };
@@ -100,6 +108,7 @@ export class SqlDocEngine implements DocEngine {
 
   private constructor(
     private readonly db: SqlDriver,
+    private readonly blobs: BlobStore,
     start: bigint,
     private readonly pollMs: number,
     private readonly onError: (err: unknown) => void,
@@ -113,9 +122,9 @@ export class SqlDocEngine implements DocEngine {
   }
 
   /** Opens the engine on a migrated database and starts following its changes. */
-  static async open(db: SqlDriver, options: { pollMs?: number; onError?: (err: unknown) => void } = {}): Promise<SqlDocEngine> {
+  static async open(db: SqlDriver, blobs: BlobStore, options: { pollMs?: number; onError?: (err: unknown) => void } = {}): Promise<SqlDocEngine> {
     const { rows } = await db.query<{ version: unknown }>("SELECT version FROM quantix_dom_meta WHERE id = 1");
-    const engine = new SqlDocEngine(db, big(rows[0]?.version ?? 0), options.pollMs ?? 1000, options.onError ?? (() => undefined));
+    const engine = new SqlDocEngine(db, blobs, big(rows[0]?.version ?? 0), options.pollMs ?? 1000, options.onError ?? (() => undefined));
     await engine.start();
     return engine;
   }
@@ -156,9 +165,8 @@ export class SqlDocEngine implements DocEngine {
   }
 
   private async readBatch(): Promise<number> {
-    const { rows } = await this.db.query<ChangeRow>(`SELECT ${CHANGE_COLUMNS} FROM quantix_dom_changes WHERE version > $1 ORDER BY version LIMIT $2`, [this.last, BATCH]);
-    for (const r of rows) {
-      const change = toChange(r);
+    const rows = await this.withDiffs(this.db, `SELECT ${CHANGE_COLUMNS}, diff, diff_ref FROM quantix_dom_changes WHERE version > $1 ORDER BY version LIMIT $2`, [this.last, BATCH]);
+    for (const change of rows) {
       this.last = change.version;
       this.hub.publish({ type: "MODIFIED", object: change, revision: change.version });
     }
@@ -174,23 +182,56 @@ export class SqlDocEngine implements DocEngine {
   }
 
   async transact<R>(fn: (tx: DocTx) => Promise<R>): Promise<R> {
+    const afterCommit: (() => Promise<void>)[] = [];
     const out = await this.db.transaction(async (q) => {
       const { rows } = await q.query<{ version: unknown }>("SELECT version FROM quantix_dom_meta WHERE id = 1 FOR UPDATE");
       const start = big(rows[0]?.version ?? 0);
       let next = start;
-      const result = await fn(this.tx(q, () => ++next));
+      const result = await fn(this.tx(q, () => ++next, afterCommit));
       if (next > start) {
         await q.query("UPDATE quantix_dom_meta SET version = $1 WHERE id = 1", [next]);
         await q.query("SELECT pg_notify($1, $2)", [DOC_CHANNEL, next.toString()]);
       }
       return { result, wrote: next > start };
     });
+    // Blobs no row references any more (files) go once the commit has made that true.
+    for (const f of afterCommit) await f().catch(this.onError);
     // This replica's own writes reach its watchers without waiting for the notification.
     if (out.wrote) void this.kick();
     return out.result;
   }
 
-  private tx(q: Queryable, next: () => bigint): DocTx {
+  /** Keeps a value in its row, or (large) as a blob. */
+  private async store(q: Queryable, value: Uint8Array): Promise<Stored> {
+    return value.length <= INLINE_MAX_BYTES ? { inline: value, ref: null } : { inline: null, ref: await this.blobs.put(q, value) };
+  }
+
+  private async load(q: Queryable, inline: Uint8Array | null | undefined, ref: string | null | undefined): Promise<Uint8Array> {
+    if (ref) return this.blobs.get(q, ref);
+    return inline ? bytes(inline) : new Uint8Array(0);
+  }
+
+  /** Drops a blob that no row references any more. */
+  private async release(q: Queryable, ref: string | null | undefined, afterCommit: (() => Promise<void>)[]): Promise<void> {
+    if (!ref) return;
+    const { rows } = await q.query(
+      `SELECT 1 WHERE EXISTS (SELECT 1 FROM quantix_dom_nodes WHERE document_ref = $1) OR EXISTS (SELECT 1 FROM quantix_dom_changes WHERE diff_ref = $1) OR EXISTS (SELECT 1 FROM quantix_dom_changes WHERE checkpoint_ref = $1)`,
+      [ref],
+    );
+    if (rows.length > 0) return;
+    const later = await this.blobs.drop(q, ref);
+    if (later) afterCommit.push(later);
+  }
+
+  /** Changes of a query that selects CHANGE_COLUMNS, diff and diff_ref, with their diffs. */
+  private async withDiffs(q: Queryable, sql: string, params: Param[]): Promise<DocChange[]> {
+    const { rows } = await q.query<ChangeRow>(sql, params);
+    const out: DocChange[] = [];
+    for (const r of rows) out.push(toChange(r, await this.load(q, r.diff, r.diff_ref)));
+    return out;
+  }
+
+  private tx(q: Queryable, next: () => bigint, afterCommit: (() => Promise<void>)[]): DocTx {
     return {
       node: (id) => this.readNode(q, id),
       changesNewestFirst: async (id, since, before, limit) => {
@@ -198,33 +239,52 @@ export class SqlDocEngine implements DocEngine {
           `SELECT ${CHANGE_COLUMNS} FROM quantix_dom_changes WHERE node_id = $1 AND version >= $2 AND version < $3 ORDER BY version DESC LIMIT $4`,
           [id, since, before, limit],
         );
-        return rows.map(toChange);
+        return rows.map((r) => toChange(r));
       },
       nextVersion: async () => next(),
       putNode: async (n) => {
+        const { rows: was } = await q.query<{ document_ref: string | null }>("SELECT document_ref FROM quantix_dom_nodes WHERE node_id = $1", [n.nodeId]);
+        const doc = await this.store(q, n.document);
         await q.query(
-          `INSERT INTO quantix_dom_nodes (${NODE_COLUMNS}, document) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11)
+          `INSERT INTO quantix_dom_nodes (${NODE_COLUMNS}, document, document_ref) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11, $12)
            ON CONFLICT (node_id) DO UPDATE SET version = EXCLUDED.version, created_version = EXCLUDED.created_version, created_ms = EXCLUDED.created_ms,
              updated_ms = EXCLUDED.updated_ms, clock = EXCLUDED.clock, metadata = EXCLUDED.metadata, size_bytes = EXCLUDED.size_bytes,
-             since_checkpoint = EXCLUDED.since_checkpoint, since_checkpoint_bytes = EXCLUDED.since_checkpoint_bytes, document = EXCLUDED.document`,
-          [n.nodeId, n.version, n.createdVersion, n.createdMs, n.updatedMs, clockToJson(n.clock), JSON.stringify(n.metadata), n.document.length, n.sinceCheckpoint, n.sinceCheckpointBytes, n.document],
+             since_checkpoint = EXCLUDED.since_checkpoint, since_checkpoint_bytes = EXCLUDED.since_checkpoint_bytes, document = EXCLUDED.document, document_ref = EXCLUDED.document_ref`,
+          [n.nodeId, n.version, n.createdVersion, n.createdMs, n.updatedMs, clockToJson(n.clock), JSON.stringify(n.metadata), n.document.length, n.sinceCheckpoint, n.sinceCheckpointBytes, doc.inline, doc.ref],
         );
+        if (was[0]?.document_ref && was[0].document_ref !== doc.ref) await this.release(q, was[0].document_ref, afterCommit);
       },
-      removeNode: async (id) => void (await q.query("DELETE FROM quantix_dom_nodes WHERE node_id = $1", [id])),
+      removeNode: async (id) => {
+        const { rows } = await q.query<{ document_ref: string | null }>("DELETE FROM quantix_dom_nodes WHERE node_id = $1 RETURNING document_ref", [id]);
+        await this.release(q, rows[0]?.document_ref, afterCommit);
+      },
       addChange: async (c, checkpoint) => {
-        const params: Param[] = [c.version, c.nodeId, c.type, c.created, c.diff, JSON.stringify(c.paths), clockToJson(c.clock), clockToJson(c.writerClock), JSON.stringify(c.metadata), c.author, c.writerId, c.committedMs, checkpoint ?? null];
-        await q.query(`INSERT INTO quantix_dom_changes (${CHANGE_COLUMNS}, checkpoint) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8::jsonb, $9::jsonb, $10, $11, $12, $13)`, params);
+        const diff = await this.store(q, c.diff);
+        const cp = checkpoint ? await this.store(q, checkpoint) : { inline: null, ref: null };
+        const params: Param[] = [c.version, c.nodeId, c.type, c.created, diff.inline, diff.ref, c.diff.length, JSON.stringify(c.paths), clockToJson(c.clock), clockToJson(c.writerClock), JSON.stringify(c.metadata), c.author, c.writerId, c.committedMs, cp.inline, cp.ref];
+        await q.query(
+          `INSERT INTO quantix_dom_changes (version, node_id, type, created, diff, diff_ref, diff_size, paths, clock, writer_clock, metadata, author, writer_id, committed_ms, checkpoint, checkpoint_ref)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10::jsonb, $11::jsonb, $12, $13, $14, $15, $16)`,
+          params,
+        );
       },
     };
   }
 
   private async readNode(q: Queryable, id: Uint8Array): Promise<DocNode | undefined> {
-    const { rows } = await q.query<NodeRow>(`SELECT ${NODE_COLUMNS}, document FROM quantix_dom_nodes WHERE node_id = $1`, [id]);
-    return rows[0] ? toNode(rows[0]) : undefined;
+    const { rows } = await q.query<NodeRow>(`SELECT ${NODE_COLUMNS}, document, document_ref FROM quantix_dom_nodes WHERE node_id = $1`, [id]);
+    return rows[0] ? toNode(rows[0], await this.load(q, rows[0].document, rows[0].document_ref)) : undefined;
   }
 
-  node(id: Uint8Array): Promise<DocNode | undefined> {
-    return this.readNode(this.db, id);
+  async node(id: Uint8Array): Promise<DocNode | undefined> {
+    // The row and its blob from one snapshot; a blob file replaced meanwhile is read again.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.db.transaction((q) => this.readNode(q, id), { repeatableRead: true });
+      } catch (err) {
+        if (!(err instanceof BlobGone) || attempt >= 4) throw err;
+      }
+    }
   }
 
   async lastChange(id: Uint8Array, version: bigint): Promise<DocChange | undefined> {
@@ -236,19 +296,22 @@ export class SqlDocEngine implements DocEngine {
     // One snapshot: the nearest checkpoint (or creation) and the diffs after it.
     return this.db.transaction(
       async (q) => {
-        const { rows: start } = await q.query<{ version: unknown; created: boolean; checkpoint: Uint8Array | null }>(
-          `SELECT version, created, checkpoint FROM quantix_dom_changes WHERE node_id = $1 AND version <= $2 AND (checkpoint IS NOT NULL OR created) ORDER BY version DESC LIMIT 1`,
+        const { rows: start } = await q.query<{ version: unknown; created: boolean; checkpoint: Uint8Array | null; checkpoint_ref: string | null }>(
+          `SELECT version, created, checkpoint, checkpoint_ref FROM quantix_dom_changes WHERE node_id = $1 AND version <= $2 AND (checkpoint IS NOT NULL OR checkpoint_ref IS NOT NULL OR created) ORDER BY version DESC LIMIT 1`,
           [id, version],
         );
         const from = start[0];
         if (!from) return { base: undefined, diffs: [] };
-        const cp = from.checkpoint ? bytes(from.checkpoint) : undefined;
+        const hasCheckpoint = from.checkpoint !== null || from.checkpoint_ref !== null;
+        const base = hasCheckpoint ? await this.load(q, from.checkpoint, from.checkpoint_ref) : undefined;
         // From a checkpoint: the diffs after it; from a creation: its own diff too.
-        const { rows } = await q.query<{ diff: Uint8Array }>(
-          `SELECT diff FROM quantix_dom_changes WHERE node_id = $1 AND version ${cp ? ">" : ">="} $2 AND version <= $3 AND type = 'DIFF' ORDER BY version`,
+        const { rows } = await q.query<{ diff: Uint8Array | null; diff_ref: string | null }>(
+          `SELECT diff, diff_ref FROM quantix_dom_changes WHERE node_id = $1 AND version ${hasCheckpoint ? ">" : ">="} $2 AND version <= $3 AND type = 'DIFF' ORDER BY version`,
           [id, big(from.version), version],
         );
-        return { base: cp, diffs: rows.map((r) => bytes(r.diff)) };
+        const diffs: Uint8Array[] = [];
+        for (const r of rows) diffs.push(await this.load(q, r.diff, r.diff_ref));
+        return { base, diffs };
       },
       { repeatableRead: true },
     );
@@ -291,17 +354,12 @@ export class SqlDocEngine implements DocEngine {
       cond = `AND version ${desc ? "<" : ">"} $2`;
     }
     params.push(limit);
-    const { rows } = await this.db.query<ChangeRow>(
-      `SELECT version, node_id, type, created, ''::bytea AS diff, paths, clock, writer_clock, metadata, author, writer_id, committed_ms, length(diff) AS diff_size
-       FROM quantix_dom_changes WHERE node_id = $1 ${cond} ORDER BY version ${desc ? "DESC" : "ASC"} LIMIT $${params.length}`,
-      params,
-    );
-    return { changes: rows.map((r) => ({ ...toChange(r), diffSize: Number(big((r as unknown as { diff_size: unknown }).diff_size)) })), total: Number(big(n[0]?.n ?? 0)) };
+    const { rows } = await this.db.query<ChangeRow>(`SELECT ${CHANGE_COLUMNS} FROM quantix_dom_changes WHERE node_id = $1 ${cond} ORDER BY version ${desc ? "DESC" : "ASC"} LIMIT $${params.length}`, params);
+    return { changes: rows.map((r) => toChange(r)), total: Number(big(n[0]?.n ?? 0)) };
   }
 
-  async changesAfter(after: bigint, through: bigint, limit: number): Promise<DocChange[]> {
-    const { rows } = await this.db.query<ChangeRow>(`SELECT ${CHANGE_COLUMNS} FROM quantix_dom_changes WHERE version > $1 AND version <= $2 ORDER BY version LIMIT $3`, [after, through, limit]);
-    return rows.map(toChange);
+  changesAfter(after: bigint, through: bigint, limit: number): Promise<DocChange[]> {
+    return this.db.transaction((q) => this.withDiffs(q, `SELECT ${CHANGE_COLUMNS}, diff, diff_ref FROM quantix_dom_changes WHERE version > $1 AND version <= $2 ORDER BY version LIMIT $3`, [after, through, limit]), { repeatableRead: true });
   }
 
   snapshotNodes(match: (id: Uint8Array) => boolean, sql: { ids: Uint8Array[]; prefix: Uint8Array | undefined }, limit: number): Promise<{ version: bigint; nodes: DocNode[] }> {
@@ -319,9 +377,11 @@ export class SqlDocEngine implements DocEngine {
           where.push(`node_id = $${params.length}`);
         }
         params.push(limit + 1);
-        const { rows } = await q.query<NodeRow>(`SELECT ${NODE_COLUMNS}, document FROM quantix_dom_nodes ${where.length ? `WHERE ${where.join(" OR ")}` : ""} ORDER BY node_id LIMIT $${params.length}`, params);
+        const { rows } = await q.query<NodeRow>(`SELECT ${NODE_COLUMNS}, document, document_ref FROM quantix_dom_nodes ${where.length ? `WHERE ${where.join(" OR ")}` : ""} ORDER BY node_id LIMIT $${params.length}`, params);
         if (rows.length > limit) throw tooMany(rows.length, limit);
-        return { version: big(m[0]?.version ?? 0), nodes: rows.map(toNode).filter((n) => match(n.nodeId)) };
+        const nodes: DocNode[] = [];
+        for (const r of rows) if (match(bytes(r.node_id))) nodes.push(toNode(r, await this.load(q, r.document, r.document_ref)));
+        return { version: big(m[0]?.version ?? 0), nodes };
       },
       { repeatableRead: true },
     );

@@ -663,16 +663,22 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
         size_bytes bigint NOT NULL,
         since_checkpoint int NOT NULL,
         since_checkpoint_bytes bigint NOT NULL,
-        document bytea NOT NULL
+        -- The document in the row, or (over 256 KiB) in quantix_dom_blobs or the embedded
+        -- store's files, by the SHA-256 of its bytes: one of the two is set.
+        document bytea,
+        document_ref text COLLATE "C"
       );
       CREATE INDEX quantix_dom_nodes_by_updated ON quantix_dom_nodes (updated_ms, node_id);
+      CREATE INDEX quantix_dom_nodes_by_document_ref ON quantix_dom_nodes (document_ref) WHERE document_ref IS NOT NULL;
 
       CREATE TABLE quantix_dom_changes (
         version bigint PRIMARY KEY,
         node_id bytea NOT NULL,
         type text NOT NULL,
         created boolean NOT NULL,
-        diff bytea NOT NULL,
+        diff bytea,
+        diff_ref text COLLATE "C",
+        diff_size bigint NOT NULL,
         paths jsonb NOT NULL,
         clock jsonb NOT NULL,
         writer_clock jsonb NOT NULL,
@@ -682,9 +688,20 @@ export const MIGRATIONS: readonly { readonly version: number; readonly name: str
         committed_ms bigint NOT NULL,
         -- The whole document after the change, on some changes: reads at older versions
         -- start from the nearest one instead of the node's first change.
-        checkpoint bytea
+        checkpoint bytea,
+        checkpoint_ref text COLLATE "C"
       );
       CREATE INDEX quantix_dom_changes_by_node ON quantix_dom_changes (node_id, version);
+      CREATE INDEX quantix_dom_changes_by_diff_ref ON quantix_dom_changes (diff_ref) WHERE diff_ref IS NOT NULL;
+      CREATE INDEX quantix_dom_changes_by_checkpoint_ref ON quantix_dom_changes (checkpoint_ref) WHERE checkpoint_ref IS NOT NULL;
+
+      -- Documents and diffs over 256 KiB, in 1 MiB rows, by the SHA-256 of their bytes.
+      CREATE TABLE quantix_dom_blobs (
+        ref text COLLATE "C" NOT NULL,
+        seq int NOT NULL,
+        bytes bytea NOT NULL,
+        PRIMARY KEY (ref, seq)
+      );
 
       -- Who is in each collaborative session, on which replica (presence across replicas).
       CREATE TABLE quantix_dom_participants (
