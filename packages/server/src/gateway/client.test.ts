@@ -179,8 +179,9 @@ describe("GatewayClient against a control plane", () => {
       const t0 = performance.now();
       const err = await client.readSnapshot({ nodeId: id("x") }, { timeoutMs: 400 }).then(() => undefined, (e: unknown) => ConnectError.from(e));
       const took = performance.now() - t0;
-      assert.equal(err?.code, Code.Unavailable, String(err));
-      assert.ok(took < 1500, `gave up after ${took.toFixed(0)} ms`);
+      // The last attempt's failure, or the deadline itself when it ran out during an attempt.
+      assert.ok(err?.code === Code.Unavailable || err?.code === Code.DeadlineExceeded, String(err));
+      assert.ok(took < 2000, `gave up after ${took.toFixed(0)} ms`);
       assert.ok(retries.length >= 2, `${retries.length} retries`);
       retries.length = 0;
       const del = await client.deleteNode({ nodeId: id("x") }).then(() => undefined, (e: unknown) => ConnectError.from(e));
