@@ -365,6 +365,7 @@ try {
     const persec = (unit: string) => (v: number) => `${num(v)} ${unit}/s`;
     rows.push(
       seedRow("gateway: small WriteDiff p50, concurrency 1", r.smallWriteP50Ms[0], r.smallWriteP50Ms[1], msf, 0.5, true),
+      seedRow("gateway: small WriteDiff p50, concurrency 1, through GatewayClient (connect-node)", r.clientSmallWriteP50Ms[0], r.clientSmallWriteP50Ms[1], msf, 0.5, true),
       seedRow(`gateway: ${r.largeWriteMiB} MiB WriteDiff p50, concurrency 1`, r.largeWriteP50Ms[0], r.largeWriteP50Ms[1], msf, 50, true),
       seedRow("gateway: SubscribeChanges setup p50, request to SYNCED", r.subscribeSetupP50Ms[0], r.subscribeSetupP50Ms[1], msf, 5, true),
       seedRow("gateway: stream message p50, WriteDiff sent to ChangeEvent received", r.streamMessageP50Ms[0], r.streamMessageP50Ms[1], msf, 0.05, true),

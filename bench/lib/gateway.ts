@@ -3,6 +3,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fromBinary } from "@bufbuild/protobuf";
 import { ChangeEventSchema, ChangeType } from "@quantix/api/gen/virtualdom/v1/gateway_pb.js";
+import { GatewayClient } from "@quantix/server";
 import { EnvelopeReader, envelope } from "./grpc-frame.js";
 import { connect, grpcHeaders } from "./h2-client.js";
 import { RawH2 } from "./raw-h2.js";
@@ -54,6 +55,8 @@ const next = (side: Side, writer: string) => {
 /** The gateway bench's results: [ours, bare] for each measure. */
 export interface GatewayResult {
   readonly smallWriteP50Ms: [number, number];
+  /** The same small writes through GatewayClient (connect-node's gRPC transport) instead of the raw client. */
+  readonly clientSmallWriteP50Ms: [number, number];
   readonly largeWriteP50Ms: [number, number];
   readonly largeWriteMiB: number;
   readonly subscribeSetupP50Ms: [number, number];
@@ -93,6 +96,9 @@ export async function gatewayBench(oursUrl: string, bareUrl: string, progress: (
     };
     for (const i of [0, 1]) await smallWrites(i, 100, false);
     for (let r = 0; r < 4; r++) for (const i of [0, 1]) await smallWrites(i, 250, true);
+
+    progress("gateway: small WriteDiff at concurrency 1 through GatewayClient (connect-node gRPC, one connection): 500 each after 50 warm-up, in turns");
+    const viaClient = await clientLatency(sides, 500, 50);
 
     const mib = 10;
     progress(`gateway: ${mib} MiB WriteDiff at concurrency 1 (6 each after 1 warm-up, in turns)`);
@@ -135,6 +141,7 @@ export async function gatewayBench(oursUrl: string, bareUrl: string, progress: (
 
     return {
       smallWriteP50Ms: [median(small[0]!), median(small[1]!)],
+      clientSmallWriteP50Ms: viaClient,
       largeWriteP50Ms: [median(large[0]!), median(large[1]!)],
       largeWriteMiB: mib,
       subscribeSetupP50Ms: [median(setup[0]!), median(setup[1]!)],
@@ -153,6 +160,26 @@ export async function gatewayBench(oursUrl: string, bareUrl: string, progress: (
   } finally {
     for (const s of sessions) s.close();
   }
+}
+
+/** Sequential small writes through GatewayClient, one connection each, taking turns. */
+async function clientLatency(sides: readonly Side[], n: number, warmup: number): Promise<[number, number]> {
+  const clients = sides.map((s) => new GatewayClient({ baseUrl: s.url, connections: 1 }));
+  const samples = sides.map((): number[] => []);
+  const diff = setDiff("n", 1);
+  try {
+    for (let r = 0; r < 5; r++)
+      for (const [i, side] of sides.entries())
+        for (let k = 0; k < (n + warmup) / 5; k++) {
+          const req = { nodeId: new TextEncoder().encode("bench-client"), diffBson: diff, vectorClock: { entries: { "bench-client": BigInt(next(side, "bench-client")) } }, writerId: "bench-client" };
+          const t0 = nowMs();
+          await clients[i]!.writeDiff(req);
+          if (r > 0 || k >= warmup) samples[i]!.push(nowMs() - t0);
+        }
+  } finally {
+    for (const c of clients) c.close();
+  }
+  return [median(samples[0]!), median(samples[1]!)];
 }
 
 /** Write sent (and acknowledged) to its event's arrival at a subscriber on another connection. */

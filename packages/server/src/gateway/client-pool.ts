@@ -30,14 +30,27 @@ export interface ConnectionStats {
   readonly replaced: number;
 }
 
-/** One pooled connection: an HTTP/2 session manager (keepalive PINGs) and a gRPC transport on it. */
+/** The clients of one connection: requests that go as they are, and requests that go gzip-compressed. */
+export interface Clients {
+  readonly plain: Client<typeof MemoryGateway>;
+  readonly gzip: Client<typeof MemoryGateway>;
+}
+
+/**
+ * One pooled connection: an HTTP/2 session manager (keepalive PINGs) and two gRPC
+ * transports on it. A transport with sendCompression announces grpc-encoding: gzip on
+ * every call, compressed or not, and the server's gRPC fast path serves only calls without
+ * it (the router decompresses): so only requests of compressMinBytes and more take the
+ * gzip transport.
+ */
 class Connection {
   inFlight = 0;
   calls = 0;
   replaced = 0;
   readonly localPorts = new Set<number>();
+  private readonly sessions = new WeakSet<http2.Http2Session>();
   private manager!: Http2SessionManager;
-  client!: Client<typeof MemoryGateway>;
+  clients!: Clients;
 
   constructor(
     readonly index: number,
@@ -59,14 +72,21 @@ class Connection {
       authority: manager.authority,
       request: async (method: string, path: string, headers: http2.OutgoingHttpHeaders, options: Omit<http2.ClientSessionRequestOptions, "signal">) => {
         const stream = await manager.request(method, path, headers, options);
-        const port = stream.session?.socket?.localPort;
-        if (port !== undefined) this.localPorts.add(port);
+        const session = stream.session;
+        if (session && !this.sessions.has(session)) {
+          this.sessions.add(session);
+          const port = session.socket?.localPort;
+          if (port !== undefined) this.localPorts.add(port);
+        }
         return stream;
       },
       notifyResponseByteRead: (stream: http2.ClientHttp2Stream) => manager.notifyResponseByteRead(stream),
     };
-    const transport = createGrpcTransport({ baseUrl: this.o.baseUrl, sessionManager, sendCompression: compressionGzip, compressMinBytes: this.o.compressMinBytes, interceptors: [...this.o.interceptors] });
-    this.client = createClient(MemoryGateway, transport);
+    const common = { baseUrl: this.o.baseUrl, sessionManager, interceptors: [...this.o.interceptors] };
+    this.clients = {
+      plain: createClient(MemoryGateway, createGrpcTransport(common)),
+      gzip: createClient(MemoryGateway, createGrpcTransport({ ...common, sendCompression: compressionGzip, compressMinBytes: this.o.compressMinBytes })),
+    };
   }
 
   get state(): ReturnType<Http2SessionManager["state"]> {
@@ -103,25 +123,25 @@ export class ConnectionPool {
   }
 
   /** Runs `fn` on the least busy healthy connection, counting it in flight until it settles. */
-  async use<T>(fn: (client: Client<typeof MemoryGateway>) => Promise<T>): Promise<T> {
+  async use<T>(fn: (clients: Clients) => Promise<T>): Promise<T> {
     const c = this.pick();
     c.inFlight++;
     c.calls++;
     try {
-      return await fn(c.client);
+      return await fn(c.clients);
     } finally {
       c.inFlight--;
     }
   }
 
   /** Takes a connection for a stream: `release` must be called when the stream ends. */
-  acquire(): { client: Client<typeof MemoryGateway>; release: () => void } {
+  acquire(): { clients: Clients; release: () => void } {
     const c = this.pick();
     c.inFlight++;
     c.calls++;
     let released = false;
     return {
-      client: c.client,
+      clients: c.clients,
       release: () => {
         if (!released) c.inFlight--;
         released = true;

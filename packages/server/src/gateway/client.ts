@@ -1,6 +1,6 @@
 import type * as http2 from "node:http2";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, type CallOptions as ConnectCallOptions, type Client, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, type CallOptions as ConnectCallOptions, type Interceptor } from "@connectrpc/connect";
 import {
   ChangeType,
   type ChangeEvent,
@@ -10,14 +10,13 @@ import {
   type ListNodesResponse,
   type ListVersionsRequestSchema,
   type ListVersionsResponse,
-  type MemoryGateway,
   type ReadSnapshotRequestSchema,
   type ReadSnapshotResponse,
   type SubscribeRequestSchema,
   type WriteDiffRequestSchema,
   type WriteDiffResponse,
 } from "@quantix/api/gen/virtualdom/v1/gateway_pb.js";
-import { ConnectionPool, type ConnectionStats } from "./client-pool.js";
+import { ConnectionPool, type Clients, type ConnectionStats } from "./client-pool.js";
 import { backoffMs, DEFAULT_RETRY, delay, isTransportFailure, type RetryPolicy } from "./client-retry.js";
 import type { WriterClock } from "./client-writer-clock.js";
 
@@ -39,7 +38,12 @@ export interface GatewayClientOptions {
   readonly idleConnectionTimeoutMs?: number;
   /** Each call's deadline, retries included, unless the call gives its own timeoutMs (default 30 s). */
   readonly timeoutMs?: number;
-  /** Request messages at least this large are sent gzip-compressed (default 1024 bytes: the seed's rule). */
+  /**
+   * Requests at least this large are sent gzip-compressed (default 1024 bytes: the seed's
+   * rule): a WriteDiff by its diff's size, a SubscribeChanges by its node ids'; the others
+   * are small. Smaller requests go without grpc-encoding, which keeps them on the server's
+   * gRPC fast path.
+   */
   readonly compressMinBytes?: number;
   /** Retries of idempotent calls (and re-subscriptions); defaults in DEFAULT_RETRY. */
   readonly retry?: Partial<RetryPolicy>;
@@ -99,6 +103,7 @@ export class GatewayClient {
   private readonly pool: ConnectionPool;
   private readonly policy: RetryPolicy;
   private readonly timeoutMs: number;
+  private readonly compressMinBytes: number;
   private readonly now: () => number;
   private readonly onRetry: ((e: RetryEvent) => void) | undefined;
 
@@ -116,6 +121,7 @@ export class GatewayClient {
     this.policy = { ...DEFAULT_RETRY, ...o.retry };
     if (this.policy.maxAttempts < 1) throw new RangeError(`retry.maxAttempts must be at least 1, got ${this.policy.maxAttempts}`);
     this.timeoutMs = o.timeoutMs ?? 30_000;
+    this.compressMinBytes = o.compressMinBytes ?? 1024;
     this.now = o.now ?? (() => performance.now());
     this.onRetry = o.onRetry;
   }
@@ -123,7 +129,8 @@ export class GatewayClient {
   /** WriteDiff; retried with the very same request (same vector clock), so a retry of an applied write is DUPLICATE. */
   writeDiff(req: Init<typeof WriteDiffRequestSchema>, o: CallOptions = {}): Promise<WriteDiffResponse> {
     if (!req.vectorClock) throw new ConnectError("vector_clock is required (WriteDiff is idempotent only through it)", Code.InvalidArgument);
-    return this.unary("WriteDiff", true, o, (c, co) => c.writeDiff(req, co));
+    const big = (req.diffBson?.length ?? 0) >= this.compressMinBytes;
+    return this.unary("WriteDiff", true, o, (c, co) => (big ? c.gzip : c.plain).writeDiff(req, co));
   }
 
   /**
@@ -138,27 +145,28 @@ export class GatewayClient {
   }
 
   readSnapshot(req: Init<typeof ReadSnapshotRequestSchema>, o: CallOptions = {}): Promise<ReadSnapshotResponse> {
-    return this.unary("ReadSnapshot", true, o, (c, co) => c.readSnapshot(req, co));
+    return this.unary("ReadSnapshot", true, o, (c, co) => c.plain.readSnapshot(req, co));
   }
 
   listNodes(req: Init<typeof ListNodesRequestSchema>, o: CallOptions = {}): Promise<ListNodesResponse> {
-    return this.unary("ListNodes", true, o, (c, co) => c.listNodes(req, co));
+    return this.unary("ListNodes", true, o, (c, co) => c.plain.listNodes(req, co));
   }
 
   listVersions(req: Init<typeof ListVersionsRequestSchema>, o: CallOptions = {}): Promise<ListVersionsResponse> {
-    return this.unary("ListVersions", true, o, (c, co) => c.listVersions(req, co));
+    return this.unary("ListVersions", true, o, (c, co) => c.plain.listVersions(req, co));
   }
 
   /** DeleteNode: one attempt, never retried (the contract makes it idempotent only in effect). */
   async deleteNode(req: Init<typeof DeleteNodeRequestSchema>, o: CallOptions = {}): Promise<void> {
-    await this.unary("DeleteNode", false, o, (c, co) => c.deleteNode(req, co));
+    await this.unary("DeleteNode", false, o, (c, co) => c.plain.deleteNode(req, co));
   }
 
   /** SubscribeChanges as is, on one pooled connection: no resume (see subscribe()). */
   async *subscribeChanges(req: Init<typeof SubscribeRequestSchema>, o: SubscribeOptions = {}): AsyncGenerator<ChangeEvent> {
-    const { client, release } = this.pool.acquire();
+    const { clients, release } = this.pool.acquire();
+    const ids = (req.nodeIds ?? []).reduce((n, id) => n + id.length + 2, 0);
     try {
-      yield* client.subscribeChanges(req, this.callOptions(o, undefined));
+      yield* (ids >= this.compressMinBytes ? clients.gzip : clients.plain).subscribeChanges(req, this.callOptions(o, undefined));
     } finally {
       release();
     }
@@ -225,7 +233,7 @@ export class GatewayClient {
     return { ...(timeoutMs !== undefined ? { timeoutMs } : {}), ...(o.signal ? { signal: o.signal } : {}), ...(o.headers ? { headers: o.headers } : {}) };
   }
 
-  private async unary<T>(method: string, idempotent: boolean, o: CallOptions, call: (c: Client<typeof MemoryGateway>, co: ConnectCallOptions) => Promise<T>): Promise<T> {
+  private async unary<T>(method: string, idempotent: boolean, o: CallOptions, call: (c: Clients, co: ConnectCallOptions) => Promise<T>): Promise<T> {
     const budget = o.timeoutMs ?? this.timeoutMs;
     const started = this.now();
     for (let attempt = 1; ; attempt++) {
