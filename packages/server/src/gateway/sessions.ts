@@ -15,7 +15,7 @@ import { CONTROL_CHARS, PushIterable, QuantixError, throwIfViolations, Violation
 import { clockFromWire, validateClock, validateWriterId } from "./clock.js";
 import { parseDiff } from "./diff.js";
 import type { DocStore } from "./doc-store.js";
-import { changeEvent, GATEWAY_LIMITS, OUTCOME, validateMetadata, validateNodeId, wireClock, wireConflicts } from "./gateway-routes.js";
+import { changeEvent, OUTCOME, validateMetadata, validateNodeId, wireClock, wireConflicts } from "./wire.js";
 import type { CursorPos, PresenceBus, PresenceRecord } from "./presence.js";
 
 /** Limits of a session (docs/api/memory-gateway.md). */
@@ -311,4 +311,3 @@ function cursorOf(c: Cursor): CursorPos {
   return { path: c.path.slice(0, 1024), anchorOffset: c.anchorOffset, headOffset: c.headOffset };
 }
 
-export { GATEWAY_LIMITS };
