@@ -64,7 +64,7 @@ export function memoryGatewayRoute(docs: DocStore, sessions: SessionHub): Route 
       if (req.nodeIdPrefix.length > GATEWAY_LIMITS.maxNodeIdBytes) v.add("node_id_prefix", "INVALID_LENGTH", `at most ${GATEWAY_LIMITS.maxNodeIdBytes} bytes`);
       if (req.includeSnapshots && req.fromVersion !== 0n) v.add("include_snapshots", "INVALID_ARGUMENT", "snapshots start a subscription from now: set from_version 0 with include_snapshots, or resume with from_version alone");
       throwIfViolations(v.list);
-      for await (const e of docs.watch({ ids: req.nodeIds, prefix: req.nodeIdPrefix }, req.fromVersion, req.includeSnapshots, ctx.signal, GATEWAY_LIMITS.maxSubscriberBacklog)) {
+      for await (const e of docs.watch({ ids: req.nodeIds, prefix: req.nodeIdPrefix }, req.fromVersion, req.includeSnapshots, ctx.signal)) {
         yield docEvent(e);
       }
     },

@@ -219,7 +219,7 @@ export class SessionHub {
 
   /** Starts the node's change stream; resolves with what `joined` carries once the stream is synced. */
   private async startWatch(join: JoinSession, sink: PushSink<SessionUpdate>, signal: AbortSignal, onDelivered: (version: bigint) => void) {
-    const events = this.docs.watch({ ids: [join.nodeId], prefix: new Uint8Array(0) }, join.fromVersion, join.fromVersion === 0n, signal, SESSION_LIMITS.maxBacklog);
+    const events = this.docs.watch({ ids: [join.nodeId], prefix: new Uint8Array(0) }, join.fromVersion, join.fromVersion === 0n, signal);
     const it = events[Symbol.asyncIterator]();
     let version = join.fromVersion;
     let snapshot = new Uint8Array(0);

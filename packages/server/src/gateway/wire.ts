@@ -16,8 +16,6 @@ export const GATEWAY_LIMITS = {
   maxMetadataKeyChars: 128,
   maxMetadataValueChars: 4096,
   maxSubscribeIds: 1000,
-  /** Changes a subscriber may fall behind before it is ended (RESOURCE_EXHAUSTED); it resumes from its last version. */
-  maxSubscriberBacklog: 1000,
   pageSizeDefault: 100,
 } as const;
 
