@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `quantix` command: `quantix agent` is `npm run agent`, `quantix server` is `npm start`,
-// `quantix ca` creates the cluster CA and certificates (docs/api/tls-and-enrollment.md).
+// `quantix ca` creates the cluster CA and certificates (docs/api/tls-and-enrollment.md),
+// `quantix gateway` runs the MemoryGateway on its own port.
 // Plain JavaScript, so it runs without a build: it registers tsx in this process and
 // imports the TypeScript entry point, with the subcommand taken out of process.argv so the
 // entry point sees only its own flags. It runs in the caller's directory (relative paths
@@ -10,6 +11,7 @@ import { register } from "tsx/esm/api";
 const COMMANDS = {
   agent: { main: "../packages/agent/src/main.ts", about: "the host agent: serves vmm.v1 for this host (configured by VMCP_* variables or flags; quantix agent --help lists them)" },
   server: { main: "../packages/server/src/main.ts", about: "the control plane (configured by QUANTIX_* variables; see README.md)" },
+  gateway: { main: "../packages/server/src/gateway/gateway-main.ts", about: "the MemoryGateway on its own port (QUANTIX_GATEWAY_ADDR, default 127.0.0.1:50051); the control plane serves it too (docs/api/memory-gateway.md)" },
   ca: { main: "../packages/server/src/pki/ca-main.ts", about: "the cluster CA and the control plane's TLS certificate for a first setup (quantix ca --help)" },
 };
 
@@ -31,6 +33,10 @@ const chosen = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
 if (!chosen) {
   process.stderr.write(`quantix: unknown command '${command}'\n\n${USAGE}`);
   process.exit(2);
+}
+if (command === "gateway" && rest.includes("--help")) {
+  process.stdout.write(`quantix gateway: ${chosen.about}\nIt takes no flags; set QUANTIX_GATEWAY_ADDR, QUANTIX_GATEWAY_DATA_DIR, QUANTIX_STORE, ... in the environment.\n`);
+  process.exit(0);
 }
 if (command === "server" && rest.includes("--help")) {
   // The control plane takes no flags, so its help is said here rather than starting it.

@@ -1,4 +1,4 @@
-import { PushIterable, QuantixError, type WatchEvent } from "@quantix/core";
+import { QuantixError } from "@quantix/core";
 import { covers, mergeClocks, type VClock } from "./clock.js";
 import type { DocChange, DocEngine, DocNode, DocNodeInfo, NodeListQuery } from "./doc-engine.js";
 import { applyDiff, EMPTY_DOCUMENT, parseDiff, pathsOverlap, type ParsedDiff } from "./diff.js";
@@ -236,73 +236,55 @@ export class DocStore {
   /**
    * The changes to matching nodes after `from` (or, with snapshots, each node's current
    * document), SYNCED, then live changes, until `signal` aborts. OUT_OF_RANGE when the
-   * history no longer reaches back to `from` or it is newer than the store.
+   * history no longer reaches back to `from` or it is newer than the store. The history is
+   * read a page at a time as the consumer takes it (a subscriber resuming far behind is
+   * not cut off for the backlog it asked for); live changes come from the hub, and a
+   * consumer more than the hub's backlog of them behind is ended (RESOURCE_EXHAUSTED).
    */
-  watch(filter: NodeFilter, from: bigint, snapshots: boolean, signal: AbortSignal, maxBacklog: number): AsyncIterable<DocEvent> {
+  async *watch(filter: NodeFilter, from: bigint, snapshots: boolean, signal: AbortSignal): AsyncGenerator<DocEvent> {
     const ids = new Set(filter.ids.map(hex));
     const prefix = Buffer.from(filter.prefix);
     const any = ids.size === 0 && prefix.length === 0;
-    const match = (id: Uint8Array) => any || ids.has(hex(id)) || (prefix.length > 0 && Buffer.from(id.buffer, id.byteOffset, Math.min(id.length, prefix.length)).equals(prefix) && id.length >= prefix.length);
+    const match = (id: Uint8Array) => any || ids.has(hex(id)) || (prefix.length > 0 && id.length >= prefix.length && Buffer.from(id.buffer, id.byteOffset, prefix.length).equals(prefix));
     const engine = this.engine;
-    const limits = this.limits;
-    return new PushIterable<DocEvent>((sink) => {
-      let unsubscribe: (() => void) | undefined;
-      let done = signal.aborted;
-      const onAbort = () => {
-        done = true;
-        unsubscribe?.();
-        sink.end();
-      };
-      signal.addEventListener("abort", onAbort, { once: true });
-      // Hub events are pushed as they come; each is filtered here.
-      const relay = {
-        push(events: readonly WatchEvent<DocChange>[]) {
-          const out: DocEvent[] = [];
-          for (const e of events) {
-            if (e.type === "SYNCED") out.push({ type: "SYNCED", version: e.revision });
-            else if (match(e.object.nodeId)) out.push({ type: "CHANGE", change: e.object });
-          }
-          if (out.length > 0) sink.push(out);
-        },
-        end: () => sink.end(),
-        fail: (err: unknown) => sink.fail(err),
-      };
-      void (async () => {
-        try {
-          const latest = await engine.syncLatest();
-          let cursor = from;
-          if (from > latest) throw new QuantixError("out_of_range", `from_version ${from} is newer than the store's latest version ${latest}`);
-          if (from === 0n) {
-            if (snapshots) {
-              const snap = await engine.snapshotNodes(match, { ids: filter.ids as Uint8Array[], prefix: any ? undefined : prefix.length > 0 ? filter.prefix : undefined }, limits.maxSnapshotNodes);
-              if (done) return;
-              sink.push(snap.nodes.map((node) => ({ type: "SNAPSHOT", node }) as DocEvent));
-              cursor = snap.version;
-            } else {
-              cursor = latest;
-            }
-          } else {
-            const compacted = await engine.compactedVersion();
-            if (from < compacted) throw new QuantixError("out_of_range", `from_version ${from} has been compacted: history starts after version ${compacted}; start again with include_snapshots (or ReadSnapshot each node) and resume from the version it gives`);
-          }
-          // History older than the hub's is read from the engine, a page at a time.
-          while (!done && cursor < engine.hub.oldestResumable) {
-            const through = engine.hub.oldestResumable;
-            const page = await engine.changesAfter(cursor, through, 256);
-            const matching = page.filter((c) => match(c.nodeId)).map((change) => ({ type: "CHANGE", change }) as DocEvent);
-            if (matching.length > 0) sink.push(matching);
-            cursor = page.length === 256 ? page[page.length - 1]!.version : through;
-          }
-          if (!done) unsubscribe = engine.hub.subscribe(cursor, relay as never);
-        } catch (err) {
-          sink.fail(err);
+    const latest = await engine.syncLatest();
+    if (from > latest) throw new QuantixError("out_of_range", `from_version ${from} is newer than the store's latest version ${latest}`);
+    let cursor = from;
+    if (from === 0n) {
+      if (snapshots) {
+        const snap = await engine.snapshotNodes(match, { ids: filter.ids as Uint8Array[], prefix: any ? undefined : prefix.length > 0 ? filter.prefix : undefined }, this.limits.maxSnapshotNodes);
+        for (const node of snap.nodes) yield { type: "SNAPSHOT", node };
+        cursor = snap.version;
+      } else {
+        cursor = latest;
+      }
+    } else {
+      const compacted = await engine.compactedVersion();
+      if (from < compacted) throw new QuantixError("out_of_range", `from_version ${from} has been compacted: history starts after version ${compacted}; start again with include_snapshots (or ReadSnapshot each node) and resume from the version it gives`);
+    }
+    for (;;) {
+      if (signal.aborted) return;
+      // History older than the hub's is read from the engine, a page at a time.
+      if (cursor < engine.hub.oldestResumable) {
+        const through = engine.hub.oldestResumable;
+        const page = await engine.changesAfter(cursor, through, 256);
+        for (const change of page) if (match(change.nodeId)) yield { type: "CHANGE", change };
+        cursor = page.length === 256 ? page[page.length - 1]!.version : through;
+        continue;
+      }
+      let started = false;
+      try {
+        for await (const e of engine.hub.watch(cursor, signal)) {
+          started = true;
+          if (e.type === "SYNCED") yield { type: "SYNCED", version: e.revision };
+          else if (match(e.object.nodeId)) yield { type: "CHANGE", change: e.object };
         }
-      })();
-      return () => {
-        done = true;
-        unsubscribe?.();
-        signal.removeEventListener("abort", onAbort);
-      };
-    }, maxBacklog);
+        return;
+      } catch (err) {
+        // The hub moved on while the last page was read: read on.
+        if (!started && err instanceof QuantixError && err.code === "out_of_range" && cursor < engine.hub.oldestResumable) continue;
+        throw err;
+      }
+    }
   }
 }

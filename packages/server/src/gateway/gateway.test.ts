@@ -172,4 +172,21 @@ for (const engine of ["memory", "embedded", "postgres"] as const) describe(`Memo
     );
     for (let i = 1; i < all.length; i++) assert.ok(all[i]!.version > all[i - 1]!.version);
   });
+
+  it("a subscriber resuming far behind (more changes than a live backlog may hold) gets them all, then SYNCED", async () => {
+    const node = id("behind/doc");
+    const first = await gw.writeDiff({ nodeId: node, diffBson: enc({ $set: { i: 0 } }), vectorClock: clock({ w: 1 }) });
+    for (let i = 1; i <= 1100; i++) await gw.writeDiff({ nodeId: node, diffBson: enc({ $set: { i } }), vectorClock: clock({ w: i + 1 }) });
+    const ctl = new AbortController();
+    const seen: bigint[] = [];
+    for await (const e of gw.subscribeChanges({ nodeIds: [node], fromVersion: first.newVersion }, { signal: ctl.signal })) {
+      if (e.type === ChangeType.SYNCED) break;
+      seen.push(e.version);
+      // A slow reader: the history is read as it is consumed.
+      if (seen.length % 500 === 0) await new Promise((r) => setTimeout(r, 50));
+    }
+    ctl.abort();
+    assert.equal(seen.length, 1100);
+    for (let i = 1; i < seen.length; i++) assert.ok(seen[i]! > seen[i - 1]!);
+  });
 });

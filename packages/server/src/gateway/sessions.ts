@@ -15,7 +15,7 @@ import { CONTROL_CHARS, PushIterable, QuantixError, throwIfViolations, Violation
 import { clockFromWire, validateClock, validateWriterId } from "./clock.js";
 import { parseDiff } from "./diff.js";
 import type { DocStore } from "./doc-store.js";
-import { changeEvent, GATEWAY_LIMITS, OUTCOME, validateMetadata, validateNodeId, wireClock, wireConflicts } from "./gateway-routes.js";
+import { changeEvent, OUTCOME, validateMetadata, validateNodeId, wireClock, wireConflicts } from "./wire.js";
 import type { CursorPos, PresenceBus, PresenceRecord } from "./presence.js";
 
 /** Limits of a session (docs/api/memory-gateway.md). */
@@ -219,7 +219,7 @@ export class SessionHub {
 
   /** Starts the node's change stream; resolves with what `joined` carries once the stream is synced. */
   private async startWatch(join: JoinSession, sink: PushSink<SessionUpdate>, signal: AbortSignal, onDelivered: (version: bigint) => void) {
-    const events = this.docs.watch({ ids: [join.nodeId], prefix: new Uint8Array(0) }, join.fromVersion, join.fromVersion === 0n, signal, SESSION_LIMITS.maxBacklog);
+    const events = this.docs.watch({ ids: [join.nodeId], prefix: new Uint8Array(0) }, join.fromVersion, join.fromVersion === 0n, signal);
     const it = events[Symbol.asyncIterator]();
     let version = join.fromVersion;
     let snapshot = new Uint8Array(0);
@@ -311,4 +311,3 @@ function cursorOf(c: Cursor): CursorPos {
   return { path: c.path.slice(0, 1024), anchorOffset: c.anchorOffset, headOffset: c.headOffset };
 }
 
-export { GATEWAY_LIMITS };

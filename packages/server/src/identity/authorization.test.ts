@@ -11,6 +11,8 @@ import { Role } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_pb.js";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { until } from "@quantix/testing";
+import { BSON } from "bson";
+import { MemoryGateway } from "@quantix/api/gen/virtualdom/v1/gateway_pb.js";
 import { PROTOCOLS, startWorld, type World } from "../testing/identity-world.js";
 
 const SPEC = { cpu: { cores: 1 }, memory: { sizeMib: 256n } };
@@ -179,6 +181,23 @@ describe("authorization, case by case", () => {
     const e = await errOf(w.as(VMService, secret).getVM({ id: w.vmA }));
     assert.equal(e.code, Code.PermissionDenied);
     assert.match(e.rawMessage, /limited to the scopes dom\.read/);
+  });
+
+  test("the MemoryGateway: dom.read reads, dom.write writes, a reader's role never writes", async () => {
+    const writeDiff = { nodeId: new TextEncoder().encode("scoped/doc"), diffBson: BSON.serialize({ $set: { a: 1 } }), vectorClock: { entries: { w: 1n } } };
+    const { secret: reader } = await w.as(IdentityService, w.tokens.member).createToken({ name: "dom-read-only", projectId: w.projectA, role: Role.MEMBER, scopes: ["dom.read"] });
+    const { secret: writer } = await w.as(IdentityService, w.tokens.member).createToken({ name: "dom-writer", projectId: w.projectA, role: Role.MEMBER, scopes: ["dom.read", "dom.write"] });
+    const denied = await errOf(w.as(MemoryGateway, reader).writeDiff(writeDiff));
+    assert.equal(denied.code, Code.PermissionDenied);
+    assert.match(denied.rawMessage, /dom\.write/);
+    const written = await w.as(MemoryGateway, writer).writeDiff(writeDiff);
+    assert.equal(written.success, true);
+    assert.equal((await w.as(MemoryGateway, reader).readSnapshot({ nodeId: writeDiff.nodeId })).version, written.newVersion);
+    // The project role still counts: a reader (no token scopes) reads and may not write.
+    assert.equal((await errOf(w.as(MemoryGateway, w.tokens.reader).writeDiff({ ...writeDiff, vectorClock: { entries: { w: 2n } } }))).code, Code.PermissionDenied);
+    assert.equal((await w.as(MemoryGateway, w.tokens.reader).listNodes({})).totalCount >= 1, true);
+    // No token at all: unauthenticated.
+    assert.equal((await errOf(w.as(MemoryGateway, undefined).listNodes({}))).code, Code.Unauthenticated);
   });
 });
 
