@@ -355,13 +355,15 @@ async function fanout(url: string, n: number, writes: number): Promise<FanoutRun
   const raw = await RawH2.connect(url, (i, data, t) => readers[i]?.push(data, t));
   const writer = await connect(url);
   const u = new URL(url);
+  // As fanout.ts: let the SETTINGS exchange (the server's windows) complete before 10,000 requests arrive at once.
+  await sleep(200);
   try {
     const t0 = nowMs();
     raw.open(n, { ":method": "POST", ":scheme": "http", ":path": SUBSCRIBE, ":authority": u.host, "content-type": "application/grpc", te: "trailers" }, subscribeBody({ nodes: ["bench-fanout"] }));
     const deadline = t0 + 60_000;
     while (syncedCount < n && raw.errors === 0 && nowMs() < deadline) await sleep(2);
     const openMs = nowMs() - t0;
-    if (syncedCount < n) return { openMs: NaN, allMs: NaN, note: `${syncedCount}/${n} streams SYNCED, ${raw.errors} ended or reset` };
+    if (syncedCount < n) return { openMs: NaN, allMs: NaN, note: `${syncedCount}/${n} streams SYNCED, ${raw.errors} ended early (${[...raw.endings].map(([k, v]) => `${k}: ${v}`).join(", ")})` };
     const all: number[] = [];
     for (let k = 1; k <= writes; k++) {
       const sent = nowMs();

@@ -14,6 +14,8 @@ export class RawH2 {
   private readonly ended = new Set<number>();
   /** Streams that ended or were reset before the client was closed. */
   errors = 0;
+  /** Of those, how each ended: "trailers" (the server ended it, with a status this client does not decode), "rst <code>", "goaway <code>". */
+  readonly endings = new Map<string, number>();
   private closing = false;
 
   private constructor(
@@ -74,11 +76,13 @@ export class RawH2 {
         const pad = flags & 0x8 ? payload[0]! : -1;
         const data = pad >= 0 ? payload.subarray(1, payload.length - pad) : payload;
         if (data.length > 0) this.onData((id - 1) / 2, data, t);
-        if (flags & 0x1) this.end(id);
+        if (flags & 0x1) this.end(id, "data end");
       } else if (type === 1) {
-        if (flags & 0x1) this.end(id);
+        if (flags & 0x1) this.end(id, "trailers");
       } else if (type === 3) {
-        this.end(id);
+        this.end(id, `rst ${payload.readUInt32BE(0)}`);
+      } else if (type === 7) {
+        this.count(`goaway ${payload.readUInt32BE(4)} (last stream ${payload.readUInt32BE(0) & 0x7fffffff})`);
       } else if (type === 4 && !(flags & 0x1)) {
         this.socket.write(frame(4, 0x1, 0, Buffer.alloc(0)));
       } else if (type === 6 && !(flags & 0x1)) {
@@ -88,10 +92,16 @@ export class RawH2 {
     this.buf = off === this.buf.length ? Buffer.alloc(0) : this.buf.subarray(off);
   }
 
-  private end(id: number): void {
+  private end(id: number, how: string): void {
     if (this.ended.has(id)) return;
     this.ended.add(id);
-    if (!this.closing) this.errors++;
+    if (this.closing) return;
+    this.errors++;
+    this.count(how);
+  }
+
+  private count(how: string): void {
+    this.endings.set(how, (this.endings.get(how) ?? 0) + 1);
   }
 }
 
