@@ -173,6 +173,40 @@ for (const engine of ["memory", "embedded", "postgres"] as const) describe(`Memo
     for (let i = 1; i < all.length; i++) assert.ok(all[i]!.version > all[i - 1]!.version);
   });
 
+  it("compaction keeps the last versions, every node still readable after the mark, and says OUT_OF_RANGE before it", async () => {
+    const a = id("compact/a");
+    const b = id("compact/b");
+    const big = "x".repeat(300 * 1024); // over the inline limit: a blob on the SQL engines
+    const a1 = await gw.writeDiff({ nodeId: a, diffBson: enc({ $set: { big, n: 1 } }), vectorClock: clock({ c: 1 }) });
+    const b1 = await gw.writeDiff({ nodeId: b, diffBson: enc({ $set: { n: 1 } }), vectorClock: clock({ c: 1 }) });
+    let last = b1;
+    for (let i = 2; i <= 6; i++) last = await gw.writeDiff({ nodeId: b, diffBson: enc({ $set: { n: i } }), vectorClock: clock({ c: i }) });
+    const gone = id("compact/gone");
+    await gw.writeDiff({ nodeId: gone, diffBson: enc({ $set: { n: 1 } }), vectorClock: clock({ c: 1 }) });
+    await gw.deleteNode({ nodeId: gone });
+    const tail = await gw.writeDiff({ nodeId: b, diffBson: enc({ $set: { n: 7 } }), vectorClock: clock({ c: 7 }) });
+    // Keep only the last version: everything before it is compacted.
+    const removed = await s.cp.gateway.docs.compact(1n, 1_000_000n);
+    assert.ok(removed > 0);
+    // a's only change is below the mark: it stays readable (its base kept, with its document).
+    const aNow = await gw.readSnapshot({ nodeId: a });
+    assert.equal(aNow.version, a1.newVersion);
+    assert.equal((dec(aNow.snapshotBson) as { big: string }).big.length, big.length);
+    const bAt = await gw.readSnapshot({ nodeId: b, version: tail.newVersion });
+    assert.deepEqual(dec(bAt.snapshotBson), { n: 7 });
+    // Before the mark: OUT_OF_RANGE, for reads and resumes alike.
+    assert.equal((await rejection(gw.readSnapshot({ nodeId: b, version: last.newVersion }))).code, 11);
+    const resume = gw.subscribeChanges({ fromVersion: last.newVersion - 1n })[Symbol.asyncIterator]();
+    assert.equal((await rejection(resume.next())).code, 11);
+    // Only b's last version is listed; the deleted node's history is gone.
+    assert.deepEqual((await gw.listVersions({ nodeId: b })).versions.map((v) => v.version), [tail.newVersion]);
+    assert.equal((await rejection(gw.listVersions({ nodeId: gone }))).code, 5);
+    // Writes go on as before.
+    const after = await gw.writeDiff({ nodeId: a, diffBson: enc({ $inc: { n: 1 } }), vectorClock: clock({ c: 2 }) });
+    assert.equal(after.outcome, WriteOutcome.APPLIED);
+    assert.equal((dec((await gw.readSnapshot({ nodeId: a, version: after.newVersion })).snapshotBson) as { n: number }).n, 2);
+  });
+
   it("a subscriber resuming far behind (more changes than a live backlog may hold) gets them all, then SYNCED", async () => {
     const node = id("behind/doc");
     const first = await gw.writeDiff({ nodeId: node, diffBson: enc({ $set: { i: 0 } }), vectorClock: clock({ w: 1 }) });
