@@ -77,7 +77,7 @@ import { SnapshotService } from "./services/snapshot-service.js";
 import { SecurityGroupService } from "./services/security-group-service.js";
 import { networkController } from "./network/network-controller.js";
 import { requireNicPorts, waitNicPortsOn } from "./network/vm-nic-ports.js";
-import { openGateway } from "./gateway/gateway.js";
+import { openGateway, type Gateway } from "./gateway/gateway.js";
 
 /** A running control plane. */
 export interface ControlPlane {
@@ -95,6 +95,8 @@ export interface ControlPlane {
   readonly agents: AgentNodes | undefined;
   /** Writes the audit trail (flush() in tests, to read records at once). */
   readonly audit: AuditWriter;
+  /** The MemoryGateway's documents and sessions. */
+  readonly gateway: Gateway;
   /** Graceful shutdown: streams end cleanly, in-flight calls finish, then connections close. */
   close(): Promise<void>;
 }
@@ -213,7 +215,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
 
   // The MemoryGateway's documents live in the same store (its own tables and versions).
   // Documents over 256 KiB go to files under the embedded store's data directory.
-  const gateway = await openGateway(store, log, { blobDir: config.store.kind === "embedded" ? join(config.store.dataDir, "documents") : undefined });
+  const gateway = await openGateway(store, log, { blobDir: config.store.kind === "embedded" ? join(config.store.dataDir, "documents") : undefined, historyVersions: config.gatewayHistoryVersions });
   // Counted where each call is logged (the kit's observeCalls interceptor), read by GET /metrics.
   const rpcMetrics = new RpcMetrics();
   const routes: Route[] = [
@@ -296,6 +298,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     drivers,
     simulated,
     audit,
+    gateway,
     get agents() {
       return agents;
     },

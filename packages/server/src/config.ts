@@ -46,6 +46,8 @@ export interface ControlPlaneConfig {
   readonly nodeLostAfterSec: number;
   /** How long lifecycle events are kept (QUANTIX_EVENT_RETENTION_SEC). */
   readonly eventRetentionSec: number;
+  /** The MemoryGateway's history: versions kept for reads at a version and resumes (QUANTIX_GATEWAY_HISTORY_VERSIONS). */
+  readonly gatewayHistoryVersions: number;
   /** Lifetime of the access tokens Login returns (QUANTIX_ACCESS_TOKEN_TTL_SEC). */
   readonly accessTokenTtlSec: number;
   /** Failed logins allowed at once, per username and per source address (QUANTIX_LOGIN_FAILURE_BURST). */
@@ -124,6 +126,7 @@ const DEFAULTS: ControlPlaneConfig = {
   schedulerStrategy: "spread",
   nodeLostAfterSec: 300,
   eventRetentionSec: 7 * 86_400,
+  gatewayHistoryVersions: 100_000,
   accessTokenTtlSec: 3600,
   loginFailureBurst: 5,
   loginFailuresPerMin: 5,
@@ -193,6 +196,7 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
     schedulerStrategy: strategy as ScoringStrategy,
     nodeLostAfterSec: int("QUANTIX_NODE_LOST_AFTER_SEC", 1, 86_400, DEFAULTS.nodeLostAfterSec),
     eventRetentionSec: int("QUANTIX_EVENT_RETENTION_SEC", 60, 366 * 86_400, DEFAULTS.eventRetentionSec),
+    gatewayHistoryVersions: int("QUANTIX_GATEWAY_HISTORY_VERSIONS", 10, 1_000_000_000, DEFAULTS.gatewayHistoryVersions),
     accessTokenTtlSec: int("QUANTIX_ACCESS_TOKEN_TTL_SEC", 60, 86_400, DEFAULTS.accessTokenTtlSec),
     loginFailureBurst: int("QUANTIX_LOGIN_FAILURE_BURST", 1, 10_000, DEFAULTS.loginFailureBurst),
     loginFailuresPerMin: int("QUANTIX_LOGIN_FAILURES_PER_MIN", 1, 100_000, DEFAULTS.loginFailuresPerMin),

@@ -3,8 +3,8 @@ import { after, before, describe, it } from "node:test";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { BSON } from "bson";
-import { MemoryGateway, WriteOutcome } from "@quantix/api/gen/virtualdom/v1/gateway_pb.js";
-import { startPostgres, startTestServer, type TestPostgres, type TestServer } from "@quantix/testing";
+import { ChangeType, MemoryGateway, WriteOutcome } from "@quantix/api/gen/virtualdom/v1/gateway_pb.js";
+import { startPostgres, startTestServer, until, type TestPostgres, type TestServer } from "@quantix/testing";
 import { covers } from "./clock.js";
 
 const WRITERS = 6;
@@ -78,5 +78,40 @@ describe("concurrent writers on two replicas of one PostgreSQL: real vector-cloc
     for (let i = 0; i < WRITERS; i++) assert.deepEqual(snap[`w${i}`], { n: WRITES });
     const last = byVersion[byVersion.length - 1]!;
     assert.equal(snap["shared"], `${last.writer}-${last.k}`, "the latest version wins the path all wrote");
+  });
+
+  it("a subscriber on one replica sees the other's writes; killed and resumed on the other replica, it misses nothing", async () => {
+    const [one, two] = servers.map((s) => createClient(MemoryGateway, createGrpcTransport({ baseUrl: s.url })));
+    const doc = new TextEncoder().encode("race/followed");
+    const got: bigint[] = [];
+    const ctl = new AbortController();
+    let synced = false;
+    const following = (async () => {
+      try {
+        for await (const e of one!.subscribeChanges({ nodeIds: [doc] }, { signal: ctl.signal })) {
+          if (e.type === ChangeType.SYNCED) synced = true;
+          else got.push(e.version);
+        }
+      } catch {
+        // cut off below
+      }
+    })();
+    await until(() => synced || undefined, "subscribed on replica one");
+    const written: bigint[] = [];
+    const writing = (async () => {
+      for (let i = 1; i <= 40; i++) written.push((await two!.writeDiff({ nodeId: doc, diffBson: BSON.serialize({ $set: { i } }), vectorClock: { entries: { w: BigInt(i) } } })).newVersion);
+    })();
+    await until(() => got.length >= 10 || undefined, "replica one relays replica two's writes");
+    // The subscriber's connection is cut mid-stream; it resumes on the other replica from the last version it got.
+    ctl.abort();
+    await following;
+    const resumeFrom = got[got.length - 1]!;
+    await writing;
+    const rest: bigint[] = [];
+    for await (const e of two!.subscribeChanges({ nodeIds: [doc], fromVersion: resumeFrom })) {
+      if (e.type === ChangeType.SYNCED) break;
+      rest.push(e.version);
+    }
+    assert.deepEqual([...got, ...rest], written, "every write, once, in order");
   });
 });

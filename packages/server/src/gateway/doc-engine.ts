@@ -108,5 +108,19 @@ export interface DocEngine {
   syncLatest(): Promise<bigint>;
   /** Changes at or below this version are gone. */
   compactedVersion(): Promise<bigint>;
+  /**
+   * What a compaction from `after` (the current mark) to `through` keeps: for each node
+   * that changed in between, its last change at or below `through` (the base its reads
+   * after `through` rebuild from), and whether that change holds its document already.
+   */
+  compactionBases(after: bigint, through: bigint): Promise<{ nodeId: Uint8Array; version: bigint; type: "DIFF" | "DELETED"; hasCheckpoint: boolean }[]>;
+  /** Stores the whole document after a change on it (a checkpoint: always valid to add). */
+  setCheckpoint(version: bigint, document: Uint8Array): Promise<void>;
+  /**
+   * Deletes the changes at or below `through` of the nodes that changed after `after`,
+   * except the `kept` bases, and moves the mark to `through`. Does nothing (returns -1)
+   * when the mark is no longer `after` (another replica compacted meanwhile).
+   */
+  compactTo(after: bigint, through: bigint, kept: readonly bigint[]): Promise<number>;
   close(): Promise<void>;
 }

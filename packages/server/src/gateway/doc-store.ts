@@ -223,6 +223,28 @@ export class DocStore {
     });
   }
 
+  /**
+   * Compacts the history to keep the last `keep` versions (at most `batch` more versions
+   * per call): each node that changed in the compacted range keeps one change at or below
+   * it, holding its document (reads after the mark rebuild from it); every other change
+   * in the range goes, and with it the blobs no row references. Returns the changes removed.
+   */
+  async compact(keep: bigint, batch = 10_000n): Promise<number> {
+    const latest = await this.engine.syncLatest();
+    const after = await this.engine.compactedVersion();
+    let through = latest - keep;
+    if (through <= after) return 0;
+    if (through > after + batch) through = after + batch;
+    const bases = await this.engine.compactionBases(after, through);
+    for (const b of bases) {
+      if (b.type !== "DIFF" || b.hasCheckpoint) continue;
+      // One document at a time: the reads of a large history do not all sit in memory.
+      const { document } = await this.read(b.nodeId, b.version);
+      await this.engine.setCheckpoint(b.version, document);
+    }
+    return Math.max(0, await this.engine.compactTo(after, through, bases.filter((b) => b.type === "DIFF").map((b) => b.version)));
+  }
+
   listNodes(q: NodeListQuery): Promise<{ nodes: DocNodeInfo[]; total: number }> {
     return this.engine.listNodes(q);
   }

@@ -37,7 +37,7 @@ export async function startGatewayServer(config: ControlPlaneConfig, deps: { log
   let gateway;
   try {
     await identity.start();
-    gateway = await openGateway(store, log, { blobDir: config.store.kind === "embedded" ? join(config.store.dataDir, "documents") : undefined });
+    gateway = await openGateway(store, log, { blobDir: config.store.kind === "embedded" ? join(config.store.dataDir, "documents") : undefined, historyVersions: config.gatewayHistoryVersions });
   } catch (err) {
     identity.stop();
     await store.close();

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { createClient, type Client } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { BSON } from "bson";
 import { ChangeType, ConflictPolicy, MemoryGateway, WriteOutcome, type ChangeEvent } from "@quantix/api/gen/virtualdom/v1/gateway_pb.js";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { rejection, startPostgres, startTestServer, type TestPostgres, type TestServer } from "@quantix/testing";
+import { rejection, startPostgres, startTestServer, until, type TestPostgres, type TestServer } from "@quantix/testing";
 
 const enc = (o: object) => BSON.serialize(o);
 const dec = (b: Uint8Array) => BSON.deserialize(b, { promoteValues: true });
@@ -173,6 +173,57 @@ for (const engine of ["memory", "embedded", "postgres"] as const) describe(`Memo
     for (let i = 1; i < all.length; i++) assert.ok(all[i]!.version > all[i - 1]!.version);
   });
 
+  it("compaction keeps the last versions, every node still readable after the mark, and says OUT_OF_RANGE before it", async () => {
+    const a = id("compact/a");
+    const b = id("compact/b");
+    const big = "x".repeat(300 * 1024); // over the inline limit: a blob on the SQL engines
+    const a1 = await gw.writeDiff({ nodeId: a, diffBson: enc({ $set: { big, n: 1 } }), vectorClock: clock({ c: 1 }) });
+    const b1 = await gw.writeDiff({ nodeId: b, diffBson: enc({ $set: { n: 1 } }), vectorClock: clock({ c: 1 }) });
+    let last = b1;
+    for (let i = 2; i <= 6; i++) last = await gw.writeDiff({ nodeId: b, diffBson: enc({ $set: { n: i } }), vectorClock: clock({ c: i }) });
+    const gone = id("compact/gone");
+    await gw.writeDiff({ nodeId: gone, diffBson: enc({ $set: { n: 1 } }), vectorClock: clock({ c: 1 }) });
+    await gw.deleteNode({ nodeId: gone });
+    const tail = await gw.writeDiff({ nodeId: b, diffBson: enc({ $set: { n: 7 } }), vectorClock: clock({ c: 7 }) });
+    // Keep only the last version: everything before it is compacted.
+    const removed = await s.cp.gateway.docs.compact(1n, 1_000_000n);
+    assert.ok(removed > 0);
+    // a's only change is below the mark: it stays readable (its base kept, with its document).
+    const aNow = await gw.readSnapshot({ nodeId: a });
+    assert.equal(aNow.version, a1.newVersion);
+    assert.equal((dec(aNow.snapshotBson) as { big: string }).big.length, big.length);
+    const bAt = await gw.readSnapshot({ nodeId: b, version: tail.newVersion });
+    assert.deepEqual(dec(bAt.snapshotBson), { n: 7 });
+    // Before the mark: OUT_OF_RANGE, for reads and resumes alike.
+    assert.equal((await rejection(gw.readSnapshot({ nodeId: b, version: last.newVersion }))).code, 11);
+    const resume = gw.subscribeChanges({ fromVersion: last.newVersion - 1n })[Symbol.asyncIterator]();
+    assert.equal((await rejection(resume.next())).code, 11);
+    // Only b's last version is listed; the deleted node's history is gone.
+    assert.deepEqual((await gw.listVersions({ nodeId: b })).versions.map((v) => v.version), [tail.newVersion]);
+    assert.equal((await rejection(gw.listVersions({ nodeId: gone }))).code, 5);
+    // Writes go on as before.
+    const after = await gw.writeDiff({ nodeId: a, diffBson: enc({ $inc: { n: 1 } }), vectorClock: clock({ c: 2 }) });
+    assert.equal(after.outcome, WriteOutcome.APPLIED);
+    assert.equal((dec((await gw.readSnapshot({ nodeId: a, version: after.newVersion })).snapshotBson) as { n: number }).n, 2);
+  });
+
+  it("browsers' protocols reach it on the same port: Connect JSON over HTTP/1.1 and gRPC-Web", async () => {
+    const node = id("browser/doc");
+    const json = createClient(MemoryGateway, createConnectTransport({ baseUrl: s.url, httpVersion: "1.1" }));
+    const w = await json.writeDiff({ nodeId: node, diffBson: enc({ $set: { from: "connect" } }), vectorClock: clock({ b: 1 }), writerId: "b" });
+    const web = createClient(MemoryGateway, createGrpcWebTransport({ baseUrl: s.url, httpVersion: "1.1" }));
+    const r = await web.readSnapshot({ nodeId: node });
+    assert.equal(r.version, w.newVersion);
+    assert.deepEqual(dec(r.snapshotBson), { from: "connect" });
+    // A server stream over Connect on HTTP/1.1 too (what a browser's fetch can do).
+    const ctl = new AbortController();
+    for await (const e of json.subscribeChanges({ nodeIds: [node], includeSnapshots: true }, { signal: ctl.signal })) {
+      if (e.type === ChangeType.SYNCED) break;
+      assert.equal(e.type, ChangeType.SNAPSHOT);
+    }
+    ctl.abort();
+  });
+
   it("a subscriber resuming far behind (more changes than a live backlog may hold) gets them all, then SYNCED", async () => {
     const node = id("behind/doc");
     const first = await gw.writeDiff({ nodeId: node, diffBson: enc({ $set: { i: 0 } }), vectorClock: clock({ w: 1 }) });
@@ -188,5 +239,40 @@ for (const engine of ["memory", "embedded", "postgres"] as const) describe(`Memo
     ctl.abort();
     assert.equal(seen.length, 1100);
     for (let i = 1; i < seen.length; i++) assert.ok(seen[i]! > seen[i - 1]!);
+  });
+});
+
+describe("MemoryGateway rate limit per caller", () => {
+  let s: TestServer;
+  before(async () => {
+    s = await startTestServer({ demo: false, rateLimitRps: 2, rateLimitBurst: 3 });
+  });
+  after(() => s.close());
+
+  it("a caller over its rate gets RESOURCE_EXHAUSTED, and what it refused was not applied", async () => {
+    const gw = createClient(MemoryGateway, createGrpcTransport({ baseUrl: s.url }));
+    const node = id("limited/doc");
+    const outcomes: string[] = [];
+    for (let i = 1; i <= 8; i++) {
+      try {
+        await gw.writeDiff({ nodeId: node, diffBson: enc({ $inc: { n: 1 } }), vectorClock: clock({ w: i }) });
+        outcomes.push("ok");
+      } catch (err) {
+        const e = err as { code?: number; rawMessage?: string };
+        assert.equal(e.code, 8, String(e.rawMessage));
+        outcomes.push("limited");
+      }
+    }
+    assert.ok(outcomes.includes("limited"), outcomes.join(","));
+    const accepted = outcomes.filter((o) => o === "ok").length;
+    // Reads are limited too: wait for the bucket to refill.
+    const snap = await until(async () => {
+      try {
+        return await gw.readSnapshot({ nodeId: node });
+      } catch {
+        return undefined;
+      }
+    }, "a read once the rate allows", 10_000, 200);
+    assert.equal((dec(snap.snapshotBson) as { n: number }).n, accepted);
   });
 });

@@ -27,7 +27,10 @@ export interface Gateway {
  * PostgreSQL: tables of migration 16), or in memory with the memory store; sessions'
  * presence shared through PostgreSQL when replicas share it.
  */
-export async function openGateway(store: Store, log: Logger, options: { blobDir?: string | undefined } = {}): Promise<Gateway> {
+/** How often a replica compacts the history beyond the retention. */
+const COMPACT_EVERY_MS = 30_000;
+
+export async function openGateway(store: Store, log: Logger, options: { blobDir?: string | undefined; historyVersions?: number } = {}): Promise<Gateway> {
   let engine: DocEngine;
   let presence: PresenceBus;
   const onError = (err: unknown) => log.log("warn", "MemoryGateway: reading the document history failed; retrying", { error: String((err as Error)?.message ?? err) });
@@ -42,6 +45,17 @@ export async function openGateway(store: Store, log: Logger, options: { blobDir?
   }
   const docs = new DocStore(engine);
   const sessions = new SessionHub(docs, presence);
+  // The history beyond the retention goes (every replica tries; one compaction at a time wins).
+  const keep = BigInt(options.historyVersions ?? 100_000);
+  let compacting: Promise<unknown> | undefined;
+  const timer = setInterval(() => {
+    compacting ??= docs
+      .compact(keep)
+      .then((n) => n > 0 && log.log("info", "MemoryGateway: compacted the document history", { changes_removed: n }))
+      .catch((err: unknown) => log.log("warn", "MemoryGateway: compacting the document history failed; retrying later", { error: String((err as Error)?.message ?? err) }))
+      .finally(() => (compacting = undefined));
+  }, COMPACT_EVERY_MS);
+  timer.unref();
   const base = memoryGatewayRoute(docs, sessions);
   return {
     docs,
@@ -49,6 +63,8 @@ export async function openGateway(store: Store, log: Logger, options: { blobDir?
     // Documents may be large, and often compress: responses over 1 KiB are gzipped for clients that accept it (adr-0001).
     route: { ...base, limits: { readMaxBytes: DIFF_LIMITS.maxDiffBytes + ENVELOPE_BYTES, writeMaxBytes: DIFF_LIMITS.maxDocumentBytes + ENVELOPE_BYTES }, compressMinBytes: 1024 },
     async close() {
+      clearInterval(timer);
+      await compacting;
       await presence.close();
       await engine.close();
     },

@@ -13,6 +13,7 @@ export class MemoryDocEngine implements DocEngine {
   readonly kind = "memory";
   readonly hub: WatchHub<DocChange>;
   private version = 0n;
+  private compacted = 0n;
   private readonly nodes = new Map<string, DocNode>();
   /** Every change, in version order. */
   private readonly changes: DocChange[] = [];
@@ -114,7 +115,8 @@ export class MemoryDocEngine implements DocEngine {
   }
 
   async listVersions(id: Uint8Array, desc: boolean, after: bigint | undefined, limit: number): Promise<{ changes: DocChange[]; total: number }> {
-    const all = this.nodeChanges(id);
+    // A base kept at or below the mark is not a version one can read any more.
+    const all = this.nodeChanges(id).filter((c) => c.version > this.compacted);
     const ordered = desc ? [...all].reverse() : all;
     const rest = after === undefined ? ordered : ordered.filter((c) => (desc ? c.version < after : c.version > after));
     return { changes: rest.slice(0, limit), total: all.length };
@@ -135,7 +137,38 @@ export class MemoryDocEngine implements DocEngine {
   }
 
   async compactedVersion(): Promise<bigint> {
-    return 0n;
+    return this.compacted;
+  }
+
+  async compactionBases(after: bigint, through: bigint) {
+    const nodes = new Map<string, DocChange>();
+    for (const c of this.changes) if (c.version > after && c.version <= through) nodes.set(key(c.nodeId), c);
+    return [...nodes.values()].map((c) => ({ nodeId: c.nodeId, version: c.version, type: c.type, hasCheckpoint: this.checkpoints.has(c.version) }));
+  }
+
+  async setCheckpoint(version: bigint, document: Uint8Array): Promise<void> {
+    this.checkpoints.set(version, document);
+  }
+
+  compactTo(after: bigint, through: bigint, kept: readonly bigint[]): Promise<number> {
+    return this.transact(async () => {
+      if (this.compacted !== after) return -1;
+      const keep = new Set(kept);
+      const touched = new Set(this.changes.filter((c) => c.version > after && c.version <= through).map((c) => key(c.nodeId)));
+      const before = this.changes.length;
+      const left = this.changes.filter((c) => c.version > through || !touched.has(key(c.nodeId)) || keep.has(c.version));
+      const staying = new Set(left);
+      for (const c of this.changes) if (!staying.has(c)) this.checkpoints.delete(c.version);
+      this.changes.splice(0, this.changes.length, ...left);
+      this.byNode.clear();
+      this.changes.forEach((c, i) => {
+        const list = this.byNode.get(key(c.nodeId)) ?? [];
+        list.push(i);
+        this.byNode.set(key(c.nodeId), list);
+      });
+      this.compacted = through;
+      return before - left.length;
+    });
   }
 
   async close(): Promise<void> {}

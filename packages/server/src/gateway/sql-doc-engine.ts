@@ -165,6 +165,16 @@ export class SqlDocEngine implements DocEngine {
   }
 
   private async readBatch(): Promise<number> {
+    const { rows: m } = await this.db.query<{ compacted_version: unknown }>("SELECT compacted_version FROM quantix_dom_meta WHERE id = 1");
+    const compacted = big(m[0]?.compacted_version ?? 0);
+    if (this.last < compacted) {
+      // Cut off from the database for longer than the retention: the changes in between
+      // are gone. Subscribers learn it (and start again); they never get a gap.
+      const err = new QuantixError("out_of_range", `this replica's view of the document history fell behind the retention (it had version ${this.last}, history now starts after ${compacted}); subscribe again with include_snapshots`);
+      this.hub.reset(compacted, err);
+      this.last = compacted;
+      this.onError(err);
+    }
     const rows = await this.withDiffs(this.db, `SELECT ${CHANGE_COLUMNS}, diff, diff_ref FROM quantix_dom_changes WHERE version > $1 ORDER BY version LIMIT $2`, [this.last, BATCH]);
     for (const change of rows) {
       this.last = change.version;
@@ -346,7 +356,8 @@ export class SqlDocEngine implements DocEngine {
   }
 
   async listVersions(id: Uint8Array, desc: boolean, after: bigint | undefined, limit: number): Promise<{ changes: DocChange[]; total: number }> {
-    const { rows: n } = await this.db.query<{ n: unknown }>("SELECT count(*) AS n FROM quantix_dom_changes WHERE node_id = $1", [id]);
+    // A base kept at or below the mark is not a version one can read any more.
+    const { rows: n } = await this.db.query<{ n: unknown }>("SELECT count(*) AS n FROM quantix_dom_changes WHERE node_id = $1 AND version > (SELECT compacted_version FROM quantix_dom_meta WHERE id = 1)", [id]);
     const params: Param[] = [id];
     let cond = "";
     if (after !== undefined) {
@@ -354,7 +365,7 @@ export class SqlDocEngine implements DocEngine {
       cond = `AND version ${desc ? "<" : ">"} $2`;
     }
     params.push(limit);
-    const { rows } = await this.db.query<ChangeRow>(`SELECT ${CHANGE_COLUMNS} FROM quantix_dom_changes WHERE node_id = $1 ${cond} ORDER BY version ${desc ? "DESC" : "ASC"} LIMIT $${params.length}`, params);
+    const { rows } = await this.db.query<ChangeRow>(`SELECT ${CHANGE_COLUMNS} FROM quantix_dom_changes WHERE node_id = $1 AND version > (SELECT compacted_version FROM quantix_dom_meta WHERE id = 1) ${cond} ORDER BY version ${desc ? "DESC" : "ASC"} LIMIT $${params.length}`, params);
     return { changes: rows.map((r) => toChange(r)), total: Number(big(n[0]?.n ?? 0)) };
   }
 
@@ -385,6 +396,44 @@ export class SqlDocEngine implements DocEngine {
       },
       { repeatableRead: true },
     );
+  }
+
+  async compactionBases(after: bigint, through: bigint) {
+    const { rows } = await this.db.query<{ node_id: Uint8Array; version: unknown; type: string; has_checkpoint: boolean }>(
+      `SELECT DISTINCT ON (node_id) node_id, version, type, (checkpoint IS NOT NULL OR checkpoint_ref IS NOT NULL) AS has_checkpoint
+       FROM quantix_dom_changes WHERE version > $1 AND version <= $2 ORDER BY node_id, version DESC`,
+      [after, through],
+    );
+    return rows.map((r) => ({ nodeId: bytes(r.node_id), version: big(r.version), type: r.type === "DELETED" ? ("DELETED" as const) : ("DIFF" as const), hasCheckpoint: r.has_checkpoint }));
+  }
+
+  async setCheckpoint(version: bigint, document: Uint8Array): Promise<void> {
+    await this.db.transaction(async (q) => {
+      const cp = await this.store(q, document);
+      await q.query("UPDATE quantix_dom_changes SET checkpoint = $2, checkpoint_ref = $3 WHERE version = $1 AND checkpoint IS NULL AND checkpoint_ref IS NULL", [version, cp.inline, cp.ref]);
+    });
+  }
+
+  async compactTo(after: bigint, through: bigint, kept: readonly bigint[]): Promise<number> {
+    const afterCommit: (() => Promise<void>)[] = [];
+    const removed = await this.db.transaction(async (q) => {
+      const { rows: m } = await q.query<{ compacted_version: unknown }>("SELECT compacted_version FROM quantix_dom_meta WHERE id = 1 FOR UPDATE");
+      if (big(m[0]?.compacted_version ?? 0) !== after) return -1;
+      const { rows: gone } = await q.query<{ diff_ref: string | null; checkpoint_ref: string | null }>(
+        `DELETE FROM quantix_dom_changes c WHERE c.version <= $2
+           AND c.node_id IN (SELECT node_id FROM quantix_dom_changes WHERE version > $1 AND version <= $2)
+           AND NOT (c.version = ANY($3::bigint[]))
+         RETURNING c.diff_ref, c.checkpoint_ref`,
+        [after, through, kept.map(String)],
+      );
+      const refs = new Set<string>();
+      for (const g of gone) for (const r of [g.diff_ref, g.checkpoint_ref]) if (r) refs.add(r);
+      for (const r of refs) await this.release(q, r, afterCommit);
+      await q.query("UPDATE quantix_dom_meta SET compacted_version = $1 WHERE id = 1", [through]);
+      return gone.length;
+    });
+    for (const f of afterCommit) await f().catch(this.onError);
+    return removed;
   }
 
   async compactedVersion(): Promise<bigint> {
