@@ -169,6 +169,39 @@ describe("GatewayClient against a control plane", () => {
     }
   });
 
+  test("subscribe() resumes a subscriber ended RESOURCE_EXHAUSTED for falling behind, without a gap", async () => {
+    const resumes: RetryEvent[] = [];
+    const client = new GatewayClient({ baseUrl: cp.url, connections: 1, retry: quick, onRetry: (e) => resumes.push(e) });
+    const writer = new GatewayClient({ baseUrl: cp.url });
+    const abort = new AbortController();
+    try {
+      const node = id("slow");
+      const w = new WriterClock("slow-writer");
+      const it = client.subscribe({ nodeIds: [node] }, { signal: abort.signal })[Symbol.asyncIterator]();
+      assert.equal((await it.next()).value?.type, ChangeType.SYNCED);
+      // The subscriber reads nothing while 3,000 changes commit: more than the server's live backlog (1,000).
+      const n = 3000;
+      for (let k = 1; k <= n; k++) await writer.write(w, node, set({ k }));
+      const seen: number[] = [];
+      const versions: bigint[] = [];
+      while (seen.length < n) {
+        const ev = (await it.next()).value as ChangeEvent;
+        if (ev.type !== ChangeType.DIFF) continue;
+        seen.push(deserialize(ev.diffBson)["$set"].k as number);
+        versions.push(ev.version);
+      }
+      abort.abort();
+      await it.return?.(undefined);
+      assert.ok(resumes.some((r) => r.error.code === Code.ResourceExhausted), `ended for falling behind and resumed: ${resumes.map((r) => r.error.code).join(", ")}`);
+      assert.deepEqual(seen, Array.from({ length: n }, (_, i) => i + 1), "every change once, in order");
+      assert.ok(versions.every((v, i) => i === 0 || v > versions[i - 1]!), "increasing versions");
+    } finally {
+      abort.abort();
+      client.close();
+      writer.close();
+    }
+  });
+
   test("a call's deadline bounds its retries against a server that is not there", async () => {
     const retries: RetryEvent[] = [];
     const gone = await startGateway();
