@@ -1,5 +1,5 @@
 import type * as http2 from "node:http2";
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { DescMessage, MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type CallOptions as ConnectCallOptions, type Interceptor } from "@connectrpc/connect";
 import {
   ChangeType,
@@ -88,7 +88,8 @@ export interface WriteOptions extends CallOptions {
   readonly onConflict?: ConflictPolicy;
 }
 
-type Init<S> = S extends import("@bufbuild/protobuf").DescMessage ? MessageInitShape<S> : never;
+/** A request as its init shape (plain fields), as connect's clients take it. */
+type Init<S extends DescMessage> = MessageInitShape<S>;
 
 /**
  * A client of the MemoryGateway for other services: a pool of HTTP/2 connections with
