@@ -17,7 +17,7 @@ import { SimulatedNodes } from "./demo/simulated-nodes.js";
 import { createFallback } from "./health.js";
 import { attachAgentNodes, type AgentNodes } from "./hypervisor/agent-nodes.js";
 import { NodeDrivers } from "./hypervisor/node-drivers.js";
-import { rateLimit, RpcMetrics, startRpcServer, type Peer, type Route, type RpcServer } from "@quantix/rpc";
+import { RpcMetrics, startRpcServer, type Peer, type Route, type RpcServer } from "@quantix/rpc";
 import type { Interceptor } from "@connectrpc/connect";
 import { createJsonLogger, type Logger } from "@quantix/rpc";
 import { PENDING_SERVICES, SERVED_ELSEWHERE, SERVED_FILES } from "./rpc/catalog.js";
@@ -28,7 +28,6 @@ import { vmServiceRoute } from "./rpc/vm-routes.js";
 import { migrationServiceRoute } from "./rpc/migration-routes.js";
 import { eventServiceRoute } from "./rpc/event-routes.js";
 import { AUDIT_RETAINED, auditServiceRoute } from "./rpc/audit-routes.js";
-import { auditCalls, projectResolver } from "./audit/audit-interceptor.js";
 import { AuditWriter } from "./audit/audit-writer.js";
 import { quotaServiceRoute } from "./rpc/quota-routes.js";
 import { QuotaLedger } from "./quota/quota-ledger.js";
@@ -44,7 +43,6 @@ import { AccessTokens } from "./identity/access-tokens.js";
 import { Authenticator } from "./identity/authenticator.js";
 import { bootstrapIdentity } from "./identity/bootstrap.js";
 import { IdentityIndex } from "./identity/identity-index.js";
-import { identityInterceptor } from "./identity/identity-interceptor.js";
 import { LoginLimiter } from "./identity/login-limiter.js";
 import { ProjectService } from "./identity/project-service.js";
 import { TokenService } from "./identity/token-service.js";
@@ -78,6 +76,7 @@ import { SecurityGroupService } from "./services/security-group-service.js";
 import { networkController } from "./network/network-controller.js";
 import { requireNicPorts, waitNicPortsOn } from "./network/vm-nic-ports.js";
 import { openGateway, type Gateway } from "./gateway/gateway.js";
+import { apiInterceptors } from "./rpc/api-interceptors.js";
 
 /** A running control plane. */
 export interface ControlPlane {
@@ -238,21 +237,9 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     ...PENDING_SERVICES.map((p) => ({ service: p.service, impl: unimplementedImpl(p.service, p.arrivesWith) })),
     ...SERVED_ELSEWHERE.map((p) => ({ service: p.service, impl: servedElsewhereImpl(p.service, p.where) })),
   ];
-  // Every mutating call is recorded, refused ones too: the audit trail is outermost of
-  // ours, then authentication, the rate limit per caller (keyed by who the caller is), and policy.
   const audit = new AuditWriter({ store, log });
-  // Record and request ids are random whatever `ids` is (a test's ids stay the resources').
   const interceptors: Interceptor[] = [
-    auditCalls({ sink: audit, clock, ids: randomIds, projectOf: projectResolver(store) }),
-    identityInterceptor({
-      auth: authenticator,
-      index: identity,
-      store,
-      localTrust: config.localTrust,
-      log,
-      ...(agentOf ? { certificatePrincipal: (peer: Peer) => agentPrincipalFromPeer(agentOf, peer) } : {}),
-      ...(config.rateLimitRps > 0 ? { rateLimit: rateLimit({ rps: config.rateLimitRps, burst: config.rateLimitBurst }) } : {}),
-    }),
+    ...apiInterceptors({ config, store, audit, clock, log, auth: authenticator, index: identity, ...(agentOf ? { certificatePrincipal: (peer: Peer) => agentPrincipalFromPeer(agentOf, peer) } : {}) }),
     ...(deps.interceptors ?? []),
   ];
   let server: RpcServer;

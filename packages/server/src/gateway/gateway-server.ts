@@ -1,16 +1,15 @@
 import { join } from "node:path";
 import { file_virtualdom_v1_gateway } from "@quantix/api/gen/virtualdom/v1/gateway_pb.js";
-import { randomIds, systemClock, type Store } from "@quantix/core";
-import { createJsonLogger, rateLimit, RpcMetrics, startRpcServer, type Logger, type RpcServer } from "@quantix/rpc";
-import { auditCalls, projectResolver } from "../audit/audit-interceptor.js";
+import { systemClock, type Store } from "@quantix/core";
+import { createJsonLogger, RpcMetrics, startRpcServer, type Logger, type RpcServer } from "@quantix/rpc";
 import { AuditWriter } from "../audit/audit-writer.js";
 import type { ControlPlaneConfig } from "../config.js";
 import { createFallback } from "../health.js";
 import { AccessTokens } from "../identity/access-tokens.js";
 import { Authenticator } from "../identity/authenticator.js";
 import { IdentityIndex } from "../identity/identity-index.js";
-import { identityInterceptor } from "../identity/identity-interceptor.js";
 import { openStore } from "../store/open-store.js";
+import { apiInterceptors } from "../rpc/api-interceptors.js";
 import { loadServerTls } from "../tls/server-tls.js";
 import { openGateway } from "./gateway.js";
 
@@ -53,17 +52,7 @@ export async function startGatewayServer(config: ControlPlaneConfig, deps: { log
       host: config.host,
       port: config.port,
       routes: [gateway.route],
-      interceptors: [
-        auditCalls({ sink: audit, clock, ids: randomIds, projectOf: projectResolver(store) }),
-        identityInterceptor({
-          auth: authenticator,
-          index: identity,
-          store,
-          localTrust: config.localTrust,
-          log,
-          ...(config.rateLimitRps > 0 ? { rateLimit: rateLimit({ rps: config.rateLimitRps, burst: config.rateLimitBurst }) } : {}),
-        }),
-      ],
+      interceptors: apiInterceptors({ config, store, audit, clock, log, auth: authenticator, index: identity }),
       reflection: [file_virtualdom_v1_gateway],
       log,
       metrics,

@@ -4,33 +4,25 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { BSON } from "bson";
 import { ChangeType, ConflictPolicy, MemoryGateway, WriteOutcome, type ChangeEvent } from "@quantix/api/gen/virtualdom/v1/gateway_pb.js";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { rejection, startPostgres, startTestServer, until, type TestPostgres, type TestServer } from "@quantix/testing";
+import { rejection, startTestServer, until, type TestServer } from "@quantix/testing";
+import { startOnEngine, STORE_ENGINES } from "../testing/engine-server.js";
 
 const enc = (o: object) => BSON.serialize(o);
 const dec = (b: Uint8Array) => BSON.deserialize(b, { promoteValues: true });
 const id = (s: string) => new TextEncoder().encode(s);
 const clock = (entries: Record<string, number>) => ({ entries: Object.fromEntries(Object.entries(entries).map(([k, v]) => [k, BigInt(v)])) });
 
-for (const engine of ["memory", "embedded", "postgres"] as const) describe(`MemoryGateway on the control plane (${engine} store)`, () => {
+for (const engine of STORE_ENGINES) describe(`MemoryGateway on the control plane (${engine} store)`, () => {
   let s: TestServer;
   let gw: Client<typeof MemoryGateway>;
-  let pg: TestPostgres | undefined;
-  let dir: string | undefined;
+  let stop: () => Promise<void>;
   before(async () => {
-    if (engine === "postgres") pg = await startPostgres();
-    if (engine === "embedded") dir = mkdtempSync(join(tmpdir(), "quantix-gw-"));
-    const store = engine === "memory" ? { kind: "memory" as const } : engine === "embedded" ? { kind: "embedded" as const, dataDir: dir! } : { kind: "postgres" as const, url: pg!.url };
-    s = await startTestServer({ demo: false, store });
+    const started = await startOnEngine(engine);
+    s = started.server;
+    stop = () => started.close();
     gw = createClient(MemoryGateway, createGrpcTransport({ baseUrl: s.url }));
   });
-  after(async () => {
-    await s?.close();
-    await pg?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => stop?.());
 
   it("writes, reads back, and says what happened to each write", async () => {
     const node = id("doc/outcomes");

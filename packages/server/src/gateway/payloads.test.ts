@@ -1,15 +1,13 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createClient, type Client } from "@connectrpc/connect";
 import { compressionGzip, createGrpcTransport } from "@connectrpc/connect-node";
 import { Binary, BSON } from "bson";
 import { MemoryGateway } from "@quantix/api/gen/virtualdom/v1/gateway_pb.js";
 import { gzipWherePays } from "@quantix/rpc";
-import { rejection, startPostgres, startTestServer, type TestPostgres, type TestServer } from "@quantix/testing";
+import { rejection, startTestServer, type TestServer } from "@quantix/testing";
+import { startOnEngine, STORE_ENGINES } from "../testing/engine-server.js";
 
 const id = (s: string) => new TextEncoder().encode(s);
 const clock = (n: number) => ({ entries: { w: BigInt(n) } });
@@ -22,24 +20,18 @@ function serialize(doc: object): Uint8Array {
   return out;
 }
 
-for (const engine of ["memory", "embedded", "postgres"] as const) {
+for (const engine of STORE_ENGINES) {
   describe(`MemoryGateway payloads (${engine} store)`, () => {
     let s: TestServer;
     let gw: Client<typeof MemoryGateway>;
-    let pg: TestPostgres | undefined;
-    let dir: string | undefined;
+    let stop: () => Promise<void>;
     before(async () => {
-      if (engine === "postgres") pg = await startPostgres();
-      if (engine === "embedded") dir = mkdtempSync(join(tmpdir(), "quantix-gw-big-"));
-      const store = engine === "memory" ? { kind: "memory" as const } : engine === "embedded" ? { kind: "embedded" as const, dataDir: dir! } : { kind: "postgres" as const, url: pg!.url };
-      s = await startTestServer({ demo: false, store, defaultDeadlineMs: 120_000 });
+      const started = await startOnEngine(engine, { defaultDeadlineMs: 120_000 });
+      s = started.server;
+      stop = () => started.close();
       gw = createClient(MemoryGateway, createGrpcTransport({ baseUrl: s.url, readMaxBytes: 200 * 1024 * 1024, writeMaxBytes: 200 * 1024 * 1024 }));
     });
-    after(async () => {
-      await s?.close();
-      await pg?.stop();
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    });
+    after(() => stop?.());
 
     it("a 100 MB document is written and read back byte-identical, also at its older version", async () => {
       const node = id("big/one");

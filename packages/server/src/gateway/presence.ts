@@ -40,10 +40,33 @@ export interface PresenceBus {
   close(): Promise<void>;
 }
 
+/** The presence listeners of each node. */
+class Listeners {
+  private readonly byNode = new Map<string, Set<(e: PresenceEvent) => void>>();
+
+  has(nodeHex: string): boolean {
+    return this.byNode.has(nodeHex);
+  }
+
+  add(nodeHex: string, fn: (e: PresenceEvent) => void): () => void {
+    const set = this.byNode.get(nodeHex) ?? new Set();
+    this.byNode.set(nodeHex, set);
+    set.add(fn);
+    return () => {
+      set.delete(fn);
+      if (set.size === 0) this.byNode.delete(nodeHex);
+    };
+  }
+
+  emit(nodeHex: string, e: PresenceEvent): void {
+    for (const fn of this.byNode.get(nodeHex) ?? []) fn(e);
+  }
+}
+
 /** Presence in this process. */
 export class LocalPresence implements PresenceBus {
   private readonly present = new Map<string, Map<string, PresenceRecord>>();
-  private readonly listeners = new Map<string, Set<(e: PresenceEvent) => void>>();
+  private readonly listeners = new Listeners();
 
   async join(record: PresenceRecord): Promise<PresenceRecord[]> {
     const node = this.present.get(record.nodeHex) ?? new Map<string, PresenceRecord>();
@@ -69,17 +92,11 @@ export class LocalPresence implements PresenceBus {
   }
 
   subscribe(nodeHex: string, fn: (e: PresenceEvent) => void): () => void {
-    const set = this.listeners.get(nodeHex) ?? new Set();
-    this.listeners.set(nodeHex, set);
-    set.add(fn);
-    return () => {
-      set.delete(fn);
-      if (set.size === 0) this.listeners.delete(nodeHex);
-    };
+    return this.listeners.add(nodeHex, fn);
   }
 
-  protected emit(nodeHex: string, e: PresenceEvent): void {
-    for (const fn of this.listeners.get(nodeHex) ?? []) fn(e);
+  private emit(nodeHex: string, e: PresenceEvent): void {
+    this.listeners.emit(nodeHex, e);
   }
 
   async close(): Promise<void> {}
@@ -119,7 +136,7 @@ function toRecord(r: ParticipantRow): PresenceRecord {
  * replica died) is dropped at the next join, as "disconnected".
  */
 export class SqlPresence implements PresenceBus {
-  private readonly listeners = new Map<string, Set<(e: PresenceEvent) => void>>();
+  private readonly listeners = new Listeners();
   private readonly mine = new Map<string, { nodeHex: string; participantId: string; connectionId: string }>();
   private unlisten: (() => Promise<void>) | undefined;
   private readonly timer: NodeJS.Timeout;
@@ -196,17 +213,11 @@ export class SqlPresence implements PresenceBus {
   }
 
   subscribe(nodeHex: string, fn: (e: PresenceEvent) => void): () => void {
-    const set = this.listeners.get(nodeHex) ?? new Set();
-    this.listeners.set(nodeHex, set);
-    set.add(fn);
-    return () => {
-      set.delete(fn);
-      if (set.size === 0) this.listeners.delete(nodeHex);
-    };
+    return this.listeners.add(nodeHex, fn);
   }
 
   private emit(nodeHex: string, e: PresenceEvent): void {
-    for (const fn of this.listeners.get(nodeHex) ?? []) fn(e);
+    this.listeners.emit(nodeHex, e);
   }
 
   async close(): Promise<void> {

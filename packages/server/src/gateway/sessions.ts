@@ -182,7 +182,12 @@ export class SessionHub {
       const reading = (async () => {
         for (;;) {
           const next = await Promise.race([input.next(), ended.then(() => undefined)]);
-          if (!next || next.done) return;
+          if (!next) return;
+          if (next.done) {
+            // The client closed its side: a graceful end.
+            leftWith = "closed";
+            return;
+          }
           const m = next.value.message;
           switch (m.case) {
             case "join":

@@ -1,5 +1,6 @@
 import { QuantixError } from "@quantix/core";
 import { WatchHub } from "../store/watch-hub.js";
+import { CoalescedRun } from "../store/sql/coalesced-run.js";
 import { big, type Param, type Queryable, type SqlDriver } from "../store/sql/sql-driver.js";
 import { clockFromJson, clockToJson } from "./clock.js";
 import type { DocChange, DocEngine, DocNode, DocNodeInfo, DocTx, NodeListQuery } from "./doc-engine.js";
@@ -100,11 +101,9 @@ function toInfo(r: NodeRow): DocNodeInfo {
 export class SqlDocEngine implements DocEngine {
   readonly hub: WatchHub<DocChange>;
   private last: bigint;
-  private running: Promise<void> | undefined;
-  private again = false;
   private timer: NodeJS.Timeout | undefined;
   private unlisten: (() => Promise<void>) | undefined;
-  private failure: unknown;
+  private readonly reader: CoalescedRun;
 
   private constructor(
     private readonly db: SqlDriver,
@@ -115,6 +114,7 @@ export class SqlDocEngine implements DocEngine {
   ) {
     this.last = start;
     this.hub = new WatchHub<DocChange>("document", () => this.last, { historySize: 64, maxBacklog: 1000 }, start);
+    this.reader = new CoalescedRun(async () => (await this.readBatch()) === BATCH, onError);
   }
 
   get kind(): string {
@@ -143,26 +143,9 @@ export class SqlDocEngine implements DocEngine {
   }
 
   private kick(): Promise<void> {
-    if (this.running) {
-      this.again = true;
-      return this.running;
-    }
-    this.running = (async () => {
-      try {
-        do {
-          this.again = false;
-          while ((await this.readBatch()) === BATCH);
-        } while (this.again);
-        this.failure = undefined;
-      } catch (err) {
-        this.failure = err;
-        this.onError(err);
-      } finally {
-        this.running = undefined;
-      }
-    })();
-    return this.running;
+    return this.reader.kick();
   }
+
 
   private async readBatch(): Promise<number> {
     const { rows: m } = await this.db.query<{ compacted_version: unknown }>("SELECT compacted_version FROM quantix_dom_meta WHERE id = 1");
@@ -187,7 +170,7 @@ export class SqlDocEngine implements DocEngine {
     const { rows } = await this.db.query<{ version: unknown }>("SELECT version FROM quantix_dom_meta WHERE id = 1");
     const latest = big(rows[0]?.version ?? 0);
     for (let i = 0; i < 3 && this.last < latest; i++) await this.kick();
-    if (this.last < latest) throw new QuantixError("unavailable", `could not read the document history up to version ${latest}: ${String(this.failure ?? "unknown error")}; retry`);
+    if (this.last < latest) throw new QuantixError("unavailable", `could not read the document history up to version ${latest}: ${String(this.reader.failure ?? "unknown error")}; retry`);
     return latest;
   }
 
@@ -443,7 +426,7 @@ export class SqlDocEngine implements DocEngine {
 
   async close(): Promise<void> {
     clearInterval(this.timer);
-    await this.running;
+    await this.reader.current;
     await this.unlisten?.();
     this.unlisten = undefined;
   }

@@ -1,5 +1,6 @@
 import { QuantixError, type ChangeType } from "@quantix/core";
 import type { WatchHub } from "../watch-hub.js";
+import { CoalescedRun } from "./coalesced-run.js";
 import { big, type SqlDriver } from "./sql-driver.js";
 
 /** The channel writes notify after commit; the payload is the new revision. */
@@ -24,11 +25,9 @@ interface Sink {
 export class ChangeTailer {
   private last: bigint;
   private readonly sinks = new Map<string, Sink>();
-  private running: Promise<void> | undefined;
-  private again = false;
   private timer: NodeJS.Timeout | undefined;
   private unlisten: (() => Promise<void>) | undefined;
-  private failure: unknown;
+  private readonly reader: CoalescedRun;
   private listening = false;
 
   constructor(
@@ -38,6 +37,7 @@ export class ChangeTailer {
     private readonly onError: (err: unknown) => void,
   ) {
     this.last = startRevision;
+    this.reader = new CoalescedRun(async () => (await this.readBatch()) === BATCH, onError);
   }
 
   /** The newest revision published to the hubs. */
@@ -60,26 +60,9 @@ export class ChangeTailer {
 
   /** Reads new changes now (coalesced with a read already under way). */
   private kick(): Promise<void> {
-    if (this.running) {
-      this.again = true;
-      return this.running;
-    }
-    this.running = (async () => {
-      try {
-        do {
-          this.again = false;
-          while ((await this.readBatch()) === BATCH);
-        } while (this.again);
-        this.failure = undefined;
-      } catch (err) {
-        this.failure = err;
-        this.onError(err);
-      } finally {
-        this.running = undefined;
-      }
-    })();
-    return this.running;
+    return this.reader.kick();
   }
+
 
   /**
    * Resolves once every change committed so far is published, so that a watch starting
@@ -92,12 +75,12 @@ export class ChangeTailer {
     const latest = big(rows[0]?.revision ?? 0);
     if (from > latest) throw new QuantixError("out_of_range", `watch: revision ${from} is newer than the store's latest revision ${latest}`);
     for (let i = 0; i < 3 && this.last < latest; i++) await this.kick();
-    if (this.last < latest) throw new QuantixError("unavailable", `watch: could not read the change history up to revision ${latest}: ${String(this.failure ?? "unknown error")}; retry`);
+    if (this.last < latest) throw new QuantixError("unavailable", `watch: could not read the change history up to revision ${latest}: ${String(this.reader.failure ?? "unknown error")}; retry`);
   }
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
-    await this.running;
+    await this.reader.current;
     await this.unlisten?.();
     this.unlisten = undefined;
   }
