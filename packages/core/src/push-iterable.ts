@@ -101,3 +101,16 @@ export class PushIterable<T> implements AsyncIterable<T> {
 export function isPushIterable<T>(x: AsyncIterable<T>): x is PushIterable<T> {
   return x instanceof PushIterable;
 }
+
+/** Each item of a push source mapped by `fn`, still pushed (the same backlog bound). */
+export function mapPush<T, U>(source: PushIterable<T>, fn: (item: T) => U, maxBacklog?: number): PushIterable<U> {
+  return new PushIterable<U>(
+    (sink) =>
+      source.pipe({
+        push: (items) => sink.push(items.map(fn)),
+        fail: (err) => sink.fail(err),
+        end: () => sink.end(),
+      }),
+    maxBacklog,
+  );
+}

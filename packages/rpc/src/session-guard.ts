@@ -73,7 +73,19 @@ export class SessionGuard {
 
   private probe(session: http2.Http2Session, w: Watched, received: number): void {
     w.probing = true;
-    const dead = setTimeout(() => session.destroy(), PING_TIMEOUT_MS).unref();
+    const deliveredBefore = w.delivered;
+    const armedAt = Date.now();
+    // A session that delivers streams meanwhile is alive, however late the PING's answer
+    // (a flood of ten thousand streams keeps this process busy for seconds, and the
+    // answer waits behind them); so is one whose timer itself ran late (this process was
+    // busy, not the peer silent): it is asked again.
+    const dead = setTimeout(() => {
+      if (w.delivered > deliveredBefore || Date.now() - armedAt > PING_TIMEOUT_MS * 1.5) {
+        w.probing = false;
+        return;
+      }
+      session.destroy();
+    }, PING_TIMEOUT_MS).unref();
     const sent = session.ping((err) => {
       clearTimeout(dead);
       if (err) session.destroy();

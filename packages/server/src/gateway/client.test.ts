@@ -177,9 +177,12 @@ describe("GatewayClient against a control plane", () => {
     try {
       const node = id("slow");
       const w = new WriterClock("slow-writer");
-      const it = client.subscribe({ nodeIds: [node] }, { signal: abort.signal })[Symbol.asyncIterator]();
+      // A subscription that resumes (from a version) reads its history as it consumes it,
+      // then follows live changes with a backlog of 1,000 (docs/api/memory-gateway.md).
+      const from = (await writer.write(w, node, set({ k: 0 }))).newVersion;
+      const it = client.subscribe({ nodeIds: [node], fromVersion: from }, { signal: abort.signal })[Symbol.asyncIterator]();
       assert.equal((await it.next()).value?.type, ChangeType.SYNCED);
-      // The subscriber reads nothing while 3,000 changes commit: more than the server's live backlog (1,000).
+      // The subscriber reads nothing while 3,000 changes commit: more than that backlog.
       const n = 3000;
       for (let k = 1; k <= n; k++) await writer.write(w, node, set({ k }));
       const seen: number[] = [];

@@ -1,4 +1,4 @@
-import { QuantixError } from "@quantix/core";
+import { PushIterable, QuantixError, type PushSink, type WatchEvent } from "@quantix/core";
 import { covers, mergeClocks, type VClock } from "./clock.js";
 import type { DocChange, DocEngine, DocNode, DocNodeInfo, NodeListQuery } from "./doc-engine.js";
 import { applyDiff, EMPTY_DOCUMENT, parseDiff, pathsOverlap, type ParsedDiff } from "./diff.js";
@@ -263,11 +263,59 @@ export class DocStore {
    * not cut off for the backlog it asked for); live changes come from the hub, and a
    * consumer more than the hub's backlog of them behind is ended (RESOURCE_EXHAUSTED).
    */
-  async *watch(filter: NodeFilter, from: bigint, snapshots: boolean, signal: AbortSignal): AsyncGenerator<DocEvent> {
+  watch(filter: NodeFilter, from: bigint, snapshots: boolean, signal: AbortSignal): AsyncIterable<DocEvent> {
     const ids = new Set(filter.ids.map(hex));
     const prefix = Buffer.from(filter.prefix);
     const any = ids.size === 0 && prefix.length === 0;
     const match = (id: Uint8Array) => any || ids.has(hex(id)) || (prefix.length > 0 && id.length >= prefix.length && Buffer.from(id.buffer, id.byteOffset, prefix.length).equals(prefix));
+    // New changes only: nothing to read back, so the hub pushes them (one write reaching
+    // ten thousand subscribers does not wake ten thousand generators).
+    return from === 0n && !snapshots ? this.live(match, signal) : this.replayThenLive(filter, match, any, prefix, from, snapshots, signal);
+  }
+
+  private live(match: (id: Uint8Array) => boolean, signal: AbortSignal): PushIterable<DocEvent> {
+    const engine = this.engine;
+    return new PushIterable<DocEvent>((sink) => {
+      let unsubscribe: (() => void) | undefined;
+      let done = signal.aborted;
+      const onAbort = () => {
+        done = true;
+        unsubscribe?.();
+        sink.end();
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      const relay: PushSink<WatchEvent<DocChange>> = {
+        push(events) {
+          const out: DocEvent[] = [];
+          for (const e of events) {
+            if (e.type === "SYNCED") out.push({ type: "SYNCED", version: e.revision });
+            else if (match(e.object.nodeId)) out.push({ type: "CHANGE", change: e.object });
+          }
+          if (out.length > 0) sink.push(out);
+        },
+        fail: (err) => sink.fail(err),
+        end: () => sink.end(),
+      };
+      void engine.syncLatest().then(
+        (latest) => {
+          if (done) return;
+          try {
+            unsubscribe = engine.hub.subscribe(latest, relay);
+          } catch (err) {
+            sink.fail(err);
+          }
+        },
+        (err: unknown) => sink.fail(err),
+      );
+      return () => {
+        done = true;
+        unsubscribe?.();
+        signal.removeEventListener("abort", onAbort);
+      };
+    }, engine.hub.maxBacklog);
+  }
+
+  private async *replayThenLive(filter: NodeFilter, match: (id: Uint8Array) => boolean, any: boolean, prefix: Buffer, from: bigint, snapshots: boolean, signal: AbortSignal): AsyncGenerator<DocEvent> {
     const engine = this.engine;
     const latest = await engine.syncLatest();
     if (from > latest) throw new QuantixError("out_of_range", `from_version ${from} is newer than the store's latest version ${latest}`);

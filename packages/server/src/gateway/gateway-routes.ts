@@ -1,15 +1,25 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext } from "@connectrpc/connect";
-import { ChangeType, ConflictPolicy, MemoryGateway, NodeInfoSchema, VersionInfoSchema } from "@quantix/api/gen/virtualdom/v1/gateway_pb.js";
-import { encodePageToken, parsePageRequest, throwIfViolations, Violations } from "@quantix/core";
+import { ChangeType, ConflictPolicy, MemoryGateway, NodeInfoSchema, VersionInfoSchema, type ChangeEvent } from "@quantix/api/gen/virtualdom/v1/gateway_pb.js";
+import { encodePageToken, invalidArgument, isPushIterable, mapPush, parsePageRequest, throwIfViolations, Violations } from "@quantix/core";
 import { route, type Route } from "@quantix/rpc";
 import { callerOf } from "../identity/principals.js";
 import { clockFromWire, validateClock, validateWriterId } from "./clock.js";
-import type { DocStore } from "./doc-store.js";
+import type { DocEvent, DocStore } from "./doc-store.js";
 import { parseDiff } from "./diff.js";
 import type { SessionHub } from "./sessions.js";
 import { docEvent, GATEWAY_LIMITS, OUTCOME, validateMetadata, validateNodeId, wireClock, wireConflicts } from "./wire.js";
+
+/** A stream that fails at once (a request refused before it starts). */
+async function* failed(err: Error): AsyncGenerator<never> {
+  throw err;
+}
+
+/** A pulled watch's events on the wire. */
+async function* mapped(events: AsyncIterable<DocEvent>): AsyncGenerator<ChangeEvent> {
+  for await (const e of events) yield docEvent(e);
+}
 
 /** The author of a call's changes: the caller's name. */
 function authorOf(ctx: HandlerContext): string {
@@ -57,16 +67,16 @@ export function memoryGatewayRoute(docs: DocStore, sessions: SessionHub): Route 
       return { nodeId: s.nodeId, version: s.version, snapshotBson: s.document, vectorClock: wireClock(s.clock), metadata: { ...s.metadata }, updatedAt: timestampFromMs(s.updatedMs) };
     },
 
-    async *subscribeChanges(req, ctx) {
+    subscribeChanges(req, ctx) {
       const v = new Violations();
       if (req.nodeIds.length > GATEWAY_LIMITS.maxSubscribeIds) v.add("node_ids", "OUT_OF_RANGE", `at most ${GATEWAY_LIMITS.maxSubscribeIds} ids, got ${req.nodeIds.length}; follow a prefix instead (node_id_prefix)`);
       req.nodeIds.slice(0, GATEWAY_LIMITS.maxSubscribeIds).forEach((id, i) => validateNodeId(v, `node_ids[${i}]`, id));
       if (req.nodeIdPrefix.length > GATEWAY_LIMITS.maxNodeIdBytes) v.add("node_id_prefix", "INVALID_LENGTH", `at most ${GATEWAY_LIMITS.maxNodeIdBytes} bytes`);
       if (req.includeSnapshots && req.fromVersion !== 0n) v.add("include_snapshots", "INVALID_ARGUMENT", "snapshots start a subscription from now: set from_version 0 with include_snapshots, or resume with from_version alone");
-      throwIfViolations(v.list);
-      for await (const e of docs.watch({ ids: req.nodeIds, prefix: req.nodeIdPrefix }, req.fromVersion, req.includeSnapshots, ctx.signal)) {
-        yield docEvent(e);
-      }
+      if (v.list.length > 0) return failed(invalidArgument(v.list));
+      const events = docs.watch({ ids: req.nodeIds, prefix: req.nodeIdPrefix }, req.fromVersion, req.includeSnapshots, ctx.signal);
+      // Live changes are pushed (one write reaching ten thousand subscribers is one fan-out); a replay is pulled.
+      return isPushIterable(events) ? mapPush(events, docEvent) : mapped(events);
     },
 
     collaborativeSession(messages, ctx) {

@@ -51,20 +51,32 @@ export function validateMetadata(v: Violations, field: string, metadata: Record<
   }
 }
 
-/** A change as a ChangeEvent. */
+/**
+ * A change as a ChangeEvent: one frozen message per change, shared by every subscriber
+ * and session that sends it (the gRPC fast path then encodes it once for all of them).
+ */
 export function changeEvent(c: DocChange): ChangeEvent {
-  return create(ChangeEventSchema, {
-    type: c.type === "DELETED" ? ChangeType.DELETED : ChangeType.DIFF,
-    nodeId: c.nodeId,
-    version: c.version,
-    diffBson: c.diff,
-    vectorClock: wireClock(c.clock),
-    metadata: { ...c.metadata },
-    committedAt: timestampFromMs(c.committedMs),
-    author: c.author,
-    writerId: c.writerId,
-  });
+  let e = changeEvents.get(c);
+  if (!e) {
+    e = Object.freeze(
+      create(ChangeEventSchema, {
+        type: c.type === "DELETED" ? ChangeType.DELETED : ChangeType.DIFF,
+        nodeId: c.nodeId,
+        version: c.version,
+        diffBson: c.diff,
+        vectorClock: wireClock(c.clock),
+        metadata: { ...c.metadata },
+        committedAt: timestampFromMs(c.committedMs),
+        author: c.author,
+        writerId: c.writerId,
+      }),
+    );
+    changeEvents.set(c, e);
+  }
+  return e;
 }
+
+const changeEvents = new WeakMap<DocChange, ChangeEvent>();
 
 /** A node's current document as a SNAPSHOT event. */
 export function snapshotEvent(n: DocNode): ChangeEvent {
