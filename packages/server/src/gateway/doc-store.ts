@@ -1,6 +1,6 @@
 import { PushIterable, QuantixError, type PushSink, type WatchEvent } from "@quantix/core";
 import { covers, mergeClocks, type VClock } from "./clock.js";
-import type { DocChange, DocEngine, DocNode, DocNodeInfo, NodeListQuery } from "./doc-engine.js";
+import type { DocChange, DocEngine, DocNode, DocNodeInfo, DocTx, NodeListQuery } from "./doc-engine.js";
 import { applyDiff, EMPTY_DOCUMENT, parseDiff, pathsOverlap, type ParsedDiff } from "./diff.js";
 
 /** What a write asks for. */
@@ -166,7 +166,7 @@ export class DocStore {
    * node clock (the merge of every change up to it) the write covers ends the scan: the
    * write has seen it and everything before.
    */
-  private async concurrentChanges(tx: Parameters<Parameters<DocEngine["transact"]>[0]>[0], node: DocNode, clock: VClock): Promise<DocChange[]> {
+  private async concurrentChanges(tx: DocTx, node: DocNode, clock: VClock): Promise<DocChange[]> {
     const out: DocChange[] = [];
     let before = node.version + 1n;
     let scanned = 0;
