@@ -16,7 +16,7 @@ import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/sec
 import { FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
 import { FloatingIpState } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_pb.js";
 import { QemuBackend } from "@quantix/agent";
-import { buildNetProbeGuest, consoleText, ensureDebianPackages, netProbeKernelArgs, parseNetProbeConsole, rejection, startTestServer, TestAgent, until, type NetProbeConsole, type NetProbeGuest, type TestServer } from "@quantix/testing";
+import { buildNetProbeGuest, connectsFrom, consoleText, ensureDebianPackages, pingsFrom, netProbeKernelArgs, parseNetProbeConsole, rejection, startTestServer, TestAgent, until, type NetProbeConsole, type NetProbeGuest, type TestServer } from "@quantix/testing";
 
 // Issue 14 end to end, through the control plane's API only: two hosts simulated as
 // network namespaces joined by a veth underlay, each a host agent (its network data plane
@@ -346,26 +346,6 @@ test("an EXTERNAL network is made where a node maps its physical network, and fl
   await nets.deleteVirtualNetwork({ id: ext.id });
 });
 
-/** Whether namespace `ns` gets an answer to one ping of `ip` within a second. */
-function pings(ns: string, ip: string): boolean {
-  try {
-    sh(["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "1", ip]);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Whether namespace `ns` completes a TCP handshake with `ip`:22 within two seconds (bash's /dev/tcp; the address is an argument, not code). */
-function connects(ns: string, ip: string): boolean {
-  try {
-    sh(["ip", "netns", "exec", ns, "timeout", "2", "bash", "-c", 'exec 3<>"/dev/tcp/$0/22"', ip]);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 test("a guest behind its network's central router reaches the outside through SNAT; the outside reaches it through its floating IP, and no longer after disassociation", { timeout: 600_000 }, async () => {
   const nets = createClient(VirtualNetworkService, s!.transport);
   const ports = createClient(PortService, s!.transport);
@@ -396,7 +376,7 @@ test("a guest behind its network's central router reaches the outside through SN
   assert.equal(routed.status!.router!.nodeId, nodeId.a);
   const routerIp = routed.status!.router!.externalIp;
   assert.match(routerIp, /^198\.51\.100\.4[0-9]$/);
-  await until(async () => (pings(OUT, routerIp) ? true : undefined), "the outside pings the router", 30_000, 200);
+  await until(async () => ((await pingsFrom(OUT, routerIp)) ? true : undefined), "the outside pings the router", 30_000, 200);
 
   const boot = { directBoot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, cmdline: netProbeKernelArgs({ ping: [UPSTREAM], tcp: [] }) } };
   const vm = await s!.vms.createVM({ name: "e2e-web", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot, nics: [{ id: "eth0", portId: port.id }], placement: { requiredNodeIds: [nodeId.b] } }, startOnCreate: true });
@@ -404,7 +384,7 @@ test("a guest behind its network's central router reaches the outside through SN
   // The outside has no route to 10.47.0.0/24: an answer means the router translated the guest's address.
   const p1 = await probe("b", vm.id, "the guest pings the outside through the router's SNAT", (p) => p.lease !== undefined && p.round?.ping[UPSTREAM] === true);
   assert.equal(p1.lease?.router, "10.47.0.1");
-  assert.equal(pings(OUT, "10.47.0.10"), false, "nothing routes the guest's own address from outside");
+  assert.equal(await pingsFrom(OUT, "10.47.0.10"), false, "nothing routes the guest's own address from outside");
 
   // A floating IP: the outside reaches the guest on it (ICMP and TCP 22), wherever the guest runs.
   const fip = await fips.createFloatingIp({ externalNetworkId: ext.id, portId: port.id });
@@ -416,14 +396,14 @@ test("a guest behind its network's central router reaches the outside through SN
     throw new Error(`${String(err)}; ${JSON.stringify(await fips.getFloatingIp({ id: fip.id }))}`);
   });
   assert.equal(active.errorMessage, "");
-  await until(async () => (pings(OUT, fip.address) ? true : undefined), "the outside pings the guest's floating IP", 60_000, 200);
-  await until(async () => (connects(OUT, fip.address) ? true : undefined), "the outside connects to the guest's TCP 22 on its floating IP", 30_000, 200);
+  await until(async () => ((await pingsFrom(OUT, fip.address)) ? true : undefined), "the outside pings the guest's floating IP", 60_000, 200);
+  await until(async () => ((await connectsFrom(OUT, fip.address, 22)) ? true : undefined), "the outside connects to the guest's TCP 22 on its floating IP", 30_000, 200);
 
   // Disassociated: the outside reaches it no more; the guest still gets out (behind the router's address).
   const off = await fips.disassociateFloatingIp({ id: fip.id });
   assert.equal(off.state, FloatingIpState.DOWN);
-  await until(async () => (!pings(OUT, fip.address) ? true : undefined), "the floating IP no longer reaches the guest", 30_000, 200);
-  assert.equal(connects(OUT, fip.address), false);
+  await until(async () => (!(await pingsFrom(OUT, fip.address)) ? true : undefined), "the floating IP no longer reaches the guest", 30_000, 200);
+  assert.equal(await connectsFrom(OUT, fip.address, 22), false);
   const p2 = await probe("b", vm.id, "the guest still reaches the outside", laterRound(p1.round?.round, (p) => p.round?.ping[UPSTREAM] === true));
   assert.ok(p2.round);
 

@@ -10,7 +10,7 @@ import { NodeStatus_Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb
 import { NetworkType } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
 import { VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
 import { SimulatedBackend } from "@quantix/agent";
-import { ensureDebianPackages, startTestServer, TestAgent, until, type TestServer } from "@quantix/testing";
+import { ensureDebianPackages, pingsFrom, startTestServer, TestAgent, until, type TestServer } from "@quantix/testing";
 
 // A central router on a network node, and its failover, with real namespaces: hosts a and
 // b (each a host agent whose data plane lives in its own namespace, joined by a veth
@@ -28,14 +28,6 @@ const OUT = `${P}o`;
 const UNDERLAY = { a: "192.0.2.21", b: "192.0.2.22" };
 const UPSTREAM = "198.51.100.1";
 const sh = (args: string[]) => execFileSync(args[0]!, args.slice(1), { stdio: ["ignore", "pipe", "pipe"], timeout: 15_000 }).toString();
-const pings = (ns: string, ip: string) => {
-  try {
-    sh(["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "1", ip]);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 let s: TestServer | undefined;
 let dir: string;
@@ -105,7 +97,7 @@ test("a central router runs on a network node, answers on its external address, 
   const other = host === "a" ? "b" : "a";
   assert.equal((await agents[host]!.routerHost!.listRouters()).map((r) => r.spec.routerId).join(), net.id, "the router is on its node");
   assert.deepEqual(await agents[other]!.routerHost!.listRouters(), [], "and nowhere else");
-  await until(async () => (pings(OUT, first.externalIp) ? true : undefined), "the outside pings the router's external address", 30_000, 200);
+  await until(async () => ((await pingsFrom(OUT, first.externalIp)) ? true : undefined), "the outside pings the router's external address", 30_000, 200);
   assert.equal((await nets.getVirtualNetwork({ id: ext.id })).status!.allocatedIpCount, 2, "the upstream gateway and the router's address");
 
   // The router's host is lost (a power loss): its agent dies, its router's namespace is gone, its uplink is cut.
@@ -123,7 +115,7 @@ test("a central router runs on a network node, answers on its external address, 
   assert.equal(second.externalIp, first.externalIp, "the same external address");
   assert.ok(timestampMs(second.placedAt!) > timestampMs(first.placedAt!), "placed_at says when it moved");
   assert.equal((await agents[other]!.routerHost!.listRouters()).map((r) => r.spec.routerId).join(), net.id);
-  await until(async () => (pings(OUT, first.externalIp) ? true : undefined), "the outside pings the router on its new node", 30_000, 200);
+  await until(async () => ((await pingsFrom(OUT, first.externalIp)) ? true : undefined), "the outside pings the router on its new node", 30_000, 200);
 
   // The lost host comes back (its network first, then its agent): the agent starts past its
   // self-fencing deadline, so it does not bring the router back from its state file, and
@@ -137,7 +129,7 @@ test("a central router runs on a network node, answers on its external address, 
   const after = await nets.getVirtualNetwork({ id: net.id });
   assert.equal(after.status!.router!.nodeId, second.nodeId, "the router stays on its new node");
   assert.deepEqual(await agents[host]!.routerHost!.listRouters(), []);
-  await until(async () => (pings(OUT, first.externalIp) ? true : undefined), "still reached, on the new node", 10_000, 200);
+  await until(async () => ((await pingsFrom(OUT, first.externalIp)) ? true : undefined), "still reached, on the new node", 10_000, 200);
   assert.ok(!sh(["ip", "netns", "list"]).includes(lostNs), "the lost host's copy never came back");
 
   // Gone with the router: the namespace on its node, and the address.

@@ -10,7 +10,7 @@ import { VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/vi
 import { VpnPeerState, VpnServiceState, VpnType } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_pb.js";
 import { VpnServiceManager } from "@quantix/api/gen/Quantixkvm/network/v1/vpn_service_manager_pb.js";
 import { bridgeName, SimulatedBackend } from "@quantix/agent";
-import { ensureDebianPackages, startTestServer, TestAgent, until, type TestServer } from "@quantix/testing";
+import { ensureDebianPackages, pingsFrom, startTestServer, TestAgent, until, type TestServer } from "@quantix/testing";
 
 // Two sites joined by a WireGuard VPN through the control plane's API: one host agent (its
 // data plane in a namespace) maps physical network "ext" onto an "internet" namespace
@@ -25,14 +25,6 @@ const HOST = `${P}h`;
 const OUT = `${P}o`;
 const SITE = { a: { ns: `${P}a`, cidr: "10.55.0.0/24", gw: "10.55.0.1", ip: "10.55.0.20" }, b: { ns: `${P}b`, cidr: "10.56.0.0/24", gw: "10.56.0.1", ip: "10.56.0.20" } } as const;
 const sh = (args: string[]) => execFileSync(args[0]!, args.slice(1), { stdio: ["ignore", "pipe", "pipe"], timeout: 15_000 }).toString();
-const pings = (ns: string, ip: string) => {
-  try {
-    sh(["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "1", ip]);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 let s: TestServer | undefined;
 let dir: string;
@@ -116,8 +108,8 @@ test("two networks reach each other through WireGuard VPN services on their rout
     const server = spawn("ip", ["netns", "exec", ns, process.execPath, "-e", "require('net').createServer((c) => { c.on('error', () => {}); c.end(c.remoteAddress + '\\n'); }).listen(7000, '0.0.0.0')"], { stdio: "ignore" });
     children.add(server);
   }
-  await until(async () => (pings(SITE.a.ns, "198.51.100.1") ? true : undefined), "site a's guest reaches the internet through its router", 30_000, 200);
-  assert.equal(pings(SITE.a.ns, SITE.b.ip), false, "without a VPN the sites do not reach each other");
+  await until(async () => ((await pingsFrom(SITE.a.ns, "198.51.100.1")) ? true : undefined), "site a's guest reaches the internet through its router", 30_000, 200);
+  assert.equal(await pingsFrom(SITE.a.ns, SITE.b.ip), false, "without a VPN the sites do not reach each other");
 
   // A service on each side; each names the other as its peer once both public keys are known.
   const va = await vpns.createVpnService({ name: "to-b", spec: { type: VpnType.WIREGUARD, networkId: made.a.id } });
@@ -129,7 +121,7 @@ test("two networks reach each other through WireGuard VPN services on their rout
   assert.equal(idle.status!.conditions.find((c) => c.type === "Ready")?.reason, "NoPeers");
   await vpns.addVpnPeer({ id: va.id, peer: { name: "site-b", endpoint: made.b.externalIp, remoteSubnets: [SITE.b.cidr], publicKey: vb.status!.wireguardPublicKey, persistentKeepaliveSeconds: 5 } });
   await vpns.addVpnPeer({ id: vb.id, peer: { name: "site-a", endpoint: `${made.a.externalIp}:51820`, remoteSubnets: [SITE.a.cidr], publicKey: va.status!.wireguardPublicKey, persistentKeepaliveSeconds: 5 } });
-  await until(async () => (pings(SITE.a.ns, SITE.b.ip) ? true : undefined), "site a's guest pings site b's through the tunnel", 60_000, 200);
+  await until(async () => ((await pingsFrom(SITE.a.ns, SITE.b.ip)) ? true : undefined), "site a's guest pings site b's through the tunnel", 60_000, 200);
   assert.equal(await askPeer(SITE.a.ns, SITE.b.ip), SITE.a.ip, "b sees a's own address (no SNAT into the tunnel)");
   assert.equal(await askPeer(SITE.b.ns, SITE.a.ip), SITE.b.ip);
   const up = await until(async () => {
@@ -147,7 +139,7 @@ test("two networks reach each other through WireGuard VPN services on their rout
 
   // One side deleted: the tunnel is gone and the sites are apart again.
   await vpns.deleteVpnService({ id: va.id });
-  await until(async () => (!pings(SITE.a.ns, SITE.b.ip) ? true : undefined), "the sites apart again", 30_000, 200);
+  await until(async () => (!(await pingsFrom(SITE.a.ns, SITE.b.ip)) ? true : undefined), "the sites apart again", 30_000, 200);
   await vpns.deleteVpnService({ id: vb.id });
   for (const k of ["a", "b"] as const) await nets.updateVirtualNetwork({ id: made[k].id, spec: {}, updateMask: { paths: ["spec.router"] } });
   await until(async () => ((await agent!.routerHost!.listRouters()).length === 0 ? true : undefined), "the routers removed", 30_000, 200);
