@@ -18,3 +18,4 @@ export * from "./grpc-js.js";
 export * from "./debian-image.js";
 export * from "./debian-image-recipe.js";
 export * from "./image-cache.js";
+export * from "./console-session.js";
