@@ -40,12 +40,11 @@ if (DRIVER) {
 async function tests(): Promise<void> {
   const { after, before, test } = await import("node:test");
   const { NodeStatus_Phase: Phase } = await import("@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js");
-  const { QemuBackend } = await import("@quantix/agent");
-  const { buildTestGuest, ensureDebianPackages, GUEST_SHELL_ARG, GUEST_SHELL_PROMPT, startTestServer, TestAgent, until } = await import("@quantix/testing");
+  const { buildTestGuest, ensureDebianPackages, GUEST_SHELL_ARG, GUEST_SHELL_PROMPT, qemuTestAgent, startTestServer, until } = await import("@quantix/testing");
 
   const BOOT_MS = 90_000;
   let s: Awaited<ReturnType<typeof startTestServer>>;
-  let agent: InstanceType<typeof TestAgent>;
+  let agent: ReturnType<typeof qemuTestAgent>;
   let dir: string;
   let vmId: string;
   const children = new Set<ChildProcess>();
@@ -55,7 +54,7 @@ async function tests(): Promise<void> {
     const guest = await buildTestGuest();
     s = await startTestServer({ demo: false, defaultDeadlineMs: 30_000 });
     dir = await mkdtemp(join(tmpdir(), "quantix-cli-console-"));
-    agent = new TestAgent(new QemuBackend({ stateDir: join(dir, "state"), kvm: false, imageDirs: [guest.imageDir] }), dir, `cli-console-${process.pid}`, { imageDirs: [guest.imageDir] });
+    agent = qemuTestAgent(dir, `cli-console-${process.pid}`, [guest.imageDir]);
     await agent.start(s.url);
     const nodeId = await until(async () => (await s.nodes.listNodes({})).nodes.find((n) => n.hostname === agent.name && n.status?.phase === Phase.READY)?.id, "the agent's node READY", 30_000);
     const vm = await s.vms.createVM({ name: "cli-console", nodeId, spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, cmdline: `${guest.kernelArgs} ${GUEST_SHELL_ARG}` } } } });

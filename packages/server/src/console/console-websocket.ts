@@ -61,9 +61,12 @@ export function consoleWebSocket(transport: (peer: Peer) => Transport): UpgradeH
 
 /** Pumps events to the socket and frames to the input queue until either side ends. */
 async function session(ws: WebSocket, first: ConsoleEvent | undefined, events: AsyncIterator<ConsoleEvent>, input: InputQueue, ac: AbortController): Promise<void> {
+  // Input waits here while the agent paces it: past 1 MiB queued, the socket stops being read until the queue drains.
+  input.onDrained(() => ws.isPaused && ws.resume());
   ws.on("message", (data: Buffer | ArrayBuffer | Buffer[], _isBinary: boolean) => {
     const bytes = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
     for (let i = 0; i < bytes.length; i += MAX_CONSOLE_INPUT_BYTES) input.push({ kind: { case: "data", value: bytes.subarray(i, i + MAX_CONSOLE_INPUT_BYTES) } });
+    if (input.queuedBytes > MAX_QUEUED_INPUT_BYTES) ws.pause();
   });
   ws.on("close", () => {
     input.end();
@@ -106,15 +109,26 @@ function refuse(socket: Duplex, status: number, body: string): void {
 
 const STATUS_TEXT: Record<number, string> = { 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout", 409: "Conflict", 412: "Precondition Failed", 429: "Too Many Requests", 500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable", 504: "Gateway Timeout" };
 
+/** Input bytes a WebSocket session may have waiting before its socket is paused. */
+const MAX_QUEUED_INPUT_BYTES = 1024 * 1024;
+
 /** AttachConsole's request messages: pushed as frames arrive, read by the RPC. */
 class InputQueue implements AsyncIterable<MessageInitShape<typeof ConsoleInputSchema>> {
   private readonly items: MessageInitShape<typeof ConsoleInputSchema>[] = [];
   private wake: (() => void) | undefined;
   private done = false;
+  private drained: () => void = () => undefined;
+  /** Input bytes pushed and not yet taken by the RPC. */
+  queuedBytes = 0;
   push(m: MessageInitShape<typeof ConsoleInputSchema>): void {
     if (this.done) return;
     this.items.push(m);
+    if (m.kind?.case === "data") this.queuedBytes += m.kind.value.length;
     this.wake?.();
+  }
+  /** Called whenever the queue becomes empty. */
+  onDrained(fn: () => void): void {
+    this.drained = fn;
   }
   end(): void {
     this.done = true;
@@ -124,6 +138,8 @@ class InputQueue implements AsyncIterable<MessageInitShape<typeof ConsoleInputSc
     for (;;) {
       const m = this.items.shift();
       if (m) {
+        if (m.kind?.case === "data") this.queuedBytes -= m.kind.value.length;
+        if (this.items.length === 0) this.drained();
         yield m;
         continue;
       }
