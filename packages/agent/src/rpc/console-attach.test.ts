@@ -154,3 +154,17 @@ test("AttachConsole: the session ends OK when the VM is deleted", async () => {
   await c.deleteVm({ vmId: "att-5" });
   assert.equal(await s.ended, undefined);
 });
+
+test("AttachConsole: input is paced (64 KiB at once, then 64 KiB/s), not refused", async () => {
+  await bootedVm(c, "att-6");
+  const s = session(c, attach("att-6", { write: true }));
+  await s.waitRole(() => true, "attached");
+  const started = performance.now();
+  // 96 KiB: the first 64 KiB go at once, the other 32 KiB take about half a second.
+  for (let i = 0; i < 24; i++) s.type(new Uint8Array(4096).fill(0x61 + (i % 26)));
+  s.type("END-OF-PASTE");
+  await s.waitText("END-OF-PASTE", 20_000);
+  const ms = performance.now() - started;
+  assert.ok(ms >= 400, `96 KiB of input arrived in ${Math.round(ms)} ms; pacing at 64 KiB/s takes at least ~500 ms`);
+  await s.close();
+});
