@@ -28,6 +28,7 @@ export const TEST_PACKAGES: readonly (readonly [name: string, why: string])[] = 
   ["libcharon-extra-plugins", "charon's kernel-libipsec: ESP in user space (the kernel has no ESP)"],
   ["libstrongswan-standard-plugins", "charon's openssl plugin (ciphers, DH groups)"],
   ["curl", "the README's curl examples run against a test server"],
+  ["bsdutils", "script gives the console CLI test a real pseudo-terminal"],
   ["python3", "the MemoryGateway's Python client test runs Debian's interpreter"],
   ["python3-grpcio", "the MemoryGateway's Python client test: a gRPC client nobody here wrote"],
   ["python3-protobuf", "the MemoryGateway's Python client test builds its messages from a descriptor set"],

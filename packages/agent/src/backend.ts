@@ -48,7 +48,9 @@ export type BackendCapability =
   /** Live migration copies disks that are not on shared storage while the guest runs (MigrateVm's copy_storage). */
   | "live-migration-copy-storage"
   /** snapshotVM and friends: internal snapshots of every disk at one instant, optionally with memory. */
-  | "vm-snapshot";
+  | "vm-snapshot"
+  /** consoleWrite: bytes typed into the guest's console (AttachConsole's writer). */
+  | "console-input";
 
 /** A snapshot of a whole VM as its disks hold it. */
 export interface VmSnapshotInfo {
@@ -244,6 +246,12 @@ export interface Backend {
    * older than the buffer starts at its oldest byte.
    */
   followConsole(vmId: string, signal: AbortSignal, fromOffset?: number): AsyncIterable<ConsoleChunk>;
+  /**
+   * Writes `data` to the guest's console input (needs "console-input"); resolves once the
+   * hypervisor has taken it. FAILED_PRECONDITION naming the state when the VM is neither
+   * running nor paused (no hypervisor process holds the console).
+   */
+  consoleWrite?(vmId: string, data: Uint8Array): Promise<void>;
   /**
    * Live migration, target half (needs "live-migration"): defines the VM and starts its
    * hypervisor waiting for the incoming state on a TCP port of `listenHost`; answers the

@@ -7,6 +7,7 @@ import { resolvePortNic, resolvePortNics, type PortTapLookup } from "./nic-ports
 import { checkImagePaths, type ImageCheck } from "./image-dirs.js";
 import { checkDeviceLayout } from "./migration-layout.js";
 import { checkCopyPaths, checkCopies, disksToCopy, requireSharedStorage, type RequestedCopy } from "./migration-storage.js";
+import { ConsoleSessions } from "./console-sessions.js";
 import { consoleBuffered, DEVICE_ID, requiredCapabilities, validateVmConfig, validateVmId } from "./vm-config-validation.js";
 import { pageVms, type ListPage, type ListQuery } from "./vm-list.js";
 import { decide, hint, type VmAction } from "./vm-state-table.js";
@@ -50,6 +51,8 @@ const ACTION_RPC: Record<VmAction, string> = { delete: "DeleteVm", boot: "BootVm
  */
 export class VmManager {
   readonly backend: Backend;
+  /** Who may type into each VM's console (AttachConsole). */
+  readonly consoleSessions = new ConsoleSessions();
   private readonly clock: Clock;
   private readonly ids: IdGenerator;
   private readonly chains = new Map<string, Promise<unknown>>();
@@ -465,6 +468,18 @@ export class VmManager {
     const info = await this.info(vmId);
     if (!consoleBuffered(info.config)) throw new QuantixError("failed_precondition", `VM '${vmId}' has no buffered console: its config.console is disabled or its output is NULL`);
     return info;
+  }
+
+  /** FAILED_PRECONDITION naming "console-input" unless the backend takes console input. */
+  consoleInputReady(): void {
+    if (!this.backend.consoleWrite) throw this.lacks("console-input", "Writing to the console");
+    this.need("console-input", "Writing to the console");
+  }
+
+  /** Console input for a VM (AttachConsole's writer): straight to the backend, not queued behind state changes. */
+  async consoleWrite(vmId: string, data: Uint8Array): Promise<void> {
+    this.consoleInputReady();
+    await this.backend.consoleWrite!(vmId, data);
   }
 
   /** WatchVms: snapshot, SYNCED, then changes. */

@@ -36,7 +36,7 @@ export interface ObservedNic {
 }
 
 /** Capabilities a hypervisor may declare (STYLE rule 4: branch on these, never on a name). */
-export type Capability = "pause" | "reboot" | "suspend" | "live-migration" | "hotplug" | "console" | "metrics" | "disk-hotplug" | "nic-hotplug" | "vm-snapshot";
+export type Capability = "pause" | "reboot" | "suspend" | "live-migration" | "hotplug" | "console" | "metrics" | "disk-hotplug" | "nic-hotplug" | "vm-snapshot" | "console-input";
 
 /** A disk to hot-plug: its id in the VM, its file on the node, and how the guest sees it. */
 export interface HotDisk {
@@ -86,12 +86,35 @@ export interface ConsoleOutput {
   readonly truncated: boolean;
 }
 
+/** How an interactive console session attaches (AttachConsole's first message). */
+export interface ConsoleAttachOptions {
+  /** Scroll-back: up to this many of the newest buffered bytes first (0: new output only). */
+  readonly tailBytes: number;
+  /** Start at this output position instead, if still buffered (0: use tailBytes). */
+  readonly fromOffset: bigint;
+  /** Ask for the writer role. */
+  readonly write: boolean;
+  /** Take the writer role from its holder. */
+  readonly force: boolean;
+}
+
+/** What an interactive console session receives. */
+export type ConsoleSessionEvent =
+  | { readonly kind: "output"; readonly data: Uint8Array; readonly offset: bigint }
+  | { readonly kind: "role"; readonly role: "writer" | "viewer" | "displaced"; readonly writerPresent: boolean; readonly message: string; readonly droppedBytes: number };
+
 /** Console access of a hypervisor that declares the "console" capability. */
 export interface HypervisorConsole {
   /** The last `tailBytes` bytes of a VM's console output (0 means the node's default). */
   output(vmId: string, tailBytes: number): Promise<ConsoleOutput>;
   /** New console output as it is written, until `signal` aborts or the VM is deleted. */
   follow(vmId: string, signal: AbortSignal): AsyncIterable<Uint8Array>;
+  /**
+   * An interactive session on the node (which arbitrates the writer role per VM): output
+   * and role events until the VM is deleted, `input` ends or `signal` aborts; `input`
+   * goes to the guest while the session is the writer. Absent: the node has no sessions.
+   */
+  attach?(vmId: string, options: ConsoleAttachOptions, input: AsyncIterable<Uint8Array>, signal: AbortSignal): AsyncIterable<ConsoleSessionEvent>;
 }
 
 /**

@@ -4,7 +4,8 @@
 export { DEFAULT_LIMITS, startRpcServer, type Fallback, type RpcLimits, type RpcServer, type RpcServerOptions } from "./rpc-server.js";
 export { route, type Route } from "./routes.js";
 export { gzipWherePays } from "./fast-path/response-compression.js";
-export type { ListenerTls } from "./listener.js";
+export type { ListenerTls, UpgradeHandler } from "./listener.js";
+export { inProcessTransport } from "./in-process.js";
 export { mapErrors } from "./interceptors/map-errors.js";
 export { observeCalls, type ObserveOptions } from "./interceptors/observe-calls.js";
 export { rateLimit, type RateLimiter, type RateLimitOptions } from "./interceptors/rate-limit.js";

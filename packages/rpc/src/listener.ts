@@ -1,6 +1,7 @@
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
+import type { Duplex } from "node:stream";
 import * as tls from "node:tls";
 import { SessionGuard } from "./session-guard.js";
 
@@ -19,6 +20,12 @@ export interface ListenerLimits {
 }
 
 type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
+
+/**
+ * Takes an HTTP/1.1 request asking to switch protocols (`Upgrade:`, e.g. a WebSocket);
+ * the socket is the handler's from then on. Without one, such requests are refused.
+ */
+export type UpgradeHandler = (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void;
 
 /** Takes an HTTP/2 stream before the request/response layer; returns whether it did. */
 export type StreamHook = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean;
@@ -70,12 +77,18 @@ export const H2_WINDOWS = {
   connectionWindowBytes: 10 * 1024 * 1024,
 } as const;
 
-export async function listenDual(host: string, port: number, handler: Handler, limits: ListenerLimits, hook?: StreamHook, tlsOptions?: ListenerTls): Promise<DualListener> {
+export async function listenDual(host: string, port: number, handler: Handler, limits: ListenerLimits, hook?: StreamHook, tlsOptions?: ListenerTls, upgrade?: UpgradeHandler): Promise<DualListener> {
   const h1 = http.createServer(
     { maxHeaderSize: limits.maxHeaderBytes, headersTimeout: limits.headersTimeoutMs, connectionsCheckingInterval: Math.min(30_000, Math.max(50, limits.headersTimeoutMs / 2)) },
     (req, res) => handler(req, closeIfUnread(req, res)),
   );
   h1.keepAliveTimeout = Math.min(65_000, limits.idleTimeoutMs);
+  // Upgrades exist on HTTP/1.1 only (RFC 9113 forbids the header over h2): a WebSocket
+  // reaches the handler here, cleartext or over TLS with ALPN http/1.1.
+  h1.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (upgrade) return upgrade(req, socket, head);
+    socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+  });
   // h1 never listens itself (connections are handed to it), so start its connection
   // tracking by hand: it drives closeIdleConnections() and the headers/request timeouts.
   h1.emit("listening");

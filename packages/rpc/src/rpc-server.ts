@@ -1,11 +1,13 @@
 import { setMaxListeners } from "node:events";
 import type { DescFile } from "@bufbuild/protobuf";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor, type Transport } from "@connectrpc/connect";
 import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
 import { GrpcFastPath } from "./fast-path/grpc-fast-path.js";
 import { mapErrors } from "./interceptors/map-errors.js";
 import { observeCalls } from "./interceptors/observe-calls.js";
-import { listenDual, type ListenerLimits, type ListenerTls } from "./listener.js";
+import type { Peer } from "./call-context.js";
+import { inProcessTransport } from "./in-process.js";
+import { listenDual, type ListenerLimits, type ListenerTls, type UpgradeHandler } from "./listener.js";
 import type { Logger } from "./log/logger.js";
 import { logRefusal } from "./log/rpc-log.js";
 import type { RpcMetrics } from "./metrics/rpc-metrics.js";
@@ -65,6 +67,8 @@ export interface RpcServerOptions {
   readonly shutdownMessage?: string;
   /** Called on close once the shutdown signal has aborted, before in-flight calls drain: end long streams here. */
   readonly onShutdown?: () => void;
+  /** Takes HTTP/1.1 upgrade requests (a WebSocket endpoint); without it they are refused with 400. */
+  readonly upgrade?: UpgradeHandler;
 }
 
 /** A listening server. */
@@ -78,6 +82,8 @@ export interface RpcServer {
   readonly shutdownSignal: AbortSignal;
   /** Aborts in-flight calls, lets them finish for up to `graceMs`, then closes every connection. */
   close(graceMs: number): Promise<void>;
+  /** A transport calling this server's routes in process, through its whole interceptor chain, as from `peer` (in-process.ts). */
+  inProcessTransport(peer: Peer): Transport;
 }
 
 /**
@@ -112,7 +118,7 @@ export async function startRpcServer(o: RpcServerOptions): Promise<RpcServer> {
     writeFailed: (procedure, reason) => o.log.log("debug", "rpc response not written", { procedure, error: String(reason) }),
   });
   const fast = new GrpcFastPath(o.routes, { readMaxBytes: limits.readMaxBytes, writeMaxBytes: limits.writeMaxBytes, shutdownSignal: shutdown.signal, interceptors, refused });
-  const listener = await listenDual(o.host, o.port, handler, limits, (stream, headers) => fast.handle(stream, headers), o.tls);
+  const listener = await listenDual(o.host, o.port, handler, limits, (stream, headers) => fast.handle(stream, headers), o.tls, o.upgrade);
   const host = listener.address.includes(":") ? `[${listener.address}]` : listener.address;
   let closing: Promise<void> | undefined;
   return {
@@ -120,6 +126,7 @@ export async function startRpcServer(o: RpcServerOptions): Promise<RpcServer> {
     address: listener.address,
     url: `${o.tls ? "https" : "http"}://${host}:${listener.port}`,
     shutdownSignal: shutdown.signal,
+    inProcessTransport: (peer) => inProcessTransport(handler.handlers, peer),
     close(graceMs) {
       closing ??= (async () => {
         shutdown.abort(new ConnectError(o.shutdownMessage ?? "the server is shutting down", Code.Unavailable));

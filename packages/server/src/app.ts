@@ -21,6 +21,8 @@ import { RpcMetrics, startRpcServer, type Peer, type Route, type RpcServer } fro
 import type { Interceptor } from "@connectrpc/connect";
 import { createJsonLogger, type Logger } from "@quantix/rpc";
 import { PENDING_SERVICES, SERVED_ELSEWHERE, SERVED_FILES } from "./rpc/catalog.js";
+import { consoleText } from "./console/console-text.js";
+import { consoleWebSocket } from "./console/console-websocket.js";
 import { controlPlaneMetrics } from "./metrics/control-plane-metrics.js";
 import { nodeServiceRoute } from "./rpc/node-routes.js";
 import { servedElsewhereImpl, unimplementedImpl } from "./rpc/unimplemented-routes.js";
@@ -243,6 +245,11 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     ...(deps.interceptors ?? []),
   ];
   let server: RpcServer;
+  // The console's doors for curl and browsers call the RPCs in process, with the request's credentials.
+  const selfTransport = (peer: Peer) => server.inProcessTransport(peer);
+  const consoleTextDoor = consoleText(selfTransport);
+  const consoleWsDoor = consoleWebSocket(selfTransport);
+  const baseFallback = createFallback(store, startedAt, () => clock.now(), controlPlaneMetrics({ store, rpc: rpcMetrics, controllers }));
   let stopAnnouncing: () => void = () => undefined;
   try {
     server = await startRpcServer({
@@ -253,7 +260,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
       reflection: SERVED_FILES,
       log,
       metrics: rpcMetrics,
-      fallback: createFallback(store, startedAt, () => clock.now(), controlPlaneMetrics({ store, rpc: rpcMetrics, controllers })),
+      fallback: (req, res) => consoleTextDoor(req, res) || baseFallback(req, res),
+      upgrade: consoleWsDoor,
       limits: {
         readMaxBytes: config.maxRequestBytes,
         writeMaxBytes: config.maxResponseBytes,
@@ -292,6 +300,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     close() {
       closing ??= (async () => {
         stopAnnouncing();
+        consoleWsDoor.close();
         await server.close(config.shutdownGraceMs);
         // The calls have ended: their audit records are written before the store closes.
         await audit.close();

@@ -21,6 +21,15 @@ export const GUEST_MARKER = "QUANTIX-GUEST-BOOTED";
 /** The prefix of the counter lines the guest prints forever after the marker. */
 export const GUEST_TICK = "quantix-tick";
 
+/**
+ * A kernel argument that turns the guest into a shell guest: after the marker it runs an
+ * interactive busybox sh on the serial console (respawned when it exits) instead of the
+ * counter lines, so a test can type commands and read their answers.
+ */
+export const GUEST_SHELL_ARG = "quantix.shell";
+/** The shell guest's prompt. */
+export const GUEST_SHELL_PROMPT = "quantix-sh# ";
+
 /** Paths of a built test guest. */
 export interface TestGuest {
   readonly kernelPath: string;
@@ -39,7 +48,10 @@ export interface TestGuest {
 // foreground (-f -d, backgrounded by the shell) because, daemonised, it exits at once
 // here (it wants a log file and syslog this initramfs does not have). The marker is
 // printed once acpid holds an input event device open (at most 10 s later), so a power
-// button pressed after the marker is never lost to a loaded machine's slow start.
+// button pressed after the marker is never lost to a loaded machine's slow start. With
+// GUEST_SHELL_ARG on the kernel command line, a shell follows the marker: setsid makes it
+// a session leader (a script's child is no process group leader, so setsid does not
+// fork) and cttyhack opens the real console (ttyS0) as its controlling terminal.
 const INIT_SCRIPT = `#!/bin/busybox sh
 /bin/busybox mount -t devtmpfs dev /dev
 exec 0</dev/console 1>/dev/console 2>&1
@@ -52,6 +64,10 @@ acpid -f -d -c /etc/acpi &
 n=0
 while [ $n -lt 200 ] && ! ls -l /proc/$!/fd 2>/dev/null | grep -q /dev/input/event; do n=$((n+1)); usleep 50000; done
 echo ${GUEST_MARKER}
+if grep -qw ${GUEST_SHELL_ARG} /proc/cmdline; then
+  export PS1='${GUEST_SHELL_PROMPT}'
+  while true; do setsid cttyhack sh; done
+fi
 i=0
 while true; do i=$((i+1)); echo "${GUEST_TICK} $i"; usleep 200000; done
 `;

@@ -19,3 +19,4 @@ export * from "./debian-image.js";
 export * from "./debian-image-recipe.js";
 export * from "./image-cache.js";
 export * from "./netns-probe.js";
+export * from "./console-session.js";

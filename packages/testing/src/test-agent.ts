@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type AgentTls, type Backend, startAgentServer, type AgentServer, startControlPlaneLink, type ControlPlaneLink, fenceTargetOf, pastFenceDeadline, NetworkHost, NodeStorage, probeNetworkCapabilities, RouterHost, VmManager } from "@quantix/agent";
+import { QemuBackend, type AgentTls, type Backend, startAgentServer, type AgentServer, startControlPlaneLink, type ControlPlaneLink, fenceTargetOf, pastFenceDeadline, NetworkHost, NodeStorage, probeNetworkCapabilities, RouterHost, VmManager } from "@quantix/agent";
 import { silentLogger } from "@quantix/rpc";
 
 /** The data plane of a {@link TestAgent}: a host simulated as a network namespace. */
@@ -159,4 +159,13 @@ export class TestAgent<B extends Backend = Backend> {
     await this.routerHost?.close();
     await this.networkHost?.close(true);
   }
+}
+
+/**
+ * A TestAgent running the QEMU backend (TCG, no KVM) with its state under `stateDir` and
+ * `imageDirs` allowed (a test guest's imageDir): for tests of packages that do not depend
+ * on the agent themselves (the CLI's).
+ */
+export function qemuTestAgent(stateDir: string, name: string, imageDirs: readonly string[]): TestAgent<QemuBackend> {
+  return new TestAgent(new QemuBackend({ stateDir: join(stateDir, "qemu"), kvm: false, imageDirs }), stateDir, name, { imageDirs });
 }

@@ -14,9 +14,9 @@ import type { VmManager } from "../vm-manager.js";
 const MAX_TAIL = 1024 * 1024;
 const DEFAULT_TAIL = 64 * 1024;
 
-function checkTail(value: number, min: number, zeroMeans: string): void {
+function checkTail(value: number, min: number, zeroMeans: string, field = ""): void {
   if (value < 0 || value > MAX_TAIL || (value !== 0 && value < min)) {
-    throw new QuantixError("invalid_argument", `tail_bytes: must be between ${min} and ${MAX_TAIL} (0 means ${zeroMeans}), got ${value}`, [{ field: "tail_bytes", reason: "OUT_OF_RANGE", description: `must be between ${min} and ${MAX_TAIL}` }]);
+    throw new QuantixError("invalid_argument", `${field}tail_bytes: must be between ${min} and ${MAX_TAIL} (0 means ${zeroMeans}), got ${value}`, [{ field: `${field}tail_bytes`, reason: "OUT_OF_RANGE", description: `must be between ${min} and ${MAX_TAIL}` }]);
   }
 }
 
@@ -44,23 +44,29 @@ export async function getConsoleOutput(m: VmManager, req: GetConsoleOutputReques
  * offset jumps past the end of the previous one by exactly what was dropped.
  */
 export async function* streamConsole(m: VmManager, req: StreamConsoleRequest, ctx: HandlerContext): AsyncGenerator<ConsoleChunk> {
-  checkTail(req.tailBytes, 0, "new output only");
-  await m.consoleReady(req.vmId);
-  const b = m.backend;
-  if (!b.consolePosition && (req.fromOffset > 0n || req.tailBytes > 0)) {
-    throw new QuantixError("failed_precondition", `from_offset and tail_bytes need console positions, which the ${b.type} backend does not report`);
-  }
-  let from: number | undefined;
-  if (b.consolePosition) {
-    const pos = await b.consolePosition(req.vmId);
-    if (req.fromOffset > 0n) {
-      if (req.fromOffset > BigInt(pos.end)) throw new QuantixError("out_of_range", `from_offset ${req.fromOffset} is past the end of the console output (${pos.end})`);
-      from = Number(req.fromOffset);
-    } else {
-      from = Math.max(pos.start, pos.end - req.tailBytes);
-    }
-  }
-  for await (const chunk of b.followConsole(req.vmId, ctx.signal, from)) {
+  const from = await consoleStart(m, req.vmId, req.tailBytes, req.fromOffset, "");
+  for await (const chunk of m.backend.followConsole(req.vmId, ctx.signal, from)) {
     if (chunk.data.length > 0) yield create(ConsoleChunkSchema, { data: chunk.data, offset: BigInt(chunk.offset) });
   }
+}
+
+/**
+ * Checks a follow's start (StreamConsole's and AttachConsole's tail_bytes/from_offset,
+ * their field names prefixed by `field`) and returns the offset to follow from
+ * (undefined: the backend's end, new output only).
+ */
+export async function consoleStart(m: VmManager, vmId: string, tailBytes: number, fromOffset: bigint, field: string): Promise<number | undefined> {
+  checkTail(tailBytes, 0, "new output only", field);
+  await m.consoleReady(vmId);
+  const b = m.backend;
+  if (!b.consolePosition && (fromOffset > 0n || tailBytes > 0)) {
+    throw new QuantixError("failed_precondition", `${field}from_offset and ${field}tail_bytes need console positions, which the ${b.type} backend does not report`);
+  }
+  if (!b.consolePosition) return undefined;
+  const pos = await b.consolePosition(vmId);
+  if (fromOffset > 0n) {
+    if (fromOffset > BigInt(pos.end)) throw new QuantixError("out_of_range", `${field}from_offset ${fromOffset} is past the end of the console output (${pos.end})`);
+    return Number(fromOffset);
+  }
+  return Math.max(pos.start, pos.end - tailBytes);
 }

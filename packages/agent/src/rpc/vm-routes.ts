@@ -23,6 +23,7 @@ import {
   type VmService,
 } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import type { VmManager } from "../vm-manager.js";
+import { attachConsole } from "./console-attach.js";
 import { getConsoleOutput, streamConsole } from "./console-routes.js";
 import { migrateVm } from "./migration-routes.js";
 import { vmSnapshotRoutes } from "./vm-snapshot-routes.js";
@@ -71,6 +72,7 @@ export function vmServiceImpl(m: VmManager, backendVersion: string): ServiceImpl
     },
     getConsoleOutput: (req) => getConsoleOutput(m, req),
     streamConsole: (req, ctx) => streamConsole(m, req, ctx),
+    attachConsole: (input, ctx) => attachConsole(m, input, ctx),
     async *watchVms(_req, ctx) {
       for await (const c of m.watch(ctx.signal)) yield toVmEvent(c);
     },

@@ -1,5 +1,6 @@
 import * as http from "node:http";
 import * as http2 from "node:http2";
+import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import { Code, ConnectError, createConnectRouter, createContextKey, createContextValues, type ConnectRouter, type ConnectRouterOptions, type Interceptor } from "@connectrpc/connect";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse, type ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
 import { ACCEPT_COMPRESSION, GRPC_ACCEPT_ENCODING } from "../compression.js";
@@ -38,11 +39,11 @@ const markReached: Interceptor = (next) => (req) => {
  * router cannot decode is INVALID_ARGUMENT (connect-es says INTERNAL), and a call that
  * fails before the interceptor chain is still reported (`refused`).
  */
-export function routerHandler(o: RouterHandlerOptions): NodeHandler {
+export function routerHandler(o: RouterHandlerOptions): NodeHandler & { readonly handlers: readonly UniversalHandler[] } {
   const router = createConnectRouter({ acceptCompression: ACCEPT_COMPRESSION, ...o, interceptors: [markReached, ...(o.interceptors ?? [])] });
   o.routes(router);
   const paths = new Map(router.handlers.map((h) => [h.requestPath, h]));
-  return (req, res) => {
+  const handle: NodeHandler = (req, res) => {
     const path = (req.url ?? "").split("?", 1)[0]!;
     const handler = paths.get(path);
     const contentType = String(req.headers["content-type"] ?? "");
@@ -69,6 +70,7 @@ export function routerHandler(o: RouterHandlerOptions): NodeHandler {
       })
       .catch((reason: unknown) => o.writeFailed(procedure, reason));
   };
+  return Object.assign(handle, { handlers: router.handlers });
 }
 
 function unknownGrpcMethod(req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse, path: string, contentType: string, refused: RouterHandlerOptions["refused"]): void {

@@ -1,8 +1,9 @@
+import { create } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
 import type { VmSpec } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { StorageInterfaceType, VmService, VmState, type VmConfig, type VmSnapshot } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { ConsoleInputSchema, ConsoleRoleKind, StorageInterfaceType, VmService, VmState, type ConsoleInput, type VmConfig, type VmSnapshot } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { agentNicType, CLUSTER_METADATA_KEY, QuantixError, toAgentVmConfig, type Capability, type HypervisorConsole, type HypervisorDisks, type HypervisorNics, type HypervisorMetrics, type HypervisorMigration, type HypervisorPort, type HypervisorVmSnapshots, type NodeVmSnapshot, type ObservedPower, type ShutdownOptions, type VmObservation } from "@quantix/core";
+import { agentNicType, CLUSTER_METADATA_KEY, QuantixError, toAgentVmConfig, type Capability, type ConsoleAttachOptions, type ConsoleSessionEvent, type HypervisorConsole, type HypervisorDisks, type HypervisorNics, type HypervisorMetrics, type HypervisorMigration, type HypervisorPort, type HypervisorVmSnapshots, type NodeVmSnapshot, type ObservedPower, type ShutdownOptions, type VmObservation } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
 import type { AgentConnection } from "./agent-connection.js";
 import { fromAgentError } from "./agent-errors.js";
@@ -40,7 +41,9 @@ const POWER: Record<VmState, ObservedPower> = {
 };
 
 /** The vmm.v1 capabilities that have a control-plane meaning, by their control-plane name. */
-const KNOWN: readonly Capability[] = ["pause", "reboot", "suspend", "live-migration", "console", "metrics", "disk-hotplug", "nic-hotplug", "vm-snapshot"];
+const KNOWN: readonly Capability[] = ["pause", "reboot", "suspend", "live-migration", "console", "console-input", "metrics", "disk-hotplug", "nic-hotplug", "vm-snapshot"];
+
+const ROLE = { [ConsoleRoleKind.WRITER]: "writer", [ConsoleRoleKind.VIEWER]: "viewer", [ConsoleRoleKind.DISPLACED]: "displaced" } as const;
 
 /** How long DetachVolume waits for a guest to release a disk (force: a short wait, then the agent gives up). */
 const DETACH_TIMEOUT_SEC = 30;
@@ -98,6 +101,7 @@ export class AgentHypervisor implements HypervisorPort {
         return { data: r.data, truncated: r.truncated };
       },
       follow: (vmId, signal) => this.followConsole(vmId, signal),
+      attach: (vmId, options, input, signal) => this.attachConsole(vmId, options, input, signal),
     };
     this.migration = agentMigration(this.client, (fn) => this.call(fn), o.node, (config) => markOwner(config, o.clusterId));
     this.vmSnapshots = {
@@ -255,6 +259,29 @@ export class AgentHypervisor implements HypervisorPort {
     this.ready();
     try {
       for await (const chunk of this.client.streamConsole({ vmId }, { signal })) yield chunk.data;
+    } catch (err) {
+      if (signal.aborted) return;
+      throw fromAgentError(err, this.o.node);
+    }
+  }
+
+  /** vmm.v1 AttachConsole: the attach message, then `input` as data messages; events as the core's. */
+  private async *attachConsole(vmId: string, o: ConsoleAttachOptions, input: AsyncIterable<Uint8Array>, signal: AbortSignal): AsyncIterable<ConsoleSessionEvent> {
+    this.ready();
+    async function* messages(): AsyncGenerator<ConsoleInput> {
+      yield create(ConsoleInputSchema, { kind: { case: "attach", value: { vmId, tailBytes: o.tailBytes, fromOffset: o.fromOffset, write: o.write, force: o.force } } });
+      for await (const data of input) yield create(ConsoleInputSchema, { kind: { case: "data", value: data } });
+    }
+    try {
+      for await (const e of this.client.attachConsole(messages(), { signal })) {
+        if (e.kind.case === "output") yield { kind: "output", data: e.kind.value.data, offset: e.kind.value.offset };
+        else if (e.kind.case === "role") {
+          const r = e.kind.value;
+          const role = ROLE[r.role as keyof typeof ROLE];
+          // A role this control plane does not know (a newer agent) says nothing it can pass on.
+          if (role) yield { kind: "role", role, writerPresent: r.writerPresent, message: r.message, droppedBytes: r.droppedBytes };
+        }
+      }
     } catch (err) {
       if (signal.aborted) return;
       throw fromAgentError(err, this.o.node);

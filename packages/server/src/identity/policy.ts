@@ -147,6 +147,8 @@ export const POLICY: Readonly<Record<string, Policy>> = {
   [`${VMS}/WatchVMs`]: list(),
   [`${VMS}/GetConsoleOutput`]: vm("reader", "vm_id"),
   [`${VMS}/StreamConsole`]: vm("reader", "vm_id"),
+  // Typing into a guest acts on it (as RebootVM does); viewing only is StreamConsole's.
+  [`${VMS}/AttachConsole`]: vm("member", "attach.vm_id"),
   [`${VMS}/StreamMetrics`]: vm("reader", "vm_id"),
 
   [`${NODES}/RegisterNode`]: agent,

@@ -10,7 +10,7 @@ import { VM_KIND, type Store } from "@quantix/core";
 import { resourceRoute } from "../resources/resource-routes.js";
 import { budgetOf } from "./budget.js";
 import type { Route } from "@quantix/rpc";
-import { getConsoleOutput, streamConsole } from "./vm-console-routes.js";
+import { attachConsole, getConsoleOutput, streamConsole } from "./vm-console-routes.js";
 
 /**
  * Quantixkvm.compute.v1.VMService, for every protocol: GetVM, ListVMs, WatchVM and
@@ -46,6 +46,7 @@ function vmServiceImpl(vms: VmService, power: VmPowerService, migration: VmMigra
     },
     getConsoleOutput: (req) => getConsoleOutput(power, req),
     streamConsole: (req, ctx) => streamConsole(power, req, ctx.signal),
+    attachConsole: (input, ctx) => attachConsole(power, input, ctx.signal),
     streamMetrics: (req, ctx) => metrics.stream(req.vmId, req.intervalSec, ctx.signal),
   };
 }

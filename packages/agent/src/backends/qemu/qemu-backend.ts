@@ -91,7 +91,7 @@ const MAX_SOCKET_PATH = 107;
  */
 export class QemuBackend implements Backend {
   readonly type = "qemu";
-  readonly capabilities: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "reboot", "graceful-shutdown", "console", "qcow2", "readopt", "live-migration", "firmware-boot", "metrics", "cloud-init", "suspend", "disk-hotplug", "nic-hotplug", "live-migration-copy-storage", "vm-snapshot"]);
+  readonly capabilities: ReadonlySet<BackendCapability> = new Set<BackendCapability>(["pause", "reboot", "graceful-shutdown", "console", "qcow2", "readopt", "live-migration", "firmware-boot", "metrics", "cloud-init", "suspend", "disk-hotplug", "nic-hotplug", "live-migration-copy-storage", "vm-snapshot", "console-input"]);
   private readonly img = new QemuImg();
   private readonly entries = new Map<string, Entry>();
   private readonly listeners = new Set<(e: BackendEvent) => void>();
@@ -541,6 +541,13 @@ export class QemuBackend implements Backend {
 
   followConsole(vmId: string, signal: AbortSignal, fromOffset?: number): AsyncIterable<ConsoleChunk> {
     return this.entry(vmId).ring.follow(signal, fromOffset);
+  }
+
+  /** Writes to the serial chardev socket the agent already holds (QEMU feeds it to the guest's UART). */
+  async consoleWrite(vmId: string, data: Uint8Array): Promise<void> {
+    const rt = this.entry(vmId).runtime;
+    if (!rt) throw new QuantixError("failed_precondition", `VM '${vmId}' is not running: console input reaches only a running or paused guest`);
+    await rt.writeConsole(data);
   }
 
   /** Hot-plugs a disk (qemu-disk-hotplug.ts) and records it in the VM's config and detected formats. */

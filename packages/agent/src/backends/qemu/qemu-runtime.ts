@@ -105,6 +105,18 @@ export class QemuRuntime {
     return runtime;
   }
 
+  /**
+   * Writes console input to QEMU's chardev socket; resolves once the socket has taken it
+   * (a full socket buffer, e.g. a guest that stopped reading, holds the caller back).
+   */
+  writeConsole(data: Uint8Array): Promise<void> {
+    const socket = this.console;
+    if (!socket || socket.destroyed) return Promise.reject(new QuantixError("failed_precondition", "the VM's console is not connected (its console output is not BUFFER, or QEMU is exiting)"));
+    return new Promise((resolve, reject) => {
+      socket.write(data, (err) => (err ? reject(new QuantixError("unavailable", `writing to the QEMU console socket failed: ${err.message}`)) : resolve()));
+    });
+  }
+
   /** Releases the sockets and stops reporting; QEMU keeps running (agent shutdown). */
   detach(): void {
     this.detached = true;

@@ -47,6 +47,7 @@ interface SimVm {
 const CAPABILITIES: ReadonlySet<BackendCapability> = new Set<BackendCapability>([
   "pause", "reboot", "graceful-shutdown", "console", "cpu-hotplug", "memory-hotplug",
   "virtio-scsi", "nvme", "sata", "qcow2", "firmware-boot", "e1000", "rtl8139", "metrics",
+  "console-input",
 ]);
 
 const encoder = new TextEncoder();
@@ -159,6 +160,17 @@ export class SimulatedBackend implements Backend {
 
   followConsole(vmId: string, signal: AbortSignal, fromOffset?: number): AsyncIterable<ConsoleChunk> {
     return this.vm(vmId).ring.follow(signal, fromOffset);
+  }
+
+  /**
+   * The simulated guest has no shell: it echoes its console input, byte for byte, into its
+   * console output (as a terminal in cooked mode echoes what is typed), so that fast tests
+   * see input arrive without a real guest.
+   */
+  async consoleWrite(vmId: string, data: Uint8Array): Promise<void> {
+    const vm = this.vm(vmId);
+    if (vm.state !== "running" && vm.state !== "paused") throw new QuantixError("failed_precondition", `VM '${vmId}' is ${vm.state.toUpperCase()}: console input reaches only a running or paused guest`);
+    vm.ring.append(data.slice());
   }
 
   onEvent(listener: (event: BackendEvent) => void): () => void {

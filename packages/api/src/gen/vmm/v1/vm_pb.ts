@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vmm/v1/vm.proto.
  */
 export const file_vmm_v1_vm: GenFile = /*@__PURE__*/
-  fileDesc("Cg92bW0vdjEvdm0ucHJvdG8SBnZtbS52MSL3AgoIVm1Db25maWcSHgoDY3B1GAEgASgLMhEudm1tLnYxLkNwdUNvbmZpZxIkCgZtZW1vcnkYAiABKAsyFC52bW0udjEuTWVtb3J5Q29uZmlnEiAKBGJvb3QYAyABKAsyEi52bW0udjEuQm9vdENvbmZpZxImCgdzdG9yYWdlGAQgAygLMhUudm1tLnYxLlN0b3JhZ2VEZXZpY2USKQoHbmV0d29yaxgFIAMoCzIYLnZtbS52MS5OZXR3b3JrSW50ZXJmYWNlEiYKB2NvbnNvbGUYBiABKAsyFS52bW0udjEuQ29uc29sZUNvbmZpZxIwCghtZXRhZGF0YRgHIAMoCzIeLnZtbS52MS5WbUNvbmZpZy5NZXRhZGF0YUVudHJ5EiUKCmNsb3VkX2luaXQYCCABKAsyES52bW0udjEuQ2xvdWRJbml0Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJJCglDbG91ZEluaXQSEQoJdXNlcl9kYXRhGAEgASgJEhEKCW1ldGFfZGF0YRgCIAEoCRIWCg5uZXR3b3JrX2NvbmZpZxgDIAEoCSJeCglDcHVDb25maWcSEgoKdmNwdV9jb3VudBgBIAEoBRIWCg5tYXhfdmNwdV9jb3VudBgCIAEoBRIlCgh0b3BvbG9neRgDIAEoCzITLnZtbS52MS5DcHVUb3BvbG9neSJSCgtDcHVUb3BvbG9neRIPCgdzb2NrZXRzGAEgASgFEhgKEGNvcmVzX3Blcl9zb2NrZXQYAiABKAUSGAoQdGhyZWFkc19wZXJfY29yZRgDIAEoBSJTCgxNZW1vcnlDb25maWcSEgoKc2l6ZV9ieXRlcxgBIAEoAxIXCg9ob3RwbHVnX2VuYWJsZWQYAiABKAgSFgoObWF4X3NpemVfYnl0ZXMYAyABKAMiSwoKQm9vdENvbmZpZxITCgtrZXJuZWxfcGF0aBgBIAEoCRITCgtpbml0cmRfcGF0aBgCIAEoCRITCgtrZXJuZWxfYXJncxgDIAEoCSKKAQoNU3RvcmFnZURldmljZRIKCgJpZBgBIAEoCRIMCgRwYXRoGAIgASgJEhEKCXJlYWRfb25seRgDIAEoCBIWCg5pc19yb290X2RldmljZRgEIAEoCBI0Cg5pbnRlcmZhY2VfdHlwZRgFIAEoDjIcLnZtbS52MS5TdG9yYWdlSW50ZXJmYWNlVHlwZSKOAQoQTmV0d29ya0ludGVyZmFjZRIKCgJpZBgBIAEoCRITCgttYWNfYWRkcmVzcxgCIAEoCRISCgp0YXBfZGV2aWNlGAMgASgJEjQKDmludGVyZmFjZV90eXBlGAQgASgOMhwudm1tLnYxLk5ldHdvcmtJbnRlcmZhY2VUeXBlEg8KB3BvcnRfaWQYBSABKAkicgoNQ29uc29sZUNvbmZpZxIPCgdlbmFibGVkGAEgASgIEiUKBm91dHB1dBgCIAEoDjIVLnZtbS52MS5Db25zb2xlT3V0cHV0EikKDGNvbnNvbGVfdHlwZRgDIAEoDjITLnZtbS52MS5Db25zb2xlVHlwZSJCCg9DcmVhdGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSIAoGY29uZmlnGAIgASgLMhAudm1tLnYxLlZtQ29uZmlnIkEKEENyZWF0ZVZtUmVzcG9uc2USDQoFdm1faWQYASABKAkSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIvCg9EZWxldGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgiHgoNQm9vdFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJBCg5Cb290Vm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiSgoRU2h1dGRvd25WbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgSFwoPdGltZW91dF9zZWNvbmRzGAMgASgFIkUKElNodXRkb3duVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiHwoOUGF1c2VWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQgoPUGF1c2VWbVJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIgCg9SZXN1bWVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQwoQUmVzdW1lVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiIQoQU3VzcGVuZFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJEChFTdXNwZW5kVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiLwoPUmVib290Vm1SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEg0KBWZvcmNlGAIgASgIIkMKEFJlYm9vdFZtUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIeCgVzdGF0ZRgCIAEoDjIPLnZtbS52MS5WbVN0YXRlIiEKEEdldFZtSW5mb1JlcXVlc3QSDQoFdm1faWQYASABKAkiswEKEUdldFZtSW5mb1Jlc3BvbnNlEg0KBXZtX2lkGAEgASgJEiAKBmNvbmZpZxgCIAEoCzIQLnZtbS52MS5WbUNvbmZpZxIeCgVzdGF0ZRgDIAEoDjIPLnZtbS52MS5WbVN0YXRlEiIKB21ldHJpY3MYBCABKAsyES52bW0udjEuVm1NZXRyaWNzEikKDGJhY2tlbmRfaW5mbxgFIAEoCzITLnZtbS52MS5CYWNrZW5kSW5mbyLQAgoJVm1NZXRyaWNzEhkKEWNwdV91c2FnZV9wZXJjZW50GAEgASgBEhoKEm1lbW9yeV91c2FnZV9ieXRlcxgCIAEoAxIWCg51cHRpbWVfc2Vjb25kcxgDIAEoAxIYCgtjcHVfc2Vjb25kcxgEIAEoAUgAiAEBEh0KEGJsb2NrX3JlYWRfYnl0ZXMYBSABKANIAYgBARIeChFibG9ja193cml0ZV9ieXRlcxgGIAEoA0gCiAEBEhsKDmJsb2NrX3JlYWRfb3BzGAcgASgDSAOIAQESHAoPYmxvY2tfd3JpdGVfb3BzGAggASgDSASIAQFCDgoMX2NwdV9zZWNvbmRzQhMKEV9ibG9ja19yZWFkX2J5dGVzQhQKEl9ibG9ja193cml0ZV9ieXRlc0IRCg9fYmxvY2tfcmVhZF9vcHNCEgoQX2Jsb2NrX3dyaXRlX29wcyJeCgtCYWNrZW5kSW5mbxIUCgxiYWNrZW5kX3R5cGUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIUCgxjYXBhYmlsaXRpZXMYAyADKAkSEgoKcHJvY2Vzc19pZBgEIAEoBSJwCg5MaXN0Vm1zUmVxdWVzdBIlCgxzdGF0ZV9maWx0ZXIYASABKA4yDy52bW0udjEuVm1TdGF0ZRIRCglwYWdlX3NpemUYCiABKAUSEgoKcGFnZV90b2tlbhgLIAEoCRIQCghvcmRlcl9ieRgMIAEoCSJfCg9MaXN0Vm1zUmVzcG9uc2USHgoDdm1zGAEgAygLMhEudm1tLnYxLlZtU3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAUiaQoJVm1TdW1tYXJ5Eg0KBXZtX2lkGAEgASgJEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUSEgoKdmNwdV9jb3VudBgDIAEoBRIZChFtZW1vcnlfc2l6ZV9ieXRlcxgEIAEoAyI8ChdHZXRDb25zb2xlT3V0cHV0UmVxdWVzdBINCgV2bV9pZBgBIAEoCRISCgp0YWlsX2J5dGVzGAIgASgFIksKGEdldENvbnNvbGVPdXRwdXRSZXNwb25zZRIMCgRkYXRhGAEgASgMEhEKCXRydW5jYXRlZBgCIAEoCBIOCgZvZmZzZXQYAyABKAQiTgoUU3RyZWFtQ29uc29sZVJlcXVlc3QSDQoFdm1faWQYASABKAkSEgoKdGFpbF9ieXRlcxgCIAEoBRITCgtmcm9tX29mZnNldBgDIAEoBCIsCgxDb25zb2xlQ2h1bmsSDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAQiEQoPV2F0Y2hWbXNSZXF1ZXN0IqECCgdWbUV2ZW50EiEKBHR5cGUYASABKA4yEy52bW0udjEuVm1FdmVudFR5cGUSDQoFdm1faWQYAiABKAkSHgoFc3RhdGUYAyABKA4yDy52bW0udjEuVm1TdGF0ZRIOCgZyZWFzb24YBCABKAkSEgoKcHJvY2Vzc19pZBgFIAEoBRIuCgpzdGFydGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCghtZXRhZGF0YRgHIAMoCzIdLnZtbS52MS5WbUV2ZW50Lk1ldGFkYXRhRW50cnkSDgoGc3luY2VkGAggASgIGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASK4AQoXUHJlcGFyZU1pZ3JhdGlvblJlcXVlc3QSDQoFdm1faWQYASABKAkSIAoGY29uZmlnGAIgASgLMhAudm1tLnYxLlZtQ29uZmlnEhQKDGNvcHlfc3RvcmFnZRgDIAEoCBIuCgtkaXNrX2NvcGllcxgEIAMoCzIZLnZtbS52MS5NaWdyYXRpb25EaXNrQ29weRImCg1kZXZpY2VfbGF5b3V0GAUgAygLMg8udm1tLnYxLlBjaVNsb3QiTwoHUGNpU2xvdBIjCgRraW5kGAEgASgOMhUudm1tLnYxLlBjaURldmljZUtpbmQSEQoJZGV2aWNlX2lkGAIgASgJEgwKBHNsb3QYAyABKA0iUAoRTWlncmF0aW9uRGlza0NvcHkSDwoHZGlza19pZBgBIAEoCRIOCgZmb3JtYXQYAiABKAkSGgoSdmlydHVhbF9zaXplX2J5dGVzGAMgASgEIiUKFFBsYW5NaWdyYXRpb25SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJIn4KFVBsYW5NaWdyYXRpb25SZXNwb25zZRINCgV2bV9pZBgBIAEoCRIuCgtkaXNrX2NvcGllcxgCIAMoCzIZLnZtbS52MS5NaWdyYXRpb25EaXNrQ29weRImCg1kZXZpY2VfbGF5b3V0GAMgAygLMg8udm1tLnYxLlBjaVNsb3QiUgoYUHJlcGFyZU1pZ3JhdGlvblJlc3BvbnNlEg0KBXZtX2lkGAEgASgJEhIKCnRhcmdldF91cmkYAiABKAkSEwoLc3RvcmFnZV91cmkYAyABKAkikQEKEE1pZ3JhdGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSEgoKdGFyZ2V0X3VyaRgCIAEoCRIXCg9tYXhfZG93bnRpbWVfbXMYAyABKA0SFgoOYmFuZHdpZHRoX21icHMYBCABKA0SFAoMY29weV9zdG9yYWdlGAUgASgIEhMKC3N0b3JhZ2VfdXJpGAYgASgJIuoBChFNaWdyYXRlVm1Qcm9ncmVzcxIOCgZzdGF0dXMYASABKAkSGQoRdHJhbnNmZXJyZWRfYnl0ZXMYAiABKAQSFwoPcmVtYWluaW5nX2J5dGVzGAMgASgEEhMKC3RvdGFsX2J5dGVzGAQgASgEEhEKCWNvbXBsZXRlZBgFIAEoCBIvCgpzdGF0aXN0aWNzGAYgASgLMhsudm1tLnYxLk1pZ3JhdGlvblN0YXRpc3RpY3MSHgoWZGlza190cmFuc2ZlcnJlZF9ieXRlcxgHIAEoBBIYChBkaXNrX3RvdGFsX2J5dGVzGAggASgEInwKE01pZ3JhdGlvblN0YXRpc3RpY3MSGQoRdHJhbnNmZXJyZWRfYnl0ZXMYASABKAQSEwoLZG93bnRpbWVfbXMYAiABKAQSFQoNdG90YWxfdGltZV9tcxgDIAEoBBIeChZkaXNrX3RyYW5zZmVycmVkX2J5dGVzGAQgASgEIicKFkNhbmNlbE1pZ3JhdGlvblJlcXVlc3QSDQoFdm1faWQYASABKAkiLAoXQ2FuY2VsTWlncmF0aW9uUmVzcG9uc2USEQoJY2FuY2VsbGVkGAEgASgIIkcKEUF0dGFjaERpc2tSZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEiMKBGRpc2sYAiABKAsyFS52bW0udjEuU3RvcmFnZURldmljZSJJChJBdHRhY2hEaXNrUmVzcG9uc2USHgoFc3RhdGUYASABKA4yDy52bW0udjEuVm1TdGF0ZRITCgtob3RfcGx1Z2dlZBgCIAEoCCJMChFEZXRhY2hEaXNrUmVxdWVzdBINCgV2bV9pZBgBIAEoCRIPCgdkaXNrX2lkGAIgASgJEhcKD3RpbWVvdXRfc2Vjb25kcxgDIAEoBSJLChJEZXRhY2hEaXNrUmVzcG9uc2USHgoFc3RhdGUYASABKA4yDy52bW0udjEuVm1TdGF0ZRIVCg1ob3RfdW5wbHVnZ2VkGAIgASgIIkgKEEF0dGFjaE5pY1JlcXVlc3QSDQoFdm1faWQYASABKAkSJQoDbmljGAIgASgLMhgudm1tLnYxLk5ldHdvcmtJbnRlcmZhY2UiSAoRQXR0YWNoTmljUmVzcG9uc2USHgoFc3RhdGUYASABKA4yDy52bW0udjEuVm1TdGF0ZRITCgtob3RfcGx1Z2dlZBgCIAEoCCJKChBEZXRhY2hOaWNSZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEg4KBm5pY19pZBgCIAEoCRIXCg90aW1lb3V0X3NlY29uZHMYAyABKAUiSgoRRGV0YWNoTmljUmVzcG9uc2USHgoFc3RhdGUYASABKA4yDy52bW0udjEuVm1TdGF0ZRIVCg1ob3RfdW5wbHVnZ2VkGAIgASgIIkcKEVJlc2l6ZURpc2tSZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEg8KB2Rpc2tfaWQYAiABKAkSEgoKc2l6ZV9ieXRlcxgDIAEoBCIoChJSZXNpemVEaXNrUmVzcG9uc2USEgoKc2l6ZV9ieXRlcxgBIAEoBCJhChFTbmFwc2hvdFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCRIWCg5pbmNsdWRlX21lbW9yeRgDIAEoCBIQCghkaXNrX2lkcxgEIAMoCSK1AQoKVm1TbmFwc2hvdBITCgtzbmFwc2hvdF9pZBgBIAEoCRINCgV2bV9pZBgCIAEoCRIXCg9tZW1vcnlfaW5jbHVkZWQYAyABKAgSFgoOdm1fc3RhdGVfYnl0ZXMYBCABKAMSEAoIZGlza19pZHMYBSADKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIY29tcGxldGUYByABKAgiTwoXUmV2ZXJ0Vm1TbmFwc2hvdFJlcXVlc3QSDQoFdm1faWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkSEAoIZGlza19pZHMYAyADKAkiPQoXRGVsZXRlVm1TbmFwc2hvdFJlcXVlc3QSDQoFdm1faWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkiJwoWTGlzdFZtU25hcHNob3RzUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJAChdMaXN0Vm1TbmFwc2hvdHNSZXNwb25zZRIlCglzbmFwc2hvdHMYASADKAsyEi52bW0udjEuVm1TbmFwc2hvdCrPAQoUU3RvcmFnZUludGVyZmFjZVR5cGUSJgoiU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9VTlNQRUNJRklFRBAAEiUKIVNUT1JBR0VfSU5URVJGQUNFX1RZUEVfVklSVElPX0JMSxABEiYKIlNUT1JBR0VfSU5URVJGQUNFX1RZUEVfVklSVElPX1NDU0kQAhIfChtTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX05WTUUQAxIfChtTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX1NBVEEQBCqrAQoUTmV0d29ya0ludGVyZmFjZVR5cGUSJgoiTkVUV09SS19JTlRFUkZBQ0VfVFlQRV9VTlNQRUNJRklFRBAAEiUKIU5FVFdPUktfSU5URVJGQUNFX1RZUEVfVklSVElPX05FVBABEiAKHE5FVFdPUktfSU5URVJGQUNFX1RZUEVfRTEwMDAQAhIiCh5ORVRXT1JLX0lOVEVSRkFDRV9UWVBFX1JUTDgxMzkQAypjCg1Db25zb2xlT3V0cHV0Eh4KGkNPTlNPTEVfT1VUUFVUX1VOU1BFQ0lGSUVEEAASGQoVQ09OU09MRV9PVVRQVVRfQlVGRkVSEAESFwoTQ09OU09MRV9PVVRQVVRfTlVMTBACKl0KC0NvbnNvbGVUeXBlEhwKGENPTlNPTEVfVFlQRV9VTlNQRUNJRklFRBAAEhcKE0NPTlNPTEVfVFlQRV9TRVJJQUwQARIXChNDT05TT0xFX1RZUEVfVklSVElPEAIqqQEKB1ZtU3RhdGUSGAoUVk1fU1RBVEVfVU5TUEVDSUZJRUQQABIUChBWTV9TVEFURV9DUkVBVEVEEAESFAoQVk1fU1RBVEVfUlVOTklORxACEhMKD1ZNX1NUQVRFX1BBVVNFRBADEhUKEVZNX1NUQVRFX1NIVVRET1dOEAQSFAoQVk1fU1RBVEVfQ1JBU0hFRBAFEhYKElZNX1NUQVRFX1NVU1BFTkRFRBAGKpgBCgtWbUV2ZW50VHlwZRIdChlWTV9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGgoWVk1fRVZFTlRfVFlQRV9FWElTVElORxABEhgKFFZNX0VWRU5UX1RZUEVfU1lOQ0VEEAISGQoVVk1fRVZFTlRfVFlQRV9DSEFOR0VEEAMSGQoVVk1fRVZFTlRfVFlQRV9ERUxFVEVEEAQqiAEKDVBjaURldmljZUtpbmQSHwobUENJX0RFVklDRV9LSU5EX1VOU1BFQ0lGSUVEEAASGAoUUENJX0RFVklDRV9LSU5EX0RJU0sQARIXChNQQ0lfREVWSUNFX0tJTkRfTklDEAISIwofUENJX0RFVklDRV9LSU5EX0NMT1VEX0lOSVRfU0VFRBADMowOCglWbVNlcnZpY2USPQoIQ3JlYXRlVm0SFy52bW0udjEuQ3JlYXRlVm1SZXF1ZXN0Ghgudm1tLnYxLkNyZWF0ZVZtUmVzcG9uc2USOwoIRGVsZXRlVm0SFy52bW0udjEuRGVsZXRlVm1SZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5EjcKBkJvb3RWbRIVLnZtbS52MS5Cb290Vm1SZXF1ZXN0GhYudm1tLnYxLkJvb3RWbVJlc3BvbnNlEkMKClNodXRkb3duVm0SGS52bW0udjEuU2h1dGRvd25WbVJlcXVlc3QaGi52bW0udjEuU2h1dGRvd25WbVJlc3BvbnNlEjoKB1BhdXNlVm0SFi52bW0udjEuUGF1c2VWbVJlcXVlc3QaFy52bW0udjEuUGF1c2VWbVJlc3BvbnNlEj0KCFJlc3VtZVZtEhcudm1tLnYxLlJlc3VtZVZtUmVxdWVzdBoYLnZtbS52MS5SZXN1bWVWbVJlc3BvbnNlEkAKCVN1c3BlbmRWbRIYLnZtbS52MS5TdXNwZW5kVm1SZXF1ZXN0Ghkudm1tLnYxLlN1c3BlbmRWbVJlc3BvbnNlEj0KCFJlYm9vdFZtEhcudm1tLnYxLlJlYm9vdFZtUmVxdWVzdBoYLnZtbS52MS5SZWJvb3RWbVJlc3BvbnNlEkAKCUdldFZtSW5mbxIYLnZtbS52MS5HZXRWbUluZm9SZXF1ZXN0Ghkudm1tLnYxLkdldFZtSW5mb1Jlc3BvbnNlEjoKB0xpc3RWbXMSFi52bW0udjEuTGlzdFZtc1JlcXVlc3QaFy52bW0udjEuTGlzdFZtc1Jlc3BvbnNlElUKEEdldENvbnNvbGVPdXRwdXQSHy52bW0udjEuR2V0Q29uc29sZU91dHB1dFJlcXVlc3QaIC52bW0udjEuR2V0Q29uc29sZU91dHB1dFJlc3BvbnNlEkUKDVN0cmVhbUNvbnNvbGUSHC52bW0udjEuU3RyZWFtQ29uc29sZVJlcXVlc3QaFC52bW0udjEuQ29uc29sZUNodW5rMAESNgoIV2F0Y2hWbXMSFy52bW0udjEuV2F0Y2hWbXNSZXF1ZXN0Gg8udm1tLnYxLlZtRXZlbnQwARJVChBQcmVwYXJlTWlncmF0aW9uEh8udm1tLnYxLlByZXBhcmVNaWdyYXRpb25SZXF1ZXN0GiAudm1tLnYxLlByZXBhcmVNaWdyYXRpb25SZXNwb25zZRJCCglNaWdyYXRlVm0SGC52bW0udjEuTWlncmF0ZVZtUmVxdWVzdBoZLnZtbS52MS5NaWdyYXRlVm1Qcm9ncmVzczABEkwKDVBsYW5NaWdyYXRpb24SHC52bW0udjEuUGxhbk1pZ3JhdGlvblJlcXVlc3QaHS52bW0udjEuUGxhbk1pZ3JhdGlvblJlc3BvbnNlElIKD0NhbmNlbE1pZ3JhdGlvbhIeLnZtbS52MS5DYW5jZWxNaWdyYXRpb25SZXF1ZXN0Gh8udm1tLnYxLkNhbmNlbE1pZ3JhdGlvblJlc3BvbnNlEkMKCkF0dGFjaERpc2sSGS52bW0udjEuQXR0YWNoRGlza1JlcXVlc3QaGi52bW0udjEuQXR0YWNoRGlza1Jlc3BvbnNlEkMKCkRldGFjaERpc2sSGS52bW0udjEuRGV0YWNoRGlza1JlcXVlc3QaGi52bW0udjEuRGV0YWNoRGlza1Jlc3BvbnNlEkMKClJlc2l6ZURpc2sSGS52bW0udjEuUmVzaXplRGlza1JlcXVlc3QaGi52bW0udjEuUmVzaXplRGlza1Jlc3BvbnNlEkAKCUF0dGFjaE5pYxIYLnZtbS52MS5BdHRhY2hOaWNSZXF1ZXN0Ghkudm1tLnYxLkF0dGFjaE5pY1Jlc3BvbnNlEkAKCURldGFjaE5pYxIYLnZtbS52MS5EZXRhY2hOaWNSZXF1ZXN0Ghkudm1tLnYxLkRldGFjaE5pY1Jlc3BvbnNlEjsKClNuYXBzaG90Vm0SGS52bW0udjEuU25hcHNob3RWbVJlcXVlc3QaEi52bW0udjEuVm1TbmFwc2hvdBJHChBSZXZlcnRWbVNuYXBzaG90Eh8udm1tLnYxLlJldmVydFZtU25hcHNob3RSZXF1ZXN0GhIudm1tLnYxLlZtU25hcHNob3QSSwoQRGVsZXRlVm1TbmFwc2hvdBIfLnZtbS52MS5EZWxldGVWbVNuYXBzaG90UmVxdWVzdBoWLmdvb2dsZS5wcm90b2J1Zi5FbXB0eRJSCg9MaXN0Vm1TbmFwc2hvdHMSHi52bW0udjEuTGlzdFZtU25hcHNob3RzUmVxdWVzdBofLnZtbS52MS5MaXN0Vm1TbmFwc2hvdHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
+  fileDesc("Cg92bW0vdjEvdm0ucHJvdG8SBnZtbS52MSL3AgoIVm1Db25maWcSHgoDY3B1GAEgASgLMhEudm1tLnYxLkNwdUNvbmZpZxIkCgZtZW1vcnkYAiABKAsyFC52bW0udjEuTWVtb3J5Q29uZmlnEiAKBGJvb3QYAyABKAsyEi52bW0udjEuQm9vdENvbmZpZxImCgdzdG9yYWdlGAQgAygLMhUudm1tLnYxLlN0b3JhZ2VEZXZpY2USKQoHbmV0d29yaxgFIAMoCzIYLnZtbS52MS5OZXR3b3JrSW50ZXJmYWNlEiYKB2NvbnNvbGUYBiABKAsyFS52bW0udjEuQ29uc29sZUNvbmZpZxIwCghtZXRhZGF0YRgHIAMoCzIeLnZtbS52MS5WbUNvbmZpZy5NZXRhZGF0YUVudHJ5EiUKCmNsb3VkX2luaXQYCCABKAsyES52bW0udjEuQ2xvdWRJbml0Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJJCglDbG91ZEluaXQSEQoJdXNlcl9kYXRhGAEgASgJEhEKCW1ldGFfZGF0YRgCIAEoCRIWCg5uZXR3b3JrX2NvbmZpZxgDIAEoCSJeCglDcHVDb25maWcSEgoKdmNwdV9jb3VudBgBIAEoBRIWCg5tYXhfdmNwdV9jb3VudBgCIAEoBRIlCgh0b3BvbG9neRgDIAEoCzITLnZtbS52MS5DcHVUb3BvbG9neSJSCgtDcHVUb3BvbG9neRIPCgdzb2NrZXRzGAEgASgFEhgKEGNvcmVzX3Blcl9zb2NrZXQYAiABKAUSGAoQdGhyZWFkc19wZXJfY29yZRgDIAEoBSJTCgxNZW1vcnlDb25maWcSEgoKc2l6ZV9ieXRlcxgBIAEoAxIXCg9ob3RwbHVnX2VuYWJsZWQYAiABKAgSFgoObWF4X3NpemVfYnl0ZXMYAyABKAMiSwoKQm9vdENvbmZpZxITCgtrZXJuZWxfcGF0aBgBIAEoCRITCgtpbml0cmRfcGF0aBgCIAEoCRITCgtrZXJuZWxfYXJncxgDIAEoCSKKAQoNU3RvcmFnZURldmljZRIKCgJpZBgBIAEoCRIMCgRwYXRoGAIgASgJEhEKCXJlYWRfb25seRgDIAEoCBIWCg5pc19yb290X2RldmljZRgEIAEoCBI0Cg5pbnRlcmZhY2VfdHlwZRgFIAEoDjIcLnZtbS52MS5TdG9yYWdlSW50ZXJmYWNlVHlwZSKOAQoQTmV0d29ya0ludGVyZmFjZRIKCgJpZBgBIAEoCRITCgttYWNfYWRkcmVzcxgCIAEoCRISCgp0YXBfZGV2aWNlGAMgASgJEjQKDmludGVyZmFjZV90eXBlGAQgASgOMhwudm1tLnYxLk5ldHdvcmtJbnRlcmZhY2VUeXBlEg8KB3BvcnRfaWQYBSABKAkicgoNQ29uc29sZUNvbmZpZxIPCgdlbmFibGVkGAEgASgIEiUKBm91dHB1dBgCIAEoDjIVLnZtbS52MS5Db25zb2xlT3V0cHV0EikKDGNvbnNvbGVfdHlwZRgDIAEoDjITLnZtbS52MS5Db25zb2xlVHlwZSJCCg9DcmVhdGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSIAoGY29uZmlnGAIgASgLMhAudm1tLnYxLlZtQ29uZmlnIkEKEENyZWF0ZVZtUmVzcG9uc2USDQoFdm1faWQYASABKAkSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIvCg9EZWxldGVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgiHgoNQm9vdFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJBCg5Cb290Vm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiSgoRU2h1dGRvd25WbVJlcXVlc3QSDQoFdm1faWQYASABKAkSDQoFZm9yY2UYAiABKAgSFwoPdGltZW91dF9zZWNvbmRzGAMgASgFIkUKElNodXRkb3duVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiHwoOUGF1c2VWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQgoPUGF1c2VWbVJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSHgoFc3RhdGUYAiABKA4yDy52bW0udjEuVm1TdGF0ZSIgCg9SZXN1bWVWbVJlcXVlc3QSDQoFdm1faWQYASABKAkiQwoQUmVzdW1lVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiIQoQU3VzcGVuZFZtUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJEChFTdXNwZW5kVm1SZXNwb25zZRIPCgdzdWNjZXNzGAEgASgIEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUiLwoPUmVib290Vm1SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEg0KBWZvcmNlGAIgASgIIkMKEFJlYm9vdFZtUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIeCgVzdGF0ZRgCIAEoDjIPLnZtbS52MS5WbVN0YXRlIiEKEEdldFZtSW5mb1JlcXVlc3QSDQoFdm1faWQYASABKAkiswEKEUdldFZtSW5mb1Jlc3BvbnNlEg0KBXZtX2lkGAEgASgJEiAKBmNvbmZpZxgCIAEoCzIQLnZtbS52MS5WbUNvbmZpZxIeCgVzdGF0ZRgDIAEoDjIPLnZtbS52MS5WbVN0YXRlEiIKB21ldHJpY3MYBCABKAsyES52bW0udjEuVm1NZXRyaWNzEikKDGJhY2tlbmRfaW5mbxgFIAEoCzITLnZtbS52MS5CYWNrZW5kSW5mbyLQAgoJVm1NZXRyaWNzEhkKEWNwdV91c2FnZV9wZXJjZW50GAEgASgBEhoKEm1lbW9yeV91c2FnZV9ieXRlcxgCIAEoAxIWCg51cHRpbWVfc2Vjb25kcxgDIAEoAxIYCgtjcHVfc2Vjb25kcxgEIAEoAUgAiAEBEh0KEGJsb2NrX3JlYWRfYnl0ZXMYBSABKANIAYgBARIeChFibG9ja193cml0ZV9ieXRlcxgGIAEoA0gCiAEBEhsKDmJsb2NrX3JlYWRfb3BzGAcgASgDSAOIAQESHAoPYmxvY2tfd3JpdGVfb3BzGAggASgDSASIAQFCDgoMX2NwdV9zZWNvbmRzQhMKEV9ibG9ja19yZWFkX2J5dGVzQhQKEl9ibG9ja193cml0ZV9ieXRlc0IRCg9fYmxvY2tfcmVhZF9vcHNCEgoQX2Jsb2NrX3dyaXRlX29wcyJeCgtCYWNrZW5kSW5mbxIUCgxiYWNrZW5kX3R5cGUYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIUCgxjYXBhYmlsaXRpZXMYAyADKAkSEgoKcHJvY2Vzc19pZBgEIAEoBSJwCg5MaXN0Vm1zUmVxdWVzdBIlCgxzdGF0ZV9maWx0ZXIYASABKA4yDy52bW0udjEuVm1TdGF0ZRIRCglwYWdlX3NpemUYCiABKAUSEgoKcGFnZV90b2tlbhgLIAEoCRIQCghvcmRlcl9ieRgMIAEoCSJfCg9MaXN0Vm1zUmVzcG9uc2USHgoDdm1zGAEgAygLMhEudm1tLnYxLlZtU3VtbWFyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEwoLdG90YWxfY291bnQYAyABKAUiaQoJVm1TdW1tYXJ5Eg0KBXZtX2lkGAEgASgJEh4KBXN0YXRlGAIgASgOMg8udm1tLnYxLlZtU3RhdGUSEgoKdmNwdV9jb3VudBgDIAEoBRIZChFtZW1vcnlfc2l6ZV9ieXRlcxgEIAEoAyI8ChdHZXRDb25zb2xlT3V0cHV0UmVxdWVzdBINCgV2bV9pZBgBIAEoCRISCgp0YWlsX2J5dGVzGAIgASgFIksKGEdldENvbnNvbGVPdXRwdXRSZXNwb25zZRIMCgRkYXRhGAEgASgMEhEKCXRydW5jYXRlZBgCIAEoCBIOCgZvZmZzZXQYAyABKAQiTgoUU3RyZWFtQ29uc29sZVJlcXVlc3QSDQoFdm1faWQYASABKAkSEgoKdGFpbF9ieXRlcxgCIAEoBRITCgtmcm9tX29mZnNldBgDIAEoBCIsCgxDb25zb2xlQ2h1bmsSDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAQiTwoMQ29uc29sZUlucHV0EicKBmF0dGFjaBgBIAEoCzIVLnZtbS52MS5Db25zb2xlQXR0YWNoSAASDgoEZGF0YRgCIAEoDEgAQgYKBGtpbmQiZQoNQ29uc29sZUF0dGFjaBINCgV2bV9pZBgBIAEoCRISCgp0YWlsX2J5dGVzGAIgASgFEhMKC2Zyb21fb2Zmc2V0GAMgASgEEg0KBXdyaXRlGAQgASgIEg0KBWZvcmNlGAUgASgIImMKDENvbnNvbGVFdmVudBImCgZvdXRwdXQYASABKAsyFC52bW0udjEuQ29uc29sZUNodW5rSAASIwoEcm9sZRgCIAEoCzITLnZtbS52MS5Db25zb2xlUm9sZUgAQgYKBGtpbmQidAoLQ29uc29sZVJvbGUSJQoEcm9sZRgBIAEoDjIXLnZtbS52MS5Db25zb2xlUm9sZUtpbmQSFgoOd3JpdGVyX3ByZXNlbnQYAiABKAgSDwoHbWVzc2FnZRgDIAEoCRIVCg1kcm9wcGVkX2J5dGVzGAQgASgFIhEKD1dhdGNoVm1zUmVxdWVzdCKhAgoHVm1FdmVudBIhCgR0eXBlGAEgASgOMhMudm1tLnYxLlZtRXZlbnRUeXBlEg0KBXZtX2lkGAIgASgJEh4KBXN0YXRlGAMgASgOMg8udm1tLnYxLlZtU3RhdGUSDgoGcmVhc29uGAQgASgJEhIKCnByb2Nlc3NfaWQYBSABKAUSLgoKc3RhcnRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoIbWV0YWRhdGEYByADKAsyHS52bW0udjEuVm1FdmVudC5NZXRhZGF0YUVudHJ5Eg4KBnN5bmNlZBgIIAEoCBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiuAEKF1ByZXBhcmVNaWdyYXRpb25SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEiAKBmNvbmZpZxgCIAEoCzIQLnZtbS52MS5WbUNvbmZpZxIUCgxjb3B5X3N0b3JhZ2UYAyABKAgSLgoLZGlza19jb3BpZXMYBCADKAsyGS52bW0udjEuTWlncmF0aW9uRGlza0NvcHkSJgoNZGV2aWNlX2xheW91dBgFIAMoCzIPLnZtbS52MS5QY2lTbG90Ik8KB1BjaVNsb3QSIwoEa2luZBgBIAEoDjIVLnZtbS52MS5QY2lEZXZpY2VLaW5kEhEKCWRldmljZV9pZBgCIAEoCRIMCgRzbG90GAMgASgNIlAKEU1pZ3JhdGlvbkRpc2tDb3B5Eg8KB2Rpc2tfaWQYASABKAkSDgoGZm9ybWF0GAIgASgJEhoKEnZpcnR1YWxfc2l6ZV9ieXRlcxgDIAEoBCIlChRQbGFuTWlncmF0aW9uUmVxdWVzdBINCgV2bV9pZBgBIAEoCSJ+ChVQbGFuTWlncmF0aW9uUmVzcG9uc2USDQoFdm1faWQYASABKAkSLgoLZGlza19jb3BpZXMYAiADKAsyGS52bW0udjEuTWlncmF0aW9uRGlza0NvcHkSJgoNZGV2aWNlX2xheW91dBgDIAMoCzIPLnZtbS52MS5QY2lTbG90IlIKGFByZXBhcmVNaWdyYXRpb25SZXNwb25zZRINCgV2bV9pZBgBIAEoCRISCgp0YXJnZXRfdXJpGAIgASgJEhMKC3N0b3JhZ2VfdXJpGAMgASgJIpEBChBNaWdyYXRlVm1SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEhIKCnRhcmdldF91cmkYAiABKAkSFwoPbWF4X2Rvd250aW1lX21zGAMgASgNEhYKDmJhbmR3aWR0aF9tYnBzGAQgASgNEhQKDGNvcHlfc3RvcmFnZRgFIAEoCBITCgtzdG9yYWdlX3VyaRgGIAEoCSLqAQoRTWlncmF0ZVZtUHJvZ3Jlc3MSDgoGc3RhdHVzGAEgASgJEhkKEXRyYW5zZmVycmVkX2J5dGVzGAIgASgEEhcKD3JlbWFpbmluZ19ieXRlcxgDIAEoBBITCgt0b3RhbF9ieXRlcxgEIAEoBBIRCgljb21wbGV0ZWQYBSABKAgSLwoKc3RhdGlzdGljcxgGIAEoCzIbLnZtbS52MS5NaWdyYXRpb25TdGF0aXN0aWNzEh4KFmRpc2tfdHJhbnNmZXJyZWRfYnl0ZXMYByABKAQSGAoQZGlza190b3RhbF9ieXRlcxgIIAEoBCJ8ChNNaWdyYXRpb25TdGF0aXN0aWNzEhkKEXRyYW5zZmVycmVkX2J5dGVzGAEgASgEEhMKC2Rvd250aW1lX21zGAIgASgEEhUKDXRvdGFsX3RpbWVfbXMYAyABKAQSHgoWZGlza190cmFuc2ZlcnJlZF9ieXRlcxgEIAEoBCInChZDYW5jZWxNaWdyYXRpb25SZXF1ZXN0Eg0KBXZtX2lkGAEgASgJIiwKF0NhbmNlbE1pZ3JhdGlvblJlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoCCJHChFBdHRhY2hEaXNrUmVxdWVzdBINCgV2bV9pZBgBIAEoCRIjCgRkaXNrGAIgASgLMhUudm1tLnYxLlN0b3JhZ2VEZXZpY2UiSQoSQXR0YWNoRGlza1Jlc3BvbnNlEh4KBXN0YXRlGAEgASgOMg8udm1tLnYxLlZtU3RhdGUSEwoLaG90X3BsdWdnZWQYAiABKAgiTAoRRGV0YWNoRGlza1JlcXVlc3QSDQoFdm1faWQYASABKAkSDwoHZGlza19pZBgCIAEoCRIXCg90aW1lb3V0X3NlY29uZHMYAyABKAUiSwoSRGV0YWNoRGlza1Jlc3BvbnNlEh4KBXN0YXRlGAEgASgOMg8udm1tLnYxLlZtU3RhdGUSFQoNaG90X3VucGx1Z2dlZBgCIAEoCCJIChBBdHRhY2hOaWNSZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEiUKA25pYxgCIAEoCzIYLnZtbS52MS5OZXR3b3JrSW50ZXJmYWNlIkgKEUF0dGFjaE5pY1Jlc3BvbnNlEh4KBXN0YXRlGAEgASgOMg8udm1tLnYxLlZtU3RhdGUSEwoLaG90X3BsdWdnZWQYAiABKAgiSgoQRGV0YWNoTmljUmVxdWVzdBINCgV2bV9pZBgBIAEoCRIOCgZuaWNfaWQYAiABKAkSFwoPdGltZW91dF9zZWNvbmRzGAMgASgFIkoKEURldGFjaE5pY1Jlc3BvbnNlEh4KBXN0YXRlGAEgASgOMg8udm1tLnYxLlZtU3RhdGUSFQoNaG90X3VucGx1Z2dlZBgCIAEoCCJHChFSZXNpemVEaXNrUmVxdWVzdBINCgV2bV9pZBgBIAEoCRIPCgdkaXNrX2lkGAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAQiKAoSUmVzaXplRGlza1Jlc3BvbnNlEhIKCnNpemVfYnl0ZXMYASABKAQiYQoRU25hcHNob3RWbVJlcXVlc3QSDQoFdm1faWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkSFgoOaW5jbHVkZV9tZW1vcnkYAyABKAgSEAoIZGlza19pZHMYBCADKAkitQEKClZtU25hcHNob3QSEwoLc25hcHNob3RfaWQYASABKAkSDQoFdm1faWQYAiABKAkSFwoPbWVtb3J5X2luY2x1ZGVkGAMgASgIEhYKDnZtX3N0YXRlX2J5dGVzGAQgASgDEhAKCGRpc2tfaWRzGAUgAygJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGNvbXBsZXRlGAcgASgIIk8KF1JldmVydFZtU25hcHNob3RSZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEhMKC3NuYXBzaG90X2lkGAIgASgJEhAKCGRpc2tfaWRzGAMgAygJIj0KF0RlbGV0ZVZtU25hcHNob3RSZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEhMKC3NuYXBzaG90X2lkGAIgASgJIicKFkxpc3RWbVNuYXBzaG90c1JlcXVlc3QSDQoFdm1faWQYASABKAkiQAoXTGlzdFZtU25hcHNob3RzUmVzcG9uc2USJQoJc25hcHNob3RzGAEgAygLMhIudm1tLnYxLlZtU25hcHNob3QqzwEKFFN0b3JhZ2VJbnRlcmZhY2VUeXBlEiYKIlNUT1JBR0VfSU5URVJGQUNFX1RZUEVfVU5TUEVDSUZJRUQQABIlCiFTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX1ZJUlRJT19CTEsQARImCiJTVE9SQUdFX0lOVEVSRkFDRV9UWVBFX1ZJUlRJT19TQ1NJEAISHwobU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9OVk1FEAMSHwobU1RPUkFHRV9JTlRFUkZBQ0VfVFlQRV9TQVRBEAQqqwEKFE5ldHdvcmtJbnRlcmZhY2VUeXBlEiYKIk5FVFdPUktfSU5URVJGQUNFX1RZUEVfVU5TUEVDSUZJRUQQABIlCiFORVRXT1JLX0lOVEVSRkFDRV9UWVBFX1ZJUlRJT19ORVQQARIgChxORVRXT1JLX0lOVEVSRkFDRV9UWVBFX0UxMDAwEAISIgoeTkVUV09SS19JTlRFUkZBQ0VfVFlQRV9SVEw4MTM5EAMqYwoNQ29uc29sZU91dHB1dBIeChpDT05TT0xFX09VVFBVVF9VTlNQRUNJRklFRBAAEhkKFUNPTlNPTEVfT1VUUFVUX0JVRkZFUhABEhcKE0NPTlNPTEVfT1VUUFVUX05VTEwQAipdCgtDb25zb2xlVHlwZRIcChhDT05TT0xFX1RZUEVfVU5TUEVDSUZJRUQQABIXChNDT05TT0xFX1RZUEVfU0VSSUFMEAESFwoTQ09OU09MRV9UWVBFX1ZJUlRJTxACKqkBCgdWbVN0YXRlEhgKFFZNX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQVk1fU1RBVEVfQ1JFQVRFRBABEhQKEFZNX1NUQVRFX1JVTk5JTkcQAhITCg9WTV9TVEFURV9QQVVTRUQQAxIVChFWTV9TVEFURV9TSFVURE9XThAEEhQKEFZNX1NUQVRFX0NSQVNIRUQQBRIWChJWTV9TVEFURV9TVVNQRU5ERUQQBiqRAQoPQ29uc29sZVJvbGVLaW5kEiEKHUNPTlNPTEVfUk9MRV9LSU5EX1VOU1BFQ0lGSUVEEAASHAoYQ09OU09MRV9ST0xFX0tJTkRfV1JJVEVSEAESHAoYQ09OU09MRV9ST0xFX0tJTkRfVklFV0VSEAISHwobQ09OU09MRV9ST0xFX0tJTkRfRElTUExBQ0VEEAMqmAEKC1ZtRXZlbnRUeXBlEh0KGVZNX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIaChZWTV9FVkVOVF9UWVBFX0VYSVNUSU5HEAESGAoUVk1fRVZFTlRfVFlQRV9TWU5DRUQQAhIZChVWTV9FVkVOVF9UWVBFX0NIQU5HRUQQAxIZChVWTV9FVkVOVF9UWVBFX0RFTEVURUQQBCqIAQoNUGNpRGV2aWNlS2luZBIfChtQQ0lfREVWSUNFX0tJTkRfVU5TUEVDSUZJRUQQABIYChRQQ0lfREVWSUNFX0tJTkRfRElTSxABEhcKE1BDSV9ERVZJQ0VfS0lORF9OSUMQAhIjCh9QQ0lfREVWSUNFX0tJTkRfQ0xPVURfSU5JVF9TRUVEEAMyzQ4KCVZtU2VydmljZRI9CghDcmVhdGVWbRIXLnZtbS52MS5DcmVhdGVWbVJlcXVlc3QaGC52bW0udjEuQ3JlYXRlVm1SZXNwb25zZRI7CghEZWxldGVWbRIXLnZtbS52MS5EZWxldGVWbVJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSNwoGQm9vdFZtEhUudm1tLnYxLkJvb3RWbVJlcXVlc3QaFi52bW0udjEuQm9vdFZtUmVzcG9uc2USQwoKU2h1dGRvd25WbRIZLnZtbS52MS5TaHV0ZG93blZtUmVxdWVzdBoaLnZtbS52MS5TaHV0ZG93blZtUmVzcG9uc2USOgoHUGF1c2VWbRIWLnZtbS52MS5QYXVzZVZtUmVxdWVzdBoXLnZtbS52MS5QYXVzZVZtUmVzcG9uc2USPQoIUmVzdW1lVm0SFy52bW0udjEuUmVzdW1lVm1SZXF1ZXN0Ghgudm1tLnYxLlJlc3VtZVZtUmVzcG9uc2USQAoJU3VzcGVuZFZtEhgudm1tLnYxLlN1c3BlbmRWbVJlcXVlc3QaGS52bW0udjEuU3VzcGVuZFZtUmVzcG9uc2USPQoIUmVib290Vm0SFy52bW0udjEuUmVib290Vm1SZXF1ZXN0Ghgudm1tLnYxLlJlYm9vdFZtUmVzcG9uc2USQAoJR2V0Vm1JbmZvEhgudm1tLnYxLkdldFZtSW5mb1JlcXVlc3QaGS52bW0udjEuR2V0Vm1JbmZvUmVzcG9uc2USOgoHTGlzdFZtcxIWLnZtbS52MS5MaXN0Vm1zUmVxdWVzdBoXLnZtbS52MS5MaXN0Vm1zUmVzcG9uc2USVQoQR2V0Q29uc29sZU91dHB1dBIfLnZtbS52MS5HZXRDb25zb2xlT3V0cHV0UmVxdWVzdBogLnZtbS52MS5HZXRDb25zb2xlT3V0cHV0UmVzcG9uc2USRQoNU3RyZWFtQ29uc29sZRIcLnZtbS52MS5TdHJlYW1Db25zb2xlUmVxdWVzdBoULnZtbS52MS5Db25zb2xlQ2h1bmswARI/Cg1BdHRhY2hDb25zb2xlEhQudm1tLnYxLkNvbnNvbGVJbnB1dBoULnZtbS52MS5Db25zb2xlRXZlbnQoATABEjYKCFdhdGNoVm1zEhcudm1tLnYxLldhdGNoVm1zUmVxdWVzdBoPLnZtbS52MS5WbUV2ZW50MAESVQoQUHJlcGFyZU1pZ3JhdGlvbhIfLnZtbS52MS5QcmVwYXJlTWlncmF0aW9uUmVxdWVzdBogLnZtbS52MS5QcmVwYXJlTWlncmF0aW9uUmVzcG9uc2USQgoJTWlncmF0ZVZtEhgudm1tLnYxLk1pZ3JhdGVWbVJlcXVlc3QaGS52bW0udjEuTWlncmF0ZVZtUHJvZ3Jlc3MwARJMCg1QbGFuTWlncmF0aW9uEhwudm1tLnYxLlBsYW5NaWdyYXRpb25SZXF1ZXN0Gh0udm1tLnYxLlBsYW5NaWdyYXRpb25SZXNwb25zZRJSCg9DYW5jZWxNaWdyYXRpb24SHi52bW0udjEuQ2FuY2VsTWlncmF0aW9uUmVxdWVzdBofLnZtbS52MS5DYW5jZWxNaWdyYXRpb25SZXNwb25zZRJDCgpBdHRhY2hEaXNrEhkudm1tLnYxLkF0dGFjaERpc2tSZXF1ZXN0Ghoudm1tLnYxLkF0dGFjaERpc2tSZXNwb25zZRJDCgpEZXRhY2hEaXNrEhkudm1tLnYxLkRldGFjaERpc2tSZXF1ZXN0Ghoudm1tLnYxLkRldGFjaERpc2tSZXNwb25zZRJDCgpSZXNpemVEaXNrEhkudm1tLnYxLlJlc2l6ZURpc2tSZXF1ZXN0Ghoudm1tLnYxLlJlc2l6ZURpc2tSZXNwb25zZRJACglBdHRhY2hOaWMSGC52bW0udjEuQXR0YWNoTmljUmVxdWVzdBoZLnZtbS52MS5BdHRhY2hOaWNSZXNwb25zZRJACglEZXRhY2hOaWMSGC52bW0udjEuRGV0YWNoTmljUmVxdWVzdBoZLnZtbS52MS5EZXRhY2hOaWNSZXNwb25zZRI7CgpTbmFwc2hvdFZtEhkudm1tLnYxLlNuYXBzaG90Vm1SZXF1ZXN0GhIudm1tLnYxLlZtU25hcHNob3QSRwoQUmV2ZXJ0Vm1TbmFwc2hvdBIfLnZtbS52MS5SZXZlcnRWbVNuYXBzaG90UmVxdWVzdBoSLnZtbS52MS5WbVNuYXBzaG90EksKEERlbGV0ZVZtU25hcHNob3QSHy52bW0udjEuRGVsZXRlVm1TbmFwc2hvdFJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSUgoPTGlzdFZtU25hcHNob3RzEh4udm1tLnYxLkxpc3RWbVNuYXBzaG90c1JlcXVlc3QaHy52bW0udjEuTGlzdFZtU25hcHNob3RzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_empty, file_google_protobuf_timestamp]);
 
 /**
  * The hypervisor-neutral configuration of a VM. Paths are paths on the host.
@@ -1262,6 +1262,174 @@ export const ConsoleChunkSchema: GenMessage<ConsoleChunk> = /*@__PURE__*/
   messageDesc(file_vmm_v1_vm, 34);
 
 /**
+ * A client message of AttachConsole: the attach first, then input.
+ *
+ * @generated from message vmm.v1.ConsoleInput
+ */
+export type ConsoleInput = Message<"vmm.v1.ConsoleInput"> & {
+  /**
+   * What the message carries.
+   *
+   * @generated from oneof vmm.v1.ConsoleInput.kind
+   */
+  kind: {
+    /**
+     * The first message: which VM and how to attach.
+     *
+     * @generated from field: vmm.v1.ConsoleAttach attach = 1;
+     */
+    value: ConsoleAttach;
+    case: "attach";
+  } | {
+    /**
+     * Input bytes for the guest's console, 1-4096 per message (writer only).
+     *
+     * @generated from field: bytes data = 2;
+     */
+    value: Uint8Array;
+    case: "data";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message vmm.v1.ConsoleInput.
+ * Use `create(ConsoleInputSchema)` to create a new message.
+ */
+export const ConsoleInputSchema: GenMessage<ConsoleInput> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 35);
+
+/**
+ * How an AttachConsole session attaches.
+ *
+ * @generated from message vmm.v1.ConsoleAttach
+ */
+export type ConsoleAttach = Message<"vmm.v1.ConsoleAttach"> & {
+  /**
+   * The VM's id.
+   *
+   * @generated from field: string vm_id = 1;
+   */
+  vmId: string;
+
+  /**
+   * Start with up to this many of the most recent buffered bytes, 0-1048576; 0 starts
+   * with new output only. Ignored when from_offset is set.
+   *
+   * @generated from field: int32 tail_bytes = 2;
+   */
+  tailBytes: number;
+
+  /**
+   * Start at this position (see GetConsoleOutputResponse.offset), if still buffered;
+   * 0 means use tail_bytes.
+   *
+   * @generated from field: uint64 from_offset = 3;
+   */
+  fromOffset: bigint;
+
+  /**
+   * Ask for the writer role; without it the session is a viewer.
+   *
+   * @generated from field: bool write = 4;
+   */
+  write: boolean;
+
+  /**
+   * With write: take the writer role from the session holding it (virsh console --force).
+   *
+   * @generated from field: bool force = 5;
+   */
+  force: boolean;
+};
+
+/**
+ * Describes the message vmm.v1.ConsoleAttach.
+ * Use `create(ConsoleAttachSchema)` to create a new message.
+ */
+export const ConsoleAttachSchema: GenMessage<ConsoleAttach> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 36);
+
+/**
+ * A server message of AttachConsole.
+ *
+ * @generated from message vmm.v1.ConsoleEvent
+ */
+export type ConsoleEvent = Message<"vmm.v1.ConsoleEvent"> & {
+  /**
+   * What the message carries.
+   *
+   * @generated from oneof vmm.v1.ConsoleEvent.kind
+   */
+  kind: {
+    /**
+     * Console output, as StreamConsole sends it.
+     *
+     * @generated from field: vmm.v1.ConsoleChunk output = 1;
+     */
+    value: ConsoleChunk;
+    case: "output";
+  } | {
+    /**
+     * The session's role, at attach and at every change.
+     *
+     * @generated from field: vmm.v1.ConsoleRole role = 2;
+     */
+    value: ConsoleRole;
+    case: "role";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message vmm.v1.ConsoleEvent.
+ * Use `create(ConsoleEventSchema)` to create a new message.
+ */
+export const ConsoleEventSchema: GenMessage<ConsoleEvent> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 37);
+
+/**
+ * A session's role and the VM's writer.
+ *
+ * @generated from message vmm.v1.ConsoleRole
+ */
+export type ConsoleRole = Message<"vmm.v1.ConsoleRole"> & {
+  /**
+   * This session's role.
+   *
+   * @generated from field: vmm.v1.ConsoleRoleKind role = 1;
+   */
+  role: ConsoleRoleKind;
+
+  /**
+   * Whether some session (this one or another) holds the writer role.
+   *
+   * @generated from field: bool writer_present = 2;
+   */
+  writerPresent: boolean;
+
+  /**
+   * Why, in words (e.g. "the writer role is held by another session").
+   *
+   * @generated from field: string message = 3;
+   */
+  message: string;
+
+  /**
+   * Input bytes dropped because this session is not the writer (in the message that
+   * caused this event).
+   *
+   * @generated from field: int32 dropped_bytes = 4;
+   */
+  droppedBytes: number;
+};
+
+/**
+ * Describes the message vmm.v1.ConsoleRole.
+ * Use `create(ConsoleRoleSchema)` to create a new message.
+ */
+export const ConsoleRoleSchema: GenMessage<ConsoleRole> = /*@__PURE__*/
+  messageDesc(file_vmm_v1_vm, 38);
+
+/**
  * Request for WatchVms.
  *
  * @generated from message vmm.v1.WatchVmsRequest
@@ -1274,7 +1442,7 @@ export type WatchVmsRequest = Message<"vmm.v1.WatchVmsRequest"> & {
  * Use `create(WatchVmsRequestSchema)` to create a new message.
  */
 export const WatchVmsRequestSchema: GenMessage<WatchVmsRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 35);
+  messageDesc(file_vmm_v1_vm, 39);
 
 /**
  * One VM's state, or the end of the snapshot.
@@ -1346,7 +1514,7 @@ export type VmEvent = Message<"vmm.v1.VmEvent"> & {
  * Use `create(VmEventSchema)` to create a new message.
  */
 export const VmEventSchema: GenMessage<VmEvent> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 36);
+  messageDesc(file_vmm_v1_vm, 40);
 
 /**
  * Request for PrepareMigration.
@@ -1403,7 +1571,7 @@ export type PrepareMigrationRequest = Message<"vmm.v1.PrepareMigrationRequest"> 
  * Use `create(PrepareMigrationRequestSchema)` to create a new message.
  */
 export const PrepareMigrationRequestSchema: GenMessage<PrepareMigrationRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 37);
+  messageDesc(file_vmm_v1_vm, 41);
 
 /**
  * Where one device of a VM sits on the guest's PCI bus.
@@ -1438,7 +1606,7 @@ export type PciSlot = Message<"vmm.v1.PciSlot"> & {
  * Use `create(PciSlotSchema)` to create a new message.
  */
 export const PciSlotSchema: GenMessage<PciSlot> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 38);
+  messageDesc(file_vmm_v1_vm, 42);
 
 /**
  * One disk a migration copies from the source host.
@@ -1473,7 +1641,7 @@ export type MigrationDiskCopy = Message<"vmm.v1.MigrationDiskCopy"> & {
  * Use `create(MigrationDiskCopySchema)` to create a new message.
  */
 export const MigrationDiskCopySchema: GenMessage<MigrationDiskCopy> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 39);
+  messageDesc(file_vmm_v1_vm, 43);
 
 /**
  * Request for PlanMigration.
@@ -1494,7 +1662,7 @@ export type PlanMigrationRequest = Message<"vmm.v1.PlanMigrationRequest"> & {
  * Use `create(PlanMigrationRequestSchema)` to create a new message.
  */
 export const PlanMigrationRequestSchema: GenMessage<PlanMigrationRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 40);
+  messageDesc(file_vmm_v1_vm, 44);
 
 /**
  * Response for PlanMigration.
@@ -1532,7 +1700,7 @@ export type PlanMigrationResponse = Message<"vmm.v1.PlanMigrationResponse"> & {
  * Use `create(PlanMigrationResponseSchema)` to create a new message.
  */
 export const PlanMigrationResponseSchema: GenMessage<PlanMigrationResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 41);
+  messageDesc(file_vmm_v1_vm, 45);
 
 /**
  * Response for PrepareMigration.
@@ -1570,7 +1738,7 @@ export type PrepareMigrationResponse = Message<"vmm.v1.PrepareMigrationResponse"
  * Use `create(PrepareMigrationResponseSchema)` to create a new message.
  */
 export const PrepareMigrationResponseSchema: GenMessage<PrepareMigrationResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 42);
+  messageDesc(file_vmm_v1_vm, 46);
 
 /**
  * Request for MigrateVm.
@@ -1628,7 +1796,7 @@ export type MigrateVmRequest = Message<"vmm.v1.MigrateVmRequest"> & {
  * Use `create(MigrateVmRequestSchema)` to create a new message.
  */
 export const MigrateVmRequestSchema: GenMessage<MigrateVmRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 43);
+  messageDesc(file_vmm_v1_vm, 47);
 
 /**
  * Progress of an outgoing migration.
@@ -1698,7 +1866,7 @@ export type MigrateVmProgress = Message<"vmm.v1.MigrateVmProgress"> & {
  * Use `create(MigrateVmProgressSchema)` to create a new message.
  */
 export const MigrateVmProgressSchema: GenMessage<MigrateVmProgress> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 44);
+  messageDesc(file_vmm_v1_vm, 48);
 
 /**
  * What a completed migration measured (the hypervisor's own numbers).
@@ -1741,7 +1909,7 @@ export type MigrationStatistics = Message<"vmm.v1.MigrationStatistics"> & {
  * Use `create(MigrationStatisticsSchema)` to create a new message.
  */
 export const MigrationStatisticsSchema: GenMessage<MigrationStatistics> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 45);
+  messageDesc(file_vmm_v1_vm, 49);
 
 /**
  * Request for CancelMigration.
@@ -1762,7 +1930,7 @@ export type CancelMigrationRequest = Message<"vmm.v1.CancelMigrationRequest"> & 
  * Use `create(CancelMigrationRequestSchema)` to create a new message.
  */
 export const CancelMigrationRequestSchema: GenMessage<CancelMigrationRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 46);
+  messageDesc(file_vmm_v1_vm, 50);
 
 /**
  * Response for CancelMigration.
@@ -1783,7 +1951,7 @@ export type CancelMigrationResponse = Message<"vmm.v1.CancelMigrationResponse"> 
  * Use `create(CancelMigrationResponseSchema)` to create a new message.
  */
 export const CancelMigrationResponseSchema: GenMessage<CancelMigrationResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 47);
+  messageDesc(file_vmm_v1_vm, 51);
 
 /**
  * Request for AttachDisk.
@@ -1811,7 +1979,7 @@ export type AttachDiskRequest = Message<"vmm.v1.AttachDiskRequest"> & {
  * Use `create(AttachDiskRequestSchema)` to create a new message.
  */
 export const AttachDiskRequestSchema: GenMessage<AttachDiskRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 48);
+  messageDesc(file_vmm_v1_vm, 52);
 
 /**
  * Response for AttachDisk.
@@ -1839,7 +2007,7 @@ export type AttachDiskResponse = Message<"vmm.v1.AttachDiskResponse"> & {
  * Use `create(AttachDiskResponseSchema)` to create a new message.
  */
 export const AttachDiskResponseSchema: GenMessage<AttachDiskResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 49);
+  messageDesc(file_vmm_v1_vm, 53);
 
 /**
  * Request for DetachDisk.
@@ -1874,7 +2042,7 @@ export type DetachDiskRequest = Message<"vmm.v1.DetachDiskRequest"> & {
  * Use `create(DetachDiskRequestSchema)` to create a new message.
  */
 export const DetachDiskRequestSchema: GenMessage<DetachDiskRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 50);
+  messageDesc(file_vmm_v1_vm, 54);
 
 /**
  * Response for DetachDisk.
@@ -1902,7 +2070,7 @@ export type DetachDiskResponse = Message<"vmm.v1.DetachDiskResponse"> & {
  * Use `create(DetachDiskResponseSchema)` to create a new message.
  */
 export const DetachDiskResponseSchema: GenMessage<DetachDiskResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 51);
+  messageDesc(file_vmm_v1_vm, 55);
 
 /**
  * Request for AttachNic.
@@ -1930,7 +2098,7 @@ export type AttachNicRequest = Message<"vmm.v1.AttachNicRequest"> & {
  * Use `create(AttachNicRequestSchema)` to create a new message.
  */
 export const AttachNicRequestSchema: GenMessage<AttachNicRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 52);
+  messageDesc(file_vmm_v1_vm, 56);
 
 /**
  * Response for AttachNic.
@@ -1958,7 +2126,7 @@ export type AttachNicResponse = Message<"vmm.v1.AttachNicResponse"> & {
  * Use `create(AttachNicResponseSchema)` to create a new message.
  */
 export const AttachNicResponseSchema: GenMessage<AttachNicResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 53);
+  messageDesc(file_vmm_v1_vm, 57);
 
 /**
  * Request for DetachNic.
@@ -1993,7 +2161,7 @@ export type DetachNicRequest = Message<"vmm.v1.DetachNicRequest"> & {
  * Use `create(DetachNicRequestSchema)` to create a new message.
  */
 export const DetachNicRequestSchema: GenMessage<DetachNicRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 54);
+  messageDesc(file_vmm_v1_vm, 58);
 
 /**
  * Response for DetachNic.
@@ -2021,7 +2189,7 @@ export type DetachNicResponse = Message<"vmm.v1.DetachNicResponse"> & {
  * Use `create(DetachNicResponseSchema)` to create a new message.
  */
 export const DetachNicResponseSchema: GenMessage<DetachNicResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 55);
+  messageDesc(file_vmm_v1_vm, 59);
 
 /**
  * Request for ResizeDisk.
@@ -2056,7 +2224,7 @@ export type ResizeDiskRequest = Message<"vmm.v1.ResizeDiskRequest"> & {
  * Use `create(ResizeDiskRequestSchema)` to create a new message.
  */
 export const ResizeDiskRequestSchema: GenMessage<ResizeDiskRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 56);
+  messageDesc(file_vmm_v1_vm, 60);
 
 /**
  * Response for ResizeDisk.
@@ -2077,7 +2245,7 @@ export type ResizeDiskResponse = Message<"vmm.v1.ResizeDiskResponse"> & {
  * Use `create(ResizeDiskResponseSchema)` to create a new message.
  */
 export const ResizeDiskResponseSchema: GenMessage<ResizeDiskResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 57);
+  messageDesc(file_vmm_v1_vm, 61);
 
 /**
  * Request for SnapshotVm.
@@ -2121,7 +2289,7 @@ export type SnapshotVmRequest = Message<"vmm.v1.SnapshotVmRequest"> & {
  * Use `create(SnapshotVmRequestSchema)` to create a new message.
  */
 export const SnapshotVmRequestSchema: GenMessage<SnapshotVmRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 58);
+  messageDesc(file_vmm_v1_vm, 62);
 
 /**
  * A snapshot of a whole VM.
@@ -2184,7 +2352,7 @@ export type VmSnapshot = Message<"vmm.v1.VmSnapshot"> & {
  * Use `create(VmSnapshotSchema)` to create a new message.
  */
 export const VmSnapshotSchema: GenMessage<VmSnapshot> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 59);
+  messageDesc(file_vmm_v1_vm, 63);
 
 /**
  * Request for RevertVmSnapshot.
@@ -2220,7 +2388,7 @@ export type RevertVmSnapshotRequest = Message<"vmm.v1.RevertVmSnapshotRequest"> 
  * Use `create(RevertVmSnapshotRequestSchema)` to create a new message.
  */
 export const RevertVmSnapshotRequestSchema: GenMessage<RevertVmSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 60);
+  messageDesc(file_vmm_v1_vm, 64);
 
 /**
  * Request for DeleteVmSnapshot.
@@ -2248,7 +2416,7 @@ export type DeleteVmSnapshotRequest = Message<"vmm.v1.DeleteVmSnapshotRequest"> 
  * Use `create(DeleteVmSnapshotRequestSchema)` to create a new message.
  */
 export const DeleteVmSnapshotRequestSchema: GenMessage<DeleteVmSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 61);
+  messageDesc(file_vmm_v1_vm, 65);
 
 /**
  * Request for ListVmSnapshots.
@@ -2269,7 +2437,7 @@ export type ListVmSnapshotsRequest = Message<"vmm.v1.ListVmSnapshotsRequest"> & 
  * Use `create(ListVmSnapshotsRequestSchema)` to create a new message.
  */
 export const ListVmSnapshotsRequestSchema: GenMessage<ListVmSnapshotsRequest> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 62);
+  messageDesc(file_vmm_v1_vm, 66);
 
 /**
  * Response for ListVmSnapshots.
@@ -2290,7 +2458,7 @@ export type ListVmSnapshotsResponse = Message<"vmm.v1.ListVmSnapshotsResponse"> 
  * Use `create(ListVmSnapshotsResponseSchema)` to create a new message.
  */
 export const ListVmSnapshotsResponseSchema: GenMessage<ListVmSnapshotsResponse> = /*@__PURE__*/
-  messageDesc(file_vmm_v1_vm, 63);
+  messageDesc(file_vmm_v1_vm, 67);
 
 /**
  * How a disk is presented to the guest. An enum rather than a string, so that a typo
@@ -2518,6 +2686,47 @@ export const VmStateSchema: GenEnum<VmState> = /*@__PURE__*/
   enumDesc(file_vmm_v1_vm, 4);
 
 /**
+ * The role of an AttachConsole session.
+ *
+ * @generated from enum vmm.v1.ConsoleRoleKind
+ */
+export enum ConsoleRoleKind {
+  /**
+   * Not set; never sent.
+   *
+   * @generated from enum value: CONSOLE_ROLE_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * This session is the VM's writer: its input reaches the guest.
+   *
+   * @generated from enum value: CONSOLE_ROLE_KIND_WRITER = 1;
+   */
+  WRITER = 1,
+
+  /**
+   * This session only views; its input is dropped.
+   *
+   * @generated from enum value: CONSOLE_ROLE_KIND_VIEWER = 2;
+   */
+  VIEWER = 2,
+
+  /**
+   * Another session took the writer role with force; this one is a viewer from now on.
+   *
+   * @generated from enum value: CONSOLE_ROLE_KIND_DISPLACED = 3;
+   */
+  DISPLACED = 3,
+}
+
+/**
+ * Describes the enum vmm.v1.ConsoleRoleKind.
+ */
+export const ConsoleRoleKindSchema: GenEnum<ConsoleRoleKind> = /*@__PURE__*/
+  enumDesc(file_vmm_v1_vm, 5);
+
+/**
  * What a VmEvent says.
  *
  * @generated from enum vmm.v1.VmEventType
@@ -2563,7 +2772,7 @@ export enum VmEventType {
  * Describes the enum vmm.v1.VmEventType.
  */
 export const VmEventTypeSchema: GenEnum<VmEventType> = /*@__PURE__*/
-  enumDesc(file_vmm_v1_vm, 5);
+  enumDesc(file_vmm_v1_vm, 6);
 
 /**
  * The kind of a VM's PCI device in a PciSlot.
@@ -2602,7 +2811,7 @@ export enum PciDeviceKind {
  * Describes the enum vmm.v1.PciDeviceKind.
  */
 export const PciDeviceKindSchema: GenEnum<PciDeviceKind> = /*@__PURE__*/
-  enumDesc(file_vmm_v1_vm, 6);
+  enumDesc(file_vmm_v1_vm, 7);
 
 /**
  * The VMM API: one host's virtual machines, run by one hypervisor backend (Cloud
@@ -2761,6 +2970,30 @@ export const VmService: GenService<{
     methodKind: "server_streaming";
     input: typeof StreamConsoleRequestSchema;
     output: typeof ConsoleChunkSchema;
+  },
+  /**
+   * Attaches to a VM's console both ways (docs/api/vmm-service.md, "Interactive
+   * console"). The first client message must be `attach` (anything else:
+   * FAILED_PRECONDITION); later ones carry `data`, input bytes for the guest (at most
+   * 4096 per message: INVALID_ARGUMENT otherwise). The server sends the requested
+   * scroll-back and then new output as `output` chunks (offsets as StreamConsole), and a
+   * `role` event at attach and whenever the session's writer role changes. Several
+   * viewers at once, one writer per VM: the first session asking to write gets the
+   * role, later ones are viewers unless they pass force, which displaces the holder
+   * (it is told DISPLACED and stays attached as a viewer); when the writer leaves the
+   * role is free. Input of a session that is not the writer is dropped and answered
+   * with a role event saying so. At most 16 sessions per VM (RESOURCE_EXHAUSTED
+   * beyond). Allowed in every state; ends OK when the VM is deleted or the client
+   * closes. Needs the console enabled with output BUFFER; to write, the backend
+   * capability "console-input" (FAILED_PRECONDITION naming it at attach otherwise).
+   * NOT_FOUND for an unknown VM. Not idempotent: input reaches the guest.
+   *
+   * @generated from rpc vmm.v1.VmService.AttachConsole
+   */
+  attachConsole: {
+    methodKind: "bidi_streaming";
+    input: typeof ConsoleInputSchema;
+    output: typeof ConsoleEventSchema;
   },
   /**
    * Follows every VM on the host: first one EXISTING event per VM with its current state

@@ -2,8 +2,8 @@
 // @generated from file Quantixkvm/compute/v1/vm_service.proto (package Quantixkvm.compute.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { EventType } from "../../common/v1/common_pb.js";
 import { file_Quantixkvm_common_v1_common } from "../../common/v1/common_pb.js";
 import type { ResourceUsageSchema, VirtualMachine, VirtualMachineSchema, VmSpec, VmStatus_State } from "./vm_pb.js";
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file Quantixkvm/compute/v1/vm_service.proto.
  */
 export const file_Quantixkvm_compute_v1_vm_service: GenFile = /*@__PURE__*/
-  fileDesc("CiZRdWFudGl4a3ZtL2NvbXB1dGUvdjEvdm1fc2VydmljZS5wcm90bxIVUXVhbnRpeGt2bS5jb21wdXRlLnYxIpICCg9DcmVhdGVWTVJlcXVlc3QSDAoEbmFtZRgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEkIKBmxhYmVscxgEIAMoCzIyLlF1YW50aXhrdm0uY29tcHV0ZS52MS5DcmVhdGVWTVJlcXVlc3QuTGFiZWxzRW50cnkSKwoEc3BlYxgFIAEoCzIdLlF1YW50aXhrdm0uY29tcHV0ZS52MS5WbVNwZWMSFwoPc3RhcnRfb25fY3JlYXRlGAYgASgIEg8KB25vZGVfaWQYByABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIaCgxHZXRWTVJlcXVlc3QSCgoCaWQYASABKAkilwIKDkxpc3RWTXNSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSQQoGbGFiZWxzGAIgAygLMjEuUXVhbnRpeGt2bS5jb21wdXRlLnYxLkxpc3RWTXNSZXF1ZXN0LkxhYmVsc0VudHJ5EjUKBnN0YXRlcxgDIAMoDjIlLlF1YW50aXhrdm0uY29tcHV0ZS52MS5WbVN0YXR1cy5TdGF0ZRIPCgdub2RlX2lkGAQgASgJEhEKCXBhZ2Vfc2l6ZRgKIAEoBRISCgpwYWdlX3Rva2VuGAsgASgJEhAKCG9yZGVyX2J5GAwgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEijQEKD0xpc3RWTXNSZXNwb25zZRIyCgN2bXMYASADKAsyJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVmlydHVhbE1hY2hpbmUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhMKC3RvdGFsX2NvdW50GAMgASgFEhgKEHJlc291cmNlX3ZlcnNpb24YBCABKAQinQIKD1VwZGF0ZVZNUmVxdWVzdBIKCgJpZBgBIAEoCRIrCgRzcGVjGAIgASgLMh0uUXVhbnRpeGt2bS5jb21wdXRlLnYxLlZtU3BlYxIvCgt1cGRhdGVfbWFzaxgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSQgoGbGFiZWxzGAQgAygLMjIuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlVwZGF0ZVZNUmVxdWVzdC5MYWJlbHNFbnRyeRITCgtkZXNjcmlwdGlvbhgFIAEoCRIYChByZXNvdXJjZV92ZXJzaW9uGAYgASgEGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLAoPRGVsZXRlVk1SZXF1ZXN0EgoKAmlkGAEgASgJEg0KBWZvcmNlGAIgASgIIhwKDlN0YXJ0Vk1SZXF1ZXN0EgoKAmlkGAEgASgJIj8KDVN0b3BWTVJlcXVlc3QSCgoCaWQYASABKAkSDQoFZm9yY2UYAiABKAgSEwoLdGltZW91dF9zZWMYAyABKAUiLAoPUmVib290Vk1SZXF1ZXN0EgoKAmlkGAEgASgJEg0KBWZvcmNlGAIgASgIIhwKDlBhdXNlVk1SZXF1ZXN0EgoKAmlkGAEgASgJIh0KD1Jlc3VtZVZNUmVxdWVzdBIKCgJpZBgBIAEoCSIeChBTdXNwZW5kVk1SZXF1ZXN0EgoKAmlkGAEgASgJIngKEE1pZ3JhdGVWTVJlcXVlc3QSDQoFdm1faWQYASABKAkSFgoOdGFyZ2V0X25vZGVfaWQYAiABKAkSDAoEbGl2ZRgDIAEoCBIXCg9tYXhfZG93bnRpbWVfbXMYBCABKAUSFgoOYmFuZHdpZHRoX21icHMYBSABKAUifAoRTWlncmF0ZVZNUmVzcG9uc2USMQoCdm0YASABKAsyJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVmlydHVhbE1hY2hpbmUSNAoFc3RhdHMYAiABKAsyJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuTWlncmF0aW9uU3RhdHMidQoOTWlncmF0aW9uU3RhdHMSGQoRYnl0ZXNfdHJhbnNmZXJyZWQYASABKAQSEwoLZG93bnRpbWVfbXMYAiABKAMSEwoLZHVyYXRpb25fbXMYAyABKAMSHgoWZGlza19ieXRlc190cmFuc2ZlcnJlZBgEIAEoBCI5Cg5XYXRjaFZNUmVxdWVzdBINCgV2bV9pZBgBIAEoCRIYChByZXNvdXJjZV92ZXJzaW9uGAIgASgEIsMBCg9XYXRjaFZNc1JlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRJCCgZsYWJlbHMYAiADKAsyMi5RdWFudGl4a3ZtLmNvbXB1dGUudjEuV2F0Y2hWTXNSZXF1ZXN0LkxhYmVsc0VudHJ5Eg8KB25vZGVfaWQYAyABKAkSGAoQcmVzb3VyY2VfdmVyc2lvbhgEIAEoBBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIoYBCghWbVVwZGF0ZRItCgR0eXBlGAEgASgOMh8uUXVhbnRpeGt2bS5jb21tb24udjEuRXZlbnRUeXBlEjEKAnZtGAIgASgLMiUuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlZpcnR1YWxNYWNoaW5lEhgKEHJlc291cmNlX3ZlcnNpb24YAyABKAQiPAoXR2V0Q29uc29sZU91dHB1dFJlcXVlc3QSDQoFdm1faWQYASABKAkSEgoKdGFpbF9ieXRlcxgCIAEoBSI7ChhHZXRDb25zb2xlT3V0cHV0UmVzcG9uc2USDAoEZGF0YRgBIAEoDBIRCgl0cnVuY2F0ZWQYAiABKAgiJQoUU3RyZWFtQ29uc29sZVJlcXVlc3QSDQoFdm1faWQYASABKAkiHAoMQ29uc29sZUNodW5rEgwKBGRhdGEYASABKAwiOwoUU3RyZWFtTWV0cmljc1JlcXVlc3QSDQoFdm1faWQYASABKAkSFAoMaW50ZXJ2YWxfc2VjGAIgASgFMqQMCglWTVNlcnZpY2USWQoIQ3JlYXRlVk0SJi5RdWFudGl4a3ZtLmNvbXB1dGUudjEuQ3JlYXRlVk1SZXF1ZXN0GiUuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlZpcnR1YWxNYWNoaW5lElMKBUdldFZNEiMuUXVhbnRpeGt2bS5jb21wdXRlLnYxLkdldFZNUmVxdWVzdBolLlF1YW50aXhrdm0uY29tcHV0ZS52MS5WaXJ0dWFsTWFjaGluZRJYCgdMaXN0Vk1zEiUuUXVhbnRpeGt2bS5jb21wdXRlLnYxLkxpc3RWTXNSZXF1ZXN0GiYuUXVhbnRpeGt2bS5jb21wdXRlLnYxLkxpc3RWTXNSZXNwb25zZRJZCghVcGRhdGVWTRImLlF1YW50aXhrdm0uY29tcHV0ZS52MS5VcGRhdGVWTVJlcXVlc3QaJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVmlydHVhbE1hY2hpbmUSSgoIRGVsZXRlVk0SJi5RdWFudGl4a3ZtLmNvbXB1dGUudjEuRGVsZXRlVk1SZXF1ZXN0GhYuZ29vZ2xlLnByb3RvYnVmLkVtcHR5ElcKB1N0YXJ0Vk0SJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuU3RhcnRWTVJlcXVlc3QaJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVmlydHVhbE1hY2hpbmUSVQoGU3RvcFZNEiQuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlN0b3BWTVJlcXVlc3QaJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVmlydHVhbE1hY2hpbmUSWQoIUmVib290Vk0SJi5RdWFudGl4a3ZtLmNvbXB1dGUudjEuUmVib290Vk1SZXF1ZXN0GiUuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlZpcnR1YWxNYWNoaW5lElcKB1BhdXNlVk0SJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuUGF1c2VWTVJlcXVlc3QaJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVmlydHVhbE1hY2hpbmUSWQoIUmVzdW1lVk0SJi5RdWFudGl4a3ZtLmNvbXB1dGUudjEuUmVzdW1lVk1SZXF1ZXN0GiUuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlZpcnR1YWxNYWNoaW5lElsKCVN1c3BlbmRWTRInLlF1YW50aXhrdm0uY29tcHV0ZS52MS5TdXNwZW5kVk1SZXF1ZXN0GiUuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlZpcnR1YWxNYWNoaW5lEl4KCU1pZ3JhdGVWTRInLlF1YW50aXhrdm0uY29tcHV0ZS52MS5NaWdyYXRlVk1SZXF1ZXN0GiguUXVhbnRpeGt2bS5jb21wdXRlLnYxLk1pZ3JhdGVWTVJlc3BvbnNlElMKB1dhdGNoVk0SJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuV2F0Y2hWTVJlcXVlc3QaHy5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVm1VcGRhdGUwARJVCghXYXRjaFZNcxImLlF1YW50aXhrdm0uY29tcHV0ZS52MS5XYXRjaFZNc1JlcXVlc3QaHy5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVm1VcGRhdGUwARJzChBHZXRDb25zb2xlT3V0cHV0Ei4uUXVhbnRpeGt2bS5jb21wdXRlLnYxLkdldENvbnNvbGVPdXRwdXRSZXF1ZXN0Gi8uUXVhbnRpeGt2bS5jb21wdXRlLnYxLkdldENvbnNvbGVPdXRwdXRSZXNwb25zZRJjCg1TdHJlYW1Db25zb2xlEisuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlN0cmVhbUNvbnNvbGVSZXF1ZXN0GiMuUXVhbnRpeGt2bS5jb21wdXRlLnYxLkNvbnNvbGVDaHVuazABEmQKDVN0cmVhbU1ldHJpY3MSKy5RdWFudGl4a3ZtLmNvbXB1dGUudjEuU3RyZWFtTWV0cmljc1JlcXVlc3QaJC5RdWFudGl4a3ZtLmNvbXB1dGUudjEuUmVzb3VyY2VVc2FnZTABYgZwcm90bzM", [file_Quantixkvm_common_v1_common, file_Quantixkvm_compute_v1_vm, file_google_protobuf_empty, file_google_protobuf_field_mask]);
+  fileDesc("CiZRdWFudGl4a3ZtL2NvbXB1dGUvdjEvdm1fc2VydmljZS5wcm90bxIVUXVhbnRpeGt2bS5jb21wdXRlLnYxIpICCg9DcmVhdGVWTVJlcXVlc3QSDAoEbmFtZRgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEkIKBmxhYmVscxgEIAMoCzIyLlF1YW50aXhrdm0uY29tcHV0ZS52MS5DcmVhdGVWTVJlcXVlc3QuTGFiZWxzRW50cnkSKwoEc3BlYxgFIAEoCzIdLlF1YW50aXhrdm0uY29tcHV0ZS52MS5WbVNwZWMSFwoPc3RhcnRfb25fY3JlYXRlGAYgASgIEg8KB25vZGVfaWQYByABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIaCgxHZXRWTVJlcXVlc3QSCgoCaWQYASABKAkilwIKDkxpc3RWTXNSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSQQoGbGFiZWxzGAIgAygLMjEuUXVhbnRpeGt2bS5jb21wdXRlLnYxLkxpc3RWTXNSZXF1ZXN0LkxhYmVsc0VudHJ5EjUKBnN0YXRlcxgDIAMoDjIlLlF1YW50aXhrdm0uY29tcHV0ZS52MS5WbVN0YXR1cy5TdGF0ZRIPCgdub2RlX2lkGAQgASgJEhEKCXBhZ2Vfc2l6ZRgKIAEoBRISCgpwYWdlX3Rva2VuGAsgASgJEhAKCG9yZGVyX2J5GAwgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEijQEKD0xpc3RWTXNSZXNwb25zZRIyCgN2bXMYASADKAsyJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVmlydHVhbE1hY2hpbmUSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhMKC3RvdGFsX2NvdW50GAMgASgFEhgKEHJlc291cmNlX3ZlcnNpb24YBCABKAQinQIKD1VwZGF0ZVZNUmVxdWVzdBIKCgJpZBgBIAEoCRIrCgRzcGVjGAIgASgLMh0uUXVhbnRpeGt2bS5jb21wdXRlLnYxLlZtU3BlYxIvCgt1cGRhdGVfbWFzaxgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSQgoGbGFiZWxzGAQgAygLMjIuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlVwZGF0ZVZNUmVxdWVzdC5MYWJlbHNFbnRyeRITCgtkZXNjcmlwdGlvbhgFIAEoCRIYChByZXNvdXJjZV92ZXJzaW9uGAYgASgEGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLAoPRGVsZXRlVk1SZXF1ZXN0EgoKAmlkGAEgASgJEg0KBWZvcmNlGAIgASgIIhwKDlN0YXJ0Vk1SZXF1ZXN0EgoKAmlkGAEgASgJIj8KDVN0b3BWTVJlcXVlc3QSCgoCaWQYASABKAkSDQoFZm9yY2UYAiABKAgSEwoLdGltZW91dF9zZWMYAyABKAUiLAoPUmVib290Vk1SZXF1ZXN0EgoKAmlkGAEgASgJEg0KBWZvcmNlGAIgASgIIhwKDlBhdXNlVk1SZXF1ZXN0EgoKAmlkGAEgASgJIh0KD1Jlc3VtZVZNUmVxdWVzdBIKCgJpZBgBIAEoCSIeChBTdXNwZW5kVk1SZXF1ZXN0EgoKAmlkGAEgASgJIngKEE1pZ3JhdGVWTVJlcXVlc3QSDQoFdm1faWQYASABKAkSFgoOdGFyZ2V0X25vZGVfaWQYAiABKAkSDAoEbGl2ZRgDIAEoCBIXCg9tYXhfZG93bnRpbWVfbXMYBCABKAUSFgoOYmFuZHdpZHRoX21icHMYBSABKAUifAoRTWlncmF0ZVZNUmVzcG9uc2USMQoCdm0YASABKAsyJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVmlydHVhbE1hY2hpbmUSNAoFc3RhdHMYAiABKAsyJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuTWlncmF0aW9uU3RhdHMidQoOTWlncmF0aW9uU3RhdHMSGQoRYnl0ZXNfdHJhbnNmZXJyZWQYASABKAQSEwoLZG93bnRpbWVfbXMYAiABKAMSEwoLZHVyYXRpb25fbXMYAyABKAMSHgoWZGlza19ieXRlc190cmFuc2ZlcnJlZBgEIAEoBCI5Cg5XYXRjaFZNUmVxdWVzdBINCgV2bV9pZBgBIAEoCRIYChByZXNvdXJjZV92ZXJzaW9uGAIgASgEIsMBCg9XYXRjaFZNc1JlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRJCCgZsYWJlbHMYAiADKAsyMi5RdWFudGl4a3ZtLmNvbXB1dGUudjEuV2F0Y2hWTXNSZXF1ZXN0LkxhYmVsc0VudHJ5Eg8KB25vZGVfaWQYAyABKAkSGAoQcmVzb3VyY2VfdmVyc2lvbhgEIAEoBBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIoYBCghWbVVwZGF0ZRItCgR0eXBlGAEgASgOMh8uUXVhbnRpeGt2bS5jb21tb24udjEuRXZlbnRUeXBlEjEKAnZtGAIgASgLMiUuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlZpcnR1YWxNYWNoaW5lEhgKEHJlc291cmNlX3ZlcnNpb24YAyABKAQiPAoXR2V0Q29uc29sZU91dHB1dFJlcXVlc3QSDQoFdm1faWQYASABKAkSEgoKdGFpbF9ieXRlcxgCIAEoBSI7ChhHZXRDb25zb2xlT3V0cHV0UmVzcG9uc2USDAoEZGF0YRgBIAEoDBIRCgl0cnVuY2F0ZWQYAiABKAgiJQoUU3RyZWFtQ29uc29sZVJlcXVlc3QSDQoFdm1faWQYASABKAkiLAoMQ29uc29sZUNodW5rEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgEIl4KDENvbnNvbGVJbnB1dBI2CgZhdHRhY2gYASABKAsyJC5RdWFudGl4a3ZtLmNvbXB1dGUudjEuQ29uc29sZUF0dGFjaEgAEg4KBGRhdGEYAiABKAxIAEIGCgRraW5kImUKDUNvbnNvbGVBdHRhY2gSDQoFdm1faWQYASABKAkSEgoKdGFpbF9ieXRlcxgCIAEoBRITCgtmcm9tX29mZnNldBgDIAEoBBINCgV3cml0ZRgEIAEoCBINCgVmb3JjZRgFIAEoCCKBAQoMQ29uc29sZUV2ZW50EjUKBm91dHB1dBgBIAEoCzIjLlF1YW50aXhrdm0uY29tcHV0ZS52MS5Db25zb2xlQ2h1bmtIABIyCgRyb2xlGAIgASgLMiIuUXVhbnRpeGt2bS5jb21wdXRlLnYxLkNvbnNvbGVSb2xlSABCBgoEa2luZCKDAQoLQ29uc29sZVJvbGUSNAoEcm9sZRgBIAEoDjImLlF1YW50aXhrdm0uY29tcHV0ZS52MS5Db25zb2xlUm9sZUtpbmQSFgoOd3JpdGVyX3ByZXNlbnQYAiABKAgSDwoHbWVzc2FnZRgDIAEoCRIVCg1kcm9wcGVkX2J5dGVzGAQgASgFIjsKFFN0cmVhbU1ldHJpY3NSZXF1ZXN0Eg0KBXZtX2lkGAEgASgJEhQKDGludGVydmFsX3NlYxgCIAEoBSqRAQoPQ29uc29sZVJvbGVLaW5kEiEKHUNPTlNPTEVfUk9MRV9LSU5EX1VOU1BFQ0lGSUVEEAASHAoYQ09OU09MRV9ST0xFX0tJTkRfV1JJVEVSEAESHAoYQ09OU09MRV9ST0xFX0tJTkRfVklFV0VSEAISHwobQ09OU09MRV9ST0xFX0tJTkRfRElTUExBQ0VEEAMygw0KCVZNU2VydmljZRJZCghDcmVhdGVWTRImLlF1YW50aXhrdm0uY29tcHV0ZS52MS5DcmVhdGVWTVJlcXVlc3QaJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVmlydHVhbE1hY2hpbmUSUwoFR2V0Vk0SIy5RdWFudGl4a3ZtLmNvbXB1dGUudjEuR2V0Vk1SZXF1ZXN0GiUuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlZpcnR1YWxNYWNoaW5lElgKB0xpc3RWTXMSJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuTGlzdFZNc1JlcXVlc3QaJi5RdWFudGl4a3ZtLmNvbXB1dGUudjEuTGlzdFZNc1Jlc3BvbnNlElkKCFVwZGF0ZVZNEiYuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlVwZGF0ZVZNUmVxdWVzdBolLlF1YW50aXhrdm0uY29tcHV0ZS52MS5WaXJ0dWFsTWFjaGluZRJKCghEZWxldGVWTRImLlF1YW50aXhrdm0uY29tcHV0ZS52MS5EZWxldGVWTVJlcXVlc3QaFi5nb29nbGUucHJvdG9idWYuRW1wdHkSVwoHU3RhcnRWTRIlLlF1YW50aXhrdm0uY29tcHV0ZS52MS5TdGFydFZNUmVxdWVzdBolLlF1YW50aXhrdm0uY29tcHV0ZS52MS5WaXJ0dWFsTWFjaGluZRJVCgZTdG9wVk0SJC5RdWFudGl4a3ZtLmNvbXB1dGUudjEuU3RvcFZNUmVxdWVzdBolLlF1YW50aXhrdm0uY29tcHV0ZS52MS5WaXJ0dWFsTWFjaGluZRJZCghSZWJvb3RWTRImLlF1YW50aXhrdm0uY29tcHV0ZS52MS5SZWJvb3RWTVJlcXVlc3QaJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVmlydHVhbE1hY2hpbmUSVwoHUGF1c2VWTRIlLlF1YW50aXhrdm0uY29tcHV0ZS52MS5QYXVzZVZNUmVxdWVzdBolLlF1YW50aXhrdm0uY29tcHV0ZS52MS5WaXJ0dWFsTWFjaGluZRJZCghSZXN1bWVWTRImLlF1YW50aXhrdm0uY29tcHV0ZS52MS5SZXN1bWVWTVJlcXVlc3QaJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVmlydHVhbE1hY2hpbmUSWwoJU3VzcGVuZFZNEicuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlN1c3BlbmRWTVJlcXVlc3QaJS5RdWFudGl4a3ZtLmNvbXB1dGUudjEuVmlydHVhbE1hY2hpbmUSXgoJTWlncmF0ZVZNEicuUXVhbnRpeGt2bS5jb21wdXRlLnYxLk1pZ3JhdGVWTVJlcXVlc3QaKC5RdWFudGl4a3ZtLmNvbXB1dGUudjEuTWlncmF0ZVZNUmVzcG9uc2USUwoHV2F0Y2hWTRIlLlF1YW50aXhrdm0uY29tcHV0ZS52MS5XYXRjaFZNUmVxdWVzdBofLlF1YW50aXhrdm0uY29tcHV0ZS52MS5WbVVwZGF0ZTABElUKCFdhdGNoVk1zEiYuUXVhbnRpeGt2bS5jb21wdXRlLnYxLldhdGNoVk1zUmVxdWVzdBofLlF1YW50aXhrdm0uY29tcHV0ZS52MS5WbVVwZGF0ZTABEnMKEEdldENvbnNvbGVPdXRwdXQSLi5RdWFudGl4a3ZtLmNvbXB1dGUudjEuR2V0Q29uc29sZU91dHB1dFJlcXVlc3QaLy5RdWFudGl4a3ZtLmNvbXB1dGUudjEuR2V0Q29uc29sZU91dHB1dFJlc3BvbnNlEmMKDVN0cmVhbUNvbnNvbGUSKy5RdWFudGl4a3ZtLmNvbXB1dGUudjEuU3RyZWFtQ29uc29sZVJlcXVlc3QaIy5RdWFudGl4a3ZtLmNvbXB1dGUudjEuQ29uc29sZUNodW5rMAESXQoNQXR0YWNoQ29uc29sZRIjLlF1YW50aXhrdm0uY29tcHV0ZS52MS5Db25zb2xlSW5wdXQaIy5RdWFudGl4a3ZtLmNvbXB1dGUudjEuQ29uc29sZUV2ZW50KAEwARJkCg1TdHJlYW1NZXRyaWNzEisuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlN0cmVhbU1ldHJpY3NSZXF1ZXN0GiQuUXVhbnRpeGt2bS5jb21wdXRlLnYxLlJlc291cmNlVXNhZ2UwAWIGcHJvdG8z", [file_Quantixkvm_common_v1_common, file_Quantixkvm_compute_v1_vm, file_google_protobuf_empty, file_google_protobuf_field_mask]);
 
 /**
  * Request for CreateVM.
@@ -760,6 +760,15 @@ export type ConsoleChunk = Message<"Quantixkvm.compute.v1.ConsoleChunk"> & {
    * @generated from field: bytes data = 1;
    */
   data: Uint8Array;
+
+  /**
+   * The position of data's first byte in the VM's console output since creation, set
+   * by AttachConsole (StreamConsole leaves it 0). A jump past the previous chunk's end
+   * means output was dropped because the client read too slowly.
+   *
+   * @generated from field: uint64 offset = 2;
+   */
+  offset: bigint;
 };
 
 /**
@@ -768,6 +777,174 @@ export type ConsoleChunk = Message<"Quantixkvm.compute.v1.ConsoleChunk"> & {
  */
 export const ConsoleChunkSchema: GenMessage<ConsoleChunk> = /*@__PURE__*/
   messageDesc(file_Quantixkvm_compute_v1_vm_service, 21);
+
+/**
+ * A client message of AttachConsole: the attach first, then input.
+ *
+ * @generated from message Quantixkvm.compute.v1.ConsoleInput
+ */
+export type ConsoleInput = Message<"Quantixkvm.compute.v1.ConsoleInput"> & {
+  /**
+   * What the message carries.
+   *
+   * @generated from oneof Quantixkvm.compute.v1.ConsoleInput.kind
+   */
+  kind: {
+    /**
+     * The first message: which VM and how to attach.
+     *
+     * @generated from field: Quantixkvm.compute.v1.ConsoleAttach attach = 1;
+     */
+    value: ConsoleAttach;
+    case: "attach";
+  } | {
+    /**
+     * Input bytes for the guest's console, 1-4096 per message (writer only).
+     *
+     * @generated from field: bytes data = 2;
+     */
+    value: Uint8Array;
+    case: "data";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message Quantixkvm.compute.v1.ConsoleInput.
+ * Use `create(ConsoleInputSchema)` to create a new message.
+ */
+export const ConsoleInputSchema: GenMessage<ConsoleInput> = /*@__PURE__*/
+  messageDesc(file_Quantixkvm_compute_v1_vm_service, 22);
+
+/**
+ * How an AttachConsole session attaches.
+ *
+ * @generated from message Quantixkvm.compute.v1.ConsoleAttach
+ */
+export type ConsoleAttach = Message<"Quantixkvm.compute.v1.ConsoleAttach"> & {
+  /**
+   * The VM's id.
+   *
+   * @generated from field: string vm_id = 1;
+   */
+  vmId: string;
+
+  /**
+   * Start with up to this many of the most recent buffered bytes, 0-1048576; 0 starts
+   * with new output only. Ignored when from_offset is set.
+   *
+   * @generated from field: int32 tail_bytes = 2;
+   */
+  tailBytes: number;
+
+  /**
+   * Start at this position (see ConsoleChunk.offset), if still buffered; 0 means use
+   * tail_bytes.
+   *
+   * @generated from field: uint64 from_offset = 3;
+   */
+  fromOffset: bigint;
+
+  /**
+   * Ask for the writer role; without it the session is a viewer.
+   *
+   * @generated from field: bool write = 4;
+   */
+  write: boolean;
+
+  /**
+   * With write: take the writer role from the session holding it (virsh console --force).
+   *
+   * @generated from field: bool force = 5;
+   */
+  force: boolean;
+};
+
+/**
+ * Describes the message Quantixkvm.compute.v1.ConsoleAttach.
+ * Use `create(ConsoleAttachSchema)` to create a new message.
+ */
+export const ConsoleAttachSchema: GenMessage<ConsoleAttach> = /*@__PURE__*/
+  messageDesc(file_Quantixkvm_compute_v1_vm_service, 23);
+
+/**
+ * A server message of AttachConsole.
+ *
+ * @generated from message Quantixkvm.compute.v1.ConsoleEvent
+ */
+export type ConsoleEvent = Message<"Quantixkvm.compute.v1.ConsoleEvent"> & {
+  /**
+   * What the message carries.
+   *
+   * @generated from oneof Quantixkvm.compute.v1.ConsoleEvent.kind
+   */
+  kind: {
+    /**
+     * Console output.
+     *
+     * @generated from field: Quantixkvm.compute.v1.ConsoleChunk output = 1;
+     */
+    value: ConsoleChunk;
+    case: "output";
+  } | {
+    /**
+     * The session's role, at attach and at every change.
+     *
+     * @generated from field: Quantixkvm.compute.v1.ConsoleRole role = 2;
+     */
+    value: ConsoleRole;
+    case: "role";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message Quantixkvm.compute.v1.ConsoleEvent.
+ * Use `create(ConsoleEventSchema)` to create a new message.
+ */
+export const ConsoleEventSchema: GenMessage<ConsoleEvent> = /*@__PURE__*/
+  messageDesc(file_Quantixkvm_compute_v1_vm_service, 24);
+
+/**
+ * A session's role and the VM's writer.
+ *
+ * @generated from message Quantixkvm.compute.v1.ConsoleRole
+ */
+export type ConsoleRole = Message<"Quantixkvm.compute.v1.ConsoleRole"> & {
+  /**
+   * This session's role.
+   *
+   * @generated from field: Quantixkvm.compute.v1.ConsoleRoleKind role = 1;
+   */
+  role: ConsoleRoleKind;
+
+  /**
+   * Whether some session (this one or another) holds the writer role.
+   *
+   * @generated from field: bool writer_present = 2;
+   */
+  writerPresent: boolean;
+
+  /**
+   * Why, in words (e.g. "the writer role is held by another session").
+   *
+   * @generated from field: string message = 3;
+   */
+  message: string;
+
+  /**
+   * Input bytes dropped because this session is not the writer (in the message that
+   * caused this event).
+   *
+   * @generated from field: int32 dropped_bytes = 4;
+   */
+  droppedBytes: number;
+};
+
+/**
+ * Describes the message Quantixkvm.compute.v1.ConsoleRole.
+ * Use `create(ConsoleRoleSchema)` to create a new message.
+ */
+export const ConsoleRoleSchema: GenMessage<ConsoleRole> = /*@__PURE__*/
+  messageDesc(file_Quantixkvm_compute_v1_vm_service, 25);
 
 /**
  * Request for StreamMetrics.
@@ -795,7 +972,48 @@ export type StreamMetricsRequest = Message<"Quantixkvm.compute.v1.StreamMetricsR
  * Use `create(StreamMetricsRequestSchema)` to create a new message.
  */
 export const StreamMetricsRequestSchema: GenMessage<StreamMetricsRequest> = /*@__PURE__*/
-  messageDesc(file_Quantixkvm_compute_v1_vm_service, 22);
+  messageDesc(file_Quantixkvm_compute_v1_vm_service, 26);
+
+/**
+ * The role of an AttachConsole session.
+ *
+ * @generated from enum Quantixkvm.compute.v1.ConsoleRoleKind
+ */
+export enum ConsoleRoleKind {
+  /**
+   * Not set; never sent.
+   *
+   * @generated from enum value: CONSOLE_ROLE_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * This session is the VM's writer: its input reaches the guest.
+   *
+   * @generated from enum value: CONSOLE_ROLE_KIND_WRITER = 1;
+   */
+  WRITER = 1,
+
+  /**
+   * This session only views; its input is dropped.
+   *
+   * @generated from enum value: CONSOLE_ROLE_KIND_VIEWER = 2;
+   */
+  VIEWER = 2,
+
+  /**
+   * Another session took the writer role with force; this one is a viewer from now on.
+   *
+   * @generated from enum value: CONSOLE_ROLE_KIND_DISPLACED = 3;
+   */
+  DISPLACED = 3,
+}
+
+/**
+ * Describes the enum Quantixkvm.compute.v1.ConsoleRoleKind.
+ */
+export const ConsoleRoleKindSchema: GenEnum<ConsoleRoleKind> = /*@__PURE__*/
+  enumDesc(file_Quantixkvm_compute_v1_vm_service, 0);
 
 /**
  * VM lifecycle. Power actions set spec.desired_power_state and return once the node has
@@ -989,6 +1207,32 @@ export const VMService: GenService<{
     methodKind: "server_streaming";
     input: typeof StreamConsoleRequestSchema;
     output: typeof ConsoleChunkSchema;
+  },
+  /**
+   * Attaches to a VM's serial console both ways, proxied from any replica to the VM's
+   * node's agent (docs/api/vm-service.md, "Interactive console"). The first client
+   * message must be `attach` (anything else: FAILED_PRECONDITION); later ones carry
+   * `data`, input for the guest (1-4096 bytes per message: INVALID_ARGUMENT otherwise).
+   * The server sends the requested scroll-back and new output as `output` chunks, and a
+   * `role` event at attach and whenever the session's role changes. Several viewers at
+   * once, one writer per VM, arbitrated on the node (whatever replica each client came
+   * through): the first session asking to write gets the role, later ones are viewers
+   * unless they pass force, which displaces the holder (told DISPLACED, it stays
+   * attached as a viewer); when the writer leaves, the role is free. Input of a session
+   * that is not the writer is dropped and answered with a role event saying so. At most
+   * 16 sessions per VM (RESOURCE_EXHAUSTED beyond). Needs the role member in the VM's
+   * project (typing into a guest acts on it). NOT_FOUND for an unknown VM;
+   * FAILED_PRECONDITION when the VM is not placed on a node, its console is not
+   * buffered, or (asking to write) the node's hypervisor lacks "console-input";
+   * UNAVAILABLE while the node is unreachable. Ends OK when the VM is deleted or the
+   * client closes. Not idempotent: input reaches the guest.
+   *
+   * @generated from rpc Quantixkvm.compute.v1.VMService.AttachConsole
+   */
+  attachConsole: {
+    methodKind: "bidi_streaming";
+    input: typeof ConsoleInputSchema;
+    output: typeof ConsoleEventSchema;
   },
   /**
    * Streams a running or paused VM's resource usage, sampled from its node's agent
