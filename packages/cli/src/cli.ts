@@ -154,7 +154,9 @@ export function buildProgram(rt: Runtime, io: Io, state: { resolved?: Resolved; 
     .option("--token <token>", "a bearer token (an API token's secret)")
     .option("--ca-file <file>", "the CA that signs the control plane's certificate (https)")
     .option("--use", "make it the current context")
-    .action(async (name: string, opts: { url?: string; project?: string; token?: string; caFile?: string; use?: boolean }) => {
+    .action(async (name: string, _o: unknown, self: Command) => {
+      // --url and --project are the program's options too: read them wherever they were given.
+      const opts = self.optsWithGlobals() as { url?: string; project?: string; token?: string; caFile?: string; use?: boolean };
       if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(name)) throw new UsageError(`context name '${name}': letters, digits, '.', '_' and '-' only`);
       const path = configPath(io.env);
       const cfg = await loadConfig(path);

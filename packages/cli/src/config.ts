@@ -33,7 +33,8 @@ export function configPath(env: Env): string {
   return join(base, "quantix", "config.yaml");
 }
 
-const emptyConfig = (): ConfigFile => ({ currentContext: "default", contexts: { default: { url: DEFAULT_URL } } });
+/** No file yet: no contexts; the current one is "default", which is DEFAULT_URL until added. */
+const emptyConfig = (): ConfigFile => ({ currentContext: "default", contexts: {} });
 
 export async function loadConfig(path: string): Promise<ConfigFile> {
   let text: string;
@@ -74,8 +75,7 @@ export async function loadConfig(path: string): Promise<ConfigFile> {
   }
   const current = raw["current-context"];
   if (current !== undefined && typeof current !== "string") throw new UsageError(`${path}: current-context must be a string`);
-  if (Object.keys(contexts).length === 0) contexts["default"] = { url: DEFAULT_URL };
-  return { currentContext: current ?? Object.keys(contexts)[0]!, contexts };
+  return { currentContext: current ?? Object.keys(contexts)[0] ?? "default", contexts };
 }
 
 /** Writes the file with mode 0600 in a directory of mode 0700 (it holds tokens), atomically. */

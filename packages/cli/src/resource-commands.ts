@@ -172,7 +172,7 @@ function failureReason(r: ResourceDef, m: Message): string {
   }
   const conds = (valueAt(schema, m, "status.conditions").value as { type: string; status: number; reason: string; message: string }[] | undefined) ?? [];
   // ConditionStatus FALSE = 2: a condition that says what is wrong.
-  for (const c of conds) if (c.status === 2 && c.message) parts.push(`${c.type}: ${c.message}`);
+  for (const c of conds) if (c.status === 2 && c.message && !parts.some((p) => p.includes(c.message))) parts.push(`${c.type}: ${c.message}`);
   return parts.length ? parts.join("; ") : "no reason given";
 }
 
@@ -261,7 +261,8 @@ export async function watchRows(rt: Runtime, r: ResourceDef, listReq: Json, only
   const shorts = wide ? new Map<string, string>() : shortIds(initial.map(idOf));
   if (format === "table" || format === "wide") {
     const { head, rows } = tableRows(r, initial, wide, shorts);
-    widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length), i === 0 ? 8 : 6) + 3);
+    // Room for a later row's longer cells: ids, names, a state and "(deleted)".
+    widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length), i === 0 ? 8 : 6) + (i === 0 ? 0 : 2));
     write(rt.io.stdout, table(head, rows, widths));
   } else {
     printList(rt, r, initial, format);
@@ -293,7 +294,8 @@ export async function watchRows(rt: Runtime, r: ResourceDef, listReq: Json, only
         const { rows } = tableRows(r, [ent], wide, shorts);
         const row = rows[0]!;
         if (type === "DELETED") row[row.length - 1] = `${row[row.length - 1]} (deleted)`;
-        const line = table(cols.map(() => ""), [row], widths).split("\n").filter((l) => l.trim() !== "").join("\n");
+        const fit = widths!.map((w, i) => Math.max(w, row[i]!.length));
+        const line = table(cols.map(() => ""), [row], fit).split("\n").filter((l) => l.trim() !== "").join("\n");
         write(rt.io.stdout, line);
       }
     }

@@ -196,7 +196,7 @@ export const RESOURCES: readonly ResourceDef[] = [
     ],
     listFlags: [
       { flags: "--node <node>", about: "only VMs on this node", apply: async (r, v: string, ctx) => setPath(r, "nodeId", await ctx.resolve("node", v)) },
-      { flags: "--state <state>", about: "only VMs in this state (repeatable)", many: true, apply: (r, v: string) => pushPath(r, "states", enumName("STATE_", v)) },
+      { flags: "--state <state>", about: "only VMs in this state (repeatable)", many: true, apply: (r, v: string) => pushPath(r, "states", v.toUpperCase()) },
       labelFilter,
     ],
     actions: [
@@ -351,7 +351,6 @@ export const RESOURCES: readonly ResourceDef[] = [
     createWaitFor: ["READY"],
     createFlags: [
       { flags: "--type <type>", about: "local-dir, lvm, zfs, ceph-rbd, nfs, iscsi, shared-dir", apply: (r, v: string) => setPath(r, "spec.type", enumName("STORAGE_POOL_TYPE_", v)) },
-      { flags: "--path <dir>", about: "the directory (local-dir)", apply: (r, v: string) => setPath(r, "spec.localDir.path", v) },
       { flags: "--node <node>", about: "on this node (repeatable)", many: true, apply: async (r, v: string, ctx) => pushPath(r, "spec.nodeIds", await ctx.resolve("node", v)) },
       descriptionFlag,
       labelFlag(),
