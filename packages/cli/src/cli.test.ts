@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtemp, rm, stat, writeFile, readFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, stat, writeFile, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable, Writable } from "node:stream";
@@ -10,7 +10,10 @@ import { VirtualMachineSchema, VmStatus_State as State } from "@quantix/api/gen/
 import { ProjectService } from "@quantix/api/gen/Quantixkvm/identity/v1/project_service_pb.js";
 import { VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
 import { VolumeService } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
-import { ON_SIMULATED_NODES, SIMULATED_KERNEL, startTestServer, TEST_ADMIN_PASSWORD, until, type TestServer } from "@quantix/testing";
+import { SimulatedBackend } from "@quantix/agent";
+import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { ImageService } from "@quantix/api/gen/Quantixkvm/storage/v1/image_service_pb.js";
+import { ON_SIMULATED_NODES, SIMULATED_KERNEL, startTestServer, TEST_ADMIN_PASSWORD, TestAgent, until, type TestServer } from "@quantix/testing";
 import { parse as parseYaml } from "yaml";
 import { run } from "./cli.js";
 import { resolveConnection, DEFAULT_URL } from "./config.js";
@@ -348,5 +351,73 @@ describe("config, contexts, login", () => {
     } finally {
       await locked.close();
     }
+  });
+});
+
+describe("on an agent's node: logs, metrics, show --watch; image upload", () => {
+  let agent: TestAgent<SimulatedBackend>;
+  const nodeName = `cli-agent-${process.pid}`;
+  let vmId: string;
+  before(async () => {
+    // A kernel file in the agent's image directory: the simulated backend checks the VM's files as QEMU would.
+    await mkdir(join(dir, "agent", "images"), { recursive: true });
+    await writeFile(join(dir, "agent", "images", "vmlinuz"), "kernel");
+    agent = new TestAgent(new SimulatedBackend({ bootMs: 20, consoleIntervalMs: 50 }), join(dir, "agent"), nodeName, 100);
+    await agent.start(s.url);
+    const nodeId = await until(async () => {
+      const n = (await s.nodes.listNodes({})).nodes.find((x) => x.hostname === nodeName);
+      return n?.status?.phase === Phase.READY && s.cp.agents?.get(n.id) ? n.id : undefined;
+    }, "the agent's node READY");
+    const vm = await s.vms.createVM({ name: "cli-agent-vm", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: join(dir, "agent", "images", "vmlinuz") } } }, nodeId });
+    vmId = vm.id;
+  });
+  after(async () => {
+    await agent.stop().catch(() => undefined);
+    await agent.backend.close();
+  });
+
+  it("vm show --watch prints a row per change another client makes; logs prints the console as text; metrics one sample", async () => {
+    const ac = new AbortController();
+    let live: () => string = () => "";
+    const watching = q(["vm", "show", "cli-agent-vm", "--watch"], { signal: ac.signal, live: (o) => (live = o) });
+    await until(() => (/cli-agent-vm +STOPPED/.test(live()) ? true : undefined), "the first row");
+    await s.vms.startVM({ id: vmId });
+    await until(() => (/cli-agent-vm +RUNNING/.test(live()) ? true : undefined), "the RUNNING row").catch((e: Error) => {
+      throw new Error(`${e.message}\n${live()}`);
+    });
+    ac.abort();
+    assert.equal((await watching).code, 0);
+    assert.ok(!/other|web-server/.test(live()), "only this VM's rows");
+
+    const logs = await until(async () => {
+      const r = ok(await q(["vm", "logs", "cli-agent-vm"]));
+      return r.out.includes(`simulated console: booted ${vmId}`) ? r : undefined;
+    }, "the boot line in the console");
+    assert.ok(!logs.out.startsWith("{"), "text, not JSON");
+    const tail = ok(await q(["vm", "logs", "cli-agent-vm", "--tail", "10"]));
+    assert.ok(Buffer.byteLength(tail.out) <= 10, tail.out);
+
+    const metrics = ok(await q(["vm", "metrics", "cli-agent-vm"]));
+    const [head, row] = rows(metrics.out);
+    assert.deepEqual(head!.slice(0, 3), ["TIME", "CPU%", "MEMORY MIB"]);
+    assert.match(row![0]!, /^\d{4}-\d\d-\d\dT/);
+    const sample = JSON.parse(ok(await q(["vm", "metrics", "cli-agent-vm", "-o", "json"])).out.trim()) as { sampledAt: string };
+    assert.ok(sample.sampledAt);
+    ok(await q(["vm", "stop", "cli-agent-vm", "--force", "--wait", "--timeout", "20s"]));
+    ok(await q(["vm", "delete", "cli-agent-vm", "--wait", "--timeout", "20s"]));
+  });
+
+  it("image upload streams a file with its size (HTTP/2), and the image is AVAILABLE", async () => {
+    ok(await q(["pool", "create", "cli-images", "--type", "local-dir", "--node", "hypervisor-01", "--wait", "--timeout", "20s"]));
+    const file = join(dir, "disk.raw");
+    await writeFile(file, Buffer.alloc(1 << 20));
+    const up = ok(await q(["image", "upload", "cli-disk", file, "--format", "raw", "--pool", "cli-images"]));
+    const [, row] = rows(up.out);
+    assert.equal(row![1], "cli-disk");
+    assert.equal(row![2], "AVAILABLE");
+    const listed = JSON.parse(ok(await q(["image", "list", "-o", "json"])).out) as { id: string; name: string }[];
+    const img = listed.find((i) => i.name === "cli-disk")!;
+    const api = await createClient(ImageService, s.transport).getImage({ id: img.id });
+    assert.equal(api.status?.sourceBytes, 1n << 20n);
   });
 });

@@ -73,7 +73,6 @@ function unreachable(err: ConnectError): string | undefined {
     if (c.code && ["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "ECONNRESET", "EAI_AGAIN", "ETIMEDOUT"].includes(c.code)) return c.code;
     cause = c.cause;
   }
-  if (err.code === Code.Unavailable && /ECONNREFUSED|ENOTFOUND|connect ECONN/.test(err.rawMessage)) return "ECONNREFUSED";
   return undefined;
 }
 

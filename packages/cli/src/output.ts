@@ -54,7 +54,11 @@ export function valueAt(schema: DescMessage, msg: Message, path: string): { fiel
   for (const seg of path.split(".")) {
     if (cur === undefined || cur === null) return { field, value: undefined };
     field = desc?.fields.find((f) => f.localName === seg);
-    cur = (cur as Record<string, unknown>)[seg];
+    if (field?.oneof) {
+      // A oneof member lives under the oneof's name as {case, value}.
+      const o = (cur as Record<string, { case?: string; value?: unknown } | undefined>)[field.oneof.localName];
+      cur = o?.case === field.localName ? o.value : undefined;
+    } else cur = (cur as Record<string, unknown>)[seg];
     desc = field?.fieldKind === "message" ? field.message : undefined;
   }
   return { field, value: cur };

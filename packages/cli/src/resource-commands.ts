@@ -204,7 +204,8 @@ export async function waitFor(rt: Runtime, r: ResourceDef, id: string, states: r
     const left = deadline - Date.now();
     if (left <= 0) {
       const st = last ? stateOf(r, last) : "gone";
-      throw new CliError(`timed out after ${Math.round(timeoutMs / 1000)}s waiting for ${what} to be ${states.join(" or ")} (it is ${st ?? "unknown"})`, EXIT.WAIT);
+      const why = last ? failureReason(r, last) : "";
+      throw new CliError(`timed out after ${Math.round(timeoutMs / 1000)}s waiting for ${what} to be ${states.join(" or ")} (it is ${st ?? "unknown"}${why && why !== "no reason given" ? `: ${why}` : ""})`, EXIT.WAIT);
     }
     const rv = last ? (last as unknown as Json)["resourceVersion"] : undefined;
     await changeOrTimeout(rt, r, id, Math.min(left, 2000), typeof rv === "bigint" ? rv : 0n);

@@ -35,6 +35,7 @@ export class Session {
         throw new UsageError(`cannot read the context's ca-file ${conn.caFile}: ${(err as Error).message}`);
       }
     }
+    this.h2Options = { baseUrl: conn.url, interceptors, ca, timeoutMs: opts.timeoutMs };
     this.transport = createConnectTransport({
       baseUrl: conn.url,
       httpVersion: "1.1",
@@ -42,6 +43,16 @@ export class Session {
       ...(ca ? { nodeOptions: { ca } } : {}),
       ...(opts.timeoutMs ? { defaultTimeoutMs: opts.timeoutMs } : {}),
     });
+  }
+
+  private h2: Transport | undefined;
+  private readonly h2Options: { baseUrl: string; interceptors: Interceptor[]; ca: string | undefined; timeoutMs: number | undefined };
+
+  /** An HTTP/2 transport, for client streams (UploadImage), which HTTP/1.1 cannot carry. */
+  transportH2(): Transport {
+    const o = this.h2Options;
+    this.h2 ??= createConnectTransport({ baseUrl: o.baseUrl, httpVersion: "2", interceptors: o.interceptors, ...(o.ca ? { nodeOptions: { ca: o.ca } } : {}), ...(o.timeoutMs ? { defaultTimeoutMs: o.timeoutMs } : {}) });
+    return this.h2;
   }
 
   client(r: ResourceDef): AnyClient {
