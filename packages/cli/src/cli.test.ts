@@ -292,6 +292,45 @@ describe("storage, network, identity", () => {
   });
 });
 
+describe("security groups, quotas, service accounts and tokens", () => {
+  it("security-group create, rule add (tcp 22, 8000-8080) and remove, as tables and as JSON", async () => {
+    ok(await q(["security-group", "create", "cli-web"]));
+    const added = rows(ok(await q(["sg", "rule", "add", "cli-web", "--protocol", "tcp", "--port", "8000-8080", "--remote-cidr", "10.0.0.0/8"])).out);
+    assert.ok(added.some((r) => r[1] === "INGRESS" && r[3] === "TCP" && r[4] === "8000-8080" && r[5] === "10.0.0.0/8"), added.map((r) => r.join("|")).join("\n"));
+    const rules = JSON.parse(ok(await q(["sg", "rule", "list", "cli-web", "-o", "json"])).out) as { id: string; portRangeMin?: number; protocol?: string }[];
+    const mine = rules.find((r) => r.portRangeMin === 8000)!;
+    assert.equal(mine.protocol, "SECURITY_GROUP_RULE_PROTOCOL_TCP");
+    ok(await q(["sg", "rule", "remove", "cli-web", mine.id]));
+    const after = JSON.parse(ok(await q(["sg", "show", "cli-web", "-o", "json"])).out) as { rules: { id: string }[] };
+    assert.ok(!after.rules.some((r) => r.id === mine.id));
+    const bad = await q(["sg", "rule", "add", "cli-web", "--port", "http"]);
+    assert.equal(bad.code, 2);
+    assert.equal(bad.err, "Error: --port 'http' must be a port (22) or a range (8000-8080)\n");
+    ok(await q(["sg", "delete", "cli-web"]));
+  });
+
+  it("quota set and show; a service account's token, shown once, authenticates as it", async () => {
+    ok(await q(["project", "create", "cli-quota"]));
+    const set = ok(await q(["quota", "set", "cli-quota", "--vms", "7", "--memory", "8GiB"])).out;
+    assert.match(set, /^PROJECT +VMS +VCPUS +MEMORY/);
+    assert.match(set, /\n[0-9a-f-]{36} +7 +8\.0GiB/, "VMS 7, VCPUS empty, MEMORY 8.0GiB");
+    const shown = JSON.parse(ok(await q(["quota", "show", "cli-quota", "-o", "json"])).out) as { limits: { vms: string; memoryMib: string } };
+    assert.deepEqual([shown.limits.vms, shown.limits.memoryMib], ["7", "8192"]);
+
+    ok(await q(["service-account", "create", "cli-bot"]));
+    ok(await q(["project", "role", "set", "cli-quota", "member", "--service-account", "cli-bot"]));
+    const made = ok(await q(["token", "create", "cli-ci", "--service-account", "cli-bot", "--role", "member", "-p", "cli-quota"]));
+    const secret = /secret \(shown once\): (\S+)/.exec(made.out)?.[1];
+    assert.ok(secret, made.out);
+    const who = ok(await q(["whoami"], { env: { QUANTIX_TOKEN: secret } }));
+    assert.match(who.out, /cli-bot/);
+    const tokens = JSON.parse(ok(await q(["token", "list", "-o", "json"])).out) as { name: string }[];
+    assert.ok(tokens.some((t) => t.name === "cli-ci"));
+    ok(await q(["token", "revoke", "cli-ci"]));
+    assert.equal((await q(["whoami"], { env: { QUANTIX_TOKEN: secret } })).code, 5);
+  });
+});
+
 describe("config, contexts, login", () => {
   it("with nothing configured the URL is http://127.0.0.1:8080; flags beat the environment, which beats the context", () => {
     const cfg = { currentContext: "a", contexts: { a: { url: "http://ctx:1", project: "p-ctx" } } };

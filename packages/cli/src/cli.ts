@@ -6,7 +6,7 @@ import { LoginRequestSchema, WhoAmIResponseSchema } from "@quantix/api/gen/Quant
 import { completeWords, completionScript } from "./completion.js";
 import { configPath, loadConfig, resolveConnection, saveConfig, type ConnectionFlags, type Resolved } from "./config.js";
 import { describeError, EXIT, UsageError } from "./errors.js";
-import { addImageExtras, addImageUpload, addMigrationExtras, addNodeExtras, addProjectExtras, addQuotaExtras, addSecurityGroupExtras, addVmExtras } from "./extra-commands.js";
+import { addImageExtras, addImageUpload, addVmMigrate, addMigrationExtras, addNodeExtras, addProjectExtras, addQuotaExtras, addSecurityGroupExtras, addVmExtras } from "./extra-commands.js";
 import { promptSecret, readLine, write, type Io } from "./io.js";
 import { dataText, outputFormat, table } from "./output.js";
 import { resourceCommand, type Runtime } from "./resource-commands.js";
@@ -50,7 +50,10 @@ export function buildProgram(rt: Runtime, io: Io, state: { resolved?: Resolved; 
 
   for (const r of RESOURCES) {
     const cmd = resourceCommand(rt, r);
-    if (r.name === "vm") addVmExtras(rt, cmd);
+    if (r.name === "vm") {
+      addVmMigrate(rt, cmd);
+      addVmExtras(rt, cmd);
+    }
     if (r.name === "node") addNodeExtras(rt, cmd);
     if (r.name === "image") {
       addImageExtras(rt, cmd);

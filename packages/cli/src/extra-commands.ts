@@ -81,6 +81,61 @@ export function addVmExtras(rt: Runtime, vm: Command): void {
   NAME_ARG.set(metrics, "vm");
 }
 
+/** vm migrate: MigrateVM (live; it answers when the move is done), with a progress bar from the VM's Migration. */
+export function addVmMigrate(rt: Runtime, vm: Command): void {
+  const r = R("vm");
+  const mig = R("migration");
+  const cmd = vm
+    .command("migrate")
+    .description("move a running VM live to another node (default: the scheduler's choice)")
+    .argument("<ref>", "the VM")
+    .option("--to <node>", "the target node")
+    .option("--bandwidth <mbps>", "bandwidth limit in Mbit/s")
+    .option("--max-downtime <ms>", "the most the guest may pause at the switch-over")
+    .action(async (ref: string, opts: Json) => {
+      const s = rt.session();
+      const id = await s.resolve(r, ref);
+      const req: Json = { vmId: id, live: true };
+      if (opts["to"]) req["targetNodeId"] = await s.resolve(R("node"), String(opts["to"]));
+      if (opts["bandwidth"]) req["bandwidthMbps"] = positiveInt(String(opts["bandwidth"]), "--bandwidth");
+      if (opts["maxDowntime"]) req["maxDowntimeMs"] = positiveInt(String(opts["maxDowntime"]), "--max-downtime");
+      const bar = progressBar(rt, "migrating {vm} [{bar}] {percentage}% | {phase}");
+      bar.start(100, 0, { vm: ref, phase: "PENDING" });
+      const ac = new AbortController();
+      const migrationSchema = method(mig, "getMigration").output;
+      const follow = (async () => {
+        while (!ac.signal.aborted) {
+          try {
+            const { items } = await s.listAll(mig, { vmId: id }, ac.signal);
+            const cur = items.at(-1) as unknown as { status?: { transferredBytes: bigint; totalBytes: bigint } } | undefined;
+            if (cur?.status) {
+              const pct = cur.status.totalBytes > 0n ? Number((cur.status.transferredBytes * 100n) / cur.status.totalBytes) : 0;
+              bar.update(Math.min(100, pct), { phase: cellText(migrationSchema, cur as unknown as Message, { header: "", path: "status.phase" }) });
+            }
+          } catch {
+            return;
+          }
+          await new Promise((res) => setTimeout(res, 300));
+        }
+      })();
+      let res: Message;
+      try {
+        res = await s.call(r, "migrateVM", requestOf(method(r, "migrateVM").input, req, "the request"), rt.io.signal);
+        bar.update(100, { phase: "SUCCEEDED" });
+      } finally {
+        ac.abort();
+        await follow;
+        bar.stop();
+      }
+      const o = res as unknown as { vm?: Message; stats?: { bytesTransferred: bigint; downtimeMs: bigint; durationMs: bigint } };
+      const f = rt.output();
+      if (f === "json" || f === "yaml") return write(rt.io.stdout, dataText(f, jsonOf(method(r, "migrateVM").output, res)));
+      if (o.stats) write(rt.io.stderr, `migrated in ${o.stats.durationMs} ms (${o.stats.bytesTransferred} bytes, ${o.stats.downtimeMs} ms downtime)`);
+      if (o.vm) printList(rt, r, [o.vm]);
+    });
+  NAME_ARG.set(cmd, "vm");
+}
+
 /** node drain, with a progress bar from the node's drain status. */
 export function addNodeExtras(rt: Runtime, node: Command): void {
   const r = R("node");
@@ -123,6 +178,10 @@ export function addNodeExtras(rt: Runtime, node: Command): void {
       let res: Message;
       try {
         res = await s.call(r, "drainNode", req, rt.io.signal);
+        const d = res as unknown as { migratedVmIds: string[]; stoppedVmIds: string[]; failures: unknown[] };
+        const done = d.migratedVmIds.length + d.stoppedVmIds.length + d.failures.length;
+        bar.setTotal(Math.max(1, done));
+        bar.update(done, { phase: d.failures.length ? "INCOMPLETE" : "COMPLETED" });
       } finally {
         ac.abort();
         await progress;

@@ -360,7 +360,7 @@ export function resourceCommand(rt: Runtime, r: ResourceDef): Command {
       if (r.createArg && !req[r.createArg.field]) throw new UsageError(`a ${r.title} needs a ${r.createArg.name}: quantix ${r.name} create NAME (or ${r.createArg.field} in --from-file)`);
       const res = await rt.session().call(r, r.create!, requestOf(m.input, req, opts["fromFile"] ? String(opts["fromFile"]) : "the request"));
       let ent = entityIn(r, m.output, res);
-      if (!ent) {
+      if (!ent || m.output.fields.some((f) => f.localName === "secret")) {
         // CreateTokenResponse: the token and its secret, shown once.
         write(rt.io.stdout, rt.output() === "json" || rt.output() === "yaml" ? dataText(rt.output() as "json", toJson(m.output, res)) : tokenText(res));
         return;

@@ -105,6 +105,12 @@ const pushPath = (req: Json, path: string, value: unknown): void => {
   (cur[last] as unknown[]).push(value);
 };
 
+/** The first element of a request's list field (made when missing), for flags that describe one item. */
+const first = (req: Json, field: string): Json => {
+  if (!Array.isArray(req[field]) || (req[field] as unknown[]).length === 0) req[field] = [{}];
+  return (req[field] as Json[])[0]!;
+};
+
 /** "4GiB", "512MiB", "512M", "2G", "1024" (MiB) → MiB. */
 export function parseMib(v: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(k|ki|kib|m|mi|mib|mb|g|gi|gib|gb|t|ti|tib|tb)?$/i.exec(v.trim());
@@ -215,18 +221,6 @@ export const RESOURCES: readonly ResourceDef[] = [
       { name: "pause", about: "pause a VM's vCPUs", rpc: "pauseVM", waitFor: ["PAUSED"] },
       { name: "resume", about: "resume a paused or suspended VM", rpc: "resumeVM", waitFor: ["RUNNING"] },
       { name: "suspend", about: "suspend a VM to disk", rpc: "suspendVM", waitFor: ["SUSPENDED"] },
-      {
-        name: "migrate",
-        about: "move a VM to another node (live when it runs)",
-        rpc: "migrateVM",
-        idField: "vmId",
-        waitFor: ["RUNNING", "STOPPED"],
-        flags: [
-          { flags: "--to <node>", about: "the target node (default: the scheduler's choice)", apply: async (r, v: string, ctx) => setPath(r, "targetNodeId", await ctx.resolve("node", v)) },
-          { flags: "--live", about: "live migration", apply: (r) => setPath(r, "live", true) },
-          { flags: "--bandwidth <mbps>", about: "bandwidth limit in Mbit/s", apply: (r, v: string) => setPath(r, "bandwidthMbps", positiveInt(v, "--bandwidth")) },
-        ],
-      },
     ],
   },
   {
@@ -474,7 +468,32 @@ export const RESOURCES: readonly ResourceDef[] = [
       descriptionFlag,
       labelFlag(),
     ],
-    actions: [{ name: "remove-members", about: "remove members from a pool", rpc: "removePoolMembers", args: [{ name: "pool", field: "poolName" }, { name: "member", field: "memberNames", many: true }] }],
+    actions: [
+      {
+        name: "add-member",
+        about: "add a member (a VM, or an address) to a pool",
+        rpc: "addPoolMembers",
+        args: [{ name: "pool", field: "poolName" }, { name: "member", field: "members", transform: (v) => [{ name: v }] }],
+        flags: [
+          { flags: "--vm <vm>", about: "the member VM (name or id)", apply: async (r, v: string, ctx) => {
+            first(r, "members")["vmId"] = await ctx.resolve("vm", v);
+          } },
+          { flags: "--address <ip>", about: "the member's address (instead of --vm)", apply: (r, v: string) => {
+            first(r, "members")["address"] = v;
+          } },
+          { flags: "--port <port>", about: "the member's port", apply: (r, v: string) => {
+            first(r, "members")["port"] = positiveInt(v, "--port");
+          } },
+          { flags: "--weight <n>", about: "its weight", apply: (r, v: string) => {
+            first(r, "members")["weight"] = positiveInt(v, "--weight");
+          } },
+          { flags: "--backup", about: "only used when no other member is healthy", apply: (r) => {
+            first(r, "members")["backup"] = true;
+          } },
+        ],
+      },
+      { name: "remove-members", about: "remove members from a pool", rpc: "removePoolMembers", args: [{ name: "pool", field: "poolName" }, { name: "member", field: "memberNames", many: true }] },
+    ],
   },
   {
     name: "vpn",
@@ -498,7 +517,22 @@ export const RESOURCES: readonly ResourceDef[] = [
       descriptionFlag,
       labelFlag(),
     ],
-    actions: [{ name: "remove-peer", about: "remove a peer", rpc: "removeVpnPeer", args: [{ name: "peer", field: "peerName" }] }],
+    actions: [
+      {
+        name: "add-peer",
+        about: "add a peer (WireGuard: --public-key; IPsec: --psk)",
+        rpc: "addVpnPeer",
+        args: [{ name: "peer", field: "peer", transform: (v) => ({ name: v }) }],
+        flags: [
+          { flags: "--endpoint <host:port>", about: "where the peer listens", apply: (r, v: string) => setPath(r, "peer.endpoint", v) },
+          { flags: "--remote-subnet <cidr>", about: "a subnet behind the peer (repeatable)", many: true, apply: (r, v: string) => pushPath(r, "peer.remoteSubnets", v) },
+          { flags: "--public-key <key>", about: "the peer's WireGuard public key", apply: (r, v: string) => setPath(r, "peer.publicKey", v) },
+          { flags: "--psk <key>", about: "a pre-shared key", apply: (r, v: string) => setPath(r, "peer.presharedKey", v) },
+          { flags: "--keepalive <seconds>", about: "persistent keepalive", apply: (r, v: string) => setPath(r, "peer.persistentKeepaliveSeconds", positiveInt(v, "--keepalive")) },
+        ],
+      },
+      { name: "remove-peer", about: "remove a peer", rpc: "removeVpnPeer", args: [{ name: "peer", field: "peerName" }] },
+    ],
   },
   {
     name: "project",
