@@ -36,6 +36,7 @@ export const FLAG_RESOURCES: Record<string, string> = {
   "--security-group": "security-group",
   "--service-account": "service-account",
   "--project": "project",
+  "-p": "project",
   "--user": "user",
 };
 
@@ -187,6 +188,7 @@ export async function waitFor(rt: Runtime, r: ResourceDef, id: string, states: r
   let last: Message | undefined;
   const idField = r.idField ?? "id";
   for (;;) {
+    if (rt.io.signal?.aborted) throw new CliError(`interrupted while waiting for ${what}`, 130);
     try {
       last = r.get ? await s.call(r, r.get, { [idField]: id }) : (await s.listAll(r)).items.find((m) => idOf(m) === id);
       if (!last && states.includes("deleted")) return undefined;
