@@ -13,7 +13,7 @@ import { VolumeService } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_ser
 import { SimulatedBackend } from "@quantix/agent";
 import { NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { ImageService } from "@quantix/api/gen/Quantixkvm/storage/v1/image_service_pb.js";
-import { ON_SIMULATED_NODES, SIMULATED_KERNEL, startTestServer, TEST_ADMIN_PASSWORD, TestAgent, until, type TestServer } from "@quantix/testing";
+import { createTestPki, ON_SIMULATED_NODES, SIMULATED_KERNEL, startTestServer, TEST_ADMIN_PASSWORD, TestAgent, until, type TestServer } from "@quantix/testing";
 import { parse as parseYaml } from "yaml";
 import { run } from "./cli.js";
 import { resolveConnection, DEFAULT_URL } from "./config.js";
@@ -458,5 +458,32 @@ describe("on an agent's node: logs, metrics, show --watch; image upload", () => 
     const img = listed.find((i) => i.name === "cli-disk")!;
     const api = await createClient(ImageService, s.transport).getImage({ id: img.id });
     assert.equal(api.status?.sourceBytes, 1n << 20n);
+  });
+});
+
+describe("TLS", () => {
+  it("an https context with its ca-file logs in and lists; without the CA, one line saying the certificate is not trusted", async () => {
+    const pki = await createTestPki();
+    const tlsDir = join(dir, "tls");
+    await mkdir(tlsDir, { recursive: true });
+    await writeFile(join(tlsDir, "server.crt"), pki.server.certPem);
+    await writeFile(join(tlsDir, "server.key"), pki.server.keyPem);
+    await writeFile(join(tlsDir, "ca.crt"), pki.ca.certPem);
+    const secure = await startTestServer({ demo: false, tls: { certFile: join(tlsDir, "server.crt"), keyFile: join(tlsDir, "server.key"), clientCaFile: undefined } }, undefined, pki.ca.certPem);
+    try {
+      assert.match(secure.url, /^https:/);
+      const env = { QUANTIX_URL: undefined };
+      ok(await q(["context", "add", "secure", "--url", secure.url, "--use"], { env }));
+      const untrusted = await q(["vm", "list"], { env });
+      assert.equal(untrusted.code, 6);
+      assert.match(untrusted.err, /^Error: the control plane at https:\/\/\S+ has a certificate this client does not trust \(\w+\): give its CA with 'quantix context add NAME --url \S+ --ca-file ca.crt'\n$/);
+      ok(await q(["context", "add", "secure", "--ca-file", join(tlsDir, "ca.crt")], { env }));
+      assert.equal((await q(["vm", "list"], { env })).code, 5, "tokens required over TLS");
+      ok(await q(["login", "--password-stdin"], { env, stdin: `${TEST_ADMIN_PASSWORD}\n` }));
+      assert.match(ok(await q(["vm", "list"], { env })).out, /No VMs found\./);
+      ok(await q(["context", "remove", "secure"], { env }));
+    } finally {
+      await secure.close();
+    }
   });
 });

@@ -76,6 +76,17 @@ function unreachable(err: ConnectError): string | undefined {
   return undefined;
 }
 
+/** A TLS failure to verify the server's certificate, by its OpenSSL code. */
+function untrusted(err: ConnectError): string | undefined {
+  let cause: unknown = err.cause;
+  for (let i = 0; i < 5 && cause; i++) {
+    const c = cause as NodeJS.ErrnoException & { cause?: unknown };
+    if (c.code && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(c.code)) return c.code;
+    cause = c.cause;
+  }
+  return undefined;
+}
+
 /**
  * What a person reads: one line `Error: CODE: message`, then each field violation on its
  * own line, and the exit code.
@@ -84,6 +95,13 @@ export function describeError(err: unknown, url: string | undefined): { lines: s
   if (err instanceof UsageError) return { lines: [`Error: ${err.message}`], exitCode: EXIT.USAGE };
   if (err instanceof CliError) return { lines: [`Error: ${err.message}`, ...err.lines.map((l) => `  ${l}`)], exitCode: err.exitCode };
   if (err instanceof ConnectError) {
+    const cert = untrusted(err);
+    if (cert) {
+      return {
+        lines: [`Error: the control plane at ${url ?? "?"} has a certificate this client does not trust (${cert}): give its CA with 'quantix context add NAME --url ${url ?? "URL"} --ca-file ca.crt'`],
+        exitCode: EXIT.UNAVAILABLE,
+      };
+    }
     const down = unreachable(err);
     if (down) {
       return {
