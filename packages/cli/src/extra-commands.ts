@@ -92,6 +92,7 @@ export function addVmMigrate(rt: Runtime, vm: Command): void {
     .option("--to <node>", "the target node")
     .option("--bandwidth <mbps>", "bandwidth limit in Mbit/s")
     .option("--max-downtime <ms>", "the most the guest may pause at the switch-over")
+    .option("--wait", "accepted for uniformity: this command always waits for the outcome")
     .action(async (ref: string, opts: Json) => {
       const s = rt.session();
       const id = await s.resolve(r, ref);
@@ -146,6 +147,7 @@ export function addNodeExtras(rt: Runtime, node: Command): void {
     .option("--to <node>", "the target node (default: the scheduler's choice)")
     .option("--force", "stop the VMs that cannot move")
     .option("--grace <seconds>", "with --force: how long a VM may take to shut down")
+    .option("--wait", "accepted for uniformity: this command always waits for the outcome")
     .action(async (ref: string, opts: Json) => {
       const s = rt.session();
       const id = await s.resolve(r, ref);
@@ -215,7 +217,8 @@ export function addImageExtras(rt: Runtime, image: Command): void {
     .command("import")
     .description("create an image from a URL and follow the import")
     .argument("[name]", "the image's name")
-    .option("-f, --from-file <file>", "the CreateImageRequest as YAML or JSON");
+    .option("-f, --from-file <file>", "the CreateImageRequest as YAML or JSON")
+    .option("--wait", "accepted for uniformity: this command always follows the import to its end");
   const createFlags = r.createFlags!;
   addFlags(imp, createFlags);
   imp.action(async (name: string | undefined, opts: Json) => {
@@ -259,6 +262,7 @@ export function addImageUpload(rt: Runtime, image: Command): void {
     .option("--sha256 <hex>", "the expected checksum")
     .option("--public", "visible to every project")
     .option("--pool <pool>", "the storage pool that keeps it (default: the default pool)")
+    .option("--wait", "accepted for uniformity: this command always waits for the outcome")
     .option("--description <text>", "a description");
   up.action(async (name: string, file: string, opts: Json) => {
     const s = rt.session();

@@ -414,6 +414,8 @@ function actionCommand(rt: Runtime, r: ResourceDef, a: ActionDef): Command {
   for (const arg of a.args ?? []) c.argument(arg.many ? `<${arg.name}...>` : `<${arg.name}>`);
   addFlags(c, a.flags);
   if (a.waitFor) c.option("--wait", `wait until it is ${a.waitFor.join(" or ")}`).option("--timeout <duration>", "how long --wait waits: 90s, 5m (default 5m)");
+  // Accepted everywhere, so scripts can pass it to any action: here the answer is already the outcome.
+  else c.option("--wait", "accepted for uniformity: the change is complete when the command returns");
   NAME_ARG.set(c, r.name);
   const ctx = flagContext(rt);
   c.action(async (...all: unknown[]) => {

@@ -350,7 +350,7 @@ export const RESOURCES: readonly ResourceDef[] = [
       descriptionFlag,
       labelFlag(),
     ],
-    actions: [{ name: "refresh", about: "re-read a pool's capacity", rpc: "refreshStoragePool" }],
+    actions: [{ name: "refresh", about: "re-read a pool's capacity", rpc: "refreshStoragePool", waitFor: ["READY"] }],
   },
   {
     name: "network",
@@ -442,8 +442,8 @@ export const RESOURCES: readonly ResourceDef[] = [
       labelFlag(),
     ],
     actions: [
-      { name: "associate", about: "point a floating IP at a port", rpc: "associateFloatingIp", args: [{ name: "port", field: "portId", resource: "port" }], flags: [{ flags: "--fixed-ip <ip>", about: "which of the port's IPs", apply: (r, v: string) => setPath(r, "fixedIp", v) }, { flags: "--reassign", about: "take it from another port", apply: (r) => setPath(r, "reassign", true) }] },
-      { name: "disassociate", about: "unhook a floating IP", rpc: "disassociateFloatingIp" },
+      { name: "associate", about: "point a floating IP at a port", rpc: "associateFloatingIp", waitFor: ["ACTIVE"], args: [{ name: "port", field: "portId", resource: "port" }], flags: [{ flags: "--fixed-ip <ip>", about: "which of the port's IPs", apply: (r, v: string) => setPath(r, "fixedIp", v) }, { flags: "--reassign", about: "take it from another port", apply: (r) => setPath(r, "reassign", true) }] },
+      { name: "disassociate", about: "unhook a floating IP", rpc: "disassociateFloatingIp", waitFor: ["DOWN"] },
     ],
   },
   {
@@ -473,6 +473,7 @@ export const RESOURCES: readonly ResourceDef[] = [
         name: "add-member",
         about: "add a member (a VM, or an address) to a pool",
         rpc: "addPoolMembers",
+        waitFor: ["ACTIVE"],
         args: [{ name: "pool", field: "poolName" }, { name: "member", field: "members", transform: (v) => [{ name: v }] }],
         flags: [
           { flags: "--vm <vm>", about: "the member VM (name or id)", apply: async (r, v: string, ctx) => {
@@ -492,7 +493,7 @@ export const RESOURCES: readonly ResourceDef[] = [
           } },
         ],
       },
-      { name: "remove-members", about: "remove members from a pool", rpc: "removePoolMembers", args: [{ name: "pool", field: "poolName" }, { name: "member", field: "memberNames", many: true }] },
+      { name: "remove-members", about: "remove members from a pool", rpc: "removePoolMembers", waitFor: ["ACTIVE"], args: [{ name: "pool", field: "poolName" }, { name: "member", field: "memberNames", many: true }] },
     ],
   },
   {
@@ -522,6 +523,7 @@ export const RESOURCES: readonly ResourceDef[] = [
         name: "add-peer",
         about: "add a peer (WireGuard: --public-key; IPsec: --psk)",
         rpc: "addVpnPeer",
+        waitFor: ["ACTIVE"],
         args: [{ name: "peer", field: "peer", transform: (v) => ({ name: v }) }],
         flags: [
           { flags: "--endpoint <host:port>", about: "where the peer listens", apply: (r, v: string) => setPath(r, "peer.endpoint", v) },
@@ -531,7 +533,7 @@ export const RESOURCES: readonly ResourceDef[] = [
           { flags: "--keepalive <seconds>", about: "persistent keepalive", apply: (r, v: string) => setPath(r, "peer.persistentKeepaliveSeconds", positiveInt(v, "--keepalive")) },
         ],
       },
-      { name: "remove-peer", about: "remove a peer", rpc: "removeVpnPeer", args: [{ name: "peer", field: "peerName" }] },
+      { name: "remove-peer", about: "remove a peer", rpc: "removeVpnPeer", waitFor: ["ACTIVE"], args: [{ name: "peer", field: "peerName" }] },
     ],
   },
   {
