@@ -7,7 +7,7 @@ import { parse as parseYaml } from "yaml";
 import { CliError, EXIT, UsageError } from "./errors.js";
 import { readLine, write, type Io } from "./io.js";
 import { cellText, dataText, flatten, jsonOf, shortIds, table, valueAt, type Column, type OutputFormat } from "./output.js";
-import { type ActionDef, type FlagContext, type FlagDef, type Json, type ResourceDef, listField, method, resourceByName, schemaOf, setPath, watchField } from "./resources.js";
+import { type ActionDef, type FlagContext, type FlagDef, type Json, type ResourceDef, method, resourceByName, schemaOf, setPath, watchField } from "./resources.js";
 import { isNotFound, Session } from "./session.js";
 
 /** What every command gets: the session (made on first use), the output format, the streams. */
@@ -444,4 +444,3 @@ function actionCommand(rt: Runtime, r: ResourceDef, a: ActionDef): Command {
   return c;
 }
 
-export { listField };

@@ -1,9 +1,9 @@
 import { readFileSync } from "node:fs";
-import { create, fromJson, type DescMessage, type DescMethod, type Message } from "@bufbuild/protobuf";
+import { create, fromJson, type DescMethod, type Message } from "@bufbuild/protobuf";
 import { ConnectError, Code, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { CliError, EXIT, UsageError } from "./errors.js";
-import { type Json, type ResourceDef, listField, method, resourceByName, schemaOf } from "./resources.js";
+import { type Json, type ResourceDef, listField, method, resourceByName } from "./resources.js";
 import type { Resolved } from "./config.js";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -78,7 +78,7 @@ export class Session {
       const p = this.conn.project;
       if (!p) return undefined;
       if (UUID.test(p)) return p;
-      return this.resolve(resourceByName("project")!, p, { global: true });
+      return this.resolve(resourceByName("project")!, p);
     })();
     return this.projectIdCache;
   }
@@ -118,10 +118,11 @@ export class Session {
    * prefix, among those the current project lists. Ambiguous → exit 4 listing the
    * candidates; none → exit 3.
    */
-  async resolve(r: ResourceDef, ref: string, opts: { global?: boolean } = {}): Promise<string> {
+  async resolve(r: ResourceDef, ref: string): Promise<string> {
     if (!ref) throw new UsageError(`an empty ${r.title} name`);
+    // A whole id is taken as is: the server names it if it does not exist (NOT_FOUND, exit 3).
     if (UUID.test(ref) && r.get) return ref;
-    const { items } = await this.listAll(r, opts.global ? {} : {});
+    const { items } = await this.listAll(r);
     return pick(r, ref, items).id;
   }
 
@@ -156,7 +157,6 @@ function pick(r: ResourceDef, ref: string, items: Message[]): { id: string; msg:
   throw new CliError(`no ${r.title} named '${ref}' (nor with that id or id prefix)`, EXIT.NOT_FOUND);
 }
 
-export { schemaOf, type DescMessage };
 
 /** Is this error NOT_FOUND from the server? */
 export const isNotFound = (err: unknown) => err instanceof ConnectError && err.code === Code.NotFound;
