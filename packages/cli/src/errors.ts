@@ -3,7 +3,7 @@ import { BadRequestSchema, QuotaFailureSchema } from "@quantix/api/gen/google/rp
 
 /**
  * Exit codes scripts can rely on (docs/cli.md). Kept in one place so the docs and the
- * code cannot drift: the docs test reads this table.
+ * code cannot drift: output.test.ts checks docs/cli.md lists exactly these (and 130).
  */
 export const EXIT = {
   OK: 0,

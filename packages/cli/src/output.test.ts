@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
 import { test } from "node:test";
 import { parseDuration } from "./cli.js";
+import { EXIT } from "./errors.js";
 import { shortIds } from "./output.js";
 import { enumName, parseGib, parseMib } from "./resources.js";
 
@@ -30,4 +32,11 @@ test("sizes, durations and enum names as people write them", () => {
   assert.equal(enumName("NETWORK_TYPE_", "bridge"), "NETWORK_TYPE_BRIDGE");
   assert.equal(enumName("STORAGE_POOL_TYPE_", "local-dir"), "STORAGE_POOL_TYPE_LOCAL_DIR");
   assert.equal(enumName("ROLE_", "ROLE_ADMIN"), "ROLE_ADMIN");
+});
+
+test("docs/cli.md documents every exit code the CLI uses, and only those", async () => {
+  const doc = await readFile(new URL("../../../docs/cli.md", import.meta.url), "utf8");
+  const table = doc.slice(doc.indexOf("| Exit | Meaning |"));
+  const documented = [...table.matchAll(/^\| (\d+) \|/gm)].map((m) => Number(m[1]));
+  assert.deepEqual(documented, [...Object.values(EXIT), 130]);
 });
