@@ -459,6 +459,27 @@ describe("on an agent's node: logs, metrics, show --watch; image upload", () => 
     const api = await createClient(ImageService, s.transport).getImage({ id: img.id });
     assert.equal(api.status?.sourceBytes, 1n << 20n);
   });
+  it("vm create --image --network --cloud-init --node --label resolve names and build the spec", async () => {
+    ok(await q(["network", "create", "cli-vm-net", "--type", "isolated", "--cidr", "10.78.0.0/24"]));
+    const userData = join(dir, "user-data.yaml");
+    await writeFile(userData, "#cloud-config\nhostname: from-cli\n");
+    const made = JSON.parse(
+      ok(await q(["vm", "create", "cli-flags", "--cpus", "2", "--memory", "4GiB", "--image", "cli-disk", "--disk-size", "3", "--network", "cli-vm-net", "--cloud-init", userData, "--node", "hypervisor-03", "-l", "a=b", "-o", "json"])).out,
+    ) as { id: string }[];
+    const vm = await s.vms.getVM({ id: made[0]!.id });
+    const image = JSON.parse(ok(await q(["image", "show", "cli-disk", "-o", "json"])).out) as { id: string };
+    const net = JSON.parse(ok(await q(["network", "show", "cli-vm-net", "-o", "json"])).out) as { id: string };
+    assert.equal(vm.spec?.cpu?.cores, 2);
+    assert.equal(vm.spec?.memory?.sizeMib, 4096n);
+    assert.deepEqual(vm.spec?.disks.map((d) => [d.id, d.imageId, d.sizeGib]), [["root", image.id, 3n]]);
+    assert.deepEqual(vm.spec?.nics.map((n) => [n.id, n.networkId]), [["eth0", net.id]]);
+    assert.equal(vm.spec?.provisioning?.cloudInit?.userData, "#cloud-config\nhostname: from-cli\n");
+    assert.deepEqual(vm.labels, { a: "b" });
+    const missing = await q(["vm", "create", "cli-flags-2", "--image", "no-such-image"]);
+    assert.equal(missing.code, 3);
+    assert.equal(missing.err, "Error: no image named 'no-such-image' (nor with that id or id prefix)\n");
+    await s.vms.deleteVM({ id: vm.id });
+  });
 });
 
 describe("TLS", () => {
