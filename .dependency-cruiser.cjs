@@ -13,6 +13,7 @@ const LAYERS = {
   server: ["core", "api", "rpc"],
   agent: ["core", "api", "rpc"],
   testing: ["api", "core", "rpc", "server", "agent"],
+  cli: ["api"],
 };
 const PACKAGES = Object.keys(LAYERS);
 // Tests, contract suites, and a package's test support (the agent's VMM stand-ins under src/testing/).

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // The `quantix` command: `quantix agent` is `npm run agent`, `quantix server` is `npm start`,
 // `quantix ca` creates the cluster CA and certificates (docs/api/tls-and-enrollment.md),
-// `quantix gateway` runs the MemoryGateway on its own port.
+// `quantix gateway` runs the MemoryGateway on its own port; every other command (vm, node,
+// volume, ..., login, context, completion) is the CLI (packages/cli, docs/cli.md).
 // Plain JavaScript, so it runs without a build: it registers tsx in this process and
 // imports the TypeScript entry point, with the subcommand taken out of process.argv so the
 // entry point sees only its own flags. It runs in the caller's directory (relative paths
@@ -15,13 +16,21 @@ const COMMANDS = {
   ca: { main: "../packages/server/src/pki/ca-main.ts", about: "the cluster CA and the control plane's TLS certificate for a first setup (quantix ca --help)" },
 };
 
+const CLI = { main: "../packages/cli/src/main.ts" };
+
 const USAGE = `usage: quantix <command> [flags]
 
 commands:
 ${Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)} ${c.about}`).join("\n")}
 
-quantix --help         this text
-quantix agent --help   the agent's settings
+resource commands (the control plane's API; docs/cli.md):
+  vm, node, volume, image, snapshot, pool, network, port, security-group, floating-ip,
+  load-balancer, vpn, project, user, service-account, token, quota, event, audit, migration
+  login, logout, whoami, context, completion
+
+quantix --help            this text
+quantix agent --help      the agent's settings
+quantix vm --help         a resource's commands (list, show, create, delete, start, ...)
 `;
 
 const [command, ...rest] = process.argv.slice(2);
@@ -31,18 +40,20 @@ if (command === undefined || command === "--help" || command === "-h" || command
 }
 const chosen = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
 if (!chosen) {
-  process.stderr.write(`quantix: unknown command '${command}'\n\n${USAGE}`);
-  process.exit(2);
+  // Everything else is the CLI, which answers unknown commands itself (exit 2).
+  register();
+  await import(new URL(CLI.main, import.meta.url).href);
+} else {
+  if (command === "gateway" && rest.includes("--help")) {
+    process.stdout.write(`quantix gateway: ${chosen.about}\nIt takes no flags; set QUANTIX_GATEWAY_ADDR, QUANTIX_GATEWAY_DATA_DIR, QUANTIX_STORE, ... in the environment.\n`);
+    process.exit(0);
+  }
+  if (command === "server" && rest.includes("--help")) {
+    // The control plane takes no flags, so its help is said here rather than starting it.
+    process.stdout.write(`quantix server: ${chosen.about}\nIt takes no flags; set QUANTIX_ADDR, QUANTIX_STORE, ... in the environment.\n`);
+    process.exit(0);
+  }
+  process.argv.splice(2, 1);
+  register();
+  await import(new URL(chosen.main, import.meta.url).href);
 }
-if (command === "gateway" && rest.includes("--help")) {
-  process.stdout.write(`quantix gateway: ${chosen.about}\nIt takes no flags; set QUANTIX_GATEWAY_ADDR, QUANTIX_GATEWAY_DATA_DIR, QUANTIX_STORE, ... in the environment.\n`);
-  process.exit(0);
-}
-if (command === "server" && rest.includes("--help")) {
-  // The control plane takes no flags, so its help is said here rather than starting it.
-  process.stdout.write(`quantix server: ${chosen.about}\nIt takes no flags; set QUANTIX_ADDR, QUANTIX_STORE, ... in the environment.\n`);
-  process.exit(0);
-}
-process.argv.splice(2, 1);
-register();
-await import(new URL(chosen.main, import.meta.url).href);
