@@ -5,8 +5,8 @@ import { IdentityService } from "@quantix/api/gen/Quantixkvm/identity/v1/identit
 import { LoginRequestSchema, WhoAmIResponseSchema } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_service_pb.js";
 import { completeWords, completionScript } from "./completion.js";
 import { configPath, loadConfig, resolveConnection, saveConfig, type ConnectionFlags, type Resolved } from "./config.js";
-import { describeError, EXIT, UsageError } from "./errors.js";
-import { addImageExtras, addImageUpload, addVmMigrate, addMigrationExtras, addNodeExtras, addProjectExtras, addQuotaExtras, addSecurityGroupExtras, addVmExtras } from "./extra-commands.js";
+import { describeError, EXIT, ExitStatus, UsageError } from "./errors.js";
+import { addImageExtras, addImageUpload, addVmMigrate, addMigrationExtras, addNodeExtras, addProjectExtras, addQuotaExtras, addSecurityGroupExtras, addVmConsole, addVmExtras } from "./extra-commands.js";
 import { promptSecret, readLine, write, type Io } from "./io.js";
 import { dataText, outputFormat, table } from "./output.js";
 import { resourceCommand, type Runtime } from "./resource-commands.js";
@@ -53,6 +53,7 @@ export function buildProgram(rt: Runtime, io: Io, state: { resolved?: Resolved; 
     if (r.name === "vm") {
       addVmMigrate(rt, cmd);
       addVmExtras(rt, cmd);
+      addVmConsole(rt, cmd);
     }
     if (r.name === "node") addNodeExtras(rt, cmd);
     if (r.name === "image") {
@@ -280,6 +281,7 @@ export async function run(argv: readonly string[], io: Io): Promise<number> {
       if (err.code === "commander.helpDisplayed" || err.code === "commander.version") return EXIT.OK;
       return EXIT.USAGE;
     }
+    if (err instanceof ExitStatus) return err.exitCode;
     const { lines, exitCode } = describeError(err, resolvedForRun?.url ?? state.resolved?.url);
     write(io.stderr, lines.join("\n"));
     return exitCode;

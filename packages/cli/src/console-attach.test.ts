@@ -4,38 +4,18 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createConnectTransport } from "@connectrpc/connect-node";
-import { attachConsole, escapeByte } from "./console-attach.js";
+import { escapeByte } from "./console-attach.js";
 
 /*
- * attachConsole in a real pseudo-terminal: util-linux `script` runs this file as the
- * driver (QUANTIX_CONSOLE_DRIVER set) on a pty, its stdin a pipe the test types into,
+ * `quantix vm console NAME` in a real pseudo-terminal: util-linux `script` runs the real
+ * bin/quantix.mjs on a pty, its stdin a pipe the test types into,
  * against a real control plane whose node is an in-process agent running QEMU (TCG) with
  * the shell test guest. Keys reach the guest's busybox sh; Ctrl-] detaches with exit 0
  * and the terminal back in cooked mode. A second session is a viewer that sees the same
  * output; one attached with force takes the writer role and the first hears it.
  */
 
-const DRIVER = process.env["QUANTIX_CONSOLE_DRIVER"];
-if (DRIVER) {
-  // The driver: what `quantix vm console` does, on this process's terminal.
-  const stdin = process.stdin;
-  const code = await attachConsole({
-    transport: createConnectTransport({ baseUrl: DRIVER, httpVersion: "2" }),
-    vmId: process.env["QUANTIX_CONSOLE_VM"]!,
-    input: stdin,
-    output: process.stdout,
-    stderr: process.stderr,
-    ...(stdin.isTTY ? { setRawMode: (on: boolean) => void stdin.setRawMode(on) } : {}),
-    force: process.env["QUANTIX_CONSOLE_FORCE"] === "1",
-    tailBytes: 65536,
-  });
-  // Says whether the terminal was restored, for the test to read.
-  process.stdout.write(`\r\nRAW-AFTER=${stdin.isTTY ? String(stdin.isRaw) : "no-tty"}\r\n`);
-  process.exit(code);
-} else {
-  await tests();
-}
+await tests();
 
 async function tests(): Promise<void> {
   const { after, before, test } = await import("node:test");
@@ -43,6 +23,7 @@ async function tests(): Promise<void> {
   const { buildTestGuest, ensureDebianPackages, GUEST_SHELL_ARG, GUEST_SHELL_PROMPT, qemuTestAgent, startTestServer, until } = await import("@quantix/testing");
 
   const BOOT_MS = 90_000;
+  const BIN = fileURLToPath(new URL("../../../bin/quantix.mjs", import.meta.url));
   let s: Awaited<ReturnType<typeof startTestServer>>;
   let agent: ReturnType<typeof qemuTestAgent>;
   let dir: string;
@@ -72,13 +53,17 @@ async function tests(): Promise<void> {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  /** Runs the driver on a pty (script -q -e), its keyboard a pipe; collects what the terminal shows. */
-  function terminal(force = false) {
-    const self = fileURLToPath(import.meta.url);
-    const env: NodeJS.ProcessEnv = { ...process.env, QUANTIX_CONSOLE_DRIVER: s.url, QUANTIX_CONSOLE_VM: vmId, QUANTIX_CONSOLE_FORCE: force ? "1" : "0", TERM: "dumb" };
+  /**
+   * Runs `quantix vm console` on a pty (script -q -e), its keyboard a pipe; collects what
+   * the terminal shows, then the terminal's icanon flag after the command (cooked mode
+   * again: "icanon"; left raw: "-icanon").
+   */
+  function terminal(vm: string, force = false) {
+    const env: NodeJS.ProcessEnv = { ...process.env, QX_NODE: process.execPath, QX_BIN: BIN, QX_URL: s.url, QX_VM: vm, QX_FORCE: force ? "--force" : "", QUANTIX_CONFIG: join(dir, "config.yaml"), TERM: "dumb" };
     delete env["NODE_TEST_CONTEXT"];
-    // The command line holds only this file's path and the node binary, no user string.
-    const child = spawn("script", ["-q", "-e", "-c", `'${process.execPath}' --import tsx '${self}'`, "/dev/null"], { env, stdio: ["pipe", "pipe", "pipe"] });
+    // Values reach the shell as variables, never as code.
+    const shell = '"$QX_NODE" "$QX_BIN" --url "$QX_URL" vm console "$QX_VM" $QX_FORCE; code=$?; printf "\\r\\nTTY-AFTER=%s\\r\\n" "$(stty -a | tr " ;" "\\n\\n" | grep -x -- "-\\?icanon")"; exit $code';
+    const child = spawn("script", ["-q", "-e", "-c", shell, "/dev/null"], { env, stdio: ["pipe", "pipe", "pipe"] });
     children.add(child);
     let screen = "";
     child.stdout!.setEncoding("utf8").on("data", (d: string) => (screen += d));
@@ -105,7 +90,7 @@ async function tests(): Promise<void> {
   });
 
   test("quantix vm console in a real terminal: type into the guest's shell, a viewer sees it, force takes over, Ctrl-] detaches", { timeout: 240_000 }, async () => {
-    const one = terminal();
+    const one = terminal("cli-console");
     await one.waitFor(`Connected to the console of VM ${vmId}; escape character is ^]`, "attached");
     // The scroll-back: the prompt the guest printed before this session attached.
     await one.waitFor("quantix-sh#", "the scroll-back");
@@ -114,7 +99,7 @@ async function tests(): Promise<void> {
     await one.waitFor(/\n42\r*\n/, "the shell's answer", 60_000);
 
     // A second terminal asks to write while the first holds the role: it is a viewer and sees the same output.
-    const two = terminal();
+    const two = terminal("cli-console");
     await two.waitFor("[viewer: the writer role is held by another session", "the second is a viewer");
     two.type("echo viewer-keys\r");
     await two.waitFor("[viewer: keys are not sent; ^] detaches]", "the viewer told its keys go nowhere");
@@ -123,7 +108,7 @@ async function tests(): Promise<void> {
     assert.ok(!one.screen().includes("viewer-keys"), "the viewer's keys never reached the guest");
 
     // A third attaches with force: it writes, the first is told it was displaced.
-    const three = terminal(true);
+    const three = terminal(vmId.slice(0, 8), true);
     await three.waitFor("[writer: you took the writer role with force", "force takes the role");
     await one.waitFor("[displaced: another session took the writer role with force", "the first displaced");
     three.type("echo $((6*7+2))\r");
@@ -134,17 +119,14 @@ async function tests(): Promise<void> {
       t.type("\x1d");
       assert.equal(await t.exited, 0, t.screen().slice(-400));
       assert.match(t.screen(), /\[detached from VM [0-9a-f-]+\]/);
-      assert.match(t.screen(), /RAW-AFTER=false/);
+      assert.match(t.screen(), /TTY-AFTER=icanon\r/, "the terminal is back in cooked mode");
     }
   });
 
-  test("quantix vm console: an unknown VM is one clear line and exit 1, the terminal restored", { timeout: 60_000 }, async () => {
-    const saved = vmId;
-    vmId = "00000000-0000-0000-0000-00000000dead";
-    const t = terminal();
-    vmId = saved;
-    assert.equal(await t.exited, 1);
-    assert.match(t.screen(), /console: not_found: .*00000000-0000-0000-0000-00000000dead/);
-    assert.match(t.screen(), /RAW-AFTER=false/);
+  test("quantix vm console: an unknown VM is one clear line and exit 3 (not found), the terminal untouched", { timeout: 60_000 }, async () => {
+    const t = terminal("no-such-vm");
+    assert.equal(await t.exited, 3, t.screen());
+    assert.match(t.screen(), /Error: no vm named 'no-such-vm'/i);
+    assert.match(t.screen(), /TTY-AFTER=icanon\r/);
   });
 }

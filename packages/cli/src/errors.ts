@@ -26,6 +26,13 @@ export const EXIT = {
 /** A mistake in how the CLI was called: exit 2. */
 export class UsageError extends Error {}
 
+/** An exit status already explained on stderr (the console's errors): nothing more is printed. */
+export class ExitStatus extends Error {
+  constructor(readonly exitCode: number) {
+    super(`exit ${exitCode}`);
+  }
+}
+
 /** An error the CLI found itself, with its exit code (not found, ambiguous, wait failed). */
 export class CliError extends Error {
   constructor(

@@ -4,7 +4,8 @@ import { createClient } from "@connectrpc/connect";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { SingleBar } from "cli-progress";
 import { Command } from "commander";
-import { CliError, EXIT, UsageError } from "./errors.js";
+import { attachConsole, DEFAULT_ESCAPE, DEFAULT_TAIL_BYTES, escapeByte } from "./console-attach.js";
+import { CliError, describeError, EXIT, ExitStatus, UsageError } from "./errors.js";
 import { write } from "./io.js";
 import { cellText, dataText, jsonOf, table } from "./output.js";
 import { enumName, method, parseGib, parseMib, positiveInt, resourceByName, setPath, type Json } from "./resources.js";
@@ -523,3 +524,57 @@ export function addMigrationExtras(rt: Runtime, migration: Command): void {
   NAME_ARG.set(wait, "migration");
 }
 
+
+/**
+ * vm console: attaches the terminal to the VM's serial console (console-attach.ts) over
+ * an HTTP/2 transport, since AttachConsole is a bidirectional stream.
+ */
+export function addVmConsole(rt: Runtime, vm: Command): void {
+  const r = R("vm");
+  const cmd = vm
+    .command("console")
+    .description("attach this terminal to the VM's serial console (Ctrl-] detaches; one writer at a time, others view)")
+    .argument("<ref>", "the VM")
+    .option("--force", "take the writer role from the session holding it")
+    .option("--read-only", "attach as a viewer: keys are not sent")
+    .option("--tail <bytes>", `scroll-back shown on attach (default ${DEFAULT_TAIL_BYTES}; 0: new output only)`)
+    .option("--escape <char>", "the detach character, one character or caret notation like ^A (default ^])")
+    .action(async (ref: string, opts: Json) => {
+      const s = rt.session();
+      const id = await s.resolve(r, ref);
+      const tail = opts["tail"] !== undefined ? nonNegativeInt(String(opts["tail"]), "--tail") : DEFAULT_TAIL_BYTES;
+      const escape = opts["escape"] !== undefined ? String(opts["escape"]) : DEFAULT_ESCAPE;
+      try {
+        escapeByte(escape);
+      } catch (err) {
+        throw new UsageError(`--escape: ${(err as Error).message.replace(/^escape: /, "")}`);
+      }
+      const stdin = (rt.io.stdin ?? process.stdin) as NodeJS.ReadableStream & { isTTY?: boolean; setRawMode?: (on: boolean) => void };
+      const code = await attachConsole({
+        transport: s.transportH2(),
+        vmId: id,
+        input: stdin,
+        output: rt.io.stdout,
+        stderr: rt.io.stderr,
+        ...(stdin.isTTY && stdin.setRawMode ? { setRawMode: (on: boolean) => stdin.setRawMode!(on) } : {}),
+        escape,
+        force: opts["force"] === true,
+        readOnly: opts["readOnly"] === true,
+        tailBytes: tail,
+        ...(rt.io.signal ? { signal: rt.io.signal } : {}),
+        // The terminal may still be raw here: each line ends with \r\n.
+        onError: (err) => {
+          const { lines, exitCode } = describeError(err, s.conn.url);
+          rt.io.stderr.write(lines.map((l) => `${l}\r\n`).join(""));
+          return exitCode;
+        },
+      });
+      if (code !== EXIT.OK) throw new ExitStatus(code);
+    });
+  NAME_ARG.set(cmd, "vm");
+}
+
+function nonNegativeInt(text: string, flag: string): number {
+  if (!/^\d+$/.test(text)) throw new UsageError(`${flag}: a whole number of bytes, got '${text}'`);
+  return Number(text);
+}
