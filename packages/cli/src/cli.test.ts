@@ -126,6 +126,9 @@ describe("vm", () => {
 
     const started = ok(await q(["vm", "start", "cli-one", "--wait", "--timeout", "20s"]));
     assert.equal(rows(started.out)[1]![2], "RUNNING");
+    // The NODE column names the node by its hostname, as the API's node has it.
+    const placedOn = (await s.nodes.getNode({ id: (await s.vms.getVM({ id })).status!.nodeId })).hostname;
+    assert.equal(rows(started.out)[1]![rows(started.out)[0]!.indexOf("NODE")], placedOn);
     assert.equal((await s.vms.getVM({ id })).status?.state, State.RUNNING);
     const stopped = ok(await q(["vm", "stop", "cli-one", "--force", "--wait", "--timeout", "20s", "-o", "json"]));
     assert.equal((JSON.parse(stopped.out) as { status: { state: string } }[])[0]!.status.state, "STOPPED");

@@ -236,6 +236,7 @@ export async function run(argv: readonly string[], io: Io): Promise<number> {
   let resolvedForRun: Resolved | undefined;
   const rt: Runtime = {
     io,
+    refNames: new Map(),
     session: () => {
       if (!session) {
         if (!resolvedForRun) throw new Error("the connection is not resolved yet");

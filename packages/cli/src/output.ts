@@ -21,10 +21,14 @@ export interface Column {
   /** A path of field local names into the message: "status.state". */
   readonly path: string;
   readonly format?: Format;
+  /** The field holds the id of this resource (e.g. "node"): tables show its name instead. */
+  readonly ref?: string;
 }
 
 const col = (header: string, path: string, format?: Format): Column => (format ? { header, path, format } : { header, path });
-export { col };
+/** A column holding a node's id, shown as the node's hostname. */
+const nodeCol = (header: string, path: string): Column => ({ header, path, ref: "node" });
+export { col, nodeCol };
 
 /** A message's JSON form, as the API's JSON mapping gives it (int64 as strings, enums by name). */
 export function jsonOf(schema: DescMessage, msg: Message): unknown {

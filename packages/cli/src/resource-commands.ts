@@ -13,6 +13,8 @@ import { isNotFound, Session } from "./session.js";
 /** What every command gets: the session (made on first use), the output format, the streams. */
 export interface Runtime {
   readonly io: Io;
+  /** Names of the entities that columns refer to by id (ref columns), filled by {@link loadRefNames}. */
+  readonly refNames: Map<string, Map<string, string>>;
   session(): Session;
   output(): OutputFormat;
   /** --timeout for --wait, in ms. */
@@ -121,22 +123,37 @@ export function printList(rt: Runtime, r: ResourceDef, items: Message[], format 
   const out = rt.io.stdout;
   if (format === "json" || format === "yaml") return write(out, dataText(format, items.map((m) => jsonOf(schema, m))));
   if (format === "name") return write(out, items.map((m) => nameOf(r, m) || idOf(m)).join("\n"));
-  const { head, rows } = tableRows(r, items, format === "wide");
+  const { head, rows } = tableRows(r, items, format === "wide", rt.refNames);
   write(out, items.length === 0 ? `No ${r.title}s found.` : table(head, rows));
+}
+
+/** Reads the names the table's ref columns show (a node's hostname for its id); a failed read leaves ids. */
+export async function loadRefNames(rt: Runtime, r: ResourceDef): Promise<void> {
+  if (rt.output() !== "table" && rt.output() !== "wide") return;
+  for (const c of columnsOf(r, rt.output() === "wide")) {
+    if (!c.ref || rt.refNames.has(c.ref)) continue;
+    const target = resourceByName(c.ref);
+    if (target) rt.refNames.set(c.ref, await rt.session().refNames(target));
+  }
 }
 
 function columnsOf(r: ResourceDef, wide: boolean): Column[] {
   return wide ? [...r.columns, ...r.wide] : [...r.columns];
 }
 
-function tableRows(r: ResourceDef, items: Message[], wide: boolean, shorts?: Map<string, string>): { head: string[]; rows: string[][] } {
+/** A ref column's cell: the name of the entity whose id it holds, else the id. */
+function refText(names: Runtime["refNames"], c: Column, text: string): string {
+  return (c.ref && names.get(c.ref)?.get(text)) || text;
+}
+
+function tableRows(r: ResourceDef, items: Message[], wide: boolean, names: Runtime["refNames"], shorts?: Map<string, string>): { head: string[]; rows: string[][] } {
   const schema = schemaOf(r);
   const cols = columnsOf(r, wide);
   const short = shorts ?? (wide ? new Map<string, string>() : shortIds(items.map(idOf)));
   const now = Date.now();
   return {
     head: cols.map((c) => c.header),
-    rows: items.map((m) => cols.map((c) => (c.path === "id" && !wide ? (short.get(idOf(m)) ?? idOf(m)) : cellText(schema, m, c, now)))),
+    rows: items.map((m) => cols.map((c) => (c.path === "id" && !wide ? (short.get(idOf(m)) ?? idOf(m)) : refText(names, c, cellText(schema, m, c, now))))),
   };
 }
 
@@ -263,7 +280,7 @@ export async function watchRows(rt: Runtime, r: ResourceDef, listReq: Json, only
   let widths: number[] | undefined;
   const shorts = wide ? new Map<string, string>() : shortIds(initial.map(idOf));
   if (format === "table" || format === "wide") {
-    const { head, rows } = tableRows(r, initial, wide, shorts);
+    const { head, rows } = tableRows(r, initial, wide, rt.refNames, shorts);
     // Room for a later row's longer cells: ids, names, a state and "(deleted)".
     widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length), i === 0 ? 8 : 6) + (i === 0 ? 0 : 2));
     write(rt.io.stdout, table(head, rows, widths));
@@ -294,7 +311,7 @@ export async function watchRows(rt: Runtime, r: ResourceDef, listReq: Json, only
         write(rt.io.stdout, `${type} ${nameOf(r, ent) || idOf(ent)}`);
       } else {
         if (!shorts.has(idOf(ent)) && !wide) shorts.set(idOf(ent), shortIds([...shorts.keys(), idOf(ent)]).get(idOf(ent))!);
-        const { rows } = tableRows(r, [ent], wide, shorts);
+        const { rows } = tableRows(r, [ent], wide, rt.refNames, shorts);
         const row = rows[0]!;
         if (type === "DELETED") row[row.length - 1] = `${row[row.length - 1]} (deleted)`;
         const fit = widths!.map((w, i) => Math.max(w, row[i]!.length));
@@ -322,6 +339,7 @@ export function resourceCommand(rt: Runtime, r: ResourceDef): Command {
     .action(async (opts: Json) => {
       const req: Json = {};
       await applyFlags(req, r.listFlags, opts, ctx);
+      await loadRefNames(rt, r);
       if (opts["watch"]) return watchRows(rt, r, req);
       const { items } = await rt.session().listAll(r, req);
       printList(rt, r, items);
@@ -372,6 +390,7 @@ export function resourceCommand(rt: Runtime, r: ResourceDef): Command {
         ent = (await waitFor(rt, r, idOf(ent), states, rt.waitTimeoutMs(opts), label(r, ent))) ?? ent;
       }
       if (rt.output() === "table") write(rt.io.stderr, `created ${label(r, ent)}`);
+      await loadRefNames(rt, r);
       printList(rt, r, [ent]);
     });
   }
@@ -439,6 +458,7 @@ function actionCommand(rt: Runtime, r: ResourceDef, a: ActionDef): Command {
     const res = await rt.session().call(r, a.rpc, requestOf(m.input, req, "the request"));
     let after = entityIn(r, m.output, res) ?? ent;
     if (opts["wait"] && a.waitFor) after = (await waitFor(rt, r, idOf(ent), a.waitFor, rt.waitTimeoutMs(opts), label(r, ent))) ?? after;
+    await loadRefNames(rt, r);
     printList(rt, r, [after]);
   });
   return c;

@@ -17,7 +17,7 @@ import { ImageService } from "@quantix/api/gen/Quantixkvm/storage/v1/image_servi
 import { SnapshotService } from "@quantix/api/gen/Quantixkvm/storage/v1/snapshot_service_pb.js";
 import { StoragePoolService } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
 import { VolumeService } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
-import { col, type Column } from "./output.js";
+import { col, nodeCol, type Column } from "./output.js";
 
 /** A flag that sets part of a request's JSON form (see commands.ts: ctx resolves names to ids). */
 export interface FlagDef {
@@ -166,7 +166,7 @@ export const RESOURCES: readonly ResourceDef[] = [
     delete: "deleteVM",
     watch: "watchVMs",
     nameField: "name",
-    columns: [col("ID", "id"), col("NAME", "name"), col("STATE", "status.state"), col("CPUS", "spec.cpu.cores"), col("MEMORY", "spec.memory.sizeMib", "mib"), col("NODE", "status.nodeId"), col("AGE", "createdAt", "age")],
+    columns: [col("ID", "id"), col("NAME", "name"), col("STATE", "status.state"), col("CPUS", "spec.cpu.cores"), col("MEMORY", "spec.memory.sizeMib", "mib"), nodeCol("NODE", "status.nodeId"), col("AGE", "createdAt", "age")],
     wide: [col("PROJECT", "projectId"), col("IPS", "status.ipAddresses"), col("HYPERVISOR", "status.hypervisor"), col("LABELS", "labels"), col("ERROR", "status.errorMessage")],
     state: { path: "status.state", failed: STATE_FAILED_VM, reason: ["status.errorMessage"] },
     createArg: { name: "name", field: "name" },
@@ -255,7 +255,7 @@ export const RESOURCES: readonly ResourceDef[] = [
     watch: "watchVolumes",
     nameField: "name",
     columns: [col("ID", "id"), col("NAME", "name"), col("STATE", "status.state"), col("SIZE", "spec.sizeGib", "gib"), col("POOL", "spec.poolId"), col("AGE", "createdAt", "age")],
-    wide: [col("PROJECT", "projectId"), col("NODE", "status.nodeId"), col("FORMAT", "spec.format"), col("LABELS", "labels"), col("ERROR", "status.errorMessage")],
+    wide: [col("PROJECT", "projectId"), nodeCol("NODE", "status.nodeId"), col("FORMAT", "spec.format"), col("LABELS", "labels"), col("ERROR", "status.errorMessage")],
     state: { path: "status.state", failed: ["ERROR"], reason: ["status.errorMessage"] },
     createArg: { name: "name", field: "name" },
     createWaitFor: ["AVAILABLE"],
@@ -390,7 +390,7 @@ export const RESOURCES: readonly ResourceDef[] = [
     watch: "watchPorts",
     nameField: "name",
     columns: [col("ID", "id"), col("NAME", "name"), col("NETWORK", "spec.networkId"), col("MAC", "spec.macAddress"), col("IPS", "spec.fixedIps"), col("STATE", "status.state"), col("DEVICE", "status.deviceId")],
-    wide: [col("PROJECT", "projectId"), col("OWNER", "status.deviceOwner"), col("NODE", "status.nodeId"), col("SECURITY GROUPS", "spec.securityGroupIds")],
+    wide: [col("PROJECT", "projectId"), col("OWNER", "status.deviceOwner"), nodeCol("NODE", "status.nodeId"), col("SECURITY GROUPS", "spec.securityGroupIds")],
     state: { path: "status.state", failed: ["ERROR"], reason: ["status.errorMessage"] },
     createArg: { name: "name", field: "name" },
     createFlags: [
@@ -508,7 +508,7 @@ export const RESOURCES: readonly ResourceDef[] = [
     watch: "watchVpnServices",
     nameField: "name",
     columns: [col("ID", "id"), col("NAME", "name"), col("TYPE", "spec.type"), col("STATE", "status.state"), col("ADDRESS", "status.externalAddress"), col("PEERS", "spec.peers", "count")],
-    wide: [col("PROJECT", "projectId"), col("NETWORK", "spec.networkId"), col("PORT", "status.listenPort"), col("NODE", "status.nodeId"), col("ERROR", "status.errorMessage")],
+    wide: [col("PROJECT", "projectId"), col("NETWORK", "spec.networkId"), col("PORT", "status.listenPort"), nodeCol("NODE", "status.nodeId"), col("ERROR", "status.errorMessage")],
     state: { path: "status.state", failed: ["ERROR"], reason: ["status.errorMessage"] },
     createArg: { name: "name", field: "name" },
     createWaitFor: ["ACTIVE"],
@@ -626,7 +626,7 @@ export const RESOURCES: readonly ResourceDef[] = [
     list: "listEvents",
     watch: "watchEvents",
     columns: [col("TIME", "time", "time"), col("KIND", "objectKind"), col("OBJECT", "objectName"), col("TYPE", "type"), col("REASON", "reason"), col("MESSAGE", "message")],
-    wide: [col("ID", "id"), col("OBJECT ID", "objectId"), col("NODE", "nodeId"), col("ACTOR", "actor")],
+    wide: [col("ID", "id"), col("OBJECT ID", "objectId"), nodeCol("NODE", "nodeId"), col("ACTOR", "actor")],
     listFlags: [
       { flags: "--kind <kind>", about: "only events of this kind of object (VirtualMachine, Node...)", apply: (r, v: string) => setPath(r, "objectKind", v) },
       { flags: "--object <id>", about: "only events of this object id", apply: (r, v: string) => setPath(r, "objectId", v) },

@@ -126,6 +126,21 @@ export class Session {
     return pick(r, ref, items).id;
   }
 
+  private refNameCache = new Map<string, Promise<Map<string, string>>>();
+
+  /** Id → name of every entity of a resource (for columns holding its ids); empty when it cannot be listed. */
+  refNames(r: ResourceDef): Promise<Map<string, string>> {
+    let names = this.refNameCache.get(r.name);
+    if (!names) {
+      names = this.listAll(r).then(
+        ({ items }) => new Map(items.map((m) => { const j = m as unknown as Json; return [String(j["id"] ?? ""), String((r.nameField ? j[r.nameField] : "") ?? "")] as const; }).filter(([id, name]) => id !== "" && name !== "")),
+        () => new Map<string, string>(),
+      );
+      this.refNameCache.set(r.name, names);
+    }
+    return names;
+  }
+
   /** The entity itself, by name, id or prefix. */
   async fetch(r: ResourceDef, ref: string): Promise<Message> {
     if (r.get) {
