@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
-import { runNode, startTestServer, type TestServer } from "@quantix/testing";
+import { ensureDebianPackages, runNode, startTestServer, type TestServer } from "@quantix/testing";
 
 // The real `quantix` command (bin/quantix.mjs) in a child process: exit codes, a control
 // plane that is down, and the completion scripts run by the shells themselves.
@@ -72,12 +72,23 @@ test("bash completion, checked by bash: commands, and VM names from the live ser
   assert.deepEqual(flags, ["--watch"]);
 });
 
-test("the zsh completion script parses (zsh -n), when zsh is installed", async (t) => {
-  const hasZsh = await exec("sh", ["-c", "command -v zsh"]).then(() => true, () => false);
-  if (!hasZsh) return t.skip("zsh is not installed here: the bash test covers the shared __complete");
+test("zsh completion, checked by zsh: the script parses, registers with compinit, and offers VM names from the live server", { timeout: 180_000 }, async () => {
+  await ensureDebianPackages(["zsh"]);
   const script = quantix(["completion", "zsh"]);
   assert.equal(await script.exited, 0);
   const p = join(dir, "_quantix");
   await writeFile(p, script.out());
   await exec("zsh", ["-n", p]);
+  const env = { ...process.env, PATH: `${pathDir}:${process.env["PATH"]}`, QUANTIX_URL: s.url, QUANTIX_CONFIG: join(dir, "config.yaml"), QX_SCRIPT: p };
+  // compinit registers the function for the command; compadd (a builtin only inside a
+  // completion widget) is stood in for by a function printing the candidates it is given.
+  const { stdout: registered } = await exec("zsh", ["-f", "-c", 'autoload -U compinit && compinit -u -D && source "$QX_SCRIPT" && print -r -- "$_comps[quantix]"'], { env, timeout: 60_000 });
+  assert.equal(registered.trim(), "_quantix");
+  const complete = async (words: string[]) => {
+    const { stdout } = await exec("zsh", ["-f", "-c", 'source "$QX_SCRIPT"; compadd() { print -rl -- "${(@P)2}"; }; words=("${(@s: :)QX_WORDS}"); CURRENT=${#words}; _quantix'], { env: { ...env, QX_WORDS: words.join(" ") }, timeout: 60_000 });
+    return stdout.split("\n").filter((l) => l !== "");
+  };
+  assert.deepEqual(await complete(["quantix", "vm", "start", "web"]), ["web-server-01"]);
+  const subs = await complete(["quantix", "vm", ""]);
+  assert.ok(subs.includes("console") && subs.includes("list"), subs.join(","));
 });
