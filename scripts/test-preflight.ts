@@ -29,6 +29,7 @@ export const TEST_PACKAGES: readonly (readonly [name: string, why: string])[] = 
   ["libstrongswan-standard-plugins", "charon's openssl plugin (ciphers, DH groups)"],
   ["curl", "the README's curl examples run against a test server"],
   ["bsdutils", "script gives the console CLI test a real pseudo-terminal"],
+  ["chromium", "the dashboard's tests drive the web dashboard in a real browser (Playwright)"],
   ["zsh", "the CLI's zsh completion script is checked by zsh itself"],
   ["python3", "the MemoryGateway's Python client test runs Debian's interpreter"],
   ["python3-grpcio", "the MemoryGateway's Python client test: a gRPC client nobody here wrote"],

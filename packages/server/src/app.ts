@@ -23,6 +23,7 @@ import { createJsonLogger, type Logger } from "@quantix/rpc";
 import { PENDING_SERVICES, SERVED_ELSEWHERE, SERVED_FILES } from "./rpc/catalog.js";
 import { consoleText } from "./console/console-text.js";
 import { consoleWebSocket } from "./console/console-websocket.js";
+import { dashboardFiles } from "./dashboard/dashboard-files.js";
 import { controlPlaneMetrics } from "./metrics/control-plane-metrics.js";
 import { nodeServiceRoute } from "./rpc/node-routes.js";
 import { servedElsewhereImpl, unimplementedImpl } from "./rpc/unimplemented-routes.js";
@@ -249,6 +250,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const selfTransport = (peer: Peer) => server.inProcessTransport(peer);
   const consoleTextDoor = consoleText(selfTransport);
   const consoleWsDoor = consoleWebSocket(selfTransport);
+  // The web dashboard at / (its built files; never the API's paths).
+  const dashboardDoor = dashboardFiles(config.dashboardDir);
   const baseFallback = createFallback(store, startedAt, () => clock.now(), controlPlaneMetrics({ store, rpc: rpcMetrics, controllers }));
   let stopAnnouncing: () => void = () => undefined;
   try {
@@ -260,7 +263,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
       reflection: SERVED_FILES,
       log,
       metrics: rpcMetrics,
-      fallback: (req, res) => consoleTextDoor(req, res) || baseFallback(req, res),
+      fallback: (req, res) => consoleTextDoor(req, res) || dashboardDoor(req, res) || baseFallback(req, res),
       upgrade: consoleWsDoor,
       limits: {
         readMaxBytes: config.maxRequestBytes,

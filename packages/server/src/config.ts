@@ -39,6 +39,8 @@ export interface ControlPlaneConfig {
   readonly storageDir: string | undefined;
   /** Directories below which SHARED_DIR pools of simulated hosts may live (QUANTIX_SHARED_DIRS, ':'-separated absolute paths). */
   readonly sharedDirs: readonly string[];
+  /** The built web dashboard served at `/` (QUANTIX_DASHBOARD_DIR); default packages/dashboard/dist of this checkout. */
+  readonly dashboardDir: string | undefined;
   readonly storeTuning: StoreTuning;
   /** How the scheduler ranks nodes that fit (QUANTIX_SCHEDULER_STRATEGY): spread (default), pack or balanced. */
   readonly schedulerStrategy: ScoringStrategy;
@@ -123,6 +125,7 @@ const DEFAULTS: ControlPlaneConfig = {
   simBootMs: 300,
   storageDir: undefined,
   sharedDirs: [],
+  dashboardDir: undefined,
   schedulerStrategy: "spread",
   nodeLostAfterSec: 300,
   eventRetentionSec: 7 * 86_400,
@@ -193,6 +196,7 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
     simBootMs: int("QUANTIX_SIM_BOOT_MS", 0, 600_000, DEFAULTS.simBootMs),
     storageDir: parseStorageDir(env, problems),
     sharedDirs: parseSharedDirs(env["QUANTIX_SHARED_DIRS"], problems),
+    dashboardDir: env["QUANTIX_DASHBOARD_DIR"] || undefined,
     schedulerStrategy: strategy as ScoringStrategy,
     nodeLostAfterSec: int("QUANTIX_NODE_LOST_AFTER_SEC", 1, 86_400, DEFAULTS.nodeLostAfterSec),
     eventRetentionSec: int("QUANTIX_EVENT_RETENTION_SEC", 60, 366 * 86_400, DEFAULTS.eventRetentionSec),
