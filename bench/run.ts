@@ -20,6 +20,7 @@ import { lbRate } from "./lib/net-lb-rate.js";
 import { fipAssoc } from "./lib/net-fip-assoc.js";
 import { schedulerBench } from "./lib/scheduler-placement.js";
 import { fuzzControlPlane } from "./lib/fuzz.js";
+import { dashboardBench } from "./lib/dashboard.js";
 import { captureGateway, gatewayBench } from "./lib/gateway.js";
 import { countsText } from "@quantix/testing";
 import { absolute, compare, formatTable, machine, num, type Row } from "./lib/report.js";
@@ -36,9 +37,9 @@ if (process.env["QUANTIX_BENCH_PINNED"] !== "1" && hasProgram("taskset")) {
   const r = spawnSync("taskset", ["-c", "1", process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit", env: { ...process.env, QUANTIX_BENCH_PINNED: "1" } });
   process.exit(r.status ?? 1);
 }
-/** `npm run bench -- --only=fanout` (or unary, tls, creates, agent, migrate, scheduler, fuzz, auth, storage, image, hotplug, network, gateway; comma-separated) runs those groups alone. */
+/** `npm run bench -- --only=fanout` (or unary, tls, creates, agent, migrate, scheduler, fuzz, auth, storage, image, hotplug, network, gateway, dashboard; comma-separated) runs those groups alone. */
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
-const want = (group: "unary" | "tls" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz" | "auth" | "storage" | "image" | "hotplug" | "network" | "gateway") => !only || only.includes(group);
+const want = (group: "unary" | "tls" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz" | "auth" | "storage" | "image" | "hotplug" | "network" | "gateway" | "dashboard") => !only || only.includes(group);
 /** `--seed=N` changes the fuzz run's requests (the same seed always makes the same ones). */
 const fuzzSeed = Number(process.argv.find((a) => a.startsWith("--seed="))?.slice("--seed=".length) ?? 20261204);
 const httpGroups = want("unary") || want("tls") || want("creates") || want("fanout");
@@ -378,6 +379,21 @@ try {
         : absolute(`gateway: catch-up on all ${num(r.fullCatchUp.messages)} changes since version 1 (${r.fullCatchUp.resumes} resumes after RESOURCE_EXHAUSTED)`, (r.fullCatchUp.messages / r.fullCatchUp.ms) * 1000, persec("msg")),
       { ...compare(`gateway: ${num(r.fanoutStreams)} SubscribeChanges on one connection: open all, to every SYNCED`, r.fanoutOpenMs[0], r.fanoutOpenMs[1], msf, "bare http2"), ...(r.fanoutNotes[0] ? { ours: `n/a: ${r.fanoutNotes[0]}` } : {}) },
       { ...compare(`gateway: ${num(r.fanoutStreams)} streams on one connection (seed: 10,000 per connection): one write reaching all, median of 3`, r.fanoutAllMs[0], r.fanoutAllMs[1], msf, "bare http2"), ...(r.fanoutNotes[0] ? { ours: `n/a: ${r.fanoutNotes[0]}` } : {}) },
+    );
+  }
+  // The web dashboard: an UpdateVM to the change painted in a real browser's page (1,000 VMs
+  // listed), against the same update reaching a bare WatchVMs client in the same run.
+  if (want("dashboard")) {
+    progress("dashboard: our control plane (memory store, local trust) serving the built dashboard to Debian's Chromium (Playwright)");
+    const s = await up(ours("quantix-dashboard", false));
+    const r = await dashboardBench(s.url, 1000, 40, progress);
+    await down(s);
+    details["dashboard"] = r;
+    const msf = (v: number) => `${num(v, 1)} ms`;
+    rows.push(
+      compare(`dashboard: UpdateVM to painted in the page, ${num(r.vms)} VMs listed, p50 of ${r.updates}`, r.pageP50, r.bareP50, msf, "bare WatchVMs client"),
+      compare(`dashboard: UpdateVM to painted in the page, ${num(r.vms)} VMs listed, p95 of ${r.updates}`, r.pageP95, r.bareP95, msf, "bare WatchVMs client"),
+      absolute(`dashboard: page open to ${num(r.vms)} rows painted (WatchVMs snapshot)`, r.firstPaintMs, msf),
     );
   }
   // Scheduler: placements per second with every filter, against a capacity-only first-fit loop.

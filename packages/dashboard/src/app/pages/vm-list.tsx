@@ -5,7 +5,7 @@ import { mib, vmState } from "../format.js";
 import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 
 type SortKey = "name" | "state" | "node" | "cpu" | "memory" | "created";
-const PAGE = 50;
+const PAGE_SIZES = [50, 200, 1000];
 
 const keyOf: Record<SortKey, (v: VirtualMachine) => string | number> = {
   name: (v) => v.name,
@@ -22,9 +22,10 @@ export function VmList() {
   const [filter, setFilter] = useState("");
   const [sort, setSort] = useState<{ key: SortKey; desc: boolean }>({ key: "name", desc: false });
   const [page, setPage] = useState(0);
+  const [PAGE, setPageSize] = useState(50);
   const rows = useMemo(() => {
     const f = filter.trim().toLowerCase();
-    const all = [...live.vms.values()].filter((v) => !f || v.name.toLowerCase().includes(f) || v.id.includes(f) || vmState(v.status?.state).toLowerCase().includes(f) || (v.status?.nodeId ?? "").includes(f));
+    const all = [...live.vms.values()].filter((v) => !f || v.name.toLowerCase().includes(f) || v.description.toLowerCase().includes(f) || v.id.includes(f) || vmState(v.status?.state).toLowerCase().includes(f) || (v.status?.nodeId ?? "").includes(f));
     const k = keyOf[sort.key];
     all.sort((a, b) => {
       const x = k(a), y = k(b);
@@ -52,6 +53,12 @@ export function VmList() {
       <label className="inline">
         Filter
         <input type="search" value={filter} onChange={(e) => { setFilter(e.target.value); setPage(0); }} placeholder="name, state, node" />
+      </label>{" "}
+      <label className="inline">
+        Rows per page
+        <select value={PAGE} onChange={(e) => { setPageSize(Number(e.target.value)); setPage(0); }}>
+          {PAGE_SIZES.map((n) => <option key={n} value={n}>{n}</option>)}
+        </select>
       </label>
       <div className="scroll">
         <table data-testid="vm-table">
@@ -63,6 +70,7 @@ export function VmList() {
               {header("cpu", "vCPU")}
               {header("memory", "Memory")}
               {header("created", "Created")}
+              <th scope="col">Description</th>
             </tr>
           </thead>
           <tbody>
@@ -74,6 +82,7 @@ export function VmList() {
                 <td className="num">{v.spec?.cpu?.cores ?? 0}</td>
                 <td className="num">{mib(v.spec?.memory?.sizeMib)}</td>
                 <td>{v.createdAt ? new Date(Number(v.createdAt.seconds) * 1000).toLocaleString() : ""}</td>
+                <td className="muted">{v.description}</td>
               </tr>
             ))}
           </tbody>
