@@ -147,3 +147,45 @@ test("the serial console in the browser: type into the QEMU guest's shell and re
   await rows.filter({ hasText: "42-dash" }).waitFor({ timeout: 60_000 });
   await shot("vm-console");
 });
+
+test("local trust lets in without a login; after a control-plane restart the page reconnects by itself and shows changes made meanwhile", { timeout: 90_000 }, async () => {
+  const data = join(dir, "restart-store");
+  const port = await freePort();
+  const config = { demo: true, port, store: { kind: "embedded" as const, dataDir: data } };
+  let one: TestServer | undefined = await startTestServer(config);
+  const tab = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  try {
+    await tab.goto(`${one.url}/vms`);
+    await tab.getByTestId("live-state").filter({ hasText: "live" }).waitFor();
+    assert.match(await tab.locator(".who").innerText(), /local trust/);
+    const vm = await one.vms.createVM({ name: "before-restart", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n } } });
+    await tab.getByTestId("state-before-restart").waitFor();
+    await tab.evaluate(() => ((globalThis as unknown as { marker: number }).marker = 7));
+    await one.close();
+    one = undefined;
+    await tab.getByTestId("live-state").filter({ hasText: "reconnecting" }).waitFor();
+    const two = await startTestServer(config);
+    one = two;
+    // Made while the page is (maybe) still away: it arrives through the resumed watch.
+    await two.vms.updateVM({ id: vm.id, description: "changed-after-restart", updateMask: { paths: ["description"] } });
+    await two.vms.createVM({ name: "after-restart", spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n } } });
+    await tab.getByTestId("live-state").filter({ hasText: "live" }).waitFor({ timeout: 30_000 });
+    await tab.getByTestId("state-after-restart").waitFor({ timeout: 30_000 });
+    await tab.locator("tr[data-vm=before-restart]").filter({ hasText: "changed-after-restart" }).waitFor({ timeout: 30_000 });
+    assert.equal(await tab.evaluate(() => (globalThis as unknown as { marker?: number }).marker), 7, "the page was not reloaded");
+  } finally {
+    await tab.close();
+    await one?.close();
+  }
+});
+
+/** A TCP port free right now (the restarted server must come back on the same one). */
+async function freePort(): Promise<number> {
+  const { createServer } = await import("node:net");
+  return new Promise((resolve, reject) => {
+    const srv = createServer().listen(0, "127.0.0.1", () => {
+      const a = srv.address();
+      srv.close(() => (typeof a === "object" && a ? resolve(a.port) : reject(new Error("no port"))));
+    });
+  });
+}
