@@ -1,4 +1,6 @@
-import { useState } from "react";
+import { useEffect, useState } from "react";
+import type { NodeUsage } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { Spark } from "./chart.js";
 import { useQuery } from "@connectrpc/connect-query";
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { DrainStatus_Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
@@ -38,6 +40,23 @@ export function NodeList() {
         </table>
       </div>
     </>
+  );
+}
+
+/** The node's usage over time: a sample each time its status (heartbeats, GetNodeMetrics) brings a new one. */
+function UsageCharts({ usage }: { usage: NodeUsage | undefined }) {
+  const [cpu, setCpu] = useState<number[]>([]);
+  const [mem, setMem] = useState<number[]>([]);
+  useEffect(() => {
+    if (!usage) return;
+    setCpu((a) => [...a, usage.cpuUsagePercent].slice(-60));
+    setMem((a) => [...a, Number(usage.memoryUsedMib)].slice(-60));
+  }, [usage]);
+  return (
+    <div className="charts">
+      <Spark label="CPU" values={cpu} unit="%" max={100} />
+      <Spark label="Memory used" values={mem} unit="MiB" max={Number(usage?.memoryTotalMib ?? 0)} />
+    </div>
   );
 }
 
@@ -100,6 +119,7 @@ export function NodeDetail({ id }: { id: string }) {
             </>
           )}
           {metrics.error && <p className="muted">Metrics: {errorText(metrics.error)}</p>}
+          <UsageCharts usage={usage} />
         </section>
         <section className="card" aria-labelledby="info-h">
           <h2 id="info-h">Host</h2>

@@ -1,4 +1,6 @@
+import { useState, type ReactNode } from "react";
 import { useQuery } from "@connectrpc/connect-query";
+import { createClient } from "@connectrpc/connect";
 import { toJson, type DescMessage, type DescMethodUnary, type JsonObject, type Message } from "@bufbuild/protobuf";
 import { StoragePoolService } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
 import { VolumeService } from "@quantix/api/gen/Quantixkvm/storage/v1/volume_service_pb.js";
@@ -8,14 +10,25 @@ import { VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/vi
 import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
 import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
 import { FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
-import { errorText } from "../client.js";
+import { errorText, transport } from "../client.js";
+import { useLive } from "../live.js";
+
+type Outcome = { ok: boolean; text: string } | undefined;
 
 /**
  * One kind's list (the List* RPC's first repeated field), each row with its state and, on
  * demand, the whole object as JSON (enum names, as the API's JSON shows them).
  */
-function ResourceList<I extends DescMessage, O extends DescMessage>({ title, method }: { title: string; method: DescMethodUnary<I, O> }) {
+function ResourceList<I extends DescMessage, O extends DescMessage>({ title, method, remove, extra }: { title: string; method: DescMethodUnary<I, O>; remove?: (id: string) => Promise<unknown>; extra?: (j: JsonObject, act: (label: string, f: () => Promise<unknown>) => void) => ReactNode }) {
   const q = useQuery(method, { pageSize: 200 } as never);
+  const [outcome, setOutcome] = useState<Outcome>();
+  const act = (label: string, f: () => Promise<unknown>) => {
+    setOutcome({ ok: true, text: `${label}…` });
+    f().then(
+      () => setOutcome({ ok: true, text: `${label}: accepted` }),
+      (err: unknown) => setOutcome({ ok: false, text: `${label} failed: ${errorText(err)}` }),
+    ).finally(() => void q.refetch());
+  };
   const field = method.output.fields.find((f) => f.fieldKind === "list" && f.listKind === "message");
   const items: Message[] = q.data && field ? ((q.data as unknown as Record<string, Message[]>)[field.localName] ?? []) : [];
   const schema = field && field.fieldKind === "list" && field.listKind === "message" ? field.message : undefined;
@@ -25,13 +38,14 @@ function ResourceList<I extends DescMessage, O extends DescMessage>({ title, met
         {title} {q.data && <span className="muted">({items.length})</span>}
       </h2>
       {q.error && <p className="error">{errorText(q.error)}</p>}
+      {outcome && <p role="status" className={outcome.ok ? "ok" : "error"}>{outcome.text}</p>}
       {q.isPending && <p className="muted">Loading…</p>}
       {q.data && items.length === 0 && <p className="muted">None.</p>}
       {items.length > 0 && schema && (
         <div className="scroll">
           <table>
             <thead>
-              <tr><th scope="col">Name</th><th scope="col">State</th><th scope="col">Details</th></tr>
+              <tr><th scope="col">Name</th><th scope="col">State</th><th scope="col">Details</th>{(remove || extra) && <th scope="col">Actions</th>}</tr>
             </thead>
             <tbody>
               {items.map((it) => {
@@ -40,13 +54,19 @@ function ResourceList<I extends DescMessage, O extends DescMessage>({ title, met
                 return (
                   <tr key={String(j["id"])}>
                     <td>{String(j["name"] ?? j["floatingIpAddress"] ?? j["id"])}</td>
-                    <td>{String(status["state"] ?? status["phase"] ?? "")}{status["progressPercent"] !== undefined ? ` ${String(status["progressPercent"])}%` : ""}</td>
+                    <td>{String(status["state"] ?? status["phase"] ?? "")}{status["importProgressPercent"] !== undefined ? ` (import ${String(status["importProgressPercent"])}%)` : ""}</td>
                     <td>
                       <details>
                         <summary>{String(j["id"])}</summary>
                         <pre>{JSON.stringify(j, null, 2)}</pre>
                       </details>
                     </td>
+                    {(remove || extra) && (
+                      <td className="actions">
+                        {extra?.(j, act)}
+                        {remove && <button className="danger" onClick={() => { if (confirm(`Delete ${title.toLowerCase()} ${String(j["name"] ?? j["id"])}?`)) act(`Delete ${String(j["name"] ?? j["id"])}`, () => remove(String(j["id"]))); }}>Delete</button>}
+                      </td>
+                    )}
                   </tr>
                 );
               })}
@@ -58,14 +78,46 @@ function ResourceList<I extends DescMessage, O extends DescMessage>({ title, met
   );
 }
 
+const pools = createClient(StoragePoolService, transport);
+const volumes = createClient(VolumeService, transport);
+const images = createClient(ImageService, transport);
+const snapshots = createClient(SnapshotService, transport);
+const networks = createClient(VirtualNetworkService, transport);
+const ports = createClient(PortService, transport);
+const groups = createClient(SecurityGroupService, transport);
+const fips = createClient(FloatingIpService, transport);
+
+/** Attach a volume to a VM (picked from the live list), or detach it from the VMs it is attached to. */
+function VolumeAttach({ volume, act }: { volume: JsonObject; act: (label: string, f: () => Promise<unknown>) => void }) {
+  const live = useLive();
+  const [vm, setVm] = useState("");
+  const id = String(volume["id"]);
+  const attached = (((volume["status"] as JsonObject | undefined)?.["attachments"] ?? []) as JsonObject[]).map((a) => String(a["vmId"] ?? ""));
+  return (
+    <>
+      <label className="inline">
+        <span className="sr-only">VM to attach {String(volume["name"])} to</span>
+        <select value={vm} onChange={(e) => setVm(e.target.value)}>
+          <option value="">VM…</option>
+          {[...live.vms.values()].map((v) => <option key={v.id} value={v.id}>{v.name}</option>)}
+        </select>
+      </label>
+      <button disabled={!vm} onClick={() => act("Attach", () => volumes.attachVolume({ id, vmId: vm }))}>Attach</button>
+      {attached.filter(Boolean).map((v) => (
+        <button key={v} onClick={() => act("Detach", () => volumes.detachVolume({ id, vmId: v }))}>Detach from {live.vms.get(v)?.name ?? v}</button>
+      ))}
+    </>
+  );
+}
+
 export function StoragePage() {
   return (
     <>
       <h1>Storage</h1>
-      <ResourceList title="Pools" method={StoragePoolService.method.listStoragePools} />
-      <ResourceList title="Volumes" method={VolumeService.method.listVolumes} />
-      <ResourceList title="Images" method={ImageService.method.listImages} />
-      <ResourceList title="Snapshots" method={SnapshotService.method.listSnapshots} />
+      <ResourceList title="Pools" method={StoragePoolService.method.listStoragePools} remove={(id) => pools.deleteStoragePool({ id })} />
+      <ResourceList title="Volumes" method={VolumeService.method.listVolumes} remove={(id) => volumes.deleteVolume({ id })} extra={(j, act) => <VolumeAttach volume={j} act={act} />} />
+      <ResourceList title="Images" method={ImageService.method.listImages} remove={(id) => images.deleteImage({ id })} />
+      <ResourceList title="Snapshots" method={SnapshotService.method.listSnapshots} remove={(id) => snapshots.deleteSnapshot({ id })} />
     </>
   );
 }
@@ -74,10 +126,10 @@ export function NetworkPage() {
   return (
     <>
       <h1>Network</h1>
-      <ResourceList title="Networks" method={VirtualNetworkService.method.listVirtualNetworks} />
-      <ResourceList title="Ports" method={PortService.method.listPorts} />
-      <ResourceList title="Security groups" method={SecurityGroupService.method.listSecurityGroups} />
-      <ResourceList title="Floating IPs" method={FloatingIpService.method.listFloatingIps} />
+      <ResourceList title="Networks" method={VirtualNetworkService.method.listVirtualNetworks} remove={(id) => networks.deleteVirtualNetwork({ id })} />
+      <ResourceList title="Ports" method={PortService.method.listPorts} remove={(id) => ports.deletePort({ id })} />
+      <ResourceList title="Security groups" method={SecurityGroupService.method.listSecurityGroups} remove={(id) => groups.deleteSecurityGroup({ id })} />
+      <ResourceList title="Floating IPs" method={FloatingIpService.method.listFloatingIps} remove={(id) => fips.deleteFloatingIp({ id })} />
     </>
   );
 }
