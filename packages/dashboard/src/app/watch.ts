@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState } from "react";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
+import { session } from "./client.js";
 
 /** One message of a Watch* stream. */
 export interface WatchMessage<T> {
@@ -64,6 +65,12 @@ export function useWatch<T>(open: (resourceVersion: bigint, signal: AbortSignal)
         } catch (err) {
           if (ctl.signal.aborted) return;
           const e = ConnectError.from(err);
+          if (e.code === Code.Unauthenticated && session.token()) {
+            // The session's token expired or was revoked: back to the login form.
+            session.clear();
+            location.reload();
+            return;
+          }
           if (e.code === Code.OutOfRange || e.code === Code.ResourceExhausted) rv = 0n;
           setError(`${Code[e.code]}: ${e.rawMessage}`);
         }

@@ -28,7 +28,7 @@ export function Console({ vmId }: { vmId: string }) {
         }
       } else term.write(new Uint8Array(m.data as ArrayBuffer));
     };
-    ws.onclose = (e) => setRole((r) => (r.startsWith("error") ? r : e.code === 1000 ? "console ended" : `disconnected (${e.code}${e.reason ? `: ${e.reason}` : ""})`));
+    ws.onclose = (e) => setRole((r) => (r.startsWith("error") || r.startsWith("could not") ? r : e.code === 1000 ? "console ended" : `disconnected (${e.code}${e.reason ? `: ${e.reason}` : ""})`));
     ws.onerror = () => setRole("could not attach (see the VM's state: the console needs a running VM on a node)");
     const input = term.onData((d) => {
       if (ws.readyState === WebSocket.OPEN) ws.send(enc.encode(d));
