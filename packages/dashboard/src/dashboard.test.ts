@@ -68,7 +68,7 @@ test("GET / without a token: the login form; a wrong password is refused, the ad
   await page.getByLabel("User name").fill("admin");
   await page.getByLabel("Password").fill("not-the-password");
   await page.getByRole("button", { name: "Log in" }).click();
-  await page.getByRole("alert").filter({ hasText: "Unauthenticated" }).waitFor();
+  await page.getByRole("alert").filter({ hasText: "wrong username or password" }).waitFor();
   await shot("login");
   await page.getByLabel("Password").fill(TEST_ADMIN_PASSWORD);
   await page.getByRole("button", { name: "Log in" }).click();
@@ -125,6 +125,8 @@ test("drain a node from its page: the progress arrives live until the drain comp
   const nodeId = vm.status!.nodeId;
   await page.getByRole("link", { name: "Nodes", exact: true }).click();
   const node = (await s.nodes.getNode({ id: nodeId })).hostname;
+  await page.getByRole("link", { name: node }).waitFor();
+  await shot("nodes");
   await page.getByRole("link", { name: node }).click();
   await page.getByRole("button", { name: "Drain" }).click();
   await page.getByTestId("drain").waitFor();
@@ -135,6 +137,18 @@ test("drain a node from its page: the progress arrives live until the drain comp
   // The page shows what the server says.
   const drained = await s.nodes.getNode({ id: nodeId });
   assert.equal(await page.getByTestId("drain-phase").innerText(), DrainStatus_Phase[drained.status!.drain!.phase]);
+});
+
+test("the storage and network pages list what the server has", { timeout: 30_000 }, async () => {
+  await page.getByRole("link", { name: "Storage", exact: true }).click();
+  for (const h of ["Pools", "Volumes", "Images", "Snapshots"]) await page.getByRole("heading", { name: new RegExp(`^${h}`) }).waitFor();
+  await page.getByText("Loading…").first().waitFor({ state: "detached" });
+  await shot("storage");
+  await page.getByRole("link", { name: "Network", exact: true }).click();
+  // The default project's default security group exists from the start.
+  await page.getByRole("heading", { name: /^Security groups \(\d+\)/ }).waitFor();
+  await page.getByText("Loading…").first().waitFor({ state: "detached" });
+  await shot("network");
 });
 
 test("the serial console in the browser: type into the QEMU guest's shell and read its answer", { timeout: BOOT_MS + 60_000 }, async () => {
