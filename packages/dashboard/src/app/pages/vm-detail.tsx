@@ -12,6 +12,8 @@ import { Spark } from "./chart.js";
 
 const vms = client(VMService);
 const KEEP = 60;
+/** How long a power action waits for the node before the page shows its transitional state. */
+const POWER_WAIT_MS = 5000;
 
 /** Live CPU, memory and disk samples from StreamMetrics (while the VM runs; the reason when it cannot). */
 function Metrics({ vmId, running }: { vmId: string; running: boolean }) {
@@ -68,8 +70,9 @@ export function VmDetail({ id, tab }: { id: string; tab: string | undefined }) {
     setBusy(label);
     setOutcome(undefined);
     try {
-      await f();
-      setOutcome({ ok: true, text: `${label}: accepted` });
+      const r = await f();
+      const st = r && typeof r === "object" && "status" in r ? vmState((r as { status?: { state?: number } }).status?.state) : undefined;
+      setOutcome({ ok: true, text: `${label}: accepted${st ? ` (${st})` : ""}` });
       after?.();
     } catch (err) {
       setOutcome({ ok: false, text: `${label} failed: ${errorText(err)}` });
@@ -78,13 +81,17 @@ export function VmDetail({ id, tab }: { id: string; tab: string | undefined }) {
     }
   };
   const targets = [...live.nodes.values()].filter((n) => n.id !== vm.status?.nodeId && n.status?.phase === NodeStatus_Phase.READY);
+  // Power actions answer once the node observed the result, or shortly before the deadline
+  // with the VM in its transitional state: a short one keeps the page responsive (the watch
+  // shows the rest). Migrate gets none: its caller going away cancels the migration.
+  const quick = { timeoutMs: POWER_WAIT_MS };
   const actions: [string, () => Promise<unknown>][] = [
-    ["Start", () => vms.startVM({ id })],
-    ["Stop", () => vms.stopVM({ id })],
-    ["Reboot", () => vms.rebootVM({ id })],
-    ["Pause", () => vms.pauseVM({ id })],
-    ["Resume", () => vms.resumeVM({ id })],
-    ["Suspend", () => vms.suspendVM({ id })],
+    ["Start", () => vms.startVM({ id }, quick)],
+    ["Stop", () => vms.stopVM({ id }, quick)],
+    ["Reboot", () => vms.rebootVM({ id }, quick)],
+    ["Pause", () => vms.pauseVM({ id }, quick)],
+    ["Resume", () => vms.resumeVM({ id }, quick)],
+    ["Suspend", () => vms.suspendVM({ id }, quick)],
   ];
   const events = [...live.events.values()].filter((e) => e.objectId === id).sort((a, b) => Number(b.resourceVersion - a.resourceVersion)).slice(0, 30);
   const running = ["RUNNING", "PAUSED", "MIGRATING"].includes(state);
