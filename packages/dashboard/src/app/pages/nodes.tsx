@@ -66,6 +66,7 @@ export function NodeDetail({ id }: { id: string }) {
   const metrics = useQuery(NodeService.method.getNodeMetrics, { id }, { refetchInterval: false });
   const [outcome, setOutcome] = useState<{ ok: boolean; text: string }>();
   const [busy, setBusy] = useState(false);
+  const [force, setForce] = useState(false);
   if (!node) return <p>{live.state === "live" ? `There is no node ${id}.` : "Loading…"} <Link to="/nodes">All nodes</Link></p>;
   const run = async (label: string, f: () => Promise<unknown>) => {
     setBusy(true);
@@ -90,7 +91,10 @@ export function NodeDetail({ id }: { id: string }) {
         {node.hostname} <span className={`badge phase-${nodePhase(node.status?.phase)}`} data-testid="node-phase">{nodePhase(node.status?.phase)}</span>
       </h1>
       <div className="actions" role="group" aria-label="Actions">
-        <button disabled={busy} onClick={() => void run("Drain", () => nodes.drainNode({ id }))}>Drain</button>
+        <button disabled={busy} onClick={() => void run("Drain", () => nodes.drainNode({ id, force }))}>Drain</button>
+        <label className="check">
+          <input type="checkbox" checked={force} onChange={(e) => setForce(e.target.checked)} /> stop the VMs that cannot migrate
+        </label>
         <button disabled={busy} onClick={() => void run("Enable", () => nodes.enableNode({ id }))}>Enable</button>
         <button disabled={busy} onClick={() => void run("Disable", () => nodes.disableNode({ id }))}>Disable</button>
       </div>
