@@ -16,7 +16,8 @@ export type WatchState = "connecting" | "live" | "reconnecting";
  * Keeps a live map of a Watch* stream's objects: the snapshot (ADDED… then SYNCED), then every
  * change. After an error (a server restart) it reconnects by itself with backoff and resumes
  * from the last resource version; OUT_OF_RANGE (history gone) starts over from a fresh
- * snapshot, which replaces the map once it is complete. Renders at most once a frame.
+ * snapshot, which replaces the map once it is complete. The messages of one network read
+ * are applied together and rendered once (a zero-delay timer after them).
  */
 export function useWatch<T>(open: (resourceVersion: bigint, signal: AbortSignal) => AsyncIterable<WatchMessage<T>>, key: (t: T) => string, deps: readonly unknown[] = []) {
   const [items, setItems] = useState<ReadonlyMap<string, T>>(new Map());
@@ -27,13 +28,13 @@ export function useWatch<T>(open: (resourceVersion: bigint, signal: AbortSignal)
   useEffect(() => {
     const ctl = new AbortController();
     let map = new Map<string, T>();
-    let frame = 0;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     const flush = () => {
-      frame = 0;
+      timer = undefined;
       setItems(new Map(map));
     };
     const schedule = () => {
-      if (frame === 0) frame = requestAnimationFrame(flush);
+      timer ??= setTimeout(flush, 0);
     };
     void (async () => {
       let rv = 0n;
@@ -81,7 +82,7 @@ export function useWatch<T>(open: (resourceVersion: bigint, signal: AbortSignal)
     })();
     return () => {
       ctl.abort();
-      if (frame) cancelAnimationFrame(frame);
+      if (timer) clearTimeout(timer);
     };
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, deps);

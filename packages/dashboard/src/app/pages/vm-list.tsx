@@ -1,4 +1,4 @@
-import { useMemo, useState } from "react";
+import { memo, useMemo, useState } from "react";
 import { useLive } from "../live.js";
 import { Link } from "../router.js";
 import { mib, vmState } from "../format.js";
@@ -75,15 +75,7 @@ export function VmList() {
           </thead>
           <tbody>
             {rows.slice(p * PAGE, (p + 1) * PAGE).map((v) => (
-              <tr key={v.id} data-vm={v.name}>
-                <td><Link to={`/vms/${encodeURIComponent(v.id)}`}>{v.name}</Link></td>
-                <td><span className={`badge state-${vmState(v.status?.state)}`} data-testid={`state-${v.name}`}>{vmState(v.status?.state)}</span></td>
-                <td>{nodeName(v.status?.nodeId)}</td>
-                <td className="num">{v.spec?.cpu?.cores ?? 0}</td>
-                <td className="num">{mib(v.spec?.memory?.sizeMib)}</td>
-                <td>{v.createdAt ? new Date(Number(v.createdAt.seconds) * 1000).toLocaleString() : ""}</td>
-                <td className="muted">{v.description}</td>
-              </tr>
+              <VmRow key={v.id} v={v} node={nodeName(v.status?.nodeId)} />
             ))}
           </tbody>
         </table>
@@ -96,3 +88,18 @@ export function VmList() {
     </>
   );
 }
+
+/** One row; re-rendered only when its VM object (replaced on every change by the watch) or its node's name changes. */
+const VmRow = memo(function VmRow({ v, node }: { v: VirtualMachine; node: string }) {
+  return (
+    <tr data-vm={v.name}>
+      <td><Link to={`/vms/${encodeURIComponent(v.id)}`}>{v.name}</Link></td>
+      <td><span className={`badge state-${vmState(v.status?.state)}`} data-testid={`state-${v.name}`}>{vmState(v.status?.state)}</span></td>
+      <td>{node}</td>
+      <td className="num">{v.spec?.cpu?.cores ?? 0}</td>
+      <td className="num">{mib(v.spec?.memory?.sizeMib)}</td>
+      <td>{v.createdAt ? new Date(Number(v.createdAt.seconds) * 1000).toLocaleString() : ""}</td>
+      <td className="muted">{v.description}</td>
+    </tr>
+  );
+});
