@@ -12,6 +12,7 @@ import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/sec
 import { FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
 import { errorText, transport } from "../client.js";
 import { useLive } from "../live.js";
+import { useWatch } from "../watch.js";
 
 type Outcome = { ok: boolean; text: string } | undefined;
 
@@ -19,28 +20,31 @@ type Outcome = { ok: boolean; text: string } | undefined;
  * One kind's list (the List* RPC's first repeated field), each row with its state and, on
  * demand, the whole object as JSON (enum names, as the API's JSON shows them).
  */
-function ResourceList<I extends DescMessage, O extends DescMessage>({ title, method, remove, extra }: { title: string; method: DescMethodUnary<I, O>; remove?: (id: string) => Promise<unknown>; extra?: (j: JsonObject, act: (label: string, f: () => Promise<unknown>) => void) => ReactNode }) {
-  const q = useQuery(method, { pageSize: 200 } as never);
+function ResourceList<I extends DescMessage, O extends DescMessage>({ title, method, remove, extra, live }: { title: string; method: DescMethodUnary<I, O>; remove?: (id: string) => Promise<unknown>; extra?: (j: JsonObject, act: (label: string, f: () => Promise<unknown>) => void) => ReactNode; live?: { items: ReadonlyMap<string, Message>; state: string; error: string | undefined } }) {
+  // With `live` (a Watch* stream) the rows come from it and stay current; else one List* call.
+  const q = useQuery(method, { pageSize: 200 } as never, { enabled: !live });
   const [outcome, setOutcome] = useState<Outcome>();
   const act = (label: string, f: () => Promise<unknown>) => {
     setOutcome({ ok: true, text: `${label}…` });
     f().then(
       () => setOutcome({ ok: true, text: `${label}: accepted` }),
       (err: unknown) => setOutcome({ ok: false, text: `${label} failed: ${errorText(err)}` }),
-    ).finally(() => void q.refetch());
+    ).finally(() => void (live ? undefined : q.refetch()));
   };
   const field = method.output.fields.find((f) => f.fieldKind === "list" && f.listKind === "message");
-  const items: Message[] = q.data && field ? ((q.data as unknown as Record<string, Message[]>)[field.localName] ?? []) : [];
+  const items: Message[] = live ? [...live.items.values()] : q.data && field ? ((q.data as unknown as Record<string, Message[]>)[field.localName] ?? []) : [];
+  const loaded = live ? live.state === "live" || live.items.size > 0 : q.data !== undefined;
   const schema = field && field.fieldKind === "list" && field.listKind === "message" ? field.message : undefined;
   return (
     <section aria-labelledby={`h-${title}`}>
       <h2 id={`h-${title}`}>
-        {title} {q.data && <span className="muted">({items.length})</span>}
+        {title} {loaded && <span className="muted">({items.length})</span>}
       </h2>
       {q.error && <p className="error">{errorText(q.error)}</p>}
+      {live?.error && <p className="muted">{live.state === "live" ? "" : "reconnecting: "}{live.error}</p>}
       {outcome && <p role="status" className={outcome.ok ? "ok" : "error"}>{outcome.text}</p>}
-      {q.isPending && <p className="muted">Loading…</p>}
-      {q.data && items.length === 0 && <p className="muted">None.</p>}
+      {!loaded && <p className="muted">Loading…</p>}
+      {loaded && items.length === 0 && <p className="muted">None.</p>}
       {items.length > 0 && schema && (
         <div className="scroll">
           <table>
@@ -110,13 +114,20 @@ function VolumeAttach({ volume, act }: { volume: JsonObject; act: (label: string
   );
 }
 
+async function* mapStream<M, T>(stream: AsyncIterable<M>, f: (m: M) => { type: number; item: T | undefined; resourceVersion: bigint }) {
+  for await (const m of stream) yield f(m);
+}
+
 export function StoragePage() {
+  // Volumes (attachments) and images (import progress) change while you look: live from their watches.
+  const liveVolumes = useWatch((rv, signal) => mapStream(volumes.watchVolumes({ resourceVersion: rv }, { signal }), (m) => ({ type: m.type, item: m.volume, resourceVersion: m.resourceVersion })), (v) => v.id);
+  const liveImages = useWatch((rv, signal) => mapStream(images.watchImages({ resourceVersion: rv }, { signal }), (m) => ({ type: m.type, item: m.image, resourceVersion: m.resourceVersion })), (v) => v.id);
   return (
     <>
       <h1>Storage</h1>
       <ResourceList title="Pools" method={StoragePoolService.method.listStoragePools} remove={(id) => pools.deleteStoragePool({ id })} />
-      <ResourceList title="Volumes" method={VolumeService.method.listVolumes} remove={(id) => volumes.deleteVolume({ id })} extra={(j, act) => <VolumeAttach volume={j} act={act} />} />
-      <ResourceList title="Images" method={ImageService.method.listImages} remove={(id) => images.deleteImage({ id })} />
+      <ResourceList title="Volumes" method={VolumeService.method.listVolumes} live={liveVolumes} remove={(id) => volumes.deleteVolume({ id })} extra={(j, act) => <VolumeAttach volume={j} act={act} />} />
+      <ResourceList title="Images" method={ImageService.method.listImages} live={liveImages} remove={(id) => images.deleteImage({ id })} />
       <ResourceList title="Snapshots" method={SnapshotService.method.listSnapshots} remove={(id) => snapshots.deleteSnapshot({ id })} />
     </>
   );
