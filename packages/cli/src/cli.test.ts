@@ -187,6 +187,13 @@ describe("vm", () => {
     const size = await q(["vm", "create", "x", "--memory", "lots"]);
     assert.equal(size.code, 2);
     assert.match(size.err, /^Error: --memory: 'lots' is not a size/);
+    // A bad number given to an action's own flag is a usage error too (exit 2, not 1).
+    const interval = await q(["vm", "metrics", "web-server-01", "--interval", "soon"]);
+    assert.equal(interval.code, 2);
+    assert.equal(interval.err, "Error: --interval 'soon' is not a positive whole number\n");
+    const tail = await q(["vm", "console", "web-server-01", "--tail", "-1"]);
+    assert.equal(tail.code, 2);
+    assert.equal(tail.err, "Error: --tail '-1' is not a whole number\n");
     const invalid = await q(["vm", "create", "bad-mem", "--from-file", vmFile, "--memory", "1MiB"]);
     assert.equal(invalid.code, 2);
     const lines = invalid.err.trim().split("\n");

@@ -8,7 +8,7 @@ import { attachConsole, DEFAULT_ESCAPE, DEFAULT_TAIL_BYTES, escapeByte } from ".
 import { CliError, describeError, EXIT, ExitStatus, UsageError } from "./errors.js";
 import { write } from "./io.js";
 import { cellText, dataText, jsonOf, table } from "./output.js";
-import { enumName, method, parseGib, parseMib, positiveInt, resourceByName, setPath, type Json } from "./resources.js";
+import { enumName, method, nonNegativeInt, parseGib, parseMib, positiveInt, resourceByName, setPath, type Json } from "./resources.js";
 import { addFlags, applyFlags, flagContext, fromFile, NAME_ARG, printList, printOne, requestOf, waitFor, type Runtime } from "./resource-commands.js";
 
 const R = (name: string) => resourceByName(name)!;
@@ -572,9 +572,4 @@ export function addVmConsole(rt: Runtime, vm: Command): void {
       if (code !== EXIT.OK) throw new ExitStatus(code);
     });
   NAME_ARG.set(cmd, "vm");
-}
-
-function nonNegativeInt(text: string, flag: string): number {
-  if (!/^\d+$/.test(text)) throw new UsageError(`${flag}: a whole number of bytes, got '${text}'`);
-  return Number(text);
 }

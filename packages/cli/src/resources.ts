@@ -1,4 +1,5 @@
 import type { DescMessage, DescMethod, DescService } from "@bufbuild/protobuf";
+import { UsageError } from "./errors.js";
 import { AuditService } from "@quantix/api/gen/Quantixkvm/audit/v1/audit_service_pb.js";
 import { MigrationService } from "@quantix/api/gen/Quantixkvm/compute/v1/migration_service_pb.js";
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
@@ -130,7 +131,13 @@ export function parseGib(v: string): number {
 }
 
 export function positiveInt(v: string, what: string): number {
-  if (!/^\d+$/.test(v) || Number(v) <= 0) throw new Error(`${what} '${v}' is not a positive whole number`);
+  if (!/^\d+$/.test(v) || Number(v) <= 0) throw new UsageError(`${what} '${v}' is not a positive whole number`);
+  return Number(v);
+}
+
+/** A whole number, zero allowed (a byte count where 0 means none). */
+export function nonNegativeInt(v: string, what: string): number {
+  if (!/^\d+$/.test(v)) throw new UsageError(`${what} '${v}' is not a whole number`);
   return Number(v);
 }
 

@@ -1,4 +1,4 @@
-import type * as http from "node:http";
+import * as http from "node:http";
 import type { Duplex } from "node:stream";
 import { ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -103,11 +103,9 @@ async function session(ws: WebSocket, first: ConsoleEvent | undefined, events: A
 /** Answers a request that is not upgraded with a plain-text HTTP response, then closes. */
 function refuse(socket: Duplex, status: number, body: string): void {
   if (socket.destroyed) return;
-  const reason = STATUS_TEXT[status] ?? "Error";
+  const reason = http.STATUS_CODES[status] ?? "Error";
   socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }
-
-const STATUS_TEXT: Record<number, string> = { 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 408: "Request Timeout", 409: "Conflict", 412: "Precondition Failed", 429: "Too Many Requests", 500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable", 504: "Gateway Timeout" };
 
 /** Input bytes a WebSocket session may have waiting before its socket is paused. */
 const MAX_QUEUED_INPUT_BYTES = 1024 * 1024;
