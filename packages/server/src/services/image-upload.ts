@@ -113,7 +113,13 @@ export class ImageUploads {
         }
         // A client that went away ends the request stream as if it were complete; the call's signal tells them apart.
         if (signal.aborted) throw new QuantixError("aborted", `the upload was cancelled after ${done} bytes`);
-        if (declared > 0n && done < declared) throw new QuantixError("data_loss", `the upload ended after ${done} of the ${declared} bytes declared`);
+        if (declared > 0n && done < declared) {
+          // Ended, not thrown: the node sees the stream end short of the same declared size, removes what it
+          // wrote and answers DATA_LOSS, so this call answers once nothing is left (a throw here would cut
+          // the node's call and answer while the node still cleans up).
+          streamError = new QuantixError("data_loss", `the upload ended after ${done} of the ${declared} bytes declared`);
+          return;
+        }
         if (done === 0n) throw invalidArgument([{ field: "chunk", reason: "REQUIRED", description: "at least one chunk of data must follow the header" }]);
       } catch (err) {
         // The framework's own refusals (a message above the size limit) keep their code.
@@ -126,6 +132,11 @@ export class ImageUploads {
 
     try {
       const r = await storage.uploadImage({ poolId: pool.id, volumeId: i.id, format: storedFormatOf(i, pool), sizeBytes: declared, sha256: i.spec?.source?.expectedSha256 ?? "", expectedFormat: formatName(i.spec?.diskFormat ?? ImageFormat.UNSPECIFIED) }, chunks(), ac.signal);
+      if (streamError) {
+        // A node that accepted a short stream: what it made does not count.
+        await storage.deleteVolume({ poolId: pool.id, volumeId: i.id, force: true }).catch(() => undefined);
+        throw streamError;
+      }
       if (signal.aborted) {
         // The client went away while the node finished: what it made does not count.
         await storage.deleteVolume({ poolId: pool.id, volumeId: i.id, force: false }).catch(() => undefined);
