@@ -198,25 +198,29 @@ try {
 
   // Watch fan-out: a fresh server per size, so memory freed by one size does not flatter the next.
   const fan: FanoutResult[] = [];
-  for (const n of want("fanout") ? [1, 1_000, 10_000] : []) {
-    progress(`watch fan-out: ${num(n)} WatchVMs streams on one connection, 5 writes; then the same against a bare node:http2 fan-out`);
-    const s = await up(ours(`quantix-fanout-${n}`, true));
-    const r = await fanout(s, n, DEMO_VM_ID);
+  // [watchers, connections]: the sizes on one connection, then 10,000 spread over 100 connections (issue 19).
+  const sizes: readonly (readonly [number, number])[] = [[1, 1], [1_000, 1], [10_000, 1], [10_000, 100]];
+  for (const [n, conns] of want("fanout") ? sizes : []) {
+    const over = conns === 1 ? "one connection" : `${num(conns)} connections`;
+    progress(`watch fan-out: ${num(n)} WatchVMs streams on ${over}, 5 writes; then the same against a bare node:http2 fan-out`);
+    const s = await up(ours(`quantix-fanout-${n}-${conns}`, true));
+    const r = await fanout(s, n, DEMO_VM_ID, 5, 90_000, conns);
     await down(s);
-    const floorServer = await up(baseline(`bare-fanout-${n}`, "bare-fanout.ts"));
-    const f = await fanout(floorServer, n, DEMO_VM_ID);
+    const floorServer = await up(baseline(`bare-fanout-${n}-${conns}`, "bare-fanout.ts"));
+    const f = await fanout(floorServer, n, DEMO_VM_ID, 5, 90_000, conns);
     await down(floorServer);
     fan.push(r, f);
     const bad = r.synced < n || r.missing > 0 || r.extra > 0 || r.errors > 0 || !r.inOrder;
     const note = bad ? ` [synced ${r.synced}/${n}, missing ${r.missing}, extra ${r.extra}, errors ${r.errors}, in order ${r.inOrder}]` : "";
     const p99Target = n === 10_000 ? ({ op: "<=", value: 100, on: "value", unit: "ms" } as const) : undefined;
+    const label = conns === 1 ? `watch x${num(n)}` : `watch x${num(n)} over ${num(conns)} conns`;
     rows.push(
-      absolute(`watch x${num(n)}: server RSS per stream`, r.rssPerStreamBytes / 1024, (v) => `${num(v, 1)} KiB`, undefined, { ...r }),
-      { ...compare(`watch x${num(n)}: open all, to every SYNCED`, r.openMs, f.openMs, ms, "bare http2"), ours: `${ms(r.openMs)}${note}` },
-      compare(`watch x${num(n)}: write ack -> delivery p50`, r.p50Ms, f.p50Ms, ms, "bare http2"),
-      compare(`watch x${num(n)}: write ack -> delivery p99`, r.p99Ms, f.p99Ms, ms, "bare http2", p99Target),
-      compare(`watch x${num(n)}: write sent -> delivery p99`, r.p99FromSendMs, f.p99FromSendMs, ms, "bare http2", p99Target),
-      compare(`watch x${num(n)}: UpdateVM round trip, median`, percentile([...r.ackMs], 50), percentile([...f.ackMs], 50), ms, "bare http2"),
+      absolute(`${label}: server RSS per stream`, r.rssPerStreamBytes / 1024, (v) => `${num(v, 1)} KiB`, undefined, { ...r }),
+      { ...compare(`${label}: open all, to every SYNCED`, r.openMs, f.openMs, ms, "bare http2"), ours: `${ms(r.openMs)}${note}` },
+      compare(`${label}: write ack -> delivery p50`, r.p50Ms, f.p50Ms, ms, "bare http2"),
+      compare(`${label}: write ack -> delivery p99`, r.p99Ms, f.p99Ms, ms, "bare http2", p99Target),
+      compare(`${label}: write sent -> delivery p99`, r.p99FromSendMs, f.p99FromSendMs, ms, "bare http2", p99Target),
+      compare(`${label}: UpdateVM round trip, median`, percentile([...r.ackMs], 50), percentile([...f.ackMs], 50), ms, "bare http2"),
     );
   }
   details["fanout"] = fan;

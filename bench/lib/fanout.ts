@@ -15,9 +15,11 @@ export const SMALL = 32;
 /** Whether an envelope payload is the SYNCED marker (decoding only small ones). */
 export const isSynced = (payload: Buffer | undefined): boolean => payload !== undefined && fromBinary(VmUpdateSchema, payload).type === EventType.SYNCED;
 
-/** What N watchers on one connection cost and how fast they hear about writes. */
+/** What N watchers on one connection (or spread over several) cost and how fast they hear about writes. */
 export interface FanoutResult {
   readonly streams: number;
+  /** HTTP/2 connections the watchers were spread over (round robin). */
+  readonly connections: number;
   readonly synced: number;
   readonly openMs: number;
   /** CPU this harness spent while opening (user + system): near openMs means the client limited it. */
@@ -42,12 +44,13 @@ export interface FanoutResult {
 }
 
 /**
- * Opens `n` WatchVMs streams on ONE HTTP/2 connection, waits for every SYNCED, then makes
+ * Opens `n` WatchVMs streams on ONE HTTP/2 connection (or `connections` of them, the
+ * streams split evenly), waits for every SYNCED, then makes
  * `writes` UpdateVM calls on a second connection and times each write's acknowledgement
  * to its arrival at every watcher. Envelopes are counted, not decoded: after SYNCED the
  * k-th envelope answers the k-th write (watcher 0 decodes all to check that).
  */
-export async function fanout(server: { url: string; pid: number }, n: number, vmId: string, writes = 5, budgetMs = 90_000): Promise<FanoutResult> {
+export async function fanout(server: { url: string; pid: number }, n: number, vmId: string, writes = 5, budgetMs = 90_000, connections = 1): Promise<FanoutResult> {
   const deadline = nowMs() + budgetMs;
   const writer = await connect(server.url);
   const synced = new Uint8Array(n);
@@ -79,18 +82,26 @@ export async function fanout(server: { url: string; pid: number }, n: number, vm
       (len) => (synced[i] ? i === 0 : len < SMALL),
     ),
   );
-  // The watchers share one connection, read by a raw HTTP/2 client (see raw-h2.ts).
-  const session = await RawH2.connect(server.url, (i, data, t) => {
-    times[i] = t;
-    readers[i]?.push(data);
-  });
+  // The watchers share one connection (or `connections`), read by a raw HTTP/2 client (see raw-h2.ts);
+  // connection c carries watchers c*per .. c*per+per-1.
+  const per = Math.ceil(n / connections);
+  const sessions = await Promise.all(
+    Array.from({ length: connections }, (_, c) =>
+      RawH2.connect(server.url, (j, data, t) => {
+        const i = c * per + j;
+        times[i] = t;
+        readers[i]?.push(data);
+      }),
+    ),
+  );
   const u = new URL(server.url);
   await sleep(200);
   const rssBefore = rssBytes(server.pid);
   const t0 = nowMs();
   const cpu0 = process.cpuUsage();
-  session.open(n, { ":method": "POST", ":scheme": "http", ":path": WATCH_VMS, ":authority": u.host, "content-type": "application/grpc", te: "trailers" }, envelope(new Uint8Array(0)));
-  const errorsNow = () => (done ? 0 : session.errors);
+  sessions.forEach((session, c) => session.open(Math.max(0, Math.min(per, n - c * per)), { ":method": "POST", ":scheme": "http", ":path": WATCH_VMS, ":authority": u.host, "content-type": "application/grpc", te: "trailers" }, envelope(new Uint8Array(0))));
+  const sessionErrors = () => sessions.reduce((sum, x) => sum + x.errors, 0);
+  const errorsNow = () => (done ? 0 : sessionErrors());
   const until = async (cond: () => boolean) => {
     while (!cond() && nowMs() < deadline) await sleep(2);
     return cond();
@@ -126,7 +137,7 @@ export async function fanout(server: { url: string; pid: number }, n: number, vm
   }
   await sleep(300);
   done = true;
-  session.close();
+  for (const session of sessions) session.close();
   writer.destroy();
   const inOrder = decoded.length === expected.length && decoded.every((p, k) => {
     const u = fromBinary(VmUpdateSchema, p);
@@ -134,6 +145,7 @@ export async function fanout(server: { url: string; pid: number }, n: number, vm
   });
   return {
     streams: n,
+    connections,
     synced: syncedCount,
     openMs,
     clientCpuOpenMs,
@@ -147,7 +159,7 @@ export async function fanout(server: { url: string; pid: number }, n: number, vm
     samples: latencies.length,
     missing: n * writes - latencies.length,
     extra,
-    errors: session.errors,
+    errors: sessionErrors(),
     inOrder,
   };
 }
