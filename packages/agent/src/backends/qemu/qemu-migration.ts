@@ -55,10 +55,42 @@ export async function listenIncoming(qmp: QmpClient, listenHost: string): Promis
  * Runs an outgoing migration to `targetUri` and resolves with QEMU's statistics once it
  * completed; rejects with ABORTED when QEMU reports it failed or cancelled.
  */
-export async function migrateOut(qmp: Pick<QmpClient, "execute">, targetUri: string, options: MigrationOptions): Promise<MigrationStats> {
+export async function migrateOut(qmp: Pick<QmpClient, "execute" | "onEvent">, targetUri: string, options: MigrationOptions): Promise<MigrationStats> {
   if (!isMigrationUri(targetUri)) throw new QuantixError("invalid_argument", `target_uri must be tcp:<host>:<port>, got '${targetUri}'`);
   await qmp.execute("migrate-set-parameters", migrationParameters(options));
-  await qmp.execute("migrate", { uri: targetUri });
+  // QEMU's MIGRATION event at each change of state wakes the loop at once, so the end is seen
+  // when it happens rather than up to a poll interval later; the poll still reports progress.
+  await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }] });
+  let wake: (() => void) | undefined;
+  // An event that came while query-migrate was answering: the next pause ends at once.
+  let changed = false;
+  const off = qmp.onEvent((e) => {
+    if (e.event !== "MIGRATION") return;
+    changed = true;
+    wake?.();
+  });
+  try {
+    await qmp.execute("migrate", { uri: targetUri });
+    return await followMigration(qmp, options, (ms) =>
+      new Promise<void>((resolve) => {
+        if (changed) return resolve();
+        const timer = setTimeout(resolve, ms);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      }).finally(() => {
+        wake = undefined;
+        changed = false;
+      }),
+    );
+  } finally {
+    off();
+  }
+}
+
+/** Polls query-migrate (waiting with `pause` between polls) until the migration ends. */
+async function followMigration(qmp: Pick<QmpClient, "execute">, options: MigrationOptions, pause: (ms: number) => Promise<void>): Promise<MigrationStats> {
   for (;;) {
     const q = await qmp.execute<QueryMigrate>("query-migrate");
     const status = q.status ?? "none";
@@ -69,7 +101,7 @@ export async function migrateOut(qmp: Pick<QmpClient, "execute">, targetUri: str
     if (status === "failed" || status === "cancelled") {
       throw new QuantixError("aborted", status === "cancelled" ? "the migration was cancelled" : `the migration failed: ${q["error-desc"] ?? "QEMU gave no reason"}`);
     }
-    await new Promise((r) => setTimeout(r, POLL_MS));
+    await pause(POLL_MS);
   }
 }
 
