@@ -53,10 +53,13 @@ export async function qemu(config: VmConfig, dir: string, name: string, extra: s
 
 /** QEMU's own migration: source -> a fresh `-incoming defer` target, polled every 10 ms. */
 export async function migrateDirect(config: VmConfig, dir: string, source: Awaited<ReturnType<typeof qemu>>, run: number) {
+  const started = nowMs();
   const target = await qemu(config, dir, `direct-${run}`, ["-incoming", "defer"]);
   await target.qmp.execute("migrate-incoming", { uri: "tcp:127.0.0.1:0" });
   const q = await target.qmp.execute<{ "socket-address": { port: string }[] }>("query-migrate");
   const t0 = nowMs();
+  /** Starting the target QEMU and making it listen: what PrepareMigration does, outside `wall`. */
+  const targetStartMs = t0 - started;
   await source.qmp.execute("migrate-set-parameters", { "max-bandwidth": 1e12, "downtime-limit": MAX_DOWNTIME_MS });
   await source.qmp.execute("migrate", { uri: `tcp:127.0.0.1:${q["socket-address"][0]!.port}` });
   for (;;) {
@@ -64,7 +67,7 @@ export async function migrateDirect(config: VmConfig, dir: string, source: Await
     if (s.status === "completed") {
       const wall = nowMs() - t0;
       await source.stop();
-      return { target, wall, downtime: s.downtime ?? 0 };
+      return { target, wall, downtime: s.downtime ?? 0, targetStartMs };
     }
     if (s.status === "failed" || s.status === "cancelled") throw new Error(`direct migration ${s.status}`);
     await new Promise((r) => setTimeout(r, 10));
