@@ -20,8 +20,13 @@ export const PREFER_NO_SCHEDULE_PENALTY = 100_000;
  */
 export function strategyScore(strategy: ScoringStrategy, node: Node, load: NodeLoad, need: Demand): number {
   const alloc = allocatableOf(node);
-  const cpuUsed = alloc.vcpus > 0 ? (load.vcpus + need.vcpus) / alloc.vcpus : 1;
-  const memUsed = alloc.memoryMib > 0 ? (load.memoryMib + need.memoryMib) / alloc.memoryMib : 1;
+  return strategyScoreOf(strategy, alloc.vcpus, alloc.memoryMib, load.vcpus, load.memoryMib, need);
+}
+
+/** strategyScore from the numbers alone (allocatable and given-out vCPUs and memory), for the scheduler's fast path. */
+export function strategyScoreOf(strategy: ScoringStrategy, allocVcpus: number, allocMemMib: number, loadVcpus: number, loadMemMib: number, need: Demand): number {
+  const cpuUsed = allocVcpus > 0 ? (loadVcpus + need.vcpus) / allocVcpus : 1;
+  const memUsed = allocMemMib > 0 ? (loadMemMib + need.memoryMib) / allocMemMib : 1;
   switch (strategy) {
     case "spread":
       return 100 * (1 - (cpuUsed + memUsed) / 2);
