@@ -55,6 +55,8 @@ export interface StaticMask {
   readonly ok: Uint8Array;
   /** Untolerated PreferNoSchedule taints per node. */
   readonly prefer: Int32Array;
+  /** The positions where `ok` is 1, ascending. */
+  readonly passing: Int32Array;
 }
 
 /** How many distinct static masks a ClusterState keeps before it starts over. */
@@ -80,9 +82,10 @@ export class ClusterState {
   private allocVcpus = new Float64Array(0);
   private allocMemMib = new Float64Array(0);
   private readonly labels = new LabelIndex<NodeSlot>();
-  /** For each VM id, the slots it is recorded on (with how many records), so affinity can leave the VM itself out. */
-  private readonly vmSlots = new Map<string, Map<NodeSlot, number>>();
+  /** For each VM id, the slots it is recorded on (once per record), so affinity can leave the VM itself out. */
+  private readonly vmSlots = new Map<string, NodeSlot[]>();
   private readonly masks = new Map<string, StaticMask>();
+  private pool: Uint8Array[] = [];
 
   constructor(nodes: readonly Node[]) {
     this.sorted = [...nodes];
@@ -142,9 +145,8 @@ export class ClusterState {
     load.memoryMib -= d.memoryMib;
     this.labels.remove(slot, placed!.labels);
     const on = this.vmSlots.get(vm.id)!;
-    const n = on.get(slot)! - 1;
-    if (n > 0) on.set(slot, n);
-    else if (on.delete(slot) && on.size === 0) this.vmSlots.delete(vm.id);
+    on.splice(on.indexOf(slot), 1);
+    if (on.length === 0) this.vmSlots.delete(vm.id);
   }
 
   /** Records that a VM is on a node. */
@@ -158,9 +160,9 @@ export class ClusterState {
     const labels = { ...vm.labels };
     load.vms.push({ id: vm.id, labels });
     this.labels.add(slot, labels);
-    let on = this.vmSlots.get(vm.id);
-    if (!on) this.vmSlots.set(vm.id, (on = new Map()));
-    on.set(slot, (on.get(slot) ?? 0) + 1);
+    const on = this.vmSlots.get(vm.id);
+    if (on) on.push(slot);
+    else this.vmSlots.set(vm.id, [slot]);
   }
 
   /** The nodes' slots in id order (slot.idx is the position). */
@@ -206,26 +208,43 @@ export class ClusterState {
    * the nodes hosting the selector's most selective indexed term (a match_labels pair, an
    * IN list, an EXISTS key); a selector of one match_labels pair is answered by the counts,
    * any other is checked VM by VM on the candidates only. A selector with nothing to index
-   * (empty, or only NOT_IN / DOES_NOT_EXIST) is checked on every node.
+   * (empty, or only NOT_IN / DOES_NOT_EXIST) is checked on every node. The flags are written
+   * into `out` (zeroed), or are the index's own (read only) when the posting is large.
    */
-  nodesHosting(selector: LabelSelector | undefined, selfId: string): Uint8Array {
-    const out = new Uint8Array(this.inOrder.length);
-    const check = (slot: NodeSlot): boolean => slot.load.vms.some((v) => v.id !== selfId && selectorMatches(selector, v.labels));
+  nodesHosting(selector: LabelSelector | undefined, selfId: string, out: Uint8Array): Uint8Array {
     const postings = selector ? this.labels.narrowest(selector) : undefined;
     if (!postings) {
-      for (const slot of this.inOrder) if (check(slot)) out[slot.idx] = 1;
+      for (const slot of this.inOrder) if (hostsOther(slot, selector, selfId)) out[slot.idx] = 1;
       return out;
     }
-    const exact = selector!.matchExpressions.length === 0 && Object.keys(selector!.matchLabels).length === 1;
     const self = this.vmSlots.get(selfId);
+    if (selector!.matchExpressions.length === 0 && postings.length === 1 && Object.keys(selector!.matchLabels).length === 1) {
+      // One pair: a node in its posting hosts a match, unless the VM itself is what it counts.
+      const dense = this.labels.denseOf(postings[0]!, this.inOrder.length);
+      if (dense && !self) return dense;
+      if (dense) {
+        out.set(dense);
+        for (const slot of self!) if (slot.idx >= 0) out[slot.idx] = hostsOther(slot, selector, selfId) ? 1 : 0;
+        return out;
+      }
+      for (const slot of postings[0]!.counts.keys()) if (slot.idx >= 0) out[slot.idx] = !self?.includes(slot) || hostsOther(slot, selector, selfId) ? 1 : 0;
+      return out;
+    }
     for (const posting of postings) {
-      for (const slot of posting.keys()) {
-        if (slot.idx < 0 || out[slot.idx]) continue;
-        if (exact && !self?.has(slot)) out[slot.idx] = 1;
-        else if (check(slot)) out[slot.idx] = 1;
+      for (const slot of posting.counts.keys()) {
+        if (slot.idx >= 0 && !out[slot.idx] && hostsOther(slot, selector, selfId)) out[slot.idx] = 1;
       }
     }
     return out;
+  }
+
+  /**
+   * Zeroed flags, one per node position, lent to a placement: `k` tells apart the ones it
+   * uses at once. The borrower zeroes them again before it returns (fastFit does).
+   */
+  scratchFlags(k: number): Uint8Array {
+    while (this.pool.length <= k) this.pool.push(new Uint8Array(this.inOrder.length));
+    return this.pool[k]!;
   }
 
   private slotOf(nodeId: string): NodeSlot {
@@ -253,7 +272,14 @@ export class ClusterState {
       this.allocMemMib[i] = a.memoryMib;
     }
     this.masks.clear();
+    this.labels.dropDense();
+    this.pool = [];
   }
+}
+
+/** Whether a node hosts a VM other than `selfId` that the selector matches (filters.ts' hostsMatch, for a selector). */
+function hostsOther(slot: NodeSlot, selector: LabelSelector | undefined, selfId: string): boolean {
+  return slot.load.vms.some((v) => v.id !== selfId && selectorMatches(selector, v.labels));
 }
 
 /** What VMs may use on a node: capacity × overcommit − reserved, as the node's status says. */

@@ -38,10 +38,10 @@ const TAINTS = [
   { key: "unset", effect: TaintEffect.UNSPECIFIED },
 ];
 
-function randomNode(r: Rng, id: string): Node {
+function randomNode(r: Rng, id: string, big = false): Node {
   return testNode(id, {
-    vcpus: r.pick([0, 2, 4, 8, 16, 16]),
-    memMib: r.pick([0, 2048, 4096, 8192, 16_384, 16_384]),
+    vcpus: big ? r.pick([64, 128]) : r.pick([0, 2, 4, 8, 16, 16]),
+    memMib: big ? r.pick([262_144, 524_288]) : r.pick([0, 2048, 4096, 8192, 16_384, 16_384]),
     phase: r.chance(0.1) ? r.pick([NodeStatus_Phase.NOT_READY, NodeStatus_Phase.OFFLINE, NodeStatus_Phase.PENDING]) : NodeStatus_Phase.READY,
     schedulable: !r.chance(0.08),
     labels: { zone: r.pick(["a", "b", "c"]), ...(r.chance(0.3) ? { rack: r.pick(["r1", "r2"]) } : {}), ...(r.chance(0.1) ? { gpu: "yes" } : {}) },
@@ -120,11 +120,11 @@ function randomVm(r: Rng, id: string, nodeIds: readonly string[]): SchedulableVm
  * fits() does), nodes changed, added and removed. Every answer must be the same, node
  * and explanation alike. Returns how many placements and refusals were compared.
  */
-function compareRun(seed: number, strategy: ScoringStrategy, steps: number): { placed: number; refused: number } {
+function compareRun(seed: number, strategy: ScoringStrategy, steps: number, big = false): { placed: number; refused: number } {
   const r = rng(seed);
   let serial = 0;
   const newNodeId = () => `n-${(r.int(1e6) + serial++).toString(36)}`;
-  const nodes = Array.from({ length: 30 + r.int(40) }, () => randomNode(r, newNodeId()));
+  const nodes = Array.from({ length: big ? 150 : 30 + r.int(40) }, () => randomNode(r, newNodeId(), big));
   const disconnected = new Set(r.some(nodes, 0.05).map((n) => n.id));
   const isConnected = r.chance(0.5) ? (id: string) => !disconnected.has(id) : undefined;
   const fast = new ClusterState(nodes);
@@ -156,7 +156,7 @@ function compareRun(seed: number, strategy: ScoringStrategy, steps: number): { p
     } else if (roll < 0.9 && placed.length > 0) {
       check(r.pick(placed).vm, step);
     } else if (roll < 0.95 && ref.nodes.length > 0) {
-      const changed = randomNode(r, r.pick(ref.nodes).id);
+      const changed = randomNode(r, r.pick(ref.nodes).id, big);
       fast.setNode(changed);
       ref.setNode(changed);
     } else if (roll < 0.975 && ref.nodes.length > 0) {
@@ -164,7 +164,7 @@ function compareRun(seed: number, strategy: ScoringStrategy, steps: number): { p
       fast.removeNode(id);
       ref.removeNode(id);
     } else {
-      const added = randomNode(r, newNodeId());
+      const added = randomNode(r, newNodeId(), big);
       fast.setNode(added);
       ref.setNode(added);
     }
@@ -184,6 +184,10 @@ describe("the indexed scheduler decides as the node-by-node reference does", () 
       assert.ok(total.placed > 500 && total.refused > 500, JSON.stringify(total));
     });
   }
+
+  it("large nodes: many VMs per node, so affinity reads the index's dense flags, with the VM itself placed", () => {
+    for (const strategy of SCORING_STRATEGIES) compareRun(4242 + strategy.length, strategy, 1500, true);
+  });
 
   it("a cluster built by ClusterState.of indexes the VMs it was given", () => {
     const r = rng(42);

@@ -30,18 +30,14 @@ function computeMask(vm: SchedulableVm, cluster: ClusterState, nodes: readonly N
   const ctx: FilterContext = { vm, demand: demandOf(vm.spec), cluster, isConnected: undefined, hardAffinity: [] };
   const ok = new Uint8Array(nodes.length);
   const prefer = new Int32Array(nodes.length);
+  const passing: number[] = [];
   const tolerations = vm.spec?.placement?.tolerations ?? [];
   for (const [i, node] of nodes.entries()) {
     ok[i] = STATIC_FILTERS.every((f) => f(ctx, node, NO_LOAD) === undefined) ? 1 : 0;
+    if (ok[i]) passing.push(i);
     prefer[i] = untoleratedPreferences(node.spec?.taints ?? [], tolerations);
   }
-  return { ok, prefer };
-}
-
-function mark(n: number, positions: readonly number[]): Uint8Array {
-  const out = new Uint8Array(n);
-  for (const i of positions) out[i] = 1;
-  return out;
+  return { ok, prefer, passing: Int32Array.from(passing) };
 }
 
 /**
@@ -53,26 +49,42 @@ function mark(n: number, positions: readonly number[]): Uint8Array {
  * equal best scores wins, as schedule() has always done.
  */
 export function fastFit(vm: SchedulableVm, cluster: ClusterState, strategy: ScoringStrategy, isConnected: ((nodeId: string) => boolean) | undefined): string | undefined {
+  const n = cluster.slotsInOrder().length;
+  if (n === 0) return undefined;
+  let borrowed = 0;
+  const flags = () => cluster.scratchFlags(borrowed++);
+  try {
+    return bestNode(vm, cluster, strategy, isConnected, flags);
+  } finally {
+    for (let k = 0; k < borrowed; k++) cluster.scratchFlags(k).fill(0);
+  }
+}
+
+function bestNode(vm: SchedulableVm, cluster: ClusterState, strategy: ScoringStrategy, isConnected: ((nodeId: string) => boolean) | undefined, flags: () => Uint8Array): string | undefined {
   const slots = cluster.slotsInOrder();
   const n = slots.length;
-  if (n === 0) return undefined;
   const pl = vm.spec?.placement;
   const demand = demandOf(vm.spec);
   const mask = cluster.staticMask(staticKey(vm), (nodes) => computeMask(vm, cluster, nodes));
+  const mark = (ids: readonly string[]) => {
+    const out = flags();
+    for (const i of cluster.positionsOf(ids)) out[i] = 1;
+    return out;
+  };
 
   let only: number[] | undefined;
   if (pl?.requiredNodeIds.length) only = cluster.positionsOf(pl.requiredNodeIds);
   if (vm.volumeNodeIds) {
-    const reach = mark(n, cluster.positionsOf(vm.volumeNodeIds));
-    only = (only ?? slots.map((s) => s.idx)).filter((i) => reach[i]);
+    const reach = mark(vm.volumeNodeIds);
+    only = (only ?? Array.from(mask.passing)).filter((i) => reach[i]);
   }
-  const excluded = pl?.excludedNodeIds.length ? mark(n, cluster.positionsOf(pl.excludedNodeIds)) : undefined;
-  const preferred = pl?.preferredNodeIds.length ? mark(n, cluster.positionsOf(pl.preferredNodeIds)) : undefined;
+  const excluded = pl?.excludedNodeIds.length ? mark(pl.excludedNodeIds) : undefined;
+  const preferred = pl?.preferredNodeIds.length ? mark(pl.preferredNodeIds) : undefined;
 
   const hard: { anti: boolean; here: Uint8Array; anyMatch: boolean }[] = [];
   const soft: { weight: number; here: Uint8Array }[] = [];
   for (const rule of pl?.affinity ?? []) {
-    const here = cluster.nodesHosting(rule.selector, vm.id);
+    const here = cluster.nodesHosting(rule.selector, vm.id, flags());
     if (rule.required) hard.push({ anti: rule.anti, here, anyMatch: !rule.anti && here.includes(1) });
     else {
       const weight = rule.weight > 0 ? rule.weight : 1;
@@ -81,23 +93,35 @@ export function fastFit(vm: SchedulableVm, cluster: ClusterState, strategy: Scor
   }
 
   const alloc = cluster.allocatableArrays();
-  // Locals: the hot loop then reads no module bindings.
+  // Locals: the hot loop then reads no module bindings and no object properties it can hoist.
   const scoreOf = strategyScoreOf;
   const bonus = PREFERRED_BONUS;
   const penalty = PREFER_NO_SCHEDULE_PENALTY;
-  const count = only ? only.length : n;
+  const { ok, prefer } = mask;
+  const allocVcpus = alloc.vcpus;
+  const allocMem = alloc.memoryMib;
+  const needVcpus = demand.vcpus;
+  const needMem = demand.memoryMib;
+  // The nodes the static filters pass, unless required ids or volumes name fewer.
+  const visit = only ? Int32Array.from(only) : mask.passing;
+  const count = visit.length;
+  const hardCount = hard.length;
+  const softCount = soft.length;
   let best = -1;
   let bestScore = 0;
   for (let k = 0; k < count; k++) {
-    const i = only ? only[k]! : k;
-    if (!mask.ok[i] || excluded?.[i]) continue;
+    const i = visit[k]!;
+    if (!ok[i] || excluded?.[i]) continue;
     const slot = slots[i]!;
     if (isConnected && !isConnected(slot.id)) continue;
     const load = slot.load;
-    if (!(alloc.memoryMib[i]! - load.memoryMib >= demand.memoryMib)) continue;
-    if (!(alloc.vcpus[i]! - load.vcpus >= demand.vcpus)) continue;
+    const av = allocVcpus[i]!;
+    const am = allocMem[i]!;
+    if (!(am - load.memoryMib >= needMem)) continue;
+    if (!(av - load.vcpus >= needVcpus)) continue;
     let blocked = false;
-    for (const h of hard) {
+    for (let r = 0; r < hardCount; r++) {
+      const h = hard[r]!;
       if (h.here[i] ? h.anti : !h.anti && h.anyMatch) {
         blocked = true;
         break;
@@ -105,10 +129,14 @@ export function fastFit(vm: SchedulableVm, cluster: ClusterState, strategy: Scor
     }
     if (blocked) continue;
     // The same additions in the same order as scoreNode, so equal inputs give equal floats.
-    let score = scoreOf(strategy, alloc.vcpus[i]!, alloc.memoryMib[i]!, load.vcpus, load.memoryMib, demand);
+    let score = scoreOf(strategy, av, am, load.vcpus, load.memoryMib, demand);
     if (preferred?.[i]) score += bonus;
-    for (const s of soft) if (s.here[i]) score += s.weight;
-    score -= penalty * mask.prefer[i]!;
+    for (let r = 0; r < softCount; r++) {
+      const sr = soft[r]!;
+      if (sr.here[i]) score += sr.weight;
+    }
+    score -= penalty * prefer[i]!;
+    // Positions ascend, so keeping the first of equal scores breaks ties by node id.
     if (best < 0 || score > bestScore) {
       best = i;
       bestScore = score;
