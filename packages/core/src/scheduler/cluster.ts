@@ -49,6 +49,12 @@ export interface NodeSlot {
   readonly load: NodeLoad;
 }
 
+/** What the node-by-node filters read of a cluster: the nodes in id order and each one's load. */
+export interface ClusterView {
+  readonly nodes: readonly Node[];
+  loadOf(nodeId: string): NodeLoad;
+}
+
 /** A per-node answer that depends only on the nodes and a VM's static constraints, cached until a node changes. */
 export interface StaticMask {
   /** 1 where the node passes every filter that reads only the node and the VM's spec. */
@@ -75,7 +81,7 @@ const MAX_STATIC_MASKS = 256;
  * cached static masks (selectors, capabilities, taints per distinct set of constraints).
  * Nodes are read when given: a node that changes must be given again with `setNode`.
  */
-export class ClusterState {
+export class ClusterState implements ClusterView {
   private sorted: Node[] = [];
   private readonly slots = new Map<string, NodeSlot>();
   private inOrder: NodeSlot[] = [];

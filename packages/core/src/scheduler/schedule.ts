@@ -1,4 +1,4 @@
-import { demandOf, type ClusterState, type SchedulableVm } from "./cluster.js";
+import { demandOf, type ClusterState, type ClusterView, type SchedulableVm } from "./cluster.js";
 import { explain } from "./explain.js";
 import { fastFit } from "./fast-fit.js";
 import { FILTERS, hostsMatch, type FilterContext, type Rejection } from "./filters.js";
@@ -26,15 +26,16 @@ export type Placement =
 export function schedule(vm: SchedulableVm, cluster: ClusterState, options: ScheduleOptions): Placement {
   const nodeId = fastFit(vm, cluster, options.strategy, options.isConnected);
   if (nodeId !== undefined) return { ok: true, nodeId };
-  return filterEveryNode(vm, cluster, options);
+  return scheduleNodeByNode(vm, cluster, options);
 }
 
 /**
- * The scheduler node by node: every filter on every node, in order, so each node's first
- * rejection is known for the explanation. schedule() takes this way only when no node fits
- * (fastFit found none); its answer is then the explanation.
+ * The scheduler node by node, as it was before the indexes: every filter on every node, in
+ * order, so each node's first rejection is known for the explanation. schedule() takes this
+ * way only when no node fits (fastFit found none); its answer is then the explanation. The
+ * tests hold fastFit to it over randomized clusters (fast-fit.test.ts).
  */
-function filterEveryNode(vm: SchedulableVm, cluster: ClusterState, options: ScheduleOptions): Placement {
+export function scheduleNodeByNode(vm: SchedulableVm, cluster: ClusterView, options: ScheduleOptions): Placement {
   const demand = demandOf(vm.spec);
   const hard = (vm.spec?.placement?.affinity ?? []).filter((r) => r.required);
   const ctx: FilterContext = {
