@@ -176,12 +176,7 @@ export class ClusterState implements ClusterView {
     return this.inOrder;
   }
 
-  /** A node's allocatable vCPUs and memory by position, as allocatableOf read them when the node was given. */
-  allocatableAt(idx: number): Demand {
-    return { vcpus: this.allocVcpus[idx]!, memoryMib: this.allocMemMib[idx]! };
-  }
-
-  /** The allocatable arrays by position (read-only use). */
+  /** The nodes' allocatable vCPUs and memory by position, as allocatableOf read them when the node was given (read only). */
   allocatableArrays(): { readonly vcpus: Float64Array; readonly memoryMib: Float64Array } {
     return { vcpus: this.allocVcpus, memoryMib: this.allocMemMib };
   }

@@ -1,7 +1,7 @@
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { demandOf, type ClusterState, type NodeLoad, type SchedulableVm, type StaticMask } from "./cluster.js";
 import { capabilitiesFilter, nodeSelectorFilter, readyFilter, schedulableFilter, taintFilter, type Filter, type FilterContext } from "./filters.js";
-import { PREFER_NO_SCHEDULE_PENALTY, PREFERRED_BONUS, strategyScoreOf, type ScoringStrategy } from "./scores.js";
+import { PREFER_NO_SCHEDULE_PENALTY, PREFERRED_BONUS, scoreByUse, usedFraction, type ScoringStrategy } from "./scores.js";
 import { untoleratedPreferences } from "./taints.js";
 
 /** The filters that read only the node and the VM's spec: their verdicts are cached per set of constraints (staticKey). */
@@ -94,7 +94,8 @@ function bestNode(vm: SchedulableVm, cluster: ClusterState, strategy: ScoringStr
 
   const alloc = cluster.allocatableArrays();
   // Locals: the hot loop then reads no module bindings and no object properties it can hoist.
-  const scoreOf = strategyScoreOf;
+  const byUse = scoreByUse(strategy);
+  const used = usedFraction;
   const bonus = PREFERRED_BONUS;
   const penalty = PREFER_NO_SCHEDULE_PENALTY;
   const { ok, prefer } = mask;
@@ -129,7 +130,7 @@ function bestNode(vm: SchedulableVm, cluster: ClusterState, strategy: ScoringStr
     }
     if (blocked) continue;
     // The same additions in the same order as scoreNode, so equal inputs give equal floats.
-    let score = scoreOf(strategy, av, am, load.vcpus, load.memoryMib, demand);
+    let score = byUse(used(av, load.vcpus, needVcpus), used(am, load.memoryMib, needMem));
     if (preferred?.[i]) score += bonus;
     for (let r = 0; r < softCount; r++) {
       const sr = soft[r]!;
