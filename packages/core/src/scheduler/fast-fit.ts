@@ -62,7 +62,6 @@ export function fastFit(vm: SchedulableVm, cluster: ClusterState, strategy: Scor
 
 function bestNode(vm: SchedulableVm, cluster: ClusterState, strategy: ScoringStrategy, isConnected: ((nodeId: string) => boolean) | undefined, flags: () => Uint8Array): string | undefined {
   const slots = cluster.slotsInOrder();
-  const n = slots.length;
   const pl = vm.spec?.placement;
   const demand = demandOf(vm.spec);
   const mask = cluster.staticMask(staticKey(vm), (nodes) => computeMask(vm, cluster, nodes));
