@@ -1,7 +1,7 @@
 import { NodeStatus_Phase, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { VmAffinityRule } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { matchesLabels } from "../labels.js";
-import { allocatableOf, type ClusterState, type Demand, type NodeLoad, type SchedulableVm } from "./cluster.js";
+import { allocatableOf, type ClusterView, type Demand, type NodeLoad, type SchedulableVm } from "./cluster.js";
 import { selectorMatches } from "./label-selector.js";
 import { blockingTaint, effectName } from "./taints.js";
 
@@ -15,7 +15,7 @@ export type Rejection =
 export interface FilterContext {
   readonly vm: SchedulableVm;
   readonly demand: Demand;
-  readonly cluster: ClusterState;
+  readonly cluster: ClusterView;
   /** Whether the control plane can drive a node's hypervisor; absent means every node. */
   readonly isConnected?: ((nodeId: string) => boolean) | undefined;
   /** Hard affinity rules with whether any VM in the cluster matches each (a first VM of a group may go anywhere). */

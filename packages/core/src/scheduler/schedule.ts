@@ -1,5 +1,6 @@
-import { demandOf, type ClusterState, type SchedulableVm } from "./cluster.js";
+import { demandOf, type ClusterState, type ClusterView, type SchedulableVm } from "./cluster.js";
 import { explain } from "./explain.js";
+import { fastFit } from "./fast-fit.js";
 import { FILTERS, hostsMatch, type FilterContext, type Rejection } from "./filters.js";
 import { scoreNode, type ScoringStrategy } from "./scores.js";
 
@@ -19,8 +20,22 @@ export type Placement =
  * Chooses a node for a VM as Nova's filter scheduler and kube-scheduler do: every filter
  * (filters.ts) drops nodes, then the highest score (scores.ts) wins, ties to the lowest
  * node id. Pure: the caller records the placement with `cluster.assign` before the next.
+ * A fitting node is found from the cluster's indexes (fast-fit.ts); only a VM that fits
+ * nowhere is filtered node by node, for the explanation.
  */
 export function schedule(vm: SchedulableVm, cluster: ClusterState, options: ScheduleOptions): Placement {
+  const nodeId = fastFit(vm, cluster, options.strategy, options.isConnected);
+  if (nodeId !== undefined) return { ok: true, nodeId };
+  return scheduleNodeByNode(vm, cluster, options);
+}
+
+/**
+ * The scheduler node by node, as it was before the indexes: every filter on every node, in
+ * order, so each node's first rejection is known for the explanation. schedule() takes this
+ * way only when no node fits (fastFit found none); its answer is then the explanation. The
+ * tests hold fastFit to it over randomized clusters (fast-fit.test.ts).
+ */
+export function scheduleNodeByNode(vm: SchedulableVm, cluster: ClusterView, options: ScheduleOptions): Placement {
   const demand = demandOf(vm.spec);
   const hard = (vm.spec?.placement?.affinity ?? []).filter((r) => r.required);
   const ctx: FilterContext = {

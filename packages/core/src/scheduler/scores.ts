@@ -14,26 +14,30 @@ export const PREFERRED_BONUS = 200;
 /** Each untolerated PREFER_NO_SCHEDULE taint outranks every other score: such nodes are used only when nothing else fits. */
 export const PREFER_NO_SCHEDULE_PENALTY = 100_000;
 
+/** Each strategy's score, 0-100, from the fractions of CPU and memory used once the VM is there. */
+const BY_USE: { readonly [S in ScoringStrategy]: (cpuUsed: number, memUsed: number) => number } = {
+  spread: (cpuUsed, memUsed) => 100 * (1 - (cpuUsed + memUsed) / 2),
+  pack: (cpuUsed, memUsed) => 100 * ((cpuUsed + memUsed) / 2),
+  balanced: (cpuUsed, memUsed) => 100 * (1 - Math.abs(cpuUsed - memUsed)),
+};
+
+/** A strategy's score from the fractions used (for the scheduler's fast path, which looks it up once per VM). */
+export function scoreByUse(strategy: ScoringStrategy): (cpuUsed: number, memUsed: number) => number {
+  return BY_USE[strategy];
+}
+
+/** The fraction of a resource used once `need` is added to `given` out of `alloc`; a resource the node has none of counts as fully used. */
+export function usedFraction(alloc: number, given: number, need: number): number {
+  return alloc > 0 ? (given + need) / alloc : 1;
+}
+
 /**
  * The strategy's score of a node for a VM, 0-100, from the fractions of CPU and memory
  * used once the VM is there. A resource the node has none of counts as fully used.
  */
 export function strategyScore(strategy: ScoringStrategy, node: Node, load: NodeLoad, need: Demand): number {
   const alloc = allocatableOf(node);
-  const cpuUsed = alloc.vcpus > 0 ? (load.vcpus + need.vcpus) / alloc.vcpus : 1;
-  const memUsed = alloc.memoryMib > 0 ? (load.memoryMib + need.memoryMib) / alloc.memoryMib : 1;
-  switch (strategy) {
-    case "spread":
-      return 100 * (1 - (cpuUsed + memUsed) / 2);
-    case "pack":
-      return 100 * ((cpuUsed + memUsed) / 2);
-    case "balanced":
-      return 100 * (1 - Math.abs(cpuUsed - memUsed));
-    default: {
-      const never: never = strategy;
-      return never;
-    }
-  }
+  return BY_USE[strategy](usedFraction(alloc.vcpus, load.vcpus, need.vcpus), usedFraction(alloc.memoryMib, load.memoryMib, need.memoryMib));
 }
 
 /**
