@@ -174,9 +174,10 @@ test("drain a node from its page: the progress arrives live, under way and then 
   assert.equal(await page.getByTestId("drain-phase").innerText(), DrainStatus_Phase[drained.status!.drain!.phase]);
 });
 
-/** A form on the page by its accessible name (each create form is labelled), opened from its "New …" summary. */
+/** A form on the page by its accessible name (each create form is labelled), opened from its "New …" summary with the keyboard. */
 async function openForm(summary: string, form: string) {
-  await page.locator("summary").filter({ hasText: new RegExp(`^${summary}$`) }).click();
+  await page.locator("summary").filter({ hasText: new RegExp(`^${summary}$`) }).focus();
+  await page.keyboard.press("Enter");
   const f = page.getByRole("form", { name: form });
   await f.waitFor();
   return f;
