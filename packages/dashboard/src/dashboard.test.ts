@@ -7,7 +7,15 @@ import { fileURLToPath } from "node:url";
 import { after, before, test } from "node:test";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { DrainStatus_Phase, NodeStatus_Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
-import { buildTestGuest, ensureDebianPackages, GUEST_SHELL_ARG, GUEST_SHELL_PROMPT, ON_SIMULATED_NODES, qemuTestAgent, startTestServer, TEST_ADMIN_PASSWORD, until, type TestServer } from "@quantix/testing";
+import { VmStatus_State as VmState } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { createClient } from "@connectrpc/connect";
+import { VirtualNetworkService } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
+import { SecurityGroupService } from "@quantix/api/gen/Quantixkvm/network/v1/security_group_service_pb.js";
+import { FloatingIpService } from "@quantix/api/gen/Quantixkvm/network/v1/floating_ip_service_pb.js";
+import { PortService } from "@quantix/api/gen/Quantixkvm/network/v1/port_service_pb.js";
+import { buildTestGuest, testExternalNetwork, ensureDebianPackages, GUEST_SHELL_ARG, GUEST_SHELL_PROMPT, ON_SIMULATED_NODES, qemuTestAgent, startTestServer, TEST_ADMIN_PASSWORD, until, type TestServer } from "@quantix/testing";
 
 /*
  * The web dashboard in a real browser: Playwright drives Debian's Chromium against a real
@@ -24,12 +32,16 @@ import { buildTestGuest, ensureDebianPackages, GUEST_SHELL_ARG, GUEST_SHELL_PROM
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const SHOTS = join(ROOT, "docs/screenshots");
 const BOOT_MS = 120_000;
+const SIM_BOOT_MS = 1000;
 
 let s: TestServer;
 let browser: Browser;
 let page: Page;
 let dir: string;
 let agent: ReturnType<typeof qemuTestAgent> | undefined;
+/** The second QEMU agent, started for the live migration (after the web-1 VM, which fits nowhere, is deleted). */
+let agentB: ReturnType<typeof qemuTestAgent> | undefined;
+let guest: Awaited<ReturnType<typeof buildTestGuest>>;
 let consoleVmId = "";
 
 before(async () => {
@@ -37,10 +49,13 @@ before(async () => {
   // The dashboard the server serves: built when its sources are newer than dist/ (fast otherwise).
   const built = spawnSync(process.execPath, ["--import", "tsx", join(ROOT, "scripts/build-dashboard.ts")], { cwd: ROOT, stdio: "inherit" });
   assert.equal(built.status, 0, "the dashboard build");
-  const guest = await buildTestGuest();
-  s = await startTestServer({ demo: true, defaultDeadlineMs: 30_000 });
+  guest = await buildTestGuest();
   dir = await mkdtemp(join(tmpdir(), "quantix-dashboard-"));
-  agent = qemuTestAgent(dir, `dash-${process.pid}`, [guest.imageDir]);
+  // Simulated hosts that take SIM_BOOT_MS to boot (half to shut down): a drain of a few VMs
+  // lasts long enough for the page to show it under way. Volumes live under storageDir.
+  s = await startTestServer({ demo: true, defaultDeadlineMs: 30_000, simBootMs: SIM_BOOT_MS, storageDir: join(dir, "storage") });
+  // The guest's kernel and initrd are on storage both QEMU agents reach: it can live-migrate between them.
+  agent = qemuTestAgent(join(dir, "a"), `dash-${process.pid}`, [guest.imageDir], [guest.imageDir]);
   await agent.start(s.url);
   const nodeId = await until(async () => (await s.nodes.listNodes({})).nodes.find((n) => n.hostname === agent!.name && n.status?.phase === NodeStatus_Phase.READY)?.id, "the agent's node READY", 30_000);
   const vm = await s.vms.createVM({ name: "console-guest", nodeId, spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, cmdline: `${guest.kernelArgs} ${GUEST_SHELL_ARG}` } } } });
@@ -57,9 +72,9 @@ before(async () => {
 after(async () => {
   await browser?.close();
   if (consoleVmId) await s?.vms.stopVM({ id: consoleVmId, force: true }).catch(() => undefined);
-  await agent?.kill().catch(() => undefined);
+  for (const a of [agent, agentB]) await a?.kill().catch(() => undefined);
   await s?.close();
-  await agent?.backend.close();
+  for (const a of [agent, agentB]) await a?.backend.close();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
@@ -122,9 +137,12 @@ test("a VM started by another client turns RUNNING in the page without a reload"
   await shot("vm-detail");
 });
 
-test("drain a node from its page: the progress arrives live until the drain completes", { timeout: 90_000 }, async () => {
+test("drain a node from its page: the progress arrives live, under way and then completed", { timeout: 90_000 }, async () => {
   const vm = (await s.vms.listVMs({})).vms.find((v) => v.name === "live-1")!;
   const nodeId = vm.status!.nodeId;
+  // Three more VMs on the same node: each is stopped in turn (SIM_BOOT_MS / 2 each), so the drain takes seconds.
+  await Promise.all(["drain-1", "drain-2", "drain-3"].map((name) => s.vms.createVM({ name, startOnCreate: true, spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, placement: { ...ON_SIMULATED_NODES, preferredNodeIds: [nodeId] } } })));
+  await until(async () => ((await s.vms.listVMs({})).vms.filter((v) => v.name.startsWith("drain-") && v.status?.state === VmState.RUNNING && v.status.nodeId === nodeId).length === 3 ? true : undefined), "three more VMs RUNNING on the node", 30_000);
   await page.getByRole("link", { name: "Nodes", exact: true }).click();
   const node = (await s.nodes.getNode({ id: nodeId })).hostname;
   await page.getByRole("link", { name: node }).waitFor();
@@ -133,26 +151,239 @@ test("drain a node from its page: the progress arrives live until the drain comp
   // The demo's simulated hosts cannot live-migrate: with force, the drain stops those VMs.
   await page.getByLabel("stop the VMs that cannot migrate").check();
   await page.getByRole("button", { name: "Drain" }).click();
-  await page.getByTestId("drain").waitFor();
+  // In the page, read atomically at one paint: the drain RUNNING with some VMs handled and some waiting.
+  // (A string: it runs in the page, where the DOM is; this file is type-checked without it.)
+  const underway = await page.waitForFunction(`(() => {
+    const d = document.querySelector("[data-testid=drain]");
+    const phase = d?.querySelector("[data-testid=drain-phase]")?.textContent;
+    const m = /(\\d+) of (\\d+) VMs/.exec(d?.textContent ?? "");
+    return phase === "RUNNING" && m && Number(m[1]) >= 1 && Number(m[1]) < Number(m[2]) ? d.innerText : undefined;
+  })()`, undefined, { timeout: 30_000, polling: "raf" });
+  const during = String(await underway.jsonValue());
+  assert.match(during, /waiting: /, during);
+  assert.match(during, /stopped /, during);
+  await shot("node-drain-progress");
   await page.getByTestId("drain-phase").filter({ hasText: "COMPLETED" }).waitFor({ timeout: 60_000 });
   const text = await page.getByTestId("drain").innerText();
   assert.match(text, /stopped live-1/, text);
+  for (const n of ["drain-1", "drain-2", "drain-3"]) assert.match(text, new RegExp(`stopped ${n}`), text);
+  assert.doesNotMatch(text, /waiting: /, text);
   await shot("node-drain");
   // The page shows what the server says.
   const drained = await s.nodes.getNode({ id: nodeId });
   assert.equal(await page.getByTestId("drain-phase").innerText(), DrainStatus_Phase[drained.status!.drain!.phase]);
 });
 
-test("the storage and network pages list what the server has", { timeout: 30_000 }, async () => {
-  await page.getByRole("link", { name: "Storage", exact: true }).click();
-  for (const h of ["Pools", "Volumes", "Images", "Snapshots"]) await page.getByRole("heading", { name: new RegExp(`^${h}`) }).waitFor();
-  await page.getByText("Loading…").first().waitFor({ state: "detached" });
-  await shot("storage");
+/** A form on the page by its accessible name (each create form is labelled), opened from its "New …" summary with the keyboard. */
+async function openForm(summary: string, form: string) {
+  await page.locator("summary").filter({ hasText: new RegExp(`^${summary}$`) }).focus();
+  await page.keyboard.press("Enter");
+  const f = page.getByRole("form", { name: form });
+  await f.waitFor();
+  return f;
+}
+
+test("storage: pool and volume forms show the server's violations field by field, then create; the volume turns AVAILABLE live; a snapshot of it; an image imports from a URL with progress; upload gives the CLI command", { timeout: 60_000 }, async () => {
+  const body = Buffer.alloc(8 << 20, 7);
+  const web = createServer((req, res) => {
+    res.writeHead(200, { "content-type": "application/octet-stream", "content-length": body.length });
+    res.end(body);
+  });
+  await new Promise<void>((resolve) => web.listen(0, "127.0.0.1", resolve));
+  try {
+    await page.getByRole("link", { name: "Storage", exact: true }).click();
+    for (const h of ["Pools", "Volumes", "Images", "Snapshots"]) await page.getByRole("heading", { name: new RegExp(`^${h}`) }).waitFor();
+    await page.getByText("Loading…").first().waitFor({ state: "detached" });
+    await shot("storage");
+
+    const pool = await openForm("New pool", "Create a storage pool");
+    await pool.getByLabel("Type").selectOption({ label: "type…" });
+    await pool.getByRole("button", { name: "Create pool" }).click();
+    await pool.locator('[data-field="name"]').filter({ hasText: /required/ }).waitFor();
+    await pool.locator('[data-field="spec.type"]').filter({ hasText: /required/ }).waitFor();
+    assert.equal(await pool.getByLabel("Name").getAttribute("aria-invalid"), "true");
+    await pool.getByLabel("Name").fill("fast");
+    await pool.getByLabel("Type").selectOption({ label: "local-dir" });
+    await pool.getByLabel("Node (local pools)").selectOption({ label: "hypervisor-01" });
+    await pool.getByRole("button", { name: "Create pool" }).click();
+    await pool.getByRole("status").filter({ hasText: "Created pool fast" }).waitFor();
+    await page.locator("tr[data-row=fast]").waitFor();
+
+    const volume = await openForm("New volume", "Create a volume");
+    await volume.getByLabel("Name").fill("data-1");
+    await volume.getByLabel("Size (GiB)").fill("0");
+    await volume.getByLabel("Pool", { exact: true }).selectOption({ label: "fast" });
+    await volume.getByRole("button", { name: "Create volume" }).click();
+    const size = volume.locator('[data-field="spec.size_gib"]');
+    await size.waitFor();
+    assert.match(await size.innerText(), /required|1-65536/);
+    assert.equal(await volume.getByLabel("Size (GiB)").getAttribute("aria-invalid"), "true");
+    await shot("storage-violations");
+    await volume.getByLabel("Name").fill("data-1");
+    await volume.getByLabel("Size (GiB)").fill("1");
+    await volume.getByLabel("Pool", { exact: true }).selectOption({ label: "fast" });
+    await volume.getByRole("button", { name: "Create volume" }).click();
+    await volume.getByRole("status").filter({ hasText: "Created volume data-1" }).waitFor();
+    // The volumes list is WatchVolumes: the new row and its state arrive without a refetch.
+    await page.locator("tr[data-row=data-1]").getByTestId("row-state").filter({ hasText: "AVAILABLE" }).waitFor({ timeout: 30_000 });
+
+    const snap = await openForm("New snapshot", "Snapshot a volume");
+    await snap.getByLabel("Name").fill("data-1-snap");
+    await snap.getByLabel("Volume").selectOption({ label: "data-1" });
+    await snap.getByRole("button", { name: "Create snapshot" }).click();
+    await snap.getByRole("status").filter({ hasText: "Created snapshot data-1-snap" }).waitFor();
+    await page.locator("tr[data-row=data-1-snap]").waitFor();
+
+    const imp = await openForm("New image", "Import an image from a URL");
+    await imp.getByLabel("Name").fill("blob");
+    await imp.getByLabel("URL").fill(`http://127.0.0.1:${(web.address() as AddressInfo).port}/blob.raw`);
+    await imp.getByLabel("Pool", { exact: true }).selectOption({ label: "fast" });
+    await imp.getByLabel("Format").selectOption({ label: "raw" });
+    await imp.getByRole("button", { name: "Import" }).click();
+    await imp.getByTestId("import-progress").filter({ hasText: /blob: AVAILABLE 100%/ }).waitFor({ timeout: 30_000 });
+    await page.locator("tr[data-row=blob]").getByTestId("row-state").filter({ hasText: "AVAILABLE" }).waitFor();
+
+    const upload = page.getByRole("group", { name: "Upload an image from a file" });
+    await upload.getByLabel("Image name").fill("my-disk");
+    await upload.getByLabel("Local file").setInputFiles({ name: "my disk.qcow2", mimeType: "application/octet-stream", buffer: Buffer.from("x") });
+    assert.equal(await upload.getByTestId("upload-command").innerText(), "quantix image upload my-disk 'my disk.qcow2'");
+    await shot("storage-forms");
+    await page.setViewportSize({ width: 390, height: 844 });
+    await shot("storage-phone");
+    await page.setViewportSize({ width: 1280, height: 800 });
+  } finally {
+    web.close();
+  }
+});
+
+test("network: a network (violations first), a port, a security group and its rules, a floating IP allocated and associated with a port, all through the page", { timeout: 60_000 }, async () => {
+  // An EXTERNAL network needs a node mapping a physical network; none here has a network data plane.
+  const ext = await testExternalNetwork(s, "public");
   await page.getByRole("link", { name: "Network", exact: true }).click();
   // The default project's default security group exists from the start.
   await page.getByRole("heading", { name: /^Security groups \(\d+\)/ }).waitFor();
   await page.getByText("Loading…").first().waitFor({ state: "detached" });
+  await page.locator("tr[data-row=public]").waitFor();
   await shot("network");
+
+  const net = await openForm("New network", "Create a network");
+  await net.getByLabel("Name").fill("Bad!");
+  await net.getByLabel("CIDR (10.0.0.0/24)").fill("10.90.0.0/33");
+  await net.getByRole("button", { name: "Create network" }).click();
+  await net.locator('[data-field="name"]').filter({ hasText: /letter/ }).waitFor();
+  assert.match(await net.locator('[data-field="spec.cidr"]').innerText(), /\/8 to \/30/);
+  assert.equal(await net.getByLabel("CIDR (10.0.0.0/24)").getAttribute("aria-invalid"), "true");
+  await shot("network-violations");
+  await net.getByLabel("Name").fill("apps");
+  await net.getByLabel("Type").selectOption({ label: "isolated" });
+  await net.getByLabel("CIDR (10.0.0.0/24)").fill("10.90.0.0/24");
+  await net.getByRole("button", { name: "Create network" }).click();
+  await net.getByRole("status").filter({ hasText: "Created network apps" }).waitFor();
+  await page.locator("tr[data-row=apps]").waitFor();
+  // Its router to the external network (floating IPs reach ports through it): an update the page does not offer.
+  const networks = createClient(VirtualNetworkService, s.transport);
+  const apps = (await networks.listVirtualNetworks({})).virtualNetworks.find((n) => n.name === "apps")!;
+  await networks.updateVirtualNetwork({ id: apps.id, spec: { router: { externalNetworkId: ext.id, snatEnabled: true } }, updateMask: { paths: ["spec.router"] } });
+
+  const port = await openForm("New port", "Create a port");
+  await port.getByLabel("Name").fill("web-port");
+  await port.getByLabel("Network").selectOption({ label: "apps" });
+  await port.getByRole("button", { name: "Create port" }).click();
+  await port.getByRole("status").filter({ hasText: "Created port web-port" }).waitFor();
+  await page.locator("tr[data-row=web-port]").waitFor();
+
+  const group = await openForm("New security group", "Create a security group");
+  await group.getByLabel("Name").fill("web");
+  await group.getByRole("button", { name: "Create security group" }).click();
+  await group.getByRole("status").filter({ hasText: "Created security group web" }).waitFor();
+  await page.locator("tr[data-row=web]").waitFor();
+
+  const rules = page.getByRole("region", { name: "Security group rules" });
+  await rules.getByLabel("Security group").selectOption({ label: "web" });
+  const rule = await openForm("New rule", "Add a rule");
+  await rule.getByLabel("Protocol").selectOption({ label: "tcp" });
+  await rule.getByLabel("Port or range (22, 8000-8080)").fill("90-22");
+  await rule.getByLabel("Description").fill("ssh");
+  await rule.getByRole("button", { name: "Add rule" }).click();
+  await rule.locator('[data-field="port_range_min"]').filter({ hasText: /port_range_min \(90\)/ }).waitFor();
+  await rule.getByLabel("Protocol").selectOption({ label: "tcp" });
+  await rule.getByLabel("Port or range (22, 8000-8080)").fill("22");
+  await rule.getByLabel("Description").fill("ssh");
+  await rule.getByRole("button", { name: "Add rule" }).click();
+  const ssh = rules.locator("tr[data-rule=ssh]");
+  await ssh.waitFor();
+  assert.match(await ssh.innerText(), /ingress\s+tcp\s+22/);
+  const sgs = createClient(SecurityGroupService, s.transport);
+  const web = async () => (await sgs.listSecurityGroups({})).securityGroups.find((g) => g.name === "web")!;
+  assert.ok((await web()).rules.some((r) => r.description === "ssh" && r.portRangeMin === 22), "the server has the rule");
+  await shot("network-rules");
+  await ssh.getByRole("button", { name: /Remove/ }).click();
+  await ssh.waitFor({ state: "detached" });
+  assert.ok(!(await web()).rules.some((r) => r.description === "ssh"), "the server removed the rule");
+
+  const fip = await openForm("New floating IP", "Allocate a floating IP");
+  await fip.getByLabel("External network").selectOption({ label: "public" });
+  await fip.getByRole("button", { name: "Allocate" }).click();
+  const allocated = (await fip.getByRole("status").filter({ hasText: /^Allocated / }).innerText()).replace("Allocated ", "").trim();
+  const row = page.locator(`tr[data-row="${allocated}"]`);
+  await row.getByLabel(`Port for ${allocated}`).selectOption({ label: "web-port" });
+  await row.getByRole("button", { name: "Associate" }).click();
+  await row.getByTestId("fip-port").filter({ hasText: "web-port" }).waitFor();
+  const fips = createClient(FloatingIpService, s.transport);
+  const portId = (await createClient(PortService, s.transport).listPorts({})).ports.find((p) => p.name === "web-port")!.id;
+  assert.equal((await fips.listFloatingIps({})).floatingIps.find((f) => f.address === allocated)?.portId, portId);
+  await shot("network-forms");
+  await row.getByRole("button", { name: "Disassociate" }).click();
+  await row.getByTestId("fip-port").waitFor({ state: "detached" });
+  assert.equal((await fips.listFloatingIps({})).floatingIps.find((f) => f.address === allocated)?.portId, "");
+});
+
+test("VM actions from its page on a simulated host: pause, resume, reboot, stop each change the state live; suspend and migrate show the host's refusal; delete removes it from the list", { timeout: 90_000 }, async () => {
+  const vm = await s.vms.createVM({ name: "act-1", startOnCreate: true, spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n }, placement: ON_SIMULATED_NODES } });
+  await page.getByRole("link", { name: "VMs", exact: true }).first().click();
+  await page.getByRole("link", { name: "act-1" }).click();
+  const state = page.getByTestId("vm-state");
+  await state.filter({ hasText: "RUNNING" }).waitFor({ timeout: 30_000 });
+  await page.evaluate(() => ((globalThis as unknown as { marker: number }).marker = 43));
+  // Every state the badge shows, recorded in the page as it paints.
+  await page.evaluate(`(() => {
+    window.seen = [];
+    const el = document.querySelector("[data-testid=vm-state]");
+    new MutationObserver(() => window.seen.push(el.textContent ?? "")).observe(el, { childList: true, characterData: true, subtree: true });
+  })()`);
+  const outcome = page.getByTestId("outcome");
+  const click = async (label: string) => {
+    await page.getByRole("group", { name: "Actions" }).getByRole("button", { name: label, exact: true }).click();
+    await outcome.filter({ hasText: new RegExp(`^${label}(: accepted| failed: )`) }).waitFor({ timeout: 30_000 });
+    return (await outcome.innerText()).trim();
+  };
+  assert.match(await click("Pause"), /^Pause: accepted/);
+  await state.filter({ hasText: "PAUSED" }).waitFor();
+  assert.match(await click("Resume"), /^Resume: accepted/);
+  await state.filter({ hasText: "RUNNING" }).waitFor();
+  assert.match(await click("Reboot"), /^Reboot: accepted/);
+  await state.filter({ hasText: "RUNNING" }).waitFor();
+  // The demo's simulated hosts have neither: the server's reason is the outcome.
+  assert.match(await click("Suspend"), /^Suspend failed: .*'suspend' capability/);
+  const here = (await s.vms.getVM({ id: vm.id })).status!.nodeId;
+  const target = (await s.nodes.listNodes({})).nodes.find((n) => n.id !== here && n.hostname.startsWith("hypervisor-") && n.status?.phase === NodeStatus_Phase.READY)!;
+  assert.ok(target, "another simulated node");
+  await page.getByLabel("Migrate to").selectOption({ label: target.hostname });
+  assert.match(await click("Migrate"), /^Migrate failed: .*'live-migration' capability/);
+  assert.match(await click("Stop"), /^Stop: accepted/);
+  await state.filter({ hasText: "STOPPED" }).waitFor();
+  const seen = await page.evaluate(() => (globalThis as unknown as { seen: string[] }).seen);
+  for (const st of ["PAUSED", "RUNNING", "STOPPED"]) assert.ok(seen.includes(st), `${st} painted: ${seen.join(", ")}`);
+  await shot("vm-actions");
+  // Delete (web-1, which fits nowhere; a browser confirm() first): back to the list, where it is gone.
+  await page.getByRole("link", { name: "VMs", exact: true }).first().click();
+  await page.getByRole("link", { name: "web-1" }).click();
+  page.once("dialog", (d) => void d.accept());
+  await page.getByRole("button", { name: "Delete", exact: true }).click();
+  await page.getByRole("heading", { name: "Virtual machines" }).waitFor();
+  await page.getByTestId("state-web-1").waitFor({ state: "detached", timeout: 30_000 });
+  assert.ok(!(await s.vms.listVMs({})).vms.some((v) => v.name === "web-1"), "the server deleted web-1");
+  assert.equal(await page.evaluate(() => (globalThis as unknown as { marker?: number }).marker), 43, "the page was not reloaded");
 });
 
 test("the serial console in the browser: type into the QEMU guest's shell and read its answer", { timeout: BOOT_MS + 60_000 }, async () => {
@@ -165,6 +396,35 @@ test("the serial console in the browser: type into the QEMU guest's shell and re
   await page.keyboard.type("echo $((6*7))-dash\n");
   await rows.filter({ hasText: "42-dash" }).waitFor({ timeout: 60_000 });
   await shot("vm-console");
+});
+
+test("a real QEMU guest from its page: live-migrate it to the other agent picked in the list, suspend it, start it again, each seen live", { timeout: 240_000 }, async () => {
+  agentB = qemuTestAgent(join(dir, "b"), `dash-b-${process.pid}`, [guest.imageDir], [guest.imageDir]);
+  await agentB.start(s.url);
+  const ready = (name: string) => until(async () => (await s.nodes.listNodes({})).nodes.find((n) => n.hostname === name && n.status?.phase === NodeStatus_Phase.READY && n.status.hypervisor?.capabilities.includes("live-migration")), `${name} READY with live-migration`, 30_000);
+  const b = await ready(agentB.name);
+  const a = await ready(agent!.name);
+  await page.getByRole("link", { name: "VMs", exact: true }).first().click();
+  await page.getByRole("link", { name: "console-guest" }).click();
+  const state = page.getByTestId("vm-state");
+  await state.filter({ hasText: "RUNNING" }).waitFor();
+  await page.evaluate(() => ((globalThis as unknown as { marker: number }).marker = 44));
+  const nodeCell = page.getByRole("definition").filter({ has: page.getByRole("link", { name: a.hostname }) });
+  await nodeCell.waitFor();
+  await page.getByLabel("Migrate to").selectOption({ label: b.hostname });
+  await page.getByRole("group", { name: "Actions" }).getByRole("button", { name: "Migrate", exact: true }).click();
+  const outcome = page.getByTestId("outcome");
+  await outcome.filter({ hasText: /^Migrate(: accepted| failed: )/ }).waitFor({ timeout: 120_000 });
+  assert.match(await outcome.innerText(), /^Migrate: accepted/);
+  await page.getByRole("definition").getByRole("link", { name: b.hostname }).waitFor({ timeout: 30_000 });
+  await state.filter({ hasText: "RUNNING" }).waitFor();
+  assert.equal((await s.vms.getVM({ id: consoleVmId })).status?.nodeId, b.id);
+  await shot("vm-migrated");
+  await page.getByRole("group", { name: "Actions" }).getByRole("button", { name: "Suspend", exact: true }).click();
+  await state.filter({ hasText: "SUSPENDED" }).waitFor({ timeout: 60_000 });
+  await page.getByRole("group", { name: "Actions" }).getByRole("button", { name: "Start", exact: true }).click();
+  await state.filter({ hasText: "RUNNING" }).waitFor({ timeout: 60_000 });
+  assert.equal(await page.evaluate(() => (globalThis as unknown as { marker?: number }).marker), 44, "the page was not reloaded");
 });
 
 test("local trust off: the login form refuses a wrong password and lets the admin in; after a control-plane restart the page reconnects by itself and shows the changes made meanwhile", { timeout: 120_000 }, async () => {

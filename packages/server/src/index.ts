@@ -12,3 +12,4 @@ export type { SqlDriver } from "./store/sql/sql-driver.js";
 export { SqlStore } from "./store/sql/sql-store.js";
 export { kindTableDdl } from "./store/sql/kind-ddl.js";
 export { GatewayClient, WriterClock, type CallOptions as GatewayCallOptions, type ClockEntries, type ConnectionStats, type GatewayClientOptions, type RetryEvent, type RetryPolicy, type SubscribeOptions, type WriteOptions } from "./gateway/client.js";
+export { VirtualNetworkService as NetworkServiceImpl } from "./services/network-service.js";

@@ -164,8 +164,9 @@ export class TestAgent<B extends Backend = Backend> {
 /**
  * A TestAgent running the QEMU backend (TCG, no KVM) with its state under `stateDir` and
  * `imageDirs` allowed (a test guest's imageDir): for tests of packages that do not depend
- * on the agent themselves (the CLI's).
+ * on the agent themselves (the CLI's). `sharedDirs`: storage the other agents reach too
+ * (VMCP_SHARED_DIRS), so that a guest booting from there can live-migrate between them.
  */
-export function qemuTestAgent(stateDir: string, name: string, imageDirs: readonly string[]): TestAgent<QemuBackend> {
-  return new TestAgent(new QemuBackend({ stateDir: join(stateDir, "qemu"), kvm: false, imageDirs }), stateDir, name, { imageDirs });
+export function qemuTestAgent(stateDir: string, name: string, imageDirs: readonly string[], sharedDirs?: readonly string[]): TestAgent<QemuBackend> {
+  return new TestAgent(new QemuBackend({ stateDir: join(stateDir, "qemu"), kvm: false, imageDirs }), stateDir, name, { imageDirs, ...(sharedDirs ? { sharedDirs } : {}) });
 }

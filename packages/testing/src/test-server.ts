@@ -5,8 +5,11 @@ import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } f
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { IdentityService } from "@quantix/api/gen/Quantixkvm/identity/v1/identity_service_pb.js";
-import type { Store } from "@quantix/core";
-import { DEMO_IMAGES, startControlPlane, type ControlPlane, loadConfig, SIMULATED_TOLERATION, type ControlPlaneConfig } from "@quantix/server";
+import { create } from "@bufbuild/protobuf";
+import { NetworkType, type VirtualNetwork } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_pb.js";
+import { CreateVirtualNetworkRequestSchema } from "@quantix/api/gen/Quantixkvm/network/v1/virtual_network_service_pb.js";
+import { randomIds, systemClock, type Store } from "@quantix/core";
+import { DEMO_IMAGES, NetworkServiceImpl, startControlPlane, type ControlPlane, loadConfig, SIMULATED_TOLERATION, type ControlPlaneConfig } from "@quantix/server";
 import { silentLogger } from "@quantix/rpc";
 
 /**
@@ -81,4 +84,16 @@ export function transports(url: string): Record<string, Transport> {
     "grpc-h2": createGrpcTransport({ baseUrl: url }),
     "grpc-web-h1": createGrpcWebTransport({ baseUrl: url, httpVersion: "1.1" }),
   };
+}
+
+/**
+ * An EXTERNAL network (floating IPs' and routers' addresses) on a test server whose nodes
+ * have no network data plane: made through the control plane's own network service, with
+ * the nodes' support for its physical network "ext" answered as if node "test-uplink"
+ * mapped it. The addresses it hands out come from `cidr`'s .10–.19.
+ */
+export async function testExternalNetwork(s: TestServer, name: string, cidr = "203.0.113.0/24"): Promise<VirtualNetwork> {
+  const base = cidr.split("/")[0]!.split(".").slice(0, 3).join(".");
+  const networks = new NetworkServiceImpl({ store: s.cp.store, clock: systemClock, ids: randomIds, featureSupport: async () => ({ supported: ["test-uplink"], reasons: [] }) });
+  return networks.create(create(CreateVirtualNetworkRequestSchema, { name, spec: { type: NetworkType.EXTERNAL, cidr, physicalNetwork: "ext", dhcp: { rangeStart: `${base}.10`, rangeEnd: `${base}.19` } } }));
 }

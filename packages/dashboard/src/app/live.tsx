@@ -6,15 +6,11 @@ import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_p
 import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { Event } from "@quantix/api/gen/Quantixkvm/event/v1/event_pb.js";
 import { client } from "./client.js";
-import { useWatch, type WatchState } from "./watch.js";
+import { mapStream, useWatch, type WatchState } from "./watch.js";
 
 const vms = client(VMService);
 const nodes = client(NodeService);
 const events = client(EventService);
-
-async function* mapStream<M, T>(stream: AsyncIterable<M>, f: (m: M) => { type: number; item: T | undefined; resourceVersion: bigint }) {
-  for await (const m of stream) yield f(m);
-}
 
 export interface Live {
   vms: ReadonlyMap<string, VirtualMachine>;

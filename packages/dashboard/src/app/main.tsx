@@ -12,7 +12,8 @@ import { VmList } from "./pages/vm-list.js";
 import { VmCreate } from "./pages/vm-create.js";
 import { VmDetail } from "./pages/vm-detail.js";
 import { NodeList, NodeDetail } from "./pages/nodes.js";
-import { StoragePage, NetworkPage } from "./pages/resources.js";
+import { StoragePage } from "./pages/storage.js";
+import { NetworkPage } from "./pages/network.js";
 import "./styles.css";
 
 const identity = client(IdentityService);

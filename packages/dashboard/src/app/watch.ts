@@ -88,3 +88,8 @@ export function useWatch<T>(open: (resourceVersion: bigint, signal: AbortSignal)
   }, deps);
   return { items, state, error };
 }
+
+/** A Watch* stream's messages as useWatch's changes. */
+export async function* mapStream<M, T>(stream: AsyncIterable<M>, f: (m: M) => { type: number; item: T | undefined; resourceVersion: bigint }) {
+  for await (const m of stream) yield f(m);
+}
