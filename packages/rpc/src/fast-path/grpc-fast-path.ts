@@ -65,7 +65,7 @@ export class GrpcFastPath {
     const rawTimeout = headers["grpc-timeout"];
     const timeout = parseTimeout(typeof rawTimeout === "string" ? rawTimeout : null, Number.MAX_SAFE_INTEGER);
     if (timeout.error) return false;
-    const ctx = new FastContext(spec.method.parent, spec.method, path, stream, headers, timeout.timeoutMs, this.opts.shutdownSignal, this.live);
+    const ctx = new FastContext(spec.method.parent, spec.method, path, stream, headers, timeout.timeoutMs, this.opts.shutdownSignal, this.live, () => stream.session?.socket);
     const limits = this.limits.get(path) ?? this.opts;
     const compressMin = this.compress.get(path);
     const gzipAbove = compressMin !== undefined && acceptsGzip(headers["grpc-accept-encoding"]) ? compressMin : undefined;
