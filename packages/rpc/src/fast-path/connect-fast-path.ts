@@ -12,6 +12,7 @@ import { encodeMessage } from "./encode-cache.js";
 import { FastContext, type CallStream } from "./fast-context.js";
 import { adoptResponse, fastRequest, invokeUnary } from "./fast-request.js";
 import { CANCELED } from "./grpc-wire.js";
+import { h2Socket } from "./grpc-fast-path.js";
 
 /** What a route's Connect calls are served with: the very options connect-es's router gets for it. */
 export interface ConnectRouteOptions {
@@ -48,11 +49,67 @@ interface Method extends ConnectRouteOptions {
 interface Exchange {
   readonly body: Readable;
   readonly call: CallStream;
-  readonly socket: () => unknown;
+  readonly socketOf: (call: CallStream) => unknown;
   /** Sends the whole response; `unread` says the request body was not read to its end. */
   send(status: number, headers: Record<string, string>, body: Uint8Array, unread: boolean): void;
   /** Ends the exchange without an answer (as the router does when it cannot write one). */
   abort(): void;
+}
+
+// Classes rather than object literals of closures: a call makes no functions (tsx's keepNames wraps each one).
+class H2Exchange implements Exchange {
+  readonly socketOf = h2Socket;
+  constructor(private readonly stream: http2.ServerHttp2Stream) {}
+
+  get body(): Readable {
+    return this.stream;
+  }
+
+  get call(): CallStream {
+    return this.stream;
+  }
+
+  send(status: number, headers: Record<string, string>, body: Uint8Array, unread: boolean): void {
+    const stream = this.stream;
+    if (stream.destroyed || stream.closed) return;
+    headers[":status"] = String(status);
+    stream.respond(headers);
+    stream.end(body);
+    // A response sent before the request was read ends the stream: the client, out of
+    // flow-control window, would otherwise wait for its deadline (RFC 9113 §8.1).
+    if (unread) stream.once("finish", () => setImmediate(() => stream.closed || stream.close(http2.constants.NGHTTP2_NO_ERROR)));
+  }
+
+  abort(): void {
+    if (!this.stream.closed) this.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+  }
+}
+
+const h1Socket = (res: CallStream): unknown => (res as http.ServerResponse).socket;
+
+class H1Exchange implements Exchange {
+  readonly socketOf = h1Socket;
+  constructor(
+    readonly body: http.IncomingMessage,
+    private readonly res: http.ServerResponse,
+  ) {}
+
+  get call(): CallStream {
+    return this.res;
+  }
+
+  send(status: number, headers: Record<string, string>, body: Uint8Array, unread: boolean): void {
+    const res = this.res;
+    if (res.destroyed || res.headersSent) return;
+    // The unread rest would stall the next request on this keep-alive connection (listener.ts, closeIfUnread).
+    if (unread || !this.body.complete) res.shouldKeepAlive = false;
+    res.writeHead(status, headers);
+    res.end(body);
+  }
+
+  abort(): void {
+    this.res.destroy();
+  }
 }
 
 const CONTENT_TYPE_PROTO = "application/proto";
@@ -106,22 +163,7 @@ export class ConnectFastPath {
     if (timeoutMs === false) return false;
     // A stream the client resets fails; its call ends by "close" (the context's signal, the body reader).
     stream.on("error", ignore);
-    const socket = () => stream.session?.socket;
-    const x: Exchange = {
-      body: stream,
-      call: stream,
-      socket,
-      send(status, h, body, unread) {
-        if (stream.destroyed || stream.closed) return;
-        stream.respond({ ":status": status, ...h });
-        stream.end(body);
-        // A response sent before the request was read ends the stream: the client, out of
-        // flow-control window, would otherwise wait for its deadline (RFC 9113 §8.1).
-        if (unread) stream.once("finish", () => setImmediate(() => stream.closed || stream.close(http2.constants.NGHTTP2_NO_ERROR)));
-      },
-      abort: () => stream.closed || stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR),
-    };
-    this.serve(x, m, headers, path, binary, timeoutMs).catch(() => x.abort());
+    this.serve(new H2Exchange(stream), m, headers, path, binary, timeoutMs).catch(ignore);
     return true;
   }
 
@@ -137,20 +179,7 @@ export class ConnectFastPath {
     const timeoutMs = servedTimeout(headers["connect-timeout-ms"]);
     if (timeoutMs === false) return false;
     req.on("error", ignore);
-    const x: Exchange = {
-      body: req,
-      call: res,
-      socket: () => req.socket,
-      send(status, h, body, unread) {
-        if (res.destroyed || res.headersSent) return;
-        // The unread rest would stall the next request on this keep-alive connection (listener.ts, closeIfUnread).
-        if (unread || !req.complete) res.shouldKeepAlive = false;
-        res.writeHead(status, h);
-        res.end(body);
-      },
-      abort: () => res.destroy(),
-    };
-    this.serve(x, m, headers, path, binary, timeoutMs).catch(() => x.abort());
+    this.serve(new H1Exchange(req, res), m, headers, path, binary, timeoutMs).catch(ignore);
     return true;
   }
 
@@ -160,7 +189,7 @@ export class ConnectFastPath {
   // enough; trailers travel as `trailer-` headers.
   private async serve(x: Exchange, m: Method, headers: http.IncomingHttpHeaders, path: string, binary: boolean, timeoutMs: number | undefined): Promise<void> {
     const start = performance.now();
-    const ctx = new FastContext(m.spec.method.parent, m.spec.method, path, x.call, headers, timeoutMs, this.opts.shutdownSignal, this.live, x.socket, "connect", "POST");
+    const ctx = new FastContext(m.spec.method.parent, m.spec.method, path, x.call, headers, timeoutMs, this.opts.shutdownSignal, this.live, x.socketOf, "connect", "POST");
     const compression = compressionNegotiate(m.acceptCompression as Compression[], null, single(headers["accept-encoding"]), "accept-encoding");
     let status = 200;
     let body: Uint8Array;
@@ -206,7 +235,13 @@ export class ConnectFastPath {
       const cache = stored && compressedOf[binary ? 0 : 1];
       let packed = cache?.get(stored!)?.get(c);
       if (packed === undefined) {
-        packed = await c.compress(body);
+        try {
+          packed = await c.compress(body);
+        } catch {
+          // The router, failing here, writes no answer.
+          x.abort();
+          return;
+        }
         if (cache) {
           let byCompression = cache.get(stored!);
           if (!byCompression) cache.set(stored!, (byCompression = new Map()));
@@ -271,41 +306,60 @@ function appendHeader(h: Record<string, string>, k: string, v: string): void {
  * client's error; without one, reading stops once the body passes the limit.
  */
 function readBody(body: Readable, readMaxBytes: number, lengthHint: string | null): Promise<Uint8Array> {
-  return new Promise((resolve, reject) => {
-    const n = lengthHint === null ? NaN : parseInt(lengthHint, 10);
-    const hinted = Number.isSafeInteger(n) && n >= 0;
-    if (hinted && n > readMaxBytes) {
-      reject(new ConnectError(`message size ${n} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted));
-      return;
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const cleanup = () => {
-      body.off("data", onData);
-      body.off("end", onEnd);
-      body.off("error", onError);
-      body.off("close", onClose);
-    };
-    const fail = (err: unknown) => {
-      cleanup();
-      reject(err);
-    };
-    const onData = (c: Buffer) => {
-      size += c.length;
-      if (hinted && size > n) return fail(new ConnectError(`protocol error: promised ${n} bytes, received ${size}`, Code.InvalidArgument));
-      if (!hinted && size > readMaxBytes) return fail(new ConnectError(`message size is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted));
-      chunks.push(c);
-    };
-    const onEnd = () => {
-      cleanup();
-      if (hinted && size < n) reject(new ConnectError(`protocol error: promised ${n} bytes, received ${size}`, Code.InvalidArgument));
-      else resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
-    };
-    const onError = () => fail(CANCELED);
-    const onClose = () => fail(CANCELED);
-    body.on("data", onData);
-    body.once("end", onEnd);
-    body.once("error", onError);
-    body.once("close", onClose);
-  });
+  const n = lengthHint === null ? NaN : parseInt(lengthHint, 10);
+  const hinted = Number.isSafeInteger(n) && n >= 0;
+  if (hinted && n > readMaxBytes) return Promise.reject(new ConnectError(`message size ${n} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted));
+  return new Promise((resolve, reject) => new BodyReader(body, readMaxBytes, hinted ? n : -1, resolve, reject));
+}
+
+/** The listeners of one body read, as methods (no closures per call). */
+class BodyReader {
+  private readonly chunks: Buffer[] = [];
+  private size = 0;
+  private readonly onData = this.data.bind(this);
+  private readonly onEnd = this.end.bind(this);
+  private readonly onGone = this.gone.bind(this);
+
+  constructor(
+    private readonly body: Readable,
+    private readonly readMaxBytes: number,
+    /** The promised length, or -1. */
+    private readonly hint: number,
+    private readonly resolve: (bytes: Uint8Array) => void,
+    private readonly reject: (err: unknown) => void,
+  ) {
+    body.on("data", this.onData);
+    body.once("end", this.onEnd);
+    body.once("error", this.onGone);
+    body.once("close", this.onGone);
+  }
+
+  private data(c: Buffer): void {
+    this.size += c.length;
+    if (this.hint >= 0 && this.size > this.hint) return this.fail(new ConnectError(`protocol error: promised ${this.hint} bytes, received ${this.size}`, Code.InvalidArgument));
+    if (this.hint < 0 && this.size > this.readMaxBytes) return this.fail(new ConnectError(`message size is larger than configured readMaxBytes ${this.readMaxBytes}`, Code.ResourceExhausted));
+    this.chunks.push(c);
+  }
+
+  private end(): void {
+    this.cleanup();
+    if (this.hint >= 0 && this.size < this.hint) this.reject(new ConnectError(`protocol error: promised ${this.hint} bytes, received ${this.size}`, Code.InvalidArgument));
+    else this.resolve(this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.size));
+  }
+
+  private gone(): void {
+    this.fail(CANCELED);
+  }
+
+  private fail(err: unknown): void {
+    this.cleanup();
+    this.reject(err);
+  }
+
+  private cleanup(): void {
+    this.body.off("data", this.onData);
+    this.body.off("end", this.onEnd);
+    this.body.off("error", this.onGone);
+    this.body.off("close", this.onGone);
+  }
 }

@@ -64,8 +64,8 @@ export class FastContext implements HandlerContext {
     private readonly shutdown: AbortSignal,
     /** Contexts with a live signal, which the server aborts on shutdown (one listener for all). */
     private readonly live: Set<FastContext>,
-    /** The connection's socket (the call's peer). */
-    private readonly socket: () => unknown,
+    /** The connection's socket (the call's peer), from the call's stream (a module-level function: no closure per call). */
+    private readonly socketOf: (stream: CallStream) => unknown,
     readonly protocolName: FastProtocol = "grpc",
     readonly requestMethod: "POST" | "GET" = "POST",
   ) {
@@ -120,7 +120,7 @@ export class FastContext implements HandlerContext {
   }
 
   get values(): ContextValues {
-    return (this.ctxValues ??= createContextValues().set(servedByFastPath, true).set(peerKey, peerOfSocket(this.socket() as Parameters<typeof peerOfSocket>[0])));
+    return (this.ctxValues ??= createContextValues().set(servedByFastPath, true).set(peerKey, peerOfSocket(this.socketOf(this.stream) as Parameters<typeof peerOfSocket>[0])));
   }
 
   /** Whether a deadline was set. */

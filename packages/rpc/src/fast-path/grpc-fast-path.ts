@@ -5,7 +5,7 @@ import { toConnectError } from "../errors.js";
 import { applyInterceptors } from "../interceptors/apply-interceptors.js";
 import type { Route } from "../routes.js";
 import { acceptsGzip, gzipFrameIfItPays } from "./response-compression.js";
-import { DEADLINE, FastContext } from "./fast-context.js";
+import { DEADLINE, FastContext, type CallStream } from "./fast-context.js";
 import { adoptResponse, fastRequest, invokeServerStreaming, invokeUnary } from "./fast-request.js";
 import { decodeMessage, envelope, finish, readMessage, respond } from "./grpc-wire.js";
 import { pump } from "./stream-pump.js";
@@ -22,6 +22,9 @@ export interface FastPathOptions {
 }
 
 type Served = Extract<MethodImplSpec, { kind: "unary" } | { kind: "server_streaming" }>;
+
+/** The socket of an HTTP/2 stream's connection. */
+export const h2Socket = (stream: CallStream): unknown => (stream as ServerHttp2Stream).session?.socket;
 
 const GRPC_CONTENT_TYPE = /^application\/grpc(\+proto)?$/;
 
@@ -65,7 +68,7 @@ export class GrpcFastPath {
     const rawTimeout = headers["grpc-timeout"];
     const timeout = parseTimeout(typeof rawTimeout === "string" ? rawTimeout : null, Number.MAX_SAFE_INTEGER);
     if (timeout.error) return false;
-    const ctx = new FastContext(spec.method.parent, spec.method, path, stream, headers, timeout.timeoutMs, this.opts.shutdownSignal, this.live, () => stream.session?.socket);
+    const ctx = new FastContext(spec.method.parent, spec.method, path, stream, headers, timeout.timeoutMs, this.opts.shutdownSignal, this.live, h2Socket);
     const limits = this.limits.get(path) ?? this.opts;
     const compressMin = this.compress.get(path);
     const gzipAbove = compressMin !== undefined && acceptsGzip(headers["grpc-accept-encoding"]) ? compressMin : undefined;
