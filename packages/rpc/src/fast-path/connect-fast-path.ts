@@ -9,7 +9,7 @@ import { clientDecodeError } from "../errors.js";
 import { applyInterceptors } from "../interceptors/apply-interceptors.js";
 import type { Route } from "../routes.js";
 import { encodeMessage } from "./encode-cache.js";
-import { FastContext, type CallStream } from "./fast-context.js";
+import { FastContext, liveContexts, type CallStream } from "./fast-context.js";
 import { adoptResponse, fastRequest, invokeUnary } from "./fast-request.js";
 import { CANCELED } from "./grpc-wire.js";
 import { h2Socket } from "./grpc-fast-path.js";
@@ -134,12 +134,10 @@ const compressedOf = [new WeakMap<object, Map<Compression, Uint8Array>>(), new W
  */
 export class ConnectFastPath {
   private readonly methods = new Map<string, Method>();
-  private readonly live = new Set<FastContext>();
+  private readonly live: Set<FastContext>;
 
   constructor(routes: readonly Route[], private readonly opts: ConnectFastPathOptions) {
-    opts.shutdownSignal.addEventListener("abort", () => {
-      for (const ctx of this.live) ctx.abort(opts.shutdownSignal.reason);
-    }, { once: true });
+    this.live = liveContexts(opts.shutdownSignal);
     for (const r of routes) {
       const spec = createServiceImplSpec(r.service, r.impl);
       const o = opts.routeOptions(r);

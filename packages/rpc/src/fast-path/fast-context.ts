@@ -29,6 +29,15 @@ export interface CallStream {
   once(event: "close", listener: () => void): unknown;
 }
 
+/** A set for a fast path's contexts with a live signal, each aborted with the shutdown's reason when `shutdown` aborts (one listener for all). */
+export function liveContexts(shutdown: AbortSignal): Set<FastContext> {
+  const live = new Set<FastContext>();
+  shutdown.addEventListener("abort", () => {
+    for (const ctx of live) ctx.abort(shutdown.reason);
+  }, { once: true });
+  return live;
+}
+
 /** The protocol a fast-path call speaks, as HandlerContext.protocolName says it. */
 export type FastProtocol = "grpc" | "connect";
 

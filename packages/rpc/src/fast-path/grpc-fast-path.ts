@@ -5,7 +5,7 @@ import { toConnectError } from "../errors.js";
 import { applyInterceptors } from "../interceptors/apply-interceptors.js";
 import type { Route } from "../routes.js";
 import { acceptsGzip, gzipFrameIfItPays } from "./response-compression.js";
-import { DEADLINE, FastContext, type CallStream } from "./fast-context.js";
+import { DEADLINE, FastContext, liveContexts, type CallStream } from "./fast-context.js";
 import { adoptResponse, fastRequest, invokeServerStreaming, invokeUnary } from "./fast-request.js";
 import { decodeMessage, envelope, finish, readMessage, respond } from "./grpc-wire.js";
 import { pump } from "./stream-pump.js";
@@ -40,12 +40,10 @@ export class GrpcFastPath {
   private readonly limits = new Map<string, { readonly readMaxBytes: number; readonly writeMaxBytes: number }>();
   /** Routes whose unary responses are gzipped where it pays (Route.compressMinBytes), by path. */
   private readonly compress = new Map<string, number>();
-  private readonly live = new Set<FastContext>();
+  private readonly live: Set<FastContext>;
 
   constructor(routes: readonly Route[], private readonly opts: FastPathOptions) {
-    opts.shutdownSignal.addEventListener("abort", () => {
-      for (const ctx of this.live) ctx.abort(opts.shutdownSignal.reason);
-    }, { once: true });
+    this.live = liveContexts(opts.shutdownSignal);
     for (const r of routes) {
       const spec = createServiceImplSpec(r.service, r.impl);
       for (const m of Object.values(spec.methods)) {
