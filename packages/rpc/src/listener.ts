@@ -30,6 +30,9 @@ export type UpgradeHandler = (req: http.IncomingMessage, socket: Duplex, head: B
 /** Takes an HTTP/2 stream before the request/response layer; returns whether it did. */
 export type StreamHook = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean;
 
+/** Takes an HTTP/1.1 request before the handler (the Connect fast path); returns whether it did. */
+export type RequestHook = (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
+
 /** The certificate a listener serves TLS with, and whom it asks for a client certificate. */
 export interface ListenerTls {
   /** The server's certificate chain (PEM). */
@@ -77,10 +80,10 @@ export const H2_WINDOWS = {
   connectionWindowBytes: 10 * 1024 * 1024,
 } as const;
 
-export async function listenDual(host: string, port: number, handler: Handler, limits: ListenerLimits, hook?: StreamHook, tlsOptions?: ListenerTls, upgrade?: UpgradeHandler): Promise<DualListener> {
+export async function listenDual(host: string, port: number, handler: Handler, limits: ListenerLimits, hook?: StreamHook, tlsOptions?: ListenerTls, upgrade?: UpgradeHandler, h1Hook?: RequestHook): Promise<DualListener> {
   const h1 = http.createServer(
     { maxHeaderSize: limits.maxHeaderBytes, headersTimeout: limits.headersTimeoutMs, connectionsCheckingInterval: Math.min(30_000, Math.max(50, limits.headersTimeoutMs / 2)) },
-    (req, res) => handler(req, closeIfUnread(req, res)),
+    (req, res) => h1Hook?.(req, res) || handler(req, closeIfUnread(req, res)),
   );
   h1.keepAliveTimeout = Math.min(65_000, limits.idleTimeoutMs);
   // Upgrades exist on HTTP/1.1 only (RFC 9113 forbids the header over h2): a WebSocket

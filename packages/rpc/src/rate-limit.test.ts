@@ -30,7 +30,7 @@ before(async () => {
 after(() => server.close(1000));
 
 const protocols: Record<string, { transport: () => Transport; fast: boolean }> = {
-  "Connect over HTTP/1.1": { transport: () => createConnectTransport({ baseUrl: server.url, httpVersion: "1.1" }), fast: false },
+  "Connect over HTTP/1.1 (the Connect fast path)": { transport: () => createConnectTransport({ baseUrl: server.url, httpVersion: "1.1" }), fast: true },
   "gRPC-Web over HTTP/1.1": { transport: () => createGrpcWebTransport({ baseUrl: server.url, httpVersion: "1.1" }), fast: false },
   "gRPC over h2c (the fast path)": { transport: () => createGrpcTransport({ baseUrl: server.url }), fast: true },
 };

@@ -1,5 +1,6 @@
 import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import type { DescService } from "@bufbuild/protobuf";
+import type { Compression } from "@connectrpc/connect/protocol";
 import { compressionBrotli } from "@connectrpc/connect-node";
 import { gzipWherePays } from "./fast-path/response-compression.js";
 
@@ -25,8 +26,13 @@ export function route<T extends DescService>(service: T, impl: Partial<ServiceIm
 
 /** Registers every route on a Connect router; returns the procedures served ("pkg.Service/Method"). */
 export function registerRoutes(router: ConnectRouter, routes: readonly Route[]): string[] {
-  for (const r of routes) router.service(r.service, r.impl, { ...r.limits, ...(r.compressMinBytes !== undefined ? { compressMinBytes: r.compressMinBytes, acceptCompression: [gzipWherePays, compressionBrotli] } : {}) });
+  for (const r of routes) router.service(r.service, r.impl, serviceOptions(r));
   return procedures(routes.map((r) => r.service));
+}
+
+/** The options a route's service is registered with on the router, over the router's own (the Connect fast path takes the same). */
+export function serviceOptions(r: Route): { readMaxBytes?: number; writeMaxBytes?: number; compressMinBytes?: number; acceptCompression?: Compression[] } {
+  return { ...r.limits, ...(r.compressMinBytes !== undefined ? { compressMinBytes: r.compressMinBytes, acceptCompression: [gzipWherePays, compressionBrotli] } : {}) };
 }
 
 /** Every procedure of `services`, as "pkg.Service/Method". */

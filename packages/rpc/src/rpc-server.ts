@@ -2,6 +2,9 @@ import { setMaxListeners } from "node:events";
 import type { DescFile } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor, type Transport } from "@connectrpc/connect";
 import type { ConnectNodeAdapterOptions } from "@connectrpc/connect-node";
+import { validateReadWriteMaxBytes } from "@connectrpc/connect/protocol";
+import { ACCEPT_COMPRESSION } from "./compression.js";
+import { ConnectFastPath } from "./fast-path/connect-fast-path.js";
 import { GrpcFastPath } from "./fast-path/grpc-fast-path.js";
 import { mapErrors } from "./interceptors/map-errors.js";
 import { observeCalls } from "./interceptors/observe-calls.js";
@@ -13,7 +16,7 @@ import { logRefusal } from "./log/rpc-log.js";
 import type { RpcMetrics } from "./metrics/rpc-metrics.js";
 import { registerReflection } from "./reflection.js";
 import { routerHandler } from "./router/node-adapter.js";
-import { registerRoutes, type Route } from "./routes.js";
+import { registerRoutes, serviceOptions, type Route } from "./routes.js";
 
 /** Answers every request that is not an RPC (health, metrics, a 404 that says where the API is). */
 export type Fallback = NonNullable<ConnectNodeAdapterOptions["fallback"]>;
@@ -69,6 +72,12 @@ export interface RpcServerOptions {
   readonly onShutdown?: () => void;
   /** Takes HTTP/1.1 upgrade requests (a WebSocket endpoint); without it they are refused with 400. */
   readonly upgrade?: UpgradeHandler;
+  /**
+   * Serve Connect unary calls on the Connect fast path (fast-path/connect-fast-path.ts);
+   * default true. False leaves every Connect call to connect-node's router (the tests
+   * compare the two).
+   */
+  readonly connectFastPath?: boolean;
 }
 
 /** A listening server. */
@@ -111,14 +120,36 @@ export async function startRpcServer(o: RpcServerOptions): Promise<RpcServer> {
     interceptors,
     readMaxBytes: limits.readMaxBytes,
     writeMaxBytes: limits.writeMaxBytes,
-    jsonOptions: { ignoreUnknownFields: false },
+    jsonOptions: JSON_OPTIONS,
     shutdownSignal: shutdown.signal,
     fallback: o.fallback ?? notFound,
     refused,
     writeFailed: (procedure, reason) => o.log.log("debug", "rpc response not written", { procedure, error: String(reason) }),
   });
   const fast = new GrpcFastPath(o.routes, { readMaxBytes: limits.readMaxBytes, writeMaxBytes: limits.writeMaxBytes, shutdownSignal: shutdown.signal, interceptors, refused });
-  const listener = await listenDual(o.host, o.port, handler, limits, (stream, headers) => fast.handle(stream, headers), o.tls, o.upgrade);
+  const connect =
+    o.connectFastPath === false
+      ? undefined
+      : new ConnectFastPath(o.routes, {
+          shutdownSignal: shutdown.signal,
+          interceptors,
+          jsonOptions: JSON_OPTIONS,
+          refused,
+          routeOptions: (r) => {
+            const s = serviceOptions(r);
+            return { ...validateReadWriteMaxBytes(s.readMaxBytes ?? limits.readMaxBytes, s.writeMaxBytes ?? limits.writeMaxBytes, s.compressMinBytes), acceptCompression: s.acceptCompression ?? ACCEPT_COMPRESSION };
+          },
+        });
+  const listener = await listenDual(
+    o.host,
+    o.port,
+    handler,
+    limits,
+    connect ? (stream, headers) => fast.handle(stream, headers) || connect.handleH2(stream, headers) : (stream, headers) => fast.handle(stream, headers),
+    o.tls,
+    o.upgrade,
+    connect && ((req, res) => connect.handleH1(req, res)),
+  );
   const host = listener.address.includes(":") ? `[${listener.address}]` : listener.address;
   let closing: Promise<void> | undefined;
   return {
@@ -137,6 +168,9 @@ export async function startRpcServer(o: RpcServerOptions): Promise<RpcServer> {
     },
   };
 }
+
+/** The router's JSON options, and the Connect fast path's: unknown fields in a request are refused. */
+const JSON_OPTIONS = { ignoreUnknownFields: false } as const;
 
 /** The fallback without one given: an empty 404. */
 const notFound: Fallback = (_req, res) => {

@@ -97,9 +97,16 @@ describe("a TLS server with optional client certificates", () => {
     assert.deepEqual([without.id, without.hostname], ["fast", "anonymous"]);
   });
 
+  test("the Connect fast path serves unary Connect calls over TLS, HTTP/2 and HTTP/1.1, with the certificate as the peer", async () => {
+    for (const name of ["Connect binary over HTTP/2", "Connect JSON over HTTP/1.1"]) {
+      const n = await connectCall(name, server.url, { ca: pki.ca.certPem, cert: agentCert });
+      assert.deepEqual([n.id, n.hostname], ["fast", "node-a"], name);
+    }
+  });
+
   test("the Connect router serves the other protocols (the peer is set there too)", async () => {
-    const n = await connectCall("Connect binary over HTTP/2", server.url, { ca: pki.ca.certPem, cert: agentCert });
-    assert.equal(n.id, "router");
+    const n = await connectCall("gRPC-Web over HTTP/2", server.url, { ca: pki.ca.certPem, cert: agentCert });
+    assert.deepEqual([n.id, n.hostname], ["router", "node-a"]);
   });
 
   test("HTTP/1.1 over TLS without ALPN (node:https, as curl --http1.1)", async () => {

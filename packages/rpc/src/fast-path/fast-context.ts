@@ -1,5 +1,5 @@
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
-import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import type { IncomingHttpHeaders } from "node:http2";
 import { Code, ConnectError, createContextKey, createContextValues, type ContextValues, type HandlerContext } from "@connectrpc/connect";
 import { OutgoingHeaders } from "./fast-headers.js";
 import { peerKey, peerOfSocket } from "../call-context.js";
@@ -14,7 +14,32 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  * True in the context values of a call the gRPC fast path serves, false (the default) on
  * the Connect router: lets an interceptor, a log or a test tell the paths apart.
  */
-export const servedByFastPath = createContextKey(false, { description: "served by the gRPC fast path" });
+export const servedByFastPath = createContextKey(false, { description: "served by a fast path (gRPC or Connect)" });
+
+/** What the connect-es router aborts a call with when its Connect deadline passes (protocol/signals.js). */
+export const CONNECT_DEADLINE = new ConnectError("the operation timed out", Code.DeadlineExceeded);
+
+/**
+ * The transport side of a call: an HTTP/2 stream, or an HTTP/1.1 response (whose "close"
+ * comes when it is done or its connection went away).
+ */
+export interface CallStream {
+  readonly closed: boolean;
+  readonly destroyed: boolean;
+  once(event: "close", listener: () => void): unknown;
+}
+
+/** A set for a fast path's contexts with a live signal, each aborted with the shutdown's reason when `shutdown` aborts (one listener for all). */
+export function liveContexts(shutdown: AbortSignal): Set<FastContext> {
+  const live = new Set<FastContext>();
+  shutdown.addEventListener("abort", () => {
+    for (const ctx of live) ctx.abort(shutdown.reason);
+  }, { once: true });
+  return live;
+}
+
+/** The protocol a fast-path call speaks, as HandlerContext.protocolName says it. */
+export type FastProtocol = "grpc" | "connect";
 
 /**
  * A HandlerContext for the gRPC fast path that builds its costly parts on first use (an
@@ -24,8 +49,8 @@ export const servedByFastPath = createContextKey(false, { description: "served b
  * context. The request objects interceptors see (fast-request.ts) read these parts from here.
  */
 export class FastContext implements HandlerContext {
-  readonly protocolName = "grpc";
-  readonly requestMethod = "POST";
+  /** What the call ends with when its deadline passes (the protocol's router says it so). */
+  readonly deadlineError: ConnectError;
   /** Set only when something is written: a call that writes nothing sends constant headers. */
   readonly responseHeader = new OutgoingHeaders();
   readonly responseTrailer = new OutgoingHeaders();
@@ -42,14 +67,19 @@ export class FastContext implements HandlerContext {
     readonly service: DescService,
     readonly method: DescMethod,
     private readonly path: string,
-    private readonly stream: ServerHttp2Stream,
+    private readonly stream: CallStream,
     private readonly headers: IncomingHttpHeaders,
     timeoutMs: number | undefined,
     private readonly shutdown: AbortSignal,
     /** Contexts with a live signal, which the server aborts on shutdown (one listener for all). */
     private readonly live: Set<FastContext>,
+    /** The connection's socket (the call's peer), from the call's stream (a module-level function: no closure per call). */
+    private readonly socketOf: (stream: CallStream) => unknown,
+    readonly protocolName: FastProtocol = "grpc",
+    readonly requestMethod: "POST" | "GET" = "POST",
   ) {
     this.deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
+    this.deadlineError = protocolName === "grpc" ? DEADLINE : CONNECT_DEADLINE;
   }
 
   get signal(): AbortSignal {
@@ -62,7 +92,7 @@ export class FastContext implements HandlerContext {
       else this.live.add(this);
       // setTimeout cannot wait longer than 2^31-1 ms (~24.8 days); a longer deadline is checked by expired() only.
       if (this.deadline !== undefined && this.deadline - Date.now() <= MAX_TIMER_MS) {
-        this.timer = setTimeout(() => this.abort(DEADLINE), Math.max(0, this.deadline - Date.now()));
+        this.timer = setTimeout(() => this.abort(this.deadlineError), Math.max(0, this.deadline - Date.now()));
         this.timer.unref();
       }
     }
@@ -99,7 +129,7 @@ export class FastContext implements HandlerContext {
   }
 
   get values(): ContextValues {
-    return (this.ctxValues ??= createContextValues().set(servedByFastPath, true).set(peerKey, peerOfSocket(this.stream.session?.socket as Parameters<typeof peerOfSocket>[0])));
+    return (this.ctxValues ??= createContextValues().set(servedByFastPath, true).set(peerKey, peerOfSocket(this.socketOf(this.stream) as Parameters<typeof peerOfSocket>[0])));
   }
 
   /** Whether a deadline was set. */

@@ -2,7 +2,7 @@ import { create, isMessage, type DescMessage } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type MethodImplSpec, type StreamRequest, type StreamResponse, type UnaryRequest, type UnaryResponse } from "@connectrpc/connect";
 import type { AnyFn } from "../interceptors/apply-interceptors.js";
 import { observeStream } from "../interceptors/observe-stream.js";
-import { DEADLINE, type FastContext } from "./fast-context.js";
+import type { FastContext } from "./fast-context.js";
 import { HEADER_READER } from "../call-context.js";
 
 // The request and response objects the fast path hands its interceptor chain: the same
@@ -39,7 +39,7 @@ const requestHandler: ProxyHandler<RequestState> = {
       case "method":
         return t[CTX].method;
       case "requestMethod":
-        return "POST";
+        return t[CTX].requestMethod;
       case "url":
         return t[CTX].url;
       case "signal":
@@ -76,7 +76,7 @@ export function invokeUnary(spec: Unary, ctx: FastContext, original: UnaryReques
     try {
       out = await spec.impl(req.message as never, contextFor(ctx, req, original));
     } catch (err) {
-      throw ctx.expired() ? DEADLINE : err;
+      throw ctx.expired() ? ctx.deadlineError : err;
     }
     return fastResponse(ctx, false, normalize(spec.method.output, out));
   };
@@ -90,10 +90,10 @@ export function invokeServerStreaming(spec: ServerStreaming, ctx: FastContext, o
     try {
       output = spec.impl((await single(req.message)) as never, contextFor(ctx, req, original));
     } catch (err) {
-      throw ctx.expired() ? DEADLINE : err;
+      throw ctx.expired() ? ctx.deadlineError : err;
     }
     // A stream that ends, or fails, once the deadline has passed ended because of it.
-    const message = ctx.hasDeadline() ? observeStream(output, { settle: (err) => (ctx.expired() ? DEADLINE : err) }) : output;
+    const message = ctx.hasDeadline() ? observeStream(output, { settle: (err) => (ctx.expired() ? ctx.deadlineError : err) }) : output;
     return fastResponse(ctx, true, message);
   };
 }

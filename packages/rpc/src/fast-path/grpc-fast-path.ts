@@ -5,7 +5,7 @@ import { toConnectError } from "../errors.js";
 import { applyInterceptors } from "../interceptors/apply-interceptors.js";
 import type { Route } from "../routes.js";
 import { acceptsGzip, gzipFrameIfItPays } from "./response-compression.js";
-import { DEADLINE, FastContext } from "./fast-context.js";
+import { DEADLINE, FastContext, liveContexts, type CallStream } from "./fast-context.js";
 import { adoptResponse, fastRequest, invokeServerStreaming, invokeUnary } from "./fast-request.js";
 import { decodeMessage, envelope, finish, readMessage, respond } from "./grpc-wire.js";
 import { pump } from "./stream-pump.js";
@@ -23,6 +23,9 @@ export interface FastPathOptions {
 
 type Served = Extract<MethodImplSpec, { kind: "unary" } | { kind: "server_streaming" }>;
 
+/** The socket of an HTTP/2 stream's connection. */
+export const h2Socket = (stream: CallStream): unknown => (stream as ServerHttp2Stream).session?.socket;
+
 const GRPC_CONTENT_TYPE = /^application\/grpc(\+proto)?$/;
 
 /**
@@ -37,12 +40,10 @@ export class GrpcFastPath {
   private readonly limits = new Map<string, { readonly readMaxBytes: number; readonly writeMaxBytes: number }>();
   /** Routes whose unary responses are gzipped where it pays (Route.compressMinBytes), by path. */
   private readonly compress = new Map<string, number>();
-  private readonly live = new Set<FastContext>();
+  private readonly live: Set<FastContext>;
 
   constructor(routes: readonly Route[], private readonly opts: FastPathOptions) {
-    opts.shutdownSignal.addEventListener("abort", () => {
-      for (const ctx of this.live) ctx.abort(opts.shutdownSignal.reason);
-    }, { once: true });
+    this.live = liveContexts(opts.shutdownSignal);
     for (const r of routes) {
       const spec = createServiceImplSpec(r.service, r.impl);
       for (const m of Object.values(spec.methods)) {
@@ -65,7 +66,7 @@ export class GrpcFastPath {
     const rawTimeout = headers["grpc-timeout"];
     const timeout = parseTimeout(typeof rawTimeout === "string" ? rawTimeout : null, Number.MAX_SAFE_INTEGER);
     if (timeout.error) return false;
-    const ctx = new FastContext(spec.method.parent, spec.method, path, stream, headers, timeout.timeoutMs, this.opts.shutdownSignal, this.live);
+    const ctx = new FastContext(spec.method.parent, spec.method, path, stream, headers, timeout.timeoutMs, this.opts.shutdownSignal, this.live, h2Socket);
     const limits = this.limits.get(path) ?? this.opts;
     const compressMin = this.compress.get(path);
     const gzipAbove = compressMin !== undefined && acceptsGzip(headers["grpc-accept-encoding"]) ? compressMin : undefined;
