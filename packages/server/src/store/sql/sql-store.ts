@@ -3,6 +3,7 @@ import { runTransaction } from "../transaction.js";
 import type { WatchHubLimits } from "../watch-hub.js";
 import { ChangeTailer } from "./change-tailer.js";
 import { Compactor } from "./compactor.js";
+import { GroupCommit } from "./group-commit.js";
 import { lockedCommit, type LockedOp } from "./locked-commit.js";
 import { SqlCollection } from "./sql-collection.js";
 import { big, type SqlDriver } from "./sql-driver.js";
@@ -47,7 +48,11 @@ export class SqlStore implements Store {
     const context = {
       db: driver,
       tailer: this.tailer,
-      compactor: this.compactor,
+      writes: new GroupCommit(
+        driver,
+        (changes) => this.tailer.committed(changes),
+        (n) => this.compactor.afterWrite(n),
+      ),
       clock: this.clock,
       limits,
       lockedCommit: (ops: LockedOp[], actor: string | undefined) => this.locked(ops, actor),
@@ -124,7 +129,7 @@ export class SqlStore implements Store {
 
   private async locked(ops: readonly LockedOp[], actor: string | undefined): Promise<Resource[]> {
     const out = await lockedCommit(this.driver, (k) => this.of(k) as SqlCollection<Resource>, ops, actor, this.clock);
-    for (let i = 0; i < ops.length; i++) await this.compactor.afterWrite();
+    await this.compactor.afterWrite(ops.length);
     return out;
   }
 }
