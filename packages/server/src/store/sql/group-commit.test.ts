@@ -75,4 +75,24 @@ describe("group commit", () => {
     assert.equal(page.totalCount, 22);
     assert.equal(page.items.find((v) => v.name === "taken")?.id, first.id);
   });
+
+  it("multi-object commits issued at once share transactions; one that fails is rolled back alone", async () => {
+    const projectId = randomUUID();
+    const counter = await store.of(VM_KIND).create(vm(projectId, "counter"));
+    await store.of(VM_KIND).create(vm(projectId, "taken"));
+    transactions = 0;
+    statements = [];
+    // Each commit counts itself on one shared object and creates a VM (as CreateVM charges a quota).
+    const bump = { op: "update" as const, kind: VM_KIND, object: counter, mutate: (c: typeof counter) => ({ ...c, description: String(Number(c.description || "0") + 1) }) };
+    const commit = (name?: string) => store.commit([{ ...bump, object: { ...counter, resourceVersion: 0n } }, { op: "create", kind: VM_KIND, object: vm(projectId, name) }]);
+    const results = await Promise.allSettled([...Array.from({ length: 20 }, () => commit()), commit("taken"), ...Array.from({ length: 20 }, () => commit())]);
+    const failed = results.flatMap((r, i) => (r.status === "rejected" ? [i] : []));
+    assert.deepEqual(failed, [20]);
+    assert.equal(((results[20] as PromiseRejectedResult).reason as QuantixError).code, "already_exists");
+    assert.ok(transactions <= 6, `${transactions} transactions`);
+    assert.equal((await store.of(VM_KIND).get(counter.id))?.description, "40", "the failed commit's count was rolled back with it");
+    const revs = results.flatMap((r) => (r.status === "fulfilled" ? r.value.map((o) => o.resourceVersion) : [])).sort((a, b) => (a < b ? -1 : 1));
+    assert.equal(new Set(revs).size, 80);
+    assert.equal(revs[79]! - revs[0]!, 79n, "revisions are gap-free");
+  });
 });

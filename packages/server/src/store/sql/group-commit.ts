@@ -1,5 +1,6 @@
-import type { PlannedWrite, Resource } from "@quantix/core";
+import type { Clock, Kind, PlannedWrite, Resource } from "@quantix/core";
 import type { CommittedChange } from "./change-tailer.js";
+import { applyLocked, lockedCommit, type LockedOp } from "./locked-commit.js";
 import { CHANGES_CHANNEL } from "./change-tailer.js";
 import { columnsOf } from "./sql-columns.js";
 import type { SqlCollection } from "./sql-collection.js";
@@ -9,45 +10,64 @@ import { big, type Param, type Queryable, type SqlDriver } from "./sql-driver.js
 /** Writes committed together at most (bounds a statement's parameters and a batch's latency). */
 const MAX_BATCH = 256;
 
-/** One planned single-object write waiting for its commit. */
-interface Pending {
+/** A write waiting for its commit; `outcome` is set by the batch that wrote it. */
+interface JobBase {
+  readonly resolve: (value: never) => void;
+  readonly reject: (err: unknown) => void;
+  /** What the write resolves to and the changes it made, or its own error. */
+  outcome?: { value: unknown; changes: CommittedChange[] } | { error: unknown };
+}
+
+/** One planned single-object write (SqlCollection's create, update, delete). */
+interface Single extends JobBase {
+  readonly type: "single";
   readonly coll: SqlCollection<Resource>;
   readonly plan: PlannedWrite;
   /** The stored version an update or delete is conditional on. */
   readonly base: bigint | undefined;
-  readonly resolve: (stored: Resource | undefined) => void;
-  readonly reject: (err: unknown) => void;
-  /** Set by a batch: the revision written, undefined when the row did not match, or the write's own error. */
-  outcome?: { revision: bigint | undefined } | { error: unknown };
 }
+
+/** The writes of one Store.commit: all or none. */
+interface Commit extends JobBase {
+  readonly type: "commit";
+  readonly ops: readonly LockedOp[];
+  readonly actor: string | undefined;
+}
+
+type Job = Single | Commit;
 
 /** A batch found a create that cannot go in without failing: it is committed write by write instead. */
 class NeedsSavepoints extends Error {}
 
 /**
- * Group commit of single-object writes (ADR 0012). A write that arrives while nothing is
- * committing goes alone, as today: one statement, one round trip, autocommit. Writes that
- * arrive while a commit is in flight wait, and the next round commits all of them (up to
- * MAX_BATCH) in one transaction with one COMMIT, one revision update and one
- * notification. Every caller is answered only once that COMMIT has returned, so an
- * acknowledged write is as durable as before.
+ * Group commit of the store's writes (ADR 0012). A write that arrives while nothing is
+ * committing goes alone, as before: a single-object write is one statement (one round
+ * trip, autocommit), a multi-object commit one transaction. Writes that arrive while a
+ * commit is in flight wait, and the next round commits all of them (up to MAX_BATCH) in one
+ * transaction with one COMMIT, one revision update and one notification. Every caller is
+ * answered only once that COMMIT has returned, so an acknowledged write is as durable as
+ * before.
  *
  * Each write keeps its own outcome. A batch first takes the revision lock, then checks the
- * creates' ids and unique keys against the table (and each other): when none is taken,
- * consecutive creates of a kind go in as one multi-row INSERT, and every update or delete
- * is a statement conditional on its base version that simply matches no row when it lost
- * (its caller retries, as after a lost single write). Revisions are handed out in arrival
- * order to the writes that matched, so they stay gap-free and the change history in
- * order. When a create is taken, or any statement fails, the transaction is rolled back
- * and the batch runs again with a savepoint around each write: a failing write is rolled
- * back alone and its error goes to its caller only.
+ * single creates' ids and unique keys against the tables (and each other): when none is
+ * taken, consecutive creates of a kind go in as one multi-row INSERT, and every single
+ * update or delete is a statement conditional on its base version that simply matches no
+ * row when it lost (its caller retries, as after a lost single write). A multi-object
+ * commit runs under a savepoint: when it fails (a quota exceeded, a taken name) it is
+ * rolled back alone. Revisions are handed out in arrival order to the writes that made a
+ * change, so they stay gap-free and the change history in order. When a single create is
+ * taken, or a single write's statement fails, the transaction is rolled back and the batch
+ * runs again with a savepoint around each write: a failing write is rolled back alone and
+ * its error goes to its caller only.
  */
 export class GroupCommit {
-  private readonly queue: Pending[] = [];
+  private readonly queue: Job[] = [];
   private draining = false;
 
   constructor(
     private readonly db: SqlDriver,
+    private readonly collectionOf: (kind: Kind<Resource>) => SqlCollection<Resource>,
+    private readonly clock: Clock,
     /**
      * Called after each commit, before any caller is answered, with the changes written in
      * revision order (the change tailer publishes them without reading them back).
@@ -59,10 +79,17 @@ export class GroupCommit {
 
   /** Commits one write: resolves to the object as stored, or undefined when its base no longer matched. */
   submit(coll: SqlCollection<Resource>, plan: PlannedWrite, base: bigint | undefined): Promise<Resource | undefined> {
-    return new Promise((resolve, reject) => {
-      this.queue.push({ coll, plan, base, resolve, reject });
-      if (!this.draining) void this.drain();
-    });
+    return new Promise((resolve, reject) => this.enqueue({ type: "single", coll, plan, base, resolve: resolve as (v: never) => void, reject }));
+  }
+
+  /** Commits writes of any kinds as one (lockedCommit's rules): resolves to each op's resulting object. */
+  commit(ops: readonly LockedOp[], actor: string | undefined): Promise<Resource[]> {
+    return new Promise((resolve, reject) => this.enqueue({ type: "commit", ops, actor, resolve: resolve as (v: never) => void, reject }));
+  }
+
+  private enqueue(job: Job): void {
+    this.queue.push(job);
+    if (!this.draining) void this.drain();
   }
 
   private async drain(): Promise<void> {
@@ -70,111 +97,114 @@ export class GroupCommit {
     try {
       while (this.queue.length > 0) {
         const batch = this.queue.splice(0, MAX_BATCH);
-        if (batch.length === 1) await this.alone(batch[0]!);
-        else await this.together(batch);
+        await (batch.length === 1 ? this.alone(batch[0]!) : this.together(batch));
       }
     } finally {
       this.draining = false;
     }
   }
 
-  private async alone(w: Pending): Promise<void> {
-    let revision: bigint | undefined;
+  private async alone(job: Job): Promise<void> {
     try {
-      revision = await writeAlone(this.db, w.coll, w.plan, w.base);
+      if (job.type === "commit") {
+        const { out, changes } = await lockedCommit(this.db, this.collectionOf, job.ops, job.actor, this.clock);
+        job.outcome = { value: out, changes };
+      } else {
+        const revision = await writeAlone(this.db, job.coll, job.plan, job.base);
+        job.outcome = revision === undefined ? { value: undefined, changes: [] } : singleDone(job, revision);
+      }
     } catch (err) {
-      w.reject(err);
-      return;
+      job.outcome = { error: err };
     }
-    if (revision === undefined) {
-      w.resolve(undefined);
-      return;
-    }
-    const [change] = this.changesOf([{ w, revision }]);
-    this.committed([change!]);
-    await this.afterCommit(1).catch(() => undefined);
-    w.resolve(change!.object as Resource);
+    await this.answer([job]);
   }
 
-  /** The stored objects of committed writes, as changes. */
-  private changesOf(done: readonly { w: Pending; revision: bigint }[]): CommittedChange[] {
-    return done.map(({ w, revision }) => ({
-      kind: w.coll.kind.name,
-      type: w.plan.type,
-      object: w.coll.withVersion(w.plan.object, revision),
-      previous: w.plan.type === "MODIFIED" ? w.plan.previous : undefined,
-      revision,
-    }));
-  }
-
-  private async together(batch: Pending[]): Promise<void> {
+  private async together(batch: Job[]): Promise<void> {
     try {
       try {
         await this.db.transaction((tx) => this.apply(tx, batch, false));
       } catch (err) {
         if (!(err instanceof NeedsSavepoints) && isUnavailable(err)) throw err;
-        for (const w of batch) delete w.outcome;
+        for (const job of batch) delete job.outcome;
         await this.db.transaction((tx) => this.apply(tx, batch, true));
       }
     } catch (err) {
-      for (const w of batch) w.reject(err);
-      return;
+      for (const job of batch) job.outcome = { error: err };
     }
-    const done: { w: Pending; revision: bigint }[] = [];
-    for (const w of batch) if (w.outcome && "revision" in w.outcome && w.outcome.revision !== undefined) done.push({ w, revision: w.outcome.revision });
-    done.sort((a, b) => (a.revision < b.revision ? -1 : 1));
-    const changes = this.changesOf(done);
+    await this.answer(batch);
+  }
+
+  /** Publishes what the batch wrote, then answers each caller. */
+  private async answer(batch: readonly Job[]): Promise<void> {
+    const changes: CommittedChange[] = [];
+    for (const job of batch) if (job.outcome && "changes" in job.outcome) changes.push(...job.outcome.changes);
     if (changes.length > 0) {
+      changes.sort((a, b) => (a.revision < b.revision ? -1 : 1));
       this.committed(changes);
       await this.afterCommit(changes.length).catch(() => undefined);
     }
-    const stored = new Map(done.map(({ w }, i) => [w, changes[i]!.object as Resource]));
-    for (const w of batch) {
-      const o = w.outcome!;
-      if ("error" in o) w.reject(o.error);
-      else w.resolve(stored.get(w));
+    for (const job of batch) {
+      const o = job.outcome!;
+      if ("error" in o) job.reject(o.error);
+      else job.resolve(o.value as never);
     }
   }
 
-  /** Writes the batch in transaction `tx`: in arrival order, each under a savepoint when `careful`. */
-  private async apply(tx: Queryable, batch: Pending[], careful: boolean): Promise<void> {
+  /** Writes the batch in transaction `tx`: in arrival order, each single write under a savepoint when `careful`. */
+  private async apply(tx: Queryable, batch: Job[], careful: boolean): Promise<void> {
     const meta = await tx.query<{ revision: unknown }>("SELECT revision FROM quantix_meta WHERE id = 1 FOR UPDATE");
     const first = big(meta.rows[0]?.revision ?? 0);
     let revision = first;
     if (!careful) await checkCreates(tx, batch);
     for (let i = 0; i < batch.length; ) {
-      const w = batch[i]!;
-      if (!careful && w.plan.type === "ADDED") {
-        // A run of creates of one kind: one statement.
+      const job = batch[i]!;
+      if (job.type === "single" && !careful && job.plan.type === "ADDED") {
+        // A run of single creates of one kind: one statement.
         let j = i + 1;
-        while (j < batch.length && batch[j]!.plan.type === "ADDED" && batch[j]!.coll === w.coll) j++;
-        const run = batch.slice(i, j);
-        await insertRows(tx, w.coll, run.map((r) => r.plan.object), revision + 1n);
-        for (const r of run) r.outcome = { revision: ++revision };
+        while (j < batch.length && isCreateOf(batch[j]!, job.coll)) j++;
+        const run = batch.slice(i, j) as Single[];
+        await insertRows(tx, job.coll, run.map((r) => r.plan.object), revision + 1n);
+        for (const r of run) r.outcome = singleDone(r, ++revision);
         i = j;
         continue;
       }
       i++;
-      if (!careful) {
-        const matched = await writeOne(tx, w, revision + 1n);
-        w.outcome = { revision: matched ? ++revision : undefined };
+      if (job.type === "single" && !careful) {
+        const matched = await writeOne(tx, job, revision + 1n);
+        job.outcome = matched ? singleDone(job, ++revision) : { value: undefined, changes: [] };
         continue;
       }
       await tx.query("SAVEPOINT quantix_write");
       try {
-        const matched = w.plan.type === "ADDED" ? (await insertRows(tx, w.coll, [w.plan.object], revision + 1n), true) : await writeOne(tx, w, revision + 1n);
+        if (job.type === "commit") {
+          const { out, changes } = await applyLocked(tx, this.collectionOf, job.ops, job.actor, this.clock, revision);
+          job.outcome = { value: out, changes };
+          revision += BigInt(changes.length);
+        } else {
+          const matched = job.plan.type === "ADDED" ? (await insertRows(tx, job.coll, [job.plan.object], revision + 1n), true) : await writeOne(tx, job, revision + 1n);
+          job.outcome = matched ? singleDone(job, ++revision) : { value: undefined, changes: [] };
+        }
         await tx.query("RELEASE SAVEPOINT quantix_write");
-        w.outcome = { revision: matched ? ++revision : undefined };
       } catch (err) {
         if (isUnavailable(err)) throw err;
         await tx.query("ROLLBACK TO SAVEPOINT quantix_write");
-        w.outcome = { error: translateSqlError(w.coll.kind as never, err, w.plan.object) };
+        job.outcome = { error: job.type === "single" ? translateSqlError(job.coll.kind as never, err, job.plan.object) : err };
       }
     }
     if (revision > first) {
       await tx.query(`WITH m AS (UPDATE quantix_meta SET revision = $1 WHERE id = 1 RETURNING revision) SELECT pg_notify($2, revision::text) FROM m`, [revision, CHANGES_CHANNEL]);
     }
   }
+}
+
+function isCreateOf(job: Job, coll: SqlCollection<Resource>): boolean {
+  return job.type === "single" && job.plan.type === "ADDED" && job.coll === coll;
+}
+
+/** The outcome of a single write stored at `revision`. */
+function singleDone(job: Single, revision: bigint): { value: Resource; changes: CommittedChange[] } {
+  const object = job.coll.withVersion(job.plan.object, revision);
+  return { value: object, changes: [{ kind: job.coll.kind.name, type: job.plan.type, object, previous: job.plan.type === "MODIFIED" ? job.plan.previous : undefined, revision }] };
 }
 
 function isUnavailable(err: unknown): boolean {
@@ -186,9 +216,9 @@ function isUnavailable(err: unknown): boolean {
  * stored already, or an earlier create of the batch has it. (Read under the revision lock,
  * which every writer takes, so nothing changes before the batch's own statements run.)
  */
-async function checkCreates(tx: Queryable, batch: readonly Pending[]): Promise<void> {
+async function checkCreates(tx: Queryable, batch: readonly Job[]): Promise<void> {
   const byColl = new Map<SqlCollection<Resource>, Resource[]>();
-  for (const w of batch) if (w.plan.type === "ADDED") byColl.set(w.coll, [...(byColl.get(w.coll) ?? []), w.plan.object]);
+  for (const w of batch) if (w.type === "single" && w.plan.type === "ADDED") byColl.set(w.coll, [...(byColl.get(w.coll) ?? []), w.plan.object]);
   for (const [coll, objects] of byColl) {
     const ids = new Set<string>();
     const keys = new Set<string>();
@@ -227,7 +257,7 @@ async function insertRows(tx: Queryable, coll: SqlCollection<Resource>, objects:
 }
 
 /** An update or delete at `revision`, conditional on its base version: false when the row did not match. */
-async function writeOne(tx: Queryable, w: Pending, revision: bigint): Promise<boolean> {
+async function writeOne(tx: Queryable, w: Single, revision: bigint): Promise<boolean> {
   const { coll, plan } = w;
   const t = coll.kind.table;
   const params: Param[] = [];
