@@ -9,7 +9,6 @@ import {
   QuantixError,
   type Clock,
   type Collection,
-  type FieldDecl,
   type Kind,
   type ListPage,
   type PlannedWrite,
@@ -96,15 +95,8 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
     const p = [...params];
     const c = [...conds];
     if (after) {
-      // With one equality filter, its column leads the comparison as it leads the index
-      // (column, order field, id) that impliedIndexes gives it: the same rows (the column
-      // is equal throughout), but the cursor is then where a scan of that index starts,
-      // and no other index can serve it (the planner could otherwise pick the order
-      // field's own index and filter, reading rows of every other value to return a page).
-      const lead = this.leadingEquality(q, f.column);
       p.push(after.key as Param, after.id);
-      const cursor = `$${p.length - 1}::${sqlType(f.type)}, $${p.length}::text`;
-      c.push(lead ? `(${lead.column}, ${f.column}, id) ${order.desc ? "<" : ">"} ($${p.push(lead.value)}::${sqlType(lead.type)}, ${cursor})` : `(${f.column}, id) ${order.desc ? "<" : ">"} (${cursor})`);
+      c.push(`(${f.column}, id) ${order.desc ? "<" : ">"} ($${p.length - 1}::${sqlType(f.type)}, $${p.length}::text)`);
     }
     p.push(limit + 1);
     const sql = `SELECT m.revision, n.total, page.data, page.resource_version
@@ -226,16 +218,6 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
     const copy = this.copy(o);
     copy.resourceVersion = revision;
     return deepFreeze(copy);
-  }
-
-  /** The query's one equality filter when it is all the filter there is and an index leads with its column. */
-  private leadingEquality(q: Query, orderColumn: string): { column: string; type: FieldDecl<T>["type"]; value: Param } | undefined {
-    const names = Object.keys(q.where ?? {});
-    if (names.length !== 1 || Object.keys(q.range ?? {}).length > 0 || Object.keys(q.labels ?? {}).length > 0) return undefined;
-    const value = q.where![names[0]!]!;
-    const f = this.kind.fields[names[0]!];
-    if (!f || f.filter !== "eq" || f.type === "bool" || f.column === orderColumn || Array.isArray(value)) return undefined;
-    return { column: f.column, type: f.type, value: value as Param };
   }
 
   /** SQL conditions of a query's filter, adding their parameters to `params` ($n placeholders). */
