@@ -7,7 +7,7 @@ import { after, before, describe, it } from "node:test";
 
 import { create } from "@bufbuild/protobuf";
 import { VirtualMachineSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { QuantixError, VM_KIND } from "@quantix/core";
+import { QuantixError, VM_KIND, type Resource } from "@quantix/core";
 import { migrate } from "./migrations.js";
 import { PgliteDriver } from "./pglite-driver.js";
 import { SqlStore } from "./sql-store.js";
@@ -83,8 +83,12 @@ describe("group commit", () => {
     transactions = 0;
     statements = [];
     // Each commit counts itself on one shared object and creates a VM (as CreateVM charges a quota).
-    const bump = { op: "update" as const, kind: VM_KIND, object: counter, mutate: (c: typeof counter) => ({ ...c, description: String(Number(c.description || "0") + 1) }) };
-    const commit = (name?: string) => store.commit([{ ...bump, object: { ...counter, resourceVersion: 0n } }, { op: "create", kind: VM_KIND, object: vm(projectId, name) }]);
+    const mutate = (c: Resource) => ({ ...c, description: String(Number((c as typeof counter).description || "0") + 1) }) as Resource;
+    const commit = (name?: string) =>
+      store.commit([
+        { op: "update", kind: VM_KIND as never, object: { ...counter, resourceVersion: 0n }, mutate },
+        { op: "create", kind: VM_KIND as never, object: vm(projectId, name) },
+      ]);
     const results = await Promise.allSettled([...Array.from({ length: 20 }, () => commit()), commit("taken"), ...Array.from({ length: 20 }, () => commit())]);
     const failed = results.flatMap((r, i) => (r.status === "rejected" ? [i] : []));
     assert.deepEqual(failed, [20]);
