@@ -20,7 +20,6 @@ import {
 } from "@quantix/core";
 import { WatchHub, type WatchHubLimits } from "../watch-hub.js";
 import type { ChangeTailer } from "./change-tailer.js";
-import type { GroupCommit } from "./group-commit.js";
 import { sqlType } from "./sql-columns.js";
 import { RowQueue } from "./row-queue.js";
 import { big, type Param, type SqlDriver } from "./sql-driver.js";
@@ -36,7 +35,8 @@ const OPTIMISTIC_ATTEMPTS = 3;
 export interface SqlCollectionContext {
   readonly db: SqlDriver;
   readonly tailer: ChangeTailer;
-  readonly writes: GroupCommit;
+  /** The store's group commit (group-commit.ts): the object as stored, or undefined when `base` no longer matched. */
+  readonly writes: { submit(coll: SqlCollection<Resource>, plan: PlannedWrite, base: bigint | undefined): Promise<Resource | undefined> };
   readonly clock: Clock;
   readonly limits: WatchHubLimits;
   /** Applies writes under the store's write lock (SqlStore.commit): cannot lose to a concurrent writer. */
