@@ -1,6 +1,6 @@
 import type { Clock, Kind, PlannedWrite, Resource } from "@quantix/core";
 import type { CommittedChange } from "./change-tailer.js";
-import { applyLocked, lockedCommit, type LockedOp } from "./locked-commit.js";
+import { applyLocked, lockedCommit, planLocked, rowSlot, writeLocked, type LockedOp, type PlannedCommit, type RowCache } from "./locked-commit.js";
 import { CHANGES_CHANNEL } from "./change-tailer.js";
 import { columnsOf } from "./sql-columns.js";
 import type { SqlCollection } from "./sql-collection.js";
@@ -156,8 +156,30 @@ export class GroupCommit {
     const first = big(meta.rows[0]?.revision ?? 0);
     let revision = first;
     if (!careful) await checkCreates(tx, batch);
+    // Rows the batch's multi-object commits read and wrote: a quota charged by every CreateVM
+    // of the batch is read once. A single write drops its row from it (it writes past it).
+    const rows: RowCache = new Map();
     for (let i = 0; i < batch.length; ) {
       const job = batch[i]!;
+      if (job.type === "single") rows.delete(rowSlot(job.coll.kind as never, job.plan.object.id));
+      if (job.type === "commit" && !careful) {
+        // Planned first (its reads, mutates and rules: a failure there writes nothing and is
+        // this commit's alone), then written; a failing statement fails the batch, which then
+        // runs again with savepoints.
+        i++;
+        let planned: PlannedCommit;
+        try {
+          planned = await planLocked(tx, this.collectionOf, job.ops, job.actor, this.clock, revision, rows);
+        } catch (err) {
+          if (isUnavailable(err)) throw err;
+          job.outcome = { error: err };
+          continue;
+        }
+        await writeLocked(tx, planned, rows);
+        job.outcome = { value: planned.out, changes: planned.changes };
+        revision += BigInt(planned.changes.length);
+        continue;
+      }
       if (job.type === "single" && !careful && job.plan.type === "ADDED") {
         // A run of single creates of one kind: one statement.
         let j = i + 1;
@@ -177,7 +199,7 @@ export class GroupCommit {
       await tx.query("SAVEPOINT quantix_write");
       try {
         if (job.type === "commit") {
-          const { out, changes } = await applyLocked(tx, this.collectionOf, job.ops, job.actor, this.clock, revision);
+          const { out, changes } = await applyLocked(tx, this.collectionOf, job.ops, job.actor, this.clock, revision, rows);
           job.outcome = { value: out, changes };
           revision += BigInt(changes.length);
         } else {

@@ -57,15 +57,53 @@ export async function applyLocked(
   actor: string | undefined,
   clock: Clock,
   revision: bigint,
+  rows?: RowCache,
 ): Promise<{ out: Resource[]; changes: CommittedChange[] }> {
-  const written = new Map<string, Resource | null>();
+  const planned = await planLocked(tx, collectionOf, ops, actor, clock, revision, rows);
+  await writeLocked(tx, planned, rows);
+  return planned;
+}
+
+/** Rows a group commit has read or written in its transaction, by table and id (null: deleted). */
+export type RowCache = Map<string, Resource | null>;
+
+/** The key of a row in a RowCache. */
+export const rowSlot = (kind: Kind<Resource>, id: string): string => `${kind.table}\u0000${id}`;
+
+/** What planLocked decided: each op's result, and the writes to make. */
+export interface PlannedCommit {
+  readonly out: Resource[];
+  readonly changes: CommittedChange[];
+  readonly writes: { coll: SqlCollection<Resource>; type: "ADDED" | "MODIFIED" | "DELETED"; object: Resource; current: Resource | undefined; revision: bigint }[];
+  /** The rows as they will be once written. */
+  readonly written: RowCache;
+}
+
+/**
+ * Decides a commit's writes without writing anything: reads what each op needs (from
+ * `rows` when the batch has it), runs its mutate and the kind's rules. A thrown error
+ * (NOT_FOUND, ABORTED, a mutate's refusal) leaves the database as it was. A create does
+ * not read: a taken id or unique key fails its INSERT.
+ */
+export async function planLocked(
+  tx: Queryable,
+  collectionOf: (kind: Kind<Resource>) => SqlCollection<Resource>,
+  ops: readonly LockedOp[],
+  actor: string | undefined,
+  clock: Clock,
+  revision: bigint,
+  rows?: RowCache,
+): Promise<PlannedCommit> {
+  const written: RowCache = new Map();
   const out: Resource[] = [];
   const changes: CommittedChange[] = [];
+  const writes: PlannedCommit["writes"] = [];
   const nowMs = clock.now();
   for (const op of ops) {
     const coll = collectionOf(op.kind);
-    const slot = `${op.kind.table}\u0000${op.object.id}`;
-    const current = written.has(slot) ? (written.get(slot) ?? undefined) : await read(tx, coll, op.object.id);
+    const slot = rowSlot(op.kind, op.object.id);
+    const known = written.has(slot) ? written : rows?.has(slot) ? rows : undefined;
+    const current = known ? (known.get(slot) ?? undefined) : op.op === "create" ? undefined : await read(tx, coll, op.object.id);
     let object: Resource;
     if (op.op === "create") {
       object = coll.copy(op.object);
@@ -93,25 +131,33 @@ export async function applyLocked(
       continue;
     }
     revision += 1n;
-    try {
-      await writeRow(tx, coll, plan.type, plan.object, current, revision);
-    } catch (err) {
-      throw translateSqlError(op.kind, err, plan.object);
-    }
-    await tx.query("INSERT INTO quantix_changes (revision, kind, type, data, previous, previous_version) VALUES ($1, $2, $3, $4, $5, $6)", [
-      revision,
-      op.kind.name,
-      plan.type,
-      coll.encode(plan.object),
-      plan.type === "MODIFIED" ? coll.encode(current!) : null,
-      plan.type === "MODIFIED" ? current!.resourceVersion : null,
-    ]);
+    writes.push({ coll, type: plan.type, object: plan.object, current, revision });
     const stored = coll.withVersion(plan.object, revision);
     written.set(slot, plan.type === "DELETED" ? null : stored);
     out.push(stored);
     changes.push({ kind: op.kind.name, type: plan.type, object: stored, previous: plan.type === "MODIFIED" ? current : undefined, revision });
   }
-  return { out, changes };
+  return { out, changes, writes, written };
+}
+
+/** Makes the writes planLocked decided (rows and changes); then `rows` has them. */
+export async function writeLocked(tx: Queryable, planned: PlannedCommit, rows?: RowCache): Promise<void> {
+  for (const w of planned.writes) {
+    try {
+      await writeRow(tx, w.coll, w.type, w.object, w.current, w.revision);
+    } catch (err) {
+      throw translateSqlError(w.coll.kind, err, w.object);
+    }
+    await tx.query("INSERT INTO quantix_changes (revision, kind, type, data, previous, previous_version) VALUES ($1, $2, $3, $4, $5, $6)", [
+      w.revision,
+      w.coll.kind.name,
+      w.type,
+      w.coll.encode(w.object),
+      w.type === "MODIFIED" ? w.coll.encode(w.current!) : null,
+      w.type === "MODIFIED" ? w.current!.resourceVersion : null,
+    ]);
+  }
+  if (rows) for (const [slot, row] of planned.written) rows.set(slot, row);
 }
 
 async function read(tx: Queryable, coll: SqlCollection<Resource>, id: string): Promise<Resource | undefined> {
