@@ -50,16 +50,9 @@ export async function lockedCommit(
  * and moving the revision (a group commit runs several under savepoints). Returns each
  * op's resulting object and the changes written, in revision order from `revision` + 1.
  */
-export async function applyLocked(
-  tx: Queryable,
-  collectionOf: (kind: Kind<Resource>) => SqlCollection<Resource>,
-  ops: readonly LockedOp[],
-  actor: string | undefined,
-  clock: Clock,
-  revision: bigint,
-  rows?: RowCache,
-): Promise<{ out: Resource[]; changes: CommittedChange[] }> {
-  const planned = await planLocked(tx, collectionOf, ops, actor, clock, revision, rows);
+export async function applyLocked(...args: Parameters<typeof planLocked>): Promise<{ out: Resource[]; changes: CommittedChange[] }> {
+  const [tx, , , , , , rows] = args;
+  const planned = await planLocked(...args);
   await writeLocked(tx, planned, rows);
   return planned;
 }
