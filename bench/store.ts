@@ -50,18 +50,32 @@ const RAW_TABLE = `
 const INSERT_RAW = "INSERT INTO bench_raw (id, project_id, name, labels, state, node_id, created_ms, resource_version, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 const rawParams = (v: VirtualMachine, rv: number) => [v.id, v.projectId, v.name, JSON.stringify(v.labels), v.status!.state, "", Number(v.createdAt!.seconds) * 1000, rv, toBinary(VirtualMachineSchema, v)] as const;
 
-/** Creates per second: `store.of(VM_KIND).create` one at a time vs one INSERT per row (autocommit). */
-async function createRates(store: Store, db: SqlDriver | undefined): Promise<{ ours: number; raw: number }> {
-  const n = CREATES;
-  const ours = Array.from({ length: n }, (_, i) => vm(i, "create"));
+const IN_FLIGHT = 64;
+
+/** Calls of `f(0..n-1)`, `inFlight` at a time, per second. */
+async function rate(n: number, inFlight: number, f: (i: number) => Promise<unknown>): Promise<number> {
+  let next = 0;
   const t0 = nowMs();
-  for (const v of ours) await store.of(VM_KIND).create(v);
-  const oursRate = (n / (nowMs() - t0)) * 1000;
-  if (!db) return { ours: oursRate, raw: NaN };
-  const raw = Array.from({ length: n }, (_, i) => vm(i, "create"));
-  const t1 = nowMs();
-  for (let i = 0; i < n; i++) await db.query(INSERT_RAW, rawParams(raw[i]!, i + 1));
-  return { ours: oursRate, raw: (n / (nowMs() - t1)) * 1000 };
+  await Promise.all(Array.from({ length: inFlight }, async () => {
+    while (next < n) await f(next++);
+  }));
+  return (n / (nowMs() - t0)) * 1000;
+}
+
+/**
+ * Creates per second: `store.of(VM_KIND).create` vs one INSERT per row (autocommit), one at
+ * a time and IN_FLIGHT at once (where the store commits in groups, ADR 0012).
+ */
+async function createRates(store: Store, db: SqlDriver | undefined): Promise<{ ours: number; raw: number; oursConcurrent: number; rawConcurrent: number }> {
+  const n = CREATES;
+  const ours = Array.from({ length: 2 * n }, (_, i) => vm(i, "create"));
+  const oursRate = await rate(n, 1, (i) => store.of(VM_KIND).create(ours[i]!));
+  const oursConcurrent = await rate(n, IN_FLIGHT, (i) => store.of(VM_KIND).create(ours[n + i]!));
+  if (!db) return { ours: oursRate, raw: NaN, oursConcurrent, rawConcurrent: NaN };
+  const raw = Array.from({ length: 2 * n }, (_, i) => vm(i, "create"));
+  const rawRate = await rate(n, 1, (i) => db.query(INSERT_RAW, rawParams(raw[i]!, i + 1)));
+  const rawConcurrent = await rate(n, IN_FLIGHT, (i) => db.query(INSERT_RAW, rawParams(raw[n + i]!, n + i + 1)));
+  return { ours: oursRate, raw: rawRate, oursConcurrent, rawConcurrent };
 }
 
 /** Bulk-loads `count` VMs into quantix_vms (and bench_raw) in batches, bypassing the store. */
@@ -193,12 +207,14 @@ try {
     if (db) {
       rows.push(
         compare(`CreateVM in the ${name} store, creates/s (one at a time)`, c.ours, c.raw, perSec, "raw SQL INSERT"),
+        compare(`CreateVM in the ${name} store, creates/s (${IN_FLIGHT} in flight)`, c.oursConcurrent, c.rawConcurrent, perSec, `raw SQL INSERT, ${IN_FLIGHT} in flight`),
         compare(`ListVMs ${name}, first page of ${PAGE} of ${num(LIST_ROWS)} + count, ms`, l.ours.first, l.raw.first, ms, "raw SQL keyset + count"),
         compare(`ListVMs ${name}, page at 90% of ${num(LIST_ROWS)}, ms`, l.ours.deep, l.raw.deep, ms, "raw SQL keyset"),
       );
     } else {
       rows.push(
         absolute(`CreateVM in the ${name} store, creates/s (one at a time)`, c.ours, perSec),
+        absolute(`CreateVM in the ${name} store, creates/s (${IN_FLIGHT} in flight)`, c.oursConcurrent, perSec),
         absolute(`ListVMs ${name}, first page of ${PAGE} of ${num(LIST_ROWS)} + count, ms`, l.ours.first, ms),
         absolute(`ListVMs ${name}, page at 90% of ${num(LIST_ROWS)}, ms`, l.ours.deep, ms),
       );

@@ -523,6 +523,63 @@ export function storeContract(
       });
     });
 
+    describe("concurrent writes (group commit)", () => {
+      /** Settles every promise; the outcome of each, in order. */
+      const settle = <T>(ps: Promise<T>[]) => Promise.allSettled(ps);
+
+      it("creates, updates and deletes issued at once: each caller gets its own outcome; revisions are gap-free; a watcher sees each change once, in order", async () => {
+        const projectId = randomUUID();
+        const existing = await Promise.all(Array.from({ length: 10 }, () => store.of(VM_KIND).create(newVm({ projectId }))));
+        const from = await store.revision();
+        const w = new Watcher(store.of(VM_KIND), from);
+        assert.deepEqual(summary(await w.take(1)), [`SYNCED@${from}`]);
+        const fresh = Array.from({ length: 40 }, () => newVm({ projectId }));
+        const twins = [newVm({ projectId, name: "twin" }), newVm({ projectId, name: "twin" })];
+        const clash = newVm({ projectId, name: existing[0]!.name });
+        const results = await settle<VirtualMachine>([
+          ...fresh.map((v) => store.of(VM_KIND).create(v)),
+          ...existing.slice(0, 6).map((v, i) => store.of(VM_KIND).update(v.id, (cur) => ({ ...cur, description: `d${i}` }))),
+          store.of(VM_KIND).update(existing[6]!.id, (cur) => ({ ...cur, name: existing[7]!.name })), // a taken name
+          store.of(VM_KIND).delete(existing[8]!.id),
+          ...twins.map((v) => store.of(VM_KIND).create(v)),
+          store.of(VM_KIND).create(clash),
+          store.of(VM_KIND).create(newVm({ projectId })),
+        ]);
+        const failed = results.flatMap((r, i) => (r.status === "rejected" ? [[i, (r.reason as QuantixError).code] as const] : []));
+        // The rename to a taken name, one of the twins and the clash fail, each with its own error; nothing else does.
+        assert.equal(failed.length, 3, JSON.stringify(failed));
+        assert.ok(failed.every(([, code]) => code === "already_exists"), JSON.stringify(failed));
+        assert.ok(failed.some(([i]) => i === 46), "the rename to a taken name must fail");
+        assert.ok(failed.some(([i]) => i === 50), "the create of a taken name must fail");
+        assert.equal(failed.filter(([i]) => i === 48 || i === 49).length, 1, "exactly one of two creates of one name must fail");
+        const ok = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+        const revs = ok.map((v) => v.resourceVersion).sort((a, b) => (a < b ? -1 : 1));
+        // Gap-free: the acknowledged writes are exactly the revisions after `from`.
+        assert.deepEqual(revs, Array.from({ length: ok.length }, (_, i) => from + BigInt(i + 1)));
+        assert.equal(await store.revision(), from + BigInt(ok.length));
+        for (const v of fresh) assert.equal((await store.of(VM_KIND).get(v.id))?.name, v.name);
+        assert.equal((await store.of(VM_KIND).get(existing[6]!.id))?.name, existing[6]!.name);
+        assert.equal(await store.of(VM_KIND).get(existing[8]!.id), undefined);
+        assert.equal(await store.of(VM_KIND).get(clash.id), undefined);
+        const events = (await w.take(ok.length)) as ChangeEvent<VirtualMachine>[];
+        assert.deepEqual(events.map((e) => e.revision), revs, "watch events out of order, missing or duplicated");
+        const byRev = new Map(ok.map((v) => [v.resourceVersion, v]));
+        for (const e of events) {
+          assert.equal(e.object.id, byRev.get(e.revision)!.id);
+          if (e.type === "MODIFIED") assert.equal(e.object.description, byRev.get(e.revision)!.description);
+        }
+      });
+
+      it("concurrent updates of many objects without a version all land, each once", async () => {
+        const vms = await Promise.all(Array.from({ length: 30 }, () => store.of(VM_KIND).create(newVm())));
+        const from = await store.revision();
+        const updated = await Promise.all(vms.flatMap((v) => [1, 2, 3].map((n) => store.of(VM_KIND).update(v.id, (cur) => ({ ...cur, labels: { ...cur.labels, [`k${n}`]: "v" } })))));
+        assert.equal(new Set(updated.map((u) => u.resourceVersion)).size, 90);
+        assert.equal(await store.revision(), from + 90n);
+        for (const v of vms) assert.deepEqual({ ...(await store.of(VM_KIND).get(v.id))!.labels }, { k1: "v", k2: "v", k3: "v" });
+      });
+    });
+
     describe("watch", () => {
       it("replays exactly the changes after fromRevision in order, then SYNCED, then live changes", async () => {
         const from = await store.revision();

@@ -9,6 +9,15 @@ export const CHANGES_CHANNEL = "quantix_changes";
 /** Rows read per query when catching up. */
 const BATCH = 1000;
 
+/** A change this process committed, as stored (its object frozen, at its revision). */
+export interface CommittedChange {
+  readonly kind: string;
+  readonly type: ChangeType;
+  readonly object: unknown;
+  readonly previous: unknown;
+  readonly revision: bigint;
+}
+
 interface Sink {
   readonly hub: WatchHub<unknown>;
   /** Decodes stored bytes into the object at `version`. */
@@ -58,6 +67,24 @@ export class ChangeTailer {
     this.timer.unref();
   }
 
+  /**
+   * Changes this process has just committed, in revision order. When they follow the last
+   * change published, they are published now, without reading them back (the writers are
+   * answered after this, so a watcher sees a write no later than its writer does); when
+   * another writer's changes may lie between, the history is read instead.
+   */
+  committed(changes: readonly CommittedChange[]): void {
+    if (changes.length === 0) return;
+    if (changes[0]!.revision !== this.last + 1n) {
+      void this.kick();
+      return;
+    }
+    for (const c of changes) {
+      this.sinks.get(c.kind)?.hub.publish({ type: c.type, object: c.object, previous: c.previous, revision: c.revision });
+      this.last = c.revision;
+    }
+  }
+
   /** Reads new changes now (coalesced with a read already under way). */
   private kick(): Promise<void> {
     return this.reader.kick();
@@ -92,7 +119,8 @@ export class ChangeTailer {
     try {
       const stop = await this.driver.listen(
         CHANGES_CHANNEL,
-        () => void this.kick(),
+        // Our own commits are mostly published already (committed()): no read for those.
+        (payload) => (/^\d+$/.test(payload) && BigInt(payload) <= this.last ? undefined : void this.kick()),
         () => (this.unlisten = undefined),
       );
       this.unlisten = async () => {
@@ -109,7 +137,9 @@ export class ChangeTailer {
   }
 
   private async readBatch(): Promise<number> {
-    // One statement, one snapshot: the history's bounds and the rows after `last`.
+    // One statement, one snapshot: the history's bounds and the rows after `last`. Changes
+    // this process commits meanwhile may be published (committed()) before the rows arrive.
+    const from = this.last;
     const { rows } = await this.driver.query<{
       compacted_revision: unknown;
       latest: unknown;
@@ -124,7 +154,7 @@ export class ChangeTailer {
        FROM quantix_meta m
        LEFT JOIN LATERAL (SELECT * FROM quantix_changes WHERE revision > $1 ORDER BY revision LIMIT $2) c ON true
        WHERE m.id = 1`,
-      [this.last, BATCH],
+      [from, BATCH],
     );
     const compacted = big(rows[0]?.compacted_revision ?? 0);
     const latest = big(rows[0]?.latest ?? 0);
@@ -132,9 +162,9 @@ export class ChangeTailer {
       // This replica fell behind by more than the retention (cut off from the database while
       // others wrote): the changes in between are gone. Watchers learn it; they do not get a gap.
       this.restart(compacted, `this replica's view of the history fell behind the retention (it had revision ${this.last}, history now starts after ${compacted})`);
-    } else if (latest < this.last) {
+    } else if (latest < from) {
       // The database went back (restored from a backup, or a failover lost commits).
-      this.restart(latest, `the database's latest revision ${latest} is older than revision ${this.last} this replica had seen (restored or failed over?)`);
+      this.restart(latest, `the database's latest revision ${latest} is older than revision ${from} this replica had seen (restored or failed over?)`);
       return 0;
     }
     let read = 0;
@@ -142,6 +172,7 @@ export class ChangeTailer {
       if (row.kind === null || row.revision === null) continue;
       read++;
       const revision = big(row.revision);
+      if (revision <= this.last) continue;
       const sink = this.sinks.get(row.kind);
       if (sink) {
         sink.hub.publish({

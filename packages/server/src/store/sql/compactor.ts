@@ -17,9 +17,10 @@ export class Compactor {
     readonly retention: number,
   ) {}
 
-  /** Called after each write; compacts every retention/16 writes. */
-  async afterWrite(): Promise<void> {
-    if (++this.writes < Math.max(1, this.retention >> 4)) return;
+  /** Called after each commit of `writes` writes; compacts every retention/16 writes. */
+  async afterWrite(writes = 1): Promise<void> {
+    this.writes += writes;
+    if (this.writes < Math.max(1, this.retention >> 4)) return;
     this.writes = 0;
     await this.compact();
   }

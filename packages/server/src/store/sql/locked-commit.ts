@@ -1,5 +1,5 @@
 import { checkBase, notFound, planWrite, QuantixError, type Clock, type Kind, type Resource } from "@quantix/core";
-import { CHANGES_CHANNEL } from "./change-tailer.js";
+import { CHANGES_CHANNEL, type CommittedChange } from "./change-tailer.js";
 import { columnsOf } from "./sql-columns.js";
 import type { SqlCollection } from "./sql-collection.js";
 import { translateSqlError } from "./sql-collection.js";
@@ -30,68 +30,127 @@ export async function lockedCommit(
   ops: readonly LockedOp[],
   actor: string | undefined,
   clock: Clock,
-): Promise<Resource[]> {
+): Promise<{ out: Resource[]; changes: CommittedChange[] }> {
   return db.transaction(async (tx) => {
     const meta = await tx.query<{ revision: unknown }>("SELECT revision FROM quantix_meta WHERE id = 1 FOR UPDATE");
-    let revision = big(meta.rows[0]?.revision ?? 0);
-    const written = new Map<string, Resource | null>();
-    const out: Resource[] = [];
-    const nowMs = clock.now();
-    for (const op of ops) {
-      const coll = collectionOf(op.kind);
-      const slot = `${op.kind.table}\u0000${op.object.id}`;
-      const current = written.has(slot) ? (written.get(slot) ?? undefined) : await read(tx, coll, op.object.id);
-      let object: Resource;
-      if (op.op === "create") {
-        object = coll.copy(op.object);
-      } else {
-        if (!current) throw notFound(op.kind.name, op.object.id);
-        checkBase(op.kind, current, op.base);
-        if (op.op === "delete") {
-          op.mutate?.(coll.copy(current));
-          object = coll.copy(current);
-        } else if (op.mutate) {
-          const next = op.mutate(coll.copy(current));
-          if (next === undefined) {
-            out.push(current);
-            continue;
-          }
-          if (next.id !== current.id) throw new QuantixError("internal", `${op.kind.name} update changed the id`);
-          object = next;
-        } else {
-          object = coll.copy(op.object);
-        }
-      }
-      const plan = planWrite(op.kind, op.op, object, current, { base: op.base, actor, nowMs });
-      if (!plan) {
-        out.push(current!);
-        continue;
-      }
-      revision += 1n;
-      try {
-        await writeRow(tx, coll, plan.type, plan.object, current, revision);
-      } catch (err) {
-        throw translateSqlError(op.kind, err, plan.object);
-      }
-      await tx.query("INSERT INTO quantix_changes (revision, kind, type, data, previous, previous_version) VALUES ($1, $2, $3, $4, $5, $6)", [
-        revision,
-        op.kind.name,
-        plan.type,
-        coll.encode(plan.object),
-        plan.type === "MODIFIED" ? coll.encode(current!) : null,
-        plan.type === "MODIFIED" ? current!.resourceVersion : null,
-      ]);
-      const stored = coll.withVersion(plan.object, revision);
-      written.set(slot, plan.type === "DELETED" ? null : stored);
-      out.push(stored);
-    }
     const first = big(meta.rows[0]?.revision ?? 0);
-    if (revision > first) {
+    const applied = await applyLocked(tx, collectionOf, ops, actor, clock, first);
+    if (applied.changes.length > 0) {
+      const revision = first + BigInt(applied.changes.length);
       await tx.query("UPDATE quantix_meta SET revision = $1 WHERE id = 1", [revision]);
       await tx.query("SELECT pg_notify($1, $2)", [CHANGES_CHANNEL, revision.toString()]);
     }
-    return out;
+    return applied;
   });
+}
+
+/**
+ * The writes of one commit in transaction `tx`, which holds the revision lock and whose
+ * last revision handed out is `revision`: what lockedCommit does between taking the lock
+ * and moving the revision (a group commit runs several under savepoints). Returns each
+ * op's resulting object and the changes written, in revision order from `revision` + 1.
+ */
+export async function applyLocked(...args: Parameters<typeof planLocked>): Promise<{ out: Resource[]; changes: CommittedChange[] }> {
+  const [tx, , , , , , rows] = args;
+  const planned = await planLocked(...args);
+  await writeLocked(tx, planned, rows);
+  return planned;
+}
+
+/** Rows a group commit has read or written in its transaction, by table and id (null: deleted). */
+export type RowCache = Map<string, Resource | null>;
+
+/** The key of a row in a RowCache. */
+export const rowSlot = (kind: Kind<Resource>, id: string): string => `${kind.table}\u0000${id}`;
+
+/** What planLocked decided: each op's result, and the writes to make. */
+export interface PlannedCommit {
+  readonly out: Resource[];
+  readonly changes: CommittedChange[];
+  readonly writes: { coll: SqlCollection<Resource>; type: "ADDED" | "MODIFIED" | "DELETED"; object: Resource; current: Resource | undefined; revision: bigint }[];
+  /** The rows as they will be once written. */
+  readonly written: RowCache;
+}
+
+/**
+ * Decides a commit's writes without writing anything: reads what each op needs (from
+ * `rows` when the batch has it), runs its mutate and the kind's rules. A thrown error
+ * (NOT_FOUND, ABORTED, a mutate's refusal) leaves the database as it was. A create does
+ * not read: a taken id or unique key fails its INSERT.
+ */
+export async function planLocked(
+  tx: Queryable,
+  collectionOf: (kind: Kind<Resource>) => SqlCollection<Resource>,
+  ops: readonly LockedOp[],
+  actor: string | undefined,
+  clock: Clock,
+  revision: bigint,
+  rows?: RowCache,
+): Promise<PlannedCommit> {
+  const written: RowCache = new Map();
+  const out: Resource[] = [];
+  const changes: CommittedChange[] = [];
+  const writes: PlannedCommit["writes"] = [];
+  const nowMs = clock.now();
+  for (const op of ops) {
+    const coll = collectionOf(op.kind);
+    const slot = rowSlot(op.kind, op.object.id);
+    const known = written.has(slot) ? written : rows?.has(slot) ? rows : undefined;
+    const current = known ? (known.get(slot) ?? undefined) : op.op === "create" ? undefined : await read(tx, coll, op.object.id);
+    let object: Resource;
+    if (op.op === "create") {
+      object = coll.copy(op.object);
+    } else {
+      if (!current) throw notFound(op.kind.name, op.object.id);
+      checkBase(op.kind, current, op.base);
+      if (op.op === "delete") {
+        op.mutate?.(coll.copy(current));
+        object = coll.copy(current);
+      } else if (op.mutate) {
+        const next = op.mutate(coll.copy(current));
+        if (next === undefined) {
+          out.push(current);
+          continue;
+        }
+        if (next.id !== current.id) throw new QuantixError("internal", `${op.kind.name} update changed the id`);
+        object = next;
+      } else {
+        object = coll.copy(op.object);
+      }
+    }
+    const plan = planWrite(op.kind, op.op, object, current, { base: op.base, actor, nowMs });
+    if (!plan) {
+      out.push(current!);
+      continue;
+    }
+    revision += 1n;
+    writes.push({ coll, type: plan.type, object: plan.object, current, revision });
+    const stored = coll.withVersion(plan.object, revision);
+    written.set(slot, plan.type === "DELETED" ? null : stored);
+    out.push(stored);
+    changes.push({ kind: op.kind.name, type: plan.type, object: stored, previous: plan.type === "MODIFIED" ? current : undefined, revision });
+  }
+  return { out, changes, writes, written };
+}
+
+/** Makes the writes planLocked decided (rows and changes); then `rows` has them. */
+export async function writeLocked(tx: Queryable, planned: PlannedCommit, rows?: RowCache): Promise<void> {
+  for (const w of planned.writes) {
+    try {
+      await writeRow(tx, w.coll, w.type, w.object, w.current, w.revision);
+    } catch (err) {
+      throw translateSqlError(w.coll.kind, err, w.object);
+    }
+    await tx.query("INSERT INTO quantix_changes (revision, kind, type, data, previous, previous_version) VALUES ($1, $2, $3, $4, $5, $6)", [
+      w.revision,
+      w.coll.kind.name,
+      w.type,
+      w.coll.encode(w.object),
+      w.type === "MODIFIED" ? w.coll.encode(w.current!) : null,
+      w.type === "MODIFIED" ? w.current!.resourceVersion : null,
+    ]);
+  }
+  if (rows) for (const [slot, row] of planned.written) rows.set(slot, row);
 }
 
 async function read(tx: Queryable, coll: SqlCollection<Resource>, id: string): Promise<Resource | undefined> {

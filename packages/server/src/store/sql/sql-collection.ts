@@ -20,9 +20,7 @@ import {
 } from "@quantix/core";
 import { WatchHub, type WatchHubLimits } from "../watch-hub.js";
 import type { ChangeTailer } from "./change-tailer.js";
-import { CHANGES_CHANNEL } from "./change-tailer.js";
-import type { Compactor } from "./compactor.js";
-import { columnsOf, sqlType } from "./sql-columns.js";
+import { sqlType } from "./sql-columns.js";
 import { RowQueue } from "./row-queue.js";
 import { big, type Param, type SqlDriver } from "./sql-driver.js";
 
@@ -37,7 +35,8 @@ const OPTIMISTIC_ATTEMPTS = 3;
 export interface SqlCollectionContext {
   readonly db: SqlDriver;
   readonly tailer: ChangeTailer;
-  readonly compactor: Compactor;
+  /** The store's group commit (group-commit.ts): the object as stored, or undefined when `base` no longer matched. */
+  readonly writes: { submit(coll: SqlCollection<Resource>, plan: PlannedWrite, base: bigint | undefined): Promise<Resource | undefined> };
   readonly clock: Clock;
   readonly limits: WatchHubLimits;
   /** Applies writes under the store's write lock (SqlStore.commit): cannot lose to a concurrent writer. */
@@ -45,10 +44,12 @@ export interface SqlCollectionContext {
 }
 
 /**
- * A Collection over one SQL table, described by the kind's declaration. A single write is
- * one statement (one round trip, atomic) that takes the next revision from quantix_meta
- * (locking it until commit), writes the row conditionally on its resource_version,
- * appends to quantix_changes and notifies. Updates and deletes of one row from this process
+ * A Collection over one SQL table, described by the kind's declaration. A single write
+ * goes through the store's group commit (group-commit.ts): alone it is one statement (one
+ * round trip, atomic) that takes the next revision from quantix_meta (locking it until
+ * commit), writes the row conditionally on its resource_version, appends to
+ * quantix_changes and notifies; writes arriving while a commit is in flight share the next
+ * transaction and COMMIT. Updates and deletes of one row from this process
  * run one at a time (RowQueue), so a hot row costs one connection, not the pool; one that
  * keeps losing to other replicas falls back to the store's write lock, so that a write
  * without an expected version never fails for contention. Reads decode the protobuf bytes into deeply frozen objects, as the
@@ -74,9 +75,8 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
 
   async create(obj: T, options?: WriteOptions): Promise<T> {
     const plan = planWrite(this.any, "create", this.copy(obj), undefined, { actor: options?.actor, nowMs: this.c.clock.now() })!;
-    const revision = await this.write(plan, undefined);
-    // A create matches no row only by failing, so there is always a revision.
-    return this.withVersion(plan.object as T, revision!);
+    // A create matches no row only by failing, so there is always a stored object.
+    return (await this.write(plan, undefined))!;
   }
 
   async get(id: string): Promise<T | undefined> {
@@ -127,8 +127,8 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
       if (next === undefined) return current;
       if (next.id !== id) throw new QuantixError("internal", `${this.kind.name} update changed the id`);
       const plan = planWrite(this.any, "update", next, current, { actor: options?.actor, nowMs: this.c.clock.now() })!;
-      const revision = await this.write(plan, current.resourceVersion);
-      if (revision !== undefined) return this.withVersion(plan.object as T, revision);
+      const stored = await this.write(plan, current.resourceVersion);
+      if (stored) return stored;
     }
     // Others keep writing this object between our read and our write: take the lock.
     const [stored] = await this.c.lockedCommit([{ op: "update", kind: this.any, object: { id, resourceVersion: options?.expectedVersion ?? 0n }, base: options?.expectedVersion, mutate: mutate as (c: Resource) => Resource | undefined }], options?.actor);
@@ -146,8 +146,8 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
       check?.(this.copy(current));
       const plan = planWrite(this.any, "delete", this.copy(current), current, { actor: options?.actor, nowMs: this.c.clock.now() });
       if (!plan) return current;
-      const revision = await this.write(plan, current.resourceVersion);
-      if (revision !== undefined) return this.withVersion(plan.object as T, revision);
+      const stored = await this.write(plan, current.resourceVersion);
+      if (stored) return stored;
     }
     const [stored] = await this.c.lockedCommit(
       [{ op: "delete", kind: this.any, object: { id, resourceVersion: options?.expectedVersion ?? 0n }, base: options?.expectedVersion, mutate: (cur) => (check?.(this.copy(cur as T)), cur) }],
@@ -243,56 +243,9 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
     return out;
   }
 
-  /**
-   * Runs one planned write as a single statement (one round trip, atomic): `rev` takes the
-   * next revision from quantix_meta, locking it until commit, so revisions commit in
-   * order; `row` writes the object, conditionally on `base` for an existing one, and
-   * returns the revision when it matched; the change is appended to the history and
-   * notified. When the row did not match (a conflict), the statement divides by zero on
-   * purpose so that it rolls back whole and no revision is used: resolves to undefined.
-   */
-  private async write(plan: PlannedWrite, base: bigint | undefined): Promise<bigint | undefined> {
-    const t = this.kind.table;
-    const params: Param[] = [];
-    const $ = (v: Param) => `$${params.push(v)}`;
-    let rowCte: string;
-    let dataRef: string;
-    let previous = ["NULL", "NULL"];
-    if (plan.type === "ADDED") {
-      const cols = { id: plan.object.id, ...columnsOf(this.any, plan.object) };
-      const values = Object.values(cols).map((v) => $(v));
-      dataRef = $(this.encode(plan.object));
-      rowCte = `row AS (INSERT INTO ${t} (${Object.keys(cols).join(", ")}, resource_version, data)
-         SELECT ${values.join(", ")}, rev.revision, ${dataRef} FROM rev RETURNING resource_version AS revision)`;
-    } else if (plan.type === "MODIFIED") {
-      const cols = columnsOf(this.any, plan.object);
-      const sets = Object.entries(cols).map(([c, v]) => `${c} = ${$(v)}`);
-      dataRef = $(this.encode(plan.object));
-      const version = $(base!);
-      rowCte = `row AS (UPDATE ${t} SET ${sets.join(", ")}, resource_version = rev.revision, data = ${dataRef}
-         FROM rev WHERE id = ${$(plan.object.id)} AND resource_version = ${version} RETURNING rev.revision)`;
-      previous = [$(this.encode(plan.previous!)), `${version}::bigint`];
-    } else {
-      rowCte = `row AS (DELETE FROM ${t} USING rev WHERE id = ${$(plan.object.id)} AND resource_version = ${$(base!)} RETURNING rev.revision)`;
-      dataRef = $(this.encode(plan.object));
-    }
-    const sql = `WITH rev AS (UPDATE quantix_meta SET revision = revision + 1 WHERE id = 1 RETURNING revision),
-      ${rowCte},
-      chg AS (INSERT INTO quantix_changes (revision, kind, type, data, previous, previous_version)
-              SELECT revision, ${$(this.kind.name)}, ${$(plan.type)}, ${dataRef}, ${previous[0]}, ${previous[1]} FROM row)
-      SELECT (SELECT revision FROM row) AS revision,
-             1 / (SELECT count(*)::int FROM row) AS matched,
-             pg_notify(${$(CHANGES_CHANNEL)}, (SELECT revision FROM row)::text) AS notified`;
-    let revision: bigint;
-    try {
-      const { rows } = await this.c.db.query<{ revision: unknown }>(sql, params);
-      revision = big(rows[0]!.revision);
-    } catch (err) {
-      if ((err as { code?: string }).code === "22012") return undefined;
-      throw translateSqlError(this.any, err, plan.object);
-    }
-    await this.c.compactor.afterWrite();
-    return revision;
+  /** Commits one planned write (group-commit.ts): the object as stored, or undefined when `base` no longer matched. */
+  private async write(plan: PlannedWrite, base: bigint | undefined): Promise<T | undefined> {
+    return (await this.c.writes.submit(this as unknown as SqlCollection<Resource>, plan, base)) as T | undefined;
   }
 
   /** Changes of this kind in (after, through], at most HISTORY_PAGE; OUT_OF_RANGE if compacted. */

@@ -3,7 +3,8 @@ import { runTransaction } from "../transaction.js";
 import type { WatchHubLimits } from "../watch-hub.js";
 import { ChangeTailer } from "./change-tailer.js";
 import { Compactor } from "./compactor.js";
-import { lockedCommit, type LockedOp } from "./locked-commit.js";
+import { GroupCommit } from "./group-commit.js";
+import type { LockedOp } from "./locked-commit.js";
 import { SqlCollection } from "./sql-collection.js";
 import { big, type SqlDriver } from "./sql-driver.js";
 
@@ -34,6 +35,7 @@ export class SqlStore implements Store {
   readonly compactor: Compactor;
   private readonly collections = new Map<Kind<Resource>, SqlCollection<Resource>>();
   private readonly clock: Clock;
+  private readonly writes: GroupCommit;
 
   private constructor(
     readonly driver: SqlDriver,
@@ -44,13 +46,20 @@ export class SqlStore implements Store {
     this.clock = options.clock ?? systemClock;
     this.tailer = new ChangeTailer(driver, startRevision, options.pollMs, options.onError);
     this.compactor = new Compactor(driver, options.historyRevisions);
+    this.writes = new GroupCommit(
+      driver,
+      (k) => this.of(k) as SqlCollection<Resource>,
+      this.clock,
+      (changes) => this.tailer.committed(changes),
+      (n) => this.compactor.afterWrite(n),
+    );
     const context = {
       db: driver,
       tailer: this.tailer,
-      compactor: this.compactor,
+      writes: this.writes,
       clock: this.clock,
       limits,
-      lockedCommit: (ops: LockedOp[], actor: string | undefined) => this.locked(ops, actor),
+      lockedCommit: (ops: LockedOp[], actor: string | undefined) => this.writes.commit(ops, actor),
     };
     for (const kind of options.kinds ?? ALL_KINDS) this.collections.set(kind, new SqlCollection(kind, context));
   }
@@ -70,7 +79,7 @@ export class SqlStore implements Store {
   }
 
   commit(ops: readonly TxOp[], options?: Pick<WriteOptions, "actor">): Promise<Resource[]> {
-    return this.locked(
+    return this.writes.commit(
       ops.map((o) => ({ op: o.op, kind: o.kind, object: o.object, base: o.op === "create" ? undefined : o.object.resourceVersion, mutate: o.op === "update" ? o.mutate : undefined })),
       options?.actor,
     );
@@ -120,11 +129,5 @@ export class SqlStore implements Store {
     await this.tailer.stop();
     await this.driver.close();
     this.options.onClosed?.();
-  }
-
-  private async locked(ops: readonly LockedOp[], actor: string | undefined): Promise<Resource[]> {
-    const out = await lockedCommit(this.driver, (k) => this.of(k) as SqlCollection<Resource>, ops, actor, this.clock);
-    for (let i = 0; i < ops.length; i++) await this.compactor.afterWrite();
-    return out;
   }
 }

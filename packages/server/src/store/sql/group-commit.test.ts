@@ -1,0 +1,102 @@
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+
+import { create } from "@bufbuild/protobuf";
+import { VirtualMachineSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { QuantixError, VM_KIND, type Resource } from "@quantix/core";
+import { migrate } from "./migrations.js";
+import { PgliteDriver } from "./pglite-driver.js";
+import { SqlStore } from "./sql-store.js";
+
+// Group commit on the embedded engine: concurrent writes share transactions, and a write
+// that fails inside a shared transaction fails alone. (The store contract checks outcomes,
+// revisions and watch order on every engine; this checks that writes really are batched.)
+
+describe("group commit", () => {
+  let dir: string;
+  let driver: PgliteDriver;
+  let store: SqlStore;
+  let transactions = 0;
+  let statements: string[] = [];
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "quantix-group-"));
+    driver = await PgliteDriver.open(dir);
+    await migrate(driver, () => undefined);
+    store = await SqlStore.open(driver, { historyRevisions: 10_000, maxBacklog: 10_000, pollMs: 1000, onError: () => undefined });
+    const transaction = driver.transaction.bind(driver);
+    driver.transaction = ((fn, options) => {
+      transactions++;
+      return transaction(async (tx) => fn({ ...tx, query: (sql, params) => (statements.push(sql), tx.query(sql, params)) }), options);
+    }) as typeof driver.transaction;
+  });
+  after(async () => {
+    await store?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const vm = (projectId: string, name = `vm-${randomUUID().slice(0, 8)}`) => create(VirtualMachineSchema, { id: randomUUID(), projectId, name, spec: { cpu: { cores: 1 } } });
+
+  it("100 creates issued at once commit in a few transactions, the creates of each in one INSERT", async () => {
+    transactions = 0;
+    statements = [];
+    const projectId = randomUUID();
+    const created = await Promise.all(Array.from({ length: 100 }, () => store.of(VM_KIND).create(vm(projectId))));
+    assert.equal(new Set(created.map((v) => v.resourceVersion)).size, 100);
+    // The first goes alone (nothing was committing); the rest wait for it and go together.
+    assert.ok(transactions >= 1 && transactions <= 5, `${transactions} transactions`);
+    assert.equal(statements.filter((s) => s.includes("SAVEPOINT")).length, 0, "no savepoints without a failing write");
+    assert.equal(statements.filter((s) => s.includes("INSERT INTO quantix_vms")).length, transactions, "one INSERT per transaction");
+    const page = await store.of(VM_KIND).list({ where: { project_id: projectId }, order: { field: "name", desc: false }, limit: 200, countTotal: true });
+    assert.equal(page.totalCount, 100);
+  });
+
+  it("a batch with a taken name runs with a savepoint per write: the taken one fails alone", async () => {
+    const projectId = randomUUID();
+    const first = await store.of(VM_KIND).create(vm(projectId, "taken"));
+    transactions = 0;
+    statements = [];
+    const results = await Promise.allSettled([
+      store.of(VM_KIND).create(vm(projectId)), // alone: starts the commit the others wait for
+      ...Array.from({ length: 10 }, () => store.of(VM_KIND).create(vm(projectId))),
+      store.of(VM_KIND).create(vm(projectId, "taken")),
+      ...Array.from({ length: 10 }, () => store.of(VM_KIND).create(vm(projectId))),
+    ]);
+    const failed = results.flatMap((r, i) => (r.status === "rejected" ? [i] : []));
+    assert.deepEqual(failed, [11]);
+    const reason = (results[11] as PromiseRejectedResult).reason as QuantixError;
+    assert.equal(reason.code, "already_exists", reason.message);
+    assert.ok(statements.some((s) => s.includes("ROLLBACK TO SAVEPOINT")), "the failing create was rolled back to its savepoint");
+    assert.ok(transactions <= 4, `${transactions} transactions`);
+    const page = await store.of(VM_KIND).list({ where: { project_id: projectId }, order: { field: "name", desc: false }, limit: 100, countTotal: true });
+    assert.equal(page.totalCount, 22);
+    assert.equal(page.items.find((v) => v.name === "taken")?.id, first.id);
+  });
+
+  it("multi-object commits issued at once share transactions; one that fails is rolled back alone", async () => {
+    const projectId = randomUUID();
+    const counter = await store.of(VM_KIND).create(vm(projectId, "counter"));
+    await store.of(VM_KIND).create(vm(projectId, "taken"));
+    transactions = 0;
+    statements = [];
+    // Each commit counts itself on one shared object and creates a VM (as CreateVM charges a quota).
+    const mutate = (c: Resource) => ({ ...c, description: String(Number((c as typeof counter).description || "0") + 1) }) as Resource;
+    const commit = (name?: string) =>
+      store.commit([
+        { op: "update", kind: VM_KIND as never, object: { ...counter, resourceVersion: 0n }, mutate },
+        { op: "create", kind: VM_KIND as never, object: vm(projectId, name) },
+      ]);
+    const results = await Promise.allSettled([...Array.from({ length: 20 }, () => commit()), commit("taken"), ...Array.from({ length: 20 }, () => commit())]);
+    const failed = results.flatMap((r, i) => (r.status === "rejected" ? [i] : []));
+    assert.deepEqual(failed, [20]);
+    assert.equal(((results[20] as PromiseRejectedResult).reason as QuantixError).code, "already_exists");
+    assert.ok(transactions <= 6, `${transactions} transactions`);
+    assert.equal((await store.of(VM_KIND).get(counter.id))?.description, "40", "the failed commit's count was rolled back with it");
+    const revs = results.flatMap((r) => (r.status === "fulfilled" ? r.value.map((o) => o.resourceVersion) : [])).sort((a, b) => (a < b ? -1 : 1));
+    assert.equal(new Set(revs).size, 80);
+    assert.equal(revs[79]! - revs[0]!, 79n, "revisions are gap-free");
+  });
+});
