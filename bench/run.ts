@@ -19,6 +19,7 @@ import { sgChange } from "./lib/net-sg-change.js";
 import { lbRate } from "./lib/net-lb-rate.js";
 import { fipAssoc } from "./lib/net-fip-assoc.js";
 import { schedulerBench } from "./lib/scheduler-placement.js";
+import { footprintBench, restartBench, scaleBench } from "./lib/scale.js";
 import { fuzzControlPlane } from "./lib/fuzz.js";
 import { dashboardBench } from "./lib/dashboard.js";
 import { captureGateway, gatewayBench } from "./lib/gateway.js";
@@ -37,9 +38,9 @@ if (process.env["QUANTIX_BENCH_PINNED"] !== "1" && hasProgram("taskset")) {
   const r = spawnSync("taskset", ["-c", "1", process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit", env: { ...process.env, QUANTIX_BENCH_PINNED: "1" } });
   process.exit(r.status ?? 1);
 }
-/** `npm run bench -- --only=fanout` (or unary, tls, creates, agent, migrate, scheduler, fuzz, auth, storage, image, hotplug, network, gateway, dashboard; comma-separated) runs those groups alone. */
+/** `npm run bench -- --only=fanout` (or unary, tls, creates, agent, migrate, scheduler, fuzz, auth, storage, image, hotplug, network, gateway, dashboard, footprint, scale; comma-separated) runs those groups alone. */
 const only = process.argv.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",");
-const want = (group: "unary" | "tls" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz" | "auth" | "storage" | "image" | "hotplug" | "network" | "gateway" | "dashboard") => !only || only.includes(group);
+const want = (group: "unary" | "tls" | "creates" | "fanout" | "agent" | "migrate" | "scheduler" | "fuzz" | "auth" | "storage" | "image" | "hotplug" | "network" | "gateway" | "dashboard" | "footprint" | "scale") => !only || only.includes(group);
 /** `--seed=N` changes the fuzz run's requests (the same seed always makes the same ones). */
 const fuzzSeed = Number(process.argv.find((a) => a.startsWith("--seed="))?.slice("--seed=".length) ?? 20261204);
 const httpGroups = want("unary") || want("tls") || want("creates") || want("fanout");
@@ -224,6 +225,48 @@ try {
     );
   }
   details["fanout"] = fan;
+  }
+
+  // Footprint (issue 19): `npm start`'s control plane at idle, embedded store (a new data
+  // directory) against the memory store, both with the demo data.
+  if (want("footprint")) {
+    progress("footprint: idle RSS of the control plane with demo data, embedded store in a new directory vs memory store");
+    const f = await footprintBench();
+    details["footprint"] = f;
+    const mib = (v: number) => `${num(v / 1048576)} MiB`;
+    rows.push(
+      { ...compare("control plane idle RSS after start, embedded store (demo data)", f.embeddedBytes, f.memoryBytes, mib, "memory store", { op: "<=", value: 250, on: "value", unit: "MiB" }, { peakBytes: f.embeddedPeakBytes }), met: f.embeddedBytes <= 250 * 1048576 ? "yes" : "NO" },
+    );
+  }
+
+  // Scale (issue 19): 100,000 VMs and 1,000 simulated agents heartbeating over the API.
+  if (want("scale")) {
+    const vmCount = Number(process.env["QUANTIX_BENCH_SCALE_VMS"] ?? 100_000);
+    const nodeCount = Number(process.env["QUANTIX_BENCH_SCALE_NODES"] ?? 1_000);
+    progress(`scale: control plane (memory store) with ${num(vmCount)} VMs and ${num(nodeCount)} simulated agents (QUANTIX_BENCH_SCALE_VMS, QUANTIX_BENCH_SCALE_NODES for fewer)`);
+    const createBudgetMs = Number(process.env["QUANTIX_BENCH_SCALE_CREATE_SEC"] ?? 150) * 1000;
+    const { result: r, server } = await scaleBench(vmCount, nodeCount, createBudgetMs, progress);
+    servers.push(server);
+    await down(server);
+    // The embedded store's restart holds fewer VMs by default: its start grows with them (see README).
+    const restartVms = Number(process.env["QUANTIX_BENCH_SCALE_RESTART_VMS"] ?? Math.min(vmCount, 10_000));
+    const restart = await restartBench(restartVms, r.baselineVms, progress);
+    details["scale"] = { ...r, restart };
+    const kib = (v: number) => `${num(v / 1024, 2)} KiB`;
+    const pct = (v: number) => `${num(v, 1)} % of a core`;
+    const usf = (v: number) => `${num(v)} µs`;
+    rows.push(
+      { ...absolute(`scale: RSS per VM (${num(r.vms - r.baselineVms)} CreateVM, memory store)`, r.rssPerVmBytes, kib), ...(r.vms < r.vmsAsked ? { baseline: `only ${num(r.vms)} of ${num(r.vmsAsked)} VMs made within the CreateVM budget` } : {}) },
+      absolute(`scale: RSS per node (${num(r.nodes)} RegisterNode + a heartbeat each)`, r.rssPerNodeBytes, kib),
+      compare("scale: server CPU per UpdateHeartbeat (5,000, 32 in flight)", r.heartbeatCpuUs, r.getVmCpuUs, usf, "per GetVM"),
+      { ...absolute(`scale: server CPU, ${num(r.nodes)} agents heartbeating every ${r.heartbeatIntervalSec} s, ${num(r.vms)} VMs`, r.steadyCpuPercent, pct), baseline: `${pct(r.idleCpuPercent)} (no heartbeats)` },
+      compare(`scale: ListVMs page of 100, p50, ${num(r.vms)} VMs, agents heartbeating`, r.listLarge.p50Ms, r.listSmall.p50Ms, ms, `${num(r.baselineVms)} VMs, idle`),
+      compare(`scale: ListVMs page of 100, p99`, r.listLarge.p99Ms, r.listSmall.p99Ms, ms, `${num(r.baselineVms)} VMs, idle`),
+      compare(`scale: WatchVMs, UpdateVM sent -> delivery, p50, ${num(r.vms)} VMs, agents heartbeating`, r.watchLarge.p50Ms, r.watchSmall.p50Ms, ms, `${num(r.baselineVms)} VMs, idle`),
+      compare(`scale: WatchVMs, UpdateVM sent -> delivery, p99`, r.watchLarge.p99Ms, r.watchSmall.p99Ms, ms, `${num(r.baselineVms)} VMs, idle`),
+      compare(`scale: restart until ListVMs answers, embedded store, ${num(restart.vms)} VMs`, restart.readyMs, restart.baselineReadyMs, ms, `${num(restart.baselineVms)} VMs`),
+      compare(`scale: RSS after that restart`, restart.rssBytes / 1048576, restart.baselineRssBytes / 1048576, (v) => `${num(v)} MiB`, `${num(restart.baselineVms)} VMs`),
+    );
   }
 
   // Authentication's cost: GetVM with a bearer token (tokens required) against the same without one (local trust).

@@ -1,4 +1,5 @@
 import { PGlite, type Transaction } from "@electric-sql/pglite";
+import { initDatabase, pgliteOptions } from "./pglite-options.js";
 import { toWire, type Param, type Queryable, type Row, type SqlDriver } from "./sql-driver.js";
 
 function wrap(db: PGlite | Transaction): Queryable {
@@ -28,7 +29,8 @@ export class PgliteDriver implements SqlDriver {
 
   /** Opens (creating when empty) the database in `dir`. */
   static async open(dir: string): Promise<PgliteDriver> {
-    const db = await PGlite.create(dir);
+    await initDatabase(dir);
+    const db = await PGlite.create(dir, pgliteOptions());
     return new PgliteDriver(db);
   }
 
