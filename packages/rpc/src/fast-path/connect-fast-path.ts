@@ -4,6 +4,7 @@ import type { Readable } from "node:stream";
 import { brotliCompressSync, gzipSync } from "node:zlib";
 import type { DescMessage, JsonReadOptions, JsonWriteOptions } from "@bufbuild/protobuf";
 import { Code, ConnectError, createServiceImplSpec, type Interceptor, type MethodImplSpec } from "@connectrpc/connect";
+import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
 import {
   compressionNegotiate,
   createMethodSerializationLookup,
@@ -24,6 +25,7 @@ import { adoptResponse, fastRequest, invokeServerStreaming, invokeUnary } from "
 import { CANCELED } from "./grpc-wire.js";
 import { h2Socket } from "./grpc-fast-path.js";
 import { pump, type Sink } from "./stream-pump.js";
+import { gzipWherePays, gzipWherePaysSync } from "./response-compression.js";
 
 /** What a route's Connect calls are served with: the very options connect-es's router gets for it. */
 export interface ConnectRouteOptions {
@@ -112,7 +114,10 @@ class H2Exchange implements Exchange {
   }
 
   end(bytes: Uint8Array): void {
-    this.stream.end(bytes);
+    const stream = this.stream;
+    stream.end(bytes);
+    // As `send`: an answer given before the request was read ends the stream (RFC 9113 §8.1).
+    if (!stream.readableEnded) stream.once("finish", () => setImmediate(() => stream.closed || stream.close(http2.constants.NGHTTP2_NO_ERROR)));
   }
 }
 
@@ -147,6 +152,8 @@ class H1Exchange implements Exchange {
   }
 
   head(headers: Record<string, string>): void {
+    // The unread rest of a request would stall the next request on this keep-alive connection (listener.ts, closeIfUnread).
+    if (!this.body.complete) this.res.shouldKeepAlive = false;
     // Without a content-length, Node sends the body chunked.
     this.res.writeHead(200, headers);
   }
@@ -324,13 +331,15 @@ export class ConnectFastPath {
     const { binary, compression } = plan;
     const input = pipe(
       // An encoding the server does not know fails the call in its end-stream envelope, as on the router.
-      compression.error ? failing(compression.error) : (x.body as AsyncIterable<Uint8Array>),
+      // Not the body's own iterator: stopping it early (a request too large) would destroy the
+      // body, and with it the h2 stream or the h1 socket the answer goes out on.
+      compression.error ? failing(compression.error) : { [Symbol.asyncIterator]: () => x.body.iterator({ destroyOnReturn: false }) as AsyncIterator<Uint8Array> },
       transformSplitEnvelope(m.readMaxBytes),
       transformDecompressEnvelope(compression.request ?? null, m.readMaxBytes),
       transformParseEnvelope(m.serialization.getI(binary), endStreamFlag),
     );
     const out = new StreamOut(x, ctx, binary ? CONTENT_TYPE_STREAM_PROTO : CONTENT_TYPE_STREAM_JSON, compression.response?.name);
-    const pack = compression.response ? SYNC_COMPRESS[compression.response.name] : undefined;
+    const pack = compression.response ? SYNC_COMPRESS.get(compression.response) : undefined;
     const min = m.compressMinBytes;
     const seal = (flags: number, data: Uint8Array): Uint8Array => (pack && data.byteLength >= min ? envelopeOf(flags | 1, pack(data)) : envelopeOf(flags, data));
     const encode = binary ? (msg: object) => seal(0, this.binary(m, msg)) : (msg: object) => seal(0, this.json(m, msg));
@@ -381,11 +390,16 @@ export class ConnectFastPath {
 const CONTENT_TYPE_STREAM_PROTO = "application/connect+proto";
 const CONTENT_TYPE_STREAM_JSON = "application/connect+json";
 
-/** The encodings a streamed response may be compressed with, per message and synchronously (the pump writes as messages come). */
-const SYNC_COMPRESS: Record<string, ((data: Uint8Array) => Uint8Array) | undefined> = {
-  gzip: (data) => gzipSync(data),
-  br: (data) => brotliCompressSync(data),
-};
+/**
+ * The compressions a streamed response may use here, each done per message and
+ * synchronously (the pump writes as messages come): connect-node's gzip and brotli at
+ * their default settings, and the routes' gzipWherePays. A route with another goes to the router.
+ */
+const SYNC_COMPRESS = new Map<Compression, (data: Uint8Array) => Uint8Array>([
+  [compressionGzip, (data) => gzipSync(data)],
+  [compressionBrotli, (data) => brotliCompressSync(data)],
+  [gzipWherePays, gzipWherePaysSync],
+]);
 
 /** How a streaming call is served: its format, deadline and negotiated compression. */
 interface StreamPlan {
@@ -401,7 +415,7 @@ function streamPlan(m: Method, headers: http.IncomingHttpHeaders): StreamPlan | 
   const timeoutMs = servedTimeout(headers["connect-timeout-ms"]);
   if (timeoutMs === false) return undefined;
   const compression = compressionNegotiate(m.acceptCompression as Compression[], single(headers["connect-content-encoding"]), single(headers["connect-accept-encoding"]), "connect-accept-encoding");
-  if (compression.response && SYNC_COMPRESS[compression.response.name] === undefined) return undefined;
+  if (compression.response && !SYNC_COMPRESS.has(compression.response)) return undefined;
   return { binary: type.binary, timeoutMs, compression };
 }
 
