@@ -22,7 +22,7 @@ import type { Route } from "../routes.js";
 import { encodeMessage } from "./encode-cache.js";
 import { FastContext, liveContexts, type CallStream } from "./fast-context.js";
 import { adoptResponse, fastRequest, invokeServerStreaming, invokeUnary } from "./fast-request.js";
-import { CANCELED } from "./grpc-wire.js";
+import { CANCELED, envelope } from "./grpc-wire.js";
 import { h2Socket } from "./grpc-fast-path.js";
 import { pump, type Sink } from "./stream-pump.js";
 import { gzipWherePays, gzipWherePaysSync } from "./response-compression.js";
@@ -167,6 +167,8 @@ const CONTENT_TYPE_PROTO = "application/proto";
 const CONTENT_TYPE_JSON = "application/json";
 /** JSON bodies of frozen (stored) messages, made once: a VM read by every GetVM is written once. */
 const jsonOf = new WeakMap<object, Uint8Array>();
+/** Uncompressed JSON stream envelopes of frozen messages (a watch's shared updates), made once. */
+const jsonEnvelopeOf = new WeakMap<object, Uint8Array>();
 /**
  * Compressed bodies of frozen messages, binary and JSON, by the compression that made them:
  * compressing the same bytes the same way gives the same bytes, so a stored VM that every
@@ -342,7 +344,15 @@ export class ConnectFastPath {
     const pack = compression.response ? SYNC_COMPRESS.get(compression.response) : undefined;
     const min = m.compressMinBytes;
     const seal = (flags: number, data: Uint8Array): Uint8Array => (pack && data.byteLength >= min ? envelopeOf(flags | 1, pack(data)) : envelopeOf(flags, data));
-    const encode = binary ? (msg: object) => seal(0, this.binary(m, msg)) : (msg: object) => seal(0, this.json(m, msg));
+    const output = spec.method.output;
+    const max = m.writeMaxBytes;
+    // A binary envelope is a gRPC frame: gRPC's, whose stored (frozen) messages, a watch's shared updates, are framed once.
+    const encode = binary
+      ? (msg: object) => {
+          const frame = envelope(output, msg, max);
+          return pack && frame.byteLength - 5 >= min ? envelopeOf(1, pack(frame.subarray(5))) : frame;
+        }
+      : (msg: object) => (pack ? seal(0, this.json(m, msg)) : this.jsonEnvelope(m, msg));
     let error: ConnectError | undefined;
     try {
       const req = fastRequest(ctx, true, input);
@@ -366,6 +376,16 @@ export class ConnectFastPath {
     }
     if (!out.started) out.start();
     if (!x.out.destroyed) x.end(end);
+  }
+
+  /** A message's uncompressed JSON envelope (a frozen message's made once). */
+  private jsonEnvelope(m: Method, msg: object): Uint8Array {
+    const frozen = Object.isFrozen(msg);
+    const cached = frozen ? jsonEnvelopeOf.get(msg) : undefined;
+    if (cached !== undefined && cached.byteLength - 5 <= m.writeMaxBytes) return cached;
+    const out = envelopeOf(0, this.json(m, msg));
+    if (frozen) jsonEnvelopeOf.set(msg, out);
+    return out;
   }
 
   private binary(m: Method, msg: object): Uint8Array {
