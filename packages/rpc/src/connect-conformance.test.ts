@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import type * as http from "node:http";
-import type * as http2 from "node:http2";
+import * as http from "node:http";
+import * as http2 from "node:http2";
 import { after, before, describe, test } from "node:test";
 import { brotliDecompressSync, gunzipSync, gzipSync } from "node:zlib";
 import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
@@ -28,6 +28,8 @@ const frozenBig = Object.freeze(create(NodeSchema, { id: "frozen-big", labels })
 const update = (id: string, rv: number, node?: typeof frozen) => create(NodeUpdateSchema, { type: EventType.MODIFIED, node: node ?? create(NodeSchema, { id }), resourceVersion: BigInt(rv) });
 /** A shared (frozen) update, as a watch fan-out hands one to every watcher. */
 const sharedUpdate = Object.freeze(update("shared", 7, frozen));
+/** How many messages the "many" stream has produced so far. */
+const produced = { count: 0 };
 /** Push-fed watches (the store's) that are open now, by the label "watch": one is released when its stream stops it. */
 const openWatches = new Map<string, number>();
 
@@ -123,6 +125,13 @@ const service = route(NodeService, {
           await new Promise((resolve) => (ctx.signal.aborted ? resolve(undefined) : ctx.signal.addEventListener("abort", resolve, { once: true })));
           throw ctx.signal.reason;
         case "empty":
+          return;
+        case "many":
+          // A pulled stream of 2,000 32 KiB messages (64 MiB), counting how far the producer got.
+          for (let i = 0; i < 2000; i++) {
+            produced.count = i + 1;
+            yield update(`m-${i}`, i + 1, create(NodeSchema, { id: `m-${i}`, hostname: "x".repeat(32 * 1024) }));
+          }
           return;
         default:
           yield update("a", 1);
@@ -464,5 +473,51 @@ for (const [name, o] of Object.entries(clients)) {
       await until(() => (openWatches.get(key) === 0 ? true : undefined), `the watch "${key}" released`, 5000);
       await until(() => (fast.lines.some((l) => l.fields["procedure"] === WATCH && l.fields["code"] === "canceled" && l.fields["messages"] === 4) ? true : undefined), "the cancelled call logged", 5000);
     });
+  });
+}
+
+// A pulled stream waits for a client that does not read (the pump awaits "drain"): the
+// producer stops far short of its 2,000 messages (64 MiB), then, read, every message comes.
+for (const version of ["HTTP/1.1", "h2c"] as const) {
+  test(`backpressure on a pulled stream (${version}): the producer waits for a client that does not read`, async () => {
+    produced.count = 0;
+    const body = frame(watchBin("many"));
+    let received = Buffer.alloc(0);
+    let resume: (() => void) | undefined;
+    const done = new Promise<void>((resolve, reject) => {
+      if (version === "h2c") {
+        const session = http2.connect(fast.server.url);
+        session.on("error", reject);
+        const req = session.request({ ":method": "POST", ":path": WATCH_NODES, ...cproto });
+        req.on("error", reject);
+        req.end(body);
+        const chunks: Buffer[] = [];
+        resume = () => req.on("data", (c: Buffer) => chunks.push(c));
+        req.on("end", () => {
+          received = Buffer.concat(chunks);
+          session.close();
+          resolve();
+        });
+      } else {
+        const req = http.request(fast.server.url + WATCH_NODES, { method: "POST", headers: { ...cproto, "content-length": body.length }, agent: false }, (res) => {
+          const chunks: Buffer[] = [];
+          resume = () => res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("end", () => {
+            received = Buffer.concat(chunks);
+            resolve();
+          });
+          res.on("error", reject);
+        });
+        req.on("error", reject);
+        req.end(body);
+      }
+    });
+    await until(() => (produced.count >= 2 && resume !== undefined ? true : undefined), "the stream to start", 5000);
+    assert.ok(produced.count < 500, `the producer ran ${produced.count} messages ahead of a client that read none`);
+    resume!();
+    await done;
+    const envs = envelopes({ status: 200, headers: {}, trailers: {}, body: received, grpcStatus: undefined, grpcMessage: undefined });
+    assert.equal(envs.length, 2001);
+    assert.equal(envs.at(-1), "2 {}");
   });
 }

@@ -19,6 +19,8 @@ export type Encode = (msg: object) => Uint8Array;
 /** A watcher whose client lets more than this many bytes pile up is cut off (it can resume). */
 const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 const SLOW_CLIENT_GRACE_MS = 10_000;
+/** A pulled source's messages of one turn are written together up to this many bytes. */
+const MAX_BATCH_BYTES = 64 * 1024;
 
 /**
  * Writes a response stream's messages until it ends; rejects with what it failed with,
@@ -78,12 +80,14 @@ function piped(stream: Sink, source: PushIterable<unknown>, encode: Encode): Pro
 async function pulled(stream: Sink, source: AsyncIterable<unknown>, encode: Encode): Promise<void> {
   const it = source[Symbol.asyncIterator]();
   let pending: Uint8Array[] = [];
+  let pendingBytes = 0;
   let scheduled = false;
   const flush = () => {
     scheduled = false;
     if (pending.length === 0 || stream.destroyed) return;
     const batch = pending.length === 1 ? pending[0]! : Buffer.concat(pending);
     pending = [];
+    pendingBytes = 0;
     stream.write(batch);
   };
   for (;;) {
@@ -107,10 +111,14 @@ async function pulled(stream: Sink, source: AsyncIterable<unknown>, encode: Enco
       throw err;
     }
     pending.push(frame);
+    pendingBytes += frame.byteLength;
     if (!scheduled) {
       scheduled = true;
       setImmediate(flush);
     }
+    // A source that yields without waiting (in one turn) is written once a batch is large,
+    // so that the stream's buffer fills and "drain" holds the source back.
+    if (pendingBytes >= MAX_BATCH_BYTES) flush();
     if (stream.writableNeedDrain) {
       flush();
       await drained(stream);
