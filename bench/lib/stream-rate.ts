@@ -45,6 +45,8 @@ export async function streamOnce(url: string, headers: http2.OutgoingHttpHeaders
       req.on("data", (c: Buffer) => reader.push(c));
       req.on("error", (err) => reject(err));
       req.on("trailers", (t) => reject(new Error(`stream ended before SYNCED: grpc-status ${String(t["grpc-status"])} ${String(t["grpc-message"] ?? "")}`)));
+      // A Connect stream ends without trailers (its status is in the last envelope).
+      req.on("end", () => reject(new Error(`stream ended before SYNCED (${messages} messages)`)));
       req.end(envelope(new Uint8Array(0)));
     });
   } finally {

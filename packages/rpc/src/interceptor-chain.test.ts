@@ -14,7 +14,7 @@ import { peerKey, route, RpcMetrics, servedByFastPath, startRpcServer, type Logg
 // One Interceptor[] runs on every path: interceptors added to the server (here a guard
 // that refuses calls carrying a header, as an authentication interceptor would, behind one
 // that copies the request) see and can refuse unary and server-streaming calls on Connect
-// JSON (HTTP/1.1), Connect binary (h2c) (unary calls on the Connect fast path), gRPC-Web, gRPC from @grpc/grpc-js (the fast path)
+// JSON (HTTP/1.1), Connect binary (h2c) (both on the Connect fast path), gRPC-Web, gRPC from @grpc/grpc-js (the fast path)
 // and compressed gRPC (which the fast path leaves to the Connect router); what they refuse
 // is logged and counted.
 
@@ -148,9 +148,9 @@ function grpcJsCaller(): Caller {
 
 const url = () => server.url;
 const protocols: Record<string, () => Caller> = {
-  // Unary Connect calls take the Connect fast path; Connect streams the router.
-  "Connect JSON over HTTP/1.1": () => connectCaller(() => createConnectTransport({ baseUrl: url(), httpVersion: "1.1" }), true, false),
-  "Connect binary over h2c": () => connectCaller(() => createConnectTransport({ baseUrl: url(), httpVersion: "2", useBinaryFormat: true }), true, false),
+  // Connect calls, unary and server-streaming, take the Connect fast path.
+  "Connect JSON over HTTP/1.1": () => connectCaller(() => createConnectTransport({ baseUrl: url(), httpVersion: "1.1" }), true),
+  "Connect binary over h2c": () => connectCaller(() => createConnectTransport({ baseUrl: url(), httpVersion: "2", useBinaryFormat: true }), true),
   "gRPC-Web over HTTP/1.1": () => connectCaller(() => createGrpcWebTransport({ baseUrl: url(), httpVersion: "1.1" }), false),
   "gRPC from @grpc/grpc-js (the fast path)": grpcJsCaller,
   "gRPC with a gzip-compressed request (the Connect router)": () => connectCaller(() => createGrpcTransport({ baseUrl: url(), sendCompression: compressionGzip, compressMinBytes: 0 }), false),

@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { VMService, type VmUpdate } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
-import { collect, startTestServer, synced, type TestServer } from "@quantix/testing";
+import { VM_KIND } from "@quantix/core";
+import { collect, startTestServer, synced, until, type TestServer } from "@quantix/testing";
 import { MemoryStore } from "./store/memory-store.js";
 
 const spec = { cpu: { cores: 1 }, memory: { sizeMib: 512n } };
@@ -122,4 +123,32 @@ describe("watch history limits", () => {
       await s.close();
     }
   });
+});
+
+// WatchVMs over Connect (the dashboard's protocol, on the Connect fast path): a client that
+// goes away ends the call, and its watcher leaves the store's hub.
+describe("WatchVMs over Connect: a client that goes away releases its watcher", () => {
+  let s: TestServer;
+  before(async () => {
+    s = await startTestServer({ demo: false });
+  });
+  after(() => s.close());
+
+  for (const [name, o] of [
+    ["HTTP/1.1, JSON", { httpVersion: "1.1", useBinaryFormat: false }],
+    ["HTTP/2, binary", { httpVersion: "2", useBinaryFormat: true }],
+  ] as const) {
+    test(name, async () => {
+      const hub = (s.cp.store as MemoryStore).of(VM_KIND).hub;
+      const before = hub.watcherCount;
+      const client = createClient(VMService, createConnectTransport({ baseUrl: s.url, ...o }));
+      const abort = new AbortController();
+      const it = client.watchVMs({ labels: { suite: `connect-cancel ${name}` } }, { signal: abort.signal })[Symbol.asyncIterator]();
+      assert.equal((await it.next()).value?.type, EventType.SYNCED);
+      assert.equal(hub.watcherCount, before + 1);
+      abort.abort();
+      await it.next().catch(() => undefined);
+      await until(() => (hub.watcherCount === before ? true : undefined), "the watcher to leave the hub", 5000);
+    });
+  }
 });

@@ -1,18 +1,31 @@
 import type * as http from "node:http";
 import * as http2 from "node:http2";
 import type { Readable } from "node:stream";
+import { brotliCompressSync, gzipSync } from "node:zlib";
 import type { DescMessage, JsonReadOptions, JsonWriteOptions } from "@bufbuild/protobuf";
 import { Code, ConnectError, createServiceImplSpec, type Interceptor, type MethodImplSpec } from "@connectrpc/connect";
-import { compressionNegotiate, createMethodSerializationLookup, type Compression, type MethodSerializationLookup } from "@connectrpc/connect/protocol";
-import { codeToHttpStatus, contentTypeUnaryRegExp, errorToJsonBytes } from "@connectrpc/connect/protocol-connect";
+import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
+import {
+  compressionNegotiate,
+  createMethodSerializationLookup,
+  pipe,
+  transformDecompressEnvelope,
+  transformParseEnvelope,
+  transformSplitEnvelope,
+  type Compression,
+  type MethodSerializationLookup,
+} from "@connectrpc/connect/protocol";
+import { codeToHttpStatus, contentTypeUnaryRegExp, createEndStreamSerialization, endStreamFlag, errorToJsonBytes, parseContentType } from "@connectrpc/connect/protocol-connect";
 import { clientDecodeError } from "../errors.js";
 import { applyInterceptors } from "../interceptors/apply-interceptors.js";
 import type { Route } from "../routes.js";
 import { encodeMessage } from "./encode-cache.js";
 import { FastContext, liveContexts, type CallStream } from "./fast-context.js";
-import { adoptResponse, fastRequest, invokeUnary } from "./fast-request.js";
-import { CANCELED } from "./grpc-wire.js";
+import { adoptResponse, fastRequest, invokeServerStreaming, invokeUnary } from "./fast-request.js";
+import { CANCELED, envelope } from "./grpc-wire.js";
 import { h2Socket } from "./grpc-fast-path.js";
+import { pump, type Sink } from "./stream-pump.js";
+import { gzipWherePays, gzipWherePaysSync } from "./response-compression.js";
 
 /** What a route's Connect calls are served with: the very options connect-es's router gets for it. */
 export interface ConnectRouteOptions {
@@ -38,9 +51,10 @@ export interface ConnectFastPathOptions {
 }
 
 type Unary = Extract<MethodImplSpec, { kind: "unary" }>;
+type ServerStreaming = Extract<MethodImplSpec, { kind: "server_streaming" }>;
 
 interface Method extends ConnectRouteOptions {
-  readonly spec: Unary;
+  readonly spec: Unary | ServerStreaming;
   readonly procedure: string;
   readonly serialization: MethodSerializationLookup<DescMessage, DescMessage>;
 }
@@ -54,6 +68,12 @@ interface Exchange {
   send(status: number, headers: Record<string, string>, body: Uint8Array, unread: boolean): void;
   /** Ends the exchange without an answer (as the router does when it cannot write one). */
   abort(): void;
+  /** Where a streamed response's bytes go (after `head`), and whose "close" says the client went away. */
+  readonly out: Sink;
+  /** Sends a streamed response's status (200) and headers. */
+  head(headers: Record<string, string>): void;
+  /** Writes a streamed response's last bytes and ends it. */
+  end(bytes: Uint8Array): void;
 }
 
 // Classes rather than object literals of closures: a call makes no functions (tsx's keepNames wraps each one).
@@ -83,6 +103,22 @@ class H2Exchange implements Exchange {
   abort(): void {
     if (!this.stream.closed) this.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
   }
+
+  get out(): Sink {
+    return this.stream as unknown as Sink;
+  }
+
+  head(headers: Record<string, string>): void {
+    headers[":status"] = "200";
+    this.stream.respond(headers);
+  }
+
+  end(bytes: Uint8Array): void {
+    const stream = this.stream;
+    stream.end(bytes);
+    // As `send`: an answer given before the request was read ends the stream (RFC 9113 §8.1).
+    if (!stream.readableEnded) stream.once("finish", () => setImmediate(() => stream.closed || stream.close(http2.constants.NGHTTP2_NO_ERROR)));
+  }
 }
 
 const h1Socket = (res: CallStream): unknown => (res as http.ServerResponse).socket;
@@ -110,12 +146,29 @@ class H1Exchange implements Exchange {
   abort(): void {
     this.res.destroy();
   }
+
+  get out(): Sink {
+    return this.res as unknown as Sink;
+  }
+
+  head(headers: Record<string, string>): void {
+    // The unread rest of a request would stall the next request on this keep-alive connection (listener.ts, closeIfUnread).
+    if (!this.body.complete) this.res.shouldKeepAlive = false;
+    // Without a content-length, Node sends the body chunked.
+    this.res.writeHead(200, headers);
+  }
+
+  end(bytes: Uint8Array): void {
+    this.res.end(bytes);
+  }
 }
 
 const CONTENT_TYPE_PROTO = "application/proto";
 const CONTENT_TYPE_JSON = "application/json";
 /** JSON bodies of frozen (stored) messages, made once: a VM read by every GetVM is written once. */
 const jsonOf = new WeakMap<object, Uint8Array>();
+/** Uncompressed JSON stream envelopes of frozen messages (a watch's shared updates), made once. */
+const jsonEnvelopeOf = new WeakMap<object, Uint8Array>();
 /**
  * Compressed bodies of frozen messages, binary and JSON, by the compression that made them:
  * compressing the same bytes the same way gives the same bytes, so a stored VM that every
@@ -135,14 +188,16 @@ const compressedOf = [new WeakMap<object, Map<Compression, Uint8Array>>(), new W
 export class ConnectFastPath {
   private readonly methods = new Map<string, Method>();
   private readonly live: Set<FastContext>;
+  private readonly endStream: ReturnType<typeof createEndStreamSerialization>;
 
   constructor(routes: readonly Route[], private readonly opts: ConnectFastPathOptions) {
     this.live = liveContexts(opts.shutdownSignal);
+    this.endStream = createEndStreamSerialization(opts.jsonOptions);
     for (const r of routes) {
       const spec = createServiceImplSpec(r.service, r.impl);
       const o = opts.routeOptions(r);
       for (const m of Object.values(spec.methods)) {
-        if (m.kind !== "unary") continue;
+        if (m.kind !== "unary" && m.kind !== "server_streaming") continue;
         const serialization = createMethodSerializationLookup(m.method, undefined, opts.jsonOptions, o);
         this.methods.set(`/${r.service.typeName}/${m.method.name}`, { ...o, spec: m, procedure: `${r.service.typeName}/${m.method.name}`, serialization });
       }
@@ -155,6 +210,13 @@ export class ConnectFastPath {
     const path = headers[":path"] ?? "";
     const m = this.methods.get(path);
     if (!m) return false;
+    if (m.spec.kind === "server_streaming") {
+      const plan = streamPlan(m, headers);
+      if (!plan) return false;
+      stream.on("error", ignore);
+      this.serveStream(new H2Exchange(stream), m, m.spec, headers, path, plan).catch(ignore);
+      return true;
+    }
     const binary = servedType(headers);
     if (binary === undefined) return false;
     const timeoutMs = servedTimeout(headers["connect-timeout-ms"]);
@@ -172,6 +234,13 @@ export class ConnectFastPath {
     const m = this.methods.get(path);
     if (!m) return false;
     const headers = req.headers;
+    if (m.spec.kind === "server_streaming") {
+      const plan = streamPlan(m, headers);
+      if (!plan) return false;
+      req.on("error", ignore);
+      this.serveStream(new H1Exchange(req, res), m, m.spec, headers, path, plan).catch(ignore);
+      return true;
+    }
     const binary = servedType(headers);
     if (binary === undefined) return false;
     const timeoutMs = servedTimeout(headers["connect-timeout-ms"]);
@@ -207,7 +276,7 @@ export class ConnectFastPath {
       const input = m.serialization.getI(binary).parse(bytes);
       const req = fastRequest(ctx, false, input);
       reached = true;
-      const res = await applyInterceptors(invokeUnary(m.spec, ctx, req), this.opts.interceptors)(req);
+      const res = await applyInterceptors(invokeUnary(m.spec as Unary, ctx, req), this.opts.interceptors)(req);
       adoptResponse(ctx, res);
       body = binary ? this.binary(m, res.message as object) : this.json(m, res.message as object);
       if (Object.isFrozen(res.message)) stored = res.message as object;
@@ -253,6 +322,72 @@ export class ConnectFastPath {
     x.send(status, h, body, unread);
   }
 
+  // As connect-es's createStreamHandler: the request's one envelope is read (split,
+  // decompressed, parsed by connect-es's own transforms) when the implementation's end of
+  // the chain asks for it; the status (always 200) and headers go out with the first
+  // envelope, so an implementation may set headers until it yields; each message is one
+  // envelope, compressed when at least compressMinBytes; the stream ends with the
+  // end-stream envelope (flag 0x02): the trailers as metadata, and the error if any.
+  private async serveStream(x: Exchange, m: Method, spec: ServerStreaming, headers: http.IncomingHttpHeaders, path: string, plan: StreamPlan): Promise<void> {
+    const ctx = new FastContext(spec.method.parent, spec.method, path, x.call, headers, plan.timeoutMs, this.opts.shutdownSignal, this.live, x.socketOf, "connect", "POST");
+    const { binary, compression } = plan;
+    const input = pipe(
+      // An encoding the server does not know fails the call in its end-stream envelope, as on the router.
+      // Not the body's own iterator: stopping it early (a request too large) would destroy the
+      // body, and with it the h2 stream or the h1 socket the answer goes out on.
+      compression.error ? failing(compression.error) : { [Symbol.asyncIterator]: () => x.body.iterator({ destroyOnReturn: false }) as AsyncIterator<Uint8Array> },
+      transformSplitEnvelope(m.readMaxBytes),
+      transformDecompressEnvelope(compression.request ?? null, m.readMaxBytes),
+      transformParseEnvelope(m.serialization.getI(binary), endStreamFlag),
+    );
+    const out = new StreamOut(x, ctx, binary ? CONTENT_TYPE_STREAM_PROTO : CONTENT_TYPE_STREAM_JSON, compression.response?.name);
+    const pack = compression.response ? SYNC_COMPRESS.get(compression.response) : undefined;
+    const min = m.compressMinBytes;
+    const seal = (flags: number, data: Uint8Array): Uint8Array => (pack && data.byteLength >= min ? envelopeOf(flags | 1, pack(data)) : envelopeOf(flags, data));
+    const output = spec.method.output;
+    const max = m.writeMaxBytes;
+    // A binary envelope is a gRPC frame: gRPC's, whose stored (frozen) messages, a watch's shared updates, are framed once.
+    const encode = binary
+      ? (msg: object) => {
+          const frame = envelope(output, msg, max);
+          return pack && frame.byteLength - 5 >= min ? envelopeOf(1, pack(frame.subarray(5))) : frame;
+        }
+      : (msg: object) => (pack ? seal(0, this.json(m, msg)) : this.jsonEnvelope(m, msg));
+    let error: ConnectError | undefined;
+    try {
+      const req = fastRequest(ctx, true, input);
+      const res = await applyInterceptors(invokeServerStreaming(spec, ctx, req), this.opts.interceptors)(req);
+      adoptResponse(ctx, res);
+      await pump(out, res.message as AsyncIterable<unknown>, encode);
+    } catch (err) {
+      if (err === CANCELED || x.out.destroyed) {
+        ctx.done();
+        return;
+      }
+      error = err instanceof ConnectError ? err : new ConnectError("internal error", Code.Internal, undefined, undefined, err);
+    }
+    ctx.done();
+    let end: Uint8Array;
+    try {
+      end = seal(endStreamFlag, this.endStream.serialize(error ? { metadata: ctx.responseTrailer, error } : { metadata: ctx.responseTrailer }));
+    } catch {
+      x.abort();
+      return;
+    }
+    if (!out.started) out.start();
+    if (!x.out.destroyed) x.end(end);
+  }
+
+  /** A message's uncompressed JSON envelope (a frozen message's made once). */
+  private jsonEnvelope(m: Method, msg: object): Uint8Array {
+    const frozen = Object.isFrozen(msg);
+    const cached = frozen ? jsonEnvelopeOf.get(msg) : undefined;
+    if (cached !== undefined && cached.byteLength - 5 <= m.writeMaxBytes) return cached;
+    const out = envelopeOf(0, this.json(m, msg));
+    if (frozen) jsonEnvelopeOf.set(msg, out);
+    return out;
+  }
+
   private binary(m: Method, msg: object): Uint8Array {
     const bytes = encodeMessage(m.spec.method.output, msg);
     if (bytes.byteLength > m.writeMaxBytes) throw new ConnectError(`message size ${bytes.byteLength} is larger than configured writeMaxBytes ${m.writeMaxBytes}`, Code.ResourceExhausted);
@@ -269,6 +404,100 @@ export class ConnectFastPath {
     }
     if (cached.byteLength > m.writeMaxBytes) throw new ConnectError(`message size ${cached.byteLength} is larger than configured writeMaxBytes ${m.writeMaxBytes}`, Code.ResourceExhausted);
     return cached;
+  }
+}
+
+const CONTENT_TYPE_STREAM_PROTO = "application/connect+proto";
+const CONTENT_TYPE_STREAM_JSON = "application/connect+json";
+
+/**
+ * The compressions a streamed response may use here, each done per message and
+ * synchronously (the pump writes as messages come): connect-node's gzip and brotli at
+ * their default settings, and the routes' gzipWherePays. A route with another goes to the router.
+ */
+const SYNC_COMPRESS = new Map<Compression, (data: Uint8Array) => Uint8Array>([
+  [compressionGzip, (data) => gzipSync(data)],
+  [compressionBrotli, (data) => brotliCompressSync(data)],
+  [gzipWherePays, gzipWherePaysSync],
+]);
+
+/** How a streaming call is served: its format, deadline and negotiated compression. */
+interface StreamPlan {
+  readonly binary: boolean;
+  readonly timeoutMs: number | undefined;
+  readonly compression: ReturnType<typeof compressionNegotiate>;
+}
+
+/** A streaming call this path serves, or undefined for one it leaves to the router (another content type, a malformed timeout, a response encoding it cannot apply per message synchronously). */
+function streamPlan(m: Method, headers: http.IncomingHttpHeaders): StreamPlan | undefined {
+  const type = parseContentType(single(headers["content-type"]));
+  if (type === undefined || !type.stream) return undefined;
+  const timeoutMs = servedTimeout(headers["connect-timeout-ms"]);
+  if (timeoutMs === false) return undefined;
+  const compression = compressionNegotiate(m.acceptCompression as Compression[], single(headers["connect-content-encoding"]), single(headers["connect-accept-encoding"]), "connect-accept-encoding");
+  if (compression.response && !SYNC_COMPRESS.has(compression.response)) return undefined;
+  return { binary: type.binary, timeoutMs, compression };
+}
+
+/** An envelope: flags, a 4-byte big-endian length, the data. */
+function envelopeOf(flags: number, data: Uint8Array): Uint8Array {
+  const out = Buffer.allocUnsafe(data.byteLength + 5);
+  out[0] = flags;
+  out.writeUInt32BE(data.byteLength, 1);
+  out.set(data, 5);
+  return out;
+}
+
+/**
+ * A streamed response's writer for the pump: the status and headers go out with the
+ * first bytes (what the implementation set until then, as connect-es's untilFirst).
+ */
+class StreamOut implements Sink {
+  started = false;
+
+  constructor(
+    private readonly x: Exchange,
+    private readonly ctx: FastContext,
+    private readonly contentType: string,
+    private readonly encoding: string | undefined,
+  ) {}
+
+  start(): void {
+    this.started = true;
+    const h: Record<string, string> = {};
+    if (this.ctx.responseHeader.changed) this.ctx.responseHeader.forEach((v, k) => (h[k] = v));
+    h["content-type"] = this.contentType;
+    if (this.encoding !== undefined) h["connect-content-encoding"] = this.encoding;
+    if (!this.x.out.destroyed) this.x.head(h);
+  }
+
+  write(bytes: Uint8Array): unknown {
+    if (!this.started) this.start();
+    return this.x.out.write(bytes);
+  }
+
+  get writableLength(): number {
+    return this.x.out.writableLength;
+  }
+
+  get writableNeedDrain(): boolean {
+    return this.x.out.writableNeedDrain;
+  }
+
+  get destroyed(): boolean {
+    return this.x.out.destroyed;
+  }
+
+  on(event: "close" | "drain", listener: () => void): unknown {
+    return this.x.out.on(event, listener);
+  }
+
+  once(event: "close" | "drain", listener: () => void): unknown {
+    return this.x.out.once(event, listener);
+  }
+
+  off(event: "close" | "drain", listener: () => void): unknown {
+    return this.x.out.off(event, listener);
   }
 }
 
@@ -289,6 +518,11 @@ function servedTimeout(raw: string | string[] | undefined): number | undefined |
 }
 
 function ignore(): void {}
+
+// eslint-disable-next-line require-yield
+async function* failing(err: unknown): AsyncIterable<Uint8Array> {
+  throw err;
+}
 
 function single(v: string | string[] | undefined): string | null {
   return v === undefined ? null : Array.isArray(v) ? v.join(", ") : v;

@@ -121,7 +121,9 @@ export class GrpcFastPath {
       const res = await applyInterceptors(invokeServerStreaming(spec, ctx, req), this.opts.interceptors)(req);
       adoptResponse(ctx, res);
       respond(stream, ctx);
-      await pump(stream, res.message as AsyncIterable<unknown>, spec.method.output, limits.writeMaxBytes);
+      const output = spec.method.output;
+      const max = limits.writeMaxBytes;
+      await pump(stream, res.message as AsyncIterable<unknown>, (m) => envelope(output, m, max));
       finish(stream, ctx, undefined);
     } catch (err) {
       finish(stream, ctx, ctx.expired() ? DEADLINE : toConnectError(err));

@@ -30,6 +30,9 @@ export const gzipWherePays: Compression = {
   decompress: (bytes, readMaxBytes) => compressionGzip.decompress(bytes, readMaxBytes),
 };
 
+/** gzipWherePays, synchronously: for a stream's messages, which the pump writes as they come. */
+export const gzipWherePaysSync = (bytes: Uint8Array): Uint8Array => gzipSync(bytes, { level: compressible(bytes) ? levelFor(bytes.length) : constants.Z_NO_COMPRESSION });
+
 /** Whether the client's grpc-accept-encoding lists gzip. */
 export function acceptsGzip(header: string | string[] | undefined): boolean {
   const v = Array.isArray(header) ? header.join(",") : (header ?? "");

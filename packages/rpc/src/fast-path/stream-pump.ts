@@ -1,12 +1,26 @@
-import type { ServerHttp2Stream } from "node:http2";
-import type { DescMessage } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { isPushIterable, type PushIterable } from "@quantix/core";
-import { CANCELED, envelope } from "./grpc-wire.js";
+import { CANCELED } from "./grpc-wire.js";
+
+/** Where a response stream's envelopes go: an HTTP/2 stream, or an HTTP/1.1 response (chunked). */
+export interface Sink {
+  write(bytes: Uint8Array): unknown;
+  readonly writableLength: number;
+  readonly writableNeedDrain: boolean;
+  readonly destroyed: boolean;
+  on(event: "close" | "drain", listener: () => void): unknown;
+  once(event: "close" | "drain", listener: () => void): unknown;
+  off(event: "close" | "drain", listener: () => void): unknown;
+}
+
+/** One message as the wire carries it (an envelope), refused (thrown) when too large. */
+export type Encode = (msg: object) => Uint8Array;
 
 /** A watcher whose client lets more than this many bytes pile up is cut off (it can resume). */
 const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 const SLOW_CLIENT_GRACE_MS = 10_000;
+/** A pulled source's messages of one turn are written together up to this many bytes. */
+const MAX_BATCH_BYTES = 64 * 1024;
 
 /**
  * Writes a response stream's messages until it ends; rejects with what it failed with,
@@ -16,11 +30,11 @@ const SLOW_CLIENT_GRACE_MS = 10_000;
  * itself; any other source is pulled, and the messages it yields in one turn of the
  * event loop go out as one write.
  */
-export function pump(stream: ServerHttp2Stream, source: AsyncIterable<unknown>, output: DescMessage, writeMaxBytes: number): Promise<void> {
-  return isPushIterable(source) ? piped(stream, source, output, writeMaxBytes) : pulled(stream, source, output, writeMaxBytes);
+export function pump(stream: Sink, source: AsyncIterable<unknown>, encode: Encode): Promise<void> {
+  return isPushIterable(source) ? piped(stream, source, encode) : pulled(stream, source, encode);
 }
 
-function piped(stream: ServerHttp2Stream, source: PushIterable<unknown>, output: DescMessage, writeMaxBytes: number): Promise<void> {
+function piped(stream: Sink, source: PushIterable<unknown>, encode: Encode): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let settled = false;
     let stop: ((reason?: unknown) => void) | undefined;
@@ -43,7 +57,7 @@ function piped(stream: ServerHttp2Stream, source: PushIterable<unknown>, output:
         if (settled || stream.destroyed) return;
         let frames;
         try {
-          frames = msgs.map((m) => envelope(output, m as object, writeMaxBytes));
+          frames = msgs.map((m) => encode(m as object));
         } catch (err) {
           settle(err, false);
           return;
@@ -63,34 +77,48 @@ function piped(stream: ServerHttp2Stream, source: PushIterable<unknown>, output:
   });
 }
 
-async function pulled(stream: ServerHttp2Stream, source: AsyncIterable<unknown>, output: DescMessage, writeMaxBytes: number): Promise<void> {
+async function pulled(stream: Sink, source: AsyncIterable<unknown>, encode: Encode): Promise<void> {
   const it = source[Symbol.asyncIterator]();
   let pending: Uint8Array[] = [];
+  let pendingBytes = 0;
   let scheduled = false;
   const flush = () => {
     scheduled = false;
     if (pending.length === 0 || stream.destroyed) return;
     const batch = pending.length === 1 ? pending[0]! : Buffer.concat(pending);
     pending = [];
+    pendingBytes = 0;
     stream.write(batch);
   };
   for (;;) {
-    const r = await it.next();
+    let r;
+    try {
+      r = await it.next();
+    } catch (err) {
+      // What the source yielded before it failed goes out before the failure (the status after it).
+      flush();
+      throw err;
+    }
     if (r.done) break;
     let frame;
     try {
       if (stream.destroyed) throw CANCELED;
-      frame = envelope(output, r.value as object, writeMaxBytes);
+      frame = encode(r.value as object);
     } catch (err) {
       // Tell the source (and the interceptors wrapping it) why it is stopped, as connect's router does.
       await (it.throw ? it.throw(err) : it.return?.())?.catch(() => undefined);
+      flush();
       throw err;
     }
     pending.push(frame);
+    pendingBytes += frame.byteLength;
     if (!scheduled) {
       scheduled = true;
       setImmediate(flush);
     }
+    // A source that yields without waiting (in one turn) is written once a batch is large,
+    // so that the stream's buffer fills and "drain" holds the source back.
+    if (pendingBytes >= MAX_BATCH_BYTES) flush();
     if (stream.writableNeedDrain) {
       flush();
       await drained(stream);
@@ -99,7 +127,7 @@ async function pulled(stream: ServerHttp2Stream, source: AsyncIterable<unknown>,
   flush();
 }
 
-function drained(stream: ServerHttp2Stream): Promise<void> {
+function drained(stream: Sink): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       stream.off("drain", done);
