@@ -1,5 +1,5 @@
 import { clone, type DescMessage } from "@bufbuild/protobuf";
-import { compareCursor, matchesQuery, sortKeyOf, type Collection, type Cursor, type Kind, type ListPage, type Query, type Resource, type WatchEvent, type WriteOptions } from "@quantix/core";
+import { compareCursor, matchesQuery, sortKeyOf, whereFieldOf, type Collection, type Cursor, type FieldValue, type Kind, type ListPage, type Query, type Resource, type WatchEvent, type WriteOptions } from "@quantix/core";
 import { checkBase, notFound, QuantixError } from "@quantix/core";
 import { WatchHub, type WatchHubLimits } from "./watch-hub.js";
 
@@ -16,9 +16,18 @@ export interface MemoryWriter {
  * store (MemoryStore.commit), so that a transaction over several kinds is one step.
  */
 export class MemoryCollection<T extends Resource> implements Collection<T> {
+  /** The objects by id; written only through {@link put}, which keeps the orders and indexes. */
   readonly byId = new Map<string, T>();
   readonly byKey = new Map<string, string>();
   readonly hub: WatchHub<T>;
+  /**
+   * Per order field a page has asked for, every object sorted by (key, id) ascending, kept
+   * up to date by each write from then on: a page is a binary search and a walk, not a sort
+   * of the whole kind (which made reading 100,000 VMs a page at a time quadratic).
+   */
+  private readonly orders = new Map<string, { p: Cursor; o: T }[]>();
+  /** Per where field a query has filtered on, the ids of the objects with each value; kept like the orders. */
+  private readonly indexes = new Map<string, Map<FieldValue, Set<string>>>();
 
   constructor(
     readonly kind: Kind<T>,
@@ -39,14 +48,131 @@ export class MemoryCollection<T extends Resource> implements Collection<T> {
 
   async list(q: Query): Promise<ListPage<T>> {
     const { order, after, limit } = q;
-    const matching = [...this.byId.values()].filter((o) => matchesQuery(this.kind, o, q));
-    const pos = (o: T): Cursor => ({ key: sortKeyOf(this.kind, o, order.field), id: o.id });
     const dir = order.desc ? -1 : 1;
-    const keyed = matching.map((o) => ({ o, p: pos(o) }));
-    keyed.sort((a, b) => dir * compareCursor(a.p, b.p));
-    const start = after ? keyed.filter((x) => dir * compareCursor(x.p, after) > 0) : keyed;
-    const items = start.slice(0, limit).map((x) => x.o);
-    return { items, totalCount: q.countTotal === false ? -1 : matching.length, revision: this.currentRevision(), hasMore: start.length > limit };
+    const few = this.candidates(q.where);
+    if (few) {
+      // A where that picks a small part of the kind: those objects, filtered and sorted.
+      const matching: T[] = [];
+      for (const id of few) {
+        const o = this.byId.get(id);
+        if (o && matchesQuery(this.kind, o, q)) matching.push(o);
+      }
+      const keyed = matching.map((o) => ({ o, p: this.pos(o, order.field) }));
+      keyed.sort((a, b) => dir * compareCursor(a.p, b.p));
+      const start = after ? keyed.filter((x) => dir * compareCursor(x.p, after) > 0) : keyed;
+      const items = start.slice(0, limit).map((x) => x.o);
+      return { items, totalCount: q.countTotal === false ? -1 : matching.length, revision: this.currentRevision(), hasMore: start.length > limit };
+    }
+    // Otherwise a walk along the order from the cursor, up to limit + 1 matches.
+    const sorted = this.orderOf(order.field);
+    let i = after ? (dir > 0 ? bound(sorted, after, true) : bound(sorted, after, false) - 1) : dir > 0 ? 0 : sorted.length - 1;
+    const items: T[] = [];
+    let hasMore = false;
+    for (; i >= 0 && i < sorted.length; i += dir) {
+      const o = sorted[i]!.o;
+      if (!matchesQuery(this.kind, o, q)) continue;
+      if (items.length === limit) {
+        hasMore = true;
+        break;
+      }
+      items.push(o);
+    }
+    let totalCount = -1;
+    if (q.countTotal !== false) {
+      if (isEmpty(q.where) && isEmpty(q.labels) && isEmpty(q.range)) totalCount = this.byId.size;
+      else {
+        totalCount = 0;
+        for (const o of this.byId.values()) if (matchesQuery(this.kind, o, q)) totalCount++;
+      }
+    }
+    return { items, totalCount, revision: this.currentRevision(), hasMore };
+  }
+
+  /** Stores `stored` as object `id` (undefined: removes it), keeping the orders and indexes; the store's one way to write. */
+  put(id: string, stored: T | undefined): void {
+    const old = this.byId.get(id);
+    if (stored) this.byId.set(id, stored);
+    else this.byId.delete(id);
+    for (const [field, sorted] of this.orders) {
+      if (old) sorted.splice(this.at(sorted, old, field), 1);
+      if (stored) {
+        const p = this.pos(stored, field);
+        sorted.splice(bound(sorted, p, true), 0, { p, o: stored });
+      }
+    }
+    for (const [field, index] of this.indexes) {
+      const value = whereFieldOf(this.kind, field).value;
+      if (old) {
+        const v = value(old);
+        const ids = index.get(v);
+        ids?.delete(id);
+        if (ids?.size === 0) index.delete(v);
+      }
+      if (stored) {
+        const v = value(stored);
+        let ids = index.get(v);
+        if (!ids) index.set(v, (ids = new Set()));
+        ids.add(id);
+      }
+    }
+  }
+
+  private pos(o: T, field: string): Cursor {
+    return { key: sortKeyOf(this.kind, o, field), id: o.id };
+  }
+
+  /** The sorted order of `field`, built at the first page that asks for it. */
+  private orderOf(field: string): { p: Cursor; o: T }[] {
+    let sorted = this.orders.get(field);
+    if (!sorted) {
+      sorted = [...this.byId.values()].map((o) => ({ p: this.pos(o, field), o }));
+      sorted.sort((a, b) => compareCursor(a.p, b.p));
+      this.orders.set(field, sorted);
+    }
+    return sorted;
+  }
+
+  /** Where `o` sits in `sorted` (its cursor is unique: key, then id). */
+  private at(sorted: readonly { p: Cursor; o: T }[], o: T, field: string): number {
+    const i = bound(sorted, this.pos(o, field), false);
+    if (sorted[i]?.o.id === o.id) return i;
+    const j = sorted.findIndex((e) => e.o.id === o.id);
+    if (j < 0) throw new QuantixError("internal", `${this.kind.name} '${o.id}' is missing from its order by ${field}`);
+    return j;
+  }
+
+  /**
+   * The ids a where narrows the kind to, when one of its fields picks at most an eighth of
+   * it (from that field's index, built at the first query on it); undefined otherwise.
+   */
+  private candidates(where: Query["where"]): Iterable<string> | undefined {
+    if (!where) return undefined;
+    let best: { size: number; sets: readonly ReadonlySet<string>[] } | undefined;
+    for (const name in where) {
+      const want = where[name]!;
+      const values: readonly FieldValue[] = Array.isArray(want) ? want : [want as FieldValue];
+      const sets = name === "id" ? [new Set(values.filter((v): v is string => typeof v === "string"))] : values.map((v) => this.indexOf(name).get(v) ?? EMPTY);
+      const size = sets.reduce((n, x) => n + x.size, 0);
+      if (!best || size < best.size) best = { size, sets };
+    }
+    if (!best || best.size > this.byId.size / 8) return undefined;
+    return best.sets.length === 1 ? best.sets[0]! : new Set(best.sets.flatMap((x) => [...x]));
+  }
+
+  private indexOf(field: string): Map<FieldValue, Set<string>> {
+    let index = this.indexes.get(field);
+    if (!index) {
+      index = new Map();
+      const value = whereFieldOf(this.kind, field).value;
+      for (const o of this.byId.values()) {
+        const v = value(o);
+        let ids = index.get(v);
+        if (!ids) index.set(v, (ids = new Set()));
+        ids.add(o.id);
+      }
+      this.indexes.set(field, index);
+    }
+    return index;
   }
 
   async update(id: string, mutate: (current: T) => T | undefined, options?: WriteOptions): Promise<T> {
@@ -79,4 +205,24 @@ export class MemoryCollection<T extends Resource> implements Collection<T> {
     if (!o) throw notFound(this.kind.name, id);
     return o;
   }
+}
+
+const EMPTY: ReadonlySet<string> = new Set();
+
+const isEmpty = (o: object | undefined) => o === undefined || Object.keys(o).length === 0;
+
+/**
+ * In `sorted` (ascending), the first index whose cursor is after `c` (`after`: true) or
+ * at or after it (false).
+ */
+function bound(sorted: readonly { p: Cursor }[], c: Cursor, after: boolean): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    const cmp = compareCursor(sorted[mid]!.p, c);
+    if (cmp < 0 || (after && cmp === 0)) lo = mid + 1;
+    else hi = mid;
+  }
+  return hi;
 }

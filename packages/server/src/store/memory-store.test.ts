@@ -4,7 +4,7 @@ import { describe, it } from "node:test";
 
 import { create } from "@bufbuild/protobuf";
 import { VirtualMachineSchema, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { QuantixError, type WatchEvent, VM_KIND, NODE_KIND } from "@quantix/core";
+import { compareCursor, matchesQuery, QuantixError, sortKeyOf, type Query, type WatchEvent, VM_KIND, NODE_KIND } from "@quantix/core";
 
 import { MemoryStore } from "./memory-store.js";
 import { kindContract } from "./kind.contract.js";
@@ -87,4 +87,80 @@ describe("MemoryStore", () => {
 kindContract("memory", async () => {
   const store = new MemoryStore({ limits: { historySize: 1000, maxBacklog: 1000 } });
   return { store, close: () => store.close() };
+});
+
+describe("memory store pages: kept orders and indexes", () => {
+  // The pages as the store computed them before it kept orders and indexes: filter everything, sort, cut.
+  function reference(all: readonly VirtualMachine[], q: Query): { ids: string[]; total: number; hasMore: boolean } {
+    const dir = q.order.desc ? -1 : 1;
+    const keyed = all.filter((o) => matchesQuery(VM_KIND, o, q)).map((o) => ({ o, p: { key: sortKeyOf(VM_KIND, o, q.order.field), id: o.id } }));
+    keyed.sort((a, b) => dir * compareCursor(a.p, b.p));
+    const start = q.after ? keyed.filter((x) => dir * compareCursor(x.p, q.after!) > 0) : keyed;
+    return { ids: start.slice(0, q.limit).map((x) => x.o.id), total: keyed.length, hasMore: start.length > q.limit };
+  }
+
+  it("give the same pages as filtering and sorting everything, through creates, renames, moves and deletes", async () => {
+    const store = new MemoryStore();
+    const vms = store.of(VM_KIND);
+    let seed = 7;
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
+    const projects = ["p-a", "p-b", "p-c"];
+    // Twelve node ids, so a node's VMs are under an eighth of all (read from the node index) while a project's are not (a walk along the order).
+    const nodes = ["", ...Array.from({ length: 11 }, (_, n) => `n-${n + 1}`)];
+    const ids: string[] = [];
+    const vmOf = (i: number) =>
+      create(VirtualMachineSchema, { id: `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`, projectId: projects[rand(3)]!, name: `vm-${rand(40)}-${i}`, labels: { tier: ["web", "db"][rand(2)]! }, createdAt: { seconds: BigInt(1_700_000_000 + rand(50)) }, status: { nodeId: nodes[rand(12)]! } });
+    let checked = 0;
+    const check = async () => {
+      const all = [...(await allOfList())];
+      const queries: Query[] = [];
+      for (const field of ["name", "created_at"])
+        for (const desc of [false, true])
+          for (const where of [undefined, { project_id: projects[rand(3)]! }, { node_id: nodes[rand(12)]! }, { node_id: [nodes[rand(12)]!, nodes[rand(12)]!] }, { project_id: "p-a", node_id: "n-1" }, { id: [ids[rand(ids.length)] ?? "x", "missing"] }])
+            for (const labels of [undefined, { tier: "web" }]) queries.push({ order: { field, desc }, where, labels, limit: 1 + rand(7) });
+      for (const q0 of queries) {
+        // Walk every page of the query, each page's cursor from the last item, as clients do.
+        let q: Query = q0;
+        for (let page = 0; page < 100; page++) {
+          const got = await vms.list(q);
+          const want = reference(all, q);
+          assert.deepEqual(got.items.map((o) => o.id), want.ids, JSON.stringify(q));
+          assert.equal(got.totalCount, want.total, JSON.stringify(q));
+          assert.equal(got.hasMore, want.hasMore, JSON.stringify(q));
+          checked++;
+          const last = got.items.at(-1);
+          if (!got.hasMore || !last) break;
+          q = { ...q0, after: { key: sortKeyOf(VM_KIND, last, q0.order.field), id: last.id } };
+        }
+      }
+    };
+    const allOfList = async () => (await vms.list({ order: { field: "name", desc: false }, limit: 100_000 })).items;
+    for (let round = 0; round < 6; round++) {
+      for (let k = 0; k < 40; k++) {
+        const i = ids.length;
+        const vm = vmOf(i);
+        await vms.create(vm);
+        ids.push(vm.id);
+      }
+      // Renames (the name order), moves (the node index) and deletes between the checks.
+      for (let k = 0; k < 15; k++) {
+        const id = ids[rand(ids.length)]!;
+        if (!(await vms.get(id))) continue;
+        await vms.update(id, (cur) => {
+          cur.name = `renamed-${rand(40)}-${id.slice(-4)}`;
+          cur.status = { ...cur.status!, nodeId: nodes[rand(12)]! } as never;
+          return cur;
+        }, { actor: "scheduler" });
+      }
+      for (let k = 0; k < 8; k++) {
+        const id = ids[rand(ids.length)]!;
+        if (await vms.get(id)) await vms.delete(id);
+      }
+      await check();
+    }
+    assert.ok(checked > 1000, `${checked} pages compared`);
+  });
 });

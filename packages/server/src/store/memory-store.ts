@@ -132,9 +132,9 @@ export class MemoryStore implements Store {
     const unique = coll.kind.unique;
     if (previous && unique) coll.byKey.delete(unique.key(previous));
     if (type === "DELETED") {
-      coll.byId.delete(stored.id);
+      coll.put(stored.id, undefined);
     } else {
-      coll.byId.set(stored.id, stored);
+      coll.put(stored.id, stored);
       if (unique) coll.byKey.set(unique.key(stored), stored.id);
     }
     coll.hub.publish({ type, object: stored, previous: type === "MODIFIED" ? previous : undefined, revision: this.revisionValue });
