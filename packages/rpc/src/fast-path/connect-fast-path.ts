@@ -206,47 +206,37 @@ export class ConnectFastPath {
 
   /** Handles an HTTP/2 stream if it is a call this path serves; returns false otherwise. */
   handleH2(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): boolean {
-    if (headers[":method"] !== "POST") return false;
-    const path = headers[":path"] ?? "";
-    const m = this.methods.get(path);
-    if (!m) return false;
-    if (m.spec.kind === "server_streaming") {
-      const plan = streamPlan(m, headers);
-      if (!plan) return false;
-      stream.on("error", ignore);
-      this.serveStream(new H2Exchange(stream), m, m.spec, headers, path, plan).catch(ignore);
-      return true;
-    }
-    const binary = servedType(headers);
-    if (binary === undefined) return false;
-    const timeoutMs = servedTimeout(headers["connect-timeout-ms"]);
-    if (timeoutMs === false) return false;
-    // A stream the client resets fails; its call ends by "close" (the context's signal, the body reader).
-    stream.on("error", ignore);
-    this.serve(new H2Exchange(stream), m, headers, path, binary, timeoutMs).catch(ignore);
-    return true;
+    return this.take(headers[":method"], headers[":path"] ?? "", headers, stream, () => new H2Exchange(stream));
   }
 
   /** Handles an HTTP/1.1 request if it is a call this path serves; returns false otherwise. */
   handleH1(req: http.IncomingMessage, res: http.ServerResponse): boolean {
-    if (req.method !== "POST") return false;
-    const path = req.url ?? "";
+    return this.take(req.method, req.url ?? "", req.headers, req, () => new H1Exchange(req, res));
+  }
+
+  /**
+   * Serves a call of either HTTP version when this path serves it (a POST to a method it
+   * knows, with a content type and timeout it reads); false leaves it to connect-node.
+   * A stream or request the client resets fails (`source`'s "error"); its call ends by
+   * "close" (the context's signal, the body reader).
+   */
+  private take(method: string | undefined, path: string, headers: http.IncomingHttpHeaders, source: { on(event: "error", listener: () => void): unknown }, exchange: () => Exchange): boolean {
+    if (method !== "POST") return false;
     const m = this.methods.get(path);
     if (!m) return false;
-    const headers = req.headers;
     if (m.spec.kind === "server_streaming") {
       const plan = streamPlan(m, headers);
       if (!plan) return false;
-      req.on("error", ignore);
-      this.serveStream(new H1Exchange(req, res), m, m.spec, headers, path, plan).catch(ignore);
+      source.on("error", ignore);
+      this.serveStream(exchange(), m, m.spec, headers, path, plan).catch(ignore);
       return true;
     }
     const binary = servedType(headers);
     if (binary === undefined) return false;
     const timeoutMs = servedTimeout(headers["connect-timeout-ms"]);
     if (timeoutMs === false) return false;
-    req.on("error", ignore);
-    this.serve(new H1Exchange(req, res), m, headers, path, binary, timeoutMs).catch(ignore);
+    source.on("error", ignore);
+    this.serve(exchange(), m, headers, path, binary, timeoutMs).catch(ignore);
     return true;
   }
 
