@@ -20,6 +20,9 @@ export interface QueryMigrate {
 
 /** How often a running migration is polled. */
 export const POLL_MS = 100;
+/** How long, and how often, a completed migration's statistics are waited for (see followMigration). */
+const SETTLE_MS = 10;
+const SETTLE_TRIES = 50;
 /** QEMU's max-bandwidth when the caller asks for none: far above what any link here carries. */
 const UNLIMITED_BYTES_PER_SECOND = 1e12;
 /** "tcp:<IPv4 or host name>:<port>", the only URI form accepted: no other transport (exec:, file:) may reach QEMU. */
@@ -91,11 +94,18 @@ export async function migrateOut(qmp: Pick<QmpClient, "execute" | "onEvent">, ta
 
 /** Polls query-migrate (waiting with `pause` between polls) until the migration ends. */
 async function followMigration(qmp: Pick<QmpClient, "execute">, options: MigrationOptions, pause: (ms: number) => Promise<void>): Promise<MigrationStats> {
+  let settling = 0;
   for (;;) {
     const q = await qmp.execute<QueryMigrate>("query-migrate");
     const status = q.status ?? "none";
     options.onProgress(progressOf(status, q));
     if (status === "completed") {
+      // QEMU announces COMPLETED (the MIGRATION event) before it has computed the migration's
+      // total time and downtime: asked at once, query-migrate can still say 0. Ask again, briefly.
+      if (!q["total-time"] && settling++ < SETTLE_TRIES) {
+        await new Promise((r) => setTimeout(r, SETTLE_MS));
+        continue;
+      }
       return { transferredBytes: BigInt(q.ram?.transferred ?? 0), downtimeMs: q.downtime ?? 0, totalTimeMs: q["total-time"] ?? 0 };
     }
     if (status === "failed" || status === "cancelled") {
