@@ -122,7 +122,7 @@ export async function startRpcServer(o: RpcServerOptions): Promise<RpcServer> {
     writeMaxBytes: limits.writeMaxBytes,
     jsonOptions: JSON_OPTIONS,
     shutdownSignal: shutdown.signal,
-    fallback: o.fallback ?? notFound,
+    fallback: o.fallback ? guardedFallback(o.fallback, o.log) : notFound,
     refused,
     writeFailed: (procedure, reason) => o.log.log("debug", "rpc response not written", { procedure, error: String(reason) }),
   });
@@ -147,7 +147,7 @@ export async function startRpcServer(o: RpcServerOptions): Promise<RpcServer> {
     limits,
     connect ? (stream, headers) => fast.handle(stream, headers) || connect.handleH2(stream, headers) : (stream, headers) => fast.handle(stream, headers),
     o.tls,
-    o.upgrade,
+    o.upgrade && guardedUpgrade(o.upgrade, o.log),
     connect && ((req, res) => connect.handleH1(req, res)),
   );
   const host = listener.address.includes(":") ? `[${listener.address}]` : listener.address;
@@ -177,3 +177,34 @@ const notFound: Fallback = (_req, res) => {
   res.writeHead(404);
   res.end();
 };
+
+/**
+ * A fallback that throws (a door with a bug, a request nobody foresaw) answers 500 and
+ * is logged; it never reaches the process's uncaught-exception handler, which would end
+ * every other call with it.
+ */
+function guardedFallback(fallback: Fallback, log: Logger): Fallback {
+  return (req, res) => {
+    try {
+      fallback(req, res);
+    } catch (err) {
+      log.log("error", "request handler failed", { method: req.method, path: String(req.url ?? "").slice(0, 200), error: String(err) });
+      if (!res.headersSent) {
+        res.writeHead(500, { "content-type": "text/plain; charset=utf-8" });
+        res.end("internal: the request could not be handled\n");
+      } else res.destroy();
+    }
+  };
+}
+
+/** The same guard for HTTP/1.1 upgrades: a throwing handler closes that socket with a 500. */
+function guardedUpgrade(upgrade: UpgradeHandler, log: Logger): UpgradeHandler {
+  return (req, socket, head) => {
+    try {
+      upgrade(req, socket, head);
+    } catch (err) {
+      log.log("error", "upgrade handler failed", { path: String(req.url ?? "").slice(0, 200), error: String(err) });
+      if (!socket.destroyed) socket.end("HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    }
+  };
+}

@@ -8,6 +8,20 @@ import { codeLabel } from "@quantix/rpc";
 export type AnyRequest = http.IncomingMessage | http2.Http2ServerRequest;
 
 /** The VM id of `/v1/vms/{id}/console` (`suffix` ""), `/v1/vms/{id}/console/ws` ("/ws"); undefined when the path is not one. */
+/**
+ * A request target as a URL, or undefined when it is not an origin-form path. `new URL`
+ * with a base reads `//` or `//host/x` as a URL of another host (and throws on `//`), and
+ * `*` or an absolute form are no path of ours: those are simply not the console's.
+ */
+export function requestUrl(target: string | undefined): URL | undefined {
+  if (!target?.startsWith("/")) return undefined;
+  try {
+    return new URL(`http://x${target}`);
+  } catch {
+    return undefined;
+  }
+}
+
 export function consolePathVmId(pathname: string, suffix: "" | "/ws"): string | undefined {
   const prefix = "/v1/vms/";
   const end = `/console${suffix}`;

@@ -1,7 +1,7 @@
 import { createClient, type Transport } from "@connectrpc/connect";
 import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { peerOfSocket, type Peer } from "@quantix/rpc";
-import { authHeaders, consolePathVmId, errorText, intParam, QueryError, type AnyRequest } from "./console-http.js";
+import { authHeaders, consolePathVmId, errorText, intParam, QueryError, requestUrl, type AnyRequest } from "./console-http.js";
 
 type Res = { writeHead(status: number, headers: Record<string, string | number>): unknown; end(body?: string | Uint8Array): unknown };
 
@@ -14,9 +14,9 @@ type Res = { writeHead(status: number, headers: Record<string, string | number>)
  */
 export function consoleText(transport: (peer: Peer) => Transport): (req: AnyRequest, res: Res) => boolean {
   return (req, res) => {
-    const url = new URL(req.url ?? "/", "http://x");
-    const vmId = consolePathVmId(url.pathname, "");
-    if (vmId === undefined) return false;
+    const url = requestUrl(req.url);
+    const vmId = url && consolePathVmId(url.pathname, "");
+    if (url === undefined || vmId === undefined) return false;
     const send = (status: number, body: string | Uint8Array, extra: Record<string, string> = {}) => {
       res.writeHead(status, { "content-type": "text/plain; charset=utf-8", "content-length": typeof body === "string" ? Buffer.byteLength(body) : body.length, ...extra });
       res.end(req.method === "HEAD" ? undefined : body);

@@ -6,7 +6,7 @@ import { ConsoleRoleKind, VMService, type ConsoleEvent, type ConsoleInputSchema 
 import { codeLabel, peerOfSocket, type Peer, type UpgradeHandler } from "@quantix/rpc";
 import { WebSocketServer, type WebSocket } from "ws";
 import { MAX_CONSOLE_INPUT_BYTES } from "../rpc/vm-console-routes.js";
-import { authHeaders, boolParam, consolePathVmId, errorText, intParam, QueryError } from "./console-http.js";
+import { authHeaders, boolParam, consolePathVmId, errorText, intParam, QueryError, requestUrl } from "./console-http.js";
 
 /** Largest WebSocket frame a client may send; longer input is split into AttachConsole messages of 4 KiB. */
 export const MAX_WS_FRAME_BYTES = 64 * 1024;
@@ -25,9 +25,9 @@ const ROLE_NAMES: Record<number, string> = { [ConsoleRoleKind.WRITER]: "writer",
 export function consoleWebSocket(transport: (peer: Peer) => Transport): UpgradeHandler & { close(): void } {
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_WS_FRAME_BYTES, perMessageDeflate: false });
   const handler = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
-    const url = new URL(req.url ?? "/", "http://x");
-    const vmId = consolePathVmId(url.pathname, "/ws");
-    if (vmId === undefined || req.method !== "GET") return refuse(socket, 404, `not_found: no WebSocket endpoint at ${url.pathname.slice(0, 200)}; the console's is GET /v1/vms/{id}/console/ws\n`);
+    const url = requestUrl(req.url);
+    const vmId = url && consolePathVmId(url.pathname, "/ws");
+    if (url === undefined || vmId === undefined || req.method !== "GET") return refuse(socket, 404, `not_found: no WebSocket endpoint at ${String(url?.pathname ?? req.url).slice(0, 200)}; the console's is GET /v1/vms/{id}/console/ws\n`);
     let attach: MessageInitShape<typeof ConsoleInputSchema>;
     try {
       attach = { kind: { case: "attach", value: { vmId, tailBytes: intParam(url.searchParams, "tail_bytes", 1024 * 1024), fromOffset: BigInt(intParam(url.searchParams, "from_offset", Number.MAX_SAFE_INTEGER)), write: boolParam(url.searchParams, "write"), force: boolParam(url.searchParams, "force") } } };
