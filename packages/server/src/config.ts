@@ -1,5 +1,6 @@
 import { existsSync } from "node:fs";
 import { isIP } from "node:net";
+import { availableParallelism } from "node:os";
 import { QUOTA_RESOURCES, QuantixError, SCORING_STRATEGIES, type Limits, type QuotaResource, type ScoringStrategy } from "@quantix/core";
 
 /** The control plane's settings, read from the environment and validated at start. */
@@ -42,6 +43,13 @@ export interface ControlPlaneConfig {
   /** The built web dashboard served at `/` (QUANTIX_DASHBOARD_DIR); default packages/dashboard/dist of this checkout. */
   readonly dashboardDir: string | undefined;
   readonly storeTuning: StoreTuning;
+  /**
+   * Processes serving the one port (QUANTIX_WORKERS: a number, or "auto" for one per core;
+   * default 1). More than one needs PostgreSQL: each worker is a replica of the same
+   * database, the kernel's connections are handed out among them (node:cluster), and
+   * controllers run on the store's leader only, as with replicas on several hosts.
+   */
+  readonly workers: number;
   /** How the scheduler ranks nodes that fit (QUANTIX_SCHEDULER_STRATEGY): spread (default), pack or balanced. */
   readonly schedulerStrategy: ScoringStrategy;
   /** Silence after which a node is OFFLINE, i.e. lost: HA restarts its VMs elsewhere (QUANTIX_NODE_LOST_AFTER_SEC). */
@@ -112,6 +120,7 @@ const DEFAULTS: ControlPlaneConfig = {
   port: 8080,
   store: { kind: "embedded", dataDir: "./.quantix-data" },
   storeTuning: { historyRevisions: 100_000, pgMaxConnections: 10 },
+  workers: 1,
   demo: true,
   logLevel: "info",
   defaultDeadlineMs: 30_000,
@@ -168,6 +177,7 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
     }
   }
   const store = parseStore(env, problems);
+  const workers = parseWorkers(env["QUANTIX_WORKERS"], store, problems);
   const demo = env["QUANTIX_DEMO"] ?? "1";
   if (!["0", "1", "true", "false"].includes(demo)) problems.push(`QUANTIX_DEMO=${JSON.stringify(demo)} must be 0 or 1`);
   const level = env["QUANTIX_LOG_LEVEL"] ?? DEFAULTS.logLevel;
@@ -208,6 +218,7 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
     rateLimitRps,
     rateLimitBurst: int("QUANTIX_RATE_LIMIT_BURST", 1, 100_000_000, Math.max(1, rateLimitRps * 2)),
     auditRetentionSec: int("QUANTIX_AUDIT_RETENTION_SEC", 60, 10 * 366 * 86_400, DEFAULTS.auditRetentionSec),
+    workers,
     storeTuning: {
       historyRevisions: int("QUANTIX_HISTORY_REVISIONS", 10, 100_000_000, DEFAULTS.storeTuning.historyRevisions),
       pgMaxConnections: int("QUANTIX_PG_MAX_CONNECTIONS", 2, 1000, DEFAULTS.storeTuning.pgMaxConnections),
@@ -229,6 +240,22 @@ export function loadConfig(env: Record<string, string | undefined>, overrides: P
   }
   if (problems.length > 0) throw new QuantixError("invalid_argument", `invalid configuration:\n  ${problems.join("\n  ")}`);
   return cfg;
+}
+
+/** The most worker processes one control plane may run. */
+export const MAX_WORKERS = 64;
+
+function parseWorkers(raw: string | undefined, store: StoreConfig, problems: string[]): number {
+  if (raw === undefined || raw === "") return DEFAULTS.workers;
+  const n = raw === "auto" ? Math.min(MAX_WORKERS, availableParallelism()) : Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_WORKERS) {
+    problems.push(`QUANTIX_WORKERS=${JSON.stringify(raw)} must be "auto" (one per core) or an integer between 1 and ${MAX_WORKERS}`);
+    return DEFAULTS.workers;
+  }
+  if (n > 1 && store.kind !== "postgres") {
+    problems.push(`QUANTIX_WORKERS=${JSON.stringify(raw)} (${n} processes) needs QUANTIX_STORE=postgres://...: the ${store.kind} store lives inside one process; use QUANTIX_WORKERS=1, or PostgreSQL to serve from several`);
+  }
+  return n;
 }
 
 /** The most a limit may be (amounts stay exact as JavaScript numbers). */

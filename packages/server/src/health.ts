@@ -10,7 +10,8 @@ type Req = Parameters<Fallback>[0];
 type Res = Parameters<Fallback>[1];
 
 /**
- * Serves `GET /_/health` (status, version, uptime, store health), `GET /metrics` (the
+ * Serves `GET /_/health` (status, version, the serving process's pid (which of
+ * QUANTIX_WORKERS answered), uptime, store health), `GET /metrics` (the
  * Prometheus text from `metrics`, when given) and answers every other non-RPC path with a
  * JSON 404 that says where the API lives.
  */
@@ -19,8 +20,8 @@ export function createFallback(store: Store, startedAtMs: number, now: () => num
     const url = (req.url ?? "/").split("?")[0];
     if (url === "/_/health" && (req.method === "GET" || req.method === "HEAD")) {
       void store.health().then(
-        (s) => send(res, s.ok ? 200 : 503, { status: s.ok ? "ok" : "degraded", version: VERSION, uptime_seconds: Math.floor((now() - startedAtMs) / 1000), store: s }),
-        (err: unknown) => send(res, 503, { status: "degraded", version: VERSION, uptime_seconds: Math.floor((now() - startedAtMs) / 1000), store: { ok: false, detail: String(err) } }),
+        (s) => send(res, s.ok ? 200 : 503, { status: s.ok ? "ok" : "degraded", version: VERSION, pid: process.pid, uptime_seconds: Math.floor((now() - startedAtMs) / 1000), store: s }),
+        (err: unknown) => send(res, 503, { status: "degraded", version: VERSION, pid: process.pid, uptime_seconds: Math.floor((now() - startedAtMs) / 1000), store: { ok: false, detail: String(err) } }),
       );
       return;
     }

@@ -1,7 +1,9 @@
 import { createSimulatedHost, dirImporter, dirUploader } from "@quantix/agent";
+import cluster from "node:cluster";
 import { QuantixError } from "@quantix/core";
 import { startControlPlane } from "./app.js";
 import { loadConfig } from "./config.js";
+import { superviseWorkers } from "./workers.js";
 
 /** Entry point of `npm start`: the control plane with the configured store and demo data. */
 async function main(): Promise<void> {
@@ -11,6 +13,13 @@ async function main(): Promise<void> {
   } catch (err) {
     process.stderr.write(`quantix: ${err instanceof QuantixError ? err.message : String(err)}\n`);
     process.exit(2);
+  }
+  if (config.workers > 1 && cluster.isPrimary) {
+    // The primary only supervises; each worker runs this function again as a replica.
+    const supervisor = superviseWorkers({ count: config.workers, say: (line) => process.stderr.write(`${line}\n`), exit: (code) => process.exit(code) });
+    process.on("SIGTERM", () => supervisor.stop("SIGTERM"));
+    process.on("SIGINT", () => supervisor.stop("SIGINT"));
+    return;
   }
   let cp;
   try {

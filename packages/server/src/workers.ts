@@ -1,0 +1,89 @@
+import cluster, { type Worker } from "node:cluster";
+
+/** Restarts allowed within RESTART_WINDOW_MS before the supervisor gives up (a worker that cannot start). */
+const MAX_RESTARTS = 5;
+const RESTART_WINDOW_MS = 60_000;
+const RESTART_DELAY_MS = 1000;
+
+export interface SupervisorOptions {
+  /** How many worker processes serve the port. */
+  readonly count: number;
+  /** Where the supervisor says what it does (stderr in `npm start`). */
+  readonly say: (line: string) => void;
+  /** Ends the process (process.exit; a test may observe it instead). */
+  readonly exit: (code: number) => void;
+}
+
+/**
+ * The primary process of `QUANTIX_WORKERS=N`: it serves nothing itself. It forks the
+ * first worker alone and waits until that one listens (so the store's migrations and the
+ * demo data are applied once), then the others. The workers share the listening socket
+ * and each accepts for itself (SCHED_NONE), so the kernel spreads the connections (and
+ * the watch streams on them) over the cores and the primary is never on a connection's
+ * path. (With node:cluster's round robin the primary accepts and hands each connection
+ * over; in testing one connection once stayed in the primary, never handed on.) A worker that dies is replaced after a second, at most
+ * MAX_RESTARTS times a minute; SIGTERM or SIGINT stops every worker gracefully, and the
+ * primary exits when they have.
+ */
+export function superviseWorkers(o: SupervisorOptions): { stop(signal: string): void } {
+  const workers = new Set<Worker>();
+  const restarts: number[] = [];
+  let stopping = false;
+  let failed = false;
+  let firstListening = false;
+
+  const fork = (): Worker => {
+    const w = cluster.fork();
+    workers.add(w);
+    w.once("listening", (addr: { address: string; port: number }) => {
+      o.say(`quantix: worker ${w.id} (pid ${w.process.pid}) serves ${addr.address}:${addr.port}`);
+      if (!firstListening) {
+        firstListening = true;
+        for (let i = 1; i < o.count; i++) fork();
+      }
+    });
+    w.once("exit", (code: number | null, signal: string | null) => {
+      workers.delete(w);
+      if (stopping) {
+        if (code !== 0) failed = true;
+        if (workers.size === 0) o.exit(failed ? 1 : 0);
+        return;
+      }
+      const how = signal ? `signal ${signal}` : `code ${code}`;
+      if (!firstListening) {
+        // The first worker could not start: the same configuration will not do better.
+        o.say(`quantix: the first worker exited (${how}) before it listened; see its message above`);
+        return stopAll(1);
+      }
+      const now = Date.now();
+      while (restarts.length > 0 && restarts[0]! < now - RESTART_WINDOW_MS) restarts.shift();
+      if (restarts.length >= MAX_RESTARTS) {
+        o.say(`quantix: worker ${w.id} exited (${how}); ${MAX_RESTARTS} workers were replaced within a minute, so the control plane stops`);
+        return stopAll(1);
+      }
+      restarts.push(now);
+      o.say(`quantix: worker ${w.id} (pid ${w.process.pid}) exited (${how}); starting another in ${RESTART_DELAY_MS / 1000} s`);
+      setTimeout(() => stopping || fork(), RESTART_DELAY_MS).unref();
+    });
+    return w;
+  };
+
+  const stopAll = (code: number) => {
+    if (code !== 0) failed = true;
+    if (stopping) return;
+    stopping = true;
+    if (workers.size === 0) return o.exit(failed ? 1 : 0);
+    for (const w of workers) w.process.kill("SIGTERM");
+  };
+
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
+  o.say(`quantix: ${o.count} workers share the port (QUANTIX_WORKERS)`);
+  fork();
+  return {
+    stop(signal: string) {
+      if (stopping) return;
+      o.say(`quantix: ${signal} received, stopping ${workers.size} workers`);
+      stopAll(0);
+    },
+  };
+}
