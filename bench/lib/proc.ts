@@ -30,7 +30,7 @@ process.on("exit", () => {
  * line, or a baseline's {"port":N}.
  * Output goes to a file descriptor, never to a pipe that nobody drains.
  */
-export async function startServer(name: string, script: string, args: readonly string[], env: Record<string, string>, cpu = 0): Promise<Server> {
+export async function startServer(name: string, script: string, args: readonly string[], env: Record<string, string>, cpu: number | string = 0): Promise<Server> {
   // Another bench run may have removed the log directory when it finished.
   mkdirSync(LOG_DIR, { recursive: true });
   const logFile = join(LOG_DIR, `${name}.log`);
