@@ -66,6 +66,12 @@ export interface VmSnapshotInfo {
   readonly complete: boolean;
 }
 
+/** What getVMInfo is asked for. */
+export interface VmInfoOptions {
+  /** Measure usage (default true); false: state and config are enough. */
+  readonly usage?: boolean;
+}
+
 /** One VM as the backend sees it now. */
 export interface BackendVmInfo {
   readonly vmId: string;
@@ -226,8 +232,13 @@ export interface Backend {
   listVMSnapshots?(vmId: string): Promise<VmSnapshotInfo[]>;
   /** Called in running; needs "reboot" (force = hard reset). */
   rebootVM(vmId: string, force: boolean): Promise<void>;
-  /** NOT_FOUND (QuantixError) for an unknown id. */
-  getVMInfo(vmId: string): Promise<BackendVmInfo>;
+  /**
+   * NOT_FOUND (QuantixError) for an unknown id. With `usage: false` a backend may leave
+   * out the metrics it would have to ask the VMM for (a caller that reads only state and
+   * config: the state table, watch events), so that no query waits on a VMM that is busy
+   * starting; the metrics it leaves out are zero.
+   */
+  getVMInfo(vmId: string, options?: VmInfoOptions): Promise<BackendVmInfo>;
   listVMs(): Promise<BackendVmInfo[]>;
   /** Resolves when the hypervisor is usable; rejects with UNAVAILABLE and the reason. */
   ping(): Promise<void>;

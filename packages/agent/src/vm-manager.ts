@@ -295,7 +295,7 @@ export class VmManager {
     this.need("live-migration", "MigrateVm");
     if (copy) this.need("live-migration-copy-storage", "MigrateVm with copy_storage");
     return this.serial(vmId, async () => {
-      const info = await this.backend.getVMInfo(vmId);
+      const info = await this.backend.getVMInfo(vmId, STATE_ONLY);
       if (info.state !== "running") throw new QuantixError("failed_precondition", `MigrateVm is not allowed: VM '${vmId}' is ${info.state.toUpperCase()}; only a RUNNING VM migrates live`);
       let opts = options;
       if (!copy) requireSharedStorage(vmId, info.config, this.sharedDirs);
@@ -492,7 +492,7 @@ export class VmManager {
   private act(vmId: string, action: VmAction, force: boolean, run: (info: BackendVmInfo) => Promise<void>): Promise<BackendVmState> {
     throwIfViolations(validateVmId("vm_id", vmId));
     return this.serial(vmId, async () => {
-      const info = await this.backend.getVMInfo(vmId);
+      const info = await this.backend.getVMInfo(vmId, STATE_ONLY);
       const d = decide(action, info.state);
       if (d === "noop") return info.state;
       if (d === "forbidden" || (d === "force" && !force)) {
@@ -549,7 +549,7 @@ export class VmManager {
 
   private async find(vmId: string): Promise<BackendVmInfo | undefined> {
     try {
-      return await this.backend.getVMInfo(vmId);
+      return await this.backend.getVMInfo(vmId, STATE_ONLY);
     } catch (err) {
       if (err instanceof QuantixError && err.code === "not_found") return undefined;
       throw err;
@@ -558,19 +558,22 @@ export class VmManager {
 
   /** Reads the VM's state as the backend has it now and tells watchers. */
   private async publish(vmId: string, reason: string): Promise<BackendVmInfo> {
-    const info = await this.backend.getVMInfo(vmId);
+    const info = await this.backend.getVMInfo(vmId, STATE_ONLY);
     this.hub.publish(change("changed", info, reason));
     return info;
   }
 
   private onBackendEvent(e: BackendEvent): void {
     const reason = e.reason ?? `the hypervisor reported ${e.state}`;
-    this.backend.getVMInfo(e.vmId).then(
+    this.backend.getVMInfo(e.vmId, STATE_ONLY).then(
       (info) => this.hub.publish(change("changed", info, reason)),
       () => this.hub.publish({ type: "changed", vmId: e.vmId, state: e.state, reason, metadata: {} }),
     );
   }
 }
+
+/** What the state table and watch events read: a VM's state, not its usage (no query to a VMM busy starting). */
+const STATE_ONLY = { usage: false } as const;
 
 /** At most this many disks in a SnapshotVm / RevertVmSnapshot request. */
 const MAX_SNAPSHOT_DISK_IDS = 64;

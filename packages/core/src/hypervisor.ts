@@ -289,8 +289,13 @@ export interface HypervisorPort {
   createVM(vmId: string, spec: VmSpec, volumePaths?: ReadonlyMap<string, string>): Promise<void>;
   /** Removes a VM and its process; a VM that does not exist is not an error. */
   deleteVM(vmId: string): Promise<void>;
-  /** Starts a created, shut-down, crashed or suspended VM; no-op when starting or running. FAILED_PRECONDITION otherwise. */
-  bootVM(vmId: string): Promise<void>;
+  /**
+   * Starts a created, shut-down, crashed or suspended VM; no-op when starting or running.
+   * FAILED_PRECONDITION otherwise. Resolves with what the hypervisor observes right after
+   * when its answer says it (so the caller need not ask again; `nics` left out: a boot
+   * does not change them), else with nothing.
+   */
+  bootVM(vmId: string): Promise<VmObservation | void>;
   /** Asks the guest to power off (or powers off at once with force, or after the timeout); no-op when already off. */
   shutdownVM(vmId: string, options: ShutdownOptions): Promise<void>;
   /** Pauses a running VM's vCPUs; no-op when paused. Needs the "pause" capability. */

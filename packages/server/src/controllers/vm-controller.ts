@@ -4,7 +4,7 @@ import type { NodeDrivers } from "../hypervisor/node-drivers.js";
 import type { Logger } from "@quantix/rpc";
 import { Controller, watching } from "../runtime/controller.js";
 import { finalizeVm } from "./vm-finalize.js";
-import { StepFailure, stepVm, type VolumePathResolver } from "./vm-step.js";
+import { StepFailure, stepVm, type Step, type VolumePathResolver } from "./vm-step.js";
 import { VmStatusWriter } from "./vm-status-writer.js";
 import { NicStepFailure, stepNics, type NicStep } from "./vm-nic-step.js";
 import { desiredOf } from "./vm-status.js";
@@ -119,15 +119,18 @@ export class VmController {
     const driver = this.deps.drivers.get(nodeId);
     if (!driver) return this.status.notConnected(vm, nodeId);
     let obs: VmObservation;
-    let stepped: Awaited<ReturnType<typeof stepVm>> = false;
+    let stepped: Step = false;
     let nics: NicStep = { stepped: false };
     try {
       obs = await driver.observe(vm.id);
       // NICs added or removed since the node got the VM: hot-plugged, or its stale definition dropped (vm-nic-step.ts).
       nics = await stepNics(this.deps.store, vm, driver, obs);
       if (nics.stepped) obs = await driver.observe(vm.id);
-      stepped = await stepVm(vm, desired, driver, obs, this.deps.volumePaths);
-      if (stepped) obs = await driver.observe(vm.id);
+      const step = await stepVm(vm, desired, driver, obs, this.deps.volumePaths);
+      stepped = step.step;
+      // The node's answer to the step may already say where the VM is (BootVm does): no second look then.
+      if (step.observed) obs = step.observed;
+      else if (stepped) obs = await driver.observe(vm.id);
     } catch (err) {
       if (err instanceof NotReadyYet) {
         // Its volumes are being made on the node: PROVISIONING, looked at again when one changes (and soon anyway).

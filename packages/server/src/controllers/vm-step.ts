@@ -30,23 +30,37 @@ const noVolumes: VolumePathResolver = async () => new Map();
 export type Step = false | true | "rebooted";
 
 /**
+ * A step and, when the node's answer to it said so, what the node observes afterwards:
+ * then the caller need not observe again (one round trip less on every start).
+ */
+export interface StepResult {
+  readonly step: Step;
+  readonly observed?: VmObservation;
+}
+
+/**
  * Takes at most one idempotent step of a VM towards its spec on its node's hypervisor:
  * the desired power state, then a reboot the spec asks for (spec.reboot.sequence newer
  * than status.reboot_sequence). The shutdown is done as spec.shutdown says (StopVM writes
  * its force and timeout there).
  */
-export async function stepVm(vm: VirtualMachine, desired: PowerState, d: HypervisorPort, obs: VmObservation, volumePaths: VolumePathResolver = noVolumes): Promise<Step> {
+export async function stepVm(vm: VirtualMachine, desired: PowerState, d: HypervisorPort, obs: VmObservation, volumePaths: VolumePathResolver = noVolumes): Promise<StepResult> {
+  const step = await takeStep(vm, desired, d, obs, volumePaths);
+  return typeof step === "object" ? step : { step };
+}
+
+async function takeStep(vm: VirtualMachine, desired: PowerState, d: HypervisorPort, obs: VmObservation, volumePaths: VolumePathResolver): Promise<Step | StepResult> {
   const p = obs.power;
   switch (desired) {
     case PowerState.RUNNING:
       if (p === "absent") {
+        // Just defined: what NICs the node gave it is not known here, so the caller observes.
         await define(d, vm, volumePaths);
         await attempt("boot", () => d.bootVM(vm.id));
         return true;
       }
       if (p === "created" || p === "shutdown" || p === "suspended") {
-        await attempt("boot", () => d.bootVM(vm.id));
-        return true;
+        return booted(await attempt("boot", () => d.bootVM(vm.id)), obs);
       }
       if (p === "paused") {
         await attempt("resume", () => d.resumeVM(vm.id));
@@ -54,8 +68,7 @@ export async function stepVm(vm: VirtualMachine, desired: PowerState, d: Hypervi
       }
       // A crash is final until StartVM asks again (a newer generation than the crash's).
       if (p === "crashed" && vm.generation > (crashedAt(vm) ?? vm.generation)) {
-        await attempt("boot", () => d.bootVM(vm.id));
-        return true;
+        return booted(await attempt("boot", () => d.bootVM(vm.id)), obs);
       }
       if (p === "running" && rebootDue(vm)) {
         await attempt("reboot", () => d.rebootVM(vm.id, vm.spec?.reboot?.force ?? false));
@@ -122,10 +135,16 @@ async function define(d: HypervisorPort, vm: VirtualMachine, volumePaths: Volume
   }
 }
 
+/** A boot's step, with the node's answer as the observation (the NICs as observed before: a boot keeps them). */
+function booted(answer: VmObservation | void, before: VmObservation): StepResult {
+  if (!answer) return { step: true };
+  return { step: true, observed: { ...answer, ...(before.nics ? { nics: before.nics } : {}) } };
+}
+
 /** Runs one call of a step on the node; a failure other than an unreachable node becomes a {@link StepFailure}. */
-async function attempt(step: "boot" | "resume" | "reboot" | "pause" | "suspend" | "shut down", call: () => Promise<void>): Promise<void> {
+async function attempt<T>(step: "boot" | "resume" | "reboot" | "pause" | "suspend" | "shut down", call: () => Promise<T>): Promise<T> {
   try {
-    await call();
+    return await call();
   } catch (err) {
     if (!(err instanceof QuantixError) || err.code === "unavailable") throw err;
     const reason = `${step === "shut down" ? "Shutdown" : step[0]!.toUpperCase() + step.slice(1)}Failed`;

@@ -170,8 +170,13 @@ export class AgentHypervisor implements HypervisorPort {
     });
   }
 
-  async bootVM(vmId: string): Promise<void> {
-    await this.call(() => this.client.bootVm({ vmId }));
+  /**
+   * BootVm answers the VM's state afterwards: that is the observation, without another
+   * GetVmInfo round trip (an answer without a state says nothing: the caller observes).
+   */
+  async bootVM(vmId: string): Promise<VmObservation | undefined> {
+    const res = await this.call(() => this.client.bootVm({ vmId }));
+    return res.state === VmState.UNSPECIFIED ? undefined : this.observation(vmId, res.state, this.watch.vms.get(vmId));
   }
 
   /**

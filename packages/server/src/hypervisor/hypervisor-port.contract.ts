@@ -74,7 +74,9 @@ export function hypervisorPortContract(name: string, open: () => Promise<OpenedH
     };
     const booted = async (vmId: string) => {
       await o.port.createVM(vmId, o.spec);
-      await o.port.bootVM(vmId);
+      const answer = await o.port.bootVM(vmId);
+      // A boot that answers what it observes (the VM controller then skips its second look) answers the truth.
+      if (answer) assert.deepEqual([answer.vmId, answer.power], [vmId, await power(vmId)]);
       return reaches(vmId, "running");
     };
     const refused = (call: Promise<unknown>, words: RegExp) =>
@@ -192,7 +194,7 @@ export function hypervisorPortContract(name: string, open: () => Promise<OpenedH
     run("notifications", "onChange names the VM after each transition, until unsubscribed", async (id) => {
       const heard: string[] = [];
       const off = o.port.onChange((vmId) => heard.push(vmId));
-      const notifies = async (what: string, step: () => Promise<void>) => {
+      const notifies = async (what: string, step: () => Promise<unknown>) => {
         const from = heard.length;
         await step();
         await until(() => (heard.slice(from).includes(id) ? true : undefined), `a notification after ${what}`, timeoutMs);

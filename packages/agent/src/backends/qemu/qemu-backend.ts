@@ -3,7 +3,7 @@ import { access, constants, open, readFile, rm } from "node:fs/promises";
 import { promisify } from "node:util";
 import { QuantixError, notFound, systemClock, type Clock, type PciPlacement } from "@quantix/core";
 import { ConsoleOutput, type NetworkInterface, type StorageDevice, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import type { Backend, ConsoleChunk, BackendCapability, BackendEvent, BackendVmInfo, IncomingDiskCopy, IncomingMigration, MigrationOptions, MigrationStats, ShutdownOptions, VmSnapshotInfo } from "../../backend.js";
+import type { Backend, ConsoleChunk, BackendCapability, BackendEvent, BackendVmInfo, IncomingDiskCopy, IncomingMigration, MigrationOptions, MigrationStats, ShutdownOptions, VmInfoOptions, VmSnapshotInfo } from "../../backend.js";
 import { buildCloudInitSeed } from "../../cloud-init-seed.js";
 import { ConsoleRing, DEFAULT_CONSOLE_BUFFER_BYTES } from "../../console-ring.js";
 import { checkDiskChain, openHostFiles, type HostFile } from "../../host-files.js";
@@ -523,8 +523,9 @@ export class QemuBackend implements Backend {
     await saveRecord(entry.paths, entry.record);
   }
 
-  async getVMInfo(vmId: string): Promise<BackendVmInfo> {
-    return this.info(vmId, this.entry(vmId));
+  async getVMInfo(vmId: string, options?: VmInfoOptions): Promise<BackendVmInfo> {
+    const entry = this.entry(vmId);
+    return qemuVmInfo(vmId, entry.record, entry.runtime, this.clock, options?.usage ?? true);
   }
 
   async listVMs(): Promise<BackendVmInfo[]> {

@@ -10,11 +10,13 @@ import type { VmRecord } from "./qemu-vm-dir.js";
  * process (QMP and /proc) when one runs, and from the record otherwise (a record that
  * says "running" without a process is a crash nobody saw).
  */
-export async function qemuVmInfo(vmId: string, record: VmRecord, rt: QemuRuntime | undefined, clock: Clock): Promise<BackendVmInfo> {
+export async function qemuVmInfo(vmId: string, record: VmRecord, rt: QemuRuntime | undefined, clock: Clock, measure = true): Promise<BackendVmInfo> {
   const base = { vmId, config: record.config, crashReason: record.crashReason };
   if (!rt) return { ...base, state: record.state === "running" ? "crashed" : record.state, metrics: { cpuUsagePercent: 0, memoryUsageBytes: 0n, uptimeSeconds: 0n } };
   const now = clock.now();
   const startedAtMs = record.startedAtMs ?? now;
+  // State only: no /proc reads and no query-blockstats, which waits behind a QEMU busy starting.
+  if (!measure) return { ...base, state: rt.paused ? "paused" : "running", pid: rt.pid, startedAtMs, metrics: { cpuUsagePercent: 0, memoryUsageBytes: 0n, uptimeSeconds: BigInt(Math.max(0, Math.floor((now - startedAtMs) / 1000))) } };
   const [usage, block] = await Promise.all([processUsage(rt.pid), readBlockStats(rt.qmp)]);
   // The average since the process started: no state shared between readers, so /metrics
   // scrapes and several StreamMetrics do not disturb each other. A reader wanting the
