@@ -98,8 +98,7 @@ export class GrpcFastPath {
         ctx.responseHeader.set("grpc-encoding", "gzip");
       }
       respond(stream, ctx);
-      stream.write(bytes);
-      finish(stream, ctx, undefined);
+      finish(stream, ctx, undefined, bytes);
     } catch (err) {
       finish(stream, ctx, ctx.expired() ? DEADLINE : toConnectError(err));
     } finally {

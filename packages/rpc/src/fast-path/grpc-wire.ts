@@ -20,33 +20,51 @@ const RESPONSE_HEADERS = { ":status": "200", "content-type": "application/grpc+p
 /** The trailers of a call that succeeded and set none of its own: made once. */
 const OK_TRAILERS: Record<string, string> = headersRecord(setTrailerStatus(new Headers(), undefined));
 
+/** What readMessage keeps of one read, on its stream (the listeners are module functions: a call makes no closures for them). */
+interface Reading {
+  readonly chunks: Buffer[];
+  size: number;
+  readonly readMaxBytes: number;
+  readonly resolve: (body: Uint8Array) => void;
+  readonly reject: (err: unknown) => void;
+}
+const READING = Symbol("grpc fast path: reading the request");
+type ReadStream = ServerHttp2Stream & { [READING]?: Reading };
+
 /** Reads the request body: exactly one uncompressed, length-prefixed message. */
 export function readMessage(stream: ServerHttp2Stream, readMaxBytes: number): Promise<Uint8Array> {
   return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const limit = readMaxBytes + 5;
-    const onData = (c: Buffer) => {
-      size += c.length;
-      if (size > limit) {
-        stream.off("data", onData);
-        reject(new ConnectError(`message larger than configured max ${readMaxBytes} bytes`, Code.ResourceExhausted));
-        // Answer first (the caller's catch), then reset the stream so the client stops sending (RFC 9113 §8.1).
-        setImmediate(() => stream.closed || stream.close(http2.constants.NGHTTP2_NO_ERROR));
-        return;
-      }
-      chunks.push(c);
-    };
+    (stream as ReadStream)[READING] = { chunks: [], size: 0, readMaxBytes, resolve, reject };
     stream.on("data", onData);
-    stream.once("end", () => {
-      const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
-      const problem = framingProblem(body);
-      if (problem) reject(problem);
-      else resolve(body.subarray(5));
-    });
-    stream.once("error", reject);
-    stream.once("close", () => reject(CANCELED));
+    stream.on("end", onEnd);
+    stream.on("error", reject);
+    stream.on("close", onClose);
   });
+}
+
+function onData(this: ReadStream, c: Buffer): void {
+  const r = this[READING]!;
+  r.size += c.length;
+  if (r.size > r.readMaxBytes + 5) {
+    this.off("data", onData);
+    r.reject(new ConnectError(`message larger than configured max ${r.readMaxBytes} bytes`, Code.ResourceExhausted));
+    // Answer first (the caller's catch), then reset the stream so the client stops sending (RFC 9113 §8.1).
+    setImmediate(() => this.closed || this.close(http2.constants.NGHTTP2_NO_ERROR));
+    return;
+  }
+  r.chunks.push(c);
+}
+
+function onEnd(this: ReadStream): void {
+  const r = this[READING]!;
+  const body = r.chunks.length === 1 ? r.chunks[0]! : Buffer.concat(r.chunks, r.size);
+  const problem = framingProblem(body);
+  if (problem) r.reject(problem);
+  else r.resolve(body.subarray(5));
+}
+
+function onClose(this: ReadStream): void {
+  this[READING]!.reject(CANCELED);
 }
 
 /**
@@ -102,18 +120,29 @@ export function respond(stream: ServerHttp2Stream, ctx: FastContext): void {
 /**
  * Ends the call with its status, encoded by connect's own setTrailerStatus (so
  * grpc-status-details-bin carries the same google.rpc.BadRequest): in trailers after a
- * response, or trailers-only before one.
+ * response (`last`, the response's bytes, written with the end of the stream), or
+ * trailers-only before one.
  */
-export function finish(stream: ServerHttp2Stream, ctx: FastContext, error: ConnectError | undefined): void {
+export function finish(stream: ServerHttp2Stream, ctx: FastContext, error: ConnectError | undefined, last?: Uint8Array): void {
   if (stream.destroyed || stream.closed) return;
   const set = ctx.responseTrailer.changed;
+  if (error === undefined && !set && stream.headersSent) {
+    stream.on("wantTrailers", sendOkTrailers);
+    stream.end(last);
+    return;
+  }
   const t = error === undefined && !set ? OK_TRAILERS : headersRecord(setTrailerStatus(new Headers(ctx.responseTrailer), error));
   if (!stream.headersSent) {
     stream.respond({ ...RESPONSE_HEADERS, ...t }, { endStream: true });
     return;
   }
   stream.once("wantTrailers", () => stream.sendTrailers(t));
-  stream.end();
+  stream.end(last);
+}
+
+/** The trailers of a call that succeeded and set none (a module function: no closure per call). */
+function sendOkTrailers(this: ServerHttp2Stream): void {
+  this.sendTrailers(OK_TRAILERS);
 }
 
 function headersRecord(h: Headers): Record<string, string> {

@@ -1,5 +1,6 @@
+import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
-import { idsOf, logRpc } from "../log/rpc-log.js";
+import { idsOf, logRpc, logRpcOf } from "../log/rpc-log.js";
 import type { Logger } from "../log/logger.js";
 import type { RpcMetrics } from "../metrics/rpc-metrics.js";
 import { observeStream } from "./observe-stream.js";
@@ -31,10 +32,10 @@ export function observeCalls(o: ObserveOptions): Interceptor {
       try {
         res = await next(req);
       } catch (err) {
-        report(o, req, now() - start, codeOf(err), idsOf(req.message), causeOf(err));
+        reportUnary(o, req, now() - start, codeOf(err), causeOf(err));
         throw err;
       }
-      report(o, req, now() - start, 0, idsOf(req.message));
+      reportUnary(o, req, now() - start, 0);
       return res;
     }
     let ids: Record<string, string> = {};
@@ -72,8 +73,22 @@ function report(o: ObserveOptions, req: UnaryRequest | StreamRequest, ms: number
   logRpc(o.log, procedure, code, ms, ids, messages, cause);
 }
 
+/** A unary call's report: the ids are read from its request message into the log line's fields (no object of their own). */
+function reportUnary(o: ObserveOptions, req: UnaryRequest | StreamRequest, ms: number, code: Code | 0, cause?: unknown): void {
+  const procedure = procedureOf(req);
+  o.metrics?.observe(procedure, code, ms);
+  logRpcOf(o.log, procedure, code, ms, req.message, cause);
+}
+
+/** "pkg.Service/Method" by method, made once: the same string every call, so the maps keyed by it do not hash a new one. */
+const procedures = new WeakMap<DescMethod, string>();
+
 function procedureOf(req: UnaryRequest | StreamRequest): string {
-  return `${req.service.typeName}/${req.method.name}`;
+  // A request whose service an interceptor replaced is named as it says.
+  if (req.service !== req.method.parent) return `${req.service.typeName}/${req.method.name}`;
+  let p = procedures.get(req.method);
+  if (p === undefined) procedures.set(req.method, (p = `${req.service.typeName}/${req.method.name}`));
+  return p;
 }
 
 /** Passes a request stream through, handing the ids its first message names to `found`. */

@@ -15,6 +15,20 @@ export function idsOf(message: unknown): Record<string, string> {
   return out;
 }
 
+/** As logRpc for a unary call: the ids `message` names (idsOf) go straight into the line's fields. */
+export function logRpcOf(log: Logger, procedure: string, code: Code | 0, durationMs: number, message: unknown, cause?: unknown): void {
+  const fields: Record<string, unknown> = { procedure, code: codeLabel(code), duration_ms: Math.round(durationMs * 100) / 100 };
+  if (message && typeof message === "object") {
+    for (const f of ID_FIELDS) {
+      const v = (message as Record<string, unknown>)[f];
+      if (typeof v === "string" && v !== "") fields[f] = v.slice(0, 256);
+    }
+  }
+  const failed = code === Code.Internal || code === Code.Unknown;
+  if (cause !== undefined && failed) fields["error"] = cause instanceof Error ? cause.stack : String(cause);
+  log.log(failed ? "error" : "info", "rpc", fields);
+}
+
 /** Writes the one log line of an RPC; INTERNAL and UNKNOWN errors carry their cause for the log only. */
 export function logRpc(log: Logger, procedure: string, code: Code | 0, durationMs: number, ids: Record<string, string>, messages?: number, cause?: unknown): void {
   const fields: Record<string, unknown> = { procedure, code: codeLabel(code), duration_ms: Math.round(durationMs * 100) / 100, ...ids };

@@ -77,30 +77,14 @@ export function identityInterceptor(d: IdentityInterceptorDeps): Interceptor {
     return { ...res, message: cuttable(res.message, register(ids)) };
   };
 
+  const chain: Chain = { d, policies, streamed };
   // Written without async functions: a unary call with a known token takes no extra promise.
+  // Nothing here is a named function made per call (tsx's keepNames names each one with a defineProperty).
   return (next) => {
     const limit = d.rateLimit;
     const publicNext = limit ? limit(next) : next;
     // The principal is in the call's context and its policy in `policies` when this runs.
-    const authorized = (req: Req): Promise<AnyResponse> => {
-      const principal = req.contextValues.get(principalKey)!;
-      const known = policies.get(req.method)!;
-      if (principal.scopes) checkScope(principal, known, req.method);
-      if (principal.systemAdmin) return principal.kind === "local" ? next(req) : next(req).then((res) => streamed(principal, res));
-      if (req.stream) {
-        // A streaming request's message is read only when the policy needs it (never for a service not built yet).
-        if (known.access !== "project" || known.target.from === "any-project") return Promise.resolve(settled(authorize(d, principal, known, {}, req))).then(() => next(req)).then((res) => streamed(principal, res));
-        return firstMessage(req).then(async ({ message, req: forward }) => {
-          await settled(authorize(d, principal, known, message, forward));
-          return streamed(principal, await next(forward));
-        });
-      }
-      const checked = authorize(d, principal, known, req.message as Msg, req);
-      if (checked === undefined) return next(req);
-      if (typeof checked === "function") return next(req).then((res) => (checked(res.message as Msg), res));
-      return checked.then(() => next(req));
-    };
-    const limited = limit ? limit(authorized as never) : authorized;
+    const limited = limit ? limit(((req: Req) => authorized(chain, next, req)) as never) : undefined;
     return (req) => {
       let policy = policies.get(req.method);
       if (policy === undefined) {
@@ -109,24 +93,54 @@ export function identityInterceptor(d: IdentityInterceptorDeps): Interceptor {
       }
       if (policy === null) return Promise.reject(new QuantixError("permission_denied", `${req.service.typeName}/${req.method.name} has no declared policy; nobody may call it`));
       if (policy.access === "public") return publicNext(req);
-      const proceed = (principal: Principal): Promise<AnyResponse> => {
-        req.contextValues.set(principalKey, principal);
-        return limited(req as never) as Promise<AnyResponse>;
-      };
       let principal: Principal | Promise<Principal>;
       try {
         principal = authenticate(d, req, policy);
       } catch (err) {
         return Promise.reject(err);
       }
-      if (principal instanceof Promise) return principal.then(proceed);
+      if (principal instanceof Promise) return principal.then((p) => proceed(chain, next, limited, req, p));
       try {
-        return proceed(principal);
+        return proceed(chain, next, limited, req, principal);
       } catch (err) {
         return Promise.reject(err);
       }
     };
   };
+}
+
+/** What the interceptor's per-call functions share (made once per interceptor). */
+interface Chain {
+  readonly d: IdentityInterceptorDeps;
+  readonly policies: WeakMap<DescMethod, Policy | null>;
+  readonly streamed: (principal: Principal, res: AnyResponse) => AnyResponse;
+}
+
+/** The call with its caller known: through the rate limit, when there is one, to its authorization. */
+function proceed(c: Chain, next: (req: Req) => Promise<AnyResponse>, limited: ((req: Req) => Promise<AnyResponse>) | undefined, req: Req, principal: Principal): Promise<AnyResponse> {
+  req.contextValues.set(principalKey, principal);
+  return limited ? limited(req) : authorized(c, next, req);
+}
+
+/** The call's policy enforced for its principal (both known when this runs), then the call. */
+function authorized(c: Chain, next: (req: Req) => Promise<AnyResponse>, req: Req): Promise<AnyResponse> {
+  const { d, streamed } = c;
+  const principal = req.contextValues.get(principalKey)!;
+  const known = c.policies.get(req.method)!;
+  if (principal.scopes) checkScope(principal, known, req.method);
+  if (principal.systemAdmin) return principal.kind === "local" ? next(req) : next(req).then((res) => streamed(principal, res));
+  if (req.stream) {
+    // A streaming request's message is read only when the policy needs it (never for a service not built yet).
+    if (known.access !== "project" || known.target.from === "any-project") return Promise.resolve(settled(authorize(d, principal, known, {}, req))).then(() => next(req)).then((res) => streamed(principal, res));
+    return firstMessage(req).then(async ({ message, req: forward }) => {
+      await settled(authorize(d, principal, known, message, forward));
+      return streamed(principal, await next(forward));
+    });
+  }
+  const checked = authorize(d, principal, known, req.message as Msg, req);
+  if (checked === undefined) return next(req);
+  if (typeof checked === "function") return next(req).then((res) => (checked(res.message as Msg), res));
+  return checked.then(() => next(req));
 }
 
 /** The caller: at once for local trust or a token already verified, else a promise. */
