@@ -36,7 +36,7 @@ const onCpuNs = (pid: number): number => {
   return sum;
 };
 
-async function run(watchers: number): Promise<{ perWriteUs: number[]; p99: number; p50: number }> {
+async function run(watchers: number): Promise<{ perWriteUs: number[]; clientUs: number[]; p99: number; p50: number }> {
   const server =
     which === "bare"
       ? await startServer("fanout-cpu-bare", "bench/servers/bare-fanout.ts", [], extraEnv)
@@ -91,6 +91,7 @@ async function run(watchers: number): Promise<{ perWriteUs: number[]; p99: numbe
     const writer = await connect(server.url);
     await sleep(500);
     const perWriteUs: number[] = [];
+    const clientUs: number[] = [];
     const lat: number[] = [];
     for (let k = 0; k < writes + 2; k++) {
       const req = create(UpdateVMRequestSchema, { id: DEMO_VM_ID, description: `cpu ${k} ${Date.now()}`, updateMask: { paths: ["description"] } });
@@ -98,6 +99,7 @@ async function run(watchers: number): Promise<{ perWriteUs: number[]; p99: numbe
       const want = delivered + watchers;
       arrivals.length = 0;
       const c0 = onCpuNs(server.pid);
+      const u0 = process.cpuUsage();
       const sent = nowMs();
       const x = await exchange(writer, grpcHeaders("/Quantixkvm.compute.v1.VMService/UpdateVM"), body);
       if (grpcStatus(x) !== "0") throw new Error(`UpdateVM: ${grpcStatus(x)}`);
@@ -105,8 +107,10 @@ async function run(watchers: number): Promise<{ perWriteUs: number[]; p99: numbe
       // Let the server finish what follows the last write (its log line, the stream bookkeeping).
       await sleep(30);
       const c1 = onCpuNs(server.pid);
+      const u = process.cpuUsage(u0);
       if (k >= 2) {
         perWriteUs.push((c1 - c0) / 1000);
+        clientUs.push(u.user + u.system);
         lat.push(lastArrival - sent);
       }
       void lat;
@@ -114,7 +118,7 @@ async function run(watchers: number): Promise<{ perWriteUs: number[]; p99: numbe
     }
     for (const s of sessions) s.close();
     writer.destroy();
-    return { perWriteUs, p99: percentile(lat, 99), p50: percentile(lat, 50) };
+    return { perWriteUs, clientUs, p99: percentile(lat, 99), p50: percentile(lat, 50) };
   } finally {
     await server.stop();
   }
@@ -125,6 +129,6 @@ const one = await run(1);
 const med = (xs: number[]) => percentile(xs, 50);
 const perWatcher = (med(big.perWriteUs) - med(one.perWriteUs)) / (n - 1);
 process.stdout.write(
-  `${which} ${n} watchers over ${conns} conn: server CPU per write median ${med(big.perWriteUs).toFixed(0)} µs (1 watcher: ${med(one.perWriteUs).toFixed(0)} µs) => ${perWatcher.toFixed(2)} µs per watcher; sent -> last delivery median ${big.p50.toFixed(1)} ms, max ${big.p99.toFixed(1)} ms; load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}\n`,
+  `${which} ${n} watchers over ${conns} conn: server CPU per write median ${med(big.perWriteUs).toFixed(0)} µs (1 watcher: ${med(one.perWriteUs).toFixed(0)} µs) => ${perWatcher.toFixed(2)} µs per watcher; client CPU per write median ${(med(big.clientUs) / 1000).toFixed(1)} ms; sent -> last delivery median ${big.p50.toFixed(1)} ms, max ${big.p99.toFixed(1)} ms; load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}\n`,
 );
 process.exit(0);
