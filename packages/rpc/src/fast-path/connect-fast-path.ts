@@ -461,7 +461,7 @@ class StreamOut implements Sink {
     if (!this.x.out.destroyed) this.x.head(h);
   }
 
-  write(bytes: Uint8Array): unknown {
+  write(bytes: Uint8Array): boolean {
     if (!this.started) this.start();
     return this.x.out.write(bytes);
   }

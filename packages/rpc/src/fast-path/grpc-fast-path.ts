@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
+import type { DescMethod } from "@bufbuild/protobuf";
 import { createServiceImplSpec, type ConnectError, type Interceptor, type MethodImplSpec } from "@connectrpc/connect";
 import { parseTimeout } from "@connectrpc/connect/protocol-grpc";
 import { toConnectError } from "../errors.js";
@@ -8,7 +9,7 @@ import { acceptsGzip, gzipFrameIfItPays } from "./response-compression.js";
 import { DEADLINE, FastContext, liveContexts, type CallStream } from "./fast-context.js";
 import { adoptResponse, fastRequest, invokeServerStreaming, invokeUnary } from "./fast-request.js";
 import { decodeMessage, envelope, finish, readMessage, respond } from "./grpc-wire.js";
-import { pump } from "./stream-pump.js";
+import { pump, type Encode } from "./stream-pump.js";
 
 /** Limits and interceptors of the fast path: the very ones the Connect router gets. */
 export interface FastPathOptions {
@@ -41,6 +42,8 @@ export class GrpcFastPath {
   /** Routes whose unary responses are gzipped where it pays (Route.compressMinBytes), by path. */
   private readonly compress = new Map<string, number>();
   private readonly live: Set<FastContext>;
+  /** Each streaming method's encoder, one for all its calls (so the pump encodes a fan-out's shared batches once). */
+  private readonly encoders = new Map<DescMethod, Encode>();
 
   constructor(routes: readonly Route[], private readonly opts: FastPathOptions) {
     this.live = liveContexts(opts.shutdownSignal);
@@ -120,14 +123,22 @@ export class GrpcFastPath {
       const res = await applyInterceptors(invokeServerStreaming(spec, ctx, req), this.opts.interceptors)(req);
       adoptResponse(ctx, res);
       respond(stream, ctx);
-      const output = spec.method.output;
-      const max = limits.writeMaxBytes;
-      await pump(stream, res.message as AsyncIterable<unknown>, (m) => envelope(output, m, max));
+      await pump(stream, res.message as AsyncIterable<unknown>, this.encoderOf(spec.method, limits.writeMaxBytes));
       finish(stream, ctx, undefined);
     } catch (err) {
       finish(stream, ctx, ctx.expired() ? DEADLINE : toConnectError(err));
     } finally {
       ctx.done();
     }
+  }
+
+  private encoderOf(method: DescMethod, max: number): Encode {
+    let encode = this.encoders.get(method);
+    if (!encode) {
+      const output = method.output;
+      encode = (m) => envelope(output, m, max);
+      this.encoders.set(method, encode);
+    }
+    return encode;
   }
 }

@@ -4,7 +4,8 @@ import { CANCELED } from "./grpc-wire.js";
 
 /** Where a response stream's envelopes go: an HTTP/2 stream, or an HTTP/1.1 response (chunked). */
 export interface Sink {
-  write(bytes: Uint8Array): unknown;
+  /** False once the bytes waiting to go out reach the stream's high-water mark (as Writable.write). */
+  write(bytes: Uint8Array): boolean;
   readonly writableLength: number;
   readonly writableNeedDrain: boolean;
   readonly destroyed: boolean;
@@ -21,6 +22,12 @@ const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 const SLOW_CLIENT_GRACE_MS = 10_000;
 /** A pulled source's messages of one turn are written together up to this many bytes. */
 const MAX_BATCH_BYTES = 64 * 1024;
+/**
+ * The bytes of frozen batches of frozen messages (a fan-out's shared updates,
+ * watch-filter.ts), with the encoder that made them: ten thousand watchers of one
+ * change are handed the same batch, which is encoded and joined once.
+ */
+const batchBytes = new WeakMap<readonly unknown[], { readonly encode: Encode; readonly bytes: Uint8Array }>();
 
 /**
  * Writes a response stream's messages until it ends; rejects with what it failed with,
@@ -55,16 +62,16 @@ function piped(stream: Sink, source: PushIterable<unknown>, encode: Encode): Pro
     stop = source.pipe({
       push: (msgs) => {
         if (settled || stream.destroyed) return;
-        let frames;
+        let bytes;
         try {
-          frames = msgs.map((m) => encode(m as object));
+          bytes = bytesOf(msgs, encode);
         } catch (err) {
           settle(err, false);
           return;
         }
-        stream.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
         // A large snapshot may take a while to drain; a client that stays behind is cut off.
-        if (stream.writableLength <= MAX_BUFFERED_BYTES) overSince = undefined;
+        // write() is true while less than the high-water mark waits, far below the limit.
+        if (stream.write(bytes) || stream.writableLength <= MAX_BUFFERED_BYTES) overSince = undefined;
         else if ((overSince ??= Date.now()) + SLOW_CLIENT_GRACE_MS < Date.now()) {
           settle(new ConnectError(`the client reads too slowly: more than ${MAX_BUFFERED_BYTES} bytes have waited for ${SLOW_CLIENT_GRACE_MS / 1000} s; resume from the last resource_version received`, Code.ResourceExhausted), false);
         }
@@ -75,6 +82,17 @@ function piped(stream: Sink, source: PushIterable<unknown>, encode: Encode): Pro
     // The source may have ended, or the client gone, while pipe() ran.
     if (settled) stop();
   });
+}
+
+/** One write's bytes for a batch of messages (a frozen batch of frozen ones encoded once per encoder). */
+function bytesOf(msgs: readonly unknown[], encode: Encode): Uint8Array {
+  if (msgs.length === 1) return encode(msgs[0] as object);
+  const shared = Object.isFrozen(msgs);
+  const cached = shared ? batchBytes.get(msgs) : undefined;
+  if (cached?.encode === encode) return cached.bytes;
+  const bytes = Buffer.concat(msgs.map((m) => encode(m as object)));
+  if (shared && msgs.every((m) => Object.isFrozen(m))) batchBytes.set(msgs, { encode, bytes });
+  return bytes;
 }
 
 async function pulled(stream: Sink, source: AsyncIterable<unknown>, encode: Encode): Promise<void> {

@@ -65,7 +65,8 @@ export class ResourceReader<T extends Resource> {
     const q = queryOf(filter);
     const coll = this.store.of(this.kind);
     const snapshot = () => coll.list({ ...q, order: { field: this.kind.orderBy[0]!, desc: false }, limit: Number.MAX_SAFE_INTEGER });
-    return watchFiltered(coll, req.resourceVersion, snapshot, (o) => matchesQuery(this.kind, o, q), this.updatesOf(output), signal);
+    // Watchers asking the same query (most ask none) share how each batch of changes is filtered.
+    return watchFiltered(coll, req.resourceVersion, snapshot, (o) => matchesQuery(this.kind, o, q), this.updatesOf(output), signal, queryKey(q));
   }
 
   /** A Watch RPC over one object: its current state (unless resuming), then every change until it is deleted. */
@@ -108,4 +109,9 @@ export class ResourceReader<T extends Resource> {
     }
     return u;
   }
+}
+
+/** A query as a string: equal strings are equal queries (a bigint, which JSON lacks, as an object with a key no query has). */
+function queryKey(q: object): string {
+  return JSON.stringify(q, (_k, v: unknown) => (typeof v === "bigint" ? { "\u0000bigint": String(v) } : v));
 }

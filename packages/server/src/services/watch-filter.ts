@@ -53,8 +53,41 @@ const SLOT: Record<UpdateKind, number> = { ADDED: 0, MODIFIED: 1, DELETED: 2, SY
  */
 export class SharedUpdates<T, U> {
   private readonly cache = new WeakMap<object, (U | undefined)[]>();
+  /** What each filter makes of a batch of store events, by batch and filter key (see view). */
+  private readonly views = new WeakMap<readonly WatchEvent<T>[], Map<string, readonly U[]>>();
 
   constructor(private readonly build: (f: FilteredEvent<T>) => U) {}
+
+  /**
+   * The updates a watcher whose filter is `matches` receives for a batch of store events:
+   * frozen, and made once per batch and `key` (watchers with equal keys have equal filters),
+   * so that a fan-out hands one array to every watcher of a filter, which the gRPC and
+   * Connect pumps turn into bytes once (stream-pump.ts). Without a key, made for this
+   * watcher alone.
+   */
+  view(events: readonly WatchEvent<T>[], matches: (o: T) => boolean, key: string | undefined): readonly U[] {
+    if (key === undefined) return this.classify(events, matches);
+    let byKey = this.views.get(events);
+    if (!byKey) {
+      byKey = new Map();
+      this.views.set(events, byKey);
+    }
+    let out = byKey.get(key);
+    if (!out) {
+      out = this.classify(events, matches);
+      byKey.set(key, out);
+    }
+    return out;
+  }
+
+  private classify(events: readonly WatchEvent<T>[], matches: (o: T) => boolean): readonly U[] {
+    const out: U[] = [];
+    for (const ev of events) {
+      const type = classify(ev, matches);
+      if (type) out.push(this.of(ev, type, ev.type === "SYNCED" ? undefined : ev.object, ev.revision));
+    }
+    return Object.freeze(out);
+  }
 
   /** The update for `key` (a store event, or a stored object of a snapshot) seen as `type`. */
   of(key: object, type: UpdateKind, object: T | undefined, revision: bigint): U {
@@ -72,7 +105,9 @@ export class SharedUpdates<T, U> {
  * The shared shape of every Watch RPC: with no resource version, an ADDED event for each
  * object of a snapshot, SYNCED, and then the changes after the snapshot's revision; with
  * one, exactly the changes after it, then SYNCED. Changes pass through `matches` (see
- * classify) and `updates` makes the API's update message. The result can be pulled or
+ * classify) and `updates` makes the API's update message. Watchers given the same
+ * `matchKey` must have the same `matches` (the same query): a batch of changes is then
+ * classified once for all of them (SharedUpdates.view). The result can be pulled or
  * piped (push), and ends cleanly when `signal` aborts.
  */
 export function watchFiltered<T extends Resource, U>(
@@ -82,6 +117,7 @@ export function watchFiltered<T extends Resource, U>(
   matches: (o: T) => boolean,
   updates: SharedUpdates<T, U>,
   signal: AbortSignal,
+  matchKey?: string,
 ): PushIterable<U> {
   return new PushIterable<U>((sink) => {
     let stopped = false;
@@ -102,12 +138,9 @@ export function watchFiltered<T extends Resource, U>(
     signal.addEventListener("abort", onAbort, { once: true });
     const inner: PushSink<WatchEvent<T>> = {
       push: (events) => {
-        const out: U[] = [];
-        for (const ev of events) {
-          const type = classify(ev, matches);
-          if (type) out.push(updates.of(ev, type, ev.type === "SYNCED" ? undefined : ev.object, ev.revision));
-        }
-        if (out.length > 0 && !stopped) sink.push(out);
+        if (stopped) return;
+        const out = updates.view(events, matches, matchKey);
+        if (out.length > 0) sink.push(out);
       },
       fail: (err) => {
         stop();

@@ -17,6 +17,8 @@ interface Subscriber<T> {
   readonly sink: PushSink<WatchEvent<T>>;
   /** The newest revision this subscriber has been given. */
   last: bigint;
+  /** Still subscribed (a flag, not a look-up in the set: the fan-out checks it for every watcher). */
+  live: boolean;
 }
 
 /**
@@ -89,10 +91,10 @@ export class WatchHub<T> {
     const replay: WatchEvent<T>[] = this.history.filter((e) => e.revision > fromRevision);
     replay.push({ type: "SYNCED", revision: current });
     // Pending changes are in the replay already: `last` keeps them from coming twice.
-    const sub: Subscriber<T> = { sink, last: current };
+    const sub: Subscriber<T> = { sink, last: current, live: true };
     this.subscribers.add(sub);
     sink.push(replay);
-    return () => this.subscribers.delete(sub);
+    return () => this.drop(sub);
   }
 
   /** Changes after `fromRevision`, SYNCED, then live ones, until `signal` aborts (pull or push). */
@@ -127,7 +129,10 @@ export class WatchHub<T> {
    * reader, or went back). Watchers may resume from `revision` or later.
    */
   reset(revision: bigint, err: Error): void {
-    for (const sub of this.subscribers) sub.sink.fail(err);
+    for (const sub of this.subscribers) {
+      sub.live = false;
+      sub.sink.fail(err);
+    }
     this.subscribers.clear();
     this.jobs.length = 0;
     this.pending = [];
@@ -138,6 +143,11 @@ export class WatchHub<T> {
   /** The number of live watchers (for metrics and tests). */
   get watcherCount(): number {
     return this.subscribers.size;
+  }
+
+  private drop(sub: Subscriber<T>): void {
+    sub.live = false;
+    this.subscribers.delete(sub);
   }
 
   private schedule(): void {
@@ -160,13 +170,13 @@ export class WatchHub<T> {
       while (budget > 0 && job.next < job.subs.length) {
         const sub = job.subs[job.next++]!;
         budget--;
-        if (sub.last >= newest || !this.subscribers.has(sub)) continue;
+        if (sub.last >= newest || !sub.live) continue;
         const events = sub.last >= first ? job.events.filter((e) => e.revision > sub.last) : job.events;
         sub.last = newest;
         try {
           sub.sink.push(events);
         } catch (err) {
-          this.subscribers.delete(sub);
+          this.drop(sub);
           sub.sink.fail(err);
         }
       }
