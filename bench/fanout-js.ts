@@ -3,10 +3,12 @@ import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { VirtualMachineSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { VmUpdateSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 
-// `node --import tsx bench/fanout-js.ts [watchers] [tree,tree]`. In process: the JS of one fan-out (WatchHub -> watchFiltered -> two observeStream layers -> pump)
+// `node --import tsx bench/fanout-js.ts [watchers] [tree,tree]` (two checkouts, e.g. a worktree of the
+// commit before and this one; default: this checkout against itself). In process: the JS of one fan-out (WatchHub -> watchFiltered -> two observeStream layers -> pump)
 // to N fake streams whose write() only counts, old tree against new tree, alternating.
 const N = Number(process.argv[2] ?? 10_000);
-const trees = (process.argv[3] ?? "/work/main,/work/wt-fanout2").split(",");
+const here = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+const trees = (process.argv[3] ?? `${here},${here}`).split(",");
 
 async function load(root: string) {
   const hub = await import(`${root}/packages/server/src/store/watch-hub.ts`);
