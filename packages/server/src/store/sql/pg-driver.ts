@@ -1,7 +1,6 @@
-import { createHash } from "node:crypto";
 import { QuantixError } from "@quantix/core";
 import pg from "pg";
-import { toWire, type Param, type Queryable, type QueryOptions, type Row, type SqlDriver } from "./sql-driver.js";
+import { toWire, type Param, type Queryable, type Row, type SqlDriver } from "./sql-driver.js";
 
 type Conn = pg.Pool | pg.PoolClient | pg.Client;
 
@@ -19,24 +18,11 @@ function unavailable(err: unknown): unknown {
   return lost ? new QuantixError("unavailable", "the database is unavailable; retry shortly", [], { cause: err }) : err;
 }
 
-/** Prepared statements' names by text (at most MAX_PREPARED texts are prepared; others run unnamed). */
-const prepared = new Map<string, string>();
-const MAX_PREPARED = 1000;
-
-/** The name a statement is prepared under: a digest of its text, so every connection agrees. */
-function statementName(sql: string): string | undefined {
-  let name = prepared.get(sql);
-  if (name === undefined && prepared.size < MAX_PREPARED) prepared.set(sql, (name = `quantix_${createHash("sha1").update(sql).digest("hex").slice(0, 24)}`));
-  return name;
-}
-
 function wrap(c: Conn): Queryable {
   return {
-    async query<R extends Row>(sql: string, params: readonly Param[] = [], options?: QueryOptions) {
+    async query<R extends Row>(sql: string, params: readonly Param[] = []) {
       try {
-        const values = params.map(toWire);
-        const name = options?.prepare ? statementName(sql) : undefined;
-        const res = await (name ? c.query<R>({ name, text: sql, values }) : c.query<R>(sql, values));
+        const res = await c.query<R>(sql, params.map(toWire));
         return { rows: res.rows, rowCount: res.rowCount ?? res.rows.length };
       } catch (err) {
         throw unavailable(err);
@@ -100,8 +86,8 @@ export class PgDriver implements SqlDriver {
     return new PgDriver(pool, url, limits);
   }
 
-  query<R extends Row = Row>(sql: string, params?: readonly Param[], options?: QueryOptions) {
-    return this.root.query<R>(sql, params, options);
+  query<R extends Row = Row>(sql: string, params?: readonly Param[]) {
+    return this.root.query<R>(sql, params);
   }
 
   exec(sql: string): Promise<void> {

@@ -94,7 +94,7 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
   async get(id: string): Promise<T | undefined> {
     const known = this.recent?.get(id);
     if (known) return known;
-    const { rows } = await this.c.db.query<{ data: Uint8Array; resource_version: unknown }>(`SELECT data, resource_version FROM ${this.kind.table} WHERE id = $1`, [id], PREPARED);
+    const { rows } = await this.c.db.query<{ data: Uint8Array; resource_version: unknown }>(`SELECT data, resource_version FROM ${this.kind.table} WHERE id = $1`, [id]);
     return rows[0] ? this.decode(rows[0].data, big(rows[0].resource_version)) : undefined;
   }
 
@@ -119,7 +119,7 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
       LEFT JOIN LATERAL (SELECT data, resource_version FROM ${this.kind.table} ${c.length > 0 ? `WHERE ${c.join(" AND ")}` : ""}
                          ORDER BY ${f.column} ${dir}, id ${dir} LIMIT $${p.length}) page ON ${limit > 0 ? "true" : "false"}
       WHERE m.id = 1`;
-    const { rows } = await this.c.db.query<{ revision: unknown; total: unknown; data: Uint8Array | null; resource_version: unknown }>(sql, p, PREPARED);
+    const { rows } = await this.c.db.query<{ revision: unknown; total: unknown; data: Uint8Array | null; resource_version: unknown }>(sql, p);
     const found = rows.filter((r) => r.data !== null);
     return {
       items: found.slice(0, limit).map((r) => this.decode(r.data!, big(r.resource_version))),
@@ -302,9 +302,6 @@ export function translateSqlError(kind: Kind<Resource>, err: unknown, subject: R
   }
   return err;
 }
-
-/** Gets and pages: few statement texts (per kind, filter and order), run again and again. */
-const PREPARED = { prepare: true } as const;
 
 /** Rows of history read per query when a watcher resumes from before the hub's history. */
 const HISTORY_PAGE = 1000;
