@@ -129,6 +129,28 @@ function quotaSuite(name: string, open: () => Promise<{ store: Store; reopen?: (
       assert.equal((await assertNoDrift(s.store, project)).vcpus, 16);
     });
 
+    it("a quota removed after the ledger saw it is created anew by the next charge", async () => {
+      const project = await aProject(s.store, "gone");
+      const vms = service(s.store);
+      await vms.create(vmRequest(project));
+      await s.store.of(QUOTA_KIND).delete(project);
+      await vms.create(vmRequest(project));
+      assert.equal((await s.store.of(QUOTA_KIND).get(project))?.used?.vms, 1n, "charged to a new quota");
+    });
+
+    it("CreateVM in a project that does not exist (or no longer does) is NOT_FOUND naming the project, and writes nothing", async () => {
+      const vms = service(s.store);
+      const missing = `nope-${randomUUID().slice(0, 8)}`;
+      await assert.rejects(vms.create(vmRequest(missing)), (err: Error) => err.message === `project '${missing}' not found`);
+      const project = await aProject(s.store, "deleted");
+      await vms.create(vmRequest(project));
+      await s.store.of(PROJECT_KIND).delete(project);
+      const revision = await s.store.revision();
+      await assert.rejects(vms.create(vmRequest(project)), (err: Error) => err.message === `project '${project}' not found`);
+      assert.equal(await s.store.revision(), revision);
+      assert.equal(await s.store.of(QUOTA_KIND).get(missing), undefined);
+    });
+
     it("the cluster default applies to projects without their own limit; -1 lifts it for one project", async () => {
       const vms = service(s.store, { vms: 2 });
       const p = await aProject(s.store, "dflt");

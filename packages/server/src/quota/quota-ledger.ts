@@ -6,6 +6,9 @@ import { vmUsage, charge, checkBase, isZero, newQuota, notFound, QUOTA_KIND, Qua
 /** Attempts of a charged write whose object changed between its read and its commit. */
 const ATTEMPTS = 20;
 
+/** Projects whose quota's existence a ledger remembers at most. */
+const SEEN_PROJECTS = 10_000;
+
 /** How a kind's objects count against their project's quota. */
 export interface Charging<T> {
   readonly ledger: QuotaLedger;
@@ -26,6 +29,15 @@ export class QuotaLedger {
   /** `defaults`: the cluster's default limits (QUANTIX_DEFAULT_QUOTA), for projects whose quota sets none. */
   constructor(private readonly deps: { store: Store; clock: Clock; defaults: Limits }) {}
 
+  /** Projects whose quota this ledger has seen exist (most recent last), so a charge need not read it first. */
+  private readonly seen = new Set<string>();
+
+  private remember(projectId: string): void {
+    this.seen.delete(projectId);
+    this.seen.add(projectId);
+    if (this.seen.size > SEEN_PROJECTS) this.seen.delete(this.seen.values().next().value!);
+  }
+
   /**
    * Commits `ops` with `projectId`'s use changed by `delta` first, all or nothing, and
    * returns what `ops` wrote. A project's first charge creates its quota (unlimited
@@ -35,7 +47,11 @@ export class QuotaLedger {
   async commit(projectId: string, delta: Usage, ops: readonly TxOp[], actor: string): Promise<Resource[]> {
     if (isZero(delta)) return this.deps.store.commit(ops, { actor });
     for (let attempt = 1; ; attempt++) {
-      const quota = await this.deps.store.of(QUOTA_KIND).get(projectId);
+      // A quota seen before is charged without reading it first: the charge reads it under
+      // the commit's lock anyway, and a quota gone meanwhile fails the commit (NOT_FOUND), read below.
+      const assumed = this.seen.has(projectId);
+      const quota = assumed ? true : await this.deps.store.of(QUOTA_KIND).get(projectId);
+      if (quota) this.remember(projectId);
       const pre: TxOp[] = [];
       if (!quota) {
         if (!Object.values(delta).some((d) => d > 0)) return this.deps.store.commit(ops, { actor });
@@ -50,6 +66,11 @@ export class QuotaLedger {
       } catch (err) {
         // Another write created the project's quota first: charge that one.
         if (!quota && err instanceof QuantixError && err.code === "already_exists" && attempt < ATTEMPTS && (await this.deps.store.of(QUOTA_KIND).get(projectId))) continue;
+        // The quota assumed is gone (or the NOT_FOUND is another op's): read it and try again.
+        if (assumed && err instanceof QuantixError && err.code === "not_found") {
+          this.seen.delete(projectId);
+          if (attempt < ATTEMPTS && !(await this.deps.store.of(QUOTA_KIND).get(projectId))) continue;
+        }
         throw err;
       }
     }

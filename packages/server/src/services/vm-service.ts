@@ -53,7 +53,11 @@ export class VmService {
     if (req.nodeId !== "" && !(await this.deps.store.of(NODE_KIND).get(req.nodeId))) throw notFound("node", req.nodeId);
     // project_id names an existing project (the default one when empty).
     const projectId = req.projectId || DEFAULT_PROJECT_ID;
-    if (!(await this.deps.store.of(PROJECT_KIND).get(projectId))) throw notFound("project", projectId);
+    // The project is checked in the VM's own commit, under its lock (projectCheck), so that a
+    // plain CreateVM reads nothing before it commits. A spec that names volumes, images or
+    // networks reads them first: the project is read before them, so that a missing project
+    // is what the caller hears about, not the volume it cannot be in.
+    if ((req.spec?.disks.length || req.spec?.nics.length) && !(await this.deps.store.of(PROJECT_KIND).get(projectId))) throw notFound("project", projectId);
     const spec = clone(VmSpecSchema, req.spec!);
     if (req.startOnCreate) spec.desiredPowerState = PowerState.RUNNING;
     if (spec.desiredPowerState === PowerState.UNSPECIFIED) spec.desiredPowerState = PowerState.STOPPED;
@@ -87,7 +91,7 @@ export class VmService {
             // No node yet, even when pinned: only the scheduler assigns nodes, with every filter.
             status: create(VmStatusSchema, { state: running ? State.PENDING : State.STOPPED }),
           },
-          any ? { actor: VOLUME_ATTACHER, usage: owned.usage, ops: (vm) => [...volumeOps(vm), ...(tried ? tried.ops(vm) : [])] } : undefined,
+          { actor: any ? VOLUME_ATTACHER : "api", usage: owned.usage, ops: (vm) => [projectCheck(projectId), ...volumeOps(vm), ...(tried ? tried.ops(vm) : [])] },
         );
       } catch (err) {
         if (!tried || !(err instanceof QuantixError) || err.code !== "already_exists" || attempt >= PORT_ATTEMPTS) throw err;
@@ -218,4 +222,9 @@ export function requireId(field: string, id: string): void {
 /** Without identity's security groups wired (tests of the VM service alone): a NIC's new port must name its groups. */
 async function noDefaultGroup(projectId: string): Promise<{ id: string }> {
   throw new QuantixError("failed_precondition", `project '${projectId}' has no default security group here: name the NIC's security_groups`);
+}
+
+/** A commit op that writes nothing and refuses the commit with NOT_FOUND when the project does not exist (read under the commit's lock). */
+function projectCheck(projectId: string): TxOp {
+  return { op: "update", kind: PROJECT_KIND as never, object: { id: projectId, resourceVersion: 0n }, mutate: () => undefined };
 }

@@ -22,6 +22,8 @@ interface Sink {
   readonly hub: WatchHub<unknown>;
   /** Decodes stored bytes into the object at `version`. */
   readonly decode: (data: Uint8Array, version: bigint) => unknown;
+  /** Told every change published, in order (undefined: forget everything told so far). */
+  readonly seen?: ((type: ChangeType, object: unknown) => void) | undefined;
 }
 
 /**
@@ -38,6 +40,8 @@ export class ChangeTailer {
   private unlisten: (() => Promise<void>) | undefined;
   private readonly reader: CoalescedRun;
   private listening = false;
+  /** The newest revision this process is committing (expectOwn). */
+  private own = 0n;
 
   constructor(
     private readonly driver: SqlDriver,
@@ -54,8 +58,20 @@ export class ChangeTailer {
     return this.last;
   }
 
-  register(kind: string, hub: WatchHub<unknown>, decode: (data: Uint8Array, version: bigint) => unknown): void {
-    this.sinks.set(kind, { hub, decode });
+  register(kind: string, hub: WatchHub<unknown>, decode: (data: Uint8Array, version: bigint) => unknown, seen?: Sink["seen"]): void {
+    this.sinks.set(kind, { hub, decode, seen });
+  }
+
+  private publish(kind: string, type: ChangeType, object: unknown, previous: unknown, revision: bigint): void {
+    const sink = this.sinks.get(kind);
+    if (!sink) return;
+    sink.hub.publish({ type, object, previous, revision });
+    sink.seen?.(type, object);
+  }
+
+  /** What the sinks were told may not be followed in order any more (a gap, a restart): they forget it. */
+  private forget(): void {
+    for (const sink of this.sinks.values()) sink.seen?.("DELETED", undefined);
   }
 
   async start(): Promise<void> {
@@ -73,16 +89,30 @@ export class ChangeTailer {
    * answered after this, so a watcher sees a write no later than its writer does); when
    * another writer's changes may lie between, the history is read instead.
    */
-  committed(changes: readonly CommittedChange[]): void {
+  committed(all: readonly CommittedChange[]): void {
+    // Those a read of the history (woken by their notification) published already are not published again.
+    const changes = all[0] && all[0].revision <= this.last ? all.filter((c) => c.revision > this.last) : all;
     if (changes.length === 0) return;
     if (changes[0]!.revision !== this.last + 1n) {
+      // Published once read, after the writers are answered: until then, what the sinks were told is stale.
+      this.forget();
       void this.kick();
       return;
     }
     for (const c of changes) {
-      this.sinks.get(c.kind)?.hub.publish({ type: c.type, object: c.object, previous: c.previous, revision: c.revision });
+      this.publish(c.kind, c.type, c.object, c.previous, c.revision);
       this.last = c.revision;
     }
+  }
+
+  /**
+   * This process is committing the changes up to `revision` (called inside the commit's
+   * transaction, before COMMIT): their notification starts no read, since committed() will
+   * publish them. Only for a database no other process writes (the embedded one): there a
+   * revision this process did not commit cannot hide behind the one expected.
+   */
+  expectOwn(revision: bigint): void {
+    if (revision > this.own) this.own = revision;
   }
 
   /** Reads new changes now (coalesced with a read already under way). */
@@ -120,7 +150,7 @@ export class ChangeTailer {
       const stop = await this.driver.listen(
         CHANGES_CHANNEL,
         // Our own commits are mostly published already (committed()): no read for those.
-        (payload) => (/^\d+$/.test(payload) && BigInt(payload) <= this.last ? undefined : void this.kick()),
+        (payload) => (/^\d+$/.test(payload) && BigInt(payload) <= (this.own > this.last ? this.own : this.last) ? undefined : void this.kick()),
         () => (this.unlisten = undefined),
       );
       this.unlisten = async () => {
@@ -174,14 +204,7 @@ export class ChangeTailer {
       const revision = big(row.revision);
       if (revision <= this.last) continue;
       const sink = this.sinks.get(row.kind);
-      if (sink) {
-        sink.hub.publish({
-          type: row.type as ChangeType,
-          object: sink.decode(row.data, revision),
-          previous: row.previous ? sink.decode(row.previous, big(row.previous_version)) : undefined,
-          revision,
-        });
-      }
+      if (sink) this.publish(row.kind, row.type as ChangeType, sink.decode(row.data, revision), row.previous ? sink.decode(row.previous, big(row.previous_version)) : undefined, revision);
       this.last = revision;
     }
     return read;
@@ -191,6 +214,7 @@ export class ChangeTailer {
   private restart(revision: bigint, why: string): void {
     const err = new QuantixError("out_of_range", `watch: ${why}; list again and watch from the list's resource_version`);
     for (const sink of this.sinks.values()) sink.hub.reset(revision, err);
+    this.forget();
     this.last = revision;
     this.onError(err);
   }

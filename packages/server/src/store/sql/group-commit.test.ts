@@ -7,7 +7,8 @@ import { after, before, describe, it } from "node:test";
 
 import { create } from "@bufbuild/protobuf";
 import { VirtualMachineSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { QuantixError, VM_KIND, type Resource } from "@quantix/core";
+import { QuotaLimitsSchema } from "@quantix/api/gen/Quantixkvm/quota/v1/quota_pb.js";
+import { newQuota, QUOTA_KIND, QuantixError, VM_KIND, type Resource } from "@quantix/core";
 import { migrate } from "./migrations.js";
 import { PgliteDriver } from "./pglite-driver.js";
 import { SqlStore } from "./sql-store.js";
@@ -98,5 +99,65 @@ describe("group commit", () => {
     const revs = results.flatMap((r) => (r.status === "fulfilled" ? r.value.map((o) => o.resourceVersion) : [])).sort((a, b) => (a < b ? -1 : 1));
     assert.equal(new Set(revs).size, 80);
     assert.equal(revs[79]! - revs[0]!, 79n, "revisions are gap-free");
+  });
+
+  it("the row writes of concurrent commits are one statement per transaction, a row charged by all of them one UPDATE", async () => {
+    const projectId = randomUUID();
+    const counter = await store.of(VM_KIND).create(vm(projectId, "counter"));
+    transactions = 0;
+    statements = [];
+    const mutate = (c: Resource) => ({ ...c, description: String(Number((c as typeof counter).description || "0") + 1) }) as Resource;
+    const commit = () =>
+      store.commit([
+        { op: "update", kind: VM_KIND as never, object: { ...counter, resourceVersion: 0n }, mutate },
+        { op: "create", kind: VM_KIND as never, object: vm(projectId) },
+      ]);
+    await Promise.all(Array.from({ length: 40 }, () => commit()));
+    const writes = statements.filter((s) => s.includes("INSERT INTO quantix_changes"));
+    assert.equal(writes.length, transactions, "one statement writes each transaction's rows and changes");
+    assert.ok(transactions <= 6, `${transactions} transactions`);
+    assert.ok(writes.every((s) => (s.match(/UPDATE quantix_vms/g) ?? []).length === 1), "the counter is updated once per transaction");
+    assert.equal((await store.of(VM_KIND).get(counter.id))?.description, "40");
+    const { rows } = await driver.query<{ n: number }>("SELECT count(*)::int AS n FROM quantix_changes WHERE revision > $1", [counter.resourceVersion]);
+    assert.equal(rows[0]?.n, 80, "every write's change is in the history, the counter's 40 intermediate states included");
+  });
+
+  it("writes of one row in one commit: created then changed, created then deleted, changed then deleted", async () => {
+    const [a, b, c] = [randomUUID(), randomUUID(), randomUUID()];
+    await store.commit([{ op: "create", kind: QUOTA_KIND as never, object: newQuota(c, 1) }]);
+    const limit = (vms: bigint) => (q: Resource) => Object.assign(q, { limits: create(QuotaLimitsSchema, { vms }) });
+    const before = await store.revision();
+    const written = await store.commit([
+      { op: "create", kind: QUOTA_KIND as never, object: newQuota(a, 1) },
+      { op: "update", kind: QUOTA_KIND as never, object: { id: a, resourceVersion: 0n }, mutate: limit(7n) },
+      { op: "create", kind: QUOTA_KIND as never, object: newQuota(b, 1) },
+      { op: "delete", kind: QUOTA_KIND as never, object: { id: b, resourceVersion: 0n } },
+      { op: "update", kind: QUOTA_KIND as never, object: { id: c, resourceVersion: 0n }, mutate: limit(3n) },
+      { op: "delete", kind: QUOTA_KIND as never, object: { id: c, resourceVersion: 0n } },
+    ]);
+    assert.equal(written.length, 6);
+    const stored = await store.of(QUOTA_KIND).get(a);
+    assert.equal(stored?.limits?.vms, 7n);
+    assert.equal(stored?.resourceVersion, before + 2n);
+    assert.equal(await store.of(QUOTA_KIND).get(b), undefined);
+    assert.equal(await store.of(QUOTA_KIND).get(c), undefined);
+    const { rows } = await driver.query<{ type: string }>("SELECT type FROM quantix_changes WHERE revision > $1 ORDER BY revision", [before]);
+    assert.deepEqual(rows.map((r) => r.type), ["ADDED", "MODIFIED", "ADDED", "DELETED", "MODIFIED", "DELETED"]);
+    assert.equal(await store.revision(), before + 6n);
+  });
+
+  it("a commit creating several objects, one of them taken, fails naming the taken one", async () => {
+    const projectId = randomUUID();
+    await store.of(VM_KIND).create(vm(projectId, "held"));
+    const before = await store.revision();
+    await assert.rejects(
+      store.commit([
+        { op: "create", kind: VM_KIND as never, object: vm(projectId, "free-1") },
+        { op: "create", kind: VM_KIND as never, object: vm(projectId, "held") },
+        { op: "create", kind: VM_KIND as never, object: vm(projectId, "free-2") },
+      ]),
+      (err: QuantixError) => err.code === "already_exists" && err.message.includes("held") && !err.message.includes("free"),
+    );
+    assert.equal(await store.revision(), before, "nothing of it was written");
   });
 });

@@ -1,6 +1,7 @@
 import type { Clock, Kind, PlannedWrite, Resource } from "@quantix/core";
 import type { CommittedChange } from "./change-tailer.js";
-import { applyLocked, lockedCommit, planLocked, rowSlot, writeLocked, type LockedOp, type PlannedCommit, type RowCache } from "./locked-commit.js";
+import { applyLocked, lockedCommit, planLocked, rowSlot, type LockedOp, type PlannedCommit, type RowCache } from "./locked-commit.js";
+import { writeRows, type RowWrite } from "./row-writes.js";
 import { CHANGES_CHANNEL } from "./change-tailer.js";
 import { columnsOf } from "./sql-columns.js";
 import type { SqlCollection } from "./sql-collection.js";
@@ -54,7 +55,9 @@ class NeedsSavepoints extends Error {}
  * update or delete is a statement conditional on its base version that simply matches no
  * row when it lost (its caller retries, as after a lost single write). A multi-object
  * commit runs under a savepoint: when it fails (a quota exceeded, a taken name) it is
- * rolled back alone. Revisions are handed out in arrival order to the writes that made a
+ * rolled back alone. In the first pass the commits' row writes wait and are written
+ * together (row-writes.ts: writes of one row folded, one statement for all) before any
+ * single write and at the end of the batch. Revisions are handed out in arrival order to the writes that made a
  * change, so they stay gap-free and the change history in order. When a single create is
  * taken, or a single write's statement fails, the transaction is rolled back and the batch
  * runs again with a savepoint around each write: a failing write is rolled back alone and
@@ -75,6 +78,8 @@ export class GroupCommit {
     private readonly committed: (changes: CommittedChange[]) => void,
     /** Called after each commit with the number of changes written (compaction). */
     private readonly afterCommit: (changes: number) => Promise<void>,
+    /** Called inside a transaction, before its COMMIT, with the last revision it writes (ChangeTailer.expectOwn). */
+    private readonly committing: (revision: bigint) => void = () => undefined,
   ) {}
 
   /** Commits one write: resolves to the object as stored, or undefined when its base no longer matched. */
@@ -89,11 +94,16 @@ export class GroupCommit {
 
   private enqueue(job: Job): void {
     this.queue.push(job);
-    if (!this.draining) void this.drain();
+    if (this.draining) return;
+    this.draining = true;
+    // The first write waits one turn of the event loop: the requests that arrived with it
+    // (one socket read carries many) then join its batch. Without this turn the embedded
+    // engine, whose statements complete without yielding to the event loop, committed
+    // every request before the next was even read: batches of one.
+    setImmediate(() => void this.drain());
   }
 
   private async drain(): Promise<void> {
-    this.draining = true;
     try {
       while (this.queue.length > 0) {
         const batch = this.queue.splice(0, MAX_BATCH);
@@ -107,7 +117,7 @@ export class GroupCommit {
   private async alone(job: Job): Promise<void> {
     try {
       if (job.type === "commit") {
-        const { out, changes } = await lockedCommit(this.db, this.collectionOf, job.ops, job.actor, this.clock);
+        const { out, changes } = await lockedCommit(this.db, this.collectionOf, job.ops, job.actor, this.clock, this.committing);
         job.outcome = { value: out, changes };
       } else {
         const revision = await writeAlone(this.db, job.coll, job.plan, job.base);
@@ -159,9 +169,14 @@ export class GroupCommit {
     // Rows the batch's multi-object commits read and wrote: a quota charged by every CreateVM
     // of the batch is read once. A single write drops its row from it (it writes past it).
     const rows: RowCache = new Map();
+    // The planned writes of the commits so far, not yet written: made before any single write, and at the end.
+    const pending: RowWrite[] = [];
     for (let i = 0; i < batch.length; ) {
       const job = batch[i]!;
-      if (job.type === "single") rows.delete(rowSlot(job.coll.kind as never, job.plan.object.id));
+      if (job.type === "single") {
+        rows.delete(rowSlot(job.coll.kind as never, job.plan.object.id));
+        if (!careful) await writeRows(tx, pending.splice(0));
+      }
       if (job.type === "commit" && !careful) {
         // Planned first (its reads, mutates and rules: a failure there writes nothing and is
         // this commit's alone), then written; a failing statement fails the batch, which then
@@ -175,7 +190,10 @@ export class GroupCommit {
           job.outcome = { error: err };
           continue;
         }
-        await writeLocked(tx, planned, rows);
+        // Written with the rest of the batch's commits (row-writes.ts folds them): later
+        // commits plan against `rows`, which has these writes already.
+        pending.push(...planned.writes);
+        for (const [slot, row] of planned.written) rows.set(slot, row);
         job.outcome = { value: planned.out, changes: planned.changes };
         revision += BigInt(planned.changes.length);
         continue;
@@ -213,7 +231,9 @@ export class GroupCommit {
         job.outcome = { error: job.type === "single" ? translateSqlError(job.coll.kind as never, err, job.plan.object) : err };
       }
     }
+    await writeRows(tx, pending.splice(0));
     if (revision > first) {
+      this.committing(revision);
       await tx.query(`WITH m AS (UPDATE quantix_meta SET revision = $1 WHERE id = 1 RETURNING revision) SELECT pg_notify($2, revision::text) FROM m`, [revision, CHANGES_CHANNEL]);
     }
   }

@@ -1,9 +1,8 @@
 import { checkBase, notFound, planWrite, QuantixError, type Clock, type Kind, type Resource } from "@quantix/core";
 import { CHANGES_CHANNEL, type CommittedChange } from "./change-tailer.js";
-import { columnsOf } from "./sql-columns.js";
+import { writeRows, type RowWrite } from "./row-writes.js";
 import type { SqlCollection } from "./sql-collection.js";
-import { translateSqlError } from "./sql-collection.js";
-import { big, type Param, type Queryable, type SqlDriver } from "./sql-driver.js";
+import { big, type Queryable, type SqlDriver } from "./sql-driver.js";
 
 /** One write of a locked commit. With `mutate`, the object is what mutate makes of the stored one. */
 export interface LockedOp {
@@ -30,6 +29,7 @@ export async function lockedCommit(
   ops: readonly LockedOp[],
   actor: string | undefined,
   clock: Clock,
+  committing: (revision: bigint) => void = () => undefined,
 ): Promise<{ out: Resource[]; changes: CommittedChange[] }> {
   return db.transaction(async (tx) => {
     const meta = await tx.query<{ revision: unknown }>("SELECT revision FROM quantix_meta WHERE id = 1 FOR UPDATE");
@@ -37,8 +37,8 @@ export async function lockedCommit(
     const applied = await applyLocked(tx, collectionOf, ops, actor, clock, first);
     if (applied.changes.length > 0) {
       const revision = first + BigInt(applied.changes.length);
-      await tx.query("UPDATE quantix_meta SET revision = $1 WHERE id = 1", [revision]);
-      await tx.query("SELECT pg_notify($1, $2)", [CHANGES_CHANNEL, revision.toString()]);
+      committing(revision);
+      await tx.query(`WITH m AS (UPDATE quantix_meta SET revision = $1 WHERE id = 1 RETURNING revision) SELECT pg_notify($2, revision::text) FROM m`, [revision, CHANGES_CHANNEL]);
     }
     return applied;
   });
@@ -67,7 +67,7 @@ export const rowSlot = (kind: Kind<Resource>, id: string): string => `${kind.tab
 export interface PlannedCommit {
   readonly out: Resource[];
   readonly changes: CommittedChange[];
-  readonly writes: { coll: SqlCollection<Resource>; type: "ADDED" | "MODIFIED" | "DELETED"; object: Resource; current: Resource | undefined; revision: bigint }[];
+  readonly writes: RowWrite[];
   /** The rows as they will be once written. */
   readonly written: RowCache;
 }
@@ -96,7 +96,12 @@ export async function planLocked(
     const coll = collectionOf(op.kind);
     const slot = rowSlot(op.kind, op.object.id);
     const known = written.has(slot) ? written : rows?.has(slot) ? rows : undefined;
-    const current = known ? (known.get(slot) ?? undefined) : op.op === "create" ? undefined : await read(tx, coll, op.object.id);
+    let current = known ? (known.get(slot) ?? undefined) : undefined;
+    if (!known && op.op !== "create") {
+      current = await read(tx, coll, op.object.id);
+      // Read under the lock: it stays true for the batch until a write of it (which updates `rows`).
+      rows?.set(slot, current ?? null);
+    }
     let object: Resource;
     if (op.op === "create") {
       object = coll.copy(op.object);
@@ -133,51 +138,13 @@ export async function planLocked(
   return { out, changes, writes, written };
 }
 
-/** Makes the writes planLocked decided (rows and changes); then `rows` has them. */
+/** Makes the writes planLocked decided (rows and changes, row-writes.ts); then `rows` has them. */
 export async function writeLocked(tx: Queryable, planned: PlannedCommit, rows?: RowCache): Promise<void> {
-  for (const w of planned.writes) {
-    try {
-      await writeRow(tx, w.coll, w.type, w.object, w.current, w.revision);
-    } catch (err) {
-      throw translateSqlError(w.coll.kind, err, w.object);
-    }
-    await tx.query("INSERT INTO quantix_changes (revision, kind, type, data, previous, previous_version) VALUES ($1, $2, $3, $4, $5, $6)", [
-      w.revision,
-      w.coll.kind.name,
-      w.type,
-      w.coll.encode(w.object),
-      w.type === "MODIFIED" ? w.coll.encode(w.current!) : null,
-      w.type === "MODIFIED" ? w.current!.resourceVersion : null,
-    ]);
-  }
+  await writeRows(tx, planned.writes);
   if (rows) for (const [slot, row] of planned.written) rows.set(slot, row);
 }
 
 async function read(tx: Queryable, coll: SqlCollection<Resource>, id: string): Promise<Resource | undefined> {
   const { rows } = await tx.query<{ data: Uint8Array; resource_version: unknown }>(`SELECT data, resource_version FROM ${coll.kind.table} WHERE id = $1`, [id]);
   return rows[0] ? coll.decode(rows[0].data, big(rows[0].resource_version)) : undefined;
-}
-
-async function writeRow(tx: Queryable, coll: SqlCollection<Resource>, type: "ADDED" | "MODIFIED" | "DELETED", o: Resource, current: Resource | undefined, revision: bigint): Promise<void> {
-  const t = coll.kind.table;
-  if (type === "ADDED") {
-    const cols = { id: o.id, ...columnsOf(coll.kind, o), resource_version: revision, data: coll.encode(o) };
-    const names = Object.keys(cols);
-    await tx.query(`INSERT INTO ${t} (${names.join(", ")}) VALUES (${names.map((_, i) => `$${i + 1}`).join(", ")})`, Object.values(cols) as Param[]);
-    return;
-  }
-  if (type === "MODIFIED") {
-    const cols = { ...columnsOf(coll.kind, o), resource_version: revision, data: coll.encode(o) };
-    const names = Object.keys(cols);
-    const n = names.length;
-    const res = await tx.query(`UPDATE ${t} SET ${names.map((c, i) => `${c} = $${i + 1}`).join(", ")} WHERE id = $${n + 1} AND resource_version = $${n + 2}`, [
-      ...(Object.values(cols) as Param[]),
-      o.id,
-      current!.resourceVersion,
-    ]);
-    if (res.rowCount !== 1) throw new QuantixError("internal", `${coll.kind.name} '${o.id}' changed under the store's write lock`);
-    return;
-  }
-  const res = await tx.query(`DELETE FROM ${t} WHERE id = $1 AND resource_version = $2`, [o.id, current!.resourceVersion]);
-  if (res.rowCount !== 1) throw new QuantixError("internal", `${coll.kind.name} '${o.id}' changed under the store's write lock`);
 }

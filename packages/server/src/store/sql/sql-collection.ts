@@ -21,6 +21,7 @@ import {
 import { WatchHub, type WatchHubLimits } from "../watch-hub.js";
 import type { ChangeTailer } from "./change-tailer.js";
 import { sqlType } from "./sql-columns.js";
+import { RecentObjects } from "./recent-objects.js";
 import { RowQueue } from "./row-queue.js";
 import { big, type Param, type SqlDriver } from "./sql-driver.js";
 
@@ -39,6 +40,12 @@ export interface SqlCollectionContext {
   readonly writes: { submit(coll: SqlCollection<Resource>, plan: PlannedWrite, base: bigint | undefined): Promise<Resource | undefined> };
   readonly clock: Clock;
   readonly limits: WatchHubLimits;
+  /**
+   * Whether gets may be served from the objects this collection's changes published last
+   * (RecentObjects): only when no other process writes the database (the embedded one), so
+   * that every change is published here before its writer is answered.
+   */
+  readonly recentGets: boolean;
   /** Applies writes under the store's write lock (SqlStore.commit): cannot lose to a concurrent writer. */
   readonly lockedCommit: (ops: { op: "create" | "update" | "delete"; kind: Kind<Resource>; object: Resource; base?: bigint | undefined; mutate?: (current: Resource) => Resource | undefined }[], actor: string | undefined) => Promise<Resource[]>;
 }
@@ -66,8 +73,13 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
     private readonly c: SqlCollectionContext,
   ) {
     this.hub = new WatchHub(kind.name, () => c.tailer.revision, c.limits, c.tailer.revision);
-    c.tailer.register(kind.name, this.hub as WatchHub<unknown>, (data, version) => this.decode(data, version));
+    this.recent = c.recentGets ? new RecentObjects<T>() : undefined;
+    const recent = this.recent;
+    c.tailer.register(kind.name, this.hub as WatchHub<unknown>, (data, version) => this.decode(data, version), recent ? (type, object) => recent.seen(type, object as T | undefined) : undefined);
   }
+
+  /** The objects the latest changes published (embedded store only: recentGets). */
+  private readonly recent: RecentObjects<T> | undefined;
 
   private get any(): Kind<Resource> {
     return this.kind as unknown as Kind<Resource>;
@@ -80,6 +92,8 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
   }
 
   async get(id: string): Promise<T | undefined> {
+    const known = this.recent?.get(id);
+    if (known) return known;
     const { rows } = await this.c.db.query<{ data: Uint8Array; resource_version: unknown }>(`SELECT data, resource_version FROM ${this.kind.table} WHERE id = $1`, [id]);
     return rows[0] ? this.decode(rows[0].data, big(rows[0].resource_version)) : undefined;
   }

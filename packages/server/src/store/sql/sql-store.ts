@@ -52,6 +52,8 @@ export class SqlStore implements Store {
       this.clock,
       (changes) => this.tailer.committed(changes),
       (n) => this.compactor.afterWrite(n),
+      // Only the embedded database has no other writer (ChangeTailer.expectOwn).
+      driver.kind === "embedded" ? (r) => this.tailer.expectOwn(r) : undefined,
     );
     const context = {
       db: driver,
@@ -59,6 +61,7 @@ export class SqlStore implements Store {
       writes: this.writes,
       clock: this.clock,
       limits,
+      recentGets: driver.kind === "embedded",
       lockedCommit: (ops: LockedOp[], actor: string | undefined) => this.writes.commit(ops, actor),
     };
     for (const kind of options.kinds ?? ALL_KINDS) this.collections.set(kind, new SqlCollection(kind, context));
