@@ -1,8 +1,8 @@
-import { clone, create, type DescMessage } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EventSchema, Severity, type Event } from "@quantix/api/gen/Quantixkvm/event/v1/event_pb.js";
 import type { Charging } from "../quota/quota-ledger.js";
-import { checkBase, EVENT_KIND, notFound, randomIds, type IdGenerator, type Kind, type Resource, type Store, type WriteOptions } from "@quantix/core";
+import { checkBase, copyMessage, EVENT_KIND, notFound, randomIds, type IdGenerator, type Kind, type Resource, type Store, type WriteOptions } from "@quantix/core";
 
 /** What happened to an object, as a component reports it (an Event without its bookkeeping). */
 export interface EventInit {
@@ -54,7 +54,7 @@ export async function updateWithEvents<T extends Resource>(
     return c.ledger.update(kind, id, mutate, c, { actor: options.actor, expectedVersion: options.expectedVersion, extra });
   }
   const coll = store.of(kind);
-  const copy = (o: T) => clone(kind.schema as DescMessage, o as never) as unknown as T;
+  const copy = (o: T) => copyMessage(o);
   const peek = await coll.get(id);
   if (!peek) throw notFound(kind.name, id);
   const dry = mutate(copy(peek));

@@ -1,6 +1,6 @@
 import { clone, type DescMessage } from "@bufbuild/protobuf";
 import { compareCursor, matchesQuery, sortKeyOf, whereFieldOf, type Collection, type Cursor, type FieldValue, type Kind, type ListPage, type Query, type Resource, type WatchEvent, type WriteOptions } from "@quantix/core";
-import { checkBase, notFound, QuantixError } from "@quantix/core";
+import { checkBase, copyMessage, notFound, QuantixError } from "@quantix/core";
 import { WatchHub, type WatchHubLimits } from "./watch-hub.js";
 
 /** How a memory collection writes: through its store, which orders every write of every kind. */
@@ -195,8 +195,17 @@ export class MemoryCollection<T extends Resource> implements Collection<T> {
     return this.hub.watch(fromRevision, signal);
   }
 
-  /** A private, changeable copy of a stored object. */
+  /** A private, changeable copy of a stored object (or of one checkedCopy made). */
   copy(o: T): T {
+    return copyMessage(o);
+  }
+
+  /**
+   * A private copy of an object a caller wrote, checked as protobuf-es's clone checks it
+   * (every string valid UTF-16, every field of its type): each write is planned on one, so
+   * a bad value fails the write before any of its transaction is stored.
+   */
+  checkedCopy(o: T): T {
     return clone(this.kind.schema as DescMessage, o as never) as unknown as T;
   }
 

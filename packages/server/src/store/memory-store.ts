@@ -69,7 +69,7 @@ export class MemoryStore implements Store {
         if (next.id !== current.id) throw new QuantixError("internal", `${op.kind.name} update changed the id`);
         object = next;
       }
-      const plan = planWrite(op.kind, op.op, coll.copy(object), current, { base: op.base, actor, nowMs });
+      const plan = planWrite(op.kind, op.op, coll.checkedCopy(object), current, { base: op.base, actor, nowMs });
       if (!plan) {
         planned.push({ coll, type: "MODIFIED", object: current!, previous: undefined, unchanged: current! });
         continue;

@@ -1,5 +1,6 @@
 import { clone, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
+  copyMessage,
   checkBase,
   deepFreeze,
   fieldOf,
@@ -206,9 +207,9 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
     }, this.hub.maxBacklog);
   }
 
-  /** A private, changeable copy of an object. */
+  /** A private, changeable copy of an object (copyMessage: encode checks a caller's object as it is stored). */
   copy(o: T): T {
-    return clone(this.kind.schema, o as never) as unknown as T;
+    return copyMessage(o);
   }
 
   /**
@@ -216,6 +217,7 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
    * statement): it lives in its own column, and in the change's revision.
    */
   encode(o: Resource): Uint8Array {
+    // clone checks what a caller wrote (every string valid UTF-16, every field of its type) before it is stored.
     const copy = clone(this.kind.schema, o as never) as unknown as Resource;
     copy.resourceVersion = 0n;
     return toBinary(this.kind.schema, copy as never);
