@@ -42,10 +42,77 @@ function wrap(c: Conn): Queryable {
 export interface PgLimits {
   /** Connections in the pool. */
   readonly maxConnections: number;
-  /** How long to wait for a connection before failing. */
+  /** How long to wait for a new connection to the server before failing. */
   readonly connectTimeoutMs: number;
+  /** How long a statement or transaction may wait for one of the pool's connections to be free (default 60 s). */
+  readonly queueTimeoutMs?: number;
   /** Longest a single statement may run. */
   readonly statementTimeoutMs: number;
+}
+
+/**
+ * Turns for the pool's connections, first come first served. node-postgres's pool applies
+ * its connect timeout to a request waiting in its queue as well, so a burst of work (ten
+ * thousand watchers opening at once, each reading its snapshot) failed as "the database is
+ * unavailable" after 10 s although the database answered every statement; here the wait
+ * for a free connection is bounded on its own, and says what it was.
+ */
+class PoolTurns {
+  private busy = 0;
+  private readonly waiting: { go: () => void; timer: NodeJS.Timeout }[] = [];
+
+  constructor(
+    private readonly size: number,
+    private readonly timeoutMs: number,
+  ) {}
+
+  take(): Promise<void> {
+    if (this.busy < this.size) {
+      this.busy++;
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      const w = {
+        go: () => {
+          clearTimeout(w.timer);
+          resolve();
+        },
+        timer: setTimeout(() => {
+          this.waiting.splice(this.waiting.indexOf(w), 1);
+          reject(new QuantixError("unavailable", `all ${this.size} connections to the database stayed busy for ${this.timeoutMs / 1000} s; retry, or raise QUANTIX_PG_MAX_CONNECTIONS (and the server's max_connections) if this load is normal`));
+        }, this.timeoutMs),
+      };
+      this.waiting.push(w);
+    });
+  }
+
+  give(): void {
+    const next = this.waiting.shift();
+    if (next) next.go();
+    else this.busy--;
+  }
+}
+
+/** A Queryable that takes a turn for each statement. */
+function turnTaking(q: Queryable, turns: PoolTurns): Queryable {
+  return {
+    async query<R extends Row>(sql: string, params?: readonly Param[]) {
+      await turns.take();
+      try {
+        return await q.query<R>(sql, params);
+      } finally {
+        turns.give();
+      }
+    },
+    async exec(sql: string) {
+      await turns.take();
+      try {
+        await q.exec(sql);
+      } finally {
+        turns.give();
+      }
+    },
+  };
 }
 
 /**
@@ -57,13 +124,15 @@ export class PgDriver implements SqlDriver {
   readonly kind = "postgres" as const;
   private listener: pg.Client | undefined;
   private readonly root: Queryable;
+  private readonly turns: PoolTurns;
 
   private constructor(
     private readonly pool: pg.Pool,
     private readonly url: string,
     private readonly limits: PgLimits,
   ) {
-    this.root = wrap(pool);
+    this.turns = new PoolTurns(limits.maxConnections, limits.queueTimeoutMs ?? 60_000);
+    this.root = turnTaking(wrap(pool), this.turns);
   }
 
   /** Connects (and checks the connection with one round trip). */
@@ -116,8 +185,25 @@ export class PgDriver implements SqlDriver {
    * client when the server goes away, and an unlistened 'error' would end the process.
    */
   private async checkout(): Promise<pg.PoolClient> {
-    const client = await this.pool.connect().catch((err: unknown) => Promise.reject(unavailable(err)));
+    await this.turns.take();
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (err) {
+      this.turns.give();
+      throw unavailable(err);
+    }
     if (client.listenerCount("error") === 0) client.on("error", () => undefined);
+    // The turn ends when the connection goes back to the pool (or is dropped).
+    const release = client.release.bind(client);
+    let given = false;
+    client.release = (err?: Error | boolean) => {
+      if (!given) {
+        given = true;
+        this.turns.give();
+      }
+      return release(err);
+    };
     return client;
   }
 
