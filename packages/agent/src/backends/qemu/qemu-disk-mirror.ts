@@ -1,7 +1,6 @@
 import { QuantixError } from "@quantix/core";
 import type { MigrationOptions, MigrationStats } from "../../backend.js";
-import type { QmpClient } from "./qmp-client.js";
-import { eventPause, migrationParameters, parseTcpUri, POLL_MS, progressOf, SETTLE_MS, SETTLE_TRIES, type QueryMigrate } from "./qemu-migration.js";
+import { migrationParameters, parseTcpUri, POLL_MS, progressOf, type QueryMigrate } from "./qemu-migration.js";
 import type { Qmp } from "./qemu-nbd-export.js";
 
 /**
@@ -43,15 +42,13 @@ interface QueryJob {
 /** Polls while waiting for cancelled jobs or a cancelled migration to settle during cleanup (10 s). */
 const SETTLE_POLLS = 100;
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
-/** QEMU's events that end a wait of the loops below early: a job's or the migration's state changed. */
-const WAKING_EVENTS = ["MIGRATION", "JOB_STATUS_CHANGE", "BLOCK_JOB_READY", "BLOCK_JOB_ERROR"];
 
 const jobId = (node: string) => `mig-${node}`;
 const clientNode = (node: string) => `mig-target-${node}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Runs the whole sequence; resolves with QEMU's statistics once the guest runs on the target. */
-export async function migrateOutCopyingDisks(qmp: Qmp & Partial<Pick<QmpClient, "onEvent">>, targetUri: string, plan: DiskMirrorPlan, options: MigrationOptions, signal: AbortSignal): Promise<MigrationStats> {
+export async function migrateOutCopyingDisks(qmp: Qmp, targetUri: string, plan: DiskMirrorPlan, options: MigrationOptions, signal: AbortSignal): Promise<MigrationStats> {
   if (!parseTcpUri(targetUri)) throw new QuantixError("invalid_argument", `target_uri must be tcp:<host>:<port>, got '${targetUri}'`);
   const server = parseTcpUri(plan.storageUri);
   if (!server) throw new QuantixError("invalid_argument", `storage_uri must be tcp:<host>:<port>, got '${plan.storageUri}'`);
@@ -61,9 +58,6 @@ export async function migrateOutCopyingDisks(qmp: Qmp & Partial<Pick<QmpClient, 
   let jobs: string[] = [];
   let migrating = false;
   const cancelled = () => new QuantixError("aborted", "the migration was cancelled");
-  // The loops below wake on QEMU's events (as migrateOut does), polling only for progress.
-  const events = eventPause(qmp, WAKING_EVENTS);
-  let settling = 0;
   try {
     for (const [k, node] of plan.nodes.entries()) {
       const exported = plan.exports?.[k] ?? node;
@@ -80,10 +74,10 @@ export async function migrateOutCopyingDisks(qmp: Qmp & Partial<Pick<QmpClient, 
       report("copying-disks");
       if (state.every((j) => j.status === "ready")) break;
       if (signal.aborted) throw cancelled();
-      await events.pause(POLL_MS);
+      await sleep(POLL_MS);
     }
-    // 2: memory, stopping before the switch-over; MIGRATION events on.
-    await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "pause-before-switchover", state: true }, { capability: "events", state: true }] });
+    // 2: memory, stopping before the switch-over.
+    await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "pause-before-switchover", state: true }] });
     await qmp.execute("migrate-set-parameters", migrationParameters(options));
     if (signal.aborted) throw cancelled();
     await qmp.execute("migrate", { uri: targetUri });
@@ -92,11 +86,6 @@ export async function migrateOutCopyingDisks(qmp: Qmp & Partial<Pick<QmpClient, 
       const q = await qmp.execute<QueryMigrate>("query-migrate");
       const status = q.status ?? "none";
       if (status === "completed") {
-        // As in migrateOut: QEMU announces COMPLETED before it has computed the statistics.
-        if (!q["total-time"] && settling++ < SETTLE_TRIES) {
-          await sleep(SETTLE_MS);
-          continue;
-        }
         report(status, q);
         return { transferredBytes: BigInt(q.ram?.transferred ?? 0), downtimeMs: q.downtime ?? 0, totalTimeMs: q["total-time"] ?? 0, diskTransferredBytes: disk.done };
       }
@@ -116,13 +105,12 @@ export async function migrateOutCopyingDisks(qmp: Qmp & Partial<Pick<QmpClient, 
         await readJobs(qmp, jobs, disk); // a mirror that fails now fails the migration
       }
       report(status, q);
-      await events.pause(POLL_MS);
+      await sleep(POLL_MS);
     }
   } catch (err) {
     await cleanUp(qmp, jobs, added, migrating);
     throw err;
   } finally {
-    events.off();
     await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "pause-before-switchover", state: false }] }).catch(() => undefined);
   }
 }

@@ -21,8 +21,8 @@ export interface QueryMigrate {
 /** How often a running migration is polled. */
 export const POLL_MS = 100;
 /** How long, and how often, a completed migration's statistics are waited for (see followMigration). */
-export const SETTLE_MS = 10;
-export const SETTLE_TRIES = 50;
+const SETTLE_MS = 10;
+const SETTLE_TRIES = 50;
 /** QEMU's max-bandwidth when the caller asks for none: far above what any link here carries. */
 const UNLIMITED_BYTES_PER_SECOND = 1e12;
 /** "tcp:<IPv4 or host name>:<port>", the only URI form accepted: no other transport (exec:, file:) may reach QEMU. */
@@ -64,40 +64,17 @@ export async function migrateOut(qmp: Pick<QmpClient, "execute" | "onEvent">, ta
   // QEMU's MIGRATION event at each change of state wakes the loop at once, so the end is seen
   // when it happens rather than up to a poll interval later; the poll still reports progress.
   await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }] });
-  const events = eventPause(qmp, ["MIGRATION"]);
-  try {
-    await qmp.execute("migrate", { uri: targetUri });
-    return await followMigration(qmp, options, events.pause);
-  } finally {
-    events.off();
-  }
-}
-
-/** A pause between polls of QEMU that its events end early (see {@link eventPause}). */
-export interface EventPause {
-  /** Resolves after `ms`, or at once when one of the events arrives (or arrived since the last pause began). */
-  pause(ms: number): Promise<void>;
-  /** Stops listening. */
-  off(): void;
-}
-
-/**
- * Waits between polls of a migration or a block job: a pause ends as soon as one of
- * `events` arrives (QEMU's MIGRATION at each change of state, JOB_STATUS_CHANGE,
- * BLOCK_JOB_READY), so a change is seen when it happens rather than up to a poll interval
- * later; the poll still reports progress. An event that came while a query was being
- * answered ends the next pause at once. A QMP without events (a fake) is simply polled.
- */
-export function eventPause(qmp: Partial<Pick<QmpClient, "onEvent">>, events: readonly string[]): EventPause {
   let wake: (() => void) | undefined;
+  // An event that came while query-migrate was answering: the next pause ends at once.
   let changed = false;
-  const off = qmp.onEvent?.((e) => {
-    if (!events.includes(e.event)) return;
+  const off = qmp.onEvent((e) => {
+    if (e.event !== "MIGRATION") return;
     changed = true;
     wake?.();
   });
-  return {
-    pause: (ms) =>
+  try {
+    await qmp.execute("migrate", { uri: targetUri });
+    return await followMigration(qmp, options, (ms) =>
       new Promise<void>((resolve) => {
         if (changed) return resolve();
         const timer = setTimeout(resolve, ms);
@@ -109,8 +86,10 @@ export function eventPause(qmp: Partial<Pick<QmpClient, "onEvent">>, events: rea
         wake = undefined;
         changed = false;
       }),
-    off: () => off?.(),
-  };
+    );
+  } finally {
+    off();
+  }
 }
 
 /** Polls query-migrate (waiting with `pause` between polls) until the migration ends. */
