@@ -18,6 +18,14 @@ const WRITERS = 50;
 /** How many times slower than unloaded calls of another VM may be during the storm: their median, and the slowest. */
 const MEDIAN_SLOWDOWN = 20;
 const MAX_SLOWDOWN = 1000;
+/**
+ * The least an unloaded call counts as when the bounds are computed. The embedded store now
+ * answers a get of a recently changed VM from memory (about 10 µs), and PGlite runs a
+ * batch's statement without yielding, so such a get waits one statement (tens of ms) during
+ * the storm: waiting, not starvation. Slower calls (any store's writes, gets that read the
+ * database) are judged against their own unloaded time, as before.
+ */
+const MIN_UNLOADED_MS = 0.1;
 
 /** Milliseconds one call takes. */
 async function timed(fn: () => Promise<unknown>): Promise<number> {
@@ -108,8 +116,9 @@ function contention(name: string, open: () => Promise<Replicas>) {
         console.log(detail);
         assert.ok(gets.length > 0 && writes.length > 0, detail);
         for (const [what, unloaded, during] of [["read", unloadedGets, gets], ["write", unloadedTouches, writes]] as const) {
-          assert.ok(median(during) <= MEDIAN_SLOWDOWN * median(unloaded), `${what}s of another VM are held up: ${detail}`);
-          assert.ok(Math.max(...during) <= MAX_SLOWDOWN * median(unloaded), `a ${what} of another VM is starved: ${detail}`);
+          const base = Math.max(median(unloaded), MIN_UNLOADED_MS);
+          assert.ok(median(during) <= MEDIAN_SLOWDOWN * base, `${what}s of another VM are held up: ${detail}`);
+          assert.ok(Math.max(...during) <= MAX_SLOWDOWN * base, `a ${what} of another VM is starved: ${detail}`);
         }
       } finally {
         await close();
