@@ -1,4 +1,3 @@
-import http from "node:http";
 import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
@@ -24,7 +23,7 @@ import { footprintBench, restartBench, scaleBench } from "./lib/scale.js";
 import { fuzzControlPlane } from "./lib/fuzz.js";
 import { dashboardBench } from "./lib/dashboard.js";
 import { captureGateway, gatewayBench } from "./lib/gateway.js";
-import { countsText, startPostgres } from "@quantix/testing";
+import { countsText, healthPid, startPostgres } from "@quantix/testing";
 import { absolute, compare, formatTable, machine, num, type Row } from "./lib/report.js";
 import { median, percentile, sleep } from "./lib/stats.js";
 import { streamOnce, streamRates, type StreamRate } from "./lib/stream-rate.js";
@@ -81,21 +80,11 @@ const ms = (v: number) => `${num(v, 1)} ms`;
 
 /** The pids answering /_/health on new connections, once `count` different ones have (QUANTIX_WORKERS are up). */
 async function servingPids(url: string, count: number): Promise<number[]> {
-  const ask = () =>
-    new Promise<number>((resolve, reject) => {
-      const req = http.get(`${url}/_/health`, { agent: false }, (res) => {
-        let body = "";
-        res.setEncoding("utf8").on("data", (d: string) => (body += d));
-        res.on("end", () => resolve((JSON.parse(body) as { pid: number }).pid));
-      });
-      req.on("error", reject);
-      req.setTimeout(5000, () => req.destroy(new Error("no answer within 5 s")));
-    });
   const pids = new Set<number>();
   const deadline = Date.now() + 120_000;
   while (pids.size < count) {
     if (Date.now() > deadline) throw new Error(`only ${pids.size} of ${count} workers answered within 120 s`);
-    pids.add(await ask().catch(() => 0));
+    pids.add(await healthPid(url).catch(() => 0));
     pids.delete(0);
   }
   return [...pids];

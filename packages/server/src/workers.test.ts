@@ -1,28 +1,14 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import http from "node:http";
 import http2 from "node:http2";
 import { after, before, describe, it } from "node:test";
-import { spawnControlPlane, startPostgres, until, within, type ControlPlaneProcess, type TestPostgres } from "@quantix/testing";
+import { healthPid, spawnControlPlane, startPostgres, until, within, type ControlPlaneProcess, type TestPostgres } from "@quantix/testing";
 
 // QUANTIX_WORKERS=2 on PostgreSQL: two processes serve the one port, connections are
 // spread over them, a watch on one sees a write made through the other, a worker that
 // dies is replaced, and SIGTERM stops them all.
 
 const VMS = "/Quantixkvm.compute.v1.VMService";
-
-/** Which process answered /_/health on a new connection. */
-function healthPid(url: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = http.get(`${url}/_/health`, { agent: false }, (res) => {
-      let body = "";
-      res.setEncoding("utf8").on("data", (d: string) => (body += d));
-      res.on("end", () => resolve((JSON.parse(body) as { pid: number }).pid));
-    });
-    req.on("error", reject);
-    req.setTimeout(5000, () => req.destroy(new Error("no answer to /_/health within 5 s")));
-  });
-}
 
 /** A unary answer over an existing HTTP/2 connection. */
 function h2Request(session: http2.ClientHttp2Session, path: string, method: string, body?: string, contentType = "application/json"): Promise<{ status: number; body: string }> {

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import http from "node:http";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
@@ -91,4 +92,20 @@ export function runNode(args: readonly string[], env: Record<string, string> = {
   child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
   return { child, exited, out: () => out, err: () => err };
+}
+
+/**
+ * Which process answered `GET /_/health` on a new connection (its `pid`): with
+ * QUANTIX_WORKERS, which worker the kernel handed the connection to.
+ */
+export function healthPid(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(`${url}/_/health`, { agent: false }, (res) => {
+      let body = "";
+      res.setEncoding("utf8").on("data", (d: string) => (body += d));
+      res.on("end", () => resolve((JSON.parse(body) as { pid: number }).pid));
+    });
+    req.on("error", reject);
+    req.setTimeout(5000, () => req.destroy(new Error("no answer to /_/health within 5 s")));
+  });
 }
