@@ -15,6 +15,7 @@ import { demoNodes, demoVms } from "./demo/demo-data.js";
 import type { SimulatedHostFactory } from "./demo/simulated-host.js";
 import { SimulatedNodes } from "./demo/simulated-nodes.js";
 import { createFallback } from "./health.js";
+import type { WorkersStatus } from "./workers.js";
 import { attachAgentNodes, type AgentNodes } from "./hypervisor/agent-nodes.js";
 import { NodeDrivers } from "./hypervisor/node-drivers.js";
 import { RpcMetrics, startRpcServer, type Peer, type Route, type RpcServer } from "@quantix/rpc";
@@ -121,6 +122,8 @@ export interface ControlPlaneDeps {
   readonly announce?: (text: string) => void;
   /** Interceptors run inside the audit trail, authentication, the rate limit and policy (tests). */
   readonly interceptors?: readonly Interceptor[];
+  /** Under QUANTIX_WORKERS: the primary's latest word on every worker, shown by /_/health. */
+  readonly workersStatus?: () => WorkersStatus | undefined;
 }
 
 /** The composition root of the control plane: picks implementations and wires them. */
@@ -252,7 +255,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const consoleWsDoor = consoleWebSocket(selfTransport);
   // The web dashboard at / (its built files; never the API's paths).
   const dashboardDoor = dashboardFiles(config.dashboardDir);
-  const baseFallback = createFallback(store, startedAt, () => clock.now(), controlPlaneMetrics({ store, rpc: rpcMetrics, controllers }));
+  const baseFallback = createFallback(store, startedAt, () => clock.now(), controlPlaneMetrics({ store, rpc: rpcMetrics, controllers }), deps.workersStatus);
   let stopAnnouncing: () => void = () => undefined;
   try {
     server = await startRpcServer({

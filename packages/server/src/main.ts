@@ -3,7 +3,7 @@ import cluster from "node:cluster";
 import { QuantixError } from "@quantix/core";
 import { startControlPlane } from "./app.js";
 import { loadConfig } from "./config.js";
-import { superviseWorkers } from "./workers.js";
+import { superviseWorkers, workersStatusFeed } from "./workers.js";
 
 /** Entry point of `npm start`: the control plane with the configured store and demo data. */
 async function main(): Promise<void> {
@@ -24,7 +24,7 @@ async function main(): Promise<void> {
   let cp;
   try {
     // The composition root picks the demo nodes' hosts: the agent's simulator, in process.
-    cp = await startControlPlane(config, { simulatedHosts: createSimulatedHost, dirImporter, dirUploader, adminPassword: process.env["QUANTIX_ADMIN_PASSWORD"] });
+    cp = await startControlPlane(config, { simulatedHosts: createSimulatedHost, dirImporter, dirUploader, adminPassword: process.env["QUANTIX_ADMIN_PASSWORD"], workersStatus: workersStatusFeed() });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const hint =

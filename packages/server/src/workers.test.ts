@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import http2 from "node:http2";
 import { after, before, describe, it } from "node:test";
-import { healthPid, spawnControlPlane, startPostgres, until, within, type ControlPlaneProcess, type TestPostgres } from "@quantix/testing";
+import { healthOf, healthPid, spawnControlPlane, startPostgres, until, within, type ControlPlaneProcess, type TestPostgres } from "@quantix/testing";
 
 // QUANTIX_WORKERS=2 on PostgreSQL: two processes serve the one port, connections are
 // spread over them, a watch on one sees a write made through the other, a worker that
@@ -116,6 +116,16 @@ describe("QUANTIX_WORKERS=2 on PostgreSQL", () => {
     }, "a new worker in the dead one's place", 120_000, 200);
     assert.ok(now.includes(survivor));
     assert.match(cp.stderr(), new RegExp(`pid ${victim}\\) exited \\(signal SIGKILL\\); starting another`));
+    // Every worker's /_/health says what happened, not only the primary's stderr.
+    for (const pid of now) {
+      const said = await until(async () => {
+        const h = (await healthOf(url)) as { pid: number; workers?: { wanted: number; running: number; restarts_total: number; last_exit?: { pid: number; how: string } } };
+        return h.pid === pid && h.workers?.running === 2 ? h.workers : undefined;
+      }, `worker ${pid}'s health naming the replaced worker`, 30_000, 100);
+      assert.equal(said.wanted, 2);
+      assert.equal(said.restarts_total, 1);
+      assert.deepEqual({ pid: said.last_exit?.pid, how: said.last_exit?.how }, { pid: victim, how: "signal SIGKILL" });
+    }
     for (const s of sessions) s.destroy();
     cp.child.kill("SIGTERM");
     const exit = await within(cp.exited, 30_000, "the primary's exit after SIGTERM");

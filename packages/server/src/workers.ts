@@ -5,6 +5,36 @@ const MAX_RESTARTS = 5;
 const RESTART_WINDOW_MS = 60_000;
 const RESTART_DELAY_MS = 1000;
 
+/** What every worker's /_/health says about its siblings (sent by the primary whenever it changes). */
+export interface WorkersStatus {
+  /** QUANTIX_WORKERS. */
+  readonly wanted: number;
+  /** Workers alive now (a dead one is replaced after RESTART_DELAY_MS). */
+  readonly running: number;
+  /** Workers replaced since the control plane started. */
+  readonly restarts_total: number;
+  /** The last worker that died, and how. */
+  readonly last_exit?: { readonly pid: number; readonly how: string; readonly at: string };
+}
+
+/** The message the primary sends its workers: one key, so nothing else on the channel is mistaken for it. */
+interface StatusMessage {
+  readonly quantixWorkers: WorkersStatus;
+}
+
+/**
+ * In a worker of `QUANTIX_WORKERS`: the latest WorkersStatus its primary sent (undefined
+ * until the first, and always outside the workers mode).
+ */
+export function workersStatusFeed(): () => WorkersStatus | undefined {
+  if (!cluster.isWorker) return () => undefined;
+  let latest: WorkersStatus | undefined;
+  process.on("message", (m: unknown) => {
+    if (typeof m === "object" && m !== null && "quantixWorkers" in m) latest = (m as StatusMessage).quantixWorkers;
+  });
+  return () => latest;
+}
+
 export interface SupervisorOptions {
   /** How many worker processes serve the port. */
   readonly count: number;
@@ -31,12 +61,23 @@ export function superviseWorkers(o: SupervisorOptions): { stop(signal: string): 
   let stopping = false;
   let failed = false;
   let firstListening = false;
+  let restartsTotal = 0;
+  let lastExit: WorkersStatus["last_exit"];
+
+  // Every worker hears the same status whenever a worker starts serving or dies, so each one's
+  // /_/health tells whether its siblings are all there and what happened to the last that died.
+  const announce = () => {
+    const m: StatusMessage = { quantixWorkers: { wanted: o.count, running: workers.size, restarts_total: restartsTotal, ...(lastExit ? { last_exit: lastExit } : {}) } };
+    for (const w of workers) if (w.isConnected()) w.send(m, undefined, () => undefined);
+  };
 
   const fork = (): Worker => {
     const w = cluster.fork();
     workers.add(w);
     w.once("listening", (addr: { address: string; port: number }) => {
       o.say(`quantix: worker ${w.id} (pid ${w.process.pid}) serves ${addr.address}:${addr.port}`);
+      // Not on "online": the worker's module code has not yet listened for messages then.
+      announce();
       if (!firstListening) {
         firstListening = true;
         for (let i = 1; i < o.count; i++) fork();
@@ -50,6 +91,7 @@ export function superviseWorkers(o: SupervisorOptions): { stop(signal: string): 
         return;
       }
       const how = signal ? `signal ${signal}` : `code ${code}`;
+      lastExit = { pid: w.process.pid ?? 0, how, at: new Date().toISOString() };
       if (!firstListening) {
         // The first worker could not start: the same configuration will not do better.
         o.say(`quantix: the first worker exited (${how}) before it listened; see its message above`);
@@ -62,6 +104,8 @@ export function superviseWorkers(o: SupervisorOptions): { stop(signal: string): 
         return stopAll(1);
       }
       restarts.push(now);
+      restartsTotal++;
+      announce();
       o.say(`quantix: worker ${w.id} (pid ${w.process.pid}) exited (${how}); starting another in ${RESTART_DELAY_MS / 1000} s`);
       setTimeout(() => stopping || fork(), RESTART_DELAY_MS).unref();
     });

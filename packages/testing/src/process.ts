@@ -98,12 +98,17 @@ export function runNode(args: readonly string[], env: Record<string, string> = {
  * Which process answered `GET /_/health` on a new connection (its `pid`): with
  * QUANTIX_WORKERS, which worker the kernel handed the connection to.
  */
-export function healthPid(url: string): Promise<number> {
+export async function healthPid(url: string): Promise<number> {
+  return ((await healthOf(url)) as { pid: number }).pid;
+}
+
+/** The body of `GET /_/health` on a new connection (so, with QUANTIX_WORKERS, from whichever worker took it). */
+export function healthOf(url: string): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const req = http.get(`${url}/_/health`, { agent: false }, (res) => {
       let body = "";
       res.setEncoding("utf8").on("data", (d: string) => (body += d));
-      res.on("end", () => resolve((JSON.parse(body) as { pid: number }).pid));
+      res.on("end", () => resolve(JSON.parse(body) as unknown));
     });
     req.on("error", reject);
     req.setTimeout(5000, () => req.destroy(new Error("no answer to /_/health within 5 s")));
