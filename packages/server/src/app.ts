@@ -216,7 +216,18 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   // Controllers run on one replica at a time (the store's leader); every replica serves the API.
   const controllers = new ControllerManager({ store, log, onLost: () => process.exit(1) });
   controllers.add(simulated, vmController, nodeAllocationController({ store, clock, log }), unmanagedGuestsController({ store, drivers, clock, log }), scheduler, migrationController, drainController, ha, new EventRetention({ store, clock, log, retentionSec: config.eventRetentionSec }), new EventRetention({ store, clock, log, retentionSec: config.auditRetentionSec, kept: AUDIT_RETAINED }), quotaUsageController({ store, clock, log }), storagePoolController({ store, storages, clock, log }), volumeController({ store, storages, clock, log }), volumeAttachmentController({ store, clock, log }), snapshotController({ store, storages, drivers, clock, log }), imageController({ store, storages, clock, log }), networkController({ store, clock, ids, log, network: (id) => agents.get(id)?.network }), { start: async () => monitor.start(), stop: async () => monitor.stop() });
-  await controllers.start();
+  // The controllers start (campaign, first listings, then their first passes) while the
+  // rest of the start runs and the API opens: a restart is ready to answer calls before
+  // the controllers have looked at every object again, as a follower replica answers
+  // without running them (issue 19: with 10,000 VMs on the embedded store the listener
+  // waited 15 s behind the controllers' first passes). startControlPlane still resolves
+  // only once they run.
+  const controllersStarted = controllers.start();
+  controllersStarted.catch(() => undefined);
+  const stopStarted = async () => {
+    await controllersStarted.catch(() => undefined);
+    await controllers.stop();
+  };
 
   // The MemoryGateway's documents live in the same store (its own tables and versions).
   // Documents over 256 KiB go to files under the embedded store's data directory.
@@ -279,7 +290,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
       ...(tls ? { tls } : {}),
     });
   } catch (err) {
-    await controllers.stop();
+    await stopStarted();
     await agents.stop();
     identity.stop();
     await audit.close();
@@ -289,6 +300,21 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   }
   log.log("info", "control plane listening", { url: server.url, protocols: ["connect", "grpc", "grpc-web"], http: config.tls ? ["1.1", "h2"] : ["1.1", "h2c"], tls: config.tls !== undefined, store: config.store.kind });
   stopAnnouncing = announceSecurityMode(config, server.url, log);
+  try {
+    await controllersStarted;
+  } catch (err) {
+    stopAnnouncing();
+    consoleWsDoor.close();
+    await server.close(0);
+    await stopStarted();
+    await agents.stop();
+    identity.stop();
+    await audit.close();
+    await gateway.close();
+    await store.close();
+    throw err;
+  }
+  if (controllers.leading) log.log("info", "controllers running (their first passes go on in the background)");
   let closing: Promise<void> | undefined;
   return {
     port: server.port,
