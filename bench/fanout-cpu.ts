@@ -6,7 +6,7 @@ import { connect, exchange, grpcHeaders, grpcStatus } from "./lib/h2-client.js";
 import { startServer } from "./lib/proc.js";
 import { RawH2 } from "./lib/raw-h2.js";
 import { nowMs, percentile, sleep } from "./lib/stats.js";
-import { WATCH_VMS, isSynced } from "./lib/fanout.js";
+import { WATCH_VMS, demoVm, isSynced } from "./lib/fanout.js";
 import { DEMO_VM_ID } from "./lib/unary.js";
 
 // Server CPU per watcher of one fan-out, which other work on the machine barely moves (unlike
@@ -38,10 +38,23 @@ const onCpuNs = (pid: number): number => {
   return sum;
 };
 
+const oursEnv = { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "memory", QUANTIX_DEMO: "1", QUANTIX_LOG_LEVEL: "info", QUANTIX_SHUTDOWN_GRACE_MS: "2000" };
+
+/** Bare sends our demo VM in its updates (the same bytes per watcher): read from a server of ours started for it. */
+async function bareVm(): Promise<string> {
+  const s = await startServer("fanout-cpu-vm", process.env["FANOUT_SERVER_SCRIPT"] ?? "packages/server/src/main.ts", [], { ...oursEnv, ...extraEnv });
+  try {
+    return await demoVm(s.url, DEMO_VM_ID);
+  } finally {
+    await s.stop();
+  }
+}
+const bareArgs = which === "bare" ? [await bareVm()] : [];
+
 async function run(watchers: number): Promise<{ perWriteUs: number[]; clientUs: number[]; p99: number; p50: number; ack: number; first: number; updateBytes: number }> {
   const server =
     which === "bare"
-      ? await startServer("fanout-cpu-bare", "bench/servers/bare-fanout.ts", [], extraEnv)
+      ? await startServer("fanout-cpu-bare", "bench/servers/bare-fanout.ts", bareArgs, extraEnv)
       : process.env["FANOUT_PROF_DIR"] && watchers > 1
         ? await startServer("fanout-cpu-ours", `--cpu-prof-dir=${process.env["FANOUT_PROF_DIR"]}`, ["--cpu-prof", (process.env["FANOUT_SERVER_SCRIPT"] ?? "packages/server/src/main.ts")], {
             QUANTIX_ADDR: "127.0.0.1:0",
