@@ -4,7 +4,8 @@ import { VirtualMachineSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_
 import { VmUpdateSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 
 // `node --import tsx bench/fanout-js.ts [watchers] [tree,tree]` (two checkouts, e.g. a worktree of the
-// commit before and this one; default: this checkout against itself). In process: the JS of one fan-out (WatchHub -> watchFiltered -> two observeStream layers -> pump)
+// commit before and this one; default: this checkout against itself). In process: the JS of one fan-out (WatchHub -> watchFiltered -> the identity
+// interceptor's cuttable layer -> two observeStream layers (observeCalls, mapErrors) -> pump)
 // to N fake streams whose write() only counts, old tree against new tree, alternating.
 const N = Number(process.argv[2] ?? 10_000);
 const here = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -17,6 +18,7 @@ async function load(root: string) {
   const sp = await import(`${root}/packages/rpc/src/fast-path/stream-pump.ts`);
   const gw = await import(`${root}/packages/rpc/src/fast-path/grpc-wire.ts`);
   const core = await import(`${root}/packages/core/src/index.ts`);
+  const cut = await import(`${root}/packages/server/src/identity/cuttable-stream.ts`);
   let rev = 1n;
   const h = new hub.WatchHub("vm", () => rev);
   const updates = new wf.SharedUpdates((f: { type: keyof typeof EventType; object: unknown; revision: bigint }) => create(VmUpdateSchema, { type: EventType[f.type], ...(f.object ? { vm: f.object as never } : {}), resourceVersion: f.revision }));
@@ -29,7 +31,8 @@ async function load(root: string) {
   for (let i = 0; i < N; i++) {
     const src = wf.watchFiltered({ watch: (from: bigint, s: AbortSignal) => h.watch(from, s) }, 1n, async () => ({ items: [], revision: 1n }), (o: never) => core.matchesQuery(core.VM_KIND, o, q), updates, abort.signal, key);
     let n = 0;
-    const a = os.observeStream(src, { opened: () => undefined, delivered: (k: number) => (n += k), ended: () => void n });
+    const c = cut.cuttable(src, () => () => undefined);
+    const a = os.observeStream(c, { opened: () => undefined, delivered: (k: number) => (n += k), ended: () => void n });
     const b = os.observeStream(a, { settle: (e: unknown) => e });
     void sp.pump(sink, b, encode);
   }

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInStore, createOverGrpc } from "./lib/creates.js";
-import { fanout, WATCH_VMS, type FanoutResult } from "./lib/fanout.js";
+import { demoVm, fanout, WATCH_VMS, type FanoutResult } from "./lib/fanout.js";
 import { grpcHeaders } from "./lib/h2-client.js";
 import { H2LOAD_INSTALL, type Saturation } from "./lib/h2load.js";
 import { hasProgram, LOG_DIR, RESULTS_DIR, startServer, type Server } from "./lib/proc.js";
@@ -227,8 +227,10 @@ try {
     progress(`watch fan-out: ${num(n)} WatchVMs streams on ${over}, 5 writes; then the same against a bare node:http2 fan-out`);
     const s = await up(ours(`quantix-fanout-${n}-${conns}`, true));
     const r = await fanout(s, n, DEMO_VM_ID, 5, 90_000, conns);
+    // Bare sends our demo VM (with the new description): the same bytes per watcher.
+    const vm = await demoVm(s.url, DEMO_VM_ID);
     await down(s);
-    const floorServer = await up(baseline(`bare-fanout-${n}-${conns}`, "bare-fanout.ts"));
+    const floorServer = await up(baseline(`bare-fanout-${n}-${conns}`, "bare-fanout.ts", [vm]));
     const f = await fanout(floorServer, n, DEMO_VM_ID, 5, 90_000, conns);
     await down(floorServer);
     fan.push(r, f);

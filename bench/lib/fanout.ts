@@ -1,7 +1,8 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
-import { UpdateVMRequestSchema, VmUpdateSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
-import { EnvelopeReader, envelope } from "./grpc-frame.js";
+import { GetVMRequestSchema, UpdateVMRequestSchema, VmUpdateSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+import { VirtualMachineSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { EnvelopeReader, envelope, unenvelope } from "./grpc-frame.js";
 import { connect, exchange, grpcHeaders, grpcStatus } from "./h2-client.js";
 import { RawH2 } from "./raw-h2.js";
 import { rssBytes } from "./proc.js";
@@ -14,6 +15,23 @@ export const SMALL = 32;
 
 /** Whether an envelope payload is the SYNCED marker (decoding only small ones). */
 export const isSynced = (payload: Buffer | undefined): boolean => payload !== undefined && fromBinary(VmUpdateSchema, payload).type === EventType.SYNCED;
+
+/**
+ * The VM `id` as our server holds it (GetVM over gRPC), base64 of its bytes: the bare
+ * fan-out (servers/bare-fanout.ts) sends it in its updates, so both write the same bytes
+ * per watcher but for the description.
+ */
+export async function demoVm(url: string, id: string): Promise<string> {
+  const session = await connect(url);
+  try {
+    const x = await exchange(session, grpcHeaders("/Quantixkvm.compute.v1.VMService/GetVM"), envelope(toBinary(GetVMRequestSchema, create(GetVMRequestSchema, { id }))));
+    const msgs = unenvelope(x.body);
+    if (grpcStatus(x) !== "0" || msgs.length !== 1) throw new Error(`GetVM failed on our server: grpc-status ${grpcStatus(x)}`);
+    return Buffer.from(toBinary(VirtualMachineSchema, fromBinary(VirtualMachineSchema, msgs[0]!))).toString("base64");
+  } finally {
+    session.close();
+  }
+}
 
 /** What N watchers on one connection (or spread over several) cost and how fast they hear about writes. */
 export interface FanoutResult {

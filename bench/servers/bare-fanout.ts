@@ -9,6 +9,10 @@ import { envelope } from "../lib/grpc-frame.js";
 // WatchVMs and UpdateVM for the fan-out harness. WatchVMs streams get SYNCED and stay
 // open; UpdateVM is answered, then one pre-encoded MODIFIED update (a VM with the new
 // description) is written to every open stream: no store, no filter, no per-watcher work.
+// `bare-fanout.ts [vm]`: `vm` (base64 of a VirtualMachine, our server's demo VM, see
+// bench/lib/fanout.ts demoVm) makes each update that VM with the new description, so that
+// bare writes as many bytes per watcher as ours; without it, a VM of four fields.
+const base = process.argv[2] ? fromBinary(VirtualMachineSchema, Buffer.from(process.argv[2], "base64")) : undefined;
 
 const watchers = new Set<http2.ServerHttp2Stream>();
 const synced = envelope(toBinary(VmUpdateSchema, create(VmUpdateSchema, { type: EventType.SYNCED, resourceVersion: 1n })));
@@ -29,7 +33,7 @@ server.on("stream", (stream, headers) => {
     }
     const req = fromBinary(UpdateVMRequestSchema, Buffer.concat(chunks).subarray(5));
     revision++;
-    const vm = create(VirtualMachineSchema, { id: req.id, name: "web-server-01", description: req.description, resourceVersion: revision });
+    const vm = base ? create(VirtualMachineSchema, { ...base, description: req.description, resourceVersion: revision }) : create(VirtualMachineSchema, { id: req.id, name: "web-server-01", description: req.description, resourceVersion: revision });
     stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
     stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
     stream.end(envelope(toBinary(VirtualMachineSchema, vm)));

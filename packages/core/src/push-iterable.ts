@@ -1,10 +1,22 @@
 import { QuantixError } from "./errors.js";
 
-/** Receives batches of items pushed by a source, then its end or failure. */
+/**
+ * Receives batches of items pushed by a source, then its end or failure. Its functions
+ * are called as plain functions (they do not use `this`), so a layer that passes items
+ * on unchanged hands its consumer's `push` itself to its source: a fan-out then calls
+ * the consumer (an RPC's pump) directly, one call per watcher rather than one per layer.
+ * The consumer ignores what comes after it stopped (a layer between need not check).
+ */
 export interface PushSink<T> {
   push(items: readonly T[]): void;
   fail(err: unknown): void;
   end(): void;
+  /**
+   * How many items the consumer has taken so far, when it counts them itself (the RPC
+   * pumps do): a layer that wants the count reads it here (and hands it on) instead of
+   * wrapping `push` to count.
+   */
+  readonly delivered?: () => number;
 }
 
 /**

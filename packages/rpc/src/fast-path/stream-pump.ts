@@ -59,7 +59,11 @@ function piped(stream: Sink, source: PushIterable<unknown>, encode: Encode): Pro
     };
     const onClose = () => settle(CANCELED, false);
     stream.once("close", onClose);
+    /** Messages written, for the layers that count them (PushSink.delivered: the RPC's log line). */
+    let written = 0;
     stop = source.pipe({
+      // A fan-out calls this once per watcher, with the batch every watcher of its query
+      // shares: the layers in between hand it on (PushSink), and the bytes are made once.
       push: (msgs) => {
         if (settled || stream.destroyed) return;
         let bytes;
@@ -69,6 +73,7 @@ function piped(stream: Sink, source: PushIterable<unknown>, encode: Encode): Pro
           settle(err, false);
           return;
         }
+        written += msgs.length;
         // A large snapshot may take a while to drain; a client that stays behind is cut off.
         // write() is true while less than the high-water mark waits, far below the limit.
         if (stream.write(bytes) || stream.writableLength <= MAX_BUFFERED_BYTES) overSince = undefined;
@@ -76,6 +81,7 @@ function piped(stream: Sink, source: PushIterable<unknown>, encode: Encode): Pro
           settle(new ConnectError(`the client reads too slowly: more than ${MAX_BUFFERED_BYTES} bytes have waited for ${SLOW_CLIENT_GRACE_MS / 1000} s; resume from the last resource_version received`, Code.ResourceExhausted), false);
         }
       },
+      delivered: () => written,
       fail: (err) => settle(err ?? new Error("stream failed"), true),
       end: () => settle(undefined, true),
     });
@@ -84,8 +90,29 @@ function piped(stream: Sink, source: PushIterable<unknown>, encode: Encode): Pro
   });
 }
 
+/**
+ * The last shared batch written and its bytes: a fan-out hands the same frozen batch to
+ * every watcher of a query, one after the other, so this answers all but the first
+ * without a look-up in a map.
+ */
+let lastBatch: readonly unknown[] | undefined;
+let lastEncode: Encode | undefined;
+let lastBytes: Uint8Array | undefined;
+
 /** One write's bytes for a batch of messages (a frozen batch of frozen ones encoded once per encoder). */
 function bytesOf(msgs: readonly unknown[], encode: Encode): Uint8Array {
+  if (msgs === lastBatch && encode === lastEncode) return lastBytes!;
+  const bytes = encodeBatch(msgs, encode);
+  // Only a frozen batch (of frozen messages: watch-filter.ts freezes both) can be remembered by identity.
+  if (Object.isFrozen(msgs) && msgs.every((m) => Object.isFrozen(m))) {
+    lastBatch = msgs;
+    lastEncode = encode;
+    lastBytes = bytes;
+  }
+  return bytes;
+}
+
+function encodeBatch(msgs: readonly unknown[], encode: Encode): Uint8Array {
   if (msgs.length === 1) return encode(msgs[0] as object);
   const shared = Object.isFrozen(msgs);
   const cached = shared ? batchBytes.get(msgs) : undefined;

@@ -5,7 +5,11 @@ import { isPushIterable, PushIterable, type PushSink, type StopPush } from "@qua
 export interface StreamHooks {
   /** The consumer began to read (pull) or to pipe (push). */
   readonly opened?: () => void;
-  /** `n` more messages went to the consumer. */
+  /**
+   * `n` more messages went to the consumer. Piped to a consumer that counts what it takes
+   * (PushSink.delivered: the RPC pumps), told once with the total just before `ended`, so
+   * that the source pushes straight to the consumer with no call of this layer per batch.
+   */
   readonly delivered?: (n: number) => void;
   /**
    * Decides how the stream ends: given `undefined` when the source ended, returns
@@ -49,20 +53,30 @@ class ObservedPush<T> extends PushIterable<T> {
 
 function pipeObserved<T>(source: PushIterable<T>, sink: PushSink<T>, h: StreamHooks): StopPush {
   let over = false;
+  const count = h.delivered && sink.delivered;
   const end = (reason: unknown): boolean => {
     if (over) return false;
     over = true;
+    if (count) h.delivered!(count());
     h.ended?.(reason);
     return true;
   };
   const settled = (err: unknown): unknown => (h.settle ? h.settle(err) : err);
   h.opened?.();
+  // Items pass through unchanged: unless this layer must count them itself, the source
+  // pushes to the consumer directly (PushSink: the consumer ignores pushes after it stopped).
+  const delivered = h.delivered;
+  const push: PushSink<T>["push"] =
+    delivered && !count
+      ? (items) => {
+          if (over) return;
+          delivered(items.length);
+          sink.push(items);
+        }
+      : sink.push;
   const stop = source.pipe({
-    push: (items) => {
-      if (over) return;
-      h.delivered?.(items.length);
-      sink.push(items);
-    },
+    push,
+    ...(sink.delivered ? { delivered: sink.delivered } : {}),
     fail: (err) => {
       const e = settled(err) ?? err;
       if (end(e)) sink.fail(e);

@@ -19,9 +19,9 @@ export function cuttable<T>(source: AsyncIterable<T>, register: (cut: Cut) => ()
         unregister();
       };
       const stop = source.pipe({
-        push: (items) => {
-          if (!over) sink.push(items);
-        },
+        // Passed through: a cut stops the source before failing the consumer, which ignores what comes after (PushSink).
+        push: sink.push,
+        ...(sink.delivered ? { delivered: sink.delivered } : {}),
         fail: (err) => {
           if (over) return;
           finish();

@@ -55,6 +55,9 @@ export class SharedUpdates<T, U> {
   private readonly cache = new WeakMap<object, (U | undefined)[]>();
   /** What each filter makes of a batch of store events, by batch and filter key (see view). */
   private readonly views = new WeakMap<readonly WatchEvent<T>[], Map<string, readonly U[]>>();
+  private lastEvents: readonly WatchEvent<T>[] | undefined;
+  private lastKey: string | undefined;
+  private lastView: readonly U[] | undefined;
 
   constructor(private readonly build: (f: FilteredEvent<T>) => U) {}
 
@@ -67,6 +70,8 @@ export class SharedUpdates<T, U> {
    */
   view(events: readonly WatchEvent<T>[], matches: (o: T) => boolean, key: string | undefined): readonly U[] {
     if (key === undefined) return this.classify(events, matches);
+    // A fan-out asks for one batch watcher after watcher, most of them with one query: the last answer first.
+    if (events === this.lastEvents && key === this.lastKey) return this.lastView!;
     let byKey = this.views.get(events);
     if (!byKey) {
       byKey = new Map();
@@ -77,6 +82,9 @@ export class SharedUpdates<T, U> {
       out = this.classify(events, matches);
       byKey.set(key, out);
     }
+    this.lastEvents = events;
+    this.lastKey = key;
+    this.lastView = out;
     return out;
   }
 
