@@ -178,12 +178,12 @@ export class AgentHypervisor implements HypervisorPort {
   /**
    * BootVm answers the VM's state afterwards: that is the observation, without another
    * GetVmInfo round trip (an answer without a state says nothing: the caller observes).
-   * When the watch already says the same, it confirms the watch's view of the VM.
+   * When the watch says the same, now or in its next event, that confirms its view of the VM.
    */
   async bootVM(vmId: string): Promise<VmObservation | undefined> {
     const [res, mark] = await this.views.acting(vmId, () => this.call(() => this.client.bootVm({ vmId })));
     if (res.state === VmState.UNSPECIFIED) return undefined;
-    this.views.confirm(mark, this.watchSays(vmId, res.state));
+    this.views.confirm(mark, this.watchSays(vmId, res.state), undefined, res.state);
     return this.observation(vmId, res.state, this.watch.vms.get(vmId));
   }
 
@@ -236,7 +236,7 @@ export class AgentHypervisor implements HypervisorPort {
     }
     // The NICs the agent has for the VM (hot-plugs included): the VM controller plugs or unplugs what the spec changed.
     const nics = (info.config?.network ?? []).map((n) => ({ id: n.id, portId: n.portId }));
-    this.views.confirm(mark, this.watchSays(vmId, info.state), nics);
+    this.views.confirm(mark, this.watchSays(vmId, info.state), nics, info.state);
     return { ...this.observation(vmId, info.state, this.watch.vms.get(vmId)), nics };
   }
 
@@ -330,7 +330,9 @@ export class AgentHypervisor implements HypervisorPort {
 
   /** A watch event (or a snapshot, or a break) about VM `vmId`. */
   private changed(vmId: string): void {
-    if (!this.watch.vms.has(vmId)) this.views.gone(vmId);
+    const e = this.watch.vms.get(vmId);
+    if (!e) this.views.gone(vmId);
+    else if (this.down.watch === undefined) this.views.seen(vmId, e.state);
     this.emit(vmId);
   }
 

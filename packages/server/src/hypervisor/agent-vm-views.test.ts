@@ -97,4 +97,28 @@ describe("AgentVmViews: when the watch may stand for a GetVmInfo", () => {
     v.confirm(asked2, true, nics);
     assert.equal(v.freshNics("vm-1"), undefined, "asked before the VM went: its view was made again since");
   });
+
+  it("an answer the watch had not caught up with: the next event confirms it if it says the same, else it stays stale", async () => {
+    const RUNNING = 2;
+    const SHUTDOWN = 4;
+    const v = new AgentVmViews();
+    v.confirm(v.mark("vm-1"), true, nics);
+    const [, boot] = await v.acting("vm-1", async () => undefined);
+    v.confirm(boot, false, undefined, RUNNING);
+    assert.equal(v.freshNics("vm-1"), undefined, "the watch still says the state from before");
+    v.seen("vm-1", RUNNING);
+    assert.deepEqual(v.freshNics("vm-1"), nics, "its next event says what the boot answered");
+
+    const [, again] = await v.acting("vm-1", async () => undefined);
+    v.confirm(again, false, undefined, RUNNING);
+    v.seen("vm-1", SHUTDOWN);
+    v.seen("vm-1", RUNNING);
+    assert.equal(v.freshNics("vm-1"), undefined, "only the first event after the answer may confirm it");
+
+    const [, third] = await v.acting("vm-1", async () => undefined);
+    v.confirm(third, false, undefined, RUNNING);
+    await v.acting("vm-1", async () => undefined);
+    v.seen("vm-1", RUNNING);
+    assert.equal(v.freshNics("vm-1"), undefined, "a call since the answer: the event may be older than its effect");
+  });
 });

@@ -10,6 +10,8 @@ interface View {
   fresh: boolean;
   /** The VM's NICs on the agent as its last GetVmInfo answered (undefined: not known). */
   nics: readonly ObservedNic[] | undefined;
+  /** A quiet answer the watch had not caught up with: the state it said, at `version`. */
+  expect: { readonly state: number; readonly version: number; readonly all: number } | undefined;
 }
 
 /** When an agent's answer about a VM was asked: it confirms the view only if no call touched the VM since. */
@@ -26,7 +28,8 @@ export interface ViewMark {
  * the question and now. After that only the agent changes the VM by itself (a guest that
  * powers off, a process that dies), and those changes come as watch events, in order. Any
  * call that may change the VM (a boot, a shutdown, a NIC plugged) makes it stale until
- * an answer confirms it again; a call that may change any VM (a migration) and every
+ * an answer confirms it again (or the first event after an answer the watch had not
+ * caught up with says what the answer said); a call that may change any VM (a migration) and every
  * reconnect of the watch make all of them stale. Pure bookkeeping, no I/O.
  */
 export class AgentVmViews {
@@ -62,6 +65,7 @@ export class AgentVmViews {
     v.busy++;
     const mine = (v.version = ++this.seq);
     v.fresh = false;
+    v.expect = undefined;
     if (nics) v.nics = undefined;
     const all = this.all;
     let value: T;
@@ -82,12 +86,27 @@ export class AgentVmViews {
    * with the watch (`agrees`), the NICs are known (`nics`, or from before) and no call
    * touched the VM since the mark; otherwise nothing changes.
    */
-  confirm(mark: ViewMark | undefined, agrees: boolean, nics?: readonly ObservedNic[]): void {
+  confirm(mark: ViewMark | undefined, agrees: boolean, nics?: readonly ObservedNic[], state?: number): void {
     if (!mark) return;
     const v = this.views.get(mark.vmId);
-    if (!v || v.version !== mark.version || v.busy > 0 || this.all !== mark.all || this.busyAll > 0) return;
+    if (!v || !this.quiet(v, mark)) return;
     if (nics) v.nics = nics;
     v.fresh = agrees && v.nics !== undefined;
+    // The agent answered before its event arrived (they travel apart): the next event decides.
+    v.expect = !agrees && state !== undefined ? { state, version: mark.version, all: mark.all } : undefined;
+  }
+
+  /**
+   * A watch event said VM `vmId` is in `state`: when it is the first since a quiet answer
+   * the watch had not caught up with and says what the answer said, the view is fresh;
+   * any other event leaves it stale until the agent is asked again.
+   */
+  seen(vmId: string, state: number): void {
+    const v = this.views.get(vmId);
+    const e = v?.expect;
+    if (!v || !e) return;
+    v.expect = undefined;
+    if (e.state === state && this.quiet(v, { vmId, ...e })) v.fresh = v.nics !== undefined;
   }
 
   /** The NICs of a VM whose view is fresh; undefined when it is not (the caller asks the agent). */
@@ -96,12 +115,17 @@ export class AgentVmViews {
     return v?.fresh && this.busyAll === 0 ? v.nics : undefined;
   }
 
+  /** Whether nothing touched the VM since `mark` and no call on it (or on all VMs) runs. */
+  private quiet(v: View, mark: ViewMark): boolean {
+    return v.version === mark.version && v.busy === 0 && this.all === mark.all && this.busyAll === 0;
+  }
+
   /** Makes every view stale (the watch broke or synced again: what it said meanwhile may be lost). */
   reset(): void {
     this.all++;
     for (const [id, v] of this.views) {
       if (v.busy === 0) this.views.delete(id);
-      else Object.assign(v, { fresh: false, nics: undefined, version: ++this.seq });
+      else Object.assign(v, { fresh: false, nics: undefined, expect: undefined, version: ++this.seq });
     }
   }
 
@@ -110,12 +134,12 @@ export class AgentVmViews {
     const v = this.views.get(vmId);
     if (!v) return;
     if (v.busy === 0) this.views.delete(vmId);
-    else Object.assign(v, { fresh: false, nics: undefined, version: ++this.seq });
+    else Object.assign(v, { fresh: false, nics: undefined, expect: undefined, version: ++this.seq });
   }
 
   private view(vmId: string): View {
     let v = this.views.get(vmId);
-    if (!v) this.views.set(vmId, (v = { busy: 0, version: ++this.seq, fresh: false, nics: undefined }));
+    if (!v) this.views.set(vmId, (v = { busy: 0, version: ++this.seq, fresh: false, nics: undefined, expect: undefined }));
     return v;
   }
 }
