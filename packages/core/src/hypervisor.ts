@@ -308,6 +308,13 @@ export interface HypervisorPort {
   suspendVM(vmId: string): Promise<void>;
   /** What the hypervisor reports about a VM now ("absent" when it does not know it). */
   observe(vmId: string): Promise<VmObservation>;
+  /**
+   * What observe() would answer, known without asking when the hypervisor's event stream
+   * is connected and synced and nothing since its last confirmed answer for this VM can
+   * have changed it unseen (no call on the VM since, or in flight); undefined otherwise,
+   * and the caller observes. Optional: a hypervisor without such a view leaves it out.
+   */
+  observeWatched?(vmId: string): VmObservation | undefined;
   /** Every VM the hypervisor knows. */
   list(): Promise<VmObservation[]>;
   /** Resolves when the hypervisor answers; rejects with UNAVAILABLE and the reason otherwise. */

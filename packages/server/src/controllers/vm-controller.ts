@@ -122,7 +122,9 @@ export class VmController {
     let stepped: Step = false;
     let nics: NicStep = { stepped: false };
     try {
-      obs = await driver.observe(vm.id);
+      // The node's watch stands for a GetVmInfo when an answer of the node confirmed it and
+      // nothing but its events can have changed the VM since; else the node is asked.
+      obs = driver.observeWatched?.(vm.id) ?? (await driver.observe(vm.id));
       // NICs added or removed since the node got the VM: hot-plugged, or its stale definition dropped (vm-nic-step.ts).
       nics = await stepNics(this.deps.store, vm, driver, obs);
       if (nics.stepped) obs = await driver.observe(vm.id);

@@ -9,6 +9,7 @@ import type { AgentConnection } from "./agent-connection.js";
 import { fromAgentError } from "./agent-errors.js";
 import { agentMigration } from "./agent-migration.js";
 import { agentMetrics } from "./agent-usage.js";
+import { AgentVmViews } from "./agent-vm-views.js";
 import { AgentWatch, type AgentVmEntry } from "./agent-watch.js";
 import { AgentNodeStorage } from "../storage/agent-node-storage.js";
 import { AgentNodeNetwork } from "../network/node-network.js";
@@ -60,6 +61,8 @@ function nodeVmSnapshot(s: VmSnapshot): NodeVmSnapshot {
  * reconnect finds the VM instead of duplicating it. WatchVms feeds a cache that tells
  * the reconciler about changes at once (guest power-off, QEMU killed) and carries the
  * crash reason and start time; observe() asks GetVmInfo, the agent's source of truth.
+ * observeWatched() answers from the watch instead when an answer of the agent confirmed
+ * it and nothing but watch events can have changed the VM since (agent-vm-views.ts).
  */
 export class AgentHypervisor implements HypervisorPort {
   readonly kind: string;
@@ -79,6 +82,7 @@ export class AgentHypervisor implements HypervisorPort {
   readonly network: AgentNodeNetwork;
   private readonly client: Client<typeof VmService>;
   private readonly watch: AgentWatch;
+  private readonly views = new AgentVmViews();
   private readonly listeners = new Set<(vmId: string) => void>();
   private readonly stopping = new Set<string>();
   /** Why the node is not usable (heartbeats stopped, watch broken), or undefined when it is. */
@@ -94,7 +98,7 @@ export class AgentHypervisor implements HypervisorPort {
     this.client = createClient(VmService, o.connection.transport);
     this.storage = new AgentNodeStorage(o.connection.transport, (fn) => this.call(fn));
     this.network = new AgentNodeNetwork(o.connection.transport, (fn) => this.call(fn));
-    this.watch = new AgentWatch(this.client, { changed: (id) => this.emit(id), connection: (up, reason) => this.onConnection(up, reason) }, o.log);
+    this.watch = new AgentWatch(this.client, { changed: (id) => this.changed(id), connection: (up, reason) => this.onConnection(up, reason) }, o.log);
     this.console = {
       output: async (vmId, tailBytes) => {
         const r = await this.call(() => this.client.getConsoleOutput({ vmId, tailBytes }));
@@ -103,28 +107,29 @@ export class AgentHypervisor implements HypervisorPort {
       follow: (vmId, signal) => this.followConsole(vmId, signal),
       attach: (vmId, options, input, signal) => this.attachConsole(vmId, options, input, signal),
     };
-    this.migration = agentMigration(this.client, (fn) => this.call(fn), o.node, (config) => markOwner(config, o.clusterId));
+    // A migration changes VMs on two nodes at once: every view here is stale while one runs.
+    this.migration = agentMigration(this.client, async (fn) => (await this.views.acting(undefined, () => this.call(fn)))[0], o.node, (config) => markOwner(config, o.clusterId));
     this.vmSnapshots = {
-      take: async (vmId, snapshotId, includeMemory, diskIds = []) => nodeVmSnapshot(await this.call(() => this.client.snapshotVm({ vmId, snapshotId, includeMemory, diskIds: [...diskIds] }))),
-      revert: async (vmId, snapshotId, diskIds = []) => nodeVmSnapshot(await this.call(() => this.client.revertVmSnapshot({ vmId, snapshotId, diskIds: [...diskIds] }))),
+      take: async (vmId, snapshotId, includeMemory, diskIds = []) => nodeVmSnapshot(await this.acting(vmId, () => this.client.snapshotVm({ vmId, snapshotId, includeMemory, diskIds: [...diskIds] }))),
+      revert: async (vmId, snapshotId, diskIds = []) => nodeVmSnapshot(await this.acting(vmId, () => this.client.revertVmSnapshot({ vmId, snapshotId, diskIds: [...diskIds] }))),
       delete: async (vmId, snapshotId) => void (await this.call(() => this.client.deleteVmSnapshot({ vmId, snapshotId }))),
     };
     this.metrics = agentMetrics(this.client, (fn) => this.call(fn), (state) => POWER[state] ?? "absent");
     this.disks = {
       attach: async (vmId, disk) => {
-        await this.call(() => this.client.attachDisk({ vmId, disk: { id: disk.id, path: disk.path, readOnly: disk.readOnly, interfaceType: StorageInterfaceType.VIRTIO_BLK } }));
+        await this.acting(vmId, () => this.client.attachDisk({ vmId, disk: { id: disk.id, path: disk.path, readOnly: disk.readOnly, interfaceType: StorageInterfaceType.VIRTIO_BLK } }));
       },
       detach: async (vmId, diskId, force) => {
-        await this.call(() => this.client.detachDisk({ vmId, diskId, timeoutSeconds: force ? FORCED_DETACH_TIMEOUT_SEC : DETACH_TIMEOUT_SEC }));
+        await this.acting(vmId, () => this.client.detachDisk({ vmId, diskId, timeoutSeconds: force ? FORCED_DETACH_TIMEOUT_SEC : DETACH_TIMEOUT_SEC }));
       },
-      resize: async (vmId, diskId, sizeBytes) => (await this.call(() => this.client.resizeDisk({ vmId, diskId, sizeBytes }))).sizeBytes,
+      resize: async (vmId, diskId, sizeBytes) => (await this.acting(vmId, () => this.client.resizeDisk({ vmId, diskId, sizeBytes }))).sizeBytes,
     };
     this.nics = {
       attach: async (vmId, nic) => {
-        await this.call(() => this.client.attachNic({ vmId, nic: { id: nic.id, portId: nic.portId, macAddress: nic.macAddress, interfaceType: agentNicType(nic.model) } }));
+        await this.acting(vmId, () => this.client.attachNic({ vmId, nic: { id: nic.id, portId: nic.portId, macAddress: nic.macAddress, interfaceType: agentNicType(nic.model) } }), true);
       },
       detach: async (vmId, nicId) => {
-        await this.call(() => this.client.detachNic({ vmId, nicId, timeoutSeconds: DETACH_TIMEOUT_SEC }));
+        await this.acting(vmId, () => this.client.detachNic({ vmId, nicId, timeoutSeconds: DETACH_TIMEOUT_SEC }), true);
       },
     };
   }
@@ -161,11 +166,11 @@ export class AgentHypervisor implements HypervisorPort {
 
   async createVM(vmId: string, spec: VmSpec, volumePaths?: ReadonlyMap<string, string>): Promise<void> {
     const config = markOwner(toAgentVmConfig(vmId, spec, volumePaths), this.o.clusterId);
-    await this.call(() => this.client.createVm({ vmId, config }));
+    await this.acting(vmId, () => this.client.createVm({ vmId, config }), true);
   }
 
   async deleteVM(vmId: string): Promise<void> {
-    await this.call(() => this.client.deleteVm({ vmId, force: true })).catch((err: unknown) => {
+    await this.acting(vmId, () => this.client.deleteVm({ vmId, force: true }), true).catch((err: unknown) => {
       if (!(err instanceof QuantixError && err.code === "not_found")) throw err;
     });
   }
@@ -173,10 +178,13 @@ export class AgentHypervisor implements HypervisorPort {
   /**
    * BootVm answers the VM's state afterwards: that is the observation, without another
    * GetVmInfo round trip (an answer without a state says nothing: the caller observes).
+   * When the watch says the same, now or in its next event, that confirms its view of the VM.
    */
   async bootVM(vmId: string): Promise<VmObservation | undefined> {
-    const res = await this.call(() => this.client.bootVm({ vmId }));
-    return res.state === VmState.UNSPECIFIED ? undefined : this.observation(vmId, res.state, this.watch.vms.get(vmId));
+    const [res, mark] = await this.views.acting(vmId, () => this.call(() => this.client.bootVm({ vmId })));
+    if (res.state === VmState.UNSPECIFIED) return undefined;
+    this.views.confirm(mark, this.watchSays(vmId, res.state), undefined, res.state);
+    return this.observation(vmId, res.state, this.watch.vms.get(vmId));
   }
 
   /**
@@ -189,7 +197,7 @@ export class AgentHypervisor implements HypervisorPort {
     if (this.stopping.has(vmId) && !options.force) return;
     this.stopping.add(vmId);
     this.emit(vmId);
-    const done = this.call(() => this.client.shutdownVm({ vmId, force: options.force, timeoutSeconds: options.force ? 0 : Math.min(3600, options.timeoutSec) }));
+    const done = this.acting(vmId, () => this.client.shutdownVm({ vmId, force: options.force, timeoutSeconds: options.force ? 0 : Math.min(3600, options.timeoutSec) }));
     done.then(
       () => undefined,
       (err: unknown) => this.o.log.log("warn", "agent shutdown failed", { node: this.o.node, vm_id: vmId, error: String(err) }),
@@ -201,24 +209,25 @@ export class AgentHypervisor implements HypervisorPort {
   }
 
   async pauseVM(vmId: string): Promise<void> {
-    await this.call(() => this.client.pauseVm({ vmId }));
+    await this.acting(vmId, () => this.client.pauseVm({ vmId }));
   }
 
   async resumeVM(vmId: string): Promise<void> {
-    await this.call(() => this.client.resumeVm({ vmId }));
+    await this.acting(vmId, () => this.client.resumeVm({ vmId }));
   }
 
   async rebootVM(vmId: string, force: boolean): Promise<void> {
-    await this.call(() => this.client.rebootVm({ vmId, force }));
+    await this.acting(vmId, () => this.client.rebootVm({ vmId, force }));
   }
 
   async suspendVM(vmId: string): Promise<void> {
     if (!this.capabilities.has("suspend")) throw new QuantixError("failed_precondition", `VM '${vmId}' runs on node '${this.o.node}', whose ${this.kind} hypervisor lacks the 'suspend' capability`);
-    await this.call(() => this.client.suspendVm({ vmId }));
+    await this.acting(vmId, () => this.client.suspendVm({ vmId }));
   }
 
   async observe(vmId: string): Promise<VmObservation> {
     let info: Awaited<ReturnType<typeof this.client.getVmInfo>>;
+    const mark = this.views.mark(vmId);
     try {
       info = await this.call(() => this.client.getVmInfo({ vmId }));
     } catch (err) {
@@ -226,7 +235,23 @@ export class AgentHypervisor implements HypervisorPort {
       throw err;
     }
     // The NICs the agent has for the VM (hot-plugs included): the VM controller plugs or unplugs what the spec changed.
-    return { ...this.observation(vmId, info.state, this.watch.vms.get(vmId)), nics: (info.config?.network ?? []).map((n) => ({ id: n.id, portId: n.portId })) };
+    const nics = (info.config?.network ?? []).map((n) => ({ id: n.id, portId: n.portId }));
+    this.views.confirm(mark, this.watchSays(vmId, info.state), nics, info.state);
+    return { ...this.observation(vmId, info.state, this.watch.vms.get(vmId)), nics };
+  }
+
+  /**
+   * observe()'s answer from the watch, without a GetVmInfo, while the watch is synced, the
+   * node up, and an answer of the agent confirmed the VM's view with nothing but watch
+   * events since (agent-vm-views.ts); undefined otherwise. A VM the watch does not have is
+   * never answered from it ("absent" is asked).
+   */
+  observeWatched(vmId: string): VmObservation | undefined {
+    if (this.down.node !== undefined || this.down.watch !== undefined) return undefined;
+    const e = this.watch.vms.get(vmId);
+    const nics = this.views.freshNics(vmId);
+    if (!e || !nics) return undefined;
+    return { ...this.observation(vmId, e.state, e), nics };
   }
 
   /** The VMs of the last snapshot and events; never fails, so a resync survives an unreachable node. */
@@ -293,6 +318,24 @@ export class AgentHypervisor implements HypervisorPort {
     }
   }
 
+  /** One agent call that may change VM `vmId` (`nics`: its NICs too): its watched view is stale from now until confirmed again. */
+  private async acting<T>(vmId: string, fn: () => Promise<T>, nics = false): Promise<T> {
+    return (await this.views.acting(vmId, () => this.call(fn), nics))[0];
+  }
+
+  /** Whether the watch, synced and with the node up, says VM `vmId` is in `state`. */
+  private watchSays(vmId: string, state: VmState): boolean {
+    return this.down.node === undefined && this.down.watch === undefined && this.watch.vms.get(vmId)?.state === state;
+  }
+
+  /** A watch event (or a snapshot, or a break) about VM `vmId`. */
+  private changed(vmId: string): void {
+    const e = this.watch.vms.get(vmId);
+    if (!e) this.views.gone(vmId);
+    else if (this.down.watch === undefined) this.views.seen(vmId, e.state);
+    this.emit(vmId);
+  }
+
   /** One agent call, refused while the node is down, with the agent's error code kept. */
   private async call<T>(fn: () => Promise<T>): Promise<T> {
     this.ready();
@@ -309,6 +352,8 @@ export class AgentHypervisor implements HypervisorPort {
   }
 
   private onConnection(up: boolean, reason: string): void {
+    // What the watch said before may have missed changes: every VM is asked again.
+    this.views.reset();
     if (up) {
       delete this.down.watch;
       for (const resolve of this.waiting) resolve();

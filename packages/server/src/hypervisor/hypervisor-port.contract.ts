@@ -23,7 +23,7 @@ export interface OpenedHypervisor {
 /** The contract's cases, by name, so that an implementation skips one with its reason. */
 export type PortCase =
   | "define" | "boot" | "graceful-shutdown" | "forced-shutdown" | "off-noop" | "delete" | "pause" | "reboot" | "suspend"
-  | "preconditions" | "capabilities" | "notifications" | "crash" | "console" | "metrics" | "migration";
+  | "preconditions" | "capabilities" | "notifications" | "crash" | "console" | "metrics" | "migration" | "watched";
 
 /** How one implementation runs the contract. */
 export interface PortContractOptions {
@@ -70,6 +70,9 @@ export function hypervisorPortContract(name: string, open: () => Promise<OpenedH
     const reaches = async (vmId: string, want: ObservedPower): Promise<VmObservation> => {
       const obs = await until(async () => ((x) => (x.power === want ? x : undefined))(await o.port.observe(vmId)), `VM ${vmId} observed ${want}`, timeoutMs);
       await until(async () => ((e) => ((want === "absent" ? !e : e?.power === want) ? true : undefined))((await o.port.list()).find((v) => v.vmId === vmId)), `list() showing ${vmId} ${want}`, timeoutMs);
+      // A port that answers from its watch answers the truth whenever it answers at all.
+      const watched = o.port.observeWatched?.(vmId);
+      if (watched) assert.deepEqual(watched, await o.port.observe(vmId), `observeWatched(${vmId}) answers what observe() does`);
       return obs;
     };
     const booted = async (vmId: string) => {
@@ -124,6 +127,34 @@ export function hypervisorPortContract(name: string, open: () => Promise<OpenedH
       await o.port.shutdownVM(id, { force: true, timeoutSec: 0 });
       await reaches(id, "shutdown");
     });
+
+    run(
+      "watched",
+      "observeWatched answers what observe() does once observe() confirmed it, and nothing while a call on the VM runs",
+      async (id) => {
+        const watched = (vmId: string) => o.port.observeWatched!(vmId);
+        assert.equal(watched(id), undefined, "a VM the node does not have is asked about, never answered from the watch");
+        await booted(id);
+        const confirmed = async () => {
+          const obs = await o.port.observe(id);
+          const w = watched(id);
+          return w && w.power === obs.power ? { obs, w } : undefined;
+        };
+        const running = await until(confirmed, "observeWatched answering once observe() agreed with the watch", timeoutMs);
+        assert.deepEqual(running.w, running.obs);
+        assert.equal(running.w.power, "running");
+        const off = o.port.shutdownVM(id, { force: true, timeoutSec: 0 });
+        assert.equal(watched(id), undefined, "no answer from the watch while a shutdown runs");
+        await off;
+        await reaches(id, "shutdown");
+        const stopped = await until(confirmed, "observeWatched answering again once observe() confirmed the shutdown", timeoutMs);
+        assert.deepEqual(stopped.w, stopped.obs);
+        assert.equal(stopped.w.power, "shutdown");
+        await o.port.deleteVM(id);
+        assert.equal(watched(id), undefined, "a deleted VM is asked about again");
+      },
+      () => (o.port.observeWatched ? undefined : `${name} answers every observation by asking (no observeWatched)`),
+    );
 
     run("off-noop", "shutdownVM of a VM that was never started changes nothing", async (id) => {
       await o.port.createVM(id, o.spec);
