@@ -24,6 +24,14 @@ export interface FastPathOptions {
 
 type Served = Extract<MethodImplSpec, { kind: "unary" } | { kind: "server_streaming" }>;
 
+/** What a path serves, found with one lookup per call: the method, its limits and its compression threshold. */
+interface Plan {
+  readonly spec: Served;
+  readonly limits: { readonly readMaxBytes: number; readonly writeMaxBytes: number };
+  /** Unary responses of at least this many bytes are gzipped where it pays (Route.compressMinBytes). */
+  readonly compressMin: number | undefined;
+}
+
 /** The socket of an HTTP/2 stream's connection. */
 export const h2Socket = (stream: CallStream): unknown => (stream as ServerHttp2Stream).session?.socket;
 
@@ -36,11 +44,8 @@ const GRPC_CONTENT_TYPE = /^application\/grpc(\+proto)?$/;
  * client streams, compressed messages, unknown paths) goes to the Connect router.
  */
 export class GrpcFastPath {
-  private readonly methods = new Map<string, Served>();
-  /** Per-service message limits (Route.limits), by path. */
-  private readonly limits = new Map<string, { readonly readMaxBytes: number; readonly writeMaxBytes: number }>();
-  /** Routes whose unary responses are gzipped where it pays (Route.compressMinBytes), by path. */
-  private readonly compress = new Map<string, number>();
+  /** By path: each method with its route's limits (Route.limits, or the server's) and compression. */
+  private readonly methods = new Map<string, Plan>();
   private readonly live: Set<FastContext>;
   /** Each streaming method's encoder, one for all its calls (so the pump encodes a fan-out's shared batches once). */
   private readonly encoders = new Map<DescMethod, Encode>();
@@ -51,9 +56,7 @@ export class GrpcFastPath {
       const spec = createServiceImplSpec(r.service, r.impl);
       for (const m of Object.values(spec.methods)) {
         if (m.kind !== "unary" && m.kind !== "server_streaming") continue;
-        this.methods.set(`/${r.service.typeName}/${m.method.name}`, m);
-        if (r.limits) this.limits.set(`/${r.service.typeName}/${m.method.name}`, r.limits);
-        if (r.compressMinBytes !== undefined) this.compress.set(`/${r.service.typeName}/${m.method.name}`, r.compressMinBytes);
+        this.methods.set(`/${r.service.typeName}/${m.method.name}`, { spec: m, limits: r.limits ?? opts, compressMin: r.compressMinBytes });
       }
     }
   }
@@ -62,16 +65,16 @@ export class GrpcFastPath {
   handle(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): boolean {
     if (headers[":method"] !== "POST") return false;
     const path = headers[":path"] ?? "";
-    const spec = this.methods.get(path);
-    if (!spec || !GRPC_CONTENT_TYPE.test(headers["content-type"] ?? "")) return false;
+    const plan = this.methods.get(path);
+    if (!plan || !GRPC_CONTENT_TYPE.test(headers["content-type"] ?? "")) return false;
     const encoding = headers["grpc-encoding"];
     if (encoding !== undefined && encoding !== "identity") return false;
     const rawTimeout = headers["grpc-timeout"];
     const timeout = parseTimeout(typeof rawTimeout === "string" ? rawTimeout : null, Number.MAX_SAFE_INTEGER);
     if (timeout.error) return false;
+    const spec = plan.spec;
     const ctx = new FastContext(spec.method.parent, spec.method, path, stream, headers, timeout.timeoutMs, this.opts.shutdownSignal, this.live, h2Socket);
-    const limits = this.limits.get(path) ?? this.opts;
-    const compressMin = this.compress.get(path);
+    const { limits, compressMin } = plan;
     const gzipAbove = compressMin !== undefined && acceptsGzip(headers["grpc-accept-encoding"]) ? compressMin : undefined;
     void (spec.kind === "unary" ? this.serveUnary(stream, spec, ctx, limits, gzipAbove) : this.serveStreaming(stream, spec, ctx, limits));
     return true;
