@@ -20,7 +20,33 @@ export const SHARED_BUFFERS = "16MB";
  */
 export function pgliteOptions(): PGliteOptions {
   keepWasmBaseline();
-  return { startParams: [...PGlite.defaultStartParams, "-c", `shared_buffers=${SHARED_BUFFERS}`] };
+  return {
+    startParams: [...PGlite.defaultStartParams, "-c", `shared_buffers=${SHARED_BUFFERS}`],
+    serializers: { [BYTEA_OID]: byteaToHex },
+    parsers: { [BYTEA_OID]: byteaFromHex },
+  };
+}
+
+/** PostgreSQL's type id of bytea. */
+const BYTEA_OID = 17;
+
+/**
+ * Every stored object is a bytea parameter (and a bytea column read back), and PGlite
+ * passes them as text in PostgreSQL's hex format. Its own conversion goes byte by byte
+ * through JavaScript strings (Array.from(...).map(toString(16)), parseInt per byte pair):
+ * 6-11 µs to write and 12 µs to read a 143-byte VM, against 0.3-0.6 µs with Node's hex
+ * codec. Same text, same bytes.
+ */
+export function byteaToHex(value: unknown): string {
+  if (!(value instanceof Uint8Array)) throw new Error("Invalid input for bytea type");
+  return `\\x${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString("hex")}`;
+}
+
+/** A bytea column as PostgreSQL prints it (hex format: `\x` then two digits a byte) into its bytes. */
+export function byteaFromHex(text: string): Uint8Array {
+  if (!text.startsWith("\\x")) throw new Error(`unexpected bytea text (not hex format): ${text.slice(0, 16)}`);
+  const b = Buffer.from(text.slice(2), "hex");
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 }
 
 /**

@@ -83,9 +83,20 @@ class Statement {
     return `$${this.params.push(v)}`;
   }
 
-  private dataRef(o: Resource, coll: SqlCollection<Resource>): string {
+  /**
+   * Each row state's encoded data in this statement, by table, id and the revision it was
+   * written at: a later write's `current` is the stored copy of an earlier write's object
+   * (another object, the same bytes), so a quota charged by 64 commits is encoded 65 times, not 128.
+   */
+  private dataOfState = new Map<string, string>();
+
+  private dataRef(o: Resource, coll: SqlCollection<Resource>, revision: bigint = o.resourceVersion): string {
     let ref = this.dataOfObject.get(o);
-    if (!ref) this.dataOfObject.set(o, (ref = `${this.$(coll.encode(o))}::bytea`));
+    if (ref) return ref;
+    const state = `${coll.kind.table}\u0000${o.id}\u0000${revision}`;
+    ref = this.dataOfState.get(state);
+    if (!ref) this.dataOfState.set(state, (ref = `${this.$(coll.encode(o))}::bytea`));
+    this.dataOfObject.set(o, ref);
     return ref;
   }
 
@@ -102,7 +113,7 @@ class Statement {
     if (w.type === "MODIFIED") {
       const sets = cols.map(([c, v]) => `${c} = ${this.$(v)}`);
       this.ctes.push(
-        `${name} AS (UPDATE ${t} SET ${sets.join(", ")}, resource_version = ${this.$(w.revision)}::bigint, data = ${this.dataRef(w.object, w.coll)} WHERE id = ${this.$(w.object.id)} AND resource_version = ${this.$(base)}::bigint RETURNING 1)`,
+        `${name} AS (UPDATE ${t} SET ${sets.join(", ")}, resource_version = ${this.$(w.revision)}::bigint, data = ${this.dataRef(w.object, w.coll, w.revision)} WHERE id = ${this.$(w.object.id)} AND resource_version = ${this.$(base)}::bigint RETURNING 1)`,
       );
     } else {
       this.ctes.push(`${name} AS (DELETE FROM ${t} WHERE id = ${this.$(w.object.id)} AND resource_version = ${this.$(base)}::bigint RETURNING 1)`);
@@ -116,7 +127,7 @@ class Statement {
     const values = Object.values(cols).map((v) => this.$(v));
     let table = this.inserts.get(coll);
     if (!table) this.inserts.set(coll, (table = { names: Object.keys(cols), rows: [] }));
-    table.rows.push(`(${values.join(", ")}, ${this.$(w.revision)}::bigint, ${this.dataRef(w.object, coll)})`);
+    table.rows.push(`(${values.join(", ")}, ${this.$(w.revision)}::bigint, ${this.dataRef(w.object, coll, w.revision)})`);
     this.objects.push(w);
   }
 
@@ -124,7 +135,7 @@ class Statement {
     await this.room(7);
     const modified = w.type === "MODIFIED";
     const previous = modified ? `${this.dataRef(w.current!, w.coll)}, ${this.$(w.current!.resourceVersion)}::bigint` : "NULL::bytea, NULL::bigint";
-    this.changes.push(`(${this.$(w.revision)}::bigint, ${this.$(w.coll.kind.name)}::text, ${this.$(w.type)}::text, ${this.dataRef(w.object, w.coll)}, ${previous})`);
+    this.changes.push(`(${this.$(w.revision)}::bigint, ${this.$(w.coll.kind.name)}::text, ${this.$(w.type)}::text, ${this.dataRef(w.object, w.coll, w.revision)}, ${previous})`);
   }
 
   /** Runs what has been added (nothing when empty) and starts afresh. */
@@ -149,6 +160,7 @@ class Statement {
     this.changes = [];
     this.objects = [];
     this.dataOfObject = new Map();
+    this.dataOfState = new Map();
     let matched: number;
     try {
       const { rows } = await this.tx.query<{ matched: unknown }>(sql, params);
