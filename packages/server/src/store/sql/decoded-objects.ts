@@ -22,29 +22,48 @@ interface Entry<T> {
  * entry's age: a write from any replica gives the row a new resource_version (and new
  * bytes), so it misses and is decoded; the bytes are compared as well, so that even a
  * revision used twice (a database restored from a backup) cannot hand out stale data.
- * At most `max` entries, the least recently read dropped first.
+ *
+ * At most `max` entries, in two generations of up to max/2: entries read go to the young
+ * one; when it is full it becomes the old one and the old one is dropped whole. (Evicting
+ * one entry at a time from the front of a Map costs microseconds per eviction in V8, which
+ * skips the deleted entries before it.)
  */
 export class DecodedObjects<T extends Resource> {
-  private readonly entries = new Map<string, Entry<T>>();
+  private young = new Map<string, Entry<T>>();
+  private old = new Map<string, Entry<T>>();
+  private readonly half: number;
 
-  constructor(private readonly max = MAX_DECODED_OBJECTS) {}
+  constructor(max = MAX_DECODED_OBJECTS) {
+    this.half = Math.max(1, Math.floor(max / 2));
+  }
 
   get size(): number {
-    return this.entries.size;
+    return this.young.size + this.old.size;
   }
 
   /** The object row `id` stores as `data` at `version`: the one decoded before if both match, else `decode`d now (and kept). */
   get(id: string, data: Uint8Array, version: bigint, decode: (data: Uint8Array, version: bigint) => T): T {
-    const e = this.entries.get(id);
-    this.entries.delete(id);
+    let e = this.young.get(id);
+    const young = e !== undefined;
+    if (!young) {
+      e = this.old.get(id);
+      if (e) this.old.delete(id);
+    }
     if (e && e.version === version && Buffer.compare(e.data, data) === 0) {
-      this.entries.set(id, e);
+      if (!young) this.keep(id, e);
       return e.object;
     }
     const object = decode(data, version);
-    // A copy: the driver's buffer may be a slice of a larger one (or reused by the engine).
-    this.entries.set(id, { version, data: new Uint8Array(data), object });
-    if (this.entries.size > this.max) this.entries.delete(this.entries.keys().next().value!);
+    // A copy: the driver's buffer may be reused by its engine.
+    this.keep(id, { version, data: Buffer.from(data), object });
     return object;
+  }
+
+  private keep(id: string, e: Entry<T>): void {
+    this.young.set(id, e);
+    if (this.young.size >= this.half) {
+      this.old = this.young;
+      this.young = new Map();
+    }
   }
 }
