@@ -22,6 +22,7 @@ import {
 import { WatchHub, type WatchHubLimits } from "../watch-hub.js";
 import type { ChangeTailer } from "./change-tailer.js";
 import { sqlType } from "./sql-columns.js";
+import { DecodedObjects } from "./decoded-objects.js";
 import { RecentObjects } from "./recent-objects.js";
 import { RowQueue } from "./row-queue.js";
 import { big, type Param, type SqlDriver } from "./sql-driver.js";
@@ -82,6 +83,9 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
   /** The objects the latest changes published (embedded store only: recentGets). */
   private readonly recent: RecentObjects<T> | undefined;
 
+  /** The objects reads decoded last, reused while their rows are unchanged. */
+  private readonly decoded = new DecodedObjects<T>();
+
   private get any(): Kind<Resource> {
     return this.kind as unknown as Kind<Resource>;
   }
@@ -96,7 +100,7 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
     const known = this.recent?.get(id);
     if (known) return known;
     const { rows } = await this.c.db.query<{ data: Uint8Array; resource_version: unknown }>(`SELECT data, resource_version FROM ${this.kind.table} WHERE id = $1`, [id]);
-    return rows[0] ? this.decode(rows[0].data, big(rows[0].resource_version)) : undefined;
+    return rows[0] ? this.decodeRow(id, rows[0].data, rows[0].resource_version) : undefined;
   }
 
   async list(q: Query): Promise<ListPage<T>> {
@@ -106,7 +110,6 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
     const where = conds.length > 0 ? `WHERE ${conds.join(" AND ")}` : "";
     const f = fieldOf(this.kind, order.field);
     const dir = order.desc ? "DESC" : "ASC";
-    // One statement, so the count, the page and the revision come from one snapshot.
     const p = [...params];
     const c = [...conds];
     if (after) {
@@ -114,16 +117,28 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
       c.push(`(${f.column}, id) ${order.desc ? "<" : ">"} ($${p.length - 1}::${sqlType(f.type)}, $${p.length}::text)`);
     }
     p.push(limit + 1);
-    const sql = `SELECT m.revision, n.total, page.data, page.resource_version
-      FROM quantix_meta m
-      CROSS JOIN (${countTotal === false ? "SELECT -1 AS total" : `SELECT count(*) AS total FROM ${this.kind.table} ${where}`}) n
-      LEFT JOIN LATERAL (SELECT data, resource_version FROM ${this.kind.table} ${c.length > 0 ? `WHERE ${c.join(" AND ")}` : ""}
-                         ORDER BY ${f.column} ${dir}, id ${dir} LIMIT $${p.length}) page ON ${limit > 0 ? "true" : "false"}
-      WHERE m.id = 1`;
-    const { rows } = await this.c.db.query<{ revision: unknown; total: unknown; data: Uint8Array | null; resource_version: unknown }>(sql, p);
+    const page = `FROM ${this.kind.table} ${c.length > 0 ? `WHERE ${c.join(" AND ")}` : ""} ORDER BY ${f.column} ${dir}, id ${dir} LIMIT $${p.length}`;
+    const total = countTotal === false ? "-1" : `(SELECT count(*) FROM ${this.kind.table} ${where})`;
+    // One statement, so the count, the page and the revision come from one snapshot: the
+    // page's rows, each with the revision and the count (subqueries evaluated once).
+    let rows: ListRow[] = [];
+    if (limit > 0) {
+      ({ rows } = await this.c.db.query<ListRow>(`SELECT (SELECT m.revision FROM quantix_meta m WHERE m.id = 1) AS revision, ${total} AS total, id, data, resource_version ${page}`, p));
+    }
+    if (rows.length === 0) {
+      // No rows to carry the revision and the count: the statement that returns them whatever the page.
+      ({ rows } = await this.c.db.query<ListRow>(
+        `SELECT m.revision, n.total, page.id, page.data, page.resource_version
+         FROM quantix_meta m
+         CROSS JOIN (SELECT ${total} AS total) n
+         LEFT JOIN LATERAL (SELECT id, data, resource_version ${page}) page ON ${limit > 0 ? "true" : "false"}
+         WHERE m.id = 1`,
+        p,
+      ));
+    }
     const found = rows.filter((r) => r.data !== null);
     return {
-      items: found.slice(0, limit).map((r) => this.decode(r.data!, big(r.resource_version))),
+      items: found.slice(0, limit).map((r) => this.decodeRow(r.id!, r.data!, r.resource_version)),
       totalCount: Number(big(rows[0]?.total ?? 0)),
       revision: big(rows[0]?.revision ?? 0),
       hasMore: found.length > limit,
@@ -229,6 +244,11 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
     return deepFreeze(o);
   }
 
+  /** A row read (list, get) as its object: the one decoded before while the row is unchanged (DecodedObjects). */
+  private decodeRow(id: string, data: Uint8Array, version: unknown): T {
+    return this.decoded.get(id, data, big(version), (d, v) => this.decode(d, v));
+  }
+
   /** A frozen copy of `o` at `revision`. */
   withVersion(o: T, revision: bigint): T {
     const copy = this.copy(o);
@@ -303,6 +323,15 @@ export function translateSqlError(kind: Kind<Resource>, err: unknown, subject: R
     return new QuantixError("already_exists", `${kind.name} '${subject.id}' already exists`);
   }
   return err;
+}
+
+/** A row of a page statement (SqlCollection.list); the page's columns are null when it has no rows. */
+interface ListRow extends Record<string, unknown> {
+  revision: unknown;
+  total: unknown;
+  id: string | null;
+  data: Uint8Array | null;
+  resource_version: unknown;
 }
 
 /** Rows of history read per query when a watcher resumes from before the hub's history. */
