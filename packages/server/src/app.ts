@@ -224,10 +224,6 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   // only once they run.
   const controllersStarted = controllers.start();
   controllersStarted.catch(() => undefined);
-  const stopStarted = async () => {
-    await controllersStarted.catch(() => undefined);
-    await controllers.stop();
-  };
 
   // The MemoryGateway's documents live in the same store (its own tables and versions).
   // Documents over 256 KiB go to files under the embedded store's data directory.
@@ -268,6 +264,16 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const dashboardDoor = dashboardFiles(config.dashboardDir);
   const baseFallback = createFallback(store, startedAt, () => clock.now(), controlPlaneMetrics({ store, rpc: rpcMetrics, controllers }), deps.workersStatus);
   let stopAnnouncing: () => void = () => undefined;
+  // A start that fails once the controllers began stops what it started, in close()'s order.
+  const stopUnserved = async () => {
+    await controllersStarted.catch(() => undefined);
+    await controllers.stop();
+    await agents.stop();
+    identity.stop();
+    await audit.close();
+    await gateway.close();
+    await store.close();
+  };
   try {
     server = await startRpcServer({
       host: config.host,
@@ -290,12 +296,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
       ...(tls ? { tls } : {}),
     });
   } catch (err) {
-    await stopStarted();
-    await agents.stop();
-    identity.stop();
-    await audit.close();
-    await gateway.close();
-    await store.close();
+    await stopUnserved();
     throw err;
   }
   log.log("info", "control plane listening", { url: server.url, protocols: ["connect", "grpc", "grpc-web"], http: config.tls ? ["1.1", "h2"] : ["1.1", "h2c"], tls: config.tls !== undefined, store: config.store.kind });
@@ -306,12 +307,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     stopAnnouncing();
     consoleWsDoor.close();
     await server.close(0);
-    await stopStarted();
-    await agents.stop();
-    identity.stop();
-    await audit.close();
-    await gateway.close();
-    await store.close();
+    await stopUnserved();
     throw err;
   }
   if (controllers.leading) log.log("info", "controllers running (their first passes go on in the background)");
