@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInStore, createOverGrpc } from "./lib/creates.js";
-import { demoVm, fanout, WATCH_VMS, type FanoutResult } from "./lib/fanout.js";
+import { demoVm, fanout, quietVm, WATCH_VMS, type FanoutResult } from "./lib/fanout.js";
 import { grpcHeaders } from "./lib/h2-client.js";
 import { H2LOAD_INSTALL, type Saturation } from "./lib/h2load.js";
 import { hasProgram, LOG_DIR, RESULTS_DIR, startServer, type Server } from "./lib/proc.js";
@@ -226,6 +226,7 @@ try {
     const over = conns === 1 ? "one connection" : `${num(conns)} connections`;
     progress(`watch fan-out: ${num(n)} WatchVMs streams on ${over}, 5 writes; then the same against a bare node:http2 fan-out`);
     const s = await up(ours(`quantix-fanout-${n}-${conns}`, true));
+    await quietVm(s.url, DEMO_VM_ID);
     const r = await fanout(s, n, DEMO_VM_ID, 5, 90_000, conns);
     // Bare sends our demo VM (with the new description): the same bytes per watcher.
     const vm = await demoVm(s.url, DEMO_VM_ID);
@@ -264,6 +265,7 @@ try {
         const s = await up(ours(`quantix-fanout-pg-${workers}w`, true, { QUANTIX_STORE: db, QUANTIX_WORKERS: String(workers) }, workers === 1 ? 0 : "0,1"));
         const pids = await servingPids(s.url, workers);
         progress(`  ${workers} worker(s) serving: pids ${pids.join(", ")}`);
+        await quietVm(s.url, DEMO_VM_ID);
         byWorkers.push(await fanout(s, 10_000, DEMO_VM_ID, 5, 120_000, 100));
         await down(s);
       }
