@@ -531,56 +531,57 @@ function readBody(body: Readable, readMaxBytes: number, lengthHint: string | nul
   const n = lengthHint === null ? NaN : parseInt(lengthHint, 10);
   const hinted = Number.isSafeInteger(n) && n >= 0;
   if (hinted && n > readMaxBytes) return Promise.reject(new ConnectError(`message size ${n} is larger than configured readMaxBytes ${readMaxBytes}`, Code.ResourceExhausted));
-  return new Promise((resolve, reject) => {
-    (body as ReadBody)[READING] = { chunks: [], size: 0, readMaxBytes, hint: hinted ? n : -1, resolve, reject };
-    // `on`, not `once` (no wrapper per listener): whichever comes first removes all four.
-    body.on("data", onBodyData);
-    body.on("end", onBodyEnd);
-    body.on("error", onBodyGone);
-    body.on("close", onBodyGone);
-  });
+  return new Promise((resolve, reject) => new BodyReader(body, readMaxBytes, hinted ? n : -1, resolve, reject));
 }
 
-/** What one body read keeps, on its body: the listeners are module functions, so a call makes no closures or bound functions for them. */
-interface Reading {
-  readonly chunks: Buffer[];
-  size: number;
-  readonly readMaxBytes: number;
-  /** The promised length, or -1. */
-  readonly hint: number;
-  readonly resolve: (bytes: Uint8Array) => void;
-  readonly reject: (err: unknown) => void;
-}
-const READING = Symbol("connect fast path: reading the request body");
-type ReadBody = Readable & { [READING]?: Reading };
+/** The listeners of one body read, as methods (no closures per call). */
+class BodyReader {
+  private readonly chunks: Buffer[] = [];
+  private size = 0;
+  private readonly onData = this.data.bind(this);
+  private readonly onEnd = this.end.bind(this);
+  private readonly onGone = this.gone.bind(this);
 
-function onBodyData(this: ReadBody, c: Buffer): void {
-  const r = this[READING]!;
-  r.size += c.length;
-  if (r.hint >= 0 && r.size > r.hint) return failBody(this, r, new ConnectError(`protocol error: promised ${r.hint} bytes, received ${r.size}`, Code.InvalidArgument));
-  if (r.hint < 0 && r.size > r.readMaxBytes) return failBody(this, r, new ConnectError(`message size is larger than configured readMaxBytes ${r.readMaxBytes}`, Code.ResourceExhausted));
-  r.chunks.push(c);
-}
+  constructor(
+    private readonly body: Readable,
+    private readonly readMaxBytes: number,
+    /** The promised length, or -1. */
+    private readonly hint: number,
+    private readonly resolve: (bytes: Uint8Array) => void,
+    private readonly reject: (err: unknown) => void,
+  ) {
+    body.on("data", this.onData);
+    body.once("end", this.onEnd);
+    body.once("error", this.onGone);
+    body.once("close", this.onGone);
+  }
 
-function onBodyEnd(this: ReadBody): void {
-  const r = this[READING]!;
-  stopReading(this);
-  if (r.hint >= 0 && r.size < r.hint) r.reject(new ConnectError(`protocol error: promised ${r.hint} bytes, received ${r.size}`, Code.InvalidArgument));
-  else r.resolve(r.chunks.length === 1 ? r.chunks[0]! : Buffer.concat(r.chunks, r.size));
-}
+  private data(c: Buffer): void {
+    this.size += c.length;
+    if (this.hint >= 0 && this.size > this.hint) return this.fail(new ConnectError(`protocol error: promised ${this.hint} bytes, received ${this.size}`, Code.InvalidArgument));
+    if (this.hint < 0 && this.size > this.readMaxBytes) return this.fail(new ConnectError(`message size is larger than configured readMaxBytes ${this.readMaxBytes}`, Code.ResourceExhausted));
+    this.chunks.push(c);
+  }
 
-function onBodyGone(this: ReadBody): void {
-  failBody(this, this[READING]!, CANCELED);
-}
+  private end(): void {
+    this.cleanup();
+    if (this.hint >= 0 && this.size < this.hint) this.reject(new ConnectError(`protocol error: promised ${this.hint} bytes, received ${this.size}`, Code.InvalidArgument));
+    else this.resolve(this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.size));
+  }
 
-function failBody(body: ReadBody, r: Reading, err: unknown): void {
-  stopReading(body);
-  r.reject(err);
-}
+  private gone(): void {
+    this.fail(CANCELED);
+  }
 
-function stopReading(body: ReadBody): void {
-  body.off("data", onBodyData);
-  body.off("end", onBodyEnd);
-  body.off("error", onBodyGone);
-  body.off("close", onBodyGone);
+  private fail(err: unknown): void {
+    this.cleanup();
+    this.reject(err);
+  }
+
+  private cleanup(): void {
+    this.body.off("data", this.onData);
+    this.body.off("end", this.onEnd);
+    this.body.off("error", this.onGone);
+    this.body.off("close", this.onGone);
+  }
 }
