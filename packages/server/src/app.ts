@@ -264,15 +264,22 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const dashboardDoor = dashboardFiles(config.dashboardDir);
   const baseFallback = createFallback(store, startedAt, () => clock.now(), controlPlaneMetrics({ store, rpc: rpcMetrics, controllers }), deps.workersStatus);
   let stopAnnouncing: () => void = () => undefined;
-  // A start that fails once the controllers began stops what it started, in close()'s order.
+  // What runs besides the listener, stopped once no call is left (close(), or a start that
+  // fails once the controllers began): the calls' audit records are written before the store closes.
   const stopUnserved = async () => {
+    await audit.close();
     await controllersStarted.catch(() => undefined);
     await controllers.stop();
     await agents.stop();
     identity.stop();
-    await audit.close();
     await gateway.close();
     await store.close();
+  };
+  const stopServed = async (graceMs: number) => {
+    stopAnnouncing();
+    consoleWsDoor.close();
+    await server.close(graceMs);
+    await stopUnserved();
   };
   try {
     server = await startRpcServer({
@@ -304,10 +311,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   try {
     await controllersStarted;
   } catch (err) {
-    stopAnnouncing();
-    consoleWsDoor.close();
-    await server.close(0);
-    await stopUnserved();
+    await stopServed(0);
     throw err;
   }
   if (controllers.leading) log.log("info", "controllers running (their first passes go on in the background)");
@@ -326,18 +330,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
       return agents;
     },
     close() {
-      closing ??= (async () => {
-        stopAnnouncing();
-        consoleWsDoor.close();
-        await server.close(config.shutdownGraceMs);
-        // The calls have ended: their audit records are written before the store closes.
-        await audit.close();
-        await controllers.stop();
-        await agents.stop();
-        identity.stop();
-        await gateway.close();
-        await store.close();
-      })();
+      closing ??= stopServed(config.shutdownGraceMs);
       return closing;
     },
   };
