@@ -1,7 +1,7 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { GetVMRequestSchema, UpdateVMRequestSchema, VmUpdateSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
-import { VirtualMachineSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { VirtualMachineSchema, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { EnvelopeReader, envelope, unenvelope } from "./grpc-frame.js";
 import { connect, exchange, grpcHeaders, grpcStatus } from "./h2-client.js";
 import { RawH2 } from "./raw-h2.js";
@@ -16,6 +16,14 @@ export const SMALL = 32;
 /** Whether an envelope payload is the SYNCED marker (decoding only small ones). */
 export const isSynced = (payload: Buffer | undefined): boolean => payload !== undefined && fromBinary(VmUpdateSchema, payload).type === EventType.SYNCED;
 
+/** GetVM over gRPC on an open session. */
+async function getVm(session: Parameters<typeof exchange>[0], id: string): Promise<VirtualMachine> {
+  const x = await exchange(session, grpcHeaders("/Quantixkvm.compute.v1.VMService/GetVM"), envelope(toBinary(GetVMRequestSchema, create(GetVMRequestSchema, { id }))));
+  const msgs = unenvelope(x.body);
+  if (grpcStatus(x) !== "0" || msgs.length !== 1) throw new Error(`GetVM failed on our server: grpc-status ${grpcStatus(x)}`);
+  return fromBinary(VirtualMachineSchema, msgs[0]!);
+}
+
 /**
  * The VM `id` as our server holds it (GetVM over gRPC), base64 of its bytes: the bare
  * fan-out (servers/bare-fanout.ts) sends it in its updates, so both write the same bytes
@@ -24,10 +32,7 @@ export const isSynced = (payload: Buffer | undefined): boolean => payload !== un
 export async function demoVm(url: string, id: string): Promise<string> {
   const session = await connect(url);
   try {
-    const x = await exchange(session, grpcHeaders("/Quantixkvm.compute.v1.VMService/GetVM"), envelope(toBinary(GetVMRequestSchema, create(GetVMRequestSchema, { id }))));
-    const msgs = unenvelope(x.body);
-    if (grpcStatus(x) !== "0" || msgs.length !== 1) throw new Error(`GetVM failed on our server: grpc-status ${grpcStatus(x)}`);
-    return Buffer.from(toBinary(VirtualMachineSchema, fromBinary(VirtualMachineSchema, msgs[0]!))).toString("base64");
+    return Buffer.from(toBinary(VirtualMachineSchema, await getVm(session, id))).toString("base64");
   } finally {
     session.close();
   }
@@ -48,10 +53,7 @@ export async function quietVm(url: string, id: string, quietMs = 2000, budgetMs 
     let since = nowMs();
     while (nowMs() - since < quietMs) {
       if (nowMs() > deadline) throw new Error(`VM ${id} was still being written after ${budgetMs / 1000} s; the fan-out counts would be wrong`);
-      const x = await exchange(session, grpcHeaders("/Quantixkvm.compute.v1.VMService/GetVM"), envelope(toBinary(GetVMRequestSchema, create(GetVMRequestSchema, { id }))));
-      const msgs = unenvelope(x.body);
-      if (grpcStatus(x) !== "0" || msgs.length !== 1) throw new Error(`GetVM failed on our server: grpc-status ${grpcStatus(x)}`);
-      const rv = fromBinary(VirtualMachineSchema, msgs[0]!).resourceVersion;
+      const rv = (await getVm(session, id)).resourceVersion;
       if (rv !== last) {
         last = rv;
         since = nowMs();
