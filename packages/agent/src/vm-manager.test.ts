@@ -117,8 +117,8 @@ test("the state table: allowed, idempotent no-ops, and FAILED_PRECONDITION namin
   await w.m.create("vm-s", smallConfig());
   assert.equal(await w.m.shutdown("vm-s", false, 0), "created");
   assert.equal((await failure(w.m.pause("vm-s"))).code, "failed_precondition");
-  assert.equal(await w.m.boot("vm-s"), "running");
-  assert.equal(await w.m.boot("vm-s"), "running");
+  assert.equal((await w.m.boot("vm-s")).state, "running");
+  assert.equal((await w.m.boot("vm-s")).state, "running");
   assert.equal(await w.m.pause("vm-s"), "paused");
   assert.equal(await w.m.pause("vm-s"), "paused");
   const boot = await failure(w.m.boot("vm-s"));
@@ -140,7 +140,7 @@ test("calls on one VM are serialised: a pause sent during a boot waits for it", 
   await using w = await manager(100);
   await w.m.create("vm-q", smallConfig());
   const [booted, paused] = await Promise.all([w.m.boot("vm-q"), w.m.pause("vm-q")]);
-  assert.equal(booted, "running");
+  assert.equal(booted.state, "running");
   assert.equal(paused, "paused");
   assert.equal((await w.backend.getVMInfo("vm-q")).state, "paused");
 });
@@ -176,11 +176,13 @@ test("watch sends the snapshot, SYNCED, then changes from calls and from the bac
   const first = await collect<VmChange>(source, (xs) => xs.some((x) => x.type === "synced"));
   assert.deepEqual(first.map((x) => [x.type, x.vmId, x.state]), [["existing", "vm-w1", "created"], ["synced", "", undefined]]);
   assert.deepEqual(first[0]!.metadata, { owner: "cp" });
-  await w.m.boot("vm-w1");
+  const booted = await w.m.boot("vm-w1");
   w.backend.simulateCrash("vm-w1", "out of memory");
   const later = await collect<VmChange>(source, (xs) => xs.some((x) => x.state === "crashed"));
   assert.deepEqual(later.map((x) => [x.type, x.state, x.reason]), [["changed", "running", "BootVm"], ["changed", "crashed", "out of memory"]]);
   assert.ok(later[0]!.startedAtMs !== undefined);
+  // The boot's answer says when the guest started, as its event does: the caller needs neither.
+  assert.deepEqual(booted, { state: "running", startedAtMs: later[0]!.startedAtMs });
   ac.abort();
   assert.equal((await it.next()).done, true);
 });

@@ -41,6 +41,12 @@ export interface VmManagerDeps {
   readonly stateDir?: string;
 }
 
+/** BootVm's answer: the VM's state afterwards and, while it runs or is paused, when the guest started (ms since the epoch). */
+export interface BootResult {
+  readonly state: BackendVmState;
+  readonly startedAtMs?: number;
+}
+
 const ACTION_RPC: Record<VmAction, string> = { delete: "DeleteVm", boot: "BootVm", shutdown: "ShutdownVm", pause: "PauseVm", resume: "ResumeVm", reboot: "RebootVm", suspend: "SuspendVm" };
 
 /**
@@ -128,9 +134,14 @@ export class VmManager {
     });
   }
 
-  /** BootVm. */
-  boot(vmId: string): Promise<BackendVmState> {
-    return this.act(vmId, "boot", false, () => this.backend.bootVM(vmId));
+  /**
+   * BootVm: the VM's state afterwards and, while it runs or is paused, when the guest
+   * started (what the watch event the boot publishes says), so that the caller records
+   * both from the answer.
+   */
+  async boot(vmId: string): Promise<BootResult> {
+    const info = await this.acted(vmId, "boot", false, () => this.backend.bootVM(vmId));
+    return { state: info.state, ...(info.startedAtMs !== undefined ? { startedAtMs: info.startedAtMs } : {}) };
   }
 
   /** ShutdownVm; timeoutSeconds 0 means 60. */
@@ -488,19 +499,24 @@ export class VmManager {
     return this.hub.watch(snapshot, signal);
   }
 
-  /** Runs one state-changing call in the VM's queue, after the state table allows it. */
-  private act(vmId: string, action: VmAction, force: boolean, run: (info: BackendVmInfo) => Promise<void>): Promise<BackendVmState> {
+  /** Runs one state-changing call in the VM's queue, after the state table allows it; resolves with the VM's state afterwards. */
+  private async act(vmId: string, action: VmAction, force: boolean, run: (info: BackendVmInfo) => Promise<void>): Promise<BackendVmState> {
+    return (await this.acted(vmId, action, force, run)).state;
+  }
+
+  /** act(), resolving with the VM as the backend has it afterwards (as watchers were told), or before a delete. */
+  private acted(vmId: string, action: VmAction, force: boolean, run: (info: BackendVmInfo) => Promise<void>): Promise<BackendVmInfo> {
     throwIfViolations(validateVmId("vm_id", vmId));
     return this.serial(vmId, async () => {
       const info = await this.backend.getVMInfo(vmId, STATE_ONLY);
       const d = decide(action, info.state);
-      if (d === "noop") return info.state;
+      if (d === "noop") return info;
       if (d === "forbidden" || (d === "force" && !force)) {
         throw new QuantixError("failed_precondition", `${ACTION_RPC[action]} is not allowed: VM '${vmId}' is ${info.state.toUpperCase()}${hint(action, info.state)}`);
       }
       await run(info);
-      if (action === "delete") return info.state;
-      return (await this.publish(vmId, ACTION_RPC[action])).state;
+      if (action === "delete") return info;
+      return this.publish(vmId, ACTION_RPC[action]);
     });
   }
 

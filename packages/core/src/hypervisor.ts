@@ -293,7 +293,7 @@ export interface HypervisorPort {
    * Starts a created, shut-down, crashed or suspended VM; no-op when starting or running.
    * FAILED_PRECONDITION otherwise. Resolves with what the hypervisor observes right after
    * when its answer says it (so the caller need not ask again; `nics` left out: a boot
-   * does not change them), else with nothing.
+   * does not change them; `startedAt` as observe() will say it), else with nothing.
    */
   bootVM(vmId: string): Promise<VmObservation | void>;
   /** Asks the guest to power off (or powers off at once with force, or after the timeout); no-op when already off. */

@@ -4,9 +4,9 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { NodeSchema, NodeStatus_Phase as Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
-import { VmStatus_State as State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { ConditionStatus } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
-import { NODE_KIND, QuantixError } from "@quantix/core";
+import { NODE_KIND, QuantixError, VM_KIND } from "@quantix/core";
 import { ON_SIMULATED_NODES, rejection, startTestServer, until, type TestServer } from "@quantix/testing";
 import { FakeNode } from "./services/migration-test-kit.js";
 
@@ -94,6 +94,39 @@ describe("VM power actions on simulated nodes", () => {
     }, "CRASHED");
     assert.match(crashed.status!.errorMessage, /signal 9/);
     assert.equal((await s.vms.startVM({ id: vm.id })).status?.state, State.RUNNING);
+  });
+
+  test("a boot writes the VM's status once: RUNNING and started_at in the same write, none after its watch event", async () => {
+    const vm = await s.vms.createVM({ name: "one-write", spec: spec() });
+    /** StartVM, then the status writes that said RUNNING once the boot's watch event arrived and every pass it caused ran. */
+    const start = async () => {
+      const ac = new AbortController();
+      const writes: VirtualMachine[] = [];
+      const watching = (async () => {
+        for await (const ev of s.cp.store.of(VM_KIND).watch(await s.cp.store.revision(), ac.signal)) if (ev.type === "MODIFIED" && ev.object.id === vm.id) writes.push(ev.object);
+      })().catch(() => undefined);
+      try {
+        const started = await s.vms.startVM({ id: vm.id });
+        assert.equal(started.status?.state, State.RUNNING);
+        assert.ok(started.status?.startedAt, "StartVM answers with started_at");
+        const hv = s.cp.drivers.get(started.status.nodeId)!;
+        await until(async () => ((await hv.list()).some((o) => o.vmId === vm.id && o.power === "running") ? true : undefined), "the boot's watch event");
+        await s.cp.vmController.idle();
+        const running = writes.filter((w) => w.status?.state === State.RUNNING);
+        assert.deepEqual(running.map((w) => w.status?.startedAt), [started.status.startedAt], "one status write says RUNNING, with started_at");
+      } finally {
+        ac.abort();
+        await watching;
+      }
+    };
+    try {
+      // The first boot defines the VM on its node; the second finds it there, shut down.
+      await start();
+      await s.vms.stopVM({ id: vm.id, force: true });
+      await start();
+    } finally {
+      await s.vms.deleteVM({ id: vm.id, force: true });
+    }
   });
 
   test("a power action returns the transitional state at the client's deadline", async () => {

@@ -1,5 +1,6 @@
 import { toPciSlot } from "../migration-layout.js";
 import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   AttachDiskResponseSchema,
@@ -46,7 +47,10 @@ export function vmServiceImpl(m: VmManager, backendVersion: string): ServiceImpl
       await m.delete(req.vmId, req.force);
       return {};
     },
-    bootVm: async (req) => create(BootVmResponseSchema, ok(await m.boot(req.vmId))),
+    async bootVm(req) {
+      const r = await m.boot(req.vmId);
+      return create(BootVmResponseSchema, { ...ok(r.state), ...(r.startedAtMs !== undefined ? { startedAt: timestampFromMs(r.startedAtMs) } : {}) });
+    },
     shutdownVm: async (req) => create(ShutdownVmResponseSchema, ok(await m.shutdown(req.vmId, req.force, req.timeoutSeconds))),
     pauseVm: async (req) => create(PauseVmResponseSchema, ok(await m.pause(req.vmId))),
     resumeVm: async (req) => create(ResumeVmResponseSchema, ok(await m.resume(req.vmId))),

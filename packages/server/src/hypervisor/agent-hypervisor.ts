@@ -176,15 +176,18 @@ export class AgentHypervisor implements HypervisorPort {
   }
 
   /**
-   * BootVm answers the VM's state afterwards: that is the observation, without another
-   * GetVmInfo round trip (an answer without a state says nothing: the caller observes).
-   * When the watch says the same, now or in its next event, that confirms its view of the VM.
+   * BootVm answers the VM's state afterwards and when the guest started: that is the
+   * observation, without another GetVmInfo round trip, and whole before the boot's watch
+   * event arrives (so the status written from it needs no second write when the event
+   * comes). An answer without a state says nothing: the caller observes; one without
+   * started_at (an older agent) takes it from the watch when that has caught up. When the
+   * watch says the same state, now or in its next event, that confirms its view of the VM.
    */
   async bootVM(vmId: string): Promise<VmObservation | undefined> {
     const [res, mark] = await this.views.acting(vmId, () => this.call(() => this.client.bootVm({ vmId })));
     if (res.state === VmState.UNSPECIFIED) return undefined;
     this.views.confirm(mark, this.watchSays(vmId, res.state), undefined, res.state);
-    return this.observation(vmId, res.state, this.watch.vms.get(vmId));
+    return this.observation(vmId, res.state, this.watch.vms.get(vmId), res.startedAt && timestampMs(res.startedAt));
   }
 
   /**
@@ -272,14 +275,16 @@ export class AgentHypervisor implements HypervisorPort {
     return () => this.listeners.delete(listener);
   }
 
-  private observation(vmId: string, state: VmState, e: AgentVmEntry | undefined): VmObservation {
+  /** The VM in `state`, with the watch's entry `e` for what the state alone does not say; `startedAtMs`: the agent's answer said it. */
+  private observation(vmId: string, state: VmState, e: AgentVmEntry | undefined, startedAtMs?: number): VmObservation {
     let power = POWER[state] ?? "absent";
     if (this.stopping.has(vmId) && (power === "running" || power === "paused")) power = "stopping";
     const same = e?.state === state;
+    const started = startedAtMs ?? (same ? e.startedAtMs : undefined);
     return {
       vmId,
       power,
-      ...(same && e.startedAtMs !== undefined && (power === "running" || power === "paused" || power === "stopping") ? { startedAt: e.startedAtMs } : {}),
+      ...(started !== undefined && (power === "running" || power === "paused" || power === "stopping") ? { startedAt: started } : {}),
       ...(power === "crashed" ? { error: same && e.reason ? e.reason : "the agent reports it crashed" } : {}),
       ...(e?.owner !== undefined ? { owner: e.owner } : {}),
     };

@@ -80,7 +80,10 @@ export function hypervisorPortContract(name: string, open: () => Promise<OpenedH
       const answer = await o.port.bootVM(vmId);
       // A boot that answers what it observes (the VM controller then skips its second look) answers the truth.
       if (answer) assert.deepEqual([answer.vmId, answer.power], [vmId, await power(vmId)]);
-      return reaches(vmId, "running");
+      const obs = await reaches(vmId, "running");
+      // ... and says when the guest started, as the port says once its events caught up: the status written from the answer is whole.
+      if (answer?.power === "running") assert.equal(answer.startedAt, obs.startedAt, "the boot's answer has the observed startedAt");
+      return obs;
     };
     const refused = (call: Promise<unknown>, words: RegExp) =>
       assert.rejects(call, (e: unknown) => {
