@@ -1,10 +1,10 @@
 import { spawn } from "node:child_process";
 import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { VmConfigSchema, VmService, VmState, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { VmService, VmState, type VmConfig } from "@quantix/api/gen/vmm/v1/vm_pb.js";
+import { migrateConfig } from "./agent-migrate.js";
 import { buildQemuArgs, vmPaths, QmpClient } from "@quantix/agent";
 import { buildTestGuest } from "@quantix/testing";
 import { LOG_DIR, startServer } from "./proc.js";
@@ -26,15 +26,9 @@ export interface AgentBootResult {
 const QEMU = "qemu-system-x86_64";
 const START_TIMEOUT_MS = 30_000;
 
-/** The test guest as a vmm.v1 config: 1 vCPU, 128 MiB, serial console buffered. */
-export async function guestConfig(): Promise<VmConfig> {
-  const guest = await buildTestGuest();
-  return create(VmConfigSchema, {
-    cpu: { vcpuCount: 1 },
-    memory: { sizeBytes: 128n * 1024n * 1024n },
-    boot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, kernelArgs: guest.kernelArgs },
-    console: { enabled: true },
-  });
+/** The test guest as a vmm.v1 config: 1 vCPU, `mib` of memory (128 MiB unless said), serial console buffered. */
+export async function guestConfig(mib = 128n): Promise<VmConfig> {
+  return migrateConfig(await buildTestGuest(), mib);
 }
 
 /**

@@ -26,7 +26,9 @@ export interface ControlPlaneBootResult {
  */
 export async function controlPlaneBoot(runs: number, progress: (msg: string) => void): Promise<ControlPlaneBootResult> {
   const guest = await buildTestGuest();
-  const config = await guestConfig();
+  // The control plane's smallest VM is 256 MiB (VM_LIMITS.memoryMinMib): the direct baseline
+  // starts the same size, so both start the same QEMU (it was 128 MiB against our 256).
+  const config = await guestConfig(256n);
   const dir = mkdtempSync("/tmp/qx-bench-cp-");
   const cp = await startServer("cp-boot", "packages/server/src/main.ts", [], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "memory", QUANTIX_DEMO: "0", QUANTIX_LOG_LEVEL: "info" });
   const agent = await startServer("agent-cp", "packages/agent/src/main.ts", [], {
