@@ -8,7 +8,7 @@ import type * as http from "node:http";
  * the write's cost: answers written as each call finishes, tens of microseconds apart,
  * wake the reader once each; written together, the first wakes it and the rest find it
  * awake. Each connection still gets one write per answer, in its order. GetVM, Connect
- * JSON, 32 keep-alive connections: ~53 -> ~43 µs of server CPU per call (perf: the
+ * JSON, 32 keep-alive connections: ~53-63 -> ~39-44 µs of server CPU per call (perf: the
  * writev's receiver wakeup was ~10 µs a call, against ~3 for the bare node:http server,
  * whose faster answers found the client still awake).
  */
