@@ -26,6 +26,7 @@ import { CANCELED, envelope } from "./grpc-wire.js";
 import { h2Socket } from "./grpc-fast-path.js";
 import { pump, type Sink } from "./stream-pump.js";
 import { gzipWherePays, gzipWherePaysSync } from "./response-compression.js";
+import { TurnWrites } from "./turn-writes.js";
 
 /** What a route's Connect calls are served with: the very options connect-es's router gets for it. */
 export interface ConnectRouteOptions {
@@ -68,6 +69,8 @@ interface Exchange {
   send(status: number, headers: Record<string, string>, body: Uint8Array, unread: boolean): void;
   /** Ends the exchange without an answer (as the router does when it cannot write one). */
   abort(): void;
+  /** Called when a unary call starts: its answer may be written with others of the turn (HTTP/1.1, `TurnWrites`). */
+  arm(): void;
   /** Where a streamed response's bytes go (after `head`), and whose "close" says the client went away. */
   readonly out: Sink;
   /** Sends a streamed response's status (200) and headers. */
@@ -104,6 +107,8 @@ class H2Exchange implements Exchange {
     if (!this.stream.closed) this.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
   }
 
+  arm(): void {}
+
   get out(): Sink {
     return this.stream as unknown as Sink;
   }
@@ -128,6 +133,7 @@ class H1Exchange implements Exchange {
   constructor(
     readonly body: http.IncomingMessage,
     private readonly res: http.ServerResponse,
+    private readonly writes: TurnWrites,
   ) {}
 
   get call(): CallStream {
@@ -139,12 +145,15 @@ class H1Exchange implements Exchange {
     if (res.destroyed || res.headersSent) return;
     // The unread rest would stall the next request on this keep-alive connection (listener.ts, closeIfUnread).
     if (unread || !this.body.complete) res.shouldKeepAlive = false;
-    res.writeHead(status, headers);
-    res.end(body);
+    this.writes.add(res, status, headers, body);
   }
 
   abort(): void {
     this.res.destroy();
+  }
+
+  arm(): void {
+    this.writes.arm();
   }
 
   get out(): Sink {
@@ -189,6 +198,7 @@ export class ConnectFastPath {
   private readonly methods = new Map<string, Method>();
   private readonly live: Set<FastContext>;
   private readonly endStream: ReturnType<typeof createEndStreamSerialization>;
+  private readonly h1Writes = new TurnWrites();
 
   constructor(routes: readonly Route[], private readonly opts: ConnectFastPathOptions) {
     this.live = liveContexts(opts.shutdownSignal);
@@ -211,7 +221,7 @@ export class ConnectFastPath {
 
   /** Handles an HTTP/1.1 request if it is a call this path serves; returns false otherwise. */
   handleH1(req: http.IncomingMessage, res: http.ServerResponse): boolean {
-    return this.take(req.method, req.url ?? "", req.headers, req, () => new H1Exchange(req, res));
+    return this.take(req.method, req.url ?? "", req.headers, req, () => new H1Exchange(req, res, this.h1Writes));
   }
 
   /**
@@ -246,6 +256,7 @@ export class ConnectFastPath {
   // enough; trailers travel as `trailer-` headers.
   private async serve(x: Exchange, m: Method, headers: http.IncomingHttpHeaders, path: string, binary: boolean, timeoutMs: number | undefined): Promise<void> {
     const start = performance.now();
+    x.arm();
     const ctx = new FastContext(m.spec.method.parent, m.spec.method, path, x.call, headers, timeoutMs, this.opts.shutdownSignal, this.live, x.socketOf, "connect", "POST");
     const compression = compressionNegotiate(m.acceptCompression as Compression[], null, single(headers["accept-encoding"]), "accept-encoding");
     let status = 200;
