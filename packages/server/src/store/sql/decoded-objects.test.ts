@@ -44,6 +44,18 @@ describe("decoded objects", () => {
     assert.equal(cache.get("a", Uint8Array.of(1, 2, 4), 6n, decode), other);
   });
 
+  it("takes the bytes as the store reads them, in hex: the same row matches either way, other bytes do not", () => {
+    const cache = new DecodedObjects<VirtualMachine>(10);
+    const { decode, calls } = counting();
+    const first = cache.get("a", "010203", 5n, decode);
+    assert.equal(first.resourceVersion, 5n);
+    assert.equal((first as unknown as { bytes: number }).bytes, 3, "decoded from the bytes the hex stands for");
+    assert.equal(cache.get("a", "010203", 5n, decode), first);
+    assert.equal(cache.get("a", Uint8Array.of(1, 2, 3), 5n, decode), first);
+    assert.notEqual(cache.get("a", "010204", 5n, decode), first);
+    assert.equal(calls(), 2);
+  });
+
   it("keeps a copy of the bytes: a driver reusing its buffer cannot make a stale entry match", () => {
     const cache = new DecodedObjects<VirtualMachine>(10);
     const { decode, calls } = counting();

@@ -2,15 +2,15 @@ import type { Resource } from "@quantix/core";
 
 /**
  * Decoded objects a collection keeps at most (the most recently read). A VM as the bench
- * stores it (138 bytes encoded) costs about 1.7 KB here, its frozen object and a copy of
- * its bytes: about 7 MB when full.
+ * stores it (138 bytes encoded) costs about 1.7 KB here, its frozen object and its bytes
+ * in hex: about 7 MB when full.
  */
 export const MAX_DECODED_OBJECTS = 4096;
 
 interface Entry<T> {
   readonly version: bigint;
-  /** The stored bytes it was decoded from (a private copy). */
-  readonly data: Uint8Array;
+  /** The stored bytes it was decoded from, in hex (a string: nobody can change it). */
+  readonly hex: string;
   readonly object: T;
 }
 
@@ -41,21 +41,26 @@ export class DecodedObjects<T extends Resource> {
     return this.young.size + this.old.size;
   }
 
-  /** The object row `id` stores as `data` at `version`: the one decoded before if both match, else `decode`d now (and kept). */
-  get(id: string, data: Uint8Array, version: bigint, decode: (data: Uint8Array, version: bigint) => T): T {
+  /**
+   * The object row `id` stores as `data` (its bytes, or their hex as the store reads them:
+   * `encode(data, 'hex')`) at `version`: the one decoded before if both match, else
+   * `decode`d now (and kept). Reading the hex text lets a row that is cached cost a string
+   * comparison: no buffer made from the driver's hex text, no bytes compared.
+   */
+  get(id: string, data: Uint8Array | string, version: bigint, decode: (data: Uint8Array, version: bigint) => T): T {
+    const hex = typeof data === "string" ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("hex");
     let e = this.young.get(id);
     const young = e !== undefined;
     if (!young) {
       e = this.old.get(id);
       if (e) this.old.delete(id);
     }
-    if (e && e.version === version && Buffer.compare(e.data, data) === 0) {
+    if (e && e.version === version && e.hex === hex) {
       if (!young) this.keep(id, e);
       return e.object;
     }
-    const object = decode(data, version);
-    // A copy: the driver's buffer may be reused by its engine.
-    this.keep(id, { version, data: Buffer.from(data), object });
+    const object = decode(typeof data === "string" ? Buffer.from(data, "hex") : data, version);
+    this.keep(id, { version, hex, object });
     return object;
   }
 

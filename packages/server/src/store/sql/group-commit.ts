@@ -80,6 +80,8 @@ export class GroupCommit {
     private readonly afterCommit: (changes: number) => Promise<void>,
     /** Called inside a transaction, before its COMMIT, with the last revision it writes (ChangeTailer.expectOwn). */
     private readonly committing: (revision: bigint) => void = () => undefined,
+    /** Called as each round starts (true) and once its callers are answered (false): ChangeTailer.ownRound. */
+    private readonly round: (started: boolean) => void = () => undefined,
   ) {}
 
   /** Commits one write: resolves to the object as stored, or undefined when its base no longer matched. */
@@ -107,7 +109,12 @@ export class GroupCommit {
     try {
       while (this.queue.length > 0) {
         const batch = this.queue.splice(0, MAX_BATCH);
-        await (batch.length === 1 ? this.alone(batch[0]!) : this.together(batch));
+        this.round(true);
+        try {
+          await (batch.length === 1 ? this.alone(batch[0]!) : this.together(batch));
+        } finally {
+          this.round(false);
+        }
       }
     } finally {
       this.draining = false;
@@ -366,7 +373,8 @@ async function writeAlone(db: SqlDriver, coll: SqlCollection<Resource>, plan: Pl
            1 / (SELECT count(*)::int FROM row) AS matched,
            pg_notify(${$(CHANGES_CHANNEL)}, (SELECT revision FROM row)::text) AS notified`;
   try {
-    const { rows } = await db.query<{ revision: unknown }>(sql, params);
+    // One text per kind and write type: parsed and planned once per connection, not per write.
+    const { rows } = await db.query<{ revision: unknown }>(sql, params, { prepare: true });
     return big(rows[0]!.revision);
   } catch (err) {
     if ((err as { code?: string }).code === "22012") return undefined;

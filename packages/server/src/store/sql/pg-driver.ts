@@ -1,6 +1,7 @@
+import { createHash } from "node:crypto";
 import { QuantixError } from "@quantix/core";
 import pg from "pg";
-import { toWire, type Param, type Queryable, type Row, type SqlDriver } from "./sql-driver.js";
+import { toWire, type Param, type Queryable, type QueryOptions, type Row, type SqlDriver } from "./sql-driver.js";
 
 type Conn = pg.Pool | pg.PoolClient | pg.Client;
 
@@ -18,11 +19,24 @@ function unavailable(err: unknown): unknown {
   return lost ? new QuantixError("unavailable", "the database is unavailable; retry shortly", [], { cause: err }) : err;
 }
 
+/** Prepared statements' names by text (at most MAX_PREPARED texts are prepared; others run unnamed). */
+const prepared = new Map<string, string>();
+const MAX_PREPARED = 1000;
+
+/** The name a statement is prepared under: a digest of its text, so every connection agrees. */
+function statementName(sql: string): string | undefined {
+  let name = prepared.get(sql);
+  if (name === undefined && prepared.size < MAX_PREPARED) prepared.set(sql, (name = `quantix_${createHash("sha1").update(sql).digest("hex").slice(0, 24)}`));
+  return name;
+}
+
 function wrap(c: Conn): Queryable {
   return {
-    async query<R extends Row>(sql: string, params: readonly Param[] = []) {
+    async query<R extends Row>(sql: string, params: readonly Param[] = [], options?: QueryOptions) {
       try {
-        const res = await c.query<R>(sql, params.map(toWire));
+        const values = params.map(toWire);
+        const name = options?.prepare ? statementName(sql) : undefined;
+        const res = await (name ? c.query<R>({ name, text: sql, values }) : c.query<R>(sql, values));
         return { rows: res.rows, rowCount: res.rowCount ?? res.rows.length };
       } catch (err) {
         throw unavailable(err);
@@ -96,10 +110,10 @@ class PoolTurns {
 /** A Queryable that takes a turn for each statement. */
 function turnTaking(q: Queryable, turns: PoolTurns): Queryable {
   return {
-    async query<R extends Row>(sql: string, params?: readonly Param[]) {
+    async query<R extends Row>(sql: string, params?: readonly Param[], options?: QueryOptions) {
       await turns.take();
       try {
-        return await q.query<R>(sql, params);
+        return await q.query<R>(sql, params, options);
       } finally {
         turns.give();
       }
@@ -155,8 +169,8 @@ export class PgDriver implements SqlDriver {
     return new PgDriver(pool, url, limits);
   }
 
-  query<R extends Row = Row>(sql: string, params?: readonly Param[]) {
-    return this.root.query<R>(sql, params);
+  query<R extends Row = Row>(sql: string, params?: readonly Param[], options?: QueryOptions) {
+    return this.root.query<R>(sql, params, options);
   }
 
   exec(sql: string): Promise<void> {

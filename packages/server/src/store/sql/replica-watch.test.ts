@@ -50,10 +50,21 @@ class GatedDriver {
   }
 }
 
-async function openReplica(url: string, wrap?: (d: SqlDriver) => SqlDriver, historyRevisions = RETENTION): Promise<SqlStore> {
+async function openReplica(url: string, wrap?: (d: SqlDriver) => SqlDriver, historyRevisions = RETENTION, pollMs = 200): Promise<SqlStore> {
   const driver = await PgDriver.open(url, LIMITS);
   await migrate(driver, () => undefined);
-  return SqlStore.open(wrap ? wrap(driver) : driver, { historyRevisions, maxBacklog: 10_000, pollMs: 200, onError: () => undefined });
+  return SqlStore.open(wrap ? wrap(driver) : driver, { historyRevisions, maxBacklog: 10_000, pollMs, onError: () => undefined });
+}
+
+/** A driver that counts its reads of the change history (the tailer's). */
+function countingHistoryReads(inner: SqlDriver): { driver: SqlDriver; reads: () => number } {
+  let reads = 0;
+  const driver = Object.create(inner) as SqlDriver;
+  driver.query = (sql, params, options) => {
+    if (/FROM quantix_changes/.test(sql) && !/^\s*(WITH|INSERT|DELETE)/.test(sql)) reads++;
+    return inner.query(sql, params, options);
+  };
+  return { driver, reads: () => reads };
 }
 
 /** Drains a watch until SYNCED plus `extra` changes, or its error. */
@@ -81,6 +92,41 @@ describe("watching one replica while another writes", () => {
     server = await startPostgres();
   });
   after(async () => server?.stop());
+
+  it("a replica's own writes are published without reading them back, another replica's still reach its watchers", async () => {
+    const url = await server.createDatabase("own_writes");
+    let counted: ReturnType<typeof countingHistoryReads> | undefined;
+    // No periodic poll: only notifications wake the tailers.
+    const a = await openReplica(url, (d) => (counted = countingHistoryReads(d)).driver, 1000, 600_000);
+    const b = await openReplica(url, undefined, 1000, 600_000);
+    try {
+      const from = await a.revision();
+      await until(() => (counted!.reads() > 0 ? true : undefined), "A's first read of the history");
+      const before = counted!.reads();
+      // One at a time: each commit's NOTIFY reaches A's listening connection around the
+      // time its result does (often first). None of them needs a read of the history.
+      for (let i = 0; i < 100; i++) await a.of(VM_KIND).create(fixtureVm());
+      assert.equal(counted!.reads() - before, 0, "A read its own writes back from the history");
+      // B writes while A keeps writing: A's watchers get every revision, in order.
+      const watching = drain(a, from, (e) => e.filter((x) => x.type !== "SYNCED").length >= 140);
+      await Promise.all([
+        (async () => {
+          for (let i = 0; i < 20; i++) await b.of(VM_KIND).create(fixtureVm());
+        })(),
+        (async () => {
+          for (let i = 0; i < 20; i++) await a.of(VM_KIND).create(fixtureVm());
+        })(),
+      ]);
+      const { events, error } = await watching;
+      assert.equal(error, undefined);
+      const revs = events.filter((e) => e.type !== "SYNCED").map((e) => e.revision);
+      const expected = Array.from({ length: 140 }, (_, i) => from + 1n + BigInt(i));
+      assert.deepEqual(revs, expected, "A's watch missed or reordered a revision");
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
 
   it("a resume from the database's history while the hub compacts is complete or OUT_OF_RANGE, never a gap", async () => {
     const url = await server.createDatabase("resume_race");

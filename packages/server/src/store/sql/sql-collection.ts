@@ -99,8 +99,8 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
   async get(id: string): Promise<T | undefined> {
     const known = this.recent?.get(id);
     if (known) return known;
-    const { rows } = await this.c.db.query<{ data: Uint8Array; resource_version: unknown }>(`SELECT data, resource_version FROM ${this.kind.table} WHERE id = $1`, [id]);
-    return rows[0] ? this.decodeRow(id, rows[0].data, rows[0].resource_version) : undefined;
+    const { rows } = await this.c.db.query<{ hex: string; resource_version: unknown }>(`SELECT encode(data, 'hex') AS hex, resource_version FROM ${this.kind.table} WHERE id = $1`, [id], PREPARED);
+    return rows[0] ? this.decodeRow(id, rows[0].hex, rows[0].resource_version) : undefined;
   }
 
   async list(q: Query): Promise<ListPage<T>> {
@@ -120,26 +120,29 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
     const page = `FROM ${this.kind.table} ${c.length > 0 ? `WHERE ${c.join(" AND ")}` : ""} ORDER BY ${f.column} ${dir}, id ${dir} LIMIT $${p.length}`;
     const total = countTotal === false ? "-1" : `(SELECT count(*) FROM ${this.kind.table} ${where})`;
     // One statement, so the count, the page and the revision come from one snapshot: the
-    // page's rows, each with the revision and the count (subqueries evaluated once).
+    // page's rows, each with the revision and the count (subqueries evaluated once; no
+    // count column when it is not asked for). The bytes are read as hex text, which the
+    // decoded objects compare as they are (DecodedObjects.get).
     let rows: ListRow[] = [];
     if (limit > 0) {
-      ({ rows } = await this.c.db.query<ListRow>(`SELECT (SELECT m.revision FROM quantix_meta m WHERE m.id = 1) AS revision, ${total} AS total, id, data, resource_version ${page}`, p));
+      const counted = countTotal === false ? "" : `${total} AS total, `;
+      ({ rows } = await this.c.db.query<ListRow>(`SELECT (SELECT m.revision FROM quantix_meta m WHERE m.id = 1) AS revision, ${counted}id, encode(data, 'hex') AS hex, resource_version ${page}`, p, PREPARED));
     }
     if (rows.length === 0) {
       // No rows to carry the revision and the count: the statement that returns them whatever the page.
       ({ rows } = await this.c.db.query<ListRow>(
-        `SELECT m.revision, n.total, page.id, page.data, page.resource_version
+        `SELECT m.revision, n.total, page.id, page.hex, page.resource_version
          FROM quantix_meta m
          CROSS JOIN (SELECT ${total} AS total) n
-         LEFT JOIN LATERAL (SELECT id, data, resource_version ${page}) page ON ${limit > 0 ? "true" : "false"}
+         LEFT JOIN LATERAL (SELECT id, encode(data, 'hex') AS hex, resource_version ${page}) page ON ${limit > 0 ? "true" : "false"}
          WHERE m.id = 1`,
         p,
       ));
     }
-    const found = rows.filter((r) => r.data !== null);
+    const found = rows.filter((r) => r.hex !== null);
     return {
-      items: found.slice(0, limit).map((r) => this.decodeRow(r.id!, r.data!, r.resource_version)),
-      totalCount: Number(big(rows[0]?.total ?? 0)),
+      items: found.slice(0, limit).map((r) => this.decodeRow(r.id!, r.hex!, r.resource_version)),
+      totalCount: Number(big(rows[0]?.total ?? -1)),
       revision: big(rows[0]?.revision ?? 0),
       hasMore: found.length > limit,
     };
@@ -245,7 +248,7 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
   }
 
   /** A row read (list, get) as its object: the one decoded before while the row is unchanged (DecodedObjects). */
-  private decodeRow(id: string, data: Uint8Array, version: unknown): T {
+  private decodeRow(id: string, data: string, version: unknown): T {
     return this.decoded.get(id, data, big(version), (d, v) => this.decode(d, v));
   }
 
@@ -328,11 +331,20 @@ export function translateSqlError(kind: Kind<Resource>, err: unknown, subject: R
 /** A row of a page statement (SqlCollection.list); the page's columns are null when it has no rows. */
 interface ListRow extends Record<string, unknown> {
   revision: unknown;
-  total: unknown;
+  /** Absent when the count was not asked for. */
+  total?: unknown;
   id: string | null;
-  data: Uint8Array | null;
+  /** The stored bytes in hex. */
+  hex: string | null;
   resource_version: unknown;
 }
+
+/**
+ * Gets and pages: few statement texts (per kind, filter, order and cursor), run again and
+ * again. Parsed and planned once per connection: with decoded objects reused, planning
+ * the page statement was a large part of a page's database time.
+ */
+const PREPARED = { prepare: true } as const;
 
 /** Rows of history read per query when a watcher resumes from before the hub's history. */
 const HISTORY_PAGE = 1000;

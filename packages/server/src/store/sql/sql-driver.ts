@@ -11,9 +11,20 @@ export type Row = Record<string, unknown>;
 /** A query parameter. bigint is sent as text; arrays as PostgreSQL arrays. */
 export type Param = string | number | boolean | null | Uint8Array | bigint | readonly (string | number)[];
 
+/** How a statement is run. */
+export interface QueryOptions {
+  /**
+   * The statement's text is one of few fixed ones that run again and again (a lone write of
+   * a kind): the PostgreSQL driver prepares it once per connection, so that the server
+   * parses it (and, once its plan cache settles on a generic plan, plans it) once, not per
+   * call. Other engines ignore it.
+   */
+  readonly prepare?: boolean;
+}
+
 /** Something queries run on: the database, or one transaction. */
 export interface Queryable {
-  query<R extends Row = Row>(sql: string, params?: readonly Param[]): Promise<{ rows: R[]; rowCount: number }>;
+  query<R extends Row = Row>(sql: string, params?: readonly Param[], options?: QueryOptions): Promise<{ rows: R[]; rowCount: number }>;
   /** Runs a script of several statements without parameters (migrations). */
   exec(sql: string): Promise<void>;
 }

@@ -54,6 +54,7 @@ export class SqlStore implements Store {
       (n) => this.compactor.afterWrite(n),
       // Only the embedded database has no other writer (ChangeTailer.expectOwn).
       driver.kind === "embedded" ? (r) => this.tailer.expectOwn(r) : undefined,
+      (started) => this.tailer.ownRound(started),
     );
     const context = {
       db: driver,
