@@ -83,6 +83,32 @@ describe("idle and slow connections", () => {
     }
   });
 
+  test("an h2c connection that keeps calling more often than the idle timeout stays open, and is closed once it stops", async () => {
+    const session = http2.connect(`http://127.0.0.1:${w.server.port}`);
+    session.on("error", () => undefined);
+    let closed = false;
+    session.on("close", () => (closed = true));
+    const call = () =>
+      new Promise<void>((resolve, reject) => {
+        const req = session.request({ ":method": "POST", ":path": GET_NODE, "content-type": "application/grpc", te: "trailers" });
+        req.on("data", () => undefined);
+        req.on("end", resolve);
+        req.on("error", reject);
+        req.end(frame(getNodeBytes("n")));
+      });
+    try {
+      // 1.5 s of a call every 150 ms: several idle timeouts (400 ms) and sweeps long.
+      for (const end = Date.now() + 1500; Date.now() < end; ) {
+        await call();
+        await new Promise((r) => setTimeout(r, 150));
+      }
+      assert.equal(closed, false, "a busy connection is not idle");
+      await until(() => (closed ? true : undefined), "the connection closed once idle", 5000);
+    } finally {
+      session.destroy();
+    }
+  });
+
   test("an HTTP/1.1 connection that sends part of its headers and stops is closed", async () => {
     const s = net.connect(w.server.port, "127.0.0.1");
     let closed = false;

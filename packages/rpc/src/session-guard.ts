@@ -2,7 +2,7 @@ import type * as http2 from "node:http2";
 
 /** How long HTTP/2 sessions may stay silent, or say nothing useful. */
 export interface SessionGuardLimits {
-  /** A session without a frame either way for this long gets a GOAWAY (open streams may finish). */
+  /** A session without a frame either way for this long gets a GOAWAY (open streams may finish), at the next sweep (at most 1 s later). */
   readonly idleTimeoutMs: number;
   /** A session that has not sent a complete request header block this long after connecting is closed. */
   readonly headersTimeoutMs: number;
@@ -15,6 +15,9 @@ const PING_TIMEOUT_MS = 2000;
 
 interface Watched {
   readonly openedAt: number;
+  /** Bytes read and written on the session's socket at the last sweep, and when they last changed. */
+  traffic: number;
+  activeAt: number;
   /** The highest stream id handed to the server's 'stream' listeners. */
   delivered: number;
   probing: boolean;
@@ -38,10 +41,10 @@ export class SessionGuard {
 
   /** Watches a new session until it closes. */
   add(session: http2.ServerHttp2Session): void {
-    this.sessions.set(session, { openedAt: Date.now(), delivered: 0, probing: false });
-    session.setTimeout(this.limits.idleTimeoutMs, () => session.close());
+    const now = Date.now();
+    this.sessions.set(session, { openedAt: now, traffic: 0, activeAt: now, delivered: 0, probing: false });
     session.once("close", () => this.sessions.delete(session));
-    this.timer ??= setInterval(() => this.sweep(), Math.min(SWEEP_MS, this.limits.headersTimeoutMs)).unref();
+    this.timer ??= setInterval(() => this.sweep(), Math.min(SWEEP_MS, this.limits.headersTimeoutMs, this.limits.idleTimeoutMs)).unref();
   }
 
   /** A stream reached the server's listeners (cheap: called for every request). */
@@ -65,6 +68,17 @@ export class SessionGuard {
     const now = Date.now();
     for (const [session, w] of this.sessions) {
       if (session.destroyed) continue;
+      // Idleness is read from the socket's byte counts here rather than with
+      // session.setTimeout, whose timer Node refreshes on every frame and stream
+      // operation (several times per call; issue 19).
+      const traffic = trafficOf(session);
+      if (traffic !== w.traffic) {
+        w.traffic = traffic;
+        w.activeAt = now;
+      } else if (now - w.activeAt >= this.limits.idleTimeoutMs) {
+        session.close();
+        continue;
+      }
       const received = session.state.lastProcStreamID ?? 0;
       if (received === 0 && now - w.openedAt > this.limits.headersTimeoutMs) session.close();
       else if (received > w.delivered && !w.probing) this.probe(session, w, received);
@@ -98,4 +112,10 @@ export class SessionGuard {
       session.destroy();
     }
   }
+}
+
+/** Bytes read and written so far on a session's socket: they change with every frame either way. */
+function trafficOf(session: http2.Http2Session): number {
+  const s = session.socket as { bytesRead?: number; bytesWritten?: number } | undefined;
+  return (s?.bytesRead ?? 0) + (s?.bytesWritten ?? 0);
 }

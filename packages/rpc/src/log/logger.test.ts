@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { batchedStdout } from "./batched-stdout.js";
 import { createJsonLogger } from "./logger.js";
 
 function capture(level: Parameters<typeof createJsonLogger>[0]) {
@@ -45,4 +46,33 @@ process.exit(0);`;
   assert.equal(r.status, 0, r.stderr);
   const got = r.stdout.trimEnd().split("\n").map((l) => (JSON.parse(l) as { i: number }).i);
   assert.deepEqual(got, Array.from({ length: 5000 }, (_, i) => i));
+});
+
+const turn = () => new Promise<void>((r) => setImmediate(r));
+
+test("to the batched destination: lines are formatted and written one turn after the turn they were logged in, in order, with the time they were logged", async () => {
+  const writes: string[] = [];
+  const log = createJsonLogger("info", batchedStdout((text) => writes.push(text)));
+  const before = Date.now();
+  log.log("info", "first", { n: 1 });
+  log.log("debug", "dropped");
+  log.log("warn", "second", { n: 2 });
+  // A gRPC call's trailers leave in the turn after its response's data: its log line must not come between them.
+  await turn();
+  assert.equal(writes.length, 0, "nothing is formatted or written in the turn that logged");
+  const busyUntil = Date.now() + 20;
+  while (Date.now() < busyUntil);
+  await turn();
+  assert.equal(writes.length, 1, "one write for the batch");
+  const lines = writes[0]!.trimEnd().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.deepEqual(lines.map((l) => [l["msg"], l["n"], l["level"]]), [["first", 1, "info"], ["second", 2, "warn"]]);
+  for (const l of lines) assert.ok(Date.parse(String(l["time"])) < before + 15, `the time a line was logged, not formatted: ${String(l["time"])} vs ${new Date(before).toISOString()}`);
+});
+
+test("to the batched destination: 1,024 lines are written at once, without waiting for the turn", () => {
+  const writes: string[] = [];
+  const log = createJsonLogger("info", batchedStdout((text) => writes.push(text)));
+  for (let i = 0; i < 1024; i++) log.log("info", "line", { i });
+  assert.equal(writes.length, 1);
+  assert.deepEqual(writes[0]!.trimEnd().split("\n").map((l) => (JSON.parse(l) as { i: number }).i), Array.from({ length: 1024 }, (_, i) => i));
 });

@@ -1,5 +1,5 @@
 import { pino, type DestinationStream } from "pino";
-import { batchedStdout } from "./batched-stdout.js";
+import { batchedStdout, type BatchedDestination } from "./batched-stdout.js";
 
 /** Severity of a log line. */
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -13,7 +13,10 @@ export interface Logger {
  * Writes JSON lines at or above `level`, formatted by pino: `{"level":"info","time":"<ISO
  * 8601>",...fields,"msg":"..."}` (the shape tests, the bench and log shippers read; a
  * bigint field is written as a string). By default to stdout, the lines of one turn of the
- * event loop in one write (batched-stdout.ts), so logging is not a syscall per RPC.
+ * event loop in one write (batched-stdout.ts), so logging is not a syscall per RPC. To such
+ * a destination lines are formatted when the batch is written, after the responses of the
+ * calls they log went out (their time is still when they were logged): `fields` must not
+ * change after log() was called.
  */
 export function createJsonLogger(level: LogLevel | "silent" = "info", destination: DestinationStream = batchedStdout()): Logger {
   const p = pino(
@@ -25,18 +28,35 @@ export function createJsonLogger(level: LogLevel | "silent" = "info", destinatio
     },
     destination,
   );
+  const later = (destination as Partial<BatchedDestination>).later?.bind(destination);
+  if (!later) {
+    return {
+      log(lvl, msg, fields) {
+        p[lvl](fields ?? {}, msg);
+      },
+    };
+  }
   return {
     log(lvl, msg, fields) {
-      p[lvl](fields ?? {}, msg);
+      if (!p.isLevelEnabled(lvl)) return;
+      const at = Date.now();
+      later(() => {
+        loggedAt = at;
+        p[lvl](fields ?? {}, msg);
+      });
     },
   };
 }
+
+/** When the line being formatted was logged (a deferred one), read once by isoTime; 0 for now. */
+let loggedAt = 0;
 
 let lastMs = 0;
 let lastTime = "";
 /** pino's isoTime, made once per millisecond: under load many lines share one, and formatting a date costs more than the rest of the line. */
 function isoTime(): string {
-  const now = Date.now();
+  const now = loggedAt || Date.now();
+  loggedAt = 0;
   if (now !== lastMs) {
     lastMs = now;
     lastTime = `,"time":"${new Date(now).toISOString()}"`;
