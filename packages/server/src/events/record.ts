@@ -57,8 +57,22 @@ export async function updateWithEvents<T extends Resource>(
   const copy = (o: T) => copyMessage(o);
   const peek = await coll.get(id);
   if (!peek) throw notFound(kind.name, id);
-  const dry = mutate(copy(peek));
-  if (dry === undefined || events(peek, dry).length === 0) return coll.update(id, mutate, options);
+  // Most writes (a heartbeat, a status update) mean no event: one ordinary update, whose
+  // mutate sees the object at peek's version (so peek is its "before") and gives the write
+  // up when it would mean events, or when the object moved on since peek; then the
+  // transaction below. No dry run on a copy of its own: that doubled the copies per write.
+  let eventful = false;
+  const plain = await coll.update(
+    id,
+    (cur) => {
+      if (cur.resourceVersion !== peek.resourceVersion) return (eventful = true), undefined;
+      const next = mutate(cur);
+      if (next !== undefined && events(peek, next).length > 0) return (eventful = true), undefined;
+      return next;
+    },
+    options,
+  );
+  if (!eventful) return plain;
   const { written, result } = await store.transact(
     async (tx) => {
       const cur = await tx.get(kind, id);

@@ -126,7 +126,9 @@ export class MemoryStore implements Store {
 
   private store(coll: MemoryCollection<Resource>, type: "ADDED" | "MODIFIED" | "DELETED", object: Resource, previous: Resource | undefined): Resource {
     this.revisionValue += 1n;
-    const stored = coll.copy(object);
+    // A planned object is the write's private checked copy (planWrite), stored as it is; only
+    // a stored one (a delete's) is frozen already and needs a copy to take the new revision.
+    const stored = Object.isFrozen(object) ? coll.copy(object) : object;
     stored.resourceVersion = this.revisionValue;
     deepFreeze(stored);
     const unique = coll.kind.unique;
