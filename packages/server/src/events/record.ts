@@ -54,7 +54,6 @@ export async function updateWithEvents<T extends Resource>(
     return c.ledger.update(kind, id, mutate, c, { actor: options.actor, expectedVersion: options.expectedVersion, extra });
   }
   const coll = store.of(kind);
-  const copy = (o: T) => copyMessage(o);
   const peek = await coll.get(id);
   if (!peek) throw notFound(kind.name, id);
   // Most writes (a heartbeat, a status update) mean no event: one ordinary update, whose
@@ -78,7 +77,7 @@ export async function updateWithEvents<T extends Resource>(
       const cur = await tx.get(kind, id);
       if (!cur) throw notFound(kind.name, id);
       checkBase(kind as unknown as Kind<Resource>, cur, options.expectedVersion);
-      const next = mutate(copy(cur));
+      const next = mutate(copyMessage(cur));
       if (next === undefined) return cur;
       tx.update(kind, next);
       for (const e of events(cur, next)) tx.create(EVENT_KIND, eventOf(kind as unknown as Kind<Resource>, next, e, options.actor, options.nowMs) as never);
