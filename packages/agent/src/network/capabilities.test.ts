@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { after, before, test } from "node:test";
 import { ensureDebianPackages } from "@quantix/testing";
-import { probeNetworkCapabilities } from "./capabilities.js";
+import { probeNetworkCapabilities, probeNetworkFeatures } from "./capabilities.js";
 
 // The underlay address a host reports, probed in a namespace of its own: none, the first
 // global-scope IPv4 address, or the configured one (which must be on the host).
@@ -66,4 +66,12 @@ test("network-uplink: unavailable without physical networks; available, naming t
   assert.equal(uplink(some).available, true, uplink(some).reason);
   assert.match(uplink(some).reason, new RegExp(`ext \\(${NS}x\\) are reachable; missing: physnet2 \\(${NS}z\\)`));
   assert.deepEqual(some.physicalNetworks, ["ext"]);
+});
+
+test("probes at once in one namespace (a registration's and a GetNetworkCapabilities') each create their own devices: all find VXLAN and bridges", async () => {
+  const all = await Promise.all(Array.from({ length: 4 }, () => probeNetworkFeatures(NS)));
+  for (const features of all) {
+    const v = features.find((f) => f.name === "network-vxlan")!;
+    assert.equal(v.available, true, v.reason);
+  }
 });

@@ -18,13 +18,31 @@ async function tryCmd(fn: () => Promise<unknown>): Promise<string | undefined> {
   }
 }
 
+/** The probe under way in each namespace ("" for the host's): the next one waits for it. */
+const probing = new Map<string, Promise<unknown>>();
+
 /**
  * Probes the primitives the data plane needs in the agent's namespace: a VXLAN device
  * can be created (a throwaway `qxp…` link, deleted at once), nft answers and
  * br_netfilter exists (security groups), dnsmasq is installed (DHCP/DNS). VLAN is
  * probed the same way and reported, not used: this data plane has no VLAN networks yet.
+ * One probe at a time per namespace: probes may be asked for at once
+ * (a registration's and a GetNetworkCapabilities'), and their test devices would collide
+ * (the same name; VXLAN devices with the same VNI and port), one of them then reporting
+ * VXLAN unavailable.
  */
-export async function probeNetworkFeatures(netns?: string): Promise<NetworkFeatureSupport[]> {
+export function probeNetworkFeatures(netns?: string): Promise<NetworkFeatureSupport[]> {
+  const key = netns ?? "";
+  const next = (probing.get(key) ?? Promise.resolve()).then(() => probeFeaturesNow(netns));
+  const settled = next.catch(() => undefined);
+  probing.set(key, settled);
+  void settled.then(() => {
+    if (probing.get(key) === settled) probing.delete(key);
+  });
+  return next;
+}
+
+async function probeFeaturesNow(netns?: string): Promise<NetworkFeatureSupport[]> {
   const h = new HostExec(netns);
   const probe = `qxp${process.pid.toString(16).slice(-6)}`;
   const vx = await tryCmd(async () => {
