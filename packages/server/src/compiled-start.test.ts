@@ -34,7 +34,7 @@ describe("npm start (compiled)", () => {
     t.after(() => rmSync(dir, { recursive: true, force: true }));
     const p = spawnControlPlane({ QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "embedded", QUANTIX_DATA_DIR: join(dir, "data"), QUANTIX_DEMO: "1" }, npmStartArgs());
     t.after(() => p.kill());
-    const url = await within(p.url, 20_000, "listening");
+    const url = await within(p.url, 60_000, "listening"); // PGlite's first start: 12 s in all when quiet, over 20 s at load 10
 
     assert.equal(((await healthOf(url)) as { status?: string }).status, "ok");
     const vms = createClient(VMService, createGrpcTransport({ baseUrl: url }));
