@@ -31,9 +31,13 @@ describe("npm start (compiled)", () => {
     for (const url of resolved.stdout.trim().split("\n")) assert.match(url, /\/packages\/[a-z]+\/dist\/.+\.js$/);
 
     const dir = mkdtempSync(join(tmpdir(), "quantix-compiled-start-"));
-    t.after(() => rmSync(dir, { recursive: true, force: true }));
     const p = spawnControlPlane({ QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "embedded", QUANTIX_DATA_DIR: join(dir, "data"), QUANTIX_DEMO: "1" }, npmStartArgs());
-    t.after(() => p.kill());
+    // One hook, in this order: removing the directory while the server still writes to it can
+    // throw (ENOTEMPTY), and a later hook would then not run, leaving the server behind.
+    t.after(async () => {
+      await p.kill();
+      rmSync(dir, { recursive: true, force: true });
+    });
     const url = await within(p.url, 60_000, "listening"); // PGlite's first start: 12 s in all when quiet, over 20 s at load 10
 
     assert.equal(((await healthOf(url)) as { status?: string }).status, "ok");
