@@ -134,6 +134,8 @@ module.exports = {
   ],
   options: {
     doNotFollow: { path: "node_modules" },
+    // Build output (scripts/build-packages.ts, the dashboard's vite build): the rules are about the sources.
+    exclude: { path: "^packages/[^/]+/dist/" },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: "tsconfig.json" },
     // Each package's own package.json, not the root's, says what it may import.

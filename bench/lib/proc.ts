@@ -24,18 +24,23 @@ process.on("exit", () => {
   for (const c of live) c.kill("SIGKILL");
 });
 
+/** Starts `node --import tsx <script> <args>` as startNode does. */
+export function startServer(name: string, script: string, args: readonly string[], env: Record<string, string>, cpu: number | string = 0): Promise<Server> {
+  return startNode(name, ["--import", "tsx", script, ...args], env, cpu);
+}
+
 /**
- * Starts `node --import tsx <script>` under `taskset -c <cpu>` and waits until its log
+ * Starts `node <nodeArgs>` under `taskset -c <cpu>` and waits until its log
  * shows the port: our server's "control plane listening" (or the agent's "agent listening")
  * line, or a baseline's {"port":N}.
  * Output goes to a file descriptor, never to a pipe that nobody drains.
  */
-export async function startServer(name: string, script: string, args: readonly string[], env: Record<string, string>, cpu: number | string = 0): Promise<Server> {
+export async function startNode(name: string, nodeArgs: readonly string[], env: Record<string, string>, cpu: number | string = 0): Promise<Server> {
   // Another bench run may have removed the log directory when it finished.
   mkdirSync(LOG_DIR, { recursive: true });
   const logFile = join(LOG_DIR, `${name}.log`);
   const fd = openSync(logFile, "w");
-  const child = spawn("taskset", ["-c", String(cpu), process.execPath, "--import", "tsx", script, ...args], {
+  const child = spawn("taskset", ["-c", String(cpu), process.execPath, ...nodeArgs], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ["ignore", fd, fd],

@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,9 +12,10 @@ import { PowerState, VirtualMachineSchema, VmStatus_State } from "@quantix/api/g
 import { CreateVMRequestSchema, VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { VM_KIND, type TxOp } from "@quantix/core";
 import { migrate, PgliteDriver, SqlStore } from "@quantix/server";
+import { npmStartArgs } from "@quantix/testing";
 import { envelope } from "./grpc-frame.js";
 import { connect, exchange, grpcHeaders, grpcStatus } from "./h2-client.js";
-import { cpuSeconds, rssBytes, startServer, type Server } from "./proc.js";
+import { cpuSeconds, ROOT, rssBytes, startNode, startServer, type Server } from "./proc.js";
 import { nowMs, percentile, sleep, withTimeout } from "./stats.js";
 
 const PROJECT = "00000000-0000-0000-0000-000000000001";
@@ -348,16 +350,22 @@ async function seedEmbedded(dir: string, count: number): Promise<void> {
 
 const num = (v: number) => v.toLocaleString("en-US");
 
-/** Idle RSS of `npm start`'s control plane (demo data) on the embedded store in a new directory, and on the memory store. */
+/**
+ * Idle RSS of `npm start`'s control plane (demo data) on the embedded store in a new directory, and on the memory store:
+ * built by `npm run prestart` and started with `npm start`'s own command (package.json, through npmStartArgs).
+ */
 export async function footprintBench(): Promise<{ embeddedBytes: number; memoryBytes: number; embeddedPeakBytes: number }> {
+  const built = spawnSync("npm", ["run", "-s", "prestart"], { cwd: ROOT, stdio: "inherit" });
+  if (built.status !== 0) throw new Error(`npm run prestart failed (${built.status ?? built.signal})`);
+  const start = npmStartArgs();
   const dir = mkdtempSync(join(tmpdir(), "quantix-bench-footprint-"));
   const env = { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_DEMO: "1", QUANTIX_LOG_LEVEL: "info" };
   try {
-    const embedded = await startServer("quantix-footprint-embedded", SERVER, [], { ...env, QUANTIX_STORE: "embedded", QUANTIX_DATA_DIR: join(dir, "data") });
+    const embedded = await startNode("quantix-footprint-embedded", start, { ...env, QUANTIX_STORE: "embedded", QUANTIX_DATA_DIR: join(dir, "data") });
     const embeddedBytes = await settledRss(embedded.pid);
     const embeddedPeakBytes = peakRss(embedded.pid);
     await embedded.stop();
-    const memory = await startServer("quantix-footprint-memory", SERVER, [], { ...env, QUANTIX_STORE: "memory" });
+    const memory = await startNode("quantix-footprint-memory", start, { ...env, QUANTIX_STORE: "memory" });
     const memoryBytes = await settledRss(memory.pid);
     await memory.stop();
     return { embeddedBytes, memoryBytes, embeddedPeakBytes };

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import http from "node:http";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -6,13 +7,28 @@ import { fileURLToPath } from "node:url";
 /** The repository's root. */
 export const REPO_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 
+/** The control plane's TypeScript entry point run through tsx, as the tests run it by default. */
+export const TSX_CONTROL_PLANE: readonly string[] = ["--import", "tsx", "packages/server/src/main.ts"];
+
+/**
+ * What `npm start` runs after its build (package.json `scripts.start`, `node <args>`): the
+ * arguments to give node, from the repository's root. The one definition of the compiled
+ * command: the footprint bench and the compiled-start test read it here.
+ */
+export function npmStartArgs(): string[] {
+  const start = (JSON.parse(readFileSync(`${REPO_ROOT}package.json`, "utf8")) as { scripts: { start: string } }).scripts.start;
+  const [program, ...args] = start.trim().split(/\s+/);
+  if (program !== "node" || args.length === 0) throw new Error(`package.json's start script is not "node <args>": ${start}`);
+  return args;
+}
+
 /** How a child process ended. */
 export interface Exit {
   code: number | null;
   signal: NodeJS.Signals | null;
 }
 
-/** A control plane running as its own process (`packages/server/src/main.ts`). */
+/** A control plane running as its own process (`packages/server/src/main.ts`, or compiled: `npmStartArgs()`). */
 export interface ControlPlaneProcess {
   child: ChildProcess;
   /** Resolves with the URL from the "control plane listening" log line. */
@@ -27,12 +43,12 @@ export interface ControlPlaneProcess {
 
 /**
  * Starts the real control plane binary with only the given QUANTIX_* settings (none are
- * inherited from the test's environment).
+ * inherited from the test's environment); `nodeArgs` says how (through tsx by default).
  */
-export function spawnControlPlane(quantixEnv: Record<string, string>): ControlPlaneProcess {
+export function spawnControlPlane(quantixEnv: Record<string, string>, nodeArgs: readonly string[] = TSX_CONTROL_PLANE): ControlPlaneProcess {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("QUANTIX_") && k !== "NODE_TEST_CONTEXT") env[k] = v;
-  const child = spawn(process.execPath, ["--import", "tsx", "packages/server/src/main.ts"], { cwd: REPO_ROOT, env: { ...env, ...quantixEnv }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, nodeArgs, { cwd: REPO_ROOT, env: { ...env, ...quantixEnv }, stdio: ["ignore", "pipe", "pipe"] });
   let err = "";
   let out = "";
   child.stderr!.setEncoding("utf8").on("data", (d: string) => (err = (err + d).slice(-20_000)));
