@@ -6,7 +6,8 @@ import { createInStore, createOverGrpc } from "./lib/creates.js";
 import { demoVm, fanout, quietVm, WATCH_VMS, type FanoutResult } from "./lib/fanout.js";
 import { grpcHeaders } from "./lib/h2-client.js";
 import { H2LOAD_INSTALL, type Saturation } from "./lib/h2load.js";
-import { hasProgram, LOG_DIR, RESULTS_DIR, startServer, type Server } from "./lib/proc.js";
+import { cpuSeconds, hasProgram, LOG_DIR, RESULTS_DIR, startServer, type Server } from "./lib/proc.js";
+import { replaySql } from "./lib/sql-log.js";
 import { agentBoot } from "./lib/agent-boot.js";
 import { agentMigrate } from "./lib/agent-migrate.js";
 import { imageImport } from "./lib/image-import.js";
@@ -69,6 +70,8 @@ function countCodes(logFile: string, procedure: string): { total: number; bad: n
 const started = Date.now();
 const progress = (msg: string) => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(3)}s] ${msg}\n`);
 const SERVER = "packages/server/src/main.ts";
+/** CreateVMs into each embedded-store server (the first 500 untimed). */
+const EMBEDDED_CREATES = 5_000;
 const ours = (name: string, demo: boolean, env: Record<string, string> = {}, cpus: number | string = 0) =>
   startServer(name, SERVER, [], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "memory", QUANTIX_DEMO: demo ? "1" : "0", QUANTIX_LOG_LEVEL: "info", QUANTIX_SHUTDOWN_GRACE_MS: "2000", ...env }, cpus);
 const baseline = (name: string, script: string, args: string[] = []) => startServer(name, join("bench", "servers", script), args, {});
@@ -188,14 +191,29 @@ try {
   rows.push(
     { ...compare("CreateVM gRPC, req/s (memory store, 64 in flight)", created.perSec, stored.perSec, reqs, "MemoryStore.create"), ours: reqs(created.perSec) + (created.bad ? ` (${created.bad} failed)` : "") },
   );
-  progress("CreateVM over gRPC into a server on the embedded store (5,000 VMs, first 500 untimed)");
+  progress(`CreateVM over gRPC into a server on the embedded store (${num(EMBEDDED_CREATES)} VMs, first 500 untimed)`);
   const dataDir = mkdtempSync(join(tmpdir(), "quantix-bench-embedded-"));
   try {
-    const embedded = await up(startServer("quantix-creates-embedded", SERVER, [], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "embedded", QUANTIX_DATA_DIR: join(dataDir, "data"), QUANTIX_DEMO: "0", QUANTIX_LOG_LEVEL: "info" }));
-    const durable = await createOverGrpc(embedded.url, 5_000, 500);
+    const embeddedEnv = (dir: string) => ({ QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "embedded", QUANTIX_DATA_DIR: join(dataDir, dir), QUANTIX_DEMO: "0", QUANTIX_LOG_LEVEL: "info" });
+    const embedded = await up(startServer("quantix-creates-embedded", SERVER, [], embeddedEnv("data")));
+    const cpu0 = cpuSeconds(embedded.pid);
+    const durable = await createOverGrpc(embedded.url, EMBEDDED_CREATES, 500);
+    const serverUs = ((cpuSeconds(embedded.pid) - cpu0) * 1e6) / EMBEDDED_CREATES;
     await down(embedded);
-    details["createsEmbedded"] = durable;
     rows.push({ ...compare("CreateVM gRPC, req/s (embedded store, 64 in flight)", durable.perSec, created.perSec, reqs, "same, memory store"), ours: reqs(durable.perSec) + (durable.bad ? ` (${durable.bad} failed)` : "") });
+    // The ceiling PGlite itself sets: the statements such a run sends (recorded by a second
+    // server, the same code on a recording driver), replayed on PGlite alone, same settings, no RPC.
+    progress("the same CreateVMs into a server that records its SQL, then that SQL on PGlite alone");
+    const recorder = await up(startServer("quantix-creates-recorded", "bench/servers/recorded-embedded.ts", [join(dataDir, "statements.json")], embeddedEnv("recorded")));
+    await createOverGrpc(recorder.url, EMBEDDED_CREATES, 500);
+    await down(recorder);
+    const alone = await replaySql(join(dataDir, "statements.json"), join(dataDir, "replay"), "quantix_vms");
+    const aloneRate = (EMBEDDED_CREATES / alone.ms) * 1000;
+    details["createsEmbedded"] = { ...durable, serverCpuUsPerCreate: serverUs, pgliteAlone: alone };
+    rows.push(
+      compare("CreateVM gRPC (embedded store) against its SQL on PGlite alone, creates/s", durable.perSec, aloneRate, reqs, `PGlite alone, ${num(alone.statements)} statements${alone.failed ? `, ${alone.failed} failed` : ""}`),
+      compare("CreateVM gRPC (embedded store): server CPU per create against PGlite alone's", serverUs, alone.cpuUs / EMBEDDED_CREATES, us, "PGlite alone"),
+    );
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
   }

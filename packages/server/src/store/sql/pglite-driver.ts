@@ -1,5 +1,5 @@
-import { PGlite, type Transaction } from "@electric-sql/pglite";
-import { initDatabase, pgliteOptions } from "./pglite-options.js";
+import type { PGlite, Transaction } from "@electric-sql/pglite";
+import { openPglite } from "./pglite-options.js";
 import { toWire, type Param, type Queryable, type Row, type SqlDriver } from "./sql-driver.js";
 
 /**
@@ -63,9 +63,7 @@ export class PgliteDriver implements SqlDriver {
 
   /** Opens (creating when empty) the database in `dir`. */
   static async open(dir: string): Promise<PgliteDriver> {
-    await initDatabase(dir);
-    const db = await PGlite.create(dir, pgliteOptions());
-    return new PgliteDriver(db);
+    return new PgliteDriver(await openPglite(dir));
   }
 
   query<R extends Row = Row>(sql: string, params?: readonly Param[]) {

@@ -27,6 +27,16 @@ export function pgliteOptions(): PGliteOptions {
   };
 }
 
+/**
+ * PGlite itself, its database in `dir` opened (created when empty) exactly as the embedded
+ * store opens it: the same start parameters, buffer pool, bytea codec and compiler. The
+ * embedded driver runs on it; the creates bench replays our statements on it alone.
+ */
+export async function openPglite(dir: string): Promise<PGlite> {
+  await initDatabase(dir);
+  return PGlite.create(dir, pgliteOptions());
+}
+
 /** PostgreSQL's type id of bytea. */
 const BYTEA_OID = 17;
 
