@@ -76,3 +76,58 @@ test("to the batched destination: 1,024 lines are written at once, without waiti
   assert.equal(writes.length, 1);
   assert.deepEqual(writes[0]!.trimEnd().split("\n").map((l) => (JSON.parse(l) as { i: number }).i), Array.from({ length: 1024 }, (_, i) => i));
 });
+
+test("to the batched destination: every line is the line pino writes, byte for byte, whether it needs escaping or not", async () => {
+  const pinoLines: string[] = [];
+  const direct = createJsonLogger("debug", { write: (s: string) => void pinoLines.push(s) });
+  const writes: string[] = [];
+  const batched = createJsonLogger("debug", batchedStdout((text) => writes.push(text)));
+  const inherited = Object.create({ inherited: "x" }) as Record<string, unknown>;
+  inherited["own"] = "y";
+  const cases: [Parameters<typeof direct.log>[0], string, Record<string, unknown> | undefined][] = [
+    ["info", "rpc", { procedure: "Quantixkvm.compute.v1.VMService/GetVM", code: "ok", duration_ms: 0.12, id: "11111111-1111-1111-1111-111111111111" }],
+    ["error", "rpc", { procedure: "a.B/C", code: "internal", duration_ms: 3, error: "Error: boom\n    at x (/srv/a.ts:1:2)" }],
+    ["debug", "rpc", { procedure: "a.B/C", code: "invalid_argument", duration_ms: 0, refused: 'a "quoted" \\ value' }],
+    ["info", "rpc", { id: "é", name: "😀", other: "\ud800", del: "\u007f", tab: "a\tb" }],
+    ["info", "rpc", { long: "x".repeat(300), longEscaped: `${"y".repeat(50)}"` }],
+    ["info", "rpc", { path: "C:\\dir" }],
+    ["info", "rpc", { 'a"b': 1 }],
+    ["info", "rpc", { "c\\d": 2 }],
+    ["warn", "careful", { n: Number.NaN, i: Number.POSITIVE_INFINITY, z: -0, big: 1e21, small: 5e-7, t: true, f: false, u: undefined, nul: null }],
+    ["info", "bigint", { revision: 12345678901234567890n }],
+    ["info", "nested", { nested: { a: 1 }, list: [1, "two"] }],
+    ["error", "failed", { err: new Error("boom") }],
+    ["info", 'say "hi"', { a: "b" }],
+    ["info", "msg twice", { msg: "inner" }],
+    ["info", "inherited", inherited],
+    ["info", "no fields", undefined],
+    ["info", "empty", {}],
+  ];
+  for (const [level, msg, fields] of cases) {
+    direct.log(level, msg, fields);
+    batched.log(level, msg, fields);
+  }
+  await turn();
+  await turn();
+  const noTime = (l: string) => l.replace(/,"time":"[^"]*"/, "");
+  const want = pinoLines.join("").split("\n").map(noTime);
+  const got = writes.join("").split("\n").map(noTime);
+  // An error's stack names the line that made it: the same for both.
+  assert.deepEqual(got, want);
+});
+
+test("to the batched destination: a line pino formats and a line formatted without it both carry the time they were logged", async () => {
+  const writes: string[] = [];
+  const log = createJsonLogger("info", batchedStdout((text) => writes.push(text)));
+  const before = Date.now();
+  log.log("info", "plain", { n: 1 });
+  log.log("info", "nested", { nested: { a: 1 } });
+  log.log("info", "plain again", { n: 2 });
+  const busyUntil = Date.now() + 20;
+  while (Date.now() < busyUntil);
+  await turn();
+  await turn();
+  const lines = writes.join("").trimEnd().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.deepEqual(lines.map((l) => l["msg"]), ["plain", "nested", "plain again"]);
+  for (const l of lines) assert.ok(Date.parse(String(l["time"])) < before + 15, `${String(l["msg"])}: the time it was logged, not formatted: ${String(l["time"])} vs ${new Date(before).toISOString()}`);
+});
