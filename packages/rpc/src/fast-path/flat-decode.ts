@@ -3,6 +3,8 @@ import { create, ScalarType, type DescMessage, type MessageShape } from "@bufbui
 /** Field number to local name of a message's plain string fields (singular, in no oneof). */
 type StringFields = ReadonlyMap<number, string>;
 const plans = new WeakMap<DescMessage, StringFields>();
+/** Where decodeFlat reads (it runs to its end without yielding, so one cursor serves every call). */
+let at = 0;
 
 /**
  * Decodes a request made only of plain string fields in ASCII (GetVMRequest's `id`, and
@@ -19,35 +21,34 @@ export function decodeFlat<T extends DescMessage>(schema: T, bytes: Uint8Array):
   const fields = stringFields(schema);
   let buf: Buffer | undefined;
   let msg: Record<string, unknown> | undefined;
-  let pos = 0;
+  at = 0;
   const end = bytes.length;
-  while (pos < end) {
-    // The tag, then the length: varints of at most 4 bytes (field numbers and lengths below 2^28).
-    let tag = 0;
-    for (let shift = 0; ; shift += 7) {
-      if (pos >= end || shift > 21) return undefined;
-      const b = bytes[pos++]!;
-      tag |= (b & 0x7f) << shift;
-      if (b < 0x80) break;
-    }
-    const name = (tag & 7) === 2 ? fields.get(tag >>> 3) : undefined;
+  while (at < end) {
+    const tag = varint(bytes);
+    const name = tag >= 0 && (tag & 7) === 2 ? fields.get(tag >>> 3) : undefined;
     if (name === undefined) return undefined;
-    let len = 0;
-    for (let shift = 0; ; shift += 7) {
-      if (pos >= end || shift > 21) return undefined;
-      const b = bytes[pos++]!;
-      len |= (b & 0x7f) << shift;
-      if (b < 0x80) break;
-    }
-    const stop = pos + len;
-    if (stop > end) return undefined;
-    for (let i = pos; i < stop; i++) if (bytes[i]! >= 0x80) return undefined;
+    const len = varint(bytes);
+    const stop = at + len;
+    if (len < 0 || stop > end) return undefined;
+    for (let i = at; i < stop; i++) if (bytes[i]! >= 0x80) return undefined;
     // ASCII reads the same in latin1 as in UTF-8 (which fromBinary decodes), without a decoder.
     buf ??= Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    (msg ??= create(schema) as Record<string, unknown>)[name] = buf.toString("latin1", pos, stop);
-    pos = stop;
+    (msg ??= create(schema) as Record<string, unknown>)[name] = buf.toString("latin1", at, stop);
+    at = stop;
   }
   return (msg ?? create(schema)) as MessageShape<T>;
+}
+
+/** The varint at the cursor, moving past it: a tag or a length, below 2^28 (at most 4 bytes); -1 when longer or cut. */
+function varint(bytes: Uint8Array): number {
+  let n = 0;
+  for (let shift = 0; shift <= 21; shift += 7) {
+    if (at >= bytes.length) return -1;
+    const b = bytes[at++]!;
+    n |= (b & 0x7f) << shift;
+    if (b < 0x80) return n;
+  }
+  return -1;
 }
 
 function stringFields(schema: DescMessage): StringFields {
