@@ -1,8 +1,17 @@
 import { create, ScalarType, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 
-/** Field number to local name of a message's plain string fields (singular, in no oneof). */
-type StringFields = ReadonlyMap<number, string>;
-const plans = new WeakMap<DescMessage, StringFields>();
+/** What decodeFlat knows of a message type, found once. */
+interface Plan {
+  /** Field number to local name of its plain string fields (singular, in no oneof). */
+  readonly fields: ReadonlyMap<number, string>;
+  /**
+   * Its zero message when that is a plain object of primitives (proto3 scalars and enums:
+   * no list, map, oneof or default on a prototype), which a spread copies exactly; else
+   * undefined, and create() makes each one.
+   */
+  readonly zero: object | undefined;
+}
+const plans = new WeakMap<DescMessage, Plan>();
 /** Where decodeFlat reads (it runs to its end without yielding, so one cursor serves every call). */
 let at = 0;
 
@@ -18,7 +27,7 @@ let at = 0;
  * zero message with each field read set, a later occurrence winning).
  */
 export function decodeFlat<T extends DescMessage>(schema: T, bytes: Uint8Array): MessageShape<T> | undefined {
-  const fields = stringFields(schema);
+  const { fields, zero } = planOf(schema);
   let buf: Buffer | undefined;
   let msg: Record<string, unknown> | undefined;
   at = 0;
@@ -33,10 +42,15 @@ export function decodeFlat<T extends DescMessage>(schema: T, bytes: Uint8Array):
     for (let i = at; i < stop; i++) if (bytes[i]! >= 0x80) return undefined;
     // ASCII reads the same in latin1 as in UTF-8 (which fromBinary decodes), without a decoder.
     buf ??= Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    (msg ??= create(schema) as Record<string, unknown>)[name] = buf.toString("latin1", at, stop);
+    (msg ??= zeroMessage(schema, zero))[name] = buf.toString("latin1", at, stop);
     at = stop;
   }
-  return (msg ?? create(schema)) as MessageShape<T>;
+  return (msg ?? zeroMessage(schema, zero)) as MessageShape<T>;
+}
+
+/** A new zero message of `schema`: a copy of its plain zero, where it has one. */
+function zeroMessage(schema: DescMessage, zero: object | undefined): Record<string, unknown> {
+  return (zero ? { ...zero } : create(schema)) as Record<string, unknown>;
 }
 
 /** The varint at the cursor, moving past it: a tag or a length, below 2^28 (at most 4 bytes); -1 when longer or cut. */
@@ -51,14 +65,16 @@ function varint(bytes: Uint8Array): number {
   return -1;
 }
 
-function stringFields(schema: DescMessage): StringFields {
+function planOf(schema: DescMessage): Plan {
   let plan = plans.get(schema);
   if (!plan) {
-    const m = new Map<number, string>();
+    const fields = new Map<number, string>();
     for (const f of schema.fields) {
-      if (f.fieldKind === "scalar" && f.scalar === ScalarType.STRING && f.oneof === undefined) m.set(f.number, f.localName);
+      if (f.fieldKind === "scalar" && f.scalar === ScalarType.STRING && f.oneof === undefined) fields.set(f.number, f.localName);
     }
-    plans.set(schema, (plan = m));
+    const zero = create(schema) as Record<string, unknown>;
+    const primitives = Object.getPrototypeOf(zero) === Object.prototype && Object.values(zero).every((v) => typeof v !== "object" || v === null);
+    plans.set(schema, (plan = { fields, zero: primitives ? zero : undefined }));
   }
   return plan;
 }
