@@ -42,13 +42,6 @@ export function createJsonLogger(level: LogLevel | "silent" = "info", destinatio
       const at = Date.now();
       later(() => {
         loggedAt = at;
-        const line = fields && plainLine(lvl, msg, fields);
-        if (line !== undefined) {
-          destination.write(line);
-          return;
-        }
-        // plainLine may have read the time (isoTime clears loggedAt): pino reads it again.
-        loggedAt = at;
         p[lvl](fields ?? {}, msg);
       });
     },
@@ -69,43 +62,6 @@ function isoTime(): string {
     lastTime = `,"time":"${new Date(now).toISOString()}"`;
   }
   return lastTime;
-}
-
-/**
- * The line pino writes for a line whose every key and string needs no escaping (printable
- * ASCII without `"` or a backslash), and whose values are those strings, finite numbers and
- * booleans (an RPC's line: procedure, code, duration, ids), made without pino: its
- * formatting was a third of a unary call's logging (~1 KB of strings a line). Undefined for
- * any other line, which pino formats: one holding an object, a bigint, an error (`err`),
- * or a string JSON must escape.
- */
-function plainLine(level: LogLevel, msg: string, fields: Record<string, unknown>): string | undefined {
-  if (!plain(msg)) return undefined;
-  let out = `{"level":"${level}"${isoTime()}`;
-  for (const k in fields) {
-    if (!Object.hasOwn(fields, k)) continue;
-    const v = fields[k];
-    if (v === undefined) continue;
-    if (k === "err" || !plain(k)) return undefined;
-    if (typeof v === "string") {
-      if (!plain(v)) return undefined;
-      out += `,"${k}":"${v}"`;
-    } else if ((typeof v === "number" && Number.isFinite(v)) || typeof v === "boolean") {
-      out += `,"${k}":${v}`;
-    } else {
-      return undefined;
-    }
-  }
-  return `${out},"msg":"${msg}"}\n`;
-}
-
-/** Whether JSON writes `s` as it is between quotes (pino's asString and JSON.stringify alike). */
-function plain(s: string): boolean {
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x20 || c > 0x7e || c === 0x22 || c === 0x5c) return false;
-  }
-  return true;
 }
 
 function bigintsAsStrings(fields: Record<string, unknown>): Record<string, unknown> {
