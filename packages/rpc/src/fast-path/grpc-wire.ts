@@ -6,6 +6,7 @@ import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { undecodable } from "../errors.js";
 import { GRPC_ACCEPT_ENCODING } from "../compression.js";
 import { encodeMessage } from "./encode-cache.js";
+import { decodeFlat } from "./flat-decode.js";
 import type { FastContext } from "./fast-context.js";
 
 // The gRPC wire format on an HTTP/2 stream, as much of it as the fast path speaks:
@@ -22,6 +23,8 @@ const OK_TRAILERS: Record<string, string> = headersRecord(setTrailerStatus(new H
 
 /** What readMessage keeps of one read, on its stream (the listeners are module functions: a call makes no closures for them). */
 interface Reading {
+  /** Whether the promise is settled: a later close must not reject it (V8 reports each such reject to Node, a call into JS per call). */
+  settled: boolean;
   readonly chunks: Buffer[];
   size: number;
   readonly readMaxBytes: number;
@@ -34,7 +37,7 @@ type ReadStream = ServerHttp2Stream & { [READING]?: Reading };
 /** Reads the request body: exactly one uncompressed, length-prefixed message. */
 export function readMessage(stream: ServerHttp2Stream, readMaxBytes: number): Promise<Uint8Array> {
   return new Promise((resolve, reject) => {
-    (stream as ReadStream)[READING] = { chunks: [], size: 0, readMaxBytes, resolve, reject };
+    (stream as ReadStream)[READING] = { settled: false, chunks: [], size: 0, readMaxBytes, resolve, reject };
     stream.on("data", onData);
     stream.on("end", onEnd);
     stream.on("error", reject);
@@ -47,6 +50,7 @@ function onData(this: ReadStream, c: Buffer): void {
   r.size += c.length;
   if (r.size > r.readMaxBytes + 5) {
     this.off("data", onData);
+    r.settled = true;
     r.reject(new ConnectError(`message larger than configured max ${r.readMaxBytes} bytes`, Code.ResourceExhausted));
     // Answer first (the caller's catch), then reset the stream so the client stops sending (RFC 9113 §8.1).
     setImmediate(() => this.closed || this.close(http2.constants.NGHTTP2_NO_ERROR));
@@ -57,6 +61,7 @@ function onData(this: ReadStream, c: Buffer): void {
 
 function onEnd(this: ReadStream): void {
   const r = this[READING]!;
+  r.settled = true;
   const body = r.chunks.length === 1 ? r.chunks[0]! : Buffer.concat(r.chunks, r.size);
   const problem = framingProblem(body);
   if (problem) r.reject(problem);
@@ -64,7 +69,8 @@ function onEnd(this: ReadStream): void {
 }
 
 function onClose(this: ReadStream): void {
-  this[READING]!.reject(CANCELED);
+  const r = this[READING]!;
+  if (!r.settled) r.reject(CANCELED);
 }
 
 /**
@@ -85,7 +91,7 @@ function framingProblem(body: Buffer): ConnectError | undefined {
 /** Decodes a request message; bytes that are not one are the client's error (INVALID_ARGUMENT naming the type). */
 export function decodeMessage<T extends DescMessage>(schema: T, bytes: Uint8Array): MessageShape<T> {
   try {
-    return fromBinary(schema, bytes);
+    return decodeFlat(schema, bytes) ?? fromBinary(schema, bytes);
   } catch (err) {
     throw undecodable(schema, err instanceof Error ? err.message : String(err), err);
   }
