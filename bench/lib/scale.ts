@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -7,13 +7,13 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { EventType } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
-import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
+import { NodeService, UpdateHeartbeatRequestSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { PowerState, VirtualMachineSchema, VmStatus_State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { CreateVMRequestSchema, VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { VM_KIND, type TxOp } from "@quantix/core";
 import { migrate, PgliteDriver, SqlStore } from "@quantix/server";
 import { npmStartArgs } from "@quantix/testing";
-import { envelope } from "./grpc-frame.js";
+import { envelope, unenvelope } from "./grpc-frame.js";
 import { connect, exchange, grpcHeaders, grpcStatus } from "./h2-client.js";
 import { cpuSeconds, ROOT, rssBytes, startNode, startServer, type Server } from "./proc.js";
 import { nowMs, percentile, sleep, withTimeout } from "./stats.js";
@@ -21,7 +21,9 @@ import { nowMs, percentile, sleep, withTimeout } from "./stats.js";
 const PROJECT = "00000000-0000-0000-0000-000000000001";
 const SPEC = { cpu: { cores: 1 }, memory: { sizeMib: 256n } };
 const CREATE_VM = "/Quantixkvm.compute.v1.VMService/CreateVM";
+const UPDATE_HEARTBEAT = "/Quantixkvm.compute.v1.NodeService/UpdateHeartbeat";
 const SERVER = "packages/server/src/main.ts";
+const BARE_H2 = "bench/servers/bare-h2.ts";
 /** A list or write that takes longer fails the row (at 52,776 VMs a ListVMs page did not answer in 20 s). */
 const CALL_TIMEOUT_MS = 30_000;
 const name = (i: number) => `scale-${String(i).padStart(6, "0")}`;
@@ -56,6 +58,14 @@ export interface ScaleResult {
   /** The same VMs and nodes, in the windows between with the heartbeats paused. */
   readonly steadyPausedCpuPercent: number;
   readonly steadyHeartbeatsPerSec: number;
+  /**
+   * The baseline of the steady rows: a bare node:http2 server (bench/servers/bare-h2.ts,
+   * CPU 0 as ours) answering the same UpdateHeartbeat calls with our answer's bytes, sent
+   * by the same client over one h2c connection of its own in the same ticks, heartbeating
+   * in the same windows: its CPU there and in the paused windows, as ours.
+   */
+  readonly bareSteadyCpuPercent: number;
+  readonly bareSteadyPausedCpuPercent: number;
   readonly idleCpuPercent: number;
   readonly listSmall: Percentiles;
   readonly listLarge: Percentiles;
@@ -150,6 +160,10 @@ export async function scaleBench(vms: number, nodes: number, createBudgetMs: num
   const intervalSec = first.heartbeatIntervalSec;
   await cpuPerCall(server.pid, ids.length, 32, beat);
   const rssPerNodeBytes = ((await settledRss(server.pid)) - rssBeforeNodes) / nodes;
+  const bare = await startBareHeartbeats(server.url, ids[0]!);
+  const bareApi = createClient(NodeService, createGrpcTransport({ baseUrl: bare.url }));
+  const bareBeat = (i: number) => bareApi.updateHeartbeat(heartbeat(ids[i % ids.length]!, i)).catch(() => void hbErrors++);
+  await bareBeat(0);
 
   progress("scale: server CPU per heartbeat against per GetVM (5,000 calls each, 32 in flight)");
   const someVm = (await vmApi.listVMs({ pageSize: 1 })).vms[0]!.id;
@@ -164,6 +178,7 @@ export async function scaleBench(vms: number, nodes: number, createBudgetMs: num
   let sent = 0;
   let stopped = false;
   let paused = false;
+  let toBare = false;
   const spacingMs = (intervalSec * 1000) / nodes;
   const ticker = (async () => {
     const t0 = nowMs();
@@ -173,6 +188,7 @@ export async function scaleBench(vms: number, nodes: number, createBudgetMs: num
       if (wait > 1) await sleep(wait);
       if (paused) continue;
       void beat(k);
+      if (toBare) void bareBeat(k);
       sent++;
     }
   })();
@@ -193,27 +209,38 @@ export async function scaleBench(vms: number, nodes: number, createBudgetMs: num
   let beatingSent = 0;
   let pausedCpu = 0;
   let pausedMs = 0;
+  let bareBeatingCpu = 0;
+  let barePausedCpu = 0;
+  toBare = true;
   for (let w = 0; w < STEADY_WINDOWS; w++) {
     paused = w % 2 === 1;
     const c0 = cpuSeconds(server.pid);
+    const b0 = cpuSeconds(bare.pid);
     const s0 = sent;
     const w0 = nowMs();
     await sleep(intervalSec * 1000);
     const cpu = cpuSeconds(server.pid) - c0;
+    const bareCpu = cpuSeconds(bare.pid) - b0;
     const ms = nowMs() - w0;
     if (paused) {
       pausedCpu += cpu;
+      barePausedCpu += bareCpu;
       pausedMs += ms;
     } else {
       beatingCpu += cpu;
+      bareBeatingCpu += bareCpu;
       beatingMs += ms;
       beatingSent += sent - s0;
     }
   }
   paused = false;
+  toBare = false;
+  await bare.stop();
   const steadyCpuPercent = (beatingCpu * 100_000) / beatingMs;
   const steadyPausedCpuPercent = (pausedCpu * 100_000) / pausedMs;
   const steadyHeartbeatsPerSec = (beatingSent / beatingMs) * 1000;
+  const bareSteadyCpuPercent = (bareBeatingCpu * 100_000) / beatingMs;
+  const bareSteadyPausedCpuPercent = (barePausedCpu * 100_000) / pausedMs;
 
   progress(`scale: ListVMs pages of 100 and WatchVMs deliveries at ${num(vmsReached)} VMs, agents heartbeating`);
   const failed = (err: unknown): Percentiles => ({ p50Ms: NaN, p99Ms: NaN, samples: 0, error: String(err) });
@@ -225,9 +252,31 @@ export async function scaleBench(vms: number, nodes: number, createBudgetMs: num
     server,
     result: {
       store: "memory", vms: vmsReached, vmsAsked: vms, baselineVms, nodes, rssIdleBytes, rssPerVmBytes, rssPerNodeBytes, createPerSec: created.perSec, heartbeatCpuUs, getVmCpuUs,
-      heartbeatIntervalSec: intervalSec, steadyCpuPercent, steadyPausedCpuPercent, steadyHeartbeatsPerSec, idleCpuPercent, listSmall, listLarge, watchSmall, watchLarge, heartbeatErrors: hbErrors,
+      heartbeatIntervalSec: intervalSec, steadyCpuPercent, steadyPausedCpuPercent, steadyHeartbeatsPerSec, bareSteadyCpuPercent, bareSteadyPausedCpuPercent, idleCpuPercent, listSmall, listLarge, watchSmall, watchLarge, heartbeatErrors: hbErrors,
     },
   };
+}
+
+/**
+ * bare-h2.ts (CPU 0, as ours) answering every gRPC call with the bytes of our answer to
+ * one UpdateHeartbeat of node `id` (it answers `getvm.grpc` from its directory, whatever
+ * the path): the floor for a heartbeat, Node waking for a request and nothing of ours.
+ */
+async function startBareHeartbeats(url: string, id: string): Promise<Server> {
+  const session = await connect(url);
+  const req = envelope(toBinary(UpdateHeartbeatRequestSchema, create(UpdateHeartbeatRequestSchema, heartbeat(id, 0))));
+  const x = await exchange(session, grpcHeaders(UPDATE_HEARTBEAT), req);
+  session.close();
+  if (x.status !== 200 || grpcStatus(x) !== "0") throw new Error(`UpdateHeartbeat failed on our server: grpc ${grpcStatus(x)}`);
+  const dir = mkdtempSync(join(tmpdir(), "quantix-bench-scale-bare-"));
+  try {
+    writeFileSync(join(dir, "getvm.grpc"), x.body);
+    writeFileSync(join(dir, "getvm.proto"), unenvelope(x.body)[0]!);
+    // The server reads both files before it reports its port.
+    return await startServer("quantix-scale-bare-h2", BARE_H2, [dir], {});
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 type VmApi = ReturnType<typeof createClient<typeof VMService>>;
