@@ -4,10 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { PgliteDriver } from "./pglite-driver.js";
-import { byteaFromHex, byteaToHex } from "./pglite-options.js";
+import { byteaFromHex, byteaParam } from "./pglite-options.js";
 
-// The embedded driver passes bytea through Node's hex codec (pglite-options.ts) instead of
-// PGlite's own byte-by-byte one: the database must receive and return exactly the bytes.
+// The embedded driver sends bytea parameters as binary and reads bytea columns through Node's
+// hex codec (pglite-options.ts) instead of PGlite's own byte-by-byte text conversion: the
+// database must receive and return exactly the bytes.
 
 let dir: string;
 let driver: PgliteDriver;
@@ -42,7 +43,7 @@ test("a bytea column written by SQL reads back as its bytes, also inside a trans
 });
 
 test("the codec refuses what is not bytea in hex format", () => {
-  assert.throws(() => byteaToHex("\\x00"), /bytea/);
+  assert.throws(() => byteaParam("\\x00"), /bytea/);
   assert.throws(() => byteaFromHex("abc"), /hex format/);
-  assert.deepEqual([...byteaFromHex(byteaToHex(Uint8Array.of(1, 2, 3)))], [1, 2, 3]);
+  assert.deepEqual([...byteaFromHex(`\\x${Buffer.from(byteaParam(Uint8Array.of(1, 2, 3))).toString("hex")}`)], [1, 2, 3]);
 });
