@@ -13,7 +13,10 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { NodeSchema, NodeStatus_Phase, type Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { DiskDeviceSchema, VirtualMachineSchema, VmStatus_State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { QuantixError, sortKeyOf, type FilterValue, type ChangeEvent, type Cursor, type ErrorCode, type ListPage, type Order, type Store, type WatchEvent, VM_KIND, NODE_KIND } from "@quantix/core";
+import { QuantixError, sortKeyOf, type FilterValue, type ChangeEvent, type Cursor, type ErrorCode, type ListPage, type Order, type Store, type WatchEvent, type Kind, type Resource, VM_KIND, NODE_KIND } from "@quantix/core";
+
+/** The VM kind as Store.commit takes kinds. */
+const anyVm = VM_KIND as unknown as Kind<Resource>;
 
 /** How long any single wait may take before the test fails instead of hanging. */
 const DEADLINE_MS = 5000;
@@ -347,6 +350,39 @@ export function storeContract(
           (e: unknown) => e instanceof QuantixError && e.code === "failed_precondition",
         );
         assert.equal(await store.revision(), rev);
+        assert.equal((await store.of(VM_KIND).get(vm.id))?.description, "");
+      });
+
+      it("objects a caller wrote stay its own: not frozen, and changing them later changes nothing stored", async () => {
+        const mine = newVm({ labels: { v: "1" } });
+        const vm = await store.of(VM_KIND).create(mine);
+        let held: VirtualMachine | undefined;
+        await store.of(VM_KIND).update(vm.id, (cur) => {
+          cur.labels["v"] = "2";
+          return (held = cur);
+        });
+        const other = newVm({ labels: { v: "1" } });
+        await store.commit([{ op: "create", kind: anyVm, object: other }]);
+        for (const o of [mine, held!, other]) {
+          assert.equal(Object.isFrozen(o) || Object.isFrozen(o.labels), false);
+          o.labels["v"] = "changed";
+        }
+        assert.deepEqual((await store.of(VM_KIND).get(vm.id))?.labels, { v: "2" });
+        assert.deepEqual((await store.of(VM_KIND).get(other.id))?.labels, { v: "1" });
+      });
+
+      it("a value not of its field's type fails the write, and nothing of its commit is stored", async () => {
+        const rev = await store.revision();
+        const bad = newVm();
+        (bad as unknown as { name: unknown }).name = 5;
+        await assert.rejects(store.of(VM_KIND).create(bad));
+        const good = newVm();
+        await assert.rejects(store.commit([{ op: "create", kind: anyVm, object: good }, { op: "create", kind: anyVm, object: bad }]));
+        const vm = await store.of(VM_KIND).create(newVm());
+        await assert.rejects(store.of(VM_KIND).update(vm.id, (cur) => ({ ...cur, description: 7 as unknown as string })));
+        assert.equal(await store.revision(), rev + 1n);
+        assert.equal(await store.of(VM_KIND).get(bad.id), undefined);
+        assert.equal(await store.of(VM_KIND).get(good.id), undefined);
         assert.equal((await store.of(VM_KIND).get(vm.id))?.description, "");
       });
     });
