@@ -1,6 +1,6 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { loadConfig, migrate, PgliteDriver, SqlStore, startControlPlane } from "@quantix/server";
+import { loadConfig, migrate, PgliteDriver, SQL_STORE_FOLLOWING, SqlStore, startControlPlane } from "@quantix/server";
 import { recordingDriver } from "../lib/sql-log.js";
 
 // The control plane on the embedded store, as `npm start` runs it, with its driver recording
@@ -14,7 +14,7 @@ const dir = join(process.env["QUANTIX_DATA_DIR"]!, "pg");
 mkdirSync(dir, { recursive: true });
 const driver = recordingDriver(await PgliteDriver.open(dir));
 await migrate(driver, () => undefined);
-const store = await SqlStore.open(driver, { historyRevisions: config.storeTuning.historyRevisions, maxBacklog: 100_000, pollMs: 1000, onError: () => undefined });
+const store = await SqlStore.open(driver, { historyRevisions: config.storeTuning.historyRevisions, ...SQL_STORE_FOLLOWING, onError: () => undefined });
 const cp = await startControlPlane(config, { store });
 process.once("SIGTERM", () => {
   void cp.close().then(() => {

@@ -9,6 +9,7 @@ export { migrate } from "./store/sql/migrations.js";
 export { PgDriver } from "./store/sql/pg-driver.js";
 export { PgliteDriver } from "./store/sql/pglite-driver.js";
 export { openPglite } from "./store/sql/pglite-options.js";
+export { SQL_STORE_FOLLOWING } from "./store/open-store.js";
 export type { SqlDriver } from "./store/sql/sql-driver.js";
 export { SqlStore } from "./store/sql/sql-store.js";
 export { kindTableDdl } from "./store/sql/kind-ddl.js";

@@ -57,13 +57,20 @@ export async function openStore(config: StoreConfig, tuning: StoreTuning, log: L
   }
 }
 
+/**
+ * How a SQL store that the control plane opens follows its changes: a slow watcher may
+ * accumulate 100,000 undelivered changes before it is cut off, and the change history is
+ * polled every second besides LISTEN/NOTIFY. (The creates bench's recording server opens
+ * its store with the same.)
+ */
+export const SQL_STORE_FOLLOWING = { maxBacklog: 100_000, pollMs: 1000 } as const;
+
 async function finish(driver: SqlDriver, tuning: StoreTuning, log: Logger, release: () => void): Promise<Store> {
   try {
     await migrate(driver, (msg) => log.log("info", msg));
     return await SqlStore.open(driver, {
       historyRevisions: tuning.historyRevisions,
-      maxBacklog: 100_000,
-      pollMs: 1000,
+      ...SQL_STORE_FOLLOWING,
       onError: (err) => log.log("warn", "reading the change history failed; retrying", { error: describe(err) }),
       onClosed: release,
     });
