@@ -357,15 +357,23 @@ try {
     const local = await up(ours("quantix-auth-local", true));
     const secured = await up(startServer("quantix-auth-token", SERVER, [], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "memory", QUANTIX_DEMO: "1", QUANTIX_LOG_LEVEL: "info", QUANTIX_SHUTDOWN_GRACE_MS: "2000", QUANTIX_LOCAL_TRUST: "0", QUANTIX_ADMIN_PASSWORD: BENCH_ADMIN_PASSWORD }));
     await captureGetVm(local.url, LOG_DIR);
+    const bare = await up(baseline("bare-h2-auth", "bare-h2.ts", [LOG_DIR]));
     const tokens = await memberTokens(secured.url);
-    const { jwt, api, without } = await authLoad(secured.url, local.url, tokens, LOG_DIR);
+    const loads = await authLoad(secured.url, local.url, bare.url, tokens, LOG_DIR);
+    const { jwt, api, without } = loads.ours;
     await sleep(200); // the server writes its log lines in batches
     const notOk = countCodes(secured.logFile, "Quantixkvm.compute.v1.VMService/GetVM");
-    await down(local, secured);
-    details["auth"] = { jwt, api, without, jwtBytes: tokens.jwt.length, apiBytes: tokens.api.length };
+    await down(local, secured, bare);
+    details["auth"] = { jwt, api, without, bare: loads.bare, jwtBytes: tokens.jwt.length, apiBytes: tokens.api.length };
+    const floor = (t: "jwt" | "api") => rps(loads.bare[t]) / rps(loads.bare.without);
     rows.push(
       { ...compare(`GetVM gRPC h2c with a bearer token (member's JWT, ${tokens.jwt.length} B), req/s`, rps(jwt), rps(without), reqs, "local trust, no token", { op: ">=", value: 0.9, on: "ratio" }), ours: reqs(rps(jwt)) + failures(jwt) },
       { ...compare(`GetVM gRPC h2c with a bearer token (member's API token, ${tokens.api.length} B), req/s`, rps(api), rps(without), reqs, "local trust, no token", { op: ">=", value: 0.9, on: "ratio" }), ours: reqs(rps(api)) + failures(api) },
+      // Node's own floor: the same requests to a bare node:http2 server, with each token's header and without.
+      { ...compare(`floor: bare node:http2 GetVM bytes, with the JWT header vs without, req/s`, rps(loads.bare.jwt), rps(loads.bare.without), reqs, "bare node:http2, no header"), ours: reqs(rps(loads.bare.jwt)) },
+      { ...compare(`floor: bare node:http2 GetVM bytes, with the API token header vs without, req/s`, rps(loads.bare.api), rps(loads.bare.without), reqs, "bare node:http2, no header"), ours: reqs(rps(loads.bare.api)) },
+      compare("the JWT's cost beyond Node's floor (our ratio over bare's)", rps(jwt) / rps(without), floor("jwt"), (v) => v.toFixed(2), "bare with / without the header", { op: ">=", value: 0.9, on: "ratio" }),
+      compare("the API token's cost beyond Node's floor (our ratio over bare's)", rps(api) / rps(without), floor("api"), (v) => v.toFixed(2), "bare with / without the header", { op: ">=", value: 0.9, on: "ratio" }),
       { ...absolute("GetVM gRPC with a token: calls not OK under load (server log)", notOk.bad, (v) => `${num(v)}`, { op: "=", value: 0, on: "value" }), baseline: `of ${num(notOk.total)} logged` },
     );
   }

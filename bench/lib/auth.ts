@@ -49,11 +49,21 @@ export async function memberTokens(url: string, ca?: string): Promise<{ jwt: str
   return { jwt, api };
 }
 
+/** One server's GetVM at saturation with each token and without one. */
+export interface TokenLoads {
+  readonly jwt: Saturation;
+  readonly api: Saturation;
+  readonly without: Saturation;
+}
+
 /**
  * GetVM over gRPC at saturation, taking turns (5 rounds, medians): the secured server
- * with each token, and the local-trust one without.
+ * with each token, and the local-trust one without; then Node's own floor, a bare
+ * node:http2 server (bench/servers/bare-h2.ts, answering the same bytes) sent the same
+ * three requests, so what a token's header costs Node itself (HPACK, header strings)
+ * is measured apart from what our check of it costs.
  */
-export async function authLoad(secured: string, local: string, tokens: { jwt: string; api: string }, dir: string): Promise<{ jwt: Saturation; api: Saturation; without: Saturation }> {
+export async function authLoad(secured: string, local: string, bare: string, tokens: { jwt: string; api: string }, dir: string): Promise<{ ours: TokenLoads; bare: TokenLoads }> {
   const body = join(dir, "getvm-req.grpc");
   const session = await connect(secured);
   for (const token of [tokens.jwt, tokens.api]) {
@@ -62,13 +72,18 @@ export async function authLoad(secured: string, local: string, tokens: { jwt: st
   }
   session.close();
   const headers = { "content-type": "application/grpc", te: "trailers" };
-  const [jwt, api, without] = (await saturateAll(
+  const jwtHeaders = { ...headers, authorization: `Bearer ${tokens.jwt}` };
+  const apiHeaders = { ...headers, authorization: `Bearer ${tokens.api}` };
+  const [jwt, api, without, bareJwt, bareApi, bareWithout] = (await saturateAll(
     [
-      { url: secured + GET_VM, bodyFile: body, headers: { ...headers, authorization: `Bearer ${tokens.jwt}` }, clients: 4, streams: 32 },
-      { url: secured + GET_VM, bodyFile: body, headers: { ...headers, authorization: `Bearer ${tokens.api}` }, clients: 4, streams: 32 },
+      { url: secured + GET_VM, bodyFile: body, headers: jwtHeaders, clients: 4, streams: 32 },
+      { url: secured + GET_VM, bodyFile: body, headers: apiHeaders, clients: 4, streams: 32 },
       { url: local + GET_VM, bodyFile: body, headers, clients: 4, streams: 32 },
+      { url: bare + GET_VM, bodyFile: body, headers: jwtHeaders, clients: 4, streams: 32 },
+      { url: bare + GET_VM, bodyFile: body, headers: apiHeaders, clients: 4, streams: 32 },
+      { url: bare + GET_VM, bodyFile: body, headers, clients: 4, streams: 32 },
     ],
     5,
-  )) as [Saturation, Saturation, Saturation];
-  return { jwt, api, without };
+  )) as [Saturation, Saturation, Saturation, Saturation, Saturation, Saturation];
+  return { ours: { jwt, api, without }, bare: { jwt: bareJwt, api: bareApi, without: bareWithout } };
 }
