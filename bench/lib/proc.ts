@@ -1,6 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { npmScriptArgs } from "@quantix/testing";
 import { sleep } from "./stats.js";
 
 /** The repository root (bench/..): every process runs from here. */
@@ -24,9 +25,25 @@ process.on("exit", () => {
   for (const c of live) c.kill("SIGKILL");
 });
 
-/** Starts `node --import tsx <script> <args>` as startNode does. */
+/** Our two programs and the package.json scripts users run them with: compiled JavaScript (scripts/build-packages.ts), not tsx. */
+const COMPILED: Readonly<Record<string, "start" | "agent">> = { "packages/server/src/main.ts": "start", "packages/agent/src/main.ts": "agent" };
+let built = false;
+
+/**
+ * Starts `node --import tsx <script> <args>` as startNode does; the control plane and the
+ * agent as `npm start` and `npm run agent` run them (their compiled JavaScript, built once
+ * per bench run by `npm run build:packages`), so the bench measures what users run, not
+ * tsx's loader (its keepNames, for one, names every function a call makes).
+ */
 export function startServer(name: string, script: string, args: readonly string[], env: Record<string, string>, cpu: number | string = 0): Promise<Server> {
-  return startNode(name, ["--import", "tsx", script, ...args], env, cpu);
+  const compiled = COMPILED[script];
+  if (!compiled) return startNode(name, ["--import", "tsx", script, ...args], env, cpu);
+  if (!built) {
+    const r = spawnSync("npm", ["run", "-s", "build:packages"], { cwd: ROOT, stdio: ["ignore", "ignore", "inherit"] });
+    if (r.status !== 0) throw new Error(`npm run build:packages failed (${r.status ?? r.signal}); the bench runs the compiled control plane and agent`);
+    built = true;
+  }
+  return startNode(name, [...npmScriptArgs(compiled), ...args], env, cpu);
 }
 
 /**

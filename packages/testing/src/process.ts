@@ -16,9 +16,14 @@ export const TSX_CONTROL_PLANE: readonly string[] = ["--import", "tsx", "package
  * command: the footprint bench and the compiled-start test read it here.
  */
 export function npmStartArgs(): string[] {
-  const start = (JSON.parse(readFileSync(`${REPO_ROOT}package.json`, "utf8")) as { scripts: { start: string } }).scripts.start;
-  const [program, ...args] = start.trim().split(/\s+/);
-  if (program !== "node" || args.length === 0) throw new Error(`package.json's start script is not "node <args>": ${start}`);
+  return npmScriptArgs("start");
+}
+
+/** The node arguments of package.json's script `name` (`node <args>`): `start` (the control plane) or `agent`, both compiled. */
+export function npmScriptArgs(name: "start" | "agent"): string[] {
+  const script = (JSON.parse(readFileSync(`${REPO_ROOT}package.json`, "utf8")) as { scripts: Record<string, string | undefined> }).scripts[name] ?? "";
+  const [program, ...args] = script.trim().split(/\s+/);
+  if (program !== "node" || args.length === 0) throw new Error(`package.json's ${name} script is not "node <args>": ${script}`);
   return args;
 }
 
