@@ -282,8 +282,8 @@ export class VmManager {
     if (!this.backend.migrateOut) throw this.lacks("live-migration", "PlanMigration");
     this.need("live-migration", "PlanMigration");
     return this.serial(vmId, async () => {
-      const info = await this.backend.getVMInfo(vmId);
-      const layout = (await this.backend.deviceLayout?.(vmId)) ?? [];
+      // The config only (no usage measured: no /proc reads, no query-blockstats), and the layout alongside.
+      const [info, layout] = await Promise.all([this.backend.getVMInfo(vmId, STATE_ONLY), this.backend.deviceLayout?.(vmId) ?? []]);
       const indexes = disksToCopy(info.config, this.sharedDirs);
       if (indexes.length === 0) return { copies: [], layout };
       const describe = this.backend.describeDisks?.bind(this.backend);
