@@ -48,7 +48,7 @@ export function auditCalls(o: {
    * The project of the resource `id` of a service's kind ("" if unknown), asked before a
    * call whose request and answer name no project (DeleteVM): afterwards it may be gone.
    */
-  projectOf?: (service: string, id: string) => Promise<string>;
+  projectOf?: (service: string, id: string) => string | Promise<string>;
 }): Interceptor {
   const classes = new Map<DescMethod, CallClass>();
   const fields = new Map<DescMethod, IdFields>();
@@ -70,7 +70,9 @@ export function auditCalls(o: {
     let project = "";
     if (message && o.projectOf && !f.project && !f.createdProject && f.targets[0]) {
       const id = wellFormed(message[f.targets[0].localName], ID_PATTERN);
-      if (id !== "") project = await o.projectOf(req.service.typeName, id).catch(() => "");
+      // Answered at once ("") for a service whose resources have no project (a heartbeat's NodeService): no await.
+      const asked = id === "" ? "" : o.projectOf(req.service.typeName, id);
+      project = typeof asked === "string" ? asked : await asked.catch(() => "");
     }
     let res: UnaryResponse | StreamResponse;
     try {
@@ -151,13 +153,13 @@ function wellFormed(v: unknown, pattern: RegExp): string {
 }
 
 /** The project of a VM or a migration by id, for records of calls that name none (DeleteVM). */
-export function projectResolver(store: Store): (service: string, id: string) => Promise<string> {
+export function projectResolver(store: Store): (service: string, id: string) => string | Promise<string> {
   const kinds: Record<string, Kind<Resource & { projectId: string }>> = {
     "Quantixkvm.compute.v1.VMService": VM_KIND as never,
     "Quantixkvm.compute.v1.MigrationService": MIGRATION_KIND as never,
   };
-  return async (service, id) => {
+  return (service, id) => {
     const kind = kinds[service];
-    return kind ? ((await store.of(kind).get(id))?.projectId ?? "") : "";
+    return kind ? store.of(kind).get(id).then((o) => o?.projectId ?? "") : "";
   };
 }

@@ -13,6 +13,8 @@ export function setCondition(
 ): Condition[] {
   const status = c.status ? ConditionStatus.TRUE : ConditionStatus.FALSE;
   const old = list.find((x) => x.type === c.type);
+  // Already so (a heartbeat's Ready and Heartbeat, every beat): the list as it is, nothing made.
+  if (old && old.status === status && old.reason === c.reason && old.message === c.message && old.observedGeneration === c.generation && old.lastTransitionTime && isSorted(list)) return list;
   const next = create(ConditionSchema, {
     type: c.type,
     status,
@@ -22,6 +24,11 @@ export function setCondition(
     lastTransitionTime: old && old.status === status && old.lastTransitionTime ? old.lastTransitionTime : timestampFromMs(nowMs),
   });
   return [...list.filter((x) => x.type !== c.type), next].sort((a, b) => a.type.localeCompare(b.type));
+}
+
+function isSorted(list: readonly Condition[]): boolean {
+  for (let i = 1; i < list.length; i++) if (list[i - 1]!.type.localeCompare(list[i]!.type) > 0) return false;
+  return true;
 }
 
 /** Removes a condition. */

@@ -1,4 +1,4 @@
-import type { Node } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import type { Node, Taint } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { PowerState, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import type { ChangeEvent } from "@quantix/core";
 import { desiredOf } from "./vm-status.js";
@@ -27,18 +27,48 @@ export function vmChangeMatters(ev: ChangeEvent<VirtualMachine>): boolean {
 /** A node change matters when it is added or removed, or what the filters read changed (not a heartbeat). */
 export function nodeChangeMatters(ev: ChangeEvent<Node>): boolean {
   if (ev.type !== "MODIFIED" || !ev.previous) return true;
-  return schedulingView(ev.previous) !== schedulingView(ev.object);
+  return !sameSchedulingView(ev.previous, ev.object);
 }
 
-/** The parts of a node the filters and scores read, as one comparable string. */
-function schedulingView(n: Node): string {
-  return JSON.stringify([
-    n.status?.phase,
-    n.spec?.schedulable,
-    n.labels,
-    (n.spec?.taints ?? []).map((t) => [t.key, t.value, t.effect]),
-    n.status?.allocatable?.cpuCores,
-    String(n.status?.allocatable?.memoryMib ?? 0n),
-    n.status?.hypervisor?.capabilities ?? [],
-  ]);
+/**
+ * Whether the parts of two nodes the filters and scores read are the same: phase,
+ * schedulable, labels, taints, allocatable CPU and memory, hypervisor capabilities.
+ * Compared field by field, with no string or array made: it runs on every heartbeat.
+ */
+function sameSchedulingView(a: Node, b: Node): boolean {
+  const as = a.status;
+  const bs = b.status;
+  return (
+    as?.phase === bs?.phase &&
+    a.spec?.schedulable === b.spec?.schedulable &&
+    as?.allocatable?.cpuCores === bs?.allocatable?.cpuCores &&
+    (as?.allocatable?.memoryMib ?? 0n) === (bs?.allocatable?.memoryMib ?? 0n) &&
+    sameLabels(a.labels, b.labels) &&
+    sameTaints(a.spec?.taints ?? NONE, b.spec?.taints ?? NONE) &&
+    sameStrings(as?.hypervisor?.capabilities ?? NONE, bs?.hypervisor?.capabilities ?? NONE)
+  );
+}
+
+const NONE: readonly never[] = [];
+
+function sameLabels(a: { readonly [k: string]: string }, b: { readonly [k: string]: string }): boolean {
+  let n = 0;
+  for (const k in a) {
+    if (a[k] !== b[k] || !Object.hasOwn(b, k)) return false;
+    n++;
+  }
+  for (const k in b) if (--n < 0 || !Object.hasOwn(a, k)) return false;
+  return n === 0;
+}
+
+function sameTaints(a: readonly Taint[], b: readonly Taint[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i]!.key !== b[i]!.key || a[i]!.value !== b[i]!.value || a[i]!.effect !== b[i]!.effect) return false;
+  return true;
+}
+
+function sameStrings(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
