@@ -1,4 +1,4 @@
-import { ALL_KINDS, checkBase, deepFreeze, notFound, planWrite, QuantixError, systemClock, type Clock, type Kind, type Resource, type Store, type StoreHealth, type Transaction, type TxOp, type WriteOptions } from "@quantix/core";
+import { ALL_KINDS, checkBase, deepFreeze, notFound, planWrite, QuantixError, shareUnchanged, systemClock, type Clock, type Kind, type Resource, type Store, type StoreHealth, type Transaction, type TxOp, type WriteOptions } from "@quantix/core";
 import { MemoryCollection } from "./memory-collection.js";
 import { runTransaction } from "./transaction.js";
 import type { WatchHubLimits } from "./watch-hub.js";
@@ -130,6 +130,8 @@ export class MemoryStore implements Store {
     // a stored one (a delete's) is frozen already and needs a copy to take the new revision.
     const stored = Object.isFrozen(object) ? coll.copy(object) : object;
     stored.resourceVersion = this.revisionValue;
+    // The change history keeps both versions: what did not change is kept once.
+    if (type === "MODIFIED" && previous) shareUnchanged(stored, previous);
     deepFreeze(stored);
     const unique = coll.kind.unique;
     if (previous && unique) coll.byKey.delete(unique.key(previous));

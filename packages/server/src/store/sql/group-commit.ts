@@ -252,7 +252,7 @@ function isCreateOf(job: Job, coll: SqlCollection<Resource>): boolean {
 
 /** The outcome of a single write stored at `revision`. */
 function singleDone(job: Single, revision: bigint): { value: Resource; changes: CommittedChange[] } {
-  const object = job.coll.withVersion(job.plan.object, revision);
+  const object = job.coll.withVersion(job.plan.object, revision, job.plan.type === "MODIFIED" ? job.plan.previous : undefined);
   return { value: object, changes: [{ kind: job.coll.kind.name, type: job.plan.type, object, previous: job.plan.type === "MODIFIED" ? job.plan.previous : undefined, revision }] };
 }
 

@@ -130,7 +130,7 @@ export async function planLocked(
     }
     revision += 1n;
     writes.push({ coll, type: plan.type, object: plan.object, current, revision });
-    const stored = coll.withVersion(plan.object, revision);
+    const stored = coll.withVersion(plan.object, revision, plan.type === "MODIFIED" ? current : undefined);
     written.set(slot, plan.type === "DELETED" ? null : stored);
     out.push(stored);
     changes.push({ kind: op.kind.name, type: plan.type, object: stored, previous: plan.type === "MODIFIED" ? current : undefined, revision });

@@ -8,6 +8,7 @@ import {
   planWrite,
   PushIterable,
   QuantixError,
+  shareUnchanged,
   type Clock,
   type Collection,
   type Kind,
@@ -252,10 +253,12 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
     return this.decoded.get(id, data, big(version), (d, v) => this.decode(d, v));
   }
 
-  /** A frozen copy of `o` at `revision`. */
-  withVersion(o: T, revision: bigint): T {
+  /** A frozen copy of `o` at `revision`, sharing what it did not change with `previous` (the version it replaces). */
+  withVersion(o: T, revision: bigint, previous?: Resource): T {
     const copy = this.copy(o);
     copy.resourceVersion = revision;
+    // The change history keeps both versions: what did not change is kept once.
+    if (previous) shareUnchanged(copy, previous);
     return deepFreeze(copy);
   }
 
