@@ -332,6 +332,8 @@ try {
     rows.push(
       { ...absolute(`scale: RSS per VM (${num(r.vms - r.baselineVms)} CreateVM, memory store)`, r.rssPerVmBytes, kib), ...(r.vms < r.vmsAsked ? { baseline: `only ${num(r.vms)} of ${num(r.vmsAsked)} VMs made within the CreateVM budget` } : {}) },
       absolute(`scale: RSS per node (${num(r.nodes)} RegisterNode + a heartbeat each)`, r.rssPerNodeBytes, kib),
+      { ...absolute(`scale: heap kept per node after a full GC (the same ${num(r.nodes)} nodes)`, r.heapPerNodeBytes, kib), baseline: "V8's used heap, not RSS" },
+      { ...absolute("scale: heap kept per UpdateHeartbeat after a full GC (its node's version in the change history)", r.heapPerHeartbeatBytes, (v) => `${num(v)} B`), baseline: `a full history (${num(r.historyRevisions)} revisions) of heartbeats: ${num((r.heapPerHeartbeatBytes * r.historyRevisions) / 1048576, 1)} MiB` },
       compare("scale: server CPU per UpdateHeartbeat (5,000, 32 in flight)", r.heartbeatCpuUs, r.getVmCpuUs, usf, "per GetVM"),
       { ...absolute(`scale: server CPU, ${num(r.nodes)} agents heartbeating every ${r.heartbeatIntervalSec} s, ${num(r.vms)} VMs`, r.steadyCpuPercent, pct), baseline: `${pct(r.steadyPausedCpuPercent)} in the windows between with heartbeats paused (same VMs); ${pct(r.idleCpuPercent)} at ${num(r.baselineVms)} VMs, no heartbeats` },
       // The heartbeats' steady cost (heartbeating windows minus paused ones, per UpdateHeartbeat), ours and bare.

@@ -11,10 +11,11 @@ import { NodeService, UpdateHeartbeatRequestSchema } from "@quantix/api/gen/Quan
 import { PowerState, VirtualMachineSchema, VmStatus_State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { CreateVMRequestSchema, VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { VM_KIND, type TxOp } from "@quantix/core";
-import { migrate, PgliteDriver, SqlStore } from "@quantix/server";
+import { loadConfig, migrate, PgliteDriver, SqlStore } from "@quantix/server";
 import { npmStartArgs } from "@quantix/testing";
 import { envelope, unenvelope } from "./grpc-frame.js";
 import { connect, exchange, grpcHeaders, grpcStatus } from "./h2-client.js";
+import { heapAfterGc, INSPECT_ENV } from "./inspector.js";
 import { cpuSeconds, ROOT, rssBytes, startNode, startServer, type Server } from "./proc.js";
 import { nowMs, percentile, sleep, withTimeout } from "./stats.js";
 
@@ -49,6 +50,12 @@ export interface ScaleResult {
   readonly rssIdleBytes: number;
   readonly rssPerVmBytes: number;
   readonly rssPerNodeBytes: number;
+  /** V8's used heap after a full GC, per node registered and heartbeated twice (RSS also counts heap V8 grew to and kept). */
+  readonly heapPerNodeBytes: number;
+  /** The same, kept per heartbeat: a heartbeat's version of its node, held by the change history until it is compacted. */
+  readonly heapPerHeartbeatBytes: number;
+  /** The change history's size in revisions (QUANTIX_HISTORY_REVISIONS's default, which this server runs with). */
+  readonly historyRevisions: number;
   readonly createPerSec: number;
   readonly heartbeatCpuUs: number;
   readonly getVmCpuUs: number;
@@ -133,10 +140,14 @@ async function settledRss(pid: number): Promise<number> {
  */
 /** Steady-state windows of one heartbeat interval each, heartbeating and paused in turn. */
 const STEADY_WINDOWS = 6;
+/** Heartbeats for their CPU against GetVM's, and for the heap each keeps. */
+const HEARTBEATS = 5_000;
+/** QUANTIX_HISTORY_REVISIONS's default, which the scale server runs with. */
+const HISTORY_REVISIONS = loadConfig({}).storeTuning.historyRevisions;
 
 export async function scaleBench(vms: number, nodes: number, createBudgetMs: number, progress: (msg: string) => void): Promise<{ result: ScaleResult; server: Server }> {
   const baselineVms = Math.min(1_000, vms);
-  const server = await startServer("quantix-scale", SERVER, [], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "memory", QUANTIX_DEMO: "0", QUANTIX_LOG_LEVEL: "info", QUANTIX_SHUTDOWN_GRACE_MS: "2000" });
+  const server = await startServer("quantix-scale", SERVER, [], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "memory", QUANTIX_DEMO: "0", QUANTIX_LOG_LEVEL: "info", QUANTIX_SHUTDOWN_GRACE_MS: "2000", ...INSPECT_ENV });
   const transport = createGrpcTransport({ baseUrl: server.url });
   const vmApi = createClient(VMService, transport);
   const nodeApi = createClient(NodeService, transport);
@@ -149,6 +160,7 @@ export async function scaleBench(vms: number, nodes: number, createBudgetMs: num
 
   progress(`scale: ${num(nodes)} simulated agents register (RegisterNode), then heartbeat once each`);
   const rssBeforeNodes = await settledRss(server.pid);
+  const heapBeforeNodes = await heapAfterGc(server.logFile);
   const ids: string[] = [];
   for (let i = 0; i < nodes; i += 50) {
     const batch = await Promise.all(Array.from({ length: Math.min(50, nodes - i) }, (_, k) => nodeApi.registerNode(registration(i + k))));
@@ -160,6 +172,8 @@ export async function scaleBench(vms: number, nodes: number, createBudgetMs: num
   const intervalSec = first.heartbeatIntervalSec;
   await cpuPerCall(server.pid, ids.length, 32, beat);
   const rssPerNodeBytes = ((await settledRss(server.pid)) - rssBeforeNodes) / nodes;
+  const heapWithNodes = await heapAfterGc(server.logFile);
+  const heapPerNodeBytes = (heapWithNodes - heapBeforeNodes) / nodes;
   const bare = await startBareHeartbeats(server.url, ids[0]!);
   const bareApi = createClient(NodeService, createGrpcTransport({ baseUrl: bare.url }));
   const bareBeat = (i: number) => bareApi.updateHeartbeat(heartbeat(ids[i % ids.length]!, i)).catch(() => void hbErrors++);
@@ -167,7 +181,9 @@ export async function scaleBench(vms: number, nodes: number, createBudgetMs: num
 
   progress("scale: server CPU per heartbeat against per GetVM (5,000 calls each, 32 in flight)");
   const someVm = (await vmApi.listVMs({ pageSize: 1 })).vms[0]!.id;
-  const heartbeatCpuUs = await cpuPerCall(server.pid, 5_000, 32, beat);
+  const heartbeatCpuUs = await cpuPerCall(server.pid, HEARTBEATS, 32, beat);
+  // Every heartbeat is a version of its node in the change history (HEARTBEATS is well under its size).
+  const heapPerHeartbeatBytes = ((await heapAfterGc(server.logFile)) - heapWithNodes) / HEARTBEATS;
   const getVmCpuUs = await cpuPerCall(server.pid, 5_000, 32, () => vmApi.getVM({ id: someVm }));
   const idleWindowMs = 5_000;
   const i0 = cpuSeconds(server.pid);
@@ -251,7 +267,7 @@ export async function scaleBench(vms: number, nodes: number, createBudgetMs: num
   return {
     server,
     result: {
-      store: "memory", vms: vmsReached, vmsAsked: vms, baselineVms, nodes, rssIdleBytes, rssPerVmBytes, rssPerNodeBytes, createPerSec: created.perSec, heartbeatCpuUs, getVmCpuUs,
+      store: "memory", vms: vmsReached, vmsAsked: vms, baselineVms, nodes, rssIdleBytes, rssPerVmBytes, rssPerNodeBytes, heapPerNodeBytes, heapPerHeartbeatBytes, historyRevisions: HISTORY_REVISIONS, createPerSec: created.perSec, heartbeatCpuUs, getVmCpuUs,
       heartbeatIntervalSec: intervalSec, steadyCpuPercent, steadyPausedCpuPercent, steadyHeartbeatsPerSec, bareSteadyCpuPercent, bareSteadyPausedCpuPercent, idleCpuPercent, listSmall, listLarge, watchSmall, watchLarge, heartbeatErrors: hbErrors,
     },
   };
