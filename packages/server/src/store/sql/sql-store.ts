@@ -8,12 +8,27 @@ import type { LockedOp } from "./locked-commit.js";
 import { SqlCollection } from "./sql-collection.js";
 import { big, type SqlDriver } from "./sql-driver.js";
 
+/**
+ * Changes per kind a SQL store also keeps in memory by default. The table holds the whole
+ * history (QUANTIX_HISTORY_REVISIONS, 100,000 by default); memory holds its newest part,
+ * for the watchers that resume soon after they broke off. A heartbeat is a change of its
+ * node: 1,000 agents make 100 a second, so this is the last 100 s of them, and a whole
+ * history in memory held about 70 MiB of node versions (about 400 MiB before versions
+ * shared their unchanged parts), which the database holds already.
+ */
+export const MEMORY_HISTORY = 10_000;
+
 /** Tuning of a SQL store. */
 export interface SqlStoreOptions {
   /** The kinds it keeps, each in its table (migrations.ts); default: every kind (ALL_KINDS). */
   readonly kinds?: readonly Kind<Resource>[];
-  /** Revisions of change history kept for resuming watchers (and, per kind, in memory). */
+  /** Revisions of change history kept for resuming watchers, in the database. */
   readonly historyRevisions: number;
+  /**
+   * The newest of those kept in memory as well, per kind (default: historyRevisions, at
+   * most MEMORY_HISTORY): a watcher resuming from further back reads the table instead.
+   */
+  readonly memoryHistory?: number;
   /** Undelivered changes a slow watcher may accumulate. */
   readonly maxBacklog: number;
   /** How often the change tailer polls besides LISTEN/NOTIFY (a safety net). */
@@ -42,7 +57,7 @@ export class SqlStore implements Store {
     startRevision: bigint,
     private readonly options: SqlStoreOptions,
   ) {
-    const limits: WatchHubLimits = { historySize: options.historyRevisions, maxBacklog: options.maxBacklog };
+    const limits: WatchHubLimits = { historySize: options.memoryHistory ?? Math.min(options.historyRevisions, MEMORY_HISTORY), maxBacklog: options.maxBacklog };
     this.clock = options.clock ?? systemClock;
     this.tailer = new ChangeTailer(driver, startRevision, options.pollMs, options.onError);
     this.compactor = new Compactor(driver, options.historyRevisions);
