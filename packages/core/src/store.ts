@@ -89,6 +89,16 @@ export interface Collection<T extends Resource> {
    * `signal` aborts. OUT_OF_RANGE when history no longer reaches back to it.
    */
   watch(fromRevision: bigint, signal: AbortSignal): AsyncIterable<WatchEvent<T>>;
+  /**
+   * Calls `listener` with each change of object `id` this process learns of from now on, as
+   * soon as it does: in the call that publishes it (the write, or the read of another
+   * replica's change), before watchers get it on a later turn of the event loop. For a
+   * caller waiting for one object to reach a state (services/wait.ts); watchers still get
+   * every change, in order. No history: read the object after calling. The listener must
+   * only take note (resolve a promise), never write; `undefined` means changes may have been
+   * missed, so read the object again. Until the returned function is called.
+   */
+  changesOf(id: string, listener: (event: ChangeEvent<T> | undefined) => void): () => void;
 }
 
 /** One write of a transaction. Updates and deletes are conditional on the version of the object given. */

@@ -9,6 +9,8 @@ export async function withinBudget(budgetMs: number, signal: AbortSignal, fn: (s
   const stop = new AbortController();
   const timer = setTimeout(() => stop.abort(), budgetMs);
   const onAbort = () => stop.abort();
+  // A signal aborted already fires no event: the budget is spent at once.
+  if (signal.aborted) stop.abort();
   signal.addEventListener("abort", onAbort);
   try {
     await fn(stop.signal);
@@ -22,24 +24,54 @@ export async function withinBudget(budgetMs: number, signal: AbortSignal, fn: (s
 }
 
 /**
- * Waits until `pred` holds for object `id`, following the store's watch, until
- * `budgetMs` passes or `signal` aborts; then returns the object as it is. Power actions
- * use it to return once the node has observed the result, or at the deadline.
+ * Waits until `pred` holds for object `id`, following its changes as the store publishes
+ * them, until `budgetMs` passes or `signal` aborts; then returns the object as it is.
+ * Power actions use it to return once the node has observed the result, or at the deadline.
+ * It follows the one object (Collection.changesOf) rather than a watch: it wakes in the
+ * write that makes `pred` hold, not a turn later after the watch's fan-out, where the
+ * controllers' reconciles of the same change ran first (StartVM answered ~1 ms later).
  */
 export async function waitFor<T extends Resource>(repo: Collection<T>, kind: string, id: string, pred: (obj: T) => boolean, budgetMs: number, signal: AbortSignal): Promise<T> {
-  let latest = await repo.get(id);
-  if (!latest) throw notFound(kind, id);
-  if (pred(latest) || budgetMs <= 0) return latest;
-  const from = latest.resourceVersion;
-  await withinBudget(budgetMs, signal, async (stop) => {
-    for await (const ev of repo.watch(from, stop)) {
-      if (ev.type === "SYNCED" || ev.object.id !== id) continue;
-      if (ev.type === "DELETED") throw notFound(kind, id);
-      latest = ev.object;
-      if (pred(latest)) return;
-    }
+  // Followed before the first read: a change between the two is not missed.
+  let newest: T | undefined;
+  let deletedAt: bigint | undefined;
+  let reread = false;
+  let wake: (() => void) | undefined;
+  const unfollow = repo.changesOf(id, (ev) => {
+    if (!ev) reread = true;
+    else if (ev.type === "DELETED") deletedAt = ev.revision;
+    else if (!newest || ev.object.resourceVersion > newest.resourceVersion) newest = ev.object;
+    wake?.();
   });
-  return (await repo.get(id)) ?? latest;
+  try {
+    let latest = await repo.get(id);
+    if (!latest) throw notFound(kind, id);
+    // The newest of what was read and what was published since (a durable store's hub may lag its reads).
+    const catchUp = (obj: T) => {
+      if (deletedAt !== undefined && deletedAt > obj.resourceVersion) throw notFound(kind, id);
+      return newest && newest.resourceVersion > obj.resourceVersion ? newest : obj;
+    };
+    latest = catchUp(latest);
+    if (pred(latest) || budgetMs <= 0) return latest;
+    await withinBudget(budgetMs, signal, async (stop) => {
+      if (stop.aborted) return;
+      const stopped = new Promise<void>((resolve) => stop.addEventListener("abort", () => resolve(), { once: true }));
+      while (!pred(latest!)) {
+        await Promise.race([new Promise<void>((resolve) => (wake = resolve)), stopped]);
+        if (stop.aborted) return;
+        if (reread) {
+          reread = false;
+          const now = await repo.get(id);
+          if (!now) throw notFound(kind, id);
+          latest = now.resourceVersion > latest!.resourceVersion ? now : latest;
+        }
+        latest = catchUp(latest!);
+      }
+    });
+    return (await repo.get(id)) ?? latest;
+  } finally {
+    unfollow();
+  }
 }
 
 /**

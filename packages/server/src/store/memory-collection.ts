@@ -1,5 +1,5 @@
 import { clone, type DescMessage } from "@bufbuild/protobuf";
-import { compareCursor, matchesQuery, sortKeyOf, whereFieldOf, type Collection, type Cursor, type FieldValue, type Kind, type ListPage, type Query, type Resource, type WatchEvent, type WriteOptions } from "@quantix/core";
+import { compareCursor, matchesQuery, sortKeyOf, whereFieldOf, type ChangeEvent, type Collection, type Cursor, type FieldValue, type Kind, type ListPage, type Query, type Resource, type WatchEvent, type WriteOptions } from "@quantix/core";
 import { checkBase, copyMessage, notFound, QuantixError } from "@quantix/core";
 import { WatchHub, type WatchHubLimits } from "./watch-hub.js";
 
@@ -202,6 +202,10 @@ export class MemoryCollection<T extends Resource> implements Collection<T> {
 
   watch(fromRevision: bigint, signal: AbortSignal): AsyncIterable<WatchEvent<T>> {
     return this.hub.watch(fromRevision, signal);
+  }
+
+  changesOf(id: string, listener: (event: ChangeEvent<T> | undefined) => void): () => void {
+    return this.hub.changesOf(id, listener);
   }
 
   /** A private, changeable copy of a stored object (or of one checkedCopy made). */

@@ -704,6 +704,25 @@ export function storeContract(
         assert.equal(got?.spec?.cpu?.cores, 2);
       });
 
+      it("changesOf tells of each change of one object by the time its writer is answered, and of no other object's; watchers still get them all", async () => {
+        const from = await store.revision();
+        const vm = await store.of(VM_KIND).create(newVm());
+        const other = await store.of(VM_KIND).create(newVm());
+        const told: string[] = [];
+        const unfollow = store.of(VM_KIND).changesOf(vm.id, (ev) => told.push(ev ? `${ev.type}:${ev.object.id}@${ev.revision}:${ev.type === "DELETED" ? "" : ev.object.description}` : "reread"));
+        const one = await store.of(VM_KIND).update(vm.id, (cur) => ({ ...cur, description: "one" }));
+        assert.deepEqual(told, [`MODIFIED:${vm.id}@${one.resourceVersion}:one`], "told of the committed object when its write returns");
+        await store.of(VM_KIND).update(other.id, (cur) => ({ ...cur, description: "other" }));
+        const gone = await store.of(VM_KIND).delete(vm.id);
+        unfollow();
+        assert.deepEqual(told, [`MODIFIED:${vm.id}@${one.resourceVersion}:one`, `DELETED:${vm.id}@${gone.resourceVersion}:`], "its own object's changes only");
+        const w = new Watcher(store.of(VM_KIND), from);
+        assert.deepEqual(
+          summary(await w.take(5)).map((x) => x.split("@")[0]),
+          [`ADDED:${vm.id}`, `ADDED:${other.id}`, `MODIFIED:${vm.id}`, `MODIFIED:${other.id}`, `DELETED:${vm.id}`],
+        );
+      });
+
       const historySize = opts.historySize;
       it("a watch from before the kept history is OUT_OF_RANGE; a recent one still works", { skip: historySize === undefined && "this store keeps no bounded history (no historySize given)" }, async () => {
         const size = historySize ?? 0;

@@ -63,3 +63,32 @@ test("a watcher that unsubscribes during a fan-out receives nothing more", async
   assert.deepEqual(sinks[1999]!.revs, []);
   assert.equal(hub.watcherCount, 1999);
 });
+
+test("changesOf tells a follower of its object's changes in the publishing call, before any watcher; others' changes and a reset too", async () => {
+  let rev = 0n;
+  const hub = new WatchHub<Item>("item", () => rev);
+  const watcher = recorder();
+  hub.subscribe(0n, watcher);
+  const told: (string | undefined)[] = [];
+  const unfollow = hub.changesOf("x", (ev) => told.push(ev && `${ev.type}:${ev.object.id}@${ev.revision}`));
+  hub.changesOf("y", () => {
+    throw new Error("a listener that throws fails neither the publish nor the others");
+  });
+  const publish = (id: string) => {
+    rev += 1n;
+    hub.publish({ type: "MODIFIED", object: { id }, revision: rev });
+  };
+  publish("x");
+  publish("y");
+  publish("x");
+  assert.deepEqual(told, ["MODIFIED:x@1", "MODIFIED:x@3"], "told at once, of its own object only");
+  assert.deepEqual(watcher.revs, [], "watchers are told on a later turn");
+  await turn();
+  assert.deepEqual(watcher.revs, [1n, 2n, 3n], "watchers still get every change, in order");
+  watcher.fail = () => undefined; // a reset fails every watcher
+  hub.reset(3n, new Error("history broken"));
+  assert.deepEqual(told.slice(2), [undefined], "a reset tells followers that changes may be missed");
+  unfollow();
+  publish("x");
+  assert.equal(told.length, 3, "nothing after unfollowing");
+});

@@ -27,11 +27,14 @@ interface Subscriber<T> {
  * Changes are delivered after the writing call returns, in turns of the event loop of
  * at most DELIVERIES_PER_TURN watchers, so that neither the write's acknowledgement nor
  * other calls wait for a fan-out to ten thousand watchers; every watcher receives the
- * same event objects, in revision order.
+ * same event objects, in revision order. A caller waiting for one object follows it with
+ * changesOf instead: told in the writing call, by a look-up of the object's id, not a fan-out.
  */
 export class WatchHub<T> {
   private history: ChangeEvent<T>[] = [];
   private readonly subscribers = new Set<Subscriber<T>>();
+  /** Listeners of one object's changes (changesOf), by object id. */
+  private readonly followers = new Map<string, Set<(event: ChangeEvent<T> | undefined) => void>>();
   private pending: ChangeEvent<T>[] = [];
   /** Batches being delivered, oldest first, each with the watchers it goes to and how far it got. */
   private readonly jobs: { events: ChangeEvent<T>[]; subs: Subscriber<T>[]; next: number }[] = [];
@@ -73,6 +76,33 @@ export class WatchHub<T> {
     }
     this.pending.push(event);
     this.schedule();
+    if (this.followers.size > 0) this.tellFollowers(event);
+  }
+
+  /**
+   * Calls `listener` with each change of object `id` published from now on, as it is
+   * published: in the writing call, before the fan-out to watchers (which waits for the
+   * next turn of the event loop and for every watcher's own work). For a caller waiting for
+   * one object to reach a state (StartVM until its VM runs): it wakes as soon as the write is
+   * committed, not after the controllers have reconciled the same change. No history: read
+   * the object after calling. The listener runs inside a write, so it must only take note
+   * (resolve a promise); what it throws is dropped. `undefined` instead of a change: changes
+   * may have been missed (the hub was reset), read the object again. Until the returned
+   * function is called.
+   */
+  changesOf(id: string, listener: (event: ChangeEvent<T> | undefined) => void): () => void {
+    let set = this.followers.get(id);
+    if (!set) this.followers.set(id, (set = new Set()));
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+      if (set.size === 0 && this.followers.get(id) === set) this.followers.delete(id);
+    };
+  }
+
+  private tellFollowers(event: ChangeEvent<T>): void {
+    const set = this.followers.get((event.object as { id?: unknown }).id as string);
+    if (set) tell(set, event);
   }
 
   /**
@@ -134,6 +164,7 @@ export class WatchHub<T> {
       sub.sink.fail(err);
     }
     this.subscribers.clear();
+    for (const set of this.followers.values()) tell(set, undefined);
     this.jobs.length = 0;
     this.pending = [];
     this.history = [];
@@ -183,5 +214,16 @@ export class WatchHub<T> {
       if (job.next >= job.subs.length) this.jobs.shift();
     }
     if (this.jobs.length > 0) this.schedule();
+  }
+}
+
+/** Tells each of `listeners` of `event` (a copy of the set: a listener may unsubscribe). */
+function tell<E>(listeners: ReadonlySet<(event: E) => void>, event: E): void {
+  for (const listener of [...listeners]) {
+    try {
+      listener(event);
+    } catch {
+      // A listener that throws must not fail the write that published the change, nor keep others from hearing of it.
+    }
   }
 }

@@ -9,6 +9,7 @@ import {
   PushIterable,
   QuantixError,
   shareUnchanged,
+  type ChangeEvent,
   type Clock,
   type Collection,
   type Kind,
@@ -224,6 +225,10 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
         signal.removeEventListener("abort", onAbort);
       };
     }, this.hub.maxBacklog);
+  }
+
+  changesOf(id: string, listener: (event: ChangeEvent<T> | undefined) => void): () => void {
+    return this.hub.changesOf(id, listener);
   }
 
   /** A private, changeable copy of an object (copyMessage: encode checks a caller's object as it is stored). */

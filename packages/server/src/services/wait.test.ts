@@ -1,0 +1,71 @@
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { VirtualMachineSchema, VmStatus_State as State, type VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { QuantixError, VM_KIND } from "@quantix/core";
+import { MemoryStore } from "../store/memory-store.js";
+import { waitFor } from "./wait.js";
+
+function newVm(): VirtualMachine {
+  return create(VirtualMachineSchema, {
+    id: randomUUID(),
+    projectId: randomUUID(),
+    name: "waiting",
+    spec: { cpu: { cores: 1 }, memory: { sizeMib: 256n } },
+    status: { state: State.STOPPED },
+    createdAt: timestampFromMs(0),
+    updatedAt: timestampFromMs(0),
+    generation: 1n,
+  });
+}
+
+const setState = (state: State) => (cur: VirtualMachine) => ((cur.status!.state = state), cur);
+const running = (vm: VirtualMachine) => vm.status?.state === State.RUNNING;
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+describe("waitFor", () => {
+  it("wakes in the write that makes the predicate hold, before the store's watchers are told of it", async () => {
+    const store = new MemoryStore();
+    const vms = store.of(VM_KIND);
+    const vm = await vms.create(newVm());
+    const seen: string[] = [];
+    const watching = new AbortController();
+    void (async () => {
+      for await (const ev of vms.watch(vm.resourceVersion, watching.signal)) if (ev.type === "MODIFIED") seen.push(`watcher@${ev.revision}`);
+    })();
+    const done = waitFor(vms, "VM", vm.id, running, 10_000, new AbortController().signal).then((x) => seen.push(`waitFor@${x.resourceVersion}`));
+    await turn();
+    await vms.update(vm.id, setState(State.STARTING));
+    await turn();
+    const up = await vms.update(vm.id, setState(State.RUNNING));
+    await done;
+    await turn();
+    watching.abort();
+    assert.deepEqual(seen, [`watcher@${up.resourceVersion - 1n}`, `waitFor@${up.resourceVersion}`, `watcher@${up.resourceVersion}`]);
+  });
+
+  it("returns at once when the predicate holds, the object as it is when the budget ends, and NOT_FOUND once it is deleted", async () => {
+    const store = new MemoryStore();
+    const vms = store.of(VM_KIND);
+    const vm = await vms.create(newVm());
+    const stopped = await waitFor(vms, "VM", vm.id, (x) => x.status?.state === State.STOPPED, 10_000, new AbortController().signal);
+    assert.equal(stopped.resourceVersion, vm.resourceVersion);
+    const late = await waitFor(vms, "VM", vm.id, running, 30, new AbortController().signal);
+    assert.equal(late.status?.state, State.STOPPED, "the budget ran out: the object as it is");
+    const aborted = new AbortController();
+    const cut = waitFor(vms, "VM", vm.id, running, 10_000, aborted.signal);
+    await turn();
+    aborted.abort();
+    assert.equal((await cut).status?.state, State.STOPPED, "the caller went away: the object as it is");
+    const t0 = performance.now();
+    const gone1 = await waitFor(vms, "VM", vm.id, running, 10_000, aborted.signal);
+    assert.equal(gone1.status?.state, State.STOPPED);
+    assert.ok(performance.now() - t0 < 5_000, "a signal aborted before the call ends the wait at once, not at the budget");
+    const gone = waitFor(vms, "VM", vm.id, running, 10_000, new AbortController().signal);
+    await turn();
+    await vms.delete(vm.id);
+    await assert.rejects(gone, (e: unknown) => e instanceof QuantixError && e.code === "not_found");
+  });
+});
