@@ -1,19 +1,13 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { clone, create, equals, isFieldSet } from "@bufbuild/protobuf";
-import { BytesValueSchema, FileDescriptorProtoSchema, StructSchema, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { BytesValueSchema, FileDescriptorProtoSchema, StructSchema } from "@bufbuild/protobuf/wkt";
 import { NodeSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { copyMessage } from "./copy-message.js";
 import { deepFreeze } from "./freeze.js";
+import { fixtureNode } from "./message-fixtures.js";
 
-const node = () =>
-  create(NodeSchema, {
-    id: "n1",
-    hostname: "host-1",
-    labels: { rack: "r1", zone: "z1" },
-    spec: { schedulable: true, cpu: { logicalCpus: 64, features: ["vmx", "avx2"] }, memory: { totalMib: 262_144n } },
-    status: { vmIds: ["a", "b", "c"], lastHeartbeat: timestampFromMs(1_700_000_000_123), usage: { cpuUsagePercent: 12.5, memoryUsedMib: 1024n } },
-  });
+const node = fixtureNode;
 
 test("a copy equals protobuf-es's clone, frozen source or not, and shares nothing with it", () => {
   const src = deepFreeze(node());

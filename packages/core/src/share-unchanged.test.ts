@@ -6,21 +6,10 @@ import { NodeSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { ConditionSchema } from "@quantix/api/gen/Quantixkvm/common/v1/common_pb.js";
 import { copyMessage } from "./copy-message.js";
 import { deepFreeze } from "./freeze.js";
+import { fixtureNode } from "./message-fixtures.js";
 import { shareUnchanged } from "./share-unchanged.js";
 
-const node = () =>
-  create(NodeSchema, {
-    id: "n1",
-    hostname: "host-1",
-    labels: { rack: "r1", zone: "z1" },
-    spec: { schedulable: true, cpu: { logicalCpus: 64, features: ["vmx", "avx2"] }, memory: { totalMib: 262_144n } },
-    status: {
-      vmIds: ["a", "b", "c"],
-      lastHeartbeat: timestampFromMs(1_700_000_000_123),
-      usage: { cpuUsagePercent: 12.5, memoryUsedMib: 1024n },
-      conditions: [{ type: "Ready", status: 1, reason: "HypervisorUp", message: "up" }],
-    },
-  });
+const node = fixtureNode;
 
 test("a heartbeat's new version keeps its value and holds the old version's unchanged parts", () => {
   const prev = deepFreeze(node());
