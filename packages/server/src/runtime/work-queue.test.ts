@@ -80,20 +80,3 @@ test("with real timers a passing failure is retried within a second, not at the 
   assert.deepEqual(errors, [200, 400]);
   await q.close();
 });
-
-test("keys start two turns after they are added, together, each once: not in the caller's turn, where an answer may still be being written", async () => {
-  const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
-  const runs: string[] = [];
-  const q = new WorkQueue(async (key) => {
-    runs.push(key);
-  }, () => {});
-  q.add("vm:a");
-  q.add("vm:b");
-  q.add("vm:a");
-  assert.deepEqual(runs, [], "nothing runs in the caller's turn");
-  await turn();
-  assert.deepEqual(runs, [], "nor in the next one");
-  await q.idle();
-  assert.deepEqual(runs, ["vm:a", "vm:b"], "then every key added meanwhile, once");
-  await q.close();
-});

@@ -45,13 +45,6 @@ export class WorkQueue {
   private readonly schedule: ScheduleFn;
   private running = 0;
   private closed = false;
-  /** A pump is scheduled (two turns ahead). */
-  private pumpScheduled = false;
-  private readonly pumpSoon = () => {
-    this.pumpScheduled = false;
-    this.pump();
-  };
-  private readonly pumpLater = () => setImmediate(this.pumpSoon);
   private idleWaiters: (() => void)[] = [];
 
   constructor(
@@ -72,17 +65,7 @@ export class WorkQueue {
       return;
     }
     this.pending.add(key);
-    // Started two turns later, not in the caller's: a write's watchers and a node's events
-    // enqueue keys while an answer is being written, and reconciles started then hold up its
-    // end. A unary gRPC answer is finished two turns after its message is written (Node's
-    // http2 asks for the trailers once the message's write completes, a native immediate,
-    // then sends them from a setImmediate, then on the next native immediate); reconciles
-    // started on the next turn still ran before that (StartVM: 0.4-1 ms at load 5-7). Keys
-    // added meanwhile start together.
-    if (!this.pumpScheduled) {
-      this.pumpScheduled = true;
-      setImmediate(this.pumpLater);
-    }
+    this.pump();
   }
 
   /** The delay before the retry after `failures` consecutive failures. */
