@@ -75,21 +75,38 @@ export async function waitFor<T extends Resource>(repo: Collection<T>, kind: str
 }
 
 /**
- * Waits until object `id` is gone from `repo` (deleted), following its watch, until
- * `budgetMs` passes or `signal` aborts. Returns whether it is gone.
+ * Waits until object `id` is gone from `repo` (deleted), following its changes as the store
+ * publishes them (Collection.changesOf, as waitFor does: it wakes in the delete itself),
+ * until `budgetMs` passes or `signal` aborts. Returns whether it is gone.
  */
 export async function waitGone<T extends Resource>(repo: Collection<T>, id: string, budgetMs: number, signal: AbortSignal): Promise<boolean> {
-  const now = await repo.get(id);
-  if (!now) return true;
-  if (budgetMs <= 0) return false;
+  // Followed before the first read: a delete between the two is not missed.
   let gone = false;
-  await withinBudget(budgetMs, signal, async (stop) => {
-    for await (const ev of repo.watch(now.resourceVersion, stop)) {
-      if (ev.type === "DELETED" && ev.object.id === id) {
-        gone = true;
-        return;
-      }
-    }
+  let reread = false;
+  let wake: (() => void) | undefined;
+  const unfollow = repo.changesOf(id, (ev) => {
+    if (!ev) reread = true;
+    else if (ev.type === "DELETED") gone = true;
+    wake?.();
   });
-  return gone || (await repo.get(id)) === undefined;
+  try {
+    if (!(await repo.get(id))) return true;
+    if (gone) return true;
+    if (budgetMs <= 0) return false;
+    await withinBudget(budgetMs, signal, async (stop) => {
+      if (stop.aborted) return;
+      const stopped = new Promise<void>((resolve) => stop.addEventListener("abort", () => resolve(), { once: true }));
+      while (!gone) {
+        await Promise.race([new Promise<void>((resolve) => (wake = resolve)), stopped]);
+        if (stop.aborted) return;
+        if (reread) {
+          reread = false;
+          if (!(await repo.get(id))) gone = true;
+        }
+      }
+    });
+    return gone || (await repo.get(id)) === undefined;
+  } finally {
+    unfollow();
+  }
 }
