@@ -159,3 +159,24 @@ async function forceCleanup(backend: QemuBackend, vmId: string): Promise<void> {
   await backend.close();
   await rm(path.join(stateDir, "vms", vmId), { recursive: true, force: true });
 }
+
+test("a QEMU that exits at start leaves the VM's record as it was: a restarted agent finds it created, not crashed", { timeout: 60_000 }, async () => {
+  // The record says "running" while QEMU initialises (saved alongside it): a QEMU that fails must put it back.
+  const failing = path.join(stateDir, "qemu-that-fails.sh");
+  await writeFile(failing, "#!/bin/sh\necho 'qemu-that-fails: cannot open the test disk' >&2\nexit 1\n", { mode: 0o755 });
+  const vmId = `fails-${process.pid}`;
+  const backend = new QemuBackend({ stateDir, kvm: false, binary: failing });
+  try {
+    await backend.createVM(vmId, guestConfig());
+    await assert.rejects(backend.bootVM(vmId), /QEMU exited at start \(code 1\): qemu-that-fails: cannot open the test disk/);
+    assert.equal((await backend.getVMInfo(vmId)).state, "created");
+    await backend.close();
+    const again = new QemuBackend({ stateDir, kvm: false, binary: failing });
+    assert.deepEqual(await again.recover(), [vmId]);
+    assert.equal((await again.getVMInfo(vmId)).state, "created", "the record on disk was put back");
+    await again.deleteVM(vmId);
+    await again.close();
+  } finally {
+    await backend.close().catch(() => {});
+  }
+});

@@ -397,6 +397,7 @@ export class QemuBackend implements Backend {
     const files = await openHostFiles(record.config, this.options.imageDirs);
     let extraFds: number[] = [];
     let pciSlots: PciPlacement[] = [];
+    let started: VmRecord | undefined;
     try {
       record.disks ??= files.disks.map((f) => ({ format: detectDiskFormatOf(f.fd), blockDevice: f.blockDevice }));
       const disks = record.disks.map((d, i) => ({ ...d, blockDevice: files.disks[i]!.blockDevice }));
@@ -414,7 +415,12 @@ export class QemuBackend implements Backend {
       entry.stopping = false;
       // In a namespace, `ip` switches into it and execs QEMU: the pid spawned is QEMU's.
       const [bin, argv] = this.options.netns === undefined ? [this.binary, args] : ["ip", ["netns", "exec", this.options.netns, this.binary, ...args]];
-      entry.runtime = await QemuRuntime.start(bin, argv, this.runtimeOptions(vmId, entry), [...files.all.map((f) => f.fd), ...inherit], !incoming).catch((err: unknown) => {
+      // The record says "running" once a QEMU exists: saved while QEMU initialises (its
+      // answer waits for it), so an agent that restarts finds it; put back if QEMU fails.
+      started = { ...record, state: "running", crashReason: undefined, startedAtMs: this.clock.now(), launchedDiskIds: record.config.storage.map((d) => d.id), launchedNicIds: record.config.network.map((n) => n.id), pciSlots };
+      const saving = started;
+      entry.runtime = await QemuRuntime.start(bin, argv, this.runtimeOptions(vmId, entry), [...files.all.map((f) => f.fd), ...inherit], !incoming, () => saveRecord(paths, saving)).catch(async (err: unknown) => {
+        await saveRecord(paths, record).catch(() => {});
         if (!this.options.kvm || !(err instanceof QuantixError)) throw err;
         throw new QuantixError(err.code, `${err.message}; if KVM cannot run guests on this host, set VMCP_QEMU_KVM=false`);
       });
@@ -422,8 +428,7 @@ export class QemuBackend implements Backend {
       // QEMU holds its own copies; the agent's are closed whether or not it started.
       files.close();
     }
-    Object.assign(record, { state: "running", crashReason: undefined, startedAtMs: this.clock.now(), launchedDiskIds: record.config.storage.map((d) => d.id), launchedNicIds: record.config.network.map((n) => n.id), pciSlots });
-    await saveRecord(paths, record);
+    Object.assign(record, started!);
     return { runtime: entry.runtime, extraFds };
   }
 

@@ -54,13 +54,18 @@ export class QemuRuntime {
    * Spawns QEMU paused (inheriting `inherit` as its fds 3, 4, ...), attaches QMP and the
    * console, then lets the guest run. With `cont` false (a QEMU started without -S to
    * receive an incoming migration) no "cont" is sent: QEMU starts the guest itself once
-   * the state has arrived, after taking over the disks from the source.
+   * the state has arrived, after taking over the disks from the source. `spawned` runs
+   * from the moment QEMU is spawned, alongside the rest; start resolves after both.
    */
-  static async start(binary: string, args: readonly string[], options: RuntimeOptions, inherit: readonly number[] = [], cont = true): Promise<QemuRuntime> {
+  static async start(binary: string, args: readonly string[], options: RuntimeOptions, inherit: readonly number[] = [], cont = true, spawned?: () => Promise<void>): Promise<QemuRuntime> {
     await clearRuntimeFiles(options.paths);
     const child = await spawnQemu(binary, args, options.paths.logFile, inherit).catch((err: unknown) => {
       throw new QuantixError("unavailable", `cannot start QEMU (${binary}): ${String(err)}; install qemu-system-x86`);
     });
+    // `spawned` (the agent saving its record) runs while QEMU initialises, not after "cont";
+    // start answers only once it is done, and a failure waits for it before throwing.
+    const recorded = spawned ? spawned() : Promise.resolve();
+    const settled = recorded.then(() => undefined, () => undefined);
     const early = child.exited.then(async (exit) => {
       const log = await readFile(options.paths.logFile, "utf8").catch(() => "");
       throw new QuantixError("failed_precondition", `QEMU exited at start (${exit.signal ?? `code ${exit.code}`}): ${log.trim().split("\n").slice(-3).join(" / ")}`);
@@ -73,6 +78,7 @@ export class QemuRuntime {
       // holds) may close QMP under the handshake before its exit is seen: its log says why.
       const why = await Promise.race([early.then(() => undefined, (e: unknown) => e), new Promise((r) => setTimeout(r, 5000, undefined))]);
       killHard(child.pid);
+      await settled;
       throw why ?? err;
     }
     early.catch(() => {});
@@ -85,7 +91,14 @@ export class QemuRuntime {
       // QEMU dying at the first vCPU run closes QMP under "cont": its log says why.
       const why = await Promise.race([early.then(() => undefined, (e: unknown) => e), new Promise((r) => setTimeout(r, 5000, undefined))]);
       killHard(child.pid);
+      await settled;
       throw why ?? err;
+    }
+    try {
+      await recorded;
+    } catch (err) {
+      killHard(child.pid);
+      throw err;
     }
     return runtime;
   }
