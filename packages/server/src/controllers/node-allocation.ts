@@ -11,7 +11,8 @@ export const NODE_ALLOCATION = "node-allocation";
 
 /**
  * Keeps each node's status.allocated and status.vm_ids equal to what the VMs placed on it
- * ask for: any VM change enqueues the nodes it left and joined; the resync covers the rest.
+ * ask for: a VM added, deleted, moved or resized enqueues the nodes it left and joined; the
+ * resync covers the rest.
  */
 export function nodeAllocationController(deps: { store: Store; clock: Clock; timers?: Timers; log: Logger; resyncMs?: number }): Controller {
   const vms = deps.store.of(VM_KIND);
@@ -21,7 +22,9 @@ export function nodeAllocationController(deps: { store: Store; clock: Clock; tim
     {
       name: NODE_ALLOCATION,
       watches: [
-        watching(vms, (ev) => [nodeOf(ev.object), nodeOf(ev.previous)].filter((n) => n !== "")),
+        // What a node's allocation is made of: which VMs are on it and what their specs ask for.
+        // A change to neither (a VM's power state, its conditions) is not looked at again.
+        watching(vms, (ev) => (ev.type === "MODIFIED" && ev.previous && !allocationMoved(ev.previous, ev.object) ? [] : [nodeOf(ev.object), nodeOf(ev.previous)].filter((n) => n !== ""))),
         watching(nodes, (ev) => (ev.type === "ADDED" ? [ev.object.id] : [])),
       ],
       keys: async function* () {
@@ -56,4 +59,12 @@ export function nodeAllocationController(deps: { store: Store; clock: Clock; tim
     },
     { clock: deps.clock, ...(deps.timers ? { timers: deps.timers } : {}), log: deps.log, revision: () => deps.store.revision() },
   );
+}
+
+/** Whether a VM's change can change its nodes' allocation: its node, or the demand of its spec. */
+function allocationMoved(before: VirtualMachine, after: VirtualMachine): boolean {
+  if ((before.status?.nodeId ?? "") !== (after.status?.nodeId ?? "")) return true;
+  const a = demandOf(before.spec);
+  const b = demandOf(after.spec);
+  return a.vcpus !== b.vcpus || a.memoryMib !== b.memoryMib;
 }

@@ -21,7 +21,9 @@ export function unmanagedGuestsController(deps: { store: Store; drivers: NodeDri
   return new Controller(
     {
       name: UNMANAGED_GUESTS,
-      watches: [watching(vms, (ev) => [nodeOf(ev.object), nodeOf(ev.previous)].filter((n) => n !== ""))],
+      // Whether a guest is managed is whether its VM exists: a VM that stays on its node
+      // (a power state, a status) changes nothing here; the node's own events say what it runs.
+      watches: [watching(vms, (ev) => (ev.type === "MODIFIED" && ev.previous && nodeOf(ev.previous) === nodeOf(ev.object) ? [] : [nodeOf(ev.object), nodeOf(ev.previous)].filter((n) => n !== "")))],
       events: [(enqueue) => deps.drivers.onChange((nodeId) => enqueue(nodeId))],
       keys: async function* () {
         for await (const n of allOf(nodes)) yield n.id;
