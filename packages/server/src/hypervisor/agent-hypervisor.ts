@@ -85,6 +85,8 @@ export class AgentHypervisor implements HypervisorPort {
   private readonly views = new AgentVmViews();
   private readonly listeners = new Set<(vmId: string) => void>();
   private readonly stopping = new Set<string>();
+  /** VMs whose watch events listeners are yet to hear of (emitSoon). */
+  private soon: string[] = [];
   /** Why the node is not usable (heartbeats stopped, watch broken), or undefined when it is. */
   private readonly down: { node?: string; watch?: string } = { watch: "its agent is not connected yet" };
   /** Callers of connected() waiting for the first sync. */
@@ -338,7 +340,25 @@ export class AgentHypervisor implements HypervisorPort {
     const e = this.watch.vms.get(vmId);
     if (!e) this.views.gone(vmId);
     else if (this.down.watch === undefined) this.views.seen(vmId, e.state);
-    this.emit(vmId);
+    this.emitSoon(vmId);
+  }
+
+  /**
+   * Tells listeners of a watch event on the next turn of the event loop rather than in the
+   * read of the agent's connection that brought it. That read often brings an answer too
+   * (BootVm's, with its event right behind it): the status written from the answer then
+   * reaches the store's watchers (StartVM waiting for RUNNING) before the reconcile the
+   * event asks for runs, not after it. Events are told in the order they came.
+   */
+  private emitSoon(vmId: string): void {
+    if (this.soon.length === 0) setImmediate(() => this.emitPending());
+    this.soon.push(vmId);
+  }
+
+  private emitPending(): void {
+    const ids = this.soon;
+    this.soon = [];
+    for (const id of ids) this.emit(id);
   }
 
   /** One agent call, refused while the node is down, with the agent's error code kept. */
