@@ -68,3 +68,27 @@ test("a mutate that changes nothing writes nothing", async () => {
   assert.equal(same.resourceVersion, before.resourceVersion);
   assert.equal(await store.revision(), before.resourceVersion);
 });
+
+test("a change with an event is committed on the version it was made from; if the object moved on by then, it is made again from the object as it is", async () => {
+  const store = await storeWithNode(Phase.READY);
+  let commits = 0;
+  const racing = new Proxy(store, {
+    get: (target, prop, receiver) =>
+      prop === "commit"
+        ? async (...args: Parameters<Store["commit"]>) => {
+            // Another writer gets in between the update given up and its commit, once.
+            if (commits++ === 0) await target.of(NODE_KIND).update("n1", (n) => ((n.managementIp = "10.0.0.7"), n));
+            return target.commit(...args);
+          }
+        : (Reflect.get(target, prop, receiver) as unknown),
+  }) as Store;
+  const node = await updateWithEvents(racing, NODE_KIND, "n1", at(Phase.NOT_READY), nodeEvents, options);
+  assert.ok(commits >= 1, "a commit was tried");
+  assert.equal(node.status?.phase, Phase.NOT_READY);
+  assert.equal(node.managementIp, "10.0.0.7", "the other writer's change is kept");
+  assert.deepEqual(await eventTypes(store), ["NotReady"], "one event, for the change that was made");
+  assert.equal((await store.of(NODE_KIND).get("n1"))?.resourceVersion, node.resourceVersion);
+  const direct = await updateWithEvents(store, NODE_KIND, "n1", at(Phase.READY), nodeEvents, { ...options, nowMs: 2_000 });
+  assert.equal(direct.status?.phase, Phase.READY);
+  assert.deepEqual(await eventTypes(store), ["NotReady", "Ready"]);
+});

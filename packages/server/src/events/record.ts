@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EventSchema, Severity, type Event } from "@quantix/api/gen/Quantixkvm/event/v1/event_pb.js";
 import type { Charging } from "../quota/quota-ledger.js";
-import { checkBase, copyMessage, EVENT_KIND, notFound, randomIds, type IdGenerator, type Kind, type Resource, type Store, type WriteOptions } from "@quantix/core";
+import { checkBase, copyMessage, EVENT_KIND, notFound, QuantixError, randomIds, type IdGenerator, type Kind, type Resource, type Store, type WriteOptions } from "@quantix/core";
 
 /** What happened to an object, as a component reports it (an Event without its bookkeeping). */
 export interface EventInit {
@@ -61,17 +61,31 @@ export async function updateWithEvents<T extends Resource>(
   // up when it would mean events, or when the object moved on since peek; then the
   // transaction below. No dry run on a copy of its own: that doubled the copies per write.
   let eventful = false;
+  let made: { next: T; inits: readonly EventInit[] } | undefined;
   const plain = await coll.update(
     id,
     (cur) => {
       if (cur.resourceVersion !== peek.resourceVersion) return (eventful = true), undefined;
       const next = mutate(cur);
-      if (next !== undefined && events(peek, next).length > 0) return (eventful = true), undefined;
+      const inits = next === undefined ? [] : events(peek, next);
+      if (inits.length > 0) return (eventful = true), (made = { next: next!, inits }), undefined;
       return next;
     },
     options,
   );
   if (!eventful) return plain;
+  // The change given up was made from peek's version: committed with its events on that
+  // version, without reading and changing the object again; if it moved on since, the
+  // transaction below starts over from the object as it is.
+  if (made) {
+    const { next, inits } = made;
+    const ops = [{ op: "update" as const, kind: kind as unknown as Kind<Resource>, object: next }, ...inits.map((e) => ({ op: "create" as const, kind: EVENT_KIND as never, object: eventOf(kind as unknown as Kind<Resource>, next, e, options.actor, options.nowMs) }))];
+    try {
+      return (await store.commit(ops, { actor: options.actor }))[0] as T;
+    } catch (err) {
+      if (!(err instanceof QuantixError && err.code === "aborted")) throw err;
+    }
+  }
   const { written, result } = await store.transact(
     async (tx) => {
       const cur = await tx.get(kind, id);
