@@ -9,7 +9,7 @@
 export type Row = Record<string, unknown>;
 
 /** A query parameter. bigint is sent as text; arrays as PostgreSQL arrays. */
-export type Param = string | number | boolean | null | Uint8Array | bigint | readonly (string | number)[];
+export type Param = string | number | boolean | null | Uint8Array | bigint | readonly (string | number | boolean | null)[];
 
 /** How a statement is run. */
 export interface QueryOptions {
