@@ -1,5 +1,5 @@
 import type { Collection, Resource } from "@quantix/core";
-import { notFound } from "@quantix/core";
+import { notFound, QuantixError } from "@quantix/core";
 
 /**
  * Runs `fn` with a signal that aborts when `budgetMs` passes or `signal` aborts; an error
@@ -75,38 +75,16 @@ export async function waitFor<T extends Resource>(repo: Collection<T>, kind: str
 }
 
 /**
- * Waits until object `id` is gone from `repo` (deleted), following its changes as the store
- * publishes them (Collection.changesOf, as waitFor does: it wakes in the delete itself),
- * until `budgetMs` passes or `signal` aborts. Returns whether it is gone.
+ * Waits until object `id` is gone from `repo` (deleted), until `budgetMs` passes or
+ * `signal` aborts. Returns whether it is gone. It is waitFor with a predicate that never
+ * holds: waitFor answers NOT_FOUND in the delete itself (it follows the one object).
  */
 export async function waitGone<T extends Resource>(repo: Collection<T>, id: string, budgetMs: number, signal: AbortSignal): Promise<boolean> {
-  // Followed before the first read: a delete between the two is not missed.
-  let gone = false;
-  let reread = false;
-  let wake: (() => void) | undefined;
-  const unfollow = repo.changesOf(id, (ev) => {
-    if (!ev) reread = true;
-    else if (ev.type === "DELETED") gone = true;
-    wake?.();
-  });
   try {
-    if (!(await repo.get(id))) return true;
-    if (gone) return true;
-    if (budgetMs <= 0) return false;
-    await withinBudget(budgetMs, signal, async (stop) => {
-      if (stop.aborted) return;
-      const stopped = new Promise<void>((resolve) => stop.addEventListener("abort", () => resolve(), { once: true }));
-      while (!gone) {
-        await Promise.race([new Promise<void>((resolve) => (wake = resolve)), stopped]);
-        if (stop.aborted) return;
-        if (reread) {
-          reread = false;
-          if (!(await repo.get(id))) gone = true;
-        }
-      }
-    });
-    return gone || (await repo.get(id)) === undefined;
-  } finally {
-    unfollow();
+    await waitFor(repo, repo.kind.name, id, () => false, budgetMs, signal);
+  } catch (err) {
+    if (err instanceof QuantixError && err.code === "not_found") return true;
+    throw err;
   }
+  return (await repo.get(id)) === undefined;
 }
