@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -103,8 +103,30 @@ function probe(k: "a" | "b", vmId: string, what: string, done: (p: NetProbeConso
     timeoutMs,
     500,
   ).catch(async (err: unknown) => {
-    throw new Error(`${String(err)}; the console of ${vmId} ended with: ${(await consoleText(agents[k]!.backend, vmId).catch(() => "")).slice(-1500)}`);
+    const text = await consoleText(agents[k]!.backend, vmId).catch(() => "");
+    const lease = text.split("\n").filter((l) => l.startsWith("QX-LEASE")).join(" | ");
+    throw new Error(`${String(err)}; its lease: ${lease || "none"}; ${await dataPlanes()}; the console of ${vmId} ended with: ${text.slice(-1500)}`);
   });
+}
+
+/**
+ * What both hosts' data planes hold, for a failure's message: each network's conditions
+ * as the agent reports them, and the names its dnsmasq answers (addn-hosts) with the end
+ * of its log. Read only when a check has already failed.
+ */
+async function dataPlanes(): Promise<string> {
+  const out: string[] = [];
+  for (const k of ["a", "b"] as const) {
+    const host = agents[k]?.networkHost;
+    if (!host) continue;
+    for (const n of await host.listNetworks().catch(() => [])) {
+      const netDir = join(dir, k, "network", n.spec.networkId);
+      const names = await readFile(join(netDir, "addn-hosts"), "utf8").catch((e: Error) => e.message);
+      const log = (await readFile(join(netDir, "dnsmasq.log"), "utf8").catch((e: Error) => e.message)).trim().split("\n").slice(-8).join(" | ");
+      out.push(`host ${k} network ${n.spec.networkId}: dnsmasq pid ${n.dnsmasqPid}; remote ports ${n.spec.remotePorts.map((r) => `${r.hostname || "-"}=${r.ips.join(",")}`).join(" ") || "none"}; ${n.conditions.map((c) => `${c.type}=${c.status} ${c.reason}: ${c.message}`).join("; ")}; addn-hosts: ${JSON.stringify(names)}; dnsmasq log: ${log}`);
+    }
+  }
+  return `the hosts' networks: ${out.join(" || ") || "none"}`;
 }
 
 /** The results of a round that began after `after` (a later round than the one given). */
