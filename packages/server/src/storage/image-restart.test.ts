@@ -4,9 +4,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { createClient } from "@connectrpc/connect";
-import { ImageState } from "@quantix/api/gen/Quantixkvm/storage/v1/image_pb.js";
+import { toJson } from "@bufbuild/protobuf";
+import { ImageSchema, ImageState } from "@quantix/api/gen/Quantixkvm/storage/v1/image_pb.js";
 import { ImageService } from "@quantix/api/gen/Quantixkvm/storage/v1/image_service_pb.js";
-import { StoragePoolType } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
+import { StoragePoolSchema, StoragePoolType } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_pb.js";
 import { StoragePoolService } from "@quantix/api/gen/Quantixkvm/storage/v1/storage_pool_service_pb.js";
 import { ensureDebianPackages, startTestServer, until, type TestServer } from "@quantix/testing";
 import { startImageServer, type ImageServer } from "../testing/image-server.js";
@@ -41,7 +42,12 @@ test("an import cut by a control-plane restart is carried on by the next one", a
     imageId = (await images.createImage({ name: "interrupted", spec: { poolId, source: { source: { case: "url", value: `${web.base}/stall-once.qcow2` } } } })).id;
     // The first download trickles for as long as its client stays, so the deadline only bounds
     // how long a loaded machine takes to elect a leader and start the image controller.
-    await until(async () => ((await images.getImage({ id: imageId })).status?.state === ImageState.IMPORTING && web.requests.includes("/stall-once.qcow2") ? true : undefined), "downloading before the restart", 120_000);
+    await until(async () => ((await images.getImage({ id: imageId })).status?.state === ImageState.IMPORTING && web.requests.includes("/stall-once.qcow2") ? true : undefined), "downloading before the restart", 120_000).catch(async (err: unknown) => {
+      // What the image and its pool said, and what the web server was asked: why it did not start.
+      const img = await images.getImage({ id: imageId }).then((x) => JSON.stringify(toJson(ImageSchema, x)), (e: Error) => e.message);
+      const pool = await pools.getStoragePool({ id: poolId }).then((x) => JSON.stringify(toJson(StoragePoolSchema, x)), (e: Error) => e.message);
+      throw new Error(`${String(err)}; the image: ${img}; its pool: ${pool}; the web server was asked for: ${JSON.stringify(web.requests)}`);
+    });
   } finally {
     await s.close();
   }
