@@ -20,6 +20,14 @@ let n = 0;
 const uuid = () => `00000000-0000-4000-9000-${(++n).toString(16).padStart(12, "0")}`;
 const storage = (name: string, qemuImg?: QemuImg) => new NodeStorage({ poolRoot: join(root, name), sharedDirs: [], ...(qemuImg ? { qemuImg } : {}) });
 
+test("ensures of one new pool at once all succeed, leaving its one marker", async () => {
+  const s = storage("ensure-race");
+  const id = uuid();
+  const pools = await Promise.all(Array.from({ length: 8 }, () => s.ensurePool(id, "DIR", "")));
+  assert.ok(pools.every((p) => p.id === id));
+  assert.deepEqual(readdirSync(join(root, "ensure-race", id)), [".quantix-pool"]);
+});
+
 test("a qemu-img that fails midway leaves no partial file and no volume", async () => {
   // A stand-in that writes to every absolute path it is given, then fails as a full disk would.
   const fake = join(root, "failing-qemu-img");

@@ -2,6 +2,7 @@ import { lstat, mkdir, readdir, readFile, readlink, realpath, rename, rm, statfs
 import { isAbsolute, join, normalize } from "node:path";
 import { notFound, QuantixError } from "@quantix/core";
 import { underShared } from "../migration-storage.js";
+import { KeyedLock } from "./keyed-lock.js";
 
 /** The pool types the agent manages. */
 export type ManagedPoolType = "DIR" | "SHARED_DIR";
@@ -39,8 +40,15 @@ export class Pools {
     readonly sharedDirs: readonly string[],
   ) {}
 
+  /** Ensures of one pool run one at a time: two at once raced on its directory and marker. */
+  readonly #ensuring = new KeyedLock();
+
   /** Makes a pool exist (idempotent); see EnsurePool in storage.proto. */
   async ensure(id: string, type: ManagedPoolType, path: string): Promise<ResolvedPool> {
+    return this.#ensuring.with([id], () => this.#ensure(id, type, path));
+  }
+
+  async #ensure(id: string, type: ManagedPoolType, path: string): Promise<ResolvedPool> {
     await mkdir(this.root, { recursive: true, mode: 0o700 });
     const entry = join(this.root, id);
     const existing = await lstat(entry).catch(() => undefined);

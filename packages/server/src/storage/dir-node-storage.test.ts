@@ -32,6 +32,20 @@ describe("DirNodeStorage", () => {
   });
   after(() => rm(dir, { recursive: true, force: true }));
 
+  it("ensures of one new pool at once all succeed, leaving its one marker (as the pool controller and an image's steps do)", async () => {
+    const id = "5f0c3a52-1f35-4c55-9d44-6a4fd1e1c0c0";
+    // Started a turn apart, so that one call's steps fall between another's.
+    const calls: Promise<unknown>[] = [];
+    for (let i = 0; i < 16; i++) {
+      calls.push(s.ensurePool({ poolId: id, type: "DIR" }));
+      await new Promise((r) => setImmediate(r));
+    }
+    const pools = await Promise.all(calls);
+    assert.equal(pools.length, 16);
+    assert.deepEqual(await readdir(join(dir, "root", id)), [POOL_MARKER]);
+    await s.deletePool({ poolId: id, type: "DIR" });
+  });
+
   it("sets a DIR pool up as <root>/<pool id> with its marker, idempotently", async () => {
     const p = await s.ensurePool({ poolId: POOL, type: "DIR" });
     assert.ok(p.capacityBytes > 0n);

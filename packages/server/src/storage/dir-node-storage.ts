@@ -53,6 +53,13 @@ export class DirNodeStorage implements NodeStorage {
 
   async ensurePool(req: PoolRef & { type: NodePoolType; path?: string }): Promise<NodePool> {
     checkId("pool_id", req.poolId);
+    // One at a time per pool: the pool controller and an image's or a volume's steps ensure
+    // the same new pool at once, and the second saw the first's marker half made ("not empty
+    // and has no pool marker", the pool UNAVAILABLE until its next reconcile).
+    return this.serial(`pool:${req.poolId}`, () => this.ensurePoolNow(req));
+  }
+
+  private async ensurePoolNow(req: PoolRef & { type: NodePoolType; path?: string }): Promise<NodePool> {
     const dir = req.type === "DIR" ? join(this.o.root, req.poolId) : await this.sharedDir(req.path ?? "");
     if (req.type === "DIR") await mkdir(dir, { recursive: true, mode: 0o750 });
     const marker = join(dir, POOL_MARKER);
@@ -373,7 +380,11 @@ export class DirNodeStorage implements NodeStorage {
 
   /** Runs `fn` after every earlier call on the same volume. */
   private locked<R>(ref: VolumeRef, fn: () => Promise<R>): Promise<R> {
-    const key = `${ref.poolId}/${ref.volumeId}`;
+    return this.serial(`${ref.poolId}/${ref.volumeId}`, fn);
+  }
+
+  /** Runs `fn` after every earlier call under `key` (a volume, or a pool's ensure), whatever their outcome. */
+  private serial<R>(key: string, fn: () => Promise<R>): Promise<R> {
     const prev = this.locks.get(key) ?? Promise.resolve();
     const next = prev.then(fn, fn);
     const tail = next.catch(() => undefined);
