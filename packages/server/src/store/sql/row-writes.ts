@@ -1,5 +1,5 @@
-import { QuantixError, type Kind, type Resource } from "@quantix/core";
-import { columnsOf, sqlType } from "./sql-columns.js";
+import { QuantixError, type Resource } from "@quantix/core";
+import { columnsOf, columnTypesOf } from "./sql-columns.js";
 import type { SqlCollection } from "./sql-collection.js";
 import { translateSqlError } from "./sql-collection.js";
 import type { Param, Queryable } from "./sql-driver.js";
@@ -84,18 +84,6 @@ class Rows {
   }
 }
 
-/** The SQL type of each of a kind's indexed columns (columnsOf's names). */
-function typesOf(kind: Kind<Resource>): Map<string, string> {
-  let types = TYPES.get(kind);
-  if (!types) {
-    types = new Map<string, string>([["unique_key", "text"], ["labels", "jsonb"]]);
-    for (const f of Object.values(kind.fields)) types.set(f.column, sqlType(f.type));
-    TYPES.set(kind, types);
-  }
-  return types;
-}
-const TYPES = new WeakMap<Kind<Resource>, Map<string, string>>();
-
 /** A column value as an array element: bigint as decimal text. */
 function element(v: Param): Element {
   if (typeof v === "bigint") return v.toString();
@@ -148,7 +136,7 @@ class Statement {
     let rows = map.get(coll);
     if (!rows) {
       const n = names();
-      const types = typesOf(coll.kind);
+      const types = columnTypesOf(coll.kind);
       map.set(coll, (rows = new Rows(n, n.map((c) => (c === "id" ? "text" : c === "at" || c === "len" ? "int" : c === "base" || c === "resource_version" ? "bigint" : types.get(c)!)))));
     }
     return rows;

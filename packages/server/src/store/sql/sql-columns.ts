@@ -17,3 +17,15 @@ export function columnsOf(kind: Kind<Resource>, o: Resource): Record<string, Par
   for (const f of Object.values(kind.fields)) cols[f.column] = f.value(o);
   return cols;
 }
+
+/** The SQL type of each column columnsOf names, for the kind (cached per kind). */
+export function columnTypesOf(kind: Kind<Resource>): ReadonlyMap<string, string> {
+  let types = COLUMN_TYPES.get(kind);
+  if (!types) {
+    types = new Map<string, string>([["unique_key", "text"], ["labels", "jsonb"]]);
+    for (const f of Object.values(kind.fields)) types.set(f.column, sqlType(f.type));
+    COLUMN_TYPES.set(kind, types);
+  }
+  return types;
+}
+const COLUMN_TYPES = new WeakMap<Kind<Resource>, Map<string, string>>();
