@@ -6,6 +6,7 @@ export { route, type Route } from "./routes.js";
 export { gzipWherePays } from "./fast-path/response-compression.js";
 export type { ListenerTls, UpgradeHandler } from "./listener.js";
 export { inProcessTransport } from "./in-process.js";
+export { withLeanUnary, type UnaryTransportOptions } from "./unary-transport.js";
 export { mapErrors } from "./interceptors/map-errors.js";
 export { observeCalls, type ObserveOptions } from "./interceptors/observe-calls.js";
 export { rateLimit, type RateLimiter, type RateLimitOptions } from "./interceptors/rate-limit.js";

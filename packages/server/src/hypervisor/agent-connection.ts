@@ -1,5 +1,6 @@
 import type { Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { withLeanUnary } from "@quantix/rpc";
 import { agentTlsOptions, healthOverTls, type AgentDialTls } from "./agent-tls.js";
 
 /** What an agent's health report says, as far as the control plane reads it. */
@@ -48,7 +49,8 @@ export function httpAgentConnection(endpoint: string, secure?: { readonly dial: 
   const sessions = new Http2SessionManager(endpoint, { pingIntervalMs: 5000, pingTimeoutMs: 3000, idleConnectionTimeoutMs: 60_000 }, secure ? agentTlsOptions(secure.dial, secure.nodeId) : undefined);
   return {
     endpoint,
-    transport: createGrpcTransport({ baseUrl: endpoint, sessionManager: sessions }),
+    // Unary calls (BootVm, GetVmInfo, ...) go straight onto the session; streams through connect-node (ADR 0013).
+    transport: withLeanUnary(createGrpcTransport({ baseUrl: endpoint, sessionManager: sessions }), sessions),
     async health() {
       if (secure) {
         const r = await healthOverTls(endpoint, secure.nodeId, secure.dial);
