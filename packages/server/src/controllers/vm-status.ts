@@ -1,7 +1,7 @@
-import { clone, create, equals } from "@bufbuild/protobuf";
+import { create, equals } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { PowerState, VmStatusSchema, VmStatus_State as State, type VirtualMachine, type VmStatus } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import type { ObservedPower } from "@quantix/core";
+import { copyMessage, type ObservedPower } from "@quantix/core";
 
 /** The power state a VM's spec asks for (unset means stopped). */
 export function desiredOf(vm: VirtualMachine): PowerState {
@@ -43,7 +43,8 @@ export function stateOf(power: ObservedPower, desired: PowerState): State {
  */
 export function withEditedStatus(vm: VirtualMachine, edit: (status: VmStatus) => void, nowMs: number): VirtualMachine | undefined {
   const before = vm.status ?? create(VmStatusSchema);
-  const next = clone(VmStatusSchema, before);
+  // A stored status (checked when it was written): copied without protobuf-es's per-field checks.
+  const next = copyMessage(before);
   edit(next);
   if (equals(VmStatusSchema, before, next)) return undefined;
   vm.status = next;
