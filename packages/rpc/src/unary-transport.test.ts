@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import * as http2 from "node:http2";
+import * as net from "node:net";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -198,6 +199,28 @@ describe("against a server that misbehaves, the codes connect-node gives", () =>
   test("a cut frame: Internal", async () => {
     const { a } = await both((s) => ok(s, framed(node).subarray(0, 7)));
     assert.equal((a as { code: string }).code, "Internal", JSON.stringify(a));
+  });
+
+  test("a deadline while the session is still being made (a TLS handshake that never ends): DeadlineExceeded", async () => {
+    const silent = net.createServer(() => undefined);
+    const sockets: net.Socket[] = [];
+    silent.on("connection", (c) => sockets.push(c));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const at = `https://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    const stuck = new Http2SessionManager(at, { pingIntervalMs: 5000, pingTimeoutMs: 3000, idleConnectionTimeoutMs: 60_000 });
+    const base = createGrpcTransport({ baseUrl: at, sessionManager: stuck });
+    try {
+      const t0 = performance.now();
+      const a = await outcome(createClient(NodeService, withLeanUnary(base, stuck)).getNode({ id: "x" }, { timeoutMs: 200 }));
+      const took = performance.now() - t0;
+      assert.equal((a as { code: string }).code, "DeadlineExceeded", show(a));
+      assert.ok(took < 5000, `answered after ${took.toFixed(0)} ms`);
+      assert.deepEqual(a, await outcome(createClient(NodeService, base).getNode({ id: "x" }, { timeoutMs: 200 })));
+    } finally {
+      stuck.abort();
+      for (const c of sockets) c.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
   });
 
   test("no server at the address: Unavailable", async () => {

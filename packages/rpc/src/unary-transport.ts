@@ -50,8 +50,15 @@ async function unaryCall<I extends DescMessage, O extends DescMessage>(
   const message = isMessage(input, method.input) ? input : create(method.input, input as never);
   const body = frame(toBinary(method.input, message as MessageShape<I>));
   const headers = nodeHeaders(requestHeader(true, deadlineMs, header));
-  const stream = await sessions.request("POST", `/${method.parent.typeName}/${method.name}`, headers, {});
-  const reply = await new Promise<Reply>((resolve, reject) => new Call(stream, sessions, readMaxBytes, signal, deadlineAt, resolve, reject).send(body));
+  const path = `/${method.parent.typeName}/${method.name}`;
+  const reply = await new Promise<Reply>((resolve, reject) => {
+    // The deadline and the caller's signal are watched from here: a session still connecting (a host that vanished) ends with them too.
+    const call = new Call(sessions, readMaxBytes, signal, deadlineAt, resolve, reject);
+    sessions.request("POST", path, headers, {}).then(
+      (stream) => call.send(stream, body),
+      (err: unknown) => call.failWith(fromNodeError(err)),
+    );
+  });
   const responseHeader = webHeaders(reply.headers);
   const trailer = webHeaders(reply.trailers);
   // As connect-node: the HTTP status and content type first, then the message, then the status trailers.
@@ -91,8 +98,9 @@ interface Reply {
   readonly body: Buffer;
 }
 
-/** One call on its stream: the request written, the answer read, the deadline and the caller's signal watched. */
+/** One call: the request written on its stream, the answer read, the deadline and the caller's signal watched. */
 class Call {
+  private stream: ClientHttp2Stream | undefined;
   private headers: IncomingHttpHeaders | undefined;
   private trailers: IncomingHttpHeaders = {};
   private readonly chunks: Buffer[] = [];
@@ -101,7 +109,6 @@ class Call {
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly stream: ClientHttp2Stream,
     private readonly sessions: Http2SessionManager,
     private readonly readMaxBytes: number,
     private readonly signal: AbortSignal | undefined,
@@ -109,29 +116,38 @@ class Call {
     private readonly resolve: (r: Reply) => void,
     private readonly reject: (e: unknown) => void,
   ) {
+    if (deadlineAt !== undefined) this.timer = setTimeout(() => this.fail(new ConnectError("the operation timed out", Code.DeadlineExceeded)), Math.max(0, deadlineAt - performance.now()));
+    signal?.addEventListener("abort", this.onAbort);
+  }
+
+  /** Writes the request on `stream`; a call already ended (deadline, abort) resets it at once. */
+  send(stream: ClientHttp2Stream, body: Uint8Array): void {
+    this.stream = stream;
+    stream.on("error", (e: unknown) => this.error(e));
+    if (this.settled) {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      return;
+    }
     stream.on("response", (h: IncomingHttpHeaders) => (this.headers = h));
     stream.on("trailers", (t: IncomingHttpHeaders) => (this.trailers = t));
     stream.on("data", (c: Buffer) => this.data(c));
     stream.on("end", () => this.end());
-    stream.on("error", (e: unknown) => this.error(e));
     stream.on("close", () => this.closed());
-    if (deadlineAt !== undefined) this.timer = setTimeout(() => this.fail(new ConnectError("the operation timed out", Code.DeadlineExceeded), http2.constants.NGHTTP2_CANCEL), Math.max(0, deadlineAt - performance.now()));
-    // Aborted while the session was being made ready: no event will come.
-    if (signal?.aborted) queueMicrotask(this.onAbort);
-    else signal?.addEventListener("abort", this.onAbort);
+    stream.end(body);
   }
 
-  send(body: Uint8Array): void {
-    this.stream.end(body);
+  /** Ends the call with `err` (the session could not be had). */
+  failWith(err: ConnectError): void {
+    this.fail(err);
   }
 
-  private readonly onAbort = (): void => this.fail(abortError(this.signal!), http2.constants.NGHTTP2_CANCEL);
+  private readonly onAbort = (): void => this.fail(abortError(this.signal!));
 
   private data(c: Buffer): void {
-    this.sessions.notifyResponseByteRead(this.stream);
+    this.sessions.notifyResponseByteRead(this.stream!);
     this.size += c.length;
     if (this.size > this.readMaxBytes + 5) {
-      this.fail(new ConnectError(`message size ${this.size - 5} is larger than configured readMaxBytes ${this.readMaxBytes}`, Code.ResourceExhausted), http2.constants.NGHTTP2_CANCEL);
+      this.fail(new ConnectError(`message size ${this.size - 5} is larger than configured readMaxBytes ${this.readMaxBytes}`, Code.ResourceExhausted));
       return;
     }
     this.chunks.push(c);
@@ -146,24 +162,25 @@ class Call {
 
   private error(e: unknown): void {
     // A write after the request ended is connect-node's too: not the call's failure.
-    if ((e as { code?: string }).code === "ERR_STREAM_WRITE_AFTER_END" && this.stream.writableEnded) return;
+    if ((e as { code?: string }).code === "ERR_STREAM_WRITE_AFTER_END" && this.stream?.writableEnded) return;
     // A reset by the peer comes as an error before the close: its code says more (REFUSED_STREAM is UNAVAILABLE, safe to retry).
-    const reset = (e as { code?: string }).code === "ERR_HTTP2_STREAM_ERROR" ? fromResetCode(this.stream.rstCode) : undefined;
+    const reset = (e as { code?: string }).code === "ERR_HTTP2_STREAM_ERROR" ? fromResetCode(this.stream?.rstCode) : undefined;
     this.fail(reset ?? fromNodeError(e));
   }
 
   private closed(): void {
     if (this.settled) return;
     // Reset by the peer: its code says why; closed without one: what arrived is read as the answer.
-    const reset = fromResetCode(this.stream.rstCode);
+    const reset = fromResetCode(this.stream?.rstCode);
     if (reset) this.fail(reset);
     else this.end();
   }
 
-  private fail(err: ConnectError, rstCode?: number): void {
+  /** Ends the call with `err`, resetting its stream (CANCEL) if it is still open. */
+  private fail(err: ConnectError): void {
     if (this.settled) return;
     this.finish();
-    if (rstCode !== undefined && !this.stream.closed) this.stream.close(rstCode);
+    if (this.stream && !this.stream.closed) this.stream.close(http2.constants.NGHTTP2_CANCEL);
     this.reject(err);
   }
 
