@@ -1,15 +1,13 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { NodeStatus_Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
-import { VmStatus_State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+import { VirtualMachineSchema, VmStatus_State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { StartVMRequestSchema, VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { VmService, VmState } from "@quantix/api/gen/vmm/v1/vm_pb.js";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { StartVMRequestSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
-import { VirtualMachineSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { buildTestGuest } from "@quantix/testing";
 import { envelope, unenvelope } from "./grpc-frame.js";
 import { connect, exchange, grpcHeaders, grpcStatus } from "./h2-client.js";
