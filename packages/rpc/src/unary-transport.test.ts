@@ -13,6 +13,7 @@ import { QuantixError } from "@quantix/core";
 import { route } from "./routes.js";
 import { startRpcServer, type RpcServer } from "./rpc-server.js";
 import { silentLogger } from "./log/logger.js";
+import { frame } from "./testing/wire.js";
 import { withLeanUnary } from "./unary-transport.js";
 
 // The lean unary calls against connect-node's own transport, on one HTTP/2 session: every
@@ -135,7 +136,6 @@ describe("against a server that misbehaves, the codes connect-node gives", () =>
   let rawLean: Transport;
   let rawPlain: Transport;
   const node = Buffer.from(toBinary(NodeSchema, create(NodeSchema, { id: "x" })));
-  const framed = (bytes: Buffer, flag = 0) => Buffer.concat([Buffer.from([flag, bytes.length >>> 24, (bytes.length >>> 16) & 255, (bytes.length >>> 8) & 255, bytes.length & 255]), bytes]);
 
   before(async () => {
     raw = http2.createServer();
@@ -168,15 +168,15 @@ describe("against a server that misbehaves, the codes connect-node gives", () =>
   };
 
   const cases: [string, Behaviour, string][] = [
-    ["an answer", (s) => ok(s, framed(node)), "ok"],
+    ["an answer", (s) => ok(s, frame(node)), "ok"],
     ["HTTP 503", (s) => (s.respond({ ":status": 503 }), s.end()), "Unavailable"],
     ["HTTP 404", (s) => (s.respond({ ":status": 404 }), s.end()), "Unimplemented"],
     ["a content type that is not gRPC", (s) => (s.respond({ ":status": 200, "content-type": "text/html" }), s.end("<html>")), "Unknown"],
     ["a trailers-only error", (s) => (s.respond({ ":status": 200, "content-type": "application/grpc+proto", "grpc-status": "5", "grpc-message": "no%20such%20node" }, { endStream: true })), "NotFound"],
-    ["a message without a status", (s) => (s.respond({ ":status": 200, "content-type": "application/grpc+proto" }), s.end(framed(node))), "Internal"],
-    ["two messages", (s) => ok(s, Buffer.concat([framed(node), framed(node)])), "Unimplemented"],
+    ["a message without a status", (s) => (s.respond({ ":status": 200, "content-type": "application/grpc+proto" }), s.end(frame(node))), "Internal"],
+    ["two messages", (s) => ok(s, Buffer.concat([frame(node), frame(node)])), "Unimplemented"],
     ["no message with status 0", (s) => ok(s, Buffer.alloc(0)), "Unimplemented"],
-    ["an error status after a message", (s) => ok(s, framed(node), { "grpc-status": "13", "grpc-message": "broke" }), "Internal"],
+    ["an error status after a message", (s) => ok(s, frame(node), { "grpc-status": "13", "grpc-message": "broke" }), "Internal"],
     ["the stream refused (RST_STREAM REFUSED_STREAM), which is safe to retry", (s) => s.close(http2.constants.NGHTTP2_REFUSED_STREAM), "Unavailable"],
     ["the stream reset with an internal error", (s) => s.close(http2.constants.NGHTTP2_INTERNAL_ERROR), "Internal"],
   ];
@@ -192,12 +192,12 @@ describe("against a server that misbehaves, the codes connect-node gives", () =>
   }
 
   test("a compressed message, which was not asked for: Internal", async () => {
-    const { a } = await both((s) => ok(s, framed(node, 1)));
+    const { a } = await both((s) => ok(s, frame(node, 1)));
     assert.equal((a as { code: string }).code, "Internal", JSON.stringify(a));
   });
 
   test("a cut frame: Internal", async () => {
-    const { a } = await both((s) => ok(s, framed(node).subarray(0, 7)));
+    const { a } = await both((s) => ok(s, frame(node).subarray(0, 7)));
     assert.equal((a as { code: string }).code, "Internal", JSON.stringify(a));
   });
 

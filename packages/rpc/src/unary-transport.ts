@@ -4,6 +4,7 @@ import { create, fromBinary, isMessage, toBinary, type DescMessage, type DescMet
 import { Code, ConnectError, type Transport, type UnaryResponse } from "@connectrpc/connect";
 import { requestHeader, validateResponse, validateTrailer } from "@connectrpc/connect/protocol-grpc";
 import type { Http2SessionManager } from "@connectrpc/connect-node";
+import { frame } from "./fast-path/grpc-wire.js";
 import { DEFAULT_LIMITS } from "./rpc-server.js";
 
 // Unary gRPC calls written straight onto an HTTP/2 session (docs/adr/0013-lean-unary-client.md):
@@ -18,7 +19,6 @@ export interface UnaryTransportOptions {
   /** The largest response message accepted (RESOURCE_EXHAUSTED beyond it); unless said, the most our servers write (DEFAULT_LIMITS.writeMaxBytes, 64 MiB). */
   readonly readMaxBytes?: number;
 }
-
 
 /**
  * `base` with its unary calls made directly on `sessions` (the same HTTP/2 connection, its
@@ -189,15 +189,6 @@ class Call {
     clearTimeout(this.timer);
     this.signal?.removeEventListener("abort", this.onAbort);
   }
-}
-
-/** A gRPC message frame: no compression flag, the length, the bytes. */
-function frame(bytes: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(5 + bytes.length);
-  out[0] = 0;
-  out.writeUInt32BE(bytes.length, 1);
-  out.set(bytes, 5);
-  return out;
 }
 
 function nodeHeaders(h: Headers): http2.OutgoingHttpHeaders {

@@ -103,11 +103,17 @@ export function envelope(schema: DescMessage, msg: object, writeMaxBytes: number
   if (cached) return cached;
   const bytes = encodeMessage(schema, msg);
   if (bytes.length > writeMaxBytes) throw new ConnectError(`message size ${bytes.length} is larger than configured writeMaxBytes ${writeMaxBytes}`, Code.ResourceExhausted);
+  const out = frame(bytes);
+  if (Object.isFrozen(msg)) enveloped.set(msg, out);
+  return out;
+}
+
+/** An encoded message as a gRPC frame: the uncompressed flag, the length, the bytes. */
+export function frame(bytes: Uint8Array): Buffer {
   const out = Buffer.allocUnsafe(bytes.length + 5);
   out[0] = 0;
   out.writeUInt32BE(bytes.length, 1);
   out.set(bytes, 5);
-  if (Object.isFrozen(msg)) enveloped.set(msg, out);
   return out;
 }
 
