@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInStore, createOverGrpc } from "./lib/creates.js";
+import { encodeCosts } from "./lib/encode.js";
 import { demoVm, fanout, quietVm, WATCH_VMS, type FanoutResult } from "./lib/fanout.js";
 import { grpcHeaders } from "./lib/h2-client.js";
 import { H2LOAD_INSTALL, type Saturation } from "./lib/h2load.js";
@@ -217,6 +218,10 @@ try {
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
   }
+  progress("a stored object's checked encode (ADR 0014) against protobuf-es's checked clone and toBinary, in this process");
+  const encodes = encodeCosts();
+  details["encode"] = encodes;
+  for (const e of encodes) rows.push(compare(`stored object's checked encode, ${e.name} (${e.bytes} bytes), µs`, e.oursUs, e.protobufEsUs, (v) => `${v.toFixed(2)} µs`, "protobuf-es clone + toBinary"));
   progress("WatchVMs from resource_version 0 over gRPC and over Connect (h2c, binary) against those VMs, and a bare node:http2 write loop, taking turns");
   const first = await streamOnce(empty.url, grpcHeaders(WATCH_VMS));
   const bareStream = { ...grpcHeaders("/bench.Bare/Stream"), "x-count": String(first.messages), "x-size": String(Math.round(first.meanPayloadBytes)) };

@@ -1,4 +1,5 @@
 import { toBinary, type DescField, type DescMessage } from "@bufbuild/protobuf";
+import { encodeChecked } from "@quantix/core";
 
 const cache = new WeakMap<object, Uint8Array>();
 
@@ -14,7 +15,8 @@ export function encodeMessage(schema: DescMessage, msg: object): Uint8Array {
   if (Object.isFrozen(msg)) {
     let bytes = cache.get(msg);
     if (!bytes) {
-      bytes = toBinary(schema, msg as never);
+      // The checked encoder (ADR 0014): toBinary's bytes, without its reflection.
+      bytes = encodeChecked(schema, msg);
       cache.set(msg, bytes);
     }
     return bytes;

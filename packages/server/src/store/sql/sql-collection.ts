@@ -1,4 +1,5 @@
-import { clone, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { fromBinary } from "@bufbuild/protobuf";
+import { encodeChecked } from "@quantix/core";
 import {
   copyMessage,
   checkBase,
@@ -241,10 +242,9 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
    * statement): it lives in its own column, and in the change's revision.
    */
   encode(o: Resource): Uint8Array {
-    // clone checks what a caller wrote (every string valid UTF-16, every field of its type) before it is stored.
-    const copy = clone(this.kind.schema, o as never) as unknown as Resource;
-    copy.resourceVersion = 0n;
-    return toBinary(this.kind.schema, copy as never);
+    // What a caller wrote is checked (every string valid UTF-16, every field of its type)
+    // before it is stored, as protobuf-es's clone checks it; the bytes are its toBinary's (ADR 0014).
+    return encodeChecked(this.kind.schema, o, "resourceVersion");
   }
 
   decode(data: Uint8Array, version: bigint): T {

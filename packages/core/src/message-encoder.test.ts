@@ -1,0 +1,200 @@
+import assert from "node:assert/strict";
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { clearField, clone, create, fromBinary, ScalarType, toBinary, type DescField, type DescFile, type DescMessage } from "@bufbuild/protobuf";
+import { BytesValueSchema, FileDescriptorProtoSchema, StructSchema, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { NodeSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { VirtualMachineSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
+import { checkMessage, encodeChecked, MessageCheckError } from "./message-encoder.js";
+import { deepFreeze } from "./freeze.js";
+import { fixtureNode } from "./message-fixtures.js";
+
+/** Every message type of our API (packages/api's generated files), nested ones included. */
+async function apiMessages(): Promise<DescMessage[]> {
+  const root = new URL("../../api/src/gen/", import.meta.url).pathname;
+  const files: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(join(dir, e.name));
+      else if (e.name.endsWith("_pb.ts")) files.push(join(dir, e.name));
+    }
+  };
+  walk(root);
+  const out = new Map<string, DescMessage>();
+  const add = (m: DescMessage) => {
+    if (out.has(m.typeName)) return;
+    out.set(m.typeName, m);
+    for (const n of m.nestedMessages) add(n);
+  };
+  for (const f of files.sort()) {
+    const mod = (await import(f)) as Record<string, unknown>;
+    for (const v of Object.values(mod)) if (v && typeof v === "object" && (v as DescFile).kind === "file") for (const m of (v as DescFile).messages) add(m);
+  }
+  return [...out.values()];
+}
+
+/** A small deterministic random source (the cases repeat run after run). */
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const STRINGS = ["", "a", "vm-000001", "ünïcödé", "日本語", "emoji 😀 pair", "\u0000nul", "x".repeat(200), "é".repeat(70)];
+
+/** A random valid value for a scalar type. */
+function scalar(r: () => number, t: ScalarType): unknown {
+  const pick = <T>(xs: readonly T[]) => xs[Math.floor(r() * xs.length)]!;
+  switch (t) {
+    case ScalarType.STRING:
+      return pick(STRINGS);
+    case ScalarType.BYTES:
+      return pick([new Uint8Array(), new Uint8Array([1, 2, 3]), new Uint8Array(300).fill(7)]);
+    case ScalarType.BOOL:
+      return r() < 0.5;
+    case ScalarType.DOUBLE:
+      return pick([0, -0, 1.5, -2.25e300, Number.NaN, Number.POSITIVE_INFINITY, 1e-300]);
+    case ScalarType.FLOAT:
+      return pick([0, -0, 1.5, -3.25, Number.NaN, 3.4e38]);
+    case ScalarType.INT32:
+    case ScalarType.SFIXED32:
+    case ScalarType.SINT32:
+      return pick([0, 1, -1, 127, 128, 300, -2147483648, 2147483647, 16384]);
+    case ScalarType.UINT32:
+    case ScalarType.FIXED32:
+      return pick([0, 1, 127, 128, 4294967295, 2147483648, 268435456]);
+    case ScalarType.INT64:
+    case ScalarType.SFIXED64:
+    case ScalarType.SINT64:
+      return pick([0n, 1n, -1n, 127n, 128n, 4294967296n, -(1n << 63n), (1n << 63n) - 1n, 1_700_000_000n]);
+    case ScalarType.UINT64:
+    case ScalarType.FIXED64:
+      return pick([0n, 1n, 128n, 4294967295n, 4294967296n, (1n << 64n) - 1n, 1n << 53n]);
+  }
+}
+
+function singular(r: () => number, f: DescField, depth: number): unknown {
+  if (f.scalar !== undefined) return scalar(r, f.scalar);
+  if (f.enum !== undefined) return r() < 0.1 ? 99 : f.enum.values[Math.floor(r() * f.enum.values.length)]!.number;
+  return randomMessage(r, f.message!, depth + 1);
+}
+
+/** A random message: each field set or not, lists and maps of 0-3 entries, oneofs on one of their members. */
+function randomMessage(r: () => number, desc: DescMessage, depth = 0): Record<string, unknown> {
+  const m = create(desc) as unknown as Record<string, unknown>;
+  if (depth > 4) return m;
+  for (const f of desc.fields) {
+    if (r() < 0.35) continue;
+    if (f.oneof) {
+      if ((m[f.oneof.localName] as { case?: string }).case === undefined) m[f.oneof.localName] = { case: f.localName, value: singular(r, f, depth) };
+      continue;
+    }
+    switch (f.fieldKind) {
+      case "list":
+        m[f.localName] = Array.from({ length: Math.floor(r() * 4) }, () => singular(r, f as DescField, depth));
+        break;
+      case "map": {
+        const map: Record<string, unknown> = {};
+        for (let i = Math.floor(r() * 4); i > 0; i--) map[String(scalar(r, ScalarType.STRING)) + i] = singular(r, f as DescField, depth);
+        m[f.localName] = map;
+        break;
+      }
+      default:
+        m[f.localName] = singular(r, f, depth);
+    }
+  }
+  return m;
+}
+
+/** What the store did before: protobuf-es's checked clone, then toBinary (with `omit` cleared). */
+function reference(desc: DescMessage, m: object, omit?: string): Uint8Array {
+  const c = clone(desc, m as never);
+  const f = desc.fields.find((x) => x.localName === omit);
+  if (f) clearField(c, f);
+  return toBinary(desc, c);
+}
+
+test("every message type of the API: the same bytes as protobuf-es's clone and toBinary, 40 random messages each", async () => {
+  const all = await apiMessages();
+  assert.ok(all.length > 300, `found only ${all.length} message types`);
+  const r = rng(19);
+  let compared = 0;
+  for (const desc of all) {
+    for (let i = 0; i < 40; i++) {
+      const m = randomMessage(r, desc);
+      const ours = encodeChecked(desc, m);
+      assert.deepEqual(ours, reference(desc, m), `${desc.typeName} #${i}`);
+      // The bytes read back as the message (as protobuf-es reads them).
+      assert.deepEqual(toBinary(desc, fromBinary(desc, ours)), ours);
+      compared++;
+    }
+  }
+  assert.equal(compared, all.length * 40);
+});
+
+test("a field left out (the store's resource_version) is written as protobuf-es writes the message with it cleared", () => {
+  const r = rng(7);
+  for (let i = 0; i < 200; i++) {
+    const vm = randomMessage(r, VirtualMachineSchema) as { resourceVersion: bigint };
+    vm.resourceVersion = BigInt(i * 1000);
+    assert.deepEqual(encodeChecked(VirtualMachineSchema, vm, "resourceVersion"), reference(VirtualMachineSchema, vm, "resourceVersion"));
+  }
+});
+
+test("frozen stored messages, unknown fields and proto2 defaults are written as toBinary writes them", () => {
+  const node = deepFreeze(fixtureNode());
+  assert.deepEqual(encodeChecked(NodeSchema, node), toBinary(NodeSchema, node));
+  // Unknown fields (a newer writer's) are kept, after the known ones.
+  const withUnknown = fromBinary(NodeSchema, new Uint8Array([...toBinary(NodeSchema, fixtureNode()), 0xf8, 0x3e, 0x05, 0xfa, 0x3e, 0x02, 0x68, 0x69]));
+  assert.equal(withUnknown.$unknown?.length, 2);
+  assert.deepEqual(encodeChecked(NodeSchema, withUnknown), toBinary(NodeSchema, withUnknown));
+  // proto2 (explicit presence, defaults on the prototype): only the fields set are written.
+  const fd = create(FileDescriptorProtoSchema, { name: "a.proto", messageType: [{ name: "M", field: [{ name: "x", number: 1 }] }] });
+  assert.deepEqual(encodeChecked(FileDescriptorProtoSchema, fd), toBinary(FileDescriptorProtoSchema, fd));
+  // Types protobuf-es unboxes (wrappers, Struct) go through protobuf-es itself.
+  const struct = create(StructSchema, { fields: { a: { kind: { case: "stringValue", value: "x" } } } });
+  assert.deepEqual(encodeChecked(StructSchema, struct), toBinary(StructSchema, struct));
+  assert.deepEqual(encodeChecked(BytesValueSchema, create(BytesValueSchema, { value: new Uint8Array([1]) })), new Uint8Array([10, 1, 1]));
+});
+
+test("a value that is not its field's type is refused, naming the field, as protobuf-es's clone refuses it", () => {
+  const cases: [string, (vm: Record<string, any>) => void][] = [
+    ["compute.v1.VirtualMachine.name", (vm) => (vm["name"] = 5)],
+    ["compute.v1.VirtualMachine.name", (vm) => (vm["name"] = "lone \ud800 surrogate")],
+    ["compute.v1.VirtualMachine.name", (vm) => (vm["name"] = "reversed \udc00\ud800 pair")],
+    ["compute.v1.VirtualMachine.generation", (vm) => (vm["generation"] = "12x")],
+    ["compute.v1.VirtualMachine.generation", (vm) => (vm["generation"] = 1n << 64n)],
+    ["compute.v1.VirtualMachine.labels", (vm) => (vm["labels"] = { a: 1 })],
+    ["compute.v1.VmSpec.cpu", (vm) => (vm["spec"]["cpu"] = "two")],
+    ["compute.v1.CpuConfig.cores", (vm) => (vm["spec"]["cpu"]["cores"] = 1.5)],
+    ["compute.v1.CpuConfig.cores", (vm) => (vm["spec"]["cpu"]["cores"] = 2 ** 31)],
+    ["compute.v1.VmSpec.desired_power_state", (vm) => (vm["spec"]["desiredPowerState"] = 2 ** 31)],
+    ["compute.v1.VmStatus.conditions", (vm) => (vm["status"]["conditions"] = "none")],
+  ];
+  for (const [field, spoil] of cases) {
+    const vm = create(VirtualMachineSchema, { name: "a", generation: 1n, spec: { cpu: { cores: 2 } }, status: {} }) as unknown as Record<string, any>;
+    spoil(vm);
+    assert.throws(() => encodeChecked(VirtualMachineSchema, vm), (err: unknown) => err instanceof MessageCheckError && err.message.includes(field), field);
+    assert.throws(() => checkMessage(VirtualMachineSchema, vm), MessageCheckError);
+    // protobuf-es refuses it too (its checked clone, or toBinary after it).
+    assert.throws(() => reference(VirtualMachineSchema, vm), Error, `protobuf-es accepts ${field}`);
+  }
+  // A message of another type where one is expected.
+  const vm = create(VirtualMachineSchema, { createdAt: timestampFromMs(0) }) as unknown as Record<string, any>;
+  vm["createdAt"] = create(NodeSchema, {});
+  assert.throws(() => encodeChecked(VirtualMachineSchema, vm), /expected google\.protobuf\.Timestamp, got Quantixkvm\.compute\.v1\.Node/);
+});
+
+test("a checked message is not changed by encoding or checking it", () => {
+  const vm = create(VirtualMachineSchema, { id: "v", name: "n", resourceVersion: 7n, spec: { cpu: { cores: 1 } } });
+  const before = clone(VirtualMachineSchema, vm);
+  encodeChecked(VirtualMachineSchema, vm, "resourceVersion");
+  checkMessage(VirtualMachineSchema, vm);
+  assert.deepEqual(vm, before);
+});
