@@ -16,11 +16,13 @@ import { clearField, clone, protoInt64, ScalarType, toBinary, type DescField, ty
 export function encodeChecked(schema: DescMessage, message: object, omit?: string): Uint8Array {
   const plan = planOf(schema);
   if (!plan) return fallback(schema, message, omit);
-  // One array of lengths for every call: encoding is synchronous and never re-entered.
+  // One array of lengths and one of set fields for every call: encoding is synchronous and never re-entered.
   LENS.length = 0;
+  OPS.length = 0;
   const size = sizeMessage(plan, message as Obj, LENS, omit);
   const w = new Writer(size, LENS);
-  writeMessage(plan, message as Obj, w, omit);
+  writeOps(w);
+  OPS.length = 0;
   return w.buf;
 }
 
@@ -32,11 +34,21 @@ export function checkMessage(schema: DescMessage, message: object): void {
     return;
   }
   LENS.length = 0;
+  OPS.length = 0;
   sizeMessage(plan, message as Obj, LENS, undefined);
+  OPS.length = 0;
 }
 
 /** The lengths the size pass records for the write pass (encodeChecked). */
 const LENS: number[] = [];
+/**
+ * The size pass's set fields in the order they are written, each as its plan and value
+ * (so that the write pass reads no message again): a message's fields are followed by
+ * END; its unknown fields are one UNKNOWN entry.
+ */
+const OPS: unknown[] = [];
+const END = Symbol("end");
+const UNKNOWN = Symbol("unknown");
 
 /** A field value that is not what its field holds. */
 export class MessageCheckError extends Error {
@@ -244,10 +256,15 @@ function sizeMessage(p: Plan, m: Obj, lens: number[], omit: string | undefined):
     if (fp.name === omit) continue;
     const v = valueOf(fp, m);
     if (v === UNSET) continue;
+    OPS.push(fp, v);
     n += sizeField(fp, v, lens);
   }
   const unknown = m.$unknown;
-  if (unknown) for (const u of unknown) n += varintSize((u.no << 3) | u.wireType) + u.data.byteLength;
+  if (unknown && unknown.length > 0) {
+    OPS.push(UNKNOWN, unknown);
+    for (const u of unknown) n += varintSize((u.no << 3) | u.wireType) + u.data.byteLength;
+  }
+  OPS.push(END, undefined);
   return n;
 }
 
@@ -422,6 +439,8 @@ class Writer {
   pos = 0;
   /** The next recorded length. */
   at = 0;
+  /** The next recorded field (OPS). */
+  op = 0;
   private view: DataView | undefined;
 
   constructor(
@@ -498,20 +517,19 @@ class Writer {
   }
 }
 
-function writeMessage(p: Plan, m: Obj, w: Writer, omit: string | undefined): void {
-  for (const fp of p.fields) {
-    if (fp.name === omit) continue;
-    const v = valueOf(fp, m);
-    if (v === UNSET) continue;
-    writeField(fp, v, w);
-  }
-  const unknown = m.$unknown;
-  if (unknown) {
-    for (const u of unknown) {
-      w.varint((u.no << 3) | u.wireType);
-      w.buf.set(u.data, w.pos);
-      w.pos += u.data.byteLength;
-    }
+/** Writes the fields the size pass recorded (OPS) for one message, up to its END. */
+function writeOps(w: Writer): void {
+  for (;;) {
+    const fp = OPS[w.op++] as FieldPlan | typeof END | typeof UNKNOWN;
+    const v = OPS[w.op++];
+    if (fp === END) return;
+    if (fp === UNKNOWN) {
+      for (const u of v as NonNullable<Obj["$unknown"]>) {
+        w.varint((u.no << 3) | u.wireType);
+        w.buf.set(u.data, w.pos);
+        w.pos += u.data.byteLength;
+      }
+    } else writeField(fp, v, w);
   }
 }
 
@@ -523,12 +541,12 @@ function writeField(fp: FieldPlan, v: unknown, w: Writer): void {
       return;
     case Kind.Message:
       w.varint(fp.tag);
-      writeSub(fp.sub!, v as Obj, w);
+      writeSub(w);
       return;
     case Kind.ListMessage:
-      for (const item of v as Obj[]) {
+      for (let i = (v as Obj[]).length; i > 0; i--) {
         w.varint(fp.tag);
-        writeSub(fp.sub!, item, w);
+        writeSub(w);
       }
       return;
     case Kind.List:
@@ -552,7 +570,7 @@ function writeField(fp: FieldPlan, v: unknown, w: Writer): void {
         w.string(key, w.next());
         if (fp.mapMessage) {
           w.buf[w.pos++] = 0x12;
-          writeSub(fp.sub!, map[key] as Obj, w);
+          writeSub(w);
         } else {
           w.buf[w.pos++] = 0x10 | wireType(fp.scalar);
           writeScalar(fp.scalar, map[key], w);
@@ -563,9 +581,10 @@ function writeField(fp: FieldPlan, v: unknown, w: Writer): void {
   }
 }
 
-function writeSub(p: Plan, m: Obj, w: Writer): void {
+/** A length-delimited message: its length, then its recorded fields. */
+function writeSub(w: Writer): void {
   w.varint(w.next());
-  writeMessage(p, m, w, undefined);
+  writeOps(w);
 }
 
 function writeScalar(t: ScalarType, v: unknown, w: Writer): void {
