@@ -19,24 +19,15 @@ export function encodeChecked(schema: DescMessage, message: object, omit?: strin
   // One array of lengths and one of set fields for every call: encoding is synchronous and never re-entered.
   LENS.length = 0;
   OPS.length = 0;
-  const size = sizeMessage(plan, message as Obj, LENS, omit);
-  const w = new Writer(size, LENS);
-  writeOps(w);
-  OPS.length = 0;
-  return w.buf;
-}
-
-/** Checks a message as encodeChecked does, without encoding it; throws MessageCheckError. */
-export function checkMessage(schema: DescMessage, message: object): void {
-  const plan = planOf(schema);
-  if (!plan) {
-    fallback(schema, message);
-    return;
+  try {
+    const size = sizeMessage(plan, message as Obj, LENS, omit);
+    const w = new Writer(size, LENS);
+    writeOps(w);
+    return w.buf;
+  } finally {
+    // Holds no message once done (or refused).
+    OPS.length = 0;
   }
-  LENS.length = 0;
-  OPS.length = 0;
-  sizeMessage(plan, message as Obj, LENS, undefined);
-  OPS.length = 0;
 }
 
 /** The lengths the size pass records for the write pass (encodeChecked). */
