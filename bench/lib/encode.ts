@@ -3,7 +3,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { NodeSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { PowerState, VirtualMachineSchema, VmStatus_State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { encodeChecked } from "@quantix/core";
-import { nowMs } from "./stats.js";
+import { median, nowMs } from "./stats.js";
 
 /** One stored object's encode, ours (encodeChecked) against protobuf-es's checked clone and toBinary, in µs. */
 export interface EncodeCost {
@@ -70,7 +70,6 @@ export function encodeCosts(): EncodeCost[] {
       a.push(time(ours, 30_000));
       b.push(time(theirs, 30_000));
     }
-    const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[1]!;
-    return { name, bytes: bytes.length, oursUs: med(a), protobufEsUs: med(b) };
+    return { name, bytes: bytes.length, oursUs: median(a), protobufEsUs: median(b) };
   });
 }

@@ -1,4 +1,6 @@
 import { clearField, clone, protoInt64, ScalarType, toBinary, type DescField, type DescMessage } from "@bufbuild/protobuf";
+import { FLOAT32_MAX, INT32_MAX, INT32_MIN, UINT32_MAX } from "@bufbuild/protobuf/wire";
+import { isWrapperDesc } from "@bufbuild/protobuf/wkt";
 
 /**
  * A binary encoder for protobuf-es v2 messages that checks every field as protobuf-es's
@@ -60,16 +62,12 @@ const enum Kind {
 const IMPLICIT = 2;
 /** FeatureSet.FieldPresence.LEGACY_REQUIRED. */
 const LEGACY_REQUIRED = 3;
-const INT32_MIN = -0x80000000;
-const INT32_MAX = 0x7fffffff;
-const UINT32_MAX = 0xffffffff;
-const FLOAT32_MAX = 3.4028234663852886e38;
 const INT64_MIN = -(1n << 63n);
 const INT64_MAX = (1n << 63n) - 1n;
 const UINT64_MAX = (1n << 64n) - 1n;
 
-/** Types protobuf-es represents as something else than their message in a field. */
-const UNBOXED = new Set(["DoubleValue", "FloatValue", "Int64Value", "UInt64Value", "Int32Value", "UInt32Value", "BoolValue", "StringValue", "BytesValue", "Struct"].map((n) => `google.protobuf.${n}`));
+/** Types protobuf-es represents as something else than their message in a field: the wrappers (unboxed) and Struct (a JsonObject). */
+const unboxed = (m: DescMessage): boolean => isWrapperDesc(m) || m.typeName === "google.protobuf.Struct";
 
 interface FieldPlan {
   readonly name: string;
@@ -140,7 +138,7 @@ function planField(f: DescField): FieldPlan | undefined {
     case "enum":
       return { ...base, kind: Kind.Scalar, scalar: ScalarType.INT32, ...enumInfo(f.enum), tag: f.number * 8, packed: false, mapMessage: false, subDesc: undefined };
     case "message":
-      if (UNBOXED.has(f.message.typeName)) return undefined;
+      if (unboxed(f.message)) return undefined;
       return { ...base, kind: Kind.Message, scalar: ScalarType.INT32, ...enumInfo(undefined), tag: f.number * 8 + 2, packed: false, mapMessage: false, subDesc: f.message };
     case "list":
       if (f.listKind === "message") return { ...base, kind: Kind.ListMessage, scalar: ScalarType.INT32, ...enumInfo(undefined), tag: f.number * 8 + 2, packed: false, mapMessage: false, subDesc: f.message };
@@ -151,7 +149,7 @@ function planField(f: DescField): FieldPlan | undefined {
     case "map":
       if (f.mapKey !== ScalarType.STRING) return undefined;
       if (f.mapKind === "message") {
-        if (UNBOXED.has(f.message.typeName)) return undefined;
+        if (unboxed(f.message)) return undefined;
         return { ...base, kind: Kind.Map, scalar: ScalarType.INT32, ...enumInfo(undefined), tag: f.number * 8 + 2, packed: false, mapMessage: true, subDesc: f.message };
       }
       return { ...base, kind: Kind.Map, scalar: f.mapKind === "enum" ? ScalarType.INT32 : f.scalar, ...enumInfo(f.mapKind === "enum" ? f.enum : undefined), tag: f.number * 8 + 2, packed: false, mapMessage: false, subDesc: undefined };
