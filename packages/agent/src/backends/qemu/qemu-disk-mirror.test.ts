@@ -19,6 +19,8 @@ class FakeQemu {
   readonly jobsAtSwitchover: string[] = [];
   failMirror: string | undefined;
   failMigration = false;
+  /** query-migrate answers COMPLETED this many times with no total time yet, as QEMU can right after its event. */
+  statsLateBy = 0;
   nbd: { host: string; port: string } | undefined;
   readonly exports: string[] = [];
 
@@ -74,6 +76,10 @@ class FakeQemu {
         const m = this.migration;
         if (m === "active") this.migration = this.failMigration ? "failed" : this.pauseBeforeSwitchover ? "pre-switchover" : "device";
         if (m === "device") this.migration = "completed";
+        if (m === "completed" && this.statsLateBy > 0) {
+          this.statsLateBy--;
+          return ok({ status: m, ram: { transferred: 1000, remaining: 0, total: 1000 } });
+        }
         return ok({ status: m, ram: { transferred: 1000, remaining: 0, total: 1000 }, downtime: 42, "total-time": 500, ...(m === "failed" ? { "error-desc": "target closed the connection" } : {}) });
       }
       case "nbd-server-start":
@@ -107,6 +113,15 @@ test("the mirrors become READY, then memory moves, and the mirrors are complete 
   assert.equal(qemu.migration, "completed");
   assert.deepEqual(stats, { transferredBytes: 1000n, downtimeMs: 42, totalTimeMs: 500, diskTransferredBytes: 200n });
   assert.ok(seen.some((p) => p.status === "copying-disks" && p.diskTransferredBytes === 20n && p.diskTotalBytes === 200n), "progress of the bulk copy");
+  qemu.assertClean();
+});
+
+test("statistics QEMU computes a moment after COMPLETED are waited for: the migration's total time and downtime are not reported as 0", async () => {
+  const qemu = new FakeQemu();
+  qemu.statsLateBy = 3;
+  const stats = await migrateOutCopyingDisks(qemu, "tcp:127.0.0.1:4444", plan, options([]), new AbortController().signal);
+  assert.equal(qemu.statsLateBy, 0, "asked again until they came");
+  assert.deepEqual(stats, { transferredBytes: 1000n, downtimeMs: 42, totalTimeMs: 500, diskTransferredBytes: 200n });
   qemu.assertClean();
 });
 

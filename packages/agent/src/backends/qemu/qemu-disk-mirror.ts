@@ -1,6 +1,6 @@
 import { QuantixError } from "@quantix/core";
 import type { MigrationOptions, MigrationStats } from "../../backend.js";
-import { migrationParameters, parseTcpUri, POLL_MS, progressOf, type QueryMigrate } from "./qemu-migration.js";
+import { completedStats, migrationParameters, parseTcpUri, POLL_MS, progressOf, type QueryMigrate } from "./qemu-migration.js";
 import type { Qmp } from "./qemu-nbd-export.js";
 
 /**
@@ -87,7 +87,9 @@ export async function migrateOutCopyingDisks(qmp: Qmp, targetUri: string, plan: 
       const status = q.status ?? "none";
       if (status === "completed") {
         report(status, q);
-        return { transferredBytes: BigInt(q.ram?.transferred ?? 0), downtimeMs: q.downtime ?? 0, totalTimeMs: q["total-time"] ?? 0, diskTransferredBytes: disk.done };
+        // Its total time and downtime may come a moment after COMPLETED (completedStats).
+        const done = await completedStats(qmp, q);
+        return { transferredBytes: BigInt(done.ram?.transferred ?? 0), downtimeMs: done.downtime ?? 0, totalTimeMs: done["total-time"] ?? 0, diskTransferredBytes: disk.done };
       }
       if (status === "failed" || status === "cancelled") {
         migrating = false;

@@ -22,7 +22,7 @@ export interface QueryMigrate {
 export const POLL_MS = 100;
 /**
  * How often, and how many times, a completed migration's statistics are asked for again
- * (see followMigration): query-migrate is QEMU's only way to them, and they come within
+ * (see completedStats): query-migrate is QEMU's only way to them, and they come within
  * milliseconds of the COMPLETED event, so they are asked for often (at most 500 ms in all).
  */
 const SETTLE_MS = 2;
@@ -99,21 +99,31 @@ export async function migrateOut(qmp: Pick<QmpClient, "execute" | "onEvent">, ta
   }
 }
 
+/**
+ * A completed migration's query-migrate answer with its statistics. QEMU announces
+ * COMPLETED (the MIGRATION event) before it has computed the migration's total time and
+ * downtime: asked at once, query-migrate can still say 0, so it is asked again, briefly
+ * (SETTLE_TRIES times, SETTLE_MS apart). Both ways out of a migration (memory only, and
+ * with its disks copied) take their statistics from here.
+ */
+export async function completedStats(qmp: Pick<QmpClient, "execute">, completed: QueryMigrate): Promise<QueryMigrate> {
+  let q = completed;
+  for (let tries = 0; !q["total-time"] && tries < SETTLE_TRIES; tries++) {
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
+    q = await qmp.execute<QueryMigrate>("query-migrate");
+  }
+  return q;
+}
+
 /** Polls query-migrate (waiting with `pause` between polls) until the migration ends. */
 async function followMigration(qmp: Pick<QmpClient, "execute">, options: MigrationOptions, pause: (ms: number) => Promise<void>): Promise<MigrationStats> {
-  let settling = 0;
   for (;;) {
     const q = await qmp.execute<QueryMigrate>("query-migrate");
     const status = q.status ?? "none";
     options.onProgress(progressOf(status, q));
     if (status === "completed") {
-      // QEMU announces COMPLETED (the MIGRATION event) before it has computed the migration's
-      // total time and downtime: asked at once, query-migrate can still say 0. Ask again, briefly.
-      if (!q["total-time"] && settling++ < SETTLE_TRIES) {
-        await new Promise((r) => setTimeout(r, SETTLE_MS));
-        continue;
-      }
-      return { transferredBytes: BigInt(q.ram?.transferred ?? 0), downtimeMs: q.downtime ?? 0, totalTimeMs: q["total-time"] ?? 0 };
+      const done = await completedStats(qmp, q);
+      return { transferredBytes: BigInt(done.ram?.transferred ?? 0), downtimeMs: done.downtime ?? 0, totalTimeMs: done["total-time"] ?? 0 };
     }
     if (status === "failed" || status === "cancelled") {
       throw new QuantixError("aborted", status === "cancelled" ? "the migration was cancelled" : `the migration failed: ${q["error-desc"] ?? "QEMU gave no reason"}`);
