@@ -396,7 +396,18 @@ try {
     progress("agent: StartVM through a control plane driving a real agent vs QEMU started and cont-ed directly, 15 runs each in turns");
     const c = await controlPlaneBoot(15, progress);
     details["controlPlaneBoot"] = c;
-    rows.push(compare(`StartVM via the control plane until QEMU runs, median of ${c.runs}`, c.controlPlane.medianMs, c.direct.medianMs, ms, "QEMU + QMP cont"));
+    rows.push(
+      compare(`StartVM via the control plane until QEMU runs, median of ${c.runs}`, c.controlPlane.medianMs, c.direct.medianMs, ms, "QEMU + QMP cont"),
+      // What the control plane and the agent run during a start, against StartVM's extra
+      // time over the direct start: above 1, their CPU alone would account for the gap.
+      // The idle-penalty rows say how much a pause (QEMU's start, the other's turn) makes
+      // the work that follows it cost.
+      compare("StartVM: control plane + agent CPU per start (schedstat), vs StartVM's extra time over direct", c.cpuMs.both, c.controlPlane.medianMs - c.direct.medianMs, ms, "median StartVM - median direct"),
+      absolute("StartVM: control plane CPU per start (all threads, median)", c.cpuMs.controlPlane, ms),
+      absolute("StartVM: agent CPU per start (all threads, median)", c.cpuMs.agent, ms),
+      compare(`idle penalty: control plane CPU per GetVM after a ${c.idle.pauseMs} ms pause vs back to back`, c.idle.getVm.pausedUs, c.idle.getVm.backToBackUs, us, "back to back"),
+      compare(`idle penalty: a fixed JS loop on CPU 0 after a ${c.idle.pauseMs} ms pause vs back to back (the machine's part)`, c.idle.loop.pausedUs, c.idle.loop.backToBackUs, us, "back to back"),
+    );
   }
 
   // Image import: the agent's ImportVolume vs curl + qemu-img convert of the same file over loopback.

@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -6,13 +7,13 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { NodeStatus_Phase } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { NodeService } from "@quantix/api/gen/Quantixkvm/compute/v1/node_service_pb.js";
 import { VirtualMachineSchema, VmStatus_State } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { StartVMRequestSchema, VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
+import { GetVMRequestSchema, StartVMRequestSchema, VMService } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { VmService, VmState } from "@quantix/api/gen/vmm/v1/vm_pb.js";
 import { buildTestGuest } from "@quantix/testing";
 import { envelope, unenvelope } from "./grpc-frame.js";
 import { connect, exchange, grpcHeaders, grpcStatus } from "./h2-client.js";
 import { bootsInTurns, guestConfig, type BootTimes } from "./agent-boot.js";
-import { startServer } from "./proc.js";
+import { ROOT, runMs, startServer } from "./proc.js";
 import { median, nowMs, sleep } from "./stats.js";
 
 /** StartVM through the control plane against QEMU started and `cont`-ed directly. */
@@ -20,7 +21,32 @@ export interface ControlPlaneBootResult {
   readonly controlPlane: BootTimes;
   readonly direct: BootTimes;
   readonly runs: number;
+  /**
+   * CPU time the control plane's and the agent's threads ran during each timed StartVM
+   * (median of the runs; proc.ts runMs). Most of it is on StartVM's path: the two work in
+   * turn, before QEMU's spawn and after its `cont` (QEMU moved to CPU 1 by a wrapper did
+   * not shorten StartVM, 2026-12-06: sharing CPU 0 with it is not what costs).
+   */
+  readonly cpuMs: { readonly controlPlane: number; readonly agent: number; readonly both: number };
+  /** What a pause costs the work after it (IdlePenalty). */
+  readonly idle: IdlePenalty;
 }
+
+/**
+ * CPU per call of the same work back to back and after a pause of PAUSE_MS: GetVM on the
+ * control plane (the stopped VM of the StartVM runs), and a fixed JavaScript loop in a
+ * process of its own (idle-loop.mjs) that shows the machine's part. A StartVM is such
+ * work: the control plane and the agent run in pieces, each after a pause (the other's
+ * turn, QEMU's start).
+ */
+export interface IdlePenalty {
+  readonly pauseMs: number;
+  readonly getVm: { readonly backToBackUs: number; readonly pausedUs: number };
+  readonly loop: { readonly backToBackUs: number; readonly pausedUs: number };
+}
+
+const PAUSE_MS = 50;
+const IDLE_CALLS = 40;
 
 /**
  * The whole path a user takes: VMService.StartVM on a control plane (memory store, so the
@@ -42,6 +68,8 @@ export async function controlPlaneBoot(runs: number, progress: (msg: string) => 
   const agentApi = createClient(VmService, createGrpcTransport({ baseUrl: agent.url }));
   const viaCp: number[] = [];
   const direct: number[] = [];
+  const timedCpu: { cp: number; agent: number }[] = [];
+  let idle: IdlePenalty | undefined;
   try {
     let nodeId = "";
     for (const deadline = nowMs() + 30_000; !nodeId; await sleep(100)) {
@@ -56,10 +84,14 @@ export async function controlPlaneBoot(runs: number, progress: (msg: string) => 
     const session = await connect(cp.url);
     const startBody = envelope(toBinary(StartVMRequestSchema, create(StartVMRequestSchema, { id: vm.id })));
     const startHeaders = { ...grpcHeaders("/Quantixkvm.compute.v1.VMService/StartVM"), "grpc-timeout": "60000m" };
+    const cpu: { cp: number; agent: number }[] = [];
     const viaCpOnce = async (): Promise<number> => {
+      const cp0 = runMs(cp.pid);
+      const agent0 = runMs(agent.pid);
       const t0 = nowMs();
       const x = await exchange(session, startHeaders, startBody);
       const ms = nowMs() - t0;
+      cpu.push({ cp: runMs(cp.pid) - cp0, agent: runMs(agent.pid) - agent0 });
       if (grpcStatus(x) !== "0") throw new Error(`StartVM failed: grpc-status ${grpcStatus(x)} ${decodeURIComponent(String(x.trailers["grpc-message"] ?? x.headers["grpc-message"] ?? ""))}`);
       const started = fromBinary(VirtualMachineSchema, unenvelope(x.body)[0]!);
       const info = await agentApi.getVmInfo({ vmId: vm.id });
@@ -72,6 +104,9 @@ export async function controlPlaneBoot(runs: number, progress: (msg: string) => 
     const r = await bootsInTurns(runs, config, join(dir, "direct"), viaCpOnce, "control plane", progress);
     viaCp.push(...r.ours.samplesMs);
     direct.push(...r.direct.samplesMs);
+    // The first call is bootsInTurns' untimed warm-up.
+    timedCpu.push(...cpu.slice(1));
+    idle = { pauseMs: PAUSE_MS, getVm: await getVmCpu(cp.pid, session, vm.id), loop: loopCpu() };
     session.close();
     await vms.deleteVM({ id: vm.id, force: true });
   } finally {
@@ -79,5 +114,42 @@ export async function controlPlaneBoot(runs: number, progress: (msg: string) => 
     await cp.stop();
     rmSync(dir, { recursive: true, force: true });
   }
-  return { controlPlane: { samplesMs: viaCp, medianMs: median(viaCp) }, direct: { samplesMs: direct, medianMs: median(direct) }, runs };
+  const cpuMs = { controlPlane: median(timedCpu.map((c) => c.cp)), agent: median(timedCpu.map((c) => c.agent)), both: median(timedCpu.map((c) => c.cp + c.agent)) };
+  return { controlPlane: { samplesMs: viaCp, medianMs: median(viaCp) }, direct: { samplesMs: direct, medianMs: median(direct) }, runs, cpuMs, idle: idle! };
+}
+
+/**
+ * The control plane's CPU per GetVM: IDLE_CALLS calls back to back (their total over the
+ * count), then IDLE_CALLS each after a pause of PAUSE_MS (median). Each read of the
+ * server's CPU waits 2 ms after the answer, for the call's own trailing work (its log line).
+ */
+async function getVmCpu(pid: number, session: Awaited<ReturnType<typeof connect>>, id: string): Promise<IdlePenalty["getVm"]> {
+  const headers = grpcHeaders("/Quantixkvm.compute.v1.VMService/GetVM");
+  const body = envelope(toBinary(GetVMRequestSchema, create(GetVMRequestSchema, { id })));
+  const call = async () => {
+    const x = await exchange(session, headers, body);
+    if (grpcStatus(x) !== "0") throw new Error(`GetVM failed: grpc-status ${grpcStatus(x)}`);
+  };
+  for (let i = 0; i < IDLE_CALLS; i++) await call();
+  const b0 = runMs(pid);
+  for (let i = 0; i < IDLE_CALLS; i++) await call();
+  await sleep(2);
+  const backToBackUs = ((runMs(pid) - b0) * 1000) / IDLE_CALLS;
+  const paused: number[] = [];
+  for (let i = 0; i < IDLE_CALLS; i++) {
+    await sleep(PAUSE_MS);
+    const c0 = runMs(pid);
+    await call();
+    await sleep(2);
+    paused.push((runMs(pid) - c0) * 1000);
+  }
+  return { backToBackUs, pausedUs: median(paused) };
+}
+
+/** idle-loop.mjs on CPU 0, where the servers run. */
+function loopCpu(): IdlePenalty["loop"] {
+  const r = spawnSync("taskset", ["-c", "0", process.execPath, join(ROOT, "bench", "lib", "idle-loop.mjs"), String(PAUSE_MS), "60"], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`idle-loop.mjs failed (${r.status ?? r.signal}): ${r.stderr}`);
+  const out = JSON.parse(r.stdout) as { backToBackUs: number; pausedUs: number };
+  return { backToBackUs: out.backToBackUs, pausedUs: out.pausedUs };
 }

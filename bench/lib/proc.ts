@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { npmScriptArgs } from "@quantix/testing";
 import { sleep } from "./stats.js";
@@ -136,6 +136,24 @@ export function cpuSeconds(pid: number): number {
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const ticks = [11, 12, 13, 14].reduce((sum, i) => sum + Number(f[i]), 0);
   return ticks / 100;
+}
+
+/**
+ * Time a process's threads have run on a CPU, in ms, to the nanosecond the scheduler keeps
+ * (`/proc/<pid>/task/<tid>/schedstat`'s first field, summed over threads); cpuSeconds'
+ * clock ticks are too coarse for one call. Exact for a process that is not running when
+ * read (the kernel updates a running thread's figure at its ticks).
+ */
+export function runMs(pid: number): number {
+  let ns = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+    } catch {
+      // A thread that ended between the listing and the read.
+    }
+  }
+  return ns / 1e6;
 }
 
 /** CPU seconds of the children this process has waited for (cutime + cstime of /proc/self/stat). */
