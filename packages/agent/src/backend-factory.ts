@@ -12,7 +12,7 @@ export async function createBackend(config: AgentConfig): Promise<Backend> {
   switch (config.backend) {
     case "simulated": {
       const { SimulatedBackend } = await import("./backends/simulated/simulated-backend.js");
-      return new SimulatedBackend();
+      return new SimulatedBackend({ bootMs: config.simBootMs });
     }
     case "cloud-hypervisor": {
       const { createCloudHypervisorBackend } = await import("./backends/cloud-hypervisor/cloud-hypervisor-backend.js");

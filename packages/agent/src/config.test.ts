@@ -102,3 +102,12 @@ test("VMCP_NETWORK_PHYSICAL_NETWORKS: name=interface pairs, validated, empty by 
     assert.throws(() => loadAgentConfig({ VMCP_NETWORK_PHYSICAL_NETWORKS: bad }), (e: Error) => /VMCP_NETWORK_PHYSICAL_NETWORKS \(--network-physical-networks\)/.test(e.message) && why.test(e.message), bad);
   }
 });
+
+test("VMCP_SIM_BOOT_MS sets the simulated boot time: 200 ms by default, 0-600000, else refused naming it", () => {
+  assert.equal(loadAgentConfig({}).simBootMs, 200);
+  assert.equal(loadAgentConfig({ VMCP_SIM_BOOT_MS: "0" }).simBootMs, 0);
+  assert.equal(loadAgentConfig({}, ["--sim-boot-ms=600000"]).simBootMs, 600_000);
+  for (const bad of ["-1", "1.5", "600001", "", "40ms", "1e3"]) {
+    assert.throws(() => loadAgentConfig({ VMCP_SIM_BOOT_MS: bad }), (e: unknown) => e instanceof QuantixError && e.code === "invalid_argument" && e.message.includes(`VMCP_SIM_BOOT_MS (--sim-boot-ms) must be a whole number of ms, 0-600000, got '${bad}'`), bad);
+  }
+});

@@ -88,6 +88,11 @@ export interface AgentConfig {
   readonly joinToken: string | undefined;
   /** The cluster CA certificate (PEM file) that verifies the control plane at enrollment (VMCP_CA_CERT, --ca-cert): required with join. */
   readonly caCert: string | undefined;
+  /**
+   * How long a guest of the simulated backend takes to boot, in ms (VMCP_SIM_BOOT_MS,
+   * 0-600000; a graceful shutdown takes half). Other backends ignore it.
+   */
+  readonly simBootMs: number;
 }
 
 /** The one QEMU endpoint the agent accepts (the seed's default): QEMU run by the agent on this host. */
@@ -95,6 +100,8 @@ export const QEMU_ENDPOINT = "qemu:///system";
 
 /** sockaddr_un.sun_path holds 108 bytes including the terminating NUL. */
 const MAX_SOCKET_PATH = 107;
+/** The longest simulated boot (10 minutes). */
+const MAX_SIM_BOOT_MS = 600_000;
 /** The longest VM id (vm-id.ts's VM_ID_PATTERN), for the socket length check. */
 const MAX_VM_ID_BYTES = 63;
 
@@ -147,6 +154,7 @@ const SETTINGS = {
   join: ["VMCP_JOIN", "--join", ""],
   joinToken: ["VMCP_JOIN_TOKEN", "--join-token", ""],
   caCert: ["VMCP_CA_CERT", "--ca-cert", ""],
+  simBootMs: ["VMCP_SIM_BOOT_MS", "--sim-boot-ms", "200"],
 } as const satisfies Record<keyof AgentConfig, readonly [string, string, string]>;
 
 type Key = keyof typeof SETTINGS;
@@ -250,6 +258,9 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
   if (underlay !== "" && parseIp4(underlay) === undefined) problems.push(`${name("networkUnderlayAddress")} must be an IPv4 address, got '${underlay}'`);
   const physical = parsePhysicalNetworks(get("networkPhysicalNetworks"));
   for (const p of physical.problems) problems.push(`${name("networkPhysicalNetworks")}: ${p}`);
+  const simBootText = get("simBootMs");
+  const simBootMs = Number(simBootText);
+  if (!/^\d{1,6}$/.test(simBootText) || simBootMs > MAX_SIM_BOOT_MS) problems.push(`${name("simBootMs")} must be a whole number of ms, 0-${MAX_SIM_BOOT_MS}, got '${simBootText}'`);
   if (problems.length > 0) throw new QuantixError("invalid_argument", `invalid agent configuration:\n  ${problems.join("\n  ")}`);
   return {
     backend: backend as BackendType,
@@ -275,5 +286,6 @@ export function loadAgentConfig(env: Record<string, string | undefined>, argv: r
     join: join === "" ? undefined : join.replace(/\/$/, ""),
     joinToken: joinToken === "" ? undefined : joinToken,
     caCert: caCert === "" ? undefined : caCert,
+    simBootMs,
   };
 }
