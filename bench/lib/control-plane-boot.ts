@@ -1,4 +1,5 @@
 import { spawnSync } from "node:child_process";
+import type { ClientHttp2Session } from "node:http2";
 import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -13,7 +14,7 @@ import { buildTestGuest } from "@quantix/testing";
 import { envelope, unenvelope } from "./grpc-frame.js";
 import { connect, exchange, grpcHeaders, grpcStatus } from "./h2-client.js";
 import { bootsInTurns, guestConfig, type BootTimes } from "./agent-boot.js";
-import { ROOT, runMs, startServer } from "./proc.js";
+import { ROOT, runMs, startServer, type Server } from "./proc.js";
 import { median, nowMs, sleep } from "./stats.js";
 
 /** StartVM through the control plane against QEMU started and `cont`-ed directly. */
@@ -54,68 +55,149 @@ const IDLE_CALLS = 40;
  * and answers once it has observed RUNNING. Measured in turns with the direct baseline.
  */
 export async function controlPlaneBoot(runs: number, progress: (msg: string) => void): Promise<ControlPlaneBootResult> {
-  const guest = await buildTestGuest();
   // The control plane's smallest VM is 256 MiB (VM_LIMITS.memoryMinMib): the direct baseline
   // starts the same size, so both start the same QEMU (it was 128 MiB against our 256).
   const config = await guestConfig(256n);
   const dir = mkdtempSync("/tmp/qx-bench-cp-");
-  const cp = await startServer("cp-boot", "packages/server/src/main.ts", [], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "memory", QUANTIX_DEMO: "0", QUANTIX_LOG_LEVEL: "info" });
-  const agent = await startServer("agent-cp", "packages/agent/src/main.ts", [], {
-    VMCP_BACKEND: "qemu", VMCP_QEMU_KVM: "false", VMCP_ADDRESS: "127.0.0.1", VMCP_PORT: "0", VMCP_STATE_DIR: join(dir, "agent"), VMCP_IMAGE_DIRS: guest.imageDir, QUANTIX_CONTROL_PLANE: cp.url, QUANTIX_NODE_NAME: "bench-agent",
-  });
-  const vms = createClient(VMService, createGrpcTransport({ baseUrl: cp.url }));
-  const nodes = createClient(NodeService, createGrpcTransport({ baseUrl: cp.url }));
-  const agentApi = createClient(VmService, createGrpcTransport({ baseUrl: agent.url }));
+  const r = await rig(dir, { VMCP_BACKEND: "qemu", VMCP_QEMU_KVM: "false" });
   const viaCp: number[] = [];
   const direct: number[] = [];
   const timedCpu: { cp: number; agent: number }[] = [];
   let idle: IdlePenalty | undefined;
   try {
+    const cpu: { cp: number; agent: number }[] = [];
+    const viaCpOnce = async (): Promise<number> => {
+      const s = await r.startAndStop();
+      cpu.push(s.cpu);
+      return s.ms;
+    };
+    const turns = await bootsInTurns(runs, config, join(dir, "direct"), viaCpOnce, "control plane", progress);
+    viaCp.push(...turns.ours.samplesMs);
+    direct.push(...turns.direct.samplesMs);
+    // The first call is bootsInTurns' untimed warm-up.
+    timedCpu.push(...cpu.slice(1));
+    idle = { pauseMs: PAUSE_MS, getVm: await getVmCpu(r.cp.pid, r.session, r.vmId), loop: loopCpu() };
+  } finally {
+    await r.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const cpuMs = { controlPlane: median(timedCpu.map((c) => c.cp)), agent: median(timedCpu.map((c) => c.agent)), both: median(timedCpu.map((c) => c.cp + c.agent)) };
+  return { controlPlane: { samplesMs: viaCp, medianMs: median(viaCp) }, direct: { samplesMs: direct, medianMs: median(direct) }, runs, cpuMs, idle: idle! };
+}
+
+/** StartVM with a simulated agent (no QEMU): our path alone, warm and after pauses. */
+export interface SimulatedStartResult {
+  readonly runs: number;
+  /** The simulated boot and the pause before each start of the paused case, ms. */
+  readonly pauseMs: number;
+  /** Starts back to back, the simulated boot 0 ms: StartVM's latency and the control plane's + agent's CPU per start (medians). */
+  readonly backToBack: { readonly latencyMs: number; readonly cpuMs: number };
+  /** Each start after a pause of pauseMs, with a boot of pauseMs (as QEMU's start pauses both): latency beyond the boot, and CPU. */
+  readonly paused: { readonly latencyMs: number; readonly cpuMs: number };
+}
+
+/**
+ * What our StartVM path costs with no QEMU: a control plane and an agent on the simulated
+ * backend (VMCP_SIM_BOOT_MS), the same timed call as controlPlaneBoot's. Once with starts
+ * back to back and a boot of 0 ms (the path warm), once with a pause before each start and
+ * a boot of that length (the control plane and the agent idle while it boots, as while
+ * QEMU starts). The difference is what pauses cost the same work.
+ */
+export async function simulatedStarts(runs: number, progress: (msg: string) => void): Promise<SimulatedStartResult> {
+  const once = async (bootMs: number, pauseMs: number) => {
+    const dir = mkdtempSync("/tmp/qx-bench-sim-");
+    const r = await rig(dir, { VMCP_BACKEND: "simulated", VMCP_SIM_BOOT_MS: String(bootMs) });
+    const latency: number[] = [];
+    const cpu: number[] = [];
+    try {
+      for (let i = 0; i <= runs; i++) {
+        if (pauseMs > 0) await sleep(pauseMs);
+        const s = await r.startAndStop();
+        if (i === 0) continue;
+        latency.push(s.ms - bootMs);
+        cpu.push(s.cpu.cp + s.cpu.agent);
+      }
+    } finally {
+      await r.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+    progress(`  simulated boot ${bootMs} ms, pause ${pauseMs} ms: StartVM beyond the boot ${median(latency).toFixed(2)} ms, CPU ${median(cpu).toFixed(2)} ms a start`);
+    return { latencyMs: median(latency), cpuMs: median(cpu) };
+  };
+  return { runs, pauseMs: SIM_PAUSE_MS, backToBack: await once(0, 0), paused: await once(SIM_PAUSE_MS, SIM_PAUSE_MS) };
+}
+
+/** The simulated start's boot and pause: about QEMU's start here. */
+const SIM_PAUSE_MS = 40;
+
+/** A control plane with one agent, registered as a READY node, and a stopped VM on it. */
+interface Rig {
+  readonly cp: Server;
+  readonly session: ClientHttp2Session;
+  readonly vmId: string;
+  /**
+   * One timed StartVM (its ms, and the CPU the control plane and the agent ran meanwhile),
+   * checked (RUNNING in the answer and on the agent), then StopVM.
+   */
+  startAndStop(): Promise<{ ms: number; cpu: { cp: number; agent: number } }>;
+  close(): Promise<void>;
+}
+
+async function rig(dir: string, backend: Record<string, string>): Promise<Rig> {
+  const guest = await buildTestGuest();
+  const cp = await startServer("cp-boot", "packages/server/src/main.ts", [], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "memory", QUANTIX_DEMO: "0", QUANTIX_LOG_LEVEL: "info" });
+  const agent = await startServer("agent-cp", "packages/agent/src/main.ts", [], {
+    ...backend, VMCP_ADDRESS: "127.0.0.1", VMCP_PORT: "0", VMCP_STATE_DIR: join(dir, "agent"), VMCP_IMAGE_DIRS: guest.imageDir, QUANTIX_CONTROL_PLANE: cp.url, QUANTIX_NODE_NAME: "bench-agent",
+  });
+  try {
+    const vms = createClient(VMService, createGrpcTransport({ baseUrl: cp.url }));
+    const nodes = createClient(NodeService, createGrpcTransport({ baseUrl: cp.url }));
+    const agentApi = createClient(VmService, createGrpcTransport({ baseUrl: agent.url }));
     let nodeId = "";
     for (const deadline = nowMs() + 30_000; !nodeId; await sleep(100)) {
       if (nowMs() > deadline) throw new Error("the agent did not register as a READY node within 30 s");
       nodeId = (await nodes.listNodes({})).nodes.find((n) => n.hostname === "bench-agent" && n.status?.phase === NodeStatus_Phase.READY)?.id ?? "";
     }
     const spec = { cpu: { cores: 1 }, memory: { sizeMib: 256n }, boot: { directBoot: { kernelPath: guest.kernelPath, initrdPath: guest.initrdPath, cmdline: guest.kernelArgs } } };
-    const vm = await vms.createVM({ name: "bench-start", spec, nodeId });
+    const vmId = (await vms.createVM({ name: "bench-start", spec, nodeId })).id;
     // The timed StartVM is one pre-encoded gRPC call on a plain HTTP/2 session, as the creates
     // and h2load rows send theirs: connect-node's client added 0.3-0.5 ms of its own per call
     // (measured on GetVM, 2026-12-06), which is the client's cost, not the control plane's.
     const session = await connect(cp.url);
-    const startBody = envelope(toBinary(StartVMRequestSchema, create(StartVMRequestSchema, { id: vm.id })));
+    const startBody = envelope(toBinary(StartVMRequestSchema, create(StartVMRequestSchema, { id: vmId })));
     const startHeaders = { ...grpcHeaders("/Quantixkvm.compute.v1.VMService/StartVM"), "grpc-timeout": "60000m" };
-    const cpu: { cp: number; agent: number }[] = [];
-    const viaCpOnce = async (): Promise<number> => {
-      const cp0 = runMs(cp.pid);
-      const agent0 = runMs(agent.pid);
-      const t0 = nowMs();
-      const x = await exchange(session, startHeaders, startBody);
-      const ms = nowMs() - t0;
-      cpu.push({ cp: runMs(cp.pid) - cp0, agent: runMs(agent.pid) - agent0 });
-      if (grpcStatus(x) !== "0") throw new Error(`StartVM failed: grpc-status ${grpcStatus(x)} ${decodeURIComponent(String(x.trailers["grpc-message"] ?? x.headers["grpc-message"] ?? ""))}`);
-      const started = fromBinary(VirtualMachineSchema, unenvelope(x.body)[0]!);
-      const info = await agentApi.getVmInfo({ vmId: vm.id });
-      if (started.status?.state !== VmStatus_State.RUNNING || info.state !== VmState.RUNNING) {
-        throw new Error(`StartVM answered ${VmStatus_State[started.status?.state ?? 0]} and the agent says ${VmState[info.state]}`);
-      }
-      await vms.stopVM({ id: vm.id, force: true }, { timeoutMs: 60_000 });
-      return ms;
+    return {
+      cp,
+      session,
+      vmId,
+      async startAndStop() {
+        const cp0 = runMs(cp.pid);
+        const agent0 = runMs(agent.pid);
+        const t0 = nowMs();
+        const x = await exchange(session, startHeaders, startBody);
+        const ms = nowMs() - t0;
+        const cpu = { cp: runMs(cp.pid) - cp0, agent: runMs(agent.pid) - agent0 };
+        if (grpcStatus(x) !== "0") throw new Error(`StartVM failed: grpc-status ${grpcStatus(x)} ${decodeURIComponent(String(x.trailers["grpc-message"] ?? x.headers["grpc-message"] ?? ""))}`);
+        const started = fromBinary(VirtualMachineSchema, unenvelope(x.body)[0]!);
+        const info = await agentApi.getVmInfo({ vmId });
+        if (started.status?.state !== VmStatus_State.RUNNING || info.state !== VmState.RUNNING) {
+          throw new Error(`StartVM answered ${VmStatus_State[started.status?.state ?? 0]} and the agent says ${VmState[info.state]}`);
+        }
+        await vms.stopVM({ id: vmId, force: true }, { timeoutMs: 60_000 });
+        return { ms, cpu };
+      },
+      async close() {
+        session.close();
+        await vms.deleteVM({ id: vmId, force: true }).catch(() => undefined);
+        await agent.stop();
+        await cp.stop();
+      },
     };
-    const r = await bootsInTurns(runs, config, join(dir, "direct"), viaCpOnce, "control plane", progress);
-    viaCp.push(...r.ours.samplesMs);
-    direct.push(...r.direct.samplesMs);
-    // The first call is bootsInTurns' untimed warm-up.
-    timedCpu.push(...cpu.slice(1));
-    idle = { pauseMs: PAUSE_MS, getVm: await getVmCpu(cp.pid, session, vm.id), loop: loopCpu() };
-    session.close();
-    await vms.deleteVM({ id: vm.id, force: true });
-  } finally {
+  } catch (err) {
     await agent.stop();
     await cp.stop();
-    rmSync(dir, { recursive: true, force: true });
+    throw err;
   }
-  const cpuMs = { controlPlane: median(timedCpu.map((c) => c.cp)), agent: median(timedCpu.map((c) => c.agent)), both: median(timedCpu.map((c) => c.cp + c.agent)) };
-  return { controlPlane: { samplesMs: viaCp, medianMs: median(viaCp) }, direct: { samplesMs: direct, medianMs: median(direct) }, runs, cpuMs, idle: idle! };
 }
 
 /**
@@ -123,7 +205,7 @@ export async function controlPlaneBoot(runs: number, progress: (msg: string) => 
  * count), then IDLE_CALLS each after a pause of PAUSE_MS (median). Each read of the
  * server's CPU waits 2 ms after the answer, for the call's own trailing work (its log line).
  */
-async function getVmCpu(pid: number, session: Awaited<ReturnType<typeof connect>>, id: string): Promise<IdlePenalty["getVm"]> {
+async function getVmCpu(pid: number, session: ClientHttp2Session, id: string): Promise<IdlePenalty["getVm"]> {
   const headers = grpcHeaders("/Quantixkvm.compute.v1.VMService/GetVM");
   const body = envelope(toBinary(GetVMRequestSchema, create(GetVMRequestSchema, { id })));
   const call = async () => {
