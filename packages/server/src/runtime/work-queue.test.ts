@@ -80,3 +80,38 @@ test("with real timers a passing failure is retried within a second, not at the 
   assert.deepEqual(errors, [200, 400]);
   await q.close();
 });
+
+test("a pass starts in a turn of its own, after the enqueuing turn's code and microtasks; keys added within one turn share one pass", async () => {
+  const order: string[] = [];
+  const q = new WorkQueue(async (key) => {
+    order.push(`pass ${key}`);
+  }, () => {});
+  // As a store write's watch event enqueues a key in the middle of an RPC about to answer.
+  q.add("vm:a");
+  q.add("vm:a");
+  q.add("vm:b");
+  order.push("answer");
+  await Promise.resolve();
+  await Promise.resolve();
+  order.push("microtasks of the turn");
+  await q.idle();
+  assert.deepEqual(order, ["answer", "microtasks of the turn", "pass vm:a", "pass vm:b"]);
+  await q.close();
+});
+
+test("a key added while its pass runs is passed again afterwards, once", async () => {
+  let release!: () => void;
+  const runs: string[] = [];
+  const q = new WorkQueue(async (key) => {
+    runs.push(key);
+    if (runs.length === 1) await new Promise<void>((r) => (release = r));
+  }, () => {});
+  q.add("vm:a");
+  await until(() => (runs.length === 1 ? true : undefined), "the first pass", 5000);
+  q.add("vm:a");
+  q.add("vm:a");
+  release();
+  await q.idle();
+  assert.deepEqual(runs, ["vm:a", "vm:a"]);
+  await q.close();
+});

@@ -44,6 +44,7 @@ export class WorkQueue {
   private readonly backoff: Backoff;
   private readonly schedule: ScheduleFn;
   private running = 0;
+  private pumpArmed = false;
   private closed = false;
   private idleWaiters: (() => void)[] = [];
 
@@ -65,7 +66,7 @@ export class WorkQueue {
       return;
     }
     this.pending.add(key);
-    this.pump();
+    this.armPump();
   }
 
   /** The delay before the retry after `failures` consecutive failures. */
@@ -89,6 +90,27 @@ export class WorkQueue {
     await this.idle();
   }
 
+  /**
+   * Starts waiting keys in a turn of their own (setImmediate), never inside the caller's: a
+   * key is enqueued by a store write's watch event, in the middle of the write's callers
+   * (an RPC about to answer), and a pass started there runs its synchronous part and its
+   * microtasks before Node writes that answer (HTTP/2 writes wait for the turn's end).
+   * Keys enqueued within one turn also share one pass. StartVM on a simulated agent, back
+   * to back (two alternating pairs): 3.42-3.56 → 3.15-3.32 ms, and the control plane's CPU a
+   * start 2.4-2.5 → 1.4-1.8 ms; traced, the VM controller's passes after the RUNNING status
+   * now start after StartVM's answer has gone.
+   */
+  private armPump(): void {
+    if (this.pumpArmed) return;
+    this.pumpArmed = true;
+    setImmediate(this.pumpNow);
+  }
+
+  private readonly pumpNow = (): void => {
+    this.pumpArmed = false;
+    this.pump();
+  };
+
   private pump(): void {
     while (this.running < this.concurrency && this.pending.size > 0) {
       const key = this.pending.values().next().value as string;
@@ -104,7 +126,7 @@ export class WorkQueue {
           this.active.delete(key);
           this.running--;
           if (this.dirty.delete(key) && !this.closed) this.pending.add(key);
-          this.pump();
+          if (this.pending.size > 0) this.armPump();
           if (this.pending.size === 0 && this.running === 0) {
             const waiters = this.idleWaiters;
             this.idleWaiters = [];
