@@ -115,3 +115,15 @@ test("a key added while its pass runs is passed again afterwards, once", async (
   assert.deepEqual(runs, ["vm:a", "vm:a"]);
   await q.close();
 });
+
+test("close() wakes an idle() waiter whose keys it dropped before their pass started", async () => {
+  const runs: string[] = [];
+  const q = new WorkQueue(async (key) => {
+    runs.push(key);
+  }, () => {});
+  q.add("vm:a");
+  const waiting = q.idle();
+  await q.close();
+  await waiting;
+  assert.deepEqual(runs, [], "a key dropped by close is not passed");
+});

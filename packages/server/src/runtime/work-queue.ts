@@ -87,6 +87,8 @@ export class WorkQueue {
     this.dirty.clear();
     for (const cancel of this.retries.values()) cancel();
     this.retries.clear();
+    // Keys dropped before their pass started: whoever waits for idle is waiting for nothing now.
+    this.settleIdle();
     await this.idle();
   }
 
@@ -127,13 +129,17 @@ export class WorkQueue {
           this.running--;
           if (this.dirty.delete(key) && !this.closed) this.pending.add(key);
           if (this.pending.size > 0) this.armPump();
-          if (this.pending.size === 0 && this.running === 0) {
-            const waiters = this.idleWaiters;
-            this.idleWaiters = [];
-            waiters.forEach((w) => w());
-          }
+          this.settleIdle();
         });
     }
+  }
+
+  /** Wakes the idle() waiters when nothing is pending or running. */
+  private settleIdle(): void {
+    if (this.pending.size > 0 || this.running > 0 || this.idleWaiters.length === 0) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    waiters.forEach((w) => w());
   }
 
   private succeeded(key: string): void {
