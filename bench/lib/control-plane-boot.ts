@@ -60,29 +60,25 @@ export async function controlPlaneBoot(runs: number, progress: (msg: string) => 
   const config = await guestConfig(256n);
   const dir = mkdtempSync("/tmp/qx-bench-cp-");
   const r = await rig(dir, { VMCP_BACKEND: "qemu", VMCP_QEMU_KVM: "false" });
-  const viaCp: number[] = [];
-  const direct: number[] = [];
-  const timedCpu: { cp: number; agent: number }[] = [];
-  let idle: IdlePenalty | undefined;
+  const cpu: { cp: number; agent: number }[] = [];
+  let turns: Awaited<ReturnType<typeof bootsInTurns>>;
+  let idle: IdlePenalty;
   try {
-    const cpu: { cp: number; agent: number }[] = [];
     const viaCpOnce = async (): Promise<number> => {
       const s = await r.startAndStop();
       cpu.push(s.cpu);
       return s.ms;
     };
-    const turns = await bootsInTurns(runs, config, join(dir, "direct"), viaCpOnce, "control plane", progress);
-    viaCp.push(...turns.ours.samplesMs);
-    direct.push(...turns.direct.samplesMs);
-    // The first call is bootsInTurns' untimed warm-up.
-    timedCpu.push(...cpu.slice(1));
+    turns = await bootsInTurns(runs, config, join(dir, "direct"), viaCpOnce, "control plane", progress);
     idle = { pauseMs: PAUSE_MS, getVm: await getVmCpu(r.cp.pid, r.session, r.vmId), loop: loopCpu() };
   } finally {
     await r.close();
     rmSync(dir, { recursive: true, force: true });
   }
-  const cpuMs = { controlPlane: median(timedCpu.map((c) => c.cp)), agent: median(timedCpu.map((c) => c.agent)), both: median(timedCpu.map((c) => c.cp + c.agent)) };
-  return { controlPlane: { samplesMs: viaCp, medianMs: median(viaCp) }, direct: { samplesMs: direct, medianMs: median(direct) }, runs, cpuMs, idle: idle! };
+  // The first call is bootsInTurns' untimed warm-up.
+  const timed = cpu.slice(1);
+  const cpuMs = { controlPlane: median(timed.map((c) => c.cp)), agent: median(timed.map((c) => c.agent)), both: median(timed.map((c) => c.cp + c.agent)) };
+  return { controlPlane: turns.ours, direct: turns.direct, runs, cpuMs, idle };
 }
 
 /** StartVM with a simulated agent (no QEMU): our path alone, warm and after pauses. */
@@ -232,6 +228,6 @@ async function getVmCpu(pid: number, session: ClientHttp2Session, id: string): P
 function loopCpu(): IdlePenalty["loop"] {
   const r = spawnSync("taskset", ["-c", "0", process.execPath, join(ROOT, "bench", "lib", "idle-loop.mjs"), String(PAUSE_MS), "60"], { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`idle-loop.mjs failed (${r.status ?? r.signal}): ${r.stderr}`);
-  const out = JSON.parse(r.stdout) as { backToBackUs: number; pausedUs: number };
-  return { backToBackUs: out.backToBackUs, pausedUs: out.pausedUs };
+  const { backToBackUs, pausedUs } = JSON.parse(r.stdout) as { backToBackUs: number; pausedUs: number };
+  return { backToBackUs, pausedUs };
 }
