@@ -6,7 +6,7 @@ import { clearField, clone, create, fromBinary, ScalarType, toBinary, type DescF
 import { BytesValueSchema, FileDescriptorProtoSchema, StructSchema, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { NodeSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import { VirtualMachineSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
-import { encodeChecked, MessageCheckError } from "./message-encoder.js";
+import { checkMessage, encodeChecked, encodeFrozen, MessageCheckError } from "./message-encoder.js";
 import { deepFreeze } from "./freeze.js";
 import { fixtureNode } from "./message-fixtures.js";
 
@@ -181,12 +181,16 @@ test("a value that is not its field's type is refused, naming the field, as prot
     const vm = create(VirtualMachineSchema, { name: "a", generation: 1n, spec: { cpu: { cores: 2 } }, status: {} }) as unknown as Record<string, any>;
     spoil(vm);
     assert.throws(() => encodeChecked(VirtualMachineSchema, vm), (err: unknown) => err instanceof MessageCheckError && err.message.includes(field), field);
+    // checkMessage (the memory store's check of what it stores) refuses it the same way.
+    assert.throws(() => checkMessage(VirtualMachineSchema, vm), (err: unknown) => err instanceof MessageCheckError && err.message.includes(field), field);
     // protobuf-es refuses it too (its checked clone, or toBinary after it).
     assert.throws(() => reference(VirtualMachineSchema, vm), Error, `protobuf-es accepts ${field}`);
   }
   // A refused message leaves nothing behind: the next one is written whole.
   const good = create(VirtualMachineSchema, { name: "ok", generation: 2n, spec: { cpu: { cores: 2 } } });
   assert.deepEqual(encodeChecked(VirtualMachineSchema, good), reference(VirtualMachineSchema, good));
+  checkMessage(VirtualMachineSchema, good);
+  checkMessage(StructSchema, create(StructSchema, { fields: { a: { kind: { case: "numberValue", value: 1 } } } }));
   // A message of another type where one is expected.
   const vm = create(VirtualMachineSchema, { createdAt: timestampFromMs(0) }) as unknown as Record<string, any>;
   vm["createdAt"] = create(NodeSchema, {});
@@ -198,4 +202,21 @@ test("a checked message is not changed by encoding it", () => {
   const before = clone(VirtualMachineSchema, vm);
   encodeChecked(VirtualMachineSchema, vm, "resourceVersion");
   assert.deepEqual(vm, before);
+});
+
+test("checkMessage accepts what encodeChecked encodes: random messages of every type", async () => {
+  const r = rng(23);
+  for (const desc of await apiMessages()) for (let i = 0; i < 5; i++) checkMessage(desc, randomMessage(r, desc));
+});
+
+test("encodeFrozen: a frozen message's whole bytes (resource_version too), made once and shared", () => {
+  const vm = deepFreeze(create(VirtualMachineSchema, { id: "v", name: "n", resourceVersion: 9n, spec: { cpu: { cores: 1 } } }));
+  const bytes = encodeFrozen(VirtualMachineSchema, vm);
+  assert.deepEqual(bytes, toBinary(VirtualMachineSchema, vm));
+  assert.equal(fromBinary(VirtualMachineSchema, bytes).resourceVersion, 9n);
+  assert.equal(encodeFrozen(VirtualMachineSchema, vm), bytes, "the second call returns the same bytes, not a new encoding");
+  // Another frozen object with the same fields has its own entry (objects, not values, are the keys).
+  const twin = deepFreeze(clone(VirtualMachineSchema, vm));
+  assert.notEqual(encodeFrozen(VirtualMachineSchema, twin), bytes);
+  assert.deepEqual(encodeFrozen(VirtualMachineSchema, twin), bytes);
 });

@@ -32,6 +32,43 @@ export function encodeChecked(schema: DescMessage, message: object, omit?: strin
   }
 }
 
+/**
+ * Checks a message as encodeChecked does (each value of its field's type, integers in
+ * range, strings without lone surrogates), encoding nothing: MessageCheckError names the
+ * field that is wrong. Types encodeChecked leaves to protobuf-es are checked by its clone.
+ */
+export function checkMessage(schema: DescMessage, message: object): void {
+  const plan = planOf(schema);
+  if (!plan) {
+    clone(schema, message as never);
+    return;
+  }
+  LENS.length = 0;
+  OPS.length = 0;
+  try {
+    sizeMessage(plan, message as Obj, LENS, undefined);
+  } finally {
+    OPS.length = 0;
+  }
+}
+
+/** encodeFrozen's bytes, by the frozen message they encode. */
+const frozenBytes = new WeakMap<object, Uint8Array>();
+
+/**
+ * encodeChecked's bytes of a deeply frozen message (a stored object), made once per object:
+ * it never changes, so the store that writes it, the answer that returns it and the watch
+ * events that carry it share one encoding. Every field is encoded, resource_version too.
+ */
+export function encodeFrozen(schema: DescMessage, message: object): Uint8Array {
+  let bytes = frozenBytes.get(message);
+  if (bytes === undefined) {
+    bytes = encodeChecked(schema, message);
+    frozenBytes.set(message, bytes);
+  }
+  return bytes;
+}
+
 /** The lengths the size pass records for the write pass (encodeChecked). */
 const LENS: number[] = [];
 /**

@@ -1,7 +1,5 @@
 import { toBinary, type DescField, type DescMessage } from "@bufbuild/protobuf";
-import { encodeChecked } from "@quantix/core";
-
-const cache = new WeakMap<object, Uint8Array>();
+import { encodeFrozen } from "@quantix/core";
 
 /**
  * Encodes a message, reusing the bytes of frozen messages. Stored objects are deeply
@@ -12,15 +10,8 @@ const cache = new WeakMap<object, Uint8Array>();
  * parser accepts fields in any order.
  */
 export function encodeMessage(schema: DescMessage, msg: object): Uint8Array {
-  if (Object.isFrozen(msg)) {
-    let bytes = cache.get(msg);
-    if (!bytes) {
-      // The checked encoder (ADR 0014): toBinary's bytes, without its reflection.
-      bytes = encodeChecked(schema, msg);
-      cache.set(msg, bytes);
-    }
-    return bytes;
-  }
+  // The checked encoder (ADR 0014), once per frozen message: a durable store that wrote it has its bytes already.
+  if (Object.isFrozen(msg)) return encodeFrozen(schema, msg);
   const record = msg as Record<string, unknown>;
   const frozen = schema.fields.filter((f) => isFrozenMessageField(f, record[f.localName]));
   if (frozen.length === 0) return toBinary(schema, msg as never);

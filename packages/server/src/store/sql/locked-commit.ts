@@ -129,8 +129,9 @@ export async function planLocked(
       continue;
     }
     revision += 1n;
-    writes.push({ coll, type: plan.type, object: plan.object, current, revision });
     const stored = coll.withVersion(plan.object, revision, plan.type === "MODIFIED" ? current : undefined);
+    // The row is written from the stored object (its revision known here): its bytes are encoded once, for the row and for its answer.
+    writes.push({ coll, type: plan.type, object: stored, current, revision });
     written.set(slot, plan.type === "DELETED" ? null : stored);
     out.push(stored);
     changes.push({ kind: op.kind.name, type: plan.type, object: stored, previous: plan.type === "MODIFIED" ? current : undefined, revision });

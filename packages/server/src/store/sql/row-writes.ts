@@ -4,7 +4,7 @@ import type { SqlCollection } from "./sql-collection.js";
 import { translateSqlError } from "./sql-collection.js";
 import type { Param, Queryable } from "./sql-driver.js";
 
-/** One row write a locked commit decided (planLocked): the object at `revision`, over `current`. */
+/** One row write a locked commit decided (planLocked): the stored (frozen) object at `revision`, over `current`. */
 export interface RowWrite {
   readonly coll: SqlCollection<Resource>;
   readonly type: "ADDED" | "MODIFIED" | "DELETED";

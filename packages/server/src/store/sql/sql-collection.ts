@@ -1,5 +1,5 @@
 import { fromBinary } from "@bufbuild/protobuf";
-import { encodeChecked } from "@quantix/core";
+import { encodeChecked, encodeFrozen } from "@quantix/core";
 import {
   copyMessage,
   checkBase,
@@ -238,13 +238,17 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
   }
 
   /**
-   * Stored bytes carry no resource_version (it is only known inside the writing
-   * statement): it lives in its own column, and in the change's revision.
+   * An object's bytes as a row or a change stores them. A new state written by a single
+   * write is encoded before its revision is known (the statement takes it), so its bytes
+   * carry no resource_version: it lives in its own column, and in the change's revision,
+   * which decode sets. A stored object (frozen, at its revision: a locked commit's new
+   * states, and every previous state) is encoded whole, once (encodeFrozen): its answer
+   * and its watch events send those same bytes.
    */
   encode(o: Resource): Uint8Array {
     // What a caller wrote is checked (every string valid UTF-16, every field of its type)
     // before it is stored, as protobuf-es's clone checks it; the bytes are its toBinary's (ADR 0014).
-    return encodeChecked(this.kind.schema, o, "resourceVersion");
+    return Object.isFrozen(o) ? encodeFrozen(this.kind.schema, o) : encodeChecked(this.kind.schema, o, "resourceVersion");
   }
 
   decode(data: Uint8Array, version: bigint): T {
