@@ -1,6 +1,6 @@
-import { clone, type DescMessage } from "@bufbuild/protobuf";
+import type { DescMessage } from "@bufbuild/protobuf";
 import { compareCursor, matchesQuery, sortKeyOf, whereFieldOf, type ChangeEvent, type Collection, type Cursor, type FieldValue, type Kind, type ListPage, type Query, type Resource, type WatchEvent, type WriteOptions } from "@quantix/core";
-import { checkBase, copyMessage, notFound, QuantixError } from "@quantix/core";
+import { checkBase, checkMessage, copyMessage, notFound, QuantixError } from "@quantix/core";
 import { WatchHub, type WatchHubLimits } from "./watch-hub.js";
 
 /** How a memory collection writes: through its store, which orders every write of every kind. */
@@ -215,11 +215,14 @@ export class MemoryCollection<T extends Resource> implements Collection<T> {
 
   /**
    * A private copy of an object a caller wrote, checked as protobuf-es's clone checks it
-   * (every string valid UTF-16, every field of its type): each write is planned on one, so
-   * a bad value fails the write before any of its transaction is stored.
+   * (every string valid UTF-16, every field of its type; checkMessage, as the durable
+   * stores check what they encode): each write is planned on one, so a bad value fails the
+   * write before any of its transaction is stored.
    */
   checkedCopy(o: T): T {
-    return clone(this.kind.schema as DescMessage, o as never) as unknown as T;
+    const copy = copyMessage(o);
+    checkMessage(this.kind.schema as DescMessage, copy);
+    return copy;
   }
 
   private mustGet(id: string): T {

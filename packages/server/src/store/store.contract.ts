@@ -385,6 +385,27 @@ export function storeContract(
         assert.equal(await store.of(VM_KIND).get(good.id), undefined);
         assert.equal((await store.of(VM_KIND).get(vm.id))?.description, "");
       });
+
+      it("a string that is not valid UTF-16 or an integer out of its field's range fails the write, and nothing is stored", async () => {
+        const rev = await store.revision();
+        const surrogate = newVm();
+        surrogate.description = "half a pair: \uD800";
+        await assert.rejects(store.of(VM_KIND).create(surrogate));
+        const tooBig = newVm();
+        tooBig.spec!.cpu!.cores = 2 ** 32;
+        await assert.rejects(store.commit([{ op: "create", kind: anyVm, object: newVm() }, { op: "create", kind: anyVm, object: tooBig }]));
+        const vm = await store.of(VM_KIND).create(newVm());
+        await assert.rejects(
+          store.of(VM_KIND).update(vm.id, (cur) => {
+            cur.labels["k"] = "\uDC00 alone";
+            return cur;
+          }),
+        );
+        assert.equal(await store.revision(), rev + 1n);
+        assert.equal(await store.of(VM_KIND).get(surrogate.id), undefined);
+        assert.equal(await store.of(VM_KIND).get(tooBig.id), undefined);
+        assert.deepEqual((await store.of(VM_KIND).get(vm.id))?.labels, {});
+      });
     });
 
     describe("delete", () => {
