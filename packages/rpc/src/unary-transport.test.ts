@@ -26,6 +26,12 @@ const service = route(NodeService, {
     if (req.id === "missing") throw new QuantixError("not_found", "node 'missing' not found", [{ field: "id", description: "no node has this id", reason: "NOT_FOUND" }]);
     if (req.id === "big") return create(NodeSchema, { id: req.id, hostname: "h".repeat(200_000) });
     if (ctx.requestHeader.get("x-test") === "echo") return create(NodeSchema, { id: req.id, hostname: "echoed" });
+    if (req.id === "headers") {
+      const h = ctx.requestHeader;
+      // The deadline as the server read it, to the second (it counts down in flight).
+      const timeout = h.get("grpc-timeout");
+      return create(NodeSchema, { id: req.id, hostname: JSON.stringify([h.get("content-type"), h.get("user-agent"), h.get("te"), timeout === null ? null : Math.round(Number.parseInt(timeout, 10) / 1000)]) });
+    }
     return create(NodeSchema, { id: req.id, hostname: `host-of-${req.id}` });
   },
   async *watchNodes() {
@@ -67,6 +73,21 @@ describe("against our server, the same outcome as connect-node's transport", () 
     const [a, b] = [await outcome(lean.getNode({ id: "n1" })), await outcome(plain.getNode({ id: "n1" }))];
     assert.deepEqual(a, b);
     assert.equal((a as { ok: { hostname: string } }).ok.hostname, "host-of-n1");
+  });
+
+  test("the request headers of a call without its own, and the answer's headers and trailers, as connect-node's", async () => {
+    const seen = async (client: Client<typeof NodeService>, timeoutMs?: number) => {
+      const got: { header?: [string, string][]; trailer?: [string, string][] } = {};
+      const entries = (h: Headers) => [...h.entries()].filter(([k]) => k !== "date").sort();
+      const r = await client.getNode({ id: "headers" }, { ...(timeoutMs ? { timeoutMs } : {}), onHeader: (h) => (got.header = entries(h)), onTrailer: (t) => (got.trailer = entries(t)) });
+      return { request: r.hostname, ...got };
+    };
+    for (const timeoutMs of [undefined, 60_000]) {
+      const [a, b] = [await seen(lean, timeoutMs), await seen(plain, timeoutMs)];
+      assert.deepEqual(a, b);
+      assert.ok(a.header?.some(([k]) => k === "content-type"), "the answer's headers are given");
+      assert.deepEqual(a.trailer?.find(([k]) => k === "grpc-status"), ["grpc-status", "0"]);
+    }
   });
 
   test("request headers reach the server", async () => {

@@ -49,7 +49,7 @@ async function unaryCall<I extends DescMessage, O extends DescMessage>(
   const deadlineAt = deadlineMs === undefined ? undefined : performance.now() + deadlineMs;
   const message = isMessage(input, method.input) ? input : create(method.input, input as never);
   const body = frame(toBinary(method.input, message as MessageShape<I>));
-  const headers = nodeHeaders(requestHeader(true, deadlineMs, header));
+  const headers = header === undefined ? plainHeaders(deadlineMs) : nodeHeaders(requestHeader(true, deadlineMs, header));
   const path = `/${method.parent.typeName}/${method.name}`;
   const reply = await new Promise<Reply>((resolve, reject) => {
     // The deadline and the caller's signal are watched from here: a session still connecting (a host that vanished) ends with them too.
@@ -59,6 +59,17 @@ async function unaryCall<I extends DescMessage, O extends DescMessage>(
       (err: unknown) => call.failWith(fromNodeError(err)),
     );
   });
+  if (succeeded(reply)) {
+    // An OK answer, read as connect's checks below read it, without making the Headers they read.
+    let output: MessageShape<O>;
+    try {
+      output = fromBinary(method.output, unframe(reply.body));
+    } catch (err) {
+      if (err instanceof ConnectError) throw err;
+      throw new ConnectError(`parse binary: ${err instanceof Error ? err.message : String(err)}`, Code.Internal);
+    }
+    return answered(method, output, reply);
+  }
   const responseHeader = webHeaders(reply.headers);
   const trailer = webHeaders(reply.trailers);
   // As connect-node: the HTTP status and content type first, then the message, then the status trailers.
@@ -77,6 +88,51 @@ async function unaryCall<I extends DescMessage, O extends DescMessage>(
     throw new ConnectError(`parse binary: ${err instanceof Error ? err.message : String(err)}`, Code.Internal);
   }
   return { stream: false, service: method.parent, method, header: responseHeader, message: output, trailer };
+}
+
+/**
+ * The request headers of a call with no headers of the caller's: connect's requestHeader
+ * (content type, user agent, TE) made once, and its grpc-timeout.
+ */
+function plainHeaders(deadlineMs: number | undefined): http2.OutgoingHttpHeaders {
+  const base = (PLAIN_HEADERS ??= nodeHeaders(requestHeader(true, undefined, undefined)));
+  return deadlineMs === undefined ? { ...base } : { ...base, "grpc-timeout": `${deadlineMs}m` };
+}
+
+let PLAIN_HEADERS: http2.OutgoingHttpHeaders | undefined;
+
+/**
+ * Whether a reply is an OK answer that connect's checks (validateResponse, validateTrailer)
+ * would pass as it is: HTTP 200, a gRPC protobuf content type, no status in the headers
+ * and grpc-status 0 in the trailers, with a body. Anything else goes through them.
+ */
+function succeeded(reply: Reply): boolean {
+  const type = reply.headers["content-type"];
+  return (
+    reply.status === 200 &&
+    (type === "application/grpc" || type === "application/grpc+proto") &&
+    reply.headers["grpc-status"] === undefined &&
+    reply.trailers["grpc-status"] === "0" &&
+    reply.body.length > 0
+  );
+}
+
+/** A unary response whose headers and trailers become Headers only when read (connect's client reads them only for onHeader and onTrailer). */
+function answered<I extends DescMessage, O extends DescMessage>(method: DescMethodUnary<I, O>, message: MessageShape<O>, reply: Reply): UnaryResponse<I, O> {
+  let header: Headers | undefined;
+  let trailer: Headers | undefined;
+  return {
+    stream: false,
+    service: method.parent,
+    method,
+    message,
+    get header() {
+      return (header ??= webHeaders(reply.headers));
+    },
+    get trailer() {
+      return (trailer ??= webHeaders(reply.trailers));
+    },
+  };
 }
 
 /** The one message of a unary response body: refused when cut, compressed (none was asked for) or followed by another. */
