@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import { getEventListeners } from "node:events";
 import { describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -61,8 +62,10 @@ describe("waitFor", () => {
     const vm = await vms.create(newVm());
     const stopped = await waitFor(vms, "VM", vm.id, (x) => x.status?.state === State.STOPPED, 10_000, new AbortController().signal);
     assert.equal(stopped.resourceVersion, vm.resourceVersion);
-    const late = await waitFor(vms, "VM", vm.id, running, 30, new AbortController().signal);
+    const caller = new AbortController();
+    const late = await waitFor(vms, "VM", vm.id, running, 30, caller.signal);
     assert.equal(late.status?.state, State.STOPPED, "the budget ran out: the object as it is");
+    assert.equal(getEventListeners(caller.signal, "abort").length, 0, "a wait that ended leaves no listener on the caller's signal");
     const aborted = new AbortController();
     const cut = waitFor(vms, "VM", vm.id, running, 10_000, aborted.signal);
     await turn();

@@ -53,21 +53,34 @@ export async function waitFor<T extends Resource>(repo: Collection<T>, kind: str
     };
     latest = catchUp(latest);
     if (pred(latest) || budgetMs <= 0) return latest;
-    await withinBudget(budgetMs, signal, async (stop) => {
-      if (stop.aborted) return;
-      const stopped = new Promise<void>((resolve) => stop.addEventListener("abort", () => resolve(), { once: true }));
-      while (!pred(latest!)) {
-        await Promise.race([new Promise<void>((resolve) => (wake = resolve)), stopped]);
-        if (stop.aborted) return;
+    // Waited without an AbortController of its own: aborting one makes a DOMException (a
+    // stack trace) and dispatches an event, on every power action that waits.
+    let over = signal.aborted;
+    const end = () => {
+      over = true;
+      wake?.();
+    };
+    const timer = over ? undefined : setTimeout(end, budgetMs);
+    if (!over) signal.addEventListener("abort", end);
+    try {
+      while (!over && !pred(latest)) {
+        await new Promise<void>((resolve) => (wake = resolve));
+        if (over) break;
         if (reread) {
           reread = false;
           const now = await repo.get(id);
           if (!now) throw notFound(kind, id);
-          latest = now.resourceVersion > latest!.resourceVersion ? now : latest;
+          latest = now.resourceVersion > latest.resourceVersion ? now : latest;
         }
-        latest = catchUp(latest!);
+        latest = catchUp(latest);
       }
-    });
+    } catch (err) {
+      // What failed once the budget ran out only says so: the object is read as it is.
+      if (!over) throw err;
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", end);
+    }
     return (await repo.get(id)) ?? latest;
   } finally {
     unfollow();
