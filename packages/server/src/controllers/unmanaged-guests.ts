@@ -1,6 +1,6 @@
 import { create, equals } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { UnmanagedGuestSchema, type UnmanagedGuest } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
+import { UnmanagedGuestSchema, type Node, type UnmanagedGuest } from "@quantix/api/gen/Quantixkvm/compute/v1/node_pb.js";
 import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import { allOf, NODE_KIND, QuantixError, UNMANAGED_GUESTS, VM_KIND, type Clock, type Store, type Timers } from "@quantix/core";
 import type { Logger } from "@quantix/rpc";
@@ -38,10 +38,15 @@ export function unmanagedGuestsController(deps: { store: Store; drivers: NodeDri
         }
         guests.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
         const now = deps.clock.now();
+        const same = (node: Node) => {
+          const before = node.status?.unmanagedGuests ?? [];
+          return before.length === guests.length && before.every((g, i) => equals(UnmanagedGuestSchema, g, guests[i]!));
+        };
+        // Read first: the list seldom changes, and an update copies the whole node to find that out.
+        const node = await nodes.get(nodeId);
+        if (!node?.status || same(node)) return;
         await nodes.update(nodeId, (cur) => {
-          if (!cur.status) return undefined;
-          const before = cur.status.unmanagedGuests;
-          if (before.length === guests.length && before.every((g, i) => equals(UnmanagedGuestSchema, g, guests[i]!))) return undefined;
+          if (!cur.status || same(cur)) return undefined;
           cur.status.unmanagedGuests = guests;
           cur.updatedAt = timestampFromMs(now);
           return cur;

@@ -8,7 +8,7 @@ import { vmEvents } from "../events/vm-events.js";
 import { removeCondition, setCondition } from "./conditions.js";
 import { rebootDue } from "./vm-step.js";
 import { NICS_PLUGGED } from "./vm-nic-step.js";
-import { stateOf, withEditedStatus } from "./vm-status.js";
+import { editedStatus, stateOf, withEditedStatus } from "./vm-status.js";
 
 /** The condition a failed step of the VM's node sets (False, with the step's reason). */
 export const POWER_STATE_REACHED = "PowerStateReached";
@@ -152,19 +152,36 @@ export class VmStatusWriter {
     });
   }
 
-  /** Applies `edit` to the VM's current status; writes only when something changed. */
+  /**
+   * Applies `edit` to the VM's current status; writes only when something changed. Most
+   * passes change nothing: the edit is tried on the stored VM's status first, so those
+   * copy no VM and write nothing; one that changes it is written from that try.
+   */
   async write(vm: VirtualMachine, edit: (s: VmStatus) => void): Promise<void> {
     const now = this.clock.now();
+    let tried: { version: bigint; status: VmStatus } | undefined;
     await updateWithEvents(
       this.store,
       VM_KIND,
       vm.id,
       (cur) => {
         if (this.held(vm.id)) return undefined;
-        return withEditedStatus(cur, edit, now);
+        // The try's status, once, when made from this very version; else the edit again.
+        const t = tried;
+        tried = undefined;
+        return withEditedStatus(cur, edit, now, t?.version === cur.resourceVersion ? t.status : editedStatus(cur, edit));
       },
       vmEvents,
-      { actor: "vm-controller", nowMs: now },
+      {
+        actor: "vm-controller",
+        nowMs: now,
+        changes: (current) => {
+          if (this.held(vm.id)) return false;
+          const status = editedStatus(current, edit);
+          if (status) tried = { version: current.resourceVersion, status };
+          return status !== undefined;
+        },
+      },
     );
   }
 }

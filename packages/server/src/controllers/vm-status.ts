@@ -41,13 +41,18 @@ export function stateOf(power: ObservedPower, desired: PowerState): State {
  * Applies `edit` to a copy of the VM's status: the VM with the new status and `updated_at`, or
  * undefined when the edit changed nothing (so the caller writes nothing).
  */
-export function withEditedStatus(vm: VirtualMachine, edit: (status: VmStatus) => void, nowMs: number): VirtualMachine | undefined {
+export function withEditedStatus(vm: VirtualMachine, edit: (status: VmStatus) => void, nowMs: number, edited: VmStatus | undefined = editedStatus(vm, edit)): VirtualMachine | undefined {
+  if (edited === undefined) return undefined;
+  vm.status = edited;
+  vm.updatedAt = timestampFromMs(nowMs);
+  return vm;
+}
+
+/** `edit` applied to a copy of the VM's status (which may be a stored, frozen VM): that copy, or undefined when the edit changed nothing. */
+export function editedStatus(vm: VirtualMachine, edit: (status: VmStatus) => void): VmStatus | undefined {
   const before = vm.status ?? create(VmStatusSchema);
   // A stored status (checked when it was written): copied without protobuf-es's per-field checks.
   const next = copyMessage(before);
   edit(next);
-  if (equals(VmStatusSchema, before, next)) return undefined;
-  vm.status = next;
-  vm.updatedAt = timestampFromMs(nowMs);
-  return vm;
+  return equals(VmStatusSchema, before, next) ? undefined : next;
 }

@@ -69,6 +69,25 @@ test("a mutate that changes nothing writes nothing", async () => {
   assert.equal(await store.revision(), before.resourceVersion);
 });
 
+test("changes: false ends the update on the stored object, with no mutate and no write; true, or an expected version, goes on as usual", async () => {
+  const store = await storeWithNode(Phase.READY);
+  const before = (await store.of(NODE_KIND).get("n1"))!;
+  let mutated = 0;
+  const mutate = (n: Node) => (mutated++, at(Phase.NOT_READY)(n));
+  let seen: Node | undefined;
+  const kept = await updateWithEvents(store, NODE_KIND, "n1", mutate, nodeEvents, { ...options, changes: (n) => ((seen = n), false) });
+  assert.equal(kept, before, "the stored object itself");
+  assert.equal(seen, before, "changes reads the stored object, not a copy");
+  assert.equal(mutated, 0);
+  assert.equal(await store.revision(), before.resourceVersion);
+  // A stale expected version still fails, whatever changes says.
+  await assert.rejects(updateWithEvents(store, NODE_KIND, "n1", mutate, nodeEvents, { ...options, expectedVersion: before.resourceVersion + 5n, changes: () => false }), /version|ABORTED|aborted/i);
+  const moved = await updateWithEvents(store, NODE_KIND, "n1", mutate, nodeEvents, { ...options, changes: () => true });
+  assert.equal(moved.status?.phase, Phase.NOT_READY);
+  assert.equal(mutated, 1);
+  assert.deepEqual(await eventTypes(store), ["NotReady"]);
+});
+
 test("a change with an event is committed on the version it was made from; if the object moved on by then, it is made again from the object as it is", async () => {
   const store = await storeWithNode(Phase.READY);
   let commits = 0;

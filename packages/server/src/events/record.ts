@@ -46,7 +46,17 @@ export async function updateWithEvents<T extends Resource>(
   id: string,
   mutate: (current: T) => T | undefined,
   events: (before: T, after: T) => readonly EventInit[],
-  options: WriteOptions & { actor: string; nowMs: number; charging?: Charging<T> },
+  options: WriteOptions & {
+    actor: string;
+    nowMs: number;
+    charging?: Charging<T>;
+    /**
+     * Whether mutate could change the object as it is now (read-only, on the stored object):
+     * false ends the update there, with no copy made and nothing written. For writers whose
+     * writes mostly change nothing (a controller's status after each of its passes).
+     */
+    changes?: (current: T) => boolean;
+  },
 ): Promise<T> {
   const c = options.charging;
   if (c) {
@@ -56,6 +66,7 @@ export async function updateWithEvents<T extends Resource>(
   const coll = store.of(kind);
   const peek = await coll.get(id);
   if (!peek) throw notFound(kind.name, id);
+  if (options.changes && options.expectedVersion === undefined && !options.changes(peek)) return peek;
   // Most writes (a heartbeat, a status update) mean no event: one ordinary update, whose
   // mutate sees the object at peek's version (so peek is its "before") and gives the write
   // up when it would mean events, or when the object moved on since peek; then the
