@@ -30,6 +30,11 @@ test("oneofs, bytes and explicit presence (proto2 defaults on the prototype) cop
   const b = copyMessage(bytes);
   b.value[0] = 9;
   assert.deepEqual([...bytes.value], [1, 2, 3]);
+  // A Buffer (whose slice() is a view, not a copy) is copied too: the memory store copies what callers write.
+  const buffer = Buffer.from([4, 5, 6]);
+  const fromBuffer = copyMessage(create(BytesValueSchema, { value: buffer }));
+  buffer[0] = 9;
+  assert.deepEqual([...fromBuffer.value], [4, 5, 6]);
   const fd = create(FileDescriptorProtoSchema, { name: "a.proto" });
   const f = copyMessage(fd);
   assert.ok(equals(FileDescriptorProtoSchema, f, fd));

@@ -18,7 +18,8 @@ function copyValue(v: unknown): unknown {
     for (let i = 0; i < v.length; i++) out[i] = copyValue(v[i]);
     return out;
   }
-  if (v instanceof Uint8Array) return v.slice();
+  // A copy whatever the subclass: a Buffer's slice() is a view of the same memory.
+  if (v instanceof Uint8Array) return new Uint8Array(v);
   const src = v as Record<string, unknown>;
   const out = Object.create(Object.getPrototypeOf(v) as object | null) as Record<string, unknown>;
   for (const k of Object.keys(src)) out[k] = copyValue(src[k]);
