@@ -8,7 +8,7 @@ import { vmEvents } from "../events/vm-events.js";
 import { removeCondition, setCondition } from "./conditions.js";
 import { rebootDue } from "./vm-step.js";
 import { NICS_PLUGGED } from "./vm-nic-step.js";
-import { editedStatus, stateOf, withEditedStatus } from "./vm-status.js";
+import { editedStatus, stateOf, withStatus } from "./vm-status.js";
 
 /** The condition a failed step of the VM's node sets (False, with the step's reason). */
 export const POWER_STATE_REACHED = "PowerStateReached";
@@ -169,7 +169,7 @@ export class VmStatusWriter {
         // The try's status, once, when made from this very version; else the edit again.
         const t = tried;
         tried = undefined;
-        return withEditedStatus(cur, edit, now, t?.version === cur.resourceVersion ? t.status : editedStatus(cur, edit));
+        return withStatus(cur, t?.version === cur.resourceVersion ? t.status : editedStatus(cur, edit), now);
       },
       vmEvents,
       {

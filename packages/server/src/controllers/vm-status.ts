@@ -41,9 +41,14 @@ export function stateOf(power: ObservedPower, desired: PowerState): State {
  * Applies `edit` to a copy of the VM's status: the VM with the new status and `updated_at`, or
  * undefined when the edit changed nothing (so the caller writes nothing).
  */
-export function withEditedStatus(vm: VirtualMachine, edit: (status: VmStatus) => void, nowMs: number, edited: VmStatus | undefined = editedStatus(vm, edit)): VirtualMachine | undefined {
-  if (edited === undefined) return undefined;
-  vm.status = edited;
+export function withEditedStatus(vm: VirtualMachine, edit: (status: VmStatus) => void, nowMs: number): VirtualMachine | undefined {
+  return withStatus(vm, editedStatus(vm, edit), nowMs);
+}
+
+/** The VM with `status` (an edited copy, editedStatus's) and `updated_at`; undefined when there is none (nothing changed). */
+export function withStatus(vm: VirtualMachine, status: VmStatus | undefined, nowMs: number): VirtualMachine | undefined {
+  if (status === undefined) return undefined;
+  vm.status = status;
   vm.updatedAt = timestampFromMs(nowMs);
   return vm;
 }
