@@ -53,7 +53,8 @@ export async function updateWithEvents<T extends Resource>(
     /**
      * Whether mutate could change the object as it is now (read-only, on the stored object):
      * false ends the update there, with no copy made and nothing written. For writers whose
-     * writes mostly change nothing (a controller's status after each of its passes).
+     * writes mostly change nothing (a controller's status after each of its passes). Not
+     * consulted with an expectedVersion (a stale one still fails) nor with charging.
      */
     changes?: (current: T) => boolean;
   },
