@@ -59,17 +59,8 @@ async function unaryCall<I extends DescMessage, O extends DescMessage>(
       (err: unknown) => call.failWith(fromNodeError(err)),
     );
   });
-  if (succeeded(reply)) {
-    // An OK answer, read as connect's checks below read it, without making the Headers they read.
-    let output: MessageShape<O>;
-    try {
-      output = fromBinary(method.output, unframe(reply.body));
-    } catch (err) {
-      if (err instanceof ConnectError) throw err;
-      throw new ConnectError(`parse binary: ${err instanceof Error ? err.message : String(err)}`, Code.Internal);
-    }
-    return answered(method, output, reply);
-  }
+  // An OK answer, read as connect's checks below read it, without making the Headers they read.
+  if (succeeded(reply)) return answered(method, parsed(method.output, unframe(reply.body)), reply);
   const responseHeader = webHeaders(reply.headers);
   const trailer = webHeaders(reply.trailers);
   // As connect-node: the HTTP status and content type first, then the message, then the status trailers.
@@ -81,13 +72,16 @@ async function unaryCall<I extends DescMessage, O extends DescMessage>(
     throw new ConnectError("protocol error: missing output message for unary method", trailer.has("grpc-status") ? Code.Unimplemented : Code.Unknown);
   }
   if (headerError) throw new ConnectError("protocol error: received output message for unary method with error status", Code.Unknown);
-  let output: MessageShape<O>;
+  return { stream: false, service: method.parent, method, header: responseHeader, message: parsed(method.output, bytes), trailer };
+}
+
+/** The answer's message; bytes that are not one fail as connect-node's parse does (INTERNAL). */
+function parsed<O extends DescMessage>(schema: O, bytes: Uint8Array): MessageShape<O> {
   try {
-    output = fromBinary(method.output, bytes);
+    return fromBinary(schema, bytes);
   } catch (err) {
     throw new ConnectError(`parse binary: ${err instanceof Error ? err.message : String(err)}`, Code.Internal);
   }
-  return { stream: false, service: method.parent, method, header: responseHeader, message: output, trailer };
 }
 
 /**
