@@ -21,6 +21,7 @@ export * from "./placement.js";
 export * from "./freeze.js";
 export * from "./copy-message.js";
 export * from "./message-encoder.js";
+export * from "./message-decoder.js";
 export * from "./share-unchanged.js";
 export * from "./utf8-check.js";
 export * from "./push-iterable.js";

@@ -1,6 +1,6 @@
 import { clearField, clone, protoInt64, ScalarType, toBinary, type DescField, type DescMessage } from "@bufbuild/protobuf";
 import { FLOAT32_MAX, INT32_MAX, INT32_MIN, UINT32_MAX } from "@bufbuild/protobuf/wire";
-import { isWrapperDesc } from "@bufbuild/protobuf/wkt";
+import { planner, unboxed, wireType } from "./message-plans.js";
 
 /**
  * A binary encoder for protobuf-es v2 messages that checks every field as protobuf-es's
@@ -87,6 +87,11 @@ export class MessageCheckError extends Error {
 
 type Obj = Record<string, unknown> & { $typeName?: string; $unknown?: readonly { no: number; wireType: number; data: Uint8Array }[] };
 
+/**
+ * How a field holds its value. Each of the encoder and the decoder declares its own: a
+ * const enum of the same file is inlined as numbers where the build compiles file by file
+ * (esbuild), one imported is read as an object's properties on every field.
+ */
 const enum Kind {
   Scalar,
   Message,
@@ -103,8 +108,6 @@ const INT64_MIN = -(1n << 63n);
 const INT64_MAX = (1n << 63n) - 1n;
 const UINT64_MAX = (1n << 64n) - 1n;
 
-/** Types protobuf-es represents as something else than their message in a field: the wrappers (unboxed) and Struct (a JsonObject). */
-const unboxed = (m: DescMessage): boolean => isWrapperDesc(m) || m.typeName === "google.protobuf.Struct";
 
 interface FieldPlan {
   readonly name: string;
@@ -134,36 +137,21 @@ interface Plan {
   readonly fields: readonly FieldPlan[];
 }
 
-const plans = new WeakMap<DescMessage, Plan | null>();
-
-function planOf(desc: DescMessage): Plan | undefined {
-  const known = plans.get(desc);
-  if (known !== undefined) return known ?? undefined;
-  const made: DescMessage[] = [];
-  if (build(desc, made)) return plans.get(desc)!;
-  // A type this one holds (or it) is not supported: nothing planned on the way is trusted.
-  for (const d of made) plans.set(d, null);
-  return undefined;
-}
-
-/** Plans `desc` and every message type it holds (cached before their fields, for recursive types); false when one is not supported. */
-function build(desc: DescMessage, made: DescMessage[]): boolean {
-  const known = plans.get(desc);
-  if (known !== undefined) return known !== null;
-  const fields: FieldPlan[] = [];
-  plans.set(desc, { typeName: desc.typeName, fields });
-  made.push(desc);
-  for (const f of [...desc.fields].sort((x, y) => x.number - y.number)) {
-    const fp = planField(f);
-    if (!fp) return false;
-    if (fp.subDesc) {
-      if (!build(fp.subDesc, made)) return false;
-      fp.sub = plans.get(fp.subDesc)!;
+const planOf = planner<Plan>(
+  (desc) => ({ typeName: desc.typeName, fields: [] }),
+  (desc, plan, sub) => {
+    for (const f of [...desc.fields].sort((x, y) => x.number - y.number)) {
+      const fp = planField(f);
+      if (!fp) return false;
+      if (fp.subDesc) {
+        fp.sub = sub(fp.subDesc);
+        if (!fp.sub) return false;
+      }
+      (plan.fields as FieldPlan[]).push(fp);
     }
-    fields.push(fp);
-  }
-  return true;
-}
+    return true;
+  },
+);
 
 function planField(f: DescField): FieldPlan | undefined {
   if (f.presence === LEGACY_REQUIRED || ("delimitedEncoding" in f && f.delimitedEncoding)) return undefined;
@@ -190,24 +178,6 @@ function planField(f: DescField): FieldPlan | undefined {
         return { ...base, kind: Kind.Map, scalar: ScalarType.INT32, ...enumInfo(undefined), tag: f.number * 8 + 2, packed: false, mapMessage: true, subDesc: f.message };
       }
       return { ...base, kind: Kind.Map, scalar: f.mapKind === "enum" ? ScalarType.INT32 : f.scalar, ...enumInfo(f.mapKind === "enum" ? f.enum : undefined), tag: f.number * 8 + 2, packed: false, mapMessage: false, subDesc: undefined };
-  }
-}
-
-function wireType(t: ScalarType): number {
-  switch (t) {
-    case ScalarType.BYTES:
-    case ScalarType.STRING:
-      return 2;
-    case ScalarType.DOUBLE:
-    case ScalarType.FIXED64:
-    case ScalarType.SFIXED64:
-      return 1;
-    case ScalarType.FIXED32:
-    case ScalarType.SFIXED32:
-    case ScalarType.FLOAT:
-      return 5;
-    default:
-      return 0;
   }
 }
 
