@@ -1,9 +1,10 @@
 import * as http2 from "node:http2";
 import type { ClientHttp2Stream, IncomingHttpHeaders } from "node:http2";
-import { create, fromBinary, isMessage, toBinary, type DescMessage, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
+import { create, isMessage, toBinary, type DescMessage, type DescMethodUnary, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Transport, type UnaryResponse } from "@connectrpc/connect";
 import { requestHeader, validateResponse, validateTrailer } from "@connectrpc/connect/protocol-grpc";
 import type { Http2SessionManager } from "@connectrpc/connect-node";
+import { decodeBinary } from "@quantix/core";
 import { frame } from "./fast-path/grpc-wire.js";
 import { DEFAULT_LIMITS } from "./rpc-server.js";
 
@@ -78,7 +79,7 @@ async function unaryCall<I extends DescMessage, O extends DescMessage>(
 /** The answer's message; bytes that are not one fail as connect-node's parse does (INTERNAL). */
 function parsed<O extends DescMessage>(schema: O, bytes: Uint8Array): MessageShape<O> {
   try {
-    return fromBinary(schema, bytes);
+    return decodeBinary(schema, bytes);
   } catch (err) {
     throw new ConnectError(`parse binary: ${err instanceof Error ? err.message : String(err)}`, Code.Internal);
   }

@@ -1,12 +1,12 @@
 import * as http2 from "node:http2";
 import type { ServerHttp2Stream } from "node:http2";
-import { fromBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { decodeBinary } from "@quantix/core";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { undecodable } from "../errors.js";
 import { GRPC_ACCEPT_ENCODING } from "../compression.js";
 import { encodeMessage } from "./encode-cache.js";
-import { decodeFlat } from "./flat-decode.js";
 import type { FastContext } from "./fast-context.js";
 
 // The gRPC wire format on an HTTP/2 stream, as much of it as the fast path speaks:
@@ -91,7 +91,7 @@ function framingProblem(body: Buffer): ConnectError | undefined {
 /** Decodes a request message; bytes that are not one are the client's error (INVALID_ARGUMENT naming the type). */
 export function decodeMessage<T extends DescMessage>(schema: T, bytes: Uint8Array): MessageShape<T> {
   try {
-    return decodeFlat(schema, bytes) ?? fromBinary(schema, bytes);
+    return decodeBinary(schema, bytes);
   } catch (err) {
     throw undecodable(schema, err instanceof Error ? err.message : String(err), err);
   }

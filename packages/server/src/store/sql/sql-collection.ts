@@ -1,5 +1,4 @@
-import { fromBinary } from "@bufbuild/protobuf";
-import { encodeChecked, encodeFrozen } from "@quantix/core";
+import { decodeBinary, encodeChecked, encodeFrozen } from "@quantix/core";
 import {
   copyMessage,
   checkBase,
@@ -252,7 +251,7 @@ export class SqlCollection<T extends Resource> implements Collection<T> {
   }
 
   decode(data: Uint8Array, version: bigint): T {
-    const o = fromBinary(this.kind.schema, data) as unknown as T;
+    const o = decodeBinary(this.kind.schema, data) as unknown as T;
     o.resourceVersion = version;
     return deepFreeze(o);
   }

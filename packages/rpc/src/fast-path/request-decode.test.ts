@@ -3,7 +3,7 @@ import { test } from "node:test";
 import { create, fromBinary, toBinary, type DescMessage } from "@bufbuild/protobuf";
 import { GetVMRequestSchema, ListVMsRequestSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { ImportImageRequestSchema } from "@quantix/api/gen/Quantixkvm/storage/v1/image_service_pb.js";
-import { decodeFlat } from "./flat-decode.js";
+import { planDecode } from "@quantix/core";
 import { decodeMessage } from "./grpc-wire.js";
 
 /** What fromBinary makes of `bytes`: its message, or the fact that it throws. */
@@ -15,7 +15,7 @@ function reference(schema: DescMessage, bytes: Uint8Array): { message: unknown }
   }
 }
 
-/** decodeMessage (the flat decoder, fromBinary where it declines) gives what fromBinary gives, or throws where it throws. */
+/** decodeMessage (core's plan decoder, fromBinary where it declines) gives what fromBinary gives, or throws where it throws. */
 function assertSameAsFromBinary(schema: DescMessage, bytes: Uint8Array): void {
   const want = reference(schema, bytes);
   if (want === "throws") {
@@ -35,23 +35,27 @@ function random(seed: number): () => number {
   };
 }
 
-test("a request of plain ASCII strings is decoded without fromBinary, to the message fromBinary makes", () => {
-  const bytes = toBinary(GetVMRequestSchema, create(GetVMRequestSchema, { id: "11111111-1111-1111-1111-111111111111" }));
-  const flat = decodeFlat(GetVMRequestSchema, bytes);
-  assert.ok(flat, "decoded by the flat decoder");
-  assert.deepStrictEqual(flat, fromBinary(GetVMRequestSchema, bytes));
-  assert.deepStrictEqual(decodeFlat(GetVMRequestSchema, new Uint8Array(0)), create(GetVMRequestSchema));
-  const list = toBinary(ListVMsRequestSchema, create(ListVMsRequestSchema, { projectId: "p1", nodeId: "n", pageToken: "t", orderBy: "name desc" }));
-  assert.deepStrictEqual(decodeFlat(ListVMsRequestSchema, list), fromBinary(ListVMsRequestSchema, list));
-});
-
-test("the flat decoder declines what is not plain ASCII strings: other fields, unknown fields, oneofs, non-ASCII, cut input", () => {
-  const id = (s: string) => toBinary(GetVMRequestSchema, create(GetVMRequestSchema, { id: s }));
-  const declined: [DescMessage, Uint8Array][] = [
+test("requests are decoded without fromBinary, to the message fromBinary makes: strings, numbers, maps, oneofs, non-ASCII", () => {
+  const read: [DescMessage, Uint8Array][] = [
+    [GetVMRequestSchema, toBinary(GetVMRequestSchema, create(GetVMRequestSchema, { id: "11111111-1111-1111-1111-111111111111" }))],
+    [GetVMRequestSchema, new Uint8Array(0)],
+    [ListVMsRequestSchema, toBinary(ListVMsRequestSchema, create(ListVMsRequestSchema, { projectId: "p1", nodeId: "n", pageToken: "t", orderBy: "name desc" }))],
     [ListVMsRequestSchema, toBinary(ListVMsRequestSchema, create(ListVMsRequestSchema, { projectId: "p", pageSize: 5 }))],
     [ListVMsRequestSchema, toBinary(ListVMsRequestSchema, create(ListVMsRequestSchema, { labels: { a: "b" } }))],
     [ImportImageRequestSchema, toBinary(ImportImageRequestSchema, create(ImportImageRequestSchema, { target: { case: "imageId", value: "img" } }))],
-    [GetVMRequestSchema, id("vm-é")],
+    [GetVMRequestSchema, toBinary(GetVMRequestSchema, create(GetVMRequestSchema, { id: "vm-é" }))],
+  ];
+  for (const [schema, bytes] of read) {
+    const what = `${schema.typeName} ${Buffer.from(bytes).toString("hex")}`;
+    const plan = planDecode(schema, bytes);
+    assert.ok(plan, `${what}: decoded by the plan`);
+    assert.deepStrictEqual(plan, fromBinary(schema, bytes), what);
+    assertSameAsFromBinary(schema, bytes);
+  }
+});
+
+test("what the plan declines goes to fromBinary: unknown fields, other wire types, invalid UTF-8, cut input", () => {
+  const declined: [DescMessage, Uint8Array][] = [
     [GetVMRequestSchema, Uint8Array.from([0x0a, 0x02, 0xff, 0xfe])],
     [GetVMRequestSchema, Uint8Array.from([0x12, 0x01, 0x61])], // field 2, unknown
     [GetVMRequestSchema, Uint8Array.from([0x0a, 0x05, 0x61])], // cut string
@@ -59,7 +63,7 @@ test("the flat decoder declines what is not plain ASCII strings: other fields, u
     [GetVMRequestSchema, Uint8Array.from([0x08, 0x01])], // field 1 as a varint
   ];
   for (const [schema, bytes] of declined) {
-    assert.equal(decodeFlat(schema, bytes), undefined, `${schema.typeName} ${Buffer.from(bytes).toString("hex")}`);
+    assert.equal(planDecode(schema, bytes), undefined, `${schema.typeName} ${Buffer.from(bytes).toString("hex")}`);
     assertSameAsFromBinary(schema, bytes);
   }
 });
