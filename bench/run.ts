@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInStore, createOverGrpc } from "./lib/creates.js";
-import { encodeCosts } from "./lib/encode.js";
+import { decodeCosts, encodeCosts } from "./lib/encode.js";
 import { demoVm, fanout, quietVm, WATCH_VMS, type FanoutResult } from "./lib/fanout.js";
 import { grpcHeaders } from "./lib/h2-client.js";
 import { H2LOAD_INSTALL, type Saturation } from "./lib/h2load.js";
@@ -222,6 +222,10 @@ try {
   const encodes = encodeCosts();
   details["encode"] = encodes;
   for (const e of encodes) rows.push(compare(`stored object's checked encode, ${e.name} (${e.bytes} bytes), µs`, e.oursUs, e.protobufEsUs, (v) => `${v.toFixed(2)} µs`, "protobuf-es clone + toBinary"));
+  progress("a message's decode (the plan decoder beside ADR 0014's encoder) against protobuf-es's fromBinary, in this process");
+  const decodes = decodeCosts();
+  details["decode"] = decodes;
+  for (const d of decodes) rows.push(compare(`message decode, ${d.name} (${d.bytes} bytes), µs`, d.oursUs, d.protobufEsUs, (v) => `${v.toFixed(2)} µs`, "protobuf-es fromBinary"));
   progress("WatchVMs from resource_version 0 over gRPC and over Connect (h2c, binary) against those VMs, and a bare node:http2 write loop, taking turns");
   const first = await streamOnce(empty.url, grpcHeaders(WATCH_VMS));
   const bareStream = { ...grpcHeaders("/bench.Bare/Stream"), "x-count": String(first.messages), "x-size": String(Math.round(first.meanPayloadBytes)) };
