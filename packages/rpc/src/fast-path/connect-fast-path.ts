@@ -16,6 +16,7 @@ import {
   type MethodSerializationLookup,
 } from "@connectrpc/connect/protocol";
 import { codeToHttpStatus, contentTypeUnaryRegExp, createEndStreamSerialization, endStreamFlag, errorToJsonBytes, parseContentType } from "@connectrpc/connect/protocol-connect";
+import { planDecode } from "@quantix/core";
 import { clientDecodeError } from "../errors.js";
 import { applyInterceptors } from "../interceptors/apply-interceptors.js";
 import type { Route } from "../routes.js";
@@ -274,7 +275,9 @@ export class ConnectFastPath {
         unread = true;
         throw err;
       }
-      const input = m.serialization.getI(binary).parse(bytes);
+      // Binary bodies by core's plan decoder where it reads them (fromBinary's message); the rest,
+      // JSON and what the plan declines, by connect-es's serialization, with its errors.
+      const input = (binary ? planDecode(m.spec.method.input, bytes) : undefined) ?? m.serialization.getI(binary).parse(bytes);
       const req = fastRequest(ctx, false, input);
       reached = true;
       const res = await applyInterceptors(invokeUnary(m.spec as Unary, ctx, req), this.opts.interceptors)(req);
