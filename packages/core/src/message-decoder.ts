@@ -20,7 +20,11 @@ export function decodeBinary<Desc extends DescMessage>(schema: Desc, bytes: Uint
   return (planDecode(schema, bytes) as MessageShape<Desc> | undefined) ?? fromBinary(schema, bytes);
 }
 
-/** The message read by the plan, or undefined when the plan does not read this type or these bytes (fromBinary's case). Exported for tests. */
+/**
+ * The message read by the plan, or undefined when the plan does not read this type or these
+ * bytes (fromBinary's case): for a caller whose fallback is not fromBinary itself (the
+ * Connect path hands the rest to connect-es's serialization, for its errors), and for tests.
+ */
 export function planDecode(schema: DescMessage, bytes: Uint8Array): object | undefined {
   const plan = planOf(schema);
   if (plan === undefined) return undefined;
