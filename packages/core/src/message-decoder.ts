@@ -476,20 +476,19 @@ function readScalar(t: ScalarType, strict: boolean): unknown {
       pos += 4;
       return v;
     }
-    case ScalarType.FIXED64: {
-      const d = fixed(8);
-      lo = d.getInt32(pos, true);
-      hi = d.getInt32(pos + 4, true);
-      pos += 8;
-      return int64(false);
-    }
-    case ScalarType.SFIXED64: {
-      const d = fixed(8);
-      lo = d.getInt32(pos, true);
-      hi = d.getInt32(pos + 4, true);
-      pos += 8;
-      return int64(true);
-    }
+    case ScalarType.FIXED64:
+      return readFixed64(false);
+    case ScalarType.SFIXED64:
+      return readFixed64(true);
   }
   throw BAIL;
+}
+
+/** A fixed64 or sfixed64, as protobuf-es reads it: two little-endian 32-bit halves. */
+function readFixed64(signed: boolean): bigint {
+  const d = fixed(8);
+  lo = d.getInt32(pos, true);
+  hi = d.getInt32(pos + 4, true);
+  pos += 8;
+  return int64(signed);
 }

@@ -108,7 +108,6 @@ const INT64_MIN = -(1n << 63n);
 const INT64_MAX = (1n << 63n) - 1n;
 const UINT64_MAX = (1n << 64n) - 1n;
 
-
 interface FieldPlan {
   readonly name: string;
   /** The oneof's property, when the field is a member of one. */
