@@ -24,13 +24,24 @@ export interface CreateRate {
   readonly ms: number;
 }
 
+/** How createOverGrpc loads a server. */
+export interface CreateLoad {
+  /** Calls in flight (64). */
+  readonly concurrency?: number;
+  /** Stops issuing after this long (60 s). */
+  readonly budgetMs?: number;
+  /** The first VM's number in its name (0): a second call on the same server names its VMs after the first's. */
+  readonly first?: number;
+}
+
 /**
  * CreateVM over gRPC (h2c, one connection, `concurrency` calls in flight) with pre-encoded
  * requests: the first `warmup` are not timed. Stops issuing at `budgetMs`.
  */
-export async function createOverGrpc(url: string, total: number, warmup: number, concurrency = 64, budgetMs = 60_000): Promise<CreateRate> {
+export async function createOverGrpc(url: string, total: number, warmup: number, load: CreateLoad = {}): Promise<CreateRate> {
+  const { concurrency = 64, budgetMs = 60_000, first = 0 } = load;
   const bodies = Array.from({ length: total }, (_, i) =>
-    envelope(toBinary(CreateVMRequestSchema, create(CreateVMRequestSchema, { name: vmName("bench", i), projectId: PROJECT, spec: SPEC }))),
+    envelope(toBinary(CreateVMRequestSchema, create(CreateVMRequestSchema, { name: vmName("bench", first + i), projectId: PROJECT, spec: SPEC }))),
   );
   const session = await connect(url);
   const deadline = nowMs() + budgetMs;

@@ -1,7 +1,7 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { loadConfig, migrate, PgliteDriver, SQL_STORE_FOLLOWING, SqlStore, startControlPlane } from "@quantix/server";
-import { recordingDriver } from "../lib/sql-log.js";
+import { MARKED, recordingDriver } from "../lib/sql-log.js";
 
 // The control plane on the embedded store, as `npm start` runs it, with its driver recording
 // every statement (lib/sql-log.ts). On SIGTERM it closes and writes them to argv[2]: the
@@ -16,6 +16,11 @@ const driver = recordingDriver(await PgliteDriver.open(dir));
 await migrate(driver, () => undefined);
 const store = await SqlStore.open(driver, { historyRevisions: config.storeTuning.historyRevisions, ...SQL_STORE_FOLLOWING, onError: () => undefined });
 const cp = await startControlPlane(config, { store });
+// SIGUSR2 marks where the statements so far end (replaySql times each part apart); the line says it is done.
+process.on("SIGUSR2", () => {
+  driver.mark();
+  process.stdout.write(`${JSON.stringify({ msg: MARKED })}\n`);
+});
 process.once("SIGTERM", () => {
   void cp.close().then(() => {
     driver.save(out);
