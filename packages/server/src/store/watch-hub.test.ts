@@ -39,11 +39,12 @@ test("a fan-out larger than one turn reaches every watcher once, in order, also 
   early.forEach((s) => hub.subscribe(0n, s));
   publish();
   publish();
-  await turn(); // the first 1,024 watchers have the first batch; the rest are pending
+  await turn(); // the first turn's watchers have the first batch; the rest are pending
   const late = recorder();
   hub.subscribe(1n, late); // resumes after revision 1 while revision 2 is still being delivered
   publish();
-  for (let i = 0; i < 20; i++) await turn();
+  // Enough turns for both batches to reach 3,001 watchers in turns of 256.
+  for (let i = 0; i < 40; i++) await turn();
   for (const s of early) assert.deepEqual(s.revs, [1n, 2n, 3n]);
   assert.deepEqual(late.revs, [2n, 3n], "history replay, then live changes, with no duplicate");
   assert.ok([...early, late].every((s) => s.synced === 1));
