@@ -74,6 +74,13 @@ const progress = (msg: string) => process.stderr.write(`[bench ${((Date.now() - 
 const SERVER = "packages/server/src/main.ts";
 /** CreateVMs in each window of an embedded-store server (the first window's first 500 untimed). */
 const EMBEDDED_CREATES = 5_000;
+/**
+ * Writes each fan-out times, after one untimed: a server's first write after its watchers
+ * opened runs code it has not run yet (our server's and bare's alike), and with 5 timed
+ * writes that one write set the p99 (its acknowledgement took 2-4 times the others').
+ */
+const FANOUT_WRITES = 10;
+const FANOUT_WARMUP = 1;
 const ours = (name: string, demo: boolean, env: Record<string, string> = {}, cpus: number | string = 0) =>
   startServer(name, SERVER, [], { QUANTIX_ADDR: "127.0.0.1:0", QUANTIX_STORE: "memory", QUANTIX_DEMO: demo ? "1" : "0", QUANTIX_LOG_LEVEL: "info", QUANTIX_SHUTDOWN_GRACE_MS: "2000", ...env }, cpus);
 const baseline = (name: string, script: string, args: string[] = []) => startServer(name, join("bench", "servers", script), args, {});
@@ -272,15 +279,15 @@ try {
   const sizes: readonly (readonly [number, number])[] = [[1, 1], [1_000, 1], [10_000, 1], [10_000, 100]];
   for (const [n, conns] of want("fanout") ? sizes : []) {
     const over = conns === 1 ? "one connection" : `${num(conns)} connections`;
-    progress(`watch fan-out: ${num(n)} WatchVMs streams on ${over}, 5 writes; then the same against a bare node:http2 fan-out`);
+    progress(`watch fan-out: ${num(n)} WatchVMs streams on ${over}, ${FANOUT_WARMUP} untimed and ${FANOUT_WRITES} timed writes; then the same against a bare node:http2 fan-out`);
     const s = await up(ours(`quantix-fanout-${n}-${conns}`, true));
     await quietVm(s.url, DEMO_VM_ID);
-    const r = await fanout(s, n, DEMO_VM_ID, 5, 90_000, conns);
+    const r = await fanout(s, n, DEMO_VM_ID, FANOUT_WRITES, 90_000, conns, FANOUT_WARMUP);
     // Bare sends our demo VM (with the new description): the same bytes per watcher.
     const vm = await demoVm(s.url, DEMO_VM_ID);
     await down(s);
     const floorServer = await up(baseline(`bare-fanout-${n}-${conns}`, "bare-fanout.ts", [vm]));
-    const f = await fanout(floorServer, n, DEMO_VM_ID, 5, 90_000, conns);
+    const f = await fanout(floorServer, n, DEMO_VM_ID, FANOUT_WRITES, 90_000, conns, FANOUT_WARMUP);
     await down(floorServer);
     fan.push(r, f);
     const bad = r.synced < n || r.missing > 0 || r.extra > 0 || r.errors > 0 || !r.inOrder;
@@ -307,7 +314,7 @@ try {
   // spreads the connections). This harness runs on CPU 1 too, so the second worker shares
   // its core with the clients: on 2 cores that is the most there is to give.
   if (want("fanout")) {
-    progress("watch fan-out on PostgreSQL: 10,000 WatchVMs streams on 100 connections, 1 worker on CPU 0, then QUANTIX_WORKERS=2 on CPUs 0-1, 5 writes each");
+    progress(`watch fan-out on PostgreSQL: 10,000 WatchVMs streams on 100 connections, 1 worker on CPU 0, then QUANTIX_WORKERS=2 on CPUs 0-1, ${FANOUT_WARMUP} untimed and ${FANOUT_WRITES} timed writes each`);
     const pg = await startPostgres();
     const byWorkers: FanoutResult[] = [];
     try {
@@ -317,7 +324,7 @@ try {
         const pids = await servingPids(s.url, workers);
         progress(`  ${workers} worker(s) serving: pids ${pids.join(", ")}`);
         await quietVm(s.url, DEMO_VM_ID);
-        byWorkers.push(await fanout(s, 10_000, DEMO_VM_ID, 5, 120_000, 100));
+        byWorkers.push(await fanout(s, 10_000, DEMO_VM_ID, FANOUT_WRITES, 120_000, 100, FANOUT_WARMUP));
         await down(s);
       }
     } finally {

@@ -95,17 +95,20 @@ export interface FanoutResult {
 
 /**
  * Opens `n` WatchVMs streams on ONE HTTP/2 connection (or `connections` of them, the
- * streams split evenly), waits for every SYNCED, then makes
- * `writes` UpdateVM calls on a second connection and times each write's acknowledgement
- * to its arrival at every watcher. Envelopes are counted, not decoded: after SYNCED the
- * k-th envelope answers the k-th write (watcher 0 decodes all to check that).
+ * streams split evenly), waits for every SYNCED, then makes `warmup` untimed and `writes`
+ * timed UpdateVM calls on a second connection, one after another, and times each write's
+ * acknowledgement to its arrival at every watcher. Envelopes are counted, not decoded:
+ * after SYNCED the k-th envelope answers the k-th write (watcher 0 decodes all to check
+ * that). The untimed first write is the first either server makes after its watchers
+ * opened, on code paths it has not run yet; each server gets one alike.
  */
-export async function fanout(server: { url: string; pid: number }, n: number, vmId: string, writes = 5, budgetMs = 90_000, connections = 1): Promise<FanoutResult> {
+export async function fanout(server: { url: string; pid: number }, n: number, vmId: string, writes = 5, budgetMs = 90_000, connections = 1, warmup = 0): Promise<FanoutResult> {
   const deadline = nowMs() + budgetMs;
+  const total = warmup + writes;
   const synced = new Uint8Array(n);
   const count = new Int32Array(n);
-  const arrival = new Float64Array(n * writes).fill(NaN);
-  const delivered = new Int32Array(writes);
+  const arrival = new Float64Array(n * total).fill(NaN);
+  const delivered = new Int32Array(total);
   const decoded: Buffer[] = [];
   const times = new Float64Array(n);
   let syncedCount = 0;
@@ -123,8 +126,8 @@ export async function fanout(server: { url: string; pid: number }, n: number, vm
           return;
         }
         const k = count[i]++;
-        if (k >= writes) return void extra++;
-        arrival[i * writes + k] = t;
+        if (k >= total) return void extra++;
+        arrival[i * total + k] = t;
         delivered[k]!++;
         if (i === 0 && payload) decoded.push(payload);
       },
@@ -169,18 +172,19 @@ export async function fanout(server: { url: string; pid: number }, n: number, vm
   const fromSend: number[] = [];
   const ackMs: number[] = [];
   const expected: string[] = [];
-  for (let k = 0; k < writes && syncedCount === n; k++) {
+  for (let k = 0; k < total && syncedCount === n; k++) {
     const description = `bench fan-out ${n} write ${k + 1} at ${new Date().toISOString()}`;
     expected.push(description);
     const req = create(UpdateVMRequestSchema, { id: vmId, description, updateMask: { paths: ["description"] } });
     const sent = nowMs();
     const x = await exchange(writer, grpcHeaders(UPDATE_VM), envelope(toBinary(UpdateVMRequestSchema, req)));
     const ack = nowMs();
-    ackMs.push(ack - sent);
+    const keep = k >= warmup;
+    if (keep) ackMs.push(ack - sent);
     if (grpcStatus(x) !== "0") throw new Error(`UpdateVM failed: grpc-status ${grpcStatus(x)} ${String(x.trailers["grpc-message"] ?? "")}`);
     await until(() => delivered[k] === n);
-    for (let i = 0; i < n; i++) {
-      const a = arrival[i * writes + k]!;
+    for (let i = 0; i < n && keep; i++) {
+      const a = arrival[i * total + k]!;
       if (Number.isNaN(a)) continue;
       latencies.push(a - ack);
       fromSend.push(a - sent);
@@ -209,7 +213,7 @@ export async function fanout(server: { url: string; pid: number }, n: number, vm
     p99FromSendMs: percentile(fromSend, 99),
     ackMs,
     samples: latencies.length,
-    missing: n * writes - latencies.length,
+    missing: n * writes - latencies.length + delivered.slice(0, warmup).reduce((sum, d) => sum + n - d, 0),
     extra,
     errors: sessionErrors(),
     inOrder,
