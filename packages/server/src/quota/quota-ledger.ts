@@ -1,7 +1,6 @@
-import { clone, type DescMessage } from "@bufbuild/protobuf";
 import type { VirtualMachine } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_pb.js";
 import type { Quota } from "@quantix/api/gen/Quantixkvm/quota/v1/quota_pb.js";
-import { vmUsage, charge, checkBase, isZero, newQuota, notFound, QUOTA_KIND, QuantixError, usageDelta, type Clock, type Kind, type Limits, type Resource, type Store, type TxOp, type Usage } from "@quantix/core";
+import { vmUsage, charge, checkBase, copyMessage, isZero, newQuota, notFound, QUOTA_KIND, QuantixError, usageDelta, type Clock, type Kind, type Limits, type Resource, type Store, type TxOp, type Usage } from "@quantix/core";
 
 /** Attempts of a charged write whose object changed between its read and its commit. */
 const ATTEMPTS = 20;
@@ -93,13 +92,13 @@ export class QuotaLedger {
     options: { actor: string; expectedVersion?: bigint | undefined; extra?: (before: T, after: T) => readonly TxOp[] },
   ): Promise<T> {
     const coll = this.deps.store.of(kind);
-    const copy = (o: T) => clone(kind.schema as DescMessage, o as never) as unknown as T;
     const deltaOf = (cur: T, next: T) => usageDelta(c.usage(removes(kind, next) ? undefined : next), c.usage(cur));
     for (let attempt = 1; ; attempt++) {
       const cur = await coll.get(id);
       if (!cur) throw notFound(kind.name, id);
       checkBase(kind as unknown as Kind<Resource>, cur, options.expectedVersion);
-      const next = mutate(copy(cur));
+      // cur is the store's own object: copied without protobuf-es's reflection (copyMessage).
+      const next = mutate(copyMessage(cur));
       if (next === undefined) return cur;
       const extra = options.extra;
       try {
@@ -109,8 +108,11 @@ export class QuotaLedger {
           return written as T;
         }
         if (isZero(deltaOf(cur, next))) {
-          // No use changes (labels, a description): the collection's update, refused if a concurrent change made it charge.
-          return await coll.update(id, (x) => guarded(x, mutate(x), deltaOf), { ...(options.expectedVersion !== undefined ? { expectedVersion: options.expectedVersion } : {}), actor: options.actor });
+          // No use changes (labels, a description): the collection's update, refused if a
+          // concurrent change made it charge. The object unchanged since it was read (the same
+          // version), the change already made from it is the one to write: mutate runs again
+          // only on an object another write changed meanwhile.
+          return await coll.update(id, (x) => guarded(x, x.resourceVersion === cur.resourceVersion ? next : mutate(x), deltaOf), { ...(options.expectedVersion !== undefined ? { expectedVersion: options.expectedVersion } : {}), actor: options.actor });
         }
         return await this.chargedUpdate(kind, id, mutate, c, deltaOf, cur, options);
       } catch (err) {

@@ -1,6 +1,6 @@
 import { clone, create, equals, type DescField, type DescMessage } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { applyUpdateMask, commonViolations, invalidArgument, QuantixError, throwIfViolations, usageSum, type Clock, type IdGenerator, type Kind, type Resource, type Store, type TxOp, type Usage } from "@quantix/core";
+import { applyUpdateMask, commonViolations, copyMessage, invalidArgument, QuantixError, throwIfViolations, usageSum, type Clock, type IdGenerator, type Kind, type Resource, type Store, type TxOp, type Usage } from "@quantix/core";
 import type { Charging } from "../quota/quota-ledger.js";
 import { waitFor, waitGone } from "../services/wait.js";
 import { requireWellFormedId } from "./resource-service.js";
@@ -97,7 +97,8 @@ export class ResourceWriter<T extends Resource> {
       const paths = req.updateMask?.paths ?? [];
       if (paths.length > 0) throwIfViolations(applyUpdateMask(schema, draft, req, paths, (p) => this.writable(p)));
       else (this.rules.unmasked ?? defaultUnmasked(top))(draft, req);
-      const nextT = clone(this.kind.schema, cur as never) as unknown as T;
+      // cur is a copy of the store's object (the store's update hands mutate its own copy).
+      const nextT = copyMessage(cur);
       const next = nextT as unknown as Record<string, unknown>;
       for (const f of top) next[f.localName] = draft[f.localName];
       this.checkAll(nextT, cur);

@@ -7,6 +7,7 @@ import { create } from "@bufbuild/protobuf";
 import { UpdateVMRequestSchema } from "@quantix/api/gen/Quantixkvm/compute/v1/vm_service_pb.js";
 import { systemClock, VM_KIND, type Store } from "@quantix/core";
 import { startPostgres, type TestPostgres } from "@quantix/testing";
+import { MemoryStore } from "../store/memory-store.js";
 import { fixtureVm } from "../store/store-fixtures.js";
 import { migrate } from "../store/sql/migrations.js";
 import { PgDriver } from "../store/sql/pg-driver.js";
@@ -127,6 +128,48 @@ function contention(name: string, open: () => Promise<Replicas>) {
   });
 }
 
+/**
+ * Concurrent updates of different fields of one VM (its description, its labels) keep every
+ * change: an update reads the VM, makes its change, and writes it only onto the version it
+ * read; on a VM another update changed meanwhile it makes its change again.
+ */
+function disjointUpdates(name: string, open: () => Promise<Replicas>) {
+  describe(`UpdateVM of different fields of one VM at once (${name})`, () => {
+    it("every write keeps the other writes' fields: the latest description and the latest labels both stay", async () => {
+      const { stores, close } = await open();
+      try {
+        const store = stores[0]!;
+        const services = stores.map((s) => new VmService({ store: s, clock: systemClock, ids: { newId: () => crypto.randomUUID() } }));
+        const target = await store.of(VM_KIND).create(fixtureVm());
+        const writers = 40;
+        const results = await Promise.all(
+          Array.from({ length: writers }, (_, i) =>
+            services[i % services.length]!.update(
+              i % 2 === 0
+                ? create(UpdateVMRequestSchema, { id: target.id, description: `writer ${i}`, updateMask: { paths: ["description"] } })
+                : create(UpdateVMRequestSchema, { id: target.id, labels: { writer: String(i) }, updateMask: { paths: ["labels"] } }),
+            ).then((vm) => ({ i, vm })),
+          ),
+        );
+        const latest = (even: boolean) => results.filter((r) => (r.i % 2 === 0) === even).reduce((a, b) => (a.vm.resourceVersion > b.vm.resourceVersion ? a : b));
+        const final = (await store.of(VM_KIND).get(target.id))!;
+        assert.equal(new Set(results.map((r) => r.vm.resourceVersion)).size, writers, "each write is a revision of its own");
+        assert.equal(final.description, `writer ${latest(true).i}`);
+        assert.deepEqual({ ...final.labels }, { writer: String(latest(false).i) });
+        // What each write answered holds the other field as the write before it left it.
+        for (const { i, vm } of results) {
+          if (i % 2 === 0) assert.equal(vm.description, `writer ${i}`);
+          else assert.deepEqual({ ...vm.labels }, { writer: String(i) });
+        }
+      } finally {
+        await close();
+      }
+    });
+  });
+}
+
+disjointUpdates("memory", async () => ({ stores: [new MemoryStore()], close: async () => undefined }));
+
 let server: TestPostgres;
 before(async () => {
   server = await startPostgres();
@@ -148,7 +191,9 @@ async function postgresReplicas(database: string, n: number): Promise<Replicas> 
 contention("PostgreSQL", () => postgresReplicas("contention", 1));
 contention("PostgreSQL, two replicas", () => postgresReplicas("contention_two", 2));
 
-contention("embedded (PGlite)", async () => {
+disjointUpdates("PostgreSQL, two replicas", () => postgresReplicas("disjoint_two", 2));
+/** One embedded store in a new directory, removed when closed. */
+async function embedded(): Promise<Replicas> {
   const dir = mkdtempSync(join(tmpdir(), "quantix-contention-"));
   const driver = await PgliteDriver.open(dir);
   await migrate(driver, () => undefined);
@@ -160,4 +205,7 @@ contention("embedded (PGlite)", async () => {
       rmSync(dir, { recursive: true, force: true });
     },
   };
-});
+}
+
+disjointUpdates("embedded (PGlite)", embedded);
+contention("embedded (PGlite)", embedded);
