@@ -208,8 +208,8 @@ const details: Record<string, unknown> = {};
 const perSec = (v: number) => `${num(v)}/s`;
 const ms = (v: number) => `${num(v, 2)} ms`;
 /** The creates each window times, counted from the store's first (the untimed warm-up included). */
-const first = `${num(WARMUP + 1)}-${num(WARMUP + CREATES)}`;
-const later = `${num(WARMUP + CREATES + 1)}-${num(WARMUP + 2 * CREATES)}`;
+const firstWindow = `${num(WARMUP + 1)}-${num(WARMUP + CREATES)}`;
+const laterWindow = `${num(WARMUP + CREATES + 1)}-${num(WARMUP + 2 * CREATES)}`;
 const work = mkdtempSync(join(tmpdir(), "quantix-bench-store-"));
 const pgServer = await startPostgres();
 try {
@@ -251,16 +251,16 @@ try {
     if (db) {
       rows.push(
         // Issue 19's two rows are PostgreSQL's; the embedded store's are measured alike, without a target.
-        compare(`CreateVM in the ${name} store, creates/s (one at a time; creates ${later})`, c.later.ours, c.later.raw, perSec, "raw SQL INSERT", name === "postgres" ? ISSUE_19.postgresCreates : undefined),
-        compare(`CreateVM in the ${name} store, creates/s (one at a time; a new store's ${first})`, c.first.ours, c.first.raw, perSec, "raw SQL INSERT"),
+        compare(`CreateVM in the ${name} store, creates/s (one at a time; creates ${laterWindow})`, c.later.ours, c.later.raw, perSec, "raw SQL INSERT", name === "postgres" ? ISSUE_19.postgresCreates : undefined),
+        compare(`CreateVM in the ${name} store, creates/s (one at a time; a new store's ${firstWindow})`, c.first.ours, c.first.raw, perSec, "raw SQL INSERT"),
         compare(`CreateVM in the ${name} store, creates/s (${IN_FLIGHT} in flight)`, c.oursConcurrent, c.rawConcurrent, perSec, `raw SQL INSERT, ${IN_FLIGHT} in flight`),
         compare(`ListVMs ${name}, first page of ${PAGE} of ${num(LIST_ROWS)} + count, ms`, l.ours.first, l.raw.first, ms, "raw SQL keyset + count"),
         compare(`ListVMs ${name}, page at 90% of ${num(LIST_ROWS)}, ms`, l.ours.deep, l.raw.deep, ms, "raw SQL keyset", name === "postgres" ? ISSUE_19.postgresDeepPage : undefined),
       );
     } else {
       rows.push(
-        absolute(`CreateVM in the ${name} store, creates/s (one at a time; creates ${later})`, c.later.ours, perSec),
-        absolute(`CreateVM in the ${name} store, creates/s (one at a time; a new store's ${first})`, c.first.ours, perSec),
+        absolute(`CreateVM in the ${name} store, creates/s (one at a time; creates ${laterWindow})`, c.later.ours, perSec),
+        absolute(`CreateVM in the ${name} store, creates/s (one at a time; a new store's ${firstWindow})`, c.first.ours, perSec),
         absolute(`CreateVM in the ${name} store, creates/s (${IN_FLIGHT} in flight)`, c.oursConcurrent, perSec),
         absolute(`ListVMs ${name}, first page of ${PAGE} of ${num(LIST_ROWS)} + count, ms`, l.ours.first, ms),
         absolute(`ListVMs ${name}, page at 90% of ${num(LIST_ROWS)}, ms`, l.ours.deep, ms),
